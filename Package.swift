@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Ferry",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+        .library(name: "FerryMigration", targets: ["FerryMigration"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
+        .target(name: "CFerryShims"),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+
+        .target(name: "FerrySystem", dependencies: [
+            "CFerryShims",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryProtocol"),
+        .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
+        .target(name: "FerryTransport", dependencies: [
+            "FerryProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryGuest", dependencies: [
+            "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryMigration", dependencies: [
+            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport", "FerryGuest",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "ferry", dependencies: [
+            "FerryMigration",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem"]),
+        .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
+        .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec"]),
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport"]),
+        .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
+        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#ifndef CFERRY_SHIMS_H
+#define CFERRY_SHIMS_H
+#include <stdint.h>
+#endif

@@ -1,0 +1,1 @@
+// FerryCodec: placeholder until the module lands.

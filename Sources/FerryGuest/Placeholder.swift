@@ -1,0 +1,1 @@
+// FerryGuest: placeholder until the module lands.

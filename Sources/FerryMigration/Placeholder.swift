@@ -1,0 +1,1 @@
+// FerryMigration: placeholder until the module lands.

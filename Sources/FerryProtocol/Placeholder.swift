@@ -1,0 +1,1 @@
+// FerryProtocol: placeholder until the module lands.

@@ -1,0 +1,1 @@
+// FerrySystem: placeholder until the module lands.

@@ -1,0 +1,1 @@
+// FerryTransport: placeholder until the module lands.
