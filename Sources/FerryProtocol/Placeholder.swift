@@ -1,1 +1,0 @@
-// FerryProtocol: placeholder until the module lands.
