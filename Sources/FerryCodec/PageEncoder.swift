@@ -1,0 +1,98 @@
+import CLZ4
+import FerryProtocol
+import Glibc
+
+/// How the encoder may represent non-zero pages.
+public enum CompressionMode: String, Sendable, CaseIterable {
+    /// LZ4 whenever it makes the page smaller, raw otherwise.
+    case lz4
+    /// Always raw (zero pages are still markers).
+    case none
+}
+
+/// The result of encoding one page.
+public struct EncodedPage: Equatable, Sendable {
+    public var encoding: PageEncoding
+    /// Payload bytes written to the slot (0 for zero pages).
+    public var length: Int
+    /// XXH3-64 of the page content that was encoded.
+    public var hash: UInt64
+}
+
+/// Encodes guest pages for a `PAGE_BATCH`: zero pages as markers, LZ4 where it pays, raw otherwise,
+/// every page hashed.
+///
+/// The guest may be writing the page while it is encoded. The encoder therefore takes one snapshot
+/// of the page (a single copy) and derives the zero test, the hash and the payload from that
+/// snapshot only, so the hash always describes exactly the bytes sent. A write that races with the
+/// copy is caught by the dirty tracker (the page was re-protected before it was read) and the page
+/// is sent again in a later round.
+///
+/// One encoder per thread; it owns a page-sized scratch buffer and allocates nothing per page.
+public final class PageEncoder {
+    public let pageSize: Int
+    public var mode: CompressionMode
+    /// LZ4 acceleration (1 = `LZ4_compress_default`; higher is faster and compresses less).
+    public var acceleration: Int32
+
+    private let scratch: UnsafeMutableRawPointer
+    private let zeroHash: UInt64
+    private let lz4State: UnsafeMutableRawPointer
+
+    public init(pageSize: Int, mode: CompressionMode = .lz4, acceleration: Int32 = 1) {
+        precondition(pageSize > 0 && pageSize & (pageSize - 1) == 0, "page size must be a power of two")
+        self.pageSize = pageSize
+        self.mode = mode
+        self.acceleration = acceleration
+        self.scratch = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: 64)
+        self.zeroHash = PageHash.zeroPage(pageSize: pageSize)
+        self.lz4State = UnsafeMutableRawPointer.allocate(byteCount: Int(LZ4_sizeofState()), alignment: 16)
+    }
+
+    deinit {
+        scratch.deallocate()
+        lz4State.deallocate()
+    }
+
+    /// Encodes the page at `page` into `slot`, which must have room for `pageSize` bytes.
+    @inline(__always)
+    public func encode(page: UnsafeRawPointer, into slot: UnsafeMutableRawPointer) -> EncodedPage {
+        // Raw mode copies straight into the slot: the slot is the snapshot.
+        let snapshot = mode == .none ? slot : scratch
+        memcpy(snapshot, page, pageSize)
+        if PageEncoder.isZero(UnsafeRawPointer(snapshot), count: pageSize) {
+            return EncodedPage(encoding: .zero, length: 0, hash: zeroHash)
+        }
+        let hash = PageHash.hash(snapshot, count: pageSize)
+        if mode == .lz4 {
+            let compressed = LZ4_compress_fast_extState(
+                lz4State,
+                snapshot.assumingMemoryBound(to: CChar.self),
+                slot.assumingMemoryBound(to: CChar.self),
+                Int32(pageSize), Int32(pageSize - 1), acceleration)
+            if compressed > 0 && Int(compressed) < pageSize {
+                return EncodedPage(encoding: .lz4, length: Int(compressed), hash: hash)
+            }
+            memcpy(slot, snapshot, pageSize)
+        }
+        return EncodedPage(encoding: .raw, length: pageSize, hash: hash)
+    }
+
+    /// True when all `count` bytes are zero. `count` must be a multiple of 64.
+    ///
+    /// ORs 64-byte blocks of eight words and exits at the first non-zero block; the compiler
+    /// vectorises the inner OR.
+    @inline(__always)
+    public static func isZero(_ bytes: UnsafeRawPointer, count: Int) -> Bool {
+        let words = bytes.assumingMemoryBound(to: UInt64.self)
+        var index = 0
+        let total = count / 8
+        while index < total {
+            let block = words[index] | words[index + 1] | words[index + 2] | words[index + 3]
+                | words[index + 4] | words[index + 5] | words[index + 6] | words[index + 7]
+            if block != 0 { return false }
+            index += 8
+        }
+        return true
+    }
+}

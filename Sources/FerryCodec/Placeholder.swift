@@ -1,1 +1,0 @@
-// FerryCodec: placeholder until the module lands.
