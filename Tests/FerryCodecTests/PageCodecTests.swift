@@ -112,7 +112,7 @@ enum PageKind: String, CaseIterable, Sendable {
                 LZ4Probe.compress(src, into: dst)
             }
         }
-        block[0..<written].withUnsafeBytes { bytes in
+        _ = block[0..<written].withUnsafeBytes { bytes in
             #expect(throws: CodecError.self) {
                 _ = try decoder.decode(encoding: .lz4, payload: bytes, into: out.baseAddress!)
             }
