@@ -1,0 +1,151 @@
+/// Settings that bound a pre-copy migration.
+public struct ConvergenceSettings: Sendable, Equatable {
+    /// Largest acceptable predicted blackout, in seconds.
+    public var downtimeTarget: Double
+    /// Rounds after which the migration gives up (or switches over with `forceSwitchover`).
+    public var maxRounds: Int
+    /// Wall time after which the migration gives up (or switches over), in seconds.
+    public var timeout: Double
+    /// Slow the vCPUs down in steps while they dirty memory faster than it can be sent.
+    public var autoConverge: Bool
+    /// Switch over at `maxRounds`/`timeout` even though the downtime target is not met.
+    public var forceSwitchover: Bool
+    public var throttleInitial: Int
+    public var throttleStep: Int
+    public var throttleMax: Int
+
+    public init(
+        downtimeTarget: Double = 0.050, maxRounds: Int = 30, timeout: Double = 300,
+        autoConverge: Bool = true, forceSwitchover: Bool = false,
+        throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99
+    ) {
+        self.downtimeTarget = downtimeTarget
+        self.maxRounds = maxRounds
+        self.timeout = timeout
+        self.autoConverge = autoConverge
+        self.forceSwitchover = forceSwitchover
+        self.throttleInitial = throttleInitial
+        self.throttleStep = throttleStep
+        self.throttleMax = throttleMax
+    }
+}
+
+/// What one pre-copy round measured, as the policy sees it.
+public struct RoundObservation: Sendable, Equatable {
+    public var round: Int
+    /// Pages sent in this round.
+    public var pagesSent: Int
+    /// Seconds from the round's first page read to the destination's acknowledgement.
+    public var transferSeconds: Double
+    /// Pages found dirty by the harvest that ended the round (what the next round must send).
+    public var dirtyPages: Int
+    /// Seconds the guest had to dirty those pages (since the previous harvest).
+    public var dirtySeconds: Double
+    /// Seconds since the migration started.
+    public var elapsed: Double
+    /// Measured costs of a blackout that do not depend on the number of pages: pausing the vCPUs,
+    /// the final harvest, round trips, the destination's digest and resume.
+    public var fixedCostSeconds: Double
+    /// vCPU slow-down in force during the round (0-99).
+    public var throttlePercent: Int
+
+    public init(round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
+                elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int) {
+        self.round = round
+        self.pagesSent = pagesSent
+        self.transferSeconds = transferSeconds
+        self.dirtyPages = dirtyPages
+        self.dirtySeconds = dirtySeconds
+        self.elapsed = elapsed
+        self.fixedCostSeconds = fixedCostSeconds
+        self.throttlePercent = throttlePercent
+    }
+
+    /// Pages per second the guest dirtied during the round.
+    public var dirtyRate: Double { dirtySeconds > 0 ? Double(dirtyPages) / dirtySeconds : 0 }
+}
+
+public struct ConvergenceDecision: Sendable, Equatable {
+    public enum Action: Sendable, Equatable {
+        /// Send another round.
+        case nextRound
+        /// Set the vCPU throttle to this percentage, then send another round.
+        case throttle(percent: Int)
+        /// Pause the guest and finish.
+        case switchover
+        /// Stop migrating; the guest keeps running on the source.
+        case giveUp
+    }
+
+    public var action: Action
+    /// Predicted blackout if the guest were paused now, in seconds.
+    public var predictedDowntime: Double
+    /// Pages per second the policy expects the link to move.
+    public var transferRate: Double
+    public var reason: String
+}
+
+/// Decides after each pre-copy round whether to go on, slow the guest, switch over or give up.
+///
+/// Pure: statistics in, decision out; no clock, no I/O. It keeps a little history (the measured
+/// transfer rate and how many rounds in a row the guest outpaced the link).
+public struct ConvergencePolicy: Sendable {
+    public let settings: ConvergenceSettings
+    /// Rounds that sent fewer pages than this do not update the transfer-rate estimate:
+    /// their time is dominated by fixed costs, not by the link.
+    public static let minimumPagesForRate = 256
+
+    private var transferRate: Double = 0
+    private var outpacedRounds = 0
+    private(set) public var throttlePercent = 0
+
+    public init(settings: ConvergenceSettings) {
+        self.settings = settings
+    }
+
+    public mutating func decide(_ round: RoundObservation) -> ConvergenceDecision {
+        if round.pagesSent >= Self.minimumPagesForRate && round.transferSeconds > 0 {
+            transferRate = Double(round.pagesSent) / round.transferSeconds
+        } else if transferRate == 0 && round.transferSeconds > 0 {
+            transferRate = Double(max(round.pagesSent, 1)) / round.transferSeconds
+        }
+        let sendSeconds = transferRate > 0 ? Double(round.dirtyPages) / transferRate : .infinity
+        let predicted = round.fixedCostSeconds + (round.dirtyPages == 0 ? 0 : sendSeconds)
+
+        func decision(_ action: ConvergenceDecision.Action, _ reason: String) -> ConvergenceDecision {
+            ConvergenceDecision(action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason)
+        }
+
+        if predicted <= settings.downtimeTarget {
+            return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTarget))")
+        }
+        let outOfRounds = round.round + 1 >= settings.maxRounds
+        let outOfTime = round.elapsed >= settings.timeout
+        if outOfRounds || outOfTime {
+            let limit = outOfRounds ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeout) s"
+            if settings.forceSwitchover {
+                return decision(.switchover, "\(limit); switching over anyway (--force-switchover), predicted downtime \(Self.ms(predicted))")
+            }
+            return decision(.giveUp, "\(limit) without converging: predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTarget))")
+        }
+        // The guest outpaces the link when it dirties more than half of what a round manages to send
+        // (QEMU's auto-converge uses the same test); two such rounds in a row trigger a throttle step.
+        if round.round > 0 && Double(round.dirtyPages) > 0.5 * Double(round.pagesSent) {
+            outpacedRounds += 1
+        } else {
+            outpacedRounds = 0
+        }
+        if settings.autoConverge && outpacedRounds >= 2 && throttlePercent < settings.throttleMax {
+            throttlePercent = throttlePercent == 0
+                ? settings.throttleInitial
+                : min(settings.throttleMax, throttlePercent + settings.throttleStep)
+            outpacedRounds = 0
+            return decision(.throttle(percent: throttlePercent), "guest dirtied \(round.dirtyPages) pages while \(round.pagesSent) were sent; throttling vCPUs to \(100 - throttlePercent)%")
+        }
+        return decision(.nextRound, "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTarget))")
+    }
+
+    static func ms(_ seconds: Double) -> String {
+        seconds.isFinite ? "\(Int((seconds * 1000).rounded())) ms" : "unbounded"
+    }
+}

@@ -1,1 +1,0 @@
-// FerryMigration: placeholder until the module lands.

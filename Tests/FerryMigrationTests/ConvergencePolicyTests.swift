@@ -1,0 +1,77 @@
+import Testing
+
+@testable import FerryMigration
+
+@Suite struct ConvergencePolicyTests {
+    func observation(round: Int, sent: Int, seconds: Double, dirty: Int, elapsed: Double = 1, fixed: Double = 0.002) -> RoundObservation {
+        RoundObservation(round: round, pagesSent: sent, transferSeconds: seconds, dirtyPages: dirty,
+                         dirtySeconds: seconds, elapsed: elapsed, fixedCostSeconds: fixed, throttlePercent: 0)
+    }
+
+    @Test func switchesOverWhenPredictionFitsTarget() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050))
+        // 262144 pages in 0.5 s → 524288 pages/s; 10000 dirty pages → 19 ms + 2 ms fixed.
+        let decision = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
+        #expect(decision.action == .switchover)
+        #expect(abs(decision.predictedDowntime - (0.002 + 10_000.0 / 524_288.0)) < 1e-9)
+    }
+
+    @Test func continuesWhenPredictionExceedsTarget() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050))
+        let decision = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 100_000))
+        #expect(decision.action == .nextRound)
+        #expect(decision.predictedDowntime > 0.050)
+    }
+
+    @Test func fixedCostsAloneCanPreventSwitchover() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.010))
+        let decision = policy.decide(observation(round: 0, sent: 1000, seconds: 0.01, dirty: 0, fixed: 0.020))
+        #expect(decision.action == .nextRound)
+        #expect(decision.predictedDowntime == 0.020)
+    }
+
+    @Test func smallRoundsDoNotOverwriteTheRateEstimate() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.001))
+        _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))
+        // 10 pages in 1 s would suggest 10 pages/s; the policy keeps 100000 pages/s.
+        let decision = policy.decide(observation(round: 1, sent: 10, seconds: 1.0, dirty: 50_000))
+        #expect(decision.transferRate == 100_000)
+    }
+
+    @Test func throttlesInStepsWhileGuestOutpacesLink() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 100))
+        _ = policy.decide(observation(round: 0, sent: 262_144, seconds: 1, dirty: 200_000))
+        var throttles: [Int] = []
+        for round in 1...12 {
+            let decision = policy.decide(observation(round: round, sent: 200_000, seconds: 1, dirty: 180_000))
+            if case .throttle(let percent) = decision.action { throttles.append(percent) }
+        }
+        #expect(throttles == [20, 30, 40, 50, 60, 70])
+    }
+
+    @Test func noThrottleWithoutAutoConverge() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 100, autoConverge: false))
+        for round in 0..<10 {
+            let decision = policy.decide(observation(round: round, sent: 200_000, seconds: 1, dirty: 180_000))
+            #expect(decision.action == .nextRound)
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func givesUpOrForcesAtMaxRounds(force: Bool) {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(
+            downtimeTarget: 0.050, maxRounds: 3, autoConverge: false, forceSwitchover: force))
+        var actions: [ConvergenceDecision.Action] = []
+        for round in 0..<3 {
+            actions.append(policy.decide(observation(round: round, sent: 100_000, seconds: 1, dirty: 90_000)).action)
+        }
+        #expect(actions == [.nextRound, .nextRound, force ? .switchover : .giveUp])
+    }
+
+    @Test func givesUpAtTimeout() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, timeout: 10))
+        let decision = policy.decide(observation(round: 1, sent: 100_000, seconds: 1, dirty: 90_000, elapsed: 10.5))
+        #expect(decision.action == .giveUp)
+        #expect(decision.reason.contains("--timeout"))
+    }
+}
