@@ -1,0 +1,326 @@
+import FerryCodec
+import FerryGuest
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Glibc
+import Logging
+
+/// How the destination receives.
+public struct DestinationOptions: Sendable {
+    public var listen: Endpoint
+    public var imagePath: String
+    /// Overwrite an existing image file.
+    public var force: Bool
+    /// Seconds the guest runs on after resume before the agent stops it and flushes the image.
+    public var runFor: Double
+    /// Interface to announce the guest on (gratuitous ARP); nil: no announce.
+    public var announceInterface: String?
+    /// Override the guest MAC/IP that came with the guest.
+    public var guestMAC: MACAddress?
+    public var guestIPv4: IPv4Address?
+    public var acceptTimeoutMs: Int?
+    /// Longest silence from the source before the migration is abandoned.
+    public var receiveTimeoutMs: Int
+    public var name: String
+
+    public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
+                announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
+                acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination") {
+        self.listen = listen
+        self.imagePath = imagePath
+        self.force = force
+        self.runFor = runFor
+        self.announceInterface = announceInterface
+        self.guestMAC = guestMAC
+        self.guestIPv4 = guestIPv4
+        self.acceptTimeoutMs = acceptTimeoutMs
+        self.receiveTimeoutMs = receiveTimeoutMs
+        self.name = name
+    }
+}
+
+/// What the destination knows after a migration: its report, and the final vCPU states of the
+/// guest it ran (for the transparency check).
+public struct DestinationResult: Sendable {
+    public var report: MigrationReport
+    public var finalStates: [VCPUState]
+    public var setup: GuestSetup
+}
+
+/// Receives one live migration: checks the source's guest fits, receives and verifies pages into
+/// `PATH.partial`, and on COMMIT renames it to `PATH` and resumes the guest (Protocol.md section 5).
+/// On any failure before COMMIT the partial image is removed and no guest runs here.
+/// `@unchecked Sendable`: it may be handed to another thread to run, but is used by one thread at a time.
+public final class DestinationAgent: @unchecked Sendable {
+    public let options: DestinationOptions
+    let logger: Logger
+    let progress: ProgressHandler?
+    private var listener: TCPListener?
+
+    public init(options: DestinationOptions, logger: Logger, progress: ProgressHandler? = nil) {
+        self.options = options
+        self.logger = logger
+        self.progress = progress
+    }
+
+    var partialPath: String { options.imagePath + ".partial" }
+
+    /// Checks the image path and starts listening; returns the bound port (useful with port 0).
+    public func bind() throws -> UInt16 {
+        if ImageFile.exists(path: options.imagePath) && !options.force {
+            throw MigrationError(.configuration, "destination image \(options.imagePath) exists; pass --force to overwrite it", guest: .notHere)
+        }
+        do {
+            let listener = try TCPListener(options.listen)
+            self.listener = listener
+            return listener.port
+        } catch {
+            throw MigrationError.wrap(error, during: "listen on \(options.listen)", guest: .notHere)
+        }
+    }
+
+    public func run() throws -> DestinationResult {
+        if listener == nil { _ = try bind() }
+        guard let listener else { preconditionFailure("bind() sets the listener") }
+        defer { listener.close() }
+        var log = logger
+        log[metadataKey: "migration.role"] = "destination"
+
+        let stream: TCPStream
+        do {
+            stream = try listener.accept(timeoutMs: options.acceptTimeoutMs)
+            try stream.setReceiveTimeout(ms: options.receiveTimeoutMs)
+        } catch {
+            throw MigrationError.wrap(error, during: "accept", guest: .notHere)
+        }
+        let start = MonotonicClock.now()
+        let connection = FramedConnection(stream)
+        defer { connection.close() }
+        log[metadataKey: "migration.source"] = "\(stream.peerDescription)"
+        log.info("source connected")
+
+        // Handshake: decide whether this guest fits here.
+        let hello: Hello
+        do {
+            hello = try connection.receive(Hello.self)
+        } catch let error as ProtocolError {
+            try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
+            throw MigrationError(.protocolViolation, "source sent a malformed HELLO: \(error.message)", guest: .notHere)
+        } catch {
+            throw MigrationError.wrap(error, during: "handshake", guest: .notHere)
+        }
+        if let refusal = check(hello) {
+            try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
+            log.warning("refused the guest", metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
+            throw MigrationError(.refused, "refused the source's guest: \(refusal.message)", guest: .notHere)
+        }
+        let pageSize = Int(hello.pageSize)
+        let pageCount = Int(hello.pageCount)
+        let size = pageSize * pageCount
+        var report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(size),
+                                     pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
+
+        var createdPartial = false
+        var owned = false
+        defer {
+            if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
+        }
+        let region: MappedRegion
+        let setup: GuestSetup
+        let sink: PageSink
+        do {
+            try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
+                                       memoryAvailable: (try? availableMemoryBytes()) ?? 0,
+                                       diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
+                                       destinationName: options.name))
+            let config = try connection.receive(GuestConfig.self)
+            setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
+            report.workload = setup.workloadText
+            guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(networkOrder: config.guestIPv4))
+            try ImageFile.create(path: partialPath, size: size, overwrite: true)
+            createdPartial = true
+            region = try MappedRegion.mapFile(path: partialPath, writable: true)
+            sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount)
+        } catch {
+            let failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
+            try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            throw failure
+        }
+        report.setupMs = MonotonicClock.seconds(since: start).milliseconds
+        log.info("receiving guest", metadata: ["migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
+                                               "migration.workload": "\(setup.workloadText)"])
+
+        // Pre-copy rounds and blackout, until COMMIT.
+        var states: [VCPUState]?
+        var verified = false
+        var finalPhaseStart: UInt64 = 0
+        var roundStart = MonotonicClock.now()
+        var roundPages = 0
+        var roundApplyNanos: UInt64 = 0
+        var roundWire: UInt64 = 0
+        var parts = DowntimeParts()
+        var guest: Guest?
+        var resumedAt: UInt64 = 0
+        do {
+            receiving: while true {
+                let frame = try connection.receive()
+                if finalPhaseStart == 0 && roundPages == 0 { finalPhaseStart = MonotonicClock.now() }
+                switch frame.type {
+                case .pageBatch:
+                    let applyStart = MonotonicClock.now()
+                    roundPages += try sink.apply(batch: frame.payload)
+                    roundApplyNanos &+= MonotonicClock.now() &- applyStart
+                    roundWire += UInt64(FrameHeader.size + frame.payload.count)
+                case .roundEnd:
+                    let end = try RoundEnd(payload: frame.payload)
+                    let digestStart = MonotonicClock.now()
+                    _ = sink.digest()
+                    let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
+                    try connection.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
+                                                 pagesHeld: UInt64(sink.pagesHeld), applyMicros: roundApplyNanos / 1000,
+                                                 digestMicros: digestMicros))
+                    let seconds = MonotonicClock.seconds(since: roundStart)
+                    report.perRound.append(RoundRecord(
+                        round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
+                        sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
+                        dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
+                        predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
+                    progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
+                                                pagesSent: sink.pagesHeld, pagesInRound: pageCount, wireBytes: connection.bytesReceived,
+                                                dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
+                                                predictedDowntime: .infinity, pageSize: pageSize))
+                    report.wireBytes += roundWire
+                    roundPages = 0
+                    roundWire = 0
+                    roundApplyNanos = 0
+                    roundStart = MonotonicClock.now()
+                    finalPhaseStart = 0
+                case .cpuState:
+                    let message = try CPUState(payload: frame.payload)
+                    guard message.format == 1, Int(message.vcpuCount) == Int(hello.vcpuCount),
+                          Int(message.recordSize) == VCPUState.recordSize else {
+                        throw MigrationError(.protocolViolation, "CPU_STATE format \(message.format) with \(message.vcpuCount) records of \(message.recordSize) bytes does not match the HELLO (format 1, \(hello.vcpuCount) vCPUs, \(VCPUState.recordSize)-byte records)", guest: .notHere)
+                    }
+                    states = message.records.withUnsafeBytes { bytes in
+                        (0..<Int(message.vcpuCount)).map { VCPUState(decoding: bytes.baseAddress! + $0 * VCPUState.recordSize) }
+                    }
+                case .complete:
+                    let verifyStart = MonotonicClock.now()
+                    parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
+                    let complete = try Complete(payload: frame.payload)
+                    let digest = sink.digest()
+                    var problems: [String] = []
+                    if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
+                    if sink.pagesMissing > 0 { problems.append("\(sink.pagesMissing) pages never arrived") }
+                    if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
+                    if states == nil { problems.append("no CPU state arrived") }
+                    verified = problems.isEmpty
+                    let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
+                    parts.destinationVerifyMs = Double(verifyMicros) / 1000
+                    report.digest = hex(digest)
+                    report.wireBytes += roundWire
+                    report.perRound.append(RoundRecord(
+                        round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: parts.finalSendMs,
+                        sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
+                        decision: "final"))
+                    report.rounds = Int(complete.finalRound) + 1
+                    try connection.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(sink.pagesMissing),
+                                                 verifyMicros: verifyMicros, message: problems.joined(separator: "; ")))
+                    guard verified else {
+                        throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
+                    }
+                case .commit:
+                    guard verified, let states else {
+                        throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
+                    }
+                    let commitAt = MonotonicClock.now()
+                    try ImageFile.rename(from: partialPath, to: options.imagePath)
+                    owned = true
+                    let resumed = try Guest(memory: region.base, size: size, configuration: setup.configuration,
+                                            initialStates: states, logger: log)
+                    resumed.start()
+                    guest = resumed
+                    resumedAt = MonotonicClock.now()
+                    let resumeMicros = (resumedAt &- commitAt) / 1000
+                    parts.destinationResumeMs = Double(resumeMicros) / 1000
+                    try? connection.send(Resumed(resumeMicros: resumeMicros))
+                    report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
+                    break receiving
+                default:
+                    throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
+                }
+            }
+        } catch {
+            let failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
+            if failure.code != .peerAborted {
+                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            }
+            log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
+            throw failure
+        }
+
+        // The guest runs here now.
+        guard let guest else { preconditionFailure("the loop ends only after resuming the guest") }
+        report.guestLocation = .destination
+        report.outcome = "migrated"
+        report.verified = true
+        report.pages = sink.counts
+        report.downtimeParts = parts
+        report.downtimeClock = "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
+        log.info("guest resumed", metadata: ["migration.resume_ms": "\(parts.destinationResumeMs)"])
+
+        if let interface = options.announceInterface, let identity = guestIdentity, !identity.mac.isNone {
+            do {
+                let frames = try GratuitousARP.announce(interface: interface, mac: identity.mac, ip: identity.ip, logger: log)
+                report.announce = "\(frames) gratuitous ARP frames for \(identity.mac) / \(identity.ip) on \(interface)"
+            } catch {
+                report.announce = "announce on \(interface) failed: \(error)"
+                log.error("announce failed", metadata: ["migration.error": "\(error)"])
+            }
+        } else if options.announceInterface != nil {
+            report.announce = "no announce: the guest has no MAC (pass --guest-mac to ferry send or ferry receive)"
+        } else {
+            report.announce = "no announce: no --announce-dev given"
+        }
+
+        let ranFor = MonotonicClock.seconds(since: resumedAt)
+        if options.runFor > ranFor { MonotonicClock.sleep(seconds: options.runFor - ranFor) }
+        let finalStates = guest.stop()
+        report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
+        report.vcpuSteps = finalStates.map(\.step)
+        do {
+            try region.sync()
+        } catch {
+            throw MigrationError.wrap(error, during: "flushing the image", guest: .destination)
+        }
+        report.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        return DestinationResult(report: report, finalStates: finalStates, setup: setup)
+    }
+
+    private var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
+
+    /// Why this destination cannot take the guest, or nil.
+    private func check(_ hello: Hello) -> (reason: RefusalReason, message: String)? {
+        if !(hello.versionMin...hello.versionMax).contains(ProtocolLimits.version) {
+            return (.version, "source speaks protocol versions \(hello.versionMin)-\(hello.versionMax), this destination speaks \(ProtocolLimits.version); upgrade one side")
+        }
+        if Int(hello.pageSize) != systemPageSize {
+            return (.pageSize, "guest page size \(hello.pageSize) differs from this host's \(systemPageSize)")
+        }
+        if hello.cpuStateFormat != 1 || hello.guestKind != 1 || !hello.codecs.contains([.zero, .raw]) {
+            return (.unsupported, "guest kind \(hello.guestKind), CPU-state format \(hello.cpuStateFormat) or codecs \(hello.codecs.rawValue) not supported here")
+        }
+        if ImageFile.exists(path: options.imagePath) && !options.force {
+            return (.imageExists, "image \(options.imagePath) exists on the destination; start ferry receive with --force to overwrite it")
+        }
+        let size = hello.imageSize
+        if let free = try? ImageFile.freeBytes(directoryOf: options.imagePath), free < size {
+            return (.disk, "image needs \(size) bytes but only \(free) are free in the directory of \(options.imagePath)")
+        }
+        if let memory = try? availableMemoryBytes(), memory < size {
+            return (.memory, "guest needs \(size) bytes of memory but only \(memory) are available here")
+        }
+        return nil
+    }
+}

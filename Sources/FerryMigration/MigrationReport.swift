@@ -1,0 +1,172 @@
+import Foundation
+
+/// One pre-copy round as the report shows it.
+public struct RoundRecord: Codable, Sendable, Equatable {
+    public var round: Int
+    public var pages: Int
+    public var wireBytes: UInt64
+    public var durationMs: Double
+    /// Guest memory moved per second in this round (MB/s, 10^6 bytes).
+    public var sendRateMBps: Double
+    /// Pages harvested dirty at the end of the round.
+    public var dirtyPages: Int
+    public var dirtyRateMBps: Double
+    public var predictedDowntimeMs: Double
+    public var throttlePercent: Int
+    public var decision: String
+}
+
+/// Pages sent or received, by wire encoding.
+public struct EncodingCounts: Codable, Sendable, Equatable {
+    public var zero: Int = 0
+    public var lz4: Int = 0
+    public var raw: Int = 0
+    public var total: Int { zero + lz4 + raw }
+
+    public init() {}
+
+    mutating func add(_ other: EncodingCounts) {
+        zero += other.zero
+        lz4 += other.lz4
+        raw += other.raw
+    }
+}
+
+/// The blackout broken into its parts (milliseconds).
+public struct DowntimeParts: Codable, Sendable, Equatable {
+    /// Source: stopping the vCPUs at a safe point.
+    public var pauseVcpusMs: Double = 0
+    /// Source: the last harvest of dirty pages.
+    public var finalHarvestMs: Double = 0
+    /// Source: encoding and writing the last pages, CPU state and COMPLETE.
+    public var finalSendMs: Double = 0
+    /// Source: COMPLETE written → VERIFIED read (the destination's share is `destinationVerifyMs`).
+    public var verifyMs: Double = 0
+    /// Source: COMMIT written → RESUMED read (the destination's share is `destinationResumeMs`).
+    public var commitResumeMs: Double = 0
+    /// Destination's own time for the digest check, as it reported in VERIFIED.
+    public var destinationVerifyMs: Double = 0
+    /// Destination's own time from COMMIT to running vCPUs, as it reported in RESUMED.
+    public var destinationResumeMs: Double = 0
+
+    public init() {}
+}
+
+/// What one side of a migration did, for people (text) and tools (JSON).
+public struct MigrationReport: Codable, Sendable {
+    public var role: String
+    public var outcome: String
+    public var guestLocation: GuestLocation
+    public var image: String
+    public var imageBytes: UInt64
+    public var pageSize: Int
+    public var pagesTotal: Int
+    public var vcpus: Int
+    public var workload: String
+    public var tracker: String?
+    public var trackerReason: String?
+    public var compression: String?
+
+    public var totalMs: Double = 0
+    /// Connect, handshake, image preparation and tracker start, before round 0 sends a page.
+    public var setupMs: Double = 0
+    public var downtimeMs: Double = 0
+    public var downtimeClock: String = ""
+    public var downtimeParts = DowntimeParts()
+    public var predictedDowntimeMs: Double = 0
+    public var downtimeTargetMs: Double = 0
+
+    public var rounds: Int = 0
+    public var perRound: [RoundRecord] = []
+    public var verified: Bool = false
+    public var digest: String = ""
+    public var wireBytes: UInt64 = 0
+    public var pages = EncodingCounts()
+    public var maxThrottlePercent: Int = 0
+    /// Steps each vCPU had completed when the guest left this side (source) or stopped (destination).
+    public var vcpuSteps: [UInt64] = []
+    public var runForMs: Double = 0
+    public var announce: String = ""
+    public var error: String?
+
+    public init(role: String, image: String, imageBytes: UInt64, pageSize: Int, vcpus: Int, workload: String) {
+        self.role = role
+        self.outcome = "running"
+        self.guestLocation = role == "source" ? .source : .notHere
+        self.image = image
+        self.imageBytes = imageBytes
+        self.pageSize = pageSize
+        self.pagesTotal = pageSize > 0 ? Int(imageBytes / UInt64(pageSize)) : 0
+        self.vcpus = vcpus
+        self.workload = workload
+    }
+
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// A report for people: a few aligned lines, then one line per round.
+    public func text() -> String {
+        func mb(_ bytes: UInt64) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
+        func ms(_ value: Double) -> String { String(format: "%.2f ms", value) }
+        var lines: [String] = []
+        lines.append("\(role) report: \(outcome)")
+        lines.append("  guest        \(vcpus) vCPU(s), workload \(workload), now on: \(guestLocation.rawValue)")
+        lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
+        if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
+        lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs)))")
+        if downtimeMs > 0 {
+            let p = downtimeParts
+            lines.append("  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))")
+            if role == "source" {
+                lines.append("    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))")
+            } else {
+                lines.append("    parts      final pages \(ms(p.finalSendMs)), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))")
+            }
+            lines.append("    clock      \(downtimeClock)")
+        }
+        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero) / lz4 \(pages.lz4) / raw \(pages.raw)")
+        if maxThrottlePercent > 0 { lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)") }
+        lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
+        if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
+        if !announce.isEmpty { lines.append("  announce     \(announce)") }
+        if let error { lines.append("  error        \(error)") }
+        if !perRound.isEmpty {
+            lines.append("  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision")
+            for r in perRound {
+                lines.append(String(format: "  %5d %10d %12.1f %9.1f %10.0f %12d %11.0f %13.1f %8d%%  %@",
+                    r.round, r.pages, Double(r.wireBytes) / 1e6, r.durationMs, r.sendRateMBps, r.dirtyPages,
+                    r.dirtyRateMBps, r.predictedDowntimeMs, r.throttlePercent, r.decision))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A snapshot for the progress line.
+public struct MigrationProgress: Sendable {
+    public var role: String
+    public var phase: String
+    public var round: Int
+    public var pagesSent: Int
+    public var pagesInRound: Int
+    public var wireBytes: UInt64
+    /// Guest pages per second dirtied during the last complete round.
+    public var dirtyRate: Double
+    /// Guest pages per second moved by the link, as last measured.
+    public var sendRate: Double
+    public var predictedDowntime: Double
+    public var pageSize: Int
+
+    public var line: String {
+        let mbps = { (pages: Double) in pages * Double(pageSize) / 1e6 }
+        return String(format: "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
+            role, phase, round, pagesSent, pagesInRound, Double(wireBytes) / 1e6, mbps(dirtyRate), mbps(sendRate),
+            predictedDowntime.isFinite && predictedDowntime > 0 ? String(format: "%.1f ms", predictedDowntime * 1000) : "-")
+    }
+}
+
+public typealias ProgressHandler = @Sendable (MigrationProgress) -> Void

@@ -1,0 +1,80 @@
+import FerryCodec
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+
+/// The source's data path: reads the pages a bitmap names from guest memory, encodes them into
+/// `PAGE_BATCH` frames and writes them to the connection. Keeps the source's page hash table
+/// (the hash of what was last sent for each page), from which the image digest is computed.
+///
+/// One batch buffer, one encoder, no allocation per page.
+final class PageStreamer {
+    let memory: UnsafeMutableRawPointer
+    let pageSize: Int
+    let pageCount: Int
+    let connection: FramedConnection
+    let encoder: PageEncoder
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var writer: PageBatchWriter
+    /// Hash of the last content sent for each page.
+    let hashTable: UnsafeMutableBufferPointer<UInt64>
+
+    private(set) var wireBytes: UInt64 = 0
+    private(set) var counts = EncodingCounts()
+
+    init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, connection: FramedConnection,
+         compression: CompressionMode, batchBytes: Int) {
+        self.memory = memory
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+        self.connection = connection
+        self.encoder = PageEncoder(pageSize: pageSize, mode: compression)
+        let capacity = max(batchBytes, 8 + 24 + pageSize)
+        self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+        self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        self.hashTable = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: pageCount)
+        hashTable.initialize(repeating: 0)
+    }
+
+    deinit {
+        buffer.deallocate()
+        hashTable.deallocate()
+    }
+
+    /// Sends every page whose bit is set in `pages`, clearing nothing; returns what it sent.
+    /// `progress` is called every few thousand pages with the pages sent so far.
+    func send(pages: DirtyBitmap, round: UInt32, progress: ((Int) -> Void)? = nil) throws -> (pages: Int, wireBytes: UInt64, counts: EncodingCounts) {
+        let startBytes = wireBytes
+        var roundCounts = EncodingCounts()
+        var sent = 0
+        writer.reset(round: round)
+        try pages.forEachSetBit { page in
+            if !writer.hasRoomForPage { try flush(round: round) }
+            let encoded = encoder.encode(page: UnsafeRawPointer(memory + page &* pageSize), into: writer.payloadSlot)
+            writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+            hashTable[page] = encoded.hash
+            switch encoded.encoding {
+            case .zero: roundCounts.zero += 1
+            case .lz4: roundCounts.lz4 += 1
+            case .raw: roundCounts.raw += 1
+            }
+            sent += 1
+            if sent & 4095 == 0 { progress?(sent) }
+        }
+        if writer.count > 0 { try flush(round: round) }
+        counts.add(roundCounts)
+        return (sent, wireBytes - startBytes, roundCounts)
+    }
+
+    private func flush(round: UInt32) throws {
+        let payload = writer.finish()
+        try connection.send(.pageBatch, payload: payload)
+        wireBytes += UInt64(FrameHeader.size + payload.count)
+        writer.reset(round: round)
+    }
+
+    /// Digest over the hash table (Protocol.md section 3.9).
+    func digest() -> UInt64 {
+        PageHash.digest(ofHashTable: UnsafeBufferPointer(hashTable))
+    }
+}

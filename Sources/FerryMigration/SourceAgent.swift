@@ -1,0 +1,324 @@
+import FerryCodec
+import FerryGuest
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Logging
+
+/// How the source migrates.
+public struct SourceOptions: Sendable {
+    public var destination: Endpoint
+    public var settings: ConvergenceSettings
+    public var compression: CompressionMode
+    public var tracker: TrackerChoice
+    /// Bytes per PAGE_BATCH payload.
+    public var batchBytes: Int
+    public var connectTimeoutMs: Int
+    /// Longest wait for any reply from the destination.
+    public var replyTimeoutMs: Int
+    public var guestMAC: MACAddress
+    public var guestIPv4: UInt32
+    public var name: String
+
+    public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
+                compression: CompressionMode = .lz4, tracker: TrackerChoice = .auto,
+                batchBytes: Int = 2 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
+                guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source") {
+        self.destination = destination
+        self.settings = settings
+        self.compression = compression
+        self.tracker = tracker
+        self.batchBytes = batchBytes
+        self.connectTimeoutMs = connectTimeoutMs
+        self.replyTimeoutMs = replyTimeoutMs
+        self.guestMAC = guestMAC
+        self.guestIPv4 = guestIPv4
+        self.name = name
+    }
+}
+
+/// Live-migrates a running guest to a destination agent: handshake, pre-copy rounds driven by
+/// `ConvergencePolicy`, blackout, verified handoff (Protocol.md section 5).
+///
+/// The caller owns the guest and its memory. On failure before COMMIT the guest is left running
+/// (resumed if it was paused, throttle removed) and `migrate()` throws a `MigrationError` whose
+/// `guest` is `.source`. After a successful `migrate()` the guest's vCPUs are stopped: it runs on
+/// the destination now.
+public final class SourceAgent {
+    let memory: UnsafeMutableRawPointer
+    let size: Int
+    let pageSize: Int
+    let guest: Guest
+    let guestSetup: GuestSetup
+    let options: SourceOptions
+    let logger: Logger
+    let progress: ProgressHandler?
+    let imagePath: String
+
+    public init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
+                options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
+        self.memory = memory
+        self.size = size
+        self.pageSize = guestSetup.configuration.pageSize
+        self.guest = guest
+        self.guestSetup = guestSetup
+        self.options = options
+        self.logger = logger
+        self.progress = progress
+        self.imagePath = imagePath
+    }
+
+    public func migrate() throws -> MigrationReport {
+        let start = MonotonicClock.now()
+        let pageCount = size / pageSize
+        var report = MigrationReport(role: "source", image: imagePath, imageBytes: UInt64(size), pageSize: pageSize,
+                                     vcpus: guestSetup.configuration.vcpus, workload: guestSetup.workloadText)
+        report.compression = options.compression.rawValue
+        report.downtimeTargetMs = options.settings.downtimeTarget * 1000
+        var log = logger
+        log[metadataKey: "migration.role"] = "source"
+        log[metadataKey: "migration.destination"] = "\(options.destination)"
+
+        // Connect and handshake.
+        let connection: FramedConnection
+        let rtt: Double
+        do {
+            let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+            try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+            connection = FramedConnection(stream)
+            let helloSent = MonotonicClock.now()
+            try connection.send(Hello(
+                versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
+                pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: [.zero, .raw, .lz4],
+                cpuStateFormat: 1, guestKind: 1, vcpuCount: UInt32(guestSetup.configuration.vcpus),
+                sourceName: options.name))
+            let reply = try connection.receive()
+            rtt = MonotonicClock.seconds(since: helloSent)
+            switch reply.type {
+            case .accept:
+                let accept = try Accept(payload: reply.payload)
+                log.info("destination accepted the guest", metadata: [
+                    "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
+            case .refuse:
+                let refuse = try Refuse(payload: reply.payload)
+                throw MigrationError(.refused, "destination refused the guest (\(refuse.reason)): \(refuse.message)", guest: .source)
+            default:
+                throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
+            }
+            try connection.send(GuestConfig(seed: guestSetup.configuration.seed, guestMAC: options.guestMAC,
+                                            guestIPv4: options.guestIPv4, workload: guestSetup.workloadText,
+                                            trace: guestSetup.traceBytes))
+        } catch {
+            throw MigrationError.wrap(error, during: "handshake", guest: .source)
+        }
+        defer { connection.close() }
+
+        // Start tracking before round 0 reads a page: every write from here on is caught.
+        let tracker: any DirtyTracker
+        do {
+            let made = try DirtyTrackers.make(options.tracker, base: memory, length: size, pageSize: pageSize)
+            tracker = made.tracker
+            report.tracker = made.tracker.kind.rawValue
+            report.trackerReason = made.why
+            log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)"])
+            try tracker.start()
+        } catch {
+            abort(connection, MigrationError.wrap(error, during: "tracker setup", guest: .source))
+            throw MigrationError.wrap(error, during: "tracker setup", guest: .source)
+        }
+        defer { tracker.stop() }
+        defer { guest.throttlePercent = 0 }
+
+        // Measure what a blackout will cost besides the pages: one pause of the vCPUs and one
+        // harvest of the whole region (which also absorbs what was written before round 0).
+        let pauseCost = Double(guest.pause()) / 1e9
+        guest.resume()
+
+        let streamer = PageStreamer(memory: memory, pageSize: pageSize, pageCount: pageCount, connection: connection,
+                                    compression: options.compression, batchBytes: options.batchBytes)
+        var policy = ConvergencePolicy(settings: options.settings)
+        var pending = DirtyBitmap(count: pageCount)
+        pending.setAll()
+        var round = 0
+        var lastHarvest = MonotonicClock.now()
+        var lastDecision: ConvergenceDecision?
+        var dirtyRate = 0.0
+        report.setupMs = MonotonicClock.seconds(since: start).milliseconds
+        log.info("pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
+
+        // Pre-copy rounds.
+        do {
+            while true {
+                let roundStart = MonotonicClock.now()
+                let toSend = pending
+                pending.clearAll()
+                let inRound = toSend.popcount()
+                let wireBefore = streamer.wireBytes
+                let sent = try streamer.send(pages: toSend, round: UInt32(round)) { [progress, pageSize, streamer] done in
+                    progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: done,
+                                                pagesInRound: inRound, wireBytes: streamer.wireBytes,
+                                                dirtyRate: dirtyRate, sendRate: lastDecision?.transferRate ?? 0,
+                                                predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize))
+                }
+                let harvestStart = MonotonicClock.now()
+                let dirty = try tracker.harvest(into: &pending)
+                let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
+                let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
+                lastHarvest = harvestStart
+                dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
+
+                try connection.send(RoundEnd(
+                    round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
+                    durationMicros: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
+                    dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
+                let ack = try connection.receive(RoundAck.self)
+                guard ack.round == UInt32(round) else {
+                    throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+                }
+                let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
+                // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
+                // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
+                let fixed = pauseCost + harvestSeconds + Double(ack.digestMicros) / 1e6 + 2 * rtt
+                let observation = RoundObservation(
+                    round: round, pagesSent: sent.pages, transferSeconds: transferSeconds, dirtyPages: pending.popcount(),
+                    dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
+                    fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent)
+                let decision = policy.decide(observation)
+                lastDecision = decision
+                report.perRound.append(RoundRecord(
+                    round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
+                    durationMs: transferSeconds.milliseconds,
+                    sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+                    dirtyPages: observation.dirtyPages,
+                    dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
+                    predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
+                    throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+                log.info("round done", metadata: [
+                    "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
+                    "migration.dirty_pages": "\(observation.dirtyPages)",
+                    "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
+                    "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
+                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
+                                            pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
+                                            sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
+                                            pageSize: pageSize))
+                round += 1
+                switch decision.action {
+                case .nextRound:
+                    continue
+                case .throttle(let percent):
+                    guest.throttlePercent = percent
+                    report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
+                    continue
+                case .switchover:
+                    report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
+                case .giveUp:
+                    throw MigrationError(.notConverged, decision.reason, guest: .source)
+                }
+                break
+            }
+        } catch {
+            let failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+            abort(connection, failure)
+            report.rounds = round
+            throw failure
+        }
+
+        // Blackout: from pausing the vCPUs to the destination's RESUMED.
+        let blackoutStart = MonotonicClock.now()
+        let pauseNanos = guest.pause()
+        let verifyStart: UInt64
+        let parts0 = MonotonicClock.now()
+        var parts = DowntimeParts()
+        parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
+        let states: [VCPUState]
+        let digest: UInt64
+        do {
+            try tracker.harvest(into: &pending)
+            let harvestDone = MonotonicClock.now()
+            parts.finalHarvestMs = (Double(harvestDone &- parts0) / 1e9).milliseconds
+            let final = try streamer.send(pages: pending, round: UInt32(round))
+            states = guest.states()
+            var records = [UInt8](repeating: 0, count: states.count * VCPUState.recordSize)
+            records.withUnsafeMutableBytes { bytes in
+                for (index, state) in states.enumerated() {
+                    state.encode(to: bytes.baseAddress! + index * VCPUState.recordSize)
+                }
+            }
+            try connection.send(CPUState(format: 1, vcpuCount: UInt16(states.count),
+                                         recordSize: UInt32(VCPUState.recordSize), records: records))
+            digest = streamer.digest()
+            try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest))
+            verifyStart = MonotonicClock.now()
+            parts.finalSendMs = (Double(verifyStart &- harvestDone) / 1e9).milliseconds
+            report.perRound.append(RoundRecord(
+                round: round, pages: final.pages, wireBytes: final.wireBytes, durationMs: parts.finalSendMs,
+                sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: report.predictedDowntimeMs,
+                throttlePercent: guest.throttlePercent, decision: "final (vCPUs paused)"))
+            let verified = try connection.receive(Verified.self)
+            parts.verifyMs = MonotonicClock.seconds(since: verifyStart).milliseconds
+            parts.destinationVerifyMs = (Double(verified.verifyMicros) / 1000)
+            guard verified.ok, verified.digest == digest else {
+                throw MigrationError(.verification,
+                    "destination did not verify the image: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest)), \(verified.pagesMissing) pages missing" : verified.message)",
+                    guest: .source)
+            }
+        } catch {
+            guest.resume()
+            let failure = MigrationError.wrap(error, during: "blackout", guest: .source)
+            abort(connection, failure)
+            log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
+            throw failure
+        }
+
+        // Handoff. Once COMMIT is written the guest belongs to the destination.
+        let commitStart = MonotonicClock.now()
+        do {
+            try connection.send(Commit())
+        } catch {
+            // The 16-byte COMMIT frame was not accepted by the kernel: the destination cannot have it.
+            guest.resume()
+            throw MigrationError.wrap(error, during: "commit", guest: .source)
+        }
+        report.guestLocation = .handedOverUnconfirmed
+        let finalStates = guest.stop()
+        report.vcpuSteps = finalStates.map(\.step)
+        report.verified = true
+        report.digest = hex(digest)
+        report.rounds = round + 1
+        report.wireBytes = streamer.wireBytes
+        report.pages = streamer.counts
+        do {
+            let resumed = try connection.receive(Resumed.self)
+            let end = MonotonicClock.now()
+            parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
+            parts.destinationResumeMs = Double(resumed.resumeMicros) / 1000
+            report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+            report.guestLocation = .destination
+            report.outcome = "migrated"
+        } catch {
+            report.outcome = "handed over; the destination did not confirm its resume: \(error)"
+            report.error = "\(error)"
+        }
+        report.downtimeParts = parts
+        report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
+        report.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        log.info("migration complete", metadata: [
+            "migration.downtime_ms": "\(report.downtimeMs)", "migration.total_ms": "\(report.totalMs)",
+            "migration.rounds": "\(report.rounds)"])
+        if report.guestLocation != .destination {
+            throw MigrationError(.transport, report.outcome, guest: .handedOverUnconfirmed)
+        }
+        return report
+    }
+
+    private func abort(_ connection: FramedConnection, _ failure: MigrationError) {
+        if failure.code == .peerAborted || failure.code == .refused { return }
+        try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+    }
+}
+
+func hex(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: 16 - digits.count) + digits
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import FerryCodec
+import FerryGuest
+import FerryMigration
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Migrate a running guest on loopback and check that it equals a guest that never migrated.",
+        discussion: """
+            Generates an image, starts a destination agent and a source agent in this process, runs a \
+            guest that keeps dirtying memory, migrates it, lets it run on at the destination, then replays \
+            the same workload for the same steps per vCPU on a fresh copy of the image (no migration) and \
+            compares the two images byte for byte.
+            """)
+
+    @Option(help: "Image size.")
+    var size = "1G"
+
+    @Option(help: "Guest workload while migrating.")
+    var workload = "uniform:200MB/s"
+
+    @Option(help: "Number of vCPUs.")
+    var vcpus = 2
+
+    @Option(help: "Directory for the images (tmpfs is best).")
+    var dir = "/dev/shm/ferry-demo"
+
+    @Option(name: .customLong("downtime-ms"), help: "Downtime target in milliseconds.")
+    var downtimeMs = 50.0
+
+    @Option(help: "Dirty tracker: auto, uffd or mprotect.")
+    var tracker: TrackerChoice = .auto
+
+    @Option(help: "Page compression: lz4 or none.")
+    var compress: CompressionMode = .lz4
+
+    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating.")
+    var runBefore = "500ms"
+
+    @Option(name: .customLong("run-for"), help: "Let the guest run this long on the destination after resume.")
+    var runFor = "500ms"
+
+    @Flag(help: "Keep the images afterwards.")
+    var keep = false
+
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        runReportingErrors {
+            let logger = output.makeLogger("ferry.demo")
+            signal(SIGPIPE, SIG_IGN)
+            let bytes = try parseByteSize(size)
+            guard bytes > 0, bytes % systemPageSize == 0 else {
+                throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
+            }
+            mkdir(dir, 0o755)
+            let source = dir + "/source.img", destination = dir + "/destination.img", reference = dir + "/reference.img"
+            for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
+                try ImageFile.remove(path: path)
+            }
+            defer {
+                if !keep { for path in [source, destination, reference] { try? ImageFile.remove(path: path) } }
+            }
+
+            Terminal.note("demo: \(size) image in \(dir), workload \(workload) on \(vcpus) vCPU(s), downtime target \(Int(downtimeMs)) ms")
+            for path in [source, reference] {
+                try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
+                    Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
+                }
+            }
+            Terminal.clearProgress()
+
+            // Destination agent on its own thread.
+            let destinationAgent = DestinationAgent(
+                options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
+                                            runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000),
+                logger: logger, progress: nil)
+            let port = try destinationAgent.bind()
+            let destinationOutcome = BackgroundRun { try destinationAgent.run() }
+
+            // Source: the guest starts dirtying memory, then migrates.
+            let region = try MappedRegion.mapFile(path: source, writable: true)
+            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
+                                            pageCount: bytes / systemPageSize)
+            let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)
+            guest.start()
+            MonotonicClock.sleep(seconds: try parseDuration(runBefore, option: "--run-before"))
+            let sourceAgent = SourceAgent(
+                memory: region.base, size: bytes, imagePath: source, guest: guest, guestSetup: setup,
+                options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                       settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
+                                       compression: compress, tracker: tracker),
+                logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            let sourceReport: MigrationReport
+            do {
+                sourceReport = try sourceAgent.migrate()
+            } catch {
+                _ = guest.stop()
+                _ = try? destinationOutcome.wait()
+                throw error
+            }
+            let result = try destinationOutcome.wait()
+            Terminal.clearProgress()
+            print(sourceReport.text())
+            print("")
+            print(result.report.text())
+            try Terminal.writeJSON(sourceReport, to: output.jsonPath)
+
+            // Transparency: the same workload, the same steps per vCPU, no migration.
+            let steps = result.finalStates.map(\.step)
+            let checkStart = MonotonicClock.now()
+            try Transparency.runReference(imagePath: reference, setup: setup, steps: steps, logger: logger)
+            let difference = try Transparency.difference(between: destination, and: reference)
+            print("")
+            let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
+            if let difference {
+                throw TransparencyFailure(description: "transparency check FAILED: \(difference)")
+            }
+            print("transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))")
+            let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
+            print(String(format: "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
+                         Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
+                         verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
+        }
+    }
+}
+
+/// Runs a throwing closure on its own thread; `wait()` returns its result.
+final class BackgroundRun<Value: Sendable>: @unchecked Sendable {
+    // Written once by the thread before it signals; read only after wait() returns.
+    private var result: Result<Value, any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> Value) {
+        let thread = Thread { [self] in
+            result = Result { try body() }
+            done.signal()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    func wait() throws -> Value {
+        done.wait()
+        return try result!.get()
+    }
+}
+

@@ -1,0 +1,54 @@
+import ArgumentParser
+import FerryMigration
+import Glibc
+import Logging
+
+@main
+struct Ferry: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferry",
+        abstract: "Live-migrate a running guest between hosts over TCP, every page verified.",
+        discussion: """
+            Start `ferry receive` on the destination, then `ferry send` on the source. `ferry demo` runs \
+            both on loopback with a generated image and checks the migrated guest against a run that \
+            never migrated. Exit codes: 0 success, 2 usage, 3 refused by the destination, 4 did not \
+            converge, 5 connection failed, 6 verification failed, 7 protocol violation, 8 system call \
+            failed, 9 bad configuration, 10 aborted by the peer, 11 transparency check failed.
+            """,
+        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self])
+}
+
+/// Options every command that migrates or runs a guest shares.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .customLong("json"), help: ArgumentHelp("Also write the report as JSON to this file.", valueName: "path"))
+    var jsonPath: String?
+
+    @Flag(name: .shortAndLong, help: "Log what happens at info level on stderr.")
+    var verbose = false
+
+    @Flag(help: "Log per-event detail (debug level) on stderr.")
+    var debug = false
+
+    @Flag(name: .shortAndLong, help: "No progress line.")
+    var quiet = false
+
+    func makeLogger(_ label: String) -> Logger {
+        let level: Logger.Level = debug ? .debug : (verbose ? .info : .warning)
+        LoggingBootstrap.once(level: level)
+        return Logger(label: label)
+    }
+}
+
+enum LoggingBootstrap {
+    nonisolated(unsafe) private static var done = false
+
+    static func once(level: Logger.Level) {
+        guard !done else { return }
+        done = true
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

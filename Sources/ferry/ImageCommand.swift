@@ -1,0 +1,50 @@
+import ArgumentParser
+import FerryGuest
+import FerryMigration
+import FerrySystem
+import Foundation
+
+struct ImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image", abstract: "Make guest memory images.", subcommands: [Create.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a deterministic test image of zero, sparse, text-like and random pages.",
+            discussion: "The same size, mix and seed always give the same bytes. Zero pages are left as holes (the file is sparse).")
+
+        @Argument(help: "Image file to write.")
+        var path: String
+
+        @Option(help: "Image size: a positive multiple of the page size, like 1G, 512M or 4096 (binary units).")
+        var size: String
+
+        @Option(help: "Percentages of page kinds.")
+        var mix = "zero=35,sparse=10,text=30,random=25"
+
+        @Option(help: "Seed of the page contents.")
+        var seed: UInt64 = 1
+
+        @Flag(help: "Overwrite an existing file.")
+        var force = false
+
+        func run() throws {
+            runReportingErrors {
+                let bytes = try parseByteSize(size)
+                guard bytes > 0, bytes % systemPageSize == 0 else {
+                    throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
+                }
+                let parsedMix = try ImageMix.parse(mix)
+                let start = MonotonicClock.now()
+                try ImageGenerator.create(path: path, size: bytes, mix: parsedMix, seed: seed, pageSize: systemPageSize,
+                                          overwrite: force) { done in
+                    Terminal.progress(String(format: "[image] %.0f%% of %.1f MB", Double(done) * 100 / Double(bytes), Double(bytes) / 1e6))
+                }
+                Terminal.clearProgress()
+                let seconds = MonotonicClock.seconds(since: start)
+                print(String(format: "created %@: %d bytes (%d pages of %d B), mix %@, seed %llu in %.2f s (%.0f MB/s)",
+                             path, bytes, bytes / systemPageSize, systemPageSize, mix, seed, seconds, Double(bytes) / seconds / 1e6))
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import FerryGuest
+import FerryMigration
+import FerrySystem
+import Foundation
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the built-in guest on an image without migrating it (the reference for transparency checks).",
+        discussion: """
+            With --steps, each vCPU stops after exactly that many writes: give it the vCPU steps from \
+            the destination's report, run it on a copy of the original image, and the result must equal \
+            the migrated image byte for byte (cmp).
+            """)
+
+    @Option(help: "Guest memory image.")
+    var image: String
+
+    @Option(help: "Guest workload (as for ferry send).")
+    var workload = "idle"
+
+    @Option(help: "Number of vCPUs.")
+    var vcpus = 2
+
+    @Option(help: "Workload seed.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Steps per vCPU, comma-separated (one per vCPU).")
+    var steps: String?
+
+    @Option(help: "Run this long instead of a step count (e.g. 2s).")
+    var duration: String?
+
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if (steps == nil) == (duration == nil) {
+            throw ValidationError("give exactly one of --steps and --duration")
+        }
+    }
+
+    func run() throws {
+        runReportingErrors {
+            let logger = output.makeLogger("ferry.run")
+            let size = try ImageFile.size(path: image)
+            guard size > 0, size % systemPageSize == 0 else {
+                throw MigrationError(.configuration, "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)", guest: .notHere)
+            }
+            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
+                                            pageCount: size / systemPageSize)
+            let start = MonotonicClock.now()
+            var finalSteps: [UInt64]
+            if let steps {
+                let limits = steps.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+                guard limits.count == vcpus else {
+                    throw MigrationError(.configuration, "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU", guest: .notHere)
+                }
+                try Transparency.runReference(imagePath: image, setup: setup, steps: limits, logger: logger)
+                finalSteps = limits
+            } else {
+                let seconds = try parseDuration(duration ?? "0", option: "--duration")
+                let region = try MappedRegion.mapFile(path: image, writable: true)
+                let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                guest.start()
+                MonotonicClock.sleep(seconds: seconds)
+                finalSteps = guest.stop().map(\.step)
+                try region.sync()
+            }
+            print("ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))")
+        }
+    }
+}

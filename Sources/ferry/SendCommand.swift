@@ -1,0 +1,114 @@
+import ArgumentParser
+import FerryCodec
+import FerryGuest
+import FerryMigration
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Run a guest on an image and live-migrate it to a destination agent.",
+        discussion: """
+            The guest's vCPUs start writing to the image right away and keep running during pre-copy. \
+            If the migration fails before the destination has verified everything, the guest keeps running \
+            here; ferry then stops it cleanly (its image stays consistent) and exits non-zero.
+            """)
+
+    @Option(help: "Guest memory image (mapped shared; the guest writes to it).")
+    var image: String
+
+    @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
+    var to: String
+
+    @Option(help: "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s).")
+    var workload = "idle"
+
+    @Option(help: "Number of vCPU threads (1-64).")
+    var vcpus = 2
+
+    @Option(help: "Workload seed.")
+    var seed: UInt64 = 1
+
+    @Option(name: .customLong("downtime-ms"), help: "Largest acceptable blackout in milliseconds.")
+    var downtimeMs = 50.0
+
+    @Option(name: .customLong("max-rounds"), help: "Give up after this many pre-copy rounds.")
+    var maxRounds = 30
+
+    @Option(help: "Give up after this long (e.g. 300s, 5m).")
+    var timeout = "300s"
+
+    @Flag(name: .customLong("force-switchover"), help: "At --max-rounds or --timeout, switch over anyway instead of giving up.")
+    var forceSwitchover = false
+
+    @Flag(name: .customLong("no-auto-converge"), help: "Never slow the vCPUs down.")
+    var noAutoConverge = false
+
+    @Option(help: "Dirty tracker: auto, uffd (userfaultfd write-protect + PAGEMAP_SCAN) or mprotect (SIGSEGV).")
+    var tracker: TrackerChoice = .auto
+
+    @Option(help: "Page compression: lz4 (when it makes a page smaller) or none.")
+    var compress: CompressionMode = .lz4
+
+    @Option(name: .customLong("guest-mac"), help: "The guest's MAC address, announced by the destination after resume.")
+    var guestMAC: String?
+
+    @Option(name: .customLong("guest-ip"), help: "The guest's IPv4 address, announced with its MAC.")
+    var guestIP: String?
+
+    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
+    var runBefore = "0"
+
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        runReportingErrors {
+            let logger = output.makeLogger("ferry.send")
+            signal(SIGPIPE, SIG_IGN)
+            let endpoint = try Endpoint.parse(to)
+            let warmup = try parseDuration(runBefore, option: "--run-before")
+            let timeoutSeconds = try parseDuration(timeout, option: "--timeout")
+            let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
+            let ip = try guestIP.map { try IPv4Address.parse($0) }
+            let size = try ImageFile.size(path: image)
+            guard size > 0, size % systemPageSize == 0 else {
+                throw MigrationError(.configuration, "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)", guest: .source)
+            }
+            let region = try MappedRegion.mapFile(path: image, writable: true)
+            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
+                                            pageCount: size / systemPageSize)
+            let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+            guest.start()
+            if warmup > 0 { MonotonicClock.sleep(seconds: warmup) }
+            let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
+                                               autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
+            let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
+                                        guestMAC: mac, guestIPv4: ip?.networkOrder ?? 0, name: hostName())
+            let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
+                                    options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            do {
+                let report = try agent.migrate()
+                Terminal.clearProgress()
+                print(report.text())
+                try Terminal.writeJSON(report, to: output.jsonPath)
+            } catch let error as MigrationError where error.guest == .source {
+                let states = guest.stop()
+                try region.sync()
+                Terminal.note("migration failed; the guest kept running on the source until now and was stopped cleanly after \(states.map(\.step).reduce(0, +)) steps; \(image) is consistent")
+                throw error
+            }
+        }
+    }
+}
+
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    gethostname(&buffer, buffer.count)
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension TrackerChoice: ExpressibleByArgument {}
+extension CompressionMode: ExpressibleByArgument {}

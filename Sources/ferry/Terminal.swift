@@ -1,0 +1,103 @@
+import FerryMigration
+import FerrySystem
+import FerryTransport
+import FerryGuest
+import Foundation
+import Glibc
+import Synchronization
+
+/// Writes to stderr: one-line errors and a progress line that rewrites itself on a terminal.
+enum Terminal {
+    static let isTTY = isatty(STDERR_FILENO) == 1
+    private static let lastProgress = Mutex<UInt64>(0)
+
+    static func error(_ message: String) {
+        clearProgress()
+        FileHandle.standardError.write(Data("ferry: error: \(message)\n".utf8))
+    }
+
+    static func note(_ message: String) {
+        clearProgress()
+        FileHandle.standardError.write(Data("ferry: \(message)\n".utf8))
+    }
+
+    /// A progress line at most every 200 ms on a terminal (rewritten in place), or one line per
+    /// call marked `force` (round ends) when stderr is a file or pipe.
+    static func progress(_ line: String, force: Bool = false) {
+        let now = MonotonicClock.now()
+        let due = lastProgress.withLock { last -> Bool in
+            if !force && now &- last < 200_000_000 { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        if isTTY {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+        } else if force {
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+        }
+    }
+
+    static func clearProgress() {
+        if isTTY { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+
+    static func progressHandler(quiet: Bool) -> ProgressHandler? {
+        if quiet { return nil }
+        return { progress in
+            Terminal.progress(progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
+        }
+    }
+
+    static func writeJSON(_ report: MigrationReport, to path: String?) throws {
+        guard let path else { return }
+        try report.json().write(to: URL(fileURLWithPath: path))
+    }
+}
+
+/// Maps every error to one line and an exit code (listed in `ferry --help`).
+func exitCode(for error: any Error) -> Int32 {
+    switch error {
+    case let migration as MigrationError:
+        switch migration.code {
+        case .refused: return 3
+        case .notConverged: return 4
+        case .transport: return 5
+        case .verification: return 6
+        case .protocolViolation: return 7
+        case .system: return 8
+        case .configuration: return 9
+        case .peerAborted: return 10
+        }
+    case is SystemError: return 8
+    case is TransportError: return 5
+    case is GuestError: return 9
+    case is TransparencyFailure: return 11
+    default: return 1
+    }
+}
+
+struct TransparencyFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Runs `body`, and on error prints one line and exits with the error's code.
+func runReportingErrors(_ body: () throws -> Void) -> Never {
+    do {
+        try body()
+        exit(0)
+    } catch {
+        Terminal.error("\(error)")
+        exit(exitCode(for: error))
+    }
+}
+
+/// "0", "500ms", "1.5s", "2m", "10" (seconds).
+func parseDuration(_ text: String, option: String) throws -> Double {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        if let value = Double(text.dropLast(suffix.count)), value >= 0 { return value * scale }
+    }
+    if let value = Double(text), value >= 0 { return value }
+    throw MigrationError(.configuration, "\(option) '\(text)': expected a duration like 500ms, 1.5s or 2m", guest: .notHere)
+}

@@ -1,0 +1,141 @@
+import FerryCodec
+import FerryGuest
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Testing
+
+@testable import FerryMigration
+
+@Suite(.serialized) struct FailureTests {
+    /// The destination refuses (its image appeared and --force was not given): the source guest
+    /// keeps running, the destination's file is untouched, no partial image is left.
+    @Test func refusalLeavesSourceRunningAndDestinationUntouched() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:20MB/s"
+        let marker = [UInt8](repeating: 0xA5, count: 4096)
+        let outcome = try migration.run(in: scratch) { path in
+            try Data(marker).write(to: URL(fileURLWithPath: path))
+        }
+        let error = try #require(outcome.source.failure as? MigrationError)
+        #expect(error.code == .refused)
+        #expect(error.guest == .source)
+        #expect(error.message.contains("--force"))
+        #expect(outcome.guestWasRunningAfterFailure)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("destination.img"))) == Data(marker))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
+        let destinationError = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destinationError.code == .refused)
+    }
+
+    /// Pre-copy that cannot meet the target gives up: the guest keeps running on the source and its
+    /// image is exactly what a guest that never tried to migrate would have written.
+    @Test func notConvergedLeavesSourceGuestUntouched() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:80MB/s"
+        migration.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 3, timeout: 60, autoConverge: false)
+        let outcome = try migration.run(in: scratch)
+        let error = try #require(outcome.source.failure as? MigrationError)
+        #expect(error.code == .notConverged)
+        #expect(error.guest == .source)
+        #expect(error.message.contains("--max-rounds 3"))
+        #expect(outcome.guestWasRunningAfterFailure)
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
+        let destinationError = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destinationError.code == .peerAborted)
+        try Transparency.runReference(imagePath: scratch.file("reference.img"), setup: outcome.setup,
+                                      steps: outcome.sourceStepsAtEnd, logger: testLogger)
+        #expect(try Transparency.difference(between: scratch.file("source.img"), and: scratch.file("reference.img")) == nil)
+    }
+
+    /// --force-switchover finishes anyway, still verified and transparent.
+    @Test func forcedSwitchoverStillVerifies() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:80MB/s"
+        migration.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 2, timeout: 60, forceSwitchover: true)
+        migration.runFor = 0
+        let outcome = try migration.run(in: scratch)
+        let report = try outcome.source.get()
+        #expect(report.rounds == 3)
+        #expect(report.verified)
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
+    /// A destination that vanishes in the middle of round 0: the source says so and its guest runs on.
+    @Test func vanishingDestinationLeavesSourceRunning() throws {
+        let scratch = Scratch()
+        let size = 32 << 20
+        try ImageGenerator.create(path: scratch.file("source.img"), size: size, mix: .standard, seed: 3,
+                                  pageSize: systemPageSize, overwrite: true)
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        let port = listener.port
+        let fake = Background { () throws -> Int in
+            let stream = try listener.accept(timeoutMs: 10_000)
+            let connection = FramedConnection(stream)
+            _ = try connection.receive(Hello.self)
+            try connection.send(Accept(version: 1, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
+                                       diskAvailable: 1 << 40, destinationName: "vanishing"))
+            _ = try connection.receive(GuestConfig.self)
+            var batches = 0
+            while batches < 2 {
+                let frame = try connection.receive()
+                if frame.type == .pageBatch { batches += 1 }
+            }
+            connection.close()
+            listener.close()
+            return batches
+        }
+        let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
+        let setup = try GuestSetup.make(workload: "uniform:20MB/s", vcpus: 2, seed: 1, pageSize: systemPageSize,
+                                        pageCount: size / systemPageSize)
+        let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
+        guest.start()
+        defer { _ = guest.stop() }
+        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
+                                guestSetup: setup, options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                                                          batchBytes: 256 << 10, replyTimeoutMs: 5_000),
+                                logger: testLogger)
+        let result = Result { try agent.migrate() }
+        let error = try #require(result.failure as? MigrationError)
+        #expect(error.guest == .source)
+        #expect([.transport, .peerAborted].contains(error.code))
+        #expect(try fake.wait().get() == 2)
+        let before = guest.totalSteps
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(guest.totalSteps > before, "the source guest must keep running")
+        #expect(guest.throttlePercent == 0)
+    }
+
+    /// A page whose bytes do not match the hash the source sent is rejected, naming the page.
+    @Test func corruptedPageIsRejected() throws {
+        let pageSize = systemPageSize
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 4 * pageSize, alignment: pageSize)
+        defer { memory.deallocate() }
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: 4 * pageSize)
+        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: 4)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
+        defer { buffer.deallocate() }
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        writer.reset(round: 0)
+        let page = [UInt8]((0..<pageSize).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        page.withUnsafeBytes { bytes in
+            writer.payloadSlot.copyMemory(from: bytes.baseAddress!, byteCount: pageSize)
+            writer.commitEntry(page: 2, hash: PageHash.hash(bytes) ^ 1, encoding: .raw, length: pageSize)
+        }
+        let error = try #require(throws: CodecError.self) { try sink.apply(batch: writer.finish()) }
+        #expect(error.code == .hashMismatch)
+        #expect(error.message.contains("page 2"))
+    }
+}
+
+extension Result {
+    var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}

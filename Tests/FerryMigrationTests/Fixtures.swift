@@ -1,0 +1,123 @@
+import FerryCodec
+import FerryGuest
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+import Synchronization
+
+@testable import FerryMigration
+
+/// A scratch directory on tmpfs, removed when the test ends.
+final class Scratch {
+    private static let counter = Atomic<Int>(0)
+    let path: String
+
+    init(_ name: String = #function) {
+        let n = Scratch.counter.add(1, ordering: .relaxed).newValue
+        let safe = name.filter { $0.isLetter || $0.isNumber }
+        path = "/dev/shm/ferry-test-\(getpid())-\(n)-\(safe.prefix(40))"
+        try? FileManager.default.removeItem(atPath: path)
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func file(_ name: String) -> String { path + "/" + name }
+}
+
+let testLogger: Logger = {
+    var logger = Logger(label: "ferry.test")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Runs a throwing closure on its own thread.
+final class Background<Value: Sendable>: @unchecked Sendable {
+    private var result: Result<Value, any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> Value) {
+        let thread = Thread { [self] in
+            result = Result { try body() }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func wait() -> Result<Value, any Error> {
+        done.wait()
+        return result!
+    }
+}
+
+/// One live migration on loopback with a real source guest, destination agent and TCP.
+struct LoopbackMigration {
+    var size = 32 << 20
+    var workload = "idle"
+    var vcpus = 2
+    var tracker: TrackerChoice = .auto
+    var compression: FerryCodecMode = .lz4
+    var settings = ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 30, timeout: 60)
+    var runBefore = 0.1
+    var runFor = 0.1
+    var traceText: String?
+
+    struct Outcome {
+        var source: Result<MigrationReport, any Error>
+        var destination: Result<DestinationResult, any Error>
+        /// Steps per vCPU of the source guest when migrate() returned or failed.
+        var sourceStepsAtEnd: [UInt64]
+        var guestWasRunningAfterFailure: Bool
+        var setup: GuestSetup
+    }
+
+    /// Generates `source.img` and `reference.img` (identical) in `scratch` and migrates
+    /// `source.img` to `destination.img`.
+    func run(in scratch: Scratch, prepareDestination: ((String) throws -> Void)? = nil) throws -> Outcome {
+        let pageSize = systemPageSize
+        for name in ["source.img", "reference.img"] {
+            try ImageGenerator.create(path: scratch.file(name), size: size, mix: .standard, seed: 3, pageSize: pageSize, overwrite: true)
+        }
+        var workloadText = workload
+        if let traceText {
+            try traceText.write(toFile: scratch.file("trace.txt"), atomically: true, encoding: .utf8)
+            workloadText = "trace:" + scratch.file("trace.txt")
+        }
+        let destination = DestinationAgent(
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
+                                        runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
+            logger: testLogger)
+        let port = try destination.bind()
+        try prepareDestination?(scratch.file("destination.img"))
+        let destinationRun = Background { try destination.run() }
+
+        let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
+        let setup = try GuestSetup.make(workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
+        let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
+        guest.start()
+        Thread.sleep(forTimeInterval: runBefore)
+        let agent = SourceAgent(
+            memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
+            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
+                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000),
+            logger: testLogger)
+        let source = Result { try agent.migrate() }
+        var runningAfterFailure = false
+        var steps: [UInt64]
+        if case .failure = source {
+            let before = guest.totalSteps
+            Thread.sleep(forTimeInterval: 0.1)
+            runningAfterFailure = guest.totalSteps > before
+            steps = guest.stop().map(\.step)
+        } else {
+            steps = guest.stepsPerVCPU
+        }
+        try region.sync()
+        let destinationResult = destinationRun.wait()
+        return Outcome(source: source, destination: destinationResult, sourceStepsAtEnd: steps,
+                       guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
+    }
+}
+
+typealias FerryCodecMode = FerryCodec.CompressionMode
