@@ -47,30 +47,33 @@ public struct FrameDecoder: Sendable {
     /// The next complete frame, nil when more bytes are needed; throws on a malformed stream.
     public mutating func next() throws(ProtocolError) -> Frame? {
         if let failure { throw failure }
-        do {
-            return try decodeNext()
-        } catch {
+        switch decodeNext() {
+        case .success(let frame):
+            return frame
+        case .failure(let error):
             failure = error
             throw error
         }
     }
 
-    private mutating func decodeNext() throws(ProtocolError) -> Frame? {
+    // Returns errors rather than throwing them, so each error is thrown once (by `next()`).
+    private mutating func decodeNext() -> Result<Frame?, ProtocolError> {
         while true {
             if skipping > 0 {
                 let discard = min(skipping, bufferedByteCount)
                 readIndex += discard
                 skipping -= discard
-                if skipping > 0 { return nil }
+                if skipping > 0 { return .success(nil) }
             }
             if pending == nil {
-                guard bufferedByteCount >= FrameHeader.size else { return nil }
-                let header = try buffer.withUnsafeBytesTyped { (bytes) throws(ProtocolError) in
-                    try FrameHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[readIndex..<(readIndex + FrameHeader.size)]))
+                guard bufferedByteCount >= FrameHeader.size else { return .success(nil) }
+                let header = buffer.withUnsafeBytes { bytes in
+                    FrameHeader(unvalidated: UnsafeRawBufferPointer(rebasing: bytes[readIndex...]))
                 }
+                if let error = header.validationError() { return .failure(error) }
                 if header.sequence != expectedSequence {
-                    throw ProtocolError(.sequence,
-                        "frame type \(header.type) has sequence \(header.sequence), expected \(expectedSequence) (lost, duplicated or reordered frame)")
+                    return .failure(ProtocolError(.sequence,
+                        "frame type \(header.type) has sequence \(header.sequence), expected \(expectedSequence) (lost, duplicated or reordered frame)"))
                 }
                 expectedSequence &+= 1
                 readIndex += FrameHeader.size
@@ -83,11 +86,11 @@ public struct FrameDecoder: Sendable {
             }
             guard let header = pending else { continue }
             let length = Int(header.length)
-            guard bufferedByteCount >= length else { return nil }
+            guard bufferedByteCount >= length else { return .success(nil) }
             let payload = Array(buffer[readIndex..<(readIndex + length)])
             readIndex += length
             pending = nil
-            return Frame(header: header, payload: payload)
+            return .success(Frame(header: header, payload: payload))
         }
     }
 

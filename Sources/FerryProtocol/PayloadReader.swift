@@ -77,8 +77,10 @@ func invalid(_ message: StaticString, _ text: String) -> ProtocolError {
 }
 
 extension Array where Element == UInt8 {
-    /// `withUnsafeBytes` for bodies that throw `ProtocolError` (the standard one is untyped `rethrows`).
+    /// `withUnsafeBytes` for bodies that throw `ProtocolError`: the standard one is untyped
+    /// `rethrows` and would box the error into `any Error`; `withUnsafeBufferPointer` has typed throws.
+    @inline(__always)
     func withUnsafeBytesTyped<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError) -> T {
-        try withUnsafeBytes { bytes in Result { () throws(ProtocolError) in try body(bytes) } }.get()
+        try withUnsafeBufferPointer { (buffer) throws(ProtocolError) in try body(UnsafeRawBufferPointer(buffer)) }
     }
 }

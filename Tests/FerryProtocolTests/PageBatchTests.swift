@@ -35,7 +35,7 @@ func readBatch(_ bytes: [UInt8], pageSize: Int = 4096, pageCount: UInt64 = sampl
 
 extension Array where Element == UInt8 {
     func withUnsafeBytesForTest<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError) -> T {
-        try withUnsafeBytes { bytes in Result { () throws(ProtocolError) in try body(bytes) } }.get()
+        try withUnsafeBufferPointer { (buffer) throws(ProtocolError) in try body(UnsafeRawBufferPointer(buffer)) }
     }
 }
 
