@@ -84,18 +84,29 @@ public struct FrameHeader: Equatable, Sendable {
         guard bytes.count >= size else {
             throw ProtocolError(.truncated, "frame header needs \(size) bytes, got \(bytes.count)")
         }
-        let header = FrameHeader(
-            type: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
-            flags: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)),
-            length: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
-            sequence: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        let header = FrameHeader(unvalidated: bytes)
         try header.validate()
         return header
     }
 
+    /// Reads the 16 header bytes at the start of `bytes` (which must hold them) without checking them.
+    public init(unvalidated bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.count >= Self.size, "frame header needs \(Self.size) bytes, got \(bytes.count)")
+        self.init(
+            type: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
+            flags: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)),
+            length: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+            sequence: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
     public func validate() throws(ProtocolError) {
+        if let error = validationError() { throw error }
+    }
+
+    /// What `validate()` would throw, without throwing.
+    public func validationError() -> ProtocolError? {
         if type & ~FrameType.optionalBit == 0 {
-            throw ProtocolError(.unknownFrameType, "frame type 0 is invalid")
+            return ProtocolError(.unknownFrameType, "frame type 0 is invalid")
         }
         let limit: Int
         if let known = frameType {
@@ -103,14 +114,15 @@ public struct FrameHeader: Equatable, Sendable {
         } else if isOptional {
             limit = ProtocolLimits.maxFramePayload
         } else {
-            throw ProtocolError(.unknownFrameType, "unknown mandatory frame type \(type)")
+            return ProtocolError(.unknownFrameType, "unknown mandatory frame type \(type)")
         }
         if flags != 0 && !isOptional {
-            throw ProtocolError(.invalidField, "frame type \(type) has unknown flags 0x\(String(flags, radix: 16))")
+            return ProtocolError(.invalidField, "frame type \(type) has unknown flags 0x\(String(flags, radix: 16))")
         }
         if Int(length) > limit {
-            throw ProtocolError(.tooLarge, "frame type \(type) payload of \(length) bytes exceeds its maximum of \(limit)")
+            return ProtocolError(.tooLarge, "frame type \(type) payload of \(length) bytes exceeds its maximum of \(limit)")
         }
+        return nil
     }
 }
 

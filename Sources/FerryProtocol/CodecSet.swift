@@ -1,0 +1,25 @@
+/// The page codecs a side can decode (`HELLO.codecs`, `ACCEPT.codecs`; Protocol.md 3.1).
+/// Unknown bits are kept as they are, so a set decodes and re-encodes unchanged.
+public struct CodecSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let zero = CodecSet(rawValue: 1 << 0)
+    public static let raw = CodecSet(rawValue: 1 << 1)
+    public static let lz4 = CodecSet(rawValue: 1 << 2)
+
+    /// What every version 1 peer must support.
+    public static let required: CodecSet = [.zero, .raw]
+    /// Everything version 1 defines.
+    public static let all: CodecSet = [.zero, .raw, .lz4]
+
+    public var description: String {
+        var names: [String] = []
+        if contains(.zero) { names.append("zero") }
+        if contains(.raw) { names.append("raw") }
+        if contains(.lz4) { names.append("lz4") }
+        let unknown = rawValue & ~CodecSet.all.rawValue
+        if unknown != 0 { names.append("0x\(String(unknown, radix: 16))") }
+        return "[" + names.joined(separator: ",") + "]"
+    }
+}

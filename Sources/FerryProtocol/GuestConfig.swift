@@ -1,0 +1,65 @@
+/// `GUEST_CONFIG` (source → destination), right after `ACCEPT`: the guest's "hardware"
+/// besides memory and vCPU registers (Protocol.md 3.4).
+public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
+    public static let frameType = FrameType.guestConfig
+    public static let maxTraceLength = 16 * 1024 * 1024
+
+    /// The workload seed.
+    public var seed: UInt64
+    /// `.none` (all zero) when the guest has no network interface.
+    public var guestMAC: MACAddress
+    /// The IPv4 address as a number whose most significant byte is the first octet
+    /// (10.0.0.2 is 0x0A00_0002); it travels in network byte order (0A 00 00 02). 0: none.
+    public var guestIPv4: UInt32
+    /// The workload spec as given to `--workload` (≤ 1024 UTF-8 bytes).
+    public var workload: String
+    /// Trace file contents for `trace:` workloads, else empty (≤ 16 MiB).
+    public var trace: [UInt8]
+
+    public init(seed: UInt64, guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0,
+                workload: String, trace: [UInt8] = []) {
+        self.seed = seed
+        self.guestMAC = guestMAC
+        self.guestIPv4 = guestIPv4
+        self.workload = workload
+        self.trace = trace
+    }
+
+    public func validate() throws(ProtocolError) {
+        if workload.utf8.count > StringLimits.workload {
+            throw ProtocolError(.tooLarge, "GUEST_CONFIG 'workload' is \(workload.utf8.count) bytes, the limit is \(StringLimits.workload)")
+        }
+        if trace.count > Self.maxTraceLength {
+            throw ProtocolError(.tooLarge, "GUEST_CONFIG trace is \(trace.count) bytes, the limit is \(Self.maxTraceLength) (16 MiB): use a shorter trace")
+        }
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        requireValid()
+        out.reserveCapacity(out.count + 32 + workload.utf8.count + trace.count)
+        out.appendLittleEndian(seed)
+        out.append(contentsOf: guestMAC.octets)
+        out.appendZeros(2)
+        out.appendLittleEndian(guestIPv4.byteSwapped)  // big-endian (network order) on the wire
+        out.appendZeros(4)
+        out.appendStr16(workload)
+        out.appendLittleEndian(UInt32(trace.count))
+        out.append(contentsOf: trace)
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "GUEST_CONFIG")
+        seed = try reader.read(UInt64.self, "seed")
+        guestMAC = MACAddress(octets: try reader.readBytes(6, "guest_mac"))
+        try reader.reserved(2)
+        guestIPv4 = try reader.read(UInt32.self, "guest_ipv4").byteSwapped
+        try reader.reserved(4)
+        workload = try reader.str16("workload", limit: StringLimits.workload)
+        let traceLength = Int(try reader.read(UInt32.self, "trace_length"))
+        if traceLength > Self.maxTraceLength {
+            throw ProtocolError(.tooLarge, "GUEST_CONFIG trace_length \(traceLength) exceeds 16 MiB")
+        }
+        trace = try reader.readBytes(traceLength, "trace")
+        try reader.finish()
+    }
+}

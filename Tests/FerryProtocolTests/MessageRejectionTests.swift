@@ -1,0 +1,176 @@
+import FerryProtocol
+import Testing
+
+/// Decoding `bytes` as `M` must fail with `code`.
+func expectRejected<M: FrameMessage>(
+    _: M.Type, _ bytes: [UInt8], _ code: ProtocolError.Code, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    let error = #expect(throws: ProtocolError.self, sourceLocation: sourceLocation) {
+        _ = try bytes.withUnsafeBytes { try M(payload: $0) }
+    }
+    #expect(error?.code == code, "\(error?.description ?? "no error")", sourceLocation: sourceLocation)
+    #expect(error?.message.isEmpty == false, sourceLocation: sourceLocation)
+}
+
+func helloPayload(_ edit: (inout Hello) -> Void = { _ in }) -> [UInt8] {
+    var hello = Hello(pageSize: 4096, pageCount: 1024, vcpuCount: 4, sourceName: "s")
+    edit(&hello)
+    // Bypasses encode's own validation: write the fields by hand.
+    var out = Hello.magic
+    func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+    le(hello.versionMin); le(hello.versionMax); le(hello.pageSize); le(hello.pageCount)
+    le(hello.codecs.rawValue); le(hello.cpuStateFormat); le(hello.guestKind); le(hello.vcpuCount)
+    le(UInt32(0)); le(UInt16(hello.sourceName.utf8.count)); out += hello.sourceName.utf8
+    return out
+}
+
+@Suite("Messages rejected")
+struct MessageRejectionTests {
+    @Test(arguments: messageSamples)
+    func everyTruncationIsRejected(_ sample: MessageSample) {
+        for cut in 0..<sample.payload.count {
+            let prefix = Array(sample.payload[..<cut])
+            let error = #expect(throws: ProtocolError.self, "\(sample) cut at \(cut)") {
+                _ = try prefix.withUnsafeBytes { try sample.decode($0) }
+            }
+            let expected: ProtocolError.Code = sample.type == .hello && cut < 8 ? .badMagic : .truncated
+            #expect(error?.code == expected, "\(sample) cut at \(cut): \(error?.description ?? "")")
+        }
+    }
+
+    @Test(arguments: messageSamples)
+    func trailingBytesAreRejected(_ sample: MessageSample) {
+        for extra: [UInt8] in [[0], [1, 2, 3]] {
+            let bytes = sample.payload + extra
+            let error = #expect(throws: ProtocolError.self) {
+                _ = try bytes.withUnsafeBytes { try sample.decode($0) }
+            }
+            #expect(error?.code == .trailingBytes, "\(error?.description ?? "")")
+        }
+    }
+
+    @Test func helloNeedsTheMagic() {
+        var bytes = helloPayload()
+        bytes[7] = 0x48  // FERRYMIH
+        expectRejected(Hello.self, bytes, .badMagic)
+        expectRejected(Hello.self, Array("GET / HTTP/1.1\r\n".utf8), .badMagic)
+        expectRejected(Hello.self, [], .badMagic)
+    }
+
+    @Test func helloFieldsAreChecked() {
+        let cases: [(String, (inout Hello) -> Void, ProtocolError.Code)] = [
+            ("vcpu 0", { $0.vcpuCount = 0 }, .invalidField),
+            ("vcpu 65", { $0.vcpuCount = 65 }, .invalidField),
+            ("page 2048", { $0.pageSize = 2048 }, .invalidField),
+            ("page 5000", { $0.pageSize = 5000 }, .invalidField),
+            ("page 128 KiB", { $0.pageSize = 131_072 }, .invalidField),
+            ("page 0", { $0.pageSize = 0 }, .invalidField),
+            ("no pages", { $0.pageCount = 0 }, .invalidField),
+            ("image 2^63", { $0.pageCount = 1 << 51 }, .invalidField),
+            ("image overflows", { $0.pageCount = .max }, .invalidField),
+            ("no raw", { $0.codecs = [.zero, .lz4] }, .invalidField),
+            ("no zero", { $0.codecs = [.raw] }, .invalidField),
+            ("version 0", { $0.versionMin = 0 }, .invalidField),
+            ("min > max", { $0.versionMin = 3; $0.versionMax = 2 }, .invalidField),
+            ("long name", { $0.sourceName = String(repeating: "x", count: 256) }, .tooLarge),
+        ]
+        for (name, edit, code) in cases {
+            let bytes = helloPayload(edit)
+            let error = #expect(throws: ProtocolError.self, "\(name)") {
+                _ = try bytes.withUnsafeBytes { try Hello(payload: $0) }
+            }
+            #expect(error?.code == code, "\(name): \(error?.description ?? "")")
+        }
+        // The edges that are allowed.
+        for edit: (inout Hello) -> Void in [
+            { $0.vcpuCount = 64 }, { $0.pageSize = 65536 }, { $0.pageCount = (1 << 51) - 1 },
+            { $0.sourceName = String(repeating: "x", count: 255) }, { $0.codecs = CodecSet(rawValue: 0x13) },
+        ] {
+            let bytes = helloPayload(edit)
+            #expect(throws: Never.self) { _ = try bytes.withUnsafeBytes { try Hello(payload: $0) } }
+        }
+    }
+
+    @Test func reservedBytesMustBeZero() {
+        // (sample, offset of a reserved byte)
+        let cases: [(String, Int)] = [
+            ("HELLO", 36), ("HELLO", 39), ("ACCEPT", 2), ("REFUSE", 3), ("GUEST_CONFIG", 14),
+            ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
+            ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
+            ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
+        ]
+        for (name, offset) in cases {
+            let sample = messageSamples.first { $0.name == name }!
+            var bytes = sample.payload
+            bytes[offset] = 0x01
+            let error = #expect(throws: ProtocolError.self, "\(name) byte \(offset)") {
+                _ = try bytes.withUnsafeBytes { try sample.decode($0) }
+            }
+            #expect(error?.code == .invalidField, "\(name) byte \(offset): \(error?.description ?? "")")
+        }
+    }
+
+    @Test(arguments: [[0xFF], [0xC3, 0x28], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x61, 0xE2, 0x82]] as [[UInt8]])
+    func invalidUTF8IsRejected(_ text: [UInt8]) {
+        let str16 = [UInt8(text.count), 0] + text
+        expectRejected(Note.self, str16, .invalidField)
+        expectRejected(Abort.self, [1, 0, 0, 0] + str16, .invalidField)
+        var hello = helloPayload { $0.sourceName = "" }
+        hello.removeLast(2)
+        expectRejected(Hello.self, hello + str16, .invalidField)
+    }
+
+    @Test func stringLimitsAreEnforced() {
+        let long = [UInt8](repeating: 0x61, count: 1025)
+        expectRejected(Refuse.self, [1, 0, 0, 0, 0x01, 0x04] + long, .tooLarge)
+        expectRejected(Abort.self, [1, 0, 0, 0, 0x01, 0x04] + long, .tooLarge)
+        // A length larger than the payload is truncation, checked before reading.
+        expectRejected(Note.self, [0x00, 0x01, 0x61], .truncated)
+        expectRejected(Note.self, [0xFF, 0x0F] + [UInt8](repeating: 0x61, count: 4095), .tooLarge)
+        var config = messageSamples.first { $0.name == "GUEST_CONFIG empty" }!.payload
+        config.removeLast(6)  // workload "" and trace_length
+        expectRejected(GuestConfig.self, config + [0x01, 0x04] + long, .tooLarge)
+        // trace_length over 16 MiB, rejected before reading the trace.
+        expectRejected(GuestConfig.self, config + [0, 0, 0x01, 0, 0, 0x01], .tooLarge)
+        expectRejected(GuestConfig.self, config + [0, 0, 0x10, 0, 0, 0], .truncated)
+    }
+
+    @Test func otherFieldRules() {
+        var verified = messageSamples.first { $0.name == "VERIFIED ok" }!.payload
+        verified[0] = 2
+        expectRejected(Verified.self, verified, .invalidField)
+
+        var roundEnd = messageSamples.first { $0.name == "ROUND_END" }!.payload
+        roundEnd[48] = 100
+        expectRejected(RoundEnd.self, roundEnd, .invalidField)
+
+        var complete = messageSamples.first { $0.name == "COMPLETE" }!.payload
+        for i in 8..<16 { complete[i] = 0 }
+        expectRejected(Complete.self, complete, .invalidField)
+
+        var accept = messageSamples.first { $0.name == "ACCEPT" }!.payload
+        accept[4] = 0x05  // zero + lz4, no raw
+        expectRejected(Accept.self, accept, .invalidField)
+        accept[4] = 0x07; accept[0] = 0
+        expectRejected(Accept.self, accept, .invalidField)
+    }
+
+    @Test func cpuStateShapeIsChecked() {
+        let records = [UInt8](repeating: 0, count: 64 * 65)
+        func state(_ format: UInt16, _ count: UInt16, _ size: UInt32, _ bytes: Int) -> [UInt8] {
+            var out: [UInt8] = [format.lo, format.hi, count.lo, count.hi]
+            withUnsafeBytes(of: size.littleEndian) { out += $0 }
+            return out + records[..<bytes]
+        }
+        #expect(throws: Never.self) { _ = try state(1, 64, 64, 64 * 64).withUnsafeBytes { try CPUState(payload: $0) } }
+        expectRejected(CPUState.self, state(1, 0, 64, 0), .invalidField)
+        expectRejected(CPUState.self, state(1, 65, 64, 65 * 64), .invalidField)
+        expectRejected(CPUState.self, state(1, 2, 32, 64), .invalidField)
+        expectRejected(CPUState.self, state(0, 1, 64, 64), .invalidField)
+        expectRejected(CPUState.self, state(2, 1, 0, 0), .invalidField)
+        expectRejected(CPUState.self, state(1, 2, 64, 127), .truncated)
+        expectRejected(CPUState.self, state(1, 2, 64, 129), .trailingBytes)
+        // vcpu_count × record_size far beyond the payload: checked before reading.
+        expectRejected(CPUState.self, state(2, 64, 0xFFFF_FFFF, 10), .truncated)
+    }
+}

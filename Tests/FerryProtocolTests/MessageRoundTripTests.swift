@@ -1,0 +1,94 @@
+import FerryProtocol
+import Testing
+
+@Suite("Messages round trip")
+struct MessageRoundTripTests {
+    @Test(arguments: messageSamples)
+    func decodesWhatItEncodes(_ sample: MessageSample) throws {
+        let (equal, reencoded) = try sample.payload.withUnsafeBytes { try sample.decode($0) }
+        #expect(equal)
+        #expect(reencoded == sample.payload)
+        #expect(sample.payload.count <= sample.type.maxPayload)
+    }
+
+    @Test(arguments: messageSamples)
+    func frameIsHeaderThenPayload(_ sample: MessageSample) throws {
+        let frame = sample.frame(41)
+        let header = try frame.withUnsafeBytes { try FrameHeader.decode($0) }
+        #expect(header == FrameHeader(sample.type, length: sample.payload.count, sequence: 41))
+        #expect(Array(frame[FrameHeader.size...]) == sample.payload)
+    }
+
+    @Test func helloWireLayout() {
+        let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, sourceName: "ab")
+        let expected: [UInt8] = Array("FERRYMIG".utf8)
+            + [1, 0, 1, 0]                   // version_min, version_max
+            + [0, 0x10, 0, 0]                // page_size 4096
+            + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
+            + [7, 0, 0, 0]                   // codecs zero|raw|lz4
+            + [1, 0, 1, 0]                   // cpu_state_format, guest_kind
+            + [2, 0, 0, 0, 0, 0, 0, 0]       // vcpu_count, reserved
+            + [2, 0, 0x61, 0x62]             // str16 "ab"
+        #expect(hello.encodedPayload() == expected)
+        #expect(hello.imageSize == 3 * 4096)
+    }
+
+    @Test func guestConfigAddressesTravelInNetworkOrder() throws {
+        let config = GuestConfig(seed: 1, guestMAC: MACAddress(octets: [2, 0, 0, 0, 0, 9]),
+                                 guestIPv4: 0x0A00_0002, workload: "sweep")
+        let payload = config.encodedPayload()
+        #expect(Array(payload[8..<14]) == [2, 0, 0, 0, 0, 9])
+        #expect(Array(payload[16..<20]) == [10, 0, 0, 2])
+        #expect(config.guestMAC.description == "02:00:00:00:00:09")
+        #expect(config.guestMAC.value == 0x0200_0000_0009)
+    }
+
+    @Test func cpuStateCarriesBuiltinRecords() throws {
+        let state = CPUState(builtin: sampleRecords)
+        #expect(state.vcpuCount == 2 && state.recordSize == 64 && state.records.count == 128)
+        let decoded = try state.encodedPayload().withUnsafeBytes { try CPUState(payload: $0) }
+        #expect(try decoded.builtinRecords() == sampleRecords)
+        // credit_ns is two's complement at record offset 32.
+        #expect(Array(state.records[32..<40]) == [0xC7, 0xCF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    @Test func unknownReasonsDecodeAsOther() throws {
+        for raw: UInt16 in [0, 9, 0x1234, 0xFFFE] {
+            let refuse = try ([raw.lo, raw.hi, 0, 0, 1, 0, 0x78]).withUnsafeBytes { try Refuse(payload: $0) }
+            #expect(refuse.reason == .other && refuse.message == "x")
+            let abort = try ([raw.lo, raw.hi, 0, 0, 0, 0]).withUnsafeBytes { try Abort(payload: $0) }
+            #expect(abort.reason == .other)
+        }
+        for reason in RefusalReason.allCases {
+            #expect(RefusalReason(wireValue: reason.rawValue) == reason)
+        }
+        for reason in AbortReason.allCases {
+            #expect(AbortReason(wireValue: reason.rawValue) == reason)
+        }
+    }
+
+    @Test func humanTextIsCutAtItsLimitOnAScalarBoundary() throws {
+        // 700 two-byte scalars = 1400 bytes; the message limit is 1024 bytes.
+        let abort = Abort(reason: .io, message: String(repeating: "é", count: 700))
+        let decoded = try abort.encodedPayload().withUnsafeBytes { try Abort(payload: $0) }
+        #expect(decoded.message == String(repeating: "é", count: 512))
+        let hello = Hello(pageSize: 4096, pageCount: 1, vcpuCount: 1, sourceName: String(repeating: "a€", count: 100))
+        let name = try hello.encodedPayload().withUnsafeBytes { try Hello(payload: $0) }.sourceName
+        #expect(name.utf8.count <= 255 && name.utf8.count >= 252)
+        #expect(String(repeating: "a€", count: 100).hasPrefix(name))
+        let note = Note(text: String(repeating: "n", count: 5000))
+        #expect(note.encodedPayload().count == 4096)
+    }
+
+    @Test func frameMessageAccessorChecksTheType() throws {
+        let frame = Frame(header: FrameHeader(.commit, length: 0, sequence: 0), payload: [])
+        _ = try frame.message(as: Commit.self)
+        let error = #expect(throws: ProtocolError.self) { try frame.message(as: Hello.self) }
+        #expect(error?.code == .unexpectedFrame)
+    }
+}
+
+extension UInt16 {
+    var lo: UInt8 { UInt8(truncatingIfNeeded: self) }
+    var hi: UInt8 { UInt8(truncatingIfNeeded: self >> 8) }
+}

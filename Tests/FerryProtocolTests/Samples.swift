@@ -1,0 +1,150 @@
+import FerryProtocol
+
+/// One valid message of some type, type-erased so tests can be parameterized over all of them.
+struct MessageSample: Sendable, CustomStringConvertible {
+    let name: String
+    let type: FrameType
+    let payload: [UInt8]
+    /// Decodes `payload` with this sample's type; returns whether it equals the sample and the
+    /// re-encoded payload.
+    let decode: @Sendable (UnsafeRawBufferPointer) throws(ProtocolError) -> (equal: Bool, reencoded: [UInt8])
+    let frame: @Sendable (UInt64) -> [UInt8]
+
+    init<M: FrameMessage & Equatable>(_ name: String, _ message: M) {
+        self.name = name
+        self.type = M.frameType
+        self.payload = message.encodedPayload()
+        self.decode = { (bytes) throws(ProtocolError) in
+            let decoded = try M(payload: bytes)
+            return (decoded == message, decoded.encodedPayload())
+        }
+        self.frame = { message.encodedFrame(sequence: $0) }
+    }
+
+    var description: String { name }
+}
+
+/// Decodes `payload` as a message of `type`, returning its re-encoding (so a successful decode can
+/// be checked for idempotence). Nil for PAGE_BATCH, which has its own reader.
+func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) throws(ProtocolError) -> [UInt8]? {
+    switch type {
+    case .hello: return try Hello(payload: payload).encodedPayload()
+    case .accept: return try Accept(payload: payload).encodedPayload()
+    case .refuse: return try Refuse(payload: payload).encodedPayload()
+    case .guestConfig: return try GuestConfig(payload: payload).encodedPayload()
+    case .pageBatch: return nil
+    case .roundEnd: return try RoundEnd(payload: payload).encodedPayload()
+    case .roundAck: return try RoundAck(payload: payload).encodedPayload()
+    case .cpuState: return try CPUState(payload: payload).encodedPayload()
+    case .complete: return try Complete(payload: payload).encodedPayload()
+    case .verified: return try Verified(payload: payload).encodedPayload()
+    case .commit: return try Commit(payload: payload).encodedPayload()
+    case .resumed: return try Resumed(payload: payload).encodedPayload()
+    case .abort: return try Abort(payload: payload).encodedPayload()
+    case .note: return try Note(payload: payload).encodedPayload()
+    }
+}
+
+let sampleRecords = [
+    VCPURecord(step: 1_000_000, rngState: 0x9E37_79B9_7F4A_7C15, cursor: 4095, cursor2: 7,
+               creditNanoseconds: -12_345, traceEpochMilliseconds: 1_700_000_000_000),
+    VCPURecord(step: 0, rngState: 1, cursor: 0, cursor2: 0, creditNanoseconds: .max, traceEpochMilliseconds: 0),
+]
+
+let messageSamples: [MessageSample] = [
+    MessageSample("HELLO", Hello(pageSize: 4096, pageCount: 65536, vcpuCount: 2, sourceName: "src-1")),
+    MessageSample("HELLO extremes", Hello(
+        versionMin: 1, versionMax: 7, pageSize: 65536, pageCount: UInt64(Int64.max) / 65536,
+        codecs: CodecSet(rawValue: 0xFFFF_FFFF), cpuStateFormat: 9, guestKind: 0xFFFF, vcpuCount: 64,
+        sourceName: String(repeating: "é", count: 127))),
+    MessageSample("ACCEPT", Accept(codecs: .required, memoryAvailable: 8 << 30, diskAvailable: 1 << 40,
+                                   destinationName: "dst ✓")),
+    MessageSample("REFUSE", Refuse(reason: .imageExists, message: "/var/lib/ferry/g.img exists: pass --force")),
+    MessageSample("REFUSE other", Refuse(reason: .other, message: "")),
+    MessageSample("GUEST_CONFIG", GuestConfig(
+        seed: 42, guestMAC: MACAddress(octets: [0x02, 0, 0, 0xAB, 0xCD, 0xEF]), guestIPv4: 0x0A00_0002,
+        workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8))),
+    MessageSample("GUEST_CONFIG empty", GuestConfig(seed: 0, workload: "")),
+    MessageSample("ROUND_END", RoundEnd(round: 3, pagesSent: 1000, wireBytes: 4_000_000, durationMicroseconds: 12_345,
+                                        dirtyPages: 77, dirtyRate: 5000, throttlePercent: 99)),
+    MessageSample("ROUND_ACK", RoundAck(round: 3, pagesReceived: 1000, pagesHeld: 65536,
+                                        applyMicroseconds: 999, digestMicroseconds: 1234)),
+    MessageSample("CPU_STATE", CPUState(builtin: sampleRecords)),
+    MessageSample("CPU_STATE other format", CPUState(format: 2, vcpuCount: 3, recordSize: 5,
+                                                     records: Array(1...15))),
+    MessageSample("COMPLETE", Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D)),
+    MessageSample("VERIFIED ok", Verified(ok: true, digest: 0xDEAD_BEEF_CAFE_F00D, pagesMissing: 0,
+                                          verifyMicroseconds: 800)),
+    MessageSample("VERIFIED failed", Verified(ok: false, digest: 1, pagesMissing: 3, verifyMicroseconds: 2,
+                                              message: "3 pages never arrived")),
+    MessageSample("COMMIT", Commit()),
+    MessageSample("RESUMED", Resumed(resumeMicroseconds: 1500)),
+    MessageSample("ABORT", Abort(reason: .notConverged, message: "dirty rate 80000 pages/s exceeds the link")),
+    MessageSample("NOTE", Note(text: "round 3: 1000 pages")),
+]
+
+/// A small `PAGE_BATCH` payload (zero, "LZ4" and optionally raw entries; the codec does not
+/// decompress) for pages of 4096 bytes in an image of `samplePageCount` pages.
+func samplePageBatch(round: UInt32 = 1, lz4Length: Int = 100, includeRaw: Bool = true) -> [UInt8] {
+    let pageSize = 4096
+    var storage = [UInt8](repeating: 0xEE, count: 8 + 4 * (24 + pageSize))
+    return storage.withUnsafeMutableBytes { buffer in
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        writer.reset(round: round)
+        writer.commitEntry(page: 0, hash: 0x1111, encoding: .zero, length: 0)
+        writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0x5A, count: lz4Length)
+        writer.commitEntry(page: samplePageCount - 1, hash: 0x2222, encoding: .lz4, length: lz4Length)
+        if includeRaw {
+            writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0xA5, count: pageSize)
+            writer.commitEntry(page: 7, hash: 0x3333, encoding: .raw, length: pageSize)
+        }
+        writer.commitEntry(page: 0, hash: 0x1111, encoding: .zero, length: 0)
+        return Array(writer.finish())
+    }
+}
+
+let samplePageCount: UInt64 = 16
+
+/// Frame bytes with an arbitrary header (for hostile inputs).
+func rawFrame(type: UInt16, flags: UInt16 = 0, sequence: UInt64, payload: [UInt8]) -> [UInt8] {
+    FrameHeader(type: type, flags: flags, length: UInt32(payload.count), sequence: sequence).bytes + payload
+}
+
+/// Every sample message as a frame, sequences 0… in order, with a small page batch, an unknown
+/// optional frame (with a flag set) and an empty unknown optional frame in the middle. `frames`
+/// holds what a decoder must return (the unknown frames are skipped).
+func sampleStream() -> (bytes: [UInt8], frames: [Frame]) {
+    var bytes: [UInt8] = []
+    var frames: [Frame] = []
+    var sequence: UInt64 = 0
+    func add(_ type: UInt16, flags: UInt16 = 0, _ payload: [UInt8], known: Bool = true) {
+        bytes += rawFrame(type: type, flags: flags, sequence: sequence, payload: payload)
+        if known {
+            frames.append(Frame(header: FrameHeader(type: type, flags: flags, length: UInt32(payload.count),
+                                                    sequence: sequence), payload: payload))
+        }
+        sequence += 1
+    }
+    for (i, sample) in messageSamples.enumerated() {
+        add(sample.type.rawValue, sample.payload)
+        if i == 5 {
+            add(FrameType.pageBatch.rawValue, samplePageBatch(lz4Length: 33, includeRaw: false))
+            add(0x8123, flags: 0x0001, Array(repeating: 0xAB, count: 37), known: false)
+            add(0x8FFF, [], known: false)
+        }
+    }
+    return (bytes, frames)
+}
+
+/// SplitMix64: a small deterministic generator for reproducible fuzzing.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
