@@ -178,8 +178,8 @@ public final class DestinationAgent: @unchecked Sendable {
                     _ = sink.digest()
                     let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
                     try connection.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
-                                                 pagesHeld: UInt64(sink.pagesHeld), applyMicros: roundApplyNanos / 1000,
-                                                 digestMicros: digestMicros))
+                                                 pagesHeld: UInt64(sink.pagesHeld), applyMicroseconds: roundApplyNanos / 1000,
+                                                 digestMicroseconds: digestMicros))
                     let seconds = MonotonicClock.seconds(since: roundStart)
                     report.perRound.append(RoundRecord(
                         round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
@@ -226,7 +226,7 @@ public final class DestinationAgent: @unchecked Sendable {
                         decision: "final"))
                     report.rounds = Int(complete.finalRound) + 1
                     try connection.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(sink.pagesMissing),
-                                                 verifyMicros: verifyMicros, message: problems.joined(separator: "; ")))
+                                                 verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
                     guard verified else {
                         throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
                     }
@@ -244,7 +244,7 @@ public final class DestinationAgent: @unchecked Sendable {
                     resumedAt = MonotonicClock.now()
                     let resumeMicros = (resumedAt &- commitAt) / 1000
                     parts.destinationResumeMs = Double(resumeMicros) / 1000
-                    try? connection.send(Resumed(resumeMicros: resumeMicros))
+                    try? connection.send(Resumed(resumeMicroseconds: resumeMicros))
                     report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
                     break receiving
                 default:

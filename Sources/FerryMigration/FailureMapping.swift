@@ -32,7 +32,7 @@ extension MigrationError {
     /// The ABORT reason code (Protocol.md section 3.13) that tells the peer what went wrong.
     var abortReason: AbortReason {
         switch code {
-        case .protocolViolation: return .protocol
+        case .protocolViolation: return .protocolViolation
         case .verification: return .verification
         case .notConverged: return .notConverged
         case .transport, .system: return .io

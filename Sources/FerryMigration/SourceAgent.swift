@@ -169,7 +169,7 @@ public final class SourceAgent {
 
                 try connection.send(RoundEnd(
                     round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
-                    durationMicros: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
+                    durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
                     dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
                 let ack = try connection.receive(RoundAck.self)
                 guard ack.round == UInt32(round) else {
@@ -178,7 +178,7 @@ public final class SourceAgent {
                 let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
                 // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
                 // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
-                let fixed = pauseCost + harvestSeconds + Double(ack.digestMicros) / 1e6 + 2 * rtt
+                let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
                 let observation = RoundObservation(
                     round: round, pagesSent: sent.pages, transferSeconds: transferSeconds, dirtyPages: pending.popcount(),
                     dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
@@ -257,7 +257,7 @@ public final class SourceAgent {
                 throttlePercent: guest.throttlePercent, decision: "final (vCPUs paused)"))
             let verified = try connection.receive(Verified.self)
             parts.verifyMs = MonotonicClock.seconds(since: verifyStart).milliseconds
-            parts.destinationVerifyMs = (Double(verified.verifyMicros) / 1000)
+            parts.destinationVerifyMs = (Double(verified.verifyMicroseconds) / 1000)
             guard verified.ok, verified.digest == digest else {
                 throw MigrationError(.verification,
                     "destination did not verify the image: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest)), \(verified.pagesMissing) pages missing" : verified.message)",
@@ -292,7 +292,7 @@ public final class SourceAgent {
             let resumed = try connection.receive(Resumed.self)
             let end = MonotonicClock.now()
             parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
-            parts.destinationResumeMs = Double(resumed.resumeMicros) / 1000
+            parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
             report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
             report.guestLocation = .destination
             report.outcome = "migrated"
