@@ -222,6 +222,13 @@ int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap
     atomic_store(&range->page_size, (uintptr_t)page_size);
     atomic_store(&range->bits, bitmap_words);
     atomic_store(&range->overflow, 0);
+    // Private anonymous memory gets its anon_vma on the first fault. If no page was touched
+    // yet, every writable island made by the handler would fault in its own anon_vma, and
+    // mappings with different anon_vmas never merge again: after an overflow the range would
+    // stay split into tens of thousands of mappings. Faulting in one page now (content is
+    // unchanged) gives the whole mapping one anon_vma that all its splits share. Errors are
+    // irrelevant here (e.g. a read-only mapping fails the mprotect below anyway).
+    madvise(base, page_size, MADV_POPULATE_WRITE);
     atomic_store(&range->state, STATE_TRACKING);
     if (mprotect(base, length, PROT_READ) != 0) {
         err = errno;

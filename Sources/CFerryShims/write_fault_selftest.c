@@ -71,10 +71,11 @@ static uint64_t count_mappings(void) {
     return lines;
 }
 
-static void run_overflow_child(size_t pages, ferry_wp_overflow_report *report) {
+static void run_overflow_child(size_t pages, int shared, ferry_wp_overflow_report *report) {
     size_t page_size = (size_t)sysconf(_SC_PAGESIZE);
     size_t words = (pages + 63) / 64;
-    char *region = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int sharing = shared ? MAP_SHARED : MAP_PRIVATE;
+    char *region = mmap(NULL, pages * page_size, PROT_READ | PROT_WRITE, sharing | MAP_ANONYMOUS, -1, 0);
     uint64_t *bits = mmap(NULL, words * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t *out = mmap(NULL, words * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (region == MAP_FAILED || bits == MAP_FAILED || out == MAP_FAILED) _exit(10);
@@ -111,20 +112,20 @@ static void run_overflow_child(size_t pages, ferry_wp_overflow_report *report) {
     _exit(0);
 }
 
-int ferry_wp_test_overflow_in_child(size_t pages, ferry_wp_overflow_report *report) {
-    ferry_wp_overflow_report *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_report *report) {
+    ferry_wp_overflow_report *shared_report = mmap(NULL, sizeof *shared_report, PROT_READ | PROT_WRITE,
                                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (shared == MAP_FAILED) return -errno;
-    memset(shared, 0, sizeof *shared);
+    if (shared_report == MAP_FAILED) return -errno;
+    memset(shared_report, 0, sizeof *shared_report);
     pid_t child = fork();
     if (child < 0) {
         int err = errno;
-        munmap(shared, sizeof *shared);
+        munmap(shared_report, sizeof *shared_report);
         return -err;
     }
-    if (child == 0) run_overflow_child(pages, shared);
+    if (child == 0) run_overflow_child(pages, shared, shared_report);
     int status = wait_for(child);
-    *report = *shared;
-    munmap(shared, sizeof *shared);
+    *report = *shared_report;
+    munmap(shared_report, sizeof *shared_report);
     return status;
 }

@@ -138,11 +138,12 @@ typedef struct ferry_wp_overflow_report {
     uint64_t data_intact;           // 1 if every written value reads back
 } ferry_wp_overflow_report;
 
-/// Forks; the child tracks an anonymous region of `pages` pages, writes every other page
+/// Forks; the child tracks an anonymous region of `pages` pages (MAP_SHARED, i.e. shmem, when
+/// `shared`, else MAP_PRIVATE), writes every other page
 /// (exceeding vm.max_map_count when pages/2 > the limit), harvests, writes one more page and
 /// harvests again, filling *report. Returns the child's wait status (exit 0 = ran through; other
 /// exit codes name the step that failed) or -errno.
-int ferry_wp_test_overflow_in_child(size_t pages, ferry_wp_overflow_report *report);
+int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_report *report);
 
 #ifdef __cplusplus
 }
