@@ -56,7 +56,13 @@ public enum DirtyTrackers {
         try checkRange(base: base, length: length, pageSize: pageSize)
         switch choice {
         case .uffd:
-            let support = try UffdProbe.result.get()
+            let support: UffdSupport
+            switch UffdProbe.result {
+            case .success(let found): support = found
+            case .failure(let reason):
+                throw SystemError(code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: 0,
+                                  detail: "the uffd tracker is unavailable: \(reason.text); use .auto or .mprotect")
+            }
             return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
                     "uffd: requested (\(support.summary))")
         case .mprotect:
