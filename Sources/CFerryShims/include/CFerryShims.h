@@ -1,4 +1,152 @@
 #ifndef CFERRY_SHIMS_H
 #define CFERRY_SHIMS_H
+
+// C shims for FerrySystem: what Swift cannot express directly.
+//  - userfaultfd ioctls and the PAGEMAP_SCAN ioctl, with the ABI defined here under our own
+//    names because the installed kernel headers predate it (pinned with _Static_assert in uffd.c);
+//  - the SIGSEGV handler of the mprotect dirty tracker (must be async-signal-safe, so C).
+//
+// Unless noted otherwise, functions return 0 on success or a positive errno value; none of them
+// report errors through errno.
+
+#include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - file systems
+
+/// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).
+/// Returns 0, or -1 with errno set.
+int ferry_statfs_magic(const char *path, uint64_t *magic_out);
+
+// MARK: - userfaultfd (linux/userfaultfd.h, kernel 6.7+ values)
+
+static const uint64_t FERRY_UFFD_API = (uint64_t)0xAA;
+static const uint64_t FERRY_UFFD_FEATURE_WP_HUGETLBFS_SHMEM = (uint64_t)1 << 12;
+static const uint64_t FERRY_UFFD_FEATURE_WP_UNPOPULATED = (uint64_t)1 << 13;
+static const uint64_t FERRY_UFFD_FEATURE_WP_ASYNC = (uint64_t)1 << 15;
+
+/// Opens a userfaultfd (O_CLOEXEC|O_NONBLOCK, user and kernel faults). *fd_out receives the fd.
+int ferry_uffd_open(int *fd_out);
+/// UFFDIO_API handshake. `features` requested; *supported_out receives the kernel's answer
+/// (with features == 0 the kernel reports everything it supports; the fd is then initialised).
+int ferry_uffd_api(int fd, uint64_t features, uint64_t *supported_out);
+/// UFFDIO_REGISTER with UFFDIO_REGISTER_MODE_WP. *ioctls_out receives the allowed ioctls mask.
+int ferry_uffd_register_wp(int fd, void *start, uint64_t length, uint64_t *ioctls_out);
+int ferry_uffd_unregister(int fd, void *start, uint64_t length);
+/// UFFDIO_WRITEPROTECT: protect (1) or unprotect (0) the range.
+int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect);
+
+// MARK: - PAGEMAP_SCAN (linux/fs.h, kernel 6.7+)
+
+static const uint64_t FERRY_PM_SCAN_WP_MATCHING = (uint64_t)1 << 0;
+static const uint64_t FERRY_PM_SCAN_CHECK_WPASYNC = (uint64_t)1 << 1;
+
+static const uint64_t FERRY_PAGE_IS_WPALLOWED = (uint64_t)1 << 0;
+static const uint64_t FERRY_PAGE_IS_WRITTEN = (uint64_t)1 << 1;
+static const uint64_t FERRY_PAGE_IS_FILE = (uint64_t)1 << 2;
+static const uint64_t FERRY_PAGE_IS_PRESENT = (uint64_t)1 << 3;
+static const uint64_t FERRY_PAGE_IS_SWAPPED = (uint64_t)1 << 4;
+static const uint64_t FERRY_PAGE_IS_PFNZERO = (uint64_t)1 << 5;
+static const uint64_t FERRY_PAGE_IS_HUGE = (uint64_t)1 << 6;
+static const uint64_t FERRY_PAGE_IS_SOFT_DIRTY = (uint64_t)1 << 7;
+
+/// struct page_region: one run [start, end) of pages sharing `categories`.
+typedef struct ferry_page_region {
+    uint64_t start;
+    uint64_t end;
+    uint64_t categories;
+} ferry_page_region;
+
+/// struct pm_scan_arg.
+typedef struct ferry_pm_scan_arg {
+    uint64_t size;
+    uint64_t flags;
+    uint64_t start;
+    uint64_t end;
+    uint64_t walk_end;
+    uint64_t vec;
+    uint64_t vec_len;
+    uint64_t max_pages;
+    uint64_t category_inverted;
+    uint64_t category_mask;
+    uint64_t category_anyof_mask;
+    uint64_t return_mask;
+} ferry_pm_scan_arg;
+
+/// One PAGEMAP_SCAN ioctl on an fd of /proc/self/pagemap over [start, end): reports pages
+/// written since they were last protected into vec (at most vec_len regions) and write-protects
+/// them again in the same call. *regions_out receives the number of regions filled, *walk_end_out
+/// where the kernel says the walk stopped.
+int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
+                               ferry_page_region *vec, uint64_t vec_len,
+                               uint64_t *regions_out, uint64_t *walk_end_out);
+
+// MARK: - mprotect tracker (SIGSEGV handler)
+//
+// Up to FERRY_WP_MAX_RANGES tracked ranges per process, each in a slot. The handler is
+// installed once, on first use, and stays installed; faults it does not own go to the handler
+// that was installed before it.
+
+#define FERRY_WP_MAX_RANGES 8
+
+/// Installs the SIGSEGV handler if not yet installed (remembering the previous handler).
+int ferry_wp_install(void);
+/// Starts tracking [base, base+length): takes a free slot (*slot_out), publishes the range and
+/// the bitmap (one bit per page, ceil(pages/64) words, zeroed by the caller, valid until
+/// ferry_wp_end returns), then mprotect(PROT_READ)s the range. EBUSY when all slots are in use;
+/// any other error is the errno of mprotect.
+int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
+/// Moves the bits set since the last harvest into out (OR), clears them, and re-protects those
+/// pages. *found_out receives the number of pages found. If the handler had to give up on
+/// per-page protection (too many mappings), every page is reported and the whole range is
+/// re-protected. Returns an errno if re-protection failed; then the next harvest reports every
+/// page again, so no write is lost. EINVAL if the slot is not tracking.
+int ferry_wp_harvest(int slot, uint64_t *out, size_t out_words, size_t *found_out);
+/// Stops tracking: makes the range read-write again and waits for handlers in flight. After it
+/// returns the bitmap passed to ferry_wp_begin is no longer used.
+void ferry_wp_end(int slot);
+/// Number of write faults the handler resolved since the process started (diagnostics).
+uint64_t ferry_wp_fault_count(void);
+/// Number of times the handler hit the mapping limit and unprotected a whole range.
+uint64_t ferry_wp_overflow_count(void);
+
+// MARK: - test support (write_fault_selftest.c); each runs in a forked child so that it cannot
+// disturb the test process (signal dispositions, the per-process mapping limit).
+
+/// In a forked child only: installs the ferry handler again over the current disposition.
+int ferry_wp_reinstall_after_fork(void);
+
+/// Forks; the child installs `mode` as the SIGSEGV disposition (0 = SIG_DFL, 1 = SA_SIGINFO
+/// handler that _exit(42)s, 2 = plain handler that _exit(43)s, 3 = SIG_IGN), then the ferry
+/// handler over it, and writes to a read-only page outside any tracked range. Returns the
+/// child's wait status or -errno.
+int ferry_wp_test_chain_in_child(int mode);
+
+typedef struct ferry_wp_overflow_report {
+    uint64_t pages;                 // pages in the tracked region
+    uint64_t overflows;             // handler overflow events during the scattered writes
+    uint64_t maps_before_harvest;   // lines of /proc/self/maps after the scattered writes
+    uint64_t maps_after_harvest;    // ... after the harvest re-protected the whole range
+    uint64_t first_found;           // pages reported by the first harvest
+    uint64_t first_all_set;         // 1 if that harvest set every bit
+    uint64_t second_found;          // pages reported after writing one more page
+    uint64_t second_only_that_page; // 1 if exactly that page's bit was set
+    uint64_t data_intact;           // 1 if every written value reads back
+} ferry_wp_overflow_report;
+
+/// Forks; the child tracks an anonymous region of `pages` pages (MAP_SHARED, i.e. shmem, when
+/// `shared`, else MAP_PRIVATE), writes every other page
+/// (exceeding vm.max_map_count when pages/2 > the limit), harvests, writes one more page and
+/// harvests again, filling *report. Returns the child's wait status (exit 0 = ran through; other
+/// exit codes name the step that failed) or -errno.
+int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -1,0 +1,114 @@
+// userfaultfd + PAGEMAP_SCAN ioctls for the uffd dirty tracker.
+#define _GNU_SOURCE
+#include "CFerryShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// The installed linux/fs.h predates PAGEMAP_SCAN (kernel 6.7); this is its uapi definition.
+#define FERRY_PAGEMAP_SCAN _IOWR('f', 16, ferry_pm_scan_arg)
+
+_Static_assert(sizeof(ferry_page_region) == 24, "struct page_region is 24 bytes");
+_Static_assert(offsetof(ferry_page_region, start) == 0, "page_region.start");
+_Static_assert(offsetof(ferry_page_region, end) == 8, "page_region.end");
+_Static_assert(offsetof(ferry_page_region, categories) == 16, "page_region.categories");
+
+_Static_assert(sizeof(ferry_pm_scan_arg) == 96, "struct pm_scan_arg is 96 bytes");
+_Static_assert(offsetof(ferry_pm_scan_arg, size) == 0, "pm_scan_arg.size");
+_Static_assert(offsetof(ferry_pm_scan_arg, flags) == 8, "pm_scan_arg.flags");
+_Static_assert(offsetof(ferry_pm_scan_arg, start) == 16, "pm_scan_arg.start");
+_Static_assert(offsetof(ferry_pm_scan_arg, end) == 24, "pm_scan_arg.end");
+_Static_assert(offsetof(ferry_pm_scan_arg, walk_end) == 32, "pm_scan_arg.walk_end");
+_Static_assert(offsetof(ferry_pm_scan_arg, vec) == 40, "pm_scan_arg.vec");
+_Static_assert(offsetof(ferry_pm_scan_arg, vec_len) == 48, "pm_scan_arg.vec_len");
+_Static_assert(offsetof(ferry_pm_scan_arg, max_pages) == 56, "pm_scan_arg.max_pages");
+_Static_assert(offsetof(ferry_pm_scan_arg, category_inverted) == 64, "pm_scan_arg.category_inverted");
+_Static_assert(offsetof(ferry_pm_scan_arg, category_mask) == 72, "pm_scan_arg.category_mask");
+_Static_assert(offsetof(ferry_pm_scan_arg, category_anyof_mask) == 80, "pm_scan_arg.category_anyof_mask");
+_Static_assert(offsetof(ferry_pm_scan_arg, return_mask) == 88, "pm_scan_arg.return_mask");
+// _IOWR('f', 16, 96 bytes) in the generic encoding: dir=3 (bits 30-31), size (16-29), type, nr.
+_Static_assert(FERRY_PAGEMAP_SCAN == 0xC0606610u, "PAGEMAP_SCAN ioctl number");
+
+// Our feature bits must agree with the header where the header has them.
+_Static_assert(FERRY_UFFD_FEATURE_WP_HUGETLBFS_SHMEM == UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM");
+_Static_assert(FERRY_UFFD_API == UFFD_API, "UFFD_API");
+
+static int ioctl_retrying(int fd, unsigned long request, void *arg) {
+    for (;;) {
+        if (ioctl(fd, request, arg) >= 0) return 0;
+        if (errno != EINTR) return errno;
+    }
+}
+
+int ferry_uffd_open(int *fd_out) {
+    // UFFD_USER_MODE_ONLY is deliberately not passed: the guest image may be written by the
+    // kernel too (read(2) into it), and those writes must be tracked as well. We run as root.
+    long fd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return errno;
+    *fd_out = (int)fd;
+    return 0;
+}
+
+int ferry_uffd_api(int fd, uint64_t features, uint64_t *supported_out) {
+    struct uffdio_api api = {.api = UFFD_API, .features = features};
+    int err = ioctl_retrying(fd, UFFDIO_API, &api);
+    if (supported_out) *supported_out = api.features;
+    return err;
+}
+
+int ferry_uffd_register_wp(int fd, void *start, uint64_t length, uint64_t *ioctls_out) {
+    struct uffdio_register reg = {
+        .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    int err = ioctl_retrying(fd, UFFDIO_REGISTER, &reg);
+    if (ioctls_out) *ioctls_out = reg.ioctls;
+    return err;
+}
+
+int ferry_uffd_unregister(int fd, void *start, uint64_t length) {
+    struct uffdio_range range = {.start = (uint64_t)(uintptr_t)start, .len = length};
+    return ioctl_retrying(fd, UFFDIO_UNREGISTER, &range);
+}
+
+int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect) {
+    struct uffdio_writeprotect wp = {
+        .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
+        .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    return ioctl_retrying(fd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
+                               ferry_page_region *vec, uint64_t vec_len,
+                               uint64_t *regions_out, uint64_t *walk_end_out) {
+    ferry_pm_scan_arg arg = {
+        .size = sizeof(ferry_pm_scan_arg),
+        .flags = FERRY_PM_SCAN_WP_MATCHING | FERRY_PM_SCAN_CHECK_WPASYNC,
+        .start = start,
+        .end = end,
+        .vec = (uint64_t)(uintptr_t)vec,
+        .vec_len = vec_len,
+        .max_pages = 0,
+        .category_inverted = 0,
+        .category_mask = FERRY_PAGE_IS_WRITTEN,
+        .category_anyof_mask = 0,
+        .return_mask = FERRY_PAGE_IS_WRITTEN,
+    };
+    for (;;) {
+        int n = ioctl(pagemap_fd, FERRY_PAGEMAP_SCAN, &arg);
+        if (n >= 0) {
+            *regions_out = (uint64_t)n;
+            *walk_end_out = arg.walk_end;
+            return 0;
+        }
+        // The kernel returns EINTR only when a fatal signal is pending (the process is dying),
+        // so a retry cannot lose regions that a live process would still need.
+        if (errno != EINTR) return errno;
+    }
+}

@@ -1,0 +1,94 @@
+/// How a tracker finds written pages.
+public enum TrackerKind: String, Sendable {
+    /// userfaultfd asynchronous write-protect + PAGEMAP_SCAN (Linux 6.7+): the kernel records
+    /// writes in page-table bits; no signal, no user-space work per write.
+    case uffd
+    /// mprotect(PROT_READ) + a SIGSEGV handler that unprotects and records each page.
+    case mprotect
+}
+
+/// What the user asked for; `auto` picks `uffd` where it works, else `mprotect`.
+public enum TrackerChoice: String, Sendable, CaseIterable {
+    case auto, uffd, mprotect
+}
+
+/// Records which pages of one region are written, between harvests.
+///
+/// Usage: `start()` before the first page is read, then `harvest(into:)` once per round; the
+/// pages a harvest reports are then read by the caller. Other threads may write to the region
+/// at any time, also during a harvest. Guarantee: a write that completes after a harvest
+/// returns is reported by a later harvest; a write during a harvest is reported by it or a
+/// later one. Pages may be reported without having been written (rare with uffd).
+///
+/// Trackers are thread-safe: calls are serialised internally (harvest from one thread at a
+/// time is the intended use).
+public protocol DirtyTracker: AnyObject, Sendable {
+    var kind: TrackerKind { get }
+    /// Protects the whole region; from now on every write is recorded.
+    func start() throws
+    /// ORs the pages written since `start()`/the previous harvest into `bitmap` (bit i = page i
+    /// of the region; its count must be the region's page count), re-protects them, and returns
+    /// how many pages it found.
+    @discardableResult func harvest(into bitmap: inout DirtyBitmap) throws -> Int
+    /// Unprotects and forgets the region. Idempotent; `deinit` calls it. Stop a tracker before
+    /// unmapping its region.
+    func stop()
+}
+
+public enum DirtyTrackers {
+    /// nil when userfaultfd async write-protect + PAGEMAP_SCAN work here (checked once per
+    /// process by a self-test on anonymous and shared memory), else the reason.
+    public static func uffdUnavailableReason() -> String? {
+        switch UffdProbe.result {
+        case .success: nil
+        case .failure(let reason): reason.text
+        }
+    }
+
+    /// Builds the chosen tracker for `[base, base+length)`. For `.auto`, picks uffd when
+    /// available else mprotect; `why` says which and why (for logs and reports).
+    ///
+    /// At most 8 mprotect trackers can be started at a time per process (the ninth `start()`
+    /// throws `.busy`); uffd trackers are not limited.
+    public static func make(
+        _ choice: TrackerChoice, base: UnsafeMutableRawPointer, length: Int, pageSize: Int
+    ) throws -> (tracker: any DirtyTracker, why: String) {
+        try checkRange(base: base, length: length, pageSize: pageSize)
+        switch choice {
+        case .uffd:
+            let support: UffdSupport
+            switch UffdProbe.result {
+            case .success(let found): support = found
+            case .failure(let reason):
+                throw SystemError(code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: 0,
+                                  detail: "the uffd tracker is unavailable: \(reason.text); use .auto or .mprotect")
+            }
+            return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
+                    "uffd: requested (\(support.summary))")
+        case .mprotect:
+            return (MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
+                    "mprotect: requested")
+        case .auto:
+            switch UffdProbe.result {
+            case .success(let support):
+                return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
+                        "uffd: auto, userfaultfd async write-protect works here (\(support.summary))")
+            case .failure(let reason):
+                return (MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
+                        "mprotect: auto, uffd unavailable: \(reason.text)")
+            }
+        }
+    }
+
+    private static func checkRange(base: UnsafeMutableRawPointer, length: Int, pageSize: Int) throws {
+        let call = "DirtyTrackers.make(base: \(hexAddress(base)), length: \(length), pageSize: \(pageSize))"
+        guard pageSize == systemPageSize else {
+            throw SystemError(code: .invalidArgument, call: call, errno: 0,
+                              detail: "page size must be the system page size \(systemPageSize)")
+        }
+        guard length > 0, length % pageSize == 0, Int(bitPattern: base) % pageSize == 0 else {
+            throw SystemError(code: .invalidArgument, call: call, errno: 0,
+                              detail: "base and length must be page-aligned and length positive")
+        }
+    }
+}

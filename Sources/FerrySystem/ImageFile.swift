@@ -1,0 +1,89 @@
+import CFerryShims
+import Glibc
+
+/// Guest image files: plain files whose bytes are guest memory, created sparse.
+public enum ImageFile {
+    /// Creates `path` with `size` bytes, sparse (`ftruncate`, no blocks allocated).
+    /// Refuses an existing file unless `overwrite` (then it is truncated to `size`).
+    public static func create(path: String, size: Int, overwrite: Bool) throws {
+        guard size > 0 else {
+            throw SystemError(code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: 0,
+                              detail: "size must be positive, got \(size)")
+        }
+        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
+        let fd: Int32
+        do {
+            fd = try retryingEINTR("open(\"\(path)\", O_CREAT|\(overwrite ? "O_TRUNC" : "O_EXCL"))") {
+                open(path, flags, 0o644)
+            }
+        } catch var error as SystemError where error.errno == EEXIST {
+            error.detail = "the file already exists; remove it or pass overwrite: true"
+            throw error
+        }
+        defer { close(fd) }
+        try retryingEINTR("ftruncate(\"\(path)\", \(size))") { ftruncate(fd, off_t(size)) }
+    }
+
+    public static func size(path: String) throws -> Int {
+        var info = stat()
+        try retryingEINTR("stat(\"\(path)\")") { stat(path, &info) }
+        return Int(info.st_size)
+    }
+
+    public static func exists(path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    public static func remove(path: String) throws {
+        try retryingEINTR("unlink(\"\(path)\")") { unlink(path) }
+    }
+
+    public static func rename(from: String, to: String) throws {
+        try retryingEINTR("rename(\"\(from)\", \"\(to)\")") { Glibc.rename(from, to) }
+    }
+
+    /// Bytes an unprivileged writer may still use in the file system holding `path`'s directory
+    /// (`statvfs` `f_bavail * f_frsize`). `path` itself need not exist.
+    public static func freeBytes(directoryOf path: String) throws -> UInt64 {
+        let directory = parentDirectory(of: path)
+        var info = statvfs()
+        try retryingEINTR("statvfs(\"\(directory)\")") { statvfs(directory, &info) }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
+    /// The type of the file system holding `path`'s directory ("tmpfs", "ext4", "xfs", ...),
+    /// nil when its magic number is not one we know. ext2/3/4 share a magic and read "ext4".
+    public static func filesystemType(directoryOf path: String) throws -> String? {
+        let directory = parentDirectory(of: path)
+        var magic: UInt64 = 0
+        try retryingEINTR("statfs(\"\(directory)\")") { ferry_statfs_magic(directory, &magic) }
+        return filesystemNames[magic & 0xFFFF_FFFF]
+    }
+
+    private static let filesystemNames: [UInt64: String] = [
+        0x0102_1994: "tmpfs",
+        0x0000_EF53: "ext4",
+        0x5846_5342: "xfs",
+        0x9123_683E: "btrfs",
+        0x794C_7630: "overlayfs",
+        0x8584_58F6: "ramfs",
+        0x9584_58F6: "hugetlbfs",
+        0xF2F5_2010: "f2fs",
+        0x2FC1_2FC1: "zfs",
+        0x0000_6969: "nfs",
+        0x0102_1997: "9p",
+        0x6573_5546: "fuse",
+        0x0000_4D44: "vfat",
+        0x5346_544E: "ntfs",
+    ]
+
+    /// The directory part of `path` ("." for a bare name, "/" for a file at the root).
+    static func parentDirectory(of path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        if slash == trimmed.startIndex { return "/" }
+        return String(trimmed[..<slash])
+    }
+}

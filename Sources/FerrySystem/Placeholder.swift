@@ -1,1 +1,0 @@
-// FerrySystem: placeholder until the module lands.

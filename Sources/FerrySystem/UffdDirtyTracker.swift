@@ -1,0 +1,161 @@
+import CFerryShims
+import Glibc
+import Synchronization
+
+/// Dirty tracking with userfaultfd asynchronous write-protect (Linux 6.7+).
+///
+/// `start()` registers the range for write-protect faults in async mode and protects it: the
+/// first write to a page then costs one minor fault that the kernel resolves by itself, clearing
+/// the page's uffd-wp bit (never-touched pages carry a "pte marker" that does the same, with
+/// WP_UNPOPULATED for anonymous memory and always for file memory). `harvest` is a single
+/// PAGEMAP_SCAN ioctl that lists the pages whose bit is clear and sets it again, atomically per
+/// page table under the page-table lock, so a concurrent write either lands before the page is
+/// reported (and the caller reads it afterwards) or faults again and shows up next time.
+final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
+    // @unchecked Sendable: the pointers are immutable addresses; all mutable state is in `state`.
+    let kind = TrackerKind.uffd
+    let base: UnsafeMutableRawPointer
+    let length: Int
+    let pageSize: Int
+    private let features: UInt64
+
+    /// Regions per PAGEMAP_SCAN call. The kernel stops early only when vec is full, so fewer
+    /// regions than this means the range was walked completely.
+    static let regionCapacity = 16 * 1024
+
+    private struct State {
+        var uffd: Int32 = -1
+        var pagemap: Int32 = -1
+        var regions: UnsafeMutablePointer<ferry_page_region>?
+        /// UFFDIO_API features granted.
+        var granted: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    init(base: UnsafeMutableRawPointer, length: Int, pageSize: Int, features: UInt64) {
+        self.base = base
+        self.length = length
+        self.pageSize = pageSize
+        self.features = features
+    }
+
+    deinit { stop() }
+
+    /// The UFFDIO_API features the kernel granted at `start()`, 0 before.
+    var grantedFeatures: UInt64 { state.withLock { $0.granted } }
+
+    func start() throws {
+        try state.withLock { state in
+            guard state.uffd < 0 else {
+                throw SystemError(code: .busy, call: "UffdDirtyTracker.start", errno: 0, detail: "already started")
+            }
+            var opened = State()
+            do {
+                try open(into: &opened)
+                state = opened
+            } catch {
+                Self.release(&opened)
+                throw error
+            }
+        }
+    }
+
+    private func open(into state: inout State) throws {
+        let range = "\(hexAddress(base)), \(length)"
+        let openError = ferry_uffd_open(&state.uffd)
+        guard openError == 0 else { throw SystemError(call: "userfaultfd(O_CLOEXEC|O_NONBLOCK)", errno: openError) }
+        state.granted = try negotiate(fd: state.uffd)
+
+        var ioctls: UInt64 = 0
+        let registerError = ferry_uffd_register_wp(state.uffd, base, UInt64(length), &ioctls)
+        guard registerError == 0 else {
+            throw SystemError(
+                code: registerError == EINVAL ? .unsupported : .syscall,
+                call: "ioctl(UFFDIO_REGISTER, MODE_WP, \(range))", errno: registerError,
+                detail: registerError == EINVAL
+                    ? "this memory cannot be write-protected by userfaultfd here; use the mprotect tracker" : "")
+        }
+        let protectError = ferry_uffd_writeprotect(state.uffd, base, UInt64(length), 1)
+        guard protectError == 0 else {
+            throw SystemError(call: "ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(range))", errno: protectError)
+        }
+        state.pagemap = try retryingEINTR("open(\"/proc/self/pagemap\")") {
+            Glibc.open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        }
+        state.regions = .allocate(capacity: Self.regionCapacity)
+    }
+
+    /// UFFDIO_API with the wanted features, dropping optional ones if the kernel refuses.
+    /// The kernel leaves the fd uninitialised when it refuses, so retrying on it is fine.
+    private func negotiate(fd: Int32) throws -> UInt64 {
+        let attempts = [
+            features,
+            features & ~FERRY_UFFD_FEATURE_WP_UNPOPULATED,
+            FERRY_UFFD_FEATURE_WP_ASYNC | (features & FERRY_UFFD_FEATURE_WP_UNPOPULATED),
+            FERRY_UFFD_FEATURE_WP_ASYNC,
+        ]
+        var lastError: Int32 = 0
+        for attempt in attempts {
+            var answer: UInt64 = 0
+            lastError = ferry_uffd_api(fd, attempt, &answer)
+            if lastError == 0 { return attempt }
+            guard lastError == EINVAL else { break }
+        }
+        throw SystemError(code: .unsupported, call: "ioctl(UFFDIO_API, features: 0x\(String(features, radix: 16)))",
+                          errno: lastError, detail: "the kernel refuses async write-protect")
+    }
+
+    @discardableResult
+    func harvest(into bitmap: inout DirtyBitmap) throws -> Int {
+        let pages = length / pageSize
+        precondition(bitmap.count == pages, "harvest bitmap has \(bitmap.count) pages, region has \(pages)")
+        return try state.withLock { state in
+            guard let regions = state.regions else {
+                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: 0,
+                                  detail: "the tracker is not started")
+            }
+            let start = UInt64(UInt(bitPattern: base))
+            let end = start + UInt64(length)
+            let shift = UInt64(pageSize.trailingZeroBitCount)
+            var cursor = start
+            var found = 0
+            while cursor < end {
+                var count: UInt64 = 0
+                var walkEnd: UInt64 = 0
+                let scanError = ferry_pagemap_scan_written(
+                    state.pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
+                guard scanError == 0 else {
+                    throw SystemError(call: "ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))",
+                                      errno: scanError)
+                }
+                var lastEnd = cursor
+                for index in 0..<Int(count) {
+                    let region = regions[index]
+                    let first = Int((region.start - start) >> shift)
+                    let last = Int((region.end - start) >> shift)
+                    bitmap.set(range: first..<last)
+                    found += last - first
+                    lastEnd = region.end
+                }
+                // Fewer regions than room for: the walk reached `end`. (With many regions the
+                // kernel's walk_end can lag behind what it walked, so it is not the test.)
+                if count < UInt64(Self.regionCapacity) { break }
+                cursor = max(walkEnd, lastEnd)
+            }
+            return found
+        }
+    }
+
+    func stop() {
+        state.withLock { Self.release(&$0) }
+    }
+
+    /// Closing the userfaultfd unregisters the range and drops its write-protection (the
+    /// kernel resets uffd-wp bits and markers of the ranges registered with this fd only).
+    private static func release(_ state: inout State) {
+        if state.uffd >= 0 { close(state.uffd) }
+        if state.pagemap >= 0 { close(state.pagemap) }
+        state.regions?.deallocate()
+        state = State()
+    }
+}
