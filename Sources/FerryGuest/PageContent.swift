@@ -99,12 +99,12 @@ enum Vocabulary {
     static let table: [Entry] = {
         precondition(phrases.count == 32, "fillText draws 5-bit phrase indices")
         return phrases.map { phrase in
-        precondition(phrase.utf8.count <= 16)
-        var low: UInt64 = 0, high: UInt64 = 0
-        for (i, b) in phrase.utf8.enumerated() {
-            if i < 8 { low |= UInt64(b) << (8 * UInt64(i)) } else { high |= UInt64(b) << (8 * UInt64(i - 8)) }
-        }
-        return Entry(low: low, high: high, length: phrase.utf8.count)
+            precondition(phrase.utf8.count <= 16)
+            var low: UInt64 = 0, high: UInt64 = 0
+            for (i, b) in phrase.utf8.enumerated() {
+                if i < 8 { low |= UInt64(b) << (8 * UInt64(i)) } else { high |= UInt64(b) << (8 * UInt64(i - 8)) }
+            }
+            return Entry(low: low, high: high, length: phrase.utf8.count)
         }
     }()
 }
