@@ -55,8 +55,13 @@ public final class Guest: @unchecked Sendable {
             }
         case .sweep where pageCount < c.vcpus:
             throw GuestError(.invalidConfiguration, "workload \(c.workload): \(pageCount) pages cannot be shared among \(c.vcpus) vCPUs; use fewer vCPUs or a larger image")
+        case .hotset(_, let hot, let share) where !(hot > 0 && hot <= 100 && share >= 0 && share <= 100):
+            throw GuestError(.invalidConfiguration, "workload \(c.workload): the hot-set size must be in (0%, 100%] and its share in [0%, 100%]")
         default:
             break
+        }
+        if let rate = c.workload.rate, !(rate.value > 0 && rate.value.isFinite) {
+            throw GuestError(.invalidConfiguration, "workload \(c.workload): the rate must be a positive number")
         }
         self.configuration = c
         self.size = size

@@ -28,7 +28,17 @@ public enum ImageGenerator {
             err == EEXIST ? "the image exists; pass --force to overwrite it" : nil
         }) { open(path, flags, 0o644) }
         defer { close(fd) }
-        _ = try retryingEINTR("ftruncate(\(path), \(size))") { ftruncate(fd, off_t(size)) }
+        do {
+            try fill(fd: fd, path: path, size: size, mix: mix, seed: seed, pageSize: pageSize, progress: progress)
+        } catch {
+            unlink(path)   // a partial image is of no use
+            throw error
+        }
+    }
+
+    private static func fill(fd: Int32, path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
+                             progress: ((_ bytesDone: Int) -> Void)?) throws(GuestError) {
+        try retryingEINTR("ftruncate(\(path), \(size))") { ftruncate(fd, off_t(size)) }
 
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }

@@ -62,23 +62,3 @@ public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
         "step \(step) rng \(rngState) cursor \(cursor)/\(cursor2) credit \(creditNs)ns epoch \(traceEpochMs)ms"
     }
 }
-
-/// The guest's hardware besides memory and registers: what the destination needs to run it.
-public struct GuestConfiguration: Sendable {
-    /// Number of vCPUs, 1…64.
-    public var vcpus: Int
-    public var workload: WorkloadSpec
-    /// The parsed trace for a `trace:` workload (checked against the image's page count).
-    public var trace: DirtyTrace?
-    /// Workload seed: decides every page choice and written value.
-    public var seed: UInt64
-    public var pageSize: Int
-
-    public init(vcpus: Int, workload: WorkloadSpec, trace: DirtyTrace? = nil, seed: UInt64, pageSize: Int = 4096) {
-        self.vcpus = vcpus
-        self.workload = workload
-        self.trace = trace
-        self.seed = seed
-        self.pageSize = pageSize
-    }
-}

@@ -94,7 +94,7 @@ import Testing
         }
         let seconds = (ContinuousClock.now - start) / .seconds(1)
         let rate = Double(size) / seconds / 1e6
-        print("image generation: \(Int(rate)) MB/s (\(size >> 20) MiB, standard mix, debug build)")
+        print("image generation: \(Int(rate)) MB/s (\(size >> 20) MiB, standard mix, \(_isDebugAssertConfiguration() ? "debug" : "release") build)")
         #expect(lastProgress == size)
         #expect(rate > 150)
     }

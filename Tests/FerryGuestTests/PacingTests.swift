@@ -91,3 +91,32 @@ import Testing
         #expect((1...4).contains(steps), "\(steps) steps in 0.5 s at 5 pages/s")
     }
 }
+
+@Suite struct TraceTimingTests {
+    /// Lines are written when the replay clock (running time only) reaches their t_ms; the trace
+    /// then starts over, offset by its duration.
+    @Test func traceLinesFollowTheRunningClockNotPausedTime() throws {
+        let memory = AnonymousMemory(size: 64 * 4096)
+        let config = try GuestConfiguration.make(vcpus: 1, workload: "trace:/inline", traceText: "# one page every 300 ms\n300 5\n",
+                                                 seed: 4, pageSize: 4096, pageCount: 64)
+        let guest = try Guest(memory: memory.base, size: memory.size, configuration: config, logger: quietLogger)
+        guest.start()
+        defer { _ = guest.stop() }
+        sleepMs(150)
+        #expect(guest.totalSteps == 0, "line at 300 ms written before its time")
+        sleepMs(250)   // clock ≈ 400 ms
+        #expect(guest.totalSteps == 1)
+        guest.pause()
+        sleepMs(400)
+        guest.resume()
+        sleepMs(100)   // clock ≈ 500 ms; wall-clock time would be 900 ms
+        #expect(guest.totalSteps == 1, "paused time advanced the trace clock")
+        sleepMs(250)   // clock ≈ 750 ms: the second pass's line (at 600 ms) is due
+        guest.pause()
+        #expect(guest.totalSteps == 2)
+        let state = guest.states()[0]
+        #expect(state.traceEpochMs == 600, "\(state)")
+        #expect(state.creditNs > 700_000_000 && state.creditNs < 1_000_000_000, "replay clock \(state.creditNs) ns")
+        #expect(memory.base.load(fromByteOffset: 5 * 4096 + 16, as: UInt64.self) == 1)
+    }
+}

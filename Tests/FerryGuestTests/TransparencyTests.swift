@@ -146,3 +146,30 @@ import Testing
         }
     }
 }
+
+@Suite struct GuestConfigurationTests {
+    @Test func makeParsesTheWorkloadAndTheTrace() throws {
+        let c = try GuestConfiguration.make(vcpus: 2, workload: "trace:/nowhere", traceText: "1 3 4\n", seed: 8, pageSize: 4096, pageCount: 10)
+        #expect(c.workload == .trace(path: "/nowhere"))
+        #expect(c.trace?.entryCount == 2)
+        #expect(try GuestConfiguration.make(vcpus: 1, workload: "sweep:1MB/s", seed: 1, pageSize: 4096, pageCount: 1).trace == nil)
+        #expect(throws: GuestError.self) {
+            try GuestConfiguration.make(vcpus: 1, workload: "trace:/nonexistent/trace", seed: 1, pageSize: 4096, pageCount: 1)
+        }
+        #expect(throws: GuestError(.invalidTrace, "trace line 1: page 10 is outside the image (pages 0…9)")) {
+            try GuestConfiguration.make(vcpus: 1, workload: "trace:/x", traceText: "1 10", seed: 1, pageSize: 4096, pageCount: 10)
+        }
+    }
+
+    @Test func directlyBuiltSpecsAreChecked() throws {
+        let memory = AnonymousMemory(size: 4 * 4096)
+        for spec in [WorkloadSpec.uniform(Rate(bytesPerSecond: 0)), .sweep(Rate(pagesPerSecond: -.infinity)),
+                     .hotset(Rate(pagesPerSecond: 5), hotPercent: 0, sharePercent: 50),
+                     .hotset(Rate(pagesPerSecond: 5), hotPercent: 10, sharePercent: 101)] {
+            #expect(throws: GuestError.self, "\(spec)") {
+                try Guest(memory: memory.base, size: memory.size, configuration: GuestConfiguration(vcpus: 1, workload: spec, seed: 1),
+                          logger: quietLogger)
+            }
+        }
+    }
+}
