@@ -27,6 +27,11 @@ public struct Rate: Equatable, Sendable, CustomStringConvertible {
         unit == .pages ? value : value / Double(pageSize)
     }
 
+    /// Bytes per second for a guest with pages of `pageSize` bytes.
+    public func bytesPerSecond(pageSize: Int) -> Double {
+        unit == .bytes ? value : value * Double(pageSize)
+    }
+
     public var description: String {
         switch unit {
         case .pages:

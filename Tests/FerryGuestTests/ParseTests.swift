@@ -42,6 +42,8 @@ import Testing
         #expect(Rate(bytesPerSecond: 1234.5).description == "1234.5B/s")
         #expect(try Rate.parse("40MB/s").pagesPerSecond(pageSize: 4096) == 40e6 / 4096)
         #expect(try Rate.parse("5pages/s").pagesPerSecond(pageSize: 4096) == 5)
+        #expect(try Rate.parse("5pages/s").bytesPerSecond(pageSize: 4096) == 20480)
+        #expect(try Rate.parse("1MB/s").bytesPerSecond(pageSize: 4096) == 1e6)
     }
 
     @Test func rateErrors() {
