@@ -1,0 +1,150 @@
+import Glibc
+import Synchronization
+
+/// What the vCPU threads and the controlling thread share: the run/pause/stop requests, the
+/// throttle, and the counts of parked and finished vCPUs.
+///
+/// `@unchecked Sendable`: the atomics are thread-safe by themselves; `pausing`, `stopping`,
+/// `parked` and `finished` are only touched with `mutex` held; the mutex and condition variables
+/// live at stable heap addresses for the object's lifetime.
+final class GuestControl: @unchecked Sendable {
+    /// Bits of `request`: non-zero means "leave the run loop and look".
+    static let pauseBit = 1, stopBit = 2
+    /// Read by vCPUs on every step (relaxed); changed only with `mutex` held.
+    let request = Atomic<Int>(0)
+    /// 0…99: vCPUs run at (100 - throttle)% of their rate.
+    let throttle = Atomic<Int>(0)
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    /// vCPUs wait here: parked, sleeping for pacing, or finished.
+    private let vcpuCondition: UnsafeMutablePointer<pthread_cond_t>
+    /// The controlling thread waits here for vCPUs to park or finish.
+    private let controlCondition: UnsafeMutablePointer<pthread_cond_t>
+
+    private var pausing = false
+    private var stopping = false
+    /// vCPUs waiting at a safe point (parked for a pause, or finished).
+    private var parked = 0
+    /// vCPUs that reached their step limit or have nothing to do.
+    private var finished = 0
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        vcpuCondition = .allocate(capacity: 1)
+        controlCondition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(vcpuCondition, &attributes)
+        pthread_cond_init(controlCondition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(vcpuCondition)
+        pthread_cond_destroy(controlCondition)
+        pthread_mutex_destroy(mutex)
+        vcpuCondition.deallocate()
+        controlCondition.deallocate()
+        mutex.deallocate()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    // MARK: controlling thread
+
+    /// Asks every vCPU to park and waits until all `vcpus` are parked (or finished).
+    func pauseAll(vcpus: Int) {
+        locked {
+            pausing = true
+            request.bitwiseOr(Self.pauseBit, ordering: .relaxed)
+            pthread_cond_broadcast(vcpuCondition)
+            while parked < vcpus { pthread_cond_wait(controlCondition, mutex) }
+        }
+    }
+
+    func resumeAll() {
+        locked {
+            pausing = false
+            request.bitwiseAnd(~Self.pauseBit, ordering: .relaxed)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
+    /// Tells every vCPU thread to exit (the caller joins them).
+    func stopAll() {
+        locked {
+            stopping = true
+            request.bitwiseOr(Self.stopBit, ordering: .relaxed)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
+    /// Wakes sleeping vCPUs so they pick up a new throttle at once.
+    func wakeAll() {
+        locked { _ = pthread_cond_broadcast(vcpuCondition) }
+    }
+
+    /// Waits until all `vcpus` have finished (reached their step limits or have nothing to do).
+    func waitUntilFinished(vcpus: Int) {
+        locked {
+            while finished < vcpus { pthread_cond_wait(controlCondition, mutex) }
+        }
+    }
+
+    /// Runs `body` with the mutex held: what vCPUs wrote before parking is visible to it.
+    func synchronized<T>(_ body: () -> T) -> T { locked(body) }
+
+    // MARK: vCPU threads
+
+    /// Parks the calling vCPU while a pause is in force. Returns false if the guest is stopping
+    /// (the thread must exit), true when it may run again.
+    func park() -> Bool {
+        locked {
+            if stopping { return false }
+            parked += 1
+            pthread_cond_broadcast(controlCondition)
+            while pausing && !stopping { pthread_cond_wait(vcpuCondition, mutex) }
+            parked -= 1
+            return !stopping
+        }
+    }
+
+    /// Marks the calling vCPU finished and waits, counted as parked, until the guest stops.
+    func finishAndWaitForStop() {
+        locked {
+            finished += 1
+            parked += 1
+            pthread_cond_broadcast(controlCondition)
+            while !stopping { pthread_cond_wait(vcpuCondition, mutex) }
+        }
+    }
+
+    /// Sleeps up to `nanoseconds` unless a request is pending; returns early when woken by
+    /// pause, stop or a throttle change.
+    func sleep(nanoseconds: Int64) {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let total = Int64(deadline.tv_nsec) + nanoseconds
+        deadline.tv_sec += Int(total / 1_000_000_000)
+        deadline.tv_nsec = Int(total % 1_000_000_000)
+        locked {
+            if request.load(ordering: .relaxed) == 0 {
+                _ = pthread_cond_timedwait(vcpuCondition, mutex, &deadline)
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+@inline(__always)
+func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

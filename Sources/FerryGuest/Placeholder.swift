@@ -1,1 +1,0 @@
-// FerryGuest: placeholder until the module lands.

@@ -1,0 +1,75 @@
+/// A write rate: bytes or pages dirtied per second, for the whole guest.
+///
+/// Text form: a positive number, a unit and `/s`. Units: `B`; `kB`/`KB`, `MB`, `GB`, `TB` = decimal
+/// (10^3 … 10^12); `KiB`, `MiB`, `GiB`, `TiB` = binary (2^10 … 2^40); `pages` (or `page`).
+/// Examples: `200MB/s`, `1.5GB/s`, `64MiB/s`, `50000pages/s`. Units are case-insensitive.
+public struct Rate: Equatable, Sendable, CustomStringConvertible {
+    public enum Unit: Equatable, Sendable {
+        case bytes, pages
+    }
+
+    /// Amount per second, in `unit`s.
+    public var value: Double
+    public var unit: Unit
+
+    public init(bytesPerSecond: Double) {
+        value = bytesPerSecond
+        unit = .bytes
+    }
+
+    public init(pagesPerSecond: Double) {
+        value = pagesPerSecond
+        unit = .pages
+    }
+
+    /// Pages per second for a guest with pages of `pageSize` bytes (each vCPU step dirties one page).
+    public func pagesPerSecond(pageSize: Int) -> Double {
+        unit == .pages ? value : value / Double(pageSize)
+    }
+
+    /// Bytes per second for a guest with pages of `pageSize` bytes.
+    public func bytesPerSecond(pageSize: Int) -> Double {
+        unit == .bytes ? value : value * Double(pageSize)
+    }
+
+    public var description: String {
+        switch unit {
+        case .pages:
+            return "\(formatNumber(value))pages/s"
+        case .bytes:
+            for (name, multiple) in Self.byteUnits where name != "B" && value >= multiple {
+                let scaled = value / multiple
+                if scaled == scaled.rounded(), scaled * multiple == value, scaled < 1e15 {
+                    return "\(Int64(scaled))\(name)/s"
+                }
+            }
+            return "\(formatNumber(value))B/s"
+        }
+    }
+
+    /// Byte units, in the order `description` prefers them.
+    static let byteUnits: [(String, Double)] = [
+        ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3),
+        ("TiB", 0x1p40), ("GiB", 0x1p30), ("MiB", 0x1p20), ("KiB", 0x1p10), ("B", 1),
+    ]
+
+    public static func parse(_ s: String) throws(GuestError) -> Rate {
+        let expected = "expected a positive number, a unit and /s, e.g. 200MB/s, 1.5GB/s, 64MiB/s or 50000pages/s (MB = 10^6 bytes, MiB = 2^20 bytes)"
+        let text = s.trimmingSpaces
+        guard text.lowercased().hasSuffix("/s") else {
+            throw GuestError(.invalidRate, "rate '\(s)': missing '/s'; \(expected)")
+        }
+        let split = text.dropLast(2).splitNumber
+        guard let value = Double(split.number), value.isFinite, value > 0 else {
+            throw GuestError(.invalidRate, "rate '\(s)': '\(split.number)' is not a positive number; \(expected)")
+        }
+        let unit = split.unit.lowercased()
+        if unit == "pages" || unit == "page" {
+            return Rate(pagesPerSecond: value)
+        }
+        guard let multiple = byteUnits.first(where: { $0.0.lowercased() == unit })?.1 else {
+            throw GuestError(.invalidRate, "rate '\(s)': unknown unit '\(split.unit)'; \(expected)")
+        }
+        return Rate(bytesPerSecond: value * multiple)
+    }
+}

@@ -1,0 +1,112 @@
+import Glibc
+import Synchronization
+
+/// One vCPU thread: runs its `VCPUProgram` against guest memory, paced by its credit register.
+///
+/// `@unchecked Sendable`: `state` belongs to the vCPU thread while it runs; the controlling thread
+/// reads or replaces it only before `start`, while the vCPU is parked, or after it was joined —
+/// each of those hand-overs goes through `GuestControl`'s mutex (or `pthread_join`). `memory` is
+/// guest memory: this vCPU writes only its own 64-byte slot of each page.
+final class VCPURunner: @unchecked Sendable {
+    let program: VCPUProgram
+    let memory: UnsafeMutableRawPointer
+    let control: GuestControl
+    /// Stop writing once `state.step` reaches this.
+    let stepLimit: UInt64
+    var state: VCPUState
+    /// `state.step`, readable from any thread while the vCPU runs.
+    let publishedSteps: Atomic<UInt64>
+    var thread: pthread_t?
+
+    /// Longest pacing sleep: the vCPU re-reads the clock at least this often.
+    static let maxSleepNs: Int64 = 100_000_000
+    /// Shortest pacing sleep: the vCPU batches steps rather than waking for each.
+    static let minSleepNs: Int64 = 1_000_000
+    /// Most write budget a vCPU may bank (at least one step's worth): after the thread was held
+    /// off the CPU it catches up at most this much.
+    static let creditCapNs: Double = 10_000_000
+    /// Steps per batch before the clock is read again.
+    static let batch = 4096
+
+    init(program: VCPUProgram, memory: UnsafeMutableRawPointer, control: GuestControl, state: VCPUState, stepLimit: UInt64?) {
+        self.program = program
+        self.memory = memory
+        self.control = control
+        self.state = state
+        self.stepLimit = stepLimit ?? .max
+        publishedSteps = Atomic(state.step)
+    }
+
+    /// The thread body: returns when the guest stops.
+    func run() {
+        var last = monotonicNanoseconds()
+        while true {
+            if control.request.load(ordering: .relaxed) != 0 {
+                guard control.park() else { return }
+                last = monotonicNanoseconds()   // paused time neither adds credit nor advances the trace clock
+                continue
+            }
+            if !program.hasWork || state.step >= stepLimit {
+                control.finishAndWaitForStop()
+                return
+            }
+            let now = monotonicNanoseconds()
+            let elapsed = now - last
+            last = now
+            let speed = 100 - control.throttle.load(ordering: .relaxed)
+            if case .trace(let trace) = program.kind {
+                runTrace(trace, elapsed: elapsed, speedPercent: speed)
+            } else {
+                runRate(elapsed: elapsed, speedPercent: speed)
+            }
+        }
+    }
+
+    /// Rate workloads: bank the elapsed time as credit, spend it on steps, sleep when short.
+    private func runRate(elapsed: Int64, speedPercent: Int) {
+        let cost = program.stepCostNs * 100 / Double(speedPercent)
+        let cap = Int64(max(Self.creditCapNs, cost))
+        state.creditNs = min(state.creditNs &+ elapsed, cap)
+        let affordable = Double(state.creditNs) / cost
+        if affordable < 1 {
+            let shortfall = Int64((cost - Double(state.creditNs)).rounded(.up))
+            control.sleep(nanoseconds: min(max(shortfall, Self.minSleepNs), Self.maxSleepNs))
+            return
+        }
+        let steps = Int(min(affordable, Double(min(UInt64(Self.batch), stepLimit - state.step))))
+        var done = 0
+        while done < steps, control.request.load(ordering: .relaxed) == 0 {
+            let page = program.nextPage(&state)
+            step(page: page)
+            done += 1
+        }
+        state.creditNs -= Int64((Double(done) * cost).rounded())
+    }
+
+    /// Trace workloads: advance the replay clock by the (throttled) elapsed time and write every
+    /// entry of this vCPU that is due.
+    private func runTrace(_ trace: DirtyTrace, elapsed: Int64, speedPercent: Int) {
+        state.creditNs &+= elapsed * Int64(speedPercent) / 100
+        var done = 0
+        while done < Self.batch, state.step < stepLimit, control.request.load(ordering: .relaxed) == 0 {
+            let entry = program.nextTraceEntry(&state, trace)
+            if entry.dueNs > state.creditNs {
+                if done == 0 {
+                    let wait = (entry.dueNs - state.creditNs) * 100 / Int64(speedPercent)
+                    control.sleep(nanoseconds: min(wait, Self.maxSleepNs))
+                }
+                return
+            }
+            step(page: entry.page)
+            program.consumeTraceEntry(&state, trace)
+            done += 1
+        }
+    }
+
+    @inline(__always)
+    private func step(page: UInt64) {
+        program.write(step: state.step, page: page, memory: memory)
+        state.step += 1
+        publishedSteps.store(state.step, ordering: .relaxed)
+    }
+}
