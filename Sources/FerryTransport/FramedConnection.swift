@@ -1,0 +1,271 @@
+import FerryProtocol
+import Glibc
+import Synchronization
+
+/// One frame as received. `payload` points into the connection's receive buffer and is valid
+/// only until the next `receive()` on that connection.
+public struct ReceivedFrame {
+    public var header: FrameHeader
+    public var type: FrameType
+    public var payload: UnsafeRawBufferPointer
+}
+
+/// Frames (Protocol.md section 2) over a TCP stream: a 16-byte header with a per-direction
+/// sequence number, then the payload.
+///
+/// `@unchecked Sendable`: the send side (`send`) and the receive side (`receive`) use disjoint
+/// state, so one sending thread and one receiving thread may use a connection at the same time;
+/// two threads must not both send, or both receive. The counters are atomics any thread may read.
+/// After an error that leaves a direction out of step (a partial frame, a bad header) that
+/// direction keeps failing with the same error; a receive timeout between frames does not count.
+public final class FramedConnection: @unchecked Sendable {
+    public let stream: TCPStream
+    /// Largest payload this connection sends or accepts (never more than a type's own maximum).
+    public let maxPayload: Int
+
+    // Send side: touched only by the sending thread.
+    private let sendHeader = UnsafeMutableRawPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
+    private var nextSendSequence: UInt64 = 0
+    private var sendFailure: TransportError?
+    private var messageBuffer: [UInt8] = []
+
+    // Receive side: touched only by the receiving thread.
+    private let receiveHeader = UnsafeMutableRawPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
+    private var payloadBuffer: UnsafeMutableRawPointer
+    private var payloadCapacity: Int
+    private var nextReceiveSequence: UInt64 = 0
+    private var receiveFailure: TransportError?
+
+    private let sentBytes = Atomic<UInt64>(0)
+    private let receivedBytes = Atomic<UInt64>(0)
+    private let sentFrames = Atomic<UInt64>(0)
+    private let receivedFrames = Atomic<UInt64>(0)
+
+    /// Wire bytes (headers included) written so far.
+    public var bytesSent: UInt64 { sentBytes.load(ordering: .relaxed) }
+    /// Wire bytes (headers included) read so far, skipped frames included.
+    public var bytesReceived: UInt64 { receivedBytes.load(ordering: .relaxed) }
+    public var framesSent: UInt64 { sentFrames.load(ordering: .relaxed) }
+    /// Frames read so far, skipped optional frames included.
+    public var framesReceived: UInt64 { receivedFrames.load(ordering: .relaxed) }
+
+    private static let initialCapacity = 4096
+
+    public init(_ stream: TCPStream, maxPayload: Int = ProtocolLimits.maxFramePayload) {
+        self.stream = stream
+        self.maxPayload = min(max(0, maxPayload), ProtocolLimits.maxFramePayload)
+        self.payloadCapacity = Self.initialCapacity
+        self.payloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.initialCapacity, alignment: 16)
+    }
+
+    deinit {
+        sendHeader.deallocate()
+        receiveHeader.deallocate()
+        payloadBuffer.deallocate()
+    }
+
+    /// Shuts the connection down; a thread blocked in `send` or `receive` returns with an error.
+    public func close() {
+        stream.close()
+    }
+
+    public var peerDescription: String { stream.peerDescription }
+
+    // MARK: Sending
+
+    /// Sends one frame: the header (with this direction's next sequence number) and the payload
+    /// in one gather write. Allocates nothing.
+    public func send(_ type: FrameType, payload: UnsafeRawBufferPointer) throws(TransportError) {
+        if let sendFailure { throw sendFailure }
+        let limit = min(type.maxPayload, maxPayload)
+        guard payload.count <= limit else {
+            throw TransportError(.protocolViolation, "refusing to send a \(type.wireName) frame of \(payload.count) bytes: the maximum is \(limit)")
+        }
+        FrameHeader(type, length: payload.count, sequence: nextSendSequence).encode(to: sendHeader)
+        let result: TransportError? = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { vectors in
+            vectors[0] = iovec(iov_base: sendHeader, iov_len: FrameHeader.size)
+            vectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+            do throws(TransportError) {
+                try stream.writeVectors(vectors)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let result {
+            // Part of the frame may be on the wire: the stream is out of step for good.
+            sendFailure = result
+            throw result
+        }
+        nextSendSequence += 1
+        sentBytes.add(UInt64(FrameHeader.size + payload.count), ordering: .relaxed)
+        sentFrames.add(1, ordering: .relaxed)
+    }
+
+    /// Encodes `message` into a buffer the connection reuses, then sends it as one frame.
+    public func send<M: FrameMessage>(_ message: M) throws(TransportError) {
+        messageBuffer.removeAll(keepingCapacity: true)
+        message.encode(into: &messageBuffer)
+        let result: TransportError? = messageBuffer.withUnsafeBytes { bytes in
+            do throws(TransportError) {
+                try send(M.frameType, payload: bytes)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let result { throw result }
+    }
+
+    // MARK: Receiving
+
+    /// Reads the next frame. The header is validated (type, flags, length against the type's
+    /// maximum, sequence) before any payload byte is read. Unknown optional frames are skipped;
+    /// an ABORT frame is thrown as `.peerAborted`.
+    public func receive() throws(TransportError) -> ReceivedFrame {
+        if let receiveFailure { throw receiveFailure }
+        while true {
+            var received = 0
+            do {
+                try stream.readExactly(into: UnsafeMutableRawBufferPointer(start: receiveHeader, count: FrameHeader.size), received: &received)
+            } catch {
+                if error.code == .timeout && received == 0 { throw error }  // between frames: still in step
+                if received > 0 {
+                    throw failReceive(TransportError(error.code, "\(error.message) while reading frame #\(nextReceiveSequence)'s header"))
+                }
+                throw failReceive(error)
+            }
+            let header: FrameHeader
+            do {
+                header = try FrameHeader.decode(UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
+            } catch {
+                throw failReceive(TransportError(.protocolViolation, "bad frame #\(nextReceiveSequence) from \(peerDescription): \(error.message)", protocolError: error))
+            }
+            guard header.sequence == nextReceiveSequence else {
+                let problem = ProtocolError(.sequence, "expected frame sequence \(nextReceiveSequence), got \(header.sequence) (frame type \(header.type)): a frame was lost, duplicated or reordered")
+                throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
+            }
+            let length = Int(header.length)
+            guard length <= maxPayload else {
+                let problem = ProtocolError(.tooLarge, "frame type \(header.type) payload of \(length) bytes exceeds this connection's maximum of \(maxPayload)")
+                throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
+            }
+            nextReceiveSequence += 1
+
+            guard let type = header.frameType else {
+                try skipPayload(length, header: header)
+                continue
+            }
+            reserve(length, limit: min(type.maxPayload, maxPayload))
+            let payload = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: length)
+            try readPayload(payload, header: header, name: type.wireName)
+            receivedBytes.add(UInt64(FrameHeader.size + length), ordering: .relaxed)
+            receivedFrames.add(1, ordering: .relaxed)
+            if type == .abort {
+                let aborted = Self.abortError(UnsafeRawBufferPointer(payload))
+                receiveFailure = aborted
+                throw aborted
+            }
+            return ReceivedFrame(header: header, type: type, payload: UnsafeRawBufferPointer(payload))
+        }
+    }
+
+    /// Receives the next frame (skipping NOTE frames unless a NOTE is asked for), requires it to
+    /// be an `M` and decodes it.
+    public func receive<M: FrameMessage>(_: M.Type) throws(TransportError) -> M {
+        while true {
+            let frame = try receive()
+            if frame.type == .note && M.frameType != .note { continue }
+            guard frame.type == M.frameType else {
+                let problem = ProtocolError(.unexpectedFrame, "expected a \(M.frameType.wireName) frame, got \(frame.type.wireName) (frame #\(frame.header.sequence))")
+                throw TransportError(.protocolViolation, "\(problem.message) from \(peerDescription)", protocolError: problem)
+            }
+            do {
+                return try M(payload: frame.payload)
+            } catch {
+                throw TransportError(.protocolViolation, "malformed \(M.frameType.wireName) frame #\(frame.header.sequence) from \(peerDescription): \(error.message)", protocolError: error)
+            }
+        }
+    }
+
+    private func failReceive(_ error: TransportError) -> TransportError {
+        receiveFailure = error
+        return error
+    }
+
+    private func readPayload(_ payload: UnsafeMutableRawBufferPointer, header: FrameHeader, name: String) throws(TransportError) {
+        var received = 0
+        do {
+            try stream.readExactly(into: payload, received: &received)
+        } catch {
+            let what: String
+            switch error.code {
+            case .peerClosed: what = "peer \(peerDescription) closed the connection mid-frame"
+            case .timeout: what = "no data from \(peerDescription) within the receive timeout, mid-frame"
+            default: what = error.message + ", mid-frame"
+            }
+            throw failReceive(TransportError(error.code, "\(what) (\(name) frame #\(header.sequence): \(received) of \(payload.count) payload bytes received)"))
+        }
+    }
+
+    /// Reads and drops the payload of an optional frame type this version does not know.
+    private func skipPayload(_ length: Int, header: FrameHeader) throws(TransportError) {
+        var left = length
+        while left > 0 {
+            let chunk = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: min(left, payloadCapacity))
+            try readPayload(chunk, header: header, name: "optional type 0x\(String(header.type, radix: 16))")
+            left -= chunk.count
+        }
+        receivedBytes.add(UInt64(FrameHeader.size + length), ordering: .relaxed)
+        receivedFrames.add(1, ordering: .relaxed)
+    }
+
+    /// Grows the receive buffer to hold `length` bytes: to the next power of two, but never past
+    /// `limit` (the frame type's maximum), so memory follows the largest frame actually seen.
+    private func reserve(_ length: Int, limit: Int) {
+        guard length > payloadCapacity else { return }
+        var capacity = payloadCapacity
+        while capacity < length { capacity *= 2 }
+        capacity = max(length, min(capacity, limit))
+        payloadBuffer.deallocate()
+        payloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+        payloadCapacity = capacity
+    }
+
+    /// Reads an ABORT payload (Protocol.md 3.13: u16 reason, u16 reserved, str16 message)
+    /// leniently: the peer is going away, so whatever it said is worth showing.
+    static func abortError(_ payload: UnsafeRawBufferPointer) -> TransportError {
+        guard payload.count >= 4 else {
+            return .peerAborted(reason: 0xFFFF, message: "(ABORT frame of \(payload.count) bytes carries no reason)")
+        }
+        let reason = UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+        guard payload.count >= 6 else { return .peerAborted(reason: reason, message: "") }
+        let length = Int(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+        let text = UnsafeRawBufferPointer(rebasing: payload[6..<min(payload.count, 6 + length)])
+        var message = String(decoding: text, as: UTF8.self)
+        if 6 + length > payload.count { message += " (message truncated)" }
+        return .peerAborted(reason: reason, message: message)
+    }
+}
+
+extension FrameType {
+    /// The name Protocol.md uses, for messages.
+    var wireName: String {
+        switch self {
+        case .hello: return "HELLO"
+        case .accept: return "ACCEPT"
+        case .refuse: return "REFUSE"
+        case .guestConfig: return "GUEST_CONFIG"
+        case .pageBatch: return "PAGE_BATCH"
+        case .roundEnd: return "ROUND_END"
+        case .roundAck: return "ROUND_ACK"
+        case .cpuState: return "CPU_STATE"
+        case .complete: return "COMPLETE"
+        case .verified: return "VERIFIED"
+        case .commit: return "COMMIT"
+        case .resumed: return "RESUMED"
+        case .abort: return "ABORT"
+        case .note: return "NOTE"
+        }
+    }
+}

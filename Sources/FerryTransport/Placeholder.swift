@@ -1,1 +1,0 @@
-// FerryTransport: placeholder until the module lands.

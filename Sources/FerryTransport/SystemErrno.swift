@@ -1,0 +1,50 @@
+import Glibc
+
+/// Formats an errno value as `ECONNREFUSED (Connection refused)`.
+func errnoDescription(_ code: Int32) -> String {
+    let text = String(cString: strerror(code))
+    if let name = errnoNames[code] { return "\(name) (\(text))" }
+    return "errno \(code) (\(text))"
+}
+
+/// The errno values socket calls return in practice.
+private let errnoNames: [Int32: String] = [
+    EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", EBADF: "EBADF",
+    EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT", EBUSY: "EBUSY",
+    ENODEV: "ENODEV", EINVAL: "EINVAL", ENFILE: "ENFILE", EMFILE: "EMFILE", EPIPE: "EPIPE",
+    ENOTSOCK: "ENOTSOCK", EMSGSIZE: "EMSGSIZE", EPROTONOSUPPORT: "EPROTONOSUPPORT",
+    EOPNOTSUPP: "EOPNOTSUPP", EAFNOSUPPORT: "EAFNOSUPPORT", EADDRINUSE: "EADDRINUSE",
+    EADDRNOTAVAIL: "EADDRNOTAVAIL", ENETDOWN: "ENETDOWN", ENETUNREACH: "ENETUNREACH",
+    ECONNABORTED: "ECONNABORTED", ECONNRESET: "ECONNRESET", ENOBUFS: "ENOBUFS",
+    ENOTCONN: "ENOTCONN", ETIMEDOUT: "ETIMEDOUT", ECONNREFUSED: "ECONNREFUSED",
+    EHOSTDOWN: "EHOSTDOWN", EHOSTUNREACH: "EHOSTUNREACH", EINPROGRESS: "EINPROGRESS",
+    ENXIO: "ENXIO",
+]
+
+/// Milliseconds on the monotonic clock, for deadlines.
+func monotonicMilliseconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
+}
+
+/// Waits for `events` on `fd`. Returns false on timeout; nil `timeoutMs` waits forever.
+/// Retries EINTR with the time that is left.
+func pollReady(_ fd: Int32, events: Int16, timeoutMs: Int?) -> (ready: Bool, revents: Int16, errno: Int32) {
+    let deadline = timeoutMs.map { monotonicMilliseconds() + max(0, $0) }
+    var entry = pollfd(fd: fd, events: events, revents: 0)
+    while true {
+        let wait: Int32
+        if let deadline {
+            wait = Int32(clamping: max(0, deadline - monotonicMilliseconds()))
+        } else {
+            wait = -1
+        }
+        let rc = poll(&entry, 1, wait)
+        if rc > 0 { return (true, entry.revents, 0) }
+        if rc == 0 { return (false, 0, 0) }
+        let code = errno
+        if code == EINTR { continue }
+        return (false, 0, code)
+    }
+}

@@ -1,0 +1,273 @@
+import Glibc
+import Synchronization
+
+/// A connected TCP socket with blocking reads and writes.
+///
+/// `@unchecked Sendable`: the descriptor is immutable for the object's life and the kernel
+/// serializes calls on it; one thread may write while another reads. `close()` only shuts the
+/// socket down (waking blocked threads); the descriptor itself is released in `deinit`, so a
+/// thread still inside a call never touches a reused descriptor number.
+public final class TCPStream: @unchecked Sendable {
+    let fd: Int32
+    private let closed = Atomic<Bool>(false)
+    /// The peer's address, e.g. `127.0.0.1:7700`, fixed when the connection is made.
+    public let peerDescription: String
+
+    init(adopting fd: Int32) {
+        self.fd = fd
+        self.peerDescription = SocketAddress.of(fd, peer: true)?.description ?? "unknown peer"
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit {
+        Glibc.close(fd)
+    }
+
+    /// Connects to `endpoint`, trying each address the name resolves to until one answers,
+    /// all within `timeoutMs`. The socket is blocking afterwards, with TCP_NODELAY set.
+    public static func connect(_ endpoint: Endpoint, timeoutMs: Int) throws(TransportError) -> TCPStream {
+        let addresses = try SocketAddress.resolve(endpoint, passive: false)
+        let deadline = monotonicMilliseconds() + max(0, timeoutMs)
+        var failures: [String] = []
+        var lastError: TransportError?
+        for address in addresses {
+            do {
+                return try connect(to: address, deadline: deadline, timeoutMs: timeoutMs)
+            } catch {
+                failures.append(error.message)
+                lastError = error
+            }
+        }
+        if failures.count == 1, let lastError { throw lastError }
+        throw TransportError(.connect, "connect to \(endpoint): every address failed: " + failures.joined(separator: "; "))
+    }
+
+    private static func connect(to address: SocketAddress, deadline: Int, timeoutMs: Int) throws(TransportError) -> TCPStream {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else {
+            throw TransportError(.connect, "socket() for \(address): \(errnoDescription(errno))")
+        }
+        var ok = false
+        defer { if !ok { Glibc.close(fd) } }
+
+        var rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+        var code: Int32 = rc == 0 ? 0 : errno
+        if rc != 0 && (code == EINPROGRESS || code == EINTR) {
+            let waited = pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - monotonicMilliseconds()))
+            if waited.errno != 0 {
+                throw TransportError(.connect, "connect to \(address): poll: \(errnoDescription(waited.errno))")
+            }
+            guard waited.ready else {
+                throw TransportError(.connect, "connect to \(address): no answer within \(timeoutMs) ms; check the address, that the destination runs and that no firewall drops the connection")
+            }
+            var soError: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length)
+            code = rc == 0 ? soError : errno
+        }
+        if code != 0 {
+            throw TransportError(.connect, "connect to \(address): \(errnoDescription(code))\(connectHint(code))")
+        }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
+            throw TransportError(.connect, "fcntl(F_SETFL) on the socket to \(address): \(errnoDescription(errno))")
+        }
+        ok = true
+        return TCPStream(adopting: fd)
+    }
+
+    private static func connectHint(_ code: Int32) -> String {
+        switch code {
+        case ECONNREFUSED: return "; nothing listens on that port: start the destination first or check the port"
+        case ENETUNREACH, EHOSTUNREACH: return "; no route to that host: check the address and the network"
+        case ETIMEDOUT: return "; the host did not answer: check the address and firewalls"
+        default: return ""
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes all of `bytes`, retrying partial writes and EINTR.
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(TransportError) {
+        try writeAll(CollectionOfOne(bytes))
+    }
+
+    /// Writes all parts in order with as few `sendmsg` calls as the kernel allows (gather write).
+    public func writeAll(_ parts: UnsafeRawBufferPointer...) throws(TransportError) {
+        try writeAll(parts)
+    }
+
+    /// Writes all parts in order with as few `sendmsg` calls as the kernel allows (gather write).
+    public func writeAll(_ parts: some Collection<UnsafeRawBufferPointer>) throws(TransportError) {
+        let maxVectors = 1024  // IOV_MAX on Linux
+        let count = min(parts.count, maxVectors)
+        guard count > 0 else { return }
+        let result: TransportError? = withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors in
+            var index = parts.startIndex
+            while index != parts.endIndex {
+                var used = 0
+                while used < count && index != parts.endIndex {
+                    let part = parts[index]
+                    vectors[used] = iovec(iov_base: UnsafeMutableRawPointer(mutating: part.baseAddress), iov_len: part.count)
+                    used += 1
+                    parts.formIndex(after: &index)
+                }
+                do throws(TransportError) {
+                    try writeVectors(UnsafeMutableBufferPointer(rebasing: vectors[0..<used]))
+                } catch {
+                    return error
+                }
+            }
+            return nil
+        }
+        if let result { throw result }
+    }
+
+    /// Writes every byte the vectors describe; advances them in place on partial writes.
+    func writeVectors(_ vectors: UnsafeMutableBufferPointer<iovec>) throws(TransportError) {
+        var first = 0
+        while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+        while first < vectors.count {
+            var header = msghdr()
+            header.msg_iov = vectors.baseAddress! + first
+            header.msg_iovlen = vectors.count - first
+            let written = sendmsg(fd, &header, Int32(MSG_NOSIGNAL))
+            if written < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw writeError(code)
+            }
+            var remaining = written
+            while first < vectors.count && remaining >= vectors[first].iov_len {
+                remaining -= vectors[first].iov_len
+                first += 1
+            }
+            if remaining > 0 {
+                vectors[first].iov_base += remaining
+                vectors[first].iov_len -= remaining
+            }
+            while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+        }
+    }
+
+    private func writeError(_ code: Int32) -> TransportError {
+        switch code {
+        case EPIPE, ECONNRESET:
+            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection while we were sending (\(errnoDescription(code)))")
+        case EAGAIN:
+            return TransportError(.timeout, "sending to \(peerDescription) timed out: the peer stopped reading")
+        default:
+            return TransportError(.io, "send to \(peerDescription): \(errnoDescription(code))")
+        }
+    }
+
+    // MARK: Reading
+
+    /// Fills `buffer` completely. End of stream before the last byte is `.peerClosed`;
+    /// a receive timeout (see `setReceiveTimeout`) is `.timeout`.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer) throws(TransportError) {
+        var received = 0
+        try readExactly(into: buffer, received: &received)
+    }
+
+    /// Like `readExactly(into:)`, and tells how many bytes arrived before a failure, so a caller
+    /// can tell a timeout between messages (stream still usable) from one inside a message.
+    func readExactly(into buffer: UnsafeMutableRawBufferPointer, received: inout Int) throws(TransportError) {
+        guard let base = buffer.baseAddress else { return }
+        while received < buffer.count {
+            let count = recv(fd, base + received, buffer.count - received, 0)
+            if count > 0 {
+                received += count
+                continue
+            }
+            if count == 0 {
+                if closed.load(ordering: .relaxed) {
+                    throw TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
+                }
+                if received == 0 {
+                    throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
+                }
+                throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(received) of \(buffer.count) bytes received)")
+            }
+            let code = errno
+            switch code {
+            case EINTR:
+                continue
+            case EAGAIN:
+                throw TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(received) of \(buffer.count) bytes received)")
+            case ECONNRESET:
+                throw TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
+            default:
+                throw TransportError(.io, "recv from \(peerDescription): \(errnoDescription(code))")
+            }
+        }
+    }
+
+    // MARK: Options
+
+    /// Makes reads fail with `.timeout` after `ms` milliseconds without data; nil: wait forever.
+    public func setReceiveTimeout(ms: Int?) throws(TransportError) {
+        try setTimeout(SO_RCVTIMEO, ms: ms)
+    }
+
+    /// Makes writes fail with `.timeout` after `ms` milliseconds without progress; nil: wait forever.
+    public func setSendTimeout(ms: Int?) throws(TransportError) {
+        try setTimeout(SO_SNDTIMEO, ms: ms)
+    }
+
+    private func setTimeout(_ option: Int32, ms: Int?) throws(TransportError) {
+        let total = max(0, ms ?? 0)
+        // A zero timeval means "no timeout", so round a 0 ms request up to 1 ms.
+        let effective = ms == nil ? 0 : max(total, 1)
+        var value = timeval(tv_sec: effective / 1000, tv_usec: (effective % 1000) * 1000)
+        guard setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            throw TransportError(.io, "setsockopt(\(option == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO")): \(errnoDescription(errno))")
+        }
+    }
+
+    /// Asks for kernel socket buffers of the given sizes in bytes (nil: leave as is). The kernel
+    /// caps requests at net.core.wmem_max / rmem_max unless the process has CAP_NET_ADMIN, which
+    /// this tries next. Setting a size turns off the kernel's buffer auto-tuning for that direction.
+    public func setBufferSizes(send: Int?, receive: Int?) {
+        if let send { setBuffer(SO_SNDBUF, force: SO_SNDBUFFORCE, bytes: send) }
+        if let receive { setBuffer(SO_RCVBUF, force: SO_RCVBUFFORCE, bytes: receive) }
+    }
+
+    /// The kernel's current buffer sizes (it reports twice the requested size: half is bookkeeping).
+    public var bufferSizes: (send: Int, receive: Int) {
+        (Int(intOption(SO_SNDBUF)), Int(intOption(SO_RCVBUF)))
+    }
+
+    private func setBuffer(_ option: Int32, force: Int32, bytes: Int) {
+        var value = Int32(clamping: bytes)
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        _ = setsockopt(fd, SOL_SOCKET, option, &value, size)
+        if Int(intOption(option)) < bytes {
+            _ = setsockopt(fd, SOL_SOCKET, force, &value, size)
+        }
+    }
+
+    private func intOption(_ option: Int32) -> Int32 {
+        var value: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, option, &value, &size)
+        return value
+    }
+
+    // MARK: Closing
+
+    /// Sends FIN after the data already written; reads still work.
+    public func shutdownWrite() {
+        _ = shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Shuts the connection down in both directions; a thread blocked in a read or write returns.
+    /// Idempotent. The descriptor is released when the object goes away.
+    public func close() {
+        if closed.exchange(true, ordering: .relaxed) { return }
+        _ = shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    public var isClosed: Bool { closed.load(ordering: .relaxed) }
+}

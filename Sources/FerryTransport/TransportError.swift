@@ -1,0 +1,70 @@
+import FerryProtocol
+
+/// Why a network operation failed. `message` names the problem (and the fix where there is one);
+/// `code` is for callers that react differently to, say, a timeout and a refused connection.
+public struct TransportError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// A host, port, endpoint, interface or MAC/IP address that cannot be parsed or resolved.
+        case address
+        /// The connection could not be established (refused, unreachable, no answer in time).
+        case connect
+        /// The listening socket could not be set up (port in use, no permission).
+        case listen
+        /// Accepting an incoming connection failed.
+        case accept
+        /// The peer closed or reset the connection.
+        case peerClosed
+        /// No data (or no connection) arrived within the configured time.
+        case timeout
+        /// Any other failure of a socket call.
+        case io
+        /// The peer sent bytes that break the frame layer's rules (or a local caller tried to).
+        case protocolViolation
+        /// The peer sent an ABORT frame; `abortReason` holds its reason and `message` its text.
+        case peerAborted
+    }
+
+    public var code: Code
+    public var message: String
+    /// The ABORT frame's reason code, set only for `.peerAborted`.
+    public var abortReason: UInt16?
+    /// The decoder's verdict, set for `.protocolViolation` when it came from FerryProtocol.
+    public var protocolError: ProtocolError?
+
+    public init(_ code: Code, _ message: String, abortReason: UInt16? = nil, protocolError: ProtocolError? = nil) {
+        self.code = code
+        self.message = message
+        self.abortReason = abortReason
+        self.protocolError = protocolError
+    }
+
+    /// The error `FramedConnection.receive` throws for an ABORT frame.
+    public static func peerAborted(reason: UInt16, message: String) -> TransportError {
+        TransportError(.peerAborted, message, abortReason: reason)
+    }
+
+    public var description: String {
+        switch code {
+        case .peerAborted:
+            let reason = abortReason ?? 0xFFFF
+            let text = message.isEmpty ? "(no message)" : message
+            return "peer aborted the migration (reason \(reason) \(Self.abortReasonName(reason))): \(text)"
+        default:
+            return message
+        }
+    }
+
+    /// Protocol.md section 3.13's name for an ABORT reason.
+    public static func abortReasonName(_ reason: UInt16) -> String {
+        switch reason {
+        case 1: return "protocol"
+        case 2: return "verification"
+        case 3: return "io"
+        case 4: return "timeout"
+        case 5: return "not_converged"
+        case 6: return "cancelled"
+        case 0xFFFF: return "other"
+        default: return "unknown"
+        }
+    }
+}
