@@ -41,6 +41,11 @@ final class VCPURunner: @unchecked Sendable {
     func run() {
         var last = monotonicNanoseconds()
         while true {
+            // Running time up to now counts, also when a pause request is what woke us.
+            let now = monotonicNanoseconds()
+            let speed = 100 - control.throttle.load(ordering: .relaxed)
+            accrue(elapsed: now - last, speedPercent: speed)
+            last = now
             if control.request.load(ordering: .relaxed) != 0 {
                 guard control.park() else { return }
                 last = monotonicNanoseconds()   // paused time neither adds credit nor advances the trace clock
@@ -50,23 +55,28 @@ final class VCPURunner: @unchecked Sendable {
                 control.finishAndWaitForStop()
                 return
             }
-            let now = monotonicNanoseconds()
-            let elapsed = now - last
-            last = now
-            let speed = 100 - control.throttle.load(ordering: .relaxed)
             if case .trace(let trace) = program.kind {
-                runTrace(trace, elapsed: elapsed, speedPercent: speed)
+                runTrace(trace, speedPercent: speed)
             } else {
-                runRate(elapsed: elapsed, speedPercent: speed)
+                runRate(speedPercent: speed)
             }
         }
     }
 
-    /// Rate workloads: bank the elapsed time as credit, spend it on steps, sleep when short.
-    private func runRate(elapsed: Int64, speedPercent: Int) {
+    /// Banks running time: as write credit (rate workloads, capped) or on the replay clock (trace).
+    private func accrue(elapsed: Int64, speedPercent: Int) {
+        guard program.hasWork else { return }
+        if case .trace = program.kind {
+            state.creditNs &+= elapsed * Int64(speedPercent) / 100
+        } else {
+            let cost = program.stepCostNs * 100 / Double(speedPercent)
+            state.creditNs = min(state.creditNs &+ elapsed, Int64(max(Self.creditCapNs, cost)))
+        }
+    }
+
+    /// Rate workloads: spend the credit on steps, sleep when short of one step's cost.
+    private func runRate(speedPercent: Int) {
         let cost = program.stepCostNs * 100 / Double(speedPercent)
-        let cap = Int64(max(Self.creditCapNs, cost))
-        state.creditNs = min(state.creditNs &+ elapsed, cap)
         let affordable = Double(state.creditNs) / cost
         if affordable < 1 {
             let shortfall = Int64((cost - Double(state.creditNs)).rounded(.up))
@@ -83,10 +93,9 @@ final class VCPURunner: @unchecked Sendable {
         state.creditNs -= Int64((Double(done) * cost).rounded())
     }
 
-    /// Trace workloads: advance the replay clock by the (throttled) elapsed time and write every
-    /// entry of this vCPU that is due.
-    private func runTrace(_ trace: DirtyTrace, elapsed: Int64, speedPercent: Int) {
-        state.creditNs &+= elapsed * Int64(speedPercent) / 100
+    /// Trace workloads: write every entry of this vCPU that the replay clock has reached; sleep
+    /// until the next one is due.
+    private func runTrace(_ trace: DirtyTrace, speedPercent: Int) {
         var done = 0
         while done < Self.batch, state.step < stepLimit, control.request.load(ordering: .relaxed) == 0 {
             let entry = program.nextTraceEntry(&state, trace)
