@@ -44,7 +44,8 @@ public enum GratuitousARP {
         guard index != 0 else {
             throw TransportError(.address, "network interface '\(interface)' not found (\(errnoDescription(errno))); list the interfaces with `ip link`")
         }
-        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(etherTypeARP.bigEndian))
+        // Protocol 0: the socket only sends, so the kernel queues no incoming frames on it.
+        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             let code = errno
             let hint = code == EPERM || code == EACCES ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
@@ -53,11 +54,11 @@ public enum GratuitousARP {
         defer { close(fd) }
 
         // struct sockaddr_ll (linux/if_packet.h): family u16, protocol be16, ifindex i32,
-        // hatype u16, pkttype u8, halen u8, addr[8]: 20 bytes.
+        // hatype u16, pkttype u8, halen u8, addr[8]: 20 bytes. Binding with protocol 0 picks the
+        // interface without subscribing to any EtherType; the frame carries its own header.
         var linkAddress = [UInt8](repeating: 0, count: 20)
         linkAddress.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
-            raw.storeBytes(of: etherTypeARP.bigEndian, toByteOffset: 2, as: UInt16.self)
             raw.storeBytes(of: Int32(bitPattern: index), toByteOffset: 4, as: Int32.self)
             raw[11] = 6
             for offset in 0..<6 { raw[12 + offset] = 0xFF }

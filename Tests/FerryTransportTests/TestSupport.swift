@@ -50,11 +50,14 @@ func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
 
 let loopback = Endpoint(host: "127.0.0.1", port: 0)
 
-/// A connected client/server pair on loopback.
+/// A connected client/server pair on loopback. Reads time out after 5 s, so a broken
+/// implementation fails a test instead of hanging the run.
 func loopbackPair() throws -> (client: TCPStream, server: TCPStream) {
     let listener = try TCPListener(loopback)
     let client = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
     let server = try listener.accept(timeoutMs: 2000)
+    try client.setReceiveTimeout(ms: 5000)
+    try server.setReceiveTimeout(ms: 5000)
     return (client, server)
 }
 
