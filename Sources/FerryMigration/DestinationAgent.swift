@@ -137,7 +137,7 @@ public final class DestinationAgent: @unchecked Sendable {
             let config = try connection.receive(GuestConfig.self)
             setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
             report.workload = setup.workloadText
-            guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(networkOrder: config.guestIPv4))
+            guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
             try ImageFile.create(path: partialPath, size: size, overwrite: true)
             createdPartial = true
             region = try MappedRegion.mapFile(path: partialPath, writable: true)

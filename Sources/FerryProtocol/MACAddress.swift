@@ -25,3 +25,27 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         octets.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
     }
 }
+
+extension MACAddress {
+    public static let broadcast = MACAddress(value: 0xFFFF_FFFF_FFFF)
+
+    /// The group bit (bit 0 of the first byte): broadcast and multicast addresses.
+    public var isMulticast: Bool { (value >> 40) & 1 != 0 }
+
+    /// Parses six colon- (or dash-) separated hex bytes: `02:00:00:00:00:01`.
+    public static func parse(_ text: String) throws(ProtocolError) -> MACAddress {
+        let separator: Character = text.contains("-") ? "-" : ":"
+        let parts = text.split(separator: separator, omittingEmptySubsequences: false)
+        var value: UInt64 = 0
+        for part in parts {
+            guard part.count == 2, let byte = UInt8(part, radix: 16) else {
+                throw ProtocolError(.invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
+            }
+            value = value << 8 | UInt64(byte)
+        }
+        guard parts.count == 6 else {
+            throw ProtocolError(.invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
+        }
+        return MACAddress(value: value)
+    }
+}

@@ -1,3 +1,4 @@
+import FerryProtocol
 import Glibc
 import Logging
 
@@ -15,16 +16,16 @@ public enum GratuitousARP {
     public static func frame(mac: MACAddress, ip: IPv4Address) -> [UInt8] {
         var frame = [UInt8]()
         frame.reserveCapacity(frameSize)
-        frame += MACAddress.broadcast.array
-        frame += mac.array
+        frame += MACAddress.broadcast.octets
+        frame += mac.octets
         frame += [UInt8(etherTypeARP >> 8), UInt8(etherTypeARP & 0xFF)]
         frame += [0x00, 0x01]  // hardware type: Ethernet
         frame += [0x08, 0x00]  // protocol type: IPv4
         frame += [6, 4]  // address lengths
         frame += [0x00, 0x01]  // operation: request
-        frame += mac.array
+        frame += mac.octets
         frame += ip.bytes
-        frame += MACAddress.zero.array
+        frame += MACAddress.none.octets
         frame += ip.bytes
         frame += [UInt8](repeating: 0, count: frameSize - frame.count)
         return frame
@@ -37,7 +38,7 @@ public enum GratuitousARP {
     @discardableResult
     public static func announce(interface: String, mac: MACAddress, ip: IPv4Address, rounds: Int = 5,
                                 initialDelayMs: Int = 50, stepMs: Int = 100, logger: Logger) throws(TransportError) -> Int {
-        guard !mac.isZero, !mac.isMulticast else {
+        guard !mac.isNone, !mac.isMulticast else {
             throw TransportError(.address, "cannot announce MAC \(mac): a guest NIC needs a unicast, non-zero MAC address")
         }
         let index = if_nametoindex(interface)

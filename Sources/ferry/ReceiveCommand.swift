@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryMigration
+import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation

@@ -86,7 +86,7 @@ struct SendCommand: ParsableCommand {
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        guestMAC: mac, guestIPv4: ip?.networkOrder ?? 0, name: hostName())
+                                        guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName())
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
