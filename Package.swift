@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem"]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
-        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport"]),
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
     ],

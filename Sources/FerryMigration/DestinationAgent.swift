@@ -104,7 +104,7 @@ public final class DestinationAgent: @unchecked Sendable {
         let hello: Hello
         do {
             hello = try connection.receive(Hello.self)
-        } catch let error as ProtocolError {
+        } catch let error as TransportError where error.code == .protocolViolation {
             try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
             throw MigrationError(.protocolViolation, "source sent a malformed HELLO: \(error.message)", guest: .notHere)
         } catch {
@@ -237,8 +237,11 @@ public final class DestinationAgent: @unchecked Sendable {
                     let commitAt = MonotonicClock.now()
                     try ImageFile.rename(from: partialPath, to: options.imagePath)
                     owned = true
+                    // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
+                    // their current step so the image stays exactly what the source handed over.
                     let resumed = try Guest(memory: region.base, size: size, configuration: setup.configuration,
-                                            initialStates: states, logger: log)
+                                            initialStates: states,
+                                            stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
                     resumed.start()
                     guest = resumed
                     resumedAt = MonotonicClock.now()

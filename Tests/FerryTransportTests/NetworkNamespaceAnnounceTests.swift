@@ -2,6 +2,7 @@ import FerryTransport
 import Foundation
 import Glibc
 import Logging
+import FerryProtocol
 import Testing
 
 /// Announces a MAC from two network namespaces joined by a Linux bridge and checks that the
