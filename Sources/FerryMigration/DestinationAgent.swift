@@ -104,7 +104,7 @@ public final class DestinationAgent: @unchecked Sendable {
         let hello: Hello
         do {
             hello = try connection.receive(Hello.self)
-        } catch let error as TransportError where error.code == .protocolViolation {
+        } catch let error where error.code == .protocolViolation {
             try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
             throw MigrationError(.protocolViolation, "source sent a malformed HELLO: \(error.message)", guest: .notHere)
         } catch {
