@@ -48,6 +48,8 @@ let package = Package(
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
+        // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
+        .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import FerryMigration
+import FerryProtocol
 import FerrySystem
 import FerryTransport
 import FerryGuest
@@ -70,7 +71,8 @@ func exitCode(for error: any Error) -> Int32 {
         case .peerAborted: return 10
         }
     case is SystemError: return 8
-    case is TransportError: return 5
+    case let transport as TransportError: return transport.code == .address ? 9 : 5
+    case is ProtocolError: return 9
     case is GuestError: return 9
     case is TransparencyFailure: return 11
     default: return 1

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+
+@Suite(.serialized) struct CommandLineTests {
+    /// `ferry send` and `ferry receive` as two processes with `--run-for 0`: the two image files are
+    /// identical (cmp), both reports say verified, and the JSON reports carry the documented fields.
+    @Test func sendAndReceiveLeaveIdenticalImages() throws {
+        let scratch = ScratchDirectory("send-receive")
+        let image = scratch.file("source.img"), received = scratch.file("received.img")
+        let created = try FerryProcess.run(["image", "create", image, "--size", "48M", "--seed", "5"])
+        #expect(created.status == 0, "\(created.stderr)")
+
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", received,
+                                         "--json", scratch.file("receive.json"), "--accept-timeout", "60s"])
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let port = try #require(listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let sender = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:30MB/s",
+                                           "--vcpus", "3", "--run-before", "200ms", "--json", scratch.file("send.json")])
+        let receiverOutcome = receiver.wait()
+        #expect(sender.status == 0, "\(sender.stderr)")
+        #expect(receiverOutcome.status == 0, "\(receiverOutcome.stderr)")
+        #expect(sender.stdout.contains("source report: migrated"))
+        #expect(receiverOutcome.stdout.contains("destination report: migrated"))
+        #expect(try filesEqual(image, received), "destination image must equal the source image (cmp)")
+
+        for name in ["send.json", "receive.json"] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file(name)))
+            let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            for key in ["total_ms", "setup_ms", "downtime_ms", "downtime_parts", "rounds", "verified", "wire_bytes", "pages", "per_round"] {
+                #expect(json[key] != nil, "\(name) lacks \(key)")
+            }
+            #expect(json["verified"] as? Bool == true)
+            #expect((json["per_round"] as? [Any])?.isEmpty == false)
+            #expect((json["downtime_ms"] as? Double ?? 0) > 0)
+        }
+    }
+
+    @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
+        let scratch = ScratchDirectory("bad-size")
+        let outcome = try FerryProcess.run(["image", "create", scratch.file("x.img"), "--size", "1000"])
+        #expect(outcome.status != 0)
+        #expect(outcome.stderr.contains("multiple of the page size"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("x.img")))
+    }
+
+    @Test func receiveRefusesToOverwriteWithoutForce() throws {
+        let scratch = ScratchDirectory("exists")
+        _ = FileManager.default.createFile(atPath: scratch.file("taken.img"), contents: Data([1, 2, 3]))
+        let outcome = try FerryProcess.run(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("taken.img")])
+        #expect(outcome.status == 9)
+        #expect(outcome.stderr.contains("--force"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("taken.img"))) == Data([1, 2, 3]))
+    }
+
+    @Test func sendToNobodySaysSoAndKeepsTheImage() throws {
+        let scratch = ScratchDirectory("nobody")
+        let image = scratch.file("source.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
+        // Bind and close a port so that nothing listens on it.
+        let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:1", "--workload", "uniform:10MB/s"])
+        #expect(outcome.status == 5)
+        #expect(outcome.stderr.contains("127.0.0.1:1"))
+        #expect(outcome.stderr.contains("guest kept running on the source"))
+    }
+
+    @Test func badWorkloadIsAUsageError() throws {
+        let scratch = ScratchDirectory("workload")
+        let image = scratch.file("source.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
+        let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:9", "--workload", "uniform:fast"])
+        #expect(outcome.status == 9)
+        #expect(outcome.stderr.contains("uniform:fast") || outcome.stderr.contains("fast"))
+    }
+}
