@@ -28,8 +28,11 @@ public final class Guest: @unchecked Sendable {
     ///   - memory: guest memory of `size` bytes (a multiple of the page size), e.g. a mapped image.
     ///   - initialStates: registers to continue from (one per vCPU); default: a fresh boot.
     ///   - stepLimits: per vCPU, the step at which it stops writing (reference runs).
+    ///   - paced: false runs the steps as fast as the CPU allows, ignoring rates and trace times.
+    ///     Only with `stepLimits`: since time never decides which page a step writes, the memory
+    ///     after the limits is the same as a paced run's, just sooner.
     public init(memory: UnsafeMutableRawPointer, size: Int, configuration: GuestConfiguration,
-                initialStates: [VCPUState]? = nil, stepLimits: [UInt64]? = nil, logger: Logger) throws {
+                initialStates: [VCPUState]? = nil, stepLimits: [UInt64]? = nil, paced: Bool = true, logger: Logger) throws {
         let c = configuration
         try validatePageSize(c.pageSize)
         guard size > 0, size % c.pageSize == 0 else {
@@ -41,6 +44,9 @@ public final class Guest: @unchecked Sendable {
         }
         if let initialStates, initialStates.count != c.vcpus {
             throw GuestError(.invalidConfiguration, "\(initialStates.count) vCPU states for \(c.vcpus) vCPUs: need one state per vCPU")
+        }
+        if !paced && stepLimits == nil {
+            throw GuestError(.invalidConfiguration, "an unpaced guest needs step limits, or it would write without end")
         }
         if let stepLimits, stepLimits.count != c.vcpus {
             throw GuestError(.invalidConfiguration, "\(stepLimits.count) step limits for \(c.vcpus) vCPUs: need one limit per vCPU")
@@ -70,7 +76,7 @@ public final class Guest: @unchecked Sendable {
         let control = self.control
         runners = (0..<c.vcpus).map { v in
             VCPURunner(program: VCPUProgram(configuration: c, vcpu: v, pageCount: pageCount), memory: memory, control: control,
-                       state: initialStates?[v] ?? .initial(vcpu: v, seed: c.seed), stepLimit: stepLimits?[v])
+                       state: initialStates?[v] ?? .initial(vcpu: v, seed: c.seed), stepLimit: stepLimits?[v], paced: paced)
         }
     }
 

@@ -17,6 +17,8 @@ final class VCPURunner: @unchecked Sendable {
     /// `state.step`, readable from any thread while the vCPU runs.
     let publishedSteps: Atomic<UInt64>
     var thread: pthread_t?
+    /// False: run steps back to back up to the step limit (reference runs).
+    let paced: Bool
 
     /// Longest pacing sleep: the vCPU re-reads the clock at least this often.
     static let maxSleepNs: Int64 = 100_000_000
@@ -28,7 +30,9 @@ final class VCPURunner: @unchecked Sendable {
     /// Steps per batch before the clock is read again.
     static let batch = 4096
 
-    init(program: VCPUProgram, memory: UnsafeMutableRawPointer, control: GuestControl, state: VCPUState, stepLimit: UInt64?) {
+    init(program: VCPUProgram, memory: UnsafeMutableRawPointer, control: GuestControl, state: VCPUState, stepLimit: UInt64?,
+         paced: Bool = true) {
+        self.paced = paced
         self.program = program
         self.memory = memory
         self.control = control
@@ -55,7 +59,9 @@ final class VCPURunner: @unchecked Sendable {
                 control.finishAndWaitForStop()
                 return
             }
-            if case .trace(let trace) = program.kind {
+            if !paced {
+                runUnpaced()
+            } else if case .trace(let trace) = program.kind {
                 runTrace(trace, speedPercent: speed)
             } else {
                 runRate(speedPercent: speed)
@@ -108,6 +114,21 @@ final class VCPURunner: @unchecked Sendable {
             }
             step(page: entry.page)
             program.consumeTraceEntry(&state, trace)
+            done += 1
+        }
+    }
+
+    /// Reference runs: the same steps as a paced run, back to back.
+    private func runUnpaced() {
+        var done = 0
+        while done < Self.batch, state.step < stepLimit, control.request.load(ordering: .relaxed) == 0 {
+            if case .trace(let trace) = program.kind {
+                let entry = program.nextTraceEntry(&state, trace)
+                step(page: entry.page)
+                program.consumeTraceEntry(&state, trace)
+            } else {
+                step(page: program.nextPage(&state))
+            }
             done += 1
         }
     }

@@ -6,14 +6,15 @@ import Logging
 /// "Migrated equals never migrated": the reference run and the byte-for-byte comparison.
 public enum Transparency {
     /// Runs the guest on `imagePath` from its initial registers until each vCPU has done exactly
-    /// `steps[v]` writes, then stops it and flushes the image.
+    /// `steps[v]` writes, then stops it and flushes the image. Unpaced: only the step counts
+    /// matter, so the reference takes CPU time, not the original run's wall time.
     public static func runReference(imagePath: String, setup: GuestSetup, steps: [UInt64], logger: Logger) throws {
         guard steps.count == setup.configuration.vcpus else {
             throw MigrationError(.configuration, "\(steps.count) step counts given for \(setup.configuration.vcpus) vCPUs", guest: .notHere)
         }
         let region = try MappedRegion.mapFile(path: imagePath, writable: true)
         let guest = try Guest(memory: region.base, size: region.size, configuration: setup.configuration,
-                              stepLimits: steps, logger: logger)
+                              stepLimits: steps, paced: false, logger: logger)
         guest.start()
         guest.waitUntilStepLimits()
         _ = guest.stop()

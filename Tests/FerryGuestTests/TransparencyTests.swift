@@ -80,6 +80,15 @@ import Testing
         a.waitUntilStepLimits()
         let finalA = a.stop()
 
+        // Run C: the same limits unpaced (how reference runs go): the same memory, sooner.
+        let memoryC = AnonymousMemory(copying: image)
+        let c = try Guest(memory: memoryC.base, size: size, configuration: config, stepLimits: limits, paced: false,
+                          logger: quietLogger)
+        c.start()
+        c.waitUntilStepLimits()
+        #expect(c.stop().map(\.step) == finalA.map(\.step))
+        #expect(memoryC.equals(memoryA), "an unpaced reference run must write what a paced one writes")
+
         if workload != "idle" {
             #expect(finalA.map(\.step) == limits)
             #expect(finalB.map(\.step) == limits)
