@@ -95,7 +95,13 @@ public struct ConvergencePolicy: Sendable {
     /// their time is dominated by fixed costs, not by the link.
     public static let minimumPagesForRate = 256
 
-    private var transferRate: Double = 0
+    /// Transfer rates (pages/s) of the last few rounds that sent enough pages to measure the link.
+    private var recentRates: [Double] = []
+    /// How many recent rounds the prediction looks at; it trusts the slowest, because the final
+    /// round's rate varies by tens of percent from one round to the next and an optimistic
+    /// prediction overshoots the downtime target.
+    public static let rateWindow = 3
+    private var transferRate: Double { recentRates.min() ?? 0 }
     private var outpacedRounds = 0
     private(set) public var throttlePercent = 0
 
@@ -104,10 +110,9 @@ public struct ConvergencePolicy: Sendable {
     }
 
     public mutating func decide(_ round: RoundObservation) -> ConvergenceDecision {
-        if round.pagesSent >= Self.minimumPagesForRate && round.transferSeconds > 0 {
-            transferRate = Double(round.pagesSent) / round.transferSeconds
-        } else if transferRate == 0 && round.transferSeconds > 0 {
-            transferRate = Double(max(round.pagesSent, 1)) / round.transferSeconds
+        if round.transferSeconds > 0 && (round.pagesSent >= Self.minimumPagesForRate || recentRates.isEmpty) {
+            recentRates.append(Double(max(round.pagesSent, 1)) / round.transferSeconds)
+            if recentRates.count > Self.rateWindow { recentRates.removeFirst() }
         }
         let sendSeconds = transferRate > 0 ? Double(round.dirtyPages) / transferRate : .infinity
         let predicted = round.fixedCostSeconds + (round.dirtyPages == 0 ? 0 : sendSeconds)

@@ -120,10 +120,11 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs)))")
         if downtimeMs > 0 {
             let p = downtimeParts
-            lines.append("  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))")
             if role == "source" {
+                lines.append("  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))")
                 lines.append("    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))")
             } else {
+                lines.append("  blackout     \(ms(downtimeMs)) seen here")
                 lines.append("    parts      final pages \(ms(p.finalSendMs)), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))")
             }
             lines.append("    clock      \(downtimeClock)")

@@ -42,8 +42,8 @@ struct ImageCommand: ParsableCommand {
                 }
                 Terminal.clearProgress()
                 let seconds = MonotonicClock.seconds(since: start)
-                print(String(format: "created %@: %d bytes (%d pages of %d B), mix %@, seed %llu in %.2f s (%.0f MB/s)",
-                             path, bytes, bytes / systemPageSize, systemPageSize, mix, seed, seconds, Double(bytes) / seconds / 1e6))
+                print("created \(path): \(bytes) bytes (\(bytes / systemPageSize) pages of \(systemPageSize) B), mix \(parsedMix), seed \(seed) in "
+                      + String(format: "%.2f s (%.0f MB/s)", seconds, Double(bytes) / seconds / 1e6))
             }
         }
     }

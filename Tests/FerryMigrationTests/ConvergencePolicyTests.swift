@@ -38,6 +38,18 @@ import Testing
         #expect(decision.transferRate == 100_000)
     }
 
+    @Test func predictsWithTheSlowestOfTheRecentRounds() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.001, maxRounds: 100))
+        _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))   // 100000 pages/s
+        _ = policy.decide(observation(round: 1, sent: 50_000, seconds: 0.25, dirty: 20_000))   // 200000 pages/s
+        let third = policy.decide(observation(round: 2, sent: 20_000, seconds: 0.05, dirty: 5_000)) // 400000 pages/s
+        #expect(third.transferRate == 100_000)
+        #expect(abs(third.predictedDowntime - (0.002 + 5_000.0 / 100_000)) < 1e-9)
+        // Round 0 leaves the window after three newer measurements.
+        let fourth = policy.decide(observation(round: 3, sent: 5_000, seconds: 0.0125, dirty: 1_000))  // 400000 pages/s
+        #expect(fourth.transferRate == 200_000)
+    }
+
     @Test func throttlesInStepsWhileGuestOutpacesLink() {
         var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 100))
         _ = policy.decide(observation(round: 0, sent: 262_144, seconds: 1, dirty: 200_000))
