@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "FerryProtocol"),
         .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
         .target(name: "FerryTransport", dependencies: [
-            "FerryProtocol",
+            "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryGuest", dependencies: [

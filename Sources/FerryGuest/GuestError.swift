@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 
 /// Why a guest-side request could not be carried out: a malformed size, rate, mix, workload or
@@ -42,30 +43,3 @@ public struct GuestError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Symbolic name of the errno values the guest's file I/O can meet.
-func errnoName(_ err: Int32) -> String {
-    switch err {
-    case EPERM: "EPERM"
-    case ENOENT: "ENOENT"
-    case EINTR: "EINTR"
-    case EIO: "EIO"
-    case EBADF: "EBADF"
-    case EAGAIN: "EAGAIN"
-    case ENOMEM: "ENOMEM"
-    case EACCES: "EACCES"
-    case EFAULT: "EFAULT"
-    case EBUSY: "EBUSY"
-    case EEXIST: "EEXIST"
-    case ENOTDIR: "ENOTDIR"
-    case EISDIR: "EISDIR"
-    case EINVAL: "EINVAL"
-    case ENFILE: "ENFILE"
-    case EMFILE: "EMFILE"
-    case EFBIG: "EFBIG"
-    case ENOSPC: "ENOSPC"
-    case EROFS: "EROFS"
-    case ENAMETOOLONG: "ENAMETOOLONG"
-    case EDQUOT: "EDQUOT"
-    default: "errno \(err)"
-    }
-}

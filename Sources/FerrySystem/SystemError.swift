@@ -45,8 +45,9 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// The symbolic name of an errno value ("EINVAL"), or "errno N" for rare ones.
-func errnoName(_ value: Int32) -> String {
+/// The symbolic name of an errno value ("EINVAL"), or "errno N" for rare ones. Shared by every
+/// module that reports a failed system call.
+public func errnoName(_ value: Int32) -> String {
     switch value {
     case EPERM: "EPERM"
     case ENOENT: "ENOENT"
@@ -79,12 +80,36 @@ func errnoName(_ value: Int32) -> String {
     case EOPNOTSUPP: "EOPNOTSUPP"
     case ETXTBSY: "ETXTBSY"
     case EDQUOT: "EDQUOT"
+    case ENXIO: "ENXIO"
+    case EPIPE: "EPIPE"
+    case ENOTSOCK: "ENOTSOCK"
+    case EMSGSIZE: "EMSGSIZE"
+    case EPROTONOSUPPORT: "EPROTONOSUPPORT"
+    case EAFNOSUPPORT: "EAFNOSUPPORT"
+    case EADDRINUSE: "EADDRINUSE"
+    case EADDRNOTAVAIL: "EADDRNOTAVAIL"
+    case ENETDOWN: "ENETDOWN"
+    case ENETUNREACH: "ENETUNREACH"
+    case ECONNABORTED: "ECONNABORTED"
+    case ECONNRESET: "ECONNRESET"
+    case ENOBUFS: "ENOBUFS"
+    case ENOTCONN: "ENOTCONN"
+    case ETIMEDOUT: "ETIMEDOUT"
+    case ECONNREFUSED: "ECONNREFUSED"
+    case EHOSTDOWN: "EHOSTDOWN"
+    case EHOSTUNREACH: "EHOSTUNREACH"
+    case EINPROGRESS: "EINPROGRESS"
     default: "errno \(value)"
     }
 }
 
+/// `ECONNREFUSED (Connection refused)`.
+public func errnoDescription(_ value: Int32) -> String {
+    "\(errnoName(value)) (\(errnoMessage(value)))"
+}
+
 /// strerror text, via the thread-safe (XSI) strerror_r.
-func errnoMessage(_ value: Int32) -> String {
+public func errnoMessage(_ value: Int32) -> String {
     withUnsafeTemporaryAllocation(of: CChar.self, capacity: 128) { buffer in
         guard strerror_r(value, buffer.baseAddress!, buffer.count) == 0 else { return "unknown error" }
         return String(cString: buffer.baseAddress!)

@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 
 /// A resolved IPv4 or IPv6 socket address.

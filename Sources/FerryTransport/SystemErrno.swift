@@ -1,26 +1,5 @@
 import Glibc
 
-/// Formats an errno value as `ECONNREFUSED (Connection refused)`.
-func errnoDescription(_ code: Int32) -> String {
-    let text = String(cString: strerror(code))
-    if let name = errnoNames[code] { return "\(name) (\(text))" }
-    return "errno \(code) (\(text))"
-}
-
-/// The errno values socket calls return in practice.
-private let errnoNames: [Int32: String] = [
-    EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", EBADF: "EBADF",
-    EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT", EBUSY: "EBUSY",
-    ENODEV: "ENODEV", EINVAL: "EINVAL", ENFILE: "ENFILE", EMFILE: "EMFILE", EPIPE: "EPIPE",
-    ENOTSOCK: "ENOTSOCK", EMSGSIZE: "EMSGSIZE", EPROTONOSUPPORT: "EPROTONOSUPPORT",
-    EOPNOTSUPP: "EOPNOTSUPP", EAFNOSUPPORT: "EAFNOSUPPORT", EADDRINUSE: "EADDRINUSE",
-    EADDRNOTAVAIL: "EADDRNOTAVAIL", ENETDOWN: "ENETDOWN", ENETUNREACH: "ENETUNREACH",
-    ECONNABORTED: "ECONNABORTED", ECONNRESET: "ECONNRESET", ENOBUFS: "ENOBUFS",
-    ENOTCONN: "ENOTCONN", ETIMEDOUT: "ETIMEDOUT", ECONNREFUSED: "ECONNREFUSED",
-    EHOSTDOWN: "EHOSTDOWN", EHOSTUNREACH: "EHOSTUNREACH", EINPROGRESS: "EINPROGRESS",
-    ENXIO: "ENXIO",
-]
-
 /// Milliseconds on the monotonic clock, for deadlines.
 func monotonicMilliseconds() -> Int {
     var now = timespec()
