@@ -66,7 +66,7 @@ public struct RoundObservation: Sendable, Equatable {
 }
 
 public struct ConvergenceDecision: Sendable, Equatable {
-    public enum Action: Sendable, Equatable {
+    public enum Action: Sendable, Equatable, CustomStringConvertible {
         /// Send another round.
         case nextRound
         /// Set the vCPU throttle to this percentage, then send another round.
@@ -75,6 +75,15 @@ public struct ConvergenceDecision: Sendable, Equatable {
         case switchover
         /// Stop migrating; the guest keeps running on the source.
         case giveUp
+
+        public var description: String {
+            switch self {
+            case .nextRound: return "next round"
+            case .throttle(let percent): return "throttle vCPUs by \(percent)%"
+            case .switchover: return "switch over"
+            case .giveUp: return "give up"
+            }
+        }
     }
 
     public var action: Action

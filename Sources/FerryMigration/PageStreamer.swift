@@ -20,6 +20,8 @@ final class PageStreamer {
     let hashTable: UnsafeMutableBufferPointer<UInt64>
 
     private(set) var wireBytes: UInt64 = 0
+    /// nil: as fast as the link goes.
+    var limiter: BandwidthLimiter?
     private(set) var counts = EncodingCounts()
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, connection: FramedConnection,
@@ -71,6 +73,7 @@ final class PageStreamer {
         try connection.send(.pageBatch, payload: payload)
         wireBytes += UInt64(FrameHeader.size + payload.count)
         writer.reset(round: round)
+        limiter?.consumed(FrameHeader.size + payload.count)
     }
 
     /// Digest over the hash table (Protocol.md section 3.9).

@@ -19,11 +19,15 @@ public struct SourceOptions: Sendable {
     public var guestMAC: MACAddress
     public var guestIPv4: UInt32
     public var name: String
+    /// Most bytes per second the page stream may put on the wire; nil: no limit.
+    public var maxBandwidth: Double?
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionMode = .lz4, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 2 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
-                guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source") {
+                guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
+                maxBandwidth: Double? = nil) {
+        self.maxBandwidth = maxBandwidth
         self.destination = destination
         self.settings = settings
         self.compression = compression
@@ -136,6 +140,7 @@ public final class SourceAgent {
 
         let streamer = PageStreamer(memory: memory, pageSize: pageSize, pageCount: pageCount, connection: connection,
                                     compression: options.compression, batchBytes: options.batchBytes)
+        streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0) }
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()

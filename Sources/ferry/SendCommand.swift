@@ -59,6 +59,9 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "The guest's IPv4 address, announced with its MAC.")
     var guestIP: String?
 
+    @Option(name: .customLong("max-bandwidth"), help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).")
+    var maxBandwidth: String?
+
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
@@ -86,7 +89,8 @@ struct SendCommand: ParsableCommand {
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName())
+                                        guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
+                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) })
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
@@ -102,6 +106,15 @@ struct SendCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// "100MB/s", "1GB/s", "64MiB/s": bytes per second on the wire.
+func parseBandwidth(_ text: String) throws -> Double {
+    let rate = try Rate.parse(text)
+    guard case .bytes = rate.unit else {
+        throw MigrationError(.configuration, "--max-bandwidth '\(text)': give bytes per second, like 100MB/s or 1GB/s", guest: .source)
+    }
+    return rate.bytesPerSecond(pageSize: systemPageSize)
 }
 
 func hostName() -> String {

@@ -62,6 +62,7 @@ struct LoopbackMigration {
     var runBefore = 0.1
     var runFor = 0.1
     var traceText: String?
+    var maxBandwidth: Double?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -100,7 +101,8 @@ struct LoopbackMigration {
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
             options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
-                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000),
+                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                   maxBandwidth: maxBandwidth),
             logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false
