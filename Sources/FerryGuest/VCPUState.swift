@@ -2,7 +2,8 @@
 /// much pacing budget it has. A guest paused, serialized to these records and continued in a new
 /// `Guest` (in this process or another) writes exactly what it would have written without the stop.
 ///
-/// Encoded as the `CPU_STATE` format-1 record of Protocol.md section 3.8.
+/// They cross the wire as the `CPU_STATE` format-1 record of Protocol.md section 3.8, whose byte
+/// layout `FerryProtocol.VCPURecord` owns; FerryMigration maps one to the other field by field.
 public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
     /// Writes this vCPU has completed.
     public var step: UInt64
@@ -18,9 +19,6 @@ public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
     /// `trace`: replay clock offset of the current pass over the trace, in milliseconds.
     public var traceEpochMs: UInt64
 
-    /// Bytes of an encoded record.
-    public static let recordSize = 64
-
     public init(step: UInt64, rngState: UInt64, cursor: UInt64, cursor2: UInt64, creditNs: Int64, traceEpochMs: UInt64) {
         self.step = step
         self.rngState = rngState
@@ -34,28 +32,6 @@ public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
     public static func initial(vcpu: Int, seed: UInt64) -> VCPUState {
         VCPUState(step: 0, rngState: Mixing.hash(seed, 0x5643_5055 &+ UInt64(vcpu)), cursor: 0, cursor2: 0,
                   creditNs: 0, traceEpochMs: 0)
-    }
-
-    /// Writes the 64-byte record (little-endian, reserved bytes zero) at `to`.
-    public func encode(to p: UnsafeMutableRawPointer) {
-        p.storeBytes(of: step.littleEndian, toByteOffset: 0, as: UInt64.self)
-        p.storeBytes(of: rngState.littleEndian, toByteOffset: 8, as: UInt64.self)
-        p.storeBytes(of: cursor.littleEndian, toByteOffset: 16, as: UInt64.self)
-        p.storeBytes(of: cursor2.littleEndian, toByteOffset: 24, as: UInt64.self)
-        p.storeBytes(of: creditNs.littleEndian, toByteOffset: 32, as: Int64.self)
-        p.storeBytes(of: traceEpochMs.littleEndian, toByteOffset: 40, as: UInt64.self)
-        p.storeBytes(of: UInt64(0), toByteOffset: 48, as: UInt64.self)
-        p.storeBytes(of: UInt64(0), toByteOffset: 56, as: UInt64.self)
-    }
-
-    /// Reads a 64-byte record. Reserved bytes are ignored.
-    public init(decoding p: UnsafeRawPointer) {
-        step = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
-        rngState = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-        cursor = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-        cursor2 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-        creditNs = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 32, as: Int64.self))
-        traceEpochMs = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 40, as: UInt64.self))
     }
 
     public var description: String {

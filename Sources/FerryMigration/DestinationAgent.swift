@@ -198,13 +198,10 @@ public final class DestinationAgent: @unchecked Sendable {
                     finalPhaseStart = 0
                 case .cpuState:
                     let message = try CPUState(payload: frame.payload)
-                    guard message.format == 1, Int(message.vcpuCount) == Int(hello.vcpuCount),
-                          Int(message.recordSize) == VCPUState.recordSize else {
-                        throw MigrationError(.protocolViolation, "CPU_STATE format \(message.format) with \(message.vcpuCount) records of \(message.recordSize) bytes does not match the HELLO (format 1, \(hello.vcpuCount) vCPUs, \(VCPUState.recordSize)-byte records)", guest: .notHere)
+                    guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
+                        throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
                     }
-                    states = message.records.withUnsafeBytes { bytes in
-                        (0..<Int(message.vcpuCount)).map { VCPUState(decoding: bytes.baseAddress! + $0 * VCPUState.recordSize) }
-                    }
+                    states = try message.builtinRecords().map(VCPUState.init)
                 case .complete:
                     let verifyStart = MonotonicClock.now()
                     parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds

@@ -244,14 +244,7 @@ public final class SourceAgent {
             parts.finalHarvestMs = (Double(harvestDone &- parts0) / 1e9).milliseconds
             let final = try streamer.send(pages: pending, round: UInt32(round))
             states = guest.states()
-            var records = [UInt8](repeating: 0, count: states.count * VCPUState.recordSize)
-            records.withUnsafeMutableBytes { bytes in
-                for (index, state) in states.enumerated() {
-                    state.encode(to: bytes.baseAddress! + index * VCPUState.recordSize)
-                }
-            }
-            try connection.send(CPUState(format: 1, vcpuCount: UInt16(states.count),
-                                         recordSize: UInt32(VCPUState.recordSize), records: records))
+            try connection.send(CPUState(builtin: states.map(\.record)))
             digest = streamer.digest()
             try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest))
             verifyStart = MonotonicClock.now()
