@@ -20,17 +20,22 @@ final class PageStreamer {
     let hashTable: UnsafeMutableBufferPointer<UInt64>
 
     private(set) var wireBytes: UInt64 = 0
+    private(set) var chooser: EncodingChooser
+    /// Start of the batch being filled, and its non-zero pages (for the chooser).
+    private var batchStart: UInt64 = 0
+    private var batchNonZero = 0
     /// nil: as fast as the link goes.
     var limiter: BandwidthLimiter?
     private(set) var counts = EncodingCounts()
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, connection: FramedConnection,
-         compression: CompressionMode, batchBytes: Int) {
+         compression: CompressionChoice, batchBytes: Int) {
         self.memory = memory
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.connection = connection
-        self.encoder = PageEncoder(pageSize: pageSize, mode: compression)
+        self.chooser = EncodingChooser(compression)
+        self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
         let capacity = max(batchBytes, 8 + 24 + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
@@ -49,9 +54,12 @@ final class PageStreamer {
         let startBytes = wireBytes
         var roundCounts = EncodingCounts()
         var sent = 0
-        writer.reset(round: round)
+        startBatch(round: round)
         try pages.forEachSetBit { page in
-            if !writer.hasRoomForPage { try flush(round: round) }
+            if !writer.hasRoomForPage {
+                try flush(round: round)
+                startBatch(round: round)
+            }
             let encoded = encoder.encode(page: UnsafeRawPointer(memory + page &* pageSize), into: writer.payloadSlot)
             writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
             hashTable[page] = encoded.hash
@@ -60,6 +68,7 @@ final class PageStreamer {
             case .lz4: roundCounts.lz4 += 1
             case .raw: roundCounts.raw += 1
             }
+            if encoded.encoding != .zero { batchNonZero += 1 }
             sent += 1
             if sent & 4095 == 0 { progress?(sent) }
         }
@@ -68,11 +77,18 @@ final class PageStreamer {
         return (sent, wireBytes - startBytes, roundCounts)
     }
 
+    private func startBatch(round: UInt32) {
+        writer.reset(round: round)
+        encoder.mode = chooser.next()
+        batchStart = MonotonicClock.now()
+        batchNonZero = 0
+    }
+
     private func flush(round: UInt32) throws {
         let payload = writer.finish()
         try connection.send(.pageBatch, payload: payload)
+        chooser.record(encoder.mode, nonZeroPages: batchNonZero, seconds: MonotonicClock.seconds(since: batchStart))
         wireBytes += UInt64(FrameHeader.size + payload.count)
-        writer.reset(round: round)
         limiter?.consumed(FrameHeader.size + payload.count)
     }
 

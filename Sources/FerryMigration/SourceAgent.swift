@@ -9,7 +9,7 @@ import Logging
 public struct SourceOptions: Sendable {
     public var destination: Endpoint
     public var settings: ConvergenceSettings
-    public var compression: CompressionMode
+    public var compression: CompressionChoice
     public var tracker: TrackerChoice
     /// Bytes per PAGE_BATCH payload.
     public var batchBytes: Int
@@ -23,7 +23,7 @@ public struct SourceOptions: Sendable {
     public var maxBandwidth: Double?
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
-                compression: CompressionMode = .lz4, tracker: TrackerChoice = .auto,
+                compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 2 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil) {

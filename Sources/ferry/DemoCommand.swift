@@ -36,8 +36,8 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Dirty tracker: auto, uffd or mprotect.")
     var tracker: TrackerChoice = .auto
 
-    @Option(help: "Page compression: lz4 or none.")
-    var compress: CompressionMode = .lz4
+    @Option(help: "Page compression: auto (per batch, whichever of LZ4 and raw measures cheaper), lz4 or none.")
+    var compress: CompressionChoice = .auto
 
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating.")
     var runBefore = "500ms"

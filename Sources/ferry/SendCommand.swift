@@ -50,8 +50,8 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Dirty tracker: auto, uffd (userfaultfd write-protect + PAGEMAP_SCAN) or mprotect (SIGSEGV).")
     var tracker: TrackerChoice = .auto
 
-    @Option(help: "Page compression: lz4 (when it makes a page smaller) or none.")
-    var compress: CompressionMode = .lz4
+    @Option(help: "Page compression: auto (per batch, whichever of LZ4 and raw measures cheaper), lz4 or none.")
+    var compress: CompressionChoice = .auto
 
     @Option(name: .customLong("guest-mac"), help: "The guest's MAC address, announced by the destination after resume.")
     var guestMAC: String?
@@ -124,4 +124,4 @@ func hostName() -> String {
 }
 
 extension TrackerChoice: ExpressibleByArgument {}
-extension CompressionMode: ExpressibleByArgument {}
+extension CompressionChoice: ExpressibleByArgument {}

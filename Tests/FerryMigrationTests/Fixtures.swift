@@ -57,7 +57,7 @@ struct LoopbackMigration {
     var workload = "idle"
     var vcpus = 2
     var tracker: TrackerChoice = .auto
-    var compression: FerryCodecMode = .lz4
+    var compression: CompressionChoice = .auto
     var settings = ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 30, timeout: 60)
     var runBefore = 0.1
     var runFor = 0.1

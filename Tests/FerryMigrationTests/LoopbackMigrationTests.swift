@@ -59,8 +59,8 @@ import Testing
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
     }
 
-    @Test(arguments: [FerryCodecMode.lz4, .none])
-    func bothCompressionModesMigrate(mode: FerryCodecMode) throws {
+    @Test(arguments: [CompressionChoice.lz4, .none, .auto])
+    func everyCompressionChoiceMigrates(mode: CompressionChoice) throws {
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
