@@ -70,6 +70,9 @@ public struct MigrationReport: Codable, Sendable {
     public var totalMs: Double = 0
     /// Connect, handshake, image preparation and tracker start, before round 0 sends a page.
     public var setupMs: Double = 0
+    /// Destination: time `--prealloc` spent faulting in the image before the migration started
+    /// (not part of `total_ms`, as QEMU's `prealloc=on` is not part of its total time).
+    public var preallocMs: Double = 0
     public var downtimeMs: Double = 0
     public var downtimeClock: String = ""
     public var downtimeParts = DowntimeParts()
@@ -118,6 +121,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
         if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
         lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs)))")
+        if preallocMs > 0 { lines.append("  prealloc     image faulted in before the migration in \(ms(preallocMs)) (not in total)") }
         if downtimeMs > 0 {
             let p = downtimeParts
             if role == "source" {

@@ -10,11 +10,14 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
     public var memoryAvailable: UInt64
     /// Free bytes where the image goes (informational).
     public var diskAvailable: UInt64
+    /// Names this migration; each extra stream presents it in `JOIN`.
+    public var sessionID: UInt64
     /// A label for logs; cut to 255 UTF-8 bytes when encoded.
     public var destinationName: String
 
     public init(version: UInt16 = ProtocolLimits.version, codecs: CodecSet = .all,
-                memoryAvailable: UInt64, diskAvailable: UInt64, destinationName: String) {
+                memoryAvailable: UInt64, diskAvailable: UInt64, sessionID: UInt64 = 0, destinationName: String) {
+        self.sessionID = sessionID
         self.version = version
         self.codecs = codecs
         self.memoryAvailable = memoryAvailable
@@ -41,6 +44,7 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         out.appendLittleEndian(codecs.rawValue)
         out.appendLittleEndian(memoryAvailable)
         out.appendLittleEndian(diskAvailable)
+        out.appendLittleEndian(sessionID)
         out.appendStr16(message.destinationName)
     }
 
@@ -51,6 +55,7 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         codecs = CodecSet(rawValue: try reader.read(UInt32.self, "codecs"))
         memoryAvailable = try reader.read(UInt64.self, "memory_available")
         diskAvailable = try reader.read(UInt64.self, "disk_available")
+        sessionID = try reader.read(UInt64.self, "session_id")
         destinationName = try reader.str16("destination_name", limit: StringLimits.name)
         try reader.finish()
         try validate()

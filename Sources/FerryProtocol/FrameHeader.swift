@@ -13,6 +13,8 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case commit = 11
     case resumed = 12
     case abort = 13
+    case join = 14
+    case streamRoundEnd = 15
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000
@@ -35,6 +37,7 @@ public enum ProtocolLimits {
     public static let minPageSize = 4096
     public static let maxPageSize = 65536
     public static let maxVCPUs = 64
+    public static let maxStreams = 16
     public static let version: UInt16 = 1
 }
 

@@ -13,6 +13,9 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
     public var cpuStateFormat: UInt16
     public var guestKind: UInt16
     public var vcpuCount: UInt32
+    /// TCP connections the source will use for pages (1…16): this one plus `streamCount - 1` that
+    /// each open with `JOIN`.
+    public var streamCount: UInt16
     /// A label for logs; cut to 255 UTF-8 bytes when encoded.
     public var sourceName: String
 
@@ -20,8 +23,9 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         versionMin: UInt16 = ProtocolLimits.version, versionMax: UInt16 = ProtocolLimits.version,
         pageSize: UInt32, pageCount: UInt64, codecs: CodecSet = .all,
         cpuStateFormat: UInt16 = CPUState.builtinFormat, guestKind: UInt16 = 1,
-        vcpuCount: UInt32, sourceName: String
+        vcpuCount: UInt32, streamCount: UInt16 = 1, sourceName: String
     ) {
+        self.streamCount = streamCount
         self.versionMin = versionMin
         self.versionMax = versionMax
         self.pageSize = pageSize
@@ -46,6 +50,9 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         }
         if vcpuCount < 1 || vcpuCount > UInt32(ProtocolLimits.maxVCPUs) {
             throw invalid("HELLO", "vcpu_count \(vcpuCount) is outside 1…\(ProtocolLimits.maxVCPUs)")
+        }
+        if streamCount < 1 || Int(streamCount) > ProtocolLimits.maxStreams {
+            throw invalid("HELLO", "stream_count \(streamCount) is outside 1…\(ProtocolLimits.maxStreams)")
         }
         if sourceName.utf8.count > StringLimits.name {
             throw ProtocolError(.tooLarge, "HELLO 'source_name' is \(sourceName.utf8.count) bytes, the limit is \(StringLimits.name)")
@@ -79,7 +86,8 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         out.appendLittleEndian(cpuStateFormat)
         out.appendLittleEndian(guestKind)
         out.appendLittleEndian(vcpuCount)
-        out.appendZeros(4)
+        out.appendLittleEndian(streamCount)
+        out.appendZeros(2)
         out.appendStr16(message.sourceName)
     }
 
@@ -98,7 +106,8 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         cpuStateFormat = try reader.read(UInt16.self, "cpu_state_format")
         guestKind = try reader.read(UInt16.self, "guest_kind")
         vcpuCount = try reader.read(UInt32.self, "vcpu_count")
-        try reader.reserved(4)
+        streamCount = try reader.read(UInt16.self, "stream_count")
+        try reader.reserved(2)
         sourceName = try reader.str16("source_name", limit: StringLimits.name)
         try reader.finish()
         try validate()

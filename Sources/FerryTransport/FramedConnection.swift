@@ -265,6 +265,8 @@ extension FrameType {
         case .commit: return "COMMIT"
         case .resumed: return "RESUMED"
         case .abort: return "ABORT"
+        case .join: return "JOIN"
+        case .streamRoundEnd: return "STREAM_ROUND_END"
         case .note: return "NOTE"
         }
     }

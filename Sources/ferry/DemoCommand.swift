@@ -78,13 +78,15 @@ struct DemoCommand: ParsableCommand {
             // Destination agent on its own thread.
             let destinationAgent = DestinationAgent(
                 options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                            runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000),
+                                            runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000,
+                                            preallocateBytes: bytes),
                 logger: logger, progress: nil)
             let port = try destinationAgent.bind()
             let destinationOutcome = BackgroundRun { try destinationAgent.run() }
 
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
+            try region.populate(writable: false)
             let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
                                             pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryGuest
 import FerryMigration
 import FerryProtocol
 import FerrySystem
@@ -36,6 +37,9 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "Override the guest IPv4 address sent by the source.")
     var guestIP: String?
 
+    @Option(help: "Create and fault in an image of this size before listening (like QEMU's prealloc=on), so the migration does not pay for fresh memory; e.g. 2G.")
+    var prealloc: String?
+
     @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
     var acceptTimeout: String?
 
@@ -50,9 +54,11 @@ struct ReceiveCommand: ParsableCommand {
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
-                name: hostName())
+                name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) })
             let agent = DestinationAgent(options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            if let prealloc { Terminal.note("preallocating \(prealloc) at \(image).partial ...") }
             let port = try agent.bind()
+            if prealloc != nil { Terminal.note(String(format: "preallocated in %.0f ms", agent.prepareSeconds * 1000)) }
             Terminal.note("listening on \(options.listen.host):\(port), image \(image)")
             let result = try agent.run()
             Terminal.clearProgress()

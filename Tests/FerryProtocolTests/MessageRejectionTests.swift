@@ -20,7 +20,7 @@ func helloPayload(_ edit: (inout Hello) -> Void = { _ in }) -> [UInt8] {
     func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
     le(hello.versionMin); le(hello.versionMax); le(hello.pageSize); le(hello.pageCount)
     le(hello.codecs.rawValue); le(hello.cpuStateFormat); le(hello.guestKind); le(hello.vcpuCount)
-    le(UInt32(0)); le(UInt16(hello.sourceName.utf8.count)); out += hello.sourceName.utf8
+    le(hello.streamCount); le(UInt16(0)); le(UInt16(hello.sourceName.utf8.count)); out += hello.sourceName.utf8
     return out
 }
 
@@ -73,6 +73,8 @@ struct MessageRejectionTests {
             ("version 0", { $0.versionMin = 0 }, .invalidField),
             ("min > max", { $0.versionMin = 3; $0.versionMax = 2 }, .invalidField),
             ("long name", { $0.sourceName = String(repeating: "x", count: 256) }, .tooLarge),
+            ("no streams", { $0.streamCount = 0 }, .invalidField),
+            ("17 streams", { $0.streamCount = 17 }, .invalidField),
         ]
         for (name, edit, code) in cases {
             let bytes = helloPayload(edit)
@@ -85,6 +87,7 @@ struct MessageRejectionTests {
         for edit: (inout Hello) -> Void in [
             { $0.vcpuCount = 64 }, { $0.pageSize = 65536 }, { $0.pageCount = (1 << 51) - 1 },
             { $0.sourceName = String(repeating: "x", count: 255) }, { $0.codecs = CodecSet(rawValue: 0x13) },
+            { $0.streamCount = 16 },
         ] {
             let bytes = helloPayload(edit)
             #expect(throws: Never.self) { _ = try bytes.withUnsafeBytes { try Hello(payload: $0) } }
@@ -94,7 +97,7 @@ struct MessageRejectionTests {
     @Test func reservedBytesMustBeZero() {
         // (sample, offset of a reserved byte)
         let cases: [(String, Int)] = [
-            ("HELLO", 36), ("HELLO", 39), ("ACCEPT", 2), ("REFUSE", 3), ("GUEST_CONFIG", 14),
+            ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 10), ("JOIN", 15), ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
             ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
             ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),

@@ -42,6 +42,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .resumed: return try Resumed(payload: payload).encodedPayload()
     case .abort: return try Abort(payload: payload).encodedPayload()
     case .note: return try Note(payload: payload).encodedPayload()
+    case .join: return try Join(payload: payload).encodedPayload()
+    case .streamRoundEnd: return try StreamRoundEnd(payload: payload).encodedPayload()
     }
 }
 
@@ -56,9 +58,11 @@ let messageSamples: [MessageSample] = [
     MessageSample("HELLO extremes", Hello(
         versionMin: 1, versionMax: 7, pageSize: 65536, pageCount: UInt64(Int64.max) / 65536,
         codecs: CodecSet(rawValue: 0xFFFF_FFFF), cpuStateFormat: 9, guestKind: 0xFFFF, vcpuCount: 64,
-        sourceName: String(repeating: "é", count: 127))),
+        streamCount: 16, sourceName: String(repeating: "é", count: 127))),
     MessageSample("ACCEPT", Accept(codecs: .required, memoryAvailable: 8 << 30, diskAvailable: 1 << 40,
-                                   destinationName: "dst ✓")),
+                                   sessionID: 0x0123_4567_89AB_CDEF, destinationName: "dst ✓")),
+    MessageSample("JOIN", Join(sessionID: 0x0123_4567_89AB_CDEF, streamIndex: 15)),
+    MessageSample("STREAM_ROUND_END", StreamRoundEnd(round: 7, batches: 12, pages: 40_000)),
     MessageSample("REFUSE", Refuse(reason: .imageExists, message: "/var/lib/ferry/g.img exists: pass --force")),
     MessageSample("REFUSE other", Refuse(reason: .other, message: "")),
     MessageSample("GUEST_CONFIG", GuestConfig(
