@@ -156,11 +156,18 @@ public final class DestinationAgent: @unchecked Sendable {
         let region: MappedRegion
         let setup: GuestSetup
         let sink: PageSink
+        let streamCount = Int(hello.streamCount)
+        let sessionID = UInt64.random(in: 1...UInt64.max)
+        let hashTable = PageHashTable(pageCount: pageCount)
+        let stripes = PageStripes(streamCount: streamCount)
+        let rounds = StreamRounds(streams: streamCount - 1)
+        var receivers: [StreamReceiver] = []
+        defer { for receiver in receivers { receiver.stop() } }
         do {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
-                                       destinationName: options.name))
+                                       sessionID: sessionID, destinationName: options.name))
             let config = try connection.receive(GuestConfig.self)
             setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
             report.workload = setup.workloadText
@@ -177,9 +184,25 @@ public final class DestinationAgent: @unchecked Sendable {
                 region = try MappedRegion.mapFile(path: partialPath, writable: true)
             }
             createdPartial = true
-            sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount)
+            sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
+                            stripes: stripes, stream: 0)
         } catch {
             let failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
+            try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            throw failure
+        }
+        do {
+            for (index, stream) in try joinStreams(listener, count: streamCount - 1, sessionID: sessionID, log: log) {
+                let receiver = StreamReceiver(
+                    stream: index, connection: stream,
+                    sink: PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
+                                   stripes: stripes, stream: index),
+                    rounds: rounds)
+                receivers.append(receiver)
+                receiver.start()
+            }
+        } catch {
+            let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             throw failure
         }
@@ -193,29 +216,40 @@ public final class DestinationAgent: @unchecked Sendable {
         var verified = false
         var finalPhaseStart: UInt64 = 0
         var roundStart = MonotonicClock.now()
-        var roundPages = 0
         var roundApplyNanos: UInt64 = 0
-        var roundWire: UInt64 = 0
         var parts = DowntimeParts()
         var guest: Guest?
         var resumedAt: UInt64 = 0
+        let sinks = [sink] + receivers.map(\.sink)
+        let connections = [connection] + receivers.map(\.connection)
+        // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
+        func pagesApplied() -> Int { sinks.reduce(0) { $0 + $1.pagesApplied } }
+        func pagesHeld() -> Int { sinks.reduce(0) { $0 + $1.pagesHeld } }
+        func bytesReceived() -> UInt64 { connections.reduce(0) { $0 + $1.bytesReceived } }
+        var appliedBefore = 0
+        var wireBefore: UInt64 = 0
+        let streamTimeout = Double(options.receiveTimeoutMs) / 1000
         do {
             receiving: while true {
                 let frame = try connection.receive()
-                if finalPhaseStart == 0 && roundPages == 0 { finalPhaseStart = MonotonicClock.now() }
+                if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
                 switch frame.type {
                 case .pageBatch:
                     let applyStart = MonotonicClock.now()
-                    roundPages += try sink.apply(batch: frame.payload)
+                    _ = try sink.apply(batch: frame.payload)
                     roundApplyNanos &+= MonotonicClock.now() &- applyStart
-                    roundWire += UInt64(FrameHeader.size + frame.payload.count)
                 case .roundEnd:
                     let end = try RoundEnd(payload: frame.payload)
+                    try rounds.wait(round: end.round, timeout: streamTimeout)
+                    let roundPages = pagesApplied() - appliedBefore
+                    let roundWire = bytesReceived() - wireBefore
+                    appliedBefore += roundPages
+                    wireBefore += roundWire
                     let digestStart = MonotonicClock.now()
-                    _ = sink.digest()
+                    _ = hashTable.digest()
                     let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
                     try connection.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
-                                                 pagesHeld: UInt64(sink.pagesHeld), applyMicroseconds: roundApplyNanos / 1000,
+                                                 pagesHeld: UInt64(pagesHeld()), applyMicroseconds: roundApplyNanos / 1000,
                                                  digestMicroseconds: digestMicros))
                     let seconds = MonotonicClock.seconds(since: roundStart)
                     report.perRound.append(RoundRecord(
@@ -224,12 +258,9 @@ public final class DestinationAgent: @unchecked Sendable {
                         dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
                         predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
                     progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
-                                                pagesSent: sink.pagesHeld, pagesInRound: pageCount, wireBytes: connection.bytesReceived,
+                                                pagesSent: pagesHeld(), pagesInRound: pageCount, wireBytes: wireBefore,
                                                 dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
                                                 predictedDowntime: .infinity, pageSize: pageSize))
-                    report.wireBytes += roundWire
-                    roundPages = 0
-                    roundWire = 0
                     roundApplyNanos = 0
                     roundStart = MonotonicClock.now()
                     finalPhaseStart = 0
@@ -243,23 +274,27 @@ public final class DestinationAgent: @unchecked Sendable {
                     let verifyStart = MonotonicClock.now()
                     parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
                     let complete = try Complete(payload: frame.payload)
-                    let digest = sink.digest()
+                    try rounds.wait(round: complete.finalRound, timeout: streamTimeout)
+                    let roundPages = pagesApplied() - appliedBefore
+                    let roundWire = bytesReceived() - wireBefore
+                    let digest = hashTable.digest()
+                    let missing = pageCount - pagesHeld()
                     var problems: [String] = []
                     if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
-                    if sink.pagesMissing > 0 { problems.append("\(sink.pagesMissing) pages never arrived") }
+                    if missing > 0 { problems.append("\(missing) pages never arrived") }
                     if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
                     if states == nil { problems.append("no CPU state arrived") }
                     verified = problems.isEmpty
                     let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
                     parts.destinationVerifyMs = Double(verifyMicros) / 1000
                     report.digest = hex(digest)
-                    report.wireBytes += roundWire
+                    report.wireBytes = wireBefore + roundWire
                     report.perRound.append(RoundRecord(
                         round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: parts.finalSendMs,
                         sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
                         decision: "final"))
                     report.rounds = Int(complete.finalRound) + 1
-                    try connection.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(sink.pagesMissing),
+                    try connection.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
                                                  verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
                     guard verified else {
                         throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
@@ -302,7 +337,8 @@ public final class DestinationAgent: @unchecked Sendable {
         report.guestLocation = .destination
         report.outcome = "migrated"
         report.verified = true
-        report.pages = sink.counts
+        for part in sinks { report.pages.add(part.counts) }
+        for receiver in receivers { receiver.stop() }
         report.downtimeParts = parts
         report.downtimeClock = "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
         log.info("guest resumed", metadata: ["migration.resume_ms": "\(parts.destinationResumeMs)"])
@@ -336,6 +372,37 @@ public final class DestinationAgent: @unchecked Sendable {
     }
 
     private var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
+
+    /// Accepts the source's `count` extra page streams: each must open with a `JOIN` naming this
+    /// session and an unused stream index. Connections that do not are closed and do not count.
+    private func joinStreams(_ listener: TCPListener, count: Int, sessionID: UInt64, log: Logger) throws -> [(Int, FramedConnection)] {
+        var joined: [Int: FramedConnection] = [:]
+        var strangers = 0
+        do {
+            while joined.count < count {
+                let stream = try listener.accept(timeoutMs: 10_000)
+                try stream.setReceiveTimeout(ms: 5_000)
+                let candidate = FramedConnection(stream)
+                guard let join = try? candidate.receive(Join.self), join.sessionID == sessionID,
+                      Int(join.streamIndex) <= count, joined[Int(join.streamIndex)] == nil else {
+                    candidate.close()
+                    strangers += 1
+                    log.warning("closed a connection that did not join this migration's page streams",
+                                metadata: ["migration.peer": "\(stream.peerDescription)"])
+                    if strangers > 16 {
+                        throw MigrationError(.protocolViolation, "\(strangers) connections failed to join as page streams", guest: .notHere)
+                    }
+                    continue
+                }
+                try stream.setReceiveTimeout(ms: options.receiveTimeoutMs)
+                joined[Int(join.streamIndex)] = candidate
+            }
+        } catch {
+            for connection in joined.values { connection.close() }
+            throw error
+        }
+        return joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
 
     /// Why this destination cannot take the guest, or nil.
     private func check(_ hello: Hello) -> (reason: RefusalReason, message: String)? {

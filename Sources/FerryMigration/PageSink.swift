@@ -4,12 +4,18 @@ import FerrySystem
 
 /// The destination's data path: applies PAGE_BATCH payloads to guest memory, verifying each
 /// page's hash on the bytes actually written, and keeps the destination's page hash table.
-final class PageSink {
+///
+/// One sink per stream; a stream's pages never travel on another stream (`PageStripes`), which
+/// the sink checks, so its bitmaps are its own. `@unchecked Sendable`: used by one receiving
+/// thread; the shared hash table is written only at this stream's pages.
+final class PageSink: @unchecked Sendable {
     let memory: UnsafeMutableRawPointer
     let pageSize: Int
     let pageCount: Int
     let decoder: PageDecoder
-    let hashTable: UnsafeMutableBufferPointer<UInt64>
+    let hashTable: PageHashTable
+    let stripes: PageStripes
+    let stream: Int
     /// Pages received at least once.
     private(set) var held: DirtyBitmap
     /// Pages that may hold non-zero bytes (written with data at least once). The others are still
@@ -17,19 +23,21 @@ final class PageSink {
     private var written: DirtyBitmap
     private(set) var counts = EncodingCounts()
     private(set) var pagesHeld = 0
+    /// Pages applied so far, counting repeats.
+    private(set) var pagesApplied = 0
 
-    init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int) {
+    init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, hashTable: PageHashTable,
+         stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
         self.memory = memory
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.decoder = PageDecoder(pageSize: pageSize)
-        self.hashTable = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: pageCount)
-        hashTable.initialize(repeating: 0)
+        self.hashTable = hashTable
+        self.stripes = stripes
+        self.stream = stream
         self.held = DirtyBitmap(count: pageCount)
         self.written = DirtyBitmap(count: pageCount)
     }
-
-    deinit { hashTable.deallocate() }
 
     /// Applies one batch; returns the number of pages in it.
     func apply(batch payload: UnsafeRawBufferPointer) throws -> Int {
@@ -37,6 +45,10 @@ final class PageSink {
         var applied = 0
         while let entry = try reader.next() {
             let page = Int(entry.page)
+            guard stripes.stream(of: page) == stream else {
+                throw ProtocolError(.invalidField,
+                    "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))")
+            }
             let destination = memory + page &* pageSize
             let isZero = entry.encoding == .zero
             let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: destination,
@@ -58,12 +70,8 @@ final class PageSink {
             }
             applied += 1
         }
+        pagesApplied += applied
         return applied
     }
 
-    var pagesMissing: Int { pageCount - pagesHeld }
-
-    func digest() -> UInt64 {
-        PageHash.digest(ofHashTable: UnsafeBufferPointer(hashTable))
-    }
 }

@@ -7,8 +7,12 @@ import FerryTransport
 /// `PAGE_BATCH` frames and writes them to the connection. Keeps the source's page hash table
 /// (the hash of what was last sent for each page), from which the image digest is computed.
 ///
-/// One batch buffer, one encoder, no allocation per page.
-final class PageStreamer {
+/// One batch buffer, one encoder, no allocation per page. Each stream has its own streamer and
+/// sends only its stripe of pages (`PageStripes`).
+///
+/// `@unchecked Sendable`: handed to a worker thread per round, used by one thread at a time; the
+/// shared hash table is written only at this stream's pages.
+final class PageStreamer: @unchecked Sendable {
     let memory: UnsafeMutableRawPointer
     let pageSize: Int
     let pageCount: Int
@@ -16,10 +20,13 @@ final class PageStreamer {
     let encoder: PageEncoder
     private let buffer: UnsafeMutableRawBufferPointer
     private var writer: PageBatchWriter
-    /// Hash of the last content sent for each page.
-    let hashTable: UnsafeMutableBufferPointer<UInt64>
+    /// Hash of the last content sent for each page (shared by all streams).
+    let hashTable: PageHashTable
+    let stripes: PageStripes
+    let stream: Int
 
     private(set) var wireBytes: UInt64 = 0
+    private(set) var batches = 0
     private(set) var chooser: EncodingChooser
     /// Start of the batch being filled, and its non-zero pages (for the chooser).
     private var batchStart: UInt64 = 0
@@ -29,7 +36,10 @@ final class PageStreamer {
     private(set) var counts = EncodingCounts()
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, connection: FramedConnection,
-         compression: CompressionChoice, batchBytes: Int) {
+         compression: CompressionChoice, batchBytes: Int, hashTable: PageHashTable, stripes: PageStripes, stream: Int) {
+        self.hashTable = hashTable
+        self.stripes = stripes
+        self.stream = stream
         self.memory = memory
         self.pageSize = pageSize
         self.pageCount = pageCount
@@ -39,23 +49,21 @@ final class PageStreamer {
         let capacity = max(batchBytes, 8 + 24 + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
-        self.hashTable = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: pageCount)
-        hashTable.initialize(repeating: 0)
     }
 
     deinit {
         buffer.deallocate()
-        hashTable.deallocate()
     }
 
-    /// Sends every page whose bit is set in `pages`, clearing nothing; returns what it sent.
+    /// Sends every page of this stream's stripe whose bit is set in `pages`; returns what it sent.
     /// `progress` is called every few thousand pages with the pages sent so far.
-    func send(pages: DirtyBitmap, round: UInt32, progress: ((Int) -> Void)? = nil) throws -> (pages: Int, wireBytes: UInt64, counts: EncodingCounts) {
+    func send(pages: DirtyBitmap, round: UInt32, progress: ((Int) -> Void)? = nil) throws -> StreamRoundResult {
         let startBytes = wireBytes
+        let startBatches = batches
         var roundCounts = EncodingCounts()
         var sent = 0
         startBatch(round: round)
-        try pages.forEachSetBit { page in
+        try stripes.forEachPage(in: pages, of: stream) { page in
             if !writer.hasRoomForPage {
                 try flush(round: round)
                 startBatch(round: round)
@@ -74,7 +82,7 @@ final class PageStreamer {
         }
         if writer.count > 0 { try flush(round: round) }
         counts.add(roundCounts)
-        return (sent, wireBytes - startBytes, roundCounts)
+        return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }
 
     private func startBatch(round: UInt32) {
@@ -87,13 +95,26 @@ final class PageStreamer {
     private func flush(round: UInt32) throws {
         let payload = writer.finish()
         try connection.send(.pageBatch, payload: payload)
+        // A bandwidth limit is part of the link: its wait counts in the batch's cost.
+        limiter?.consumed(FrameHeader.size + payload.count)
         chooser.record(encoder.mode, nonZeroPages: batchNonZero, seconds: MonotonicClock.seconds(since: batchStart))
         wireBytes += UInt64(FrameHeader.size + payload.count)
-        limiter?.consumed(FrameHeader.size + payload.count)
+        batches += 1
     }
 
-    /// Digest over the hash table (Protocol.md section 3.9).
-    func digest() -> UInt64 {
-        PageHash.digest(ofHashTable: UnsafeBufferPointer(hashTable))
+}
+
+/// What one stream sent in one round.
+struct StreamRoundResult: Sendable {
+    var pages = 0
+    var wireBytes: UInt64 = 0
+    var batches = 0
+    var counts = EncodingCounts()
+
+    mutating func add(_ other: StreamRoundResult) {
+        pages += other.pages
+        wireBytes += other.wireBytes
+        batches += other.batches
+        counts.add(other.counts)
     }
 }

@@ -3,6 +3,7 @@ import FerryGuest
 import FerryProtocol
 import FerrySystem
 import FerryTransport
+import Foundation
 import Logging
 
 /// How the source migrates.
@@ -19,15 +20,18 @@ public struct SourceOptions: Sendable {
     public var guestMAC: MACAddress
     public var guestIPv4: UInt32
     public var name: String
-    /// Most bytes per second the page stream may put on the wire; nil: no limit.
+    /// Most bytes per second the page streams may put on the wire together; nil: no limit.
     public var maxBandwidth: Double?
+    /// TCP connections carrying pages (1…16), each with its own encoding thread.
+    public var streams: Int
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 2 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
-                maxBandwidth: Double? = nil) {
+                maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams) {
         self.maxBandwidth = maxBandwidth
+        self.streams = streams
         self.destination = destination
         self.settings = settings
         self.compression = compression
@@ -39,6 +43,10 @@ public struct SourceOptions: Sendable {
         self.guestIPv4 = guestIPv4
         self.name = name
     }
+
+    /// One stream per core, at most 4: on a 2-core host two streams keep both cores busy
+    /// (one encodes while the other's socket write blocks).
+    public static var defaultStreams: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
 }
 
 /// Live-migrates a running guest to a destination agent: handshake, pre-copy rounds driven by
@@ -84,8 +92,12 @@ public final class SourceAgent {
         log[metadataKey: "migration.destination"] = "\(options.destination)"
 
         // Connect and handshake.
+        guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
+            throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
+        }
         let connection: FramedConnection
         let rtt: Double
+        let sessionID: UInt64
         do {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
             try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
@@ -95,12 +107,13 @@ public final class SourceAgent {
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
                 pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: [.zero, .raw, .lz4],
                 cpuStateFormat: 1, guestKind: 1, vcpuCount: UInt32(guestSetup.configuration.vcpus),
-                sourceName: options.name))
+                streamCount: UInt16(options.streams), sourceName: options.name))
             let reply = try connection.receive()
             rtt = MonotonicClock.seconds(since: helloSent)
             switch reply.type {
             case .accept:
                 let accept = try Accept(payload: reply.payload)
+                sessionID = accept.sessionID
                 log.info("destination accepted the guest", metadata: [
                     "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
             case .refuse:
@@ -138,9 +151,17 @@ public final class SourceAgent {
         let pauseCost = Double(guest.pause()) / 1e9
         guest.resume()
 
-        let streamer = PageStreamer(memory: memory, pageSize: pageSize, pageCount: pageCount, connection: connection,
-                                    compression: options.compression, batchBytes: options.batchBytes)
-        streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0) }
+        let streamer: SourceStreams
+        do {
+            streamer = try SourceStreams(control: connection, count: options.streams, endpoint: options.destination,
+                                         sessionID: sessionID, options: options, memory: memory, pageSize: pageSize,
+                                         pageCount: pageCount)
+        } catch {
+            let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
+            abort(connection, failure)
+            throw failure
+        }
+        defer { streamer.closeExtraStreams() }
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()
@@ -159,11 +180,14 @@ public final class SourceAgent {
                 pending.clearAll()
                 let inRound = toSend.popcount()
                 let wireBefore = streamer.wireBytes
-                let sent = try streamer.send(pages: toSend, round: UInt32(round)) { [progress, pageSize, streamer] done in
-                    progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: done,
-                                                pagesInRound: inRound, wireBytes: streamer.wireBytes,
-                                                dirtyRate: dirtyRate, sendRate: lastDecision?.transferRate ?? 0,
-                                                predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize))
+                let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
+                                                 pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
+                                                 sendRate: lastDecision?.transferRate ?? 0,
+                                                 predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+                let sent = try streamer.send(pages: toSend, round: UInt32(round)) { [progress] done in
+                    var update = snapshot
+                    update.pagesSent = min(done, inRound)
+                    progress?(update)
                 }
                 let harvestStart = MonotonicClock.now()
                 let dirty = try tracker.harvest(into: &pending)

@@ -62,6 +62,9 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("max-bandwidth"), help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).")
     var maxBandwidth: String?
 
+    @Option(help: "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).")
+    var streams = SourceOptions.defaultStreams
+
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
@@ -93,7 +96,7 @@ struct SendCommand: ParsableCommand {
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
                                         guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
-                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) })
+                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {

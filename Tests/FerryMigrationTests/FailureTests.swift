@@ -117,7 +117,7 @@ import Testing
         let memory = UnsafeMutableRawPointer.allocate(byteCount: 4 * pageSize, alignment: pageSize)
         defer { memory.deallocate() }
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: 4 * pageSize)
-        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: 4)
+        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: 4, hashTable: PageHashTable(pageCount: 4))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
         defer { buffer.deallocate() }
         var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
@@ -130,6 +130,37 @@ import Testing
         let error = try #require(throws: CodecError.self) { try sink.apply(batch: writer.finish()) }
         #expect(error.code == .hashMismatch)
         #expect(error.message.contains("page 2"))
+    }
+}
+
+@Suite struct StripeTests {
+    @Test func pagesAreStripedInBlocksOf512() {
+        let stripes = PageStripes(streamCount: 3)
+        #expect([0, 511, 512, 1023, 1024, 1536, 1537].map(stripes.stream(of:)) == [0, 0, 1, 1, 2, 0, 0])
+        var bitmap = DirtyBitmap(count: 5000)
+        for page in [0, 7, 511, 512, 600, 1100, 1600, 4999] { bitmap.set(page) }
+        var seen: [[Int]] = [[], [], []]
+        for stream in 0..<3 { stripes.forEachPage(in: bitmap, of: stream) { seen[stream].append($0) } }
+        #expect(seen == [[0, 7, 511, 1600, 4999], [512, 600], [1100]])  // 4999 is in stripe 9, on stream 0
+        #expect((0..<3).map { stripes.count(in: bitmap, of: $0) } == [5, 2, 1])
+    }
+
+    /// A page that arrives on a stream other than its stripe's is a protocol violation: the
+    /// destination relies on each page staying on one stream.
+    @Test func pageOnTheWrongStreamIsRejected() throws {
+        let pageSize = systemPageSize
+        let pageCount = 2048
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
+        defer { memory.deallocate() }
+        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
+                            stripes: PageStripes(streamCount: 2), stream: 1)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
+        defer { buffer.deallocate() }
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        writer.reset(round: 0)
+        writer.commitEntry(page: 5, hash: PageHash.zeroPage(pageSize: pageSize), encoding: .zero, length: 0)
+        let error = #expect(throws: ProtocolError.self) { try sink.apply(batch: writer.finish()) }
+        #expect(error?.message.contains("belongs to stream 0") == true)
     }
 }
 

@@ -1,0 +1,110 @@
+import Dispatch
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+
+/// The source's page streams: the control connection (stream 0) plus `JOIN`ed extra
+/// connections, one `PageStreamer` and one thread each, pages striped across them.
+final class SourceStreams {
+    let connections: [FramedConnection]
+    let streamers: [PageStreamer]
+    let hashTable: PageHashTable
+    let stripes: PageStripes
+
+    /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`.
+    init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions,
+         memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int) throws {
+        var connections = [control]
+        do {
+            for index in 1..<max(count, 1) {
+                let stream = try TCPStream.connect(endpoint, timeoutMs: options.connectTimeoutMs)
+                try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                let connection = FramedConnection(stream)
+                connections.append(connection)
+                try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
+            }
+        } catch {
+            for extra in connections.dropFirst() { extra.close() }
+            throw error
+        }
+        self.connections = connections
+        let table = PageHashTable(pageCount: pageCount)
+        let stripes = PageStripes(streamCount: connections.count)
+        self.hashTable = table
+        self.stripes = stripes
+        streamers = connections.enumerated().map { index, connection in
+            let streamer = PageStreamer(memory: memory, pageSize: pageSize, pageCount: pageCount, connection: connection,
+                                        compression: options.compression, batchBytes: options.batchBytes,
+                                        hashTable: table, stripes: stripes, stream: index)
+            streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count)) }
+            return streamer
+        }
+    }
+
+    /// Sends the pages set in `pages` on all streams at once; each extra stream ends with
+    /// `STREAM_ROUND_END`. `progress` gets an estimate of the pages sent so far.
+    func send(pages: DirtyBitmap, round: UInt32, progress: (@Sendable (Int) -> Void)? = nil) throws -> StreamRoundResult {
+        let outcomes = StreamOutcomes(count: streamers.count)
+        let streamers = self.streamers
+        let connections = self.connections
+        let count = streamers.count
+        DispatchQueue.concurrentPerform(iterations: count) { index in
+            do {
+                let result = try streamers[index].send(pages: pages, round: round,
+                                                       progress: index == 0 ? progress.map { report in { report($0 * count) } } : nil)
+                if index > 0 {
+                    try connections[index].send(StreamRoundEnd(round: round, batches: UInt64(result.batches), pages: UInt64(result.pages)))
+                }
+                outcomes.set(index, .success(result))
+            } catch {
+                outcomes.set(index, .failure(error))
+            }
+        }
+        return try outcomes.combined()
+    }
+
+    var wireBytes: UInt64 { streamers.reduce(0) { $0 + $1.wireBytes } }
+
+    var counts: EncodingCounts {
+        var total = EncodingCounts()
+        for streamer in streamers { total.add(streamer.counts) }
+        return total
+    }
+
+    func digest() -> UInt64 { hashTable.digest() }
+
+    func closeExtraStreams() {
+        for connection in connections.dropFirst() { connection.close() }
+    }
+}
+
+/// Per-stream results of one round, filled from worker threads.
+private final class StreamOutcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Result<StreamRoundResult, any Error>?]
+
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ result: Result<StreamRoundResult, any Error>) {
+        lock.lock()
+        results[index] = result
+        lock.unlock()
+    }
+
+    /// The sum of all streams, or the first stream's error.
+    func combined() throws -> StreamRoundResult {
+        lock.lock()
+        defer { lock.unlock() }
+        var total = StreamRoundResult()
+        for (index, result) in results.enumerated() {
+            switch result {
+            case .success(let part): total.add(part)
+            case .failure(let error):
+                throw index == 0 ? error : MigrationError.wrap(error, during: "page stream \(index)", guest: .source)
+            case nil: preconditionFailure("stream \(index) reported no result")
+            }
+        }
+        return total
+    }
+}

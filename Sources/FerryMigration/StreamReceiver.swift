@@ -1,0 +1,110 @@
+import FerryProtocol
+import FerryTransport
+import Foundation
+
+/// The rounds each extra page stream of the destination has finished, and their failures: the
+/// control connection waits here before it acknowledges a round or verifies the image.
+final class StreamRounds: @unchecked Sendable {
+    // All state is guarded by `condition`.
+    private let condition = NSCondition()
+    private var lastFinished: [Int64]
+    private var failure: (stream: Int, error: any Error)?
+
+    /// `streams` counts the extra streams (stream 1 is index 0 here).
+    init(streams: Int) {
+        lastFinished = Array(repeating: -1, count: streams)
+    }
+
+    func finished(stream: Int, round: UInt32) {
+        condition.lock()
+        lastFinished[stream - 1] = Int64(round)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func failed(stream: Int, error: any Error) {
+        condition.lock()
+        if failure == nil { failure = (stream, error) }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Returns when every extra stream has finished `round`; throws the first stream failure, or
+    /// after `timeout` seconds.
+    func wait(round: UInt32, timeout: Double) throws {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let failure {
+                throw MigrationError.wrap(failure.error, during: "page stream \(failure.stream)", guest: .notHere)
+            }
+            if lastFinished.allSatisfy({ $0 >= Int64(round) }) { return }
+            if !condition.wait(until: deadline) {
+                let late = lastFinished.enumerated().filter { $0.element < Int64(round) }.map { String($0.offset + 1) }
+                throw MigrationError(.transport, "page stream(s) \(late.joined(separator: ", ")) did not finish round \(round) within \(Int(timeout)) s", guest: .notHere)
+            }
+        }
+    }
+}
+
+/// Receives one extra page stream on its own thread: applies its batches and reports its round
+/// markers until the connection closes.
+final class StreamReceiver: @unchecked Sendable {
+    let stream: Int
+    let connection: FramedConnection
+    let sink: PageSink
+    private let rounds: StreamRounds
+    private let done = DispatchSemaphore(value: 0)
+    private let stopping = NSLock()
+    private var stopRequested = false
+
+    init(stream: Int, connection: FramedConnection, sink: PageSink, rounds: StreamRounds) {
+        self.stream = stream
+        self.connection = connection
+        self.sink = sink
+        self.rounds = rounds
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            done.signal()
+        }
+        thread.name = "ferry-stream-\(stream)"
+        thread.start()
+    }
+
+    private func run() {
+        do {
+            while true {
+                let frame = try connection.receive()
+                switch frame.type {
+                case .pageBatch:
+                    _ = try sink.apply(batch: frame.payload)
+                case .streamRoundEnd:
+                    let end = try StreamRoundEnd(payload: frame.payload)
+                    rounds.finished(stream: stream, round: end.round)
+                default:
+                    throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame on page stream \(stream)", guest: .notHere)
+                }
+            }
+        } catch {
+            stopping.lock()
+            let expected = stopRequested
+            stopping.unlock()
+            if !expected { rounds.failed(stream: stream, error: error) }
+        }
+    }
+
+    /// Closes the stream and waits for its thread. Idempotent.
+    func stop() {
+        stopping.lock()
+        let first = !stopRequested
+        stopRequested = true
+        stopping.unlock()
+        guard first else { return }
+        connection.close()
+        done.wait()
+    }
+}
