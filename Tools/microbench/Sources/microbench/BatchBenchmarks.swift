@@ -5,8 +5,8 @@ import FerryProtocol
 /// are whatever the buffer holds), and each full batch is walked by a reader.
 struct BatchBenchmarks {
     let options: Options
-    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "note"],
-                      leftAligned: [0, 1, 6])
+    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
+                      leftAligned: [0, 1, 7])
 
     static let label = "batch write+read"
 
@@ -68,6 +68,7 @@ struct BatchBenchmarks {
                    short(pages / samples.median / 1e6),
                    rateRange(samples) { bytes / $0 / 1e9 },
                    short(samples.median / pages * 1e9),
+                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
                    "\(batches) batches (lz4 lengths), \(check)"])
     }
 }

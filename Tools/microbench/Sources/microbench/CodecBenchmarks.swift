@@ -7,8 +7,8 @@ import Glibc
 /// Encode, hash, zero test and decode over every page of each test image, one thread.
 struct CodecBenchmarks {
     let options: Options
-    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "note"],
-                      leftAligned: [0, 1, 6])
+    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
+                      leftAligned: [0, 1, 7])
 
     init(options: Options) { self.options = options }
 
@@ -50,6 +50,7 @@ struct CodecBenchmarks {
                    short(pages / samples.median / 1e6),
                    rateRange(samples) { bytes / $0 / 1e9 },
                    short(samples.median / pages * 1e9),
+                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
                    note])
     }
 
@@ -179,6 +180,7 @@ struct CodecBenchmarks {
                    short(pages / samples.median / 1e6),
                    rateRange(samples) { bytes / $0 / 1e9 },
                    short(samples.median / pages * 1e9),
+                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
                    failures == 0 ? "LZ4 pages only" : "\(failures) pages FAILED to decompress"])
     }
 

@@ -7,7 +7,7 @@ import FerrySystem
 struct HarvestBenchmarks {
     let options: Options
     var table = Table(["tracker", "written", "pages written", "found", "harvest ms median (min–max)",
-                       "region Mpages/s", "region GB/s", "ns per first write median (min–max)"],
+                       "region Mpages/s", "region GB/s", "ns per first write median (min–max)", "cpu%"],
                       leftAligned: [0, 1])
     var notes: [String] = []
 
@@ -65,8 +65,8 @@ struct HarvestBenchmarks {
     private func measureWrites(_ base: UnsafeMutableRawPointer, pageSize: Int, pages: [Int]) -> Samples {
         var samples = Samples()
         for repetition in 0...options.repetitions {
-            let seconds = timed { Self.write(base, pageSize: pageSize, pages: pages, value: UInt8(truncatingIfNeeded: repetition + 1)) }
-            if repetition > 0 { samples.add(seconds) }   // the first pass warms the TLB like the tracked ones
+            let sample = timed { Self.write(base, pageSize: pageSize, pages: pages, value: UInt8(truncatingIfNeeded: repetition + 1)) }
+            if repetition > 0 { samples.add(sample) }   // the first pass warms the TLB like the tracked ones
         }
         return samples
     }
@@ -89,6 +89,7 @@ struct HarvestBenchmarks {
             harvest.map { short(pages / $0.median / 1e6) } ?? "-",
             harvest.map { short(pages * Double(pageSize) / $0.median / 1e9) } ?? "-",
             writes.map { valueRange($0) { $0 / Double(written) * 1e9 } } ?? "-",
+            combined(harvest ?? Samples(), writes ?? Samples()).cpuPercent.map { fixed($0, 0) } ?? "-",
         ])
     }
 

@@ -11,7 +11,8 @@ func emit(_ text: String) { Output.out(text) }
 
 emit("""
     microbench: \(Machine.summary)
-    median of \(options.repetitions) repetitions (min–max); GB = 10^9 bytes of guest memory; one thread; CLOCK_MONOTONIC
+    median of \(options.repetitions) repetitions (min–max), wall time (CLOCK_MONOTONIC), one thread; GB = 10^9 bytes of guest memory
+    cpu% = this thread's CPU time / wall time: well under 100 means other load took the CPU and the rates are low for it
     """)
 
 do {
