@@ -20,7 +20,7 @@ struct CodecBenchmarks {
         ("decode none faulted", .none, false), ("decode none fresh", .none, true),
     ]
     static var labels: [String] {
-        encodeVariants.map(\.label) + ["lz4 compress only", "hash xxh3", "hash xxh3 hot", "zero-test"]
+        encodeVariants.map(\.label) + ["lz4 compress only", "hash xxh3", "hash xxh3 hot", "zero-test", "zero-test hot"]
             + decodeVariants.map(\.label) + ["lz4 decompress only"]
     }
 
@@ -31,7 +31,8 @@ struct CodecBenchmarks {
         if options.selects("lz4 compress only \(image.name)") { compressOnly(image) }
         if options.selects("hash xxh3 \(image.name)") { hash(image) }
         if options.selects("hash xxh3 hot \(image.name)") { hashHot(image) }
-        if options.selects("zero-test \(image.name)") { zeroTest(image) }
+        if options.selects("zero-test \(image.name)") { zeroTest(image, hot: false) }
+        if options.selects("zero-test hot \(image.name)") { zeroTest(image, hot: true) }
         for mode in CompressionMode.allCases {
             let variants = Self.decodeVariants.filter { $0.mode == mode && options.selects("\($0.label) \(image.name)") }
             guard !variants.isEmpty else { continue }
@@ -141,16 +142,21 @@ struct CodecBenchmarks {
         addRow("hash xxh3 hot", image, samples, note: "\(window) pages in cache")
     }
 
-    /// `PageEncoder.isZero` of every page (exits at the first non-zero 64-byte block).
-    private mutating func zeroTest(_ image: TestImage) {
+    /// `PageEncoder.isZero` of every page (exits at the first non-zero 64-byte block); `hot`:
+    /// of the first 64 pages again and again, as many pages as the image has (its own speed).
+    private mutating func zeroTest(_ image: TestImage, hot: Bool) {
+        let window = hot ? min(64, image.pageCount) : image.pageCount
         var zeros = 0
         let samples = measure(repetitions: options.repetitions) {
-            zeros = 0
-            for page in 0..<image.pageCount where PageEncoder.isZero(image.base + page &* image.pageSize, count: image.pageSize) {
-                zeros += 1
+            var found = 0
+            for page in 0..<image.pageCount
+            where PageEncoder.isZero(image.base + (page % window) &* image.pageSize, count: image.pageSize) {
+                found += 1
             }
+            zeros = found
         }
-        addRow("zero-test", image, samples, note: "\(zeros) zero pages")
+        addRow(hot ? "zero-test hot" : "zero-test", image, samples,
+               note: hot ? "\(window) pages in cache" : "\(zeros) zero pages")
     }
 
     /// The bare `LZ4_decompress_safe` of every LZ4 page into faulted-in memory, no hash; raw
