@@ -15,10 +15,12 @@ emit("""
     cpu% = this thread's CPU time / wall time: well under 100 means other load took the CPU and the rates are low for it
     """)
 
+var ranAny = false
 do {
     let imageNames = ["standard", "zero", "sparse", "text", "random"]
     let codecLabels = CodecBenchmarks.labels + [BatchBenchmarks.label]
     if options.selectsAny(imageNames.flatMap { image in codecLabels.map { "\($0) \(image)" } }) {
+        ranAny = true
         let images = try TestImage.all(pageCount: options.imagePages, pageSize: systemPageSize)
         emit("""
 
@@ -43,6 +45,7 @@ do {
             Dirty tracking: anonymous region of \(options.pages) pages (\((options.pages * systemPageSize) >> 20) MiB), \
             faulted in; per repetition a writer stores into each listed page (ascending), then one harvest
             """)
+        ranAny = true
         var harvest = HarvestBenchmarks(options: options)
         try harvest.run()
         emit("\n" + harvest.table.render())
@@ -53,4 +56,5 @@ do {
     exit(1)
 }
 
+if !ranAny { Output.error("microbench: no benchmark label contains \(options.filters); see --help") }
 emit("total \(fixed(Clock.seconds(since: started), 1)) s")
