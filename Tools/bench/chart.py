@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Draws Tools/bench results: grouped bars of total time and downtime per contender, for each
+path × workload, with min–max whiskers. Usage: chart.py RESULTS.json OUT.png (needs matplotlib)."""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+COLORS = {"raw": "#7f7f7f", "ferry": "#1f77b4", "qemu-multifd": "#d62728", "qemu-precopy": "#ff9896"}
+
+
+def main(results_path, png_path):
+    with open(results_path) as f:
+        data = json.load(f)
+    rows = [r for r in data["summary"] if r.get("total_ms")]
+    groups = list(dict.fromkeys((r["path"], r["workload"]) for r in rows))
+    contenders = list(dict.fromkeys(r["contender"] for r in rows))
+    index = {(r["path"], r["workload"], r["contender"]): r for r in rows}
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(groups) * max(1, len(contenders)) + 2), 9))
+    width = 0.8 / max(1, len(contenders))
+    meta = data["meta"]
+    for ax, key, title in ((axes[0], "total_ms", "total migration time (ms, log scale)"),
+                           (axes[1], "downtime_ms", "downtime (ms, log scale; raw copy has none)")):
+        for ci, c in enumerate(contenders):
+            xs, ys, lo, hi = [], [], [], []
+            for gi, g in enumerate(groups):
+                r = index.get((g[0], g[1], c))
+                s = r and r.get(key)
+                if not s:
+                    continue
+                xs.append(gi + (ci - (len(contenders) - 1) / 2) * width)
+                ys.append(s["median"])
+                lo.append(s["median"] - s["min"])
+                hi.append(s["max"] - s["median"])
+            if not xs:
+                continue
+            bars = ax.bar(xs, ys, width * 0.95, label=c, color=COLORS.get(c), yerr=[lo, hi], capsize=3,
+                          error_kw={"elinewidth": 1})
+            for b, y in zip(bars, ys):
+                ax.annotate(f"{y:.0f}" if y >= 10 else f"{y:.1f}", (b.get_x() + b.get_width() / 2, y),
+                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{p}\n{w}" for p, w in groups], fontsize=8)
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.margins(y=0.15)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Ferry vs raw copy vs QEMU — {meta.get('image_size')} image, median of {meta.get('runs')} "
+                 f"run(s), whiskers min–max ({meta.get('started')})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: chart.py RESULTS.json OUT.png")
+    main(sys.argv[1], sys.argv[2])
