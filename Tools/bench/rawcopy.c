@@ -1,7 +1,7 @@
 // rawcopy: the raw baseline of Tools/bench. A plain sender and receiver that copy an image's bytes
 // over one TCP connection with nothing else: no tracking, no encoding, no hashing.
 //
-//   rawcopy recv --listen HOST:PORT --out PATH [--json PATH]
+//   rawcopy recv --listen HOST:PORT --out PATH [--size BYTES --prefault on] [--json PATH]
 //   rawcopy send --image PATH --to HOST:PORT [--chunk BYTES] [--json PATH]
 //
 // Wire: the sender writes an 8-byte little-endian length, then the bytes; the receiver answers one
@@ -11,6 +11,8 @@
 // and read()s straight into the mapping (its page faults are part of the copy, as they are for a
 // migration destination). Receiver time: accept() returned -> last byte in and length checked.
 // Sender time: before connect() -> acknowledgement read (one extra one-way trip).
+// With --size and --prefault the receiver creates and pre-faults (MAP_POPULATE) the file before it
+// listens, as QEMU's prealloc=on destination does; that work is not timed.
 // "listening on HOST:PORT" is printed on stderr once the receiver listens (port 0 picks one).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -98,7 +100,23 @@ static void write_json(const char *path, const char *role, uint64_t bytes, doubl
     fclose(f);
 }
 
-static int do_recv(const char *listen_at, const char *out, const char *json) {
+static char *map_out(const char *out, uint64_t size, int populate, int *fd_out) {
+    int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) die("open out");
+    if (ftruncate(fd, (off_t)size) < 0) die("ftruncate");
+    char *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+    if (map == MAP_FAILED) die("mmap out");
+    *fd_out = fd;
+    return map;
+}
+
+static int do_recv(const char *listen_at, const char *out, uint64_t presize, int prefault, const char *json) {
+    int fd = -1;
+    char *map = NULL;
+    if (prefault) {
+        if (presize == 0) fail("--prefault needs --size");
+        map = map_out(out, presize, 1, &fd);
+    }
     struct sockaddr_in sa;
     parse_endpoint(listen_at, &sa);
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -123,12 +141,8 @@ static int do_recv(const char *listen_at, const char *out, const char *json) {
     uint64_t size = 0;
     for (int i = 7; i >= 0; i--) size = (size << 8) | hdr[i];
     if (size == 0 || size > (1ULL << 40)) fail("announced length out of range");
-
-    int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) die("open out");
-    if (ftruncate(fd, (off_t)size) < 0) die("ftruncate");
-    char *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) die("mmap out");
+    if (map && size != presize) fail("announced length differs from --size");
+    if (!map) map = map_out(out, size, 0, &fd);
 
     uint64_t got = 0;
     while (got < size) {
@@ -154,7 +168,7 @@ static int do_recv(const char *listen_at, const char *out, const char *json) {
     write_all(s, ack, sizeof ack);
     fprintf(stderr, "rawcopy: received %llu bytes in %.1f ms (%.0f MB/s)\n", (unsigned long long)size,
             ms, (double)size / 1e3 / ms);
-    write_json(json, "receiver", size, ms, 0, 0);
+    write_json(json, prefault ? "receiver (pre-faulted)" : "receiver", size, ms, 0, 0);
     munmap(map, size);
     close(fd);
     close(s);
@@ -201,20 +215,24 @@ static int do_send(const char *image, const char *to, size_t chunk, const char *
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) fail("usage: rawcopy recv --listen HOST:PORT --out PATH [--json P] | send --image PATH --to HOST:PORT [--chunk N] [--json P]");
+    if (argc < 2) fail("usage: rawcopy recv --listen HOST:PORT --out PATH [--size N --prefault on] [--json P] | send --image PATH --to HOST:PORT [--chunk N] [--json P]");
     const char *listen_at = NULL, *out = NULL, *image = NULL, *to = NULL, *json = NULL;
     size_t chunk = 4u << 20;
+    uint64_t presize = 0;
+    int prefault = 0;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--listen")) listen_at = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--image")) image = argv[i + 1];
         else if (!strcmp(argv[i], "--to")) to = argv[i + 1];
         else if (!strcmp(argv[i], "--json")) json = argv[i + 1];
+        else if (!strcmp(argv[i], "--size")) presize = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--prefault")) prefault = !strcmp(argv[i + 1], "on");
         else if (!strcmp(argv[i], "--chunk")) chunk = (size_t)strtoull(argv[i + 1], NULL, 10);
         else fail("unknown option");
     }
     if (chunk < 4096 || chunk > (64u << 20)) fail("--chunk must be 4096..64 MiB");
-    if (!strcmp(argv[1], "recv") && listen_at && out) return do_recv(listen_at, out, json);
+    if (!strcmp(argv[1], "recv") && listen_at && out) return do_recv(listen_at, out, presize, prefault, json);
     if (!strcmp(argv[1], "send") && image && to) return do_send(image, to, chunk, json);
     fail("bad arguments; see the comment at the top of rawcopy.c");
     return 2;

@@ -23,16 +23,19 @@ def _remove(path):
             pass
 
 
-def run_raw(ctx, path, workload, logdir):
-    """rawcopy: one TCP connection, the image's bytes and nothing else (idle only)."""
+def run_raw(ctx, path, workload, logdir, prefault=False):
+    """rawcopy: one TCP connection, the image's bytes and nothing else (idle only). With
+    `prefault` the receiver's file is created and faulted in before it listens (not timed)."""
     if workload != "idle":
         raise BenchError("the raw baseline copies a still image: idle only")
     out = os.path.join(ctx.workdir, "raw-dst.img")
     recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
     recv = Proc(path.dst_prefix() + [ctx.rawcopy, "recv", "--listen", f"{path.dst_addr}:0", "--out", out,
-                                     "--json", recv_json], os.path.join(logdir, "recv.log"))
+                                     "--json", recv_json]
+                + (["--size", str(ctx.image_bytes), "--prefault", "on"] if prefault else []),
+                os.path.join(logdir, "recv.log"))
     try:
-        host, port = recv.wait_listening(20)
+        host, port = recv.wait_listening(120)
         send = Proc(path.src_prefix() + [ctx.rawcopy, "send", "--image", ctx.image, "--to", f"{host}:{port}",
                                          "--chunk", str(ctx.chunk), "--json", send_json],
                     os.path.join(logdir, "send.log"))
