@@ -20,40 +20,43 @@ def main(results_path, png_path):
     groups = list(dict.fromkeys((r["path"], r["workload"]) for r in rows))
     contenders = list(dict.fromkeys(r["contender"] for r in rows))
     index = {(r["path"], r["workload"], r["contender"]): r for r in rows}
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(groups) * max(1, len(contenders)) + 2), 9))
-    width = 0.8 / max(1, len(contenders))
+    # one slot per bar that exists, groups side by side with a gap: no empty slots
+    slots, centers, x = [], [], 0.0
+    for g in groups:
+        first = x
+        for c in contenders:
+            if (g[0], g[1], c) in index:
+                slots.append((x, index[(g[0], g[1], c)]))
+                x += 1
+        centers.append((first + x - 1) / 2)
+        x += 0.8
+    fig, axes = plt.subplots(2, 1, figsize=(min(16, max(8, 0.55 * len(slots) + 0.5 * len(groups) + 2)), 8.5))
     meta = data["meta"]
     for ax, key, title in ((axes[0], "total_ms", "total migration time (ms, log scale)"),
-                           (axes[1], "downtime_ms", "downtime (ms, log scale; raw copy has none)")):
-        for ci, c in enumerate(contenders):
-            xs, ys, lo, hi = [], [], [], []
-            for gi, g in enumerate(groups):
-                r = index.get((g[0], g[1], c))
-                s = r and r.get(key)
-                if not s:
-                    continue
-                xs.append(gi + (ci - (len(contenders) - 1) / 2) * width)
-                ys.append(s["median"])
-                lo.append(s["median"] - s["min"])
-                hi.append(s["max"] - s["median"])
-            if not xs:
+                           (axes[1], "downtime_ms", "downtime (ms, log scale; the raw copies have none)")):
+        for c in contenders:
+            pts = [(sx, r[key]) for sx, r in slots if r["contender"] == c and r.get(key)]
+            if not pts:
                 continue
-            bars = ax.bar(xs, ys, width * 0.95, label=c, color=COLORS.get(c), yerr=[lo, hi], capsize=3,
-                          error_kw={"elinewidth": 1})
-            for b, y in zip(bars, ys):
-                ax.annotate(f"{y:.0f}" if y >= 10 else f"{y:.1f}", (b.get_x() + b.get_width() / 2, y),
-                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            xs = [p[0] for p in pts]
+            ys = [p[1]["median"] for p in pts]
+            err = [[p[1]["median"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["median"] for p in pts]]
+            ax.bar(xs, ys, 0.9, label=c, color=COLORS.get(c), yerr=err, capsize=3, error_kw={"elinewidth": 1})
+            for xx, p in zip(xs, pts):
+                y = p[1]["median"]
+                ax.annotate(f"{y:.0f}" if y >= 10 else f"{y:.1f}", (xx, p[1]["max"]), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xlim(-0.5, len(groups) - 0.5)
+        ax.set_xlim(-0.8, x - 0.5)
         ax.set_title(title, fontsize=10)
-        ax.set_xticks(range(len(groups)))
+        ax.set_xticks(centers)
         ax.set_xticklabels([f"{p}\n{w}" for p, w in groups], fontsize=8)
         ax.grid(axis="y", which="both", alpha=0.3)
-        ax.margins(y=0.15)
-    axes[0].legend(fontsize=8, loc="upper left")
+        ax.margins(y=0.2)
+    axes[0].legend(fontsize=8, loc="upper left", ncol=len(contenders))
     fig.suptitle(f"Ferry vs raw copy vs QEMU — {meta.get('image_size')} image, median of {meta.get('runs')} "
                  f"run(s), whiskers min–max ({meta.get('started')})", fontsize=11)
     fig.tight_layout()
