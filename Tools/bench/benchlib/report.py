@@ -74,7 +74,8 @@ def table(rows, qemu_available):
             cells = [r["path"], r["workload"], r["contender"], f"{r['ok']}/{r['runs']}", _range(r["total_ms"]),
                      _range(r["downtime_ms"], dt_digits), wire, rounds, thr, _x(r["total_vs_raw"]),
                      _x(r["total_vs_qemu"]) if r["total_vs_qemu"] is not None else no_qemu if r["workload"] == "idle" else "—",
-                     _x(r["downtime_vs_qemu"]) if r["downtime_vs_qemu"] is not None else no_qemu if r["workload"] == "idle" else "—"]
+                     _x(r["downtime_vs_qemu"]) if r["downtime_vs_qemu"] is not None
+                     else no_qemu if r["workload"] == "idle" and r["downtime_ms"] else "—"]
         lines.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -85,7 +86,8 @@ def table(rows, qemu_available):
             out.append("")
         last_path = cells[0]
         out.append(fmt(cells))
-    errors = [f"  {r['contender']} {r['path']} {r['workload']}: {e}" for r in rows for e in r["errors"]]
+    errors = [f"  {r['contender']} {r['path']} {r['workload']}: {e}" for r in rows for e in r["errors"]
+              if e != "not installed"]
     if errors:
         out += ["", "failed runs:"] + errors
     return "\n".join(out)
