@@ -13,6 +13,11 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 COLORS = {"raw": "#7f7f7f", "raw-prefault": "#c7c7c7", "ferry": "#1f77b4", "qemu-multifd": "#d62728", "qemu-precopy": "#ff9896"}
 
 
+def _wrap(workload):
+    """Long workload specs go on two lines (kind, then parameters) so neighbours don't collide."""
+    return workload.replace(":", ":\n", 1) if len(workload) > 12 else workload
+
+
 def main(results_path, png_path):
     with open(results_path) as f:
         data = json.load(f)
@@ -53,7 +58,7 @@ def main(results_path, png_path):
         ax.set_xlim(-0.8, x - 0.5)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(centers)
-        ax.set_xticklabels([f"{p}\n{w}" for p, w in groups], fontsize=8)
+        ax.set_xticklabels([f"{p}\n{_wrap(w)}" for p, w in groups], fontsize=8)
         ax.grid(axis="y", which="both", alpha=0.3)
         ax.margins(y=0.2)
     axes[0].legend(fontsize=8, loc="upper left", ncol=len(contenders))
