@@ -1,0 +1,1 @@
+"""Pieces of Tools/bench/run: processes, network paths, contenders, preparation and reports."""

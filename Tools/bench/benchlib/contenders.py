@@ -1,0 +1,97 @@
+"""The raw baseline (rawcopy) and Ferry: one run each, over one path, returning its figures."""
+import json
+import os
+import subprocess
+import time
+
+from .procs import BenchError, Proc
+
+
+def _load_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{what}: no JSON report at {path} ({e})")
+
+
+def _remove(path):
+    for p in (path, path + ".partial"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def run_raw(ctx, path, workload, logdir, prefault=False):
+    """rawcopy: one TCP connection, the image's bytes and nothing else (idle only). With
+    `prefault` the receiver's file is created and faulted in before it listens (not timed)."""
+    if workload != "idle":
+        raise BenchError("the raw baseline copies a still image: idle only")
+    out = os.path.join(ctx.workdir, "raw-dst.img")
+    recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
+    recv = Proc(path.dst_prefix() + [ctx.rawcopy, "recv", "--listen", f"{path.dst_addr}:0", "--out", out,
+                                     "--json", recv_json]
+                + (["--size", str(ctx.image_bytes), "--prefault", "on"] if prefault else []),
+                os.path.join(logdir, "recv.log"))
+    try:
+        host, port = recv.wait_listening(120)
+        send = Proc(path.src_prefix() + [ctx.rawcopy, "send", "--image", ctx.image, "--to", f"{host}:{port}",
+                                         "--chunk", str(ctx.chunk), "--json", send_json],
+                    os.path.join(logdir, "send.log"))
+        rc = send.wait(ctx.run_timeout)
+        if rc != 0:
+            raise BenchError(f"rawcopy send exited {rc}: {send.tail()}")
+        rc = recv.wait(30)
+        if rc != 0:
+            raise BenchError(f"rawcopy recv exited {rc}: {recv.tail()}")
+        s, r = _load_json(send_json, "rawcopy send"), _load_json(recv_json, "rawcopy recv")
+        verified = None
+        if ctx.verify_copies:
+            verified = subprocess.run(["cmp", "-s", ctx.image, out]).returncode == 0
+        return {
+            "total_ms": s["total_ms"], "receiver_ms": r["total_ms"], "downtime_ms": None, "setup_ms": None,
+            "wire_bytes": s["bytes"], "rounds": 1, "mb_per_s": s["mb_per_s"], "throttle_percent": 0,
+            "verified": verified, "detail": {"sender": s, "receiver": r},
+        }
+    finally:
+        recv.stop()
+        _remove(out)
+
+
+def run_ferry(ctx, path, workload, logdir):
+    """ferry receive + ferry send; figures from both JSON reports."""
+    # The guest writes to the image it runs on: every run starts from a fresh copy of the original.
+    subprocess.run(["cp", "--sparse=always", ctx.image, ctx.work_image], check=True)
+    out = os.path.join(ctx.workdir, "ferry-dst.img")
+    recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
+    spec = f"trace:{ctx.trace_file}" if workload == "trace" else workload
+    recv = Proc(path.dst_prefix() + [ctx.ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
+                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"],
+                os.path.join(logdir, "recv.log"))
+    try:
+        host, port = recv.wait_listening(30)
+        argv = [ctx.ferry, "send", "--image", ctx.work_image, "--to", f"{host}:{port}", "--workload", spec,
+                "--vcpus", str(ctx.vcpus), "--downtime-ms", str(ctx.downtime_ms),
+                "--timeout", f"{int(ctx.run_timeout)}s", "--json", send_json, "-q"]
+        if workload != "idle":
+            argv += ["--run-before", ctx.run_before]
+        send = Proc(path.src_prefix() + argv, os.path.join(logdir, "send.log"))
+        rc = send.wait(ctx.run_timeout + 60)
+        if rc != 0:
+            raise BenchError(f"ferry send exited {rc}: {send.tail(3)}")
+        rc = recv.wait(30)
+        if rc != 0:
+            raise BenchError(f"ferry receive exited {rc}: {recv.tail(3)}")
+        s, r = _load_json(send_json, "ferry send"), _load_json(recv_json, "ferry receive")
+        return {
+            "total_ms": s["total_ms"], "receiver_ms": r.get("total_ms"), "downtime_ms": s["downtime_ms"],
+            "setup_ms": s.get("setup_ms"), "wire_bytes": s["wire_bytes"], "rounds": s["rounds"],
+            "mb_per_s": s["wire_bytes"] / 1e3 / s["total_ms"] if s["total_ms"] else None,
+            "throttle_percent": s.get("max_throttle_percent", 0),
+            "verified": bool(s.get("verified")) and bool(r.get("verified", True)),
+            "pages": s.get("pages"), "detail": {"source": s, "destination": r},
+        }
+    finally:
+        recv.stop()
+        _remove(out)

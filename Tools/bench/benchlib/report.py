@@ -1,0 +1,98 @@
+"""Medians, ratios, the printed table and the JSON file."""
+import json
+import statistics
+
+RAW = "raw"
+QEMU = "qemu-multifd"
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(runs, plan, qemu_available):
+    """One row per (path, workload, contender) of the plan, in plan order."""
+    rows = []
+    by_key = {}
+    for r in runs:
+        by_key.setdefault((r["path"], r["workload"], r["contender"]), []).append(r)
+    for path, workload, contender in plan:
+        rs = by_key.get((path, workload, contender), [])
+        ok = [r for r in rs if r["ok"]]
+        row = {"path": path, "workload": workload, "contender": contender, "runs": len(rs), "ok": len(ok),
+               "errors": sorted({r["error"] for r in rs if not r["ok"]})}
+        for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s"):
+            row[key] = _stats([r[key] for r in ok])
+        row["verified"] = [r.get("verified") for r in ok]
+        if contender.startswith("qemu") and not qemu_available:
+            row["note"] = "not installed"
+        rows.append(row)
+    index = {(r["path"], r["workload"], r["contender"]): r for r in rows}
+    for row in rows:
+        raw = index.get((row["path"], "idle", RAW))
+        qemu = index.get((row["path"], row["workload"], QEMU))
+        row["total_vs_raw"] = _ratio(row, raw, "total_ms")
+        row["total_vs_qemu"] = _ratio(row, qemu, "total_ms")
+        row["downtime_vs_qemu"] = _ratio(row, qemu, "downtime_ms")
+    return rows
+
+
+def _ratio(row, base, key):
+    if not base or not row.get(key) or not base.get(key) or not base[key]["median"]:
+        return None
+    return row[key]["median"] / base[key]["median"]
+
+
+def _range(s, digits=0):
+    if not s:
+        return "—"
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(s['median'])} [{f.format(s['min'])}–{f.format(s['max'])}]"
+
+
+def _x(v):
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def table(rows, qemu_available):
+    head = ["path", "workload", "contender", "ok", "total ms median [min–max]", "downtime ms median [min–max]",
+            "wire MB", "rounds", "thr%", "total/raw", "total/QEMU", "downtime/QEMU"]
+    lines = []
+    for r in rows:
+        if r.get("note"):
+            cells = [r["path"], r["workload"], r["contender"], "—", r["note"], r["note"], "—", "—", "—", "—",
+                     "—", "—"]
+        else:
+            dt_digits = 1 if r["downtime_ms"] and r["downtime_ms"]["max"] < 100 else 0
+            wire = f"{r['wire_bytes']['median'] / 1e6:.0f}" if r["wire_bytes"] else "—"
+            rounds = f"{r['rounds']['median']:g}" if r["rounds"] else "—"
+            thr = f"{r['throttle_percent']['max']:g}" if r["throttle_percent"] else "—"
+            no_qemu = "not installed" if not qemu_available else "—"
+            cells = [r["path"], r["workload"], r["contender"], f"{r['ok']}/{r['runs']}", _range(r["total_ms"]),
+                     _range(r["downtime_ms"], dt_digits), wire, rounds, thr, _x(r["total_vs_raw"]),
+                     _x(r["total_vs_qemu"]) if r["total_vs_qemu"] is not None else no_qemu if r["workload"] == "idle" else "—",
+                     _x(r["downtime_vs_qemu"]) if r["downtime_vs_qemu"] is not None
+                     else no_qemu if r["workload"] == "idle" and r["downtime_ms"] else "—"]
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    out = [fmt(head), fmt(["-" * w for w in widths])]
+    last_path = None
+    for cells in lines:
+        if last_path is not None and cells[0] != last_path:
+            out.append("")
+        last_path = cells[0]
+        out.append(fmt(cells))
+    errors = [f"  {r['contender']} {r['path']} {r['workload']}: {e}" for r in rows for e in r["errors"]
+              if e != "not installed"]
+    if errors:
+        out += ["", "failed runs:"] + errors
+    return "\n".join(out)
+
+
+def write_json(path, meta, runs, rows):
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "summary": rows, "runs": runs}, f, indent=1, default=str)
