@@ -66,11 +66,12 @@ def run_ferry(ctx, path, workload, logdir):
     out = os.path.join(ctx.workdir, "ferry-dst.img")
     recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
     spec = f"trace:{ctx.trace_file}" if workload == "trace" else workload
+    prealloc = ["--prealloc", str(ctx.image_bytes)] if ctx.qemu_prealloc else []
     recv = Proc(path.dst_prefix() + [ctx.ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
-                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"],
+                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc,
                 os.path.join(logdir, "recv.log"))
     try:
-        host, port = recv.wait_listening(30)
+        host, port = recv.wait_listening(120)
         argv = [ctx.ferry, "send", "--image", ctx.work_image, "--to", f"{host}:{port}", "--workload", spec,
                 "--vcpus", str(ctx.vcpus), "--downtime-ms", str(ctx.downtime_ms),
                 "--timeout", f"{int(ctx.run_timeout)}s", "--json", send_json, "-q"]
