@@ -78,6 +78,19 @@ public final class PageEncoder {
         return EncodedPage(encoding: .raw, length: pageSize, hash: hash)
     }
 
+    /// Raw encoding without a copy: tests and hashes the page where it is, so the page itself can
+    /// be the payload (gathered into the frame). If the guest writes the page before the socket
+    /// has copied it, the bytes sent no longer match `hash`; the dirty tracker has then caught the
+    /// write and the page is sent again, and the destination treats the mismatch as a stale page
+    /// (Protocol.md 3.5). The final round runs with the guest paused, so its pages always match.
+    @inline(__always)
+    public func encodeInPlace(page: UnsafeRawPointer) -> EncodedPage {
+        if PageEncoder.isZero(page, count: pageSize) {
+            return EncodedPage(encoding: .zero, length: 0, hash: zeroHash)
+        }
+        return EncodedPage(encoding: .raw, length: pageSize, hash: PageHash.hash(page, count: pageSize))
+    }
+
     /// True when all `count` bytes are zero. `count` must be a multiple of 64.
     ///
     /// ORs 64-byte blocks of eight words and exits at the first non-zero block; the compiler

@@ -282,6 +282,11 @@ public final class DestinationAgent: @unchecked Sendable {
                     var problems: [String] = []
                     if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
                     if missing > 0 { problems.append("\(missing) pages never arrived") }
+                    let stale = sinks.reduce(0) { $0 + $1.staleCount }
+                    if stale > 0 {
+                        let first = sinks.compactMap(\.firstStalePage).min().map(String.init) ?? "?"
+                        problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
+                    }
                     if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
                     if states == nil { problems.append("no CPU state arrived") }
                     verified = problems.isEmpty

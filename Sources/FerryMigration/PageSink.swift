@@ -25,6 +25,15 @@ final class PageSink: @unchecked Sendable {
     private(set) var pagesHeld = 0
     /// Pages applied so far, counting repeats.
     private(set) var pagesApplied = 0
+    /// Pages whose last copy did not match its hash (see `apply`).
+    private var stale: DirtyBitmap
+    private(set) var staleCount = 0
+
+    /// The lowest page still stale, if any.
+    var firstStalePage: Int? {
+        guard let word = stale.words.firstIndex(where: { $0 != 0 }) else { return nil }
+        return word << 6 | stale.words[word].trailingZeroBitCount
+    }
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, hashTable: PageHashTable,
          stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
@@ -36,6 +45,7 @@ final class PageSink: @unchecked Sendable {
         self.stripes = stripes
         self.stream = stream
         self.held = DirtyBitmap(count: pageCount)
+        self.stale = DirtyBitmap(count: pageCount)
         self.written = DirtyBitmap(count: pageCount)
     }
 
@@ -53,9 +63,18 @@ final class PageSink: @unchecked Sendable {
             let isZero = entry.encoding == .zero
             let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: destination,
                                           destinationIsZero: isZero && !written[page])
-            guard hash == entry.hash else {
-                throw CodecError(.hashMismatch,
-                    "page \(page) (\(entry.encoding)) hashes to \(hex(hash)) after decoding, the source sent \(hex(entry.hash))")
+            // A raw page is sent from guest memory while the guest runs; if the guest wrote it
+            // after the source hashed it, the bytes differ from the hash. The source's tracker
+            // caught that write and sends the page again, so a mismatch marks the page stale
+            // until a copy that matches arrives. A page still stale at COMPLETE fails verification.
+            if hash == entry.hash {
+                if stale[page] {
+                    stale.clear(page)
+                    staleCount -= 1
+                }
+            } else if !stale[page] {
+                stale.set(page)
+                staleCount += 1
             }
             hashTable[page] = hash
             if !held[page] {

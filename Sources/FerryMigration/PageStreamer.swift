@@ -19,6 +19,8 @@ final class PageStreamer: @unchecked Sendable {
     let connection: FramedConnection
     let encoder: PageEncoder
     private let buffer: UnsafeMutableRawBufferPointer
+    /// Pieces of a batch for the gather write: raw pages are sent from guest memory, not copied.
+    private let segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
     private var writer: PageBatchWriter
     /// Hash of the last content sent for each page (shared by all streams).
     let hashTable: PageHashTable
@@ -48,11 +50,13 @@ final class PageStreamer: @unchecked Sendable {
         self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
         let capacity = max(batchBytes, 8 + 24 + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
-        self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        self.segments = .allocate(capacity: 2 * ProtocolLimits.maxEntriesPerBatch + 3)
+        self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, segments: segments)
     }
 
     deinit {
         buffer.deallocate()
+        segments.deallocate()
     }
 
     /// Sends every page of this stream's stripe whose bit is set in `pages`; returns what it sent.
@@ -68,8 +72,19 @@ final class PageStreamer: @unchecked Sendable {
                 try flush(round: round)
                 startBatch(round: round)
             }
-            let encoded = encoder.encode(page: UnsafeRawPointer(memory + page &* pageSize), into: writer.payloadSlot)
-            writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+            let source = UnsafeRawPointer(memory + page &* pageSize)
+            let encoded: EncodedPage
+            if encoder.mode == .none {
+                encoded = encoder.encodeInPlace(page: source)
+                if encoded.encoding == .raw {
+                    writer.commitExternalEntry(page: UInt64(page), hash: encoded.hash, payload: source)
+                } else {
+                    writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: .zero, length: 0)
+                }
+            } else {
+                encoded = encoder.encode(page: source, into: writer.payloadSlot)
+                writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+            }
             hashTable[page] = encoded.hash
             switch encoded.encoding {
             case .zero: roundCounts.zero += 1
@@ -93,12 +108,12 @@ final class PageStreamer: @unchecked Sendable {
     }
 
     private func flush(round: UInt32) throws {
-        let payload = writer.finish()
-        try connection.send(.pageBatch, payload: payload)
+        let batch = writer.finishGathered()
+        try connection.send(.pageBatch, gather: batch.parts, length: batch.length)
         // A bandwidth limit is part of the link: its wait counts in the batch's cost.
-        limiter?.consumed(FrameHeader.size + payload.count)
+        limiter?.consumed(FrameHeader.size + batch.length)
         chooser.record(encoder.mode, nonZeroPages: batchNonZero, seconds: MonotonicClock.seconds(since: batchStart))
-        wireBytes += UInt64(FrameHeader.size + payload.count)
+        wireBytes += UInt64(FrameHeader.size + batch.length)
         batches += 1
     }
 

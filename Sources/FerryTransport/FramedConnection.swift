@@ -103,6 +103,27 @@ public final class FramedConnection: @unchecked Sendable {
     }
 
     /// Encodes `message` into a buffer the connection reuses, then sends it as one frame.
+    /// Sends a frame whose payload is gathered from `parts` (zero-copy: e.g. guest pages).
+    /// `parts[0]` is overwritten with the frame header; `length` is the payload's total size.
+    public func send(_ type: FrameType, gather parts: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>, length: Int) throws(TransportError) {
+        if let sendFailure { throw sendFailure }
+        let limit = min(type.maxPayload, maxPayload)
+        guard length <= limit else {
+            throw TransportError(.protocolViolation, "refusing to send a \(type.wireName) frame of \(length) bytes: the maximum is \(limit)")
+        }
+        FrameHeader(type, length: length, sequence: nextSendSequence).encode(to: sendHeader)
+        parts[0] = UnsafeRawBufferPointer(start: sendHeader, count: FrameHeader.size)
+        do throws(TransportError) {
+            try stream.writeAll(UnsafeBufferPointer(parts))
+        } catch {
+            sendFailure = error
+            throw error
+        }
+        nextSendSequence += 1
+        sentBytes.add(UInt64(FrameHeader.size + length), ordering: .relaxed)
+        sentFrames.add(1, ordering: .relaxed)
+    }
+
     public func send<M: FrameMessage>(_ message: M) throws(TransportError) {
         messageBuffer.removeAll(keepingCapacity: true)
         message.encode(into: &messageBuffer)

@@ -111,8 +111,9 @@ import Testing
         #expect(guest.throttlePercent == 0)
     }
 
-    /// A page whose bytes do not match the hash the source sent is rejected, naming the page.
-    @Test func corruptedPageIsRejected() throws {
+    /// A page whose bytes do not match the hash the source sent stays stale (and so fails
+    /// verification at COMPLETE) until a copy that matches arrives.
+    @Test func pageThatDoesNotMatchItsHashIsStaleUntilResent() throws {
         let pageSize = systemPageSize
         let memory = UnsafeMutableRawPointer.allocate(byteCount: 4 * pageSize, alignment: pageSize)
         defer { memory.deallocate() }
@@ -120,16 +121,22 @@ import Testing
         let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: 4, hashTable: PageHashTable(pageCount: 4))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
         defer { buffer.deallocate() }
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
-        writer.reset(round: 0)
         let page = [UInt8]((0..<pageSize).map { UInt8(truncatingIfNeeded: $0 &* 7) })
-        page.withUnsafeBytes { bytes in
-            writer.payloadSlot.copyMemory(from: bytes.baseAddress!, byteCount: pageSize)
-            writer.commitEntry(page: 2, hash: PageHash.hash(bytes) ^ 1, encoding: .raw, length: pageSize)
+        func send(hashOffset: UInt64) throws {
+            var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+            writer.reset(round: 0)
+            page.withUnsafeBytes { bytes in
+                writer.payloadSlot.copyMemory(from: bytes.baseAddress!, byteCount: pageSize)
+                writer.commitEntry(page: 2, hash: PageHash.hash(bytes) ^ hashOffset, encoding: .raw, length: pageSize)
+            }
+            _ = try sink.apply(batch: writer.finish())
         }
-        let error = try #require(throws: CodecError.self) { try sink.apply(batch: writer.finish()) }
-        #expect(error.code == .hashMismatch)
-        #expect(error.message.contains("page 2"))
+        try send(hashOffset: 1)
+        #expect(sink.staleCount == 1)
+        #expect(sink.firstStalePage == 2)
+        try send(hashOffset: 0)
+        #expect(sink.staleCount == 0)
+        #expect(sink.firstStalePage == nil)
     }
 }
 
