@@ -33,7 +33,7 @@ public struct ConvergenceSettings: Sendable, Equatable {
 /// What one pre-copy round measured, as the policy sees it.
 public struct RoundObservation: Sendable, Equatable {
     public var round: Int
-    /// Pages sent in this round.
+    /// Pages with data (not zero markers) sent in this round.
     public var pagesSent: Int
     /// Seconds from the round's first page read to the destination's acknowledgement.
     public var transferSeconds: Double

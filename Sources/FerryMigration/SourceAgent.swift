@@ -209,7 +209,11 @@ public final class SourceAgent {
                 // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
                 let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
                 let observation = RoundObservation(
-                    round: round, pagesSent: sent.pages, transferSeconds: transferSeconds, dirtyPages: pending.popcount(),
+                    // Only pages with data count for the rate: zero pages cost almost nothing, and the
+                    // pages a guest dirties are almost never zero, so counting them would make the
+                    // link look faster than it is for the final round.
+                    round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
+                    dirtyPages: pending.popcount(),
                     dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
                     fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent)
                 let decision = policy.decide(observation)
