@@ -133,6 +133,10 @@ public struct ConvergencePolicy: Sendable {
         if predicted <= settings.downtimeTarget {
             return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTarget))")
         }
+        if round.dirtyPages == 0 {
+            // Nothing left to send: more rounds cannot shorten the blackout below its fixed costs.
+            return decision(.switchover, "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTarget)), and more rounds cannot lower them")
+        }
         let outOfRounds = round.round + 1 >= settings.maxRounds
         let outOfTime = round.elapsed >= settings.timeout
         if outOfRounds || outOfTime {

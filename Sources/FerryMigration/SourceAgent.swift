@@ -96,7 +96,10 @@ public final class SourceAgent {
             throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
         }
         let connection: FramedConnection
-        let rtt: Double
+        // Round trip to the destination: the smallest of the handshake and every ROUND_END →
+        // ROUND_ACK wait (less the destination's digest time). The handshake alone can be far off
+        // (a shaped link's queue, the destination's admission checks).
+        var rtt: Double
         let sessionID: UInt64
         do {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
@@ -196,6 +199,7 @@ public final class SourceAgent {
                 lastHarvest = harvestStart
                 dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
 
+                let roundEndSent = MonotonicClock.now()
                 try connection.send(RoundEnd(
                     round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
                     durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
@@ -204,6 +208,7 @@ public final class SourceAgent {
                 guard ack.round == UInt32(round) else {
                     throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
                 }
+                rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
                 let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
                 // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
                 // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).

@@ -23,11 +23,21 @@ import Testing
         #expect(decision.predictedDowntime > 0.050)
     }
 
-    @Test func fixedCostsAloneCanPreventSwitchover() {
+    @Test func fixedCostsCountInThePrediction() {
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.010))
+        let decision = policy.decide(observation(round: 0, sent: 100_000, seconds: 1, dirty: 100, fixed: 0.020))
+        #expect(decision.action == .nextRound)
+        #expect(abs(decision.predictedDowntime - 0.021) < 1e-9)
+    }
+
+    /// With nothing left to send, another round cannot lower the blackout: switch over even though
+    /// the fixed costs alone exceed the target (an idle guest over a slow link must not spin).
+    @Test func switchesOverWhenOnlyFixedCostsRemain() {
         var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.010))
         let decision = policy.decide(observation(round: 0, sent: 1000, seconds: 0.01, dirty: 0, fixed: 0.020))
-        #expect(decision.action == .nextRound)
+        #expect(decision.action == .switchover)
         #expect(decision.predictedDowntime == 0.020)
+        #expect(decision.reason.contains("fixed costs"))
     }
 
     @Test func smallRoundsDoNotOverwriteTheRateEstimate() {
