@@ -130,6 +130,14 @@ public struct ConvergencePolicy: Sendable {
             ConvergenceDecision(action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason)
         }
 
+        let outOfRounds = round.round + 1 >= settings.maxRounds
+        let outOfTime = round.elapsed >= settings.timeout
+        if round.round == 0 && round.dirtyPages > 0 && !outOfRounds && !outOfTime {
+            // Round 0 reads memory in order; the guest dirties pages scattered over it, which move
+            // markedly slower (measured: about half the rate). Switch over only on a rate measured
+            // on dirty pages.
+            return decision(.nextRound, "round 0's rate comes from pages read in order; measuring a round of scattered dirty pages before switching over")
+        }
         if predicted <= settings.downtimeTarget {
             return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTarget))")
         }
@@ -137,8 +145,6 @@ public struct ConvergencePolicy: Sendable {
             // Nothing left to send: more rounds cannot shorten the blackout below its fixed costs.
             return decision(.switchover, "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTarget)), and more rounds cannot lower them")
         }
-        let outOfRounds = round.round + 1 >= settings.maxRounds
-        let outOfTime = round.elapsed >= settings.timeout
         if outOfRounds || outOfTime {
             let limit = outOfRounds ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeout) s"
             if settings.forceSwitchover {
