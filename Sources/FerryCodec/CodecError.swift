@@ -3,7 +3,6 @@ public struct CodecError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case badLength
         case decompressFailed
-        case hashMismatch
     }
 
     public var code: Code

@@ -216,7 +216,6 @@ public final class DestinationAgent: @unchecked Sendable {
         var verified = false
         var finalPhaseStart: UInt64 = 0
         var roundStart = MonotonicClock.now()
-        var roundApplyNanos: UInt64 = 0
         var parts = DowntimeParts()
         var guest: Guest?
         var resumedAt: UInt64 = 0
@@ -224,9 +223,11 @@ public final class DestinationAgent: @unchecked Sendable {
         let connections = [connection] + receivers.map(\.connection)
         // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
         func pagesApplied() -> Int { sinks.reduce(0) { $0 + $1.pagesApplied } }
+        func applyNanos() -> UInt64 { sinks.reduce(0) { $0 + $1.applyNanos } }
         func pagesHeld() -> Int { sinks.reduce(0) { $0 + $1.pagesHeld } }
         func bytesReceived() -> UInt64 { connections.reduce(0) { $0 + $1.bytesReceived } }
         var appliedBefore = 0
+        var applyNanosBefore: UInt64 = 0
         var wireBefore: UInt64 = 0
         let streamTimeout = Double(options.receiveTimeoutMs) / 1000
         do {
@@ -235,16 +236,17 @@ public final class DestinationAgent: @unchecked Sendable {
                 if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
                 switch frame.type {
                 case .pageBatch:
-                    let applyStart = MonotonicClock.now()
                     _ = try sink.apply(batch: frame.payload)
-                    roundApplyNanos &+= MonotonicClock.now() &- applyStart
                 case .roundEnd:
                     let end = try RoundEnd(payload: frame.payload)
                     try rounds.wait(round: end.round, timeout: streamTimeout)
                     let roundPages = pagesApplied() - appliedBefore
                     let roundWire = bytesReceived() - wireBefore
+                    // Summed over the streams' threads: CPU time spent applying, not wall time.
+                    let roundApplyNanos = applyNanos() - applyNanosBefore
                     appliedBefore += roundPages
                     wireBefore += roundWire
+                    applyNanosBefore += roundApplyNanos
                     let digestStart = MonotonicClock.now()
                     _ = hashTable.digest()
                     let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
@@ -261,7 +263,6 @@ public final class DestinationAgent: @unchecked Sendable {
                                                 pagesSent: pagesHeld(), pagesInRound: pageCount, wireBytes: wireBefore,
                                                 dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
                                                 predictedDowntime: .infinity, pageSize: pageSize))
-                    roundApplyNanos = 0
                     roundStart = MonotonicClock.now()
                     finalPhaseStart = 0
                 case .cpuState:

@@ -25,6 +25,8 @@ final class PageSink: @unchecked Sendable {
     private(set) var pagesHeld = 0
     /// Pages applied so far, counting repeats.
     private(set) var pagesApplied = 0
+    /// Nanoseconds spent in `apply` so far (decoding, writing, hashing).
+    private(set) var applyNanos: UInt64 = 0
     /// Pages whose last copy did not match its hash (see `apply`).
     private var stale: DirtyBitmap
     private(set) var staleCount = 0
@@ -51,6 +53,8 @@ final class PageSink: @unchecked Sendable {
 
     /// Applies one batch; returns the number of pages in it.
     func apply(batch payload: UnsafeRawBufferPointer) throws -> Int {
+        let start = MonotonicClock.now()
+        defer { applyNanos &+= MonotonicClock.now() &- start }
         var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
         var applied = 0
         while let entry = try reader.next() {

@@ -15,7 +15,6 @@ import FerryTransport
 final class PageStreamer: @unchecked Sendable {
     let memory: UnsafeMutableRawPointer
     let pageSize: Int
-    let pageCount: Int
     let connection: FramedConnection
     let encoder: PageEncoder
     private let buffer: UnsafeMutableRawBufferPointer
@@ -37,14 +36,13 @@ final class PageStreamer: @unchecked Sendable {
     var limiter: BandwidthLimiter?
     private(set) var counts = EncodingCounts()
 
-    init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, connection: FramedConnection,
+    init(memory: UnsafeMutableRawPointer, pageSize: Int, connection: FramedConnection,
          compression: CompressionChoice, batchBytes: Int, hashTable: PageHashTable, stripes: PageStripes, stream: Int) {
         self.hashTable = hashTable
         self.stripes = stripes
         self.stream = stream
         self.memory = memory
         self.pageSize = pageSize
-        self.pageCount = pageCount
         self.connection = connection
         self.chooser = EncodingChooser(compression)
         self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)

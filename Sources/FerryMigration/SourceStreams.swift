@@ -34,7 +34,7 @@ final class SourceStreams {
         self.hashTable = table
         self.stripes = stripes
         streamers = connections.enumerated().map { index, connection in
-            let streamer = PageStreamer(memory: memory, pageSize: pageSize, pageCount: pageCount, connection: connection,
+            let streamer = PageStreamer(memory: memory, pageSize: pageSize, connection: connection,
                                         compression: options.compression, batchBytes: options.batchBytes,
                                         hashTable: table, stripes: stripes, stream: index)
             streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count)) }
