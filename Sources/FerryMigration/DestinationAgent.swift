@@ -232,11 +232,17 @@ public final class DestinationAgent: @unchecked Sendable {
         let streamTimeout = Double(options.receiveTimeoutMs) / 1000
         do {
             receiving: while true {
-                let frame = try connection.receive()
+                let incoming = try connection.receive(direct: .pageBatch)
                 if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
+                let frame: ReceivedFrame
+                switch incoming {
+                case .direct(_, _, let length):
+                    _ = try sink.receive(batchLength: length, from: connection)
+                    continue receiving
+                case .frame(let whole):
+                    frame = whole
+                }
                 switch frame.type {
-                case .pageBatch:
-                    _ = try sink.apply(batch: frame.payload)
                 case .roundEnd:
                     let end = try RoundEnd(payload: frame.payload)
                     try rounds.wait(round: end.round, timeout: streamTimeout)

@@ -1,9 +1,16 @@
 import FerryCodec
 import FerryProtocol
 import FerrySystem
+import FerryTransport
+import Glibc
 
-/// The destination's data path: applies PAGE_BATCH payloads to guest memory, verifying each
-/// page's hash on the bytes actually written, and keeps the destination's page hash table.
+/// The destination's data path: puts PAGE_BATCH pages into guest memory, verifying each page's
+/// hash on the bytes actually written, and keeps the destination's page hash table.
+///
+/// `receive(batchLength:from:)` reads a batch off the connection in place: the table of
+/// descriptors first, then the payloads with scatter reads, raw pages straight into guest memory
+/// and LZ4 payloads into a small scratch area, a chunk (≤ 256 KiB) at a time so that each page is
+/// hashed (and LZ4 decompressed) while it is still in cache. No page is copied in user space.
 ///
 /// One sink per stream; a stream's pages never travel on another stream (`PageStripes`), which
 /// the sink checks, so its bitmaps are its own. `@unchecked Sendable`: used by one receiving
@@ -25,11 +32,25 @@ final class PageSink: @unchecked Sendable {
     private(set) var pagesHeld = 0
     /// Pages applied so far, counting repeats.
     private(set) var pagesApplied = 0
-    /// Nanoseconds spent in `apply` so far (decoding, writing, hashing).
+    /// Nanoseconds spent in `apply`/`receive` so far (reading, decoding, hashing).
     private(set) var applyNanos: UInt64 = 0
-    /// Pages whose last copy did not match its hash (see `apply`).
+    /// Pages whose last copy did not match its hash (see `settle`).
     private var stale: DirtyBitmap
     private(set) var staleCount = 0
+    /// Pages of the batch being read (a page may appear once per batch).
+    private var inBatch: DirtyBitmap
+
+    /// Batch header and descriptor table of the batch being received.
+    private let table: UnsafeMutableRawPointer
+    /// The checked descriptors of that batch.
+    private let descriptors: UnsafeMutableBufferPointer<PageDescriptor>
+    /// LZ4 payloads of one chunk.
+    private let scratch: UnsafeMutableRawPointer
+    private let vectors: UnsafeMutableBufferPointer<iovec>
+
+    /// Payload bytes read per scatter read before the chunk's pages are hashed.
+    static let chunkBytes = 256 * 1024
+    static let maxVectors = 1024
 
     /// The lowest page still stale, if any.
     var firstStalePage: Int? {
@@ -49,52 +70,186 @@ final class PageSink: @unchecked Sendable {
         self.held = DirtyBitmap(count: pageCount)
         self.stale = DirtyBitmap(count: pageCount)
         self.written = DirtyBitmap(count: pageCount)
+        self.inBatch = DirtyBitmap(count: pageCount)
+        self.table = .allocate(byteCount: PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch), alignment: 16)
+        self.descriptors = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch)
+        self.scratch = .allocate(byteCount: Self.chunkBytes + pageSize, alignment: 64)
+        self.vectors = .allocate(capacity: Self.maxVectors)
     }
 
-    /// Applies one batch; returns the number of pages in it.
+    deinit {
+        table.deallocate()
+        descriptors.deallocate()
+        scratch.deallocate()
+        vectors.deallocate()
+    }
+
+    /// Reads the payload of a PAGE_BATCH frame of `batchLength` bytes from `connection` (whose
+    /// `receive(direct:)` just returned its header) and applies it; returns its page count.
+    /// After an error the connection is out of step and guest memory may hold parts of the batch.
+    func receive(batchLength: Int, from connection: FramedConnection) throws -> Int {
+        let start = MonotonicClock.now()
+        defer { applyNanos &+= MonotonicClock.now() &- start }
+        let header = UnsafeMutableRawBufferPointer(start: table, count: PageBatchWriter.headerSize)
+        guard batchLength >= header.count else {
+            throw ProtocolError(.truncated, "PAGE_BATCH payload of \(batchLength) bytes has no 8-byte batch header")
+        }
+        try connection.readDirect(into: header)
+        let count = try PageBatchLayout.header(UnsafeRawBufferPointer(header), payloadLength: batchLength).count
+        let tableEnd = PageBatchLayout.tableEnd(count: count)
+        try connection.readDirect(into: UnsafeMutableRawBufferPointer(start: table + header.count, count: tableEnd - header.count))
+        let payloadBytes = try checkTable(count: count)
+        try PageBatchLayout.checkPayloadTotal(payloadBytes, count: count, payloadLength: batchLength)
+
+        var next = 0
+        while next < count {
+            // One chunk: scatter-read its payloads into place, then settle its pages.
+            let first = next
+            var vectorCount = 0
+            var bytes = 0
+            var scratchUsed = 0
+            while next < count && bytes < Self.chunkBytes && vectorCount < Self.maxVectors - 1 {
+                let entry = descriptors[next]
+                switch entry.encoding {
+                case .zero: break
+                case .raw: append(memory + Int(entry.page) &* pageSize, entry.length, &vectorCount)
+                case .lz4:
+                    append(scratch + scratchUsed, entry.length, &vectorCount)
+                    scratchUsed += entry.length
+                }
+                bytes += entry.length
+                next += 1
+            }
+            if vectorCount > 0 {
+                try connection.readDirect(vectors: UnsafeMutableBufferPointer(rebasing: vectors[0..<vectorCount]))
+            }
+            var lz4Offset = 0
+            for index in first..<next {
+                let entry = descriptors[index]
+                let page = Int(entry.page)
+                let destination = memory + page &* pageSize
+                let hash: UInt64
+                switch entry.encoding {
+                case .raw:
+                    hash = PageHash.hash(destination, count: pageSize)
+                case .zero, .lz4:
+                    let payload = UnsafeRawBufferPointer(start: scratch + lz4Offset, count: entry.length)
+                    lz4Offset += entry.length
+                    hash = try decoder.decode(encoding: entry.encoding, payload: payload, into: destination,
+                                              destinationIsZero: entry.encoding == .zero && !written[page])
+                }
+                settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding)
+            }
+        }
+        pagesApplied += count
+        return count
+    }
+
+    /// Adds a scatter-read target, extending the previous one when it continues it.
+    @inline(__always)
+    private func append(_ start: UnsafeMutableRawPointer, _ length: Int, _ vectorCount: inout Int) {
+        if vectorCount > 0 {
+            let last = vectors[vectorCount - 1]
+            if last.iov_base.unsafelyUnwrapped + last.iov_len == start {
+                vectors[vectorCount - 1].iov_len += length
+                return
+            }
+        }
+        vectors[vectorCount] = iovec(iov_base: start, iov_len: length)
+        vectorCount += 1
+    }
+
+    /// Checks the `count` descriptors in `table` (each one, its stream, no page twice) into
+    /// `descriptors`; returns their payload bytes in all.
+    private func checkTable(count: Int) throws -> Int {
+        var total = 0
+        var checked = 0
+        defer {
+            for index in 0..<checked { inBatch.clear(Int(descriptors[index].page)) }
+        }
+        for index in 0..<count {
+            let entry = try PageBatchLayout.descriptor(
+                at: table + PageBatchLayout.tableEnd(count: index), index: index,
+                pageSize: pageSize, pageCount: UInt64(pageCount))
+            let page = Int(entry.page)
+            try checkStream(page)
+            if inBatch[page] {
+                throw ProtocolError(.invalidField, "PAGE_BATCH entry \(index): page \(page) appears twice in the batch")
+            }
+            inBatch.set(page)
+            descriptors[index] = entry
+            checked += 1
+            total += entry.length
+        }
+        return total
+    }
+
+    @inline(__always)
+    private func checkStream(_ page: Int) throws {
+        guard stripes.stream(of: page) == stream else {
+            throw ProtocolError(.invalidField,
+                "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))")
+        }
+    }
+
+    /// Applies one whole batch payload held in memory (tests and tools; the data path reads in
+    /// place with `receive`); returns the number of pages in it. Same checks as `receive`.
     func apply(batch payload: UnsafeRawBufferPointer) throws -> Int {
         let start = MonotonicClock.now()
         defer { applyNanos &+= MonotonicClock.now() &- start }
         var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
         var applied = 0
+        defer {
+            // Forget the batch's pages, also after an error.
+            for index in 0..<applied { inBatch.clear(Int(descriptors[index].page)) }
+        }
         while let entry = try reader.next() {
             let page = Int(entry.page)
-            guard stripes.stream(of: page) == stream else {
-                throw ProtocolError(.invalidField,
-                    "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))")
+            try checkStream(page)
+            if inBatch[page] {
+                throw ProtocolError(.invalidField, "PAGE_BATCH entry \(applied): page \(page) appears twice in the batch")
             }
-            let destination = memory + page &* pageSize
-            let isZero = entry.encoding == .zero
-            let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: destination,
-                                          destinationIsZero: isZero && !written[page])
-            // A raw page is sent from guest memory while the guest runs; if the guest wrote it
-            // after the source hashed it, the bytes differ from the hash. The source's tracker
-            // caught that write and sends the page again, so a mismatch marks the page stale
-            // until a copy that matches arrives. A page still stale at COMPLETE fails verification.
-            if hash == entry.hash {
-                if stale[page] {
-                    stale.clear(page)
-                    staleCount -= 1
-                }
-            } else if !stale[page] {
-                stale.set(page)
-                staleCount += 1
-            }
-            hashTable[page] = hash
-            if !held[page] {
-                held.set(page)
-                pagesHeld += 1
-            }
-            if !isZero { written.set(page) }
-            switch entry.encoding {
-            case .zero: counts.zero += 1
-            case .lz4: counts.lz4 += 1
-            case .raw: counts.raw += 1
-            }
+            inBatch.set(page)
+            descriptors[applied] = PageDescriptor(page: entry.page, hash: entry.hash, encoding: entry.encoding, length: entry.payload.count)
             applied += 1
+            let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: memory + page &* pageSize,
+                                          destinationIsZero: entry.encoding == .zero && !written[page])
+            settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding)
         }
         pagesApplied += applied
         return applied
     }
 
+    /// Records a page whose bytes are in guest memory and hash to `actual`.
+    ///
+    /// A raw page is sent from guest memory while the guest runs; if the guest wrote it after
+    /// the source hashed it, the bytes differ from the hash. The source's tracker caught that
+    /// write and sends the page again, so a mismatch marks the page stale until a copy that
+    /// matches arrives. A page still stale at COMPLETE fails verification.
+    @inline(__always)
+    private func settle(page: Int, expected: UInt64, actual: UInt64, encoding: PageEncoding) {
+        if actual == expected {
+            if stale[page] {
+                stale.clear(page)
+                staleCount -= 1
+            }
+        } else if !stale[page] {
+            stale.set(page)
+            staleCount += 1
+        }
+        hashTable[page] = actual
+        if !held[page] {
+            held.set(page)
+            pagesHeld += 1
+        }
+        switch encoding {
+        case .zero: counts.zero += 1
+        case .lz4:
+            counts.lz4 += 1
+            written.set(page)
+        case .raw:
+            counts.raw += 1
+            written.set(page)
+        }
+    }
 }

@@ -46,9 +46,9 @@ final class PageStreamer: @unchecked Sendable {
         self.connection = connection
         self.chooser = EncodingChooser(compression)
         self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
-        let capacity = max(batchBytes, 8 + 24 + pageSize)
+        let capacity = max(batchBytes, PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch) + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
-        self.segments = .allocate(capacity: 2 * ProtocolLimits.maxEntriesPerBatch + 3)
+        self.segments = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch + 2)
         self.writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, segments: segments)
     }
 

@@ -78,10 +78,15 @@ final class StreamReceiver: @unchecked Sendable {
     private func run() {
         do {
             while true {
-                let frame = try connection.receive()
+                let frame: ReceivedFrame
+                switch try connection.receive(direct: .pageBatch) {
+                case .direct(_, _, let length):
+                    _ = try sink.receive(batchLength: length, from: connection)
+                    continue
+                case .frame(let whole):
+                    frame = whole
+                }
                 switch frame.type {
-                case .pageBatch:
-                    _ = try sink.apply(batch: frame.payload)
                 case .streamRoundEnd:
                     let end = try StreamRoundEnd(payload: frame.payload)
                     rounds.finished(stream: stream, round: end.round)

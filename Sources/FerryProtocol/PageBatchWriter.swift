@@ -1,6 +1,13 @@
-/// Builds a `PAGE_BATCH` payload (Protocol.md 3.5) in place in caller memory: the caller encodes
-/// each page straight into `payloadSlot`, then `commitEntry` writes its descriptor in front of it.
-/// Nothing is allocated or copied per page.
+/// Builds a `PAGE_BATCH` payload (Protocol.md 3.5): the batch header, the table of entry
+/// descriptors, then the entries' payloads in order. Nothing is allocated or copied per page.
+///
+/// The caller's buffer is laid out as `[header][descriptor table for maxEntries][payload area]`.
+/// The caller encodes each page straight into `payloadSlot` and `commitEntry` records it; in
+/// gather mode `commitExternalEntry` records a raw page that stays where it is (guest memory)
+/// and is stitched into the frame when it is sent (`finishGathered`), so the wire bytes are
+/// `[frame header][batch header + table][payload pieces…]` without a copy. `finish` instead
+/// returns one contiguous payload, moving the payload area down to the end of the table (one
+/// copy per batch; for tests and tools, not the data path).
 ///
 /// Not `Sendable`: it writes through a raw pointer it does not own; keep it on one thread.
 public struct PageBatchWriter {
@@ -8,111 +15,146 @@ public struct PageBatchWriter {
     public static let descriptorSize = 24
 
     private let base: UnsafeMutableRawPointer
-    /// Usable bytes: the buffer, capped at the frame payload limit.
-    private let capacity: Int
     public let pageSize: Int
+    /// Entries the descriptor table has room for (≤ 4096).
+    public let maxEntries: Int
+    /// Where the payload area starts: just past the descriptor table.
+    private let payloadArea: Int
+    /// Bytes of the payload area.
+    private let payloadCapacity: Int
     public private(set) var round: UInt32 = 0
     public private(set) var count = 0
-    private var offset = PageBatchWriter.headerSize
-    /// Gather mode: pieces of the payload in order, slot 0 left for the frame header. Inline
-    /// bytes of `base` alternate with payloads that stay where they are (zero-copy raw pages).
-    private let segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>?
-    private var segmentCount = 1
-    /// Start of the inline bytes not yet in a segment (the first segment includes the batch header).
-    private var segmentStart = 0
-    /// Payload bytes that stay outside `base`.
+    /// Payload-area bytes used by inline payloads.
+    private var inlineBytes = 0
+    /// Payload bytes that stay outside the buffer (external raw pages).
     private var externalBytes = 0
+    /// Gather mode: pieces of the frame in order. Slot 0 is left for the frame header, slot 1 is
+    /// the batch header and table (filled in by `finishGathered`), then the payload pieces, each
+    /// extended in place while the next payload starts where it ends.
+    private let segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>?
+    private var segmentCount = 2
+    /// `finish` has moved the payloads next to the table.
+    private var compacted = false
 
-    /// The largest buffer a writer can use for pages of `pageSize`: 4096 raw entries, capped at the
-    /// frame payload limit (4096 raw 4 KiB pages do not fit in one frame; 4093 do).
+    /// The buffer a writer with 4096 table entries needs for pages of `pageSize` to fill a frame
+    /// with inline payloads: the header, the table and up to a frame's worth of payload.
     public static func bufferSize(pageSize: Int) -> Int {
-        min(ProtocolLimits.maxFramePayload,
-            headerSize + ProtocolLimits.maxEntriesPerBatch * (descriptorSize + pageSize))
+        headerSize + ProtocolLimits.maxEntriesPerBatch * descriptorSize
+            + min(ProtocolLimits.maxFramePayload, ProtocolLimits.maxEntriesPerBatch * pageSize)
     }
 
-    /// `buffer` receives the payload (8-byte batch header, then entries); it must have room for
-    /// at least one raw page. Bytes past the frame payload limit are not used.
-    /// `segments` enables `commitExternalEntry`: room for 2 per entry plus 3 is enough.
+    /// `buffer` must hold the header, a table of `maxEntries` descriptors and at least one page
+    /// of payload area. `segments` enables gather mode (`commitExternalEntry`,
+    /// `finishGathered`): room for `maxEntries + 2` pieces is always enough.
     public init(buffer: UnsafeMutableRawBufferPointer, pageSize: Int,
+                maxEntries: Int = ProtocolLimits.maxEntriesPerBatch,
                 segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>? = nil) {
-        self.segments = segments
         precondition(pageSize >= ProtocolLimits.minPageSize && pageSize <= ProtocolLimits.maxPageSize
                      && pageSize & (pageSize - 1) == 0, "page size \(pageSize) is not a power of two in 4096…65536")
-        precondition(buffer.count >= Self.headerSize + Self.descriptorSize + pageSize,
-                     "a page batch buffer of \(buffer.count) bytes cannot hold one page of \(pageSize) bytes")
+        precondition(maxEntries >= 1 && maxEntries <= ProtocolLimits.maxEntriesPerBatch,
+                     "a batch table holds 1…\(ProtocolLimits.maxEntriesPerBatch) entries, not \(maxEntries)")
+        let area = Self.headerSize + maxEntries * Self.descriptorSize
+        precondition(buffer.count >= area + pageSize,
+                     "a page batch buffer of \(buffer.count) bytes cannot hold a \(maxEntries)-entry table and one page of \(pageSize) bytes")
+        precondition(segments.map { $0.count >= 3 } ?? true, "gather mode needs room for at least 3 segments")
         self.base = buffer.baseAddress!
-        self.capacity = min(buffer.count, ProtocolLimits.maxFramePayload)
         self.pageSize = pageSize
+        self.maxEntries = maxEntries
+        self.payloadArea = area
+        self.payloadCapacity = buffer.count - area
+        self.segments = segments
     }
 
     /// Starts a new, empty batch of round `round`.
     public mutating func reset(round: UInt32) {
         self.round = round
         count = 0
-        offset = Self.headerSize
-        segmentCount = 1
-        segmentStart = 0
+        inlineBytes = 0
         externalBytes = 0
+        segmentCount = 2
+        compacted = false
     }
 
-    /// Payload bytes so far, the 8-byte batch header included.
-    public var byteCount: Int { offset + externalBytes }
+    /// Payload bytes so far: header, table and payloads.
+    public var byteCount: Int { Self.headerSize + count * Self.descriptorSize + inlineBytes + externalBytes }
 
     public var isEmpty: Bool { count == 0 }
 
-    /// Room for one more descriptor and a raw page, and fewer than 4096 entries.
+    /// Room for one more entry of up to a page, inline or external, within the table, the
+    /// payload area and the frame payload limit.
     @inline(__always)
     public var hasRoomForPage: Bool {
-        count < ProtocolLimits.maxEntriesPerBatch && capacity - offset >= Self.descriptorSize + pageSize
-            && offset + externalBytes + Self.descriptorSize + pageSize <= ProtocolLimits.maxFramePayload
-            && segmentCount + 3 <= (segments?.count ?? Int.max)
+        count < maxEntries && payloadCapacity - inlineBytes >= pageSize
+            && byteCount + Self.descriptorSize + pageSize <= ProtocolLimits.maxFramePayload
+            && segmentCount < (segments?.count ?? Int.max)
     }
 
-    /// Where the next entry's payload goes (just after its descriptor). At least `pageSize`
-    /// bytes are available there when `hasRoomForPage`.
+    /// Where the next entry's payload goes. At least `pageSize` bytes are available there when
+    /// `hasRoomForPage`.
     @inline(__always)
-    public var payloadSlot: UnsafeMutableRawPointer { base + (offset + Self.descriptorSize) }
+    public var payloadSlot: UnsafeMutableRawPointer { base + (payloadArea + inlineBytes) }
 
-    /// Bytes available at `payloadSlot` (may be negative when the batch is full).
-    public var payloadSlotCapacity: Int { capacity - offset - Self.descriptorSize }
+    /// Bytes available at `payloadSlot`.
+    public var payloadSlotCapacity: Int { payloadCapacity - inlineBytes }
 
     /// Records the entry whose `length` payload bytes the caller wrote at `payloadSlot`.
     @inline(__always)
     public mutating func commitEntry(page: UInt64, hash: UInt64, encoding: PageEncoding, length: Int) {
-        precondition(count < ProtocolLimits.maxEntriesPerBatch && length >= 0
-                     && length <= capacity - offset - Self.descriptorSize,
+        precondition(!compacted, "finish() ended this batch; reset it first")
+        precondition(count < maxEntries && length >= 0 && length <= payloadCapacity - inlineBytes
+                     && byteCount + Self.descriptorSize + length <= ProtocolLimits.maxFramePayload,
                      "page batch entry of \(length) bytes does not fit")
         precondition(encoding.allowsLength(length, pageSize: pageSize),
                      "page \(page): \(encoding) entry cannot be \(length) bytes for \(pageSize)-byte pages")
         writeDescriptor(page: page, hash: hash, encoding: encoding, length: length)
-        offset += Self.descriptorSize + length
+        if length > 0 {
+            if segments != nil { appendSegment(UnsafeRawPointer(payloadSlot), length) }
+            inlineBytes += length
+        }
         count += 1
     }
 
     /// Records a raw entry whose payload stays at `payload` (e.g. guest memory) and is gathered
-    /// into the frame when it is sent: no copy. Needs `segments`.
+    /// into the frame when it is sent: no copy. Needs gather mode.
     @inline(__always)
     public mutating func commitExternalEntry(page: UInt64, hash: UInt64, payload: UnsafeRawPointer) {
-        guard let segments else { preconditionFailure("commitExternalEntry needs a writer made with segments") }
+        precondition(segments != nil, "commitExternalEntry needs a writer made with segments")
         precondition(hasRoomForPage, "page batch is full")
         writeDescriptor(page: page, hash: hash, encoding: .raw, length: pageSize)
-        offset += Self.descriptorSize
-        segments[segmentCount] = UnsafeRawBufferPointer(start: base + segmentStart, count: offset - segmentStart)
-        segments[segmentCount + 1] = UnsafeRawBufferPointer(start: payload, count: pageSize)
-        segmentCount += 2
-        segmentStart = offset
+        appendSegment(payload, pageSize)
         externalBytes += pageSize
         count += 1
     }
 
+    /// Adds a payload piece, extending the last one when the new piece continues it (adjacent
+    /// guest pages, consecutive inline payloads).
+    @inline(__always)
+    private mutating func appendSegment(_ start: UnsafeRawPointer, _ length: Int) {
+        let segments = segments.unsafelyUnwrapped
+        if segmentCount > 2 {
+            let last = segments[segmentCount - 1]
+            if last.baseAddress.unsafelyUnwrapped + last.count == start {
+                segments[segmentCount - 1] = UnsafeRawBufferPointer(start: last.baseAddress, count: last.count + length)
+                return
+            }
+        }
+        segments[segmentCount] = UnsafeRawBufferPointer(start: start, count: length)
+        segmentCount += 1
+    }
+
     @inline(__always)
     private func writeDescriptor(page: UInt64, hash: UInt64, encoding: PageEncoding, length: Int) {
-        let descriptor = base + offset
+        let descriptor = base + (Self.headerSize + count * Self.descriptorSize)
         descriptor.storeBytes(of: page.littleEndian, toByteOffset: 0, as: UInt64.self)
         descriptor.storeBytes(of: hash.littleEndian, toByteOffset: 8, as: UInt64.self)
         descriptor.storeBytes(of: UInt32(length).littleEndian, toByteOffset: 16, as: UInt32.self)
         // Encoding in byte 20, reserved bytes 21…23 zero.
         descriptor.storeBytes(of: UInt32(encoding.rawValue).littleEndian, toByteOffset: 20, as: UInt32.self)
+    }
+
+    private func writeBatchHeader() {
+        base.storeBytes(of: round.littleEndian, toByteOffset: 0, as: UInt32.self)
+        base.storeBytes(of: UInt32(count).littleEndian, toByteOffset: 4, as: UInt32.self)
     }
 
     /// Gather mode: fills in the batch header and returns the pieces of the payload in order,
@@ -121,25 +163,25 @@ public struct PageBatchWriter {
         guard let segments else { preconditionFailure("finishGathered needs a writer made with segments") }
         precondition(count > 0, "a PAGE_BATCH needs at least one entry")
         writeBatchHeader()
-        if offset > segmentStart {
-            segments[segmentCount] = UnsafeRawBufferPointer(start: base + segmentStart, count: offset - segmentStart)
-            segmentCount += 1
-        }
         segments[0] = UnsafeRawBufferPointer(start: nil, count: 0)
-        return (UnsafeMutableBufferPointer(rebasing: segments[0..<segmentCount]), offset + externalBytes)
+        segments[1] = UnsafeRawBufferPointer(start: base, count: Self.headerSize + count * Self.descriptorSize)
+        return (UnsafeMutableBufferPointer(rebasing: segments[0..<segmentCount]), byteCount)
     }
 
-    private func writeBatchHeader() {
-        base.storeBytes(of: round.littleEndian, toByteOffset: 0, as: UInt32.self)
-        base.storeBytes(of: UInt32(count).littleEndian, toByteOffset: 4, as: UInt32.self)
-    }
-
-    /// Fills in the batch header and returns the payload to send. The batch must not be empty,
-    /// and must hold no external entries (use `finishGathered` for those).
-    public func finish() -> UnsafeRawBufferPointer {
+    /// Fills in the batch header and returns the payload as one contiguous buffer, moving the
+    /// inline payloads down to the end of the table. The batch must not be empty and must hold
+    /// no external entries (use `finishGathered` for those). No entry can be added after it
+    /// until `reset`.
+    public mutating func finish() -> UnsafeRawBufferPointer {
         precondition(count > 0, "a PAGE_BATCH needs at least one entry")
         precondition(externalBytes == 0, "a batch with external entries is sent with finishGathered")
         writeBatchHeader()
-        return UnsafeRawBufferPointer(start: base, count: offset)
+        let tableEnd = Self.headerSize + count * Self.descriptorSize
+        if !compacted && tableEnd != payloadArea && inlineBytes > 0 {
+            // Overlapping move: raw-pointer copyMemory has memmove semantics.
+            (base + tableEnd).copyMemory(from: base + payloadArea, byteCount: inlineBytes)
+        }
+        compacted = true
+        return UnsafeRawBufferPointer(start: base, count: tableEnd + inlineBytes)
     }
 }

@@ -2,6 +2,13 @@ import FerryProtocol
 import Glibc
 import Synchronization
 
+/// What `receive(direct:)` got: a whole frame, or the header of a frame whose payload the
+/// caller reads itself with `readDirect`.
+public enum IncomingFrame {
+    case frame(ReceivedFrame)
+    case direct(header: FrameHeader, type: FrameType, length: Int)
+}
+
 /// One frame as received. `payload` points into the connection's receive buffer and is valid
 /// only until the next `receive()` on that connection.
 public struct ReceivedFrame {
@@ -35,6 +42,10 @@ public final class FramedConnection: @unchecked Sendable {
     private var payloadCapacity: Int
     private var nextReceiveSequence: UInt64 = 0
     private var receiveFailure: TransportError?
+    /// A frame whose payload the caller reads itself (`receive(direct:)`): its header and the
+    /// payload bytes not read yet.
+    private var directHeader: FrameHeader?
+    private var directLeft = 0
 
     private let sentBytes = Atomic<UInt64>(0)
     private let receivedBytes = Atomic<UInt64>(0)
@@ -144,7 +155,23 @@ public final class FramedConnection: @unchecked Sendable {
     /// maximum, sequence) before any payload byte is read. Unknown optional frames are skipped;
     /// an ABORT frame is thrown as `.peerAborted`.
     public func receive() throws(TransportError) -> ReceivedFrame {
+        switch try receive(direct: nil) {
+        case .frame(let frame): return frame
+        case .direct: preconditionFailure("no direct frame type was asked for")
+        }
+    }
+
+    /// Like `receive()`, except that for a frame of type `direct` only the (validated) header is
+    /// read: the caller then reads exactly `length` payload bytes through `readDirect`, e.g.
+    /// straight into their final place, before it receives again. Receiving with payload bytes
+    /// left unread fails (the stream would be out of step).
+    public func receive(direct: FrameType?) throws(TransportError) -> IncomingFrame {
         if let receiveFailure { throw receiveFailure }
+        if let directHeader, directLeft > 0 {
+            throw failReceive(TransportError(.protocolViolation,
+                "frame #\(directHeader.sequence)'s payload was not read to the end (\(directLeft) bytes left): the connection is out of step"))
+        }
+        directHeader = nil
         while true {
             var received = 0
             do {
@@ -177,6 +204,13 @@ public final class FramedConnection: @unchecked Sendable {
                 try skipPayload(length, header: header)
                 continue
             }
+            if type == direct {
+                directHeader = header
+                directLeft = length
+                receivedBytes.add(UInt64(FrameHeader.size), ordering: .relaxed)
+                receivedFrames.add(1, ordering: .relaxed)
+                return .direct(header: header, type: type, length: length)
+            }
             reserve(length, limit: min(type.maxPayload, maxPayload))
             let payload = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: length)
             try readPayload(payload, header: header, name: type.wireName)
@@ -187,8 +221,60 @@ public final class FramedConnection: @unchecked Sendable {
                 receiveFailure = aborted
                 throw aborted
             }
-            return ReceivedFrame(header: header, type: type, payload: UnsafeRawBufferPointer(payload))
+            return .frame(ReceivedFrame(header: header, type: type, payload: UnsafeRawBufferPointer(payload)))
         }
+    }
+
+    /// Reads the next `buffer.count` payload bytes of the frame `receive(direct:)` returned.
+    public func readDirect(into buffer: UnsafeMutableRawBufferPointer) throws(TransportError) {
+        try checkDirect(buffer.count)
+        var received = 0
+        defer { countDirect(received) }
+        do {
+            try stream.readExactly(into: buffer, received: &received)
+        } catch {
+            throw failDirect(error, received: received)
+        }
+    }
+
+    /// Scatter-reads the next payload bytes of the direct frame into the places `vectors`
+    /// describe (≤ 1024; advanced in place).
+    public func readDirect(vectors: UnsafeMutableBufferPointer<iovec>) throws(TransportError) {
+        var total = 0
+        for vector in vectors { total += vector.iov_len }
+        try checkDirect(total)
+        var received = 0
+        defer { countDirect(received) }
+        do {
+            try stream.readVectors(vectors, received: &received)
+        } catch {
+            throw failDirect(error, received: received)
+        }
+    }
+
+    private func checkDirect(_ count: Int) throws(TransportError) {
+        if let receiveFailure { throw receiveFailure }
+        guard let directHeader else { preconditionFailure("readDirect without a direct frame") }
+        guard count <= directLeft else {
+            throw failReceive(TransportError(.protocolViolation,
+                "frame #\(directHeader.sequence) has \(directLeft) payload bytes left, not \(count)"))
+        }
+    }
+
+    private func countDirect(_ received: Int) {
+        directLeft -= received
+        receivedBytes.add(UInt64(received), ordering: .relaxed)
+    }
+
+    private func failDirect(_ error: TransportError, received: Int) -> TransportError {
+        let sequence = directHeader?.sequence ?? 0
+        let what: String
+        switch error.code {
+        case .peerClosed: what = "peer \(peerDescription) closed the connection mid-frame"
+        case .timeout: what = "no data from \(peerDescription) within the receive timeout, mid-frame"
+        default: what = error.message + ", mid-frame"
+        }
+        return failReceive(TransportError(error.code, "\(what) (frame #\(sequence): \(directLeft - received) payload bytes missing)"))
     }
 
     /// Receives the next frame (skipping NOTE frames unless a NOTE is asked for), requires it to

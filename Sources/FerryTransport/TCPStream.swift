@@ -205,6 +205,52 @@ public final class TCPStream: @unchecked Sendable {
         }
     }
 
+    /// Fills every byte the vectors describe (scatter read), advancing them in place; at most
+    /// 1024 vectors (IOV_MAX). Failures as for `readExactly`; `received` counts the bytes that
+    /// arrived before one.
+    func readVectors(_ vectors: UnsafeMutableBufferPointer<iovec>, received: inout Int) throws(TransportError) {
+        var first = 0
+        while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+        while first < vectors.count {
+            var header = msghdr()
+            header.msg_iov = vectors.baseAddress! + first
+            header.msg_iovlen = vectors.count - first
+            let count = recvmsg(fd, &header, 0)
+            if count > 0 {
+                received += count
+                var remaining = count
+                while first < vectors.count && remaining >= vectors[first].iov_len {
+                    remaining -= vectors[first].iov_len
+                    first += 1
+                }
+                if remaining > 0 {
+                    vectors[first].iov_base += remaining
+                    vectors[first].iov_len -= remaining
+                }
+                while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+                continue
+            }
+            let left = vectors[first...].reduce(0) { $0 + $1.iov_len }
+            if count == 0 {
+                if closed.load(ordering: .relaxed) {
+                    throw TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
+                }
+                throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(left) bytes missing)")
+            }
+            let code = errno
+            switch code {
+            case EINTR:
+                continue
+            case EAGAIN:
+                throw TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(left) bytes missing)")
+            case ECONNRESET:
+                throw TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
+            default:
+                throw TransportError(.io, "recvmsg from \(peerDescription): \(errnoDescription(code))")
+            }
+        }
+    }
+
     // MARK: Options
 
     /// Makes reads fail with `.timeout` after `ms` milliseconds without data; nil: wait forever.

@@ -34,6 +34,15 @@ import Testing
         #expect(later.contains(.lz4), "the losing encoding is measured again now and then")
     }
 
+    @Test func aCloseLoserIsExploredMoreOftenThanAClearOne() {
+        var close = EncodingChooser(.auto)
+        var clear = EncodingChooser(.auto)
+        let closeModes = run(&close, batches: 258, lz4Cost: 1.2e-6, rawCost: 1e-6).dropFirst(2)
+        let clearModes = run(&clear, batches: 258, lz4Cost: 3e-6, rawCost: 1e-6).dropFirst(2)
+        #expect(closeModes.filter { $0 == .lz4 }.count == 16)   // every 16th of 256
+        #expect(clearModes.filter { $0 == .lz4 }.count == 4)    // every 64th
+    }
+
     @Test func autoFollowsALinkThatSlowsDown() {
         var chooser = EncodingChooser(.auto)
         _ = run(&chooser, batches: 40, lz4Cost: 3e-6, rawCost: 1e-6)

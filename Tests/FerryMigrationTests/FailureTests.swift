@@ -78,7 +78,7 @@ import Testing
             let stream = try listener.accept(timeoutMs: 10_000)
             let connection = FramedConnection(stream)
             _ = try connection.receive(Hello.self)
-            try connection.send(Accept(version: 1, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
+            try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
                                        diskAvailable: 1 << 40, destinationName: "vanishing"))
             _ = try connection.receive(GuestConfig.self)
             var batches = 0
@@ -123,7 +123,7 @@ import Testing
         defer { buffer.deallocate() }
         let page = [UInt8]((0..<pageSize).map { UInt8(truncatingIfNeeded: $0 &* 7) })
         func send(hashOffset: UInt64) throws {
-            var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+            var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 8)
             writer.reset(round: 0)
             page.withUnsafeBytes { bytes in
                 writer.payloadSlot.copyMemory(from: bytes.baseAddress!, byteCount: pageSize)
@@ -163,7 +163,7 @@ import Testing
                             stripes: PageStripes(streamCount: 2), stream: 1)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
         defer { buffer.deallocate() }
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 8)
         writer.reset(round: 0)
         writer.commitEntry(page: 5, hash: PageHash.zeroPage(pageSize: pageSize), encoding: .zero, length: 0)
         let error = #expect(throws: ProtocolError.self) { try sink.apply(batch: writer.finish()) }

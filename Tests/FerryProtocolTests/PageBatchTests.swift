@@ -15,10 +15,11 @@ func batchBytes(round: UInt32 = 0, count: UInt32? = nil, _ entries: [RawEntry], 
     var out: [UInt8] = []
     func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
     le(round); le(count ?? UInt32(entries.count))
+    // The table of descriptors, then the payloads in the same order.
     for entry in entries {
         le(entry.page); le(entry.hash); le(entry.length); out.append(entry.encoding); out += entry.reserved
-        out += [UInt8](repeating: 0x77, count: entry.payload)
     }
+    for entry in entries { out += [UInt8](repeating: 0x77, count: entry.payload) }
     return out + extra
 }
 
@@ -50,7 +51,7 @@ struct PageBatchTests {
         let pageSize = 4096
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
         defer { buffer.deallocate() }
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 64)
         var expected: [(UInt64, UInt64, PageEncoding, [UInt8])] = []
         for round: UInt32 in [7, 8] {  // reuse after reset
             writer.reset(round: round)
@@ -83,11 +84,11 @@ struct PageBatchTests {
 
     @Test(arguments: [4096, 16384, 65536])
     func hasRoomForPageStopsAtTheBuffersEdge(_ pageSize: Int) throws {
-        // Room for exactly two raw pages, with one byte short of a third.
-        let size = 8 + 3 * (24 + pageSize) - 1
+        // A table of 3 entries and a payload area one byte short of three pages.
+        let size = 8 + 3 * 24 + 3 * pageSize - 1
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
         defer { buffer.deallocate() }
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 3)
         writer.reset(round: 1)
         for page: UInt64 in 0..<2 {
             #expect(writer.hasRoomForPage)
@@ -96,17 +97,18 @@ struct PageBatchTests {
         }
         #expect(!writer.hasRoomForPage)
         #expect(writer.payloadSlotCapacity == pageSize - 1)
-        // A zero entry (24 bytes) still fits; after it there is no room for a raw page.
+        // A zero entry needs only a descriptor; after it the table is full.
         writer.commitEntry(page: 2, hash: 0, encoding: .zero, length: 0)
         #expect(!writer.hasRoomForPage)
         let payload = writer.finish()
         #expect(payload.count == 8 + 3 * 24 + 2 * pageSize)
         let entries = try readBatch(Array(payload), pageSize: pageSize, pageCount: 3)
         #expect(entries.map(\.page) == [0, 1, 2])
+        #expect(payload[(8 + 3 * 24)...].allSatisfy { $0 == 0xCD }, "the payloads follow the table")
 
-        // With exactly three pages of room, the third fits and ends the buffer.
-        let exact = UnsafeMutableRawBufferPointer(rebasing: buffer[..<(size - 24 - pageSize + 1)])
-        var small = PageBatchWriter(buffer: exact, pageSize: pageSize)
+        // With exactly three pages of payload area, the third fits and ends the buffer.
+        let exact = UnsafeMutableRawBufferPointer(rebasing: buffer[..<(size + 1 - pageSize)])
+        var small = PageBatchWriter(buffer: exact, pageSize: pageSize, maxEntries: 3)
         small.reset(round: 0)
         small.payloadSlot.initializeMemory(as: UInt8.self, repeating: 1, count: pageSize)
         small.commitEntry(page: 0, hash: 0, encoding: .raw, length: pageSize)
@@ -114,13 +116,13 @@ struct PageBatchTests {
         small.payloadSlot.initializeMemory(as: UInt8.self, repeating: 1, count: pageSize)
         small.commitEntry(page: 1, hash: 0, encoding: .raw, length: pageSize)
         #expect(!small.hasRoomForPage)
-        #expect(small.byteCount == exact.count)
+        #expect(small.byteCount == 8 + 2 * 24 + 2 * pageSize)
     }
 
     @Test func entryCountAndFrameLimitCapABatch() throws {
         let size = PageBatchWriter.bufferSize(pageSize: 4096)
-        #expect(size == ProtocolLimits.maxFramePayload)
-        #expect(PageBatchWriter.bufferSize(pageSize: 65536) == ProtocolLimits.maxFramePayload)
+        #expect(size == 8 + 4096 * 24 + 4096 * 4096)
+        #expect(PageBatchWriter.bufferSize(pageSize: 65536) == 8 + 4096 * 24 + ProtocolLimits.maxFramePayload)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size + 4096, alignment: 8)
         defer { buffer.deallocate() }
         var writer = PageBatchWriter(buffer: buffer, pageSize: 4096)

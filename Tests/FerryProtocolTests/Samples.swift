@@ -93,7 +93,7 @@ func samplePageBatch(round: UInt32 = 1, lz4Length: Int = 100, includeRaw: Bool =
     let pageSize = 4096
     var storage = [UInt8](repeating: 0xEE, count: 8 + 4 * (24 + pageSize))
     return storage.withUnsafeMutableBytes { buffer in
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize)
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 4)
         writer.reset(round: round)
         writer.commitEntry(page: 0, hash: 0x1111, encoding: .zero, length: 0)
         writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0x5A, count: lz4Length)
@@ -102,7 +102,7 @@ func samplePageBatch(round: UInt32 = 1, lz4Length: Int = 100, includeRaw: Bool =
             writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0xA5, count: pageSize)
             writer.commitEntry(page: 7, hash: 0x3333, encoding: .raw, length: pageSize)
         }
-        writer.commitEntry(page: 0, hash: 0x1111, encoding: .zero, length: 0)
+        writer.commitEntry(page: 3, hash: 0x1111, encoding: .zero, length: 0)
         return Array(writer.finish())
     }
 }
