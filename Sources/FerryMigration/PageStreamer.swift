@@ -21,6 +21,10 @@ final class PageStreamer: @unchecked Sendable {
     /// Pieces of a batch for the gather write: raw pages are sent from guest memory, not copied.
     private let segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
     private var writer: PageBatchWriter
+    /// A batch is sent once its payload reaches this many bytes (raw pages gathered from guest
+    /// memory included), so that the pages just hashed are still in cache when the socket copies
+    /// them.
+    private let batchLimit: Int
     /// Hash of the last content sent for each page (shared by all streams).
     let hashTable: PageHashTable
     let stripes: PageStripes
@@ -46,6 +50,7 @@ final class PageStreamer: @unchecked Sendable {
         self.connection = connection
         self.chooser = EncodingChooser(compression)
         self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
+        self.batchLimit = batchBytes
         let capacity = max(batchBytes, PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch) + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         self.segments = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch + 2)
@@ -66,7 +71,7 @@ final class PageStreamer: @unchecked Sendable {
         var sent = 0
         startBatch(round: round)
         try stripes.forEachPage(in: pages, of: stream) { page in
-            if !writer.hasRoomForPage {
+            if !writer.hasRoomForPage || writer.byteCount >= batchLimit {
                 try flush(round: round)
                 startBatch(round: round)
             }

@@ -27,7 +27,7 @@ public struct SourceOptions: Sendable {
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
-                batchBytes: Int = 2 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
+                batchBytes: Int = 1 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams) {
         self.maxBandwidth = maxBandwidth

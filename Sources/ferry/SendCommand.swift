@@ -65,6 +65,9 @@ struct SendCommand: ParsableCommand {
     @Option(help: "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).")
     var streams = SourceOptions.defaultStreams
 
+    @Option(name: .customLong("batch-bytes"), help: ArgumentHelp("Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).", valueName: "size"))
+    var batchBytes = "1MiB"
+
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
@@ -77,6 +80,10 @@ struct SendCommand: ParsableCommand {
             let endpoint = try Endpoint.parse(to)
             let warmup = try parseDuration(runBefore, option: "--run-before")
             let timeoutSeconds = try parseDuration(timeout, option: "--timeout")
+            let batchLimit = try parseByteSize(batchBytes)
+            guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
+                throw MigrationError(.configuration, "--batch-bytes \(batchBytes): must be between 64KiB and 16MiB", guest: .source)
+            }
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
             let size = try ImageFile.size(path: image)
@@ -95,7 +102,7 @@ struct SendCommand: ParsableCommand {
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
+                                        batchBytes: batchLimit, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
                                         maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
