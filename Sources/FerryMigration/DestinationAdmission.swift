@@ -3,39 +3,8 @@ import FerrySystem
 import FerryTransport
 import Logging
 
-/// Who and what a destination admits: the guest it is offered, and the page streams that join.
-extension DestinationAgent {
-    /// Accepts the source's `count` extra page streams: each must open with a `JOIN` naming this
-    /// session and an unused stream index. Connections that do not are closed and do not count.
-    func joinStreams(_ listener: TCPListener, count: Int, sessionID: UInt64, log: Logger) throws -> [(Int, FramedConnection)] {
-        var joined: [Int: FramedConnection] = [:]
-        var strangers = 0
-        do {
-            while joined.count < count {
-                let stream = try listener.accept(timeoutMs: 10_000)
-                try stream.setReceiveTimeout(ms: 5_000)
-                let candidate = FramedConnection(stream)
-                guard let join = try? candidate.receive(Join.self), join.sessionID == sessionID,
-                      Int(join.streamIndex) <= count, joined[Int(join.streamIndex)] == nil else {
-                    candidate.close()
-                    strangers += 1
-                    log.warning("closed a connection that did not join this migration's page streams",
-                                metadata: ["migration.peer": "\(stream.peerDescription)"])
-                    if strangers > 16 {
-                        throw MigrationError(.protocolViolation, "\(strangers) connections failed to join as page streams", guest: .notHere)
-                    }
-                    continue
-                }
-                try stream.setReceiveTimeout(ms: options.receiveTimeoutMs)
-                joined[Int(join.streamIndex)] = candidate
-            }
-        } catch {
-            for connection in joined.values { connection.close() }
-            throw error
-        }
-        return joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-    }
-
+/// Whether a destination takes the guest it is offered.
+extension DestinationSession {
     /// Why this destination cannot take the guest, or nil.
     func check(_ hello: Hello) -> (reason: RefusalReason, message: String)? {
         if !(hello.versionMin...hello.versionMax).contains(ProtocolLimits.version) {

@@ -14,6 +14,8 @@ public struct SourceOptions: Sendable {
     public var tracker: TrackerChoice
     /// Bytes per PAGE_BATCH payload.
     public var batchBytes: Int
+    /// Sent in HELLO: a destination that serves several guests stores this one as `<name>.img`.
+    public var guestName: String
     public var connectTimeoutMs: Int
     /// Longest wait for any reply from the destination.
     public var replyTimeoutMs: Int
@@ -27,7 +29,7 @@ public struct SourceOptions: Sendable {
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
-                batchBytes: Int = 1 << 20, connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
+                batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams) {
         self.maxBandwidth = maxBandwidth
@@ -37,6 +39,7 @@ public struct SourceOptions: Sendable {
         self.compression = compression
         self.tracker = tracker
         self.batchBytes = batchBytes
+        self.guestName = guestName
         self.connectTimeoutMs = connectTimeoutMs
         self.replyTimeoutMs = replyTimeoutMs
         self.guestMAC = guestMAC
@@ -110,7 +113,7 @@ public final class SourceAgent {
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
                 pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: [.zero, .raw, .lz4],
                 cpuStateFormat: 1, guestKind: 1, vcpuCount: UInt32(guestSetup.configuration.vcpus),
-                streamCount: UInt16(options.streams), sourceName: options.name))
+                streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
             let reply = try connection.receive()
             rtt = MonotonicClock.seconds(since: helloSent)
             switch reply.type {

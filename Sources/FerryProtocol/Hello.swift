@@ -18,13 +18,17 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
     public var streamCount: UInt16
     /// A label for logs; cut to 255 UTF-8 bytes when encoded.
     public var sourceName: String
+    /// The guest's name (≤ 64 bytes of letters, digits, '.', '_', '-'; not starting with '.'),
+    /// or empty. A destination that serves several guests stores this one as `<name>.img`.
+    public var guestName: String
 
     public init(
         versionMin: UInt16 = ProtocolLimits.version, versionMax: UInt16 = ProtocolLimits.version,
         pageSize: UInt32, pageCount: UInt64, codecs: CodecSet = .all,
         cpuStateFormat: UInt16 = CPUState.builtinFormat, guestKind: UInt16 = 1,
-        vcpuCount: UInt32, streamCount: UInt16 = 1, sourceName: String
+        vcpuCount: UInt32, streamCount: UInt16 = 1, sourceName: String, guestName: String = ""
     ) {
+        self.guestName = guestName
         self.streamCount = streamCount
         self.versionMin = versionMin
         self.versionMax = versionMax
@@ -56,6 +60,9 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         }
         if sourceName.utf8.count > StringLimits.name {
             throw ProtocolError(.tooLarge, "HELLO 'source_name' is \(sourceName.utf8.count) bytes, the limit is \(StringLimits.name)")
+        }
+        if let problem = GuestName.problem(guestName) {
+            throw invalid("HELLO", "guest_name \(problem)")
         }
     }
 
@@ -89,6 +96,7 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         out.appendLittleEndian(streamCount)
         out.appendZeros(2)
         out.appendStr16(message.sourceName)
+        out.appendStr16(guestName)
     }
 
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
@@ -109,6 +117,7 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
         streamCount = try reader.read(UInt16.self, "stream_count")
         try reader.reserved(2)
         sourceName = try reader.str16("source_name", limit: StringLimits.name)
+        guestName = try reader.str16("guest_name", limit: StringLimits.guestName)
         try reader.finish()
         try validate()
     }

@@ -5,22 +5,37 @@ import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
+import Logging
 
 struct ReceiveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "receive",
-        abstract: "Wait for one live migration, verify it, and run the guest here.",
+        abstract: "Receive live migrations, verify them, and run the guests here.",
         discussion: """
             Pages are written to IMAGE.partial; only after every page hash and the image digest verify \
             and the source commits is it renamed to IMAGE and the guest resumed. On failure the partial \
             image is removed.
+
+            With --image, one guest is received; other sources that connect meanwhile are refused as \
+            busy. With --serve DIR, up to --max-sessions guests are received at a time, each into \
+            DIR/NAME.img (NAME from ferry send --name); the agent runs until --sessions migrations \
+            have ended (default: forever) and prints one line per migration.
             """)
 
     @Option(help: ArgumentHelp("Address to listen on.", valueName: "host:port"))
     var listen = "127.0.0.1:7700"
 
-    @Option(help: "Where the guest's memory image goes.")
-    var image: String
+    @Option(help: "Where the guest's memory image goes (receive one guest).")
+    var image: String?
+
+    @Option(help: ArgumentHelp("Receive several guests into this directory, each as NAME.img.", valueName: "dir"))
+    var serve: String?
+
+    @Option(name: .customLong("max-sessions"), help: "With --serve: migrations received at the same time; more sources are refused as busy.")
+    var maxSessions = 4
+
+    @Option(help: "With --serve: exit after this many migrations have ended (default: run until stopped).")
+    var sessions: Int?
 
     @Flag(help: "Overwrite an existing image.")
     var force = false
@@ -49,21 +64,64 @@ struct ReceiveCommand: ParsableCommand {
         runReportingErrors {
             let logger = output.makeLogger("ferry.receive")
             signal(SIGPIPE, SIG_IGN)
+            guard (image == nil) != (serve == nil) else {
+                throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
+            }
             let options = DestinationOptions(
-                listen: try Endpoint.parse(listen), imagePath: image, force: force,
+                listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
                 name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) })
+            if let serve {
+                try runServer(options: options, directory: serve, logger: logger)
+                return
+            }
             let agent = DestinationAgent(options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
-            if let prealloc { Terminal.note("preallocating \(prealloc) at \(image).partial ...") }
+            if let prealloc { Terminal.note("preallocating \(prealloc) at \(options.imagePath).partial ...") }
             let port = try agent.bind()
             if prealloc != nil { Terminal.note(String(format: "preallocated in %.0f ms", agent.prepareSeconds * 1000)) }
-            Terminal.note("listening on \(options.listen.host):\(port), image \(image)")
+            Terminal.note("listening on \(options.listen.host):\(port), image \(options.imagePath)")
             let result = try agent.run()
             Terminal.clearProgress()
             print(result.report.text())
             try Terminal.writeJSON(result.report, to: output.jsonPath)
+        }
+    }
+
+    private func runServer(options: DestinationOptions, directory: String, logger: Logger) throws {
+        guard maxSessions >= 1 && maxSessions <= 64 else {
+            throw MigrationError(.configuration, "--max-sessions \(maxSessions): must be 1-64", guest: .notHere)
+        }
+        if prealloc != nil {
+            throw MigrationError(.configuration, "--prealloc works with --image only", guest: .notHere)
+        }
+        let server = DestinationServer(options: options, directory: directory, maxSessions: maxSessions, logger: logger)
+        let port = try server.bind()
+        Terminal.note("listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
+        let outcomes = try server.run(count: sessions) { outcome in
+            switch outcome.result {
+            case .success(let result):
+                let report = result.report
+                print(String(format: "guest %@: migrated into %@, downtime %.2f ms, total %.0f ms, %d rounds, verified, digest %@",
+                             outcome.guestName, outcome.imagePath, report.downtimeMs, report.totalMs, report.rounds, report.digest))
+            case .failure(let error):
+                print("guest \(outcome.guestName): failed: \(error)")
+            }
+        }
+        if let path = output.jsonPath {
+            let entries: [String] = try outcomes.map { outcome in
+                switch outcome.result {
+                case .success(let result): return String(decoding: try result.report.json(), as: UTF8.self)
+                case .failure(let error):
+                    let text = try JSONEncoder().encode(["guest": outcome.guestName, "outcome": "failed", "error": "\(error)"])
+                    return String(decoding: text, as: UTF8.self)
+                }
+            }
+            try Data(("[" + entries.joined(separator: ",\n") + "]\n").utf8).write(to: URL(fileURLWithPath: path))
+        }
+        if let failure = outcomes.compactMap({ if case .failure(let error) = $0.result { error } else { nil } }).first {
+            throw failure
         }
     }
 }

@@ -68,6 +68,9 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("batch-bytes"), help: ArgumentHelp("Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).", valueName: "size"))
     var batchBytes = "1MiB"
 
+    @Option(help: "The guest's name, sent to the destination (a destination started with --serve stores it as NAME.img; default: the image's file name without its extension).")
+    var name: String?
+
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
@@ -80,6 +83,10 @@ struct SendCommand: ParsableCommand {
             let endpoint = try Endpoint.parse(to)
             let warmup = try parseDuration(runBefore, option: "--run-before")
             let timeoutSeconds = try parseDuration(timeout, option: "--timeout")
+            let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
+            if let problem = GuestName.problem(guestName) {
+                throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
+            }
             let batchLimit = try parseByteSize(batchBytes)
             guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
                 throw MigrationError(.configuration, "--batch-bytes \(batchBytes): must be between 64KiB and 16MiB", guest: .source)
@@ -102,7 +109,7 @@ struct SendCommand: ParsableCommand {
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        batchBytes: batchLimit, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
+                                        batchBytes: batchLimit, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
                                         maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
@@ -138,3 +145,10 @@ func hostName() -> String {
 
 extension TrackerChoice: ExpressibleByArgument {}
 extension CompressionChoice: ExpressibleByArgument {}
+
+/// The file name of `image` without its directory and last extension ("/x/vm-1.img" → "vm-1").
+func defaultGuestName(image: String) -> String {
+    let file = image.split(separator: "/").last.map(String.init) ?? image
+    guard let dot = file.lastIndex(of: "."), dot != file.startIndex else { return file }
+    return String(file[..<dot])
+}

@@ -35,6 +35,41 @@ import Testing
         }
     }
 
+    /// `ferry receive --serve DIR` takes two guests at once, each into DIR/NAME.img, and exits
+    /// after `--sessions 2`; a guest name that would leave the directory is refused by the sender.
+    @Test func serveReceivesTwoGuestsIntoADirectory() throws {
+        let scratch = ScratchDirectory("serve")
+        let guests = scratch.file("guests")
+        try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
+        for (name, seed) in [("alpha", "1"), ("beta", "2")] {
+            #expect(try FerryProcess.run(["image", "create", scratch.file(name + ".img"), "--size", "24M", "--seed", seed]).status == 0)
+        }
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "2",
+                                         "--max-sessions", "2", "--json", scratch.file("serve.json")])
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
+        let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
+        let senders = try ["alpha", "beta"].map { name in
+            try FerryProcess(["send", "--image", scratch.file(name + ".img"), "--to", "127.0.0.1:\(port)",
+                              "--workload", "uniform:10MB/s", "--run-before", "100ms", "-q"])
+        }
+        let outcomes = senders.map { $0.wait() }
+        let served = receiver.wait()
+        for outcome in outcomes { #expect(outcome.status == 0, "\(outcome.stderr)") }
+        #expect(served.status == 0, "\(served.stderr)")
+        for name in ["alpha", "beta"] {
+            #expect(served.stdout.contains("guest \(name): migrated into \(guests)/\(name).img"), "\(served.stdout)")
+            #expect(try filesEqual(scratch.file(name + ".img"), guests + "/" + name + ".img"))
+        }
+        let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("serve.json")))
+        #expect((try JSONSerialization.jsonObject(with: data) as? [Any])?.count == 2)
+
+        let escape = try FerryProcess.run(["send", "--image", scratch.file("alpha.img"), "--to", "127.0.0.1:\(port)",
+                                           "--name", "../escape"])
+        #expect(escape.status == 9)
+        #expect(escape.stderr.contains("--name ../escape"), "\(escape.stderr)")
+    }
+
     @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
         let scratch = ScratchDirectory("bad-size")
         let outcome = try FerryProcess.run(["image", "create", scratch.file("x.img"), "--size", "1000"])

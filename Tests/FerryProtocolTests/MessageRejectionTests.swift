@@ -21,6 +21,7 @@ func helloPayload(_ edit: (inout Hello) -> Void = { _ in }) -> [UInt8] {
     le(hello.versionMin); le(hello.versionMax); le(hello.pageSize); le(hello.pageCount)
     le(hello.codecs.rawValue); le(hello.cpuStateFormat); le(hello.guestKind); le(hello.vcpuCount)
     le(hello.streamCount); le(UInt16(0)); le(UInt16(hello.sourceName.utf8.count)); out += hello.sourceName.utf8
+    le(UInt16(hello.guestName.utf8.count)); out += hello.guestName.utf8
     return out
 }
 
@@ -75,6 +76,13 @@ struct MessageRejectionTests {
             ("long name", { $0.sourceName = String(repeating: "x", count: 256) }, .tooLarge),
             ("no streams", { $0.streamCount = 0 }, .invalidField),
             ("17 streams", { $0.streamCount = 17 }, .invalidField),
+            ("guest path", { $0.guestName = "../etc/passwd" }, .invalidField),
+            ("guest slash", { $0.guestName = "a/b" }, .invalidField),
+            ("guest hidden", { $0.guestName = ".img" }, .invalidField),
+            ("guest space", { $0.guestName = "a b" }, .invalidField),
+            ("guest NUL", { $0.guestName = "a\u{0}b" }, .invalidField),
+            ("guest UTF-8", { $0.guestName = "gäst" }, .invalidField),
+            ("guest 65", { $0.guestName = String(repeating: "g", count: 65) }, .tooLarge),
         ]
         for (name, edit, code) in cases {
             let bytes = helloPayload(edit)
@@ -87,7 +95,7 @@ struct MessageRejectionTests {
         for edit: (inout Hello) -> Void in [
             { $0.vcpuCount = 64 }, { $0.pageSize = 65536 }, { $0.pageCount = (1 << 51) - 1 },
             { $0.sourceName = String(repeating: "x", count: 255) }, { $0.codecs = CodecSet(rawValue: 0x13) },
-            { $0.streamCount = 16 },
+            { $0.streamCount = 16 }, { $0.guestName = "vm-1.test_2" }, { $0.guestName = String(repeating: "g", count: 64) },
         ] {
             let bytes = helloPayload(edit)
             #expect(throws: Never.self) { _ = try bytes.withUnsafeBytes { try Hello(payload: $0) } }

@@ -28,9 +28,20 @@ struct MessageRoundTripTests {
             + [7, 0, 0, 0]                   // codecs zero|raw|lz4
             + [1, 0, 1, 0]                   // cpu_state_format, guest_kind
             + [2, 0, 0, 0, 3, 0, 0, 0]       // vcpu_count, stream_count, reserved
-            + [2, 0, 0x61, 0x62]             // str16 "ab"
+            + [2, 0, 0x61, 0x62]             // source_name "ab"
+            + [0, 0]                         // guest_name ""
         #expect(hello.encodedPayload() == expected)
         #expect(hello.imageSize == 3 * 4096)
+    }
+
+    @Test func guestNamesAreSanitized() {
+        #expect(GuestName.sanitized("../my vm/disk") == "-my-vm-disk")
+        #expect(GuestName.sanitized("...x") == "x")
+        #expect(GuestName.sanitized("gäst") == "g--st")
+        #expect(GuestName.sanitized(String(repeating: "a", count: 100)).utf8.count == 64)
+        for text in ["../my vm/disk", ".", "gäst", "ok-1.2_3", ""] {
+            #expect(GuestName.problem(GuestName.sanitized(text)) == nil, "\(text)")
+        }
     }
 
     @Test func guestConfigAddressesTravelInNetworkOrder() throws {

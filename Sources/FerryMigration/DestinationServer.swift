@@ -1,0 +1,139 @@
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+
+/// A destination that receives several guests, up to `maxSessions` at a time, each into
+/// `directory/<guest_name>.img` (the name from the source's `HELLO`, whose alphabet keeps it
+/// inside the directory). A source beyond the limit is refused with reason `busy`; one without a
+/// guest name, or with the name of a guest being received, with reason `other`. Each migration
+/// runs on its own thread with its own image, hash table and streams: nothing is shared between
+/// them but the listener.
+///
+/// `@unchecked Sendable`: the mutable state (`receiving`, `outcomes`) is guarded by `condition`.
+public final class DestinationServer: @unchecked Sendable {
+    /// The outcome of one migration.
+    public struct Outcome: Sendable {
+        public var guestName: String
+        public var imagePath: String
+        public var result: Result<DestinationResult, MigrationError>
+    }
+
+    /// Settings per migration; `imagePath` and `preallocateBytes` are ignored (each guest gets
+    /// `directory/<name>.img`).
+    public let options: DestinationOptions
+    public let directory: String
+    public let maxSessions: Int
+    let logger: Logger
+    private var listener: TCPListener?
+    private let condition = NSCondition()
+    private var receiving: Set<String> = []
+    private var outcomes: [Outcome] = []
+    private var running = 0
+
+    public init(options: DestinationOptions, directory: String, maxSessions: Int, logger: Logger) {
+        precondition(maxSessions >= 1, "a destination receives at least one migration at a time")
+        self.options = options
+        self.directory = directory
+        self.maxSessions = maxSessions
+        self.logger = logger
+    }
+
+    /// Checks the directory and starts listening; returns the bound port.
+    public func bind() throws -> UInt16 {
+        var info = stat()
+        guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw MigrationError(.configuration, "--serve \(directory): not a directory; create it first", guest: .notHere)
+        }
+        do {
+            let listener = try TCPListener(options.listen, backlog: 64)
+            self.listener = listener
+            return listener.port
+        } catch {
+            throw MigrationError.wrap(error, during: "listen on \(options.listen)", guest: .notHere)
+        }
+    }
+
+    /// Migrations running now.
+    public var activeCount: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return running
+    }
+
+    /// The image a guest of this name is stored in.
+    public func imagePath(guestName: String) -> String {
+        (directory.hasSuffix("/") ? directory : directory + "/") + guestName + ".img"
+    }
+
+    /// Receives migrations until `count` have ended (nil: forever), calling `finished` after each
+    /// (on the migration's thread), and returns the outcomes in the order they ended.
+    public func run(count: Int? = nil, finished: (@Sendable (Outcome) -> Void)? = nil) throws -> [Outcome] {
+        if listener == nil { _ = try bind() }
+        guard let listener else { preconditionFailure("bind() sets the listener") }
+        let registry = SessionRegistry(maxSessions: maxSessions)
+        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry,
+                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello in
+            start(connection, hello, registry: registry, finished: finished)
+        }
+        dispatcher.start()
+        defer { dispatcher.stop() }
+        condition.lock()
+        defer { condition.unlock() }
+        while count.map({ outcomes.count < $0 }) ?? true {
+            condition.wait()
+        }
+        // Migrations admitted after the last counted one are not waited for; none is running
+        // when `count` were admitted one after another, as in tests.
+        return outcomes
+    }
+
+    private func start(_ connection: FramedConnection, _ hello: Hello, registry: SessionRegistry,
+                       finished: (@Sendable (Outcome) -> Void)?) {
+        let name = hello.guestName
+        var refusal: String?
+        condition.lock()
+        if name.isEmpty {
+            refusal = "this destination serves several guests and needs the guest's name; pass --name to ferry send"
+        } else if receiving.contains(name) {
+            refusal = "guest \(name) is being received here already"
+        } else {
+            receiving.insert(name)
+            running += 1
+        }
+        condition.unlock()
+        if let refusal {
+            logger.warning("refused a source", metadata: ["migration.guest": "\(name)", "migration.reason": "\(refusal)"])
+            try? connection.send(Refuse(reason: .other, message: refusal))
+            connection.close()
+            registry.release()
+            return
+        }
+        var settings = options
+        settings.imagePath = imagePath(guestName: name)
+        settings.preallocateBytes = nil
+        let perGuest = settings
+        let thread = Thread { [self] in
+            let session = DestinationSession(options: perGuest, connection: connection, hello: hello, registry: registry,
+                                             prepared: nil, prepareSeconds: 0, logger: logger, progress: nil)
+            let result: Result<DestinationResult, MigrationError>
+            do {
+                result = .success(try session.run())
+            } catch {
+                result = .failure(MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere))
+            }
+            registry.release()
+            let outcome = Outcome(guestName: name, imagePath: perGuest.imagePath, result: result)
+            finished?(outcome)
+            condition.lock()
+            receiving.remove(name)
+            running -= 1
+            outcomes.append(outcome)
+            condition.broadcast()
+            condition.unlock()
+        }
+        thread.name = "ferry-session"
+        thread.start()
+    }
+}
