@@ -27,7 +27,7 @@ struct TrackerBenchmarks {
         var pagesWritten: UInt64
         var harvests = 0
         var pagesFound = 0
-        /// Harvests that reported every page of the region (the mprotect tracker's overflow).
+        /// Harvests that reported every page of the region (all written, or the mprotect tracker's overflow).
         var fullHarvests = 0
         var harvestSeconds: [Double] = []
         var counters: ProcessCounters

@@ -68,8 +68,8 @@ do {
         emit("\n" + tracker.table.render())
         emit("""
             × none: median rate ÷ the untracked median of the same writer and pattern. found: pages the harvests reported \
-            (each cost its writer one write fault); full: harvests that reported every page (mprotect: more than \
-            vm.max_map_count split pages, so the whole range was unprotected). minflt/found: getrusage minor faults \
+            (each cost its writer one write fault); full: harvests that reported every page (every page written, or \
+            mprotect's fallback past vm.max_map_count split pages). minflt/found: getrusage minor faults \
             (all threads) per found page (mprotect's SIGSEGV faults are not counted as minor faults). \
             ≈µs/found: writer time lost per tracked write fault = (1 − × none) × writers ÷ found pages/s \
             (with --tracker-rate: the writers' CPU beyond the untracked run's, ÷ found pages). \
