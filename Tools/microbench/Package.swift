@@ -17,10 +17,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "Ferry", path: "../.."),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .executableTarget(name: "microbench", dependencies: [
             .product(name: "FerryMigration", package: "Ferry"),
+            // The tracker benchmark runs the built-in guest, which takes a Logger.
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v6]

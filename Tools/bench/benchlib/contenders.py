@@ -4,6 +4,7 @@ import os
 import subprocess
 import time
 
+from .memory import MemorySampler
 from .procs import BenchError, Proc
 
 
@@ -60,7 +61,8 @@ def run_raw(ctx, path, workload, logdir, prefault=False):
 
 
 def run_ferry(ctx, path, workload, logdir):
-    """ferry receive + ferry send; figures from both JSON reports."""
+    """ferry receive + ferry send; figures from both JSON reports, and each agent's peak memory
+    (sampled from /proc while they run)."""
     # The guest writes to the image it runs on: every run starts from a fresh copy of the original.
     subprocess.run(["cp", "--sparse=always", ctx.image, ctx.work_image], check=True)
     out = os.path.join(ctx.workdir, "ferry-dst.img")
@@ -70,6 +72,9 @@ def run_ferry(ctx, path, workload, logdir):
     recv = Proc(path.dst_prefix() + [ctx.ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
                                      "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc,
                 os.path.join(logdir, "recv.log"))
+    sampler = MemorySampler()
+    exe = os.path.basename(ctx.ferry)
+    sampler.watch("dst", recv, exe)
     try:
         host, port = recv.wait_listening(120)
         argv = [ctx.ferry, "send", "--image", ctx.work_image, "--to", f"{host}:{port}", "--workload", spec,
@@ -78,6 +83,7 @@ def run_ferry(ctx, path, workload, logdir):
         if workload != "idle":
             argv += ["--run-before", ctx.run_before]
         send = Proc(path.src_prefix() + argv, os.path.join(logdir, "send.log"))
+        sampler.watch("src", send, exe)
         rc = send.wait(ctx.run_timeout + 60)
         if rc != 0:
             raise BenchError(f"ferry send exited {rc}: {send.tail(3)}")
@@ -85,6 +91,7 @@ def run_ferry(ctx, path, workload, logdir):
         if rc != 0:
             raise BenchError(f"ferry receive exited {rc}: {recv.tail(3)}")
         s, r = _load_json(send_json, "ferry send"), _load_json(recv_json, "ferry receive")
+        memory = sampler.stop()
         return {
             "total_ms": s["total_ms"], "receiver_ms": r.get("total_ms"), "downtime_ms": s["downtime_ms"],
             "setup_ms": s.get("setup_ms"), "wire_bytes": s["wire_bytes"], "rounds": s["rounds"],
@@ -92,7 +99,12 @@ def run_ferry(ctx, path, workload, logdir):
             "throttle_percent": s.get("max_throttle_percent", 0),
             "verified": bool(s.get("verified")) and bool(r.get("verified", True)),
             "pages": s.get("pages"), "detail": {"source": s, "destination": r},
+            # each agent's peak RssAnon + RssFile (its own memory; the image is RssShmem), MiB
+            "src_own_mib": memory["src"]["peak_own_mib"], "dst_own_mib": memory["dst"]["peak_own_mib"],
+            "src_shmem_mib": memory["src"]["peak_shmem_mib"], "dst_shmem_mib": memory["dst"]["peak_shmem_mib"],
+            "memory": memory,
         }
     finally:
+        sampler.stop()
         recv.stop()
         _remove(out)

@@ -24,8 +24,9 @@ def summarise(runs, plan, qemu_available):
         ok = [r for r in rs if r["ok"]]
         row = {"path": path, "workload": workload, "contender": contender, "runs": len(rs), "ok": len(ok),
                "errors": sorted({r["error"] for r in rs if not r["ok"]})}
-        for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s"):
-            row[key] = _stats([r[key] for r in ok])
+        for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s",
+                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib"):
+            row[key] = _stats([r.get(key) for r in ok])
         row["verified"] = [r.get("verified") for r in ok]
         if contender.startswith("qemu") and not qemu_available:
             row["note"] = "not installed"
@@ -57,14 +58,22 @@ def _x(v):
     return "—" if v is None else f"{v:.2f}×"
 
 
-def table(rows, qemu_available):
+def _mib(s, limit):
+    """Peak own RSS: median [max] of the runs' peaks, '!' when the max is over the limit."""
+    if not s:
+        return "—"
+    over = "!" if limit is not None and s["max"] > limit else ""
+    return f"{s['median']:.0f} [{s['max']:.0f}]{over}"
+
+
+def table(rows, qemu_available, rss_limit_mib=None):
     head = ["path", "workload", "contender", "ok", "total ms median [min–max]", "downtime ms median [min–max]",
-            "wire MB", "rounds", "thr%", "total/raw", "total/QEMU", "downtime/QEMU"]
+            "wire MB", "rounds", "thr%", "total/raw", "total/QEMU", "downtime/QEMU", "src MiB", "dst MiB"]
     lines = []
     for r in rows:
         if r.get("note"):
             cells = [r["path"], r["workload"], r["contender"], "—", r["note"], r["note"], "—", "—", "—", "—",
-                     "—", "—"]
+                     "—", "—", "—", "—"]
         else:
             dt_digits = 1 if r["downtime_ms"] and r["downtime_ms"]["max"] < 100 else 0
             wire = f"{r['wire_bytes']['median'] / 1e6:.0f}" if r["wire_bytes"] else "—"
@@ -75,7 +84,8 @@ def table(rows, qemu_available):
                      _range(r["downtime_ms"], dt_digits), wire, rounds, thr, _x(r["total_vs_raw"]),
                      _x(r["total_vs_qemu"]) if r["total_vs_qemu"] is not None else no_qemu if r["workload"] == "idle" else "—",
                      _x(r["downtime_vs_qemu"]) if r["downtime_vs_qemu"] is not None
-                     else no_qemu if r["workload"] == "idle" and r["downtime_ms"] else "—"]
+                     else no_qemu if r["workload"] == "idle" and r["downtime_ms"] else "—",
+                     _mib(r.get("src_own_mib"), rss_limit_mib), _mib(r.get("dst_own_mib"), rss_limit_mib)]
         lines.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()

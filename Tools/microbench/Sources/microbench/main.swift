@@ -51,6 +51,32 @@ do {
         emit("\n" + harvest.table.render())
         for note in harvest.notes { emit(note) }
     }
+
+    if options.selectsAny(TrackerBenchmarks.labels) {
+        ranAny = true
+        emit("""
+
+            Tracker overhead: \(options.pages) pages (\((options.pages * systemPageSize) >> 20) MiB) MAP_SHARED at \(options.trackerImage), \
+            faulted in; \(options.trackerThreads) \(options.trackerRate.map { "guest writer thread(s) paced at \($0)" } ?? "unpaced writer thread(s)"), \(fixed(options.trackerSeconds, 1)) s measured per run \
+            (after \(fixed(options.trackerWarmupMs, 0)) ms), harvest every \(fixed(options.harvestMs, 0)) ms while tracked, \
+            \(options.trackerRepetitions) runs per variant alternating none/uffd/mprotect; median (min–max) over runs
+            writer guest: FerryGuest vCPUs (16 bytes into a page per step); page: memset of the whole page per step. \
+            MB/s = pages × \(systemPageSize) B / 10^6
+            """)
+        var tracker = TrackerBenchmarks(options: options)
+        try tracker.run()
+        emit("\n" + tracker.table.render())
+        emit("""
+            × none: median rate ÷ the untracked median of the same writer and pattern. found: pages the harvests reported \
+            (each cost its writer one write fault); full: harvests that reported every page (every page written, or \
+            mprotect's fallback past vm.max_map_count split pages). minflt/found: getrusage minor faults \
+            (all threads) per found page (mprotect's SIGSEGV faults are not counted as minor faults). \
+            ≈µs/found: writer time lost per tracked write fault = (1 − × none) × writers ÷ found pages/s \
+            (with --tracker-rate: the writers' CPU beyond the untracked run's, ÷ found pages). \
+            writer cpu%: process CPU minus this harvesting thread's, ÷ (wall × writers); writer CPU ns/page: the same CPU ÷ pages written
+            """)
+        for note in tracker.notes { emit(note) }
+    }
 } catch {
     Output.error("microbench: \(error)")
     exit(1)
