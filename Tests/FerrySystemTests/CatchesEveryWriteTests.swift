@@ -95,7 +95,7 @@ extension TrackerTests {
             + "\(harvests) harvests, \(reportedTotal) pages reported, \(missed.count) pages missed")
         #expect(missed.count == 0, "writes not reported by a later harvest (page, r, last harvest reporting it): \(missed.prefix(10))")
         #expect(harvests >= 5)
-        #expect(writes >= 10_000)
+        #expect(writes >= 2_000, "too few writes raced the harvests to test anything")  // ~16k when idle, ~9k under load
         #expect(fresh >= 200)
         // No page is reported that nobody wrote.
         let everWritten = Set((0..<pages).filter { page in logs.contains { $0.latestHarvestBeforeWrite[page] >= 0 } })
