@@ -147,11 +147,16 @@ final class Arrivals: @unchecked Sendable {
 
     /// The next arrival, or nil after `timeoutMs` (nil: wait forever).
     func take(timeoutMs: Int?) -> (FramedConnection, Hello)? {
-        let deadline = timeoutMs.map { Date(timeIntervalSinceNow: Double($0) / 1000) } ?? .distantFuture
+        // No `.distantFuture` deadline: NSCondition traps converting it to a timespec.
+        let deadline = timeoutMs.map { Date(timeIntervalSinceNow: Double($0) / 1000) }
         condition.lock()
         defer { condition.unlock() }
         while waiting.isEmpty {
-            if !condition.wait(until: deadline) && waiting.isEmpty { return nil }
+            if let deadline {
+                if !condition.wait(until: deadline) && waiting.isEmpty { return nil }
+            } else {
+                condition.wait()
+            }
         }
         return waiting.removeFirst()
     }

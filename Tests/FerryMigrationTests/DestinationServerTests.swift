@@ -156,3 +156,20 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         silent.close()
     }
 }
+
+@Suite struct ArrivalsTests {
+    /// Without a timeout `take` waits for the next arrival (it must not trap on an endless deadline).
+    @Test func takeWithoutATimeoutWaitsForAnArrival() throws {
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        defer { listener.close() }
+        let client = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
+        defer { client.close() }
+        let arrivals = Arrivals()
+        let connection = FramedConnection(client)
+        let waiter = Background { arrivals.take(timeoutMs: nil)?.1.guestName }
+        Thread.sleep(forTimeInterval: 0.05)
+        arrivals.put(connection, Hello(pageSize: 4096, pageCount: 1, vcpuCount: 1, sourceName: "s", guestName: "g"))
+        #expect(try waiter.wait().get() == "g")
+        #expect(arrivals.take(timeoutMs: 10) == nil)
+    }
+}
