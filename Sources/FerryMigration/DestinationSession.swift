@@ -49,6 +49,7 @@ final class DestinationSession {
     func run() throws -> DestinationResult {
         defer { connection.close() }
         let start = MonotonicClock.now()
+        let cpuStart = ProcessCPU.now()
         log.info("source connected", metadata: ["migration.source_name": "\(hello.sourceName)"])
 
         // Handshake: decide whether this guest fits here.
@@ -243,6 +244,7 @@ final class DestinationSession {
                     resumed.start()
                     guest = resumed
                     resumedAt = MonotonicClock.now()
+                    report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
                     let resumeMicros = (resumedAt &- commitAt) / 1000
                     parts.destinationResumeMs = Double(resumeMicros) / 1000
                     try? connection.send(Resumed(resumeMicroseconds: resumeMicros))

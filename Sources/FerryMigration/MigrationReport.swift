@@ -73,6 +73,10 @@ public struct MigrationReport: Codable, Sendable {
     /// Destination: time `--prealloc` spent faulting in the image before the migration started
     /// (not part of `total_ms`, as QEMU's `prealloc=on` is not part of its total time).
     public var preallocMs: Double = 0
+    /// CPU time (user + system, all threads of the agent's process) from the start of the
+    /// migration to its end (source: RESUMED read; destination: guest resumed). On the source it
+    /// includes the guest's vCPU threads.
+    public var cpuMs: Double = 0
     public var downtimeMs: Double = 0
     public var downtimeClock: String = ""
     public var downtimeParts = DowntimeParts()
@@ -120,7 +124,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  guest        \(vcpus) vCPU(s), workload \(workload), now on: \(guestLocation.rawValue)")
         lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
         if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
-        lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs)))")
+        lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs))), process CPU \(ms(cpuMs))")
         if preallocMs > 0 { lines.append("  prealloc     image faulted in before the migration in \(ms(preallocMs)) (not in total)") }
         if downtimeMs > 0 {
             let p = downtimeParts

@@ -22,6 +22,17 @@ public enum MonotonicClock {
     }
 }
 
+/// CPU time (user + system) of the whole process, in nanoseconds: what a migration cost the host,
+/// whichever threads spent it.
+public enum ProcessCPU {
+    public static func now() -> UInt64 {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func nanos(_ t: timeval) -> UInt64 { UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_usec) &* 1000 }
+        return nanos(usage.ru_utime) &+ nanos(usage.ru_stime)
+    }
+}
+
 extension Double {
     /// Seconds → milliseconds rounded to 0.01 ms, for reports.
     var milliseconds: Double { (self * 100_000).rounded() / 100 }

@@ -85,6 +85,7 @@ public final class SourceAgent {
 
     public func migrate() throws -> MigrationReport {
         let start = MonotonicClock.now()
+        let cpuStart = ProcessCPU.now()
         let pageCount = size / pageSize
         var report = MigrationReport(role: "source", image: imagePath, imageBytes: UInt64(size), pageSize: pageSize,
                                      vcpus: guestSetup.configuration.vcpus, workload: guestSetup.workloadText)
@@ -337,6 +338,7 @@ public final class SourceAgent {
         report.downtimeParts = parts
         report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
         log.info("migration complete", metadata: [
             "migration.downtime_ms": "\(report.downtimeMs)", "migration.total_ms": "\(report.totalMs)",
             "migration.rounds": "\(report.rounds)"])
