@@ -100,6 +100,15 @@ int ferry_wp_install(void);
 /// ferry_wp_end returns), then mprotect(PROT_READ)s the range. EBUSY when all slots are in use;
 /// any other error is the errno of mprotect.
 int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
+/// Like ferry_wp_begin but protects nothing: the range is published (faults in it are ours)
+/// and stays writable until ferry_wp_protect protects it piece by piece.
+int ferry_wp_begin_deferred(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
+/// mprotect(PROT_READ)s pages [first_page, first_page+page_count) of the tracked range; from
+/// then on writes to them are recorded. Thread-safe for disjoint pieces. If the kernel refuses
+/// for lack of mappings (ENOMEM), sets *overflowed_out and the overflow flag (the next harvest
+/// reports every page and re-protects the whole range) and returns 0. Otherwise returns 0 or
+/// mprotect's errno; EINVAL if the slot is not tracking or the pages are out of range.
+int ferry_wp_protect(int slot, size_t first_page, size_t page_count, int *overflowed_out);
 /// Moves the bits set since the last harvest into out (OR), clears them, and re-protects those
 /// pages. *found_out receives the number of pages found. If the handler had to give up on
 /// per-page protection (too many mappings), every page is reported and the whole range is
