@@ -59,9 +59,9 @@ final class PageStreamer: @unchecked Sendable {
 
     /// Sends every page of this stream's stripe whose bit is set in `pages`; returns what it sent.
     /// `progress` is called every few thousand pages with the pages sent so far. With
-    /// `protection` (round 0 of a deferred tracker), each block is write-protected before its
-    /// first page is read, and every block of this stream's stripe by the time this returns.
-    func send(pages: DirtyBitmap, round: UInt32, protection: StripeProtection? = nil,
+    /// `protection` (round 0 of a deferred tracker), each page is write-protected before it is
+    /// read, and every page of the region by the time this returns.
+    func send(pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil,
               progress: ((Int) -> Void)? = nil) throws -> StreamRoundResult {
         let startBytes = wireBytes
         let startBatches = batches
@@ -70,7 +70,7 @@ final class PageStreamer: @unchecked Sendable {
         startBatch(round: round)
         var protectedEnd = protection == nil ? Int.max : 0
         try stripes.forEachPage(in: pages, of: stream) { page in
-            if page >= protectedEnd, let protection { protectedEnd = try protection.protectBlocks(through: page) }
+            if page >= protectedEnd, let protection { protectedEnd = try protection.protect(through: page) }
             if !writer.hasRoomForPage {
                 try flush(round: round)
                 startBatch(round: round)
@@ -99,7 +99,7 @@ final class PageStreamer: @unchecked Sendable {
             if sent & 4095 == 0 { progress?(sent) }
         }
         if writer.count > 0 { try flush(round: round) }
-        try protection?.protectRemainingBlocks()
+        try protection?.protectAll()
         counts.add(roundCounts)
         return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }

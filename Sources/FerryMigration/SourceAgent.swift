@@ -25,8 +25,8 @@ public struct SourceOptions: Sendable {
     /// TCP connections carrying pages (1…16), each with its own encoding thread.
     public var streams: Int
     /// true: the tracker starts with nothing protected and round 0's stream threads
-    /// write-protect each block just before reading it (the cost overlaps the network instead of
-    /// delaying round 0). false: the whole region is protected during setup.
+    /// write-protect the region chunk by chunk just ahead of reading it (the cost overlaps the
+    /// network instead of delaying round 0). false: the whole region is protected during setup.
     public var protectDuringRoundZero: Bool
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
@@ -141,7 +141,7 @@ public final class SourceAgent {
 
         // Start tracking before round 0 reads a page. Whole-region start: every write from here
         // on is caught. Deferred start: a page's writes are caught from its protection on, which
-        // round 0 does block by block just before reading the block (see StripeProtection), so a
+        // round 0's streams do chunk by chunk ahead of reading (see RoundZeroProtection), so a
         // write is either read by round 0 or caught; at the end of round 0 all is protected.
         let tracker: any DirtyTracker
         do {
@@ -150,7 +150,7 @@ public final class SourceAgent {
             report.tracker = made.tracker.kind.rawValue
             report.trackerReason = made.why
             log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)",
-                "migration.tracker_protects": "\(options.protectDuringRoundZero ? "block by block in round 0" : "whole region at setup")"])
+                "migration.tracker_protects": "\(options.protectDuringRoundZero ? "chunk by chunk in round 0" : "whole region at setup")"])
             if options.protectDuringRoundZero {
                 try tracker.startDeferred()
             } else {

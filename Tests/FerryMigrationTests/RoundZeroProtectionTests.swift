@@ -1,6 +1,7 @@
 import FerryGuest
 import FerrySystem
 import Foundation
+import Synchronization
 import Testing
 
 @testable import FerryMigration
@@ -8,37 +9,68 @@ import Testing
 @Suite(.serialized) struct RoundZeroProtectionTests {
     static let trackers: [TrackerChoice] = DirtyTrackers.uffdUnavailableReason() == nil ? [.uffd, .mprotect] : [.mprotect]
 
-    /// Each stream protects its own blocks (page p is in block p / 512, on stream (p/512) % N),
-    /// each no later than its first page is reached, the ones it skips included, and all of them
-    /// by the end; a block of the stream not reached yet stays unprotected.
+    /// The region is protected from its start upwards, one chunk ahead of the page asked for:
+    /// a write after a page's protection is recorded, one to a page not reached yet is not.
     @Test(arguments: trackers)
-    func stripeProtectionProtectsEachStreamsBlocksOnce(choice: TrackerChoice) throws {
-        let pages = 7 * 512 + 100  // the last block is short
+    func protectionRunsOneChunkAheadOfTheReader(choice: TrackerChoice) throws {
+        let chunk = RoundZeroProtection.pagesPerChunk
+        let pages = 3 * chunk + 100  // the last chunk is short
         let region = try MappedRegion.anonymous(size: pages * systemPageSize)
         let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize).tracker
         defer { tracker.stop() }
         try tracker.startDeferred()
-        let stripes = PageStripes(streamCount: 3)
         func write(_ page: Int) { (region.base + page * systemPageSize).storeBytes(of: UInt64(page + 1), as: UInt64.self) }
 
-        // Stream 1 owns blocks 1, 4, 7. Reaching page 4*512+3 protects blocks 1 and 4, not 7.
-        let stream1 = StripeProtection(tracker: tracker, stripes: stripes, stream: 1, pageCount: pages)
-        #expect(try stream1.protectBlocks(through: 4 * 512 + 3) == 5 * 512)
-        write(512 + 7)        // block 1: protected, recorded
-        write(4 * 512 + 500)  // block 4: protected, recorded
-        write(7 * 512 + 50)   // block 7: not yet protected, not recorded
-        write(0)              // block 0 (stream 0): not yet protected, not recorded
-        #expect(try stream1.protectBlocks(through: 7 * 512 + 99) == pages)
-        for stream in 0..<3 {
-            try StripeProtection(tracker: tracker, stripes: stripes, stream: stream, pageCount: pages).protectRemainingBlocks()
-        }
-        write(7 * 512 + 99)   // the last page, protected by now
+        let protection = RoundZeroProtection(tracker: tracker, pageCount: pages)
+        #expect(try protection.protect(through: 5) == chunk)  // chunks 0 and 1 protected
+        #expect(try protection.protect(through: 9) == chunk)  // nothing new
+        write(100)            // protected: recorded
+        write(2 * chunk - 1)  // protected (lookahead): recorded
+        write(2 * chunk + 5)  // not yet: not recorded
+        #expect(try protection.protect(through: chunk) == 2 * chunk)  // chunk 2 now
+        #expect(try protection.protect(through: 3 * chunk + 50) == pages)
+        write(pages - 1)
+        try protection.protectAll()  // nothing left: a no-op
         var bitmap = DirtyBitmap(count: pages)
-        // Everything is protected: the harvest reports exactly the writes made after protection.
+        // Everything is protected (else the harvest would report the rest): exactly the writes
+        // made after their page's protection.
         #expect(try tracker.harvest(into: &bitmap) == 3)
         var reported: [Int] = []
         bitmap.forEachSetBit { reported.append($0) }
-        #expect(reported == [512 + 7, 4 * 512 + 500, 7 * 512 + 99])
+        #expect(reported == [100, 2 * chunk - 1, pages - 1])
+    }
+
+    /// Four threads walk their stripes concurrently (as the streams do) with a sparse bitmap,
+    /// then each protects the rest: everything ends up protected, each page once.
+    @Test(arguments: trackers)
+    func concurrentStreamsProtectEverything(choice: TrackerChoice) throws {
+        let pages = 5 * RoundZeroProtection.pagesPerChunk + 700
+        let region = try MappedRegion.anonymous(size: pages * systemPageSize)
+        let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize).tracker
+        defer { tracker.stop() }
+        try tracker.startDeferred()
+        let protection = RoundZeroProtection(tracker: tracker, pageCount: pages)
+        let stripes = PageStripes(streamCount: 4)
+        var sparse = DirtyBitmap(count: pages)
+        for page in stride(from: 0, to: pages / 2, by: 37) { sparse.set(page) }  // nothing in the upper half
+        let toSend = sparse
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 4) { stream in
+            do {
+                var protectedEnd = 0
+                try stripes.forEachPage(in: toSend, of: stream) { page in
+                    if page >= protectedEnd { protectedEnd = try protection.protect(through: page) }
+                }
+                try protection.protectAll()
+            } catch {
+                failures.withLock { $0.append("stream \(stream): \(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
+        (region.base + (pages - 1) * systemPageSize).storeBytes(of: 1, as: UInt8.self)
+        var bitmap = DirtyBitmap(count: pages)
+        #expect(try tracker.harvest(into: &bitmap) == 1)
+        #expect(bitmap[pages - 1])
     }
 
     /// A guest writing fast during the whole migration, with the destination image compared to
@@ -49,6 +81,7 @@ import Testing
     func noWriteIsLost(tracker: TrackerChoice, protectDuringRoundZero: Bool) throws {
         let scratch = Scratch()
         var migration = LoopbackMigration()
+        migration.size = 3 * RoundZeroProtection.pagesPerChunk * systemPageSize  // three chunks
         migration.workload = "uniform:100MB/s"
         migration.tracker = tracker
         migration.protectDuringRoundZero = protectDuringRoundZero
