@@ -1,3 +1,4 @@
+import CFerryShims
 import FerrySystem
 import Foundation
 import Synchronization
@@ -200,5 +201,36 @@ extension TrackerTests {
         try tracker.protect(pages: 0..<2048)  // a no-op now
         var idle = DirtyBitmap(count: memory.pages)
         #expect(try tracker.harvest(into: &idle) == 0)
+    }
+}
+
+extension TrackerTests {
+    /// Deferred start, then one-page protections of every other page until the kernel refuses
+    /// another mapping (vm.max_map_count): `ferry_wp_protect` must not fail but raise the
+    /// overflow flag, so that the first harvest reports every page (the refused page stays
+    /// writable, and the child writes it, unrecorded) and protects the whole range, after which
+    /// tracking goes on page by page. In a forked child: at the mapping limit any other mmap
+    /// would fail.
+    @Test func deferredProtectionAtTheMappingLimitLosesNoWrite() throws {
+        let limit = Int(try String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let pages = 65536 * 2 + 2048
+        guard limit <= pages / 2 else {  // each protected island adds about two mappings
+            print("skipped deferred overflow test: vm.max_map_count is \(limit), \(pages / 2) islands cannot reach it")
+            return
+        }
+        var report = ferry_wp_overflow_report()
+        let status = ferry_wp_test_deferred_overflow_in_child(pages, &report)
+        print("deferred overflow: \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) at the limit, "
+            + "\(report.maps_after_harvest) after the harvest; first harvest \(report.first_found) pages")
+        try #require(status >= 0, "fork failed: errno \(-status)")
+        #expect(status & 0x7F == 0 && (status >> 8) & 0xFF == 0, "child failed at step \((status >> 8) & 0xFF), status \(status)")
+        #expect(report.overflows == 1, "the mapping limit was never hit")
+        #expect(report.first_found == UInt64(pages))
+        #expect(report.first_all_set == 1)
+        #expect(report.maps_after_harvest < 1000, "protecting the whole range should merge the mappings")
+        #expect(report.second_found == 1)
+        #expect(report.second_only_that_page == 1)
+        #expect(report.data_intact == 1)
     }
 }

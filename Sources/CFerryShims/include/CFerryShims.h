@@ -153,6 +153,11 @@ typedef struct ferry_wp_overflow_report {
 /// harvests again, filling *report. Returns the child's wait status (exit 0 = ran through; other
 /// exit codes name the step that failed) or -errno.
 int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_report *report);
+/// Forks; the child starts a deferred range of `pages` private anonymous pages, protects every
+/// other page one call at a time until ferry_wp_protect reports an overflow (report->overflows
+/// = 1), writes the page it could not protect, harvests, writes one more page and harvests
+/// again, filling *report like ferry_wp_test_overflow_in_child.
+int ferry_wp_test_deferred_overflow_in_child(size_t pages, ferry_wp_overflow_report *report);
 
 #ifdef __cplusplus
 }
