@@ -365,6 +365,12 @@ uint64_t ferry_wp_overflow_count(void) { return atomic_load(&overflows); }
 
 // MARK: - test support
 
+void ferry_wp_forget_handlers_after_fork(void) {
+    // Only the forking thread exists in the child: handlers that were in flight on other
+    // threads at fork time will never finish here, and ferry_wp_begin would wait for them.
+    atomic_store(&handlers_in_flight, 0);
+}
+
 int ferry_wp_reinstall_after_fork(void) {
     atomic_store(&install_state, 2);
     return install_now();

@@ -123,7 +123,10 @@ int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_
         munmap(shared_report, sizeof *shared_report);
         return -err;
     }
-    if (child == 0) run_overflow_child(pages, shared, shared_report);
+    if (child == 0) {
+        ferry_wp_forget_handlers_after_fork();
+        run_overflow_child(pages, shared, shared_report);
+    }
     int status = wait_for(child);
     *report = *shared_report;
     munmap(shared_report, sizeof *shared_report);
@@ -193,7 +196,10 @@ int ferry_wp_test_deferred_overflow_in_child(size_t pages, ferry_wp_overflow_rep
         munmap(shared_report, sizeof *shared_report);
         return -err;
     }
-    if (child == 0) run_deferred_overflow_child(pages, shared_report);
+    if (child == 0) {
+        ferry_wp_forget_handlers_after_fork();
+        run_deferred_overflow_child(pages, shared_report);
+    }
     int status = wait_for(child);
     *report = *shared_report;
     munmap(shared_report, sizeof *shared_report);

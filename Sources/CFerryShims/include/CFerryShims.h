@@ -128,6 +128,9 @@ uint64_t ferry_wp_overflow_count(void);
 
 /// In a forked child only: installs the ferry handler again over the current disposition.
 int ferry_wp_reinstall_after_fork(void);
+/// In a forked child only: forgets the handlers that other threads of the parent were running
+/// at fork time (they do not exist in the child; ferry_wp_begin would wait for them forever).
+void ferry_wp_forget_handlers_after_fork(void);
 
 /// Forks; the child installs `mode` as the SIGSEGV disposition (0 = SIG_DFL, 1 = SA_SIGINFO
 /// handler that _exit(42)s, 2 = plain handler that _exit(43)s, 3 = SIG_IGN), then the ferry
