@@ -202,7 +202,8 @@ static tracked_range *slot_at(int slot) {
     return atomic_load(&range->state) == STATE_TRACKING ? range : NULL;
 }
 
-int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out) {
+static int begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out,
+                 bool protect_now) {
     int err = ferry_wp_install();
     if (err) return err;
     tracked_range *range = NULL;
@@ -230,6 +231,10 @@ int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap
     // irrelevant here (e.g. a read-only mapping fails the mprotect below anyway).
     madvise(base, page_size, MADV_POPULATE_WRITE);
     atomic_store(&range->state, STATE_TRACKING);
+    // Deferred: the range stays writable; ferry_wp_protect protects it piece by piece. Until a
+    // page is protected its writes do not fault and are not recorded (the caller reads such a
+    // page only after protecting it).
+    if (!protect_now) return 0;
     if (mprotect(base, length, PROT_READ) != 0) {
         err = errno;
         mprotect(base, length, PROT_READ | PROT_WRITE);  // undo a partial protection
@@ -237,6 +242,40 @@ int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap
         wait_for_handlers();
         return err;
     }
+    return 0;
+}
+
+int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out) {
+    return begin(base, length, page_size, bitmap_words, slot_out, true);
+}
+
+int ferry_wp_begin_deferred(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out) {
+    return begin(base, length, page_size, bitmap_words, slot_out, false);
+}
+
+// Several threads may protect disjoint pieces at once, concurrently with the handler: mprotect
+// calls serialise in the kernel (mmap write lock), and the handler only ever unprotects a page
+// that is already read-only, i.e. one whose piece was protected before (each piece is protected
+// once, by one thread), so the handler's "unprotect, then set the bit" order argument holds
+// unchanged. If the kernel refuses (ENOMEM: splitting the mapping would exceed
+// vm.max_map_count), the piece may stay writable without faulting; raising the overflow flag
+// makes the next harvest report every page and re-protect the whole range, so no write is lost.
+int ferry_wp_protect(int slot, size_t first_page, size_t page_count, int *overflowed_out) {
+    *overflowed_out = 0;
+    tracked_range *range = slot_at(slot);
+    if (!range) return EINVAL;
+    uintptr_t base = atomic_load(&range->base);
+    uintptr_t end = atomic_load(&range->end);
+    uintptr_t page_size = atomic_load(&range->page_size);
+    size_t pages = (end - base) / page_size;
+    if (first_page > pages || page_count > pages - first_page) return EINVAL;
+    if (page_count == 0) return 0;
+    if (mprotect((void *)(base + first_page * page_size), page_count * page_size, PROT_READ) == 0) return 0;
+    int err = errno;
+    if (err != ENOMEM) return err;
+    atomic_store(&range->overflow, 1);
+    atomic_fetch_add_explicit(&overflows, 1, memory_order_relaxed);
+    *overflowed_out = 1;
     return 0;
 }
 
@@ -325,6 +364,12 @@ uint64_t ferry_wp_fault_count(void) { return atomic_load(&faults_resolved); }
 uint64_t ferry_wp_overflow_count(void) { return atomic_load(&overflows); }
 
 // MARK: - test support
+
+void ferry_wp_forget_handlers_after_fork(void) {
+    // Only the forking thread exists in the child: handlers that were in flight on other
+    // threads at fork time will never finish here, and ferry_wp_begin would wait for them.
+    atomic_store(&handlers_in_flight, 0);
+}
 
 int ferry_wp_reinstall_after_fork(void) {
     atomic_store(&install_state, 2);

@@ -63,14 +63,19 @@ final class PageStreamer: @unchecked Sendable {
     }
 
     /// Sends every page of this stream's stripe whose bit is set in `pages`; returns what it sent.
-    /// `progress` is called every few thousand pages with the pages sent so far.
-    func send(pages: DirtyBitmap, round: UInt32, progress: ((Int) -> Void)? = nil) throws -> StreamRoundResult {
+    /// `progress` is called every few thousand pages with the pages sent so far. With
+    /// `protection` (round 0 of a deferred tracker), each page is write-protected before it is
+    /// read, and every page of the region by the time this returns.
+    func send(pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil,
+              progress: ((Int) -> Void)? = nil) throws -> StreamRoundResult {
         let startBytes = wireBytes
         let startBatches = batches
         var roundCounts = EncodingCounts()
         var sent = 0
         startBatch(round: round)
+        var protectedEnd = protection == nil ? Int.max : 0
         try stripes.forEachPage(in: pages, of: stream) { page in
+            if page >= protectedEnd, let protection { protectedEnd = try protection.protect(through: page) }
             if !writer.hasRoomForPage || writer.byteCount >= batchLimit {
                 try flush(round: round)
                 startBatch(round: round)
@@ -99,6 +104,7 @@ final class PageStreamer: @unchecked Sendable {
             if sent & 4095 == 0 { progress?(sent) }
         }
         if writer.count > 0 { try flush(round: round) }
+        try protection?.protectAll()
         counts.add(roundCounts)
         return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }

@@ -26,12 +26,18 @@ public struct SourceOptions: Sendable {
     public var maxBandwidth: Double?
     /// TCP connections carrying pages (1…16), each with its own encoding thread.
     public var streams: Int
+    /// true: the tracker starts with nothing protected and round 0's stream threads
+    /// write-protect the region chunk by chunk just ahead of reading it (the cost overlaps the
+    /// network instead of delaying round 0). false: the whole region is protected during setup.
+    public var protectDuringRoundZero: Bool
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
-                maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams) {
+                maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
+                protectDuringRoundZero: Bool = true) {
+        self.protectDuringRoundZero = protectDuringRoundZero
         self.maxBandwidth = maxBandwidth
         self.streams = streams
         self.destination = destination
@@ -137,15 +143,23 @@ public final class SourceAgent {
         }
         defer { connection.close() }
 
-        // Start tracking before round 0 reads a page: every write from here on is caught.
+        // Start tracking before round 0 reads a page. Whole-region start: every write from here
+        // on is caught. Deferred start: a page's writes are caught from its protection on, which
+        // round 0's streams do chunk by chunk ahead of reading (see RoundZeroProtection), so a
+        // write is either read by round 0 or caught; at the end of round 0 all is protected.
         let tracker: any DirtyTracker
         do {
             let made = try DirtyTrackers.make(options.tracker, base: memory, length: size, pageSize: pageSize)
             tracker = made.tracker
             report.tracker = made.tracker.kind.rawValue
             report.trackerReason = made.why
-            log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)"])
-            try tracker.start()
+            log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)",
+                "migration.tracker_protects": "\(options.protectDuringRoundZero ? "chunk by chunk in round 0" : "whole region at setup")"])
+            if options.protectDuringRoundZero {
+                try tracker.startDeferred()
+            } else {
+                try tracker.start()
+            }
         } catch {
             abort(connection, MigrationError.wrap(error, during: "tracker setup", guest: .source))
             throw MigrationError.wrap(error, during: "tracker setup", guest: .source)
@@ -191,7 +205,8 @@ public final class SourceAgent {
                                                  pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
                                                  sendRate: lastDecision?.transferRate ?? 0,
                                                  predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
-                let sent = try streamer.send(pages: toSend, round: UInt32(round)) { [progress] done in
+                let sent = try streamer.send(pages: toSend, round: UInt32(round),
+                                             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil) { [progress] done in
                     var update = snapshot
                     update.pagesSent = min(done, inRound)
                     progress?(update)

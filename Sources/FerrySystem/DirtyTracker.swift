@@ -20,12 +20,30 @@ public enum TrackerChoice: String, Sendable, CaseIterable {
 /// returns is reported by a later harvest; a write during a harvest is reported by it or a
 /// later one. Pages may be reported without having been written (rare with uffd).
 ///
+/// Deferred start: `startDeferred()` arms the tracker without protecting anything, and
+/// `protect(pages:)` then protects the region piece by piece (e.g. each piece just before it is
+/// read, by the thread that reads it; whole-region protection of a large populated region costs
+/// tens of milliseconds). A write to a page is recorded only if it completes after the call that
+/// protected that page returned; an earlier write is seen by a read of the page that follows the
+/// protection. So: protect a piece, then read it, and every write is either read or recorded.
+/// A harvest taken while some pages are still unprotected protects them and reports them all
+/// (their writes were never recorded), so the contract above holds whatever the caller does.
+///
 /// Trackers are thread-safe: calls are serialised internally (harvest from one thread at a
-/// time is the intended use).
+/// time is the intended use); `protect(pages:)` may be called from several threads at once.
 public protocol DirtyTracker: AnyObject, Sendable {
     var kind: TrackerKind { get }
     /// Protects the whole region; from now on every write is recorded.
     func start() throws
+    /// Starts tracking with nothing protected: no write is recorded until `protect(pages:)`
+    /// protects its page. Cheap (no page-table walk).
+    func startDeferred() throws
+    /// Write-protects pages `pages` (page indices of the region) of a tracker started with
+    /// `startDeferred()`; every write to them that completes after this returns is reported by a
+    /// later harvest. Pages protected before (by an earlier call or a harvest) are left alone,
+    /// so each page is protected once. Several threads may call this at once. Throws if the
+    /// tracker is not started; a no-op after `start()`.
+    func protect(pages: Range<Int>) throws
     /// ORs the pages written since `start()`/the previous harvest into `bitmap` (bit i = page i
     /// of the region; its count must be the region's page count), re-protects them, and returns
     /// how many pages it found.

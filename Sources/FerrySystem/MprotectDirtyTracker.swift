@@ -8,6 +8,8 @@ import Synchronization
 /// (C, async-signal-safe, see write_fault_handler.c for the ordering argument) makes that page
 /// writable and sets its bit in a preallocated bitmap. `harvest` takes the bits atomically and
 /// makes the pages it took read-only again, merging adjacent pages into one mprotect call.
+/// `startDeferred()` publishes the range to the handler but leaves it writable;
+/// `protect(pages:)` makes it read-only piece by piece.
 ///
 /// Limits: at most 8 tracked ranges per process (`start()` of a ninth throws `.busy`). Each scattered
 /// writable page splits the mapping in the kernel; past `vm.max_map_count` (65530 by default)
@@ -26,8 +28,14 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// Bits set by the signal handler; allocated once, lives as long as the tracker.
     private let handlerBits: UnsafeMutablePointer<UInt64>
 
-    /// The handler's slot while started.
-    private let slot = Mutex<Int32?>(nil)
+    private struct Started {
+        /// The handler's slot.
+        var slot: Int32
+        /// After `startDeferred()`, until every page is protected: which pages are.
+        var deferred: DeferredProtection?
+    }
+    /// nil while not started.
+    private let started = Mutex<Started?>(nil)
 
     init(base: UnsafeMutableRawPointer, length: Int, pageSize: Int) {
         self.base = base
@@ -45,20 +53,31 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
 
     /// Write faults resolved by the handler in this process (all trackers), for diagnostics.
     static var faultsResolved: UInt64 { ferry_wp_fault_count() }
-    /// Times the handler hit the mapping limit and unprotected a whole range.
+    /// Times the handler (or a deferred `protect(pages:)`) hit the mapping limit and fell back to
+    /// reporting a whole range.
     static var overflows: UInt64 { ferry_wp_overflow_count() }
 
     func start() throws {
-        try slot.withLock { slot in
-            guard slot == nil else {
+        try start(protectNow: true)
+    }
+
+    func startDeferred() throws {
+        try start(protectNow: false)
+    }
+
+    private func start(protectNow: Bool) throws {
+        try started.withLock { started in
+            guard started == nil else {
                 throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: 0, detail: "already started")
             }
             handlerBits.update(repeating: 0, count: wordCount)
             var taken: Int32 = -1
-            let error = ferry_wp_begin(base, length, pageSize, handlerBits, &taken)
+            let error = protectNow
+                ? ferry_wp_begin(base, length, pageSize, handlerBits, &taken)
+                : ferry_wp_begin_deferred(base, length, pageSize, handlerBits, &taken)
             switch error {
             case 0:
-                slot = taken
+                started = Started(slot: taken, deferred: protectNow ? nil : DeferredProtection(pages: length / pageSize))
             case EBUSY:
                 throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: EBUSY,
                                   detail: "\(FERRY_WP_MAX_RANGES) mprotect trackers are already running in this process; stop one first")
@@ -68,32 +87,80 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
         }
     }
 
+    /// mprotect(PROT_READ) of `pages` in the handler's slot. If the kernel runs out of mappings
+    /// (vm.max_map_count), the C side raises the overflow flag instead of failing: the next
+    /// harvest then reports every page and protects the whole range.
+    private func mprotectReadOnly(slot: Int32, pages: Range<Int>) throws {
+        var overflowed: Int32 = 0
+        let error = ferry_wp_protect(slot, pages.lowerBound, pages.count, &overflowed)
+        guard error == 0 else {
+            throw SystemError(call: "mprotect(\(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize), PROT_READ)",
+                              errno: error)
+        }
+    }
+
+    /// Holds the lock across mprotect: the kernel serialises mprotects of one process anyway
+    /// (mmap write lock), and `stop()` cannot retire the slot under a protection in flight.
+    /// Concurrent with the SIGSEGV handler: it only unprotects pages that are read-only, i.e.
+    /// whose piece was already protected (once, see `DeferredProtection`), so its ordering
+    /// argument (write_fault_handler.c) is unchanged.
+    func protect(pages: Range<Int>) throws {
+        try started.withLock { started in
+            guard let slot = started?.slot else {
+                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.protect(pages: \(pages))", errno: 0,
+                                  detail: "the tracker is not started")
+            }
+            guard var deferred = started?.deferred else { return }
+            defer { started?.deferred = deferred.isComplete ? nil : deferred }
+            try deferred.protectOnce(pages) { run in try mprotectReadOnly(slot: slot, pages: run) }
+        }
+    }
+
     @discardableResult
     func harvest(into bitmap: inout DirtyBitmap) throws -> Int {
         precondition(bitmap.count == length / pageSize,
                      "harvest bitmap has \(bitmap.count) pages, region has \(length / pageSize)")
-        return try slot.withLock { slot in
-            guard let slot else {
+        return try started.withLock { started in
+            guard let slot = started?.slot else {
                 throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.harvest", errno: 0,
                                   detail: "the tracker is not started")
             }
-            var found = 0
-            let error = bitmap.withUnsafeMutableWords { words in
-                ferry_wp_harvest(slot, words.baseAddress!, words.count, &found)
+            guard var deferred = started?.deferred else {
+                return try takeHandlerBits(slot: slot, into: &bitmap)
             }
-            guard error == 0 else {
-                throw SystemError(call: "mprotect(\(hexAddress(base)), \(length), PROT_READ)", errno: error,
-                                  detail: "re-protecting harvested pages failed; the next harvest reports every page")
+            // Started deferred and not every page protected yet: writes to the unprotected pages
+            // were never recorded. Protect them now and report them all; a write before this
+            // protection is seen by the caller's read after the harvest, one after it faults.
+            defer { started?.deferred = deferred.isComplete ? nil : deferred }
+            var found = DirtyBitmap(count: length / pageSize)
+            try deferred.protectOnce(0..<(length / pageSize)) { run in
+                try mprotectReadOnly(slot: slot, pages: run)
+                found.set(range: run)
             }
-            return found
+            try takeHandlerBits(slot: slot, into: &found)
+            bitmap.formUnion(found)
+            return found.popcount()
         }
     }
 
+    @discardableResult
+    private func takeHandlerBits(slot: Int32, into bitmap: inout DirtyBitmap) throws -> Int {
+        var found = 0
+        let error = bitmap.withUnsafeMutableWords { words in
+            ferry_wp_harvest(slot, words.baseAddress!, words.count, &found)
+        }
+        guard error == 0 else {
+            throw SystemError(call: "mprotect(\(hexAddress(base)), \(length), PROT_READ)", errno: error,
+                              detail: "re-protecting harvested pages failed; the next harvest reports every page")
+        }
+        return found
+    }
+
     func stop() {
-        slot.withLock { slot in
-            guard let taken = slot else { return }
-            ferry_wp_end(taken)
-            slot = nil
+        started.withLock { started in
+            guard let slot = started?.slot else { return }
+            ferry_wp_end(slot)
+            started = nil
         }
     }
 }

@@ -11,6 +11,10 @@ import Synchronization
 /// PAGEMAP_SCAN ioctl that lists the pages whose bit is clear and sets it again, atomically per
 /// page table under the page-table lock, so a concurrent write either lands before the page is
 /// reported (and the caller reads it afterwards) or faults again and shows up next time.
+///
+/// `startDeferred()` only registers the range (a VMA flag, no page-table walk); `protect(pages:)`
+/// then issues UFFDIO_WRITEPROTECT per piece, which is where the page-table walk and its cost
+/// (~25 ms per populated GiB) go.
 final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     // @unchecked Sendable: the pointers are immutable addresses; all mutable state is in `state`.
     let kind = TrackerKind.uffd
@@ -29,6 +33,8 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         var regions: UnsafeMutablePointer<ferry_page_region>?
         /// UFFDIO_API features granted.
         var granted: UInt64 = 0
+        /// After `startDeferred()`, until every page is protected: which pages are.
+        var deferred: DeferredProtection?
     }
     private let state = Mutex(State())
 
@@ -45,13 +51,22 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     var grantedFeatures: UInt64 { state.withLock { $0.granted } }
 
     func start() throws {
+        try start(protectNow: true)
+    }
+
+    func startDeferred() throws {
+        try start(protectNow: false)
+    }
+
+    private func start(protectNow: Bool) throws {
         try state.withLock { state in
             guard state.uffd < 0 else {
                 throw SystemError(code: .busy, call: "UffdDirtyTracker.start", errno: 0, detail: "already started")
             }
             var opened = State()
             do {
-                try open(into: &opened)
+                try open(into: &opened, protectNow: protectNow)
+                if !protectNow { opened.deferred = DeferredProtection(pages: length / pageSize) }
                 state = opened
             } catch {
                 Self.release(&opened)
@@ -60,7 +75,7 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         }
     }
 
-    private func open(into state: inout State) throws {
+    private func open(into state: inout State, protectNow: Bool) throws {
         let range = "\(hexAddress(base)), \(length)"
         let openError = ferry_uffd_open(&state.uffd)
         guard openError == 0 else { throw SystemError(call: "userfaultfd(O_CLOEXEC|O_NONBLOCK)", errno: openError) }
@@ -75,14 +90,39 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
                 detail: registerError == EINVAL
                     ? "this memory cannot be write-protected by userfaultfd here; use the mprotect tracker" : "")
         }
-        let protectError = ferry_uffd_writeprotect(state.uffd, base, UInt64(length), 1)
-        guard protectError == 0 else {
-            throw SystemError(call: "ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(range))", errno: protectError)
-        }
+        if protectNow { try writeProtect(uffd: state.uffd, pages: 0..<(length / pageSize)) }
         state.pagemap = try retryingEINTR("open(\"/proc/self/pagemap\")") {
             Glibc.open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
         }
         state.regions = .allocate(capacity: Self.regionCapacity)
+    }
+
+    /// UFFDIO_WRITEPROTECT(MODE_WP) of `pages`: sets their uffd-wp bits (pte markers for pages
+    /// not mapped yet) and flushes the TLB before returning, so any later write faults, and the
+    /// kernel's async resolution clears the bit that the next PAGEMAP_SCAN reports.
+    private func writeProtect(uffd: Int32, pages: Range<Int>) throws {
+        let error = ferry_uffd_writeprotect(uffd, base + pages.lowerBound * pageSize, UInt64(pages.count * pageSize), 1)
+        guard error == 0 else {
+            throw SystemError(call: "ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize))",
+                              errno: error)
+        }
+    }
+
+    /// Holds the state lock across the ioctl, so protections of different pieces run one at a
+    /// time (each is ~50 µs per 2 MiB; their callers spend far longer sending the piece) and
+    /// `stop()` cannot close the userfaultfd under a protection in flight. The kernel itself
+    /// would allow concurrent UFFDIO_WRITEPROTECTs (mmap read lock, page-table locks).
+    func protect(pages: Range<Int>) throws {
+        try state.withLock { state in
+            guard state.uffd >= 0 else {
+                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.protect(pages: \(pages))", errno: 0,
+                                  detail: "the tracker is not started")
+            }
+            guard var deferred = state.deferred else { return }
+            defer { state.deferred = deferred.isComplete ? nil : deferred }
+            let uffd = state.uffd
+            try deferred.protectOnce(pages) { run in try writeProtect(uffd: uffd, pages: run) }
+        }
     }
 
     /// UFFDIO_API with the wanted features, dropping optional ones if the kernel refuses.
@@ -114,36 +154,60 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
                 throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: 0,
                                   detail: "the tracker is not started")
             }
-            let start = UInt64(UInt(bitPattern: base))
-            let end = start + UInt64(length)
-            let shift = UInt64(pageSize.trailingZeroBitCount)
-            var cursor = start
-            var found = 0
-            while cursor < end {
-                var count: UInt64 = 0
-                var walkEnd: UInt64 = 0
-                let scanError = ferry_pagemap_scan_written(
-                    state.pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
-                guard scanError == 0 else {
-                    throw SystemError(call: "ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))",
-                                      errno: scanError)
-                }
-                var lastEnd = cursor
-                for index in 0..<Int(count) {
-                    let region = regions[index]
-                    let first = Int((region.start - start) >> shift)
-                    let last = Int((region.end - start) >> shift)
-                    bitmap.set(range: first..<last)
-                    found += last - first
-                    lastEnd = region.end
-                }
-                // Fewer regions than room for: the walk reached `end`. (With many regions the
-                // kernel's walk_end can lag behind what it walked, so it is not the test.)
-                if count < UInt64(Self.regionCapacity) { break }
-                cursor = max(walkEnd, lastEnd)
+            guard var deferred = state.deferred else {
+                return try scanWritten(pagemap: state.pagemap, regions: regions, into: &bitmap)
             }
-            return found
+            // Started deferred and not every page protected yet. Pages never protected have no
+            // uffd-wp bit, so a scan would report them only where mapped: protect the rest now
+            // and report all of it. A write to them before this protection is seen by the
+            // caller's read after the harvest; one after it is in this scan or the next.
+            defer { state.deferred = deferred.isComplete ? nil : deferred }
+            var found = DirtyBitmap(count: pages)
+            let uffd = state.uffd
+            try deferred.protectOnce(0..<pages) { run in
+                try writeProtect(uffd: uffd, pages: run)
+                found.set(range: run)
+            }
+            try scanWritten(pagemap: state.pagemap, regions: regions, into: &found)
+            bitmap.formUnion(found)
+            return found.popcount()
         }
+    }
+
+    /// One PAGEMAP_SCAN walk of the region: ORs the written pages into `bitmap` and
+    /// write-protects them again; returns how many it found.
+    @discardableResult
+    private func scanWritten(pagemap: Int32, regions: UnsafeMutablePointer<ferry_page_region>,
+                             into bitmap: inout DirtyBitmap) throws -> Int {
+        let start = UInt64(UInt(bitPattern: base))
+        let end = start + UInt64(length)
+        let shift = UInt64(pageSize.trailingZeroBitCount)
+        var cursor = start
+        var found = 0
+        while cursor < end {
+            var count: UInt64 = 0
+            var walkEnd: UInt64 = 0
+            let scanError = ferry_pagemap_scan_written(
+                pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
+            guard scanError == 0 else {
+                throw SystemError(call: "ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))",
+                                  errno: scanError)
+            }
+            var lastEnd = cursor
+            for index in 0..<Int(count) {
+                let region = regions[index]
+                let first = Int((region.start - start) >> shift)
+                let last = Int((region.end - start) >> shift)
+                bitmap.set(range: first..<last)
+                found += last - first
+                lastEnd = region.end
+            }
+            // Fewer regions than room for: the walk reached `end`. (With many regions the
+            // kernel's walk_end can lag behind what it walked, so it is not the test.)
+            if count < UInt64(Self.regionCapacity) { break }
+            cursor = max(walkEnd, lastEnd)
+        }
+        return found
     }
 
     func stop() {

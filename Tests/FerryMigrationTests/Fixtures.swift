@@ -63,6 +63,7 @@ struct LoopbackMigration {
     var runFor = 0.1
     var traceText: String?
     var maxBandwidth: Double?
+    var protectDuringRoundZero = true
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -102,7 +103,7 @@ struct LoopbackMigration {
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
             options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
                                    compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
-                                   maxBandwidth: maxBandwidth),
+                                   maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero),
             logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false

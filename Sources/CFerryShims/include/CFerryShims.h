@@ -100,6 +100,15 @@ int ferry_wp_install(void);
 /// ferry_wp_end returns), then mprotect(PROT_READ)s the range. EBUSY when all slots are in use;
 /// any other error is the errno of mprotect.
 int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
+/// Like ferry_wp_begin but protects nothing: the range is published (faults in it are ours)
+/// and stays writable until ferry_wp_protect protects it piece by piece.
+int ferry_wp_begin_deferred(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
+/// mprotect(PROT_READ)s pages [first_page, first_page+page_count) of the tracked range; from
+/// then on writes to them are recorded. Thread-safe for disjoint pieces. If the kernel refuses
+/// for lack of mappings (ENOMEM), sets *overflowed_out and the overflow flag (the next harvest
+/// reports every page and re-protects the whole range) and returns 0. Otherwise returns 0 or
+/// mprotect's errno; EINVAL if the slot is not tracking or the pages are out of range.
+int ferry_wp_protect(int slot, size_t first_page, size_t page_count, int *overflowed_out);
 /// Moves the bits set since the last harvest into out (OR), clears them, and re-protects those
 /// pages. *found_out receives the number of pages found. If the handler had to give up on
 /// per-page protection (too many mappings), every page is reported and the whole range is
@@ -119,6 +128,9 @@ uint64_t ferry_wp_overflow_count(void);
 
 /// In a forked child only: installs the ferry handler again over the current disposition.
 int ferry_wp_reinstall_after_fork(void);
+/// In a forked child only: forgets the handlers that other threads of the parent were running
+/// at fork time (they do not exist in the child; ferry_wp_begin would wait for them forever).
+void ferry_wp_forget_handlers_after_fork(void);
 
 /// Forks; the child installs `mode` as the SIGSEGV disposition (0 = SIG_DFL, 1 = SA_SIGINFO
 /// handler that _exit(42)s, 2 = plain handler that _exit(43)s, 3 = SIG_IGN), then the ferry
@@ -144,6 +156,11 @@ typedef struct ferry_wp_overflow_report {
 /// harvests again, filling *report. Returns the child's wait status (exit 0 = ran through; other
 /// exit codes name the step that failed) or -errno.
 int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_report *report);
+/// Forks; the child starts a deferred range of `pages` private anonymous pages, protects every
+/// other page one call at a time until ferry_wp_protect reports an overflow (report->overflows
+/// = 1), writes the page it could not protect, harvests, writes one more page and harvests
+/// again, filling *report like ferry_wp_test_overflow_in_child.
+int ferry_wp_test_deferred_overflow_in_child(size_t pages, ferry_wp_overflow_report *report);
 
 #ifdef __cplusplus
 }
