@@ -228,7 +228,10 @@ extension TrackerTests {
         #expect(report.overflows == 1, "the mapping limit was never hit")
         #expect(report.first_found == UInt64(pages))
         #expect(report.first_all_set == 1)
-        #expect(report.maps_after_harvest < 1000, "protecting the whole range should merge the mappings")
+        // The other mappings of the process (other tests run in parallel) are a few thousand;
+        // the islands were tens of thousands.
+        #expect(report.maps_after_harvest < report.maps_before_harvest / 4,
+                "protecting the whole range should merge the mappings (\(report.maps_before_harvest) → \(report.maps_after_harvest))")
         #expect(report.second_found == 1)
         #expect(report.second_only_that_page == 1)
         #expect(report.data_intact == 1)
