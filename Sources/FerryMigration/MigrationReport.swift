@@ -89,6 +89,8 @@ public struct MigrationReport: Codable, Sendable {
     public var digest: String = ""
     public var wireBytes: UInt64 = 0
     public var pages = EncodingCounts()
+    /// Source: zero pages sent without being read (holes of the image file, round 0).
+    public var holePages = 0
     public var maxThrottlePercent: Int = 0
     /// Steps each vCPU had completed when the guest left this side (source) or stopped (destination).
     public var vcpuSteps: [UInt64] = []
@@ -137,7 +139,7 @@ public struct MigrationReport: Codable, Sendable {
             }
             lines.append("    clock      \(downtimeClock)")
         }
-        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero) / lz4 \(pages.lz4) / raw \(pages.raw)")
+        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / lz4 \(pages.lz4) / raw \(pages.raw)")
         if maxThrottlePercent > 0 { lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)") }
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }

@@ -39,6 +39,9 @@ final class PageStreamer: @unchecked Sendable {
     /// nil: as fast as the link goes.
     var limiter: BandwidthLimiter?
     private(set) var counts = EncodingCounts()
+    /// Zero pages sent without reading them: holes of the image file in round 0.
+    private(set) var holePages = 0
+    private let zeroHash: UInt64
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, connection: FramedConnection,
          compression: CompressionChoice, batchBytes: Int, hashTable: PageHashTable, stripes: PageStripes, stream: Int) {
@@ -51,6 +54,7 @@ final class PageStreamer: @unchecked Sendable {
         self.chooser = EncodingChooser(compression)
         self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
         self.batchLimit = batchBytes
+        self.zeroHash = PageHash.zeroPage(pageSize: pageSize)
         let capacity = max(batchBytes, PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch) + pageSize)
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         self.segments = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch + 2)
@@ -79,6 +83,16 @@ final class PageStreamer: @unchecked Sendable {
             if !writer.hasRoomForPage || writer.byteCount >= batchLimit {
                 try flush(round: round)
                 startBatch(round: round)
+            }
+            if let protection, protection.isHole(page) {
+                // A hole of the image file: zeros, not read (see RoundZeroProtection).
+                writer.commitEntry(page: UInt64(page), hash: zeroHash, encoding: .zero, length: 0)
+                hashTable[page] = zeroHash
+                roundCounts.zero += 1
+                holePages += 1
+                sent += 1
+                if sent & 4095 == 0 { progress?(sent) }
+                return
             }
             let source = UnsafeRawPointer(memory + page &* pageSize)
             let encoded: EncodedPage

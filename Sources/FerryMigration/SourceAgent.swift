@@ -30,14 +30,18 @@ public struct SourceOptions: Sendable {
     /// write-protect the region chunk by chunk just ahead of reading it (the cost overlaps the
     /// network instead of delaying round 0). false: the whole region is protected during setup.
     public var protectDuringRoundZero: Bool
+    /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
+    /// as zero markers without reading them. Needs `protectDuringRoundZero`.
+    public var skipImageHoles: Bool
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
-                protectDuringRoundZero: Bool = true) {
+                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true) {
         self.protectDuringRoundZero = protectDuringRoundZero
+        self.skipImageHoles = skipImageHoles
         self.maxBandwidth = maxBandwidth
         self.streams = streams
         self.destination = destination
@@ -166,6 +170,12 @@ public final class SourceAgent {
         }
         defer { tracker.stop() }
         defer { guest.throttlePercent = 0 }
+        // Round 0 sends the image file's holes as zero markers without reading them; only when
+        // the memory is that file's mapping (same size) and protection happens in round 0.
+        var holes: ImageHoles?
+        if options.protectDuringRoundZero && options.skipImageHoles, (try? ImageFile.size(path: imagePath)) == size {
+            holes = try? ImageHoles(path: imagePath, pageSize: pageSize)
+        }
 
         // Measure what a blackout will cost besides the pages: one pause of the vCPUs and one
         // harvest of the whole region (which also absorbs what was written before round 0).
@@ -206,7 +216,8 @@ public final class SourceAgent {
                                                  sendRate: lastDecision?.transferRate ?? 0,
                                                  predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
                 let sent = try streamer.send(pages: toSend, round: UInt32(round),
-                                             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil) { [progress] done in
+                                             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
+                                             holes: round == 0 ? holes : nil) { [progress] done in
                     var update = snapshot
                     update.pagesSent = min(done, inRound)
                     progress?(update)
@@ -338,6 +349,7 @@ public final class SourceAgent {
         report.rounds = round + 1
         report.wireBytes = streamer.wireBytes
         report.pages = streamer.counts
+        report.holePages = streamer.holePages
         do {
             let resumed = try connection.receive(Resumed.self)
             let end = MonotonicClock.now()

@@ -51,12 +51,13 @@ final class SourceStreams {
     /// `RoundZeroProtection`), so the protection cost overlaps the network and is spread over
     /// the streams; when this returns without error every page of the region is protected.
     func send(pages: DirtyBitmap, round: UInt32, protecting tracker: (any DirtyTracker)? = nil,
+              holes: ImageHoles? = nil,
               progress: (@Sendable (Int) -> Void)? = nil) throws -> StreamRoundResult {
         let outcomes = StreamOutcomes(count: streamers.count)
         let streamers = self.streamers
         let connections = self.connections
         let count = streamers.count
-        let protection = tracker.map { RoundZeroProtection(tracker: $0, pageCount: pages.count) }
+        let protection = tracker.map { RoundZeroProtection(tracker: $0, pageCount: pages.count, holes: holes) }
         DispatchQueue.concurrentPerform(iterations: count) { index in
             do {
                 let result = try streamers[index].send(pages: pages, round: round, protection: protection,
@@ -73,6 +74,8 @@ final class SourceStreams {
     }
 
     var wireBytes: UInt64 { streamers.reduce(0) { $0 + $1.wireBytes } }
+
+    var holePages: Int { streamers.reduce(0) { $0 + $1.holePages } }
 
     var counts: EncodingCounts {
         var total = EncodingCounts()
@@ -108,20 +111,45 @@ final class SourceStreams {
 /// Pages that round 0 does not send (a sparse bitmap) are protected as the frontier passes
 /// them, and each stream protects the rest of the region when it finishes, so when round 0
 /// ends every page is protected. (Today round 0 sends every page.)
-final class RoundZeroProtection: Sendable {
+///
+/// **Holes.** With `holes` (the guest image file), each chunk's file holes are looked up right
+/// after the chunk is protected, and `isHole` tells the streams which pages to send as zero
+/// markers without reading them (on a sparse image a third of the pages or more; reading them
+/// would fault in fresh zero pages). A page that is a hole after its protection reads as zeros
+/// now, and any later write to it is recorded by the tracker (uffd write-protects unpopulated
+/// pages too; mprotect covers the range), so it is sent again in round 1.
+///
+/// `@unchecked Sendable`: `holeWords` is written only under `protecting`, for pages of the chunk
+/// being protected, before the frontier's release store that makes them readable; streams read a
+/// page's bit only after an acquire load of the frontier saw it protected.
+final class RoundZeroProtection: @unchecked Sendable {
     /// Pages per protection call: 32 MiB of 4 KiB pages, whole 512-page blocks.
     static let pagesPerChunk = 16 * PageStripes.pagesPerStripe
 
     let tracker: any DirtyTracker
     let pageCount: Int
+    let holes: ImageHoles?
+    private let holeWords: UnsafeMutablePointer<UInt64>
     /// Every page below it is protected.
     private let frontier = Atomic<Int>(0)
     /// Held while protecting, so chunks are protected once, in order.
     private let protecting = Mutex(())
 
-    init(tracker: any DirtyTracker, pageCount: Int) {
+    init(tracker: any DirtyTracker, pageCount: Int, holes: ImageHoles? = nil) {
         self.tracker = tracker
         self.pageCount = pageCount
+        self.holes = holes
+        let words = (pageCount + 63) / 64
+        holeWords = .allocate(capacity: words)
+        holeWords.initialize(repeating: 0, count: words)
+    }
+
+    deinit { holeWords.deallocate() }
+
+    /// Whether `page` (protected already) was a hole of the image file when it was protected.
+    @inline(__always)
+    func isHole(_ page: Int) -> Bool {
+        holeWords[page >> 6] & (1 << UInt64(page & 63)) != 0
     }
 
     /// Makes sure `page` is protected, and the chunk after its chunk too (lookahead); returns a
@@ -155,6 +183,9 @@ final class RoundZeroProtection: Sendable {
         let current = frontier.load(ordering: .acquiring)
         guard current < wanted else { return current }
         try tracker.protect(pages: current..<wanted)
+        try holes?.forEachHole(in: current..<wanted) { range in
+            for page in range { holeWords[page >> 6] |= 1 << UInt64(page & 63) }
+        }
         frontier.store(wanted, ordering: .releasing)
         return wanted
     }

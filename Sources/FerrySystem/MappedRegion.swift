@@ -64,6 +64,18 @@ public struct MappedRegion: ~Copyable {
         }
     }
 
+    /// Like `populate(writable:)` for the bytes `range` of the region only (page-aligned).
+    public func populate(_ range: Range<Int>, writable: Bool) throws {
+        precondition(range.lowerBound >= 0 && range.upperBound <= size && range.lowerBound % systemPageSize == 0,
+                     "populate range \(range) is not page-aligned inside the region of \(size) bytes")
+        guard !range.isEmpty else { return }
+        let advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ
+        let name = writable ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ"
+        try retryingEINTR("madvise(\(hexAddress(base + range.lowerBound)), \(range.count), \(name))") {
+            madvise(base + range.lowerBound, range.count, advice)
+        }
+    }
+
     /// Writes dirty pages of a file mapping back to the file and waits (`msync(MS_SYNC)`).
     public func sync() throws {
         try retryingEINTR("msync(\(hexAddress(base)), \(size), MS_SYNC)") {

@@ -86,7 +86,7 @@ struct DemoCommand: ParsableCommand {
 
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
-            try region.populate(writable: false)
+            try ImageHoles(path: source, pageSize: systemPageSize).populateData(of: region)
             let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
                                             pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)

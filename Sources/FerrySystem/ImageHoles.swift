@@ -1,0 +1,94 @@
+import Glibc
+
+/// The holes of an open image file, found with `lseek(SEEK_DATA / SEEK_HOLE)`: ranges the file
+/// system holds no data for, which read as zeros. On tmpfs a page is data as soon as it has been
+/// allocated (written or faulted in through a shared mapping), so a hole is a page nobody has
+/// touched: the source can send it as a zero marker without reading it.
+///
+/// Keeps the file open. `Sendable`: the descriptor is only used with `lseek` at explicit
+/// offsets, which is safe from several threads (the file offset it moves is not used).
+public final class ImageHoles: Sendable {
+    // <unistd.h> defines these only with _GNU_SOURCE, which Glibc's Swift module does not see.
+    private static let seekData: Int32 = 3
+    private static let seekHole: Int32 = 4
+
+    public let path: String
+    public let pageSize: Int
+    private let fd: Int32
+
+    public init(path: String, pageSize: Int) throws {
+        self.path = path
+        self.pageSize = pageSize
+        fd = try retryingEINTR("open(\"\(path)\", O_RDONLY)") { open(path, O_RDONLY | O_CLOEXEC) }
+    }
+
+    deinit { close(fd) }
+
+    /// Calls `body` with each run of whole pages inside `pages` that lies in a hole, in order.
+    public func forEachHole(in pages: Range<Int>, _ body: (Range<Int>) -> Void) throws {
+        try forEachRange(in: pages, holes: true, body)
+    }
+
+    /// Calls `body` with each run of pages inside `pages` that holds data (pages partly data
+    /// included), in order.
+    public func forEachDataRange(in pages: Range<Int>, _ body: (Range<Int>) -> Void) throws {
+        try forEachRange(in: pages, holes: false, body)
+    }
+
+    private func forEachRange(in pages: Range<Int>, holes: Bool, _ body: (Range<Int>) -> Void) throws {
+        let end = pages.upperBound * pageSize
+        var offset = pages.lowerBound * pageSize
+        while offset < end {
+            let data = try seek(offset, Self.seekData) ?? end   // nil: no data past offset
+            let dataStart = min(data, end)
+            if dataStart > offset {
+                // A hole from offset to dataStart: whole pages inside it.
+                if holes {
+                    let first = (offset + pageSize - 1) / pageSize, last = dataStart / pageSize
+                    if first < last { body(first..<last) }
+                }
+            }
+            guard dataStart < end else { return }
+            let holeStart = min(try seek(dataStart, Self.seekHole) ?? end, end)
+            if !holes {
+                // Pages touching [dataStart, holeStart).
+                body(dataStart / pageSize..<(holeStart + pageSize - 1) / pageSize)
+            }
+            offset = holeStart
+        }
+    }
+
+    /// Faults in (`MADV_POPULATE_READ`) the pages of `region`, a shared mapping of this file,
+    /// that hold data; holes stay holes (faulting them in through a shared mapping of tmpfs would
+    /// allocate zero pages). Returns the pages faulted in.
+    @discardableResult
+    public func populateData(of region: borrowing MappedRegion) throws -> Int {
+        var populated = 0
+        var failure: (any Error)?
+        try forEachDataRange(in: 0..<(region.size / pageSize)) { pages in
+            guard failure == nil else { return }
+            do {
+                try region.populate(pages.lowerBound * pageSize..<min(region.size, pages.upperBound * pageSize), writable: false)
+                populated += pages.count
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        return populated
+    }
+
+    /// `lseek`; nil when there is no data (or hole) at or after `offset` (ENXIO).
+    private func seek(_ offset: Int, _ whence: Int32) throws -> Int? {
+        while true {
+            let result = lseek(fd, off_t(offset), whence)
+            if result >= 0 { return Int(result) }
+            switch errno {
+            case EINTR: continue
+            case ENXIO: return nil
+            default:
+                throw SystemError.lastError("lseek(\"\(path)\", \(offset), \(whence == Self.seekData ? "SEEK_DATA" : "SEEK_HOLE"))")
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import FerrySystem
+
+@Suite struct ImageHolesTests {
+    let pageSize = systemPageSize
+
+    /// A sparse 64-page file with data in pages 3, 10–12 and 63 (page 20 half data).
+    func makeImage() throws -> String {
+        let path = "/dev/shm/ferry-holes-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+        try ImageFile.create(path: path, size: 64 * pageSize, overwrite: true)
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        defer { try? handle.close() }
+        for page in [3, 10, 11, 12, 63] {
+            try handle.seek(toOffset: UInt64(page * pageSize))
+            try handle.write(contentsOf: Data(repeating: 0x5A, count: pageSize))
+        }
+        try handle.seek(toOffset: UInt64(20 * pageSize + pageSize / 2))
+        try handle.write(contentsOf: Data([1]))
+        return path
+    }
+
+    @Test func holesAndDataRangesOfASparseFile() throws {
+        let path = try makeImage()
+        defer { try? ImageFile.remove(path: path) }
+        let holes = try ImageHoles(path: path, pageSize: pageSize)
+        var holeRanges: [Range<Int>] = []
+        try holes.forEachHole(in: 0..<64) { holeRanges.append($0) }
+        #expect(holeRanges == [0..<3, 4..<10, 13..<20, 21..<63])
+        var data: [Range<Int>] = []
+        try holes.forEachDataRange(in: 0..<64) { data.append($0) }
+        #expect(data == [3..<4, 10..<13, 20..<21, 63..<64])
+        // A window in the middle of the file.
+        holeRanges = []
+        try holes.forEachHole(in: 11..<30) { holeRanges.append($0) }
+        #expect(holeRanges == [13..<20, 21..<30])
+    }
+
+    /// Faulting in the data through a shared mapping leaves the holes holes; faulting in a hole
+    /// (or writing it) makes it data.
+    @Test func populatingTheDataKeepsTheHoles() throws {
+        let path = try makeImage()
+        defer { try? ImageFile.remove(path: path) }
+        let region = try MappedRegion.mapFile(path: path, writable: true)
+        let holes = try ImageHoles(path: path, pageSize: pageSize)
+        #expect(try holes.populateData(of: region) == 6)
+        var count = 0
+        try holes.forEachHole(in: 0..<64) { count += $0.count }
+        #expect(count == 64 - 6)
+        (region.base + 40 * pageSize).storeBytes(of: 1, as: UInt8.self)
+        var after: [Range<Int>] = []
+        try holes.forEachHole(in: 36..<44) { after.append($0) }
+        #expect(after == [36..<40, 41..<44])
+    }
+}
