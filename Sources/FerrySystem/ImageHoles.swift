@@ -29,6 +29,18 @@ public final class ImageHoles: Sendable {
         try forEachRange(in: pages, holes: true, body)
     }
 
+    /// Like `forEachHole`, for callers that only care about big holes: reports runs of at least
+    /// `minimumPages`, and stops after `maxCalls` `lseek` calls (a file whose zero pages are
+    /// scattered one by one would otherwise cost two system calls per page to skip a 4 KiB
+    /// read). Pages it does not report may be holes or data.
+    public func forEachLargeHole(in pages: Range<Int>, minimumPages: Int, maxCalls: Int,
+                                 _ body: (Range<Int>) -> Void) throws {
+        var calls = 0
+        try forEachRange(in: pages, holes: true, calls: &calls, maxCalls: maxCalls) { range in
+            if range.count >= minimumPages { body(range) }
+        }
+    }
+
     /// Calls `body` with each run of pages inside `pages` that holds data (pages partly data
     /// included), in order.
     public func forEachDataRange(in pages: Range<Int>, _ body: (Range<Int>) -> Void) throws {
@@ -36,9 +48,16 @@ public final class ImageHoles: Sendable {
     }
 
     private func forEachRange(in pages: Range<Int>, holes: Bool, _ body: (Range<Int>) -> Void) throws {
+        var calls = 0
+        try forEachRange(in: pages, holes: holes, calls: &calls, maxCalls: .max, body)
+    }
+
+    private func forEachRange(in pages: Range<Int>, holes: Bool, calls: inout Int, maxCalls: Int,
+                              _ body: (Range<Int>) -> Void) throws {
         let end = pages.upperBound * pageSize
         var offset = pages.lowerBound * pageSize
-        while offset < end {
+        while offset < end && calls + 2 <= maxCalls {
+            calls += 2
             let data = try seek(offset, Self.seekData) ?? end   // nil: no data past offset
             let dataStart = min(data, end)
             if dataStart > offset {

@@ -63,6 +63,8 @@ struct LoopbackMigration {
     var runFor = 0.1
     var traceText: String?
     var maxBandwidth: Double?
+    /// Bytes at the end of the images left as one file hole (never written).
+    var holeTail = 0
     var protectDuringRoundZero = true
 
     struct Outcome {
@@ -79,7 +81,8 @@ struct LoopbackMigration {
     func run(in scratch: Scratch, prepareDestination: ((String) throws -> Void)? = nil) throws -> Outcome {
         let pageSize = systemPageSize
         for name in ["source.img", "reference.img"] {
-            try ImageGenerator.create(path: scratch.file(name), size: size, mix: .standard, seed: 3, pageSize: pageSize, overwrite: true)
+            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: .standard, seed: 3, pageSize: pageSize, overwrite: true)
+            if holeTail > 0 { _ = truncate(scratch.file(name), off_t(size)) }  // a hole at the end
         }
         var workloadText = workload
         if let traceText {

@@ -55,3 +55,17 @@ import Testing
         #expect(after == [36..<40, 41..<44])
     }
 }
+
+extension ImageHolesTests {
+    @Test func largeHolesOnlyAndABoundedNumberOfCalls() throws {
+        let path = try makeImage()
+        defer { try? ImageFile.remove(path: path) }
+        let holes = try ImageHoles(path: path, pageSize: pageSize)
+        var found: [Range<Int>] = []
+        try holes.forEachLargeHole(in: 0..<64, minimumPages: 7, maxCalls: 100) { found.append($0) }
+        #expect(found == [13..<20, 21..<63])
+        found = []
+        try holes.forEachLargeHole(in: 0..<64, minimumPages: 1, maxCalls: 4) { found.append($0) }
+        #expect(found == [0..<3, 4..<10], "two lseek pairs reach the second hole only")
+    }
+}
