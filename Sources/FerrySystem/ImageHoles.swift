@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The holes of an open image file, found with `lseek(SEEK_DATA / SEEK_HOLE)`: ranges the file
 /// system holds no data for, which read as zeros. On tmpfs a page is data as soon as it has been
@@ -15,6 +16,12 @@ public final class ImageHoles: Sendable {
     public let path: String
     public let pageSize: Int
     private let fd: Int32
+    /// The last data run `SEEK_HOLE` measured, in bytes. `SEEK_HOLE` walks the file's pages up to
+    /// the next hole, so on a file with long data runs asking again from inside a known run would
+    /// walk it again (on a fully allocated 2 GiB file, to the end each time). Data never turns
+    /// back into a hole here (nothing punches holes into a running guest's image), so a known
+    /// run stays valid.
+    private let knownData = Mutex<Range<Int>>(0..<0)
 
     public init(path: String, pageSize: Int) throws {
         self.path = path
@@ -68,7 +75,7 @@ public final class ImageHoles: Sendable {
                 }
             }
             guard dataStart < end else { return }
-            let holeStart = min(try seek(dataStart, Self.seekHole) ?? end, end)
+            let holeStart = min(try dataRunEnd(from: dataStart), end)
             if !holes {
                 // Pages touching [dataStart, holeStart).
                 body(dataStart / pageSize..<(holeStart + pageSize - 1) / pageSize)
@@ -77,24 +84,45 @@ public final class ImageHoles: Sendable {
         }
     }
 
+    /// Holes a source skips: runs of at least this many pages ...
+    public static let largeHolePages = 16
+    /// ... found with at most this many `lseek` calls per chunk.
+    public static let callsPerChunk = 64
+
     /// Faults in (`MADV_POPULATE_READ`) the pages of `region`, a shared mapping of this file,
-    /// that hold data; holes stay holes (faulting them in through a shared mapping of tmpfs would
-    /// allocate zero pages). Returns the pages faulted in.
+    /// except the large holes a source skips in round 0 (the same search: `largeHolePages`,
+    /// `callsPerChunk` per chunk of `chunkPages`), which stay holes: faulting them in through a
+    /// shared mapping of tmpfs would allocate zero pages. Small holes are faulted in, so reading
+    /// them later costs no allocation. Returns the pages left out.
     @discardableResult
-    public func populateData(of region: borrowing MappedRegion) throws -> Int {
-        var populated = 0
-        var failure: (any Error)?
-        try forEachDataRange(in: 0..<(region.size / pageSize)) { pages in
-            guard failure == nil else { return }
-            do {
-                try region.populate(pages.lowerBound * pageSize..<min(region.size, pages.upperBound * pageSize), writable: false)
-                populated += pages.count
-            } catch {
-                failure = error
+    public func populate(_ region: borrowing MappedRegion, skippingLargeHolesIn chunkPages: Int) throws -> Int {
+        let pages = region.size / pageSize
+        var skipped = 0
+        var chunk = 0
+        while chunk < pages {
+            let end = min(pages, chunk + chunkPages)
+            var holes: [Range<Int>] = []
+            try forEachLargeHole(in: chunk..<end, minimumPages: Self.largeHolePages, maxCalls: Self.callsPerChunk) { holes.append($0) }
+            var cursor = chunk
+            for hole in holes + [end..<end] {
+                if hole.lowerBound > cursor {
+                    try region.populate(cursor * pageSize..<hole.lowerBound * pageSize, writable: false)
+                }
+                skipped += hole.count
+                cursor = hole.upperBound
             }
+            chunk = end
         }
-        if let failure { throw failure }
-        return populated
+        return skipped
+    }
+
+    /// Where the data run containing byte `offset` ends (the next hole, or the file size).
+    private func dataRunEnd(from offset: Int) throws -> Int {
+        let known = knownData.withLock { $0 }
+        if known.contains(offset) { return known.upperBound }
+        let end = try seek(offset, Self.seekHole) ?? Int.max
+        knownData.withLock { $0 = offset..<end }
+        return end
     }
 
     /// `lseek`; nil when there is no data (or hole) at or after `offset` (ENXIO).

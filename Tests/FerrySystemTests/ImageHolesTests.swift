@@ -38,17 +38,18 @@ import Testing
         #expect(holeRanges == [13..<20, 21..<30])
     }
 
-    /// Faulting in the data through a shared mapping leaves the holes holes; faulting in a hole
-    /// (or writing it) makes it data.
-    @Test func populatingTheDataKeepsTheHoles() throws {
+    /// Faulting in the image leaves its large holes holes (and faults in small ones); faulting
+    /// in a hole (or writing it) makes it data.
+    @Test func populatingKeepsTheLargeHoles() throws {
         let path = try makeImage()
         defer { try? ImageFile.remove(path: path) }
         let region = try MappedRegion.mapFile(path: path, writable: true)
         let holes = try ImageHoles(path: path, pageSize: pageSize)
-        #expect(try holes.populateData(of: region) == 6)
-        var count = 0
-        try holes.forEachHole(in: 0..<64) { count += $0.count }
-        #expect(count == 64 - 6)
+        // Holes 0..<3, 4..<10 and 13..<20 are small (< 16 pages); 21..<63 is large.
+        #expect(try holes.populate(region, skippingLargeHolesIn: 64) == 42)
+        var left: [Range<Int>] = []
+        try holes.forEachHole(in: 0..<64) { left.append($0) }
+        #expect(left == [21..<63])
         (region.base + 40 * pageSize).storeBytes(of: 1, as: UInt8.self)
         var after: [Range<Int>] = []
         try holes.forEachHole(in: 36..<44) { after.append($0) }
