@@ -48,9 +48,14 @@ public struct RoundObservation: Sendable, Equatable {
     public var fixedCostSeconds: Double
     /// vCPU slow-down in force during the round (0-99).
     public var throttlePercent: Int
+    /// Pages the guest is expected to dirty between the harvest and the decision (it keeps
+    /// running while the source waits for ROUND_ACK, which on a slow link includes draining the
+    /// queued bytes): they join the final round if the source switches over now.
+    public var dirtiedSinceHarvest: Int
 
     public init(round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
-                elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int) {
+                elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0) {
+        self.dirtiedSinceHarvest = dirtiedSinceHarvest
         self.round = round
         self.pagesSent = pagesSent
         self.transferSeconds = transferSeconds
@@ -123,7 +128,8 @@ public struct ConvergencePolicy: Sendable {
             recentRates.append(Double(max(round.pagesSent, 1)) / round.transferSeconds)
             if recentRates.count > Self.rateWindow { recentRates.removeFirst() }
         }
-        let sendSeconds = transferRate > 0 ? Double(round.dirtyPages) / transferRate : .infinity
+        let finalPages = round.dirtyPages + round.dirtiedSinceHarvest
+        let sendSeconds = transferRate > 0 ? Double(finalPages) / transferRate : .infinity
         let predicted = round.fixedCostSeconds + (round.dirtyPages == 0 ? 0 : sendSeconds)
 
         func decision(_ action: ConvergenceDecision.Action, _ reason: String) -> ConvergenceDecision {

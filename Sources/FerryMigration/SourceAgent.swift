@@ -250,7 +250,8 @@ public final class SourceAgent {
                     round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
                     dirtyPages: pending.popcount(),
                     dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
-                    fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent)
+                    fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
+                    dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
                 let decision = policy.decide(observation)
                 lastDecision = decision
                 report.perRound.append(RoundRecord(
