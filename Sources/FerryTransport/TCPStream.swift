@@ -182,26 +182,34 @@ public final class TCPStream: @unchecked Sendable {
                 received += count
                 continue
             }
-            if count == 0 {
-                if closed.load(ordering: .relaxed) {
-                    throw TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
-                }
-                if received == 0 {
-                    throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
-                }
-                throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(received) of \(buffer.count) bytes received)")
+            if let failure = readFailure(count, errno, nothingYet: received == 0, call: "recv",
+                                         progress: "\(received) of \(buffer.count) bytes received") {
+                throw failure
             }
-            let code = errno
-            switch code {
-            case EINTR:
-                continue
-            case EAGAIN:
-                throw TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(received) of \(buffer.count) bytes received)")
-            case ECONNRESET:
-                throw TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
-            default:
-                throw TransportError(.io, "recv from \(peerDescription): \(errnoDescription(code))")
+        }
+    }
+
+    /// The error for a read that returned `result` ≤ 0 (`code`: errno when negative), or nil
+    /// to retry (EINTR). `progress` says how far the read got.
+    private func readFailure(_ result: Int, _ code: Int32, nothingYet: Bool, call: String, progress: String) -> TransportError? {
+        if result == 0 {
+            if closed.load(ordering: .relaxed) {
+                return TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
             }
+            if nothingYet {
+                return TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
+            }
+            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(progress))")
+        }
+        switch code {
+        case EINTR:
+            return nil
+        case EAGAIN:
+            return TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(progress))")
+        case ECONNRESET:
+            return TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
+        default:
+            return TransportError(.io, "\(call) from \(peerDescription): \(errnoDescription(code))")
         }
     }
 
@@ -230,23 +238,10 @@ public final class TCPStream: @unchecked Sendable {
                 while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
                 continue
             }
-            let left = vectors[first...].reduce(0) { $0 + $1.iov_len }
-            if count == 0 {
-                if closed.load(ordering: .relaxed) {
-                    throw TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
-                }
-                throw TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(left) bytes missing)")
-            }
             let code = errno
-            switch code {
-            case EINTR:
-                continue
-            case EAGAIN:
-                throw TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(left) bytes missing)")
-            case ECONNRESET:
-                throw TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
-            default:
-                throw TransportError(.io, "recvmsg from \(peerDescription): \(errnoDescription(code))")
+            let left = vectors[first...].reduce(0) { $0 + $1.iov_len }
+            if let failure = readFailure(count, code, nothingYet: false, call: "recvmsg", progress: "\(left) bytes missing") {
+                throw failure
             }
         }
     }
