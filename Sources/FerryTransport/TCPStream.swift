@@ -128,7 +128,7 @@ public final class TCPStream: @unchecked Sendable {
     /// Writes every byte the vectors describe; advances them in place on partial writes.
     func writeVectors(_ vectors: UnsafeMutableBufferPointer<iovec>) throws(TransportError) {
         var first = 0
-        while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+        Self.advance(vectors, first: &first, by: 0)
         while first < vectors.count {
             var header = msghdr()
             header.msg_iov = vectors.baseAddress! + first
@@ -139,17 +139,23 @@ public final class TCPStream: @unchecked Sendable {
                 if code == EINTR { continue }
                 throw writeError(code)
             }
-            var remaining = written
-            while first < vectors.count && remaining >= vectors[first].iov_len {
-                remaining -= vectors[first].iov_len
-                first += 1
-            }
-            if remaining > 0 {
-                vectors[first].iov_base += remaining
-                vectors[first].iov_len -= remaining
-            }
-            while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+            Self.advance(vectors, first: &first, by: written)
         }
+    }
+
+    /// Consumes `count` transferred bytes from the vectors starting at `first`: skips the ones
+    /// done (and empty ones), trims the one a partial transfer stopped in.
+    private static func advance(_ vectors: UnsafeMutableBufferPointer<iovec>, first: inout Int, by count: Int) {
+        var remaining = count
+        while first < vectors.count && remaining >= vectors[first].iov_len {
+            remaining -= vectors[first].iov_len
+            first += 1
+        }
+        if remaining > 0 {
+            vectors[first].iov_base += remaining
+            vectors[first].iov_len -= remaining
+        }
+        while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
     }
 
     private func writeError(_ code: Int32) -> TransportError {
@@ -218,7 +224,7 @@ public final class TCPStream: @unchecked Sendable {
     /// arrived before one.
     func readVectors(_ vectors: UnsafeMutableBufferPointer<iovec>, received: inout Int) throws(TransportError) {
         var first = 0
-        while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+        Self.advance(vectors, first: &first, by: 0)
         while first < vectors.count {
             var header = msghdr()
             header.msg_iov = vectors.baseAddress! + first
@@ -226,16 +232,7 @@ public final class TCPStream: @unchecked Sendable {
             let count = recvmsg(fd, &header, 0)
             if count > 0 {
                 received += count
-                var remaining = count
-                while first < vectors.count && remaining >= vectors[first].iov_len {
-                    remaining -= vectors[first].iov_len
-                    first += 1
-                }
-                if remaining > 0 {
-                    vectors[first].iov_base += remaining
-                    vectors[first].iov_len -= remaining
-                }
-                while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
+                Self.advance(vectors, first: &first, by: count)
                 continue
             }
             let code = errno
