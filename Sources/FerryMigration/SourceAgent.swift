@@ -386,3 +386,13 @@ func hex(_ value: UInt64) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: 16 - digits.count) + digits
 }
+
+extension SourceAgent {
+    /// Faults in the guest image `region` (the shared mapping of `path`) before the guest runs,
+    /// as a VMM's guest RAM is resident, except the large holes round 0 will send unread: the
+    /// same search in the same chunks (`RoundZeroProtection`), so what is skipped here is what
+    /// round 0 skips, unless the guest writes there first.
+    public static func faultIn(_ region: borrowing MappedRegion, path: String, pageSize: Int) throws {
+        try ImageHoles(path: path, pageSize: pageSize).populate(region, skippingLargeHolesIn: RoundZeroProtection.pagesPerChunk)
+    }
+}

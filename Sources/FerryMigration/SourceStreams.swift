@@ -184,9 +184,10 @@ final class RoundZeroProtection: @unchecked Sendable {
         let current = frontier.load(ordering: .acquiring)
         guard current < wanted else { return current }
         try tracker.protect(pages: current..<wanted)
-        // Only holes of ≥ 16 pages, and at most 64 lseeks per chunk: skipping a scattered zero
-        // page saves one 4 KiB read but costs two system calls.
-        try holes?.forEachLargeHole(in: current..<wanted, minimumPages: 16, maxCalls: 64) { range in
+        // Only large holes, with a few lseeks per chunk: skipping a scattered zero page saves
+        // one 4 KiB read but costs two system calls. `SourceAgent.faultIn` searches the same way.
+        try holes?.forEachLargeHole(in: current..<wanted, minimumPages: ImageHoles.largeHolePages,
+                                    maxCalls: ImageHoles.callsPerChunk) { range in
             for page in range { holeWords[page >> 6] |= 1 << UInt64(page & 63) }
         }
         frontier.store(wanted, ordering: .releasing)

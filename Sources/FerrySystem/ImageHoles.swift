@@ -33,7 +33,7 @@ public final class ImageHoles: Sendable {
 
     /// Calls `body` with each run of whole pages inside `pages` that lies in a hole, in order.
     public func forEachHole(in pages: Range<Int>, _ body: (Range<Int>) -> Void) throws {
-        try forEachRange(in: pages, holes: true, body)
+        try forEachLargeHole(in: pages, minimumPages: 1, maxCalls: .max, body)
     }
 
     /// Like `forEachHole`, for callers that only care about big holes: reports runs of at least
@@ -42,45 +42,17 @@ public final class ImageHoles: Sendable {
     /// read). Pages it does not report may be holes or data.
     public func forEachLargeHole(in pages: Range<Int>, minimumPages: Int, maxCalls: Int,
                                  _ body: (Range<Int>) -> Void) throws {
-        var calls = 0
-        try forEachRange(in: pages, holes: true, calls: &calls, maxCalls: maxCalls) { range in
-            if range.count >= minimumPages { body(range) }
-        }
-    }
-
-    /// Calls `body` with each run of pages inside `pages` that holds data (pages partly data
-    /// included), in order.
-    public func forEachDataRange(in pages: Range<Int>, _ body: (Range<Int>) -> Void) throws {
-        try forEachRange(in: pages, holes: false, body)
-    }
-
-    private func forEachRange(in pages: Range<Int>, holes: Bool, _ body: (Range<Int>) -> Void) throws {
-        var calls = 0
-        try forEachRange(in: pages, holes: holes, calls: &calls, maxCalls: .max, body)
-    }
-
-    private func forEachRange(in pages: Range<Int>, holes: Bool, calls: inout Int, maxCalls: Int,
-                              _ body: (Range<Int>) -> Void) throws {
         let end = pages.upperBound * pageSize
         var offset = pages.lowerBound * pageSize
+        var calls = 0
         while offset < end && calls + 2 <= maxCalls {
             calls += 2
-            let data = try seek(offset, Self.seekData) ?? end   // nil: no data past offset
-            let dataStart = min(data, end)
-            if dataStart > offset {
-                // A hole from offset to dataStart: whole pages inside it.
-                if holes {
-                    let first = (offset + pageSize - 1) / pageSize, last = dataStart / pageSize
-                    if first < last { body(first..<last) }
-                }
-            }
+            let dataStart = min(try seek(offset, Self.seekData) ?? end, end)   // nil: no data past offset
+            // A hole from offset to dataStart: the whole pages inside it.
+            let first = (offset + pageSize - 1) / pageSize, last = dataStart / pageSize
+            if last - first >= minimumPages { body(first..<last) }
             guard dataStart < end else { return }
-            let holeStart = min(try dataRunEnd(from: dataStart), end)
-            if !holes {
-                // Pages touching [dataStart, holeStart).
-                body(dataStart / pageSize..<(holeStart + pageSize - 1) / pageSize)
-            }
-            offset = holeStart
+            offset = min(try dataRunEnd(from: dataStart), end)
         }
     }
 

@@ -86,7 +86,7 @@ struct DemoCommand: ParsableCommand {
 
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
-            try ImageHoles(path: source, pageSize: systemPageSize).populate(region, skippingLargeHolesIn: 32 << 20 / systemPageSize)
+            try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
             let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
                                             pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)

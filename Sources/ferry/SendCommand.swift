@@ -100,7 +100,7 @@ struct SendCommand: ParsableCommand {
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.
-            try ImageHoles(path: image, pageSize: systemPageSize).populate(region, skippingLargeHolesIn: 32 << 20 / systemPageSize)
+            try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
                                             pageCount: size / systemPageSize)
             let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)

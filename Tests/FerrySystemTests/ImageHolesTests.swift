@@ -22,16 +22,13 @@ import Testing
         return path
     }
 
-    @Test func holesAndDataRangesOfASparseFile() throws {
+    @Test func holesOfASparseFile() throws {
         let path = try makeImage()
         defer { try? ImageFile.remove(path: path) }
         let holes = try ImageHoles(path: path, pageSize: pageSize)
         var holeRanges: [Range<Int>] = []
         try holes.forEachHole(in: 0..<64) { holeRanges.append($0) }
         #expect(holeRanges == [0..<3, 4..<10, 13..<20, 21..<63])
-        var data: [Range<Int>] = []
-        try holes.forEachDataRange(in: 0..<64) { data.append($0) }
-        #expect(data == [3..<4, 10..<13, 20..<21, 63..<64])
         // A window in the middle of the file.
         holeRanges = []
         try holes.forEachHole(in: 11..<30) { holeRanges.append($0) }
