@@ -32,7 +32,7 @@ final class PageSink: @unchecked Sendable {
     private(set) var pagesHeld = 0
     /// Pages applied so far, counting repeats.
     private(set) var pagesApplied = 0
-    /// Nanoseconds spent in `apply`/`receive` so far (reading, decoding, hashing).
+    /// Nanoseconds spent in `receive` so far (reading, decoding, hashing).
     private(set) var applyNanos: UInt64 = 0
     /// Pages whose last copy did not match its hash (see `settle`).
     private var stale: DirtyBitmap
@@ -190,34 +190,6 @@ final class PageSink: @unchecked Sendable {
             throw ProtocolError(.invalidField,
                 "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))")
         }
-    }
-
-    /// Applies one whole batch payload held in memory (tests and tools; the data path reads in
-    /// place with `receive`); returns the number of pages in it. Same checks as `receive`.
-    func apply(batch payload: UnsafeRawBufferPointer) throws -> Int {
-        let start = MonotonicClock.now()
-        defer { applyNanos &+= MonotonicClock.now() &- start }
-        var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
-        var applied = 0
-        defer {
-            // Forget the batch's pages, also after an error.
-            for index in 0..<applied { inBatch.clear(Int(descriptors[index].page)) }
-        }
-        while let entry = try reader.next() {
-            let page = Int(entry.page)
-            try checkStream(page)
-            if inBatch[page] {
-                throw ProtocolError(.invalidField, "PAGE_BATCH entry \(applied): page \(page) appears twice in the batch")
-            }
-            inBatch.set(page)
-            descriptors[applied] = PageDescriptor(page: entry.page, hash: entry.hash, encoding: entry.encoding, length: entry.payload.count)
-            applied += 1
-            let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: memory + page &* pageSize,
-                                          destinationIsZero: entry.encoding == .zero && !written[page])
-            settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding)
-        }
-        pagesApplied += applied
-        return applied
     }
 
     /// Records a page whose bytes are in guest memory and hash to `actual`.

@@ -111,33 +111,6 @@ import Testing
         #expect(guest.throttlePercent == 0)
     }
 
-    /// A page whose bytes do not match the hash the source sent stays stale (and so fails
-    /// verification at COMPLETE) until a copy that matches arrives.
-    @Test func pageThatDoesNotMatchItsHashIsStaleUntilResent() throws {
-        let pageSize = systemPageSize
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: 4 * pageSize, alignment: pageSize)
-        defer { memory.deallocate() }
-        memory.initializeMemory(as: UInt8.self, repeating: 0, count: 4 * pageSize)
-        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: 4, hashTable: PageHashTable(pageCount: 4))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
-        defer { buffer.deallocate() }
-        let page = [UInt8]((0..<pageSize).map { UInt8(truncatingIfNeeded: $0 &* 7) })
-        func send(hashOffset: UInt64) throws {
-            var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 8)
-            writer.reset(round: 0)
-            page.withUnsafeBytes { bytes in
-                writer.payloadSlot.copyMemory(from: bytes.baseAddress!, byteCount: pageSize)
-                writer.commitEntry(page: 2, hash: PageHash.hash(bytes) ^ hashOffset, encoding: .raw, length: pageSize)
-            }
-            _ = try sink.apply(batch: writer.finish())
-        }
-        try send(hashOffset: 1)
-        #expect(sink.staleCount == 1)
-        #expect(sink.firstStalePage == 2)
-        try send(hashOffset: 0)
-        #expect(sink.staleCount == 0)
-        #expect(sink.firstStalePage == nil)
-    }
 }
 
 @Suite struct StripeTests {
@@ -150,24 +123,6 @@ import Testing
         for stream in 0..<3 { stripes.forEachPage(in: bitmap, of: stream) { seen[stream].append($0) } }
         #expect(seen == [[0, 7, 511, 1600, 4999], [512, 600], [1100]])  // 4999 is in stripe 9, on stream 0
         #expect((0..<3).map { stripes.count(in: bitmap, of: $0) } == [5, 2, 1])
-    }
-
-    /// A page that arrives on a stream other than its stripe's is a protocol violation: the
-    /// destination relies on each page staying on one stream.
-    @Test func pageOnTheWrongStreamIsRejected() throws {
-        let pageSize = systemPageSize
-        let pageCount = 2048
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
-        defer { memory.deallocate() }
-        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
-                            stripes: PageStripes(streamCount: 2), stream: 1)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
-        defer { buffer.deallocate() }
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 8)
-        writer.reset(round: 0)
-        writer.commitEntry(page: 5, hash: PageHash.zeroPage(pageSize: pageSize), encoding: .zero, length: 0)
-        let error = #expect(throws: ProtocolError.self) { try sink.apply(batch: writer.finish()) }
-        #expect(error?.message.contains("belongs to stream 0") == true)
     }
 }
 
