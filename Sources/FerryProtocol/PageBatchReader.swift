@@ -125,7 +125,8 @@ public struct PageEntry {
 /// Walks a whole `PAGE_BATCH` payload held in memory (Protocol.md 3.5) without copying or
 /// allocating, checking every descriptor against the bytes that remain before using it.
 /// (The destination's data path reads the table first and the payloads straight into guest
-/// memory; it uses `PageBatchLayout` directly.)
+/// memory; it uses `PageBatchLayout` directly, and checks that no page appears twice, which
+/// needs a bitmap of the image.)
 ///
 /// Not `Sendable`: it reads through a raw pointer it does not own.
 public struct PageBatchReader {
