@@ -9,6 +9,8 @@ import Logging
 ///   session, else the source is refused with reason `busy` (its guest keeps running);
 /// - a malformed `HELLO` is refused with reason `malformed`;
 /// - `JOIN` is a page stream of a running migration and goes to the registry;
+/// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag, a
+///   connection naming a session that awaits its COMMIT is handed to that session;
 /// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
 ///
 /// None of these stops the destination: a stranger cannot abort a migration in progress. Each
@@ -142,10 +144,46 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 return
             }
             try? stream.setReceiveTimeout(ms: receiveTimeoutMs)
+        case .statusQuery:
+            answerStatus(frame, connection: connection, stream: stream, peer: peer)
         default:
-            log.warning("closed a connection that opened with \(frame.type.rawValue) instead of HELLO or JOIN",
+            log.warning("closed a connection that opened with \(frame.type.rawValue) instead of HELLO, JOIN or STATUS_QUERY",
                         metadata: ["migration.peer": "\(peer)"])
             connection.close()
         }
+    }
+
+    /// Answers a `STATUS_QUERY`. A source resolving a session that awaits its COMMIT keeps the
+    /// connection open: it belongs to that session from here on (`HandoffBook.offerResolver`).
+    private func answerStatus(_ frame: ReceivedFrame, connection: FramedConnection, stream: TCPStream, peer: String) {
+        let query: StatusQuery
+        do {
+            query = try StatusQuery(payload: frame.payload)
+        } catch {
+            log.warning("closed a connection with a malformed STATUS_QUERY", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            connection.close()
+            return
+        }
+        let answers = registry.handoffs.statuses(for: query)
+        log.info("answered a status query", metadata: [
+            "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)", "migration.resolve": "\(query.resolve)",
+            "migration.state": "\(answers.first.map { "\($0.state)" } ?? "-")", "migration.matches": "\(answers.count)"])
+        for answer in answers {
+            do {
+                try connection.send(answer)
+            } catch {
+                connection.close()
+                return
+            }
+        }
+        // Answered before the session may take the connection, so that only one thread ever
+        // sends on it. Should the session give up in between, the source finds the connection
+        // closed, asks again and learns that the guest was discarded.
+        var handedOver = false
+        if query.resolve, answers.count == 1, answers[0].state == .awaitingCommit {
+            try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
+            handedOver = registry.handoffs.offerResolver(session: query.sessionID, connection: connection)
+        }
+        if !handedOver { connection.close() }
     }
 }

@@ -29,6 +29,12 @@ public struct DestinationOptions: Sendable {
     /// these hosts; done here, it is not on the migration's path. A guest of another size still
     /// migrates, into a new image.
     public var preallocateBytes: Int?
+    /// How long a verified image waits for the source to come back with its COMMIT (or ABORT)
+    /// after the control connection failed during the handoff; then it is discarded. Longer than
+    /// the source's own retry window (`SourceOptions.handoffTimeoutMs`), so that a source that
+    /// keeps trying always finds it.
+    public var handoffTimeoutMs: Int = DestinationOptions.defaultHandoffTimeoutMs
+    public static let defaultHandoffTimeoutMs = 120_000
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,

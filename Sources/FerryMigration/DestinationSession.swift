@@ -81,6 +81,14 @@ final class DestinationSession {
         defer { for receiver in receivers { receiver.stop() } }
         registry.open(session: sessionID, extraStreams: streamCount - 1)
         defer { registry.close(session: sessionID) }
+        let handoffs = registry.handoffs
+        report.session = hex(sessionID)
+        handoffs.begin(session: sessionID, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
+        // Whatever ends this session before the guest resumes here discards it.
+        var discardReason = "the migration ended before COMMIT"
+        defer {
+            if !owned { handoffs.set(session: sessionID, .discarded, message: "discarded before COMMIT: \(discardReason)") }
+        }
         do {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
@@ -107,6 +115,7 @@ final class DestinationSession {
         } catch {
             let failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            discardReason = failure.message
             throw failure
         }
         do {
@@ -122,6 +131,7 @@ final class DestinationSession {
         } catch {
             let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            discardReason = failure.message
             throw failure
         }
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
@@ -129,14 +139,13 @@ final class DestinationSession {
         log.info("receiving guest", metadata: ["migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
                                                "migration.workload": "\(setup.workloadText)"])
 
-        // Pre-copy rounds and blackout, until COMMIT.
+        // Pre-copy rounds and blackout, until the image verifies.
         var states: [VCPUState]?
         var verified = false
         var finalPhaseStart: UInt64 = 0
         var roundStart = MonotonicClock.now()
         var parts = DowntimeParts()
-        var guest: Guest?
-        var resumedAt: UInt64 = 0
+        var digest: UInt64 = 0
         let sinks = [sink] + receivers.map(\.sink)
         let connections = [connection] + receivers.map(\.connection)
         // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
@@ -202,7 +211,7 @@ final class DestinationSession {
                     try rounds.wait(round: complete.finalRound, timeout: streamTimeout)
                     let roundPages = pagesApplied() - appliedBefore
                     let roundWire = bytesReceived() - wireBefore
-                    let digest = hashTable.digest()
+                    digest = hashTable.digest()
                     let missing = pageCount - pagesHeld()
                     var problems: [String] = []
                     if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
@@ -229,42 +238,62 @@ final class DestinationSession {
                     guard verified else {
                         throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
                     }
-                case .commit:
-                    guard verified, let states else {
-                        throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
-                    }
-                    let commitAt = MonotonicClock.now()
-                    try ImageFile.rename(from: partialPath, to: options.imagePath)
-                    owned = true
-                    // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
-                    // their current step so the image stays exactly what the source handed over.
-                    let resumed = try Guest(memory: region.base, size: size, configuration: setup.configuration,
-                                            initialStates: states,
-                                            stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
-                    resumed.start()
-                    guest = resumed
-                    resumedAt = MonotonicClock.now()
-                    report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
-                    let resumeMicros = (resumedAt &- commitAt) / 1000
-                    parts.destinationResumeMs = Double(resumeMicros) / 1000
-                    try? connection.send(Resumed(resumeMicroseconds: resumeMicros))
-                    report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
+                    handoffs.set(session: sessionID, .awaitingCommit, digest: digest)
                     break receiving
+                case .commit:
+                    throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
                 default:
                     throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
                 }
             }
         } catch {
-            let failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
+            let failure = MigrationError.wrap(error, during: "pre-copy", guest: .notHere)
             if failure.code != .peerAborted {
                 try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             }
             log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
+            discardReason = failure.message
             throw failure
         }
 
+        // Handoff: the image is verified; the guest runs here once COMMIT arrives (section 6).
+        guard let states else { preconditionFailure("verification requires the CPU state") }
+        let handoff: FramedConnection
+        do {
+            handoff = try awaitCommit(session: sessionID, on: connection)
+        } catch {
+            let failure = MigrationError.wrap(error, during: "handoff", guest: .notHere)
+            log.error("no COMMIT; the verified image was discarded", metadata: ["migration.error": "\(failure.message)"])
+            discardReason = failure.message
+            throw failure
+        }
+        defer { if handoff !== connection { handoff.close() } }
+        let commitAt = MonotonicClock.now()
+        let guest: Guest
+        do {
+            try ImageFile.rename(from: partialPath, to: options.imagePath)
+            owned = true
+            handoffs.set(session: sessionID, .resumed, digest: digest)
+            // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
+            // their current step so the image stays exactly what the source handed over.
+            guest = try Guest(memory: region.base, size: size, configuration: setup.configuration,
+                              initialStates: states,
+                              stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
+        } catch {
+            let failure = MigrationError.wrap(error, during: "resuming the guest", guest: owned ? .destination : .notHere)
+            try? handoff.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            discardReason = failure.message
+            throw failure
+        }
+        guest.start()
+        let resumedAt = MonotonicClock.now()
+        report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
+        let resumeMicros = (resumedAt &- commitAt) / 1000
+        parts.destinationResumeMs = Double(resumeMicros) / 1000
+        try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
+        report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
+
         // The guest runs here now.
-        guard let guest else { preconditionFailure("the loop ends only after resuming the guest") }
         report.guestLocation = .destination
         report.outcome = "migrated"
         report.verified = true
@@ -300,5 +329,35 @@ final class DestinationSession {
         }
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
         return DestinationResult(report: report, finalStates: finalStates, setup: setup)
+    }
+
+    /// Waits for the source's `COMMIT` after a verified image and returns the connection it came
+    /// on. When the control connection fails first (the source's `COMMIT` or this side's
+    /// `VERIFIED` may be lost), the session keeps the verified image and waits up to
+    /// `handoffTimeoutMs` for the source to come back with `STATUS_QUERY` (resolve) on a new
+    /// connection, which then carries `COMMIT` or `ABORT`. Throws when the source aborts, breaks
+    /// the protocol, or does not come back in time: the guest then never runs here.
+    private func awaitCommit(session: UInt64, on first: FramedConnection) throws -> FramedConnection {
+        let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
+        var control = first
+        while true {
+            do {
+                let frame = try control.receive()
+                guard frame.type == .commit else {
+                    throw MigrationError(.protocolViolation, "expected COMMIT after VERIFIED, got \(frame.type)", guest: .notHere)
+                }
+                _ = try Commit(payload: frame.payload)
+                return control
+            } catch let error as TransportError where error.code != .peerAborted && error.code != .protocolViolation {
+                if control !== first { control.close() }
+                log.warning("lost the source after VERIFIED; keeping the verified image until it comes back to resolve the handoff", metadata: [
+                    "migration.error": "\(error.message)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
+                guard let next = registry.handoffs.awaitResolver(session: session, deadline: deadline) else {
+                    throw MigrationError(.transport, "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error.message))", guest: .notHere)
+                }
+                log.info("the source came back to resolve the handoff", metadata: ["migration.peer": "\(next.peerDescription)"])
+                control = next
+            }
+        }
     }
 }

@@ -96,6 +96,10 @@ public struct MigrationReport: Codable, Sendable {
     public var vcpuSteps: [UInt64] = []
     public var runForMs: Double = 0
     public var announce: String = ""
+    /// `ACCEPT.session_id`, hex: what `ferry status --session` asks about.
+    public var session: String?
+    /// How the handoff was settled when the first acknowledgement was lost (source).
+    public var handoff: String?
     public var error: String?
 
     public init(role: String, image: String, imageBytes: UInt64, pageSize: Int, vcpus: Int, workload: String) {
@@ -124,6 +128,7 @@ public struct MigrationReport: Codable, Sendable {
         var lines: [String] = []
         lines.append("\(role) report: \(outcome)")
         lines.append("  guest        \(vcpus) vCPU(s), workload \(workload), now on: \(guestLocation.rawValue)")
+        if let session { lines.append("  session      \(session)") }
         lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
         if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
         lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs))), process CPU \(ms(cpuMs))")
@@ -144,6 +149,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
         if !announce.isEmpty { lines.append("  announce     \(announce)") }
+        if let handoff { lines.append("  handoff      \(handoff)") }
         if let error { lines.append("  error        \(error)") }
         if !perRound.isEmpty {
             lines.append("  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision")

@@ -10,6 +10,8 @@ import Foundation
 /// state is guarded by `condition`.
 final class SessionRegistry: @unchecked Sendable {
     let maxSessions: Int
+    /// Every migration's handoff state, for `STATUS` and for sources that come back to resolve one.
+    let handoffs = HandoffBook()
     private let condition = NSCondition()
     private var active = 0
     private var sessions: [UInt64: Joining] = [:]

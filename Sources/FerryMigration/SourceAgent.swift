@@ -33,6 +33,10 @@ public struct SourceOptions: Sendable {
     /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
     /// as zero markers without reading them. Needs `protectDuringRoundZero`.
     public var skipImageHoles: Bool
+    /// How long the source keeps asking the destination where the guest is when the
+    /// destination's `RESUMED` does not arrive after `COMMIT` (Protocol.md section 6). Shorter
+    /// than the destination's wait for a returning source (`DestinationOptions.handoffTimeoutMs`).
+    public var handoffTimeoutMs: Int = 60_000
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
@@ -131,6 +135,7 @@ public final class SourceAgent {
             case .accept:
                 let accept = try Accept(payload: reply.payload)
                 sessionID = accept.sessionID
+                report.session = hex(sessionID)
                 log.info("destination accepted the guest", metadata: [
                     "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
             case .refuse:
@@ -302,6 +307,7 @@ public final class SourceAgent {
         parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
         let states: [VCPUState]
         let digest: UInt64
+        var completeSent = false
         do {
             try tracker.harvest(into: &pending)
             let harvestDone = MonotonicClock.now()
@@ -311,6 +317,7 @@ public final class SourceAgent {
             try connection.send(CPUState(builtin: states.map(\.record)))
             digest = streamer.digest()
             try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest))
+            completeSent = true
             verifyStart = MonotonicClock.now()
             parts.finalSendMs = (Double(verifyStart &- harvestDone) / 1e9).milliseconds
             report.perRound.append(RoundRecord(
@@ -330,6 +337,11 @@ public final class SourceAgent {
             let failure = MigrationError.wrap(error, during: "blackout", guest: .source)
             abort(connection, failure)
             log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
+            if completeSent && failure.code == .transport {
+                // The destination may hold a verified image waiting for a COMMIT that will never
+                // come: tell it now rather than after its handoff timeout.
+                releaseDestination(session: sessionID, because: failure.message, log: log)
+            }
             throw failure
         }
 
@@ -343,8 +355,8 @@ public final class SourceAgent {
             throw MigrationError.wrap(error, during: "commit", guest: .source)
         }
         report.guestLocation = .handedOverUnconfirmed
-        let finalStates = guest.stop()
-        report.vcpuSteps = finalStates.map(\.step)
+        // The vCPUs stay paused, not stopped, until the destination confirms: should it turn out
+        // that the COMMIT never reached it and it discarded the guest, the guest resumes here.
         report.verified = true
         report.digest = hex(digest)
         report.rounds = round + 1
@@ -360,9 +372,28 @@ public final class SourceAgent {
             report.guestLocation = .destination
             report.outcome = "migrated"
         } catch {
-            report.outcome = "handed over; the destination did not confirm its resume: \(error)"
-            report.error = "\(error)"
+            log.warning("no RESUMED after COMMIT; asking the destination where the guest is", metadata: [
+                "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
+                "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
+            switch resolveHandoff(session: sessionID, digest: digest, after: error, log: log) {
+            case .resumedThere(let how):
+                let end = MonotonicClock.now()
+                parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
+                report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+                report.guestLocation = .destination
+                report.outcome = "migrated"
+                report.handoff = how
+            case .discardedThere(let why):
+                guest.resume()
+                report.guestLocation = .source
+                throw MigrationError(.transport, "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source", guest: .source)
+            case .unresolved(let why):
+                report.outcome = "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID))`"
+                report.error = why
+            }
         }
+        let finalStates = guest.stop()
+        report.vcpuSteps = finalStates.map(\.step)
         report.downtimeParts = parts
         report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
@@ -374,6 +405,74 @@ public final class SourceAgent {
             throw MigrationError(.transport, report.outcome, guest: .handedOverUnconfirmed)
         }
         return report
+    }
+
+    enum HandoffResolution {
+        case resumedThere(String)
+        case discardedThere(String)
+        case unresolved(String)
+    }
+
+    /// After `COMMIT` without `RESUMED`: asks the destination, on new connections with backoff
+    /// for up to `handoffTimeoutMs`, where the guest is (`STATUS_QUERY` with the resolve flag).
+    /// `resumed` settles it; `awaiting-commit` means the COMMIT was lost, so it is sent again on
+    /// that connection; `discarded` means the guest never ran there and may resume here. No
+    /// answer, or `unknown` (a destination that restarted cannot say whether it ran the guest),
+    /// leaves it unresolved: the guest must not run here, since it may run there.
+    func resolveHandoff(session: UInt64, digest: UInt64, after firstError: any Error, log: Logger) -> HandoffResolution {
+        let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
+        var delay = 0.1
+        var attempt = 0
+        var last = "\(firstError)"
+        while true {
+            attempt += 1
+            do {
+                let left = Int((Double(deadline &- min(deadline, MonotonicClock.now())) / 1e6))
+                let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
+                                                              connectTimeoutMs: max(100, min(2_000, left)))
+                defer { asking.close() }
+                let status = answers[0]
+                log.info("destination answered where the guest is", metadata: [
+                    "migration.attempt": "\(attempt)", "migration.state": "\(status.state)", "migration.message": "\(status.message)"])
+                switch status.state {
+                case .resumed where status.digest == digest:
+                    return .resumedThere("RESUMED was lost; the destination's STATUS (attempt \(attempt)) says the guest runs there")
+                case .resumed:
+                    last = "the destination says it resumed session \(hex(session)) with digest \(hex(status.digest)), not \(hex(digest))"
+                case .awaitingCommit:
+                    try asking.send(Commit())
+                    _ = try asking.receive(Resumed.self)
+                    return .resumedThere("the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed")
+                case .discarded:
+                    return .discardedThere(status.message)
+                case .unknown, .receiving:
+                    last = "the destination answered \(status.state): \(status.message)"
+                }
+            } catch {
+                last = "\(error)"
+            }
+            if MonotonicClock.now() &+ UInt64(delay * 1e9) >= deadline {
+                return .unresolved("no answer settled it within \(options.handoffTimeoutMs / 1000) s after COMMIT (\(attempt) attempts; last: \(last))")
+            }
+            MonotonicClock.sleep(seconds: delay)
+            delay = min(delay * 2, 2)
+        }
+    }
+
+    /// Best effort, one short attempt: tells a destination that may hold a verified image for
+    /// `session` that this source kept the guest, so that it discards the image now.
+    func releaseDestination(session: UInt64, because reason: String, log: Logger) {
+        do {
+            let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
+                                                          connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
+            defer { asking.close() }
+            if answers[0].state == .awaitingCommit {
+                try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))
+                log.info("told the destination to discard its verified image", metadata: ["migration.session": "\(hex(session))"])
+            }
+        } catch {
+            log.info("could not tell the destination to discard; it does so after its handoff timeout", metadata: ["migration.error": "\(error)"])
+        }
     }
 
     private func abort(_ connection: FramedConnection, _ failure: MigrationError) {

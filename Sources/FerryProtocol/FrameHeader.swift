@@ -15,6 +15,8 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case abort = 13
     case join = 14
     case streamRoundEnd = 15
+    case statusQuery = 18
+    case status = 19
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000

@@ -15,7 +15,7 @@ struct Ferry: ParsableCommand {
             converge, 5 connection failed, 6 verification failed, 7 protocol violation, 8 system call \
             failed, 9 bad configuration, 10 aborted by the peer, 11 transparency check failed.
             """,
-        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self])
+        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self, StatusCommand.self])
 }
 
 /// Options every command that migrates or runs a guest shares.

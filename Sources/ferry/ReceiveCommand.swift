@@ -58,6 +58,9 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
     var acceptTimeout: String?
 
+    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 120s; longer than ferry send's --handoff-timeout).")
+    var handoffTimeout = "120s"
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -67,12 +70,13 @@ struct ReceiveCommand: ParsableCommand {
             guard (image == nil) != (serve == nil) else {
                 throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
             }
-            let options = DestinationOptions(
+            var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
                 name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) })
+            options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)
                 return

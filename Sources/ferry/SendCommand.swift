@@ -74,6 +74,9 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
+    @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
+    var handoffTimeout = "60s"
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -108,9 +111,10 @@ struct SendCommand: ParsableCommand {
             if warmup > 0 { MonotonicClock.sleep(seconds: warmup) }
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
-            let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
+            var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
                                         batchBytes: batchLimit, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
                                         maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
+            options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {

@@ -70,6 +70,40 @@ import Testing
         #expect(escape.stderr.contains("--name ../escape"), "\(escape.stderr)")
     }
 
+    /// `ferry status` asks a serving destination where its migrations stand: a migrated guest is
+    /// `resumed` (by name, and by the session id the sender's report prints), an unknown session
+    /// is `unknown`, and a malformed session id is a usage error.
+    @Test func statusReportsWhereAGuestRuns() throws {
+        let scratch = ScratchDirectory("status")
+        let guests = scratch.file("guests")
+        try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
+        #expect(try FerryProcess.run(["image", "create", scratch.file("gamma.img"), "--size", "16M"]).status == 0)
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--serve", guests])
+        defer {
+            kill(receiver.process.processIdentifier, SIGKILL)
+            _ = receiver.wait(timeout: 10)
+        }
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
+        let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
+        let sent = try FerryProcess.run(["send", "--image", scratch.file("gamma.img"), "--to", "127.0.0.1:\(port)", "-q"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        let sessionLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("session ") })
+        let session = try #require(sessionLine.split(separator: " ").last.map(String.init))
+
+        let byName = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma"])
+        #expect(byName.status == 0, "\(byName.stderr)")
+        #expect(byName.stdout.contains("session \(session)  guest gamma  resumed"), "\(byName.stdout)")
+        let byID = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", session, "--json"])
+        let rows = try JSONSerialization.jsonObject(with: Data(byID.stdout.utf8)) as? [[String: String]]
+        #expect(rows?.first?["state"] == "resumed", "\(byID.stdout)")
+        let unknown = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", "0x1234"])
+        #expect(unknown.stdout.contains("unknown"), "\(unknown.stdout)")
+        let bad = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", "xyz"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("--session xyz"), "\(bad.stderr)")
+    }
+
     @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
         let scratch = ScratchDirectory("bad-size")
         let outcome = try FerryProcess.run(["image", "create", scratch.file("x.img"), "--size", "1000"])

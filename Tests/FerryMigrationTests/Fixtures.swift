@@ -66,6 +66,11 @@ struct LoopbackMigration {
     /// Bytes at the end of the images left as one file hole (never written).
     var holeTail = 0
     var protectDuringRoundZero = true
+    /// Puts something between the agents: gets the destination's port, returns the port the
+    /// source connects to (e.g. a `FrameRelay`'s).
+    var relay: ((Int) throws -> Int)?
+    var sourceHandoffTimeoutMs = 60_000
+    var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeoutMs
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -89,11 +94,12 @@ struct LoopbackMigration {
             try traceText.write(toFile: scratch.file("trace.txt"), atomically: true, encoding: .utf8)
             workloadText = "trace:" + scratch.file("trace.txt")
         }
-        let destination = DestinationAgent(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                        runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
-            logger: testLogger)
-        let port = try destination.bind()
+        var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
+                                                    runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000)
+        destinationOptions.handoffTimeoutMs = destinationHandoffTimeoutMs
+        let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
+        let destinationPort = Int(try destination.bind())
+        let port = try relay?(destinationPort) ?? destinationPort
         try prepareDestination?(scratch.file("destination.img"))
         let destinationRun = Background { try destination.run() }
 
@@ -102,12 +108,13 @@ struct LoopbackMigration {
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
+        var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
+                                          compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                          maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
+        sourceOptions.handoffTimeoutMs = sourceHandoffTimeoutMs
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
-            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
-                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
-                                   maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero),
-            logger: testLogger)
+            options: sourceOptions, logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false
         var steps: [UInt64]

@@ -109,6 +109,8 @@ struct MessageRejectionTests {
             ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
             ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
+            ("STATUS awaiting commit", 5), ("STATUS awaiting commit", 7), ("STATUS awaiting commit", 36),
+            ("STATUS awaiting commit", 39), ("STATUS_QUERY by session", 12), ("STATUS_QUERY by session", 15),
         ]
         for (name, offset) in cases {
             let sample = messageSamples.first { $0.name == name }!
@@ -164,6 +166,20 @@ struct MessageRejectionTests {
         expectRejected(Accept.self, accept, .invalidField)
         accept[4] = 0x07; accept[0] = 0
         expectRejected(Accept.self, accept, .invalidField)
+
+        // STATUS: a state beyond 4, an index not below total, total 0; names are guest names.
+        var status = messageSamples.first { $0.name == "STATUS awaiting commit" }!.payload
+        status[4] = 5
+        expectRejected(Status.self, status, .invalidField)
+        status[4] = 2; status[0] = 3
+        expectRejected(Status.self, status, .invalidField)
+        status[0] = 0; status[2] = 0
+        expectRejected(Status.self, status, .invalidField)
+        let noFlags: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0]
+        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noFlags + [4, 0] + Array("../x".utf8), .invalidField)
+        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // resolve, no session
+        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // unknown flag
+        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], .invalidField)  // reserved
     }
 
     @Test func cpuStateShapeIsChecked() {

@@ -44,6 +44,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .note: return try Note(payload: payload).encodedPayload()
     case .join: return try Join(payload: payload).encodedPayload()
     case .streamRoundEnd: return try StreamRoundEnd(payload: payload).encodedPayload()
+    case .statusQuery: return try StatusQuery(payload: payload).encodedPayload()
+    case .status: return try Status(payload: payload).encodedPayload()
     }
 }
 
@@ -63,6 +65,13 @@ let messageSamples: [MessageSample] = [
                                    sessionID: 0x0123_4567_89AB_CDEF, destinationName: "dst ✓")),
     MessageSample("JOIN", Join(sessionID: 0x0123_4567_89AB_CDEF, streamIndex: 15)),
     MessageSample("STREAM_ROUND_END", StreamRoundEnd(round: 7, batches: 12, pages: 40_000)),
+    MessageSample("STATUS_QUERY by session", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, resolve: true)),
+    MessageSample("STATUS_QUERY by guest", StatusQuery(guestName: "web-1.prod")),
+    MessageSample("STATUS_QUERY all", StatusQuery()),
+    MessageSample("STATUS awaiting commit", Status(index: 1, total: 3, state: .awaitingCommit, sessionID: 0xFEED_F00D,
+                                                   digest: 0xDEAD_BEEF_CAFE_F00D, pageCount: 65536, ageSeconds: 12,
+                                                   guestName: "web-1", message: "verified; waiting for the source's COMMIT")),
+    MessageSample("STATUS unknown", Status(state: .unknown, sessionID: 7)),
     MessageSample("REFUSE", Refuse(reason: .imageExists, message: "/var/lib/ferry/g.img exists: pass --force")),
     MessageSample("REFUSE other", Refuse(reason: .other, message: "")),
     MessageSample("GUEST_CONFIG", GuestConfig(

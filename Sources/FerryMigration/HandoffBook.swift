@@ -1,0 +1,159 @@
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+
+/// What a destination knows about each migration it received or is receiving: the state that
+/// `STATUS` reports (Protocol.md 3.17, section 6), and the meeting point between a session that
+/// lost its source after `VERIFIED` and the source's connection that comes back to resolve it.
+///
+/// A session in `awaiting-commit` whose control connection fails does not discard: it calls
+/// `awaitResolver`, and the dispatcher hands it the next connection whose `STATUS_QUERY` names
+/// that session with the resolve flag (`offerResolver`). That connection then carries `COMMIT`
+/// (the guest resumes here) or `ABORT` (the source kept it). Finished migrations are remembered
+/// (the most recent `historyLimit`), so that a source whose `RESUMED` was lost learns that its
+/// guest runs here. `@unchecked Sendable`: all state is guarded by `condition`.
+final class HandoffBook: @unchecked Sendable {
+    static let historyLimit = Int(Status.maxTotal)
+
+    private struct Record {
+        var sessionID: UInt64
+        var guestName: String
+        var pageCount: UInt64
+        var state: HandoffState
+        var digest: UInt64 = 0
+        var message = ""
+        var changedAt = MonotonicClock.now()
+        /// The connection the session reads from now; closed to wake the session when a
+        /// resolver arrives while it still waits on a connection the network silently lost.
+        var control: FramedConnection?
+        /// A connection handed over by the dispatcher, not yet taken by the session.
+        var resolver: FramedConnection?
+    }
+
+    private let condition = NSCondition()
+    private var records: [UInt64: Record] = [:]
+    /// Session IDs, oldest first.
+    private var order: [UInt64] = []
+
+    /// Records a new migration in state `receiving`.
+    func begin(session: UInt64, guestName: String, pageCount: UInt64, control: FramedConnection) {
+        condition.lock()
+        defer { condition.unlock() }
+        records[session] = Record(sessionID: session, guestName: guestName, pageCount: pageCount, state: .receiving,
+                                  control: control)
+        order.append(session)
+        // Forget the oldest finished migrations beyond the limit; running ones are never forgotten.
+        var excess = order.count - Self.historyLimit
+        if excess > 0 {
+            order.removeAll { id in
+                guard excess > 0, let record = records[id], record.state == .resumed || record.state == .discarded else { return false }
+                records[id] = nil
+                excess -= 1
+                return true
+            }
+        }
+    }
+
+    /// Moves session `id` to `state`. Leaving `awaiting-commit` closes a resolver nobody took.
+    func set(session id: UInt64, _ state: HandoffState, digest: UInt64? = nil, message: String = "") {
+        condition.lock()
+        guard var record = records[id] else {
+            condition.unlock()
+            return
+        }
+        record.state = state
+        if let digest { record.digest = digest }
+        record.message = message
+        record.changedAt = MonotonicClock.now()
+        let stray = state == .awaitingCommit ? nil : record.resolver
+        if state != .awaitingCommit { record.resolver = nil }
+        if state == .resumed || state == .discarded { record.control = nil }
+        records[id] = record
+        condition.broadcast()
+        condition.unlock()
+        stray?.close()
+    }
+
+    func state(of id: UInt64) -> HandoffState {
+        condition.lock()
+        defer { condition.unlock() }
+        return records[id]?.state ?? .unknown
+    }
+
+    /// The answer to `query`, newest first (at most `Status.maxTotal` frames); a query that
+    /// matches nothing gets one `STATUS` of state `unknown`.
+    func statuses(for query: StatusQuery) -> [Status] {
+        condition.lock()
+        let now = MonotonicClock.now()
+        var matching: [Record] = []
+        for id in order.reversed() {
+            guard let record = records[id] else { continue }
+            if query.sessionID != 0 && record.sessionID != query.sessionID { continue }
+            if !query.guestName.isEmpty && record.guestName != query.guestName { continue }
+            matching.append(record)
+            if matching.count == Int(Status.maxTotal) { break }
+        }
+        condition.unlock()
+        guard !matching.isEmpty else {
+            return [Status(state: .unknown, sessionID: query.sessionID, guestName: query.guestName,
+                           message: "this destination knows no such migration: it does not run that guest")]
+        }
+        let total = UInt16(matching.count)
+        return matching.enumerated().map { index, record in
+            Status(index: UInt16(index), total: total, state: record.state, sessionID: record.sessionID,
+                   digest: record.digest, pageCount: record.pageCount,
+                   ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
+                   guestName: record.guestName, message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
+        }
+    }
+
+    /// The dispatcher's side: `connection` asked to resolve session `id`. When the session awaits
+    /// its COMMIT, keeps the connection for it, closes the one the session waits on (it may have
+    /// been lost silently) and returns true; else false, and the caller answers and closes.
+    func offerResolver(session id: UInt64, connection: FramedConnection) -> Bool {
+        condition.lock()
+        guard var record = records[id], record.state == .awaitingCommit else {
+            condition.unlock()
+            return false
+        }
+        let replaced = record.resolver
+        let interrupted = record.control
+        record.resolver = connection
+        records[id] = record
+        condition.broadcast()
+        condition.unlock()
+        replaced?.close()
+        interrupted?.close()
+        return true
+    }
+
+    /// The session's side: waits until a resolver arrives for session `id` (returned, and from
+    /// then on the session's control connection) or `deadline` (monotonic ns) passes (nil).
+    func awaitResolver(session id: UInt64, deadline: UInt64) -> FramedConnection? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            guard var record = records[id], record.state == .awaitingCommit else { return nil }
+            if let resolver = record.resolver {
+                record.resolver = nil
+                record.control = resolver
+                records[id] = record
+                return resolver
+            }
+            let now = MonotonicClock.now()
+            if now >= deadline { return nil }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+        }
+    }
+
+    static func meaning(_ state: HandoffState) -> String {
+        switch state {
+        case .unknown: return "no such migration here"
+        case .receiving: return "pages are arriving; the guest does not run here"
+        case .awaitingCommit: return "verified; the guest does not run here until the source's COMMIT arrives"
+        case .resumed: return "the guest was resumed here"
+        case .discarded: return "discarded before COMMIT; the guest never ran here"
+        }
+    }
+}

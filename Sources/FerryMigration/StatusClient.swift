@@ -1,0 +1,32 @@
+import FerryProtocol
+import FerryTransport
+
+/// Asks a destination agent where migrations stand (`STATUS_QUERY` → `STATUS` frames,
+/// Protocol.md 3.17–3.18): what `ferry status` prints, and how a source whose last
+/// acknowledgement was lost learns the outcome of its handoff.
+public enum StatusClient {
+    /// Connects to `endpoint`, sends `query` and reads every `STATUS` of the answer. The
+    /// connection is returned open: after an `awaiting-commit` answer to a resolve query it
+    /// carries the source's `COMMIT` or `ABORT`. The caller closes it.
+    public static func ask(_ endpoint: Endpoint, _ query: StatusQuery, connectTimeoutMs: Int = 2_000,
+                           replyTimeoutMs: Int = 5_000) throws(TransportError) -> (connection: FramedConnection, answers: [Status]) {
+        let stream = try TCPStream.connect(endpoint, timeoutMs: connectTimeoutMs)
+        try stream.setReceiveTimeout(ms: replyTimeoutMs)
+        let connection = FramedConnection(stream)
+        do throws(TransportError) {
+            try connection.send(query)
+            var answers: [Status] = []
+            repeat {
+                let status = try connection.receive(Status.self)
+                guard Int(status.index) == answers.count, answers.isEmpty || status.total == answers[0].total else {
+                    throw TransportError(.protocolViolation, "STATUS \(status.index) of \(status.total) out of order (expected \(answers.count))")
+                }
+                answers.append(status)
+            } while answers.count < Int(answers[0].total)
+            return (connection, answers)
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+}

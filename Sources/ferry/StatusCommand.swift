@@ -1,0 +1,71 @@
+import ArgumentParser
+import FerryMigration
+import FerryProtocol
+import FerryTransport
+import Foundation
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Ask a destination agent where its migrations stand: receiving, awaiting COMMIT, resumed or discarded.",
+        discussion: """
+            Resolves an unknown outcome without guessing: after a source reported "handed over; the destination \
+            did not confirm its resume", this tells whether the guest runs on the destination (resumed), still \
+            waits for the source's COMMIT (awaiting-commit: the guest runs nowhere; the source, which keeps \
+            retrying, or its operator decides), or was discarded (it never ran there). Exit status 0 when the \
+            destination answered.
+            """)
+
+    @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
+    var connect = "127.0.0.1:7700"
+
+    @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
+    var session: String?
+
+    @Option(help: ArgumentHelp("Only this guest's migrations.", valueName: "name"))
+    var guest: String?
+
+    @Flag(help: "Print the answer as JSON.")
+    var json = false
+
+    func run() throws {
+        runReportingErrors {
+            let endpoint = try Endpoint.parse(connect)
+            var query = StatusQuery()
+            if let session {
+                let digits = session.hasPrefix("0x") ? String(session.dropFirst(2)) : session
+                guard let id = UInt64(digits, radix: 16), id != 0 else {
+                    throw MigrationError(.configuration, "--session \(session): give the session id in hex, as the source's report prints it", guest: .notHere)
+                }
+                query.sessionID = id
+            }
+            if let guest {
+                if let problem = GuestName.problem(guest) {
+                    throw MigrationError(.configuration, "--guest \(guest): \(problem)", guest: .notHere)
+                }
+                query.guestName = guest
+            }
+            let (connection, answers) = try StatusClient.ask(endpoint, query)
+            connection.close()
+            if json {
+                let rows = answers.map { status in
+                    ["session": hexID(status.sessionID), "guest": status.guestName, "state": "\(status.state)",
+                     "digest": status.digest == 0 ? "" : hexID(status.digest), "pages": "\(status.pageCount)",
+                     "age_s": "\(status.ageSeconds)", "message": status.message]
+                }
+                let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            for status in answers {
+                let name = status.guestName.isEmpty ? "-" : status.guestName
+                print("session \(hexID(status.sessionID))  guest \(name)  \(status.state)  (\(status.ageSeconds) s)  \(status.message)")
+            }
+        }
+    }
+}
+
+private func hexID(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: 16 - digits.count) + digits
+}
