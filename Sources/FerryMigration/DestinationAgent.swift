@@ -34,7 +34,7 @@ public struct DestinationOptions: Sendable {
     /// the source's own retry window (`SourceOptions.handoffTimeoutMs`), so that a source that
     /// keeps trying always finds it.
     public var handoffTimeoutMs: Int = DestinationOptions.defaultHandoffTimeoutMs
-    public static let defaultHandoffTimeoutMs = 120_000
+    public static let defaultHandoffTimeoutMs = 300_000
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,

@@ -58,8 +58,8 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
     var acceptTimeout: String?
 
-    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 120s; longer than ferry send's --handoff-timeout).")
-    var handoffTimeout = "120s"
+    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard).")
+    var handoffTimeout = "300s"
 
     @OptionGroup var output: OutputOptions
 

@@ -14,6 +14,11 @@ struct StatusCommand: ParsableCommand {
             waits for the source's COMMIT (awaiting-commit: the guest runs nowhere; the source, which keeps \
             retrying, or its operator decides), or was discarded (it never ran there). Exit status 0 when the \
             destination answered.
+
+            --commit and --discard decide a handoff in the source's place, for a migration awaiting its COMMIT \
+            whose source is gone for good (its host failed or was fenced): --commit resumes the guest on the \
+            destination, --discard drops the verified image. Use --commit only when the source can never \
+            resume the guest itself; otherwise it would run twice.
             """)
 
     @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
@@ -27,6 +32,12 @@ struct StatusCommand: ParsableCommand {
 
     @Flag(help: "Print the answer as JSON.")
     var json = false
+
+    @Flag(help: "Resume the guest on the destination in the source's place (needs --session; only for a source that is gone for good).")
+    var commit = false
+
+    @Flag(help: "Drop the destination's verified image in the source's place (needs --session).")
+    var discard = false
 
     func run() throws {
         runReportingErrors {
@@ -45,6 +56,13 @@ struct StatusCommand: ParsableCommand {
                 }
                 query.guestName = guest
             }
+            if commit || discard {
+                guard query.sessionID != 0, !(commit && discard) else {
+                    throw MigrationError(.configuration, "--commit or --discard needs --session ID, and not both", guest: .notHere)
+                }
+                print(try decide(endpoint: endpoint, session: query.sessionID))
+                return
+            }
             let (connection, answers) = try StatusClient.ask(endpoint, query)
             connection.close()
             if json {
@@ -62,6 +80,25 @@ struct StatusCommand: ParsableCommand {
                 print("session \(hexID(status.sessionID))  guest \(name)  \(status.state)  (\(status.ageSeconds) s)  \(status.message)")
             }
         }
+    }
+}
+
+extension StatusCommand {
+    /// Sends COMMIT or ABORT for `session` as its source would after a resolve query.
+    private func decide(endpoint: Endpoint, session: UInt64) throws -> String {
+        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true))
+        defer { connection.close() }
+        let status = answers[0]
+        guard status.state == .awaitingCommit else {
+            throw MigrationError(.refused, "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed", guest: .notHere)
+        }
+        if commit {
+            try connection.send(Commit())
+            let resumed = try connection.receive(Resumed.self)
+            return "session \(hexID(session)): committed; the guest resumed on the destination in \(Double(resumed.resumeMicroseconds) / 1000) ms"
+        }
+        try connection.send(Abort(reason: .cancelled, message: "discarded by an operator (ferry status --discard)"))
+        return "session \(hexID(session)): discarded; the guest will not run on the destination"
     }
 }
 

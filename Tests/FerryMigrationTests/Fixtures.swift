@@ -71,6 +71,9 @@ struct LoopbackMigration {
     var relay: ((Int) throws -> Int)?
     var sourceHandoffTimeoutMs = 60_000
     var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeoutMs
+    /// Runs after the source's `migrate()` returned or failed, before waiting for the destination;
+    /// gets the destination's own port (not the relay's).
+    var afterSource: ((Int) throws -> Void)?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -127,6 +130,7 @@ struct LoopbackMigration {
             steps = guest.stepsPerVCPU
         }
         try region.sync()
+        try afterSource?(destinationPort)
         let destinationResult = destinationRun.wait()
         return Outcome(source: source, destination: destinationResult, sourceStepsAtEnd: steps,
                        guestWasRunningAfterFailure: runningAfterFailure, setup: setup)

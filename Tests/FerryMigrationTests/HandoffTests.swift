@@ -101,6 +101,41 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
     }
 
+    /// The same partition, but the source is known to be gone for good: an operator decides in
+    /// its place (what `ferry status --session ID --commit` sends), and the verified guest resumes
+    /// on the destination instead of being discarded.
+    @Test func anOperatorCanCommitForASourceThatIsGone() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:20MB/s"
+        migration.runFor = 0
+        migration.sourceHandoffTimeoutMs = 500
+        migration.relay = { port in
+            try FrameRelay(destinationPort: port, stayDownAfterCut: true,
+                           decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port
+        }
+        var session: UInt64 = 0
+        migration.afterSource = { port in
+            let endpoint = try Endpoint.parse("127.0.0.1:\(port)")
+            let (asking, answers) = try StatusClient.ask(endpoint, StatusQuery(resolve: false))
+            asking.close()
+            let waiting = try #require(answers.first { $0.state == .awaitingCommit })
+            session = waiting.sessionID
+            let (deciding, decided) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true))
+            defer { deciding.close() }
+            #expect(decided.first?.state == .awaitingCommit)
+            try deciding.send(Commit())
+            _ = try deciding.receive(Resumed.self)
+        }
+        let outcome = try migration.run(in: scratch)
+        let error = try #require(outcome.source.failure as? MigrationError)
+        #expect(error.guest == .handedOverUnconfirmed)
+        let destination = try outcome.destination.get()
+        #expect(destination.report.guestLocation == .destination)
+        #expect(destination.report.session == hex(session))
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
     /// `STATUS` over a real connection: a finished migration is `resumed` with its digest, a
     /// session nobody knows is `unknown`, and a guest name filters.
     @Test func statusAnswersForFinishedAndUnknownSessions() throws {
