@@ -17,6 +17,8 @@ struct FerryProcess {
 
     struct Outcome {
         var status: Int32
+        /// The signal that ended the process (e.g. SIGKILL, SIGBUS), nil when it exited.
+        var signal: Int32? = nil
         var stdout: String
         var stderr: String
     }
@@ -53,7 +55,9 @@ struct FerryProcess {
         err.fileHandleForReading.readabilityHandler = nil
         collected.append(out.fileHandleForReading.readDataToEndOfFile(), stderr: false)
         collected.append(err.fileHandleForReading.readDataToEndOfFile(), stderr: true)
-        return Outcome(status: process.terminationStatus, stdout: collected.stdout, stderr: collected.stderr)
+        return Outcome(status: process.terminationStatus,
+                       signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
+                       stdout: collected.stdout, stderr: collected.stderr)
     }
 
     /// Waits until stderr contains a line matching `prefix` and returns that line.
