@@ -29,7 +29,7 @@ import Testing
                               "--max-rounds", "3", "--force-switchover", "-q"]
     static let imageBytes = 32 << 20
     /// Longest a case may take; a process still running then is killed and the case reported as a hang.
-    static let caseTimeout = 20.0
+    static let caseTimeout = Double(ProcessInfo.processInfo.environment["FERRY_FAULT_TIMEOUT"] ?? "") ?? 20
 
     /// Cells that are not run: the frame has no successor in its direction to swap it with.
     static func notApplicable(_ fault: FaultKind, _ phase: WirePhase) -> String? {
@@ -95,6 +95,8 @@ import Testing
             try? (table + "\n" + details.joined(separator: "\n")).write(toFile: path, atomically: true, encoding: .utf8)
         }
     }
+
+    struct ProxyFailure: Error, CustomStringConvertible { var description: String }
 
     struct CaseResult: Sendable {
         var outcome: String
@@ -245,6 +247,7 @@ import Testing
         let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("ferry: error:") }.map(String.init) ?? "" }
         let details = "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
             + "phases: \(reached.map(\.rawValue)); image: \(pathExists ? "PATH" : "-") \(partialExists ? ".partial" : "")\n"
+        if ProcessInfo.processInfo.environment["FERRY_FAULT_VERBOSE"] != nil { print("[\(outcome)]\n" + details) }
         return CaseResult(outcome: outcome, problems: problems, details: details)
     }
 

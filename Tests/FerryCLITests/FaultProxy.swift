@@ -150,12 +150,30 @@ final class FaultProxy: @unchecked Sendable {
         let source: Int32
         let destination: Int32
         var isControl = false
+        private let lock = NSLock()
+        private var open = 2
         init(source: Int32, destination: Int32) { self.source = source; self.destination = destination }
 
+        /// Ends both sides at once (FIN both ways, and RST for whatever either peer sends later:
+        /// the sockets are closed as soon as both relay threads have left).
         func cut() {
             shutdown(source, Int32(SHUT_RDWR))
             shutdown(destination, Int32(SHUT_RDWR))
         }
+
+        /// Called by each relay thread as it ends; the last one closes the sockets.
+        func relayEnded(_ proxy: FaultProxy) {
+            cut()
+            let last = lock.withLock { open -= 1; return open == 0 }
+            guard last else { return }
+            proxy.forget([source, destination])
+            close(source)
+            close(destination)
+        }
+    }
+
+    private func forget(_ fds: [Int32]) {
+        lock.withLock { sockets.removeAll { fds.contains($0) } }
     }
 
     private func relay(_ pair: Pair, towardsDestination: Bool) {
@@ -163,7 +181,7 @@ final class FaultProxy: @unchecked Sendable {
         let to = towardsDestination ? pair.destination : pair.source
         var held: [UInt8]?
         var first = true
-        defer { pair.cut() }
+        defer { pair.relayEnded(self) }
         while true {
             guard var frame = readFrame(from) else { return }
             let type = UInt16(frame[0]) | UInt16(frame[1]) << 8
