@@ -43,9 +43,15 @@ import Testing
     /// updated — when the gap is closed.
     /// TODO(handoff, the lead): a COMMIT lost on the way (connection cut, frame truncated) leaves the
     /// guest nowhere: the source stopped it when it wrote COMMIT, the destination never got it.
+    /// A COMMIT damaged on the way (a payload bit: it has none, so the flip hits its header's
+    /// sequence number) is rejected by the destination: the same loss. A COMMIT whose length grew
+    /// leaves the destination waiting for payload bytes that never come and the source for
+    /// RESUMED: both give up after their 60 s receive timeouts, and the guest is lost the same way.
     static let knownGaps: [String: String] = [
         "\(FaultKind.cut.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
         "\(FaultKind.truncate.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
+        "\(FaultKind.flipPayload.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
+        "\(FaultKind.flipHeader.rawValue)|\(WirePhase.commit.rawValue)": "HANG: source still waiting",
     ]
     static let gapCommitLost = "GAP: guest lost (source committed, dest never got COMMIT)"
 
@@ -76,9 +82,14 @@ import Testing
         for (fault, phase) in cases {
             let key = "\(fault.rawValue)|\(phase.rawValue)"
             guard let result = all[key] else { continue }
-            for problem in result.problems { Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)") }
             if let gap = Self.knownGaps[key] {
+                // Today's behaviour, stated by the outcome; its hang is the gap, not a new failure.
+                for problem in result.problems where !(gap.hasPrefix("HANG") && problem.hasSuffix("hung")) {
+                    Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)")
+                }
                 #expect(result.outcome.hasPrefix(gap), "\(key): known gap changed — update the test and README: \(result.outcome)")
+            } else {
+                for problem in result.problems { Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)") }
             }
         }
         var table = "| fault | " + WirePhase.allCases.map(\.rawValue).joined(separator: " | ") + " |\n"

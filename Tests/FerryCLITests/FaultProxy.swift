@@ -28,8 +28,13 @@ enum WireFault: Sendable {
     case hook(@Sendable () -> Void)
     /// Flips bit 0 of the frame's last payload byte (of its last header byte if it has no payload).
     case flipPayloadBit
+    /// Flips bit 0 of payload byte `offset`.
+    case flipPayloadByte(Int)
     /// Flips bit 1 of the header's `length` field: the receiver reads a frame 2 bytes off.
     case flipHeaderBit
+    /// The connection goes silent both ways, as in a network partition: nothing is forwarded or
+    /// closed (no FIN, no RST) until the proxy stops.
+    case blackhole
     /// Forwards the header and half the payload (half the header if there is none), then closes both sides.
     case truncate
     /// Forwards the frame twice.
@@ -64,6 +69,7 @@ final class FaultProxy: @unchecked Sendable {
     private var imageBytes = 0
     private var roundZeroBytes = 0
     private var sockets: [Int32] = []
+    private var stopping = false
     private var threads = 0
     private let idle = NSCondition()
 
@@ -98,6 +104,7 @@ final class FaultProxy: @unchecked Sendable {
 
     /// Closes the listener and every relayed connection and waits for the relay threads.
     func stop() {
+        lock.withLock { stopping = true }
         shutdown(listenFD, Int32(SHUT_RDWR))
         lock.withLock { for fd in sockets { shutdown(fd, Int32(SHUT_RDWR)) } }
         idle.lock()
@@ -150,6 +157,10 @@ final class FaultProxy: @unchecked Sendable {
         let source: Int32
         let destination: Int32
         var isControl = false
+        /// Set by a blackhole: nothing more is forwarded and nothing closed until `stop()`.
+        var silent: Bool { lock.withLock { silenced } }
+        func silence() { lock.withLock { silenced = true } }
+        private var silenced = false
         private let lock = NSLock()
         private var open = 2
         init(source: Int32, destination: Int32) { self.source = source; self.destination = destination }
@@ -163,6 +174,7 @@ final class FaultProxy: @unchecked Sendable {
 
         /// Called by each relay thread as it ends; the last one closes the sockets.
         func relayEnded(_ proxy: FaultProxy) {
+            if silent { return }  // `stop()` closes the sockets
             cut()
             let last = lock.withLock { open -= 1; return open == 0 }
             guard last else { return }
@@ -194,6 +206,11 @@ final class FaultProxy: @unchecked Sendable {
                 }
             }
             first = false
+            if pair.silent {
+                // Read no more (the sender's window fills, as behind a partition) and close nothing.
+                while !lock.withLock({ stopping }) { usleep(10_000) }
+                return
+            }
             if let earlier = held {
                 // A swap: the frame after the held one goes first.
                 guard send(to, frame), send(to, earlier) else { return }
@@ -223,6 +240,13 @@ final class FaultProxy: @unchecked Sendable {
             case .flipPayloadBit:
                 frame[frame.count - 1] ^= 0x01
                 guard send(to, frame) else { return }
+            case .flipPayloadByte(let offset):
+                frame[16 + offset] ^= 0x01
+                guard send(to, frame) else { return }
+            case .blackhole:
+                pair.silence()
+                while !lock.withLock({ stopping }) { usleep(10_000) }
+                return
             case .flipHeaderBit:
                 frame[4] ^= 0x02
                 guard send(to, frame) else { return }
