@@ -5,8 +5,9 @@ import Testing
 
 /// The faults of issue 4 that are not tied to a frame: a second source at a busy destination, the
 /// destination's disk full (a small tmpfs), and the image file resized under the source. Same
-/// invariants as the matrix (`FaultMatrixTests.judge`); prints the "other faults" table.
-@Suite(.serialized) struct ResourceFaultTests {
+/// invariants as the matrix (`FaultMatrixTests.judge`); prints the "other faults" table. A test
+/// of the matrix's serialized suite, so that the two never run at once (memory on a shared host).
+extension FaultMatrixTests {
     typealias Matrix = FaultMatrixTests
 
     struct Row: Sendable {
