@@ -25,23 +25,15 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: path))[10 * pageSize] == 0x01)
     }
 
-    /// Space is reserved at creation: the file's blocks are allocated, and a file that does not
-    /// fit is refused with a message naming the directory and the bytes, and not left behind.
-    @Test func reservedImageHoldsItsSpaceOrIsRefused() throws {
+    /// Space is reserved at creation: the file's blocks are allocated. (The refusal of an image
+    /// that does not fit is tested on a small tmpfs of its own, in FaultMatrixTests.otherFaults:
+    /// asking the shared /dev/shm for more than it has would first take all of its memory.)
+    @Test func reservedImageHoldsItsSpace() throws {
         let path = scratchPath(in: "/dev/shm", "reserved.img")
         defer { try? ImageFile.remove(path: path) }
         try ImageFile.create(path: path, size: 8 << 20, overwrite: false, reserve: true)
         var info = stat()
         #expect(stat(path, &info) == 0)
         #expect(info.st_blocks * 512 >= 8 << 20, "a reserved image must have its blocks, has \(info.st_blocks)")
-
-        let huge = path + ".huge"
-        let tooBig = Int(try ImageFile.freeBytes(directoryOf: huge)) + (1 << 30)
-        let error = try #require(throws: SystemError.self) {
-            try ImageFile.create(path: huge, size: tooBig, overwrite: false, reserve: true)
-        }
-        #expect(error.errno == ENOSPC || error.errno == EFBIG)
-        #expect(error.description.contains("/dev/shm") && error.description.contains("\(tooBig)"), "\(error)")
-        #expect(!ImageFile.exists(path: huge))
     }
 }
