@@ -95,7 +95,7 @@ public final class DestinationAgent: @unchecked Sendable {
             }
             let start = MonotonicClock.now()
             do {
-                try ImageFile.create(path: partialPath, size: bytes, overwrite: true)
+                try ImageFile.create(path: partialPath, size: bytes, overwrite: true, reserve: true)
                 let region = try MappedRegion.mapFile(path: partialPath, writable: true)
                 try region.populate(writable: true)
                 prepared = consume region

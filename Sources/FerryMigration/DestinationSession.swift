@@ -53,7 +53,9 @@ final class DestinationSession {
         log.info("source connected", metadata: ["migration.source_name": "\(hello.sourceName)"])
 
         // Handshake: decide whether this guest fits here.
-        if let refusal = check(hello) {
+        var promisedDisk: UInt64 = 0
+        defer { registry.releaseDisk(promisedDisk) }
+        if let refusal = check(hello, promisedDisk: &promisedDisk) {
             try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
             log.warning("refused the guest", metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
             throw MigrationError(.refused, "refused the source's guest: \(refusal.message)", guest: .notHere)
@@ -106,9 +108,13 @@ final class DestinationSession {
                     log.warning("the guest's size differs from --prealloc; making a new image", metadata: [
                         "migration.guest_bytes": "\(size)", "migration.prealloc_bytes": "\(options.preallocateBytes ?? 0)"])
                 }
-                try ImageFile.create(path: partialPath, size: size, overwrite: true)
+                // Allocated now, so that a full disk is this clean error and not a SIGBUS later.
+                try ImageFile.create(path: partialPath, size: size, overwrite: true, reserve: true)
                 region = try MappedRegion.mapFile(path: partialPath, writable: true)
             }
+            // The image holds its space now (or never needed new space: --prealloc).
+            registry.releaseDisk(promisedDisk)
+            promisedDisk = 0
             createdPartial = true
             sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
                             stripes: stripes, stream: 0)

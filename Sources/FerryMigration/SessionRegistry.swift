@@ -15,6 +15,9 @@ final class SessionRegistry: @unchecked Sendable {
     private let condition = NSCondition()
     private var active = 0
     private var sessions: [UInt64: Joining] = [:]
+    /// Disk bytes promised to admitted migrations whose image is not allocated yet (their space
+    /// does not show in `statvfs` yet, so a second check would hand it out again).
+    private var promisedDisk: UInt64 = 0
 
     private struct Joining {
         var extraStreams: Int
@@ -48,6 +51,26 @@ final class SessionRegistry: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return active
+    }
+
+    /// Promises `bytes` of disk to a migration if `free()` (measured under the same lock) less
+    /// the bytes already promised covers them. Returns whether it did, and the two figures for
+    /// the refusal's message. The caller gives the promise back with `releaseDisk` once its image
+    /// is allocated (then `statvfs` counts it) or the migration ends.
+    func promiseDisk(_ bytes: UInt64, free: () throws -> UInt64) -> (promised: Bool, free: UInt64, promisedToOthers: UInt64)? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let available = try? free() else { return nil }
+        let others = promisedDisk
+        guard available >= others, available - others >= bytes else { return (false, available, others) }
+        promisedDisk += bytes
+        return (true, available, others)
+    }
+
+    func releaseDisk(_ bytes: UInt64) {
+        condition.lock()
+        promisedDisk -= min(bytes, promisedDisk)
+        condition.unlock()
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).

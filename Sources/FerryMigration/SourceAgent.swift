@@ -83,6 +83,9 @@ public final class SourceAgent {
     let logger: Logger
     let progress: ProgressHandler?
     let imagePath: String
+    /// Absorbs SIGBUS if the image file is truncated under the guest (see `imageShrank`); held
+    /// from the first `migrate()` for as long as the agent lives, i.e. while its caller stops the guest.
+    var busGuard: BusErrorGuard?
 
     public init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
                 options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
@@ -108,6 +111,7 @@ public final class SourceAgent {
         var log = logger
         log[metadataKey: "migration.role"] = "source"
         log[metadataKey: "migration.destination"] = "\(options.destination)"
+        guardImage(log: log)
 
         // Connect and handshake.
         guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
@@ -230,6 +234,7 @@ public final class SourceAgent {
                 let harvestStart = MonotonicClock.now()
                 let dirty = try tracker.harvest(into: &pending)
                 let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
+                if let shrunk = imageShrank() { throw shrunk }
                 let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
                 lastHarvest = harvestStart
                 dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
@@ -292,7 +297,7 @@ public final class SourceAgent {
                 break
             }
         } catch {
-            let failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+            let failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
             abort(connection, failure)
             report.rounds = round
             throw failure
@@ -332,9 +337,11 @@ public final class SourceAgent {
                     "destination did not verify the image: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest)), \(verified.pagesMissing) pages missing" : verified.message)",
                     guest: .source)
             }
+            // The pages sent are what the guest had, unless the file was cut under it: never commit that.
+            if let shrunk = imageShrank() { throw shrunk }
         } catch {
             guest.resume()
-            let failure = MigrationError.wrap(error, during: "blackout", guest: .source)
+            let failure = imageShrank() ?? MigrationError.wrap(error, during: "blackout", guest: .source)
             abort(connection, failure)
             log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
             if completeSent && failure.code == .transport {

@@ -5,7 +5,14 @@ import Glibc
 public enum ImageFile {
     /// Creates `path` with `size` bytes, sparse (`ftruncate`, no blocks allocated).
     /// Refuses an existing file unless `overwrite` (then it is truncated to `size`).
-    public static func create(path: String, size: Int, overwrite: Bool) throws {
+    ///
+    /// With `reserve` the file system allocates all `size` bytes now (`posix_fallocate`), so that
+    /// writes through a shared mapping of the file can never find the disk full: on a sparse
+    /// file such a write raises SIGBUS and kills the process. Without room the file is removed
+    /// and the error names the directory, the bytes needed and the bytes free.
+    /// (tmpfs allocates and zeroes the memory here, about 0.5 s per GiB, which the writes into a
+    /// sparse mapping would otherwise pay page by page; ext4 and xfs only mark the extents.)
+    public static func create(path: String, size: Int, overwrite: Bool, reserve: Bool = false) throws {
         guard size > 0 else {
             throw SystemError(code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: 0,
                               detail: "size must be positive, got \(size)")
@@ -22,6 +29,28 @@ public enum ImageFile {
         }
         defer { close(fd) }
         try retryingEINTR("ftruncate(\"\(path)\", \(size))") { ftruncate(fd, off_t(size)) }
+        if reserve {
+            do {
+                try allocate(fd: fd, path: path, size: size)
+            } catch {
+                unlink(path)
+                throw error
+            }
+        }
+    }
+
+    /// `posix_fallocate(fd, 0, size)`, retried on EINTR; ENOSPC and EFBIG name the space needed.
+    private static func allocate(fd: Int32, path: String, size: Int) throws {
+        var result: Int32
+        repeat { result = posix_fallocate(fd, 0, off_t(size)) } while result == EINTR
+        guard result != 0 else { return }
+        var detail = ""
+        if result == ENOSPC || result == EFBIG {
+            // The file holds some of the blocks by now; they are freed with it.
+            let free = (try? freeBytes(directoryOf: path)).map { "\($0) bytes are free there" } ?? "its free space is unknown"
+            detail = "not enough space for the image: it needs \(size) bytes in \(parentDirectory(of: path)) and \(free); free some space or use another directory"
+        }
+        throw SystemError(call: "posix_fallocate(\"\(path)\", \(size))", errno: result, detail: detail)
     }
 
     public static func size(path: String) throws -> Int {
@@ -79,7 +108,7 @@ public enum ImageFile {
     ]
 
     /// The directory part of `path` ("." for a bare name, "/" for a file at the root).
-    static func parentDirectory(of path: String) -> String {
+    public static func parentDirectory(of path: String) -> String {
         var trimmed = Substring(path)
         while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
         guard let slash = trimmed.lastIndex(of: "/") else { return "." }

@@ -17,14 +17,18 @@ struct FerryProcess {
 
     struct Outcome {
         var status: Int32
+        /// The signal that ended the process (e.g. SIGKILL, SIGBUS), nil when it exited.
+        var signal: Int32? = nil
         var stdout: String
         var stderr: String
     }
 
     let process = Process()
-    private let out = Pipe()
-    private let err = Pipe()
-    private let collected = CollectedOutput()
+    /// Output goes to files, not pipes: pipe readability handlers are dispatch sources, and many
+    /// processes at once (the fault matrix runs four cases in parallel) crashed libdispatch's
+    /// event loop. Files need no reader while the process runs.
+    private let outPath: String
+    private let errPath: String
 
     /// Starts `ferry ARGS` (or `prefix + [ferry] + ARGS`, e.g. `ip netns exec NS`).
     init(_ arguments: [String], prefix: [String] = []) throws {
@@ -35,13 +39,21 @@ struct FerryProcess {
             process.executableURL = URL(fileURLWithPath: prefix[0])
             process.arguments = Array(prefix.dropFirst()) + [Self.executable] + arguments
         }
+        let stem = "/tmp/ferry-cli-output-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        outPath = stem + ".out"
+        errPath = stem + ".err"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        defer { try? out.close(); try? err.close() }
         process.standardOutput = out
         process.standardError = err
-        let collected = self.collected
-        out.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, stderr: false) }
-        err.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, stderr: true) }
         try process.run()
     }
+
+    private var stdoutText: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    private var stderrText: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
 
     /// Waits (at most `timeout` seconds, then kills it) and returns what it printed.
     func wait(timeout: Double = 120) -> Outcome {
@@ -49,42 +61,28 @@ struct FerryProcess {
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        collected.append(out.fileHandleForReading.readDataToEndOfFile(), stderr: false)
-        collected.append(err.fileHandleForReading.readDataToEndOfFile(), stderr: true)
-        return Outcome(status: process.terminationStatus, stdout: collected.stdout, stderr: collected.stderr)
+        let outcome = Outcome(status: process.terminationStatus,
+                              signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
+                              stdout: stdoutText, stderr: stderrText)
+        try? FileManager.default.removeItem(atPath: outPath)
+        try? FileManager.default.removeItem(atPath: errPath)
+        return outcome
     }
 
     /// Waits until stderr contains a line matching `prefix` and returns that line.
     func waitForStderrLine(containing text: String, timeout: Double = 30) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let line = collected.stderr.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+            if let line = stderrText.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
             if !process.isRunning { break }
             usleep(10_000)
         }
-        return collected.stderr.split(separator: "\n").first(where: { $0.contains(text) }).map(String.init)
+        return stderrText.split(separator: "\n").first(where: { $0.contains(text) }).map(String.init)
     }
 
     static func run(_ arguments: [String], prefix: [String] = [], timeout: Double = 120) throws -> Outcome {
         try FerryProcess(arguments, prefix: prefix).wait(timeout: timeout)
     }
-}
-
-final class CollectedOutput: @unchecked Sendable {
-    private let lock = NSLock()
-    private var out = Data()
-    private var err = Data()
-
-    func append(_ data: Data, stderr: Bool) {
-        lock.lock()
-        defer { lock.unlock() }
-        if stderr { err.append(data) } else { out.append(data) }
-    }
-
-    var stdout: String { lock.lock(); defer { lock.unlock() }; return String(decoding: out, as: UTF8.self) }
-    var stderr: String { lock.lock(); defer { lock.unlock() }; return String(decoding: err, as: UTF8.self) }
 }
 
 /// A scratch directory on tmpfs, removed when the test ends.

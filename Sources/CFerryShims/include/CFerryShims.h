@@ -123,6 +123,24 @@ uint64_t ferry_wp_fault_count(void);
 /// Number of times the handler hit the mapping limit and unprotected a whole range.
 uint64_t ferry_wp_overflow_count(void);
 
+// MARK: - SIGBUS guard (bus_error_guard.c)
+//
+// A shared file mapping whose file is truncated raises SIGBUS on any access beyond the new end.
+// In a guarded range the handler maps a private zero page over the faulting page instead and
+// counts it, so the process survives and its owner can abort with a clear message. Faults
+// outside every range go to the handler that was installed before.
+
+#define FERRY_BUS_MAX_RANGES 8
+
+/// Installs the SIGBUS handler if not yet installed and starts guarding [base, base+length).
+/// *slot_out receives the slot. EBUSY when all slots are in use.
+int ferry_bus_guard_begin(void *base, size_t length, size_t page_size, int *slot_out);
+/// Pages of the slot's range replaced by zero pages so far; *first_offset_out (if not NULL)
+/// receives the lowest replaced byte offset in the range, UINT64_MAX when none.
+uint64_t ferry_bus_guard_replaced(int slot, uint64_t *first_offset_out);
+/// Stops guarding the slot's range (the handler stays installed for the other slots).
+void ferry_bus_guard_end(int slot);
+
 // MARK: - test support (write_fault_selftest.c); each runs in a forked child so that it cannot
 // disturb the test process (signal dispositions, the per-process mapping limit).
 

@@ -1,0 +1,296 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// The fault matrix (issue 4): real `ferry send` and `ferry receive` processes, a `FaultProxy`
+/// between them, and one fault per case — each kind of fault at each phase — followed by the
+/// invariants: the guest runs in exactly one place (never two; never none while both hosts live),
+/// a destination image without `.partial` exists only when verified (and then equals the
+/// source's), and each surviving process states its outcome in one line. Prints the table that
+/// README.md carries as "Fault matrix".
+@Suite(.serialized) struct FaultMatrixTests {
+    /// Rows of the table.
+    enum FaultKind: String, CaseIterable, Sendable {
+        /// TODO(resume after a cut, another branch): today a cut before COMMIT aborts the
+        /// migration and the source keeps its guest; once the source reconnects and RESUMEs, the
+        /// expected outcome of the pre-copy cells becomes "migrated".
+        case cut = "connection cut"
+        case killSource = "kill -9 source"
+        case killDestination = "kill -9 destination"
+        case flipPayload = "bit flip (payload)"
+        case flipHeader = "bit flip (header length)"
+        case truncate = "frame truncated + close"
+        case duplicate = "frame duplicated"
+        case reorder = "frames swapped"
+    }
+
+    /// Pre-copy rounds 0, 1 and 2 always run (a target no round can meet, then a forced
+    /// switchover), so "later round" exists; one page stream, so every frame passes the proxy in
+    /// protocol order on the control connection.
+    static let sendOptions = ["--workload", "uniform:20MB/s", "--vcpus", "1", "--streams", "1", "--downtime-ms", "0.001",
+                              "--max-rounds", "3", "--force-switchover", "-q"]
+    static let imageBytes = 32 << 20
+    /// Longest a case may take; a process still running then is killed and the case reported as a hang.
+    static let caseTimeout = Double(ProcessInfo.processInfo.environment["FERRY_FAULT_TIMEOUT"] ?? "") ?? 20
+
+    /// Cells that are not run: the frame has no successor in its direction to swap it with.
+    static func notApplicable(_ fault: FaultKind, _ phase: WirePhase) -> String? {
+        if fault == .reorder && [.verified, .commit, .afterCommit].contains(phase) {
+            return "n/a (no next frame to swap with)"
+        }
+        return nil
+    }
+
+    /// Known gaps (issue 4): the test asserts today's behaviour exactly, so it fails — and is
+    /// updated — when the gap is closed.
+    /// TODO(handoff, the lead): a COMMIT lost on the way (connection cut, frame truncated) leaves the
+    /// guest nowhere: the source stopped it when it wrote COMMIT, the destination never got it.
+    /// A COMMIT damaged on the way (a payload bit: it has none, so the flip hits its header's
+    /// sequence number) is rejected by the destination: the same loss. A COMMIT whose length grew
+    /// leaves the destination waiting for payload bytes that never come and the source for
+    /// RESUMED: both give up after their 60 s receive timeouts, and the guest is lost the same way.
+    static let knownGaps: [String: String] = [
+        "\(FaultKind.cut.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
+        "\(FaultKind.truncate.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
+        "\(FaultKind.flipPayload.rawValue)|\(WirePhase.commit.rawValue)": gapCommitLost,
+        "\(FaultKind.flipHeader.rawValue)|\(WirePhase.commit.rawValue)": "HANG: source still waiting",
+    ]
+    static let gapCommitLost = "GAP: guest lost (source committed, dest never got COMMIT)"
+
+    @Test func faultMatrix() throws {
+        let started = Date()
+        let scratch = ScratchDirectory("matrix")
+        let base = scratch.file("base.img")
+        let created = try FerryProcess.run(["image", "create", base, "--size", "\(Self.imageBytes >> 20)M", "--seed", "7"])
+        try #require(created.status == 0, "\(created.stderr)")
+
+        // FERRY_FAULT_CASES=TEXT runs only the cases whose "fault|phase" contains TEXT.
+        let only = ProcessInfo.processInfo.environment["FERRY_FAULT_CASES"]
+        let cases = FaultKind.allCases.flatMap { fault in
+            WirePhase.allCases.filter { Self.notApplicable(fault, $0) == nil }.map { (fault, $0) }
+        }.filter { only == nil || "\($0.0.rawValue)|\($0.1.rawValue)".contains(only!) }
+        let results = Mutex<[String: CaseResult]>([:])
+        runConcurrently(cases.count, width: 4) { index in
+            let (fault, phase) = cases[index]
+            let result: CaseResult
+            do {
+                result = try Self.run(fault: fault, phase: phase, base: base, id: index)
+            } catch {
+                result = CaseResult(outcome: "test setup failed", problems: ["\(error)"], details: "")
+            }
+            results.withLock { $0["\(fault.rawValue)|\(phase.rawValue)"] = result }
+        }
+        let all = results.withLock { $0 }
+        for (fault, phase) in cases {
+            let key = "\(fault.rawValue)|\(phase.rawValue)"
+            guard let result = all[key] else { continue }
+            if let gap = Self.knownGaps[key] {
+                // Today's behaviour, stated by the outcome; its hang is the gap, not a new failure.
+                for problem in result.problems where !(gap.hasPrefix("HANG") && problem.hasSuffix("hung")) {
+                    Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)")
+                }
+                #expect(result.outcome.hasPrefix(gap), "\(key): known gap changed — update the test and README: \(result.outcome)")
+            } else {
+                for problem in result.problems { Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)") }
+            }
+        }
+        var table = "| fault | " + WirePhase.allCases.map(\.rawValue).joined(separator: " | ") + " |\n"
+        table += "|---|" + WirePhase.allCases.map { _ in "---" }.joined(separator: "|") + "|\n"
+        for fault in FaultKind.allCases {
+            let cells = WirePhase.allCases.map { phase in
+                Self.notApplicable(fault, phase) ?? all["\(fault.rawValue)|\(phase.rawValue)"]?.outcome ?? "?"
+            }
+            table += "| \(fault.rawValue) | " + cells.joined(separator: " | ") + " |\n"
+        }
+        print("Fault matrix (\(cases.count) cases, \(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n" + table)
+        if let path = ProcessInfo.processInfo.environment["FERRY_FAULT_MATRIX_OUT"] {
+            let details = cases.map { "## \($0.0.rawValue) at \($0.1.rawValue)\n\(all["\($0.0.rawValue)|\($0.1.rawValue)"]?.details ?? "")" }
+            try? (table + "\n" + details.joined(separator: "\n")).write(toFile: path, atomically: true, encoding: .utf8)
+        }
+    }
+
+    struct ProxyFailure: Error, CustomStringConvertible { var description: String }
+
+    struct CaseResult: Sendable {
+        var outcome: String
+        var problems: [String]
+        var details: String
+    }
+
+    /// The pids a hook kills, set once both processes run.
+    final class Targets: @unchecked Sendable {  // guarded by `lock`
+        private let lock = NSLock()
+        private var pids: (sender: pid_t, receiver: pid_t)?
+
+        func set(sender: pid_t, receiver: pid_t) { lock.withLock { pids = (sender, receiver) } }
+
+        /// Set when a hook killed the process (a kill by the test's own timeout is not one).
+        private(set) var killedByHook = false
+
+        func kill(sender: Bool) {
+            while true {
+                if let pids = lock.withLock({ pids }) {
+                    lock.withLock { killedByHook = true }
+                    _ = Glibc.kill(sender ? pids.sender : pids.receiver, SIGKILL)
+                    // Let the kernel close its sockets before the proxy forwards the frame. (No
+                    // waitpid here: Foundation's Process reaps its children itself.)
+                    usleep(50_000)
+                    return
+                }
+                usleep(1_000)
+            }
+        }
+    }
+
+    static func run(fault: FaultKind, phase: WirePhase, base: String, id: Int) throws -> CaseResult {
+        let scratch = ScratchDirectory("fault-\(id)")
+        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        // After commit the destination's guest runs on for a while, so that a kill finds it running.
+        let runFor = phase == .afterCommit ? "2s" : "0"
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "30s",
+                                         "--run-for", runFor, "-q"])
+        guard let port = listeningPort(receiver) else {
+            return CaseResult(outcome: "receiver did not start", problems: ["receiver did not start: \(receiver.wait(timeout: 1).stderr)"], details: "")
+        }
+        let targets = Targets()
+        let wireFault: WireFault
+        switch fault {
+        case .cut: wireFault = .cut
+        case .killSource: wireFault = .hook { targets.kill(sender: true) }
+        case .killDestination: wireFault = .hook { targets.kill(sender: false) }
+        case .flipPayload: wireFault = .flipPayloadBit
+        case .flipHeader: wireFault = .flipHeaderBit
+        case .truncate: wireFault = .truncate
+        case .duplicate: wireFault = .duplicate
+        case .reorder: wireFault = .reorder
+        }
+        let proxy = try FaultProxy(upstreamPort: port, phase: phase, fault: wireFault)
+        defer { proxy.stop() }
+        let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + sendOptions)
+        targets.set(sender: sender.process.processIdentifier, receiver: receiver.process.processIdentifier)
+        let sent = sender.wait(timeout: caseTimeout)
+        let received = receiver.wait(timeout: 5)
+        if !targets.killedByHook && (sent.signal == SIGKILL || received.signal == SIGKILL) {
+            let who = [sent.signal == SIGKILL ? "source" : nil, received.signal == SIGKILL ? "destination" : nil].compactMap { $0 }
+            return CaseResult(outcome: "HANG: \(who.joined(separator: " and ")) still waiting after \(Int(caseTimeout)) s",
+                              problems: ["\(who.joined(separator: " and ")) hung"], details: "source: \(sent.stderr.suffix(300))\ndestination: \(received.stderr.suffix(300))")
+        }
+        return judge(sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
+                     injected: proxy.injected, reached: proxy.phasesReached)
+    }
+
+    static func listeningPort(_ receiver: FerryProcess) -> UInt16? {
+        guard let line = receiver.waitForStderrLine(containing: "listening on"),
+              let after = line.range(of: "127.0.0.1:")?.upperBound else { return nil }
+        return UInt16(line[after...].prefix { $0.isNumber })
+    }
+
+    /// How a process ended, for the table: "exit N", "kill" or the signal.
+    static func ending(_ outcome: FerryProcess.Outcome) -> String {
+        switch outcome.signal {
+        case nil: return "\(outcome.status)"
+        case SIGKILL: return "killed"
+        case SIGBUS: return "SIGBUS"
+        case let signal?: return "signal \(signal)"
+        }
+    }
+
+    /// The invariants after a fault, and a short statement of what happened.
+    static func judge(sent: FerryProcess.Outcome, received: FerryProcess.Outcome, source: String, target: String,
+                      compareBytes: Bool, injected: Bool, reached: [WirePhase], extraBytes: Int = 0) -> CaseResult {
+        var problems: [String] = []
+        let senderKilled = sent.signal == SIGKILL, receiverKilled = received.signal == SIGKILL
+        let sourceKeeps = sent.signal == nil && sent.stderr.contains("keeps running on the source")
+        let sourceHandedOver = sent.signal == nil
+            && (sent.stdout.contains("source report: migrated") || sent.stderr.contains("was handed over"))
+        let destinationRuns = received.signal == nil && received.status == 0 && received.stdout.contains("destination report: migrated")
+        let pathExists = FileManager.default.fileExists(atPath: target)
+        let partialExists = FileManager.default.fileExists(atPath: target + ".partial")
+
+        if !injected { problems.append("the fault was never injected; phases reached: \(reached.map(\.rawValue))") }
+        for (name, outcome) in [("source", sent), ("destination", received)] {
+            if let signal = outcome.signal, signal != SIGKILL { problems.append("\(name) died of signal \(signal)") }
+            if outcome.signal == nil {
+                let lines = (outcome.stderr + "\n" + outcome.stdout).split(separator: "\n")
+                    .filter { $0.hasPrefix("ferry: error:") || $0.contains(" report: ") }
+                if lines.count != 1 { problems.append("\(name) must state its outcome in one line, printed \(lines.count)") }
+            }
+        }
+        if sourceKeeps && (destinationRuns || (receiverKilled && pathExists)) {
+            problems.append("SPLIT BRAIN: the guest runs on the source and on the destination")
+        }
+        if !senderKilled && !receiverKilled && !sourceKeeps && !destinationRuns {
+            // Asserted only through `knownGaps` where it happens today.
+            if !sourceHandedOver { problems.append("both agents alive and the guest runs nowhere") }
+        }
+        if pathExists && !(destinationRuns || sourceHandedOver || receiverKilled) {
+            problems.append("\(target) exists but the destination did not report a verified migration")
+        }
+        if pathExists && receiverKilled && !sourceHandedOver && !sent.stdout.contains("verified") && !senderKilled {
+            problems.append("\(target) exists after the destination died but the source never saw it verified")
+        }
+        if pathExists && compareBytes && destinationRuns {
+            let equal = extraBytes > 0 ? bytesEqual(source, target, count: imageBytes) : ((try? filesEqual(source, target)) ?? false)
+            if !equal { problems.append("the destination image differs from the source's (a page was lost)") }
+        }
+        if received.signal == nil && !destinationRuns && (pathExists || partialExists) {
+            problems.append("the destination failed but left \(pathExists ? target : target + ".partial")")
+        }
+        if receiverKilled && !sourceKeeps && !sourceHandedOver && !senderKilled {
+            problems.append("the destination died and the source did not say where the guest is")
+        }
+
+        let ends = "(S \(ending(sent)), D \(ending(received)))"
+        let outcome: String
+        if destinationRuns {
+            outcome = (sent.status == 0 && sent.signal == nil ? "migrated" : senderKilled ? "migrated; source killed after COMMIT" : "guest on dest; source: resume unconfirmed") + " " + ends
+        } else if sourceKeeps {
+            outcome = "source keeps guest; " + (receiverKilled ? "dest dead, .partial left" : "dest discards .partial") + " " + ends
+        } else if senderKilled {
+            outcome = (pathExists ? "guest on dest" : "guest died with source; dest discards .partial") + " " + ends
+        } else if receiverKilled && sourceHandedOver {
+            outcome = (pathExists ? "guest died with dest after resume" + (sent.status == 0 ? "" : "; source: resume unconfirmed")
+                                  : "guest died with dest (COMMIT written, not read); source never resumes") + " " + ends
+        } else if sourceHandedOver && !pathExists {
+            outcome = gapCommitLost + " " + ends
+        } else {
+            outcome = "unclear " + ends
+        }
+        let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("ferry: error:") }.map(String.init) ?? "" }
+        let details = "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
+            + "phases: \(reached.map(\.rawValue)); image: \(pathExists ? "PATH" : "-") \(partialExists ? ".partial" : "")\n"
+        if ProcessInfo.processInfo.environment["FERRY_FAULT_VERBOSE"] != nil { print("[\(outcome)]\n" + details) }
+        return CaseResult(outcome: outcome, problems: problems, details: details)
+    }
+
+    static func bytesEqual(_ a: String, _ b: String, count: Int) -> Bool {
+        guard let x = FileHandle(forReadingAtPath: a), let y = FileHandle(forReadingAtPath: b) else { return false }
+        defer { try? x.close(); try? y.close() }
+        return x.readData(ofLength: count) == y.readData(ofLength: count)
+    }
+}
+
+/// Runs `body(0..<count)` on `width` threads and waits.
+func runConcurrently(_ count: Int, width: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Counter: @unchecked Sendable {  // guarded by `lock`
+        let lock = NSLock()
+        var value = 0
+        func take() -> Int { lock.withLock { defer { value += 1 }; return value } }
+    }
+    let next = Counter()
+    let group = DispatchGroup()
+    for _ in 0..<min(width, count) {
+        group.enter()
+        Thread {
+            while true {
+                let index = next.take()
+                if index >= count { break }
+                body(index)
+            }
+            group.leave()
+        }.start()
+    }
+    group.wait()
+}

@@ -1,0 +1,261 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// The faults of issue 4 that are not tied to a frame: a second source at a busy destination, the
+/// destination's disk full (a small tmpfs), and the image file resized under the source. Same
+/// invariants as the matrix (`FaultMatrixTests.judge`); prints the "other faults" table. A test
+/// of the matrix's serialized suite, so that the two never run at once (memory on a shared host).
+extension FaultMatrixTests {
+    typealias Matrix = FaultMatrixTests
+
+    struct Row: Sendable {
+        var fault: String
+        var when: String
+        var outcome: String
+    }
+
+    @Test func otherFaults() throws {
+        let started = Date()
+        let scratch = ScratchDirectory("other-faults")
+        let base = scratch.file("base.img"), dense = scratch.file("dense.img")
+        #expect(try FerryProcess.run(["image", "create", base, "--size", "32M", "--seed", "7"]).status == 0)
+        // Every page holds data, so a received image takes its whole size on tmpfs.
+        #expect(try FerryProcess.run(["image", "create", dense, "--size", "32M", "--seed", "8", "--mix", "random=100"]).status == 0)
+        let cases: [(String, String, @Sendable () throws -> (String, [String]))] = [
+            ("second source, busy destination", "round 0", { try Self.busy(base: base) }),
+            ("disk too small", "handshake", { try Self.diskTooSmall(base: base) }),
+            ("disk filled by someone else", "handshake", { try Self.diskFilled(base: dense) }),
+            ("two guests, disk for one (--serve)", "handshake", { try Self.diskForOne(base: dense) }),
+            ("image truncated under the source", "round 0", { try Self.resized(base: base, to: 16 << 20) }),
+            ("image extended under the source", "round 0", { try Self.resized(base: base, to: 40 << 20) }),
+            ("network partition (silent: no FIN, no RST)", "round 0", { try Self.partition(base: dense) }),
+            ("bit flip in CPU_STATE (vCPU 0's step)", "blackout", { try Self.registerFlip(base: base) }),
+        ]
+        let rows = Mutex<[Int: Row]>([:])
+        runConcurrently(cases.count, width: 3) { index in
+            let (fault, when, body) = cases[index]
+            let outcome: String
+            do {
+                let (text, problems) = try body()
+                outcome = text
+                for problem in problems { Issue.record("\(fault): \(problem)") }
+            } catch {
+                outcome = "test failed: \(error)"
+                Issue.record("\(fault): \(error)")
+            }
+            rows.withLock { $0[index] = Row(fault: fault, when: when, outcome: outcome) }
+        }
+        var table = "| fault | when | outcome |\n|---|---|---|\n"
+        for index in cases.indices {
+            if let row = rows.withLock({ $0[index] }) { table += "| \(row.fault) | \(row.when) | \(row.outcome) |\n" }
+        }
+        print("Other faults (\(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n" + table)
+        if let path = ProcessInfo.processInfo.environment["FERRY_FAULT_MATRIX_OUT"] {
+            try? table.write(toFile: path + ".other", atomically: true, encoding: .utf8)
+        }
+    }
+
+    static func startReceiver(_ arguments: [String]) throws -> (FerryProcess, UInt16) {
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--accept-timeout", "30s", "-q"] + arguments)
+        guard let port = Matrix.listeningPort(receiver) else {
+            throw Matrix.ProxyFailure(description: "receiver did not start: \(receiver.wait(timeout: 1).stderr)")
+        }
+        return (receiver, port)
+    }
+
+    /// A second source arrives while the first one's round 0 runs: refused as busy, its guest runs
+    /// on; the first migration is not disturbed.
+    static func busy(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("busy")
+        let source = scratch.file("source.img"), second = scratch.file("second.img"), target = scratch.file("received.img")
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        try FileManager.default.copyItem(atPath: base, toPath: second)
+        let (receiver, port) = try startReceiver(["--image", target])
+        let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
+        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .hook {
+            let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s", "-q"],
+                                                timeout: 20)
+            secondOutcome.withLock { $0 = outcome }
+        })
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: proxy.injected, reached: proxy.phasesReached)
+        guard let other = secondOutcome.withLock({ $0 }) else { return (result.outcome, result.problems + ["the second source did not run"]) }
+        if other.status != 3 || !other.stderr.contains("busy") || !other.stderr.contains("keeps running on the source") {
+            result.problems.append("the second source must be refused as busy and keep its guest: exit \(other.status), \(other.stderr)")
+        }
+        return ("first: \(result.outcome); second: refused busy, keeps its guest (exit \(other.status))", result.problems)
+    }
+
+    /// A tmpfs of `size` at `scratch/disk`, or the reason it cannot be had here.
+    static func mountTmpfs(_ scratch: ScratchDirectory, size: String) -> (String?, String?) {
+        let directory = scratch.file("disk")
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard getuid() == 0, let mount = NetworkMigrationTests.tool("mount") else {
+            return (nil, "skipped: mounting a tmpfs needs root and mount(8)")
+        }
+        do {
+            try NetworkMigrationTests.sh([mount, "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", directory])
+        } catch {
+            return (nil, "skipped: cannot mount a tmpfs here: \(error)")
+        }
+        return (directory, nil)
+    }
+
+    static func unmount(_ directory: String) {
+        if let umount = NetworkMigrationTests.tool("umount") { _ = try? NetworkMigrationTests.sh([umount, "-l", directory], mustSucceed: false) }
+    }
+
+    /// The destination's directory is smaller than the image: refused at HELLO (reason `disk`).
+    static func diskTooSmall(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("disk-small")
+        let (mounted, skip) = mountTmpfs(scratch, size: "16m")
+        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        defer { unmount(directory) }
+        let source = scratch.file("source.img"), target = directory + "/received.img"
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        let (receiver, port) = try startReceiver(["--image", target])
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(port)"] + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: true, reached: [])
+        if sent.status != 3 || !sent.stderr.contains("disk") { result.problems.append("expected a refusal for disk space: \(sent.stderr)") }
+        return ("refused (disk); " + result.outcome, result.problems)
+    }
+
+    /// Another program fills the destination's disk while the source sends GUEST_CONFIG: the
+    /// destination could take the guest at HELLO, but not any more when it creates the image.
+    static func diskFilled(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("disk-filled")
+        let (mounted, skip) = mountTmpfs(scratch, size: "40m")
+        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        defer { unmount(directory) }
+        let source = scratch.file("source.img"), target = directory + "/received.img"
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        let (receiver, port) = try startReceiver(["--image", target])
+        let proxy = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .hook {
+            // Leaves 8 MiB of the 40: less than the 32 MiB image.
+            FileManager.default.createFile(atPath: directory + "/filler", contents: Data(repeating: 0x5A, count: 32 << 20))
+        })
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: proxy.injected, reached: proxy.phasesReached)
+        if received.signal == nil && !received.stderr.contains(directory) {
+            result.problems.append("the destination's message must name the directory that is full: \(received.stderr)")
+        }
+        return (result.outcome, result.problems)
+    }
+
+    /// `--serve` with room for one guest: the second guest's HELLO arrives while the first one's
+    /// image is promised but not yet written. Counting promised space, it is refused (`disk`).
+    static func diskForOne(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("disk-one")
+        let (mounted, skip) = mountTmpfs(scratch, size: "44m")
+        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        defer { unmount(directory) }
+        let first = scratch.file("first.img"), second = scratch.file("second.img")
+        try FileManager.default.copyItem(atPath: base, toPath: first)
+        try FileManager.default.copyItem(atPath: base, toPath: second)
+        let (receiver, port) = try startReceiver(["--serve", directory, "--max-sessions", "2", "--sessions", "2"])
+        let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
+        let proxy = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .hook {
+            let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--name", "second",
+                                                 "--workload", "uniform:5MB/s", "-q"], timeout: 20)
+            secondOutcome.withLock { $0 = outcome }
+        })
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", first, "--to", "127.0.0.1:\(proxy.port)", "--name", "first"] + Matrix.sendOptions,
+                                        timeout: 30)
+        let received = receiver.wait(timeout: 20)
+        var problems: [String] = []
+        let other = secondOutcome.withLock { $0 }
+        let firstMigrated = sent.status == 0 && received.stdout.contains("guest first: migrated")
+        let secondKept = other?.stderr.contains("keeps running on the source") == true
+        let secondMigrated = other?.status == 0 && received.stdout.contains("guest second: migrated")
+        if received.signal != nil { problems.append("the serving destination died of signal \(received.signal!)") }
+        if !firstMigrated { problems.append("the first guest must migrate: \(sent.stderr) / \(received.stdout) \(received.stderr)") }
+        if !(secondKept && other?.status == 3 && other?.stderr.contains("disk") == true) {
+            problems.append("the second guest must be refused for disk space and keep running: \(other?.stderr ?? "did not run")")
+        }
+        if FileManager.default.fileExists(atPath: directory + "/second.img") || FileManager.default.fileExists(atPath: directory + "/second.img.partial") {
+            problems.append("the refused guest left an image")
+        }
+        if firstMigrated && !((try? filesEqual(first, directory + "/first.img")) ?? false) { problems.append("first.img differs from its source") }
+        let outcome = "first: \(firstMigrated ? "migrated" : "FAILED (S \(Matrix.ending(sent)), D \(Matrix.ending(received)))"); "
+            + "second: \(secondMigrated ? "migrated" : secondKept ? "refused (\(other!.stderr.contains("disk") ? "disk" : "other")), keeps its guest (exit \(other!.status))" : "lost")"
+        return (outcome, problems)
+    }
+
+    /// The connection goes silent in round 0, as behind a partition: the proxy stops reading and
+    /// forwarding and closes nothing.
+    /// TODO(transport, the resume helper): known gap — the source sets no send timeout (nor TCP
+    /// keepalive or TCP_USER_TIMEOUT), so it blocks in sendmsg on the full window: here for good,
+    /// behind a real partition until TCP gives up (~15 min with tcp_retries2 = 15). The
+    /// destination gives up after its 60 s receive timeout. Asserted: still blocked after 8 s.
+    static func partition(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("partition")
+        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        let (receiver, port) = try startReceiver(["--image", target])
+        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .blackhole)
+        let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions)
+        let sent = sender.wait(timeout: 8)
+        let received = receiver.wait(timeout: 1)
+        proxy.stop()
+        var problems: [String] = []
+        if !proxy.injected { problems.append("the partition was never injected") }
+        if sent.signal != SIGKILL {
+            problems.append("the known gap changed (source ended within 8 s: \(Matrix.ending(sent)) \(sent.stderr)); update the test and README")
+        }
+        if FileManager.default.fileExists(atPath: target) { problems.append("\(target) exists although nothing was verified") }
+        return ("GAP: source blocked in sendmsg (no send timeout), still after 8 s; dest gives up after its 60 s receive timeout", problems)
+    }
+
+    /// One bit of vCPU 0's `step` register flipped in CPU_STATE.
+    /// TODO(protocol, the authentication helper): known gap — GUEST_CONFIG and CPU_STATE carry no
+    /// checksum (only pages are hashed), so the destination resumes a guest whose registers differ
+    /// from the source's: migrated, not transparent. Asserted: the two reports' vCPU steps differ.
+    static func registerFlip(base: String) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("register-flip")
+        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        let (receiver, port) = try startReceiver(["--image", target])
+        // CPU_STATE payload: format (2), vcpu_count (2), record_size (4), then vCPU 0's step.
+        let proxy = try FaultProxy(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(8))
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: proxy.injected, reached: proxy.phasesReached)
+        let steps = { (text: String) in text.split(separator: "\n").first { $0.contains("vCPU steps") }.map { String($0.split(separator: " ").last ?? "") } }
+        let sourceSteps = steps(sent.stdout), destinationSteps = steps(received.stdout)
+        if sourceSteps == nil || sourceSteps == destinationSteps {
+            result.problems.append("the known gap changed (vCPU steps \(sourceSteps ?? "-") / \(destinationSteps ?? "-")); update the test and README")
+        }
+        return ("GAP: undetected — \(result.outcome), but dest vCPU steps \(destinationSteps ?? "-") ≠ source's \(sourceSteps ?? "-")", result.problems)
+    }
+
+    /// The image file is truncated (or extended) to `bytes` while the source runs round 0.
+    static func resized(base: String, to bytes: Int) throws -> (String, [String]) {
+        let scratch = ScratchDirectory("resized-\(bytes)")
+        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        try FileManager.default.copyItem(atPath: base, toPath: source)
+        let (receiver, port) = try startReceiver(["--image", target])
+        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .hook { _ = truncate(source, off_t(bytes)) })
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: proxy.injected, reached: proxy.phasesReached, extraBytes: max(0, bytes - Matrix.imageBytes))
+        if bytes < Matrix.imageBytes && sent.signal == nil && !sent.stderr.contains("size") {
+            result.problems.append("the source must say that the image file changed size: \(sent.stderr)")
+        }
+        return (result.outcome, result.problems)
+    }
+}
