@@ -325,6 +325,7 @@ final class DestinationSession {
 
         let ranFor = MonotonicClock.seconds(since: resumedAt)
         if options.runFor > ranFor { MonotonicClock.sleep(seconds: options.runFor - ranFor) }
+        awaitHangUp(handoff)
         let finalStates = guest.stop()
         report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
         report.vcpuSteps = finalStates.map(\.step)
@@ -354,16 +355,31 @@ final class DestinationSession {
                 }
                 _ = try Commit(payload: frame.payload)
                 return control
-            } catch let error as TransportError where error.code != .peerAborted && error.code != .protocolViolation {
-                if control !== first { control.close() }
+            } catch let error as TransportError where error.code == .peerAborted {
+                throw error
+            } catch {
+                // Lost, timed out, or damaged on the way (a garbled COMMIT may have been one): the
+                // source decides, so close this connection and wait for it to come back and say.
+                control.close()
                 log.warning("lost the source after VERIFIED; keeping the verified image until it comes back to resolve the handoff", metadata: [
-                    "migration.error": "\(error.message)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
+                    "migration.error": "\(error)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
                 guard let next = registry.handoffs.awaitResolver(session: session, deadline: deadline) else {
-                    throw MigrationError(.transport, "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error.message))", guest: .notHere)
+                    throw MigrationError(.transport, "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error))", guest: .notHere)
                 }
                 log.info("the source came back to resolve the handoff", metadata: ["migration.peer": "\(next.peerDescription)"])
                 control = next
             }
         }
     }
+
+    /// Waits (at most `hangUpWaitMs`) for the source to close the connection that carried
+    /// `RESUMED`, which it does as soon as it has read it. Meanwhile this agent still answers
+    /// `STATUS`: a source whose `RESUMED` was damaged or lost asks, and learns that the guest runs
+    /// here, instead of finding nobody to ask once a single-guest destination has exited.
+    private func awaitHangUp(_ connection: FramedConnection) {
+        try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
+        _ = try? connection.receive()
+    }
+
+    static let hangUpWaitMs = 10_000
 }

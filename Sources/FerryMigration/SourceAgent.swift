@@ -352,7 +352,9 @@ public final class SourceAgent {
             throw failure
         }
 
-        // Handoff. Once COMMIT is written the guest belongs to the destination.
+        // Handoff. Once COMMIT is written the guest belongs to the destination, which resumes it
+        // in milliseconds: RESUMED is awaited briefly, and its absence is resolved by asking.
+        try? connection.stream.setReceiveTimeout(ms: min(options.replyTimeoutMs, Self.resumedWaitMs))
         let commitStart = MonotonicClock.now()
         do {
             try connection.send(Commit())
@@ -413,6 +415,9 @@ public final class SourceAgent {
         }
         return report
     }
+
+    /// Longest wait for `RESUMED` after `COMMIT` before asking the destination with `STATUS_QUERY`.
+    static let resumedWaitMs = 5_000
 
     enum HandoffResolution {
         case resumedThere(String)
