@@ -29,12 +29,16 @@ public struct DestinationOptions: Sendable {
     /// these hosts; done here, it is not on the migration's path. A guest of another size still
     /// migrates, into a new image.
     public var preallocateBytes: Int?
+    /// Seconds a migration that lost its connections during pre-copy waits for its source to
+    /// come back (`RESUME`) before it is discarded; 0: discard at once.
+    public var resumeTimeout: Double
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
                 acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
-                preallocateBytes: Int? = nil) {
+                preallocateBytes: Int? = nil, resumeTimeout: Double = 30) {
         self.preallocateBytes = preallocateBytes
+        self.resumeTimeout = resumeTimeout
         self.listen = listen
         self.imagePath = imagePath
         self.force = force

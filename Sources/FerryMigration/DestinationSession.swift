@@ -75,11 +75,18 @@ final class DestinationSession {
         let streamCount = Int(hello.streamCount)
         let sessionID = UInt64.random(in: 1...UInt64.max)
         let hashTable = PageHashTable(pageCount: pageCount)
+        let roundTable = PageRoundTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: streamCount)
-        let rounds = StreamRounds(streams: streamCount - 1)
+        // The control connection and page streams of the current attempt; a RESUME or a failed
+        // stream closes them so that this thread learns of the loss at once.
+        let live = LiveConnections()
+        live.add(connection)
+        var control = connection
+        defer { control.close() }
+        var rounds = StreamRounds(streams: streamCount - 1, onFailure: { live.closeAll() })
         var receivers: [StreamReceiver] = []
         defer { for receiver in receivers { receiver.stop() } }
-        registry.open(session: sessionID, extraStreams: streamCount - 1)
+        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: { live.closeAll() })
         defer { registry.close(session: sessionID) }
         do {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
@@ -103,22 +110,31 @@ final class DestinationSession {
             }
             createdPartial = true
             sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
-                            stripes: stripes, stream: 0)
+                            roundTable: roundTable, stripes: stripes, stream: 0)
         } catch {
             let failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             throw failure
         }
-        do {
+        // One sink per stream for the whole migration: after a resume the new streams feed the
+        // same sinks, which remember what arrived intact.
+        let base = region.base
+        let sinks = [sink] + (1..<max(streamCount, 1)).map { index in
+            PageSink(memory: base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
+                     roundTable: roundTable, stripes: stripes, stream: index)
+        }
+        /// Takes the session's page streams and starts a receiver on each.
+        func attachStreams() throws {
+            rounds = StreamRounds(streams: streamCount - 1, onFailure: { live.closeAll() })
             for (index, stream) in try registry.waitForStreams(session: sessionID, timeout: Self.joinTimeout) {
-                let receiver = StreamReceiver(
-                    stream: index, connection: stream,
-                    sink: PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
-                                   stripes: stripes, stream: index),
-                    rounds: rounds)
+                let receiver = StreamReceiver(stream: index, connection: stream, sink: sinks[index], rounds: rounds)
                 receivers.append(receiver)
+                live.add(stream)
                 receiver.start()
             }
+        }
+        do {
+            try attachStreams()
         } catch {
             let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
@@ -137,25 +153,84 @@ final class DestinationSession {
         var parts = DowntimeParts()
         var guest: Guest?
         var resumedAt: UInt64 = 0
-        let sinks = [sink] + receivers.map(\.sink)
-        let connections = [connection] + receivers.map(\.connection)
+        // Bytes read by the connections of earlier attempts (before a resume).
+        var retiredBytes: UInt64 = 0
         // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
         func pagesApplied() -> Int { sinks.reduce(0) { $0 + $1.pagesApplied } }
         func applyNanos() -> UInt64 { sinks.reduce(0) { $0 + $1.applyNanos } }
         func pagesHeld() -> Int { sinks.reduce(0) { $0 + $1.pagesHeld } }
-        func bytesReceived() -> UInt64 { connections.reduce(0) { $0 + $1.bytesReceived } }
+        func bytesReceived() -> UInt64 {
+            receivers.reduce(retiredBytes + control.bytesReceived) { $0 + $1.connection.bytesReceived }
+        }
+        /// Closes the connections of this attempt and waits for the streams' threads (after which
+        /// the sinks' state is final: a batch cut off has marked its torn pages stale).
+        func dropConnections() {
+            for receiver in receivers {
+                receiver.stop()
+                retiredBytes += receiver.connection.bytesReceived
+            }
+            receivers = []
+            control.close()
+            retiredBytes += control.bytesReceived
+            live.removeAll()
+        }
+        /// After a loss during pre-copy: waits up to `resumeTimeout` for the source to come back,
+        /// answers its RESUME with the pages held intact, and takes its new page streams.
+        /// False when the grace period ended first.
+        func resume(after failure: MigrationError) throws -> Bool {
+            let lostAt = MonotonicClock.now()
+            dropConnections()
+            log.warning("connection lost during pre-copy; waiting for the source to resume", metadata: [
+                "migration.resume_timeout_s": "\(options.resumeTimeout)", "migration.error": "\(failure.message)"])
+            guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeout) else {
+                return false
+            }
+            control = back.connection
+            live.add(control)
+            guard back.type == .resume else {
+                throw MigrationError(.protocolViolation, "a \(back.type) connection came back instead of RESUME", guest: .notHere)
+            }
+            let request = try back.payload.withUnsafeBytes { bytes throws(ProtocolError) in try Resume(payload: bytes) }
+            guard request.pageCount == UInt64(pageCount) else {
+                throw MigrationError(.protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
+            }
+            registry.reopenStreams(session: sessionID)
+            let state = HeldPages(sinks: sinks, roundTable: roundTable, pageCount: pageCount, round: request.round)
+            for frame in state.frames() { try control.send(frame) }
+            try attachStreams()
+            let outage = MonotonicClock.seconds(since: lostAt)
+            report.resumes += 1
+            report.resumeRecords.append(ResumeRecord(round: Int(request.round), outageMs: outage.milliseconds,
+                                                     pagesHeld: state.heldCount, pagesHeldFromRound: state.currentCount))
+            log.notice("source resumed the migration", metadata: [
+                "migration.round": "\(request.round)", "migration.pages_held": "\(state.heldCount)",
+                "migration.pages": "\(pageCount)", "migration.outage_ms": "\(outage.milliseconds)"])
+            roundStart = MonotonicClock.now()
+            return true
+        }
         var appliedBefore = 0
         var applyNanosBefore: UInt64 = 0
         var wireBefore: UInt64 = 0
         let streamTimeout = Double(options.receiveTimeoutMs) / 1000
+        // A loss of the connections during pre-copy that the source may resume (nil: none).
+        var lost: MigrationError?
+        var resumeExpired = false
+        session: while true {
         do {
+            if let failure = lost {
+                lost = nil
+                guard try resume(after: failure) else {
+                    resumeExpired = true
+                    throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeout))", guest: .notHere)
+                }
+            }
             receiving: while true {
-                let incoming = try connection.receive(direct: .pageBatch)
+                let incoming = try control.receive(direct: .pageBatch)
                 if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
                 let frame: ReceivedFrame
                 switch incoming {
                 case .direct(_, _, let length):
-                    _ = try sink.receive(batchLength: length, from: connection)
+                    _ = try sink.receive(batchLength: length, from: control)
                     continue receiving
                 case .frame(let whole):
                     frame = whole
@@ -174,7 +249,7 @@ final class DestinationSession {
                     let digestStart = MonotonicClock.now()
                     _ = hashTable.digest()
                     let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
-                    try connection.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
+                    try control.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
                                                  pagesHeld: UInt64(pagesHeld()), applyMicroseconds: roundApplyNanos / 1000,
                                                  digestMicroseconds: digestMicros))
                     let seconds = MonotonicClock.seconds(since: roundStart)
@@ -224,7 +299,7 @@ final class DestinationSession {
                         sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
                         decision: "final"))
                     report.rounds = Int(complete.finalRound) + 1
-                    try connection.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
+                    try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
                                                  verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
                     guard verified else {
                         throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
@@ -247,24 +322,34 @@ final class DestinationSession {
                     report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
                     let resumeMicros = (resumedAt &- commitAt) / 1000
                     parts.destinationResumeMs = Double(resumeMicros) / 1000
-                    try? connection.send(Resumed(resumeMicroseconds: resumeMicros))
+                    try? control.send(Resumed(resumeMicroseconds: resumeMicros))
                     report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
-                    break receiving
+                    break session
                 default:
                     throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
                 }
             }
         } catch {
-            let failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
+            var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
+            // A stream that failed closed the control connection: its error is the cause.
+            if failure.code == .transport, let streamFailure = rounds.firstFailure { failure = streamFailure }
+            // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
+            // ABORT, not a protocol violation, not the blackout.
+            if failure.code == .transport && states == nil && !verified && options.resumeTimeout > 0 && !resumeExpired {
+                lost = failure
+                continue session
+            }
             if failure.code != .peerAborted {
-                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+                try? control.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             }
             log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
             throw failure
         }
+        }
 
         // The guest runs here now.
         guard let guest else { preconditionFailure("the loop ends only after resuming the guest") }
+        report.wireBytes = bytesReceived()
         report.guestLocation = .destination
         report.outcome = "migrated"
         report.verified = true
@@ -300,5 +385,9 @@ final class DestinationSession {
         }
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
         return DestinationResult(report: report, finalStates: finalStates, setup: setup)
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
     }
 }

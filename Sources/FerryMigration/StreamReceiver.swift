@@ -9,10 +9,21 @@ final class StreamRounds: @unchecked Sendable {
     private let condition = NSCondition()
     private var lastFinished: [Int64]
     private var failure: (stream: Int, error: any Error)?
+    /// Runs once, on the failing stream's thread, when a stream fails: the session closes its
+    /// control connection so that it learns of the failure now, not at the round's end.
+    private let onFailure: (@Sendable () -> Void)?
 
     /// `streams` counts the extra streams (stream 1 is index 0 here).
-    init(streams: Int) {
+    init(streams: Int, onFailure: (@Sendable () -> Void)? = nil) {
         lastFinished = Array(repeating: -1, count: streams)
+        self.onFailure = onFailure
+    }
+
+    /// The first stream failure, if any, wrapped as a `MigrationError`.
+    var firstFailure: MigrationError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure.map { MigrationError.wrap($0.error, during: "page stream \($0.stream)", guest: .notHere) }
     }
 
     func finished(stream: Int, round: UInt32) {
@@ -24,9 +35,11 @@ final class StreamRounds: @unchecked Sendable {
 
     func failed(stream: Int, error: any Error) {
         condition.lock()
-        if failure == nil { failure = (stream, error) }
+        let first = failure == nil
+        if first { failure = (stream, error) }
         condition.broadcast()
         condition.unlock()
+        if first { onFailure?() }
     }
 
     /// Returns when every extra stream has finished `round`; throws the first stream failure, or
