@@ -33,13 +33,28 @@ public struct SourceOptions: Sendable {
     /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
     /// as zero markers without reading them. Needs `protectDuringRoundZero`.
     public var skipImageHoles: Bool
+    /// When the connections fail during pre-copy (not an ABORT, not a refusal), reconnect to the
+    /// same destination and resume with the pages it does not hold (Protocol.md, "Resuming after
+    /// a connection loss"). false: give up at once, as during the blackout.
+    public var resume: Bool
+    /// Connection attempts per loss before giving up.
+    public var reconnectAttempts: Int
+    /// Wait before the second attempt (the first is immediate); doubles after each failed
+    /// attempt, up to `reconnectBackoffMax`. Seconds.
+    public var reconnectBackoff: Double
+    public var reconnectBackoffMax: Double
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
                 batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
-                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true) {
+                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true,
+                resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Double = 0.25, reconnectBackoffMax: Double = 4) {
+        self.resume = resume
+        self.reconnectAttempts = reconnectAttempts
+        self.reconnectBackoff = reconnectBackoff
+        self.reconnectBackoffMax = reconnectBackoffMax
         self.protectDuringRoundZero = protectDuringRoundZero
         self.skipImageHoles = skipImageHoles
         self.maxBandwidth = maxBandwidth
@@ -109,7 +124,7 @@ public final class SourceAgent {
         guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
             throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
         }
-        let connection: FramedConnection
+        var connection: FramedConnection
         // Round trip to the destination: the smallest of the handshake and every ROUND_END →
         // ROUND_ACK wait (less the destination's digest time). The handshake alone can be far off
         // (a shaped link's queue, the destination's admission checks).
@@ -196,20 +211,104 @@ public final class SourceAgent {
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()
+        // The pages of the round being sent.
+        var toSend = DirtyBitmap(count: pageCount)
+        var inRound = 0
         var round = 0
+        // The resume whose first round has not been recorded yet.
+        var resumeAwaitingRound: Int?
         var lastHarvest = MonotonicClock.now()
         var lastDecision: ConvergenceDecision?
         var dirtyRate = 0.0
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
         log.info("pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
 
+        /// After the connections were lost during pre-copy: reconnects (bounded attempts with
+        /// backoff), learns from RESUME_STATE which pages the destination holds intact, re-opens
+        /// the page streams, and makes `pending` what the next round must send: the pages not
+        /// held, those of the lost round whose copy did not arrive, and those dirtied since the
+        /// last harvest (the outage included: the tracker stayed armed).
+        func resume(after failure: MigrationError) throws {
+            let lostAt = MonotonicClock.now()
+            let lostRound = round
+            let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
+            streamer.closeAll()
+            connection.close()
+            var lastError = failure
+            var held: HeldPages?
+            var attempt = 0
+            while held == nil && attempt < options.reconnectAttempts {
+                attempt += 1
+                if attempt > 1 {
+                    MonotonicClock.sleep(seconds: min(options.reconnectBackoffMax, options.reconnectBackoff * Double(1 << min(attempt - 2, 20))))
+                }
+                let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
+                log.warning("\(event)", metadata: ["migration.error": "\(lastError.message)"])
+                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
+                                            wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
+                                            predictedDowntime: .infinity, pageSize: pageSize, event: event))
+                do {
+                    let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+                    try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                    let fresh = FramedConnection(stream)
+                    do {
+                        try fresh.send(Resume(sessionID: sessionID, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
+                        var frames: [ResumeState] = []
+                        for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try fresh.receive(ResumeState.self)) }
+                        let state = try HeldPages(frames: frames, pageCount: pageCount, round: UInt32(lostRound))
+                        try streamer.reattach(control: fresh, endpoint: options.destination, sessionID: sessionID, options: options)
+                        connection = fresh
+                        held = state
+                    } catch {
+                        fresh.close()
+                        throw error
+                    }
+                } catch {
+                    lastError = MigrationError.wrap(error, during: "resuming after round \(lostRound)", guest: .source)
+                    streamer.closeAll()
+                    // Only a connection that fails again is worth another attempt.
+                    if lastError.code != .transport { throw lastError }
+                }
+            }
+            guard let held else {
+                throw MigrationError(.transport,
+                    "lost the connection to \(options.destination) during pre-copy round \(lostRound) and could not resume in \(attempt) attempt(s) over \(Int(MonotonicClock.seconds(since: lostAt).rounded())) s (last: \(lastError.message)); check the network and that the destination still runs, or use more --reconnect-attempts",
+                    guest: .source)
+            }
+            // Everything dirtied since the last harvest, the outage included.
+            try tracker.harvest(into: &pending)
+            lastHarvest = MonotonicClock.now()
+            let lostCopies = toSend
+            pending.withUnsafeMutableWords { words in
+                let heldWords = held.held.words, current = held.current.words, lost = lostCopies.words
+                for index in 0..<words.count { words[index] |= ~heldWords[index] | (lost[index] & ~current[index]) }
+            }
+            let resend = pending.popcount()
+            let outage = MonotonicClock.seconds(since: lostAt)
+            report.resumes += 1
+            report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: attempt, outageMs: outage.milliseconds,
+                                                     pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
+                                                     pagesResent: resend))
+            resumeAwaitingRound = report.resumeRecords.count - 1
+            let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
+            log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
+                                              "migration.attempts": "\(attempt)"])
+            progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
+                                        wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
+                                        predictedDowntime: .infinity, pageSize: pageSize, event: event))
+            // The lost round is never acknowledged; its number is not used again (the destination
+            // tells copies of the lost round from those of the next by it).
+            round += 1
+        }
+
         // Pre-copy rounds.
+        precopy: while true {
         do {
             while true {
                 let roundStart = MonotonicClock.now()
-                let toSend = pending
+                toSend = pending
                 pending.clearAll()
-                let inRound = toSend.popcount()
+                inRound = toSend.popcount()
                 let wireBefore = streamer.wireBytes
                 let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
                                                  pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
@@ -217,7 +316,7 @@ public final class SourceAgent {
                                                  predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
                 let sent = try streamer.send(pages: toSend, round: UInt32(round),
                                              protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-                                             holes: round == 0 ? holes : nil) { [progress] done in
+                                             holes: round == 0 ? holes : nil) { [progress, inRound] done in
                     var update = snapshot
                     update.pagesSent = min(done, inRound)
                     progress?(update)
@@ -262,6 +361,11 @@ public final class SourceAgent {
                     dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
                     predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
                     throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+                if let index = resumeAwaitingRound {
+                    report.resumeRecords[index].pagesResent = sent.pages
+                    report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
+                    resumeAwaitingRound = nil
+                }
                 log.info("round done", metadata: [
                     "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
                     "migration.dirty_pages": "\(observation.dirtyPages)",
@@ -286,11 +390,22 @@ public final class SourceAgent {
                 }
                 break
             }
+            break precopy
         } catch {
-            let failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+            var failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+            // A lost connection (not an ABORT, not a protocol violation): resume where it was.
+            if options.resume && failure.code == .transport {
+                do {
+                    try resume(after: failure)
+                    continue precopy
+                } catch {
+                    failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                }
+            }
             abort(connection, failure)
             report.rounds = round
             throw failure
+        }
         }
 
         // Blackout: from pausing the vCPUs to the destination's RESUMED.
