@@ -332,7 +332,7 @@ final class DestinationSession {
         } catch {
             var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
             // A stream that failed closed the control connection: its error is the cause.
-            if failure.code == .transport, let streamFailure = rounds.firstFailure { failure = streamFailure }
+            if failure.code == .transport && !resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
             // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
             // ABORT, not a protocol violation, not the blackout.
             if failure.code == .transport && states == nil && !verified && options.resumeTimeout > 0 && !resumeExpired {

@@ -95,10 +95,14 @@ final class SessionRegistry: @unchecked Sendable {
             condition.unlock()
             return false
         }
+        condition.unlock()
+        // Before the session can take the new connection: closing afterwards could close it.
+        session.onReattach?()
+        condition.lock()
+        defer { condition.unlock() }
+        guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }
         sessions[id]?.reattached = reattachment
         condition.broadcast()
-        condition.unlock()
-        session.onReattach?()
         return true
     }
 

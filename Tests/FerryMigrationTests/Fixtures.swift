@@ -66,6 +66,12 @@ struct LoopbackMigration {
     /// Bytes at the end of the images left as one file hole (never written).
     var holeTail = 0
     var protectDuringRoundZero = true
+    var mix: ImageMix = .standard
+    /// Maps the destination's port to the port the source connects to (a relay); nil: direct.
+    var route: ((UInt16) throws -> UInt16)?
+    /// Changes the source's options before it starts.
+    var adjustSource: ((inout SourceOptions) -> Void)?
+    var destinationResumeTimeout = 30.0
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -81,7 +87,7 @@ struct LoopbackMigration {
     func run(in scratch: Scratch, prepareDestination: ((String) throws -> Void)? = nil) throws -> Outcome {
         let pageSize = systemPageSize
         for name in ["source.img", "reference.img"] {
-            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: .standard, seed: 3, pageSize: pageSize, overwrite: true)
+            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: mix, seed: 3, pageSize: pageSize, overwrite: true)
             if holeTail > 0 { _ = truncate(scratch.file(name), off_t(size)) }  // a hole at the end
         }
         var workloadText = workload
@@ -91,7 +97,8 @@ struct LoopbackMigration {
         }
         let destination = DestinationAgent(
             options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                        runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
+                                        runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000,
+                                        resumeTimeout: destinationResumeTimeout),
             logger: testLogger)
         let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
@@ -102,12 +109,13 @@ struct LoopbackMigration {
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
+        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
+                                    compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                    maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
+        adjustSource?(&options)
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
-            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
-                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
-                                   maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero),
-            logger: testLogger)
+            options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false
         var steps: [UInt64]
