@@ -214,6 +214,8 @@ public final class SourceAgent {
         // The pages of the round being sent.
         var toSend = DirtyBitmap(count: pageCount)
         var inRound = 0
+        var roundStartedAt = MonotonicClock.now()
+        var roundWireStart: UInt64 = 0
         var round = 0
         // The resume whose first round has not been recorded yet.
         var resumeAwaitingRound: Int?
@@ -232,6 +234,11 @@ public final class SourceAgent {
             let lostAt = MonotonicClock.now()
             let lostRound = round
             let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
+            report.perRound.append(RoundRecord(
+                round: lostRound, pages: streamer.pagesSentInRound, wireBytes: streamer.wireBytes - roundWireStart,
+                durationMs: MonotonicClock.seconds(since: roundStartedAt).milliseconds, sendRateMBps: 0, dirtyPages: 0,
+                dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
+                decision: "connection lost at \(percent)% of the round; resuming"))
             streamer.closeAll()
             connection.close()
             var lastError = failure
@@ -310,6 +317,8 @@ public final class SourceAgent {
                 pending.clearAll()
                 inRound = toSend.popcount()
                 let wireBefore = streamer.wireBytes
+                roundStartedAt = roundStart
+                roundWireStart = wireBefore
                 let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
                                                  pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
                                                  sendRate: lastDecision?.transferRate ?? 0,
