@@ -80,7 +80,11 @@ final class PageStreamer: @unchecked Sendable {
         var roundCounts = EncodingCounts()
         var sent = 0
         roundPagesSent = 0
-        defer { roundPagesSent = sent }
+        // Also when the connection fails: the pages already went out (the report counts them).
+        defer {
+            roundPagesSent = sent
+            counts.add(roundCounts)
+        }
         startBatch(round: round)
         var protectedEnd = protection == nil ? Int.max : 0
         try stripes.forEachPage(in: pages, of: stream) { page in
@@ -124,7 +128,6 @@ final class PageStreamer: @unchecked Sendable {
         }
         if writer.count > 0 { try flush(round: round) }
         try protection?.protectAll()
-        counts.add(roundCounts)
         return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }
 
