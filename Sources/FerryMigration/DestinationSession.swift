@@ -77,13 +77,15 @@ final class DestinationSession {
         let hashTable = PageHashTable(pageCount: pageCount)
         let roundTable = PageRoundTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: streamCount)
-        // The control connection and page streams of the current attempt; a RESUME or a failed
-        // stream closes them so that this thread learns of the loss at once.
+        // The control connection and page streams of the current attempt: a RESUME closes them,
+        // so that this thread learns at once that the source gave up on them. (A failed page
+        // stream does not: the source closes all its connections when one fails, and closing the
+        // control connection here could hide an ABORT the source sent on it.)
         let live = LiveConnections()
         live.add(connection)
         var control = connection
         defer { control.close() }
-        var rounds = StreamRounds(streams: streamCount - 1, onFailure: { live.closeAll() })
+        var rounds = StreamRounds(streams: streamCount - 1)
         var receivers: [StreamReceiver] = []
         defer { for receiver in receivers { receiver.stop() } }
         registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: { live.closeAll() })
@@ -125,7 +127,7 @@ final class DestinationSession {
         }
         /// Takes the session's page streams and starts a receiver on each.
         func attachStreams() throws {
-            rounds = StreamRounds(streams: streamCount - 1, onFailure: { live.closeAll() })
+            rounds = StreamRounds(streams: streamCount - 1)
             for (index, stream) in try registry.waitForStreams(session: sessionID, timeout: Self.joinTimeout) {
                 let receiver = StreamReceiver(stream: index, connection: stream, sink: sinks[index], rounds: rounds)
                 receivers.append(receiver)
@@ -331,7 +333,7 @@ final class DestinationSession {
             }
         } catch {
             var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
-            // A stream that failed closed the control connection: its error is the cause.
+            // A page stream that failed first (say, with a protocol violation) names the cause.
             if failure.code == .transport && !resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
             // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
             // ABORT, not a protocol violation, not the blackout.

@@ -9,14 +9,10 @@ final class StreamRounds: @unchecked Sendable {
     private let condition = NSCondition()
     private var lastFinished: [Int64]
     private var failure: (stream: Int, error: any Error)?
-    /// Runs once, on the failing stream's thread, when a stream fails: the session closes its
-    /// control connection so that it learns of the failure now, not at the round's end.
-    private let onFailure: (@Sendable () -> Void)?
 
     /// `streams` counts the extra streams (stream 1 is index 0 here).
-    init(streams: Int, onFailure: (@Sendable () -> Void)? = nil) {
+    init(streams: Int) {
         lastFinished = Array(repeating: -1, count: streams)
-        self.onFailure = onFailure
     }
 
     /// The first stream failure, if any, wrapped as a `MigrationError`.
@@ -35,11 +31,9 @@ final class StreamRounds: @unchecked Sendable {
 
     func failed(stream: Int, error: any Error) {
         condition.lock()
-        let first = failure == nil
-        if first { failure = (stream, error) }
+        if failure == nil { failure = (stream, error) }
         condition.broadcast()
         condition.unlock()
-        if first { onFailure?() }
     }
 
     /// Returns when every extra stream has finished `round`; throws the first stream failure, or
