@@ -28,6 +28,9 @@ public struct ResumeRecord: Codable, Sendable, Equatable {
     public var pagesHeld: Int
     /// Of those, pages whose copy came in the round that was cut off.
     public var pagesHeldFromRound: Int
+    /// Source: pages dirtied since the last harvest before the round was lost, the outage
+    /// included (sent again whether held or not).
+    public var pagesDirtied: Int = 0
     /// Source: pages sent in the first round after the resume (not held, or dirtied since).
     public var pagesResent: Int = 0
     /// Source: wire bytes of that round.
@@ -176,7 +179,7 @@ public struct MigrationReport: Codable, Sendable {
             var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
             if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }
             line += ", destination held \(record.pagesHeld) of \(pagesTotal) pages"
-            if role == "source" { line += "; resent \(record.pagesResent) pages, \(mb(record.wireBytesResent))" }
+            if role == "source" { line += "; \(record.pagesDirtied) dirtied; resent \(record.pagesResent) pages, \(mb(record.wireBytesResent))" }
             lines.append(line)
         }
         if maxThrottlePercent > 0 { lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)") }

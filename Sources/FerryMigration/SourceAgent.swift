@@ -285,6 +285,7 @@ public final class SourceAgent {
             // Everything dirtied since the last harvest, the outage included.
             try tracker.harvest(into: &pending)
             lastHarvest = MonotonicClock.now()
+            let dirtied = pending.popcount()
             let lostCopies = toSend
             pending.withUnsafeMutableWords { words in
                 let heldWords = held.held.words, current = held.current.words, lost = lostCopies.words
@@ -296,6 +297,7 @@ public final class SourceAgent {
             report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: attempt, outageMs: outage.milliseconds,
                                                      pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
                                                      pagesResent: resend))
+            report.resumeRecords[report.resumeRecords.count - 1].pagesDirtied = dirtied
             resumeAwaitingRound = report.resumeRecords.count - 1
             let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
             log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
