@@ -29,6 +29,14 @@ struct HeldPages {
         self.current = current
     }
 
+    init(held: DirtyBitmap, current: DirtyBitmap, round: UInt32) {
+        precondition(held.count == current.count, "bitmaps of one image")
+        self.pageCount = held.count
+        self.round = round
+        self.held = held
+        self.current = current
+    }
+
     /// From the words of `RESUME_STATE` frames (checked to cover 0 … pageCount − 1 in order).
     init(frames: [ResumeState], pageCount: Int, round: UInt32) throws(ProtocolError) {
         self.pageCount = pageCount

@@ -37,7 +37,8 @@ public struct ResumeRecord: Codable, Sendable, Equatable {
     public var wireBytesResent: UInt64 = 0
 
     public init(round: Int, attempts: Int = 0, outageMs: Double, pagesHeld: Int, pagesHeldFromRound: Int,
-                pagesResent: Int = 0, wireBytesResent: UInt64 = 0) {
+                pagesDirtied: Int = 0, pagesResent: Int = 0, wireBytesResent: UInt64 = 0) {
+        self.pagesDirtied = pagesDirtied
         self.round = round
         self.attempts = attempts
         self.outageMs = outageMs

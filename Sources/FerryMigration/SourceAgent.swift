@@ -241,67 +241,31 @@ public final class SourceAgent {
                 decision: "connection lost at \(percent)% of the round; resuming"))
             streamer.closeAll()
             connection.close()
-            var lastError = failure
-            var held: HeldPages?
-            var attempt = 0
-            while held == nil && attempt < options.reconnectAttempts {
-                attempt += 1
-                if attempt > 1 {
-                    MonotonicClock.sleep(seconds: min(options.reconnectBackoffMax, options.reconnectBackoff * Double(1 << min(attempt - 2, 20))))
-                }
+            let back = try reconnect(sessionID: sessionID, pageCount: pageCount, lostRound: lostRound, streamer: streamer,
+                                     lost: failure) { attempt, why in
                 let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
-                log.warning("\(event)", metadata: ["migration.error": "\(lastError.message)"])
+                log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
                 progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
                                             wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
                                             predictedDowntime: .infinity, pageSize: pageSize, event: event))
-                do {
-                    let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
-                    try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
-                    let fresh = FramedConnection(stream)
-                    do {
-                        try fresh.send(Resume(sessionID: sessionID, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
-                        var frames: [ResumeState] = []
-                        for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try fresh.receive(ResumeState.self)) }
-                        let state = try HeldPages(frames: frames, pageCount: pageCount, round: UInt32(lostRound))
-                        try streamer.reattach(control: fresh, endpoint: options.destination, sessionID: sessionID, options: options)
-                        connection = fresh
-                        held = state
-                    } catch {
-                        fresh.close()
-                        throw error
-                    }
-                } catch {
-                    lastError = MigrationError.wrap(error, during: "resuming after round \(lostRound)", guest: .source)
-                    streamer.closeAll()
-                    // Only a connection that fails again is worth another attempt.
-                    if lastError.code != .transport { throw lastError }
-                }
             }
-            guard let held else {
-                throw MigrationError(.transport,
-                    "lost the connection to \(options.destination) during pre-copy round \(lostRound) and could not resume in \(attempt) attempt(s) over \(Int(MonotonicClock.seconds(since: lostAt).rounded())) s (last: \(lastError.message)); check the network and that the destination still runs, or use more --reconnect-attempts",
-                    guest: .source)
-            }
+            connection = back.connection
+            let held = back.held
             // Everything dirtied since the last harvest, the outage included.
             try tracker.harvest(into: &pending)
             lastHarvest = MonotonicClock.now()
             let dirtied = pending.popcount()
-            let lostCopies = toSend
-            pending.withUnsafeMutableWords { words in
-                let heldWords = held.held.words, current = held.current.words, lost = lostCopies.words
-                for index in 0..<words.count { words[index] |= ~heldWords[index] | (lost[index] & ~current[index]) }
-            }
+            Self.addPagesToResend(to: &pending, held: held, lostRound: toSend)
             let resend = pending.popcount()
             let outage = MonotonicClock.seconds(since: lostAt)
             report.resumes += 1
-            report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: attempt, outageMs: outage.milliseconds,
+            report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
                                                      pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
-                                                     pagesResent: resend))
-            report.resumeRecords[report.resumeRecords.count - 1].pagesDirtied = dirtied
+                                                     pagesDirtied: dirtied, pagesResent: resend))
             resumeAwaitingRound = report.resumeRecords.count - 1
             let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
             log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
-                                              "migration.attempts": "\(attempt)"])
+                                              "migration.attempts": "\(back.attempts)"])
             progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
                                         wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
                                         predictedDowntime: .infinity, pageSize: pageSize, event: event))

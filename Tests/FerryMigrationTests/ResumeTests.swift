@@ -235,4 +235,51 @@ import Testing
         #expect(sink.firstStalePage == 3)
         client.close()
     }
+
+    /// After a resume the source sends the pages not held, those of the lost round whose copy of
+    /// that round did not arrive (even if an older copy is held), and the dirtied ones — and
+    /// nothing else.
+    @Test func resendSetIsNotHeldPlusLostCopiesPlusDirtied() {
+        let count = 300
+        func bitmap(_ pages: [Int]) -> DirtyBitmap {
+            var map = DirtyBitmap(count: count)
+            for page in pages { map.set(page) }
+            return map
+        }
+        var held = DirtyBitmap(count: count)
+        held.setAll()
+        for page in [5, 6, 299] { held.clear(page) }              // never arrived or torn
+        let current = bitmap([10, 11, 12])                         // arrived in the lost round
+        let lostRound = bitmap([10, 11, 12, 13, 14, 5])            // what the lost round was to send
+        var pending = bitmap([100, 12])                            // dirtied since the last harvest
+        SourceAgent.addPagesToResend(to: &pending, held: HeldPages(held: held, current: current, round: 3), lostRound: lostRound)
+        var resent: [Int] = []
+        pending.forEachSetBit { resent.append($0) }
+        #expect(resent == [5, 6, 12, 13, 14, 100, 299])
+    }
+
+    /// RESUME_STATE frames cover at most 2^26 pages each; the source rebuilds the same bitmaps
+    /// from the encoded frames, and rejects them out of order.
+    @Test func heldPagesTravelInSeveralFrames() throws {
+        let count = ResumeState.maxPagesPerFrame + 130
+        var held = DirtyBitmap(count: count), current = DirtyBitmap(count: count)
+        for page in [0, 63, 64, ResumeState.maxPagesPerFrame - 1, ResumeState.maxPagesPerFrame, count - 1] { held.set(page) }
+        for page in [63, ResumeState.maxPagesPerFrame, count - 1] { current.set(page) }
+        let state = HeldPages(held: held, current: current, round: 9)
+        let frames = state.frames()
+        #expect(frames.count == 2 && HeldPages.frameCount(pageCount: count) == 2)
+        #expect(frames.map(\.pages) == [UInt64(ResumeState.maxPagesPerFrame), 130])
+        let decoded = try frames.map { frame in try frame.encodedPayload().withUnsafeBytes { try ResumeState(payload: $0) } }
+        let rebuilt = try HeldPages(frames: decoded, pageCount: count, round: 9)
+        #expect(rebuilt.held == held && rebuilt.current == current)
+        #expect(rebuilt.heldCount == 6 && rebuilt.currentCount == 3)
+        #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: decoded.reversed(), pageCount: count, round: 9) }
+        #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: [decoded[0]], pageCount: count, round: 9) }
+        #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: decoded, pageCount: count, round: 8) }
+    }
+
+    @Test func reconnectWaitsDoubleUpToTheCap() {
+        let options = SourceOptions(destination: Endpoint(host: "127.0.0.1", port: 1))
+        #expect((2...8).map { SourceAgent.backoff(attempt: $0, options: options) } == [0.25, 0.5, 1, 2, 4, 4, 4])
+    }
 }
