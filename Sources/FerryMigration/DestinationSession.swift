@@ -5,6 +5,7 @@ import FerrySystem
 import FerryTransport
 import Glibc
 import Logging
+import Synchronization
 
 /// One live migration into this host, from the source's `HELLO` to the guest running here
 /// (Protocol.md section 5): checks the guest fits, receives and verifies pages into
@@ -88,7 +89,13 @@ final class DestinationSession {
         var rounds = StreamRounds(streams: streamCount - 1)
         var receivers: [StreamReceiver] = []
         defer { for receiver in receivers { receiver.stop() } }
-        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: { live.closeAll() })
+        // Cleared once the final round starts (CPU_STATE): from then on a loss is not resumed.
+        let resumable = Atomic<Bool>(options.resumeTimeout > 0)
+        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: {
+            guard resumable.load(ordering: .acquiring) else { return false }
+            live.closeAll()
+            return true
+        })
         defer { registry.close(session: sessionID) }
         do {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
@@ -272,6 +279,7 @@ final class DestinationSession {
                         throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
                     }
                     states = try message.builtinRecords().map(VCPUState.init)
+                    resumable.store(false, ordering: .releasing)
                 case .complete:
                     let verifyStart = MonotonicClock.now()
                     parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds

@@ -22,8 +22,9 @@ struct Reattachment: @unchecked Sendable {
 ///
 /// Reattaching: a connection whose first frame names a session (`RESUME`) goes to `reattach`,
 /// which keeps it (one at a time per session) until the session takes it (`waitForReattachment`)
-/// and first calls the session's `onReattach` (a resuming source has given up on the old
-/// connections; the session drops them at once instead of waiting for a timeout).
+/// and first calls the session's `onReattach`, which may refuse it (a session past pre-copy
+/// cannot resume) or drop the session's old connections (a resuming source has given up on them;
+/// the session drops them at once instead of waiting for a timeout).
 /// `@unchecked Sendable`: all state is guarded by `condition`.
 final class SessionRegistry: @unchecked Sendable {
     let maxSessions: Int
@@ -38,7 +39,7 @@ final class SessionRegistry: @unchecked Sendable {
         var taken = false
         /// A connection that came back for this session, not taken yet.
         var reattached: Reattachment?
-        var onReattach: (@Sendable () -> Void)?
+        var onReattach: (@Sendable () -> Bool)?
     }
 
     init(maxSessions: Int) {
@@ -69,8 +70,9 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
-    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it.
-    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable () -> Void)? = nil) {
+    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it; it
+    /// returns whether the session takes one now (false: the connection is closed).
+    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
         condition.lock()
         sessions[id] = Joining(extraStreams: extraStreams, onReattach: onReattach)
         condition.unlock()
@@ -97,7 +99,7 @@ final class SessionRegistry: @unchecked Sendable {
         }
         condition.unlock()
         // Before the session can take the new connection: closing afterwards could close it.
-        session.onReattach?()
+        if let onReattach = session.onReattach, !onReattach() { return false }
         condition.lock()
         defer { condition.unlock() }
         guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }

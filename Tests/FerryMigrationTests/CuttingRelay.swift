@@ -18,6 +18,8 @@ final class CuttingRelay: @unchecked Sendable {
     /// Open pairs (source side, destination side).
     private var pairs: [(Int32, Int32)] = []
     private var cutAt: Int?
+    /// Further cuts after `cutAt`.
+    private var cutPoints: [Int] = []
     private var stopped = false
     /// Bytes forwarded source → destination, over all connections.
     private(set) var forwarded = 0
@@ -59,8 +61,15 @@ final class CuttingRelay: @unchecked Sendable {
 
     /// Cuts every connection once `bytes` more bytes have gone from the source to the destination.
     func cut(afterSourceBytes bytes: Int) {
+        cut(afterSourceBytes: [bytes])
+    }
+
+    /// Cuts every connection at each of these counts of bytes (from now, increasing).
+    func cut(afterSourceBytes counts: [Int]) {
         lock.lock()
-        cutAt = forwarded + bytes
+        cutPoints = counts.map { forwarded + $0 }.sorted()
+        cutAt = cutPoints.first
+        if !cutPoints.isEmpty { cutPoints.removeFirst() }
         lock.unlock()
     }
 
@@ -174,7 +183,8 @@ final class CuttingRelay: @unchecked Sendable {
                 lock.lock()
                 if let limit = cutAt, forwarded + n >= limit {
                     n = limit - forwarded
-                    cutAt = nil
+                    cutAt = cutPoints.first
+                    if !cutPoints.isEmpty { cutPoints.removeFirst() }
                     cutNowAfter = true
                 }
                 forwarded += n

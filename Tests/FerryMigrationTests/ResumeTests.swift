@@ -108,6 +108,36 @@ import Testing
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
     }
 
+    /// Two cuts: in round 0, then in the round that resends after the first resume. Each resume
+    /// reports the round it lost; the image verifies and equals the source's.
+    @Test func twoCutsInARow() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.size = 64 << 20
+        migration.mix = Self.mostlyData
+        migration.workload = "uniform:20MB/s"
+        migration.compression = .none
+        migration.runFor = 0
+        let roundZero = Self.roundZeroBytes(pages: migration.size / systemPageSize)
+        let holder = RelayHolder()
+        migration.route = { port in
+            let relay = try CuttingRelay(targetPort: port)
+            relay.cut(afterSourceBytes: [roundZero / 2, roundZero / 2 + roundZero / 4])
+            holder.relay = relay
+            return relay.port
+        }
+        let outcome = try migration.run(in: scratch)
+        let relay = try #require(holder.relay)
+        defer { relay.stop() }
+        let report = try outcome.source.get()
+        #expect(relay.cutCount == 2)
+        #expect(report.resumes == 2)
+        #expect(report.resumeRecords.map(\.round) == [0, 1])
+        #expect(report.verified)
+        _ = try outcome.destination.get()
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
     /// The network stays down: the source gives up after its attempts with an error that says so,
     /// its guest still running; the destination waits out its grace period, removes the partial
     /// image and frees its slot (the next source is received).
