@@ -225,136 +225,136 @@ final class DestinationSession {
         var lost: MigrationError?
         var resumeExpired = false
         session: while true {
-        do {
-            if let failure = lost {
-                lost = nil
-                guard try resume(after: failure) else {
-                    resumeExpired = true
-                    throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeout))", guest: .notHere)
+            do {
+                if let failure = lost {
+                    lost = nil
+                    guard try resume(after: failure) else {
+                        resumeExpired = true
+                        throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeout))", guest: .notHere)
+                    }
                 }
-            }
-            receiving: while true {
-                let incoming = try control.receive(direct: .pageBatch)
-                if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
-                let frame: ReceivedFrame
-                switch incoming {
-                case .direct(_, _, let length):
-                    _ = try sink.receive(batchLength: length, from: control)
-                    continue receiving
-                case .frame(let whole):
-                    frame = whole
+                receiving: while true {
+                    let incoming = try control.receive(direct: .pageBatch)
+                    if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
+                    let frame: ReceivedFrame
+                    switch incoming {
+                    case .direct(_, _, let length):
+                        _ = try sink.receive(batchLength: length, from: control)
+                        continue receiving
+                    case .frame(let whole):
+                        frame = whole
+                    }
+                    switch frame.type {
+                    case .roundEnd:
+                        let end = try RoundEnd(payload: frame.payload)
+                        try rounds.wait(round: end.round, timeout: streamTimeout)
+                        let roundPages = pagesApplied() - appliedBefore
+                        let roundWire = bytesReceived() - wireBefore
+                        // Summed over the streams' threads: CPU time spent applying, not wall time.
+                        let roundApplyNanos = applyNanos() - applyNanosBefore
+                        appliedBefore += roundPages
+                        wireBefore += roundWire
+                        applyNanosBefore += roundApplyNanos
+                        let digestStart = MonotonicClock.now()
+                        _ = hashTable.digest()
+                        let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
+                        try control.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
+                                                     pagesHeld: UInt64(pagesHeld()), applyMicroseconds: roundApplyNanos / 1000,
+                                                     digestMicroseconds: digestMicros))
+                        let seconds = MonotonicClock.seconds(since: roundStart)
+                        report.perRound.append(RoundRecord(
+                            round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
+                            sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
+                            dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
+                            predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
+                        progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
+                                                    pagesSent: pagesHeld(), pagesInRound: pageCount, wireBytes: wireBefore,
+                                                    dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
+                                                    predictedDowntime: .infinity, pageSize: pageSize))
+                        roundStart = MonotonicClock.now()
+                        finalPhaseStart = 0
+                    case .cpuState:
+                        let message = try CPUState(payload: frame.payload)
+                        guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
+                            throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
+                        }
+                        states = try message.builtinRecords().map(VCPUState.init)
+                        resumable.store(false, ordering: .releasing)
+                    case .complete:
+                        let verifyStart = MonotonicClock.now()
+                        parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
+                        let complete = try Complete(payload: frame.payload)
+                        try rounds.wait(round: complete.finalRound, timeout: streamTimeout)
+                        let roundPages = pagesApplied() - appliedBefore
+                        let roundWire = bytesReceived() - wireBefore
+                        let digest = hashTable.digest()
+                        let missing = pageCount - pagesHeld()
+                        var problems: [String] = []
+                        if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
+                        if missing > 0 { problems.append("\(missing) pages never arrived") }
+                        let stale = sinks.reduce(0) { $0 + $1.staleCount }
+                        if stale > 0 {
+                            let first = sinks.compactMap(\.firstStalePage).min().map(String.init) ?? "?"
+                            problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
+                        }
+                        if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
+                        if states == nil { problems.append("no CPU state arrived") }
+                        verified = problems.isEmpty
+                        let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
+                        parts.destinationVerifyMs = Double(verifyMicros) / 1000
+                        report.digest = hex(digest)
+                        report.wireBytes = wireBefore + roundWire
+                        report.perRound.append(RoundRecord(
+                            round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: parts.finalSendMs,
+                            sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
+                            decision: "final"))
+                        report.rounds = Int(complete.finalRound) + 1
+                        try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
+                                                     verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
+                        guard verified else {
+                            throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
+                        }
+                    case .commit:
+                        guard verified, let states else {
+                            throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
+                        }
+                        let commitAt = MonotonicClock.now()
+                        try ImageFile.rename(from: partialPath, to: options.imagePath)
+                        owned = true
+                        // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
+                        // their current step so the image stays exactly what the source handed over.
+                        let resumed = try Guest(memory: region.base, size: size, configuration: setup.configuration,
+                                                initialStates: states,
+                                                stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
+                        resumed.start()
+                        guest = resumed
+                        resumedAt = MonotonicClock.now()
+                        report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
+                        let resumeMicros = (resumedAt &- commitAt) / 1000
+                        parts.destinationResumeMs = Double(resumeMicros) / 1000
+                        try? control.send(Resumed(resumeMicroseconds: resumeMicros))
+                        report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
+                        break session
+                    default:
+                        throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
+                    }
                 }
-                switch frame.type {
-                case .roundEnd:
-                    let end = try RoundEnd(payload: frame.payload)
-                    try rounds.wait(round: end.round, timeout: streamTimeout)
-                    let roundPages = pagesApplied() - appliedBefore
-                    let roundWire = bytesReceived() - wireBefore
-                    // Summed over the streams' threads: CPU time spent applying, not wall time.
-                    let roundApplyNanos = applyNanos() - applyNanosBefore
-                    appliedBefore += roundPages
-                    wireBefore += roundWire
-                    applyNanosBefore += roundApplyNanos
-                    let digestStart = MonotonicClock.now()
-                    _ = hashTable.digest()
-                    let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
-                    try control.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
-                                                 pagesHeld: UInt64(pagesHeld()), applyMicroseconds: roundApplyNanos / 1000,
-                                                 digestMicroseconds: digestMicros))
-                    let seconds = MonotonicClock.seconds(since: roundStart)
-                    report.perRound.append(RoundRecord(
-                        round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
-                        sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
-                        dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
-                        predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
-                    progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
-                                                pagesSent: pagesHeld(), pagesInRound: pageCount, wireBytes: wireBefore,
-                                                dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
-                                                predictedDowntime: .infinity, pageSize: pageSize))
-                    roundStart = MonotonicClock.now()
-                    finalPhaseStart = 0
-                case .cpuState:
-                    let message = try CPUState(payload: frame.payload)
-                    guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
-                        throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
-                    }
-                    states = try message.builtinRecords().map(VCPUState.init)
-                    resumable.store(false, ordering: .releasing)
-                case .complete:
-                    let verifyStart = MonotonicClock.now()
-                    parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
-                    let complete = try Complete(payload: frame.payload)
-                    try rounds.wait(round: complete.finalRound, timeout: streamTimeout)
-                    let roundPages = pagesApplied() - appliedBefore
-                    let roundWire = bytesReceived() - wireBefore
-                    let digest = hashTable.digest()
-                    let missing = pageCount - pagesHeld()
-                    var problems: [String] = []
-                    if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
-                    if missing > 0 { problems.append("\(missing) pages never arrived") }
-                    let stale = sinks.reduce(0) { $0 + $1.staleCount }
-                    if stale > 0 {
-                        let first = sinks.compactMap(\.firstStalePage).min().map(String.init) ?? "?"
-                        problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
-                    }
-                    if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
-                    if states == nil { problems.append("no CPU state arrived") }
-                    verified = problems.isEmpty
-                    let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
-                    parts.destinationVerifyMs = Double(verifyMicros) / 1000
-                    report.digest = hex(digest)
-                    report.wireBytes = wireBefore + roundWire
-                    report.perRound.append(RoundRecord(
-                        round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: parts.finalSendMs,
-                        sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
-                        decision: "final"))
-                    report.rounds = Int(complete.finalRound) + 1
-                    try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
-                                                 verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
-                    guard verified else {
-                        throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
-                    }
-                case .commit:
-                    guard verified, let states else {
-                        throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
-                    }
-                    let commitAt = MonotonicClock.now()
-                    try ImageFile.rename(from: partialPath, to: options.imagePath)
-                    owned = true
-                    // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
-                    // their current step so the image stays exactly what the source handed over.
-                    let resumed = try Guest(memory: region.base, size: size, configuration: setup.configuration,
-                                            initialStates: states,
-                                            stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
-                    resumed.start()
-                    guest = resumed
-                    resumedAt = MonotonicClock.now()
-                    report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
-                    let resumeMicros = (resumedAt &- commitAt) / 1000
-                    parts.destinationResumeMs = Double(resumeMicros) / 1000
-                    try? control.send(Resumed(resumeMicroseconds: resumeMicros))
-                    report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
-                    break session
-                default:
-                    throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
+            } catch {
+                var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
+                // A page stream that failed first (say, with a protocol violation) names the cause.
+                if failure.code == .transport && !resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
+                // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
+                // ABORT, not a protocol violation, not the blackout.
+                if failure.code == .transport && states == nil && !verified && options.resumeTimeout > 0 && !resumeExpired {
+                    lost = failure
+                    continue session
                 }
+                if failure.code != .peerAborted {
+                    try? control.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+                }
+                log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
+                throw failure
             }
-        } catch {
-            var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
-            // A page stream that failed first (say, with a protocol violation) names the cause.
-            if failure.code == .transport && !resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
-            // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
-            // ABORT, not a protocol violation, not the blackout.
-            if failure.code == .transport && states == nil && !verified && options.resumeTimeout > 0 && !resumeExpired {
-                lost = failure
-                continue session
-            }
-            if failure.code != .peerAborted {
-                try? control.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-            }
-            log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
-            throw failure
-        }
         }
 
         // The guest runs here now.

@@ -276,111 +276,111 @@ public final class SourceAgent {
 
         // Pre-copy rounds.
         precopy: while true {
-        do {
-            while true {
-                let roundStart = MonotonicClock.now()
-                toSend = pending
-                pending.clearAll()
-                inRound = toSend.popcount()
-                let wireBefore = streamer.wireBytes
-                roundStartedAt = roundStart
-                roundWireStart = wireBefore
-                let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
-                                                 pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
-                                                 sendRate: lastDecision?.transferRate ?? 0,
-                                                 predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
-                let sent = try streamer.send(pages: toSend, round: UInt32(round),
-                                             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-                                             holes: round == 0 ? holes : nil) { [progress, inRound] done in
-                    var update = snapshot
-                    update.pagesSent = min(done, inRound)
-                    progress?(update)
-                }
-                let harvestStart = MonotonicClock.now()
-                let dirty = try tracker.harvest(into: &pending)
-                let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
-                let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
-                lastHarvest = harvestStart
-                dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
+            do {
+                while true {
+                    let roundStart = MonotonicClock.now()
+                    toSend = pending
+                    pending.clearAll()
+                    inRound = toSend.popcount()
+                    let wireBefore = streamer.wireBytes
+                    roundStartedAt = roundStart
+                    roundWireStart = wireBefore
+                    let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
+                                                     pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
+                                                     sendRate: lastDecision?.transferRate ?? 0,
+                                                     predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+                    let sent = try streamer.send(pages: toSend, round: UInt32(round),
+                                                 protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
+                                                 holes: round == 0 ? holes : nil) { [progress, inRound] done in
+                        var update = snapshot
+                        update.pagesSent = min(done, inRound)
+                        progress?(update)
+                    }
+                    let harvestStart = MonotonicClock.now()
+                    let dirty = try tracker.harvest(into: &pending)
+                    let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
+                    let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
+                    lastHarvest = harvestStart
+                    dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
 
-                let roundEndSent = MonotonicClock.now()
-                try connection.send(RoundEnd(
-                    round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
-                    durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
-                    dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
-                let ack = try connection.receive(RoundAck.self)
-                guard ack.round == UInt32(round) else {
-                    throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+                    let roundEndSent = MonotonicClock.now()
+                    try connection.send(RoundEnd(
+                        round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
+                        durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
+                        dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
+                    let ack = try connection.receive(RoundAck.self)
+                    guard ack.round == UInt32(round) else {
+                        throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+                    }
+                    rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
+                    let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
+                    // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
+                    // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
+                    let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
+                    let observation = RoundObservation(
+                        // Only pages with data count for the rate: zero pages cost almost nothing, and the
+                        // pages a guest dirties are almost never zero, so counting them would make the
+                        // link look faster than it is for the final round.
+                        round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
+                        dirtyPages: pending.popcount(),
+                        dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
+                        fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
+                        dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
+                    let decision = policy.decide(observation)
+                    lastDecision = decision
+                    report.perRound.append(RoundRecord(
+                        round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
+                        durationMs: transferSeconds.milliseconds,
+                        sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+                        dirtyPages: observation.dirtyPages,
+                        dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
+                        predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
+                        throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+                    if let index = resumeAwaitingRound {
+                        report.resumeRecords[index].pagesResent = sent.pages
+                        report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
+                        resumeAwaitingRound = nil
+                    }
+                    log.info("round done", metadata: [
+                        "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
+                        "migration.dirty_pages": "\(observation.dirtyPages)",
+                        "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
+                        "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
+                    progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
+                                                pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
+                                                sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
+                                                pageSize: pageSize))
+                    round += 1
+                    switch decision.action {
+                    case .nextRound:
+                        continue
+                    case .throttle(let percent):
+                        guest.throttlePercent = percent
+                        report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
+                        continue
+                    case .switchover:
+                        report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
+                    case .giveUp:
+                        throw MigrationError(.notConverged, decision.reason, guest: .source)
+                    }
+                    break
                 }
-                rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
-                let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
-                // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
-                // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
-                let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
-                let observation = RoundObservation(
-                    // Only pages with data count for the rate: zero pages cost almost nothing, and the
-                    // pages a guest dirties are almost never zero, so counting them would make the
-                    // link look faster than it is for the final round.
-                    round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
-                    dirtyPages: pending.popcount(),
-                    dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
-                    fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
-                    dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
-                let decision = policy.decide(observation)
-                lastDecision = decision
-                report.perRound.append(RoundRecord(
-                    round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
-                    durationMs: transferSeconds.milliseconds,
-                    sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
-                    dirtyPages: observation.dirtyPages,
-                    dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
-                    predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
-                    throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
-                if let index = resumeAwaitingRound {
-                    report.resumeRecords[index].pagesResent = sent.pages
-                    report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
-                    resumeAwaitingRound = nil
+                break precopy
+            } catch {
+                var failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                // A lost connection (not an ABORT, not a protocol violation): resume where it was.
+                if options.resume && failure.code == .transport {
+                    do {
+                        try resume(after: failure)
+                        continue precopy
+                    } catch {
+                        failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                    }
                 }
-                log.info("round done", metadata: [
-                    "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
-                    "migration.dirty_pages": "\(observation.dirtyPages)",
-                    "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
-                    "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
-                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
-                                            pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
-                                            sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
-                                            pageSize: pageSize))
-                round += 1
-                switch decision.action {
-                case .nextRound:
-                    continue
-                case .throttle(let percent):
-                    guest.throttlePercent = percent
-                    report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
-                    continue
-                case .switchover:
-                    report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
-                case .giveUp:
-                    throw MigrationError(.notConverged, decision.reason, guest: .source)
-                }
-                break
+                abort(connection, failure)
+                report.rounds = round
+                throw failure
             }
-            break precopy
-        } catch {
-            var failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
-            // A lost connection (not an ABORT, not a protocol violation): resume where it was.
-            if options.resume && failure.code == .transport {
-                do {
-                    try resume(after: failure)
-                    continue precopy
-                } catch {
-                    failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
-                }
-            }
-            abort(connection, failure)
-            report.rounds = round
-            throw failure
-        }
         }
 
         // Blackout: from pausing the vCPUs to the destination's RESUMED.
