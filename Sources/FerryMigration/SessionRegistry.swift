@@ -4,8 +4,7 @@ import Foundation
 
 /// A new connection that names a living session by its `session_id` in its first frame (today
 /// `RESUME`; the frame type says what it wants), waiting for that session to take it.
-struct Reattachment: @unchecked Sendable {
-    // @unchecked: FramedConnection is Sendable; the payload is a copy owned by this value.
+struct Reattachment: Sendable {
     let connection: FramedConnection
     let type: FrameType
     /// The first frame's payload (a copy: the connection's buffer is reused by its next receive).

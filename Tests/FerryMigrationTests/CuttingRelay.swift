@@ -6,8 +6,8 @@ import Synchronization
 /// connections on a loopback port, connects each to `target`, and forwards bytes both ways. Once
 /// armed with `cut(afterSourceBytes:)`, it cuts every open connection (shutdown of both sockets,
 /// the source's and the destination's) when that many more bytes have gone from the source to the
-/// destination, counted over all connections; new connections after the cut are relayed again.
-/// `refuseNew` makes it close new connections at once (a destination that stays unreachable).
+/// destination, counted over all connections; new connections after the cut are relayed again,
+/// unless `refuseAfterCut` is set (a destination that stays unreachable).
 ///
 /// Real sockets and threads; `@unchecked Sendable`: the state is guarded by `lock` or atomic.
 final class CuttingRelay: @unchecked Sendable {
@@ -22,9 +22,7 @@ final class CuttingRelay: @unchecked Sendable {
     private var cutPoints: [Int] = []
     private var stopped = false
     /// Bytes forwarded source → destination, over all connections.
-    private(set) var forwarded = 0
-    /// Bytes forwarded source → destination since the last cut (or since the start).
-    private(set) var forwardedSinceCut = 0
+    private var forwarded = 0
     private(set) var cuts = 0
     private let refusing = Atomic<Bool>(false)
     /// After the next cut, close new connections at once (the destination stays unreachable).
@@ -79,21 +77,11 @@ final class CuttingRelay: @unchecked Sendable {
         let open = pairs
         cuts += 1
         if refuseAfterCut.load(ordering: .relaxed) { refusing.store(true, ordering: .relaxed) }
-        forwardedSinceCut = 0
         lock.unlock()
         for (a, b) in open {
             shutdown(a, Int32(SHUT_RDWR))
             shutdown(b, Int32(SHUT_RDWR))
         }
-    }
-
-    /// New connections are closed at once (true) or relayed (false).
-    func refuseNew(_ refuse: Bool) { refusing.store(refuse, ordering: .relaxed) }
-
-    var totalForwarded: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return forwarded
     }
 
     var cutCount: Int {
@@ -188,7 +176,6 @@ final class CuttingRelay: @unchecked Sendable {
                     cutNowAfter = true
                 }
                 forwarded += n
-                forwardedSinceCut += n
                 lock.unlock()
             }
             var offset = 0
