@@ -76,9 +76,11 @@ import Testing
     /// A cut in a later round while the guest dirties memory: the lost round's pages that did not
     /// arrive and everything dirtied (the outage included) are sent again; the guest run on from
     /// the migrated image equals one that never migrated.
-    @Test func cutInALaterRoundWhileTheGuestWrites() throws {
+    @Test(arguments: [TrackerChoice.auto, .mprotect])
+    func cutInALaterRoundWhileTheGuestWrites(tracker: TrackerChoice) throws {
         let scratch = Scratch()
         var migration = LoopbackMigration()
+        migration.tracker = tracker
         migration.size = 64 << 20
         migration.mix = Self.mostlyData
         migration.workload = "uniform:60MB/s"
@@ -103,7 +105,7 @@ import Testing
         #expect(report.resumes == 1)
         let record = try #require(report.resumeRecords.first)
         #expect(record.round >= 1)
-        print("resume after a cut in round \(record.round): destination held \(record.pagesHeld) pages (\(record.pagesHeldFromRound) from that round); resent \(record.pagesResent) pages, \(record.wireBytesResent) wire bytes; outage \(record.outageMs) ms")
+        print("resume after a cut in round \(record.round) (tracker \(report.tracker ?? "?")): destination held \(record.pagesHeld) pages (\(record.pagesHeldFromRound) from that round); resent \(record.pagesResent) pages, \(record.wireBytesResent) wire bytes; outage \(record.outageMs) ms")
         _ = try outcome.destination.get()
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
     }
@@ -188,6 +190,33 @@ import Testing
         }
         #expect(discarded.message.contains("did not resume within 1 s"), "\(discarded.message)")
         #expect(discarded.guest == .notHere)
+    }
+
+    /// With resuming off (`ferry send --no-resume`) a cut ends the migration at once: the source
+    /// does not reconnect and its guest keeps running; the destination discards after its grace.
+    @Test func withoutResumeACutEndsTheMigration() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:20MB/s"
+        migration.destinationResumeTimeout = 0.5
+        migration.adjustSource = { $0.resume = false }
+        let holder = RelayHolder()
+        migration.route = { port in
+            let relay = try CuttingRelay(targetPort: port)
+            relay.cut(afterSourceBytes: 8 << 20)
+            holder.relay = relay
+            return relay.port
+        }
+        let outcome = try migration.run(in: scratch)
+        holder.relay?.stop()
+        let error = try #require(outcome.source.failure as? MigrationError)
+        #expect(error.code == .transport)
+        #expect(error.guest == .source)
+        #expect(!error.message.contains("resume"), "\(error.message)")
+        #expect(outcome.guestWasRunningAfterFailure)
+        let destinationError = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destinationError.message.contains("did not resume within 0.5 s"), "\(destinationError.message)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
     }
 
     /// A `RESUME` naming no migration here is closed and does not count as a source.
