@@ -9,6 +9,8 @@ import Logging
 ///   session, else the source is refused with reason `busy` (its guest keeps running);
 /// - a malformed `HELLO` is refused with reason `malformed`;
 /// - `JOIN` is a page stream of a running migration and goes to the registry;
+/// - `RESUME` brings a new control connection back to a migration that lost its connections
+///   (`reattach`, the one place that routes a connection to a living session by its id);
 /// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag, a
 ///   connection naming a session that awaits its COMMIT is handed to that session;
 /// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
@@ -144,13 +146,37 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 return
             }
             try? stream.setReceiveTimeout(ms: receiveTimeoutMs)
+        case .resume:
+            reattach(connection, frame, peer: peer) { try Resume(payload: $0).sessionID }
         case .statusQuery:
             answerStatus(frame, connection: connection, stream: stream, peer: peer)
         default:
-            log.warning("closed a connection that opened with \(frame.type.rawValue) instead of HELLO, JOIN or STATUS_QUERY",
+            log.warning("closed a connection that opened with \(frame.type.rawValue) instead of HELLO, JOIN, RESUME or STATUS_QUERY",
                         metadata: ["migration.peer": "\(peer)"])
             connection.close()
         }
+    }
+
+    /// Hands a connection whose first frame names a session (`sessionID` reads it from the
+    /// payload) to that session; closes it when the frame is malformed or names no session that
+    /// takes it. A new kind of reattaching frame adds a case in `route` that calls this.
+    private func reattach(_ connection: FramedConnection, _ frame: ReceivedFrame, peer: String,
+                          sessionID: (UnsafeRawBufferPointer) throws -> UInt64) {
+        let name = frame.type.rawValue
+        guard let id = try? sessionID(frame.payload) else {
+            log.warning("closed a connection with a malformed first frame", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
+            connection.close()
+            return
+        }
+        try? connection.stream.setReceiveTimeout(ms: receiveTimeoutMs)
+        let reattachment = Reattachment(connection: connection, type: frame.type, payload: [UInt8](frame.payload))
+        guard registry.reattach(session: id, reattachment) else {
+            log.warning("closed a connection that names no migration here", metadata: [
+                "migration.peer": "\(peer)", "migration.frame": "\(name)", "migration.session": "\(id)"])
+            connection.close()
+            return
+        }
+        log.info("a connection came back for a migration", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
     }
 
     /// Answers a `STATUS_QUERY`. A source resolving a session that awaits its COMMIT keeps the

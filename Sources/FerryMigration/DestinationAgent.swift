@@ -29,6 +29,9 @@ public struct DestinationOptions: Sendable {
     /// these hosts; done here, it is not on the migration's path. A guest of another size still
     /// migrates, into a new image.
     public var preallocateBytes: Int?
+    /// Seconds a migration that lost its connections during pre-copy waits for its source to
+    /// come back (`RESUME`) before it is discarded; 0: discard at once.
+    public var resumeTimeout: Double
     /// How long a verified image waits for the source to come back with its COMMIT (or ABORT)
     /// after the control connection failed during the handoff; then it is discarded. Longer than
     /// the source's own retry window (`SourceOptions.handoffTimeoutMs`), so that a source that
@@ -39,8 +42,9 @@ public struct DestinationOptions: Sendable {
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
                 acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
-                preallocateBytes: Int? = nil) {
+                preallocateBytes: Int? = nil, resumeTimeout: Double = 30) {
         self.preallocateBytes = preallocateBytes
+        self.resumeTimeout = resumeTimeout
         self.listen = listen
         self.imagePath = imagePath
         self.force = force

@@ -4,7 +4,7 @@ import FerryTransport
 import Foundation
 
 /// What a destination knows about each migration it received or is receiving: the state that
-/// `STATUS` reports (Protocol.md 3.17, section 6), and the meeting point between a session that
+/// `STATUS` reports (Protocol.md 3.19–3.20, section 6), and the meeting point between a session that
 /// lost its source after `VERIFIED` and the source's connection that comes back to resolve it.
 ///
 /// A session in `awaiting-commit` whose control connection fails does not discard: it calls
@@ -73,6 +73,13 @@ final class HandoffBook: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         stray?.close()
+    }
+
+    /// The session now reads from `connection` (after a resume).
+    func replaceControl(session id: UInt64, with connection: FramedConnection) {
+        condition.lock()
+        records[id]?.control = connection
+        condition.unlock()
     }
 
     func state(of id: UInt64) -> HandoffState {

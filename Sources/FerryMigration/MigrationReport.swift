@@ -16,6 +16,39 @@ public struct RoundRecord: Codable, Sendable, Equatable {
     public var decision: String
 }
 
+/// One resume after the connections were lost during pre-copy.
+public struct ResumeRecord: Codable, Sendable, Equatable {
+    /// The round that was cut off.
+    public var round: Int
+    /// Connection attempts the source made (source only).
+    public var attempts: Int = 0
+    /// From noticing the loss to the streams being back.
+    public var outageMs: Double
+    /// Pages the destination held intact (`RESUME_STATE`).
+    public var pagesHeld: Int
+    /// Of those, pages whose copy came in the round that was cut off.
+    public var pagesHeldFromRound: Int
+    /// Source: pages dirtied since the last harvest before the round was lost, the outage
+    /// included (sent again whether held or not).
+    public var pagesDirtied: Int = 0
+    /// Source: pages sent in the first round after the resume (not held, or dirtied since).
+    public var pagesResent: Int = 0
+    /// Source: wire bytes of that round.
+    public var wireBytesResent: UInt64 = 0
+
+    public init(round: Int, attempts: Int = 0, outageMs: Double, pagesHeld: Int, pagesHeldFromRound: Int,
+                pagesDirtied: Int = 0, pagesResent: Int = 0, wireBytesResent: UInt64 = 0) {
+        self.pagesDirtied = pagesDirtied
+        self.round = round
+        self.attempts = attempts
+        self.outageMs = outageMs
+        self.pagesHeld = pagesHeld
+        self.pagesHeldFromRound = pagesHeldFromRound
+        self.pagesResent = pagesResent
+        self.wireBytesResent = wireBytesResent
+    }
+}
+
 /// Pages sent or received, by wire encoding.
 public struct EncodingCounts: Codable, Sendable, Equatable {
     public var zero: Int = 0
@@ -92,6 +125,9 @@ public struct MigrationReport: Codable, Sendable {
     /// Source: zero pages sent without being read (holes of the image file, round 0).
     public var holePages = 0
     public var maxThrottlePercent: Int = 0
+    /// Times the migration resumed after losing its connections during pre-copy.
+    public var resumes = 0
+    public var resumeRecords: [ResumeRecord] = []
     /// Steps each vCPU had completed when the guest left this side (source) or stopped (destination).
     public var vcpuSteps: [UInt64] = []
     public var runForMs: Double = 0
@@ -145,6 +181,13 @@ public struct MigrationReport: Codable, Sendable {
             lines.append("    clock      \(downtimeClock)")
         }
         lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / lz4 \(pages.lz4) / raw \(pages.raw)")
+        for record in resumeRecords {
+            var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
+            if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }
+            line += ", destination held \(record.pagesHeld) of \(pagesTotal) pages"
+            if role == "source" { line += "; \(record.pagesDirtied) dirtied; resent \(record.pagesResent) pages, \(mb(record.wireBytesResent))" }
+            lines.append(line)
+        }
         if maxThrottlePercent > 0 { lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)") }
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
@@ -177,8 +220,11 @@ public struct MigrationProgress: Sendable {
     public var sendRate: Double
     public var predictedDowntime: Double
     public var pageSize: Int
+    /// An event to show on a line of its own (a lost connection, a resume), instead of figures.
+    public var event: String?
 
     public var line: String {
+        if let event { return "[\(role)] \(event)" }
         let mbps = { (pages: Double) in pages * Double(pageSize) / 1e6 }
         return String(format: "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
             role, phase, round, pagesSent, pagesInRound, Double(wireBytes) / 1e6, mbps(dirtyRate), mbps(sendRate),

@@ -21,6 +21,8 @@ final class PageSink: @unchecked Sendable {
     let pageCount: Int
     let decoder: PageDecoder
     let hashTable: PageHashTable
+    /// The round of each page's last copy (shared by all streams, like `hashTable`).
+    let roundTable: PageRoundTable
     let stripes: PageStripes
     let stream: Int
     /// Pages received at least once.
@@ -34,8 +36,9 @@ final class PageSink: @unchecked Sendable {
     private(set) var pagesApplied = 0
     /// Nanoseconds spent in `receive` so far (reading, decoding, hashing).
     private(set) var applyNanos: UInt64 = 0
-    /// Pages whose last copy did not match its hash (see `settle`).
-    private var stale: DirtyBitmap
+    /// Pages whose last copy did not match its hash (see `settle`), or whose bytes a batch cut
+    /// off by a lost connection may have torn (see `receive`).
+    private(set) var stale: DirtyBitmap
     private(set) var staleCount = 0
     /// Pages of the batch being read (a page may appear once per batch).
     private var inBatch: DirtyBitmap
@@ -59,7 +62,8 @@ final class PageSink: @unchecked Sendable {
     }
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, hashTable: PageHashTable,
-         stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
+         roundTable: PageRoundTable? = nil, stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
+        self.roundTable = roundTable ?? PageRoundTable(pageCount: pageCount)
         self.memory = memory
         self.pageSize = pageSize
         self.pageCount = pageCount
@@ -86,7 +90,9 @@ final class PageSink: @unchecked Sendable {
 
     /// Reads the payload of a PAGE_BATCH frame of `batchLength` bytes from `connection` (whose
     /// `receive(direct:)` just returned its header) and applies it; returns its page count.
-    /// After an error the connection is out of step and guest memory may hold parts of the batch.
+    /// After an error the connection is out of step and guest memory may hold parts of the batch:
+    /// the pages whose payloads were being read are then marked stale (and possibly non-zero), so
+    /// they count as not held (`isIntact`) and fail verification unless a later copy arrives.
     func receive(batchLength: Int, from connection: FramedConnection) throws -> Int {
         let start = MonotonicClock.now()
         defer { applyNanos &+= MonotonicClock.now() &- start }
@@ -95,13 +101,17 @@ final class PageSink: @unchecked Sendable {
             throw ProtocolError(.truncated, "PAGE_BATCH payload of \(batchLength) bytes has no 8-byte batch header")
         }
         try connection.readDirect(into: header)
-        let count = try PageBatchLayout.header(UnsafeRawBufferPointer(header), payloadLength: batchLength).count
+        let (round, count) = try PageBatchLayout.header(UnsafeRawBufferPointer(header), payloadLength: batchLength)
         let tableEnd = PageBatchLayout.tableEnd(count: count)
         try connection.readDirect(into: UnsafeMutableRawBufferPointer(start: table + header.count, count: tableEnd - header.count))
         let payloadBytes = try checkTable(count: count)
         try PageBatchLayout.checkPayloadTotal(payloadBytes, count: count, payloadLength: batchLength)
 
         var next = 0
+        // Entries below `settled` are applied; those of the chunk above it may be torn if this
+        // throws (a raw payload read straight into guest memory, cut off by a lost connection).
+        var settled = 0
+        defer { if settled < next { markTorn(settled..<next) } }
         while next < count {
             // One chunk: scatter-read its payloads into place, then settle its pages.
             let first = next
@@ -138,11 +148,29 @@ final class PageSink: @unchecked Sendable {
                     hash = try decoder.decode(encoding: entry.encoding, payload: payload, into: destination,
                                               destinationIsZero: entry.encoding == .zero && !written[page])
                 }
-                settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding)
+                settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding, round: round)
+                settled = index + 1
             }
         }
         pagesApplied += count
         return count
+    }
+
+    /// Whether `page` holds a copy whose bytes matched its hash: received, not stale, not torn.
+    @inline(__always)
+    func isIntact(_ page: Int) -> Bool { held[page] && !stale[page] }
+
+    /// Marks the pages of `entries` (descriptors of the batch being read) stale and possibly
+    /// non-zero: a read cut off inside them may have left any mix of old and new bytes.
+    private func markTorn(_ entries: Range<Int>) {
+        for index in entries {
+            let page = Int(descriptors[index].page)
+            written.set(page)
+            if !stale[page] {
+                stale.set(page)
+                staleCount += 1
+            }
+        }
     }
 
     /// Adds a scatter-read target, extending the previous one when it continues it.
@@ -199,7 +227,8 @@ final class PageSink: @unchecked Sendable {
     /// write and sends the page again, so a mismatch marks the page stale until a copy that
     /// matches arrives. A page still stale at COMPLETE fails verification.
     @inline(__always)
-    private func settle(page: Int, expected: UInt64, actual: UInt64, encoding: PageEncoding) {
+    private func settle(page: Int, expected: UInt64, actual: UInt64, encoding: PageEncoding, round: UInt32) {
+        roundTable[page] = round
         if actual == expected {
             if stale[page] {
                 stale.clear(page)

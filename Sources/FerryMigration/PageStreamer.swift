@@ -15,7 +15,8 @@ import FerryTransport
 final class PageStreamer: @unchecked Sendable {
     let memory: UnsafeMutableRawPointer
     let pageSize: Int
-    let connection: FramedConnection
+    /// Replaced after a resume (`SourceStreams.reattach`), between rounds.
+    var connection: FramedConnection
     let encoder: PageEncoder
     private let buffer: UnsafeMutableRawBufferPointer
     /// Pieces of a batch for the gather write: raw pages are sent from guest memory, not copied.
@@ -31,6 +32,8 @@ final class PageStreamer: @unchecked Sendable {
     let stream: Int
 
     private(set) var wireBytes: UInt64 = 0
+    /// Pages handed to the connection (or put in the batch being filled) in the current round.
+    private(set) var roundPagesSent = 0
     private(set) var batches = 0
     private(set) var chooser: EncodingChooser
     /// Start of the batch being filled, and its non-zero pages (for the chooser).
@@ -76,6 +79,12 @@ final class PageStreamer: @unchecked Sendable {
         let startBatches = batches
         var roundCounts = EncodingCounts()
         var sent = 0
+        roundPagesSent = 0
+        // Also when the connection fails: the pages already went out (the report counts them).
+        defer {
+            roundPagesSent = sent
+            counts.add(roundCounts)
+        }
         startBatch(round: round)
         var protectedEnd = protection == nil ? Int.max : 0
         try stripes.forEachPage(in: pages, of: stream) { page in
@@ -119,7 +128,6 @@ final class PageStreamer: @unchecked Sendable {
         }
         if writer.count > 0 { try flush(round: round) }
         try protection?.protectAll()
-        counts.add(roundCounts)
         return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }
 

@@ -2,12 +2,29 @@ import FerryProtocol
 import FerryTransport
 import Foundation
 
-/// The migrations a destination is receiving, and the page streams joining them.
+/// A new connection that names a living session by its `session_id` in its first frame (today
+/// `RESUME`; the frame type says what it wants), waiting for that session to take it.
+struct Reattachment: Sendable {
+    let connection: FramedConnection
+    let type: FrameType
+    /// The first frame's payload (a copy: the connection's buffer is reused by its next receive).
+    let payload: [UInt8]
+}
+
+/// The migrations a destination is receiving, the page streams joining them, and the control
+/// connections that come back to them.
 ///
 /// The dispatcher admits a source only while fewer than `maxSessions` migrations run (`admit`),
 /// and hands every connection that opened with `JOIN` to `deliver`, which keeps it for the session
-/// it names until that session takes its streams (`waitForStreams`). `@unchecked Sendable`: all
-/// state is guarded by `condition`.
+/// it names until that session takes its streams (`waitForStreams`). After a resume
+/// (`reopenStreams`) the session takes a second set of JOINs.
+///
+/// Reattaching: a connection whose first frame names a session (`RESUME`) goes to `reattach`,
+/// which keeps it (one at a time per session) until the session takes it (`waitForReattachment`)
+/// and first calls the session's `onReattach`, which may refuse it (a session past pre-copy
+/// cannot resume) or drop the session's old connections (a resuming source has given up on them;
+/// the session drops them at once instead of waiting for a timeout).
+/// `@unchecked Sendable`: all state is guarded by `condition`.
 final class SessionRegistry: @unchecked Sendable {
     let maxSessions: Int
     /// Every migration's handoff state, for `STATUS` and for sources that come back to resolve one.
@@ -24,6 +41,9 @@ final class SessionRegistry: @unchecked Sendable {
         var joined: [Int: FramedConnection] = [:]
         /// The session has its streams; later JOINs are strangers.
         var taken = false
+        /// A connection that came back for this session, not taken yet.
+        var reattached: Reattachment?
+        var onReattach: (@Sendable () -> Bool)?
     }
 
     init(maxSessions: Int) {
@@ -74,10 +94,63 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
-    func open(session id: UInt64, extraStreams: Int) {
+    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it; it
+    /// returns whether the session takes one now (false: the connection is closed).
+    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
         condition.lock()
-        sessions[id] = Joining(extraStreams: extraStreams)
+        sessions[id] = Joining(extraStreams: extraStreams, onReattach: onReattach)
         condition.unlock()
+    }
+
+    /// Lets session `id` take a new set of page streams (after a resume); streams it never took
+    /// are closed.
+    func reopenStreams(session id: UInt64) {
+        condition.lock()
+        let leftover = sessions[id]?.joined.values.map { $0 } ?? []
+        sessions[id]?.joined = [:]
+        sessions[id]?.taken = false
+        condition.unlock()
+        for connection in leftover { connection.close() }
+    }
+
+    /// Keeps `connection`, whose first frame named session `id`, for that session; false (and the
+    /// caller closes it) when no open session has that ID or one is already waiting for it.
+    func reattach(session id: UInt64, _ reattachment: Reattachment) -> Bool {
+        condition.lock()
+        guard let session = sessions[id], session.reattached == nil else {
+            condition.unlock()
+            return false
+        }
+        condition.unlock()
+        // Before the session can take the new connection: closing afterwards could close it.
+        if let onReattach = session.onReattach, !onReattach() { return false }
+        condition.lock()
+        defer { condition.unlock() }
+        guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }
+        sessions[id]?.reattached = reattachment
+        condition.broadcast()
+        return true
+    }
+
+    /// Waits up to `timeout` seconds for a connection to come back for session `id` and hands it
+    /// over; nil after the timeout.
+    func waitForReattachment(session id: UInt64, timeout: Double) -> Reattachment? {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let waiting = sessions[id]?.reattached {
+                sessions[id]?.reattached = nil
+                return waiting
+            }
+            if sessions[id] == nil || !condition.wait(until: deadline) {
+                if let waiting = sessions[id]?.reattached {
+                    sessions[id]?.reattached = nil
+                    return waiting
+                }
+                return nil
+            }
+        }
     }
 
     /// Keeps a connection that sent `join` for its session; false (and the caller closes it)
@@ -124,5 +197,6 @@ final class SessionRegistry: @unchecked Sendable {
         let leftover = sessions.removeValue(forKey: id)
         condition.unlock()
         for connection in leftover?.joined.values ?? [:].values { connection.close() }
+        leftover?.reattached?.connection.close()
     }
 }

@@ -33,6 +33,16 @@ public struct SourceOptions: Sendable {
     /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
     /// as zero markers without reading them. Needs `protectDuringRoundZero`.
     public var skipImageHoles: Bool
+    /// When the connections fail during pre-copy (not an ABORT, not a refusal), reconnect to the
+    /// same destination and resume with the pages it does not hold (Protocol.md, "Resuming after
+    /// a connection loss"). false: give up at once, as during the blackout.
+    public var resume: Bool
+    /// Connection attempts per loss before giving up.
+    public var reconnectAttempts: Int
+    /// Wait before the second attempt (the first is immediate); doubles after each failed
+    /// attempt, up to `reconnectBackoffMax`. Seconds.
+    public var reconnectBackoff: Double
+    public var reconnectBackoffMax: Double
     /// How long the source keeps asking the destination where the guest is when the
     /// destination's `RESUMED` does not arrive after `COMMIT` (Protocol.md section 6). Shorter
     /// than the destination's wait for a returning source (`DestinationOptions.handoffTimeoutMs`).
@@ -43,7 +53,12 @@ public struct SourceOptions: Sendable {
                 batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
-                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true) {
+                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true,
+                resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Double = 0.25, reconnectBackoffMax: Double = 4) {
+        self.resume = resume
+        self.reconnectAttempts = reconnectAttempts
+        self.reconnectBackoff = reconnectBackoff
+        self.reconnectBackoffMax = reconnectBackoffMax
         self.protectDuringRoundZero = protectDuringRoundZero
         self.skipImageHoles = skipImageHoles
         self.maxBandwidth = maxBandwidth
@@ -117,7 +132,7 @@ public final class SourceAgent {
         guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
             throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
         }
-        let connection: FramedConnection
+        var connection: FramedConnection
         // Round trip to the destination: the smallest of the handshake and every ROUND_END →
         // ROUND_ACK wait (less the destination's digest time). The handshake alone can be far off
         // (a shaped link's queue, the destination's admission checks).
@@ -205,102 +220,177 @@ public final class SourceAgent {
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()
+        // The pages of the round being sent.
+        var toSend = DirtyBitmap(count: pageCount)
+        var inRound = 0
+        var roundStartedAt = MonotonicClock.now()
+        var roundWireStart: UInt64 = 0
         var round = 0
+        // The resume whose first round has not been recorded yet.
+        var resumeAwaitingRound: Int?
         var lastHarvest = MonotonicClock.now()
         var lastDecision: ConvergenceDecision?
         var dirtyRate = 0.0
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
         log.info("pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
 
-        // Pre-copy rounds.
-        do {
-            while true {
-                let roundStart = MonotonicClock.now()
-                let toSend = pending
-                pending.clearAll()
-                let inRound = toSend.popcount()
-                let wireBefore = streamer.wireBytes
-                let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
-                                                 pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
-                                                 sendRate: lastDecision?.transferRate ?? 0,
-                                                 predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
-                let sent = try streamer.send(pages: toSend, round: UInt32(round),
-                                             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-                                             holes: round == 0 ? holes : nil) { [progress] done in
-                    var update = snapshot
-                    update.pagesSent = min(done, inRound)
-                    progress?(update)
-                }
-                let harvestStart = MonotonicClock.now()
-                let dirty = try tracker.harvest(into: &pending)
-                let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
-                if let shrunk = imageShrank() { throw shrunk }
-                let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
-                lastHarvest = harvestStart
-                dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
-
-                let roundEndSent = MonotonicClock.now()
-                try connection.send(RoundEnd(
-                    round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
-                    durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
-                    dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
-                let ack = try connection.receive(RoundAck.self)
-                guard ack.round == UInt32(round) else {
-                    throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
-                }
-                rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
-                let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
-                // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
-                // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
-                let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
-                let observation = RoundObservation(
-                    // Only pages with data count for the rate: zero pages cost almost nothing, and the
-                    // pages a guest dirties are almost never zero, so counting them would make the
-                    // link look faster than it is for the final round.
-                    round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
-                    dirtyPages: pending.popcount(),
-                    dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
-                    fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
-                    dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
-                let decision = policy.decide(observation)
-                lastDecision = decision
-                report.perRound.append(RoundRecord(
-                    round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
-                    durationMs: transferSeconds.milliseconds,
-                    sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
-                    dirtyPages: observation.dirtyPages,
-                    dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
-                    predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
-                    throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
-                log.info("round done", metadata: [
-                    "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
-                    "migration.dirty_pages": "\(observation.dirtyPages)",
-                    "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
-                    "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
-                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
-                                            pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
-                                            sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
-                                            pageSize: pageSize))
-                round += 1
-                switch decision.action {
-                case .nextRound:
-                    continue
-                case .throttle(let percent):
-                    guest.throttlePercent = percent
-                    report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
-                    continue
-                case .switchover:
-                    report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
-                case .giveUp:
-                    throw MigrationError(.notConverged, decision.reason, guest: .source)
-                }
-                break
+        /// After the connections were lost during pre-copy: reconnects (bounded attempts with
+        /// backoff), learns from RESUME_STATE which pages the destination holds intact, re-opens
+        /// the page streams, and makes `pending` what the next round must send: the pages not
+        /// held, those of the lost round whose copy did not arrive, and those dirtied since the
+        /// last harvest (the outage included: the tracker stayed armed).
+        func resume(after failure: MigrationError) throws {
+            let lostAt = MonotonicClock.now()
+            let lostRound = round
+            let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
+            report.perRound.append(RoundRecord(
+                round: lostRound, pages: streamer.pagesSentInRound, wireBytes: streamer.wireBytes - roundWireStart,
+                durationMs: MonotonicClock.seconds(since: roundStartedAt).milliseconds, sendRateMBps: 0, dirtyPages: 0,
+                dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
+                decision: "connection lost at \(percent)% of the round; resuming"))
+            streamer.closeAll()
+            connection.close()
+            let back = try reconnect(sessionID: sessionID, pageCount: pageCount, lostRound: lostRound, streamer: streamer,
+                                     lost: failure) { attempt, why in
+                let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
+                log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
+                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
+                                            wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
+                                            predictedDowntime: .infinity, pageSize: pageSize, event: event))
             }
-        } catch {
-            let failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
-            abort(connection, failure)
-            report.rounds = round
-            throw failure
+            connection = back.connection
+            let held = back.held
+            // Everything dirtied since the last harvest, the outage included.
+            try tracker.harvest(into: &pending)
+            lastHarvest = MonotonicClock.now()
+            let dirtied = pending.popcount()
+            Self.addPagesToResend(to: &pending, held: held, lostRound: toSend)
+            let resend = pending.popcount()
+            let outage = MonotonicClock.seconds(since: lostAt)
+            report.resumes += 1
+            report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
+                                                     pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
+                                                     pagesDirtied: dirtied, pagesResent: resend))
+            resumeAwaitingRound = report.resumeRecords.count - 1
+            let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
+            log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
+                                              "migration.attempts": "\(back.attempts)"])
+            progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
+                                        wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
+                                        predictedDowntime: .infinity, pageSize: pageSize, event: event))
+            // The lost round is never acknowledged; its number is not used again (the destination
+            // tells copies of the lost round from those of the next by it).
+            round += 1
+        }
+
+        // Pre-copy rounds.
+        precopy: while true {
+            do {
+                while true {
+                    let roundStart = MonotonicClock.now()
+                    toSend = pending
+                    pending.clearAll()
+                    inRound = toSend.popcount()
+                    let wireBefore = streamer.wireBytes
+                    roundStartedAt = roundStart
+                    roundWireStart = wireBefore
+                    let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
+                                                     pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
+                                                     sendRate: lastDecision?.transferRate ?? 0,
+                                                     predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+                    let sent = try streamer.send(pages: toSend, round: UInt32(round),
+                                                 protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
+                                                 holes: round == 0 ? holes : nil) { [progress, inRound] done in
+                        var update = snapshot
+                        update.pagesSent = min(done, inRound)
+                        progress?(update)
+                    }
+                    let harvestStart = MonotonicClock.now()
+                    let dirty = try tracker.harvest(into: &pending)
+                    let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
+                    if let shrunk = imageShrank() { throw shrunk }
+                    let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
+                    lastHarvest = harvestStart
+                    dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
+
+                    let roundEndSent = MonotonicClock.now()
+                    try connection.send(RoundEnd(
+                        round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
+                        durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
+                        dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
+                    let ack = try connection.receive(RoundAck.self)
+                    guard ack.round == UInt32(round) else {
+                        throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+                    }
+                    rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
+                    let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
+                    // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
+                    // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
+                    let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
+                    let observation = RoundObservation(
+                        // Only pages with data count for the rate: zero pages cost almost nothing, and the
+                        // pages a guest dirties are almost never zero, so counting them would make the
+                        // link look faster than it is for the final round.
+                        round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
+                        dirtyPages: pending.popcount(),
+                        dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
+                        fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
+                        dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
+                    let decision = policy.decide(observation)
+                    lastDecision = decision
+                    report.perRound.append(RoundRecord(
+                        round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
+                        durationMs: transferSeconds.milliseconds,
+                        sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+                        dirtyPages: observation.dirtyPages,
+                        dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
+                        predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
+                        throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+                    if let index = resumeAwaitingRound {
+                        report.resumeRecords[index].pagesResent = sent.pages
+                        report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
+                        resumeAwaitingRound = nil
+                    }
+                    log.info("round done", metadata: [
+                        "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
+                        "migration.dirty_pages": "\(observation.dirtyPages)",
+                        "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
+                        "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
+                    progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
+                                                pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
+                                                sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
+                                                pageSize: pageSize))
+                    round += 1
+                    switch decision.action {
+                    case .nextRound:
+                        continue
+                    case .throttle(let percent):
+                        guest.throttlePercent = percent
+                        report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
+                        continue
+                    case .switchover:
+                        report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
+                    case .giveUp:
+                        throw MigrationError(.notConverged, decision.reason, guest: .source)
+                    }
+                    break
+                }
+                break precopy
+            } catch {
+                var failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                // A lost connection (not an ABORT, not a protocol violation): resume where it was.
+                if options.resume && failure.code == .transport {
+                    do {
+                        try resume(after: failure)
+                        continue precopy
+                    } catch {
+                        failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                    }
+                }
+                abort(connection, failure)
+                report.rounds = round
+                throw failure
+            }
         }
 
         // Blackout: from pausing the vCPUs to the destination's RESUMED.

@@ -8,7 +8,7 @@ import Synchronization
 /// The source's page streams: the control connection (stream 0) plus `JOIN`ed extra
 /// connections, one `PageStreamer` and one thread each, pages striped across them.
 final class SourceStreams {
-    let connections: [FramedConnection]
+    private(set) var connections: [FramedConnection]
     let streamers: [PageStreamer]
     let hashTable: PageHashTable
     let stripes: PageStripes
@@ -16,19 +16,7 @@ final class SourceStreams {
     /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`.
     init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions,
          memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int) throws {
-        var connections = [control]
-        do {
-            for index in 1..<max(count, 1) {
-                let stream = try TCPStream.connect(endpoint, timeoutMs: options.connectTimeoutMs)
-                try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
-                let connection = FramedConnection(stream)
-                connections.append(connection)
-                try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
-            }
-        } catch {
-            for extra in connections.dropFirst() { extra.close() }
-            throw error
-        }
+        let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, options: options))
         self.connections = connections
         let table = PageHashTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: connections.count)
@@ -43,13 +31,54 @@ final class SourceStreams {
         }
     }
 
+    private static func openExtraStreams(count: Int, endpoint: Endpoint, sessionID: UInt64,
+                                         options: SourceOptions) throws -> [FramedConnection] {
+        var connections: [FramedConnection] = []
+        do {
+            for index in 1..<max(count, 1) {
+                let stream = try TCPStream.connect(endpoint, timeoutMs: options.connectTimeoutMs)
+                try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                let connection = FramedConnection(stream)
+                connections.append(connection)
+                try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
+            }
+        } catch {
+            for extra in connections { extra.close() }
+            throw error
+        }
+        return connections
+    }
+
+    /// After a resume: `control` is the new control connection; opens and joins new page streams
+    /// and hands them to the streamers, which keep their hash table, encoding statistics and
+    /// counters.
+    func reattach(control: FramedConnection, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions) throws {
+        let fresh = [control] + (try Self.openExtraStreams(count: streamers.count, endpoint: endpoint,
+                                                           sessionID: sessionID, options: options))
+        connections = fresh
+        for (streamer, connection) in zip(streamers, fresh) { streamer.connection = connection }
+    }
+
+    /// Closes every connection, the control connection included (after a loss: threads blocked
+    /// on any of them return).
+    func closeAll() {
+        for connection in connections { connection.close() }
+    }
+
+    /// Pages the streams have handed to their connections in the round being sent (or the last one).
+    var pagesSentInRound: Int { streamers.reduce(0) { $0 + $1.roundPagesSent } }
+
     /// Sends the pages set in `pages` on all streams at once; each extra stream ends with
     /// `STREAM_ROUND_END`. `progress` gets an estimate of the pages sent so far.
     ///
     /// `protecting`: a tracker started with `startDeferred()` (round 0). The stream threads then
     /// write-protect the region as they go, each page before it is read (see
     /// `RoundZeroProtection`), so the protection cost overlaps the network and is spread over
-    /// the streams; when this returns without error every page of the region is protected.
+    /// the streams; when this returns, with or without error, every page of the region is
+    /// protected (a round cut off by a lost connection leaves no page unwatched).
+    ///
+    /// A connection that fails closes all of them, so that the other streams stop at once
+    /// instead of sending the rest of their round for nothing.
     func send(pages: DirtyBitmap, round: UInt32, protecting tracker: (any DirtyTracker)? = nil,
               holes: ImageHoles? = nil,
               progress: (@Sendable (Int) -> Void)? = nil) throws -> StreamRoundResult {
@@ -67,10 +96,18 @@ final class SourceStreams {
                 }
                 outcomes.set(index, .success(result))
             } catch {
+                if let transport = error as? TransportError, transport.code != .peerAborted, transport.code != .protocolViolation {
+                    for connection in connections { connection.close() }
+                }
                 outcomes.set(index, .failure(error))
             }
         }
-        return try outcomes.combined()
+        do {
+            return try outcomes.combined()
+        } catch {
+            try protection?.protectAll()
+            throw error
+        }
     }
 
     var wireBytes: UInt64 { streamers.reduce(0) { $0 + $1.wireBytes } }

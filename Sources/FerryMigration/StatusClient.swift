@@ -2,7 +2,7 @@ import FerryProtocol
 import FerryTransport
 
 /// Asks a destination agent where migrations stand (`STATUS_QUERY` → `STATUS` frames,
-/// Protocol.md 3.17–3.18): what `ferry status` prints, and how a source whose last
+/// Protocol.md 3.19–3.20): what `ferry status` prints, and how a source whose last
 /// acknowledgement was lost learns the outcome of its handoff.
 public enum StatusClient {
     /// Connects to `endpoint`, sends `query` and reads every `STATUS` of the answer. The

@@ -15,6 +15,13 @@ final class StreamRounds: @unchecked Sendable {
         lastFinished = Array(repeating: -1, count: streams)
     }
 
+    /// The first stream failure, if any, wrapped as a `MigrationError`.
+    var firstFailure: MigrationError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure.map { MigrationError.wrap($0.error, during: "page stream \($0.stream)", guest: .notHere) }
+    }
+
     func finished(stream: Int, round: UInt32) {
         condition.lock()
         lastFinished[stream - 1] = Int64(round)

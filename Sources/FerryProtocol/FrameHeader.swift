@@ -15,6 +15,8 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case abort = 13
     case join = 14
     case streamRoundEnd = 15
+    case resume = 16
+    case resumeState = 17
     case statusQuery = 18
     case status = 19
     case note = 0x8001
@@ -26,7 +28,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     /// Largest payload this type may carry (Protocol.md section 3).
     public var maxPayload: Int {
         switch self {
-        case .guestConfig, .pageBatch: return ProtocolLimits.maxFramePayload
+        case .guestConfig, .pageBatch, .resumeState: return ProtocolLimits.maxFramePayload
         case .cpuState: return 64 * 1024
         default: return 4096
         }

@@ -1,4 +1,4 @@
-/// Where a destination stands with one migration (Protocol.md 3.17, section 6): what `STATUS`
+/// Where a destination stands with one migration (Protocol.md 3.20, section 6): what `STATUS`
 /// reports, so that a source whose last acknowledgement was lost, or an operator, can resolve
 /// the outcome without guessing.
 public enum HandoffState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
@@ -29,7 +29,7 @@ public enum HandoffState: UInt8, Sendable, CaseIterable, CustomStringConvertible
 
 /// `STATUS_QUERY` (first frame of a connection, source or operator → destination): asks for the
 /// state of one migration (`session_id`), of a guest's migrations (`guest_name`), or of all
-/// (both empty) (Protocol.md 3.17).
+/// (both empty) (Protocol.md 3.19).
 public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
     public static let frameType = FrameType.statusQuery
 
@@ -76,7 +76,7 @@ public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
 }
 
 /// `STATUS` (destination → asker): one migration's state; a query is answered with `total`
-/// frames, `index` 0 … `total` − 1 (Protocol.md 3.18).
+/// frames, `index` 0 … `total` − 1 (Protocol.md 3.20).
 public struct Status: FrameMessage, ValidatingMessage, Equatable {
     public static let frameType = FrameType.status
     /// Most `STATUS` frames one query gets (the destination reports its most recent migrations).

@@ -374,6 +374,8 @@ extension FrameType {
         case .abort: return "ABORT"
         case .join: return "JOIN"
         case .streamRoundEnd: return "STREAM_ROUND_END"
+        case .resume: return "RESUME"
+        case .resumeState: return "RESUME_STATE"
         case .statusQuery: return "STATUS_QUERY"
         case .status: return "STATUS"
         case .note: return "NOTE"

@@ -58,6 +58,9 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
     var acceptTimeout: String?
 
+    @Option(name: .customLong("resume-timeout"), help: "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once).")
+    var resumeTimeout = "30s"
+
     @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard).")
     var handoffTimeout = "300s"
 
@@ -75,7 +78,8 @@ struct ReceiveCommand: ParsableCommand {
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
-                name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) })
+                name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) },
+                resumeTimeout: try parseDuration(resumeTimeout, option: "--resume-timeout"))
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)

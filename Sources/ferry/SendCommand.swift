@@ -74,6 +74,12 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
+    @Option(name: .customLong("reconnect-attempts"), help: "If the connection is lost during pre-copy, reconnect up to this many times (backoff 0.25 s doubling, at most 4 s) and resume with the pages the destination does not hold.")
+    var reconnectAttempts = 6
+
+    @Flag(name: .customLong("no-resume"), help: "Give up at once when the connection is lost, instead of reconnecting.")
+    var noResume = false
+
     @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
     var handoffTimeout = "60s"
 
@@ -89,6 +95,9 @@ struct SendCommand: ParsableCommand {
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
                 throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
+            }
+            guard reconnectAttempts >= 1 else {
+                throw MigrationError(.configuration, "--reconnect-attempts \(reconnectAttempts): must be at least 1 (use --no-resume to give up at once)", guest: .source)
             }
             let batchLimit = try parseByteSize(batchBytes)
             guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
@@ -113,7 +122,8 @@ struct SendCommand: ParsableCommand {
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
                                         batchBytes: batchLimit, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
-                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
+                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams,
+                                        resume: !noResume, reconnectAttempts: reconnectAttempts)
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))

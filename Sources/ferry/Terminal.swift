@@ -46,6 +46,10 @@ enum Terminal {
     static func progressHandler(quiet: Bool) -> ProgressHandler? {
         if quiet { return nil }
         return { progress in
+            if progress.event != nil {
+                Terminal.note(progress.line)
+                return
+            }
             Terminal.progress(progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
         }
     }

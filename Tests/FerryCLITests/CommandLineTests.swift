@@ -132,6 +132,30 @@ import Testing
         #expect(outcome.stderr.contains("guest kept running on the source"))
     }
 
+    /// The destination dies during pre-copy: `ferry send` says it lost the connection, tries
+    /// `--reconnect-attempts` times, gives up with exit code 5 and stops its guest cleanly.
+    @Test func sendReconnectsThenGivesUpWhenTheDestinationDies() throws {
+        let scratch = ScratchDirectory("reconnect")
+        let image = scratch.file("source.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "32M"]).status == 0)
+        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("received.img"),
+                                         "--accept-timeout", "60s"])
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let port = try #require(listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        // 32 MiB at 8 MB/s: pre-copy lasts seconds; the receiver is killed during it.
+        let sender = try FerryProcess(["send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s",
+                                       "--max-bandwidth", "8MB/s", "--reconnect-attempts", "2"])
+        Thread.sleep(forTimeInterval: 1)
+        kill(receiver.process.processIdentifier, SIGKILL)
+        _ = receiver.wait()
+        let outcome = sender.wait()
+        #expect(outcome.status == 5, "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("reconnecting (attempt 1/2)"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("reconnecting (attempt 2/2)"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("could not resume in 2 attempt(s)"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("guest kept running on the source"), "\(outcome.stderr)")
+    }
+
     @Test func badWorkloadIsAUsageError() throws {
         let scratch = ScratchDirectory("workload")
         let image = scratch.file("source.img")

@@ -16,19 +16,20 @@ final class SourceGuest: @unchecked Sendable {
 
     /// The image is `<file ?? name>.src` in `scratch`.
     init(scratch: Scratch, name: String, file: String? = nil, port: UInt16, size: Int = 16 << 20,
-         workload: String = "uniform:5MB/s", seed: UInt64, maxBandwidth: Double? = nil) throws {
+         workload: String = "uniform:5MB/s", seed: UInt64, maxBandwidth: Double? = nil,
+         adjust: ((inout SourceOptions) -> Void)? = nil) throws {
         path = scratch.file((file ?? name) + ".src")
         try ImageGenerator.create(path: path, size: size, mix: .standard, seed: seed, pageSize: systemPageSize, overwrite: true)
         region = try MappedRegion.mapFile(path: path, writable: true)
         let setup = try GuestSetup.make(workload: workload, vcpus: 1, seed: seed, pageSize: systemPageSize, pageCount: size / systemPageSize)
         guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
-        agent = SourceAgent(
-            memory: region.base, size: size, imagePath: path, guest: guest, guestSetup: setup,
-            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                   settings: ConvergenceSettings(downtimeTarget: 0.05, maxRounds: 30, timeout: 60),
-                                   guestName: name, replyTimeoutMs: 20_000, maxBandwidth: maxBandwidth, streams: 2),
-            logger: testLogger)
+        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                    settings: ConvergenceSettings(downtimeTarget: 0.05, maxRounds: 30, timeout: 60),
+                                    guestName: name, replyTimeoutMs: 20_000, maxBandwidth: maxBandwidth, streams: 2)
+        adjust?(&options)
+        agent = SourceAgent(memory: region.base, size: size, imagePath: path, guest: guest, guestSetup: setup,
+                            options: options, logger: testLogger)
     }
 
     /// Migrates; on failure stops the guest (after checking it still runs) and rethrows.

@@ -98,12 +98,14 @@ import Testing
         defer { _ = guest.stop() }
         let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
                                 guestSetup: setup, options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                                                          batchBytes: 256 << 10, replyTimeoutMs: 5_000),
+                                                                          batchBytes: 256 << 10, replyTimeoutMs: 5_000,
+                                                                          reconnectAttempts: 2, reconnectBackoff: 0.05),
                                 logger: testLogger)
         let result = Result { try agent.migrate() }
         let error = try #require(result.failure as? MigrationError)
         #expect(error.guest == .source)
         #expect([.transport, .peerAborted].contains(error.code))
+        #expect(error.code != .transport || error.message.contains("could not resume in 2 attempt(s)"), "\(error.message)")
         #expect(try fake.wait().get() == 2)
         let before = guest.totalSteps
         Thread.sleep(forTimeInterval: 0.1)

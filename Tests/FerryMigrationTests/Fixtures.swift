@@ -66,14 +66,17 @@ struct LoopbackMigration {
     /// Bytes at the end of the images left as one file hole (never written).
     var holeTail = 0
     var protectDuringRoundZero = true
-    /// Puts something between the agents: gets the destination's port, returns the port the
-    /// source connects to (e.g. a `FrameRelay`'s).
-    var relay: ((Int) throws -> Int)?
+    var mix: ImageMix = .standard
+    /// Maps the destination's port to the port the source connects to (a relay); nil: direct.
+    var route: ((UInt16) throws -> UInt16)?
+    /// Changes the source's options before it starts.
+    var adjustSource: ((inout SourceOptions) -> Void)?
+    var destinationResumeTimeout = 30.0
     var sourceHandoffTimeoutMs = 60_000
     var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeoutMs
     /// Runs after the source's `migrate()` returned or failed, before waiting for the destination;
     /// gets the destination's own port (not the relay's).
-    var afterSource: ((Int) throws -> Void)?
+    var afterSource: ((UInt16) throws -> Void)?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -89,7 +92,7 @@ struct LoopbackMigration {
     func run(in scratch: Scratch, prepareDestination: ((String) throws -> Void)? = nil) throws -> Outcome {
         let pageSize = systemPageSize
         for name in ["source.img", "reference.img"] {
-            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: .standard, seed: 3, pageSize: pageSize, overwrite: true)
+            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: mix, seed: 3, pageSize: pageSize, overwrite: true)
             if holeTail > 0 { _ = truncate(scratch.file(name), off_t(size)) }  // a hole at the end
         }
         var workloadText = workload
@@ -98,11 +101,11 @@ struct LoopbackMigration {
             workloadText = "trace:" + scratch.file("trace.txt")
         }
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                                    runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000)
+                                                    runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000,
+                                                    resumeTimeout: destinationResumeTimeout)
         destinationOptions.handoffTimeoutMs = destinationHandoffTimeoutMs
         let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
-        let destinationPort = Int(try destination.bind())
-        let port = try relay?(destinationPort) ?? destinationPort
+        let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
         let destinationRun = Background { try destination.run() }
 
@@ -111,13 +114,14 @@ struct LoopbackMigration {
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
-        var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
-                                          compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
-                                          maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
-        sourceOptions.handoffTimeoutMs = sourceHandoffTimeoutMs
+        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
+                                    compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                    maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
+        options.handoffTimeoutMs = sourceHandoffTimeoutMs
+        adjustSource?(&options)
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
-            options: sourceOptions, logger: testLogger)
+            options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false
         var steps: [UInt64]
@@ -130,7 +134,7 @@ struct LoopbackMigration {
             steps = guest.stepsPerVCPU
         }
         try region.sync()
-        try afterSource?(destinationPort)
+        try afterSource?(port)
         let destinationResult = destinationRun.wait()
         return Outcome(source: source, destination: destinationResult, sourceStepsAtEnd: steps,
                        guestWasRunningAfterFailure: runningAfterFailure, setup: setup)

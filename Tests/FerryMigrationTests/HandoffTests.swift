@@ -17,10 +17,10 @@ import Testing
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
         var relay: FrameRelay?
-        migration.relay = { port in
-            let made = try FrameRelay(destinationPort: port, decide: FrameRelay.cutFirst(type, going: direction))
+        migration.route = { port in
+            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(type, going: direction))
             relay = made
-            return made.port
+            return UInt16(made.port)
         }
         adjust(&migration)
         let outcome = try migration.run(in: scratch)
@@ -85,9 +85,9 @@ import Testing
         migration.runFor = 0
         migration.sourceHandoffTimeoutMs = 1_000
         migration.destinationHandoffTimeoutMs = 2_500
-        migration.relay = { port in
-            try FrameRelay(destinationPort: port, stayDownAfterCut: true,
-                           decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port
+        migration.route = { port in
+            UInt16(try FrameRelay(destinationPort: Int(port), stayDownAfterCut: true,
+                                  decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
         }
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
@@ -110,9 +110,9 @@ import Testing
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
         migration.sourceHandoffTimeoutMs = 500
-        migration.relay = { port in
-            try FrameRelay(destinationPort: port, stayDownAfterCut: true,
-                           decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port
+        migration.route = { port in
+            UInt16(try FrameRelay(destinationPort: Int(port), stayDownAfterCut: true,
+                                  decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
         }
         var session: UInt64 = 0
         migration.afterSource = { port in

@@ -91,7 +91,7 @@ struct FrameDecoderTests {
     }
 
     @Test func unknownMandatoryTypeIsRejected() {
-        for type: UInt16 in [16, 0x7FFF, 0x100] {
+        for type: UInt16 in [0x1000, 0x7FFF, 0x100] {
             expectStreamRejected(rawFrame(type: type, sequence: 0, payload: []), .unknownFrameType)
         }
     }

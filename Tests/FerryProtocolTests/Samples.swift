@@ -44,6 +44,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .note: return try Note(payload: payload).encodedPayload()
     case .join: return try Join(payload: payload).encodedPayload()
     case .streamRoundEnd: return try StreamRoundEnd(payload: payload).encodedPayload()
+    case .resume: return try Resume(payload: payload).encodedPayload()
+    case .resumeState: return try ResumeState(payload: payload).encodedPayload()
     case .statusQuery: return try StatusQuery(payload: payload).encodedPayload()
     case .status: return try Status(payload: payload).encodedPayload()
     }
@@ -94,6 +96,9 @@ let messageSamples: [MessageSample] = [
     MessageSample("RESUMED", Resumed(resumeMicroseconds: 1500)),
     MessageSample("ABORT", Abort(reason: .notConverged, message: "dirty rate 80000 pages/s exceeds the link")),
     MessageSample("NOTE", Note(text: "round 3: 1000 pages")),
+    MessageSample("RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, pageCount: 65536, round: 4)),
+    MessageSample("RESUME_STATE", ResumeState(pageCount: 200, firstPage: 64, pages: 136, round: 4,
+                                              held: [~0, 0x0F0F, 0xFF], current: [0xF0, 0x0F00, 0x01])),
 ]
 
 /// A small `PAGE_BATCH` payload (zero, "LZ4" and optionally raw entries; the codec does not
