@@ -46,3 +46,19 @@ public struct KVMGuestWalk: Sendable, Equatable {
         return "kvm-guest: vcpu \(vcpu) \(done ? "done " : "")step \(step) checksum 0x" + String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
+
+extension KVMGuestWalk {
+    /// The working-area pages (indices into guest memory) that steps `steps` of `vcpu` write.
+    public static func pages(seed: UInt64, vcpu: Int, memorySize: Int, steps: Range<UInt64>) -> Set<Int> {
+        let walk = KVMGuestWalk(seed: seed, vcpu: vcpu, memorySize: memorySize)
+        var random = walk.random
+        var pages = Set<Int>()
+        for step in 0..<steps.upperBound {
+            random &+= 0x9e37_79b9_7f4a_7c15
+            if step >= steps.lowerBound {
+                pages.insert(Int(walk.firstPage + mix(random).multipliedFullWidth(by: walk.pageCount).high))
+            }
+        }
+        return pages
+    }
+}

@@ -40,7 +40,7 @@ public final class KVMVirtualMachine: @unchecked Sendable {
                                    CKVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | CKVM_DIRTY_LOG_INITIALLY_SET)
             }
             try kvmCall("ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, \(size) bytes, KVM_MEM_LOG_DIRTY_PAGES)") {
-                ckvm_set_memory_region(fd, Self.memorySlot, getenv("FERRY_KVM_NOLOG") != nil ? 0 : CKVM_MEM_LOG_DIRTY_PAGES, 0, UInt64(size), memory)
+                ckvm_set_memory_region(fd, Self.memorySlot, CKVM_MEM_LOG_DIRTY_PAGES, 0, UInt64(size), memory)
             }
         } catch {
             close(fd)
