@@ -19,7 +19,7 @@ public final class KVMGuest: @unchecked Sendable {
     public let parameters: KVMGuestParameters
     public let machine: KVMVirtualMachine
     private let vcpus: [KVMVCPU]
-    let runners: [KVMVCPURunner]
+    private let runners: [KVMVCPURunner]
     private let control = KVMGuestControl()
     private let console: KVMConsole
     private let logger: Logger
@@ -178,8 +178,4 @@ public final class KVMGuest: @unchecked Sendable {
             if let thread = runner.thread { pthread_kill(thread, Self.kickSignal) }
         }
     }
-}
-
-extension KVMGuest {
-    func vcpuFD(_ index: Int) -> Int32 { runners[index].vcpu.fd }
 }
