@@ -44,7 +44,7 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
     public func start() throws {
         try lock.withLock {
             try startLocked()
-            try clear(firstPage: 0, pages: pageCount, bits: nil)
+            try clearAll(firstPage: 0, pages: pageCount)
         }
     }
 
@@ -59,7 +59,7 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
             guard started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.protect(pages: \(pages)): the tracker is not started") }
             let first = pages.lowerBound & ~63
             let end = min((pages.upperBound + 63) & ~63, pageCount)
-            try clear(firstPage: first, pages: end - first, bits: nil)
+            try clearAll(firstPage: first, pages: end - first)
         }
     }
 
@@ -72,7 +72,11 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
             try kvmCall("ioctl(KVM_GET_DIRTY_LOG, slot 0)") {
                 log.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(vm, KVMVirtualMachine.memorySlot, $0.baseAddress) }
             }
-            try clear(firstPage: 0, pages: pageCount, bits: log)
+            // CLEAR exactly what GET reported (in place: no copy of the bitmap per harvest).
+            let pages = UInt32(pageCount)
+            try kvmCall("ioctl(KVM_CLEAR_DIRTY_LOG, reported pages)") {
+                log.withUnsafeMutableBufferPointer { ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, 0, pages, $0.baseAddress) }
+            }
             var found = 0
             log.withUnsafeBufferPointer { reported in
                 bitmap.withUnsafeMutableWords { words in
@@ -103,11 +107,11 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
         machine.hostWrites.forget()
     }
 
-    /// KVM_CLEAR_DIRTY_LOG over `[firstPage, firstPage + pages)`: the pages whose bit is set in
-    /// `bits` (word 0 = firstPage…firstPage+63), or all of them when `bits` is nil.
-    private func clear(firstPage: Int, pages: Int, bits: [UInt64]?) throws(KVMError) {
+    /// KVM_CLEAR_DIRTY_LOG of every page in `[firstPage, firstPage + pages)`: write-protects
+    /// those KVM still has marked dirty (the others are protected already).
+    private func clearAll(firstPage: Int, pages: Int) throws(KVMError) {
         let vm = machine.fd
-        var mask = bits ?? [UInt64](repeating: .max, count: (pages + 63) / 64)
+        var mask = [UInt64](repeating: .max, count: (pages + 63) / 64)
         try kvmCall("ioctl(KVM_CLEAR_DIRTY_LOG, pages \(firstPage)..<\(firstPage + pages))") {
             mask.withUnsafeMutableBufferPointer {
                 ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, UInt64(firstPage), UInt32(pages), $0.baseAddress)

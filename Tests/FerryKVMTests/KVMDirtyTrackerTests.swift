@@ -27,12 +27,12 @@ struct KVMDirtyTrackerTests {
         var discard = DirtyBitmap(count: pageCount)
         try tracker.harvest(into: &discard)
         guest.resume()
-        usleep(60_000)
+        usleep(100_000)
         guest.pause()
         let second = guest.stepsPerVCPU[0]
         var dirty = DirtyBitmap(count: pageCount)
         let found = try tracker.harvest(into: &dirty)
-        #expect(second > first + 512, "the guest wrote too little between the harvests to judge")
+        #expect(second > first + 256, "the guest wrote too little between the harvests to judge")
         // A parked vCPU may be up to one budget (256 steps) past its published step.
         let must = KVMGuestWalk.pages(seed: seed, vcpu: 0, memorySize: memory.size, steps: (first + 256)..<second)
         let may = KVMGuestWalk.pages(seed: seed, vcpu: 0, memorySize: memory.size, steps: first..<(second + 256))
