@@ -39,7 +39,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryKVM", dependencies: [
-            "CKVM", "FerrySystem", "FerryProtocol",
+            "CKVM", "FerrySystem", "FerryProtocol", "FerryGuest",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
