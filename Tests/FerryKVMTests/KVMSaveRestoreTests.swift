@@ -74,4 +74,25 @@ struct KVMSaveRestoreTests {
         #expect(memory.equals(expectedMemory, from: KVMGuestLayout.workBase), "working area differs from an uninterrupted run")
         print("KVM save/restore: paused at steps \(pausedAt), \(before.count) lines before, \(after.count) after, record \(records[0].count) bytes")
     }
+
+    @Test("a vCPU saved after it halted halts again when restored, printing nothing more")
+    func haltedStaysHalted() throws {
+        guard KVMAvailability.check("KVMSaveRestoreTests.haltedStaysHalted") else { return }
+        let memory = TestMemory(mebibytes: 8)
+        let parameters = KVMGuestParameters(seed: 5, vcpus: 1, stepLimit: 10_000, printInterval: 5_000)
+        let first = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
+        first.start()
+        #expect(try first.waitUntilHalted(timeoutSeconds: 10))
+        first.stop()
+        #expect(first.consoleLines.last?.text.contains("done step 10000") == true)
+        let states = try first.states()
+        var more = parameters
+        more.stepLimit = 20_000 // a larger limit does not wake a program that has finished
+        let second = try KVMGuest(memory: memory.base, size: memory.size, parameters: more, initialStates: states, logger: logger)
+        second.start()
+        #expect(try second.waitUntilHalted(timeoutSeconds: 10))
+        second.stop()
+        #expect(second.consoleLines.isEmpty)
+        #expect(second.stepsPerVCPU == [10_000])
+    }
 }
