@@ -127,16 +127,6 @@ uint32_t ckvm_run_exit_reason(const void *run) {
     return ((const volatile struct kvm_run *)run)->exit_reason;
 }
 
-void ckvm_run_io(void *run, uint8_t *direction, uint8_t *size, uint16_t *port, uint32_t *count,
-                 void **data) {
-    struct kvm_run *r = run;
-    *direction = r->io.direction;
-    *size = r->io.size;
-    *port = r->io.port;
-    *count = r->io.count;
-    *data = (char *)run + r->io.data_offset;
-}
-
 void ckvm_run_mmio(void *run, uint64_t *address, uint32_t *length, uint8_t *is_write, void **data) {
     struct kvm_run *r = run;
     *address = r->mmio.phys_addr;

@@ -1,6 +1,6 @@
 import Logging
 
-/// The guest's console: lines it printed through its line port, kept for callers and tests,
+/// The guest's console: lines it printed through its console register, kept for callers and tests,
 /// forwarded to a callback and logged at debug level.
 ///
 /// `@unchecked Sendable`: `lines` is only touched with `lock` held.

@@ -11,7 +11,7 @@ public struct KVMError: Error, CustomStringConvertible, Sendable {
         case syscall
         /// The caller passed something unusable (memory too small, too many vCPUs, ...).
         case invalidConfiguration
-        /// The guest stopped in a way it never should (triple fault, entry failure, bad port).
+        /// The guest stopped in a way it never should (triple fault, entry failure, unknown register).
         case guestFailed
         /// A vCPU state record is malformed or does not fit this VMM.
         case invalidState

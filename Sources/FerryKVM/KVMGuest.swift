@@ -158,7 +158,7 @@ public final class KVMGuest: @unchecked Sendable {
         return done
     }
 
-    /// The first vCPU failure (triple fault, unexpected port, ...), if any.
+    /// The first vCPU failure (triple fault, unknown register, ...), if any.
     public var failure: String? { control.failure }
 
     /// The lines the guest printed so far, in the order they arrived (per vCPU in step order).

@@ -43,7 +43,7 @@ public struct KVMGuestParameters: Sendable, Equatable {
     }
 }
 
-/// One line the guest printed on its console port.
+/// One line the guest printed through its console register.
 public struct KVMConsoleLine: Sendable, Equatable, CustomStringConvertible {
     public var vcpu: Int
     public var text: String

@@ -44,8 +44,8 @@ final class KVMVCPU: @unchecked Sendable {
 
     /// Long mode at the program's entry: paging with the identity map, 64-bit user code segment
     /// (CPL 3: under a software-virtualising KVM such as PVM, guest supervisor code is emulated
-    /// instruction by instruction while user code runs natively), IOPL 3 so port I/O reaches
-    /// the VMM, interrupts off, rsp = this vCPU's stack, rdi = its index.
+    /// instruction by instruction while user code runs natively), interrupts off, rsp = this
+    /// vCPU's stack, rdi = its index.
     func setBootState() throws(KVMError) {
         var sregs = kvm_sregs()
         try get(CKVM_GET_SREGS, "KVM_GET_SREGS", &sregs)
@@ -87,7 +87,7 @@ final class KVMVCPU: @unchecked Sendable {
         regs.rip = UInt64(KVMGuestLayout.programBase)
         regs.rsp = UInt64(KVMGuestLayout.stackTop(vcpu: index))
         regs.rdi = UInt64(index)
-        regs.rflags = 0x3002                             // IOPL 3, reserved bit 1
+        regs.rflags = 0x2                                // reserved bit 1; IF clear
         try set(CKVM_SET_REGS, "KVM_SET_REGS", &regs)
     }
 

@@ -61,8 +61,6 @@ static const uint32_t CKVM_EXIT_FAIL_ENTRY = KVM_EXIT_FAIL_ENTRY;
 static const uint32_t CKVM_EXIT_INTERNAL_ERROR = KVM_EXIT_INTERNAL_ERROR;
 static const uint32_t CKVM_EXIT_MMIO = KVM_EXIT_MMIO;
 static const uint32_t CKVM_EXIT_INTR = KVM_EXIT_INTR;
-static const uint8_t CKVM_EXIT_IO_IN = KVM_EXIT_IO_IN;
-static const uint8_t CKVM_EXIT_IO_OUT = KVM_EXIT_IO_OUT;
 
 static const uint32_t CKVM_VCPUEVENT_VALID_NMI_PENDING = KVM_VCPUEVENT_VALID_NMI_PENDING;
 static const uint32_t CKVM_VCPUEVENT_VALID_SHADOW = KVM_VCPUEVENT_VALID_SHADOW;
@@ -108,9 +106,6 @@ int ckvm_clear_dirty_log(int vm_fd, uint32_t slot, uint64_t first_page, uint32_t
 // MARK: - struct kvm_run (mmap'ed per vCPU)
 
 uint32_t ckvm_run_exit_reason(const void *run);
-/// The KVM_EXIT_IO fields; `data` points into the run area (count × size bytes).
-void ckvm_run_io(void *run, uint8_t *direction, uint8_t *size, uint16_t *port, uint32_t *count,
-                 void **data);
 /// The KVM_EXIT_MMIO fields; `data` points at the run area's 8 data bytes.
 void ckvm_run_mmio(void *run, uint64_t *address, uint32_t *length, uint8_t *is_write, void **data);
 /// KVM_EXIT_FAIL_ENTRY's hardware reason, KVM_EXIT_INTERNAL_ERROR's suberror.
