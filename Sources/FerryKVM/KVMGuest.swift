@@ -26,6 +26,8 @@ public final class KVMGuest: @unchecked Sendable {
     private var started = false
     private var stopped = false
     private var paused = false
+    /// Built `.incoming` and not yet given its states.
+    private var awaitingStates = false
 
     /// The signal that kicks a vCPU thread out of KVM_RUN (SIGRTMIN + 5; its handler does nothing).
     public static let kickSignal: Int32 = {
@@ -35,23 +37,42 @@ public final class KVMGuest: @unchecked Sendable {
         return signal
     }()
 
+    /// How a new guest gets its vCPU states.
+    public enum Origin: Sendable {
+        /// Write the layout and program into memory and boot at the program's entry.
+        case boot
+        /// Continue from these states (one per vCPU) on memory as it is.
+        case states([KVMVCPUState])
+        /// Memory as it is; the states come later through `restore(_:)`, before `start()`. A
+        /// migration destination builds the VM this way before the blackout, so the blackout
+        /// pays only for restoring the registers.
+        case incoming
+    }
+
     /// - Parameters:
     ///   - memory: `size` bytes of page-aligned guest memory, mapped MAP_SHARED (or anonymous).
     ///   - initialStates: one state per vCPU to continue from; nil boots the program afresh.
     ///   - onConsoleLine: called on the vCPU's thread for every line the guest prints.
-    public init(memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters,
-                initialStates: [KVMVCPUState]? = nil, device: KVMDevice? = nil, logger: Logger,
+    public convenience init(memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters,
+                            initialStates: [KVMVCPUState]? = nil, device: KVMDevice? = nil, logger: Logger,
+                            onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil) throws(KVMError) {
+        try self.init(memory: memory, size: size, parameters: parameters, origin: initialStates.map { .states($0) } ?? .boot,
+                      device: device, logger: logger, onConsoleLine: onConsoleLine)
+    }
+
+    public init(memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters, origin: Origin,
+                device: KVMDevice? = nil, logger: Logger,
                 onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil) throws(KVMError) {
         try parameters.validate()
-        if let initialStates, initialStates.count != parameters.vcpus {
-            throw KVMError(.invalidConfiguration, "\(initialStates.count) vCPU states for \(parameters.vcpus) vCPUs: need one per vCPU")
+        if case .states(let states) = origin, states.count != parameters.vcpus {
+            throw KVMError(.invalidConfiguration, "\(states.count) vCPU states for \(parameters.vcpus) vCPUs: need one per vCPU")
         }
         self.parameters = parameters
         self.logger = logger
         _ = Self.kickSignal
         let device = if let device { device } else { try KVMDevice() }
         machine = try KVMVirtualMachine(device: device, memory: memory, size: size)
-        if initialStates == nil {
+        if case .boot = origin {
             let program = KVMGuestProgramImage.bytes
             for range in KVMGuestLayout.prepare(memory: memory, size: size, program: program) {
                 machine.hostWrites.record(bytes: range)
@@ -60,10 +81,15 @@ public final class KVMGuest: @unchecked Sendable {
         var made: [KVMVCPU] = []
         for index in 0..<parameters.vcpus {
             let vcpu = try KVMVCPU(vm: machine, index: index)
-            if let initialStates { try vcpu.restore(initialStates[index]) } else { try vcpu.setBootState() }
+            switch origin {
+            case .boot: try vcpu.setBootState()
+            case .states(let states): try vcpu.restore(states[index])
+            case .incoming: break
+            }
             made.append(vcpu)
         }
         vcpus = made
+        if case .incoming = origin { awaitingStates = true }
         let console = KVMConsole(onLine: onConsoleLine, logger: logger)
         self.console = console
         let control = self.control
@@ -76,9 +102,20 @@ public final class KVMGuest: @unchecked Sendable {
         if started && !stopped { stop() }
     }
 
+    /// Sets every vCPU's state (one per vCPU) before `start()`: for a guest built `.incoming`.
+    public func restore(_ states: [KVMVCPUState]) throws(KVMError) {
+        precondition(!started, "KVMGuest.restore(_:) after start()")
+        guard states.count == vcpus.count else {
+            throw KVMError(.invalidConfiguration, "\(states.count) vCPU states for \(vcpus.count) vCPUs: need one per vCPU")
+        }
+        for (vcpu, state) in zip(vcpus, states) { try vcpu.restore(state) }
+        awaitingStates = false
+    }
+
     /// Starts one thread per vCPU, running.
     public func start() {
         precondition(!started, "KVMGuest.start() called twice")
+        precondition(!awaitingStates, "KVMGuest built .incoming: call restore(_:) before start()")
         started = true
         for runner in runners {
             var thread = pthread_t()
