@@ -15,6 +15,8 @@ let package = Package(
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
         .target(name: "CFerryShims"),
+        // C: KVM ioctl numbers and the structs with flexible arrays/unions (linux/kvm.h).
+        .target(name: "CKVM"),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
 
@@ -36,8 +38,12 @@ let package = Package(
             "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport", "FerryGuest",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "FerryKVM", dependencies: [
+            "CKVM", "FerrySystem", "FerryProtocol", "FerryGuest",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryMigration",
+            "FerryMigration", "FerryKVM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -47,6 +53,7 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
+        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),

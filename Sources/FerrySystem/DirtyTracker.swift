@@ -5,6 +5,9 @@ public enum TrackerKind: String, Sendable {
     case uffd
     /// mprotect(PROT_READ) + a SIGSEGV handler that unprotects and records each page.
     case mprotect
+    /// KVM's own dirty log of a KVM guest's memory slot (FerryKVM's `KVMDirtyTracker`): writes
+    /// by a KVM guest are invisible to the two above.
+    case kvm
 }
 
 /// What the user asked for; `auto` picks `uffd` where it works, else `mprotect`.

@@ -32,16 +32,31 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Run this long instead of a step count (e.g. 2s).")
     var duration: String?
 
+    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest; --steps is then one count for every vCPU).")
+    var guest = "builtin"
+
+    @Option(help: "With --guest kvm: create the image with this size if it does not exist (e.g. 256MiB).")
+    var size: String?
+
+    @Option(help: "With --guest kvm: pages dirtied per second by the whole guest (e.g. 100MB/s); default: unpaced.")
+    var rate: String?
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
         if (steps == nil) == (duration == nil) {
             throw ValidationError("give exactly one of --steps and --duration")
         }
+        if guest != "builtin" && guest != "kvm" { throw ValidationError("--guest must be builtin or kvm") }
+        if guest == "builtin" && (size != nil || rate != nil) { throw ValidationError("--size and --rate are for --guest kvm") }
     }
 
     func run() throws {
         runReportingErrors {
+            if guest == "kvm" {
+                return try KVMRun(image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration)
+                    .run(logger: output.makeLogger("ferry.run"))
+            }
             let logger = output.makeLogger("ferry.run")
             let size = try ImageFile.size(path: image)
             guard size > 0, size % systemPageSize == 0 else {

@@ -1,0 +1,160 @@
+import Glibc
+import Synchronization
+
+/// What the vCPU threads and the controlling thread share: pause/stop requests, the throttle,
+/// the counts of parked and halted vCPUs, and the first fatal error.
+///
+/// `@unchecked Sendable`: the atomics are thread-safe by themselves; every other field is only
+/// touched with `mutex` held; mutex and conditions live at stable heap addresses.
+final class KVMGuestControl: @unchecked Sendable {
+    /// 0…99: vCPUs get (100 - throttle)% of their write budget.
+    let throttle = Atomic<Int>(0)
+    /// Read by vCPU threads between exits without the lock (a hint; decisions take the lock).
+    let pauseRequested = Atomic<Bool>(false)
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let vcpuCondition: UnsafeMutablePointer<pthread_cond_t>
+    private let controlCondition: UnsafeMutablePointer<pthread_cond_t>
+    private var pausing = false
+    private var stopping = false
+    private var parked = 0
+    private var halted = 0
+    private var failureText: String?
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        vcpuCondition = .allocate(capacity: 1)
+        controlCondition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(vcpuCondition, &attributes)
+        pthread_cond_init(controlCondition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(vcpuCondition)
+        pthread_cond_destroy(controlCondition)
+        pthread_mutex_destroy(mutex)
+        vcpuCondition.deallocate()
+        controlCondition.deallocate()
+        mutex.deallocate()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    // MARK: controlling thread
+
+    /// Marks the pause; the caller then kicks every vCPU and calls `waitParked`.
+    func requestPause() {
+        locked {
+            pausing = true
+            pauseRequested.store(true, ordering: .sequentiallyConsistent)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
+    /// Waits until every vCPU is parked or halted.
+    func waitParked(vcpus: Int) {
+        locked {
+            while parked + halted < vcpus && failureText == nil { pthread_cond_wait(controlCondition, mutex) }
+        }
+    }
+
+    func resumeAll() {
+        locked {
+            pausing = false
+            pauseRequested.store(false, ordering: .sequentiallyConsistent)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
+    func requestStop() {
+        locked {
+            stopping = true
+            pauseRequested.store(true, ordering: .sequentiallyConsistent)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
+    /// Waits until every vCPU halted (or one failed), at most `timeoutNanoseconds`; true if all halted.
+    func waitHalted(vcpus: Int, timeoutNanoseconds: UInt64) -> Bool {
+        let deadline = monotonicNow() + timeoutNanoseconds
+        return locked {
+            while halted < vcpus && failureText == nil {
+                if monotonicNow() >= deadline { return false }
+                var until = timespec(deadline: deadline)
+                pthread_cond_timedwait(controlCondition, mutex, &until)
+            }
+            return halted == vcpus
+        }
+    }
+
+    var failure: String? { locked { failureText } }
+    var haltedCount: Int { locked { halted } }
+
+    // MARK: vCPU threads
+
+    /// Parks while a pause is requested; returns false if the thread should exit.
+    func parkIfRequested(onLeave: () -> Void) -> Bool {
+        locked {
+            if stopping { return false }
+            guard pausing else { return true }
+            parked += 1
+            pthread_cond_broadcast(controlCondition)
+            while pausing && !stopping { pthread_cond_wait(vcpuCondition, mutex) }
+            parked -= 1
+            if stopping { return false }
+            onLeave()
+            return true
+        }
+    }
+
+    /// Sleeps until `deadline` (CLOCK_MONOTONIC ns) unless a pause or stop comes first; returns
+    /// false when interrupted by one.
+    func sleep(until deadline: UInt64) -> Bool {
+        locked {
+            while !pausing && !stopping {
+                if monotonicNow() >= deadline { return true }
+                var until = timespec(deadline: deadline)
+                pthread_cond_timedwait(vcpuCondition, mutex, &until)
+            }
+            return false
+        }
+    }
+
+    /// A vCPU halted: it parks for good until stop.
+    func haltAndWaitForStop() {
+        locked {
+            halted += 1
+            pthread_cond_broadcast(controlCondition)
+            while !stopping { pthread_cond_wait(vcpuCondition, mutex) }
+        }
+    }
+
+    /// A vCPU failed: records the first failure, wakes the controller, and waits for stop.
+    func failAndWaitForStop(_ text: String) {
+        locked {
+            if failureText == nil { failureText = text }
+            pthread_cond_broadcast(controlCondition)
+            while !stopping { pthread_cond_wait(vcpuCondition, mutex) }
+        }
+    }
+
+    /// Wakes sleeping vCPUs (the throttle changed).
+    func wakeAll() {
+        locked { _ = pthread_cond_broadcast(vcpuCondition) }
+    }
+}
+
+extension timespec {
+    init(deadline nanoseconds: UInt64) {
+        self.init(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    }
+}

@@ -1,0 +1,55 @@
+/// What the KVM guest program is told, and how the VMM paces it.
+public struct KVMGuestParameters: Sendable, Equatable {
+    /// Seeds every vCPU's page walk.
+    public var seed: UInt64
+    public var vcpus: Int
+    /// Writes per second for the whole guest, each to a pseudo-random page of the working area
+    /// (so about this many distinct pages per second while the working area is much larger than
+    /// what a second touches); nil runs unpaced, as fast as the vCPUs go.
+    public var writesPerSecond: Double?
+    /// Per vCPU: the step at which it prints its final line and halts; nil runs until stopped.
+    public var stepLimit: UInt64?
+    /// Steps between progress lines.
+    public var printInterval: UInt64
+    /// Largest budget one request returns (one exit per this many writes at most).
+    public var budgetChunk: UInt32
+
+    public init(seed: UInt64 = 1, vcpus: Int = 1, writesPerSecond: Double? = nil, stepLimit: UInt64? = nil,
+                printInterval: UInt64 = 1 << 16, budgetChunk: UInt32 = 256) {
+        self.seed = seed
+        self.vcpus = vcpus
+        self.writesPerSecond = writesPerSecond
+        self.stepLimit = stepLimit
+        self.printInterval = printInterval
+        self.budgetChunk = budgetChunk
+    }
+
+    /// A guest dirtying `bytesPerSecond` worth of 4 KiB pages.
+    public static func dirtying(bytesPerSecond: Double, seed: UInt64 = 1, vcpus: Int = 1, stepLimit: UInt64? = nil) -> Self {
+        Self(seed: seed, vcpus: vcpus, writesPerSecond: bytesPerSecond / Double(KVMGuestLayout.pageSize), stepLimit: stepLimit)
+    }
+
+    func validate() throws(KVMError) {
+        guard (1...KVMGuestLayout.maxVCPUs).contains(vcpus) else {
+            throw KVMError(.invalidConfiguration, "\(vcpus) vCPUs: the KVM guest supports 1 to \(KVMGuestLayout.maxVCPUs)")
+        }
+        if let rate = writesPerSecond, !(rate > 0 && rate.isFinite) {
+            throw KVMError(.invalidConfiguration, "rate \(rate) writes/s: must be a positive number, or nil for unpaced")
+        }
+        guard printInterval > 0 else { throw KVMError(.invalidConfiguration, "print interval 0: must be at least 1 step") }
+        guard budgetChunk > 0, budgetChunk < KVMGuestLayout.budgetFinished else {
+            throw KVMError(.invalidConfiguration, "budget chunk \(budgetChunk): must be in 1…\(KVMGuestLayout.budgetFinished - 1)")
+        }
+    }
+}
+
+/// One line the guest printed through its console register.
+public struct KVMConsoleLine: Sendable, Equatable, CustomStringConvertible {
+    public var vcpu: Int
+    public var text: String
+    public init(vcpu: Int, text: String) {
+        self.vcpu = vcpu
+        self.text = text
+    }
+    public var description: String { text }
+}

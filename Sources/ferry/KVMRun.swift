@@ -1,0 +1,56 @@
+import FerryGuest
+import FerryKVM
+import FerryMigration
+import FerrySystem
+import Foundation
+import Logging
+
+/// `ferry run --guest kvm`: runs the KVM guest program on an image and shows its console.
+struct KVMRun {
+    var image: String
+    var size: String?
+    var rate: String?
+    var vcpus: Int
+    var seed: UInt64
+    var steps: String?
+    var duration: String?
+
+    func run(logger: Logger) throws {
+        if !ImageFile.exists(path: image) {
+            guard let size else {
+                throw MigrationError(.configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
+            }
+            try ImageFile.create(path: image, size: try parseByteSize(size), overwrite: false)
+        }
+        let bytes = try ImageFile.size(path: image)
+        var parameters = KVMGuestParameters(seed: seed, vcpus: vcpus)
+        if let rate {
+            parameters.writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
+        }
+        if let steps {
+            guard let limit = UInt64(steps.trimmingCharacters(in: .whitespaces)) else {
+                throw MigrationError(.configuration, "--steps '\(steps)': with --guest kvm, one step count for every vCPU", guest: .notHere)
+            }
+            parameters.stepLimit = limit
+        }
+        let region = try MappedRegion.mapFile(path: image, writable: true)
+        let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger) { line in
+            print(line.text)
+        }
+        let start = MonotonicClock.now()
+        guest.start()
+        if parameters.stepLimit != nil {
+            while try !guest.waitUntilHalted(timeoutSeconds: 1) {}
+        } else {
+            MonotonicClock.sleep(seconds: try parseDuration(duration ?? "0", option: "--duration"))
+        }
+        guest.stop()
+        if let failure = guest.failure { throw KVMError(.guestFailed, failure) }
+        let seconds = MonotonicClock.seconds(since: start)
+        try region.sync()
+        let total = guest.stepsPerVCPU.reduce(0, +)
+        print("ran the KVM guest on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps "
+              + guest.stepsPerVCPU.map(String.init).joined(separator: ",")
+              + String(format: "; %.0f writes/s (%.0f MB/s of pages)", Double(total) / seconds, Double(total) * 4096 / seconds / 1e6))
+    }
+}

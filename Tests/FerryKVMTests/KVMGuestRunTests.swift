@@ -1,0 +1,63 @@
+import FerryKVM
+import Logging
+import Glibc
+import Testing
+
+@Suite("KVM guest program")
+struct KVMGuestRunTests {
+    let logger = Logger(label: "test.kvm")
+
+    /// The lines and memory a run of `steps` per vCPU must produce, computed in Swift.
+    static func reference(seed: UInt64, vcpus: Int, steps: UInt64, interval: UInt64, memory: TestMemory) -> [[String]] {
+        (0..<vcpus).map { vcpu in
+            var walk = KVMGuestWalk(seed: seed, vcpu: vcpu, memorySize: memory.size)
+            var lines = [KVMGuestWalk.line(vcpu: vcpu, step: 0, checksum: 0)]
+            walk.run(steps: steps, memory: memory.base, printInterval: interval) { step, checksum in
+                lines.append(KVMGuestWalk.line(vcpu: vcpu, step: step, checksum: checksum))
+            }
+            lines.append(KVMGuestWalk.line(vcpu: vcpu, step: walk.step, checksum: walk.checksum, done: true))
+            return lines
+        }
+    }
+
+    static func linesByVCPU(_ lines: [KVMConsoleLine], vcpus: Int) -> [[String]] {
+        (0..<vcpus).map { vcpu in lines.filter { $0.vcpu == vcpu }.map(\.text) }
+    }
+
+    @Test("runs to its step limit; lines, checksums and memory equal the Swift walk", arguments: [1, 2])
+    func runMatchesReference(vcpus: Int) throws {
+        guard KVMAvailability.check("KVMGuestRunTests.runMatchesReference") else { return }
+        let memory = TestMemory(mebibytes: 64)
+        let parameters = KVMGuestParameters(seed: 42, vcpus: vcpus, stepLimit: 300_000, printInterval: 50_000)
+        let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
+        guest.start()
+        #expect(try guest.waitUntilHalted(timeoutSeconds: 20))
+        guest.stop()
+        #expect(guest.stepsPerVCPU == Array(repeating: 300_000, count: vcpus))
+
+        let expectedMemory = TestMemory(mebibytes: 64)
+        let expected = Self.reference(seed: 42, vcpus: vcpus, steps: 300_000, interval: 50_000, memory: expectedMemory)
+        #expect(Self.linesByVCPU(guest.consoleLines, vcpus: vcpus) == expected)
+        #expect(memory.equals(expectedMemory, from: KVMGuestLayout.workBase), "working area differs from the Swift walk's")
+        #expect(guest.consoleLines.first?.text == "kvm-guest: vcpu 0 step 0 checksum 0x0000000000000000" || vcpus > 1)
+    }
+
+    @Test("a paced guest keeps its write rate")
+    func pacedRate() throws {
+        guard KVMAvailability.check("KVMGuestRunTests.pacedRate") else { return }
+        let memory = TestMemory(mebibytes: 16)
+        let rate = 100_000.0 // writes per second
+        let guest = try KVMGuest(memory: memory.base, size: memory.size,
+                                 parameters: KVMGuestParameters(seed: 7, vcpus: 1, writesPerSecond: rate), logger: logger)
+        guest.start()
+        usleep(300_000) // past the first touch of every page (expensive under nested KVM)
+        let before = guest.stepsPerVCPU[0]
+        usleep(500_000)
+        let after = guest.stepsPerVCPU[0]
+        guest.stop()
+        let measured = Double(after - before) / 0.5
+        print("KVM guest paced at \(rate) writes/s: measured \(Int(measured)) writes/s")
+        #expect(measured > rate * 0.8 && measured < rate * 1.2)
+        #expect(guest.failure == nil)
+    }
+}
