@@ -209,6 +209,12 @@ final class ConnectionDispatcher: @unchecked Sendable {
         if query.resolve, answers.count == 1, answers[0].state == .awaitingCommit {
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
             handedOver = registry.handoffs.offerResolver(session: query.sessionID, connection: connection)
+        } else if query.resolve, answers.count == 1, answers[0].state == .receiving {
+            // A source that gave up during its blackout (no CPU_STATE arrived here yet) says so
+            // with ABORT on this connection, instead of leaving the session to wait for a RESUME.
+            try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
+            handedOver = registry.reattach(session: query.sessionID, Reattachment(connection: connection, type: .statusQuery,
+                                                                                   payload: [UInt8](frame.payload)))
         }
         if !handedOver { connection.close() }
     }

@@ -212,6 +212,11 @@ final class DestinationSession {
             control = back.connection
             live.add(control)
             handoffs.replaceControl(session: sessionID, with: control)
+            if back.type == .statusQuery {
+                // The source gave up (its blackout failed before CPU_STATE arrived) and says so.
+                let frame = try control.receive()
+                throw MigrationError(.protocolViolation, "after its STATUS_QUERY the source sent \(frame.type), not ABORT", guest: .notHere)
+            }
             guard back.type == .resume else {
                 throw MigrationError(.protocolViolation, "a \(back.type) connection came back instead of RESUME", guest: .notHere)
             }

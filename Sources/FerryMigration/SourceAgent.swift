@@ -402,7 +402,6 @@ public final class SourceAgent {
         parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
         let states: [VCPUState]
         let digest: UInt64
-        var completeSent = false
         do {
             try tracker.harvest(into: &pending)
             let harvestDone = MonotonicClock.now()
@@ -412,7 +411,6 @@ public final class SourceAgent {
             try connection.send(CPUState(builtin: states.map(\.record)))
             digest = streamer.digest()
             try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest))
-            completeSent = true
             verifyStart = MonotonicClock.now()
             parts.finalSendMs = (Double(verifyStart &- harvestDone) / 1e9).milliseconds
             report.perRound.append(RoundRecord(
@@ -434,9 +432,10 @@ public final class SourceAgent {
             let failure = imageShrank() ?? MigrationError.wrap(error, during: "blackout", guest: .source)
             abort(connection, failure)
             log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
-            if completeSent && failure.code == .transport {
-                // The destination may hold a verified image waiting for a COMMIT that will never
-                // come: tell it now rather than after its handoff timeout.
+            if failure.code == .transport {
+                // The destination may wait for a RESUME (no CPU_STATE arrived) or hold a verified
+                // image waiting for a COMMIT, neither of which will come: tell it now rather than
+                // after its grace period.
                 releaseDestination(session: sessionID, because: failure.message, log: log)
             }
             throw failure
@@ -562,13 +561,14 @@ public final class SourceAgent {
     }
 
     /// Best effort, one short attempt: tells a destination that may hold a verified image for
-    /// `session` that this source kept the guest, so that it discards the image now.
+    /// `session`, or wait for this source to resume it, that this source kept the guest, so that
+    /// it discards the image now.
     func releaseDestination(session: UInt64, because reason: String, log: Logger) {
         do {
             let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
                                                           connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
             defer { asking.close() }
-            if answers[0].state == .awaitingCommit {
+            if answers[0].state == .awaitingCommit || answers[0].state == .receiving {
                 try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))
                 log.info("told the destination to discard its verified image", metadata: ["migration.session": "\(hex(session))"])
             }

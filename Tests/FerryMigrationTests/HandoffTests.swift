@@ -74,6 +74,22 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
     }
 
+    /// The connection fails in the blackout before CPU_STATE arrives: the destination would wait
+    /// for a RESUME that never comes (the source does not resume a blackout); the source resumes
+    /// its guest and tells it so, and it discards at once instead of after its grace period.
+    @Test func blackoutLossIsReleasedAtOnce() throws {
+        let scratch = Scratch()
+        let started = MonotonicClock.now()
+        let (outcome, _) = try migrate(cutting: .cpuState, going: .toDestination, in: scratch)
+        let error = try #require(outcome.source.failure as? MigrationError)
+        #expect(error.guest == .source)
+        #expect(outcome.guestWasRunningAfterFailure)
+        let destinationError = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destinationError.code == .peerAborted, "\(destinationError)")
+        #expect(MonotonicClock.seconds(since: started) < 15, "the destination waited for its resume grace period")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
+    }
+
     /// COMMIT lost and the network stays down: the source reports the outcome as unresolved and
     /// does not resume its paused guest (it might run there); the destination, hearing nothing,
     /// discards after its handoff timeout. No protocol can settle this case alone; both sides say
