@@ -92,9 +92,26 @@ import Testing
         let report = try outcome.source.get()
         #expect(report.verified)
         #expect(report.tracker == tracker.rawValue)
-        // With protection in round 0 the hole of the last chunk goes unread (the guest also
-        // writes into it meanwhile, which the comparison below checks).
-        #expect(protectDuringRoundZero ? report.holePages > 100 : report.holePages == 0, "\(report.holePages) holes")
+        // Holes are skipped only with protection in round 0. How many of the last chunk's pages
+        // are still holes when round 0 gets there depends on how fast the guest fills them (on a
+        // loaded machine, all of them): `holesOfAnIdleGuestGoUnread` counts them exactly.
+        if !protectDuringRoundZero { #expect(report.holePages == 0, "\(report.holePages) holes") }
+        _ = try outcome.destination.get()
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
+    /// An idle guest's hole (the last chunk) is sent as zero markers without being read: every
+    /// page of it, no more.
+    @Test func holesOfAnIdleGuestGoUnread() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.size = 3 * RoundZeroProtection.pagesPerChunk * systemPageSize
+        migration.holeTail = migration.size / 3
+        migration.workload = "idle"
+        migration.runFor = 0
+        let outcome = try migration.run(in: scratch)
+        let report = try outcome.source.get()
+        #expect(report.holePages == RoundZeroProtection.pagesPerChunk)
         _ = try outcome.destination.get()
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
     }
