@@ -73,6 +73,9 @@ final class DestinationSession {
             if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
         }
         let region: MappedRegion
+        // The payloads COMPLETE.state_digest covers, as received.
+        var configPayload: [UInt8] = []
+        var cpuStatePayload: [UInt8] = []
         let setup: GuestSetup
         let sink: PageSink
         let streamCount = Int(hello.streamCount)
@@ -112,7 +115,12 @@ final class DestinationSession {
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
                                        sessionID: sessionID, destinationName: options.name))
-            let config = try connection.receive(GuestConfig.self)
+            let configFrame = try connection.receive()
+            guard configFrame.type == .guestConfig else {
+                throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(configFrame.type)", guest: .notHere)
+            }
+            let config = try GuestConfig(payload: configFrame.payload)
+            configPayload = [UInt8](configFrame.payload)
             setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
             report.workload = setup.workloadText
             guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
@@ -296,6 +304,7 @@ final class DestinationSession {
                         finalPhaseStart = 0
                     case .cpuState:
                         let message = try CPUState(payload: frame.payload)
+                        cpuStatePayload = [UInt8](frame.payload)
                         guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
                             throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
                         }
@@ -319,7 +328,11 @@ final class DestinationSession {
                             problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
                         }
                         if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
-                        if states == nil { problems.append("no CPU state arrived") }
+                        if states == nil {
+                            problems.append("no CPU state arrived")
+                        } else if StateDigest.of(config: configPayload, cpuState: cpuStatePayload) != complete.stateDigest {
+                            problems.append("the guest configuration or CPU state differs from what the source sent (state digest mismatch)")
+                        }
                         verified = problems.isEmpty
                         let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
                         parts.destinationVerifyMs = Double(verifyMicros) / 1000

@@ -138,6 +138,7 @@ public final class SourceAgent {
         // (a shaped link's queue, the destination's admission checks).
         var rtt: Double
         let sessionID: UInt64
+        var configPayload: [UInt8] = []
         do {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
             try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
@@ -163,9 +164,11 @@ public final class SourceAgent {
             default:
                 throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
             }
-            try connection.send(GuestConfig(seed: guestSetup.configuration.seed, guestMAC: options.guestMAC,
-                                            guestIPv4: options.guestIPv4, workload: guestSetup.workloadText,
-                                            trace: guestSetup.traceBytes))
+            let config = GuestConfig(seed: guestSetup.configuration.seed, guestMAC: options.guestMAC,
+                                     guestIPv4: options.guestIPv4, workload: guestSetup.workloadText,
+                                     trace: guestSetup.traceBytes)
+            configPayload = config.encodedPayload()
+            try connection.send(config)
         } catch {
             throw MigrationError.wrap(error, during: "handshake", guest: .source)
         }
@@ -408,9 +411,11 @@ public final class SourceAgent {
             parts.finalHarvestMs = (Double(harvestDone &- parts0) / 1e9).milliseconds
             let final = try streamer.send(pages: pending, round: UInt32(round))
             states = guest.states()
-            try connection.send(CPUState(builtin: states.map(\.record)))
+            let cpuState = CPUState(builtin: states.map(\.record))
+            try connection.send(cpuState)
             digest = streamer.digest()
-            try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest))
+            try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest,
+                                         stateDigest: StateDigest.of(config: configPayload, cpuState: cpuState.encodedPayload())))
             verifyStart = MonotonicClock.now()
             parts.finalSendMs = (Double(verifyStart &- harvestDone) / 1e9).milliseconds
             report.perRound.append(RoundRecord(

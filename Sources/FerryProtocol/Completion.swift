@@ -7,11 +7,15 @@ public struct Complete: FrameMessage, ValidatingMessage, Equatable {
     public var pageCount: UInt64
     /// XXH3-64 (seed 0) over the page hash table.
     public var digest: UInt64
+    /// XXH3-64 (seed 0) over the `GUEST_CONFIG` payload followed by the `CPU_STATE` payload, as
+    /// sent: the guest's hardware and registers are verified like its pages.
+    public var stateDigest: UInt64
 
-    public init(finalRound: UInt32, pageCount: UInt64, digest: UInt64) {
+    public init(finalRound: UInt32, pageCount: UInt64, digest: UInt64, stateDigest: UInt64) {
         self.finalRound = finalRound
         self.pageCount = pageCount
         self.digest = digest
+        self.stateDigest = stateDigest
     }
 
     public func validate() throws(ProtocolError) {
@@ -24,6 +28,7 @@ public struct Complete: FrameMessage, ValidatingMessage, Equatable {
         out.appendZeros(4)
         out.appendLittleEndian(pageCount)
         out.appendLittleEndian(digest)
+        out.appendLittleEndian(stateDigest)
     }
 
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
@@ -32,6 +37,7 @@ public struct Complete: FrameMessage, ValidatingMessage, Equatable {
         try reader.reserved(4)
         pageCount = try reader.read(UInt64.self, "page_count")
         digest = try reader.read(UInt64.self, "digest")
+        stateDigest = try reader.read(UInt64.self, "state_digest")
         try reader.finish()
         try validate()
     }

@@ -22,7 +22,7 @@ struct MessageRoundTripTests {
     @Test func helloWireLayout() {
         let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, streamCount: 3, sourceName: "ab")
         let expected: [UInt8] = Array("FERRYMIG".utf8)
-            + [2, 0, 2, 0]                   // version_min, version_max
+            + [3, 0, 3, 0]                   // version_min, version_max
             + [0, 0x10, 0, 0]                // page_size 4096
             + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
             + [7, 0, 0, 0]                   // codecs zero|raw|lz4

@@ -87,7 +87,7 @@ let messageSamples: [MessageSample] = [
     MessageSample("CPU_STATE", CPUState(builtin: sampleRecords)),
     MessageSample("CPU_STATE other format", CPUState(format: 2, vcpuCount: 3, recordSize: 5,
                                                      records: Array(1...15))),
-    MessageSample("COMPLETE", Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D)),
+    MessageSample("COMPLETE", Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D, stateDigest: 0x0123_4567_89AB_CDEF)),
     MessageSample("VERIFIED ok", Verified(ok: true, digest: 0xDEAD_BEEF_CAFE_F00D, pagesMissing: 0,
                                           verifyMicroseconds: 800)),
     MessageSample("VERIFIED failed", Verified(ok: false, digest: 1, pagesMissing: 3, verifyMicroseconds: 2,
