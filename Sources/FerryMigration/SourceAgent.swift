@@ -47,6 +47,9 @@ public struct SourceOptions: Sendable {
     /// destination's `RESUMED` does not arrive after `COMMIT` (Protocol.md section 6). Shorter
     /// than the destination's wait for a returning source (`DestinationOptions.handoffTimeoutMs`).
     public var handoffTimeoutMs: Int = 60_000
+    /// A write to the destination that makes no progress for this long fails (a silent network
+    /// partition: no FIN, no RST), which during pre-copy starts a resume.
+    public var stallTimeoutMs: Int = 10_000
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
@@ -142,6 +145,7 @@ public final class SourceAgent {
         do {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
             try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+            try stream.setSendTimeout(ms: options.stallTimeoutMs)
             connection = FramedConnection(stream)
             let helloSent = MonotonicClock.now()
             try connection.send(Hello(

@@ -26,13 +26,17 @@ extension SourceAgent {
             announce(attempt, lastError)
             do {
                 let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
-                try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                // RESUME_STATE comes at once from a destination that is there: a silent one is
+                // behind the same partition.
+                try stream.setReceiveTimeout(ms: min(options.replyTimeoutMs, options.stallTimeoutMs))
+                try stream.setSendTimeout(ms: options.stallTimeoutMs)
                 let connection = FramedConnection(stream)
                 do {
                     try connection.send(Resume(sessionID: sessionID, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
                     var frames: [ResumeState] = []
                     for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try connection.receive(ResumeState.self)) }
                     let held = try HeldPages(frames: frames, pageCount: pageCount, round: UInt32(lostRound))
+                    try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
                     try streamer.reattach(control: connection, endpoint: options.destination, sessionID: sessionID, options: options)
                     return Reconnection(connection: connection, held: held, attempts: attempt)
                 } catch {

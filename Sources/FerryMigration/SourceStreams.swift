@@ -38,6 +38,7 @@ final class SourceStreams {
             for index in 1..<max(count, 1) {
                 let stream = try TCPStream.connect(endpoint, timeoutMs: options.connectTimeoutMs)
                 try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                try stream.setSendTimeout(ms: options.stallTimeoutMs)
                 let connection = FramedConnection(stream)
                 connections.append(connection)
                 try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))

@@ -80,6 +80,9 @@ struct SendCommand: ParsableCommand {
     @Flag(name: .customLong("no-resume"), help: "Give up at once when the connection is lost, instead of reconnecting.")
     var noResume = false
 
+    @Option(name: .customLong("stall-timeout"), help: "A write to the destination that makes no progress for this long counts as a lost connection (a silent partition); during pre-copy the source then reconnects and resumes (default 10s).")
+    var stallTimeout = "10s"
+
     @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
     var handoffTimeout = "60s"
 
@@ -125,6 +128,7 @@ struct SendCommand: ParsableCommand {
                                         maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams,
                                         resume: !noResume, reconnectAttempts: reconnectAttempts)
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
+            options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {

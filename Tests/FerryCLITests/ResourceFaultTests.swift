@@ -193,28 +193,24 @@ extension FaultMatrixTests {
     }
 
     /// The connection goes silent in round 0, as behind a partition: the proxy stops reading and
-    /// forwarding and closes nothing.
-    /// TODO(transport, the resume helper): known gap — the source sets no send timeout (nor TCP
-    /// keepalive or TCP_USER_TIMEOUT), so it blocks in sendmsg on the full window: here for good,
-    /// behind a real partition until TCP gives up (~15 min with tcp_retries2 = 15). The
-    /// destination gives up after its 60 s receive timeout. Asserted: still blocked after 8 s.
+    /// forwarding on it and closes nothing. The source's writes stall; after `--stall-timeout`
+    /// (2 s here) it counts the connection as lost and resumes on a new one (the proxy relays new
+    /// connections), and the migration completes, verified.
     static func partition(base: String) throws -> (String, [String]) {
         let scratch = ScratchDirectory("partition")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
         let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .blackhole)
-        let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions)
-        let sent = sender.wait(timeout: 8)
-        let received = receiver.wait(timeout: 1)
-        proxy.stop()
-        var problems: [String] = []
-        if !proxy.injected { problems.append("the partition was never injected") }
-        if sent.signal != SIGKILL {
-            problems.append("the known gap changed (source ended within 8 s: \(Matrix.ending(sent)) \(sent.stderr)); update the test and README")
-        }
-        if FileManager.default.fileExists(atPath: target) { problems.append("\(target) exists although nothing was verified") }
-        return ("GAP: source blocked in sendmsg (no send timeout), still after 8 s; dest gives up after its 60 s receive timeout", problems)
+        defer { proxy.stop() }
+        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)", "--stall-timeout", "2s"]
+                                        + Matrix.sendOptions, timeout: 30)
+        let received = receiver.wait(timeout: 10)
+        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
+                                  injected: proxy.injected, reached: proxy.phasesReached)
+        if !sent.stderr.contains("reconnecting") { result.problems.append("the source must notice the stall and resume: \(sent.stderr)") }
+        if !result.outcome.hasPrefix("migrated") { result.problems.append("expected a resumed migration: \(result.outcome)") }
+        return ("stall noticed after 2 s, resumed on a new connection: " + result.outcome, result.problems)
     }
 
     /// One bit of vCPU 0's `step` register flipped in CPU_STATE: `COMPLETE.state_digest` covers
