@@ -29,6 +29,9 @@ public struct DestinationOptions: Sendable {
     /// these hosts; done here, it is not on the migration's path. A guest of another size still
     /// migrates, into a new image.
     public var preallocateBytes: Int?
+    /// Key, and whether to insist on encryption, for every connection (Protocol.md section 8);
+    /// `.none`: plain, and sources that want to authenticate are refused.
+    public var security: ConnectionSecurity = .none
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
@@ -115,7 +118,7 @@ public final class DestinationAgent: @unchecked Sendable {
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: 1)
         let arrivals = Arrivals()
-        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry,
+        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
                                               receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { connection, hello in
             arrivals.put(connection, hello)
         }

@@ -63,6 +63,8 @@ final class DestinationSession {
         let size = pageSize * pageCount
         var report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(size),
                                      pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
+        report.authenticated = connection.security.authenticated
+        report.encryption = connection.security.cipher.description
 
         var createdPartial = false
         var owned = false

@@ -97,6 +97,10 @@ public struct MigrationReport: Codable, Sendable {
     public var runForMs: Double = 0
     public var announce: String = ""
     public var error: String?
+    /// The peer proved it holds the shared key (`--key-file`) on every connection.
+    public var authenticated = false
+    /// The cipher protecting the connections ("aes-256-gcm", "chacha20-poly1305"), or "none".
+    public var encryption = "none"
 
     public init(role: String, image: String, imageBytes: UInt64, pageSize: Int, vcpus: Int, workload: String) {
         self.role = role
@@ -144,6 +148,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
         if !announce.isEmpty { lines.append("  announce     \(announce)") }
+        if authenticated { lines.append("  security     peer authenticated, \(encryption == "none" ? "not encrypted" : "encrypted with \(encryption)")") }
         if let error { lines.append("  error        \(error)") }
         if !perRound.isEmpty {
             lines.append("  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision")

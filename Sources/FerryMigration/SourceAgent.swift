@@ -33,6 +33,8 @@ public struct SourceOptions: Sendable {
     /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
     /// as zero markers without reading them. Needs `protectDuringRoundZero`.
     public var skipImageHoles: Bool
+    /// Key, and whether to encrypt, for every connection (Protocol.md section 8); `.none`: plain.
+    public var security: ConnectionSecurity = .none
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
@@ -119,6 +121,9 @@ public final class SourceAgent {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
             try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
             connection = FramedConnection(stream)
+            try connection.authenticate(asClient: options.security)
+            report.authenticated = connection.security.authenticated
+            report.encryption = connection.security.cipher.description
             let helloSent = MonotonicClock.now()
             try connection.send(Hello(
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,

@@ -23,6 +23,7 @@ final class SourceStreams {
                 try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
                 let connection = FramedConnection(stream)
                 connections.append(connection)
+                try connection.authenticate(asClient: options.security)
                 try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
             }
         } catch {

@@ -15,6 +15,9 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case abort = 13
     case join = 14
     case streamRoundEnd = 15
+    case authHello = 20
+    case authChallenge = 21
+    case authProof = 22
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000

@@ -109,6 +109,7 @@ struct MessageRejectionTests {
             ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
             ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
+            ("AUTH_HELLO", 36), ("AUTH_HELLO", 39), ("AUTH_CHALLENGE", 34), ("AUTH_CHALLENGE", 39),
         ]
         for (name, offset) in cases {
             let sample = messageSamples.first { $0.name == name }!

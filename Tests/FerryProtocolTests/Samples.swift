@@ -44,6 +44,9 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .note: return try Note(payload: payload).encodedPayload()
     case .join: return try Join(payload: payload).encodedPayload()
     case .streamRoundEnd: return try StreamRoundEnd(payload: payload).encodedPayload()
+    case .authHello: return try AuthHello(payload: payload).encodedPayload()
+    case .authChallenge: return try AuthChallenge(payload: payload).encodedPayload()
+    case .authProof: return try AuthProof(payload: payload).encodedPayload()
     }
 }
 
@@ -85,6 +88,13 @@ let messageSamples: [MessageSample] = [
     MessageSample("RESUMED", Resumed(resumeMicroseconds: 1500)),
     MessageSample("ABORT", Abort(reason: .notConverged, message: "dirty rate 80000 pages/s exceeds the link")),
     MessageSample("NOTE", Note(text: "round 3: 1000 pages")),
+    MessageSample("AUTH_HELLO", AuthHello(clientNonce: Array(0..<32), encryptRequested: true, ciphers: .all)),
+    MessageSample("AUTH_HELLO plain", AuthHello(clientNonce: Array(repeating: 0xFF, count: 32), encryptRequested: false,
+                                                ciphers: CipherSet(rawValue: 0x8001))),
+    MessageSample("AUTH_CHALLENGE", AuthChallenge(serverNonce: Array(32..<64), cipher: .aes256GCM, serverProof: Array(64..<96))),
+    MessageSample("AUTH_CHALLENGE plain", AuthChallenge(serverNonce: Array(repeating: 1, count: 32), cipher: .none,
+                                                       serverProof: Array(repeating: 2, count: 32))),
+    MessageSample("AUTH_PROOF", AuthProof(clientProof: Array(100..<132))),
 ]
 
 /// A small `PAGE_BATCH` payload (zero, "LZ4" and optionally raw entries; the codec does not
