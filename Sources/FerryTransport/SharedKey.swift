@@ -93,12 +93,20 @@ public struct SharedKey: @unchecked Sendable {
         }
     }
 
+    /// A fresh random 32-byte key (for a process that runs both agents, like `ferry demo`).
+    public static func random() -> SharedKey {
+        try! SharedKey(bytes: randomSecret())
+    }
+
+    private static func randomSecret() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<minimumBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+
     /// Writes a new random 32-byte key as 64 hex digits and a newline to a new file of mode 0600
     /// (an existing file is replaced only with `overwrite`).
     public static func generate(path: String, overwrite: Bool = false) throws(TransportError) {
-        var secret = [UInt8](repeating: 0, count: minimumBytes)
-        var generator = SystemRandomNumberGenerator()
-        for index in secret.indices { secret[index] = generator.next() }
+        let secret = randomSecret()
         let text = Array((secret.map { String(format: "%02x", $0) }.joined() + "\n").utf8)
         if overwrite { unlink(path) }
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)

@@ -58,6 +58,14 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
     var acceptTimeout: String?
 
+    @Option(name: .customLong("key-file"), help: ArgumentHelp(
+        "Shared secret (at least 32 bytes; make one with `ferry keygen`, mode 0600). Sources must prove they hold the same key; others are refused.",
+        valueName: "path"))
+    var keyFile: String?
+
+    @Flag(name: .customLong("require-encryption"), help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
+    var requireEncryption = false
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -67,12 +75,17 @@ struct ReceiveCommand: ParsableCommand {
             guard (image == nil) != (serve == nil) else {
                 throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
             }
-            let options = DestinationOptions(
+            var security = SecurityOptions()
+            security.keyFile = keyFile
+            security.encrypt = requireEncryption
+            let connectionSecurity = try security.make(encryptFlag: "--require-encryption")
+            var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
                 name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) })
+            options.security = connectionSecurity
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)
                 return

@@ -74,6 +74,8 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
     var runBefore = "0"
 
+    @OptionGroup var security: SecurityOptions
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -87,6 +89,7 @@ struct SendCommand: ParsableCommand {
             if let problem = GuestName.problem(guestName) {
                 throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
             }
+            let connectionSecurity = try security.make()
             let batchLimit = try parseByteSize(batchBytes)
             guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
                 throw MigrationError(.configuration, "--batch-bytes \(batchBytes): must be between 64KiB and 16MiB", guest: .source)
@@ -108,9 +111,10 @@ struct SendCommand: ParsableCommand {
             if warmup > 0 { MonotonicClock.sleep(seconds: warmup) }
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
-            let options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
+            var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
                                         batchBytes: batchLimit, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
                                         maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams)
+            options.security = connectionSecurity
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
