@@ -75,10 +75,8 @@ struct ReceiveCommand: ParsableCommand {
             guard (image == nil) != (serve == nil) else {
                 throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
             }
-            var security = SecurityOptions()
-            security.keyFile = keyFile
-            security.encrypt = requireEncryption
-            let connectionSecurity = try security.make(encryptFlag: "--require-encryption")
+            let connectionSecurity = try SecurityOptions.make(keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
+                                                              encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,

@@ -16,8 +16,12 @@ struct SecurityOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With --encrypt: auto (AES-256-GCM when the CPU has AES instructions, else ChaCha20-Poly1305), aes-256-gcm or chacha20-poly1305.", valueName: "name"))
     var cipher = "auto"
 
-    /// The library's settings; `encryptFlag`: how this command names its encryption switch.
-    func make(encryptFlag: String = "--encrypt") throws -> ConnectionSecurity {
+    func make() throws -> ConnectionSecurity {
+        try Self.make(keyFile: keyFile, encrypt: encrypt, cipher: cipher, encryptFlag: "--encrypt")
+    }
+
+    /// The library's settings; `encryptFlag`: how the command names its encryption switch.
+    static func make(keyFile: String?, encrypt: Bool, cipher: String, encryptFlag: String) throws -> ConnectionSecurity {
         let ciphers: [RecordCipher]
         if cipher == "auto" {
             ciphers = RecordCipher.preferredOrder
