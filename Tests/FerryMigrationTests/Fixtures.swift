@@ -66,6 +66,11 @@ struct LoopbackMigration {
     /// Bytes at the end of the images left as one file hole (never written).
     var holeTail = 0
     var protectDuringRoundZero = true
+    var acceptTimeoutMs = 20_000
+    var sourceSecurity = ConnectionSecurity.none
+    var destinationSecurity = ConnectionSecurity.none
+    /// Runs with the destination's port once it listens, before the source connects.
+    var beforeSource: ((UInt16) throws -> Void)?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -89,25 +94,27 @@ struct LoopbackMigration {
             try traceText.write(toFile: scratch.file("trace.txt"), atomically: true, encoding: .utf8)
             workloadText = "trace:" + scratch.file("trace.txt")
         }
-        let destination = DestinationAgent(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                        runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
-            logger: testLogger)
+        var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
+                                                    runFor: runFor, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: 20_000)
+        destinationOptions.security = destinationSecurity
+        let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
         let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
         let destinationRun = Background { try destination.run() }
+        try beforeSource?(port)
 
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
         let setup = try GuestSetup.make(workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
+        var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
+                                          compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                          maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
+        sourceOptions.security = sourceSecurity
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
-            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"), settings: settings,
-                                   compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
-                                   maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero),
-            logger: testLogger)
+            options: sourceOptions, logger: testLogger)
         let source = Result { try agent.migrate() }
         var runningAfterFailure = false
         var steps: [UInt64]
