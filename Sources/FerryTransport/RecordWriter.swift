@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 
 /// The sending half of the record layer (Protocol.md 8.3): collects a frame's bytes into records
-/// of at most 256 KiB, seals each with this direction's key and writes
+/// of at most 64 KiB (`RecordKey.sealedRecordPayload`), seals each with this direction's key and writes
 /// `length (u32 LE) ‖ ciphertext ‖ tag`. Every `write` ends with a flushed record, so a frame
 /// never waits in the buffer.
 ///
@@ -18,7 +18,7 @@ final class RecordWriter {
     init(stream: TCPStream, key: RecordKey) {
         self.stream = stream
         self.key = key
-        self.buffer = UnsafeMutableRawPointer.allocate(byteCount: RecordKey.maxRecordPayload, alignment: 16)
+        self.buffer = UnsafeMutableRawPointer.allocate(byteCount: RecordKey.sealedRecordPayload, alignment: 16)
     }
 
     deinit {
@@ -36,12 +36,12 @@ final class RecordWriter {
             guard var source = part.baseAddress else { continue }
             var left = part.count
             while left > 0 {
-                let chunk = min(left, RecordKey.maxRecordPayload - filled)
+                let chunk = min(left, RecordKey.sealedRecordPayload - filled)
                 (buffer + filled).copyMemory(from: source, byteCount: chunk)
                 filled += chunk
                 source += chunk
                 left -= chunk
-                if filled == RecordKey.maxRecordPayload { try sealAndSend() }
+                if filled == RecordKey.sealedRecordPayload { try sealAndSend() }
             }
         }
         if filled > 0 { try sealAndSend() }
