@@ -75,12 +75,17 @@ struct RecordCipherBenchmarks {
         let serverStream = try listener.accept(timeoutMs: 2000)
         let client = FramedConnection(clientStream), server = FramedConnection(serverStream)
         let shared = SharedKey.random()
+        try clientStream.setSendTimeout(ms: 10_000)  // a receiver that gave up must not hang the run
         if cipher != .none {
-            let serverSide = Thread { _ = try? server.authenticate(asServer: ConnectionSecurity(key: shared), firstFrame: server.receive()) }
+            let handshakeDone = DispatchSemaphore(value: 0)
+            let serverSide = Thread {
+                _ = try? server.authenticate(asServer: ConnectionSecurity(key: shared), firstFrame: server.receive())
+                handshakeDone.signal()
+            }
             serverSide.start()
             try client.authenticate(asClient: ConnectionSecurity(key: shared, encrypt: true, ciphers: [cipher]))
             try client.send(Note(text: "go"))
-            while server.security.authenticated == false { usleep(1000) }
+            handshakeDone.wait()  // until the server thread has read the NOTE: one receiving thread at a time
         }
         let frameBytes = 1 << 20
         let frames = 64
