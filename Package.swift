@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
@@ -28,6 +29,7 @@ let package = Package(
         .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
         .target(name: "FerryTransport", dependencies: [
             "FerryProtocol", "FerrySystem",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryGuest", dependencies: [

@@ -24,6 +24,8 @@ final class ConnectionDispatcher: @unchecked Sendable {
 
     let listener: TCPListener
     let registry: SessionRegistry
+    /// With a key, every connection must authenticate before its HELLO or JOIN is read.
+    let security: ConnectionSecurity
     let firstFrameTimeoutMs: Int
     let receiveTimeoutMs: Int
     let maxPending = 32
@@ -34,10 +36,11 @@ final class ConnectionDispatcher: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private var started = false
 
-    init(listener: TCPListener, registry: SessionRegistry, firstFrameTimeoutMs: Int = 10_000,
+    init(listener: TCPListener, registry: SessionRegistry, security: ConnectionSecurity = .none, firstFrameTimeoutMs: Int = 10_000,
          receiveTimeoutMs: Int, log: Logger, onHello: @escaping HelloHandler) {
         self.listener = listener
         self.registry = registry
+        self.security = security
         self.firstFrameTimeoutMs = firstFrameTimeoutMs
         self.receiveTimeoutMs = receiveTimeoutMs
         self.log = log
@@ -102,9 +105,12 @@ final class ConnectionDispatcher: @unchecked Sendable {
         let frame: ReceivedFrame
         do {
             try stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
-            frame = try connection.receive()
+            // Nothing large is allocated for a peer that has not authenticated (first frames are small).
+            connection.receiveLimit = 4096
+            frame = try connection.authenticate(asServer: security, firstFrame: connection.receive())
+            connection.receiveLimit = connection.maxPayload
         } catch {
-            log.warning("closed a connection that sent no valid first frame",
+            log.warning(error.code == .unauthenticated ? "refused a connection that did not authenticate" : "closed a connection that sent no valid first frame",
                         metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
             connection.close()
             return

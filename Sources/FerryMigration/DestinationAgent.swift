@@ -38,6 +38,9 @@ public struct DestinationOptions: Sendable {
     /// keeps trying always finds it.
     public var handoffTimeoutMs: Int = DestinationOptions.defaultHandoffTimeoutMs
     public static let defaultHandoffTimeoutMs = 300_000
+    /// Key, and whether to insist on encryption, for every connection (Protocol.md section 9);
+    /// `.none`: plain, and sources that want to authenticate are refused.
+    public var security: ConnectionSecurity = .none
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
@@ -125,7 +128,7 @@ public final class DestinationAgent: @unchecked Sendable {
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: 1)
         let arrivals = Arrivals()
-        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry,
+        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
                                               receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { connection, hello in
             arrivals.put(connection, hello)
         }

@@ -73,7 +73,7 @@ public final class DestinationServer: @unchecked Sendable {
         if listener == nil { _ = try bind() }
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: maxSessions)
-        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry,
+        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
                                               receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello in
             start(connection, hello, registry: registry, finished: finished)
         }

@@ -66,6 +66,8 @@ final class DestinationSession {
         let size = pageSize * pageCount
         var report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(size),
                                      pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
+        report.authenticated = connection.security.authenticated
+        report.encryption = connection.security.cipher.description
 
         var createdPartial = false
         var owned = false
@@ -490,13 +492,17 @@ final class DestinationSession {
         }
     }
 
-    /// Waits (at most `hangUpWaitMs`) for the source to close the connection that carried
-    /// `RESUMED`, which it does as soon as it has read it. Meanwhile this agent still answers
-    /// `STATUS`: a source whose `RESUMED` was damaged or lost asks, and learns that the guest runs
-    /// here, instead of finding nobody to ask once a single-guest destination has exited.
+    /// Waits (at most `hangUpWaitMs`) for the source's `DONE`, which it sends as soon as it has
+    /// read `RESUMED`. Until then this agent still answers `STATUS`: a source whose `RESUMED`
+    /// was damaged or lost asks, and learns that the guest runs here, instead of finding nobody
+    /// to ask once a single-guest destination has exited. A connection that ends without `DONE`
+    /// (it may have been cut) does not end the wait.
     private func awaitHangUp(_ connection: FramedConnection) {
+        let deadline = MonotonicClock.now() &+ UInt64(Self.hangUpWaitMs) * 1_000_000
         try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
-        _ = try? connection.receive()
+        if let frame = try? connection.receive(), frame.type == .done { return }
+        let now = MonotonicClock.now()
+        if now < deadline { MonotonicClock.sleep(seconds: Double(deadline - now) / 1e9) }
     }
 
     static let hangUpWaitMs = 10_000

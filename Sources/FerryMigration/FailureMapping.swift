@@ -14,6 +14,12 @@ extension MigrationError {
             if transport.code == .peerAborted {
                 return MigrationError(.peerAborted, "peer aborted during \(phase): \(transport.message)", guest: guest)
             }
+            if transport.code == .unauthenticated {
+                return MigrationError(.refused, "authentication failed during \(phase): \(transport.message)", guest: guest)
+            }
+            if transport.code == .keyFile {
+                return MigrationError(.configuration, transport.message, guest: guest)
+            }
             if transport.code == .protocolViolation {
                 return MigrationError(.protocolViolation, "during \(phase): \(transport.message)", guest: guest)
             }

@@ -137,6 +137,10 @@ public struct MigrationReport: Codable, Sendable {
     /// How the handoff was settled when the first acknowledgement was lost (source).
     public var handoff: String?
     public var error: String?
+    /// The peer proved it holds the shared key (`--key-file`) on every connection.
+    public var authenticated = false
+    /// The cipher protecting the connections ("aes-256-gcm", "chacha20-poly1305"), or "none".
+    public var encryption = "none"
 
     public init(role: String, image: String, imageBytes: UInt64, pageSize: Int, vcpus: Int, workload: String) {
         self.role = role
@@ -193,6 +197,7 @@ public struct MigrationReport: Codable, Sendable {
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
         if !announce.isEmpty { lines.append("  announce     \(announce)") }
         if let handoff { lines.append("  handoff      \(handoff)") }
+        if authenticated { lines.append("  security     peer authenticated, \(encryption == "none" ? "not encrypted" : "encrypted with \(encryption)")") }
         if let error { lines.append("  error        \(error)") }
         if !perRound.isEmpty {
             lines.append("  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision")

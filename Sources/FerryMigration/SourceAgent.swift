@@ -50,6 +50,8 @@ public struct SourceOptions: Sendable {
     /// A write to the destination that makes no progress for this long fails (a silent network
     /// partition: no FIN, no RST), which during pre-copy starts a resume.
     public var stallTimeoutMs: Int = 10_000
+    /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
+    public var security: ConnectionSecurity = .none
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
@@ -147,6 +149,9 @@ public final class SourceAgent {
             try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
             try stream.setSendTimeout(ms: options.stallTimeoutMs)
             connection = FramedConnection(stream)
+            try connection.authenticate(asClient: options.security)
+            report.authenticated = connection.security.authenticated
+            report.encryption = connection.security.cipher.description
             let helloSent = MonotonicClock.now()
             try connection.send(Hello(
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
@@ -473,6 +478,7 @@ public final class SourceAgent {
         do {
             let resumed = try connection.receive(Resumed.self)
             let end = MonotonicClock.now()
+            try? connection.send(Done())
             parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
             parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
             report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
@@ -539,7 +545,7 @@ public final class SourceAgent {
             do {
                 let left = Int((Double(deadline &- min(deadline, MonotonicClock.now())) / 1e6))
                 let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
-                                                              connectTimeoutMs: max(100, min(2_000, left)))
+                                                              security: options.security, connectTimeoutMs: max(100, min(2_000, left)))
                 defer { asking.close() }
                 let status = answers[0]
                 log.info("destination answered where the guest is", metadata: [
@@ -552,6 +558,7 @@ public final class SourceAgent {
                 case .awaitingCommit:
                     try asking.send(Commit())
                     _ = try asking.receive(Resumed.self)
+                    try? asking.send(Done())
                     return .resumedThere("the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed")
                 case .discarded:
                     return .discardedThere(status.message)
@@ -575,7 +582,7 @@ public final class SourceAgent {
     func releaseDestination(session: UInt64, because reason: String, log: Logger) {
         do {
             let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
-                                                          connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
+                                                          security: options.security, connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
             defer { asking.close() }
             if answers[0].state == .awaitingCommit || answers[0].state == .receiving {
                 try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))

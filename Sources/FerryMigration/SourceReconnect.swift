@@ -32,6 +32,7 @@ extension SourceAgent {
                 try stream.setSendTimeout(ms: options.stallTimeoutMs)
                 let connection = FramedConnection(stream)
                 do {
+                    try connection.authenticate(asClient: options.security)
                     try connection.send(Resume(sessionID: sessionID, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
                     var frames: [ResumeState] = []
                     for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try connection.receive(ResumeState.self)) }

@@ -41,6 +41,7 @@ final class SourceStreams {
                 try stream.setSendTimeout(ms: options.stallTimeoutMs)
                 let connection = FramedConnection(stream)
                 connections.append(connection)
+                try connection.authenticate(asClient: options.security)
                 try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
             }
         } catch {

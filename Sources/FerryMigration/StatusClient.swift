@@ -8,12 +8,15 @@ public enum StatusClient {
     /// Connects to `endpoint`, sends `query` and reads every `STATUS` of the answer. The
     /// connection is returned open: after an `awaiting-commit` answer to a resolve query it
     /// carries the source's `COMMIT` or `ABORT`. The caller closes it.
-    public static func ask(_ endpoint: Endpoint, _ query: StatusQuery, connectTimeoutMs: Int = 2_000,
+    public static func ask(_ endpoint: Endpoint, _ query: StatusQuery, security: ConnectionSecurity = .none,
+                           connectTimeoutMs: Int = 2_000,
                            replyTimeoutMs: Int = 5_000) throws(TransportError) -> (connection: FramedConnection, answers: [Status]) {
         let stream = try TCPStream.connect(endpoint, timeoutMs: connectTimeoutMs)
         try stream.setReceiveTimeout(ms: replyTimeoutMs)
         let connection = FramedConnection(stream)
         do throws(TransportError) {
+            // A destination with a key authenticates every connection, status queries included.
+            try connection.authenticate(asClient: security)
             try connection.send(query)
             var answers: [Status] = []
             repeat {

@@ -108,6 +108,20 @@ public struct Commit: FrameMessage, Equatable {
     }
 }
 
+/// `DONE` (source → destination), empty: the source has read `RESUMED`; the last frame of a
+/// migration (Protocol.md 3.24). Until it arrives the destination keeps answering `STATUS`.
+public struct Done: FrameMessage, Equatable {
+    public static let frameType = FrameType.done
+
+    public init() {}
+
+    public func encode(into out: inout [UInt8]) {}
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        try PayloadReader(payload, message: "DONE").finish()
+    }
+}
+
 /// `RESUMED` (destination → source): the guest runs on the destination (Protocol.md 3.12).
 public struct Resumed: FrameMessage, Equatable {
     public static let frameType = FrameType.resumed

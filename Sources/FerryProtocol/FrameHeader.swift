@@ -19,6 +19,10 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case resumeState = 17
     case statusQuery = 18
     case status = 19
+    case authHello = 20
+    case authChallenge = 21
+    case authProof = 22
+    case done = 23
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000

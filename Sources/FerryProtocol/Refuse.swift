@@ -8,6 +8,8 @@ public enum RefusalReason: UInt16, Sendable, CaseIterable {
     case busy = 6
     case unsupported = 7
     case malformed = 8
+    /// The source and destination do not share a key (Protocol.md section 9).
+    case unauthenticated = 9
     case other = 0xFFFF
 
     /// The reason a receiver reads from `raw`: values it does not know (including 0) are `.other`,

@@ -18,7 +18,10 @@ public struct ReceivedFrame {
 }
 
 /// Frames (Protocol.md section 2) over a TCP stream: a 16-byte header with a per-direction
-/// sequence number, then the payload.
+/// sequence number, then the payload. After an authentication handshake that chose a cipher
+/// (`PeerAuthentication`) the frames travel inside sealed records (Protocol.md 9.3); until then,
+/// and always on a connection without a key, straight over the socket (the plain path costs one
+/// nil check per call).
 ///
 /// `@unchecked Sendable`: the send side (`send`) and the receive side (`receive`) use disjoint
 /// state, so one sending thread and one receiving thread may use a connection at the same time;
@@ -35,6 +38,8 @@ public final class FramedConnection: @unchecked Sendable {
     private var nextSendSequence: UInt64 = 0
     private var sendFailure: TransportError?
     private var messageBuffer: [UInt8] = []
+    /// Seals what is sent, once the handshake chose a cipher.
+    private var recordWriter: RecordWriter?
 
     // Receive side: touched only by the receiving thread.
     private let receiveHeader = UnsafeMutableRawPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
@@ -46,6 +51,15 @@ public final class FramedConnection: @unchecked Sendable {
     /// payload bytes not read yet.
     private var directHeader: FrameHeader?
     private var directLeft = 0
+    /// Opens what is received, once the handshake chose a cipher.
+    private var recordReader: RecordReader?
+    /// Largest payload accepted right now: `maxPayload`, or less while a peer is not yet
+    /// authenticated (so a stranger cannot make this side allocate a large buffer).
+    public var receiveLimit: Int
+
+    /// Whether the peer proved it holds the shared key, and the cipher protecting the bytes.
+    /// Set by the handshake, before the connection is shared between threads.
+    public internal(set) var security = ConnectionSecurityState.plain
 
     private let sentBytes = Atomic<UInt64>(0)
     private let receivedBytes = Atomic<UInt64>(0)
@@ -65,6 +79,7 @@ public final class FramedConnection: @unchecked Sendable {
     public init(_ stream: TCPStream, maxPayload: Int = ProtocolLimits.maxFramePayload) {
         self.stream = stream
         self.maxPayload = min(max(0, maxPayload), ProtocolLimits.maxFramePayload)
+        self.receiveLimit = self.maxPayload
         self.payloadCapacity = Self.initialCapacity
         self.payloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.initialCapacity, alignment: 16)
     }
@@ -82,6 +97,47 @@ public final class FramedConnection: @unchecked Sendable {
 
     public var peerDescription: String { stream.peerDescription }
 
+    /// From now on every byte sent is sealed with `send` and every byte received is opened with
+    /// `receive` (Protocol.md 9.3). Called by the handshake while one thread uses the connection.
+    func startRecords(send: RecordKey, receive: RecordKey) {
+        recordWriter = RecordWriter(stream: stream, key: send)
+        recordReader = RecordReader(stream: stream, key: receive)
+    }
+
+    // MARK: Byte I/O (plain socket or sealed records)
+
+    private func writeFrame(_ vectors: UnsafeMutableBufferPointer<iovec>) throws(TransportError) {
+        if let recordWriter {
+            try recordWriter.write(vectors.lazy.map { UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len) })
+        } else {
+            try stream.writeVectors(vectors)
+        }
+    }
+
+    private func writeFrame(_ parts: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TransportError) {
+        if let recordWriter {
+            try recordWriter.write(parts)
+        } else {
+            try stream.writeAll(parts)
+        }
+    }
+
+    private func readBytes(into buffer: UnsafeMutableRawBufferPointer, received: inout Int) throws(TransportError) {
+        if let recordReader {
+            try recordReader.read(into: buffer, received: &received)
+        } else {
+            try stream.readExactly(into: buffer, received: &received)
+        }
+    }
+
+    private func readBytes(vectors: UnsafeMutableBufferPointer<iovec>, received: inout Int) throws(TransportError) {
+        if let recordReader {
+            try recordReader.read(vectors: vectors, received: &received)
+        } else {
+            try stream.readVectors(vectors, received: &received)
+        }
+    }
+
     // MARK: Sending
 
     /// Sends one frame: the header (with this direction's next sequence number) and the payload
@@ -97,7 +153,7 @@ public final class FramedConnection: @unchecked Sendable {
             vectors[0] = iovec(iov_base: sendHeader, iov_len: FrameHeader.size)
             vectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
             do throws(TransportError) {
-                try stream.writeVectors(vectors)
+                try writeFrame(vectors)
                 return nil
             } catch {
                 return error
@@ -125,7 +181,7 @@ public final class FramedConnection: @unchecked Sendable {
         FrameHeader(type, length: length, sequence: nextSendSequence).encode(to: sendHeader)
         parts[0] = UnsafeRawBufferPointer(start: sendHeader, count: FrameHeader.size)
         do throws(TransportError) {
-            try stream.writeAll(UnsafeBufferPointer(parts))
+            try writeFrame(UnsafeBufferPointer(parts))
         } catch {
             sendFailure = error
             throw error
@@ -175,7 +231,7 @@ public final class FramedConnection: @unchecked Sendable {
         while true {
             var received = 0
             do {
-                try stream.readExactly(into: UnsafeMutableRawBufferPointer(start: receiveHeader, count: FrameHeader.size), received: &received)
+                try readBytes(into: UnsafeMutableRawBufferPointer(start: receiveHeader, count: FrameHeader.size), received: &received)
             } catch {
                 if error.code == .timeout && received == 0 { throw error }  // between frames: still in step
                 if received > 0 {
@@ -194,8 +250,8 @@ public final class FramedConnection: @unchecked Sendable {
                 throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
             }
             let length = Int(header.length)
-            guard length <= maxPayload else {
-                let problem = ProtocolError(.tooLarge, "frame type \(header.type) payload of \(length) bytes exceeds this connection's maximum of \(maxPayload)")
+            guard length <= receiveLimit else {
+                let problem = ProtocolError(.tooLarge, "frame type \(header.type) payload of \(length) bytes exceeds this connection's maximum of \(receiveLimit)\(receiveLimit < maxPayload ? " before authentication" : "")")
                 throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
             }
             nextReceiveSequence += 1
@@ -231,7 +287,7 @@ public final class FramedConnection: @unchecked Sendable {
         var received = 0
         defer { countDirect(received) }
         do {
-            try stream.readExactly(into: buffer, received: &received)
+            try readBytes(into: buffer, received: &received)
         } catch {
             throw failDirect(error, received: received)
         }
@@ -246,7 +302,7 @@ public final class FramedConnection: @unchecked Sendable {
         var received = 0
         defer { countDirect(received) }
         do {
-            try stream.readVectors(vectors, received: &received)
+            try readBytes(vectors: vectors, received: &received)
         } catch {
             throw failDirect(error, received: received)
         }
@@ -303,7 +359,7 @@ public final class FramedConnection: @unchecked Sendable {
     private func readPayload(_ payload: UnsafeMutableRawBufferPointer, header: FrameHeader, name: String) throws(TransportError) {
         var received = 0
         do {
-            try stream.readExactly(into: payload, received: &received)
+            try readBytes(into: payload, received: &received)
         } catch {
             let what: String
             switch error.code {
@@ -378,6 +434,10 @@ extension FrameType {
         case .resumeState: return "RESUME_STATE"
         case .statusQuery: return "STATUS_QUERY"
         case .status: return "STATUS"
+        case .authHello: return "AUTH_HELLO"
+        case .authChallenge: return "AUTH_CHALLENGE"
+        case .authProof: return "AUTH_PROOF"
+        case .done: return "DONE"
         case .note: return "NOTE"
         }
     }

@@ -22,6 +22,12 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         case protocolViolation
         /// The peer sent an ABORT frame; `abortReason` holds its reason and `message` its text.
         case peerAborted
+        /// The peers could not prove to each other that they hold the same key (or one has none).
+        case unauthenticated
+        /// An encrypted record did not open: altered in flight, or the peers' keys differ.
+        case decryption
+        /// A key file that cannot be read, is not a key, or is readable by others.
+        case keyFile
     }
 
     public var code: Code

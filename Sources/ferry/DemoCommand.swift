@@ -45,6 +45,9 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .customLong("run-for"), help: "Let the guest run this long on the destination after resume.")
     var runFor = "500ms"
 
+    @Flag(help: "Authenticate and encrypt the connections with a fresh random key (cipher chosen as for ferry send --encrypt).")
+    var encrypt = false
+
     @Flag(help: "Keep the images afterwards.")
     var keep = false
 
@@ -76,11 +79,12 @@ struct DemoCommand: ParsableCommand {
             Terminal.clearProgress()
 
             // Destination agent on its own thread.
-            let destinationAgent = DestinationAgent(
-                options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                            runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000,
-                                            preallocateBytes: bytes),
-                logger: logger, progress: nil)
+            let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
+            var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
+                                                        runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000,
+                                                        preallocateBytes: bytes)
+            destinationOptions.security = security
+            let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
             let port = try destinationAgent.bind()
             let destinationOutcome = BackgroundRun { try destinationAgent.run() }
 
@@ -92,11 +96,13 @@ struct DemoCommand: ParsableCommand {
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)
             guest.start()
             MonotonicClock.sleep(seconds: try parseDuration(runBefore, option: "--run-before"))
+            var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                              settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
+                                              compression: compress, tracker: tracker)
+            sourceOptions.security = security
             let sourceAgent = SourceAgent(
                 memory: region.base, size: bytes, imagePath: source, guest: guest, guestSetup: setup,
-                options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                       settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
-                                       compression: compress, tracker: tracker),
+                options: sourceOptions,
                 logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             let sourceReport: MigrationReport
             do {

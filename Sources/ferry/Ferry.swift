@@ -13,9 +13,12 @@ struct Ferry: ParsableCommand {
             both on loopback with a generated image and checks the migrated guest against a run that \
             never migrated. Exit codes: 0 success, 2 usage, 3 refused by the destination, 4 did not \
             converge, 5 connection failed, 6 verification failed, 7 protocol violation, 8 system call \
-            failed, 9 bad configuration, 10 aborted by the peer, 11 transparency check failed.
+            failed, 9 bad configuration, 10 aborted by the peer, 11 transparency check failed. With --key-file \
+            both sides prove to each other that they hold the same key before anything else; keys that \
+            differ, or a key on one side only, are refused (exit 3).
             """,
-        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self, StatusCommand.self])
+        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self,
+                      StatusCommand.self, KeygenCommand.self])
 }
 
 /// Options every command that migrates or runs a guest shares.

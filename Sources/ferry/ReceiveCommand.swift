@@ -64,6 +64,14 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard).")
     var handoffTimeout = "300s"
 
+    @Option(name: .customLong("key-file"), help: ArgumentHelp(
+        "Shared secret (at least 32 bytes; make one with `ferry keygen`, mode 0600). Sources must prove they hold the same key; others are refused.",
+        valueName: "path"))
+    var keyFile: String?
+
+    @Flag(name: .customLong("require-encryption"), help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
+    var requireEncryption = false
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -73,6 +81,8 @@ struct ReceiveCommand: ParsableCommand {
             guard (image == nil) != (serve == nil) else {
                 throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
             }
+            let connectionSecurity = try SecurityOptions.make(keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
+                                                              encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
@@ -81,6 +91,7 @@ struct ReceiveCommand: ParsableCommand {
                 name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) },
                 resumeTimeout: try parseDuration(resumeTimeout, option: "--resume-timeout"))
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
+            options.security = connectionSecurity
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)
                 return

@@ -86,6 +86,8 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
     var handoffTimeout = "60s"
 
+    @OptionGroup var security: SecurityOptions
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -102,6 +104,7 @@ struct SendCommand: ParsableCommand {
             guard reconnectAttempts >= 1 else {
                 throw MigrationError(.configuration, "--reconnect-attempts \(reconnectAttempts): must be at least 1 (use --no-resume to give up at once)", guest: .source)
             }
+            let connectionSecurity = try security.make()
             let batchLimit = try parseByteSize(batchBytes)
             guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
                 throw MigrationError(.configuration, "--batch-bytes \(batchBytes): must be between 64KiB and 16MiB", guest: .source)
@@ -129,6 +132,7 @@ struct SendCommand: ParsableCommand {
                                         resume: !noResume, reconnectAttempts: reconnectAttempts)
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
+            options.security = connectionSecurity
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {

@@ -30,6 +30,9 @@ struct StatusCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Only this guest's migrations.", valueName: "name"))
     var guest: String?
 
+    @Option(name: .customLong("key-file"), help: ArgumentHelp("The destination's shared key, if it has one (ferry receive --key-file).", valueName: "path"))
+    var keyFile: String?
+
     @Flag(help: "Print the answer as JSON.")
     var json = false
 
@@ -42,6 +45,7 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         runReportingErrors {
             let endpoint = try Endpoint.parse(connect)
+            let security = try SecurityOptions.make(keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
             var query = StatusQuery()
             if let session {
                 let digits = session.hasPrefix("0x") ? String(session.dropFirst(2)) : session
@@ -60,10 +64,10 @@ struct StatusCommand: ParsableCommand {
                 guard query.sessionID != 0, !(commit && discard) else {
                     throw MigrationError(.configuration, "--commit or --discard needs --session ID, and not both", guest: .notHere)
                 }
-                print(try decide(endpoint: endpoint, session: query.sessionID))
+                print(try decide(endpoint: endpoint, session: query.sessionID, security: security))
                 return
             }
-            let (connection, answers) = try StatusClient.ask(endpoint, query)
+            let (connection, answers) = try StatusClient.ask(endpoint, query, security: security)
             connection.close()
             if json {
                 let rows = answers.map { status in
@@ -85,8 +89,8 @@ struct StatusCommand: ParsableCommand {
 
 extension StatusCommand {
     /// Sends COMMIT or ABORT for `session` as its source would after a resolve query.
-    private func decide(endpoint: Endpoint, session: UInt64) throws -> String {
-        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true))
+    private func decide(endpoint: Endpoint, session: UInt64, security: ConnectionSecurity) throws -> String {
+        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true), security: security)
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
@@ -95,6 +99,7 @@ extension StatusCommand {
         if commit {
             try connection.send(Commit())
             let resumed = try connection.receive(Resumed.self)
+            try? connection.send(Done())
             return "session \(hexID(session)): committed; the guest resumed on the destination in \(Double(resumed.resumeMicroseconds) / 1000) ms"
         }
         try connection.send(Abort(reason: .cancelled, message: "discarded by an operator (ferry status --discard)"))

@@ -77,6 +77,11 @@ struct LoopbackMigration {
     /// Runs after the source's `migrate()` returned or failed, before waiting for the destination;
     /// gets the destination's own port (not the relay's).
     var afterSource: ((UInt16) throws -> Void)?
+    var acceptTimeoutMs = 20_000
+    var sourceSecurity = ConnectionSecurity.none
+    var destinationSecurity = ConnectionSecurity.none
+    /// Runs with the destination's port once it listens, before the source connects.
+    var beforeSource: ((UInt16) throws -> Void)?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -101,13 +106,15 @@ struct LoopbackMigration {
             workloadText = "trace:" + scratch.file("trace.txt")
         }
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                                    runFor: runFor, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000,
+                                                    runFor: runFor, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: 20_000,
                                                     resumeTimeout: destinationResumeTimeout)
         destinationOptions.handoffTimeoutMs = destinationHandoffTimeoutMs
+        destinationOptions.security = destinationSecurity
         let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
         let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
         let destinationRun = Background { try destination.run() }
+        try beforeSource?(port)
 
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
         let setup = try GuestSetup.make(workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
@@ -118,6 +125,7 @@ struct LoopbackMigration {
                                     compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
                                     maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
         options.handoffTimeoutMs = sourceHandoffTimeoutMs
+        options.security = sourceSecurity
         adjustSource?(&options)
         let agent = SourceAgent(
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,

@@ -142,6 +142,7 @@ import Testing
             #expect(decided.first?.state == .awaitingCommit)
             try deciding.send(Commit())
             _ = try deciding.receive(Resumed.self)
+            try deciding.send(Done())
         }
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)

@@ -111,6 +111,7 @@ struct MessageRejectionTests {
             ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
             ("STATUS awaiting commit", 5), ("STATUS awaiting commit", 7), ("STATUS awaiting commit", 36),
             ("STATUS awaiting commit", 39), ("STATUS_QUERY by session", 12), ("STATUS_QUERY by session", 15),
+            ("AUTH_HELLO", 36), ("AUTH_HELLO", 39), ("AUTH_CHALLENGE", 34), ("AUTH_CHALLENGE", 39),
         ]
         for (name, offset) in cases {
             let sample = messageSamples.first { $0.name == name }!

@@ -64,7 +64,7 @@ struct MessageRoundTripTests {
     }
 
     @Test func unknownReasonsDecodeAsOther() throws {
-        for raw: UInt16 in [0, 9, 0x1234, 0xFFFE] {
+        for raw: UInt16 in [0, 0x0100, 0x1234, 0xFFFE] {
             let refuse = try ([raw.lo, raw.hi, 0, 0, 1, 0, 0x78]).withUnsafeBytes { try Refuse(payload: $0) }
             #expect(refuse.reason == .other && refuse.message == "x")
             let abort = try ([raw.lo, raw.hi, 0, 0, 0, 0]).withUnsafeBytes { try Abort(payload: $0) }

@@ -48,6 +48,10 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .resumeState: return try ResumeState(payload: payload).encodedPayload()
     case .statusQuery: return try StatusQuery(payload: payload).encodedPayload()
     case .status: return try Status(payload: payload).encodedPayload()
+    case .authHello: return try AuthHello(payload: payload).encodedPayload()
+    case .authChallenge: return try AuthChallenge(payload: payload).encodedPayload()
+    case .authProof: return try AuthProof(payload: payload).encodedPayload()
+    case .done: return try Done(payload: payload).encodedPayload()
     }
 }
 
@@ -99,6 +103,14 @@ let messageSamples: [MessageSample] = [
     MessageSample("RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, pageCount: 65536, round: 4)),
     MessageSample("RESUME_STATE", ResumeState(pageCount: 200, firstPage: 64, pages: 136, round: 4,
                                               held: [~0, 0x0F0F, 0xFF], current: [0xF0, 0x0F00, 0x01])),
+    MessageSample("AUTH_HELLO", AuthHello(clientNonce: Array(0..<32), encryptRequested: true, ciphers: .all)),
+    MessageSample("AUTH_HELLO plain", AuthHello(clientNonce: Array(repeating: 0xFF, count: 32), encryptRequested: false,
+                                                ciphers: CipherSet(rawValue: 0x8001))),
+    MessageSample("AUTH_CHALLENGE", AuthChallenge(serverNonce: Array(32..<64), cipher: .aes256GCM, serverProof: Array(64..<96))),
+    MessageSample("AUTH_CHALLENGE plain", AuthChallenge(serverNonce: Array(repeating: 1, count: 32), cipher: .none,
+                                                       serverProof: Array(repeating: 2, count: 32))),
+    MessageSample("AUTH_PROOF", AuthProof(clientProof: Array(100..<132))),
+    MessageSample("DONE", Done()),
 ]
 
 /// A small `PAGE_BATCH` payload (zero, "LZ4" and optionally raw entries; the codec does not

@@ -60,17 +60,27 @@ def run_raw(ctx, path, workload, logdir, prefault=False):
         _remove(out)
 
 
-def run_ferry(ctx, path, workload, logdir):
+def _bench_key(ctx):
+    """A key file for the encrypted contenders, made once per invocation by ferry keygen."""
+    key = os.path.join(ctx.workdir, "bench.key")
+    if not os.path.exists(key):
+        subprocess.run([ctx.ferry, "keygen", "--out", key], check=True, capture_output=True)
+    return key
+
+
+def run_ferry(ctx, path, workload, logdir, cipher=None):
     """ferry receive + ferry send; figures from both JSON reports, and each agent's peak memory
-    (sampled from /proc while they run)."""
+    (sampled from /proc while they run). With `cipher`: both sides get a --key-file and the source
+    --encrypt --cipher CIPHER."""
     # The guest writes to the image it runs on: every run starts from a fresh copy of the original.
     subprocess.run(["cp", "--sparse=always", ctx.image, ctx.work_image], check=True)
     out = os.path.join(ctx.workdir, "ferry-dst.img")
     recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
     spec = f"trace:{ctx.trace_file}" if workload == "trace" else workload
     prealloc = ["--prealloc", str(ctx.image_bytes)] if ctx.qemu_prealloc else []
+    key = ["--key-file", _bench_key(ctx)] if cipher else []
     recv = Proc(path.dst_prefix() + [ctx.ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
-                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc,
+                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key,
                 os.path.join(logdir, "recv.log"))
     sampler = MemorySampler()
     exe = os.path.basename(ctx.ferry)
@@ -82,6 +92,8 @@ def run_ferry(ctx, path, workload, logdir):
                 "--timeout", f"{int(ctx.run_timeout)}s", "--json", send_json, "-q"]
         if workload != "idle":
             argv += ["--run-before", ctx.run_before]
+        if cipher:
+            argv += key + ["--encrypt", "--cipher", cipher]
         send = Proc(path.src_prefix() + argv, os.path.join(logdir, "send.log"))
         sampler.watch("src", send, exe)
         rc = send.wait(ctx.run_timeout + 60)
@@ -91,6 +103,8 @@ def run_ferry(ctx, path, workload, logdir):
         if rc != 0:
             raise BenchError(f"ferry receive exited {rc}: {recv.tail(3)}")
         s, r = _load_json(send_json, "ferry send"), _load_json(recv_json, "ferry receive")
+        if cipher and (s.get("encryption") != cipher or r.get("encryption") != cipher):
+            raise BenchError(f"expected {cipher} on both sides, the reports say {s.get('encryption')} / {r.get('encryption')}")
         memory = sampler.stop()
         return {
             "total_ms": s["total_ms"], "receiver_ms": r.get("total_ms"), "downtime_ms": s["downtime_ms"],

@@ -1,4 +1,6 @@
 import FerryCodec
+import FerryProtocol
+import FerryTransport
 import FerrySystem
 import Glibc
 
@@ -76,6 +78,18 @@ do {
             writer cpu%: process CPU minus this harvesting thread's, ÷ (wall × writers); writer CPU ns/page: the same CPU ÷ pages written
             """)
         for note in tracker.notes { emit(note) }
+    }
+
+    if options.selectsAny(RecordCipherBenchmarks.labels) {
+        ranAny = true
+        emit("""
+
+            Record layer (--encrypt): \(RecordCipherBenchmarks.recordBytes >> 10) KiB records, \(RecordCipherBenchmarks.records) per repetition; \
+            CPU AES instructions: \(RecordCipher.hasHardwareAES ? "yes" : "no"); GB = 10^9 bytes of plaintext
+            """)
+        var ciphers = RecordCipherBenchmarks(options: options)
+        try ciphers.run()
+        emit("\n" + ciphers.table.render())
     }
 } catch {
     Output.error("microbench: \(error)")

@@ -1,0 +1,124 @@
+import Crypto
+import FerrySystem
+import Foundation
+import Glibc
+
+/// The secret both peers hold (`--key-file`), at least 32 bytes.
+///
+/// A key file holds either hex digits (what `generate(path:)` writes: 64 digits and a newline),
+/// which are decoded, or any other bytes, used as they are; trailing whitespace (newline, CR,
+/// space, tab) is ignored. Either way the key must be at least 32 bytes. The file must be a
+/// regular file that neither its group nor other users can access (mode 0600 or 0400), like an
+/// SSH private key: a secret others can read protects nothing.
+///
+/// `@unchecked Sendable`: `SymmetricKey` (not marked Sendable by swift-crypto 3) is an immutable
+/// value; nothing mutates its bytes after `init`, so threads may share it.
+public struct SharedKey: @unchecked Sendable {
+    public static let minimumBytes = 32
+    static let maximumFileBytes = 4096
+
+    let key: SymmetricKey
+
+    /// A key from its bytes; fewer than 32 are refused.
+    public init(bytes: [UInt8]) throws(TransportError) {
+        guard bytes.count >= Self.minimumBytes else {
+            throw TransportError(.keyFile, "a key needs at least \(Self.minimumBytes) bytes of secret, this one has \(bytes.count); make one with `ferry keygen --out FILE`")
+        }
+        key = SymmetricKey(data: bytes)
+    }
+
+    /// Reads and checks a key file (format and permissions above).
+    public static func load(path: String) throws(TransportError) -> SharedKey {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            let code = errno
+            let hint = code == ELOOP ? " (a symbolic link: name the file itself)" : ""
+            throw TransportError(.keyFile, "cannot open key file \(path): \(errnoDescription(code))\(hint)")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw TransportError(.keyFile, "fstat on key file \(path): \(errnoDescription(errno))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw TransportError(.keyFile, "key file \(path) is not a regular file")
+        }
+        let mode = info.st_mode & 0o777
+        guard mode & 0o077 == 0 else {
+            throw TransportError(.keyFile, "key file \(path) can be accessed by other users (mode \(String(mode, radix: 8))): run `chmod 600 \(path)`; a key others can read protects nothing")
+        }
+        var bytes = [UInt8](repeating: 0, count: maximumFileBytes + 1)
+        var total = 0
+        while total < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw TransportError(.keyFile, "read key file \(path): \(errnoDescription(errno))")
+            }
+            if count == 0 { break }
+            total += count
+        }
+        guard total <= maximumFileBytes else {
+            throw TransportError(.keyFile, "key file \(path) is larger than \(maximumFileBytes) bytes: is it really a key?")
+        }
+        do throws(TransportError) {
+            return try SharedKey(bytes: decode(Array(bytes[0..<total])))
+        } catch {
+            throw TransportError(.keyFile, "key file \(path): \(error.message)")
+        }
+    }
+
+    /// The key a file's contents stand for: hex decoded, anything else as is, trailing whitespace dropped.
+    static func decode(_ contents: [UInt8]) -> [UInt8] {
+        var end = contents.count
+        while end > 0, [0x0A, 0x0D, 0x20, 0x09].contains(contents[end - 1]) { end -= 1 }
+        let text = contents[0..<end]
+        guard !text.isEmpty, text.count % 2 == 0, text.allSatisfy({ hexValue($0) != nil }) else { return Array(text) }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count / 2)
+        var index = text.startIndex
+        while index < text.endIndex {
+            out.append(hexValue(text[index])! << 4 | hexValue(text[index + 1])!)
+            index += 2
+        }
+        return out
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// A fresh random 32-byte key (for a process that runs both agents, like `ferry demo`).
+    public static func random() -> SharedKey {
+        try! SharedKey(bytes: randomSecret())
+    }
+
+    private static func randomSecret() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<minimumBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+
+    /// Writes a new random 32-byte key as 64 hex digits and a newline to a new file of mode 0600
+    /// (an existing file is replaced only with `overwrite`).
+    public static func generate(path: String, overwrite: Bool = false) throws(TransportError) {
+        let secret = randomSecret()
+        let text = Array((secret.map { String(format: "%02x", $0) }.joined() + "\n").utf8)
+        if overwrite { unlink(path) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            let code = errno
+            throw TransportError(.keyFile, "create key file \(path): \(errnoDescription(code))\(code == EEXIST ? "; pass --force to replace it" : "")")
+        }
+        defer { close(fd) }
+        _ = fchmod(fd, 0o600)  // in case the umask took bits away; never adds any
+        let written = text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        guard written == text.count, fsync(fd) == 0 else {
+            throw TransportError(.keyFile, "write key file \(path): \(errnoDescription(errno))")
+        }
+    }
+}
