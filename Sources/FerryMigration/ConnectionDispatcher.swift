@@ -212,7 +212,9 @@ final class ConnectionDispatcher: @unchecked Sendable {
         // sends on it. Should the session give up in between, the source finds the connection
         // closed, asks again and learns that the guest was discarded.
         var handedOver = false
-        if query.resolve, answers.count == 1, answers[0].state == .awaitingCommit {
+        if query.resolve, answers.count == 1, answers[0].state == .resumed {
+            registry.handoffs.confirm(session: query.sessionID)
+        } else if query.resolve, answers.count == 1, answers[0].state == .awaitingCommit {
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
             handedOver = registry.handoffs.offerResolver(session: query.sessionID, connection: connection)
         } else if query.resolve, answers.count == 1, answers[0].state == .receiving {

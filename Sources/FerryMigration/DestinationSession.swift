@@ -345,12 +345,14 @@ final class DestinationSession {
                             sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
                             decision: "final"))
                         report.rounds = Int(complete.finalRound) + 1
+                        // The state changes before VERIFIED leaves: a source that asks right after
+                        // losing it must find `awaiting-commit`.
+                        if verified { handoffs.set(session: sessionID, .awaitingCommit, digest: digest) }
                         try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
                                                      verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
                         guard verified else {
                             throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
                         }
-                        handoffs.set(session: sessionID, .awaitingCommit, digest: digest)
                         break session
                     case .commit:
                         throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
@@ -441,7 +443,7 @@ final class DestinationSession {
 
         let ranFor = MonotonicClock.seconds(since: resumedAt)
         if options.runFor > ranFor { MonotonicClock.sleep(seconds: options.runFor - ranFor) }
-        awaitHangUp(handoff)
+        awaitHangUp(handoff, session: sessionID)
         let finalStates = guest.stop()
         report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
         report.vcpuSteps = finalStates.map(\.step)
@@ -493,17 +495,19 @@ final class DestinationSession {
     }
 
     /// Waits (at most `hangUpWaitMs`) for the source's `DONE`, which it sends as soon as it has
-    /// read `RESUMED`. Until then this agent still answers `STATUS`: a source whose `RESUMED`
-    /// was damaged or lost asks, and learns that the guest runs here, instead of finding nobody
-    /// to ask once a single-guest destination has exited. A connection that ends without `DONE`
-    /// (it may have been cut) does not end the wait.
-    private func awaitHangUp(_ connection: FramedConnection) {
+    /// read `RESUMED`, or for a resolve `STATUS_QUERY` that told it the guest runs here. Until
+    /// then this agent still answers `STATUS`: a source whose `RESUMED` was damaged or lost asks,
+    /// and learns that the guest runs here, instead of finding nobody to ask once a single-guest
+    /// destination has exited. A connection that ends without `DONE` (it may have been cut, or
+    /// closed by the confirming query) ends the wait only once the source is known to know.
+    private func awaitHangUp(_ connection: FramedConnection, session: UInt64) {
         let deadline = MonotonicClock.now() &+ UInt64(Self.hangUpWaitMs) * 1_000_000
         try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
         if let frame = try? connection.receive(), frame.type == .done { return }
-        let now = MonotonicClock.now()
-        if now < deadline { MonotonicClock.sleep(seconds: Double(deadline - now) / 1e9) }
+        while !registry.handoffs.isConfirmed(session) && MonotonicClock.now() < deadline {
+            MonotonicClock.sleep(seconds: 0.01)
+        }
     }
 
-    static let hangUpWaitMs = 10_000
+    static let hangUpWaitMs = 5_000
 }

@@ -29,6 +29,8 @@ final class HandoffBook: @unchecked Sendable {
         var control: FramedConnection?
         /// A connection handed over by the dispatcher, not yet taken by the session.
         var resolver: FramedConnection?
+        /// The source learned that the guest runs here (it read `RESUMED`, or a `STATUS` saying so).
+        var confirmed = false
     }
 
     private let condition = NSCondition()
@@ -68,7 +70,7 @@ final class HandoffBook: @unchecked Sendable {
         record.changedAt = MonotonicClock.now()
         let stray = state == .awaitingCommit ? nil : record.resolver
         if state != .awaitingCommit { record.resolver = nil }
-        if state == .resumed || state == .discarded { record.control = nil }
+        if state == .discarded { record.control = nil }
         records[id] = record
         condition.broadcast()
         condition.unlock()
@@ -152,6 +154,27 @@ final class HandoffBook: @unchecked Sendable {
             if now >= deadline { return nil }
             _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
         }
+    }
+
+    /// The source of `id` asked (resolve) and was told that its guest runs here: as good as its
+    /// `DONE`. Wakes a session waiting for `DONE` on a connection that may be dead.
+    func confirm(session id: UInt64) {
+        condition.lock()
+        guard var record = records[id], record.state == .resumed else {
+            condition.unlock()
+            return
+        }
+        record.confirmed = true
+        let waiting = record.control
+        records[id] = record
+        condition.unlock()
+        waiting?.close()
+    }
+
+    func isConfirmed(_ id: UInt64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return records[id]?.confirmed ?? false
     }
 
     static func meaning(_ state: HandoffState) -> String {

@@ -521,7 +521,7 @@ public final class SourceAgent {
     }
 
     /// Longest wait for `RESUMED` after `COMMIT` before asking the destination with `STATUS_QUERY`.
-    static let resumedWaitMs = 5_000
+    static let resumedWaitMs = 2_000
 
     enum HandoffResolution {
         case resumedThere(String)
