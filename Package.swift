@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
-        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryMigration", "FerryTransport"]),
+        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),
