@@ -37,8 +37,8 @@ struct KVMDemo {
         }
         let writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         // Steps per vCPU until it halts: its share of the rate over the warm-up, the migration
-        // (estimated at ~250 MB/s on loopback plus a second) and the run at the destination.
-        let estimate = runBefore + Double(bytes) / 250e6 + 1 + runAfter
+        // (estimated at 1 GB/s on loopback plus half a second) and the run at the destination.
+        let estimate = runBefore + Double(bytes) / 1e9 + 0.5 + runAfter
         let stepLimit = steps ?? UInt64(writesPerSecond / Double(vcpus) * estimate)
         let parameters = KVMGuestParameters(seed: 7, vcpus: vcpus, writesPerSecond: writesPerSecond, stepLimit: stepLimit,
                                             printInterval: interval)
@@ -109,7 +109,7 @@ struct KVMDemo {
         let received = try MappedRegion.mapFile(path: destination, writable: false)
         print("")
         let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map { String(format: "%.0f", $0.dirtyRateMBps) }
-        print("guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", "))")
+        print("guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)")
         print("paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination")
         for vcpu in 0..<vcpus {
             let last = sourceLines.last { $0.vcpu == vcpu }?.text ?? "(none)"
