@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
         .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
-        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
+        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),
     ],
