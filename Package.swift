@@ -37,7 +37,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryMigration", dependencies: [
-            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport", "FerryGuest",
+            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport", "FerryGuest", "FerryKVM",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryKVM", dependencies: [
@@ -55,8 +55,8 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
-        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol"]),
-        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration"]),
+        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
+        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),
     ],

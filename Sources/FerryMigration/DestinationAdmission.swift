@@ -1,3 +1,4 @@
+import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -14,8 +15,13 @@ extension DestinationSession {
         if Int(hello.pageSize) != systemPageSize {
             return (.pageSize, "guest page size \(hello.pageSize) differs from this host's \(systemPageSize)")
         }
-        if hello.cpuStateFormat != 1 || hello.guestKind != 1 || !hello.codecs.contains([.zero, .raw]) {
+        let builtin = hello.guestKind == GuestKind.builtin && hello.cpuStateFormat == CPUState.builtinFormat
+        let kvm = hello.guestKind == GuestKind.kvm && hello.cpuStateFormat == KVMVCPUState.cpuStateFormat
+        if !(builtin || kvm) || !hello.codecs.contains([.zero, .raw]) {
             return (.unsupported, "guest kind \(hello.guestKind), CPU-state format \(hello.cpuStateFormat) or codecs \(hello.codecs.rawValue) not supported here")
+        }
+        if kvm, let why = KVMDevice.unavailableReason() {
+            return (.unsupported, "the guest is a KVM guest (guest kind 2) and KVM is not usable on this destination: \(why)")
         }
         if ImageFile.exists(path: options.imagePath) && !options.force {
             return (.imageExists, "image \(options.imagePath) exists on the destination; start ferry receive with --force to overwrite it")

@@ -1,5 +1,6 @@
 import FerryCodec
 import FerryGuest
+import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -41,6 +42,8 @@ public struct DestinationOptions: Sendable {
     /// Key, and whether to insist on encryption, for every connection (Protocol.md section 9);
     /// `.none`: plain, and sources that want to authenticate are refused.
     public var security: ConnectionSecurity = .none
+    /// Called on a vCPU thread for each line a received KVM guest prints after its resume here.
+    public var kvmConsoleLine: (@Sendable (KVMConsoleLine) -> Void)?
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
@@ -65,8 +68,12 @@ public struct DestinationOptions: Sendable {
 /// guest it ran (for the transparency check).
 public struct DestinationResult: Sendable {
     public var report: MigrationReport
+    /// The built-in guest's final registers (empty for a KVM guest: its steps are in `report.vcpuSteps`).
     public var finalStates: [VCPUState]
-    public var setup: GuestSetup
+    /// The built-in guest's setup; nil for a KVM guest.
+    public var setup: GuestSetup!
+    /// The lines a KVM guest printed here, from its resume on (empty for the built-in guest).
+    public var kvmConsole: [KVMConsoleLine] = []
 }
 
 /// Receives one live migration into `imagePath` (a `DestinationSession`). While it runs, other

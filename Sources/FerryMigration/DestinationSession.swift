@@ -1,5 +1,6 @@
 import FerryCodec
 import FerryGuest
+import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -78,7 +79,12 @@ final class DestinationSession {
         // The payloads COMPLETE.state_digest covers, as received.
         var configPayload: [UInt8] = []
         var cpuStatePayload: [UInt8] = []
-        let setup: GuestSetup
+        // The built-in guest's setup, or the KVM guest, built before the blackout (`.incoming`)
+        // so that the blackout pays only for loading its vCPU state.
+        let setup: GuestSetup?
+        var kvmGuest: KVMGuest?
+        defer { kvmGuest?.stop() }
+        var kvmParameters: KVMGuestParameters?
         let sink: PageSink
         let streamCount = Int(hello.streamCount)
         let sessionID = UInt64.random(in: 1...UInt64.max)
@@ -123,8 +129,13 @@ final class DestinationSession {
             }
             let config = try GuestConfig(payload: configFrame.payload)
             configPayload = [UInt8](configFrame.payload)
-            setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
-            report.workload = setup.workloadText
+            if hello.guestKind == GuestKind.kvm {
+                kvmParameters = try KVMGuestParameters(workload: config.workload, seed: config.seed, vcpus: Int(hello.vcpuCount))
+                setup = nil
+            } else {
+                setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
+            }
+            report.workload = config.workload
             guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
             if let ready = prepared.take(), ready.size == size {
                 region = ready
@@ -149,6 +160,17 @@ final class DestinationSession {
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             discardReason = failure.message
             throw failure
+        }
+        if let kvmParameters {
+            do {
+                kvmGuest = try KVMGuest(memory: region.base, size: size, parameters: kvmParameters, origin: .incoming,
+                                        logger: log, onConsoleLine: options.kvmConsoleLine)
+            } catch {
+                let failure = MigrationError.wrap(error, during: "building the KVM guest's VM", guest: .notHere)
+                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+                discardReason = failure.message
+                throw failure
+            }
         }
         // One sink per stream for the whole migration: after a resume the new streams feed the
         // same sinks, which remember what arrived intact.
@@ -178,7 +200,7 @@ final class DestinationSession {
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
         report.preallocMs = prepareSeconds.milliseconds
         log.info("receiving guest", metadata: ["migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
-                                               "migration.workload": "\(setup.workloadText)"])
+                                               "migration.workload": "\(report.workload)"])
 
         // Pre-copy rounds and blackout, until the image verifies.
         var states: [VCPUState]?
@@ -310,8 +332,17 @@ final class DestinationSession {
                         guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
                             throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
                         }
-                        states = try message.builtinRecords().map(VCPUState.init)
                         resumable.store(false, ordering: .releasing)
+                        if let kvmGuest {
+                            // Loaded now, before VERIFIED: a state this KVM refuses fails the
+                            // migration while the source still owns the guest.
+                            let restoreStart = MonotonicClock.now()
+                            try kvmGuest.restore(try message.kvmStates())
+                            parts.restoreVcpusMs = MonotonicClock.seconds(since: restoreStart).milliseconds
+                            states = []
+                        } else {
+                            states = try message.builtinRecords().map(VCPUState.init)
+                        }
                     case .complete:
                         let verifyStart = MonotonicClock.now()
                         parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
@@ -392,23 +423,28 @@ final class DestinationSession {
         }
         defer { if handoff !== control { handoff.close() } }
         let commitAt = MonotonicClock.now()
-        let guest: Guest
+        var guest: Guest?
         do {
             try ImageFile.rename(from: partialPath, to: options.imagePath)
             owned = true
             handoffs.set(session: sessionID, .resumed, digest: digest)
             // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
             // their current step so the image stays exactly what the source handed over.
-            guest = try Guest(memory: region.base, size: size, configuration: setup.configuration,
-                              initialStates: states,
-                              stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
+            if let setup {
+                guest = try Guest(memory: region.base, size: size, configuration: setup.configuration,
+                                  initialStates: states,
+                                  stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
+            }
         } catch {
             let failure = MigrationError.wrap(error, during: "resuming the guest", guest: owned ? .destination : .notHere)
             try? handoff.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             discardReason = failure.message
             throw failure
         }
-        guest.start()
+        guest?.start()
+        // A KVM guest has no step limit to hold it with --run-for 0: it is not started then,
+        // so the image stays what the source handed over, as with the built-in guest.
+        if let kvmGuest, options.runFor > 0 { kvmGuest.start() }
         let resumedAt = MonotonicClock.now()
         report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
         let resumeMicros = (resumedAt &- commitAt) / 1000
@@ -442,18 +478,33 @@ final class DestinationSession {
         }
 
         let ranFor = MonotonicClock.seconds(since: resumedAt)
-        if options.runFor > ranFor { MonotonicClock.sleep(seconds: options.runFor - ranFor) }
+        if let kvmGuest {
+            // A KVM guest with a step limit ends earlier when every vCPU halted.
+            if options.runFor > ranFor { _ = try? kvmGuest.waitUntilHalted(timeoutSeconds: options.runFor - ranFor) }
+        } else if options.runFor > ranFor {
+            MonotonicClock.sleep(seconds: options.runFor - ranFor)
+        }
         awaitHangUp(handoff, session: sessionID)
-        let finalStates = guest.stop()
+        let finalStates = guest?.stop() ?? []
         report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
         report.vcpuSteps = finalStates.map(\.step)
+        var kvmConsole: [KVMConsoleLine] = []
+        if let kvmGuest {
+            kvmGuest.stop()
+            report.vcpuSteps = kvmGuest.stepsPerVCPU
+            kvmConsole = kvmGuest.consoleLines
+            if let failure = kvmGuest.failure {
+                report.error = "the KVM guest failed after it resumed here: \(failure)"
+                log.error("the KVM guest failed after resume", metadata: ["migration.error": "\(failure)"])
+            }
+        }
         do {
             try region.sync()
         } catch {
             throw MigrationError.wrap(error, during: "flushing the image", guest: .destination)
         }
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
-        return DestinationResult(report: report, finalStates: finalStates, setup: setup)
+        return DestinationResult(report: report, finalStates: finalStates, setup: setup, kvmConsole: kvmConsole)
     }
 
     static func seconds(_ value: Double) -> String {

@@ -73,6 +73,11 @@ public struct DowntimeParts: Codable, Sendable, Equatable {
     public var finalHarvestMs: Double = 0
     /// Source: encoding and writing the last pages, CPU state and COMPLETE.
     public var finalSendMs: Double = 0
+    /// Source, part of `finalSendMs`: reading the vCPUs' state and writing `CPU_STATE`.
+    public var cpuStateMs: Double = 0
+    /// Destination, part of its final phase: loading the received vCPU state into the guest's
+    /// vCPUs (a KVM guest: restored into the VM built before the blackout; before `VERIFIED`).
+    public var restoreVcpusMs: Double = 0
     /// Source: COMPLETE written → VERIFIED read (the destination's share is `destinationVerifyMs`).
     public var verifyMs: Double = 0
     /// Source: COMMIT written → RESUMED read (the destination's share is `destinationResumeMs`).
@@ -177,10 +182,10 @@ public struct MigrationReport: Codable, Sendable {
             let p = downtimeParts
             if role == "source" {
                 lines.append("  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))")
-                lines.append("    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))")
+                lines.append("    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)) (CPU state \(ms(p.cpuStateMs))), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))")
             } else {
                 lines.append("  blackout     \(ms(downtimeMs)) seen here")
-                lines.append("    parts      final pages \(ms(p.finalSendMs)), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))")
+                lines.append("    parts      final pages \(ms(p.finalSendMs)) (restore vCPUs \(ms(p.restoreVcpusMs))), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))")
             }
             lines.append("    clock      \(downtimeClock)")
         }

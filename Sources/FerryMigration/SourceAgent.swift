@@ -97,8 +97,7 @@ public final class SourceAgent {
     let memory: UnsafeMutableRawPointer
     let size: Int
     let pageSize: Int
-    let guest: Guest
-    let guestSetup: GuestSetup
+    let guest: any MigratableGuest
     let options: SourceOptions
     let logger: Logger
     let progress: ProgressHandler?
@@ -107,13 +106,21 @@ public final class SourceAgent {
     /// from the first `migrate()` for as long as the agent lives, i.e. while its caller stops the guest.
     var busGuard: BusErrorGuard?
 
-    public init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
+    /// The built-in guest.
+    public convenience init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
+                            options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
+        self.init(memory: memory, size: size, imagePath: imagePath, pageSize: guestSetup.configuration.pageSize,
+                  guest: BuiltinMigratableGuest(guest, setup: guestSetup), options: options, logger: logger, progress: progress)
+    }
+
+    /// Any guest kind (`BuiltinMigratableGuest`, `KVMMigratableGuest`) over `memory`, the shared
+    /// mapping of `imagePath`.
+    public init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, pageSize: Int, guest: any MigratableGuest,
                 options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
         self.memory = memory
         self.size = size
-        self.pageSize = guestSetup.configuration.pageSize
+        self.pageSize = pageSize
         self.guest = guest
-        self.guestSetup = guestSetup
         self.options = options
         self.logger = logger
         self.progress = progress
@@ -125,7 +132,7 @@ public final class SourceAgent {
         let cpuStart = ProcessCPU.now()
         let pageCount = size / pageSize
         var report = MigrationReport(role: "source", image: imagePath, imageBytes: UInt64(size), pageSize: pageSize,
-                                     vcpus: guestSetup.configuration.vcpus, workload: guestSetup.workloadText)
+                                     vcpus: guest.vcpus, workload: guest.workloadText)
         report.compression = options.compression.rawValue
         report.downtimeTargetMs = options.settings.downtimeTarget * 1000
         var log = logger
@@ -156,7 +163,7 @@ public final class SourceAgent {
             try connection.send(Hello(
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
                 pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: [.zero, .raw, .lz4],
-                cpuStateFormat: 1, guestKind: 1, vcpuCount: UInt32(guestSetup.configuration.vcpus),
+                cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind, vcpuCount: UInt32(guest.vcpus),
                 streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
             let reply = try connection.receive()
             rtt = MonotonicClock.seconds(since: helloSent)
@@ -173,9 +180,9 @@ public final class SourceAgent {
             default:
                 throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
             }
-            let config = GuestConfig(seed: guestSetup.configuration.seed, guestMAC: options.guestMAC,
-                                     guestIPv4: options.guestIPv4, workload: guestSetup.workloadText,
-                                     trace: guestSetup.traceBytes)
+            let config = GuestConfig(seed: guest.seed, guestMAC: options.guestMAC,
+                                     guestIPv4: options.guestIPv4, workload: guest.workloadText,
+                                     trace: guest.traceBytes)
             configPayload = config.encodedPayload()
             try connection.send(config)
         } catch {
@@ -189,7 +196,7 @@ public final class SourceAgent {
         // write is either read by round 0 or caught; at the end of round 0 all is protected.
         let tracker: any DirtyTracker
         do {
-            let made = try DirtyTrackers.make(options.tracker, base: memory, length: size, pageSize: pageSize)
+            let made = try guest.makeDirtyTracker(options.tracker, memory: memory, size: size, pageSize: pageSize)
             tracker = made.tracker
             report.tracker = made.tracker.kind.rawValue
             report.trackerReason = made.why
@@ -412,16 +419,16 @@ public final class SourceAgent {
         let parts0 = MonotonicClock.now()
         var parts = DowntimeParts()
         parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
-        let states: [VCPUState]
         let digest: UInt64
         do {
             try tracker.harvest(into: &pending)
             let harvestDone = MonotonicClock.now()
             parts.finalHarvestMs = (Double(harvestDone &- parts0) / 1e9).milliseconds
             let final = try streamer.send(pages: pending, round: UInt32(round))
-            states = guest.states()
-            let cpuState = CPUState(builtin: states.map(\.record))
+            let cpuStateStart = MonotonicClock.now()
+            let cpuState = try guest.cpuState()
             try connection.send(cpuState)
+            parts.cpuStateMs = (Double(MonotonicClock.now() &- cpuStateStart) / 1e9).milliseconds
             digest = streamer.digest()
             try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest,
                                          stateDigest: StateDigest.of(config: configPayload, cpuState: cpuState.encodedPayload())))
@@ -505,8 +512,7 @@ public final class SourceAgent {
                 report.error = why
             }
         }
-        let finalStates = guest.stop()
-        report.vcpuSteps = finalStates.map(\.step)
+        report.vcpuSteps = guest.stopForHandover()
         report.downtimeParts = parts
         report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds

@@ -51,6 +51,22 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "Keep the images afterwards.")
     var keep = false
 
+    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest, tracked by KVM's dirty log; needs /dev/kvm).")
+    var guest = "builtin"
+
+    @Option(help: "With --guest kvm: pages the guest dirties per second (e.g. 120MB/s).")
+    var rate = "120MB/s"
+
+    @Option(help: "With --guest kvm: steps per vCPU before the guest halts (default: from the rate, so it runs ~2 s on the destination).")
+    var steps: UInt64?
+
+    @Option(help: "With --guest kvm: steps between console lines.")
+    var interval: UInt64 = 4096
+
+    func validate() throws {
+        if guest != "builtin" && guest != "kvm" { throw ValidationError("--guest must be builtin or kvm") }
+    }
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
@@ -58,6 +74,12 @@ struct DemoCommand: ParsableCommand {
             let logger = output.makeLogger("ferry.demo")
             signal(SIGPIPE, SIG_IGN)
             let bytes = try parseByteSize(size)
+            if guest == "kvm" {
+                return try KVMDemo(bytes: bytes, rate: rate, vcpus: vcpus, dir: dir, downtimeMs: downtimeMs, compress: compress,
+                                   runBefore: try parseDuration(runBefore, option: "--run-before"),
+                                   runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet,
+                                   jsonPath: output.jsonPath).run(logger: logger)
+            }
             guard bytes > 0, bytes % systemPageSize == 0 else {
                 throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
             }

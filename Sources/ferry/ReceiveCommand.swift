@@ -40,7 +40,7 @@ struct ReceiveCommand: ParsableCommand {
     @Flag(help: "Overwrite an existing image.")
     var force = false
 
-    @Option(name: .customLong("run-for"), help: "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume).")
+    @Option(name: .customLong("run-for"), help: "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout.")
     var runFor = "0"
 
     @Option(name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
@@ -92,6 +92,8 @@ struct ReceiveCommand: ParsableCommand {
                 resumeTimeout: try parseDuration(resumeTimeout, option: "--resume-timeout"))
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             options.security = connectionSecurity
+            // A KVM guest's console continues here after its resume.
+            options.kvmConsoleLine = { line in print(line.text) }
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)
                 return

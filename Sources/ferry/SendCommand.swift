@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryCodec
 import FerryGuest
+import FerryKVM
 import FerryMigration
 import FerryProtocol
 import FerrySystem
@@ -23,8 +24,11 @@ struct SendCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
     var to: String
 
-    @Option(help: "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s).")
+    @Option(help: "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N] (e.g. kvm:120MB/s,steps=500000).")
     var workload = "idle"
+
+    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM booted on the image, running Tools/kvm-guest; its console lines go to stdout; needs /dev/kvm).")
+    var guest = "builtin"
 
     @Option(help: "Number of vCPU threads (1-64).")
     var vcpus = 2
@@ -119,10 +123,24 @@ struct SendCommand: ParsableCommand {
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.
             try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
-            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                                            pageCount: size / systemPageSize)
-            let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
-            guest.start()
+            let migratable: any MigratableGuest
+            if guest == "kvm" {
+                let parameters = try KVMGuestParameters(workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
+                let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) { line in
+                    print(line.text)
+                }
+                kvm.start()
+                migratable = KVMMigratableGuest(kvm)
+            } else {
+                guard guest == "builtin" else {
+                    throw MigrationError(.configuration, "--guest \(guest): give builtin or kvm", guest: .source)
+                }
+                let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
+                                                pageCount: size / systemPageSize)
+                let builtin = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                builtin.start()
+                migratable = BuiltinMigratableGuest(builtin, setup: setup)
+            }
             if warmup > 0 { MonotonicClock.sleep(seconds: warmup) }
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
@@ -133,7 +151,7 @@ struct SendCommand: ParsableCommand {
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
             options.security = connectionSecurity
-            let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
+            let agent = SourceAgent(memory: region.base, size: size, imagePath: image, pageSize: systemPageSize, guest: migratable,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
                 let report = try agent.migrate()
@@ -141,9 +159,9 @@ struct SendCommand: ParsableCommand {
                 print(report.text())
                 try Terminal.writeJSON(report, to: output.jsonPath)
             } catch let error as MigrationError where error.guest == .source {
-                let states = guest.stop()
+                let steps = migratable.stopForHandover()
                 try region.sync()
-                Terminal.note("migration failed; the guest kept running on the source until now and was stopped cleanly after \(states.map(\.step).reduce(0, +)) steps; \(image) is consistent")
+                Terminal.note("migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent")
                 throw error
             }
         }

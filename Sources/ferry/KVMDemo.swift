@@ -1,0 +1,156 @@
+import FerryGuest
+import FerryKVM
+import FerryMigration
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+
+/// `ferry demo --guest kvm`: a KVM guest dirtying memory migrates over loopback into a VM built
+/// by the destination agent, runs there to its step limit, and is checked against the same
+/// guest program run without migration (`KVMGuestReference`) on a fresh copy of the image: the
+/// console lines (none lost or repeated, by step number), the final checksums and the working
+/// area must be equal.
+struct KVMDemo {
+    var bytes: Int
+    var rate: String
+    var vcpus: Int
+    var dir: String
+    var downtimeMs: Double
+    var compress: CompressionChoice
+    var runBefore: Double
+    /// Seconds the guest runs on at the destination before it reaches its step limit (roughly:
+    /// the step limit is set from the rate and an estimate of the migration's length).
+    var runAfter: Double
+    var steps: UInt64?
+    var interval: UInt64
+    var keep: Bool
+    var quiet: Bool
+    var jsonPath: String?
+
+    func run(logger: Logger) throws {
+        if let why = KVMDevice.unavailableReason() {
+            throw MigrationError(.configuration, "ferry demo --guest kvm needs KVM: \(why)", guest: .notHere)
+        }
+        guard bytes >= KVMGuestLayout.minMemory, bytes % KVMGuestLayout.pageSize == 0 else {
+            throw MigrationError(.configuration, "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)", guest: .notHere)
+        }
+        let writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
+        // Steps per vCPU until it halts: its share of the rate over the warm-up, the migration
+        // (estimated at 1 GB/s on loopback plus half a second) and the run at the destination.
+        let estimate = runBefore + Double(bytes) / 1e9 + 0.5 + runAfter
+        let stepLimit = steps ?? UInt64(writesPerSecond / Double(vcpus) * estimate)
+        let parameters = KVMGuestParameters(seed: 7, vcpus: vcpus, writesPerSecond: writesPerSecond, stepLimit: stepLimit,
+                                            printInterval: interval)
+
+        mkdir(dir, 0o755)
+        let source = dir + "/kvm-source.img", destination = dir + "/kvm-destination.img", reference = dir + "/kvm-reference.img"
+        for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
+            try ImageFile.remove(path: path)
+        }
+        defer {
+            if !keep { for path in [source, destination, reference] { try? ImageFile.remove(path: path) } }
+        }
+        Terminal.note("demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms")
+        for path in [source, reference] {
+            try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
+                Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
+            }
+        }
+        Terminal.clearProgress()
+
+        // Destination agent on its own thread: it builds the VM when the guest's configuration
+        // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
+        var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
+                                                    runFor: 600, acceptTimeoutMs: 30_000, preallocateBytes: bytes)
+        destinationOptions.handoffTimeoutMs = 60_000
+        let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
+        let port = try destinationAgent.bind()
+        let destinationOutcome = BackgroundRun { try destinationAgent.run() }
+
+        // Source: the KVM guest boots on the image and dirties memory, then migrates.
+        let region = try MappedRegion.mapFile(path: source, writable: true)
+        try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
+        let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger)
+        guest.start()
+        let warmEnd = MonotonicClock.now()
+        MonotonicClock.sleep(seconds: max(0, runBefore - 1))
+        let before = guest.stepsPerVCPU.reduce(0, +)
+        MonotonicClock.sleep(seconds: min(1, runBefore))
+        let measured = Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize) / min(1, max(runBefore, 1e-3))
+        Terminal.note(String(format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)", MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
+        let sourceAgent = SourceAgent(
+            memory: region.base, size: bytes, imagePath: source, pageSize: KVMGuestLayout.pageSize, guest: KVMMigratableGuest(guest),
+            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                   settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000), compression: compress),
+            logger: logger, progress: Terminal.progressHandler(quiet: quiet))
+        let sourceReport: MigrationReport
+        do {
+            sourceReport = try sourceAgent.migrate()
+        } catch {
+            guest.stop()
+            _ = try? destinationOutcome.wait()
+            throw error
+        }
+        let sourceLines = guest.consoleLines
+        let pausedAt = sourceReport.vcpuSteps
+        let result = try destinationOutcome.wait()
+        Terminal.clearProgress()
+        print(sourceReport.text())
+        print("")
+        print(result.report.text())
+        try Terminal.writeJSON(sourceReport, to: jsonPath)
+        if let error = result.report.error { throw MigrationError(.system, error, guest: .destination) }
+
+        // The guest as it would have run without migrating, on a fresh copy of the image.
+        let checkStart = MonotonicClock.now()
+        let referenceRegion = try MappedRegion.mapFile(path: reference, writable: true)
+        let expected = KVMGuestReference(parameters: parameters, memory: referenceRegion.base, memorySize: bytes)
+        let received = try MappedRegion.mapFile(path: destination, writable: false)
+        print("")
+        let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map { String(format: "%.0f", $0.dirtyRateMBps) }
+        print("guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)")
+        print("paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination")
+        for vcpu in 0..<vcpus {
+            let last = sourceLines.last { $0.vcpu == vcpu }?.text ?? "(none)"
+            let after = result.kvmConsole.filter { $0.vcpu == vcpu }
+            print("console      source:      \(last)")
+            print("             destination: \(after.first?.text ?? "(none)")\(after.count > 1 ? " … \(after.last!.text)" : "")")
+        }
+        var problems: [String] = []
+        if let problem = expected.continuityProblem(before: sourceLines, after: result.kvmConsole) {
+            problems.append("console: \(problem)")
+        } else {
+            let counts = (0..<vcpus).map { vcpu in
+                "vCPU \(vcpu) \(sourceLines.filter { $0.vcpu == vcpu }.count)+\(result.kvmConsole.filter { $0.vcpu == vcpu }.count)"
+            }
+            print("console      continues: source + destination lines equal a run that never migrated (\(counts.joined(separator: ", ")) lines; none lost, none repeated)")
+        }
+        let finalChecksums = (0..<vcpus).map { vcpu in
+            result.kvmConsole.last { $0.vcpu == vcpu && $0.text.contains(" done ") }?.text.split(separator: " ").last.map(String.init) ?? "(no final line)"
+        }
+        let expectedChecksums = expected.checksums.map { KVMGuestWalk.line(vcpu: 0, step: 0, checksum: $0).split(separator: " ").last.map(String.init)! }
+        print("checksum     final \(finalChecksums.joined(separator: ", ")); reference \(expectedChecksums.joined(separator: ", "))")
+        if finalChecksums != expectedChecksums { problems.append("final checksums \(finalChecksums) differ from the reference's \(expectedChecksums)") }
+        let work = KVMGuestLayout.workBase
+        if memcmp(received.base + work, referenceRegion.base + work, bytes - work) != 0 {
+            var page = work / KVMGuestLayout.pageSize
+            while memcmp(received.base + page * KVMGuestLayout.pageSize, referenceRegion.base + page * KVMGuestLayout.pageSize, KVMGuestLayout.pageSize) == 0 { page += 1 }
+            problems.append("the working area differs from the reference's from page \(page)")
+        }
+        let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
+        if !problems.isEmpty {
+            throw TransparencyFailure(description: "transparency check FAILED: " + problems.joined(separator: "; "))
+        }
+        print("transparency check: passed — console, final checksums and the \(bytes - work)-byte working area equal the guest program run without migration (checked in \(seconds))")
+        let parts = sourceReport.downtimeParts, restored = result.report.downtimeParts
+        print(String(format: "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), CPU state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
+                     sourceReport.downtimeMs, parts.pauseVcpusMs, parts.finalHarvestMs + parts.finalSendMs - parts.cpuStateMs,
+                     parts.finalHarvestMs, parts.finalSendMs - parts.cpuStateMs, parts.cpuStateMs, restored.restoreVcpusMs,
+                     parts.verifyMs, parts.commitResumeMs, parts.destinationResumeMs))
+        let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
+        print(String(format: "demo: migrated a running KVM guest (%.2f GB) in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
+                     Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
+                     verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
+    }
+}

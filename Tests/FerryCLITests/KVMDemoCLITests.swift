@@ -1,0 +1,33 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `ferry demo --guest kvm` as a user runs it: a small KVM guest migrates on loopback and the
+/// demo's own transparency check passes. Without a usable /dev/kvm the demo must say so in one
+/// line and exit non-zero; the test then prints SKIPPED with that reason.
+@Suite("ferry demo --guest kvm")
+struct KVMDemoCLITests {
+    @Test("a running 64 MiB KVM guest migrates; console continues, checksums and memory equal the reference run")
+    func demo() throws {
+        let scratch = ScratchDirectory("kvm-demo")
+        let kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+        if kvm >= 0 { close(kvm) }
+        let outcome = try FerryProcess.run(["demo", "--guest", "kvm", "--size", "64MiB", "--run-before", "1500ms",
+                                            "--dir", scratch.path, "-q"], timeout: 60)
+        guard kvm >= 0 else {
+            #expect(outcome.status != 0)
+            #expect(outcome.stderr.contains("needs KVM"), "no clear reason: \(outcome.stderr)")
+            print("SKIPPED KVMDemoCLITests.demo: /dev/kvm does not open here: \(outcome.stderr.split(separator: "\n").last ?? "")")
+            return
+        }
+        #expect(outcome.status == 0, "ferry demo --guest kvm failed: \(outcome.stderr)")
+        let lines = outcome.stdout.split(separator: "\n").map(String.init)
+        for line in lines where line.hasPrefix("transparency check") || line.hasPrefix("demo:") || line.hasPrefix("downtime") || line.hasPrefix("console      continues") {
+            print("ferry demo --guest kvm: \(line)")
+        }
+        #expect(lines.contains { $0.hasPrefix("transparency check: passed") })
+        #expect(lines.contains { $0.hasPrefix("console      continues") && $0.contains("none lost, none repeated") })
+        #expect(lines.contains { $0.hasPrefix("demo: migrated a running KVM guest") })
+        #expect(outcome.stdout.contains("tracker      kvm"))
+    }
+}

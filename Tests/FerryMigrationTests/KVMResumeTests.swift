@@ -1,0 +1,78 @@
+import FerryGuest
+import FerryKVM
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Glibc
+import Testing
+
+@testable import FerryMigration
+
+/// Resume after a network cut with a KVM guest: KVM's dirty log stays armed through the outage,
+/// the destination's VM (built at GUEST_CONFIG) waits, and the guest continues on the
+/// destination exactly as if it had never migrated. Skipped, with the reason printed, where
+/// /dev/kvm is not usable.
+@Suite(.serialized) struct KVMResumeTests {
+    /// `cutAt`: where the relay cuts, as a share of round 0's bytes (> 1: in a later round).
+    @Test(arguments: [0.8, 1.05])
+    func kvmGuestResumesAfterACut(cutAt: Double) throws {
+        if let why = KVMDevice.unavailableReason() {
+            print("SKIPPED KVMResumeTests.kvmGuestResumesAfterACut(cutAt: \(cutAt)): /dev/kvm is not usable here: \(why)")
+            return
+        }
+        let scratch = Scratch()
+        let size = 64 << 20
+        let mix = ImageMix(zero: 0, sparse: 10, text: 40, random: 50)
+        for name in ["source.img", "reference.img"] {
+            try ImageGenerator.create(path: scratch.file(name), size: size, mix: mix, seed: 5, pageSize: systemPageSize, overwrite: true)
+        }
+        var parameters = KVMGuestParameters.dirtying(bytesPerSecond: 120e6, seed: 0xc07, vcpus: 2, stepLimit: 40_000)
+        parameters.printInterval = 2048
+        let destination = DestinationAgent(options: DestinationOptions(
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"), runFor: 30,
+            acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000, resumeTimeout: 10), logger: testLogger)
+        let port = try destination.bind()
+        let received = Background { try destination.run() }
+        let relay = try CuttingRelay(targetPort: port)
+        defer { relay.stop() }
+        relay.cut(afterSourceBytes: Int(Double(size / systemPageSize * (systemPageSize + 24)) * cutAt))
+
+        let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
+        try SourceAgent.faultIn(region, path: scratch.file("source.img"), pageSize: systemPageSize)
+        let guest = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: testLogger)
+        guest.start()
+        Thread.sleep(forTimeInterval: 0.5)
+        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(relay.port)"), compression: .none,
+                                    replyTimeoutMs: 20_000, streams: 2)
+        // A later-round cut needs later rounds: never converge on its own, switch over after four.
+        if cutAt > 1 {
+            options.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 4, timeout: 60,
+                                                   autoConverge: false, forceSwitchover: true)
+        }
+        options.handoffTimeoutMs = 5_000
+        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), pageSize: systemPageSize,
+                                guest: KVMMigratableGuest(guest), options: options, logger: testLogger)
+        let outcome = Result { try agent.migrate() }
+        if case .failure = outcome { guest.stop() }
+        let sourceLines = guest.consoleLines
+        let result = try received.wait().get()
+        let report = try outcome.get()
+        #expect(report.verified && result.report.verified)
+        #expect(relay.cutCount == 1)
+        #expect(report.resumes == 1 && result.report.resumes == 1)
+        let record = try #require(report.resumeRecords.first)
+        print("KVM resume after a cut at \(Int(cutAt * 100))% of round 0's bytes: lost round \(record.round), destination held \(record.pagesHeld) of \(size / systemPageSize) pages, \(record.pagesDirtied) dirtied, resent \(record.pagesResent); downtime \(report.downtimeMs) ms; paused at steps \(report.vcpuSteps)")
+        #expect(result.report.vcpuSteps == [40_000, 40_000])
+        #expect(report.vcpuSteps.allSatisfy { $0 < 40_000 }, "the guest finished on the source before the migration")
+
+        let reference = try MappedRegion.mapFile(path: scratch.file("reference.img"), writable: true)
+        let expected = KVMGuestReference(parameters: parameters, memory: reference.base, memorySize: size)
+        let problem = expected.continuityProblem(before: sourceLines, after: result.kvmConsole)
+        #expect(problem == nil, "console across the migration: \(problem ?? "")")
+        let image = try MappedRegion.mapFile(path: scratch.file("destination.img"), writable: false)
+        let work = KVMGuestLayout.workBase
+        #expect(memcmp(image.base + work, reference.base + work, size - work) == 0,
+                "the migrated working area differs from a run that never migrated")
+    }
+}
