@@ -140,7 +140,11 @@ import Testing
         // After commit the destination's guest runs on for a while, so that a kill finds it running.
         let runFor = phase == .afterCommit ? "2s" : "0"
         let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "30s",
-                                         "--run-for", runFor, "-q"])
+                                         "--run-for", runFor,
+                                         // shorter than the defaults (30 s, 300 s), so that a destination whose
+                                         // source died discards within the case; the handoff wait stays longer
+                                         // than the source's own (5 s, sendOptions)
+                                         "--resume-timeout", "3s", "--handoff-timeout", "8s", "-q"])
         guard let port = listeningPort(receiver) else {
             return CaseResult(outcome: "receiver did not start", problems: ["receiver did not start: \(receiver.wait(timeout: 1).stderr)"], details: "")
         }
@@ -161,7 +165,8 @@ import Testing
         let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + sendOptions)
         targets.set(sender: sender.process.processIdentifier, receiver: receiver.process.processIdentifier)
         let sent = sender.wait(timeout: caseTimeout)
-        let received = receiver.wait(timeout: 5)
+        // A destination whose source never said DONE answers STATUS for up to 5 s after resuming.
+        let received = receiver.wait(timeout: 15)
         if !targets.killedByHook && (sent.signal == SIGKILL || received.signal == SIGKILL) {
             let who = [sent.signal == SIGKILL ? "source" : nil, received.signal == SIGKILL ? "destination" : nil].compactMap { $0 }
             return CaseResult(outcome: "HANG: \(who.joined(separator: " and ")) still waiting after \(Int(caseTimeout)) s",
