@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 import Synchronization
 
@@ -12,41 +13,19 @@ final class KVMGuestControl: @unchecked Sendable {
     /// Read by vCPU threads between exits without the lock (a hint; decisions take the lock).
     let pauseRequested = Atomic<Bool>(false)
 
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let vcpuCondition: UnsafeMutablePointer<pthread_cond_t>
-    private let controlCondition: UnsafeMutablePointer<pthread_cond_t>
+    /// The mutex; vCPUs wait on its `vcpuCondition`, the controlling thread on its `controlCondition`.
+    private let monitor = VCPUMonitor()
+    private var mutex: UnsafeMutablePointer<pthread_mutex_t> { monitor.mutex }
+    private var vcpuCondition: UnsafeMutablePointer<pthread_cond_t> { monitor.vcpuCondition }
+    private var controlCondition: UnsafeMutablePointer<pthread_cond_t> { monitor.controlCondition }
     private var pausing = false
     private var stopping = false
     private var parked = 0
     private var halted = 0
     private var failureText: String?
 
-    init() {
-        mutex = .allocate(capacity: 1)
-        vcpuCondition = .allocate(capacity: 1)
-        controlCondition = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(vcpuCondition, &attributes)
-        pthread_cond_init(controlCondition, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
-
-    deinit {
-        pthread_cond_destroy(vcpuCondition)
-        pthread_cond_destroy(controlCondition)
-        pthread_mutex_destroy(mutex)
-        vcpuCondition.deallocate()
-        controlCondition.deallocate()
-        mutex.deallocate()
-    }
-
     private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
+        monitor.locked(body)
     }
 
     // MARK: controlling thread

@@ -1,0 +1,45 @@
+import Glibc
+
+/// A pthread mutex and two condition variables on `CLOCK_MONOTONIC`, at stable heap addresses
+/// for the object's lifetime: how a guest's vCPU threads and the thread that controls them
+/// (pause, resume, stop) meet. vCPUs wait on `vcpuCondition` (parked, pacing, finished), the
+/// controlling thread on `controlCondition` (for vCPUs to park or finish). Timed waits take
+/// monotonic deadlines, so a clock change cannot stretch a pacing sleep.
+///
+/// `@unchecked Sendable`: pthread primitives are made for sharing between threads; the pointers
+/// never change.
+public final class VCPUMonitor: @unchecked Sendable {
+    public let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    public let vcpuCondition: UnsafeMutablePointer<pthread_cond_t>
+    public let controlCondition: UnsafeMutablePointer<pthread_cond_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        vcpuCondition = .allocate(capacity: 1)
+        controlCondition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(vcpuCondition, &attributes)
+        pthread_cond_init(controlCondition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(vcpuCondition)
+        pthread_cond_destroy(controlCondition)
+        pthread_mutex_destroy(mutex)
+        vcpuCondition.deallocate()
+        controlCondition.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with the mutex held.
+    @inline(__always)
+    public func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
