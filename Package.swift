@@ -27,8 +27,10 @@ let package = Package(
         ]),
         .target(name: "FerryProtocol"),
         .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
+        // C: AEAD records in place through libcrypto's EVP interface (Debian's libssl-dev).
+        .target(name: "CAEAD", linkerSettings: [.linkedLibrary("crypto")]),
         .target(name: "FerryTransport", dependencies: [
-            "FerryProtocol", "FerrySystem",
+            "FerryProtocol", "FerrySystem", "CAEAD",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -53,7 +55,7 @@ let package = Package(
         .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem"]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
-        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol"]),
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
         .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),

@@ -66,8 +66,8 @@ extension FramedConnection {
         }
         try send(AuthProof(clientProof: proof))
         if challenge.cipher != .none {
-            startRecords(send: RecordKey(shared: shared.key, cipher: challenge.cipher, hello: hello, challenge: challenge, clientToServer: true),
-                         receive: RecordKey(shared: shared.key, cipher: challenge.cipher, hello: hello, challenge: challenge, clientToServer: false))
+            startRecords(send: RecordKey(shared: shared.key, cipher: challenge.cipher, hello: hello, challenge: challenge, clientToServer: true, seal: true),
+                         receive: RecordKey(shared: shared.key, cipher: challenge.cipher, hello: hello, challenge: challenge, clientToServer: false, seal: false))
         }
         self.security = ConnectionSecurityState(authenticated: true, cipher: challenge.cipher)
     }
@@ -122,8 +122,8 @@ extension FramedConnection {
             throw TransportError(.unauthenticated, "refused a source whose key differs from ours (--key-file): its proof does not match")
         }
         if cipher != .none {
-            startRecords(send: RecordKey(shared: shared.key, cipher: cipher, hello: hello, challenge: challenge, clientToServer: false),
-                         receive: RecordKey(shared: shared.key, cipher: cipher, hello: hello, challenge: challenge, clientToServer: true))
+            startRecords(send: RecordKey(shared: shared.key, cipher: cipher, hello: hello, challenge: challenge, clientToServer: false, seal: true),
+                         receive: RecordKey(shared: shared.key, cipher: cipher, hello: hello, challenge: challenge, clientToServer: true, seal: false))
         }
         self.security = ConnectionSecurityState(authenticated: true, cipher: cipher)
         return try receive()

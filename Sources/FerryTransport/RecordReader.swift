@@ -1,19 +1,19 @@
 import FerryProtocol
-import Foundation
 import Glibc
 
-/// The receiving half of the record layer (Protocol.md 9.3): reads one sealed record at a time,
-/// checks its length before reading it, opens it with this direction's key and hands out its
-/// plaintext. A record that does not open, or a read that stops inside a record, fails this
+/// The receiving half of the record layer (Protocol.md 9.3): reads one sealed record at a time
+/// into its buffer, checks its length before reading it, opens it there (in place) with this
+/// direction's key, and hands out the plaintext only once the tag authenticated it. A record that does not open, or a read that stops inside a record, fails this
 /// reader for good; a receive timeout before a record's first byte does not.
 ///
 /// Used by one receiving thread (like `FramedConnection`'s receive side).
 final class RecordReader {
     private let stream: TCPStream
-    private var key: RecordKey
-    /// nonce slot (12 bytes) ‖ ciphertext ‖ tag of the record being read.
-    private var sealed = Data(count: RecordKey.nonceSize + RecordKey.maxRecordPayload + RecordKey.tagSize)
-    private var plain = Data()
+    private let key: RecordKey
+    /// ciphertext ‖ tag of the record being read; after opening, its plaintext.
+    private let record = UnsafeMutableRawPointer.allocate(byteCount: RecordKey.maxRecordPayload + RecordKey.tagSize, alignment: 16)
+    /// Plaintext bytes of the current record, and how many were handed out.
+    private var plain = 0
     private var offset = 0
     private var failure: TransportError?
     private let header = UnsafeMutableRawPointer.allocate(byteCount: RecordKey.headerSize, alignment: 4)
@@ -25,6 +25,7 @@ final class RecordReader {
 
     deinit {
         header.deallocate()
+        record.deallocate()
     }
 
     var cipher: RecordCipher { key.cipher }
@@ -53,9 +54,9 @@ final class RecordReader {
     /// Copies up to `count` bytes of plaintext to `target`, opening the next record first if the
     /// current one is used up.
     private func take(into target: UnsafeMutableRawPointer, count: Int, received: inout Int) throws(TransportError) {
-        if offset == plain.count { try nextRecord() }
-        let moved = min(count, plain.count - offset)
-        plain.withUnsafeBytes { target.copyMemory(from: $0.baseAddress! + offset, byteCount: moved) }
+        if offset == plain { try nextRecord() }
+        let moved = min(count, plain - offset)
+        target.copyMemory(from: record + offset, byteCount: moved)
         offset += moved
         received += moved
     }
@@ -74,24 +75,21 @@ final class RecordReader {
             throw fail(TransportError(.decryption,
                 "decryption failed: record #\(key.counter) from \(stream.peerDescription) claims \(length) bytes (allowed 1…\(RecordKey.maxRecordPayload)): the data was altered in flight, or the peer does not encrypt"))
         }
-        let total = RecordKey.nonceSize + length + RecordKey.tagSize
-        sealed.count = total
-        let stream = self.stream
-        let readFailure: TransportError? = sealed.withUnsafeMutableBytes { bytes in
-            var body = 0
-            do throws(TransportError) {
-                try stream.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: bytes[RecordKey.nonceSize...]), received: &body)
-                return nil
-            } catch {
-                return TransportError(error.code, "\(error.message) inside an encrypted record (\(body) of \(length + RecordKey.tagSize) bytes)")
-            }
-        }
-        if let readFailure { throw fail(readFailure) }
+        var body = 0
         do {
-            plain = try key.open(&sealed, header: UnsafeRawBufferPointer(start: header, count: RecordKey.headerSize))
+            try stream.readExactly(into: UnsafeMutableRawBufferPointer(start: record, count: length + RecordKey.tagSize), received: &body)
         } catch {
+            throw fail(TransportError(error.code, "\(error.message) inside an encrypted record (\(body) of \(length + RecordKey.tagSize) bytes)"))
+        }
+        do {
+            try key.begin(header: UnsafeRawBufferPointer(start: header, count: RecordKey.headerSize))
+            try key.process(from: record, to: record, count: length)
+            try key.open(tag: record + length)
+        } catch {
+            plain = 0
             throw fail(TransportError(error.code, "\(error.message) (from \(stream.peerDescription), \(key.cipher))"))
         }
+        plain = length
         offset = 0
     }
 
