@@ -12,9 +12,8 @@ import Testing
 @Suite(.serialized) struct FaultMatrixTests {
     /// Rows of the table.
     enum FaultKind: String, CaseIterable, Sendable {
-        /// TODO(resume after a cut, another branch): today a cut before COMMIT aborts the
-        /// migration and the source keeps its guest; once the source reconnects and RESUMEs, the
-        /// expected outcome of the pre-copy cells becomes "migrated".
+        /// During pre-copy the source reconnects through the proxy and resumes (section 8 of
+        /// Protocol.md): those cells migrate; in the blackout the source keeps its guest.
         case cut = "connection cut"
         case killSource = "kill -9 source"
         case killDestination = "kill -9 destination"
