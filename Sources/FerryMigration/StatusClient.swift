@@ -20,7 +20,19 @@ public enum StatusClient {
             try connection.send(query)
             var answers: [Status] = []
             repeat {
-                let status = try connection.receive(Status.self)
+                let frame = try connection.receive()
+                if frame.type == .refuse, let refusal = try? Refuse(payload: frame.payload) {
+                    throw TransportError(.unauthenticated, "\(endpoint) refused the status query (\(refusal.reason)): \(refusal.message)")
+                }
+                guard frame.type == .status else {
+                    throw TransportError(.protocolViolation, "expected STATUS from \(endpoint), got \(frame.type)")
+                }
+                let status: Status
+                do {
+                    status = try Status(payload: frame.payload)
+                } catch {
+                    throw TransportError(.protocolViolation, "malformed STATUS from \(endpoint): \(error.message)", protocolError: error)
+                }
                 guard Int(status.index) == answers.count, answers.isEmpty || status.total == answers[0].total else {
                     throw TransportError(.protocolViolation, "STATUS \(status.index) of \(status.total) out of order (expected \(answers.count))")
                 }

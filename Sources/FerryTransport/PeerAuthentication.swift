@@ -87,9 +87,9 @@ extension FramedConnection {
             return firstFrame
         }
         guard firstFrame.type == .authHello else {
-            if firstFrame.type == .hello || firstFrame.type == .join {
+            if [.hello, .join, .resume, .statusQuery].contains(firstFrame.type) {
                 try? send(Refuse(reason: .unauthenticated,
-                                 message: "this destination requires authentication: start the source with --key-file naming the same key as the destination's"))
+                                 message: "this destination requires authentication: give --key-file naming the same key as the destination's"))
                 throw TransportError(.unauthenticated, "refused a \(firstFrame.type.wireName) from a source without a key: this destination has --key-file")
             }
             throw TransportError(.protocolViolation, "connection opened with \(firstFrame.type.wireName) instead of AUTH_HELLO")

@@ -3,6 +3,7 @@ import FerryProtocol
 import FerrySystem
 import FerryTransport
 import FerryGuest
+import FerryKVM
 import Foundation
 import Glibc
 import Synchronization
@@ -75,7 +76,13 @@ func exitCode(for error: any Error) -> Int32 {
         case .peerAborted: return 10
         }
     case is SystemError: return 8
-    case let transport as TransportError: return transport.code == .address ? 9 : 5
+    case let transport as TransportError:
+        switch transport.code {
+        case .address: return 9
+        case .unauthenticated: return 3  // refused: the keys do not match
+        default: return 5
+        }
+    case is KVMError: return 8
     case is ProtocolError: return 9
     case is GuestError: return 9
     case is TransparencyFailure: return 11

@@ -28,6 +28,13 @@ import Testing
         let missing = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q"])
         #expect(missing.status == 3, "\(missing.stderr)")
         #expect(missing.stderr.contains("requires authentication"), "\(missing.stderr)")
+        // `ferry status` authenticates like a source: refused without the key, answered with it.
+        let statusWithout = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)"])
+        #expect(statusWithout.status == 3, "\(statusWithout.stderr)")
+        #expect(statusWithout.stderr.contains("requires authentication"), "\(statusWithout.stderr)")
+        let statusWith = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--key-file", scratch.file("a.key")])
+        #expect(statusWith.status == 0, "\(statusWith.stderr)")
+        #expect(statusWith.stdout.contains("unknown"), "\(statusWith.stdout)")  // nothing received yet
 
         let right = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q", "--key-file", scratch.file("a.key"),
                                           "--encrypt", "--json", scratch.file("send.json")])
