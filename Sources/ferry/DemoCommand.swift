@@ -108,7 +108,7 @@ struct DemoCommand: ParsableCommand {
             destinationOptions.security = security
             let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
             let port = try destinationAgent.bind()
-            let destinationOutcome = BackgroundRun { try destinationAgent.run() }
+            let destinationOutcome = BackgroundThread { try destinationAgent.run() }
 
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
@@ -157,27 +157,6 @@ struct DemoCommand: ParsableCommand {
                          Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
                          verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
         }
-    }
-}
-
-/// Runs a throwing closure on its own thread; `wait()` returns its result.
-final class BackgroundRun<Value: Sendable>: @unchecked Sendable {
-    // Written once by the thread before it signals; read only after wait() returns.
-    private var result: Result<Value, any Error>?
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ body: @escaping @Sendable () throws -> Value) {
-        let thread = Thread { [self] in
-            result = Result { try body() }
-            done.signal()
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
-    }
-
-    func wait() throws -> Value {
-        done.wait()
-        return try result!.get()
     }
 }
 

@@ -66,7 +66,7 @@ struct KVMDemo {
         destinationOptions.handoffTimeoutMs = 60_000
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
         let port = try destinationAgent.bind()
-        let destinationOutcome = BackgroundRun { try destinationAgent.run() }
+        let destinationOutcome = BackgroundThread { try destinationAgent.run() }
 
         // Source: the KVM guest boots on the image and dirties memory, then migrates.
         let region = try MappedRegion.mapFile(path: source, writable: true)

@@ -33,25 +33,6 @@ struct KVMMigrationTests {
         func file(_ name: String) -> String { path + "/" + name }
     }
 
-    /// Runs `body` on its own thread; `wait()` returns its result.
-    final class Background<Value: Sendable>: @unchecked Sendable {
-        // Written once by the thread before it signals; read only after `wait()`.
-        private var result: Result<Value, any Error>?
-        private let done = DispatchSemaphore(value: 0)
-        init(_ body: @escaping @Sendable () throws -> Value) {
-            let thread = Thread { [self] in
-                result = Result { try body() }
-                done.signal()
-            }
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
-        func wait() throws -> Value {
-            done.wait()
-            return try result!.get()
-        }
-    }
-
     @Test("a KVM guest dirtying 120 MB/s migrates over TCP: verified, console continues without loss or repeat, final checksums and memory equal a run that never migrated",
           arguments: [1, 2])
     func migratesRunningGuest(streams: Int) throws {
@@ -71,7 +52,7 @@ struct KVMMigrationTests {
         destinationOptions.handoffTimeoutMs = 10_000
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger)
         let port = try destinationAgent.bind()
-        let received = Background { try destinationAgent.run() }
+        let received = BackgroundThread { try destinationAgent.run() }
 
         let region = try MappedRegion.mapFile(path: source, writable: true)
         try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
@@ -130,7 +111,7 @@ struct KVMMigrationTests {
                                              acceptTimeoutMs: 10_000, receiveTimeoutMs: 2_000)
             let agent = DestinationAgent(options: options, logger: logger)
             let port = try agent.bind()
-            let outcome = Background { try agent.run() }
+            let outcome = BackgroundThread { try agent.run() }
             let connection = FramedConnection(try TCPStream.connect(try Endpoint.parse("127.0.0.1:\(port)"), timeoutMs: 5_000))
             try connection.send(Hello(versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version, pageSize: 4096,
                                       pageCount: 4096, codecs: [.zero, .raw], cpuStateFormat: format, guestKind: kind,

@@ -72,12 +72,12 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     @Test func fourGuestsAtOnceAndAFifthIsRefused() throws {
         let scratch = Scratch()
         let (server, port) = try server(scratch, maxSessions: 4)
-        let serving = Background { try server.run(count: 4) }
+        let serving = BackgroundThread { try server.run(count: 4) }
         // Limited bandwidth keeps the four busy long enough for the fifth to find them running.
         let sources = try (0..<4).map {
             try SourceGuest(scratch: scratch, name: "vm\($0)", port: port, seed: UInt64(10 + $0), maxBandwidth: 8e6)
         }
-        let runs = sources.map { source in Background { try source.migrate() } }
+        let runs = sources.map { source in BackgroundThread { try source.migrate() } }
         Thread.sleep(forTimeInterval: 0.25)
         #expect(server.activeCount == 4, "four migrations should be running")
         let fifth = try SourceGuest(scratch: scratch, name: "vm4", port: port, seed: 20)
@@ -88,10 +88,10 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         _ = fifth.guest.stop()
 
         for (index, run) in runs.enumerated() {
-            let report = try run.wait().get()
+            let report = try run.wait()
             #expect(report.verified && report.guestLocation == .destination, "vm\(index)")
         }
-        let outcomes = try serving.wait().get()
+        let outcomes = try serving.wait()
         #expect(Set(outcomes.map(\.guestName)) == ["vm0", "vm1", "vm2", "vm3"])
         for outcome in outcomes {
             let result = try outcome.result.get()
@@ -106,21 +106,21 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     @Test func namelessOrDuplicateGuestsAreRefused() throws {
         let scratch = Scratch()
         let (server, port) = try server(scratch, maxSessions: 4)
-        let serving = Background { try server.run(count: 1) }
+        let serving = BackgroundThread { try server.run(count: 1) }
         let nameless = try SourceGuest(scratch: scratch, name: "", file: "nameless", port: port, seed: 1)
         let error = #expect(throws: MigrationError.self) { _ = try nameless.agent.migrate() }
         #expect(error?.code == .refused && error?.message.contains("--name") == true, "\(error?.message ?? "")")
         _ = nameless.guest.stop()
 
         let first = try SourceGuest(scratch: scratch, name: "same", port: port, seed: 2, maxBandwidth: 8e6)
-        let firstRun = Background { try first.migrate() }
+        let firstRun = BackgroundThread { try first.migrate() }
         Thread.sleep(forTimeInterval: 0.2)
         let twin = try SourceGuest(scratch: scratch, name: "same", file: "twin", port: port, seed: 3)
         let duplicate = #expect(throws: MigrationError.self) { _ = try twin.agent.migrate() }
         #expect(duplicate?.message.contains("already") == true, "\(duplicate?.message ?? "")")
         _ = twin.guest.stop()
-        #expect(try firstRun.wait().get().verified)
-        _ = try serving.wait().get()
+        #expect(try firstRun.wait().verified)
+        _ = try serving.wait()
         #expect(try filesAreIdentical(scratch.file("guests/same.img"), scratch.file("same.src")))
     }
 
@@ -133,9 +133,9 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
                                         runFor: 0, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
             logger: testLogger)
         let port = try destination.bind()
-        let receiving = Background { try destination.run() }
+        let receiving = BackgroundThread { try destination.run() }
         let first = try SourceGuest(scratch: scratch, name: "one", port: port, seed: 5, maxBandwidth: 8e6)
-        let firstRun = Background { try first.migrate() }
+        let firstRun = BackgroundThread { try first.migrate() }
         Thread.sleep(forTimeInterval: 0.2)
 
         // A stranger that sends garbage, and one that connects and says nothing.
@@ -149,8 +149,8 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         #expect(second.isRunning())
         _ = second.guest.stop()
 
-        #expect(try firstRun.wait().get().verified)
-        let result = try receiving.wait().get()
+        #expect(try firstRun.wait().verified)
+        let result = try receiving.wait()
         #expect(result.report.verified)
         #expect(try filesAreIdentical(scratch.file("one.img"), scratch.file("one.src")))
         garbage.close()
@@ -167,10 +167,10 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         defer { client.close() }
         let arrivals = Arrivals()
         let connection = FramedConnection(client)
-        let waiter = Background { arrivals.take(timeoutMs: nil)?.1.guestName }
+        let waiter = BackgroundThread { arrivals.take(timeoutMs: nil)?.1.guestName }
         Thread.sleep(forTimeInterval: 0.05)
         arrivals.put(connection, Hello(pageSize: 4096, pageCount: 1, vcpuCount: 1, sourceName: "s", guestName: "g"))
-        #expect(try waiter.wait().get() == "g")
+        #expect(try waiter.wait() == "g")
         #expect(arrivals.take(timeoutMs: 10) == nil)
     }
 }

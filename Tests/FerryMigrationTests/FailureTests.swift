@@ -74,7 +74,7 @@ import Testing
                                   pageSize: systemPageSize, overwrite: true)
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         let port = listener.port
-        let fake = Background { () throws -> Int in
+        let fake = BackgroundThread { () throws -> Int in
             let stream = try listener.accept(timeoutMs: 10_000)
             let connection = FramedConnection(stream)
             _ = try connection.receive(Hello.self)
@@ -106,7 +106,7 @@ import Testing
         #expect(error.guest == .source)
         #expect([.transport, .peerAborted].contains(error.code))
         #expect(error.code != .transport || error.message.contains("could not resume in 2 attempt(s)"), "\(error.message)")
-        #expect(try fake.wait().get() == 2)
+        #expect(try fake.wait() == 2)
         let before = guest.totalSteps
         Thread.sleep(forTimeInterval: 0.1)
         #expect(guest.totalSteps > before, "the source guest must keep running")

@@ -32,24 +32,6 @@ let testLogger: Logger = {
     return logger
 }()
 
-/// Runs a throwing closure on its own thread.
-final class Background<Value: Sendable>: @unchecked Sendable {
-    private var result: Result<Value, any Error>?
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ body: @escaping @Sendable () throws -> Value) {
-        let thread = Thread { [self] in
-            result = Result { try body() }
-            done.signal()
-        }
-        thread.start()
-    }
-
-    func wait() -> Result<Value, any Error> {
-        done.wait()
-        return result!
-    }
-}
 
 /// One live migration on loopback with a real source guest, destination agent and TCP.
 struct LoopbackMigration {
@@ -113,7 +95,7 @@ struct LoopbackMigration {
         let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
         let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
-        let destinationRun = Background { try destination.run() }
+        let destinationRun = BackgroundThread { try destination.run() }
         try beforeSource?(port)
 
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
@@ -143,7 +125,7 @@ struct LoopbackMigration {
         }
         try region.sync()
         try afterSource?(port)
-        let destinationResult = destinationRun.wait()
+        let destinationResult = destinationRun.result()
         return Outcome(source: source, destination: destinationResult, sourceStepsAtEnd: steps,
                        guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
     }

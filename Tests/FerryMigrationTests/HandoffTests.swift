@@ -166,7 +166,7 @@ import Testing
         // The server stops after its one migration; holding its `finished` callback keeps it
         // answering until the queries are done.
         let hold = DispatchSemaphore(value: 0)
-        let serving = Background { try server.run(count: 1) { _ in hold.wait() } }
+        let serving = BackgroundThread { try server.run(count: 1) { _ in hold.wait() } }
         let endpoint = try Endpoint.parse("127.0.0.1:\(port)")
 
         let region = try MappedRegion.mapFile(path: scratch.file("g.img"), writable: true)
@@ -194,6 +194,6 @@ import Testing
         #expect(unknown.count == 1)
         #expect(unknown.first?.state == .unknown)
         hold.signal()
-        _ = try serving.wait().get()
+        _ = try serving.wait()
     }
 }

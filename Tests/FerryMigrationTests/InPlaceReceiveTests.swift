@@ -74,9 +74,9 @@ import Testing
             writer.commitEntry(page: UInt64(page), hash: PageHash.hash(slot, count: pageSize), encoding: .raw, length: pageSize)
         }
         var batch = writer.finishGathered()
-        let firstReceive = Background { try self.receiveBatch(receiver, sink) }
+        let firstReceive = BackgroundThread { try self.receiveBatch(receiver, sink) }
         try sender.send(.pageBatch, gather: batch.parts, length: batch.length)
-        #expect(try firstReceive.wait().get() == pageCount)
+        #expect(try firstReceive.wait() == pageCount)
         #expect(sink.staleCount == 0)
 
         // Second batch: the real pages, raw ones straight from `source` (gathered).
@@ -99,10 +99,10 @@ import Testing
         }
         #expect(counts.zero > 50 && counts.lz4 > 100 && counts.raw > 50)
         batch = writer.finishGathered()
-        let secondReceive = Background { try self.receiveBatch(receiver, sink) }
+        let secondReceive = BackgroundThread { try self.receiveBatch(receiver, sink) }
         try sender.send(.pageBatch, gather: batch.parts, length: batch.length)
         try sender.send(StreamRoundEnd(round: 1, batches: 1, pages: UInt64(pageCount)))
-        #expect(try secondReceive.wait().get() == pageCount)
+        #expect(try secondReceive.wait() == pageCount)
         #expect(memcmp(source, destination, pageCount * pageSize) == 0, "destination differs from the source")
         #expect(sink.staleCount == 0)
         for page in [0, 1, 3, 599] {

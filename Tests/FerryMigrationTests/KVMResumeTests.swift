@@ -33,7 +33,7 @@ import Testing
             listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"), runFor: 30,
             acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000, resumeTimeout: 10), logger: testLogger)
         let port = try destination.bind()
-        let received = Background { try destination.run() }
+        let received = BackgroundThread { try destination.run() }
         let relay = try CuttingRelay(targetPort: port)
         defer { relay.stop() }
         relay.cut(afterSourceBytes: Int(Double(size / systemPageSize * (systemPageSize + 24)) * cutAt))
@@ -56,7 +56,7 @@ import Testing
         let outcome = Result { try agent.migrate() }
         if case .failure = outcome { guest.stop() }
         let sourceLines = guest.consoleLines
-        let result = try received.wait().get()
+        let result = try received.wait()
         let report = try outcome.get()
         #expect(report.verified && result.report.verified)
         #expect(relay.cutCount == 1)

@@ -151,7 +151,7 @@ import Testing
                                         receiveTimeoutMs: 20_000, resumeTimeout: 1),
             directory: scratch.file("guests"), maxSessions: 1, logger: testLogger)
         let port = try server.bind()
-        let serving = Background { try server.run(count: 2) }
+        let serving = BackgroundThread { try server.run(count: 2) }
         let relay = try CuttingRelay(targetPort: port)
         defer { relay.stop() }
         relay.refuseAfterCut.store(true, ordering: .relaxed)
@@ -181,7 +181,7 @@ import Testing
         // The slot is free: the next source is received.
         let next = try SourceGuest(scratch: scratch, name: "next", port: port, seed: 8)
         #expect(try next.migrate().verified)
-        let outcomes = try serving.wait().get()
+        let outcomes = try serving.wait()
         #expect(outcomes.count == 2)
         let first = try #require(outcomes.first { $0.guestName == "lost" })
         guard case .failure(let discarded) = first.result else {
@@ -227,7 +227,7 @@ import Testing
                                         acceptTimeoutMs: 1500, receiveTimeoutMs: 5_000),
             logger: testLogger)
         let port = try destination.bind()
-        let receiving = Background { try destination.run() }
+        let receiving = BackgroundThread { try destination.run() }
         let stream = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: port), timeoutMs: 2000)
         try stream.setReceiveTimeout(ms: 5000)
         let connection = FramedConnection(stream)
@@ -235,7 +235,7 @@ import Testing
         try connection.send(Resume(sessionID: 0x5EED_0000_0000_0001, pageCount: 4096, round: 0))
         let error = #expect(throws: TransportError.self) { _ = try connection.receive() }
         #expect(error?.code == .peerClosed, "\(error?.message ?? "")")
-        let result = receiving.wait()
+        let result = receiving.result()
         let failure = try #require(result.failure as? MigrationError)
         #expect(failure.message.contains("no source connected"), "\(failure.message)")
         #expect(!FileManager.default.fileExists(atPath: scratch.file("g.img.partial")))
