@@ -83,22 +83,12 @@ struct DemoCommand: ParsableCommand {
             guard bytes > 0, bytes % systemPageSize == 0 else {
                 throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
             }
-            mkdir(dir, 0o755)
-            let source = dir + "/source.img", destination = dir + "/destination.img", reference = dir + "/reference.img"
-            for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
-                try ImageFile.remove(path: path)
-            }
-            defer {
-                if !keep { for path in [source, destination, reference] { try? ImageFile.remove(path: path) } }
-            }
+            let files = try DemoImages(directory: dir, prefix: "")
+            defer { if !keep { files.remove() } }
+            let (source, destination, reference) = (files.source, files.destination, files.reference)
 
             Terminal.note("demo: \(size) image in \(dir), workload \(workload) on \(vcpus) vCPU(s), downtime target \(Int(downtimeMs)) ms")
-            for path in [source, reference] {
-                try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
-                    Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
-                }
-            }
-            Terminal.clearProgress()
+            try files.generate(bytes: bytes)
 
             // Destination agent on its own thread.
             let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
@@ -160,3 +150,35 @@ struct DemoCommand: ParsableCommand {
     }
 }
 
+/// The demo's three images in its directory: the source's, the destination's and the reference
+/// (a copy of the original for the run that never migrates). Leftovers of an earlier demo are
+/// removed when it is made.
+struct DemoImages {
+    let source: String
+    let destination: String
+    let reference: String
+
+    init(directory: String, prefix: String) throws {
+        mkdir(directory, 0o755)
+        source = directory + "/\(prefix)source.img"
+        destination = directory + "/\(prefix)destination.img"
+        reference = directory + "/\(prefix)reference.img"
+        for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
+            try ImageFile.remove(path: path)
+        }
+    }
+
+    /// Writes the same deterministic image to the source and the reference.
+    func generate(bytes: Int) throws {
+        for path in [source, reference] {
+            try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
+                Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
+            }
+        }
+        Terminal.clearProgress()
+    }
+
+    func remove() {
+        for path in [source, destination, reference] { try? ImageFile.remove(path: path) }
+    }
+}

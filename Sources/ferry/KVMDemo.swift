@@ -43,21 +43,11 @@ struct KVMDemo {
         let parameters = KVMGuestParameters(seed: 7, vcpus: vcpus, writesPerSecond: writesPerSecond, stepLimit: stepLimit,
                                             printInterval: interval)
 
-        mkdir(dir, 0o755)
-        let source = dir + "/kvm-source.img", destination = dir + "/kvm-destination.img", reference = dir + "/kvm-reference.img"
-        for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
-            try ImageFile.remove(path: path)
-        }
-        defer {
-            if !keep { for path in [source, destination, reference] { try? ImageFile.remove(path: path) } }
-        }
+        let files = try DemoImages(directory: dir, prefix: "kvm-")
+        defer { if !keep { files.remove() } }
+        let (source, destination, reference) = (files.source, files.destination, files.reference)
         Terminal.note("demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms")
-        for path in [source, reference] {
-            try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
-                Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
-            }
-        }
-        Terminal.clearProgress()
+        try files.generate(bytes: bytes)
 
         // Destination agent on its own thread: it builds the VM when the guest's configuration
         // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
