@@ -555,9 +555,7 @@ final class DestinationSession {
         let deadline = MonotonicClock.now() &+ UInt64(Self.hangUpWaitMs) * 1_000_000
         try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
         if let frame = try? connection.receive(), frame.type == .done { return }
-        while !registry.handoffs.isConfirmed(session) && MonotonicClock.now() < deadline {
-            MonotonicClock.sleep(seconds: 0.01)
-        }
+        registry.handoffs.awaitConfirmation(session: session, deadline: deadline)
     }
 
     static let hangUpWaitMs = 5_000

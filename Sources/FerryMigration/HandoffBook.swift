@@ -167,14 +167,20 @@ final class HandoffBook: @unchecked Sendable {
         record.confirmed = true
         let waiting = record.control
         records[id] = record
+        condition.broadcast()
         condition.unlock()
         waiting?.close()
     }
 
-    func isConfirmed(_ id: UInt64) -> Bool {
+    /// Waits until `confirm(session:)` was called for `id` or `deadline` (monotonic ns) passes.
+    func awaitConfirmation(session id: UInt64, deadline: UInt64) {
         condition.lock()
         defer { condition.unlock() }
-        return records[id]?.confirmed ?? false
+        while records[id]?.confirmed == false {
+            let now = MonotonicClock.now()
+            if now >= deadline { return }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+        }
     }
 
     static func meaning(_ state: HandoffState) -> String {
