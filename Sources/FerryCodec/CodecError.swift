@@ -3,6 +3,8 @@ public struct CodecError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case badLength
         case decompressFailed
+        /// A payload of a valid length whose content breaks its encoding's rules.
+        case badPayload
     }
 
     public var code: Code

@@ -15,8 +15,8 @@ public struct PageDecoder: Sendable {
 
     /// Writes the page into `destination` (`pageSize` bytes) and returns the hash of what was written.
     ///
-    /// `destinationIsZero` lets the caller skip writing zero pages over memory known to be zero
-    /// (a fresh sparse image), so they are never faulted in.
+    /// `destinationIsZero` lets the caller skip writing zero pages (and the zeros of a words
+    /// page) over memory known to be zero (a fresh sparse image), so they are never faulted in.
     @inline(__always)
     public func decode(
         encoding: PageEncoding, payload: UnsafeRawBufferPointer,
@@ -34,6 +34,8 @@ public struct PageDecoder: Sendable {
                 throw CodecError(.badLength, "raw page of \(payload.count) bytes, expected \(pageSize)")
             }
             memcpy(destination, source, pageSize)
+        case .words:
+            try SparseWords.decode(payload, pageSize: pageSize, into: destination, destinationIsZero: destinationIsZero)
         case .lz4:
             guard payload.count > 0, payload.count < pageSize, let source = payload.baseAddress else {
                 throw CodecError(.badLength, "LZ4 page payload of \(payload.count) bytes")

@@ -19,8 +19,8 @@ public struct EncodedPage: Equatable, Sendable {
     public var hash: UInt64
 }
 
-/// Encodes guest pages for a `PAGE_BATCH`: zero pages as markers, LZ4 where it pays, raw otherwise,
-/// every page hashed.
+/// Encodes guest pages for a `PAGE_BATCH`: zero pages as markers, mostly-zero pages as their
+/// non-zero words, LZ4 where it pays, raw otherwise, every page hashed.
 ///
 /// The guest may be writing the page while it is encoded. The encoder therefore takes one snapshot
 /// of the page (a single copy) and derives the zero test, the hash and the payload from that
@@ -34,23 +34,34 @@ public final class PageEncoder {
     public var mode: CompressionMode
     /// LZ4 acceleration (1 = `LZ4_compress_default`; higher is faster and compresses less).
     public var acceleration: Int32
+    /// Most non-zero 8-byte words a page may have to travel as `.words` (0: never; only for a
+    /// peer that decodes the `words` codec).
+    public let wordsLimit: Int
 
     private let scratch: UnsafeMutableRawPointer
+    /// Where raw mode builds a words payload while the slot holds the snapshot.
+    private let records: UnsafeMutableRawPointer
     private let zeroHash: UInt64
     private let lz4State: UnsafeMutableRawPointer
 
-    public init(pageSize: Int, mode: CompressionMode = .lz4, acceleration: Int32 = 1) {
-        precondition(pageSize > 0 && pageSize & (pageSize - 1) == 0, "page size must be a power of two")
+    public init(pageSize: Int, mode: CompressionMode = .lz4, acceleration: Int32 = 1,
+                wordsLimit: Int = SparseWords.defaultLimit) {
+        precondition(pageSize >= 64 && pageSize & (pageSize - 1) == 0, "page size must be a power of two of at least 64")
+        precondition(wordsLimit >= 0 && wordsLimit * SparseWords.bytesPerWord < pageSize,
+                     "a words payload of \(wordsLimit) records must be smaller than a page")
         self.pageSize = pageSize
         self.mode = mode
         self.acceleration = acceleration
+        self.wordsLimit = wordsLimit
         self.scratch = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: 64)
+        self.records = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: 64)
         self.zeroHash = PageHash.zeroPage(pageSize: pageSize)
         self.lz4State = UnsafeMutableRawPointer.allocate(byteCount: Int(LZ4_sizeofState()), alignment: 16)
     }
 
     deinit {
         scratch.deallocate()
+        records.deallocate()
         lz4State.deallocate()
     }
 
@@ -60,7 +71,18 @@ public final class PageEncoder {
         // Raw mode copies straight into the slot: the slot is the snapshot.
         let snapshot = mode == .none ? slot : scratch
         memcpy(snapshot, page, pageSize)
-        if PageEncoder.isZero(UnsafeRawPointer(snapshot), count: pageSize) {
+        if wordsLimit > 0 {
+            // LZ4 mode: the snapshot is in `scratch`, so the records go straight to the slot.
+            // Raw mode: the slot is the snapshot, so they are built in `records` and copied.
+            let records = mode == .none ? self.records : slot
+            if let count = SparseWords.scan(UnsafeRawPointer(snapshot), pageSize: pageSize, limit: wordsLimit, into: records) {
+                if count == 0 { return EncodedPage(encoding: .zero, length: 0, hash: zeroHash) }
+                let hash = PageHash.hash(snapshot, count: pageSize)
+                let length = count &* SparseWords.bytesPerWord
+                if records != slot { memcpy(slot, records, length) }
+                return EncodedPage(encoding: .words, length: length, hash: hash)
+            }
+        } else if PageEncoder.isZero(UnsafeRawPointer(snapshot), count: pageSize) {
             return EncodedPage(encoding: .zero, length: 0, hash: zeroHash)
         }
         let hash = PageHash.hash(snapshot, count: pageSize)
@@ -83,9 +105,17 @@ public final class PageEncoder {
     /// has copied it, the bytes sent no longer match `hash`; the dirty tracker has then caught the
     /// write and the page is sent again, and the destination treats the mismatch as a stale page
     /// (Protocol.md 3.5). The final round runs with the guest paused, so its pages always match.
+    /// A mostly-zero page (`wordsLimit`) comes back as `.words` with its records written at
+    /// `slot` (room for `wordsLimit` records); a raw page's payload is the page itself.
     @inline(__always)
-    public func encodeInPlace(page: UnsafeRawPointer) -> EncodedPage {
-        if PageEncoder.isZero(page, count: pageSize) {
+    public func encodeInPlace(page: UnsafeRawPointer, slot: UnsafeMutableRawPointer) -> EncodedPage {
+        if wordsLimit > 0 {
+            if let count = SparseWords.scan(page, pageSize: pageSize, limit: wordsLimit, into: slot) {
+                if count == 0 { return EncodedPage(encoding: .zero, length: 0, hash: zeroHash) }
+                return EncodedPage(encoding: .words, length: count &* SparseWords.bytesPerWord,
+                                   hash: PageHash.hash(page, count: pageSize))
+            }
+        } else if PageEncoder.isZero(page, count: pageSize) {
             return EncodedPage(encoding: .zero, length: 0, hash: zeroHash)
         }
         return EncodedPage(encoding: .raw, length: pageSize, hash: PageHash.hash(page, count: pageSize))

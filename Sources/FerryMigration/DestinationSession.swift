@@ -119,7 +119,7 @@ final class DestinationSession {
             if !owned { handoffs.set(session: sessionID, .discarded, message: "discarded before COMMIT: \(discardReason)") }
         }
         do {
-            try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4],
+            try connection.send(Accept(version: ProtocolLimits.version, codecs: .all,
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
                                        sessionID: sessionID, destinationName: options.name))

@@ -54,7 +54,9 @@ public struct EncodingCounts: Codable, Sendable, Equatable {
     public var zero: Int = 0
     public var lz4: Int = 0
     public var raw: Int = 0
-    public var total: Int { zero + lz4 + raw }
+    /// Mostly-zero pages sent as their non-zero words.
+    public var words: Int = 0
+    public var total: Int { zero + lz4 + raw + words }
 
     public init() {}
 
@@ -62,6 +64,7 @@ public struct EncodingCounts: Codable, Sendable, Equatable {
         zero += other.zero
         lz4 += other.lz4
         raw += other.raw
+        words += other.words
     }
 }
 
@@ -189,7 +192,7 @@ public struct MigrationReport: Codable, Sendable {
             }
             lines.append("    clock      \(downtimeClock)")
         }
-        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / lz4 \(pages.lz4) / raw \(pages.raw)")
+        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / words \(pages.words) / lz4 \(pages.lz4) / raw \(pages.raw)")
         for record in resumeRecords {
             var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
             if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }

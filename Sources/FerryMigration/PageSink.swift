@@ -123,7 +123,7 @@ final class PageSink: @unchecked Sendable {
                 switch entry.encoding {
                 case .zero: break
                 case .raw: append(memory + Int(entry.page) &* pageSize, entry.length, &vectorCount)
-                case .lz4:
+                case .lz4, .words:
                     append(scratch + scratchUsed, entry.length, &vectorCount)
                     scratchUsed += entry.length
                 }
@@ -142,11 +142,11 @@ final class PageSink: @unchecked Sendable {
                 switch entry.encoding {
                 case .raw:
                     hash = PageHash.hash(destination, count: pageSize)
-                case .zero, .lz4:
+                case .zero, .lz4, .words:
                     let payload = UnsafeRawBufferPointer(start: scratch + lz4Offset, count: entry.length)
                     lz4Offset += entry.length
                     hash = try decoder.decode(encoding: entry.encoding, payload: payload, into: destination,
-                                              destinationIsZero: entry.encoding == .zero && !written[page])
+                                              destinationIsZero: entry.encoding != .lz4 && !written[page])
                 }
                 settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding, round: round)
                 settled = index + 1
@@ -250,6 +250,9 @@ final class PageSink: @unchecked Sendable {
             written.set(page)
         case .raw:
             counts.raw += 1
+            written.set(page)
+        case .words:
+            counts.words += 1
             written.set(page)
         }
     }

@@ -47,15 +47,19 @@ final class PageStreamer: @unchecked Sendable {
     private let zeroHash: UInt64
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, connection: FramedConnection,
-         compression: CompressionChoice, batchBytes: Int, hashTable: PageHashTable, stripes: PageStripes, stream: Int) {
+         compression: CompressionChoice, peerCodecs: CodecSet = .all, batchBytes: Int, hashTable: PageHashTable,
+         stripes: PageStripes, stream: Int) {
         self.hashTable = hashTable
         self.stripes = stripes
         self.stream = stream
         self.memory = memory
         self.pageSize = pageSize
         self.connection = connection
-        self.chooser = EncodingChooser(compression)
-        self.encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
+        // Only what the destination decodes; `--compress none` sends every non-zero page raw.
+        let usable = peerCodecs.contains(.lz4) ? compression : .none
+        self.chooser = EncodingChooser(usable)
+        self.encoder = PageEncoder(pageSize: pageSize, mode: usable == .none ? .none : .lz4,
+                                   wordsLimit: usable != .none && peerCodecs.contains(.words) ? SparseWords.defaultLimit : 0)
         self.batchLimit = batchBytes
         self.zeroHash = PageHash.zeroPage(pageSize: pageSize)
         let capacity = max(batchBytes, PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch) + pageSize)
@@ -106,11 +110,11 @@ final class PageStreamer: @unchecked Sendable {
             let source = UnsafeRawPointer(memory + page &* pageSize)
             let encoded: EncodedPage
             if encoder.mode == .none {
-                encoded = encoder.encodeInPlace(page: source)
+                encoded = encoder.encodeInPlace(page: source, slot: writer.payloadSlot)
                 if encoded.encoding == .raw {
                     writer.commitExternalEntry(page: UInt64(page), hash: encoded.hash, payload: source)
                 } else {
-                    writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: .zero, length: 0)
+                    writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
                 }
             } else {
                 encoded = encoder.encode(page: source, into: writer.payloadSlot)
@@ -121,8 +125,10 @@ final class PageStreamer: @unchecked Sendable {
             case .zero: roundCounts.zero += 1
             case .lz4: roundCounts.lz4 += 1
             case .raw: roundCounts.raw += 1
+            case .words: roundCounts.words += 1
             }
-            if encoded.encoding != .zero { batchNonZero += 1 }
+            // The chooser weighs LZ4 against raw: only the pages it chose for count.
+            if encoded.encoding == .raw || encoded.encoding == .lz4 { batchNonZero += 1 }
             sent += 1
             if sent & 4095 == 0 { progress?(sent) }
         }

@@ -150,6 +150,8 @@ public final class SourceAgent {
         // (a shaped link's queue, the destination's admission checks).
         var rtt: Double
         let sessionID: UInt64
+        /// The codecs the destination decodes (its ACCEPT): the streams use no other.
+        let peerCodecs: CodecSet
         var configPayload: [UInt8] = []
         do {
             let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
@@ -162,7 +164,7 @@ public final class SourceAgent {
             let helloSent = MonotonicClock.now()
             try connection.send(Hello(
                 versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
-                pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: [.zero, .raw, .lz4],
+                pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
                 cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind, vcpuCount: UInt32(guest.vcpus),
                 streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
             let reply = try connection.receive()
@@ -171,6 +173,7 @@ public final class SourceAgent {
             case .accept:
                 let accept = try Accept(payload: reply.payload)
                 sessionID = accept.sessionID
+                peerCodecs = accept.codecs
                 report.session = hex(sessionID)
                 log.info("destination accepted the guest", metadata: [
                     "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
@@ -229,7 +232,7 @@ public final class SourceAgent {
         do {
             streamer = try SourceStreams(control: connection, count: options.streams, endpoint: options.destination,
                                          sessionID: sessionID, options: options, memory: memory, pageSize: pageSize,
-                                         pageCount: pageCount)
+                                         pageCount: pageCount, peerCodecs: peerCodecs)
         } catch {
             let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
             abort(connection, failure)

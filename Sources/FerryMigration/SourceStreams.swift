@@ -15,7 +15,7 @@ final class SourceStreams {
 
     /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`.
     init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions,
-         memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int) throws {
+         memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, peerCodecs: CodecSet) throws {
         let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, options: options))
         self.connections = connections
         let table = PageHashTable(pageCount: pageCount)
@@ -24,8 +24,8 @@ final class SourceStreams {
         self.stripes = stripes
         streamers = connections.enumerated().map { index, connection in
             let streamer = PageStreamer(memory: memory, pageSize: pageSize, connection: connection,
-                                        compression: options.compression, batchBytes: options.batchBytes,
-                                        hashTable: table, stripes: stripes, stream: index)
+                                        compression: options.compression, peerCodecs: peerCodecs,
+                                        batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index)
             streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count)) }
             return streamer
         }

@@ -7,17 +7,20 @@ public struct CodecSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let zero = CodecSet(rawValue: 1 << 0)
     public static let raw = CodecSet(rawValue: 1 << 1)
     public static let lz4 = CodecSet(rawValue: 1 << 2)
+    /// Mostly-zero pages as lists of their non-zero words (encoding 4).
+    public static let words = CodecSet(rawValue: 1 << 3)
 
     /// What every version 1 peer must support.
     public static let required: CodecSet = [.zero, .raw]
-    /// Everything version 1 defines.
-    public static let all: CodecSet = [.zero, .raw, .lz4]
+    /// Every codec this implementation knows.
+    public static let all: CodecSet = [.zero, .raw, .lz4, .words]
 
     public var description: String {
         var names: [String] = []
         if contains(.zero) { names.append("zero") }
         if contains(.raw) { names.append("raw") }
         if contains(.lz4) { names.append("lz4") }
+        if contains(.words) { names.append("words") }
         let unknown = rawValue & ~CodecSet.all.rawValue
         if unknown != 0 { names.append("0x\(String(unknown, radix: 16))") }
         return "[" + names.joined(separator: ",") + "]"

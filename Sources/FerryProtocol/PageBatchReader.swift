@@ -100,6 +100,7 @@ public enum PageBatchLayout {
         case .zero: rule = "must be 0"
         case .raw: rule = "must be the page size \(pageSize)"
         case .lz4: rule = "must be between 1 and \(pageSize - 1)"
+        case .words: rule = "must be a non-zero multiple of 10 below \(pageSize)"
         }
         return ProtocolError(.invalidField,
             "PAGE_BATCH entry \(index): \(encoding) payload of \(length) bytes \(rule)")

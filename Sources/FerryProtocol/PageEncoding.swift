@@ -6,6 +6,9 @@ public enum PageEncoding: UInt8, Sendable, CaseIterable {
     case raw = 2
     /// One LZ4 block, `0 < length < page_size`, that decompresses to exactly `page_size` bytes.
     case lz4 = 3
+    /// A page that is zero except for the words listed: `length / 10` records of a UInt16 word
+    /// index and the UInt64 word (Protocol.md 3.5). Only to a peer whose codecs include `words`.
+    case words = 4
 
     /// Whether an entry of this encoding may carry `length` payload bytes for pages of `pageSize`.
     @inline(__always)
@@ -14,6 +17,7 @@ public enum PageEncoding: UInt8, Sendable, CaseIterable {
         case .zero: return length == 0
         case .raw: return length == pageSize
         case .lz4: return length > 0 && length < pageSize
+        case .words: return length > 0 && length % 10 == 0 && length < pageSize
         }
     }
 }

@@ -61,8 +61,9 @@ enum PageKind: String, CaseIterable, Sendable {
 
         switch (kind, mode) {
         case (.zero, _): #expect(encoded.encoding == .zero && encoded.length == 0)
+        case (.sparse, _): #expect(encoded.encoding == .words && encoded.length == 8 * SparseWords.bytesPerWord)
         case (.random, _), (_, .none): #expect(encoded.encoding == .raw && encoded.length == pageSize)
-        case (.sparse, .lz4), (.text, .lz4):
+        case (.text, .lz4):
             #expect(encoded.encoding == .lz4)
             #expect(encoded.length < pageSize / 2)
         }
@@ -74,6 +75,85 @@ enum PageKind: String, CaseIterable, Sendable {
             into: out.baseAddress!)
         #expect(hash == encoded.hash)
         #expect(memcmp(out.baseAddress!, page.baseAddress!, pageSize) == 0)
+    }
+
+    /// Without the words codec (a peer that does not decode it) a mostly-zero page is LZ4 or raw.
+    @Test(arguments: CompressionMode.allCases)
+    func sparsePageWithoutWordsCodec(mode: CompressionMode) throws {
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        defer { page.deallocate(); slot.deallocate() }
+        PageKind.sparse.fill(page, seed: 7)
+        let encoder = PageEncoder(pageSize: pageSize, mode: mode, wordsLimit: 0)
+        let encoded = encoder.encode(page: page.baseAddress!, into: slot.baseAddress!)
+        #expect(encoded.encoding == (mode == .lz4 ? .lz4 : .raw))
+        #expect(encoder.encodeInPlace(page: page.baseAddress!, slot: slot.baseAddress!).encoding == .raw)
+    }
+
+    /// The words encoding up to its limit, one word past it, in both encoder paths; every word
+    /// position (first, last, both ends of a 64-byte block) survives the round trip, also over
+    /// memory that is not zero.
+    @Test(arguments: [1, 2, 31, 32, 33, 64])
+    func wordsUpToTheLimit(words: Int) throws {
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        defer { page.deallocate(); slot.deallocate(); out.deallocate() }
+        page.initializeMemory(as: UInt8.self, repeating: 0)
+        let positions = [0, 511, 7, 8, 63, 64, 255, 256] + (0..<64).map { 9 + $0 * 7 }
+        var placed = Set<Int>()
+        for index in positions where placed.count < words && !placed.contains(index) {
+            placed.insert(index)
+            page.storeBytes(of: UInt64(index + 1) << 56 | 0x1234, toByteOffset: index * 8, as: UInt64.self)
+        }
+        #expect(placed.count == words)
+        let limit = 32
+        let encoder = PageEncoder(pageSize: pageSize, mode: .none, wordsLimit: limit)
+        for inPlace in [false, true] {
+            let encoded = inPlace
+                ? encoder.encodeInPlace(page: page.baseAddress!, slot: slot.baseAddress!)
+                : encoder.encode(page: page.baseAddress!, into: slot.baseAddress!)
+            #expect(encoded.hash == PageHash.hash(UnsafeRawBufferPointer(page)))
+            if words > limit {
+                #expect(encoded.encoding == .raw, "\(words) words, limit \(limit)")
+                continue
+            }
+            #expect(encoded.encoding == .words && encoded.length == words * SparseWords.bytesPerWord)
+            out.initializeMemory(as: UInt8.self, repeating: 0xC3)
+            let payload = UnsafeRawBufferPointer(rebasing: slot[0..<encoded.length])
+            let hash = try PageDecoder(pageSize: pageSize).decode(encoding: .words, payload: payload, into: out.baseAddress!)
+            #expect(hash == encoded.hash)
+            #expect(memcmp(out.baseAddress!, page.baseAddress!, pageSize) == 0)
+        }
+    }
+
+    /// Malformed words payloads are refused before anything is written.
+    @Test func wordsDecoderRejectsMalformedPayloads() throws {
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
+        defer { out.deallocate() }
+        func record(_ index: UInt16, _ word: UInt64) -> [UInt8] {
+            withUnsafeBytes(of: index.littleEndian) { Array($0) } + withUnsafeBytes(of: word.littleEndian) { Array($0) }
+        }
+        let cases: [(String, [UInt8], CodecError.Code)] = [
+            ("empty", [], .badLength),
+            ("not a whole record", record(1, 5) + [0], .badLength),
+            ("a page's worth", (0..<410).flatMap { record(UInt16($0), 1) }, .badLength),
+            ("index past the page", record(512, 5), .badPayload),
+            ("indices not increasing", record(9, 5) + record(9, 6), .badPayload),
+            ("indices going down", record(9, 5) + record(3, 6), .badPayload),
+            ("zero word", record(1, 5) + record(2, 0), .badPayload),
+        ]
+        let decoder = PageDecoder(pageSize: pageSize)
+        for (name, bytes, code) in cases {
+            out.initializeMemory(as: UInt8.self, repeating: 0x77)
+            bytes.withUnsafeBytes { payload in
+                let error = #expect(throws: CodecError.self, "\(name)") {
+                    _ = try decoder.decode(encoding: .words, payload: payload, into: out.baseAddress!)
+                }
+                #expect(error?.code == code, "\(name): \(String(describing: error))")
+            }
+            #expect(out.allSatisfy { $0 == 0x77 }, "\(name): memory written before the payload was checked")
+        }
     }
 
     @Test func zeroDetectionFindsASingleByteAnywhere() {

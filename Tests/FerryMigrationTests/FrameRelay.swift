@@ -16,13 +16,18 @@ final class FrameRelay: @unchecked Sendable {
     private let listener: TCPListener
     private let destination: Endpoint
     private let decide: @Sendable (Direction, UInt16) -> Verdict
+    /// Sees (and may change) each forwarded frame's payload.
+    private let rewrite: (@Sendable (Direction, UInt16, UnsafeMutableRawBufferPointer) -> Void)?
     /// After a cut, take no more connections: the network between the agents stays down.
     private let stayDownAfterCut: Bool
     /// Frames cut so far, as "DIRECTION TYPE".
     let cuts = Mutex<[String]>([])
 
-    init(destinationPort: Int, stayDownAfterCut: Bool = false, decide: @escaping @Sendable (Direction, UInt16) -> Verdict) throws {
+    init(destinationPort: Int, stayDownAfterCut: Bool = false,
+         rewrite: (@Sendable (Direction, UInt16, UnsafeMutableRawBufferPointer) -> Void)? = nil,
+         decide: @escaping @Sendable (Direction, UInt16) -> Verdict) throws {
         self.stayDownAfterCut = stayDownAfterCut
+        self.rewrite = rewrite
         listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         port = Int(listener.port)
         destination = try Endpoint.parse("127.0.0.1:\(destinationPort)")
@@ -72,6 +77,7 @@ final class FrameRelay: @unchecked Sendable {
                     if stayDownAfterCut { listener.close() }
                     break
                 }
+                rewrite?(direction, decoded.type, UnsafeMutableRawBufferPointer(rebasing: buffer[FrameHeader.size..<FrameHeader.size + length]))
                 try to.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<FrameHeader.size + length]))
             }
         } catch {}

@@ -34,8 +34,9 @@ import Testing
         }
     }
 
-    /// Pages of three kinds across several chunks: runs of adjacent raw pages (one scatter
-    /// target each), LZ4 pages, zero pages over previously written memory; the destination ends
+    /// Pages of four kinds across several chunks: runs of adjacent raw pages (one scatter
+    /// target each), LZ4 pages, words pages and zero pages over previously written memory (both
+    /// must clear what was there); the destination ends
     /// up byte-identical with hashes that match, and the next frame is read in step.
     @Test func batchLandsInPlaceAcrossChunks() throws {
         let pageCount = 600
@@ -47,6 +48,9 @@ import Testing
             switch page % 7 {
             case 0: (0..<pageSize).forEach { bytes[$0] = 0 }                                        // zero
             case 1, 2: (0..<pageSize).forEach { bytes[$0] = UInt8(truncatingIfNeeded: $0 / 64 + page) }  // compressible
+            case 4:                                                                                       // mostly zero
+                (0..<pageSize).forEach { bytes[$0] = 0 }
+                for word in [3, 200, 511] { (source + page * pageSize).storeBytes(of: UInt64(page) &* 0x9E37_79B9 | 1, toByteOffset: word * 8, as: UInt64.self) }
             default: (0..<pageSize).forEach { bytes[$0] = UInt8(truncatingIfNeeded: ($0 &* 2654435761 &+ page &* 97) >> 7) }
             }
         }
@@ -84,7 +88,7 @@ import Testing
         for page in 0..<pageCount {
             let pagePointer = UnsafeRawPointer(source + page * pageSize)
             encoder.mode = page % 7 == 3 ? .none : .lz4
-            let encoded = encoder.encodeInPlace(page: pagePointer)
+            let encoded = encoder.encodeInPlace(page: pagePointer, slot: writer.payloadSlot)
             if encoded.encoding == .raw && page % 7 != 3 {
                 let lz = encoder.encode(page: pagePointer, into: writer.payloadSlot)
                 writer.commitEntry(page: UInt64(page), hash: lz.hash, encoding: lz.encoding, length: lz.length)
@@ -93,11 +97,11 @@ import Testing
                 writer.commitExternalEntry(page: UInt64(page), hash: encoded.hash, payload: pagePointer)
                 counts.raw += 1
             } else {
-                writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: .zero, length: 0)
-                counts.zero += 1
+                writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+                if encoded.encoding == .words { counts.words += 1 } else { counts.zero += 1 }
             }
         }
-        #expect(counts.zero > 50 && counts.lz4 > 100 && counts.raw > 50)
+        #expect(counts.zero > 50 && counts.words > 50 && counts.lz4 > 100 && counts.raw > 50)
         batch = writer.finishGathered()
         let secondReceive = BackgroundThread { try self.receiveBatch(receiver, sink) }
         try sender.send(.pageBatch, gather: batch.parts, length: batch.length)

@@ -1,6 +1,8 @@
 import FerryGuest
+import FerryProtocol
 import FerrySystem
 import Foundation
+import Synchronization
 import Testing
 
 @testable import FerryMigration
@@ -69,7 +71,44 @@ import Testing
         let outcome = try migration.run(in: scratch)
         let report = try outcome.source.get()
         if mode == .none { #expect(report.pages.lz4 == 0) } else { #expect(report.pages.lz4 > 0) }
+        // Mostly-zero pages of the standard mix go as words, except when told never to compress.
+        if mode == .none { #expect(report.pages.words == 0) } else { #expect(report.pages.words > 0) }
         #expect(report.pages.zero > 0)
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
+    /// A destination that does not list the words codec in ACCEPT (one that predates it) gets no
+    /// words entries: a relay clears the bit in ACCEPT and reads every PAGE_BATCH table.
+    @Test func wordsOnlyToADestinationThatDecodesThem() throws {
+        for clear in [false, true] {
+            let scratch = Scratch()
+            var migration = LoopbackMigration()
+            migration.workload = "uniform:20MB/s"
+            migration.runFor = 0
+            let seen = Mutex<(offered: Bool, words: Int)>((false, 0))
+            migration.route = { port in
+                UInt16(try FrameRelay(destinationPort: Int(port), rewrite: { direction, type, payload in
+                    if direction == .toSource && type == FrameType.accept.rawValue {
+                        var codecs = CodecSet(rawValue: payload.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+                        seen.withLock { $0.offered = codecs.contains(.words) }
+                        if clear { codecs.remove(.words) }
+                        payload.storeBytes(of: codecs.rawValue, toByteOffset: 4, as: UInt32.self)
+                    }
+                    if direction == .toDestination && type == FrameType.pageBatch.rawValue {
+                        let count = Int(payload.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+                        let words = (0..<count).filter { payload[8 + $0 * 24 + 20] == PageEncoding.words.rawValue }.count
+                        seen.withLock { $0.words += words }
+                    }
+                }, decide: { _, _ in .forward }).port)
+            }
+            let outcome = try migration.run(in: scratch)
+            let report = try outcome.source.get()
+            _ = try outcome.destination.get()
+            #expect(seen.withLock { $0.offered }, "the destination should list the words codec")
+            #expect(seen.withLock { $0.words } == report.pages.words)
+            if clear { #expect(report.pages.words == 0) } else { #expect(report.pages.words > 0) }
+            #expect(report.pages.lz4 + report.pages.raw > 0)
+            #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        }
     }
 }

@@ -25,7 +25,7 @@ struct MessageRoundTripTests {
             + [3, 0, 3, 0]                   // version_min, version_max
             + [0, 0x10, 0, 0]                // page_size 4096
             + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
-            + [7, 0, 0, 0]                   // codecs zero|raw|lz4
+            + [15, 0, 0, 0]                  // codecs zero|raw|lz4|words
             + [1, 0, 1, 0]                   // cpu_state_format, guest_kind
             + [2, 0, 0, 0, 3, 0, 0, 0]       // vcpu_count, stream_count, reserved
             + [2, 0, 0x61, 0x62]             // source_name "ab"

@@ -59,8 +59,13 @@ struct PageBatchTests {
             #expect(writer.count == 0 && writer.byteCount == 8)
             var page: UInt64 = 0
             while writer.hasRoomForPage {
-                let encoding = PageEncoding.allCases[Int(page % 3)]
-                let length = encoding == .zero ? 0 : encoding == .raw ? pageSize : Int(page * 37 % 4095) + 1
+                let encoding = PageEncoding.allCases[Int(page % 4)]
+                let length = switch encoding {
+                case .zero: 0
+                case .raw: pageSize
+                case .lz4: Int(page * 37 % 4095) + 1
+                case .words: Int(page % 409) * 10 + 10
+                }
                 let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(page) &+ Int(round)) }
                 #expect(writer.payloadSlotCapacity >= pageSize)
                 writer.payloadSlot.copyMemory(from: bytes, byteCount: length)
@@ -150,7 +155,10 @@ struct PageBatchTests {
         expectBatchRejected(batchBytes([RawEntry(page: 16)]), .invalidField)               // page == pageCount
         expectBatchRejected(batchBytes([RawEntry(page: .max)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(encoding: 0)]), .invalidField)
-        expectBatchRejected(batchBytes([RawEntry(encoding: 4)]), .invalidField)
+        expectBatchRejected(batchBytes([RawEntry(encoding: 5)]), .invalidField)
+        expectBatchRejected(batchBytes([RawEntry(length: 0, encoding: 4)]), .invalidField)        // words: no records
+        expectBatchRejected(batchBytes([RawEntry(length: 15, encoding: 4, payload: 15)]), .invalidField)
+        expectBatchRejected(batchBytes([RawEntry(length: 4100, encoding: 4, payload: 4100)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(encoding: 0xFF)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 1, payload: 1)]), .invalidField)  // zero with bytes
         expectBatchRejected(batchBytes([RawEntry(reserved: [0, 0, 1])]), .invalidField)
@@ -165,7 +173,9 @@ struct PageBatchTests {
         // And the edges that are allowed.
         #expect(throws: Never.self) {
             _ = try readBatch(batchBytes([raw, RawEntry(page: 15, length: 4095, encoding: 3, payload: 4095),
-                                          RawEntry(length: 1, encoding: 3, payload: 1), RawEntry()]))
+                                          RawEntry(length: 1, encoding: 3, payload: 1), RawEntry(),
+                                          RawEntry(page: 2, length: 10, encoding: 4, payload: 10),
+                                          RawEntry(page: 3, length: 4090, encoding: 4, payload: 4090)]))
         }
     }
 

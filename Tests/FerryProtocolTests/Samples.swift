@@ -113,13 +113,13 @@ let messageSamples: [MessageSample] = [
     MessageSample("DONE", Done()),
 ]
 
-/// A small `PAGE_BATCH` payload (zero, "LZ4" and optionally raw entries; the codec does not
-/// decompress) for pages of 4096 bytes in an image of `samplePageCount` pages.
+/// A small `PAGE_BATCH` payload (zero, "LZ4", "words" and optionally raw entries; the codec
+/// does not decode payloads) for pages of 4096 bytes in an image of `samplePageCount` pages.
 func samplePageBatch(round: UInt32 = 1, lz4Length: Int = 100, includeRaw: Bool = true) -> [UInt8] {
     let pageSize = 4096
-    var storage = [UInt8](repeating: 0xEE, count: 8 + 4 * (24 + pageSize))
+    var storage = [UInt8](repeating: 0xEE, count: 8 + 5 * (24 + pageSize))
     return storage.withUnsafeMutableBytes { buffer in
-        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 4)
+        var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 5)
         writer.reset(round: round)
         writer.commitEntry(page: 0, hash: 0x1111, encoding: .zero, length: 0)
         writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0x5A, count: lz4Length)
@@ -128,6 +128,8 @@ func samplePageBatch(round: UInt32 = 1, lz4Length: Int = 100, includeRaw: Bool =
             writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0xA5, count: pageSize)
             writer.commitEntry(page: 7, hash: 0x3333, encoding: .raw, length: pageSize)
         }
+        writer.payloadSlot.initializeMemory(as: UInt8.self, repeating: 0x3C, count: 30)
+        writer.commitEntry(page: 5, hash: 0x4444, encoding: .words, length: 30)
         writer.commitEntry(page: 3, hash: 0x1111, encoding: .zero, length: 0)
         return Array(writer.finish())
     }
