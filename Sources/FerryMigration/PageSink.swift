@@ -26,10 +26,10 @@ final class PageSink: @unchecked Sendable {
     let stripes: PageStripes
     let stream: Int
     /// Pages received at least once.
-    private(set) var held: DirtyBitmap
+    let held: PageBits
     /// Pages that may hold non-zero bytes (written with data at least once). The others are still
     /// the zeros of the fresh sparse image, so zero pages need no write.
-    private var written: DirtyBitmap
+    private let written: PageBits
     private(set) var counts = EncodingCounts()
     private(set) var pagesHeld = 0
     /// Pages applied so far, counting repeats.
@@ -38,10 +38,10 @@ final class PageSink: @unchecked Sendable {
     private(set) var applyNanos: UInt64 = 0
     /// Pages whose last copy did not match its hash (see `settle`), or whose bytes a batch cut
     /// off by a lost connection may have torn (see `receive`).
-    private(set) var stale: DirtyBitmap
+    let stale: PageBits
     private(set) var staleCount = 0
     /// Pages of the batch being read (a page may appear once per batch).
-    private var inBatch: DirtyBitmap
+    private let inBatch: PageBits
 
     /// Batch header and descriptor table of the batch being received.
     private let table: UnsafeMutableRawPointer
@@ -56,10 +56,7 @@ final class PageSink: @unchecked Sendable {
     static let maxVectors = 1024
 
     /// The lowest page still stale, if any.
-    var firstStalePage: Int? {
-        guard let word = stale.words.firstIndex(where: { $0 != 0 }) else { return nil }
-        return word << 6 | stale.words[word].trailingZeroBitCount
-    }
+    var firstStalePage: Int? { stale.first }
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, hashTable: PageHashTable,
          roundTable: PageRoundTable? = nil, stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
@@ -71,10 +68,10 @@ final class PageSink: @unchecked Sendable {
         self.hashTable = hashTable
         self.stripes = stripes
         self.stream = stream
-        self.held = DirtyBitmap(count: pageCount)
-        self.stale = DirtyBitmap(count: pageCount)
-        self.written = DirtyBitmap(count: pageCount)
-        self.inBatch = DirtyBitmap(count: pageCount)
+        self.held = PageBits(count: pageCount)
+        self.stale = PageBits(count: pageCount)
+        self.written = PageBits(count: pageCount)
+        self.inBatch = PageBits(count: pageCount)
         self.table = .allocate(byteCount: PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch), alignment: 16)
         self.descriptors = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch)
         self.scratch = .allocate(byteCount: Self.chunkBytes + pageSize, alignment: 64)

@@ -33,6 +33,8 @@ public struct SourceOptions: Sendable {
     /// Round 0 sends holes of the image file (`imagePath`, which must be the file `memory` maps)
     /// as zero markers without reading them. Needs `protectDuringRoundZero`.
     public var skipImageHoles: Bool
+    /// The image file's holes as `faultIn` left them (nil: round 0 searches the file itself).
+    public var imageHoles: ImageHoles?
     /// When the connections fail during pre-copy (not an ABORT, not a refusal), reconnect to the
     /// same destination and resume with the pages it does not hold (Protocol.md, "Resuming after
     /// a connection loss"). false: give up at once, as during the blackout.
@@ -220,7 +222,7 @@ public final class SourceAgent {
         // the memory is that file's mapping (same size) and protection happens in round 0.
         var holes: ImageHoles?
         if options.protectDuringRoundZero && options.skipImageHoles, (try? ImageFile.size(path: imagePath)) == size {
-            holes = try? ImageHoles(path: imagePath, pageSize: pageSize)
+            holes = options.imageHoles.flatMap { $0.path == imagePath ? $0 : nil } ?? (try? ImageHoles(path: imagePath, pageSize: pageSize))
         }
 
         // Measure what a blackout will cost besides the pages: one pause of the vCPUs and one
@@ -618,7 +620,12 @@ extension SourceAgent {
     /// as a VMM's guest RAM is resident, except the large holes round 0 will send unread: the
     /// same search in the same chunks (`RoundZeroProtection`), so what is skipped here is what
     /// round 0 skips, unless the guest writes there first.
-    public static func faultIn(_ region: borrowing MappedRegion, path: String, pageSize: Int) throws {
-        try ImageHoles(path: path, pageSize: pageSize).populate(region, skippingLargeHolesIn: RoundZeroProtection.pagesPerChunk)
+    /// Returns the image's holes as left: give them to the migration (`SourceOptions.imageHoles`)
+    /// so that round 0 looks for holes only where this left them.
+    @discardableResult
+    public static func faultIn(_ region: borrowing MappedRegion, path: String, pageSize: Int) throws -> ImageHoles {
+        let holes = try ImageHoles(path: path, pageSize: pageSize)
+        try holes.populate(region, skippingLargeHolesIn: RoundZeroProtection.pagesPerChunk)
+        return holes
     }
 }

@@ -159,7 +159,7 @@ final class SourceStreams {
 /// now, and any later write to it is recorded by the tracker (uffd write-protects unpopulated
 /// pages too; mprotect covers the range), so it is sent again in round 1.
 ///
-/// `@unchecked Sendable`: `holeWords` is written only under `protecting`, for pages of the chunk
+/// `@unchecked Sendable`: `holeBits` is written only under `protecting`, for pages of the chunk
 /// being protected, before the frontier's release store that makes them readable; streams read a
 /// page's bit only after an acquire load of the frontier saw it protected.
 final class RoundZeroProtection: @unchecked Sendable {
@@ -169,7 +169,7 @@ final class RoundZeroProtection: @unchecked Sendable {
     let tracker: any DirtyTracker
     let pageCount: Int
     let holes: ImageHoles?
-    private let holeWords: UnsafeMutablePointer<UInt64>
+    private let holeBits: PageBits
     /// Every page below it is protected.
     private let frontier = Atomic<Int>(0)
     /// Held while protecting, so chunks are protected once, in order.
@@ -179,18 +179,12 @@ final class RoundZeroProtection: @unchecked Sendable {
         self.tracker = tracker
         self.pageCount = pageCount
         self.holes = holes
-        let words = (pageCount + 63) / 64
-        holeWords = .allocate(capacity: words)
-        holeWords.initialize(repeating: 0, count: words)
+        holeBits = PageBits(count: pageCount)
     }
-
-    deinit { holeWords.deallocate() }
 
     /// Whether `page` (protected already) was a hole of the image file when it was protected.
     @inline(__always)
-    func isHole(_ page: Int) -> Bool {
-        holeWords[page >> 6] & (1 << UInt64(page & 63)) != 0
-    }
+    func isHole(_ page: Int) -> Bool { holeBits[page] }
 
     /// Makes sure `page` is protected, and the chunk after its chunk too (lookahead); returns a
     /// page bound below which the caller, walking upwards, need not call again (all protected,
@@ -227,7 +221,7 @@ final class RoundZeroProtection: @unchecked Sendable {
         // one 4 KiB read but costs two system calls. `SourceAgent.faultIn` searches the same way.
         try holes?.forEachLargeHole(in: current..<wanted, minimumPages: ImageHoles.largeHolePages,
                                     maxCalls: ImageHoles.callsPerChunk) { range in
-            for page in range { holeWords[page >> 6] |= 1 << UInt64(page & 63) }
+            for page in range { holeBits.set(page) }
         }
         frontier.store(wanted, ordering: .releasing)
         return wanted

@@ -102,7 +102,7 @@ struct DemoCommand: ParsableCommand {
 
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
-            try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
+            let holes = try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
             let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
                                             pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)
@@ -112,6 +112,7 @@ struct DemoCommand: ParsableCommand {
                                               settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
                                               compression: compress, tracker: tracker)
             sourceOptions.security = security
+            sourceOptions.imageHoles = holes
             let sourceAgent = SourceAgent(
                 memory: region.base, size: bytes, imagePath: source, guest: guest, guestSetup: setup,
                 options: sourceOptions,

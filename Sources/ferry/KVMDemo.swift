@@ -60,7 +60,7 @@ struct KVMDemo {
 
         // Source: the KVM guest boots on the image and dirties memory, then migrates.
         let region = try MappedRegion.mapFile(path: source, writable: true)
-        try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
+        let holes = try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
         let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger)
         guest.start()
         let warmEnd = MonotonicClock.now()
@@ -69,10 +69,12 @@ struct KVMDemo {
         MonotonicClock.sleep(seconds: min(1, runBefore))
         let measured = Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize) / min(1, max(runBefore, 1e-3))
         Terminal.note(String(format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)", MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
+        var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                                          settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000), compression: compress)
+        sourceOptions.imageHoles = holes
         let sourceAgent = SourceAgent(
             memory: region.base, size: bytes, imagePath: source, pageSize: KVMGuestLayout.pageSize, guest: KVMMigratableGuest(guest),
-            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                   settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000), compression: compress),
+            options: sourceOptions,
             logger: logger, progress: Terminal.progressHandler(quiet: quiet))
         let sourceReport: MigrationReport
         do {

@@ -122,7 +122,7 @@ struct SendCommand: ParsableCommand {
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.
-            try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
+            let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let migratable: any MigratableGuest
             if guest == "kvm" {
                 let parameters = try KVMGuestParameters(workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
@@ -151,6 +151,7 @@ struct SendCommand: ParsableCommand {
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
             options.security = connectionSecurity
+            options.imageHoles = holes
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, pageSize: systemPageSize, guest: migratable,
                                     options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
