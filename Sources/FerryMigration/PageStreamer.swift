@@ -89,13 +89,17 @@ final class PageStreamer: @unchecked Sendable {
             roundPagesSent = sent
             counts.add(roundCounts)
         }
-        startBatch(round: round)
+        // The batch writer lives in a local for the loop: a stored property of the class would be
+        // checked for exclusive access (at run time) on every page.
+        var writer = self.writer
+        defer { self.writer = writer }
+        startBatch(round: round, &writer)
         var protectedEnd = protection == nil ? Int.max : 0
         try stripes.forEachPage(in: pages, of: stream) { page in
             if page >= protectedEnd, let protection { protectedEnd = try protection.protect(through: page) }
             if !writer.hasRoomForPage || writer.byteCount >= batchLimit {
-                try flush(round: round)
-                startBatch(round: round)
+                try flush(round: round, &writer)
+                startBatch(round: round, &writer)
             }
             if let protection, protection.isHole(page) {
                 // A hole of the image file: zeros, not read (see RoundZeroProtection).
@@ -132,19 +136,19 @@ final class PageStreamer: @unchecked Sendable {
             sent += 1
             if sent & 4095 == 0 { progress?(sent) }
         }
-        if writer.count > 0 { try flush(round: round) }
+        if writer.count > 0 { try flush(round: round, &writer) }
         try protection?.protectAll()
         return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }
 
-    private func startBatch(round: UInt32) {
+    private func startBatch(round: UInt32, _ writer: inout PageBatchWriter) {
         writer.reset(round: round)
         encoder.mode = chooser.next()
         batchStart = MonotonicClock.now()
         batchNonZero = 0
     }
 
-    private func flush(round: UInt32) throws {
+    private func flush(round: UInt32, _ writer: inout PageBatchWriter) throws {
         let batch = writer.finishGathered()
         try connection.send(.pageBatch, gather: batch.parts, length: batch.length)
         // A bandwidth limit is part of the link: its wait counts in the batch's cost.
