@@ -63,9 +63,9 @@ struct CodecBenchmarks {
         let output = UnsafeMutableRawPointer.allocate(byteCount: outputSize, alignment: 64)
         defer { output.deallocate() }
         var produced = 0
-        var counts = (zero: 0, raw: 0, lz4: 0)
+        var counts = (zero: 0, words: 0, raw: 0, lz4: 0)
         let samples = measure(repetitions: options.repetitions) {
-            var bytes = 0, zero = 0, raw = 0, lz4 = 0
+            var bytes = 0, zero = 0, words = 0, raw = 0, lz4 = 0
             var offset = 0
             let base = image.base
             let pageSize = image.pageSize
@@ -78,14 +78,15 @@ struct CodecBenchmarks {
                 case .zero: zero += 1
                 case .raw: raw += 1
                 case .lz4: lz4 += 1
+                case .words: words += 1
                 }
             }
             produced = bytes
-            counts = (zero, raw, lz4)
+            counts = (zero, words, raw, lz4)
         }
-        let shares = [counts.zero, counts.lz4, counts.raw].map { String(Int((Double($0) * 100 / Double(image.pageCount)).rounded())) }
+        let shares = [counts.zero, counts.words, counts.lz4, counts.raw].map { String(Int((Double($0) * 100 / Double(image.pageCount)).rounded())) }
         addRow(label, image, samples,
-               note: "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)), zero/lz4/raw \(shares.joined(separator: "/"))%")
+               note: "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)), zero/words/lz4/raw \(shares.joined(separator: "/"))%")
     }
 
     /// `PageHash.hash` (XXH3-64, runtime-dispatched) of every page.
