@@ -1,3 +1,5 @@
+import Glibc
+
 /// The destination's round of each page's last copy (the `round` of the `PAGE_BATCH` it came in),
 /// shared by the streams' sinks like `PageHashTable`: after a lost connection it tells which pages
 /// arrived in the round that was cut off (Protocol.md, "Resuming after a connection loss").
@@ -8,11 +10,10 @@ final class PageRoundTable: @unchecked Sendable {
     let rounds: UnsafeMutableBufferPointer<UInt32>
 
     init(pageCount: Int) {
-        rounds = .allocate(capacity: pageCount)
-        rounds.initialize(repeating: 0)
+        rounds = allocateZeroed(UInt32.self, count: pageCount)
     }
 
-    deinit { rounds.deallocate() }
+    deinit { free(rounds.baseAddress) }
 
     subscript(page: Int) -> UInt32 {
         get { rounds[page] }

@@ -1,5 +1,6 @@
 import FerryCodec
 import FerrySystem
+import Glibc
 
 /// Which page stream carries which page (Protocol.md section 3.16): page `p` travels on stream
 /// `(p / 512) % streamCount`. Fixed stripes keep every page on one stream for the whole
@@ -52,11 +53,10 @@ final class PageHashTable: @unchecked Sendable {
     let hashes: UnsafeMutableBufferPointer<UInt64>
 
     init(pageCount: Int) {
-        hashes = .allocate(capacity: pageCount)
-        hashes.initialize(repeating: 0)
+        hashes = allocateZeroed(UInt64.self, count: pageCount)
     }
 
-    deinit { hashes.deallocate() }
+    deinit { free(hashes.baseAddress) }
 
     subscript(page: Int) -> UInt64 {
         get { hashes[page] }
