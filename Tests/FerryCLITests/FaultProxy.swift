@@ -81,6 +81,16 @@ final class FaultProxy: @unchecked Sendable {
         guard fd >= 0 else { throw ProxyError(description: "socket: errno \(errno)") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if case .blackhole = fault {
+            // A partition drops packets: what the source wrote and nobody acknowledged waits in its
+            // own send buffer (≤ tcp_wmem's 4 MiB). A proxy that stops reading still acknowledges
+            // into its receive buffer, which autotuning grows up to tcp_rmem's maximum (32 MiB on
+            // this machine): more than is left of round 0, and whether the source ever stalls in
+            // a write would depend on timing. A small fixed buffer (inherited by accepted
+            // sockets) keeps the partition one that the source's writes run into.
+            var bytes: Int32 = 256 << 10
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = FaultProxy.loopback(port: 0)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
