@@ -47,7 +47,7 @@ final class PageStreamer: @unchecked Sendable {
     private let zeroHash: UInt64
 
     init(memory: UnsafeMutableRawPointer, pageSize: Int, connection: FramedConnection,
-         compression: CompressionChoice, peerCodecs: CodecSet = .all, batchBytes: Int, hashTable: PageHashTable,
+         compression: CompressionChoice, peerCodecs: CodecSet, batchBytes: Int, hashTable: PageHashTable,
          stripes: PageStripes, stream: Int) {
         self.hashTable = hashTable
         self.stripes = stripes

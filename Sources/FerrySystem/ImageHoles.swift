@@ -121,13 +121,14 @@ public final class ImageHoles: Sendable {
                     try region.populate(cursor * pageSize..<hole.lowerBound * pageSize, writable: false)
                 }
                 skipped += hole.count
+                cursor = hole.upperBound
+                guard !hole.isEmpty else { continue }
                 // A hole that runs on into the next chunk is one range (searches see it whole).
-                if let last = left.last, last.upperBound == hole.lowerBound, !hole.isEmpty {
+                if let last = left.last, last.upperBound == hole.lowerBound {
                     left[left.count - 1] = last.lowerBound..<hole.upperBound
-                } else if !hole.isEmpty {
+                } else {
                     left.append(hole)
                 }
-                cursor = hole.upperBound
             }
             chunk = end
         }
