@@ -11,8 +11,12 @@ import Logging
 /// - `JOIN` is a page stream of a running migration and goes to the registry;
 /// - `RESUME` brings a new control connection back to a migration that lost its connections
 ///   (`reattach`, the one place that routes a connection to a living session by its id);
-/// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag, a
-///   connection naming a session that awaits its COMMIT is handed to that session;
+/// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag and the
+///   session's token, a connection naming a session that awaits its COMMIT is handed to that session;
+///
+/// `JOIN`, `RESUME` and a resolving `STATUS_QUERY` must present the session's token
+/// (`ACCEPT.session_token`): one that names a session without it is closed (or, a status query,
+/// answered as a plain one) and changes nothing in that session.
 /// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
 ///
 /// None of these stops the destination: a stranger cannot abort a migration in progress. Each
@@ -146,14 +150,16 @@ final class ConnectionDispatcher: @unchecked Sendable {
             onHello(connection, hello)
         case .join:
             guard let join = try? Join(payload: frame.payload), registry.deliver(join, connection: connection) else {
-                log.warning("closed a connection whose JOIN names no migration waiting for that stream",
+                log.warning(namesWithoutToken(try? Join(payload: frame.payload)) { ($0.sessionID, $0.sessionToken) }
+                                ? "closed a connection that named a migration without its token"
+                                : "closed a connection whose JOIN names no migration waiting for that stream",
                             metadata: ["migration.peer": "\(peer)"])
                 connection.close()
                 return
             }
             try? stream.setReceiveTimeout(ms: receiveTimeoutMs)
         case .resume:
-            reattach(connection, frame, peer: peer) { try Resume(payload: $0).sessionID }
+            reattach(connection, frame, peer: peer) { let resume = try Resume(payload: $0); return (resume.sessionID, resume.sessionToken) }
         case .statusQuery:
             answerStatus(frame, connection: connection, stream: stream, peer: peer)
         default:
@@ -163,21 +169,22 @@ final class ConnectionDispatcher: @unchecked Sendable {
         }
     }
 
-    /// Hands a connection whose first frame names a session (`sessionID` reads it from the
-    /// payload) to that session; closes it when the frame is malformed or names no session that
-    /// takes it. A new kind of reattaching frame adds a case in `route` that calls this.
+    /// Hands a connection whose first frame names a session (`named` reads its id and token from
+    /// the payload) to that session; closes it when the frame is malformed or names no session
+    /// that takes it, or names one without its token (then nothing in that session changes). A
+    /// new kind of reattaching frame adds a case in `route` that calls this.
     private func reattach(_ connection: FramedConnection, _ frame: ReceivedFrame, peer: String,
-                          sessionID: (UnsafeRawBufferPointer) throws -> UInt64) {
+                          named: (UnsafeRawBufferPointer) throws -> (UInt64, SessionToken)) {
         let name = frame.type.rawValue
-        guard let id = try? sessionID(frame.payload) else {
+        guard let (id, token) = try? named(frame.payload) else {
             log.warning("closed a connection with a malformed first frame", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
             connection.close()
             return
         }
         try? connection.stream.setReceiveTimeout(ms: receiveTimeoutMs)
         let reattachment = Reattachment(connection: connection, type: frame.type, payload: [UInt8](frame.payload))
-        guard registry.reattach(session: id, reattachment) else {
-            log.warning("closed a connection that names no migration here", metadata: [
+        guard registry.reattach(session: id, token: token, reattachment) else {
+            log.warning(namesWithoutToken((id, token)) { $0 } ? "closed a connection that named a migration without its token" : "closed a connection that names no migration here", metadata: [
                 "migration.peer": "\(peer)", "migration.frame": "\(name)", "migration.session": "\(id)"])
             connection.close()
             return
@@ -185,8 +192,18 @@ final class ConnectionDispatcher: @unchecked Sendable {
         log.info("a connection came back for a migration", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
     }
 
+    /// Whether a first frame (`frame`, nil when malformed) named a migration this destination
+    /// knows, with a token that is not that migration's: a stranger (or a guess), logged apart.
+    private func namesWithoutToken<Frame>(_ frame: Frame?, _ named: (Frame) -> (UInt64, SessionToken)) -> Bool {
+        guard let frame else { return false }
+        let (id, token) = named(frame)
+        return registry.handoffs.state(of: id) != .unknown && !registry.handoffs.holds(token, session: id)
+    }
+
     /// Answers a `STATUS_QUERY`. A source resolving a session that awaits its COMMIT keeps the
     /// connection open: it belongs to that session from here on (`HandoffBook.offerResolver`).
+    /// Resolving needs the session's token: a resolve query without it is answered as a plain
+    /// query and closed, and never confirms, takes or interrupts anything of the session.
     private func answerStatus(_ frame: ReceivedFrame, connection: FramedConnection, stream: TCPStream, peer: String) {
         let query: StatusQuery
         do {
@@ -196,9 +213,15 @@ final class ConnectionDispatcher: @unchecked Sendable {
             connection.close()
             return
         }
-        let answers = registry.handoffs.statuses(for: query)
+        let handoffs = registry.handoffs
+        let resolving = query.resolve && handoffs.holds(query.sessionToken, session: query.sessionID)
+        if query.resolve && !resolving && handoffs.state(of: query.sessionID) != .unknown {
+            log.warning("a connection named a migration without its token to resolve it; answered as a plain status query", metadata: [
+                "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)"])
+        }
+        let answers = handoffs.statuses(for: query, authenticated: connection.security.authenticated)
         log.info("answered a status query", metadata: [
-            "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)", "migration.resolve": "\(query.resolve)",
+            "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)", "migration.resolve": "\(resolving)",
             "migration.state": "\(answers.first.map { "\($0.state)" } ?? "-")", "migration.matches": "\(answers.count)"])
         for answer in answers {
             do {
@@ -212,17 +235,17 @@ final class ConnectionDispatcher: @unchecked Sendable {
         // sends on it. Should the session give up in between, the source finds the connection
         // closed, asks again and learns that the guest was discarded.
         var handedOver = false
-        if query.resolve, answers.count == 1, answers[0].state == .resumed {
-            registry.handoffs.confirm(session: query.sessionID)
-        } else if query.resolve, answers.count == 1, answers[0].state == .awaitingCommit {
+        if resolving, answers.count == 1, answers[0].state == .resumed {
+            handoffs.confirm(session: query.sessionID, token: query.sessionToken)
+        } else if resolving, answers.count == 1, answers[0].state == .awaitingCommit {
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
-            handedOver = registry.handoffs.offerResolver(session: query.sessionID, connection: connection)
-        } else if query.resolve, answers.count == 1, answers[0].state == .receiving {
+            handedOver = handoffs.offerResolver(session: query.sessionID, token: query.sessionToken, connection: connection)
+        } else if resolving, answers.count == 1, answers[0].state == .receiving {
             // A source that gave up during its blackout (no CPU_STATE arrived here yet) says so
             // with ABORT on this connection, instead of leaving the session to wait for a RESUME.
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
-            handedOver = registry.reattach(session: query.sessionID, Reattachment(connection: connection, type: .statusQuery,
-                                                                                   payload: [UInt8](frame.payload)))
+            handedOver = registry.reattach(session: query.sessionID, token: query.sessionToken,
+                                           Reattachment(connection: connection, type: .statusQuery, payload: [UInt8](frame.payload)))
         }
         if !handedOver { connection.close() }
     }

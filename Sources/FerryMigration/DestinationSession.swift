@@ -88,6 +88,9 @@ final class DestinationSession {
         let sink: PageSink
         let streamCount = Int(hello.streamCount)
         let sessionID = UInt64.random(in: 1...UInt64.max)
+        // The secret that binds this migration to its source (CSPRNG): JOIN, RESUME and a
+        // resolving STATUS_QUERY must present it; only ACCEPT carries it.
+        let sessionToken = SessionToken.random()
         let hashTable = PageHashTable(pageCount: pageCount)
         let roundTable = PageRoundTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: streamCount)
@@ -104,7 +107,7 @@ final class DestinationSession {
         defer { for receiver in receivers { receiver.stop() } }
         // Cleared once the final round starts (CPU_STATE): from then on a loss is not resumed.
         let resumable = Atomic<Bool>(options.resumeTimeout > 0)
-        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: {
+        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: {
             guard resumable.load(ordering: .acquiring) else { return false }
             live.closeAll()
             return true
@@ -112,7 +115,7 @@ final class DestinationSession {
         defer { registry.close(session: sessionID) }
         let handoffs = registry.handoffs
         report.session = hex(sessionID)
-        handoffs.begin(session: sessionID, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
+        handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
         // Whatever ends this session before the guest resumes here discards it.
         var discardReason = "the migration ended before COMMIT"
         defer {
@@ -122,7 +125,7 @@ final class DestinationSession {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: .all,
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
-                                       sessionID: sessionID, destinationName: options.name))
+                                       sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))
             let configFrame = try connection.receive()
             guard configFrame.type == .guestConfig else {
                 throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(configFrame.type)", guest: .notHere)

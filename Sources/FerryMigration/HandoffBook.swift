@@ -12,12 +12,18 @@ import Foundation
 /// that session with the resolve flag (`offerResolver`). That connection then carries `COMMIT`
 /// (the guest resumes here) or `ABORT` (the source kept it). Finished migrations are remembered
 /// (the most recent `historyLimit`), so that a source whose `RESUMED` was lost learns that its
-/// guest runs here. `@unchecked Sendable`: all state is guarded by `condition`.
+/// guest runs here.
+///
+/// Each record keeps its session's token (`ACCEPT.session_token`): only a query that presents it
+/// may resolve, confirm or take the session's connection, and only such a query, or one over a
+/// connection authenticated with the shared key, learns session ids and digests (`statuses`).
+/// `@unchecked Sendable`: all state is guarded by `condition`.
 final class HandoffBook: @unchecked Sendable {
     static let historyLimit = Int(Status.maxTotal)
 
     private struct Record {
         var sessionID: UInt64
+        var token: SessionToken
         var guestName: String
         var pageCount: UInt64
         var state: HandoffState
@@ -39,10 +45,10 @@ final class HandoffBook: @unchecked Sendable {
     private var order: [UInt64] = []
 
     /// Records a new migration in state `receiving`.
-    func begin(session: UInt64, guestName: String, pageCount: UInt64, control: FramedConnection) {
+    func begin(session: UInt64, token: SessionToken, guestName: String, pageCount: UInt64, control: FramedConnection) {
         condition.lock()
         defer { condition.unlock() }
-        records[session] = Record(sessionID: session, guestName: guestName, pageCount: pageCount, state: .receiving,
+        records[session] = Record(sessionID: session, token: token, guestName: guestName, pageCount: pageCount, state: .receiving,
                                   control: control)
         order.append(session)
         // Forget the oldest finished migrations beyond the limit; running ones are never forgotten.
@@ -90,9 +96,22 @@ final class HandoffBook: @unchecked Sendable {
         return records[id]?.state ?? .unknown
     }
 
+    /// Whether `token` is session `id`'s (compared in constant time); false for an unknown
+    /// session and for `.none`.
+    func holds(_ token: SessionToken, session id: UInt64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return records[id]?.token.matches(token) ?? false
+    }
+
     /// The answer to `query`, newest first (at most `Status.maxTotal` frames); a query that
     /// matches nothing gets one `STATUS` of state `unknown`.
-    func statuses(for query: StatusQuery) -> [Status] {
+    ///
+    /// Who learns what (Protocol.md 3.20): a record's session id and digest go to an asker that
+    /// presented that session's token, or whose connection proved the shared key
+    /// (`authenticated`). Anyone else gets 0 for both, except that a query naming a session id
+    /// has that id echoed (it knew it already) — still with digest 0.
+    func statuses(for query: StatusQuery, authenticated: Bool) -> [Status] {
         condition.lock()
         let now = MonotonicClock.now()
         var matching: [Record] = []
@@ -110,19 +129,22 @@ final class HandoffBook: @unchecked Sendable {
         }
         let total = UInt16(matching.count)
         return matching.enumerated().map { index, record in
-            Status(index: UInt16(index), total: total, state: record.state, sessionID: record.sessionID,
-                   digest: record.digest, pageCount: record.pageCount,
-                   ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
-                   guestName: record.guestName, message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
+            let revealed = authenticated || record.token.matches(query.sessionToken)
+            return Status(index: UInt16(index), total: total, state: record.state,
+                          sessionID: revealed || query.sessionID != 0 ? record.sessionID : 0,
+                          digest: revealed ? record.digest : 0, pageCount: record.pageCount,
+                          ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
+                          guestName: record.guestName, message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
         }
     }
 
-    /// The dispatcher's side: `connection` asked to resolve session `id`. When the session awaits
-    /// its COMMIT, keeps the connection for it, closes the one the session waits on (it may have
-    /// been lost silently) and returns true; else false, and the caller answers and closes.
-    func offerResolver(session id: UInt64, connection: FramedConnection) -> Bool {
+    /// The dispatcher's side: `connection` asked to resolve session `id` with `token`. When the
+    /// token is the session's and the session awaits its COMMIT, keeps the connection for it,
+    /// closes the one the session waits on (it may have been lost silently) and returns true;
+    /// else false (nothing changes), and the caller closes it.
+    func offerResolver(session id: UInt64, token: SessionToken, connection: FramedConnection) -> Bool {
         condition.lock()
-        guard var record = records[id], record.state == .awaitingCommit else {
+        guard var record = records[id], record.token.matches(token), record.state == .awaitingCommit else {
             condition.unlock()
             return false
         }
@@ -156,11 +178,12 @@ final class HandoffBook: @unchecked Sendable {
         }
     }
 
-    /// The source of `id` asked (resolve) and was told that its guest runs here: as good as its
-    /// `DONE`. Wakes a session waiting for `DONE` on a connection that may be dead.
-    func confirm(session id: UInt64) {
+    /// The source of `id` asked (resolve, presenting `token`) and was told that its guest runs
+    /// here: as good as its `DONE`. Wakes a session waiting for `DONE` on a connection that may be
+    /// dead. Nothing happens for a token that is not the session's.
+    func confirm(session id: UInt64, token: SessionToken) {
         condition.lock()
-        guard var record = records[id], record.state == .resumed else {
+        guard var record = records[id], record.token.matches(token), record.state == .resumed else {
             condition.unlock()
             return
         }

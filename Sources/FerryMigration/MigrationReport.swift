@@ -142,6 +142,10 @@ public struct MigrationReport: Codable, Sendable {
     public var announce: String = ""
     /// `ACCEPT.session_id`, hex: what `ferry status --session` asks about.
     public var session: String?
+    /// Source: `ACCEPT.session_token`, 32 hex digits: what `ferry status --commit`/`--discard`
+    /// (and a status query that is to name session ids) must present. A secret: whoever holds it
+    /// can decide this migration's handoff.
+    public var sessionToken: String?
     /// How the handoff was settled when the first acknowledgement was lost (source).
     public var handoff: String?
     public var error: String?
@@ -177,6 +181,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("\(role) report: \(outcome)")
         lines.append("  guest        \(vcpus) vCPU(s), workload \(workload), now on: \(guestLocation.rawValue)")
         if let session { lines.append("  session      \(session)") }
+        if let sessionToken { lines.append("  token        \(sessionToken) (secret: ferry status --token)") }
         lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
         if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
         lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs))), process CPU \(ms(cpuMs))")

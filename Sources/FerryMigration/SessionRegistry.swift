@@ -2,8 +2,9 @@ import FerryProtocol
 import FerryTransport
 import Foundation
 
-/// A new connection that names a living session by its `session_id` in its first frame (today
-/// `RESUME`; the frame type says what it wants), waiting for that session to take it.
+/// A new connection that names a living session by its `session_id` and `session_token` in its
+/// first frame (`RESUME`, or a resolving `STATUS_QUERY`; the frame type says what it wants),
+/// waiting for that session to take it.
 struct Reattachment: Sendable {
     let connection: FramedConnection
     let type: FrameType
@@ -18,6 +19,10 @@ struct Reattachment: Sendable {
 /// and hands every connection that opened with `JOIN` to `deliver`, which keeps it for the session
 /// it names until that session takes its streams (`waitForStreams`). After a resume
 /// (`reopenStreams`) the session takes a second set of JOINs.
+///
+/// Every connection that names a session must also present that session's token (Protocol.md
+/// section 6): a `JOIN` or reattaching connection with the wrong one is treated exactly like one
+/// naming no session, and changes nothing in it.
 ///
 /// Reattaching: a connection whose first frame names a session (`RESUME`) goes to `reattach`,
 /// which keeps it (one at a time per session) until the session takes it (`waitForReattachment`)
@@ -37,6 +42,8 @@ final class SessionRegistry: @unchecked Sendable {
     private var promisedDisk: UInt64 = 0
 
     private struct Joining {
+        /// `ACCEPT.session_token`: what a JOIN or a reattaching connection must present.
+        var token: SessionToken
         var extraStreams: Int
         var joined: [Int: FramedConnection] = [:]
         /// The session has its streams; later JOINs are strangers.
@@ -96,9 +103,9 @@ final class SessionRegistry: @unchecked Sendable {
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
     /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it; it
     /// returns whether the session takes one now (false: the connection is closed).
-    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
+    func open(session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
         condition.lock()
-        sessions[id] = Joining(extraStreams: extraStreams, onReattach: onReattach)
+        sessions[id] = Joining(token: token, extraStreams: extraStreams, onReattach: onReattach)
         condition.unlock()
     }
 
@@ -113,11 +120,13 @@ final class SessionRegistry: @unchecked Sendable {
         for connection in leftover { connection.close() }
     }
 
-    /// Keeps `connection`, whose first frame named session `id`, for that session; false (and the
-    /// caller closes it) when no open session has that ID or one is already waiting for it.
-    func reattach(session id: UInt64, _ reattachment: Reattachment) -> Bool {
+    /// Keeps `connection`, whose first frame named session `id` with `token`, for that session;
+    /// false (and the caller closes it) when no open session has that ID and token, or one is
+    /// already waiting for it. A wrong token changes nothing: `onReattach` (which drops the
+    /// session's live connections) runs only after the token matched.
+    func reattach(session id: UInt64, token: SessionToken, _ reattachment: Reattachment) -> Bool {
         condition.lock()
-        guard let session = sessions[id], session.reattached == nil else {
+        guard let session = sessions[id], session.token.matches(token), session.reattached == nil else {
             condition.unlock()
             return false
         }
@@ -154,12 +163,12 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Keeps a connection that sent `join` for its session; false (and the caller closes it)
-    /// when no open session has that ID, the index is out of range or already joined.
+    /// when no open session has that ID and token, the index is out of range or already joined.
     func deliver(_ join: Join, connection: FramedConnection) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         let index = Int(join.streamIndex)
-        guard var session = sessions[join.sessionID], !session.taken, index >= 1, index <= session.extraStreams,
+        guard var session = sessions[join.sessionID], session.token.matches(join.sessionToken), !session.taken, index >= 1, index <= session.extraStreams,
               session.joined[index] == nil else { return false }
         session.joined[index] = connection
         sessions[join.sessionID] = session

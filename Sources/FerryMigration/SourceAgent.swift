@@ -152,6 +152,8 @@ public final class SourceAgent {
         // (a shaped link's queue, the destination's admission checks).
         var rtt: Double
         let sessionID: UInt64
+        /// `ACCEPT.session_token`: presented in JOIN, RESUME and the handoff's STATUS_QUERYs.
+        let sessionToken: SessionToken
         /// The codecs the destination decodes (its ACCEPT): the streams use no other.
         let peerCodecs: CodecSet
         var configPayload: [UInt8] = []
@@ -175,8 +177,10 @@ public final class SourceAgent {
             case .accept:
                 let accept = try Accept(payload: reply.payload)
                 sessionID = accept.sessionID
+                sessionToken = accept.sessionToken
                 peerCodecs = accept.codecs
                 report.session = hex(sessionID)
+                report.sessionToken = sessionToken.hex
                 log.info("destination accepted the guest", metadata: [
                     "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
             case .refuse:
@@ -233,7 +237,7 @@ public final class SourceAgent {
         let streamer: SourceStreams
         do {
             streamer = try SourceStreams(control: connection, count: options.streams, endpoint: options.destination,
-                                         sessionID: sessionID, options: options, memory: memory, pageSize: pageSize,
+                                         sessionID: sessionID, token: sessionToken, options: options, memory: memory, pageSize: pageSize,
                                          pageCount: pageCount, peerCodecs: peerCodecs)
         } catch {
             let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
@@ -274,7 +278,7 @@ public final class SourceAgent {
                 decision: "connection lost at \(percent)% of the round; resuming"))
             streamer.closeAll()
             connection.close()
-            let back = try reconnect(sessionID: sessionID, pageCount: pageCount, lostRound: lostRound, streamer: streamer,
+            let back = try reconnect(sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: lostRound, streamer: streamer,
                                      lost: failure) { attempt, why in
                 let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
                 log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
@@ -462,7 +466,9 @@ public final class SourceAgent {
                 // The destination may wait for a RESUME (no CPU_STATE arrived) or hold a verified
                 // image waiting for a COMMIT, neither of which will come: tell it now rather than
                 // after its grace period.
-                releaseDestination(session: sessionID, because: failure.message, log: log)
+                if let splitBrain = releaseDestination(session: sessionID, token: sessionToken, because: failure.message, log: log) {
+                    throw splitBrain
+                }
             }
             throw failure
         }
@@ -500,7 +506,7 @@ public final class SourceAgent {
             log.warning("no RESUMED after COMMIT; asking the destination where the guest is", metadata: [
                 "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
                 "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
-            switch resolveHandoff(session: sessionID, digest: digest, after: error, log: log) {
+            switch resolveHandoff(session: sessionID, token: sessionToken, digest: digest, after: error, log: log) {
             case .resumedThere(let how):
                 let end = MonotonicClock.now()
                 parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
@@ -513,7 +519,7 @@ public final class SourceAgent {
                 report.guestLocation = .source
                 throw MigrationError(.transport, "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source", guest: .source)
             case .unresolved(let why):
-                report.outcome = "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID))`"
+                report.outcome = "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`"
                 report.error = why
             }
         }
@@ -546,7 +552,7 @@ public final class SourceAgent {
     /// that connection; `discarded` means the guest never ran there and may resume here. No
     /// answer, or `unknown` (a destination that restarted cannot say whether it ran the guest),
     /// leaves it unresolved: the guest must not run here, since it may run there.
-    func resolveHandoff(session: UInt64, digest: UInt64, after firstError: any Error, log: Logger) -> HandoffResolution {
+    func resolveHandoff(session: UInt64, token: SessionToken, digest: UInt64, after firstError: any Error, log: Logger) -> HandoffResolution {
         let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
         var delay = 0.1
         var attempt = 0
@@ -555,7 +561,7 @@ public final class SourceAgent {
             attempt += 1
             do {
                 let left = Int((Double(deadline &- min(deadline, MonotonicClock.now())) / 1e6))
-                let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
+                let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
                                                               security: options.security, connectTimeoutMs: max(100, min(2_000, left)))
                 defer { asking.close() }
                 let status = answers[0]
@@ -589,19 +595,34 @@ public final class SourceAgent {
 
     /// Best effort, one short attempt: tells a destination that may hold a verified image for
     /// `session`, or wait for this source to resume it, that this source kept the guest, so that
-    /// it discards the image now.
-    func releaseDestination(session: UInt64, because reason: String, log: Logger) {
+    /// it discards the image now. Called after this source resumed its own guest without writing
+    /// COMMIT.
+    ///
+    /// Defence in depth: should the destination answer that it resumed this session (it must
+    /// not, without this source's COMMIT; a destination that let someone else commit would),
+    /// the guest now runs in two places. This stops the source's copy, so that it runs only on
+    /// the destination, and returns the error that says so loudly; nil otherwise.
+    func releaseDestination(session: UInt64, token: SessionToken, because reason: String, log: Logger) -> MigrationError? {
         do {
-            let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, resolve: true),
+            let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
                                                           security: options.security, connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
             defer { asking.close() }
             if answers[0].state == .awaitingCommit || answers[0].state == .receiving {
                 try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))
                 log.info("told the destination to discard its verified image", metadata: ["migration.session": "\(hex(session))"])
+            } else if answers[0].state == .resumed {
+                _ = guest.stopForHandover()
+                let failure = MigrationError(.protocolViolation,
+                    "split brain: the destination resumed the guest although this source did not commit; the source's copy was stopped (session \(hex(session)) at \(options.destination); this source had resumed it after: \(reason))",
+                    guest: .destination)
+                log.error("split brain: the destination resumed a guest this source did not commit; stopped the source's copy", metadata: [
+                    "migration.session": "\(hex(session))", "migration.error": "\(failure.message)"])
+                return failure
             }
         } catch {
             log.info("could not tell the destination to discard; it does so after its handoff timeout", metadata: ["migration.error": "\(error)"])
         }
+        return nil
     }
 
     private func abort(_ connection: FramedConnection, _ failure: MigrationError) {

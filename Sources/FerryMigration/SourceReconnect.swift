@@ -17,7 +17,7 @@ extension SourceAgent {
     /// through: `RESUME`, the `RESUME_STATE` frames, and new page streams for `streamer`.
     /// `announce(attempt, why)` runs before each attempt, `why` being the last failure. Throws at once on anything but a transport
     /// failure (an ABORT, a malformed answer), and after the last attempt.
-    func reconnect(sessionID: UInt64, pageCount: Int, lostRound: Int, streamer: SourceStreams, lost: MigrationError,
+    func reconnect(sessionID: UInt64, token: SessionToken, pageCount: Int, lostRound: Int, streamer: SourceStreams, lost: MigrationError,
                    announce: (Int, MigrationError) -> Void) throws -> Reconnection {
         let start = MonotonicClock.now()
         var lastError = lost
@@ -33,12 +33,12 @@ extension SourceAgent {
                 let connection = FramedConnection(stream)
                 do {
                     try connection.authenticate(asClient: options.security)
-                    try connection.send(Resume(sessionID: sessionID, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
+                    try connection.send(Resume(sessionID: sessionID, sessionToken: token, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
                     var frames: [ResumeState] = []
                     for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try connection.receive(ResumeState.self)) }
                     let held = try HeldPages(frames: frames, pageCount: pageCount, round: UInt32(lostRound))
                     try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
-                    try streamer.reattach(control: connection, endpoint: options.destination, sessionID: sessionID, options: options)
+                    try streamer.reattach(control: connection, endpoint: options.destination, sessionID: sessionID, token: token, options: options)
                     return Reconnection(connection: connection, held: held, attempts: attempt)
                 } catch {
                     connection.close()

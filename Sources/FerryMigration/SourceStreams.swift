@@ -13,10 +13,10 @@ final class SourceStreams {
     let hashTable: PageHashTable
     let stripes: PageStripes
 
-    /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`.
-    init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions,
+    /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`, presenting `token`.
+    init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions,
          memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, peerCodecs: CodecSet) throws {
-        let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, options: options))
+        let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, token: token, options: options))
         self.connections = connections
         let table = PageHashTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: connections.count)
@@ -31,7 +31,7 @@ final class SourceStreams {
         }
     }
 
-    private static func openExtraStreams(count: Int, endpoint: Endpoint, sessionID: UInt64,
+    private static func openExtraStreams(count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken,
                                          options: SourceOptions) throws -> [FramedConnection] {
         var connections: [FramedConnection] = []
         do {
@@ -42,7 +42,7 @@ final class SourceStreams {
                 let connection = FramedConnection(stream)
                 connections.append(connection)
                 try connection.authenticate(asClient: options.security)
-                try connection.send(Join(sessionID: sessionID, streamIndex: UInt16(index)))
+                try connection.send(Join(sessionID: sessionID, sessionToken: token, streamIndex: UInt16(index)))
             }
         } catch {
             for extra in connections { extra.close() }
@@ -54,9 +54,9 @@ final class SourceStreams {
     /// After a resume: `control` is the new control connection; opens and joins new page streams
     /// and hands them to the streamers, which keep their hash table, encoding statistics and
     /// counters.
-    func reattach(control: FramedConnection, endpoint: Endpoint, sessionID: UInt64, options: SourceOptions) throws {
+    func reattach(control: FramedConnection, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions) throws {
         let fresh = [control] + (try Self.openExtraStreams(count: streamers.count, endpoint: endpoint,
-                                                           sessionID: sessionID, options: options))
+                                                           sessionID: sessionID, token: token, options: options))
         connections = fresh
         for (streamer, connection) in zip(streamers, fresh) { streamer.connection = connection }
     }

@@ -12,12 +12,16 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
     public var diskAvailable: UInt64
     /// Names this migration; each extra stream presents it in `JOIN`.
     public var sessionID: UInt64
+    /// The secret that binds this migration to its source (never zero): the source presents it
+    /// in `JOIN`, `RESUME` and a resolving `STATUS_QUERY`; nobody else learns it from the destination.
+    public var sessionToken: SessionToken
     /// A label for logs; cut to 255 UTF-8 bytes when encoded.
     public var destinationName: String
 
     public init(version: UInt16 = ProtocolLimits.version, codecs: CodecSet = .all,
-                memoryAvailable: UInt64, diskAvailable: UInt64, sessionID: UInt64 = 0, destinationName: String) {
+                memoryAvailable: UInt64, diskAvailable: UInt64, sessionID: UInt64 = 0, sessionToken: SessionToken, destinationName: String) {
         self.sessionID = sessionID
+        self.sessionToken = sessionToken
         self.version = version
         self.codecs = codecs
         self.memoryAvailable = memoryAvailable
@@ -30,6 +34,7 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         if !codecs.isSuperset(of: .required) {
             throw invalid("ACCEPT", "codecs \(codecs) lack the required zero and raw codecs")
         }
+        if sessionToken.isNone { throw invalid("ACCEPT", "session_token is all zero") }
         if destinationName.utf8.count > StringLimits.name {
             throw ProtocolError(.tooLarge, "ACCEPT 'destination_name' is \(destinationName.utf8.count) bytes, the limit is \(StringLimits.name)")
         }
@@ -45,6 +50,7 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         out.appendLittleEndian(memoryAvailable)
         out.appendLittleEndian(diskAvailable)
         out.appendLittleEndian(sessionID)
+        out.appendToken(sessionToken)
         out.appendStr16(message.destinationName)
     }
 
@@ -56,6 +62,7 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         memoryAvailable = try reader.read(UInt64.self, "memory_available")
         diskAvailable = try reader.read(UInt64.self, "disk_available")
         sessionID = try reader.read(UInt64.self, "session_id")
+        sessionToken = try reader.token("session_token")
         destinationName = try reader.str16("destination_name", limit: StringLimits.name)
         try reader.finish()
         try validate()

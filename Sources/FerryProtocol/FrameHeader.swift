@@ -46,7 +46,7 @@ public enum ProtocolLimits {
     public static let maxPageSize = 65536
     public static let maxVCPUs = 64
     public static let maxStreams = 16
-    public static let version: UInt16 = 3
+    public static let version: UInt16 = 4
 }
 
 /// The fixed 16-byte frame header (Protocol.md section 2), little-endian.

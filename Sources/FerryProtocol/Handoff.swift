@@ -35,14 +35,19 @@ public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
 
     /// `ACCEPT.session_id`, or 0 for any.
     public var sessionID: UInt64
+    /// `ACCEPT.session_token` of the migration asked about, or `.none`. Needed to resolve; with
+    /// it (or over a connection authenticated with the shared key) the answer names session ids
+    /// and digests, without it they are 0 (a session id the query names is echoed).
+    public var sessionToken: SessionToken
     /// The asker is the source of `sessionID` and will send `COMMIT` or `ABORT` on this
     /// connection if the answer is `awaiting-commit` (flag bit 0). Needs a session ID.
     public var resolve: Bool
     /// A guest name, or empty for any.
     public var guestName: String
 
-    public init(sessionID: UInt64 = 0, resolve: Bool = false, guestName: String = "") {
+    public init(sessionID: UInt64 = 0, sessionToken: SessionToken = .none, resolve: Bool = false, guestName: String = "") {
         self.sessionID = sessionID
+        self.sessionToken = sessionToken
         self.resolve = resolve
         self.guestName = guestName
     }
@@ -57,6 +62,7 @@ public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
     public func encode(into out: inout [UInt8]) {
         requireValid()
         out.appendLittleEndian(sessionID)
+        out.appendToken(sessionToken)
         out.appendLittleEndian(UInt32(resolve ? 1 : 0))
         out.appendZeros(4)
         out.appendStr16(guestName)
@@ -65,6 +71,7 @@ public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
         var reader = PayloadReader(payload, message: "STATUS_QUERY")
         sessionID = try reader.read(UInt64.self, "session_id")
+        sessionToken = try reader.token("session_token")
         let flags = try reader.read(UInt32.self, "flags")
         if flags > 1 { throw invalid("STATUS_QUERY", "flags \(flags): only bit 0 (resolve) is defined") }
         resolve = flags == 1

@@ -4,15 +4,19 @@ public struct Join: FrameMessage, ValidatingMessage, Equatable {
 
     /// `ACCEPT.session_id` of the migration this stream belongs to.
     public var sessionID: UInt64
+    /// `ACCEPT.session_token`: proves that this stream comes from the migration's source.
+    public var sessionToken: SessionToken
     /// 1 … `HELLO.stream_count - 1` (stream 0 is the control connection).
     public var streamIndex: UInt16
 
-    public init(sessionID: UInt64, streamIndex: UInt16) {
+    public init(sessionID: UInt64, sessionToken: SessionToken, streamIndex: UInt16) {
         self.sessionID = sessionID
+        self.sessionToken = sessionToken
         self.streamIndex = streamIndex
     }
 
     public func validate() throws(ProtocolError) {
+        if sessionToken.isNone { throw invalid("JOIN", "session_token is all zero") }
         if streamIndex < 1 || Int(streamIndex) >= ProtocolLimits.maxStreams {
             throw invalid("JOIN", "stream_index \(streamIndex) is outside 1…\(ProtocolLimits.maxStreams - 1)")
         }
@@ -21,6 +25,7 @@ public struct Join: FrameMessage, ValidatingMessage, Equatable {
     public func encode(into out: inout [UInt8]) {
         requireValid()
         out.appendLittleEndian(sessionID)
+        out.appendToken(sessionToken)
         out.appendLittleEndian(streamIndex)
         out.appendZeros(6)
     }
@@ -28,6 +33,7 @@ public struct Join: FrameMessage, ValidatingMessage, Equatable {
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
         var reader = PayloadReader(payload, message: "JOIN")
         sessionID = try reader.read(UInt64.self, "session_id")
+        sessionToken = try reader.token("session_token")
         streamIndex = try reader.read(UInt16.self, "stream_index")
         try reader.reserved(6)
         try reader.finish()

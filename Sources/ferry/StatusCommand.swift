@@ -13,12 +13,14 @@ struct StatusCommand: ParsableCommand {
             did not confirm its resume", this tells whether the guest runs on the destination (resumed), still \
             waits for the source's COMMIT (awaiting-commit: the guest runs nowhere; the source, which keeps \
             retrying, or its operator decides), or was discarded (it never ran there). Exit status 0 when the \
-            destination answered.
+            destination answered. Session ids and digests are shown only with --token (that session's) or \
+            --key-file; to anyone else the destination answers with id 0.
 
             --commit and --discard decide a handoff in the source's place, for a migration awaiting its COMMIT \
             whose source is gone for good (its host failed or was fenced): --commit resumes the guest on the \
-            destination, --discard drops the verified image. Use --commit only when the source can never \
-            resume the guest itself; otherwise it would run twice.
+            destination, --discard drops the verified image. Both need --session and --token: the session token \
+            is in the source's report. Use --commit only when the source can never resume the guest itself; \
+            otherwise it would run twice.
             """)
 
     @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
@@ -26,6 +28,9 @@ struct StatusCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
     var session: String?
+
+    @Option(help: ArgumentHelp("The session's token (32 hex digits, the source's report prints it): needed by --commit and --discard, and to see session ids and digests.", valueName: "hex"))
+    var token: String?
 
     @Option(help: ArgumentHelp("Only this guest's migrations.", valueName: "name"))
     var guest: String?
@@ -54,6 +59,12 @@ struct StatusCommand: ParsableCommand {
                 }
                 query.sessionID = id
             }
+            if let token {
+                guard let parsed = SessionToken(hex: token), !parsed.isNone else {
+                    throw MigrationError(.configuration, "--token \(token): give the session token as 32 hex digits, as the source's report prints it", guest: .notHere)
+                }
+                query.sessionToken = parsed
+            }
             if let guest {
                 if let problem = GuestName.problem(guest) {
                     throw MigrationError(.configuration, "--guest \(guest): \(problem)", guest: .notHere)
@@ -64,7 +75,10 @@ struct StatusCommand: ParsableCommand {
                 guard query.sessionID != 0, !(commit && discard) else {
                     throw MigrationError(.configuration, "--commit or --discard needs --session ID, and not both", guest: .notHere)
                 }
-                print(try decide(endpoint: endpoint, session: query.sessionID, security: security))
+                guard !query.sessionToken.isNone else {
+                    throw MigrationError(.configuration, "\(commit ? "--commit" : "--discard") needs --token: the session token is in the source's report (its `session_token`, or the `ferry status` command it suggests)", guest: .notHere)
+                }
+                print(try decide(endpoint: endpoint, session: query.sessionID, token: query.sessionToken, security: security))
                 return
             }
             let (connection, answers) = try StatusClient.ask(endpoint, query, security: security)
@@ -89,12 +103,17 @@ struct StatusCommand: ParsableCommand {
 
 extension StatusCommand {
     /// Sends COMMIT or ABORT for `session` as its source would after a resolve query.
-    private func decide(endpoint: Endpoint, session: UInt64, security: ConnectionSecurity) throws -> String {
-        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true), security: security)
+    private func decide(endpoint: Endpoint, session: UInt64, token: SessionToken, security: ConnectionSecurity) throws -> String {
+        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true), security: security)
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
             throw MigrationError(.refused, "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed", guest: .notHere)
+        }
+        // A wrong token is answered as a plain query (digest 0) on a connection the destination
+        // closes: nothing would be taken.
+        guard status.digest != 0 else {
+            throw MigrationError(.refused, "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed", guest: .notHere)
         }
         if commit {
             try connection.send(Commit())

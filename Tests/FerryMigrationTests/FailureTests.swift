@@ -79,7 +79,7 @@ import Testing
             let connection = FramedConnection(stream)
             _ = try connection.receive(Hello.self)
             try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
-                                       diskAvailable: 1 << 40, destinationName: "vanishing"))
+                                       diskAvailable: 1 << 40, sessionToken: .random(), destinationName: "vanishing"))
             _ = try connection.receive(GuestConfig.self)
             var batches = 0
             while batches < 2 {

@@ -59,6 +59,8 @@ struct LoopbackMigration {
     /// Runs after the source's `migrate()` returned or failed, before waiting for the destination;
     /// gets the destination's own port (not the relay's).
     var afterSource: ((UInt16) throws -> Void)?
+    /// Sees the source's result as soon as `migrate()` returned or failed (before `afterSource`).
+    var afterSourceResult: ((Result<MigrationReport, any Error>) -> Void)?
     var acceptTimeoutMs = 20_000
     var sourceSecurity = ConnectionSecurity.none
     var destinationSecurity = ConnectionSecurity.none
@@ -113,6 +115,7 @@ struct LoopbackMigration {
             memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
             options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
+        afterSourceResult?(source)
         var runningAfterFailure = false
         var steps: [UInt64]
         if case .failure = source {

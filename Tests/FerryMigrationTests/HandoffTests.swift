@@ -3,6 +3,7 @@ import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import FerryMigration
@@ -131,22 +132,30 @@ import Testing
                                   decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
         }
         var session: UInt64 = 0
+        let lastSourceError = Mutex<String>("")
         migration.afterSource = { port in
             let endpoint = try Endpoint.parse("127.0.0.1:\(port)")
+            // The operator reads the session and its token from the source's report (here, the
+            // `ferry status` command its error suggests): a stranger's query would not name it.
             let (asking, answers) = try StatusClient.ask(endpoint, StatusQuery(resolve: false))
             asking.close()
-            let waiting = try #require(answers.first { $0.state == .awaitingCommit })
-            session = waiting.sessionID
-            let (deciding, decided) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, resolve: true))
+            #expect(answers.first { $0.state == .awaitingCommit }?.sessionID == 0)
+            let token = try #require(SourceReports.token(in: lastSourceError.withLock { $0 }))
+            session = try #require(SourceReports.session(in: lastSourceError.withLock { $0 }))
+            let (deciding, decided) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true))
             defer { deciding.close() }
             #expect(decided.first?.state == .awaitingCommit)
             try deciding.send(Commit())
             _ = try deciding.receive(Resumed.self)
             try deciding.send(Done())
         }
+        migration.afterSourceResult = { result in
+            if case .failure(let error) = result { lastSourceError.withLock { $0 = "\(error)" } }
+        }
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
         #expect(error.guest == .handedOverUnconfirmed)
+        #expect(error.message.contains("--token "), "\(error)")
         let destination = try outcome.destination.get()
         #expect(destination.report.guestLocation == .destination)
         #expect(destination.report.session == hex(session))
@@ -177,17 +186,26 @@ import Testing
                                 options: SourceOptions(destination: endpoint, guestName: "web-1"), logger: testLogger)
         let report = try agent.migrate()
         let session = try #require(report.session.flatMap { UInt64($0, radix: 16) })
+        let token = try #require(report.sessionToken.flatMap(SessionToken.init(hex:)))
 
-        let (byID, mine) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session))
+        let (byID, mine) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, sessionToken: token))
         byID.close()
         #expect(mine.count == 1)
         #expect(mine.first?.state == .resumed)
         #expect(mine.first?.guestName == "web-1")
         #expect(mine.first.map { hex($0.digest) } == report.digest)
 
-        let (byName, named) = try StatusClient.ask(endpoint, StatusQuery(guestName: "web-1"))
+        let (byName, named) = try StatusClient.ask(endpoint, StatusQuery(sessionToken: token, guestName: "web-1"))
         byName.close()
         #expect(named.map(\.sessionID) == [session])
+
+        // Without the token: the state, but no id (unless asked by id) and no digest.
+        let (strangerByID, told) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session))
+        strangerByID.close()
+        #expect(told.first?.state == .resumed && told.first?.sessionID == session && told.first?.digest == 0)
+        let (strangerByName, hidden) = try StatusClient.ask(endpoint, StatusQuery(guestName: "web-1"))
+        strangerByName.close()
+        #expect(hidden.map(\.sessionID) == [0] && hidden.map(\.digest) == [0] && hidden.first?.state == .resumed)
 
         let (other, unknown) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session ^ 1, resolve: true))
         other.close()

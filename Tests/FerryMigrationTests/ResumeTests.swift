@@ -232,7 +232,7 @@ import Testing
         try stream.setReceiveTimeout(ms: 5000)
         let connection = FramedConnection(stream)
         defer { connection.close() }
-        try connection.send(Resume(sessionID: 0x5EED_0000_0000_0001, pageCount: 4096, round: 0))
+        try connection.send(Resume(sessionID: 0x5EED_0000_0000_0001, sessionToken: .random(), pageCount: 4096, round: 0))
         let error = #expect(throws: TransportError.self) { _ = try connection.receive() }
         #expect(error?.code == .peerClosed, "\(error?.message ?? "")")
         let result = receiving.result()

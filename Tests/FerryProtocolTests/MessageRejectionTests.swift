@@ -105,12 +105,12 @@ struct MessageRejectionTests {
     @Test func reservedBytesMustBeZero() {
         // (sample, offset of a reserved byte)
         let cases: [(String, Int)] = [
-            ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 10), ("JOIN", 15), ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
+            ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 26), ("JOIN", 31), ("RESUME", 36), ("RESUME", 39), ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
             ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
             ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
             ("STATUS awaiting commit", 5), ("STATUS awaiting commit", 7), ("STATUS awaiting commit", 36),
-            ("STATUS awaiting commit", 39), ("STATUS_QUERY by session", 12), ("STATUS_QUERY by session", 15),
+            ("STATUS awaiting commit", 39), ("STATUS_QUERY by session", 28), ("STATUS_QUERY by session", 31),
             ("AUTH_HELLO", 36), ("AUTH_HELLO", 39), ("AUTH_CHALLENGE", 34), ("AUTH_CHALLENGE", 39),
         ]
         for (name, offset) in cases {
@@ -177,10 +177,28 @@ struct MessageRejectionTests {
         status[0] = 0; status[2] = 0
         expectRejected(Status.self, status, .invalidField)
         let noFlags: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0]
-        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noFlags + [4, 0] + Array("../x".utf8), .invalidField)
-        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // resolve, no session
-        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // unknown flag
-        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], .invalidField)  // reserved
+        let noToken = [UInt8](repeating: 0, count: 16)
+        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + noFlags + [4, 0] + Array("../x".utf8), .invalidField)
+        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // resolve, no session
+        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [2, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // unknown flag
+        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [0, 0, 0, 0, 1, 0, 0, 0, 0, 0], .invalidField)  // reserved
+    }
+
+    /// ACCEPT, JOIN and RESUME carry a session token that is never all zero (version 4).
+    @Test func sessionTokensAreNeverZero() {
+        var accept = messageSamples.first { $0.name == "ACCEPT" }!.payload
+        for i in 32..<48 { accept[i] = 0 }
+        expectRejected(Accept.self, accept, .invalidField)
+        var join = messageSamples.first { $0.name == "JOIN" }!.payload
+        for i in 8..<24 { join[i] = 0 }
+        expectRejected(Join.self, join, .invalidField)
+        var resume = messageSamples.first { $0.name == "RESUME" }!.payload
+        for i in 8..<24 { resume[i] = 0 }
+        expectRejected(Resume.self, resume, .invalidField)
+        // JOIN's reserved bytes follow stream_index.
+        join = messageSamples.first { $0.name == "JOIN" }!.payload
+        join[27] = 1
+        expectRejected(Join.self, join, .invalidField)
     }
 
     @Test func cpuStateShapeIsChecked() {

@@ -22,7 +22,7 @@ struct MessageRoundTripTests {
     @Test func helloWireLayout() {
         let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, streamCount: 3, sourceName: "ab")
         let expected: [UInt8] = Array("FERRYMIG".utf8)
-            + [3, 0, 3, 0]                   // version_min, version_max
+            + [4, 0, 4, 0]                   // version_min, version_max
             + [0, 0x10, 0, 0]                // page_size 4096
             + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
             + [15, 0, 0, 0]                  // codecs zero|raw|lz4|words
@@ -32,6 +32,29 @@ struct MessageRoundTripTests {
             + [0, 0]                         // guest_name ""
         #expect(hello.encodedPayload() == expected)
         #expect(hello.imageSize == 3 * 4096)
+    }
+
+    /// Version 4's token fields: right after `session_id` in ACCEPT, JOIN, RESUME and
+    /// STATUS_QUERY, in wire byte order; every fixed field stays 8-byte aligned.
+    @Test func sessionTokenWireLayout() {
+        let id: [UInt8] = [0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01]
+        let token = Array(UInt8(1)...UInt8(16))
+        #expect(sampleToken.bytes == token)
+        #expect(sampleToken.hex == "0102030405060708090a0b0c0d0e0f10")
+        #expect(SessionToken(hex: sampleToken.hex) == sampleToken)
+        #expect(SessionToken(hex: "0102") == nil && SessionToken(hex: String(repeating: "g", count: 32)) == nil)
+        let accept = Accept(codecs: .required, memoryAvailable: 0, diskAvailable: 0, sessionID: 0x0123_4567_89AB_CDEF,
+                            sessionToken: sampleToken, destinationName: "d").encodedPayload()
+        #expect(Array(accept[24..<32]) == id && Array(accept[32..<48]) == token && Array(accept[48...]) == [1, 0, 0x64])
+        let join = Join(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, streamIndex: 3).encodedPayload()
+        #expect(join == id + token + [3, 0, 0, 0, 0, 0, 0, 0])
+        let resume = Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 2, round: 5).encodedPayload()
+        #expect(resume == id + token + [2, 0, 0, 0, 0, 0, 0, 0] + [5, 0, 0, 0, 0, 0, 0, 0])
+        let query = StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true).encodedPayload()
+        #expect(query == id + token + [1, 0, 0, 0, 0, 0, 0, 0] + [0, 0])
+        #expect(sampleToken.matches(sampleToken) && !sampleToken.matches(.none) && !SessionToken.none.matches(.none))
+        #expect(!sampleToken.matches(SessionToken(low: sampleToken.low, high: sampleToken.high ^ 1 << 63)))
+        #expect(SessionToken.random() != SessionToken.random())
     }
 
     @Test func guestNamesAreSanitized() {

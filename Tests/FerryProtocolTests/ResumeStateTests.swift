@@ -34,7 +34,7 @@ import Testing
     @Test func resumeNeedsPages() {
         var out: [UInt8] = []
         func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-        le(UInt64(7)); le(UInt64(0)); le(UInt32(1)); le(UInt32(0))
+        le(UInt64(7)); le(UInt64(3)); le(UInt64(5)); le(UInt64(0)); le(UInt32(1)); le(UInt32(0))  // id, token, page_count 0
         expectRejected(Resume.self, out, .invalidField)
     }
 }

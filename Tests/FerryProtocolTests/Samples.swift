@@ -61,6 +61,9 @@ let sampleRecords = [
     VCPURecord(step: 0, rngState: 1, cursor: 0, cursor2: 0, creditNanoseconds: .max, traceEpochMilliseconds: 0),
 ]
 
+/// A session token with every byte distinct, so that a field read at the wrong offset shows.
+let sampleToken = SessionToken(low: 0x0807_0605_0403_0201, high: 0x100F_0E0D_0C0B_0A09)
+
 let messageSamples: [MessageSample] = [
     MessageSample("HELLO", Hello(pageSize: 4096, pageCount: 65536, vcpuCount: 2, sourceName: "src-1")),
     MessageSample("HELLO extremes", Hello(
@@ -68,10 +71,11 @@ let messageSamples: [MessageSample] = [
         codecs: CodecSet(rawValue: 0xFFFF_FFFF), cpuStateFormat: 9, guestKind: 0xFFFF, vcpuCount: 64,
         streamCount: 16, sourceName: String(repeating: "é", count: 127))),
     MessageSample("ACCEPT", Accept(codecs: .required, memoryAvailable: 8 << 30, diskAvailable: 1 << 40,
-                                   sessionID: 0x0123_4567_89AB_CDEF, destinationName: "dst ✓")),
-    MessageSample("JOIN", Join(sessionID: 0x0123_4567_89AB_CDEF, streamIndex: 15)),
+                                   sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, destinationName: "dst ✓")),
+    MessageSample("JOIN", Join(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, streamIndex: 15)),
     MessageSample("STREAM_ROUND_END", StreamRoundEnd(round: 7, batches: 12, pages: 40_000)),
-    MessageSample("STATUS_QUERY by session", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, resolve: true)),
+    MessageSample("STATUS_QUERY by session", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true)),
+    MessageSample("STATUS_QUERY resolve without token", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, resolve: true)),
     MessageSample("STATUS_QUERY by guest", StatusQuery(guestName: "web-1.prod")),
     MessageSample("STATUS_QUERY all", StatusQuery()),
     MessageSample("STATUS awaiting commit", Status(index: 1, total: 3, state: .awaitingCommit, sessionID: 0xFEED_F00D,
@@ -100,7 +104,7 @@ let messageSamples: [MessageSample] = [
     MessageSample("RESUMED", Resumed(resumeMicroseconds: 1500)),
     MessageSample("ABORT", Abort(reason: .notConverged, message: "dirty rate 80000 pages/s exceeds the link")),
     MessageSample("NOTE", Note(text: "round 3: 1000 pages")),
-    MessageSample("RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, pageCount: 65536, round: 4)),
+    MessageSample("RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 65536, round: 4)),
     MessageSample("RESUME_STATE", ResumeState(pageCount: 200, firstPage: 64, pages: 136, round: 4,
                                               held: [~0, 0x0F0F, 0xFF], current: [0xF0, 0x0F00, 0x01])),
     MessageSample("AUTH_HELLO", AuthHello(clientNonce: Array(0..<32), encryptRequested: true, ciphers: .all)),

@@ -32,7 +32,7 @@ struct AuthenticationTests {
         let clientResult: Result<Void, TransportError>
         do throws(TransportError) {
             try left.authenticate(asClient: client)
-            try left.send(Join(sessionID: 42, streamIndex: 1))
+            try left.send(Join(sessionID: 42, sessionToken: SessionToken(low: 7, high: 9), streamIndex: 1))
             clientResult = .success(())
         } catch {
             clientResult = .failure(error)
@@ -52,7 +52,7 @@ struct AuthenticationTests {
         try clientResult.get()
         let first = try serverResult.get()
         #expect(first.type == .join)
-        #expect(try first.payload.withUnsafeBytes { try Join(payload: $0) } == Join(sessionID: 42, streamIndex: 1))
+        #expect(try first.payload.withUnsafeBytes { try Join(payload: $0) } == Join(sessionID: 42, sessionToken: SessionToken(low: 7, high: 9), streamIndex: 1))
         #expect(left.security == ConnectionSecurityState(authenticated: true, cipher: cipher))
         #expect(right.security == left.security)
 
