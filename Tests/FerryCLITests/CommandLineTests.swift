@@ -90,10 +90,15 @@ import Testing
         #expect(sent.status == 0, "\(sent.stderr)")
         let sessionLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("session ") })
         let session = try #require(sessionLine.split(separator: " ").last.map(String.init))
+        let tokenLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("token ") })
+        let token = try #require(tokenLine.split(separator: " ").dropFirst().first.map(String.init))
 
+        // Anyone learns the state; only the token holder the session id.
         let byName = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma"])
         #expect(byName.status == 0, "\(byName.stderr)")
-        #expect(byName.stdout.contains("session \(session)  guest gamma  resumed"), "\(byName.stdout)")
+        #expect(byName.stdout.contains("session 0000000000000000  guest gamma  resumed"), "\(byName.stdout)")
+        let withToken = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma", "--token", token])
+        #expect(withToken.stdout.contains("session \(session)  guest gamma  resumed"), "\(withToken.stdout)")
         let byID = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", session, "--json"])
         let rows = try JSONSerialization.jsonObject(with: Data(byID.stdout.utf8)) as? [[String: String]]
         #expect(rows?.first?["state"] == "resumed", "\(byID.stdout)")
@@ -102,6 +107,21 @@ import Testing
         let bad = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", "xyz"])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("--session xyz"), "\(bad.stderr)")
+    }
+
+    /// Deciding a handoff in the source's place needs the session token (Protocol.md section 6):
+    /// `--commit` or `--discard` without `--token` is refused before anything is sent, and so is a
+    /// token that is not 32 hex digits.
+    @Test func statusCommitNeedsTheToken() throws {
+        let session = "0123456789abcdef"
+        for decision in ["--commit", "--discard"] {
+            let outcome = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, decision])
+            #expect(outcome.status == 9, "\(outcome.stderr)")
+            #expect(outcome.stderr.contains("\(decision) needs --token: the session token is in the source's report"), "\(outcome.stderr)")
+        }
+        let short = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, "--commit", "--token", "abc"])
+        #expect(short.status == 9, "\(short.stderr)")
+        #expect(short.stderr.contains("--token abc: give the session token as 32 hex digits"), "\(short.stderr)")
     }
 
     @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
