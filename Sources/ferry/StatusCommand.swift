@@ -85,7 +85,7 @@ struct StatusCommand: ParsableCommand {
             connection.close()
             if json {
                 let rows = answers.map { status in
-                    ["session": hexID(status.sessionID), "guest": status.guestName, "state": "\(status.state)",
+                    ["session": status.sessionID == 0 ? "" : hexID(status.sessionID), "guest": status.guestName, "state": "\(status.state)",
                      "digest": status.digest == 0 ? "" : hexID(status.digest), "pages": "\(status.pageCount)",
                      "age_s": "\(status.ageSeconds)", "message": status.message]
                 }
@@ -95,7 +95,9 @@ struct StatusCommand: ParsableCommand {
             }
             for status in answers {
                 let name = status.guestName.isEmpty ? "-" : status.guestName
-                print("session \(hexID(status.sessionID))  guest \(name)  \(status.state)  (\(status.ageSeconds) s)  \(status.message)")
+                // Id 0: the destination shows ids only with the session's token or the key.
+                let id = status.sessionID == 0 ? "(hidden)" : hexID(status.sessionID)
+                print("session \(id)  guest \(name)  \(status.state)  (\(status.ageSeconds) s)  \(status.message)")
             }
         }
     }

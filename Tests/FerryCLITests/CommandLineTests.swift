@@ -86,17 +86,20 @@ import Testing
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
         let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
         let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
-        let sent = try FerryProcess.run(["send", "--image", scratch.file("gamma.img"), "--to", "127.0.0.1:\(port)", "-q"])
+        let sent = try FerryProcess.run(["send", "--image", scratch.file("gamma.img"), "--to", "127.0.0.1:\(port)", "-q",
+                                         "--json", scratch.file("send.json")])
         #expect(sent.status == 0, "\(sent.stderr)")
+        let sentJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("send.json")))) as? [String: Any]
         let sessionLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("session ") })
         let session = try #require(sessionLine.split(separator: " ").last.map(String.init))
         let tokenLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("token ") })
         let token = try #require(tokenLine.split(separator: " ").dropFirst().first.map(String.init))
+        #expect(sentJSON?["session_token"] as? String == token && token.count == 32, "\(sentJSON ?? [:])")
 
         // Anyone learns the state; only the token holder the session id.
         let byName = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma"])
         #expect(byName.status == 0, "\(byName.stderr)")
-        #expect(byName.stdout.contains("session 0000000000000000  guest gamma  resumed"), "\(byName.stdout)")
+        #expect(byName.stdout.contains("session (hidden)  guest gamma  resumed"), "\(byName.stdout)")
         let withToken = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma", "--token", token])
         #expect(withToken.stdout.contains("session \(session)  guest gamma  resumed"), "\(withToken.stdout)")
         let byID = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", session, "--json"])
