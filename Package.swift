@@ -30,7 +30,7 @@ let package = Package(
         // C: AEAD records in place through libcrypto's EVP interface (Debian's libssl-dev).
         .target(name: "CAEAD", linkerSettings: [.linkedLibrary("crypto")]),
         .target(name: "FerryTransport", dependencies: [
-            "FerryProtocol", "FerrySystem", "CAEAD",
+            "FerryProtocol", "FerrySystem", "CAEAD", "CFerryShims",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),

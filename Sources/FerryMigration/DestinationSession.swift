@@ -104,8 +104,13 @@ final class DestinationSession {
         defer { for receiver in receivers { receiver.stop() } }
         // Cleared once the final round starts (CPU_STATE): from then on a loss is not resumed.
         let resumable = Atomic<Bool>(options.resumeTimeout > 0)
-        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: {
-            guard resumable.load(ordering: .acquiring) else { return false }
+        registry.open(session: sessionID, extraStreams: streamCount - 1, onReattach: { type in
+            // A RESUME only during pre-copy. A source that gave up during its blackout (its
+            // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
+            // connections it abandoned may hang without an error (a wedged page stream, a silent
+            // network), and closing them ends the session's wait at once. Past CPU_STATE that
+            // discards (no resume then); before it, the session reads the ABORT.
+            guard type == .statusQuery || resumable.load(ordering: .acquiring) else { return false }
             live.closeAll()
             return true
         })

@@ -43,7 +43,7 @@ final class SessionRegistry: @unchecked Sendable {
         var taken = false
         /// A connection that came back for this session, not taken yet.
         var reattached: Reattachment?
-        var onReattach: (@Sendable () -> Bool)?
+        var onReattach: (@Sendable (FrameType) -> Bool)?
     }
 
     init(maxSessions: Int) {
@@ -94,9 +94,10 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
-    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it; it
-    /// returns whether the session takes one now (false: the connection is closed).
-    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
+    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it, with
+    /// the type of its first frame; it returns whether the session takes one now (false: the
+    /// connection is closed).
+    func open(session id: UInt64, extraStreams: Int, onReattach: (@Sendable (FrameType) -> Bool)? = nil) {
         condition.lock()
         sessions[id] = Joining(extraStreams: extraStreams, onReattach: onReattach)
         condition.unlock()
@@ -123,7 +124,7 @@ final class SessionRegistry: @unchecked Sendable {
         }
         condition.unlock()
         // Before the session can take the new connection: closing afterwards could close it.
-        if let onReattach = session.onReattach, !onReattach() { return false }
+        if let onReattach = session.onReattach, !onReattach(reattachment.type) { return false }
         condition.lock()
         defer { condition.unlock() }
         guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }

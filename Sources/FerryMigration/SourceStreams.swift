@@ -124,6 +124,9 @@ final class SourceStreams {
 
     func digest() -> UInt64 { hashTable.digest() }
 
+    /// Bytes written on all connections that the destination has not acknowledged yet.
+    var unacknowledgedBytes: Int { connections.reduce(0) { $0 + $1.stream.unacknowledgedBytes } }
+
     func closeExtraStreams() {
         for connection in connections.dropFirst() { connection.close() }
     }

@@ -1,3 +1,4 @@
+import CFerryShims
 import FerrySystem
 import Glibc
 import Synchronization
@@ -292,6 +293,14 @@ public final class TCPStream: @unchecked Sendable {
         var size = socklen_t(MemoryLayout<Int32>.size)
         _ = getsockopt(fd, SOL_SOCKET, option, &value, &size)
         return value
+    }
+
+    /// Bytes written to this connection that the peer's kernel has not acknowledged yet (the
+    /// send queue, `SIOCOUTQ`); 0 when it cannot be read. A queue that shrinks means the peer, or
+    /// the link to it, is still taking data.
+    public var unacknowledgedBytes: Int {
+        var bytes: Int32 = 0
+        return ferry_socket_unacked_bytes(fd, &bytes) == 0 ? Int(bytes) : 0
     }
 
     // MARK: Closing

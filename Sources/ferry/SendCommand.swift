@@ -90,6 +90,9 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
     var handoffTimeout = "60s"
 
+    @Option(name: .customLong("blackout-timeout"), help: "The hard limit on the blackout, from pausing the vCPUs to the destination's VERIFIED: when it passes, the guest resumes here and the destination is told to discard (default: 20 × --downtime-ms, at least 1s).")
+    var blackoutTimeout: String?
+
     @OptionGroup var security: SecurityOptions
 
     @OptionGroup var output: OutputOptions
@@ -150,6 +153,7 @@ struct SendCommand: ParsableCommand {
                                         resume: !noResume, reconnectAttempts: reconnectAttempts)
             options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
             options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
+            options.blackoutTimeoutMs = try blackoutTimeout.map { Int(try parseDuration($0, option: "--blackout-timeout") * 1000) }
             options.security = connectionSecurity
             options.imageHoles = holes
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, pageSize: systemPageSize, guest: migratable,
