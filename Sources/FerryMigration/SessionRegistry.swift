@@ -20,7 +20,7 @@ struct Reattachment: Sendable {
 /// (`reopenStreams`) the session takes a second set of JOINs.
 ///
 /// Reattaching: a connection whose first frame names a session (`RESUME`) goes to `reattach`,
-/// which keeps it (one at a time per session) until the session takes it (`waitForReattachment`)
+/// which keeps it (the newest one per session) until the session takes it (`waitForReattachment`)
 /// and first calls the session's `onReattach`, which may refuse it (a session past pre-copy
 /// cannot resume) or drop the session's old connections (a resuming source has given up on them;
 /// the session drops them at once instead of waiting for a timeout).
@@ -116,9 +116,12 @@ final class SessionRegistry: @unchecked Sendable {
 
     /// Keeps `connection`, whose first frame named session `id`, for that session; false (and the
     /// caller closes it) when no open session has that ID or one is already waiting for it.
+    /// A newer connection replaces one that is still waiting: a source that retries has given
+    /// up on its earlier attempts (they may have queued while this host was stopped), and it
+    /// waits for an answer on the newest one only.
     func reattach(session id: UInt64, _ reattachment: Reattachment) -> Bool {
         condition.lock()
-        guard let session = sessions[id], session.reattached == nil else {
+        guard let session = sessions[id] else {
             condition.unlock()
             return false
         }
@@ -126,10 +129,15 @@ final class SessionRegistry: @unchecked Sendable {
         // Before the session can take the new connection: closing afterwards could close it.
         if let onReattach = session.onReattach, !onReattach(reattachment.type) { return false }
         condition.lock()
-        defer { condition.unlock() }
-        guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }
+        guard sessions[id] != nil else {
+            condition.unlock()
+            return false
+        }
+        let replaced = sessions[id]?.reattached
         sessions[id]?.reattached = reattachment
         condition.broadcast()
+        condition.unlock()
+        replaced?.connection.close()
         return true
     }
 
@@ -177,6 +185,11 @@ final class SessionRegistry: @unchecked Sendable {
         while true {
             guard var session = sessions[id], !session.taken else {
                 throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
+            }
+            if session.reattached != nil {
+                // The source came back on a newer connection: it gave up on the attempt whose
+                // streams this waits for.
+                throw MigrationError(.transport, "the source reconnected again before its page streams joined", guest: .notHere)
             }
             if session.joined.count == session.extraStreams {
                 let streams = session.joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }

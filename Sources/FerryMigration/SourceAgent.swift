@@ -250,6 +250,10 @@ public final class SourceAgent {
             throw failure
         }
         defer { streamer.closeExtraStreams() }
+        // Pre-copy's stall detection (the blackout has its deadline instead).
+        let stallWatch = StallWatch(limitMs: options.stallTimeoutMs)
+        defer { stallWatch.stop() }
+        stallWatch.watch(streamer.connections)
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()
@@ -292,6 +296,7 @@ public final class SourceAgent {
                                             predictedDowntime: .infinity, pageSize: pageSize, event: event))
             }
             connection = back.connection
+            stallWatch.watch(streamer.connections)
             let held = back.held
             // Everything dirtied since the last harvest, the outage included.
             try tracker.harvest(into: &pending)
@@ -411,6 +416,9 @@ public final class SourceAgent {
                 break precopy
             } catch {
                 var failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                if let stall = stallWatch.stallReason, failure.code == .transport {
+                    failure = MigrationError(.transport, "pre-copy round \(round): \(stall)", guest: .source)
+                }
                 // A lost connection (not an ABORT, not a protocol violation): resume where it was.
                 if options.resume && failure.code == .transport {
                     do {
@@ -429,6 +437,7 @@ public final class SourceAgent {
         // Blackout: from pausing the vCPUs to the destination's RESUMED. Until VERIFIED it is
         // bounded by the deadline, which closes every connection when it passes.
         let blackoutStart = MonotonicClock.now()
+        stallWatch.watch([])
         let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
         let pauseNanos = guest.pause()
         let verifyStart: UInt64
@@ -556,17 +565,18 @@ public final class SourceAgent {
     }
 
     /// Waits for the destination's `ROUND_ACK` of `round`. The destination answers once it has
-    /// read the round's last bytes on every stream; while those still drain from this side's
-    /// send queues (a slow link) the wait goes on, up to `replyTimeoutMs`. When neither an answer
-    /// nor any progress of the queues comes for `stallTimeoutMs`, the destination has stopped
-    /// reading (stopped, wedged, or a silent partition that began after the last write was
-    /// queued): that is a lost connection, which pre-copy resumes.
+    /// read the round's last bytes on every stream; while its kernel still acknowledges bytes (a
+    /// slow link draining this side's send queues) the wait goes on, up to `replyTimeoutMs`. When
+    /// neither an answer nor any acknowledgement comes for `stallTimeoutMs`, the destination has
+    /// stopped reading (stopped, wedged, or a silent partition that began after the round's last
+    /// write was queued): that is a lost connection, which pre-copy resumes.
     func awaitRoundAck(round: Int, on connection: FramedConnection, streams: SourceStreams) throws -> RoundAck {
-        let slice = max(1, min(options.stallTimeoutMs, options.replyTimeoutMs))
+        let slice = max(1, min(250, options.stallTimeoutMs, options.replyTimeoutMs))
         try connection.stream.setReceiveTimeout(ms: slice)
         defer { try? connection.stream.setReceiveTimeout(ms: options.replyTimeoutMs) }
         let start = MonotonicClock.now()
-        var queued = streams.unacknowledgedBytes
+        var acknowledged = streams.acknowledgedBytes
+        var advancedAt = start
         while true {
             let failure: TransportError
             do {
@@ -576,13 +586,20 @@ public final class SourceAgent {
             }
             // A timeout between frames leaves the connection usable; anything else ends the wait.
             if failure.code != .timeout || connection.hasFailedReceiving { throw failure }
-            let now = streams.unacknowledgedBytes
-            let waitedMs = Int(MonotonicClock.seconds(since: start) * 1000)
-            if now < queued && waitedMs < options.replyTimeoutMs {
-                queued = now
-                continue
+            let now = MonotonicClock.now()
+            let latest = streams.acknowledgedBytes
+            if latest != acknowledged {
+                acknowledged = latest
+                advancedAt = now
             }
-            throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms and nothing left this host's send queues for \(slice) ms (--stall-timeout; \(now) bytes still queued): the destination stopped reading")
+            let waitedMs = Int((now &- start) / 1_000_000)
+            let stillMs = Int((now &- advancedAt) / 1_000_000)
+            if waitedMs >= options.replyTimeoutMs {
+                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms (the reply timeout)")
+            }
+            if stillMs >= options.stallTimeoutMs {
+                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down")
+            }
         }
     }
 

@@ -303,6 +303,14 @@ public final class TCPStream: @unchecked Sendable {
         return ferry_socket_unacked_bytes(fd, &bytes) == 0 ? Int(bytes) : 0
     }
 
+    /// Bytes of this connection the peer's kernel has acknowledged so far (`TCP_INFO`); nil when
+    /// it cannot be read. While data waits in the send queue, a count that stops moving means the
+    /// peer stopped taking data (a zero window: a stopped or wedged process), or the path is down.
+    public var acknowledgedBytes: UInt64? {
+        var bytes: UInt64 = 0
+        return ferry_socket_bytes_acked(fd, &bytes) == 0 ? bytes : nil
+    }
+
     // MARK: Closing
 
     /// Sends FIN after the data already written; reads still work.
