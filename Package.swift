@@ -61,7 +61,9 @@ let package = Package(
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
-        .testTarget(name: "FerryCLITests", dependencies: ["ferry", "FerryMigration", "FerryGuest", "FerryTransport", "FerrySystem"]),
+        .testTarget(name: "FerryCLITests", dependencies: [
+            "ferry", "FerryMigration", "FerryGuest", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
