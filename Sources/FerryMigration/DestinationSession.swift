@@ -118,6 +118,8 @@ final class DestinationSession {
         let handoffs = registry.handoffs
         report.session = hex(sessionID)
         handoffs.begin(session: sessionID, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
+        // Last of all (after the state is final): the record lets go of the connections.
+        defer { handoffs.end(session: sessionID) }
         // Whatever ends this session before the guest resumes here discards it.
         var discardReason = "the migration ended before COMMIT"
         defer {
