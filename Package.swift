@@ -30,7 +30,7 @@ let package = Package(
         // C: AEAD records in place through libcrypto's EVP interface (Debian's libssl-dev).
         .target(name: "CAEAD", linkerSettings: [.linkedLibrary("crypto")]),
         .target(name: "FerryTransport", dependencies: [
-            "FerryProtocol", "FerrySystem", "CAEAD",
+            "FerryProtocol", "FerrySystem", "CAEAD", "CFerryShims",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,7 +60,10 @@ let package = Package(
         .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
-        .testTarget(name: "FerryCLITests", dependencies: ["ferry"]),
+        // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
+        .testTarget(name: "FerryCLITests", dependencies: [
+            "ferry", "FerryMigration", "FerryGuest", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,8 @@
 /// Text form: a positive number, a unit and `/s`. Units: `B`; `kB`/`KB`, `MB`, `GB`, `TB` = decimal
 /// (10^3 … 10^12); `KiB`, `MiB`, `GiB`, `TiB` = binary (2^10 … 2^40); `pages` (or `page`).
 /// Examples: `200MB/s`, `1.5GB/s`, `64MiB/s`, `50000pages/s`. Units are case-insensitive.
+/// At most `maximumBytesPerSecond` (10^15 bytes/s) or `maximumPagesPerSecond` (10^11 pages/s),
+/// so that every rate stays finite once converted.
 public struct Rate: Equatable, Sendable, CustomStringConvertible {
     public enum Unit: Equatable, Sendable {
         case bytes, pages
@@ -53,6 +55,9 @@ public struct Rate: Equatable, Sendable, CustomStringConvertible {
         ("TiB", 0x1p40), ("GiB", 0x1p30), ("MiB", 0x1p20), ("KiB", 0x1p10), ("B", 1),
     ]
 
+    public static let maximumBytesPerSecond = 1e15
+    public static let maximumPagesPerSecond = 1e11
+
     public static func parse(_ s: String) throws(GuestError) -> Rate {
         let expected = "expected a positive number, a unit and /s, e.g. 200MB/s, 1.5GB/s, 64MiB/s or 50000pages/s (MB = 10^6 bytes, MiB = 2^20 bytes)"
         let text = s.trimmingSpaces
@@ -64,12 +69,15 @@ public struct Rate: Equatable, Sendable, CustomStringConvertible {
             throw GuestError(.invalidRate, "rate '\(s)': '\(split.number)' is not a positive number; \(expected)")
         }
         let unit = split.unit.lowercased()
+        let tooFast = "rate '\(s)': more than 10^15 bytes/s (1 PB/s) or 10^11 pages/s; \(expected)"
         if unit == "pages" || unit == "page" {
+            guard value <= maximumPagesPerSecond else { throw GuestError(.invalidRate, tooFast) }
             return Rate(pagesPerSecond: value)
         }
         guard let multiple = byteUnits.first(where: { $0.0.lowercased() == unit })?.1 else {
             throw GuestError(.invalidRate, "rate '\(s)': unknown unit '\(split.unit)'; \(expected)")
         }
+        guard value * multiple <= maximumBytesPerSecond else { throw GuestError(.invalidRate, tooFast) }
         return Rate(bytesPerSecond: value * multiple)
     }
 }

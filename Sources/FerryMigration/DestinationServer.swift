@@ -29,7 +29,11 @@ public final class DestinationServer: @unchecked Sendable {
     private var listener: TCPListener?
     private let condition = NSCondition()
     private var receiving: Set<String> = []
+    /// The outcomes `run(count:)` returns; kept only when it was given a count (a server that runs
+    /// forever would otherwise keep every report and guest setup it ever received).
     private var outcomes: [Outcome] = []
+    private var keepOutcomes = true
+    private var ended = 0
     private var running = 0
 
     public init(options: DestinationOptions, directory: String, maxSessions: Int, logger: Logger) {
@@ -77,11 +81,14 @@ public final class DestinationServer: @unchecked Sendable {
                                               receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello in
             start(connection, hello, registry: registry, finished: finished)
         }
+        condition.lock()
+        keepOutcomes = count != nil
+        condition.unlock()
         dispatcher.start()
         defer { dispatcher.stop() }
         condition.lock()
         defer { condition.unlock() }
-        while count.map({ outcomes.count < $0 }) ?? true {
+        while count.map({ ended < $0 }) ?? true {
             condition.wait()
         }
         // Migrations admitted after the last counted one are not waited for; none is running
@@ -129,7 +136,8 @@ public final class DestinationServer: @unchecked Sendable {
             condition.lock()
             receiving.remove(name)
             running -= 1
-            outcomes.append(outcome)
+            ended += 1
+            if keepOutcomes { outcomes.append(outcome) }
             condition.broadcast()
             condition.unlock()
         }

@@ -107,8 +107,13 @@ final class DestinationSession {
         defer { for receiver in receivers { receiver.stop() } }
         // Cleared once the final round starts (CPU_STATE): from then on a loss is not resumed.
         let resumable = Atomic<Bool>(options.resumeTimeout > 0)
-        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: {
-            guard resumable.load(ordering: .acquiring) else { return false }
+        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: { type in
+            // A RESUME only during pre-copy. A source that gave up during its blackout (its
+            // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
+            // connections it abandoned may hang without an error (a wedged page stream, a silent
+            // network), and closing them ends the session's wait at once. Past CPU_STATE that
+            // discards (no resume then); before it, the session reads the ABORT.
+            guard type == .statusQuery || resumable.load(ordering: .acquiring) else { return false }
             live.closeAll()
             return true
         })
@@ -116,6 +121,8 @@ final class DestinationSession {
         let handoffs = registry.handoffs
         report.session = hex(sessionID)
         handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
+        // Last of all (after the state is final): the record lets go of the connections.
+        defer { handoffs.end(session: sessionID) }
         // Whatever ends this session before the guest resumes here discards it.
         var discardReason = "the migration ended before COMMIT"
         defer {

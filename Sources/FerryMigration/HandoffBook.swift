@@ -83,6 +83,20 @@ final class HandoffBook: @unchecked Sendable {
         stray?.close()
     }
 
+    /// Session `id`'s `run()` is over (its guest resumed here or was discarded): the record keeps
+    /// only what `STATUS` reports. Its connections are dropped, so their descriptors and the
+    /// buffers grown to their largest frame go with the session (issue 11: the history of 256
+    /// records held 256 connections); a resolver nobody took is closed.
+    func end(session id: UInt64) {
+        condition.lock()
+        let stray = records[id]?.resolver
+        records[id]?.control = nil
+        records[id]?.resolver = nil
+        condition.broadcast()
+        condition.unlock()
+        stray?.close()
+    }
+
     /// The session now reads from `connection` (after a resume).
     func replaceControl(session id: UInt64, with connection: FramedConnection) {
         condition.lock()

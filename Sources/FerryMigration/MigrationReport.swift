@@ -166,11 +166,20 @@ public struct MigrationReport: Codable, Sendable {
         self.workload = workload
     }
 
+    /// The report as JSON. A number that is not finite (none should be: a NaN or infinity would
+    /// come from a bug or a degenerate measurement) is written as `null` rather than failing the
+    /// whole report after a migration that succeeded.
     public func json() throws -> Data {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(self)
+        let marker = "ferry:non-finite-number"
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: marker, negativeInfinity: marker, nan: marker)
+        let data = try encoder.encode(self)
+        let quoted = "\"\(marker)\""
+        let text = String(decoding: data, as: UTF8.self)
+        // The marker as a whole JSON string value (a string field that merely contains it is escaped differently).
+        return text.contains(quoted) ? Data(text.replacingOccurrences(of: quoted, with: "null").utf8) : data
     }
 
     /// A report for people: a few aligned lines, then one line per round.

@@ -25,7 +25,7 @@ struct Reattachment: Sendable {
 /// naming no session, and changes nothing in it.
 ///
 /// Reattaching: a connection whose first frame names a session (`RESUME`) goes to `reattach`,
-/// which keeps it (one at a time per session) until the session takes it (`waitForReattachment`)
+/// which keeps it (the newest one per session) until the session takes it (`waitForReattachment`)
 /// and first calls the session's `onReattach`, which may refuse it (a session past pre-copy
 /// cannot resume) or drop the session's old connections (a resuming source has given up on them;
 /// the session drops them at once instead of waiting for a timeout).
@@ -50,7 +50,7 @@ final class SessionRegistry: @unchecked Sendable {
         var taken = false
         /// A connection that came back for this session, not taken yet.
         var reattached: Reattachment?
-        var onReattach: (@Sendable () -> Bool)?
+        var onReattach: (@Sendable (FrameType) -> Bool)?
     }
 
     init(maxSessions: Int) {
@@ -101,9 +101,10 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
-    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it; it
-    /// returns whether the session takes one now (false: the connection is closed).
-    func open(session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable () -> Bool)? = nil) {
+    /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it with
+    /// the session's token, with the type of its first frame; it returns whether the session
+    /// takes one now (false: the connection is closed).
+    func open(session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable (FrameType) -> Bool)? = nil) {
         condition.lock()
         sessions[id] = Joining(token: token, extraStreams: extraStreams, onReattach: onReattach)
         condition.unlock()
@@ -121,23 +122,31 @@ final class SessionRegistry: @unchecked Sendable {
     }
 
     /// Keeps `connection`, whose first frame named session `id` with `token`, for that session;
-    /// false (and the caller closes it) when no open session has that ID and token, or one is
-    /// already waiting for it. A wrong token changes nothing: `onReattach` (which drops the
-    /// session's live connections) runs only after the token matched.
+    /// false (and the caller closes it) when no open session has that ID and token. A wrong
+    /// token changes nothing: `onReattach` (which drops the session's live connections) runs, and
+    /// a waiting connection is replaced, only after the token matched.
+    /// A newer connection replaces one that is still waiting: a source that retries has given
+    /// up on its earlier attempts (they may have queued while this host was stopped), and it
+    /// waits for an answer on the newest one only.
     func reattach(session id: UInt64, token: SessionToken, _ reattachment: Reattachment) -> Bool {
         condition.lock()
-        guard let session = sessions[id], session.token.matches(token), session.reattached == nil else {
+        guard let session = sessions[id], session.token.matches(token) else {
             condition.unlock()
             return false
         }
         condition.unlock()
         // Before the session can take the new connection: closing afterwards could close it.
-        if let onReattach = session.onReattach, !onReattach() { return false }
+        if let onReattach = session.onReattach, !onReattach(reattachment.type) { return false }
         condition.lock()
-        defer { condition.unlock() }
-        guard sessions[id] != nil, sessions[id]?.reattached == nil else { return false }
+        guard sessions[id] != nil else {
+            condition.unlock()
+            return false
+        }
+        let replaced = sessions[id]?.reattached
         sessions[id]?.reattached = reattachment
         condition.broadcast()
+        condition.unlock()
+        replaced?.connection.close()
         return true
     }
 
@@ -185,6 +194,11 @@ final class SessionRegistry: @unchecked Sendable {
         while true {
             guard var session = sessions[id], !session.taken else {
                 throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
+            }
+            if session.reattached != nil {
+                // The source came back on a newer connection: it gave up on the attempt whose
+                // streams this waits for.
+                throw MigrationError(.transport, "the source reconnected again before its page streams joined", guest: .notHere)
             }
             if session.joined.count == session.extraStreams {
                 let streams = session.joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }

@@ -52,6 +52,15 @@ public struct SourceOptions: Sendable {
     /// A write to the destination that makes no progress for this long fails (a silent network
     /// partition: no FIN, no RST), which during pre-copy starts a resume.
     public var stallTimeoutMs: Int = 10_000
+    /// The hard limit on the blackout, from pausing the vCPUs to reading `VERIFIED`, page
+    /// streams included: when it passes, the source closes its connections, resumes its guest
+    /// (no `COMMIT` is written) and tells the destination to discard. nil: 20 × the downtime
+    /// target, at least 1 s (`BlackoutDeadline.defaultLimitMs`).
+    public var blackoutTimeoutMs: Int?
+    /// `blackoutTimeoutMs`, or its default for the downtime target.
+    public var effectiveBlackoutTimeoutMs: Int {
+        blackoutTimeoutMs ?? BlackoutDeadline.defaultLimitMs(downtimeTargetSeconds: settings.downtimeTarget)
+    }
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
 
@@ -245,6 +254,10 @@ public final class SourceAgent {
             throw failure
         }
         defer { streamer.closeExtraStreams() }
+        // Pre-copy's stall detection (the blackout has its deadline instead).
+        let stallWatch = StallWatch(limitMs: options.stallTimeoutMs)
+        defer { stallWatch.stop() }
+        stallWatch.watch(streamer.connections)
         var policy = ConvergencePolicy(settings: options.settings)
         var pending = DirtyBitmap(count: pageCount)
         pending.setAll()
@@ -287,6 +300,7 @@ public final class SourceAgent {
                                             predictedDowntime: .infinity, pageSize: pageSize, event: event))
             }
             connection = back.connection
+            stallWatch.watch(streamer.connections)
             let held = back.held
             // Everything dirtied since the last harvest, the outage included.
             try tracker.harvest(into: &pending)
@@ -346,7 +360,7 @@ public final class SourceAgent {
                         round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
                         durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
                         dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
-                    let ack = try connection.receive(RoundAck.self)
+                    let ack = try awaitRoundAck(round: round, on: connection, streams: streamer)
                     guard ack.round == UInt32(round) else {
                         throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
                     }
@@ -406,6 +420,9 @@ public final class SourceAgent {
                 break precopy
             } catch {
                 var failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
+                if let stall = stallWatch.stallReason, failure.code == .transport {
+                    failure = MigrationError(.transport, "pre-copy round \(round): \(stall)", guest: .source)
+                }
                 // A lost connection (not an ABORT, not a protocol violation): resume where it was.
                 if options.resume && failure.code == .transport {
                     do {
@@ -421,8 +438,11 @@ public final class SourceAgent {
             }
         }
 
-        // Blackout: from pausing the vCPUs to the destination's RESUMED.
+        // Blackout: from pausing the vCPUs to the destination's RESUMED. Until VERIFIED it is
+        // bounded by the deadline, which closes every connection when it passes.
         let blackoutStart = MonotonicClock.now()
+        stallWatch.watch([])
+        let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
         let pauseNanos = guest.pause()
         let verifyStart: UInt64
         let parts0 = MonotonicClock.now()
@@ -457,9 +477,15 @@ public final class SourceAgent {
             }
             // The pages sent are what the guest had, unless the file was cut under it: never commit that.
             if let shrunk = imageShrank() { throw shrunk }
+            // VERIFIED in time, or the deadline passed as it arrived: then the connections are
+            // closed and the COMMIT could not be sent anyway.
+            guard deadline.disarm() else { throw deadline.failure(during: "as VERIFIED arrived") }
         } catch {
+            deadline.disarm()
             guest.resume()
-            let failure = imageShrank() ?? MigrationError.wrap(error, during: "blackout", guest: .source)
+            let failure = imageShrank()
+                ?? (deadline.hasExpired ? deadline.failure(during: "while \(blackoutPhase(parts))")
+                                        : MigrationError.wrap(error, during: "blackout", guest: .source))
             abort(connection, failure)
             log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
             if failure.code == .transport {
@@ -535,6 +561,52 @@ public final class SourceAgent {
             throw MigrationError(.transport, report.outcome, guest: .handedOverUnconfirmed)
         }
         return report
+    }
+
+    /// What the blackout was doing when it failed, from the parts it had finished.
+    private func blackoutPhase(_ parts: DowntimeParts) -> String {
+        if parts.finalHarvestMs == 0 { return "harvesting the last dirty pages" }
+        if parts.finalSendMs == 0 { return "sending the last pages, the CPU state and COMPLETE" }
+        return "waiting for VERIFIED"
+    }
+
+    /// Waits for the destination's `ROUND_ACK` of `round`. The destination answers once it has
+    /// read the round's last bytes on every stream; while its kernel still acknowledges bytes (a
+    /// slow link draining this side's send queues) the wait goes on, up to `replyTimeoutMs`. When
+    /// neither an answer nor any acknowledgement comes for `stallTimeoutMs`, the destination has
+    /// stopped reading (stopped, wedged, or a silent partition that began after the round's last
+    /// write was queued): that is a lost connection, which pre-copy resumes.
+    func awaitRoundAck(round: Int, on connection: FramedConnection, streams: SourceStreams) throws -> RoundAck {
+        let slice = max(1, min(250, options.stallTimeoutMs, options.replyTimeoutMs))
+        try connection.stream.setReceiveTimeout(ms: slice)
+        defer { try? connection.stream.setReceiveTimeout(ms: options.replyTimeoutMs) }
+        let start = MonotonicClock.now()
+        var acknowledged = streams.acknowledgedBytes
+        var advancedAt = start
+        while true {
+            let failure: TransportError
+            do {
+                return try connection.receive(RoundAck.self)
+            } catch {
+                failure = error
+            }
+            // A timeout between frames leaves the connection usable; anything else ends the wait.
+            if failure.code != .timeout || connection.hasFailedReceiving { throw failure }
+            let now = MonotonicClock.now()
+            let latest = streams.acknowledgedBytes
+            if latest != acknowledged {
+                acknowledged = latest
+                advancedAt = now
+            }
+            let waitedMs = Int((now &- start) / 1_000_000)
+            let stillMs = Int((now &- advancedAt) / 1_000_000)
+            if waitedMs >= options.replyTimeoutMs {
+                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms (the reply timeout)")
+            }
+            if stillMs >= options.stallTimeoutMs {
+                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down")
+            }
+        }
     }
 
     /// Longest wait for `RESUMED` after `COMMIT` before asking the destination with `STATUS_QUERY`.

@@ -124,6 +124,11 @@ final class SourceStreams {
 
     func digest() -> UInt64 { hashTable.digest() }
 
+    /// Bytes written on all connections that the destination has not acknowledged yet.
+    var unacknowledgedBytes: Int { connections.reduce(0) { $0 + $1.stream.unacknowledgedBytes } }
+    /// Bytes the destination has acknowledged on the current connections (TCP), summed.
+    var acknowledgedBytes: UInt64 { connections.reduce(0) { $0 &+ ($1.stream.acknowledgedBytes ?? 0) } }
+
     func closeExtraStreams() {
         for connection in connections.dropFirst() { connection.close() }
     }

@@ -47,6 +47,9 @@ public final class FramedConnection: @unchecked Sendable {
     private var payloadCapacity: Int
     private var nextReceiveSequence: UInt64 = 0
     private var receiveFailure: TransportError?
+    /// A receive failed in a way that leaves the stream out of step (anything but a timeout
+    /// between frames): every later receive fails the same way.
+    public var hasFailedReceiving: Bool { receiveFailure != nil }
     /// A frame whose payload the caller reads itself (`receive(direct:)`): its header and the
     /// payload bytes not read yet.
     private var directHeader: FrameHeader?

@@ -27,7 +27,10 @@ extension FramedConnection {
             reply = try receive()
         } catch {
             if error.code == .peerClosed {
-                throw TransportError(.unauthenticated, "destination \(peerDescription) closed the connection after AUTH_HELLO without answering: is it a ferry without --key-file support? (\(error.message))")
+                // Not a refusal: a destination that refuses says so with REFUSE. One that is
+                // overloaded or limits connections that have not authenticated yet just closes,
+                // so this counts as a lost connection, which a source may retry.
+                throw TransportError(.peerClosed, "destination \(peerDescription) closed the connection during authentication, before answering AUTH_HELLO: it may be overloaded or limiting unauthenticated connections (try again), or not be configured with --key-file (\(error.message))")
             }
             throw error
         }
@@ -117,9 +120,10 @@ extension FramedConnection {
         let proof = try receive(AuthProof.self)
         let clientInput = AuthTranscript.clientProofInput(hello: hello, challenge: challenge)
         guard HMAC<SHA256>.isValidAuthenticationCode(proof.clientProof, authenticating: clientInput, using: shared.key) else {
+            // A wrong key and a replayed or forged AUTH_PROOF look the same from here.
             try? send(Refuse(reason: .unauthenticated,
-                             message: "the source's key differs from this destination's: give both the same --key-file"))
-            throw TransportError(.unauthenticated, "refused a source whose key differs from ours (--key-file): its proof does not match")
+                             message: "the source's AUTH_PROOF did not verify: its key differs from this destination's (give both the same --key-file), or the handshake was replayed or forged"))
+            throw TransportError(.unauthenticated, "refused a connection whose AUTH_PROOF did not verify: the keys differ (--key-file), or the handshake was replayed or forged")
         }
         if cipher != .none {
             startRecords(send: RecordKey(shared: shared.key, cipher: cipher, hello: hello, challenge: challenge, clientToServer: false, seal: true),

@@ -3,11 +3,13 @@ import FerrySystem
 import Foundation
 import Glibc
 
-/// The secret both peers hold (`--key-file`), at least 32 bytes.
+/// The secret both peers hold (`--key-file`), at least 32 bytes, not all zero.
 ///
-/// A key file holds either hex digits (what `generate(path:)` writes: 64 digits and a newline),
-/// which are decoded, or any other bytes, used as they are; trailing whitespace (newline, CR,
-/// space, tab) is ignored. Either way the key must be at least 32 bytes. The file must be a
+/// A key file holds exactly 64 hex digits (what `generate(path:)` writes), optionally followed by
+/// trailing whitespace (a newline, CR, spaces, tabs), which are decoded to 32 bytes; or exactly 32
+/// raw bytes, used as they are. Anything else is refused with the reason (issue 11: a truncated
+/// 63-digit file, or one holding the key twice, used to be taken silently as raw bytes), and so is
+/// a key of zeros. The file must be a
 /// regular file that neither its group nor other users can access (mode 0600 or 0400), like an
 /// SSH private key: a secret others can read protects nothing.
 ///
@@ -19,10 +21,13 @@ public struct SharedKey: @unchecked Sendable {
 
     let key: SymmetricKey
 
-    /// A key from its bytes; fewer than 32 are refused.
+    /// A key from its bytes; fewer than 32, or all zero, are refused.
     public init(bytes: [UInt8]) throws(TransportError) {
         guard bytes.count >= Self.minimumBytes else {
             throw TransportError(.keyFile, "a key needs at least \(Self.minimumBytes) bytes of secret, this one has \(bytes.count); make one with `ferry keygen --out FILE`")
+        }
+        guard bytes.contains(where: { $0 != 0 }) else {
+            throw TransportError(.keyFile, "the key is all zero bytes, which is no secret; make one with `ferry keygen --out FILE`")
         }
         key = SymmetricKey(data: bytes)
     }
@@ -68,12 +73,26 @@ public struct SharedKey: @unchecked Sendable {
         }
     }
 
-    /// The key a file's contents stand for: hex decoded, anything else as is, trailing whitespace dropped.
-    static func decode(_ contents: [UInt8]) -> [UInt8] {
+    static let hexDigits = 2 * minimumBytes
+
+    /// The key a file's contents stand for: 64 hex digits (then optional whitespace) decoded, or
+    /// exactly 32 raw bytes as they are. Anything else throws a reason (without the file's name).
+    static func decode(_ contents: [UInt8]) throws(TransportError) -> [UInt8] {
+        let fix = "a key file holds exactly \(hexDigits) hex digits (and optionally a newline) or exactly \(minimumBytes) raw bytes; make one with `ferry keygen --out FILE`"
         var end = contents.count
         while end > 0, [0x0A, 0x0D, 0x20, 0x09].contains(contents[end - 1]) { end -= 1 }
         let text = contents[0..<end]
-        guard !text.isEmpty, text.count % 2 == 0, text.allSatisfy({ hexValue($0) != nil }) else { return Array(text) }
+        let isHex = !text.isEmpty && text.allSatisfy({ hexValue($0) != nil })
+        if contents.count == minimumBytes && !isHex {
+            return contents
+        }
+        guard isHex else {
+            throw TransportError(.keyFile, "holds \(contents.count) bytes that are neither \(hexDigits) hex digits nor \(minimumBytes) raw bytes (a key written twice, or a different file?); \(fix)")
+        }
+        guard text.count == hexDigits else {
+            let hint = text.count < hexDigits ? "truncated?" : "the key written twice, or a longer secret?"
+            throw TransportError(.keyFile, "holds \(text.count) hex digits, not \(hexDigits) (\(hint)); \(fix)")
+        }
         var out: [UInt8] = []
         out.reserveCapacity(text.count / 2)
         var index = text.startIndex

@@ -1,3 +1,4 @@
+import CFerryShims
 import FerrySystem
 import Glibc
 import Synchronization
@@ -292,6 +293,22 @@ public final class TCPStream: @unchecked Sendable {
         var size = socklen_t(MemoryLayout<Int32>.size)
         _ = getsockopt(fd, SOL_SOCKET, option, &value, &size)
         return value
+    }
+
+    /// Bytes written to this connection that the peer's kernel has not acknowledged yet (the
+    /// send queue, `SIOCOUTQ`); 0 when it cannot be read. A queue that shrinks means the peer, or
+    /// the link to it, is still taking data.
+    public var unacknowledgedBytes: Int {
+        var bytes: Int32 = 0
+        return ferry_socket_unacked_bytes(fd, &bytes) == 0 ? Int(bytes) : 0
+    }
+
+    /// Bytes of this connection the peer's kernel has acknowledged so far (`TCP_INFO`); nil when
+    /// it cannot be read. While data waits in the send queue, a count that stops moving means the
+    /// peer stopped taking data (a zero window: a stopped or wedged process), or the path is down.
+    public var acknowledgedBytes: UInt64? {
+        var bytes: UInt64 = 0
+        return ferry_socket_bytes_acked(fd, &bytes) == 0 ? bytes : nil
     }
 
     // MARK: Closing

@@ -18,19 +18,20 @@ struct DemoCommand: ParsableCommand {
             compares the two images byte for byte.
             """)
 
-    @Option(help: "Image size.")
-    var size = "1G"
+    @Option(help: "Image size (a multiple of the page size, at most 1 TiB).", transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 1G"))
+    var size = SizeOption(bytes: 1 << 30, text: "1G")
 
     @Option(help: "Guest workload while migrating.")
     var workload = "uniform:200MB/s"
 
-    @Option(help: "Number of vCPUs.")
+    @Option(help: "Number of vCPUs (1-64).", transform: NumberOption.count(1...64))
     var vcpus = 2
 
     @Option(help: "Directory for the images (tmpfs is best).")
     var dir = "/dev/shm/ferry-demo"
 
-    @Option(name: .customLong("downtime-ms"), help: "Downtime target in milliseconds.")
+    @Option(name: .customLong("downtime-ms"), help: "Downtime target in milliseconds (0 to 3600000, i.e. 1 h).",
+            transform: NumberOption.real(0...3_600_000, unit: "ms"))
     var downtimeMs = 50.0
 
     @Option(help: "Dirty tracker: auto, uffd or mprotect.")
@@ -39,11 +40,13 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Page compression: auto (per batch, whichever of LZ4 and raw measures cheaper), lz4 or none.")
     var compress: CompressionChoice = .auto
 
-    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating.")
-    var runBefore = "500ms"
+    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var runBefore = DurationOption(seconds: 0.5, text: "500ms")
 
-    @Option(name: .customLong("run-for"), help: "Let the guest run this long on the destination after resume.")
-    var runFor = "500ms"
+    @Option(name: .customLong("run-for"), help: "Let the guest run this long on the destination after resume (at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var runFor = DurationOption(seconds: 0.5, text: "500ms")
 
     @Flag(help: "Authenticate and encrypt the connections with a fresh random key (cipher chosen as for ferry send --encrypt).")
     var encrypt = false
@@ -54,17 +57,19 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest, tracked by KVM's dirty log; needs /dev/kvm).")
     var guest = "builtin"
 
-    @Option(help: "With --guest kvm: pages the guest dirties per second (e.g. 120MB/s).")
+    @Option(help: "With --guest kvm: pages the guest dirties per second (e.g. 120MB/s).", transform: { text in _ = try RateOption.parse(text); return text })
     var rate = "120MB/s"
 
-    @Option(help: "With --guest kvm: steps per vCPU before the guest halts (default: from the rate, so it runs ~2 s on the destination).")
+    @Option(help: "With --guest kvm: steps per vCPU before the guest halts (default: from the rate, so it runs ~2 s on the destination).",
+            transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
     var steps: UInt64?
 
-    @Option(help: "With --guest kvm: steps between console lines.")
+    @Option(help: "With --guest kvm: steps between console lines.", transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
     var interval: UInt64 = 4096
 
     func validate() throws {
         if guest != "builtin" && guest != "kvm" { throw ValidationError("--guest must be builtin or kvm") }
+        if guest == "builtin" { try validateWorkload(workload) }
     }
 
     @OptionGroup var output: OutputOptions
@@ -73,10 +78,10 @@ struct DemoCommand: ParsableCommand {
         runReportingErrors {
             let logger = output.makeLogger("ferry.demo")
             signal(SIGPIPE, SIG_IGN)
-            let bytes = try parseByteSize(size)
+            let bytes = size.bytes
             if guest == "kvm" {
                 return try KVMDemo(bytes: bytes, rate: rate, vcpus: vcpus, dir: dir, downtimeMs: downtimeMs, compress: compress,
-                                   runBefore: try parseDuration(runBefore, option: "--run-before"),
+                                   runBefore: runBefore.seconds,
                                    runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet,
                                    jsonPath: output.jsonPath).run(logger: logger)
             }
@@ -93,7 +98,7 @@ struct DemoCommand: ParsableCommand {
             // Destination agent on its own thread.
             let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
             var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                        runFor: try parseDuration(runFor, option: "--run-for"), acceptTimeoutMs: 30_000,
+                                                        runFor: runFor.seconds, acceptTimeoutMs: 30_000,
                                                         preallocateBytes: bytes)
             destinationOptions.security = security
             let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
@@ -107,7 +112,7 @@ struct DemoCommand: ParsableCommand {
                                             pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)
             guest.start()
-            MonotonicClock.sleep(seconds: try parseDuration(runBefore, option: "--run-before"))
+            MonotonicClock.sleep(seconds: runBefore.seconds)
             var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
                                               settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
                                               compression: compress, tracker: tracker)
@@ -130,7 +135,7 @@ struct DemoCommand: ParsableCommand {
             print(sourceReport.text())
             print("")
             print(result.report.text())
-            try Terminal.writeJSON(sourceReport, to: output.jsonPath)
+            Terminal.writeJSONAfterSuccess(sourceReport, to: output.jsonPath)
 
             // Transparency: the same workload, the same steps per vCPU, no migration.
             let steps = result.finalStates.map(\.step)

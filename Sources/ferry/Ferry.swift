@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryMigration
+import Foundation
 import Glibc
 import Logging
 
@@ -19,6 +20,24 @@ struct Ferry: ParsableCommand {
             """,
         subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self,
                       StatusCommand.self, KeygenCommand.self])
+
+    /// ArgumentParser's `main`, except that a usage error (an unknown option, a value that does not
+    /// parse or is out of range, a failed `validate()`) exits 2 as documented, not 64 (EX_USAGE).
+    /// Commands report their own failures and exit in `runReportingErrors`.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if Self.exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Glibc.exit(usageExitCode)
+            }
+            exit(withError: error)
+        }
+    }
+
+    static let usageExitCode: Int32 = 2
 }
 
 /// Options every command that migrates or runs a guest shares.

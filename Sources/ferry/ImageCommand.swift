@@ -16,8 +16,9 @@ struct ImageCommand: ParsableCommand {
         @Argument(help: "Image file to write.")
         var path: String
 
-        @Option(help: "Image size: a positive multiple of the page size, like 1G, 512M or 4096 (binary units).")
-        var size: String
+        @Option(help: "Image size: a positive multiple of the page size, like 1G, 512M or 4096 (binary units; at most 1 PiB).",
+                transform: SizeOption.within(1, 1 << 50, "a positive size up to 1 PiB, like 1G, 512M or 4096"))
+        var size: SizeOption
 
         @Option(help: "Percentages of page kinds.")
         var mix = "zero=35,sparse=10,text=30,random=25"
@@ -30,7 +31,7 @@ struct ImageCommand: ParsableCommand {
 
         func run() throws {
             runReportingErrors {
-                let bytes = try parseByteSize(size)
+                let bytes = size.bytes
                 guard bytes > 0, bytes % systemPageSize == 0 else {
                     throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
                 }

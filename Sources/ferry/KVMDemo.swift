@@ -91,7 +91,7 @@ struct KVMDemo {
         print(sourceReport.text())
         print("")
         print(result.report.text())
-        try Terminal.writeJSON(sourceReport, to: jsonPath)
+        Terminal.writeJSONAfterSuccess(sourceReport, to: jsonPath)
         if let error = result.report.error { throw MigrationError(.system, error, guest: .destination) }
 
         // The guest as it would have run without migrating, on a fresh copy of the image.

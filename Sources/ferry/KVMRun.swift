@@ -8,24 +8,24 @@ import Logging
 /// `ferry run --guest kvm`: runs the KVM guest program on an image and shows its console.
 struct KVMRun {
     var image: String
-    var size: String?
-    var rate: String?
+    var size: SizeOption?
+    var rate: Rate?
     var vcpus: Int
     var seed: UInt64
     var steps: String?
-    var duration: String?
+    var duration: DurationOption?
 
     func run(logger: Logger) throws {
         if !ImageFile.exists(path: image) {
             guard let size else {
                 throw MigrationError(.configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
             }
-            try ImageFile.create(path: image, size: try parseByteSize(size), overwrite: false)
+            try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
         let bytes = try ImageFile.size(path: image)
         var parameters = KVMGuestParameters(seed: seed, vcpus: vcpus)
         if let rate {
-            parameters.writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
+            parameters.writesPerSecond = rate.pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         }
         if let steps {
             guard let limit = UInt64(steps.trimmingCharacters(in: .whitespaces)) else {
@@ -42,7 +42,7 @@ struct KVMRun {
         if parameters.stepLimit != nil {
             while try !guest.waitUntilHalted(timeoutSeconds: 1) {}
         } else {
-            MonotonicClock.sleep(seconds: try parseDuration(duration ?? "0", option: "--duration"))
+            MonotonicClock.sleep(seconds: duration?.seconds ?? 0)
         }
         guest.stop()
         if let failure = guest.failure { throw KVMError(.guestFailed, failure) }

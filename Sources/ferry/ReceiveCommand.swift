@@ -31,17 +31,19 @@ struct ReceiveCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Receive several guests into this directory, each as NAME.img.", valueName: "dir"))
     var serve: String?
 
-    @Option(name: .customLong("max-sessions"), help: "With --serve: migrations received at the same time; more sources are refused as busy.")
+    @Option(name: .customLong("max-sessions"), help: "With --serve: migrations received at the same time (1-64); more sources are refused as busy.",
+            transform: NumberOption.count(1...64))
     var maxSessions = 4
 
-    @Option(help: "With --serve: exit after this many migrations have ended (default: run until stopped).")
+    @Option(help: "With --serve: exit after this many migrations have ended (default: run until stopped).", transform: NumberOption.count(1...Int.max))
     var sessions: Int?
 
     @Flag(help: "Overwrite an existing image.")
     var force = false
 
-    @Option(name: .customLong("run-for"), help: "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout.")
-    var runFor = "0"
+    @Option(name: .customLong("run-for"), help: "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout. At most 30 days.",
+            transform: { try DurationOption.parse($0) })
+    var runFor = DurationOption(seconds: 0)
 
     @Option(name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
     var announceDev: String?
@@ -52,17 +54,21 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "Override the guest IPv4 address sent by the source.")
     var guestIP: String?
 
-    @Option(help: "Create and fault in an image of this size before listening (like QEMU's prealloc=on), so the migration does not pay for fresh memory; e.g. 2G.")
-    var prealloc: String?
+    @Option(help: "Create and fault in an image of this size before listening (like QEMU's prealloc=on), so the migration does not pay for fresh memory; e.g. 2G.",
+            transform: SizeOption.within(1, 1 << 50, "a positive size up to 1 PiB, like 2G"))
+    var prealloc: SizeOption?
 
-    @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever).")
-    var acceptTimeout: String?
+    @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var acceptTimeout: DurationOption?
 
-    @Option(name: .customLong("resume-timeout"), help: "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once).")
-    var resumeTimeout = "30s"
+    @Option(name: .customLong("resume-timeout"), help: "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var resumeTimeout = DurationOption(seconds: 30, text: "30s")
 
-    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard).")
-    var handoffTimeout = "300s"
+    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var handoffTimeout = DurationOption(seconds: 300, text: "300s")
 
     @Option(name: .customLong("key-file"), help: ArgumentHelp(
         "Shared secret (at least 32 bytes; make one with `ferry keygen`, mode 0600). Sources must prove they hold the same key; others are refused.",
@@ -85,13 +91,16 @@ struct ReceiveCommand: ParsableCommand {
                                                               encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
-                runFor: try parseDuration(runFor, option: "--run-for"), announceInterface: announceDev,
+                runFor: runFor.seconds, announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
-                acceptTimeoutMs: try acceptTimeout.map { Int(try parseDuration($0, option: "--accept-timeout") * 1000) },
-                name: hostName(), preallocateBytes: try prealloc.map { try parseByteSize($0) },
-                resumeTimeout: try parseDuration(resumeTimeout, option: "--resume-timeout"))
-            options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
+                acceptTimeoutMs: acceptTimeout?.milliseconds,
+                name: hostName(), preallocateBytes: prealloc?.bytes,
+                resumeTimeout: resumeTimeout.seconds)
+            options.handoffTimeoutMs = handoffTimeout.milliseconds
             options.security = connectionSecurity
+            if let warning = Self.keylessWarning(listen: options.listen, security: connectionSecurity) {
+                Terminal.note(warning)
+            }
             // A KVM guest's console continues here after its resume.
             options.kvmConsoleLine = { line in print(line.text) }
             if let serve {
@@ -106,14 +115,23 @@ struct ReceiveCommand: ParsableCommand {
             let result = try agent.run()
             Terminal.clearProgress()
             print(result.report.text())
-            try Terminal.writeJSON(result.report, to: output.jsonPath)
+            Terminal.writeJSONAfterSuccess(result.report, to: output.jsonPath)
         }
     }
 
+    /// Without `--key-file`, on an address other hosts can reach: anyone who can connect may send
+    /// this agent a guest, query it, or settle a handoff (issue 11). Nil on loopback or with a key.
+    static func keylessWarning(listen: Endpoint, security: ConnectionSecurity) -> String? {
+        guard security.key == nil else { return nil }
+        let host = listen.host.hasPrefix("[") && listen.host.hasSuffix("]") ? String(listen.host.dropFirst().dropLast()) : listen.host
+        let loopback = host == "localhost" || host == "::1" || (try? IPv4Address.parse(host)).map { $0.bytes[0] == 127 } == true
+        guard !loopback else { return nil }
+        return "warning: listening on \(host) without --key-file: anyone who can reach this port can send this agent a guest, "
+            + "ask it with ferry status where migrations stand, or commit or discard one (like QEMU's migration without TLS); "
+            + "give --key-file (make one with ferry keygen) and --require-encryption on networks you do not control"
+    }
+
     private func runServer(options: DestinationOptions, directory: String, logger: Logger) throws {
-        guard maxSessions >= 1 && maxSessions <= 64 else {
-            throw MigrationError(.configuration, "--max-sessions \(maxSessions): must be 1-64", guest: .notHere)
-        }
         if prealloc != nil {
             throw MigrationError(.configuration, "--prealloc works with --image only", guest: .notHere)
         }
@@ -131,15 +149,20 @@ struct ReceiveCommand: ParsableCommand {
             }
         }
         if let path = output.jsonPath {
-            let entries: [String] = try outcomes.map { outcome in
-                switch outcome.result {
-                case .success(let result): return String(decoding: try result.report.json(), as: UTF8.self)
-                case .failure(let error):
-                    let text = try JSONEncoder().encode(["guest": outcome.guestName, "outcome": "failed", "error": "\(error)"])
-                    return String(decoding: text, as: UTF8.self)
+            do {
+                let entries: [String] = try outcomes.map { outcome in
+                    switch outcome.result {
+                    case .success(let result): return String(decoding: try result.report.json(), as: UTF8.self)
+                    case .failure(let error):
+                        let text = try JSONEncoder().encode(["guest": outcome.guestName, "outcome": "failed", "error": "\(error)"])
+                        return String(decoding: text, as: UTF8.self)
+                    }
                 }
+                try Data(("[" + entries.joined(separator: ",\n") + "]\n").utf8).write(to: URL(fileURLWithPath: path))
+            } catch {
+                // The exit status says how the migrations went, not whether a report file could be written.
+                Terminal.note("warning: could not write the JSON reports to \(path): \(error)")
             }
-            try Data(("[" + entries.joined(separator: ",\n") + "]\n").utf8).write(to: URL(fileURLWithPath: path))
         }
         if let failure = outcomes.compactMap({ if case .failure(let error) = $0.result { error } else { nil } }).first {
             throw failure

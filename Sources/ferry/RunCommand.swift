@@ -20,7 +20,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Guest workload (as for ferry send).")
     var workload = "idle"
 
-    @Option(help: "Number of vCPUs.")
+    @Option(help: "Number of vCPUs (1-64).", transform: NumberOption.count(1...64))
     var vcpus = 2
 
     @Option(help: "Workload seed.")
@@ -29,17 +29,18 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Steps per vCPU, comma-separated (one per vCPU).")
     var steps: String?
 
-    @Option(help: "Run this long instead of a step count (e.g. 2s).")
-    var duration: String?
+    @Option(help: "Run this long instead of a step count (e.g. 2s; at most 30 days).", transform: { try DurationOption.parse($0) })
+    var duration: DurationOption?
 
     @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest; --steps is then one count for every vCPU).")
     var guest = "builtin"
 
-    @Option(help: "With --guest kvm: create the image with this size if it does not exist (e.g. 256MiB).")
-    var size: String?
+    @Option(help: "With --guest kvm: create the image with this size if it does not exist (e.g. 256MiB).",
+            transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 256MiB"))
+    var size: SizeOption?
 
-    @Option(help: "With --guest kvm: pages dirtied per second by the whole guest (e.g. 100MB/s); default: unpaced.")
-    var rate: String?
+    @Option(help: "With --guest kvm: pages dirtied per second by the whole guest (e.g. 100MB/s); default: unpaced.", transform: RateOption.parse)
+    var rate: Rate?
 
     @OptionGroup var output: OutputOptions
 
@@ -49,6 +50,7 @@ struct RunCommand: ParsableCommand {
         }
         if guest != "builtin" && guest != "kvm" { throw ValidationError("--guest must be builtin or kvm") }
         if guest == "builtin" && (size != nil || rate != nil) { throw ValidationError("--size and --rate are for --guest kvm") }
+        if guest == "builtin" { try validateWorkload(workload) }
     }
 
     func run() throws {
@@ -74,7 +76,7 @@ struct RunCommand: ParsableCommand {
                 try Transparency.runReference(imagePath: image, setup: setup, steps: limits, logger: logger)
                 finalSteps = limits
             } else {
-                let seconds = try parseDuration(duration ?? "0", option: "--duration")
+                let seconds = duration?.seconds ?? 0
                 let region = try MappedRegion.mapFile(path: image, writable: true)
                 let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
                 guest.start()

@@ -30,20 +30,21 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM booted on the image, running Tools/kvm-guest; its console lines go to stdout; needs /dev/kvm).")
     var guest = "builtin"
 
-    @Option(help: "Number of vCPU threads (1-64).")
+    @Option(help: "Number of vCPU threads (1-64).", transform: NumberOption.count(1...64))
     var vcpus = 2
 
     @Option(help: "Workload seed.")
     var seed: UInt64 = 1
 
-    @Option(name: .customLong("downtime-ms"), help: "Largest acceptable blackout in milliseconds.")
+    @Option(name: .customLong("downtime-ms"), help: "Largest acceptable blackout in milliseconds (0 to 3600000, i.e. 1 h).",
+            transform: NumberOption.real(0...3_600_000, unit: "ms"))
     var downtimeMs = 50.0
 
-    @Option(name: .customLong("max-rounds"), help: "Give up after this many pre-copy rounds.")
+    @Option(name: .customLong("max-rounds"), help: "Give up after this many pre-copy rounds (1-10000).", transform: NumberOption.count(1...10_000))
     var maxRounds = 30
 
-    @Option(help: "Give up after this long (e.g. 300s, 5m).")
-    var timeout = "300s"
+    @Option(help: "Give up after this long (e.g. 300s, 5m; at most 30 days).", transform: { try DurationOption.parse($0) })
+    var timeout = DurationOption(seconds: 300, text: "300s")
 
     @Flag(name: .customLong("force-switchover"), help: "At --max-rounds or --timeout, switch over anyway instead of giving up.")
     var forceSwitchover = false
@@ -63,56 +64,75 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "The guest's IPv4 address, announced with its MAC.")
     var guestIP: String?
 
-    @Option(name: .customLong("max-bandwidth"), help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).")
-    var maxBandwidth: String?
+    @Option(name: .customLong("max-bandwidth"), help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
+            transform: RateOption.bandwidth)
+    var maxBandwidth: Rate?
 
-    @Option(help: "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).")
+    @Option(help: "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).",
+            transform: NumberOption.count(1...16))
     var streams = SourceOptions.defaultStreams
 
-    @Option(name: .customLong("batch-bytes"), help: ArgumentHelp("Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).", valueName: "size"))
-    var batchBytes = "1MiB"
+    @Option(name: .customLong("batch-bytes"), help: ArgumentHelp("Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).", valueName: "size"),
+            transform: SizeOption.within(64 << 10, 16 << 20, "64KiB to 16MiB"))
+    var batchBytes = SizeOption(bytes: 1 << 20, text: "1MiB")
 
     @Option(help: "The guest's name, sent to the destination (a destination started with --serve stores it as NAME.img; default: the image's file name without its extension).")
     var name: String?
 
-    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s).")
-    var runBefore = "0"
+    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var runBefore = DurationOption(seconds: 0)
 
-    @Option(name: .customLong("reconnect-attempts"), help: "If the connection is lost during pre-copy, reconnect up to this many times (backoff 0.25 s doubling, at most 4 s) and resume with the pages the destination does not hold.")
+    @Option(name: .customLong("reconnect-attempts"), help: "If the connection is lost during pre-copy, reconnect up to this many times (backoff 0.25 s doubling, at most 4 s) and resume with the pages the destination does not hold (1-1000).", transform: NumberOption.count(1...1000))
     var reconnectAttempts = 6
 
     @Flag(name: .customLong("no-resume"), help: "Give up at once when the connection is lost, instead of reconnecting.")
     var noResume = false
 
-    @Option(name: .customLong("stall-timeout"), help: "A write to the destination that makes no progress for this long counts as a lost connection (a silent partition); during pre-copy the source then reconnects and resumes (default 10s).")
-    var stallTimeout = "10s"
+    @Option(name: .customLong("stall-timeout"), help: "A write to the destination that makes no progress for this long counts as a lost connection (a silent partition); during pre-copy the source then reconnects and resumes (default 10s; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var stallTimeout = DurationOption(seconds: 10, text: "10s")
 
-    @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s).")
-    var handoffTimeout = "60s"
+    @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s; at most 30 days).",
+            transform: { try DurationOption.parse($0) })
+    var handoffTimeout = DurationOption(seconds: 60, text: "60s")
+
+    @Option(name: .customLong("blackout-timeout"), help: "The hard limit on the blackout, from pausing the vCPUs to the destination's VERIFIED: when it passes, the guest resumes here and the destination is told to discard (default: 20 × --downtime-ms, at least 1s).")
+    var blackoutTimeout: DurationOption?
 
     @OptionGroup var security: SecurityOptions
 
     @OptionGroup var output: OutputOptions
+
+    /// The workload's form is checked with the other options, before the image is mapped or the guest starts.
+    func validate() throws {
+        if let blackoutTimeout, blackoutTimeout.milliseconds < 1 {
+            throw ValidationError("--blackout-timeout \(blackoutTimeout): must be more than 0 (it bounds the blackout; a guest cannot pause for no time)")
+        }
+        switch guest {
+        case "builtin":
+            try validateWorkload(workload)
+        case "kvm":
+            do throws(KVMError) {
+                _ = try KVMGuestParameters(workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
+            } catch {
+                throw ValidationError("--workload \(workload): \(error.message)")
+            }
+        default:
+            throw ValidationError("--guest \(guest): give builtin or kvm")
+        }
+    }
 
     func run() throws {
         runReportingErrors {
             let logger = output.makeLogger("ferry.send")
             signal(SIGPIPE, SIG_IGN)
             let endpoint = try Endpoint.parse(to)
-            let warmup = try parseDuration(runBefore, option: "--run-before")
-            let timeoutSeconds = try parseDuration(timeout, option: "--timeout")
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
                 throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
             }
-            guard reconnectAttempts >= 1 else {
-                throw MigrationError(.configuration, "--reconnect-attempts \(reconnectAttempts): must be at least 1 (use --no-resume to give up at once)", guest: .source)
-            }
             let connectionSecurity = try security.make()
-            let batchLimit = try parseByteSize(batchBytes)
-            guard batchLimit >= 64 << 10 && batchLimit <= 16 << 20 else {
-                throw MigrationError(.configuration, "--batch-bytes \(batchBytes): must be between 64KiB and 16MiB", guest: .source)
-            }
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
             let size = try ImageFile.size(path: image)
@@ -141,15 +161,16 @@ struct SendCommand: ParsableCommand {
                 builtin.start()
                 migratable = BuiltinMigratableGuest(builtin, setup: setup)
             }
-            if warmup > 0 { MonotonicClock.sleep(seconds: warmup) }
-            let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeoutSeconds,
+            if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
+            let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeout.seconds,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        batchBytes: batchLimit, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
-                                        maxBandwidth: try maxBandwidth.map { try parseBandwidth($0) }, streams: streams,
+                                        batchBytes: batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
+                                        maxBandwidth: maxBandwidth?.bytesPerSecond(pageSize: systemPageSize), streams: streams,
                                         resume: !noResume, reconnectAttempts: reconnectAttempts)
-            options.handoffTimeoutMs = Int(try parseDuration(handoffTimeout, option: "--handoff-timeout") * 1000)
-            options.stallTimeoutMs = Int(try parseDuration(stallTimeout, option: "--stall-timeout") * 1000)
+            options.handoffTimeoutMs = handoffTimeout.milliseconds
+            options.stallTimeoutMs = stallTimeout.milliseconds
+            options.blackoutTimeoutMs = blackoutTimeout?.milliseconds
             options.security = connectionSecurity
             options.imageHoles = holes
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, pageSize: systemPageSize, guest: migratable,
@@ -158,7 +179,7 @@ struct SendCommand: ParsableCommand {
                 let report = try agent.migrate()
                 Terminal.clearProgress()
                 print(report.text())
-                try Terminal.writeJSON(report, to: output.jsonPath)
+                Terminal.writeJSONAfterSuccess(report, to: output.jsonPath)
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
                 try region.sync()
@@ -167,15 +188,6 @@ struct SendCommand: ParsableCommand {
             }
         }
     }
-}
-
-/// "100MB/s", "1GB/s", "64MiB/s": bytes per second on the wire.
-func parseBandwidth(_ text: String) throws -> Double {
-    let rate = try Rate.parse(text)
-    guard case .bytes = rate.unit else {
-        throw MigrationError(.configuration, "--max-bandwidth '\(text)': give bytes per second, like 100MB/s or 1GB/s", guest: .source)
-    }
-    return rate.bytesPerSecond(pageSize: systemPageSize)
 }
 
 func hostName() -> String {

@@ -47,6 +47,21 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Drop the destination's verified image in the source's place (needs --session).")
     var discard = false
 
+    /// Usage errors (exit 2), before anything is sent: deciding a handoff needs the session and
+    /// its token, and a token is 32 hex digits.
+    func validate() throws {
+        if let token, SessionToken(hex: token).map({ $0.isNone }) ?? true {
+            throw ValidationError("--token \(token): give the session token as 32 hex digits, as the source's report prints it")
+        }
+        if commit && discard { throw ValidationError("give --commit or --discard, not both") }
+        if (commit || discard) && session == nil {
+            throw ValidationError("\(commit ? "--commit" : "--discard") needs --session ID: the session id is in the source's report")
+        }
+        if (commit || discard) && token == nil {
+            throw ValidationError("\(commit ? "--commit" : "--discard") needs --token: the session token is in the source's report (its session_token, or the ferry status command it suggests)")
+        }
+    }
+
     func run() throws {
         runReportingErrors {
             let endpoint = try Endpoint.parse(connect)
@@ -59,12 +74,7 @@ struct StatusCommand: ParsableCommand {
                 }
                 query.sessionID = id
             }
-            if let token {
-                guard let parsed = SessionToken(hex: token), !parsed.isNone else {
-                    throw MigrationError(.configuration, "--token \(token): give the session token as 32 hex digits, as the source's report prints it", guest: .notHere)
-                }
-                query.sessionToken = parsed
-            }
+            if let token, let parsed = SessionToken(hex: token) { query.sessionToken = parsed }
             if let guest {
                 if let problem = GuestName.problem(guest) {
                     throw MigrationError(.configuration, "--guest \(guest): \(problem)", guest: .notHere)
@@ -72,12 +82,6 @@ struct StatusCommand: ParsableCommand {
                 query.guestName = guest
             }
             if commit || discard {
-                guard query.sessionID != 0, !(commit && discard) else {
-                    throw MigrationError(.configuration, "--commit or --discard needs --session ID, and not both", guest: .notHere)
-                }
-                guard !query.sessionToken.isNone else {
-                    throw MigrationError(.configuration, "\(commit ? "--commit" : "--discard") needs --token: the session token is in the source's report (its `session_token`, or the `ferry status` command it suggests)", guest: .notHere)
-                }
                 print(try decide(endpoint: endpoint, session: query.sessionID, token: query.sessionToken, security: security))
                 return
             }

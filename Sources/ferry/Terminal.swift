@@ -59,6 +59,17 @@ enum Terminal {
         guard let path else { return }
         try report.json().write(to: URL(fileURLWithPath: path))
     }
+
+    /// After a migration that succeeded: a report that cannot be written (a full disk, a bad path)
+    /// is a warning, never a non-zero exit; the exit status says where the guest is.
+    static func writeJSONAfterSuccess(_ report: MigrationReport, to path: String?) {
+        guard let path else { return }
+        do {
+            try writeJSON(report, to: path)
+        } catch {
+            note("warning: the migration succeeded, but its JSON report could not be written to \(path): \(error)")
+        }
+    }
 }
 
 /// Maps every error to one line and an exit code (listed in `ferry --help`).
@@ -105,12 +116,3 @@ func runReportingErrors(_ body: () throws -> Void) -> Never {
     }
 }
 
-/// "0", "500ms", "1.5s", "2m", "10" (seconds).
-func parseDuration(_ text: String, option: String) throws -> Double {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let value = Double(text.dropLast(suffix.count)), value >= 0 { return value * scale }
-    }
-    if let value = Double(text), value >= 0 { return value }
-    throw MigrationError(.configuration, "\(option) '\(text)': expected a duration like 500ms, 1.5s or 2m", guest: .notHere)
-}

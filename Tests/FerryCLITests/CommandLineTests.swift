@@ -113,17 +113,17 @@ import Testing
     }
 
     /// Deciding a handoff in the source's place needs the session token (Protocol.md section 6):
-    /// `--commit` or `--discard` without `--token` is refused before anything is sent, and so is a
-    /// token that is not 32 hex digits.
+    /// `--commit` or `--discard` without `--token` is a usage error before anything is sent, and
+    /// so is a token that is not 32 hex digits.
     @Test func statusCommitNeedsTheToken() throws {
         let session = "0123456789abcdef"
         for decision in ["--commit", "--discard"] {
             let outcome = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, decision])
-            #expect(outcome.status == 9, "\(outcome.stderr)")
+            #expect(outcome.status == 2, "\(outcome.stderr)")
             #expect(outcome.stderr.contains("\(decision) needs --token: the session token is in the source's report"), "\(outcome.stderr)")
         }
         let short = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, "--commit", "--token", "abc"])
-        #expect(short.status == 9, "\(short.stderr)")
+        #expect(short.status == 2, "\(short.stderr)")
         #expect(short.stderr.contains("--token abc: give the session token as 32 hex digits"), "\(short.stderr)")
     }
 
@@ -184,7 +184,7 @@ import Testing
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
         let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:9", "--workload", "uniform:fast"])
-        #expect(outcome.status == 9)
+        #expect(outcome.status == 2)
         #expect(outcome.stderr.contains("uniform:fast") || outcome.stderr.contains("fast"))
     }
 }

@@ -22,13 +22,20 @@ import Testing
         case truncate = "frame truncated + close"
         case duplicate = "frame duplicated"
         case reorder = "frames swapped"
+        /// A wedged destination or a silent partition: the connection stops both ways at the
+        /// frame, no FIN, no RST. Before the blackout the source notices within --stall-timeout
+        /// and resumes on a new connection; from the blackout on, --blackout-timeout resumes the
+        /// guest on the source.
+        case silent = "silent (no FIN)"
+        /// A wedged peer that sends the frame one byte every 200 ms.
+        case drip = "frame dripped 1 B/200 ms"
     }
 
     /// Pre-copy rounds 0, 1 and 2 always run (a target no round can meet, then a forced
     /// switchover), so "later round" exists; one page stream, so every frame passes the proxy in
     /// protocol order on the control connection.
     static let sendOptions = ["--workload", "uniform:20MB/s", "--vcpus", "1", "--streams", "1", "--downtime-ms", "0.001",
-                              "--max-rounds", "3", "--force-switchover", "--handoff-timeout", "5s", "-q"]
+                              "--max-rounds", "3", "--force-switchover", "--handoff-timeout", "5s", "--stall-timeout", "2s", "-q"]
     static let imageBytes = 32 << 20
     /// Longest a case may take; a process still running then is killed and the case reported as a hang.
     static let caseTimeout = Double(ProcessInfo.processInfo.environment["FERRY_FAULT_TIMEOUT"] ?? "") ?? 20
@@ -158,6 +165,8 @@ import Testing
         case .truncate: wireFault = .truncate
         case .duplicate: wireFault = .duplicate
         case .reorder: wireFault = .reorder
+        case .silent: wireFault = .blackhole
+        case .drip: wireFault = .drip(milliseconds: 200)
         }
         let proxy = try FaultProxy(upstreamPort: port, phase: phase, fault: wireFault)
         defer { proxy.stop() }

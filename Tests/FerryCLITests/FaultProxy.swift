@@ -41,6 +41,9 @@ enum WireFault: Sendable {
     case duplicate
     /// Holds the frame and forwards it after the next frame in the same direction.
     case reorder
+    /// Forwards the frame one byte every `milliseconds` (a wedged peer that answers at a
+    /// trickle), then relays the frames after it as usual.
+    case drip(milliseconds: Int)
 }
 
 /// Frame types of Protocol.md section 3 that the proxy needs, parsed by hand (a second reader of
@@ -268,6 +271,12 @@ final class FaultProxy: @unchecked Sendable {
                 guard send(to, frame), send(to, frame) else { return }
             case .reorder:
                 held = frame
+            case .drip(let milliseconds):
+                for byte in frame {
+                    guard send(to, [byte]) else { return }
+                    if lock.withLock({ stopping }) { return }
+                    usleep(useconds_t(milliseconds * 1000))
+                }
             }
         }
     }

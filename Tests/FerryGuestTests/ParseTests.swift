@@ -48,7 +48,8 @@ import Testing
 
     @Test func rateErrors() {
         for (text, fragment) in [("200MB", "missing '/s'"), ("0MB/s", "not a positive number"), ("fastMB/s", "not a positive number"),
-                                 ("200Mbit/s", "unknown unit 'Mbit'"), ("-1MB/s", "not a positive number")] {
+                                 ("200Mbit/s", "unknown unit 'Mbit'"), ("-1MB/s", "not a positive number"),
+                                 ("9999999999999999GB/s", "more than 10^15 bytes/s"), ("999999999999pages/s", "10^11 pages/s")] {
             do {
                 _ = try Rate.parse(text)
                 Issue.record("'\(text)' parsed")

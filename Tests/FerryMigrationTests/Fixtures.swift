@@ -66,6 +66,8 @@ struct LoopbackMigration {
     var destinationSecurity = ConnectionSecurity.none
     /// Runs with the destination's port once it listens, before the source connects.
     var beforeSource: ((UInt16) throws -> Void)?
+    /// Wraps the source's guest as the source agent sees it (e.g. to watch its pauses).
+    var wrapGuest: ((BuiltinMigratableGuest) -> any MigratableGuest)?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -111,9 +113,10 @@ struct LoopbackMigration {
         options.handoffTimeoutMs = sourceHandoffTimeoutMs
         options.security = sourceSecurity
         adjustSource?(&options)
+        let builtin = BuiltinMigratableGuest(guest, setup: setup)
         let agent = SourceAgent(
-            memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest, guestSetup: setup,
-            options: options, logger: testLogger)
+            memory: region.base, size: size, imagePath: scratch.file("source.img"), pageSize: pageSize,
+            guest: wrapGuest?(builtin) ?? builtin, options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
         afterSourceResult?(source)
         var runningAfterFailure = false

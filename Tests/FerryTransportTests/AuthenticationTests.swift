@@ -102,10 +102,10 @@ struct AuthenticationTests {
         let clientError = try #require(clientResult.failure)
         #expect(clientError.code == .unauthenticated)
         #expect(clientError.message.contains("keys differ"), "\(clientError.message)")
-        #expect(clientError.message.contains("the destination says: the source's key differs"), "\(clientError.message)")
+        #expect(clientError.message.contains("the destination says: the source's AUTH_PROOF did not verify"), "\(clientError.message)")
         let serverError = try #require(serverResult.failure)
         #expect(serverError.code == .unauthenticated)
-        #expect(serverError.message.contains("key differs from ours"), "\(serverError.message)")
+        #expect(serverError.message.contains("AUTH_PROOF did not verify: the keys differ"), "\(serverError.message)")
     }
 
     @Test func sourceWithoutKeyIsRefused() throws {
@@ -207,7 +207,7 @@ struct AuthenticationTests {
         let openError = #expect(throws: TransportError.self) { try SharedKey.load(path: open) }
         #expect(openError?.code == .keyFile && openError?.message.contains("chmod 600") == true, "\(openError?.message ?? "")")
         let shortError = #expect(throws: TransportError.self) { try SharedKey.load(path: short) }
-        #expect(shortError?.message.contains("at least 32 bytes") == true, "\(shortError?.message ?? "")")
+        #expect(shortError?.message.contains("holds 32 hex digits, not 64") == true, "\(shortError?.message ?? "")")
         #expect(throws: TransportError.self) { try SharedKey.load(path: "/nonexistent/key") }
     }
 

@@ -22,6 +22,15 @@ extern "C" {
 /// Returns 0, or -1 with errno set.
 int ferry_statfs_magic(const char *path, uint64_t *magic_out);
 
+// MARK: - sockets
+
+/// Bytes in a TCP socket's send queue that the peer has not acknowledged yet (ioctl SIOCOUTQ;
+/// Swift cannot call the variadic ioctl). Returns 0, or -1 with errno set.
+int ferry_socket_unacked_bytes(int fd, int *bytes_out);
+/// Bytes of this TCP connection the peer has acknowledged so far (TCP_INFO's tcpi_bytes_acked,
+/// Linux 4.1+; glibc's struct tcp_info predates the field). Returns 0, or -1 with errno set.
+int ferry_socket_bytes_acked(int fd, uint64_t *bytes_out);
+
 // MARK: - userfaultfd (linux/userfaultfd.h, kernel 6.7+ values)
 
 static const uint64_t FERRY_UFFD_API = (uint64_t)0xAA;

@@ -1,0 +1,163 @@
+import FerryGuest
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import FerryMigration
+
+/// A destination that goes silent, or answers one byte at a time, at each step of the blackout
+/// (finding 4 of issue 11): the source's guest is never paused longer than `--blackout-timeout`;
+/// it resumes on the source, and the destination is told to discard, so the guest runs in exactly
+/// one place. And a destination that stops reading during pre-copy is noticed within
+/// `--stall-timeout`, not the 60 s reply timeout.
+@Suite struct WedgedDestinationTests {
+    static let blackoutMs = 1_000
+
+    struct Run {
+        var outcome: LoopbackMigration.Outcome
+        var guest: WatchedGuest
+        var events: [String]
+        var sourceSeconds: Double
+        var destinationSeconds: Double
+    }
+
+    /// Migrates a 32 MiB guest through a `WedgingRelay` whose verdicts `decide` gives; `blackout`
+    /// tells it whether the source's guest is paused for its blackout now.
+    private func migrate(in scratch: Scratch, adjust: (inout LoopbackMigration) -> Void = { _ in },
+                         decide: @escaping @Sendable (_ blackout: Bool, WedgingRelay.Kind, WedgingRelay.Direction, FrameType?) -> WedgingRelay.Verdict) throws -> Run {
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:20MB/s"
+        migration.runFor = 0
+        migration.acceptTimeoutMs = 20_000
+        let box = Box<WatchedGuest>()
+        migration.wrapGuest = { inner in
+            let watched = WatchedGuest(inner)
+            box.value = watched
+            return watched
+        }
+        migration.adjustSource = { options in
+            options.blackoutTimeoutMs = Self.blackoutMs
+            options.stallTimeoutMs = 1_000
+        }
+        var relay: WedgingRelay?
+        migration.route = { port in
+            let made = try WedgingRelay(destinationPort: Int(port)) { kind, direction, type in
+                let watched = box.value
+                let blackout = (watched?.pauses.load(ordering: .relaxed) ?? 0) >= 2 && watched?.isPaused == true
+                return decide(blackout, kind, direction, type)
+            }
+            relay = made
+            return UInt16(made.port)
+        }
+        let started = MonotonicClock.now()
+        let sourceEnded = Box<UInt64>()
+        migration.afterSource = { _ in sourceEnded.value = MonotonicClock.now() }
+        adjust(&migration)
+        let outcome = try migration.run(in: scratch)
+        let ended = MonotonicClock.now()
+        relay?.close()
+        let guest = try #require(box.value)
+        return Run(outcome: outcome, guest: guest, events: relay?.events.withLock { $0 } ?? [],
+                   sourceSeconds: Double((sourceEnded.value ?? ended) &- started) / 1e9,
+                   destinationSeconds: Double(ended &- started) / 1e9)
+    }
+
+    /// What every blackout case must show: the guest resumed on the source after at most the
+    /// deadline (plus scheduling slack), the source says why, the destination discarded at once
+    /// (long before its own 20 s receive timeout) and left no image.
+    private func expectResumedOnSource(_ run: Run, in scratch: Scratch, _ what: String) {
+        guard case .failure(let error) = run.outcome.source else {
+            Issue.record("\(what): the migration should have failed; events \(run.events)")
+            return
+        }
+        let failure = error as? MigrationError
+        #expect(failure?.guest == .source, "\(what): \(error)")
+        #expect(failure?.message.contains("--blackout-timeout") == true, "\(what): \(error)")
+        #expect(run.outcome.guestWasRunningAfterFailure, "\(what): the source's guest must run again")
+        let paused = run.guest.longestPauseSeconds
+        #expect(paused >= Double(Self.blackoutMs) / 1000 * 0.9, "\(what): paused \(paused) s")
+        #expect(paused < Double(Self.blackoutMs) / 1000 + 0.5, "\(what): the guest was paused \(paused) s, the deadline is \(Self.blackoutMs) ms")
+        guard case .failure = run.outcome.destination else {
+            Issue.record("\(what): the destination must not run the guest")
+            return
+        }
+        #expect(run.destinationSeconds < 12, "\(what): the destination took \(run.destinationSeconds) s to discard")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
+        print("\(what): guest paused \(String(format: "%.3f", paused)) s (deadline \(Self.blackoutMs) ms); source done after \(String(format: "%.2f", run.sourceSeconds)) s, destination discarded after \(String(format: "%.2f", run.destinationSeconds)) s; relay: \(run.events.prefix(3))")
+    }
+
+    /// The destination goes silent when the blackout's first frame reaches it: no final page,
+    /// no CPU state, no COMPLETE arrives, nothing comes back.
+    @Test func destinationSilentFromTheBlackoutsStart() throws {
+        let scratch = Scratch()
+        let run = try migrate(in: scratch) { blackout, _, direction, _ in
+            blackout && direction == .toDestination ? .silenceAll : .forward
+        }
+        expectResumedOnSource(run, in: scratch, "silent from the blackout's start")
+    }
+
+    /// A page stream goes silent in the final round (its STREAM_ROUND_END never arrives).
+    @Test func pageStreamSilentInTheFinalRound() throws {
+        let scratch = Scratch()
+        let run = try migrate(in: scratch, adjust: { $0.adjustSource = { options in
+            options.blackoutTimeoutMs = Self.blackoutMs
+            options.streams = 2
+        } }) { blackout, kind, direction, type in
+            blackout && kind == .pageStream && direction == .toDestination && type == .streamRoundEnd ? .silence : .forward
+        }
+        expectResumedOnSource(run, in: scratch, "page stream silent in the final round")
+    }
+
+    /// The destination goes silent after COMPLETE: it never answers VERIFIED.
+    @Test func destinationSilentAfterComplete() throws {
+        let scratch = Scratch()
+        let run = try migrate(in: scratch) { blackout, kind, direction, type in
+            blackout && kind == .control && direction == .toDestination && type == .complete ? .silence : .forward
+        }
+        expectResumedOnSource(run, in: scratch, "silent after COMPLETE")
+    }
+
+    /// The destination answers VERIFIED one byte every 200 ms (about 15 s for the frame).
+    @Test func verifiedDrippedOneByteAtATime() throws {
+        let scratch = Scratch()
+        let run = try migrate(in: scratch) { _, kind, direction, type in
+            kind == .control && direction == .toSource && type == .verified ? .drip(200) : .forward
+        }
+        expectResumedOnSource(run, in: scratch, "VERIFIED dripped")
+    }
+
+    /// A destination that stops reading during pre-copy (its ROUND_ACK is held and the
+    /// connection stays open, as a stopped process or a partition that began after the round's
+    /// last write was queued) is noticed within --stall-timeout (1 s here) instead of the 20 s
+    /// reply timeout, and the migration resumes on a new connection and completes.
+    @Test func roundAckHeldIsAStallThatResumes() throws {
+        let scratch = Scratch()
+        let held = Atomic<Bool>(false)
+        let run = try migrate(in: scratch) { _, kind, direction, type in
+            guard kind == .control, direction == .toSource, type == .roundAck else { return .forward }
+            return held.exchange(true, ordering: .relaxed) ? .forward : .silence
+        }
+        let report = try run.outcome.source.get()
+        #expect(report.guestLocation == .destination)
+        #expect(report.resumes == 1, "\(report.resumeRecords)")
+        let outage = report.resumeRecords.first?.outageMs ?? 0
+        #expect(report.totalMs < 8_000, "total \(report.totalMs) ms")
+        _ = try run.outcome.destination.get()
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        print("held ROUND_ACK: stall noticed and resumed; migration \(report.totalMs) ms, outage \(outage) ms, \(report.rounds) rounds")
+    }
+}
+
+/// A value set on one thread and read on another, for test plumbing.
+final class Box<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value?
+    var value: Value? {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
