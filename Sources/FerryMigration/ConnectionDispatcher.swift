@@ -13,11 +13,11 @@ import Logging
 ///   (`reattach`, the one place that routes a connection to a living session by its id);
 /// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag and the
 ///   session's token, a connection naming a session that awaits its COMMIT is handed to that session;
+/// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
 ///
 /// `JOIN`, `RESUME` and a resolving `STATUS_QUERY` must present the session's token
 /// (`ACCEPT.session_token`): one that names a session without it is closed (or, a status query,
 /// answered as a plain one) and changes nothing in that session.
-/// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
 ///
 /// None of these stops the destination: a stranger cannot abort a migration in progress. Each
 /// new connection's first frame is read on its own short-lived thread (at most `maxPending` at a
