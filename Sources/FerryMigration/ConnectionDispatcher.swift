@@ -149,8 +149,9 @@ final class ConnectionDispatcher: @unchecked Sendable {
             }
             onHello(connection, hello)
         case .join:
-            guard let join = try? Join(payload: frame.payload), registry.deliver(join, connection: connection) else {
-                log.warning(namesWithoutToken(try? Join(payload: frame.payload)) { ($0.sessionID, $0.sessionToken) }
+            let join = try? Join(payload: frame.payload)
+            guard let join, registry.deliver(join, connection: connection) else {
+                log.warning(join.map { namesWithoutToken(session: $0.sessionID, $0.sessionToken) } == true
                                 ? "closed a connection that named a migration without its token"
                                 : "closed a connection whose JOIN names no migration waiting for that stream",
                             metadata: ["migration.peer": "\(peer)"])
@@ -184,7 +185,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
         try? connection.stream.setReceiveTimeout(ms: receiveTimeoutMs)
         let reattachment = Reattachment(connection: connection, type: frame.type, payload: [UInt8](frame.payload))
         guard registry.reattach(session: id, token: token, reattachment) else {
-            log.warning(namesWithoutToken((id, token)) { $0 } ? "closed a connection that named a migration without its token" : "closed a connection that names no migration here", metadata: [
+            log.warning(namesWithoutToken(session: id, token) ? "closed a connection that named a migration without its token" : "closed a connection that names no migration here", metadata: [
                 "migration.peer": "\(peer)", "migration.frame": "\(name)", "migration.session": "\(id)"])
             connection.close()
             return
@@ -192,12 +193,11 @@ final class ConnectionDispatcher: @unchecked Sendable {
         log.info("a connection came back for a migration", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
     }
 
-    /// Whether a first frame (`frame`, nil when malformed) named a migration this destination
-    /// knows, with a token that is not that migration's: a stranger (or a guess), logged apart.
-    private func namesWithoutToken<Frame>(_ frame: Frame?, _ named: (Frame) -> (UInt64, SessionToken)) -> Bool {
-        guard let frame else { return false }
-        let (id, token) = named(frame)
-        return registry.handoffs.state(of: id) != .unknown && !registry.handoffs.holds(token, session: id)
+    /// Whether a first frame that named session `id` with `token` named a migration this
+    /// destination knows, with a token that is not that migration's: a stranger (or a guess),
+    /// logged apart from a connection that names nothing known.
+    private func namesWithoutToken(session id: UInt64, _ token: SessionToken) -> Bool {
+        registry.handoffs.state(of: id) != .unknown && !registry.handoffs.holds(token, session: id)
     }
 
     /// Answers a `STATUS_QUERY`. A source resolving a session that awaits its COMMIT keeps the
