@@ -62,7 +62,7 @@ let package = Package(
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
         .testTarget(name: "FerryCLITests", dependencies: [
-            "ferry", "FerryMigration", "FerryGuest", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
+            "ferry", "FerryMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v6]

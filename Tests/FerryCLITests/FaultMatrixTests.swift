@@ -1,3 +1,6 @@
+import FerryMigration
+import FerryProtocol
+import FerryTransport
 import Foundation
 import Glibc
 import Synchronization
@@ -29,6 +32,14 @@ import Testing
         case silent = "silent (no FIN)"
         /// A wedged peer that sends the frame one byte every 200 ms.
         case drip = "frame dripped 1 B/200 ms"
+        /// A third party without key or token who knows the session id connects to the
+        /// destination at the frame and tries to decide the handoff: a resolve `STATUS_QUERY`,
+        /// then `COMMIT` (or `ABORT`) on that connection.
+        case strangerCommit = "stranger: resolve + COMMIT"
+        case strangerAbort = "stranger: resolve + ABORT"
+        /// The connection is cut at the frame, and then the stranger tries to COMMIT: at
+        /// `VERIFIED` this was a split brain before protocol version 4.
+        case cutThenStrangerCommit = "cut, then stranger resolve + COMMIT"
     }
 
     /// Pre-copy rounds 0, 1 and 2 always run (a target no round can meet, then a forced
@@ -155,6 +166,7 @@ import Testing
             return CaseResult(outcome: "receiver did not start", problems: ["receiver did not start: \(receiver.wait(timeout: 1).stderr)"], details: "")
         }
         let targets = Targets()
+        let stranger = Stranger(destinationPort: port)
         let wireFault: WireFault
         switch fault {
         case .cut: wireFault = .cut
@@ -167,8 +179,12 @@ import Testing
         case .reorder: wireFault = .reorder
         case .silent: wireFault = .blackhole
         case .drip: wireFault = .drip(milliseconds: 200)
+        case .strangerCommit: wireFault = .hook { stranger.tryToDecide(with: Commit()) }
+        case .strangerAbort: wireFault = .hook { stranger.tryToDecide(with: Abort(reason: .cancelled, message: "a stranger's abort")) }
+        case .cutThenStrangerCommit: wireFault = .cutThen { stranger.tryToDecide(with: Commit()) }
         }
         let proxy = try FaultProxy(upstreamPort: port, phase: phase, fault: wireFault)
+        stranger.proxy = proxy
         defer { proxy.stop() }
         let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + sendOptions)
         targets.set(sender: sender.process.processIdentifier, receiver: receiver.process.processIdentifier)
@@ -180,8 +196,56 @@ import Testing
             return CaseResult(outcome: "HANG: \(who.joined(separator: " and ")) still waiting after \(Int(caseTimeout)) s",
                               problems: ["\(who.joined(separator: " and ")) hung"], details: "source: \(sent.stderr.suffix(300))\ndestination: \(received.stderr.suffix(300))")
         }
-        return judge(sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
-                     injected: proxy.injected, reached: proxy.phasesReached)
+        var result = judge(sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
+                           injected: proxy.injected, reached: proxy.phasesReached)
+        if [.strangerCommit, .strangerAbort, .cutThenStrangerCommit].contains(fault) {
+            let heard = stranger.heard
+            result.details += "stranger: \(heard)\n"
+            if !heard.hasPrefix("closed after") {
+                result.problems.append("the stranger's resolve query must be answered as a plain query and closed: \(heard)")
+            }
+        }
+        return result
+    }
+
+    /// A third party that knows a migration's session id (read off the control connection by
+    /// the proxy) but neither the key nor the session token, and tries to commit or abort it.
+    final class Stranger: @unchecked Sendable {  // `proxy` is set before the migration starts
+        let destination: Endpoint
+        var proxy: FaultProxy?
+        private let lock = NSLock()
+        private var outcome = "never acted"
+
+        init(destinationPort: UInt16) {
+            destination = try! Endpoint.parse("127.0.0.1:\(destinationPort)")
+        }
+
+        var heard: String { lock.withLock { outcome } }
+
+        func tryToDecide(with frame: some FrameMessage) {
+            let said: String
+            if let session = proxy?.sessionID {
+                do {
+                    let (connection, answers) = try StatusClient.ask(destination, StatusQuery(sessionID: session, resolve: true))
+                    defer { connection.close() }
+                    try? connection.send(frame)
+                    // Answered as a plain query, the connection is closed: the frame went nowhere.
+                    let closed: Bool
+                    do {
+                        _ = try connection.receive()
+                        closed = false
+                    } catch {
+                        closed = error.code == .peerClosed
+                    }
+                    said = (closed ? "closed after" : "NOT closed after") + " \(answers.map { "\($0.state)" }) (digest \(answers.first?.digest ?? 0))"
+                } catch {
+                    said = "closed after no answer: \(error)"
+                }
+            } else {
+                said = "knew no session id"
+            }
+            lock.withLock { outcome = said }
+        }
     }
 
     static func listeningPort(_ receiver: FerryProcess) -> UInt16? {

@@ -26,6 +26,9 @@ enum WireFault: Sendable {
     case cut
     /// Calls the closure (e.g. the test kills an agent), then forwards the frame as usual.
     case hook(@Sendable () -> Void)
+    /// Cuts the connection at the frame (as `.cut`), then calls the closure (e.g. a stranger
+    /// acts while the source has lost its connection).
+    case cutThen(@Sendable () -> Void)
     /// Flips bit 0 of the frame's last payload byte (of its last header byte if it has no payload).
     case flipPayloadBit
     /// Flips bit 0 of payload byte `offset`.
@@ -49,7 +52,7 @@ enum WireFault: Sendable {
 /// Frame types of Protocol.md section 3 that the proxy needs, parsed by hand (a second reader of
 /// the header format, independent of FerryProtocol).
 enum WireType {
-    static let hello: UInt16 = 1, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5, cpuState: UInt16 = 8
+    static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5, cpuState: UInt16 = 8
     static let verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
 }
 
@@ -70,6 +73,7 @@ final class FaultProxy: @unchecked Sendable {
     private var reached: [WirePhase] = []
     private var didInject = false
     private var imageBytes = 0
+    private var acceptedSession: UInt64?
     private var roundZeroBytes = 0
     private var sockets: [Int32] = []
     private var stopping = false
@@ -114,6 +118,9 @@ final class FaultProxy: @unchecked Sendable {
     var phasesReached: [WirePhase] { lock.withLock { reached } }
     /// Whether the fault was applied.
     var injected: Bool { lock.withLock { didInject } }
+    /// `ACCEPT.session_id` of the migration, as an observer of the control connection reads it
+    /// (a stranger who learned it somewhere: a log, a report, a shoulder).
+    var sessionID: UInt64? { lock.withLock { acceptedSession } }
 
     /// Closes the listener and every relayed connection and waits for the relay threads.
     func stop() {
@@ -218,6 +225,10 @@ final class FaultProxy: @unchecked Sendable {
                     lock.withLock { imageBytes = pageSize * pageCount }
                 }
             }
+            if first && !towardsDestination && type == WireType.accept && frame.count >= 16 + 32 {
+                let id = frame[16 + 24 ..< 16 + 32].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                lock.withLock { acceptedSession = id }
+            }
             first = false
             if pair.silent {
                 // Read no more (the sender's window fills, as behind a partition) and close nothing.
@@ -250,6 +261,10 @@ final class FaultProxy: @unchecked Sendable {
             case .hook(let body):
                 body()
                 guard send(to, frame) else { return }
+            case .cutThen(let body):
+                pair.cut()
+                body()
+                return
             case .flipPayloadBit:
                 frame[frame.count - 1] ^= 0x01
                 guard send(to, frame) else { return }
