@@ -92,7 +92,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
             }
             let peer = PendingAdmission.peerAddress(stream.peerDescription)
             lock.lock()
-            let (id, evicted) = pending.arrive(peer: peer)
+            let (id, evicted) = pending.arrive(peer: peer) { [streams] id in streams[id].map(Self.holdsWholeFrame) ?? false }
             streams[id] = stream
             let victim = evicted.flatMap { streams.removeValue(forKey: $0) }
             let waiting = pending.count
@@ -108,6 +108,16 @@ final class ConnectionDispatcher: @unchecked Sendable {
             }
             thread.name = "ferry-route"
             thread.start()
+        }
+    }
+
+    /// Whether a whole frame (header and payload, a first frame's size at most) waits unread in
+    /// `stream`'s socket.
+    static func holdsWholeFrame(_ stream: TCPStream) -> Bool {
+        withUnsafeTemporaryAllocation(byteCount: FrameHeader.size, alignment: 8) { header in
+            guard stream.peek(into: header) == FrameHeader.size else { return false }
+            let length = Int(UInt32(littleEndian: UnsafeRawBufferPointer(header).loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            return length <= 4096 && stream.unreadBytes >= FrameHeader.size + length
         }
     }
 

@@ -15,6 +15,9 @@ import Foundation
 /// - A connection that is still pending `deadline` seconds after its accept is closed; this is
 ///   a total deadline, which bytes that trickle in do not extend (`ConnectionDeadlines`).
 ///
+/// A connection whose whole first frame already waits in its socket (its thread has not read
+/// it yet) is never evicted: it cannot be a slow dripper.
+///
 /// Early drop evicts the old, not the new: a real source, `RESUME` or handoff `STATUS_QUERY`
 /// needs one round trip (a few with a key) to leave the pool, and it can only be evicted after
 /// `perPeer` later arrivals from its own address, or `total` from others, arrived in that
@@ -49,17 +52,24 @@ struct PendingAdmission {
     func count(peer: String) -> Int { entries.reduce(0) { $0 + ($1.peer == peer ? 1 : 0) } }
 
     /// Takes a new connection from `peer`; returns its id and the pending connection it evicts
-    /// (the caller closes that one), if any.
-    mutating func arrive(peer: String) -> (id: UInt64, evicted: UInt64?) {
+    /// (the caller closes that one), if any. `ready(id)` tells whether a connection's whole first
+    /// frame has arrived (it is about to leave): such a one is passed over, and when every
+    /// candidate is ready none is evicted (the pool then holds one more, briefly).
+    mutating func arrive(peer: String, ready: (UInt64) -> Bool = { _ in false }) -> (id: UInt64, evicted: UInt64?) {
         var evicted: UInt64?
-        if count(peer: peer) >= perPeer, let index = entries.firstIndex(where: { $0.peer == peer }) {
-            evicted = entries.remove(at: index).id
+        if count(peer: peer) >= perPeer {
+            if let index = entries.firstIndex(where: { $0.peer == peer && !ready($0.id) }) {
+                evicted = entries.remove(at: index).id
+            }
         } else if entries.count >= total {
             var counts: [String: Int] = [:]
             for entry in entries { counts[entry.peer, default: 0] += 1 }
-            let most = counts.values.max() ?? 0
-            if let index = entries.firstIndex(where: { counts[$0.peer] == most }) {
-                evicted = entries.remove(at: index).id
+            // The busiest peers first; within a peer, the longest-waiting.
+            for most in Set(counts.values).sorted(by: >) {
+                if let index = entries.firstIndex(where: { counts[$0.peer] == most && !ready($0.id) }) {
+                    evicted = entries.remove(at: index).id
+                    break
+                }
             }
         }
         let id = nextID

@@ -360,11 +360,43 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         #expect(realLeft)
     }
 
+    /// A connection whose whole first frame has arrived is about to leave: it is passed over.
+    @Test func aConnectionWithItsFrameInIsNotEvicted() {
+        var pool = PendingAdmission(total: 64, perPeer: 2)
+        let source = pool.arrive(peer: "a")
+        let dripper = pool.arrive(peer: "a")
+        let next = pool.arrive(peer: "a") { $0 == source.id }
+        #expect(next.evicted == dripper.id, "the dripper goes, the source whose HELLO is in stays")
+        let last = pool.arrive(peer: "a") { _ in true }
+        #expect(last.evicted == nil && pool.count == 3)
+    }
+
     @Test func everyNewcomerIsTaken() {
         var pool = PendingAdmission(total: 2, perPeer: 2)
         var evicted = 0
         for _ in 0..<100 where pool.arrive(peer: "x").evicted != nil { evicted += 1 }
         #expect(evicted == 98 && pool.count == 2)
+    }
+
+    /// The dispatcher's look into a socket: a whole frame waits (header and payload), or not yet.
+    @Test func wholeFrameIsSeenWithoutReadingIt() throws {
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        defer { listener.close() }
+        let client = FramedConnection(try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000))
+        let accepted = try listener.accept(timeoutMs: 2000)
+        defer { client.close(); accepted.close() }
+        let hello = Hello(pageSize: 4096, pageCount: 16, vcpuCount: 1, sourceName: "s", guestName: "g")
+        let bytes = hello.encodedPayload()
+        var header = [UInt8](repeating: 0, count: FrameHeader.size)
+        header.withUnsafeMutableBytes { FrameHeader(.hello, length: bytes.count, sequence: 0).encode(to: $0.baseAddress!) }
+        try (header + bytes.dropLast()).withUnsafeBytes { try client.stream.writeAll($0) }
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(!ConnectionDispatcher.holdsWholeFrame(accepted), "one byte is missing")
+        try [bytes.last!].withUnsafeBytes { try client.stream.writeAll($0) }
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(ConnectionDispatcher.holdsWholeFrame(accepted))
+        let frame = try FramedConnection(accepted).receive()
+        #expect(frame.type == .hello, "peeking consumed nothing")
     }
 
     @Test func peerAddresses() {
