@@ -241,6 +241,49 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         print("keyed flood: status queries answered in \(times.map { String(format: "%.3f", $0) }) s")
     }
 
+    /// Finding 2: the source's connection is cut in round 0 while strangers flood the destination
+    /// from the relay's own address (40 drippers and a burst of 300): its `RESUME` still gets in,
+    /// and the migration resumes and verifies (with and without a key).
+    @Test(arguments: [false, true]) func resumeGetsInDuringAFlood(keyed: Bool) throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.size = 32 << 20
+        migration.mix = ResumeTests.mostlyData
+        migration.workload = "uniform:10MB/s"
+        migration.compression = .none
+        if keyed {
+            migration.sourceSecurity = ConnectionSecurity(key: Self.key)
+            migration.destinationSecurity = ConnectionSecurity(key: Self.key)
+        }
+        let holder = ResumeTests.RelayHolder()
+        let flood = FloodHolder()
+        migration.route = { port in
+            let relay = try CuttingRelay(targetPort: port)
+            relay.cut(afterSourceBytes: ResumeTests.roundZeroBytes(pages: (32 << 20) / systemPageSize) / 2)
+            holder.relay = relay
+            flood.drip = try Drippers(port: port, count: 40, interval: 1, sources: ["127.0.0.1"])
+            flood.burst = Burst(port: port, count: 300)
+            return relay.port
+        }
+        let outcome = try migration.run(in: scratch)
+        let relay = try #require(holder.relay)
+        defer { relay.stop() }
+        _ = flood.burst?.close()
+        _ = flood.drip?.lifetimes(timeout: 0)
+        let report = try outcome.source.get()
+        #expect(report.verified)
+        #expect(relay.cutCount == 1)
+        #expect(report.resumes == 1)
+        #expect(try outcome.destination.get().report.verified)
+        let outage = report.resumeRecords.first?.outageMs ?? -1
+        print("RESUME during a flood (key: \(keyed)): resumed after an outage of \(outage) ms")
+    }
+
+    final class FloodHolder: @unchecked Sendable {
+        var drip: Drippers?
+        var burst: Burst?
+    }
+
     /// Finding 7: strangers' HELLOs (no key) do not spend a one-shot destination. One is refused
     /// (wrong version), one vanishes after its ACCEPT, one stalls after its ACCEPT and holds its
     /// connection; the real source that comes next is not refused as busy, and the destination
