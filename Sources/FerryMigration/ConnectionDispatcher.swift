@@ -140,7 +140,13 @@ final class ConnectionDispatcher: @unchecked Sendable {
             try stream.setReceiveTimeout(ms: Int(pending.deadline * 1000) + 1000)
             // Nothing large is allocated for a peer that has not authenticated (first frames are small).
             connection.receiveLimit = 4096
-            frame = try connection.authenticate(asServer: security, firstFrame: connection.receive())
+            let opening = try connection.receive()
+            if security.key != nil && opening.type == .authHello {
+                lock.lock()
+                pending.progress(id)
+                lock.unlock()
+            }
+            frame = try connection.authenticate(asServer: security, firstFrame: opening)
             connection.receiveLimit = connection.maxPayload
         } catch {
             let evicted = waiting && !leavePending(id)

@@ -16,7 +16,9 @@ import Foundation
 ///   a total deadline, which bytes that trickle in do not extend (`ConnectionDeadlines`).
 ///
 /// A connection whose whole first frame already waits in its socket (its thread has not read
-/// it yet) is never evicted: it cannot be a slow dripper.
+/// it yet) is never evicted: it cannot be a slow dripper. One that sent a whole `AUTH_HELLO`
+/// and is in the authentication exchange (a few round trips) is evicted only when every other
+/// candidate did as well.
 ///
 /// Early drop evicts the old, not the new: a real source, `RESUME` or handoff `STATUS_QUERY`
 /// needs one round trip (a few with a key) to leave the pool, and it can only be evicted after
@@ -41,6 +43,8 @@ struct PendingAdmission {
     private struct Entry {
         let id: UInt64
         let peer: String
+        /// It sent a whole `AUTH_HELLO` and is in the authentication exchange.
+        var progressing = false
     }
     /// In order of arrival: the first of a peer's is its longest-waiting.
     private var entries: [Entry] = []
@@ -57,8 +61,13 @@ struct PendingAdmission {
     /// candidate is ready none is evicted (the pool then holds one more, briefly).
     mutating func arrive(peer: String, ready: (UInt64) -> Bool = { _ in false }) -> (id: UInt64, evicted: UInt64?) {
         var evicted: UInt64?
+        /// The longest-waiting candidate, those that made no progress first.
+        func victim(_ candidate: (Entry) -> Bool) -> Int? {
+            entries.firstIndex { candidate($0) && !$0.progressing && !ready($0.id) }
+                ?? entries.firstIndex { candidate($0) && !ready($0.id) }
+        }
         if count(peer: peer) >= perPeer {
-            if let index = entries.firstIndex(where: { $0.peer == peer && !ready($0.id) }) {
+            if let index = victim({ $0.peer == peer }) {
                 evicted = entries.remove(at: index).id
             }
         } else if entries.count >= total {
@@ -66,7 +75,7 @@ struct PendingAdmission {
             for entry in entries { counts[entry.peer, default: 0] += 1 }
             // The busiest peers first; within a peer, the longest-waiting.
             for most in Set(counts.values).sorted(by: >) {
-                if let index = entries.firstIndex(where: { counts[$0.peer] == most && !ready($0.id) }) {
+                if let index = victim({ counts[$0.peer] == most }) {
                     evicted = entries.remove(at: index).id
                     break
                 }
@@ -76,6 +85,11 @@ struct PendingAdmission {
         nextID += 1
         entries.append(Entry(id: id, peer: peer))
         return (id, evicted)
+    }
+
+    /// Connection `id` sent a whole `AUTH_HELLO`: it is evicted only after those that did not.
+    mutating func progress(_ id: UInt64) {
+        if let index = entries.firstIndex(where: { $0.id == id }) { entries[index].progressing = true }
     }
 
     /// Ends the wait of connection `id`; false when it is no longer pending (it was evicted:

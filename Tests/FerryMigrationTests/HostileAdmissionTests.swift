@@ -414,6 +414,19 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         #expect(last.evicted == nil && pool.count == 3)
     }
 
+    /// One in the authentication exchange goes only after those that made no progress.
+    @Test func anAuthenticatingConnectionGoesLast() {
+        var pool = PendingAdmission(total: 64, perPeer: 2)
+        let keyed = pool.arrive(peer: "a")
+        pool.progress(keyed.id)
+        let silent = pool.arrive(peer: "a")
+        let next = pool.arrive(peer: "a")
+        #expect(next.evicted == silent.id)
+        pool.progress(next.id)
+        let last = pool.arrive(peer: "a")
+        #expect(last.evicted == keyed.id, "when all progressed, the longest-waiting")
+    }
+
     @Test func everyNewcomerIsTaken() {
         var pool = PendingAdmission(total: 2, perPeer: 2)
         var evicted = 0
