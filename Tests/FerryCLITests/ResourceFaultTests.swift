@@ -162,8 +162,9 @@ extension FaultMatrixTests {
     /// `--serve` with room for one guest: the second guest's HELLO arrives while the first one
     /// waits to send its GUEST_CONFIG. Without a key a HELLO promises nothing (issue 11, finding
     /// 7): the second is established first (its first page batch arrives while the first's
-    /// GUEST_CONFIG is held), promised the disk, and migrates; the first, established later, finds
-    /// no room and is aborted (`disk:`), or misses its 10 s deadline; it keeps its guest.
+    /// GUEST_CONFIG is held), promised the disk, and migrates; the first, whose GUEST_CONFIG goes
+    /// on once the second is done, finds no room (aborted, `disk:`) or the destination already
+    /// gone (`--sessions 1`); either way it keeps its guest and leaves no image.
     static func diskForOne(base: String) throws -> (String, [String]) {
         let scratch = ScratchDirectory("disk-one")
         let (mounted, skip) = mountTmpfs(scratch, size: "44m")
@@ -197,7 +198,7 @@ extension FaultMatrixTests {
         }
         if secondMigrated && !((try? filesEqual(second, directory + "/second.img")) ?? false) { problems.append("second.img differs from its source") }
         let outcome = "second (established first): \(secondMigrated ? "migrated" : "FAILED (D \(Matrix.ending(received)))"); "
-            + "first: \(firstKept ? "no room (\(received.stderr.contains("disk:") ? "disk" : "deadline")), keeps its guest (exit \(sent.status))" : "lost")"
+            + "first: \(firstKept ? "not received (\(received.stderr.contains("disk:") ? "no room: disk" : "the destination was done")), keeps its guest (exit \(sent.status))" : "lost")"
         return (outcome, problems)
     }
 
