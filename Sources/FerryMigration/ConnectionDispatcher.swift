@@ -20,10 +20,10 @@ import Logging
 ///
 /// None of these stops the destination: a stranger cannot abort a migration in progress. Each
 /// new connection's first frame is read on its own short-lived thread. Until it has arrived
-/// (with a key: until the connection authenticated) the connection is pending, limited by
-/// `PendingAdmission`: a total deadline (5 s) from accept that bytes
-/// trickling in do not extend (`deadlines`), at most 64 pending and 16 per peer address, the
-/// longest-waiting evicted to make room for a newcomer (Protocol.md section 9.5).
+/// (with a key: the first frame after authentication) the connection is pending, limited by
+/// `PendingAdmission`: a total deadline (5 s) from accept that bytes trickling in do not extend
+/// (`deadlines`), at most 64 pending and 16 per peer address, the longest-waiting evicted to
+/// make room for a newcomer (Protocol.md section 9.5).
 /// `@unchecked Sendable`: the mutable state is `pending` and `streams`, guarded by `lock`.
 final class ConnectionDispatcher: @unchecked Sendable {
     typealias HelloHandler = @Sendable (FramedConnection, Hello, HelloAdmission) -> Void
@@ -32,6 +32,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
     let registry: SessionRegistry
     /// With a key, every connection must authenticate before its HELLO or JOIN is read.
     let security: ConnectionSecurity
+    /// How long a resolve `STATUS_QUERY` connection handed to a session waits for its next frame.
     let firstFrameTimeoutMs: Int
     let receiveTimeoutMs: Int
     private let log: Logger
