@@ -6,42 +6,53 @@ import Logging
 /// Accepts every connection on a destination's listener and routes it by its first frame:
 ///
 /// - a valid `HELLO` starts a migration: `onHello` gets it if the registry admits one more
-///   session, else the source is refused with reason `busy` (its guest keeps running);
+///   session, else the source is refused with reason `busy` (its guest keeps running). With a
+///   key the session takes its slot now (`.established`); without one it takes only a
+///   tentative place (`.tentative`) and claims a slot once its GUEST_CONFIG and first frame
+///   arrive (`DestinationSession`), so that a stranger's HELLO reserves nothing;
 /// - a malformed `HELLO` is refused with reason `malformed`;
 /// - `JOIN` is a page stream of a running migration and goes to the registry;
 /// - `RESUME` brings a new control connection back to a migration that lost its connections
 ///   (`reattach`, the one place that routes a connection to a living session by its id);
 /// - `STATUS_QUERY` is answered from the registry's `HandoffBook`; with the resolve flag and the
 ///   session's token, a connection naming a session that awaits its COMMIT is handed to that session;
-/// - anything else, or silence for `firstFrameTimeoutMs`, is closed and logged.
+/// - anything else is closed and logged.
 ///
 /// `JOIN`, `RESUME` and a resolving `STATUS_QUERY` must present the session's token
 /// (`ACCEPT.session_token`): one that names a session without it is closed (or, a status query,
 /// answered as a plain one) and changes nothing in that session.
 ///
 /// None of these stops the destination: a stranger cannot abort a migration in progress. Each
-/// new connection's first frame is read on its own short-lived thread (at most `maxPending` at a
-/// time; more are closed at once), so a silent peer cannot hold up the others.
-/// `@unchecked Sendable`: the mutable state is `pending`, guarded by `lock`.
+/// new connection's first frame is read on its own short-lived thread. Until it has arrived
+/// (with a key: the first frame after authentication) the connection is pending, limited by
+/// `PendingAdmission`: a total deadline (5 s) from accept that bytes trickling in do not extend
+/// (`deadlines`), at most 64 pending and 16 per peer address, the longest-waiting evicted to
+/// make room for a newcomer (Protocol.md section 9.5).
+/// `@unchecked Sendable`: the mutable state is `pending` and `streams`, guarded by `lock`.
 final class ConnectionDispatcher: @unchecked Sendable {
-    typealias HelloHandler = @Sendable (FramedConnection, Hello) -> Void
+    typealias HelloHandler = @Sendable (FramedConnection, Hello, HelloAdmission) -> Void
 
     let listener: TCPListener
     let registry: SessionRegistry
     /// With a key, every connection must authenticate before its HELLO or JOIN is read.
     let security: ConnectionSecurity
+    /// How long a resolve `STATUS_QUERY` connection handed to a session waits for its next frame.
     let firstFrameTimeoutMs: Int
     let receiveTimeoutMs: Int
-    let maxPending = 32
     private let log: Logger
     private let onHello: HelloHandler
     private let lock = NSLock()
-    private var pending = 0
+    private var pending: PendingAdmission
+    /// The pending connections, to close the one `pending` evicts.
+    private var streams: [UInt64: TCPStream] = [:]
+    /// Total deadlines: for pending connections and for tentative sessions.
+    let deadlines = ConnectionDeadlines()
     private let finished = DispatchSemaphore(value: 0)
     private var started = false
 
     init(listener: TCPListener, registry: SessionRegistry, security: ConnectionSecurity = .none, firstFrameTimeoutMs: Int = 10_000,
-         receiveTimeoutMs: Int, log: Logger, onHello: @escaping HelloHandler) {
+         pending: PendingAdmission = PendingAdmission(), receiveTimeoutMs: Int, log: Logger, onHello: @escaping HelloHandler) {
+        self.pending = pending
         self.listener = listener
         self.registry = registry
         self.security = security
@@ -62,13 +73,15 @@ final class ConnectionDispatcher: @unchecked Sendable {
         thread.start()
     }
 
-    /// Closes the listener and waits for the accept thread. Idempotent.
+    /// Closes the listener and waits for the accept thread; closes the connections still
+    /// pending and those of tentative sessions. Idempotent.
     func stop() {
         listener.close()
         if started {
             started = false
             finished.wait()
         }
+        deadlines.stop()
     }
 
     private func acceptLoop() {
@@ -82,40 +95,79 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 }
                 return
             }
+            let peer = PendingAdmission.peerAddress(stream.peerDescription)
             lock.lock()
-            let admitted = pending < maxPending
-            if admitted { pending += 1 }
+            let (id, evicted) = pending.arrive(peer: peer) { [streams] id in streams[id].map(Self.holdsWholeFrame) ?? false }
+            streams[id] = stream
+            let victim = evicted.flatMap { streams.removeValue(forKey: $0) }
+            let waiting = pending.count
             lock.unlock()
-            guard admitted else {
-                log.warning("too many connections waiting for their first frame; closed one",
-                            metadata: ["migration.peer": "\(stream.peerDescription)"])
-                stream.close()
-                continue
+            if let victim {
+                log.warning("too many connections waiting for their first frame; closed the longest-waiting one of the busiest peer", metadata: [
+                    "migration.peer": "\(victim.peerDescription)", "migration.pending": "\(waiting)"])
+                victim.close()
             }
+            let token = deadlines.arm(stream, seconds: pending.deadline)
             let thread = Thread { [self] in
-                route(stream)
-                lock.lock()
-                pending -= 1
-                lock.unlock()
+                route(stream, pending: id, deadline: token)
             }
             thread.name = "ferry-route"
             thread.start()
         }
     }
 
-    private func route(_ stream: TCPStream) {
+    /// Whether a whole frame (header and payload, a first frame's size at most) waits unread in
+    /// `stream`'s socket.
+    static func holdsWholeFrame(_ stream: TCPStream) -> Bool {
+        withUnsafeTemporaryAllocation(byteCount: FrameHeader.size, alignment: 8) { header in
+            guard stream.peek(into: header) == FrameHeader.size else { return false }
+            let length = Int(UInt32(littleEndian: UnsafeRawBufferPointer(header).loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            return length <= 4096 && stream.unreadBytes >= FrameHeader.size + length
+        }
+    }
+
+    /// Ends connection `id`'s wait in the pool; false when it was evicted.
+    private func leavePending(_ id: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        streams.removeValue(forKey: id)
+        return pending.leave(id)
+    }
+
+    private func route(_ stream: TCPStream, pending id: UInt64, deadline token: UInt64) {
         let peer = stream.peerDescription
         let connection = FramedConnection(stream)
+        var waiting = true
+        defer { if waiting { _ = leavePending(id) } }
         let frame: ReceivedFrame
         do {
-            try stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
+            // The deadline closes the connection; this timeout only keeps a read from outliving it.
+            try stream.setReceiveTimeout(ms: Int(pending.deadline * 1000) + 1000)
             // Nothing large is allocated for a peer that has not authenticated (first frames are small).
             connection.receiveLimit = 4096
-            frame = try connection.authenticate(asServer: security, firstFrame: connection.receive())
+            let opening = try connection.receive()
+            if security.key != nil && opening.type == .authHello {
+                lock.lock()
+                pending.progress(id)
+                lock.unlock()
+            }
+            frame = try connection.authenticate(asServer: security, firstFrame: opening)
             connection.receiveLimit = connection.maxPayload
         } catch {
-            log.warning(error.code == .unauthenticated ? "refused a connection that did not authenticate" : "closed a connection that sent no valid first frame",
-                        metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            let evicted = waiting && !leavePending(id)
+            waiting = false
+            let expired = !deadlines.disarm(token) && !evicted
+            let why = evicted ? "closed a connection evicted from the full pool of connections waiting for their first frame"
+                : expired ? "closed a connection that did not send its first frame within \(pending.deadline) s of its accept"
+                : error.code == .unauthenticated ? "refused a connection that did not authenticate" : "closed a connection that sent no valid first frame"
+            log.warning("\(why)", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            connection.close()
+            return
+        }
+        let evicted = waiting && !leavePending(id)
+        waiting = false
+        guard deadlines.disarm(token), !evicted else {
+            log.warning("closed a connection whose first frame came after its deadline or eviction", metadata: ["migration.peer": "\(peer)"])
             connection.close()
             return
         }
@@ -132,22 +184,37 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 connection.close()
                 return
             }
-            guard registry.admit() else {
-                let running = registry.maxSessions
-                log.warning("refused a source: busy", metadata: ["migration.peer": "\(peer)", "migration.sessions": "\(running)"])
-                try? connection.send(Refuse(reason: .busy,
-                    message: "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"))
-                connection.close()
-                return
+            // With a key the HELLO is authenticated and takes its slot now; without one it is
+            // tentative and reserves nothing until its GUEST_CONFIG and first frame arrive.
+            let admission: HelloAdmission
+            let running = registry.maxSessions
+            let busy = "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"
+            if security.key != nil {
+                guard registry.admit() else {
+                    refuseBusy(connection, peer: peer, message: busy)
+                    return
+                }
+                admission = .established
+            } else {
+                switch registry.admitTentative() {
+                case .admitted:
+                    admission = .tentative(deadlines)
+                case .busy:
+                    refuseBusy(connection, peer: peer, message: busy)
+                    return
+                case .crowded:
+                    refuseBusy(connection, peer: peer, message: "destination has \(registry.maxTentative) sources in their handshake already; try again in a few seconds")
+                    return
+                }
             }
             do {
                 try stream.setReceiveTimeout(ms: receiveTimeoutMs)
             } catch {
-                registry.release()
+                if case .established = admission { registry.release() } else { registry.endTentative() }
                 connection.close()
                 return
             }
-            onHello(connection, hello)
+            onHello(connection, hello, admission)
         case .join:
             let join = try? Join(payload: frame.payload)
             guard let join, registry.deliver(join, connection: connection) else {
@@ -168,6 +235,13 @@ final class ConnectionDispatcher: @unchecked Sendable {
                         metadata: ["migration.peer": "\(peer)"])
             connection.close()
         }
+    }
+
+    private func refuseBusy(_ connection: FramedConnection, peer: String, message: String) {
+        log.warning("refused a source: busy", metadata: ["migration.peer": "\(peer)", "migration.sessions": "\(registry.maxSessions)",
+                                                         "migration.message": "\(message)"])
+        try? connection.send(Refuse(reason: .busy, message: message))
+        connection.close()
     }
 
     /// Hands a connection whose first frame names a session (`named` reads its id and token from

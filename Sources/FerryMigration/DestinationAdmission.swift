@@ -8,7 +8,8 @@ import Logging
 extension DestinationSession {
     /// Why this destination cannot take the guest, or nil. When it takes it, the image's disk
     /// space is promised to it in `registry` (`promisedDisk` bytes; the caller releases them).
-    func check(_ hello: Hello, promisedDisk: inout UInt64) -> (reason: RefusalReason, message: String)? {
+    /// `promise` false (a tentative session): the free space is measured, nothing is promised.
+    func check(_ hello: Hello, promisedDisk: inout UInt64, promise: Bool = true) -> (reason: RefusalReason, message: String)? {
         if !(hello.versionMin...hello.versionMax).contains(ProtocolLimits.version) {
             return (.version, "source speaks protocol versions \(hello.versionMin)-\(hello.versionMax), this destination speaks \(ProtocolLimits.version); upgrade one side")
         }
@@ -30,17 +31,33 @@ extension DestinationSession {
         if let memory = try? availableMemoryBytes(), memory < size {
             return (.memory, "guest needs \(size) bytes of memory but only \(memory) are available here")
         }
-        // Last, as it promises the space: counting what earlier migrations were promised but have
-        // not allocated yet, so that two guests are never promised the same free bytes.
+        let path = options.imagePath
+        guard promise else {
+            if let free = registry.unpromisedDisk(free: { try ImageFile.freeBytes(directoryOf: path) }), free < size {
+                return (.disk, diskMessage(size: size, free: free))
+            }
+            return nil
+        }
+        return promiseDisk(size, promisedDisk: &promisedDisk)
+    }
+
+    /// Promises the image's disk space in `registry`, counting what earlier migrations were
+    /// promised but have not allocated yet, so that two guests are never promised the same free
+    /// bytes; the refusal when it does not fit.
+    func promiseDisk(_ size: UInt64, promisedDisk: inout UInt64) -> (reason: RefusalReason, message: String)? {
         let path = options.imagePath
         if let disk = registry.promiseDisk(size, free: { try ImageFile.freeBytes(directoryOf: path) }) {
             guard disk.promised else {
-                let directory = ImageFile.parentDirectory(of: path)
-                let others = disk.promisedToOthers > 0 ? ", \(disk.promisedToOthers) of them promised to migrations in progress" : ""
-                return (.disk, "image needs \(size) bytes in \(directory) but only \(disk.free) are free there\(others); free some space or receive into another directory")
+                return (.disk, diskMessage(size: size, free: disk.free, promisedToOthers: disk.promisedToOthers))
             }
             promisedDisk = size
         }
         return nil
+    }
+
+    private func diskMessage(size: UInt64, free: UInt64, promisedToOthers: UInt64 = 0) -> String {
+        let directory = ImageFile.parentDirectory(of: options.imagePath)
+        let others = promisedToOthers > 0 ? ", \(promisedToOthers) of them promised to migrations in progress" : ""
+        return "image needs \(size) bytes in \(directory) but only \(free) are free there\(others); free some space or receive into another directory"
     }
 }

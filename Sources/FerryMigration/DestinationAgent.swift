@@ -120,7 +120,7 @@ public final class DestinationAgent: @unchecked Sendable {
             prepareSeconds = MonotonicClock.seconds(since: start)
         }
         do {
-            let listener = try TCPListener(options.listen)
+            let listener = try TCPListener(options.listen, backlog: 128)
             self.listener = listener
             return listener.port
         } catch {
@@ -128,56 +128,112 @@ public final class DestinationAgent: @unchecked Sendable {
         }
     }
 
-    /// Waits for a source (up to `acceptTimeoutMs`), receives its guest and returns once the guest
-    /// has run here for `runFor` seconds.
+    /// Waits for a source to establish a migration (up to `acceptTimeoutMs`), receives its guest
+    /// and returns once the guest has run here for `runFor` seconds. Each session runs on its own
+    /// thread; one that is refused, stalls or vanishes before it is established (a stranger, or a
+    /// source whose guest does not fit) is logged and the agent keeps listening: only the first
+    /// established session's result is the run's result (Protocol.md section 9.5).
     public func run() throws -> DestinationResult {
         if listener == nil { _ = try bind() }
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: 1)
-        let arrivals = Arrivals()
+        let image = PreparedImage(prepared.take(), seconds: prepareSeconds)
+        let single = SingleMigration()
+        let claim = HostClaim(claim: { single.claim() }, release: { single.release() })
+        let (options, logger, progress) = (self.options, self.logger, self.progress)
         let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
-                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { connection, hello in
-            arrivals.put(connection, hello)
+                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { connection, hello, admission in
+            if case .established = admission, let refusal = single.claim() {
+                registry.release()
+                try? connection.send(Refuse(reason: .busy, message: refusal))
+                connection.close()
+                return
+            }
+            let thread = Thread {
+                let session = DestinationSession(options: options, connection: connection, hello: hello, registry: registry,
+                                                 admission: admission, hostClaim: claim, prepared: image,
+                                                 logger: logger, progress: progress)
+                let result: Result<DestinationResult, MigrationError>
+                do {
+                    result = .success(try session.run())
+                } catch {
+                    result = .failure(MigrationError.wrap(error, during: "receiving", guest: .notHere))
+                }
+                if case .established = admission { registry.release() } else if session.established { registry.release() }
+                if session.established {
+                    single.finish(result)
+                } else {
+                    if case .established = admission { single.release() }
+                    if case .failure(let failure) = result {
+                        logger.warning("a source that never established a migration here went away; still waiting for one", metadata: [
+                            "migration.peer": "\(connection.peerDescription)", "migration.error": "\(failure.message)"])
+                    }
+                }
+            }
+            thread.name = "ferry-session"
+            thread.start()
         }
         dispatcher.start()
         defer { dispatcher.stop() }
-        guard let (connection, hello) = arrivals.take(timeoutMs: options.acceptTimeoutMs) else {
-            throw MigrationError(.transport, "no source connected to \(listener.localDescription) within \(options.acceptTimeoutMs ?? 0) ms", guest: .notHere)
+        guard let result = single.wait(timeoutMs: options.acceptTimeoutMs) else {
+            throw MigrationError(.transport, "no source connected to \(listener.localDescription) and established a migration within \(options.acceptTimeoutMs ?? 0) ms", guest: .notHere)
         }
-        defer { registry.release() }
-        let session = DestinationSession(options: options, connection: connection, hello: hello, registry: registry,
-                                         prepared: prepared.take(), prepareSeconds: prepareSeconds,
-                                         logger: logger, progress: progress)
-        return try session.run()
+        return try result.get()
     }
 }
 
-/// The sources a dispatcher admitted, in arrival order, for a thread that waits for them.
+/// The one migration a one-shot destination receives: the first session to be established
+/// claims it; its result ends the wait.
 /// `@unchecked Sendable`: guarded by `condition`.
-final class Arrivals: @unchecked Sendable {
+final class SingleMigration: @unchecked Sendable {
     private let condition = NSCondition()
-    private var waiting: [(FramedConnection, Hello)] = []
+    private var held = false
+    private var closed = false
+    private var result: Result<DestinationResult, MigrationError>?
 
-    func put(_ connection: FramedConnection, _ hello: Hello) {
+    /// Claims the migration for a session; nil, or why it cannot.
+    func claim() -> String? {
         condition.lock()
-        waiting.append((connection, hello))
-        condition.signal()
+        defer { condition.unlock() }
+        if closed { return "this destination has stopped waiting for a guest" }
+        if held { return "this destination is receiving another guest; try again when it is done, or use another destination" }
+        held = true
+        return nil
+    }
+
+    /// Gives the claim back: that session was not established after all.
+    func release() {
+        condition.lock()
+        held = false
+        condition.broadcast()
         condition.unlock()
     }
 
-    /// The next arrival, or nil after `timeoutMs` (nil: wait forever).
-    func take(timeoutMs: Int?) -> (FramedConnection, Hello)? {
+    /// The established session ended with `result`.
+    func finish(_ result: Result<DestinationResult, MigrationError>) {
+        condition.lock()
+        self.result = result
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The result of the established session, once it ends; nil when no session was
+    /// established within `timeoutMs` (nil: wait forever). Once one is, it is waited for
+    /// without a limit (the session has its own timeouts).
+    func wait(timeoutMs: Int?) -> Result<DestinationResult, MigrationError>? {
         // No `.distantFuture` deadline: NSCondition traps converting it to a timespec.
         let deadline = timeoutMs.map { Date(timeIntervalSinceNow: Double($0) / 1000) }
         condition.lock()
         defer { condition.unlock() }
-        while waiting.isEmpty {
-            if let deadline {
-                if !condition.wait(until: deadline) && waiting.isEmpty { return nil }
-            } else {
+        while result == nil {
+            if held || deadline == nil {
                 condition.wait()
+            } else if let deadline, !condition.wait(until: deadline), result == nil, !held {
+                closed = true
+                return nil
             }
         }
-        return waiting.removeFirst()
+        return result
     }
 }

@@ -7,7 +7,8 @@ import Logging
 /// A destination that receives several guests, up to `maxSessions` at a time, each into
 /// `directory/<guest_name>.img` (the name from the source's `HELLO`, whose alphabet keeps it
 /// inside the directory). A source beyond the limit is refused with reason `busy`; one without a
-/// guest name, or with the name of a guest being received, with reason `other`. Each migration
+/// guest name, or with the name of a guest being received, with reason `other`. Without a key a
+/// source claims its slot and name only once established (`HelloAdmission`). Each migration
 /// runs on its own thread with its own image, hash table and streams: nothing is shared between
 /// them but the listener.
 ///
@@ -78,8 +79,8 @@ public final class DestinationServer: @unchecked Sendable {
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: maxSessions)
         let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
-                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello in
-            start(connection, hello, registry: registry, finished: finished)
+                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello, admission in
+            start(connection, hello, admission: admission, registry: registry, finished: finished)
         }
         condition.lock()
         keepOutcomes = count != nil
@@ -96,39 +97,70 @@ public final class DestinationServer: @unchecked Sendable {
         return outcomes
     }
 
-    private func start(_ connection: FramedConnection, _ hello: Hello, registry: SessionRegistry,
+    /// Claims guest `name` for a session: nil, or why it cannot be received now.
+    private func claim(_ name: String) -> String? {
+        condition.lock()
+        defer { condition.unlock() }
+        if receiving.contains(name) { return "guest \(name) is being received here already" }
+        receiving.insert(name)
+        running += 1
+        return nil
+    }
+
+    private func release(_ name: String) {
+        condition.lock()
+        receiving.remove(name)
+        running -= 1
+        condition.unlock()
+    }
+
+    /// Starts the session of an admitted HELLO on its own thread. An authenticated one claims its
+    /// guest's name now; a tentative one (no key) is refused now only when an established session
+    /// holds the name, and claims it once established (Protocol.md section 9.5). A tentative
+    /// session that never is established leaves no outcome.
+    private func start(_ connection: FramedConnection, _ hello: Hello, admission: HelloAdmission, registry: SessionRegistry,
                        finished: (@Sendable (Outcome) -> Void)?) {
         let name = hello.guestName
+        let tentative: Bool
+        if case .established = admission { tentative = false } else { tentative = true }
         var refusal: String?
-        condition.lock()
         if name.isEmpty {
             refusal = "this destination serves several guests and needs the guest's name; pass --name to ferry send"
-        } else if receiving.contains(name) {
-            refusal = "guest \(name) is being received here already"
+        } else if tentative {
+            condition.lock()
+            if receiving.contains(name) { refusal = "guest \(name) is being received here already" }
+            condition.unlock()
         } else {
-            receiving.insert(name)
-            running += 1
+            refusal = claim(name)
         }
-        condition.unlock()
         if let refusal {
             logger.warning("refused a source", metadata: ["migration.guest": "\(name)", "migration.reason": "\(refusal)"])
             try? connection.send(Refuse(reason: .other, message: refusal))
             connection.close()
-            registry.release()
+            if tentative { registry.endTentative() } else { registry.release() }
             return
         }
         var settings = options
         settings.imagePath = imagePath(guestName: name)
         settings.preallocateBytes = nil
         let perGuest = settings
+        let hostClaim = HostClaim(claim: { [self] in claim(name) }, release: { [self] in release(name) })
         let thread = Thread { [self] in
             let session = DestinationSession(options: perGuest, connection: connection, hello: hello, registry: registry,
-                                             prepared: nil, prepareSeconds: 0, logger: logger, progress: nil)
+                                             admission: admission, hostClaim: hostClaim, prepared: nil,
+                                             logger: logger, progress: nil)
             let result: Result<DestinationResult, MigrationError>
             do {
                 result = .success(try session.run())
             } catch {
                 result = .failure(MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere))
+            }
+            guard !tentative || session.established else {
+                if case .failure(let failure) = result {
+                    logger.warning("a source that never established a migration here went away", metadata: [
+                        "migration.guest": "\(name)", "migration.peer": "\(connection.peerDescription)", "migration.error": "\(failure.message)"])
+                }
+                return
             }
             registry.release()
             let outcome = Outcome(guestName: name, imagePath: perGuest.imagePath, result: result)

@@ -18,6 +18,9 @@ import Synchronization
 final class DestinationSession {
     /// How long the page streams have to join after ACCEPT.
     static let joinTimeout = 10.0
+    /// Seconds from ACCEPT in which a tentative session (a HELLO without a key) must send its
+    /// GUEST_CONFIG and the first frame after it to be established (Protocol.md section 9.5).
+    static let establishTimeout = 10.0
 
     let options: DestinationOptions
     let connection: FramedConnection
@@ -26,18 +29,27 @@ final class DestinationSession {
     let progress: ProgressHandler?
     private var log: Logger
     /// A preallocated, faulted-in image waiting for a guest of its size, if any.
-    private var prepared: MappedRegion?
-    private let prepareSeconds: Double
+    private let prepared: PreparedImage?
+    private var prepareSeconds: Double { prepared?.seconds ?? 0 }
     private var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
+    let admission: HelloAdmission
+    /// What the host gives an established tentative session (an established one has it already).
+    let hostClaim: HostClaim
+    /// The session was established: it holds a slot and its host's claim (its host releases
+    /// both when `run` returns) and its guest's disk space. From the start with a key; without
+    /// one, once its GUEST_CONFIG and first frame arrived in time and the claims succeeded.
+    private(set) var established = false
 
     init(options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
-         prepared: consuming MappedRegion?, prepareSeconds: Double, logger: Logger, progress: ProgressHandler?) {
+         admission: HelloAdmission = .established, hostClaim: HostClaim = .none,
+         prepared: PreparedImage?, logger: Logger, progress: ProgressHandler?) {
         self.options = options
         self.connection = connection
         self.hello = hello
         self.registry = registry
+        self.admission = admission
+        self.hostClaim = hostClaim
         self.prepared = prepared
-        self.prepareSeconds = prepareSeconds
         self.progress = progress
         var log = logger
         log[metadataKey: "migration.role"] = "destination"
@@ -54,14 +66,18 @@ final class DestinationSession {
         let cpuStart = ProcessCPU.now()
         log.info("source connected", metadata: ["migration.source_name": "\(hello.sourceName)"])
 
-        // Handshake: decide whether this guest fits here.
+        // Handshake: decide whether this guest fits here. A tentative session promises nothing yet.
+        var deadlines: ConnectionDeadlines?
+        if case .tentative(let reaper) = admission { deadlines = reaper }
+        defer { if deadlines != nil && !established { registry.endTentative() } }
         var promisedDisk: UInt64 = 0
         defer { registry.releaseDisk(promisedDisk) }
-        if let refusal = check(hello, promisedDisk: &promisedDisk) {
+        if let refusal = check(hello, promisedDisk: &promisedDisk, promise: deadlines == nil) {
             try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
             log.warning("refused the guest", metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
             throw MigrationError(.refused, "refused the source's guest: \(refusal.message)", guest: .notHere)
         }
+        if deadlines == nil { established = true }
         let pageSize = Int(hello.pageSize)
         let pageCount = Int(hello.pageCount)
         let size = pageSize * pageCount
@@ -86,6 +102,12 @@ final class DestinationSession {
         defer { kvmGuest?.stop() }
         var kvmParameters: KVMGuestParameters?
         let sink: PageSink
+        // The first frame after GUEST_CONFIG, read before the image exists (a PAGE_BATCH's
+        // header only); the receiving loop takes it first.
+        var firstIncoming: IncomingFrame?
+        // A tentative session's deadline (`establishTimeout` from ACCEPT), while armed.
+        var deadlineToken: UInt64?
+        defer { if let deadlineToken { deadlines?.disarm(deadlineToken) } }
         let streamCount = Int(hello.streamCount)
         let sessionID = UInt64.random(in: 1...UInt64.max)
         // The secret that binds this migration to its source (CSPRNG): JOIN, RESUME and a
@@ -133,6 +155,7 @@ final class DestinationSession {
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
                                        sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))
+            deadlineToken = deadlines.map { $0.arm(connection.stream, seconds: Self.establishTimeout) }
             let configFrame = try connection.receive()
             guard configFrame.type == .guestConfig else {
                 throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(configFrame.type)", guest: .notHere)
@@ -147,7 +170,13 @@ final class DestinationSession {
             }
             report.workload = config.workload
             guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
-            if let ready = prepared.take(), ready.size == size {
+            firstIncoming = try connection.receive(direct: .pageBatch)
+            if let token = deadlineToken {
+                deadlineToken = nil
+                guard deadlines?.disarm(token) == true else { throw Self.missedDeadline() }
+                try establish(size: UInt64(size), promisedDisk: &promisedDisk)
+            }
+            if let ready = prepared?.take(), ready.size == size {
                 region = ready
                 log.info("using the preallocated image", metadata: ["migration.prepare_ms": "\(prepareSeconds.milliseconds)"])
             } else {
@@ -166,7 +195,8 @@ final class DestinationSession {
             sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
                             roundTable: roundTable, stripes: stripes, stream: 0)
         } catch {
-            let failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
+            var failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
+            if let token = deadlineToken, deadlines?.disarm(token) == false { failure = Self.missedDeadline() }
             try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
             discardReason = failure.message
             throw failure
@@ -297,7 +327,7 @@ final class DestinationSession {
                     }
                 }
                 receiving: while true {
-                    let incoming = try control.receive(direct: .pageBatch)
+                    let incoming = try firstIncoming.take() ?? control.receive(direct: .pageBatch)
                     if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
                     let frame: ReceivedFrame
                     switch incoming {
@@ -515,6 +545,29 @@ final class DestinationSession {
         }
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
         return DestinationResult(report: report, finalStates: finalStates, setup: setup, kvmConsole: kvmConsole)
+    }
+
+    static func missedDeadline() -> MigrationError {
+        MigrationError(.transport, "the source did not send its GUEST_CONFIG and first page frame within \(seconds(establishTimeout)) of ACCEPT; a source without a key must (Protocol.md section 9.5)", guest: .notHere)
+    }
+
+    /// Makes a tentative session established: takes a slot, its host's claim and its disk, in
+    /// that order, giving back what it took when one fails (then it throws, naming which).
+    private func establish(size: UInt64, promisedDisk: inout UInt64) throws {
+        guard registry.establish() else {
+            throw MigrationError(.refused, "busy: this destination is receiving \(registry.maxSessions == 1 ? "another guest" : "\(registry.maxSessions) guests, its limit") that arrived first; try again when it is done, or use another destination", guest: .notHere)
+        }
+        if let refusal = hostClaim.claim() {
+            registry.unestablish()
+            throw MigrationError(.refused, refusal, guest: .notHere)
+        }
+        if let refusal = promiseDisk(size, promisedDisk: &promisedDisk) {
+            hostClaim.release()
+            registry.unestablish()
+            throw MigrationError(.refused, "disk: \(refusal.message)", guest: .notHere)
+        }
+        established = true
+        log.info("the source is established", metadata: ["migration.promised_disk": "\(promisedDisk)"])
     }
 
     static func seconds(_ value: Double) -> String {

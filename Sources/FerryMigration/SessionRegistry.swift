@@ -40,6 +40,11 @@ final class SessionRegistry: @unchecked Sendable {
     /// Disk bytes promised to admitted migrations whose image is not allocated yet (their space
     /// does not show in `statvfs` yet, so a second check would hand it out again).
     private var promisedDisk: UInt64 = 0
+    /// Sessions whose HELLO came without a key and that have not claimed a slot yet (tentative:
+    /// see `DestinationSession`); at most `maxTentative`.
+    private var tentative = 0
+    /// Tentative sessions a destination keeps at a time; a HELLO beyond them is refused `busy`.
+    var maxTentative: Int { maxSessions + 8 }
 
     private struct Joining {
         /// `ACCEPT.session_token`: what a JOIN or a reattaching connection must present.
@@ -65,6 +70,66 @@ final class SessionRegistry: @unchecked Sendable {
         guard active < maxSessions else { return false }
         active += 1
         return true
+    }
+
+    enum TentativeAdmission { case admitted, busy, crowded }
+
+    /// Takes a tentative place for a HELLO that came without a key: `.busy` when every slot is
+    /// held by an established session, `.crowded` when `maxTentative` are tentative already.
+    func admitTentative() -> TentativeAdmission {
+        condition.lock()
+        defer { condition.unlock() }
+        guard active < maxSessions else { return .busy }
+        guard tentative < maxTentative else { return .crowded }
+        tentative += 1
+        return .admitted
+    }
+
+    /// Turns a tentative place into a slot (the session is established); false, leaving it
+    /// tentative, when `maxSessions` are established already.
+    func establish() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard active < maxSessions else { return false }
+        active += 1
+        tentative -= 1
+        return true
+    }
+
+    /// Undoes `establish` (a later claim failed): the session is tentative again.
+    func unestablish() {
+        condition.lock()
+        active -= 1
+        tentative += 1
+        condition.unlock()
+    }
+
+    /// Gives back a tentative place that was never established.
+    func endTentative() {
+        condition.lock()
+        tentative -= 1
+        condition.unlock()
+    }
+
+    var tentativeSessions: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return tentative
+    }
+
+    /// Disk bytes promised to migrations now.
+    var promisedDiskBytes: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return promisedDisk
+    }
+
+    /// Free bytes `free()` reports less those promised to others, without promising any.
+    func unpromisedDisk(free: () throws -> UInt64) -> UInt64? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let available = try? free() else { return nil }
+        return available - min(available, promisedDisk)
     }
 
     /// Gives back the slot `admit` took.

@@ -244,6 +244,19 @@ public final class TCPStream: @unchecked Sendable {
         }
     }
 
+    /// Copies up to `buffer.count` bytes that wait unread in the receive buffer, without
+    /// consuming them or blocking; returns how many (0 when none, or on error).
+    public func peek(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        return max(0, recv(fd, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)))
+    }
+
+    /// Bytes waiting unread in the receive buffer (FIONREAD).
+    public var unreadBytes: Int {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+    }
+
     // MARK: Options
 
     /// Makes reads fail with `.timeout` after `ms` milliseconds without data; nil: wait forever.

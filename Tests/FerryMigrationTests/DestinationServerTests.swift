@@ -158,19 +158,33 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     }
 }
 
-@Suite struct ArrivalsTests {
-    /// Without a timeout `take` waits for the next arrival (it must not trap on an endless deadline).
-    @Test func takeWithoutATimeoutWaitsForAnArrival() throws {
-        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
-        defer { listener.close() }
-        let client = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
-        defer { client.close() }
-        let arrivals = Arrivals()
-        let connection = FramedConnection(client)
-        let waiter = BackgroundThread { arrivals.take(timeoutMs: nil)?.1.guestName }
+@Suite struct SingleMigrationTests {
+    /// Without a timeout `wait` waits for the established session's result (it must not trap on
+    /// an endless deadline); one session holds the claim at a time, none after the result.
+    @Test func waitWithoutATimeoutWaitsForTheResult() throws {
+        let single = SingleMigration()
+        let waiter = BackgroundThread { single.wait(timeoutMs: nil).map { (try? $0.get()) == nil } }
         Thread.sleep(forTimeInterval: 0.05)
-        arrivals.put(connection, Hello(pageSize: 4096, pageCount: 1, vcpuCount: 1, sourceName: "s", guestName: "g"))
-        #expect(try waiter.wait() == "g")
-        #expect(arrivals.take(timeoutMs: 10) == nil)
+        #expect(single.claim() == nil)
+        #expect(single.claim() != nil, "one session at a time")
+        single.finish(.failure(MigrationError(.refused, "test", guest: .notHere)))
+        #expect(try waiter.wait() == true)
+        #expect(single.claim() != nil, "no claim after the result")
+    }
+
+    /// The accept timeout ends the wait only while no session holds the claim.
+    @Test func acceptTimeoutEndsOnlyAnUnclaimedWait() throws {
+        let single = SingleMigration()
+        #expect(single.claim() == nil)
+        let waiter = BackgroundThread { single.wait(timeoutMs: 50) != nil }
+        Thread.sleep(forTimeInterval: 0.3)
+        single.finish(.failure(MigrationError(.refused, "test", guest: .notHere)))
+        #expect(try waiter.wait(), "a claimed migration is waited for past the accept timeout")
+
+        let idle = SingleMigration()
+        #expect(idle.claim() == nil)
+        idle.release()
+        #expect(idle.wait(timeoutMs: 20) == nil)
+        #expect(idle.claim() != nil, "no claim after the accept timeout")
     }
 }

@@ -10,11 +10,14 @@ import Testing
 
 @Suite(.serialized) struct FailureTests {
     /// The destination refuses (its image appeared and --force was not given): the source guest
-    /// keeps running, the destination's file is untouched, no partial image is left.
+    /// keeps running, the destination's file is untouched, no partial image is left. The refusal
+    /// does not end the one-shot destination: it waits on for a source it can take until its
+    /// accept timeout (issue 11, finding 7).
     @Test func refusalLeavesSourceRunningAndDestinationUntouched() throws {
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
+        migration.acceptTimeoutMs = 3_000
         let marker = [UInt8](repeating: 0xA5, count: 4096)
         let outcome = try migration.run(in: scratch) { path in
             try Data(marker).write(to: URL(fileURLWithPath: path))
@@ -27,7 +30,7 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("destination.img"))) == Data(marker))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
-        #expect(destinationError.code == .refused)
+        #expect(destinationError.code == .transport && destinationError.message.contains("established"), "\(destinationError.message)")
     }
 
     /// Pre-copy that cannot meet the target gives up: the guest keeps running on the source and its
