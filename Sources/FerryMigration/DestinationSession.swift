@@ -144,7 +144,7 @@ final class DestinationSession {
         report.session = hex(sessionID)
         handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
         // Last of all (after the state is final): the record lets go of the connections.
-        defer { handoffs.end(session: sessionID) }
+        defer { handoffs.end(session: sessionID, forget: !established) }
         // Whatever ends this session before the guest resumes here discards it.
         var discardReason = "the migration ended before COMMIT"
         defer {

@@ -87,11 +87,17 @@ final class HandoffBook: @unchecked Sendable {
     /// only what `STATUS` reports. Its connections are dropped, so their descriptors and the
     /// buffers grown to their largest frame go with the session (issue 11: the history of 256
     /// records held 256 connections); a resolver nobody took is closed.
-    func end(session id: UInt64) {
+    /// `forget`: remove the record altogether (a keyless session that never became established:
+    /// a stranger's HELLO must not push real migrations out of the history that `STATUS` answers from).
+    func end(session id: UInt64, forget: Bool = false) {
         condition.lock()
         let stray = records[id]?.resolver
         records[id]?.control = nil
         records[id]?.resolver = nil
+        if forget {
+            records[id] = nil
+            order.removeAll { $0 == id }
+        }
         condition.broadcast()
         condition.unlock()
         stray?.close()

@@ -314,6 +314,40 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         stalled.close()
     }
 
+    /// A stranger's HELLOs that never became migrations leave no trace in what `STATUS`
+    /// answers from: a flood of them cannot push real migrations out of the history (the most
+    /// recent 256) that a source whose RESUMED was lost relies on.
+    @Test func strangersLeaveNoStatusRecords() throws {
+        let scratch = Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
+        let server = DestinationServer(
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: 0, receiveTimeoutMs: 20_000),
+            directory: scratch.file("guests"), maxSessions: 2, logger: testLogger)
+        let port = try server.bind()
+        // Two real migrations: the server keeps listening (and answering STATUS) after the first.
+        let serving = BackgroundThread { try server.run(count: 2) }
+        for index in 0..<20 {
+            let (stranger, answer) = try strangerHello(port: port, pages: 16, name: "ghost\(index)")
+            #expect(answer == .accept)
+            stranger.close()
+        }
+        let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 29)
+        let report = try source.migrate()
+        #expect(report.verified)
+        // The strangers' sessions end as soon as their connections do; give the last a moment.
+        var names: [String] = []
+        for _ in 0..<50 {
+            let (asking, answers) = try StatusClient.ask(try Endpoint.parse("127.0.0.1:\(port)"), StatusQuery())
+            asking.close()
+            names = answers.filter { $0.state != .unknown }.map(\.guestName)
+            if names == ["real"] { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(names == ["real"], "STATUS lists \(names)")
+        #expect(try SourceGuest(scratch: scratch, name: "last", port: port, size: 4 << 20, seed: 31).migrate().verified)
+        _ = try serving.wait()
+    }
+
     /// Finding 7: a stranger whose HELLO is accepted but who never sends its GUEST_CONFIG is
     /// dropped (its connection closed) 10 s after its ACCEPT, and leaves nothing behind.
     @Test func stalledStrangerIsDroppedAtItsDeadline() throws {
