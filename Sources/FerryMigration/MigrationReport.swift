@@ -146,6 +146,9 @@ public struct MigrationReport: Codable, Sendable {
     /// (and a status query that is to name session ids) must present. A secret: whoever holds it
     /// can decide this migration's handoff.
     public var sessionToken: String?
+    /// Source: connections it took to get the destination's answer to `HELLO`, when more than
+    /// one (the destination closed earlier ones unanswered, e.g. under a flood of strangers).
+    public var handshakeAttempts: Int?
     /// How the handoff was settled when the first acknowledgement was lost (source).
     public var handoff: String?
     public var error: String?

@@ -167,37 +167,20 @@ public final class SourceAgent {
         let peerCodecs: CodecSet
         var configPayload: [UInt8] = []
         do {
-            let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
-            try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
-            try stream.setSendTimeout(ms: options.stallTimeoutMs)
-            connection = FramedConnection(stream)
-            try connection.authenticate(asClient: options.security)
+            let opened = try openSession(pageCount: pageCount, log: log)
+            connection = opened.connection
+            rtt = opened.rtt
+            sessionID = opened.accept.sessionID
+            sessionToken = opened.accept.sessionToken
+            peerCodecs = opened.accept.codecs
             report.authenticated = connection.security.authenticated
             report.encryption = connection.security.cipher.description
-            let helloSent = MonotonicClock.now()
-            try connection.send(Hello(
-                versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
-                pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
-                cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind, vcpuCount: UInt32(guest.vcpus),
-                streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
-            let reply = try connection.receive()
-            rtt = MonotonicClock.seconds(since: helloSent)
-            switch reply.type {
-            case .accept:
-                let accept = try Accept(payload: reply.payload)
-                sessionID = accept.sessionID
-                sessionToken = accept.sessionToken
-                peerCodecs = accept.codecs
-                report.session = hex(sessionID)
-                report.sessionToken = sessionToken.hex
-                log.info("destination accepted the guest", metadata: [
-                    "migration.version": "\(accept.version)", "migration.peer": "\(accept.destinationName)"])
-            case .refuse:
-                let refuse = try Refuse(payload: reply.payload)
-                throw MigrationError(.refused, "destination refused the guest (\(refuse.reason)): \(refuse.message)", guest: .source)
-            default:
-                throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
-            }
+            report.session = hex(sessionID)
+            report.sessionToken = sessionToken.hex
+            if opened.attempts > 1 { report.handshakeAttempts = opened.attempts }
+            log.info("destination accepted the guest", metadata: [
+                "migration.version": "\(opened.accept.version)", "migration.peer": "\(opened.accept.destinationName)",
+                "migration.attempts": "\(opened.attempts)"])
             let config = GuestConfig(seed: guest.seed, guestMAC: options.guestMAC,
                                      guestIPv4: options.guestIPv4, workload: guest.workloadText,
                                      trace: guest.traceBytes)
@@ -605,6 +588,67 @@ public final class SourceAgent {
             }
             if stillMs >= options.stallTimeoutMs {
                 throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down")
+            }
+        }
+    }
+
+    /// A control connection the destination answered with `ACCEPT`.
+    struct OpenedSession {
+        var connection: FramedConnection
+        var accept: Accept
+        /// From sending `HELLO` to reading `ACCEPT`.
+        var rtt: Double
+        var attempts: Int
+    }
+
+    /// Connects, authenticates and sends `HELLO` until the destination answers. A destination
+    /// that accepts the TCP connection and then closes it, or says nothing, before its answer
+    /// (it limits connections that have not shown who they are, Protocol.md 9.5, and a flood may
+    /// have pushed this one out) is tried again with the resume backoff, up to
+    /// `reconnectAttempts` times: nothing was agreed yet, so nothing is lost. A refusal, a
+    /// protocol error or a connection that cannot be made at all ends it at once.
+    func openSession(pageCount: Int, log: Logger) throws -> OpenedSession {
+        var attempt = 0
+        var delay = options.reconnectBackoff
+        while true {
+            attempt += 1
+            var opened: FramedConnection?
+            do {
+                let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+                try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+                try stream.setSendTimeout(ms: options.stallTimeoutMs)
+                let connection = FramedConnection(stream)
+                opened = connection
+                try connection.authenticate(asClient: options.security)
+                let helloSent = MonotonicClock.now()
+                try connection.send(Hello(
+                    versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
+                    pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
+                    cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind, vcpuCount: UInt32(guest.vcpus),
+                    streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
+                let reply = try connection.receive()
+                let rtt = MonotonicClock.seconds(since: helloSent)
+                switch reply.type {
+                case .accept:
+                    return OpenedSession(connection: connection, accept: try Accept(payload: reply.payload), rtt: rtt, attempts: attempt)
+                case .refuse:
+                    let refuse = try Refuse(payload: reply.payload)
+                    throw MigrationError(.refused, "destination refused the guest (\(refuse.reason)): \(refuse.message)", guest: .source)
+                default:
+                    throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
+                }
+            } catch let error as TransportError where (error.code == .peerClosed || error.code == .timeout) && opened != nil {
+                opened?.close()
+                guard attempt < max(1, options.reconnectAttempts) else {
+                    throw TransportError(error.code, "\(error.message) (\(attempt) attempt(s): the destination accepted each connection and closed it, or said nothing, before answering HELLO)")
+                }
+                log.warning("the destination closed the connection before answering HELLO; trying again", metadata: [
+                    "migration.attempt": "\(attempt)", "migration.error": "\(error.message)"])
+                MonotonicClock.sleep(seconds: delay)
+                delay = min(delay * 2, options.reconnectBackoffMax)
+            } catch {
+                opened?.close()
+                throw error
             }
         }
     }

@@ -152,6 +152,47 @@ import Testing
     }
 }
 
+/// A destination that closes the source's first connection before answering its HELLO (as its
+/// admission limits do to a connection a flood pushed out, Protocol.md 9.5): the source tries
+/// again and migrates; its report counts the attempts.
+@Suite struct HandshakeRetryTests {
+    @Test func aHandshakeClosedUnansweredIsTriedAgain() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.runFor = 0
+        var relay: FrameRelay?
+        migration.route = { port in
+            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(.hello, going: .toDestination))
+            relay = made
+            return UInt16(made.port)
+        }
+        let outcome = try migration.run(in: scratch)
+        relay?.close()
+        let report = try outcome.source.get()
+        #expect(report.guestLocation == .destination)
+        #expect(report.handshakeAttempts == 2)
+        _ = try outcome.destination.get()
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+    }
+
+    /// A connection that cannot be made at all is not retried: nothing listens there.
+    @Test func aRefusedConnectionIsNotRetried() throws {
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        let port = listener.port
+        listener.close()
+        let region = try MappedRegion.anonymous(size: 1 << 20)
+        let setup = try GuestSetup.make(workload: "idle", vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: (1 << 20) / systemPageSize)
+        let guest = try Guest(memory: region.base, size: 1 << 20, configuration: setup.configuration, logger: testLogger)
+        guest.start()
+        defer { _ = guest.stop() }
+        let agent = SourceAgent(memory: region.base, size: 1 << 20, imagePath: "", guest: guest, guestSetup: setup,
+                                options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)")), logger: testLogger)
+        let start = MonotonicClock.now()
+        #expect(throws: MigrationError.self) { try agent.migrate() }
+        #expect(MonotonicClock.seconds(since: start) < 1)
+    }
+}
+
 /// A value set on one thread and read on another, for test plumbing.
 final class Box<Value>: @unchecked Sendable {
     private let lock = NSLock()
