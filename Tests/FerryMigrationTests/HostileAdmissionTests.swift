@@ -214,6 +214,41 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         print("burst (key: \(keyed)): \(opened) silent connections and 40 drippers from 127.0.0.1; the real migration took \(String(format: "%.2f", seconds)) s (handshake \(report.setupMs) ms setup)")
     }
 
+    /// Finding 2 as it lost a guest: strangers hold the destination's pending connections with
+    /// slow drips and silent connections, and the source's COMMIT is lost at that moment. The
+    /// source's handoff queries must still get through (before: closed, "unresolved", and the
+    /// destination discarded the verified image: the guest ran nowhere).
+    @Test func aLostCommitIsResolvedDuringAFlood() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.size = 8 << 20
+        migration.workload = "uniform:5MB/s"
+        migration.runFor = 0
+        var relay: FrameRelay?
+        migration.route = { port in
+            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(.commit, going: .toDestination))
+            relay = made
+            return UInt16(made.port)
+        }
+        var flood: (Drippers, Burst)?
+        migration.beforeSource = { port in
+            let drip = try Drippers(port: port, count: 48, interval: 1, sources: ["127.0.0.1", "127.0.0.7"])
+            let burst = Burst(port: port, count: 200)
+            while burst.opened < 200 { Thread.sleep(forTimeInterval: 0.01) }
+            flood = (drip, burst)
+        }
+        let outcome = try migration.run(in: scratch)
+        relay?.close()
+        let opened = flood?.1.close() ?? 0
+        _ = flood?.0.lifetimes(timeout: 0)
+        let report = try outcome.source.get()
+        #expect(report.guestLocation == .destination)
+        #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
+        #expect(try outcome.destination.get().report.guestLocation == .destination)
+        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        print("lost COMMIT under a flood of \(opened) silent and 48 dripping connections: \(report.handoff ?? "")")
+    }
+
     /// Finding 2 with a key: while strangers flood a keyed destination with drip and silent
     /// connections, an authenticated `STATUS_QUERY` (what `ferry status` and a source resolving
     /// its handoff send) is answered at once.
