@@ -229,13 +229,21 @@ final class DestinationSession {
                 receiver.start()
             }
         }
+        // A connection lost while the streams join (a cut right at the start, or a source that
+        // came back already) is a loss like any in pre-copy: the session waits for the RESUME.
+        var lostWhileJoining: MigrationError?
         do {
             try attachStreams()
         } catch {
             let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
-            try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-            discardReason = failure.message
-            throw failure
+            if failure.code == .transport && options.resumeTimeout > 0 {
+                lostWhileJoining = failure
+                firstIncoming = nil
+            } else {
+                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+                discardReason = failure.message
+                throw failure
+            }
         }
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
         report.preallocMs = prepareSeconds.milliseconds
@@ -315,7 +323,7 @@ final class DestinationSession {
         var wireBefore: UInt64 = 0
         let streamTimeout = Double(options.receiveTimeoutMs) / 1000
         // A loss of the connections during pre-copy that the source may resume (nil: none).
-        var lost: MigrationError?
+        var lost: MigrationError? = lostWhileJoining
         var resumeExpired = false
         session: while true {
             do {

@@ -405,6 +405,9 @@ public final class SourceAgent {
                 var failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
                 if let stall = stallWatch.stallReason, failure.code == .transport {
                     failure = MigrationError(.transport, "pre-copy round \(round): \(stall)", guest: .source)
+                } else if failure.code == .transport, let aborted = abortWaiting(on: connection, during: "pre-copy round \(round)") {
+                    // The destination said why it closed: an ABORT is final, not a loss to resume.
+                    failure = aborted
                 }
                 // A lost connection (not an ABORT, not a protocol violation): resume where it was.
                 if options.resume && failure.code == .transport {
@@ -466,9 +469,12 @@ public final class SourceAgent {
         } catch {
             deadline.disarm()
             guest.resume()
-            let failure = imageShrank()
+            var failure = imageShrank()
                 ?? (deadline.hasExpired ? deadline.failure(during: "while \(blackoutPhase(parts))")
                                         : MigrationError.wrap(error, during: "blackout", guest: .source))
+            if failure.code == .transport && !deadline.hasExpired, let aborted = abortWaiting(on: connection, during: "blackout") {
+                failure = aborted
+            }
             abort(connection, failure)
             log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
             if failure.code == .transport {
@@ -590,6 +596,23 @@ public final class SourceAgent {
                 throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down")
             }
         }
+    }
+
+    /// After a connection failed while this side was sending: a destination that gives up sends
+    /// `ABORT` with its reason on the control connection and closes, and a source busy writing
+    /// sees only the close (EPIPE or a reset). The kernel still holds what arrived before the
+    /// close; this reads it briefly and returns the destination's `ABORT`, if that is there.
+    func abortWaiting(on connection: FramedConnection, during phase: String) -> MigrationError? {
+        guard !connection.hasFailedReceiving else { return nil }
+        try? connection.stream.setReceiveTimeout(ms: 200)
+        for _ in 0..<8 {
+            do {
+                _ = try connection.receive()
+            } catch {
+                return error.code == .peerAborted ? MigrationError.wrap(error, during: phase, guest: .source) : nil
+            }
+        }
+        return nil
     }
 
     /// A control connection the destination answered with `ACCEPT`.

@@ -99,7 +99,11 @@ final class SourceStreams {
                 outcomes.set(index, .success(result))
             } catch {
                 if let transport = error as? TransportError, transport.code != .peerAborted, transport.code != .protocolViolation {
-                    for connection in connections { connection.close() }
+                    // Wakes every stream blocked in a write. The control connection is shut for
+                    // writing only: the destination's ABORT, if that is why the stream failed,
+                    // may still be on its way in (`SourceAgent.abortWaiting`).
+                    for connection in connections.dropFirst() { connection.close() }
+                    connections.first?.stream.shutdownWrite()
                 }
                 outcomes.set(index, .failure(error))
             }

@@ -3,6 +3,8 @@ import FerryTransport
 import Foundation
 import Synchronization
 
+@testable import FerryMigration
+
 /// A TCP relay for tests, between a source and a destination agent: every connection it accepts
 /// is relayed to the destination, frame by frame, and `decide` sees each frame's type and
 /// direction before it is forwarded. `.cut` drops that frame and closes both sides of its
@@ -53,35 +55,70 @@ final class FrameRelay: @unchecked Sendable {
                 client.close()
                 continue
             }
+            let ended = EndCount()
             for (from, to, direction) in [(client, server, Direction.toDestination), (server, client, .toSource)] {
-                let thread = Thread { [self] in pump(from: from, to: to, direction: direction, pair: (client, server)) }
+                let thread = Thread { [self] in pump(from: from, to: to, direction: direction, pair: (client, server), ended: ended) }
                 thread.start()
             }
         }
     }
 
-    private func pump(from: TCPStream, to: TCPStream, direction: Direction, pair: (TCPStream, TCPStream)) {
+    /// Relays one direction. A cut closes both sides at once. When the sender closes, the end is
+    /// passed on as a half-close; when the receiver is gone (a write fails), the other direction
+    /// first delivers what it still carries (an ABORT sent just before a close), then both sides
+    /// are closed: as over TCP, where the sender would get a reset after that data.
+    private func pump(from: TCPStream, to: TCPStream, direction: Direction, pair: (TCPStream, TCPStream), ended: EndCount) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.size + ProtocolLimits.maxFramePayload, alignment: 16)
         defer { buffer.deallocate() }
-        do {
-            while true {
-                let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<FrameHeader.size])
+        enum End { case cut, senderClosed, receiverGone }
+        var end = End.senderClosed
+        relaying: while true {
+            let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<FrameHeader.size])
+            let length: Int
+            let decoded: FrameHeader
+            do {
                 try from.readExactly(into: header)
-                let decoded = FrameHeader(unvalidated: UnsafeRawBufferPointer(header))
-                let length = min(Int(decoded.length), ProtocolLimits.maxFramePayload)
+                decoded = FrameHeader(unvalidated: UnsafeRawBufferPointer(header))
+                length = min(Int(decoded.length), ProtocolLimits.maxFramePayload)
                 if length > 0 {
                     try from.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: buffer[FrameHeader.size..<FrameHeader.size + length]))
                 }
-                if decide(direction, decoded.type) == .cut {
-                    cuts.withLock { $0.append("\(direction) \(decoded.type)") }
-                    if stayDownAfterCut { listener.close() }
-                    break
-                }
-                rewrite?(direction, decoded.type, UnsafeMutableRawBufferPointer(rebasing: buffer[FrameHeader.size..<FrameHeader.size + length]))
-                try to.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<FrameHeader.size + length]))
+            } catch {
+                break relaying
             }
-        } catch {}
+            if decide(direction, decoded.type) == .cut {
+                cuts.withLock { $0.append("\(direction) \(decoded.type)") }
+                if stayDownAfterCut { listener.close() }
+                end = .cut
+                break relaying
+            }
+            rewrite?(direction, decoded.type, UnsafeMutableRawBufferPointer(rebasing: buffer[FrameHeader.size..<FrameHeader.size + length]))
+            do {
+                try to.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<FrameHeader.size + length]))
+            } catch {
+                end = .receiverGone
+                break relaying
+            }
+        }
+        switch end {
+        case .cut:
+            break
+        case .senderClosed:
+            to.shutdownWrite()
+            if ended.increment() < 2 { return }
+        case .receiverGone:
+            let deadline = MonotonicClock.now() &+ 2_000_000_000
+            while ended.value < 1 && MonotonicClock.now() < deadline { usleep(5_000) }
+            _ = ended.increment()
+        }
         pair.0.close()
         pair.1.close()
     }
+}
+
+/// How many of a relayed pair's two directions have ended.
+final class EndCount: Sendable {
+    private let count = Mutex(0)
+    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+    var value: Int { count.withLock { $0 } }
 }

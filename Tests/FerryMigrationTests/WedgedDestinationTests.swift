@@ -193,6 +193,49 @@ import Testing
     }
 }
 
+/// A destination that aborts while the source is busy sending: the source sees the close
+/// (EPIPE or a reset) first, and must still report the destination's reason from the `ABORT`
+/// that arrived before it, and not take the close for a lost connection to resume.
+@Suite struct AbortWhileSendingTests {
+    @Test func theDestinationsReasonIsReportedNotTheClose() throws {
+        let scratch = Scratch()
+        var migration = LoopbackMigration()
+        migration.runFor = 0
+        migration.size = 64 << 20
+        migration.mix = ImageMix(zero: 0, sparse: 0, text: 0, random: 100)
+        migration.compression = .none
+        migration.workload = "uniform:5MB/s"
+        // One connection: the ABORT and the close that the source runs into travel on it.
+        migration.adjustSource = { $0.streams = 1 }
+        var relay: FrameRelay?
+        let batches = Atomic<Int>(0)
+        migration.route = { port in
+            // The 20th PAGE_BATCH claims 5,000 entries (at most 4,096): the destination aborts.
+            let made = try FrameRelay(destinationPort: Int(port), rewrite: { direction, type, payload in
+                guard direction == .toDestination, type == FrameType.pageBatch.rawValue, payload.count >= 8 else { return }
+                if batches.add(1, ordering: .relaxed).newValue == 20 { payload.storeBytes(of: UInt32(5_000).littleEndian, toByteOffset: 4, as: UInt32.self) }
+            }, decide: { _, _ in .forward })
+            relay = made
+            return UInt16(made.port)
+        }
+        let started = MonotonicClock.now()
+        let outcome = try migration.run(in: scratch)
+        let seconds = MonotonicClock.seconds(since: started)
+        relay?.close()
+        guard case .failure(let error) = outcome.source else {
+            Issue.record("the migration should have failed")
+            return
+        }
+        let failure = try #require(error as? MigrationError)
+        #expect(failure.code == .peerAborted, "\(failure)")
+        #expect(failure.message.contains("4096") || failure.message.contains("5000"), "\(failure.message)")
+        #expect(failure.guest == .source)
+        #expect(outcome.guestWasRunningAfterFailure)
+        #expect(seconds < 5, "no resume attempts against a destination that said it gave up: \(seconds) s")
+        print("destination aborted while the source was sending: \(failure.message.prefix(200))")
+    }
+}
+
 /// A value set on one thread and read on another, for test plumbing.
 final class Box<Value>: @unchecked Sendable {
     private let lock = NSLock()
