@@ -1,6 +1,9 @@
 """QEMU live migration (TCG, guest paused with -S) between two local QEMU processes, driven over
 QMP: multifd (4 channels) or plain pre-copy. The source maps the benchmark image as its RAM
-(share=off, so it never writes the file); the destination gets its own RAM file on /dev/shm."""
+(share=off, so it never writes the file), faulted in before the clock starts (prealloc=on, as
+Ferry's source faults its image in before its guest runs); the destination's RAM is anonymous
+memory, QEMU's default, preallocated (or, on the run that compares the copy with the image, a
+preallocated RAM file on /dev/shm that `cmp` can read)."""
 import json
 import os
 import shutil
@@ -75,10 +78,11 @@ class QMP:
             pass
 
 
-def _machine_args(ctx, mem_object, sock):
+def _machine_args(ctx, mem_object, sock, file=True):
     size = f"{ctx.image_bytes // (1 << 20)}M"
+    backend = "memory-backend-file" if file else "memory-backend-ram"
     return [BINARY, "-machine", "q35", "-accel", "tcg", "-m", size,
-            "-object", f"memory-backend-file,id=mem,size={size},{mem_object}", "-machine", "memory-backend=mem",
+            "-object", f"{backend},id=mem,size={size},{mem_object}", "-machine", "memory-backend=mem",
             "-nographic", "-nodefaults", "-qmp", f"unix:{sock},server=on,wait=off"]
 
 
@@ -99,9 +103,11 @@ def run_qemu(ctx, path, workload, logdir, multifd):
         if os.path.exists(p):
             os.unlink(p)
     prealloc = "on" if ctx.qemu_prealloc else "off"
-    dst = Proc(path.dst_prefix() + _machine_args(ctx, f"mem-path={dst_ram},share=on,prealloc={prealloc}", dst_sock)
+    # Anonymous RAM unless this run's copy is compared with the image (then a file cmp can read).
+    dst_backend = f"mem-path={dst_ram},share=on,prealloc={prealloc}" if ctx.verify_copies else f"prealloc={prealloc}"
+    dst = Proc(path.dst_prefix() + _machine_args(ctx, dst_backend, dst_sock, file=ctx.verify_copies)
                + ["-incoming", "defer"], os.path.join(logdir, "dst.log"))
-    src = Proc(path.src_prefix() + _machine_args(ctx, f"mem-path={ctx.image},share=off", src_sock) + ["-S"],
+    src = Proc(path.src_prefix() + _machine_args(ctx, f"mem-path={ctx.image},share=off,prealloc={prealloc}", src_sock) + ["-S"],
                os.path.join(logdir, "src.log"))
     qs = qd = None
     try:
