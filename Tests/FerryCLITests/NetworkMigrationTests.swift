@@ -39,11 +39,10 @@ import Testing
         return nil
     }
 
-    @Test func guestMACMovesToTheDestinationPort() throws {
-        guard getuid() == 0, let ip = Self.tool("ip"), let bridgeTool = Self.tool("bridge") else {
-            print("skipped: needs root and iproute2 (ip, bridge) to build network namespaces")
-            return
-        }
+    @Test(.enabled(if: getuid() == 0 && tool("ip") != nil && tool("bridge") != nil,
+                   "needs root and iproute2 (ip, bridge) to build network namespaces"))
+    func guestMACMovesToTheDestinationPort() throws {
+        let ip = try #require(Self.tool("ip")), bridgeTool = try #require(Self.tool("bridge"))
         let id = getpid() % 100_000
         let br = "fcb-\(id)", src = "fcs-\(id)", dst = "fcd-\(id)"
         defer { for ns in [src, dst, br] { _ = try? Self.sh([ip, "netns", "del", ns], mustSucceed: false) } }

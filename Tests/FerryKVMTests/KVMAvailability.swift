@@ -1,15 +1,11 @@
 import FerryKVM
+import Testing
 
-/// Why the KVM tests cannot run here, or nil when /dev/kvm opens with what they need. Tests
-/// that need KVM print this and return (Swift Testing has no runtime skip that shows a reason
-/// in every runner, so each test says it in the output).
+/// Whether the KVM tests can run here: they carry `.enabled(if: KVMAvailability.usable,
+/// KVMAvailability.whyNot)`, so that without a usable /dev/kvm they show as skipped, with the
+/// reason, instead of passing.
 enum KVMAvailability {
     static let reason: String? = KVMDevice.unavailableReason()
-
-    /// True when the test can run; otherwise prints why it is skipped.
-    static func check(_ test: String) -> Bool {
-        guard let reason else { return true }
-        print("SKIPPED \(test): /dev/kvm is not usable here: \(reason)")
-        return false
-    }
+    static let usable = reason == nil
+    static let whyNot = Comment(rawValue: "/dev/kvm is not usable here: \(reason ?? "")")
 }

@@ -9,9 +9,8 @@ struct KVMDirtyTrackerTests {
     let logger = Logger(label: "test.kvm")
     static let reservedPages = KVMGuestLayout.workBase / KVMGuestLayout.pageSize
 
-    @Test("reports the pages the guest wrote between two harvests and no others; merges the VMM's writes")
+    @Test("reports the pages the guest wrote between two harvests and no others; merges the VMM's writes", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
     func guestAndVMMWrites() throws {
-        guard KVMAvailability.check("KVMDirtyTrackerTests.guestAndVMMWrites") else { return }
         let memory = TestMemory(mebibytes: 64)
         let seed: UInt64 = 99
         let guest = try KVMGuest(memory: memory.base, size: memory.size,
@@ -56,9 +55,8 @@ struct KVMDirtyTrackerTests {
         tracker.stop()
     }
 
-    @Test("deferred start: unprotected pages are reported until protected; protected ones only when written")
+    @Test("deferred start: unprotected pages are reported until protected; protected ones only when written", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
     func deferredStart() throws {
-        guard KVMAvailability.check("KVMDirtyTrackerTests.deferredStart") else { return }
         let memory = TestMemory(mebibytes: 16)
         let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: KVMGuestParameters(), logger: logger)
         let tracker = guest.makeDirtyTracker()

@@ -24,9 +24,8 @@ struct KVMGuestRunTests {
         (0..<vcpus).map { vcpu in lines.filter { $0.vcpu == vcpu }.map(\.text) }
     }
 
-    @Test("runs to its step limit; lines, checksums and memory equal the Swift walk", arguments: [1, 2])
+    @Test("runs to its step limit; lines, checksums and memory equal the Swift walk", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot), arguments: [1, 2])
     func runMatchesReference(vcpus: Int) throws {
-        guard KVMAvailability.check("KVMGuestRunTests.runMatchesReference") else { return }
         let memory = TestMemory(mebibytes: 64)
         let parameters = KVMGuestParameters(seed: 42, vcpus: vcpus, stepLimit: 300_000, printInterval: 50_000)
         let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
@@ -42,9 +41,8 @@ struct KVMGuestRunTests {
         #expect(guest.consoleLines.first?.text == "kvm-guest: vcpu 0 step 0 checksum 0x0000000000000000" || vcpus > 1)
     }
 
-    @Test("a paced guest keeps its write rate")
+    @Test("a paced guest keeps its write rate", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
     func pacedRate() throws {
-        guard KVMAvailability.check("KVMGuestRunTests.pacedRate") else { return }
         let memory = TestMemory(mebibytes: 16)
         let rate = 100_000.0 // writes per second
         let guest = try KVMGuest(memory: memory.base, size: memory.size,

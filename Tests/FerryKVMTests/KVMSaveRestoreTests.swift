@@ -7,9 +7,8 @@ import Testing
 struct KVMSaveRestoreTests {
     let logger = Logger(label: "test.kvm")
 
-    @Test("pause is prompt, also while vCPUs wait for their write budget")
+    @Test("pause is prompt, also while vCPUs wait for their write budget", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
     func pauseLatency() throws {
-        guard KVMAvailability.check("KVMSaveRestoreTests.pauseLatency") else { return }
         let memory = TestMemory(mebibytes: 32)
         let guest = try KVMGuest(memory: memory.base, size: memory.size,
                                  parameters: .dirtying(bytesPerSecond: 100e6, vcpus: 2), logger: logger)
@@ -30,9 +29,8 @@ struct KVMSaveRestoreTests {
         #expect(sorted.last! < 250_000_000)
     }
 
-    @Test("save at step A, destroy the VM, restore on a new VM, run to B: lines and checksums equal an uninterrupted run", arguments: [1, 2])
+    @Test("save at step A, destroy the VM, restore on a new VM, run to B: lines and checksums equal an uninterrupted run", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot), arguments: [1, 2])
     func saveRestoreTransparency(vcpus: Int) throws {
-        guard KVMAvailability.check("KVMSaveRestoreTests.saveRestoreTransparency") else { return }
         let memory = TestMemory(mebibytes: 32)
         let limit: UInt64 = 300_000, interval: UInt64 = 25_000, seed: UInt64 = 0xfe44
         let parameters = KVMGuestParameters(seed: seed, vcpus: vcpus, writesPerSecond: Double(vcpus) * 400_000, stepLimit: limit,
@@ -75,9 +73,8 @@ struct KVMSaveRestoreTests {
         print("KVM save/restore: paused at steps \(pausedAt), \(before.count) lines before, \(after.count) after, record \(records[0].count) bytes")
     }
 
-    @Test("a vCPU saved after it halted halts again when restored, printing nothing more")
+    @Test("a vCPU saved after it halted halts again when restored, printing nothing more", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
     func haltedStaysHalted() throws {
-        guard KVMAvailability.check("KVMSaveRestoreTests.haltedStaysHalted") else { return }
         let memory = TestMemory(mebibytes: 8)
         let parameters = KVMGuestParameters(seed: 5, vcpus: 1, stepLimit: 10_000, printInterval: 5_000)
         let first = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)

@@ -20,12 +20,11 @@ import Testing
     static let stepLimit: UInt64 = 80_000
 
     /// `cutAt`: where the relay cuts, as a share of round 0's bytes (> 1: in a later round).
-    @Test(arguments: [0.8, 1.05])
+    static let kvmUsable = KVMDevice.unavailableReason() == nil
+    static let kvmWhyNot = Comment(rawValue: "/dev/kvm is not usable here: \(KVMDevice.unavailableReason() ?? "")")
+
+    @Test(.enabled(if: kvmUsable, kvmWhyNot), arguments: [0.8, 1.05])
     func kvmGuestResumesAfterACut(cutAt: Double) throws {
-        if let why = KVMDevice.unavailableReason() {
-            print("SKIPPED KVMResumeTests.kvmGuestResumesAfterACut(cutAt: \(cutAt)): /dev/kvm is not usable here: \(why)")
-            return
-        }
         let scratch = Scratch()
         let size = 64 << 20
         let mix = ImageMix(zero: 0, sparse: 10, text: 40, random: 50)

@@ -92,15 +92,11 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1))) func announceMovesTheMACToTheNewBridgePort() throws {
-        guard getuid() == 0 else {
-            print("skipping the network namespace announce test: it needs root")
-            return
-        }
-        guard let ip = Self.tool("ip"), let bridgeTool = Self.tool("bridge") else {
-            print("skipping the network namespace announce test: the iproute2 tools `ip` and `bridge` are not installed")
-            return
-        }
+    @Test(.timeLimit(.minutes(1)),
+          .enabled(if: getuid() == 0, "needs root to build network namespaces"),
+          .enabled(if: tool("ip") != nil && tool("bridge") != nil, "needs the iproute2 tools `ip` and `bridge`"))
+    func announceMovesTheMACToTheNewBridgePort() throws {
+        let ip = try #require(Self.tool("ip")), bridgeTool = try #require(Self.tool("bridge"))
         let pid = getpid()
         let bridgeNS = "ferry-br-\(pid)", sourceNS = "ferry-src-\(pid)", destinationNS = "ferry-dst-\(pid)"
         let namespaces = [bridgeNS, sourceNS, destinationNS]
