@@ -111,10 +111,10 @@ public final class Guest: @unchecked Sendable {
     @discardableResult
     public func pause() -> UInt64 {
         guard started, !stopped else { return 0 }
-        let begin = monotonicNanoseconds()
+        let begin = Int64(MonotonicClock.now())
         control.pauseAll(vcpus: runners.count)
         paused = true
-        let took = UInt64(monotonicNanoseconds() - begin)
+        let took = UInt64(Int64(MonotonicClock.now()) - begin)
         logger.debug("guest paused", metadata: ["guest.pause_ns": "\(took)", "guest.steps": "\(totalSteps)"])
         return took
     }

@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 import Synchronization
 
@@ -43,16 +44,16 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The thread body: returns when the guest stops.
     func run() {
-        var last = monotonicNanoseconds()
+        var last = Int64(MonotonicClock.now())
         while true {
             // Running time up to now counts, also when a pause request is what woke us.
-            let now = monotonicNanoseconds()
+            let now = Int64(MonotonicClock.now())
             let speed = 100 - control.throttle.load(ordering: .relaxed)
             accrue(elapsed: now - last, speedPercent: speed)
             last = now
             if control.request.load(ordering: .relaxed) != 0 {
                 guard control.park() else { return }
-                last = monotonicNanoseconds()   // paused time neither adds credit nor advances the trace clock
+                last = Int64(MonotonicClock.now())   // paused time neither adds credit nor advances the trace clock
                 continue
             }
             if !program.hasWork || state.step >= stepLimit {

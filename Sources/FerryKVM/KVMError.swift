@@ -39,10 +39,3 @@ func kvmCall(_ call: @autoclosure () -> String, _ body: () -> Int32) throws(KVME
         throw KVMError(.syscall, "\(call()): \(errnoDescription(-result))")
     }
 }
-
-/// CLOCK_MONOTONIC in nanoseconds.
-func monotonicNow() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}

@@ -140,12 +140,12 @@ public final class KVMGuest: @unchecked Sendable {
     @discardableResult
     public func pause() -> UInt64 {
         guard started, !stopped else { return 0 }
-        let begin = monotonicNow()
+        let begin = MonotonicClock.now()
         control.requestPause()
         kickAll()
         control.waitParked(vcpus: runners.count)
         paused = true
-        let took = monotonicNow() - begin
+        let took = MonotonicClock.now() - begin
         logger.debug("kvm guest paused", metadata: ["kvm.pause_ns": "\(took)"])
         return took
     }

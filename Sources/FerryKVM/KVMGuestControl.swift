@@ -64,10 +64,10 @@ final class KVMGuestControl: @unchecked Sendable {
 
     /// Waits until every vCPU halted (or one failed), at most `timeoutNanoseconds`; true if all halted.
     func waitHalted(vcpus: Int, timeoutNanoseconds: UInt64) -> Bool {
-        let deadline = monotonicNow() + timeoutNanoseconds
+        let deadline = MonotonicClock.now() + timeoutNanoseconds
         return locked {
             while halted < vcpus && failureText == nil {
-                if monotonicNow() >= deadline { return false }
+                if MonotonicClock.now() >= deadline { return false }
                 var until = timespec(deadline: deadline)
                 pthread_cond_timedwait(controlCondition, mutex, &until)
             }
@@ -100,7 +100,7 @@ final class KVMGuestControl: @unchecked Sendable {
     func sleep(until deadline: UInt64) -> Bool {
         locked {
             while !pausing && !stopping {
-                if monotonicNow() >= deadline { return true }
+                if MonotonicClock.now() >= deadline { return true }
                 var until = timespec(deadline: deadline)
                 pthread_cond_timedwait(vcpuCondition, mutex, &until)
             }

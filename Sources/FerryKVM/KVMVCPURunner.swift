@@ -40,12 +40,12 @@ final class KVMVCPURunner: @unchecked Sendable {
     }
 
     func run() {
-        lastRefill = monotonicNow()
+        lastRefill = MonotonicClock.now()
         let run = vcpu.run, fd = vcpu.fd
         while true {
             let keepGoing = control.parkIfRequested {
                 ckvm_run_set_immediate_exit(run, 0)
-                lastRefill = monotonicNow()
+                lastRefill = MonotonicClock.now()
             }
             if !keepGoing { return }
             let rc = ckvm_ioctl_value(fd, CKVM_RUN, 0)
@@ -129,7 +129,7 @@ final class KVMVCPURunner: @unchecked Sendable {
         guard let rate = writesPerSecond else { return grant }
         while true {
             let effective = rate * Double(100 - control.throttle.load(ordering: .relaxed)) / 100
-            let now = monotonicNow()
+            let now = MonotonicClock.now()
             // At most 10 ms of writes carried over, so a guest that waited does not burst.
             credit = min(credit + Double(now &- lastRefill) * effective / 1e9, max(Double(grant), effective / 100))
             lastRefill = now

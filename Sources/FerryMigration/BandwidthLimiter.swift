@@ -1,3 +1,5 @@
+import FerrySystem
+
 /// Holds the source's page stream to `--max-bandwidth` bytes per second of wire traffic.
 ///
 /// A token bucket without stored tokens: after each batch it sleeps until the bytes sent since

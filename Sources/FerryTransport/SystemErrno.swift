@@ -1,21 +1,15 @@
+import FerrySystem
 import Glibc
-
-/// Milliseconds on the monotonic clock, for deadlines.
-func monotonicMilliseconds() -> Int {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
-}
 
 /// Waits for `events` on `fd`. Returns false on timeout; nil `timeoutMs` waits forever.
 /// Retries EINTR with the time that is left.
 func pollReady(_ fd: Int32, events: Int16, timeoutMs: Int?) -> (ready: Bool, revents: Int16, errno: Int32) {
-    let deadline = timeoutMs.map { monotonicMilliseconds() + max(0, $0) }
+    let deadline = timeoutMs.map { MonotonicClock.milliseconds() + max(0, $0) }
     var entry = pollfd(fd: fd, events: events, revents: 0)
     while true {
         let wait: Int32
         if let deadline {
-            wait = Int32(clamping: max(0, deadline - monotonicMilliseconds()))
+            wait = Int32(clamping: max(0, deadline - MonotonicClock.milliseconds()))
         } else {
             wait = -1
         }

@@ -53,12 +53,12 @@ public final class TCPListener: @unchecked Sendable {
 
     /// Waits up to `timeoutMs` (nil: forever) for a connection and returns it as a blocking stream.
     public func accept(timeoutMs: Int?) throws(TransportError) -> TCPStream {
-        let deadline = timeoutMs.map { monotonicMilliseconds() + max(0, $0) }
+        let deadline = timeoutMs.map { MonotonicClock.milliseconds() + max(0, $0) }
         while true {
             if closed.load(ordering: .relaxed) {
                 throw TransportError(.accept, "listener on \(localDescription) was closed")
             }
-            let left = deadline.map { max(0, $0 - monotonicMilliseconds()) }
+            let left = deadline.map { max(0, $0 - MonotonicClock.milliseconds()) }
             let waited = pollReady(fd, events: Int16(POLLIN), timeoutMs: left)
             if waited.errno != 0 {
                 throw TransportError(.accept, "poll on listener \(localDescription): \(errnoDescription(waited.errno))")

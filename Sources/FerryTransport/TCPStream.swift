@@ -30,7 +30,7 @@ public final class TCPStream: @unchecked Sendable {
     /// all within `timeoutMs`. The socket is blocking afterwards, with TCP_NODELAY set.
     public static func connect(_ endpoint: Endpoint, timeoutMs: Int) throws(TransportError) -> TCPStream {
         let addresses = try SocketAddress.resolve(endpoint, passive: false)
-        let deadline = monotonicMilliseconds() + max(0, timeoutMs)
+        let deadline = MonotonicClock.milliseconds() + max(0, timeoutMs)
         var failures: [String] = []
         var lastError: TransportError?
         for address in addresses {
@@ -56,7 +56,7 @@ public final class TCPStream: @unchecked Sendable {
         var rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
         var code: Int32 = rc == 0 ? 0 : errno
         if rc != 0 && (code == EINPROGRESS || code == EINTR) {
-            let waited = pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - monotonicMilliseconds()))
+            let waited = pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - MonotonicClock.milliseconds()))
             if waited.errno != 0 {
                 throw TransportError(.connect, "connect to \(address): poll: \(errnoDescription(waited.errno))")
             }

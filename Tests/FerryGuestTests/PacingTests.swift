@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Testing
 @testable import FerryGuest
@@ -6,9 +7,9 @@ import Testing
 @Suite(.serialized) struct PacingTests {
     /// Pages per second measured over `ms` milliseconds of running.
     static func measuredPagesPerSecond(_ guest: Guest, ms: Int) -> Double {
-        let s0 = guest.totalSteps, t0 = monotonicNanoseconds()
+        let s0 = guest.totalSteps, t0 = Int64(MonotonicClock.now())
         sleepMs(ms)
-        let s1 = guest.totalSteps, t1 = monotonicNanoseconds()
+        let s1 = guest.totalSteps, t1 = Int64(MonotonicClock.now())
         return Double(s1 - s0) * 1e9 / Double(t1 - t0)
     }
 
@@ -103,13 +104,13 @@ import Testing
         let guest = try Guest(memory: memory.base, size: memory.size, configuration: config, logger: quietLogger)
         let lineNs: Int64 = 300_000_000
         var clock: Int64 = 0
-        var resumedAt = monotonicNanoseconds()
+        var resumedAt = Int64(MonotonicClock.now())
         guest.start()
         defer { _ = guest.stop() }
         for (runMs, pauseMs) in [(150, 0), (250, 400), (100, 0), (450, 0)] {
             sleepMs(runMs)
             guest.pause()
-            let ran = monotonicNanoseconds() - resumedAt
+            let ran = Int64(MonotonicClock.now()) - resumedAt
             let state = guest.states()[0]
             // The clock advanced by the running time: never more (paused time does not count) ...
             #expect(state.creditNs - clock <= ran + 2_000_000, "clock advanced \(state.creditNs - clock) ns in \(ran) ns of running")
@@ -120,7 +121,7 @@ import Testing
             #expect(Int64(state.step) == clock / lineNs, "\(state.step) steps at clock \(clock) ns")
             #expect(state.traceEpochMs == 300 * state.step)
             sleepMs(pauseMs)
-            resumedAt = monotonicNanoseconds()
+            resumedAt = Int64(MonotonicClock.now())
             guest.resume()
         }
         #expect(clock > 800_000_000)

@@ -58,21 +58,21 @@ struct KVMPrecopyTests {
         let destination = try KVMGuest(memory: target.base, size: target.size, parameters: continued, origin: .incoming, logger: logger)
 
         // Blackout.
-        let begin = monotonicNanoseconds()
+        let begin = MonotonicClock.now()
         let pauseNanoseconds = guest.pause()
         var last = DirtyBitmap(count: pageCount)
         let lastPages = try tracker.harvest(into: &last)
         Self.copy(last, from: source, to: target)
-        let copied = monotonicNanoseconds()
+        let copied = MonotonicClock.now()
         var payload: [UInt8] = []
         CPUState(kvm: try guest.states()).encode(into: &payload)
         let pausedAt = guest.stepsPerVCPU
         let received = try payload.withUnsafeBytes { try CPUState(payload: $0) }
-        let stateMoved = monotonicNanoseconds()
+        let stateMoved = MonotonicClock.now()
         try destination.restore(try received.kvmStates())
-        let restored = monotonicNanoseconds()
+        let restored = MonotonicClock.now()
         destination.start()
-        let downtime = monotonicNanoseconds() - begin
+        let downtime = MonotonicClock.now() - begin
         guest.stop()
         tracker.stop()
         let before = guest.consoleLines
@@ -92,8 +92,3 @@ struct KVMPrecopyTests {
     }
 }
 
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}

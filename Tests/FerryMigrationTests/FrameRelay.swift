@@ -1,3 +1,4 @@
+import FerrySystem
 import FerryProtocol
 import FerryTransport
 import Foundation

@@ -73,8 +73,8 @@ extension TrackerTests {
             bitmap.forEachSetBit { lastReported[$0] = index }
             race.harvests.add(1, ordering: .releasing)
         }
-        let deadline = monotonicNanoseconds() + 400_000_000
-        while monotonicNanoseconds() < deadline {
+        let deadline = MonotonicClock.now() + 400_000_000
+        while MonotonicClock.now() < deadline {
             usleep(2000)
             try harvestOnce()
         }
@@ -106,13 +106,13 @@ extension TrackerTests {
     static func write(race: WriteRace, log: WriterLog, fresh: Range<Int>, seed: UInt64) {
         var random = FastRandom(state: seed)
         var nextFresh = fresh.lowerBound
-        var nextFreshTime = monotonicNanoseconds()
+        var nextFreshTime = MonotonicClock.now()
         let touched = fresh.lowerBound > 0 ? min(fresh.lowerBound, race.pages / 2) : race.pages / 2
         var iteration = 0
         while !race.stop.load(ordering: .relaxed) {
             iteration += 1
             let page: Int
-            if nextFresh < fresh.upperBound, monotonicNanoseconds() >= nextFreshTime {
+            if nextFresh < fresh.upperBound, MonotonicClock.now() >= nextFreshTime {
                 page = nextFresh
                 nextFresh += 1
                 nextFreshTime += 100_000

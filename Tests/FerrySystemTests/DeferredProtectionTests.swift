@@ -97,8 +97,8 @@ extension TrackerTests {
                 }
             }
             for done in protectorsDone { done.wait() }
-            let deadline = monotonicNanoseconds() + 150_000_000
-            while monotonicNanoseconds() < deadline {
+            let deadline = MonotonicClock.now() + 150_000_000
+            while MonotonicClock.now() < deadline {
                 usleep(2000)
                 try harvestOnce()
             }

@@ -16,9 +16,9 @@ extension TrackerTests {
         try touched.region.populate(writable: true)
 
         func nanosecondsPerPage(_ memory: TestMemory) -> Double {
-            let start = monotonicNanoseconds()
+            let start = MonotonicClock.now()
             for page in 0..<pages { (memory.region.base + page * systemPageSize).storeBytes(of: 1, as: UInt8.self) }
-            return Double(monotonicNanoseconds() - start) / Double(pages)
+            return Double(MonotonicClock.now() - start) / Double(pages)
         }
         let untrackedFresh = nanosecondsPerPage(baseline)
         let untrackedTouched = nanosecondsPerPage(baseline)
@@ -31,15 +31,15 @@ extension TrackerTests {
         let trackedFresh = nanosecondsPerPage(fresh)
 
         var bitmap = DirtyBitmap(count: pages)
-        let fullStart = monotonicNanoseconds()
+        let fullStart = MonotonicClock.now()
         let fullFound = try touchedTracker.harvest(into: &bitmap)
-        let fullHarvest = monotonicNanoseconds() - fullStart
+        let fullHarvest = MonotonicClock.now() - fullStart
         #expect(fullFound == pages)
 
-        let cleanStart = monotonicNanoseconds()
+        let cleanStart = MonotonicClock.now()
         bitmap.clearAll()
         let cleanFound = try touchedTracker.harvest(into: &bitmap)
-        let cleanHarvest = monotonicNanoseconds() - cleanStart
+        let cleanHarvest = MonotonicClock.now() - cleanStart
         #expect(cleanFound == 0)
 
         var random = FastRandom(state: 12345)
@@ -47,9 +47,9 @@ extension TrackerTests {
         while written.count < pages / 10 { written.insert(random.next(below: pages)) }
         for page in written { touched.write(page: page) }
         bitmap.clearAll()
-        let tenthStart = monotonicNanoseconds()
+        let tenthStart = MonotonicClock.now()
         let tenthFound = try touchedTracker.harvest(into: &bitmap)
-        let tenthHarvest = monotonicNanoseconds() - tenthStart
+        let tenthHarvest = MonotonicClock.now() - tenthStart
         #expect(tenthFound == written.count)
 
         func ms(_ nanoseconds: UInt64) -> String { String(format: "%.3f ms", Double(nanoseconds) / 1e6) }

@@ -74,12 +74,6 @@ func setPages(_ bitmap: DirtyBitmap) -> [Int] {
     return pages
 }
 
-/// Nanoseconds on the monotonic clock.
-func monotonicNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
 
 /// xorshift64*: cheap per-thread randomness for writer loops.
 struct FastRandom {

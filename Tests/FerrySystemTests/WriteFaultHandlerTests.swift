@@ -40,9 +40,9 @@ extension TrackerTests {
             return
         }
         var report = ferry_wp_overflow_report()
-        let start = monotonicNanoseconds()
+        let start = MonotonicClock.now()
         let status = ferry_wp_test_overflow_in_child(pages, shared ? 1 : 0, &report)
-        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        let seconds = Double(MonotonicClock.now() - start) / 1e9
         print("overflow (\(shared ? "shared" : "private") anonymous): \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) before harvest, "
             + "\(report.maps_after_harvest) after; first harvest \(report.first_found) pages; took \(seconds) s")
         try #require(status >= 0, "fork failed: errno \(-status)")
