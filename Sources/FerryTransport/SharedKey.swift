@@ -3,7 +3,7 @@ import FerrySystem
 import Foundation
 import Glibc
 
-/// The secret both peers hold (`--key-file`), at least 32 bytes, not all zero.
+/// The secret both peers hold (`--key-file`): at least 32 bytes (a key file gives exactly 32), not all zero.
 ///
 /// A key file holds exactly 64 hex digits (what `generate(path:)` writes), optionally followed by
 /// trailing whitespace (a newline, CR, spaces, tabs), which are decoded to 32 bytes; or exactly 32

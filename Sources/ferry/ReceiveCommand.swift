@@ -71,7 +71,7 @@ struct ReceiveCommand: ParsableCommand {
     var handoffTimeout = DurationOption(seconds: 300, text: "300s")
 
     @Option(name: .customLong("key-file"), help: ArgumentHelp(
-        "Shared secret (at least 32 bytes; make one with `ferry keygen`, mode 0600). Sources must prove they hold the same key; others are refused.",
+        "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Sources must prove they hold the same key; others are refused.",
         valueName: "path"))
     var keyFile: String?
 

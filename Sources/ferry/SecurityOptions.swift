@@ -6,7 +6,7 @@ import FerryTransport
 /// `--key-file` and the encryption switches of `ferry send` and `ferry receive` (Protocol.md section 9).
 struct SecurityOptions: ParsableArguments {
     @Option(name: .customLong("key-file"), help: ArgumentHelp(
-        "Shared secret (at least 32 bytes; make one with `ferry keygen`, mode 0600). Both sides must use the same key: each proves it holds it before anything else is exchanged.",
+        "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Both sides must use the same key: each proves it holds it before anything else is exchanged.",
         valueName: "path"))
     var keyFile: String?
 

@@ -11,7 +11,7 @@ import Testing
 /// invariants: the guest runs in exactly one place (never two; never none while both hosts live),
 /// a destination image without `.partial` exists only when verified (and then equals the
 /// source's), and each surviving process states its outcome in one line. Prints the table that
-/// README.md carries as "Fault matrix".
+/// docs/fault-matrix.md carries.
 @Suite(.serialized) struct FaultMatrixTests {
     /// Rows of the table.
     enum FaultKind: String, CaseIterable, Sendable {
@@ -97,7 +97,7 @@ import Testing
                 for problem in result.problems where !(gap.hasPrefix("HANG") && problem.hasSuffix("hung")) {
                     Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)")
                 }
-                #expect(result.outcome.hasPrefix(gap), "\(key): known gap changed — update the test and README: \(result.outcome)")
+                #expect(result.outcome.hasPrefix(gap), "\(key): known gap changed — update the test and docs/fault-matrix.md: \(result.outcome)")
             } else {
                 for problem in result.problems { Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)") }
             }
