@@ -398,50 +398,10 @@ public final class FramedConnection: @unchecked Sendable {
         payloadCapacity = capacity
     }
 
-    /// Reads an ABORT payload (Protocol.md 3.13: u16 reason, u16 reserved, str16 message)
-    /// leniently: the peer is going away, so whatever it said is worth showing.
+    /// An ABORT frame's reason and message, read leniently (`Abort.lenient`): the peer is going
+    /// away, so whatever it said is worth showing.
     static func abortError(_ payload: UnsafeRawBufferPointer) -> TransportError {
-        guard payload.count >= 4 else {
-            return .peerAborted(reason: 0xFFFF, message: "(ABORT frame of \(payload.count) bytes carries no reason)")
-        }
-        let reason = UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
-        guard payload.count >= 6 else { return .peerAborted(reason: reason, message: "") }
-        let length = Int(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
-        let text = UnsafeRawBufferPointer(rebasing: payload[6..<min(payload.count, 6 + length)])
-        var message = String(decoding: text, as: UTF8.self)
-        if 6 + length > payload.count { message += " (message truncated)" }
-        return .peerAborted(reason: reason, message: message)
-    }
-}
-
-extension FrameType {
-    /// The name Protocol.md uses, for messages.
-    var wireName: String {
-        switch self {
-        case .hello: return "HELLO"
-        case .accept: return "ACCEPT"
-        case .refuse: return "REFUSE"
-        case .guestConfig: return "GUEST_CONFIG"
-        case .pageBatch: return "PAGE_BATCH"
-        case .roundEnd: return "ROUND_END"
-        case .roundAck: return "ROUND_ACK"
-        case .cpuState: return "CPU_STATE"
-        case .complete: return "COMPLETE"
-        case .verified: return "VERIFIED"
-        case .commit: return "COMMIT"
-        case .resumed: return "RESUMED"
-        case .abort: return "ABORT"
-        case .join: return "JOIN"
-        case .streamRoundEnd: return "STREAM_ROUND_END"
-        case .resume: return "RESUME"
-        case .resumeState: return "RESUME_STATE"
-        case .statusQuery: return "STATUS_QUERY"
-        case .status: return "STATUS"
-        case .authHello: return "AUTH_HELLO"
-        case .authChallenge: return "AUTH_CHALLENGE"
-        case .authProof: return "AUTH_PROOF"
-        case .done: return "DONE"
-        case .note: return "NOTE"
-        }
+        let said = Abort.lenient(payload)
+        return .peerAborted(reason: said.reason, message: said.message)
     }
 }

@@ -62,15 +62,6 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
 
     /// Protocol.md section 3.13's name for an ABORT reason.
     public static func abortReasonName(_ reason: UInt16) -> String {
-        switch reason {
-        case 1: return "protocol"
-        case 2: return "verification"
-        case 3: return "io"
-        case 4: return "timeout"
-        case 5: return "not_converged"
-        case 6: return "cancelled"
-        case 0xFFFF: return "other"
-        default: return "unknown"
-        }
+        AbortReason.name(wireValue: reason)
     }
 }

@@ -220,3 +220,21 @@ struct MessageRejectionTests {
         expectRejected(CPUState.self, state(2, 64, 0xFFFF_FFFF, 10), .truncated)
     }
 }
+
+/// The lenient ABORT reading a closing connection uses: whatever the peer said is shown, even
+/// from a payload `Abort(payload:)` would refuse.
+@Suite struct LenientAbortTests {
+    @Test func readsWhatIsThere() {
+        let whole = Abort(reason: .io, message: "disk: no room").encodedPayload()
+        whole.withUnsafeBytes { bytes in
+            let said = Abort.lenient(bytes)
+            #expect(said.reason == AbortReason.io.rawValue && said.message == "disk: no room")
+            let cut = Abort.lenient(UnsafeRawBufferPointer(rebasing: bytes[0..<10]))
+            #expect(cut.reason == AbortReason.io.rawValue && cut.message == "disk (message truncated)")
+            #expect(Abort.lenient(UnsafeRawBufferPointer(rebasing: bytes[0..<5])).message == "")
+            #expect(Abort.lenient(UnsafeRawBufferPointer(rebasing: bytes[0..<3])).reason == 0xFFFF)
+        }
+        #expect(AbortReason.name(wireValue: 5) == "not_converged" && AbortReason.name(wireValue: 77) == "unknown")
+        #expect(FrameType.statusQuery.wireName == "STATUS_QUERY")
+    }
+}
