@@ -173,48 +173,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
         }
         switch frame.type {
         case .hello:
-            let hello: Hello
-            do {
-                hello = try Hello(payload: frame.payload)
-            } catch {
-                log.warning("refused a malformed HELLO", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
-                if error.code != .badMagic {
-                    try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
-                }
-                connection.close()
-                return
-            }
-            // With a key the HELLO is authenticated and takes its slot now; without one it is
-            // tentative and reserves nothing until its GUEST_CONFIG and first frame arrive.
-            let admission: HelloAdmission
-            let running = registry.maxSessions
-            let busy = "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"
-            if security.key != nil {
-                guard registry.admit() else {
-                    refuseBusy(connection, peer: peer, message: busy)
-                    return
-                }
-                admission = .established
-            } else {
-                switch registry.admitTentative() {
-                case .admitted:
-                    admission = .tentative(deadlines)
-                case .busy:
-                    refuseBusy(connection, peer: peer, message: busy)
-                    return
-                case .crowded:
-                    refuseBusy(connection, peer: peer, message: "destination has \(registry.maxTentative) sources in their handshake already; try again in a few seconds")
-                    return
-                }
-            }
-            do {
-                try stream.setReceiveTimeout(ms: receiveTimeoutMs)
-            } catch {
-                if case .established = admission { registry.release() } else { registry.endTentative() }
-                connection.close()
-                return
-            }
-            onHello(connection, hello, admission)
+            admitHello(frame, connection: connection, stream: stream, peer: peer)
         case .join:
             let join = try? Join(payload: frame.payload)
             guard let join, registry.deliver(join, connection: connection) else {
@@ -235,6 +194,53 @@ final class ConnectionDispatcher: @unchecked Sendable {
                         metadata: ["migration.peer": "\(peer)"])
             connection.close()
         }
+    }
+
+    /// A connection that opened with `HELLO`: refused when malformed or when no place is free;
+    /// otherwise handed to `onHello` with how it was admitted. With a key the HELLO is
+    /// authenticated and takes its slot now; without one it is tentative and reserves nothing
+    /// until its GUEST_CONFIG and first frame arrive (Protocol.md 9.5).
+    private func admitHello(_ frame: ReceivedFrame, connection: FramedConnection, stream: TCPStream, peer: String) {
+        let hello: Hello
+        do {
+            hello = try Hello(payload: frame.payload)
+        } catch {
+            log.warning("refused a malformed HELLO", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            if error.code != .badMagic {
+                try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
+            }
+            connection.close()
+            return
+        }
+        let admission: HelloAdmission
+        let running = registry.maxSessions
+        let busy = "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"
+        if security.key != nil {
+            guard registry.admit() else {
+                refuseBusy(connection, peer: peer, message: busy)
+                return
+            }
+            admission = .established
+        } else {
+            switch registry.admitTentative() {
+            case .admitted:
+                admission = .tentative(deadlines)
+            case .busy:
+                refuseBusy(connection, peer: peer, message: busy)
+                return
+            case .crowded:
+                refuseBusy(connection, peer: peer, message: "destination has \(registry.maxTentative) sources in their handshake already; try again in a few seconds")
+                return
+            }
+        }
+        do {
+            try stream.setReceiveTimeout(ms: receiveTimeoutMs)
+        } catch {
+            if case .established = admission { registry.release() } else { registry.endTentative() }
+            connection.close()
+            return
+        }
+        onHello(connection, hello, admission)
     }
 
     private func refuseBusy(_ connection: FramedConnection, peer: String, message: String) {

@@ -632,9 +632,9 @@ public final class SourceAgent {
     /// protocol error or a connection that cannot be made at all ends it at once.
     func openSession(pageCount: Int, log: Logger) throws -> OpenedSession {
         var attempt = 0
-        var delay = options.reconnectBackoff
         while true {
             attempt += 1
+            if attempt > 1 { MonotonicClock.sleep(seconds: Self.backoff(attempt: attempt, options: options)) }
             var opened: FramedConnection?
             do {
                 let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
@@ -667,8 +667,6 @@ public final class SourceAgent {
                 }
                 log.warning("the destination closed the connection before answering HELLO; trying again", metadata: [
                     "migration.attempt": "\(attempt)", "migration.error": "\(error.message)"])
-                MonotonicClock.sleep(seconds: delay)
-                delay = min(delay * 2, options.reconnectBackoffMax)
             } catch {
                 opened?.close()
                 throw error

@@ -1,5 +1,6 @@
 import FerryCodec
 import FerryGuest
+import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -138,3 +139,18 @@ struct LoopbackMigration {
 }
 
 typealias FerryCodecMode = FerryCodec.CompressionMode
+
+extension LoopbackMigration {
+    /// Routes the migration through a `FrameRelay` that cuts the first frame of `type` going
+    /// `direction`. The relay is in the returned box once the destination listens; close it after
+    /// `run`.
+    mutating func cutFirst(_ type: FrameType, going direction: FrameRelay.Direction) -> Box<FrameRelay> {
+        let relay = Box<FrameRelay>()
+        route = { port in
+            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(type, going: direction))
+            relay.value = made
+            return UInt16(made.port)
+        }
+        return relay
+    }
+}

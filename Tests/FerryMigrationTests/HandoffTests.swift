@@ -17,16 +17,11 @@ import Testing
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
-        var relay: FrameRelay?
-        migration.route = { port in
-            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(type, going: direction))
-            relay = made
-            return UInt16(made.port)
-        }
+        let relay = migration.cutFirst(type, going: direction)
         adjust(&migration)
         let outcome = try migration.run(in: scratch)
-        relay?.close()
-        return (outcome, relay)
+        relay.value?.close()
+        return (outcome, relay.value)
     }
 
     /// COMMIT lost on its way: the destination keeps the verified image and waits; the source

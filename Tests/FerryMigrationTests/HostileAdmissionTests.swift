@@ -224,12 +224,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         migration.size = 8 << 20
         migration.workload = "uniform:5MB/s"
         migration.runFor = 0
-        var relay: FrameRelay?
-        migration.route = { port in
-            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(.commit, going: .toDestination))
-            relay = made
-            return UInt16(made.port)
-        }
+        let relay = migration.cutFirst(.commit, going: .toDestination)
         var flood: (Drippers, Burst)?
         migration.beforeSource = { port in
             let drip = try Drippers(port: port, count: 48, interval: 1, sources: ["127.0.0.1", "127.0.0.7"])
@@ -238,7 +233,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
             flood = (drip, burst)
         }
         let outcome = try migration.run(in: scratch)
-        relay?.close()
+        relay.value?.close()
         let opened = flood?.1.close() ?? 0
         _ = flood?.0.lifetimes(timeout: 0)
         let report = try outcome.source.get()

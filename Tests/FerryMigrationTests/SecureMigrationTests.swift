@@ -129,10 +129,9 @@ import Testing
         migration.runFor = 0
         migration.sourceSecurity = ConnectionSecurity(key: Self.key)
         migration.destinationSecurity = ConnectionSecurity(key: Self.key)
-        migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
-        }
+        let relay = migration.cutFirst(.commit, going: .toDestination)
         let outcome = try migration.run(in: scratch)
+        relay.value?.close()
         let report = try outcome.source.get()
         #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
         #expect(try outcome.destination.get().report.guestLocation == .destination)

@@ -160,14 +160,9 @@ import Testing
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.runFor = 0
-        var relay: FrameRelay?
-        migration.route = { port in
-            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(.hello, going: .toDestination))
-            relay = made
-            return UInt16(made.port)
-        }
+        let relay = migration.cutFirst(.hello, going: .toDestination)
         let outcome = try migration.run(in: scratch)
-        relay?.close()
+        relay.value?.close()
         let report = try outcome.source.get()
         #expect(report.guestLocation == .destination)
         #expect(report.handshakeAttempts == 2)
