@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryMigration", targets: ["FerryMigration"]),
+        .library(name: "FerryGuestMigration", targets: ["FerryGuestMigration"]),
+        .library(name: "FerryKVMMigration", targets: ["FerryKVMMigration"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,15 +41,24 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryMigration", dependencies: [
-            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport", "FerryGuest", "FerryKVM",
+            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryKVM", dependencies: [
-            "CKVM", "FerrySystem", "FerryProtocol", "FerryGuest",
+            "CKVM", "FerrySystem", "FerryGuest",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Guest adapters: each guest kind plugs into the engine from its own target.
+        .target(name: "FerryGuestMigration", dependencies: [
+            "FerryMigration", "FerryGuest", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryKVMMigration", dependencies: [
+            "FerryMigration", "FerryKVM", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryMigration", "FerryKVM",
+            "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -57,12 +68,12 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
-        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
-        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryKVM"]),
+        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
+        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
         .testTarget(name: "FerryCLITests", dependencies: [
-            "ferry", "FerryMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
+            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -4,7 +4,7 @@ import Foundation
 
 /// The source's hard limit on a blackout: from pausing the vCPUs to reading `VERIFIED`.
 ///
-/// Every read and write of the blackout (the final pages on every page stream, `CPU_STATE`,
+/// Every read and write of the blackout (the final pages on every page stream, `DEVICE_STATE`,
 /// `COMPLETE`, the wait for `VERIFIED`) blocks in the kernel, and a destination that goes silent,
 /// or answers one byte at a time, would keep each of them waiting for its own timeout while the
 /// guest stays paused. Instead of a timeout per call, one watchdog thread waits for the deadline

@@ -321,7 +321,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
             handedOver = handoffs.offerResolver(session: query.sessionID, token: query.sessionToken, connection: connection)
         } else if resolving, answers.count == 1, answers[0].state == .receiving {
-            // A source that gave up during its blackout (no CPU_STATE arrived here yet) says so
+            // A source that gave up during its blackout (no DEVICE_STATE arrived here yet) says so
             // with ABORT on this connection, instead of leaving the session to wait for a RESUME.
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
             handedOver = registry.reattach(session: query.sessionID, token: query.sessionToken,

@@ -1,4 +1,3 @@
-import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -16,13 +15,15 @@ extension DestinationSession {
         if Int(hello.pageSize) != systemPageSize {
             return (.pageSize, "guest page size \(hello.pageSize) differs from this host's \(systemPageSize)")
         }
-        let builtin = hello.guestKind == GuestKind.builtin && hello.cpuStateFormat == CPUState.builtinFormat
-        let kvm = hello.guestKind == GuestKind.kvm && hello.cpuStateFormat == KVMVCPUState.cpuStateFormat
-        if !(builtin || kvm) || !hello.codecs.contains([.zero, .raw]) {
-            return (.unsupported, "guest kind \(hello.guestKind), CPU-state format \(hello.cpuStateFormat) or codecs \(hello.codecs.rawValue) not supported here")
+        if !hello.codecs.contains([.zero, .raw]) {
+            return (.unsupported, "codecs \(hello.codecs.rawValue) lack the zero marker or raw pages, which every destination needs")
         }
-        if kvm, let why = KVMDevice.unavailableReason() {
-            return (.unsupported, "the guest is a KVM guest (guest kind 2) and KVM is not usable on this destination: \(why)")
+        guard let kind = options.guestKinds[hello.guestKind] else {
+            let known = options.guestKinds.summary
+            return (.unsupported, "guest kind \(hello.guestKind) is not received here (this destination takes guest kinds \(known.isEmpty ? "none: no guest kind is registered" : known))")
+        }
+        if let why = kind.refusal(cpuStateFormat: hello.cpuStateFormat, vcpus: Int(hello.vcpuCount)) {
+            return (.unsupported, "the guest is a \(kind.name) (guest kind \(hello.guestKind)) and this destination cannot take it: \(why)")
         }
         if ImageFile.exists(path: options.imagePath) && !options.force {
             return (.imageExists, "image \(options.imagePath) exists on the destination; start ferry receive with --force to overwrite it")

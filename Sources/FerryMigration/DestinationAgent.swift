@@ -1,6 +1,4 @@
 import FerryCodec
-import FerryGuest
-import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -42,13 +40,17 @@ public struct DestinationOptions: Sendable {
     /// Key, and whether to insist on encryption, for every connection (Protocol.md section 9);
     /// `.none`: plain, and sources that want to authenticate are refused.
     public var security: ConnectionSecurity = .none
-    /// Called on a vCPU thread for each line a received KVM guest prints after its resume here.
-    public var kvmConsoleLine: (@Sendable (KVMConsoleLine) -> Void)?
+    /// Called on a vCPU thread for each line a received guest prints after its resume here.
+    public var consoleLine: (@Sendable (GuestConsoleLine) -> Void)?
+    /// The kinds of guest this destination receives (`HELLO.guest_kind`); a guest of another
+    /// kind is refused with reason `unsupported`.
+    public var guestKinds: GuestKindRegistry
 
     public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
                 acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
-                preallocateBytes: Int? = nil, resumeTimeout: Double = 30) {
+                preallocateBytes: Int? = nil, resumeTimeout: Double = 30, guestKinds: GuestKindRegistry) {
+        self.guestKinds = guestKinds
         self.preallocateBytes = preallocateBytes
         self.resumeTimeout = resumeTimeout
         self.listen = listen
@@ -64,16 +66,15 @@ public struct DestinationOptions: Sendable {
     }
 }
 
-/// What the destination knows after a migration: its report, and the final vCPU states of the
-/// guest it ran (for the transparency check).
-public struct DestinationResult: Sendable {
+/// What the destination knows after a migration: its report, and what the guest did here.
+public struct DestinationResult: @unchecked Sendable {
     public var report: MigrationReport
-    /// The built-in guest's final registers (empty for a KVM guest: its steps are in `report.vcpuSteps`).
-    public var finalStates: [VCPUState]
-    /// The built-in guest's setup; nil for a KVM guest.
-    public var setup: GuestSetup!
-    /// The lines a KVM guest printed here, from its resume on (empty for the built-in guest).
-    public var kvmConsole: [KVMConsoleLine] = []
+    /// The receiving end of the guest, stopped: its kind's own type (cast it) tells more.
+    public var guest: any IncomingGuest
+    /// What the guest did here (its steps are also in `report.vcpuSteps`).
+    public var outcome: IncomingGuestOutcome
+    /// The lines the guest printed here, from its resume on.
+    public var console: [GuestConsoleLine] { outcome.console }
 }
 
 /// Receives one live migration into `imagePath` (a `DestinationSession`). While it runs, other

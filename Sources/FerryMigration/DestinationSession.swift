@@ -1,6 +1,4 @@
 import FerryCodec
-import FerryGuest
-import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -14,24 +12,39 @@ import Synchronization
 /// renames the image to `PATH` and resumes the guest. On any failure before COMMIT the partial
 /// image is removed and no guest runs here.
 ///
+/// A state machine over `Phase` (Protocol.md section 6's destination states, plus the
+/// handshake before them); one method per phase: `handshake()`, `receive()` (this file's
+/// extension in DestinationReceiving.swift), `awaitCommit()` and `resumeGuest()`
+/// (DestinationHandoff.swift).
+///
 /// Not `Sendable`: one thread runs it.
 final class DestinationSession {
+    /// The session's phase: `handshake` until the guest's image exists, then Protocol.md
+    /// section 6's `receiving` → `awaiting-commit` → `resumed`, or `discarded` from any of them.
+    enum Phase: String {
+        case handshake
+        case receiving
+        case awaitingCommit = "awaiting-commit"
+        case resumed
+        case discarded
+    }
+
     /// How long the page streams have to join after ACCEPT.
     static let joinTimeout = 10.0
     /// Seconds from ACCEPT in which a tentative session (a HELLO without a key) must send its
     /// GUEST_CONFIG and the first frame after it to be established (Protocol.md section 9.5).
     static let establishTimeout = 10.0
+    static let hangUpWaitMs = 5_000
 
     let options: DestinationOptions
     let connection: FramedConnection
     let hello: Hello
     let registry: SessionRegistry
     let progress: ProgressHandler?
-    private var log: Logger
+    var log: Logger
     /// A preallocated, faulted-in image waiting for a guest of its size, if any.
-    private let prepared: PreparedImage?
-    private var prepareSeconds: Double { prepared?.seconds ?? 0 }
-    private var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
+    let prepared: PreparedImage?
+    var prepareSeconds: Double { prepared?.seconds ?? 0 }
     let admission: HelloAdmission
     /// What the host gives an established tentative session (an established one has it already).
     let hostClaim: HostClaim
@@ -40,11 +53,61 @@ final class DestinationSession {
     /// one, once its GUEST_CONFIG and first frame arrived in time and the claims succeeded.
     private(set) var established = false
 
+    private(set) var phase = Phase.handshake
+    let start = MonotonicClock.now()
+    let cpuStart = ProcessCPU.now()
+    var report: MigrationReport
+    let pageSize: Int
+    let pageCount: Int
+    let streamCount: Int
+    var size: Int { pageSize * pageCount }
+    let sessionID = UInt64.random(in: 1...UInt64.max)
+    /// The secret that binds this migration to its source (CSPRNG): JOIN, RESUME and a
+    /// resolving STATUS_QUERY must present it; only ACCEPT carries it.
+    let sessionToken = SessionToken.random()
+    let hashTable: PageHashTable
+    let roundTable: PageRoundTable
+    let stripes: PageStripes
+    /// The control connection and page streams of the current attempt: a RESUME closes them,
+    /// so that this thread learns at once that the source gave up on them. (A failed page
+    /// stream does not: the source closes all its connections when one fails, and closing the
+    /// control connection here could hide an ABORT the source sent on it.)
+    let live = LiveConnections()
+    var control: FramedConnection
+    /// Cleared once the final round starts (DEVICE_STATE): from then on a loss is not resumed.
+    let resumable: AtomicFlag
+
+    // Set up by the handshake.
+    var deadlines: ConnectionDeadlines?
+    var deadlineToken: UInt64?
+    var promisedDisk: UInt64 = 0
+    var createdPartial = false
+    var owned = false
+    var sessionOpened = false
+    var handoffBegun = false
+    var image: ReceivedImage?
+    var guest: (any IncomingGuest)?
+    var guestStarted = false
+    var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
+    /// The payloads COMPLETE.state_digest covers, as received.
+    var configPayload: [UInt8] = []
+    var deviceStatePayload: [UInt8] = []
+    /// The first frame after GUEST_CONFIG, read before the image exists (a PAGE_BATCH's header
+    /// only); the receiving loop takes it first.
+    var firstIncoming: IncomingFrame?
+    var sinks: [PageSink] = []
+    var rounds: StreamRounds
+    var receivers: [StreamReceiver] = []
+    /// Whatever ends this session before the guest resumes here discards it, for this reason.
+    var discardReason = "the migration ended before COMMIT"
+    var receiving = ReceivingState()
+
     init(options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
          admission: HelloAdmission = .established, hostClaim: HostClaim = .none,
          prepared: PreparedImage?, logger: Logger, progress: ProgressHandler?) {
         self.options = options
         self.connection = connection
+        self.control = connection
         self.hello = hello
         self.registry = registry
         self.admission = admission
@@ -56,503 +119,181 @@ final class DestinationSession {
         log[metadataKey: "migration.source"] = "\(connection.peerDescription)"
         if !hello.guestName.isEmpty { log[metadataKey: "migration.guest"] = "\(hello.guestName)" }
         self.log = log
+        pageSize = Int(hello.pageSize)
+        pageCount = Int(hello.pageCount)
+        streamCount = Int(hello.streamCount)
+        hashTable = PageHashTable(pageCount: pageCount)
+        roundTable = PageRoundTable(pageCount: pageCount)
+        stripes = PageStripes(streamCount: streamCount)
+        rounds = StreamRounds(streams: streamCount - 1)
+        resumable = AtomicFlag(options.resumeTimeout > 0)
+        report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(pageSize * pageCount),
+                                 pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
     }
 
     var partialPath: String { options.imagePath + ".partial" }
 
     func run() throws -> DestinationResult {
-        defer { connection.close() }
-        let start = MonotonicClock.now()
-        let cpuStart = ProcessCPU.now()
+        defer { cleanUp() }
         log.info("source connected", metadata: ["migration.source_name": "\(hello.sourceName)"])
+        try handshake()
+        try attachStreamsAtStart()
+        enter(.receiving)
+        try receive()
+        enter(.awaitingCommit)
+        let handoff = try awaitCommit()
+        defer { if handoff !== control { handoff.close() } }
+        try resumeGuest(answering: handoff)
+        return try runHere(handoff)
+    }
 
-        // Handshake: decide whether this guest fits here. A tentative session promises nothing yet.
-        var deadlines: ConnectionDeadlines?
+    func enter(_ next: Phase) {
+        log.debug("phase", metadata: ["migration.from": "\(phase.rawValue)", "migration.to": "\(next.rawValue)"])
+        phase = next
+    }
+
+    /// Everything the session holds, released in the reverse order of taking it.
+    private func cleanUp() {
+        if handoffBegun && !owned {
+            registry.handoffs.set(session: sessionID, .discarded, message: "discarded before COMMIT: \(discardReason)")
+        }
+        if handoffBegun { registry.handoffs.end(session: sessionID, forget: !established) }
+        if sessionOpened { registry.close(session: sessionID) }
+        for receiver in receivers { receiver.stop() }
+        control.close()
+        if let deadlineToken { deadlines?.disarm(deadlineToken) }
+        if let guest {
+            if guestStarted { _ = guest.stop() } else { guest.discard() }
+        }
+        if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
+        registry.releaseDisk(promisedDisk)
+        if deadlines != nil && !established { registry.endTentative() }
+        connection.close()
+        if !owned && phase != .handshake { phase = .discarded }
+    }
+
+    /// Fails the session before COMMIT: tells the source (unless it aborted itself) and throws.
+    func fail(_ failure: MigrationError, on connection: FramedConnection? = nil) -> MigrationError {
+        if failure.code != .peerAborted {
+            try? (connection ?? control).send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+        }
+        discardReason = failure.message
+        return failure
+    }
+
+    // MARK: handshake
+
+    /// Decides whether the guest fits here, answers ACCEPT, reads GUEST_CONFIG, prepares the
+    /// guest's kind and creates the image it is received into.
+    private func handshake() throws {
         if case .tentative(let reaper) = admission { deadlines = reaper }
-        defer { if deadlines != nil && !established { registry.endTentative() } }
-        var promisedDisk: UInt64 = 0
-        defer { registry.releaseDisk(promisedDisk) }
         if let refusal = check(hello, promisedDisk: &promisedDisk, promise: deadlines == nil) {
             try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
             log.warning("refused the guest", metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
             throw MigrationError(.refused, "refused the source's guest: \(refusal.message)", guest: .notHere)
         }
         if deadlines == nil { established = true }
-        let pageSize = Int(hello.pageSize)
-        let pageCount = Int(hello.pageCount)
-        let size = pageSize * pageCount
-        var report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(size),
-                                     pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
         report.authenticated = connection.security.authenticated
         report.encryption = connection.security.cipher.description
-
-        var createdPartial = false
-        var owned = false
-        defer {
-            if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
-        }
-        let region: MappedRegion
-        // The payloads COMPLETE.state_digest covers, as received.
-        var configPayload: [UInt8] = []
-        var cpuStatePayload: [UInt8] = []
-        // The built-in guest's setup, or the KVM guest, built before the blackout (`.incoming`)
-        // so that the blackout pays only for loading its vCPU state.
-        let setup: GuestSetup?
-        var kvmGuest: KVMGuest?
-        defer { kvmGuest?.stop() }
-        var kvmParameters: KVMGuestParameters?
-        let sink: PageSink
-        // The first frame after GUEST_CONFIG, read before the image exists (a PAGE_BATCH's
-        // header only); the receiving loop takes it first.
-        var firstIncoming: IncomingFrame?
-        // A tentative session's deadline (`establishTimeout` from ACCEPT), while armed.
-        var deadlineToken: UInt64?
-        defer { if let deadlineToken { deadlines?.disarm(deadlineToken) } }
-        let streamCount = Int(hello.streamCount)
-        let sessionID = UInt64.random(in: 1...UInt64.max)
-        // The secret that binds this migration to its source (CSPRNG): JOIN, RESUME and a
-        // resolving STATUS_QUERY must present it; only ACCEPT carries it.
-        let sessionToken = SessionToken.random()
-        let hashTable = PageHashTable(pageCount: pageCount)
-        let roundTable = PageRoundTable(pageCount: pageCount)
-        let stripes = PageStripes(streamCount: streamCount)
-        // The control connection and page streams of the current attempt: a RESUME closes them,
-        // so that this thread learns at once that the source gave up on them. (A failed page
-        // stream does not: the source closes all its connections when one fails, and closing the
-        // control connection here could hide an ABORT the source sent on it.)
-        let live = LiveConnections()
-        live.add(connection)
-        var control = connection
-        defer { control.close() }
-        var rounds = StreamRounds(streams: streamCount - 1)
-        var receivers: [StreamReceiver] = []
-        defer { for receiver in receivers { receiver.stop() } }
-        // Cleared once the final round starts (CPU_STATE): from then on a loss is not resumed.
-        let resumable = Atomic<Bool>(options.resumeTimeout > 0)
-        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: { type in
-            // A RESUME only during pre-copy. A source that gave up during its blackout (its
-            // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
-            // connections it abandoned may hang without an error (a wedged page stream, a silent
-            // network), and closing them ends the session's wait at once. Past CPU_STATE that
-            // discards (no resume then); before it, the session reads the ABORT.
-            guard type == .statusQuery || resumable.load(ordering: .acquiring) else { return false }
-            live.closeAll()
-            return true
-        })
-        defer { registry.close(session: sessionID) }
-        let handoffs = registry.handoffs
-        report.session = hex(sessionID)
-        handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount, control: connection)
-        // Last of all (after the state is final): the record lets go of the connections.
-        defer { handoffs.end(session: sessionID, forget: !established) }
-        // Whatever ends this session before the guest resumes here discards it.
-        var discardReason = "the migration ended before COMMIT"
-        defer {
-            if !owned { handoffs.set(session: sessionID, .discarded, message: "discarded before COMMIT: \(discardReason)") }
-        }
+        openSession()
+        var step = "handshake"
         do {
             try connection.send(Accept(version: ProtocolLimits.version, codecs: .all,
                                        memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                                        diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
                                        sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))
             deadlineToken = deadlines.map { $0.arm(connection.stream, seconds: Self.establishTimeout) }
-            let configFrame = try connection.receive()
-            guard configFrame.type == .guestConfig else {
-                throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(configFrame.type)", guest: .notHere)
-            }
-            let config = try GuestConfig(payload: configFrame.payload)
-            configPayload = [UInt8](configFrame.payload)
-            if hello.guestKind == GuestKind.kvm {
-                kvmParameters = try KVMGuestParameters(workload: config.workload, seed: config.seed, vcpus: Int(hello.vcpuCount))
-                setup = nil
-            } else {
-                setup = try GuestSetup.make(from: config, vcpus: Int(hello.vcpuCount), pageSize: pageSize, pageCount: pageCount)
-            }
-            report.workload = config.workload
-            guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
+            let config = try readGuestConfig()
             firstIncoming = try connection.receive(direct: .pageBatch)
             if let token = deadlineToken {
                 deadlineToken = nil
                 guard deadlines?.disarm(token) == true else { throw Self.missedDeadline() }
                 try establish(size: UInt64(size), promisedDisk: &promisedDisk)
             }
-            if let ready = prepared?.take(), ready.size == size {
-                region = ready
-                log.info("using the preallocated image", metadata: ["migration.prepare_ms": "\(prepareSeconds.milliseconds)"])
-            } else {
-                if options.preallocateBytes != nil {
-                    log.warning("the guest's size differs from --prealloc; making a new image", metadata: [
-                        "migration.guest_bytes": "\(size)", "migration.prealloc_bytes": "\(options.preallocateBytes ?? 0)"])
-                }
-                // Allocated now, so that a full disk is this clean error and not a SIGBUS later.
-                try ImageFile.create(path: partialPath, size: size, overwrite: true, reserve: true)
-                region = try MappedRegion.mapFile(path: partialPath, writable: true)
+            let memory = try makeImage(layout: config.regions)
+            step = "preparing the guest's \(options.guestKinds[hello.guestKind]?.name ?? "kind")"
+            try guest?.attach(memory: memory)
+            sinks = (0..<max(streamCount, 1)).map { index in
+                PageSink(memory: memory, pageCount: pageCount, hashTable: hashTable, roundTable: roundTable,
+                         stripes: stripes, stream: index)
             }
-            // The image holds its space now (or never needed new space: --prealloc).
-            registry.releaseDisk(promisedDisk)
-            promisedDisk = 0
-            createdPartial = true
-            sink = PageSink(memory: region.base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
-                            roundTable: roundTable, stripes: stripes, stream: 0)
         } catch {
-            var failure = MigrationError.wrap(error, during: "handshake", guest: .notHere)
+            var failure = MigrationError.wrap(error, during: step, guest: .notHere)
             if let token = deadlineToken, deadlines?.disarm(token) == false { failure = Self.missedDeadline() }
-            try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-            discardReason = failure.message
-            throw failure
+            throw fail(failure, on: connection)
         }
-        if let kvmParameters {
-            do {
-                kvmGuest = try KVMGuest(memory: region.base, size: size, parameters: kvmParameters, origin: .incoming,
-                                        logger: log, onConsoleLine: options.kvmConsoleLine)
-            } catch {
-                let failure = MigrationError.wrap(error, during: "building the KVM guest's VM", guest: .notHere)
-                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-                discardReason = failure.message
-                throw failure
-            }
-        }
-        // One sink per stream for the whole migration: after a resume the new streams feed the
-        // same sinks, which remember what arrived intact.
-        let base = region.base
-        let sinks = [sink] + (1..<max(streamCount, 1)).map { index in
-            PageSink(memory: base, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable,
-                     roundTable: roundTable, stripes: stripes, stream: index)
-        }
-        /// Takes the session's page streams and starts a receiver on each.
-        func attachStreams() throws {
-            rounds = StreamRounds(streams: streamCount - 1)
-            for (index, stream) in try registry.waitForStreams(session: sessionID, timeout: Self.joinTimeout) {
-                let receiver = StreamReceiver(stream: index, connection: stream, sink: sinks[index], rounds: rounds)
-                receivers.append(receiver)
-                live.add(stream)
-                receiver.start()
-            }
-        }
-        // A connection lost while the streams join (a cut right at the start, or a source that
-        // came back already) is a loss like any in pre-copy: the session waits for the RESUME.
-        var lostWhileJoining: MigrationError?
-        do {
-            try attachStreams()
-        } catch {
-            let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
-            if failure.code == .transport && options.resumeTimeout > 0 {
-                lostWhileJoining = failure
-                firstIncoming = nil
-            } else {
-                try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-                discardReason = failure.message
-                throw failure
-            }
-        }
-        report.setupMs = MonotonicClock.seconds(since: start).milliseconds
-        report.preallocMs = prepareSeconds.milliseconds
-        log.info("receiving guest", metadata: ["migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
-                                               "migration.workload": "\(report.workload)"])
+    }
 
-        // Pre-copy rounds and blackout, until the image verifies.
-        var states: [VCPUState]?
-        var verified = false
-        var finalPhaseStart: UInt64 = 0
-        var roundStart = MonotonicClock.now()
-        var parts = DowntimeParts()
-        var digest: UInt64 = 0
-        // Bytes read by the connections of earlier attempts (before a resume).
-        var retiredBytes: UInt64 = 0
-        // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
-        func pagesApplied() -> Int { sinks.reduce(0) { $0 + $1.pagesApplied } }
-        func applyNanos() -> UInt64 { sinks.reduce(0) { $0 + $1.applyNanos } }
-        func pagesHeld() -> Int { sinks.reduce(0) { $0 + $1.pagesHeld } }
-        func bytesReceived() -> UInt64 {
-            receivers.reduce(retiredBytes + control.bytesReceived) { $0 + $1.connection.bytesReceived }
-        }
-        /// Closes the connections of this attempt and waits for the streams' threads (after which
-        /// the sinks' state is final: a batch cut off has marked its torn pages stale).
-        func dropConnections() {
-            for receiver in receivers {
-                receiver.stop()
-                retiredBytes += receiver.connection.bytesReceived
-            }
-            receivers = []
-            control.close()
-            retiredBytes += control.bytesReceived
-            live.removeAll()
-        }
-        /// After a loss during pre-copy: waits up to `resumeTimeout` for the source to come back,
-        /// answers its RESUME with the pages held intact, and takes its new page streams.
-        /// False when the grace period ended first.
-        func resume(after failure: MigrationError) throws -> Bool {
-            let lostAt = MonotonicClock.now()
-            dropConnections()
-            log.warning("connection lost during pre-copy; waiting for the source to resume", metadata: [
-                "migration.resume_timeout_s": "\(options.resumeTimeout)", "migration.error": "\(failure.message)"])
-            guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeout) else {
-                return false
-            }
-            control = back.connection
-            live.add(control)
-            handoffs.replaceControl(session: sessionID, with: control)
-            if back.type == .statusQuery {
-                // The source gave up (its blackout failed before CPU_STATE arrived) and says so.
-                let frame = try control.receive()
-                throw MigrationError(.protocolViolation, "after its STATUS_QUERY the source sent \(frame.type), not ABORT", guest: .notHere)
-            }
-            guard back.type == .resume else {
-                throw MigrationError(.protocolViolation, "a \(back.type) connection came back instead of RESUME", guest: .notHere)
-            }
-            let request = try back.payload.withUnsafeBytes { bytes throws(ProtocolError) in try Resume(payload: bytes) }
-            guard request.pageCount == UInt64(pageCount) else {
-                throw MigrationError(.protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
-            }
-            registry.reopenStreams(session: sessionID)
-            let state = HeldPages(sinks: sinks, roundTable: roundTable, pageCount: pageCount, round: request.round)
-            for frame in state.frames() { try control.send(frame) }
-            try attachStreams()
-            let outage = MonotonicClock.seconds(since: lostAt)
-            report.resumes += 1
-            report.resumeRecords.append(ResumeRecord(round: Int(request.round), outageMs: outage.milliseconds,
-                                                     pagesHeld: state.heldCount, pagesHeldFromRound: state.currentCount))
-            log.notice("source resumed the migration", metadata: [
-                "migration.round": "\(request.round)", "migration.pages_held": "\(state.heldCount)",
-                "migration.pages": "\(pageCount)", "migration.outage_ms": "\(outage.milliseconds)"])
-            roundStart = MonotonicClock.now()
+    /// Registers the session (its streams may join from now on) and its handoff record.
+    private func openSession() {
+        let live = live
+        let resumable = resumable
+        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: { type in
+            // A RESUME only during pre-copy. A source that gave up during its blackout (its
+            // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
+            // connections it abandoned may hang without an error (a wedged page stream, a silent
+            // network), and closing them ends the session's wait at once. Past DEVICE_STATE that
+            // discards (no resume then); before it, the session reads the ABORT.
+            guard type == .statusQuery || resumable.value else { return false }
+            live.closeAll()
             return true
-        }
-        var appliedBefore = 0
-        var applyNanosBefore: UInt64 = 0
-        var wireBefore: UInt64 = 0
-        let streamTimeout = Double(options.receiveTimeoutMs) / 1000
-        // A loss of the connections during pre-copy that the source may resume (nil: none).
-        var lost: MigrationError? = lostWhileJoining
-        var resumeExpired = false
-        session: while true {
-            do {
-                if let failure = lost {
-                    lost = nil
-                    guard try resume(after: failure) else {
-                        resumeExpired = true
-                        throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeout))", guest: .notHere)
-                    }
-                }
-                receiving: while true {
-                    let incoming = try firstIncoming.take() ?? control.receive(direct: .pageBatch)
-                    if finalPhaseStart == 0 { finalPhaseStart = MonotonicClock.now() }
-                    let frame: ReceivedFrame
-                    switch incoming {
-                    case .direct(_, _, let length):
-                        _ = try sink.receive(batchLength: length, from: control)
-                        continue receiving
-                    case .frame(let whole):
-                        frame = whole
-                    }
-                    switch frame.type {
-                    case .roundEnd:
-                        let end = try RoundEnd(payload: frame.payload)
-                        try rounds.wait(round: end.round, timeout: streamTimeout)
-                        let roundPages = pagesApplied() - appliedBefore
-                        let roundWire = bytesReceived() - wireBefore
-                        // Summed over the streams' threads: CPU time spent applying, not wall time.
-                        let roundApplyNanos = applyNanos() - applyNanosBefore
-                        appliedBefore += roundPages
-                        wireBefore += roundWire
-                        applyNanosBefore += roundApplyNanos
-                        let digestStart = MonotonicClock.now()
-                        _ = hashTable.digest()
-                        let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
-                        try control.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages),
-                                                     pagesHeld: UInt64(pagesHeld()), applyMicroseconds: roundApplyNanos / 1000,
-                                                     digestMicroseconds: digestMicros))
-                        let seconds = MonotonicClock.seconds(since: roundStart)
-                        report.perRound.append(RoundRecord(
-                            round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
-                            sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
-                            dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
-                            predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
-                        progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
-                                                    pagesSent: pagesHeld(), pagesInRound: pageCount, wireBytes: wireBefore,
-                                                    dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
-                                                    predictedDowntime: .infinity, pageSize: pageSize))
-                        roundStart = MonotonicClock.now()
-                        finalPhaseStart = 0
-                    case .cpuState:
-                        let message = try CPUState(payload: frame.payload)
-                        cpuStatePayload = [UInt8](frame.payload)
-                        guard message.format == hello.cpuStateFormat, UInt32(message.vcpuCount) == hello.vcpuCount else {
-                            throw MigrationError(.protocolViolation, "CPU_STATE of format \(message.format) for \(message.vcpuCount) vCPUs does not match the HELLO (format \(hello.cpuStateFormat), \(hello.vcpuCount) vCPUs)", guest: .notHere)
-                        }
-                        resumable.store(false, ordering: .releasing)
-                        if let kvmGuest {
-                            // Loaded now, before VERIFIED: a state this KVM refuses fails the
-                            // migration while the source still owns the guest.
-                            let restoreStart = MonotonicClock.now()
-                            try kvmGuest.restore(try message.kvmStates())
-                            parts.restoreVcpusMs = MonotonicClock.seconds(since: restoreStart).milliseconds
-                            states = []
-                        } else {
-                            states = try message.builtinRecords().map(VCPUState.init)
-                        }
-                    case .complete:
-                        let verifyStart = MonotonicClock.now()
-                        parts.finalSendMs = (Double(verifyStart &- finalPhaseStart) / 1e9).milliseconds
-                        let complete = try Complete(payload: frame.payload)
-                        try rounds.wait(round: complete.finalRound, timeout: streamTimeout)
-                        let roundPages = pagesApplied() - appliedBefore
-                        let roundWire = bytesReceived() - wireBefore
-                        digest = hashTable.digest()
-                        let missing = pageCount - pagesHeld()
-                        var problems: [String] = []
-                        if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
-                        if missing > 0 { problems.append("\(missing) pages never arrived") }
-                        let stale = sinks.reduce(0) { $0 + $1.staleCount }
-                        if stale > 0 {
-                            let first = sinks.compactMap(\.firstStalePage).min().map(String.init) ?? "?"
-                            problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
-                        }
-                        if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
-                        if states == nil {
-                            problems.append("no CPU state arrived")
-                        } else if StateDigest.of(config: configPayload, cpuState: cpuStatePayload) != complete.stateDigest {
-                            problems.append("the guest configuration or CPU state differs from what the source sent (state digest mismatch)")
-                        }
-                        verified = problems.isEmpty
-                        let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
-                        parts.destinationVerifyMs = Double(verifyMicros) / 1000
-                        report.digest = hex(digest)
-                        report.wireBytes = wireBefore + roundWire
-                        report.perRound.append(RoundRecord(
-                            round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: parts.finalSendMs,
-                            sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
-                            decision: "final"))
-                        report.rounds = Int(complete.finalRound) + 1
-                        // The state changes before VERIFIED leaves: a source that asks right after
-                        // losing it must find `awaiting-commit`.
-                        if verified { handoffs.set(session: sessionID, .awaitingCommit, digest: digest) }
-                        try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
-                                                     verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
-                        guard verified else {
-                            throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
-                        }
-                        break session
-                    case .commit:
-                        throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)
-                    default:
-                        throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame", guest: .notHere)
-                    }
-                }
-            } catch {
-                var failure = MigrationError.wrap(error, during: verified ? "handoff" : "pre-copy", guest: .notHere)
-                // A page stream that failed first (say, with a protocol violation) names the cause.
-                if failure.code == .transport && !resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
-                // Only a lost connection during pre-copy (no CPU state yet) can be resumed: not an
-                // ABORT, not a protocol violation, not the blackout.
-                if failure.code == .transport && states == nil && !verified && options.resumeTimeout > 0 && !resumeExpired {
-                    lost = failure
-                    continue session
-                }
-                if failure.code != .peerAborted {
-                    try? control.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-                }
-                log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
-                discardReason = failure.message
-                throw failure
-            }
-        }
+        })
+        sessionOpened = true
+        live.add(connection)
+        report.session = hex(sessionID)
+        registry.handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount,
+                                control: connection)
+        handoffBegun = true
+    }
 
-        // Handoff: the image is verified; the guest runs here once COMMIT arrives (section 6).
-        guard let states else { preconditionFailure("verification requires the CPU state") }
-        let handoff: FramedConnection
-        do {
-            handoff = try awaitCommit(session: sessionID, on: control)
-        } catch {
-            let failure = MigrationError.wrap(error, during: "handoff", guest: .notHere)
-            log.error("no COMMIT; the verified image was discarded", metadata: ["migration.error": "\(failure.message)"])
-            discardReason = failure.message
-            throw failure
+    /// Reads GUEST_CONFIG and hands the guest's description to its kind.
+    private func readGuestConfig() throws -> GuestConfig {
+        let frame = try connection.receive()
+        guard frame.type == .guestConfig else {
+            throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(frame.type)", guest: .notHere)
         }
-        defer { if handoff !== control { handoff.close() } }
-        let commitAt = MonotonicClock.now()
-        var guest: Guest?
-        do {
-            try ImageFile.rename(from: partialPath, to: options.imagePath)
-            owned = true
-            handoffs.set(session: sessionID, .resumed, digest: digest)
-            // With --run-for 0 the guest is resumed and stopped at once: its vCPUs are held at
-            // their current step so the image stays exactly what the source handed over.
-            if let setup {
-                guest = try Guest(memory: region.base, size: size, configuration: setup.configuration,
-                                  initialStates: states,
-                                  stepLimits: options.runFor > 0 ? nil : states.map(\.step), logger: log)
-            }
-        } catch {
-            let failure = MigrationError.wrap(error, during: "resuming the guest", guest: owned ? .destination : .notHere)
-            try? handoff.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
-            discardReason = failure.message
-            throw failure
+        let config = try GuestConfig(payload: frame.payload)
+        configPayload = [UInt8](frame.payload)
+        let regionPages = config.regions.reduce(UInt64(0)) { $0 &+ $1.pageCount }
+        guard regionPages == hello.pageCount else {
+            throw MigrationError(.protocolViolation, "GUEST_CONFIG's memory regions hold \(regionPages) pages, HELLO \(hello.pageCount)", guest: .notHere)
         }
-        guest?.start()
-        // A KVM guest has no step limit to hold it with --run-for 0: it is not started then,
-        // so the image stays what the source handed over, as with the built-in guest.
-        if let kvmGuest, options.runFor > 0 { kvmGuest.start() }
-        let resumedAt = MonotonicClock.now()
-        report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
-        let resumeMicros = (resumedAt &- commitAt) / 1000
-        parts.destinationResumeMs = Double(resumeMicros) / 1000
-        try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
-        report.downtimeMs = (Double(resumedAt &- finalPhaseStart) / 1e9).milliseconds
+        report.workload = config.workload
+        guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
+        guard let kind = options.guestKinds[hello.guestKind] else {
+            throw MigrationError(.configuration, "guest kind \(hello.guestKind) is not received here", guest: .notHere)
+        }
+        let offer = IncomingGuestOffer(
+            cpuStateFormat: hello.cpuStateFormat, vcpus: Int(hello.vcpuCount), pageSize: pageSize,
+            description: GuestDescription(seed: config.seed, parameters: config.workload, attachment: config.trace),
+            layout: config.regions, consoleLine: options.consoleLine)
+        guest = try kind.prepare(offer, logger: log)
+        return config
+    }
 
-        // The guest runs here now.
-        report.wireBytes = bytesReceived()
-        report.guestLocation = .destination
-        report.outcome = "migrated"
-        report.verified = true
-        for part in sinks { report.pages.add(part.counts) }
-        for receiver in receivers { receiver.stop() }
-        report.downtimeParts = parts
-        report.downtimeClock = "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
-        log.info("guest resumed", metadata: ["migration.resume_ms": "\(parts.destinationResumeMs)"])
-
-        if let interface = options.announceInterface, let identity = guestIdentity, !identity.mac.isNone {
-            do {
-                let frames = try GratuitousARP.announce(interface: interface, mac: identity.mac, ip: identity.ip, logger: log)
-                report.announce = "\(frames) gratuitous ARP frames for \(identity.mac) / \(identity.ip) on \(interface)"
-            } catch {
-                report.announce = "announce on \(interface) failed: \(error)"
-                log.error("announce failed", metadata: ["migration.error": "\(error)"])
-            }
-        } else if options.announceInterface != nil {
-            report.announce = "no announce: the guest has no MAC (pass --guest-mac to ferry send or ferry receive)"
+    /// The image the pages are received into: the preallocated one if it fits, else a new
+    /// `PATH.partial` with its space allocated now (a full disk is this clean error, not a
+    /// SIGBUS later). The regions lie in it back to back, in page-numbering order.
+    private func makeImage(layout: [MemoryRegionDescriptor]) throws -> GuestMemory {
+        let mapped: MappedRegion
+        if let ready = prepared?.take(), ready.size == size {
+            mapped = ready
+            log.info("using the preallocated image", metadata: ["migration.prepare_ms": "\(prepareSeconds.milliseconds)"])
         } else {
-            report.announce = "no announce: no --announce-dev given"
-        }
-
-        let ranFor = MonotonicClock.seconds(since: resumedAt)
-        if let kvmGuest {
-            // A KVM guest with a step limit ends earlier when every vCPU halted.
-            if options.runFor > ranFor { _ = try? kvmGuest.waitUntilHalted(timeoutSeconds: options.runFor - ranFor) }
-        } else if options.runFor > ranFor {
-            MonotonicClock.sleep(seconds: options.runFor - ranFor)
-        }
-        awaitHangUp(handoff, session: sessionID)
-        let finalStates = guest?.stop() ?? []
-        report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
-        report.vcpuSteps = finalStates.map(\.step)
-        var kvmConsole: [KVMConsoleLine] = []
-        if let kvmGuest {
-            kvmGuest.stop()
-            report.vcpuSteps = kvmGuest.stepsPerVCPU
-            kvmConsole = kvmGuest.consoleLines
-            if let failure = kvmGuest.failure {
-                report.error = "the KVM guest failed after it resumed here: \(failure)"
-                log.error("the KVM guest failed after resume", metadata: ["migration.error": "\(failure)"])
+            if options.preallocateBytes != nil {
+                log.warning("the guest's size differs from --prealloc; making a new image", metadata: [
+                    "migration.guest_bytes": "\(size)", "migration.prealloc_bytes": "\(options.preallocateBytes ?? 0)"])
             }
+            try ImageFile.create(path: partialPath, size: size, overwrite: true, reserve: true)
+            mapped = try MappedRegion.mapFile(path: partialPath, writable: true)
         }
-        do {
-            try region.sync()
-        } catch {
-            throw MigrationError.wrap(error, during: "flushing the image", guest: .destination)
-        }
-        report.totalMs = MonotonicClock.seconds(since: start).milliseconds
-        return DestinationResult(report: report, finalStates: finalStates, setup: setup, kvmConsole: kvmConsole)
+        // The image holds its space now (or never needed new space: --prealloc).
+        registry.releaseDisk(promisedDisk)
+        promisedDisk = 0
+        createdPartial = true
+        let image = ReceivedImage(mapped)
+        self.image = image
+        return try GuestMemory(layout: layout, in: image.region.base, pageSize: pageSize)
     }
 
     static func missedDeadline() -> MigrationError {
@@ -581,53 +322,25 @@ final class DestinationSession {
     static func seconds(_ value: Double) -> String {
         value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
     }
+}
 
-    /// Waits for the source's `COMMIT` after a verified image and returns the connection it came
-    /// on. When the control connection fails first (the source's `COMMIT` or this side's
-    /// `VERIFIED` may be lost), the session keeps the verified image and waits up to
-    /// `handoffTimeoutMs` for the source to come back with `STATUS_QUERY` (resolve) on a new
-    /// connection, which then carries `COMMIT` or `ABORT`. Throws when the source aborts, breaks
-    /// the protocol, or does not come back in time: the guest then never runs here.
-    private func awaitCommit(session: UInt64, on first: FramedConnection) throws -> FramedConnection {
-        let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
-        var control = first
-        while true {
-            do {
-                let frame = try control.receive()
-                guard frame.type == .commit else {
-                    throw MigrationError(.protocolViolation, "expected COMMIT after VERIFIED, got \(frame.type)", guest: .notHere)
-                }
-                _ = try Commit(payload: frame.payload)
-                return control
-            } catch let error as TransportError where error.code == .peerAborted {
-                throw error
-            } catch {
-                // Lost, timed out, or damaged on the way (a garbled COMMIT may have been one): the
-                // source decides, so close this connection and wait for it to come back and say.
-                control.close()
-                log.warning("lost the source after VERIFIED; keeping the verified image until it comes back to resolve the handoff", metadata: [
-                    "migration.error": "\(error)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
-                guard let next = registry.handoffs.awaitResolver(session: session, deadline: deadline) else {
-                    throw MigrationError(.transport, "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error))", guest: .notHere)
-                }
-                log.info("the source came back to resolve the handoff", metadata: ["migration.peer": "\(next.peerDescription)"])
-                control = next
-            }
-        }
+/// The mapped image a guest is received into, owned by its session.
+final class ReceivedImage {
+    let region: MappedRegion
+
+    init(_ region: consuming MappedRegion) {
+        self.region = region
+    }
+}
+
+/// A flag several threads read, shared by reference.
+final class AtomicFlag: Sendable {
+    private let storage: Atomic<Bool>
+
+    init(_ value: Bool) {
+        storage = Atomic(value)
     }
 
-    /// Waits (at most `hangUpWaitMs`) for the source's `DONE`, which it sends as soon as it has
-    /// read `RESUMED`, or for a resolve `STATUS_QUERY` that told it the guest runs here. Until
-    /// then this agent still answers `STATUS`: a source whose `RESUMED` was damaged or lost asks,
-    /// and learns that the guest runs here, instead of finding nobody to ask once a single-guest
-    /// destination has exited. A connection that ends without `DONE` (it may have been cut, or
-    /// closed by the confirming query) ends the wait only once the source is known to know.
-    private func awaitHangUp(_ connection: FramedConnection, session: UInt64) {
-        let deadline = MonotonicClock.now() &+ UInt64(Self.hangUpWaitMs) * 1_000_000
-        try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
-        if let frame = try? connection.receive(), frame.type == .done { return }
-        registry.handoffs.awaitConfirmation(session: session, deadline: deadline)
-    }
-
-    static let hangUpWaitMs = 5_000
+    var value: Bool { storage.load(ordering: .acquiring) }
+    func clear() { storage.store(false, ordering: .releasing) }
 }

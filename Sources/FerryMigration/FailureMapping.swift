@@ -1,5 +1,4 @@
 import FerryCodec
-import FerryKVM
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -31,12 +30,8 @@ extension MigrationError {
             return MigrationError(.verification, "during \(phase): \(codec)", guest: guest)
         case let system as SystemError:
             return MigrationError(.system, "during \(phase): \(system)", guest: guest)
-        case let kvm as KVMError:
-            switch kvm.code {
-            case .invalidState: return MigrationError(.protocolViolation, "during \(phase): \(kvm)", guest: guest)
-            case .invalidConfiguration, .unavailable: return MigrationError(.configuration, "during \(phase): \(kvm)", guest: guest)
-            case .syscall, .guestFailed: return MigrationError(.system, "during \(phase): \(kvm)", guest: guest)
-            }
+        case let classified as MigrationClassifiedError:
+            return MigrationError(classified.migrationCode, "during \(phase): \(classified)", guest: guest)
         default:
             return MigrationError(.system, "during \(phase): \(error)", guest: guest)
         }

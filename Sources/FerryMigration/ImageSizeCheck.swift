@@ -9,9 +9,9 @@ import Logging
 /// harmless: the mapping, and the guest, keep the size they had; the bytes added are not migrated.
 extension SourceAgent {
     func guardImage(log: Logger) {
-        guard busGuard == nil else { return }
+        guard busGuard == nil, imagePath != nil else { return }
         do {
-            busGuard = try BusErrorGuard(base: memory, length: size, pageSize: pageSize)
+            busGuard = try BusErrorGuard(base: memory.regions[0].base, length: size, pageSize: pageSize)
         } catch {
             log.warning("no SIGBUS guard: a truncated image file will kill the process", metadata: ["migration.error": "\(error)"])
         }
@@ -19,6 +19,7 @@ extension SourceAgent {
 
     /// The error to abort with when the image file no longer covers the guest's memory, else nil.
     func imageShrank() -> MigrationError? {
+        guard let imagePath else { return nil }
         let replaced = busGuard?.replaced
         let fileSize = (try? ImageFile.size(path: imagePath)) ?? size
         guard replaced != nil || fileSize < size else { return nil }

@@ -1,116 +1,161 @@
-import FerryGuest
-import FerryKVM
 import FerryProtocol
 import FerrySystem
+import Logging
 
-/// A running guest as the source agent sees it: what HELLO and GUEST_CONFIG say about it, how
-/// its writes are tracked, how it pauses, and how its vCPU state goes into `CPU_STATE`.
+/// A running guest as the source agent sees it: its memory, how its writes are tracked, how it
+/// pauses, what describes it (`GUEST_CONFIG`) and its state besides memory (`DEVICE_STATE`).
 /// Called once per round or at the blackout, never per page.
 ///
-/// Two kinds: Ferry's built-in guest (`BuiltinMigratableGuest`: guest kind 1, CPU state
-/// format 1, tracked by write protection) and the KVM guest (`KVMMigratableGuest`: guest kind
-/// 2, CPU state format 2, tracked by KVM's dirty log).
+/// A VMM adopts Ferry by implementing this for its guests on the source and
+/// `IncomingGuestKind`/`IncomingGuest` on the destination; Ferry's own guests do so in
+/// `FerryGuestMigration` (the built-in guest) and `FerryKVMMigration` (the KVM guest).
 public protocol MigratableGuest: AnyObject {
-    /// `HELLO.guest_kind`.
+    /// `HELLO.guest_kind`: which `IncomingGuestKind` rebuilds the guest on the destination.
     var guestKind: UInt16 { get }
-    /// `HELLO.cpu_state_format`.
+    /// `HELLO.cpu_state_format`: the version of the vCPU sections of `deviceState()`.
     var cpuStateFormat: UInt16 { get }
     var vcpus: Int { get }
-    /// `GUEST_CONFIG.seed`, `.workload` and `.trace`.
-    var seed: UInt64 { get }
-    var workloadText: String { get }
-    var traceBytes: [UInt8] { get }
+    /// The guest's memory, every region of it (the pages migrate in its numbering).
+    var memory: GuestMemory { get }
+    /// What travels in `GUEST_CONFIG` to describe the guest to its kind on the destination.
+    var configuration: GuestDescription { get }
 
-    /// A dirty tracker over the guest's memory (not started).
-    func makeDirtyTracker(_ choice: TrackerChoice, memory: UnsafeMutableRawPointer, size: Int,
-                          pageSize: Int) throws -> (tracker: any DirtyTracker, why: String)
+    /// A dirty tracker over `memory` (not started). Memory the guest writes through this
+    /// process's mappings can use `memory.makeWriteTracker(choice)`.
+    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String)
     /// Parks every vCPU; returns the nanoseconds it took.
     func pause() -> UInt64
     func resume()
     /// 0…99 (auto-converge).
     var throttlePercent: Int { get set }
-    /// Every vCPU's state as a `CPU_STATE` message; the guest is paused.
-    func cpuState() throws -> CPUState
+    /// The guest's state besides memory, taken while it is paused: one vCPU section per vCPU
+    /// (kind `DeviceStateSection.vcpu`, version `cpuStateFormat`, vCPU 0 first), then any
+    /// device sections of the guest kind's own.
+    func deviceState() throws -> [DeviceStateSection]
     /// Ends the guest's vCPUs for good (it runs on the destination now); returns each vCPU's steps.
     func stopForHandover() -> [UInt64]
 }
 
-/// Guest kinds of `HELLO.guest_kind` (Protocol.md 3.1).
+/// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed`, `workload`
+/// and `trace` fields): the engine carries them, the guest kind gives them meaning.
+public struct GuestDescription: Sendable, Equatable {
+    public var seed: UInt64
+    /// Parameters as text (≤ 1024 UTF-8 bytes).
+    public var parameters: String
+    /// Opaque bytes (≤ 16 MiB).
+    public var attachment: [UInt8]
+
+    public init(seed: UInt64 = 0, parameters: String = "", attachment: [UInt8] = []) {
+        self.seed = seed
+        self.parameters = parameters
+        self.attachment = attachment
+    }
+}
+
+/// Guest kinds of `HELLO.guest_kind` (Protocol.md 3.1) that Ferry itself defines.
 public enum GuestKind {
-    /// Ferry's built-in guest (`FerryGuest`), CPU state format 1.
+    /// Ferry's built-in guest (`FerryGuestMigration`), CPU state format 1.
     public static let builtin: UInt16 = 1
-    /// Ferry's KVM guest (`FerryKVM`), CPU state format 2.
+    /// Ferry's KVM guest (`FerryKVMMigration`), CPU state format 2.
     public static let kvm: UInt16 = 2
 }
 
-/// The built-in guest: vCPU threads writing the mapped image, tracked by write protection.
-public final class BuiltinMigratableGuest: MigratableGuest {
-    public let guest: Guest
-    public let setup: GuestSetup
-
-    public init(_ guest: Guest, setup: GuestSetup) {
-        self.guest = guest
-        self.setup = setup
-    }
-
-    public var guestKind: UInt16 { GuestKind.builtin }
-    public var cpuStateFormat: UInt16 { CPUState.builtinFormat }
-    public var vcpus: Int { setup.configuration.vcpus }
-    public var seed: UInt64 { setup.configuration.seed }
-    public var workloadText: String { setup.workloadText }
-    public var traceBytes: [UInt8] { setup.traceBytes }
-
-    public func makeDirtyTracker(_ choice: TrackerChoice, memory: UnsafeMutableRawPointer, size: Int,
-                                 pageSize: Int) throws -> (tracker: any DirtyTracker, why: String) {
-        try DirtyTrackers.make(choice, base: memory, length: size, pageSize: pageSize)
-    }
-
-    public func pause() -> UInt64 { guest.pause() }
-    public func resume() { guest.resume() }
-    public var throttlePercent: Int {
-        get { guest.throttlePercent }
-        set { guest.throttlePercent = newValue }
-    }
-    public func cpuState() throws -> CPUState { CPUState(builtin: guest.states().map(\.record)) }
-    public func stopForHandover() -> [UInt64] { guest.stop().map(\.step) }
+/// A kind of guest a destination can receive: checks an offered guest and makes the receiving
+/// end of one. Registered with the destination (`DestinationOptions.guestKinds`).
+public protocol IncomingGuestKind: Sendable {
+    /// `HELLO.guest_kind` this kind receives.
+    var guestKind: UInt16 { get }
+    /// A name for messages ("built-in guest", "KVM guest").
+    var name: String { get }
+    /// Why this host cannot take such a guest (a vCPU format it does not read, a hypervisor that
+    /// is not usable here), or nil. Answered before anything is reserved.
+    func refusal(cpuStateFormat: UInt16, vcpus: Int) -> String?
+    /// Reads the guest's description from `GUEST_CONFIG`, before its memory exists; throws
+    /// (naming the problem) when it is not one this kind can run.
+    func prepare(_ offer: IncomingGuestOffer, logger: Logger) throws -> any IncomingGuest
 }
 
-/// The KVM guest: a VM over the mapped image, tracked by KVM's dirty log.
-public final class KVMMigratableGuest: MigratableGuest {
-    public let guest: KVMGuest
+/// What the source said about a guest, for its kind on the destination.
+public struct IncomingGuestOffer: Sendable {
+    public var cpuStateFormat: UInt16
+    public var vcpus: Int
+    public var pageSize: Int
+    public var description: GuestDescription
+    public var layout: [MemoryRegionDescriptor]
+    /// Called for each line the guest prints once it runs here (guests that have a console).
+    public var consoleLine: (@Sendable (GuestConsoleLine) -> Void)?
+}
 
-    public init(_ guest: KVMGuest) {
-        self.guest = guest
+/// A line a guest printed on its console.
+public struct GuestConsoleLine: Sendable, Equatable {
+    public var vcpu: Int
+    public var text: String
+
+    public init(vcpu: Int, text: String) {
+        self.vcpu = vcpu
+        self.text = text
+    }
+}
+
+/// The receiving end of one guest on the destination, from `GUEST_CONFIG` until it stops here.
+/// The engine calls, in order: `attach(memory:)` once the image exists (pages then arrive into
+/// it), `load(_:)` when `DEVICE_STATE` arrives (before `VERIFIED`: a state this host refuses fails
+/// the migration while the source still owns the guest), `start(hold:)` on `COMMIT`, then
+/// `waitUntilDone(seconds:)` and `stop()`. `discard()` instead, at any point before `start`.
+public protocol IncomingGuest: AnyObject {
+    func attach(memory: GuestMemory) throws
+    /// The sections of `DEVICE_STATE`, vCPUs first (their number and version already checked
+    /// against `HELLO`). Throws when one is malformed or one of a mandatory kind is unknown.
+    func load(_ sections: [DeviceStateSection]) throws
+    /// Runs the guest. `hold`: resume it but keep it exactly as handed over (no guest writes),
+    /// for checks that compare images.
+    func start(hold: Bool) throws
+    /// Waits up to `seconds` while the guest runs; returns earlier if it finished by itself.
+    func waitUntilDone(seconds: Double)
+    /// Stops the guest; what it did here.
+    func stop() -> IncomingGuestOutcome
+    /// The migration failed before `start`: release what `attach` built.
+    func discard()
+}
+
+/// What a received guest did on the destination.
+public struct IncomingGuestOutcome: Sendable {
+    /// Steps (writes, instructions, …: the guest kind says) each vCPU had done in all, source included.
+    public var vcpuSteps: [UInt64]
+    /// Lines it printed here.
+    public var console: [GuestConsoleLine]
+    /// Why it failed after it resumed here, if it did.
+    public var failure: String?
+
+    public init(vcpuSteps: [UInt64], console: [GuestConsoleLine] = [], failure: String? = nil) {
+        self.vcpuSteps = vcpuSteps
+        self.console = console
+        self.failure = failure
+    }
+}
+
+/// The guest kinds a destination receives, by `HELLO.guest_kind`.
+public struct GuestKindRegistry: Sendable {
+    public private(set) var kinds: [UInt16: any IncomingGuestKind] = [:]
+
+    public init(_ kinds: [any IncomingGuestKind] = []) {
+        for kind in kinds { register(kind) }
     }
 
-    public var guestKind: UInt16 { GuestKind.kvm }
-    public var cpuStateFormat: UInt16 { KVMVCPUState.cpuStateFormat }
-    public var vcpus: Int { guest.parameters.vcpus }
-    public var seed: UInt64 { guest.parameters.seed }
-    public var workloadText: String { guest.parameters.workload }
-    public var traceBytes: [UInt8] { [] }
-
-    /// Always KVM's dirty log: write protection of the mapping does not see a KVM guest's writes.
-    public func makeDirtyTracker(_ choice: TrackerChoice, memory: UnsafeMutableRawPointer, size: Int,
-                                 pageSize: Int) throws -> (tracker: any DirtyTracker, why: String) {
-        guard choice == .auto else {
-            throw MigrationError(.configuration, "--tracker \(choice.rawValue) cannot see a KVM guest's writes; a KVM guest is tracked by KVM's dirty log (use --tracker auto)", guest: .source)
-        }
-        guard memory == guest.machine.memory, size == guest.machine.size, pageSize == KVMGuestLayout.pageSize else {
-            throw MigrationError(.configuration, "the memory to migrate (\(size) bytes) is not the KVM guest's memory (\(guest.machine.size) bytes)", guest: .source)
-        }
-        return (guest.makeDirtyTracker(), "KVM guest: KVM's dirty log of its memory slot")
+    public mutating func register(_ kind: any IncomingGuestKind) {
+        kinds[kind.guestKind] = kind
     }
 
-    public func pause() -> UInt64 { guest.pause() }
-    public func resume() { guest.resume() }
-    public var throttlePercent: Int {
-        get { guest.throttlePercent }
-        set { guest.throttlePercent = newValue }
+    public subscript(_ guestKind: UInt16) -> (any IncomingGuestKind)? { kinds[guestKind] }
+
+    /// "1 (built-in guest), 2 (KVM guest)", for refusals.
+    public var summary: String {
+        kinds.keys.sorted().map { "\($0) (\(kinds[$0]!.name))" }.joined(separator: ", ")
     }
-    public func cpuState() throws -> CPUState { CPUState(kvm: try guest.states()) }
-    public func stopForHandover() -> [UInt64] {
-        guest.stop()
-        return guest.stepsPerVCPU
-    }
+}
+
+/// An error of a guest kind that knows how the engine should classify it (for exit codes and
+/// ABORT reasons).
+public protocol MigrationClassifiedError: Error {
+    var migrationCode: MigrationError.Code { get }
 }

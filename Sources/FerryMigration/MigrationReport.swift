@@ -74,9 +74,9 @@ public struct DowntimeParts: Codable, Sendable, Equatable {
     public var pauseVcpusMs: Double = 0
     /// Source: the last harvest of dirty pages.
     public var finalHarvestMs: Double = 0
-    /// Source: encoding and writing the last pages, CPU state and COMPLETE.
+    /// Source: encoding and writing the last pages, the device state and COMPLETE.
     public var finalSendMs: Double = 0
-    /// Source, part of `finalSendMs`: reading the vCPUs' state and writing `CPU_STATE`.
+    /// Source, part of `finalSendMs`: reading the guest's device state (vCPUs included) and writing `DEVICE_STATE`.
     public var cpuStateMs: Double = 0
     /// Destination, part of its final phase: loading the received vCPU state into the guest's
     /// vCPUs (a KVM guest: restored into the VM built before the blackout; before `VERIFIED`).

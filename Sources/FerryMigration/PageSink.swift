@@ -16,7 +16,7 @@ import Glibc
 /// the sink checks, so its bitmaps are its own. `@unchecked Sendable`: used by one receiving
 /// thread; the shared hash table is written only at this stream's pages.
 final class PageSink: @unchecked Sendable {
-    let memory: UnsafeMutableRawPointer
+    let memory: GuestMemory
     let pageSize: Int
     let pageCount: Int
     let decoder: PageDecoder
@@ -58,10 +58,11 @@ final class PageSink: @unchecked Sendable {
     /// The lowest page still stale, if any.
     var firstStalePage: Int? { stale.first }
 
-    init(memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, hashTable: PageHashTable,
+    init(memory: GuestMemory, pageCount: Int, hashTable: PageHashTable,
          roundTable: PageRoundTable? = nil, stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
         self.roundTable = roundTable ?? PageRoundTable(pageCount: pageCount)
         self.memory = memory
+        let pageSize = memory.pageSize
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.decoder = PageDecoder(pageSize: pageSize)
@@ -119,7 +120,7 @@ final class PageSink: @unchecked Sendable {
                 let entry = descriptors[next]
                 switch entry.encoding {
                 case .zero: break
-                case .raw: append(memory + Int(entry.page) &* pageSize, entry.length, &vectorCount)
+                case .raw: append(memory.address(ofPage: Int(entry.page)), entry.length, &vectorCount)
                 case .lz4, .words:
                     append(scratch + scratchUsed, entry.length, &vectorCount)
                     scratchUsed += entry.length
@@ -134,7 +135,7 @@ final class PageSink: @unchecked Sendable {
             for index in first..<next {
                 let entry = descriptors[index]
                 let page = Int(entry.page)
-                let destination = memory + page &* pageSize
+                let destination = memory.address(ofPage: page)
                 let hash: UInt64
                 switch entry.encoding {
                 case .raw:

@@ -13,7 +13,7 @@ import FerryTransport
 /// `@unchecked Sendable`: handed to a worker thread per round, used by one thread at a time; the
 /// shared hash table is written only at this stream's pages.
 final class PageStreamer: @unchecked Sendable {
-    let memory: UnsafeMutableRawPointer
+    let memory: GuestMemory
     let pageSize: Int
     /// Replaced after a resume (`SourceStreams.reattach`), between rounds.
     var connection: FramedConnection
@@ -46,7 +46,7 @@ final class PageStreamer: @unchecked Sendable {
     private(set) var holePages = 0
     private let zeroHash: UInt64
 
-    init(memory: UnsafeMutableRawPointer, pageSize: Int, connection: FramedConnection,
+    init(memory: GuestMemory, pageSize: Int, connection: FramedConnection,
          compression: CompressionChoice, peerCodecs: CodecSet, batchBytes: Int, hashTable: PageHashTable,
          stripes: PageStripes, stream: Int) {
         self.hashTable = hashTable
@@ -111,7 +111,7 @@ final class PageStreamer: @unchecked Sendable {
                 if sent & 4095 == 0 { progress?(sent) }
                 return
             }
-            let source = UnsafeRawPointer(memory + page &* pageSize)
+            let source = UnsafeRawPointer(memory.address(ofPage: page))
             let encoded: EncodedPage
             if encoder.mode == .none {
                 encoded = encoder.encodeInPlace(page: source, slot: writer.payloadSlot)

@@ -98,464 +98,49 @@ public struct SourceOptions: Sendable {
 }
 
 /// Live-migrates a running guest to a destination agent: handshake, pre-copy rounds driven by
-/// `ConvergencePolicy`, blackout, verified handoff (Protocol.md section 5).
+/// `ConvergencePolicy`, blackout, verified handoff (Protocol.md section 5). Each `migrate()` runs
+/// one `SourceSession`, the phase state machine.
 ///
 /// The caller owns the guest and its memory. On failure before COMMIT the guest is left running
 /// (resumed if it was paused, throttle removed) and `migrate()` throws a `MigrationError` whose
 /// `guest` is `.source`. After a successful `migrate()` the guest's vCPUs are stopped: it runs on
 /// the destination now.
 public final class SourceAgent {
-    let memory: UnsafeMutableRawPointer
-    let size: Int
-    let pageSize: Int
+    let memory: GuestMemory
+    var size: Int { memory.size }
+    var pageSize: Int { memory.pageSize }
     let guest: any MigratableGuest
     let options: SourceOptions
     let logger: Logger
     let progress: ProgressHandler?
-    let imagePath: String
+    /// The file the guest's memory maps, one region of it, if it is such a file (nil: the guest's
+    /// memory is not an image file, or not one mapping): round 0 skips its holes, and a file cut
+    /// under the guest aborts the migration.
+    let imagePath: String?
     /// Absorbs SIGBUS if the image file is truncated under the guest (see `imageShrank`); held
     /// from the first `migrate()` for as long as the agent lives, i.e. while its caller stops the guest.
     var busGuard: BusErrorGuard?
 
-    /// The built-in guest.
-    public convenience init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
-                            options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
-        self.init(memory: memory, size: size, imagePath: imagePath, pageSize: guestSetup.configuration.pageSize,
-                  guest: BuiltinMigratableGuest(guest, setup: guestSetup), options: options, logger: logger, progress: progress)
-    }
-
-    /// Any guest kind (`BuiltinMigratableGuest`, `KVMMigratableGuest`) over `memory`, the shared
-    /// mapping of `imagePath`.
-    public init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, pageSize: Int, guest: any MigratableGuest,
-                options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
-        self.memory = memory
-        self.size = size
-        self.pageSize = pageSize
+    /// Migrates `guest`, whose memory (`guest.memory`) is, when `imagePath` is given, the shared
+    /// mapping of that file.
+    public init(guest: any MigratableGuest, imagePath: String? = nil, options: SourceOptions, logger: Logger,
+                progress: ProgressHandler? = nil) {
+        self.memory = guest.memory
         self.guest = guest
         self.options = options
         self.logger = logger
         self.progress = progress
-        self.imagePath = imagePath
+        self.imagePath = guest.memory.regions.count == 1 ? imagePath : nil
     }
 
     public func migrate() throws -> MigrationReport {
-        let start = MonotonicClock.now()
-        let cpuStart = ProcessCPU.now()
-        let pageCount = size / pageSize
-        var report = MigrationReport(role: "source", image: imagePath, imageBytes: UInt64(size), pageSize: pageSize,
-                                     vcpus: guest.vcpus, workload: guest.workloadText)
-        report.compression = options.compression.rawValue
-        report.downtimeTargetMs = options.settings.downtimeTarget * 1000
-        var log = logger
-        log[metadataKey: "migration.role"] = "source"
-        log[metadataKey: "migration.destination"] = "\(options.destination)"
-        guardImage(log: log)
-
-        // Connect and handshake.
-        guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
-            throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
-        }
-        var connection: FramedConnection
-        // Round trip to the destination: the smallest of the handshake and every ROUND_END →
-        // ROUND_ACK wait (less the destination's digest time). The handshake alone can be far off
-        // (a shaped link's queue, the destination's admission checks).
-        var rtt: Double
-        let sessionID: UInt64
-        /// `ACCEPT.session_token`: presented in JOIN, RESUME and the handoff's STATUS_QUERYs.
-        let sessionToken: SessionToken
-        /// The codecs the destination decodes (its ACCEPT): the streams use no other.
-        let peerCodecs: CodecSet
-        var configPayload: [UInt8] = []
-        do {
-            let opened = try openSession(pageCount: pageCount, log: log)
-            connection = opened.connection
-            rtt = opened.rtt
-            sessionID = opened.accept.sessionID
-            sessionToken = opened.accept.sessionToken
-            peerCodecs = opened.accept.codecs
-            report.authenticated = connection.security.authenticated
-            report.encryption = connection.security.cipher.description
-            report.session = hex(sessionID)
-            report.sessionToken = sessionToken.hex
-            if opened.attempts > 1 { report.handshakeAttempts = opened.attempts }
-            log.info("destination accepted the guest", metadata: [
-                "migration.version": "\(opened.accept.version)", "migration.peer": "\(opened.accept.destinationName)",
-                "migration.attempts": "\(opened.attempts)"])
-            let config = GuestConfig(seed: guest.seed, guestMAC: options.guestMAC,
-                                     guestIPv4: options.guestIPv4, workload: guest.workloadText,
-                                     trace: guest.traceBytes)
-            configPayload = config.encodedPayload()
-            try connection.send(config)
-        } catch {
-            throw MigrationError.wrap(error, during: "handshake", guest: .source)
-        }
-        defer { connection.close() }
-
-        // Start tracking before round 0 reads a page. Whole-region start: every write from here
-        // on is caught. Deferred start: a page's writes are caught from its protection on, which
-        // round 0's streams do chunk by chunk ahead of reading (see RoundZeroProtection), so a
-        // write is either read by round 0 or caught; at the end of round 0 all is protected.
-        let tracker: any DirtyTracker
-        do {
-            let made = try guest.makeDirtyTracker(options.tracker, memory: memory, size: size, pageSize: pageSize)
-            tracker = made.tracker
-            report.tracker = made.tracker.kind.rawValue
-            report.trackerReason = made.why
-            log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)",
-                "migration.tracker_protects": "\(options.protectDuringRoundZero ? "chunk by chunk in round 0" : "whole region at setup")"])
-            if options.protectDuringRoundZero {
-                try tracker.startDeferred()
-            } else {
-                try tracker.start()
-            }
-        } catch {
-            abort(connection, MigrationError.wrap(error, during: "tracker setup", guest: .source))
-            throw MigrationError.wrap(error, during: "tracker setup", guest: .source)
-        }
-        defer { tracker.stop() }
-        defer { guest.throttlePercent = 0 }
-        // Round 0 sends the image file's holes as zero markers without reading them; only when
-        // the memory is that file's mapping (same size) and protection happens in round 0.
-        var holes: ImageHoles?
-        if options.protectDuringRoundZero && options.skipImageHoles, (try? ImageFile.size(path: imagePath)) == size {
-            holes = options.imageHoles.flatMap { $0.path == imagePath ? $0 : nil } ?? (try? ImageHoles(path: imagePath, pageSize: pageSize))
-        }
-
-        // Measure what a blackout will cost besides the pages: one pause of the vCPUs and one
-        // harvest of the whole region (which also absorbs what was written before round 0).
-        let pauseCost = Double(guest.pause()) / 1e9
-        guest.resume()
-
-        let streamer: SourceStreams
-        do {
-            streamer = try SourceStreams(control: connection, count: options.streams, endpoint: options.destination,
-                                         sessionID: sessionID, token: sessionToken, options: options, memory: memory, pageSize: pageSize,
-                                         pageCount: pageCount, peerCodecs: peerCodecs)
-        } catch {
-            let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
-            abort(connection, failure)
-            throw failure
-        }
-        defer { streamer.closeExtraStreams() }
-        // Pre-copy's stall detection (the blackout has its deadline instead).
-        let stallWatch = StallWatch(limitMs: options.stallTimeoutMs)
-        defer { stallWatch.stop() }
-        stallWatch.watch(streamer.connections)
-        var policy = ConvergencePolicy(settings: options.settings)
-        var pending = DirtyBitmap(count: pageCount)
-        pending.setAll()
-        // The pages of the round being sent.
-        var toSend = DirtyBitmap(count: pageCount)
-        var inRound = 0
-        var roundStartedAt = MonotonicClock.now()
-        var roundWireStart: UInt64 = 0
-        var round = 0
-        // The resume whose first round has not been recorded yet.
-        var resumeAwaitingRound: Int?
-        var lastHarvest = MonotonicClock.now()
-        var lastDecision: ConvergenceDecision?
-        var dirtyRate = 0.0
-        report.setupMs = MonotonicClock.seconds(since: start).milliseconds
-        log.info("pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
-
-        /// After the connections were lost during pre-copy: reconnects (bounded attempts with
-        /// backoff), learns from RESUME_STATE which pages the destination holds intact, re-opens
-        /// the page streams, and makes `pending` what the next round must send: the pages not
-        /// held, those of the lost round whose copy did not arrive, and those dirtied since the
-        /// last harvest (the outage included: the tracker stayed armed).
-        func resume(after failure: MigrationError) throws {
-            let lostAt = MonotonicClock.now()
-            let lostRound = round
-            let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
-            report.perRound.append(RoundRecord(
-                round: lostRound, pages: streamer.pagesSentInRound, wireBytes: streamer.wireBytes - roundWireStart,
-                durationMs: MonotonicClock.seconds(since: roundStartedAt).milliseconds, sendRateMBps: 0, dirtyPages: 0,
-                dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
-                decision: "connection lost at \(percent)% of the round; resuming"))
-            streamer.closeAll()
-            connection.close()
-            let back = try reconnect(sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: lostRound, streamer: streamer,
-                                     lost: failure) { attempt, why in
-                let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
-                log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
-                progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
-                                            wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
-                                            predictedDowntime: .infinity, pageSize: pageSize, event: event))
-            }
-            connection = back.connection
-            stallWatch.watch(streamer.connections)
-            let held = back.held
-            // Everything dirtied since the last harvest, the outage included.
-            try tracker.harvest(into: &pending)
-            lastHarvest = MonotonicClock.now()
-            let dirtied = pending.popcount()
-            Self.addPagesToResend(to: &pending, held: held, lostRound: toSend)
-            let resend = pending.popcount()
-            let outage = MonotonicClock.seconds(since: lostAt)
-            report.resumes += 1
-            report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
-                                                     pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
-                                                     pagesDirtied: dirtied, pagesResent: resend))
-            resumeAwaitingRound = report.resumeRecords.count - 1
-            let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
-            log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
-                                              "migration.attempts": "\(back.attempts)"])
-            progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
-                                        wireBytes: streamer.wireBytes, dirtyRate: dirtyRate, sendRate: 0,
-                                        predictedDowntime: .infinity, pageSize: pageSize, event: event))
-            // The lost round is never acknowledged; its number is not used again (the destination
-            // tells copies of the lost round from those of the next by it).
-            round += 1
-        }
-
-        // Pre-copy rounds.
-        precopy: while true {
-            do {
-                while true {
-                    let roundStart = MonotonicClock.now()
-                    toSend = pending
-                    pending.clearAll()
-                    inRound = toSend.popcount()
-                    let wireBefore = streamer.wireBytes
-                    roundStartedAt = roundStart
-                    roundWireStart = wireBefore
-                    let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
-                                                     pagesInRound: inRound, wireBytes: wireBefore, dirtyRate: dirtyRate,
-                                                     sendRate: lastDecision?.transferRate ?? 0,
-                                                     predictedDowntime: lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
-                    let sent = try streamer.send(pages: toSend, round: UInt32(round),
-                                                 protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-                                                 holes: round == 0 ? holes : nil) { [progress, inRound] done in
-                        var update = snapshot
-                        update.pagesSent = min(done, inRound)
-                        progress?(update)
-                    }
-                    let harvestStart = MonotonicClock.now()
-                    let dirty = try tracker.harvest(into: &pending)
-                    let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
-                    if let shrunk = imageShrank() { throw shrunk }
-                    let dirtySeconds = Double(harvestStart &- lastHarvest) / 1e9
-                    lastHarvest = harvestStart
-                    dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
-
-                    let roundEndSent = MonotonicClock.now()
-                    try connection.send(RoundEnd(
-                        round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
-                        durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
-                        dirtyRate: UInt64(dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
-                    let ack = try awaitRoundAck(round: round, on: connection, streams: streamer)
-                    guard ack.round == UInt32(round) else {
-                        throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
-                    }
-                    rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
-                    let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
-                    // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
-                    // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
-                    let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
-                    let observation = RoundObservation(
-                        // Only pages with data count for the rate: zero pages cost almost nothing, and the
-                        // pages a guest dirties are almost never zero, so counting them would make the
-                        // link look faster than it is for the final round.
-                        round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
-                        dirtyPages: pending.popcount(),
-                        dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
-                        fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
-                        dirtiedSinceHarvest: Int(dirtyRate * MonotonicClock.seconds(since: harvestStart)))
-                    let decision = policy.decide(observation)
-                    lastDecision = decision
-                    report.perRound.append(RoundRecord(
-                        round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
-                        durationMs: transferSeconds.milliseconds,
-                        sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
-                        dirtyPages: observation.dirtyPages,
-                        dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
-                        predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
-                        throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
-                    if let index = resumeAwaitingRound {
-                        report.resumeRecords[index].pagesResent = sent.pages
-                        report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
-                        resumeAwaitingRound = nil
-                    }
-                    log.info("round done", metadata: [
-                        "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
-                        "migration.dirty_pages": "\(observation.dirtyPages)",
-                        "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
-                        "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
-                    progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
-                                                pagesInRound: inRound, wireBytes: streamer.wireBytes, dirtyRate: dirtyRate,
-                                                sendRate: decision.transferRate, predictedDowntime: decision.predictedDowntime,
-                                                pageSize: pageSize))
-                    round += 1
-                    switch decision.action {
-                    case .nextRound:
-                        continue
-                    case .throttle(let percent):
-                        guest.throttlePercent = percent
-                        report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
-                        continue
-                    case .switchover:
-                        report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
-                    case .giveUp:
-                        throw MigrationError(.notConverged, decision.reason, guest: .source)
-                    }
-                    break
-                }
-                break precopy
-            } catch {
-                var failure = imageShrank() ?? MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
-                if let stall = stallWatch.stallReason, failure.code == .transport {
-                    failure = MigrationError(.transport, "pre-copy round \(round): \(stall)", guest: .source)
-                } else if failure.code == .transport, let aborted = abortWaiting(on: connection, during: "pre-copy round \(round)") {
-                    // The destination said why it closed: an ABORT is final, not a loss to resume.
-                    failure = aborted
-                }
-                // A lost connection (not an ABORT, not a protocol violation): resume where it was.
-                if options.resume && failure.code == .transport {
-                    do {
-                        try resume(after: failure)
-                        continue precopy
-                    } catch {
-                        failure = MigrationError.wrap(error, during: "pre-copy round \(round)", guest: .source)
-                    }
-                }
-                abort(connection, failure)
-                report.rounds = round
-                throw failure
-            }
-        }
-
-        // Blackout: from pausing the vCPUs to the destination's RESUMED. Until VERIFIED it is
-        // bounded by the deadline, which closes every connection when it passes.
-        let blackoutStart = MonotonicClock.now()
-        stallWatch.watch([])
-        let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
-        let pauseNanos = guest.pause()
-        let verifyStart: UInt64
-        let parts0 = MonotonicClock.now()
-        var parts = DowntimeParts()
-        parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
-        let digest: UInt64
-        do {
-            try tracker.harvest(into: &pending)
-            let harvestDone = MonotonicClock.now()
-            parts.finalHarvestMs = (Double(harvestDone &- parts0) / 1e9).milliseconds
-            let final = try streamer.send(pages: pending, round: UInt32(round))
-            let cpuStateStart = MonotonicClock.now()
-            let cpuState = try guest.cpuState()
-            try connection.send(cpuState)
-            parts.cpuStateMs = (Double(MonotonicClock.now() &- cpuStateStart) / 1e9).milliseconds
-            digest = streamer.digest()
-            try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest,
-                                         stateDigest: StateDigest.of(config: configPayload, cpuState: cpuState.encodedPayload())))
-            verifyStart = MonotonicClock.now()
-            parts.finalSendMs = (Double(verifyStart &- harvestDone) / 1e9).milliseconds
-            report.perRound.append(RoundRecord(
-                round: round, pages: final.pages, wireBytes: final.wireBytes, durationMs: parts.finalSendMs,
-                sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: report.predictedDowntimeMs,
-                throttlePercent: guest.throttlePercent, decision: "final (vCPUs paused)"))
-            let verified = try connection.receive(Verified.self)
-            parts.verifyMs = MonotonicClock.seconds(since: verifyStart).milliseconds
-            parts.destinationVerifyMs = (Double(verified.verifyMicroseconds) / 1000)
-            guard verified.ok, verified.digest == digest else {
-                throw MigrationError(.verification,
-                    "destination did not verify the image: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest)), \(verified.pagesMissing) pages missing" : verified.message)",
-                    guest: .source)
-            }
-            // The pages sent are what the guest had, unless the file was cut under it: never commit that.
-            if let shrunk = imageShrank() { throw shrunk }
-            // VERIFIED in time, or the deadline passed as it arrived: then the connections are
-            // closed and the COMMIT could not be sent anyway.
-            guard deadline.disarm() else { throw deadline.failure(during: "as VERIFIED arrived") }
-        } catch {
-            deadline.disarm()
-            guest.resume()
-            var failure = imageShrank()
-                ?? (deadline.hasExpired ? deadline.failure(during: "while \(blackoutPhase(parts))")
-                                        : MigrationError.wrap(error, during: "blackout", guest: .source))
-            if failure.code == .transport && !deadline.hasExpired, let aborted = abortWaiting(on: connection, during: "blackout") {
-                failure = aborted
-            }
-            abort(connection, failure)
-            log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
-            if failure.code == .transport {
-                // The destination may wait for a RESUME (no CPU_STATE arrived) or hold a verified
-                // image waiting for a COMMIT, neither of which will come: tell it now rather than
-                // after its grace period.
-                if let splitBrain = releaseDestination(session: sessionID, token: sessionToken, because: failure.message, log: log) {
-                    throw splitBrain
-                }
-            }
-            throw failure
-        }
-
-        // Handoff. Once COMMIT is written the guest belongs to the destination, which resumes it
-        // in milliseconds: RESUMED is awaited briefly, and its absence is resolved by asking.
-        try? connection.stream.setReceiveTimeout(ms: min(options.replyTimeoutMs, Self.resumedWaitMs))
-        let commitStart = MonotonicClock.now()
-        do {
-            try connection.send(Commit())
-        } catch {
-            // The 16-byte COMMIT frame was not accepted by the kernel: the destination cannot have it.
-            guest.resume()
-            throw MigrationError.wrap(error, during: "commit", guest: .source)
-        }
-        report.guestLocation = .handedOverUnconfirmed
-        // The vCPUs stay paused, not stopped, until the destination confirms: should it turn out
-        // that the COMMIT never reached it and it discarded the guest, the guest resumes here.
-        report.verified = true
-        report.digest = hex(digest)
-        report.rounds = round + 1
-        report.wireBytes = streamer.wireBytes
-        report.pages = streamer.counts
-        report.holePages = streamer.holePages
-        do {
-            let resumed = try connection.receive(Resumed.self)
-            let end = MonotonicClock.now()
-            try? connection.send(Done())
-            parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
-            parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
-            report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
-            report.guestLocation = .destination
-            report.outcome = "migrated"
-        } catch {
-            log.warning("no RESUMED after COMMIT; asking the destination where the guest is", metadata: [
-                "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
-                "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
-            switch resolveHandoff(session: sessionID, token: sessionToken, digest: digest, after: error, log: log) {
-            case .resumedThere(let how):
-                let end = MonotonicClock.now()
-                parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
-                report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
-                report.guestLocation = .destination
-                report.outcome = "migrated"
-                report.handoff = how
-            case .discardedThere(let why):
-                guest.resume()
-                report.guestLocation = .source
-                throw MigrationError(.transport, "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source", guest: .source)
-            case .unresolved(let why):
-                report.outcome = "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`"
-                report.error = why
-            }
-        }
-        report.vcpuSteps = guest.stopForHandover()
-        report.downtimeParts = parts
-        report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
-        report.totalMs = MonotonicClock.seconds(since: start).milliseconds
-        report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
-        log.info("migration complete", metadata: [
-            "migration.downtime_ms": "\(report.downtimeMs)", "migration.total_ms": "\(report.totalMs)",
-            "migration.rounds": "\(report.rounds)"])
-        if report.guestLocation != .destination {
-            throw MigrationError(.transport, report.outcome, guest: .handedOverUnconfirmed)
-        }
-        return report
+        try SourceSession(agent: self).run()
     }
 
     /// What the blackout was doing when it failed, from the parts it had finished.
-    private func blackoutPhase(_ parts: DowntimeParts) -> String {
+    func blackoutPhase(_ parts: DowntimeParts) -> String {
         if parts.finalHarvestMs == 0 { return "harvesting the last dirty pages" }
-        if parts.finalSendMs == 0 { return "sending the last pages, the CPU state and COMPLETE" }
+        if parts.finalSendMs == 0 { return "sending the last pages, the device state and COMPLETE" }
         return "waiting for VERIFIED"
     }
 
@@ -762,7 +347,7 @@ public final class SourceAgent {
         return nil
     }
 
-    private func abort(_ connection: FramedConnection, _ failure: MigrationError) {
+    func abort(_ connection: FramedConnection, _ failure: MigrationError) {
         if failure.code == .peerAborted || failure.code == .refused { return }
         try? connection.send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
     }

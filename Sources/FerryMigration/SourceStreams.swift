@@ -15,7 +15,7 @@ final class SourceStreams {
 
     /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`, presenting `token`.
     init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions,
-         memory: UnsafeMutableRawPointer, pageSize: Int, pageCount: Int, peerCodecs: CodecSet) throws {
+         memory: GuestMemory, pageSize: Int, pageCount: Int, peerCodecs: CodecSet) throws {
         let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, token: token, options: options))
         self.connections = connections
         let table = PageHashTable(pageCount: pageCount)

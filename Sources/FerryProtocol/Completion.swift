@@ -7,7 +7,7 @@ public struct Complete: FrameMessage, ValidatingMessage, Equatable {
     public var pageCount: UInt64
     /// XXH3-64 (seed 0) over the page hash table.
     public var digest: UInt64
-    /// XXH3-64 (seed 0) over the `GUEST_CONFIG` payload followed by the `CPU_STATE` payload, as
+    /// XXH3-64 (seed 0) over the `GUEST_CONFIG` payload followed by the `DEVICE_STATE` payload, as
     /// sent: the guest's hardware and registers are verified like its pages.
     public var stateDigest: UInt64
 

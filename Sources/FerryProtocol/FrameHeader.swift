@@ -7,7 +7,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case pageBatch = 5
     case roundEnd = 6
     case roundAck = 7
-    case cpuState = 8
+    case deviceState = 8
     case complete = 9
     case verified = 10
     case commit = 11
@@ -32,8 +32,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     /// Largest payload this type may carry (Protocol.md section 3).
     public var maxPayload: Int {
         switch self {
-        case .guestConfig, .pageBatch, .resumeState: return ProtocolLimits.maxFramePayload
-        case .cpuState: return 64 * 1024
+        case .guestConfig, .pageBatch, .resumeState, .deviceState: return ProtocolLimits.maxFramePayload
         default: return 4096
         }
     }
@@ -46,7 +45,11 @@ public enum ProtocolLimits {
     public static let maxPageSize = 65536
     public static let maxVCPUs = 64
     public static let maxStreams = 16
-    public static let version: UInt16 = 4
+    public static let version: UInt16 = 5
+    /// Memory regions per guest (`GUEST_CONFIG.region_count`).
+    public static let maxMemoryRegions = 64
+    /// Sections per `DEVICE_STATE`.
+    public static let maxDeviceSections = 4096
 }
 
 /// The fixed 16-byte frame header (Protocol.md section 2), little-endian.

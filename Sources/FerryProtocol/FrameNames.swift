@@ -10,7 +10,7 @@ extension FrameType {
         case .pageBatch: return "PAGE_BATCH"
         case .roundEnd: return "ROUND_END"
         case .roundAck: return "ROUND_ACK"
-        case .cpuState: return "CPU_STATE"
+        case .deviceState: return "DEVICE_STATE"
         case .complete: return "COMPLETE"
         case .verified: return "VERIFIED"
         case .commit: return "COMMIT"

@@ -1,5 +1,18 @@
-/// `GUEST_CONFIG` (source → destination), right after `ACCEPT`: the guest's "hardware"
-/// besides memory and vCPU registers (Protocol.md 3.4).
+/// One region of guest memory as `GUEST_CONFIG` describes it: where it sits in the guest's
+/// physical address space and how many pages it holds. Pages are numbered across regions in
+/// the order the regions are listed (region 0's pages first).
+public struct MemoryRegionDescriptor: Equatable, Sendable {
+    public var guestPhysicalAddress: UInt64
+    public var pageCount: UInt64
+
+    public init(guestPhysicalAddress: UInt64, pageCount: UInt64) {
+        self.guestPhysicalAddress = guestPhysicalAddress
+        self.pageCount = pageCount
+    }
+}
+
+/// `GUEST_CONFIG` (source → destination), right after `ACCEPT`: the guest's memory layout and
+/// its "hardware" besides memory and device state (Protocol.md 3.4).
 public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     public static let frameType = FrameType.guestConfig
     public static let maxTraceLength = 16 * 1024 * 1024
@@ -15,9 +28,12 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     public var workload: String
     /// Trace file contents for `trace:` workloads, else empty (≤ 16 MiB).
     public var trace: [UInt8]
+    /// The guest's memory regions (1…64), in page-numbering order.
+    public var regions: [MemoryRegionDescriptor]
 
     public init(seed: UInt64, guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0,
-                workload: String, trace: [UInt8] = []) {
+                workload: String, trace: [UInt8] = [], regions: [MemoryRegionDescriptor]) {
+        self.regions = regions
         self.seed = seed
         self.guestMAC = guestMAC
         self.guestIPv4 = guestIPv4
@@ -26,6 +42,12 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     }
 
     public func validate() throws(ProtocolError) {
+        if regions.isEmpty || regions.count > ProtocolLimits.maxMemoryRegions {
+            throw invalid("GUEST_CONFIG", "region_count \(regions.count) is outside 1…\(ProtocolLimits.maxMemoryRegions)")
+        }
+        for region in regions where region.pageCount == 0 || region.guestPhysicalAddress % UInt64(ProtocolLimits.minPageSize) != 0 {
+            throw invalid("GUEST_CONFIG", "a memory region at \(region.guestPhysicalAddress) of \(region.pageCount) pages: regions hold at least one page and start on a 4096-byte boundary")
+        }
         if workload.utf8.count > StringLimits.workload {
             throw ProtocolError(.tooLarge, "GUEST_CONFIG 'workload' is \(workload.utf8.count) bytes, the limit is \(StringLimits.workload)")
         }
@@ -41,7 +63,12 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
         out.append(contentsOf: guestMAC.octets)
         out.appendZeros(2)
         out.appendLittleEndian(guestIPv4.byteSwapped)  // big-endian (network order) on the wire
-        out.appendZeros(4)
+        out.appendLittleEndian(UInt16(regions.count))
+        out.appendZeros(2)
+        for region in regions {
+            out.appendLittleEndian(region.guestPhysicalAddress)
+            out.appendLittleEndian(region.pageCount)
+        }
         out.appendStr16(workload)
         out.appendLittleEndian(UInt32(trace.count))
         out.append(contentsOf: trace)
@@ -53,7 +80,16 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
         guestMAC = MACAddress(octets: try reader.readBytes(6, "guest_mac"))
         try reader.reserved(2)
         guestIPv4 = try reader.read(UInt32.self, "guest_ipv4").byteSwapped
-        try reader.reserved(4)
+        let regionCount = Int(try reader.read(UInt16.self, "region_count"))
+        try reader.reserved(2)
+        if regionCount < 1 || regionCount > ProtocolLimits.maxMemoryRegions {
+            throw invalid("GUEST_CONFIG", "region_count \(regionCount) is outside 1…\(ProtocolLimits.maxMemoryRegions)")
+        }
+        regions = []
+        for _ in 0..<regionCount {
+            regions.append(MemoryRegionDescriptor(guestPhysicalAddress: try reader.read(UInt64.self, "guest_physical_address"),
+                                                  pageCount: try reader.read(UInt64.self, "page_count")))
+        }
         workload = try reader.str16("workload", limit: StringLimits.workload)
         let traceLength = Int(try reader.read(UInt32.self, "trace_length"))
         if traceLength > Self.maxTraceLength {
@@ -61,5 +97,6 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
         }
         trace = try reader.readBytes(traceLength, "trace")
         try reader.finish()
+        try validate()
     }
 }

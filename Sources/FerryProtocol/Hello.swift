@@ -25,7 +25,7 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
     public init(
         versionMin: UInt16 = ProtocolLimits.version, versionMax: UInt16 = ProtocolLimits.version,
         pageSize: UInt32, pageCount: UInt64, codecs: CodecSet = .all,
-        cpuStateFormat: UInt16 = CPUState.builtinFormat, guestKind: UInt16 = 1,
+        cpuStateFormat: UInt16 = 1, guestKind: UInt16 = 1,
         vcpuCount: UInt32, streamCount: UInt16 = 1, sourceName: String, guestName: String = ""
     ) {
         self.guestName = guestName

@@ -2,6 +2,8 @@ import ArgumentParser
 import FerryCodec
 import FerryGuest
 import FerryMigration
+import FerryGuestMigration
+import FerryKVMMigration
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -99,7 +101,7 @@ struct DemoCommand: ParsableCommand {
             let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
             var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
                                                         runFor: runFor.seconds, acceptTimeoutMs: 30_000,
-                                                        preallocateBytes: bytes)
+                                                        preallocateBytes: bytes, guestKinds: .ferry)
             destinationOptions.security = security
             let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
             let port = try destinationAgent.bind()
@@ -138,7 +140,7 @@ struct DemoCommand: ParsableCommand {
             Terminal.writeJSONAfterSuccess(sourceReport, to: output.jsonPath)
 
             // Transparency: the same workload, the same steps per vCPU, no migration.
-            let steps = result.finalStates.map(\.step)
+            let steps = result.outcome.vcpuSteps
             let checkStart = MonotonicClock.now()
             try Transparency.runReference(imagePath: reference, setup: setup, steps: steps, logger: logger)
             let difference = try Transparency.difference(between: destination, and: reference)

@@ -1,6 +1,8 @@
 import FerryGuest
 import FerryKVM
 import FerryMigration
+import FerryGuestMigration
+import FerryKVMMigration
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -52,7 +54,8 @@ struct KVMDemo {
         // Destination agent on its own thread: it builds the VM when the guest's configuration
         // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                    runFor: 600, acceptTimeoutMs: 30_000, preallocateBytes: bytes)
+                                                    runFor: 600, acceptTimeoutMs: 30_000, preallocateBytes: bytes,
+                                                    guestKinds: .ferry)
         destinationOptions.handoffTimeoutMs = 60_000
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
         let port = try destinationAgent.bind()
@@ -73,7 +76,7 @@ struct KVMDemo {
                                           settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000), compression: compress)
         sourceOptions.imageHoles = holes
         let sourceAgent = SourceAgent(
-            memory: region.base, size: bytes, imagePath: source, pageSize: KVMGuestLayout.pageSize, guest: KVMMigratableGuest(guest),
+            guest: KVMMigratableGuest(guest), imagePath: source,
             options: sourceOptions,
             logger: logger, progress: Terminal.progressHandler(quiet: quiet))
         let sourceReport: MigrationReport
@@ -103,23 +106,24 @@ struct KVMDemo {
         let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map { String(format: "%.0f", $0.dirtyRateMBps) }
         print("guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)")
         print("paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination")
+        let console: [KVMConsoleLine] = result.console.map { KVMConsoleLine(vcpu: $0.vcpu, text: $0.text) }
         for vcpu in 0..<vcpus {
             let last = sourceLines.last { $0.vcpu == vcpu }?.text ?? "(none)"
-            let after = result.kvmConsole.filter { $0.vcpu == vcpu }
+            let after = console.filter { $0.vcpu == vcpu }
             print("console      source:      \(last)")
             print("             destination: \(after.first?.text ?? "(none)")\(after.count > 1 ? " … \(after.last!.text)" : "")")
         }
         var problems: [String] = []
-        if let problem = expected.continuityProblem(before: sourceLines, after: result.kvmConsole) {
+        if let problem = expected.continuityProblem(before: sourceLines, after: console) {
             problems.append("console: \(problem)")
         } else {
             let counts = (0..<vcpus).map { vcpu in
-                "vCPU \(vcpu) \(sourceLines.filter { $0.vcpu == vcpu }.count)+\(result.kvmConsole.filter { $0.vcpu == vcpu }.count)"
+                "vCPU \(vcpu) \(sourceLines.filter { $0.vcpu == vcpu }.count)+\(console.filter { $0.vcpu == vcpu }.count)"
             }
             print("console      continues: source + destination lines equal a run that never migrated (\(counts.joined(separator: ", ")) lines; none lost, none repeated)")
         }
         let finalChecksums = (0..<vcpus).map { vcpu in
-            result.kvmConsole.last { $0.vcpu == vcpu && $0.text.contains(" done ") }?.text.split(separator: " ").last.map(String.init) ?? "(no final line)"
+            console.last { $0.vcpu == vcpu && $0.text.contains(" done ") }?.text.split(separator: " ").last.map(String.init) ?? "(no final line)"
         }
         let expectedChecksums = expected.checksums.map { KVMGuestWalk.line(vcpu: 0, step: 0, checksum: $0).split(separator: " ").last.map(String.init)! }
         print("checksum     final \(finalChecksums.joined(separator: ", ")); reference \(expectedChecksums.joined(separator: ", "))")

@@ -1,6 +1,8 @@
 import ArgumentParser
 import FerryGuest
 import FerryMigration
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -95,14 +97,14 @@ struct ReceiveCommand: ParsableCommand {
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeoutMs: acceptTimeout?.milliseconds,
                 name: hostName(), preallocateBytes: prealloc?.bytes,
-                resumeTimeout: resumeTimeout.seconds)
+                resumeTimeout: resumeTimeout.seconds, guestKinds: .ferry)
             options.handoffTimeoutMs = handoffTimeout.milliseconds
             options.security = connectionSecurity
             if let warning = Self.keylessWarning(listen: options.listen, security: connectionSecurity) {
                 Terminal.note(warning)
             }
-            // A KVM guest's console continues here after its resume.
-            options.kvmConsoleLine = { line in print(line.text) }
+            // A guest's console (the KVM guest's) continues here after its resume.
+            options.consoleLine = { line in print(line.text) }
             if let serve {
                 try runServer(options: options, directory: serve, logger: logger)
                 return

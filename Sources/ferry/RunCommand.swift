@@ -1,6 +1,8 @@
 import ArgumentParser
 import FerryGuest
 import FerryMigration
+import FerryGuestMigration
+import FerryKVMMigration
 import FerrySystem
 import Foundation
 

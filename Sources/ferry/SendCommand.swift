@@ -3,6 +3,8 @@ import FerryCodec
 import FerryGuest
 import FerryKVM
 import FerryMigration
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -159,7 +161,7 @@ struct SendCommand: ParsableCommand {
                                                 pageCount: size / systemPageSize)
                 let builtin = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
                 builtin.start()
-                migratable = BuiltinMigratableGuest(builtin, setup: setup)
+                migratable = BuiltinMigratableGuest(builtin, setup: setup, memory: region.base)
             }
             if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
             let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeout.seconds,
@@ -173,8 +175,7 @@ struct SendCommand: ParsableCommand {
             options.blackoutTimeoutMs = blackoutTimeout?.milliseconds
             options.security = connectionSecurity
             options.imageHoles = holes
-            let agent = SourceAgent(memory: region.base, size: size, imagePath: image, pageSize: systemPageSize, guest: migratable,
-                                    options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            let agent = SourceAgent(guest: migratable, imagePath: image, options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             do {
                 let report = try agent.migrate()
                 Terminal.clearProgress()

@@ -10,7 +10,7 @@ enum WirePhase: String, CaseIterable, Sendable {
     case roundZero = "round 0"
     /// The first `PAGE_BATCH` of round 1 (S→D); the tests force pre-copy rounds 0…2.
     case laterRound = "later round"
-    /// `CPU_STATE` (S→D): the vCPUs are paused.
+    /// `DEVICE_STATE` (S→D): the vCPUs are paused.
     case blackout = "blackout"
     /// `VERIFIED` (D→S): the destination holds a verified image, COMMIT not yet written.
     case verified = "handoff: VERIFIED"
@@ -52,7 +52,7 @@ enum WireFault: Sendable {
 /// Frame types of Protocol.md section 3 that the proxy needs, parsed by hand (a second reader of
 /// the header format, independent of FerryProtocol).
 enum WireType {
-    static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5, cpuState: UInt16 = 8
+    static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5, deviceState: UInt16 = 8
     static let verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
 }
 
@@ -312,7 +312,7 @@ final class FaultProxy: @unchecked Sendable {
             } else {
                 candidate = .laterRound
             }
-        case (true, WireType.cpuState): candidate = .blackout
+        case (true, WireType.deviceState): candidate = .blackout
         case (true, WireType.commit): candidate = .commit
         case (false, WireType.verified): candidate = .verified
         case (false, WireType.resumed): candidate = .afterCommit

@@ -31,7 +31,7 @@ extension FaultMatrixTests {
             ("image truncated under the source", "round 0", { try Self.resized(base: base, to: 16 << 20) }),
             ("image extended under the source", "round 0", { try Self.resized(base: base, to: 40 << 20) }),
             ("network partition (silent: no FIN, no RST)", "round 0", { try Self.partition(base: dense) }),
-            ("bit flip in CPU_STATE (vCPU 0's step)", "blackout", { try Self.registerFlip(base: base) }),
+            ("bit flip in DEVICE_STATE (vCPU 0's step)", "blackout", { try Self.registerFlip(base: base) }),
         ]
         let rows = Mutex<[Int: Row]>([:])
         runConcurrently(cases.count, width: 3) { index in
@@ -223,23 +223,23 @@ extension FaultMatrixTests {
         return ("stall noticed after 2 s, resumed on a new connection: " + result.outcome, result.problems)
     }
 
-    /// One bit of vCPU 0's `step` register flipped in CPU_STATE: `COMPLETE.state_digest` covers
-    /// GUEST_CONFIG and CPU_STATE like the page digest covers the pages, so the destination does
+    /// One bit of vCPU 0's `step` register flipped in DEVICE_STATE: `COMPLETE.state_digest` covers
+    /// GUEST_CONFIG and DEVICE_STATE like the page digest covers the pages, so the destination does
     /// not verify, and the source keeps its guest.
     static func registerFlip(base: String) throws -> (String, [String]) {
         let scratch = ScratchDirectory("register-flip")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
-        // CPU_STATE payload: format (2), vcpu_count (2), record_size (4), then vCPU 0's step.
-        let proxy = try FaultProxy(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(8))
+        // DEVICE_STATE payload: section_count (2), reserved (6), vCPU 0's section header (16), then its step.
+        let proxy = try FaultProxy(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(24))
         defer { proxy.stop() }
         let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
         var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
                                   injected: proxy.injected, reached: proxy.phasesReached)
         if !result.outcome.hasPrefix("source keeps guest") {
-            result.problems.append("a damaged CPU_STATE must not migrate: \(result.outcome)")
+            result.problems.append("a damaged DEVICE_STATE must not migrate: \(result.outcome)")
         }
         if !received.stderr.contains("state digest") {
             result.problems.append("the destination must name the state digest mismatch: \(received.stderr)")

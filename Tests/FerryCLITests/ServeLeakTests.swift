@@ -1,4 +1,5 @@
 import FerryGuest
+import FerryGuestMigration
 import FerryMigration
 import FerrySystem
 import FerryTransport

@@ -1,5 +1,6 @@
 import FerryGuest
 import FerryKVM
+import FerryKVMMigration
 import FerryMigration
 import FerryProtocol
 import FerrySystem
@@ -69,8 +70,7 @@ struct KVMMigrationTests {
         var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
                                     settings: ConvergenceSettings(downtimeTarget: 0.05), streams: streams)
         options.handoffTimeoutMs = 5_000
-        let agent = SourceAgent(memory: region.base, size: size, imagePath: source, pageSize: KVMGuestLayout.pageSize,
-                                guest: KVMMigratableGuest(guest), options: options, logger: logger)
+        let agent = SourceAgent(guest: KVMMigratableGuest(guest), imagePath: source, options: options, logger: logger)
         let report: MigrationReport
         do {
             report = try agent.migrate()

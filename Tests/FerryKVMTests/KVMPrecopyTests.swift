@@ -65,11 +65,11 @@ struct KVMPrecopyTests {
         Self.copy(last, from: source, to: target)
         let copied = MonotonicClock.now()
         var payload: [UInt8] = []
-        CPUState(kvm: try guest.states()).encode(into: &payload)
+        DeviceState(sections: try guest.states().enumerated().map { $1.section(vcpu: $0) }).encode(into: &payload)
         let pausedAt = guest.stepsPerVCPU
-        let received = try payload.withUnsafeBytes { try CPUState(payload: $0) }
+        let received = try payload.withUnsafeBytes { try DeviceState(payload: $0) }
         let stateMoved = MonotonicClock.now()
-        try destination.restore(try received.kvmStates())
+        try destination.restore(try KVMVCPUState.states(from: received.sections))
         let restored = MonotonicClock.now()
         destination.start()
         let downtime = MonotonicClock.now() - begin

@@ -2,6 +2,8 @@ import FerryGuest
 import FerrySystem
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized) struct AutoConvergeTests {

@@ -1,5 +1,7 @@
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite struct ConvergencePolicyTests {

@@ -5,6 +5,8 @@ import FerryTransport
 import Foundation
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A source guest on its own image, migrating to `port` when `migrate` is called.

@@ -1,6 +1,8 @@
 import FerryCodec
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite struct EncodingChooserTests {

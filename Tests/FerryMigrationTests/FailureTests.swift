@@ -6,6 +6,8 @@ import FerryTransport
 import Foundation
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized) struct FailureTests {

@@ -7,6 +7,8 @@ import Foundation
 import Logging
 import Synchronization
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A scratch directory on tmpfs, removed when the test ends.
@@ -114,10 +116,9 @@ struct LoopbackMigration {
         options.handoffTimeoutMs = sourceHandoffTimeoutMs
         options.security = sourceSecurity
         adjustSource?(&options)
-        let builtin = BuiltinMigratableGuest(guest, setup: setup)
-        let agent = SourceAgent(
-            memory: region.base, size: size, imagePath: scratch.file("source.img"), pageSize: pageSize,
-            guest: wrapGuest?(builtin) ?? builtin, options: options, logger: testLogger)
+        let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base)
+        let agent = SourceAgent(guest: wrapGuest?(builtin) ?? builtin, imagePath: scratch.file("source.img"),
+                                options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
         afterSourceResult?(source)
         var runningAfterFailure = false

@@ -4,6 +4,8 @@ import FerryTransport
 import Foundation
 import Synchronization
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A TCP relay for tests, between a source and a destination agent: every connection it accepts

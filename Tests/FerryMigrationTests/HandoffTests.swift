@@ -6,6 +6,8 @@ import Foundation
 import Synchronization
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// The handoff around COMMIT when one of its frames is lost (Protocol.md section 6): the guest
@@ -76,7 +78,7 @@ import Testing
     @Test func blackoutLossIsReleasedAtOnce() throws {
         let scratch = Scratch()
         let started = MonotonicClock.now()
-        let (outcome, _) = try migrate(cutting: .cpuState, going: .toDestination, in: scratch)
+        let (outcome, _) = try migrate(cutting: .deviceState, going: .toDestination, in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
         #expect(error.guest == .source)
         #expect(outcome.guestWasRunningAfterFailure)

@@ -5,6 +5,8 @@ import Foundation
 import Glibc
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 @testable import FerryTransport
 

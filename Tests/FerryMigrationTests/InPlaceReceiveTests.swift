@@ -5,6 +5,8 @@ import FerryTransport
 import Foundation
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// The destination's data path over a real loopback connection: the table of a PAGE_BATCH is
@@ -57,7 +59,7 @@ import Testing
         // Garbage in the destination: zero pages must be written over it.
         destination.initializeMemory(as: UInt8.self, repeating: 0xEE, count: pageCount * pageSize)
         let hashTable = PageHashTable(pageCount: pageCount)
-        let sink = PageSink(memory: destination, pageSize: pageSize, pageCount: pageCount, hashTable: hashTable)
+        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: hashTable)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PageBatchWriter.bufferSize(pageSize: pageSize), alignment: 64)
         defer { buffer.deallocate() }
 
@@ -126,7 +128,7 @@ import Testing
         let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: 8)
         defer { destination.deallocate(); page.deallocate(); buffer.deallocate(); segments.deallocate() }
         page.initializeMemory(as: UInt8.self, repeating: 0x42, count: pageSize)
-        let sink = PageSink(memory: destination, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
         let (sender, receiver) = try connectedPair()
         defer { sender.close(); receiver.close() }
         var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 4, segments: segments)
@@ -156,7 +158,7 @@ import Testing
         let destination = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { destination.deallocate() }
         destination.initializeMemory(as: UInt8.self, repeating: 0xAB, count: pageCount * pageSize)
-        let sink = PageSink(memory: destination, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
+        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
                             stripes: PageStripes(streamCount: 2), stream: 0)
         var entries: [(page: UInt64, length: Int, encoding: UInt8)] = [(1, pageSize, 2), (2, pageSize, 2)]
         var extra = 0
@@ -191,7 +193,7 @@ import Testing
         let pageCount = 8
         let destination = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { destination.deallocate() }
-        let sink = PageSink(memory: destination, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
         let (sender, receiver) = try connectedPair()
         defer { receiver.close() }
         // A frame header announcing 2 raw pages, the table, then only half of the first page.

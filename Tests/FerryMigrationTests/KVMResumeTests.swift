@@ -7,6 +7,8 @@ import Foundation
 import Glibc
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// Resume after a network cut with a KVM guest: KVM's dirty log stays armed through the outage,
@@ -55,8 +57,8 @@ import Testing
                                                    autoConverge: false, forceSwitchover: true)
         }
         options.handoffTimeoutMs = 5_000
-        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), pageSize: systemPageSize,
-                                guest: KVMMigratableGuest(guest), options: options, logger: testLogger)
+        let agent = SourceAgent(guest: KVMMigratableGuest(guest), imagePath: scratch.file("source.img"),
+                                options: options, logger: testLogger)
         let outcome = Result { try agent.migrate() }
         if case .failure = outcome { guest.stop() }
         let sourceLines = guest.consoleLines

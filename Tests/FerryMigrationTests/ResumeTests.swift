@@ -7,6 +7,8 @@ import Foundation
 import Synchronization
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// Resuming a pre-copy after the network cut every connection (Protocol.md, "Resuming after a
@@ -249,7 +251,7 @@ import Testing
         let memory = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { memory.deallocate() }
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: pageCount * pageSize)
-        let sink = PageSink(memory: memory, pageSize: pageSize, pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(memory: GuestMemory(base: memory, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         let client = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
         let server = try listener.accept(timeoutMs: 2000)

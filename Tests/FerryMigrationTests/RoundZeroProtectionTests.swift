@@ -4,6 +4,8 @@ import Foundation
 import Synchronization
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized) struct RoundZeroProtectionTests {

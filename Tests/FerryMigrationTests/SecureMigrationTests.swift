@@ -5,6 +5,8 @@ import FerryTransport
 import Foundation
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// Whole migrations over authenticated (and encrypted) connections, and a destination with a key

@@ -6,6 +6,8 @@ import Foundation
 import Synchronization
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A third party that can reach a destination without a key (issue 11, findings 1 and 3): it may
@@ -246,8 +248,9 @@ import Testing
         #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
     }
 
-    /// Version 4 only: a source that offers only version 3 is refused with reason `version`.
-    @Test func aVersion3SourceIsRefused() throws {
+    /// Version 5 only: a source that offers only version 4 is refused with reason `version`, and
+    /// the message names both versions.
+    @Test func aVersion4SourceIsRefused() throws {
         let scratch = Scratch()
         let destination = DestinationAgent(
             options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
@@ -257,11 +260,11 @@ import Testing
         let receiving = BackgroundThread { try destination.run() }
         let connection = try Self.stranger(port)
         defer { connection.close() }
-        try connection.send(Hello(versionMin: 3, versionMax: 3, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
+        try connection.send(Hello(versionMin: 4, versionMax: 4, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
                                   sourceName: "old"))
         let refusal = try connection.receive(Refuse.self)
         #expect(refusal.reason == .version, "\(refusal)")
-        #expect(refusal.message.contains("4"), "\(refusal.message)")
+        #expect(refusal.message.contains("4") && refusal.message.contains("5"), "\(refusal.message)")
         _ = receiving.result()
         #expect(!FileManager.default.fileExists(atPath: scratch.file("g.img")))
     }

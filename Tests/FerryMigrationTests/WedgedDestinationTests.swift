@@ -6,6 +6,8 @@ import Foundation
 import Synchronization
 import Testing
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A destination that goes silent, or answers one byte at a time, at each step of the blackout

@@ -4,6 +4,8 @@ import FerryTransport
 import Foundation
 import Synchronization
 
+import FerryGuestMigration
+import FerryKVMMigration
 @testable import FerryMigration
 
 /// A relay that plays a wedged destination (or a silent partition) at a chosen frame: every
@@ -167,12 +169,10 @@ final class WatchedGuest: MigratableGuest, @unchecked Sendable {
     var guestKind: UInt16 { inner.guestKind }
     var cpuStateFormat: UInt16 { inner.cpuStateFormat }
     var vcpus: Int { inner.vcpus }
-    var seed: UInt64 { inner.seed }
-    var workloadText: String { inner.workloadText }
-    var traceBytes: [UInt8] { inner.traceBytes }
-    func makeDirtyTracker(_ choice: TrackerChoice, memory: UnsafeMutableRawPointer, size: Int,
-                          pageSize: Int) throws -> (tracker: any DirtyTracker, why: String) {
-        try inner.makeDirtyTracker(choice, memory: memory, size: size, pageSize: pageSize)
+    var memory: GuestMemory { inner.memory }
+    var configuration: GuestDescription { inner.configuration }
+    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
+        try inner.makeDirtyTracker(choice)
     }
     func pause() -> UInt64 {
         let took = inner.pause()
@@ -195,6 +195,6 @@ final class WatchedGuest: MigratableGuest, @unchecked Sendable {
         get { inner.throttlePercent }
         set { inner.throttlePercent = newValue }
     }
-    func cpuState() throws -> CPUState { try inner.cpuState() }
+    func deviceState() throws -> [DeviceStateSection] { try inner.deviceState() }
     func stopForHandover() -> [UInt64] { inner.stopForHandover() }
 }

@@ -105,7 +105,7 @@ struct FrameDecoderTests {
     @Test func oversizeLengthIsRejectedFromTheHeaderAlone() throws {
         let cases: [(UInt16, Int)] = [
             (FrameType.hello.rawValue, 4097), (FrameType.commit.rawValue, 4097),
-            (FrameType.cpuState.rawValue, 65537), (FrameType.pageBatch.rawValue, ProtocolLimits.maxFramePayload + 1),
+            (FrameType.deviceState.rawValue, ProtocolLimits.maxFramePayload + 1), (FrameType.pageBatch.rawValue, ProtocolLimits.maxFramePayload + 1),
             (FrameType.guestConfig.rawValue, Int(UInt32.max)), (0x8123, ProtocolLimits.maxFramePayload + 1),
             (FrameType.note.rawValue, 4097),
         ]

@@ -106,9 +106,9 @@ struct MessageRejectionTests {
         // (sample, offset of a reserved byte)
         let cases: [(String, Int)] = [
             ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 26), ("JOIN", 31), ("RESUME", 36), ("RESUME", 39), ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
-            ("GUEST_CONFIG", 20), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
+            ("GUEST_CONFIG", 22), ("GUEST_CONFIG", 23), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
-            ("CPU_STATE", 8 + 48), ("CPU_STATE", 8 + 64 + 63),
+            ("DEVICE_STATE", 2), ("DEVICE_STATE", 7), ("DEVICE_STATE", 8 + 12), ("DEVICE_STATE", 8 + 80 + 15),
             ("STATUS awaiting commit", 5), ("STATUS awaiting commit", 7), ("STATUS awaiting commit", 36),
             ("STATUS awaiting commit", 39), ("STATUS_QUERY by session", 28), ("STATUS_QUERY by session", 31),
             ("AUTH_HELLO", 36), ("AUTH_HELLO", 39), ("AUTH_CHALLENGE", 34), ("AUTH_CHALLENGE", 39),
@@ -201,23 +201,52 @@ struct MessageRejectionTests {
         expectRejected(Join.self, join, .invalidField)
     }
 
-    @Test func cpuStateShapeIsChecked() {
-        let records = [UInt8](repeating: 0, count: 64 * 65)
-        func state(_ format: UInt16, _ count: UInt16, _ size: UInt32, _ bytes: Int) -> [UInt8] {
-            var out: [UInt8] = [format.lo, format.hi, count.lo, count.hi]
-            withUnsafeBytes(of: size.littleEndian) { out += $0 }
-            return out + records[..<bytes]
+    @Test func deviceStateShapeIsChecked() {
+        func section(_ kind: UInt16, _ version: UInt16, _ instance: UInt32, _ length: UInt32, body: Int? = nil) -> [UInt8] {
+            var out: [UInt8] = [kind.lo, kind.hi, version.lo, version.hi]
+            withUnsafeBytes(of: instance.littleEndian) { out += $0 }
+            withUnsafeBytes(of: length.littleEndian) { out += $0 }
+            return out + [0, 0, 0, 0] + [UInt8](repeating: 0, count: body ?? Int(length))
         }
-        #expect(throws: Never.self) { _ = try state(1, 64, 64, 64 * 64).withUnsafeBytes { try CPUState(payload: $0) } }
-        expectRejected(CPUState.self, state(1, 0, 64, 0), .invalidField)
-        expectRejected(CPUState.self, state(1, 65, 64, 65 * 64), .invalidField)
-        expectRejected(CPUState.self, state(1, 2, 32, 64), .invalidField)
-        expectRejected(CPUState.self, state(0, 1, 64, 64), .invalidField)
-        expectRejected(CPUState.self, state(2, 1, 0, 0), .invalidField)
-        expectRejected(CPUState.self, state(1, 2, 64, 127), .truncated)
-        expectRejected(CPUState.self, state(1, 2, 64, 129), .trailingBytes)
-        // vcpu_count × record_size far beyond the payload: checked before reading.
-        expectRejected(CPUState.self, state(2, 64, 0xFFFF_FFFF, 10), .truncated)
+        func state(_ sections: [[UInt8]], count: UInt16? = nil) -> [UInt8] {
+            let n = count ?? UInt16(sections.count)
+            return [n.lo, n.hi, 0, 0, 0, 0, 0, 0] + sections.flatMap { $0 }
+        }
+        let vcpus = (0..<64).map { section(1, 1, UInt32($0), 64) }
+        #expect(throws: Never.self) { _ = try state(vcpus).withUnsafeBytes { try DeviceState(payload: $0) } }
+        #expect(throws: Never.self) { _ = try state([section(1, 2, 0, 8), section(0x100, 1, 0, 0), section(0x8001, 4, 3, 2)]).withUnsafeBytes { try DeviceState(payload: $0) } }
+        expectRejected(DeviceState.self, state([]), .invalidField)                                   // no section
+        expectRejected(DeviceState.self, state(vcpus + [section(1, 1, 64, 64)]), .invalidField)      // 65 vCPUs
+        expectRejected(DeviceState.self, state([section(0x100, 1, 0, 4)]), .invalidField)           // no vCPU
+        expectRejected(DeviceState.self, state([section(1, 1, 1, 4)]), .invalidField)               // vCPU 1 first
+        expectRejected(DeviceState.self, state([section(1, 0, 0, 4)]), .invalidField)               // version 0
+        expectRejected(DeviceState.self, state([section(0, 1, 0, 4)]), .invalidField)               // kind 0
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(1, 2, 1, 4)]), .invalidField)  // mixed formats
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(1, 1, 1, 4)]), .invalidField)
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(0x100, 1, 0, 0)]), .invalidField)
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 8, body: 7)]), .truncated)
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 8, body: 9)]), .trailingBytes)
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 8)], count: 2), .truncated)
+        // A length far beyond the payload: checked before reading.
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 0xFFFF_FFFF, body: 10)]), .truncated)
+    }
+
+    @Test func guestConfigRegionsAreChecked() {
+        func config(regions: [(UInt64, UInt64)], count: UInt16? = nil) -> [UInt8] {
+            let n = count ?? UInt16(regions.count)
+            var out = [UInt8](repeating: 0, count: 20) + [n.lo, n.hi, 0, 0]
+            for (address, pages) in regions {
+                withUnsafeBytes(of: address.littleEndian) { out += $0 }
+                withUnsafeBytes(of: pages.littleEndian) { out += $0 }
+            }
+            return out + [0, 0] + [0, 0, 0, 0]
+        }
+        #expect(throws: Never.self) { _ = try config(regions: [(0, 1), (8192, 3)]).withUnsafeBytes { try GuestConfig(payload: $0) } }
+        expectRejected(GuestConfig.self, config(regions: []), .invalidField)
+        expectRejected(GuestConfig.self, config(regions: [(0, 0)]), .invalidField)
+        expectRejected(GuestConfig.self, config(regions: [(100, 1)]), .invalidField)
+        expectRejected(GuestConfig.self, config(regions: Array(repeating: (0, 1), count: 65)), .invalidField)
+        expectRejected(GuestConfig.self, config(regions: [(0, 1)], count: 2), .truncated)
     }
 }
 

@@ -22,7 +22,7 @@ struct MessageRoundTripTests {
     @Test func helloWireLayout() {
         let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, streamCount: 3, sourceName: "ab")
         let expected: [UInt8] = Array("FERRYMIG".utf8)
-            + [4, 0, 4, 0]                   // version_min, version_max
+            + [5, 0, 5, 0]                   // version_min, version_max
             + [0, 0x10, 0, 0]                // page_size 4096
             + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
             + [15, 0, 0, 0]                  // codecs zero|raw|lz4|words
@@ -69,7 +69,8 @@ struct MessageRoundTripTests {
 
     @Test func guestConfigAddressesTravelInNetworkOrder() throws {
         let config = GuestConfig(seed: 1, guestMAC: MACAddress(octets: [2, 0, 0, 0, 0, 9]),
-                                 guestIPv4: 0x0A00_0002, workload: "sweep")
+                                 guestIPv4: 0x0A00_0002, workload: "sweep",
+                                 regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])
         let payload = config.encodedPayload()
         #expect(Array(payload[8..<14]) == [2, 0, 0, 0, 0, 9])
         #expect(Array(payload[16..<20]) == [10, 0, 0, 2])
@@ -77,13 +78,29 @@ struct MessageRoundTripTests {
         #expect(config.guestMAC.value == 0x0200_0000_0009)
     }
 
-    @Test func cpuStateCarriesBuiltinRecords() throws {
-        let state = CPUState(builtin: sampleRecords)
-        #expect(state.vcpuCount == 2 && state.recordSize == 64 && state.records.count == 128)
-        let decoded = try state.encodedPayload().withUnsafeBytes { try CPUState(payload: $0) }
-        #expect(try decoded.builtinRecords() == sampleRecords)
-        // credit_ns is two's complement at record offset 32.
-        #expect(Array(state.records[32..<40]) == [0xC7, 0xCF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    @Test func deviceStateCarriesBuiltinRecords() throws {
+        let sections = sampleRecords.enumerated().map { index, record in
+            var body: [UInt8] = []
+            record.encode(into: &body)
+            return DeviceStateSection(kind: DeviceStateSection.vcpu, version: 1, instance: UInt32(index), body: body)
+        }
+        let payload = DeviceState(sections: sections).encodedPayload()
+        #expect(payload.count == 8 + 2 * (16 + 64))
+        let decoded = try payload.withUnsafeBytes { try DeviceState(payload: $0) }
+        #expect(decoded.vcpuBodies.count == 2)
+        #expect(try decoded.vcpuBodies.map { body in try body.withUnsafeBytes { try VCPURecord(bytes: $0) } } == sampleRecords)
+        // credit_ns is two's complement at record offset 32 (after the 8-byte header and 16-byte section header).
+        #expect(Array(payload[(24 + 32)..<(24 + 40)]) == [0xC7, 0xCF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    @Test func guestConfigCarriesTheMemoryLayout() throws {
+        let regions = [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
+                       MemoryRegionDescriptor(guestPhysicalAddress: 0x1_0000_0000, pageCount: 16)]
+        let payload = GuestConfig(seed: 3, workload: "w", regions: regions).encodedPayload()
+        #expect(Array(payload[20..<22]) == [2, 0])
+        #expect(Array(payload[24..<32]) == [0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(payload[40..<48]) == [0, 0, 0, 0, 1, 0, 0, 0])
+        #expect(try payload.withUnsafeBytes { try GuestConfig(payload: $0) }.regions == regions)
     }
 
     @Test func unknownReasonsDecodeAsOther() throws {

@@ -35,7 +35,7 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .pageBatch: return nil
     case .roundEnd: return try RoundEnd(payload: payload).encodedPayload()
     case .roundAck: return try RoundAck(payload: payload).encodedPayload()
-    case .cpuState: return try CPUState(payload: payload).encodedPayload()
+    case .deviceState: return try DeviceState(payload: payload).encodedPayload()
     case .complete: return try Complete(payload: payload).encodedPayload()
     case .verified: return try Verified(payload: payload).encodedPayload()
     case .commit: return try Commit(payload: payload).encodedPayload()
@@ -86,15 +86,25 @@ let messageSamples: [MessageSample] = [
     MessageSample("REFUSE other", Refuse(reason: .other, message: "")),
     MessageSample("GUEST_CONFIG", GuestConfig(
         seed: 42, guestMAC: MACAddress(octets: [0x02, 0, 0, 0xAB, 0xCD, 0xEF]), guestIPv4: 0x0A00_0002,
-        workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8))),
-    MessageSample("GUEST_CONFIG empty", GuestConfig(seed: 0, workload: "")),
+        workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8),
+        regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 65536)])),
+    MessageSample("GUEST_CONFIG empty", GuestConfig(seed: 0, workload: "", regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])),
+    MessageSample("GUEST_CONFIG regions", GuestConfig(seed: 7, workload: "example", regions: [
+        MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
+        MemoryRegionDescriptor(guestPhysicalAddress: 1 << 32, pageCount: 16)])),
     MessageSample("ROUND_END", RoundEnd(round: 3, pagesSent: 1000, wireBytes: 4_000_000, durationMicroseconds: 12_345,
                                         dirtyPages: 77, dirtyRate: 5000, throttlePercent: 99)),
     MessageSample("ROUND_ACK", RoundAck(round: 3, pagesReceived: 1000, pagesHeld: 65536,
                                         applyMicroseconds: 999, digestMicroseconds: 1234)),
-    MessageSample("CPU_STATE", CPUState(builtin: sampleRecords)),
-    MessageSample("CPU_STATE other format", CPUState(format: 2, vcpuCount: 3, recordSize: 5,
-                                                     records: Array(1...15))),
+    MessageSample("DEVICE_STATE", DeviceState(sections: sampleRecords.enumerated().map { index, record in
+        var body: [UInt8] = []
+        record.encode(into: &body)
+        return DeviceStateSection(kind: DeviceStateSection.vcpu, version: 1, instance: UInt32(index), body: body)
+    })),
+    MessageSample("DEVICE_STATE devices", DeviceState(sections: [
+        DeviceStateSection(kind: DeviceStateSection.vcpu, version: 2, instance: 0, body: Array(1...15)),
+        DeviceStateSection(kind: 0x0100, version: 3, instance: 0, body: []),
+        DeviceStateSection(kind: 0x8100, version: 1, instance: 7, body: [9, 9])])),
     MessageSample("COMPLETE", Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D, stateDigest: 0x0123_4567_89AB_CDEF)),
     MessageSample("VERIFIED ok", Verified(ok: true, digest: 0xDEAD_BEEF_CAFE_F00D, pagesMissing: 0,
                                           verifyMicroseconds: 800)),

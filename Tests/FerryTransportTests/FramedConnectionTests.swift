@@ -128,7 +128,7 @@ import Testing
     @Test(arguments: [
         (FrameType.roundAck.rawValue, UInt32(4097), ProtocolError.Code.tooLarge),
         (FrameType.pageBatch.rawValue, UInt32.max, .tooLarge),
-        (FrameType.cpuState.rawValue, UInt32(64 * 1024 + 1), .tooLarge),
+        (FrameType.deviceState.rawValue, UInt32(ProtocolLimits.maxFramePayload + 1), .tooLarge),
         (UInt16(99), UInt32(4), .unknownFrameType),
         (UInt16(0), UInt32(0), .unknownFrameType),
     ])

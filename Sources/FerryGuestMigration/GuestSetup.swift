@@ -1,5 +1,5 @@
 import FerryGuest
-import FerryProtocol
+import FerryMigration
 
 /// Everything needed to build the built-in guest besides its memory and registers, in the two
 /// forms it takes: command-line text on the source, a GUEST_CONFIG frame on the destination.
@@ -25,10 +25,15 @@ public struct GuestSetup: Sendable {
     }
 
     /// Destination side: rebuild the guest's configuration from what the source sent.
-    static func make(from config: GuestConfig, vcpus: Int, pageSize: Int, pageCount: Int) throws -> GuestSetup {
+    static func make(from description: GuestDescription, vcpus: Int, pageSize: Int, pageCount: Int) throws -> GuestSetup {
         let configuration = try GuestConfiguration.make(
-            vcpus: vcpus, workload: config.workload, traceText: String(decoding: config.trace, as: UTF8.self),
-            seed: config.seed, pageSize: pageSize, pageCount: pageCount)
-        return GuestSetup(configuration: configuration, workloadText: config.workload, traceBytes: config.trace)
+            vcpus: vcpus, workload: description.parameters, traceText: String(decoding: description.attachment, as: UTF8.self),
+            seed: description.seed, pageSize: pageSize, pageCount: pageCount)
+        return GuestSetup(configuration: configuration, workloadText: description.parameters, traceBytes: description.attachment)
+    }
+
+    /// What travels in GUEST_CONFIG.
+    public var description: GuestDescription {
+        GuestDescription(seed: configuration.seed, parameters: workloadText, attachment: traceBytes)
     }
 }

@@ -1,4 +1,5 @@
 import FerryGuest
+import FerryMigration
 import FerrySystem
 import Glibc
 import Logging

@@ -1,0 +1,224 @@
+import FerryCodec
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Logging
+
+/// What the `precopy` phase keeps between rounds and across resumes.
+struct PrecopyState {
+    var policy: ConvergencePolicy
+    /// The pages the next round sends (all of them for round 0).
+    var pending: DirtyBitmap
+    /// The pages of the round being sent.
+    var toSend: DirtyBitmap
+    var inRound = 0
+    var roundStartedAt = MonotonicClock.now()
+    var roundWireStart: UInt64 = 0
+    var round = 0
+    /// The resume whose first round has not been recorded yet.
+    var resumeAwaitingRound: Int?
+    var lastHarvest = MonotonicClock.now()
+    var lastDecision: ConvergenceDecision?
+    var dirtyRate = 0.0
+
+    init(pageCount: Int, settings: ConvergenceSettings) {
+        policy = ConvergencePolicy(settings: settings)
+        pending = DirtyBitmap(count: pageCount)
+        pending.setAll()
+        toSend = DirtyBitmap(count: pageCount)
+    }
+}
+
+/// The `precopy` phase: rounds until the convergence policy switches over (or gives up), and
+/// resumes after a lost connection (Protocol.md section 8).
+extension SourceSession {
+    func precopy() throws {
+        while true {
+            do {
+                while try !round() {}
+                return
+            } catch {
+                var failure = agent.imageShrank()
+                    ?? MigrationError.wrap(error, during: "pre-copy round \(precopyState.round)", guest: .source)
+                if let stall = stallWatch.stallReason, failure.code == .transport {
+                    failure = MigrationError(.transport, "pre-copy round \(precopyState.round): \(stall)", guest: .source)
+                } else if failure.code == .transport,
+                          let aborted = agent.abortWaiting(on: connection, during: "pre-copy round \(precopyState.round)") {
+                    // The destination said why it closed: an ABORT is final, not a loss to resume.
+                    failure = aborted
+                }
+                // A lost connection (not an ABORT, not a protocol violation): resume where it was.
+                if options.resume && failure.code == .transport {
+                    do {
+                        try resume(after: failure)
+                        continue
+                    } catch {
+                        failure = MigrationError.wrap(error, during: "pre-copy round \(precopyState.round)", guest: .source)
+                    }
+                }
+                agent.abort(connection, failure)
+                report.rounds = precopyState.round
+                throw failure
+            }
+        }
+    }
+
+    /// One pre-copy round: send the pending pages, harvest, ROUND_END, ROUND_ACK, decide.
+    /// Returns true when the policy says switch over.
+    private func round() throws -> Bool {
+        guard let tracker else { preconditionFailure("pre-copy needs its tracker") }
+        let roundStart = MonotonicClock.now()
+        precopyState.toSend = precopyState.pending
+        precopyState.pending.clearAll()
+        precopyState.inRound = precopyState.toSend.popcount()
+        let wireBefore = streamer.wireBytes
+        precopyState.roundStartedAt = roundStart
+        precopyState.roundWireStart = wireBefore
+        let state = precopyState
+        let round = state.round
+        let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
+                                         pagesInRound: state.inRound, wireBytes: wireBefore, dirtyRate: state.dirtyRate,
+                                         sendRate: state.lastDecision?.transferRate ?? 0,
+                                         predictedDowntime: state.lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+        let sent = try streamer.send(pages: state.toSend, round: UInt32(round),
+                                     protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
+                                     holes: round == 0 ? holes : nil) { [progress, inRound = state.inRound] done in
+            var update = snapshot
+            update.pagesSent = min(done, inRound)
+            progress?(update)
+        }
+        let harvestStart = MonotonicClock.now()
+        let dirty = try tracker.harvest(into: &precopyState.pending)
+        let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
+        if let shrunk = agent.imageShrank() { throw shrunk }
+        let dirtySeconds = Double(harvestStart &- precopyState.lastHarvest) / 1e9
+        precopyState.lastHarvest = harvestStart
+        precopyState.dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
+
+        let roundEndSent = MonotonicClock.now()
+        try connection.send(RoundEnd(
+            round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
+            durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
+            dirtyRate: UInt64(precopyState.dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
+        let ack = try agent.awaitRoundAck(round: round, on: connection, streams: streamer)
+        guard ack.round == UInt32(round) else {
+            throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+        }
+        rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
+        let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
+        // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
+        // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
+        let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
+        let observation = RoundObservation(
+            // Only pages with data count for the rate: zero pages cost almost nothing, and the
+            // pages a guest dirties are almost never zero, so counting them would make the link
+            // look faster than it is for the final round.
+            round: round, pagesSent: sent.counts.lz4 + sent.counts.raw, transferSeconds: transferSeconds,
+            dirtyPages: precopyState.pending.popcount(),
+            dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
+            fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
+            dirtiedSinceHarvest: Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart)))
+        let decision = precopyState.policy.decide(observation)
+        precopyState.lastDecision = decision
+        record(round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
+               observation: observation, decision: decision)
+        precopyState.round += 1
+        return try act(on: decision)
+    }
+
+    /// Records a finished round in the report, the log and the progress line.
+    private func record(round: Int, sent: StreamRoundResult, wireBefore: UInt64, transferSeconds: Double,
+                        observation: RoundObservation, decision: ConvergenceDecision) {
+        report.perRound.append(RoundRecord(
+            round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
+            durationMs: transferSeconds.milliseconds,
+            sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+            dirtyPages: observation.dirtyPages,
+            dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
+            predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
+            throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+        if let index = precopyState.resumeAwaitingRound {
+            report.resumeRecords[index].pagesResent = sent.pages
+            report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
+            precopyState.resumeAwaitingRound = nil
+        }
+        log.info("round done", metadata: [
+            "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
+            "migration.dirty_pages": "\(observation.dirtyPages)",
+            "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
+            "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
+        progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
+                                    pagesInRound: precopyState.inRound, wireBytes: streamer.wireBytes,
+                                    dirtyRate: precopyState.dirtyRate, sendRate: decision.transferRate,
+                                    predictedDowntime: decision.predictedDowntime, pageSize: pageSize))
+    }
+
+    /// The policy's decision: true to switch over.
+    private func act(on decision: ConvergenceDecision) throws -> Bool {
+        switch decision.action {
+        case .nextRound:
+            return false
+        case .throttle(let percent):
+            guest.throttlePercent = percent
+            report.maxThrottlePercent = max(report.maxThrottlePercent, percent)
+            return false
+        case .switchover:
+            report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
+            return true
+        case .giveUp:
+            throw MigrationError(.notConverged, decision.reason, guest: .source)
+        }
+    }
+
+    /// After the connections were lost during pre-copy: reconnects (bounded attempts with
+    /// backoff), learns from RESUME_STATE which pages the destination holds intact, re-opens the
+    /// page streams, and makes `pending` what the next round must send: the pages not held,
+    /// those of the lost round whose copy did not arrive, and those dirtied since the last
+    /// harvest (the outage included: the tracker stayed armed).
+    private func resume(after failure: MigrationError) throws {
+        guard let tracker else { preconditionFailure("pre-copy needs its tracker") }
+        let lostAt = MonotonicClock.now()
+        let lostRound = precopyState.round
+        let inRound = precopyState.inRound
+        let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
+        report.perRound.append(RoundRecord(
+            round: lostRound, pages: streamer.pagesSentInRound, wireBytes: streamer.wireBytes - precopyState.roundWireStart,
+            durationMs: MonotonicClock.seconds(since: precopyState.roundStartedAt).milliseconds, sendRateMBps: 0, dirtyPages: 0,
+            dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
+            decision: "connection lost at \(percent)% of the round; resuming"))
+        streamer.closeAll()
+        connection.close()
+        let back = try agent.reconnect(sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: lostRound,
+                                       streamer: streamer, lost: failure) { attempt, why in
+            let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
+            log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
+            progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
+                                        wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
+                                        predictedDowntime: .infinity, pageSize: pageSize, event: event))
+        }
+        connection = back.connection
+        stallWatch.watch(streamer.connections)
+        let held = back.held
+        // Everything dirtied since the last harvest, the outage included.
+        try tracker.harvest(into: &precopyState.pending)
+        precopyState.lastHarvest = MonotonicClock.now()
+        let dirtied = precopyState.pending.popcount()
+        SourceAgent.addPagesToResend(to: &precopyState.pending, held: held, lostRound: precopyState.toSend)
+        let resend = precopyState.pending.popcount()
+        let outage = MonotonicClock.seconds(since: lostAt)
+        report.resumes += 1
+        report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
+                                                 pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
+                                                 pagesDirtied: dirtied, pagesResent: resend))
+        precopyState.resumeAwaitingRound = report.resumeRecords.count - 1
+        let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
+        log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
+                                          "migration.attempts": "\(back.attempts)"])
+        progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
+                                    wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
+                                    predictedDowntime: .infinity, pageSize: pageSize, event: event))
+        // The lost round is never acknowledged; its number is not used again (the destination
+        // tells copies of the lost round from those of the next by it).
+        precopyState.round += 1
+    }
+}

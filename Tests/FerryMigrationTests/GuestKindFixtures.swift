@@ -1,0 +1,33 @@
+import FerryGuest
+import FerryGuestMigration
+import FerryKVM
+import FerryKVMMigration
+import FerryMigration
+import FerryProtocol
+import FerryTransport
+
+extension GuestKindRegistry {
+    /// Ferry's own guest kinds, as `ferry receive` registers them.
+    static var ferry: GuestKindRegistry { GuestKindRegistry([BuiltinGuestKind(), KVMGuestKind()]) }
+}
+
+extension DestinationOptions {
+    /// The options with Ferry's own guest kinds registered.
+    init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
+         announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
+         acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
+         preallocateBytes: Int? = nil, resumeTimeout: Double = 30) {
+        self.init(listen: listen, imagePath: imagePath, force: force, runFor: runFor, announceInterface: announceInterface,
+                  guestMAC: guestMAC, guestIPv4: guestIPv4, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: receiveTimeoutMs,
+                  name: name, preallocateBytes: preallocateBytes, resumeTimeout: resumeTimeout, guestKinds: .ferry)
+    }
+}
+
+extension DestinationResult {
+    /// The built-in guest's registers at its end here (empty for other kinds).
+    var finalStates: [VCPUState] { (guest as? BuiltinIncomingGuest)?.finalStates ?? [] }
+    /// The built-in guest's setup (nil for other kinds).
+    var setup: GuestSetup! { (guest as? BuiltinIncomingGuest)?.setup }
+    /// The KVM guest's console lines here.
+    var kvmConsole: [KVMConsoleLine] { console.map { KVMConsoleLine(vcpu: $0.vcpu, text: $0.text) } }
+}
