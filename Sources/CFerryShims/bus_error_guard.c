@@ -74,24 +74,24 @@ static int install_bus_handler(void) {
     if (atomic_compare_exchange_strong(&bus_install_state, &expected, 1)) {
         int err = 0;
         if (sigaction(SIGBUS, NULL, &previous_bus_action) != 0) {
-            err = errno;
+            err = -errno;
         } else {
             struct sigaction action;
             memset(&action, 0, sizeof action);
             action.sa_sigaction = bus_error_handler;
             action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
             sigemptyset(&action.sa_mask);
-            if (sigaction(SIGBUS, &action, NULL) != 0) err = errno;
+            if (sigaction(SIGBUS, &action, NULL) != 0) err = -errno;
         }
         atomic_store(&bus_install_state, err == 0 ? 2 : 0);
         return err;
     }
     while (atomic_load(&bus_install_state) == 1) sched_yield();
-    return atomic_load(&bus_install_state) == 2 ? 0 : EAGAIN;
+    return atomic_load(&bus_install_state) == 2 ? 0 : -EAGAIN;
 }
 
 int ferry_bus_guard_begin(void *base, size_t length, size_t page_size, int *slot_out) {
-    if (!base || length == 0 || page_size == 0 || (page_size & (page_size - 1)) != 0) return EINVAL;
+    if (!base || length == 0 || page_size == 0 || (page_size & (page_size - 1)) != 0) return -EINVAL;
     int err = install_bus_handler();
     if (err != 0) return err;
     int expected = 0;
@@ -111,7 +111,7 @@ int ferry_bus_guard_begin(void *base, size_t length, size_t page_size, int *slot
         *slot_out = slot;
     }
     atomic_store(&claiming, 0);
-    return slot >= 0 ? 0 : EBUSY;
+    return slot >= 0 ? 0 : -EBUSY;
 }
 
 uint64_t ferry_bus_guard_replaced(int slot, uint64_t *first_offset_out) {

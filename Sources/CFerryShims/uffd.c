@@ -38,25 +38,23 @@ _Static_assert(FERRY_PAGEMAP_SCAN == 0xC0606610u, "PAGEMAP_SCAN ioctl number");
 _Static_assert(FERRY_UFFD_FEATURE_WP_HUGETLBFS_SHMEM == UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM");
 _Static_assert(FERRY_UFFD_API == UFFD_API, "UFFD_API");
 
-static int ioctl_retrying(int fd, unsigned long request, void *arg) {
-    for (;;) {
-        if (ioctl(fd, request, arg) >= 0) return 0;
-        if (errno != EINTR) return errno;
-    }
+// ioctl with a pointer argument: 0 or -errno (no EINTR retry here: the Swift caller retries).
+static int ioctl_pointer(int fd, unsigned long request, void *arg) {
+    return ioctl(fd, request, arg) < 0 ? -errno : 0;
 }
 
 int ferry_uffd_open(int *fd_out) {
     // UFFD_USER_MODE_ONLY is deliberately not passed: the guest image may be written by the
     // kernel too (read(2) into it), and those writes must be tracked as well. We run as root.
     long fd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return errno;
+    if (fd < 0) return -errno;
     *fd_out = (int)fd;
     return 0;
 }
 
 int ferry_uffd_api(int fd, uint64_t features, uint64_t *supported_out) {
     struct uffdio_api api = {.api = UFFD_API, .features = features};
-    int err = ioctl_retrying(fd, UFFDIO_API, &api);
+    int err = ioctl_pointer(fd, UFFDIO_API, &api);
     if (supported_out) *supported_out = api.features;
     return err;
 }
@@ -66,14 +64,14 @@ int ferry_uffd_register_wp(int fd, void *start, uint64_t length, uint64_t *ioctl
         .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
         .mode = UFFDIO_REGISTER_MODE_WP,
     };
-    int err = ioctl_retrying(fd, UFFDIO_REGISTER, &reg);
+    int err = ioctl_pointer(fd, UFFDIO_REGISTER, &reg);
     if (ioctls_out) *ioctls_out = reg.ioctls;
     return err;
 }
 
 int ferry_uffd_unregister(int fd, void *start, uint64_t length) {
     struct uffdio_range range = {.start = (uint64_t)(uintptr_t)start, .len = length};
-    return ioctl_retrying(fd, UFFDIO_UNREGISTER, &range);
+    return ioctl_pointer(fd, UFFDIO_UNREGISTER, &range);
 }
 
 int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect) {
@@ -81,7 +79,7 @@ int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect) {
         .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
         .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
     };
-    return ioctl_retrying(fd, UFFDIO_WRITEPROTECT, &wp);
+    return ioctl_pointer(fd, UFFDIO_WRITEPROTECT, &wp);
 }
 
 int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
@@ -100,15 +98,12 @@ int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
         .category_anyof_mask = 0,
         .return_mask = FERRY_PAGE_IS_WRITTEN,
     };
-    for (;;) {
-        int n = ioctl(pagemap_fd, FERRY_PAGEMAP_SCAN, &arg);
-        if (n >= 0) {
-            *regions_out = (uint64_t)n;
-            *walk_end_out = arg.walk_end;
-            return 0;
-        }
-        // The kernel returns EINTR only when a fatal signal is pending (the process is dying),
-        // so a retry cannot lose regions that a live process would still need.
-        if (errno != EINTR) return errno;
-    }
+    // The kernel returns EINTR only when a fatal signal is pending (the process is dying), so
+    // the Swift caller's retry (a fresh call with the same range) cannot lose regions that a
+    // live process would still need.
+    int n = ioctl(pagemap_fd, FERRY_PAGEMAP_SCAN, &arg);
+    if (n < 0) return -errno;
+    *regions_out = (uint64_t)n;
+    *walk_end_out = arg.walk_end;
+    return 0;
 }

@@ -169,7 +169,7 @@ static int install_now(void) {
     // Read the previous action first and install ours separately: sigaction() copies the old
     // action out after installing the new one, so a fault on another thread in between would
     // otherwise see an unfilled previous_action.
-    if (sigaction(SIGSEGV, NULL, &previous_action) != 0) return errno;
+    if (sigaction(SIGSEGV, NULL, &previous_action) != 0) return -errno;
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = write_fault_handler;
@@ -177,7 +177,7 @@ static int install_now(void) {
     // overflows, so we must run there too when the thread has one.
     action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&action.sa_mask);
-    if (sigaction(SIGSEGV, &action, NULL) != 0) return errno;
+    if (sigaction(SIGSEGV, &action, NULL) != 0) return -errno;
     return 0;
 }
 
@@ -189,7 +189,7 @@ int ferry_wp_install(void) {
         return err;
     }
     while (atomic_load(&install_state) == 1) sched_yield();
-    return atomic_load(&install_state) == 2 ? 0 : EAGAIN;
+    return atomic_load(&install_state) == 2 ? 0 : -EAGAIN;
 }
 
 static void wait_for_handlers(void) {
@@ -215,7 +215,7 @@ static int begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_w
             *slot_out = i;
         }
     }
-    if (!range) return EBUSY;
+    if (!range) return -EBUSY;
     // Handlers that read this slot's retired fields must be done before we overwrite them.
     wait_for_handlers();
     atomic_store(&range->base, (uintptr_t)base);
@@ -236,7 +236,7 @@ static int begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_w
     // page only after protecting it).
     if (!protect_now) return 0;
     if (mprotect(base, length, PROT_READ) != 0) {
-        err = errno;
+        err = -errno;
         mprotect(base, length, PROT_READ | PROT_WRITE);  // undo a partial protection
         atomic_store(&range->state, STATE_RETIRED);
         wait_for_handlers();
@@ -263,16 +263,16 @@ int ferry_wp_begin_deferred(void *base, size_t length, size_t page_size, uint64_
 int ferry_wp_protect(int slot, size_t first_page, size_t page_count, int *overflowed_out) {
     *overflowed_out = 0;
     tracked_range *range = slot_at(slot);
-    if (!range) return EINVAL;
+    if (!range) return -EINVAL;
     uintptr_t base = atomic_load(&range->base);
     uintptr_t end = atomic_load(&range->end);
     uintptr_t page_size = atomic_load(&range->page_size);
     size_t pages = (end - base) / page_size;
-    if (first_page > pages || page_count > pages - first_page) return EINVAL;
+    if (first_page > pages || page_count > pages - first_page) return -EINVAL;
     if (page_count == 0) return 0;
     if (mprotect((void *)(base + first_page * page_size), page_count * page_size, PROT_READ) == 0) return 0;
     int err = errno;
-    if (err != ENOMEM) return err;
+    if (err != ENOMEM) return -err;
     atomic_store(&range->overflow, 1);
     atomic_fetch_add_explicit(&overflows, 1, memory_order_relaxed);
     *overflowed_out = 1;
@@ -293,14 +293,14 @@ static void protect_run(uintptr_t base, uintptr_t page_size, size_t first, size_
 int ferry_wp_harvest(int slot, uint64_t *out, size_t out_words, size_t *found_out) {
     *found_out = 0;
     tracked_range *range = slot_at(slot);
-    if (!range) return EINVAL;
+    if (!range) return -EINVAL;
     uintptr_t base = atomic_load(&range->base);
     uintptr_t end = atomic_load(&range->end);
     uintptr_t page_size = atomic_load(&range->page_size);
     uint64_t *bits = atomic_load(&range->bits);
     size_t pages = (end - base) / page_size;
     size_t words = (pages + 63) / 64;
-    if (out_words < words) return EINVAL;
+    if (out_words < words) return -EINVAL;
 
     bool everything = atomic_exchange(&range->overflow, 0) != 0;
     bool need_whole_range = everything;
@@ -343,7 +343,7 @@ int ferry_wp_harvest(int slot, uint64_t *out, size_t out_words, size_t *found_ou
         // harvest report everything and try again.
         int err = errno;
         atomic_store(&range->overflow, 1);
-        return err;
+        return -err;
     }
     return 0;
 }

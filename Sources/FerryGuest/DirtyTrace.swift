@@ -41,10 +41,10 @@ public struct DirtyTrace: Sendable, Equatable {
 
     /// The contents of the trace file at `path` (at most `maxFileBytes`).
     public static func readFile(path: String) throws(GuestError) -> String {
-        let fd = try retryingEINTR("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
+        let fd = try systemCall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
         var st = stat()
-        try retryingEINTR("fstat(\(path))") { fstat(fd, &st) }
+        try systemCall("fstat(\(path))") { fstat(fd, &st) }
         guard Int(st.st_size) <= maxFileBytes else {
             throw GuestError(.invalidTrace, "trace \(path): \(st.st_size) bytes; a trace file may hold at most \(maxFileBytes) bytes (16 MiB)")
         }
@@ -53,7 +53,7 @@ public struct DirtyTrace: Sendable, Equatable {
         while done < bytes.count {
             let n = try bytes.withUnsafeMutableBytes { buffer in
                 Result { () throws(GuestError) in
-                    try retryingEINTR("read(\(path))") { read(fd, buffer.baseAddress! + done, buffer.count - done) }
+                    try systemCall("read(\(path))") { read(fd, buffer.baseAddress! + done, buffer.count - done) }
                 }
             }.get()
             if n == 0 { break }

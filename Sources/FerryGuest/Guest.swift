@@ -97,7 +97,7 @@ public final class Guest: @unchecked Sendable {
                 runner.run()
                 return nil
             }, context)
-            precondition(rc == 0, "pthread_create: \(errnoName(rc)) (\(String(cString: strerror(rc))))")
+            precondition(rc == 0, "pthread_create: \(Errno(rc))")  // returns the code, not -1
             runner.thread = thread
         }
         logger.info("guest started", metadata: [

@@ -105,11 +105,7 @@ final class GuestControl: @unchecked Sendable {
     /// Sleeps up to `nanoseconds` unless a request is pending; returns early when woken by
     /// pause, stop or a throttle change.
     func sleep(nanoseconds: Int64) {
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let total = Int64(deadline.tv_nsec) + nanoseconds
-        deadline.tv_sec += Int(total / 1_000_000_000)
-        deadline.tv_nsec = Int(total % 1_000_000_000)
+        var deadline = timespec(monotonicNanoseconds: MonotonicClock.now() &+ UInt64(max(0, nanoseconds)))
         locked {
             if request.load(ordering: .relaxed) == 0 {
                 _ = pthread_cond_timedwait(vcpuCondition, mutex, &deadline)

@@ -24,22 +24,38 @@ public struct GuestError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
-    /// errno of a failed system call, 0 otherwise.
-    public var errno: Int32
+    /// The system call that failed, set for `.system` (from `valueOrErrno`).
+    public var cause: SystemError?
 
-    public init(_ code: Code, _ message: String, errno: Int32 = 0) {
+    public init(_ code: Code, _ message: String, cause: SystemError? = nil) {
         self.code = code
         self.message = message
-        self.errno = errno
+        self.cause = cause
     }
+
+    /// What the failed system call said, nil when no call failed.
+    public var errno: Errno? { cause?.errno }
 
     public var description: String { message }
 
     /// `call: ENAME (strerror)`, optionally followed by a hint on how to fix it.
-    static func system(_ call: String, errno err: Int32, hint: String? = nil) -> GuestError {
-        var text = "\(call): \(errnoName(err)) (\(String(cString: strerror(err))))"
+    static func system(_ failure: SystemError, hint: String? = nil) -> GuestError {
+        var text = failure.description
         if let hint { text += "; \(hint)" }
-        return GuestError(.system, text, errno: err)
+        return GuestError(.system, text, cause: failure)
+    }
+}
+
+/// Runs a system call through `valueOrErrno` (retrying EINTR); a failure is a `.system`
+/// GuestError naming the call and errno, with `hint` (given the errno) appended when it has one.
+@inline(__always) @discardableResult
+func systemCall<Value: FixedWidthInteger & SignedInteger>(_ call: @autoclosure () -> String,
+                                                          hint: (Errno) -> String? = { _ in nil },
+                                                          _ body: () -> Value) throws(GuestError) -> Value {
+    do throws(SystemError) {
+        return try valueOrErrno(call(), .minusOneAndErrno, retryOnInterrupt: true, body)
+    } catch {
+        throw GuestError.system(error, hint: error.errno.flatMap(hint))
     }
 }
 

@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 
 /// Writes deterministic guest memory images: the same (size, mix, seed, page size) always gives a
@@ -24,8 +25,8 @@ public enum ImageGenerator {
             throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(pageSize)")
         }
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
-        let fd = try retryingEINTR("open(\(path))", hint: { err in
-            err == EEXIST ? "the image exists; pass --force to overwrite it" : nil
+        let fd = try systemCall("open(\(path))", hint: { err in
+            err == .fileExists ? "the image exists; pass --force to overwrite it" : nil
         }) { open(path, flags, 0o644) }
         defer { close(fd) }
         do {
@@ -38,7 +39,7 @@ public enum ImageGenerator {
 
     private static func fill(fd: Int32, path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
                              progress: ((_ bytesDone: Int) -> Void)?) throws(GuestError) {
-        try retryingEINTR("ftruncate(\(path), \(size))") { ftruncate(fd, off_t(size)) }
+        try systemCall("ftruncate(\(path), \(size))") { ftruncate(fd, off_t(size)) }
 
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
@@ -79,7 +80,7 @@ public enum ImageGenerator {
     static func writeAll(fd: Int32, path: String, _ p: UnsafeRawPointer, count: Int, offset: Int) throws(GuestError) {
         var done = 0
         while done < count {
-            let n = try retryingEINTR("pwrite(\(path), \(count - done) bytes at \(offset + done))") {
+            let n = try systemCall("pwrite(\(path), \(count - done) bytes at \(offset + done))") {
                 pwrite(fd, p + done, count - done, off_t(offset + done))
             }
             done += n
@@ -91,19 +92,5 @@ public enum ImageGenerator {
 func validatePageSize(_ pageSize: Int) throws(GuestError) {
     guard pageSize >= 4096, pageSize <= 65536, pageSize & (pageSize - 1) == 0 else {
         throw GuestError(.invalidConfiguration, "page size \(pageSize): must be a power of two from 4096 to 65536")
-    }
-}
-
-/// Runs a system call, retrying on EINTR; a negative result throws an error naming the call and errno.
-@discardableResult
-func retryingEINTR<T: BinaryInteger>(_ call: @autoclosure () -> String,
-                                     hint: (Int32) -> String? = { _ in nil },
-                                     _ body: () -> T) throws(GuestError) -> T {
-    while true {
-        let result = body()
-        if result >= 0 { return result }
-        let err = errno
-        if err == EINTR { continue }
-        throw GuestError.system(call(), errno: err, hint: hint(err))
     }
 }

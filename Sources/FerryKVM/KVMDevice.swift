@@ -17,10 +17,12 @@ public final class KVMDevice: @unchecked Sendable {
     public let recommendedVCPUs: Int
 
     public init() throws(KVMError) {
-        let fd = open(Self.path, O_RDWR | O_CLOEXEC)
-        if fd < 0 {
-            let error = errno
-            throw KVMError(.unavailable, "open(\(Self.path)): \(errnoDescription(error)) - needs KVM (a kernel with kvm_intel/kvm_amd loaded, nested virtualisation in a VM) and read-write access to \(Self.path)")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("open(\(Self.path))") { open(Self.path, O_RDWR | O_CLOEXEC) }
+        } catch {
+            throw KVMError(.unavailable, failed: error,
+                           detail: "needs KVM (a kernel with kvm_intel/kvm_amd loaded, nested virtualisation in a VM) and read-write access to \(Self.path)")
         }
         self.fd = fd
         do throws(KVMError) {

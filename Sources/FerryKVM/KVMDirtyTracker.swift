@@ -1,5 +1,6 @@
 import CKVM
 import FerrySystem
+import Synchronization
 
 /// Dirty tracking of a KVM guest's memory by KVM itself: the memory slot logs dirty pages
 /// (KVM_MEM_LOG_DIRTY_PAGES) in manual-protect mode (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with
@@ -23,40 +24,43 @@ import FerrySystem
 /// Writes by the guest between GET and CLEAR land in pages being reported (the caller reads
 /// them after the harvest) or, once CLEAR protected the page, fault and are logged: none is lost.
 ///
-/// `@unchecked Sendable`: every field but the immutable ones is touched only with `lock` held.
-public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
+/// `Sendable`: the mutable fields are in `state`, behind its lock.
+public final class KVMDirtyTracker: DirtyTracker, Sendable {
     public let kind = TrackerKind.kvm
     private let machine: KVMVirtualMachine
     private let pageCount: Int
-    private let lock = PthreadMutex()
-    private var started = false
-    /// Scratch for the kernel's bitmap, one bit per page of the slot.
-    private var log: [UInt64]
+
+    private struct State {
+        var started = false
+        /// Scratch for the kernel's bitmap, one bit per page of the slot.
+        var log: [UInt64]
+    }
+    private let state: Mutex<State>
 
     init(machine: KVMVirtualMachine) {
         self.machine = machine
         pageCount = machine.size / KVMGuestLayout.pageSize
-        log = [UInt64](repeating: 0, count: (pageCount + 63) / 64)
+        state = Mutex(State(log: [UInt64](repeating: 0, count: (pageCount + 63) / 64)))
     }
 
     deinit { stop() }
 
     public func start() throws {
-        try lock.withLock {
-            try startLocked()
+        try state.withLock { state throws(KVMError) in
+            try start(&state)
             try clearAll(firstPage: 0, pages: pageCount)
         }
     }
 
     public func startDeferred() throws {
-        try lock.withLock { try startLocked() }
+        try state.withLock { state throws(KVMError) in try start(&state) }
     }
 
     public func protect(pages: Range<Int>) throws {
         precondition(pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
         guard !pages.isEmpty else { return }
-        try lock.withLock {
-            guard started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.protect(pages: \(pages)): the tracker is not started") }
+        try state.withLock { state throws(KVMError) in
+            guard state.started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.protect(pages: \(pages)): the tracker is not started") }
             let first = pages.lowerBound & ~63
             let end = min((pages.upperBound + 63) & ~63, pageCount)
             try clearAll(firstPage: first, pages: end - first)
@@ -66,19 +70,19 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
     @discardableResult
     public func harvest(into bitmap: inout DirtyBitmap) throws -> Int {
         precondition(bitmap.count == pageCount, "harvest bitmap has \(bitmap.count) pages, the guest has \(pageCount)")
-        return try lock.withLock {
-            guard started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.harvest: the tracker is not started") }
+        return try state.withLock { state throws(KVMError) in
+            guard state.started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.harvest: the tracker is not started") }
             let vm = machine.fd
             try kvmCall("ioctl(KVM_GET_DIRTY_LOG, slot 0)") {
-                log.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(vm, KVMVirtualMachine.memorySlot, $0.baseAddress) }
+                state.log.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(vm, KVMVirtualMachine.memorySlot, $0.baseAddress) }
             }
             // CLEAR exactly what GET reported (in place: no copy of the bitmap per harvest).
             let pages = UInt32(pageCount)
             try kvmCall("ioctl(KVM_CLEAR_DIRTY_LOG, reported pages)") {
-                log.withUnsafeMutableBufferPointer { ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, 0, pages, $0.baseAddress) }
+                state.log.withUnsafeMutableBufferPointer { ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, 0, pages, $0.baseAddress) }
             }
             var found = 0
-            log.withUnsafeBufferPointer { reported in
+            state.log.withUnsafeBufferPointer { reported in
                 bitmap.withUnsafeMutableWords { words in
                     for index in words.indices where reported[index] != 0 {
                         words[index] |= reported[index]
@@ -91,19 +95,24 @@ public final class KVMDirtyTracker: DirtyTracker, @unchecked Sendable {
     }
 
     public func stop() {
-        lock.withLock {
-            guard started else { return }
-            started = false
+        state.withLock { state in
+            guard state.started else { return }
+            state.started = false
             let vm = machine.fd, memory = machine.memory, size = UInt64(machine.size)
             // Logging off then on: the slot forgets its protections and starts all-dirty again.
-            _ = ckvm_set_memory_region(vm, KVMVirtualMachine.memorySlot, 0, 0, size, memory)
-            _ = ckvm_set_memory_region(vm, KVMVirtualMachine.memorySlot, CKVM_MEM_LOG_DIRTY_PAGES, 0, size, memory)
+            // Best effort: stop() cannot fail, and the VM may be going away.
+            _ = try? kvmCall("ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, logging off)") {
+                ckvm_set_memory_region(vm, KVMVirtualMachine.memorySlot, 0, 0, size, memory)
+            }
+            _ = try? kvmCall("ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, KVM_MEM_LOG_DIRTY_PAGES)") {
+                ckvm_set_memory_region(vm, KVMVirtualMachine.memorySlot, CKVM_MEM_LOG_DIRTY_PAGES, 0, size, memory)
+            }
         }
     }
 
-    private func startLocked() throws(KVMError) {
-        guard !started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker: started twice") }
-        started = true
+    private func start(_ state: inout State) throws(KVMError) {
+        guard !state.started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker: started twice") }
+        state.started = true
         machine.hostWrites.forget()
     }
 

@@ -33,7 +33,7 @@ public final class KVMGuest: @unchecked Sendable {
     public static let kickSignal: Int32 = {
         let signal = ckvm_realtime_signal(5)
         let rc = ckvm_install_kick_handler(signal)
-        precondition(rc == 0, "sigaction(SIGRTMIN+5): \(errnoDescription(-rc))")
+        precondition(rc == 0, "sigaction(SIGRTMIN+5): \(Errno(-rc))")
         return signal
     }()
 
@@ -125,7 +125,7 @@ public final class KVMGuest: @unchecked Sendable {
                 runner.run()
                 return nil
             }, context)
-            precondition(rc == 0, "pthread_create: \(errnoDescription(rc))")
+            precondition(rc == 0, "pthread_create: \(Errno(rc))")  // returns the code, not -1
             runner.thread = thread
         }
         logger.info("kvm guest started", metadata: [

@@ -68,7 +68,7 @@ final class KVMGuestControl: @unchecked Sendable {
         return locked {
             while halted < vcpus && failureText == nil {
                 if MonotonicClock.now() >= deadline { return false }
-                var until = timespec(deadline: deadline)
+                var until = timespec(monotonicNanoseconds: deadline)
                 pthread_cond_timedwait(controlCondition, mutex, &until)
             }
             return halted == vcpus
@@ -101,7 +101,7 @@ final class KVMGuestControl: @unchecked Sendable {
         locked {
             while !pausing && !stopping {
                 if MonotonicClock.now() >= deadline { return true }
-                var until = timespec(deadline: deadline)
+                var until = timespec(monotonicNanoseconds: deadline)
                 pthread_cond_timedwait(vcpuCondition, mutex, &until)
             }
             return false
@@ -129,11 +129,5 @@ final class KVMGuestControl: @unchecked Sendable {
     /// Wakes sleeping vCPUs (the throttle changed).
     func wakeAll() {
         locked { _ = pthread_cond_broadcast(vcpuCondition) }
-    }
-}
-
-extension timespec {
-    init(deadline nanoseconds: UInt64) {
-        self.init(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 }

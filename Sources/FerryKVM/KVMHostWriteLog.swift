@@ -1,42 +1,43 @@
 import FerrySystem
+import Synchronization
 
 /// Pages written by the VMM since the last harvest.
-///
-/// `@unchecked Sendable`: `pages` is only touched with `lock` held.
-final class KVMHostWriteLog: @unchecked Sendable {
-    private var pages: DirtyBitmap
-    private var any = false
-    private let lock = PthreadMutex()
+final class KVMHostWriteLog: Sendable {
+    private struct Log {
+        var pages: DirtyBitmap
+        var any = false
+    }
+    private let log: Mutex<Log>
 
-    init(pageCount: Int) { pages = DirtyBitmap(count: pageCount) }
+    init(pageCount: Int) { log = Mutex(Log(pages: DirtyBitmap(count: pageCount))) }
 
     func record(bytes: Range<Int>) {
         guard !bytes.isEmpty else { return }
         let pageRange = (bytes.lowerBound / KVMGuestLayout.pageSize)..<((bytes.upperBound - 1) / KVMGuestLayout.pageSize + 1)
-        lock.withLock {
-            pages.set(range: pageRange)
-            any = true
+        log.withLock { log in
+            log.pages.set(range: pageRange)
+            log.any = true
         }
     }
 
     /// ORs the recorded pages into `bitmap`, forgets them, and returns how many were new there.
     func drain(into bitmap: inout DirtyBitmap) -> Int {
-        lock.withLock {
-            guard any else { return 0 }
+        log.withLock { log in
+            guard log.any else { return 0 }
             var added = 0
-            pages.forEachSetBit { page in
+            log.pages.forEachSetBit { page in
                 if !bitmap[page] { bitmap.set(page); added += 1 }
             }
-            pages.clearAll()
-            any = false
+            log.pages.clearAll()
+            log.any = false
             return added
         }
     }
 
     func forget() {
-        lock.withLock {
-            pages.clearAll()
-            any = false
+        log.withLock { log in
+            log.pages.clearAll()
+            log.any = false
         }
     }
 }

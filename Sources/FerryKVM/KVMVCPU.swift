@@ -22,9 +22,9 @@ final class KVMVCPU: @unchecked Sendable {
         fd = try kvmCall("ioctl(KVM_CREATE_VCPU, \(index))") { ckvm_ioctl_value(vmFD, CKVM_CREATE_VCPU, UInt(index)) }
         runSize = device.runAreaSize
         guard let area = mmap(nil, runSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), area != MAP_FAILED else {
-            let error = errno
+            let failure = SystemError.lastError("mmap(vCPU \(index) kvm_run, \(runSize) bytes)")
             close(fd)
-            throw KVMError(.syscall, "mmap(vCPU \(index) kvm_run, \(runSize) bytes): \(errnoDescription(error))")
+            throw KVMError(.syscall, failed: failure)
         }
         run = area
         do throws(KVMError) {

@@ -48,10 +48,12 @@ final class KVMVCPURunner: @unchecked Sendable {
                 lastRefill = MonotonicClock.now()
             }
             if !keepGoing { return }
-            let rc = ckvm_ioctl_value(fd, CKVM_RUN, 0)
-            if rc == -EINTR { continue }
-            if rc < 0 {
-                control.failAndWaitForStop("vCPU \(vcpu.index): ioctl(KVM_RUN): \(errnoDescription(-rc))")
+            do throws(SystemError) {
+                // EINTR is a kick (a pause or stop request), not a failure: the loop looks again.
+                try valueOrErrno("ioctl(KVM_RUN)", .negatedErrno, retryOnInterrupt: false) { ckvm_ioctl_value(fd, CKVM_RUN, 0) }
+            } catch {
+                if error.errno == .interrupted { continue }
+                control.failAndWaitForStop("vCPU \(vcpu.index): \(error)")
                 return
             }
             switch ckvm_run_exit_reason(run) {
@@ -64,7 +66,9 @@ final class KVMVCPURunner: @unchecked Sendable {
                     // Completing the store moves rip past it to the guest's `jmp` back to it, so a
                     // saved halted vCPU halts again when restored.
                     ckvm_run_set_immediate_exit(run, 1)
-                    _ = ckvm_ioctl_value(fd, CKVM_RUN, 0)
+                    _ = try? valueOrErrno("ioctl(KVM_RUN)", .negatedErrno, retryOnInterrupt: false) {
+                        ckvm_ioctl_value(fd, CKVM_RUN, 0)  // returns EINTR at once, after completing the store
+                    }
                     control.haltAndWaitForStop()
                     return
                 }
@@ -157,8 +161,11 @@ final class KVMVCPURunner: @unchecked Sendable {
 
     private func ripText() -> String {
         var regs = kvm_regs()
-        let rc = withUnsafeMutableBytes(of: &regs) { ckvm_ioctl_pointer(vcpu.fd, CKVM_GET_REGS, $0.baseAddress) }
-        return rc < 0 ? "?" : "0x" + String(regs.rip, radix: 16)
+        let fd = vcpu.fd
+        let read = try? valueOrErrno("ioctl(KVM_GET_REGS)", .negatedErrno) {
+            withUnsafeMutableBytes(of: &regs) { ckvm_ioctl_pointer(fd, CKVM_GET_REGS, $0.baseAddress) }
+        }
+        return read == nil ? "?" : "0x" + String(regs.rip, radix: 16)
     }
 
     private func exitDescription(_ reason: UInt32) -> String {

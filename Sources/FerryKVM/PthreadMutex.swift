@@ -1,24 +1,16 @@
-import Glibc
+import Synchronization
 
-/// A pthread mutex at a stable heap address.
-///
-/// `@unchecked Sendable`: a mutex is made to be shared.
-final class PthreadMutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
+/// A plain lock for a class's fields (no condition variable needed), now a `Synchronization.Mutex`
+/// underneath like every other plain lock. Only `KVMConsole` still uses this name; it goes when
+/// that file moves to `Mutex` itself. (`VCPUMonitor` keeps pthread primitives: it needs
+/// condition variables.)
+final class PthreadMutex: Sendable {
+    private let mutex = Mutex(())
 
     func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
+        try mutex.withLock { _ in
+            nonisolated(unsafe) let result = try body()
+            return result
+        }
     }
 }

@@ -15,10 +15,16 @@ public final class BusErrorGuard: @unchecked Sendable {
     /// Guards `[base, base + length)`; at most `FERRY_BUS_MAX_RANGES` (8) guards per process.
     public init(base: UnsafeMutableRawPointer, length: Int, pageSize: Int) throws {
         var slot: Int32 = -1
-        let result = ferry_bus_guard_begin(base, length, pageSize, &slot)
-        guard result == 0 else {
-            throw SystemError(code: result == EBUSY ? .busy : .syscall, call: "ferry_bus_guard_begin(\(base), \(length))",
-                              errno: result, detail: result == EBUSY ? "all \(FERRY_BUS_MAX_RANGES) SIGBUS guard slots are in use" : "")
+        do throws(SystemError) {
+            try valueOrErrno("ferry_bus_guard_begin(\(base), \(length))", .negatedErrno) {
+                ferry_bus_guard_begin(base, length, pageSize, &slot)
+            }
+        } catch {
+            guard error.errno == .busy else { throw error }
+            var busy = error
+            busy.code = .busy
+            busy.detail = "all \(FERRY_BUS_MAX_RANGES) SIGBUS guard slots are in use"
+            throw busy
         }
         self.slot = slot
     }

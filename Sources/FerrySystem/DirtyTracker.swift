@@ -81,7 +81,7 @@ public enum DirtyTrackers {
             switch UffdProbe.result {
             case .success(let found): support = found
             case .failure(let reason):
-                throw SystemError(code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: 0,
+                throw SystemError(code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: nil,
                                   detail: "the uffd tracker is unavailable: \(reason.text); use .auto or .mprotect")
             }
             return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
@@ -104,11 +104,11 @@ public enum DirtyTrackers {
     private static func checkRange(base: UnsafeMutableRawPointer, length: Int, pageSize: Int) throws {
         let call = "DirtyTrackers.make(base: \(hexAddress(base)), length: \(length), pageSize: \(pageSize))"
         guard pageSize == systemPageSize else {
-            throw SystemError(code: .invalidArgument, call: call, errno: 0,
+            throw SystemError(code: .invalidArgument, call: call, errno: nil,
                               detail: "page size must be the system page size \(systemPageSize)")
         }
         guard length > 0, length % pageSize == 0, Int(bitPattern: base) % pageSize == 0 else {
-            throw SystemError(code: .invalidArgument, call: call, errno: 0,
+            throw SystemError(code: .invalidArgument, call: call, errno: nil,
                               detail: "base and length must be page-aligned and length positive")
         }
     }

@@ -14,21 +14,22 @@ public enum ImageFile {
     /// sparse mapping would otherwise pay page by page; ext4 and xfs only mark the extents.)
     public static func create(path: String, size: Int, overwrite: Bool, reserve: Bool = false) throws {
         guard size > 0 else {
-            throw SystemError(code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: 0,
+            throw SystemError(code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: nil,
                               detail: "size must be positive, got \(size)")
         }
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
         let fd: Int32
-        do {
-            fd = try retryingEINTR("open(\"\(path)\", O_CREAT|\(overwrite ? "O_TRUNC" : "O_EXCL"))") {
+        do throws(SystemError) {
+            fd = try valueOrErrno("open(\"\(path)\", O_CREAT|\(overwrite ? "O_TRUNC" : "O_EXCL"))") {
                 open(path, flags, 0o644)
             }
-        } catch var error as SystemError where error.errno == EEXIST {
+        } catch var error {
+            guard error.errno == .fileExists else { throw error }
             error.detail = "the file already exists; remove it or pass overwrite: true"
             throw error
         }
         defer { close(fd) }
-        try retryingEINTR("ftruncate(\"\(path)\", \(size))") { ftruncate(fd, off_t(size)) }
+        try valueOrErrno("ftruncate(\"\(path)\", \(size))") { ftruncate(fd, off_t(size)) }
         if reserve {
             do {
                 try allocate(fd: fd, path: path, size: size)
@@ -41,21 +42,22 @@ public enum ImageFile {
 
     /// `posix_fallocate(fd, 0, size)`, retried on EINTR; ENOSPC and EFBIG name the space needed.
     private static func allocate(fd: Int32, path: String, size: Int) throws {
-        var result: Int32
-        repeat { result = posix_fallocate(fd, 0, off_t(size)) } while result == EINTR
-        guard result != 0 else { return }
-        var detail = ""
-        if result == ENOSPC || result == EFBIG {
+        // posix_fallocate returns the error code itself (it does not set errno): the shims' convention.
+        do throws(SystemError) {
+            try valueOrErrno("posix_fallocate(\"\(path)\", \(size))", .negatedErrno) { -posix_fallocate(fd, 0, off_t(size)) }
+        } catch {
+            guard error.errno == .noSpace || error.errno == .fileTooLarge else { throw error }
             // The file holds some of the blocks by now; they are freed with it.
             let free = (try? freeBytes(directoryOf: path)).map { "\($0) bytes are free there" } ?? "its free space is unknown"
-            detail = "not enough space for the image: it needs \(size) bytes in \(parentDirectory(of: path)) and \(free); free some space or use another directory"
+            var full = error
+            full.detail = "not enough space for the image: it needs \(size) bytes in \(parentDirectory(of: path)) and \(free); free some space or use another directory"
+            throw full
         }
-        throw SystemError(call: "posix_fallocate(\"\(path)\", \(size))", errno: result, detail: detail)
     }
 
     public static func size(path: String) throws -> Int {
         var info = stat()
-        try retryingEINTR("stat(\"\(path)\")") { stat(path, &info) }
+        try valueOrErrno("stat(\"\(path)\")") { stat(path, &info) }
         return Int(info.st_size)
     }
 
@@ -65,11 +67,11 @@ public enum ImageFile {
     }
 
     public static func remove(path: String) throws {
-        try retryingEINTR("unlink(\"\(path)\")") { unlink(path) }
+        try valueOrErrno("unlink(\"\(path)\")") { unlink(path) }
     }
 
     public static func rename(from: String, to: String) throws {
-        try retryingEINTR("rename(\"\(from)\", \"\(to)\")") { Glibc.rename(from, to) }
+        try valueOrErrno("rename(\"\(from)\", \"\(to)\")") { Glibc.rename(from, to) }
     }
 
     /// Bytes an unprivileged writer may still use in the file system holding `path`'s directory
@@ -77,7 +79,7 @@ public enum ImageFile {
     public static func freeBytes(directoryOf path: String) throws -> UInt64 {
         let directory = parentDirectory(of: path)
         var info = statvfs()
-        try retryingEINTR("statvfs(\"\(directory)\")") { statvfs(directory, &info) }
+        try valueOrErrno("statvfs(\"\(directory)\")") { statvfs(directory, &info) }
         return UInt64(info.f_bavail) * UInt64(info.f_frsize)
     }
 
@@ -86,7 +88,7 @@ public enum ImageFile {
     public static func filesystemType(directoryOf path: String) throws -> String? {
         let directory = parentDirectory(of: path)
         var magic: UInt64 = 0
-        try retryingEINTR("statfs(\"\(directory)\")") { ferry_statfs_magic(directory, &magic) }
+        try valueOrErrno("statfs(\"\(directory)\")", .negatedErrno) { ferry_statfs_magic(directory, &magic) }
         return filesystemNames[magic & 0xFFFF_FFFF]
     }
 

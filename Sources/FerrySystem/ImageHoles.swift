@@ -34,7 +34,7 @@ public final class ImageHoles: Sendable {
     public init(path: String, pageSize: Int) throws {
         self.path = path
         self.pageSize = pageSize
-        fd = try retryingEINTR("open(\"\(path)\", O_RDONLY)") { open(path, O_RDONLY | O_CLOEXEC) }
+        fd = try valueOrErrno("open(\"\(path)\", O_RDONLY)") { open(path, O_RDONLY | O_CLOEXEC) }
     }
 
     deinit { close(fd) }
@@ -134,7 +134,7 @@ public final class ImageHoles: Sendable {
         }
         // Only when the mapping covers the whole file: then no page outside `left` is a hole.
         var status = stat()
-        if fstat(fd, &status) == 0 && Int(status.st_size) == region.size {
+        if (try? valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &status) }) != nil && Int(status.st_size) == region.size {
             populatedHoles.withLock { $0 = left }
         }
         return skipped
@@ -152,15 +152,13 @@ public final class ImageHoles: Sendable {
     /// `lseek`; nil when there is no data (or hole) at or after `offset` (ENXIO).
     private func seek(_ offset: Int, _ whence: Int32) throws -> Int? {
         seekCalls.add(1, ordering: .relaxed)
-        while true {
-            let result = lseek(fd, off_t(offset), whence)
-            if result >= 0 { return Int(result) }
-            switch errno {
-            case EINTR: continue
-            case ENXIO: return nil
-            default:
-                throw SystemError.lastError("lseek(\"\(path)\", \(offset), \(whence == Self.seekData ? "SEEK_DATA" : "SEEK_HOLE"))")
-            }
+        do throws(SystemError) {
+            return Int(try valueOrErrno("lseek(\"\(path)\", \(offset), \(whence == Self.seekData ? "SEEK_DATA" : "SEEK_HOLE"))") {
+                lseek(fd, off_t(offset), whence)
+            })
+        } catch {
+            guard error.errno == .noSuchDeviceOrAddress else { throw error }
+            return nil
         }
     }
 }

@@ -16,19 +16,19 @@ public struct MappedRegion: ~Copyable {
     /// Maps the whole file at `path` `MAP_SHARED`, read-write when `writable`.
     /// Throws `.invalidArgument` for an empty file (a zero-length mapping is meaningless).
     public static func mapFile(path: String, writable: Bool) throws -> MappedRegion {
-        let fd = try retryingEINTR("open(\"\(path)\")") {
+        let fd = try valueOrErrno("open(\"\(path)\")") {
             open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
         }
         defer { close(fd) }
         var info = stat()
-        try retryingEINTR("fstat(\"\(path)\")") { fstat(fd, &info) }
+        try valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &info) }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: 0,
+            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
                               detail: "not a regular file")
         }
         let size = Int(info.st_size)
         guard size > 0 else {
-            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: 0,
+            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
                               detail: "the file is empty; create it with a size first (ImageFile.create)")
         }
         let protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
@@ -42,7 +42,7 @@ public struct MappedRegion: ~Copyable {
     public static func anonymous(size: Int) throws -> MappedRegion {
         guard size > 0 else {
             throw SystemError(code: .invalidArgument, call: "MappedRegion.anonymous(size: \(size))",
-                              errno: 0, detail: "size must be positive")
+                              errno: nil, detail: "size must be positive")
         }
         let rounded = (size + systemPageSize - 1) / systemPageSize * systemPageSize
         guard let base = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
@@ -59,7 +59,7 @@ public struct MappedRegion: ~Copyable {
     public func populate(writable: Bool) throws {
         let advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ
         let name = writable ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ"
-        try retryingEINTR("madvise(\(hexAddress(base)), \(size), \(name))") {
+        try valueOrErrno("madvise(\(hexAddress(base)), \(size), \(name))") {
             madvise(base, size, advice)
         }
     }
@@ -71,14 +71,14 @@ public struct MappedRegion: ~Copyable {
         guard !range.isEmpty else { return }
         let advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ
         let name = writable ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ"
-        try retryingEINTR("madvise(\(hexAddress(base + range.lowerBound)), \(range.count), \(name))") {
+        try valueOrErrno("madvise(\(hexAddress(base + range.lowerBound)), \(range.count), \(name))") {
             madvise(base + range.lowerBound, range.count, advice)
         }
     }
 
     /// Writes dirty pages of a file mapping back to the file and waits (`msync(MS_SYNC)`).
     public func sync() throws {
-        try retryingEINTR("msync(\(hexAddress(base)), \(size), MS_SYNC)") {
+        try valueOrErrno("msync(\(hexAddress(base)), \(size), MS_SYNC)") {
             msync(base, size, MS_SYNC)
         }
     }

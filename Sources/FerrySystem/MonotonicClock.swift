@@ -21,11 +21,35 @@ public enum MonotonicClock {
         Double(now() &- start) / 1e9
     }
 
+    /// Sleeps `seconds` (interruptions by signals sleep on for the time left).
     public static func sleep(seconds: Double) {
         guard seconds > 0 else { return }
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9))
+        sleep(timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9)))
+    }
+
+    /// Sleeps `milliseconds`, like `sleep(seconds:)`.
+    public static func sleep(milliseconds: Int) {
+        guard milliseconds > 0 else { return }
+        sleep(timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000))
+    }
+
+    private static func sleep(_ duration: timespec) {
+        var request = duration
         var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+        // A failure other than EINTR (EINVAL, EFAULT) cannot happen with these arguments.
+        _ = try? valueOrErrno("nanosleep") {
+            let result = nanosleep(&request, &remaining)
+            request = remaining  // what is left, for the retry after EINTR
+            return result
+        }
+    }
+}
+
+extension timespec {
+    /// A deadline `nanoseconds` on CLOCK_MONOTONIC (`MonotonicClock.now()`'s scale), for the timed
+    /// waits of condition variables set to that clock (`VCPUMonitor`).
+    public init(monotonicNanoseconds nanoseconds: UInt64) {
+        self.init(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 }
 

@@ -68,22 +68,22 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     private func start(protectNow: Bool) throws {
         try started.withLock { started in
             guard started == nil else {
-                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: 0, detail: "already started")
+                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: nil, detail: "already started")
             }
             handlerBits.update(repeating: 0, count: wordCount)
             var taken: Int32 = -1
-            let error = protectNow
-                ? ferry_wp_begin(base, length, pageSize, handlerBits, &taken)
-                : ferry_wp_begin_deferred(base, length, pageSize, handlerBits, &taken)
-            switch error {
-            case 0:
-                started = Started(slot: taken, deferred: protectNow ? nil : DeferredProtection(pages: length / pageSize))
-            case EBUSY:
-                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: EBUSY,
+            do throws(SystemError) {
+                try valueOrErrno("mprotect(\(hexAddress(base)), \(length), PROT_READ)", .negatedErrno) {
+                    protectNow
+                        ? ferry_wp_begin(base, length, pageSize, handlerBits, &taken)
+                        : ferry_wp_begin_deferred(base, length, pageSize, handlerBits, &taken)
+                }
+            } catch {
+                guard error.errno == .busy else { throw error }
+                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: .busy,
                                   detail: "\(FERRY_WP_MAX_RANGES) mprotect trackers are already running in this process; stop one first")
-            default:
-                throw SystemError(call: "mprotect(\(hexAddress(base)), \(length), PROT_READ)", errno: error)
             }
+            started = Started(slot: taken, deferred: protectNow ? nil : DeferredProtection(pages: length / pageSize))
         }
     }
 
@@ -92,10 +92,9 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// harvest then reports every page and protects the whole range.
     private func mprotectReadOnly(slot: Int32, pages: Range<Int>) throws {
         var overflowed: Int32 = 0
-        let error = ferry_wp_protect(slot, pages.lowerBound, pages.count, &overflowed)
-        guard error == 0 else {
-            throw SystemError(call: "mprotect(\(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize), PROT_READ)",
-                              errno: error)
+        try valueOrErrno("mprotect(\(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize), PROT_READ)",
+                         .negatedErrno) {
+            ferry_wp_protect(slot, pages.lowerBound, pages.count, &overflowed)
         }
     }
 
@@ -107,7 +106,7 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     func protect(pages: Range<Int>) throws {
         try started.withLock { started in
             guard let slot = started?.slot else {
-                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.protect(pages: \(pages))", errno: 0,
+                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.protect(pages: \(pages))", errno: nil,
                                   detail: "the tracker is not started")
             }
             guard var deferred = started?.deferred else { return }
@@ -122,7 +121,7 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
                      "harvest bitmap has \(bitmap.count) pages, region has \(length / pageSize)")
         return try started.withLock { started in
             guard let slot = started?.slot else {
-                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.harvest", errno: 0,
+                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.harvest", errno: nil,
                                   detail: "the tracker is not started")
             }
             guard var deferred = started?.deferred else {
@@ -146,12 +145,14 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     @discardableResult
     private func takeHandlerBits(slot: Int32, into bitmap: inout DirtyBitmap) throws -> Int {
         var found = 0
-        let error = bitmap.withUnsafeMutableWords { words in
-            ferry_wp_harvest(slot, words.baseAddress!, words.count, &found)
-        }
-        guard error == 0 else {
-            throw SystemError(call: "mprotect(\(hexAddress(base)), \(length), PROT_READ)", errno: error,
-                              detail: "re-protecting harvested pages failed; the next harvest reports every page")
+        do throws(SystemError) {
+            try valueOrErrno("mprotect(\(hexAddress(base)), \(length), PROT_READ)", .negatedErrno) {
+                bitmap.withUnsafeMutableWords { words in ferry_wp_harvest(slot, words.baseAddress!, words.count, &found) }
+            }
+        } catch {
+            var failed = error
+            failed.detail = "re-protecting harvested pages failed; the next harvest reports every page"
+            throw failed
         }
         return found
     }

@@ -1,9 +1,10 @@
 import Glibc
 
-/// A failed system call or an unusable system facility. `description` names the call, its
-/// argument, the errno (by name) and, where there is one, the fix, e.g.
-/// `mprotect(0x7f1200000000, 4096): ENOMEM (Cannot allocate memory)`.
-public struct SystemError: Error, CustomStringConvertible, Sendable {
+/// A failed system call or an unusable system facility: FerrySystem's one error, and the error
+/// of `valueOrErrno`, which every module's system calls go through (their own errors keep it as
+/// their `cause`). `description` names the call, its argument, the errno (by name) and, where
+/// there is one, the fix, e.g. `mprotect(0x7f1200000000, 4096): ENOMEM (Cannot allocate memory)`.
+public struct SystemError: Error, CustomStringConvertible, Hashable, Sendable {
     public enum Code: String, Sendable {
         /// A system call failed; `errno` says how.
         case syscall
@@ -20,111 +21,66 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
     public var code: Code
     /// The call with its arguments, e.g. `open("/dev/shm/guest.img")`.
     public var call: String
-    /// The errno value, 0 when the error is not from a system call.
-    public var errno: Int32
+    /// What the call said, nil when the error is not from a system call.
+    public var errno: Errno?
     /// What went wrong and what to do about it, for people.
     public var detail: String
 
-    public init(code: Code = .syscall, call: String, errno: Int32, detail: String = "") {
+    public init(code: Code = .syscall, call: String, errno: Errno?, detail: String = "") {
         self.code = code
         self.call = call
         self.errno = errno
         self.detail = detail
     }
 
-    /// The error of a system call that just failed with `errno`.
-    static func lastError(_ call: String, detail: String = "") -> SystemError {
-        SystemError(call: call, errno: Glibc.errno, detail: detail)
+    /// The error of the libc call `call` that just failed with `errno` (use it right after the
+    /// call, for calls whose result `valueOrErrno` cannot check, e.g. mmap's MAP_FAILED).
+    public static func lastError(_ call: String, detail: String = "") -> SystemError {
+        SystemError(call: call, errno: .current, detail: detail)
     }
 
     public var description: String {
         var text = call
-        if errno != 0 { text += ": \(errnoName(errno)) (\(errnoMessage(errno)))" }
-        if !detail.isEmpty { text += errno != 0 ? " - \(detail)" : ": \(detail)" }
+        if let errno { text += ": \(errno)" }
+        if !detail.isEmpty { text += errno != nil ? " - \(detail)" : ": \(detail)" }
         return text
     }
 }
 
-/// The symbolic name of an errno value ("EINVAL"), or "errno N" for rare ones. Shared by every
-/// module that reports a failed system call.
-public func errnoName(_ value: Int32) -> String {
-    switch value {
-    case EPERM: "EPERM"
-    case ENOENT: "ENOENT"
-    case EINTR: "EINTR"
-    case EIO: "EIO"
-    case EBADF: "EBADF"
-    case EAGAIN: "EAGAIN"
-    case ENOMEM: "ENOMEM"
-    case EACCES: "EACCES"
-    case EFAULT: "EFAULT"
-    case EBUSY: "EBUSY"
-    case EEXIST: "EEXIST"
-    case EXDEV: "EXDEV"
-    case ENODEV: "ENODEV"
-    case ENOTDIR: "ENOTDIR"
-    case EISDIR: "EISDIR"
-    case EINVAL: "EINVAL"
-    case ENFILE: "ENFILE"
-    case EMFILE: "EMFILE"
-    case ENOTTY: "ENOTTY"
-    case EFBIG: "EFBIG"
-    case ENOSPC: "ENOSPC"
-    case EROFS: "EROFS"
-    case ERANGE: "ERANGE"
-    case ENAMETOOLONG: "ENAMETOOLONG"
-    case ENOSYS: "ENOSYS"
-    case ENOTEMPTY: "ENOTEMPTY"
-    case ELOOP: "ELOOP"
-    case EOVERFLOW: "EOVERFLOW"
-    case EOPNOTSUPP: "EOPNOTSUPP"
-    case ETXTBSY: "ETXTBSY"
-    case EDQUOT: "EDQUOT"
-    case ENXIO: "ENXIO"
-    case EPIPE: "EPIPE"
-    case ENOTSOCK: "ENOTSOCK"
-    case EMSGSIZE: "EMSGSIZE"
-    case EPROTONOSUPPORT: "EPROTONOSUPPORT"
-    case EAFNOSUPPORT: "EAFNOSUPPORT"
-    case EADDRINUSE: "EADDRINUSE"
-    case EADDRNOTAVAIL: "EADDRNOTAVAIL"
-    case ENETDOWN: "ENETDOWN"
-    case ENETUNREACH: "ENETUNREACH"
-    case ECONNABORTED: "ECONNABORTED"
-    case ECONNRESET: "ECONNRESET"
-    case ENOBUFS: "ENOBUFS"
-    case ENOTCONN: "ENOTCONN"
-    case ETIMEDOUT: "ETIMEDOUT"
-    case ECONNREFUSED: "ECONNREFUSED"
-    case EHOSTDOWN: "EHOSTDOWN"
-    case EHOSTUNREACH: "EHOSTUNREACH"
-    case EINPROGRESS: "EINPROGRESS"
-    default: "errno \(value)"
-    }
+/// How a C function reports failure.
+public enum FailureConvention: Sendable {
+    /// libc's (and the kernel's system call wrappers'): -1, with the code in `errno`.
+    case minusOneAndErrno
+    /// Ferry's C shims' (CFerryShims, CKVM): the code negated as the result, `errno` unused.
+    case negatedErrno
 }
 
-/// `ECONNREFUSED (Connection refused)`.
-public func errnoDescription(_ value: Int32) -> String {
-    "\(errnoName(value)) (\(errnoMessage(value)))"
-}
-
-/// strerror text, via the thread-safe (XSI) strerror_r.
-public func errnoMessage(_ value: Int32) -> String {
-    withUnsafeTemporaryAllocation(of: CChar.self, capacity: 128) { buffer in
-        guard strerror_r(value, buffer.baseAddress!, buffer.count) == 0 else { return "unknown error" }
-        return String(cString: buffer.baseAddress!)
-    }
-}
-
-/// Runs a call returning -1/errno, retrying on EINTR; throws SystemError naming `call`.
-@discardableResult
-func retryingEINTR<T: BinaryInteger>(_ call: @autoclosure () -> String, _ body: () -> T) throws -> T {
+/// Runs a system call (`body`) and returns its non-failing result; on failure throws a
+/// `SystemError` naming `call` and the errno. EINTR is retried unless `retryOnInterrupt` is false
+/// (then it is thrown like any other code, for calls whose interruption means something).
+///
+/// The one way Ferry's Swift code calls into the system. Inlined and allocation-free: `call` is
+/// only evaluated, and the message only built, when the call has failed.
+@inlinable @inline(__always) @discardableResult
+public func valueOrErrno<Value: FixedWidthInteger & SignedInteger>(
+    _ call: @autoclosure () -> String,
+    _ convention: FailureConvention = .minusOneAndErrno,
+    retryOnInterrupt: Bool = true,
+    _ body: () -> Value
+) throws(SystemError) -> Value {
     while true {
         let result = body()
-        if result != -1 { return result }
-        let error = Glibc.errno
-        if error == EINTR { continue }
-        throw SystemError(call: call(), errno: error)
+        let code: Errno
+        switch convention {
+        case .minusOneAndErrno:
+            if result != -1 { return result }
+            code = .current
+        case .negatedErrno:
+            if result >= 0 { return result }
+            code = Errno(Int32(truncatingIfNeeded: -result))
+        }
+        if retryOnInterrupt && code == .interrupted { continue }
+        throw SystemError(call: call(), errno: code)
     }
 }
 

@@ -61,7 +61,7 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     private func start(protectNow: Bool) throws {
         try state.withLock { state in
             guard state.uffd < 0 else {
-                throw SystemError(code: .busy, call: "UffdDirtyTracker.start", errno: 0, detail: "already started")
+                throw SystemError(code: .busy, call: "UffdDirtyTracker.start", errno: nil, detail: "already started")
             }
             var opened = State()
             do {
@@ -77,21 +77,24 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
 
     private func open(into state: inout State, protectNow: Bool) throws {
         let range = "\(hexAddress(base)), \(length)"
-        let openError = ferry_uffd_open(&state.uffd)
-        guard openError == 0 else { throw SystemError(call: "userfaultfd(O_CLOEXEC|O_NONBLOCK)", errno: openError) }
+        try valueOrErrno("userfaultfd(O_CLOEXEC|O_NONBLOCK)", .negatedErrno) { ferry_uffd_open(&state.uffd) }
         state.granted = try negotiate(fd: state.uffd)
 
         var ioctls: UInt64 = 0
-        let registerError = ferry_uffd_register_wp(state.uffd, base, UInt64(length), &ioctls)
-        guard registerError == 0 else {
-            throw SystemError(
-                code: registerError == EINVAL ? .unsupported : .syscall,
-                call: "ioctl(UFFDIO_REGISTER, MODE_WP, \(range))", errno: registerError,
-                detail: registerError == EINVAL
-                    ? "this memory cannot be write-protected by userfaultfd here; use the mprotect tracker" : "")
+        let uffd = state.uffd
+        do throws(SystemError) {
+            try valueOrErrno("ioctl(UFFDIO_REGISTER, MODE_WP, \(range))", .negatedErrno) {
+                ferry_uffd_register_wp(uffd, base, UInt64(length), &ioctls)
+            }
+        } catch {
+            guard error.errno == .invalidArgument else { throw error }
+            var unsupported = error
+            unsupported.code = .unsupported
+            unsupported.detail = "this memory cannot be write-protected by userfaultfd here; use the mprotect tracker"
+            throw unsupported
         }
         if protectNow { try writeProtect(uffd: state.uffd, pages: 0..<(length / pageSize)) }
-        state.pagemap = try retryingEINTR("open(\"/proc/self/pagemap\")") {
+        state.pagemap = try valueOrErrno("open(\"/proc/self/pagemap\")") {
             Glibc.open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
         }
         state.regions = .allocate(capacity: Self.regionCapacity)
@@ -101,10 +104,9 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// not mapped yet) and flushes the TLB before returning, so any later write faults, and the
     /// kernel's async resolution clears the bit that the next PAGEMAP_SCAN reports.
     private func writeProtect(uffd: Int32, pages: Range<Int>) throws {
-        let error = ferry_uffd_writeprotect(uffd, base + pages.lowerBound * pageSize, UInt64(pages.count * pageSize), 1)
-        guard error == 0 else {
-            throw SystemError(call: "ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize))",
-                              errno: error)
+        let start = base + pages.lowerBound * pageSize, bytes = pages.count * pageSize
+        try valueOrErrno("ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(hexAddress(start)), \(bytes))", .negatedErrno) {
+            ferry_uffd_writeprotect(uffd, start, UInt64(bytes), 1)
         }
     }
 
@@ -115,7 +117,7 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     func protect(pages: Range<Int>) throws {
         try state.withLock { state in
             guard state.uffd >= 0 else {
-                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.protect(pages: \(pages))", errno: 0,
+                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.protect(pages: \(pages))", errno: nil,
                                   detail: "the tracker is not started")
             }
             guard var deferred = state.deferred else { return }
@@ -134,12 +136,16 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
             FERRY_UFFD_FEATURE_WP_ASYNC | (features & FERRY_UFFD_FEATURE_WP_UNPOPULATED),
             FERRY_UFFD_FEATURE_WP_ASYNC,
         ]
-        var lastError: Int32 = 0
+        var lastError: Errno?
         for attempt in attempts {
             var answer: UInt64 = 0
-            lastError = ferry_uffd_api(fd, attempt, &answer)
-            if lastError == 0 { return attempt }
-            guard lastError == EINVAL else { break }
+            do throws(SystemError) {
+                try valueOrErrno("ioctl(UFFDIO_API)", .negatedErrno) { ferry_uffd_api(fd, attempt, &answer) }
+                return attempt
+            } catch {
+                lastError = error.errno
+                guard error.errno == .invalidArgument else { break }
+            }
         }
         throw SystemError(code: .unsupported, call: "ioctl(UFFDIO_API, features: 0x\(String(features, radix: 16)))",
                           errno: lastError, detail: "the kernel refuses async write-protect")
@@ -151,7 +157,7 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         precondition(bitmap.count == pages, "harvest bitmap has \(bitmap.count) pages, region has \(pages)")
         return try state.withLock { state in
             guard let regions = state.regions else {
-                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: 0,
+                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: nil,
                                   detail: "the tracker is not started")
             }
             guard var deferred = state.deferred else {
@@ -187,11 +193,8 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         while cursor < end {
             var count: UInt64 = 0
             var walkEnd: UInt64 = 0
-            let scanError = ferry_pagemap_scan_written(
-                pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
-            guard scanError == 0 else {
-                throw SystemError(call: "ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))",
-                                  errno: scanError)
+            try valueOrErrno("ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))", .negatedErrno) {
+                ferry_pagemap_scan_written(pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
             }
             var lastEnd = cursor
             for index in 0..<Int(count) {

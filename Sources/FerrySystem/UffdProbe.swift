@@ -51,21 +51,19 @@ enum UffdProbe {
     /// UFFDIO_API with no features on a throwaway fd: the kernel answers with all it supports.
     static func queryFeatures() throws -> UInt64 {
         var fd: Int32 = -1
-        let openError = ferry_uffd_open(&fd)
-        guard openError == 0 else { throw SystemError(call: "userfaultfd(O_CLOEXEC|O_NONBLOCK)", errno: openError) }
+        try valueOrErrno("userfaultfd(O_CLOEXEC|O_NONBLOCK)", .negatedErrno) { ferry_uffd_open(&fd) }
         defer { close(fd) }
         var supported: UInt64 = 0
-        let apiError = ferry_uffd_api(fd, 0, &supported)
-        guard apiError == 0 else { throw SystemError(call: "ioctl(UFFDIO_API, features: 0)", errno: apiError) }
+        try valueOrErrno("ioctl(UFFDIO_API, features: 0)", .negatedErrno) { ferry_uffd_api(fd, 0, &supported) }
         return supported
     }
 
     private static func explain(_ error: any Error) -> String {
         guard let error = error as? SystemError else { return "\(error)" }
         switch error.errno {
-        case ENOSYS: return "kernel built without userfaultfd (\(error))"
-        case EPERM: return "userfaultfd not permitted (needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1): \(error)"
-        case ENOTTY where error.call.contains("PAGEMAP_SCAN"), EINVAL where error.call.contains("PAGEMAP_SCAN"):
+        case .notImplemented: return "kernel built without userfaultfd (\(error))"
+        case .notPermitted: return "userfaultfd not permitted (needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1): \(error)"
+        case .notATerminal where error.call.contains("PAGEMAP_SCAN"), .invalidArgument where error.call.contains("PAGEMAP_SCAN"):
             return "kernel lacks PAGEMAP_SCAN (needs Linux 6.7+): \(error)"
         default: return "\(error)"
         }

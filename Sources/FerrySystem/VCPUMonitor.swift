@@ -6,6 +6,9 @@ import Glibc
 /// controlling thread on `controlCondition` (for vCPUs to park or finish). Timed waits take
 /// monotonic deadlines, so a clock change cannot stretch a pacing sleep.
 ///
+/// Why not `Synchronization.Mutex`, the lock everywhere else: threads here wait for a condition
+/// under the lock, with a CLOCK_MONOTONIC deadline, which Mutex cannot do; pthread_cond can.
+///
 /// `@unchecked Sendable`: pthread primitives are made for sharing between threads; the pointers
 /// never change.
 public final class VCPUMonitor: @unchecked Sendable {

@@ -42,16 +42,20 @@ public enum GratuitousARP {
         guard !mac.isNone, !mac.isMulticast else {
             throw TransportError(.address, "cannot announce MAC \(mac): a guest NIC needs a unicast, non-zero MAC address")
         }
+        // if_nametoindex fails with 0 (not -1), and sets errno.
         let index = if_nametoindex(interface)
         guard index != 0 else {
-            throw TransportError(.address, "network interface '\(interface)' not found (\(errnoDescription(errno))); list the interfaces with `ip link`")
+            let failure = SystemError.lastError("if_nametoindex(\(interface))")
+            throw TransportError(.address, "network interface '\(interface)' not found (\(failure.errno!)); list the interfaces with `ip link`",
+                                 cause: failure)
         }
         // Protocol 0: the socket only sends, so the kernel queues no incoming frames on it.
-        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else {
-            let code = errno
-            let hint = code == EPERM || code == EACCES ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
-            throw TransportError(.io, "socket(AF_PACKET, SOCK_RAW) for the announce: \(errnoDescription(code))\(hint)")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("socket(AF_PACKET, SOCK_RAW)") { socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        } catch {
+            let hint = error.errno == .notPermitted || error.errno == .permissionDenied ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
+            throw TransportError(.io, "socket(AF_PACKET, SOCK_RAW) for the announce", failed: error, hint: hint)
         }
         defer { close(fd) }
 
@@ -65,27 +69,30 @@ public enum GratuitousARP {
             raw[11] = 6
             for offset in 0..<6 { raw[12 + offset] = 0xFF }
         }
-        let bound = linkAddress.withUnsafeBytes {
-            bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
-        }
-        guard bound == 0 else {
-            throw TransportError(.io, "bind(AF_PACKET) to interface '\(interface)': \(errnoDescription(errno))")
+        do throws(SystemError) {
+            try valueOrErrno("bind(AF_PACKET)") {
+                linkAddress.withUnsafeBytes { bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+            }
+        } catch {
+            throw TransportError(.io, "bind(AF_PACKET) to interface '\(interface)'", failed: error)
         }
 
         let bytes = frame(mac: mac, ip: ip)
         var sent = 0
         for round in 0..<max(0, rounds) {
             if round > 0 {
-                sleepMilliseconds(initialDelayMs + (round - 1) * stepMs)
+                MonotonicClock.sleep(milliseconds: initialDelayMs + (round - 1) * stepMs)
             }
-            var written: Int
-            repeat {
-                written = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-            } while written < 0 && errno == EINTR
+            let what = "send of the gratuitous ARP on '\(interface)'"
+            let written: Int
+            do throws(SystemError) {
+                written = try valueOrErrno("send") { bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) } }
+            } catch {
+                let hint = error.errno == .networkDown ? "; bring the interface up (`ip link set \(interface) up`)" : ""
+                throw TransportError(.io, what, failed: error, hint: hint)
+            }
             guard written == bytes.count else {
-                let code = errno
-                let hint = code == ENETDOWN ? "; bring the interface up (`ip link set \(interface) up`)" : ""
-                throw TransportError(.io, "send of the gratuitous ARP on '\(interface)': \(written < 0 ? errnoDescription(code) : "short write of \(written) bytes")\(hint)")
+                throw TransportError(.io, "\(what): short write of \(written) bytes")
             }
             sent += 1
             logger.debug("sent gratuitous ARP", metadata: [
@@ -98,14 +105,5 @@ public enum GratuitousARP {
             "announce.frames": "\(sent)",
         ])
         return sent
-    }
-
-    private static func sleepMilliseconds(_ ms: Int) {
-        guard ms > 0 else { return }
-        var request = timespec(tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000)
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR {
-            request = remaining
-        }
     }
 }

@@ -34,16 +34,19 @@ public struct SharedKey: @unchecked Sendable {
 
     /// Reads and checks a key file (format and permissions above).
     public static func load(path: String) throws(TransportError) -> SharedKey {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else {
-            let code = errno
-            let hint = code == ELOOP ? " (a symbolic link: name the file itself)" : ""
-            throw TransportError(.keyFile, "cannot open key file \(path): \(errnoDescription(code))\(hint)")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        } catch {
+            let hint = error.errno == Errno(ELOOP) ? " (a symbolic link: name the file itself)" : ""
+            throw TransportError(.keyFile, "cannot open key file \(path)", failed: error, hint: hint)
         }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw TransportError(.keyFile, "fstat on key file \(path): \(errnoDescription(errno))")
+        do throws(SystemError) {
+            try valueOrErrno("fstat(\(path))") { fstat(fd, &info) }
+        } catch {
+            throw TransportError(.keyFile, "fstat on key file \(path)", failed: error)
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
             throw TransportError(.keyFile, "key file \(path) is not a regular file")
@@ -55,10 +58,11 @@ public struct SharedKey: @unchecked Sendable {
         var bytes = [UInt8](repeating: 0, count: maximumFileBytes + 1)
         var total = 0
         while total < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw TransportError(.keyFile, "read key file \(path): \(errnoDescription(errno))")
+            let count: Int
+            do throws(SystemError) {
+                count = try valueOrErrno("read(\(path))") { bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) } }
+            } catch {
+                throw TransportError(.keyFile, "read key file \(path)", failed: error)
             }
             if count == 0 { break }
             total += count
@@ -128,16 +132,24 @@ public struct SharedKey: @unchecked Sendable {
         let secret = randomSecret()
         let text = Array((secret.map { String(format: "%02x", $0) }.joined() + "\n").utf8)
         if overwrite { unlink(path) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else {
-            let code = errno
-            throw TransportError(.keyFile, "create key file \(path): \(errnoDescription(code))\(code == EEXIST ? "; pass --force to replace it" : "")")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("open(\(path), O_CREAT|O_EXCL)") { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        } catch {
+            throw TransportError(.keyFile, "create key file \(path)", failed: error,
+                                 hint: error.errno == .fileExists ? "; pass --force to replace it" : "")
         }
         defer { close(fd) }
         _ = fchmod(fd, 0o600)  // in case the umask took bits away; never adds any
-        let written = text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-        guard written == text.count, fsync(fd) == 0 else {
-            throw TransportError(.keyFile, "write key file \(path): \(errnoDescription(errno))")
+        let written: Int
+        do throws(SystemError) {
+            written = try valueOrErrno("write(\(path))") { text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) } }
+            try valueOrErrno("fsync(\(path))") { fsync(fd) }
+        } catch {
+            throw TransportError(.keyFile, "write key file \(path)", failed: error)
+        }
+        guard written == text.count else {
+            throw TransportError(.keyFile, "write key file \(path): short write of \(written) of \(text.count) bytes")
         }
     }
 }

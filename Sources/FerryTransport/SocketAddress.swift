@@ -12,12 +12,16 @@ struct SocketAddress: CustomStringConvertible {
     static func of(_ fd: Int32, peer: Bool) -> SocketAddress? {
         var address = SocketAddress()
         address.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &address.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                peer ? getpeername(fd, $0, &address.length) : getsockname(fd, $0, &address.length)
+        var length = address.length
+        let named = try? valueOrErrno(peer ? "getpeername" : "getsockname") {
+            withUnsafeMutablePointer(to: &address.storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)
+                }
             }
         }
-        return rc == 0 ? address : nil
+        address.length = length
+        return named != nil ? address : nil
     }
 
     /// Resolves an endpoint with getaddrinfo (numeric service; names through the resolver).
@@ -29,8 +33,11 @@ struct SocketAddress: CustomStringConvertible {
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &list)
         guard rc == 0, let list else {
-            let reason = rc == EAI_SYSTEM ? errnoDescription(errno) : String(cString: gai_strerror(rc))
-            throw TransportError(.address, "cannot resolve host '\(endpoint.host)': \(reason); check the name or give an IP address")
+            // getaddrinfo has codes of its own; only EAI_SYSTEM means "see errno".
+            let failure = rc == EAI_SYSTEM ? SystemError.lastError("getaddrinfo(\(endpoint.host))") : nil
+            let reason = failure?.errno.map { "\($0)" } ?? String(cString: gai_strerror(rc))
+            throw TransportError(.address, "cannot resolve host '\(endpoint.host)': \(reason); check the name or give an IP address",
+                                 cause: failure)
         }
         defer { freeaddrinfo(list) }
         var addresses: [SocketAddress] = []

@@ -18,28 +18,36 @@ public final class TCPListener: @unchecked Sendable {
     public init(_ endpoint: Endpoint, backlog: Int32 = 8) throws(TransportError) {
         let addresses = try SocketAddress.resolve(endpoint, passive: true)
         let address = addresses[0]
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else {
-            throw TransportError(.listen, "socket() to listen on \(endpoint): \(errnoDescription(errno))")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("socket") {
+                socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            }
+        } catch {
+            throw TransportError(.listen, "socket() to listen on \(endpoint)", failed: error)
         }
         var one: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        if address.withSockaddr({ bind(fd, $0, $1) }) != 0 {
-            let code = errno
+        _ = try? valueOrErrno("setsockopt(SO_REUSEADDR)") {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        do throws(SystemError) {
+            try valueOrErrno("bind(\(address))") { address.withSockaddr { bind(fd, $0, $1) } }
+        } catch {
             Glibc.close(fd)
             let hint: String
-            switch code {
-            case EADDRINUSE: hint = "; another process listens on that port: pick another port or stop it"
-            case EADDRNOTAVAIL: hint = "; that address does not belong to this host"
-            case EACCES: hint = "; ports below 1024 need root"
+            switch error.errno {
+            case .addressInUse?: hint = "; another process listens on that port: pick another port or stop it"
+            case .addressNotAvailable?: hint = "; that address does not belong to this host"
+            case .permissionDenied?: hint = "; ports below 1024 need root"
             default: hint = ""
             }
-            throw TransportError(.listen, "bind to \(address): \(errnoDescription(code))\(hint)")
+            throw TransportError(.listen, "bind to \(address)", failed: error, hint: hint)
         }
-        if listen(fd, backlog) != 0 {
-            let code = errno
+        do throws(SystemError) {
+            try valueOrErrno("listen") { listen(fd, backlog) }
+        } catch {
             Glibc.close(fd)
-            throw TransportError(.listen, "listen on \(address): \(errnoDescription(code))")
+            throw TransportError(.listen, "listen on \(address)", failed: error)
         }
         let bound = SocketAddress.of(fd, peer: false) ?? address
         self.fd = fd
@@ -59,11 +67,13 @@ public final class TCPListener: @unchecked Sendable {
                 throw TransportError(.accept, "listener on \(localDescription) was closed")
             }
             let left = deadline.map { max(0, $0 - MonotonicClock.milliseconds()) }
-            let waited = pollReady(fd, events: Int16(POLLIN), timeoutMs: left)
-            if waited.errno != 0 {
-                throw TransportError(.accept, "poll on listener \(localDescription): \(errnoDescription(waited.errno))")
+            let ready: Bool
+            do throws(SystemError) {
+                ready = try pollReady(fd, events: Int16(POLLIN), timeoutMs: left) != nil
+            } catch {
+                throw TransportError(.accept, "poll on listener \(localDescription)", failed: error)
             }
-            guard waited.ready else {
+            guard ready else {
                 throw TransportError(.timeout, "no connection arrived on \(localDescription) within \(timeoutMs ?? 0) ms")
             }
             if closed.load(ordering: .relaxed) {
@@ -71,21 +81,22 @@ public final class TCPListener: @unchecked Sendable {
             }
             // The listening socket is non-blocking, so a connection that vanished between poll
             // and accept cannot block us; Linux does not pass O_NONBLOCK on to the new socket.
-            let client = Glibc.accept(fd, nil, nil)
-            if client >= 0 {
-                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            do throws(SystemError) {
+                let client = try valueOrErrno("accept") { Glibc.accept(fd, nil, nil) }
+                _ = try? valueOrErrno("fcntl(F_SETFD, FD_CLOEXEC)") { fcntl(client, F_SETFD, FD_CLOEXEC) }
                 return TCPStream(adopting: client)
-            }
-            let code = errno
-            switch code {
-            case EINTR, EAGAIN, ECONNABORTED, EPROTO:
-                continue
-            case EINVAL where closed.load(ordering: .relaxed):
-                throw TransportError(.accept, "listener on \(localDescription) was closed")
-            case EMFILE, ENFILE:
-                throw TransportError(.accept, "accept on \(localDescription): \(errnoDescription(code)); too many open files: raise the limit (ulimit -n)")
-            default:
-                throw TransportError(.accept, "accept on \(localDescription): \(errnoDescription(code))")
+            } catch {
+                switch error.errno {
+                case .wouldBlock?, .connectionAborted?, .protocolError?:
+                    continue
+                case .invalidArgument? where closed.load(ordering: .relaxed):
+                    throw TransportError(.accept, "listener on \(localDescription) was closed")
+                case .tooManyOpenFiles?, .tooManyOpenFilesInSystem?:
+                    throw TransportError(.accept, "accept on \(localDescription)", failed: error,
+                                         hint: "; too many open files: raise the limit (ulimit -n)")
+                default:
+                    throw TransportError(.accept, "accept on \(localDescription)", failed: error)
+                }
             }
         }
     }

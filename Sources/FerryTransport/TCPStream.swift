@@ -19,7 +19,9 @@ public final class TCPStream: @unchecked Sendable {
         self.fd = fd
         self.peerDescription = SocketAddress.of(fd, peer: true)?.description ?? "unknown peer"
         var one: Int32 = 1
-        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = try? valueOrErrno("setsockopt(TCP_NODELAY)") {
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
     }
 
     deinit {
@@ -46,44 +48,62 @@ public final class TCPStream: @unchecked Sendable {
     }
 
     private static func connect(to address: SocketAddress, deadline: Int, timeoutMs: Int) throws(TransportError) -> TCPStream {
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else {
-            throw TransportError(.connect, "socket() for \(address): \(errnoDescription(errno))")
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("socket") {
+                socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            }
+        } catch {
+            throw TransportError(.connect, "socket() for \(address)", failed: error)
         }
         var ok = false
         defer { if !ok { Glibc.close(fd) } }
 
-        var rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
-        var code: Int32 = rc == 0 ? 0 : errno
-        if rc != 0 && (code == EINPROGRESS || code == EINTR) {
-            let waited = pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - MonotonicClock.milliseconds()))
-            if waited.errno != 0 {
-                throw TransportError(.connect, "connect to \(address): poll: \(errnoDescription(waited.errno))")
+        // Non-blocking: the connection is made in the background (EINPROGRESS, or EINTR: the
+        // kernel goes on with it too) and waited for with poll, so the timeout holds.
+        var failure: SystemError?
+        do throws(SystemError) {
+            try valueOrErrno("connect(\(address))", retryOnInterrupt: false) { address.withSockaddr { Glibc.connect(fd, $0, $1) } }
+        } catch {
+            failure = error
+        }
+        if let pending = failure?.errno, pending == .inProgress || pending == .interrupted {
+            let ready: Bool
+            do throws(SystemError) {
+                ready = try pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - MonotonicClock.milliseconds())) != nil
+            } catch {
+                throw TransportError(.connect, "connect to \(address): poll", failed: error)
             }
-            guard waited.ready else {
+            guard ready else {
                 throw TransportError(.connect, "connect to \(address): no answer within \(timeoutMs) ms; check the address, that the destination runs and that no firewall drops the connection")
             }
             var soError: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
-            rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length)
-            code = rc == 0 ? soError : errno
+            do throws(SystemError) {
+                try valueOrErrno("getsockopt(SO_ERROR)") { getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length) }
+                failure = soError == 0 ? nil : SystemError(call: "connect(\(address))", errno: Errno(soError))
+            } catch {
+                failure = error
+            }
         }
-        if code != 0 {
-            throw TransportError(.connect, "connect to \(address): \(errnoDescription(code))\(connectHint(code))")
+        if let failure {
+            throw TransportError(.connect, "connect to \(address)", failed: failure, hint: connectHint(failure.errno))
         }
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
-            throw TransportError(.connect, "fcntl(F_SETFL) on the socket to \(address): \(errnoDescription(errno))")
+        do throws(SystemError) {
+            let flags = try valueOrErrno("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
+            try valueOrErrno("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+        } catch {
+            throw TransportError(.connect, "fcntl(F_SETFL) on the socket to \(address)", failed: error)
         }
         ok = true
         return TCPStream(adopting: fd)
     }
 
-    private static func connectHint(_ code: Int32) -> String {
+    private static func connectHint(_ code: Errno?) -> String {
         switch code {
-        case ECONNREFUSED: return "; nothing listens on that port: start the destination first or check the port"
-        case ENETUNREACH, EHOSTUNREACH: return "; no route to that host: check the address and the network"
-        case ETIMEDOUT: return "; the host did not answer: check the address and firewalls"
+        case .connectionRefused?: return "; nothing listens on that port: start the destination first or check the port"
+        case .networkUnreachable?, .hostUnreachable?: return "; no route to that host: check the address and the network"
+        case .timedOut?: return "; the host did not answer: check the address and firewalls"
         default: return ""
         }
     }
@@ -134,11 +154,11 @@ public final class TCPStream: @unchecked Sendable {
             var header = msghdr()
             header.msg_iov = vectors.baseAddress! + first
             header.msg_iovlen = vectors.count - first
-            let written = sendmsg(fd, &header, Int32(MSG_NOSIGNAL))
-            if written < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                throw writeError(code)
+            let written: Int
+            do throws(SystemError) {
+                written = try valueOrErrno("sendmsg") { sendmsg(fd, &header, Int32(MSG_NOSIGNAL)) }
+            } catch {
+                throw writeError(error)
             }
             Self.advance(vectors, first: &first, by: written)
         }
@@ -159,14 +179,15 @@ public final class TCPStream: @unchecked Sendable {
         while first < vectors.count && vectors[first].iov_len == 0 { first += 1 }
     }
 
-    private func writeError(_ code: Int32) -> TransportError {
-        switch code {
-        case EPIPE, ECONNRESET:
-            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection while we were sending (\(errnoDescription(code)))")
-        case EAGAIN:
-            return TransportError(.timeout, "sending to \(peerDescription) timed out: the peer stopped reading")
+    private func writeError(_ failure: SystemError) -> TransportError {
+        switch failure.errno {
+        case .brokenPipe?, .connectionReset?:
+            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection while we were sending (\(failure.errno!))",
+                                  cause: failure)
+        case .wouldBlock?:
+            return TransportError(.timeout, "sending to \(peerDescription) timed out: the peer stopped reading", cause: failure)
         default:
-            return TransportError(.io, "send to \(peerDescription): \(errnoDescription(code))")
+            return TransportError(.io, "send to \(peerDescription)", failed: failure)
         }
     }
 
@@ -184,39 +205,39 @@ public final class TCPStream: @unchecked Sendable {
     func readExactly(into buffer: UnsafeMutableRawBufferPointer, received: inout Int) throws(TransportError) {
         guard let base = buffer.baseAddress else { return }
         while received < buffer.count {
-            let count = recv(fd, base + received, buffer.count - received, 0)
-            if count > 0 {
-                received += count
-                continue
+            let count: Int
+            do throws(SystemError) {
+                count = try valueOrErrno("recv") { recv(fd, base + received, buffer.count - received, 0) }
+            } catch {
+                throw readError(error, progress: "\(received) of \(buffer.count) bytes received")
             }
-            if let failure = readFailure(count, errno, nothingYet: received == 0, call: "recv",
-                                         progress: "\(received) of \(buffer.count) bytes received") {
-                throw failure
+            if count == 0 {
+                throw endOfStream(nothingYet: received == 0, progress: "\(received) of \(buffer.count) bytes received")
             }
+            received += count
         }
     }
 
-    /// The error for a read that returned `result` ≤ 0 (`code`: errno when negative), or nil
-    /// to retry (EINTR). `progress` says how far the read got.
-    private func readFailure(_ result: Int, _ code: Int32, nothingYet: Bool, call: String, progress: String) -> TransportError? {
-        if result == 0 {
-            if closed.load(ordering: .relaxed) {
-                return TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
-            }
-            if nothingYet {
-                return TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
-            }
-            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(progress))")
+    /// The error for a read that found the end of the stream; `progress` says how far it got.
+    private func endOfStream(nothingYet: Bool, progress: String) -> TransportError {
+        if closed.load(ordering: .relaxed) {
+            return TransportError(.peerClosed, "connection to \(peerDescription) was closed locally")
         }
-        switch code {
-        case EINTR:
-            return nil
-        case EAGAIN:
-            return TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(progress))")
-        case ECONNRESET:
-            return TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(errnoDescription(code)))")
+        if nothingYet {
+            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
+        }
+        return TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(progress))")
+    }
+
+    /// The error for a read call that failed; `progress` says how far the read got.
+    private func readError(_ failure: SystemError, progress: String) -> TransportError {
+        switch failure.errno {
+        case .wouldBlock?:
+            return TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(progress))", cause: failure)
+        case .connectionReset?:
+            return TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(failure.errno!))", cause: failure)
         default:
-            return TransportError(.io, "\(call) from \(peerDescription): \(errnoDescription(code))")
+            return TransportError(.io, "\(failure.call) from \(peerDescription)", failed: failure)
         }
     }
 
@@ -230,31 +251,35 @@ public final class TCPStream: @unchecked Sendable {
             var header = msghdr()
             header.msg_iov = vectors.baseAddress! + first
             header.msg_iovlen = vectors.count - first
-            let count = recvmsg(fd, &header, 0)
-            if count > 0 {
-                received += count
-                Self.advance(vectors, first: &first, by: count)
-                continue
+            let count: Int
+            do throws(SystemError) {
+                count = try valueOrErrno("recvmsg") { recvmsg(fd, &header, 0) }
+            } catch {
+                throw readError(error, progress: "\(missing(vectors[first...])) bytes missing")
             }
-            let code = errno
-            let left = vectors[first...].reduce(0) { $0 + $1.iov_len }
-            if let failure = readFailure(count, code, nothingYet: false, call: "recvmsg", progress: "\(left) bytes missing") {
-                throw failure
+            if count == 0 {
+                throw endOfStream(nothingYet: false, progress: "\(missing(vectors[first...])) bytes missing")
             }
+            received += count
+            Self.advance(vectors, first: &first, by: count)
         }
+    }
+
+    private func missing(_ vectors: Slice<UnsafeMutableBufferPointer<iovec>>) -> Int {
+        vectors.reduce(0) { $0 + $1.iov_len }
     }
 
     /// Copies up to `buffer.count` bytes that wait unread in the receive buffer, without
     /// consuming them or blocking; returns how many (0 when none, or on error).
     public func peek(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
-        return max(0, recv(fd, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)))
+        return (try? valueOrErrno("recv(MSG_PEEK)") { recv(fd, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }) ?? 0
     }
 
     /// Bytes waiting unread in the receive buffer (FIONREAD).
     public var unreadBytes: Int {
         var count: Int32 = 0
-        return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+        return (try? valueOrErrno("ioctl(FIONREAD)") { ioctl(fd, UInt(FIONREAD), &count) }) != nil ? Int(count) : 0
     }
 
     // MARK: Options
@@ -274,8 +299,10 @@ public final class TCPStream: @unchecked Sendable {
         // A zero timeval means "no timeout", so round a 0 ms request up to 1 ms.
         let effective = ms == nil ? 0 : max(total, 1)
         var value = timeval(tv_sec: effective / 1000, tv_usec: (effective % 1000) * 1000)
-        guard setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
-            throw TransportError(.io, "setsockopt(\(option == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO")): \(errnoDescription(errno))")
+        do throws(SystemError) {
+            try valueOrErrno("setsockopt") { setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) }
+        } catch {
+            throw TransportError(.io, "setsockopt(\(option == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO"))", failed: error)
         }
     }
 
@@ -295,16 +322,18 @@ public final class TCPStream: @unchecked Sendable {
     private func setBuffer(_ option: Int32, force: Int32, bytes: Int) {
         var value = Int32(clamping: bytes)
         let size = socklen_t(MemoryLayout<Int32>.size)
-        _ = setsockopt(fd, SOL_SOCKET, option, &value, size)
+        // Best effort: the kernel's limits decide, and `bufferSizes` tells what came of it.
+        _ = try? valueOrErrno("setsockopt") { setsockopt(fd, SOL_SOCKET, option, &value, size) }
         if Int(intOption(option)) < bytes {
-            _ = setsockopt(fd, SOL_SOCKET, force, &value, size)
+            _ = try? valueOrErrno("setsockopt") { setsockopt(fd, SOL_SOCKET, force, &value, size) }
         }
     }
 
+    /// An integer socket option, 0 when it cannot be read.
     private func intOption(_ option: Int32) -> Int32 {
         var value: Int32 = 0
         var size = socklen_t(MemoryLayout<Int32>.size)
-        _ = getsockopt(fd, SOL_SOCKET, option, &value, &size)
+        _ = try? valueOrErrno("getsockopt") { getsockopt(fd, SOL_SOCKET, option, &value, &size) }
         return value
     }
 
@@ -313,7 +342,7 @@ public final class TCPStream: @unchecked Sendable {
     /// the link to it, is still taking data.
     public var unacknowledgedBytes: Int {
         var bytes: Int32 = 0
-        return ferry_socket_unacked_bytes(fd, &bytes) == 0 ? Int(bytes) : 0
+        return (try? valueOrErrno("ioctl(SIOCOUTQ)", .negatedErrno) { ferry_socket_unacked_bytes(fd, &bytes) }) != nil ? Int(bytes) : 0
     }
 
     /// Bytes of this connection the peer's kernel has acknowledged so far (`TCP_INFO`); nil when
@@ -321,7 +350,7 @@ public final class TCPStream: @unchecked Sendable {
     /// peer stopped taking data (a zero window: a stopped or wedged process), or the path is down.
     public var acknowledgedBytes: UInt64? {
         var bytes: UInt64 = 0
-        return ferry_socket_bytes_acked(fd, &bytes) == 0 ? bytes : nil
+        return (try? valueOrErrno("getsockopt(TCP_INFO)", .negatedErrno) { ferry_socket_bytes_acked(fd, &bytes) }) != nil ? bytes : nil
     }
 
     // MARK: Closing

@@ -1,7 +1,9 @@
 import FerryProtocol
+import FerrySystem
 
 /// Why a network operation failed. `message` names the problem (and the fix where there is one);
-/// `code` is for callers that react differently to, say, a timeout and a refused connection.
+/// `code` is for callers that react differently to, say, a timeout and a refused connection;
+/// `cause` is the failed system call behind it, if one is (its errno as a value).
 public struct TransportError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         /// A host, port, endpoint, interface or MAC/IP address that cannot be parsed or resolved.
@@ -36,12 +38,22 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
     public var abortReason: UInt16?
     /// The decoder's verdict, set for `.protocolViolation` when it came from FerryProtocol.
     public var protocolError: ProtocolError?
+    /// The system call that failed, set when one did (from `valueOrErrno`).
+    public var cause: SystemError?
 
-    public init(_ code: Code, _ message: String, abortReason: UInt16? = nil, protocolError: ProtocolError? = nil) {
+    public init(_ code: Code, _ message: String, abortReason: UInt16? = nil, protocolError: ProtocolError? = nil,
+                cause: SystemError? = nil) {
         self.code = code
         self.message = message
         self.abortReason = abortReason
         self.protocolError = protocolError
+        self.cause = cause
+    }
+
+    /// `what: ECONNREFUSED (Connection refused)` followed by `hint`, with `failure` as the cause.
+    init(_ code: Code, _ what: String, failed failure: SystemError, hint: String = "") {
+        let errno = failure.errno.map { "\($0)" } ?? failure.description
+        self.init(code, "\(what): \(errno)\(hint)", cause: failure)
     }
 
     /// The error `FramedConnection.receive` throws for an ABORT frame.

@@ -81,7 +81,7 @@ let buildKind = "release"
             try ImageGenerator.create(path: file.path, size: 4096, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
             Issue.record("second create without overwrite succeeded")
         } catch let error as GuestError {
-            #expect(error.errno == EEXIST)
+            #expect(error.errno == .fileExists)
             #expect(error.message.contains("open(\(file.path)): EEXIST"))
             #expect(error.message.contains("--force"))
         }

@@ -26,7 +26,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
         let error = try #require(throws: SystemError.self) {
             try ImageFile.create(path: path, size: 8192, overwrite: false)
         }
-        #expect(error.errno == EEXIST)
+        #expect(error.errno == .fileExists)
         #expect(error.call.hasPrefix("open(\"\(path)\""))
         #expect(error.description.contains("EEXIST (File exists)"))
         #expect(error.description.contains("overwrite: true"))
@@ -39,7 +39,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
         let missing = "/nonexistent-ferry-dir/x.img"
         let error = try #require(throws: SystemError.self) { _ = try ImageFile.size(path: missing) }
         #expect(error.code == .syscall)
-        #expect(error.errno == ENOENT)
+        #expect(error.errno == .noSuchFileOrDirectory)
         #expect(error.description == "stat(\"\(missing)\"): ENOENT (No such file or directory)")
         #expect(!ImageFile.exists(path: missing))
         #expect(throws: SystemError.self) { try ImageFile.remove(path: missing) }

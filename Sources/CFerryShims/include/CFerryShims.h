@@ -6,8 +6,10 @@
 //    names because the installed kernel headers predate it (pinned with _Static_assert in uffd.c);
 //  - the SIGSEGV handler of the mprotect dirty tracker (must be async-signal-safe, so C).
 //
-// Unless noted otherwise, functions return 0 on success or a positive errno value; none of them
-// report errors through errno.
+// Return convention (the one of every Ferry C shim, CKVM's too): 0, or a non-negative result,
+// on success; -errno on failure. None report errors through errno, and none retry EINTR: the
+// Swift side calls them through FerrySystem's valueOrErrno(_:.negatedErrno), which does.
+// Functions that cannot fail return their value directly (noted where so).
 
 #include <stddef.h>
 #include <stdint.h>
@@ -19,16 +21,15 @@ extern "C" {
 // MARK: - file systems
 
 /// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).
-/// Returns 0, or -1 with errno set.
 int ferry_statfs_magic(const char *path, uint64_t *magic_out);
 
 // MARK: - sockets
 
 /// Bytes in a TCP socket's send queue that the peer has not acknowledged yet (ioctl SIOCOUTQ;
-/// Swift cannot call the variadic ioctl). Returns 0, or -1 with errno set.
+/// Swift cannot call the variadic ioctl).
 int ferry_socket_unacked_bytes(int fd, int *bytes_out);
 /// Bytes of this TCP connection the peer has acknowledged so far (TCP_INFO's tcpi_bytes_acked,
-/// Linux 4.1+; glibc's struct tcp_info predates the field). Returns 0, or -1 with errno set.
+/// Linux 4.1+; glibc's struct tcp_info predates the field).
 int ferry_socket_bytes_acked(int fd, uint64_t *bytes_out);
 
 // MARK: - userfaultfd (linux/userfaultfd.h, kernel 6.7+ values)
@@ -106,8 +107,8 @@ int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
 int ferry_wp_install(void);
 /// Starts tracking [base, base+length): takes a free slot (*slot_out), publishes the range and
 /// the bitmap (one bit per page, ceil(pages/64) words, zeroed by the caller, valid until
-/// ferry_wp_end returns), then mprotect(PROT_READ)s the range. EBUSY when all slots are in use;
-/// any other error is the errno of mprotect.
+/// ferry_wp_end returns), then mprotect(PROT_READ)s the range. -EBUSY when all slots are in use;
+/// any other error is mprotect's (negated).
 int ferry_wp_begin(void *base, size_t length, size_t page_size, uint64_t *bitmap_words, int *slot_out);
 /// Like ferry_wp_begin but protects nothing: the range is published (faults in it are ours)
 /// and stays writable until ferry_wp_protect protects it piece by piece.
@@ -116,18 +117,18 @@ int ferry_wp_begin_deferred(void *base, size_t length, size_t page_size, uint64_
 /// then on writes to them are recorded. Thread-safe for disjoint pieces. If the kernel refuses
 /// for lack of mappings (ENOMEM), sets *overflowed_out and the overflow flag (the next harvest
 /// reports every page and re-protects the whole range) and returns 0. Otherwise returns 0 or
-/// mprotect's errno; EINVAL if the slot is not tracking or the pages are out of range.
+/// -mprotect's errno; -EINVAL if the slot is not tracking or the pages are out of range.
 int ferry_wp_protect(int slot, size_t first_page, size_t page_count, int *overflowed_out);
 /// Moves the bits set since the last harvest into out (OR), clears them, and re-protects those
 /// pages. *found_out receives the number of pages found. If the handler had to give up on
 /// per-page protection (too many mappings), every page is reported and the whole range is
-/// re-protected. Returns an errno if re-protection failed; then the next harvest reports every
-/// page again, so no write is lost. EINVAL if the slot is not tracking.
+/// re-protected. Returns -errno if re-protection failed; then the next harvest reports every
+/// page again, so no write is lost. -EINVAL if the slot is not tracking.
 int ferry_wp_harvest(int slot, uint64_t *out, size_t out_words, size_t *found_out);
 /// Stops tracking: makes the range read-write again and waits for handlers in flight. After it
 /// returns the bitmap passed to ferry_wp_begin is no longer used.
 void ferry_wp_end(int slot);
-/// Number of write faults the handler resolved since the process started (diagnostics).
+/// Number of write faults the handler resolved since the process started (diagnostics; cannot fail).
 uint64_t ferry_wp_fault_count(void);
 /// Number of times the handler hit the mapping limit and unprotected a whole range.
 uint64_t ferry_wp_overflow_count(void);
@@ -142,10 +143,10 @@ uint64_t ferry_wp_overflow_count(void);
 #define FERRY_BUS_MAX_RANGES 8
 
 /// Installs the SIGBUS handler if not yet installed and starts guarding [base, base+length).
-/// *slot_out receives the slot. EBUSY when all slots are in use.
+/// *slot_out receives the slot. -EBUSY when all slots are in use.
 int ferry_bus_guard_begin(void *base, size_t length, size_t page_size, int *slot_out);
 /// Pages of the slot's range replaced by zero pages so far; *first_offset_out (if not NULL)
-/// receives the lowest replaced byte offset in the range, UINT64_MAX when none.
+/// receives the lowest replaced byte offset in the range, UINT64_MAX when none (cannot fail).
 uint64_t ferry_bus_guard_replaced(int slot, uint64_t *first_offset_out);
 /// Stops guarding the slot's range (the handler stays installed for the other slots).
 void ferry_bus_guard_end(int slot);
@@ -162,7 +163,7 @@ void ferry_wp_forget_handlers_after_fork(void);
 /// Forks; the child installs `mode` as the SIGSEGV disposition (0 = SIG_DFL, 1 = SA_SIGINFO
 /// handler that _exit(42)s, 2 = plain handler that _exit(43)s, 3 = SIG_IGN), then the ferry
 /// handler over it, and writes to a read-only page outside any tracked range. Returns the
-/// child's wait status or -errno.
+/// child's wait status (non-negative) or -errno.
 int ferry_wp_test_chain_in_child(int mode);
 
 typedef struct ferry_wp_overflow_report {

@@ -5,8 +5,11 @@
 // into Swift), the structs with flexible arrays or anonymous unions (kvm_cpuid2, kvm_msrs,
 // kvm_dirty_log, kvm_run), and the vCPU kick signal handler.
 //
-// Functions return 0 (or a non-negative result) on success and -errno on failure; none report
-// errors through errno. None retry EINTR: the Swift callers do (KVM_RUN's EINTR is meaningful).
+// Return convention (the one of every Ferry C shim, CFerryShims' too): 0, or a non-negative
+// result, on success; -errno on failure. None report errors through errno, and none retry EINTR:
+// the Swift side calls them through FerrySystem's valueOrErrno(_:.negatedErrno), which does
+// (except for KVM_RUN, whose EINTR means "kicked"). The ckvm_run_* accessors and
+// ckvm_realtime_signal cannot fail and return their value directly.
 
 #include <stddef.h>
 #include <stdint.h>
