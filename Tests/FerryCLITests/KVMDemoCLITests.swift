@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -9,7 +10,7 @@ import Testing
 struct KVMDemoCLITests {
     @Test("a running 64 MiB KVM guest migrates; console continues, checksums and memory equal the reference run")
     func demo() throws {
-        let scratch = ScratchDirectory("kvm-demo")
+        let scratch = Scratch("kvm-demo")
         let kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)
         if kvm >= 0 { close(kvm) }
         let outcome = try FerryProcess.run(["demo", "--guest", "kvm", "--size", "64MiB", "--run-before", "1500ms",

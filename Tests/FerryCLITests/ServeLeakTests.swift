@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryMigration
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
@@ -31,7 +32,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(3)))
     func thousandMigrationsLeaveDescriptorsAndMemoryFlat() throws {
-        let scratch = ScratchDirectory("serve-leak")
+        let scratch = Scratch("serve-leak")
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         let size = 64 << 10

@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -9,7 +10,7 @@ import Testing
 /// and resume once the destination runs again.
 @Suite struct StoppedDestinationTests {
     @Test func aStoppedDestinationIsNoticedWithinTheStallTimeout() throws {
-        let scratch = ScratchDirectory("stopped-destination")
+        let scratch = Scratch("stopped-destination")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         let created = try FerryProcess.run(["image", "create", source, "--size", "128M", "--seed", "5"])
         try #require(created.status == 0, "\(created.stderr)")

@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Testing

@@ -1,5 +1,6 @@
 import FerryGuest
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Synchronization
 import Testing

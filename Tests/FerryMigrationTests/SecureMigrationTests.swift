@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Testing
@@ -106,8 +107,8 @@ import Testing
         migration.destinationSecurity = ConnectionSecurity(key: Self.key)
         let holder = ResumeTests.RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: 8 << 20)
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: 8 << 20)
             holder.relay = relay
             return relay.port
         }
@@ -131,7 +132,7 @@ import Testing
         migration.destinationSecurity = ConnectionSecurity(key: Self.key)
         let relay = migration.cutFirst(.commit, going: .toDestination)
         let outcome = try migration.run(in: scratch)
-        relay.value?.close()
+        relay.value?.stop()
         let report = try outcome.source.get()
         #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
         #expect(try outcome.destination.get().report.guestLocation == .destination)

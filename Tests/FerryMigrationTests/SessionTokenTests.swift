@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Synchronization
@@ -12,7 +13,7 @@ import Testing
 /// ask where migrations stand, but it cannot learn their session ids, and knowing an id is not
 /// enough to resolve, commit, abort, resume or join a migration: each needs the session token
 /// that only the source got (Protocol.md section 6). Real agents, real sockets; the stranger is
-/// a plain client of the wire protocol, and a `FrameRelay` between the agents gives it its
+/// a plain client of the wire protocol, and a frame `Relay` between the agents gives it its
 /// moment (a frame held while it acts) and, in the tests that say so, the session id (which a
 /// real stranger would have to guess).
 @Suite(.serialized) struct SessionTokenTests {
@@ -24,10 +25,10 @@ import Testing
 
         /// A relay hook that records the ACCEPT going to the source, then runs `then` (before the
         /// ACCEPT is forwarded).
-        func recordAccept(then: (@Sendable (Seen) -> Void)? = nil) -> @Sendable (FrameRelay.Direction, UInt16, UnsafeMutableRawBufferPointer) -> Void {
-            { [self] direction, type, payload in
-                guard direction == .toSource, type == FrameType.accept.rawValue,
-                      let accept = try? Accept(payload: UnsafeRawBufferPointer(payload)) else { return }
+        func recordAccept(then: (@Sendable (Seen) -> Void)? = nil) -> @Sendable (inout Relay.Frame) -> Void {
+            { [self] frame in
+                guard frame.direction == .toSource, frame.type == FrameType.accept.rawValue,
+                      let accept = frame.withPayload({ try? Accept(payload: UnsafeRawBufferPointer($0)) }) else { return }
                 self.accept.withLock { $0 = (accept.sessionID, accept.sessionToken) }
                 then?(self)
             }
@@ -80,7 +81,7 @@ import Testing
         let seen = Seen()
         let strangerView = Mutex<[Status]>([]), holderView = Mutex<[Status]>([])
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
+            try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 // While the first ROUND_ACK is held, the migration is surely in progress.
                 if direction == .toSource, type == FrameType.roundAck.rawValue, strangerView.withLock({ $0.isEmpty }) {
                     let endpoint = Endpoint(host: "127.0.0.1", port: port)
@@ -94,7 +95,7 @@ import Testing
                     }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(try outcome.source.get().guestLocation == .destination)
@@ -142,9 +143,11 @@ import Testing
         let told = Mutex<[HandoffState]>([])
         let unfiltered = Mutex<[Status]>([])
         migration.route = { port in
-            let cut = FrameRelay.cutFirst(.verified, going: .toSource)
-            return UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
-                let verdict = cut(direction, type)
+            // The first VERIFIED going to the source is cut.
+            let cutDone = Atomic<Bool>(false)
+            return try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
+                let verdict: Relay.Verdict = direction == .toSource && type == FrameType.verified.rawValue
+                    && !cutDone.exchange(true, ordering: .relaxed) ? .cut : .forward
                 if verdict == .cut {
                     // The destination has sent VERIFIED ok: it awaits a COMMIT.
                     if let (asking, answers) = try? StatusClient.ask(Endpoint(host: "127.0.0.1", port: port), StatusQuery()) {
@@ -156,7 +159,7 @@ import Testing
                     }
                 }
                 return verdict
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(unfiltered.withLock { $0.map(\.sessionID) } == [0], "the unfiltered answer named the session")
@@ -183,13 +186,13 @@ import Testing
         let seen = Seen()
         let told = Mutex<[HandoffState]>([])
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
+            try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, told.withLock({ $0.isEmpty }),
                    let states = try? Self.strangerTriesToDecide(seen.id, port: port, with: Abort(reason: .cancelled, message: "a stranger")) {
                     told.withLock { $0 = states }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(told.withLock { $0 } == [.receiving, .receiving])
@@ -221,7 +224,7 @@ import Testing
                 Self.expectClosedWithoutAnswer(connection, "JOIN right after ACCEPT")
                 tried.withLock { $0 += 1 }
             }
-            return UInt16(try FrameRelay(destinationPort: Int(port), rewrite: joinFirst) { direction, type in
+            return try Relay.frames(to: port, rewrite: joinFirst) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, tried.withLock({ $0 == 1 }) {
                     if let connection = try? Self.stranger(port) {
                         try? connection.send(Resume(sessionID: seen.id, sessionToken: Self.wrongToken, pageCount: pageCount, round: 0))
@@ -234,7 +237,7 @@ import Testing
                     tried.withLock { $0 += 1 }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(tried.withLock { $0 } == 2)

@@ -1,4 +1,5 @@
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -40,7 +41,7 @@ final class TestMemory {
             print("skipped \(kind.rawValue) memory: \(directory) is \(type ?? "an unknown file system")")
             return nil
         }
-        let path = scratchPath(in: directory, "tracked.img")
+        let path = ScratchFile("tracked.img", in: directory).path
         try ImageFile.create(path: path, size: size, overwrite: false)
         do {
             return TestMemory(region: try MappedRegion.mapFile(path: path, writable: true), path: path)
