@@ -2,7 +2,7 @@ import FerryTestSupport
 import Foundation
 import Testing
 
-@Suite(.serialized) struct CommandLineTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct CommandLineTests {
     /// `ferry send` and `ferry receive` as two processes with `--run-for 0`: the two image files are
     /// identical (cmp), both reports say verified, and the JSON reports carry the documented fields.
     @Test func sendAndReceiveLeaveIdenticalImages() throws {

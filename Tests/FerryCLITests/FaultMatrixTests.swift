@@ -13,7 +13,7 @@ import Testing
 /// a destination image without `.partial` exists only when verified (and then equals the
 /// source's), and each surviving process states its outcome in one line. Prints the table that
 /// docs/fault-matrix.md carries.
-@Suite(.serialized) struct FaultMatrixTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct FaultMatrixTests {
     /// Rows of the table.
     enum FaultKind: String, CaseIterable, Sendable {
         /// During pre-copy the source reconnects through the proxy and resumes (section 8 of

@@ -5,7 +5,7 @@ import Testing
 
 /// Issue 11, finding 7, as a user meets it: sources that are refused, vanish or stall before
 /// their migration is established do not spend a one-shot `ferry receive --image`.
-@Suite(.serialized) struct HostileAdmissionCLITests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct HostileAdmissionCLITests {
     /// A source with a key (refused: this destination has none), one whose connection is cut at
     /// GUEST_CONFIG (it vanishes after ACCEPT) and one that goes silent at GUEST_CONFIG (a
     /// stalled, tentative session) come first; `ferry receive` logs them, is not busy for the real

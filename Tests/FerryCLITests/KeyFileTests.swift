@@ -4,7 +4,7 @@ import Glibc
 import Testing
 
 /// `--key-file` and `--encrypt` as a user runs them: two processes, keys made by `ferry keygen`.
-@Suite(.serialized) struct KeyFileTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct KeyFileTests {
     /// A source with another key exits 3 saying the keys differ; the destination logs the refusal,
     /// keeps serving, and then receives an encrypted guest from a source with the right key.
     @Test func mismatchedKeyIsRefusedAndTheDestinationServesOn() throws {

@@ -6,7 +6,7 @@ import Testing
 /// A migration between two hosts: network namespaces `src` and `dst` joined by a Linux bridge in a
 /// third namespace. The migration crosses the bridge, and after resume the destination's
 /// gratuitous ARPs move the guest's MAC from the source's bridge port to the destination's.
-@Suite(.serialized, .tags(.namespaces), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct NetworkMigrationTests {
+@Suite(.serialized, .tags(.namespaces), .skippable(.namespaces), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct NetworkMigrationTests {
     @Test(.enabled(if: Requirement.namespaces.met, Requirement.namespaces.why))
     func guestMACMovesToTheDestinationPort() throws {
         let id = getpid() % 100_000

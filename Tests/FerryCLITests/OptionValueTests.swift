@@ -74,7 +74,7 @@ import Testing
 
 /// The same values on the command line: a usage error (exit 2) naming the option, the value and
 /// the accepted range, before anything else happens.
-@Suite(.serialized) struct OptionValueCommandLineTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct OptionValueCommandLineTests {
     /// A listening socket that counts the connections made to it (none may be).
     final class Witness {
         let listener: TCPListener
@@ -156,7 +156,7 @@ import Testing
 
 /// Issue 11: without a key, `ferry receive` on an address other hosts can reach says that anyone
 /// who reaches it can send or take a guest; on loopback, or with a key, it does not.
-@Suite(.serialized) struct KeylessWarningTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct KeylessWarningTests {
     func stderrOfReceive(listen: String, key: String? = nil) throws -> String {
         let scratch = Scratch("keyless-\(listen.filter(\.isNumber))-\(key == nil)")
         let receiver = try FerryProcess(["receive", "--listen", listen, "--image", scratch.file("in.img")]

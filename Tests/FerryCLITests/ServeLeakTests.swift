@@ -15,7 +15,7 @@ import Testing
 /// sequential migrations of a tiny guest, every 100th with a 6 MB trace in its GUEST_CONFIG; its
 /// descriptors and resident memory after the first 100 and after all 1,000 must match: fds within
 /// ±4, RSS grown by less than 16 MiB. About 25–40 s in a debug build on two shared cores.
-@Suite(.serialized) struct ServeLeakTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct ServeLeakTests {
     static let migrations = Int(ProcessInfo.processInfo.environment["FERRY_LEAK_MIGRATIONS"] ?? "") ?? 1_000
     static let fdSlack = 4
     static let rssBoundKiB = 16 << 10

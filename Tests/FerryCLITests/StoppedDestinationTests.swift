@@ -8,7 +8,7 @@ import Testing
 /// 10 s, because a stopped receiver's kernel still let a write through now and then). The source
 /// must notice within --stall-timeout, by the acknowledgements that stop, keep its guest running,
 /// and resume once the destination runs again.
-@Suite struct StoppedDestinationTests {
+@Suite(.tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct StoppedDestinationTests {
     @Test func aStoppedDestinationIsNoticedWithinTheStallTimeout() throws {
         let scratch = Scratch("stopped-destination")
         let source = scratch.file("source.img"), target = scratch.file("received.img")

@@ -5,7 +5,7 @@ import Glibc
 import Logging
 import Testing
 
-@Suite("KVM dirty log tracker")
+@Suite("KVM dirty log tracker", .tags(.kvm), .skippable(.kvm))
 struct KVMDirtyTrackerTests {
     let logger = Logger(label: "test.kvm")
     static let reservedPages = KVMGuestLayout.workBase / KVMGuestLayout.pageSize

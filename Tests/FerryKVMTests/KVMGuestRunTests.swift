@@ -4,7 +4,7 @@ import Logging
 import Glibc
 import Testing
 
-@Suite("KVM guest program")
+@Suite("KVM guest program", .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow))
 struct KVMGuestRunTests {
     let logger = Logger(label: "test.kvm")
 

@@ -14,7 +14,7 @@ import Testing
 /// on loopback: KVM's dirty log drives the rounds, the vCPUs' KVM state crosses in CPU_STATE
 /// format 2, the destination builds its VM before the blackout and runs the guest to its step
 /// limit. Checked against the guest program run without migration on a fresh copy of the image.
-@Suite("KVM guest migration over TCP", .serialized)
+@Suite("KVM guest migration over TCP", .serialized, .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow))
 struct KVMMigrationTests {
     let logger = {
         var logger = Logger(label: "test.kvm-migration")

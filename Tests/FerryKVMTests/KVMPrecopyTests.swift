@@ -10,7 +10,7 @@ import Testing
 /// link: the mechanics a migration needs (KVM dirty log rounds while the guest runs, a blackout
 /// with pause, last harvest, last pages and the CPU state through a `CPU_STATE` payload, a new VM
 /// restored on the copy), checked for transparency. The migration engine's wire is not involved.
-@Suite("KVM pre-copy into a second memory")
+@Suite("KVM pre-copy into a second memory", .tags(.kvm), .skippable(.kvm))
 struct KVMPrecopyTests {
     let logger = Logger(label: "test.kvm")
 

@@ -4,7 +4,7 @@ import Glibc
 import Logging
 import Testing
 
-@Suite("KVM vCPU save and restore")
+@Suite("KVM vCPU save and restore", .tags(.kvm), .skippable(.kvm))
 struct KVMSaveRestoreTests {
     let logger = Logger(label: "test.kvm")
 

@@ -57,7 +57,7 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     try Data(contentsOf: URL(fileURLWithPath: a)) == Data(contentsOf: URL(fileURLWithPath: b))
 }
 
-@Suite(.serialized) struct DestinationServerTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct DestinationServerTests {
     func server(_ scratch: Scratch, maxSessions: Int) throws -> (DestinationServer, UInt16) {
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(

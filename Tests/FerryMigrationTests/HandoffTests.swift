@@ -11,7 +11,7 @@ import Testing
 
 /// The handoff around COMMIT when one of its frames is lost (Protocol.md section 6): the guest
 /// ends up running in exactly one place, and the source knows which.
-@Suite(.serialized) struct HandoffTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct HandoffTests {
     /// A migration whose frames pass through a frame `Relay` that cuts the first frame of `type`.
     private func migrate(cutting type: FrameType, going direction: Relay.Direction, in scratch: Scratch,
                          adjust: (inout LoopbackMigration) -> Void = { _ in }) throws -> (LoopbackMigration.Outcome, Relay?) {

@@ -163,7 +163,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
 
 /// Issue 11, findings 2 and 7: connections that have not authenticated or sent their first frame,
 /// and HELLOs from strangers, hold nothing a real source needs (Protocol.md section 9.5).
-@Suite(.serialized) struct HostileAdmissionTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct HostileAdmissionTests {
     static let key = SharedKey.random()
 
     /// Finding 2: 42 connections from three addresses each drip a byte a second. A real source

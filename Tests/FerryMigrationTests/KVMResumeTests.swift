@@ -14,7 +14,7 @@ import Testing
 /// the destination's VM (built at GUEST_CONFIG) waits, and the guest continues on the
 /// destination exactly as if it had never migrated. Skipped, with the reason, where /dev/kvm is
 /// not usable.
-@Suite(.serialized, .tags(.kvm, .slow), .enabled(if: Requirement.kvm.met, Requirement.kvm.why)) struct KVMResumeTests {
+@Suite(.serialized, .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow), .enabled(if: Requirement.kvm.met, Requirement.kvm.why)) struct KVMResumeTests {
     /// Steps each vCPU runs in all: at 120 MB/s about 5 s of guest time, so that the guest is
     /// still running when a migration slowed by a loaded test machine (four forced rounds, a cut
     /// and a resume) switches over; the destination runs the rest.

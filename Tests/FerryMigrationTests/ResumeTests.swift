@@ -12,7 +12,7 @@ import Testing
 
 /// Resuming a pre-copy after the network cut every connection (Protocol.md, "Resuming after a
 /// connection loss"), over real TCP through a `Relay` that cuts after a count of bytes.
-@Suite(.serialized) struct ResumeTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct ResumeTests {
     /// Almost every page carries data, so bytes on the wire follow pages.
     static let mostlyData = ImageMix(zero: 0, sparse: 10, text: 40, random: 50)
 

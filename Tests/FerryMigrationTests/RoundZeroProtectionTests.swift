@@ -7,7 +7,7 @@ import Testing
 
 @testable import FerryMigration
 
-@Suite(.serialized) struct RoundZeroProtectionTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct RoundZeroProtectionTests {
     static let trackers: [TrackerChoice] = DirtyTrackers.uffdUnavailableReason() == nil ? [.uffd, .mprotect] : [.mprotect]
 
     /// The region is protected from its start upwards, one chunk ahead of the page asked for:

@@ -16,7 +16,7 @@ import Testing
 /// a plain client of the wire protocol, and a frame `Relay` between the agents gives it its
 /// moment (a frame held while it acts) and, in the tests that say so, the session id (which a
 /// real stranger would have to guess).
-@Suite(.serialized) struct SessionTokenTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct SessionTokenTests {
     /// What the relay saw in the destination's `ACCEPT`.
     final class Seen: Sendable {
         let accept = Mutex<(id: UInt64, token: SessionToken)?>(nil)

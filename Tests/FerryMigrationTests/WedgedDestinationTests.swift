@@ -14,7 +14,7 @@ import Testing
 /// it resumes on the source, and the destination is told to discard, so the guest runs in exactly
 /// one place. And a destination that stops reading during pre-copy is noticed within
 /// `--stall-timeout`, not the 60 s reply timeout.
-@Suite struct WedgedDestinationTests {
+@Suite(.tags(.slow), .skippable(.slow)) struct WedgedDestinationTests {
     static let blackoutMs = 1_000
 
     struct Run {

@@ -6,7 +6,7 @@ import Glibc
 import Testing
 
 /// The handshake and record layer of Protocol.md section 9 over real loopback TCP.
-@Suite("Authentication", .timeLimit(.minutes(1)))
+@Suite("Authentication", .timeLimit(.minutes(1)), .tags(.slow), .skippable(.slow))
 struct AuthenticationTests {
     static let keyA = try! SharedKey(bytes: Array(repeating: 0xA5, count: 32))
     static let keyB = try! SharedKey(bytes: Array(repeating: 0xA5, count: 31) + [0xA6])

@@ -9,7 +9,7 @@ import Testing
 /// Announces a MAC from two network namespaces joined by a Linux bridge and checks that the
 /// bridge's forwarding database moves the MAC to the port the latest announce came from: what
 /// a switch does when a migrated guest resumes on another host.
-@Suite(.serialized, .tags(.namespaces)) struct NetworkNamespaceAnnounceTests {
+@Suite(.serialized, .tags(.namespaces), .skippable(.namespaces)) struct NetworkNamespaceAnnounceTests {
     @Test(.timeLimit(.minutes(1)), .enabled(if: Requirement.namespaces.met, Requirement.namespaces.why))
     func announceMovesTheMACToTheNewBridgePort() throws {
         let pid = getpid()
