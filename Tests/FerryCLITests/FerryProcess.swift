@@ -40,7 +40,7 @@ struct FerryProcess {
             process.executableURL = URL(fileURLWithPath: prefix[0])
             process.arguments = Array(prefix.dropFirst()) + [Self.executable] + arguments
         }
-        let stem = "/tmp/ferry-cli-output-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let stem = ScratchFile("cli-output", in: "/tmp").path
         outPath = stem + ".out"
         errPath = stem + ".err"
         FileManager.default.createFile(atPath: outPath, contents: nil)

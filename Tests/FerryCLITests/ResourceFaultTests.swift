@@ -96,8 +96,8 @@ extension FaultMatrixTests {
     static func mountTmpfs(_ scratch: Scratch, size: String) -> (String?, String?) {
         let directory = scratch.file("disk")
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        guard getuid() == 0, let mount = Host.tool("mount") else {
-            return (nil, "skipped: mounting a tmpfs needs root and mount(8)")
+        guard Requirement.mount.met, let mount = Host.tool("mount") else {
+            return (nil, "skipped: \(Requirement.mount.why.rawValue)")
         }
         do {
             try Host.run([mount, "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", directory])
