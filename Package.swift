@@ -63,17 +63,23 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem"]),
-        .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol"]),
-        .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4"]),
-        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest"]),
-        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem"]),
-        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM"]),
+        // What the test targets share (not a product): the one TCP relay with its independent frame
+        // parser, scratch directories, test memory, network namespaces, the machine's
+        // requirements (for `.enabled(if:)`) and the tags.
+        .target(name: "FerryTestSupport", dependencies: ["FerryKVM"], path: "Tests/FerryTestSupport"),
+
+        .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem", "FerryTestSupport"]),
+        .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol", "FerryTestSupport"]),
+        .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4", "FerryTestSupport"]),
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerryTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
+        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem", "FerryTestSupport"]),
+        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
         .testTarget(name: "FerryCLITests", dependencies: [
-            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", .product(name: "Logging", package: "swift-log"),
+            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", "FerryTestSupport",
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v6]

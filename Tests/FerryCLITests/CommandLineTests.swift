@@ -1,11 +1,12 @@
+import FerryTestSupport
 import Foundation
 import Testing
 
-@Suite(.serialized) struct CommandLineTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct CommandLineTests {
     /// `ferry send` and `ferry receive` as two processes with `--run-for 0`: the two image files are
     /// identical (cmp), both reports say verified, and the JSON reports carry the documented fields.
     @Test func sendAndReceiveLeaveIdenticalImages() throws {
-        let scratch = ScratchDirectory("send-receive")
+        let scratch = Scratch("send-receive")
         let image = scratch.file("source.img"), received = scratch.file("received.img")
         let created = try FerryProcess.run(["image", "create", image, "--size", "48M", "--seed", "5"])
         #expect(created.status == 0, "\(created.stderr)")
@@ -38,7 +39,7 @@ import Testing
     /// `ferry receive --serve DIR` takes two guests at once, each into DIR/NAME.img, and exits
     /// after `--sessions 2`; a guest name that would leave the directory is refused by the sender.
     @Test func serveReceivesTwoGuestsIntoADirectory() throws {
-        let scratch = ScratchDirectory("serve")
+        let scratch = Scratch("serve")
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         for (name, seed) in [("alpha", "1"), ("beta", "2")] {
@@ -74,7 +75,7 @@ import Testing
     /// `resumed` (by name, and by the session id the sender's report prints), an unknown session
     /// is `unknown`, and a malformed session id is a usage error.
     @Test func statusReportsWhereAGuestRuns() throws {
-        let scratch = ScratchDirectory("status")
+        let scratch = Scratch("status")
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         #expect(try FerryProcess.run(["image", "create", scratch.file("gamma.img"), "--size", "16M"]).status == 0)
@@ -128,7 +129,7 @@ import Testing
     }
 
     @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
-        let scratch = ScratchDirectory("bad-size")
+        let scratch = Scratch("bad-size")
         let outcome = try FerryProcess.run(["image", "create", scratch.file("x.img"), "--size", "1000"])
         #expect(outcome.status != 0)
         #expect(outcome.stderr.contains("multiple of the page size"))
@@ -136,7 +137,7 @@ import Testing
     }
 
     @Test func receiveRefusesToOverwriteWithoutForce() throws {
-        let scratch = ScratchDirectory("exists")
+        let scratch = Scratch("exists")
         _ = FileManager.default.createFile(atPath: scratch.file("taken.img"), contents: Data([1, 2, 3]))
         let outcome = try FerryProcess.run(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("taken.img")])
         #expect(outcome.status == 9)
@@ -145,7 +146,7 @@ import Testing
     }
 
     @Test func sendToNobodySaysSoAndKeepsTheImage() throws {
-        let scratch = ScratchDirectory("nobody")
+        let scratch = Scratch("nobody")
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
         // Bind and close a port so that nothing listens on it.
@@ -158,7 +159,7 @@ import Testing
     /// The destination dies during pre-copy: `ferry send` says it lost the connection, tries
     /// `--reconnect-attempts` times, gives up with exit code 5 and stops its guest cleanly.
     @Test func sendReconnectsThenGivesUpWhenTheDestinationDies() throws {
-        let scratch = ScratchDirectory("reconnect")
+        let scratch = Scratch("reconnect")
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "32M"]).status == 0)
         let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("received.img"),
@@ -180,7 +181,7 @@ import Testing
     }
 
     @Test func badWorkloadIsAUsageError() throws {
-        let scratch = ScratchDirectory("workload")
+        let scratch = Scratch("workload")
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
         let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:9", "--workload", "uniform:fast"])

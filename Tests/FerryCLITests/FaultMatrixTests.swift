@@ -1,18 +1,19 @@
 import FerryMigration
 import FerryProtocol
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
 import Synchronization
 import Testing
 
-/// The fault matrix (issue 4): real `ferry send` and `ferry receive` processes, a `FaultProxy`
+/// The fault matrix (issue 4): real `ferry send` and `ferry receive` processes, a `PhaseFaultRelay`
 /// between them, and one fault per case — each kind of fault at each phase — followed by the
 /// invariants: the guest runs in exactly one place (never two; never none while both hosts live),
 /// a destination image without `.partial` exists only when verified (and then equals the
 /// source's), and each surviving process states its outcome in one line. Prints the table that
 /// docs/fault-matrix.md carries.
-@Suite(.serialized) struct FaultMatrixTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct FaultMatrixTests {
     /// Rows of the table.
     enum FaultKind: String, CaseIterable, Sendable {
         /// During pre-copy the source reconnects through the proxy and resumes (section 8 of
@@ -67,7 +68,7 @@ import Testing
 
     @Test func faultMatrix() throws {
         let started = Date()
-        let scratch = ScratchDirectory("matrix")
+        let scratch = Scratch("matrix")
         let base = scratch.file("base.img")
         let created = try FerryProcess.run(["image", "create", base, "--size", "\(Self.imageBytes >> 20)M", "--seed", "7"])
         try #require(created.status == 0, "\(created.stderr)")
@@ -151,7 +152,7 @@ import Testing
     }
 
     static func run(fault: FaultKind, phase: WirePhase, base: String, id: Int) throws -> CaseResult {
-        let scratch = ScratchDirectory("fault-\(id)")
+        let scratch = Scratch("fault-\(id)")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         // After commit the destination's guest runs on for a while, so that a kill finds it running.
@@ -185,7 +186,7 @@ import Testing
         case .strangerAbort: wireFault = .hook { stranger.tryToDecide(with: Abort(reason: .cancelled, message: "a stranger's abort")) }
         case .cutThenStrangerCommit: wireFault = .cutThen { stranger.tryToDecide(with: Commit()) }
         }
-        let proxy = try FaultProxy(upstreamPort: port, phase: phase, fault: wireFault)
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: phase, fault: wireFault)
         stranger.proxy = proxy
         defer { proxy.stop() }
         let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + sendOptions)
@@ -214,7 +215,7 @@ import Testing
     /// the proxy) but neither the key nor the session token, and tries to commit or abort it.
     final class Stranger: @unchecked Sendable {  // `proxy` is set before the migration starts
         let destination: Endpoint
-        var proxy: FaultProxy?
+        var proxy: PhaseFaultRelay?
         private let lock = NSLock()
         private var outcome = "never acted"
 

@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 
@@ -39,7 +40,7 @@ struct FerryProcess {
             process.executableURL = URL(fileURLWithPath: prefix[0])
             process.arguments = Array(prefix.dropFirst()) + [Self.executable] + arguments
         }
-        let stem = "/tmp/ferry-cli-output-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let stem = ScratchFile("cli-output", in: "/tmp").path
         outPath = stem + ".out"
         errPath = stem + ".err"
         FileManager.default.createFile(atPath: outPath, contents: nil)
@@ -83,21 +84,9 @@ struct FerryProcess {
     static func run(_ arguments: [String], prefix: [String] = [], timeout: Double = 120) throws -> Outcome {
         try FerryProcess(arguments, prefix: prefix).wait(timeout: timeout)
     }
-}
 
-/// A scratch directory on tmpfs, removed when the test ends.
-final class ScratchDirectory {
-    let path: String
-
-    init(_ name: String) {
-        path = "/dev/shm/ferry-cli-test-\(getpid())-\(name)"
-        try? FileManager.default.removeItem(atPath: path)
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
+    /// The suites that run `ferry` need it built (`swift build`, or `swift build --build-tests`).
+    static let built = Requirement.executable(executable, "needs the ferry executable built next to the tests (swift build)")
 }
 
 func filesEqual(_ a: String, _ b: String) throws -> Bool {

@@ -1,16 +1,17 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
 
 /// Issue 11, finding 7, as a user meets it: sources that are refused, vanish or stall before
 /// their migration is established do not spend a one-shot `ferry receive --image`.
-@Suite(.serialized) struct HostileAdmissionCLITests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct HostileAdmissionCLITests {
     /// A source with a key (refused: this destination has none), one whose connection is cut at
     /// GUEST_CONFIG (it vanishes after ACCEPT) and one that goes silent at GUEST_CONFIG (a
     /// stalled, tentative session) come first; `ferry receive` logs them, is not busy for the real
     /// source that comes next, receives its guest and exits 0.
     @Test func oneShotReceiveOutlivesStrangers() throws {
-        let scratch = ScratchDirectory("hostile-admission")
+        let scratch = Scratch("hostile-admission")
         let image = scratch.file("vm.img"), target = scratch.file("received.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "16M", "--seed", "3"]).status == 0)
         #expect(try FerryProcess.run(["keygen", "--out", scratch.file("a.key")]).status == 0)
@@ -25,12 +26,12 @@ import Testing
         let keyed = try FerryProcess.run(stranger("keyed") + ["--to", "127.0.0.1:\(port)", "--key-file", scratch.file("a.key")], timeout: 30)
         #expect(keyed.status == 3, "refused: \(keyed.stderr)")
 
-        let cut = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .cut)
+        let cut = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .cut)
         defer { cut.stop() }
         let vanished = try FerryProcess.run(stranger("vanished") + ["--to", "127.0.0.1:\(cut.port)"], timeout: 30)
         #expect(vanished.status != 0 && vanished.stderr.contains("keeps running on the source"), "\(vanished.stderr)")
 
-        let silent = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .blackhole)
+        let silent = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .blackhole)
         defer { silent.stop() }
         let stalled = try FerryProcess(stranger("stalled") + ["--to", "127.0.0.1:\(silent.port)"])
         Thread.sleep(forTimeInterval: 1)

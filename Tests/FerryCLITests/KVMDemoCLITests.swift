@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -5,11 +6,11 @@ import Testing
 /// `ferry demo --guest kvm` as a user runs it: a small KVM guest migrates on loopback and the
 /// demo's own transparency check passes. Without a usable /dev/kvm the demo must say so in one
 /// line and exit non-zero, which the test then checks instead.
-@Suite("ferry demo --guest kvm")
+@Suite("ferry demo --guest kvm", .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
 struct KVMDemoCLITests {
     @Test("a running 64 MiB KVM guest migrates; console continues, checksums and memory equal the reference run")
     func demo() throws {
-        let scratch = ScratchDirectory("kvm-demo")
+        let scratch = Scratch("kvm-demo")
         let kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)
         if kvm >= 0 { close(kvm) }
         let outcome = try FerryProcess.run(["demo", "--guest", "kvm", "--size", "64MiB", "--run-before", "1500ms",

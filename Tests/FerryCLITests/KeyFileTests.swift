@@ -1,13 +1,14 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
 
 /// `--key-file` and `--encrypt` as a user runs them: two processes, keys made by `ferry keygen`.
-@Suite(.serialized) struct KeyFileTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct KeyFileTests {
     /// A source with another key exits 3 saying the keys differ; the destination logs the refusal,
     /// keeps serving, and then receives an encrypted guest from a source with the right key.
     @Test func mismatchedKeyIsRefusedAndTheDestinationServesOn() throws {
-        let scratch = ScratchDirectory("key-file")
+        let scratch = Scratch("key-file")
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         let image = scratch.file("vm.img")
@@ -50,7 +51,7 @@ import Testing
     }
 
     @Test func keyFileOthersCanReadIsRefused() throws {
-        let scratch = ScratchDirectory("key-mode")
+        let scratch = Scratch("key-mode")
         let key = scratch.file("open.key")
         #expect(try FerryProcess.run(["keygen", "--out", key]).status == 0)
         chmod(key, 0o644)

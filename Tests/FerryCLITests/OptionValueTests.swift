@@ -1,4 +1,5 @@
 import FerryMigration
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
@@ -73,7 +74,7 @@ import Testing
 
 /// The same values on the command line: a usage error (exit 2) naming the option, the value and
 /// the accepted range, before anything else happens.
-@Suite(.serialized) struct OptionValueCommandLineTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct OptionValueCommandLineTests {
     /// A listening socket that counts the connections made to it (none may be).
     final class Witness {
         let listener: TCPListener
@@ -92,7 +93,7 @@ import Testing
         ["--batch-bytes", "1KiB"], ["--reconnect-attempts", "0"],
     ])
     func sendRefusesBadValuesBeforeTheGuestStarts(_ bad: [String]) throws {
-        let scratch = ScratchDirectory("bad-send-\(bad[0].dropFirst(2).prefix { $0 != "=" })")
+        let scratch = Scratch("bad-send-\(bad[0].dropFirst(2).prefix { $0 != "=" })")
         let image = scratch.file("vm.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "64K"]).status == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: image))
@@ -115,7 +116,7 @@ import Testing
         ["--max-sessions", "0"], ["--prealloc", "0"],
     ])
     func receiveRefusesBadValuesBeforeListening(_ bad: [String]) throws {
-        let scratch = ScratchDirectory("bad-receive-\(bad[0].dropFirst(2).prefix { $0 != "=" })")
+        let scratch = Scratch("bad-receive-\(bad[0].dropFirst(2).prefix { $0 != "=" })")
         let outcome = try FerryProcess.run(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img")] + bad, timeout: 30)
         #expect(outcome.signal == nil, "killed by signal \(outcome.signal ?? 0): \(outcome.stderr)")
         #expect(outcome.status == 2, "\(bad): \(outcome.stderr)")
@@ -135,7 +136,7 @@ import Testing
     /// A migration that succeeded exits 0 even when its JSON report cannot be written; stderr
     /// says so.
     @Test func unwritableReportAfterASuccessIsAWarning() throws {
-        let scratch = ScratchDirectory("json-warning")
+        let scratch = Scratch("json-warning")
         let image = scratch.file("vm.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
         let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img"),
@@ -155,9 +156,9 @@ import Testing
 
 /// Issue 11: without a key, `ferry receive` on an address other hosts can reach says that anyone
 /// who reaches it can send or take a guest; on loopback, or with a key, it does not.
-@Suite(.serialized) struct KeylessWarningTests {
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct KeylessWarningTests {
     func stderrOfReceive(listen: String, key: String? = nil) throws -> String {
-        let scratch = ScratchDirectory("keyless-\(listen.filter(\.isNumber))-\(key == nil)")
+        let scratch = Scratch("keyless-\(listen.filter(\.isNumber))-\(key == nil)")
         let receiver = try FerryProcess(["receive", "--listen", listen, "--image", scratch.file("in.img")]
                                         + (key.map { ["--key-file", $0] } ?? []))
         _ = receiver.waitForStderrLine(containing: "listening on")
@@ -175,7 +176,7 @@ import Testing
         #expect(loopback.contains("listening on 127.0.0.1:"), "\(loopback)")
         #expect(!loopback.contains("without --key-file"), "\(loopback)")
 
-        let scratch = ScratchDirectory("keyless-key")
+        let scratch = Scratch("keyless-key")
         #expect(try FerryProcess.run(["keygen", "--out", scratch.file("k")]).status == 0)
         let keyed = try stderrOfReceive(listen: "0.0.0.0:0", key: scratch.file("k"))
         #expect(keyed.contains("listening on 0.0.0.0:"), "\(keyed)")

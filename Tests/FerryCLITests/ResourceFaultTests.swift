@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -18,7 +19,7 @@ extension FaultMatrixTests {
 
     @Test func otherFaults() throws {
         let started = Date()
-        let scratch = ScratchDirectory("other-faults")
+        let scratch = Scratch("other-faults")
         let base = scratch.file("base.img"), dense = scratch.file("dense.img")
         #expect(try FerryProcess.run(["image", "create", base, "--size", "32M", "--seed", "7"]).status == 0)
         // Every page holds data, so a received image takes its whole size on tmpfs.
@@ -68,13 +69,13 @@ extension FaultMatrixTests {
     /// A second source arrives while the first one's round 0 runs: refused as busy, its guest runs
     /// on; the first migration is not disturbed.
     static func busy(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("busy")
+        let scratch = Scratch("busy")
         let source = scratch.file("source.img"), second = scratch.file("second.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         try FileManager.default.copyItem(atPath: base, toPath: second)
         let (receiver, port) = try startReceiver(["--image", target])
         let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
-        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .hook {
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .hook {
             let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s", "-q"],
                                                 timeout: 20)
             secondOutcome.withLock { $0 = outcome }
@@ -92,14 +93,14 @@ extension FaultMatrixTests {
     }
 
     /// A tmpfs of `size` at `scratch/disk`, or the reason it cannot be had here.
-    static func mountTmpfs(_ scratch: ScratchDirectory, size: String) -> (String?, String?) {
+    static func mountTmpfs(_ scratch: Scratch, size: String) -> (String?, String?) {
         let directory = scratch.file("disk")
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        guard getuid() == 0, let mount = NetworkMigrationTests.tool("mount") else {
-            return (nil, "skipped: mounting a tmpfs needs root and mount(8)")
+        guard Requirement.mount.met, let mount = Host.tool("mount") else {
+            return (nil, "skipped: \(Requirement.mount.why.rawValue)")
         }
         do {
-            try NetworkMigrationTests.sh([mount, "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", directory])
+            try Host.run([mount, "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", directory])
         } catch {
             return (nil, "skipped: cannot mount a tmpfs here: \(error)")
         }
@@ -107,14 +108,14 @@ extension FaultMatrixTests {
     }
 
     static func unmount(_ directory: String) {
-        if let umount = NetworkMigrationTests.tool("umount") { _ = try? NetworkMigrationTests.sh([umount, "-l", directory], mustSucceed: false) }
+        if let umount = Host.tool("umount") { _ = try? Host.run([umount, "-l", directory], mustSucceed: false) }
     }
 
     /// The destination's directory is smaller than the image: refused at HELLO (reason `disk`).
     /// The refusal does not end the one-shot destination (issue 11, finding 7): it waits on for a
     /// source it can take, until its accept timeout (4 s here).
     static func diskTooSmall(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("disk-small")
+        let scratch = Scratch("disk-small")
         let (mounted, skip) = mountTmpfs(scratch, size: "16m")
         guard let directory = mounted else { print(skip!); return (skip!, []) }
         defer { unmount(directory) }
@@ -137,14 +138,14 @@ extension FaultMatrixTests {
     /// established (its first page batch) and promises the space. The session was never
     /// established, so the one-shot destination logs it and waits on until its accept timeout.
     static func diskFilled(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("disk-filled")
+        let scratch = Scratch("disk-filled")
         let (mounted, skip) = mountTmpfs(scratch, size: "40m")
         guard let directory = mounted else { print(skip!); return (skip!, []) }
         defer { unmount(directory) }
         let source = scratch.file("source.img"), target = directory + "/received.img"
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target], acceptTimeout: "6s")
-        let proxy = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .hook {
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .hook {
             // Leaves 8 MiB of the 40: less than the 32 MiB image.
             FileManager.default.createFile(atPath: directory + "/filler", contents: Data(repeating: 0x5A, count: 32 << 20))
         })
@@ -166,7 +167,7 @@ extension FaultMatrixTests {
     /// on once the second is done, finds no room (aborted, `disk:`) or the destination already
     /// gone (`--sessions 1`); either way it keeps its guest and leaves no image.
     static func diskForOne(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("disk-one")
+        let scratch = Scratch("disk-one")
         let (mounted, skip) = mountTmpfs(scratch, size: "44m")
         guard let directory = mounted else { print(skip!); return (skip!, []) }
         defer { unmount(directory) }
@@ -175,7 +176,7 @@ extension FaultMatrixTests {
         try FileManager.default.copyItem(atPath: base, toPath: second)
         let (receiver, port) = try startReceiver(["--serve", directory, "--max-sessions", "2", "--sessions", "1"])
         let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
-        let proxy = try FaultProxy(upstreamPort: port, phase: .handshake, fault: .hook {
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .hook {
             let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--name", "second",
                                                  "--workload", "uniform:5MB/s", "-q"], timeout: 20)
             secondOutcome.withLock { $0 = outcome }
@@ -207,11 +208,11 @@ extension FaultMatrixTests {
     /// (2 s here) it counts the connection as lost and resumes on a new one (the proxy relays new
     /// connections), and the migration completes, verified.
     static func partition(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("partition")
+        let scratch = Scratch("partition")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
-        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .blackhole)
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .blackhole)
         defer { proxy.stop() }
         let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)", "--stall-timeout", "2s"]
                                         + Matrix.sendOptions, timeout: 30)
@@ -227,12 +228,12 @@ extension FaultMatrixTests {
     /// GUEST_CONFIG and DEVICE_STATE like the page digest covers the pages, so the destination does
     /// not verify, and the source keeps its guest.
     static func registerFlip(base: String) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("register-flip")
+        let scratch = Scratch("register-flip")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
         // DEVICE_STATE payload: section_count (2), reserved (6), vCPU 0's section header (16), then its step.
-        let proxy = try FaultProxy(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(24))
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(24))
         defer { proxy.stop() }
         let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
@@ -249,11 +250,11 @@ extension FaultMatrixTests {
 
     /// The image file is truncated (or extended) to `bytes` while the source runs round 0.
     static func resized(base: String, to bytes: Int) throws -> (String, [String]) {
-        let scratch = ScratchDirectory("resized-\(bytes)")
+        let scratch = Scratch("resized-\(bytes)")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
-        let proxy = try FaultProxy(upstreamPort: port, phase: .roundZero, fault: .hook { _ = truncate(source, off_t(bytes)) })
+        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .hook { _ = truncate(source, off_t(bytes)) })
         defer { proxy.stop() }
         let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)

@@ -2,6 +2,7 @@ import FerryGuest
 import FerryGuestMigration
 import FerryMigration
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
@@ -15,7 +16,7 @@ import Testing
 /// sequential migrations of a tiny guest, every 100th with a 6 MB trace in its GUEST_CONFIG; its
 /// descriptors and resident memory after the first 100 and after all 1,000 must match: fds within
 /// ±4, RSS grown by less than 16 MiB. About 25–40 s in a debug build on two shared cores.
-@Suite(.serialized) struct ServeLeakTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct ServeLeakTests {
     static let migrations = Int(ProcessInfo.processInfo.environment["FERRY_LEAK_MIGRATIONS"] ?? "") ?? 1_000
     static let fdSlack = 4
     static let rssBoundKiB = 16 << 10
@@ -32,7 +33,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(3)))
     func thousandMigrationsLeaveDescriptorsAndMemoryFlat() throws {
-        let scratch = ScratchDirectory("serve-leak")
+        let scratch = Scratch("serve-leak")
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         let size = 64 << 10

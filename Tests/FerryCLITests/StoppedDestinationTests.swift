@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -7,9 +8,9 @@ import Testing
 /// 10 s, because a stopped receiver's kernel still let a write through now and then). The source
 /// must notice within --stall-timeout, by the acknowledgements that stop, keep its guest running,
 /// and resume once the destination runs again.
-@Suite struct StoppedDestinationTests {
+@Suite(.tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct StoppedDestinationTests {
     @Test func aStoppedDestinationIsNoticedWithinTheStallTimeout() throws {
-        let scratch = ScratchDirectory("stopped-destination")
+        let scratch = Scratch("stopped-destination")
         let source = scratch.file("source.img"), target = scratch.file("received.img")
         let created = try FerryProcess.run(["image", "create", source, "--size", "128M", "--seed", "5"])
         try #require(created.status == 0, "\(created.stderr)")

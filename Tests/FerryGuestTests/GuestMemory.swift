@@ -1,44 +1,8 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Logging
 @testable import FerryGuest
-
-/// Anonymous private memory for a test guest, unmapped on deinit.
-final class AnonymousMemory {
-    let base: UnsafeMutableRawPointer
-    let size: Int
-
-    init(size: Int) {
-        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        precondition(p != MAP_FAILED, "mmap(\(size)) failed: errno \(errno)")
-        base = p!
-        self.size = size
-    }
-
-    convenience init(copying bytes: [UInt8]) {
-        self.init(size: bytes.count)
-        bytes.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-    }
-
-    deinit { munmap(base, size) }
-
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
-
-    func equals(_ other: AnonymousMemory) -> Bool {
-        size == other.size && memcmp(base, other.base, size) == 0
-    }
-
-    func equals(_ bytes: [UInt8]) -> Bool {
-        bytes.count == size && bytes.withUnsafeBytes { memcmp(base, $0.baseAddress!, size) == 0 }
-    }
-
-    /// Pages that differ from `bytes`.
-    func changedPages(from bytes: [UInt8], pageSize: Int) -> Int {
-        bytes.withUnsafeBytes { original in
-            (0..<(size / pageSize)).filter { memcmp(base + $0 * pageSize, original.baseAddress! + $0 * pageSize, pageSize) != 0 }.count
-        }
-    }
-}
 
 let quietLogger = Logger(label: "ferry.guest.test") { _ in SwiftLogNoOpLogHandler() }
 
@@ -51,3 +15,10 @@ func imageBytes(pages: Int, seed: UInt64) throws -> [UInt8] {
 }
 
 func sleepMs(_ ms: Int) { usleep(UInt32(ms * 1000)) }
+
+/// FNV-1a 64 over bytes: a checksum for comparing images in tests.
+func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    return h
+}

@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -9,7 +10,7 @@ let buildKind = "debug"
 let buildKind = "release"
 #endif
 
-@Suite struct ImageGeneratorTests {
+@Suite(.tags(.slow), .skippable(.slow)) struct ImageGeneratorTests {
     @Test func sameSeedGivesSameBytesDifferentSeedDifferentBytes() throws {
         let a = ScratchFile("a"), b = ScratchFile("b"), c = ScratchFile("c")
         defer { a.remove(); b.remove(); c.remove() }

@@ -1,17 +1,18 @@
 import FerryKVM
 import FerrySystem
+import FerryTestSupport
 import Glibc
 import Logging
 import Testing
 
-@Suite("KVM dirty log tracker")
+@Suite("KVM dirty log tracker", .tags(.kvm), .skippable(.kvm))
 struct KVMDirtyTrackerTests {
     let logger = Logger(label: "test.kvm")
     static let reservedPages = KVMGuestLayout.workBase / KVMGuestLayout.pageSize
 
-    @Test("reports the pages the guest wrote between two harvests and no others; merges the VMM's writes", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
+    @Test("reports the pages the guest wrote between two harvests and no others; merges the VMM's writes", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func guestAndVMMWrites() throws {
-        let memory = TestMemory(mebibytes: 64)
+        let memory = AnonymousMemory(mebibytes: 64)
         let seed: UInt64 = 99
         let guest = try KVMGuest(memory: memory.base, size: memory.size,
                                  parameters: KVMGuestParameters(seed: seed, vcpus: 1, writesPerSecond: 20_000), logger: logger)
@@ -55,9 +56,9 @@ struct KVMDirtyTrackerTests {
         tracker.stop()
     }
 
-    @Test("deferred start: unprotected pages are reported until protected; protected ones only when written", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
+    @Test("deferred start: unprotected pages are reported until protected; protected ones only when written", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func deferredStart() throws {
-        let memory = TestMemory(mebibytes: 16)
+        let memory = AnonymousMemory(mebibytes: 16)
         let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: KVMGuestParameters(), logger: logger)
         let tracker = guest.makeDirtyTracker()
         let pageCount = memory.size / KVMGuestLayout.pageSize

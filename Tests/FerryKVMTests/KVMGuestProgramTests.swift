@@ -1,17 +1,17 @@
 @testable import FerryKVM
+import FerryTestSupport
 import Foundation
 import Testing
 
 @Suite("KVM guest program binary")
 struct KVMGuestProgramTests {
     @Test("the embedded program is what Tools/kvm-guest/build.sh builds from the sources",
-          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") && FileManager.default.isExecutableFile(atPath: "/usr/bin/objcopy"),
-                   "needs gcc and objcopy in /usr/bin (install gcc and binutils)"))
+          .enabled(if: Requirement.gcc.met, Requirement.gcc.why))
     func embeddedBytesMatchBuild() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let script = root.appendingPathComponent("Tools/kvm-guest/build.sh").path
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-kvm-guest-\(getpid())")
-        defer { try? FileManager.default.removeItem(at: output) }
+        let scratch = Scratch("kvm-guest", in: NSTemporaryDirectory())
+        let output = URL(fileURLWithPath: scratch.path)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = [script, output.path]

@@ -4,6 +4,7 @@ import FerryKVMMigration
 import FerryMigration
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
@@ -14,7 +15,7 @@ import Testing
 /// on loopback: KVM's dirty log drives the rounds, the vCPUs' KVM state crosses in CPU_STATE
 /// format 2, the destination builds its VM before the blackout and runs the guest to its step
 /// limit. Checked against the guest program run without migration on a fresh copy of the image.
-@Suite("KVM guest migration over TCP", .serialized)
+@Suite("KVM guest migration over TCP", .serialized, .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow))
 struct KVMMigrationTests {
     let logger = {
         var logger = Logger(label: "test.kvm-migration")
@@ -22,19 +23,7 @@ struct KVMMigrationTests {
         return logger
     }()
 
-    /// Files on tmpfs, removed when the test ends.
-    final class Scratch {
-        let path: String
-        init(_ name: String) {
-            path = "/dev/shm/ferry-kvm-test-\(getpid())-\(name)"
-            try? FileManager.default.removeItem(atPath: path)
-            try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        }
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-        func file(_ name: String) -> String { path + "/" + name }
-    }
-
-    @Test("a KVM guest dirtying 120 MB/s migrates over TCP: verified, console continues without loss or repeat, final checksums and memory equal a run that never migrated", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot),
+    @Test("a KVM guest dirtying 120 MB/s migrates over TCP: verified, console continues without loss or repeat, final checksums and memory equal a run that never migrated", .enabled(if: Requirement.kvm.met, Requirement.kvm.why),
           arguments: [1, 2])
     func migratesRunningGuest(streams: Int) throws {
         let scratch = Scratch("migrate-\(streams)")
@@ -120,7 +109,7 @@ struct KVMMigrationTests {
             let reply = try connection.receive()
             connection.close()
             _ = try? outcome.wait()
-            if kind == 2 && format == 2 && KVMAvailability.reason == nil {
+            if kind == 2 && format == 2 && Requirement.kvm.met {
                 #expect(reply.type == .accept, "a KVM host refused a KVM guest")
             } else {
                 #expect(reply.type == .refuse)

@@ -1,6 +1,7 @@
 import FerryKVM
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import Glibc
 import Logging
 import Testing
@@ -9,20 +10,20 @@ import Testing
 /// link: the mechanics a migration needs (KVM dirty log rounds while the guest runs, a blackout
 /// with pause, last harvest, last pages and the CPU state through a `CPU_STATE` payload, a new VM
 /// restored on the copy), checked for transparency. The migration engine's wire is not involved.
-@Suite("KVM pre-copy into a second memory")
+@Suite("KVM pre-copy into a second memory", .tags(.kvm), .skippable(.kvm))
 struct KVMPrecopyTests {
     let logger = Logger(label: "test.kvm")
 
-    static func copy(_ bitmap: DirtyBitmap, from source: TestMemory, to target: TestMemory) {
+    static func copy(_ bitmap: DirtyBitmap, from source: AnonymousMemory, to target: AnonymousMemory) {
         let page = KVMGuestLayout.pageSize
         bitmap.forEachSetBit { index in
             (target.base + index * page).copyMemory(from: source.base + index * page, byteCount: page)
         }
     }
 
-    @Test("a guest dirtying 120 MB/s moves to a new VM with a short blackout; console and checksums continue exactly", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
+    @Test("a guest dirtying 120 MB/s moves to a new VM with a short blackout; console and checksums continue exactly", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func precopyTransparency() throws {
-        let source = TestMemory(mebibytes: 64), target = TestMemory(mebibytes: 64)
+        let source = AnonymousMemory(mebibytes: 64), target = AnonymousMemory(mebibytes: 64)
         let pageCount = source.size / KVMGuestLayout.pageSize
         let seed: UInt64 = 0x5eed, vcpus = 2, interval: UInt64 = 4096
         var parameters = KVMGuestParameters.dirtying(bytesPerSecond: 120e6, seed: seed, vcpus: vcpus)
@@ -84,7 +85,7 @@ struct KVMPrecopyTests {
         // a vCPU thread waits tens of milliseconds for a core.
         #expect(downtime < 250_000_000)
 
-        let expectedMemory = TestMemory(mebibytes: 64)
+        let expectedMemory = AnonymousMemory(mebibytes: 64)
         let expected = KVMGuestRunTests.reference(seed: seed, vcpus: vcpus, steps: continued.stepLimit!, interval: interval, memory: expectedMemory)
         let combined = KVMGuestRunTests.linesByVCPU(before + destination.consoleLines, vcpus: vcpus)
         #expect(combined == expected, "console lines across the migration differ from a run that never migrated")

@@ -1,15 +1,16 @@
 import FerryKVM
+import FerryTestSupport
 import Glibc
 import Logging
 import Testing
 
-@Suite("KVM vCPU save and restore")
+@Suite("KVM vCPU save and restore", .tags(.kvm), .skippable(.kvm))
 struct KVMSaveRestoreTests {
     let logger = Logger(label: "test.kvm")
 
-    @Test("pause is prompt, also while vCPUs wait for their write budget", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
+    @Test("pause is prompt, also while vCPUs wait for their write budget", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func pauseLatency() throws {
-        let memory = TestMemory(mebibytes: 32)
+        let memory = AnonymousMemory(mebibytes: 32)
         let guest = try KVMGuest(memory: memory.base, size: memory.size,
                                  parameters: .dirtying(bytesPerSecond: 100e6, vcpus: 2), logger: logger)
         guest.start()
@@ -29,9 +30,9 @@ struct KVMSaveRestoreTests {
         #expect(sorted.last! < 250_000_000)
     }
 
-    @Test("save at step A, destroy the VM, restore on a new VM, run to B: lines and checksums equal an uninterrupted run", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot), arguments: [1, 2])
+    @Test("save at step A, destroy the VM, restore on a new VM, run to B: lines and checksums equal an uninterrupted run", .enabled(if: Requirement.kvm.met, Requirement.kvm.why), arguments: [1, 2])
     func saveRestoreTransparency(vcpus: Int) throws {
-        let memory = TestMemory(mebibytes: 32)
+        let memory = AnonymousMemory(mebibytes: 32)
         let limit: UInt64 = 300_000, interval: UInt64 = 25_000, seed: UInt64 = 0xfe44
         let parameters = KVMGuestParameters(seed: seed, vcpus: vcpus, writesPerSecond: Double(vcpus) * 400_000, stepLimit: limit,
                                             printInterval: interval)
@@ -65,7 +66,7 @@ struct KVMSaveRestoreTests {
         let finalTSC = try destination.states().compactMap(\.tsc)
         #expect(zip(finalTSC, savedTSC).allSatisfy { $0 > $1 }, "the guest's TSC continues from where it was saved")
 
-        let expectedMemory = TestMemory(mebibytes: 32)
+        let expectedMemory = AnonymousMemory(mebibytes: 32)
         let expected = KVMGuestRunTests.reference(seed: seed, vcpus: vcpus, steps: limit, interval: interval, memory: expectedMemory)
         let combined = KVMGuestRunTests.linesByVCPU(before + after, vcpus: vcpus)
         #expect(combined == expected, "console lines across the save/restore differ from an uninterrupted run")
@@ -73,9 +74,9 @@ struct KVMSaveRestoreTests {
         print("KVM save/restore: paused at steps \(pausedAt), \(before.count) lines before, \(after.count) after, record \(records[0].count) bytes")
     }
 
-    @Test("a vCPU saved after it halted halts again when restored, printing nothing more", .enabled(if: KVMAvailability.usable, KVMAvailability.whyNot))
+    @Test("a vCPU saved after it halted halts again when restored, printing nothing more", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func haltedStaysHalted() throws {
-        let memory = TestMemory(mebibytes: 8)
+        let memory = AnonymousMemory(mebibytes: 8)
         let parameters = KVMGuestParameters(seed: 5, vcpus: 1, stepLimit: 10_000, printInterval: 5_000)
         let first = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
         first.start()

@@ -1,12 +1,13 @@
 import FerryGuest
 import FerrySystem
+import FerryTestSupport
 import Testing
 
 import FerryGuestMigration
 import FerryKVMMigration
 @testable import FerryMigration
 
-@Suite(.serialized) struct AutoConvergeTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct AutoConvergeTests {
     /// A guest that dirties memory several times faster than a bandwidth-limited link can carry it
     /// never converges by itself; auto-converge slows its vCPUs step by step until it does, and the
     /// result is still verified and transparent.

@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Testing
@@ -58,7 +59,7 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     try Data(contentsOf: URL(fileURLWithPath: a)) == Data(contentsOf: URL(fileURLWithPath: b))
 }
 
-@Suite(.serialized) struct DestinationServerTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct DestinationServerTests {
     func server(_ scratch: Scratch, maxSessions: Int) throws -> (DestinationServer, UInt16) {
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(

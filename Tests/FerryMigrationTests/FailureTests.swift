@@ -2,6 +2,7 @@ import FerryCodec
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Testing

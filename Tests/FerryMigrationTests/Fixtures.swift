@@ -2,6 +2,7 @@ import FerryCodec
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Logging
@@ -10,24 +11,6 @@ import Synchronization
 import FerryGuestMigration
 import FerryKVMMigration
 @testable import FerryMigration
-
-/// A scratch directory on tmpfs, removed when the test ends.
-final class Scratch {
-    private static let counter = Atomic<Int>(0)
-    let path: String
-
-    init(_ name: String = #function) {
-        let n = Scratch.counter.add(1, ordering: .relaxed).newValue
-        let safe = name.filter { $0.isLetter || $0.isNumber }
-        path = "/dev/shm/ferry-test-\(getpid())-\(n)-\(safe.prefix(40))"
-        try? FileManager.default.removeItem(atPath: path)
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
-}
 
 let testLogger: Logger = {
     var logger = Logger(label: "ferry.test")
@@ -142,16 +125,36 @@ struct LoopbackMigration {
 typealias FerryCodecMode = FerryCodec.CompressionMode
 
 extension LoopbackMigration {
-    /// Routes the migration through a `FrameRelay` that cuts the first frame of `type` going
-    /// `direction`. The relay is in the returned box once the destination listens; close it after
-    /// `run`.
-    mutating func cutFirst(_ type: FrameType, going direction: FrameRelay.Direction) -> Box<FrameRelay> {
-        let relay = Box<FrameRelay>()
+    /// Routes the migration through a frame `Relay` (half-close) that cuts the first frame of
+    /// `type` going `direction`. The relay is in the returned box once the destination listens;
+    /// stop it after `run`.
+    mutating func cutFirst(_ type: FrameType, going direction: Relay.Direction) -> Box<Relay> {
+        let relay = Box<Relay>()
         route = { port in
-            let made = try FrameRelay(destinationPort: Int(port), decide: FrameRelay.cutFirst(type, going: direction))
+            let made = try Relay(to: port, options: .halfClose, onFrame: Relay.cutFirst(type, going: direction))
             relay.value = made
-            return UInt16(made.port)
+            return made.port
         }
         return relay
+    }
+}
+
+extension Relay {
+    /// A frame verdict that cuts the first frame of `type` going `direction` and forwards all else.
+    static func cutFirst(_ type: FrameType, going direction: Direction) -> @Sendable (inout Frame) -> Verdict {
+        cutFirst(type.rawValue, going: direction)
+    }
+}
+
+extension Relay {
+    /// A half-close frame relay in the shape the tests here use: `decide` sees each frame's
+    /// direction and type; a frame it forwards is then shown to `rewrite`, which may change it.
+    static func frames(to port: UInt16, rewrite: @escaping @Sendable (inout Frame) -> Void,
+                       decide: @escaping @Sendable (Direction, UInt16) -> Verdict) throws -> Relay {
+        try Relay(to: port, options: .halfClose) { frame in
+            let verdict = decide(frame.direction, frame.type)
+            if verdict == .forward { rewrite(&frame) }
+            return verdict
+        }
     }
 }

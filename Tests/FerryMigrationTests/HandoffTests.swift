@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Synchronization
@@ -12,17 +13,17 @@ import FerryKVMMigration
 
 /// The handoff around COMMIT when one of its frames is lost (Protocol.md section 6): the guest
 /// ends up running in exactly one place, and the source knows which.
-@Suite(.serialized) struct HandoffTests {
-    /// A migration whose frames pass through a `FrameRelay` that cuts the first frame of `type`.
-    private func migrate(cutting type: FrameType, going direction: FrameRelay.Direction, in scratch: Scratch,
-                         adjust: (inout LoopbackMigration) -> Void = { _ in }) throws -> (LoopbackMigration.Outcome, FrameRelay?) {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct HandoffTests {
+    /// A migration whose frames pass through a frame `Relay` that cuts the first frame of `type`.
+    private func migrate(cutting type: FrameType, going direction: Relay.Direction, in scratch: Scratch,
+                         adjust: (inout LoopbackMigration) -> Void = { _ in }) throws -> (LoopbackMigration.Outcome, Relay?) {
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
         let relay = migration.cutFirst(type, going: direction)
         adjust(&migration)
         let outcome = try migration.run(in: scratch)
-        relay.value?.close()
+        relay.value?.stop()
         return (outcome, relay.value)
     }
 
@@ -31,7 +32,7 @@ import FerryKVMMigration
     @Test func lostCommitIsDeliveredAgain() throws {
         let scratch = Scratch()
         let (outcome, relay) = try migrate(cutting: .commit, going: .toDestination, in: scratch)
-        #expect(relay?.cuts.withLock { $0 } == ["toDestination 11"])
+        #expect(relay?.cuts == ["toDestination 11"])
         let report = try outcome.source.get()
         #expect(report.guestLocation == .destination)
         #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
@@ -100,8 +101,8 @@ import FerryKVMMigration
         migration.sourceHandoffTimeoutMs = 1_000
         migration.destinationHandoffTimeoutMs = 2_500
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), stayDownAfterCut: true,
-                                  decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
+            try Relay(to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
+                      onFrame: Relay.cutFirst(.commit, going: .toDestination)).port
         }
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
@@ -125,8 +126,8 @@ import FerryKVMMigration
         migration.runFor = 0
         migration.sourceHandoffTimeoutMs = 500
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), stayDownAfterCut: true,
-                                  decide: FrameRelay.cutFirst(.commit, going: .toDestination)).port)
+            try Relay(to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
+                      onFrame: Relay.cutFirst(.commit, going: .toDestination)).port
         }
         var session: UInt64 = 0
         let lastSourceError = Mutex<String>("")

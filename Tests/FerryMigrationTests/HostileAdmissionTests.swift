@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -164,7 +165,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
 
 /// Issue 11, findings 2 and 7: connections that have not authenticated or sent their first frame,
 /// and HELLOs from strangers, hold nothing a real source needs (Protocol.md section 9.5).
-@Suite(.serialized) struct HostileAdmissionTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct HostileAdmissionTests {
     static let key = SharedKey.random()
 
     /// Finding 2: 42 connections from three addresses each drip a byte a second. A real source
@@ -235,7 +236,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
             flood = (drip, burst)
         }
         let outcome = try migration.run(in: scratch)
-        relay.value?.close()
+        relay.value?.stop()
         let opened = flood?.1.close() ?? 0
         _ = flood?.0.lifetimes(timeout: 0)
         let report = try outcome.source.get()
@@ -290,8 +291,8 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         let holder = ResumeTests.RelayHolder()
         let flood = FloodHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: ResumeTests.roundZeroBytes(pages: (32 << 20) / systemPageSize) / 2)
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: ResumeTests.roundZeroBytes(pages: (32 << 20) / systemPageSize) / 2)
             holder.relay = relay
             flood.drip = try Drippers(port: port, count: 40, interval: 1, sources: ["127.0.0.1"])
             flood.burst = Burst(port: port, count: 300)
@@ -403,7 +404,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
     /// Finding 7: a stranger's HELLO claiming a guest larger than half of a small disk promises
     /// none of it: a real guest that fits is accepted while the stranger stalls (the lie would
     /// leave it no room if it were promised).
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/mount"), "mounting a tmpfs needs root and /usr/bin/mount"))
+    @Test(.enabled(if: Requirement.root.met && FileManager.default.isExecutableFile(atPath: "/usr/bin/mount"), "mounting a tmpfs needs root and /usr/bin/mount"))
     func hugeHelloOnASmallDiskReservesNothing() throws {
         let scratch = Scratch()
         let disk = scratch.file("disk")

@@ -2,6 +2,7 @@ import FerryGuest
 import FerryKVM
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
@@ -13,19 +14,16 @@ import FerryKVMMigration
 
 /// Resume after a network cut with a KVM guest: KVM's dirty log stays armed through the outage,
 /// the destination's VM (built at GUEST_CONFIG) waits, and the guest continues on the
-/// destination exactly as if it had never migrated. Skipped, with the reason printed, where
-/// /dev/kvm is not usable.
-@Suite(.serialized) struct KVMResumeTests {
+/// destination exactly as if it had never migrated. Skipped, with the reason, where /dev/kvm is
+/// not usable.
+@Suite(.serialized, .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow), .enabled(if: Requirement.kvm.met, Requirement.kvm.why)) struct KVMResumeTests {
     /// Steps each vCPU runs in all: at 120 MB/s about 5 s of guest time, so that the guest is
     /// still running when a migration slowed by a loaded test machine (four forced rounds, a cut
     /// and a resume) switches over; the destination runs the rest.
     static let stepLimit: UInt64 = 80_000
 
     /// `cutAt`: where the relay cuts, as a share of round 0's bytes (> 1: in a later round).
-    static let kvmUsable = KVMDevice.unavailableReason() == nil
-    static let kvmWhyNot = Comment(rawValue: "/dev/kvm is not usable here: \(KVMDevice.unavailableReason() ?? "")")
-
-    @Test(.enabled(if: kvmUsable, kvmWhyNot), arguments: [0.8, 1.05])
+    @Test(arguments: [0.8, 1.05])
     func kvmGuestResumesAfterACut(cutAt: Double) throws {
         let scratch = Scratch()
         let size = 64 << 20
@@ -40,9 +38,9 @@ import FerryKVMMigration
             acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000, resumeTimeout: 10), logger: testLogger)
         let port = try destination.bind()
         let received = BackgroundThread { try destination.run() }
-        let relay = try CuttingRelay(targetPort: port)
+        let relay = try Relay(to: port)
         defer { relay.stop() }
-        relay.cut(afterSourceBytes: Int(Double(size / systemPageSize * (systemPageSize + 24)) * cutAt))
+        relay.cut(afterBytes: Int(Double(size / systemPageSize * (systemPageSize + 24)) * cutAt))
 
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
         try SourceAgent.faultIn(region, path: scratch.file("source.img"), pageSize: systemPageSize)

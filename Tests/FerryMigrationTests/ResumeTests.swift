@@ -2,6 +2,7 @@ import FerryCodec
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Synchronization
@@ -12,8 +13,8 @@ import FerryKVMMigration
 @testable import FerryMigration
 
 /// Resuming a pre-copy after the network cut every connection (Protocol.md, "Resuming after a
-/// connection loss"), over real TCP through `CuttingRelay`.
-@Suite(.serialized) struct ResumeTests {
+/// connection loss"), over real TCP through a `Relay` that cuts after a count of bytes.
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct ResumeTests {
     /// Almost every page carries data, so bytes on the wire follow pages.
     static let mostlyData = ImageMix(zero: 0, sparse: 10, text: 40, random: 50)
 
@@ -22,7 +23,7 @@ import FerryKVMMigration
 
     /// The relay the route closure made, kept for the test to read.
     final class RelayHolder: @unchecked Sendable {
-        var relay: CuttingRelay?
+        var relay: Relay?
     }
 
     /// A cut at 80% of round 0's bytes: the source reconnects, the destination reports the pages it
@@ -41,8 +42,8 @@ import FerryKVMMigration
         let roundZero = Self.roundZeroBytes(pages: pages)
         let holder = RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: roundZero * 8 / 10)
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: roundZero * 8 / 10)
             holder.relay = relay
             return relay.port
         }
@@ -94,8 +95,8 @@ import FerryKVMMigration
         let roundZero = Self.roundZeroBytes(pages: migration.size / systemPageSize)
         let holder = RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: roundZero + (2 << 20))
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: roundZero + (2 << 20))
             holder.relay = relay
             return relay.port
         }
@@ -125,8 +126,8 @@ import FerryKVMMigration
         let roundZero = Self.roundZeroBytes(pages: migration.size / systemPageSize)
         let holder = RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: [roundZero / 2, roundZero / 2 + roundZero / 4])
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: [roundZero / 2, roundZero / 2 + roundZero / 4])
             holder.relay = relay
             return relay.port
         }
@@ -154,10 +155,10 @@ import FerryKVMMigration
             directory: scratch.file("guests"), maxSessions: 1, logger: testLogger)
         let port = try server.bind()
         let serving = BackgroundThread { try server.run(count: 2) }
-        let relay = try CuttingRelay(targetPort: port)
+        let relay = try Relay(to: port)
         defer { relay.stop() }
-        relay.refuseAfterCut.store(true, ordering: .relaxed)
-        relay.cut(afterSourceBytes: 4 << 20)
+        relay.afterCut = .refuse
+        relay.cut(afterBytes: 4 << 20)
         let lost = try SourceGuest(scratch: scratch, name: "lost", port: relay.port, size: 32 << 20, seed: 7) { options in
             options.reconnectAttempts = 3
             options.reconnectBackoff = 0.05
@@ -204,8 +205,8 @@ import FerryKVMMigration
         migration.adjustSource = { $0.resume = false }
         let holder = RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: 8 << 20)
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: 8 << 20)
             holder.relay = relay
             return relay.port
         }

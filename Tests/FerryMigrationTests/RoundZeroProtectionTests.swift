@@ -1,5 +1,6 @@
 import FerryGuest
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -8,7 +9,7 @@ import FerryGuestMigration
 import FerryKVMMigration
 @testable import FerryMigration
 
-@Suite(.serialized) struct RoundZeroProtectionTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct RoundZeroProtectionTests {
     static let trackers: [TrackerChoice] = DirtyTrackers.uffdUnavailableReason() == nil ? [.uffd, .mprotect] : [.mprotect]
 
     /// The region is protected from its start upwards, one chunk ahead of the page asked for:

@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Testing
@@ -108,8 +109,8 @@ import FerryKVMMigration
         migration.destinationSecurity = ConnectionSecurity(key: Self.key)
         let holder = ResumeTests.RelayHolder()
         migration.route = { port in
-            let relay = try CuttingRelay(targetPort: port)
-            relay.cut(afterSourceBytes: 8 << 20)
+            let relay = try Relay(to: port)
+            relay.cut(afterBytes: 8 << 20)
             holder.relay = relay
             return relay.port
         }
@@ -133,7 +134,7 @@ import FerryKVMMigration
         migration.destinationSecurity = ConnectionSecurity(key: Self.key)
         let relay = migration.cutFirst(.commit, going: .toDestination)
         let outcome = try migration.run(in: scratch)
-        relay.value?.close()
+        relay.value?.stop()
         let report = try outcome.source.get()
         #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
         #expect(try outcome.destination.get().report.guestLocation == .destination)

@@ -1,6 +1,7 @@
 import FerryGuest
 import FerryProtocol
 import FerrySystem
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Synchronization
@@ -14,10 +15,10 @@ import FerryKVMMigration
 /// ask where migrations stand, but it cannot learn their session ids, and knowing an id is not
 /// enough to resolve, commit, abort, resume or join a migration: each needs the session token
 /// that only the source got (Protocol.md section 6). Real agents, real sockets; the stranger is
-/// a plain client of the wire protocol, and a `FrameRelay` between the agents gives it its
+/// a plain client of the wire protocol, and a frame `Relay` between the agents gives it its
 /// moment (a frame held while it acts) and, in the tests that say so, the session id (which a
 /// real stranger would have to guess).
-@Suite(.serialized) struct SessionTokenTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct SessionTokenTests {
     /// What the relay saw in the destination's `ACCEPT`.
     final class Seen: Sendable {
         let accept = Mutex<(id: UInt64, token: SessionToken)?>(nil)
@@ -26,10 +27,10 @@ import FerryKVMMigration
 
         /// A relay hook that records the ACCEPT going to the source, then runs `then` (before the
         /// ACCEPT is forwarded).
-        func recordAccept(then: (@Sendable (Seen) -> Void)? = nil) -> @Sendable (FrameRelay.Direction, UInt16, UnsafeMutableRawBufferPointer) -> Void {
-            { [self] direction, type, payload in
-                guard direction == .toSource, type == FrameType.accept.rawValue,
-                      let accept = try? Accept(payload: UnsafeRawBufferPointer(payload)) else { return }
+        func recordAccept(then: (@Sendable (Seen) -> Void)? = nil) -> @Sendable (inout Relay.Frame) -> Void {
+            { [self] frame in
+                guard frame.direction == .toSource, frame.type == FrameType.accept.rawValue,
+                      let accept = frame.withPayload({ try? Accept(payload: UnsafeRawBufferPointer($0)) }) else { return }
                 self.accept.withLock { $0 = (accept.sessionID, accept.sessionToken) }
                 then?(self)
             }
@@ -82,7 +83,7 @@ import FerryKVMMigration
         let seen = Seen()
         let strangerView = Mutex<[Status]>([]), holderView = Mutex<[Status]>([])
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
+            try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 // While the first ROUND_ACK is held, the migration is surely in progress.
                 if direction == .toSource, type == FrameType.roundAck.rawValue, strangerView.withLock({ $0.isEmpty }) {
                     let endpoint = Endpoint(host: "127.0.0.1", port: port)
@@ -96,7 +97,7 @@ import FerryKVMMigration
                     }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(try outcome.source.get().guestLocation == .destination)
@@ -144,9 +145,11 @@ import FerryKVMMigration
         let told = Mutex<[HandoffState]>([])
         let unfiltered = Mutex<[Status]>([])
         migration.route = { port in
-            let cut = FrameRelay.cutFirst(.verified, going: .toSource)
-            return UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
-                let verdict = cut(direction, type)
+            // The first VERIFIED going to the source is cut.
+            let cutDone = Atomic<Bool>(false)
+            return try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
+                let verdict: Relay.Verdict = direction == .toSource && type == FrameType.verified.rawValue
+                    && !cutDone.exchange(true, ordering: .relaxed) ? .cut : .forward
                 if verdict == .cut {
                     // The destination has sent VERIFIED ok: it awaits a COMMIT.
                     if let (asking, answers) = try? StatusClient.ask(Endpoint(host: "127.0.0.1", port: port), StatusQuery()) {
@@ -158,7 +161,7 @@ import FerryKVMMigration
                     }
                 }
                 return verdict
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(unfiltered.withLock { $0.map(\.sessionID) } == [0], "the unfiltered answer named the session")
@@ -185,13 +188,13 @@ import FerryKVMMigration
         let seen = Seen()
         let told = Mutex<[HandoffState]>([])
         migration.route = { port in
-            UInt16(try FrameRelay(destinationPort: Int(port), rewrite: seen.recordAccept()) { direction, type in
+            try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, told.withLock({ $0.isEmpty }),
                    let states = try? Self.strangerTriesToDecide(seen.id, port: port, with: Abort(reason: .cancelled, message: "a stranger")) {
                     told.withLock { $0 = states }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(told.withLock { $0 } == [.receiving, .receiving])
@@ -223,7 +226,7 @@ import FerryKVMMigration
                 Self.expectClosedWithoutAnswer(connection, "JOIN right after ACCEPT")
                 tried.withLock { $0 += 1 }
             }
-            return UInt16(try FrameRelay(destinationPort: Int(port), rewrite: joinFirst) { direction, type in
+            return try Relay.frames(to: port, rewrite: joinFirst) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, tried.withLock({ $0 == 1 }) {
                     if let connection = try? Self.stranger(port) {
                         try? connection.send(Resume(sessionID: seen.id, sessionToken: Self.wrongToken, pageCount: pageCount, round: 0))
@@ -236,7 +239,7 @@ import FerryKVMMigration
                     tried.withLock { $0 += 1 }
                 }
                 return .forward
-            }.port)
+            }.port
         }
         let outcome = try migration.run(in: scratch)
         #expect(tried.withLock { $0 } == 2)

@@ -1,9 +1,10 @@
 import FerryProtocol
+import FerryTestSupport
 import Testing
 
 /// Deterministic fuzzing: mutated valid encodings must be rejected with a `ProtocolError` or
 /// decoded into something that re-encodes consistently, never crash, never hang.
-@Suite("Fuzz", .timeLimit(.minutes(1)))
+@Suite("Fuzz", .timeLimit(.minutes(1)), .tags(.slow), .skippable(.slow))
 struct FuzzTests {
     // 1,050,000 inputs in all (~22 s in a debug build on 2 cores). Each failing input costs a backtrace in the test runner (its
     // swift_willThrow hook), which dominates the run time in debug builds.

@@ -1,4 +1,5 @@
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
     /// The file under a shared mapping is cut in half: writes and reads beyond the new end find
     /// zero pages instead of killing the process, and the guard says where the first one was.
     @Test func truncatedFileUnderAMappingDoesNotKill() throws {
-        let path = scratchPath(in: "/dev/shm", "cut.img")
+        let path = ScratchFile("cut.img", in: "/dev/shm").path
         defer { try? ImageFile.remove(path: path) }
         let pageSize = systemPageSize
         try ImageFile.create(path: path, size: 64 * pageSize, overwrite: false)
@@ -29,7 +30,7 @@ import Testing
     /// that does not fit is tested on a small tmpfs of its own, in FaultMatrixTests.otherFaults:
     /// asking the shared /dev/shm for more than it has would first take all of its memory.)
     @Test func reservedImageHoldsItsSpace() throws {
-        let path = scratchPath(in: "/dev/shm", "reserved.img")
+        let path = ScratchFile("reserved.img", in: "/dev/shm").path
         defer { try? ImageFile.remove(path: path) }
         try ImageFile.create(path: path, size: 8 << 20, overwrite: false, reserve: true)
         var info = stat()

@@ -50,8 +50,8 @@ extension TrackerTests {
     @Test(arguments: choices, [false, true])
     func deferredProtectionCatchesEveryWriteAfterProtection(choice: TrackerChoice, harvestWhileProtecting: Bool) throws {
         for kind in [MemoryKind.anonymous, .tmpfs] {
-            guard let memory = try TestMemory.make(kind, size: 32 << 20),
-                  let tracker = try memory.tracker(choice) else { continue }
+            let memory = try TestMemory.make(kind, size: 32 << 20)
+            let tracker = try memory.tracker(choice)
             defer { tracker.stop() }
             let pages = memory.pages
             for page in 0..<(pages / 2) { memory.write(page: page, value: UInt64(page)) }  // half populated
@@ -151,8 +151,8 @@ extension TrackerTests {
     /// protected an idle region harvests nothing.
     @Test(arguments: choices, [MemoryKind.anonymous, .tmpfs])
     func deferredProtectionRecordsOnlyProtectedPages(choice: TrackerChoice, kind: MemoryKind) throws {
-        guard let memory = try TestMemory.make(kind, size: 2048 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(kind, size: 2048 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         defer { tracker.stop() }
         let empty = try #require(throws: SystemError.self) { try tracker.protect(pages: 0..<512) }
         #expect(empty.description.contains("not started"))
@@ -180,8 +180,8 @@ extension TrackerTests {
     /// writes were not recorded), plus what was written in the protected part.
     @Test(arguments: choices, [MemoryKind.anonymous, .tmpfs])
     func harvestOfAPartlyProtectedRegionReportsTheUnprotectedPages(choice: TrackerChoice, kind: MemoryKind) throws {
-        guard let memory = try TestMemory.make(kind, size: 2048 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(kind, size: 2048 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         defer { tracker.stop() }
         try tracker.startDeferred()
         try tracker.protect(pages: 512..<1024)
@@ -211,14 +211,10 @@ extension TrackerTests {
     /// writable, and the child writes it, unrecorded) and protects the whole range, after which
     /// tracking goes on page by page. In a forked child: at the mapping limit any other mmap
     /// would fail.
-    @Test func deferredProtectionAtTheMappingLimitLosesNoWrite() throws {
-        let limit = Int(try String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    @Test(.enabled(if: maxMapCount <= (65536 * 2 + 2048) / 2,  // each protected island adds about two mappings
+                   "vm.max_map_count is \(maxMapCount), \((65536 * 2 + 2048) / 2) islands cannot reach it"))
+    func deferredProtectionAtTheMappingLimitLosesNoWrite() throws {
         let pages = 65536 * 2 + 2048
-        guard limit <= pages / 2 else {  // each protected island adds about two mappings
-            print("skipped deferred overflow test: vm.max_map_count is \(limit), \(pages / 2) islands cannot reach it")
-            return
-        }
         var report = ferry_wp_overflow_report()
         let status = ferry_wp_test_deferred_overflow_in_child(pages, &report)
         print("deferred overflow: \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) at the limit, "

@@ -1,15 +1,12 @@
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Testing
 
 /// A scratch path in `directory`, unique to this process and call.
-func scratchPath(in directory: String, _ name: String) -> String {
-    "\(directory)/ferry-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(name)"
-}
-
 @Suite struct ImageFileTests {
     @Test func createsSparseFileOfTheRequestedSize() throws {
-        let path = scratchPath(in: "/var/tmp", "sparse.img")
+        let path = ScratchFile("sparse.img", in: "/var/tmp").path
         defer { try? ImageFile.remove(path: path) }
         try ImageFile.create(path: path, size: 64 << 20, overwrite: false)
         #expect(ImageFile.exists(path: path))
@@ -20,7 +17,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
     }
 
     @Test func exclusiveCreateRefusesAnExistingFile() throws {
-        let path = scratchPath(in: "/dev/shm", "exists.img")
+        let path = ScratchFile("exists.img", in: "/dev/shm").path
         defer { try? ImageFile.remove(path: path) }
         try ImageFile.create(path: path, size: 4096, overwrite: false)
         let error = try #require(throws: SystemError.self) {
@@ -46,7 +43,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
     }
 
     @Test func renameMovesTheFile() throws {
-        let from = scratchPath(in: "/dev/shm", "a.img")
+        let from = ScratchFile("a.img", in: "/dev/shm").path
         let to = from + ".renamed"
         defer { try? ImageFile.remove(path: to); try? ImageFile.remove(path: from) }
         try ImageFile.create(path: from, size: 4096, overwrite: false)
@@ -73,7 +70,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
 
 @Suite struct MappedRegionTests {
     @Test func fileMappingIsSharedWithTheFile() throws {
-        let path = scratchPath(in: "/dev/shm", "map.img")
+        let path = ScratchFile("map.img", in: "/dev/shm").path
         defer { try? ImageFile.remove(path: path) }
         try ImageFile.create(path: path, size: 3 * systemPageSize, overwrite: false)
         do {
@@ -93,7 +90,7 @@ func scratchPath(in directory: String, _ name: String) -> String {
     }
 
     @Test func emptyFileIsRefused() throws {
-        let path = scratchPath(in: "/dev/shm", "empty.img")
+        let path = ScratchFile("empty.img", in: "/dev/shm").path
         defer { try? ImageFile.remove(path: path) }
         #expect(FileManager.default.createFile(atPath: path, contents: nil))
         let error = try #require(throws: SystemError.self) { _ = try MappedRegion.mapFile(path: path, writable: true) }

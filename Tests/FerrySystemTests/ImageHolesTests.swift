@@ -1,3 +1,4 @@
+import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -9,7 +10,7 @@ import Testing
 
     /// A sparse 64-page file with data in pages 3, 10–12 and 63 (page 20 half data).
     func makeImage() throws -> String {
-        let path = "/dev/shm/ferry-holes-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+        let path = ScratchFile("holes.img").path
         try ImageFile.create(path: path, size: 64 * pageSize, overwrite: true)
         let handle = try #require(FileHandle(forWritingAtPath: path))
         defer { try? handle.close() }
@@ -74,7 +75,7 @@ extension ImageHolesTests {
     /// guest has written into some of those holes and for windows that cut holes in two.
     @Test func searchesAfterPopulatingAgreeWithAFreshSearch() throws {
         let pages = 4096
-        let path = "/dev/shm/ferry-holes-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+        let path = ScratchFile("holes.img").path
         try ImageFile.create(path: path, size: pages * pageSize, overwrite: true)
         defer { try? ImageFile.remove(path: path) }
         // Data runs and holes of random lengths (1–40 pages each), from a fixed seed.

@@ -9,9 +9,9 @@ extension TrackerTests {
     @Test(arguments: [TrackerChoice.uffd, .mprotect])
     func reportTrackingCosts(choice: TrackerChoice) throws {
         let size = 64 << 20
-        guard let touched = try TestMemory.make(.tmpfs, size: size),
-              let fresh = try TestMemory.make(.tmpfs, size: size),
-              let baseline = try TestMemory.make(.tmpfs, size: size) else { return }
+        let touched = try TestMemory.make(.tmpfs, size: size)
+        let fresh = try TestMemory.make(.tmpfs, size: size)
+        let baseline = try TestMemory.make(.tmpfs, size: size)
         let pages = touched.pages
         try touched.region.populate(writable: true)
 
@@ -23,7 +23,8 @@ extension TrackerTests {
         let untrackedFresh = nanosecondsPerPage(baseline)
         let untrackedTouched = nanosecondsPerPage(baseline)
 
-        guard let touchedTracker = try touched.tracker(choice), let freshTracker = try fresh.tracker(choice) else { return }
+        let touchedTracker = try touched.tracker(choice)
+        let freshTracker = try fresh.tracker(choice)
         defer { touchedTracker.stop(); freshTracker.stop() }
         try touchedTracker.start()
         try freshTracker.start()

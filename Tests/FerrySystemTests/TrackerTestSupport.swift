@@ -1,4 +1,5 @@
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -26,8 +27,9 @@ final class TestMemory {
         if let path { try? ImageFile.remove(path: path) }
     }
 
-    /// The region, or nil (printed) when this machine has no such memory.
-    static func make(_ kind: MemoryKind, size: Int) throws -> TestMemory? {
+    /// The region; where this machine has no such memory the test (case) is cancelled, which
+    /// shows as skipped with the reason.
+    static func make(_ kind: MemoryKind, size: Int) throws -> TestMemory {
         let directory: String
         switch kind {
         case .anonymous:
@@ -37,10 +39,9 @@ final class TestMemory {
         }
         let type = try ImageFile.filesystemType(directoryOf: directory + "/x")
         guard type == kind.rawValue else {
-            print("skipped \(kind.rawValue) memory: \(directory) is \(type ?? "an unknown file system")")
-            return nil
+            try Test.cancel("no \(kind.rawValue) memory here: \(directory) is \(type ?? "an unknown file system")")
         }
-        let path = scratchPath(in: directory, "tracked.img")
+        let path = ScratchFile("tracked.img", in: directory).path
         try ImageFile.create(path: path, size: size, overwrite: false)
         do {
             return TestMemory(region: try MappedRegion.mapFile(path: path, writable: true), path: path)
@@ -50,11 +51,11 @@ final class TestMemory {
         }
     }
 
-    /// A tracker of the whole region, or nil (printed) when uffd was asked for and is unavailable.
-    func tracker(_ choice: TrackerChoice) throws -> (any DirtyTracker)? {
+    /// A tracker of the whole region; when uffd was asked for and is unavailable the test (case)
+    /// is cancelled, which shows as skipped with the reason.
+    func tracker(_ choice: TrackerChoice) throws -> any DirtyTracker {
         if choice == .uffd, let reason = DirtyTrackers.uffdUnavailableReason() {
-            print("skipped uffd tracker: \(reason)")
-            return nil
+            try Test.cancel("userfaultfd tracker unavailable: \(reason)")
         }
         return try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize).tracker
     }

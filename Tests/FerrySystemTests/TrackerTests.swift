@@ -1,10 +1,11 @@
 import CFerryShims
 import FerrySystem
+import FerryTestSupport
 import Foundation
 import Testing
 
 /// Serialized: several tests use many pages, and the catch-every-write test wants the CPUs.
-@Suite(.serialized) struct TrackerTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow)) struct TrackerTests {
     static let choices: [TrackerChoice] = [.uffd, .mprotect]
 
     @Test func uffdProbeRunsAndAutoPicksATracker() throws {
@@ -18,7 +19,7 @@ import Testing
         if version.count == 2, (version[0], version[1]) >= (6, 7) {
             #expect(reason == nil, "kernel \(release) should support the uffd tracker")
         }
-        let memory = try #require(try TestMemory.make(.anonymous, size: 16 * systemPageSize))
+        let memory = try TestMemory.make(.anonymous, size: 16 * systemPageSize)
         let (tracker, why) = try DirtyTrackers.make(.auto, base: memory.region.base, length: memory.region.size,
                                                     pageSize: systemPageSize)
         print("auto picked: \(why)")
@@ -32,7 +33,7 @@ import Testing
     }
 
     @Test func makeRejectsUnalignedRanges() throws {
-        let memory = try #require(try TestMemory.make(.anonymous, size: 4 * systemPageSize))
+        let memory = try TestMemory.make(.anonymous, size: 4 * systemPageSize)
         for choice in TrackerChoice.allCases {
             let error = try #require(throws: SystemError.self) {
                 _ = try DirtyTrackers.make(choice, base: memory.region.base, length: 100, pageSize: systemPageSize)
@@ -47,8 +48,8 @@ import Testing
 
     @Test(arguments: choices, MemoryKind.allCases)
     func idleRegionHarvestsNothingEvenAfterReads(choice: TrackerChoice, kind: MemoryKind) throws {
-        guard let memory = try TestMemory.make(kind, size: 256 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(kind, size: 256 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         defer { tracker.stop() }
         for page in stride(from: 0, to: memory.pages, by: 2) { memory.write(page: page) }  // half touched
         try tracker.start()
@@ -63,8 +64,8 @@ import Testing
 
     @Test(arguments: choices, MemoryKind.allCases)
     func aSingleWriteIsReportedExactlyOnce(choice: TrackerChoice, kind: MemoryKind) throws {
-        guard let memory = try TestMemory.make(kind, size: 256 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(kind, size: 256 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         defer { tracker.stop() }
         memory.write(page: 10)  // touched before start; page 200 never is
         try tracker.start()
@@ -88,8 +89,8 @@ import Testing
 
     @Test(arguments: choices, MemoryKind.allCases)
     func neverTouchedPagesAreReportedWhenWritten(choice: TrackerChoice, kind: MemoryKind) throws {
-        guard let memory = try TestMemory.make(kind, size: 1024 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(kind, size: 1024 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         defer { tracker.stop() }
         try tracker.start()  // nothing touched: no page tables at all for anonymous memory
         let written = [0, 1, 2, 511, 512, 513, 700, 1023]
@@ -110,8 +111,8 @@ import Testing
 
     @Test(arguments: choices)
     func stopUnprotectsAndIsIdempotent(choice: TrackerChoice) throws {
-        guard let memory = try TestMemory.make(.tmpfs, size: 64 * systemPageSize),
-              let tracker = try memory.tracker(choice) else { return }
+        let memory = try TestMemory.make(.tmpfs, size: 64 * systemPageSize)
+        let tracker = try memory.tracker(choice)
         try tracker.start()
         #expect(throws: SystemError.self) { try tracker.start() }
         memory.write(page: 1)
@@ -132,10 +133,10 @@ import Testing
 
     @Test(arguments: choices)
     func trackersOfDifferentRegionsCoexist(choice: TrackerChoice) throws {
-        guard let first = try TestMemory.make(.anonymous, size: 64 * systemPageSize),
-              let second = try TestMemory.make(.tmpfs, size: 32 * systemPageSize),
-              let firstTracker = try first.tracker(choice),
-              let secondTracker = try second.tracker(choice) else { return }
+        let first = try TestMemory.make(.anonymous, size: 64 * systemPageSize)
+        let second = try TestMemory.make(.tmpfs, size: 32 * systemPageSize)
+        let firstTracker = try first.tracker(choice)
+        let secondTracker = try second.tracker(choice)
         defer { firstTracker.stop(); secondTracker.stop() }
         try firstTracker.start()
         try secondTracker.start()

@@ -1,11 +1,12 @@
 import FerryProtocol
+import FerryTestSupport
 @testable import FerryTransport
 import Foundation
 import Glibc
 import Testing
 
 /// The handshake and record layer of Protocol.md section 9 over real loopback TCP.
-@Suite("Authentication", .timeLimit(.minutes(1)))
+@Suite("Authentication", .timeLimit(.minutes(1)), .tags(.slow), .skippable(.slow))
 struct AuthenticationTests {
     static let keyA = try! SharedKey(bytes: Array(repeating: 0xA5, count: 32))
     static let keyB = try! SharedKey(bytes: Array(repeating: 0xA5, count: 31) + [0xA6])
@@ -182,7 +183,7 @@ struct AuthenticationTests {
     // MARK: Key files
 
     static func writeKeyFile(_ bytes: [UInt8], mode: mode_t = 0o600) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-key-\(UInt64.random(in: 0...UInt64.max))").path
+        let path = ScratchFile("key", in: NSTemporaryDirectory()).path
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         chmod(path, mode)
         return path
@@ -212,7 +213,7 @@ struct AuthenticationTests {
     }
 
     @Test func generatedKeyFilesAreHexAndPrivate() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-keygen-\(UInt64.random(in: 0...UInt64.max))").path
+        let path = ScratchFile("keygen", in: NSTemporaryDirectory()).path
         defer { unlink(path) }
         try SharedKey.generate(path: path)
         var info = stat()

@@ -1,5 +1,6 @@
 import Crypto
 import FerryProtocol
+import FerryTestSupport
 @testable import FerryTransport
 import Foundation
 import Glibc
@@ -39,7 +40,7 @@ struct KeyFileFormatTests {
         ("empty", [], "holds 0 bytes"),
     ])
     func malformedKeyFilesAreRefused(_ name: String, _ contents: [UInt8], _ reason: String) throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-key-\(UInt64.random(in: 0...UInt64.max))").path
+        let path = ScratchFile("key", in: NSTemporaryDirectory()).path
         try Data(contents).write(to: URL(fileURLWithPath: path))
         chmod(path, 0o600)
         defer { unlink(path) }
