@@ -88,7 +88,6 @@ struct KVMDemo {
             throw error
         }
         let sourceLines = guest.consoleLines
-        let pausedAt = sourceReport.vcpuSteps
         let result = try destinationOutcome.wait()
         Terminal.clearProgress()
         print(sourceReport.text())
@@ -97,7 +96,17 @@ struct KVMDemo {
         Terminal.writeJSONAfterSuccess(sourceReport, to: jsonPath)
         if let error = result.report.error { throw MigrationError(.system, error, guest: .destination) }
 
-        // The guest as it would have run without migrating, on a fresh copy of the image.
+        try checkTransparency(parameters: parameters, stepLimit: stepLimit, sourceReport: sourceReport, result: result,
+                              sourceLines: sourceLines, reference: reference, destination: destination)
+        printSummary(sourceReport: sourceReport, result: result)
+    }
+
+    /// The guest as it would have run without migrating, on a fresh copy of the image: its
+    /// console, final checksums and working area must equal the migrated guest's.
+    private func checkTransparency(parameters: KVMGuestParameters, stepLimit: UInt64, sourceReport: MigrationReport,
+                                   result: DestinationResult, sourceLines: [KVMConsoleLine], reference: String,
+                                   destination: String) throws {
+        let pausedAt = sourceReport.vcpuSteps
         let checkStart = MonotonicClock.now()
         let referenceRegion = try MappedRegion.mapFile(path: reference, writable: true)
         let expected = KVMGuestReference(parameters: parameters, memory: referenceRegion.base, memorySize: bytes)
@@ -139,8 +148,12 @@ struct KVMDemo {
             throw TransparencyFailure(description: "transparency check FAILED: " + problems.joined(separator: "; "))
         }
         print("transparency check: passed — console, final checksums and the \(bytes - work)-byte working area equal the guest program run without migration (checked in \(seconds))")
+    }
+
+    /// Where the downtime went, and the one-line verdict.
+    private func printSummary(sourceReport: MigrationReport, result: DestinationResult) {
         let parts = sourceReport.downtimeParts, restored = result.report.downtimeParts
-        print(String(format: "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), CPU state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
+        print(String(format: "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), device state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
                      sourceReport.downtimeMs, parts.pauseVcpusMs, parts.finalHarvestMs + parts.finalSendMs - parts.cpuStateMs,
                      parts.finalHarvestMs, parts.finalSendMs - parts.cpuStateMs, parts.cpuStateMs, restored.restoreVcpusMs,
                      parts.verifyMs, parts.commitResumeMs, parts.destinationResumeMs))
