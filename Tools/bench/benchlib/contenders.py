@@ -68,10 +68,12 @@ def _bench_key(ctx):
     return key
 
 
-def run_ferry(ctx, path, workload, logdir, cipher=None):
+def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None):
     """ferry receive + ferry send; figures from both JSON reports, and each agent's peak memory
     (sampled from /proc while they run). With `cipher`: both sides get a --key-file and the source
-    --encrypt --cipher CIPHER."""
+    --encrypt --cipher CIPHER. `binary` (default ctx.ferry) is the executable of BOTH sides, so two
+    builds with different protocol versions never talk to each other; nothing else depends on it."""
+    ferry = binary or ctx.ferry
     # The guest writes to the image it runs on: every run starts from a fresh copy of the original.
     subprocess.run(["cp", "--sparse=always", ctx.image, ctx.work_image], check=True)
     out = os.path.join(ctx.workdir, "ferry-dst.img")
@@ -79,15 +81,15 @@ def run_ferry(ctx, path, workload, logdir, cipher=None):
     spec = f"trace:{ctx.trace_file}" if workload == "trace" else workload
     prealloc = ["--prealloc", str(ctx.image_bytes)] if ctx.qemu_prealloc else []
     key = ["--key-file", _bench_key(ctx)] if cipher else []
-    recv = Proc(path.dst_prefix() + [ctx.ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
+    recv = Proc(path.dst_prefix() + [ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
                                      "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key,
                 os.path.join(logdir, "recv.log"))
     sampler = MemorySampler()
-    exe = os.path.basename(ctx.ferry)
+    exe = os.path.basename(ferry)
     sampler.watch("dst", recv, exe)
     try:
         host, port = recv.wait_listening(120)
-        argv = [ctx.ferry, "send", "--image", ctx.work_image, "--to", f"{host}:{port}", "--workload", spec,
+        argv = [ferry, "send", "--image", ctx.work_image, "--to", f"{host}:{port}", "--workload", spec,
                 "--vcpus", str(ctx.vcpus), "--downtime-ms", str(ctx.downtime_ms),
                 "--timeout", f"{int(ctx.run_timeout)}s", "--json", send_json, "-q"]
         if workload != "idle":
@@ -112,7 +114,7 @@ def run_ferry(ctx, path, workload, logdir, cipher=None):
             "mb_per_s": s["wire_bytes"] / 1e3 / s["total_ms"] if s["total_ms"] else None,
             "throttle_percent": s.get("max_throttle_percent", 0),
             "verified": bool(s.get("verified")) and bool(r.get("verified", True)),
-            "pages": s.get("pages"), "detail": {"source": s, "destination": r},
+            "pages": s.get("pages"), "binary": ferry, "detail": {"source": s, "destination": r},
             # each agent's peak RssAnon + RssFile (its own memory; the image is RssShmem), MiB
             "src_own_mib": memory["src"]["peak_own_mib"], "dst_own_mib": memory["dst"]["peak_own_mib"],
             "src_shmem_mib": memory["src"]["peak_shmem_mib"], "dst_shmem_mib": memory["dst"]["peak_shmem_mib"],

@@ -4,6 +4,7 @@ import statistics
 
 RAW = "raw"
 QEMU = "qemu-multifd"
+FERRY, BASELINE = "ferry", "ferry-baseline"
 
 
 def _stats(values):
@@ -38,7 +39,37 @@ def summarise(runs, plan, qemu_available):
         row["total_vs_raw"] = _ratio(row, raw, "total_ms")
         row["total_vs_qemu"] = _ratio(row, qemu, "total_ms")
         row["downtime_vs_qemu"] = _ratio(row, qemu, "downtime_ms")
+        if row["contender"] == FERRY:
+            base = index.get((row["path"], row["workload"], BASELINE))
+            if base:
+                row["total_vs_baseline"] = _ratio(row, base, "total_ms")
+                row["downtime_vs_baseline"] = _ratio(row, base, "downtime_ms")
     return rows
+
+
+def baseline_lines(rows):
+    """Per path and workload: ferry's median total and downtime ÷ ferry-baseline's (--baseline-ferry)."""
+    index = {(r["path"], r["workload"], r["contender"]): r for r in rows}
+    out = ["ferry/ferry-baseline (median ÷ median, same path and workload; runs alternated):"]
+    for r in rows:
+        if r["contender"] != FERRY:
+            continue
+        base = index.get((r["path"], r["workload"], BASELINE))
+        if not base:
+            continue
+        parts = []
+        for key, name, digits in (("total_ms", "total", 0), ("downtime_ms", "downtime", 1)):
+            ratio = r.get(key.replace("_ms", "_vs_baseline"))
+            parts.append(f"{name} {_x3(ratio)} ({_range(r[key], digits)} vs {_range(base[key], digits)} ms)")
+        out.append(f"  {r['path']:<9} {r['workload']:<16} " + ", ".join(parts) +
+                   f"  [runs ok {r['ok']}/{r['runs']} vs {base['ok']}/{base['runs']}]")
+    if len(out) == 1:
+        out.append("  — (needs ferry and ferry-baseline in --contenders)")
+    return "\n".join(out)
+
+
+def _x3(v):
+    return "—" if v is None else f"{v:.3f}×"
 
 
 def _ratio(row, base, key):
