@@ -9,6 +9,12 @@ let package = Package(
         .library(name: "FerryMigration", targets: ["FerryMigration"]),
         .library(name: "FerryGuestMigration", targets: ["FerryGuestMigration"]),
         .library(name: "FerryKVMMigration", targets: ["FerryKVMMigration"]),
+        // What a VMM's own guest adapter needs besides FerryMigration: DeviceStateSection and
+        // MemoryRegionDescriptor (FerryProtocol), TrackerChoice/DirtyTracker and MappedRegion
+        // (FerrySystem), Endpoint for SourceOptions/DestinationOptions (FerryTransport).
+        .library(name: "FerryProtocol", targets: ["FerryProtocol"]),
+        .library(name: "FerrySystem", targets: ["FerrySystem"]),
+        .library(name: "FerryTransport", targets: ["FerryTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -62,6 +68,17 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        // The worked example of a third guest kind, written against the public API only
+        // (Examples/CounterGuest/README.md), and its loopback migration test.
+        .target(name: "CounterGuest", dependencies: [
+            "FerryMigration", "FerryProtocol", "FerrySystem",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Examples/CounterGuest/Sources"),
+        .testTarget(name: "CounterGuestTests", dependencies: [
+            "CounterGuest", "FerryMigration", "FerryProtocol", "FerrySystem", "FerryTransport",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Examples/CounterGuest/Tests"),
 
         // What the test targets share (not a product): the one TCP relay with its independent frame
         // parser, scratch directories, test memory, network namespaces, the machine's

@@ -3,9 +3,15 @@ import FerrySystem
 
 /// One region of a guest's memory as mapped in this process: where the guest sees it
 /// (guest-physical address) and where this process does (`base`, `size` bytes).
+///
+/// `@unchecked Sendable`: it is only an address; whoever maps the memory keeps it mapped while
+/// the engine uses it.
 public struct GuestMemoryRegion: @unchecked Sendable {
+    /// Where the region starts in the guest's physical address space (a multiple of the page size).
     public var guestPhysicalAddress: UInt64
+    /// Where it starts in this process (page-aligned).
     public var base: UnsafeMutableRawPointer
+    /// Its length in bytes, a whole number of pages.
     public var size: Int
 
     public init(guestPhysicalAddress: UInt64, base: UnsafeMutableRawPointer, size: Int) {
@@ -18,9 +24,16 @@ public struct GuestMemoryRegion: @unchecked Sendable {
 /// All of a guest's memory, its pages numbered across its regions in order (region 0's pages
 /// first), as the protocol numbers them (Protocol.md 3.4). The engine reads and writes pages
 /// only through `address(ofPage:)`.
+///
+/// On the source a guest's adapter makes it over the guest's own mappings (any number of them,
+/// anywhere in the process); on the destination the engine makes it over its image file, the
+/// regions back to back, and hands it to `IncomingGuest.attach(memory:)`.
 public struct GuestMemory: @unchecked Sendable {
+    /// In page-numbering order (region 0's pages are pages 0…).
     public let regions: [GuestMemoryRegion]
+    /// Bytes per page.
     public let pageSize: Int
+    /// Pages in all regions together.
     public let pageCount: Int
     /// The first page of each region, then `pageCount`.
     let firstPages: [Int]
@@ -84,6 +97,7 @@ public struct GuestMemory: @unchecked Sendable {
         try self.init(regions: regions, pageSize: pageSize)
     }
 
+    /// Bytes in all regions together.
     public var size: Int { pageCount * pageSize }
 
     /// The layout `GUEST_CONFIG` carries.

@@ -8,12 +8,20 @@ import Logging
 ///
 /// A VMM adopts Ferry by implementing this for its guests on the source and
 /// `IncomingGuestKind`/`IncomingGuest` on the destination; Ferry's own guests do so in
-/// `FerryGuestMigration` (the built-in guest) and `FerryKVMMigration` (the KVM guest).
+/// `FerryGuestMigration` (the built-in guest) and `FerryKVMMigration` (the KVM guest), and
+/// `Examples/CounterGuest` is a complete third kind.
+///
+/// The source agent calls, in order: `guestKind`, `cpuStateFormat`, `vcpus`, `configuration` and
+/// `memory` for the handshake; `makeDirtyTracker(_:)` once, then `pause()` and `resume()` once
+/// to measure a pause; `throttlePercent` during the pre-copy rounds; `pause()` at the blackout
+/// and `deviceState()` while paused; then either `stopForHandover()` (the destination resumed
+/// the guest) or `resume()` (the migration failed before `COMMIT`: the guest goes on here).
 public protocol MigratableGuest: AnyObject {
     /// `HELLO.guest_kind`: which `IncomingGuestKind` rebuilds the guest on the destination.
     var guestKind: UInt16 { get }
     /// `HELLO.cpu_state_format`: the version of the vCPU sections of `deviceState()`.
     var cpuStateFormat: UInt16 { get }
+    /// `HELLO.vcpu_count` (1…64): the number of vCPU sections `deviceState()` returns.
     var vcpus: Int { get }
     /// The guest's memory, every region of it (the pages migrate in its numbering).
     var memory: GuestMemory { get }
@@ -23,10 +31,15 @@ public protocol MigratableGuest: AnyObject {
     /// A dirty tracker over `memory` (not started). Memory the guest writes through this
     /// process's mappings can use `memory.makeWriteTracker(choice)`.
     func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String)
-    /// Parks every vCPU; returns the nanoseconds it took.
+    /// Parks every vCPU (no guest write until `resume()` or `stopForHandover()`); returns the
+    /// nanoseconds it took. Called at the blackout, and once during setup to measure its cost.
     func pause() -> UInt64
+    /// Lets the vCPUs run on after `pause()`: after the setup's measurement, and when the
+    /// migration fails during the blackout (the guest stays the source's).
     func resume()
-    /// 0…99 (auto-converge).
+    /// How much auto-converge slows the vCPUs down, 0…99 percent; the engine sets it during
+    /// pre-copy while the guest dirties memory faster than it can be sent, and back to 0 when
+    /// the migration ends.
     var throttlePercent: Int { get set }
     /// The guest's state besides memory, taken while it is paused: one vCPU section per vCPU
     /// (kind `DeviceStateSection.vcpu`, version `cpuStateFormat`, vCPU 0 first), then any
@@ -39,6 +52,7 @@ public protocol MigratableGuest: AnyObject {
 /// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed`, `workload`
 /// and `trace` fields): the engine carries them, the guest kind gives them meaning.
 public struct GuestDescription: Sendable, Equatable {
+    /// A number for the guest kind (Ferry's guests: the workload's seed).
     public var seed: UInt64
     /// Parameters as text (≤ 1024 UTF-8 bytes).
     public var parameters: String
@@ -77,10 +91,16 @@ public protocol IncomingGuestKind: Sendable {
 
 /// What the source said about a guest, for its kind on the destination.
 public struct IncomingGuestOffer: Sendable {
+    /// `HELLO.cpu_state_format`, already accepted by `IncomingGuestKind.refusal`.
     public var cpuStateFormat: UInt16
+    /// `HELLO.vcpu_count`.
     public var vcpus: Int
+    /// Bytes per page (this host's page size: a source with another is refused).
     public var pageSize: Int
+    /// `GUEST_CONFIG`'s seed, parameters and attachment, as the source's `configuration` gave them.
     public var description: GuestDescription
+    /// The guest's memory regions (guest-physical address, pages), in page-numbering order: the
+    /// `GuestMemory` that `IncomingGuest.attach(memory:)` gets has these regions.
     public var layout: [MemoryRegionDescriptor]
     /// Called for each line the guest prints once it runs here (guests that have a console).
     public var consoleLine: (@Sendable (GuestConsoleLine) -> Void)?
@@ -103,6 +123,9 @@ public struct GuestConsoleLine: Sendable, Equatable {
 /// the migration while the source still owns the guest), `start(hold:)` on `COMMIT`, then
 /// `waitUntilDone(seconds:)` and `stop()`. `discard()` instead, at any point before `start`.
 public protocol IncomingGuest: AnyObject {
+    /// The image exists: `memory` has the regions of `IncomingGuestOffer.layout`, laid back to
+    /// back in the destination's image file, and pages arrive into it from now on. Build the VM
+    /// over it here (long before the blackout), but run nothing on it yet.
     func attach(memory: GuestMemory) throws
     /// The sections of `DEVICE_STATE`, vCPUs first (their number and version already checked
     /// against `HELLO`). Throws when one is malformed or one of a mandatory kind is unknown.
@@ -112,7 +135,8 @@ public protocol IncomingGuest: AnyObject {
     func start(hold: Bool) throws
     /// Waits up to `seconds` while the guest runs; returns earlier if it finished by itself.
     func waitUntilDone(seconds: Double)
-    /// Stops the guest; what it did here.
+    /// Stops the guest; what it did here. The agent returns this guest in
+    /// `DestinationResult.guest` afterwards.
     func stop() -> IncomingGuestOutcome
     /// The migration failed before `start`: release what `attach` built.
     func discard()
@@ -136,16 +160,20 @@ public struct IncomingGuestOutcome: Sendable {
 
 /// The guest kinds a destination receives, by `HELLO.guest_kind`.
 public struct GuestKindRegistry: Sendable {
+    /// Each registered kind by its `guestKind`.
     public private(set) var kinds: [UInt16: any IncomingGuestKind] = [:]
 
+    /// A registry of `kinds`; a later kind with the same `guestKind` replaces an earlier one.
     public init(_ kinds: [any IncomingGuestKind] = []) {
         for kind in kinds { register(kind) }
     }
 
+    /// Adds `kind`, replacing any registered for the same `guestKind`.
     public mutating func register(_ kind: any IncomingGuestKind) {
         kinds[kind.guestKind] = kind
     }
 
+    /// The kind registered for `guestKind`, if any.
     public subscript(_ guestKind: UInt16) -> (any IncomingGuestKind)? { kinds[guestKind] }
 
     /// "1 (built-in guest), 2 (KVM guest)", for refusals.
@@ -155,7 +183,11 @@ public struct GuestKindRegistry: Sendable {
 }
 
 /// An error of a guest kind that knows how the engine should classify it (for exit codes and
-/// ABORT reasons).
+/// ABORT reasons). The engine wraps an adapter's error in a `MigrationError` with this code
+/// (e.g. `.protocolViolation`: the peer sent a state this side cannot use, ABORT reason
+/// `protocol`); an error that does not conform is classified `.system`, and a `MigrationError`
+/// keeps its own code.
 public protocol MigrationClassifiedError: Error {
+    /// The `MigrationError.Code` this error is reported as.
     var migrationCode: MigrationError.Code { get }
 }
