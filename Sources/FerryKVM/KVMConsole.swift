@@ -1,14 +1,12 @@
 import Logging
+import Synchronization
 
 /// The guest's console: lines it printed through its console register, kept for callers and tests,
-/// forwarded to a callback and logged at debug level.
-///
-/// `@unchecked Sendable`: `lines` is only touched with `lock` held.
-final class KVMConsole: @unchecked Sendable {
+/// forwarded to a callback and logged at debug level. The kept lines are guarded by a `Mutex`.
+final class KVMConsole: Sendable {
     /// Kept lines beyond this are dropped oldest first (a long run prints one line per interval).
     static let keptLines = 100_000
-    private let lock = PthreadMutex()
-    private var lines: [KVMConsoleLine] = []
+    private let lines = Mutex<[KVMConsoleLine]>([])
     private let onLine: (@Sendable (KVMConsoleLine) -> Void)?
     private let logger: Logger
 
@@ -18,7 +16,7 @@ final class KVMConsole: @unchecked Sendable {
     }
 
     func append(_ line: KVMConsoleLine) {
-        lock.withLock {
+        lines.withLock { lines in
             if lines.count >= Self.keptLines { lines.removeFirst(lines.count / 2) }
             lines.append(line)
         }
@@ -26,5 +24,5 @@ final class KVMConsole: @unchecked Sendable {
         onLine?(line)
     }
 
-    var snapshot: [KVMConsoleLine] { lock.withLock { lines } }
+    var snapshot: [KVMConsoleLine] { lines.withLock { $0 } }
 }

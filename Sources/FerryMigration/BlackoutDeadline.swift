@@ -22,7 +22,7 @@ final class BlackoutDeadline: @unchecked Sendable {
     }
 
     let limitMs: Int
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var state = State.armed
     private let connections: [FramedConnection]
     private let deadline: UInt64
@@ -38,17 +38,16 @@ final class BlackoutDeadline: @unchecked Sendable {
     }
 
     private func watch() {
-        condition.lock()
-        while state == .armed {
-            let now = MonotonicClock.now()
-            if now >= deadline {
-                state = .expired
-                break
+        let expired = condition.withLock {
+            while state == .armed {
+                if MonotonicClock.now() >= deadline {
+                    state = .expired
+                    break
+                }
+                condition.wait(untilNanoseconds: deadline)
             }
-            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+            return state == .expired
         }
-        let expired = state == .expired
-        condition.unlock()
         if expired {
             for connection in connections { connection.close() }
         }
@@ -59,19 +58,17 @@ final class BlackoutDeadline: @unchecked Sendable {
     /// its last reply arrived).
     @discardableResult
     func disarm() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        if state == .armed {
-            state = .disarmed
-            condition.broadcast()
+        condition.withLock {
+            if state == .armed {
+                state = .disarmed
+                condition.broadcast()
+            }
+            return state == .disarmed
         }
-        return state == .disarmed
     }
 
     var hasExpired: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return state == .expired
+        condition.withLock { state == .expired }
     }
 
     /// The failure to report when the deadline passed.

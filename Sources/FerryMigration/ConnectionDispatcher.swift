@@ -2,6 +2,7 @@ import FerryProtocol
 import FerryTransport
 import Foundation
 import Logging
+import Synchronization
 
 /// Accepts every connection on a destination's listener and routes it by its first frame:
 ///
@@ -28,7 +29,8 @@ import Logging
 /// `PendingAdmission`: a total deadline (5 s) from accept that bytes trickling in do not extend
 /// (`deadlines`), at most 64 pending and 16 per peer address, the longest-waiting evicted to
 /// make room for a newcomer (Protocol.md section 9.5).
-/// `@unchecked Sendable`: the mutable state is `pending` and `streams`, guarded by `lock`.
+/// `@unchecked Sendable`: the pool of pending connections is guarded by a `Mutex` (`pool`);
+/// `started` is touched only by the thread that calls `start` and `stop`.
 final class ConnectionDispatcher: @unchecked Sendable {
     typealias HelloHandler = @Sendable (FramedConnection, Hello, HelloAdmission) -> Void
 
@@ -41,10 +43,14 @@ final class ConnectionDispatcher: @unchecked Sendable {
     let receiveTimeoutMs: Int
     private let log: Logger
     private let onHello: HelloHandler
-    private let lock = NSLock()
-    private var pending: PendingAdmission
-    /// The pending connections, to close the one `pending` evicts.
-    private var streams: [UInt64: TCPStream] = [:]
+    private struct Pool {
+        var pending: PendingAdmission
+        /// The pending connections, to close the one `pending` evicts.
+        var streams: [UInt64: TCPStream] = [:]
+    }
+    private let pool: Mutex<Pool>
+    /// `PendingAdmission.deadline`, which never changes: seconds from accept to the first frame.
+    private let pendingDeadline: Double
     /// Total deadlines: for pending connections and for tentative sessions.
     let deadlines = ConnectionDeadlines()
     private let finished = DispatchSemaphore(value: 0)
@@ -52,7 +58,8 @@ final class ConnectionDispatcher: @unchecked Sendable {
 
     init(listener: TCPListener, registry: SessionRegistry, security: ConnectionSecurity = .none, firstFrameTimeoutMs: Int = 10_000,
          pending: PendingAdmission = PendingAdmission(), receiveTimeoutMs: Int, log: Logger, onHello: @escaping HelloHandler) {
-        self.pending = pending
+        pool = Mutex(Pool(pending: pending))
+        pendingDeadline = pending.deadline
         self.listener = listener
         self.registry = registry
         self.security = security
@@ -96,18 +103,19 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 return
             }
             let peer = PendingAdmission.peerAddress(stream.peerDescription)
-            lock.lock()
-            let (id, evicted) = pending.arrive(peer: peer) { [streams] id in streams[id].map(Self.holdsWholeFrame) ?? false }
-            streams[id] = stream
-            let victim = evicted.flatMap { streams.removeValue(forKey: $0) }
-            let waiting = pending.count
-            lock.unlock()
+            let (id, victim, waiting) = pool.withLock { pool in
+                let streams = pool.streams
+                let (id, evicted) = pool.pending.arrive(peer: peer) { id in streams[id].map(Self.holdsWholeFrame) ?? false }
+                pool.streams[id] = stream
+                let victim = evicted.flatMap { pool.streams.removeValue(forKey: $0) }
+                return (id, victim, pool.pending.count)
+            }
             if let victim {
                 log.warning("too many connections waiting for their first frame; closed the longest-waiting one of the busiest peer", metadata: [
                     "migration.peer": "\(victim.peerDescription)", "migration.pending": "\(waiting)"])
                 victim.close()
             }
-            let token = deadlines.arm(stream, seconds: pending.deadline)
+            let token = deadlines.arm(stream, seconds: pendingDeadline)
             let thread = Thread { [self] in
                 route(stream, pending: id, deadline: token)
             }
@@ -128,10 +136,10 @@ final class ConnectionDispatcher: @unchecked Sendable {
 
     /// Ends connection `id`'s wait in the pool; false when it was evicted.
     private func leavePending(_ id: UInt64) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        streams.removeValue(forKey: id)
-        return pending.leave(id)
+        pool.withLock { pool in
+            pool.streams.removeValue(forKey: id)
+            return pool.pending.leave(id)
+        }
     }
 
     private func route(_ stream: TCPStream, pending id: UInt64, deadline token: UInt64) {
@@ -142,14 +150,12 @@ final class ConnectionDispatcher: @unchecked Sendable {
         let frame: ReceivedFrame
         do {
             // The deadline closes the connection; this timeout only keeps a read from outliving it.
-            try stream.setReceiveTimeout(ms: Int(pending.deadline * 1000) + 1000)
+            try stream.setReceiveTimeout(ms: Int(pendingDeadline * 1000) + 1000)
             // Nothing large is allocated for a peer that has not authenticated (first frames are small).
             connection.receiveLimit = 4096
             let opening = try connection.receive()
             if security.key != nil && opening.type == .authHello {
-                lock.lock()
-                pending.progress(id)
-                lock.unlock()
+                pool.withLock { $0.pending.progress(id) }
             }
             frame = try connection.authenticate(asServer: security, firstFrame: opening)
             connection.receiveLimit = connection.maxPayload
@@ -158,7 +164,7 @@ final class ConnectionDispatcher: @unchecked Sendable {
             waiting = false
             let expired = !deadlines.disarm(token) && !evicted
             let why = evicted ? "closed a connection evicted from the full pool of connections waiting for their first frame"
-                : expired ? "closed a connection that did not send its first frame within \(pending.deadline) s of its accept"
+                : expired ? "closed a connection that did not send its first frame within \(pendingDeadline) s of its accept"
                 : error.code == .unauthenticated ? "refused a connection that did not authenticate" : "closed a connection that sent no valid first frame"
             log.warning("\(why)", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
             connection.close()

@@ -187,54 +187,53 @@ public final class DestinationAgent: @unchecked Sendable {
 /// claims it; its result ends the wait.
 /// `@unchecked Sendable`: guarded by `condition`.
 final class SingleMigration: @unchecked Sendable {
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var held = false
     private var closed = false
     private var result: Result<DestinationResult, MigrationError>?
 
     /// Claims the migration for a session; nil, or why it cannot.
     func claim() -> String? {
-        condition.lock()
-        defer { condition.unlock() }
-        if closed { return "this destination has stopped waiting for a guest" }
-        if held { return "this destination is receiving another guest; try again when it is done, or use another destination" }
-        held = true
-        return nil
+        condition.withLock {
+            if closed { return "this destination has stopped waiting for a guest" }
+            if held { return "this destination is receiving another guest; try again when it is done, or use another destination" }
+            held = true
+            return nil
+        }
     }
 
     /// Gives the claim back: that session was not established after all.
     func release() {
-        condition.lock()
-        held = false
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            held = false
+            condition.broadcast()
+        }
     }
 
     /// The established session ended with `result`.
     func finish(_ result: Result<DestinationResult, MigrationError>) {
-        condition.lock()
-        self.result = result
-        closed = true
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            self.result = result
+            closed = true
+            condition.broadcast()
+        }
     }
 
     /// The result of the established session, once it ends; nil when no session was
     /// established within `timeoutMs` (nil: wait forever). Once one is, it is waited for
     /// without a limit (the session has its own timeouts).
     func wait(timeoutMs: Int?) -> Result<DestinationResult, MigrationError>? {
-        // No `.distantFuture` deadline: NSCondition traps converting it to a timespec.
-        let deadline = timeoutMs.map { Date(timeIntervalSinceNow: Double($0) / 1000) }
-        condition.lock()
-        defer { condition.unlock() }
-        while result == nil {
-            if held || deadline == nil {
-                condition.wait()
-            } else if let deadline, !condition.wait(until: deadline), result == nil, !held {
-                closed = true
-                return nil
+        let deadline = timeoutMs.map { MonotonicClock.deadline(afterMilliseconds: $0) }
+        return condition.withLock {
+            while result == nil {
+                if held || deadline == nil {
+                    condition.wait()
+                } else if let deadline, !condition.wait(untilNanoseconds: deadline), result == nil, !held {
+                    closed = true
+                    return nil
+                }
             }
+            return result
         }
-        return result
     }
 }

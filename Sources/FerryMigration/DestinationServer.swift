@@ -28,7 +28,7 @@ public final class DestinationServer: @unchecked Sendable {
     public let maxSessions: Int
     let logger: Logger
     private var listener: TCPListener?
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var receiving: Set<String> = []
     /// The outcomes `run(count:)` returns; kept only when it was given a count (a server that runs
     /// forever would otherwise keep every report and guest setup it ever received).
@@ -62,9 +62,7 @@ public final class DestinationServer: @unchecked Sendable {
 
     /// Migrations running now.
     public var activeCount: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return running
+        condition.withLock { running }
     }
 
     /// The image a guest of this name is stored in.
@@ -82,36 +80,34 @@ public final class DestinationServer: @unchecked Sendable {
                                               receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello, admission in
             start(connection, hello, admission: admission, registry: registry, finished: finished)
         }
-        condition.lock()
-        keepOutcomes = count != nil
-        condition.unlock()
+        condition.withLock { keepOutcomes = count != nil }
         dispatcher.start()
         defer { dispatcher.stop() }
-        condition.lock()
-        defer { condition.unlock() }
-        while count.map({ ended < $0 }) ?? true {
-            condition.wait()
+        return condition.withLock {
+            while count.map({ ended < $0 }) ?? true {
+                condition.wait()
+            }
+            // Migrations admitted after the last counted one are not waited for; none is running
+            // when `count` were admitted one after another, as in tests.
+            return outcomes
         }
-        // Migrations admitted after the last counted one are not waited for; none is running
-        // when `count` were admitted one after another, as in tests.
-        return outcomes
     }
 
     /// Claims guest `name` for a session: nil, or why it cannot be received now.
     private func claim(_ name: String) -> String? {
-        condition.lock()
-        defer { condition.unlock() }
-        if receiving.contains(name) { return "guest \(name) is being received here already" }
-        receiving.insert(name)
-        running += 1
-        return nil
+        condition.withLock {
+            if receiving.contains(name) { return "guest \(name) is being received here already" }
+            receiving.insert(name)
+            running += 1
+            return nil
+        }
     }
 
     private func release(_ name: String) {
-        condition.lock()
-        receiving.remove(name)
-        running -= 1
-        condition.unlock()
+        condition.withLock {
+            receiving.remove(name)
+            running -= 1
+        }
     }
 
     /// Starts the session of an admitted HELLO on its own thread. An authenticated one claims its
@@ -127,9 +123,7 @@ public final class DestinationServer: @unchecked Sendable {
         if name.isEmpty {
             refusal = "this destination serves several guests and needs the guest's name; pass --name to ferry send"
         } else if tentative {
-            condition.lock()
-            if receiving.contains(name) { refusal = "guest \(name) is being received here already" }
-            condition.unlock()
+            if condition.withLock({ receiving.contains(name) }) { refusal = "guest \(name) is being received here already" }
         } else {
             refusal = claim(name)
         }
@@ -165,13 +159,13 @@ public final class DestinationServer: @unchecked Sendable {
             registry.release()
             let outcome = Outcome(guestName: name, imagePath: perGuest.imagePath, result: result)
             finished?(outcome)
-            condition.lock()
-            receiving.remove(name)
-            running -= 1
-            ended += 1
-            if keepOutcomes { outcomes.append(outcome) }
-            condition.broadcast()
-            condition.unlock()
+            condition.withLock {
+                receiving.remove(name)
+                running -= 1
+                ended += 1
+                if keepOutcomes { outcomes.append(outcome) }
+                condition.broadcast()
+            }
         }
         thread.name = "ferry-session"
         thread.start()

@@ -1,7 +1,6 @@
 import FerryProtocol
 import FerrySystem
 import FerryTransport
-import Foundation
 
 /// What a destination knows about each migration it received or is receiving: the state that
 /// `STATUS` reports (Protocol.md 3.19–3.20, section 6), and the meeting point between a session that
@@ -39,47 +38,45 @@ final class HandoffBook: @unchecked Sendable {
         var confirmed = false
     }
 
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var records: [UInt64: Record] = [:]
     /// Session IDs, oldest first.
     private var order: [UInt64] = []
 
     /// Records a new migration in state `receiving`.
     func begin(session: UInt64, token: SessionToken, guestName: String, pageCount: UInt64, control: FramedConnection) {
-        condition.lock()
-        defer { condition.unlock() }
-        records[session] = Record(sessionID: session, token: token, guestName: guestName, pageCount: pageCount, state: .receiving,
-                                  control: control)
-        order.append(session)
-        // Forget the oldest finished migrations beyond the limit; running ones are never forgotten.
-        var excess = order.count - Self.historyLimit
-        if excess > 0 {
-            order.removeAll { id in
-                guard excess > 0, let record = records[id], record.state == .resumed || record.state == .discarded else { return false }
-                records[id] = nil
-                excess -= 1
-                return true
+        condition.withLock {
+            records[session] = Record(sessionID: session, token: token, guestName: guestName, pageCount: pageCount, state: .receiving,
+                                      control: control)
+            order.append(session)
+            // Forget the oldest finished migrations beyond the limit; running ones are never forgotten.
+            var excess = order.count - Self.historyLimit
+            if excess > 0 {
+                order.removeAll { id in
+                    guard excess > 0, let record = records[id], record.state == .resumed || record.state == .discarded else { return false }
+                    records[id] = nil
+                    excess -= 1
+                    return true
+                }
             }
         }
     }
 
     /// Moves session `id` to `state`. Leaving `awaiting-commit` closes a resolver nobody took.
     func set(session id: UInt64, _ state: HandoffState, digest: UInt64? = nil, message: String = "") {
-        condition.lock()
-        guard var record = records[id] else {
-            condition.unlock()
-            return
+        let stray: FramedConnection? = condition.withLock {
+            guard var record = records[id] else { return nil }
+            record.state = state
+            if let digest { record.digest = digest }
+            record.message = message
+            record.changedAt = MonotonicClock.now()
+            let stray = state == .awaitingCommit ? nil : record.resolver
+            if state != .awaitingCommit { record.resolver = nil }
+            if state == .discarded { record.control = nil }
+            records[id] = record
+            condition.broadcast()
+            return stray
         }
-        record.state = state
-        if let digest { record.digest = digest }
-        record.message = message
-        record.changedAt = MonotonicClock.now()
-        let stray = state == .awaitingCommit ? nil : record.resolver
-        if state != .awaitingCommit { record.resolver = nil }
-        if state == .discarded { record.control = nil }
-        records[id] = record
-        condition.broadcast()
-        condition.unlock()
         stray?.close()
     }
 
@@ -90,38 +87,33 @@ final class HandoffBook: @unchecked Sendable {
     /// `forget`: remove the record altogether (a keyless session that never became established:
     /// a stranger's HELLO must not push real migrations out of the history that `STATUS` answers from).
     func end(session id: UInt64, forget: Bool = false) {
-        condition.lock()
-        let stray = records[id]?.resolver
-        records[id]?.control = nil
-        records[id]?.resolver = nil
-        if forget {
-            records[id] = nil
-            order.removeAll { $0 == id }
+        let stray = condition.withLock {
+            let stray = records[id]?.resolver
+            records[id]?.control = nil
+            records[id]?.resolver = nil
+            if forget {
+                records[id] = nil
+                order.removeAll { $0 == id }
+            }
+            condition.broadcast()
+            return stray
         }
-        condition.broadcast()
-        condition.unlock()
         stray?.close()
     }
 
     /// The session now reads from `connection` (after a resume).
     func replaceControl(session id: UInt64, with connection: FramedConnection) {
-        condition.lock()
-        records[id]?.control = connection
-        condition.unlock()
+        condition.withLock { records[id]?.control = connection }
     }
 
     func state(of id: UInt64) -> HandoffState {
-        condition.lock()
-        defer { condition.unlock() }
-        return records[id]?.state ?? .unknown
+        condition.withLock { records[id]?.state ?? .unknown }
     }
 
     /// Whether `token` is session `id`'s (compared in constant time); false for an unknown
     /// session and for `.none`.
     func holds(_ token: SessionToken, session id: UInt64) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return records[id]?.token.matches(token) ?? false
+        condition.withLock { records[id]?.token.matches(token) ?? false }
     }
 
     /// The answer to `query`, newest first (at most `Status.maxTotal` frames); a query that
@@ -132,17 +124,18 @@ final class HandoffBook: @unchecked Sendable {
     /// (`authenticated`). Anyone else gets 0 for both, except that a query naming a session id
     /// has that id echoed (it knew it already) — still with digest 0.
     func statuses(for query: StatusQuery, authenticated: Bool) -> [Status] {
-        condition.lock()
-        let now = MonotonicClock.now()
-        var matching: [Record] = []
-        for id in order.reversed() {
-            guard let record = records[id] else { continue }
-            if query.sessionID != 0 && record.sessionID != query.sessionID { continue }
-            if !query.guestName.isEmpty && record.guestName != query.guestName { continue }
-            matching.append(record)
-            if matching.count == Int(Status.maxTotal) { break }
+        let (now, matching) = condition.withLock {
+            let now = MonotonicClock.now()
+            var matching: [Record] = []
+            for id in order.reversed() {
+                guard let record = records[id] else { continue }
+                if query.sessionID != 0 && record.sessionID != query.sessionID { continue }
+                if !query.guestName.isEmpty && record.guestName != query.guestName { continue }
+                matching.append(record)
+                if matching.count == Int(Status.maxTotal) { break }
+            }
+            return (now, matching)
         }
-        condition.unlock()
         guard !matching.isEmpty else {
             return [Status(state: .unknown, sessionID: query.sessionID, guestName: query.guestName,
                            message: "this destination knows no such migration: it does not run that guest")]
@@ -163,38 +156,36 @@ final class HandoffBook: @unchecked Sendable {
     /// closes the one the session waits on (it may have been lost silently) and returns true;
     /// else false (nothing changes), and the caller closes it.
     func offerResolver(session id: UInt64, token: SessionToken, connection: FramedConnection) -> Bool {
-        condition.lock()
-        guard var record = records[id], record.token.matches(token), record.state == .awaitingCommit else {
-            condition.unlock()
-            return false
+        let offered: (replaced: FramedConnection?, interrupted: FramedConnection?)? = condition.withLock {
+            guard var record = records[id], record.token.matches(token), record.state == .awaitingCommit else { return nil }
+            let replaced = record.resolver
+            let interrupted = record.control
+            record.resolver = connection
+            records[id] = record
+            condition.broadcast()
+            return (replaced, interrupted)
         }
-        let replaced = record.resolver
-        let interrupted = record.control
-        record.resolver = connection
-        records[id] = record
-        condition.broadcast()
-        condition.unlock()
-        replaced?.close()
-        interrupted?.close()
+        guard let offered else { return false }
+        offered.replaced?.close()
+        offered.interrupted?.close()
         return true
     }
 
     /// The session's side: waits until a resolver arrives for session `id` (returned, and from
     /// then on the session's control connection) or `deadline` (monotonic ns) passes (nil).
     func awaitResolver(session id: UInt64, deadline: UInt64) -> FramedConnection? {
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            guard var record = records[id], record.state == .awaitingCommit else { return nil }
-            if let resolver = record.resolver {
-                record.resolver = nil
-                record.control = resolver
-                records[id] = record
-                return resolver
+        condition.withLock {
+            while true {
+                guard var record = records[id], record.state == .awaitingCommit else { return nil }
+                if let resolver = record.resolver {
+                    record.resolver = nil
+                    record.control = resolver
+                    records[id] = record
+                    return resolver
+                }
+                if MonotonicClock.now() >= deadline { return nil }
+                condition.wait(untilNanoseconds: deadline)
             }
-            let now = MonotonicClock.now()
-            if now >= deadline { return nil }
-            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
         }
     }
 
@@ -202,27 +193,24 @@ final class HandoffBook: @unchecked Sendable {
     /// here: as good as its `DONE`. Wakes a session waiting for `DONE` on a connection that may be
     /// dead. Nothing happens for a token that is not the session's.
     func confirm(session id: UInt64, token: SessionToken) {
-        condition.lock()
-        guard var record = records[id], record.token.matches(token), record.state == .resumed else {
-            condition.unlock()
-            return
+        let waiting: FramedConnection? = condition.withLock {
+            guard var record = records[id], record.token.matches(token), record.state == .resumed else { return nil }
+            record.confirmed = true
+            let waiting = record.control
+            records[id] = record
+            condition.broadcast()
+            return waiting
         }
-        record.confirmed = true
-        let waiting = record.control
-        records[id] = record
-        condition.broadcast()
-        condition.unlock()
         waiting?.close()
     }
 
     /// Waits until `confirm(session:)` was called for `id` or `deadline` (monotonic ns) passes.
     func awaitConfirmation(session id: UInt64, deadline: UInt64) {
-        condition.lock()
-        defer { condition.unlock() }
-        while records[id]?.confirmed == false {
-            let now = MonotonicClock.now()
-            if now >= deadline { return }
-            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+        condition.withLock {
+            while records[id]?.confirmed == false {
+                if MonotonicClock.now() >= deadline { return }
+                condition.wait(untilNanoseconds: deadline)
+            }
         }
     }
 

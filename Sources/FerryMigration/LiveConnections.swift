@@ -1,31 +1,24 @@
 import FerryTransport
-import Foundation
+import Synchronization
 
 /// The connections of a migration's current attempt, so that another thread (a failing page
 /// stream, a source that came back with `RESUME`) can close them all and wake the threads blocked
-/// on them. `@unchecked Sendable`: the list is guarded by `lock`; closing is a `shutdown`, safe
-/// while other threads use the connection.
-final class LiveConnections: @unchecked Sendable {
-    private let lock = NSLock()
-    private var connections: [FramedConnection] = []
+/// on them. The list is guarded by a `Mutex`; closing is a `shutdown`, safe while other threads
+/// use the connection.
+final class LiveConnections: Sendable {
+    private let connections = Mutex<[FramedConnection]>([])
 
     func add(_ connection: FramedConnection) {
-        lock.lock()
-        connections.append(connection)
-        lock.unlock()
+        connections.withLock { $0.append(connection) }
     }
 
     /// Forgets the connections (after their owner has closed them).
     func removeAll() {
-        lock.lock()
-        connections.removeAll()
-        lock.unlock()
+        connections.withLock { $0.removeAll() }
     }
 
     func closeAll() {
-        lock.lock()
-        let current = connections
-        lock.unlock()
+        let current = connections.withLock { $0 }
         for connection in current { connection.close() }
     }
 }

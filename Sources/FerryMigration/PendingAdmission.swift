@@ -117,7 +117,7 @@ struct PendingAdmission {
 /// another thread reads it: that read returns at once.
 /// `@unchecked Sendable`: the mutable state is guarded by `condition`.
 final class ConnectionDeadlines: @unchecked Sendable {
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var armed: [UInt64: (deadline: UInt64, stream: TCPStream)] = [:]
     private var nextToken: UInt64 = 1
     private var running = false
@@ -126,56 +126,55 @@ final class ConnectionDeadlines: @unchecked Sendable {
     /// Closes `stream` `seconds` from now unless `disarm`ed first; returns the token for `disarm`.
     func arm(_ stream: TCPStream, seconds: Double) -> UInt64 {
         let deadline = MonotonicClock.now() &+ UInt64(max(0, seconds) * 1e9)
-        condition.lock()
-        defer { condition.unlock() }
-        let token = nextToken
-        nextToken += 1
-        armed[token] = (deadline, stream)
-        if stopped {
-            stream.close()
-        } else if !running {
-            running = true
-            let thread = Thread { [self] in reap() }
-            thread.name = "ferry-deadlines"
-            thread.start()
+        return condition.withLock {
+            let token = nextToken
+            nextToken += 1
+            armed[token] = (deadline, stream)
+            if stopped {
+                stream.close()
+            } else if !running {
+                running = true
+                let thread = Thread { [self] in reap() }
+                thread.name = "ferry-deadlines"
+                thread.start()
+            }
+            condition.broadcast()
+            return token
         }
-        condition.broadcast()
-        return token
     }
 
     /// Cancels a deadline; false when it had passed already (the stream was closed).
     @discardableResult
     func disarm(_ token: UInt64) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return armed.removeValue(forKey: token) != nil
+        condition.withLock { armed.removeValue(forKey: token) != nil }
     }
 
     /// Closes every armed stream now and ends the thread.
     func stop() {
-        condition.lock()
-        stopped = true
-        let streams = armed.values.map(\.stream)
-        armed = [:]
-        condition.broadcast()
-        condition.unlock()
+        let streams = condition.withLock {
+            stopped = true
+            let streams = armed.values.map(\.stream)
+            armed = [:]
+            condition.broadcast()
+            return streams
+        }
         for stream in streams { stream.close() }
     }
 
     private func reap() {
-        condition.lock()
-        defer { condition.unlock() }
-        while !stopped {
-            let now = MonotonicClock.now()
-            let expired = armed.filter { $0.value.deadline <= now }
-            for (token, entry) in expired {
-                armed.removeValue(forKey: token)
-                entry.stream.close()
-            }
-            if let next = armed.values.map(\.deadline).min() {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(next &- min(next, MonotonicClock.now())) / 1e9 + 0.001))
-            } else {
-                condition.wait()
+        condition.withLock {
+            while !stopped {
+                let now = MonotonicClock.now()
+                let expired = armed.filter { $0.value.deadline <= now }
+                for (token, entry) in expired {
+                    armed.removeValue(forKey: token)
+                    entry.stream.close()
+                }
+                if let next = armed.values.map(\.deadline).min() {
+                    condition.wait(untilNanoseconds: next)
+                } else {
+                    condition.wait()
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 import FerrySystem
-import Foundation
+import Synchronization
 
 /// How the dispatcher admitted a `HELLO` (Protocol.md section 9.5).
 enum HelloAdmission: Sendable {
@@ -25,21 +25,17 @@ struct HostClaim: Sendable {
     static let none = HostClaim(claim: { nil }, release: {})
 }
 
-/// A `--prealloc` image, for whichever session is established first.
-/// `@unchecked Sendable`: guarded by `lock`.
-final class PreparedImage: @unchecked Sendable {
-    private let lock = NSLock()
-    private var region: MappedRegion?
+/// A `--prealloc` image, for whichever session is established first (guarded by a `Mutex`).
+final class PreparedImage: Sendable {
+    private let region: Mutex<MappedRegion?>
     let seconds: Double
 
-    init(_ region: consuming MappedRegion?, seconds: Double) {
-        self.region = region
+    init(_ region: consuming sending MappedRegion?, seconds: Double) {
+        self.region = Mutex(region)
         self.seconds = seconds
     }
 
     func take() -> MappedRegion? {
-        lock.lock()
-        defer { lock.unlock() }
-        return region.take()
+        region.withLock { $0.take() }
     }
 }

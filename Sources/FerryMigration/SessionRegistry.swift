@@ -1,6 +1,6 @@
 import FerryProtocol
+import FerrySystem
 import FerryTransport
-import Foundation
 
 /// A new connection that names a living session by its `session_id` and `session_token` in its
 /// first frame (`RESUME`, or a resolving `STATUS_QUERY`; the frame type says what it wants),
@@ -34,7 +34,7 @@ final class SessionRegistry: @unchecked Sendable {
     let maxSessions: Int
     /// Every migration's handoff state, for `STATUS` and for sources that come back to resolve one.
     let handoffs = HandoffBook()
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var active = 0
     private var sessions: [UInt64: Joining] = [:]
     /// Disk bytes promised to admitted migrations whose image is not allocated yet (their space
@@ -65,11 +65,11 @@ final class SessionRegistry: @unchecked Sendable {
 
     /// Takes a slot for a new migration; false when `maxSessions` already run.
     func admit() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard active < maxSessions else { return false }
-        active += 1
-        return true
+        condition.withLock {
+            guard active < maxSessions else { return false }
+            active += 1
+            return true
+        }
     }
 
     enum TentativeAdmission { case admitted, busy, crowded }
@@ -77,72 +77,62 @@ final class SessionRegistry: @unchecked Sendable {
     /// Takes a tentative place for a HELLO that came without a key: `.busy` when every slot is
     /// held by an established session, `.crowded` when `maxTentative` are tentative already.
     func admitTentative() -> TentativeAdmission {
-        condition.lock()
-        defer { condition.unlock() }
-        guard active < maxSessions else { return .busy }
-        guard tentative < maxTentative else { return .crowded }
-        tentative += 1
-        return .admitted
+        condition.withLock {
+            guard active < maxSessions else { return .busy }
+            guard tentative < maxTentative else { return .crowded }
+            tentative += 1
+            return .admitted
+        }
     }
 
     /// Turns a tentative place into a slot (the session is established); false, leaving it
     /// tentative, when `maxSessions` are established already.
     func establish() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard active < maxSessions else { return false }
-        active += 1
-        tentative -= 1
-        return true
+        condition.withLock {
+            guard active < maxSessions else { return false }
+            active += 1
+            tentative -= 1
+            return true
+        }
     }
 
     /// Undoes `establish` (a later claim failed): the session is tentative again.
     func unestablish() {
-        condition.lock()
-        active -= 1
-        tentative += 1
-        condition.unlock()
+        condition.withLock {
+            active -= 1
+            tentative += 1
+        }
     }
 
     /// Gives back a tentative place that was never established.
     func endTentative() {
-        condition.lock()
-        tentative -= 1
-        condition.unlock()
+        condition.withLock { tentative -= 1 }
     }
 
     var tentativeSessions: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return tentative
+        condition.withLock { tentative }
     }
 
     /// Disk bytes promised to migrations now.
     var promisedDiskBytes: UInt64 {
-        condition.lock()
-        defer { condition.unlock() }
-        return promisedDisk
+        condition.withLock { promisedDisk }
     }
 
     /// Free bytes `free()` reports less those promised to others, without promising any.
     func unpromisedDisk(free: () throws -> UInt64) -> UInt64? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard let available = try? free() else { return nil }
-        return available - min(available, promisedDisk)
+        condition.withLock {
+            guard let available = try? free() else { return nil }
+            return available - min(available, promisedDisk)
+        }
     }
 
     /// Gives back the slot `admit` took.
     func release() {
-        condition.lock()
-        active -= 1
-        condition.unlock()
+        condition.withLock { active -= 1 }
     }
 
     var activeSessions: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return active
+        condition.withLock { active }
     }
 
     /// Promises `bytes` of disk to a migration if `free()` (measured under the same lock) less
@@ -150,19 +140,17 @@ final class SessionRegistry: @unchecked Sendable {
     /// the refusal's message. The caller gives the promise back with `releaseDisk` once its image
     /// is allocated (then `statvfs` counts it) or the migration ends.
     func promiseDisk(_ bytes: UInt64, free: () throws -> UInt64) -> (promised: Bool, free: UInt64, promisedToOthers: UInt64)? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard let available = try? free() else { return nil }
-        let others = promisedDisk
-        guard available >= others, available - others >= bytes else { return (false, available, others) }
-        promisedDisk += bytes
-        return (true, available, others)
+        condition.withLock {
+            guard let available = try? free() else { return nil }
+            let others = promisedDisk
+            guard available >= others, available - others >= bytes else { return (false, available, others) }
+            promisedDisk += bytes
+            return (true, available, others)
+        }
     }
 
     func releaseDisk(_ bytes: UInt64) {
-        condition.lock()
-        promisedDisk -= min(bytes, promisedDisk)
-        condition.unlock()
+        condition.withLock { promisedDisk -= min(bytes, promisedDisk) }
     }
 
     /// Announces that session `id` expects `extraStreams` page streams (stream indexes 1…n).
@@ -170,19 +158,18 @@ final class SessionRegistry: @unchecked Sendable {
     /// the session's token, with the type of its first frame; it returns whether the session
     /// takes one now (false: the connection is closed).
     func open(session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable (FrameType) -> Bool)? = nil) {
-        condition.lock()
-        sessions[id] = Joining(token: token, extraStreams: extraStreams, onReattach: onReattach)
-        condition.unlock()
+        condition.withLock { sessions[id] = Joining(token: token, extraStreams: extraStreams, onReattach: onReattach) }
     }
 
     /// Lets session `id` take a new set of page streams (after a resume); streams it never took
     /// are closed.
     func reopenStreams(session id: UInt64) {
-        condition.lock()
-        let leftover = sessions[id]?.joined.values.map { $0 } ?? []
-        sessions[id]?.joined = [:]
-        sessions[id]?.taken = false
-        condition.unlock()
+        let leftover = condition.withLock {
+            let leftover = sessions[id]?.joined.values.map { $0 } ?? []
+            sessions[id]?.joined = [:]
+            sessions[id]?.taken = false
+            return leftover
+        }
         for connection in leftover { connection.close() }
     }
 
@@ -194,23 +181,18 @@ final class SessionRegistry: @unchecked Sendable {
     /// up on its earlier attempts (they may have queued while this host was stopped), and it
     /// waits for an answer on the newest one only.
     func reattach(session id: UInt64, token: SessionToken, _ reattachment: Reattachment) -> Bool {
-        condition.lock()
-        guard let session = sessions[id], session.token.matches(token) else {
-            condition.unlock()
-            return false
-        }
-        condition.unlock()
+        let named = condition.withLock { sessions[id].flatMap { $0.token.matches(token) ? $0 : nil } }
+        guard let session = named else { return false }
         // Before the session can take the new connection: closing afterwards could close it.
         if let onReattach = session.onReattach, !onReattach(reattachment.type) { return false }
-        condition.lock()
-        guard sessions[id] != nil else {
-            condition.unlock()
-            return false
+        let replacing: Reattachment?? = condition.withLock {
+            guard sessions[id] != nil else { return nil }
+            let replaced = sessions[id]?.reattached
+            sessions[id]?.reattached = reattachment
+            condition.broadcast()
+            return .some(replaced)
         }
-        let replaced = sessions[id]?.reattached
-        sessions[id]?.reattached = reattachment
-        condition.broadcast()
-        condition.unlock()
+        guard let replaced = replacing else { return false }
         replaced?.connection.close()
         return true
     }
@@ -218,20 +200,20 @@ final class SessionRegistry: @unchecked Sendable {
     /// Waits up to `timeout` seconds for a connection to come back for session `id` and hands it
     /// over; nil after the timeout.
     func waitForReattachment(session id: UInt64, timeout: Double) -> Reattachment? {
-        let deadline = Date(timeIntervalSinceNow: timeout)
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if let waiting = sessions[id]?.reattached {
-                sessions[id]?.reattached = nil
-                return waiting
-            }
-            if sessions[id] == nil || !condition.wait(until: deadline) {
+        let deadline = MonotonicClock.deadline(afterSeconds: timeout)
+        return condition.withLock {
+            while true {
                 if let waiting = sessions[id]?.reattached {
                     sessions[id]?.reattached = nil
                     return waiting
                 }
-                return nil
+                if sessions[id] == nil || !condition.wait(untilNanoseconds: deadline) {
+                    if let waiting = sessions[id]?.reattached {
+                        sessions[id]?.reattached = nil
+                        return waiting
+                    }
+                    return nil
+                }
             }
         }
     }
@@ -239,51 +221,49 @@ final class SessionRegistry: @unchecked Sendable {
     /// Keeps a connection that sent `join` for its session; false (and the caller closes it)
     /// when no open session has that ID and token, the index is out of range or already joined.
     func deliver(_ join: Join, connection: FramedConnection) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
         let index = Int(join.streamIndex)
-        guard var session = sessions[join.sessionID], session.token.matches(join.sessionToken), !session.taken, index >= 1, index <= session.extraStreams,
-              session.joined[index] == nil else { return false }
-        session.joined[index] = connection
-        sessions[join.sessionID] = session
-        condition.broadcast()
-        return true
+        return condition.withLock {
+            guard var session = sessions[join.sessionID], session.token.matches(join.sessionToken), !session.taken, index >= 1, index <= session.extraStreams,
+                  session.joined[index] == nil else { return false }
+            session.joined[index] = connection
+            sessions[join.sessionID] = session
+            condition.broadcast()
+            return true
+        }
     }
 
     /// Waits until every page stream of session `id` has joined and returns them by index.
     /// Throws after `timeout` seconds; the session stays open until `close`.
     func waitForStreams(session id: UInt64, timeout: Double) throws -> [(Int, FramedConnection)] {
-        let deadline = Date(timeIntervalSinceNow: timeout)
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            guard var session = sessions[id], !session.taken else {
-                throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
-            }
-            if session.reattached != nil {
-                // The source came back on a newer connection: it gave up on the attempt whose
-                // streams this waits for.
-                throw MigrationError(.transport, "the source reconnected again before its page streams joined", guest: .notHere)
-            }
-            if session.joined.count == session.extraStreams {
-                let streams = session.joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-                session.joined = [:]
-                session.taken = true
-                sessions[id] = session
-                return streams
-            }
-            if !condition.wait(until: deadline) {
-                let missing = (1...session.extraStreams).filter { session.joined[$0] == nil }.map(String.init)
-                throw MigrationError(.transport, "page stream(s) \(missing.joined(separator: ", ")) did not join within \(Int(timeout)) s", guest: .notHere)
+        let deadline = MonotonicClock.deadline(afterSeconds: timeout)
+        return try condition.withLock {
+            while true {
+                guard var session = sessions[id], !session.taken else {
+                    throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
+                }
+                if session.reattached != nil {
+                    // The source came back on a newer connection: it gave up on the attempt whose
+                    // streams this waits for.
+                    throw MigrationError(.transport, "the source reconnected again before its page streams joined", guest: .notHere)
+                }
+                if session.joined.count == session.extraStreams {
+                    let streams = session.joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                    session.joined = [:]
+                    session.taken = true
+                    sessions[id] = session
+                    return streams
+                }
+                if !condition.wait(untilNanoseconds: deadline) {
+                    let missing = (1...session.extraStreams).filter { session.joined[$0] == nil }.map(String.init)
+                    throw MigrationError(.transport, "page stream(s) \(missing.joined(separator: ", ")) did not join within \(Int(timeout)) s", guest: .notHere)
+                }
             }
         }
     }
 
     /// Forgets session `id`; connections it never took are closed.
     func close(session id: UInt64) {
-        condition.lock()
-        let leftover = sessions.removeValue(forKey: id)
-        condition.unlock()
+        let leftover = condition.withLock { sessions.removeValue(forKey: id) }
         for connection in leftover?.joined.values ?? [:].values { connection.close() }
         leftover?.reattached?.connection.close()
     }

@@ -237,23 +237,19 @@ final class RoundZeroProtection: @unchecked Sendable {
     }
 }
 
-/// Per-stream results of one round, filled from worker threads.
-private final class StreamOutcomes: @unchecked Sendable {
-    private let lock = NSLock()
-    private var results: [Result<StreamRoundResult, any Error>?]
+/// Per-stream results of one round, filled from worker threads (guarded by a `Mutex`).
+private final class StreamOutcomes: Sendable {
+    private let results: Mutex<[Result<StreamRoundResult, any Error>?]>
 
-    init(count: Int) { results = Array(repeating: nil, count: count) }
+    init(count: Int) { results = Mutex(Array(repeating: nil, count: count)) }
 
     func set(_ index: Int, _ result: Result<StreamRoundResult, any Error>) {
-        lock.lock()
-        results[index] = result
-        lock.unlock()
+        results.withLock { $0[index] = result }
     }
 
     /// The sum of all streams, or the first stream's error.
     func combined() throws -> StreamRoundResult {
-        lock.lock()
-        defer { lock.unlock() }
+        let results = self.results.withLock { $0 }
         var total = StreamRoundResult()
         for (index, result) in results.enumerated() {
             switch result {

@@ -16,7 +16,7 @@ import Foundation
 /// `@unchecked Sendable`: the mutable state is guarded by `condition`.
 final class StallWatch: @unchecked Sendable {
     let limitMs: Int
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var connections: [FramedConnection] = []
     private var progress: [ObjectIdentifier: (acknowledged: UInt64, at: UInt64)] = [:]
     private var stopped = false
@@ -36,43 +36,42 @@ final class StallWatch: @unchecked Sendable {
     /// Watches `connections` from now on (the page streams of the current attempt; none during
     /// the blackout, which has its own deadline). Clears an earlier stall.
     func watch(_ connections: [FramedConnection]) {
-        condition.lock()
-        self.connections = connections
-        progress = [:]
-        stall = nil
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            self.connections = connections
+            progress = [:]
+            stall = nil
+            condition.broadcast()
+        }
     }
 
     /// Ends the watch and waits for its thread.
     func stop() {
-        condition.lock()
-        stopped = true
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
         finished.wait()
     }
 
     /// Why the watch closed the connections, if it did since the last `watch`.
     var stallReason: String? {
-        condition.lock()
-        defer { condition.unlock() }
-        return stall
+        condition.withLock { stall }
     }
 
     private func run() {
-        let interval = Double(min(max(limitMs / 4, 10), 500)) / 1000
-        condition.lock()
-        defer { condition.unlock() }
-        while !stopped {
-            _ = condition.wait(until: Date(timeIntervalSinceNow: interval))
-            if stopped { break }
-            guard stall == nil, let stalled = firstStalled() else { continue }
-            stall = stalled
-            let all = connections
-            condition.unlock()
-            for connection in all { connection.close() }
-            condition.lock()
+        let intervalNs = UInt64(min(max(limitMs / 4, 10), 500)) * 1_000_000
+        // The lock is held throughout but for the waits and the closing of stalled connections.
+        while let stalled = condition.withLock({ () -> [FramedConnection]? in
+            while !stopped {
+                condition.wait(untilNanoseconds: MonotonicClock.now() &+ intervalNs)
+                if stopped { break }
+                guard stall == nil, let stalled = firstStalled() else { continue }
+                stall = stalled
+                return connections
+            }
+            return nil
+        }) {
+            for connection in stalled { connection.close() }
         }
     }
 

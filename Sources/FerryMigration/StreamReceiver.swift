@@ -1,12 +1,14 @@
 import FerryProtocol
+import FerrySystem
 import FerryTransport
 import Foundation
+import Synchronization
 
 /// The rounds each extra page stream of the destination has finished, and their failures: the
 /// control connection waits here before it acknowledges a round or verifies the image.
 final class StreamRounds: @unchecked Sendable {
     // All state is guarded by `condition`.
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var lastFinished: [Int64]
     private var failure: (stream: Int, error: any Error)?
 
@@ -17,39 +19,39 @@ final class StreamRounds: @unchecked Sendable {
 
     /// The first stream failure, if any, wrapped as a `MigrationError`.
     var firstFailure: MigrationError? {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure.map { MigrationError.wrap($0.error, during: "page stream \($0.stream)", guest: .notHere) }
+        condition.withLock {
+            failure.map { MigrationError.wrap($0.error, during: "page stream \($0.stream)", guest: .notHere) }
+        }
     }
 
     func finished(stream: Int, round: UInt32) {
-        condition.lock()
-        lastFinished[stream - 1] = Int64(round)
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            lastFinished[stream - 1] = Int64(round)
+            condition.broadcast()
+        }
     }
 
     func failed(stream: Int, error: any Error) {
-        condition.lock()
-        if failure == nil { failure = (stream, error) }
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock {
+            if failure == nil { failure = (stream, error) }
+            condition.broadcast()
+        }
     }
 
     /// Returns when every extra stream has finished `round`; throws the first stream failure, or
     /// after `timeout` seconds.
     func wait(round: UInt32, timeout: Double) throws {
-        let deadline = Date(timeIntervalSinceNow: timeout)
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if let failure {
-                throw MigrationError.wrap(failure.error, during: "page stream \(failure.stream)", guest: .notHere)
-            }
-            if lastFinished.allSatisfy({ $0 >= Int64(round) }) { return }
-            if !condition.wait(until: deadline) {
-                let late = lastFinished.enumerated().filter { $0.element < Int64(round) }.map { String($0.offset + 1) }
-                throw MigrationError(.transport, "page stream(s) \(late.joined(separator: ", ")) did not finish round \(round) within \(Int(timeout)) s", guest: .notHere)
+        let deadline = MonotonicClock.deadline(afterSeconds: timeout)
+        try condition.withLock {
+            while true {
+                if let failure {
+                    throw MigrationError.wrap(failure.error, during: "page stream \(failure.stream)", guest: .notHere)
+                }
+                if lastFinished.allSatisfy({ $0 >= Int64(round) }) { return }
+                if !condition.wait(untilNanoseconds: deadline) {
+                    let late = lastFinished.enumerated().filter { $0.element < Int64(round) }.map { String($0.offset + 1) }
+                    throw MigrationError(.transport, "page stream(s) \(late.joined(separator: ", ")) did not finish round \(round) within \(Int(timeout)) s", guest: .notHere)
+                }
             }
         }
     }
@@ -63,8 +65,8 @@ final class StreamReceiver: @unchecked Sendable {
     let sink: PageSink
     private let rounds: StreamRounds
     private let done = DispatchSemaphore(value: 0)
-    private let stopping = NSLock()
-    private var stopRequested = false
+    /// Whether `stop` was called (a receive failure after it is expected, not reported).
+    private let stopRequested = Mutex(false)
 
     init(stream: Int, connection: FramedConnection, sink: PageSink, rounds: StreamRounds) {
         self.stream = stream
@@ -102,19 +104,16 @@ final class StreamReceiver: @unchecked Sendable {
                 }
             }
         } catch {
-            stopping.lock()
-            let expected = stopRequested
-            stopping.unlock()
-            if !expected { rounds.failed(stream: stream, error: error) }
+            if !stopRequested.withLock({ $0 }) { rounds.failed(stream: stream, error: error) }
         }
     }
 
     /// Closes the stream and waits for its thread. Idempotent.
     func stop() {
-        stopping.lock()
-        let first = !stopRequested
-        stopRequested = true
-        stopping.unlock()
+        let first = stopRequested.withLock { requested in
+            defer { requested = true }
+            return !requested
+        }
         guard first else { return }
         connection.close()
         done.wait()

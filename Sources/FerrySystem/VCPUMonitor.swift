@@ -8,6 +8,8 @@ import Glibc
 ///
 /// Why not `Synchronization.Mutex`, the lock everywhere else: threads here wait for a condition
 /// under the lock, with a CLOCK_MONOTONIC deadline, which Mutex cannot do; pthread_cond can.
+/// Why not `MonotonicCondition`, the condition everywhere else: that one has a single condition
+/// variable, and here two kinds of waiter (vCPUs, controller) share one mutex, each woken apart.
 ///
 /// `@unchecked Sendable`: pthread primitives are made for sharing between threads; the pointers
 /// never change.
@@ -21,12 +23,8 @@ public final class VCPUMonitor: @unchecked Sendable {
         vcpuCondition = .allocate(capacity: 1)
         controlCondition = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(vcpuCondition, &attributes)
-        pthread_cond_init(controlCondition, &attributes)
-        pthread_condattr_destroy(&attributes)
+        MonotonicCondition.initialize(monotonic: vcpuCondition)
+        MonotonicCondition.initialize(monotonic: controlCondition)
     }
 
     deinit {
