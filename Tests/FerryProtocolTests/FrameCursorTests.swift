@@ -63,7 +63,7 @@ struct FrameCursorTests {
         var pieces = Mutator(seed: 0x9, corpus: [])
         var failures: Set<ProtocolError.Code> = []
         var frameCount = 0
-        for _ in 0..<50_000 {
+        for _ in 0..<20_000 {
             let (_, input) = mutator.next()
             let pulled = pullFrames(input, pieces: &pieces)
             let pushed = pushFrames(input)
@@ -72,7 +72,7 @@ struct FrameCursorTests {
             frameCount += pulled.frames.count
             if let error = pulled.error { failures.insert(error.code) }
         }
-        #expect(frameCount > 10_000)
+        #expect(frameCount > 4_000, "\(frameCount)")
         #expect(failures.isSuperset(of: [.unknownFrameType, .invalidField, .tooLarge, .sequence]), "\(failures)")
     }
 
