@@ -2,10 +2,11 @@
 /// remain first; errors name the message and the field.
 struct PayloadReader {
     let bytes: UnsafeRawBufferPointer
-    let message: StaticString
+    /// The message's name (`FrameType.wireName`), for errors.
+    let message: String
     private(set) var offset = 0
 
-    init(_ bytes: UnsafeRawBufferPointer, message: StaticString) {
+    init(_ bytes: UnsafeRawBufferPointer, message: String) {
         self.bytes = bytes
         self.message = message
     }

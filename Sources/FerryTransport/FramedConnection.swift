@@ -21,7 +21,8 @@ public struct ReceivedFrame {
 /// sequence number, then the payload. After an authentication handshake that chose a cipher
 /// (`PeerAuthentication`) the frames travel inside sealed records (Protocol.md 9.3); until then,
 /// and always on a connection without a key, straight over the socket (the plain path costs one
-/// nil check per call).
+/// nil check per call). What to read next, and whether a header is acceptable, is decided by
+/// `FrameCursor`, the frame decoder the fuzz tests exercise; this class only moves the bytes.
 ///
 /// `@unchecked Sendable`: the send side (`send`) and the receive side (`receive`) use disjoint
 /// state, so one sending thread and one receiving thread may use a connection at the same time;
@@ -45,20 +46,24 @@ public final class FramedConnection: @unchecked Sendable {
     private let receiveHeader = UnsafeMutableRawPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
     private var payloadBuffer: UnsafeMutableRawPointer
     private var payloadCapacity: Int
-    private var nextReceiveSequence: UInt64 = 0
+    /// The frame decoder (the one the fuzz tests run): it checks each header and says what the
+    /// next bytes are; this side reads exactly those, from the socket or the records.
+    private var frames: FrameCursor
     private var receiveFailure: TransportError?
     /// A receive failed in a way that leaves the stream out of step (anything but a timeout
     /// between frames): every later receive fails the same way.
     public var hasFailedReceiving: Bool { receiveFailure != nil }
-    /// A frame whose payload the caller reads itself (`receive(direct:)`): its header and the
-    /// payload bytes not read yet.
-    private var directHeader: FrameHeader?
-    private var directLeft = 0
+    /// The last frame received was a direct one (`receive(direct:)`): its payload (`frames.remaining`
+    /// bytes of it still unread) is the caller's to read.
+    private var receivedDirect = false
     /// Opens what is received, once the handshake chose a cipher.
     private var recordReader: RecordReader?
     /// Largest payload accepted right now: `maxPayload`, or less while a peer is not yet
     /// authenticated (so a stranger cannot make this side allocate a large buffer).
-    public var receiveLimit: Int
+    public var receiveLimit: Int {
+        get { frames.payloadLimit }
+        set { frames.payloadLimit = newValue }
+    }
 
     /// Whether the peer proved it holds the shared key, and the cipher protecting the bytes.
     /// Set by the handshake, before the connection is shared between threads.
@@ -82,7 +87,7 @@ public final class FramedConnection: @unchecked Sendable {
     public init(_ stream: TCPStream, maxPayload: Int = ProtocolLimits.maxFramePayload) {
         self.stream = stream
         self.maxPayload = min(max(0, maxPayload), ProtocolLimits.maxFramePayload)
-        self.receiveLimit = self.maxPayload
+        self.frames = FrameCursor(maxPayload: self.maxPayload)
         self.payloadCapacity = Self.initialCapacity
         self.payloadBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.initialCapacity, alignment: 16)
     }
@@ -210,9 +215,9 @@ public final class FramedConnection: @unchecked Sendable {
 
     // MARK: Receiving
 
-    /// Reads the next frame. The header is validated (type, flags, length against the type's
-    /// maximum, sequence) before any payload byte is read. Unknown optional frames are skipped;
-    /// an ABORT frame is thrown as `.peerAborted`.
+    /// Reads the next frame. The header is validated by the frame decoder (`FrameCursor`: type,
+    /// flags, length against the type's maximum and `receiveLimit`, sequence) before any payload
+    /// byte is read. Unknown optional frames are skipped; an ABORT frame is thrown as `.peerAborted`.
     public func receive() throws(TransportError) -> ReceivedFrame {
         switch try receive(direct: nil) {
         case .frame(let frame): return frame
@@ -226,11 +231,11 @@ public final class FramedConnection: @unchecked Sendable {
     /// left unread fails (the stream would be out of step).
     public func receive(direct: FrameType?) throws(TransportError) -> IncomingFrame {
         if let receiveFailure { throw receiveFailure }
-        if let directHeader, directLeft > 0 {
+        if frames.remaining > 0, let unread = frames.current {
             throw failReceive(TransportError(.protocolViolation,
-                "frame #\(directHeader.sequence)'s payload was not read to the end (\(directLeft) bytes left): the connection is out of step"))
+                "frame #\(unread.sequence)'s payload was not read to the end (\(frames.remaining) bytes left): the connection is out of step"))
         }
-        directHeader = nil
+        receivedDirect = false
         while true {
             var received = 0
             do {
@@ -238,34 +243,23 @@ public final class FramedConnection: @unchecked Sendable {
             } catch {
                 if error.code == .timeout && received == 0 { throw error }  // between frames: still in step
                 if received > 0 {
-                    throw failReceive(TransportError(error.code, "\(error.message) while reading frame #\(nextReceiveSequence)'s header"))
+                    throw failReceive(TransportError(error.code, "\(error.message) while reading frame #\(frames.expectedSequence)'s header"))
                 }
                 throw failReceive(error)
             }
             let header: FrameHeader
             do {
-                header = try FrameHeader.decode(UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
+                header = try frames.accept(header: UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
             } catch {
-                throw failReceive(TransportError(.protocolViolation, "bad frame #\(nextReceiveSequence) from \(peerDescription): \(error.message)", protocolError: error))
-            }
-            guard header.sequence == nextReceiveSequence else {
-                let problem = ProtocolError(.sequence, "expected frame sequence \(nextReceiveSequence), got \(header.sequence) (frame type \(header.type)): a frame was lost, duplicated or reordered")
-                throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
+                throw failReceive(rejectedHeader(error))
             }
             let length = Int(header.length)
-            guard length <= receiveLimit else {
-                let problem = ProtocolError(.tooLarge, "frame type \(header.type) payload of \(length) bytes exceeds this connection's maximum of \(receiveLimit)\(receiveLimit < maxPayload ? " before authentication" : "")")
-                throw failReceive(TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem))
-            }
-            nextReceiveSequence += 1
-
             guard let type = header.frameType else {
                 try skipPayload(length, header: header)
                 continue
             }
             if type == direct {
-                directHeader = header
-                directLeft = length
+                receivedDirect = true
                 receivedBytes.add(UInt64(FrameHeader.size), ordering: .relaxed)
                 receivedFrames.add(1, ordering: .relaxed)
                 return .direct(header: header, type: type, length: length)
@@ -273,6 +267,7 @@ public final class FramedConnection: @unchecked Sendable {
             reserve(length, limit: min(type.maxPayload, maxPayload))
             let payload = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: length)
             try readPayload(payload, header: header, name: type.wireName)
+            frames.consume(length)
             receivedBytes.add(UInt64(FrameHeader.size + length), ordering: .relaxed)
             receivedFrames.add(1, ordering: .relaxed)
             if type == .abort {
@@ -282,6 +277,17 @@ public final class FramedConnection: @unchecked Sendable {
             }
             return .frame(ReceivedFrame(header: header, type: type, payload: UnsafeRawBufferPointer(payload)))
         }
+    }
+
+    /// The error for a header the decoder rejected. A header whose own fields are wrong is named
+    /// by its place in the stream; one that is wrong for this stream (its sequence number, or a
+    /// length over this connection's limit) is not, since its place is what is in doubt.
+    private func rejectedHeader(_ problem: ProtocolError) -> TransportError {
+        let header = FrameHeader(unvalidated: UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
+        if header.validationError() != nil {
+            return TransportError(.protocolViolation, "bad frame #\(frames.expectedSequence) from \(peerDescription): \(problem.message)", protocolError: problem)
+        }
+        return TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem)
     }
 
     /// Reads the next `buffer.count` payload bytes of the frame `receive(direct:)` returned.
@@ -313,27 +319,27 @@ public final class FramedConnection: @unchecked Sendable {
 
     private func checkDirect(_ count: Int) throws(TransportError) {
         if let receiveFailure { throw receiveFailure }
-        guard let directHeader else { preconditionFailure("readDirect without a direct frame") }
-        guard count <= directLeft else {
+        guard receivedDirect, let header = frames.current else { preconditionFailure("readDirect without a direct frame") }
+        guard count <= frames.remaining else {
             throw failReceive(TransportError(.protocolViolation,
-                "frame #\(directHeader.sequence) has \(directLeft) payload bytes left, not \(count)"))
+                "frame #\(header.sequence) has \(frames.remaining) payload bytes left, not \(count)"))
         }
     }
 
     private func countDirect(_ received: Int) {
-        directLeft -= received
+        frames.consume(received)
         receivedBytes.add(UInt64(received), ordering: .relaxed)
     }
 
     private func failDirect(_ error: TransportError, received: Int) -> TransportError {
-        let sequence = directHeader?.sequence ?? 0
+        let sequence = frames.current?.sequence ?? 0
         let what: String
         switch error.code {
         case .peerClosed: what = "peer \(peerDescription) closed the connection mid-frame"
         case .timeout: what = "no data from \(peerDescription) within the receive timeout, mid-frame"
         default: what = error.message + ", mid-frame"
         }
-        return failReceive(TransportError(error.code, "\(what) (frame #\(sequence): \(directLeft - received) payload bytes missing)"))
+        return failReceive(TransportError(error.code, "\(what) (frame #\(sequence): \(frames.remaining - received) payload bytes missing)"))
     }
 
     /// Receives the next frame (skipping NOTE frames unless a NOTE is asked for), requires it to
@@ -376,11 +382,10 @@ public final class FramedConnection: @unchecked Sendable {
 
     /// Reads and drops the payload of an optional frame type this version does not know.
     private func skipPayload(_ length: Int, header: FrameHeader) throws(TransportError) {
-        var left = length
-        while left > 0 {
-            let chunk = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: min(left, payloadCapacity))
+        while frames.remaining > 0 {
+            let chunk = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: min(frames.remaining, payloadCapacity))
             try readPayload(chunk, header: header, name: "optional type 0x\(String(header.type, radix: 16))")
-            left -= chunk.count
+            frames.consume(chunk.count)
         }
         receivedBytes.add(UInt64(FrameHeader.size + length), ordering: .relaxed)
         receivedFrames.add(1, ordering: .relaxed)

@@ -66,14 +66,9 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         case .peerAborted:
             let reason = abortReason ?? 0xFFFF
             let text = message.isEmpty ? "(no message)" : message
-            return "peer aborted the migration (reason \(reason) \(Self.abortReasonName(reason))): \(text)"
+            return "peer aborted the migration (reason \(reason) \(AbortReason.name(wireValue: reason))): \(text)"
         default:
             return message
         }
-    }
-
-    /// Protocol.md section 3.13's name for an ABORT reason.
-    public static func abortReasonName(_ reason: UInt16) -> String {
-        AbortReason.name(wireValue: reason)
     }
 }

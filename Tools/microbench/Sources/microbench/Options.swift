@@ -39,7 +39,7 @@ struct Options {
           --reps N         timed repetitions per benchmark (default 5); median, min and max are shown
           --filter NAME    run only benchmarks whose label contains NAME (case-insensitive), e.g.
                            encode, hash, zero-test, decode, batch, harvest, uffd, mprotect, text,
-                           tracker, "tracker guest", "tracker page uniform"
+                           tracker, "tracker guest", "tracker page uniform", framed, receive
 
         Tracker benchmark (label "tracker WRITER PATTERN VARIANT"): write throughput of unpaced
         writers on a --pages image on /dev/shm (MAP_SHARED, faulted in), untracked vs uffd vs mprotect.

@@ -91,6 +91,21 @@ do {
         try ciphers.run()
         emit("\n" + ciphers.table.render())
     }
+
+    if options.selectsAny(FrameReceiveBenchmarks.labels) {
+        ranAny = true
+        emit("""
+
+            Frame receiving: PAGE_BATCH frames over loopback TCP, \(FrameReceiveBenchmarks.bytesPerRepetition >> 20) MiB of \
+            payload per repetition, read by FramedConnection on this (timed) thread from a sender thread's large writes; \
+            direct = receive(direct:) + readDirect of the batch header, table and pages (one vector per page, as PageSink); \
+            copy = receive() into the connection's buffer. GB = 10^9 wire bytes; \
+            CPU ns/frame = the receiving thread's CPU time (median repetition) per frame, less sensitive to other load than the rates
+            """)
+        var frames = FrameReceiveBenchmarks(options: options)
+        try frames.run()
+        emit("\n" + frames.table.render())
+    }
 } catch {
     Output.error("microbench: \(error)")
     exit(1)
