@@ -1,11 +1,16 @@
+import FerrySystem
+
 /// Settings that bound a pre-copy migration.
 public struct ConvergenceSettings: Sendable, Equatable {
-    /// Largest acceptable predicted blackout, in seconds.
-    public var downtimeTarget: Double
+    /// Largest acceptable predicted blackout.
+    public var downtimeTarget: Duration
     /// Rounds after which the migration gives up (or switches over with `forceSwitchover`).
     public var maxRounds: Int
-    /// Wall time after which the migration gives up (or switches over), in seconds.
-    public var timeout: Double
+    /// Time after which the migration gives up (or switches over).
+    public var timeout: Duration
+    /// `downtimeTarget` and `timeout` in seconds, as the policy computes with them.
+    var downtimeTargetSeconds: Double { downtimeTarget.inSeconds }
+    var timeoutSeconds: Double { timeout.inSeconds }
     /// Slow the vCPUs down in steps while they dirty memory faster than it can be sent.
     public var autoConverge: Bool
     /// Switch over at `maxRounds`/`timeout` even though the downtime target is not met.
@@ -15,7 +20,7 @@ public struct ConvergenceSettings: Sendable, Equatable {
     public var throttleMax: Int
 
     public init(
-        downtimeTarget: Double = 0.050, maxRounds: Int = 30, timeout: Double = 300,
+        downtimeTarget: Duration = .milliseconds(50), maxRounds: Int = 30, timeout: Duration = .seconds(300),
         autoConverge: Bool = true, forceSwitchover: Bool = false,
         throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99
     ) {
@@ -139,7 +144,7 @@ public struct ConvergencePolicy: Sendable {
         }
 
         let outOfRounds = round.round + 1 >= settings.maxRounds
-        let outOfTime = round.elapsed >= settings.timeout
+        let outOfTime = round.elapsed >= settings.timeoutSeconds
         if round.round == 0 && round.dirtyPages > 0 && !outOfRounds && !outOfTime {
             // Round 0 reads memory in order; the guest dirties pages scattered over it, which move
             // markedly slower (measured: about half the rate). Switch over only on a rate measured
@@ -148,19 +153,19 @@ public struct ConvergencePolicy: Sendable {
         }
         // A 10% margin: on a 1 Gbit/s link the blackout came out ~5% above a prediction that
         // just fitted (50.6 ms for 48.1 predicted, target 50).
-        if predicted <= Self.margin * settings.downtimeTarget {
-            return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTarget)) with a 10% margin")
+        if predicted <= Self.margin * settings.downtimeTargetSeconds {
+            return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTargetSeconds)) with a 10% margin")
         }
         if round.dirtyPages == 0 {
             // Nothing left to send: more rounds cannot shorten the blackout below its fixed costs.
-            return decision(.switchover, "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTarget)), and more rounds cannot lower them")
+            return decision(.switchover, "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTargetSeconds)), and more rounds cannot lower them")
         }
         if outOfRounds || outOfTime {
-            let limit = outOfRounds ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeout) s"
+            let limit = outOfRounds ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeoutSeconds) s"
             if settings.forceSwitchover {
                 return decision(.switchover, "\(limit); switching over anyway (--force-switchover), predicted downtime \(Self.ms(predicted))")
             }
-            return decision(.giveUp, "\(limit) without converging: predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTarget))")
+            return decision(.giveUp, "\(limit) without converging: predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
         }
         // The guest outpaces the link when it dirties more than half of what a round manages to send
         // (QEMU's auto-converge uses the same test); two such rounds in a row trigger a throttle step.
@@ -176,7 +181,7 @@ public struct ConvergencePolicy: Sendable {
             outpacedRounds = 0
             return decision(.throttle(percent: throttlePercent), "guest dirtied \(round.dirtyPages) pages while \(round.pagesSent) were sent; throttling vCPUs to \(100 - throttlePercent)%")
         }
-        return decision(.nextRound, "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTarget))")
+        return decision(.nextRound, "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
     }
 
     static func ms(_ seconds: Double) -> String {

@@ -12,31 +12,39 @@ public struct DestinationOptions: Sendable {
     public var imagePath: String
     /// Overwrite an existing image file.
     public var force: Bool
-    /// Seconds the guest runs on after resume before the agent stops it and flushes the image.
-    public var runFor: Double
+    /// How long the guest runs on after resume before the agent stops it and flushes the image
+    /// (zero: it is resumed and held as it arrived).
+    public var runFor: Duration
     /// Interface to announce the guest on (gratuitous ARP); nil: no announce.
     public var announceInterface: String?
     /// Override the guest MAC/IP that came with the guest.
     public var guestMAC: MACAddress?
     public var guestIPv4: IPv4Address?
-    public var acceptTimeoutMs: Int?
+    /// How long `run()` waits for a source; nil: for ever.
+    public var acceptTimeout: Duration?
     /// Longest silence from the source before the migration is abandoned.
-    public var receiveTimeoutMs: Int
+    public var receiveTimeout: Duration
     public var name: String
     /// Create and fault in an image of this many bytes before listening, as a host reserves memory
     /// for a guest it expects (QEMU's `prealloc=on`). Fresh memory costs about 1 s per GiB on
     /// these hosts; done here, it is not on the migration's path. A guest of another size still
     /// migrates, into a new image.
     public var preallocateBytes: Int?
-    /// Seconds a migration that lost its connections during pre-copy waits for its source to
-    /// come back (`RESUME`) before it is discarded; 0: discard at once.
-    public var resumeTimeout: Double
+    /// How long a migration that lost its connections during pre-copy waits for its source to
+    /// come back (`RESUME`) before it is discarded; zero: discard at once.
+    public var resumeTimeout: Duration
     /// How long a verified image waits for the source to come back with its COMMIT (or ABORT)
     /// after the control connection failed during the handoff; then it is discarded. Longer than
-    /// the source's own retry window (`SourceOptions.handoffTimeoutMs`), so that a source that
+    /// the source's own retry window (`SourceOptions.handoffTimeout`), so that a source that
     /// keeps trying always finds it.
-    public var handoffTimeoutMs: Int = DestinationOptions.defaultHandoffTimeoutMs
-    public static let defaultHandoffTimeoutMs = 300_000
+    public var handoffTimeout: Duration = DestinationOptions.defaultHandoffTimeout
+    public static let defaultHandoffTimeout = Duration.seconds(300)
+    // The durations as the engine counts them.
+    var runForSeconds: Double { runFor.inSeconds }
+    var acceptTimeoutMs: Int? { acceptTimeout?.inMilliseconds }
+    var receiveTimeoutMs: Int { receiveTimeout.inMilliseconds }
+    var resumeTimeoutSeconds: Double { resumeTimeout.inSeconds }
+    var handoffTimeoutMs: Int { handoffTimeout.inMilliseconds }
     /// Key, and whether to insist on encryption, for every connection (Protocol.md section 9);
     /// `.none`: plain, and sources that want to authenticate are refused.
     public var security: ConnectionSecurity = .none
@@ -46,10 +54,10 @@ public struct DestinationOptions: Sendable {
     /// kind is refused with reason `unsupported`.
     public var guestKinds: GuestKindRegistry
 
-    public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
+    public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
                 announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
-                acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
-                preallocateBytes: Int? = nil, resumeTimeout: Double = 30, guestKinds: GuestKindRegistry) {
+                acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
+                preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30), guestKinds: GuestKindRegistry) {
         self.guestKinds = guestKinds
         self.preallocateBytes = preallocateBytes
         self.resumeTimeout = resumeTimeout
@@ -60,8 +68,8 @@ public struct DestinationOptions: Sendable {
         self.announceInterface = announceInterface
         self.guestMAC = guestMAC
         self.guestIPv4 = guestIPv4
-        self.acceptTimeoutMs = acceptTimeoutMs
-        self.receiveTimeoutMs = receiveTimeoutMs
+        self.acceptTimeout = acceptTimeout
+        self.receiveTimeout = receiveTimeout
         self.name = name
     }
 }

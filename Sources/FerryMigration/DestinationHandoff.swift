@@ -58,7 +58,7 @@ extension DestinationSession {
             // With --run-for 0 the guest is resumed but held: the image stays exactly what the
             // source handed over.
             guestStarted = true
-            try guest?.start(hold: options.runFor <= 0)
+            try guest?.start(hold: options.runForSeconds <= 0)
         } catch {
             let failure = MigrationError.wrap(error, during: "resuming the guest", guest: owned ? .destination : .notHere)
             throw fail(failure, on: handoff)
@@ -105,7 +105,7 @@ extension DestinationSession {
         let resumedAt = receiving.resumedAt
         guard let guest else { preconditionFailure("a resumed session has a guest") }
         let ranFor = MonotonicClock.seconds(since: resumedAt)
-        if options.runFor > ranFor { guest.waitUntilDone(seconds: options.runFor - ranFor) }
+        if options.runForSeconds > ranFor { guest.waitUntilDone(seconds: options.runForSeconds - ranFor) }
         awaitHangUp(handoff)
         let outcome = guest.stop()
         guestStarted = false

@@ -48,7 +48,7 @@ extension DestinationSession {
             try attachStreams()
         } catch {
             let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
-            guard failure.code == .transport && options.resumeTimeout > 0 else { throw fail(failure, on: connection) }
+            guard failure.code == .transport && options.resumeTimeoutSeconds > 0 else { throw fail(failure, on: connection) }
             receiving.lost = failure
             firstIncoming = nil
         }
@@ -75,7 +75,7 @@ extension DestinationSession {
                     receiving.lost = nil
                     guard try resume(after: failure) else {
                         receiving.resumeExpired = true
-                        throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeout))", guest: .notHere)
+                        throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeoutSeconds))", guest: .notHere)
                     }
                 }
                 try receiveFrames()
@@ -86,7 +86,7 @@ extension DestinationSession {
                 if failure.code == .transport && !receiving.resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
                 // Only a lost connection during pre-copy (no device state yet) can be resumed: not
                 // an ABORT, not a protocol violation, not the blackout.
-                if failure.code == .transport && !receiving.stateLoaded && !receiving.verified && options.resumeTimeout > 0
+                if failure.code == .transport && !receiving.stateLoaded && !receiving.verified && options.resumeTimeoutSeconds > 0
                     && !receiving.resumeExpired {
                     receiving.lost = failure
                     continue
@@ -241,8 +241,8 @@ extension DestinationSession {
         let lostAt = MonotonicClock.now()
         dropConnections()
         log.warning("connection lost during pre-copy; waiting for the source to resume", metadata: [
-            "migration.resume_timeout_s": "\(options.resumeTimeout)", "migration.error": "\(failure.message)"])
-        guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeout) else {
+            "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)", "migration.error": "\(failure.message)"])
+        guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeoutSeconds) else {
             return false
         }
         control = back.connection

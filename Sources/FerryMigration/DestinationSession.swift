@@ -126,7 +126,7 @@ final class DestinationSession {
         roundTable = PageRoundTable(pageCount: pageCount)
         stripes = PageStripes(streamCount: streamCount)
         rounds = StreamRounds(streams: streamCount - 1)
-        resumable = AtomicFlag(options.resumeTimeout > 0)
+        resumable = AtomicFlag(options.resumeTimeoutSeconds > 0)
         report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(pageSize * pageCount),
                                  pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
     }

@@ -1,5 +1,4 @@
 import FerryCodec
-import FerryGuest
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -16,9 +15,9 @@ public struct SourceOptions: Sendable {
     public var batchBytes: Int
     /// Sent in HELLO: a destination that serves several guests stores this one as `<name>.img`.
     public var guestName: String
-    public var connectTimeoutMs: Int
+    public var connectTimeout: Duration
     /// Longest wait for any reply from the destination.
-    public var replyTimeoutMs: Int
+    public var replyTimeout: Duration
     public var guestMAC: MACAddress
     public var guestIPv4: UInt32
     public var name: String
@@ -42,35 +41,43 @@ public struct SourceOptions: Sendable {
     /// Connection attempts per loss before giving up.
     public var reconnectAttempts: Int
     /// Wait before the second attempt (the first is immediate); doubles after each failed
-    /// attempt, up to `reconnectBackoffMax`. Seconds.
-    public var reconnectBackoff: Double
-    public var reconnectBackoffMax: Double
+    /// attempt, up to `reconnectBackoffMax`.
+    public var reconnectBackoff: Duration
+    public var reconnectBackoffMax: Duration
     /// How long the source keeps asking the destination where the guest is when the
     /// destination's `RESUMED` does not arrive after `COMMIT` (Protocol.md section 6). Shorter
-    /// than the destination's wait for a returning source (`DestinationOptions.handoffTimeoutMs`).
-    public var handoffTimeoutMs: Int = 60_000
+    /// than the destination's wait for a returning source (`DestinationOptions.handoffTimeout`).
+    public var handoffTimeout: Duration = .seconds(60)
     /// A write to the destination that makes no progress for this long fails (a silent network
     /// partition: no FIN, no RST), which during pre-copy starts a resume.
-    public var stallTimeoutMs: Int = 10_000
+    public var stallTimeout: Duration = .seconds(10)
     /// The hard limit on the blackout, from pausing the vCPUs to reading `VERIFIED`, page
     /// streams included: when it passes, the source closes its connections, resumes its guest
     /// (no `COMMIT` is written) and tells the destination to discard. nil: 20 × the downtime
     /// target, at least 1 s (`BlackoutDeadline.defaultLimitMs`).
-    public var blackoutTimeoutMs: Int?
-    /// `blackoutTimeoutMs`, or its default for the downtime target.
-    public var effectiveBlackoutTimeoutMs: Int {
-        blackoutTimeoutMs ?? BlackoutDeadline.defaultLimitMs(downtimeTargetSeconds: settings.downtimeTarget)
+    public var blackoutTimeout: Duration?
+    /// `blackoutTimeout`, or its default for the downtime target.
+    public var effectiveBlackoutTimeout: Duration {
+        blackoutTimeout ?? .milliseconds(BlackoutDeadline.defaultLimitMs(downtimeTargetSeconds: settings.downtimeTargetSeconds))
     }
+    // The durations as the engine counts them.
+    var connectTimeoutMs: Int { connectTimeout.inMilliseconds }
+    var replyTimeoutMs: Int { replyTimeout.inMilliseconds }
+    var handoffTimeoutMs: Int { handoffTimeout.inMilliseconds }
+    var stallTimeoutMs: Int { stallTimeout.inMilliseconds }
+    var effectiveBlackoutTimeoutMs: Int { effectiveBlackoutTimeout.inMilliseconds }
+    var reconnectBackoffSeconds: Double { reconnectBackoff.inSeconds }
+    var reconnectBackoffMaxSeconds: Double { reconnectBackoffMax.inSeconds }
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
 
     public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
                 compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
-                batchBytes: Int = 1 << 20, guestName: String = "", connectTimeoutMs: Int = 10_000, replyTimeoutMs: Int = 60_000,
+                batchBytes: Int = 1 << 20, guestName: String = "", connectTimeout: Duration = .seconds(10), replyTimeout: Duration = .seconds(60),
                 guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
                 maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
                 protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true,
-                resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Double = 0.25, reconnectBackoffMax: Double = 4) {
+                resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Duration = .milliseconds(250), reconnectBackoffMax: Duration = .seconds(4)) {
         self.resume = resume
         self.reconnectAttempts = reconnectAttempts
         self.reconnectBackoff = reconnectBackoff
@@ -85,8 +92,8 @@ public struct SourceOptions: Sendable {
         self.tracker = tracker
         self.batchBytes = batchBytes
         self.guestName = guestName
-        self.connectTimeoutMs = connectTimeoutMs
-        self.replyTimeoutMs = replyTimeoutMs
+        self.connectTimeout = connectTimeout
+        self.replyTimeout = replyTimeout
         self.guestMAC = guestMAC
         self.guestIPv4 = guestIPv4
         self.name = name
@@ -284,7 +291,7 @@ public final class SourceAgent {
             do {
                 let left = Int((Double(deadline &- min(deadline, MonotonicClock.now())) / 1e6))
                 let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
-                                                              security: options.security, connectTimeoutMs: max(100, min(2_000, left)))
+                                                              security: options.security, connectTimeout: .milliseconds(max(100, min(2_000, left))))
                 defer { asking.close() }
                 let status = answers[0]
                 log.info("destination answered where the guest is", metadata: [
@@ -327,7 +334,7 @@ public final class SourceAgent {
     func releaseDestination(session: UInt64, token: SessionToken, because reason: String, log: Logger) -> MigrationError? {
         do {
             let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
-                                                          security: options.security, connectTimeoutMs: 1_000, replyTimeoutMs: 2_000)
+                                                          security: options.security, connectTimeout: .milliseconds(1_000), replyTimeout: .milliseconds(2_000))
             defer { asking.close() }
             if answers[0].state == .awaitingCommit || answers[0].state == .receiving {
                 try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))

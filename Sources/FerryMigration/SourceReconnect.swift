@@ -59,7 +59,7 @@ extension SourceAgent {
     /// Seconds to wait before attempt `attempt` (≥ 2): `reconnectBackoff`, doubling, at most
     /// `reconnectBackoffMax`.
     static func backoff(attempt: Int, options: SourceOptions) -> Double {
-        min(options.reconnectBackoffMax, options.reconnectBackoff * Double(1 << min(max(attempt - 2, 0), 30)))
+        min(options.reconnectBackoffMaxSeconds, options.reconnectBackoffSeconds * Double(1 << min(max(attempt - 2, 0), 30)))
     }
 
     /// Adds to `pending` (which already holds the pages dirtied since the last harvest) the pages

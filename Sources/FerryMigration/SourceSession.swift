@@ -67,7 +67,7 @@ final class SourceSession {
         report = MigrationReport(role: "source", image: agent.imagePath ?? "", imageBytes: UInt64(agent.size), pageSize: agent.pageSize,
                                  vcpus: agent.guest.vcpus, workload: agent.guest.configuration.parameters)
         report.compression = agent.options.compression.rawValue
-        report.downtimeTargetMs = agent.options.settings.downtimeTarget * 1000
+        report.downtimeTargetMs = agent.options.settings.downtimeTargetSeconds * 1000
         stallWatch = StallWatch(limitMs: agent.options.stallTimeoutMs)
         precopyState = PrecopyState(pageCount: pageCount, settings: agent.options.settings)
     }

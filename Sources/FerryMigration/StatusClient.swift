@@ -1,4 +1,5 @@
 import FerryProtocol
+import FerrySystem
 import FerryTransport
 
 /// Asks a destination agent where migrations stand (`STATUS_QUERY` → `STATUS` frames,
@@ -9,10 +10,10 @@ public enum StatusClient {
     /// connection is returned open: after an `awaiting-commit` answer to a resolve query it
     /// carries the source's `COMMIT` or `ABORT`. The caller closes it.
     public static func ask(_ endpoint: Endpoint, _ query: StatusQuery, security: ConnectionSecurity = .none,
-                           connectTimeoutMs: Int = 2_000,
-                           replyTimeoutMs: Int = 5_000) throws(TransportError) -> (connection: FramedConnection, answers: [Status]) {
-        let stream = try TCPStream.connect(endpoint, timeoutMs: connectTimeoutMs)
-        try stream.setReceiveTimeout(ms: replyTimeoutMs)
+                           connectTimeout: Duration = .seconds(2),
+                           replyTimeout: Duration = .seconds(5)) throws(TransportError) -> (connection: FramedConnection, answers: [Status]) {
+        let stream = try TCPStream.connect(endpoint, timeoutMs: connectTimeout.inMilliseconds)
+        try stream.setReceiveTimeout(ms: replyTimeout.inMilliseconds)
         let connection = FramedConnection(stream)
         do throws(TransportError) {
             // A destination with a key authenticates every connection, status queries included.

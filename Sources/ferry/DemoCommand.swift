@@ -100,7 +100,7 @@ struct DemoCommand: ParsableCommand {
             // Destination agent on its own thread.
             let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
             var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                        runFor: runFor.seconds, acceptTimeoutMs: 30_000,
+                                                        runFor: runFor.duration, acceptTimeout: .milliseconds(30_000),
                                                         preallocateBytes: bytes, guestKinds: .ferry)
             destinationOptions.security = security
             let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
@@ -116,7 +116,7 @@ struct DemoCommand: ParsableCommand {
             guest.start()
             MonotonicClock.sleep(seconds: runBefore.seconds)
             var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                              settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000),
+                                              settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)),
                                               compression: compress, tracker: tracker)
             sourceOptions.security = security
             sourceOptions.imageHoles = holes

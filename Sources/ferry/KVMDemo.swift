@@ -54,9 +54,9 @@ struct KVMDemo {
         // Destination agent on its own thread: it builds the VM when the guest's configuration
         // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                    runFor: 600, acceptTimeoutMs: 30_000, preallocateBytes: bytes,
+                                                    runFor: .seconds(600), acceptTimeout: .milliseconds(30_000), preallocateBytes: bytes,
                                                     guestKinds: .ferry)
-        destinationOptions.handoffTimeoutMs = 60_000
+        destinationOptions.handoffTimeout = .milliseconds(60_000)
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
         let port = try destinationAgent.bind()
         let destinationOutcome = BackgroundThread { try destinationAgent.run() }
@@ -73,7 +73,7 @@ struct KVMDemo {
         let measured = Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize) / min(1, max(runBefore, 1e-3))
         Terminal.note(String(format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)", MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
         var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                          settings: ConvergenceSettings(downtimeTarget: downtimeMs / 1000), compression: compress)
+                                          settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)), compression: compress)
         sourceOptions.imageHoles = holes
         let sourceAgent = SourceAgent(
             guest: KVMMigratableGuest(guest), imagePath: source,

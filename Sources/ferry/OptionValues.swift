@@ -30,6 +30,9 @@ struct DurationOption: Equatable, Sendable, CustomStringConvertible {
         self.text = text ?? DurationOption.format(seconds)
     }
 
+    /// As a `Duration`, for the library's options.
+    var duration: Duration { .milliseconds(milliseconds) }
+
     /// Whole milliseconds (rounded); always fits: at most 2.6e9.
     var milliseconds: Int { Int((seconds * 1000).rounded()) }
 

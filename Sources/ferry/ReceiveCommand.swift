@@ -93,12 +93,12 @@ struct ReceiveCommand: ParsableCommand {
                                                               encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
-                runFor: runFor.seconds, announceInterface: announceDev,
+                runFor: runFor.duration, announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
-                acceptTimeoutMs: acceptTimeout?.milliseconds,
+                acceptTimeout: acceptTimeout?.duration,
                 name: hostName(), preallocateBytes: prealloc?.bytes,
-                resumeTimeout: resumeTimeout.seconds, guestKinds: .ferry)
-            options.handoffTimeoutMs = handoffTimeout.milliseconds
+                resumeTimeout: resumeTimeout.duration, guestKinds: .ferry)
+            options.handoffTimeout = handoffTimeout.duration
             options.security = connectionSecurity
             if let warning = Self.keylessWarning(listen: options.listen, security: connectionSecurity) {
                 Terminal.note(warning)

@@ -164,15 +164,15 @@ struct SendCommand: ParsableCommand {
                 migratable = BuiltinMigratableGuest(builtin, setup: setup, memory: region.base)
             }
             if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
-            let settings = ConvergenceSettings(downtimeTarget: downtimeMs / 1000, maxRounds: maxRounds, timeout: timeout.seconds,
+            let settings = ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
                                                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
                                         batchBytes: batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
                                         maxBandwidth: maxBandwidth?.bytesPerSecond(pageSize: systemPageSize), streams: streams,
                                         resume: !noResume, reconnectAttempts: reconnectAttempts)
-            options.handoffTimeoutMs = handoffTimeout.milliseconds
-            options.stallTimeoutMs = stallTimeout.milliseconds
-            options.blackoutTimeoutMs = blackoutTimeout?.milliseconds
+            options.handoffTimeout = handoffTimeout.duration
+            options.stallTimeout = stallTimeout.duration
+            options.blackoutTimeout = blackoutTimeout?.duration
             options.security = connectionSecurity
             options.imageHoles = holes
             let agent = SourceAgent(guest: migratable, imagePath: image, options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))

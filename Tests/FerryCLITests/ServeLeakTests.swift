@@ -66,9 +66,9 @@ import Testing
             let setup = try GuestSetup.make(workload: workload, vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: size / systemPageSize)
             let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
             guest.start()
-            var options = SourceOptions(destination: endpoint, settings: ConvergenceSettings(downtimeTarget: 0.05, maxRounds: 30, timeout: 30),
-                                        guestName: name, replyTimeoutMs: 20_000, streams: 1)
-            options.handoffTimeoutMs = 20_000
+            var options = SourceOptions(destination: endpoint, settings: ConvergenceSettings(downtimeTarget: .seconds(0.05), maxRounds: 30, timeout: .seconds(30)),
+                                        guestName: name, replyTimeout: .milliseconds(20_000), streams: 1)
+            options.handoffTimeout = .milliseconds(20_000)
             let agent = SourceAgent(memory: region.base, size: size, imagePath: image, guest: guest, guestSetup: setup,
                                     options: options, logger: logger)
             do {

@@ -39,8 +39,8 @@ struct KVMMigrationTests {
         parameters.printInterval = 2048
 
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                    runFor: 30, acceptTimeoutMs: 20_000)
-        destinationOptions.handoffTimeoutMs = 10_000
+                                                    runFor: .seconds(30), acceptTimeout: .milliseconds(20_000))
+        destinationOptions.handoffTimeout = .milliseconds(10_000)
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger)
         let port = try destinationAgent.bind()
         let received = BackgroundThread { try destinationAgent.run() }
@@ -57,8 +57,8 @@ struct KVMMigrationTests {
         #expect(rate > 60e6, "the guest runs far below its pace of 120 MB/s") // 110–120 unless the host is loaded
 
         var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                    settings: ConvergenceSettings(downtimeTarget: 0.05), streams: streams)
-        options.handoffTimeoutMs = 5_000
+                                    settings: ConvergenceSettings(downtimeTarget: .seconds(0.05)), streams: streams)
+        options.handoffTimeout = .milliseconds(5_000)
         let agent = SourceAgent(guest: KVMMigratableGuest(guest), imagePath: source, options: options, logger: logger)
         let report: MigrationReport
         do {
@@ -98,7 +98,7 @@ struct KVMMigrationTests {
         let scratch = Scratch("admission")
         for (kind, format) in [(UInt16(2), UInt16(1)), (UInt16(1), UInt16(2)), (UInt16(2), UInt16(2))] {
             let options = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("d\(kind)\(format).img"),
-                                             acceptTimeoutMs: 10_000, receiveTimeoutMs: 2_000)
+                                             acceptTimeout: .milliseconds(10_000), receiveTimeout: .milliseconds(2_000))
             let agent = DestinationAgent(options: options, logger: logger)
             let port = try agent.bind()
             let outcome = BackgroundThread { try agent.run() }

@@ -17,7 +17,7 @@ import FerryKVMMigration
         migration.size = 8 << 20
         migration.workload = "uniform:20MB/s"
         migration.maxBandwidth = 4e6
-        migration.settings = ConvergenceSettings(downtimeTarget: 0.030, maxRounds: 40, timeout: 60,
+        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.030), maxRounds: 40, timeout: .seconds(60),
                                                  throttleInitial: 40, throttleStep: 20)
         migration.runFor = 0
         let outcome = try migration.run(in: scratch)

@@ -11,7 +11,7 @@ import FerryKVMMigration
     }
 
     @Test func switchesOverWhenPredictionFitsTarget() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050)))
         // Round 0 (pages in order) never switches over while pages are dirty: its rate flatters.
         let first = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
         #expect(first.action == .nextRound)
@@ -25,12 +25,12 @@ import FerryKVMMigration
     /// Pages dirtied while the source waited for ROUND_ACK join the final round: the prediction
     /// counts them (on a 1 Gbit/s link it had said 31 ms for a blackout of 52 ms without them).
     @Test func pagesDirtiedDuringTheAckWaitCount() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.030))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.030)))
         _ = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
         var round = observation(round: 1, sent: 20_000, seconds: 0.05, dirty: 8_000)  // 400000 pages/s
         let without = policy.decide(round)
         #expect(without.action == .switchover)   // 2 ms + 20 ms
-        var again = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.030))
+        var again = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.030)))
         _ = again.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
         round.dirtiedSinceHarvest = 6_000
         let with = again.decide(round)
@@ -39,14 +39,14 @@ import FerryKVMMigration
     }
 
     @Test func continuesWhenPredictionExceedsTarget() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050)))
         let decision = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 100_000))
         #expect(decision.action == .nextRound)
         #expect(decision.predictedDowntime > 0.050)
     }
 
     @Test func fixedCostsCountInThePrediction() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.010))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.010)))
         let decision = policy.decide(observation(round: 0, sent: 100_000, seconds: 1, dirty: 100, fixed: 0.020))
         #expect(decision.action == .nextRound)
         #expect(abs(decision.predictedDowntime - 0.021) < 1e-9)
@@ -55,7 +55,7 @@ import FerryKVMMigration
     /// With nothing left to send, another round cannot lower the blackout: switch over even though
     /// the fixed costs alone exceed the target (an idle guest over a slow link must not spin).
     @Test func switchesOverWhenOnlyFixedCostsRemain() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.010))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.010)))
         let decision = policy.decide(observation(round: 0, sent: 1000, seconds: 0.01, dirty: 0, fixed: 0.020))
         #expect(decision.action == .switchover)
         #expect(decision.predictedDowntime == 0.020)
@@ -63,7 +63,7 @@ import FerryKVMMigration
     }
 
     @Test func smallRoundsDoNotOverwriteTheRateEstimate() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.001))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.001)))
         _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))
         // 10 pages in 1 s would suggest 10 pages/s; the policy keeps 100000 pages/s.
         let decision = policy.decide(observation(round: 1, sent: 10, seconds: 1.0, dirty: 50_000))
@@ -71,7 +71,7 @@ import FerryKVMMigration
     }
 
     @Test func predictsWithTheSlowestOfTheRecentRounds() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.001, maxRounds: 100))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.001), maxRounds: 100))
         _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))   // 100000 pages/s
         _ = policy.decide(observation(round: 1, sent: 50_000, seconds: 0.25, dirty: 20_000))   // 200000 pages/s
         let third = policy.decide(observation(round: 2, sent: 20_000, seconds: 0.05, dirty: 5_000)) // 400000 pages/s
@@ -83,7 +83,7 @@ import FerryKVMMigration
     }
 
     @Test func throttlesInStepsWhileGuestOutpacesLink() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 100))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 100))
         _ = policy.decide(observation(round: 0, sent: 262_144, seconds: 1, dirty: 200_000))
         var throttles: [Int] = []
         for round in 1...12 {
@@ -94,7 +94,7 @@ import FerryKVMMigration
     }
 
     @Test func noThrottleWithoutAutoConverge() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 100, autoConverge: false))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 100, autoConverge: false))
         for round in 0..<10 {
             let decision = policy.decide(observation(round: round, sent: 200_000, seconds: 1, dirty: 180_000))
             #expect(decision.action == .nextRound)
@@ -104,7 +104,7 @@ import FerryKVMMigration
     @Test(arguments: [false, true])
     func givesUpOrForcesAtMaxRounds(force: Bool) {
         var policy = ConvergencePolicy(settings: ConvergenceSettings(
-            downtimeTarget: 0.050, maxRounds: 3, autoConverge: false, forceSwitchover: force))
+            downtimeTarget: .seconds(0.050), maxRounds: 3, autoConverge: false, forceSwitchover: force))
         var actions: [ConvergenceDecision.Action] = []
         for round in 0..<3 {
             actions.append(policy.decide(observation(round: round, sent: 100_000, seconds: 1, dirty: 90_000)).action)
@@ -114,13 +114,13 @@ import FerryKVMMigration
 
     /// The round-0 rule never stretches a migration past --max-rounds.
     @Test func maxRoundsOfOneEndsAfterRoundZero() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 1, forceSwitchover: true))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 1, forceSwitchover: true))
         let decision = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10))
         #expect(decision.action == .switchover)
     }
 
     @Test func givesUpAtTimeout() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: 0.050, timeout: 10))
+        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), timeout: .seconds(10)))
         let decision = policy.decide(observation(round: 1, sent: 100_000, seconds: 1, dirty: 90_000, elapsed: 10.5))
         #expect(decision.action == .giveUp)
         #expect(decision.reason.contains("--timeout"))

@@ -28,8 +28,8 @@ final class SourceGuest: @unchecked Sendable {
         guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                    settings: ConvergenceSettings(downtimeTarget: 0.05, maxRounds: 30, timeout: 60),
-                                    guestName: name, replyTimeoutMs: 20_000, maxBandwidth: maxBandwidth, streams: 2)
+                                    settings: ConvergenceSettings(downtimeTarget: .seconds(0.05), maxRounds: 30, timeout: .seconds(60)),
+                                    guestName: name, replyTimeout: .milliseconds(20_000), maxBandwidth: maxBandwidth, streams: 2)
         adjust?(&options)
         agent = SourceAgent(memory: region.base, size: size, imagePath: path, guest: guest, guestSetup: setup,
                             options: options, logger: testLogger)
@@ -63,8 +63,8 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     func server(_ scratch: Scratch, maxSessions: Int) throws -> (DestinationServer, UInt16) {
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: 0,
-                                        receiveTimeoutMs: 20_000),
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
+                                        receiveTimeout: .milliseconds(20_000)),
             directory: scratch.file("guests"), maxSessions: maxSessions, logger: testLogger)
         return (server, try server.bind())
     }
@@ -133,7 +133,7 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         let scratch = Scratch()
         let destination = DestinationAgent(
             options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("one.img"),
-                                        runFor: 0, acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000),
+                                        runFor: .seconds(0), acceptTimeout: .milliseconds(20_000), receiveTimeout: .milliseconds(20_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }

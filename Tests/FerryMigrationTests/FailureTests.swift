@@ -42,7 +42,7 @@ import FerryKVMMigration
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:80MB/s"
-        migration.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 3, timeout: 60, autoConverge: false)
+        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 3, timeout: .seconds(60), autoConverge: false)
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
         #expect(error.code == .notConverged)
@@ -63,7 +63,7 @@ import FerryKVMMigration
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:80MB/s"
-        migration.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 2, timeout: 60, forceSwitchover: true)
+        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 2, timeout: .seconds(60), forceSwitchover: true)
         migration.runFor = 0
         let outcome = try migration.run(in: scratch)
         let report = try outcome.source.get()
@@ -104,8 +104,8 @@ import FerryKVMMigration
         defer { _ = guest.stop() }
         let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
                                 guestSetup: setup, options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                                                          batchBytes: 256 << 10, replyTimeoutMs: 5_000,
-                                                                          reconnectAttempts: 2, reconnectBackoff: 0.05),
+                                                                          batchBytes: 256 << 10, replyTimeout: .milliseconds(5_000),
+                                                                          reconnectAttempts: 2, reconnectBackoff: .seconds(0.05)),
                                 logger: testLogger)
         let result = Result { try agent.migrate() }
         let error = try #require(result.failure as? MigrationError)

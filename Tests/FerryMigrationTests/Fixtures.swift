@@ -26,7 +26,7 @@ struct LoopbackMigration {
     var vcpus = 2
     var tracker: TrackerChoice = .auto
     var compression: CompressionChoice = .auto
-    var settings = ConvergenceSettings(downtimeTarget: 0.050, maxRounds: 30, timeout: 60)
+    var settings = ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 30, timeout: .seconds(60))
     var runBefore = 0.1
     var runFor = 0.1
     var traceText: String?
@@ -41,7 +41,7 @@ struct LoopbackMigration {
     var adjustSource: ((inout SourceOptions) -> Void)?
     var destinationResumeTimeout = 30.0
     var sourceHandoffTimeoutMs = 60_000
-    var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeoutMs
+    var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeout.inMilliseconds
     /// Runs after the source's `migrate()` returned or failed, before waiting for the destination;
     /// gets the destination's own port (not the relay's).
     var afterSource: ((UInt16) throws -> Void)?
@@ -78,9 +78,9 @@ struct LoopbackMigration {
             workloadText = "trace:" + scratch.file("trace.txt")
         }
         var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                                    runFor: runFor, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: 20_000,
-                                                    resumeTimeout: destinationResumeTimeout)
-        destinationOptions.handoffTimeoutMs = destinationHandoffTimeoutMs
+                                                    runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs), receiveTimeout: .milliseconds(20_000),
+                                                    resumeTimeout: .seconds(destinationResumeTimeout))
+        destinationOptions.handoffTimeout = .milliseconds(destinationHandoffTimeoutMs)
         destinationOptions.security = destinationSecurity
         let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
         let port = try destination.bind()
@@ -94,9 +94,9 @@ struct LoopbackMigration {
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
         var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
-                                    compression: compression, tracker: tracker, replyTimeoutMs: 20_000,
+                                    compression: compression, tracker: tracker, replyTimeout: .milliseconds(20_000),
                                     maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
-        options.handoffTimeoutMs = sourceHandoffTimeoutMs
+        options.handoffTimeout = .milliseconds(sourceHandoffTimeoutMs)
         options.security = sourceSecurity
         adjustSource?(&options)
         let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base)

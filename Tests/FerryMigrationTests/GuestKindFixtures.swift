@@ -13,12 +13,12 @@ extension GuestKindRegistry {
 
 extension DestinationOptions {
     /// The options with Ferry's own guest kinds registered.
-    init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Double = 0,
+    init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
          announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
-         acceptTimeoutMs: Int? = nil, receiveTimeoutMs: Int = 60_000, name: String = "ferry-destination",
-         preallocateBytes: Int? = nil, resumeTimeout: Double = 30) {
+         acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
+         preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30)) {
         self.init(listen: listen, imagePath: imagePath, force: force, runFor: runFor, announceInterface: announceInterface,
-                  guestMAC: guestMAC, guestIPv4: guestIPv4, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: receiveTimeoutMs,
+                  guestMAC: guestMAC, guestIPv4: guestIPv4, acceptTimeout: acceptTimeout, receiveTimeout: receiveTimeout,
                   name: name, preallocateBytes: preallocateBytes, resumeTimeout: resumeTimeout, guestKinds: .ferry)
     }
 }

@@ -167,7 +167,7 @@ import FerryKVMMigration
         let size = 16 << 20
         try ImageGenerator.create(path: scratch.file("g.img"), size: size, mix: .standard, seed: 5, pageSize: systemPageSize, overwrite: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", receiveTimeoutMs: 20_000),
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", receiveTimeout: .milliseconds(20_000)),
             directory: scratch.path, maxSessions: 2, logger: testLogger)
         let port = try server.bind()
         // The server stops after its one migration; holding its `finished` callback keeps it

@@ -157,7 +157,7 @@ func strangerHello(port: UInt16, pages: UInt64, version: UInt16 = ProtocolLimits
 func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: ConnectionSecurity = .none,
                         acceptTimeoutMs: Int = 60_000, runFor: Double = 0) throws -> (DestinationAgent, UInt16) {
     var options = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: image ?? scratch.file("received.img"),
-                                     runFor: runFor, acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: 20_000)
+                                     runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs), receiveTimeout: .milliseconds(20_000))
     options.security = security
     let destination = DestinationAgent(options: options, logger: testLogger)
     return (destination, try destination.bind())
@@ -354,7 +354,7 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         let scratch = Scratch()
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: 0, receiveTimeoutMs: 20_000),
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0), receiveTimeout: .milliseconds(20_000)),
             directory: scratch.file("guests"), maxSessions: 2, logger: testLogger)
         let port = try server.bind()
         // Two real migrations: the server keeps listening (and answering STATUS) after the first.

@@ -34,8 +34,8 @@ import FerryKVMMigration
         var parameters = KVMGuestParameters.dirtying(bytesPerSecond: 120e6, seed: 0xc07, vcpus: 2, stepLimit: Self.stepLimit)
         parameters.printInterval = 2048
         let destination = DestinationAgent(options: DestinationOptions(
-            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"), runFor: 30,
-            acceptTimeoutMs: 20_000, receiveTimeoutMs: 20_000, resumeTimeout: 10), logger: testLogger)
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"), runFor: .seconds(30),
+            acceptTimeout: .milliseconds(20_000), receiveTimeout: .milliseconds(20_000), resumeTimeout: .seconds(10)), logger: testLogger)
         let port = try destination.bind()
         let received = BackgroundThread { try destination.run() }
         let relay = try Relay(to: port)
@@ -48,13 +48,13 @@ import FerryKVMMigration
         guest.start()
         Thread.sleep(forTimeInterval: 0.5)
         var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(relay.port)"), compression: .none,
-                                    replyTimeoutMs: 20_000, streams: 2)
+                                    replyTimeout: .milliseconds(20_000), streams: 2)
         // A later-round cut needs later rounds: never converge on its own, switch over after four.
         if cutAt > 1 {
-            options.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 4, timeout: 60,
+            options.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 4, timeout: .seconds(60),
                                                    autoConverge: false, forceSwitchover: true)
         }
-        options.handoffTimeoutMs = 5_000
+        options.handoffTimeout = .milliseconds(5_000)
         let agent = SourceAgent(guest: KVMMigratableGuest(guest), imagePath: scratch.file("source.img"),
                                 options: options, logger: testLogger)
         let outcome = Result { try agent.migrate() }

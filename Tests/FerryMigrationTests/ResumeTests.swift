@@ -90,7 +90,7 @@ import FerryKVMMigration
         migration.compression = .none
         migration.runFor = 0
         // Never converges on its own: four pre-copy rounds, then a forced switchover.
-        migration.settings = ConvergenceSettings(downtimeTarget: 0.000_001, maxRounds: 4, timeout: 60,
+        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 4, timeout: .seconds(60),
                                                  autoConverge: false, forceSwitchover: true)
         let roundZero = Self.roundZeroBytes(pages: migration.size / systemPageSize)
         let holder = RelayHolder()
@@ -150,8 +150,8 @@ import FerryKVMMigration
         let scratch = Scratch()
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: 0,
-                                        receiveTimeoutMs: 20_000, resumeTimeout: 1),
+            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
+                                        receiveTimeout: .milliseconds(20_000), resumeTimeout: .seconds(1)),
             directory: scratch.file("guests"), maxSessions: 1, logger: testLogger)
         let port = try server.bind()
         let serving = BackgroundThread { try server.run(count: 2) }
@@ -161,7 +161,7 @@ import FerryKVMMigration
         relay.cut(afterBytes: 4 << 20)
         let lost = try SourceGuest(scratch: scratch, name: "lost", port: relay.port, size: 32 << 20, seed: 7) { options in
             options.reconnectAttempts = 3
-            options.reconnectBackoff = 0.05
+            options.reconnectBackoff = .seconds(0.05)
         }
         let started = MonotonicClock.now()
         let error = #expect(throws: MigrationError.self) { _ = try lost.agent.migrate() }
@@ -227,7 +227,7 @@ import FerryKVMMigration
         let scratch = Scratch()
         let destination = DestinationAgent(
             options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
-                                        acceptTimeoutMs: 1500, receiveTimeoutMs: 5_000),
+                                        acceptTimeout: .milliseconds(1500), receiveTimeout: .milliseconds(5_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }

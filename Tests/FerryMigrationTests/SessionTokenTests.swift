@@ -63,7 +63,7 @@ import FerryKVMMigration
         for token in [SessionToken.none, wrongToken] {
             let (connection, answers) = try StatusClient.ask(Endpoint(host: "127.0.0.1", port: port),
                                                              StatusQuery(sessionID: id, sessionToken: token, resolve: true),
-                                                             replyTimeoutMs: 3_000)
+                                                             replyTimeout: .milliseconds(3_000))
             #expect(answers.count == 1)
             #expect(answers.first?.sessionID == id && answers.first?.digest == 0, "\(answers)")
             states.append(answers.first?.state ?? .unknown)
@@ -257,7 +257,7 @@ import FerryKVMMigration
         let scratch = Scratch()
         let destination = DestinationAgent(
             options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
-                                        acceptTimeoutMs: 5_000, receiveTimeoutMs: 5_000),
+                                        acceptTimeout: .milliseconds(5_000), receiveTimeout: .milliseconds(5_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }
@@ -320,9 +320,9 @@ import FerryKVMMigration
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         defer { _ = guest.stop() }
-        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(listener.port)"), replyTimeoutMs: 5_000,
+        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(listener.port)"), replyTimeout: .milliseconds(5_000),
                                     streams: 1, resume: false)
-        options.settings = ConvergenceSettings(downtimeTarget: 1, maxRounds: 30, timeout: 30)
+        options.settings = ConvergenceSettings(downtimeTarget: .seconds(1), maxRounds: 30, timeout: .seconds(30))
         let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
                                 guestSetup: setup, options: options, logger: testLogger)
         let result = Result { try agent.migrate() }

@@ -47,8 +47,8 @@ import FerryKVMMigration
             return watched
         }
         migration.adjustSource = { options in
-            options.blackoutTimeoutMs = Self.blackoutMs
-            options.stallTimeoutMs = 1_000
+            options.blackoutTimeout = .milliseconds(Self.blackoutMs)
+            options.stallTimeout = .milliseconds(1_000)
         }
         var relay: Relay?
         migration.route = { port in
@@ -113,7 +113,7 @@ import FerryKVMMigration
     @Test func pageStreamSilentInTheFinalRound() throws {
         let scratch = Scratch()
         let run = try migrate(in: scratch, adjust: { $0.adjustSource = { options in
-            options.blackoutTimeoutMs = Self.blackoutMs
+            options.blackoutTimeout = .milliseconds(Self.blackoutMs)
             options.streams = 2
         } }) { blackout, kind, direction, type in
             blackout && kind == .pageStream && direction == .toDestination && type == .streamRoundEnd ? .wedge : .forward
