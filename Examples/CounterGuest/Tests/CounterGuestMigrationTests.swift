@@ -19,11 +19,11 @@ let logger: Logger = {
 /// One migration to a destination agent on 127.0.0.1 in a thread of this process.
 struct CounterMigration {
     /// Seconds the guest runs on the destination; 0: it is held exactly as handed over.
-    var runFor = 0.0
+    var runFor: Duration = .zero
     var tracker = TrackerChoice.auto
     var kinds = GuestKindRegistry([CounterGuestKind()])
     /// How long the destination waits for a source to establish a migration.
-    var acceptTimeoutMs = 20_000
+    var acceptTimeout: Duration = .seconds(20)
     let directory = "/dev/shm/ferry-counter-\(getpid())-\(UUID().uuidString)"
     var imagePath: String { directory + "/counter.img" }
 
@@ -37,7 +37,7 @@ struct CounterMigration {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let destination = DestinationAgent(options: DestinationOptions(
             listen: try Endpoint.parse("127.0.0.1:0"), imagePath: imagePath, runFor: runFor,
-            acceptTimeoutMs: acceptTimeoutMs, receiveTimeoutMs: 20_000, guestKinds: kinds), logger: logger)
+            acceptTimeout: acceptTimeout, receiveTimeout: .seconds(20), guestKinds: kinds), logger: logger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }
 
@@ -45,8 +45,8 @@ struct CounterMigration {
         guest.machine.start()
         MonotonicClock.sleep(seconds: 0.2)  // let it dirty some memory first
         let options = SourceOptions(destination: Endpoint(host: "127.0.0.1", port: port),
-                                    settings: ConvergenceSettings(downtimeTarget: 0.2, maxRounds: 30, timeout: 60),
-                                    tracker: tracker, replyTimeoutMs: 20_000)
+                                    settings: ConvergenceSettings(downtimeTarget: .milliseconds(200), maxRounds: 30, timeout: .seconds(60)),
+                                    tracker: tracker, replyTimeout: .seconds(20))
         let report = Result { try SourceAgent(guest: guest, options: options, logger: logger).migrate() }
         return Outcome(source: guest, report: report, destination: receiving.result())
     }
@@ -102,7 +102,7 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
     /// memory at the scanline it had reached.
     @Test func theGuestContinuesOnTheDestination() throws {
         var migration = CounterMigration()
-        migration.runFor = 0.3
+        migration.runFor = .milliseconds(300)
         defer { migration.removeFiles() }
         let outcome = try migration.run()
         let report = try outcome.report.get()
@@ -131,7 +131,7 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
     @Test func aDestinationWithoutTheKindRefusesIt() throws {
         var migration = CounterMigration()
         migration.kinds = GuestKindRegistry()
-        migration.acceptTimeoutMs = 2_000  // it keeps listening after a refusal, until then
+        migration.acceptTimeout = .seconds(2)  // it keeps listening after a refusal, until then
         defer { migration.removeFiles() }
         let outcome = try migration.run()
         defer { outcome.source.machine.stop() }
