@@ -15,6 +15,10 @@ let package = Package(
         .library(name: "FerryProtocol", targets: ["FerryProtocol"]),
         .library(name: "FerrySystem", targets: ["FerrySystem"]),
         .library(name: "FerryTransport", targets: ["FerryTransport"]),
+        // The page codec (LZ4 + XXH3 batches) and the built-in test guest, for tools that
+        // measure them (Tools/microbench) and for VMMs that want the codec alone.
+        .library(name: "FerryCodec", targets: ["FerryCodec"]),
+        .library(name: "FerryGuest", targets: ["FerryGuest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -4,14 +4,7 @@ import PackageDescription
 // Microbenchmarks of Ferry's hot paths, kept out of the main build and tests.
 // Run: swift run -c release --package-path Tools/microbench microbench [--pages N] [--filter NAME]
 //
-// The root package exports only the FerryMigration library; the benchmarks import FerryCodec,
-// FerryProtocol, FerrySystem, FerryGuest and CLZ4, which are in its dependency closure (SwiftPM
-// accepts that, also with --explicit-target-dependency-import-check error). Once the root exports
-// a library per module, depend on exactly what is measured instead:
-//     .product(name: "FerryCodec", package: "Ferry"),
-//     .product(name: "FerryProtocol", package: "Ferry"),
-//     .product(name: "FerrySystem", package: "Ferry"),
-//     .product(name: "FerryGuest", package: "Ferry"),
+// Depends on exactly the modules it measures; CLZ4 (a system library) comes with FerryCodec.
 let package = Package(
     name: "FerryMicrobench",
     platforms: [.macOS(.v15)],
@@ -21,7 +14,11 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "microbench", dependencies: [
-            .product(name: "FerryMigration", package: "Ferry"),
+            .product(name: "FerryCodec", package: "Ferry"),
+            .product(name: "FerryProtocol", package: "Ferry"),
+            .product(name: "FerrySystem", package: "Ferry"),
+            .product(name: "FerryTransport", package: "Ferry"),
+            .product(name: "FerryGuest", package: "Ferry"),
             // The tracker benchmark runs the built-in guest, which takes a Logger.
             .product(name: "Logging", package: "swift-log"),
         ]),
