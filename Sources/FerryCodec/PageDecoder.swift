@@ -45,8 +45,11 @@ public struct PageDecoder: Sendable {
                 destination.assumingMemoryBound(to: CChar.self),
                 Int32(payload.count), Int32(pageSize))
             guard Int(produced) == pageSize else {
-                throw CodecError(.decompressFailed,
-                    produced < 0 ? "LZ4 payload is malformed" : "LZ4 payload decompressed to \(produced) bytes, expected \(pageSize)")
+                throw CodecError(
+                    .decompressFailed,
+                    produced < 0
+                        ? "LZ4 payload is malformed"
+                        : "LZ4 payload decompressed to \(produced) bytes, expected \(pageSize)")
             }
         }
         return PageHash.hash(UnsafeRawPointer(destination), count: pageSize)

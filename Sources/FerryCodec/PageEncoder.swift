@@ -44,11 +44,15 @@ public final class PageEncoder {
     private let zeroHash: UInt64
     private let lz4State: UnsafeMutableRawPointer
 
-    public init(pageSize: Int, mode: CompressionMode = .lz4, acceleration: Int32 = 1,
-                wordsLimit: Int = SparseWords.defaultLimit) {
-        precondition(pageSize >= 64 && pageSize & (pageSize - 1) == 0, "page size must be a power of two of at least 64")
-        precondition(wordsLimit >= 0 && wordsLimit * SparseWords.bytesPerWord < pageSize,
-                     "a words payload of \(wordsLimit) records must be smaller than a page")
+    public init(
+        pageSize: Int, mode: CompressionMode = .lz4, acceleration: Int32 = 1,
+        wordsLimit: Int = SparseWords.defaultLimit
+    ) {
+        precondition(
+            pageSize >= 64 && pageSize & (pageSize - 1) == 0, "page size must be a power of two of at least 64")
+        precondition(
+            wordsLimit >= 0 && wordsLimit * SparseWords.bytesPerWord < pageSize,
+            "a words payload of \(wordsLimit) records must be smaller than a page")
         self.pageSize = pageSize
         self.mode = mode
         self.acceleration = acceleration
@@ -75,7 +79,9 @@ public final class PageEncoder {
             // LZ4 mode: the snapshot is in `scratch`, so the records go straight to the slot.
             // Raw mode: the slot is the snapshot, so they are built in `records` and copied.
             let records = mode == .none ? self.records : slot
-            if let count = SparseWords.scan(UnsafeRawPointer(snapshot), pageSize: pageSize, limit: wordsLimit, into: records) {
+            if let count = SparseWords.scan(
+                UnsafeRawPointer(snapshot), pageSize: pageSize, limit: wordsLimit, into: records)
+            {
                 if count == 0 { return EncodedPage(encoding: .zero, length: 0, hash: zeroHash) }
                 let hash = PageHash.hash(snapshot, count: pageSize)
                 let length = count &* SparseWords.bytesPerWord
@@ -112,8 +118,9 @@ public final class PageEncoder {
         if wordsLimit > 0 {
             if let count = SparseWords.scan(page, pageSize: pageSize, limit: wordsLimit, into: slot) {
                 if count == 0 { return EncodedPage(encoding: .zero, length: 0, hash: zeroHash) }
-                return EncodedPage(encoding: .words, length: count &* SparseWords.bytesPerWord,
-                                   hash: PageHash.hash(page, count: pageSize))
+                return EncodedPage(
+                    encoding: .words, length: count &* SparseWords.bytesPerWord,
+                    hash: PageHash.hash(page, count: pageSize))
             }
         } else if PageEncoder.isZero(page, count: pageSize) {
             return EncodedPage(encoding: .zero, length: 0, hash: zeroHash)
@@ -131,7 +138,8 @@ public final class PageEncoder {
         var index = 0
         let total = count / 8
         while index < total {
-            let block = words[index] | words[index + 1] | words[index + 2] | words[index + 3]
+            let block =
+                words[index] | words[index + 1] | words[index + 2] | words[index + 3]
                 | words[index + 4] | words[index + 5] | words[index + 6] | words[index + 7]
             if block != 0 { return false }
             index += 8

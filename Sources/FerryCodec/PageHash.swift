@@ -27,10 +27,10 @@ public enum PageHash {
     /// stored as little-endian 8-byte values, page 0 first.
     public static func digest(ofHashTable table: UnsafeBufferPointer<UInt64>) -> UInt64 {
         #if _endian(little)
-        return hash(UnsafeRawBufferPointer(table))
+            return hash(UnsafeRawBufferPointer(table))
         #else
-        let swapped = table.map { $0.littleEndian }
-        return swapped.withUnsafeBytes { hash($0) }
+            let swapped = table.map { $0.littleEndian }
+            return swapped.withUnsafeBytes { hash($0) }
         #endif
     }
 }

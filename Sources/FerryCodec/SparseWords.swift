@@ -22,14 +22,17 @@ public enum SparseWords {
     /// soon as there are more than `limit` (the page is dense; `slot` holds garbage).
     /// `slot` needs room for `limit` records; `pageSize` must be a multiple of 64.
     @inline(__always)
-    public static func scan(_ page: UnsafeRawPointer, pageSize: Int, limit: Int,
-                            into slot: UnsafeMutableRawPointer) -> Int? {
+    public static func scan(
+        _ page: UnsafeRawPointer, pageSize: Int, limit: Int,
+        into slot: UnsafeMutableRawPointer
+    ) -> Int? {
         let words = page.assumingMemoryBound(to: UInt64.self)
         let total = pageSize / 8
         var count = 0
         var index = 0
         while index < total {
-            let block = words[index] | words[index + 1] | words[index + 2] | words[index + 3]
+            let block =
+                words[index] | words[index + 1] | words[index + 2] | words[index + 3]
                 | words[index + 4] | words[index + 5] | words[index + 6] | words[index + 7]
             if block != 0 {
                 for offset in index..<(index + 8) {
@@ -53,11 +56,16 @@ public enum SparseWords {
     /// records, at least one, fewer bytes than a page; indices strictly increasing and inside
     /// the page; no zero word.
     @inline(__always)
-    public static func decode(_ payload: UnsafeRawBufferPointer, pageSize: Int,
-                              into destination: UnsafeMutableRawPointer, destinationIsZero: Bool) throws(CodecError) {
-        guard let source = payload.baseAddress, PageEncoding.words.allowsLength(payload.count, pageSize: pageSize) else {
-            throw CodecError(.badLength,
-                "words payload of \(payload.count) bytes: must be a non-zero multiple of \(bytesPerWord) below the page size \(pageSize)")
+    public static func decode(
+        _ payload: UnsafeRawBufferPointer, pageSize: Int,
+        into destination: UnsafeMutableRawPointer, destinationIsZero: Bool
+    ) throws(CodecError) {
+        guard let source = payload.baseAddress, PageEncoding.words.allowsLength(payload.count, pageSize: pageSize)
+        else {
+            throw CodecError(
+                .badLength,
+                "words payload of \(payload.count) bytes: must be a non-zero multiple of \(bytesPerWord) below the page size \(pageSize)"
+            )
         }
         let count = payload.count / bytesPerWord
         let limit = pageSize / 8
@@ -67,11 +75,14 @@ public enum SparseWords {
             let index = Int(UInt16(littleEndian: at.loadUnaligned(as: UInt16.self)))
             let word = UInt64(littleEndian: at.loadUnaligned(fromByteOffset: 2, as: UInt64.self))
             guard index > previous, index < limit else {
-                throw CodecError(.badPayload,
-                    "words payload record \(record): word index \(index) \(index >= limit ? "is outside the \(limit)-word page" : "does not follow index \(previous)")")
+                throw CodecError(
+                    .badPayload,
+                    "words payload record \(record): word index \(index) \(index >= limit ? "is outside the \(limit)-word page" : "does not follow index \(previous)")"
+                )
             }
             guard word != 0 else {
-                throw CodecError(.badPayload, "words payload record \(record): word \(index) is zero (zero words are not listed)")
+                throw CodecError(
+                    .badPayload, "words payload record \(record): word \(index) is zero (zero words are not listed)")
             }
             previous = index
         }

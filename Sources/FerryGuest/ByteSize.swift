@@ -8,10 +8,14 @@ public func parseByteSize(_ s: String) throws(GuestError) -> Int {
     let text = s.trimmingSpaces
     let split = text.splitNumber
     guard let number = ExactDecimal(split.number) else {
-        throw GuestError(.invalidSize, "size '\(s)': expected a number with an optional unit, e.g. 4096, 512M, 2GiB, 1.5G")
+        throw GuestError(
+            .invalidSize, "size '\(s)': expected a number with an optional unit, e.g. 4096, 512M, 2GiB, 1.5G")
     }
     guard let multiplier = byteUnitMultiplier(split.unit) else {
-        throw GuestError(.invalidSize, "size '\(s)': unknown unit '\(split.unit)'; expected B, K/M/G/T or KiB/MiB/GiB/TiB (binary) or KB/MB/GB/TB (decimal)")
+        throw GuestError(
+            .invalidSize,
+            "size '\(s)': unknown unit '\(split.unit)'; expected B, K/M/G/T or KiB/MiB/GiB/TiB (binary) or KB/MB/GB/TB (decimal)"
+        )
     }
     guard let bytes = number.times(multiplier) else {
         throw GuestError(.invalidSize, "size '\(s)': not a whole number of bytes, or too large")

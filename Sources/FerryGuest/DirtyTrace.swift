@@ -46,7 +46,9 @@ public struct DirtyTrace: Sendable, Equatable {
         var st = stat()
         try systemCall("fstat(\(path))") { fstat(fd, &st) }
         guard Int(st.st_size) <= maxFileBytes else {
-            throw GuestError(.invalidTrace, "trace \(path): \(st.st_size) bytes; a trace file may hold at most \(maxFileBytes) bytes (16 MiB)")
+            throw GuestError(
+                .invalidTrace,
+                "trace \(path): \(st.st_size) bytes; a trace file may hold at most \(maxFileBytes) bytes (16 MiB)")
         }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
         var done = 0
@@ -70,7 +72,10 @@ public struct DirtyTrace: Sendable, Equatable {
         var lastTime: UInt64 = 0
         var lineNumber = 0
         var position = 0
-        let space = UInt8(ascii: " "), tab = UInt8(ascii: "\t"), cr = UInt8(ascii: "\r"), newline = UInt8(ascii: "\n")
+        let space = UInt8(ascii: " ")
+        let tab = UInt8(ascii: "\t")
+        let cr = UInt8(ascii: "\r")
+        let newline = UInt8(ascii: "\n")
         while position < bytes.count {
             lineNumber += 1
             var end = position
@@ -88,7 +93,9 @@ public struct DirtyTrace: Sendable, Equatable {
                 var valid = true
                 while i < end, bytes[i] != space, bytes[i] != tab, bytes[i] != cr {
                     let digit = bytes[i] &- UInt8(ascii: "0")
-                    if digit > 9 { valid = false } else if valid {
+                    if digit > 9 {
+                        valid = false
+                    } else if valid {
                         let (m, o1) = value.multipliedReportingOverflow(by: 10)
                         let (a, o2) = m.addingReportingOverflow(UInt64(digit))
                         if o1 || o2 { valid = false } else { value = a }
@@ -101,13 +108,18 @@ public struct DirtyTrace: Sendable, Equatable {
                 }
                 if fieldIndex == 0 {
                     if value < lastTime {
-                        throw GuestError(.invalidTrace, "trace line \(lineNumber): t_ms \(value) is less than the previous line's \(lastTime); t_ms must not decrease")
+                        throw GuestError(
+                            .invalidTrace,
+                            "trace line \(lineNumber): t_ms \(value) is less than the previous line's \(lastTime); t_ms must not decrease"
+                        )
                     }
                     lineTime = value
                     lastTime = value
                 } else {
                     if value >= UInt64(pageCount) {
-                        throw GuestError(.invalidTrace, "trace line \(lineNumber): page \(value) is outside the image (pages 0…\(pageCount - 1))")
+                        throw GuestError(
+                            .invalidTrace,
+                            "trace line \(lineNumber): page \(value) is outside the image (pages 0…\(pageCount - 1))")
                     }
                     if fieldIndex == 1 {
                         lineTimes.append(lineTime)
@@ -119,6 +131,7 @@ public struct DirtyTrace: Sendable, Equatable {
             }
         }
         lineStarts.append(pages.count)
-        return DirtyTrace(pageCount: pageCount, lineTimes: lineTimes, lineStarts: lineStarts, pages: pages, durationMs: lastTime)
+        return DirtyTrace(
+            pageCount: pageCount, lineTimes: lineTimes, lineStarts: lineStarts, pages: pages, durationMs: lastTime)
     }
 }

@@ -32,38 +32,55 @@ public final class Guest: @unchecked Sendable {
     ///   - paced: false runs the steps as fast as the CPU allows, ignoring rates and trace times.
     ///     Only with `stepLimits`: since time never decides which page a step writes, the memory
     ///     after the limits is the same as a paced run's, just sooner.
-    public init(memory: UnsafeMutableRawPointer, size: Int, configuration: GuestConfiguration,
-                initialStates: [VCPUState]? = nil, stepLimits: [UInt64]? = nil, paced: Bool = true, logger: Logger) throws {
+    public init(
+        memory: UnsafeMutableRawPointer, size: Int, configuration: GuestConfiguration,
+        initialStates: [VCPUState]? = nil, stepLimits: [UInt64]? = nil, paced: Bool = true, logger: Logger
+    ) throws {
         let c = configuration
         try validatePageSize(c.pageSize)
         guard size > 0, size % c.pageSize == 0 else {
-            throw GuestError(.invalidConfiguration, "guest memory of \(size) bytes: must be a positive multiple of the page size \(c.pageSize)")
+            throw GuestError(
+                .invalidConfiguration,
+                "guest memory of \(size) bytes: must be a positive multiple of the page size \(c.pageSize)")
         }
         let pageCount = size / c.pageSize
         guard (1...64).contains(c.vcpus), c.vcpus * 64 <= c.pageSize else {
             throw GuestError(.invalidConfiguration, "\(c.vcpus) vCPUs: the built-in guest supports 1 to 64 vCPUs")
         }
         if let initialStates, initialStates.count != c.vcpus {
-            throw GuestError(.invalidConfiguration, "\(initialStates.count) vCPU states for \(c.vcpus) vCPUs: need one state per vCPU")
+            throw GuestError(
+                .invalidConfiguration,
+                "\(initialStates.count) vCPU states for \(c.vcpus) vCPUs: need one state per vCPU")
         }
         if !paced && stepLimits == nil {
             throw GuestError(.invalidConfiguration, "an unpaced guest needs step limits, or it would write without end")
         }
         if let stepLimits, stepLimits.count != c.vcpus {
-            throw GuestError(.invalidConfiguration, "\(stepLimits.count) step limits for \(c.vcpus) vCPUs: need one limit per vCPU")
+            throw GuestError(
+                .invalidConfiguration, "\(stepLimits.count) step limits for \(c.vcpus) vCPUs: need one limit per vCPU")
         }
         switch c.workload {
         case .trace(let path):
             guard let trace = c.trace else {
-                throw GuestError(.invalidConfiguration, "workload trace:\(path): the configuration holds no parsed trace; load it with DirtyTrace.load(path:pageCount:)")
+                throw GuestError(
+                    .invalidConfiguration,
+                    "workload trace:\(path): the configuration holds no parsed trace; load it with DirtyTrace.load(path:pageCount:)"
+                )
             }
             guard trace.pageCount == pageCount else {
-                throw GuestError(.invalidConfiguration, "trace \(path) was checked against \(trace.pageCount) pages, but the guest has \(pageCount)")
+                throw GuestError(
+                    .invalidConfiguration,
+                    "trace \(path) was checked against \(trace.pageCount) pages, but the guest has \(pageCount)")
             }
         case .sweep where pageCount < c.vcpus:
-            throw GuestError(.invalidConfiguration, "workload \(c.workload): \(pageCount) pages cannot be shared among \(c.vcpus) vCPUs; use fewer vCPUs or a larger image")
+            throw GuestError(
+                .invalidConfiguration,
+                "workload \(c.workload): \(pageCount) pages cannot be shared among \(c.vcpus) vCPUs; use fewer vCPUs or a larger image"
+            )
         case .hotset(_, let hot, let share) where !(hot > 0 && hot <= 100 && share >= 0 && share <= 100):
-            throw GuestError(.invalidConfiguration, "workload \(c.workload): the hot-set size must be in (0%, 100%] and its share in [0%, 100%]")
+            throw GuestError(
+                .invalidConfiguration,
+                "workload \(c.workload): the hot-set size must be in (0%, 100%] and its share in [0%, 100%]")
         default:
             break
         }
@@ -76,8 +93,9 @@ public final class Guest: @unchecked Sendable {
         hasStepLimits = stepLimits != nil
         let control = self.control
         runners = (0..<c.vcpus).map { v in
-            VCPURunner(program: VCPUProgram(configuration: c, vcpu: v, pageCount: pageCount), memory: memory, control: control,
-                       state: initialStates?[v] ?? .initial(vcpu: v, seed: c.seed), stepLimit: stepLimits?[v], paced: paced)
+            VCPURunner(
+                program: VCPUProgram(configuration: c, vcpu: v, pageCount: pageCount), memory: memory, control: control,
+                state: initialStates?[v] ?? .initial(vcpu: v, seed: c.seed), stepLimit: stepLimits?[v], paced: paced)
         }
     }
 
@@ -92,18 +110,22 @@ public final class Guest: @unchecked Sendable {
         for runner in runners {
             var thread = pthread_t()
             let context = Unmanaged.passRetained(runner).toOpaque()
-            let rc = pthread_create(&thread, nil, { context in
-                let runner = Unmanaged<VCPURunner>.fromOpaque(context!).takeRetainedValue()
-                runner.run()
-                return nil
-            }, context)
+            let rc = pthread_create(
+                &thread, nil,
+                { context in
+                    let runner = Unmanaged<VCPURunner>.fromOpaque(context!).takeRetainedValue()
+                    runner.run()
+                    return nil
+                }, context)
             precondition(rc == 0, "pthread_create: \(Errno(rc))")  // returns the code, not -1
             runner.thread = thread
         }
-        logger.info("guest started", metadata: [
-            "guest.vcpus": "\(configuration.vcpus)", "guest.workload": "\(configuration.workload)",
-            "guest.pages": "\(size / configuration.pageSize)", "guest.steps": "\(totalSteps)",
-        ])
+        logger.info(
+            "guest started",
+            metadata: [
+                "guest.vcpus": "\(configuration.vcpus)", "guest.workload": "\(configuration.workload)",
+                "guest.pages": "\(size / configuration.pageSize)", "guest.steps": "\(totalSteps)",
+            ])
     }
 
     /// Parks every vCPU at a safe point (between two writes) and returns the nanoseconds it took.

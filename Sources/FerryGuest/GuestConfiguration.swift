@@ -20,8 +20,10 @@ public struct GuestConfiguration: Sendable {
     /// A configuration from the workload text as given to `--workload` (and carried in
     /// `GUEST_CONFIG`). For a `trace:` workload the trace is parsed from `traceText` (the file's
     /// contents), or read from the spec's path when `traceText` is nil.
-    public static func make(vcpus: Int, workload: String, traceText: String? = nil, seed: UInt64, pageSize: Int,
-                            pageCount: Int) throws(GuestError) -> GuestConfiguration {
+    public static func make(
+        vcpus: Int, workload: String, traceText: String? = nil, seed: UInt64, pageSize: Int,
+        pageCount: Int
+    ) throws(GuestError) -> GuestConfiguration {
         let spec = try WorkloadSpec.parse(workload)
         var trace: DirtyTrace?
         if case .trace(let path) = spec {

@@ -49,13 +49,14 @@ public struct GuestError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Runs a system call through `valueOrErrno` (retrying EINTR); a failure is a `.system`
 /// GuestError naming the call and errno, with `hint` (given the errno) appended when it has one.
 @inline(__always) @discardableResult
-func systemCall<Value: FixedWidthInteger & SignedInteger>(_ call: @autoclosure () -> String,
-                                                          hint: (Errno) -> String? = { _ in nil },
-                                                          _ body: () -> Value) throws(GuestError) -> Value {
+func systemCall<Value: FixedWidthInteger & SignedInteger>(
+    _ call: @autoclosure () -> String,
+    hint: (Errno) -> String? = { _ in nil },
+    _ body: () -> Value
+) throws(GuestError) -> Value {
     do throws(SystemError) {
         return try valueOrErrno(call(), .minusOneAndErrno, retryOnInterrupt: true, body)
     } catch {
         throw GuestError.system(error, hint: error.errno.flatMap(hint))
     }
 }
-

@@ -18,27 +18,35 @@ public enum ImageGenerator {
     ///   - size: image size in bytes, a positive multiple of `pageSize`.
     ///   - overwrite: replace an existing file; without it an existing file is an error.
     ///   - progress: called after each chunk (a few MiB) with the bytes done so far.
-    public static func create(path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
-                              overwrite: Bool, progress: ((_ bytesDone: Int) -> Void)? = nil) throws {
+    public static func create(
+        path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
+        overwrite: Bool, progress: ((_ bytesDone: Int) -> Void)? = nil
+    ) throws {
         try validatePageSize(pageSize)
         guard size > 0, size % pageSize == 0 else {
             throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(pageSize)")
         }
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
-        let fd = try systemCall("open(\(path))", hint: { err in
-            err == .fileExists ? "the image exists; pass --force to overwrite it" : nil
-        }) { open(path, flags, 0o644) }
+        let fd = try systemCall(
+            "open(\(path))",
+            hint: { err in
+                err == .fileExists ? "the image exists; pass --force to overwrite it" : nil
+            },
+            { open(path, flags, 0o644) }
+        )
         defer { close(fd) }
         do {
             try fill(fd: fd, path: path, size: size, mix: mix, seed: seed, pageSize: pageSize, progress: progress)
         } catch {
-            unlink(path)   // a partial image is of no use
+            unlink(path)  // a partial image is of no use
             throw error
         }
     }
 
-    private static func fill(fd: Int32, path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
-                             progress: ((_ bytesDone: Int) -> Void)?) throws(GuestError) {
+    private static func fill(
+        fd: Int32, path: String, size: Int, mix: ImageMix, seed: UInt64, pageSize: Int,
+        progress: ((_ bytesDone: Int) -> Void)?
+    ) throws(GuestError) {
         try systemCall("ftruncate(\(path), \(size))") { ftruncate(fd, off_t(size)) }
 
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 4096)
@@ -49,7 +57,7 @@ public enum ImageGenerator {
         var chunkFirst = 0
         while chunkFirst < pageCount {
             let chunkPages = min(pagesPerChunk, pageCount - chunkFirst)
-            var runStart = -1   // first page (index in chunk) of the current run of non-zero pages
+            var runStart = -1  // first page (index in chunk) of the current run of non-zero pages
             for i in 0...chunkPages {
                 let isData: Bool
                 if i < chunkPages {
@@ -57,17 +65,24 @@ public enum ImageGenerator {
                     let p = buffer + i * pageSize
                     switch PageContent.pageClass(seed: seed, page: page, thresholds: thresholds) {
                     case .zero: isData = false
-                    case .sparse: PageContent.fillSparse(p, pageSize: pageSize, seed: seed, page: page); isData = true
-                    case .text: PageContent.fillText(p, pageSize: pageSize, seed: seed, page: page); isData = true
-                    case .random: PageContent.fillRandom(p, pageSize: pageSize, seed: seed, page: page); isData = true
+                    case .sparse:
+                        PageContent.fillSparse(p, pageSize: pageSize, seed: seed, page: page)
+                        isData = true
+                    case .text:
+                        PageContent.fillText(p, pageSize: pageSize, seed: seed, page: page)
+                        isData = true
+                    case .random:
+                        PageContent.fillRandom(p, pageSize: pageSize, seed: seed, page: page)
+                        isData = true
                     }
                 } else {
                     isData = false
                 }
                 if isData, runStart < 0 { runStart = i }
                 if !isData, runStart >= 0 {
-                    try writeAll(fd: fd, path: path, buffer + runStart * pageSize,
-                                 count: (i - runStart) * pageSize, offset: (chunkFirst + runStart) * pageSize)
+                    try writeAll(
+                        fd: fd, path: path, buffer + runStart * pageSize,
+                        count: (i - runStart) * pageSize, offset: (chunkFirst + runStart) * pageSize)
                     runStart = -1
                 }
             }

@@ -27,7 +27,8 @@ public struct ImageMix: Equatable, Sendable, CustomStringConvertible {
     }
 
     public static func parse(_ s: String) throws(GuestError) -> ImageMix {
-        let expected = "expected class=percent pairs separated by commas, e.g. zero=35,sparse=10,text=30,random=25 (classes: zero, sparse, text, random; sum 100)"
+        let expected =
+            "expected class=percent pairs separated by commas, e.g. zero=35,sparse=10,text=30,random=25 (classes: zero, sparse, text, random; sum 100)"
         var values: [String: Double] = [:]
         for item in s.split(separator: ",", omittingEmptySubsequences: false) {
             let pair = item.split(separator: "=", omittingEmptySubsequences: false)
@@ -44,12 +45,15 @@ public struct ImageMix: Equatable, Sendable, CustomStringConvertible {
             var valueText = String(pair[1]).trimmingSpaces
             if valueText.hasSuffix("%") { valueText.removeLast() }
             guard let value = Double(valueText), value.isFinite, value >= 0, value <= 100 else {
-                throw GuestError(.invalidMix, "mix '\(s)': '\(pair[1])' for '\(name)' is not a percentage from 0 to 100; \(expected)")
+                throw GuestError(
+                    .invalidMix, "mix '\(s)': '\(pair[1])' for '\(name)' is not a percentage from 0 to 100; \(expected)"
+                )
             }
             values[name] = value
         }
-        let mix = ImageMix(zero: values["zero"] ?? 0, sparse: values["sparse"] ?? 0,
-                           text: values["text"] ?? 0, random: values["random"] ?? 0)
+        let mix = ImageMix(
+            zero: values["zero"] ?? 0, sparse: values["sparse"] ?? 0,
+            text: values["text"] ?? 0, random: values["random"] ?? 0)
         let sum = mix.zero + mix.sparse + mix.text + mix.random
         guard abs(sum - 100) < 1e-6 else {
             throw GuestError(.invalidMix, "mix '\(s)': percentages sum to \(formatNumber(sum)), not 100; \(expected)")

@@ -63,7 +63,8 @@ enum PageContent {
                 var bits = Mixing.next(&rng)
                 for _ in 0..<6 where offset <= limit {
                     // Two 5-bit draws, keep the smaller: a skewed (Zipf-like) phrase frequency.
-                    let a = Int(bits & 31), b = Int((bits >> 5) & 31)
+                    let a = Int(bits & 31)
+                    let b = Int((bits >> 5) & 31)
                     bits >>= 10
                     let entry = table[min(a, b)]
                     p.storeBytes(of: entry.low.littleEndian, toByteOffset: offset, as: UInt64.self)
@@ -73,8 +74,9 @@ enum PageContent {
             }
         }
         while offset < pageSize {
-            p.storeBytes(of: offset == pageSize - 1 ? UInt8(ascii: "\n") : UInt8(ascii: " "),
-                         toByteOffset: offset, as: UInt8.self)
+            p.storeBytes(
+                of: offset == pageSize - 1 ? UInt8(ascii: "\n") : UInt8(ascii: " "),
+                toByteOffset: offset, as: UInt8.self)
             offset += 1
         }
     }
@@ -100,7 +102,8 @@ enum Vocabulary {
         precondition(phrases.count == 32, "fillText draws 5-bit phrase indices")
         return phrases.map { phrase in
             precondition(phrase.utf8.count <= 16)
-            var low: UInt64 = 0, high: UInt64 = 0
+            var low: UInt64 = 0
+            var high: UInt64 = 0
             for (i, b) in phrase.utf8.enumerated() {
                 if i < 8 { low |= UInt64(b) << (8 * UInt64(i)) } else { high |= UInt64(b) << (8 * UInt64(i - 8)) }
             }

@@ -59,7 +59,8 @@ public struct Rate: Equatable, Sendable, CustomStringConvertible {
     public static let maximumPagesPerSecond = 1e11
 
     public static func parse(_ s: String) throws(GuestError) -> Rate {
-        let expected = "expected a positive number, a unit and /s, e.g. 200MB/s, 1.5GB/s, 64MiB/s or 50000pages/s (MB = 10^6 bytes, MiB = 2^20 bytes)"
+        let expected =
+            "expected a positive number, a unit and /s, e.g. 200MB/s, 1.5GB/s, 64MiB/s or 50000pages/s (MB = 10^6 bytes, MiB = 2^20 bytes)"
         let text = s.trimmingSpaces
         guard text.lowercased().hasSuffix("/s") else {
             throw GuestError(.invalidRate, "rate '\(s)': missing '/s'; \(expected)")

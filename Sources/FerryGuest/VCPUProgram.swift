@@ -44,7 +44,8 @@ struct VCPUProgram: Sendable {
             kind = .hotset(start: start, count: count, share: share / 100)
             hasWork = true
         case .sweep:
-            let first = UInt64(pageCount * vcpu / c.vcpus), end = UInt64(pageCount * (vcpu + 1) / c.vcpus)
+            let first = UInt64(pageCount * vcpu / c.vcpus)
+            let end = UInt64(pageCount * (vcpu + 1) / c.vcpus)
             kind = .sweep(start: first, count: end - first)
             hasWork = end > first
         case .trace:
@@ -80,7 +81,8 @@ struct VCPUProgram: Sendable {
     /// Moves `cursor`/`cursor2` (and `traceEpochMs` at the end of a pass) onto that entry without
     /// consuming it; `consumeTraceEntry` does. Requires `hasWork`.
     func nextTraceEntry(_ s: inout VCPUState, _ trace: DirtyTrace) -> (page: UInt64, dueNs: Int64) {
-        let n = UInt64(vcpus), v = UInt64(vcpu)
+        let n = UInt64(vcpus)
+        let v = UInt64(vcpu)
         while true {
             if s.cursor >= UInt64(trace.lineCount) {
                 s.cursor = 0
@@ -118,6 +120,7 @@ struct VCPUProgram: Sendable {
     func write(step: UInt64, page: UInt64, memory: UnsafeMutableRawPointer) {
         let offset = Int(page) &* pageSize &+ vcpu &* 64 &+ Int(step & 3) &* 16
         memory.storeBytes(of: step.littleEndian, toByteOffset: offset, as: UInt64.self)
-        memory.storeBytes(of: Mixing.hash(seed, UInt64(vcpu), step).littleEndian, toByteOffset: offset + 8, as: UInt64.self)
+        memory.storeBytes(
+            of: Mixing.hash(seed, UInt64(vcpu), step).littleEndian, toByteOffset: offset + 8, as: UInt64.self)
     }
 }

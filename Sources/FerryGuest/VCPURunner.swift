@@ -31,8 +31,11 @@ final class VCPURunner: @unchecked Sendable {
     /// Steps per batch before the clock is read again.
     static let batch = 4096
 
-    init(program: VCPUProgram, memory: UnsafeMutableRawPointer, control: GuestControl, state: VCPUState, stepLimit: UInt64?,
-         paced: Bool = true) {
+    init(
+        program: VCPUProgram, memory: UnsafeMutableRawPointer, control: GuestControl, state: VCPUState,
+        stepLimit: UInt64?,
+        paced: Bool = true
+    ) {
         self.paced = paced
         self.program = program
         self.memory = memory
@@ -53,7 +56,7 @@ final class VCPURunner: @unchecked Sendable {
             last = now
             if control.request.load(ordering: .relaxed) != 0 {
                 guard control.park() else { return }
-                last = Int64(MonotonicClock.now())   // paused time neither adds credit nor advances the trace clock
+                last = Int64(MonotonicClock.now())  // paused time neither adds credit nor advances the trace clock
                 continue
             }
             if !program.hasWork || state.step >= stepLimit {

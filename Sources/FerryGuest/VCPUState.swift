@@ -19,7 +19,8 @@ public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
     /// `trace`: replay clock offset of the current pass over the trace, in milliseconds.
     public var traceEpochMs: UInt64
 
-    public init(step: UInt64, rngState: UInt64, cursor: UInt64, cursor2: UInt64, creditNs: Int64, traceEpochMs: UInt64) {
+    public init(step: UInt64, rngState: UInt64, cursor: UInt64, cursor2: UInt64, creditNs: Int64, traceEpochMs: UInt64)
+    {
         self.step = step
         self.rngState = rngState
         self.cursor = cursor
@@ -30,8 +31,9 @@ public struct VCPUState: Equatable, Sendable, CustomStringConvertible {
 
     /// The registers of vCPU `vcpu` of a freshly booted guest with workload seed `seed`.
     public static func initial(vcpu: Int, seed: UInt64) -> VCPUState {
-        VCPUState(step: 0, rngState: Mixing.hash(seed, 0x5643_5055 &+ UInt64(vcpu)), cursor: 0, cursor2: 0,
-                  creditNs: 0, traceEpochMs: 0)
+        VCPUState(
+            step: 0, rngState: Mixing.hash(seed, 0x5643_5055 &+ UInt64(vcpu)), cursor: 0, cursor2: 0,
+            creditNs: 0, traceEpochMs: 0)
     }
 
     public var description: String {

@@ -32,7 +32,8 @@ public enum WorkloadSpec: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    static let forms = "idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:PATH (e.g. uniform:200MB/s, hotset:200MB/s,10%,90%)"
+    static let forms =
+        "idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:PATH (e.g. uniform:200MB/s, hotset:200MB/s,10%,90%)"
 
     public static func parse(_ s: String) throws(GuestError) -> WorkloadSpec {
         let text = String(s.trimmingSpaces)
@@ -53,14 +54,18 @@ public enum WorkloadSpec: Equatable, Sendable, CustomStringConvertible {
         case "hotset":
             let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 3 else {
-                throw GuestError(.invalidWorkload, "workload '\(s)': expected hotset:RATE,HOT%,SHARE% (e.g. hotset:200MB/s,10%,90%: 90% of the writes go to 10% of the pages)")
+                throw GuestError(
+                    .invalidWorkload,
+                    "workload '\(s)': expected hotset:RATE,HOT%,SHARE% (e.g. hotset:200MB/s,10%,90%: 90% of the writes go to 10% of the pages)"
+                )
             }
             let hot = try percent(parts[1], what: "hot-set size", in: s)
             guard hot > 0 else {
                 throw GuestError(.invalidWorkload, "workload '\(s)': the hot-set size must be above 0%")
             }
-            return .hotset(try rate(parts[0], in: s), hotPercent: hot,
-                           sharePercent: try percent(parts[2], what: "hot-set share", in: s))
+            return .hotset(
+                try rate(parts[0], in: s), hotPercent: hot,
+                sharePercent: try percent(parts[2], what: "hot-set share", in: s))
         default:
             throw GuestError(.invalidWorkload, "workload '\(s)': unknown kind '\(kind)'; expected \(forms)")
         }
@@ -78,7 +83,8 @@ public enum WorkloadSpec: Equatable, Sendable, CustomStringConvertible {
         var t = String(text.trimmingSpaces)
         if t.hasSuffix("%") { t.removeLast() }
         guard let value = Double(t), value.isFinite, value >= 0, value <= 100 else {
-            throw GuestError(.invalidWorkload, "workload '\(spec)': \(what) '\(text)' is not a percentage from 0% to 100%")
+            throw GuestError(
+                .invalidWorkload, "workload '\(spec)': \(what) '\(text)' is not a percentage from 0% to 100%")
         }
         return value
     }

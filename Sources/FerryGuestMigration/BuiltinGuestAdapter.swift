@@ -38,8 +38,9 @@ public final class BuiltinMigratableGuest: MigratableGuest {
         guest.states().enumerated().map { index, state in
             var body: [UInt8] = []
             state.record.encode(into: &body)
-            return DeviceStateSection(kind: DeviceStateSection.vcpu, version: BuiltinGuestKind.vcpuFormat,
-                                      instance: UInt32(index), body: body)
+            return DeviceStateSection(
+                kind: DeviceStateSection.vcpu, version: BuiltinGuestKind.vcpuFormat,
+                instance: UInt32(index), body: body)
         }
     }
 
@@ -57,12 +58,14 @@ public struct BuiltinGuestKind: IncomingGuestKind {
     public var name: String { "built-in guest" }
 
     public func refusal(cpuStateFormat: UInt16, vcpus: Int) -> String? {
-        cpuStateFormat == Self.vcpuFormat ? nil : "its vCPU format is \(cpuStateFormat); the built-in guest's is \(Self.vcpuFormat)"
+        cpuStateFormat == Self.vcpuFormat
+            ? nil : "its vCPU format is \(cpuStateFormat); the built-in guest's is \(Self.vcpuFormat)"
     }
 
     public func prepare(_ offer: IncomingGuestOffer, logger: Logger) throws -> any IncomingGuest {
         let pageCount = offer.layout.reduce(0) { $0 + Int($1.pageCount) }
-        let setup = try GuestSetup.make(from: offer.description, vcpus: offer.vcpus, pageSize: offer.pageSize, pageCount: pageCount)
+        let setup = try GuestSetup.make(
+            from: offer.description, vcpus: offer.vcpus, pageSize: offer.pageSize, pageCount: pageCount)
         return BuiltinIncomingGuest(setup: setup, logger: logger)
     }
 }
@@ -85,7 +88,9 @@ public final class BuiltinIncomingGuest: IncomingGuest {
 
     public func attach(memory: GuestMemory) throws {
         guard memory.regions.count == 1 else {
-            throw MigrationError(.protocolViolation, "the built-in guest has one memory region, not \(memory.regions.count)", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "the built-in guest has one memory region, not \(memory.regions.count)",
+                guest: .notHere)
         }
         self.memory = memory
     }
@@ -94,10 +99,13 @@ public final class BuiltinIncomingGuest: IncomingGuest {
         var states: [VCPUState] = []
         for section in sections {
             if section.kind == DeviceStateSection.vcpu {
-                let record = try section.body.withUnsafeBytes { bytes throws(ProtocolError) in try VCPURecord(bytes: bytes) }
+                let record = try section.body.withUnsafeBytes { bytes throws(ProtocolError) in
+                    try VCPURecord(bytes: bytes)
+                }
                 states.append(VCPUState(record))
             } else if !section.isOptional {
-                throw MigrationError(.protocolViolation, "the built-in guest has no device of kind \(section.kind)", guest: .notHere)
+                throw MigrationError(
+                    .protocolViolation, "the built-in guest has no device of kind \(section.kind)", guest: .notHere)
             }
         }
         self.states = states
@@ -106,8 +114,9 @@ public final class BuiltinIncomingGuest: IncomingGuest {
     public func start(hold: Bool) throws {
         guard let memory else { preconditionFailure("start before attach") }
         // Held: each vCPU's step limit is the step it arrived at, so it writes nothing.
-        let guest = try Guest(memory: memory.regions[0].base, size: memory.size, configuration: setup.configuration,
-                              initialStates: states, stepLimits: hold ? states.map(\.step) : nil, logger: logger)
+        let guest = try Guest(
+            memory: memory.regions[0].base, size: memory.size, configuration: setup.configuration,
+            initialStates: states, stepLimits: hold ? states.map(\.step) : nil, logger: logger)
         self.guest = guest
         guest.start()
     }
@@ -129,9 +138,12 @@ public final class BuiltinIncomingGuest: IncomingGuest {
 
 extension SourceAgent {
     /// The built-in guest over `memory`, the shared mapping of `imagePath` (`size` bytes).
-    public convenience init(memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
-                            options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil) {
-        self.init(guest: BuiltinMigratableGuest(guest, setup: guestSetup, memory: memory), imagePath: imagePath,
-                  options: options, logger: logger, progress: progress)
+    public convenience init(
+        memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
+        options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil
+    ) {
+        self.init(
+            guest: BuiltinMigratableGuest(guest, setup: guestSetup, memory: memory), imagePath: imagePath,
+            options: options, logger: logger, progress: progress)
     }
 }

@@ -11,11 +11,14 @@ public enum Transparency {
     /// matter, so the reference takes CPU time, not the original run's wall time.
     public static func runReference(imagePath: String, setup: GuestSetup, steps: [UInt64], logger: Logger) throws {
         guard steps.count == setup.configuration.vcpus else {
-            throw MigrationError(.configuration, "\(steps.count) step counts given for \(setup.configuration.vcpus) vCPUs", guest: .notHere)
+            throw MigrationError(
+                .configuration, "\(steps.count) step counts given for \(setup.configuration.vcpus) vCPUs",
+                guest: .notHere)
         }
         let region = try MappedRegion.mapFile(path: imagePath, writable: true)
-        let guest = try Guest(memory: region.base, size: region.size, configuration: setup.configuration,
-                              stepLimits: steps, paced: false, logger: logger)
+        let guest = try Guest(
+            memory: region.base, size: region.size, configuration: setup.configuration,
+            stepLimits: steps, paced: false, logger: logger)
         guest.start()
         guest.waitUntilStepLimits()
         _ = guest.stop()
@@ -33,7 +36,9 @@ public enum Transparency {
             let length = min(chunk, a.size - offset)
             if memcmp(a.base + offset, b.base + offset, length) != 0 {
                 var byte = offset
-                while a.base.load(fromByteOffset: byte, as: UInt8.self) == b.base.load(fromByteOffset: byte, as: UInt8.self) { byte += 1 }
+                while a.base.load(fromByteOffset: byte, as: UInt8.self)
+                    == b.base.load(fromByteOffset: byte, as: UInt8.self)
+                { byte += 1 }
                 let pageSize = systemPageSize
                 var differingPages = 0
                 var page = byte / pageSize
@@ -41,7 +46,8 @@ public enum Transparency {
                     if memcmp(a.base + page * pageSize, b.base + page * pageSize, pageSize) != 0 { differingPages += 1 }
                     page += 1
                 }
-                return "\(first) and \(second) differ from byte \(byte) (page \(byte / pageSize)); \(differingPages) page(s) differ"
+                return
+                    "\(first) and \(second) differ from byte \(byte) (page \(byte / pageSize)); \(differingPages) page(s) differ"
             }
             offset += length
         }

@@ -6,12 +6,14 @@ import FerryProtocol
 /// they are laid out.
 extension VCPUState {
     public init(_ record: VCPURecord) {
-        self.init(step: record.step, rngState: record.rngState, cursor: record.cursor, cursor2: record.cursor2,
-                  creditNs: record.creditNanoseconds, traceEpochMs: record.traceEpochMilliseconds)
+        self.init(
+            step: record.step, rngState: record.rngState, cursor: record.cursor, cursor2: record.cursor2,
+            creditNs: record.creditNanoseconds, traceEpochMs: record.traceEpochMilliseconds)
     }
 
     public var record: VCPURecord {
-        VCPURecord(step: step, rngState: rngState, cursor: cursor, cursor2: cursor2,
-                   creditNanoseconds: creditNs, traceEpochMilliseconds: traceEpochMs)
+        VCPURecord(
+            step: step, rngState: rngState, cursor: cursor, cursor2: cursor2,
+            creditNanoseconds: creditNs, traceEpochMilliseconds: traceEpochMs)
     }
 }

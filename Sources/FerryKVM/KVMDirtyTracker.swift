@@ -60,7 +60,10 @@ public final class KVMDirtyTracker: DirtyTracker, Sendable {
         precondition(pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
         guard !pages.isEmpty else { return }
         try state.withLock { state throws(KVMError) in
-            guard state.started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.protect(pages: \(pages)): the tracker is not started") }
+            guard state.started else {
+                throw KVMError(
+                    .invalidConfiguration, "KVMDirtyTracker.protect(pages: \(pages)): the tracker is not started")
+            }
             let first = pages.lowerBound & ~63
             let end = min((pages.upperBound + 63) & ~63, pageCount)
             try clearAll(firstPage: first, pages: end - first)
@@ -71,15 +74,21 @@ public final class KVMDirtyTracker: DirtyTracker, Sendable {
     public func harvest(into bitmap: inout DirtyBitmap) throws -> Int {
         precondition(bitmap.count == pageCount, "harvest bitmap has \(bitmap.count) pages, the guest has \(pageCount)")
         return try state.withLock { state throws(KVMError) in
-            guard state.started else { throw KVMError(.invalidConfiguration, "KVMDirtyTracker.harvest: the tracker is not started") }
+            guard state.started else {
+                throw KVMError(.invalidConfiguration, "KVMDirtyTracker.harvest: the tracker is not started")
+            }
             let vm = machine.fd
             try kvmCall("ioctl(KVM_GET_DIRTY_LOG, slot 0)") {
-                state.log.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(vm, KVMVirtualMachine.memorySlot, $0.baseAddress) }
+                state.log.withUnsafeMutableBufferPointer {
+                    ckvm_get_dirty_log(vm, KVMVirtualMachine.memorySlot, $0.baseAddress)
+                }
             }
             // CLEAR exactly what GET reported (in place: no copy of the bitmap per harvest).
             let pages = UInt32(pageCount)
             try kvmCall("ioctl(KVM_CLEAR_DIRTY_LOG, reported pages)") {
-                state.log.withUnsafeMutableBufferPointer { ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, 0, pages, $0.baseAddress) }
+                state.log.withUnsafeMutableBufferPointer {
+                    ckvm_clear_dirty_log(vm, KVMVirtualMachine.memorySlot, 0, pages, $0.baseAddress)
+                }
             }
             var found = 0
             state.log.withUnsafeBufferPointer { reported in
@@ -98,7 +107,9 @@ public final class KVMDirtyTracker: DirtyTracker, Sendable {
         state.withLock { state in
             guard state.started else { return }
             state.started = false
-            let vm = machine.fd, memory = machine.memory, size = UInt64(machine.size)
+            let vm = machine.fd
+            let memory = machine.memory
+            let size = UInt64(machine.size)
             // Logging off then on: the slot forgets its protections and starts all-dirty again.
             // Best effort: stop() cannot fail, and the VM may be going away.
             _ = try? kvmCall("ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, logging off)") {

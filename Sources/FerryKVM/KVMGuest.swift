@@ -53,19 +53,25 @@ public final class KVMGuest: @unchecked Sendable {
     ///   - memory: `size` bytes of page-aligned guest memory, mapped MAP_SHARED (or anonymous).
     ///   - initialStates: one state per vCPU to continue from; nil boots the program afresh.
     ///   - onConsoleLine: called on the vCPU's thread for every line the guest prints.
-    public convenience init(memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters,
-                            initialStates: [KVMVCPUState]? = nil, device: KVMDevice? = nil, logger: Logger,
-                            onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil) throws(KVMError) {
-        try self.init(memory: memory, size: size, parameters: parameters, origin: initialStates.map { .states($0) } ?? .boot,
-                      device: device, logger: logger, onConsoleLine: onConsoleLine)
+    public convenience init(
+        memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters,
+        initialStates: [KVMVCPUState]? = nil, device: KVMDevice? = nil, logger: Logger,
+        onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil
+    ) throws(KVMError) {
+        try self.init(
+            memory: memory, size: size, parameters: parameters, origin: initialStates.map { .states($0) } ?? .boot,
+            device: device, logger: logger, onConsoleLine: onConsoleLine)
     }
 
-    public init(memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters, origin: Origin,
-                device: KVMDevice? = nil, logger: Logger,
-                onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil) throws(KVMError) {
+    public init(
+        memory: UnsafeMutableRawPointer, size: Int, parameters: KVMGuestParameters, origin: Origin,
+        device: KVMDevice? = nil, logger: Logger,
+        onConsoleLine: (@Sendable (KVMConsoleLine) -> Void)? = nil
+    ) throws(KVMError) {
         try parameters.validate()
         if case .states(let states) = origin, states.count != parameters.vcpus {
-            throw KVMError(.invalidConfiguration, "\(states.count) vCPU states for \(parameters.vcpus) vCPUs: need one per vCPU")
+            throw KVMError(
+                .invalidConfiguration, "\(states.count) vCPU states for \(parameters.vcpus) vCPUs: need one per vCPU")
         }
         self.parameters = parameters
         self.logger = logger
@@ -94,7 +100,8 @@ public final class KVMGuest: @unchecked Sendable {
         self.console = console
         let control = self.control
         runners = made.map {
-            KVMVCPURunner(vcpu: $0, memory: memory, memorySize: size, parameters: parameters, control: control, console: console)
+            KVMVCPURunner(
+                vcpu: $0, memory: memory, memorySize: size, parameters: parameters, control: control, console: console)
         }
     }
 
@@ -106,7 +113,8 @@ public final class KVMGuest: @unchecked Sendable {
     public func restore(_ states: [KVMVCPUState]) throws(KVMError) {
         precondition(!started, "KVMGuest.restore(_:) after start()")
         guard states.count == vcpus.count else {
-            throw KVMError(.invalidConfiguration, "\(states.count) vCPU states for \(vcpus.count) vCPUs: need one per vCPU")
+            throw KVMError(
+                .invalidConfiguration, "\(states.count) vCPU states for \(vcpus.count) vCPUs: need one per vCPU")
         }
         for (vcpu, state) in zip(vcpus, states) { try vcpu.restore(state) }
         awaitingStates = false
@@ -120,19 +128,23 @@ public final class KVMGuest: @unchecked Sendable {
         for runner in runners {
             var thread = pthread_t()
             let context = Unmanaged.passRetained(runner).toOpaque()
-            let rc = pthread_create(&thread, nil, { context in
-                let runner = Unmanaged<KVMVCPURunner>.fromOpaque(context!).takeRetainedValue()
-                runner.run()
-                return nil
-            }, context)
+            let rc = pthread_create(
+                &thread, nil,
+                { context in
+                    let runner = Unmanaged<KVMVCPURunner>.fromOpaque(context!).takeRetainedValue()
+                    runner.run()
+                    return nil
+                }, context)
             precondition(rc == 0, "pthread_create: \(Errno(rc))")  // returns the code, not -1
             runner.thread = thread
         }
-        logger.info("kvm guest started", metadata: [
-            "kvm.vcpus": "\(parameters.vcpus)", "kvm.memory_bytes": "\(machine.size)",
-            "kvm.writes_per_second": "\(parameters.writesPerSecond.map { "\($0)" } ?? "unpaced")",
-            "kvm.step_limit": "\(parameters.stepLimit.map { "\($0)" } ?? "none")",
-        ])
+        logger.info(
+            "kvm guest started",
+            metadata: [
+                "kvm.vcpus": "\(parameters.vcpus)", "kvm.memory_bytes": "\(machine.size)",
+                "kvm.writes_per_second": "\(parameters.writesPerSecond.map { "\($0)" } ?? "unpaced")",
+                "kvm.step_limit": "\(parameters.stepLimit.map { "\($0)" } ?? "none")",
+            ])
     }
 
     /// Kicks every vCPU out of KVM_RUN and parks it at an instruction boundary with no I/O
@@ -168,7 +180,10 @@ public final class KVMGuest: @unchecked Sendable {
 
     /// Ends every vCPU thread (the VM stays, so `states()` still works). Idempotent.
     public func stop() {
-        guard started, !stopped else { stopped = true; return }
+        guard started, !stopped else {
+            stopped = true
+            return
+        }
         control.requestStop()
         kickAll()
         for runner in runners {

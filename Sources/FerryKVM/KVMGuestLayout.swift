@@ -60,8 +60,10 @@ public enum KVMGuestLayout {
         var written: [Range<Int>] = []
         // GDT: null, kernel code and data (DPL 0), user code and data (DPL 3): 64-bit code
         // (L, P, execute/read, accessed), data (P, read/write, accessed, 4 GiB, D/B).
-        let descriptors: [UInt64] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff,
-                                     0x00af_fb00_0000_ffff, 0x00cf_f300_0000_ffff]
+        let descriptors: [UInt64] = [
+            0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff,
+            0x00af_fb00_0000_ffff, 0x00cf_f300_0000_ffff,
+        ]
         for (index, descriptor) in descriptors.enumerated() {
             memory.storeBytes(of: descriptor.littleEndian, toByteOffset: gdt + index * 8, as: UInt64.self)
         }
@@ -78,7 +80,8 @@ public enum KVMGuestLayout {
             memory.storeBytes(of: UInt64(directory | 0x27).littleEndian, toByteOffset: pdpt + g * 8, as: UInt64.self)
             for entry in 0..<512 {
                 let physical = UInt64(g) << 30 | UInt64(entry) << 21
-                memory.storeBytes(of: (physical | 0xe7).littleEndian, toByteOffset: directory + entry * 8, as: UInt64.self)
+                memory.storeBytes(
+                    of: (physical | 0xe7).littleEndian, toByteOffset: directory + entry * 8, as: UInt64.self)
             }
         }
         // The MMIO page: PDPT[64] → its own directory, whose first 2 MiB page is the MMIO window.
@@ -89,7 +92,9 @@ public enum KVMGuestLayout {
         memset(memory + statusRecords, 0, maxVCPUs * statusRecordSize)
         written.append(statusRecords..<(statusRecords + maxVCPUs * statusRecordSize))
         memset(memory + programBase, 0, stackTop - programBase)
-        program.withUnsafeBytes { memory.advanced(by: programBase).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        program.withUnsafeBytes {
+            memory.advanced(by: programBase).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+        }
         written.append(programBase..<stackTop)
         return written
     }

@@ -14,8 +14,10 @@ public struct KVMGuestParameters: Sendable, Equatable {
     /// Largest budget one request returns (one exit per this many writes at most).
     public var budgetChunk: UInt32
 
-    public init(seed: UInt64 = 1, vcpus: Int = 1, writesPerSecond: Double? = nil, stepLimit: UInt64? = nil,
-                printInterval: UInt64 = 1 << 16, budgetChunk: UInt32 = 256) {
+    public init(
+        seed: UInt64 = 1, vcpus: Int = 1, writesPerSecond: Double? = nil, stepLimit: UInt64? = nil,
+        printInterval: UInt64 = 1 << 16, budgetChunk: UInt32 = 256
+    ) {
         self.seed = seed
         self.vcpus = vcpus
         self.writesPerSecond = writesPerSecond
@@ -25,20 +27,29 @@ public struct KVMGuestParameters: Sendable, Equatable {
     }
 
     /// A guest dirtying `bytesPerSecond` worth of 4 KiB pages.
-    public static func dirtying(bytesPerSecond: Double, seed: UInt64 = 1, vcpus: Int = 1, stepLimit: UInt64? = nil) -> Self {
-        Self(seed: seed, vcpus: vcpus, writesPerSecond: bytesPerSecond / Double(KVMGuestLayout.pageSize), stepLimit: stepLimit)
+    public static func dirtying(bytesPerSecond: Double, seed: UInt64 = 1, vcpus: Int = 1, stepLimit: UInt64? = nil)
+        -> Self
+    {
+        Self(
+            seed: seed, vcpus: vcpus, writesPerSecond: bytesPerSecond / Double(KVMGuestLayout.pageSize),
+            stepLimit: stepLimit)
     }
 
     func validate() throws(KVMError) {
         guard (1...KVMGuestLayout.maxVCPUs).contains(vcpus) else {
-            throw KVMError(.invalidConfiguration, "\(vcpus) vCPUs: the KVM guest supports 1 to \(KVMGuestLayout.maxVCPUs)")
+            throw KVMError(
+                .invalidConfiguration, "\(vcpus) vCPUs: the KVM guest supports 1 to \(KVMGuestLayout.maxVCPUs)")
         }
         if let rate = writesPerSecond, !(rate > 0 && rate.isFinite) {
-            throw KVMError(.invalidConfiguration, "rate \(rate) writes/s: must be a positive number, or nil for unpaced")
+            throw KVMError(
+                .invalidConfiguration, "rate \(rate) writes/s: must be a positive number, or nil for unpaced")
         }
-        guard printInterval > 0 else { throw KVMError(.invalidConfiguration, "print interval 0: must be at least 1 step") }
+        guard printInterval > 0 else {
+            throw KVMError(.invalidConfiguration, "print interval 0: must be at least 1 step")
+        }
         guard budgetChunk > 0, budgetChunk < KVMGuestLayout.budgetFinished else {
-            throw KVMError(.invalidConfiguration, "budget chunk \(budgetChunk): must be in 1…\(KVMGuestLayout.budgetFinished - 1)")
+            throw KVMError(
+                .invalidConfiguration, "budget chunk \(budgetChunk): must be in 1…\(KVMGuestLayout.budgetFinished - 1)")
         }
     }
 }

@@ -39,22 +39,27 @@ public struct KVMGuestReference: Sendable {
             let second = after.filter { $0.vcpu == vcpu }.map(\.text)
             let got = first + second
             if got == expected { continue }
-            let index = zip(got, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(got.count, expected.count)
+            let index =
+                zip(got, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                ?? min(got.count, expected.count)
             let side = index < first.count ? "source" : "destination"
             if index >= got.count {
-                return "vCPU \(vcpu): the console stops after \(got.count) lines; expected \(expected.count) (next: \(expected[index]))"
+                return
+                    "vCPU \(vcpu): the console stops after \(got.count) lines; expected \(expected.count) (next: \(expected[index]))"
             }
             if index >= expected.count {
                 return "vCPU \(vcpu): extra line from the \(side): \(got[index])"
             }
-            let step = Self.step(of: got[index]), wanted = Self.step(of: expected[index])
+            let step = Self.step(of: got[index])
+            let wanted = Self.step(of: expected[index])
             if let step, let wanted, step < wanted {
                 return "vCPU \(vcpu): step \(step) printed again by the \(side) (\(got[index]))"
             }
             if let step, let wanted, step > wanted {
                 return "vCPU \(vcpu): line for step \(wanted) lost (the \(side) printed \(got[index]) next)"
             }
-            return "vCPU \(vcpu): the \(side) printed \(got[index]), a run that never migrated prints \(expected[index])"
+            return
+                "vCPU \(vcpu): the \(side) printed \(got[index]), a run that never migrated prints \(expected[index])"
         }
         return nil
     }

@@ -25,8 +25,10 @@ public struct KVMGuestWalk: Sendable, Equatable {
 
     /// Runs `steps` steps on `memory` (a copy of the guest's memory: the walk reads what each
     /// slot held), calling `progress(step, checksum)` where the guest prints a line.
-    public mutating func run(steps: UInt64, memory: UnsafeMutableRawPointer, printInterval: UInt64,
-                             progress: (UInt64, UInt64) -> Void = { _, _ in }) {
+    public mutating func run(
+        steps: UInt64, memory: UnsafeMutableRawPointer, printInterval: UInt64,
+        progress: (UInt64, UInt64) -> Void = { _, _ in }
+    ) {
         for _ in 0..<steps {
             random &+= 0x9e37_79b9_7f4a_7c15
             let r = Self.mix(random)
@@ -43,7 +45,8 @@ public struct KVMGuestWalk: Sendable, Equatable {
     /// The line the guest prints at a progress point (`done` for its final line).
     public static func line(vcpu: Int, step: UInt64, checksum: UInt64, done: Bool = false) -> String {
         let hex = String(checksum, radix: 16)
-        return "kvm-guest: vcpu \(vcpu) \(done ? "done " : "")step \(step) checksum 0x" + String(repeating: "0", count: 16 - hex.count) + hex
+        return "kvm-guest: vcpu \(vcpu) \(done ? "done " : "")step \(step) checksum 0x"
+            + String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
 

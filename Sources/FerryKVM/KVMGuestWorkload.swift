@@ -11,19 +11,25 @@ extension KVMGuestParameters {
     public init(workload: String, seed: UInt64, vcpus: Int) throws(KVMError) {
         self.init(seed: seed, vcpus: vcpus)
         func bad(_ text: String) -> KVMError {
-            KVMError(.invalidConfiguration, "workload '\(workload)': \(text); expected kvm[:RATE][,steps=N][,interval=N][,chunk=N], e.g. kvm:120MB/s")
+            KVMError(
+                .invalidConfiguration,
+                "workload '\(workload)': \(text); expected kvm[:RATE][,steps=N][,interval=N][,chunk=N], e.g. kvm:120MB/s"
+            )
         }
         guard workload == "kvm" || workload.hasPrefix("kvm:") else { throw bad("not a KVM guest workload") }
         guard workload != "kvm" else { return }
         for item in workload.dropFirst(4).split(separator: ",", omittingEmptySubsequences: false) {
             if let equals = item.firstIndex(of: "=") {
-                let key = item[..<equals], text = item[item.index(after: equals)...]
+                let key = item[..<equals]
+                let text = item[item.index(after: equals)...]
                 guard let value = UInt64(text), value > 0 else { throw bad("'\(item)' needs a positive whole number") }
                 switch key {
                 case "steps": stepLimit = value
                 case "interval": printInterval = value
                 case "chunk":
-                    guard value < UInt64(KVMGuestLayout.budgetFinished) else { throw bad("chunk \(value) is too large") }
+                    guard value < UInt64(KVMGuestLayout.budgetFinished) else {
+                        throw bad("chunk \(value) is too large")
+                    }
                     budgetChunk = UInt32(value)
                 default: throw bad("unknown item '\(key)'")
                 }

@@ -13,7 +13,8 @@ final class KVMHostWriteLog: Sendable {
 
     func record(bytes: Range<Int>) {
         guard !bytes.isEmpty else { return }
-        let pageRange = (bytes.lowerBound / KVMGuestLayout.pageSize)..<((bytes.upperBound - 1) / KVMGuestLayout.pageSize + 1)
+        let pageRange =
+            (bytes.lowerBound / KVMGuestLayout.pageSize)..<((bytes.upperBound - 1) / KVMGuestLayout.pageSize + 1)
         log.withLock { log in
             log.pages.set(range: pageRange)
             log.any = true
@@ -26,7 +27,10 @@ final class KVMHostWriteLog: Sendable {
             guard log.any else { return 0 }
             var added = 0
             log.pages.forEachSetBit { page in
-                if !bitmap[page] { bitmap.set(page); added += 1 }
+                if !bitmap[page] {
+                    bitmap.set(page)
+                    added += 1
+                }
             }
             log.pages.clearAll()
             log.any = false

@@ -28,7 +28,8 @@ final class KVMVCPU: @unchecked Sendable {
         }
         run = area
         do throws(KVMError) {
-            let kvm = device.fd, vcpu = fd
+            let kvm = device.fd
+            let vcpu = fd
             try kvmCall("ioctl(KVM_SET_CPUID2, vCPU \(index))") { ckvm_set_supported_cpuid(kvm, vcpu) }
         } catch {
             munmap(run, runSize)
@@ -54,7 +55,7 @@ final class KVMVCPU: @unchecked Sendable {
             s.base = 0
             s.limit = 0xffff_ffff
             s.selector = selector
-            s.type = code ? 0xb : 0x3   // execute/read accessed; read/write accessed
+            s.type = code ? 0xb : 0x3  // execute/read accessed; read/write accessed
             s.present = 1
             s.dpl = 3
             s.db = code ? 0 : 1
@@ -65,11 +66,15 @@ final class KVMVCPU: @unchecked Sendable {
         }
         sregs.cs = segment(KVMGuestLayout.userCodeSelector, code: true)
         let data = segment(KVMGuestLayout.userDataSelector, code: false)
-        sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data; sregs.ss = data
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
+        sregs.ss = data
         sregs.tr.base = 0
         sregs.tr.limit = 0x67
         sregs.tr.selector = 0
-        sregs.tr.type = 0xb         // busy 64-bit TSS
+        sregs.tr.type = 0xb  // busy 64-bit TSS
         sregs.tr.present = 1
         sregs.tr.s = 0
         sregs.tr.unusable = 0
@@ -78,16 +83,16 @@ final class KVMVCPU: @unchecked Sendable {
         sregs.idt.base = 0
         sregs.idt.limit = 0
         sregs.cr3 = UInt64(KVMGuestLayout.pml4)
-        sregs.cr4 = 1 << 5 | 1 << 9 | 1 << 10           // PAE, OSFXSR, OSXMMEXCPT
-        sregs.cr0 = 1 << 0 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 16 | 1 << 31 // PE, MP, ET, NE, WP, PG
-        sregs.efer = 1 << 8 | 1 << 10                    // LME, LMA
+        sregs.cr4 = 1 << 5 | 1 << 9 | 1 << 10  // PAE, OSFXSR, OSXMMEXCPT
+        sregs.cr0 = 1 << 0 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 16 | 1 << 31  // PE, MP, ET, NE, WP, PG
+        sregs.efer = 1 << 8 | 1 << 10  // LME, LMA
         try set(CKVM_SET_SREGS, "KVM_SET_SREGS", &sregs)
 
         var regs = kvm_regs()
         regs.rip = UInt64(KVMGuestLayout.programBase)
         regs.rsp = UInt64(KVMGuestLayout.stackTop(vcpu: index))
         regs.rdi = UInt64(index)
-        regs.rflags = 0x2                                // reserved bit 1; IF clear
+        regs.rflags = 0x2  // reserved bit 1; IF clear
         try set(CKVM_SET_REGS, "KVM_SET_REGS", &regs)
     }
 
@@ -105,13 +110,19 @@ final class KVMVCPU: @unchecked Sendable {
         var values = [UInt64](repeating: 0, count: indices.count)
         let vcpu = fd
         let read = try kvmCall("ioctl(KVM_GET_MSRS, vCPU \(index))") {
-            values.withUnsafeMutableBufferPointer { ckvm_get_msrs(vcpu, indices, $0.baseAddress, UInt32(indices.count)) }
+            values.withUnsafeMutableBufferPointer {
+                ckvm_get_msrs(vcpu, indices, $0.baseAddress, UInt32(indices.count))
+            }
         }
         guard Int(read) == indices.count else {
-            throw KVMError(.syscall, "ioctl(KVM_GET_MSRS, vCPU \(index)): read \(read) of \(indices.count) MSRs; MSR 0x\(String(indices[Int(read)], radix: 16)) failed")
+            throw KVMError(
+                .syscall,
+                "ioctl(KVM_GET_MSRS, vCPU \(index)): read \(read) of \(indices.count) MSRs; MSR 0x\(String(indices[Int(read)], radix: 16)) failed"
+            )
         }
-        return KVMVCPUState(regs: regs, sregs: sregs, xsave: xsave, xcrs: xcrs, events: events, mpState: mpState,
-                            debugRegs: debugRegs, msrs: zip(indices, values).map { .init(index: $0, value: $1) })
+        return KVMVCPUState(
+            regs: regs, sregs: sregs, xsave: xsave, xcrs: xcrs, events: events, mpState: mpState,
+            debugRegs: debugRegs, msrs: zip(indices, values).map { .init(index: $0, value: $1) })
     }
 
     /// Restores `state` on this (fresh) vCPU. Order: special registers first (EFER and CR0/CR4
@@ -119,26 +130,39 @@ final class KVMVCPU: @unchecked Sendable {
     /// MSRs (TSC last of all state that moves time), debug registers, MP state, and pending
     /// events last so nothing above clears them.
     func restore(_ state: KVMVCPUState) throws(KVMError) {
-        for (bytes, size, name) in [(state.regs, CKVM_SIZEOF_REGS, "regs"), (state.sregs, CKVM_SIZEOF_SREGS, "sregs"),
-                                    (state.xsave, CKVM_SIZEOF_XSAVE, "xsave"), (state.xcrs, CKVM_SIZEOF_XCRS, "xcrs"),
-                                    (state.events, CKVM_SIZEOF_VCPU_EVENTS, "events"), (state.mpState, CKVM_SIZEOF_MP_STATE, "mp_state"),
-                                    (state.debugRegs, CKVM_SIZEOF_DEBUGREGS, "debugregs")] where bytes.count != Int(size) {
-            throw KVMError(.invalidState, "vCPU \(index) state: \(name) is \(bytes.count) bytes, the KVM ABI struct is \(size)")
+        for (bytes, size, name) in [
+            (state.regs, CKVM_SIZEOF_REGS, "regs"), (state.sregs, CKVM_SIZEOF_SREGS, "sregs"),
+            (state.xsave, CKVM_SIZEOF_XSAVE, "xsave"), (state.xcrs, CKVM_SIZEOF_XCRS, "xcrs"),
+            (state.events, CKVM_SIZEOF_VCPU_EVENTS, "events"), (state.mpState, CKVM_SIZEOF_MP_STATE, "mp_state"),
+            (state.debugRegs, CKVM_SIZEOF_DEBUGREGS, "debugregs"),
+        ] where bytes.count != Int(size) {
+            throw KVMError(
+                .invalidState, "vCPU \(index) state: \(name) is \(bytes.count) bytes, the KVM ABI struct is \(size)")
         }
         guard state.msrs.count <= 64 else {
             throw KVMError(.invalidState, "vCPU \(index) state: \(state.msrs.count) MSRs, at most 64")
         }
-        var sregs = state.sregs, regs = state.regs, xcrs = state.xcrs, xsave = state.xsave
-        var debugRegs = state.debugRegs, mpState = state.mpState
+        var sregs = state.sregs
+        var regs = state.regs
+        var xcrs = state.xcrs
+        var xsave = state.xsave
+        var debugRegs = state.debugRegs
+        var mpState = state.mpState
         try setBytes(CKVM_SET_SREGS, "KVM_SET_SREGS", &sregs)
         try setBytes(CKVM_SET_REGS, "KVM_SET_REGS", &regs)
         try setBytes(CKVM_SET_XCRS, "KVM_SET_XCRS", &xcrs)
         try setBytes(CKVM_SET_XSAVE, "KVM_SET_XSAVE", &xsave)
-        let indices = state.msrs.map(\.index), values = state.msrs.map(\.value)
+        let indices = state.msrs.map(\.index)
+        let values = state.msrs.map(\.value)
         let vcpu = fd
-        let written = try kvmCall("ioctl(KVM_SET_MSRS, vCPU \(index))") { ckvm_set_msrs(vcpu, indices, values, UInt32(indices.count)) }
+        let written = try kvmCall("ioctl(KVM_SET_MSRS, vCPU \(index))") {
+            ckvm_set_msrs(vcpu, indices, values, UInt32(indices.count))
+        }
         guard Int(written) == indices.count else {
-            throw KVMError(.invalidState, "ioctl(KVM_SET_MSRS, vCPU \(index)): wrote \(written) of \(indices.count) MSRs; this host's KVM refused MSR 0x\(String(indices[Int(written)], radix: 16)) (the hosts differ)")
+            throw KVMError(
+                .invalidState,
+                "ioctl(KVM_SET_MSRS, vCPU \(index)): wrote \(written) of \(indices.count) MSRs; this host's KVM refused MSR 0x\(String(indices[Int(written)], radix: 16)) (the hosts differ)"
+            )
         }
         try setBytes(CKVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS", &debugRegs)
         try setBytes(CKVM_SET_MP_STATE, "KVM_SET_MP_STATE", &mpState)
@@ -152,7 +176,9 @@ final class KVMVCPU: @unchecked Sendable {
 
     private func get<T>(_ request: UInt, _ name: String, _ value: inout T) throws(KVMError) {
         let vcpu = fd
-        try kvmCall("ioctl(\(name), vCPU \(index))") { withUnsafeMutableBytes(of: &value) { ckvm_ioctl_pointer(vcpu, request, $0.baseAddress) } }
+        try kvmCall("ioctl(\(name), vCPU \(index))") {
+            withUnsafeMutableBytes(of: &value) { ckvm_ioctl_pointer(vcpu, request, $0.baseAddress) }
+        }
     }
 
     private func set<T>(_ request: UInt, _ name: String, _ value: inout T) throws(KVMError) {
@@ -167,6 +193,8 @@ final class KVMVCPU: @unchecked Sendable {
 
     private func setBytes(_ request: UInt, _ name: String, _ bytes: inout [UInt8]) throws(KVMError) {
         let vcpu = fd
-        try kvmCall("ioctl(\(name), vCPU \(index))") { bytes.withUnsafeMutableBytes { ckvm_ioctl_pointer(vcpu, request, $0.baseAddress) } }
+        try kvmCall("ioctl(\(name), vCPU \(index))") {
+            bytes.withUnsafeMutableBytes { ckvm_ioctl_pointer(vcpu, request, $0.baseAddress) }
+        }
     }
 }

@@ -28,8 +28,10 @@ final class KVMVCPURunner: @unchecked Sendable {
     private var credit: Double = 0
     private var lastRefill: UInt64 = 0
 
-    init(vcpu: KVMVCPU, memory: UnsafeMutableRawPointer, memorySize: Int, parameters: KVMGuestParameters,
-         control: KVMGuestControl, console: KVMConsole) {
+    init(
+        vcpu: KVMVCPU, memory: UnsafeMutableRawPointer, memorySize: Int, parameters: KVMGuestParameters,
+        control: KVMGuestControl, console: KVMConsole
+    ) {
         self.vcpu = vcpu
         self.memory = memory
         self.memorySize = memorySize
@@ -41,7 +43,8 @@ final class KVMVCPURunner: @unchecked Sendable {
 
     func run() {
         lastRefill = MonotonicClock.now()
-        let run = vcpu.run, fd = vcpu.fd
+        let run = vcpu.run
+        let fd = vcpu.fd
         while true {
             let keepGoing = control.parkIfRequested {
                 ckvm_run_set_immediate_exit(run, 0)
@@ -50,7 +53,9 @@ final class KVMVCPURunner: @unchecked Sendable {
             if !keepGoing { return }
             do throws(SystemError) {
                 // EINTR is a kick (a pause or stop request), not a failure: the loop looks again.
-                try valueOrErrno("ioctl(KVM_RUN)", .negatedErrno, retryOnInterrupt: false) { ckvm_ioctl_value(fd, CKVM_RUN, 0) }
+                try valueOrErrno("ioctl(KVM_RUN)", .negatedErrno, retryOnInterrupt: false) {
+                    ckvm_ioctl_value(fd, CKVM_RUN, 0)
+                }
             } catch {
                 if error.errno == .interrupted { continue }
                 control.failAndWaitForStop("vCPU \(vcpu.index): \(error)")
@@ -78,7 +83,9 @@ final class KVMVCPURunner: @unchecked Sendable {
             case CKVM_EXIT_INTR:
                 continue
             case let reason:
-                control.failAndWaitForStop("vCPU \(vcpu.index) at rip \(ripText()): \(exitDescription(reason)); the guest program crashed or the VMM set it up wrong")
+                control.failAndWaitForStop(
+                    "vCPU \(vcpu.index) at rip \(ripText()): \(exitDescription(reason)); the guest program crashed or the VMM set it up wrong"
+                )
                 return
             }
         }
@@ -86,12 +93,15 @@ final class KVMVCPURunner: @unchecked Sendable {
 
     /// Handles one KVM_EXIT_MMIO; nil when fine, else what was wrong.
     private func handleMMIO() -> String? {
-        var address: UInt64 = 0, length: UInt32 = 0, isWrite: UInt8 = 0
+        var address: UInt64 = 0
+        var length: UInt32 = 0
+        var isWrite: UInt8 = 0
         var data: UnsafeMutableRawPointer?
         ckvm_run_mmio(vcpu.run, &address, &length, &isWrite, &data)
         let offset = address &- KVMGuestLayout.mmioBase
         guard let data, length == 4, offset < 0x1000 else {
-            return "\(length)-byte access at guest-physical 0x\(String(address, radix: 16)): outside guest memory and not a 4-byte VMM register"
+            return
+                "\(length)-byte access at guest-physical 0x\(String(address, radix: 16)): outside guest memory and not a 4-byte VMM register"
         }
         switch (offset, isWrite != 0) {
         case (KVMGuestLayout.regParamSelect, true):
@@ -105,19 +115,21 @@ final class KVMVCPURunner: @unchecked Sendable {
         case (KVMGuestLayout.regHalt, true):
             halted = true
         default:
-            return "\(isWrite != 0 ? "write to" : "read of") VMM register 0x\(String(offset, radix: 16)), which does not exist"
+            return
+                "\(isWrite != 0 ? "write to" : "read of") VMM register 0x\(String(offset, radix: 16)), which does not exist"
         }
         return nil
     }
 
     private func parameterHalf(_ index: UInt32) -> UInt32 {
-        let value: UInt64 = switch index & ~1 {
-        case KVMGuestLayout.paramSeed: parameters.seed
-        case KVMGuestLayout.paramWorkFirst: UInt64(KVMGuestLayout.workBase / KVMGuestLayout.pageSize)
-        case KVMGuestLayout.paramWorkPages: UInt64(KVMGuestLayout.workPages(memorySize: memorySize))
-        case KVMGuestLayout.paramPrintInterval: parameters.printInterval
-        default: 0
-        }
+        let value: UInt64 =
+            switch index & ~1 {
+            case KVMGuestLayout.paramSeed: parameters.seed
+            case KVMGuestLayout.paramWorkFirst: UInt64(KVMGuestLayout.workBase / KVMGuestLayout.pageSize)
+            case KVMGuestLayout.paramWorkPages: UInt64(KVMGuestLayout.workPages(memorySize: memorySize))
+            case KVMGuestLayout.paramPrintInterval: parameters.printInterval
+            default: 0
+            }
         return UInt32(truncatingIfNeeded: index & 1 == 0 ? value : value >> 32)
     }
 
@@ -152,7 +164,8 @@ final class KVMVCPURunner: @unchecked Sendable {
         }
         let length = Int(memory.load(fromByteOffset: address, as: UInt32.self))
         guard length <= KVMGuestLayout.lineCapacity, address + 4 + length <= memorySize else {
-            return "console line at 0x\(String(address, radix: 16)) of \(length) bytes: at most \(KVMGuestLayout.lineCapacity), inside guest memory"
+            return
+                "console line at 0x\(String(address, radix: 16)) of \(length) bytes: at most \(KVMGuestLayout.lineCapacity), inside guest memory"
         }
         let text = String(decoding: UnsafeRawBufferPointer(start: memory + address + 4, count: length), as: UTF8.self)
         console.append(KVMConsoleLine(vcpu: vcpu.index, text: text))
@@ -171,7 +184,8 @@ final class KVMVCPURunner: @unchecked Sendable {
     private func exitDescription(_ reason: UInt32) -> String {
         switch reason {
         case CKVM_EXIT_SHUTDOWN: "KVM_EXIT_SHUTDOWN (triple fault)"
-        case CKVM_EXIT_FAIL_ENTRY: "KVM_EXIT_FAIL_ENTRY (hardware reason 0x\(String(ckvm_run_failure_detail(vcpu.run), radix: 16)))"
+        case CKVM_EXIT_FAIL_ENTRY:
+            "KVM_EXIT_FAIL_ENTRY (hardware reason 0x\(String(ckvm_run_failure_detail(vcpu.run), radix: 16)))"
         case CKVM_EXIT_INTERNAL_ERROR: "KVM_EXIT_INTERNAL_ERROR (suberror \(ckvm_run_failure_detail(vcpu.run)))"
         case CKVM_EXIT_IO: "KVM_EXIT_IO (the program uses MMIO, not ports)"
         default: "exit reason \(reason)"

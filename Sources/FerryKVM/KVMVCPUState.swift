@@ -40,26 +40,28 @@ public struct KVMVCPUState: Equatable, Sendable {
     /// out. TSC (0x10) carries the guest's time stamp counter: restored, the guest's TSC
     /// continues from the value it had when paused.
     public static let candidateMSRs: [UInt32] = [
-        0x10,        // IA32_TSC
-        0x3b,        // IA32_TSC_ADJUST
+        0x10,  // IA32_TSC
+        0x3b,  // IA32_TSC_ADJUST
         0x174, 0x175, 0x176,  // SYSENTER_CS/ESP/EIP
-        0x1a0,       // IA32_MISC_ENABLE
-        0x277,       // IA32_PAT
-        0x2ff,       // MTRR default type
-        0xc000_0081, // STAR
-        0xc000_0082, // LSTAR
-        0xc000_0083, // CSTAR
-        0xc000_0084, // SFMASK
-        0xc000_0100, // FS_BASE
-        0xc000_0101, // GS_BASE
-        0xc000_0102, // KERNEL_GS_BASE
-        0xc000_0103, // TSC_AUX
+        0x1a0,  // IA32_MISC_ENABLE
+        0x277,  // IA32_PAT
+        0x2ff,  // MTRR default type
+        0xc000_0081,  // STAR
+        0xc000_0082,  // LSTAR
+        0xc000_0083,  // CSTAR
+        0xc000_0084,  // SFMASK
+        0xc000_0100,  // FS_BASE
+        0xc000_0101,  // GS_BASE
+        0xc000_0102,  // KERNEL_GS_BASE
+        0xc000_0103,  // TSC_AUX
     ]
 
     public static let tscMSR: UInt32 = 0x10
 
-    public init(regs: [UInt8], sregs: [UInt8], xsave: [UInt8], xcrs: [UInt8], events: [UInt8],
-                mpState: [UInt8], debugRegs: [UInt8], msrs: [MSR]) {
+    public init(
+        regs: [UInt8], sregs: [UInt8], xsave: [UInt8], xcrs: [UInt8], events: [UInt8],
+        mpState: [UInt8], debugRegs: [UInt8], msrs: [MSR]
+    ) {
         self.regs = regs
         self.sregs = sregs
         self.xsave = xsave
@@ -86,7 +88,8 @@ public struct KVMVCPUState: Equatable, Sendable {
     static let recordVersion: UInt16 = 1
 
     enum Section: UInt16, CaseIterable {
-        case regs = 1, sregs, xsave, xcrs, msrs, events, mpState, debugRegs
+        case regs = 1
+        case sregs, xsave, xcrs, msrs, events, mpState, debugRegs
 
         var fixedSize: Int? {
             switch self {
@@ -130,7 +133,7 @@ public struct KVMVCPUState: Equatable, Sendable {
         var out: [UInt8] = []
         out.appendLittleEndian(Self.recordVersion)
         out.appendLittleEndian(UInt16(Section.allCases.count))
-        out.appendLittleEndian(UInt32(0)) // patched below
+        out.appendLittleEndian(UInt32(0))  // patched below
         for section in Section.allCases {
             let body = bytes(of: section)
             out.appendLittleEndian(section.rawValue)
@@ -149,7 +152,9 @@ public struct KVMVCPUState: Equatable, Sendable {
         func bad(_ text: String) -> KVMError { KVMError(.invalidState, "CPU state format 2 record: \(text)") }
         guard record.count >= 8 else { throw bad("\(record.count) bytes, shorter than its 8-byte header") }
         let version: UInt16 = record.loadLittleEndian(at: 0)
-        guard version == Self.recordVersion else { throw bad("version \(version), this VMM reads version \(Self.recordVersion)") }
+        guard version == Self.recordVersion else {
+            throw bad("version \(version), this VMM reads version \(Self.recordVersion)")
+        }
         let sectionCount = Int(record.loadLittleEndian(at: 2) as UInt16)
         let used = Int(record.loadLittleEndian(at: 4) as UInt32)
         guard used >= 8, used <= record.count else { throw bad("used length \(used) outside 8…\(record.count)") }
@@ -165,7 +170,9 @@ public struct KVMVCPUState: Equatable, Sendable {
             guard reserved == 0 else { throw bad("section \(section) has reserved field \(reserved), not 0") }
             guard found[section] == nil else { throw bad("section \(section) appears twice") }
             let padded = length + (8 - length % 8) % 8
-            guard padded <= used - offset - 8 else { throw bad("section \(section) of \(length) bytes runs past the used length \(used)") }
+            guard padded <= used - offset - 8 else {
+                throw bad("section \(section) of \(length) bytes runs past the used length \(used)")
+            }
             if let size = section.fixedSize, size != length {
                 throw bad("section \(section) is \(length) bytes, the KVM ABI struct is \(size)")
             }
@@ -177,7 +184,9 @@ public struct KVMVCPUState: Equatable, Sendable {
         let msrBytes = found[.msrs]!
         guard msrBytes.count >= 8 else { throw bad("MSR section of \(msrBytes.count) bytes, shorter than its count") }
         let msrCount = Int(msrBytes.loadLittleEndian(at: 0) as UInt32)
-        guard msrBytes.count == 8 + msrCount * 16 else { throw bad("MSR section of \(msrBytes.count) bytes for \(msrCount) MSRs") }
+        guard msrBytes.count == 8 + msrCount * 16 else {
+            throw bad("MSR section of \(msrBytes.count) bytes for \(msrCount) MSRs")
+        }
         msrs = (0..<msrCount).map { i in
             MSR(index: msrBytes.loadLittleEndian(at: 8 + i * 16), value: msrBytes.loadLittleEndian(at: 16 + i * 16))
         }

@@ -19,8 +19,12 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     let hostWrites: KVMHostWriteLog
 
     public init(device: KVMDevice, memory: UnsafeMutableRawPointer, size: Int) throws(KVMError) {
-        guard size >= KVMGuestLayout.minMemory, size <= KVMGuestLayout.maxMemory, size % KVMGuestLayout.pageSize == 0 else {
-            throw KVMError(.invalidConfiguration, "guest memory of \(size) bytes: must be a multiple of 4096 between \(KVMGuestLayout.minMemory >> 20) MiB and \(KVMGuestLayout.maxMemory >> 30) GiB")
+        guard size >= KVMGuestLayout.minMemory, size <= KVMGuestLayout.maxMemory, size % KVMGuestLayout.pageSize == 0
+        else {
+            throw KVMError(
+                .invalidConfiguration,
+                "guest memory of \(size) bytes: must be a multiple of 4096 between \(KVMGuestLayout.minMemory >> 20) MiB and \(KVMGuestLayout.maxMemory >> 30) GiB"
+            )
         }
         guard Int(bitPattern: memory) % systemPageSize == 0 else {
             throw KVMError(.invalidConfiguration, "guest memory at \(memory) is not page-aligned; map it with mmap")
@@ -36,8 +40,9 @@ public final class KVMVirtualMachine: @unchecked Sendable {
             try kvmCall("ioctl(KVM_SET_TSS_ADDR, 0xfffbd000)") { ckvm_ioctl_value(fd, CKVM_SET_TSS_ADDR, 0xfffb_d000) }
             // Manual protect must be on before the slot exists, so the slot starts all-dirty.
             try kvmCall("ioctl(KVM_ENABLE_CAP, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)") {
-                ckvm_enable_vm_cap(fd, UInt32(CKVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
-                                   CKVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | CKVM_DIRTY_LOG_INITIALLY_SET)
+                ckvm_enable_vm_cap(
+                    fd, UInt32(CKVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
+                    CKVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | CKVM_DIRTY_LOG_INITIALLY_SET)
             }
             try kvmCall("ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, \(size) bytes, KVM_MEM_LOG_DIRTY_PAGES)") {
                 ckvm_set_memory_region(fd, Self.memorySlot, CKVM_MEM_LOG_DIRTY_PAGES, 0, UInt64(size), memory)
@@ -53,7 +58,9 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     /// Copies `bytes` into guest memory at guest-physical `address` and records the pages for
     /// the dirty tracker: the way the VMM writes guest memory.
     public func writeGuestMemory(at address: Int, _ bytes: UnsafeRawBufferPointer) {
-        precondition(address >= 0 && address + bytes.count <= size, "guest write \(address)+\(bytes.count) outside \(size) bytes")
+        precondition(
+            address >= 0 && address + bytes.count <= size, "guest write \(address)+\(bytes.count) outside \(size) bytes"
+        )
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         (memory + address).copyMemory(from: source, byteCount: bytes.count)
         hostWrites.record(bytes: address..<(address + bytes.count))

@@ -7,7 +7,8 @@ import FerryProtocol
 extension KVMVCPUState {
     /// The vCPU section of vCPU `index`.
     public func section(vcpu index: Int) -> DeviceStateSection {
-        DeviceStateSection(kind: DeviceStateSection.vcpu, version: Self.cpuStateFormat, instance: UInt32(index), body: encoded())
+        DeviceStateSection(
+            kind: DeviceStateSection.vcpu, version: Self.cpuStateFormat, instance: UInt32(index), body: encoded())
     }
 
     /// The states of the vCPU sections, vCPU 0 first; throws if one is of another format or
@@ -17,7 +18,9 @@ extension KVMVCPUState {
         for section in sections {
             if section.kind == DeviceStateSection.vcpu {
                 guard section.version == cpuStateFormat else {
-                    throw KVMError(.invalidState, "vCPU section of format \(section.version) is not the KVM vCPU format \(cpuStateFormat)")
+                    throw KVMError(
+                        .invalidState,
+                        "vCPU section of format \(section.version) is not the KVM vCPU format \(cpuStateFormat)")
                 }
                 states.append(try KVMVCPUState(record: section.body))
             } else if !section.isOptional {

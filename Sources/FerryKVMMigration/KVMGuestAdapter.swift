@@ -25,7 +25,10 @@ public final class KVMMigratableGuest: MigratableGuest {
     /// Always KVM's dirty log: write protection of the mapping does not see a KVM guest's writes.
     public func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
         guard choice == .auto else {
-            throw MigrationError(.configuration, "--tracker \(choice.rawValue) cannot see a KVM guest's writes; a KVM guest is tracked by KVM's dirty log (use --tracker auto)", guest: .source)
+            throw MigrationError(
+                .configuration,
+                "--tracker \(choice.rawValue) cannot see a KVM guest's writes; a KVM guest is tracked by KVM's dirty log (use --tracker auto)",
+                guest: .source)
         }
         return (guest.makeDirtyTracker(), "KVM guest: KVM's dirty log of its memory slot")
     }
@@ -62,9 +65,12 @@ public struct KVMGuestKind: IncomingGuestKind {
 
     public func prepare(_ offer: IncomingGuestOffer, logger: Logger) throws -> any IncomingGuest {
         guard offer.layout.count == 1, offer.layout[0].guestPhysicalAddress == 0 else {
-            throw KVMError(.invalidConfiguration, "the KVM guest has one memory region at guest-physical 0; the source sent \(offer.layout.count)")
+            throw KVMError(
+                .invalidConfiguration,
+                "the KVM guest has one memory region at guest-physical 0; the source sent \(offer.layout.count)")
         }
-        let parameters = try KVMGuestParameters(workload: offer.description.parameters, seed: offer.description.seed, vcpus: offer.vcpus)
+        let parameters = try KVMGuestParameters(
+            workload: offer.description.parameters, seed: offer.description.seed, vcpus: offer.vcpus)
         var consoleLine: (@Sendable (KVMConsoleLine) -> Void)?
         if let forward = offer.consoleLine {
             consoleLine = { line in forward(GuestConsoleLine(vcpu: line.vcpu, text: line.text)) }
@@ -89,8 +95,9 @@ public final class KVMIncomingGuest: IncomingGuest {
     }
 
     public func attach(memory: GuestMemory) throws {
-        guest = try KVMGuest(memory: memory.regions[0].base, size: memory.size, parameters: parameters, origin: .incoming,
-                             logger: logger, onConsoleLine: consoleLine)
+        guest = try KVMGuest(
+            memory: memory.regions[0].base, size: memory.size, parameters: parameters, origin: .incoming,
+            logger: logger, onConsoleLine: consoleLine)
     }
 
     public func load(_ sections: [DeviceStateSection]) throws {
@@ -111,9 +118,10 @@ public final class KVMIncomingGuest: IncomingGuest {
     public func stop() -> IncomingGuestOutcome {
         guard let guest else { return IncomingGuestOutcome(vcpuSteps: []) }
         guest.stop()
-        return IncomingGuestOutcome(vcpuSteps: guest.stepsPerVCPU,
-                                    console: guest.consoleLines.map { GuestConsoleLine(vcpu: $0.vcpu, text: $0.text) },
-                                    failure: guest.failure.map { "\($0)" })
+        return IncomingGuestOutcome(
+            vcpuSteps: guest.stepsPerVCPU,
+            console: guest.consoleLines.map { GuestConsoleLine(vcpu: $0.vcpu, text: $0.text) },
+            failure: guest.failure.map { "\($0)" })
     }
 
     public func discard() { guest?.stop() }

@@ -19,7 +19,8 @@ struct BandwidthLimiter {
     /// Accounts for `bytes` just written and sleeps as long as the limit requires.
     mutating func consumed(_ bytes: Int) {
         let now = MonotonicClock.now()
-        if originNanos == 0 || Double(now &- originNanos) / 1e9 > bytesSinceOrigin / bytesPerSecond + Self.burstSeconds {
+        if originNanos == 0 || Double(now &- originNanos) / 1e9 > bytesSinceOrigin / bytesPerSecond + Self.burstSeconds
+        {
             // Idle for longer than the burst allowance: start over from now (minus the allowance).
             originNanos = now &- UInt64(Self.burstSeconds * 1e9)
             bytesSinceOrigin = 0

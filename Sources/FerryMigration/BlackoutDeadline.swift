@@ -73,9 +73,10 @@ final class BlackoutDeadline: @unchecked Sendable {
 
     /// The failure to report when the deadline passed.
     func failure(during phase: String) -> MigrationError {
-        MigrationError(.transport,
-                       "the blackout exceeded --blackout-timeout (\(limitMs) ms) \(phase): the destination did not verify the guest in time, so the source stopped waiting and resumed it",
-                       guest: .source)
+        MigrationError(
+            .transport,
+            "the blackout exceeded --blackout-timeout (\(limitMs) ms) \(phase): the destination did not verify the guest in time, so the source stopped waiting and resumed it",
+            guest: .source)
     }
 
     /// The default limit: 20 times the downtime target, at least one second.

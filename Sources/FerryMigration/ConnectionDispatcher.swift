@@ -56,8 +56,12 @@ final class ConnectionDispatcher: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private var started = false
 
-    init(listener: TCPListener, registry: SessionRegistry, security: ConnectionSecurity = .none, firstFrameTimeoutMs: Int = 10_000,
-         pending: PendingAdmission = PendingAdmission(), receiveTimeoutMs: Int, log: Logger, onHello: @escaping HelloHandler) {
+    init(
+        listener: TCPListener, registry: SessionRegistry, security: ConnectionSecurity = .none,
+        firstFrameTimeoutMs: Int = 10_000,
+        pending: PendingAdmission = PendingAdmission(), receiveTimeoutMs: Int, log: Logger,
+        onHello: @escaping HelloHandler
+    ) {
         pool = Mutex(Pool(pending: pending))
         pendingDeadline = pending.deadline
         self.listener = listener
@@ -98,21 +102,28 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 stream = try listener.accept(timeoutMs: nil)
             } catch {
                 if error.code != .accept || !error.message.contains("was closed") {
-                    log.error("accept failed; no more connections are taken", metadata: ["migration.error": "\(error.message)"])
+                    log.error(
+                        "accept failed; no more connections are taken",
+                        metadata: ["migration.error": "\(error.message)"])
                 }
                 return
             }
             let peer = PendingAdmission.peerAddress(stream.peerDescription)
             let (id, victim, waiting) = pool.withLock { pool in
                 let streams = pool.streams
-                let (id, evicted) = pool.pending.arrive(peer: peer) { id in streams[id].map(Self.holdsWholeFrame) ?? false }
+                let (id, evicted) = pool.pending.arrive(peer: peer) { id in
+                    streams[id].map(Self.holdsWholeFrame) ?? false
+                }
                 pool.streams[id] = stream
                 let victim = evicted.flatMap { pool.streams.removeValue(forKey: $0) }
                 return (id, victim, pool.pending.count)
             }
             if let victim {
-                log.warning("too many connections waiting for their first frame; closed the longest-waiting one of the busiest peer", metadata: [
-                    "migration.peer": "\(victim.peerDescription)", "migration.pending": "\(waiting)"])
+                log.warning(
+                    "too many connections waiting for their first frame; closed the longest-waiting one of the busiest peer",
+                    metadata: [
+                        "migration.peer": "\(victim.peerDescription)", "migration.pending": "\(waiting)",
+                    ])
                 victim.close()
             }
             let token = deadlines.arm(stream, seconds: pendingDeadline)
@@ -129,7 +140,8 @@ final class ConnectionDispatcher: @unchecked Sendable {
     static func holdsWholeFrame(_ stream: TCPStream) -> Bool {
         withUnsafeTemporaryAllocation(byteCount: FrameHeader.size, alignment: 8) { header in
             guard stream.peek(into: header) == FrameHeader.size else { return false }
-            let length = Int(UInt32(littleEndian: UnsafeRawBufferPointer(header).loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            let length = Int(
+                UInt32(littleEndian: UnsafeRawBufferPointer(header).loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
             return length <= 4096 && stream.unreadBytes >= FrameHeader.size + length
         }
     }
@@ -163,9 +175,14 @@ final class ConnectionDispatcher: @unchecked Sendable {
             let evicted = waiting && !leavePending(id)
             waiting = false
             let expired = !deadlines.disarm(token) && !evicted
-            let why = evicted ? "closed a connection evicted from the full pool of connections waiting for their first frame"
-                : expired ? "closed a connection that did not send its first frame within \(pendingDeadline) s of its accept"
-                : error.code == .unauthenticated ? "refused a connection that did not authenticate" : "closed a connection that sent no valid first frame"
+            let why =
+                evicted
+                ? "closed a connection evicted from the full pool of connections waiting for their first frame"
+                : expired
+                    ? "closed a connection that did not send its first frame within \(pendingDeadline) s of its accept"
+                    : error.code == .unauthenticated
+                        ? "refused a connection that did not authenticate"
+                        : "closed a connection that sent no valid first frame"
             log.warning("\(why)", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
             connection.close()
             return
@@ -173,7 +190,9 @@ final class ConnectionDispatcher: @unchecked Sendable {
         let evicted = waiting && !leavePending(id)
         waiting = false
         guard deadlines.disarm(token), !evicted else {
-            log.warning("closed a connection whose first frame came after its deadline or eviction", metadata: ["migration.peer": "\(peer)"])
+            log.warning(
+                "closed a connection whose first frame came after its deadline or eviction",
+                metadata: ["migration.peer": "\(peer)"])
             connection.close()
             return
         }
@@ -183,21 +202,26 @@ final class ConnectionDispatcher: @unchecked Sendable {
         case .join:
             let join = try? Join(payload: frame.payload)
             guard let join, registry.deliver(join, connection: connection) else {
-                log.warning(join.map { namesWithoutToken(session: $0.sessionID, $0.sessionToken) } == true
-                                ? "closed a connection that named a migration without its token"
-                                : "closed a connection whose JOIN names no migration waiting for that stream",
-                            metadata: ["migration.peer": "\(peer)"])
+                log.warning(
+                    join.map { namesWithoutToken(session: $0.sessionID, $0.sessionToken) } == true
+                        ? "closed a connection that named a migration without its token"
+                        : "closed a connection whose JOIN names no migration waiting for that stream",
+                    metadata: ["migration.peer": "\(peer)"])
                 connection.close()
                 return
             }
             try? stream.setReceiveTimeout(ms: receiveTimeoutMs)
         case .resume:
-            reattach(connection, frame, peer: peer) { let resume = try Resume(payload: $0); return (resume.sessionID, resume.sessionToken) }
+            reattach(connection, frame, peer: peer) {
+                let resume = try Resume(payload: $0)
+                return (resume.sessionID, resume.sessionToken)
+            }
         case .statusQuery:
             answerStatus(frame, connection: connection, stream: stream, peer: peer)
         default:
-            log.warning("closed a connection that opened with \(frame.type.rawValue) instead of HELLO, JOIN, RESUME or STATUS_QUERY",
-                        metadata: ["migration.peer": "\(peer)"])
+            log.warning(
+                "closed a connection that opened with \(frame.type.rawValue) instead of HELLO, JOIN, RESUME or STATUS_QUERY",
+                metadata: ["migration.peer": "\(peer)"])
             connection.close()
         }
     }
@@ -211,7 +235,9 @@ final class ConnectionDispatcher: @unchecked Sendable {
         do {
             hello = try Hello(payload: frame.payload)
         } catch {
-            log.warning("refused a malformed HELLO", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            log.warning(
+                "refused a malformed HELLO",
+                metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
             if error.code != .badMagic {
                 try? connection.send(Refuse(reason: .malformed, message: "HELLO rejected: \(error.message)"))
             }
@@ -220,7 +246,8 @@ final class ConnectionDispatcher: @unchecked Sendable {
         }
         let admission: HelloAdmission
         let running = registry.maxSessions
-        let busy = "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"
+        let busy =
+            "destination is already receiving \(running == 1 ? "a guest" : "\(running) guests, its limit"); try again when it is done, or use another destination"
         if security.key != nil {
             guard registry.admit() else {
                 refuseBusy(connection, peer: peer, message: busy)
@@ -235,7 +262,11 @@ final class ConnectionDispatcher: @unchecked Sendable {
                 refuseBusy(connection, peer: peer, message: busy)
                 return
             case .crowded:
-                refuseBusy(connection, peer: peer, message: "destination has \(registry.maxTentative) sources in their handshake already; try again in a few seconds")
+                refuseBusy(
+                    connection, peer: peer,
+                    message:
+                        "destination has \(registry.maxTentative) sources in their handshake already; try again in a few seconds"
+                )
                 return
             }
         }
@@ -250,8 +281,12 @@ final class ConnectionDispatcher: @unchecked Sendable {
     }
 
     private func refuseBusy(_ connection: FramedConnection, peer: String, message: String) {
-        log.warning("refused a source: busy", metadata: ["migration.peer": "\(peer)", "migration.sessions": "\(registry.maxSessions)",
-                                                         "migration.message": "\(message)"])
+        log.warning(
+            "refused a source: busy",
+            metadata: [
+                "migration.peer": "\(peer)", "migration.sessions": "\(registry.maxSessions)",
+                "migration.message": "\(message)",
+            ])
         try? connection.send(Refuse(reason: .busy, message: message))
         connection.close()
     }
@@ -260,23 +295,34 @@ final class ConnectionDispatcher: @unchecked Sendable {
     /// the payload) to that session; closes it when the frame is malformed or names no session
     /// that takes it, or names one without its token (then nothing in that session changes). A
     /// new kind of reattaching frame adds a case in `route` that calls this.
-    private func reattach(_ connection: FramedConnection, _ frame: ReceivedFrame, peer: String,
-                          named: (UnsafeRawBufferPointer) throws -> (UInt64, SessionToken)) {
+    private func reattach(
+        _ connection: FramedConnection, _ frame: ReceivedFrame, peer: String,
+        named: (UnsafeRawBufferPointer) throws -> (UInt64, SessionToken)
+    ) {
         let name = frame.type.rawValue
         guard let (id, token) = try? named(frame.payload) else {
-            log.warning("closed a connection with a malformed first frame", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
+            log.warning(
+                "closed a connection with a malformed first frame",
+                metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
             connection.close()
             return
         }
         try? connection.stream.setReceiveTimeout(ms: receiveTimeoutMs)
         let reattachment = Reattachment(connection: connection, type: frame.type, payload: [UInt8](frame.payload))
         guard registry.reattach(session: id, token: token, reattachment) else {
-            log.warning(namesWithoutToken(session: id, token) ? "closed a connection that named a migration without its token" : "closed a connection that names no migration here", metadata: [
-                "migration.peer": "\(peer)", "migration.frame": "\(name)", "migration.session": "\(id)"])
+            log.warning(
+                namesWithoutToken(session: id, token)
+                    ? "closed a connection that named a migration without its token"
+                    : "closed a connection that names no migration here",
+                metadata: [
+                    "migration.peer": "\(peer)", "migration.frame": "\(name)", "migration.session": "\(id)",
+                ])
             connection.close()
             return
         }
-        log.info("a connection came back for a migration", metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
+        log.info(
+            "a connection came back for a migration",
+            metadata: ["migration.peer": "\(peer)", "migration.frame": "\(name)"])
     }
 
     /// Whether a first frame that named session `id` with `token` named a migration this
@@ -295,20 +341,30 @@ final class ConnectionDispatcher: @unchecked Sendable {
         do {
             query = try StatusQuery(payload: frame.payload)
         } catch {
-            log.warning("closed a connection with a malformed STATUS_QUERY", metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
+            log.warning(
+                "closed a connection with a malformed STATUS_QUERY",
+                metadata: ["migration.peer": "\(peer)", "migration.error": "\(error.message)"])
             connection.close()
             return
         }
         let handoffs = registry.handoffs
         let resolving = query.resolve && handoffs.holds(query.sessionToken, session: query.sessionID)
         if query.resolve && !resolving && handoffs.state(of: query.sessionID) != .unknown {
-            log.warning("a connection named a migration without its token to resolve it; answered as a plain status query", metadata: [
-                "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)"])
+            log.warning(
+                "a connection named a migration without its token to resolve it; answered as a plain status query",
+                metadata: [
+                    "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)",
+                ])
         }
         let answers = handoffs.statuses(for: query, authenticated: connection.security.authenticated)
-        log.info("answered a status query", metadata: [
-            "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)", "migration.resolve": "\(resolving)",
-            "migration.state": "\(answers.first.map { "\($0.state)" } ?? "-")", "migration.matches": "\(answers.count)"])
+        log.info(
+            "answered a status query",
+            metadata: [
+                "migration.peer": "\(peer)", "migration.session": "\(query.sessionID)",
+                "migration.resolve": "\(resolving)",
+                "migration.state": "\(answers.first.map { "\($0.state)" } ?? "-")",
+                "migration.matches": "\(answers.count)",
+            ])
         for answer in answers {
             do {
                 try connection.send(answer)
@@ -325,13 +381,15 @@ final class ConnectionDispatcher: @unchecked Sendable {
             handoffs.confirm(session: query.sessionID, token: query.sessionToken)
         } else if resolving, answers.count == 1, answers[0].state == .awaitingCommit {
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
-            handedOver = handoffs.offerResolver(session: query.sessionID, token: query.sessionToken, connection: connection)
+            handedOver = handoffs.offerResolver(
+                session: query.sessionID, token: query.sessionToken, connection: connection)
         } else if resolving, answers.count == 1, answers[0].state == .receiving {
             // A source that gave up during its blackout (no DEVICE_STATE arrived here yet) says so
             // with ABORT on this connection, instead of leaving the session to wait for a RESUME.
             try? stream.setReceiveTimeout(ms: firstFrameTimeoutMs)
-            handedOver = registry.reattach(session: query.sessionID, token: query.sessionToken,
-                                           Reattachment(connection: connection, type: .statusQuery, payload: [UInt8](frame.payload)))
+            handedOver = registry.reattach(
+                session: query.sessionID, token: query.sessionToken,
+                Reattachment(connection: connection, type: .statusQuery, payload: [UInt8](frame.payload)))
         }
         if !handedOver { connection.close() }
     }

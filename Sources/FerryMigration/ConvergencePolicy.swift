@@ -58,8 +58,10 @@ public struct RoundObservation: Sendable, Equatable {
     /// queued bytes): they join the final round if the source switches over now.
     public var dirtiedSinceHarvest: Int
 
-    public init(round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
-                elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0) {
+    public init(
+        round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
+        elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0
+    ) {
         self.dirtiedSinceHarvest = dirtiedSinceHarvest
         self.round = round
         self.pagesSent = pagesSent
@@ -140,7 +142,8 @@ public struct ConvergencePolicy: Sendable {
         let predicted = round.fixedCostSeconds + (round.dirtyPages == 0 ? 0 : sendSeconds)
 
         func decision(_ action: ConvergenceDecision.Action, _ reason: String) -> ConvergenceDecision {
-            ConvergenceDecision(action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason)
+            ConvergenceDecision(
+                action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason)
         }
 
         let outOfRounds = round.round + 1 >= settings.maxRounds
@@ -149,23 +152,39 @@ public struct ConvergencePolicy: Sendable {
             // Round 0 reads memory in order; the guest dirties pages scattered over it, which move
             // markedly slower (measured: about half the rate). Switch over only on a rate measured
             // on dirty pages.
-            return decision(.nextRound, "round 0's rate comes from pages read in order; measuring a round of scattered dirty pages before switching over")
+            return decision(
+                .nextRound,
+                "round 0's rate comes from pages read in order; measuring a round of scattered dirty pages before switching over"
+            )
         }
         // A 10% margin: on a 1 Gbit/s link the blackout came out ~5% above a prediction that
         // just fitted (50.6 ms for 48.1 predicted, target 50).
         if predicted <= Self.margin * settings.downtimeTargetSeconds {
-            return decision(.switchover, "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTargetSeconds)) with a 10% margin")
+            return decision(
+                .switchover,
+                "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTargetSeconds)) with a 10% margin"
+            )
         }
         if round.dirtyPages == 0 {
             // Nothing left to send: more rounds cannot shorten the blackout below its fixed costs.
-            return decision(.switchover, "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTargetSeconds)), and more rounds cannot lower them")
+            return decision(
+                .switchover,
+                "no dirty pages left; the fixed costs alone (\(Self.ms(predicted))) exceed the target \(Self.ms(settings.downtimeTargetSeconds)), and more rounds cannot lower them"
+            )
         }
         if outOfRounds || outOfTime {
-            let limit = outOfRounds ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeoutSeconds) s"
+            let limit =
+                outOfRounds
+                ? "reached --max-rounds \(settings.maxRounds)" : "reached --timeout \(settings.timeoutSeconds) s"
             if settings.forceSwitchover {
-                return decision(.switchover, "\(limit); switching over anyway (--force-switchover), predicted downtime \(Self.ms(predicted))")
+                return decision(
+                    .switchover,
+                    "\(limit); switching over anyway (--force-switchover), predicted downtime \(Self.ms(predicted))")
             }
-            return decision(.giveUp, "\(limit) without converging: predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
+            return decision(
+                .giveUp,
+                "\(limit) without converging: predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))"
+            )
         }
         // The guest outpaces the link when it dirties more than half of what a round manages to send
         // (QEMU's auto-converge uses the same test); two such rounds in a row trigger a throttle step.
@@ -175,13 +194,19 @@ public struct ConvergencePolicy: Sendable {
             outpacedRounds = 0
         }
         if settings.autoConverge && outpacedRounds >= 2 && throttlePercent < settings.throttleMax {
-            throttlePercent = throttlePercent == 0
+            throttlePercent =
+                throttlePercent == 0
                 ? settings.throttleInitial
                 : min(settings.throttleMax, throttlePercent + settings.throttleStep)
             outpacedRounds = 0
-            return decision(.throttle(percent: throttlePercent), "guest dirtied \(round.dirtyPages) pages while \(round.pagesSent) were sent; throttling vCPUs to \(100 - throttlePercent)%")
+            return decision(
+                .throttle(percent: throttlePercent),
+                "guest dirtied \(round.dirtyPages) pages while \(round.pagesSent) were sent; throttling vCPUs to \(100 - throttlePercent)%"
+            )
         }
-        return decision(.nextRound, "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
+        return decision(
+            .nextRound,
+            "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
     }
 
     static func ms(_ seconds: Double) -> String {

@@ -54,10 +54,12 @@ public struct DestinationOptions: Sendable {
     /// kind is refused with reason `unsupported`.
     public var guestKinds: GuestKindRegistry
 
-    public init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
-                announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
-                acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
-                preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30), guestKinds: GuestKindRegistry) {
+    public init(
+        listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
+        announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
+        acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
+        preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30), guestKinds: GuestKindRegistry
+    ) {
         self.guestKinds = guestKinds
         self.preallocateBytes = preallocateBytes
         self.resumeTimeout = resumeTimeout
@@ -110,11 +112,16 @@ public final class DestinationAgent: @unchecked Sendable {
     /// Checks the image path and starts listening; returns the bound port (useful with port 0).
     public func bind() throws -> UInt16 {
         if ImageFile.exists(path: options.imagePath) && !options.force {
-            throw MigrationError(.configuration, "destination image \(options.imagePath) exists; pass --force to overwrite it", guest: .notHere)
+            throw MigrationError(
+                .configuration, "destination image \(options.imagePath) exists; pass --force to overwrite it",
+                guest: .notHere)
         }
         if let bytes = options.preallocateBytes {
             guard bytes > 0, bytes % systemPageSize == 0 else {
-                throw MigrationError(.configuration, "--prealloc \(bytes): must be a positive multiple of the page size \(systemPageSize)", guest: .notHere)
+                throw MigrationError(
+                    .configuration,
+                    "--prealloc \(bytes): must be a positive multiple of the page size \(systemPageSize)",
+                    guest: .notHere)
             }
             let start = MonotonicClock.now()
             do {
@@ -124,7 +131,8 @@ public final class DestinationAgent: @unchecked Sendable {
                 prepared = consume region
             } catch {
                 try? ImageFile.remove(path: partialPath)
-                throw MigrationError.wrap(error, during: "preallocating \(bytes) bytes at \(partialPath)", guest: .notHere)
+                throw MigrationError.wrap(
+                    error, during: "preallocating \(bytes) bytes at \(partialPath)", guest: .notHere)
             }
             prepareSeconds = MonotonicClock.seconds(since: start)
         }
@@ -150,8 +158,10 @@ public final class DestinationAgent: @unchecked Sendable {
         let single = SingleMigration()
         let claim = HostClaim(claim: { single.claim() }, release: { single.release() })
         let (options, logger, progress) = (self.options, self.logger, self.progress)
-        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
-                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { connection, hello, admission in
+        let dispatcher = ConnectionDispatcher(
+            listener: listener, registry: registry, security: options.security,
+            receiveTimeoutMs: options.receiveTimeoutMs, log: logger
+        ) { connection, hello, admission in
             if case .established = admission, let refusal = single.claim() {
                 registry.release()
                 try? connection.send(Refuse(reason: .busy, message: refusal))
@@ -159,23 +169,32 @@ public final class DestinationAgent: @unchecked Sendable {
                 return
             }
             let thread = Thread {
-                let session = DestinationSession(options: options, connection: connection, hello: hello, registry: registry,
-                                                 admission: admission, hostClaim: claim, prepared: image,
-                                                 logger: logger, progress: progress)
+                let session = DestinationSession(
+                    options: options, connection: connection, hello: hello, registry: registry,
+                    admission: admission, hostClaim: claim, prepared: image,
+                    logger: logger, progress: progress)
                 let result: Result<DestinationResult, MigrationError>
                 do {
                     result = .success(try session.run())
                 } catch {
                     result = .failure(MigrationError.wrap(error, during: "receiving", guest: .notHere))
                 }
-                if case .established = admission { registry.release() } else if session.established { registry.release() }
+                if case .established = admission {
+                    registry.release()
+                } else if session.established {
+                    registry.release()
+                }
                 if session.established {
                     single.finish(result)
                 } else {
                     if case .established = admission { single.release() }
                     if case .failure(let failure) = result {
-                        logger.warning("a source that never established a migration here went away; still waiting for one", metadata: [
-                            "migration.peer": "\(connection.peerDescription)", "migration.error": "\(failure.message)"])
+                        logger.warning(
+                            "a source that never established a migration here went away; still waiting for one",
+                            metadata: [
+                                "migration.peer": "\(connection.peerDescription)",
+                                "migration.error": "\(failure.message)",
+                            ])
                     }
                 }
             }
@@ -185,7 +204,10 @@ public final class DestinationAgent: @unchecked Sendable {
         dispatcher.start()
         defer { dispatcher.stop() }
         guard let result = single.wait(timeoutMs: options.acceptTimeoutMs) else {
-            throw MigrationError(.transport, "no source connected to \(listener.localDescription) and established a migration within \(options.acceptTimeoutMs ?? 0) ms", guest: .notHere)
+            throw MigrationError(
+                .transport,
+                "no source connected to \(listener.localDescription) and established a migration within \(options.acceptTimeoutMs ?? 0) ms",
+                guest: .notHere)
         }
         return try result.get()
     }
@@ -204,7 +226,10 @@ final class SingleMigration: @unchecked Sendable {
     func claim() -> String? {
         condition.withLock {
             if closed { return "this destination has stopped waiting for a guest" }
-            if held { return "this destination is receiving another guest; try again when it is done, or use another destination" }
+            if held {
+                return
+                    "this destination is receiving another guest; try again when it is done, or use another destination"
+            }
             held = true
             return nil
         }

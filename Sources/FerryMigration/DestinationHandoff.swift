@@ -19,7 +19,8 @@ extension DestinationSession {
             do {
                 let frame = try current.receive()
                 guard frame.type == .commit else {
-                    throw MigrationError(.protocolViolation, "expected COMMIT after VERIFIED, got \(frame.type)", guest: .notHere)
+                    throw MigrationError(
+                        .protocolViolation, "expected COMMIT after VERIFIED, got \(frame.type)", guest: .notHere)
                 }
                 _ = try Commit(payload: frame.payload)
                 return current
@@ -29,12 +30,21 @@ extension DestinationSession {
                 // Lost, timed out, or damaged on the way (a garbled COMMIT may have been one): the
                 // source decides, so close this connection and wait for it to come back and say.
                 current.close()
-                log.warning("lost the source after VERIFIED; keeping the verified image until it comes back to resolve the handoff", metadata: [
-                    "migration.error": "\(error)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
+                log.warning(
+                    "lost the source after VERIFIED; keeping the verified image until it comes back to resolve the handoff",
+                    metadata: [
+                        "migration.error": "\(error)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)",
+                    ])
                 guard let next = registry.handoffs.awaitResolver(session: sessionID, deadline: deadline) else {
-                    throw noCommit(MigrationError(.transport, "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error))", guest: .notHere))
+                    throw noCommit(
+                        MigrationError(
+                            .transport,
+                            "the source did not come back within \(options.handoffTimeoutMs / 1000) s after VERIFIED to commit or abort (last error: \(error))",
+                            guest: .notHere))
                 }
-                log.info("the source came back to resolve the handoff", metadata: ["migration.peer": "\(next.peerDescription)"])
+                log.info(
+                    "the source came back to resolve the handoff",
+                    metadata: ["migration.peer": "\(next.peerDescription)"])
                 current = next
             }
         }
@@ -60,7 +70,8 @@ extension DestinationSession {
             guestStarted = true
             try guest?.start(hold: options.runForSeconds <= 0)
         } catch {
-            let failure = MigrationError.wrap(error, during: "resuming the guest", guest: owned ? .destination : .notHere)
+            let failure = MigrationError.wrap(
+                error, during: "resuming the guest", guest: owned ? .destination : .notHere)
             throw fail(failure, on: handoff)
         }
         let resumedAt = MonotonicClock.now()
@@ -77,7 +88,8 @@ extension DestinationSession {
         for part in sinks { report.pages.add(part.counts) }
         for receiver in receivers { receiver.stop() }
         report.downtimeParts = receiving.parts
-        report.downtimeClock = "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
+        report.downtimeClock =
+            "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
         log.info("guest resumed", metadata: ["migration.resume_ms": "\(receiving.parts.destinationResumeMs)"])
         announce()
     }
@@ -86,7 +98,8 @@ extension DestinationSession {
     private func announce() {
         if let interface = options.announceInterface, let identity = guestIdentity, !identity.mac.isNone {
             do {
-                let frames = try GratuitousARP.announce(interface: interface, mac: identity.mac, ip: identity.ip, logger: log)
+                let frames = try GratuitousARP.announce(
+                    interface: interface, mac: identity.mac, ip: identity.ip, logger: log)
                 report.announce = "\(frames) gratuitous ARP frames for \(identity.mac) / \(identity.ip) on \(interface)"
             } catch {
                 report.announce = "announce on \(interface) failed: \(error)"

@@ -48,14 +48,20 @@ extension DestinationSession {
             try attachStreams()
         } catch {
             let failure = MigrationError.wrap(error, during: "joining page streams", guest: .notHere)
-            guard failure.code == .transport && options.resumeTimeoutSeconds > 0 else { throw fail(failure, on: connection) }
+            guard failure.code == .transport && options.resumeTimeoutSeconds > 0 else {
+                throw fail(failure, on: connection)
+            }
             receiving.lost = failure
             firstIncoming = nil
         }
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
         report.preallocMs = prepareSeconds.milliseconds
-        log.info("receiving guest", metadata: ["migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
-                                               "migration.workload": "\(report.workload)"])
+        log.info(
+            "receiving guest",
+            metadata: [
+                "migration.pages": "\(pageCount)", "migration.vcpus": "\(hello.vcpuCount)",
+                "migration.workload": "\(report.workload)",
+            ])
     }
 
     // Totals over all streams; read only after `rounds.wait` (the streams' writes happen before).
@@ -75,23 +81,32 @@ extension DestinationSession {
                     receiving.lost = nil
                     guard try resume(after: failure) else {
                         receiving.resumeExpired = true
-                        throw MigrationError(.transport, "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeoutSeconds))", guest: .notHere)
+                        throw MigrationError(
+                            .transport,
+                            "\(failure.message); the source did not resume within \(Self.seconds(options.resumeTimeoutSeconds))",
+                            guest: .notHere)
                     }
                 }
                 try receiveFrames()
                 return
             } catch {
-                var failure = MigrationError.wrap(error, during: receiving.verified ? "handoff" : "pre-copy", guest: .notHere)
+                var failure = MigrationError.wrap(
+                    error, during: receiving.verified ? "handoff" : "pre-copy", guest: .notHere)
                 // A page stream that failed first (say, with a protocol violation) names the cause.
-                if failure.code == .transport && !receiving.resumeExpired, let streamFailure = rounds.firstFailure { failure = streamFailure }
+                if failure.code == .transport && !receiving.resumeExpired, let streamFailure = rounds.firstFailure {
+                    failure = streamFailure
+                }
                 // Only a lost connection during pre-copy (no device state yet) can be resumed: not
                 // an ABORT, not a protocol violation, not the blackout.
-                if failure.code == .transport && !receiving.stateLoaded && !receiving.verified && options.resumeTimeoutSeconds > 0
-                    && !receiving.resumeExpired {
+                if failure.code == .transport && !receiving.stateLoaded && !receiving.verified
+                    && options.resumeTimeoutSeconds > 0
+                    && !receiving.resumeExpired
+                {
                     receiving.lost = failure
                     continue
                 }
-                log.error("migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
+                log.error(
+                    "migration failed; partial image removed", metadata: ["migration.error": "\(failure.message)"])
                 throw fail(failure)
             }
         }
@@ -139,18 +154,23 @@ extension DestinationSession {
         let digestStart = MonotonicClock.now()
         _ = hashTable.digest()
         let digestMicros = (MonotonicClock.now() &- digestStart) / 1000
-        try control.send(RoundAck(round: end.round, pagesReceived: UInt64(roundPages), pagesHeld: UInt64(pagesHeld),
-                                  applyMicroseconds: roundApplyNanos / 1000, digestMicroseconds: digestMicros))
+        try control.send(
+            RoundAck(
+                round: end.round, pagesReceived: UInt64(roundPages), pagesHeld: UInt64(pagesHeld),
+                applyMicroseconds: roundApplyNanos / 1000, digestMicroseconds: digestMicros))
         let seconds = MonotonicClock.seconds(since: receiving.roundStart)
-        report.perRound.append(RoundRecord(
-            round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
-            sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
-            dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
-            predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
-        progress?(MigrationProgress(role: "destination", phase: "pre-copy", round: Int(end.round),
-                                    pagesSent: pagesHeld, pagesInRound: pageCount, wireBytes: receiving.wireBefore,
-                                    dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
-                                    predictedDowntime: .infinity, pageSize: pageSize))
+        report.perRound.append(
+            RoundRecord(
+                round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
+                sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
+                dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
+                predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
+        progress?(
+            MigrationProgress(
+                role: "destination", phase: "pre-copy", round: Int(end.round),
+                pagesSent: pagesHeld, pagesInRound: pageCount, wireBytes: receiving.wireBefore,
+                dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
+                predictedDowntime: .infinity, pageSize: pageSize))
         receiving.roundStart = MonotonicClock.now()
         receiving.finalPhaseStart = 0
     }
@@ -162,7 +182,10 @@ extension DestinationSession {
         deviceStatePayload = [UInt8](frame.payload)
         let vcpus = message.vcpuBodies.count
         guard message.sections[0].version == hello.cpuStateFormat, UInt32(vcpus) == hello.vcpuCount else {
-            throw MigrationError(.protocolViolation, "DEVICE_STATE holds \(vcpus) vCPU sections of version \(message.sections[0].version); the HELLO said \(hello.vcpuCount) of format \(hello.cpuStateFormat)", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation,
+                "DEVICE_STATE holds \(vcpus) vCPU sections of version \(message.sections[0].version); the HELLO said \(hello.vcpuCount) of format \(hello.cpuStateFormat)",
+                guest: .notHere)
         }
         resumable.clear()
         let loadStart = MonotonicClock.now()
@@ -189,34 +212,46 @@ extension DestinationSession {
         receiving.parts.destinationVerifyMs = Double(verifyMicros) / 1000
         report.digest = hex(digest)
         report.wireBytes = receiving.wireBefore + roundWire
-        report.perRound.append(RoundRecord(
-            round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire, durationMs: receiving.parts.finalSendMs,
-            sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0, decision: "final"))
+        report.perRound.append(
+            RoundRecord(
+                round: Int(complete.finalRound), pages: roundPages, wireBytes: roundWire,
+                durationMs: receiving.parts.finalSendMs,
+                sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: 0, throttlePercent: 0,
+                decision: "final"))
         report.rounds = Int(complete.finalRound) + 1
         // The state changes before VERIFIED leaves: a source that asks right after losing it
         // must find `awaiting-commit`.
         if verified { registry.handoffs.set(session: sessionID, .awaitingCommit, digest: digest) }
-        try control.send(Verified(ok: verified, digest: digest, pagesMissing: UInt64(missing),
-                                  verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
+        try control.send(
+            Verified(
+                ok: verified, digest: digest, pagesMissing: UInt64(missing),
+                verifyMicroseconds: verifyMicros, message: problems.joined(separator: "; ")))
         guard verified else {
-            throw MigrationError(.verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
+            throw MigrationError(
+                .verification, "image did not verify: \(problems.joined(separator: "; "))", guest: .notHere)
         }
     }
 
     private func verificationProblems(_ complete: Complete, digest: UInt64, missing: Int) -> [String] {
         var problems: [String] = []
-        if complete.pageCount != UInt64(pageCount) { problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)") }
+        if complete.pageCount != UInt64(pageCount) {
+            problems.append("COMPLETE names \(complete.pageCount) pages, HELLO \(pageCount)")
+        }
         if missing > 0 { problems.append("\(missing) pages never arrived") }
         let stale = sinks.reduce(0) { $0 + $1.staleCount }
         if stale > 0 {
             let first = sinks.compactMap(\.firstStalePage).min().map(String.init) ?? "?"
-            problems.append("\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
+            problems.append(
+                "\(stale) page(s) never arrived intact: their bytes do not match their hash (first: page \(first))")
         }
-        if digest != complete.digest { problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))") }
+        if digest != complete.digest {
+            problems.append("image digest \(hex(digest)) differs from the source's \(hex(complete.digest))")
+        }
         if !receiving.stateLoaded {
             problems.append("no device state arrived")
         } else if StateDigest.of(config: configPayload, deviceState: deviceStatePayload) != complete.stateDigest {
-            problems.append("the guest configuration or device state differs from what the source sent (state digest mismatch)")
+            problems.append(
+                "the guest configuration or device state differs from what the source sent (state digest mismatch)")
         }
         return problems
     }
@@ -240,8 +275,12 @@ extension DestinationSession {
     private func resume(after failure: MigrationError) throws -> Bool {
         let lostAt = MonotonicClock.now()
         dropConnections()
-        log.warning("connection lost during pre-copy; waiting for the source to resume", metadata: [
-            "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)", "migration.error": "\(failure.message)"])
+        log.warning(
+            "connection lost during pre-copy; waiting for the source to resume",
+            metadata: [
+                "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)",
+                "migration.error": "\(failure.message)",
+            ])
         guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeoutSeconds) else {
             return false
         }
@@ -251,14 +290,17 @@ extension DestinationSession {
         if back.type == .statusQuery {
             // The source gave up (its blackout failed before DEVICE_STATE arrived) and says so.
             let frame = try control.receive()
-            throw MigrationError(.protocolViolation, "after its STATUS_QUERY the source sent \(frame.type), not ABORT", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "after its STATUS_QUERY the source sent \(frame.type), not ABORT", guest: .notHere)
         }
         guard back.type == .resume else {
-            throw MigrationError(.protocolViolation, "a \(back.type) connection came back instead of RESUME", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "a \(back.type) connection came back instead of RESUME", guest: .notHere)
         }
         let request = try back.payload.withUnsafeBytes { bytes throws(ProtocolError) in try Resume(payload: bytes) }
         guard request.pageCount == UInt64(pageCount) else {
-            throw MigrationError(.protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
         }
         registry.reopenStreams(session: sessionID)
         let state = HeldPages(sinks: sinks, roundTable: roundTable, pageCount: pageCount, round: request.round)
@@ -266,11 +308,16 @@ extension DestinationSession {
         try attachStreams()
         let outage = MonotonicClock.seconds(since: lostAt)
         report.resumes += 1
-        report.resumeRecords.append(ResumeRecord(round: Int(request.round), outageMs: outage.milliseconds,
-                                                 pagesHeld: state.heldCount, pagesHeldFromRound: state.currentCount))
-        log.notice("source resumed the migration", metadata: [
-            "migration.round": "\(request.round)", "migration.pages_held": "\(state.heldCount)",
-            "migration.pages": "\(pageCount)", "migration.outage_ms": "\(outage.milliseconds)"])
+        report.resumeRecords.append(
+            ResumeRecord(
+                round: Int(request.round), outageMs: outage.milliseconds,
+                pagesHeld: state.heldCount, pagesHeldFromRound: state.currentCount))
+        log.notice(
+            "source resumed the migration",
+            metadata: [
+                "migration.round": "\(request.round)", "migration.pages_held": "\(state.heldCount)",
+                "migration.pages": "\(pageCount)", "migration.outage_ms": "\(outage.milliseconds)",
+            ])
         receiving.roundStart = MonotonicClock.now()
         return true
     }

@@ -49,7 +49,8 @@ public final class DestinationServer: @unchecked Sendable {
     public func bind() throws -> UInt16 {
         var info = stat()
         guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw MigrationError(.configuration, "--serve \(directory): not a directory; create it first", guest: .notHere)
+            throw MigrationError(
+                .configuration, "--serve \(directory): not a directory; create it first", guest: .notHere)
         }
         do {
             let listener = try TCPListener(options.listen, backlog: 64)
@@ -76,8 +77,10 @@ public final class DestinationServer: @unchecked Sendable {
         if listener == nil { _ = try bind() }
         guard let listener else { preconditionFailure("bind() sets the listener") }
         let registry = SessionRegistry(maxSessions: maxSessions)
-        let dispatcher = ConnectionDispatcher(listener: listener, registry: registry, security: options.security,
-                                              receiveTimeoutMs: options.receiveTimeoutMs, log: logger) { [self] connection, hello, admission in
+        let dispatcher = ConnectionDispatcher(
+            listener: listener, registry: registry, security: options.security,
+            receiveTimeoutMs: options.receiveTimeoutMs, log: logger
+        ) { [self] connection, hello, admission in
             start(connection, hello, admission: admission, registry: registry, finished: finished)
         }
         condition.withLock { keepOutcomes = count != nil }
@@ -114,8 +117,10 @@ public final class DestinationServer: @unchecked Sendable {
     /// guest's name now; a tentative one (no key) is refused now only when an established session
     /// holds the name, and claims it once established (Protocol.md section 9.5). A tentative
     /// session that never is established leaves no outcome.
-    private func start(_ connection: FramedConnection, _ hello: Hello, admission: HelloAdmission, registry: SessionRegistry,
-                       finished: (@Sendable (Outcome) -> Void)?) {
+    private func start(
+        _ connection: FramedConnection, _ hello: Hello, admission: HelloAdmission, registry: SessionRegistry,
+        finished: (@Sendable (Outcome) -> Void)?
+    ) {
         let name = hello.guestName
         let tentative: Bool
         if case .established = admission { tentative = false } else { tentative = true }
@@ -123,12 +128,15 @@ public final class DestinationServer: @unchecked Sendable {
         if name.isEmpty {
             refusal = "this destination serves several guests and needs the guest's name; pass --name to ferry send"
         } else if tentative {
-            if condition.withLock({ receiving.contains(name) }) { refusal = "guest \(name) is being received here already" }
+            if condition.withLock({ receiving.contains(name) }) {
+                refusal = "guest \(name) is being received here already"
+            }
         } else {
             refusal = claim(name)
         }
         if let refusal {
-            logger.warning("refused a source", metadata: ["migration.guest": "\(name)", "migration.reason": "\(refusal)"])
+            logger.warning(
+                "refused a source", metadata: ["migration.guest": "\(name)", "migration.reason": "\(refusal)"])
             try? connection.send(Refuse(reason: .other, message: refusal))
             connection.close()
             if tentative { registry.endTentative() } else { registry.release() }
@@ -140,9 +148,10 @@ public final class DestinationServer: @unchecked Sendable {
         let perGuest = settings
         let hostClaim = HostClaim(claim: { [self] in claim(name) }, release: { [self] in release(name) })
         let thread = Thread { [self] in
-            let session = DestinationSession(options: perGuest, connection: connection, hello: hello, registry: registry,
-                                             admission: admission, hostClaim: hostClaim, prepared: nil,
-                                             logger: logger, progress: nil)
+            let session = DestinationSession(
+                options: perGuest, connection: connection, hello: hello, registry: registry,
+                admission: admission, hostClaim: hostClaim, prepared: nil,
+                logger: logger, progress: nil)
             let result: Result<DestinationResult, MigrationError>
             do {
                 result = .success(try session.run())
@@ -151,8 +160,12 @@ public final class DestinationServer: @unchecked Sendable {
             }
             guard !tentative || session.established else {
                 if case .failure(let failure) = result {
-                    logger.warning("a source that never established a migration here went away", metadata: [
-                        "migration.guest": "\(name)", "migration.peer": "\(connection.peerDescription)", "migration.error": "\(failure.message)"])
+                    logger.warning(
+                        "a source that never established a migration here went away",
+                        metadata: [
+                            "migration.guest": "\(name)", "migration.peer": "\(connection.peerDescription)",
+                            "migration.error": "\(failure.message)",
+                        ])
                 }
                 return
             }

@@ -102,9 +102,11 @@ final class DestinationSession {
     var discardReason = "the migration ended before COMMIT"
     var receiving = ReceivingState()
 
-    init(options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
-         admission: HelloAdmission = .established, hostClaim: HostClaim = .none,
-         prepared: PreparedImage?, logger: Logger, progress: ProgressHandler?) {
+    init(
+        options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
+        admission: HelloAdmission = .established, hostClaim: HostClaim = .none,
+        prepared: PreparedImage?, logger: Logger, progress: ProgressHandler?
+    ) {
         self.options = options
         self.connection = connection
         self.control = connection
@@ -127,8 +129,9 @@ final class DestinationSession {
         stripes = PageStripes(streamCount: streamCount)
         rounds = StreamRounds(streams: streamCount - 1)
         resumable = AtomicFlag(options.resumeTimeoutSeconds > 0)
-        report = MigrationReport(role: "destination", image: options.imagePath, imageBytes: UInt64(pageSize * pageCount),
-                                 pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
+        report = MigrationReport(
+            role: "destination", image: options.imagePath, imageBytes: UInt64(pageSize * pageCount),
+            pageSize: pageSize, vcpus: Int(hello.vcpuCount), workload: "")
     }
 
     var partialPath: String { options.imagePath + ".partial" }
@@ -175,7 +178,8 @@ final class DestinationSession {
     /// Fails the session before COMMIT: tells the source (unless it aborted itself) and throws.
     func fail(_ failure: MigrationError, on connection: FramedConnection? = nil) -> MigrationError {
         if failure.code != .peerAborted {
-            try? (connection ?? control).send(Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
+            try? (connection ?? control).send(
+                Abort(reason: failure.abortReason, message: String(failure.message.prefix(1000))))
         }
         discardReason = failure.message
         return failure
@@ -189,7 +193,9 @@ final class DestinationSession {
         if case .tentative(let reaper) = admission { deadlines = reaper }
         if let refusal = check(hello, promisedDisk: &promisedDisk, promise: deadlines == nil) {
             try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
-            log.warning("refused the guest", metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
+            log.warning(
+                "refused the guest",
+                metadata: ["migration.reason": "\(refusal.reason)", "migration.message": "\(refusal.message)"])
             throw MigrationError(.refused, "refused the source's guest: \(refusal.message)", guest: .notHere)
         }
         if deadlines == nil { established = true }
@@ -198,10 +204,12 @@ final class DestinationSession {
         openSession()
         var step = "handshake"
         do {
-            try connection.send(Accept(version: ProtocolLimits.version, codecs: .all,
-                                       memoryAvailable: (try? availableMemoryBytes()) ?? 0,
-                                       diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
-                                       sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))
+            try connection.send(
+                Accept(
+                    version: ProtocolLimits.version, codecs: .all,
+                    memoryAvailable: (try? availableMemoryBytes()) ?? 0,
+                    diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
+                    sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))
             deadlineToken = deadlines.map { $0.arm(connection.stream, seconds: Self.establishTimeout) }
             let config = try readGuestConfig()
             firstIncoming = try connection.receive(direct: .pageBatch)
@@ -214,8 +222,9 @@ final class DestinationSession {
             step = "preparing the guest's \(options.guestKinds[hello.guestKind]?.name ?? "kind")"
             try guest?.attach(memory: memory)
             sinks = (0..<max(streamCount, 1)).map { index in
-                PageSink(memory: memory, pageCount: pageCount, hashTable: hashTable, roundTable: roundTable,
-                         stripes: stripes, stream: index)
+                PageSink(
+                    memory: memory, pageCount: pageCount, hashTable: hashTable, roundTable: roundTable,
+                    stripes: stripes, stream: index)
             }
         } catch {
             var failure = MigrationError.wrap(error, during: step, guest: .notHere)
@@ -228,21 +237,24 @@ final class DestinationSession {
     private func openSession() {
         let live = live
         let resumable = resumable
-        registry.open(session: sessionID, token: sessionToken, extraStreams: streamCount - 1, onReattach: { type in
-            // A RESUME only during pre-copy. A source that gave up during its blackout (its
-            // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
-            // connections it abandoned may hang without an error (a wedged page stream, a silent
-            // network), and closing them ends the session's wait at once. Past DEVICE_STATE that
-            // discards (no resume then); before it, the session reads the ABORT.
-            guard type == .statusQuery || resumable.value else { return false }
-            live.closeAll()
-            return true
-        })
+        registry.open(
+            session: sessionID, token: sessionToken, extraStreams: streamCount - 1,
+            onReattach: { type in
+                // A RESUME only during pre-copy. A source that gave up during its blackout (its
+                // STATUS_QUERY then carries its ABORT) is taken at any time before VERIFIED: the
+                // connections it abandoned may hang without an error (a wedged page stream, a silent
+                // network), and closing them ends the session's wait at once. Past DEVICE_STATE that
+                // discards (no resume then); before it, the session reads the ABORT.
+                guard type == .statusQuery || resumable.value else { return false }
+                live.closeAll()
+                return true
+            })
         sessionOpened = true
         live.add(connection)
         report.session = hex(sessionID)
-        registry.handoffs.begin(session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount,
-                                control: connection)
+        registry.handoffs.begin(
+            session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount,
+            control: connection)
         handoffBegun = true
     }
 
@@ -250,13 +262,16 @@ final class DestinationSession {
     private func readGuestConfig() throws -> GuestConfig {
         let frame = try connection.receive()
         guard frame.type == .guestConfig else {
-            throw MigrationError(.protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(frame.type)", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "expected GUEST_CONFIG after ACCEPT, got \(frame.type)", guest: .notHere)
         }
         let config = try GuestConfig(payload: frame.payload)
         configPayload = [UInt8](frame.payload)
         let regionPages = config.regions.reduce(UInt64(0)) { $0 &+ $1.pageCount }
         guard regionPages == hello.pageCount else {
-            throw MigrationError(.protocolViolation, "GUEST_CONFIG's memory regions hold \(regionPages) pages, HELLO \(hello.pageCount)", guest: .notHere)
+            throw MigrationError(
+                .protocolViolation, "GUEST_CONFIG's memory regions hold \(regionPages) pages, HELLO \(hello.pageCount)",
+                guest: .notHere)
         }
         report.workload = config.workload
         guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
@@ -278,11 +293,16 @@ final class DestinationSession {
         let mapped: MappedRegion
         if let ready = prepared?.take(), ready.size == size {
             mapped = ready
-            log.info("using the preallocated image", metadata: ["migration.prepare_ms": "\(prepareSeconds.milliseconds)"])
+            log.info(
+                "using the preallocated image", metadata: ["migration.prepare_ms": "\(prepareSeconds.milliseconds)"])
         } else {
             if options.preallocateBytes != nil {
-                log.warning("the guest's size differs from --prealloc; making a new image", metadata: [
-                    "migration.guest_bytes": "\(size)", "migration.prealloc_bytes": "\(options.preallocateBytes ?? 0)"])
+                log.warning(
+                    "the guest's size differs from --prealloc; making a new image",
+                    metadata: [
+                        "migration.guest_bytes": "\(size)",
+                        "migration.prealloc_bytes": "\(options.preallocateBytes ?? 0)",
+                    ])
             }
             try ImageFile.create(path: partialPath, size: size, overwrite: true, reserve: true)
             mapped = try MappedRegion.mapFile(path: partialPath, writable: true)
@@ -297,14 +317,20 @@ final class DestinationSession {
     }
 
     static func missedDeadline() -> MigrationError {
-        MigrationError(.transport, "the source did not send its GUEST_CONFIG and first page frame within \(seconds(establishTimeout)) of ACCEPT; a source without a key must (Protocol.md section 9.5)", guest: .notHere)
+        MigrationError(
+            .transport,
+            "the source did not send its GUEST_CONFIG and first page frame within \(seconds(establishTimeout)) of ACCEPT; a source without a key must (Protocol.md section 9.5)",
+            guest: .notHere)
     }
 
     /// Makes a tentative session established: takes a slot, its host's claim and its disk, in
     /// that order, giving back what it took when one fails (then it throws, naming which).
     private func establish(size: UInt64, promisedDisk: inout UInt64) throws {
         guard registry.establish() else {
-            throw MigrationError(.refused, "busy: this destination is receiving \(registry.maxSessions == 1 ? "another guest" : "\(registry.maxSessions) guests, its limit") that arrived first; try again when it is done, or use another destination", guest: .notHere)
+            throw MigrationError(
+                .refused,
+                "busy: this destination is receiving \(registry.maxSessions == 1 ? "another guest" : "\(registry.maxSessions) guests, its limit") that arrived first; try again when it is done, or use another destination",
+                guest: .notHere)
         }
         if let refusal = hostClaim.claim() {
             registry.unestablish()

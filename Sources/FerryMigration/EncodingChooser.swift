@@ -66,7 +66,8 @@ struct EncodingChooser {
         guard let lz4 = lz4SecondsPerPage else { return .lz4 }
         guard let raw = rawSecondsPerPage else { return .none }
         let best: CompressionMode = lz4 <= raw ? .lz4 : .none
-        let interval = max(lz4, raw) > Self.clearMargin * min(lz4, raw) ? Self.exploreClearLoserEvery : Self.exploreEvery
+        let interval =
+            max(lz4, raw) > Self.clearMargin * min(lz4, raw) ? Self.exploreClearLoserEvery : Self.exploreEvery
         if samples % interval == 0 { return best == .lz4 ? .none : .lz4 }
         return best
     }

@@ -15,7 +15,8 @@ extension MigrationError {
                 return MigrationError(.peerAborted, "peer aborted during \(phase): \(transport.message)", guest: guest)
             }
             if transport.code == .unauthenticated {
-                return MigrationError(.refused, "authentication failed during \(phase): \(transport.message)", guest: guest)
+                return MigrationError(
+                    .refused, "authentication failed during \(phase): \(transport.message)", guest: guest)
             }
             if transport.code == .keyFile {
                 return MigrationError(.configuration, transport.message, guest: guest)

@@ -45,14 +45,20 @@ public struct GuestMemory: @unchecked Sendable {
     /// spaces, and that no two overlap in the guest's physical address space.
     public init(regions: [GuestMemoryRegion], pageSize: Int) throws(MigrationError) {
         guard !regions.isEmpty, regions.count <= ProtocolLimits.maxMemoryRegions else {
-            throw MigrationError(.configuration, "a guest has 1…\(ProtocolLimits.maxMemoryRegions) memory regions, not \(regions.count)", guest: .notHere)
+            throw MigrationError(
+                .configuration, "a guest has 1…\(ProtocolLimits.maxMemoryRegions) memory regions, not \(regions.count)",
+                guest: .notHere)
         }
         var firstPages: [Int] = []
         var next = 0
         for region in regions {
             guard region.size > 0, region.size % pageSize == 0, region.guestPhysicalAddress % UInt64(pageSize) == 0,
-                  Int(bitPattern: region.base) % pageSize == 0 else {
-                throw MigrationError(.configuration, "memory region at guest-physical \(region.guestPhysicalAddress) of \(region.size) bytes is not a whole number of \(pageSize)-byte pages on page boundaries", guest: .notHere)
+                Int(bitPattern: region.base) % pageSize == 0
+            else {
+                throw MigrationError(
+                    .configuration,
+                    "memory region at guest-physical \(region.guestPhysicalAddress) of \(region.size) bytes is not a whole number of \(pageSize)-byte pages on page boundaries",
+                    guest: .notHere)
             }
             firstPages.append(next)
             next += region.size / pageSize
@@ -61,7 +67,10 @@ public struct GuestMemory: @unchecked Sendable {
         for (low, high) in zip(sorted, sorted.dropFirst()) {
             let (end, overflow) = low.guestPhysicalAddress.addingReportingOverflow(UInt64(low.size))
             guard !overflow, end <= high.guestPhysicalAddress else {
-                throw MigrationError(.configuration, "memory regions at guest-physical \(low.guestPhysicalAddress) and \(high.guestPhysicalAddress) overlap", guest: .notHere)
+                throw MigrationError(
+                    .configuration,
+                    "memory regions at guest-physical \(low.guestPhysicalAddress) and \(high.guestPhysicalAddress) overlap",
+                    guest: .notHere)
             }
         }
         self.regions = regions
@@ -75,8 +84,9 @@ public struct GuestMemory: @unchecked Sendable {
     /// One region at guest-physical 0: a mapping of `size` bytes at `base`, both whole pages
     /// (a mapping always is; anything else is a programming error).
     public init(base: UnsafeMutableRawPointer, size: Int, pageSize: Int) {
-        precondition(size > 0 && size % pageSize == 0 && Int(bitPattern: base) % pageSize == 0,
-                     "guest memory of \(size) bytes at \(base) is not whole \(pageSize)-byte pages")
+        precondition(
+            size > 0 && size % pageSize == 0 && Int(bitPattern: base) % pageSize == 0,
+            "guest memory of \(size) bytes at \(base) is not whole \(pageSize)-byte pages")
         regions = [GuestMemoryRegion(guestPhysicalAddress: 0, base: base, size: size)]
         self.pageSize = pageSize
         pageCount = size / pageSize
@@ -86,12 +96,16 @@ public struct GuestMemory: @unchecked Sendable {
 
     /// The regions of `layout` laid back to back in one mapping at `base` (the destination's
     /// image file holds the regions in page-numbering order).
-    public init(layout: [MemoryRegionDescriptor], in base: UnsafeMutableRawPointer, pageSize: Int) throws(MigrationError) {
+    public init(layout: [MemoryRegionDescriptor], in base: UnsafeMutableRawPointer, pageSize: Int)
+        throws(MigrationError)
+    {
         var offset = 0
         var regions: [GuestMemoryRegion] = []
         for descriptor in layout {
             let size = Int(descriptor.pageCount) * pageSize
-            regions.append(GuestMemoryRegion(guestPhysicalAddress: descriptor.guestPhysicalAddress, base: base + offset, size: size))
+            regions.append(
+                GuestMemoryRegion(
+                    guestPhysicalAddress: descriptor.guestPhysicalAddress, base: base + offset, size: size))
             offset += size
         }
         try self.init(regions: regions, pageSize: pageSize)
@@ -102,7 +116,9 @@ public struct GuestMemory: @unchecked Sendable {
 
     /// The layout `GUEST_CONFIG` carries.
     public var layout: [MemoryRegionDescriptor] {
-        regions.map { MemoryRegionDescriptor(guestPhysicalAddress: $0.guestPhysicalAddress, pageCount: UInt64($0.size / pageSize)) }
+        regions.map {
+            MemoryRegionDescriptor(guestPhysicalAddress: $0.guestPhysicalAddress, pageCount: UInt64($0.size / pageSize))
+        }
     }
 
     /// Where page `page` (numbered across the regions) is in this process.
@@ -140,7 +156,10 @@ public struct GuestMemory: @unchecked Sendable {
             parts.append(made.tracker)
             why = made.why
         }
-        return (RegionsDirtyTracker(parts: parts, firstPages: firstPages), "\(why) (one per memory region, \(regions.count) regions)")
+        return (
+            RegionsDirtyTracker(parts: parts, firstPages: firstPages),
+            "\(why) (one per memory region, \(regions.count) regions)"
+        )
     }
 }
 
@@ -162,7 +181,10 @@ final class RegionsDirtyTracker: DirtyTracker, @unchecked Sendable {
         for (index, part) in parts.enumerated() {
             let region = firstPages[index]..<firstPages[index + 1]
             let overlap = pages.clamped(to: region)
-            if !overlap.isEmpty { try part.protect(pages: (overlap.lowerBound - region.lowerBound)..<(overlap.upperBound - region.lowerBound)) }
+            if !overlap.isEmpty {
+                try part.protect(
+                    pages: (overlap.lowerBound - region.lowerBound)..<(overlap.upperBound - region.lowerBound))
+            }
         }
     }
 

@@ -46,14 +46,16 @@ final class HandoffBook: @unchecked Sendable {
     /// Records a new migration in state `receiving`.
     func begin(session: UInt64, token: SessionToken, guestName: String, pageCount: UInt64, control: FramedConnection) {
         condition.withLock {
-            records[session] = Record(sessionID: session, token: token, guestName: guestName, pageCount: pageCount, state: .receiving,
-                                      control: control)
+            records[session] = Record(
+                sessionID: session, token: token, guestName: guestName, pageCount: pageCount, state: .receiving,
+                control: control)
             order.append(session)
             // Forget the oldest finished migrations beyond the limit; running ones are never forgotten.
             var excess = order.count - Self.historyLimit
             if excess > 0 {
                 order.removeAll { id in
-                    guard excess > 0, let record = records[id], record.state == .resumed || record.state == .discarded else { return false }
+                    guard excess > 0, let record = records[id], record.state == .resumed || record.state == .discarded
+                    else { return false }
                     records[id] = nil
                     excess -= 1
                     return true
@@ -137,17 +139,22 @@ final class HandoffBook: @unchecked Sendable {
             return (now, matching)
         }
         guard !matching.isEmpty else {
-            return [Status(state: .unknown, sessionID: query.sessionID, guestName: query.guestName,
-                           message: "this destination knows no such migration: it does not run that guest")]
+            return [
+                Status(
+                    state: .unknown, sessionID: query.sessionID, guestName: query.guestName,
+                    message: "this destination knows no such migration: it does not run that guest")
+            ]
         }
         let total = UInt16(matching.count)
         return matching.enumerated().map { index, record in
             let revealed = authenticated || record.token.matches(query.sessionToken)
-            return Status(index: UInt16(index), total: total, state: record.state,
-                          sessionID: revealed || query.sessionID != 0 ? record.sessionID : 0,
-                          digest: revealed ? record.digest : 0, pageCount: record.pageCount,
-                          ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
-                          guestName: record.guestName, message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
+            return Status(
+                index: UInt16(index), total: total, state: record.state,
+                sessionID: revealed || query.sessionID != 0 ? record.sessionID : 0,
+                digest: revealed ? record.digest : 0, pageCount: record.pageCount,
+                ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
+                guestName: record.guestName,
+                message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
         }
     }
 
@@ -157,7 +164,9 @@ final class HandoffBook: @unchecked Sendable {
     /// else false (nothing changes), and the caller closes it.
     func offerResolver(session id: UInt64, token: SessionToken, connection: FramedConnection) -> Bool {
         let offered: (replaced: FramedConnection?, interrupted: FramedConnection?)? = condition.withLock {
-            guard var record = records[id], record.token.matches(token), record.state == .awaitingCommit else { return nil }
+            guard var record = records[id], record.token.matches(token), record.state == .awaitingCommit else {
+                return nil
+            }
             let replaced = record.resolver
             let interrupted = record.control
             record.resolver = connection

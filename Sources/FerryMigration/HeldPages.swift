@@ -46,7 +46,10 @@ struct HeldPages {
         var next: UInt64 = 0
         for frame in frames {
             guard frame.pageCount == UInt64(pageCount), frame.firstPage == next, frame.round == round else {
-                throw ProtocolError(.invalidField, "RESUME_STATE for pages \(frame.firstPage)… of \(frame.pageCount), round \(frame.round): expected pages \(next)… of \(pageCount), round \(round)")
+                throw ProtocolError(
+                    .invalidField,
+                    "RESUME_STATE for pages \(frame.firstPage)… of \(frame.pageCount), round \(frame.round): expected pages \(next)… of \(pageCount), round \(round)"
+                )
             }
             let firstWord = Int(frame.firstPage / 64)
             held.withUnsafeMutableWords { words in
@@ -74,8 +77,10 @@ struct HeldPages {
         repeat {
             let pages = min(ResumeState.maxPagesPerFrame, pageCount - first)
             let words = (first / 64)..<((first + pages + 63) / 64)
-            frames.append(ResumeState(pageCount: UInt64(pageCount), firstPage: UInt64(first), pages: UInt64(pages), round: round,
-                                      held: Array(held.words[words]), current: Array(current.words[words])))
+            frames.append(
+                ResumeState(
+                    pageCount: UInt64(pageCount), firstPage: UInt64(first), pages: UInt64(pages), round: round,
+                    held: Array(held.words[words]), current: Array(current.words[words])))
             first += pages
         } while first < pageCount
         return frames

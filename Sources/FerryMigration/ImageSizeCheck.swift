@@ -13,7 +13,9 @@ extension SourceAgent {
         do {
             busGuard = try BusErrorGuard(base: memory.regions[0].base, length: size, pageSize: pageSize)
         } catch {
-            log.warning("no SIGBUS guard: a truncated image file will kill the process", metadata: ["migration.error": "\(error)"])
+            log.warning(
+                "no SIGBUS guard: a truncated image file will kill the process",
+                metadata: ["migration.error": "\(error)"])
         }
     }
 

@@ -42,13 +42,14 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String {
-        let where_: String
+        let outcome: String
         switch guest {
-        case .source: where_ = "the guest keeps running on the source"
-        case .destination: where_ = "the guest runs on the destination"
-        case .handedOverUnconfirmed: where_ = "the guest was handed over; its resume on the destination was not confirmed"
-        case .notHere: where_ = "no guest runs here; the partial image was removed"
+        case .source: outcome = "the guest keeps running on the source"
+        case .destination: outcome = "the guest runs on the destination"
+        case .handedOverUnconfirmed:
+            outcome = "the guest was handed over; its resume on the destination was not confirmed"
+        case .notHere: outcome = "no guest runs here; the partial image was removed"
         }
-        return "\(message) (\(where_))"
+        return "\(message) (\(outcome))"
     }
 }

@@ -36,8 +36,10 @@ public struct ResumeRecord: Codable, Sendable, Equatable {
     /// Source: wire bytes of that round.
     public var wireBytesResent: UInt64 = 0
 
-    public init(round: Int, attempts: Int = 0, outageMs: Double, pagesHeld: Int, pagesHeldFromRound: Int,
-                pagesDirtied: Int = 0, pagesResent: Int = 0, wireBytesResent: UInt64 = 0) {
+    public init(
+        round: Int, attempts: Int = 0, outageMs: Double, pagesHeld: Int, pagesHeldFromRound: Int,
+        pagesDirtied: Int = 0, pagesResent: Int = 0, wireBytesResent: UInt64 = 0
+    ) {
         self.pagesDirtied = pagesDirtied
         self.round = round
         self.attempts = attempts
@@ -177,7 +179,8 @@ public struct MigrationReport: Codable, Sendable {
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let marker = "ferry:non-finite-number"
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: marker, negativeInfinity: marker, nan: marker)
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: marker, negativeInfinity: marker, nan: marker)
         let data = try encoder.encode(self)
         let quoted = "\"\(marker)\""
         let text = String(decoding: data, as: UTF8.self)
@@ -197,39 +200,62 @@ public struct MigrationReport: Codable, Sendable {
         lines.append("  image        \(image) (\(mb(imageBytes)), \(pagesTotal) pages of \(pageSize) B)")
         if let tracker { lines.append("  tracker      \(tracker)\(trackerReason.map { " (\($0))" } ?? "")") }
         lines.append("  total        \(ms(totalMs)) (setup \(ms(setupMs))), process CPU \(ms(cpuMs))")
-        if preallocMs > 0 { lines.append("  prealloc     image faulted in before the migration in \(ms(preallocMs)) (not in total)") }
+        if preallocMs > 0 {
+            lines.append("  prealloc     image faulted in before the migration in \(ms(preallocMs)) (not in total)")
+        }
         if downtimeMs > 0 {
             let p = downtimeParts
             if role == "source" {
-                lines.append("  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))")
-                lines.append("    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)) (CPU state \(ms(p.cpuStateMs))), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))")
+                lines.append(
+                    "  downtime     \(ms(downtimeMs)) (target \(ms(downtimeTargetMs)), predicted \(ms(predictedDowntimeMs)))"
+                )
+                lines.append(
+                    "    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)) (CPU state \(ms(p.cpuStateMs))), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))"
+                )
             } else {
                 lines.append("  blackout     \(ms(downtimeMs)) seen here")
-                lines.append("    parts      final pages \(ms(p.finalSendMs)) (restore vCPUs \(ms(p.restoreVcpusMs))), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))")
+                lines.append(
+                    "    parts      final pages \(ms(p.finalSendMs)) (restore vCPUs \(ms(p.restoreVcpusMs))), verify \(ms(p.destinationVerifyMs)), resume \(ms(p.destinationResumeMs))"
+                )
             }
             lines.append("    clock      \(downtimeClock)")
         }
-        lines.append("  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / words \(pages.words) / lz4 \(pages.lz4) / raw \(pages.raw)")
+        lines.append(
+            "  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / words \(pages.words) / lz4 \(pages.lz4) / raw \(pages.raw)"
+        )
         for record in resumeRecords {
             var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
             if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }
             line += ", destination held \(record.pagesHeld) of \(pagesTotal) pages"
-            if role == "source" { line += "; \(record.pagesDirtied) dirtied; resent \(record.pagesResent) pages, \(mb(record.wireBytesResent))" }
+            if role == "source" {
+                line +=
+                    "; \(record.pagesDirtied) dirtied; resent \(record.pagesResent) pages, \(mb(record.wireBytesResent))"
+            }
             lines.append(line)
         }
-        if maxThrottlePercent > 0 { lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)") }
+        if maxThrottlePercent > 0 {
+            lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)")
+        }
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
         if !announce.isEmpty { lines.append("  announce     \(announce)") }
         if let handoff { lines.append("  handoff      \(handoff)") }
-        if authenticated { lines.append("  security     peer authenticated, \(encryption == "none" ? "not encrypted" : "encrypted with \(encryption)")") }
+        if authenticated {
+            lines.append(
+                "  security     peer authenticated, \(encryption == "none" ? "not encrypted" : "encrypted with \(encryption)")"
+            )
+        }
         if let error { lines.append("  error        \(error)") }
         if !perRound.isEmpty {
-            lines.append("  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision")
+            lines.append(
+                "  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision"
+            )
             for r in perRound {
-                lines.append(String(format: "  %5d %10d %12.1f %9.1f %10.0f %12d %11.0f %13.1f %8d%%  %@",
-                    r.round, r.pages, Double(r.wireBytes) / 1e6, r.durationMs, r.sendRateMBps, r.dirtyPages,
-                    r.dirtyRateMBps, r.predictedDowntimeMs, r.throttlePercent, r.decision))
+                lines.append(
+                    String(
+                        format: "  %5d %10d %12.1f %9.1f %10.0f %12d %11.0f %13.1f %8d%%  %@",
+                        r.round, r.pages, Double(r.wireBytes) / 1e6, r.durationMs, r.sendRateMBps, r.dirtyPages,
+                        r.dirtyRateMBps, r.predictedDowntimeMs, r.throttlePercent, r.decision))
             }
         }
         return lines.joined(separator: "\n")
@@ -256,9 +282,12 @@ public struct MigrationProgress: Sendable {
     public var line: String {
         if let event { return "[\(role)] \(event)" }
         let mbps = { (pages: Double) in pages * Double(pageSize) / 1e6 }
-        return String(format: "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
+        return String(
+            format:
+                "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
             role, phase, round, pagesSent, pagesInRound, Double(wireBytes) / 1e6, mbps(dirtyRate), mbps(sendRate),
-            predictedDowntime.isFinite && predictedDowntime > 0 ? String(format: "%.1f ms", predictedDowntime * 1000) : "-")
+            predictedDowntime.isFinite && predictedDowntime > 0
+                ? String(format: "%.1f ms", predictedDowntime * 1000) : "-")
     }
 }
 

@@ -58,8 +58,10 @@ final class PageSink: @unchecked Sendable {
     /// The lowest page still stale, if any.
     var firstStalePage: Int? { stale.first }
 
-    init(memory: GuestMemory, pageCount: Int, hashTable: PageHashTable,
-         roundTable: PageRoundTable? = nil, stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0) {
+    init(
+        memory: GuestMemory, pageCount: Int, hashTable: PageHashTable,
+        roundTable: PageRoundTable? = nil, stripes: PageStripes = PageStripes(streamCount: 1), stream: Int = 0
+    ) {
         self.roundTable = roundTable ?? PageRoundTable(pageCount: pageCount)
         self.memory = memory
         let pageSize = memory.pageSize
@@ -73,7 +75,8 @@ final class PageSink: @unchecked Sendable {
         self.stale = PageBits(count: pageCount)
         self.written = PageBits(count: pageCount)
         self.inBatch = PageBits(count: pageCount)
-        self.table = .allocate(byteCount: PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch), alignment: 16)
+        self.table = .allocate(
+            byteCount: PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch), alignment: 16)
         self.descriptors = .allocate(capacity: ProtocolLimits.maxEntriesPerBatch)
         self.scratch = .allocate(byteCount: Self.chunkBytes + pageSize, alignment: 64)
         self.vectors = .allocate(capacity: Self.maxVectors)
@@ -101,7 +104,8 @@ final class PageSink: @unchecked Sendable {
         try connection.readDirect(into: header)
         let (round, count) = try PageBatchLayout.header(UnsafeRawBufferPointer(header), payloadLength: batchLength)
         let tableEnd = PageBatchLayout.tableEnd(count: count)
-        try connection.readDirect(into: UnsafeMutableRawBufferPointer(start: table + header.count, count: tableEnd - header.count))
+        try connection.readDirect(
+            into: UnsafeMutableRawBufferPointer(start: table + header.count, count: tableEnd - header.count))
         let payloadBytes = try checkTable(count: count)
         try PageBatchLayout.checkPayloadTotal(payloadBytes, count: count, payloadLength: batchLength)
 
@@ -143,8 +147,9 @@ final class PageSink: @unchecked Sendable {
                 case .zero, .lz4, .words:
                     let payload = UnsafeRawBufferPointer(start: scratch + lz4Offset, count: entry.length)
                     lz4Offset += entry.length
-                    hash = try decoder.decode(encoding: entry.encoding, payload: payload, into: destination,
-                                              destinationIsZero: entry.encoding != .lz4 && !written[page])
+                    hash = try decoder.decode(
+                        encoding: entry.encoding, payload: payload, into: destination,
+                        destinationIsZero: entry.encoding != .lz4 && !written[page])
                 }
                 settle(page: page, expected: entry.hash, actual: hash, encoding: entry.encoding, round: round)
                 settled = index + 1
@@ -213,8 +218,10 @@ final class PageSink: @unchecked Sendable {
     @inline(__always)
     private func checkStream(_ page: Int) throws {
         guard stripes.stream(of: page) == stream else {
-            throw ProtocolError(.invalidField,
-                "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))")
+            throw ProtocolError(
+                .invalidField,
+                "page \(page) arrived on stream \(stream); with \(stripes.streamCount) streams it belongs to stream \(stripes.stream(of: page))"
+            )
         }
     }
 

@@ -46,9 +46,11 @@ final class PageStreamer: @unchecked Sendable {
     private(set) var holePages = 0
     private let zeroHash: UInt64
 
-    init(memory: GuestMemory, pageSize: Int, connection: FramedConnection,
-         compression: CompressionChoice, peerCodecs: CodecSet, batchBytes: Int, hashTable: PageHashTable,
-         stripes: PageStripes, stream: Int) {
+    init(
+        memory: GuestMemory, pageSize: Int, connection: FramedConnection,
+        compression: CompressionChoice, peerCodecs: CodecSet, batchBytes: Int, hashTable: PageHashTable,
+        stripes: PageStripes, stream: Int
+    ) {
         self.hashTable = hashTable
         self.stripes = stripes
         self.stream = stream
@@ -58,8 +60,9 @@ final class PageStreamer: @unchecked Sendable {
         // Only what the destination decodes; `--compress none` sends every non-zero page raw.
         let usable = peerCodecs.contains(.lz4) ? compression : .none
         self.chooser = EncodingChooser(usable)
-        self.encoder = PageEncoder(pageSize: pageSize, mode: usable == .none ? .none : .lz4,
-                                   wordsLimit: usable != .none && peerCodecs.contains(.words) ? SparseWords.defaultLimit : 0)
+        self.encoder = PageEncoder(
+            pageSize: pageSize, mode: usable == .none ? .none : .lz4,
+            wordsLimit: usable != .none && peerCodecs.contains(.words) ? SparseWords.defaultLimit : 0)
         self.batchLimit = batchBytes
         self.zeroHash = PageHash.zeroPage(pageSize: pageSize)
         let capacity = max(batchBytes, PageBatchLayout.tableEnd(count: ProtocolLimits.maxEntriesPerBatch) + pageSize)
@@ -77,8 +80,10 @@ final class PageStreamer: @unchecked Sendable {
     /// `progress` is called every few thousand pages with the pages sent so far. With
     /// `protection` (round 0 of a deferred tracker), each page is write-protected before it is
     /// read, and every page of the region by the time this returns.
-    func send(pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil,
-              progress: ((Int) -> Void)? = nil) throws -> StreamRoundResult {
+    func send(
+        pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil,
+        progress: ((Int) -> Void)? = nil
+    ) throws -> StreamRoundResult {
         let startBytes = wireBytes
         let startBatches = batches
         var roundCounts = EncodingCounts()
@@ -118,11 +123,13 @@ final class PageStreamer: @unchecked Sendable {
                 if encoded.encoding == .raw {
                     writer.commitExternalEntry(page: UInt64(page), hash: encoded.hash, payload: source)
                 } else {
-                    writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+                    writer.commitEntry(
+                        page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
                 }
             } else {
                 encoded = encoder.encode(page: source, into: writer.payloadSlot)
-                writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+                writer.commitEntry(
+                    page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
             }
             hashTable[page] = encoded.hash
             switch encoded.encoding {
@@ -138,7 +145,8 @@ final class PageStreamer: @unchecked Sendable {
         }
         if writer.count > 0 { try flush(round: round, &writer) }
         try protection?.protectAll()
-        return StreamRoundResult(pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
+        return StreamRoundResult(
+            pages: sent, wireBytes: wireBytes - startBytes, batches: batches - startBatches, counts: roundCounts)
     }
 
     private func startBatch(round: UInt32, _ writer: inout PageBatchWriter) {

@@ -40,7 +40,9 @@ struct PageStripes: Sendable {
         var stripe = stream
         while stripe * wordsPerStripe < bitmap.words.count {
             let first = stripe * wordsPerStripe
-            for index in first..<min(first + wordsPerStripe, bitmap.words.count) { total += bitmap.words[index].nonzeroBitCount }
+            for index in first..<min(first + wordsPerStripe, bitmap.words.count) {
+                total += bitmap.words[index].nonzeroBitCount
+            }
             stripe += streamCount
         }
         return total

@@ -139,7 +139,9 @@ final class SessionRegistry: @unchecked Sendable {
     /// the bytes already promised covers them. Returns whether it did, and the two figures for
     /// the refusal's message. The caller gives the promise back with `releaseDisk` once its image
     /// is allocated (then `statvfs` counts it) or the migration ends.
-    func promiseDisk(_ bytes: UInt64, free: () throws -> UInt64) -> (promised: Bool, free: UInt64, promisedToOthers: UInt64)? {
+    func promiseDisk(_ bytes: UInt64, free: () throws -> UInt64) -> (
+        promised: Bool, free: UInt64, promisedToOthers: UInt64
+    )? {
         condition.withLock {
             guard let available = try? free() else { return nil }
             let others = promisedDisk
@@ -157,7 +159,9 @@ final class SessionRegistry: @unchecked Sendable {
     /// `onReattach` runs (on the dispatcher's thread) when a connection comes back for it with
     /// the session's token, with the type of its first frame; it returns whether the session
     /// takes one now (false: the connection is closed).
-    func open(session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable (FrameType) -> Bool)? = nil) {
+    func open(
+        session id: UInt64, token: SessionToken, extraStreams: Int, onReattach: (@Sendable (FrameType) -> Bool)? = nil
+    ) {
         condition.withLock { sessions[id] = Joining(token: token, extraStreams: extraStreams, onReattach: onReattach) }
     }
 
@@ -223,8 +227,10 @@ final class SessionRegistry: @unchecked Sendable {
     func deliver(_ join: Join, connection: FramedConnection) -> Bool {
         let index = Int(join.streamIndex)
         return condition.withLock {
-            guard var session = sessions[join.sessionID], session.token.matches(join.sessionToken), !session.taken, index >= 1, index <= session.extraStreams,
-                  session.joined[index] == nil else { return false }
+            guard var session = sessions[join.sessionID], session.token.matches(join.sessionToken), !session.taken,
+                index >= 1, index <= session.extraStreams,
+                session.joined[index] == nil
+            else { return false }
             session.joined[index] = connection
             sessions[join.sessionID] = session
             condition.broadcast()
@@ -244,7 +250,8 @@ final class SessionRegistry: @unchecked Sendable {
                 if session.reattached != nil {
                     // The source came back on a newer connection: it gave up on the attempt whose
                     // streams this waits for.
-                    throw MigrationError(.transport, "the source reconnected again before its page streams joined", guest: .notHere)
+                    throw MigrationError(
+                        .transport, "the source reconnected again before its page streams joined", guest: .notHere)
                 }
                 if session.joined.count == session.extraStreams {
                     let streams = session.joined.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
@@ -255,7 +262,10 @@ final class SessionRegistry: @unchecked Sendable {
                 }
                 if !condition.wait(untilNanoseconds: deadline) {
                     let missing = (1...session.extraStreams).filter { session.joined[$0] == nil }.map(String.init)
-                    throw MigrationError(.transport, "page stream(s) \(missing.joined(separator: ", ")) did not join within \(Int(timeout)) s", guest: .notHere)
+                    throw MigrationError(
+                        .transport,
+                        "page stream(s) \(missing.joined(separator: ", ")) did not join within \(Int(timeout)) s",
+                        guest: .notHere)
                 }
             }
         }

@@ -58,7 +58,8 @@ public struct SourceOptions: Sendable {
     public var blackoutTimeout: Duration?
     /// `blackoutTimeout`, or its default for the downtime target.
     public var effectiveBlackoutTimeout: Duration {
-        blackoutTimeout ?? .milliseconds(BlackoutDeadline.defaultLimitMs(downtimeTargetSeconds: settings.downtimeTargetSeconds))
+        blackoutTimeout
+            ?? .milliseconds(BlackoutDeadline.defaultLimitMs(downtimeTargetSeconds: settings.downtimeTargetSeconds))
     }
     // The durations as the engine counts them.
     var connectTimeoutMs: Int { connectTimeout.inMilliseconds }
@@ -71,13 +72,17 @@ public struct SourceOptions: Sendable {
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
 
-    public init(destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
-                compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
-                batchBytes: Int = 1 << 20, guestName: String = "", connectTimeout: Duration = .seconds(10), replyTimeout: Duration = .seconds(60),
-                guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
-                maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
-                protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true,
-                resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Duration = .milliseconds(250), reconnectBackoffMax: Duration = .seconds(4)) {
+    public init(
+        destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
+        compression: CompressionChoice = .auto, tracker: TrackerChoice = .auto,
+        batchBytes: Int = 1 << 20, guestName: String = "", connectTimeout: Duration = .seconds(10),
+        replyTimeout: Duration = .seconds(60),
+        guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0, name: String = "ferry-source",
+        maxBandwidth: Double? = nil, streams: Int = SourceOptions.defaultStreams,
+        protectDuringRoundZero: Bool = true, skipImageHoles: Bool = true,
+        resume: Bool = true, reconnectAttempts: Int = 6, reconnectBackoff: Duration = .milliseconds(250),
+        reconnectBackoffMax: Duration = .seconds(4)
+    ) {
         self.resume = resume
         self.reconnectAttempts = reconnectAttempts
         self.reconnectBackoff = reconnectBackoff
@@ -130,8 +135,10 @@ public final class SourceAgent {
 
     /// Migrates `guest`, whose memory (`guest.memory`) is, when `imagePath` is given, the shared
     /// mapping of that file.
-    public init(guest: any MigratableGuest, imagePath: String? = nil, options: SourceOptions, logger: Logger,
-                progress: ProgressHandler? = nil) {
+    public init(
+        guest: any MigratableGuest, imagePath: String? = nil, options: SourceOptions, logger: Logger,
+        progress: ProgressHandler? = nil
+    ) {
         self.memory = guest.memory
         self.guest = guest
         self.options = options
@@ -182,10 +189,14 @@ public final class SourceAgent {
             let waitedMs = Int((now &- start) / 1_000_000)
             let stillMs = Int((now &- advancedAt) / 1_000_000)
             if waitedMs >= options.replyTimeoutMs {
-                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms (the reply timeout)")
+                throw TransportError(
+                    .timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms (the reply timeout)")
             }
             if stillMs >= options.stallTimeoutMs {
-                throw TransportError(.timeout, "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down")
+                throw TransportError(
+                    .timeout,
+                    "no ROUND_ACK for round \(round) within \(waitedMs) ms, and the destination acknowledged nothing for the last \(stillMs) ms (--stall-timeout \(options.stallTimeoutMs) ms; \(streams.unacknowledgedBytes) bytes still queued): it stopped reading, or the network between the hosts is down"
+                )
             }
         }
     }
@@ -236,29 +247,42 @@ public final class SourceAgent {
                 opened = connection
                 try connection.authenticate(asClient: options.security)
                 let helloSent = MonotonicClock.now()
-                try connection.send(Hello(
-                    versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
-                    pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
-                    cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind, vcpuCount: UInt32(guest.vcpus),
-                    streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
+                try connection.send(
+                    Hello(
+                        versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
+                        pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
+                        cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind,
+                        vcpuCount: UInt32(guest.vcpus),
+                        streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))
                 let reply = try connection.receive()
                 let rtt = MonotonicClock.seconds(since: helloSent)
                 switch reply.type {
                 case .accept:
-                    return OpenedSession(connection: connection, accept: try Accept(payload: reply.payload), rtt: rtt, attempts: attempt)
+                    return OpenedSession(
+                        connection: connection, accept: try Accept(payload: reply.payload), rtt: rtt, attempts: attempt)
                 case .refuse:
                     let refuse = try Refuse(payload: reply.payload)
-                    throw MigrationError(.refused, "destination refused the guest (\(refuse.reason)): \(refuse.message)", guest: .source)
+                    throw MigrationError(
+                        .refused, "destination refused the guest (\(refuse.reason)): \(refuse.message)", guest: .source)
                 default:
-                    throw MigrationError(.protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
+                    throw MigrationError(
+                        .protocolViolation, "expected ACCEPT or REFUSE, got \(reply.type)", guest: .source)
                 }
-            } catch let error as TransportError where (error.code == .peerClosed || error.code == .timeout) && opened != nil {
+            } catch let error as TransportError
+                where (error.code == .peerClosed || error.code == .timeout) && opened != nil
+            {
                 opened?.close()
                 guard attempt < max(1, options.reconnectAttempts) else {
-                    throw TransportError(error.code, "\(error.message) (\(attempt) attempt(s): the destination accepted each connection and closed it, or said nothing, before answering HELLO)")
+                    throw TransportError(
+                        error.code,
+                        "\(error.message) (\(attempt) attempt(s): the destination accepted each connection and closed it, or said nothing, before answering HELLO)"
+                    )
                 }
-                log.warning("the destination closed the connection before answering HELLO; trying again", metadata: [
-                    "migration.attempt": "\(attempt)", "migration.error": "\(error.message)"])
+                log.warning(
+                    "the destination closed the connection before answering HELLO; trying again",
+                    metadata: [
+                        "migration.attempt": "\(attempt)", "migration.error": "\(error.message)",
+                    ])
             } catch {
                 opened?.close()
                 throw error
@@ -281,7 +305,9 @@ public final class SourceAgent {
     /// that connection; `discarded` means the guest never ran there and may resume here. No
     /// answer, or `unknown` (a destination that restarted cannot say whether it ran the guest),
     /// leaves it unresolved: the guest must not run here, since it may run there.
-    func resolveHandoff(session: UInt64, token: SessionToken, digest: UInt64, after firstError: any Error, log: Logger) -> HandoffResolution {
+    func resolveHandoff(session: UInt64, token: SessionToken, digest: UInt64, after firstError: any Error, log: Logger)
+        -> HandoffResolution
+    {
         let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
         var delay = 0.1
         var attempt = 0
@@ -290,22 +316,30 @@ public final class SourceAgent {
             attempt += 1
             do {
                 let left = Int((Double(deadline &- min(deadline, MonotonicClock.now())) / 1e6))
-                let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
-                                                              security: options.security, connectTimeout: .milliseconds(max(100, min(2_000, left))))
+                let (asking, answers) = try StatusClient.ask(
+                    options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
+                    security: options.security, connectTimeout: .milliseconds(max(100, min(2_000, left))))
                 defer { asking.close() }
                 let status = answers[0]
-                log.info("destination answered where the guest is", metadata: [
-                    "migration.attempt": "\(attempt)", "migration.state": "\(status.state)", "migration.message": "\(status.message)"])
+                log.info(
+                    "destination answered where the guest is",
+                    metadata: [
+                        "migration.attempt": "\(attempt)", "migration.state": "\(status.state)",
+                        "migration.message": "\(status.message)",
+                    ])
                 switch status.state {
                 case .resumed where status.digest == digest:
-                    return .resumedThere("RESUMED was lost; the destination's STATUS (attempt \(attempt)) says the guest runs there")
+                    return .resumedThere(
+                        "RESUMED was lost; the destination's STATUS (attempt \(attempt)) says the guest runs there")
                 case .resumed:
-                    last = "the destination says it resumed session \(hex(session)) with digest \(hex(status.digest)), not \(hex(digest))"
+                    last =
+                        "the destination says it resumed session \(hex(session)) with digest \(hex(status.digest)), not \(hex(digest))"
                 case .awaitingCommit:
                     try asking.send(Commit())
                     _ = try asking.receive(Resumed.self)
                     try? asking.send(Done())
-                    return .resumedThere("the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed")
+                    return .resumedThere(
+                        "the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed")
                 case .discarded:
                     return .discardedThere(status.message)
                 case .unknown, .receiving:
@@ -315,7 +349,9 @@ public final class SourceAgent {
                 last = "\(error)"
             }
             if MonotonicClock.now() &+ UInt64(delay * 1e9) >= deadline {
-                return .unresolved("no answer settled it within \(options.handoffTimeoutMs / 1000) s after COMMIT (\(attempt) attempts; last: \(last))")
+                return .unresolved(
+                    "no answer settled it within \(options.handoffTimeoutMs / 1000) s after COMMIT (\(attempt) attempts; last: \(last))"
+                )
             }
             MonotonicClock.sleep(seconds: delay)
             delay = min(delay * 2, 2)
@@ -331,25 +367,40 @@ public final class SourceAgent {
     /// not, without this source's COMMIT; a destination that let someone else commit would),
     /// the guest now runs in two places. This stops the source's copy, so that it runs only on
     /// the destination, and returns the error that says so loudly; nil otherwise.
-    func releaseDestination(session: UInt64, token: SessionToken, because reason: String, log: Logger) -> MigrationError? {
+    func releaseDestination(session: UInt64, token: SessionToken, because reason: String, log: Logger)
+        -> MigrationError?
+    {
         do {
-            let (asking, answers) = try StatusClient.ask(options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
-                                                          security: options.security, connectTimeout: .milliseconds(1_000), replyTimeout: .milliseconds(2_000))
+            let (asking, answers) = try StatusClient.ask(
+                options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
+                security: options.security, connectTimeout: .milliseconds(1_000), replyTimeout: .milliseconds(2_000))
             defer { asking.close() }
             if answers[0].state == .awaitingCommit || answers[0].state == .receiving {
-                try asking.send(Abort(reason: .cancelled, message: String("the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))
-                log.info("told the destination to discard its verified image", metadata: ["migration.session": "\(hex(session))"])
+                try asking.send(
+                    Abort(
+                        reason: .cancelled,
+                        message: String(
+                            "the source did not commit and resumed the guest itself: \(reason)".prefix(1000))))
+                log.info(
+                    "told the destination to discard its verified image",
+                    metadata: ["migration.session": "\(hex(session))"])
             } else if answers[0].state == .resumed {
                 _ = guest.stopForHandover()
-                let failure = MigrationError(.protocolViolation,
+                let failure = MigrationError(
+                    .protocolViolation,
                     "split brain: the destination resumed the guest although this source did not commit; the source's copy was stopped (session \(hex(session)) at \(options.destination); this source had resumed it after: \(reason))",
                     guest: .destination)
-                log.error("split brain: the destination resumed a guest this source did not commit; stopped the source's copy", metadata: [
-                    "migration.session": "\(hex(session))", "migration.error": "\(failure.message)"])
+                log.error(
+                    "split brain: the destination resumed a guest this source did not commit; stopped the source's copy",
+                    metadata: [
+                        "migration.session": "\(hex(session))", "migration.error": "\(failure.message)",
+                    ])
                 return failure
             }
         } catch {
-            log.info("could not tell the destination to discard; it does so after its handoff timeout", metadata: ["migration.error": "\(error)"])
+            log.info(
+                "could not tell the destination to discard; it does so after its handoff timeout",
+                metadata: ["migration.error": "\(error)"])
         }
         return nil
     }

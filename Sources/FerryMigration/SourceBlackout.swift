@@ -23,7 +23,8 @@ extension SourceSession {
             parts.verifyMs = MonotonicClock.seconds(since: verifyStart).milliseconds
             parts.destinationVerifyMs = (Double(verified.verifyMicroseconds) / 1000)
             guard verified.ok, verified.digest == digest else {
-                throw MigrationError(.verification,
+                throw MigrationError(
+                    .verification,
                     "destination did not verify the image: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest)), \(verified.pagesMissing) pages missing" : verified.message)",
                     guest: .source)
             }
@@ -54,29 +55,40 @@ extension SourceSession {
         try connection.send(state)
         parts.cpuStateMs = (Double(MonotonicClock.now() &- stateStart) / 1e9).milliseconds
         let digest = streamer.digest()
-        try connection.send(Complete(finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest,
-                                     stateDigest: StateDigest.of(config: configPayload, deviceState: state.encodedPayload())))
+        try connection.send(
+            Complete(
+                finalRound: UInt32(round), pageCount: UInt64(pageCount), digest: digest,
+                stateDigest: StateDigest.of(config: configPayload, deviceState: state.encodedPayload())))
         parts.finalSendMs = (Double(MonotonicClock.now() &- harvestDone) / 1e9).milliseconds
-        report.perRound.append(RoundRecord(
-            round: round, pages: final.pages, wireBytes: final.wireBytes, durationMs: parts.finalSendMs,
-            sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: report.predictedDowntimeMs,
-            throttlePercent: guest.throttlePercent, decision: "final (vCPUs paused)"))
+        report.perRound.append(
+            RoundRecord(
+                round: round, pages: final.pages, wireBytes: final.wireBytes, durationMs: parts.finalSendMs,
+                sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0, predictedDowntimeMs: report.predictedDowntimeMs,
+                throttlePercent: guest.throttlePercent, decision: "final (vCPUs paused)"))
         return digest
     }
 
     /// The error a failed blackout ends with (the guest runs here again). A lost connection may
     /// leave the destination waiting for a RESUME or a COMMIT that will not come: it is told now.
     private func blackoutFailed(_ error: any Error, deadline: BlackoutDeadline) -> MigrationError {
-        var failure = agent.imageShrank()
-            ?? (deadline.hasExpired ? deadline.failure(during: "while \(agent.blackoutPhase(parts))")
-                                    : MigrationError.wrap(error, during: "blackout", guest: .source))
-        if failure.code == .transport && !deadline.hasExpired, let aborted = agent.abortWaiting(on: connection, during: "blackout") {
+        var failure =
+            agent.imageShrank()
+            ?? (deadline.hasExpired
+                ? deadline.failure(during: "while \(agent.blackoutPhase(parts))")
+                : MigrationError.wrap(error, during: "blackout", guest: .source))
+        if failure.code == .transport && !deadline.hasExpired,
+            let aborted = agent.abortWaiting(on: connection, during: "blackout")
+        {
             failure = aborted
         }
         agent.abort(connection, failure)
-        log.error("migration failed during blackout; guest resumed on the source", metadata: ["migration.error": "\(failure.message)"])
+        log.error(
+            "migration failed during blackout; guest resumed on the source",
+            metadata: ["migration.error": "\(failure.message)"])
         if failure.code == .transport,
-           let splitBrain = agent.releaseDestination(session: sessionID, token: sessionToken, because: failure.message, log: log) {
+            let splitBrain = agent.releaseDestination(
+                session: sessionID, token: sessionToken, because: failure.message, log: log)
+        {
             return splitBrain
         }
         return failure
@@ -131,18 +143,25 @@ extension SourceSession {
 
     /// No RESUMED after COMMIT: asks the destination where the guest is.
     private func resolve(after error: any Error, digest: UInt64, commitStart: UInt64) throws {
-        log.warning("no RESUMED after COMMIT; asking the destination where the guest is", metadata: [
-            "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
-            "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)"])
+        log.warning(
+            "no RESUMED after COMMIT; asking the destination where the guest is",
+            metadata: [
+                "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
+                "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)",
+            ])
         switch agent.resolveHandoff(session: sessionID, token: sessionToken, digest: digest, after: error, log: log) {
         case .resumedThere(let how):
             handedOver(commitStart: commitStart, how: how)
         case .discardedThere(let why):
             guest.resume()
             report.guestLocation = .source
-            throw MigrationError(.transport, "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source", guest: .source)
+            throw MigrationError(
+                .transport,
+                "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
+                guest: .source)
         case .unresolved(let why):
-            report.outcome = "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`"
+            report.outcome =
+                "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`"
             report.error = why
         }
     }
@@ -151,12 +170,16 @@ extension SourceSession {
     private func finishReport() -> MigrationReport {
         report.vcpuSteps = guest.stopForHandover()
         report.downtimeParts = parts
-        report.downtimeClock = "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
+        report.downtimeClock =
+            "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
         report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
-        log.info("migration complete", metadata: [
-            "migration.downtime_ms": "\(report.downtimeMs)", "migration.total_ms": "\(report.totalMs)",
-            "migration.rounds": "\(report.rounds)"])
+        log.info(
+            "migration complete",
+            metadata: [
+                "migration.downtime_ms": "\(report.downtimeMs)", "migration.total_ms": "\(report.totalMs)",
+                "migration.rounds": "\(report.rounds)",
+            ])
         return report
     }
 }

@@ -38,12 +38,15 @@ extension SourceSession {
                 while try !round() {}
                 return
             } catch {
-                var failure = agent.imageShrank()
+                var failure =
+                    agent.imageShrank()
                     ?? MigrationError.wrap(error, during: "pre-copy round \(precopyState.round)", guest: .source)
                 if let stall = stallWatch.stallReason, failure.code == .transport {
-                    failure = MigrationError(.transport, "pre-copy round \(precopyState.round): \(stall)", guest: .source)
+                    failure = MigrationError(
+                        .transport, "pre-copy round \(precopyState.round): \(stall)", guest: .source)
                 } else if failure.code == .transport,
-                          let aborted = agent.abortWaiting(on: connection, during: "pre-copy round \(precopyState.round)") {
+                    let aborted = agent.abortWaiting(on: connection, during: "pre-copy round \(precopyState.round)")
+                {
                     // The destination said why it closed: an ABORT is final, not a loss to resume.
                     failure = aborted
                 }
@@ -53,7 +56,8 @@ extension SourceSession {
                         try resume(after: failure)
                         continue
                     } catch {
-                        failure = MigrationError.wrap(error, during: "pre-copy round \(precopyState.round)", guest: .source)
+                        failure = MigrationError.wrap(
+                            error, during: "pre-copy round \(precopyState.round)", guest: .source)
                     }
                 }
                 agent.abort(connection, failure)
@@ -76,13 +80,16 @@ extension SourceSession {
         precopyState.roundWireStart = wireBefore
         let state = precopyState
         let round = state.round
-        let snapshot = MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: 0,
-                                         pagesInRound: state.inRound, wireBytes: wireBefore, dirtyRate: state.dirtyRate,
-                                         sendRate: state.lastDecision?.transferRate ?? 0,
-                                         predictedDowntime: state.lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
-        let sent = try streamer.send(pages: state.toSend, round: UInt32(round),
-                                     protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-                                     holes: round == 0 ? holes : nil) { [progress, inRound = state.inRound] done in
+        let snapshot = MigrationProgress(
+            role: "source", phase: "pre-copy", round: round, pagesSent: 0,
+            pagesInRound: state.inRound, wireBytes: wireBefore, dirtyRate: state.dirtyRate,
+            sendRate: state.lastDecision?.transferRate ?? 0,
+            predictedDowntime: state.lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+        let sent = try streamer.send(
+            pages: state.toSend, round: UInt32(round),
+            protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
+            holes: round == 0 ? holes : nil
+        ) { [progress, inRound = state.inRound] done in
             var update = snapshot
             update.pagesSent = min(done, inRound)
             progress?(update)
@@ -96,13 +103,16 @@ extension SourceSession {
         precopyState.dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
 
         let roundEndSent = MonotonicClock.now()
-        try connection.send(RoundEnd(
-            round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
-            durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6), dirtyPages: UInt64(dirty),
-            dirtyRate: UInt64(precopyState.dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
+        try connection.send(
+            RoundEnd(
+                round: UInt32(round), pagesSent: UInt64(sent.pages), wireBytes: sent.wireBytes,
+                durationMicroseconds: UInt64(MonotonicClock.seconds(since: roundStart) * 1e6),
+                dirtyPages: UInt64(dirty),
+                dirtyRate: UInt64(precopyState.dirtyRate), throttlePercent: UInt32(guest.throttlePercent)))
         let ack = try agent.awaitRoundAck(round: round, on: connection, streams: streamer)
         guard ack.round == UInt32(round) else {
-            throw MigrationError(.protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
+            throw MigrationError(
+                .protocolViolation, "ROUND_ACK for round \(ack.round), expected \(round)", guest: .source)
         }
         rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
         let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
@@ -120,37 +130,46 @@ extension SourceSession {
             dirtiedSinceHarvest: Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart)))
         let decision = precopyState.policy.decide(observation)
         precopyState.lastDecision = decision
-        record(round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
-               observation: observation, decision: decision)
+        record(
+            round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
+            observation: observation, decision: decision)
         precopyState.round += 1
         return try act(on: decision)
     }
 
     /// Records a finished round in the report, the log and the progress line.
-    private func record(round: Int, sent: StreamRoundResult, wireBefore: UInt64, transferSeconds: Double,
-                        observation: RoundObservation, decision: ConvergenceDecision) {
-        report.perRound.append(RoundRecord(
-            round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
-            durationMs: transferSeconds.milliseconds,
-            sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
-            dirtyPages: observation.dirtyPages,
-            dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
-            predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
-            throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+    private func record(
+        round: Int, sent: StreamRoundResult, wireBefore: UInt64, transferSeconds: Double,
+        observation: RoundObservation, decision: ConvergenceDecision
+    ) {
+        report.perRound.append(
+            RoundRecord(
+                round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
+                durationMs: transferSeconds.milliseconds,
+                sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+                dirtyPages: observation.dirtyPages,
+                dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
+                predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
+                throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
         if let index = precopyState.resumeAwaitingRound {
             report.resumeRecords[index].pagesResent = sent.pages
             report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
             precopyState.resumeAwaitingRound = nil
         }
-        log.info("round done", metadata: [
-            "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
-            "migration.dirty_pages": "\(observation.dirtyPages)",
-            "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
-            "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)"])
-        progress?(MigrationProgress(role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
-                                    pagesInRound: precopyState.inRound, wireBytes: streamer.wireBytes,
-                                    dirtyRate: precopyState.dirtyRate, sendRate: decision.transferRate,
-                                    predictedDowntime: decision.predictedDowntime, pageSize: pageSize))
+        log.info(
+            "round done",
+            metadata: [
+                "migration.round": "\(round)", "migration.pages": "\(sent.pages)",
+                "migration.dirty_pages": "\(observation.dirtyPages)",
+                "migration.predicted_ms": "\(decision.predictedDowntime.milliseconds)",
+                "migration.decision": "\(decision.action)", "migration.reason": "\(decision.reason)",
+            ])
+        progress?(
+            MigrationProgress(
+                role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
+                pagesInRound: precopyState.inRound, wireBytes: streamer.wireBytes,
+                dirtyRate: precopyState.dirtyRate, sendRate: decision.transferRate,
+                predictedDowntime: decision.predictedDowntime, pageSize: pageSize))
     }
 
     /// The policy's decision: true to switch over.
@@ -181,20 +200,28 @@ extension SourceSession {
         let lostRound = precopyState.round
         let inRound = precopyState.inRound
         let percent = inRound > 0 ? min(100, 100 * streamer.pagesSentInRound / inRound) : 100
-        report.perRound.append(RoundRecord(
-            round: lostRound, pages: streamer.pagesSentInRound, wireBytes: streamer.wireBytes - precopyState.roundWireStart,
-            durationMs: MonotonicClock.seconds(since: precopyState.roundStartedAt).milliseconds, sendRateMBps: 0, dirtyPages: 0,
-            dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
-            decision: "connection lost at \(percent)% of the round; resuming"))
+        report.perRound.append(
+            RoundRecord(
+                round: lostRound, pages: streamer.pagesSentInRound,
+                wireBytes: streamer.wireBytes - precopyState.roundWireStart,
+                durationMs: MonotonicClock.seconds(since: precopyState.roundStartedAt).milliseconds, sendRateMBps: 0,
+                dirtyPages: 0,
+                dirtyRateMBps: 0, predictedDowntimeMs: -1, throttlePercent: guest.throttlePercent,
+                decision: "connection lost at \(percent)% of the round; resuming"))
         streamer.closeAll()
         connection.close()
-        let back = try agent.reconnect(sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: lostRound,
-                                       streamer: streamer, lost: failure) { attempt, why in
-            let event = "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
+        let back = try agent.reconnect(
+            sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: lostRound,
+            streamer: streamer, lost: failure
+        ) { attempt, why in
+            let event =
+                "connection lost during round \(lostRound) at \(percent)%; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))"
             log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
-            progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
-                                        wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
-                                        predictedDowntime: .infinity, pageSize: pageSize, event: event))
+            progress?(
+                MigrationProgress(
+                    role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
+                    wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
+                    predictedDowntime: .infinity, pageSize: pageSize, event: event))
         }
         connection = back.connection
         stallWatch.watch(streamer.connections)
@@ -207,16 +234,24 @@ extension SourceSession {
         let resend = precopyState.pending.popcount()
         let outage = MonotonicClock.seconds(since: lostAt)
         report.resumes += 1
-        report.resumeRecords.append(ResumeRecord(round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
-                                                 pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
-                                                 pagesDirtied: dirtied, pagesResent: resend))
+        report.resumeRecords.append(
+            ResumeRecord(
+                round: lostRound, attempts: back.attempts, outageMs: outage.milliseconds,
+                pagesHeld: held.heldCount, pagesHeldFromRound: held.currentCount,
+                pagesDirtied: dirtied, pagesResent: resend))
         precopyState.resumeAwaitingRound = report.resumeRecords.count - 1
         let event = "resumed: destination holds \(held.heldCount) of \(pageCount) pages; resending \(resend)"
-        log.notice("\(event)", metadata: ["migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
-                                          "migration.attempts": "\(back.attempts)"])
-        progress?(MigrationProgress(role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
-                                    wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
-                                    predictedDowntime: .infinity, pageSize: pageSize, event: event))
+        log.notice(
+            "\(event)",
+            metadata: [
+                "migration.round": "\(lostRound)", "migration.outage_ms": "\(outage.milliseconds)",
+                "migration.attempts": "\(back.attempts)",
+            ])
+        progress?(
+            MigrationProgress(
+                role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
+                wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
+                predictedDowntime: .infinity, pageSize: pageSize, event: event))
         // The lost round is never acknowledged; its number is not used again (the destination
         // tells copies of the lost round from those of the next by it).
         precopyState.round += 1

@@ -17,8 +17,11 @@ extension SourceAgent {
     /// through: `RESUME`, the `RESUME_STATE` frames, and new page streams for `streamer`.
     /// `announce(attempt, why)` runs before each attempt, `why` being the last failure. Throws at once on anything but a transport
     /// failure (an ABORT, a malformed answer), and after the last attempt.
-    func reconnect(sessionID: UInt64, token: SessionToken, pageCount: Int, lostRound: Int, streamer: SourceStreams, lost: MigrationError,
-                   announce: (Int, MigrationError) -> Void) throws -> Reconnection {
+    func reconnect(
+        sessionID: UInt64, token: SessionToken, pageCount: Int, lostRound: Int, streamer: SourceStreams,
+        lost: MigrationError,
+        announce: (Int, MigrationError) -> Void
+    ) throws -> Reconnection {
         let start = MonotonicClock.now()
         var lastError = lost
         for attempt in 1...max(options.reconnectAttempts, 1) {
@@ -33,12 +36,19 @@ extension SourceAgent {
                 let connection = FramedConnection(stream)
                 do {
                     try connection.authenticate(asClient: options.security)
-                    try connection.send(Resume(sessionID: sessionID, sessionToken: token, pageCount: UInt64(pageCount), round: UInt32(lostRound)))
+                    try connection.send(
+                        Resume(
+                            sessionID: sessionID, sessionToken: token, pageCount: UInt64(pageCount),
+                            round: UInt32(lostRound)))
                     var frames: [ResumeState] = []
-                    for _ in 0..<HeldPages.frameCount(pageCount: pageCount) { frames.append(try connection.receive(ResumeState.self)) }
+                    for _ in 0..<HeldPages.frameCount(pageCount: pageCount) {
+                        frames.append(try connection.receive(ResumeState.self))
+                    }
                     let held = try HeldPages(frames: frames, pageCount: pageCount, round: UInt32(lostRound))
                     try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
-                    try streamer.reattach(control: connection, endpoint: options.destination, sessionID: sessionID, token: token, options: options)
+                    try streamer.reattach(
+                        control: connection, endpoint: options.destination, sessionID: sessionID, token: token,
+                        options: options)
                     return Reconnection(connection: connection, held: held, attempts: attempt)
                 } catch {
                     connection.close()
@@ -51,7 +61,8 @@ extension SourceAgent {
                 if lastError.code != .transport { throw lastError }
             }
         }
-        throw MigrationError(.transport,
+        throw MigrationError(
+            .transport,
             "lost the connection to \(options.destination) during pre-copy round \(lostRound) and could not resume in \(options.reconnectAttempts) attempt(s) over \(Int(MonotonicClock.seconds(since: start).rounded())) s (last: \(lastError.message)); check the network and that the destination still runs, or use more --reconnect-attempts",
             guest: .source)
     }
@@ -59,7 +70,9 @@ extension SourceAgent {
     /// Seconds to wait before attempt `attempt` (≥ 2): `reconnectBackoff`, doubling, at most
     /// `reconnectBackoffMax`.
     static func backoff(attempt: Int, options: SourceOptions) -> Double {
-        min(options.reconnectBackoffMaxSeconds, options.reconnectBackoffSeconds * Double(1 << min(max(attempt - 2, 0), 30)))
+        min(
+            options.reconnectBackoffMaxSeconds,
+            options.reconnectBackoffSeconds * Double(1 << min(max(attempt - 2, 0), 30)))
     }
 
     /// Adds to `pending` (which already holds the pages dirtied since the last harvest) the pages
@@ -67,7 +80,9 @@ extension SourceAgent {
     /// the lost round (`lostRound`: the pages that round was to send) whose copy of that round did
     /// not arrive intact (an older copy may be held, but the page changed since).
     static func addPagesToResend(to pending: inout DirtyBitmap, held: HeldPages, lostRound: DirtyBitmap) {
-        let heldWords = held.held.words, current = held.current.words, lost = lostRound.words
+        let heldWords = held.held.words
+        let current = held.current.words
+        let lost = lostRound.words
         pending.withUnsafeMutableWords { words in
             for index in 0..<words.count { words[index] |= ~heldWords[index] | (lost[index] & ~current[index]) }
         }

@@ -64,8 +64,9 @@ final class SourceSession {
         log[metadataKey: "migration.role"] = "source"
         log[metadataKey: "migration.destination"] = "\(agent.options.destination)"
         self.log = log
-        report = MigrationReport(role: "source", image: agent.imagePath ?? "", imageBytes: UInt64(agent.size), pageSize: agent.pageSize,
-                                 vcpus: agent.guest.vcpus, workload: agent.guest.configuration.parameters)
+        report = MigrationReport(
+            role: "source", image: agent.imagePath ?? "", imageBytes: UInt64(agent.size), pageSize: agent.pageSize,
+            vcpus: agent.guest.vcpus, workload: agent.guest.configuration.parameters)
         report.compression = agent.options.compression.rawValue
         report.downtimeTargetMs = agent.options.settings.downtimeTargetSeconds * 1000
         stallWatch = StallWatch(limitMs: agent.options.stallTimeoutMs)
@@ -102,7 +103,9 @@ final class SourceSession {
     /// Connects, is accepted, sends GUEST_CONFIG.
     private func handshake() throws {
         guard (1...ProtocolLimits.maxStreams).contains(options.streams) else {
-            throw MigrationError(.configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)", guest: .source)
+            throw MigrationError(
+                .configuration, "--streams \(options.streams): must be between 1 and \(ProtocolLimits.maxStreams)",
+                guest: .source)
         }
         do {
             let opened = try agent.openSession(pageCount: pageCount, log: log)
@@ -115,12 +118,17 @@ final class SourceSession {
             report.session = hex(sessionID)
             report.sessionToken = sessionToken.hex
             if opened.attempts > 1 { report.handshakeAttempts = opened.attempts }
-            log.info("destination accepted the guest", metadata: [
-                "migration.version": "\(opened.accept.version)", "migration.peer": "\(opened.accept.destinationName)",
-                "migration.attempts": "\(opened.attempts)"])
+            log.info(
+                "destination accepted the guest",
+                metadata: [
+                    "migration.version": "\(opened.accept.version)",
+                    "migration.peer": "\(opened.accept.destinationName)",
+                    "migration.attempts": "\(opened.attempts)",
+                ])
             let description = guest.configuration
-            let config = GuestConfig(seed: description.seed, guestMAC: options.guestMAC, guestIPv4: options.guestIPv4,
-                                     workload: description.parameters, trace: description.attachment, regions: agent.memory.layout)
+            let config = GuestConfig(
+                seed: description.seed, guestMAC: options.guestMAC, guestIPv4: options.guestIPv4,
+                workload: description.parameters, trace: description.attachment, regions: agent.memory.layout)
             configPayload = config.encodedPayload()
             peerCodecs = opened.accept.codecs
             try connection.send(config)
@@ -140,8 +148,13 @@ final class SourceSession {
             tracker = made.tracker
             report.tracker = made.tracker.kind.rawValue
             report.trackerReason = made.why
-            log.info("dirty tracker ready", metadata: ["migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)",
-                "migration.tracker_protects": "\(options.protectDuringRoundZero ? "chunk by chunk in round 0" : "whole region at setup")"])
+            log.info(
+                "dirty tracker ready",
+                metadata: [
+                    "migration.tracker": "\(made.tracker.kind)", "migration.tracker_why": "\(made.why)",
+                    "migration.tracker_protects":
+                        "\(options.protectDuringRoundZero ? "chunk by chunk in round 0" : "whole region at setup")",
+                ])
             if options.protectDuringRoundZero {
                 try made.tracker.startDeferred()
             } else {
@@ -158,9 +171,10 @@ final class SourceSession {
         pauseCost = Double(guest.pause()) / 1e9
         guest.resume()
         do {
-            streamer = try SourceStreams(control: connection, count: options.streams, endpoint: options.destination,
-                                         sessionID: sessionID, token: sessionToken, options: options, memory: agent.memory,
-                                         pageSize: pageSize, pageCount: pageCount, peerCodecs: peerCodecs)
+            streamer = try SourceStreams(
+                control: connection, count: options.streams, endpoint: options.destination,
+                sessionID: sessionID, token: sessionToken, options: options, memory: agent.memory,
+                pageSize: pageSize, pageCount: pageCount, peerCodecs: peerCodecs)
         } catch {
             let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
             agent.abort(connection, failure)
@@ -169,14 +183,17 @@ final class SourceSession {
         // Pre-copy's stall detection (the blackout has its deadline instead).
         stallWatch.watch(streamer.connections)
         report.setupMs = MonotonicClock.seconds(since: start).milliseconds
-        log.info("pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
+        log.info(
+            "pre-copy starts", metadata: ["migration.pages": "\(pageCount)", "migration.setup_ms": "\(report.setupMs)"])
     }
 
     /// Round 0 sends the image file's holes as zero markers without reading them; only when the
     /// memory is that file's mapping (same size) and protection happens in round 0.
     private func findHoles() -> ImageHoles? {
         guard options.protectDuringRoundZero && options.skipImageHoles, let imagePath = agent.imagePath,
-              (try? ImageFile.size(path: imagePath)) == agent.size else { return nil }
-        return options.imageHoles.flatMap { $0.path == imagePath ? $0 : nil } ?? (try? ImageHoles(path: imagePath, pageSize: pageSize))
+            (try? ImageFile.size(path: imagePath)) == agent.size
+        else { return nil }
+        return options.imageHoles.flatMap { $0.path == imagePath ? $0 : nil }
+            ?? (try? ImageHoles(path: imagePath, pageSize: pageSize))
     }
 }

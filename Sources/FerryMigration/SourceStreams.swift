@@ -14,25 +14,36 @@ final class SourceStreams {
     let stripes: PageStripes
 
     /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`, presenting `token`.
-    init(control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions,
-         memory: GuestMemory, pageSize: Int, pageCount: Int, peerCodecs: CodecSet) throws {
-        let connections = [control] + (try Self.openExtraStreams(count: count, endpoint: endpoint, sessionID: sessionID, token: token, options: options))
+    init(
+        control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken,
+        options: SourceOptions,
+        memory: GuestMemory, pageSize: Int, pageCount: Int, peerCodecs: CodecSet
+    ) throws {
+        let connections =
+            [control]
+            + (try Self.openExtraStreams(
+                count: count, endpoint: endpoint, sessionID: sessionID, token: token, options: options))
         self.connections = connections
         let table = PageHashTable(pageCount: pageCount)
         let stripes = PageStripes(streamCount: connections.count)
         self.hashTable = table
         self.stripes = stripes
         streamers = connections.enumerated().map { index, connection in
-            let streamer = PageStreamer(memory: memory, pageSize: pageSize, connection: connection,
-                                        compression: options.compression, peerCodecs: peerCodecs,
-                                        batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index)
-            streamer.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count)) }
+            let streamer = PageStreamer(
+                memory: memory, pageSize: pageSize, connection: connection,
+                compression: options.compression, peerCodecs: peerCodecs,
+                batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index)
+            streamer.limiter = options.maxBandwidth.map {
+                BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count))
+            }
             return streamer
         }
     }
 
-    private static func openExtraStreams(count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken,
-                                         options: SourceOptions) throws -> [FramedConnection] {
+    private static func openExtraStreams(
+        count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken,
+        options: SourceOptions
+    ) throws -> [FramedConnection] {
         var connections: [FramedConnection] = []
         do {
             for index in 1..<max(count, 1) {
@@ -54,9 +65,14 @@ final class SourceStreams {
     /// After a resume: `control` is the new control connection; opens and joins new page streams
     /// and hands them to the streamers, which keep their hash table, encoding statistics and
     /// counters.
-    func reattach(control: FramedConnection, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions) throws {
-        let fresh = [control] + (try Self.openExtraStreams(count: streamers.count, endpoint: endpoint,
-                                                           sessionID: sessionID, token: token, options: options))
+    func reattach(
+        control: FramedConnection, endpoint: Endpoint, sessionID: UInt64, token: SessionToken, options: SourceOptions
+    ) throws {
+        let fresh =
+            [control]
+            + (try Self.openExtraStreams(
+                count: streamers.count, endpoint: endpoint,
+                sessionID: sessionID, token: token, options: options))
         connections = fresh
         for (streamer, connection) in zip(streamers, fresh) { streamer.connection = connection }
     }
@@ -81,9 +97,11 @@ final class SourceStreams {
     ///
     /// A connection that fails closes all of them, so that the other streams stop at once
     /// instead of sending the rest of their round for nothing.
-    func send(pages: DirtyBitmap, round: UInt32, protecting tracker: (any DirtyTracker)? = nil,
-              holes: ImageHoles? = nil,
-              progress: (@Sendable (Int) -> Void)? = nil) throws -> StreamRoundResult {
+    func send(
+        pages: DirtyBitmap, round: UInt32, protecting tracker: (any DirtyTracker)? = nil,
+        holes: ImageHoles? = nil,
+        progress: (@Sendable (Int) -> Void)? = nil
+    ) throws -> StreamRoundResult {
         let outcomes = StreamOutcomes(count: streamers.count)
         let streamers = self.streamers
         let connections = self.connections
@@ -91,14 +109,18 @@ final class SourceStreams {
         let protection = tracker.map { RoundZeroProtection(tracker: $0, pageCount: pages.count, holes: holes) }
         DispatchQueue.concurrentPerform(iterations: count) { index in
             do {
-                let result = try streamers[index].send(pages: pages, round: round, protection: protection,
-                                                       progress: index == 0 ? progress.map { report in { report($0 * count) } } : nil)
+                let result = try streamers[index].send(
+                    pages: pages, round: round, protection: protection,
+                    progress: index == 0 ? progress.map { report in { report($0 * count) } } : nil)
                 if index > 0 {
-                    try connections[index].send(StreamRoundEnd(round: round, batches: UInt64(result.batches), pages: UInt64(result.pages)))
+                    try connections[index].send(
+                        StreamRoundEnd(round: round, batches: UInt64(result.batches), pages: UInt64(result.pages)))
                 }
                 outcomes.set(index, .success(result))
             } catch {
-                if let transport = error as? TransportError, transport.code != .peerAborted, transport.code != .protocolViolation {
+                if let transport = error as? TransportError, transport.code != .peerAborted,
+                    transport.code != .protocolViolation
+                {
                     // Wakes every stream blocked in a write. The control connection is shut for
                     // writing only: the destination's ABORT, if that is why the stream failed,
                     // may still be on its way in (`SourceAgent.abortWaiting`).
@@ -228,8 +250,10 @@ final class RoundZeroProtection: @unchecked Sendable {
         try tracker.protect(pages: current..<wanted)
         // Only large holes, with a few lseeks per chunk: skipping a scattered zero page saves
         // one 4 KiB read but costs two system calls. `SourceAgent.faultIn` searches the same way.
-        try holes?.forEachLargeHole(in: current..<wanted, minimumPages: ImageHoles.largeHolePages,
-                                    maxCalls: ImageHoles.callsPerChunk) { range in
+        try holes?.forEachLargeHole(
+            in: current..<wanted, minimumPages: ImageHoles.largeHolePages,
+            maxCalls: ImageHoles.callsPerChunk
+        ) { range in
             for page in range { holeBits.set(page) }
         }
         frontier.store(wanted, ordering: .releasing)

@@ -88,7 +88,8 @@ final class StallWatch: @unchecked Sendable {
             }
             let waitedMs = Int((now &- last.at) / 1_000_000)
             if waitedMs >= limitMs {
-                return "the destination (\(connection.peerDescription)) acknowledged nothing for \(waitedMs) ms with \(queued) bytes waiting (--stall-timeout \(limitMs) ms): it stopped reading, or the network between the hosts is down"
+                return
+                    "the destination (\(connection.peerDescription)) acknowledged nothing for \(waitedMs) ms with \(queued) bytes waiting (--stall-timeout \(limitMs) ms): it stopped reading, or the network between the hosts is down"
             }
         }
         return nil

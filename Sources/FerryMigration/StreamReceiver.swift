@@ -49,8 +49,13 @@ final class StreamRounds: @unchecked Sendable {
                 }
                 if lastFinished.allSatisfy({ $0 >= Int64(round) }) { return }
                 if !condition.wait(untilNanoseconds: deadline) {
-                    let late = lastFinished.enumerated().filter { $0.element < Int64(round) }.map { String($0.offset + 1) }
-                    throw MigrationError(.transport, "page stream(s) \(late.joined(separator: ", ")) did not finish round \(round) within \(Int(timeout)) s", guest: .notHere)
+                    let late = lastFinished.enumerated().filter { $0.element < Int64(round) }.map {
+                        String($0.offset + 1)
+                    }
+                    throw MigrationError(
+                        .transport,
+                        "page stream(s) \(late.joined(separator: ", ")) did not finish round \(round) within \(Int(timeout)) s",
+                        guest: .notHere)
                 }
             }
         }
@@ -100,7 +105,8 @@ final class StreamReceiver: @unchecked Sendable {
                     let end = try StreamRoundEnd(payload: frame.payload)
                     rounds.finished(stream: stream, round: end.round)
                 default:
-                    throw MigrationError(.protocolViolation, "unexpected \(frame.type) frame on page stream \(stream)", guest: .notHere)
+                    throw MigrationError(
+                        .protocolViolation, "unexpected \(frame.type) frame on page stream \(stream)", guest: .notHere)
                 }
             }
         } catch {

@@ -18,8 +18,11 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
     /// A label for logs; cut to 255 UTF-8 bytes when encoded.
     public var destinationName: String
 
-    public init(version: UInt16 = ProtocolLimits.version, codecs: CodecSet = .all,
-                memoryAvailable: UInt64, diskAvailable: UInt64, sessionID: UInt64 = 0, sessionToken: SessionToken, destinationName: String) {
+    public init(
+        version: UInt16 = ProtocolLimits.version, codecs: CodecSet = .all,
+        memoryAvailable: UInt64, diskAvailable: UInt64, sessionID: UInt64 = 0, sessionToken: SessionToken,
+        destinationName: String
+    ) {
         self.sessionID = sessionID
         self.sessionToken = sessionToken
         self.version = version
@@ -36,7 +39,9 @@ public struct Accept: FrameMessage, ValidatingMessage, Equatable {
         }
         if sessionToken.isNone { throw invalid("ACCEPT", "session_token is all zero") }
         if destinationName.utf8.count > StringLimits.name {
-            throw ProtocolError(.tooLarge, "ACCEPT 'destination_name' is \(destinationName.utf8.count) bytes, the limit is \(StringLimits.name)")
+            throw ProtocolError(
+                .tooLarge,
+                "ACCEPT 'destination_name' is \(destinationName.utf8.count) bytes, the limit is \(StringLimits.name)")
         }
     }
 

@@ -76,7 +76,8 @@ public struct AuthHello: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if clientNonce.count != AuthConstants.nonceSize {
-            throw invalid("AUTH_HELLO", "client_nonce is \(clientNonce.count) bytes, must be \(AuthConstants.nonceSize)")
+            throw invalid(
+                "AUTH_HELLO", "client_nonce is \(clientNonce.count) bytes, must be \(AuthConstants.nonceSize)")
         }
     }
 
@@ -93,7 +94,8 @@ public struct AuthHello: FrameMessage, ValidatingMessage, Equatable {
         clientNonce = try reader.readBytes(AuthConstants.nonceSize, "client_nonce")
         let flags = try reader.read(UInt16.self, "flags")
         if flags & ~Self.encryptFlag != 0 {
-            throw invalid("AUTH_HELLO", "flags 0x\(String(flags, radix: 16)) has bits other than bit 0 set (reserved, 0)")
+            throw invalid(
+                "AUTH_HELLO", "flags 0x\(String(flags, radix: 16)) has bits other than bit 0 set (reserved, 0)")
         }
         encryptRequested = flags & Self.encryptFlag != 0
         ciphers = CipherSet(rawValue: try reader.read(UInt16.self, "ciphers"))
@@ -121,10 +123,12 @@ public struct AuthChallenge: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if serverNonce.count != AuthConstants.nonceSize {
-            throw invalid("AUTH_CHALLENGE", "server_nonce is \(serverNonce.count) bytes, must be \(AuthConstants.nonceSize)")
+            throw invalid(
+                "AUTH_CHALLENGE", "server_nonce is \(serverNonce.count) bytes, must be \(AuthConstants.nonceSize)")
         }
         if serverProof.count != AuthConstants.proofSize {
-            throw invalid("AUTH_CHALLENGE", "server_proof is \(serverProof.count) bytes, must be \(AuthConstants.proofSize)")
+            throw invalid(
+                "AUTH_CHALLENGE", "server_proof is \(serverProof.count) bytes, must be \(AuthConstants.proofSize)")
         }
     }
 
@@ -169,7 +173,8 @@ public struct AuthProof: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if clientProof.count != AuthConstants.proofSize {
-            throw invalid("AUTH_PROOF", "client_proof is \(clientProof.count) bytes, must be \(AuthConstants.proofSize)")
+            throw invalid(
+                "AUTH_PROOF", "client_proof is \(clientProof.count) bytes, must be \(AuthConstants.proofSize)")
         }
     }
 

@@ -67,7 +67,8 @@ public struct Verified: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if message.utf8.count > StringLimits.message {
-            throw ProtocolError(.tooLarge, "VERIFIED 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)")
+            throw ProtocolError(
+                .tooLarge, "VERIFIED 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)")
         }
     }
 

@@ -49,7 +49,8 @@ public struct DeviceState: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if sections.isEmpty || sections.count > ProtocolLimits.maxDeviceSections {
-            throw invalid("DEVICE_STATE", "section_count \(sections.count) is outside 1…\(ProtocolLimits.maxDeviceSections)")
+            throw invalid(
+                "DEVICE_STATE", "section_count \(sections.count) is outside 1…\(ProtocolLimits.maxDeviceSections)")
         }
         var vcpus = 0
         var seenOther = false
@@ -66,7 +67,8 @@ public struct DeviceState: FrameMessage, ValidatingMessage, Equatable {
                     throw invalid("DEVICE_STATE", "vCPU section \(vcpus) names vCPU \(section.instance)")
                 }
                 if section.version != sections[0].version {
-                    throw invalid("DEVICE_STATE", "vCPU sections have versions \(sections[0].version) and \(section.version)")
+                    throw invalid(
+                        "DEVICE_STATE", "vCPU sections have versions \(sections[0].version) and \(section.version)")
                 }
                 vcpus += 1
             } else {
@@ -81,7 +83,10 @@ public struct DeviceState: FrameMessage, ValidatingMessage, Equatable {
             throw invalid("DEVICE_STATE", "holds \(vcpus) vCPU sections; 1…\(ProtocolLimits.maxVCPUs) expected")
         }
         if bytes > FrameType.deviceState.maxPayload {
-            throw ProtocolError(.tooLarge, "DEVICE_STATE needs \(bytes) bytes, more than the \(FrameType.deviceState.maxPayload)-byte payload limit")
+            throw ProtocolError(
+                .tooLarge,
+                "DEVICE_STATE needs \(bytes) bytes, more than the \(FrameType.deviceState.maxPayload)-byte payload limit"
+            )
         }
     }
 
@@ -117,10 +122,13 @@ public struct DeviceState: FrameMessage, ValidatingMessage, Equatable {
             let length = Int(try reader.read(UInt32.self, "length"))
             try reader.reserved(4)
             if length > reader.remaining {
-                throw ProtocolError(.truncated, "DEVICE_STATE section of kind \(kind) needs \(length) bytes, \(reader.remaining) left")
+                throw ProtocolError(
+                    .truncated, "DEVICE_STATE section of kind \(kind) needs \(length) bytes, \(reader.remaining) left")
             }
-            sections.append(DeviceStateSection(kind: kind, version: version, instance: instance,
-                                               body: try reader.readBytes(length, "body")))
+            sections.append(
+                DeviceStateSection(
+                    kind: kind, version: version, instance: instance,
+                    body: try reader.readBytes(length, "body")))
         }
         try reader.finish()
         try validate()

@@ -14,7 +14,8 @@ public struct Frame: Equatable, Sendable {
     /// Decodes the payload as `M`; throws `.unexpectedFrame` if this frame is another type.
     public func message<M: FrameMessage>(as _: M.Type = M.self) throws(ProtocolError) -> M {
         if header.type != M.frameType.rawValue {
-            throw ProtocolError(.unexpectedFrame,
+            throw ProtocolError(
+                .unexpectedFrame,
                 "expected a \(M.frameType) frame, got type \(header.frameType.map { "\($0)" } ?? "\(header.type)")")
         }
         return try payload.withUnsafeBytesTyped { (bytes) throws(ProtocolError) in try M(payload: bytes) }
@@ -28,8 +29,9 @@ extension FrameMessage {
         out.append(contentsOf: repeatElement(0, count: FrameHeader.size))
         encode(into: &out)
         let length = out.count - start - FrameHeader.size
-        precondition(length <= Self.frameType.maxPayload,
-                     "\(Self.frameType) payload of \(length) bytes exceeds its maximum of \(Self.frameType.maxPayload)")
+        precondition(
+            length <= Self.frameType.maxPayload,
+            "\(Self.frameType) payload of \(length) bytes exceeds its maximum of \(Self.frameType.maxPayload)")
         out.withUnsafeMutableBytes { bytes in
             FrameHeader(Self.frameType, length: length, sequence: sequence).encode(to: bytes.baseAddress! + start)
         }

@@ -60,7 +60,8 @@ public struct FrameCursor: Sendable {
     /// `accept(header:)` for a header already read from its bytes (`FrameHeader(unvalidated:)`).
     public mutating func accept(_ header: FrameHeader) throws(ProtocolError) -> FrameHeader {
         if let failure { throw failure }
-        precondition(remaining == 0, "a frame header read with \(remaining) payload bytes of the frame before it unread")
+        precondition(
+            remaining == 0, "a frame header read with \(remaining) payload bytes of the frame before it unread")
         if let problem = problem(with: header) {
             failure = problem
             throw problem
@@ -83,10 +84,16 @@ public struct FrameCursor: Sendable {
     private func problem(with header: FrameHeader) -> ProtocolError? {
         if let error = header.validationError() { return error }
         if header.sequence != expectedSequence {
-            return ProtocolError(.sequence, "expected frame sequence \(expectedSequence), got \(header.sequence) (frame type \(header.type)): a frame was lost, duplicated or reordered")
+            return ProtocolError(
+                .sequence,
+                "expected frame sequence \(expectedSequence), got \(header.sequence) (frame type \(header.type)): a frame was lost, duplicated or reordered"
+            )
         }
         if Int(header.length) > payloadLimit {
-            return ProtocolError(.tooLarge, "frame type \(header.type) payload of \(header.length) bytes exceeds this connection's maximum of \(payloadLimit)\(payloadLimit < maxPayload ? " before authentication" : "")")
+            return ProtocolError(
+                .tooLarge,
+                "frame type \(header.type) payload of \(header.length) bytes exceeds this connection's maximum of \(payloadLimit)\(payloadLimit < maxPayload ? " before authentication" : "")"
+            )
         }
         return nil
     }

@@ -61,9 +61,10 @@ public struct FrameDecoder: Sendable {
             case .header:
                 guard bufferedByteCount >= FrameHeader.size else { return nil }
                 let start = readIndex
-                let header = try cursor.accept(buffer.withUnsafeBytes { bytes in
-                    FrameHeader(unvalidated: UnsafeRawBufferPointer(rebasing: bytes[start...]))
-                })
+                let header = try cursor.accept(
+                    buffer.withUnsafeBytes { bytes in
+                        FrameHeader(unvalidated: UnsafeRawBufferPointer(rebasing: bytes[start...]))
+                    })
                 readIndex += FrameHeader.size
                 if header.length == 0 && header.frameType != nil { return takeFrame(header) }
             }

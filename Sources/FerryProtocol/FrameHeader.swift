@@ -134,7 +134,8 @@ public struct FrameHeader: Equatable, Sendable {
             return ProtocolError(.invalidField, "frame type \(type) has unknown flags 0x\(String(flags, radix: 16))")
         }
         if Int(length) > limit {
-            return ProtocolError(.tooLarge, "frame type \(type) payload of \(length) bytes exceeds its maximum of \(limit)")
+            return ProtocolError(
+                .tooLarge, "frame type \(type) payload of \(length) bytes exceeds its maximum of \(limit)")
         }
         return nil
     }

@@ -31,8 +31,10 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     /// The guest's memory regions (1…64), in page-numbering order.
     public var regions: [MemoryRegionDescriptor]
 
-    public init(seed: UInt64, guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0,
-                workload: String, trace: [UInt8] = [], regions: [MemoryRegionDescriptor]) {
+    public init(
+        seed: UInt64, guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0,
+        workload: String, trace: [UInt8] = [], regions: [MemoryRegionDescriptor]
+    ) {
         self.regions = regions
         self.seed = seed
         self.guestMAC = guestMAC
@@ -43,16 +45,26 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if regions.isEmpty || regions.count > ProtocolLimits.maxMemoryRegions {
-            throw invalid("GUEST_CONFIG", "region_count \(regions.count) is outside 1…\(ProtocolLimits.maxMemoryRegions)")
+            throw invalid(
+                "GUEST_CONFIG", "region_count \(regions.count) is outside 1…\(ProtocolLimits.maxMemoryRegions)")
         }
-        for region in regions where region.pageCount == 0 || region.guestPhysicalAddress % UInt64(ProtocolLimits.minPageSize) != 0 {
-            throw invalid("GUEST_CONFIG", "a memory region at \(region.guestPhysicalAddress) of \(region.pageCount) pages: regions hold at least one page and start on a 4096-byte boundary")
+        for region in regions
+        where region.pageCount == 0 || region.guestPhysicalAddress % UInt64(ProtocolLimits.minPageSize) != 0 {
+            throw invalid(
+                "GUEST_CONFIG",
+                "a memory region at \(region.guestPhysicalAddress) of \(region.pageCount) pages: regions hold at least one page and start on a 4096-byte boundary"
+            )
         }
         if workload.utf8.count > StringLimits.workload {
-            throw ProtocolError(.tooLarge, "GUEST_CONFIG 'workload' is \(workload.utf8.count) bytes, the limit is \(StringLimits.workload)")
+            throw ProtocolError(
+                .tooLarge,
+                "GUEST_CONFIG 'workload' is \(workload.utf8.count) bytes, the limit is \(StringLimits.workload)")
         }
         if trace.count > Self.maxTraceLength {
-            throw ProtocolError(.tooLarge, "GUEST_CONFIG trace is \(trace.count) bytes, the limit is \(Self.maxTraceLength) (16 MiB): use a shorter trace")
+            throw ProtocolError(
+                .tooLarge,
+                "GUEST_CONFIG trace is \(trace.count) bytes, the limit is \(Self.maxTraceLength) (16 MiB): use a shorter trace"
+            )
         }
     }
 
@@ -87,8 +99,10 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
         }
         regions = []
         for _ in 0..<regionCount {
-            regions.append(MemoryRegionDescriptor(guestPhysicalAddress: try reader.read(UInt64.self, "guest_physical_address"),
-                                                  pageCount: try reader.read(UInt64.self, "page_count")))
+            regions.append(
+                MemoryRegionDescriptor(
+                    guestPhysicalAddress: try reader.read(UInt64.self, "guest_physical_address"),
+                    pageCount: try reader.read(UInt64.self, "page_count")))
         }
         workload = try reader.str16("workload", limit: StringLimits.workload)
         let traceLength = Int(try reader.read(UInt32.self, "trace_length"))

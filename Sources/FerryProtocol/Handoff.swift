@@ -45,7 +45,9 @@ public struct StatusQuery: FrameMessage, ValidatingMessage, Equatable {
     /// A guest name, or empty for any.
     public var guestName: String
 
-    public init(sessionID: UInt64 = 0, sessionToken: SessionToken = .none, resolve: Bool = false, guestName: String = "") {
+    public init(
+        sessionID: UInt64 = 0, sessionToken: SessionToken = .none, resolve: Bool = false, guestName: String = ""
+    ) {
         self.sessionID = sessionID
         self.sessionToken = sessionToken
         self.resolve = resolve
@@ -102,8 +104,10 @@ public struct Status: FrameMessage, ValidatingMessage, Equatable {
     /// For people: what the state means for this guest, e.g. the failure that discarded it.
     public var message: String
 
-    public init(index: UInt16 = 0, total: UInt16 = 1, state: HandoffState, sessionID: UInt64, digest: UInt64 = 0,
-                pageCount: UInt64 = 0, ageSeconds: UInt32 = 0, guestName: String = "", message: String = "") {
+    public init(
+        index: UInt16 = 0, total: UInt16 = 1, state: HandoffState, sessionID: UInt64, digest: UInt64 = 0,
+        pageCount: UInt64 = 0, ageSeconds: UInt32 = 0, guestName: String = "", message: String = ""
+    ) {
         self.index = index
         self.total = total
         self.state = state
@@ -123,7 +127,8 @@ public struct Status: FrameMessage, ValidatingMessage, Equatable {
             throw invalid("STATUS", "guest_name \(problem)")
         }
         if message.utf8.count > StringLimits.message {
-            throw ProtocolError(.tooLarge, "STATUS 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)")
+            throw ProtocolError(
+                .tooLarge, "STATUS 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)")
         }
     }
 

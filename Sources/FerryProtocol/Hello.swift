@@ -59,7 +59,8 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
             throw invalid("HELLO", "stream_count \(streamCount) is outside 1…\(ProtocolLimits.maxStreams)")
         }
         if sourceName.utf8.count > StringLimits.name {
-            throw ProtocolError(.tooLarge, "HELLO 'source_name' is \(sourceName.utf8.count) bytes, the limit is \(StringLimits.name)")
+            throw ProtocolError(
+                .tooLarge, "HELLO 'source_name' is \(sourceName.utf8.count) bytes, the limit is \(StringLimits.name)")
         }
         if let problem = GuestName.problem(guestName) {
             throw invalid("HELLO", "guest_name \(problem)")
@@ -67,10 +68,15 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
     }
 
     /// Page size a power of two in 4096…65536, page count ≥ 1, image size < 2^63 (Protocol.md 4).
-    public static func validateGeometry(pageSize: UInt32, pageCount: UInt64, message: StaticString) throws(ProtocolError) {
+    public static func validateGeometry(pageSize: UInt32, pageCount: UInt64, message: StaticString)
+        throws(ProtocolError)
+    {
         let size = Int(pageSize)
         if size < ProtocolLimits.minPageSize || size > ProtocolLimits.maxPageSize || pageSize & (pageSize - 1) != 0 {
-            throw invalid(message, "page_size \(pageSize) is not a power of two in \(ProtocolLimits.minPageSize)…\(ProtocolLimits.maxPageSize)")
+            throw invalid(
+                message,
+                "page_size \(pageSize) is not a power of two in \(ProtocolLimits.minPageSize)…\(ProtocolLimits.maxPageSize)"
+            )
         }
         if pageCount == 0 {
             throw invalid(message, "page_count is 0")
@@ -101,9 +107,13 @@ public struct Hello: FrameMessage, ValidatingMessage, Equatable {
 
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
         var reader = PayloadReader(payload, message: "HELLO")
-        if reader.remaining < 8 || UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) != Hello.magicValue {
-            throw ProtocolError(.badMagic,
-                "the first frame is not a Ferry HELLO (magic 'FERRYMIG' missing): is the peer a Ferry \(ProtocolLimits.version) source?")
+        if reader.remaining < 8
+            || UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) != Hello.magicValue
+        {
+            throw ProtocolError(
+                .badMagic,
+                "the first frame is not a Ferry HELLO (magic 'FERRYMIG' missing): is the peer a Ferry \(ProtocolLimits.version) source?"
+            )
         }
         _ = try reader.read(UInt64.self, "magic")
         versionMin = try reader.read(UInt16.self, "version_min")

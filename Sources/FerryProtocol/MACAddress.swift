@@ -39,12 +39,14 @@ extension MACAddress {
         var value: UInt64 = 0
         for part in parts {
             guard part.count == 2, let byte = UInt8(part, radix: 16) else {
-                throw ProtocolError(.invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
+                throw ProtocolError(
+                    .invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
             }
             value = value << 8 | UInt64(byte)
         }
         guard parts.count == 6 else {
-            throw ProtocolError(.invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
+            throw ProtocolError(
+                .invalidField, "'\(text)': expected a MAC address as six hex bytes, e.g. 02:00:00:00:00:01")
         }
         return MACAddress(value: value)
     }

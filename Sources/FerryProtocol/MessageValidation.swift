@@ -36,7 +36,8 @@ public enum GuestName {
         }
         if bytes.first == UInt8(ascii: ".") { return "starts with '.'" }
         for byte in bytes where !isAllowed(byte) {
-            return "contains \(byte < 0x80 && byte >= 0x20 ? "'\(Character(Unicode.Scalar(byte)))'" : "byte \(byte)"); use letters, digits, '.', '_' and '-'"
+            return
+                "contains \(byte < 0x80 && byte >= 0x20 ? "'\(Character(Unicode.Scalar(byte)))'" : "byte \(byte)"); use letters, digits, '.', '_' and '-'"
         }
         return nil
     }
@@ -52,7 +53,7 @@ public enum GuestName {
     private static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
             return true
         default:
             return false

@@ -27,7 +27,9 @@ public enum PageBatchLayout {
 
     /// Reads the 8-byte batch header (`header.count` ≥ 8) of a payload of `payloadLength` bytes;
     /// checks the entry count and that its table fits.
-    public static func header(_ header: UnsafeRawBufferPointer, payloadLength: Int) throws(ProtocolError) -> (round: UInt32, count: Int) {
+    public static func header(_ header: UnsafeRawBufferPointer, payloadLength: Int) throws(ProtocolError) -> (
+        round: UInt32, count: Int
+    ) {
         guard payloadLength >= PageBatchWriter.headerSize, header.count >= PageBatchWriter.headerSize else {
             throw ProtocolError(.truncated, "PAGE_BATCH payload of \(payloadLength) bytes has no 8-byte batch header")
         }
@@ -39,7 +41,8 @@ public enum PageBatchLayout {
             throw ProtocolError(.tooLarge, "PAGE_BATCH count \(count) exceeds \(ProtocolLimits.maxEntriesPerBatch)")
         }
         if tableEnd(count: Int(count)) > payloadLength {
-            throw ProtocolError(.truncated,
+            throw ProtocolError(
+                .truncated,
                 "PAGE_BATCH of \(payloadLength) bytes is too short for its table of \(count) entry descriptors")
         }
         return (UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt32.self)), Int(count))
@@ -48,8 +51,10 @@ public enum PageBatchLayout {
     /// Decodes and checks descriptor `index` at `bytes` (24 bytes): page in range, known
     /// encoding, reserved bytes zero, a length the encoding allows.
     @inline(__always)
-    public static func descriptor(at bytes: UnsafeRawPointer, index: Int, pageSize: Int,
-                                  pageCount: UInt64) throws(ProtocolError) -> PageDescriptor {
+    public static func descriptor(
+        at bytes: UnsafeRawPointer, index: Int, pageSize: Int,
+        pageCount: UInt64
+    ) throws(ProtocolError) -> PageDescriptor {
         let page = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
         let hash = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
@@ -69,11 +74,13 @@ public enum PageBatchLayout {
     public static func checkPayloadTotal(_ payloadBytes: Int, count: Int, payloadLength: Int) throws(ProtocolError) {
         let available = payloadLength - tableEnd(count: count)
         if payloadBytes > available {
-            throw ProtocolError(.truncated,
+            throw ProtocolError(
+                .truncated,
                 "PAGE_BATCH entries announce \(payloadBytes) payload bytes; the frame has \(available) after its table")
         }
         if payloadBytes < available {
-            throw ProtocolError(.trailingBytes,
+            throw ProtocolError(
+                .trailingBytes,
                 "PAGE_BATCH has \(available - payloadBytes) bytes after the payloads of its \(count) entries")
         }
     }
@@ -102,7 +109,8 @@ public enum PageBatchLayout {
         case .lz4: rule = "must be between 1 and \(pageSize - 1)"
         case .words: rule = "must be a non-zero multiple of 10 below \(pageSize)"
         }
-        return ProtocolError(.invalidField,
+        return ProtocolError(
+            .invalidField,
             "PAGE_BATCH entry \(index): \(encoding) payload of \(length) bytes \(rule)")
     }
 }
@@ -159,7 +167,8 @@ public struct PageBatchReader {
     public mutating func next() throws(ProtocolError) -> PageEntry? {
         if index == count {
             if offset != payload.count {
-                throw ProtocolError(.trailingBytes,
+                throw ProtocolError(
+                    .trailingBytes,
                     "PAGE_BATCH has \(payload.count - offset) bytes after the payloads of its \(count) entries")
             }
             return nil
@@ -169,11 +178,14 @@ public struct PageBatchReader {
             pageSize: pageSize, pageCount: pageCount)
         let remaining = payload.count - offset
         if descriptor.length > remaining {
-            throw ProtocolError(.truncated,
-                "PAGE_BATCH entry \(index) at byte \(offset) needs \(descriptor.length) payload bytes, \(remaining) left")
+            throw ProtocolError(
+                .truncated,
+                "PAGE_BATCH entry \(index) at byte \(offset) needs \(descriptor.length) payload bytes, \(remaining) left"
+            )
         }
-        let entry = PageEntry(page: descriptor.page, hash: descriptor.hash, encoding: descriptor.encoding,
-                              payload: UnsafeRawBufferPointer(start: payload.baseAddress! + offset, count: descriptor.length))
+        let entry = PageEntry(
+            page: descriptor.page, hash: descriptor.hash, encoding: descriptor.encoding,
+            payload: UnsafeRawBufferPointer(start: payload.baseAddress! + offset, count: descriptor.length))
         offset += descriptor.length
         index += 1
         return entry

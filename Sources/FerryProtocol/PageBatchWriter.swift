@@ -46,16 +46,22 @@ public struct PageBatchWriter {
     /// `buffer` must hold the header, a table of `maxEntries` descriptors and at least one page
     /// of payload area. `segments` enables gather mode (`commitExternalEntry`,
     /// `finishGathered`): room for `maxEntries + 2` pieces is always enough.
-    public init(buffer: UnsafeMutableRawBufferPointer, pageSize: Int,
-                maxEntries: Int = ProtocolLimits.maxEntriesPerBatch,
-                segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>? = nil) {
-        precondition(pageSize >= ProtocolLimits.minPageSize && pageSize <= ProtocolLimits.maxPageSize
-                     && pageSize & (pageSize - 1) == 0, "page size \(pageSize) is not a power of two in 4096…65536")
-        precondition(maxEntries >= 1 && maxEntries <= ProtocolLimits.maxEntriesPerBatch,
-                     "a batch table holds 1…\(ProtocolLimits.maxEntriesPerBatch) entries, not \(maxEntries)")
+    public init(
+        buffer: UnsafeMutableRawBufferPointer, pageSize: Int,
+        maxEntries: Int = ProtocolLimits.maxEntriesPerBatch,
+        segments: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>? = nil
+    ) {
+        precondition(
+            pageSize >= ProtocolLimits.minPageSize && pageSize <= ProtocolLimits.maxPageSize
+                && pageSize & (pageSize - 1) == 0, "page size \(pageSize) is not a power of two in 4096…65536")
+        precondition(
+            maxEntries >= 1 && maxEntries <= ProtocolLimits.maxEntriesPerBatch,
+            "a batch table holds 1…\(ProtocolLimits.maxEntriesPerBatch) entries, not \(maxEntries)")
         let area = Self.headerSize + maxEntries * Self.descriptorSize
-        precondition(buffer.count >= area + pageSize,
-                     "a page batch buffer of \(buffer.count) bytes cannot hold a \(maxEntries)-entry table and one page of \(pageSize) bytes")
+        precondition(
+            buffer.count >= area + pageSize,
+            "a page batch buffer of \(buffer.count) bytes cannot hold a \(maxEntries)-entry table and one page of \(pageSize) bytes"
+        )
         precondition(segments.map { $0.count >= 3 } ?? true, "gather mode needs room for at least 3 segments")
         self.base = buffer.baseAddress!
         self.pageSize = pageSize
@@ -101,11 +107,13 @@ public struct PageBatchWriter {
     @inline(__always)
     public mutating func commitEntry(page: UInt64, hash: UInt64, encoding: PageEncoding, length: Int) {
         precondition(!compacted, "finish() ended this batch; reset it first")
-        precondition(count < maxEntries && length >= 0 && length <= payloadCapacity - inlineBytes
-                     && byteCount + Self.descriptorSize + length <= ProtocolLimits.maxFramePayload,
-                     "page batch entry of \(length) bytes does not fit")
-        precondition(encoding.allowsLength(length, pageSize: pageSize),
-                     "page \(page): \(encoding) entry cannot be \(length) bytes for \(pageSize)-byte pages")
+        precondition(
+            count < maxEntries && length >= 0 && length <= payloadCapacity - inlineBytes
+                && byteCount + Self.descriptorSize + length <= ProtocolLimits.maxFramePayload,
+            "page batch entry of \(length) bytes does not fit")
+        precondition(
+            encoding.allowsLength(length, pageSize: pageSize),
+            "page \(page): \(encoding) entry cannot be \(length) bytes for \(pageSize)-byte pages")
         writeDescriptor(page: page, hash: hash, encoding: encoding, length: length)
         if length > 0 {
             if segments != nil { appendSegment(UnsafeRawPointer(payloadSlot), length) }

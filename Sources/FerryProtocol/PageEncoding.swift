@@ -17,7 +17,7 @@ public enum PageEncoding: UInt8, Sendable, CaseIterable {
         case .zero: return length == 0
         case .raw: return length == pageSize
         case .lz4: return length > 0 && length < pageSize
-        case .words: return length > 0 && length % 10 == 0 && length < pageSize   // records of 2 + 8 bytes
+        case .words: return length > 0 && length % 10 == 0 && length < pageSize  // records of 2 + 8 bytes
         }
     }
 }

@@ -15,7 +15,8 @@ struct PayloadReader {
 
     private func need(_ count: Int, _ field: StaticString) throws(ProtocolError) {
         if count > remaining {
-            throw ProtocolError(.truncated,
+            throw ProtocolError(
+                .truncated,
                 "\(message) payload ends inside '\(field)' at byte \(offset): needs \(count) bytes, \(remaining) left")
         }
     }
@@ -42,7 +43,8 @@ struct PayloadReader {
         try need(count, field)
         let start = offset
         for i in start..<(start + count) where bytes[i] != 0 {
-            throw ProtocolError(.invalidField,
+            throw ProtocolError(
+                .invalidField,
                 "\(message) reserved byte at offset \(i) is 0x\(String(bytes[i], radix: 16)), must be 0")
         }
         offset += count
@@ -66,7 +68,8 @@ struct PayloadReader {
     /// Version 1 payloads have no bytes after their defined fields.
     func finish() throws(ProtocolError) {
         if remaining != 0 {
-            throw ProtocolError(.trailingBytes,
+            throw ProtocolError(
+                .trailingBytes,
                 "\(message) payload has \(remaining) bytes after its last field (at byte \(offset))")
         }
     }
@@ -81,7 +84,8 @@ extension Array where Element == UInt8 {
     /// `withUnsafeBytes` for bodies that throw `ProtocolError`: the standard one is untyped
     /// `rethrows` and would box the error into `any Error`; `withUnsafeBufferPointer` has typed throws.
     @inline(__always)
-    func withUnsafeBytesTyped<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError) -> T {
+    func withUnsafeBytesTyped<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError) -> T
+    {
         try withUnsafeBufferPointer { (buffer) throws(ProtocolError) in try body(UnsafeRawBufferPointer(buffer)) }
     }
 }

@@ -36,7 +36,10 @@ extension ReasonedMessage {
 
     public func validate() throws(ProtocolError) {
         if message.utf8.count > StringLimits.message {
-            throw ProtocolError(.tooLarge, "\(Self.frameType.wireName) 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)")
+            throw ProtocolError(
+                .tooLarge,
+                "\(Self.frameType.wireName) 'message' is \(message.utf8.count) bytes, the limit is \(StringLimits.message)"
+            )
         }
     }
 

@@ -38,13 +38,18 @@ public struct ResumeState: FrameMessage, ValidatingMessage, Equatable {
         try Self.checkRange(pageCount: pageCount, firstPage: firstPage, pages: pages)
         let words = Self.words(pages: pages)
         guard held.count == words, current.count == words else {
-            throw invalid("RESUME_STATE", "bitmaps of \(held.count) and \(current.count) words for \(pages) pages (\(words) words each)")
+            throw invalid(
+                "RESUME_STATE",
+                "bitmaps of \(held.count) and \(current.count) words for \(pages) pages (\(words) words each)")
         }
         let tailBits = Int(pages % 64)
         let tailMask: UInt64 = tailBits == 0 ? 0 : ~0 << UInt64(tailBits)
         for index in 0..<words {
             if current[index] & ~held[index] != 0 {
-                throw invalid("RESUME_STATE", "page \(firstPage + UInt64(index) * 64 + UInt64((current[index] & ~held[index]).trailingZeroBitCount)) is current but not held")
+                throw invalid(
+                    "RESUME_STATE",
+                    "page \(firstPage + UInt64(index) * 64 + UInt64((current[index] & ~held[index]).trailingZeroBitCount)) is current but not held"
+                )
             }
         }
         if words > 0 && (held[words - 1] | current[words - 1]) & tailMask != 0 {
@@ -59,7 +64,8 @@ public struct ResumeState: FrameMessage, ValidatingMessage, Equatable {
             throw invalid("RESUME_STATE", "pages \(pages) is outside 1…\(maxPagesPerFrame)")
         }
         if firstPage >= pageCount || pages > pageCount - firstPage {
-            throw invalid("RESUME_STATE", "pages \(firstPage)…\(firstPage &+ pages &- 1) run past page_count \(pageCount)")
+            throw invalid(
+                "RESUME_STATE", "pages \(firstPage)…\(firstPage &+ pages &- 1) run past page_count \(pageCount)")
         }
     }
 
@@ -86,8 +92,9 @@ public struct ResumeState: FrameMessage, ValidatingMessage, Equatable {
         try Self.checkRange(pageCount: pageCount, firstPage: firstPage, pages: pages)
         let words = Self.words(pages: pages)
         if reader.remaining != 16 * words {
-            throw ProtocolError(reader.remaining < 16 * words ? .truncated : .trailingBytes,
-                                "RESUME_STATE for \(pages) pages needs \(16 * words) bitmap bytes, has \(reader.remaining)")
+            throw ProtocolError(
+                reader.remaining < 16 * words ? .truncated : .trailingBytes,
+                "RESUME_STATE for \(pages) pages needs \(16 * words) bitmap bytes, has \(reader.remaining)")
         }
         var held = [UInt64](repeating: 0, count: words)
         var current = [UInt64](repeating: 0, count: words)

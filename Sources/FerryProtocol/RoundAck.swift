@@ -11,8 +11,10 @@ public struct RoundAck: FrameMessage, Equatable {
     /// Time to compute the image digest now (predicts the blackout's verification cost).
     public var digestMicroseconds: UInt64
 
-    public init(round: UInt32, pagesReceived: UInt64, pagesHeld: UInt64,
-                applyMicroseconds: UInt64, digestMicroseconds: UInt64) {
+    public init(
+        round: UInt32, pagesReceived: UInt64, pagesHeld: UInt64,
+        applyMicroseconds: UInt64, digestMicroseconds: UInt64
+    ) {
         self.round = round
         self.pagesReceived = pagesReceived
         self.pagesHeld = pagesHeld

@@ -15,8 +15,10 @@ public struct RoundEnd: FrameMessage, ValidatingMessage, Equatable {
     /// vCPU slow-down in force, 0…99.
     public var throttlePercent: UInt32
 
-    public init(round: UInt32, pagesSent: UInt64, wireBytes: UInt64, durationMicroseconds: UInt64,
-                dirtyPages: UInt64, dirtyRate: UInt64, throttlePercent: UInt32) {
+    public init(
+        round: UInt32, pagesSent: UInt64, wireBytes: UInt64, durationMicroseconds: UInt64,
+        dirtyPages: UInt64, dirtyRate: UInt64, throttlePercent: UInt32
+    ) {
         self.round = round
         self.pagesSent = pagesSent
         self.wireBytes = wireBytes

@@ -34,7 +34,9 @@ public struct SessionToken: Sendable, Hashable, CustomStringConvertible {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Self.byteCount)
         for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
+            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else {
+                return nil
+            }
             bytes.append(byte)
         }
         self.init(bytes: bytes)
@@ -42,7 +44,8 @@ public struct SessionToken: Sendable, Hashable, CustomStringConvertible {
 
     init(bytes: [UInt8]) {
         precondition(bytes.count == Self.byteCount)
-        var low: UInt64 = 0, high: UInt64 = 0
+        var low: UInt64 = 0
+        var high: UInt64 = 0
         for index in 0..<8 {
             low |= UInt64(bytes[index]) << (8 * index)
             high |= UInt64(bytes[8 + index]) << (8 * index)
@@ -54,7 +57,8 @@ public struct SessionToken: Sendable, Hashable, CustomStringConvertible {
 
     /// The 16 bytes in wire order.
     public var bytes: [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: low >> (8 * $0)) } + (0..<8).map { UInt8(truncatingIfNeeded: high >> (8 * $0)) }
+        (0..<8).map { UInt8(truncatingIfNeeded: low >> (8 * $0)) }
+            + (0..<8).map { UInt8(truncatingIfNeeded: high >> (8 * $0)) }
     }
 
     /// 32 lower-case hex digits, the bytes in wire order.

@@ -14,8 +14,10 @@ public struct VCPURecord: Equatable, Sendable {
     /// Trace replay clock offset.
     public var traceEpochMilliseconds: UInt64
 
-    public init(step: UInt64, rngState: UInt64, cursor: UInt64, cursor2: UInt64,
-                creditNanoseconds: Int64, traceEpochMilliseconds: UInt64) {
+    public init(
+        step: UInt64, rngState: UInt64, cursor: UInt64, cursor2: UInt64,
+        creditNanoseconds: Int64, traceEpochMilliseconds: UInt64
+    ) {
         self.step = step
         self.rngState = rngState
         self.cursor = cursor

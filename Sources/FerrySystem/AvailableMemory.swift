@@ -10,8 +10,9 @@ public func availableMemoryBytes() throws -> UInt64 {
             return kibibytes * 1024
         }
     }
-    throw SystemError(code: .unexpectedContent, call: "read(\"/proc/meminfo\")", errno: nil,
-                      detail: "no MemAvailable line (needs Linux 3.14+)")
+    throw SystemError(
+        code: .unexpectedContent, call: "read(\"/proc/meminfo\")", errno: nil,
+        detail: "no MemAvailable line (needs Linux 3.14+)")
 }
 
 /// Reads a small (procfs) file completely with plain read(2) calls.

@@ -19,8 +19,9 @@ struct DeferredProtection {
     /// Calls `protect` with each maximal run of pages in `range` not protected yet, ascending,
     /// and records the run as protected once `protect` returns. No allocation.
     mutating func protectOnce(_ range: Range<Int>, _ protect: (Range<Int>) throws -> Void) rethrows {
-        precondition(range.lowerBound >= 0 && range.upperBound <= protected.count,
-                     "pages \(range) out of 0..<\(protected.count)")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= protected.count,
+            "pages \(range) out of 0..<\(protected.count)")
         var page = range.lowerBound
         while page < range.upperBound {
             let start = firstPage(from: page, before: range.upperBound, protected: false)

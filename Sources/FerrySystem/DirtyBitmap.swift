@@ -48,8 +48,9 @@ public struct DirtyBitmap: Sendable, Equatable {
 
     /// Sets every bit in `range`, a whole word at a time where it can.
     public mutating func set(range: Range<Int>) {
-        precondition(range.lowerBound >= 0 && range.upperBound <= count,
-                     "range \(range) out of 0..<\(count)")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= count,
+            "range \(range) out of 0..<\(count)")
         guard !range.isEmpty else { return }
         let firstWord = range.lowerBound >> 6
         let lastWord = (range.upperBound - 1) >> 6

@@ -81,22 +81,31 @@ public enum DirtyTrackers {
             switch UffdProbe.result {
             case .success(let found): support = found
             case .failure(let reason):
-                throw SystemError(code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: nil,
-                                  detail: "the uffd tracker is unavailable: \(reason.text); use .auto or .mprotect")
+                throw SystemError(
+                    code: .unsupported, call: "DirtyTrackers.make(.uffd)", errno: nil,
+                    detail: "the uffd tracker is unavailable: \(reason.text); use .auto or .mprotect")
             }
-            return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
-                    "uffd: requested (\(support.summary))")
+            return (
+                UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
+                "uffd: requested (\(support.summary))"
+            )
         case .mprotect:
-            return (MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
-                    "mprotect: requested")
+            return (
+                MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
+                "mprotect: requested"
+            )
         case .auto:
             switch UffdProbe.result {
             case .success(let support):
-                return (UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
-                        "uffd: auto, userfaultfd async write-protect works here (\(support.summary))")
+                return (
+                    UffdDirtyTracker(base: base, length: length, pageSize: pageSize, features: support.features),
+                    "uffd: auto, userfaultfd async write-protect works here (\(support.summary))"
+                )
             case .failure(let reason):
-                return (MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
-                        "mprotect: auto, uffd unavailable: \(reason.text)")
+                return (
+                    MprotectDirtyTracker(base: base, length: length, pageSize: pageSize),
+                    "mprotect: auto, uffd unavailable: \(reason.text)"
+                )
             }
         }
     }
@@ -104,12 +113,14 @@ public enum DirtyTrackers {
     private static func checkRange(base: UnsafeMutableRawPointer, length: Int, pageSize: Int) throws {
         let call = "DirtyTrackers.make(base: \(hexAddress(base)), length: \(length), pageSize: \(pageSize))"
         guard pageSize == systemPageSize else {
-            throw SystemError(code: .invalidArgument, call: call, errno: nil,
-                              detail: "page size must be the system page size \(systemPageSize)")
+            throw SystemError(
+                code: .invalidArgument, call: call, errno: nil,
+                detail: "page size must be the system page size \(systemPageSize)")
         }
         guard length > 0, length % pageSize == 0, Int(bitPattern: base) % pageSize == 0 else {
-            throw SystemError(code: .invalidArgument, call: call, errno: nil,
-                              detail: "base and length must be page-aligned and length positive")
+            throw SystemError(
+                code: .invalidArgument, call: call, errno: nil,
+                detail: "base and length must be page-aligned and length positive")
         }
     }
 }

@@ -14,8 +14,9 @@ public enum ImageFile {
     /// sparse mapping would otherwise pay page by page; ext4 and xfs only mark the extents.)
     public static func create(path: String, size: Int, overwrite: Bool, reserve: Bool = false) throws {
         guard size > 0 else {
-            throw SystemError(code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: nil,
-                              detail: "size must be positive, got \(size)")
+            throw SystemError(
+                code: .invalidArgument, call: "ImageFile.create(\"\(path)\")", errno: nil,
+                detail: "size must be positive, got \(size)")
         }
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
         let fd: Int32
@@ -44,13 +45,17 @@ public enum ImageFile {
     private static func allocate(fd: Int32, path: String, size: Int) throws {
         // posix_fallocate returns the error code itself (it does not set errno): the shims' convention.
         do throws(SystemError) {
-            try valueOrErrno("posix_fallocate(\"\(path)\", \(size))", .negatedErrno) { -posix_fallocate(fd, 0, off_t(size)) }
+            try valueOrErrno("posix_fallocate(\"\(path)\", \(size))", .negatedErrno) {
+                -posix_fallocate(fd, 0, off_t(size))
+            }
         } catch {
             guard error.errno == .noSpace || error.errno == .fileTooLarge else { throw error }
             // The file holds some of the blocks by now; they are freed with it.
-            let free = (try? freeBytes(directoryOf: path)).map { "\($0) bytes are free there" } ?? "its free space is unknown"
+            let free =
+                (try? freeBytes(directoryOf: path)).map { "\($0) bytes are free there" } ?? "its free space is unknown"
             var full = error
-            full.detail = "not enough space for the image: it needs \(size) bytes in \(parentDirectory(of: path)) and \(free); free some space or use another directory"
+            full.detail =
+                "not enough space for the image: it needs \(size) bytes in \(parentDirectory(of: path)) and \(free); free some space or use another directory"
             throw full
         }
     }

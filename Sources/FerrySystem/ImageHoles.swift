@@ -48,8 +48,10 @@ public final class ImageHoles: Sendable {
     /// `minimumPages`, and stops after `maxCalls` `lseek` calls (a file whose zero pages are
     /// scattered one by one would otherwise cost two system calls per page to skip a 4 KiB
     /// read). Pages it does not report may be holes or data.
-    public func forEachLargeHole(in pages: Range<Int>, minimumPages: Int, maxCalls: Int,
-                                 _ body: (Range<Int>) -> Void) throws {
+    public func forEachLargeHole(
+        in pages: Range<Int>, minimumPages: Int, maxCalls: Int,
+        _ body: (Range<Int>) -> Void
+    ) throws {
         if let known = populatedHoles.withLock({ $0 }) {
             try forEachLargeHole(in: pages, within: known, minimumPages: minimumPages, maxCalls: maxCalls, body)
             return
@@ -59,9 +61,10 @@ public final class ImageHoles: Sendable {
         var calls = 0
         while offset < end && calls + 2 <= maxCalls {
             calls += 2
-            let dataStart = min(try seek(offset, Self.seekData) ?? end, end)   // nil: no data past offset
+            let dataStart = min(try seek(offset, Self.seekData) ?? end, end)  // nil: no data past offset
             // A hole from offset to dataStart: the whole pages inside it.
-            let first = (offset + pageSize - 1) / pageSize, last = dataStart / pageSize
+            let first = (offset + pageSize - 1) / pageSize
+            let last = dataStart / pageSize
             if last - first >= minimumPages { body(first..<last) }
             guard dataStart < end else { return }
             offset = min(try dataRunEnd(from: dataStart), end)
@@ -71,10 +74,13 @@ public final class ImageHoles: Sendable {
     /// `forEachLargeHole` once `populate` has made every page outside `known` data: only the
     /// parts of `known` inside `pages` can still be holes. `SEEK_DATA` from a hole page finds the
     /// next page the guest has written since (or the end of that hole) without walking data.
-    private func forEachLargeHole(in pages: Range<Int>, within known: [Range<Int>], minimumPages: Int,
-                                  maxCalls: Int, _ body: (Range<Int>) -> Void) throws {
+    private func forEachLargeHole(
+        in pages: Range<Int>, within known: [Range<Int>], minimumPages: Int,
+        maxCalls: Int, _ body: (Range<Int>) -> Void
+    ) throws {
         // The first known hole that ends after pages.lowerBound.
-        var low = 0, high = known.count
+        var low = 0
+        var high = known.count
         while low < high {
             let middle = (low + high) / 2
             if known[middle].upperBound <= pages.lowerBound { low = middle + 1 } else { high = middle }
@@ -114,7 +120,9 @@ public final class ImageHoles: Sendable {
         while chunk < pages {
             let end = min(pages, chunk + chunkPages)
             var holes: [Range<Int>] = []
-            try forEachLargeHole(in: chunk..<end, minimumPages: Self.largeHolePages, maxCalls: Self.callsPerChunk) { holes.append($0) }
+            try forEachLargeHole(in: chunk..<end, minimumPages: Self.largeHolePages, maxCalls: Self.callsPerChunk) {
+                holes.append($0)
+            }
             var cursor = chunk
             for hole in holes + [end..<end] {
                 if hole.lowerBound > cursor {
@@ -134,7 +142,8 @@ public final class ImageHoles: Sendable {
         }
         // Only when the mapping covers the whole file: then no page outside `left` is a hole.
         var status = stat()
-        if (try? valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &status) }) != nil && Int(status.st_size) == region.size {
+        if (try? valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &status) }) != nil && Int(status.st_size) == region.size
+        {
             populatedHoles.withLock { $0 = left }
         }
         return skipped
@@ -153,9 +162,12 @@ public final class ImageHoles: Sendable {
     private func seek(_ offset: Int, _ whence: Int32) throws -> Int? {
         seekCalls.add(1, ordering: .relaxed)
         do throws(SystemError) {
-            return Int(try valueOrErrno("lseek(\"\(path)\", \(offset), \(whence == Self.seekData ? "SEEK_DATA" : "SEEK_HOLE"))") {
-                lseek(fd, off_t(offset), whence)
-            })
+            return Int(
+                try valueOrErrno(
+                    "lseek(\"\(path)\", \(offset), \(whence == Self.seekData ? "SEEK_DATA" : "SEEK_HOLE"))"
+                ) {
+                    lseek(fd, off_t(offset), whence)
+                })
         } catch {
             guard error.errno == .noSuchDeviceOrAddress else { throw error }
             return nil

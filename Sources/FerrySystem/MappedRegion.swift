@@ -23,13 +23,15 @@ public struct MappedRegion: ~Copyable {
         var info = stat()
         try valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &info) }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
-                              detail: "not a regular file")
+            throw SystemError(
+                code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
+                detail: "not a regular file")
         }
         let size = Int(info.st_size)
         guard size > 0 else {
-            throw SystemError(code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
-                              detail: "the file is empty; create it with a size first (ImageFile.create)")
+            throw SystemError(
+                code: .invalidArgument, call: "mapFile(\"\(path)\")", errno: nil,
+                detail: "the file is empty; create it with a size first (ImageFile.create)")
         }
         let protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
         guard let base = mmap(nil, size, protection, MAP_SHARED, fd, 0), base != MAP_FAILED else {
@@ -41,12 +43,13 @@ public struct MappedRegion: ~Copyable {
     /// Maps `size` bytes (rounded up to whole pages) of private zero-filled memory.
     public static func anonymous(size: Int) throws -> MappedRegion {
         guard size > 0 else {
-            throw SystemError(code: .invalidArgument, call: "MappedRegion.anonymous(size: \(size))",
-                              errno: nil, detail: "size must be positive")
+            throw SystemError(
+                code: .invalidArgument, call: "MappedRegion.anonymous(size: \(size))",
+                errno: nil, detail: "size must be positive")
         }
         let rounded = (size + systemPageSize - 1) / systemPageSize * systemPageSize
         guard let base = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              base != MAP_FAILED
+            base != MAP_FAILED
         else {
             throw SystemError.lastError("mmap(nil, \(rounded), MAP_PRIVATE|MAP_ANONYMOUS)")
         }
@@ -66,8 +69,9 @@ public struct MappedRegion: ~Copyable {
 
     /// Like `populate(writable:)` for the bytes `range` of the region only (page-aligned).
     public func populate(_ range: Range<Int>, writable: Bool) throws {
-        precondition(range.lowerBound >= 0 && range.upperBound <= size && range.lowerBound % systemPageSize == 0,
-                     "populate range \(range) is not page-aligned inside the region of \(size) bytes")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= size && range.lowerBound % systemPageSize == 0,
+            "populate range \(range) is not page-aligned inside the region of \(size) bytes")
         guard !range.isEmpty else { return }
         let advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ
         let name = writable ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ"

@@ -68,7 +68,8 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     private func start(protectNow: Bool) throws {
         try started.withLock { started in
             guard started == nil else {
-                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: nil, detail: "already started")
+                throw SystemError(
+                    code: .busy, call: "MprotectDirtyTracker.start", errno: nil, detail: "already started")
             }
             handlerBits.update(repeating: 0, count: wordCount)
             var taken: Int32 = -1
@@ -80,8 +81,10 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
                 }
             } catch {
                 guard error.errno == .busy else { throw error }
-                throw SystemError(code: .busy, call: "MprotectDirtyTracker.start", errno: .busy,
-                                  detail: "\(FERRY_WP_MAX_RANGES) mprotect trackers are already running in this process; stop one first")
+                throw SystemError(
+                    code: .busy, call: "MprotectDirtyTracker.start", errno: .busy,
+                    detail:
+                        "\(FERRY_WP_MAX_RANGES) mprotect trackers are already running in this process; stop one first")
             }
             started = Started(slot: taken, deferred: protectNow ? nil : DeferredProtection(pages: length / pageSize))
         }
@@ -92,8 +95,10 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// harvest then reports every page and protects the whole range.
     private func mprotectReadOnly(slot: Int32, pages: Range<Int>) throws {
         var overflowed: Int32 = 0
-        try valueOrErrno("mprotect(\(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize), PROT_READ)",
-                         .negatedErrno) {
+        try valueOrErrno(
+            "mprotect(\(hexAddress(base + pages.lowerBound * pageSize)), \(pages.count * pageSize), PROT_READ)",
+            .negatedErrno
+        ) {
             ferry_wp_protect(slot, pages.lowerBound, pages.count, &overflowed)
         }
     }
@@ -106,8 +111,9 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
     func protect(pages: Range<Int>) throws {
         try started.withLock { started in
             guard let slot = started?.slot else {
-                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.protect(pages: \(pages))", errno: nil,
-                                  detail: "the tracker is not started")
+                throw SystemError(
+                    code: .invalidArgument, call: "MprotectDirtyTracker.protect(pages: \(pages))", errno: nil,
+                    detail: "the tracker is not started")
             }
             guard var deferred = started?.deferred else { return }
             defer { started?.deferred = deferred.isComplete ? nil : deferred }
@@ -117,12 +123,14 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
 
     @discardableResult
     func harvest(into bitmap: inout DirtyBitmap) throws -> Int {
-        precondition(bitmap.count == length / pageSize,
-                     "harvest bitmap has \(bitmap.count) pages, region has \(length / pageSize)")
+        precondition(
+            bitmap.count == length / pageSize,
+            "harvest bitmap has \(bitmap.count) pages, region has \(length / pageSize)")
         return try started.withLock { started in
             guard let slot = started?.slot else {
-                throw SystemError(code: .invalidArgument, call: "MprotectDirtyTracker.harvest", errno: nil,
-                                  detail: "the tracker is not started")
+                throw SystemError(
+                    code: .invalidArgument, call: "MprotectDirtyTracker.harvest", errno: nil,
+                    detail: "the tracker is not started")
             }
             guard var deferred = started?.deferred else {
                 return try takeHandlerBits(slot: slot, into: &bitmap)
@@ -147,7 +155,8 @@ final class MprotectDirtyTracker: DirtyTracker, @unchecked Sendable {
         var found = 0
         do throws(SystemError) {
             try valueOrErrno("mprotect(\(hexAddress(base)), \(length), PROT_READ)", .negatedErrno) {
-                bitmap.withUnsafeMutableWords { words in ferry_wp_harvest(slot, words.baseAddress!, words.count, &found) }
+                bitmap.withUnsafeMutableWords { words in ferry_wp_harvest(slot, words.baseAddress!, words.count, &found)
+                }
             }
         } catch {
             var failed = error

@@ -104,7 +104,8 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// not mapped yet) and flushes the TLB before returning, so any later write faults, and the
     /// kernel's async resolution clears the bit that the next PAGEMAP_SCAN reports.
     private func writeProtect(uffd: Int32, pages: Range<Int>) throws {
-        let start = base + pages.lowerBound * pageSize, bytes = pages.count * pageSize
+        let start = base + pages.lowerBound * pageSize
+        let bytes = pages.count * pageSize
         try valueOrErrno("ioctl(UFFDIO_WRITEPROTECT, MODE_WP, \(hexAddress(start)), \(bytes))", .negatedErrno) {
             ferry_uffd_writeprotect(uffd, start, UInt64(bytes), 1)
         }
@@ -117,8 +118,9 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     func protect(pages: Range<Int>) throws {
         try state.withLock { state in
             guard state.uffd >= 0 else {
-                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.protect(pages: \(pages))", errno: nil,
-                                  detail: "the tracker is not started")
+                throw SystemError(
+                    code: .invalidArgument, call: "UffdDirtyTracker.protect(pages: \(pages))", errno: nil,
+                    detail: "the tracker is not started")
             }
             guard var deferred = state.deferred else { return }
             defer { state.deferred = deferred.isComplete ? nil : deferred }
@@ -147,8 +149,9 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
                 guard error.errno == .invalidArgument else { break }
             }
         }
-        throw SystemError(code: .unsupported, call: "ioctl(UFFDIO_API, features: 0x\(String(features, radix: 16)))",
-                          errno: lastError, detail: "the kernel refuses async write-protect")
+        throw SystemError(
+            code: .unsupported, call: "ioctl(UFFDIO_API, features: 0x\(String(features, radix: 16)))",
+            errno: lastError, detail: "the kernel refuses async write-protect")
     }
 
     @discardableResult
@@ -157,8 +160,9 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         precondition(bitmap.count == pages, "harvest bitmap has \(bitmap.count) pages, region has \(pages)")
         return try state.withLock { state in
             guard let regions = state.regions else {
-                throw SystemError(code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: nil,
-                                  detail: "the tracker is not started")
+                throw SystemError(
+                    code: .invalidArgument, call: "UffdDirtyTracker.harvest", errno: nil,
+                    detail: "the tracker is not started")
             }
             guard var deferred = state.deferred else {
                 return try scanWritten(pagemap: state.pagemap, regions: regions, into: &bitmap)
@@ -183,8 +187,10 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
     /// One PAGEMAP_SCAN walk of the region: ORs the written pages into `bitmap` and
     /// write-protects them again; returns how many it found.
     @discardableResult
-    private func scanWritten(pagemap: Int32, regions: UnsafeMutablePointer<ferry_page_region>,
-                             into bitmap: inout DirtyBitmap) throws -> Int {
+    private func scanWritten(
+        pagemap: Int32, regions: UnsafeMutablePointer<ferry_page_region>,
+        into bitmap: inout DirtyBitmap
+    ) throws -> Int {
         let start = UInt64(UInt(bitPattern: base))
         let end = start + UInt64(length)
         let shift = UInt64(pageSize.trailingZeroBitCount)
@@ -193,7 +199,9 @@ final class UffdDirtyTracker: DirtyTracker, @unchecked Sendable {
         while cursor < end {
             var count: UInt64 = 0
             var walkEnd: UInt64 = 0
-            try valueOrErrno("ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))", .negatedErrno) {
+            try valueOrErrno(
+                "ioctl(PAGEMAP_SCAN, 0x\(String(cursor, radix: 16))..<0x\(String(end, radix: 16)))", .negatedErrno
+            ) {
                 ferry_pagemap_scan_written(pagemap, cursor, end, regions, UInt64(Self.regionCapacity), &count, &walkEnd)
             }
             var lastEnd = cursor

@@ -62,8 +62,10 @@ enum UffdProbe {
         guard let error = error as? SystemError else { return "\(error)" }
         switch error.errno {
         case .notImplemented: return "kernel built without userfaultfd (\(error))"
-        case .notPermitted: return "userfaultfd not permitted (needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1): \(error)"
-        case .notATerminal where error.call.contains("PAGEMAP_SCAN"), .invalidArgument where error.call.contains("PAGEMAP_SCAN"):
+        case .notPermitted:
+            return "userfaultfd not permitted (needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1): \(error)"
+        case .notATerminal where error.call.contains("PAGEMAP_SCAN"),
+            .invalidArgument where error.call.contains("PAGEMAP_SCAN"):
             return "kernel lacks PAGEMAP_SCAN (needs Linux 6.7+): \(error)"
         default: return "\(error)"
         }

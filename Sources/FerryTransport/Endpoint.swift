@@ -41,7 +41,8 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
         }
         guard !portText.isEmpty else { throw failure("expected HOST:PORT, the port is missing") }
         guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), portText.count <= 5,
-              let port = UInt16(portText) else {
+            let port = UInt16(portText)
+        else {
             throw failure("port '\(portText)' is not a number from 0 to 65535")
         }
         return Endpoint(host: String(host), port: port)

@@ -154,7 +154,9 @@ public final class FramedConnection: @unchecked Sendable {
         if let sendFailure { throw sendFailure }
         let limit = min(type.maxPayload, maxPayload)
         guard payload.count <= limit else {
-            throw TransportError(.protocolViolation, "refusing to send a \(type.wireName) frame of \(payload.count) bytes: the maximum is \(limit)")
+            throw TransportError(
+                .protocolViolation,
+                "refusing to send a \(type.wireName) frame of \(payload.count) bytes: the maximum is \(limit)")
         }
         FrameHeader(type, length: payload.count, sequence: nextSendSequence).encode(to: sendHeader)
         let result: TransportError? = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { vectors in
@@ -180,11 +182,15 @@ public final class FramedConnection: @unchecked Sendable {
     /// Encodes `message` into a buffer the connection reuses, then sends it as one frame.
     /// Sends a frame whose payload is gathered from `parts` (zero-copy: e.g. guest pages).
     /// `parts[0]` is overwritten with the frame header; `length` is the payload's total size.
-    public func send(_ type: FrameType, gather parts: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>, length: Int) throws(TransportError) {
+    public func send(_ type: FrameType, gather parts: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>, length: Int)
+        throws(TransportError)
+    {
         if let sendFailure { throw sendFailure }
         let limit = min(type.maxPayload, maxPayload)
         guard length <= limit else {
-            throw TransportError(.protocolViolation, "refusing to send a \(type.wireName) frame of \(length) bytes: the maximum is \(limit)")
+            throw TransportError(
+                .protocolViolation,
+                "refusing to send a \(type.wireName) frame of \(length) bytes: the maximum is \(limit)")
         }
         FrameHeader(type, length: length, sequence: nextSendSequence).encode(to: sendHeader)
         parts[0] = UnsafeRawBufferPointer(start: sendHeader, count: FrameHeader.size)
@@ -232,24 +238,32 @@ public final class FramedConnection: @unchecked Sendable {
     public func receive(direct: FrameType?) throws(TransportError) -> IncomingFrame {
         if let receiveFailure { throw receiveFailure }
         if frames.remaining > 0, let unread = frames.current {
-            throw failReceive(TransportError(.protocolViolation,
-                "frame #\(unread.sequence)'s payload was not read to the end (\(frames.remaining) bytes left): the connection is out of step"))
+            throw failReceive(
+                TransportError(
+                    .protocolViolation,
+                    "frame #\(unread.sequence)'s payload was not read to the end (\(frames.remaining) bytes left): the connection is out of step"
+                ))
         }
         receivedDirect = false
         while true {
             var received = 0
             do {
-                try readBytes(into: UnsafeMutableRawBufferPointer(start: receiveHeader, count: FrameHeader.size), received: &received)
+                try readBytes(
+                    into: UnsafeMutableRawBufferPointer(start: receiveHeader, count: FrameHeader.size),
+                    received: &received)
             } catch {
                 if error.code == .timeout && received == 0 { throw error }  // between frames: still in step
                 if received > 0 {
-                    throw failReceive(TransportError(error.code, "\(error.message) while reading frame #\(frames.expectedSequence)'s header"))
+                    throw failReceive(
+                        TransportError(
+                            error.code, "\(error.message) while reading frame #\(frames.expectedSequence)'s header"))
                 }
                 throw failReceive(error)
             }
             let header: FrameHeader
             do {
-                header = try frames.accept(header: UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
+                header = try frames.accept(
+                    header: UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
             } catch {
                 throw failReceive(rejectedHeader(error))
             }
@@ -285,9 +299,12 @@ public final class FramedConnection: @unchecked Sendable {
     private func rejectedHeader(_ problem: ProtocolError) -> TransportError {
         let header = FrameHeader(unvalidated: UnsafeRawBufferPointer(start: receiveHeader, count: FrameHeader.size))
         if header.validationError() != nil {
-            return TransportError(.protocolViolation, "bad frame #\(frames.expectedSequence) from \(peerDescription): \(problem.message)", protocolError: problem)
+            return TransportError(
+                .protocolViolation, "bad frame #\(frames.expectedSequence) from \(peerDescription): \(problem.message)",
+                protocolError: problem)
         }
-        return TransportError(.protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem)
+        return TransportError(
+            .protocolViolation, "frame from \(peerDescription): \(problem.message)", protocolError: problem)
     }
 
     /// Reads the next `buffer.count` payload bytes of the frame `receive(direct:)` returned.
@@ -319,10 +336,14 @@ public final class FramedConnection: @unchecked Sendable {
 
     private func checkDirect(_ count: Int) throws(TransportError) {
         if let receiveFailure { throw receiveFailure }
-        guard receivedDirect, let header = frames.current else { preconditionFailure("readDirect without a direct frame") }
+        guard receivedDirect, let header = frames.current else {
+            preconditionFailure("readDirect without a direct frame")
+        }
         guard count <= frames.remaining else {
-            throw failReceive(TransportError(.protocolViolation,
-                "frame #\(header.sequence) has \(frames.remaining) payload bytes left, not \(count)"))
+            throw failReceive(
+                TransportError(
+                    .protocolViolation,
+                    "frame #\(header.sequence) has \(frames.remaining) payload bytes left, not \(count)"))
         }
     }
 
@@ -339,7 +360,9 @@ public final class FramedConnection: @unchecked Sendable {
         case .timeout: what = "no data from \(peerDescription) within the receive timeout, mid-frame"
         default: what = error.message + ", mid-frame"
         }
-        return failReceive(TransportError(error.code, "\(what) (frame #\(sequence): \(frames.remaining - received) payload bytes missing)"))
+        return failReceive(
+            TransportError(
+                error.code, "\(what) (frame #\(sequence): \(frames.remaining - received) payload bytes missing)"))
     }
 
     /// Receives the next frame (skipping NOTE frames unless a NOTE is asked for), requires it to
@@ -349,13 +372,20 @@ public final class FramedConnection: @unchecked Sendable {
             let frame = try receive()
             if frame.type == .note && M.frameType != .note { continue }
             guard frame.type == M.frameType else {
-                let problem = ProtocolError(.unexpectedFrame, "expected a \(M.frameType.wireName) frame, got \(frame.type.wireName) (frame #\(frame.header.sequence))")
-                throw TransportError(.protocolViolation, "\(problem.message) from \(peerDescription)", protocolError: problem)
+                let problem = ProtocolError(
+                    .unexpectedFrame,
+                    "expected a \(M.frameType.wireName) frame, got \(frame.type.wireName) (frame #\(frame.header.sequence))"
+                )
+                throw TransportError(
+                    .protocolViolation, "\(problem.message) from \(peerDescription)", protocolError: problem)
             }
             do {
                 return try M(payload: frame.payload)
             } catch {
-                throw TransportError(.protocolViolation, "malformed \(M.frameType.wireName) frame #\(frame.header.sequence) from \(peerDescription): \(error.message)", protocolError: error)
+                throw TransportError(
+                    .protocolViolation,
+                    "malformed \(M.frameType.wireName) frame #\(frame.header.sequence) from \(peerDescription): \(error.message)",
+                    protocolError: error)
             }
         }
     }
@@ -365,7 +395,9 @@ public final class FramedConnection: @unchecked Sendable {
         return error
     }
 
-    private func readPayload(_ payload: UnsafeMutableRawBufferPointer, header: FrameHeader, name: String) throws(TransportError) {
+    private func readPayload(_ payload: UnsafeMutableRawBufferPointer, header: FrameHeader, name: String)
+        throws(TransportError)
+    {
         var received = 0
         do {
             try readBytes(into: payload, received: &received)
@@ -376,14 +408,19 @@ public final class FramedConnection: @unchecked Sendable {
             case .timeout: what = "no data from \(peerDescription) within the receive timeout, mid-frame"
             default: what = error.message + ", mid-frame"
             }
-            throw failReceive(TransportError(error.code, "\(what) (\(name) frame #\(header.sequence): \(received) of \(payload.count) payload bytes received)"))
+            throw failReceive(
+                TransportError(
+                    error.code,
+                    "\(what) (\(name) frame #\(header.sequence): \(received) of \(payload.count) payload bytes received)"
+                ))
         }
     }
 
     /// Reads and drops the payload of an optional frame type this version does not know.
     private func skipPayload(_ length: Int, header: FrameHeader) throws(TransportError) {
         while frames.remaining > 0 {
-            let chunk = UnsafeMutableRawBufferPointer(start: payloadBuffer, count: min(frames.remaining, payloadCapacity))
+            let chunk = UnsafeMutableRawBufferPointer(
+                start: payloadBuffer, count: min(frames.remaining, payloadCapacity))
             try readPayload(chunk, header: header, name: "optional type 0x\(String(header.type, radix: 16))")
             frames.consume(chunk.count)
         }

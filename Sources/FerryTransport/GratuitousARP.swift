@@ -1,5 +1,5 @@
-import FerrySystem
 import FerryProtocol
+import FerrySystem
 import Glibc
 import Logging
 
@@ -37,24 +37,33 @@ public enum GratuitousARP {
     /// does). Needs CAP_NET_RAW. The socket lives in the calling thread's network namespace.
     /// Returns the number of frames sent.
     @discardableResult
-    public static func announce(interface: String, mac: MACAddress, ip: IPv4Address, rounds: Int = 5,
-                                initialDelayMs: Int = 50, stepMs: Int = 100, logger: Logger) throws(TransportError) -> Int {
+    public static func announce(
+        interface: String, mac: MACAddress, ip: IPv4Address, rounds: Int = 5,
+        initialDelayMs: Int = 50, stepMs: Int = 100, logger: Logger
+    ) throws(TransportError) -> Int {
         guard !mac.isNone, !mac.isMulticast else {
-            throw TransportError(.address, "cannot announce MAC \(mac): a guest NIC needs a unicast, non-zero MAC address")
+            throw TransportError(
+                .address, "cannot announce MAC \(mac): a guest NIC needs a unicast, non-zero MAC address")
         }
         // if_nametoindex fails with 0 (not -1), and sets errno.
         let index = if_nametoindex(interface)
         guard index != 0 else {
             let failure = SystemError.lastError("if_nametoindex(\(interface))")
-            throw TransportError(.address, "network interface '\(interface)' not found (\(failure.errno!)); list the interfaces with `ip link`",
-                                 cause: failure)
+            throw TransportError(
+                .address,
+                "network interface '\(interface)' not found (\(failure.errno!)); list the interfaces with `ip link`",
+                cause: failure)
         }
         // Protocol 0: the socket only sends, so the kernel queues no incoming frames on it.
         let fd: Int32
         do throws(SystemError) {
-            fd = try valueOrErrno("socket(AF_PACKET, SOCK_RAW)") { socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+            fd = try valueOrErrno("socket(AF_PACKET, SOCK_RAW)") {
+                socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            }
         } catch {
-            let hint = error.errno == .notPermitted || error.errno == .permissionDenied ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
+            let hint =
+                error.errno == .notPermitted || error.errno == .permissionDenied
+                ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
             throw TransportError(.io, "socket(AF_PACKET, SOCK_RAW) for the announce", failed: error, hint: hint)
         }
         defer { close(fd) }
@@ -71,7 +80,9 @@ public enum GratuitousARP {
         }
         do throws(SystemError) {
             try valueOrErrno("bind(AF_PACKET)") {
-                linkAddress.withUnsafeBytes { bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+                linkAddress.withUnsafeBytes {
+                    bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+                }
             }
         } catch {
             throw TransportError(.io, "bind(AF_PACKET) to interface '\(interface)'", failed: error)
@@ -95,15 +106,19 @@ public enum GratuitousARP {
                 throw TransportError(.io, "\(what): short write of \(written) bytes")
             }
             sent += 1
-            logger.debug("sent gratuitous ARP", metadata: [
-                "announce.interface": "\(interface)", "announce.mac": "\(mac)", "announce.ip": "\(ip)",
-                "announce.round": "\(round + 1)",
-            ])
+            logger.debug(
+                "sent gratuitous ARP",
+                metadata: [
+                    "announce.interface": "\(interface)", "announce.mac": "\(mac)", "announce.ip": "\(ip)",
+                    "announce.round": "\(round + 1)",
+                ])
         }
-        logger.info("announced guest on the network", metadata: [
-            "announce.interface": "\(interface)", "announce.mac": "\(mac)", "announce.ip": "\(ip)",
-            "announce.frames": "\(sent)",
-        ])
+        logger.info(
+            "announced guest on the network",
+            metadata: [
+                "announce.interface": "\(interface)", "announce.mac": "\(mac)", "announce.ip": "\(ip)",
+                "announce.frames": "\(sent)",
+            ])
         return sent
     }
 }

@@ -22,7 +22,10 @@ public struct IPv4Address: Sendable, Equatable, Hashable, CustomStringConvertibl
 
     /// The four bytes in wire order: `a, b, c, d`.
     public var bytes: [UInt8] {
-        [UInt8(value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8), UInt8(truncatingIfNeeded: value)]
+        [
+            UInt8(value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8),
+            UInt8(truncatingIfNeeded: value),
+        ]
     }
 
     public var isZero: Bool { value == 0 }
@@ -34,7 +37,8 @@ public struct IPv4Address: Sendable, Equatable, Hashable, CustomStringConvertibl
         var valid = parts.count == 4
         for part in parts where valid {
             guard (1...3).contains(part.count), part.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  part.count == 1 || part.first != "0", let number = UInt8(part) else {
+                part.count == 1 || part.first != "0", let number = UInt8(part)
+            else {
                 valid = false
                 break
             }

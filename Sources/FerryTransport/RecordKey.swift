@@ -32,20 +32,24 @@ final class RecordKey {
         precondition(cipher != .none, "a record key needs a cipher")
         self.cipher = cipher
         let made = key.withUnsafeBytes { bytes in
-            ferry_aead_new(cipher == .aes256GCM ? Int32(FERRY_AEAD_AES_256_GCM) : Int32(FERRY_AEAD_CHACHA20_POLY1305),
-                           bytes.bindMemory(to: UInt8.self).baseAddress, seal ? 1 : 0)
+            ferry_aead_new(
+                cipher == .aes256GCM ? Int32(FERRY_AEAD_AES_256_GCM) : Int32(FERRY_AEAD_CHACHA20_POLY1305),
+                bytes.bindMemory(to: UInt8.self).baseAddress, seal ? 1 : 0)
         }
         guard let made else { preconditionFailure("libcrypto refused a \(cipher) context for a 32-byte key") }
         context = made
     }
 
     /// Derives one direction's key from the shared key and the handshake (Protocol.md 9.2).
-    convenience init(shared: SymmetricKey, cipher: RecordCipher, hello: AuthHello, challenge: AuthChallenge,
-                     clientToServer: Bool, seal: Bool) {
-        let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: shared,
-                                            salt: AuthTranscript.keySalt(hello: hello, challenge: challenge),
-                                            info: AuthTranscript.keyInfo(clientToServer: clientToServer, cipher: cipher),
-                                            outputByteCount: 32)
+    convenience init(
+        shared: SymmetricKey, cipher: RecordCipher, hello: AuthHello, challenge: AuthChallenge,
+        clientToServer: Bool, seal: Bool
+    ) {
+        let derived = HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: shared,
+            salt: AuthTranscript.keySalt(hello: hello, challenge: challenge),
+            info: AuthTranscript.keyInfo(clientToServer: clientToServer, cipher: cipher),
+            outputByteCount: 32)
         self.init(cipher: cipher, key: derived, seal: seal)
     }
 
@@ -61,14 +65,19 @@ final class RecordKey {
         let ok = nonce.withUnsafeBufferPointer { nonce in
             ferry_aead_begin(context, nonce.baseAddress, header.bindMemory(to: UInt8.self).baseAddress, header.count)
         }
-        guard ok == 1 else { throw TransportError(.io, "starting record #\(counter - 1) with \(cipher) failed in libcrypto") }
+        guard ok == 1 else {
+            throw TransportError(.io, "starting record #\(counter - 1) with \(cipher) failed in libcrypto")
+        }
     }
 
     /// Encrypts (sealing) or decrypts (opening) `count` bytes from `source` to `target`, which
     /// may be the same place.
     func process(from source: UnsafeRawPointer, to target: UnsafeMutableRawPointer, count: Int) throws(TransportError) {
-        guard ferry_aead_update(context, target.assumingMemoryBound(to: UInt8.self),
-                                source.assumingMemoryBound(to: UInt8.self), count) == 1 else {
+        guard
+            ferry_aead_update(
+                context, target.assumingMemoryBound(to: UInt8.self),
+                source.assumingMemoryBound(to: UInt8.self), count) == 1
+        else {
             throw TransportError(.io, "\(cipher) failed in libcrypto on record #\(counter - 1)")
         }
     }
@@ -83,7 +92,10 @@ final class RecordKey {
     /// Ends an opened record: throws unless `tag` authenticates it.
     func open(tag: UnsafeRawPointer) throws(TransportError) {
         guard ferry_aead_open_end(context, tag.assumingMemoryBound(to: UInt8.self)) == 1 else {
-            throw TransportError(.decryption, "decryption failed for record #\(counter - 1): the data was altered in flight or the peers' keys differ")
+            throw TransportError(
+                .decryption,
+                "decryption failed for record #\(counter - 1): the data was altered in flight or the peers' keys differ"
+            )
         }
     }
 }

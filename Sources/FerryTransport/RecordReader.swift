@@ -11,7 +11,8 @@ final class RecordReader {
     private let stream: TCPStream
     private let key: RecordKey
     /// ciphertext ‖ tag of the record being read; after opening, its plaintext.
-    private let record = UnsafeMutableRawPointer.allocate(byteCount: RecordKey.maxRecordPayload + RecordKey.tagSize, alignment: 16)
+    private let record = UnsafeMutableRawPointer.allocate(
+        byteCount: RecordKey.maxRecordPayload + RecordKey.tagSize, alignment: 16)
     /// Plaintext bytes of the current record, and how many were handed out.
     private var plain = 0
     private var offset = 0
@@ -65,21 +66,29 @@ final class RecordReader {
         if let failure { throw failure }
         var got = 0
         do {
-            try stream.readExactly(into: UnsafeMutableRawBufferPointer(start: header, count: RecordKey.headerSize), received: &got)
+            try stream.readExactly(
+                into: UnsafeMutableRawBufferPointer(start: header, count: RecordKey.headerSize), received: &got)
         } catch {
             if error.code == .timeout && got == 0 { throw error }  // between records: still in step
             throw fail(error)
         }
         let length = Int(UInt32(littleEndian: header.load(as: UInt32.self)))
         guard (1...RecordKey.maxRecordPayload).contains(length) else {
-            throw fail(TransportError(.decryption,
-                "decryption failed: record #\(key.counter) from \(stream.peerDescription) claims \(length) bytes (allowed 1…\(RecordKey.maxRecordPayload)): the data was altered in flight, or the peer does not encrypt"))
+            throw fail(
+                TransportError(
+                    .decryption,
+                    "decryption failed: record #\(key.counter) from \(stream.peerDescription) claims \(length) bytes (allowed 1…\(RecordKey.maxRecordPayload)): the data was altered in flight, or the peer does not encrypt"
+                ))
         }
         var body = 0
         do {
-            try stream.readExactly(into: UnsafeMutableRawBufferPointer(start: record, count: length + RecordKey.tagSize), received: &body)
+            try stream.readExactly(
+                into: UnsafeMutableRawBufferPointer(start: record, count: length + RecordKey.tagSize), received: &body)
         } catch {
-            throw fail(TransportError(error.code, "\(error.message) inside an encrypted record (\(body) of \(length + RecordKey.tagSize) bytes)"))
+            throw fail(
+                TransportError(
+                    error.code,
+                    "\(error.message) inside an encrypted record (\(body) of \(length + RecordKey.tagSize) bytes)"))
         }
         do {
             try key.begin(header: UnsafeRawBufferPointer(start: header, count: RecordKey.headerSize))

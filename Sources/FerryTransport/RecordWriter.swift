@@ -44,7 +44,8 @@ final class RecordWriter {
                 let current = parts[part]
                 let chunk = min(length - filled, current.count - offset)
                 if chunk > 0 {
-                    try key.process(from: current.baseAddress! + offset, to: buffer + RecordKey.headerSize + filled, count: chunk)
+                    try key.process(
+                        from: current.baseAddress! + offset, to: buffer + RecordKey.headerSize + filled, count: chunk)
                     filled += chunk
                     offset += chunk
                 }
@@ -54,7 +55,8 @@ final class RecordWriter {
                 }
             }
             try key.seal(tag: buffer + RecordKey.headerSize + length)
-            try stream.writeAll(UnsafeRawBufferPointer(start: buffer, count: RecordKey.headerSize + length + RecordKey.tagSize))
+            try stream.writeAll(
+                UnsafeRawBufferPointer(start: buffer, count: RecordKey.headerSize + length + RecordKey.tagSize))
             left -= length
         }
     }

@@ -24,10 +24,14 @@ public struct SharedKey: @unchecked Sendable {
     /// A key from its bytes; fewer than 32, or all zero, are refused.
     public init(bytes: [UInt8]) throws(TransportError) {
         guard bytes.count >= Self.minimumBytes else {
-            throw TransportError(.keyFile, "a key needs at least \(Self.minimumBytes) bytes of secret, this one has \(bytes.count); make one with `ferry keygen --out FILE`")
+            throw TransportError(
+                .keyFile,
+                "a key needs at least \(Self.minimumBytes) bytes of secret, this one has \(bytes.count); make one with `ferry keygen --out FILE`"
+            )
         }
         guard bytes.contains(where: { $0 != 0 }) else {
-            throw TransportError(.keyFile, "the key is all zero bytes, which is no secret; make one with `ferry keygen --out FILE`")
+            throw TransportError(
+                .keyFile, "the key is all zero bytes, which is no secret; make one with `ferry keygen --out FILE`")
         }
         key = SymmetricKey(data: bytes)
     }
@@ -53,14 +57,19 @@ public struct SharedKey: @unchecked Sendable {
         }
         let mode = info.st_mode & 0o777
         guard mode & 0o077 == 0 else {
-            throw TransportError(.keyFile, "key file \(path) can be accessed by other users (mode \(String(mode, radix: 8))): run `chmod 600 \(path)`; a key others can read protects nothing")
+            throw TransportError(
+                .keyFile,
+                "key file \(path) can be accessed by other users (mode \(String(mode, radix: 8))): run `chmod 600 \(path)`; a key others can read protects nothing"
+            )
         }
         var bytes = [UInt8](repeating: 0, count: maximumFileBytes + 1)
         var total = 0
         while total < bytes.count {
             let count: Int
             do throws(SystemError) {
-                count = try valueOrErrno("read(\(path))") { bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) } }
+                count = try valueOrErrno("read(\(path))") {
+                    bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) }
+                }
             } catch {
                 throw TransportError(.keyFile, "read key file \(path)", failed: error)
             }
@@ -68,7 +77,8 @@ public struct SharedKey: @unchecked Sendable {
             total += count
         }
         guard total <= maximumFileBytes else {
-            throw TransportError(.keyFile, "key file \(path) is larger than \(maximumFileBytes) bytes: is it really a key?")
+            throw TransportError(
+                .keyFile, "key file \(path) is larger than \(maximumFileBytes) bytes: is it really a key?")
         }
         do throws(TransportError) {
             return try SharedKey(bytes: decode(Array(bytes[0..<total])))
@@ -82,7 +92,8 @@ public struct SharedKey: @unchecked Sendable {
     /// The key a file's contents stand for: 64 hex digits (then optional whitespace) decoded, or
     /// exactly 32 raw bytes as they are. Anything else throws a reason (without the file's name).
     static func decode(_ contents: [UInt8]) throws(TransportError) -> [UInt8] {
-        let fix = "a key file holds exactly \(hexDigits) hex digits (and optionally a newline) or exactly \(minimumBytes) raw bytes; make one with `ferry keygen --out FILE`"
+        let fix =
+            "a key file holds exactly \(hexDigits) hex digits (and optionally a newline) or exactly \(minimumBytes) raw bytes; make one with `ferry keygen --out FILE`"
         var end = contents.count
         while end > 0, [0x0A, 0x0D, 0x20, 0x09].contains(contents[end - 1]) { end -= 1 }
         let text = contents[0..<end]
@@ -91,7 +102,10 @@ public struct SharedKey: @unchecked Sendable {
             return contents
         }
         guard isHex else {
-            throw TransportError(.keyFile, "holds \(contents.count) bytes that are neither \(hexDigits) hex digits nor \(minimumBytes) raw bytes (a key written twice, or a different file?); \(fix)")
+            throw TransportError(
+                .keyFile,
+                "holds \(contents.count) bytes that are neither \(hexDigits) hex digits nor \(minimumBytes) raw bytes (a key written twice, or a different file?); \(fix)"
+            )
         }
         guard text.count == hexDigits else {
             let hint = text.count < hexDigits ? "truncated?" : "the key written twice, or a longer secret?"
@@ -134,16 +148,21 @@ public struct SharedKey: @unchecked Sendable {
         if overwrite { unlink(path) }
         let fd: Int32
         do throws(SystemError) {
-            fd = try valueOrErrno("open(\(path), O_CREAT|O_EXCL)") { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+            fd = try valueOrErrno("open(\(path), O_CREAT|O_EXCL)") {
+                open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            }
         } catch {
-            throw TransportError(.keyFile, "create key file \(path)", failed: error,
-                                 hint: error.errno == .fileExists ? "; pass --force to replace it" : "")
+            throw TransportError(
+                .keyFile, "create key file \(path)", failed: error,
+                hint: error.errno == .fileExists ? "; pass --force to replace it" : "")
         }
         defer { close(fd) }
         _ = fchmod(fd, 0o600)  // in case the umask took bits away; never adds any
         let written: Int
         do throws(SystemError) {
-            written = try valueOrErrno("write(\(path))") { text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) } }
+            written = try valueOrErrno("write(\(path))") {
+                text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+            }
             try valueOrErrno("fsync(\(path))") { fsync(fd) }
         } catch {
             throw TransportError(.keyFile, "write key file \(path)", failed: error)

@@ -36,15 +36,16 @@ struct SocketAddress: CustomStringConvertible {
             // getaddrinfo has codes of its own; only EAI_SYSTEM means "see errno".
             let failure = rc == EAI_SYSTEM ? SystemError.lastError("getaddrinfo(\(endpoint.host))") : nil
             let reason = failure?.errno.map { "\($0)" } ?? String(cString: gai_strerror(rc))
-            throw TransportError(.address, "cannot resolve host '\(endpoint.host)': \(reason); check the name or give an IP address",
-                                 cause: failure)
+            throw TransportError(
+                .address, "cannot resolve host '\(endpoint.host)': \(reason); check the name or give an IP address",
+                cause: failure)
         }
         defer { freeaddrinfo(list) }
         var addresses: [SocketAddress] = []
         var cursor: UnsafeMutablePointer<addrinfo>? = list
         while let entry = cursor {
             let family = entry.pointee.ai_family
-            if (family == AF_INET || family == AF_INET6), let source = entry.pointee.ai_addr {
+            if family == AF_INET || family == AF_INET6, let source = entry.pointee.ai_addr {
                 var address = SocketAddress()
                 address.length = entry.pointee.ai_addrlen
                 withUnsafeMutableBytes(of: &address.storage) {

@@ -21,7 +21,9 @@ public final class TCPListener: @unchecked Sendable {
         let fd: Int32
         do throws(SystemError) {
             fd = try valueOrErrno("socket") {
-                socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                socket(
+                    address.family,
+                    Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             }
         } catch {
             throw TransportError(.listen, "socket() to listen on \(endpoint)", failed: error)
@@ -74,7 +76,8 @@ public final class TCPListener: @unchecked Sendable {
                 throw TransportError(.accept, "poll on listener \(localDescription)", failed: error)
             }
             guard ready else {
-                throw TransportError(.timeout, "no connection arrived on \(localDescription) within \(timeoutMs ?? 0) ms")
+                throw TransportError(
+                    .timeout, "no connection arrived on \(localDescription) within \(timeoutMs ?? 0) ms")
             }
             if closed.load(ordering: .relaxed) {
                 throw TransportError(.accept, "listener on \(localDescription) was closed")
@@ -92,8 +95,9 @@ public final class TCPListener: @unchecked Sendable {
                 case .invalidArgument? where closed.load(ordering: .relaxed):
                     throw TransportError(.accept, "listener on \(localDescription) was closed")
                 case .tooManyOpenFiles?, .tooManyOpenFilesInSystem?:
-                    throw TransportError(.accept, "accept on \(localDescription)", failed: error,
-                                         hint: "; too many open files: raise the limit (ulimit -n)")
+                    throw TransportError(
+                        .accept, "accept on \(localDescription)", failed: error,
+                        hint: "; too many open files: raise the limit (ulimit -n)")
                 default:
                     throw TransportError(.accept, "accept on \(localDescription)", failed: error)
                 }

@@ -44,14 +44,19 @@ public final class TCPStream: @unchecked Sendable {
             }
         }
         if failures.count == 1, let lastError { throw lastError }
-        throw TransportError(.connect, "connect to \(endpoint): every address failed: " + failures.joined(separator: "; "))
+        throw TransportError(
+            .connect, "connect to \(endpoint): every address failed: " + failures.joined(separator: "; "))
     }
 
-    private static func connect(to address: SocketAddress, deadline: Int, timeoutMs: Int) throws(TransportError) -> TCPStream {
+    private static func connect(to address: SocketAddress, deadline: Int, timeoutMs: Int) throws(TransportError)
+        -> TCPStream
+    {
         let fd: Int32
         do throws(SystemError) {
             fd = try valueOrErrno("socket") {
-                socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                socket(
+                    address.family,
+                    Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             }
         } catch {
             throw TransportError(.connect, "socket() for \(address)", failed: error)
@@ -63,19 +68,26 @@ public final class TCPStream: @unchecked Sendable {
         // kernel goes on with it too) and waited for with poll, so the timeout holds.
         var failure: SystemError?
         do throws(SystemError) {
-            try valueOrErrno("connect(\(address))", retryOnInterrupt: false) { address.withSockaddr { Glibc.connect(fd, $0, $1) } }
+            try valueOrErrno("connect(\(address))", retryOnInterrupt: false) {
+                address.withSockaddr { Glibc.connect(fd, $0, $1) }
+            }
         } catch {
             failure = error
         }
         if let pending = failure?.errno, pending == .inProgress || pending == .interrupted {
             let ready: Bool
             do throws(SystemError) {
-                ready = try pollReady(fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - MonotonicClock.milliseconds())) != nil
+                ready =
+                    try pollReady(
+                        fd, events: Int16(POLLOUT), timeoutMs: max(0, deadline - MonotonicClock.milliseconds())) != nil
             } catch {
                 throw TransportError(.connect, "connect to \(address): poll", failed: error)
             }
             guard ready else {
-                throw TransportError(.connect, "connect to \(address): no answer within \(timeoutMs) ms; check the address, that the destination runs and that no firewall drops the connection")
+                throw TransportError(
+                    .connect,
+                    "connect to \(address): no answer within \(timeoutMs) ms; check the address, that the destination runs and that no firewall drops the connection"
+                )
             }
             var soError: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -102,7 +114,8 @@ public final class TCPStream: @unchecked Sendable {
     private static func connectHint(_ code: Errno?) -> String {
         switch code {
         case .connectionRefused?: return "; nothing listens on that port: start the destination first or check the port"
-        case .networkUnreachable?, .hostUnreachable?: return "; no route to that host: check the address and the network"
+        case .networkUnreachable?, .hostUnreachable?:
+            return "; no route to that host: check the address and the network"
         case .timedOut?: return "; the host did not answer: check the address and firewalls"
         default: return ""
         }
@@ -131,7 +144,8 @@ public final class TCPStream: @unchecked Sendable {
                 var used = 0
                 while used < count && index != parts.endIndex {
                     let part = parts[index]
-                    vectors[used] = iovec(iov_base: UnsafeMutableRawPointer(mutating: part.baseAddress), iov_len: part.count)
+                    vectors[used] = iovec(
+                        iov_base: UnsafeMutableRawPointer(mutating: part.baseAddress), iov_len: part.count)
                     used += 1
                     parts.formIndex(after: &index)
                 }
@@ -182,10 +196,12 @@ public final class TCPStream: @unchecked Sendable {
     private func writeError(_ failure: SystemError) -> TransportError {
         switch failure.errno {
         case .brokenPipe?, .connectionReset?:
-            return TransportError(.peerClosed, "peer \(peerDescription) closed the connection while we were sending (\(failure.errno!))",
-                                  cause: failure)
+            return TransportError(
+                .peerClosed, "peer \(peerDescription) closed the connection while we were sending (\(failure.errno!))",
+                cause: failure)
         case .wouldBlock?:
-            return TransportError(.timeout, "sending to \(peerDescription) timed out: the peer stopped reading", cause: failure)
+            return TransportError(
+                .timeout, "sending to \(peerDescription) timed out: the peer stopped reading", cause: failure)
         default:
             return TransportError(.io, "send to \(peerDescription)", failed: failure)
         }
@@ -226,16 +242,19 @@ public final class TCPStream: @unchecked Sendable {
         if nothingYet {
             return TransportError(.peerClosed, "peer \(peerDescription) closed the connection")
         }
-        return TransportError(.peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(progress))")
+        return TransportError(
+            .peerClosed, "peer \(peerDescription) closed the connection in the middle of a read (\(progress))")
     }
 
     /// The error for a read call that failed; `progress` says how far the read got.
     private func readError(_ failure: SystemError, progress: String) -> TransportError {
         switch failure.errno {
         case .wouldBlock?:
-            return TransportError(.timeout, "no data from \(peerDescription) within the receive timeout (\(progress))", cause: failure)
+            return TransportError(
+                .timeout, "no data from \(peerDescription) within the receive timeout (\(progress))", cause: failure)
         case .connectionReset?:
-            return TransportError(.peerClosed, "peer \(peerDescription) reset the connection (\(failure.errno!))", cause: failure)
+            return TransportError(
+                .peerClosed, "peer \(peerDescription) reset the connection (\(failure.errno!))", cause: failure)
         default:
             return TransportError(.io, "\(failure.call) from \(peerDescription)", failed: failure)
         }
@@ -273,7 +292,9 @@ public final class TCPStream: @unchecked Sendable {
     /// consuming them or blocking; returns how many (0 when none, or on error).
     public func peek(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
-        return (try? valueOrErrno("recv(MSG_PEEK)") { recv(fd, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }) ?? 0
+        return
+            (try? valueOrErrno("recv(MSG_PEEK)") { recv(fd, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) })
+            ?? 0
     }
 
     /// Bytes waiting unread in the receive buffer (FIONREAD).
@@ -300,9 +321,12 @@ public final class TCPStream: @unchecked Sendable {
         let effective = ms == nil ? 0 : max(total, 1)
         var value = timeval(tv_sec: effective / 1000, tv_usec: (effective % 1000) * 1000)
         do throws(SystemError) {
-            try valueOrErrno("setsockopt") { setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) }
+            try valueOrErrno("setsockopt") {
+                setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
+            }
         } catch {
-            throw TransportError(.io, "setsockopt(\(option == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO"))", failed: error)
+            throw TransportError(
+                .io, "setsockopt(\(option == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO"))", failed: error)
         }
     }
 
@@ -342,7 +366,8 @@ public final class TCPStream: @unchecked Sendable {
     /// the link to it, is still taking data.
     public var unacknowledgedBytes: Int {
         var bytes: Int32 = 0
-        return (try? valueOrErrno("ioctl(SIOCOUTQ)", .negatedErrno) { ferry_socket_unacked_bytes(fd, &bytes) }) != nil ? Int(bytes) : 0
+        return (try? valueOrErrno("ioctl(SIOCOUTQ)", .negatedErrno) { ferry_socket_unacked_bytes(fd, &bytes) }) != nil
+            ? Int(bytes) : 0
     }
 
     /// Bytes of this connection the peer's kernel has acknowledged so far (`TCP_INFO`); nil when
@@ -350,7 +375,8 @@ public final class TCPStream: @unchecked Sendable {
     /// peer stopped taking data (a zero window: a stopped or wedged process), or the path is down.
     public var acknowledgedBytes: UInt64? {
         var bytes: UInt64 = 0
-        return (try? valueOrErrno("getsockopt(TCP_INFO)", .negatedErrno) { ferry_socket_bytes_acked(fd, &bytes) }) != nil ? bytes : nil
+        return (try? valueOrErrno("getsockopt(TCP_INFO)", .negatedErrno) { ferry_socket_bytes_acked(fd, &bytes) })
+            != nil ? bytes : nil
     }
 
     // MARK: Closing

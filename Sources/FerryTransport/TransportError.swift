@@ -41,8 +41,10 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
     /// The system call that failed, set when one did (from `valueOrErrno`).
     public var cause: SystemError?
 
-    public init(_ code: Code, _ message: String, abortReason: UInt16? = nil, protocolError: ProtocolError? = nil,
-                cause: SystemError? = nil) {
+    public init(
+        _ code: Code, _ message: String, abortReason: UInt16? = nil, protocolError: ProtocolError? = nil,
+        cause: SystemError? = nil
+    ) {
         self.code = code
         self.message = message
         self.abortReason = abortReason

@@ -17,7 +17,9 @@ struct AnnounceCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "The guest's IPv4 address.")
     var guestIP: String
 
-    @Option(help: "Number of frames (1-100; gaps grow from 50 ms by 100 ms, as QEMU's announce).", transform: NumberOption.count(1...100))
+    @Option(
+        help: "Number of frames (1-100; gaps grow from 50 ms by 100 ms, as QEMU's announce).",
+        transform: NumberOption.count(1...100))
     var rounds = 5
 
     @OptionGroup var output: OutputOptions

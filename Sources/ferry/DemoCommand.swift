@@ -1,9 +1,9 @@
 import ArgumentParser
 import FerryCodec
 import FerryGuest
-import FerryMigration
 import FerryGuestMigration
 import FerryKVMMigration
+import FerryMigration
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -20,7 +20,9 @@ struct DemoCommand: ParsableCommand {
             compares the two images byte for byte.
             """)
 
-    @Option(help: "Image size (a multiple of the page size, at most 1 TiB).", transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 1G"))
+    @Option(
+        help: "Image size (a multiple of the page size, at most 1 TiB).",
+        transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 1G"))
     var size = SizeOption(bytes: 1 << 30, text: "1G")
 
     @Option(help: "Guest workload while migrating.")
@@ -32,8 +34,9 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Directory for the images (tmpfs is best).")
     var dir = "/dev/shm/ferry-demo"
 
-    @Option(name: .customLong("downtime-ms"), help: "Downtime target in milliseconds (0 to 3600000, i.e. 1 h).",
-            transform: NumberOption.real(0...3_600_000, unit: "ms"))
+    @Option(
+        name: .customLong("downtime-ms"), help: "Downtime target in milliseconds (0 to 3600000, i.e. 1 h).",
+        transform: NumberOption.real(0...3_600_000, unit: "ms"))
     var downtimeMs = 50.0
 
     @Option(help: "Dirty tracker: auto, uffd or mprotect.")
@@ -42,31 +45,49 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Page compression: auto (per batch, whichever of LZ4 and raw measures cheaper), lz4 or none.")
     var compress: CompressionChoice = .auto
 
-    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("run-before"), help: "Let the guest run this long before migrating (at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var runBefore = DurationOption(seconds: 0.5, text: "500ms")
 
-    @Option(name: .customLong("run-for"), help: "Let the guest run this long on the destination after resume (at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("run-for"),
+        help: "Let the guest run this long on the destination after resume (at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var runFor = DurationOption(seconds: 0.5, text: "500ms")
 
-    @Flag(help: "Authenticate and encrypt the connections with a fresh random key (cipher chosen as for ferry send --encrypt).")
+    @Flag(
+        help:
+            "Authenticate and encrypt the connections with a fresh random key (cipher chosen as for ferry send --encrypt)."
+    )
     var encrypt = false
 
     @Flag(help: "Keep the images afterwards.")
     var keep = false
 
-    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest, tracked by KVM's dirty log; needs /dev/kvm).")
+    @Option(
+        help:
+            "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest, tracked by KVM's dirty log; needs /dev/kvm)."
+    )
     var guest = "builtin"
 
-    @Option(help: "With --guest kvm: pages the guest dirties per second (e.g. 120MB/s).", transform: { text in _ = try RateOption.parse(text); return text })
+    @Option(
+        help: "With --guest kvm: pages the guest dirties per second (e.g. 120MB/s).",
+        transform: { text in
+            _ = try RateOption.parse(text)
+            return text
+        })
     var rate = "120MB/s"
 
-    @Option(help: "With --guest kvm: steps per vCPU before the guest halts (default: from the rate, so it runs ~2 s on the destination).",
-            transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
+    @Option(
+        help:
+            "With --guest kvm: steps per vCPU before the guest halts (default: from the rate, so it runs ~2 s on the destination).",
+        transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
     var steps: UInt64?
 
-    @Option(help: "With --guest kvm: steps between console lines.", transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
+    @Option(
+        help: "With --guest kvm: steps between console lines.",
+        transform: { UInt64(try NumberOption.count(1...Int.max)($0)) })
     var interval: UInt64 = 4096
 
     func validate() throws {
@@ -82,26 +103,32 @@ struct DemoCommand: ParsableCommand {
             signal(SIGPIPE, SIG_IGN)
             let bytes = size.bytes
             if guest == "kvm" {
-                return try KVMDemo(bytes: bytes, rate: rate, vcpus: vcpus, dir: dir, downtimeMs: downtimeMs, compress: compress,
-                                   runBefore: runBefore.seconds,
-                                   runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet,
-                                   jsonPath: output.jsonPath).run(logger: logger)
+                return try KVMDemo(
+                    bytes: bytes, rate: rate, vcpus: vcpus, dir: dir, downtimeMs: downtimeMs, compress: compress,
+                    runBefore: runBefore.seconds,
+                    runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet,
+                    jsonPath: output.jsonPath
+                ).run(logger: logger)
             }
             guard bytes > 0, bytes % systemPageSize == 0 else {
-                throw GuestError(.invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
+                throw GuestError(
+                    .invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
             }
             let files = try DemoImages(directory: dir, prefix: "")
             defer { if !keep { files.remove() } }
             let (source, destination, reference) = (files.source, files.destination, files.reference)
 
-            Terminal.note("demo: \(size) image in \(dir), workload \(workload) on \(vcpus) vCPU(s), downtime target \(Int(downtimeMs)) ms")
+            Terminal.note(
+                "demo: \(size) image in \(dir), workload \(workload) on \(vcpus) vCPU(s), downtime target \(Int(downtimeMs)) ms"
+            )
             try files.generate(bytes: bytes)
 
             // Destination agent on its own thread.
             let security = encrypt ? ConnectionSecurity(key: SharedKey.random(), encrypt: true) : .none
-            var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                        runFor: runFor.duration, acceptTimeout: .milliseconds(30_000),
-                                                        preallocateBytes: bytes, guestKinds: .ferry)
+            var destinationOptions = DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
+                runFor: runFor.duration, acceptTimeout: .milliseconds(30_000),
+                preallocateBytes: bytes, guestKinds: .ferry)
             destinationOptions.security = security
             let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
             let port = try destinationAgent.bind()
@@ -110,14 +137,16 @@ struct DemoCommand: ParsableCommand {
             // Source: the guest starts dirtying memory, then migrates.
             let region = try MappedRegion.mapFile(path: source, writable: true)
             let holes = try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
-            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
-                                            pageCount: bytes / systemPageSize)
+            let setup = try GuestSetup.make(
+                workload: workload, vcpus: vcpus, seed: 7, pageSize: systemPageSize,
+                pageCount: bytes / systemPageSize)
             let guest = try Guest(memory: region.base, size: bytes, configuration: setup.configuration, logger: logger)
             guest.start()
             MonotonicClock.sleep(seconds: runBefore.seconds)
-            var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                              settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)),
-                                              compression: compress, tracker: tracker)
+            var sourceOptions = SourceOptions(
+                destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)),
+                compression: compress, tracker: tracker)
             sourceOptions.security = security
             sourceOptions.imageHoles = holes
             let sourceAgent = SourceAgent(
@@ -149,11 +178,16 @@ struct DemoCommand: ParsableCommand {
             if let difference {
                 throw TransparencyFailure(description: "transparency check FAILED: \(difference)")
             }
-            print("transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))")
+            print(
+                "transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))"
+            )
             let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
-            print(String(format: "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
-                         Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
-                         verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
+            print(
+                String(
+                    format:
+                        "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
+                    Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
+                    verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
         }
     }
 }
@@ -179,7 +213,9 @@ struct DemoImages {
     /// Writes the same deterministic image to the source and the reference.
     func generate(bytes: Int) throws {
         for path in [source, reference] {
-            try ImageGenerator.create(path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true) { done in
+            try ImageGenerator.create(
+                path: path, size: bytes, mix: .standard, seed: 1, pageSize: systemPageSize, overwrite: true
+            ) { done in
                 Terminal.progress(String(format: "[image] %@ %.0f%%", path, Double(done) * 100 / Double(bytes)))
             }
         }

@@ -18,8 +18,11 @@ struct Ferry: ParsableCommand {
             both sides prove to each other that they hold the same key before anything else; keys that \
             differ, or a key on one side only, are refused (exit 3).
             """,
-        subcommands: [ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self, AnnounceCommand.self,
-                      StatusCommand.self, KeygenCommand.self])
+        subcommands: [
+            ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self,
+            AnnounceCommand.self,
+            StatusCommand.self, KeygenCommand.self,
+        ])
 
     /// ArgumentParser's `main`, except that a usage error (an unknown option, a value that does not
     /// parse or is out of range, a failed `validate()`) exits 2 as documented, not 64 (EX_USAGE).
@@ -42,7 +45,8 @@ struct Ferry: ParsableCommand {
 
 /// Options every command that migrates or runs a guest shares.
 struct OutputOptions: ParsableArguments {
-    @Option(name: .customLong("json"), help: ArgumentHelp("Also write the report as JSON to this file.", valueName: "path"))
+    @Option(
+        name: .customLong("json"), help: ArgumentHelp("Also write the report as JSON to this file.", valueName: "path"))
     var jsonPath: String?
 
     @Flag(name: .shortAndLong, help: "Log what happens at info level on stderr.")

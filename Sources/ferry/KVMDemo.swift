@@ -1,8 +1,8 @@
 import FerryGuest
-import FerryKVM
-import FerryMigration
 import FerryGuestMigration
+import FerryKVM
 import FerryKVMMigration
+import FerryMigration
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -35,27 +35,34 @@ struct KVMDemo {
             throw MigrationError(.configuration, "ferry demo --guest kvm needs KVM: \(why)", guest: .notHere)
         }
         guard bytes >= KVMGuestLayout.minMemory, bytes % KVMGuestLayout.pageSize == 0 else {
-            throw MigrationError(.configuration, "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)", guest: .notHere)
+            throw MigrationError(
+                .configuration,
+                "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)",
+                guest: .notHere)
         }
         let writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         // Steps per vCPU until it halts: its share of the rate over the warm-up, the migration
         // (estimated at 1 GB/s on loopback plus half a second) and the run at the destination.
         let estimate = runBefore + Double(bytes) / 1e9 + 0.5 + runAfter
         let stepLimit = steps ?? UInt64(writesPerSecond / Double(vcpus) * estimate)
-        let parameters = KVMGuestParameters(seed: 7, vcpus: vcpus, writesPerSecond: writesPerSecond, stepLimit: stepLimit,
-                                            printInterval: interval)
+        let parameters = KVMGuestParameters(
+            seed: 7, vcpus: vcpus, writesPerSecond: writesPerSecond, stepLimit: stepLimit,
+            printInterval: interval)
 
         let files = try DemoImages(directory: dir, prefix: "kvm-")
         defer { if !keep { files.remove() } }
         let (source, destination, reference) = (files.source, files.destination, files.reference)
-        Terminal.note("demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms")
+        Terminal.note(
+            "demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms"
+        )
         try files.generate(bytes: bytes)
 
         // Destination agent on its own thread: it builds the VM when the guest's configuration
         // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
-        var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-                                                    runFor: .seconds(600), acceptTimeout: .milliseconds(30_000), preallocateBytes: bytes,
-                                                    guestKinds: .ferry)
+        var destinationOptions = DestinationOptions(
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
+            runFor: .seconds(600), acceptTimeout: .milliseconds(30_000), preallocateBytes: bytes,
+            guestKinds: .ferry)
         destinationOptions.handoffTimeout = .milliseconds(60_000)
         let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
         let port = try destinationAgent.bind()
@@ -70,10 +77,16 @@ struct KVMDemo {
         MonotonicClock.sleep(seconds: max(0, runBefore - 1))
         let before = guest.stepsPerVCPU.reduce(0, +)
         MonotonicClock.sleep(seconds: min(1, runBefore))
-        let measured = Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize) / min(1, max(runBefore, 1e-3))
-        Terminal.note(String(format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)", MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
-        var sourceOptions = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                          settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)), compression: compress)
+        let measured =
+            Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize)
+            / min(1, max(runBefore, 1e-3))
+        Terminal.note(
+            String(
+                format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)",
+                MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
+        var sourceOptions = SourceOptions(
+            destination: try Endpoint.parse("127.0.0.1:\(port)"),
+            settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)), compression: compress)
         sourceOptions.imageHoles = holes
         let sourceAgent = SourceAgent(
             guest: KVMMigratableGuest(guest), imagePath: source,
@@ -96,31 +109,42 @@ struct KVMDemo {
         Terminal.writeJSONAfterSuccess(sourceReport, to: jsonPath)
         if let error = result.report.error { throw MigrationError(.system, error, guest: .destination) }
 
-        try checkTransparency(parameters: parameters, stepLimit: stepLimit, sourceReport: sourceReport, result: result,
-                              sourceLines: sourceLines, reference: reference, destination: destination)
+        try checkTransparency(
+            parameters: parameters, stepLimit: stepLimit, sourceReport: sourceReport, result: result,
+            sourceLines: sourceLines, reference: reference, destination: destination)
         printSummary(sourceReport: sourceReport, result: result)
     }
 
     /// The guest as it would have run without migrating, on a fresh copy of the image: its
     /// console, final checksums and working area must equal the migrated guest's.
-    private func checkTransparency(parameters: KVMGuestParameters, stepLimit: UInt64, sourceReport: MigrationReport,
-                                   result: DestinationResult, sourceLines: [KVMConsoleLine], reference: String,
-                                   destination: String) throws {
+    private func checkTransparency(
+        parameters: KVMGuestParameters, stepLimit: UInt64, sourceReport: MigrationReport,
+        result: DestinationResult, sourceLines: [KVMConsoleLine], reference: String,
+        destination: String
+    ) throws {
         let pausedAt = sourceReport.vcpuSteps
         let checkStart = MonotonicClock.now()
         let referenceRegion = try MappedRegion.mapFile(path: reference, writable: true)
         let expected = KVMGuestReference(parameters: parameters, memory: referenceRegion.base, memorySize: bytes)
         let received = try MappedRegion.mapFile(path: destination, writable: false)
         print("")
-        let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map { String(format: "%.0f", $0.dirtyRateMBps) }
-        print("guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)")
-        print("paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination")
+        let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map {
+            String(format: "%.0f", $0.dirtyRateMBps)
+        }
+        print(
+            "guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)"
+        )
+        print(
+            "paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination"
+        )
         let console: [KVMConsoleLine] = result.console.map { KVMConsoleLine(vcpu: $0.vcpu, text: $0.text) }
         for vcpu in 0..<vcpus {
             let last = sourceLines.last { $0.vcpu == vcpu }?.text ?? "(none)"
             let after = console.filter { $0.vcpu == vcpu }
             print("console      source:      \(last)")
-            print("             destination: \(after.first?.text ?? "(none)")\(after.count > 1 ? " … \(after.last!.text)" : "")")
+            print(
+                "             destination: \(after.first?.text ?? "(none)")\(after.count > 1 ? " … \(after.last!.text)" : "")"
+            )
         }
         var problems: [String] = []
         if let problem = expected.continuityProblem(before: sourceLines, after: console) {
@@ -129,37 +153,59 @@ struct KVMDemo {
             let counts = (0..<vcpus).map { vcpu in
                 "vCPU \(vcpu) \(sourceLines.filter { $0.vcpu == vcpu }.count)+\(console.filter { $0.vcpu == vcpu }.count)"
             }
-            print("console      continues: source + destination lines equal a run that never migrated (\(counts.joined(separator: ", ")) lines; none lost, none repeated)")
+            print(
+                "console      continues: source + destination lines equal a run that never migrated (\(counts.joined(separator: ", ")) lines; none lost, none repeated)"
+            )
         }
         let finalChecksums = (0..<vcpus).map { vcpu in
-            console.last { $0.vcpu == vcpu && $0.text.contains(" done ") }?.text.split(separator: " ").last.map(String.init) ?? "(no final line)"
+            console.last { $0.vcpu == vcpu && $0.text.contains(" done ") }?.text.split(separator: " ").last.map(
+                String.init) ?? "(no final line)"
         }
-        let expectedChecksums = expected.checksums.map { KVMGuestWalk.line(vcpu: 0, step: 0, checksum: $0).split(separator: " ").last.map(String.init)! }
-        print("checksum     final \(finalChecksums.joined(separator: ", ")); reference \(expectedChecksums.joined(separator: ", "))")
-        if finalChecksums != expectedChecksums { problems.append("final checksums \(finalChecksums) differ from the reference's \(expectedChecksums)") }
+        let expectedChecksums = expected.checksums.map {
+            KVMGuestWalk.line(vcpu: 0, step: 0, checksum: $0).split(separator: " ").last.map(String.init)!
+        }
+        print(
+            "checksum     final \(finalChecksums.joined(separator: ", ")); reference \(expectedChecksums.joined(separator: ", "))"
+        )
+        if finalChecksums != expectedChecksums {
+            problems.append("final checksums \(finalChecksums) differ from the reference's \(expectedChecksums)")
+        }
         let work = KVMGuestLayout.workBase
         if memcmp(received.base + work, referenceRegion.base + work, bytes - work) != 0 {
             var page = work / KVMGuestLayout.pageSize
-            while memcmp(received.base + page * KVMGuestLayout.pageSize, referenceRegion.base + page * KVMGuestLayout.pageSize, KVMGuestLayout.pageSize) == 0 { page += 1 }
+            while memcmp(
+                received.base + page * KVMGuestLayout.pageSize, referenceRegion.base + page * KVMGuestLayout.pageSize,
+                KVMGuestLayout.pageSize) == 0
+            { page += 1 }
             problems.append("the working area differs from the reference's from page \(page)")
         }
         let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
         if !problems.isEmpty {
             throw TransparencyFailure(description: "transparency check FAILED: " + problems.joined(separator: "; "))
         }
-        print("transparency check: passed — console, final checksums and the \(bytes - work)-byte working area equal the guest program run without migration (checked in \(seconds))")
+        print(
+            "transparency check: passed — console, final checksums and the \(bytes - work)-byte working area equal the guest program run without migration (checked in \(seconds))"
+        )
     }
 
     /// Where the downtime went, and the one-line verdict.
     private func printSummary(sourceReport: MigrationReport, result: DestinationResult) {
-        let parts = sourceReport.downtimeParts, restored = result.report.downtimeParts
-        print(String(format: "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), device state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
-                     sourceReport.downtimeMs, parts.pauseVcpusMs, parts.finalHarvestMs + parts.finalSendMs - parts.cpuStateMs,
-                     parts.finalHarvestMs, parts.finalSendMs - parts.cpuStateMs, parts.cpuStateMs, restored.restoreVcpusMs,
-                     parts.verifyMs, parts.commitResumeMs, parts.destinationResumeMs))
+        let parts = sourceReport.downtimeParts
+        let restored = result.report.downtimeParts
+        print(
+            String(
+                format:
+                    "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), device state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
+                sourceReport.downtimeMs, parts.pauseVcpusMs,
+                parts.finalHarvestMs + parts.finalSendMs - parts.cpuStateMs,
+                parts.finalHarvestMs, parts.finalSendMs - parts.cpuStateMs, parts.cpuStateMs, restored.restoreVcpusMs,
+                parts.verifyMs, parts.commitResumeMs, parts.destinationResumeMs))
         let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
-        print(String(format: "demo: migrated a running KVM guest (%.2f GB) in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
-                     Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
-                     verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
+        print(
+            String(
+                format:
+                    "demo: migrated a running KVM guest (%.2f GB) in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
+                Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
+                verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
     }
 }

@@ -18,7 +18,8 @@ struct KVMRun {
     func run(logger: Logger) throws {
         if !ImageFile.exists(path: image) {
             guard let size else {
-                throw MigrationError(.configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
+                throw MigrationError(
+                    .configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
             }
             try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
@@ -29,7 +30,9 @@ struct KVMRun {
         }
         if let steps {
             guard let limit = UInt64(steps.trimmingCharacters(in: .whitespaces)) else {
-                throw MigrationError(.configuration, "--steps '\(steps)': with --guest kvm, one step count for every vCPU", guest: .notHere)
+                throw MigrationError(
+                    .configuration, "--steps '\(steps)': with --guest kvm, one step count for every vCPU",
+                    guest: .notHere)
             }
             parameters.stepLimit = limit
         }
@@ -49,8 +52,11 @@ struct KVMRun {
         let seconds = MonotonicClock.seconds(since: start)
         try region.sync()
         let total = guest.stepsPerVCPU.reduce(0, +)
-        print("ran the KVM guest on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps "
-              + guest.stepsPerVCPU.map(String.init).joined(separator: ",")
-              + String(format: "; %.0f writes/s (%.0f MB/s of pages)", Double(total) / seconds, Double(total) * 4096 / seconds / 1e6))
+        print(
+            "ran the KVM guest on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps "
+                + guest.stepsPerVCPU.map(String.init).joined(separator: ",")
+                + String(
+                    format: "; %.0f writes/s (%.0f MB/s of pages)", Double(total) / seconds,
+                    Double(total) * 4096 / seconds / 1e6))
     }
 }

@@ -39,7 +39,8 @@ struct DurationOption: Equatable, Sendable, CustomStringConvertible {
     var description: String { text }
 
     /// Parses `text`; the duration must lie within `0…maximum` seconds.
-    static func parse(_ text: String, upTo maximum: Double = maximumSeconds) throws(OptionValueError) -> DurationOption {
+    static func parse(_ text: String, upTo maximum: Double = maximumSeconds) throws(OptionValueError) -> DurationOption
+    {
         let range = "give 0 to \(format(maximum)), like 500ms, 1.5s, 2m or 1h"
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         var number = Substring(text)
@@ -54,7 +55,9 @@ struct DurationOption: Equatable, Sendable, CustomStringConvertible {
         guard value.isFinite else { throw OptionValueError(description: "not a finite duration; \(range)") }
         guard value >= 0 else { throw OptionValueError(description: "a duration cannot be negative; \(range)") }
         let seconds = value * scale
-        guard seconds <= maximum else { throw OptionValueError(description: "longer than \(format(maximum)); \(range)") }
+        guard seconds <= maximum else {
+            throw OptionValueError(description: "longer than \(format(maximum)); \(range)")
+        }
         return DurationOption(seconds: seconds, text: text)
     }
 
@@ -65,7 +68,8 @@ struct DurationOption: Equatable, Sendable, CustomStringConvertible {
 
     /// `30 days`, `1 h`, `90 s`: the largest unit that divides the value, for messages.
     static func format(_ seconds: Double) -> String {
-        for (name, unit) in [("days", 86_400.0), ("h", 3600), ("m", 60)] where seconds >= unit && seconds.truncatingRemainder(dividingBy: unit) == 0 {
+        for (name, unit) in [("days", 86_400.0), ("h", 3600), ("m", 60)]
+        where seconds >= unit && seconds.truncatingRemainder(dividingBy: unit) == 0 {
             return "\(Int(seconds / unit)) \(name)"
         }
         return seconds == seconds.rounded() && seconds < 1e15 ? "\(Int(seconds)) s" : "\(seconds) s"
@@ -87,7 +91,8 @@ enum NumberOption {
     static func count(_ range: ClosedRange<Int>) -> @Sendable (String) throws -> Int {
         { text in
             guard let value = Int(text) else {
-                throw OptionValueError(description: "not a whole number; give \(range.lowerBound) to \(range.upperBound)")
+                throw OptionValueError(
+                    description: "not a whole number; give \(range.lowerBound) to \(range.upperBound)")
             }
             guard range.contains(value) else {
                 throw OptionValueError(description: "out of range; give \(range.lowerBound) to \(range.upperBound)")

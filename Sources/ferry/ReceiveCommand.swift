@@ -1,8 +1,8 @@
 import ArgumentParser
 import FerryGuest
-import FerryMigration
 import FerryGuestMigration
 import FerryKVMMigration
+import FerryMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -33,21 +33,29 @@ struct ReceiveCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Receive several guests into this directory, each as NAME.img.", valueName: "dir"))
     var serve: String?
 
-    @Option(name: .customLong("max-sessions"), help: "With --serve: migrations received at the same time (1-64); more sources are refused as busy.",
-            transform: NumberOption.count(1...64))
+    @Option(
+        name: .customLong("max-sessions"),
+        help: "With --serve: migrations received at the same time (1-64); more sources are refused as busy.",
+        transform: NumberOption.count(1...64))
     var maxSessions = 4
 
-    @Option(help: "With --serve: exit after this many migrations have ended (default: run until stopped).", transform: NumberOption.count(1...Int.max))
+    @Option(
+        help: "With --serve: exit after this many migrations have ended (default: run until stopped).",
+        transform: NumberOption.count(1...Int.max))
     var sessions: Int?
 
     @Flag(help: "Overwrite an existing image.")
     var force = false
 
-    @Option(name: .customLong("run-for"), help: "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout. At most 30 days.",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("run-for"),
+        help:
+            "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout. At most 30 days.",
+        transform: { try DurationOption.parse($0) })
     var runFor = DurationOption(seconds: 0)
 
-    @Option(name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
+    @Option(
+        name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
     var announceDev: String?
 
     @Option(name: .customLong("guest-mac"), help: "Override the guest MAC sent by the source.")
@@ -56,28 +64,42 @@ struct ReceiveCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "Override the guest IPv4 address sent by the source.")
     var guestIP: String?
 
-    @Option(help: "Create and fault in an image of this size before listening (like QEMU's prealloc=on), so the migration does not pay for fresh memory; e.g. 2G.",
-            transform: SizeOption.within(1, 1 << 50, "a positive size up to 1 PiB, like 2G"))
+    @Option(
+        help:
+            "Create and fault in an image of this size before listening (like QEMU's prealloc=on), so the migration does not pay for fresh memory; e.g. 2G.",
+        transform: SizeOption.within(1, 1 << 50, "a positive size up to 1 PiB, like 2G"))
     var prealloc: SizeOption?
 
-    @Option(name: .customLong("accept-timeout"), help: "Give up if no source connects within this time (default: wait forever; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("accept-timeout"),
+        help: "Give up if no source connects within this time (default: wait forever; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var acceptTimeout: DurationOption?
 
-    @Option(name: .customLong("resume-timeout"), help: "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("resume-timeout"),
+        help:
+            "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var resumeTimeout = DurationOption(seconds: 30, text: "30s")
 
-    @Option(name: .customLong("handoff-timeout"), help: "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("handoff-timeout"),
+        help:
+            "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var handoffTimeout = DurationOption(seconds: 300, text: "300s")
 
-    @Option(name: .customLong("key-file"), help: ArgumentHelp(
-        "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Sources must prove they hold the same key; others are refused.",
-        valueName: "path"))
+    @Option(
+        name: .customLong("key-file"),
+        help: ArgumentHelp(
+            "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Sources must prove they hold the same key; others are refused.",
+            valueName: "path"))
     var keyFile: String?
 
-    @Flag(name: .customLong("require-encryption"), help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
+    @Flag(
+        name: .customLong("require-encryption"),
+        help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
     var requireEncryption = false
 
     @OptionGroup var output: OutputOptions
@@ -87,14 +109,18 @@ struct ReceiveCommand: ParsableCommand {
             let logger = output.makeLogger("ferry.receive")
             signal(SIGPIPE, SIG_IGN)
             guard (image == nil) != (serve == nil) else {
-                throw MigrationError(.configuration, "give either --image PATH (one guest) or --serve DIR (several guests)", guest: .notHere)
+                throw MigrationError(
+                    .configuration, "give either --image PATH (one guest) or --serve DIR (several guests)",
+                    guest: .notHere)
             }
-            let connectionSecurity = try SecurityOptions.make(keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
-                                                              encryptFlag: "--require-encryption")
+            let connectionSecurity = try SecurityOptions.make(
+                keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
+                encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
                 runFor: runFor.duration, announceInterface: announceDev,
-                guestMAC: try guestMAC.map { try MACAddress.parse($0) }, guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
+                guestMAC: try guestMAC.map { try MACAddress.parse($0) },
+                guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
                 acceptTimeout: acceptTimeout?.duration,
                 name: hostName(), preallocateBytes: prealloc?.bytes,
                 resumeTimeout: resumeTimeout.duration, guestKinds: .ferry)
@@ -109,7 +135,8 @@ struct ReceiveCommand: ParsableCommand {
                 try runServer(options: options, directory: serve, logger: logger)
                 return
             }
-            let agent = DestinationAgent(options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            let agent = DestinationAgent(
+                options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
             if let prealloc { Terminal.note("preallocating \(prealloc) at \(options.imagePath).partial ...") }
             let port = try agent.bind()
             if prealloc != nil { Terminal.note(String(format: "preallocated in %.0f ms", agent.prepareSeconds * 1000)) }
@@ -125,10 +152,14 @@ struct ReceiveCommand: ParsableCommand {
     /// this agent a guest, query it, or settle a handoff (issue 11). Nil on loopback or with a key.
     static func keylessWarning(listen: Endpoint, security: ConnectionSecurity) -> String? {
         guard security.key == nil else { return nil }
-        let host = listen.host.hasPrefix("[") && listen.host.hasSuffix("]") ? String(listen.host.dropFirst().dropLast()) : listen.host
-        let loopback = host == "localhost" || host == "::1" || (try? IPv4Address.parse(host)).map { $0.bytes[0] == 127 } == true
+        let host =
+            listen.host.hasPrefix("[") && listen.host.hasSuffix("]")
+            ? String(listen.host.dropFirst().dropLast()) : listen.host
+        let loopback =
+            host == "localhost" || host == "::1" || (try? IPv4Address.parse(host)).map { $0.bytes[0] == 127 } == true
         guard !loopback else { return nil }
-        return "warning: listening on \(host) without --key-file: anyone who can reach this port can send this agent a guest, "
+        return
+            "warning: listening on \(host) without --key-file: anyone who can reach this port can send this agent a guest, "
             + "ask it with ferry status where migrations stand, or commit or discard one (like QEMU's migration without TLS); "
             + "give --key-file (make one with ferry keygen) and --require-encryption on networks you do not control"
     }
@@ -139,13 +170,18 @@ struct ReceiveCommand: ParsableCommand {
         }
         let server = DestinationServer(options: options, directory: directory, maxSessions: maxSessions, logger: logger)
         let port = try server.bind()
-        Terminal.note("listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
+        Terminal.note(
+            "listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
         let outcomes = try server.run(count: sessions) { outcome in
             switch outcome.result {
             case .success(let result):
                 let report = result.report
-                print(String(format: "guest %@: migrated into %@, downtime %.2f ms, total %.0f ms, %d rounds, verified, digest %@",
-                             outcome.guestName, outcome.imagePath, report.downtimeMs, report.totalMs, report.rounds, report.digest))
+                print(
+                    String(
+                        format:
+                            "guest %@: migrated into %@, downtime %.2f ms, total %.0f ms, %d rounds, verified, digest %@",
+                        outcome.guestName, outcome.imagePath, report.downtimeMs, report.totalMs, report.rounds,
+                        report.digest))
             case .failure(let error):
                 print("guest \(outcome.guestName): failed: \(error)")
             }
@@ -156,7 +192,9 @@ struct ReceiveCommand: ParsableCommand {
                     switch outcome.result {
                     case .success(let result): return String(decoding: try result.report.json(), as: UTF8.self)
                     case .failure(let error):
-                        let text = try JSONEncoder().encode(["guest": outcome.guestName, "outcome": "failed", "error": "\(error)"])
+                        let text = try JSONEncoder().encode([
+                            "guest": outcome.guestName, "outcome": "failed", "error": "\(error)",
+                        ])
                         return String(decoding: text, as: UTF8.self)
                     }
                 }

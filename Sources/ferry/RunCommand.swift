@@ -1,8 +1,8 @@
 import ArgumentParser
 import FerryGuest
-import FerryMigration
 import FerryGuestMigration
 import FerryKVMMigration
+import FerryMigration
 import FerrySystem
 import Foundation
 
@@ -31,17 +31,25 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Steps per vCPU, comma-separated (one per vCPU).")
     var steps: String?
 
-    @Option(help: "Run this long instead of a step count (e.g. 2s; at most 30 days).", transform: { try DurationOption.parse($0) })
+    @Option(
+        help: "Run this long instead of a step count (e.g. 2s; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var duration: DurationOption?
 
-    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest; --steps is then one count for every vCPU).")
+    @Option(
+        help:
+            "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM running Tools/kvm-guest; --steps is then one count for every vCPU)."
+    )
     var guest = "builtin"
 
-    @Option(help: "With --guest kvm: create the image with this size if it does not exist (e.g. 256MiB).",
-            transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 256MiB"))
+    @Option(
+        help: "With --guest kvm: create the image with this size if it does not exist (e.g. 256MiB).",
+        transform: SizeOption.within(1, 1 << 40, "a positive size up to 1 TiB, like 256MiB"))
     var size: SizeOption?
 
-    @Option(help: "With --guest kvm: pages dirtied per second by the whole guest (e.g. 100MB/s); default: unpaced.", transform: RateOption.parse)
+    @Option(
+        help: "With --guest kvm: pages dirtied per second by the whole guest (e.g. 100MB/s); default: unpaced.",
+        transform: RateOption.parse)
     var rate: Rate?
 
     @OptionGroup var output: OutputOptions
@@ -51,42 +59,55 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("give exactly one of --steps and --duration")
         }
         if guest != "builtin" && guest != "kvm" { throw ValidationError("--guest must be builtin or kvm") }
-        if guest == "builtin" && (size != nil || rate != nil) { throw ValidationError("--size and --rate are for --guest kvm") }
+        if guest == "builtin" && (size != nil || rate != nil) {
+            throw ValidationError("--size and --rate are for --guest kvm")
+        }
         if guest == "builtin" { try validateWorkload(workload) }
     }
 
     func run() throws {
         runReportingErrors {
             if guest == "kvm" {
-                return try KVMRun(image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration)
-                    .run(logger: output.makeLogger("ferry.run"))
+                return try KVMRun(
+                    image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration
+                )
+                .run(logger: output.makeLogger("ferry.run"))
             }
             let logger = output.makeLogger("ferry.run")
             let size = try ImageFile.size(path: image)
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(.configuration, "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)", guest: .notHere)
+                throw MigrationError(
+                    .configuration,
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
+                    guest: .notHere)
             }
-            let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                                            pageCount: size / systemPageSize)
+            let setup = try GuestSetup.make(
+                workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
+                pageCount: size / systemPageSize)
             let start = MonotonicClock.now()
             var finalSteps: [UInt64]
             if let steps {
                 let limits = steps.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
                 guard limits.count == vcpus else {
-                    throw MigrationError(.configuration, "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU", guest: .notHere)
+                    throw MigrationError(
+                        .configuration, "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU",
+                        guest: .notHere)
                 }
                 try Transparency.runReference(imagePath: image, setup: setup, steps: limits, logger: logger)
                 finalSteps = limits
             } else {
                 let seconds = duration?.seconds ?? 0
                 let region = try MappedRegion.mapFile(path: image, writable: true)
-                let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                let guest = try Guest(
+                    memory: region.base, size: size, configuration: setup.configuration, logger: logger)
                 guest.start()
                 MonotonicClock.sleep(seconds: seconds)
                 finalSteps = guest.stop().map(\.step)
                 try region.sync()
             }
-            print("ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))")
+            print(
+                "ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))"
+            )
         }
     }
 }

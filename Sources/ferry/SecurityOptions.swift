@@ -5,15 +5,23 @@ import FerryTransport
 
 /// `--key-file` and the encryption switches of `ferry send` and `ferry receive` (Protocol.md section 9).
 struct SecurityOptions: ParsableArguments {
-    @Option(name: .customLong("key-file"), help: ArgumentHelp(
-        "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Both sides must use the same key: each proves it holds it before anything else is exchanged.",
-        valueName: "path"))
+    @Option(
+        name: .customLong("key-file"),
+        help: ArgumentHelp(
+            "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Both sides must use the same key: each proves it holds it before anything else is exchanged.",
+            valueName: "path"))
     var keyFile: String?
 
-    @Flag(help: "Encrypt every connection (AES-256-GCM or ChaCha20-Poly1305, session keys from the handshake). Needs --key-file.")
+    @Flag(
+        help:
+            "Encrypt every connection (AES-256-GCM or ChaCha20-Poly1305, session keys from the handshake). Needs --key-file."
+    )
     var encrypt = false
 
-    @Option(help: ArgumentHelp("With --encrypt: auto (AES-256-GCM when the CPU has AES instructions, else ChaCha20-Poly1305), aes-256-gcm or chacha20-poly1305.", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "With --encrypt: auto (AES-256-GCM when the CPU has AES instructions, else ChaCha20-Poly1305), aes-256-gcm or chacha20-poly1305.",
+            valueName: "name"))
     var cipher = "auto"
 
     func make() throws -> ConnectionSecurity {
@@ -21,18 +29,22 @@ struct SecurityOptions: ParsableArguments {
     }
 
     /// The library's settings; `encryptFlag`: how the command names its encryption switch.
-    static func make(keyFile: String?, encrypt: Bool, cipher: String, encryptFlag: String) throws -> ConnectionSecurity {
+    static func make(keyFile: String?, encrypt: Bool, cipher: String, encryptFlag: String) throws -> ConnectionSecurity
+    {
         let ciphers: [RecordCipher]
         if cipher == "auto" {
             ciphers = RecordCipher.preferredOrder
         } else if let named = RecordCipher(name: cipher), named != .none {
             ciphers = [named]
         } else {
-            throw MigrationError(.configuration, "--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305", guest: .notHere)
+            throw MigrationError(
+                .configuration, "--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305", guest: .notHere)
         }
         guard let keyFile else {
             if encrypt {
-                throw MigrationError(.configuration, "\(encryptFlag) needs --key-file: the session keys are derived from the shared key", guest: .notHere)
+                throw MigrationError(
+                    .configuration, "\(encryptFlag) needs --key-file: the session keys are derived from the shared key",
+                    guest: .notHere)
             }
             return .none
         }

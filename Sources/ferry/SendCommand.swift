@@ -1,10 +1,10 @@
 import ArgumentParser
 import FerryCodec
 import FerryGuest
-import FerryKVM
-import FerryMigration
 import FerryGuestMigration
+import FerryKVM
 import FerryKVMMigration
+import FerryMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -26,10 +26,16 @@ struct SendCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
     var to: String
 
-    @Option(help: "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N] (e.g. kvm:120MB/s,steps=500000).")
+    @Option(
+        help:
+            "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N] (e.g. kvm:120MB/s,steps=500000)."
+    )
     var workload = "idle"
 
-    @Option(help: "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM booted on the image, running Tools/kvm-guest; its console lines go to stdout; needs /dev/kvm).")
+    @Option(
+        help:
+            "Which guest: builtin (vCPU threads writing the image) or kvm (a KVM VM booted on the image, running Tools/kvm-guest; its console lines go to stdout; needs /dev/kvm)."
+    )
     var guest = "builtin"
 
     @Option(help: "Number of vCPU threads (1-64).", transform: NumberOption.count(1...64))
@@ -38,17 +44,23 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Workload seed.")
     var seed: UInt64 = 1
 
-    @Option(name: .customLong("downtime-ms"), help: "Largest acceptable blackout in milliseconds (0 to 3600000, i.e. 1 h).",
-            transform: NumberOption.real(0...3_600_000, unit: "ms"))
+    @Option(
+        name: .customLong("downtime-ms"), help: "Largest acceptable blackout in milliseconds (0 to 3600000, i.e. 1 h).",
+        transform: NumberOption.real(0...3_600_000, unit: "ms"))
     var downtimeMs = 50.0
 
-    @Option(name: .customLong("max-rounds"), help: "Give up after this many pre-copy rounds (1-10000).", transform: NumberOption.count(1...10_000))
+    @Option(
+        name: .customLong("max-rounds"), help: "Give up after this many pre-copy rounds (1-10000).",
+        transform: NumberOption.count(1...10_000))
     var maxRounds = 30
 
-    @Option(help: "Give up after this long (e.g. 300s, 5m; at most 30 days).", transform: { try DurationOption.parse($0) })
+    @Option(
+        help: "Give up after this long (e.g. 300s, 5m; at most 30 days).", transform: { try DurationOption.parse($0) })
     var timeout = DurationOption(seconds: 300, text: "300s")
 
-    @Flag(name: .customLong("force-switchover"), help: "At --max-rounds or --timeout, switch over anyway instead of giving up.")
+    @Flag(
+        name: .customLong("force-switchover"),
+        help: "At --max-rounds or --timeout, switch over anyway instead of giving up.")
     var forceSwitchover = false
 
     @Flag(name: .customLong("no-auto-converge"), help: "Never slow the vCPUs down.")
@@ -66,40 +78,67 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("guest-ip"), help: "The guest's IPv4 address, announced with its MAC.")
     var guestIP: String?
 
-    @Option(name: .customLong("max-bandwidth"), help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
-            transform: RateOption.bandwidth)
+    @Option(
+        name: .customLong("max-bandwidth"),
+        help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
+        transform: RateOption.bandwidth)
     var maxBandwidth: Rate?
 
-    @Option(help: "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).",
-            transform: NumberOption.count(1...16))
+    @Option(
+        help:
+            "TCP connections carrying pages, each with its own encoding thread (1-16; default: one per core, at most 4).",
+        transform: NumberOption.count(1...16))
     var streams = SourceOptions.defaultStreams
 
-    @Option(name: .customLong("batch-bytes"), help: ArgumentHelp("Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).", valueName: "size"),
-            transform: SizeOption.within(64 << 10, 16 << 20, "64KiB to 16MiB"))
+    @Option(
+        name: .customLong("batch-bytes"),
+        help: ArgumentHelp(
+            "Send a page batch once its payload reaches this size, like 512KiB or 2MiB (64KiB-16MiB).",
+            valueName: "size"),
+        transform: SizeOption.within(64 << 10, 16 << 20, "64KiB to 16MiB"))
     var batchBytes = SizeOption(bytes: 1 << 20, text: "1MiB")
 
-    @Option(help: "The guest's name, sent to the destination (a destination started with --serve stores it as NAME.img; default: the image's file name without its extension).")
+    @Option(
+        help:
+            "The guest's name, sent to the destination (a destination started with --serve stores it as NAME.img; default: the image's file name without its extension)."
+    )
     var name: String?
 
-    @Option(name: .customLong("run-before"), help: "Let the guest run this long before migrating (e.g. 1s; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("run-before"),
+        help: "Let the guest run this long before migrating (e.g. 1s; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var runBefore = DurationOption(seconds: 0)
 
-    @Option(name: .customLong("reconnect-attempts"), help: "If the connection is lost during pre-copy, reconnect up to this many times (backoff 0.25 s doubling, at most 4 s) and resume with the pages the destination does not hold (1-1000).", transform: NumberOption.count(1...1000))
+    @Option(
+        name: .customLong("reconnect-attempts"),
+        help:
+            "If the connection is lost during pre-copy, reconnect up to this many times (backoff 0.25 s doubling, at most 4 s) and resume with the pages the destination does not hold (1-1000).",
+        transform: NumberOption.count(1...1000))
     var reconnectAttempts = 6
 
     @Flag(name: .customLong("no-resume"), help: "Give up at once when the connection is lost, instead of reconnecting.")
     var noResume = false
 
-    @Option(name: .customLong("stall-timeout"), help: "A write to the destination that makes no progress for this long counts as a lost connection (a silent partition); during pre-copy the source then reconnects and resumes (default 10s; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("stall-timeout"),
+        help:
+            "A write to the destination that makes no progress for this long counts as a lost connection (a silent partition); during pre-copy the source then reconnects and resumes (default 10s; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var stallTimeout = DurationOption(seconds: 10, text: "10s")
 
-    @Option(name: .customLong("handoff-timeout"), help: "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s; at most 30 days).",
-            transform: { try DurationOption.parse($0) })
+    @Option(
+        name: .customLong("handoff-timeout"),
+        help:
+            "When the destination's RESUMED does not arrive after COMMIT, how long to keep asking it where the guest is (and to re-send a lost COMMIT) before reporting the outcome as unresolved (default 60s; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
     var handoffTimeout = DurationOption(seconds: 60, text: "60s")
 
-    @Option(name: .customLong("blackout-timeout"), help: "The hard limit on the blackout, from pausing the vCPUs to the destination's VERIFIED: when it passes, the guest resumes here and the destination is told to discard (default: 20 × --downtime-ms, at least 1s).")
+    @Option(
+        name: .customLong("blackout-timeout"),
+        help:
+            "The hard limit on the blackout, from pausing the vCPUs to the destination's VERIFIED: when it passes, the guest resumes here and the destination is told to discard (default: 20 × --downtime-ms, at least 1s)."
+    )
     var blackoutTimeout: DurationOption?
 
     @OptionGroup var security: SecurityOptions
@@ -109,7 +148,9 @@ struct SendCommand: ParsableCommand {
     /// The workload's form is checked with the other options, before the image is mapped or the guest starts.
     func validate() throws {
         if let blackoutTimeout, blackoutTimeout.milliseconds < 1 {
-            throw ValidationError("--blackout-timeout \(blackoutTimeout): must be more than 0 (it bounds the blackout; a guest cannot pause for no time)")
+            throw ValidationError(
+                "--blackout-timeout \(blackoutTimeout): must be more than 0 (it bounds the blackout; a guest cannot pause for no time)"
+            )
         }
         switch guest {
         case "builtin":
@@ -139,7 +180,10 @@ struct SendCommand: ParsableCommand {
             let ip = try guestIP.map { try IPv4Address.parse($0) }
             let size = try ImageFile.size(path: image)
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(.configuration, "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)", guest: .source)
+                throw MigrationError(
+                    .configuration,
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
+                    guest: .source)
             }
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
@@ -147,8 +191,10 @@ struct SendCommand: ParsableCommand {
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let migratable: any MigratableGuest
             if guest == "kvm" {
-                let parameters = try KVMGuestParameters(workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
-                let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) { line in
+                let parameters = try KVMGuestParameters(
+                    workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
+                let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) {
+                    line in
                     print(line.text)
                 }
                 kvm.start()
@@ -157,25 +203,32 @@ struct SendCommand: ParsableCommand {
                 guard guest == "builtin" else {
                     throw MigrationError(.configuration, "--guest \(guest): give builtin or kvm", guest: .source)
                 }
-                let setup = try GuestSetup.make(workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                                                pageCount: size / systemPageSize)
-                let builtin = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                let setup = try GuestSetup.make(
+                    workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
+                    pageCount: size / systemPageSize)
+                let builtin = try Guest(
+                    memory: region.base, size: size, configuration: setup.configuration, logger: logger)
                 builtin.start()
                 migratable = BuiltinMigratableGuest(builtin, setup: setup, memory: region.base)
             }
             if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
-            let settings = ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
-                                               autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
-            var options = SourceOptions(destination: endpoint, settings: settings, compression: compress, tracker: tracker,
-                                        batchBytes: batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0, name: hostName(),
-                                        maxBandwidth: maxBandwidth?.bytesPerSecond(pageSize: systemPageSize), streams: streams,
-                                        resume: !noResume, reconnectAttempts: reconnectAttempts)
+            let settings = ConvergenceSettings(
+                downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
+                autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
+            var options = SourceOptions(
+                destination: endpoint, settings: settings, compression: compress, tracker: tracker,
+                batchBytes: batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0,
+                name: hostName(),
+                maxBandwidth: maxBandwidth?.bytesPerSecond(pageSize: systemPageSize), streams: streams,
+                resume: !noResume, reconnectAttempts: reconnectAttempts)
             options.handoffTimeout = handoffTimeout.duration
             options.stallTimeout = stallTimeout.duration
             options.blackoutTimeout = blackoutTimeout?.duration
             options.security = connectionSecurity
             options.imageHoles = holes
-            let agent = SourceAgent(guest: migratable, imagePath: image, options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            let agent = SourceAgent(
+                guest: migratable, imagePath: image, options: options, logger: logger,
+                progress: Terminal.progressHandler(quiet: output.quiet))
             do {
                 let report = try agent.migrate()
                 Terminal.clearProgress()
@@ -184,7 +237,9 @@ struct SendCommand: ParsableCommand {
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
                 try region.sync()
-                Terminal.note("migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent")
+                Terminal.note(
+                    "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                )
                 throw error
             }
         }

@@ -7,7 +7,8 @@ import Foundation
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Ask a destination agent where its migrations stand: receiving, awaiting COMMIT, resumed or discarded.",
+        abstract:
+            "Ask a destination agent where its migrations stand: receiving, awaiting COMMIT, resumed or discarded.",
         discussion: """
             Resolves an unknown outcome without guessing: after a source reported "handed over; the destination \
             did not confirm its resume", this tells whether the guest runs on the destination (resumed), still \
@@ -29,19 +30,28 @@ struct StatusCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
     var session: String?
 
-    @Option(help: ArgumentHelp("The session's token (32 hex digits, the source's report prints it): needed by --commit and --discard, and to see session ids and digests.", valueName: "hex"))
+    @Option(
+        help: ArgumentHelp(
+            "The session's token (32 hex digits, the source's report prints it): needed by --commit and --discard, and to see session ids and digests.",
+            valueName: "hex"))
     var token: String?
 
     @Option(help: ArgumentHelp("Only this guest's migrations.", valueName: "name"))
     var guest: String?
 
-    @Option(name: .customLong("key-file"), help: ArgumentHelp("The destination's shared key, if it has one (ferry receive --key-file).", valueName: "path"))
+    @Option(
+        name: .customLong("key-file"),
+        help: ArgumentHelp("The destination's shared key, if it has one (ferry receive --key-file).", valueName: "path")
+    )
     var keyFile: String?
 
     @Flag(help: "Print the answer as JSON.")
     var json = false
 
-    @Flag(help: "Resume the guest on the destination in the source's place (needs --session; only for a source that is gone for good).")
+    @Flag(
+        help:
+            "Resume the guest on the destination in the source's place (needs --session; only for a source that is gone for good)."
+    )
     var commit = false
 
     @Flag(help: "Drop the destination's verified image in the source's place (needs --session).")
@@ -51,26 +61,34 @@ struct StatusCommand: ParsableCommand {
     /// its token, and a token is 32 hex digits.
     func validate() throws {
         if let token, SessionToken(hex: token).map({ $0.isNone }) ?? true {
-            throw ValidationError("--token \(token): give the session token as 32 hex digits, as the source's report prints it")
+            throw ValidationError(
+                "--token \(token): give the session token as 32 hex digits, as the source's report prints it")
         }
         if commit && discard { throw ValidationError("give --commit or --discard, not both") }
         if (commit || discard) && session == nil {
-            throw ValidationError("\(commit ? "--commit" : "--discard") needs --session ID: the session id is in the source's report")
+            throw ValidationError(
+                "\(commit ? "--commit" : "--discard") needs --session ID: the session id is in the source's report")
         }
         if (commit || discard) && token == nil {
-            throw ValidationError("\(commit ? "--commit" : "--discard") needs --token: the session token is in the source's report (its session_token, or the ferry status command it suggests)")
+            throw ValidationError(
+                "\(commit ? "--commit" : "--discard") needs --token: the session token is in the source's report (its session_token, or the ferry status command it suggests)"
+            )
         }
     }
 
     func run() throws {
         runReportingErrors {
             let endpoint = try Endpoint.parse(connect)
-            let security = try SecurityOptions.make(keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
+            let security = try SecurityOptions.make(
+                keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
             var query = StatusQuery()
             if let session {
                 let digits = session.hasPrefix("0x") ? String(session.dropFirst(2)) : session
                 guard let id = UInt64(digits, radix: 16), id != 0 else {
-                    throw MigrationError(.configuration, "--session \(session): give the session id in hex, as the source's report prints it", guest: .notHere)
+                    throw MigrationError(
+                        .configuration,
+                        "--session \(session): give the session id in hex, as the source's report prints it",
+                        guest: .notHere)
                 }
                 query.sessionID = id
             }
@@ -82,16 +100,21 @@ struct StatusCommand: ParsableCommand {
                 query.guestName = guest
             }
             if commit || discard {
-                print(try decide(endpoint: endpoint, session: query.sessionID, token: query.sessionToken, security: security))
+                print(
+                    try decide(
+                        endpoint: endpoint, session: query.sessionID, token: query.sessionToken, security: security))
                 return
             }
             let (connection, answers) = try StatusClient.ask(endpoint, query, security: security)
             connection.close()
             if json {
                 let rows = answers.map { status in
-                    ["session": status.sessionID == 0 ? "" : hexID(status.sessionID), "guest": status.guestName, "state": "\(status.state)",
-                     "digest": status.digest == 0 ? "" : hexID(status.digest), "pages": "\(status.pageCount)",
-                     "age_s": "\(status.ageSeconds)", "message": status.message]
+                    [
+                        "session": status.sessionID == 0 ? "" : hexID(status.sessionID), "guest": status.guestName,
+                        "state": "\(status.state)",
+                        "digest": status.digest == 0 ? "" : hexID(status.digest), "pages": "\(status.pageCount)",
+                        "age_s": "\(status.ageSeconds)", "message": status.message,
+                    ]
                 }
                 let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
@@ -109,23 +132,33 @@ struct StatusCommand: ParsableCommand {
 
 extension StatusCommand {
     /// Sends COMMIT or ABORT for `session` as its source would after a resolve query.
-    private func decide(endpoint: Endpoint, session: UInt64, token: SessionToken, security: ConnectionSecurity) throws -> String {
-        let (connection, answers) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true), security: security)
+    private func decide(endpoint: Endpoint, session: UInt64, token: SessionToken, security: ConnectionSecurity) throws
+        -> String
+    {
+        let (connection, answers) = try StatusClient.ask(
+            endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true), security: security)
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
-            throw MigrationError(.refused, "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed", guest: .notHere)
+            throw MigrationError(
+                .refused,
+                "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
+                guest: .notHere)
         }
         // A wrong token is answered as a plain query (digest 0) on a connection the destination
         // closes: nothing would be taken.
         guard status.digest != 0 else {
-            throw MigrationError(.refused, "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed", guest: .notHere)
+            throw MigrationError(
+                .refused,
+                "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
+                guest: .notHere)
         }
         if commit {
             try connection.send(Commit())
             let resumed = try connection.receive(Resumed.self)
             try? connection.send(Done())
-            return "session \(hexID(session)): committed; the guest resumed on the destination in \(Double(resumed.resumeMicroseconds) / 1000) ms"
+            return
+                "session \(hexID(session)): committed; the guest resumed on the destination in \(Double(resumed.resumeMicroseconds) / 1000) ms"
         }
         try connection.send(Abort(reason: .cancelled, message: "discarded by an operator (ferry status --discard)"))
         return "session \(hexID(session)): discarded; the guest will not run on the destination"

@@ -1,9 +1,9 @@
+import FerryGuest
+import FerryKVM
 import FerryMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
-import FerryGuest
-import FerryKVM
 import Foundation
 import Glibc
 import Synchronization
@@ -51,7 +51,8 @@ enum Terminal {
                 Terminal.note(progress.line)
                 return
             }
-            Terminal.progress(progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
+            Terminal.progress(
+                progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
         }
     }
 
@@ -115,4 +116,3 @@ func runReportingErrors(_ body: () throws -> Void) -> Never {
         exit(exitCode(for: error))
     }
 }
-

@@ -7,16 +7,22 @@ import Testing
     /// identical (cmp), both reports say verified, and the JSON reports carry the documented fields.
     @Test func sendAndReceiveLeaveIdenticalImages() throws {
         let scratch = Scratch("send-receive")
-        let image = scratch.file("source.img"), received = scratch.file("received.img")
+        let image = scratch.file("source.img")
+        let received = scratch.file("received.img")
         let created = try FerryProcess.run(["image", "create", image, "--size", "48M", "--seed", "5"])
         #expect(created.status == 0, "\(created.stderr)")
 
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", received,
-                                         "--json", scratch.file("receive.json"), "--accept-timeout", "60s"])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", received,
+            "--json", scratch.file("receive.json"), "--accept-timeout", "60s",
+        ])
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
-        let port = try #require(listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
-        let sender = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:30MB/s",
-                                           "--vcpus", "3", "--run-before", "200ms", "--json", scratch.file("send.json")])
+        let port = try #require(
+            listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let sender = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:30MB/s",
+            "--vcpus", "3", "--run-before", "200ms", "--json", scratch.file("send.json"),
+        ])
         let receiverOutcome = receiver.wait()
         #expect(sender.status == 0, "\(sender.stderr)")
         #expect(receiverOutcome.status == 0, "\(receiverOutcome.stderr)")
@@ -27,7 +33,10 @@ import Testing
         for name in ["send.json", "receive.json"] {
             let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file(name)))
             let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-            for key in ["total_ms", "setup_ms", "downtime_ms", "downtime_parts", "rounds", "verified", "wire_bytes", "pages", "per_round"] {
+            for key in [
+                "total_ms", "setup_ms", "downtime_ms", "downtime_parts", "rounds", "verified", "wire_bytes", "pages",
+                "per_round",
+            ] {
                 #expect(json[key] != nil, "\(name) lacks \(key)")
             }
             #expect(json["verified"] as? Bool == true)
@@ -43,16 +52,22 @@ import Testing
         let guests = scratch.file("guests")
         try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
         for (name, seed) in [("alpha", "1"), ("beta", "2")] {
-            #expect(try FerryProcess.run(["image", "create", scratch.file(name + ".img"), "--size", "24M", "--seed", seed]).status == 0)
+            #expect(
+                try FerryProcess.run(["image", "create", scratch.file(name + ".img"), "--size", "24M", "--seed", seed])
+                    .status == 0)
         }
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "2",
-                                         "--max-sessions", "2", "--json", scratch.file("serve.json")])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "2",
+            "--max-sessions", "2", "--json", scratch.file("serve.json"),
+        ])
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
         let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
         let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
         let senders = try ["alpha", "beta"].map { name in
-            try FerryProcess(["send", "--image", scratch.file(name + ".img"), "--to", "127.0.0.1:\(port)",
-                              "--workload", "uniform:10MB/s", "--run-before", "100ms", "-q"])
+            try FerryProcess([
+                "send", "--image", scratch.file(name + ".img"), "--to", "127.0.0.1:\(port)",
+                "--workload", "uniform:10MB/s", "--run-before", "100ms", "-q",
+            ])
         }
         let outcomes = senders.map { $0.wait() }
         let served = receiver.wait()
@@ -65,8 +80,10 @@ import Testing
         let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("serve.json")))
         #expect((try JSONSerialization.jsonObject(with: data) as? [Any])?.count == 2)
 
-        let escape = try FerryProcess.run(["send", "--image", scratch.file("alpha.img"), "--to", "127.0.0.1:\(port)",
-                                           "--name", "../escape"])
+        let escape = try FerryProcess.run([
+            "send", "--image", scratch.file("alpha.img"), "--to", "127.0.0.1:\(port)",
+            "--name", "../escape",
+        ])
         #expect(escape.status == 9)
         #expect(escape.stderr.contains("--name ../escape"), "\(escape.stderr)")
     }
@@ -87,10 +104,14 @@ import Testing
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
         let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
         let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
-        let sent = try FerryProcess.run(["send", "--image", scratch.file("gamma.img"), "--to", "127.0.0.1:\(port)", "-q",
-                                         "--json", scratch.file("send.json")])
+        let sent = try FerryProcess.run([
+            "send", "--image", scratch.file("gamma.img"), "--to", "127.0.0.1:\(port)", "-q",
+            "--json", scratch.file("send.json"),
+        ])
         #expect(sent.status == 0, "\(sent.stderr)")
-        let sentJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("send.json")))) as? [String: Any]
+        let sentJSON =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("send.json"))))
+            as? [String: Any]
         let sessionLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("session ") })
         let session = try #require(sessionLine.split(separator: " ").last.map(String.init))
         let tokenLine = try #require(sent.stdout.split(separator: "\n").first { $0.contains("token ") })
@@ -101,7 +122,9 @@ import Testing
         let byName = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma"])
         #expect(byName.status == 0, "\(byName.stderr)")
         #expect(byName.stdout.contains("session (hidden)  guest gamma  resumed"), "\(byName.stdout)")
-        let withToken = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma", "--token", token])
+        let withToken = try FerryProcess.run([
+            "status", "--connect", "127.0.0.1:\(port)", "--guest", "gamma", "--token", token,
+        ])
         #expect(withToken.stdout.contains("session \(session)  guest gamma  resumed"), "\(withToken.stdout)")
         let byID = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--session", session, "--json"])
         let rows = try JSONSerialization.jsonObject(with: Data(byID.stdout.utf8)) as? [[String: String]]
@@ -121,9 +144,13 @@ import Testing
         for decision in ["--commit", "--discard"] {
             let outcome = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, decision])
             #expect(outcome.status == 2, "\(outcome.stderr)")
-            #expect(outcome.stderr.contains("\(decision) needs --token: the session token is in the source's report"), "\(outcome.stderr)")
+            #expect(
+                outcome.stderr.contains("\(decision) needs --token: the session token is in the source's report"),
+                "\(outcome.stderr)")
         }
-        let short = try FerryProcess.run(["status", "--connect", "127.0.0.1:9", "--session", session, "--commit", "--token", "abc"])
+        let short = try FerryProcess.run([
+            "status", "--connect", "127.0.0.1:9", "--session", session, "--commit", "--token", "abc",
+        ])
         #expect(short.status == 2, "\(short.stderr)")
         #expect(short.stderr.contains("--token abc: give the session token as 32 hex digits"), "\(short.stderr)")
     }
@@ -150,7 +177,9 @@ import Testing
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
         // Bind and close a port so that nothing listens on it.
-        let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:1", "--workload", "uniform:10MB/s"])
+        let outcome = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:1", "--workload", "uniform:10MB/s",
+        ])
         #expect(outcome.status == 5)
         #expect(outcome.stderr.contains("127.0.0.1:1"))
         #expect(outcome.stderr.contains("guest kept running on the source"))
@@ -162,13 +191,18 @@ import Testing
         let scratch = Scratch("reconnect")
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "32M"]).status == 0)
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("received.img"),
-                                         "--accept-timeout", "60s"])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", scratch.file("received.img"),
+            "--accept-timeout", "60s",
+        ])
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
-        let port = try #require(listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let port = try #require(
+            listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
         // 32 MiB at 8 MB/s: pre-copy lasts seconds; the receiver is killed during it.
-        let sender = try FerryProcess(["send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s",
-                                       "--max-bandwidth", "8MB/s", "--reconnect-attempts", "2"])
+        let sender = try FerryProcess([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s",
+            "--max-bandwidth", "8MB/s", "--reconnect-attempts", "2",
+        ])
         Thread.sleep(forTimeInterval: 1)
         kill(receiver.process.processIdentifier, SIGKILL)
         _ = receiver.wait()
@@ -184,7 +218,9 @@ import Testing
         let scratch = Scratch("workload")
         let image = scratch.file("source.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
-        let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:9", "--workload", "uniform:fast"])
+        let outcome = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:9", "--workload", "uniform:fast",
+        ])
         #expect(outcome.status == 2)
         #expect(outcome.stderr.contains("uniform:fast") || outcome.stderr.contains("fast"))
     }

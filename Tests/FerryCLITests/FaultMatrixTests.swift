@@ -13,7 +13,8 @@ import Testing
 /// a destination image without `.partial` exists only when verified (and then equals the
 /// source's), and each surviving process states its outcome in one line. Prints the table that
 /// docs/fault-matrix.md carries.
-@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct FaultMatrixTests {
+@Suite(.serialized, .tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct FaultMatrixTests {
     /// Rows of the table.
     enum FaultKind: String, CaseIterable, Sendable {
         /// During pre-copy the source reconnects through the proxy and resumes (section 8 of
@@ -46,8 +47,10 @@ import Testing
     /// Pre-copy rounds 0, 1 and 2 always run (a target no round can meet, then a forced
     /// switchover), so "later round" exists; one page stream, so every frame passes the proxy in
     /// protocol order on the control connection.
-    static let sendOptions = ["--workload", "uniform:20MB/s", "--vcpus", "1", "--streams", "1", "--downtime-ms", "0.001",
-                              "--max-rounds", "3", "--force-switchover", "--handoff-timeout", "5s", "--stall-timeout", "2s", "-q"]
+    static let sendOptions = [
+        "--workload", "uniform:20MB/s", "--vcpus", "1", "--streams", "1", "--downtime-ms", "0.001",
+        "--max-rounds", "3", "--force-switchover", "--handoff-timeout", "5s", "--stall-timeout", "2s", "-q",
+    ]
     static let imageBytes = 32 << 20
     /// Longest a case may take; a process still running then is killed and the case reported as a hang.
     static let caseTimeout = Double(ProcessInfo.processInfo.environment["FERRY_FAULT_TIMEOUT"] ?? "") ?? 20
@@ -70,7 +73,9 @@ import Testing
         let started = Date()
         let scratch = Scratch("matrix")
         let base = scratch.file("base.img")
-        let created = try FerryProcess.run(["image", "create", base, "--size", "\(Self.imageBytes >> 20)M", "--seed", "7"])
+        let created = try FerryProcess.run([
+            "image", "create", base, "--size", "\(Self.imageBytes >> 20)M", "--seed", "7",
+        ])
         try #require(created.status == 0, "\(created.stderr)")
 
         // FERRY_FAULT_CASES=TEXT runs only the cases whose "fault|phase" contains TEXT.
@@ -98,9 +103,13 @@ import Testing
                 for problem in result.problems where !(gap.hasPrefix("HANG") && problem.hasSuffix("hung")) {
                     Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)")
                 }
-                #expect(result.outcome.hasPrefix(gap), "\(key): known gap changed — update the test and docs/fault-matrix.md: \(result.outcome)")
+                #expect(
+                    result.outcome.hasPrefix(gap),
+                    "\(key): known gap changed — update the test and docs/fault-matrix.md: \(result.outcome)")
             } else {
-                for problem in result.problems { Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)") }
+                for problem in result.problems {
+                    Issue.record("\(fault.rawValue) at \(phase.rawValue): \(problem)\n\(result.details)")
+                }
             }
         }
         var table = "| fault | " + WirePhase.allCases.map(\.rawValue).joined(separator: " | ") + " |\n"
@@ -111,9 +120,13 @@ import Testing
             }
             table += "| \(fault.rawValue) | " + cells.joined(separator: " | ") + " |\n"
         }
-        print("Fault matrix (\(cases.count) cases, \(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n" + table)
+        print(
+            "Fault matrix (\(cases.count) cases, \(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n"
+                + table)
         if let path = ProcessInfo.processInfo.environment["FERRY_FAULT_MATRIX_OUT"] {
-            let details = cases.map { "## \($0.0.rawValue) at \($0.1.rawValue)\n\(all["\($0.0.rawValue)|\($0.1.rawValue)"]?.details ?? "")" }
+            let details = cases.map {
+                "## \($0.0.rawValue) at \($0.1.rawValue)\n\(all["\($0.0.rawValue)|\($0.1.rawValue)"]?.details ?? "")"
+            }
             try? (table + "\n" + details.joined(separator: "\n")).write(toFile: path, atomically: true, encoding: .utf8)
         }
     }
@@ -153,20 +166,25 @@ import Testing
 
     static func run(fault: FaultKind, phase: WirePhase, base: String, id: Int) throws -> CaseResult {
         let scratch = Scratch("fault-\(id)")
-        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         // After commit the destination's guest runs on for a while, so that a kill finds it running.
         let runFor = phase == .afterCommit ? "2s" : "0"
         // A migration that fails before it is established (handshake phase) does not end a one-shot
         // destination (issue 11, finding 7): it waits on for another source until --accept-timeout.
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "8s",
-                                         "--run-for", runFor,
-                                         // shorter than the defaults (30 s, 300 s), so that a destination whose
-                                         // source died discards within the case; the handoff wait stays longer
-                                         // than the source's own (5 s, sendOptions)
-                                         "--resume-timeout", "3s", "--handoff-timeout", "8s", "-q"])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "8s",
+            "--run-for", runFor,
+            // shorter than the defaults (30 s, 300 s), so that a destination whose
+            // source died discards within the case; the handoff wait stays longer
+            // than the source's own (5 s, sendOptions)
+            "--resume-timeout", "3s", "--handoff-timeout", "8s", "-q",
+        ])
         guard let port = listeningPort(receiver) else {
-            return CaseResult(outcome: "receiver did not start", problems: ["receiver did not start: \(receiver.wait(timeout: 1).stderr)"], details: "")
+            return CaseResult(
+                outcome: "receiver did not start",
+                problems: ["receiver did not start: \(receiver.wait(timeout: 1).stderr)"], details: "")
         }
         let targets = Targets()
         let stranger = Stranger(destinationPort: port)
@@ -183,7 +201,8 @@ import Testing
         case .silent: wireFault = .blackhole
         case .drip: wireFault = .drip(milliseconds: 200)
         case .strangerCommit: wireFault = .hook { stranger.tryToDecide(with: Commit()) }
-        case .strangerAbort: wireFault = .hook { stranger.tryToDecide(with: Abort(reason: .cancelled, message: "a stranger's abort")) }
+        case .strangerAbort:
+            wireFault = .hook { stranger.tryToDecide(with: Abort(reason: .cancelled, message: "a stranger's abort")) }
         case .cutThenStrangerCommit: wireFault = .cutThen { stranger.tryToDecide(with: Commit()) }
         }
         let proxy = try PhaseFaultRelay(upstreamPort: port, phase: phase, fault: wireFault)
@@ -195,17 +214,22 @@ import Testing
         // A destination whose source never said DONE answers STATUS for up to 5 s after resuming.
         let received = receiver.wait(timeout: 15)
         if !targets.killedByHook && (sent.signal == SIGKILL || received.signal == SIGKILL) {
-            let who = [sent.signal == SIGKILL ? "source" : nil, received.signal == SIGKILL ? "destination" : nil].compactMap { $0 }
-            return CaseResult(outcome: "HANG: \(who.joined(separator: " and ")) still waiting after \(Int(caseTimeout)) s",
-                              problems: ["\(who.joined(separator: " and ")) hung"], details: "source: \(sent.stderr.suffix(300))\ndestination: \(received.stderr.suffix(300))")
+            let who = [sent.signal == SIGKILL ? "source" : nil, received.signal == SIGKILL ? "destination" : nil]
+                .compactMap { $0 }
+            return CaseResult(
+                outcome: "HANG: \(who.joined(separator: " and ")) still waiting after \(Int(caseTimeout)) s",
+                problems: ["\(who.joined(separator: " and ")) hung"],
+                details: "source: \(sent.stderr.suffix(300))\ndestination: \(received.stderr.suffix(300))")
         }
-        var result = judge(sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
-                           injected: proxy.injected, reached: proxy.phasesReached)
+        var result = judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
+            injected: proxy.injected, reached: proxy.phasesReached)
         if [.strangerCommit, .strangerAbort, .cutThenStrangerCommit].contains(fault) {
             let heard = stranger.heard
             result.details += "stranger: \(heard)\n"
             if !heard.hasPrefix("closed after") {
-                result.problems.append("the stranger's resolve query must be answered as a plain query and closed: \(heard)")
+                result.problems.append(
+                    "the stranger's resolve query must be answered as a plain query and closed: \(heard)")
             }
         }
         return result
@@ -229,7 +253,8 @@ import Testing
             let said: String
             if let session = proxy?.sessionID {
                 do {
-                    let (connection, answers) = try StatusClient.ask(destination, StatusQuery(sessionID: session, resolve: true))
+                    let (connection, answers) = try StatusClient.ask(
+                        destination, StatusQuery(sessionID: session, resolve: true))
                     defer { connection.close() }
                     try? connection.send(frame)
                     // Answered as a plain query, the connection is closed: the frame went nowhere.
@@ -240,7 +265,9 @@ import Testing
                     } catch {
                         closed = error.code == .peerClosed
                     }
-                    said = (closed ? "closed after" : "NOT closed after") + " \(answers.map { "\($0.state)" }) (digest \(answers.first?.digest ?? 0))"
+                    said =
+                        (closed ? "closed after" : "NOT closed after")
+                        + " \(answers.map { "\($0.state)" }) (digest \(answers.first?.digest ?? 0))"
                 } catch {
                     said = "closed after no answer: \(error)"
                 }
@@ -253,7 +280,8 @@ import Testing
 
     static func listeningPort(_ receiver: FerryProcess) -> UInt16? {
         guard let line = receiver.waitForStderrLine(containing: "listening on"),
-              let after = line.range(of: "127.0.0.1:")?.upperBound else { return nil }
+            let after = line.range(of: "127.0.0.1:")?.upperBound
+        else { return nil }
         return UInt16(line[after...].prefix { $0.isNumber })
     }
 
@@ -268,14 +296,19 @@ import Testing
     }
 
     /// The invariants after a fault, and a short statement of what happened.
-    static func judge(sent: FerryProcess.Outcome, received: FerryProcess.Outcome, source: String, target: String,
-                      compareBytes: Bool, injected: Bool, reached: [WirePhase], extraBytes: Int = 0) -> CaseResult {
+    static func judge(
+        sent: FerryProcess.Outcome, received: FerryProcess.Outcome, source: String, target: String,
+        compareBytes: Bool, injected: Bool, reached: [WirePhase], extraBytes: Int = 0
+    ) -> CaseResult {
         var problems: [String] = []
-        let senderKilled = sent.signal == SIGKILL, receiverKilled = received.signal == SIGKILL
+        let senderKilled = sent.signal == SIGKILL
+        let receiverKilled = received.signal == SIGKILL
         let sourceKeeps = sent.signal == nil && sent.stderr.contains("keeps running on the source")
-        let sourceHandedOver = sent.signal == nil
+        let sourceHandedOver =
+            sent.signal == nil
             && (sent.stdout.contains("source report: migrated") || sent.stderr.contains("was handed over"))
-        let destinationRuns = received.signal == nil && received.status == 0 && received.stdout.contains("destination report: migrated")
+        let destinationRuns =
+            received.signal == nil && received.status == 0 && received.stdout.contains("destination report: migrated")
         let pathExists = FileManager.default.fileExists(atPath: target)
         let partialExists = FileManager.default.fileExists(atPath: target + ".partial")
 
@@ -285,7 +318,9 @@ import Testing
             if outcome.signal == nil {
                 let lines = (outcome.stderr + "\n" + outcome.stdout).split(separator: "\n")
                     .filter { $0.hasPrefix("ferry: error:") || $0.contains(" report: ") }
-                if lines.count != 1 { problems.append("\(name) must state its outcome in one line, printed \(lines.count)") }
+                if lines.count != 1 {
+                    problems.append("\(name) must state its outcome in one line, printed \(lines.count)")
+                }
             }
         }
         if sourceKeeps && (destinationRuns || (receiverKilled && pathExists)) {
@@ -302,7 +337,9 @@ import Testing
             problems.append("\(target) exists after the destination died but the source never saw it verified")
         }
         if pathExists && compareBytes && destinationRuns {
-            let equal = extraBytes > 0 ? bytesEqual(source, target, count: imageBytes) : ((try? filesEqual(source, target)) ?? false)
+            let equal =
+                extraBytes > 0
+                ? bytesEqual(source, target, count: imageBytes) : ((try? filesEqual(source, target)) ?? false)
             if !equal { problems.append("the destination image differs from the source's (a page was lost)") }
         }
         if received.signal == nil && !destinationRuns && (pathExists || partialExists) {
@@ -315,21 +352,33 @@ import Testing
         let ends = "(S \(ending(sent)), D \(ending(received)))"
         let outcome: String
         if destinationRuns {
-            outcome = (sent.status == 0 && sent.signal == nil ? "migrated" : senderKilled ? "migrated; source killed after COMMIT" : "guest on dest; source: resume unconfirmed") + " " + ends
+            outcome =
+                (sent.status == 0 && sent.signal == nil
+                    ? "migrated"
+                    : senderKilled
+                        ? "migrated; source killed after COMMIT" : "guest on dest; source: resume unconfirmed") + " "
+                + ends
         } else if sourceKeeps {
-            outcome = "source keeps guest; " + (receiverKilled ? "dest dead, .partial left" : "dest discards .partial") + " " + ends
+            outcome =
+                "source keeps guest; " + (receiverKilled ? "dest dead, .partial left" : "dest discards .partial") + " "
+                + ends
         } else if senderKilled {
             outcome = (pathExists ? "guest on dest" : "guest died with source; dest discards .partial") + " " + ends
         } else if receiverKilled && sourceHandedOver {
-            outcome = (pathExists ? "guest died with dest after resume" + (sent.status == 0 ? "" : "; source: resume unconfirmed")
-                                  : "guest died with dest (COMMIT written, not read); source never resumes") + " " + ends
+            outcome =
+                (pathExists
+                    ? "guest died with dest after resume" + (sent.status == 0 ? "" : "; source: resume unconfirmed")
+                    : "guest died with dest (COMMIT written, not read); source never resumes") + " " + ends
         } else if sourceHandedOver && !pathExists {
             outcome = "unresolved: COMMIT written, destination never read it; guest paused on the source " + ends
         } else {
             outcome = "unclear " + ends
         }
-        let firstLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("ferry: error:") }.map(String.init) ?? "" }
-        let details = "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
+        let firstLine = { (text: String) in
+            text.split(separator: "\n").first { $0.hasPrefix("ferry: error:") }.map(String.init) ?? ""
+        }
+        let details =
+            "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
             + "phases: \(reached.map(\.rawValue)); image: \(pathExists ? "PATH" : "-") \(partialExists ? ".partial" : "")\n"
         if ProcessInfo.processInfo.environment["FERRY_FAULT_VERBOSE"] != nil { print("[\(outcome)]\n" + details) }
         return CaseResult(outcome: outcome, problems: problems, details: details)
@@ -337,7 +386,10 @@ import Testing
 
     static func bytesEqual(_ a: String, _ b: String, count: Int) -> Bool {
         guard let x = FileHandle(forReadingAtPath: a), let y = FileHandle(forReadingAtPath: b) else { return false }
-        defer { try? x.close(); try? y.close() }
+        defer {
+            try? x.close()
+            try? y.close()
+        }
         return x.readData(ofLength: count) == y.readData(ofLength: count)
     }
 }
@@ -347,7 +399,12 @@ func runConcurrently(_ count: Int, width: Int, _ body: @escaping @Sendable (Int)
     final class Counter: @unchecked Sendable {  // guarded by `lock`
         let lock = NSLock()
         var value = 0
-        func take() -> Int { lock.withLock { defer { value += 1 }; return value } }
+        func take() -> Int {
+            lock.withLock {
+                defer { value += 1 }
+                return value
+            }
+        }
     }
     let next = Counter()
     let group = DispatchGroup()

@@ -13,7 +13,9 @@ struct FerryProcess {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             directory = directory.deletingLastPathComponent()
         }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/ferry").standardized.path
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../.build/debug/ferry"
+        ).standardized.path
     }()
 
     struct Outcome {
@@ -47,7 +49,10 @@ struct FerryProcess {
         FileManager.default.createFile(atPath: errPath, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        defer { try? out.close(); try? err.close() }
+        defer {
+            try? out.close()
+            try? err.close()
+        }
         process.standardOutput = out
         process.standardError = err
         try process.run()
@@ -62,9 +67,10 @@ struct FerryProcess {
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        let outcome = Outcome(status: process.terminationStatus,
-                              signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
-                              stdout: stdoutText, stderr: stderrText)
+        let outcome = Outcome(
+            status: process.terminationStatus,
+            signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
+            stdout: stdoutText, stderr: stderrText)
         try? FileManager.default.removeItem(atPath: outPath)
         try? FileManager.default.removeItem(atPath: errPath)
         return outcome
@@ -86,7 +92,8 @@ struct FerryProcess {
     }
 
     /// The suites that run `ferry` need it built (`swift build`, or `swift build --build-tests`).
-    static let built = Requirement.executable(executable, "needs the ferry executable built next to the tests (swift build)")
+    static let built = Requirement.executable(
+        executable, "needs the ferry executable built next to the tests (swift build)")
 }
 
 func filesEqual(_ a: String, _ b: String) throws -> Bool {

@@ -17,13 +17,17 @@ import Testing
             let made = try FerryProcess.run(["keygen", "--out", scratch.file(key)])
             #expect(made.status == 0, "\(made.stderr)")
         }
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "1",
-                                         "--key-file", scratch.file("a.key")])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "1",
+            "--key-file", scratch.file("a.key"),
+        ])
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
         let afterHost = try #require(listening.range(of: "127.0.0.1:")).upperBound
         let port = try #require(Int(listening[afterHost...].prefix { $0.isNumber }))
 
-        let wrong = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q", "--key-file", scratch.file("b.key")])
+        let wrong = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "-q", "--key-file", scratch.file("b.key"),
+        ])
         #expect(wrong.status == 3, "\(wrong.stderr)")
         #expect(wrong.stderr.contains("the two --key-file keys differ"), "\(wrong.stderr)")
         let missing = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q"])
@@ -33,19 +37,25 @@ import Testing
         let statusWithout = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)"])
         #expect(statusWithout.status == 3, "\(statusWithout.stderr)")
         #expect(statusWithout.stderr.contains("requires authentication"), "\(statusWithout.stderr)")
-        let statusWith = try FerryProcess.run(["status", "--connect", "127.0.0.1:\(port)", "--key-file", scratch.file("a.key")])
+        let statusWith = try FerryProcess.run([
+            "status", "--connect", "127.0.0.1:\(port)", "--key-file", scratch.file("a.key"),
+        ])
         #expect(statusWith.status == 0, "\(statusWith.stderr)")
         #expect(statusWith.stdout.contains("unknown"), "\(statusWith.stdout)")  // nothing received yet
 
-        let right = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q", "--key-file", scratch.file("a.key"),
-                                          "--encrypt", "--json", scratch.file("send.json")])
+        let right = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "-q", "--key-file", scratch.file("a.key"),
+            "--encrypt", "--json", scratch.file("send.json"),
+        ])
         #expect(right.status == 0, "\(right.stderr)")
         #expect(right.stdout.contains("security     peer authenticated, encrypted with"), "\(right.stdout)")
         let served = receiver.wait()
         #expect(served.status == 0, "\(served.stderr)")
         #expect(served.stderr.contains("AUTH_PROOF did not verify: the keys differ"), "\(served.stderr)")
         #expect(try filesEqual(image, guests + "/vm.img"))
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("send.json")))) as? [String: Any])
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.file("send.json"))))
+                as? [String: Any])
         #expect(json["authenticated"] as? Bool == true)
         #expect((json["encryption"] as? String)?.isEmpty == false && json["encryption"] as? String != "none")
     }
@@ -55,7 +65,9 @@ import Testing
         let key = scratch.file("open.key")
         #expect(try FerryProcess.run(["keygen", "--out", key]).status == 0)
         chmod(key, 0o644)
-        let outcome = try FerryProcess.run(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("x.img"), "--key-file", key])
+        let outcome = try FerryProcess.run([
+            "receive", "--listen", "127.0.0.1:0", "--image", scratch.file("x.img"), "--key-file", key,
+        ])
         #expect(outcome.status == 9)
         #expect(outcome.stderr.contains("chmod 600"), "\(outcome.stderr)")
         let noKey = try FerryProcess.run(["send", "--image", scratch.file("x.img"), "--to", "127.0.0.1:1", "--encrypt"])

@@ -11,7 +11,9 @@ import Testing
 /// `1e30`, `nan` and negative values used to crash `ferry send` and `ferry receive` with SIGILL
 /// ("Double value cannot be converted to Int"), some after the guest had started.
 @Suite struct DurationOptionTests {
-    @Test(arguments: [("0", 0.0), ("10", 10), ("500ms", 0.5), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("720h", 2_592_000)])
+    @Test(arguments: [
+        ("0", 0.0), ("10", 10), ("500ms", 0.5), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("720h", 2_592_000),
+    ])
     func durationsParse(_ text: String, _ seconds: Double) throws {
         let value = try DurationOption.parse(text)
         #expect(value.seconds == seconds)
@@ -59,7 +61,8 @@ import Testing
     /// A NaN or infinity in a report is written as null instead of failing the JSON (the migration
     /// succeeded; its report must not turn that into exit 1).
     @Test func nonFiniteReportNumbersAreWrittenAsNull() throws {
-        var report = MigrationReport(role: "source", image: "x.img", imageBytes: 4096, pageSize: 4096, vcpus: 1, workload: "idle")
+        var report = MigrationReport(
+            role: "source", image: "x.img", imageBytes: 4096, pageSize: 4096, vcpus: 1, workload: "idle")
         report.downtimeTargetMs = .nan
         report.predictedDowntimeMs = .infinity
         report.downtimeMs = 1.5
@@ -87,7 +90,8 @@ import Testing
     /// connection to the destination, and the image untouched although the workload writes to
     /// it as soon as the guest starts.
     @Test(arguments: [
-        ["--handoff-timeout", "inf"], ["--handoff-timeout", "1e30"], ["--stall-timeout", "infs"], ["--run-before", "1e30s"],
+        ["--handoff-timeout", "inf"], ["--handoff-timeout", "1e30"], ["--stall-timeout", "infs"],
+        ["--run-before", "1e30s"],
         ["--timeout", "nan"], ["--downtime-ms", "nan", "--json", "/dev/null"], ["--downtime-ms=-1"], ["--timeout=-5s"],
         ["--max-bandwidth", "99999999999999999GB/s"], ["--max-rounds", "0"], ["--streams", "17"], ["--vcpus", "65"],
         ["--batch-bytes", "1KiB"], ["--reconnect-attempts", "0"],
@@ -98,16 +102,23 @@ import Testing
         #expect(try FerryProcess.run(["image", "create", image, "--size", "64K"]).status == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: image))
         let witness = try Witness()
-        let outcome = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(witness.port)",
-                                            "--workload", "uniform:100MB/s", "-q"] + bad, timeout: 30)
+        let outcome = try FerryProcess.run(
+            [
+                "send", "--image", image, "--to", "127.0.0.1:\(witness.port)",
+                "--workload", "uniform:100MB/s", "-q",
+            ] + bad, timeout: 30)
         #expect(outcome.signal == nil, "killed by signal \(outcome.signal ?? 0): \(outcome.stderr)")
         #expect(outcome.status == 2, "\(bad): \(outcome.stderr)")
         let option = String(bad[0].prefix { $0 != "=" })
         let value = bad[0].contains("=") ? String(bad[0].drop { $0 != "=" }.dropFirst()) : bad[1]
-        #expect(outcome.stderr.contains("The value '\(value)' is invalid for '\(option) <"), "\(bad): \(outcome.stderr)")
-        #expect(outcome.stderr.contains("give ") || outcome.stderr.contains("more than 10^15 bytes/s"), "the accepted range: \(outcome.stderr)")
+        #expect(
+            outcome.stderr.contains("The value '\(value)' is invalid for '\(option) <"), "\(bad): \(outcome.stderr)")
+        #expect(
+            outcome.stderr.contains("give ") || outcome.stderr.contains("more than 10^15 bytes/s"),
+            "the accepted range: \(outcome.stderr)")
         #expect(!witness.connected, "\(bad): the source connected before its options were checked")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before, "\(bad): the guest ran and wrote to the image")
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: image)) == before, "\(bad): the guest ran and wrote to the image")
     }
 
     /// `ferry receive` likewise: exit 2 before it listens or creates anything.
@@ -117,7 +128,8 @@ import Testing
     ])
     func receiveRefusesBadValuesBeforeListening(_ bad: [String]) throws {
         let scratch = Scratch("bad-receive-\(bad[0].dropFirst(2).prefix { $0 != "=" })")
-        let outcome = try FerryProcess.run(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img")] + bad, timeout: 30)
+        let outcome = try FerryProcess.run(
+            ["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img")] + bad, timeout: 30)
         #expect(outcome.signal == nil, "killed by signal \(outcome.signal ?? 0): \(outcome.stderr)")
         #expect(outcome.status == 2, "\(bad): \(outcome.stderr)")
         let option = String(bad[0].prefix { $0 != "=" })
@@ -129,7 +141,8 @@ import Testing
     /// Other usage errors exit 2 too (ArgumentParser's default is 64), and help is not an error.
     @Test func usageErrorsExitTwo() throws {
         #expect(try FerryProcess.run(["send", "--no-such-option"]).status == 2)
-        #expect(try FerryProcess.run(["run", "--image", "/nonexistent"]).status == 2)  // validate(): no --steps or --duration
+        // validate(): neither --steps nor --duration
+        #expect(try FerryProcess.run(["run", "--image", "/nonexistent"]).status == 2)
         #expect(try FerryProcess.run(["send", "--help"]).status == 0)
     }
 
@@ -139,16 +152,23 @@ import Testing
         let scratch = Scratch("json-warning")
         let image = scratch.file("vm.img")
         #expect(try FerryProcess.run(["image", "create", image, "--size", "4M"]).status == 0)
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img"),
-                                         "--accept-timeout", "60s", "--json", scratch.file("no/such/dir/receive.json")])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img"),
+            "--accept-timeout", "60s", "--json", scratch.file("no/such/dir/receive.json"),
+        ])
         let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
-        let port = try #require(listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
-        let sent = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "-q",
-                                         "--json", scratch.file("no/such/dir/send.json")])
+        let port = try #require(
+            listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let sent = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "-q",
+            "--json", scratch.file("no/such/dir/send.json"),
+        ])
         let received = receiver.wait()
         for (side, outcome) in [("send", sent), ("receive", received)] {
             #expect(outcome.status == 0, "\(side): \(outcome.stderr)")
-            #expect(outcome.stderr.contains("warning: the migration succeeded, but its JSON report could not be written"), "\(side): \(outcome.stderr)")
+            #expect(
+                outcome.stderr.contains("warning: the migration succeeded, but its JSON report could not be written"),
+                "\(side): \(outcome.stderr)")
         }
         #expect(try filesEqual(image, scratch.file("in.img")))
     }
@@ -159,8 +179,9 @@ import Testing
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct KeylessWarningTests {
     func stderrOfReceive(listen: String, key: String? = nil) throws -> String {
         let scratch = Scratch("keyless-\(listen.filter(\.isNumber))-\(key == nil)")
-        let receiver = try FerryProcess(["receive", "--listen", listen, "--image", scratch.file("in.img")]
-                                        + (key.map { ["--key-file", $0] } ?? []))
+        let receiver = try FerryProcess(
+            ["receive", "--listen", listen, "--image", scratch.file("in.img")]
+                + (key.map { ["--key-file", $0] } ?? []))
         _ = receiver.waitForStderrLine(containing: "listening on")
         kill(receiver.process.processIdentifier, SIGKILL)
         return receiver.wait(timeout: 10).stderr
@@ -169,7 +190,10 @@ import Testing
     @Test func warnsOnlyWithoutAKeyOnAReachableAddress() throws {
         let open = try stderrOfReceive(listen: "0.0.0.0:0")
         #expect(open.contains("listening on 0.0.0.0:"), "\(open)")
-        #expect(open.contains("warning: listening on 0.0.0.0 without --key-file: anyone who can reach this port can send this agent a guest"), "\(open)")
+        #expect(
+            open.contains(
+                "warning: listening on 0.0.0.0 without --key-file: anyone who can reach this port can send this agent a guest"
+            ), "\(open)")
         #expect(open.contains("--key-file") && open.contains("QEMU"), "\(open)")
 
         let loopback = try stderrOfReceive(listen: "127.0.0.1:0")

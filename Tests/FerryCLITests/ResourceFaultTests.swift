@@ -20,10 +20,13 @@ extension FaultMatrixTests {
     @Test func otherFaults() throws {
         let started = Date()
         let scratch = Scratch("other-faults")
-        let base = scratch.file("base.img"), dense = scratch.file("dense.img")
+        let base = scratch.file("base.img")
+        let dense = scratch.file("dense.img")
         #expect(try FerryProcess.run(["image", "create", base, "--size", "32M", "--seed", "7"]).status == 0)
         // Every page holds data, so a received image takes its whole size on tmpfs.
-        #expect(try FerryProcess.run(["image", "create", dense, "--size", "32M", "--seed", "8", "--mix", "random=100"]).status == 0)
+        #expect(
+            try FerryProcess.run(["image", "create", dense, "--size", "32M", "--seed", "8", "--mix", "random=100"])
+                .status == 0)
         let cases: [(String, String, @Sendable () throws -> (String, [String]))] = [
             ("second source, busy destination", "round 0", { try Self.busy(base: base) }),
             ("disk too small", "handshake", { try Self.diskTooSmall(base: base) }),
@@ -59,7 +62,8 @@ extension FaultMatrixTests {
     }
 
     static func startReceiver(_ arguments: [String], acceptTimeout: String = "30s") throws -> (FerryProcess, UInt16) {
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--accept-timeout", acceptTimeout, "-q"] + arguments)
+        let receiver = try FerryProcess(
+            ["receive", "--listen", "127.0.0.1:0", "--accept-timeout", acceptTimeout, "-q"] + arguments)
         guard let port = Matrix.listeningPort(receiver) else {
             throw Matrix.ProxyFailure(description: "receiver did not start: \(receiver.wait(timeout: 1).stderr)")
         }
@@ -70,26 +74,39 @@ extension FaultMatrixTests {
     /// on; the first migration is not disturbed.
     static func busy(base: String) throws -> (String, [String]) {
         let scratch = Scratch("busy")
-        let source = scratch.file("source.img"), second = scratch.file("second.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let second = scratch.file("second.img")
+        let target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         try FileManager.default.copyItem(atPath: base, toPath: second)
         let (receiver, port) = try startReceiver(["--image", target])
         let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
-        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .hook {
-            let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s", "-q"],
-                                                timeout: 20)
-            secondOutcome.withLock { $0 = outcome }
-        })
+        let proxy = try PhaseFaultRelay(
+            upstreamPort: port, phase: .roundZero,
+            fault: .hook {
+                let outcome = try? FerryProcess.run(
+                    ["send", "--image", second, "--to", "127.0.0.1:\(port)", "--workload", "uniform:5MB/s", "-q"],
+                    timeout: 20)
+                secondOutcome.withLock { $0 = outcome }
+            })
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: proxy.injected, reached: proxy.phasesReached)
-        guard let other = secondOutcome.withLock({ $0 }) else { return (result.outcome, result.problems + ["the second source did not run"]) }
-        if other.status != 3 || !other.stderr.contains("busy") || !other.stderr.contains("keeps running on the source") {
-            result.problems.append("the second source must be refused as busy and keep its guest: exit \(other.status), \(other.stderr)")
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: proxy.injected, reached: proxy.phasesReached)
+        guard let other = secondOutcome.withLock({ $0 }) else {
+            return (result.outcome, result.problems + ["the second source did not run"])
         }
-        return ("first: \(result.outcome); second: refused busy, keeps its guest (exit \(other.status))", result.problems)
+        if other.status != 3 || !other.stderr.contains("busy") || !other.stderr.contains("keeps running on the source")
+        {
+            result.problems.append(
+                "the second source must be refused as busy and keep its guest: exit \(other.status), \(other.stderr)")
+        }
+        return (
+            "first: \(result.outcome); second: refused busy, keeps its guest (exit \(other.status))", result.problems
+        )
     }
 
     /// A tmpfs of `size` at `scratch/disk`, or the reason it cannot be had here.
@@ -117,18 +134,29 @@ extension FaultMatrixTests {
     static func diskTooSmall(base: String) throws -> (String, [String]) {
         let scratch = Scratch("disk-small")
         let (mounted, skip) = mountTmpfs(scratch, size: "16m")
-        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        guard let directory = mounted else {
+            print(skip!)
+            return (skip!, [])
+        }
         defer { unmount(directory) }
-        let source = scratch.file("source.img"), target = directory + "/received.img"
+        let source = scratch.file("source.img")
+        let target = directory + "/received.img"
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target], acceptTimeout: "4s")
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(port)"] + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: true, reached: [])
-        if sent.status != 3 || !sent.stderr.contains("disk") { result.problems.append("expected a refusal for disk space: \(sent.stderr)") }
-        if received.signal != nil || !received.stderr.contains("established a migration") || !received.stderr.contains("only") {
-            result.problems.append("the destination must log the refusal and wait on until its accept timeout: \(received.stderr)")
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: true, reached: [])
+        if sent.status != 3 || !sent.stderr.contains("disk") {
+            result.problems.append("expected a refusal for disk space: \(sent.stderr)")
+        }
+        if received.signal != nil || !received.stderr.contains("established a migration")
+            || !received.stderr.contains("only")
+        {
+            result.problems.append(
+                "the destination must log the refusal and wait on until its accept timeout: \(received.stderr)")
         }
         return ("refused (disk); destination waits on until --accept-timeout; " + result.outcome, result.problems)
     }
@@ -140,20 +168,29 @@ extension FaultMatrixTests {
     static func diskFilled(base: String) throws -> (String, [String]) {
         let scratch = Scratch("disk-filled")
         let (mounted, skip) = mountTmpfs(scratch, size: "40m")
-        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        guard let directory = mounted else {
+            print(skip!)
+            return (skip!, [])
+        }
         defer { unmount(directory) }
-        let source = scratch.file("source.img"), target = directory + "/received.img"
+        let source = scratch.file("source.img")
+        let target = directory + "/received.img"
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target], acceptTimeout: "6s")
-        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .hook {
-            // Leaves 8 MiB of the 40: less than the 32 MiB image.
-            FileManager.default.createFile(atPath: directory + "/filler", contents: Data(repeating: 0x5A, count: 32 << 20))
-        })
+        let proxy = try PhaseFaultRelay(
+            upstreamPort: port, phase: .handshake,
+            fault: .hook {
+                // Leaves 8 MiB of the 40: less than the 32 MiB image.
+                FileManager.default.createFile(
+                    atPath: directory + "/filler", contents: Data(repeating: 0x5A, count: 32 << 20))
+            })
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 20)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: proxy.injected, reached: proxy.phasesReached)
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: proxy.injected, reached: proxy.phasesReached)
         if received.signal == nil && !received.stderr.contains(directory) {
             result.problems.append("the destination's message must name the directory that is full: \(received.stderr)")
         }
@@ -169,36 +206,55 @@ extension FaultMatrixTests {
     static func diskForOne(base: String) throws -> (String, [String]) {
         let scratch = Scratch("disk-one")
         let (mounted, skip) = mountTmpfs(scratch, size: "44m")
-        guard let directory = mounted else { print(skip!); return (skip!, []) }
+        guard let directory = mounted else {
+            print(skip!)
+            return (skip!, [])
+        }
         defer { unmount(directory) }
-        let first = scratch.file("first.img"), second = scratch.file("second.img")
+        let first = scratch.file("first.img")
+        let second = scratch.file("second.img")
         try FileManager.default.copyItem(atPath: base, toPath: first)
         try FileManager.default.copyItem(atPath: base, toPath: second)
         let (receiver, port) = try startReceiver(["--serve", directory, "--max-sessions", "2", "--sessions", "1"])
         let secondOutcome = Mutex<FerryProcess.Outcome?>(nil)
-        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .handshake, fault: .hook {
-            let outcome = try? FerryProcess.run(["send", "--image", second, "--to", "127.0.0.1:\(port)", "--name", "second",
-                                                 "--workload", "uniform:5MB/s", "-q"], timeout: 20)
-            secondOutcome.withLock { $0 = outcome }
-        })
+        let proxy = try PhaseFaultRelay(
+            upstreamPort: port, phase: .handshake,
+            fault: .hook {
+                let outcome = try? FerryProcess.run(
+                    [
+                        "send", "--image", second, "--to", "127.0.0.1:\(port)", "--name", "second",
+                        "--workload", "uniform:5MB/s", "-q",
+                    ], timeout: 20)
+                secondOutcome.withLock { $0 = outcome }
+            })
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", first, "--to", "127.0.0.1:\(proxy.port)", "--name", "first"] + Matrix.sendOptions,
-                                        timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", first, "--to", "127.0.0.1:\(proxy.port)", "--name", "first"] + Matrix.sendOptions,
+            timeout: 30)
         let received = receiver.wait(timeout: 20)
         var problems: [String] = []
         let other = secondOutcome.withLock { $0 }
         let firstKept = sent.stderr.contains("keeps running on the source")
         let secondMigrated = other?.status == 0 && received.stdout.contains("guest second: migrated")
         if received.signal != nil { problems.append("the serving destination died of signal \(received.signal!)") }
-        if !secondMigrated { problems.append("the second guest must migrate: \(other?.stderr ?? "did not run") / \(received.stdout) \(received.stderr)") }
+        if !secondMigrated {
+            problems.append(
+                "the second guest must migrate: \(other?.stderr ?? "did not run") / \(received.stdout) \(received.stderr)"
+            )
+        }
         if !firstKept || sent.status == 0 {
             problems.append("the first guest must find no room and keep running: exit \(sent.status), \(sent.stderr)")
         }
-        if FileManager.default.fileExists(atPath: directory + "/first.img") || FileManager.default.fileExists(atPath: directory + "/first.img.partial") {
+        if FileManager.default.fileExists(atPath: directory + "/first.img")
+            || FileManager.default.fileExists(atPath: directory + "/first.img.partial")
+        {
             problems.append("the guest that found no room left an image")
         }
-        if secondMigrated && !((try? filesEqual(second, directory + "/second.img")) ?? false) { problems.append("second.img differs from its source") }
-        let outcome = "second (established first): \(secondMigrated ? "migrated" : "FAILED (D \(Matrix.ending(received)))"); "
+        if secondMigrated && !((try? filesEqual(second, directory + "/second.img")) ?? false) {
+            problems.append("second.img differs from its source")
+        }
+        let outcome =
+            "second (established first): \(secondMigrated ? "migrated" : "FAILED (D \(Matrix.ending(received)))"); "
             + "first: \(firstKept ? "not received (\(received.stderr.contains("disk:") ? "no room: disk" : "the destination was done")), keeps its guest (exit \(sent.status))" : "lost")"
         return (outcome, problems)
     }
@@ -209,18 +265,25 @@ extension FaultMatrixTests {
     /// connections), and the migration completes, verified.
     static func partition(base: String) throws -> (String, [String]) {
         let scratch = Scratch("partition")
-        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
         let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .blackhole)
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)", "--stall-timeout", "2s"]
-                                        + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)", "--stall-timeout", "2s"]
+                + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: proxy.injected, reached: proxy.phasesReached)
-        if !sent.stderr.contains("reconnecting") { result.problems.append("the source must notice the stall and resume: \(sent.stderr)") }
-        if !result.outcome.hasPrefix("migrated") { result.problems.append("expected a resumed migration: \(result.outcome)") }
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: proxy.injected, reached: proxy.phasesReached)
+        if !sent.stderr.contains("reconnecting") {
+            result.problems.append("the source must notice the stall and resume: \(sent.stderr)")
+        }
+        if !result.outcome.hasPrefix("migrated") {
+            result.problems.append("expected a resumed migration: \(result.outcome)")
+        }
         return ("stall noticed after 2 s, resumed on a new connection: " + result.outcome, result.problems)
     }
 
@@ -229,16 +292,19 @@ extension FaultMatrixTests {
     /// not verify, and the source keeps its guest.
     static func registerFlip(base: String) throws -> (String, [String]) {
         let scratch = Scratch("register-flip")
-        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
         // DEVICE_STATE payload: section_count (2), reserved (6), vCPU 0's section header (16), then its step.
         let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .blackout, fault: .flipPayloadByte(24))
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: proxy.injected, reached: proxy.phasesReached)
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: proxy.injected, reached: proxy.phasesReached)
         if !result.outcome.hasPrefix("source keeps guest") {
             result.problems.append("a damaged DEVICE_STATE must not migrate: \(result.outcome)")
         }
@@ -251,15 +317,19 @@ extension FaultMatrixTests {
     /// The image file is truncated (or extended) to `bytes` while the source runs round 0.
     static func resized(base: String, to bytes: Int) throws -> (String, [String]) {
         let scratch = Scratch("resized-\(bytes)")
-        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let target = scratch.file("received.img")
         try FileManager.default.copyItem(atPath: base, toPath: source)
         let (receiver, port) = try startReceiver(["--image", target])
-        let proxy = try PhaseFaultRelay(upstreamPort: port, phase: .roundZero, fault: .hook { _ = truncate(source, off_t(bytes)) })
+        let proxy = try PhaseFaultRelay(
+            upstreamPort: port, phase: .roundZero, fault: .hook { _ = truncate(source, off_t(bytes)) })
         defer { proxy.stop() }
-        let sent = try FerryProcess.run(["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
+        let sent = try FerryProcess.run(
+            ["send", "--image", source, "--to", "127.0.0.1:\(proxy.port)"] + Matrix.sendOptions, timeout: 30)
         let received = receiver.wait(timeout: 10)
-        var result = Matrix.judge(sent: sent, received: received, source: source, target: target, compareBytes: true,
-                                  injected: proxy.injected, reached: proxy.phasesReached, extraBytes: max(0, bytes - Matrix.imageBytes))
+        var result = Matrix.judge(
+            sent: sent, received: received, source: source, target: target, compareBytes: true,
+            injected: proxy.injected, reached: proxy.phasesReached, extraBytes: max(0, bytes - Matrix.imageBytes))
         if bytes < Matrix.imageBytes && sent.signal == nil && !sent.stderr.contains("size") {
             result.problems.append("the source must say that the image file changed size: \(sent.stderr)")
         }

@@ -8,20 +8,26 @@ import Testing
 /// 10 s, because a stopped receiver's kernel still let a write through now and then). The source
 /// must notice within --stall-timeout, by the acknowledgements that stop, keep its guest running,
 /// and resume once the destination runs again.
-@Suite(.tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct StoppedDestinationTests {
+@Suite(.tags(.slow), .skippable(.slow), .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct StoppedDestinationTests {
     @Test func aStoppedDestinationIsNoticedWithinTheStallTimeout() throws {
         let scratch = Scratch("stopped-destination")
-        let source = scratch.file("source.img"), target = scratch.file("received.img")
+        let source = scratch.file("source.img")
+        let target = scratch.file("received.img")
         let created = try FerryProcess.run(["image", "create", source, "--size", "128M", "--seed", "5"])
         try #require(created.status == 0, "\(created.stderr)")
-        let receiver = try FerryProcess(["receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "30s", "-q"])
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "30s", "-q",
+        ])
         guard let port = FaultMatrixTests.listeningPort(receiver) else {
             Issue.record("receiver did not start: \(receiver.wait(timeout: 1).stderr)")
             return
         }
         // Capped, so that round 0 lasts a few seconds and the stop lands inside it.
-        let sender = try FerryProcess(["send", "--image", source, "--to", "127.0.0.1:\(port)", "--workload", "uniform:20MB/s",
-                                       "--max-bandwidth", "40MB/s", "--streams", "2", "--stall-timeout", "2s", "-q"])
+        let sender = try FerryProcess([
+            "send", "--image", source, "--to", "127.0.0.1:\(port)", "--workload", "uniform:20MB/s",
+            "--max-bandwidth", "40MB/s", "--streams", "2", "--stall-timeout", "2s", "-q",
+        ])
         Thread.sleep(forTimeInterval: 1.0)
         let receiverPID = receiver.process.processIdentifier
         kill(receiverPID, SIGSTOP)
@@ -39,6 +45,8 @@ import Testing
         #expect(sent.status == 0, "the migration must resume once the destination runs again: \(sent.stderr)")
         #expect(received.status == 0, "\(received.stderr)")
         #expect(try filesEqual(source, target))
-        print("stopped destination: the source noticed after \(String(format: "%.2f", noticedAfter)) s (--stall-timeout 2 s) and resumed after SIGCONT")
+        print(
+            "stopped destination: the source noticed after \(String(format: "%.2f", noticedAfter)) s (--stall-timeout 2 s) and resumed after SIGCONT"
+        )
     }
 }

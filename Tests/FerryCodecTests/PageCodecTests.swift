@@ -51,7 +51,11 @@ enum PageKind: String, CaseIterable, Sendable {
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
         let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
         let out = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
-        defer { page.deallocate(); slot.deallocate(); out.deallocate() }
+        defer {
+            page.deallocate()
+            slot.deallocate()
+            out.deallocate()
+        }
         kind.fill(page, seed: 42)
         out.initializeMemory(as: UInt8.self, repeating: 0xAB)
 
@@ -82,7 +86,10 @@ enum PageKind: String, CaseIterable, Sendable {
     func sparsePageWithoutWordsCodec(mode: CompressionMode) throws {
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
         let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
-        defer { page.deallocate(); slot.deallocate() }
+        defer {
+            page.deallocate()
+            slot.deallocate()
+        }
         PageKind.sparse.fill(page, seed: 7)
         let encoder = PageEncoder(pageSize: pageSize, mode: mode, wordsLimit: 0)
         let encoded = encoder.encode(page: page.baseAddress!, into: slot.baseAddress!)
@@ -98,7 +105,11 @@ enum PageKind: String, CaseIterable, Sendable {
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
         let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
         let out = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 64)
-        defer { page.deallocate(); slot.deallocate(); out.deallocate() }
+        defer {
+            page.deallocate()
+            slot.deallocate()
+            out.deallocate()
+        }
         page.initializeMemory(as: UInt8.self, repeating: 0)
         let positions = [0, 511, 7, 8, 63, 64, 255, 256] + (0..<64).map { 9 + $0 * 7 }
         var placed = Set<Int>()
@@ -110,7 +121,8 @@ enum PageKind: String, CaseIterable, Sendable {
         let limit = 32
         let encoder = PageEncoder(pageSize: pageSize, mode: .none, wordsLimit: limit)
         for inPlace in [false, true] {
-            let encoded = inPlace
+            let encoded =
+                inPlace
                 ? encoder.encodeInPlace(page: page.baseAddress!, slot: slot.baseAddress!)
                 : encoder.encode(page: page.baseAddress!, into: slot.baseAddress!)
             #expect(encoded.hash == PageHash.hash(UnsafeRawBufferPointer(page)))
@@ -121,7 +133,8 @@ enum PageKind: String, CaseIterable, Sendable {
             #expect(encoded.encoding == .words && encoded.length == words * SparseWords.bytesPerWord)
             out.initializeMemory(as: UInt8.self, repeating: 0xC3)
             let payload = UnsafeRawBufferPointer(rebasing: slot[0..<encoded.length])
-            let hash = try PageDecoder(pageSize: pageSize).decode(encoding: .words, payload: payload, into: out.baseAddress!)
+            let hash = try PageDecoder(pageSize: pageSize).decode(
+                encoding: .words, payload: payload, into: out.baseAddress!)
             #expect(hash == encoded.hash)
             #expect(memcmp(out.baseAddress!, page.baseAddress!, pageSize) == 0)
         }
@@ -205,11 +218,13 @@ enum PageKind: String, CaseIterable, Sendable {
         defer { out.deallocate() }
         out.initializeMemory(as: UInt8.self, repeating: 0x5A)
         let decoder = PageDecoder(pageSize: pageSize)
-        _ = try decoder.decode(encoding: .zero, payload: UnsafeRawBufferPointer(start: nil, count: 0),
-                               into: out.baseAddress!, destinationIsZero: true)
+        _ = try decoder.decode(
+            encoding: .zero, payload: UnsafeRawBufferPointer(start: nil, count: 0),
+            into: out.baseAddress!, destinationIsZero: true)
         #expect(out[0] == 0x5A)
-        _ = try decoder.decode(encoding: .zero, payload: UnsafeRawBufferPointer(start: nil, count: 0),
-                               into: out.baseAddress!)
+        _ = try decoder.decode(
+            encoding: .zero, payload: UnsafeRawBufferPointer(start: nil, count: 0),
+            into: out.baseAddress!)
         #expect(out.allSatisfy { $0 == 0 })
     }
 

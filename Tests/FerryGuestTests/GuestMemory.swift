@@ -2,6 +2,7 @@ import FerryTestSupport
 import Foundation
 import Glibc
 import Logging
+
 @testable import FerryGuest
 
 let quietLogger = Logger(label: "ferry.guest.test") { _ in SwiftLogNoOpLogHandler() }
@@ -10,7 +11,8 @@ let quietLogger = Logger(label: "ferry.guest.test") { _ in SwiftLogNoOpLogHandle
 func imageBytes(pages: Int, seed: UInt64) throws -> [UInt8] {
     let file = ScratchFile("image")
     defer { file.remove() }
-    try ImageGenerator.create(path: file.path, size: pages * 4096, mix: .standard, seed: seed, pageSize: 4096, overwrite: false)
+    try ImageGenerator.create(
+        path: file.path, size: pages * 4096, mix: .standard, seed: seed, pageSize: 4096, overwrite: false)
     return try file.read()
 }
 

@@ -2,18 +2,25 @@ import FerryTestSupport
 import Foundation
 import Glibc
 import Testing
+
 @testable import FerryGuest
 
 #if DEBUG
-let buildKind = "debug"
+    let buildKind = "debug"
 #else
-let buildKind = "release"
+    let buildKind = "release"
 #endif
 
 @Suite(.tags(.slow), .skippable(.slow)) struct ImageGeneratorTests {
     @Test func sameSeedGivesSameBytesDifferentSeedDifferentBytes() throws {
-        let a = ScratchFile("a"), b = ScratchFile("b"), c = ScratchFile("c")
-        defer { a.remove(); b.remove(); c.remove() }
+        let a = ScratchFile("a")
+        let b = ScratchFile("b")
+        let c = ScratchFile("c")
+        defer {
+            a.remove()
+            b.remove()
+            c.remove()
+        }
         let size = 8 << 20
         try ImageGenerator.create(path: a.path, size: size, mix: .standard, seed: 42, pageSize: 4096, overwrite: false)
         try ImageGenerator.create(path: b.path, size: size, mix: .standard, seed: 42, pageSize: 4096, overwrite: false)
@@ -38,13 +45,17 @@ let buildKind = "release"
         return printable ? .text : .random
     }
 
-    @Test(arguments: [ImageMix.standard, ImageMix(zero: 0, sparse: 20, text: 50, random: 30),
-                      ImageMix(zero: 90, sparse: 0, text: 0, random: 10)])
+    @Test(arguments: [
+        ImageMix.standard, ImageMix(zero: 0, sparse: 20, text: 50, random: 30),
+        ImageMix(zero: 90, sparse: 0, text: 0, random: 10),
+    ])
     func pageClassFractionsFollowTheMix(mix: ImageMix) throws {
         let file = ScratchFile("mix")
         defer { file.remove() }
-        let pageSize = 4096, pages = 4096
-        try ImageGenerator.create(path: file.path, size: pages * pageSize, mix: mix, seed: 7, pageSize: pageSize, overwrite: false)
+        let pageSize = 4096
+        let pages = 4096
+        try ImageGenerator.create(
+            path: file.path, size: pages * pageSize, mix: mix, seed: 7, pageSize: pageSize, overwrite: false)
         let bytes = try file.read()
         var counts: [PageClass: Int] = [:]
         for page in 0..<pages {
@@ -52,7 +63,9 @@ let buildKind = "release"
             #expect(found == ImageGenerator.pageClass(seed: 7, page: page, mix: mix), "page \(page)")
             counts[found, default: 0] += 1
         }
-        let expected: [PageClass: Double] = [.zero: mix.zero, .sparse: mix.sparse, .text: mix.text, .random: mix.random]
+        let expected: [PageClass: Double] = [
+            .zero: mix.zero, .sparse: mix.sparse, .text: mix.text, .random: mix.random,
+        ]
         for (cls, percent) in expected {
             let measured = Double(counts[cls, default: 0]) * 100 / Double(pages)
             // 4096 pages: binomial standard deviation is at most ~0.8 percentage points.
@@ -64,8 +77,9 @@ let buildKind = "release"
         let file = ScratchFile("sparse")
         defer { file.remove() }
         let size = 16 << 20
-        try ImageGenerator.create(path: file.path, size: size, mix: ImageMix(zero: 90, sparse: 0, text: 5, random: 5),
-                                  seed: 1, pageSize: 4096, overwrite: false)
+        try ImageGenerator.create(
+            path: file.path, size: size, mix: ImageMix(zero: 90, sparse: 0, text: 5, random: 5),
+            seed: 1, pageSize: 4096, overwrite: false)
         let allocated = file.allocatedBytes()
         #expect(allocated > 0)
         #expect(allocated < size / 4, "allocated \(allocated) of \(size)")
@@ -75,11 +89,14 @@ let buildKind = "release"
         let file = ScratchFile("exists")
         defer { file.remove() }
         #expect(throws: GuestError(.invalidSize, "--size 1000: must be a positive multiple of the page size 4096")) {
-            try ImageGenerator.create(path: file.path, size: 1000, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
+            try ImageGenerator.create(
+                path: file.path, size: 1000, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
         }
-        try ImageGenerator.create(path: file.path, size: 4096, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
+        try ImageGenerator.create(
+            path: file.path, size: 4096, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
         do {
-            try ImageGenerator.create(path: file.path, size: 4096, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
+            try ImageGenerator.create(
+                path: file.path, size: 4096, mix: .standard, seed: 1, pageSize: 4096, overwrite: false)
             Issue.record("second create without overwrite succeeded")
         } catch let error as GuestError {
             #expect(error.errno == .fileExists)
@@ -98,7 +115,9 @@ let buildKind = "release"
         let size = 64 << 20
         var lastProgress = 0
         let start = ContinuousClock.now
-        try ImageGenerator.create(path: file.path, size: size, mix: .standard, seed: 3, pageSize: 4096, overwrite: false) {
+        try ImageGenerator.create(
+            path: file.path, size: size, mix: .standard, seed: 3, pageSize: 4096, overwrite: false
+        ) {
             lastProgress = $0
         }
         let seconds = (ContinuousClock.now - start) / .seconds(1)

@@ -2,15 +2,18 @@ import FerrySystem
 import FerryTestSupport
 import Foundation
 import Testing
+
 @testable import FerryGuest
 
 /// Timing: write rates, throttling, pause latency. Loose bounds: the machine is shared.
 @Suite(.serialized) struct PacingTests {
     /// Pages per second measured over `ms` milliseconds of running.
     static func measuredPagesPerSecond(_ guest: Guest, ms: Int) -> Double {
-        let s0 = guest.totalSteps, t0 = Int64(MonotonicClock.now())
+        let s0 = guest.totalSteps
+        let t0 = Int64(MonotonicClock.now())
         sleepMs(ms)
-        let s1 = guest.totalSteps, t1 = Int64(MonotonicClock.now())
+        let s1 = guest.totalSteps
+        let t1 = Int64(MonotonicClock.now())
         return Double(s1 - s0) * 1e9 / Double(t1 - t0)
     }
 
@@ -27,7 +30,9 @@ import Testing
         guest.throttlePercent = 50
         sleepMs(30)
         let half = Self.measuredPagesPerSecond(guest, ms: 400)
-        print("uniform:40MB/s, \(vcpus) vCPU(s): \(Int(full * 4096 / 1e6)) MB/s, throttled 50%: \(Int(half * 4096 / 1e6)) MB/s")
+        print(
+            "uniform:40MB/s, \(vcpus) vCPU(s): \(Int(full * 4096 / 1e6)) MB/s, throttled 50%: \(Int(half * 4096 / 1e6)) MB/s"
+        )
         #expect(abs(full / wanted - 1) < 0.3, "\(full) pages/s measured, \(wanted) wanted")
         #expect(abs(half / (wanted / 2) - 1) < 0.3, "\(half) pages/s measured at throttle 50%, \(wanted / 2) wanted")
         let steps = guest.stepsPerVCPU
@@ -58,7 +63,8 @@ import Testing
     @Test(arguments: ["uniform:40pages/s", "uniform:2000pages/s", "uniform:400MB/s", "trace:/gap"])
     func pauseLatencyIsSmallWhileVCPUsPace(workload: String) throws {
         let memory = AnonymousMemory(size: 16 << 20)
-        let trace = workload.hasPrefix("trace") ? try DirtyTrace.parse("1 1 2 3 4\n10000 5 6 7 8\n", pageCount: 4096) : nil
+        let trace =
+            workload.hasPrefix("trace") ? try DirtyTrace.parse("1 1 2 3 4\n10000 5 6 7 8\n", pageCount: 4096) : nil
         let config = GuestConfiguration(vcpus: 4, workload: try .parse(workload), trace: trace, seed: 3, pageSize: 4096)
         let guest = try Guest(memory: memory.base, size: memory.size, configuration: config, logger: quietLogger)
         guest.start()
@@ -100,8 +106,9 @@ import Testing
     /// pause, so the test does not depend on how long its own sleeps really take.
     @Test func traceLinesFollowTheRunningClockNotPausedTime() throws {
         let memory = AnonymousMemory(size: 64 * 4096)
-        let config = try GuestConfiguration.make(vcpus: 1, workload: "trace:/inline", traceText: "# one page every 300 ms\n300 5\n",
-                                                 seed: 4, pageSize: 4096, pageCount: 64)
+        let config = try GuestConfiguration.make(
+            vcpus: 1, workload: "trace:/inline", traceText: "# one page every 300 ms\n300 5\n",
+            seed: 4, pageSize: 4096, pageCount: 64)
         let guest = try Guest(memory: memory.base, size: memory.size, configuration: config, logger: quietLogger)
         let lineNs: Int64 = 300_000_000
         var clock: Int64 = 0
@@ -114,7 +121,9 @@ import Testing
             let ran = Int64(MonotonicClock.now()) - resumedAt
             let state = guest.states()[0]
             // The clock advanced by the running time: never more (paused time does not count) ...
-            #expect(state.creditNs - clock <= ran + 2_000_000, "clock advanced \(state.creditNs - clock) ns in \(ran) ns of running")
+            #expect(
+                state.creditNs - clock <= ran + 2_000_000,
+                "clock advanced \(state.creditNs - clock) ns in \(ran) ns of running")
             // ... and not much less (the time up to the pause request counts).
             #expect(state.creditNs - clock >= Int64(runMs) * 1_000_000 / 2)
             clock = state.creditNs

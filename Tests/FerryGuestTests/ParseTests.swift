@@ -1,20 +1,25 @@
 import FerryTestSupport
 import Foundation
 import Testing
+
 @testable import FerryGuest
 
 @Suite struct ParseTests {
-    @Test(arguments: [("4096", 4096), ("1G", 1 << 30), ("512M", 512 << 20), ("2GiB", 2 << 30), ("1.5G", 3 << 29),
-                      ("64k", 64 << 10), ("1T", 1 << 40), ("8KiB", 8192), ("1GB", 1_000_000_000), ("100B", 100),
-                      (" 16M ", 16 << 20), ("0.5K", 512)])
+    @Test(arguments: [
+        ("4096", 4096), ("1G", 1 << 30), ("512M", 512 << 20), ("2GiB", 2 << 30), ("1.5G", 3 << 29),
+        ("64k", 64 << 10), ("1T", 1 << 40), ("8KiB", 8192), ("1GB", 1_000_000_000), ("100B", 100),
+        (" 16M ", 16 << 20), ("0.5K", 512),
+    ])
     func byteSizes(text: String, bytes: Int) throws {
         #expect(try parseByteSize(text) == bytes)
     }
 
     @Test func byteSizeErrorsNameTheTextAndTheForm() {
-        for (text, fragment) in [("", "expected a number"), ("abc", "expected a number"), ("1.2.3G", "expected a number"),
-                                 ("-4K", "expected a number"), ("12X", "unknown unit 'X'"),
-                                 ("1.1K", "not a whole number of bytes"), ("99999999999T", "too large")] {
+        for (text, fragment) in [
+            ("", "expected a number"), ("abc", "expected a number"), ("1.2.3G", "expected a number"),
+            ("-4K", "expected a number"), ("12X", "unknown unit 'X'"),
+            ("1.1K", "not a whole number of bytes"), ("99999999999T", "too large"),
+        ] {
             do {
                 _ = try parseByteSize(text)
                 Issue.record("'\(text)' parsed")
@@ -26,10 +31,12 @@ import Testing
         }
     }
 
-    @Test(arguments: [("200MB/s", Rate(bytesPerSecond: 200e6)), ("1.5GB/s", Rate(bytesPerSecond: 1.5e9)),
-                      ("64MiB/s", Rate(bytesPerSecond: 64 * 1048576)), ("50000pages/s", Rate(pagesPerSecond: 50000)),
-                      ("10kB/s", Rate(bytesPerSecond: 10000)), ("1000B/s", Rate(bytesPerSecond: 1000)),
-                      ("0.5page/s", Rate(pagesPerSecond: 0.5)), ("3KiB/s", Rate(bytesPerSecond: 3072))])
+    @Test(arguments: [
+        ("200MB/s", Rate(bytesPerSecond: 200e6)), ("1.5GB/s", Rate(bytesPerSecond: 1.5e9)),
+        ("64MiB/s", Rate(bytesPerSecond: 64 * 1_048_576)), ("50000pages/s", Rate(pagesPerSecond: 50000)),
+        ("10kB/s", Rate(bytesPerSecond: 10000)), ("1000B/s", Rate(bytesPerSecond: 1000)),
+        ("0.5page/s", Rate(pagesPerSecond: 0.5)), ("3KiB/s", Rate(bytesPerSecond: 3072)),
+    ])
     func rates(text: String, rate: Rate) throws {
         let parsed = try Rate.parse(text)
         #expect(parsed == rate)
@@ -48,9 +55,11 @@ import Testing
     }
 
     @Test func rateErrors() {
-        for (text, fragment) in [("200MB", "missing '/s'"), ("0MB/s", "not a positive number"), ("fastMB/s", "not a positive number"),
-                                 ("200Mbit/s", "unknown unit 'Mbit'"), ("-1MB/s", "not a positive number"),
-                                 ("9999999999999999GB/s", "more than 10^15 bytes/s"), ("999999999999pages/s", "10^11 pages/s")] {
+        for (text, fragment) in [
+            ("200MB", "missing '/s'"), ("0MB/s", "not a positive number"), ("fastMB/s", "not a positive number"),
+            ("200Mbit/s", "unknown unit 'Mbit'"), ("-1MB/s", "not a positive number"),
+            ("9999999999999999GB/s", "more than 10^15 bytes/s"), ("999999999999pages/s", "10^11 pages/s"),
+        ] {
             do {
                 _ = try Rate.parse(text)
                 Issue.record("'\(text)' parsed")
@@ -66,12 +75,16 @@ import Testing
     @Test func mixes() throws {
         #expect(try ImageMix.parse("zero=35,sparse=10,text=30,random=25") == .standard)
         #expect(try ImageMix.parse("random=100") == ImageMix(zero: 0, sparse: 0, text: 0, random: 100))
-        #expect(try ImageMix.parse("text=50%, zero=49.5,sparse=0.5") == ImageMix(zero: 49.5, sparse: 0.5, text: 50, random: 0))
+        #expect(
+            try ImageMix.parse("text=50%, zero=49.5,sparse=0.5")
+                == ImageMix(zero: 49.5, sparse: 0.5, text: 50, random: 0))
         let odd = ImageMix(zero: 12.5, sparse: 0.25, text: 37.25, random: 50)
         #expect(try ImageMix.parse(odd.description) == odd)
-        for (text, fragment) in [("zero=50,text=40", "sum to 90"), ("zero=50,ones=50", "unknown page class 'ones'"),
-                                 ("zero=50,zero=50", "given twice"), ("zero", "not class=percent"),
-                                 ("zero=abc,random=100", "'abc' for 'zero'"), ("zero=150,random=-50", "'150' for 'zero'")] {
+        for (text, fragment) in [
+            ("zero=50,text=40", "sum to 90"), ("zero=50,ones=50", "unknown page class 'ones'"),
+            ("zero=50,zero=50", "given twice"), ("zero", "not class=percent"),
+            ("zero=abc,random=100", "'abc' for 'zero'"), ("zero=150,random=-50", "'150' for 'zero'"),
+        ] {
             do {
                 _ = try ImageMix.parse(text)
                 Issue.record("'\(text)' parsed")
@@ -100,14 +113,18 @@ import Testing
             #expect(parsed == spec)
             #expect(try WorkloadSpec.parse(parsed.description) == parsed, "\(parsed.description)")
         }
-        #expect(WorkloadSpec.hotset(Rate(bytesPerSecond: 200e6), hotPercent: 10, sharePercent: 90).description == "hotset:200MB/s,10%,90%")
+        #expect(
+            WorkloadSpec.hotset(Rate(bytesPerSecond: 200e6), hotPercent: 10, sharePercent: 90).description
+                == "hotset:200MB/s,10%,90%")
     }
 
     @Test func workloadErrors() {
-        for (text, fragment) in [("busy", "expected idle, uniform:RATE"), ("random:1MB/s", "unknown kind 'random'"),
-                                 ("uniform:fast", "rate 'fast'"), ("hotset:200MB/s,10%", "expected hotset:RATE,HOT%,SHARE%"),
-                                 ("hotset:200MB/s,0%,90%", "above 0%"), ("hotset:200MB/s,10%,190%", "hot-set share '190%'"),
-                                 ("trace:", "missing the trace file path")] {
+        for (text, fragment) in [
+            ("busy", "expected idle, uniform:RATE"), ("random:1MB/s", "unknown kind 'random'"),
+            ("uniform:fast", "rate 'fast'"), ("hotset:200MB/s,10%", "expected hotset:RATE,HOT%,SHARE%"),
+            ("hotset:200MB/s,0%,90%", "above 0%"), ("hotset:200MB/s,10%,190%", "hot-set share '190%'"),
+            ("trace:", "missing the trace file path"),
+        ] {
             do {
                 _ = try WorkloadSpec.parse(text)
                 Issue.record("'\(text)' parsed")
@@ -120,7 +137,8 @@ import Testing
     }
 
     @Test func traces() throws {
-        let trace = try DirtyTrace.parse("""
+        let trace = try DirtyTrace.parse(
+            """
             # a comment
             10 1 2 3
 
@@ -141,10 +159,22 @@ import Testing
     @Test func traceErrorsNameTheLine() {
         for (text, message) in [
             ("10 1\n20 99\n", "trace line 2: page 99 is outside the image (pages 0…15)"),
-            ("# c\n\n20 1\n10 2\n", "trace line 4: t_ms 10 is less than the previous line's 20; t_ms must not decrease"),
-            ("10 1 x2\n", "trace line 1: 'x2' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"),
-            ("10 1 # no inline comments\n", "trace line 1: '#' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"),
-            ("1 99999999999999999999999\n", "trace line 1: '99999999999999999999999' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"),
+            (
+                "# c\n\n20 1\n10 2\n",
+                "trace line 4: t_ms 10 is less than the previous line's 20; t_ms must not decrease"
+            ),
+            (
+                "10 1 x2\n",
+                "trace line 1: 'x2' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"
+            ),
+            (
+                "10 1 # no inline comments\n",
+                "trace line 1: '#' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"
+            ),
+            (
+                "1 99999999999999999999999\n",
+                "trace line 1: '99999999999999999999999' is not a number; expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"
+            ),
         ] {
             #expect(throws: GuestError(.invalidTrace, message)) { try DirtyTrace.parse(text, pageCount: 16) }
         }

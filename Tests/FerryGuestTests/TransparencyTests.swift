@@ -1,6 +1,7 @@
 import FerryTestSupport
 import Foundation
 import Testing
+
 @testable import FerryGuest
 
 /// The core requirement: pausing, serializing the registers and continuing in a new `Guest`
@@ -62,8 +63,9 @@ import Testing
         let limits = stepsAtPause.enumerated().map { v, steps in steps + UInt64(v * 300) }
 
         // ... continue in a new Guest on the same memory up to the limits.
-        let b2 = try Guest(memory: memoryB.base, size: size, configuration: config, initialStates: states,
-                           stepLimits: limits, logger: quietLogger)
+        let b2 = try Guest(
+            memory: memoryB.base, size: size, configuration: config, initialStates: states,
+            stepLimits: limits, logger: quietLogger)
         #expect(b2.stepsPerVCPU == stepsAtPause, "the continued guest starts from the serialized registers")
         b2.start()
         b2.waitUntilStepLimits()
@@ -71,15 +73,17 @@ import Testing
 
         // Run A: the same workload from a fresh image, uninterrupted, to the same limits.
         let memoryA = AnonymousMemory(copying: image)
-        let a = try Guest(memory: memoryA.base, size: size, configuration: config, stepLimits: limits, logger: quietLogger)
+        let a = try Guest(
+            memory: memoryA.base, size: size, configuration: config, stepLimits: limits, logger: quietLogger)
         a.start()
         a.waitUntilStepLimits()
         let finalA = a.stop()
 
         // Run C: the same limits unpaced (how reference runs go): the same memory, sooner.
         let memoryC = AnonymousMemory(copying: image)
-        let c = try Guest(memory: memoryC.base, size: size, configuration: config, stepLimits: limits, paced: false,
-                          logger: quietLogger)
+        let c = try Guest(
+            memory: memoryC.base, size: size, configuration: config, stepLimits: limits, paced: false,
+            logger: quietLogger)
         c.start()
         c.waitUntilStepLimits()
         #expect(c.stop().map(\.step) == finalA.map(\.step))
@@ -99,18 +103,24 @@ import Testing
             #expect(finalA[v].traceEpochMs == finalB[v].traceEpochMs)
         }
         #expect(memoryA.equals(memoryB), "memory after migration differs from the reference run")
-        print("transparency \(workload): steps at pause \(stepsAtPause), limits \(limits), changed pages \(memoryA.changedPages(from: image, pageSize: 4096))")
+        print(
+            "transparency \(workload): steps at pause \(stepsAtPause), limits \(limits), changed pages \(memoryA.changedPages(from: image, pageSize: 4096))"
+        )
     }
 
     /// The 16-byte write layout: vCPU v, step s writes (s, hash(seed, v, s)) at v*64 + (s%4)*16.
     @Test func writeLayout() throws {
-        let config = GuestConfiguration(vcpus: 2, workload: try .parse("sweep:2000000pages/s"), seed: 11, pageSize: 4096)
+        let config = GuestConfiguration(
+            vcpus: 2, workload: try .parse("sweep:2000000pages/s"), seed: 11, pageSize: 4096)
         let memory = AnonymousMemory(size: 8 * 4096)
-        let guest = try Guest(memory: memory.base, size: memory.size, configuration: config, stepLimits: [6, 9], logger: quietLogger)
+        let guest = try Guest(
+            memory: memory.base, size: memory.size, configuration: config, stepLimits: [6, 9], logger: quietLogger)
         guest.start()
         guest.waitUntilStepLimits()
         #expect(guest.stop().map(\.step) == [6, 9])
-        func word(_ offset: Int) -> UInt64 { UInt64(littleEndian: memory.base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
+        func word(_ offset: Int) -> UInt64 {
+            UInt64(littleEndian: memory.base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+        }
         // vCPU 0 sweeps pages 0..3 (wrapping: steps 4, 5 hit pages 0, 1 again); vCPU 1 pages 4..7.
         for (v, steps, share) in [(0, 6, 0), (1, 9, 4)] {
             for s in 0..<steps {
@@ -124,7 +134,11 @@ import Testing
         }
         // Nothing outside the vCPUs' slots was touched.
         var touched = 0
-        for page in 0..<8 { for byte in 128..<4096 where memory.base.load(fromByteOffset: page * 4096 + byte, as: UInt8.self) != 0 { touched += 1 } }
+        for page in 0..<8 {
+            for byte in 128..<4096 where memory.base.load(fromByteOffset: page * 4096 + byte, as: UInt8.self) != 0 {
+                touched += 1
+            }
+        }
         #expect(touched == 0)
     }
 
@@ -135,10 +149,16 @@ import Testing
             (GuestConfiguration(vcpus: 65, workload: .idle, seed: 1), memory.size, "65 vCPUs"),
             (GuestConfiguration(vcpus: 1, workload: .idle, seed: 1), 5000, "multiple of the page size"),
             (GuestConfiguration(vcpus: 1, workload: .idle, seed: 1, pageSize: 3000), memory.size, "power of two"),
-            (GuestConfiguration(vcpus: 8, workload: try .parse("sweep:1MB/s"), seed: 1), memory.size, "cannot be shared among 8 vCPUs"),
+            (
+                GuestConfiguration(vcpus: 8, workload: try .parse("sweep:1MB/s"), seed: 1), memory.size,
+                "cannot be shared among 8 vCPUs"
+            ),
             (GuestConfiguration(vcpus: 1, workload: .trace(path: "/t"), seed: 1), memory.size, "no parsed trace"),
-            (GuestConfiguration(vcpus: 1, workload: .trace(path: "/t"), trace: try DirtyTrace.parse("1 1", pageCount: 9), seed: 1),
-             memory.size, "checked against 9 pages"),
+            (
+                GuestConfiguration(
+                    vcpus: 1, workload: .trace(path: "/t"), trace: try DirtyTrace.parse("1 1", pageCount: 9), seed: 1),
+                memory.size, "checked against 9 pages"
+            ),
         ]
         for (config, size, fragment) in cases {
             do {
@@ -154,26 +174,35 @@ import Testing
 
 @Suite struct GuestConfigurationTests {
     @Test func makeParsesTheWorkloadAndTheTrace() throws {
-        let c = try GuestConfiguration.make(vcpus: 2, workload: "trace:/nowhere", traceText: "1 3 4\n", seed: 8, pageSize: 4096, pageCount: 10)
+        let c = try GuestConfiguration.make(
+            vcpus: 2, workload: "trace:/nowhere", traceText: "1 3 4\n", seed: 8, pageSize: 4096, pageCount: 10)
         #expect(c.workload == .trace(path: "/nowhere"))
         #expect(c.trace?.entryCount == 2)
-        #expect(try GuestConfiguration.make(vcpus: 1, workload: "sweep:1MB/s", seed: 1, pageSize: 4096, pageCount: 1).trace == nil)
+        #expect(
+            try GuestConfiguration.make(vcpus: 1, workload: "sweep:1MB/s", seed: 1, pageSize: 4096, pageCount: 1).trace
+                == nil)
         #expect(throws: GuestError.self) {
-            try GuestConfiguration.make(vcpus: 1, workload: "trace:/nonexistent/trace", seed: 1, pageSize: 4096, pageCount: 1)
+            try GuestConfiguration.make(
+                vcpus: 1, workload: "trace:/nonexistent/trace", seed: 1, pageSize: 4096, pageCount: 1)
         }
         #expect(throws: GuestError(.invalidTrace, "trace line 1: page 10 is outside the image (pages 0…9)")) {
-            try GuestConfiguration.make(vcpus: 1, workload: "trace:/x", traceText: "1 10", seed: 1, pageSize: 4096, pageCount: 10)
+            try GuestConfiguration.make(
+                vcpus: 1, workload: "trace:/x", traceText: "1 10", seed: 1, pageSize: 4096, pageCount: 10)
         }
     }
 
     @Test func directlyBuiltSpecsAreChecked() throws {
         let memory = AnonymousMemory(size: 4 * 4096)
-        for spec in [WorkloadSpec.uniform(Rate(bytesPerSecond: 0)), .sweep(Rate(pagesPerSecond: -.infinity)),
-                     .hotset(Rate(pagesPerSecond: 5), hotPercent: 0, sharePercent: 50),
-                     .hotset(Rate(pagesPerSecond: 5), hotPercent: 10, sharePercent: 101)] {
+        for spec in [
+            WorkloadSpec.uniform(Rate(bytesPerSecond: 0)), .sweep(Rate(pagesPerSecond: -.infinity)),
+            .hotset(Rate(pagesPerSecond: 5), hotPercent: 0, sharePercent: 50),
+            .hotset(Rate(pagesPerSecond: 5), hotPercent: 10, sharePercent: 101),
+        ] {
             #expect(throws: GuestError.self, "\(spec)") {
-                try Guest(memory: memory.base, size: memory.size, configuration: GuestConfiguration(vcpus: 1, workload: spec, seed: 1),
-                          logger: quietLogger)
+                try Guest(
+                    memory: memory.base, size: memory.size,
+                    configuration: GuestConfiguration(vcpus: 1, workload: spec, seed: 1),
+                    logger: quietLogger)
             }
         }
     }

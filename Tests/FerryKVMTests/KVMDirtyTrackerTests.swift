@@ -10,12 +10,15 @@ struct KVMDirtyTrackerTests {
     let logger = Logger(label: "test.kvm")
     static let reservedPages = KVMGuestLayout.workBase / KVMGuestLayout.pageSize
 
-    @Test("reports the pages the guest wrote between two harvests and no others; merges the VMM's writes", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    @Test(
+        "reports the pages the guest wrote between two harvests and no others; merges the VMM's writes",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func guestAndVMMWrites() throws {
         let memory = AnonymousMemory(mebibytes: 64)
         let seed: UInt64 = 99
-        let guest = try KVMGuest(memory: memory.base, size: memory.size,
-                                 parameters: KVMGuestParameters(seed: seed, vcpus: 1, writesPerSecond: 20_000), logger: logger)
+        let guest = try KVMGuest(
+            memory: memory.base, size: memory.size,
+            parameters: KVMGuestParameters(seed: seed, vcpus: 1, writesPerSecond: 20_000), logger: logger)
         let tracker = guest.makeDirtyTracker()
         #expect(tracker.kind == .kvm)
         try tracker.start()
@@ -42,11 +45,15 @@ struct KVMDirtyTrackerTests {
         dirty.forEachSetBit { page in if page >= Self.reservedPages && !may.contains(page) { extra += 1 } }
         #expect(extra == 0, "\(extra) working-area pages reported that the guest did not write")
         #expect(found == dirty.popcount())
-        print("KVM dirty log: \(second - first) steps between harvests, \(must.count)…\(may.count) pages written, \(found) reported")
+        print(
+            "KVM dirty log: \(second - first) steps between harvests, \(must.count)…\(may.count) pages written, \(found) reported"
+        )
 
         // Paused: only the VMM writes now, and the harvest reports exactly its pages.
         let untouched = (Self.reservedPages..<pageCount).first { !may.contains($0) && !dirty[$0] }!
-        withUnsafeBytes(of: UInt64(0x1234_5678)) { guest.machine.writeGuestMemory(at: untouched * KVMGuestLayout.pageSize + 8, $0) }
+        withUnsafeBytes(of: UInt64(0x1234_5678)) {
+            guest.machine.writeGuestMemory(at: untouched * KVMGuestLayout.pageSize + 8, $0)
+        }
         var afterWrite = DirtyBitmap(count: pageCount)
         try tracker.harvest(into: &afterWrite)
         #expect(afterWrite.popcount() == 1 && afterWrite[untouched])
@@ -56,16 +63,21 @@ struct KVMDirtyTrackerTests {
         tracker.stop()
     }
 
-    @Test("deferred start: unprotected pages are reported until protected; protected ones only when written", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    @Test(
+        "deferred start: unprotected pages are reported until protected; protected ones only when written",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func deferredStart() throws {
         let memory = AnonymousMemory(mebibytes: 16)
-        let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: KVMGuestParameters(), logger: logger)
+        let guest = try KVMGuest(
+            memory: memory.base, size: memory.size, parameters: KVMGuestParameters(), logger: logger)
         let tracker = guest.makeDirtyTracker()
         let pageCount = memory.size / KVMGuestLayout.pageSize
         try tracker.startDeferred()
         try tracker.protect(pages: 0..<1024)
         var first = DirtyBitmap(count: pageCount)
-        #expect(try tracker.harvest(into: &first) == pageCount - 1024, "pages never protected are reported, protected ones are not")
+        #expect(
+            try tracker.harvest(into: &first) == pageCount - 1024,
+            "pages never protected are reported, protected ones are not")
         var second = DirtyBitmap(count: pageCount)
         #expect(try tracker.harvest(into: &second) == 0)
         tracker.stop()

@@ -1,7 +1,7 @@
 import FerryKVM
 import FerryTestSupport
-import Logging
 import Glibc
+import Logging
 import Testing
 
 @Suite("KVM guest program", .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow))
@@ -9,7 +9,9 @@ struct KVMGuestRunTests {
     let logger = Logger(label: "test.kvm")
 
     /// The lines and memory a run of `steps` per vCPU must produce, computed in Swift.
-    static func reference(seed: UInt64, vcpus: Int, steps: UInt64, interval: UInt64, memory: AnonymousMemory) -> [[String]] {
+    static func reference(seed: UInt64, vcpus: Int, steps: UInt64, interval: UInt64, memory: AnonymousMemory)
+        -> [[String]]
+    {
         (0..<vcpus).map { vcpu in
             var walk = KVMGuestWalk(seed: seed, vcpu: vcpu, memorySize: memory.size)
             var lines = [KVMGuestWalk.line(vcpu: vcpu, step: 0, checksum: 0)]
@@ -25,7 +27,9 @@ struct KVMGuestRunTests {
         (0..<vcpus).map { vcpu in lines.filter { $0.vcpu == vcpu }.map(\.text) }
     }
 
-    @Test("runs to its step limit; lines, checksums and memory equal the Swift walk", .enabled(if: Requirement.kvm.met, Requirement.kvm.why), arguments: [1, 2])
+    @Test(
+        "runs to its step limit; lines, checksums and memory equal the Swift walk",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why), arguments: [1, 2])
     func runMatchesReference(vcpus: Int) throws {
         let memory = AnonymousMemory(mebibytes: 64)
         let parameters = KVMGuestParameters(seed: 42, vcpus: vcpus, stepLimit: 300_000, printInterval: 50_000)
@@ -38,18 +42,20 @@ struct KVMGuestRunTests {
         let expectedMemory = AnonymousMemory(mebibytes: 64)
         let expected = Self.reference(seed: 42, vcpus: vcpus, steps: 300_000, interval: 50_000, memory: expectedMemory)
         #expect(Self.linesByVCPU(guest.consoleLines, vcpus: vcpus) == expected)
-        #expect(memory.equals(expectedMemory, from: KVMGuestLayout.workBase), "working area differs from the Swift walk's")
+        #expect(
+            memory.equals(expectedMemory, from: KVMGuestLayout.workBase), "working area differs from the Swift walk's")
         #expect(guest.consoleLines.first?.text == "kvm-guest: vcpu 0 step 0 checksum 0x0000000000000000" || vcpus > 1)
     }
 
     @Test("a paced guest keeps its write rate", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func pacedRate() throws {
         let memory = AnonymousMemory(mebibytes: 16)
-        let rate = 100_000.0 // writes per second
-        let guest = try KVMGuest(memory: memory.base, size: memory.size,
-                                 parameters: KVMGuestParameters(seed: 7, vcpus: 1, writesPerSecond: rate), logger: logger)
+        let rate = 100_000.0  // writes per second
+        let guest = try KVMGuest(
+            memory: memory.base, size: memory.size,
+            parameters: KVMGuestParameters(seed: 7, vcpus: 1, writesPerSecond: rate), logger: logger)
         guest.start()
-        usleep(300_000) // past the first touch of every page (expensive under nested KVM)
+        usleep(300_000)  // past the first touch of every page (expensive under nested KVM)
         let before = guest.stepsPerVCPU[0]
         usleep(500_000)
         let after = guest.stepsPerVCPU[0]

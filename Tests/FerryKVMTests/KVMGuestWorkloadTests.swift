@@ -5,7 +5,8 @@ import Testing
 struct KVMGuestWorkloadTests {
     @Test("parses rates, limits and intervals, and prints text that reads back to the same parameters")
     func roundTrip() throws {
-        let parsed = try KVMGuestParameters(workload: "kvm:120MB/s,steps=5000,interval=1024,chunk=64", seed: 9, vcpus: 2)
+        let parsed = try KVMGuestParameters(
+            workload: "kvm:120MB/s,steps=5000,interval=1024,chunk=64", seed: 9, vcpus: 2)
         #expect(parsed.writesPerSecond == 120e6 / 4096)
         #expect(parsed.stepLimit == 5000 && parsed.printInterval == 1024 && parsed.budgetChunk == 64)
         #expect(parsed.seed == 9 && parsed.vcpus == 2)
@@ -15,8 +16,12 @@ struct KVMGuestWorkloadTests {
         #expect(try KVMGuestParameters(workload: "kvm:30000pages/s", seed: 1, vcpus: 1).writesPerSecond == 30000)
     }
 
-    @Test("rejects what it cannot mean", arguments: ["uniform:200MB/s", "kvm:", "kvm:fast", "kvm:100MB", "kvm:steps=0",
-                                                     "kvm:steps=x", "kvm:color=red", "kvm:100MB/s,,steps=3", "kvm:chunk=4294967295"])
+    @Test(
+        "rejects what it cannot mean",
+        arguments: [
+            "uniform:200MB/s", "kvm:", "kvm:fast", "kvm:100MB", "kvm:steps=0",
+            "kvm:steps=x", "kvm:color=red", "kvm:100MB/s,,steps=3", "kvm:chunk=4294967295",
+        ])
     func rejects(text: String) {
         #expect(throws: KVMError.self) { try KVMGuestParameters(workload: text, seed: 1, vcpus: 1) }
     }

@@ -21,21 +21,26 @@ struct KVMPrecopyTests {
         }
     }
 
-    @Test("a guest dirtying 120 MB/s moves to a new VM with a short blackout; console and checksums continue exactly", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    @Test(
+        "a guest dirtying 120 MB/s moves to a new VM with a short blackout; console and checksums continue exactly",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
     func precopyTransparency() throws {
-        let source = AnonymousMemory(mebibytes: 64), target = AnonymousMemory(mebibytes: 64)
+        let source = AnonymousMemory(mebibytes: 64)
+        let target = AnonymousMemory(mebibytes: 64)
         let pageCount = source.size / KVMGuestLayout.pageSize
-        let seed: UInt64 = 0x5eed, vcpus = 2, interval: UInt64 = 4096
+        let seed: UInt64 = 0x5eed
+        let vcpus = 2
+        let interval: UInt64 = 4096
         var parameters = KVMGuestParameters.dirtying(bytesPerSecond: 120e6, seed: seed, vcpus: vcpus)
         parameters.printInterval = interval
         let guest = try KVMGuest(memory: source.base, size: source.size, parameters: parameters, logger: logger)
         guest.start()
-        usleep(1_200_000) // past the first touch of the pages (slow under nested KVM)
+        usleep(1_200_000)  // past the first touch of the pages (slow under nested KVM)
         let warm = guest.stepsPerVCPU.reduce(0, +)
         usleep(300_000)
         let rate = Double(guest.stepsPerVCPU.reduce(0, +) - warm) * 4096 / 0.3
         print("KVM pre-copy: guest writes \(Int(rate / 1e6)) MB/s of pages before the migration")
-        #expect(rate > 60e6, "the guest runs far below its pace") // 100–120 MB/s unless the host is loaded
+        #expect(rate > 60e6, "the guest runs far below its pace")  // 100–120 MB/s unless the host is loaded
 
         // Round 0 copies everything; later rounds copy what the log reports.
         let tracker = guest.makeDirtyTracker()
@@ -56,7 +61,8 @@ struct KVMPrecopyTests {
         // The destination's VM exists before the blackout; its vCPUs get their states in it.
         var continued = parameters
         continued.stepLimit = guest.stepsPerVCPU.max()! + 15_000
-        let destination = try KVMGuest(memory: target.base, size: target.size, parameters: continued, origin: .incoming, logger: logger)
+        let destination = try KVMGuest(
+            memory: target.base, size: target.size, parameters: continued, origin: .incoming, logger: logger)
 
         // Blackout.
         let begin = MonotonicClock.now()
@@ -80,16 +86,20 @@ struct KVMPrecopyTests {
 
         #expect(try destination.waitUntilHalted(timeoutSeconds: 20))
         destination.stop()
-        print("KVM pre-copy: rounds \(rounds) pages, last \(lastPages) pages, pause \(pauseNanoseconds / 1000) µs, blackout \(downtime / 1000) µs = pause + last pages \((copied - begin) / 1000) + CPU state \((stateMoved - copied) / 1000) + restore \((restored - stateMoved) / 1000) + start \((begin + downtime - restored) / 1000) (CPU_STATE \(payload.count) bytes), paused at steps \(pausedAt)")
+        print(
+            "KVM pre-copy: rounds \(rounds) pages, last \(lastPages) pages, pause \(pauseNanoseconds / 1000) µs, blackout \(downtime / 1000) µs = pause + last pages \((copied - begin) / 1000) + CPU state \((stateMoved - copied) / 1000) + restore \((restored - stateMoved) / 1000) + start \((begin + downtime - restored) / 1000) (CPU_STATE \(payload.count) bytes), paused at steps \(pausedAt)"
+        )
         // The target is 50 ms (measured: 3–11 ms); the bound leaves room for a host so loaded that
         // a vCPU thread waits tens of milliseconds for a core.
         #expect(downtime < 250_000_000)
 
         let expectedMemory = AnonymousMemory(mebibytes: 64)
-        let expected = KVMGuestRunTests.reference(seed: seed, vcpus: vcpus, steps: continued.stepLimit!, interval: interval, memory: expectedMemory)
+        let expected = KVMGuestRunTests.reference(
+            seed: seed, vcpus: vcpus, steps: continued.stepLimit!, interval: interval, memory: expectedMemory)
         let combined = KVMGuestRunTests.linesByVCPU(before + destination.consoleLines, vcpus: vcpus)
         #expect(combined == expected, "console lines across the migration differ from a run that never migrated")
-        #expect(target.equals(expectedMemory, from: KVMGuestLayout.workBase), "the migrated working area differs from a run that never migrated")
+        #expect(
+            target.equals(expectedMemory, from: KVMGuestLayout.workBase),
+            "the migrated working area differs from a run that never migrated")
     }
 }
-

@@ -1,10 +1,10 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerrySystem
 import FerryTestSupport
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized, .tags(.slow), .skippable(.slow)) struct AutoConvergeTests {
@@ -17,16 +17,20 @@ import FerryKVMMigration
         migration.size = 8 << 20
         migration.workload = "uniform:20MB/s"
         migration.maxBandwidth = 4e6
-        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.030), maxRounds: 40, timeout: .seconds(60),
-                                                 throttleInitial: 40, throttleStep: 20)
+        migration.settings = ConvergenceSettings(
+            downtimeTarget: .seconds(0.030), maxRounds: 40, timeout: .seconds(60),
+            throttleInitial: 40, throttleStep: 20)
         migration.runFor = 0
         let outcome = try migration.run(in: scratch)
         let report = try outcome.source.get()
         #expect(report.verified)
-        #expect(report.maxThrottlePercent >= 40, "the guest should have been throttled: \(report.perRound.map(\.decision))")
+        #expect(
+            report.maxThrottlePercent >= 40, "the guest should have been throttled: \(report.perRound.map(\.decision))")
         #expect(report.perRound.contains { $0.decision.hasPrefix("throttle vCPUs by") })
         #expect(report.perRound.contains { $0.throttlePercent > 0 })
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
 
         // The limit held: pre-copy put no more than the limit (plus one 10 ms burst per round) on the wire.
         let precopy = report.perRound.dropLast()
@@ -39,7 +43,7 @@ import FerryKVMMigration
     @Test func limiterHoldsTheRate() {
         var limiter = BandwidthLimiter(bytesPerSecond: 50e6)
         let start = MonotonicClock.now()
-        for _ in 0..<20 { limiter.consumed(1 << 20) }   // 20 MiB at 50 MB/s: ≥ 0.41 s less one burst
+        for _ in 0..<20 { limiter.consumed(1 << 20) }  // 20 MiB at 50 MB/s: ≥ 0.41 s less one burst
         let seconds = MonotonicClock.seconds(since: start)
         #expect(seconds >= Double(20 << 20) / 50e6 - BandwidthLimiter.burstSeconds - 0.001)
     }

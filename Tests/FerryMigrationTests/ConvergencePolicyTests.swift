@@ -1,13 +1,16 @@
-import Testing
-
 import FerryGuestMigration
 import FerryKVMMigration
+import Testing
+
 @testable import FerryMigration
 
 @Suite struct ConvergencePolicyTests {
-    func observation(round: Int, sent: Int, seconds: Double, dirty: Int, elapsed: Double = 1, fixed: Double = 0.002) -> RoundObservation {
-        RoundObservation(round: round, pagesSent: sent, transferSeconds: seconds, dirtyPages: dirty,
-                         dirtySeconds: seconds, elapsed: elapsed, fixedCostSeconds: fixed, throttlePercent: 0)
+    func observation(round: Int, sent: Int, seconds: Double, dirty: Int, elapsed: Double = 1, fixed: Double = 0.002)
+        -> RoundObservation
+    {
+        RoundObservation(
+            round: round, pagesSent: sent, transferSeconds: seconds, dirtyPages: dirty,
+            dirtySeconds: seconds, elapsed: elapsed, fixedCostSeconds: fixed, throttlePercent: 0)
     }
 
     @Test func switchesOverWhenPredictionFitsTarget() {
@@ -29,12 +32,12 @@ import FerryKVMMigration
         _ = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
         var round = observation(round: 1, sent: 20_000, seconds: 0.05, dirty: 8_000)  // 400000 pages/s
         let without = policy.decide(round)
-        #expect(without.action == .switchover)   // 2 ms + 20 ms
+        #expect(without.action == .switchover)  // 2 ms + 20 ms
         var again = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.030)))
         _ = again.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10_000))
         round.dirtiedSinceHarvest = 6_000
         let with = again.decide(round)
-        #expect(with.action == .nextRound)        // 2 ms + 35 ms
+        #expect(with.action == .nextRound)  // 2 ms + 35 ms
         #expect(abs(with.predictedDowntime - (0.002 + 14_000.0 / 400_000.0)) < 1e-9)
     }
 
@@ -72,9 +75,9 @@ import FerryKVMMigration
 
     @Test func predictsWithTheSlowestOfTheRecentRounds() {
         var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.001), maxRounds: 100))
-        _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))   // 100000 pages/s
-        _ = policy.decide(observation(round: 1, sent: 50_000, seconds: 0.25, dirty: 20_000))   // 200000 pages/s
-        let third = policy.decide(observation(round: 2, sent: 20_000, seconds: 0.05, dirty: 5_000)) // 400000 pages/s
+        _ = policy.decide(observation(round: 0, sent: 100_000, seconds: 1.0, dirty: 50_000))  // 100000 pages/s
+        _ = policy.decide(observation(round: 1, sent: 50_000, seconds: 0.25, dirty: 20_000))  // 200000 pages/s
+        let third = policy.decide(observation(round: 2, sent: 20_000, seconds: 0.05, dirty: 5_000))  // 400000 pages/s
         #expect(third.transferRate == 100_000)
         #expect(abs(third.predictedDowntime - (0.002 + 5_000.0 / 100_000)) < 1e-9)
         // Round 0 leaves the window after three newer measurements.
@@ -94,7 +97,8 @@ import FerryKVMMigration
     }
 
     @Test func noThrottleWithoutAutoConverge() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 100, autoConverge: false))
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 100, autoConverge: false))
         for round in 0..<10 {
             let decision = policy.decide(observation(round: round, sent: 200_000, seconds: 1, dirty: 180_000))
             #expect(decision.action == .nextRound)
@@ -103,8 +107,9 @@ import FerryKVMMigration
 
     @Test(arguments: [false, true])
     func givesUpOrForcesAtMaxRounds(force: Bool) {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(
-            downtimeTarget: .seconds(0.050), maxRounds: 3, autoConverge: false, forceSwitchover: force))
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(
+                downtimeTarget: .seconds(0.050), maxRounds: 3, autoConverge: false, forceSwitchover: force))
         var actions: [ConvergenceDecision.Action] = []
         for round in 0..<3 {
             actions.append(policy.decide(observation(round: round, sent: 100_000, seconds: 1, dirty: 90_000)).action)
@@ -114,13 +119,15 @@ import FerryKVMMigration
 
     /// The round-0 rule never stretches a migration past --max-rounds.
     @Test func maxRoundsOfOneEndsAfterRoundZero() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 1, forceSwitchover: true))
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), maxRounds: 1, forceSwitchover: true))
         let decision = policy.decide(observation(round: 0, sent: 262_144, seconds: 0.5, dirty: 10))
         #expect(decision.action == .switchover)
     }
 
     @Test func givesUpAtTimeout() {
-        var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), timeout: .seconds(10)))
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(downtimeTarget: .seconds(0.050), timeout: .seconds(10)))
         let decision = policy.decide(observation(round: 1, sent: 100_000, seconds: 1, dirty: 90_000, elapsed: 10.5))
         #expect(decision.action == .giveUp)
         #expect(decision.reason.contains("--timeout"))

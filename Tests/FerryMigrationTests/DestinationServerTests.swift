@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -6,8 +8,6 @@ import FerryTransport
 import Foundation
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// A source guest on its own image, migrating to `port` when `migrate` is called.
@@ -18,21 +18,27 @@ final class SourceGuest: @unchecked Sendable {
     let agent: SourceAgent
 
     /// The image is `<file ?? name>.src` in `scratch`.
-    init(scratch: Scratch, name: String, file: String? = nil, port: UInt16, size: Int = 16 << 20,
-         workload: String = "uniform:5MB/s", seed: UInt64, maxBandwidth: Double? = nil,
-         adjust: ((inout SourceOptions) -> Void)? = nil) throws {
+    init(
+        scratch: Scratch, name: String, file: String? = nil, port: UInt16, size: Int = 16 << 20,
+        workload: String = "uniform:5MB/s", seed: UInt64, maxBandwidth: Double? = nil,
+        adjust: ((inout SourceOptions) -> Void)? = nil
+    ) throws {
         path = scratch.file((file ?? name) + ".src")
-        try ImageGenerator.create(path: path, size: size, mix: .standard, seed: seed, pageSize: systemPageSize, overwrite: true)
+        try ImageGenerator.create(
+            path: path, size: size, mix: .standard, seed: seed, pageSize: systemPageSize, overwrite: true)
         region = try MappedRegion.mapFile(path: path, writable: true)
-        let setup = try GuestSetup.make(workload: workload, vcpus: 1, seed: seed, pageSize: systemPageSize, pageCount: size / systemPageSize)
+        let setup = try GuestSetup.make(
+            workload: workload, vcpus: 1, seed: seed, pageSize: systemPageSize, pageCount: size / systemPageSize)
         guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
-        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                    settings: ConvergenceSettings(downtimeTarget: .seconds(0.05), maxRounds: 30, timeout: .seconds(60)),
-                                    guestName: name, replyTimeout: .milliseconds(20_000), maxBandwidth: maxBandwidth, streams: 2)
+        var options = SourceOptions(
+            destination: try Endpoint.parse("127.0.0.1:\(port)"),
+            settings: ConvergenceSettings(downtimeTarget: .seconds(0.05), maxRounds: 30, timeout: .seconds(60)),
+            guestName: name, replyTimeout: .milliseconds(20_000), maxBandwidth: maxBandwidth, streams: 2)
         adjust?(&options)
-        agent = SourceAgent(memory: region.base, size: size, imagePath: path, guest: guest, guestSetup: setup,
-                            options: options, logger: testLogger)
+        agent = SourceAgent(
+            memory: region.base, size: size, imagePath: path, guest: guest, guestSetup: setup,
+            options: options, logger: testLogger)
     }
 
     /// Migrates; on failure stops the guest (after checking it still runs) and rethrows.
@@ -63,8 +69,9 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     func server(_ scratch: Scratch, maxSessions: Int) throws -> (DestinationServer, UInt16) {
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
-                                        receiveTimeout: .milliseconds(20_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
+                receiveTimeout: .milliseconds(20_000)),
             directory: scratch.file("guests"), maxSessions: maxSessions, logger: testLogger)
         return (server, try server.bind())
     }
@@ -99,8 +106,9 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
         for outcome in outcomes {
             let result = try outcome.result.get()
             #expect(result.report.verified)
-            #expect(try filesAreIdentical(outcome.imagePath, scratch.file(outcome.guestName + ".src")),
-                    "\(outcome.guestName): destination image differs from its source (cross-talk?)")
+            #expect(
+                try filesAreIdentical(outcome.imagePath, scratch.file(outcome.guestName + ".src")),
+                "\(outcome.guestName): destination image differs from its source (cross-talk?)")
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.file("guests/vm4.img")))
     }
@@ -132,8 +140,9 @@ func filesAreIdentical(_ a: String, _ b: String) throws -> Bool {
     @Test func singleGuestDestinationIsNotDisturbedByOthers() throws {
         let scratch = Scratch()
         let destination = DestinationAgent(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("one.img"),
-                                        runFor: .seconds(0), acceptTimeout: .milliseconds(20_000), receiveTimeout: .milliseconds(20_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("one.img"),
+                runFor: .seconds(0), acceptTimeout: .milliseconds(20_000), receiveTimeout: .milliseconds(20_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }

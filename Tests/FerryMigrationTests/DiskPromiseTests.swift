@@ -1,7 +1,7 @@
-import Testing
-
 import FerryGuestMigration
 import FerryKVMMigration
+import Testing
+
 @testable import FerryMigration
 
 @Suite struct DiskPromiseTests {

@@ -1,8 +1,8 @@
 import FerryCodec
-import Testing
-
 import FerryGuestMigration
 import FerryKVMMigration
+import Testing
+
 @testable import FerryMigration
 
 @Suite struct EncodingChooserTests {
@@ -43,8 +43,8 @@ import FerryKVMMigration
         // 2 batches per sample: 4 to measure both, then 256 samples.
         let closeModes = run(&close, batches: 516, lz4Cost: 1.2e-6, rawCost: 1e-6).dropFirst(4)
         let clearModes = run(&clear, batches: 516, lz4Cost: 3e-6, rawCost: 1e-6).dropFirst(4)
-        #expect(closeModes.filter { $0 == .lz4 }.count == 2 * 16)   // every 16th of 256 samples
-        #expect(clearModes.filter { $0 == .lz4 }.count == 2 * 4)    // every 64th
+        #expect(closeModes.filter { $0 == .lz4 }.count == 2 * 16)  // every 16th of 256 samples
+        #expect(clearModes.filter { $0 == .lz4 }.count == 2 * 4)  // every 64th
     }
 
     /// One slow batch (a preemption) does not flip the choice: it is averaged over its sample.

@@ -1,5 +1,7 @@
 import FerryCodec
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -7,8 +9,6 @@ import FerryTransport
 import Foundation
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized) struct FailureTests {
@@ -33,7 +33,9 @@ import FerryKVMMigration
         #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("destination.img"))) == Data(marker))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
-        #expect(destinationError.code == .transport && destinationError.message.contains("established"), "\(destinationError.message)")
+        #expect(
+            destinationError.code == .transport && destinationError.message.contains("established"),
+            "\(destinationError.message)")
     }
 
     /// Pre-copy that cannot meet the target gives up: the guest keeps running on the source and its
@@ -42,7 +44,8 @@ import FerryKVMMigration
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:80MB/s"
-        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 3, timeout: .seconds(60), autoConverge: false)
+        migration.settings = ConvergenceSettings(
+            downtimeTarget: .seconds(0.000_001), maxRounds: 3, timeout: .seconds(60), autoConverge: false)
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
         #expect(error.code == .notConverged)
@@ -53,9 +56,11 @@ import FerryKVMMigration
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
         #expect(destinationError.code == .peerAborted)
-        try Transparency.runReference(imagePath: scratch.file("reference.img"), setup: outcome.setup,
-                                      steps: outcome.sourceStepsAtEnd, logger: testLogger)
-        #expect(try Transparency.difference(between: scratch.file("source.img"), and: scratch.file("reference.img")) == nil)
+        try Transparency.runReference(
+            imagePath: scratch.file("reference.img"), setup: outcome.setup,
+            steps: outcome.sourceStepsAtEnd, logger: testLogger)
+        #expect(
+            try Transparency.difference(between: scratch.file("source.img"), and: scratch.file("reference.img")) == nil)
     }
 
     /// --force-switchover finishes anyway, still verified and transparent.
@@ -63,29 +68,35 @@ import FerryKVMMigration
         let scratch = Scratch()
         var migration = LoopbackMigration()
         migration.workload = "uniform:80MB/s"
-        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 2, timeout: .seconds(60), forceSwitchover: true)
+        migration.settings = ConvergenceSettings(
+            downtimeTarget: .seconds(0.000_001), maxRounds: 2, timeout: .seconds(60), forceSwitchover: true)
         migration.runFor = 0
         let outcome = try migration.run(in: scratch)
         let report = try outcome.source.get()
         #expect(report.rounds == 3)
         #expect(report.verified)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// A destination that vanishes in the middle of round 0: the source says so and its guest runs on.
     @Test func vanishingDestinationLeavesSourceRunning() throws {
         let scratch = Scratch()
         let size = 32 << 20
-        try ImageGenerator.create(path: scratch.file("source.img"), size: size, mix: .standard, seed: 3,
-                                  pageSize: systemPageSize, overwrite: true)
+        try ImageGenerator.create(
+            path: scratch.file("source.img"), size: size, mix: .standard, seed: 3,
+            pageSize: systemPageSize, overwrite: true)
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         let port = listener.port
         let fake = BackgroundThread { () throws -> Int in
             let stream = try listener.accept(timeoutMs: 10_000)
             let connection = FramedConnection(stream)
             _ = try connection.receive(Hello.self)
-            try connection.send(Accept(version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
-                                       diskAvailable: 1 << 40, sessionToken: .random(), destinationName: "vanishing"))
+            try connection.send(
+                Accept(
+                    version: ProtocolLimits.version, codecs: [.zero, .raw, .lz4], memoryAvailable: 1 << 40,
+                    diskAvailable: 1 << 40, sessionToken: .random(), destinationName: "vanishing"))
             _ = try connection.receive(GuestConfig.self)
             var batches = 0
             while batches < 2 {
@@ -97,21 +108,26 @@ import FerryKVMMigration
             return batches
         }
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
-        let setup = try GuestSetup.make(workload: "uniform:20MB/s", vcpus: 2, seed: 1, pageSize: systemPageSize,
-                                        pageCount: size / systemPageSize)
+        let setup = try GuestSetup.make(
+            workload: "uniform:20MB/s", vcpus: 2, seed: 1, pageSize: systemPageSize,
+            pageCount: size / systemPageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         defer { _ = guest.stop() }
-        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
-                                guestSetup: setup, options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)"),
-                                                                          batchBytes: 256 << 10, replyTimeout: .milliseconds(5_000),
-                                                                          reconnectAttempts: 2, reconnectBackoff: .seconds(0.05)),
-                                logger: testLogger)
+        let agent = SourceAgent(
+            memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
+            guestSetup: setup,
+            options: SourceOptions(
+                destination: try Endpoint.parse("127.0.0.1:\(port)"),
+                batchBytes: 256 << 10, replyTimeout: .milliseconds(5_000),
+                reconnectAttempts: 2, reconnectBackoff: .seconds(0.05)),
+            logger: testLogger)
         let result = Result { try agent.migrate() }
         let error = try #require(result.failure as? MigrationError)
         #expect(error.guest == .source)
         #expect([.transport, .peerAborted].contains(error.code))
-        #expect(error.code != .transport || error.message.contains("could not resume in 2 attempt(s)"), "\(error.message)")
+        #expect(
+            error.code != .transport || error.message.contains("could not resume in 2 attempt(s)"), "\(error.message)")
         #expect(try fake.wait() == 2)
         let before = guest.totalSteps
         Thread.sleep(forTimeInterval: 0.1)

@@ -1,5 +1,7 @@
 import FerryCodec
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -8,8 +10,6 @@ import Foundation
 import Logging
 import Synchronization
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 let testLogger: Logger = {
@@ -17,7 +17,6 @@ let testLogger: Logger = {
     logger.logLevel = .warning
     return logger
 }()
-
 
 /// One live migration on loopback with a real source guest, destination agent and TCP.
 struct LoopbackMigration {
@@ -69,7 +68,8 @@ struct LoopbackMigration {
     func run(in scratch: Scratch, prepareDestination: ((String) throws -> Void)? = nil) throws -> Outcome {
         let pageSize = systemPageSize
         for name in ["source.img", "reference.img"] {
-            try ImageGenerator.create(path: scratch.file(name), size: size - holeTail, mix: mix, seed: 3, pageSize: pageSize, overwrite: true)
+            try ImageGenerator.create(
+                path: scratch.file(name), size: size - holeTail, mix: mix, seed: 3, pageSize: pageSize, overwrite: true)
             if holeTail > 0 { _ = truncate(scratch.file(name), off_t(size)) }  // a hole at the end
         }
         var workloadText = workload
@@ -77,9 +77,11 @@ struct LoopbackMigration {
             try traceText.write(toFile: scratch.file("trace.txt"), atomically: true, encoding: .utf8)
             workloadText = "trace:" + scratch.file("trace.txt")
         }
-        var destinationOptions = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
-                                                    runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs), receiveTimeout: .milliseconds(20_000),
-                                                    resumeTimeout: .seconds(destinationResumeTimeout))
+        var destinationOptions = DestinationOptions(
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
+            runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs),
+            receiveTimeout: .milliseconds(20_000),
+            resumeTimeout: .seconds(destinationResumeTimeout))
         destinationOptions.handoffTimeout = .milliseconds(destinationHandoffTimeoutMs)
         destinationOptions.security = destinationSecurity
         let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
@@ -89,19 +91,22 @@ struct LoopbackMigration {
         try beforeSource?(port)
 
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
-        let setup = try GuestSetup.make(workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
+        let setup = try GuestSetup.make(
+            workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         Thread.sleep(forTimeInterval: runBefore)
-        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
-                                    compression: compression, tracker: tracker, replyTimeout: .milliseconds(20_000),
-                                    maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
+        var options = SourceOptions(
+            destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
+            compression: compression, tracker: tracker, replyTimeout: .milliseconds(20_000),
+            maxBandwidth: maxBandwidth, protectDuringRoundZero: protectDuringRoundZero)
         options.handoffTimeout = .milliseconds(sourceHandoffTimeoutMs)
         options.security = sourceSecurity
         adjustSource?(&options)
         let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base)
-        let agent = SourceAgent(guest: wrapGuest?(builtin) ?? builtin, imagePath: scratch.file("source.img"),
-                                options: options, logger: testLogger)
+        let agent = SourceAgent(
+            guest: wrapGuest?(builtin) ?? builtin, imagePath: scratch.file("source.img"),
+            options: options, logger: testLogger)
         let source = Result { try agent.migrate() }
         afterSourceResult?(source)
         var runningAfterFailure = false
@@ -117,8 +122,9 @@ struct LoopbackMigration {
         try region.sync()
         try afterSource?(port)
         let destinationResult = destinationRun.result()
-        return Outcome(source: source, destination: destinationResult, sourceStepsAtEnd: steps,
-                       guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
+        return Outcome(
+            source: source, destination: destinationResult, sourceStepsAtEnd: steps,
+            guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
     }
 }
 
@@ -149,8 +155,10 @@ extension Relay {
 extension Relay {
     /// A half-close frame relay in the shape the tests here use: `decide` sees each frame's
     /// direction and type; a frame it forwards is then shown to `rewrite`, which may change it.
-    static func frames(to port: UInt16, rewrite: @escaping @Sendable (inout Frame) -> Void,
-                       decide: @escaping @Sendable (Direction, UInt16) -> Verdict) throws -> Relay {
+    static func frames(
+        to port: UInt16, rewrite: @escaping @Sendable (inout Frame) -> Void,
+        decide: @escaping @Sendable (Direction, UInt16) -> Verdict
+    ) throws -> Relay {
         try Relay(to: port, options: .halfClose) { frame in
             let verdict = decide(frame.direction, frame.type)
             if verdict == .forward { rewrite(&frame) }

@@ -13,13 +13,16 @@ extension GuestKindRegistry {
 
 extension DestinationOptions {
     /// The options with Ferry's own guest kinds registered.
-    init(listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
-         announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
-         acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
-         preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30)) {
-        self.init(listen: listen, imagePath: imagePath, force: force, runFor: runFor, announceInterface: announceInterface,
-                  guestMAC: guestMAC, guestIPv4: guestIPv4, acceptTimeout: acceptTimeout, receiveTimeout: receiveTimeout,
-                  name: name, preallocateBytes: preallocateBytes, resumeTimeout: resumeTimeout, guestKinds: .ferry)
+    init(
+        listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,
+        announceInterface: String? = nil, guestMAC: MACAddress? = nil, guestIPv4: IPv4Address? = nil,
+        acceptTimeout: Duration? = nil, receiveTimeout: Duration = .seconds(60), name: String = "ferry-destination",
+        preallocateBytes: Int? = nil, resumeTimeout: Duration = .seconds(30)
+    ) {
+        self.init(
+            listen: listen, imagePath: imagePath, force: force, runFor: runFor, announceInterface: announceInterface,
+            guestMAC: guestMAC, guestIPv4: guestIPv4, acceptTimeout: acceptTimeout, receiveTimeout: receiveTimeout,
+            name: name, preallocateBytes: preallocateBytes, resumeTimeout: resumeTimeout, guestKinds: .ferry)
     }
 }
 

@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -7,16 +9,16 @@ import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// The handoff around COMMIT when one of its frames is lost (Protocol.md section 6): the guest
 /// ends up running in exactly one place, and the source knows which.
 @Suite(.serialized, .tags(.slow), .skippable(.slow)) struct HandoffTests {
     /// A migration whose frames pass through a frame `Relay` that cuts the first frame of `type`.
-    private func migrate(cutting type: FrameType, going direction: Relay.Direction, in scratch: Scratch,
-                         adjust: (inout LoopbackMigration) -> Void = { _ in }) throws -> (LoopbackMigration.Outcome, Relay?) {
+    private func migrate(
+        cutting type: FrameType, going direction: Relay.Direction, in scratch: Scratch,
+        adjust: (inout LoopbackMigration) -> Void = { _ in }
+    ) throws -> (LoopbackMigration.Outcome, Relay?) {
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
@@ -40,7 +42,9 @@ import FerryKVMMigration
         #expect(destination.report.guestLocation == .destination)
         #expect(destination.finalStates.map(\.step) == report.vcpuSteps)
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// RESUMED lost on its way back: the source asks, hears `resumed`, and does not resume its
@@ -53,7 +57,9 @@ import FerryKVMMigration
         #expect(report.handoff?.contains("RESUMED was lost") == true, "\(report.handoff ?? "nil")")
         let destination = try outcome.destination.get()
         #expect(destination.finalStates.map(\.step) == report.vcpuSteps)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// VERIFIED lost: the source never wrote COMMIT, so it keeps the guest and tells the
@@ -101,8 +107,10 @@ import FerryKVMMigration
         migration.sourceHandoffTimeoutMs = 1_000
         migration.destinationHandoffTimeoutMs = 2_500
         migration.route = { port in
-            try Relay(to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
-                      onFrame: Relay.cutFirst(.commit, going: .toDestination)).port
+            try Relay(
+                to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
+                onFrame: Relay.cutFirst(.commit, going: .toDestination)
+            ).port
         }
         let outcome = try migration.run(in: scratch)
         let error = try #require(outcome.source.failure as? MigrationError)
@@ -126,8 +134,10 @@ import FerryKVMMigration
         migration.runFor = 0
         migration.sourceHandoffTimeoutMs = 500
         migration.route = { port in
-            try Relay(to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
-                      onFrame: Relay.cutFirst(.commit, going: .toDestination)).port
+            try Relay(
+                to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
+                onFrame: Relay.cutFirst(.commit, going: .toDestination)
+            ).port
         }
         var session: UInt64 = 0
         let lastSourceError = Mutex<String>("")
@@ -140,7 +150,8 @@ import FerryKVMMigration
             #expect(answers.first { $0.state == .awaitingCommit }?.sessionID == 0)
             let token = try #require(SourceReports.token(in: lastSourceError.withLock { $0 }))
             session = try #require(SourceReports.session(in: lastSourceError.withLock { $0 }))
-            let (deciding, decided) = try StatusClient.ask(endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true))
+            let (deciding, decided) = try StatusClient.ask(
+                endpoint, StatusQuery(sessionID: session, sessionToken: token, resolve: true))
             defer { deciding.close() }
             #expect(decided.first?.state == .awaitingCommit)
             try deciding.send(Commit())
@@ -157,7 +168,9 @@ import FerryKVMMigration
         let destination = try outcome.destination.get()
         #expect(destination.report.guestLocation == .destination)
         #expect(destination.report.session == hex(session))
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// `STATUS` over a real connection: a finished migration is `resumed` with its digest, a
@@ -165,9 +178,11 @@ import FerryKVMMigration
     @Test func statusAnswersForFinishedAndUnknownSessions() throws {
         let scratch = Scratch()
         let size = 16 << 20
-        try ImageGenerator.create(path: scratch.file("g.img"), size: size, mix: .standard, seed: 5, pageSize: systemPageSize, overwrite: true)
+        try ImageGenerator.create(
+            path: scratch.file("g.img"), size: size, mix: .standard, seed: 5, pageSize: systemPageSize, overwrite: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", receiveTimeout: .milliseconds(20_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", receiveTimeout: .milliseconds(20_000)),
             directory: scratch.path, maxSessions: 2, logger: testLogger)
         let port = try server.bind()
         // The server stops after its one migration; holding its `finished` callback keeps it
@@ -177,11 +192,13 @@ import FerryKVMMigration
         let endpoint = try Endpoint.parse("127.0.0.1:\(port)")
 
         let region = try MappedRegion.mapFile(path: scratch.file("g.img"), writable: true)
-        let setup = try GuestSetup.make(workload: "idle", vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: size / systemPageSize)
+        let setup = try GuestSetup.make(
+            workload: "idle", vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: size / systemPageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
-        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("g.img"), guest: guest, guestSetup: setup,
-                                options: SourceOptions(destination: endpoint, guestName: "web-1"), logger: testLogger)
+        let agent = SourceAgent(
+            memory: region.base, size: size, imagePath: scratch.file("g.img"), guest: guest, guestSetup: setup,
+            options: SourceOptions(destination: endpoint, guestName: "web-1"), logger: testLogger)
         let report = try agent.migrate()
         let session = try #require(report.session.flatMap { UInt64($0, radix: 16) })
         let token = try #require(report.sessionToken.flatMap(SessionToken.init(hex:)))

@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -6,8 +8,6 @@ import Foundation
 import Glibc
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 @testable import FerryTransport
 
@@ -25,8 +25,14 @@ func connect(from source: String, port: UInt16) throws -> TCPStream {
     }
     var local = address(source, 0)
     var remote = address("127.0.0.1", port)
-    let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    let connected = withUnsafePointer(to: &remote) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let bound = withUnsafePointer(to: &local) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    let connected = withUnsafePointer(to: &remote) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
     guard bound == 0, connected == 0 else {
         let code = errno
         Glibc.close(fd)
@@ -146,18 +152,25 @@ final class Burst: @unchecked Sendable {
 
 /// A stranger's HELLO (no key) for a guest of `pages` pages; returns the connection and the
 /// type of the answer.
-func strangerHello(port: UInt16, pages: UInt64, version: UInt16 = ProtocolLimits.version, name: String = "") throws -> (FramedConnection, FrameType) {
+func strangerHello(port: UInt16, pages: UInt64, version: UInt16 = ProtocolLimits.version, name: String = "") throws -> (
+    FramedConnection, FrameType
+) {
     let connection = FramedConnection(try TCPStream.connect(Endpoint(host: "127.0.0.1", port: port), timeoutMs: 2000))
     try connection.stream.setReceiveTimeout(ms: 5000)
-    try connection.send(Hello(versionMin: version, versionMax: version, pageSize: UInt32(systemPageSize), pageCount: pages,
-                              vcpuCount: 1, sourceName: "stranger", guestName: name))
+    try connection.send(
+        Hello(
+            versionMin: version, versionMax: version, pageSize: UInt32(systemPageSize), pageCount: pages,
+            vcpuCount: 1, sourceName: "stranger", guestName: name))
     return (connection, try connection.receive().type)
 }
 
-func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: ConnectionSecurity = .none,
-                        acceptTimeoutMs: Int = 60_000, runFor: Double = 0) throws -> (DestinationAgent, UInt16) {
-    var options = DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: image ?? scratch.file("received.img"),
-                                     runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs), receiveTimeout: .milliseconds(20_000))
+func oneShotDestination(
+    _ scratch: Scratch, image: String? = nil, security: ConnectionSecurity = .none,
+    acceptTimeoutMs: Int = 60_000, runFor: Double = 0
+) throws -> (DestinationAgent, UInt16) {
+    var options = DestinationOptions(
+        listen: try Endpoint.parse("127.0.0.1:0"), imagePath: image ?? scratch.file("received.img"),
+        runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs), receiveTimeout: .milliseconds(20_000))
     options.security = security
     let destination = DestinationAgent(options: options, logger: testLogger)
     return (destination, try destination.bind())
@@ -180,16 +193,24 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         let drip = try Drippers(port: port, count: 42, interval: 1, sources: ["127.0.0.2", "127.0.0.3", "127.0.0.4"])
         Thread.sleep(forTimeInterval: 1.5)
         let start = MonotonicClock.now()
-        let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 21) { $0.security = security }
+        let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 21) {
+            $0.security = security
+        }
         let report = try source.migrate()
         let seconds = MonotonicClock.seconds(since: start)
         #expect(report.verified)
         let lived = drip.lifetimes(timeout: 12)
         #expect(try receiving.wait().report.verified)
         let closed = lived.compactMap { $0 }
-        #expect(closed.count == lived.count, "every drip connection is closed by its deadline, \(lived.count - closed.count) still open")
-        #expect(closed.allSatisfy { $0 >= 4.5 && $0 < 7.5 }, "closed after \(closed.map { String(format: "%.1f", $0) }) s, expected about 5 s")
-        print("slow drip (key: \(keyed)): the real migration took \(String(format: "%.2f", seconds)) s; drip connections closed after \(String(format: "%.1f", closed.min() ?? 0))-\(String(format: "%.1f", closed.max() ?? 0)) s")
+        #expect(
+            closed.count == lived.count,
+            "every drip connection is closed by its deadline, \(lived.count - closed.count) still open")
+        #expect(
+            closed.allSatisfy { $0 >= 4.5 && $0 < 7.5 },
+            "closed after \(closed.map { String(format: "%.1f", $0) }) s, expected about 5 s")
+        print(
+            "slow drip (key: \(keyed)): the real migration took \(String(format: "%.2f", seconds)) s; drip connections closed after \(String(format: "%.1f", closed.min() ?? 0))-\(String(format: "%.1f", closed.max() ?? 0)) s"
+        )
     }
 
     /// Finding 2: 40 drip connections from the real source's own address (more than the 16 a
@@ -206,7 +227,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         // The source connects in the middle of the burst.
         while burst.opened < 150 { Thread.sleep(forTimeInterval: 0.001) }
         let start = MonotonicClock.now()
-        let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 22) { $0.security = security }
+        let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 22) {
+            $0.security = security
+        }
         let report = try source.migrate()
         let seconds = MonotonicClock.seconds(since: start)
         #expect(report.verified)
@@ -214,7 +237,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         _ = drip.lifetimes(timeout: 0)
         #expect(opened == 400)
         #expect(try receiving.wait().report.verified)
-        print("burst (key: \(keyed)): \(opened) silent connections and 40 drippers from 127.0.0.1; the real migration took \(String(format: "%.2f", seconds)) s (handshake \(report.setupMs) ms setup)")
+        print(
+            "burst (key: \(keyed)): \(opened) silent connections and 40 drippers from 127.0.0.1; the real migration took \(String(format: "%.2f", seconds)) s (handshake \(report.setupMs) ms setup)"
+        )
     }
 
     /// Finding 2 as it lost a guest: strangers hold the destination's pending connections with
@@ -243,7 +268,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         #expect(report.guestLocation == .destination)
         #expect(report.handoff?.contains("first COMMIT was lost") == true, "\(report.handoff ?? "nil")")
         #expect(try outcome.destination.get().report.guestLocation == .destination)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
         print("lost COMMIT under a flood of \(opened) silent and 48 dripping connections: \(report.handoff ?? "")")
     }
 
@@ -261,8 +288,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         var times: [Double] = []
         for _ in 0..<5 {
             let start = MonotonicClock.now()
-            let (connection, answers) = try StatusClient.ask(Endpoint(host: "127.0.0.1", port: port), StatusQuery(resolve: false),
-                                                             security: security)
+            let (connection, answers) = try StatusClient.ask(
+                Endpoint(host: "127.0.0.1", port: port), StatusQuery(resolve: false),
+                security: security)
             connection.close()
             times.append(MonotonicClock.seconds(since: start))
             #expect(answers.count >= 1)
@@ -337,7 +365,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         let start = MonotonicClock.now()
         let source = try SourceGuest(scratch: scratch, name: "real", port: port, size: 4 << 20, seed: 23)
         let report = try source.migrate()
-        print("stalled stranger's HELLO: the real migration took \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s")
+        print(
+            "stalled stranger's HELLO: the real migration took \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s"
+        )
         #expect(report.verified)
         let result = try receiving.wait()
         #expect(result.report.verified)
@@ -354,7 +384,9 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         let scratch = Scratch()
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0), receiveTimeout: .milliseconds(20_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
+                receiveTimeout: .milliseconds(20_000)),
             directory: scratch.file("guests"), maxSessions: 2, logger: testLogger)
         let port = try server.bind()
         // Two real migrations: the server keeps listening (and answering STATUS) after the first.
@@ -396,20 +428,26 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
         #expect(seconds > 9 && seconds < 12, "dropped after \(seconds) s")
         if case .success(let frame) = ending { #expect(frame.type == .abort) }
         stalled.close()
-        #expect(!FileManager.default.fileExists(atPath: scratch.file("received.img.partial")), "a stranger leaves no image")
+        #expect(
+            !FileManager.default.fileExists(atPath: scratch.file("received.img.partial")), "a stranger leaves no image")
         let failure = #expect(throws: MigrationError.self) { _ = try receiving.wait() }
-        #expect(failure?.message.contains("established") == true, "the destination waited on: \(failure?.message ?? "")")
+        #expect(
+            failure?.message.contains("established") == true, "the destination waited on: \(failure?.message ?? "")")
     }
 
     /// Finding 7: a stranger's HELLO claiming a guest larger than half of a small disk promises
     /// none of it: a real guest that fits is accepted while the stranger stalls (the lie would
     /// leave it no room if it were promised).
-    @Test(.enabled(if: Requirement.root.met && FileManager.default.isExecutableFile(atPath: "/usr/bin/mount"), "mounting a tmpfs needs root and /usr/bin/mount"))
+    @Test(
+        .enabled(
+            if: Requirement.root.met && FileManager.default.isExecutableFile(atPath: "/usr/bin/mount"),
+            "mounting a tmpfs needs root and /usr/bin/mount"))
     func hugeHelloOnASmallDiskReservesNothing() throws {
         let scratch = Scratch()
         let disk = scratch.file("disk")
         try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
-        let mount = try Process.run(URL(fileURLWithPath: "/usr/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk])
+        let mount = try Process.run(
+            URL(fileURLWithPath: "/usr/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk])
         mount.waitUntilExit()
         try #require(mount.terminationStatus == 0, "mount failed")
         defer { try? Process.run(URL(fileURLWithPath: "/usr/bin/umount"), arguments: ["-l", disk]).waitUntilExit() }
@@ -505,13 +543,19 @@ func oneShotDestination(_ scratch: Scratch, image: String? = nil, security: Conn
     @Test func wholeFrameIsSeenWithoutReadingIt() throws {
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         defer { listener.close() }
-        let client = FramedConnection(try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000))
+        let client = FramedConnection(
+            try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000))
         let accepted = try listener.accept(timeoutMs: 2000)
-        defer { client.close(); accepted.close() }
+        defer {
+            client.close()
+            accepted.close()
+        }
         let hello = Hello(pageSize: 4096, pageCount: 16, vcpuCount: 1, sourceName: "s", guestName: "g")
         let bytes = hello.encodedPayload()
         var header = [UInt8](repeating: 0, count: FrameHeader.size)
-        header.withUnsafeMutableBytes { FrameHeader(.hello, length: bytes.count, sequence: 0).encode(to: $0.baseAddress!) }
+        header.withUnsafeMutableBytes {
+            FrameHeader(.hello, length: bytes.count, sequence: 0).encode(to: $0.baseAddress!)
+        }
         try (header + bytes.dropLast()).withUnsafeBytes { try client.stream.writeAll($0) }
         Thread.sleep(forTimeInterval: 0.05)
         #expect(!ConnectionDispatcher.holdsWholeFrame(accepted), "one byte is missing")

@@ -1,12 +1,12 @@
 import FerryCodec
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// The destination's data path over a real loopback connection: the table of a PAGE_BATCH is
@@ -44,29 +44,47 @@ import FerryKVMMigration
         let pageCount = 600
         let source = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
-        defer { source.deallocate(); destination.deallocate() }
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
         for page in 0..<pageCount {
             let bytes = (source + page * pageSize).assumingMemoryBound(to: UInt8.self)
             switch page % 7 {
-            case 0: (0..<pageSize).forEach { bytes[$0] = 0 }                                        // zero
-            case 1, 2: (0..<pageSize).forEach { bytes[$0] = UInt8(truncatingIfNeeded: $0 / 64 + page) }  // compressible
-            case 4:                                                                                       // mostly zero
-                (0..<pageSize).forEach { bytes[$0] = 0 }
-                for word in [3, 200, 511] { (source + page * pageSize).storeBytes(of: UInt64(page) &* 0x9E37_79B9 | 1, toByteOffset: word * 8, as: UInt64.self) }
-            default: (0..<pageSize).forEach { bytes[$0] = UInt8(truncatingIfNeeded: ($0 &* 2654435761 &+ page &* 97) >> 7) }
+            case 0:  // zero
+                for i in 0..<pageSize { bytes[i] = 0 }
+            case 1, 2:  // compressible
+                for i in 0..<pageSize { bytes[i] = UInt8(truncatingIfNeeded: i / 64 + page) }
+            case 4:  // mostly zero
+                for i in 0..<pageSize { bytes[i] = 0 }
+                for word in [3, 200, 511] {
+                    (source + page * pageSize).storeBytes(
+                        of: UInt64(page) &* 0x9E37_79B9 | 1, toByteOffset: word * 8, as: UInt64.self)
+                }
+            default:
+                for i in 0..<pageSize {
+                    bytes[i] = UInt8(truncatingIfNeeded: (i &* 2_654_435_761 &+ page &* 97) >> 7)
+                }
             }
         }
         // Garbage in the destination: zero pages must be written over it.
         destination.initializeMemory(as: UInt8.self, repeating: 0xEE, count: pageCount * pageSize)
         let hashTable = PageHashTable(pageCount: pageCount)
-        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: hashTable)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PageBatchWriter.bufferSize(pageSize: pageSize), alignment: 64)
+        let sink = PageSink(
+            memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize),
+            pageCount: pageCount, hashTable: hashTable)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: PageBatchWriter.bufferSize(pageSize: pageSize), alignment: 64)
         defer { buffer.deallocate() }
 
         let (sender, receiver) = try connectedPair()
-        defer { sender.close(); receiver.close() }
+        defer {
+            sender.close()
+            receiver.close()
+        }
         let encoder = PageEncoder(pageSize: pageSize, mode: .lz4)
-        let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: ProtocolLimits.maxEntriesPerBatch + 2)
+        let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(
+            capacity: ProtocolLimits.maxEntriesPerBatch + 2)
         defer { segments.deallocate() }
         var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, segments: segments)
         var counts = EncodingCounts()
@@ -77,7 +95,8 @@ import FerryKVMMigration
         for page in 0..<pageCount {
             let slot = writer.payloadSlot
             slot.initializeMemory(as: UInt8.self, repeating: 0x11, count: pageSize)
-            writer.commitEntry(page: UInt64(page), hash: PageHash.hash(slot, count: pageSize), encoding: .raw, length: pageSize)
+            writer.commitEntry(
+                page: UInt64(page), hash: PageHash.hash(slot, count: pageSize), encoding: .raw, length: pageSize)
         }
         var batch = writer.finishGathered()
         let firstReceive = BackgroundThread { try self.receiveBatch(receiver, sink) }
@@ -99,7 +118,8 @@ import FerryKVMMigration
                 writer.commitExternalEntry(page: UInt64(page), hash: encoded.hash, payload: pagePointer)
                 counts.raw += 1
             } else {
-                writer.commitEntry(page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
+                writer.commitEntry(
+                    page: UInt64(page), hash: encoded.hash, encoding: encoded.encoding, length: encoded.length)
                 if encoded.encoding == .words { counts.words += 1 } else { counts.zero += 1 }
             }
         }
@@ -126,11 +146,21 @@ import FerryKVMMigration
         let page = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: pageSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: 8)
-        defer { destination.deallocate(); page.deallocate(); buffer.deallocate(); segments.deallocate() }
+        defer {
+            destination.deallocate()
+            page.deallocate()
+            buffer.deallocate()
+            segments.deallocate()
+        }
         page.initializeMemory(as: UInt8.self, repeating: 0x42, count: pageSize)
-        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(
+            memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize),
+            pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
         let (sender, receiver) = try connectedPair()
-        defer { sender.close(); receiver.close() }
+        defer {
+            sender.close()
+            receiver.close()
+        }
         var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, maxEntries: 4, segments: segments)
         for offset: UInt64 in [5, 0] {
             writer.reset(round: 0)
@@ -158,8 +188,10 @@ import FerryKVMMigration
         let destination = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { destination.deallocate() }
         destination.initializeMemory(as: UInt8.self, repeating: 0xAB, count: pageCount * pageSize)
-        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
-                            stripes: PageStripes(streamCount: 2), stream: 0)
+        let sink = PageSink(
+            memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize),
+            pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount),
+            stripes: PageStripes(streamCount: 2), stream: 0)
         var entries: [(page: UInt64, length: Int, encoding: UInt8)] = [(1, pageSize, 2), (2, pageSize, 2)]
         var extra = 0
         switch kind {
@@ -171,17 +203,28 @@ import FerryKVMMigration
         }
         var bytes: [UInt8] = []
         func le<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
-        le(UInt32(0)); le(UInt32(entries.count))
-        for entry in entries { le(entry.page); le(UInt64(0)); le(UInt32(entry.length)); le(UInt32(entry.encoding)) }
+        le(UInt32(0))
+        le(UInt32(entries.count))
+        for entry in entries {
+            le(entry.page)
+            le(UInt64(0))
+            le(UInt32(entry.length))
+            le(UInt32(entry.encoding))
+        }
         let payloadBytes = entries.reduce(0) { $0 + $1.length } + extra
         bytes += [UInt8](repeating: 0x5A, count: payloadBytes)
 
         let (sender, receiver) = try connectedPair()
-        defer { sender.close(); receiver.close() }
+        defer {
+            sender.close()
+            receiver.close()
+        }
         try bytes.withUnsafeBytes { try sender.send(.pageBatch, payload: $0) }
         let error = #expect(throws: ProtocolError.self) { _ = try receiveBatch(receiver, sink) }
         #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
-        let untouched = UnsafeRawBufferPointer(start: destination, count: pageCount * pageSize).allSatisfy { $0 == 0xAB }
+        let untouched = UnsafeRawBufferPointer(start: destination, count: pageCount * pageSize).allSatisfy {
+            $0 == 0xAB
+        }
         #expect(untouched, "a rejected batch wrote to guest memory")
         // The connection is now out of step: the next receive fails instead of misreading.
         #expect(throws: TransportError.self) { _ = try receiver.receive() }
@@ -193,16 +236,27 @@ import FerryKVMMigration
         let pageCount = 8
         let destination = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { destination.deallocate() }
-        let sink = PageSink(memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(
+            memory: GuestMemory(base: destination, size: pageCount * pageSize, pageSize: pageSize),
+            pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
         let (sender, receiver) = try connectedPair()
         defer { receiver.close() }
         // A frame header announcing 2 raw pages, the table, then only half of the first page.
         var bytes: [UInt8] = []
         func le<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
         let length = 8 + 2 * 24 + 2 * pageSize
-        le(FrameType.pageBatch.rawValue); le(UInt16(0)); le(UInt32(length)); le(UInt64(0))
-        le(UInt32(0)); le(UInt32(2))
-        for page: UInt64 in [3, 4] { le(page); le(UInt64(0)); le(UInt32(pageSize)); le(UInt32(2)) }
+        le(FrameType.pageBatch.rawValue)
+        le(UInt16(0))
+        le(UInt32(length))
+        le(UInt64(0))
+        le(UInt32(0))
+        le(UInt32(2))
+        for page: UInt64 in [3, 4] {
+            le(page)
+            le(UInt64(0))
+            le(UInt32(pageSize))
+            le(UInt32(2))
+        }
         bytes += [UInt8](repeating: 1, count: pageSize / 2)
         try bytes.withUnsafeBytes { try sender.stream.writeAll($0) }
         sender.stream.shutdownWrite()

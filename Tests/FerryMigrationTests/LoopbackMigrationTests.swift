@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -6,8 +8,6 @@ import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized, .tags(.slow), .skippable(.slow)) struct LoopbackMigrationTests {
@@ -20,7 +20,10 @@ import FerryKVMMigration
         if workload == "trace" {
             var lines = ["# t_ms page page ...", ""]
             for t in stride(from: 5, through: 400, by: 5) {
-                lines.append("\(t) " + (0..<20).map { String(($0 * 97 + t * 13) % (migration.size / systemPageSize)) }.joined(separator: " "))
+                lines.append(
+                    "\(t) "
+                        + (0..<20).map { String(($0 * 97 + t * 13) % (migration.size / systemPageSize)) }.joined(
+                            separator: " "))
             }
             migration.traceText = lines.joined(separator: "\n")
         } else {
@@ -39,9 +42,12 @@ import FerryKVMMigration
             #expect(zip(destination.finalStates.map(\.step), report.vcpuSteps).allSatisfy { $0 >= $1 })
             #expect(destination.finalStates.map(\.step).reduce(0, +) > 0)
         }
-        try Transparency.runReference(imagePath: scratch.file("reference.img"), setup: outcome.setup,
-                                      steps: destination.finalStates.map(\.step), logger: testLogger)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("reference.img")) == nil)
+        try Transparency.runReference(
+            imagePath: scratch.file("reference.img"), setup: outcome.setup,
+            steps: destination.finalStates.map(\.step), logger: testLogger)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("reference.img"))
+                == nil)
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
     }
 
@@ -60,7 +66,9 @@ import FerryKVMMigration
         let report = try outcome.source.get()
         #expect(report.tracker == tracker.rawValue)
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     @Test(arguments: [CompressionChoice.lz4, .none, .auto])
@@ -76,7 +84,9 @@ import FerryKVMMigration
         // Mostly-zero pages of the standard mix go as words, except when told never to compress.
         if mode == .none { #expect(report.pages.words == 0) } else { #expect(report.pages.words > 0) }
         #expect(report.pages.zero > 0)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// A destination that does not list the words codec in ACCEPT (one that predates it) gets no
@@ -115,7 +125,9 @@ import FerryKVMMigration
             #expect(seen.withLock { $0.words } == report.pages.words)
             if clear { #expect(report.pages.words == 0) } else { #expect(report.pages.words > 0) }
             #expect(report.pages.lz4 + report.pages.raw > 0)
-            #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+            #expect(
+                try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                    == nil)
         }
     }
 }

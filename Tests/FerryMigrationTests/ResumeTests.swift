@@ -1,5 +1,7 @@
 import FerryCodec
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -8,8 +10,6 @@ import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// Resuming a pre-copy after the network cut every connection (Protocol.md, "Resuming after a
@@ -59,10 +59,14 @@ import FerryKVMMigration
         let record = try #require(report.resumeRecords.first)
         #expect(record.round == 0)
         let share = Double(record.wireBytesResent) / Double(migration.size)
-        print(String(format: "resume after a cut at 80%% of round 0 (%d bytes through the relay): destination held %d of %d pages (%d from round 0); %d dirtied; resent %d pages, %d wire bytes = %.1f%% of the %d-byte image; outage %.1f ms; total wire %d bytes (%.2f× the image) in %d rounds",
-                     roundZero * 8 / 10, record.pagesHeld, pages, record.pagesHeldFromRound, record.pagesDirtied, record.pagesResent,
-                     record.wireBytesResent, share * 100, migration.size, record.outageMs, report.wireBytes,
-                     Double(report.wireBytes) / Double(migration.size), report.rounds))
+        print(
+            String(
+                format:
+                    "resume after a cut at 80%% of round 0 (%d bytes through the relay): destination held %d of %d pages (%d from round 0); %d dirtied; resent %d pages, %d wire bytes = %.1f%% of the %d-byte image; outage %.1f ms; total wire %d bytes (%.2f× the image) in %d rounds",
+                roundZero * 8 / 10, record.pagesHeld, pages, record.pagesHeldFromRound, record.pagesDirtied,
+                record.pagesResent,
+                record.wireBytesResent, share * 100, migration.size, record.outageMs, report.wireBytes,
+                Double(report.wireBytes) / Double(migration.size), report.rounds))
         // The remaining ~20% (less what was in flight) plus the pages dirtied: well under 40%.
         #expect(share < 0.40, "resent \(share * 100)% of the image")
         #expect(share > 0.10, "the remaining 20% must be sent again; resent only \(share * 100)%")
@@ -72,7 +76,9 @@ import FerryKVMMigration
         #expect(record.pagesResent >= pages - record.pagesHeld)
         #expect(record.pagesResent <= pages - record.pagesHeld + record.pagesDirtied)
         #expect(Double(report.wireBytes) < 1.6 * Double(migration.size), "a restart would send the image twice")
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
     }
 
@@ -90,8 +96,9 @@ import FerryKVMMigration
         migration.compression = .none
         migration.runFor = 0
         // Never converges on its own: four pre-copy rounds, then a forced switchover.
-        migration.settings = ConvergenceSettings(downtimeTarget: .seconds(0.000_001), maxRounds: 4, timeout: .seconds(60),
-                                                 autoConverge: false, forceSwitchover: true)
+        migration.settings = ConvergenceSettings(
+            downtimeTarget: .seconds(0.000_001), maxRounds: 4, timeout: .seconds(60),
+            autoConverge: false, forceSwitchover: true)
         let roundZero = Self.roundZeroBytes(pages: migration.size / systemPageSize)
         let holder = RelayHolder()
         migration.route = { port in
@@ -108,9 +115,13 @@ import FerryKVMMigration
         #expect(report.resumes == 1)
         let record = try #require(report.resumeRecords.first)
         #expect(record.round >= 1)
-        print("resume after a cut in round \(record.round) (tracker \(report.tracker ?? "?")): destination held \(record.pagesHeld) pages (\(record.pagesHeldFromRound) from that round); resent \(record.pagesResent) pages, \(record.wireBytesResent) wire bytes; outage \(record.outageMs) ms")
+        print(
+            "resume after a cut in round \(record.round) (tracker \(report.tracker ?? "?")): destination held \(record.pagesHeld) pages (\(record.pagesHeldFromRound) from that round); resent \(record.pagesResent) pages, \(record.wireBytesResent) wire bytes; outage \(record.outageMs) ms"
+        )
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// Two cuts: in round 0, then in the round that resends after the first resume. Each resume
@@ -140,7 +151,9 @@ import FerryKVMMigration
         #expect(report.resumeRecords.map(\.round) == [0, 1])
         #expect(report.verified)
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// The network stays down: the source gives up after its attempts with an error that says so,
@@ -150,8 +163,9 @@ import FerryKVMMigration
         let scratch = Scratch()
         try FileManager.default.createDirectory(atPath: scratch.file("guests"), withIntermediateDirectories: true)
         let server = DestinationServer(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
-                                        receiveTimeout: .milliseconds(20_000), resumeTimeout: .seconds(1)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: "", runFor: .seconds(0),
+                receiveTimeout: .milliseconds(20_000), resumeTimeout: .seconds(1)),
             directory: scratch.file("guests"), maxSessions: 1, logger: testLogger)
         let port = try server.bind()
         let serving = BackgroundThread { try server.run(count: 2) }
@@ -159,7 +173,8 @@ import FerryKVMMigration
         defer { relay.stop() }
         relay.afterCut = .refuse
         relay.cut(afterBytes: 4 << 20)
-        let lost = try SourceGuest(scratch: scratch, name: "lost", port: relay.port, size: 32 << 20, seed: 7) { options in
+        let lost = try SourceGuest(scratch: scratch, name: "lost", port: relay.port, size: 32 << 20, seed: 7) {
+            options in
             options.reconnectAttempts = 3
             options.reconnectBackoff = .seconds(0.05)
         }
@@ -226,8 +241,9 @@ import FerryKVMMigration
     @Test func resumeForAnUnknownSessionIsClosed() throws {
         let scratch = Scratch()
         let destination = DestinationAgent(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
-                                        acceptTimeout: .milliseconds(1500), receiveTimeout: .milliseconds(5_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
+                acceptTimeout: .milliseconds(1500), receiveTimeout: .milliseconds(5_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }
@@ -235,7 +251,8 @@ import FerryKVMMigration
         try stream.setReceiveTimeout(ms: 5000)
         let connection = FramedConnection(stream)
         defer { connection.close() }
-        try connection.send(Resume(sessionID: 0x5EED_0000_0000_0001, sessionToken: .random(), pageCount: 4096, round: 0))
+        try connection.send(
+            Resume(sessionID: 0x5EED_0000_0000_0001, sessionToken: .random(), pageCount: 4096, round: 0))
         let error = #expect(throws: TransportError.self) { _ = try connection.receive() }
         #expect(error?.code == .peerClosed, "\(error?.message ?? "")")
         let result = receiving.result()
@@ -252,7 +269,9 @@ import FerryKVMMigration
         let memory = UnsafeMutableRawPointer.allocate(byteCount: pageCount * pageSize, alignment: pageSize)
         defer { memory.deallocate() }
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: pageCount * pageSize)
-        let sink = PageSink(memory: GuestMemory(base: memory, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount, hashTable: PageHashTable(pageCount: pageCount))
+        let sink = PageSink(
+            memory: GuestMemory(base: memory, size: pageCount * pageSize, pageSize: pageSize), pageCount: pageCount,
+            hashTable: PageHashTable(pageCount: pageCount))
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         let client = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
         let server = try listener.accept(timeoutMs: 2000)
@@ -264,11 +283,18 @@ import FerryKVMMigration
         var bytes: [UInt8] = []
         func le<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
         func batch(sequence: UInt64, round: UInt32, pages: [(UInt64, UInt8)], payloadBytes: Int) {
-            le(FrameType.pageBatch.rawValue); le(UInt16(0)); le(UInt32(8 + pages.count * (24 + pageSize))); le(sequence)
-            le(round); le(UInt32(pages.count))
+            le(FrameType.pageBatch.rawValue)
+            le(UInt16(0))
+            le(UInt32(8 + pages.count * (24 + pageSize)))
+            le(sequence)
+            le(round)
+            le(UInt32(pages.count))
             for (page, fill) in pages {
                 let content = [UInt8](repeating: fill, count: pageSize)
-                le(page); le(content.withUnsafeBytes { PageHash.hash($0.baseAddress!, count: pageSize) }); le(UInt32(pageSize)); le(UInt32(2))
+                le(page)
+                le(content.withUnsafeBytes { PageHash.hash($0.baseAddress!, count: pageSize) })
+                le(UInt32(pageSize))
+                le(UInt32(2))
             }
             var payload: [UInt8] = []
             for (_, fill) in pages { payload += [UInt8](repeating: fill, count: pageSize) }
@@ -310,11 +336,12 @@ import FerryKVMMigration
         }
         var held = DirtyBitmap(count: count)
         held.setAll()
-        for page in [5, 6, 299] { held.clear(page) }              // never arrived or torn
-        let current = bitmap([10, 11, 12])                         // arrived in the lost round
-        let lostRound = bitmap([10, 11, 12, 13, 14, 5])            // what the lost round was to send
-        var pending = bitmap([100, 12])                            // dirtied since the last harvest
-        SourceAgent.addPagesToResend(to: &pending, held: HeldPages(held: held, current: current, round: 3), lostRound: lostRound)
+        for page in [5, 6, 299] { held.clear(page) }  // never arrived or torn
+        let current = bitmap([10, 11, 12])  // arrived in the lost round
+        let lostRound = bitmap([10, 11, 12, 13, 14, 5])  // what the lost round was to send
+        var pending = bitmap([100, 12])  // dirtied since the last harvest
+        SourceAgent.addPagesToResend(
+            to: &pending, held: HeldPages(held: held, current: current, round: 3), lostRound: lostRound)
         var resent: [Int] = []
         pending.forEachSetBit { resent.append($0) }
         #expect(resent == [5, 6, 12, 13, 14, 100, 299])
@@ -324,18 +351,25 @@ import FerryKVMMigration
     /// from the encoded frames, and rejects them out of order.
     @Test func heldPagesTravelInSeveralFrames() throws {
         let count = ResumeState.maxPagesPerFrame + 130
-        var held = DirtyBitmap(count: count), current = DirtyBitmap(count: count)
-        for page in [0, 63, 64, ResumeState.maxPagesPerFrame - 1, ResumeState.maxPagesPerFrame, count - 1] { held.set(page) }
+        var held = DirtyBitmap(count: count)
+        var current = DirtyBitmap(count: count)
+        for page in [0, 63, 64, ResumeState.maxPagesPerFrame - 1, ResumeState.maxPagesPerFrame, count - 1] {
+            held.set(page)
+        }
         for page in [63, ResumeState.maxPagesPerFrame, count - 1] { current.set(page) }
         let state = HeldPages(held: held, current: current, round: 9)
         let frames = state.frames()
         #expect(frames.count == 2 && HeldPages.frameCount(pageCount: count) == 2)
         #expect(frames.map(\.pages) == [UInt64(ResumeState.maxPagesPerFrame), 130])
-        let decoded = try frames.map { frame in try frame.encodedPayload().withUnsafeBytes { try ResumeState(payload: $0) } }
+        let decoded = try frames.map { frame in
+            try frame.encodedPayload().withUnsafeBytes { try ResumeState(payload: $0) }
+        }
         let rebuilt = try HeldPages(frames: decoded, pageCount: count, round: 9)
         #expect(rebuilt.held == held && rebuilt.current == current)
         #expect(rebuilt.heldCount == 6 && rebuilt.currentCount == 3)
-        #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: decoded.reversed(), pageCount: count, round: 9) }
+        #expect(throws: ProtocolError.self) {
+            _ = try HeldPages(frames: decoded.reversed(), pageCount: count, round: 9)
+        }
         #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: [decoded[0]], pageCount: count, round: 9) }
         #expect(throws: ProtocolError.self) { _ = try HeldPages(frames: decoded, pageCount: count, round: 8) }
     }

@@ -1,16 +1,17 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerrySystem
 import FerryTestSupport
 import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 @Suite(.serialized, .tags(.slow), .skippable(.slow)) struct RoundZeroProtectionTests {
-    static let trackers: [TrackerChoice] = DirtyTrackers.uffdUnavailableReason() == nil ? [.uffd, .mprotect] : [.mprotect]
+    static let trackers: [TrackerChoice] =
+        DirtyTrackers.uffdUnavailableReason() == nil ? [.uffd, .mprotect] : [.mprotect]
 
     /// The region is protected from its start upwards, one chunk ahead of the page asked for:
     /// a write after a page's protection is recorded, one to a page not reached yet is not.
@@ -19,15 +20,18 @@ import FerryKVMMigration
         let chunk = RoundZeroProtection.pagesPerChunk
         let pages = 3 * chunk + 100  // the last chunk is short
         let region = try MappedRegion.anonymous(size: pages * systemPageSize)
-        let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize).tracker
+        let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize)
+            .tracker
         defer { tracker.stop() }
         try tracker.startDeferred()
-        func write(_ page: Int) { (region.base + page * systemPageSize).storeBytes(of: UInt64(page + 1), as: UInt64.self) }
+        func write(_ page: Int) {
+            (region.base + page * systemPageSize).storeBytes(of: UInt64(page + 1), as: UInt64.self)
+        }
 
         let protection = RoundZeroProtection(tracker: tracker, pageCount: pages)
         #expect(try protection.protect(through: 5) == chunk)  // chunks 0 and 1 protected
         #expect(try protection.protect(through: 9) == chunk)  // nothing new
-        write(100)            // protected: recorded
+        write(100)  // protected: recorded
         write(2 * chunk - 1)  // protected (lookahead): recorded
         write(2 * chunk + 5)  // not yet: not recorded
         #expect(try protection.protect(through: chunk) == 2 * chunk)  // chunk 2 now
@@ -49,7 +53,8 @@ import FerryKVMMigration
     func concurrentStreamsProtectEverything(choice: TrackerChoice) throws {
         let pages = 5 * RoundZeroProtection.pagesPerChunk + 700
         let region = try MappedRegion.anonymous(size: pages * systemPageSize)
-        let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize).tracker
+        let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: systemPageSize)
+            .tracker
         defer { tracker.stop() }
         try tracker.startDeferred()
         let protection = RoundZeroProtection(tracker: tracker, pageCount: pages)
@@ -86,7 +91,7 @@ import FerryKVMMigration
         var migration = LoopbackMigration()
         migration.size = 3 * RoundZeroProtection.pagesPerChunk * systemPageSize  // three chunks
         migration.holeTail = migration.size / 3  // the last chunk a hole, for the guest to write into
-        migration.runBefore = 0                  // ... while round 0 runs
+        migration.runBefore = 0  // ... while round 0 runs
         migration.workload = "uniform:100MB/s"
         migration.tracker = tracker
         migration.protectDuringRoundZero = protectDuringRoundZero
@@ -100,7 +105,9 @@ import FerryKVMMigration
         // loaded machine, all of them): `holesOfAnIdleGuestGoUnread` counts them exactly.
         if !protectDuringRoundZero { #expect(report.holePages == 0, "\(report.holePages) holes") }
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// An idle guest's hole (the last chunk) is sent as zero markers without being read: every
@@ -116,6 +123,8 @@ import FerryKVMMigration
         let report = try outcome.source.get()
         #expect(report.holePages == RoundZeroProtection.pagesPerChunk)
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 }

@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -6,8 +8,6 @@ import FerryTransport
 import Foundation
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// Whole migrations over authenticated (and encrypted) connections, and a destination with a key
@@ -29,7 +29,9 @@ import FerryKVMMigration
         #expect(report.verified && destination.report.verified)
         #expect(report.authenticated && destination.report.authenticated)
         #expect(report.encryption == cipher.description && destination.report.encryption == cipher.description)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     @Test func authenticatedWithoutEncryption() throws {
@@ -57,9 +59,13 @@ import FerryKVMMigration
             // Another key.
             let other = FramedConnection(try TCPStream.connect(endpoint, timeoutMs: 2000))
             let error = #expect(throws: TransportError.self) {
-                try other.authenticate(asClient: ConnectionSecurity(key: try SharedKey(bytes: Array(repeating: 9, count: 40)), encrypt: true))
+                try other.authenticate(
+                    asClient: ConnectionSecurity(
+                        key: try SharedKey(bytes: Array(repeating: 9, count: 40)), encrypt: true))
             }
-            #expect(error?.code == .unauthenticated && error?.message.contains("keys differ") == true, "\(error?.message ?? "")")
+            #expect(
+                error?.code == .unauthenticated && error?.message.contains("keys differ") == true,
+                "\(error?.message ?? "")")
             // No key: its HELLO is refused.
             let plain = FramedConnection(try TCPStream.connect(endpoint, timeoutMs: 2000))
             try plain.stream.setReceiveTimeout(ms: 5000)
@@ -72,12 +78,16 @@ import FerryKVMMigration
             let header = FrameHeader(FrameType.pageBatch, length: 16 << 20, sequence: 0).bytes
             try header.withUnsafeBytes { try big.writeAll($0) }
             var byte: UInt8 = 0
-            #expect(throws: TransportError.self) { try withUnsafeMutableBytes(of: &byte) { try big.readExactly(into: $0) } }
+            #expect(throws: TransportError.self) {
+                try withUnsafeMutableBytes(of: &byte) { try big.readExactly(into: $0) }
+            }
         }
         let outcome = try migration.run(in: scratch)
         let report = try outcome.source.get()
         #expect(report.verified && report.authenticated && report.encryption != "none")
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     @Test func sourceWithAnotherKeyKeepsItsGuest() throws {
@@ -89,12 +99,18 @@ import FerryKVMMigration
         // The destination waits for a source that never authenticates: shorten its wait.
         migration.acceptTimeoutMs = 1500
         let outcome = try migration.run(in: scratch)
-        guard case .failure(let failure) = outcome.source else { Issue.record("the migration succeeded"); return }
+        guard case .failure(let failure) = outcome.source else {
+            Issue.record("the migration succeeded")
+            return
+        }
         let error = try #require(failure as? MigrationError)
         #expect(error.code == .refused && error.guest == .source)
         #expect(error.message.contains("keys differ"), "\(error.message)")
         #expect(outcome.guestWasRunningAfterFailure)
-        guard case .failure = outcome.destination else { Issue.record("the destination received a guest"); return }
+        guard case .failure = outcome.destination else {
+            Issue.record("the destination received a guest")
+            return
+        }
     }
 
     /// An encrypted migration cut in round 0 resumes: the new control connection and page
@@ -120,7 +136,9 @@ import FerryKVMMigration
         #expect(report.resumes == 1)
         #expect(report.encryption != "none")
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// With a key, the source's STATUS_QUERY after a lost COMMIT authenticates like every other

@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -7,8 +9,6 @@ import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// A third party that can reach a destination without a key (issue 11, findings 1 and 3): it may
@@ -30,7 +30,8 @@ import FerryKVMMigration
         func recordAccept(then: (@Sendable (Seen) -> Void)? = nil) -> @Sendable (inout Relay.Frame) -> Void {
             { [self] frame in
                 guard frame.direction == .toSource, frame.type == FrameType.accept.rawValue,
-                      let accept = frame.withPayload({ try? Accept(payload: UnsafeRawBufferPointer($0)) }) else { return }
+                    let accept = frame.withPayload({ try? Accept(payload: UnsafeRawBufferPointer($0)) })
+                else { return }
                 self.accept.withLock { $0 = (accept.sessionID, accept.sessionToken) }
                 then?(self)
             }
@@ -58,12 +59,15 @@ import FerryKVMMigration
     /// without a token and one with a wrong token, each followed by `decision`. Each is answered
     /// as a plain query (the state, the id it named, digest 0) and closed; `decision` gets nothing
     /// back. Returns the states it was told.
-    static func strangerTriesToDecide(_ id: UInt64, port: UInt16, with decision: any FrameMessage) throws -> [HandoffState] {
+    static func strangerTriesToDecide(_ id: UInt64, port: UInt16, with decision: any FrameMessage) throws
+        -> [HandoffState]
+    {
         var states: [HandoffState] = []
         for token in [SessionToken.none, wrongToken] {
-            let (connection, answers) = try StatusClient.ask(Endpoint(host: "127.0.0.1", port: port),
-                                                             StatusQuery(sessionID: id, sessionToken: token, resolve: true),
-                                                             replyTimeout: .milliseconds(3_000))
+            let (connection, answers) = try StatusClient.ask(
+                Endpoint(host: "127.0.0.1", port: port),
+                StatusQuery(sessionID: id, sessionToken: token, resolve: true),
+                replyTimeout: .milliseconds(3_000))
             #expect(answers.count == 1)
             #expect(answers.first?.sessionID == id && answers.first?.digest == 0, "\(answers)")
             states.append(answers.first?.state ?? .unknown)
@@ -81,7 +85,8 @@ import FerryKVMMigration
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
         let seen = Seen()
-        let strangerView = Mutex<[Status]>([]), holderView = Mutex<[Status]>([])
+        let strangerView = Mutex<[Status]>([])
+        let holderView = Mutex<[Status]>([])
         migration.route = { port in
             try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 // While the first ROUND_ACK is held, the migration is surely in progress.
@@ -101,7 +106,8 @@ import FerryKVMMigration
         }
         let outcome = try migration.run(in: scratch)
         #expect(try outcome.source.get().guestLocation == .destination)
-        let stranger = strangerView.withLock { $0 }, holder = holderView.withLock { $0 }
+        let stranger = strangerView.withLock { $0 }
+        let holder = holderView.withLock { $0 }
         #expect(stranger.count == 1 && stranger.first?.state == .receiving, "\(stranger)")
         #expect(stranger.first?.sessionID == 0 && stranger.first?.digest == 0, "\(stranger)")
         #expect(holder.first?.sessionID == seen.id && seen.id != 0, "\(holder)")
@@ -118,8 +124,9 @@ import FerryKVMMigration
         let view = Mutex<[Status]>([])
         migration.runFor = 1
         migration.afterSource = { port in
-            let (asking, answers) = try StatusClient.ask(Endpoint(host: "127.0.0.1", port: port), StatusQuery(),
-                                                         security: ConnectionSecurity(key: key))
+            let (asking, answers) = try StatusClient.ask(
+                Endpoint(host: "127.0.0.1", port: port), StatusQuery(),
+                security: ConnectionSecurity(key: key))
             asking.close()
             view.withLock { $0 = answers }
         }
@@ -148,11 +155,14 @@ import FerryKVMMigration
             // The first VERIFIED going to the source is cut.
             let cutDone = Atomic<Bool>(false)
             return try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
-                let verdict: Relay.Verdict = direction == .toSource && type == FrameType.verified.rawValue
-                    && !cutDone.exchange(true, ordering: .relaxed) ? .cut : .forward
+                let verdict: Relay.Verdict =
+                    direction == .toSource && type == FrameType.verified.rawValue
+                        && !cutDone.exchange(true, ordering: .relaxed) ? .cut : .forward
                 if verdict == .cut {
                     // The destination has sent VERIFIED ok: it awaits a COMMIT.
-                    if let (asking, answers) = try? StatusClient.ask(Endpoint(host: "127.0.0.1", port: port), StatusQuery()) {
+                    if let (asking, answers) = try? StatusClient.ask(
+                        Endpoint(host: "127.0.0.1", port: port), StatusQuery())
+                    {
                         asking.close()
                         unfiltered.withLock { $0 = answers }
                     }
@@ -169,7 +179,8 @@ import FerryKVMMigration
         let error = try #require(outcome.source.failure as? MigrationError)
         #expect(error.guest == .source, "\(error)")
         #expect(outcome.guestWasRunningAfterFailure, "the source's guest must keep running")
-        let destinationError = try #require(outcome.destination.failure as? MigrationError, "the destination resumed the guest: split brain")
+        let destinationError = try #require(
+            outcome.destination.failure as? MigrationError, "the destination resumed the guest: split brain")
         #expect(destinationError.guest == .notHere)
         #expect(destinationError.code == .peerAborted, "\(destinationError)")
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
@@ -190,7 +201,9 @@ import FerryKVMMigration
         migration.route = { port in
             try Relay.frames(to: port, rewrite: seen.recordAccept()) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, told.withLock({ $0.isEmpty }),
-                   let states = try? Self.strangerTriesToDecide(seen.id, port: port, with: Abort(reason: .cancelled, message: "a stranger")) {
+                    let states = try? Self.strangerTriesToDecide(
+                        seen.id, port: port, with: Abort(reason: .cancelled, message: "a stranger"))
+                {
                     told.withLock { $0 = states }
                 }
                 return .forward
@@ -203,7 +216,9 @@ import FerryKVMMigration
         #expect(report.resumes == 0, "the stranger's query closed the migration's connections")
         let destination = try outcome.destination.get()
         #expect(destination.report.guestLocation == .destination)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// A stranger's `JOIN` (before the source's own, right after ACCEPT, and again during
@@ -229,7 +244,8 @@ import FerryKVMMigration
             return try Relay.frames(to: port, rewrite: joinFirst) { direction, type in
                 if direction == .toSource, type == FrameType.roundAck.rawValue, tried.withLock({ $0 == 1 }) {
                     if let connection = try? Self.stranger(port) {
-                        try? connection.send(Resume(sessionID: seen.id, sessionToken: Self.wrongToken, pageCount: pageCount, round: 0))
+                        try? connection.send(
+                            Resume(sessionID: seen.id, sessionToken: Self.wrongToken, pageCount: pageCount, round: 0))
                         Self.expectClosedWithoutAnswer(connection, "RESUME during pre-copy")
                     }
                     if let connection = try? Self.stranger(port) {
@@ -248,7 +264,9 @@ import FerryKVMMigration
         #expect(report.resumes == 0, "the stranger's RESUME dropped the migration's connections")
         let destination = try outcome.destination.get()
         #expect(destination.report.resumes == 0)
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// Version 5 only: a source that offers only version 4 is refused with reason `version`, and
@@ -256,15 +274,18 @@ import FerryKVMMigration
     @Test func aVersion4SourceIsRefused() throws {
         let scratch = Scratch()
         let destination = DestinationAgent(
-            options: DestinationOptions(listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
-                                        acceptTimeout: .milliseconds(5_000), receiveTimeout: .milliseconds(5_000)),
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("g.img"),
+                acceptTimeout: .milliseconds(5_000), receiveTimeout: .milliseconds(5_000)),
             logger: testLogger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }
         let connection = try Self.stranger(port)
         defer { connection.close() }
-        try connection.send(Hello(versionMin: 4, versionMax: 4, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
-                                  sourceName: "old"))
+        try connection.send(
+            Hello(
+                versionMin: 4, versionMax: 4, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
+                sourceName: "old"))
         let refusal = try connection.receive(Refuse.self)
         #expect(refusal.reason == .version, "\(refusal)")
         #expect(refusal.message.contains("4") && refusal.message.contains("5"), "\(refusal.message)")
@@ -280,8 +301,9 @@ import FerryKVMMigration
     @Test func aDestinationThatResumedWithoutCommitIsReportedAsSplitBrain() throws {
         let scratch = Scratch()
         let size = 8 << 20
-        try ImageGenerator.create(path: scratch.file("source.img"), size: size, mix: .standard, seed: 3,
-                                  pageSize: systemPageSize, overwrite: true)
+        try ImageGenerator.create(
+            path: scratch.file("source.img"), size: size, mix: .standard, seed: 3,
+            pageSize: systemPageSize, overwrite: true)
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         let sessionID: UInt64 = 0x5B11_7B4A_1200_0001
         let token = SessionToken.random()
@@ -292,14 +314,18 @@ import FerryKVMMigration
             let control = FramedConnection(try listener.accept(timeoutMs: 10_000))
             try control.stream.setReceiveTimeout(ms: 10_000)
             _ = try control.receive(Hello.self)
-            try control.send(Accept(memoryAvailable: 1 << 40, diskAvailable: 1 << 40, sessionID: sessionID, sessionToken: token,
-                                    destinationName: "resumes-anyway"))
+            try control.send(
+                Accept(
+                    memoryAvailable: 1 << 40, diskAvailable: 1 << 40, sessionID: sessionID, sessionToken: token,
+                    destinationName: "resumes-anyway"))
             while true {
                 let frame = try control.receive()
                 if frame.type == .roundEnd {
                     let end = try RoundEnd(payload: frame.payload)
-                    try control.send(RoundAck(round: end.round, pagesReceived: end.pagesSent, pagesHeld: 0,
-                                              applyMicroseconds: 0, digestMicroseconds: 0))
+                    try control.send(
+                        RoundAck(
+                            round: end.round, pagesReceived: end.pagesSent, pagesHeld: 0,
+                            applyMicroseconds: 0, digestMicroseconds: 0))
                 } else if frame.type == .complete {
                     break
                 }
@@ -310,26 +336,34 @@ import FerryKVMMigration
             defer { asking.close() }
             try asking.stream.setReceiveTimeout(ms: 10_000)
             let query = try asking.receive(StatusQuery.self)
-            try asking.send(Status(state: .resumed, sessionID: sessionID, digest: 1, pageCount: UInt64(size / systemPageSize),
-                                   message: "the guest was resumed here"))
+            try asking.send(
+                Status(
+                    state: .resumed, sessionID: sessionID, digest: 1, pageCount: UInt64(size / systemPageSize),
+                    message: "the guest was resumed here"))
             return query
         }
         let region = try MappedRegion.mapFile(path: scratch.file("source.img"), writable: true)
-        let setup = try GuestSetup.make(workload: "uniform:5MB/s", vcpus: 2, seed: 1, pageSize: systemPageSize,
-                                        pageCount: size / systemPageSize)
+        let setup = try GuestSetup.make(
+            workload: "uniform:5MB/s", vcpus: 2, seed: 1, pageSize: systemPageSize,
+            pageCount: size / systemPageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
         guest.start()
         defer { _ = guest.stop() }
-        var options = SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(listener.port)"), replyTimeout: .milliseconds(5_000),
-                                    streams: 1, resume: false)
+        var options = SourceOptions(
+            destination: try Endpoint.parse("127.0.0.1:\(listener.port)"), replyTimeout: .milliseconds(5_000),
+            streams: 1, resume: false)
         options.settings = ConvergenceSettings(downtimeTarget: .seconds(1), maxRounds: 30, timeout: .seconds(30))
-        let agent = SourceAgent(memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
-                                guestSetup: setup, options: options, logger: testLogger)
+        let agent = SourceAgent(
+            memory: region.base, size: size, imagePath: scratch.file("source.img"), guest: guest,
+            guestSetup: setup, options: options, logger: testLogger)
         let result = Result { try agent.migrate() }
         let query = try fake.result().get()
         #expect(query.resolve && query.sessionID == sessionID && query.sessionToken == token, "\(query)")
         let error = try #require(result.failure as? MigrationError)
-        #expect(error.message.contains("split brain: the destination resumed the guest although this source did not commit; the source's copy was stopped"), "\(error)")
+        #expect(
+            error.message.contains(
+                "split brain: the destination resumed the guest although this source did not commit; the source's copy was stopped"
+            ), "\(error)")
         #expect(error.message.contains(hex(sessionID)), "\(error)")
         #expect(error.guest == .destination)
         #expect(error.code == .protocolViolation)
@@ -346,6 +380,10 @@ enum SourceReports {
         return String(text[range.upperBound...].prefix { $0.isHexDigit })
     }
 
-    static func session(in text: String) -> UInt64? { word(after: "--session", in: text).flatMap { UInt64($0, radix: 16) } }
-    static func token(in text: String) -> SessionToken? { word(after: "--token", in: text).flatMap(SessionToken.init(hex:)) }
+    static func session(in text: String) -> UInt64? {
+        word(after: "--session", in: text).flatMap { UInt64($0, radix: 16) }
+    }
+    static func token(in text: String) -> SessionToken? {
+        word(after: "--token", in: text).flatMap(SessionToken.init(hex:))
+    }
 }

@@ -1,9 +1,9 @@
+import FerryGuestMigration
 import FerryProtocol
 import FerrySystem
 import Foundation
 import Synchronization
 
-import FerryGuestMigration
 @testable import FerryMigration
 
 /// The source's guest, watched: when it was paused and resumed (the blackout as the guest

@@ -1,4 +1,6 @@
 import FerryGuest
+import FerryGuestMigration
+import FerryKVMMigration
 import FerryProtocol
 import FerrySystem
 import FerryTestSupport
@@ -7,8 +9,6 @@ import Foundation
 import Synchronization
 import Testing
 
-import FerryGuestMigration
-import FerryKVMMigration
 @testable import FerryMigration
 
 /// A destination that goes silent, or answers one byte at a time, at each step of the blackout
@@ -34,8 +34,10 @@ import FerryKVMMigration
 
     /// Migrates a 32 MiB guest through a frame `Relay` whose verdicts `decide` gives; `blackout`
     /// tells it whether the source's guest is paused for its blackout now.
-    private func migrate(in scratch: Scratch, adjust: (inout LoopbackMigration) -> Void = { _ in },
-                         decide: @escaping @Sendable (_ blackout: Bool, Kind, Relay.Direction, FrameType?) -> Relay.Verdict) throws -> Run {
+    private func migrate(
+        in scratch: Scratch, adjust: (inout LoopbackMigration) -> Void = { _ in },
+        decide: @escaping @Sendable (_ blackout: Bool, Kind, Relay.Direction, FrameType?) -> Relay.Verdict
+    ) throws -> Run {
         var migration = LoopbackMigration()
         migration.workload = "uniform:20MB/s"
         migration.runFor = 0
@@ -69,9 +71,10 @@ import FerryKVMMigration
         let ended = MonotonicClock.now()
         relay?.stop()
         let guest = try #require(box.value)
-        return Run(outcome: outcome, guest: guest, events: relay?.events ?? [],
-                   sourceSeconds: Double((sourceEnded.value ?? ended) &- started) / 1e9,
-                   destinationSeconds: Double(ended &- started) / 1e9)
+        return Run(
+            outcome: outcome, guest: guest, events: relay?.events ?? [],
+            sourceSeconds: Double((sourceEnded.value ?? ended) &- started) / 1e9,
+            destinationSeconds: Double(ended &- started) / 1e9)
     }
 
     /// What every blackout case must show: the guest resumed on the source after at most the
@@ -88,7 +91,9 @@ import FerryKVMMigration
         #expect(run.outcome.guestWasRunningAfterFailure, "\(what): the source's guest must run again")
         let paused = run.guest.longestPauseSeconds
         #expect(paused >= Double(Self.blackoutMs) / 1000 * 0.9, "\(what): paused \(paused) s")
-        #expect(paused < Double(Self.blackoutMs) / 1000 + 0.5, "\(what): the guest was paused \(paused) s, the deadline is \(Self.blackoutMs) ms")
+        #expect(
+            paused < Double(Self.blackoutMs) / 1000 + 0.5,
+            "\(what): the guest was paused \(paused) s, the deadline is \(Self.blackoutMs) ms")
         guard case .failure = run.outcome.destination else {
             Issue.record("\(what): the destination must not run the guest")
             return
@@ -96,7 +101,9 @@ import FerryKVMMigration
         #expect(run.destinationSeconds < 12, "\(what): the destination took \(run.destinationSeconds) s to discard")
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
-        print("\(what): guest paused \(String(format: "%.3f", paused)) s (deadline \(Self.blackoutMs) ms); source done after \(String(format: "%.2f", run.sourceSeconds)) s, destination discarded after \(String(format: "%.2f", run.destinationSeconds)) s; relay: \(run.events.prefix(3))")
+        print(
+            "\(what): guest paused \(String(format: "%.3f", paused)) s (deadline \(Self.blackoutMs) ms); source done after \(String(format: "%.2f", run.sourceSeconds)) s, destination discarded after \(String(format: "%.2f", run.destinationSeconds)) s; relay: \(run.events.prefix(3))"
+        )
     }
 
     /// The destination goes silent when the blackout's first frame reaches it: no final page,
@@ -112,12 +119,19 @@ import FerryKVMMigration
     /// A page stream goes silent in the final round (its STREAM_ROUND_END never arrives).
     @Test func pageStreamSilentInTheFinalRound() throws {
         let scratch = Scratch()
-        let run = try migrate(in: scratch, adjust: { $0.adjustSource = { options in
-            options.blackoutTimeout = .milliseconds(Self.blackoutMs)
-            options.streams = 2
-        } }) { blackout, kind, direction, type in
-            blackout && kind == .pageStream && direction == .toDestination && type == .streamRoundEnd ? .wedge : .forward
-        }
+        let run = try migrate(
+            in: scratch,
+            adjust: {
+                $0.adjustSource = { options in
+                    options.blackoutTimeout = .milliseconds(Self.blackoutMs)
+                    options.streams = 2
+                }
+            },
+            decide: { blackout, kind, direction, type in
+                blackout && kind == .pageStream && direction == .toDestination && type == .streamRoundEnd
+                    ? .wedge : .forward
+            }
+        )
         expectResumedOnSource(run, in: scratch, "page stream silent in the final round")
     }
 
@@ -156,8 +170,12 @@ import FerryKVMMigration
         let outage = report.resumeRecords.first?.outageMs ?? 0
         #expect(report.totalMs < 8_000, "total \(report.totalMs) ms")
         _ = try run.outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
-        print("held ROUND_ACK: stall noticed and resumed; migration \(report.totalMs) ms, outage \(outage) ms, \(report.rounds) rounds")
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
+        print(
+            "held ROUND_ACK: stall noticed and resumed; migration \(report.totalMs) ms, outage \(outage) ms, \(report.rounds) rounds"
+        )
     }
 }
 
@@ -176,7 +194,9 @@ import FerryKVMMigration
         #expect(report.guestLocation == .destination)
         #expect(report.handshakeAttempts == 2)
         _ = try outcome.destination.get()
-        #expect(try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img")) == nil)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("source.img"))
+                == nil)
     }
 
     /// A connection that cannot be made at all is not retried: nothing listens there.
@@ -185,12 +205,15 @@ import FerryKVMMigration
         let port = listener.port
         listener.close()
         let region = try MappedRegion.anonymous(size: 1 << 20)
-        let setup = try GuestSetup.make(workload: "idle", vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: (1 << 20) / systemPageSize)
-        let guest = try Guest(memory: region.base, size: 1 << 20, configuration: setup.configuration, logger: testLogger)
+        let setup = try GuestSetup.make(
+            workload: "idle", vcpus: 1, seed: 1, pageSize: systemPageSize, pageCount: (1 << 20) / systemPageSize)
+        let guest = try Guest(
+            memory: region.base, size: 1 << 20, configuration: setup.configuration, logger: testLogger)
         guest.start()
         defer { _ = guest.stop() }
-        let agent = SourceAgent(memory: region.base, size: 1 << 20, imagePath: "", guest: guest, guestSetup: setup,
-                                options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)")), logger: testLogger)
+        let agent = SourceAgent(
+            memory: region.base, size: 1 << 20, imagePath: "", guest: guest, guestSetup: setup,
+            options: SourceOptions(destination: try Endpoint.parse("127.0.0.1:\(port)")), logger: testLogger)
         let start = MonotonicClock.now()
         #expect(throws: MigrationError.self) { try agent.migrate() }
         #expect(MonotonicClock.seconds(since: start) < 1)
@@ -216,9 +239,13 @@ import FerryKVMMigration
         migration.route = { port in
             // The 20th PAGE_BATCH claims 5,000 entries (at most 4,096): the destination aborts.
             let made = try Relay(to: port, options: .halfClose) { frame in
-                guard frame.direction == .toDestination, frame.type == FrameType.pageBatch.rawValue, frame.payloadCount >= 8 else { return .forward }
+                guard frame.direction == .toDestination, frame.type == FrameType.pageBatch.rawValue,
+                    frame.payloadCount >= 8
+                else { return .forward }
                 if batches.add(1, ordering: .relaxed).newValue == 20 {
-                    frame.withPayload { $0.storeBytes(of: UInt32(5_000).littleEndian, toByteOffset: 4, as: UInt32.self) }
+                    frame.withPayload {
+                        $0.storeBytes(of: UInt32(5_000).littleEndian, toByteOffset: 4, as: UInt32.self)
+                    }
                 }
                 return .forward
             }

@@ -4,12 +4,15 @@ import Testing
 /// The handshake payloads of Protocol.md 3.21–3.23 and the transcript bytes of section 9.
 @Suite struct AuthenticationMessageTests {
     let hello = AuthHello(clientNonce: Array(0..<32), encryptRequested: true, ciphers: .all)
-    let challenge = AuthChallenge(serverNonce: Array(32..<64), cipher: .chacha20Poly1305, serverProof: Array(repeating: 0xEE, count: 32))
+    let challenge = AuthChallenge(
+        serverNonce: Array(32..<64), cipher: .chacha20Poly1305, serverProof: Array(repeating: 0xEE, count: 32))
 
     @Test func wireLayout() {
         #expect(hello.encodedPayload() == Array(0..<32) + [1, 0, 3, 0, 0, 0, 0, 0])
-        #expect(challenge.encodedPayload() == Array(32..<64) + [2, 0, 0, 0, 0, 0, 0, 0] + Array(repeating: 0xEE, count: 32))
-        #expect(AuthProof(clientProof: Array(repeating: 7, count: 32)).encodedPayload() == Array(repeating: 7, count: 32))
+        #expect(
+            challenge.encodedPayload() == Array(32..<64) + [2, 0, 0, 0, 0, 0, 0, 0] + Array(repeating: 0xEE, count: 32))
+        #expect(
+            AuthProof(clientProof: Array(repeating: 7, count: 32)).encodedPayload() == Array(repeating: 7, count: 32))
     }
 
     @Test func unknownFlagsAndCiphersAreRejected() {
@@ -50,8 +53,12 @@ import Testing
 
     @Test func keyDerivationInputs() {
         #expect(AuthTranscript.keySalt(hello: hello, challenge: challenge) == Array(0..<64))
-        #expect(AuthTranscript.keyInfo(clientToServer: true, cipher: .aes256GCM) == Array("ferry c2s v1".utf8) + [1, 0])
-        #expect(AuthTranscript.keyInfo(clientToServer: false, cipher: .chacha20Poly1305) == Array("ferry s2c v1".utf8) + [2, 0])
+        #expect(
+            AuthTranscript.keyInfo(clientToServer: true, cipher: .aes256GCM) == Array("ferry c2s v1".utf8) + [1, 0])
+        #expect(
+            AuthTranscript.keyInfo(clientToServer: false, cipher: .chacha20Poly1305) == Array("ferry s2c v1".utf8) + [
+                2, 0,
+            ])
     }
 
     @Test func refusalReasonNine() {

@@ -4,7 +4,9 @@ import Testing
 /// Reads `input` the way `FramedConnection` reads a socket: exactly the bytes `FrameCursor` asks
 /// for, a header at a time, then the payload in pieces (sizes from `pieces`) up to what remains,
 /// as `PageSink` reads a direct PAGE_BATCH (batch header, table, scatter reads).
-func pullFrames(_ input: [UInt8], payloadLimit: Int? = nil, pieces: inout Mutator) -> (frames: [Frame], error: ProtocolError?) {
+func pullFrames(_ input: [UInt8], payloadLimit: Int? = nil, pieces: inout Mutator) -> (
+    frames: [Frame], error: ProtocolError?
+) {
     var cursor = FrameCursor()
     if let payloadLimit { cursor.payloadLimit = payloadLimit }
     var offset = 0
@@ -55,10 +57,12 @@ struct FrameCursorTests {
     /// The production reading pattern and the buffered decoder agree on every mutated stream.
     @Test func readingWhatItAsksForMatchesTheBufferedDecoder() {
         let full = sampleStream().bytes
-        let corpus = [full, Array(full[..<400]), messageSamples[0].frame(0) + Commit().encodedFrame(sequence: 1),
-                      rawFrame(type: 0x8001, sequence: 0, payload: [3, 0, 0x61, 0x62, 0x63])
-                        + rawFrame(type: 0x8042, sequence: 1, payload: Array(repeating: 7, count: 9000))
-                        + rawFrame(type: 5, sequence: 2, payload: samplePageBatch(includeRaw: false))]
+        let corpus = [
+            full, Array(full[..<400]), messageSamples[0].frame(0) + Commit().encodedFrame(sequence: 1),
+            rawFrame(type: 0x8001, sequence: 0, payload: [3, 0, 0x61, 0x62, 0x63])
+                + rawFrame(type: 0x8042, sequence: 1, payload: Array(repeating: 7, count: 9000))
+                + rawFrame(type: 5, sequence: 2, payload: samplePageBatch(includeRaw: false)),
+        ]
         var mutator = Mutator(seed: 0xC0A5, corpus: corpus)
         var pieces = Mutator(seed: 0x9, corpus: [])
         var failures: Set<ProtocolError.Code> = []
@@ -67,8 +71,10 @@ struct FrameCursorTests {
             let (_, input) = mutator.next()
             let pulled = pullFrames(input, pieces: &pieces)
             let pushed = pushFrames(input)
-            check(pulled.frames == pushed.frames && pulled.error == pushed.error,
-                  "pulled \(pulled.frames.count) frames, \(String(describing: pulled.error)); pushed \(pushed.frames.count), \(String(describing: pushed.error)): \(input)")
+            check(
+                pulled.frames == pushed.frames && pulled.error == pushed.error,
+                "pulled \(pulled.frames.count) frames, \(String(describing: pulled.error)); pushed \(pushed.frames.count), \(String(describing: pushed.error)): \(input)"
+            )
             frameCount += pulled.frames.count
             if let error = pulled.error { failures.insert(error.code) }
         }
@@ -81,10 +87,13 @@ struct FrameCursorTests {
         let hello = messageSamples[0].frame(0)
         let helloLength = hello.count - FrameHeader.size
         // Only the header is there: the limit is checked before any payload byte.
-        let (frames, error) = pullFrames(Array(hello[..<FrameHeader.size]), payloadLimit: helloLength - 1, pieces: &pieces)
+        let (frames, error) = pullFrames(
+            Array(hello[..<FrameHeader.size]), payloadLimit: helloLength - 1, pieces: &pieces)
         #expect(frames.isEmpty)
         #expect(error?.code == .tooLarge)
-        #expect(error?.message.contains("exceeds this connection's maximum of \(helloLength - 1) before authentication") == true, "\(String(describing: error))")
+        #expect(
+            error?.message.contains("exceeds this connection's maximum of \(helloLength - 1) before authentication")
+                == true, "\(String(describing: error))")
         #expect(pullFrames(hello, payloadLimit: helloLength, pieces: &pieces).frames.count == 1)
         // Skipped optional frames are held to the limit too.
         let note = rawFrame(type: 0x8042, sequence: 0, payload: Array(repeating: 1, count: 100))
@@ -105,8 +114,12 @@ struct FrameCursorTests {
         let late = FrameHeader(.commit, length: 0, sequence: 8)
         let error = #expect(throws: ProtocolError.self) { _ = try cursor.accept(late) }
         #expect(error?.code == .sequence)
-        #expect(error?.message == "expected frame sequence 9, got 8 (frame type 11): a frame was lost, duplicated or reordered")
-        let again = #expect(throws: ProtocolError.self) { _ = try cursor.accept(FrameHeader(.commit, length: 0, sequence: 9)) }
+        #expect(
+            error?.message
+                == "expected frame sequence 9, got 8 (frame type 11): a frame was lost, duplicated or reordered")
+        let again = #expect(throws: ProtocolError.self) {
+            _ = try cursor.accept(FrameHeader(.commit, length: 0, sequence: 9))
+        }
         #expect(again == error && cursor.failure == error)
     }
 }

@@ -18,8 +18,10 @@ func decodeAll(_ bytes: [UInt8], chunk: Int) throws(ProtocolError) -> [Frame] {
 }
 
 /// Decoding `bytes` must fail with `code`, and must fail at or before the byte `atOrBefore`.
-func expectStreamRejected(_ bytes: [UInt8], _ code: ProtocolError.Code, atOrBefore limit: Int? = nil,
-                          sourceLocation: SourceLocation = #_sourceLocation) {
+func expectStreamRejected(
+    _ bytes: [UInt8], _ code: ProtocolError.Code, atOrBefore limit: Int? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     var decoder = FrameDecoder()
     let stop = min(bytes.count, limit ?? bytes.count)
     decoder.append(contentsOf: Array(bytes[..<stop]))
@@ -62,7 +64,8 @@ struct FrameDecoderTests {
     }
 
     @Test func unknownOptionalFramesAreSkippedButCounted() throws {
-        let bytes = rawFrame(type: 0x8042, sequence: 0, payload: [1, 2, 3])
+        let bytes =
+            rawFrame(type: 0x8042, sequence: 0, payload: [1, 2, 3])
             + rawFrame(type: 0xFFFF, flags: 0xFFFF, sequence: 1, payload: Array(repeating: 9, count: 5000))
             + Commit().encodedFrame(sequence: 2)
         for chunk in [1, 7, 16, 19, 4096, bytes.count] {
@@ -105,7 +108,8 @@ struct FrameDecoderTests {
     @Test func oversizeLengthIsRejectedFromTheHeaderAlone() throws {
         let cases: [(UInt16, Int)] = [
             (FrameType.hello.rawValue, 4097), (FrameType.commit.rawValue, 4097),
-            (FrameType.deviceState.rawValue, ProtocolLimits.maxFramePayload + 1), (FrameType.pageBatch.rawValue, ProtocolLimits.maxFramePayload + 1),
+            (FrameType.deviceState.rawValue, ProtocolLimits.maxFramePayload + 1),
+            (FrameType.pageBatch.rawValue, ProtocolLimits.maxFramePayload + 1),
             (FrameType.guestConfig.rawValue, Int(UInt32.max)), (0x8123, ProtocolLimits.maxFramePayload + 1),
             (FrameType.note.rawValue, 4097),
         ]
@@ -123,9 +127,9 @@ struct FrameDecoderTests {
 
     @Test func sequenceMustContinueByOne() {
         let commit0 = Commit().encodedFrame(sequence: 0)
-        expectStreamRejected(commit0 + Commit().encodedFrame(sequence: 0), .sequence)     // duplicate
-        expectStreamRejected(commit0 + Commit().encodedFrame(sequence: 2), .sequence)     // skip
-        expectStreamRejected(Commit().encodedFrame(sequence: 1), .sequence)               // first is not 0
+        expectStreamRejected(commit0 + Commit().encodedFrame(sequence: 0), .sequence)  // duplicate
+        expectStreamRejected(commit0 + Commit().encodedFrame(sequence: 2), .sequence)  // skip
+        expectStreamRejected(Commit().encodedFrame(sequence: 1), .sequence)  // first is not 0
         expectStreamRejected(commit0 + rawFrame(type: 0x8001 | 0x0100, sequence: 5, payload: []), .sequence)
         // Checked from the header alone, before the payload arrives.
         let hello = messageSamples[0].frame(3)

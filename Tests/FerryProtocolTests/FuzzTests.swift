@@ -57,8 +57,10 @@ struct FuzzTests {
     }
 
     @Test func pageBatchReader() {
-        let corpus = [samplePageBatch(), samplePageBatch(lz4Length: 1, includeRaw: false),
-                      samplePageBatch(lz4Length: 4095), samplePageBatch(round: 9, lz4Length: 7, includeRaw: false)]
+        let corpus = [
+            samplePageBatch(), samplePageBatch(lz4Length: 1, includeRaw: false),
+            samplePageBatch(lz4Length: 4095), samplePageBatch(round: 9, lz4Length: 7, includeRaw: false),
+        ]
         var mutator = Mutator(seed: 0xBA7C4, corpus: corpus)
         var outcomes = Outcomes()
         for _ in 0..<Self.batchIterations {
@@ -71,14 +73,19 @@ struct FuzzTests {
                     var entries = 0
                     while let entry = try reader.next() {
                         entries += 1
-                        check(entries <= reader.count && entry.page < samplePageCount
-                              && entry.encoding.allowsLength(entry.payload.count, pageSize: 4096), "bad entry accepted: \(input)")
+                        check(
+                            entries <= reader.count && entry.page < samplePageCount
+                                && entry.encoding.allowsLength(entry.payload.count, pageSize: 4096),
+                            "bad entry accepted: \(input)")
                         if entry.payload.count > 0 {
-                            check(entry.payload.baseAddress == payload.baseAddress! + consumed, "payload misplaced: \(input)")
+                            check(
+                                entry.payload.baseAddress == payload.baseAddress! + consumed,
+                                "payload misplaced: \(input)")
                         }
                         consumed += entry.payload.count
                     }
-                    check(entries == reader.count && consumed == payload.count, "payload not consumed exactly: \(input)")
+                    check(
+                        entries == reader.count && consumed == payload.count, "payload not consumed exactly: \(input)")
                 }
                 outcomes.accepted += 1
             } catch {
@@ -91,9 +98,11 @@ struct FuzzTests {
 
     @Test func frameDecoderStreams() {
         let full = sampleStream().bytes
-        let corpus = [full, Array(full[..<400]), messageSamples[0].frame(0) + Commit().encodedFrame(sequence: 1),
-                      rawFrame(type: 0x8001, sequence: 0, payload: [3, 0, 0x61, 0x62, 0x63])
-                        + rawFrame(type: 5, sequence: 1, payload: samplePageBatch(includeRaw: false))]
+        let corpus = [
+            full, Array(full[..<400]), messageSamples[0].frame(0) + Commit().encodedFrame(sequence: 1),
+            rawFrame(type: 0x8001, sequence: 0, payload: [3, 0, 0x61, 0x62, 0x63])
+                + rawFrame(type: 5, sequence: 1, payload: samplePageBatch(includeRaw: false)),
+        ]
         var mutator = Mutator(seed: 0x5EED, corpus: corpus)
         var outcomes = Outcomes()
         var frameCount = 0
@@ -134,8 +143,9 @@ struct FuzzTests {
             Issue.record("the decoder returned an unknown optional frame")
             return
         }
-        check(frame.payload.count == Int(frame.header.length) && frame.payload.count <= type.maxPayload,
-              "frame payload does not match its header: \(frame)")
+        check(
+            frame.payload.count == Int(frame.header.length) && frame.payload.count <= type.maxPayload,
+            "frame payload does not match its header: \(frame)")
         do {
             try frame.payload.withUnsafeBytesForTest { (payload) throws(ProtocolError) in
                 if type == .pageBatch {

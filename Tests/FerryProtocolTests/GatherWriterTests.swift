@@ -15,7 +15,11 @@ import Testing
         let plainBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
         let gatherBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
         let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: 2 * entries + 3)
-        defer { plainBuffer.deallocate(); gatherBuffer.deallocate(); segments.deallocate() }
+        defer {
+            plainBuffer.deallocate()
+            gatherBuffer.deallocate()
+            segments.deallocate()
+        }
         var plain = PageBatchWriter(buffer: plainBuffer, pageSize: pageSize)
         var gather = PageBatchWriter(buffer: gatherBuffer, pageSize: pageSize, segments: segments)
         plain.reset(round: 5)
@@ -52,7 +56,11 @@ import Testing
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         let segments = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: 2 * 4096 + 3)
         let page = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: 4096)
-        defer { buffer.deallocate(); segments.deallocate(); page.deallocate() }
+        defer {
+            buffer.deallocate()
+            segments.deallocate()
+            page.deallocate()
+        }
         var writer = PageBatchWriter(buffer: buffer, pageSize: pageSize, segments: segments)
         writer.reset(round: 0)
         var entries = 0
@@ -62,6 +70,8 @@ import Testing
         }
         // External pages do not use the buffer, but the frame limit still bounds the batch.
         #expect(writer.byteCount <= ProtocolLimits.maxFramePayload)
-        #expect(writer.byteCount + 24 + pageSize > ProtocolLimits.maxFramePayload || entries == ProtocolLimits.maxEntriesPerBatch)
+        #expect(
+            writer.byteCount + 24 + pageSize > ProtocolLimits.maxFramePayload
+                || entries == ProtocolLimits.maxEntriesPerBatch)
     }
 }

@@ -18,10 +18,20 @@ func helloPayload(_ edit: (inout Hello) -> Void = { _ in }) -> [UInt8] {
     // Bypasses encode's own validation: write the fields by hand.
     var out = Hello.magic
     func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-    le(hello.versionMin); le(hello.versionMax); le(hello.pageSize); le(hello.pageCount)
-    le(hello.codecs.rawValue); le(hello.cpuStateFormat); le(hello.guestKind); le(hello.vcpuCount)
-    le(hello.streamCount); le(UInt16(0)); le(UInt16(hello.sourceName.utf8.count)); out += hello.sourceName.utf8
-    le(UInt16(hello.guestName.utf8.count)); out += hello.guestName.utf8
+    le(hello.versionMin)
+    le(hello.versionMax)
+    le(hello.pageSize)
+    le(hello.pageCount)
+    le(hello.codecs.rawValue)
+    le(hello.cpuStateFormat)
+    le(hello.guestKind)
+    le(hello.vcpuCount)
+    le(hello.streamCount)
+    le(UInt16(0))
+    le(UInt16(hello.sourceName.utf8.count))
+    out += hello.sourceName.utf8
+    le(UInt16(hello.guestName.utf8.count))
+    out += hello.guestName.utf8
     return out
 }
 
@@ -72,7 +82,13 @@ struct MessageRejectionTests {
             ("no raw", { $0.codecs = [.zero, .lz4] }, .invalidField),
             ("no zero", { $0.codecs = [.raw] }, .invalidField),
             ("version 0", { $0.versionMin = 0 }, .invalidField),
-            ("min > max", { $0.versionMin = 3; $0.versionMax = 2 }, .invalidField),
+            (
+                "min > max",
+                {
+                    $0.versionMin = 3
+                    $0.versionMax = 2
+                }, .invalidField
+            ),
             ("long name", { $0.sourceName = String(repeating: "x", count: 256) }, .tooLarge),
             ("no streams", { $0.streamCount = 0 }, .invalidField),
             ("17 streams", { $0.streamCount = 17 }, .invalidField),
@@ -95,7 +111,8 @@ struct MessageRejectionTests {
         for edit: (inout Hello) -> Void in [
             { $0.vcpuCount = 64 }, { $0.pageSize = 65536 }, { $0.pageCount = (1 << 51) - 1 },
             { $0.sourceName = String(repeating: "x", count: 255) }, { $0.codecs = CodecSet(rawValue: 0x13) },
-            { $0.streamCount = 16 }, { $0.guestName = "vm-1.test_2" }, { $0.guestName = String(repeating: "g", count: 64) },
+            { $0.streamCount = 16 }, { $0.guestName = "vm-1.test_2" },
+            { $0.guestName = String(repeating: "g", count: 64) },
         ] {
             let bytes = helloPayload(edit)
             #expect(throws: Never.self) { _ = try bytes.withUnsafeBytes { try Hello(payload: $0) } }
@@ -105,7 +122,8 @@ struct MessageRejectionTests {
     @Test func reservedBytesMustBeZero() {
         // (sample, offset of a reserved byte)
         let cases: [(String, Int)] = [
-            ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 26), ("JOIN", 31), ("RESUME", 36), ("RESUME", 39), ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
+            ("HELLO", 38), ("HELLO", 39), ("ACCEPT", 2), ("JOIN", 26), ("JOIN", 31), ("RESUME", 36), ("RESUME", 39),
+            ("STREAM_ROUND_END", 4), ("REFUSE", 3), ("GUEST_CONFIG", 14),
             ("GUEST_CONFIG", 22), ("GUEST_CONFIG", 23), ("ROUND_END", 4), ("ROUND_END", 55), ("ROUND_ACK", 7),
             ("COMPLETE", 4), ("VERIFIED ok", 1), ("VERIFIED ok", 7), ("ABORT", 2),
             ("DEVICE_STATE", 2), ("DEVICE_STATE", 7), ("DEVICE_STATE", 8 + 12), ("DEVICE_STATE", 8 + 80 + 15),
@@ -124,7 +142,10 @@ struct MessageRejectionTests {
         }
     }
 
-    @Test(arguments: [[0xFF], [0xC3, 0x28], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x61, 0xE2, 0x82]] as [[UInt8]])
+    @Test(
+        arguments: [
+            [0xFF], [0xC3, 0x28], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x61, 0xE2, 0x82],
+        ] as [[UInt8]])
     func invalidUTF8IsRejected(_ text: [UInt8]) {
         let str16 = [UInt8(text.count), 0] + text
         expectRejected(Note.self, str16, .invalidField)
@@ -165,23 +186,33 @@ struct MessageRejectionTests {
         var accept = messageSamples.first { $0.name == "ACCEPT" }!.payload
         accept[4] = 0x05  // zero + lz4, no raw
         expectRejected(Accept.self, accept, .invalidField)
-        accept[4] = 0x07; accept[0] = 0
+        accept[4] = 0x07
+        accept[0] = 0
         expectRejected(Accept.self, accept, .invalidField)
 
         // STATUS: a state beyond 4, an index not below total, total 0; names are guest names.
         var status = messageSamples.first { $0.name == "STATUS awaiting commit" }!.payload
         status[4] = 5
         expectRejected(Status.self, status, .invalidField)
-        status[4] = 2; status[0] = 3
+        status[4] = 2
+        status[0] = 3
         expectRejected(Status.self, status, .invalidField)
-        status[0] = 0; status[2] = 0
+        status[0] = 0
+        status[2] = 0
         expectRejected(Status.self, status, .invalidField)
         let noFlags: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0]
         let noToken = [UInt8](repeating: 0, count: 16)
-        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + noFlags + [4, 0] + Array("../x".utf8), .invalidField)
-        expectRejected(StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // resolve, no session
-        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [2, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)  // unknown flag
-        expectRejected(StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [0, 0, 0, 0, 1, 0, 0, 0, 0, 0], .invalidField)  // reserved
+        expectRejected(
+            StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + noFlags + [4, 0] + Array("../x".utf8), .invalidField)
+        // A resolve query without a session.
+        expectRejected(
+            StatusQuery.self, [0, 0, 0, 0, 0, 0, 0, 0] + noToken + [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)
+        // An unknown flag.
+        expectRejected(
+            StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [2, 0, 0, 0, 0, 0, 0, 0, 0, 0], .invalidField)
+        // A reserved byte set.
+        expectRejected(
+            StatusQuery.self, [7, 0, 0, 0, 0, 0, 0, 0] + noToken + [0, 0, 0, 0, 1, 0, 0, 0, 0, 0], .invalidField)
     }
 
     /// ACCEPT, JOIN and RESUME carry a session token that is never all zero (version 4).
@@ -202,7 +233,9 @@ struct MessageRejectionTests {
     }
 
     @Test func deviceStateShapeIsChecked() {
-        func section(_ kind: UInt16, _ version: UInt16, _ instance: UInt32, _ length: UInt32, body: Int? = nil) -> [UInt8] {
+        func section(_ kind: UInt16, _ version: UInt16, _ instance: UInt32, _ length: UInt32, body: Int? = nil)
+            -> [UInt8]
+        {
             var out: [UInt8] = [kind.lo, kind.hi, version.lo, version.hi]
             withUnsafeBytes(of: instance.littleEndian) { out += $0 }
             withUnsafeBytes(of: length.littleEndian) { out += $0 }
@@ -214,16 +247,24 @@ struct MessageRejectionTests {
         }
         let vcpus = (0..<64).map { section(1, 1, UInt32($0), 64) }
         #expect(throws: Never.self) { _ = try state(vcpus).withUnsafeBytes { try DeviceState(payload: $0) } }
-        #expect(throws: Never.self) { _ = try state([section(1, 2, 0, 8), section(0x100, 1, 0, 0), section(0x8001, 4, 3, 2)]).withUnsafeBytes { try DeviceState(payload: $0) } }
-        expectRejected(DeviceState.self, state([]), .invalidField)                                   // no section
-        expectRejected(DeviceState.self, state(vcpus + [section(1, 1, 64, 64)]), .invalidField)      // 65 vCPUs
-        expectRejected(DeviceState.self, state([section(0x100, 1, 0, 4)]), .invalidField)           // no vCPU
-        expectRejected(DeviceState.self, state([section(1, 1, 1, 4)]), .invalidField)               // vCPU 1 first
-        expectRejected(DeviceState.self, state([section(1, 0, 0, 4)]), .invalidField)               // version 0
-        expectRejected(DeviceState.self, state([section(0, 1, 0, 4)]), .invalidField)               // kind 0
-        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(1, 2, 1, 4)]), .invalidField)  // mixed formats
-        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(1, 1, 1, 4)]), .invalidField)
-        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(0x100, 1, 0, 0)]), .invalidField)
+        #expect(throws: Never.self) {
+            _ = try state([section(1, 2, 0, 8), section(0x100, 1, 0, 0), section(0x8001, 4, 3, 2)]).withUnsafeBytes {
+                try DeviceState(payload: $0)
+            }
+        }
+        expectRejected(DeviceState.self, state([]), .invalidField)  // no section
+        expectRejected(DeviceState.self, state(vcpus + [section(1, 1, 64, 64)]), .invalidField)  // 65 vCPUs
+        expectRejected(DeviceState.self, state([section(0x100, 1, 0, 4)]), .invalidField)  // no vCPU
+        expectRejected(DeviceState.self, state([section(1, 1, 1, 4)]), .invalidField)  // vCPU 1 first
+        expectRejected(DeviceState.self, state([section(1, 0, 0, 4)]), .invalidField)  // version 0
+        expectRejected(DeviceState.self, state([section(0, 1, 0, 4)]), .invalidField)  // kind 0
+        // Mixed formats.
+        expectRejected(DeviceState.self, state([section(1, 1, 0, 4), section(1, 2, 1, 4)]), .invalidField)
+        expectRejected(
+            DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(1, 1, 1, 4)]), .invalidField)
+        expectRejected(
+            DeviceState.self, state([section(1, 1, 0, 4), section(0x100, 1, 0, 0), section(0x100, 1, 0, 0)]),
+            .invalidField)
         expectRejected(DeviceState.self, state([section(1, 1, 0, 8, body: 7)]), .truncated)
         expectRejected(DeviceState.self, state([section(1, 1, 0, 8, body: 9)]), .trailingBytes)
         expectRejected(DeviceState.self, state([section(1, 1, 0, 8)], count: 2), .truncated)
@@ -241,7 +282,9 @@ struct MessageRejectionTests {
             }
             return out + [0, 0] + [0, 0, 0, 0]
         }
-        #expect(throws: Never.self) { _ = try config(regions: [(0, 1), (8192, 3)]).withUnsafeBytes { try GuestConfig(payload: $0) } }
+        #expect(throws: Never.self) {
+            _ = try config(regions: [(0, 1), (8192, 3)]).withUnsafeBytes { try GuestConfig(payload: $0) }
+        }
         expectRejected(GuestConfig.self, config(regions: []), .invalidField)
         expectRejected(GuestConfig.self, config(regions: [(0, 0)]), .invalidField)
         expectRejected(GuestConfig.self, config(regions: [(100, 1)]), .invalidField)

@@ -21,15 +21,16 @@ struct MessageRoundTripTests {
 
     @Test func helloWireLayout() {
         let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, streamCount: 3, sourceName: "ab")
-        let expected: [UInt8] = Array("FERRYMIG".utf8)
-            + [5, 0, 5, 0]                   // version_min, version_max
-            + [0, 0x10, 0, 0]                // page_size 4096
-            + [3, 0, 0, 0, 0, 0, 0, 0]       // page_count
-            + [15, 0, 0, 0]                  // codecs zero|raw|lz4|words
-            + [1, 0, 1, 0]                   // cpu_state_format, guest_kind
-            + [2, 0, 0, 0, 3, 0, 0, 0]       // vcpu_count, stream_count, reserved
-            + [2, 0, 0x61, 0x62]             // source_name "ab"
-            + [0, 0]                         // guest_name ""
+        let expected: [UInt8] =
+            Array("FERRYMIG".utf8)
+            + [5, 0, 5, 0]  // version_min, version_max
+            + [0, 0x10, 0, 0]  // page_size 4096
+            + [3, 0, 0, 0, 0, 0, 0, 0]  // page_count
+            + [15, 0, 0, 0]  // codecs zero|raw|lz4|words
+            + [1, 0, 1, 0]  // cpu_state_format, guest_kind
+            + [2, 0, 0, 0, 3, 0, 0, 0]  // vcpu_count, stream_count, reserved
+            + [2, 0, 0x61, 0x62]  // source_name "ab"
+            + [0, 0]  // guest_name ""
         #expect(hello.encodedPayload() == expected)
         #expect(hello.imageSize == 3 * 4096)
     }
@@ -43,14 +44,19 @@ struct MessageRoundTripTests {
         #expect(sampleToken.hex == "0102030405060708090a0b0c0d0e0f10")
         #expect(SessionToken(hex: sampleToken.hex) == sampleToken)
         #expect(SessionToken(hex: "0102") == nil && SessionToken(hex: String(repeating: "g", count: 32)) == nil)
-        let accept = Accept(codecs: .required, memoryAvailable: 0, diskAvailable: 0, sessionID: 0x0123_4567_89AB_CDEF,
-                            sessionToken: sampleToken, destinationName: "d").encodedPayload()
-        #expect(Array(accept[24..<32]) == id && Array(accept[32..<48]) == token && Array(accept[48...]) == [1, 0, 0x64])
+        let accept = Accept(
+            codecs: .required, memoryAvailable: 0, diskAvailable: 0, sessionID: 0x0123_4567_89AB_CDEF,
+            sessionToken: sampleToken, destinationName: "d"
+        ).encodedPayload()
+        #expect(
+            Array(accept[24..<32]) == id && Array(accept[32..<48]) == token && Array(accept[48...]) == [1, 0, 0x64])
         let join = Join(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, streamIndex: 3).encodedPayload()
         #expect(join == id + token + [3, 0, 0, 0, 0, 0, 0, 0])
-        let resume = Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 2, round: 5).encodedPayload()
+        let resume = Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 2, round: 5)
+            .encodedPayload()
         #expect(resume == id + token + [2, 0, 0, 0, 0, 0, 0, 0] + [5, 0, 0, 0, 0, 0, 0, 0])
-        let query = StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true).encodedPayload()
+        let query = StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true)
+            .encodedPayload()
         #expect(query == id + token + [1, 0, 0, 0, 0, 0, 0, 0] + [0, 0])
         #expect(sampleToken.matches(sampleToken) && !sampleToken.matches(.none) && !SessionToken.none.matches(.none))
         #expect(!sampleToken.matches(SessionToken(low: sampleToken.low, high: sampleToken.high ^ 1 << 63)))
@@ -68,9 +74,10 @@ struct MessageRoundTripTests {
     }
 
     @Test func guestConfigAddressesTravelInNetworkOrder() throws {
-        let config = GuestConfig(seed: 1, guestMAC: MACAddress(octets: [2, 0, 0, 0, 0, 9]),
-                                 guestIPv4: 0x0A00_0002, workload: "sweep",
-                                 regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])
+        let config = GuestConfig(
+            seed: 1, guestMAC: MACAddress(octets: [2, 0, 0, 0, 0, 9]),
+            guestIPv4: 0x0A00_0002, workload: "sweep",
+            regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])
         let payload = config.encodedPayload()
         #expect(Array(payload[8..<14]) == [2, 0, 0, 0, 0, 9])
         #expect(Array(payload[16..<20]) == [10, 0, 0, 2])
@@ -88,14 +95,18 @@ struct MessageRoundTripTests {
         #expect(payload.count == 8 + 2 * (16 + 64))
         let decoded = try payload.withUnsafeBytes { try DeviceState(payload: $0) }
         #expect(decoded.vcpuBodies.count == 2)
-        #expect(try decoded.vcpuBodies.map { body in try body.withUnsafeBytes { try VCPURecord(bytes: $0) } } == sampleRecords)
+        #expect(
+            try decoded.vcpuBodies.map { body in try body.withUnsafeBytes { try VCPURecord(bytes: $0) } }
+                == sampleRecords)
         // credit_ns is two's complement at record offset 32 (after the 8-byte header and 16-byte section header).
         #expect(Array(payload[(24 + 32)..<(24 + 40)]) == [0xC7, 0xCF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
     }
 
     @Test func guestConfigCarriesTheMemoryLayout() throws {
-        let regions = [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
-                       MemoryRegionDescriptor(guestPhysicalAddress: 0x1_0000_0000, pageCount: 16)]
+        let regions = [
+            MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
+            MemoryRegionDescriptor(guestPhysicalAddress: 0x1_0000_0000, pageCount: 16),
+        ]
         let payload = GuestConfig(seed: 3, workload: "w", regions: regions).encodedPayload()
         #expect(Array(payload[20..<22]) == [2, 0])
         #expect(Array(payload[24..<32]) == [0, 0, 0, 0, 0, 0, 0, 0])

@@ -20,9 +20,11 @@ struct Mutator {
     }
 
     private static let interestingBytes: [UInt8] = [0, 1, 2, 3, 0x7F, 0x80, 0xC0, 0xED, 0xF4, 0xFE, 0xFF]
-    private static let interestingWords: [UInt64] = [0, 1, 2, 3, 4, 24, 64, 100, 255, 256, 1023, 1024, 1025,
-                                                     4094, 4095, 4096, 4097, 65535, 65536, 1 << 24, (1 << 24) + 1,
-                                                     0x7FFF_FFFF, 0xFFFF_FFFF, .max]
+    private static let interestingWords: [UInt64] = [
+        0, 1, 2, 3, 4, 24, 64, 100, 255, 256, 1023, 1024, 1025,
+        4094, 4095, 4096, 4097, 65535, 65536, 1 << 24, (1 << 24) + 1,
+        0x7FFF_FFFF, 0xFFFF_FFFF, .max,
+    ]
 
     mutating func mutate(_ bytes: inout [UInt8]) {
         switch below(9) {

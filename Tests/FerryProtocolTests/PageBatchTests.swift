@@ -14,17 +14,24 @@ struct RawEntry {
 func batchBytes(round: UInt32 = 0, count: UInt32? = nil, _ entries: [RawEntry], extra: [UInt8] = []) -> [UInt8] {
     var out: [UInt8] = []
     func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-    le(round); le(count ?? UInt32(entries.count))
+    le(round)
+    le(count ?? UInt32(entries.count))
     // The table of descriptors, then the payloads in the same order.
     for entry in entries {
-        le(entry.page); le(entry.hash); le(entry.length); out.append(entry.encoding); out += entry.reserved
+        le(entry.page)
+        le(entry.hash)
+        le(entry.length)
+        out.append(entry.encoding)
+        out += entry.reserved
     }
     for entry in entries { out += [UInt8](repeating: 0x77, count: entry.payload) }
     return out + extra
 }
 
 /// Reads every entry of `bytes` as a batch of 4096-byte pages in a 16-page image.
-func readBatch(_ bytes: [UInt8], pageSize: Int = 4096, pageCount: UInt64 = samplePageCount) throws(ProtocolError) -> [PageEntry] {
+func readBatch(_ bytes: [UInt8], pageSize: Int = 4096, pageCount: UInt64 = samplePageCount) throws(ProtocolError)
+    -> [PageEntry]
+{
     try bytes.withUnsafeBytesForTest { (payload) throws(ProtocolError) in
         var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: pageCount)
         var entries: [PageEntry] = []
@@ -35,12 +42,16 @@ func readBatch(_ bytes: [UInt8], pageSize: Int = 4096, pageCount: UInt64 = sampl
 }
 
 extension Array where Element == UInt8 {
-    func withUnsafeBytesForTest<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError) -> T {
+    func withUnsafeBytesForTest<T>(_ body: (UnsafeRawBufferPointer) throws(ProtocolError) -> T) throws(ProtocolError)
+        -> T
+    {
         try withUnsafeBufferPointer { (buffer) throws(ProtocolError) in try body(UnsafeRawBufferPointer(buffer)) }
     }
 }
 
-func expectBatchRejected(_ bytes: [UInt8], _ code: ProtocolError.Code, sourceLocation: SourceLocation = #_sourceLocation) {
+func expectBatchRejected(
+    _ bytes: [UInt8], _ code: ProtocolError.Code, sourceLocation: SourceLocation = #_sourceLocation
+) {
     let error = #expect(throws: ProtocolError.self, sourceLocation: sourceLocation) { _ = try readBatch(bytes) }
     #expect(error?.code == code, "\(error?.description ?? "no error")", sourceLocation: sourceLocation)
 }
@@ -60,16 +71,18 @@ struct PageBatchTests {
             var page: UInt64 = 0
             while writer.hasRoomForPage {
                 let encoding = PageEncoding.allCases[Int(page % 4)]
-                let length = switch encoding {
-                case .zero: 0
-                case .raw: pageSize
-                case .lz4: Int(page * 37 % 4095) + 1
-                case .words: Int(page % 409) * 10 + 10
-                }
+                let length =
+                    switch encoding {
+                    case .zero: 0
+                    case .raw: pageSize
+                    case .lz4: Int(page * 37 % 4095) + 1
+                    case .words: Int(page % 409) * 10 + 10
+                    }
                 let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(page) &+ Int(round)) }
                 #expect(writer.payloadSlotCapacity >= pageSize)
                 writer.payloadSlot.copyMemory(from: bytes, byteCount: length)
-                writer.commitEntry(page: page, hash: page &* 0x9E37_79B9 ^ UInt64(round), encoding: encoding, length: length)
+                writer.commitEntry(
+                    page: page, hash: page &* 0x9E37_79B9 ^ UInt64(round), encoding: encoding, length: length)
                 expected.append((page, page &* 0x9E37_79B9 ^ UInt64(round), encoding, bytes))
                 page += 1
             }
@@ -152,30 +165,37 @@ struct PageBatchTests {
 
     @Test func descriptorsAreChecked() {
         let raw = RawEntry(page: 1, length: 4096, encoding: 2, payload: 4096)
-        expectBatchRejected(batchBytes([RawEntry(page: 16)]), .invalidField)               // page == pageCount
+        expectBatchRejected(batchBytes([RawEntry(page: 16)]), .invalidField)  // page == pageCount
         expectBatchRejected(batchBytes([RawEntry(page: .max)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(encoding: 0)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(encoding: 5)]), .invalidField)
-        expectBatchRejected(batchBytes([RawEntry(length: 0, encoding: 4)]), .invalidField)        // words: no records
+        expectBatchRejected(batchBytes([RawEntry(length: 0, encoding: 4)]), .invalidField)  // words: no records
         expectBatchRejected(batchBytes([RawEntry(length: 15, encoding: 4, payload: 15)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 4100, encoding: 4, payload: 4100)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(encoding: 0xFF)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 1, payload: 1)]), .invalidField)  // zero with bytes
         expectBatchRejected(batchBytes([RawEntry(reserved: [0, 0, 1])]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(reserved: [1, 0, 0])]), .invalidField)
-        var short = raw; short.length = 4095; short.payload = 4095
+        var short = raw
+        short.length = 4095
+        short.payload = 4095
         expectBatchRejected(batchBytes([short]), .invalidField)
-        var long = raw; long.length = 4097; long.payload = 4097
+        var long = raw
+        long.length = 4097
+        long.payload = 4097
         expectBatchRejected(batchBytes([long]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 0, encoding: 3)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 4096, encoding: 3, payload: 4096)]), .invalidField)
         expectBatchRejected(batchBytes([RawEntry(length: 0xFFFF_FFFF, encoding: 3)]), .invalidField)
         // And the edges that are allowed.
         #expect(throws: Never.self) {
-            _ = try readBatch(batchBytes([raw, RawEntry(page: 15, length: 4095, encoding: 3, payload: 4095),
-                                          RawEntry(length: 1, encoding: 3, payload: 1), RawEntry(),
-                                          RawEntry(page: 2, length: 10, encoding: 4, payload: 10),
-                                          RawEntry(page: 3, length: 4090, encoding: 4, payload: 4090)]))
+            _ = try readBatch(
+                batchBytes([
+                    raw, RawEntry(page: 15, length: 4095, encoding: 3, payload: 4095),
+                    RawEntry(length: 1, encoding: 3, payload: 1), RawEntry(),
+                    RawEntry(page: 2, length: 10, encoding: 4, payload: 10),
+                    RawEntry(page: 3, length: 4090, encoding: 4, payload: 4090),
+                ]))
         }
     }
 
@@ -183,13 +203,13 @@ struct PageBatchTests {
         expectBatchRejected(batchBytes(count: 0, []), .invalidField)
         expectBatchRejected(batchBytes(count: 4097, Array(repeating: RawEntry(), count: 4097)), .tooLarge)
         expectBatchRejected(batchBytes(count: 0xFFFF_FFFF, []), .tooLarge)
-        expectBatchRejected([1, 0, 0, 0, 1, 0, 0], .truncated)                                  // short header
-        expectBatchRejected(batchBytes(count: 3, [RawEntry(), RawEntry()]), .truncated)        // count > entries
-        expectBatchRejected(batchBytes(count: 1, [RawEntry(), RawEntry()]), .trailingBytes)    // leftover entry
-        expectBatchRejected(batchBytes([RawEntry()], extra: [0]), .trailingBytes)              // leftover byte
-        expectBatchRejected(Array(batchBytes([RawEntry()]).dropLast()), .truncated)            // cut descriptor
+        expectBatchRejected([1, 0, 0, 0, 1, 0, 0], .truncated)  // short header
+        expectBatchRejected(batchBytes(count: 3, [RawEntry(), RawEntry()]), .truncated)  // count > entries
+        expectBatchRejected(batchBytes(count: 1, [RawEntry(), RawEntry()]), .trailingBytes)  // leftover entry
+        expectBatchRejected(batchBytes([RawEntry()], extra: [0]), .trailingBytes)  // leftover byte
+        expectBatchRejected(Array(batchBytes([RawEntry()]).dropLast()), .truncated)  // cut descriptor
         let lz4 = RawEntry(length: 100, encoding: 3, payload: 99)
-        expectBatchRejected(batchBytes([lz4]), .truncated)                                     // cut payload
+        expectBatchRejected(batchBytes([lz4]), .truncated)  // cut payload
         expectBatchRejected(batchBytes([lz4, RawEntry()]).dropLast(25).map { $0 }, .truncated)
     }
 

@@ -56,8 +56,9 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
 }
 
 let sampleRecords = [
-    VCPURecord(step: 1_000_000, rngState: 0x9E37_79B9_7F4A_7C15, cursor: 4095, cursor2: 7,
-               creditNanoseconds: -12_345, traceEpochMilliseconds: 1_700_000_000_000),
+    VCPURecord(
+        step: 1_000_000, rngState: 0x9E37_79B9_7F4A_7C15, cursor: 4095, cursor2: 7,
+        creditNanoseconds: -12_345, traceEpochMilliseconds: 1_700_000_000_000),
     VCPURecord(step: 0, rngState: 1, cursor: 0, cursor2: 0, creditNanoseconds: .max, traceEpochMilliseconds: 0),
 ]
 
@@ -66,63 +67,114 @@ let sampleToken = SessionToken(low: 0x0807_0605_0403_0201, high: 0x100F_0E0D_0C0
 
 let messageSamples: [MessageSample] = [
     MessageSample("HELLO", Hello(pageSize: 4096, pageCount: 65536, vcpuCount: 2, sourceName: "src-1")),
-    MessageSample("HELLO extremes", Hello(
-        versionMin: 1, versionMax: 7, pageSize: 65536, pageCount: UInt64(Int64.max) / 65536,
-        codecs: CodecSet(rawValue: 0xFFFF_FFFF), cpuStateFormat: 9, guestKind: 0xFFFF, vcpuCount: 64,
-        streamCount: 16, sourceName: String(repeating: "é", count: 127))),
-    MessageSample("ACCEPT", Accept(codecs: .required, memoryAvailable: 8 << 30, diskAvailable: 1 << 40,
-                                   sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, destinationName: "dst ✓")),
+    MessageSample(
+        "HELLO extremes",
+        Hello(
+            versionMin: 1, versionMax: 7, pageSize: 65536, pageCount: UInt64(Int64.max) / 65536,
+            codecs: CodecSet(rawValue: 0xFFFF_FFFF), cpuStateFormat: 9, guestKind: 0xFFFF, vcpuCount: 64,
+            streamCount: 16, sourceName: String(repeating: "é", count: 127))),
+    MessageSample(
+        "ACCEPT",
+        Accept(
+            codecs: .required, memoryAvailable: 8 << 30, diskAvailable: 1 << 40,
+            sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, destinationName: "dst ✓")),
     MessageSample("JOIN", Join(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, streamIndex: 15)),
     MessageSample("STREAM_ROUND_END", StreamRoundEnd(round: 7, batches: 12, pages: 40_000)),
-    MessageSample("STATUS_QUERY by session", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true)),
+    MessageSample(
+        "STATUS_QUERY by session",
+        StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, resolve: true)),
     MessageSample("STATUS_QUERY resolve without token", StatusQuery(sessionID: 0x0123_4567_89AB_CDEF, resolve: true)),
     MessageSample("STATUS_QUERY by guest", StatusQuery(guestName: "web-1.prod")),
     MessageSample("STATUS_QUERY all", StatusQuery()),
-    MessageSample("STATUS awaiting commit", Status(index: 1, total: 3, state: .awaitingCommit, sessionID: 0xFEED_F00D,
-                                                   digest: 0xDEAD_BEEF_CAFE_F00D, pageCount: 65536, ageSeconds: 12,
-                                                   guestName: "web-1", message: "verified; waiting for the source's COMMIT")),
+    MessageSample(
+        "STATUS awaiting commit",
+        Status(
+            index: 1, total: 3, state: .awaitingCommit, sessionID: 0xFEED_F00D,
+            digest: 0xDEAD_BEEF_CAFE_F00D, pageCount: 65536, ageSeconds: 12,
+            guestName: "web-1", message: "verified; waiting for the source's COMMIT")),
     MessageSample("STATUS unknown", Status(state: .unknown, sessionID: 7)),
     MessageSample("REFUSE", Refuse(reason: .imageExists, message: "/var/lib/ferry/g.img exists: pass --force")),
     MessageSample("REFUSE other", Refuse(reason: .other, message: "")),
-    MessageSample("GUEST_CONFIG", GuestConfig(
-        seed: 42, guestMAC: MACAddress(octets: [0x02, 0, 0, 0xAB, 0xCD, 0xEF]), guestIPv4: 0x0A00_0002,
-        workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8),
-        regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 65536)])),
-    MessageSample("GUEST_CONFIG empty", GuestConfig(seed: 0, workload: "", regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])),
-    MessageSample("GUEST_CONFIG regions", GuestConfig(seed: 7, workload: "example", regions: [
-        MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
-        MemoryRegionDescriptor(guestPhysicalAddress: 1 << 32, pageCount: 16)])),
-    MessageSample("ROUND_END", RoundEnd(round: 3, pagesSent: 1000, wireBytes: 4_000_000, durationMicroseconds: 12_345,
-                                        dirtyPages: 77, dirtyRate: 5000, throttlePercent: 99)),
-    MessageSample("ROUND_ACK", RoundAck(round: 3, pagesReceived: 1000, pagesHeld: 65536,
-                                        applyMicroseconds: 999, digestMicroseconds: 1234)),
-    MessageSample("DEVICE_STATE", DeviceState(sections: sampleRecords.enumerated().map { index, record in
-        var body: [UInt8] = []
-        record.encode(into: &body)
-        return DeviceStateSection(kind: DeviceStateSection.vcpu, version: 1, instance: UInt32(index), body: body)
-    })),
-    MessageSample("DEVICE_STATE devices", DeviceState(sections: [
-        DeviceStateSection(kind: DeviceStateSection.vcpu, version: 2, instance: 0, body: Array(1...15)),
-        DeviceStateSection(kind: 0x0100, version: 3, instance: 0, body: []),
-        DeviceStateSection(kind: 0x8100, version: 1, instance: 7, body: [9, 9])])),
-    MessageSample("COMPLETE", Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D, stateDigest: 0x0123_4567_89AB_CDEF)),
-    MessageSample("VERIFIED ok", Verified(ok: true, digest: 0xDEAD_BEEF_CAFE_F00D, pagesMissing: 0,
-                                          verifyMicroseconds: 800)),
-    MessageSample("VERIFIED failed", Verified(ok: false, digest: 1, pagesMissing: 3, verifyMicroseconds: 2,
-                                              message: "3 pages never arrived")),
+    MessageSample(
+        "GUEST_CONFIG",
+        GuestConfig(
+            seed: 42, guestMAC: MACAddress(octets: [0x02, 0, 0, 0xAB, 0xCD, 0xEF]), guestIPv4: 0x0A00_0002,
+            workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8),
+            regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 65536)])),
+    MessageSample(
+        "GUEST_CONFIG empty",
+        GuestConfig(seed: 0, workload: "", regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])),
+    MessageSample(
+        "GUEST_CONFIG regions",
+        GuestConfig(
+            seed: 7, workload: "example",
+            regions: [
+                MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 256),
+                MemoryRegionDescriptor(guestPhysicalAddress: 1 << 32, pageCount: 16),
+            ])),
+    MessageSample(
+        "ROUND_END",
+        RoundEnd(
+            round: 3, pagesSent: 1000, wireBytes: 4_000_000, durationMicroseconds: 12_345,
+            dirtyPages: 77, dirtyRate: 5000, throttlePercent: 99)),
+    MessageSample(
+        "ROUND_ACK",
+        RoundAck(
+            round: 3, pagesReceived: 1000, pagesHeld: 65536,
+            applyMicroseconds: 999, digestMicroseconds: 1234)),
+    MessageSample(
+        "DEVICE_STATE",
+        DeviceState(
+            sections: sampleRecords.enumerated().map { index, record in
+                var body: [UInt8] = []
+                record.encode(into: &body)
+                return DeviceStateSection(
+                    kind: DeviceStateSection.vcpu, version: 1, instance: UInt32(index), body: body)
+            })),
+    MessageSample(
+        "DEVICE_STATE devices",
+        DeviceState(sections: [
+            DeviceStateSection(kind: DeviceStateSection.vcpu, version: 2, instance: 0, body: Array(1...15)),
+            DeviceStateSection(kind: 0x0100, version: 3, instance: 0, body: []),
+            DeviceStateSection(kind: 0x8100, version: 1, instance: 7, body: [9, 9]),
+        ])),
+    MessageSample(
+        "COMPLETE",
+        Complete(finalRound: 9, pageCount: 65536, digest: 0xDEAD_BEEF_CAFE_F00D, stateDigest: 0x0123_4567_89AB_CDEF)),
+    MessageSample(
+        "VERIFIED ok",
+        Verified(
+            ok: true, digest: 0xDEAD_BEEF_CAFE_F00D, pagesMissing: 0,
+            verifyMicroseconds: 800)),
+    MessageSample(
+        "VERIFIED failed",
+        Verified(
+            ok: false, digest: 1, pagesMissing: 3, verifyMicroseconds: 2,
+            message: "3 pages never arrived")),
     MessageSample("COMMIT", Commit()),
     MessageSample("RESUMED", Resumed(resumeMicroseconds: 1500)),
     MessageSample("ABORT", Abort(reason: .notConverged, message: "dirty rate 80000 pages/s exceeds the link")),
     MessageSample("NOTE", Note(text: "round 3: 1000 pages")),
-    MessageSample("RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 65536, round: 4)),
-    MessageSample("RESUME_STATE", ResumeState(pageCount: 200, firstPage: 64, pages: 136, round: 4,
-                                              held: [~0, 0x0F0F, 0xFF], current: [0xF0, 0x0F00, 0x01])),
+    MessageSample(
+        "RESUME", Resume(sessionID: 0x0123_4567_89AB_CDEF, sessionToken: sampleToken, pageCount: 65536, round: 4)),
+    MessageSample(
+        "RESUME_STATE",
+        ResumeState(
+            pageCount: 200, firstPage: 64, pages: 136, round: 4,
+            held: [~0, 0x0F0F, 0xFF], current: [0xF0, 0x0F00, 0x01])),
     MessageSample("AUTH_HELLO", AuthHello(clientNonce: Array(0..<32), encryptRequested: true, ciphers: .all)),
-    MessageSample("AUTH_HELLO plain", AuthHello(clientNonce: Array(repeating: 0xFF, count: 32), encryptRequested: false,
-                                                ciphers: CipherSet(rawValue: 0x8001))),
-    MessageSample("AUTH_CHALLENGE", AuthChallenge(serverNonce: Array(32..<64), cipher: .aes256GCM, serverProof: Array(64..<96))),
-    MessageSample("AUTH_CHALLENGE plain", AuthChallenge(serverNonce: Array(repeating: 1, count: 32), cipher: .none,
-                                                       serverProof: Array(repeating: 2, count: 32))),
+    MessageSample(
+        "AUTH_HELLO plain",
+        AuthHello(
+            clientNonce: Array(repeating: 0xFF, count: 32), encryptRequested: false,
+            ciphers: CipherSet(rawValue: 0x8001))),
+    MessageSample(
+        "AUTH_CHALLENGE", AuthChallenge(serverNonce: Array(32..<64), cipher: .aes256GCM, serverProof: Array(64..<96))),
+    MessageSample(
+        "AUTH_CHALLENGE plain",
+        AuthChallenge(
+            serverNonce: Array(repeating: 1, count: 32), cipher: .none,
+            serverProof: Array(repeating: 2, count: 32))),
     MessageSample("AUTH_PROOF", AuthProof(clientProof: Array(100..<132))),
     MessageSample("DONE", Done()),
 ]
@@ -166,8 +218,11 @@ func sampleStream() -> (bytes: [UInt8], frames: [Frame]) {
     func add(_ type: UInt16, flags: UInt16 = 0, _ payload: [UInt8], known: Bool = true) {
         bytes += rawFrame(type: type, flags: flags, sequence: sequence, payload: payload)
         if known {
-            frames.append(Frame(header: FrameHeader(type: type, flags: flags, length: UInt32(payload.count),
-                                                    sequence: sequence), payload: payload))
+            frames.append(
+                Frame(
+                    header: FrameHeader(
+                        type: type, flags: flags, length: UInt32(payload.count),
+                        sequence: sequence), payload: payload))
         }
         sequence += 1
     }

@@ -17,9 +17,9 @@ import Testing
         #expect(guarded.replaced == nil)
         #expect(truncate(path, off_t(32 * pageSize)) == 0)
         region.base.storeBytes(of: 0xCD, toByteOffset: 50 * pageSize + 7, as: UInt8.self)  // beyond the end
-        #expect(region.base.load(fromByteOffset: 40 * pageSize, as: UInt8.self) == 0)       // its data went with the file
+        #expect(region.base.load(fromByteOffset: 40 * pageSize, as: UInt8.self) == 0)  // its data went with the file
         #expect(region.base.load(fromByteOffset: 50 * pageSize + 7, as: UInt8.self) == 0xCD)
-        region.base.storeBytes(of: 0x01, toByteOffset: 10 * pageSize, as: UInt8.self)       // within: still the file
+        region.base.storeBytes(of: 0x01, toByteOffset: 10 * pageSize, as: UInt8.self)  // within: still the file
         let replaced = try #require(guarded.replaced)
         #expect(replaced.pages == 2)
         #expect(replaced.firstOffset == 40 * pageSize)

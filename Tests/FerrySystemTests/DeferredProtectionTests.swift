@@ -48,7 +48,8 @@ extension TrackerTests {
     /// harvest of a partly protected region); otherwise the first one comes when all blocks
     /// are protected, as in a migration.
     @Test(arguments: choices, [false, true])
-    func deferredProtectionCatchesEveryWriteAfterProtection(choice: TrackerChoice, harvestWhileProtecting: Bool) throws {
+    func deferredProtectionCatchesEveryWriteAfterProtection(choice: TrackerChoice, harvestWhileProtecting: Bool) throws
+    {
         for kind in [MemoryKind.anonymous, .tmpfs] {
             let memory = try TestMemory.make(kind, size: 32 << 20)
             let tracker = try memory.tracker(choice)
@@ -60,7 +61,8 @@ extension TrackerTests {
             let race = ProtectionRace(base: memory.region.base, pages: pages)
             let logs = (0..<2).map { _ in WriterLog(pages: pages) }
             for (index, log) in logs.enumerated() {
-                Thread { Self.writeAfterProtection(race: race, log: log, seed: UInt64(index + 1) * 0x9E37_79B9) }.start()
+                Thread { Self.writeAfterProtection(race: race, log: log, seed: UInt64(index + 1) * 0x9E37_79B9) }
+                    .start()
             }
             let protectors = 2
             let protectorsDone = (0..<protectors).map { _ in DispatchSemaphore(value: 0) }
@@ -114,11 +116,15 @@ extension TrackerTests {
             }
             let writes = logs.reduce(0) { $0 + $1.writes }
             let tracked = logs.reduce(0) { $0 + $1.freshPagesWritten }
-            print("deferredProtection \(choice.rawValue)/\(kind.rawValue) harvestWhileProtecting=\(harvestWhileProtecting): "
-                + "\(writes) writes, \(tracked) after their block's protection, \(race.harvests.load(ordering: .relaxed)) harvests, "
-                + "\(missed.count) pages missed")
+            print(
+                "deferredProtection \(choice.rawValue)/\(kind.rawValue) harvestWhileProtecting=\(harvestWhileProtecting): "
+                    + "\(writes) writes, \(tracked) after their block's protection, \(race.harvests.load(ordering: .relaxed)) harvests, "
+                    + "\(missed.count) pages missed")
             #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
-            #expect(missed.isEmpty, "\(kind): writes after protection not reported by a later harvest (page, r, last harvest reporting it): \(missed.prefix(10))")
+            #expect(
+                missed.isEmpty,
+                "\(kind): writes after protection not reported by a later harvest (page, r, last harvest reporting it): \(missed.prefix(10))"
+            )
             #expect(tracked >= 1_000)
             #expect(writes > tracked, "some writes should come before their block's protection")
         }
@@ -211,23 +217,30 @@ extension TrackerTests {
     /// writable, and the child writes it, unrecorded) and protects the whole range, after which
     /// tracking goes on page by page. In a forked child: at the mapping limit any other mmap
     /// would fail.
-    @Test(.enabled(if: maxMapCount <= (65536 * 2 + 2048) / 2,  // each protected island adds about two mappings
-                   "vm.max_map_count is \(maxMapCount), \((65536 * 2 + 2048) / 2) islands cannot reach it"))
+    @Test(
+        .enabled(
+            if: maxMapCount <= (65536 * 2 + 2048) / 2,  // each protected island adds about two mappings
+            "vm.max_map_count is \(maxMapCount), \((65536 * 2 + 2048) / 2) islands cannot reach it"))
     func deferredProtectionAtTheMappingLimitLosesNoWrite() throws {
         let pages = 65536 * 2 + 2048
         var report = ferry_wp_overflow_report()
         let status = ferry_wp_test_deferred_overflow_in_child(pages, &report)
-        print("deferred overflow: \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) at the limit, "
-            + "\(report.maps_after_harvest) after the harvest; first harvest \(report.first_found) pages")
+        print(
+            "deferred overflow: \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) at the limit, "
+                + "\(report.maps_after_harvest) after the harvest; first harvest \(report.first_found) pages")
         try #require(status >= 0, "fork failed: errno \(-status)")
-        #expect(status & 0x7F == 0 && (status >> 8) & 0xFF == 0, "child failed at step \((status >> 8) & 0xFF), status \(status)")
+        #expect(
+            status & 0x7F == 0 && (status >> 8) & 0xFF == 0,
+            "child failed at step \((status >> 8) & 0xFF), status \(status)")
         #expect(report.overflows == 1, "the mapping limit was never hit")
         #expect(report.first_found == UInt64(pages))
         #expect(report.first_all_set == 1)
         // The other mappings of the process (other tests run in parallel) are a few thousand;
         // the islands were tens of thousands.
-        #expect(report.maps_after_harvest < report.maps_before_harvest / 4,
-                "protecting the whole range should merge the mappings (\(report.maps_before_harvest) → \(report.maps_after_harvest))")
+        #expect(
+            report.maps_after_harvest < report.maps_before_harvest / 4,
+            "protecting the whole range should merge the mappings (\(report.maps_before_harvest) → \(report.maps_after_harvest))"
+        )
         #expect(report.second_found == 1)
         #expect(report.second_only_that_page == 1)
         #expect(report.data_intact == 1)

@@ -31,20 +31,27 @@ import Testing
             let page = Int.random(in: 0..<count, using: &random)
             switch Int.random(in: 0..<100, using: &random) {
             case 0..<45:
-                bitmap.set(page); reference.insert(page)
+                bitmap.set(page)
+                reference.insert(page)
             case 45..<75:
-                bitmap.clear(page); reference.remove(page)
+                bitmap.clear(page)
+                reference.remove(page)
             case 75..<85:
                 let end = Int.random(in: page...min(count, page + 200), using: &random)
-                bitmap.set(range: page..<end); reference.formUnion(page..<end)
+                bitmap.set(range: page..<end)
+                reference.formUnion(page..<end)
             case 85..<95:
-                other.set(page); otherReference.insert(page)
+                other.set(page)
+                otherReference.insert(page)
             case 95..<98:
-                bitmap.formUnion(other); reference.formUnion(otherReference)
+                bitmap.formUnion(other)
+                reference.formUnion(otherReference)
             case 98:
-                bitmap.clearAll(); reference.removeAll()
+                bitmap.clearAll()
+                reference.removeAll()
             default:
-                bitmap.setAll(); reference = Set(0..<count)
+                bitmap.setAll()
+                reference = Set(0..<count)
             }
             #expect(bitmap[page] == reference.contains(page))
         }

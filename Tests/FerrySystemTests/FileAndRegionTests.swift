@@ -45,7 +45,10 @@ import Testing
     @Test func renameMovesTheFile() throws {
         let from = ScratchFile("a.img", in: "/dev/shm").path
         let to = from + ".renamed"
-        defer { try? ImageFile.remove(path: to); try? ImageFile.remove(path: from) }
+        defer {
+            try? ImageFile.remove(path: to)
+            try? ImageFile.remove(path: from)
+        }
         try ImageFile.create(path: from, size: 4096, overwrite: false)
         try ImageFile.rename(from: from, to: to)
         #expect(!ImageFile.exists(path: from))

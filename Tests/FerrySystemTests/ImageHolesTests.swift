@@ -81,7 +81,7 @@ extension ImageHolesTests {
         // Data runs and holes of random lengths (1–40 pages each), from a fixed seed.
         var state: UInt64 = 0x5EED
         func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Int((state >> 33) % UInt64(bound))
         }
         do {
@@ -94,7 +94,7 @@ extension ImageHolesTests {
                     try handle.seek(toOffset: UInt64(page * pageSize))
                     try handle.write(contentsOf: Data(repeating: 0x77, count: run * pageSize))
                 }
-                page += run + 1 + next(40)   // then a hole
+                page += run + 1 + next(40)  // then a hole
             }
         }
         let region = try MappedRegion.mapFile(path: path, writable: true)
@@ -103,12 +103,15 @@ extension ImageHolesTests {
         #expect(left > 0)
         // The guest writes into some of the large holes.
         try populated.forEachHole(in: 0..<pages) { hole in
-            if hole.count > 20 { (region.base + (hole.lowerBound + hole.count / 2) * pageSize).storeBytes(of: 1, as: UInt8.self) }
+            if hole.count > 20 {
+                (region.base + (hole.lowerBound + hole.count / 2) * pageSize).storeBytes(of: 1, as: UInt8.self)
+            }
         }
         let fresh = try ImageHoles(path: path, pageSize: pageSize)
         for window in [0..<pages, 100..<1000, 777..<778, 1000..<3999] {
             for minimum in [1, 16] {
-                var a: [Range<Int>] = [], b: [Range<Int>] = []
+                var a: [Range<Int>] = []
+                var b: [Range<Int>] = []
                 try populated.forEachLargeHole(in: window, minimumPages: minimum, maxCalls: .max) { a.append($0) }
                 try fresh.forEachLargeHole(in: window, minimumPages: minimum, maxCalls: .max) { b.append($0) }
                 #expect(a == b, "window \(window), at least \(minimum) pages")
@@ -117,13 +120,15 @@ extension ImageHolesTests {
         // Where populating left no hole the populated search asks the file nothing; a fresh one
         // has to (SEEK_DATA, then SEEK_HOLE walking the data run).
         // (A page whose neighbours are data too: the guest's writes above are single pages inside holes.)
-        let data = try #require((1..<pages - 1).first { page in (page - 1...page + 1).allSatisfy { (try? fresh.isData($0)) == true } })
-        let quiet = populated.seekCalls.load(ordering: .relaxed), asked = fresh.seekCalls.load(ordering: .relaxed)
+        let data = try #require(
+            (1..<pages - 1).first { page in (page - 1...page + 1).allSatisfy { (try? fresh.isData($0)) == true } })
+        let quiet = populated.seekCalls.load(ordering: .relaxed)
+        let asked = fresh.seekCalls.load(ordering: .relaxed)
         try populated.forEachLargeHole(in: data..<data + 1, minimumPages: 1, maxCalls: .max) { _ in }
         try fresh.forEachLargeHole(in: data..<data + 1, minimumPages: 1, maxCalls: .max) { _ in }
         #expect(populated.seekCalls.load(ordering: .relaxed) == quiet)
         #expect(fresh.seekCalls.load(ordering: .relaxed) > asked)
-                // The call bound holds on this path too: one SEEK_DATA per hole found.
+        // The call bound holds on this path too: one SEEK_DATA per hole found.
         var found: [Range<Int>] = []
         try populated.forEachLargeHole(in: 0..<pages, minimumPages: 1, maxCalls: 3) { found.append($0) }
         var all: [Range<Int>] = []

@@ -50,7 +50,9 @@ import Testing
         let woken = condition.withLock { condition.wait(untilNanoseconds: start &- 1_000_000_000) }
         #expect(!woken)
         #expect(MonotonicClock.seconds(since: start) < 0.5)
-        let alsoWoken = condition.withLock { condition.wait(untilNanoseconds: MonotonicClock.deadline(afterSeconds: -3)) }
+        let alsoWoken = condition.withLock {
+            condition.wait(untilNanoseconds: MonotonicClock.deadline(afterSeconds: -3))
+        }
         #expect(!alsoWoken)
     }
 
@@ -69,7 +71,9 @@ import Testing
 
     @Test func broadcastWakesEveryWaiter() throws {
         let gate = Gate()
-        let waiters = (0..<3).map { _ in BackgroundThread { gate.pass(deadline: MonotonicClock.deadline(afterSeconds: 20)) } }
+        let waiters = (0..<3).map { _ in
+            BackgroundThread { gate.pass(deadline: MonotonicClock.deadline(afterSeconds: 20)) }
+        }
         gate.awaitWaiters(3)
         gate.condition.withLock {
             gate.open = true

@@ -24,7 +24,10 @@ import Testing
         var calls = 0
         let value = try valueOrErrno("fake") { () -> Int32 in
             calls += 1
-            if calls < 3 { errno = EINTR; return -1 }
+            if calls < 3 {
+                errno = EINTR
+                return -1
+            }
             return 7
         }
         #expect(value == 7 && calls == 3)

@@ -25,7 +25,10 @@ extension TrackerTests {
 
         let touchedTracker = try touched.tracker(choice)
         let freshTracker = try fresh.tracker(choice)
-        defer { touchedTracker.stop(); freshTracker.stop() }
+        defer {
+            touchedTracker.stop()
+            freshTracker.stop()
+        }
         try touchedTracker.start()
         try freshTracker.start()
         let trackedTouched = nanosecondsPerPage(touched)
@@ -55,7 +58,8 @@ extension TrackerTests {
 
         func ms(_ nanoseconds: UInt64) -> String { String(format: "%.3f ms", Double(nanoseconds) / 1e6) }
         func us(_ nanoseconds: Double) -> String { String(format: "%.2f µs", nanoseconds / 1000) }
-        print("""
+        print(
+            """
             costs \(choice.rawValue) on /dev/shm, 64 MiB (\(pages) pages), debug build:
               first write per page: touched \(us(trackedTouched)) (untracked \(us(untrackedTouched))), \
             never-touched \(us(trackedFresh)) (untracked \(us(untrackedFresh)))

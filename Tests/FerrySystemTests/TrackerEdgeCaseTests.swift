@@ -37,7 +37,9 @@ extension TrackerTests {
         memset(aligned, 1, length)
         let rollup = (try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8)) ?? ""
         let hugeLine = rollup.split(separator: "\n").first { $0.hasPrefix("AnonHugePages:") } ?? "AnonHugePages: ?"
-        print("huge page test (\(choice.rawValue)): process \(hugeLine.split(separator: " ", omittingEmptySubsequences: true).dropFirst().joined(separator: " "))")
+        print(
+            "huge page test (\(choice.rawValue)): process \(hugeLine.split(separator: " ", omittingEmptySubsequences: true).dropFirst().joined(separator: " "))"
+        )
         if choice == .uffd, let reason = DirtyTrackers.uffdUnavailableReason() {
             try Test.cancel("userfaultfd tracker unavailable: \(reason)")
         }
@@ -71,7 +73,9 @@ extension TrackerTests {
         #expect(madvise(page, systemPageSize, MADV_PAGEOUT) == 0)
         var resident: UInt8 = 1
         #expect(mincore(page, systemPageSize, &resident) == 0)
-        if resident & 1 != 0 { print("reclaim test (\(choice.rawValue)): the kernel kept the page; testing without reclaim") }
+        if resident & 1 != 0 {
+            print("reclaim test (\(choice.rawValue)): the kernel kept the page; testing without reclaim")
+        }
         var bitmap = DirtyBitmap(count: memory.pages)
         #expect(try tracker.harvest(into: &bitmap) == 1)
         #expect(setPages(bitmap) == [5])

@@ -75,7 +75,6 @@ func setPages(_ bitmap: DirtyBitmap) -> [Int] {
     return pages
 }
 
-
 /// xorshift64*: cheap per-thread randomness for writer loops.
 struct FastRandom {
     var state: UInt64

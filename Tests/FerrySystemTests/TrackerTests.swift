@@ -20,14 +20,16 @@ import Testing
             #expect(reason == nil, "kernel \(release) should support the uffd tracker")
         }
         let memory = try TestMemory.make(.anonymous, size: 16 * systemPageSize)
-        let (tracker, why) = try DirtyTrackers.make(.auto, base: memory.region.base, length: memory.region.size,
-                                                    pageSize: systemPageSize)
+        let (tracker, why) = try DirtyTrackers.make(
+            .auto, base: memory.region.base, length: memory.region.size,
+            pageSize: systemPageSize)
         print("auto picked: \(why)")
         #expect(tracker.kind == (reason == nil ? .uffd : .mprotect))
         #expect(why.hasPrefix(tracker.kind.rawValue + ":"))
         if let reason { #expect(why.contains(reason)) }
-        let (forced, forcedWhy) = try DirtyTrackers.make(.mprotect, base: memory.region.base,
-                                                         length: memory.region.size, pageSize: systemPageSize)
+        let (forced, forcedWhy) = try DirtyTrackers.make(
+            .mprotect, base: memory.region.base,
+            length: memory.region.size, pageSize: systemPageSize)
         #expect(forced.kind == .mprotect)
         #expect(forcedWhy.hasPrefix("mprotect:"))
     }
@@ -40,8 +42,9 @@ import Testing
             }
             #expect(error.code == .invalidArgument)
             #expect(throws: SystemError.self) {
-                _ = try DirtyTrackers.make(choice, base: memory.region.base + 8, length: systemPageSize,
-                                           pageSize: systemPageSize)
+                _ = try DirtyTrackers.make(
+                    choice, base: memory.region.base + 8, length: systemPageSize,
+                    pageSize: systemPageSize)
             }
         }
     }
@@ -137,7 +140,10 @@ import Testing
         let second = try TestMemory.make(.tmpfs, size: 32 * systemPageSize)
         let firstTracker = try first.tracker(choice)
         let secondTracker = try second.tracker(choice)
-        defer { firstTracker.stop(); secondTracker.stop() }
+        defer {
+            firstTracker.stop()
+            secondTracker.stop()
+        }
         try firstTracker.start()
         try secondTracker.start()
         first.write(page: 5)

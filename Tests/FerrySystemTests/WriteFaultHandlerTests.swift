@@ -30,19 +30,24 @@ extension TrackerTests {
     /// the next harvest must report every page and re-protect (merging the mappings back), and
     /// tracking must carry on page by page. Runs in a forked child: at the mapping limit, any
     /// other mmap in the process would fail.
-    @Test(.enabled(if: maxMapCount <= 65536,  // each island adds about two mappings
-                   "vm.max_map_count is \(maxMapCount), 32768 islands cannot reach it"),
-          arguments: [false, true])
+    @Test(
+        .enabled(
+            if: maxMapCount <= 65536,  // each island adds about two mappings
+            "vm.max_map_count is \(maxMapCount), 32768 islands cannot reach it"),
+        arguments: [false, true])
     func mappingLimitOverflowLosesNoWrite(shared: Bool) throws {
         let pages = 65536
         var report = ferry_wp_overflow_report()
         let start = MonotonicClock.now()
         let status = ferry_wp_test_overflow_in_child(pages, shared ? 1 : 0, &report)
         let seconds = Double(MonotonicClock.now() - start) / 1e9
-        print("overflow (\(shared ? "shared" : "private") anonymous): \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) before harvest, "
-            + "\(report.maps_after_harvest) after; first harvest \(report.first_found) pages; took \(seconds) s")
+        print(
+            "overflow (\(shared ? "shared" : "private") anonymous): \(report.overflows) overflow(s), mappings \(report.maps_before_harvest) before harvest, "
+                + "\(report.maps_after_harvest) after; first harvest \(report.first_found) pages; took \(seconds) s")
         try #require(status >= 0, "fork failed: errno \(-status)")
-        #expect(status & 0x7F == 0 && (status >> 8) & 0xFF == 0, "child failed at step \((status >> 8) & 0xFF), status \(status)")
+        #expect(
+            status & 0x7F == 0 && (status >> 8) & 0xFF == 0,
+            "child failed at step \((status >> 8) & 0xFF), status \(status)")
         #expect(report.overflows >= 1, "the mapping limit was never hit")
         #expect(report.first_found == UInt64(pages))
         #expect(report.first_all_set == 1)
@@ -54,5 +59,7 @@ extension TrackerTests {
 }
 
 /// vm.max_map_count (0 if unreadable): the mapping-limit tests need a limit they can reach.
-let maxMapCount = Int(((try? String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)) ?? "")
-    .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+let maxMapCount =
+    Int(
+        ((try? String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0

@@ -38,7 +38,9 @@ public final class AnonymousMemory: @unchecked Sendable {
     /// Pages that differ from `bytes`.
     public func changedPages(from bytes: [UInt8], pageSize: Int) -> Int {
         bytes.withUnsafeBytes { original in
-            (0..<(size / pageSize)).filter { memcmp(base + $0 * pageSize, original.baseAddress! + $0 * pageSize, pageSize) != 0 }.count
+            (0..<(size / pageSize)).filter {
+                memcmp(base + $0 * pageSize, original.baseAddress! + $0 * pageSize, pageSize) != 0
+            }.count
         }
     }
 }

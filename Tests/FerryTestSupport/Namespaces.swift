@@ -46,14 +46,18 @@ public final class NetworkNamespaces: Sendable {
     public func learnedPort(of mac: String, bridge name: String, in namespace: String) throws -> String? {
         for line in try bridge(["-n", namespace, "fdb", "show", "br", name]).split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
-            if fields.first == mac, let dev = fields.firstIndex(of: "dev"), dev + 1 < fields.count { return fields[dev + 1] }
+            if fields.first == mac, let dev = fields.firstIndex(of: "dev"), dev + 1 < fields.count {
+                return fields[dev + 1]
+            }
         }
         return nil
     }
 
     /// Waits (at most `timeout` seconds) until `mac` is learnt on `port`; returns the port last seen.
-    public func waitForLearnedPort(of mac: String, bridge name: String, in namespace: String, port: String,
-                                   timeout: Double = 2) throws -> String? {
+    public func waitForLearnedPort(
+        of mac: String, bridge name: String, in namespace: String, port: String,
+        timeout: Double = 2
+    ) throws -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         var seen: String?
         repeat {
@@ -80,7 +84,9 @@ public final class NetworkNamespaces: Sendable {
 
     /// `setns` is not exported by the Glibc module (it needs _GNU_SOURCE), so look it up.
     private typealias SetNamespace = @convention(c) (Int32, Int32) -> Int32
-    nonisolated(unsafe) private static let setNamespace: SetNamespace? = dlsym(nil, "setns").map { unsafeBitCast($0, to: SetNamespace.self) }
+    nonisolated(unsafe) private static let setNamespace: SetNamespace? = dlsym(nil, "setns").map {
+        unsafeBitCast($0, to: SetNamespace.self)
+    }
     private static let cloneNewNet: Int32 = 0x4000_0000
 
     /// Runs `body` on a fresh thread that has joined the network namespace `name` first; network

@@ -163,7 +163,9 @@ public final class Relay: @unchecked Sendable {
         }
         /// The payload, to read or change in place.
         public mutating func withPayload<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
-            try bytes.withUnsafeMutableBytes { try body(UnsafeMutableRawBufferPointer(rebasing: $0[FrameParser.headerSize...])) }
+            try bytes.withUnsafeMutableBytes {
+                try body(UnsafeMutableRawBufferPointer(rebasing: $0[FrameParser.headerSize...]))
+            }
         }
     }
 
@@ -190,8 +192,10 @@ public final class Relay: @unchecked Sendable {
 
     /// Starts relaying from a new loopback port (`port`) to `127.0.0.1:targetPort`. Without
     /// `onFrame` bytes are forwarded as they come; with it, frame by frame.
-    public init(to targetPort: UInt16, options: Options = Options(),
-                onFrame: (@Sendable (inout Frame) -> Verdict)? = nil) throws {
+    public init(
+        to targetPort: UInt16, options: Options = Options(),
+        onFrame: (@Sendable (inout Frame) -> Verdict)? = nil
+    ) throws {
         self.targetPort = targetPort
         self.options = options
         self.onFrame = onFrame
@@ -205,7 +209,9 @@ public final class Relay: @unchecked Sendable {
         }
         var address = Self.loopback(port: 0)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(fd, 64) == 0 else {
             Glibc.close(fd)
@@ -221,8 +227,10 @@ public final class Relay: @unchecked Sendable {
     }
 
     /// A convenience for `init(to:options:onFrame:)` with an `Int` port.
-    public convenience init(destinationPort: Int, options: Options = Options(),
-                            onFrame: (@Sendable (inout Frame) -> Verdict)? = nil) throws {
+    public convenience init(
+        destinationPort: Int, options: Options = Options(),
+        onFrame: (@Sendable (inout Frame) -> Verdict)? = nil
+    ) throws {
         try self.init(to: UInt16(destinationPort), options: options, onFrame: onFrame)
     }
 
@@ -303,10 +311,15 @@ public final class Relay: @unchecked Sendable {
     private var isStopping: Bool { lock.withLock { stopping } }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
-        idle.lock(); threads += 1; idle.unlock()
+        idle.lock()
+        threads += 1
+        idle.unlock()
         let thread = Thread { [self] in
             body()
-            idle.lock(); threads -= 1; idle.broadcast(); idle.unlock()
+            idle.lock()
+            threads -= 1
+            idle.broadcast()
+            idle.unlock()
         }
         thread.name = name
         thread.start()
@@ -340,9 +353,14 @@ public final class Relay: @unchecked Sendable {
             }
             let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var address = Self.loopback(port: targetPort)
-            let connected = server < 0 ? -1 : withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
+            let connected =
+                server < 0
+                ? -1
+                : withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
             if connected != 0 {
                 Glibc.close(client)
                 if server >= 0 { Glibc.close(server) }
@@ -377,7 +395,8 @@ public final class Relay: @unchecked Sendable {
     private enum End { case senderClosed, receiverGone, cut, wedged }
 
     private func endpoints(_ connection: Connection, _ direction: Direction) -> (from: Int32, to: Int32) {
-        direction == .toDestination ? (connection.source, connection.destination) : (connection.destination, connection.source)
+        direction == .toDestination
+            ? (connection.source, connection.destination) : (connection.destination, connection.source)
     }
 
     /// Sends `bytes` on, counting them against the byte cuts of `direction`. False when the
@@ -418,7 +437,9 @@ public final class Relay: @unchecked Sendable {
             let n = recv(from, buffer.baseAddress, size, 0)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return .senderClosed }
-            guard forward(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), connection, direction) else { return .receiverGone }
+            guard forward(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), connection, direction) else {
+                return .receiverGone
+            }
         }
     }
 
@@ -437,7 +458,9 @@ public final class Relay: @unchecked Sendable {
             if wedged { return .wedged }
             if let earlier = held {
                 // A swap: the frame after the held one goes first.
-                guard forward(bytes, connection, direction), forward(earlier, connection, direction) else { return .receiverGone }
+                guard forward(bytes, connection, direction), forward(earlier, connection, direction) else {
+                    return .receiverGone
+                }
                 held = nil
                 index += 1
                 continue
@@ -445,7 +468,8 @@ public final class Relay: @unchecked Sendable {
             var frame = Frame(connection: connection, direction: direction, index: index, bytes: bytes)
             index += 1
             let verdict = onFrame?(&frame) ?? .forward
-            if case .forward = verdict {} else {
+            if case .forward = verdict {
+            } else {
                 lock.withLock { eventLog.append("connection \(connection.id) \(direction) \(frame.type) \(verdict)") }
             }
             switch verdict {
@@ -483,12 +507,16 @@ public final class Relay: @unchecked Sendable {
                 }
                 return .wedged
             case .truncate:
-                let keep = frame.bytes.count > FrameParser.headerSize
-                    ? FrameParser.headerSize + (frame.bytes.count - FrameParser.headerSize) / 2 : FrameParser.headerSize / 2
+                let keep =
+                    frame.bytes.count > FrameParser.headerSize
+                    ? FrameParser.headerSize + (frame.bytes.count - FrameParser.headerSize) / 2
+                    : FrameParser.headerSize / 2
                 _ = forward(Array(frame.bytes[..<keep]), connection, direction)
                 return .cut
             case .duplicate:
-                guard forward(frame.bytes, connection, direction), forward(frame.bytes, connection, direction) else { return .receiverGone }
+                guard forward(frame.bytes, connection, direction), forward(frame.bytes, connection, direction) else {
+                    return .receiverGone
+                }
             case .holdUntilNext:
                 held = frame.bytes
             }
@@ -548,7 +576,9 @@ public final class Relay: @unchecked Sendable {
     private func closeIfLast(_ connection: Connection, counted: Bool) {
         let last = lock.withLock { () -> Bool in
             if !counted { connection.ended += 1 }
-            guard connection.ended >= 2, let at = connections.firstIndex(where: { $0 === connection }) else { return false }
+            guard connection.ended >= 2, let at = connections.firstIndex(where: { $0 === connection }) else {
+                return false
+            }
             connections.remove(at: at)
             return true
         }

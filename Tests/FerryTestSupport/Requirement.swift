@@ -31,7 +31,8 @@ public struct Requirement: Sendable {
 
     /// gcc and objcopy in /usr/bin, to build the KVM guest program.
     public static let gcc = Requirement(
-        met: FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") && FileManager.default.isExecutableFile(atPath: "/usr/bin/objcopy"),
+        met: FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/objcopy"),
         why: "needs gcc and objcopy in /usr/bin (install gcc and binutils)")
 
     /// Root and mount(8), to mount a small tmpfs.
@@ -49,7 +50,9 @@ public struct Requirement: Sendable {
 public enum Host {
     /// The path of a system tool (`ip`, `bridge`, `mount`) in the usual directories, if any.
     public static func tool(_ name: String) -> String? {
-        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(name)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     /// Runs `arguments` (the first is the executable's path) and returns its output (stdout and
@@ -67,7 +70,8 @@ public enum Host {
         process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         if mustSucceed && process.terminationStatus != 0 {
-            throw HostError(description: "\(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")
+            throw HostError(
+                description: "\(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")
         }
         return text
     }

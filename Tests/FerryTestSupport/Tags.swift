@@ -30,6 +30,7 @@ public enum TagFilter {
 extension Trait where Self == ConditionTrait {
     /// Skipped when `FERRY_SKIP_TAGS` names `tag`; goes with `.tags(tag)`.
     public static func skippable(_ tag: Tag) -> Self {
-        .enabled(if: !TagFilter.skips(tag), Comment(rawValue: "FERRY_SKIP_TAGS names \(TagFilter.names[tag] ?? "\(tag)")"))
+        .enabled(
+            if: !TagFilter.skips(tag), Comment(rawValue: "FERRY_SKIP_TAGS names \(TagFilter.names[tag] ?? "\(tag)")"))
     }
 }

@@ -70,7 +70,8 @@ public enum WireFault: Sendable {
 /// Frame types of Protocol.md section 3 that the tests' relays need, as numbers (read with
 /// `FrameParser`, independent of FerryProtocol).
 public enum WireType {
-    public static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5, deviceState: UInt16 = 8
+    public static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5,
+        deviceState: UInt16 = 8
     public static let verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
 }
 
@@ -118,10 +119,13 @@ public final class PhaseFaultRelay: @unchecked Sendable {
     private func verdict(_ frame: inout Relay.Frame) -> Relay.Verdict {
         let type = frame.type
         if frame.index == 0 && frame.direction == .toDestination && type == WireType.hello,
-           let pageSize = frame.payload(UInt32.self, at: 12), let pageCount = frame.payload(UInt64.self, at: 16) {
+            let pageSize = frame.payload(UInt32.self, at: 12), let pageCount = frame.payload(UInt64.self, at: 16)
+        {
             lock.withLock { imageBytes = Int(pageSize) * Int(pageCount) }
         }
-        if frame.index == 0 && frame.direction == .toSource && type == WireType.accept, let id = frame.payload(UInt64.self, at: 24) {
+        if frame.index == 0 && frame.direction == .toSource && type == WireType.accept,
+            let id = frame.payload(UInt64.self, at: 24)
+        {
             lock.withLock { acceptedSession = id }
         }
         guard frame.connection.opening == WireType.hello, let reachedNow = phase(of: frame) else { return .forward }

@@ -1,9 +1,10 @@
 import FerryProtocol
 import FerryTestSupport
-@testable import FerryTransport
 import Foundation
 import Glibc
 import Testing
+
+@testable import FerryTransport
 
 /// The handshake and record layer of Protocol.md section 9 over real loopback TCP.
 @Suite("Authentication", .timeLimit(.minutes(1)), .tags(.slow), .skippable(.slow))
@@ -13,12 +14,17 @@ struct AuthenticationTests {
 
     /// Runs the source side (`authenticate(asClient:)`, then a JOIN) and the destination side
     /// (first frame, `authenticate(asServer:)`) on one connection.
-    static func handshake(client: ConnectionSecurity, server: ConnectionSecurity, streams: (TCPStream, TCPStream)? = nil)
-        throws -> (client: FramedConnection, server: FramedConnection, clientResult: Result<Void, TransportError>,
-                   serverResult: Result<ReceivedFrameCopy, TransportError>)
+    static func handshake(
+        client: ConnectionSecurity, server: ConnectionSecurity, streams: (TCPStream, TCPStream)? = nil
+    )
+        throws -> (
+            client: FramedConnection, server: FramedConnection, clientResult: Result<Void, TransportError>,
+            serverResult: Result<ReceivedFrameCopy, TransportError>
+        )
     {
         let (a, b) = try streams ?? loopbackPair()
-        let left = FramedConnection(a), right = FramedConnection(b)
+        let left = FramedConnection(a)
+        let right = FramedConnection(b)
         let serverThread = JoinableThread { () -> Result<ReceivedFrameCopy, TransportError> in
             do throws(TransportError) {
                 right.receiveLimit = 4096
@@ -48,12 +54,16 @@ struct AuthenticationTests {
 
     @Test(arguments: [RecordCipher.none, .aes256GCM, .chacha20Poly1305])
     func mutualAuthenticationSucceeds(_ cipher: RecordCipher) throws {
-        let client = ConnectionSecurity(key: Self.keyA, encrypt: cipher != .none, ciphers: cipher == .none ? RecordCipher.preferredOrder : [cipher])
-        let (left, right, clientResult, serverResult) = try Self.handshake(client: client, server: ConnectionSecurity(key: Self.keyA))
+        let client = ConnectionSecurity(
+            key: Self.keyA, encrypt: cipher != .none, ciphers: cipher == .none ? RecordCipher.preferredOrder : [cipher])
+        let (left, right, clientResult, serverResult) = try Self.handshake(
+            client: client, server: ConnectionSecurity(key: Self.keyA))
         try clientResult.get()
         let first = try serverResult.get()
         #expect(first.type == .join)
-        #expect(try first.payload.withUnsafeBytes { try Join(payload: $0) } == Join(sessionID: 42, sessionToken: SessionToken(low: 7, high: 9), streamIndex: 1))
+        #expect(
+            try first.payload.withUnsafeBytes { try Join(payload: $0) }
+                == Join(sessionID: 42, sessionToken: SessionToken(low: 7, high: 9), streamIndex: 1))
         #expect(left.security == ConnectionSecurityState(authenticated: true, cipher: cipher))
         #expect(right.security == left.security)
 
@@ -63,7 +73,8 @@ struct AuthenticationTests {
         let big = (0..<(3 << 20) + 12345).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
         let sender = JoinableThread { try big.withUnsafeBytes { try left.send(.pageBatch, payload: $0) } }
         guard case .direct(_, let type, let length) = try right.receive(direct: .pageBatch) else {
-            Issue.record("expected a direct frame"); return
+            Issue.record("expected a direct frame")
+            return
         }
         #expect(type == .pageBatch && length == big.count)
         var received = [UInt8](repeating: 0, count: big.count)
@@ -91,7 +102,8 @@ struct AuthenticationTests {
 
     @Test func destinationCanInsistOnEncryption() throws {
         let (left, _, clientResult, serverResult) = try Self.handshake(
-            client: ConnectionSecurity(key: Self.keyA), server: ConnectionSecurity(key: Self.keyA, encrypt: true, ciphers: [.chacha20Poly1305]))
+            client: ConnectionSecurity(key: Self.keyA),
+            server: ConnectionSecurity(key: Self.keyA, encrypt: true, ciphers: [.chacha20Poly1305]))
         try clientResult.get()
         _ = try serverResult.get()
         #expect(left.security.cipher == .chacha20Poly1305)
@@ -103,14 +115,17 @@ struct AuthenticationTests {
         let clientError = try #require(clientResult.failure)
         #expect(clientError.code == .unauthenticated)
         #expect(clientError.message.contains("keys differ"), "\(clientError.message)")
-        #expect(clientError.message.contains("the destination says: the source's AUTH_PROOF did not verify"), "\(clientError.message)")
+        #expect(
+            clientError.message.contains("the destination says: the source's AUTH_PROOF did not verify"),
+            "\(clientError.message)")
         let serverError = try #require(serverResult.failure)
         #expect(serverError.code == .unauthenticated)
         #expect(serverError.message.contains("AUTH_PROOF did not verify: the keys differ"), "\(serverError.message)")
     }
 
     @Test func sourceWithoutKeyIsRefused() throws {
-        let (left, _, clientResult, serverResult) = try Self.handshake(client: .none, server: ConnectionSecurity(key: Self.keyA))
+        let (left, _, clientResult, serverResult) = try Self.handshake(
+            client: .none, server: ConnectionSecurity(key: Self.keyA))
         try clientResult.get()  // sent its JOIN in plain
         let serverError = try #require(serverResult.failure)
         #expect(serverError.code == .unauthenticated)
@@ -120,7 +135,8 @@ struct AuthenticationTests {
     }
 
     @Test func destinationWithoutKeyRefusesASourceWithOne() throws {
-        let (_, _, clientResult, serverResult) = try Self.handshake(client: ConnectionSecurity(key: Self.keyA), server: .none)
+        let (_, _, clientResult, serverResult) = try Self.handshake(
+            client: ConnectionSecurity(key: Self.keyA), server: .none)
         let clientError = try #require(clientResult.failure)
         #expect(clientError.code == .unauthenticated)
         #expect(clientError.message.contains("this destination has no key"), "\(clientError.message)")
@@ -193,7 +209,10 @@ struct AuthenticationTests {
         let secret = (0..<32).map { UInt8($0 * 7 + 1) }
         let hex = try Self.writeKeyFile(Array((secret.map { String(format: "%02X", $0) }.joined() + "\r\n").utf8))
         let raw = try Self.writeKeyFile(secret)
-        defer { unlink(hex); unlink(raw) }
+        defer {
+            unlink(hex)
+            unlink(raw)
+        }
         let (_, _, clientResult, serverResult) = try Self.handshake(
             client: ConnectionSecurity(key: try SharedKey.load(path: hex), encrypt: true),
             server: ConnectionSecurity(key: try SharedKey.load(path: raw)))
@@ -204,9 +223,14 @@ struct AuthenticationTests {
     @Test func unsafeOrShortKeyFilesAreRefused() throws {
         let open = try Self.writeKeyFile(Array(repeating: 1, count: 32), mode: 0o644)
         let short = try Self.writeKeyFile(Array("00112233445566778899aabbccddeeff\n".utf8))
-        defer { unlink(open); unlink(short) }
+        defer {
+            unlink(open)
+            unlink(short)
+        }
         let openError = #expect(throws: TransportError.self) { try SharedKey.load(path: open) }
-        #expect(openError?.code == .keyFile && openError?.message.contains("chmod 600") == true, "\(openError?.message ?? "")")
+        #expect(
+            openError?.code == .keyFile && openError?.message.contains("chmod 600") == true,
+            "\(openError?.message ?? "")")
         let shortError = #expect(throws: TransportError.self) { try SharedKey.load(path: short) }
         #expect(shortError?.message.contains("holds 32 hex digits, not 64") == true, "\(shortError?.message ?? "")")
         #expect(throws: TransportError.self) { try SharedKey.load(path: "/nonexistent/key") }

@@ -10,12 +10,16 @@ import Testing
         if index == count / 2 { return ProtocolLimits.maxFramePayload }
         if index % 40 == 0 { return 0 }
         var x = UInt64(index) &* 0x9E37_79B9_7F4A_7C15 ^ salt
-        x ^= x >> 29; x = x &* 0xBF58_476D_1CE4_E5B9; x ^= x >> 32
+        x ^= x >> 29
+        x = x &* 0xBF58_476D_1CE4_E5B9
+        x ^= x >> 32
         if index % 3 == 0 { return Int(x % 4097) }
         return Int(x % (1 << 20))
     }
 
-    static func fill(_ index: Int, salt: UInt64) -> Int32 { Int32(truncatingIfNeeded: UInt64(index) &* 31 &+ salt) & 0xFF }
+    static func fill(_ index: Int, salt: UInt64) -> Int32 {
+        Int32(truncatingIfNeeded: UInt64(index) &* 31 &+ salt) & 0xFF
+    }
 
     static func sendFrames(_ connection: FramedConnection, count: Int, salt: UInt64) throws -> UInt64 {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ProtocolLimits.maxFramePayload, alignment: 16)
@@ -41,7 +45,8 @@ import Testing
             let size = frameSize(index, salt: salt, count: count)
             let type: FrameType = size <= 4096 ? (index % 2 == 0 ? .roundAck : .note) : .pageBatch
             guard frame.header.sequence == UInt64(index), frame.type == type, frame.payload.count == size else {
-                return "frame \(index): got sequence \(frame.header.sequence), \(frame.type), \(frame.payload.count) bytes; expected \(type), \(size) bytes"
+                return
+                    "frame \(index): got sequence \(frame.header.sequence), \(frame.type), \(frame.payload.count) bytes; expected \(type), \(size) bytes"
             }
             memset(expected.baseAddress!, fill(index, salt: salt), size)
             if size >= 8 {
@@ -59,7 +64,8 @@ import Testing
         let left = FramedConnection(a)
         let right = FramedConnection(b)
         let count = 160
-        let leftSalt: UInt64 = 0x1234, rightSalt: UInt64 = 0xBEEF
+        let leftSalt: UInt64 = 0x1234
+        let rightSalt: UInt64 = 0xBEEF
         let leftSender = JoinableThread { try Self.sendFrames(left, count: count, salt: leftSalt) }
         let rightSender = JoinableThread { try Self.sendFrames(right, count: count, salt: rightSalt) }
         let leftReceiver = JoinableThread { try Self.receiveFrames(left, count: count, salt: rightSalt) }
@@ -96,7 +102,8 @@ import Testing
         try sender.send(TestBlob([9]))
         let error = transportError { _ = try receiver.receive(TestAck.self) }
         #expect(error?.code == .protocolViolation)
-        #expect(error?.message.contains("expected a ROUND_ACK frame, got PAGE_BATCH") == true, "\(error?.message ?? "")")
+        #expect(
+            error?.message.contains("expected a ROUND_ACK frame, got PAGE_BATCH") == true, "\(error?.message ?? "")")
         #expect(error?.protocolError?.code == .unexpectedFrame)
     }
 
@@ -165,7 +172,8 @@ import Testing
     @Test func unknownOptionalFramesAreSkipped() throws {
         let (raw, b) = try loopbackPair()
         let receiver = FramedConnection(b)
-        try writeRawFrame(raw, type: 0x8005, length: 10_000, sequence: 0, payload: [UInt8](repeating: 0xAB, count: 10_000))
+        try writeRawFrame(
+            raw, type: 0x8005, length: 10_000, sequence: 0, payload: [UInt8](repeating: 0xAB, count: 10_000))
         try writeRawFrame(raw, type: 0x8007, flags: 3, length: 0, sequence: 1)
         try writeRawFrame(raw, type: FrameType.roundAck.rawValue, length: 4, sequence: 2, payload: [5, 0, 0, 0])
         let frame = try receiver.receive()
@@ -179,7 +187,9 @@ import Testing
     @Test func peerClosingMidFrameIsPeerClosed() throws {
         let (raw, b) = try loopbackPair()
         let receiver = FramedConnection(b)
-        try writeRawFrame(raw, type: FrameType.pageBatch.rawValue, length: 100_000, sequence: 0, payload: [UInt8](repeating: 1, count: 1000))
+        try writeRawFrame(
+            raw, type: FrameType.pageBatch.rawValue, length: 100_000, sequence: 0,
+            payload: [UInt8](repeating: 1, count: 1000))
         raw.close()
         let error = transportError { _ = try receiver.receive() }
         #expect(error?.code == .peerClosed)
@@ -224,7 +234,9 @@ import Testing
         let (a, b) = try loopbackPair()
         let sender = FramedConnection(a)
         let receiver = FramedConnection(b)
-        try abortPayload(reason: 3, message: "disk full on /var/lib/ferry").withUnsafeBytes { try sender.send(.abort, payload: $0) }
+        try abortPayload(reason: 3, message: "disk full on /var/lib/ferry").withUnsafeBytes {
+            try sender.send(.abort, payload: $0)
+        }
         let error = transportError { _ = try receiver.receive(TestAck.self) }
         #expect(error?.code == .peerAborted)
         #expect(error?.abortReason == 3)

@@ -1,6 +1,6 @@
+import FerryProtocol
 import FerryTransport
 import Logging
-import FerryProtocol
 import Testing
 
 @Suite struct GratuitousARPTests {
@@ -31,8 +31,13 @@ import Testing
         #expect(try MACAddress.parse("0A-1b-2C-3d-4E-5f").description == "0a:1b:2c:3d:4e:5f")
         #expect(!mac.isMulticast && !mac.isNone)
         #expect(try MACAddress.parse("01:00:5e:00:00:01").isMulticast)
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:01:02", "02:00:00:00:00:0g", "2:0:0:0:0:1", "02:00-00:00:00:01", "020000000001"] {
-            let error = #expect(throws: ProtocolError.self, "'\(bad)' should not parse") { _ = try MACAddress.parse(bad) }
+        for bad in [
+            "", "02:00:00:00:00", "02:00:00:00:00:01:02", "02:00:00:00:00:0g", "2:0:0:0:0:1", "02:00-00:00:00:01",
+            "020000000001",
+        ] {
+            let error = #expect(throws: ProtocolError.self, "'\(bad)' should not parse") {
+                _ = try MACAddress.parse(bad)
+            }
             #expect(error?.message.contains("02:00:00:00:00:01") == true)
         }
     }
@@ -51,8 +56,9 @@ import Testing
 
     @Test func announceOnAMissingInterfaceNamesIt() throws {
         let error = transportError {
-            _ = try GratuitousARP.announce(interface: "ferry-none0", mac: try MACAddress.parse("02:00:00:00:00:01"),
-                                           ip: IPv4Address(192, 0, 2, 7), logger: Logger(label: "test"))
+            _ = try GratuitousARP.announce(
+                interface: "ferry-none0", mac: try MACAddress.parse("02:00:00:00:00:01"),
+                ip: IPv4Address(192, 0, 2, 7), logger: Logger(label: "test"))
         }
         #expect(error?.code == .address)
         #expect(error?.message.contains("'ferry-none0' not found") == true, "\(error?.message ?? "")")
@@ -60,8 +66,9 @@ import Testing
 
     @Test func announceRefusesAMulticastMAC() throws {
         let error = transportError {
-            _ = try GratuitousARP.announce(interface: "lo", mac: try MACAddress.parse("01:00:5e:00:00:01"),
-                                           ip: IPv4Address(192, 0, 2, 7), logger: Logger(label: "test"))
+            _ = try GratuitousARP.announce(
+                interface: "lo", mac: try MACAddress.parse("01:00:5e:00:00:01"),
+                ip: IPv4Address(192, 0, 2, 7), logger: Logger(label: "test"))
         }
         #expect(error?.code == .address)
     }

@@ -1,10 +1,11 @@
 import Crypto
 import FerryProtocol
 import FerryTestSupport
-@testable import FerryTransport
 import Foundation
 import Glibc
 import Testing
+
+@testable import FerryTransport
 
 /// Issue 11, finding 8: what a key file may hold, and what the two sides say when a handshake
 /// fails for a reason other than different keys.
@@ -61,21 +62,25 @@ struct KeyFileFormatTests {
 
         // The genuine handshake, recorded.
         let (a, b) = try loopbackPair()
-        let genuine = FramedConnection(a), genuineServer = FramedConnection(b)
+        let genuine = FramedConnection(a)
+        let genuineServer = FramedConnection(b)
         let accepted = JoinableThread { () throws -> FrameType in
             try genuineServer.authenticate(asServer: server, firstFrame: genuineServer.receive()).type
         }
         try genuine.send(hello)
         let challenge = try genuine.receive(AuthChallenge.self)
-        let proof = AuthProof(clientProof: Array(HMAC<SHA256>.authenticationCode(
-            for: AuthTranscript.clientProofInput(hello: hello, challenge: challenge), using: key.key)))
+        let proof = AuthProof(
+            clientProof: Array(
+                HMAC<SHA256>.authenticationCode(
+                    for: AuthTranscript.clientProofInput(hello: hello, challenge: challenge), using: key.key)))
         try genuine.send(proof)
         try genuine.send(Join(sessionID: 7, sessionToken: SessionToken(low: 7, high: 7), streamIndex: 1))
         #expect(try accepted.join() == .join)
 
         // The replay.
         let (c, d) = try loopbackPair()
-        let replayer = FramedConnection(c), replayServer = FramedConnection(d)
+        let replayer = FramedConnection(c)
+        let replayServer = FramedConnection(d)
         let refused = JoinableThread { () throws -> TransportError? in
             do throws(TransportError) {
                 _ = try replayServer.authenticate(asServer: server, firstFrame: replayServer.receive())
@@ -94,7 +99,9 @@ struct KeyFileFormatTests {
         #expect(serverError.message.contains("AUTH_PROOF did not verify"), "\(serverError.message)")
         #expect(serverError.message.contains("replayed or forged"), "\(serverError.message)")
         #expect(!serverError.message.contains("key differs from ours"), "\(serverError.message)")
-        #expect(refusal.message.contains("did not verify") && refusal.message.contains("replayed or forged"), "\(refusal.message)")
+        #expect(
+            refusal.message.contains("did not verify") && refusal.message.contains("replayed or forged"),
+            "\(refusal.message)")
     }
 
     /// A destination that closes (FIN) or resets (RST) the connection after reading AUTH_HELLO, as
@@ -115,14 +122,16 @@ struct KeyFileFormatTests {
             }
             stream = nil  // the descriptor is closed here: FIN, or RST with a zero linger
         }
-        let client = FramedConnection(try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000))
+        let client = FramedConnection(
+            try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000))
         try client.stream.setReceiveTimeout(ms: 5000)
         let error = #expect(throws: TransportError.self) {
             try client.authenticate(asClient: ConnectionSecurity(key: try SharedKey(bytes: Self.secret)))
         }
         try closer.join()
         #expect(error?.code == .peerClosed, "\(error?.message ?? "")")
-        #expect(error?.message.contains("closed the connection during authentication") == true, "\(error?.message ?? "")")
+        #expect(
+            error?.message.contains("closed the connection during authentication") == true, "\(error?.message ?? "")")
         #expect(error?.message.contains("try again") == true, "\(error?.message ?? "")")
         #expect(error?.message.contains("without --key-file support") == false, "\(error?.message ?? "")")
     }

@@ -1,9 +1,9 @@
+import FerryProtocol
+import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
 import Logging
-import FerryProtocol
-import FerryTestSupport
 import Testing
 
 /// Announces a MAC from two network namespaces joined by a Linux bridge and checks that the
@@ -13,7 +13,9 @@ import Testing
     @Test(.timeLimit(.minutes(1)), .enabled(if: Requirement.namespaces.met, Requirement.namespaces.why))
     func announceMovesTheMACToTheNewBridgePort() throws {
         let pid = getpid()
-        let bridgeNS = "ferry-br-\(pid)", sourceNS = "ferry-src-\(pid)", destinationNS = "ferry-dst-\(pid)"
+        let bridgeNS = "ferry-br-\(pid)"
+        let sourceNS = "ferry-src-\(pid)"
+        let destinationNS = "ferry-dst-\(pid)"
         let hosts = try NetworkNamespaces([bridgeNS, sourceNS, destinationNS])
         defer { hosts.remove() }
 
@@ -21,7 +23,9 @@ import Testing
         // each host sees its end of the cable as ferry0.
         try hosts.ip(["-n", bridgeNS, "link", "add", "br0", "type", "bridge"])
         try hosts.ip(["-n", bridgeNS, "link", "add", "s0", "type", "veth", "peer", "name", "ferry0", "netns", sourceNS])
-        try hosts.ip(["-n", bridgeNS, "link", "add", "d0", "type", "veth", "peer", "name", "ferry0", "netns", destinationNS])
+        try hosts.ip([
+            "-n", bridgeNS, "link", "add", "d0", "type", "veth", "peer", "name", "ferry0", "netns", destinationNS,
+        ])
         for port in ["s0", "d0"] {
             try hosts.ip(["-n", bridgeNS, "link", "set", port, "master", "br0"])
             try hosts.ip(["-n", bridgeNS, "link", "set", port, "up"])
@@ -37,14 +41,16 @@ import Testing
         #expect(try hosts.learnedPort(of: mac.description, bridge: "br0", in: bridgeNS) == nil)
 
         let sentFromSource = try NetworkNamespaces.run(in: sourceNS) {
-            try GratuitousARP.announce(interface: "ferry0", mac: mac, ip: guestIP, rounds: 2, initialDelayMs: 20, stepMs: 20, logger: logger)
+            try GratuitousARP.announce(
+                interface: "ferry0", mac: mac, ip: guestIP, rounds: 2, initialDelayMs: 20, stepMs: 20, logger: logger)
         }
         #expect(sentFromSource == 2)
         #expect(try hosts.waitForLearnedPort(of: mac.description, bridge: "br0", in: bridgeNS, port: "s0") == "s0")
 
         let start = Date()
         let sentFromDestination = try NetworkNamespaces.run(in: destinationNS) {
-            try GratuitousARP.announce(interface: "ferry0", mac: mac, ip: guestIP, rounds: 3, initialDelayMs: 20, stepMs: 30, logger: logger)
+            try GratuitousARP.announce(
+                interface: "ferry0", mac: mac, ip: guestIP, rounds: 3, initialDelayMs: 20, stepMs: 30, logger: logger)
         }
         let elapsedMs = Date().timeIntervalSince(start) * 1000
         #expect(sentFromDestination == 3)

@@ -35,7 +35,8 @@ import Testing
             let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonce), authenticating: header)
             theirs = Array(box.ciphertext) + Array(box.tag)
         default:
-            let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: nonce), authenticating: header)
+            let box = try ChaChaPoly.seal(
+                plaintext, using: key, nonce: ChaChaPoly.Nonce(data: nonce), authenticating: header)
             theirs = Array(box.ciphertext) + Array(box.tag)
         }
         #expect(ours == theirs)
@@ -62,7 +63,7 @@ import Testing
         var flipped = theirs
         flipped[100] ^= 0x04
         _ = try? header.withUnsafeBytes { try tampered.begin(header: $0) }  // #0
-        try header.withUnsafeBytes { try tampered.begin(header: $0) }       // #1
+        try header.withUnsafeBytes { try tampered.begin(header: $0) }  // #1
         try flipped.withUnsafeMutableBytes { bytes in
             try tampered.process(from: bytes.baseAddress!, to: bytes.baseAddress!, count: plaintext.count)
         }

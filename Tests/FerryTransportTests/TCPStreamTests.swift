@@ -33,14 +33,18 @@ import Testing
     @Test func gatherWriteDeliversEveryPartInOrder() throws {
         let (client, server) = try loopbackPair()
         // Parts larger than the socket buffers force partial writes the writer must resume.
-        let parts: [[UInt8]] = [[1, 2, 3], [], [UInt8](repeating: 7, count: 3 << 20), [9], [UInt8](repeating: 5, count: 100_000)]
+        let parts: [[UInt8]] = [
+            [1, 2, 3], [], [UInt8](repeating: 7, count: 3 << 20), [9], [UInt8](repeating: 5, count: 100_000),
+        ]
         let total = parts.reduce(0) { $0 + $1.count }
         let reader = JoinableThread { () throws -> [UInt8] in
             var received = [UInt8](repeating: 0, count: total)
             try received.withUnsafeMutableBytes { try server.readExactly(into: $0) }
             return received
         }
-        let pointers = parts.map { part in part.withUnsafeBytes { UnsafeRawBufferPointer(start: $0.baseAddress, count: $0.count) } }
+        let pointers = parts.map { part in
+            part.withUnsafeBytes { UnsafeRawBufferPointer(start: $0.baseAddress, count: $0.count) }
+        }
         // Arrays keep their storage while `parts` is alive; the pointers are only used here.
         try withExtendedLifetime(parts) { try client.writeAll(pointers) }
         #expect(try reader.join() == parts.flatMap { $0 })
@@ -88,7 +92,9 @@ import Testing
             let listener = try TCPListener(loopback)
             port = listener.port
         }  // the listener is released here, so nothing listens on the port
-        let error = transportError { _ = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: port), timeoutMs: 2000) }
+        let error = transportError {
+            _ = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: port), timeoutMs: 2000)
+        }
         #expect(error?.code == .connect)
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
         #expect(error?.message.contains("ECONNREFUSED") == true, "\(error?.message ?? "")")
@@ -96,7 +102,9 @@ import Testing
     }
 
     @Test func unresolvableHostIsAnAddressError() {
-        let error = transportError { _ = try TCPStream.connect(Endpoint(host: "no-such-host.invalid", port: 1), timeoutMs: 2000) }
+        let error = transportError {
+            _ = try TCPStream.connect(Endpoint(host: "no-such-host.invalid", port: 1), timeoutMs: 2000)
+        }
         #expect(error?.code == .address)
         #expect(error?.message.contains("no-such-host.invalid") == true)
     }
@@ -114,7 +122,9 @@ import Testing
         #expect(transportError { _ = try listener.accept(timeoutMs: 100) }?.code == .timeout)
         #expect(milliseconds(since: start) >= 90)
 
-        let waiter = JoinableThread { () -> TransportError? in transportError { _ = try listener.accept(timeoutMs: 5000) } }
+        let waiter = JoinableThread { () -> TransportError? in
+            transportError { _ = try listener.accept(timeoutMs: 5000) }
+        }
         usleep(100_000)
         let closedAt = nowMilliseconds()
         listener.close()

@@ -40,10 +40,12 @@ private final class ThreadBody {
 func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     var thread = pthread_t()
     let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    let rc = pthread_create(&thread, nil, { raw in
-        Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue().run()
-        return nil
-    }, context)
+    let rc = pthread_create(
+        &thread, nil,
+        { raw in
+            Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, context)
     precondition(rc == 0, "pthread_create: \(rc)")
     return thread
 }
@@ -62,7 +64,9 @@ func loopbackPair() throws -> (client: TCPStream, server: TCPStream) {
 }
 
 /// Writes a raw frame header (and optional payload bytes) straight to a stream.
-func writeRawFrame(_ stream: TCPStream, type: UInt16, flags: UInt16 = 0, length: UInt32, sequence: UInt64, payload: [UInt8] = []) throws {
+func writeRawFrame(
+    _ stream: TCPStream, type: UInt16, flags: UInt16 = 0, length: UInt32, sequence: UInt64, payload: [UInt8] = []
+) throws {
     let header = FrameHeader(type: type, flags: flags, length: length, sequence: sequence).bytes
     try header.withUnsafeBytes { h in
         try payload.withUnsafeBytes { p in try stream.writeAll(h, p) }

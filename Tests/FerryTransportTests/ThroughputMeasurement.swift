@@ -36,7 +36,9 @@ struct ThroughputMeasurement {
         let elapsed = max(1, milliseconds(since: start))
         #expect(sum == UInt64(frames))
         let megabytes = Double(receiver.bytesReceived) / 1e6
-        print("framed loopback, 1 MiB frames, buffers \(bufferSize.map { "\($0 >> 20) MiB" } ?? "default (autotuned)") (kernel reports send \(a.bufferSizes.send), receive \(b.bufferSizes.receive)): \(Int(megabytes * 1000 / Double(elapsed))) MB/s over \(elapsed) ms")
+        print(
+            "framed loopback, 1 MiB frames, buffers \(bufferSize.map { "\($0 >> 20) MiB" } ?? "default (autotuned)") (kernel reports send \(a.bufferSizes.send), receive \(b.bufferSizes.receive)): \(Int(megabytes * 1000 / Double(elapsed))) MB/s over \(elapsed) ms"
+        )
     }
 
     /// The same bytes through bare `writeAll`/`readExactly`, to see what framing costs.
@@ -56,6 +58,8 @@ struct ThroughputMeasurement {
         for _ in 0..<count { try a.writeAll(UnsafeRawBufferPointer(payload)) }
         try reading.join()
         let elapsed = max(1, milliseconds(since: start))
-        print("unframed loopback, 1 MiB writes: \(Int(Double(chunk * count) / 1e3 / Double(elapsed))) MB/s over \(elapsed) ms")
+        print(
+            "unframed loopback, 1 MiB writes: \(Int(Double(chunk * count) / 1e3 / Double(elapsed))) MB/s over \(elapsed) ms"
+        )
     }
 }

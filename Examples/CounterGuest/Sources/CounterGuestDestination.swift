@@ -18,7 +18,8 @@ public struct CounterGuestKind: IncomingGuestKind {
     /// such a guest at all? A non-nil answer refuses the source (reason `unsupported`) with this
     /// text, and its guest keeps running there.
     public func refusal(cpuStateFormat: UInt16, vcpus: Int) -> String? {
-        cpuStateFormat == CounterGuestFormat.vcpuFormat ? nil
+        cpuStateFormat == CounterGuestFormat.vcpuFormat
+            ? nil
             : "its vCPU format is \(cpuStateFormat); this destination reads counter guests of format \(CounterGuestFormat.vcpuFormat)"
     }
 
@@ -28,8 +29,11 @@ public struct CounterGuestKind: IncomingGuestKind {
     public func prepare(_ offer: IncomingGuestOffer, logger: Logger) throws -> any IncomingGuest {
         let layout = offer.layout
         guard layout.count == 2, layout[0].guestPhysicalAddress == CounterGuestFormat.ramAddress,
-              layout[1].guestPhysicalAddress == CounterGuestFormat.vramAddress else {
-            throw CounterGuestError("a counter guest has RAM at guest-physical 0 and video memory at \(CounterGuestFormat.vramAddress); the source sent \(layout.map(\.guestPhysicalAddress))")
+            layout[1].guestPhysicalAddress == CounterGuestFormat.vramAddress
+        else {
+            throw CounterGuestError(
+                "a counter guest has RAM at guest-physical 0 and video memory at \(CounterGuestFormat.vramAddress); the source sent \(layout.map(\.guestPhysicalAddress))"
+            )
         }
         let rate = try CounterGuestFormat.stepsPerSecond(from: offer.description.parameters)
         return CounterIncomingGuest(stepsPerSecond: rate, vcpus: offer.vcpus, logger: logger)
@@ -87,11 +91,13 @@ public final class CounterIncomingGuest: IncomingGuest {
         guard let memory, let loaded else { preconditionFailure("start before attach and load") }
         let ram = memory.regions[0]
         let vram = memory.regions[1]
-        let machine = CounterMachine(ram: ram.base, ramSize: ram.size, vram: vram.base, vramSize: vram.size,
-                                     stepsPerSecond: stepsPerSecond, state: loaded)
+        let machine = CounterMachine(
+            ram: ram.base, ramSize: ram.size, vram: vram.base, vramSize: vram.size,
+            stepsPerSecond: stepsPerSecond, state: loaded)
         self.machine = machine
         if !hold { machine.start() }
-        logger.info("counter guest resumed", metadata: ["counter.ticks": "\(loaded.device.ticks)", "counter.held": "\(hold)"])
+        logger.info(
+            "counter guest resumed", metadata: ["counter.ticks": "\(loaded.device.ticks)", "counter.held": "\(hold)"])
     }
 
     /// The destination lets the guest run `runFor` seconds; a guest that can finish by itself

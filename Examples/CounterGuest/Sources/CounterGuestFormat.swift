@@ -24,11 +24,13 @@ public enum CounterGuestFormat {
     /// first), then the counter device (instance 0).
     public static func sections(of state: CounterMachineState) -> [DeviceStateSection] {
         let vcpus = state.vcpus.enumerated().map { index, registers in
-            DeviceStateSection(kind: DeviceStateSection.vcpu, version: vcpuFormat, instance: UInt32(index),
-                               body: encode(registers.counter, registers.prng))
+            DeviceStateSection(
+                kind: DeviceStateSection.vcpu, version: vcpuFormat, instance: UInt32(index),
+                body: encode(registers.counter, registers.prng))
         }
-        let device = DeviceStateSection(kind: deviceKind, version: deviceVersion, instance: 0,
-                                        body: encode(state.device.ticks, state.device.scanline))
+        let device = DeviceStateSection(
+            kind: deviceKind, version: deviceVersion, instance: 0,
+            body: encode(state.device.ticks, state.device.scanline))
         return vcpus + [device]
     }
 
@@ -46,7 +48,8 @@ public enum CounterGuestFormat {
                 guard section.version == deviceVersion else {
                     // A newer source's layout this build cannot read: refuse before VERIFIED,
                     // while the source still owns the guest.
-                    throw CounterGuestError("counter device section version \(section.version); this build reads version \(deviceVersion)")
+                    throw CounterGuestError(
+                        "counter device section version \(section.version); this build reads version \(deviceVersion)")
                 }
                 let (ticks, scanline) = try decode(section, "the counter device")
                 device = CounterDevice(ticks: ticks, scanline: scanline)
@@ -65,8 +68,11 @@ public enum CounterGuestFormat {
     public static func parameters(stepsPerSecond: Int) -> String { "rate=\(stepsPerSecond)" }
 
     public static func stepsPerSecond(from parameters: String) throws(CounterGuestError) -> Int {
-        guard parameters.hasPrefix("rate="), let rate = Int(parameters.dropFirst(5)), (1_000...10_000_000).contains(rate) else {
-            throw CounterGuestError("counter guest parameters \"\(parameters)\": expected rate=N with N in 1000…10000000")
+        guard parameters.hasPrefix("rate="), let rate = Int(parameters.dropFirst(5)),
+            (1_000...10_000_000).contains(rate)
+        else {
+            throw CounterGuestError(
+                "counter guest parameters \"\(parameters)\": expected rate=N with N in 1000…10000000")
         }
         return rate
     }
@@ -75,7 +81,9 @@ public enum CounterGuestFormat {
         (0..<16).map { UInt8(truncatingIfNeeded: ($0 < 8 ? first : second) >> (8 * UInt64($0 % 8))) }
     }
 
-    private static func decode(_ section: DeviceStateSection, _ what: String) throws(CounterGuestError) -> (UInt64, UInt64) {
+    private static func decode(_ section: DeviceStateSection, _ what: String) throws(CounterGuestError) -> (
+        UInt64, UInt64
+    ) {
         guard section.body.count == 16 else {
             throw CounterGuestError("\(what): section of \(section.body.count) bytes, expected 16")
         }

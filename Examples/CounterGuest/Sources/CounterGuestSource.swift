@@ -22,8 +22,10 @@ public final class CounterMigratableGuest: MigratableGuest {
     public let seed: UInt64
     public let stepsPerSecond: Int
 
-    public init(vcpus: Int, seed: UInt64, stepsPerSecond: Int = 20_000,
-                ramSize: Int = 16 << 20, vramSize: Int = 1 << 20) throws {
+    public init(
+        vcpus: Int, seed: UInt64, stepsPerSecond: Int = 20_000,
+        ramSize: Int = 16 << 20, vramSize: Int = 1 << 20
+    ) throws {
         ram = try MappedRegion.anonymous(size: ramSize)
         vram = try MappedRegion.anonymous(size: vramSize)
         // Fault both in now (the guest "boots" with RAM full of seeded data and video memory
@@ -37,12 +39,15 @@ public final class CounterMigratableGuest: MigratableGuest {
         }
         // The regions in the order their pages are numbered on the wire (RAM's first). The
         // engine checks they are whole pages and do not overlap in the guest's address space.
-        memory = try GuestMemory(regions: [
-            GuestMemoryRegion(guestPhysicalAddress: CounterGuestFormat.ramAddress, base: ram.base, size: ram.size),
-            GuestMemoryRegion(guestPhysicalAddress: CounterGuestFormat.vramAddress, base: vram.base, size: vram.size),
-        ], pageSize: systemPageSize)
-        machine = CounterMachine(ram: ram.base, ramSize: ram.size, vram: vram.base, vramSize: vram.size,
-                                 stepsPerSecond: stepsPerSecond, state: .initial(vcpus: vcpus, seed: seed))
+        memory = try GuestMemory(
+            regions: [
+                GuestMemoryRegion(guestPhysicalAddress: CounterGuestFormat.ramAddress, base: ram.base, size: ram.size),
+                GuestMemoryRegion(
+                    guestPhysicalAddress: CounterGuestFormat.vramAddress, base: vram.base, size: vram.size),
+            ], pageSize: systemPageSize)
+        machine = CounterMachine(
+            ram: ram.base, ramSize: ram.size, vram: vram.base, vramSize: vram.size,
+            stepsPerSecond: stepsPerSecond, state: .initial(vcpus: vcpus, seed: seed))
         self.seed = seed
         self.stepsPerSecond = stepsPerSecond
     }

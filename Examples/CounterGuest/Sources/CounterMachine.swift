@@ -43,8 +43,11 @@ public struct CounterMachineState: Sendable, Equatable {
 
     /// The state of a new guest: every vCPU at step 0 with its own PRNG seed.
     public static func initial(vcpus: Int, seed: UInt64) -> CounterMachineState {
-        CounterMachineState(vcpus: (0..<vcpus).map { CounterRegisters(counter: 0, prng: (seed &+ UInt64($0) &* 0x9E37_79B9_7F4A_7C15) | 1) },
-                            device: CounterDevice())
+        CounterMachineState(
+            vcpus: (0..<vcpus).map {
+                CounterRegisters(counter: 0, prng: (seed &+ UInt64($0) &* 0x9E37_79B9_7F4A_7C15) | 1)
+            },
+            device: CounterDevice())
     }
 }
 
@@ -72,8 +75,10 @@ public final class CounterMachine: @unchecked Sendable {
     private let throttle = Atomic<Int>(0)
     private var threads: [BackgroundThread<Void>] = []
 
-    public init(ram: UnsafeMutableRawPointer, ramSize: Int, vram: UnsafeMutableRawPointer, vramSize: Int,
-                stepsPerSecond: Int, state: CounterMachineState) {
+    public init(
+        ram: UnsafeMutableRawPointer, ramSize: Int, vram: UnsafeMutableRawPointer, vramSize: Int,
+        stepsPerSecond: Int, state: CounterMachineState
+    ) {
         self.ram = ram
         self.ramWords = ramSize / 8
         self.vram = vram

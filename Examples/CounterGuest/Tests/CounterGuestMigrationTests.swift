@@ -35,18 +35,20 @@ struct CounterMigration {
 
     func run() throws -> Outcome {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let destination = DestinationAgent(options: DestinationOptions(
-            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: imagePath, runFor: runFor,
-            acceptTimeout: acceptTimeout, receiveTimeout: .seconds(20), guestKinds: kinds), logger: logger)
+        let destination = DestinationAgent(
+            options: DestinationOptions(
+                listen: try Endpoint.parse("127.0.0.1:0"), imagePath: imagePath, runFor: runFor,
+                acceptTimeout: acceptTimeout, receiveTimeout: .seconds(20), guestKinds: kinds), logger: logger)
         let port = try destination.bind()
         let receiving = BackgroundThread { try destination.run() }
 
         let guest = try CounterMigratableGuest(vcpus: 2, seed: 7)
         guest.machine.start()
         MonotonicClock.sleep(seconds: 0.2)  // let it dirty some memory first
-        let options = SourceOptions(destination: Endpoint(host: "127.0.0.1", port: port),
-                                    settings: ConvergenceSettings(downtimeTarget: .milliseconds(200), maxRounds: 30, timeout: .seconds(60)),
-                                    tracker: tracker, replyTimeout: .seconds(20))
+        let options = SourceOptions(
+            destination: Endpoint(host: "127.0.0.1", port: port),
+            settings: ConvergenceSettings(downtimeTarget: .milliseconds(200), maxRounds: 30, timeout: .seconds(60)),
+            tracker: tracker, replyTimeout: .seconds(20))
         let report = Result { try SourceAgent(guest: guest, options: options, logger: logger).migrate() }
         return Outcome(source: guest, report: report, destination: receiving.result())
     }
@@ -93,8 +95,10 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
         #expect(incoming.final == handedOver, "held: no vCPU stepped on the destination")
         #expect(ticksMatchCounters(handedOver))
         try assertImage(at: migration.imagePath, equals: outcome.source)
-        print("counter guest migrated: \(report.rounds) rounds, downtime \(report.downtimeMs) ms, \(report.pagesTotal) pages, "
-              + "tracker \(report.trackerReason ?? "-"), vCPU steps \(report.vcpuSteps), device ticks \(handedOver.device.ticks)")
+        print(
+            "counter guest migrated: \(report.rounds) rounds, downtime \(report.downtimeMs) ms, \(report.pagesTotal) pages, "
+                + "tracker \(report.trackerReason ?? "-"), vCPU steps \(report.vcpuSteps), device ticks \(handedOver.device.ticks)"
+        )
     }
 
     /// Run on (`runFor` 0.3 s): each vCPU's counter and the device's tick count continue from
@@ -122,7 +126,8 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
 
         let image = try MappedRegion.mapFile(path: migration.imagePath, writable: false)
         let vram = image.base + outcome.source.ram.size
-        let lastWord = Int((final.device.scanline + UInt64(outcome.source.vram.size / 8) - 1) % UInt64(outcome.source.vram.size / 8))
+        let lastWord = Int(
+            (final.device.scanline + UInt64(outcome.source.vram.size / 8) - 1) % UInt64(outcome.source.vram.size / 8))
         #expect(vram.load(fromByteOffset: lastWord * 8, as: UInt64.self) == final.device.ticks)
     }
 
@@ -152,8 +157,9 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
     /// The sections round-trip; a device section of a version this build does not read, or of
     /// an unknown mandatory kind, is refused; an unknown optional one is ignored.
     @Test func deviceStateSections() throws {
-        let state = CounterMachineState(vcpus: [CounterRegisters(counter: 5, prng: 9), CounterRegisters(counter: 70, prng: 3)],
-                                        device: CounterDevice(ticks: 1, scanline: 1))
+        let state = CounterMachineState(
+            vcpus: [CounterRegisters(counter: 5, prng: 9), CounterRegisters(counter: 70, prng: 3)],
+            device: CounterDevice(ticks: 1, scanline: 1))
         var sections = CounterGuestFormat.sections(of: state)
         #expect(sections.map(\.kind) == [1, 1, 0x100])
         #expect(try CounterGuestFormat.state(from: sections) == state)

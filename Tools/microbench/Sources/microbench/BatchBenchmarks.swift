@@ -5,8 +5,9 @@ import FerryProtocol
 /// are whatever the buffer holds), and each full batch is walked by a reader.
 struct BatchBenchmarks {
     let options: Options
-    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
-                      leftAligned: [0, 1, 7])
+    var table = Table(
+        ["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
+        leftAligned: [0, 1, 7])
 
     static let label = "batch write+read"
 
@@ -37,7 +38,8 @@ struct BatchBenchmarks {
 
         let expected = encoded.hashes.reduce(0, ^)
         let samples = try measure(repetitions: options.repetitions) {
-            var read = 0, count = 0
+            var read = 0
+            var count = 0
             var hashes: UInt64 = 0
             writer.reset(round: 1)
             for page in 0..<image.pageCount {
@@ -48,8 +50,9 @@ struct BatchBenchmarks {
                     count += 1
                     writer.reset(round: 1)
                 }
-                writer.commitEntry(page: UInt64(page), hash: encoded.hashes[page],
-                                   encoding: encoded.encodings[page], length: encoded.lengths[page])
+                writer.commitEntry(
+                    page: UInt64(page), hash: encoded.hashes[page],
+                    encoding: encoded.encodings[page], length: encoded.lengths[page])
             }
             if !writer.isEmpty {
                 let result = try readBack(writer.finish())
@@ -63,12 +66,16 @@ struct BatchBenchmarks {
         }
         let pages = Double(image.pageCount)
         let bytes = Double(image.byteCount)
-        let check = entriesRead == image.pageCount && hashesMatch ? "all entries read back" : "ENTRIES LOST: read \(entriesRead)"
-        table.add([Self.label, image.name, String(image.pageCount),
-                   short(pages / samples.median / 1e6),
-                   rateRange(samples) { bytes / $0 / 1e9 },
-                   short(samples.median / pages * 1e9),
-                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
-                   "\(batches) batches (lz4 lengths), \(check)"])
+        let check =
+            entriesRead == image.pageCount && hashesMatch
+            ? "all entries read back" : "ENTRIES LOST: read \(entriesRead)"
+        table.add([
+            Self.label, image.name, String(image.pageCount),
+            short(pages / samples.median / 1e6),
+            rateRange(samples) { bytes / $0 / 1e9 },
+            short(samples.median / pages * 1e9),
+            samples.cpuPercent.map { fixed($0, 0) } ?? "-",
+            "\(batches) batches (lz4 lengths), \(check)",
+        ])
     }
 }

@@ -7,8 +7,9 @@ import Glibc
 /// Encode, hash, zero test and decode over every page of each test image, one thread.
 struct CodecBenchmarks {
     let options: Options
-    var table = Table(["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
-                      leftAligned: [0, 1, 7])
+    var table = Table(
+        ["benchmark", "image", "pages", "Mpages/s", "GB/s median (min–max)", "ns/page", "cpu%", "note"],
+        leftAligned: [0, 1, 7])
 
     init(options: Options) { self.options = options }
 
@@ -34,7 +35,9 @@ struct CodecBenchmarks {
         if options.selects("zero-test \(image.name)") { zeroTest(image, hot: false) }
         if options.selects("zero-test hot \(image.name)") { zeroTest(image, hot: true) }
         for mode in CompressionMode.allCases {
-            let variants = Self.decodeVariants.filter { $0.mode == mode && options.selects("\($0.label) \(image.name)") }
+            let variants = Self.decodeVariants.filter {
+                $0.mode == mode && options.selects("\($0.label) \(image.name)")
+            }
             guard !variants.isEmpty else { continue }
             let encoded = EncodedImage(image, mode: mode)
             for variant in variants {
@@ -47,12 +50,14 @@ struct CodecBenchmarks {
     private mutating func addRow(_ label: String, _ image: TestImage, _ samples: Samples, note: String) {
         let pages = Double(image.pageCount)
         let bytes = Double(image.byteCount)
-        table.add([label, image.name, String(image.pageCount),
-                   short(pages / samples.median / 1e6),
-                   rateRange(samples) { bytes / $0 / 1e9 },
-                   short(samples.median / pages * 1e9),
-                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
-                   note])
+        table.add([
+            label, image.name, String(image.pageCount),
+            short(pages / samples.median / 1e6),
+            rateRange(samples) { bytes / $0 / 1e9 },
+            short(samples.median / pages * 1e9),
+            samples.cpuPercent.map { fixed($0, 0) } ?? "-",
+            note,
+        ])
     }
 
     /// `PageEncoder.encode` of every page into a batch-sized output buffer, written in turn as a
@@ -65,7 +70,11 @@ struct CodecBenchmarks {
         var produced = 0
         var counts = (zero: 0, words: 0, raw: 0, lz4: 0)
         let samples = measure(repetitions: options.repetitions) {
-            var bytes = 0, zero = 0, words = 0, raw = 0, lz4 = 0
+            var bytes = 0
+            var zero = 0
+            var words = 0
+            var raw = 0
+            var lz4 = 0
             var offset = 0
             let base = image.base
             let pageSize = image.pageSize
@@ -84,9 +93,14 @@ struct CodecBenchmarks {
             produced = bytes
             counts = (zero, words, raw, lz4)
         }
-        let shares = [counts.zero, counts.words, counts.lz4, counts.raw].map { String(Int((Double($0) * 100 / Double(image.pageCount)).rounded())) }
-        addRow(label, image, samples,
-               note: "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)), zero/words/lz4/raw \(shares.joined(separator: "/"))%")
+        let shares = [counts.zero, counts.words, counts.lz4, counts.raw].map {
+            String(Int((Double($0) * 100 / Double(image.pageCount)).rounded()))
+        }
+        addRow(
+            label, image, samples,
+            note:
+                "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)), zero/words/lz4/raw \(shares.joined(separator: "/"))%"
+        )
     }
 
     /// `PageHash.hash` (XXH3-64, runtime-dispatched) of every page.
@@ -112,7 +126,8 @@ struct CodecBenchmarks {
         defer { output.deallocate() }
         var produced = 0
         let samples = measure(repetitions: options.repetitions) {
-            var bytes = 0, offset = 0
+            var bytes = 0
+            var offset = 0
             let pageSize = image.pageSize
             for page in 0..<image.pageCount {
                 if outputSize - offset < pageSize { offset = 0 }
@@ -125,8 +140,9 @@ struct CodecBenchmarks {
             }
             produced = bytes
         }
-        addRow("lz4 compress only", image, samples,
-               note: "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)) (failed pages count as raw)")
+        addRow(
+            "lz4 compress only", image, samples,
+            note: "out/in \(fixed(Double(produced) / Double(image.byteCount), 3)) (failed pages count as raw)")
     }
 
     /// `PageHash.hash` over the first 64 pages (256 KiB, cache-resident) again and again, as
@@ -156,8 +172,9 @@ struct CodecBenchmarks {
             }
             zeros = found
         }
-        addRow(hot ? "zero-test hot" : "zero-test", image, samples,
-               note: hot ? "\(window) pages in cache" : "\(zeros) zero pages")
+        addRow(
+            hot ? "zero-test hot" : "zero-test", image, samples,
+            note: hot ? "\(window) pages in cache" : "\(zeros) zero pages")
     }
 
     /// The bare `LZ4_decompress_safe` of every LZ4 page into faulted-in memory, no hash; raw
@@ -183,12 +200,14 @@ struct CodecBenchmarks {
         }
         let pages = Double(lz4Pages.count)
         let bytes = pages * Double(image.pageSize)
-        table.add(["lz4 decompress only", image.name, String(lz4Pages.count),
-                   short(pages / samples.median / 1e6),
-                   rateRange(samples) { bytes / $0 / 1e9 },
-                   short(samples.median / pages * 1e9),
-                   samples.cpuPercent.map { fixed($0, 0) } ?? "-",
-                   failures == 0 ? "LZ4 pages only" : "\(failures) pages FAILED to decompress"])
+        table.add([
+            "lz4 decompress only", image.name, String(lz4Pages.count),
+            short(pages / samples.median / 1e6),
+            rateRange(samples) { bytes / $0 / 1e9 },
+            short(samples.median / pages * 1e9),
+            samples.cpuPercent.map { fixed($0, 0) } ?? "-",
+            failures == 0 ? "LZ4 pages only" : "\(failures) pages FAILED to decompress",
+        ])
     }
 
     /// `PageDecoder.decode` of every page into guest memory plus the hash check. `fresh`: into a
@@ -204,10 +223,12 @@ struct CodecBenchmarks {
             defer { mismatches = wrong }
             let pageSize = image.pageSize
             for page in 0..<image.pageCount {
-                let payload = UnsafeRawBufferPointer(start: encoded.stream + encoded.offsets[page],
-                                                     count: encoded.lengths[page])
-                let written = try decoder.decode(encoding: encoded.encodings[page], payload: payload,
-                                                 into: destination + page &* pageSize, destinationIsZero: fresh)
+                let payload = UnsafeRawBufferPointer(
+                    start: encoded.stream + encoded.offsets[page],
+                    count: encoded.lengths[page])
+                let written = try decoder.decode(
+                    encoding: encoded.encodings[page], payload: payload,
+                    into: destination + page &* pageSize, destinationIsZero: fresh)
                 if written != encoded.hashes[page] { wrong += 1 }
             }
         }
@@ -223,7 +244,8 @@ struct CodecBenchmarks {
             samples = try measure(repetitions: options.repetitions) { try decodeAll(into: destination.base) }
         }
         let verdict = mismatches == 0 ? "verified" : "HASH MISMATCH on \(mismatches) pages"
-        addRow(label, image, samples,
-               note: "\(verdict), in/out \(fixed(Double(encoded.payloadBytes) / Double(image.byteCount), 3))")
+        addRow(
+            label, image, samples,
+            note: "\(verdict), in/out \(fixed(Double(encoded.payloadBytes) / Double(image.byteCount), 3))")
     }
 }

@@ -20,7 +20,8 @@ struct FrameReceiveBenchmarks {
     static let bytesPerRepetition = 64 << 20
 
     let options: Options
-    var table = Table(["benchmark", "GB/s median (min–max)", "frames/s median", "ns/frame", "CPU ns/frame", "cpu%"], leftAligned: [0])
+    var table = Table(
+        ["benchmark", "GB/s median (min–max)", "frames/s median", "ns/frame", "CPU ns/frame", "cpu%"], leftAligned: [0])
 
     init(options: Options) { self.options = options }
 
@@ -55,7 +56,8 @@ struct FrameReceiveBenchmarks {
             while sequence < UInt64(totalFrames) {
                 let count = min(framesPerChunk, totalFrames - Int(sequence))
                 for frame in 0..<count {
-                    FrameHeader(.pageBatch, length: payloadBytes, sequence: sequence).encode(to: chunk.baseAddress! + frame * frameBytes)
+                    FrameHeader(.pageBatch, length: payloadBytes, sequence: sequence).encode(
+                        to: chunk.baseAddress! + frame * frameBytes)
                     sequence += 1
                 }
                 do {
@@ -85,7 +87,8 @@ struct FrameReceiveBenchmarks {
                     checksum &+= Int(frame.payload[payloadBytes - 1])
                     continue
                 }
-                guard case .direct(_, _, let length) = try receiver.receive(direct: .pageBatch), length == payloadBytes else {
+                guard case .direct(_, _, let length) = try receiver.receive(direct: .pageBatch), length == payloadBytes
+                else {
                     fatalError("expected a direct PAGE_BATCH of \(payloadBytes) bytes")
                 }
                 try receiver.readDirect(into: UnsafeMutableRawBufferPointer(rebasing: batchTable[0..<8]))

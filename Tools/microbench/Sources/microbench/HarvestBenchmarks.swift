@@ -6,9 +6,12 @@ import FerrySystem
 /// harvest. "none" is the same writer without a tracker.
 struct HarvestBenchmarks {
     let options: Options
-    var table = Table(["tracker", "written", "pages written", "found", "harvest ms median (min–max)",
-                       "region Mpages/s", "region GB/s", "ns per first write median (min–max)", "cpu%"],
-                      leftAligned: [0, 1])
+    var table = Table(
+        [
+            "tracker", "written", "pages written", "found", "harvest ms median (min–max)",
+            "region Mpages/s", "region GB/s", "ns per first write median (min–max)", "cpu%",
+        ],
+        leftAligned: [0, 1])
     var notes: [String] = []
 
     static let percentages = [0, 1, 10, 100]
@@ -31,8 +34,9 @@ struct HarvestBenchmarks {
             if kind == "none" {
                 for index in selected where !sets[index].isEmpty {
                     let writes = measureWrites(region.base, pageSize: pageSize, pages: sets[index])
-                    addRow(kind, Self.percentages[index], written: sets[index].count, found: nil, harvest: nil,
-                           writes: writes, pageCount: pageCount, pageSize: pageSize)
+                    addRow(
+                        kind, Self.percentages[index], written: sets[index].count, found: nil, harvest: nil,
+                        writes: writes, pageCount: pageCount, pageSize: pageSize)
                 }
                 continue
             }
@@ -41,7 +45,8 @@ struct HarvestBenchmarks {
                 notes.append("uffd skipped: \(reason)")
                 continue
             }
-            let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: pageSize).tracker
+            let tracker = try DirtyTrackers.make(choice, base: region.base, length: region.size, pageSize: pageSize)
+                .tracker
             try tracker.start()
             defer { tracker.stop() }
             var bitmap = DirtyBitmap(count: pageCount)
@@ -52,12 +57,18 @@ struct HarvestBenchmarks {
                 var harvests = Samples()
                 var found = 0
                 for repetition in 0..<options.repetitions {
-                    writes.add(timed { Self.write(region.base, pageSize: pageSize, pages: pages, value: UInt8(truncatingIfNeeded: repetition + 1)) })
+                    writes.add(
+                        timed {
+                            Self.write(
+                                region.base, pageSize: pageSize, pages: pages,
+                                value: UInt8(truncatingIfNeeded: repetition + 1))
+                        })
                     bitmap.clearAll()
                     harvests.add(try timed { found = try tracker.harvest(into: &bitmap) })
                 }
-                addRow(kind, Self.percentages[index], written: pages.count, found: found, harvest: harvests,
-                       writes: pages.isEmpty ? nil : writes, pageCount: pageCount, pageSize: pageSize)
+                addRow(
+                    kind, Self.percentages[index], written: pages.count, found: found, harvest: harvests,
+                    writes: pages.isEmpty ? nil : writes, pageCount: pageCount, pageSize: pageSize)
             }
         }
     }
@@ -65,8 +76,10 @@ struct HarvestBenchmarks {
     private func measureWrites(_ base: UnsafeMutableRawPointer, pageSize: Int, pages: [Int]) -> Samples {
         var samples = Samples()
         for repetition in 0...options.repetitions {
-            let sample = timed { Self.write(base, pageSize: pageSize, pages: pages, value: UInt8(truncatingIfNeeded: repetition + 1)) }
-            if repetition > 0 { samples.add(sample) }   // the first pass warms the TLB like the tracked ones
+            let sample = timed {
+                Self.write(base, pageSize: pageSize, pages: pages, value: UInt8(truncatingIfNeeded: repetition + 1))
+            }
+            if repetition > 0 { samples.add(sample) }  // the first pass warms the TLB like the tracked ones
         }
         return samples
     }
@@ -80,8 +93,10 @@ struct HarvestBenchmarks {
         }
     }
 
-    private mutating func addRow(_ kind: String, _ percent: Int, written: Int, found: Int?, harvest: Samples?,
-                                 writes: Samples?, pageCount: Int, pageSize: Int) {
+    private mutating func addRow(
+        _ kind: String, _ percent: Int, written: Int, found: Int?, harvest: Samples?,
+        writes: Samples?, pageCount: Int, pageSize: Int
+    ) {
         let pages = Double(pageCount)
         table.add([
             kind, "\(percent)%", String(written), found.map(String.init) ?? "-",

@@ -7,11 +7,13 @@ enum Machine {
         var name = utsname()
         uname(&name)
         let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let cpu = firstLine(of: "/proc/cpuinfo", startingWith: "model name").map { line in
-            String(line.drop { $0 != ":" }.dropFirst().drop { $0 == " " })
-        } ?? "unknown CPU"
+        let cpu =
+            firstLine(of: "/proc/cpuinfo", startingWith: "model name").map { line in
+                String(line.drop { $0 != ":" }.dropFirst().drop { $0 == " " })
+            } ?? "unknown CPU"
         let thp = firstLine(of: "/sys/kernel/mm/transparent_hugepage/enabled", startingWith: "") ?? "?"
-        return "\(cpu), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs online, Linux \(release), page \(systemPageSize) B, THP \(thp)"
+        return
+            "\(cpu), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs online, Linux \(release), page \(systemPageSize) B, THP \(thp)"
     }
 
     private static func firstLine(of path: String, startingWith prefix: String) -> String? {

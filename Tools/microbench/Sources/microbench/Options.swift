@@ -64,7 +64,9 @@ struct Options {
         }
         func number(_ flag: String) -> Double {
             let text = value(flag)
-            guard let number = Double(text), number > 0, number.isFinite else { fail("\(flag) \(text): expected a positive number") }
+            guard let number = Double(text), number > 0, number.isFinite else {
+                fail("\(flag) \(text): expected a positive number")
+            }
             return number
         }
         func count(_ flag: String) -> Int {
@@ -85,12 +87,16 @@ struct Options {
             case "--vcpus": options.trackerThreads = count("--vcpus")
             case "--tracker-rate":
                 let text = value("--tracker-rate")
-                do { options.trackerRate = try Rate.parse(text) } catch { fail("--tracker-rate \(text): \(error.message)") }
+                do { options.trackerRate = try Rate.parse(text) } catch {
+                    fail("--tracker-rate \(text): \(error.message)")
+                }
             case "--tracker-image": options.trackerImage = value("--tracker-image")
             case "--writers":
                 let text = value("--writers")
                 options.trackerWriters = text.split(separator: ",").map { name in
-                    guard let kind = TrackedWriterKind(rawValue: String(name)) else { fail("--writers \(text): expected guest and/or page") }
+                    guard let kind = TrackedWriterKind(rawValue: String(name)) else {
+                        fail("--writers \(text): expected guest and/or page")
+                    }
                     return kind
                 }
             case "-h", "--help":

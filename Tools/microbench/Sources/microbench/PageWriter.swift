@@ -41,11 +41,13 @@ final class PageWriter: @unchecked Sendable {
         for job in jobs {
             let context = Unmanaged.passRetained(Runner(writer: self, job: job)).toOpaque()
             var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { context in
-                let runner = Unmanaged<Runner>.fromOpaque(context!).takeRetainedValue()
-                runner.writer.run(runner.job)
-                return nil
-            }, context)
+            let rc = pthread_create(
+                &thread, nil,
+                { context in
+                    let runner = Unmanaged<Runner>.fromOpaque(context!).takeRetainedValue()
+                    runner.writer.run(runner.job)
+                    return nil
+                }, context)
             precondition(rc == 0, "pthread_create failed: \(rc)")
             threads.append(thread)
         }
@@ -68,7 +70,10 @@ final class PageWriter: @unchecked Sendable {
     private final class Runner {
         let writer: PageWriter
         let job: Job
-        init(writer: PageWriter, job: Job) { self.writer = writer; self.job = job }
+        init(writer: PageWriter, job: Job) {
+            self.writer = writer
+            self.job = job
+        }
     }
 
     private func run(_ job: Job) {
@@ -86,7 +91,10 @@ final class PageWriter: @unchecked Sendable {
                 case .sweep:
                     page = first + cursor
                     cursor += 1
-                    if cursor == share { cursor = 0; value &+= 1 }
+                    if cursor == share {
+                        cursor = 0
+                        value &+= 1
+                    }
                 case .uniform:
                     random = random &+ 0x9E37_79B9_7F4A_7C15
                     var z = random

@@ -12,14 +12,16 @@ struct ProcessCounters {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return ProcessCounters(minorFaults: usage.ru_minflt, majorFaults: usage.ru_majflt,
-                               cpuSeconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-                               involuntarySwitches: usage.ru_nivcsw)
+        return ProcessCounters(
+            minorFaults: usage.ru_minflt, majorFaults: usage.ru_majflt,
+            cpuSeconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            involuntarySwitches: usage.ru_nivcsw)
     }
 
     static func - (a: ProcessCounters, b: ProcessCounters) -> ProcessCounters {
-        ProcessCounters(minorFaults: a.minorFaults - b.minorFaults, majorFaults: a.majorFaults - b.majorFaults,
-                        cpuSeconds: a.cpuSeconds - b.cpuSeconds,
-                        involuntarySwitches: a.involuntarySwitches - b.involuntarySwitches)
+        ProcessCounters(
+            minorFaults: a.minorFaults - b.minorFaults, majorFaults: a.majorFaults - b.majorFaults,
+            cpuSeconds: a.cpuSeconds - b.cpuSeconds,
+            involuntarySwitches: a.involuntarySwitches - b.involuntarySwitches)
     }
 }

@@ -12,7 +12,8 @@ import Glibc
 struct RecordCipherBenchmarks {
     static let ciphers: [RecordCipher] = [.aes256GCM, .chacha20Poly1305]
     static var labels: [String] {
-        ciphers.flatMap { ["seal \($0)", "open \($0)"] } + (["none"] + ciphers.map(\.description)).map { "framed \($0)" }
+        ciphers.flatMap { ["seal \($0)", "open \($0)"] }
+            + (["none"] + ciphers.map(\.description)).map { "framed \($0)" }
     }
 
     let options: Options
@@ -35,8 +36,14 @@ struct RecordCipherBenchmarks {
             }
             func seal() throws -> Data {
                 switch cipher {
-                case .aes256GCM: return try AES.GCM.seal(plain, using: key, nonce: AES.GCM.Nonce(data: nonce()), authenticating: header).combined!
-                default: return try ChaChaPoly.seal(plain, using: key, nonce: ChaChaPoly.Nonce(data: nonce()), authenticating: header).combined
+                case .aes256GCM:
+                    return try AES.GCM.seal(
+                        plain, using: key, nonce: AES.GCM.Nonce(data: nonce()), authenticating: header
+                    ).combined!
+                default:
+                    return try ChaChaPoly.seal(
+                        plain, using: key, nonce: ChaChaPoly.Nonce(data: nonce()), authenticating: header
+                    ).combined
                 }
             }
             let sealed = try seal()
@@ -51,16 +58,21 @@ struct RecordCipherBenchmarks {
                 var samples = Samples()
                 var buffer = sealed
                 for _ in 0..<options.repetitions {
-                    samples.add(try timed {
-                        for _ in 0..<Self.records {
-                            // As RecordReader: the nonce slot is rewritten in place, then the box opens.
-                            buffer.replaceSubrange(0..<12, with: sealed.prefix(12))
-                            switch cipher {
-                            case .aes256GCM: _ = try AES.GCM.open(AES.GCM.SealedBox(combined: buffer), using: key, authenticating: header)
-                            default: _ = try ChaChaPoly.open(ChaChaPoly.SealedBox(combined: buffer), using: key, authenticating: header)
+                    samples.add(
+                        try timed {
+                            for _ in 0..<Self.records {
+                                // As RecordReader: the nonce slot is rewritten in place, then the box opens.
+                                buffer.replaceSubrange(0..<12, with: sealed.prefix(12))
+                                switch cipher {
+                                case .aes256GCM:
+                                    _ = try AES.GCM.open(
+                                        AES.GCM.SealedBox(combined: buffer), using: key, authenticating: header)
+                                default:
+                                    _ = try ChaChaPoly.open(
+                                        ChaChaPoly.SealedBox(combined: buffer), using: key, authenticating: header)
+                                }
                             }
-                        }
-                    })
+                        })
                 }
                 add("open \(cipher)", samples, bytes: Self.recordBytes * Self.records)
             }
@@ -74,7 +86,8 @@ struct RecordCipherBenchmarks {
         let listener = try TCPListener(Endpoint(host: "127.0.0.1", port: 0))
         let clientStream = try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 2000)
         let serverStream = try listener.accept(timeoutMs: 2000)
-        let client = FramedConnection(clientStream), server = FramedConnection(serverStream)
+        let client = FramedConnection(clientStream)
+        let server = FramedConnection(serverStream)
         let shared = SharedKey.random()
         try clientStream.setSendTimeout(ms: 10_000)  // a receiver that gave up must not hang the run
         if cipher != .none {
@@ -97,21 +110,28 @@ struct RecordCipherBenchmarks {
             while true {
                 guard case .direct(_, _, let length)? = try? server.receive(direct: .pageBatch) else { return }
                 var vector = iovec(iov_base: target.baseAddress, iov_len: length)
-                guard (try? withUnsafeMutablePointer(to: &vector) { try server.readDirect(vectors: UnsafeMutableBufferPointer(start: $0, count: 1)) }) != nil else { return }
+                guard
+                    (try? withUnsafeMutablePointer(to: &vector) {
+                        try server.readDirect(vectors: UnsafeMutableBufferPointer(start: $0, count: 1))
+                    }) != nil
+                else { return }
             }
         }
         receiver.start()
         var samples = Samples()
         for _ in 0..<options.repetitions {
-            try samples.add(timed {
-                for _ in 0..<frames { try payload.withUnsafeBytes { try client.send(.pageBatch, payload: $0) } }
-            })
+            try samples.add(
+                timed {
+                    for _ in 0..<frames { try payload.withUnsafeBytes { try client.send(.pageBatch, payload: $0) } }
+                })
         }
         client.close()
         add("framed \(cipher) (1 MiB frames, loopback TCP, sender side)", samples, bytes: frameBytes * frames)
     }
 
     private mutating func add(_ label: String, _ samples: Samples, bytes: Int) {
-        table.add([label, rateRange(samples) { Double(bytes) / $0 / 1e9 }, samples.cpuPercent.map { fixed($0, 0) } ?? "-"])
+        table.add([
+            label, rateRange(samples) { Double(bytes) / $0 / 1e9 }, samples.cpuPercent.map { fixed($0, 0) } ?? "-",
+        ])
     }
 }

@@ -22,8 +22,9 @@ final class TestImage {
         self.pageSize = pageSize
         self.pageCount = pageCount
         let path = "/dev/shm/ferry-microbench-\(getpid())-\(name).img"
-        try ImageGenerator.create(path: path, size: pageCount * pageSize, mix: mix, seed: Self.seed,
-                                  pageSize: pageSize, overwrite: true)
+        try ImageGenerator.create(
+            path: path, size: pageCount * pageSize, mix: mix, seed: Self.seed,
+            pageSize: pageSize, overwrite: true)
         defer { unlink(path) }
         let file = try MappedRegion.mapFile(path: path, writable: false)
         memory = try MappedRegion.anonymous(size: pageCount * pageSize)

@@ -17,23 +17,27 @@ struct TrackedWriter {
 
     /// Starts `threads` writer threads of `kind` over `[memory, memory + pageCount pages)`.
     /// `pacedRate` (guest only): the guest writes at that rate instead of as fast as it can.
-    static func start(_ kind: TrackedWriterKind, pattern: PageWriter.Pattern, memory: UnsafeMutableRawPointer,
-                      pageCount: Int, pageSize: Int, threads: Int, pacedRate: Rate? = nil) throws -> TrackedWriter {
+    static func start(
+        _ kind: TrackedWriterKind, pattern: PageWriter.Pattern, memory: UnsafeMutableRawPointer,
+        pageCount: Int, pageSize: Int, threads: Int, pacedRate: Rate? = nil
+    ) throws -> TrackedWriter {
         switch kind {
         case .guest:
             // An unpaced guest ignores the rate.
             let rate = pacedRate ?? Rate(pagesPerSecond: 1)
             let workload: WorkloadSpec = pattern == .sweep ? .sweep(rate) : .uniform(rate)
             let configuration = GuestConfiguration(vcpus: threads, workload: workload, seed: seed, pageSize: pageSize)
-            let guest = try Guest(memory: memory, size: pageCount * pageSize, configuration: configuration,
-                                  stepLimits: pacedRate == nil ? Array(repeating: .max, count: threads) : nil,
-                                  paced: pacedRate != nil,
-                                  logger: Logger(label: "microbench.guest", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let guest = try Guest(
+                memory: memory, size: pageCount * pageSize, configuration: configuration,
+                stepLimits: pacedRate == nil ? Array(repeating: .max, count: threads) : nil,
+                paced: pacedRate != nil,
+                logger: Logger(label: "microbench.guest", factory: { _ in SwiftLogNoOpLogHandler() }))
             guest.start()
             return TrackedWriter(guest: guest, pageWriter: nil)
         case .page:
             precondition(pacedRate == nil, "the page writer is never paced")
-            let writer = PageWriter(memory: memory, pageCount: pageCount, pageSize: pageSize, pattern: pattern, threads: threads)
+            let writer = PageWriter(
+                memory: memory, pageCount: pageCount, pageSize: pageSize, pattern: pattern, threads: threads)
             writer.start()
             return TrackedWriter(guest: nil, pageWriter: writer)
         }

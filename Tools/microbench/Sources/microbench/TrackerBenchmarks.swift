@@ -39,10 +39,13 @@ struct TrackerBenchmarks {
     }
 
     let options: Options
-    var table = Table(["writer", "pattern", "tracker", "Mpages/s median (min–max)", "MB/s", "× none",
-                       "found Mpages/s", "found/harvest", "full", "harvest ms", "minflt/found", "≈µs/found",
-                       "writer cpu%", "writer CPU ns/page"],
-                      leftAligned: [0, 1, 2])
+    var table = Table(
+        [
+            "writer", "pattern", "tracker", "Mpages/s median (min–max)", "MB/s", "× none",
+            "found Mpages/s", "found/harvest", "full", "harvest ms", "minflt/found", "≈µs/found",
+            "writer cpu%", "writer CPU ns/page",
+        ],
+        leftAligned: [0, 1, 2])
     var notes: [String] = []
 
     init(options: Options) { self.options = options }
@@ -92,8 +95,9 @@ struct TrackerBenchmarks {
             let untracked = none.map { median($0.map(\.pagesPerSecond)) }
             let untrackedCPUPerPage = none.map(Self.writerCPUPerPage)
             for variant in chosen {
-                addRow(writer, pattern, variant, results[Self.label(writer, pattern, variant)] ?? [], untracked: untracked,
-                       untrackedCPUPerPage: untrackedCPUPerPage, pageSize: pageSize)
+                addRow(
+                    writer, pattern, variant, results[Self.label(writer, pattern, variant)] ?? [], untracked: untracked,
+                    untrackedCPUPerPage: untrackedCPUPerPage, pageSize: pageSize)
             }
         }
     }
@@ -103,21 +107,26 @@ struct TrackerBenchmarks {
         runs.map(\.writerCPU).reduce(0, +) / Double(max(1, runs.map(\.pagesWritten).reduce(0, +)))
     }
 
-    private func runOnce(_ writerKind: TrackedWriterKind, _ pattern: PageWriter.Pattern, _ variant: Variant,
-                         region: borrowing MappedRegion, bitmap: inout DirtyBitmap) throws -> RunResult {
+    private func runOnce(
+        _ writerKind: TrackedWriterKind, _ pattern: PageWriter.Pattern, _ variant: Variant,
+        region: borrowing MappedRegion, bitmap: inout DirtyBitmap
+    ) throws -> RunResult {
         let pageSize = systemPageSize
         let pageCount = region.size / pageSize
         var tracker: (any DirtyTracker)?
         if variant != .none {
-            tracker = try DirtyTrackers.make(variant == .uffd ? .uffd : .mprotect, base: region.base, length: region.size,
-                                             pageSize: pageSize).tracker
+            tracker = try DirtyTrackers.make(
+                variant == .uffd ? .uffd : .mprotect, base: region.base, length: region.size,
+                pageSize: pageSize
+            ).tracker
             try tracker?.start()
         }
         defer { tracker?.stop() }
         bitmap.clearAll()
-        let writer = try TrackedWriter.start(writerKind, pattern: pattern, memory: region.base, pageCount: pageCount,
-                                             pageSize: pageSize, threads: options.trackerThreads,
-                                             pacedRate: options.trackerRate)
+        let writer = try TrackedWriter.start(
+            writerKind, pattern: pattern, memory: region.base, pageCount: pageCount,
+            pageSize: pageSize, threads: options.trackerThreads,
+            pacedRate: options.trackerRate)
         defer { writer.stop() }
 
         let interval = UInt64(options.harvestMs * 1e6)
@@ -126,7 +135,9 @@ struct TrackerBenchmarks {
         let end = measureFrom + UInt64(options.trackerSeconds * 1e9)
         var nextHarvest = begin + interval
         var measuring = false
-        var startPages: UInt64 = 0, startTime: UInt64 = 0, startThreadCPU: UInt64 = 0
+        var startPages: UInt64 = 0
+        var startTime: UInt64 = 0
+        var startThreadCPU: UInt64 = 0
         var startCounters = ProcessCounters.now()
         var result = RunResult(seconds: 0, pagesWritten: 0, counters: startCounters, harvesterCPU: 0)
         while true {
@@ -166,8 +177,10 @@ struct TrackerBenchmarks {
         return result
     }
 
-    private mutating func addRow(_ writer: TrackedWriterKind, _ pattern: PageWriter.Pattern, _ variant: Variant,
-                                 _ runs: [RunResult], untracked: Double?, untrackedCPUPerPage: Double?, pageSize: Int) {
+    private mutating func addRow(
+        _ writer: TrackedWriterKind, _ pattern: PageWriter.Pattern, _ variant: Variant,
+        _ runs: [RunResult], untracked: Double?, untrackedCPUPerPage: Double?, pageSize: Int
+    ) {
         guard !runs.isEmpty else { return }
         let rates = runs.map(\.pagesPerSecond)
         let rate = median(rates)
@@ -183,13 +196,15 @@ struct TrackerBenchmarks {
         // Unpaced: the fraction of the writers' time not spent at the untracked rate, per found
         // page. Paced (the rates match): the writers' extra CPU per found page.
         let writerCPUPerPage = Self.writerCPUPerPage(runs)
-        let costPerFound: Double? = if variant == .none || found == 0 {
-            nil
-        } else if options.trackerRate != nil, let untrackedCPUPerPage {
-            (writerCPUPerPage - untrackedCPUPerPage) * Double(runs.map(\.pagesWritten).reduce(0, +)) / Double(found) * 1e6
-        } else if let ratio {
-            (1 - ratio) * threads / foundRate * 1e6
-        } else { nil }
+        let costPerFound: Double? =
+            if variant == .none || found == 0 {
+                nil
+            } else if options.trackerRate != nil, let untrackedCPUPerPage {
+                (writerCPUPerPage - untrackedCPUPerPage) * Double(runs.map(\.pagesWritten).reduce(0, +)) / Double(found)
+                    * 1e6
+            } else if let ratio {
+                (1 - ratio) * threads / foundRate * 1e6
+            } else { nil }
         let harvestTimes = runs.flatMap(\.harvestSeconds)
         table.add([
             writer.rawValue, pattern.rawValue, variant.rawValue,
@@ -206,7 +221,8 @@ struct TrackerBenchmarks {
             short(writerCPUPerPage * 1e9),
         ])
         if variant == .uffd, options.trackerRate == nil, let ratio, ratio < 0.9, let costPerFound {
-            notes.append("""
+            notes.append(
+                """
                 \(writer.rawValue) \(pattern.rawValue): uffd at \(fixed(ratio, 3))× untracked: \(short(foundRate / 1e6)) M pages/s \
                 found ≈ \(short(foundRate * options.harvestMs / 1e3)) write faults per \(fixed(options.harvestMs, 0)) ms round, \
                 ≈\(short(costPerFound)) µs of writer time each vs \(short(threads / untracked! * 1e9)) ns per untracked page write

@@ -1,7 +1,7 @@
 import FerryCodec
 import FerryProtocol
-import FerryTransport
 import FerrySystem
+import FerryTransport
 import Glibc
 
 // Microbenchmarks of Ferry's hot paths; see Tools/microbench/README.md.
@@ -11,7 +11,8 @@ let started = Clock.now()
 
 func emit(_ text: String) { Output.out(text) }
 
-emit("""
+emit(
+    """
     microbench: \(Machine.summary)
     median of \(options.repetitions) repetitions (min–max), wall time (CLOCK_MONOTONIC), one thread; GB = 10^9 bytes of guest memory
     cpu% = this thread's CPU time / wall time: well under 100 means other load took the CPU and the rates are low for it
@@ -24,7 +25,8 @@ do {
     if options.selectsAny(imageNames.flatMap { image in codecLabels.map { "\($0) \(image)" } }) {
         ranAny = true
         let images = try TestImage.all(pageCount: options.imagePages, pageSize: systemPageSize)
-        emit("""
+        emit(
+            """
 
             Codec: images from ImageGenerator (seed \(TestImage.seed), \(options.imagePages) pages = \
             \((options.imagePages * systemPageSize) >> 20) MiB each, in faulted-in anonymous memory); standard = \(images[0].mix)
@@ -40,9 +42,13 @@ do {
         if !batch.table.rows.isEmpty { emit(batch.table.render()) }
     }
 
-    if options.selectsAny(HarvestBenchmarks.kinds.flatMap { kind in
-        HarvestBenchmarks.percentages.map { HarvestBenchmarks.label(kind, $0) } }) {
-        emit("""
+    if options.selectsAny(
+        HarvestBenchmarks.kinds.flatMap { kind in
+            HarvestBenchmarks.percentages.map { HarvestBenchmarks.label(kind, $0) }
+        })
+    {
+        emit(
+            """
 
             Dirty tracking: anonymous region of \(options.pages) pages (\((options.pages * systemPageSize) >> 20) MiB), \
             faulted in; per repetition a writer stores into each listed page (ascending), then one harvest
@@ -56,7 +62,8 @@ do {
 
     if options.selectsAny(TrackerBenchmarks.labels) {
         ranAny = true
-        emit("""
+        emit(
+            """
 
             Tracker overhead: \(options.pages) pages (\((options.pages * systemPageSize) >> 20) MiB) MAP_SHARED at \(options.trackerImage), \
             faulted in; \(options.trackerThreads) \(options.trackerRate.map { "guest writer thread(s) paced at \($0)" } ?? "unpaced writer thread(s)"), \(fixed(options.trackerSeconds, 1)) s measured per run \
@@ -68,7 +75,8 @@ do {
         var tracker = TrackerBenchmarks(options: options)
         try tracker.run()
         emit("\n" + tracker.table.render())
-        emit("""
+        emit(
+            """
             × none: median rate ÷ the untracked median of the same writer and pattern. found: pages the harvests reported \
             (each cost its writer one write fault); full: harvests that reported every page (every page written, or \
             mprotect's fallback past vm.max_map_count split pages). minflt/found: getrusage minor faults \
@@ -82,7 +90,8 @@ do {
 
     if options.selectsAny(RecordCipherBenchmarks.labels) {
         ranAny = true
-        emit("""
+        emit(
+            """
 
             Record layer (--encrypt): \(RecordCipherBenchmarks.recordBytes >> 10) KiB records, \(RecordCipherBenchmarks.records) per repetition; \
             CPU AES instructions: \(RecordCipher.hasHardwareAES ? "yes" : "no"); GB = 10^9 bytes of plaintext
@@ -94,7 +103,8 @@ do {
 
     if options.selectsAny(FrameReceiveBenchmarks.labels) {
         ranAny = true
-        emit("""
+        emit(
+            """
 
             Frame receiving: PAGE_BATCH frames over loopback TCP, \(FrameReceiveBenchmarks.bytesPerRepetition >> 20) MiB of \
             payload per repetition, read by FramedConnection on this (timed) thread from a sender thread's large writes; \
