@@ -45,48 +45,8 @@ public enum GratuitousARP {
             throw TransportError(
                 .address, "cannot announce MAC \(mac): a guest NIC needs a unicast, non-zero MAC address")
         }
-        // if_nametoindex fails with 0 (not -1), and sets errno.
-        let index = if_nametoindex(interface)
-        guard index != 0 else {
-            let failure = SystemError.lastError("if_nametoindex(\(interface))")
-            throw TransportError(
-                .address,
-                "network interface '\(interface)' not found (\(failure.errno!)); list the interfaces with `ip link`",
-                cause: failure)
-        }
-        // Protocol 0: the socket only sends, so the kernel queues no incoming frames on it.
-        let fd: Int32
-        do throws(SystemError) {
-            fd = try valueOrErrno("socket(AF_PACKET, SOCK_RAW)") {
-                socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            }
-        } catch {
-            let hint =
-                error.errno == .notPermitted || error.errno == .permissionDenied
-                ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
-            throw TransportError(.io, "socket(AF_PACKET, SOCK_RAW) for the announce", failed: error, hint: hint)
-        }
+        let fd = try openPacketSocket(interface: interface)
         defer { close(fd) }
-
-        // struct sockaddr_ll (linux/if_packet.h): family u16, protocol be16, ifindex i32,
-        // hatype u16, pkttype u8, halen u8, addr[8]: 20 bytes. Binding with protocol 0 picks the
-        // interface without subscribing to any EtherType; the frame carries its own header.
-        var linkAddress = [UInt8](repeating: 0, count: 20)
-        linkAddress.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
-            raw.storeBytes(of: Int32(bitPattern: index), toByteOffset: 4, as: Int32.self)
-            raw[11] = 6
-            for offset in 0..<6 { raw[12 + offset] = 0xFF }
-        }
-        do throws(SystemError) {
-            try valueOrErrno("bind(AF_PACKET)") {
-                linkAddress.withUnsafeBytes {
-                    bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
-                }
-            }
-        } catch {
-            throw TransportError(.io, "bind(AF_PACKET) to interface '\(interface)'", failed: error)
-        }
 
         let bytes = frame(mac: mac, ip: ip)
         var sent = 0
@@ -120,5 +80,51 @@ public enum GratuitousARP {
                 "announce.frames": "\(sent)",
             ])
         return sent
+    }
+
+    /// An AF_PACKET socket bound to `interface`, for sending whole Ethernet frames.
+    private static func openPacketSocket(interface: String) throws(TransportError) -> Int32 {
+        // if_nametoindex fails with 0 (not -1), and sets errno.
+        let index = if_nametoindex(interface)
+        guard index != 0 else {
+            let failure = SystemError.lastError("if_nametoindex(\(interface))")
+            throw TransportError(
+                .address,
+                "network interface '\(interface)' not found (\(failure.errno!)); list the interfaces with `ip link`",
+                cause: failure)
+        }
+        // Protocol 0: the socket only sends, so the kernel queues no incoming frames on it.
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try valueOrErrno("socket(AF_PACKET, SOCK_RAW)") {
+                socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            }
+        } catch {
+            let hint =
+                error.errno == .notPermitted || error.errno == .permissionDenied
+                ? "; sending raw Ethernet frames needs root or CAP_NET_RAW" : ""
+            throw TransportError(.io, "socket(AF_PACKET, SOCK_RAW) for the announce", failed: error, hint: hint)
+        }
+        // struct sockaddr_ll (linux/if_packet.h): family u16, protocol be16, ifindex i32,
+        // hatype u16, pkttype u8, halen u8, addr[8]: 20 bytes. Binding with protocol 0 picks the
+        // interface without subscribing to any EtherType; the frame carries its own header.
+        var linkAddress = [UInt8](repeating: 0, count: 20)
+        linkAddress.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
+            raw.storeBytes(of: Int32(bitPattern: index), toByteOffset: 4, as: Int32.self)
+            raw[11] = 6
+            for offset in 0..<6 { raw[12 + offset] = 0xFF }
+        }
+        do throws(SystemError) {
+            try valueOrErrno("bind(AF_PACKET)") {
+                linkAddress.withUnsafeBytes {
+                    bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+                }
+            }
+        } catch {
+            close(fd)
+            throw TransportError(.io, "bind(AF_PACKET) to interface '\(interface)'", failed: error)
+        }
+        return fd
     }
 }

@@ -22,40 +22,7 @@ extension FramedConnection {
         for cipher in security.ciphers { offered.insert(cipher.bit) }
         let hello = AuthHello(clientNonce: Self.randomNonce(), encryptRequested: security.encrypt, ciphers: offered)
         try send(hello)
-        let reply: ReceivedFrame
-        do {
-            reply = try receive()
-        } catch {
-            if error.code == .peerClosed {
-                // Not a refusal: a destination that refuses says so with REFUSE. One that is
-                // overloaded or limits connections that have not authenticated yet just closes,
-                // so this counts as a lost connection, which a source may retry.
-                throw TransportError(
-                    .peerClosed,
-                    "destination \(peerDescription) closed the connection during authentication, before answering AUTH_HELLO: it may be overloaded or limiting unauthenticated connections (try again), or not be configured with --key-file (\(error.message))"
-                )
-            }
-            throw error
-        }
-        switch reply.type {
-        case .authChallenge:
-            break
-        case .refuse:
-            let message = (try? Refuse(payload: reply.payload))?.message ?? "(unreadable REFUSE)"
-            throw TransportError(.unauthenticated, "destination \(peerDescription) refused to authenticate: \(message)")
-        default:
-            throw TransportError(
-                .protocolViolation,
-                "expected AUTH_CHALLENGE or REFUSE from \(peerDescription), got \(reply.type.wireName)")
-        }
-        let challenge: AuthChallenge
-        do {
-            challenge = try AuthChallenge(payload: reply.payload)
-        } catch {
-            throw TransportError(
-                .protocolViolation, "malformed AUTH_CHALLENGE from \(peerDescription): \(error.message)",
-                protocolError: error)
-        }
+        let challenge = try receiveChallenge()
         let proof = Array(
             HMAC<SHA256>.authenticationCode(
                 for: AuthTranscript.clientProofInput(hello: hello, challenge: challenge), using: shared.key))
@@ -142,23 +109,7 @@ extension FramedConnection {
             try? send(Refuse(reason: .malformed, message: "AUTH_HELLO rejected: \(error.message)"))
             throw TransportError(.protocolViolation, "malformed AUTH_HELLO: \(error.message)", protocolError: error)
         }
-        var cipher = RecordCipher.none
-        if hello.encryptRequested || security.encrypt {
-            guard let chosen = security.ciphers.first(where: { hello.ciphers.contains($0.bit) }) else {
-                let ours = security.ciphers.map(\.description).joined(separator: ", ")
-                try? send(
-                    Refuse(
-                        reason: .unsupported,
-                        message:
-                            "no cipher in common: this destination uses \(ours), the source offers ciphers 0x\(String(hello.ciphers.rawValue, radix: 16))"
-                    ))
-                throw TransportError(
-                    .unauthenticated,
-                    "refused a source with no cipher in common (it offers 0x\(String(hello.ciphers.rawValue, radix: 16)))"
-                )
-            }
-            cipher = chosen
-        }
+        let cipher = try chooseCipher(for: hello, security: security)
         var challenge = AuthChallenge(serverNonce: Self.randomNonce(), cipher: cipher, serverProof: [])
         challenge.serverProof = Array(
             HMAC<SHA256>.authenticationCode(
@@ -191,6 +142,65 @@ extension FramedConnection {
         }
         self.security = ConnectionSecurityState(authenticated: true, cipher: cipher)
         return try receive()
+    }
+
+    /// The destination's answer to `AUTH_HELLO`: its `AUTH_CHALLENGE`, or an error naming its refusal.
+    private func receiveChallenge() throws(TransportError) -> AuthChallenge {
+        let reply: ReceivedFrame
+        do {
+            reply = try receive()
+        } catch {
+            if error.code == .peerClosed {
+                // Not a refusal: a destination that refuses says so with REFUSE. One that is
+                // overloaded or limits connections that have not authenticated yet just closes,
+                // so this counts as a lost connection, which a source may retry.
+                throw TransportError(
+                    .peerClosed,
+                    "destination \(peerDescription) closed the connection during authentication, before answering AUTH_HELLO: it may be overloaded or limiting unauthenticated connections (try again), or not be configured with --key-file (\(error.message))"
+                )
+            }
+            throw error
+        }
+        switch reply.type {
+        case .authChallenge:
+            break
+        case .refuse:
+            let message = (try? Refuse(payload: reply.payload))?.message ?? "(unreadable REFUSE)"
+            throw TransportError(.unauthenticated, "destination \(peerDescription) refused to authenticate: \(message)")
+        default:
+            throw TransportError(
+                .protocolViolation,
+                "expected AUTH_CHALLENGE or REFUSE from \(peerDescription), got \(reply.type.wireName)")
+        }
+        do {
+            return try AuthChallenge(payload: reply.payload)
+        } catch {
+            throw TransportError(
+                .protocolViolation, "malformed AUTH_CHALLENGE from \(peerDescription): \(error.message)",
+                protocolError: error)
+        }
+    }
+
+    /// The cipher for a connection: none unless one side asks to encrypt, else the first of ours
+    /// that the source offers. Without one in common, the source is refused.
+    private func chooseCipher(for hello: AuthHello, security: ConnectionSecurity) throws(TransportError)
+        -> RecordCipher
+    {
+        guard hello.encryptRequested || security.encrypt else { return .none }
+        guard let chosen = security.ciphers.first(where: { hello.ciphers.contains($0.bit) }) else {
+            let ours = security.ciphers.map(\.description).joined(separator: ", ")
+            try? send(
+                Refuse(
+                    reason: .unsupported,
+                    message:
+                        "no cipher in common: this destination uses \(ours), the source offers ciphers 0x\(String(hello.ciphers.rawValue, radix: 16))"
+                ))
+            throw TransportError(
+                .unauthenticated,
+                "refused a source with no cipher in common (it offers 0x\(String(hello.ciphers.rawValue, radix: 16)))"
+            )
+        }
+        return chosen
     }
 
     private static func randomNonce() -> [UInt8] {

@@ -168,27 +168,39 @@ struct DemoCommand: ParsableCommand {
             print(result.report.text())
             Terminal.writeJSONAfterSuccess(sourceReport, to: output.jsonPath)
 
-            // Transparency: the same workload, the same steps per vCPU, no migration.
-            let steps = result.outcome.vcpuSteps
-            let checkStart = MonotonicClock.now()
-            try Transparency.runReference(imagePath: reference, setup: setup, steps: steps, logger: logger)
-            let difference = try Transparency.difference(between: destination, and: reference)
-            print("")
-            let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
-            if let difference {
-                throw TransparencyFailure(description: "transparency check FAILED: \(difference)")
-            }
-            print(
-                "transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))"
-            )
-            let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
-            print(
-                String(
-                    format:
-                        "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
-                    Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
-                    verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
+            try checkTransparency(
+                setup: setup, steps: result.outcome.vcpuSteps, reference: reference, destination: destination,
+                bytes: bytes, logger: logger)
+            printSummary(bytes: bytes, sourceReport: sourceReport)
         }
+    }
+
+    /// Transparency: the same workload, the same steps per vCPU, no migration; the destination's
+    /// image must equal the reference's byte for byte.
+    private func checkTransparency(
+        setup: GuestSetup, steps: [UInt64], reference: String, destination: String, bytes: Int, logger: Logger
+    ) throws {
+        let checkStart = MonotonicClock.now()
+        try Transparency.runReference(imagePath: reference, setup: setup, steps: steps, logger: logger)
+        let difference = try Transparency.difference(between: destination, and: reference)
+        print("")
+        let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
+        if let difference {
+            throw TransparencyFailure(description: "transparency check FAILED: \(difference)")
+        }
+        print(
+            "transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))"
+        )
+    }
+
+    private func printSummary(bytes: Int, sourceReport: MigrationReport) {
+        let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
+        print(
+            String(
+                format:
+                    "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",
+                Double(bytes) / 1e9, sourceReport.totalMs, sourceReport.rounds, sourceReport.downtimeMs,
+                verdict, downtimeMs, Double(sourceReport.wireBytes) / 1e6))
     }
 }
 

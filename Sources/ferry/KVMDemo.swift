@@ -57,33 +57,14 @@ struct KVMDemo {
         )
         try files.generate(bytes: bytes)
 
-        // Destination agent on its own thread: it builds the VM when the guest's configuration
-        // arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
-        var destinationOptions = DestinationOptions(
-            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination,
-            runFor: .seconds(600), acceptTimeout: .milliseconds(30_000), preallocateBytes: bytes,
-            guestKinds: .ferry)
-        destinationOptions.handoffTimeout = .milliseconds(60_000)
-        let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
-        let port = try destinationAgent.bind()
-        let destinationOutcome = BackgroundThread { try destinationAgent.run() }
+        let (port, destinationOutcome) = try startDestination(imagePath: destination, logger: logger)
 
         // Source: the KVM guest boots on the image and dirties memory, then migrates.
         let region = try MappedRegion.mapFile(path: source, writable: true)
         let holes = try SourceAgent.faultIn(region, path: source, pageSize: systemPageSize)
         let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger)
         guest.start()
-        let warmEnd = MonotonicClock.now()
-        MonotonicClock.sleep(seconds: max(0, runBefore - 1))
-        let before = guest.stepsPerVCPU.reduce(0, +)
-        MonotonicClock.sleep(seconds: min(1, runBefore))
-        let measured =
-            Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize)
-            / min(1, max(runBefore, 1e-3))
-        Terminal.note(
-            String(
-                format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)",
-                MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
+        warmUp(guest)
         var sourceOptions = SourceOptions(
             destination: try Endpoint.parse("127.0.0.1:\(port)"),
             settings: ConvergenceSettings(downtimeTarget: .milliseconds(downtimeMs)), compression: compress)
@@ -113,6 +94,37 @@ struct KVMDemo {
             parameters: parameters, stepLimit: stepLimit, sourceReport: sourceReport, result: result,
             sourceLines: sourceLines, reference: reference, destination: destination)
         printSummary(sourceReport: sourceReport, result: result)
+    }
+
+    /// The destination agent on its own thread: it builds the VM when the guest's configuration
+    /// arrives and runs the guest after COMMIT until every vCPU halted at its step limit.
+    private func startDestination(imagePath: String, logger: Logger) throws
+        -> (port: UInt16, outcome: BackgroundThread<DestinationResult>)
+    {
+        var destinationOptions = DestinationOptions(
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: imagePath,
+            runFor: .seconds(600), acceptTimeout: .milliseconds(30_000), preallocateBytes: bytes,
+            guestKinds: .ferry)
+        destinationOptions.handoffTimeout = .milliseconds(60_000)
+        let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger, progress: nil)
+        let port = try destinationAgent.bind()
+        return (port, BackgroundThread { try destinationAgent.run() })
+    }
+
+    /// Lets the guest run for `runBefore` seconds and reports the rate it dirties pages at over
+    /// the last second of it.
+    private func warmUp(_ guest: KVMGuest) {
+        let warmEnd = MonotonicClock.now()
+        MonotonicClock.sleep(seconds: max(0, runBefore - 1))
+        let before = guest.stepsPerVCPU.reduce(0, +)
+        MonotonicClock.sleep(seconds: min(1, runBefore))
+        let measured =
+            Double(guest.stepsPerVCPU.reduce(0, +) - before) * Double(KVMGuestLayout.pageSize)
+            / min(1, max(runBefore, 1e-3))
+        Terminal.note(
+            String(
+                format: "demo: after %.1f s the guest writes %.0f MB/s of pages (target %@)",
+                MonotonicClock.seconds(since: warmEnd), measured / 1e6, rate))
     }
 
     /// The guest as it would have run without migrating, on a fresh copy of the image: its
