@@ -159,18 +159,21 @@ extension DestinationSession {
                 round: end.round, pagesReceived: UInt64(roundPages), pagesHeld: UInt64(pagesHeld),
                 applyMicroseconds: roundApplyNanos / 1000, digestMicroseconds: digestMicros))
         let seconds = MonotonicClock.seconds(since: receiving.roundStart)
+        let rate = SendRate.bytesPerSecond(bytes: roundWire, seconds: seconds)
         report.perRound.append(
             RoundRecord(
                 round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
-                sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
+                sendRateMBps: (rate ?? 0) / 1e6,
                 dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
-                predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
+                predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged",
+                sendingMs: seconds.milliseconds))
+        // The pages this round carried (repeats of a page in it included), not the pages held.
         progress?(
             MigrationProgress(
-                role: "destination", phase: "pre-copy", round: Int(end.round),
-                pagesSent: pagesHeld, pagesInRound: pageCount, wireBytes: receiving.wireBefore,
-                dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
-                predictedDowntime: .infinity, pageSize: pageSize))
+                role: .destination, kind: .roundEnded, round: Int(end.round), pagesSent: roundPages,
+                pagesInRound: nil, pageCount: pageCount, pageSize: pageSize, roundWireBytes: roundWire,
+                wireBytes: receiving.wireBefore, elapsedSeconds: MonotonicClock.seconds(since: start),
+                sendBytesPerSecond: rate, dirtyPagesPerSecond: Double(end.dirtyRate)))
         receiving.roundStart = MonotonicClock.now()
         receiving.finalPhaseStart = 0
     }
