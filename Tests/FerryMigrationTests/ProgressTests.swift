@@ -126,8 +126,11 @@ import Testing
     }
 
     /// Under a 10 MB/s cap: round 0's live values count wire bytes as they go (not only at the
-    /// round's end), and their send rate agrees within 20% with the report's for the round,
-    /// which agrees with the cap; the round-end values carry the report's rate exactly.
+    /// round's end); the live send rate, once it covers most of the round, agrees within 20% with
+    /// the report's for the round; neither exceeds the cap (the old figures, guest memory per
+    /// second, did: 14 and 25 MB/s). Below it they may be, when the machine is busy (a stream
+    /// descheduled for longer than the limiter's 10 ms burst loses that time). The round-end
+    /// values carry the report's rate exactly.
     @Test func cappedLiveRateAgreesWithTheReport() throws {
         let collected = Collected()
         var migration = LoopbackMigration()
@@ -138,7 +141,7 @@ import Testing
         let report = try migration.run(in: Scratch()).source.get()
         let values = collected.all
         let live = values.filter { $0.kind == .live && $0.round == 0 }
-        #expect(live.count >= 4, "round 0 lasts about two seconds at 10 MB/s")
+        #expect(live.count >= 4, "round 0 lasts over two seconds at 10 MB/s")
         #expect(live.allSatisfy { $0.roundWireBytes > 0 && $0.wireBytes == $0.roundWireBytes })
         #expect(zip(live, live.dropFirst()).allSatisfy { $0.wireBytes <= $1.wireBytes && $0.pagesSent <= $1.pagesSent })
         #expect(zip(live, live.dropFirst()).allSatisfy { $0.elapsedSeconds < $1.elapsedSeconds })
@@ -146,14 +149,12 @@ import Testing
         #expect(live.dropFirst().allSatisfy { $0.roundETASeconds != nil })
 
         let round0 = try #require(report.perRound.first)
-        #expect(abs(round0.sendRateMBps - 10) <= 2, "round 0 at \(round0.sendRateMBps) MB/s under a 10 MB/s cap")
         let liveRates = live.compactMap(\.sendBytesPerSecond).map { $0 / 1e6 }
-        #expect(!liveRates.isEmpty, "round 0 sends for over a second: a measured rate")
-        for rate in liveRates {
-            #expect(
-                abs(rate - round0.sendRateMBps) <= 0.2 * round0.sendRateMBps,
-                "live \(rate), report \(round0.sendRateMBps)")
-        }
+        let context = "live \(liveRates) MB/s\n\(report.text())"
+        #expect(round0.sendRateMBps <= 10.5 && round0.sendRateMBps >= 5, "round 0 under a 10 MB/s cap: \(context)")
+        #expect(liveRates.allSatisfy { $0 <= 12 }, "\(context)")
+        let last = try #require(liveRates.last, "round 0 sends for over a second: a measured rate")
+        #expect(abs(last - round0.sendRateMBps) <= 0.2 * round0.sendRateMBps, "\(context)")
         let ended = values.filter { $0.kind == .roundEnded }
         #expect(ended.count == report.perRound.count - 1, "every pre-copy round but the final one")
         for (value, record) in zip(ended, report.perRound) {
