@@ -5,14 +5,34 @@ import Foundation
 /// terminal, plain lines otherwise, one line per round's end and per event.
 enum ProgressLine {
     /// The bar of a live value on a terminal, e.g.
-    /// `[source] round 0 [#########.........] 47%  612/~1300 MB wire  elapsed 3.1s  ETA 3.4s (migration —)  198 MB/s`.
-    static func bar(_ progress: MigrationProgress, width: Int = 20) -> String {
+    /// `[source] round 0 [#########...........] 47%  612/~1300 MB wire  elapsed 3.1s  ETA 3.4s (migration —)  198 MB/s`;
+    /// on a terminal narrower than that, shorter forms (down to
+    /// `round 0 [####......] 47% 612/~1300 MB wire elapsed 3.1s ETA 3.4s (all —) 198 MB/s`, which
+    /// fits 80 columns), then none of the bar, then cut to `columns - 1` characters: a line that
+    /// wraps cannot be redrawn in place.
+    static func bar(_ progress: MigrationProgress, columns: Int? = nil) -> String {
         let fraction = progress.fractionOfRound ?? 0
-        let filled = min(width, Int((fraction * Double(width)).rounded(.down)))
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        return "[\(progress.role.rawValue)] round \(progress.round) [\(bar)] \(percent(fraction))  "
-            + "\(wire(progress)) wire  elapsed \(duration(progress.elapsedSeconds))  \(eta(progress))  "
-            + rate(progress.sendBytesPerSecond)
+        let elapsed = duration(progress.elapsedSeconds)
+        let (round, migration) = (duration(progress.roundETASeconds), duration(progress.migrationETASeconds))
+        let sendRate = rate(progress.sendBytesPerSecond)
+        let wide =
+            "\(percent(fraction))  \(wire(progress)) wire  elapsed \(elapsed)  ETA \(round) (migration \(migration))  "
+            + sendRate
+        let compact =
+            "\(percent(fraction)) \(wire(progress)) wire elapsed \(elapsed) ETA \(round) (all \(migration)) \(sendRate)"
+        func bar(_ width: Int) -> String {
+            let filled = min(width, Int((fraction * Double(width)).rounded(.down)))
+            return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+        }
+        let candidates = [
+            "[\(progress.role.rawValue)] round \(progress.round) \(bar(20))\(wide)",
+            "round \(progress.round) \(bar(20))\(wide)",
+            "round \(progress.round) \(bar(10))\(compact)",
+            "round \(progress.round) \(compact)",
+        ]
+        guard let columns else { return candidates[0] }
+        if let fitting = candidates.first(where: { $0.count < columns }) { return fitting }
+        return String(candidates[3].prefix(max(columns - 1, 0)))
     }
 
     /// A live value as a plain line (stderr not a terminal), e.g.

@@ -40,6 +40,14 @@ enum Terminal {
         }
     }
 
+    /// The terminal's width (stderr's), if it has one: a progress bar wider than it would wrap,
+    /// and the carriage return would then redraw only its last row.
+    static var columns: Int? {
+        var size = winsize()
+        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
+    }
+
     static func clearProgress() {
         if isTTY { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
@@ -64,7 +72,7 @@ enum Terminal {
                 FileHandle.standardError.write(Data("\(ProgressLine.roundEnd(progress))\n".utf8))
                 if !isTTY { lastPlainLine.withLock { $0 = MonotonicClock.now() } }
             } else if isTTY {
-                Terminal.progress(ProgressLine.bar(progress))
+                Terminal.progress(ProgressLine.bar(progress, columns: columns))
             } else {
                 let now = MonotonicClock.now()
                 let due = lastPlainLine.withLock { last -> Bool in
