@@ -272,12 +272,27 @@ extension DestinationSession {
         live.removeAll()
     }
 
+    /// After `dropConnections`: closes the books of the round a loss cut off, so that the round
+    /// after the resume counts only its own pages (as the source's report does, which records the
+    /// lost round apart); returns what the lost round brought.
+    private func closeLostRound() -> (pages: Int, wireBytes: UInt64, seconds: Double) {
+        let pages = pagesApplied - receiving.appliedBefore
+        // Every byte of the dropped connections is in `retiredBytes` now (the old control
+        // connection included); the new ones have not been counted yet.
+        let wire = receiving.retiredBytes - min(receiving.retiredBytes, receiving.wireBefore)
+        receiving.appliedBefore += pages
+        receiving.wireBefore += wire
+        receiving.applyNanosBefore = applyNanos
+        return (pages, wire, MonotonicClock.seconds(since: receiving.roundStart))
+    }
+
     /// After a loss during pre-copy: waits up to `resumeTimeout` for the source to come back,
     /// answers its RESUME with the pages held intact, and takes its new page streams.
     /// False when the grace period ended first.
     private func resume(after failure: MigrationError) throws -> Bool {
         let lostAt = MonotonicClock.now()
         dropConnections()
+        let lost = closeLostRound()
         log.warning(
             "connection lost during pre-copy; waiting for the source to resume",
             metadata: [
@@ -306,6 +321,12 @@ extension DestinationSession {
                 .protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
         }
         registry.reopenStreams(session: sessionID)
+        report.perRound.append(
+            RoundRecord(
+                round: Int(request.round), pages: lost.pages, wireBytes: lost.wireBytes,
+                durationMs: lost.seconds.milliseconds, sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0,
+                predictedDowntimeMs: 0, throttlePercent: 0, decision: "connection lost; resumed",
+                sendingMs: lost.seconds.milliseconds))
         let state = HeldPages(sinks: sinks, roundTable: roundTable, pageCount: pageCount, round: request.round)
         for frame in state.frames() { try control.send(frame) }
         try attachStreams()

@@ -1,3 +1,4 @@
+import FerrySystem
 import FerryTestSupport
 import Foundation
 import Synchronization
@@ -185,5 +186,39 @@ import Testing
         }
         #expect(values.dropFirst().allSatisfy { $0.pagesSent < report.pagesTotal })
         #expect(zip(values, destination.perRound).allSatisfy { $0.pagesSent == $1.pages })
+    }
+    /// After a cut in round 0 and a resume, the destination counts the round after the resume
+    /// alone (the lost round's pages have a record of their own, as on the source), so each
+    /// acknowledged round's count equals what the source sent in it.
+    @Test func destinationCountsRoundsAfterAResume() throws {
+        let collected = Collected()
+        var migration = LoopbackMigration()
+        migration.mix = ResumeTests.mostlyData
+        migration.compression = .none
+        migration.workload = "uniform:10MB/s"
+        migration.destinationProgress = collected.handler
+        let relay = Box<Relay>()
+        let roundZero = ResumeTests.roundZeroBytes(pages: migration.size / systemPageSize)
+        migration.route = { port in
+            let made = try Relay(to: port)
+            made.cut(afterBytes: roundZero / 2)
+            relay.value = made
+            return made.port
+        }
+        let outcome = try migration.run(in: Scratch())
+        defer { relay.value?.stop() }
+        let report = try outcome.source.get()
+        let destination = try outcome.destination.get().report
+        #expect(report.resumes == 1 && destination.resumes == 1)
+        let values = collected.all
+        #expect(!values.isEmpty)
+        for value in values {
+            let sent = try #require(report.perRound.first { $0.round == value.round })
+            #expect(value.pagesSent == sent.pages, "round \(value.round): source sent \(sent.pages)")
+        }
+        #expect(!values.contains { $0.round == 0 }, "round 0 was cut off: never acknowledged")
+        let lost = try #require(destination.perRound.first)
+        #expect(lost.round == 0 && lost.decision == "connection lost; resumed")
+        #expect(lost.pages > 0 && lost.pages <= (report.perRound.first?.pages ?? 0))
     }
 }
