@@ -96,9 +96,6 @@ final class RoundMeter: Sendable {
         }
     }
 
-    /// Seconds since the migration started.
-    var elapsedSeconds: Double { MonotonicClock.seconds(since: migrationStart) }
-
     /// Adds the sending since the last sample to the rate window.
     private func sample(_ state: inout State, now: UInt64) {
         let total = bytes.load(ordering: .relaxed)
