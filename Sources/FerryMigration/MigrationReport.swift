@@ -6,7 +6,9 @@ public struct RoundRecord: Codable, Sendable, Equatable {
     public var pages: Int
     public var wireBytes: UInt64
     public var durationMs: Double
-    /// Guest memory moved per second in this round (MB/s, 10^6 bytes).
+    /// Wire bytes per second of sending in this round (MB/s, 10^6 bytes): `wireBytes / sendingMs`
+    /// on the source (`SendRate`), as the progress shows it; `wireBytes / durationMs` on the
+    /// destination.
     public var sendRateMBps: Double
     /// Pages harvested dirty at the end of the round.
     public var dirtyPages: Int
@@ -14,6 +16,10 @@ public struct RoundRecord: Codable, Sendable, Equatable {
     public var predictedDowntimeMs: Double
     public var throttlePercent: Int
     public var decision: String
+    /// Source: the time the round's pages took to write (a `--max-bandwidth` wait included),
+    /// not the harvest or the wait for its acknowledgement (`durationMs` includes those).
+    /// Destination: the same as `durationMs`.
+    public var sendingMs: Double = 0
 }
 
 /// One resume after the connections were lost during pre-copy.
@@ -261,34 +267,3 @@ public struct MigrationReport: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 }
-
-/// A snapshot for the progress line.
-public struct MigrationProgress: Sendable {
-    public var role: String
-    public var phase: String
-    public var round: Int
-    public var pagesSent: Int
-    public var pagesInRound: Int
-    public var wireBytes: UInt64
-    /// Guest pages per second dirtied during the last complete round.
-    public var dirtyRate: Double
-    /// Guest pages per second moved by the link, as last measured.
-    public var sendRate: Double
-    public var predictedDowntime: Double
-    public var pageSize: Int
-    /// An event to show on a line of its own (a lost connection, a resume), instead of figures.
-    public var event: String?
-
-    public var line: String {
-        if let event { return "[\(role)] \(event)" }
-        let mbps = { (pages: Double) in pages * Double(pageSize) / 1e6 }
-        return String(
-            format:
-                "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
-            role, phase, round, pagesSent, pagesInRound, Double(wireBytes) / 1e6, mbps(dirtyRate), mbps(sendRate),
-            predictedDowntime.isFinite && predictedDowntime > 0
-                ? String(format: "%.1f ms", predictedDowntime * 1000) : "-")
-    }
-}
-
-public typealias ProgressHandler = @Sendable (MigrationProgress) -> Void

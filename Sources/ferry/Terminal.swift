@@ -40,19 +40,48 @@ enum Terminal {
         }
     }
 
+    /// The terminal's width (stderr's), if it has one: a progress bar wider than it would wrap,
+    /// and the carriage return would then redraw only its last row.
+    static var columns: Int? {
+        var size = winsize()
+        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
+    }
+
     static func clearProgress() {
         if isTTY { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 
+    /// Seconds between plain progress lines when stderr is not a terminal (round ends and events
+    /// are printed whenever they come).
+    static let plainLineInterval = 3.0
+    private static let lastPlainLine = Mutex<UInt64>(0)
+
+    /// Shows the engine's progress: on a terminal a bar redrawn in place and a line per round's
+    /// end; otherwise a plain line at most every `plainLineInterval` seconds and a line per round's
+    /// end, never a carriage return.
     static func progressHandler(quiet: Bool) -> ProgressHandler? {
         if quiet { return nil }
         return { progress in
-            if progress.event != nil {
-                Terminal.note(progress.line)
+            if let event = ProgressLine.event(progress) {
+                note(event)
                 return
             }
-            Terminal.progress(
-                progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
+            if progress.kind == .roundEnded {
+                clearProgress()
+                FileHandle.standardError.write(Data("\(ProgressLine.roundEnd(progress))\n".utf8))
+                if !isTTY { lastPlainLine.withLock { $0 = MonotonicClock.now() } }
+            } else if isTTY {
+                Terminal.progress(ProgressLine.bar(progress, columns: columns))
+            } else {
+                let now = MonotonicClock.now()
+                let due = lastPlainLine.withLock { last -> Bool in
+                    guard Double(now &- last) / 1e9 >= plainLineInterval else { return false }
+                    last = now
+                    return true
+                }
+                if due { FileHandle.standardError.write(Data("\(ProgressLine.plain(progress))\n".utf8)) }
+            }
         }
     }
 
