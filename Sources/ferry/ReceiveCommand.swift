@@ -111,6 +111,8 @@ struct ReceiveCommand: ParsableCommand {
             throw ValidationError("give either --image PATH (one guest) or --serve DIR (several guests)")
         }
         if serve != nil && prealloc != nil { throw ValidationError("--prealloc works with --image only") }
+        try SecurityOptions.validate(
+            keyFile: keyFile, encrypt: requireEncryption, cipher: "auto", encryptFlag: "--require-encryption")
         try usageCheck("--listen", listen) { _ = try Endpoint.parse($0) }
         if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
         if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }

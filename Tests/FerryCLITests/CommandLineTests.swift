@@ -169,7 +169,7 @@ import Testing
     @Test func imageSizeMustBeAMultipleOfThePageSize() throws {
         let scratch = Scratch("bad-size")
         let outcome = try FerryProcess.run(["image", "create", scratch.file("x.img"), "--size", "1000"])
-        #expect(outcome.status != 0)
+        #expect(outcome.status == 2)
         #expect(outcome.stderr.contains("multiple of the page size"))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("x.img")))
     }

@@ -321,6 +321,12 @@ import Testing
     /// do not go together (a failed `validate()`), for every command.
     @Test(arguments: [
         ["image", "create", "/tmp/x.img", "--no-such-option"], ["image", "create"],
+        ["image", "create", "/tmp/ferry-never.img", "--size", "1000"],
+        ["image", "create", "/tmp/ferry-never.img", "--size", "1M", "--mix", "zero=200"],
+        ["send", "--image", "x.img", "--to", "127.0.0.1:9", "--encrypt"],
+        ["send", "--image", "x.img", "--to", "127.0.0.1:9", "--cipher", "rot13"],
+        ["receive", "--image", "a.img", "--require-encryption"],
+        ["announce", "--dev", "lo", "--guest-mac", "zz", "--guest-ip", "10.0.0.1"],
         ["send", "--no-such-option"], ["send", "--image", "x.img", "--to", "nohost"],
         ["send", "--image", "x.img", "--to", "127.0.0.1:9", "--guest-mac", "zz"],
         ["send", "--image", "x.img", "--to", "127.0.0.1:9", "--guest-ip", "1.2.3"],

@@ -156,7 +156,8 @@ import Testing
         let receiver = try FerryProcess(
             ["receive", "--listen", listen, "--image", scratch.file("in.img")]
                 + (key.map { ["--key-file", $0] } ?? []))
-        _ = receiver.waitForStderrLine(containing: "listening on")
+        // "ferry: listening on", not the warning's "listening on 0.0.0.0 without --key-file", printed first.
+        _ = receiver.waitForStderrLine(containing: "ferry: listening on")
         kill(receiver.process.processIdentifier, SIGKILL)
         return receiver.wait(timeout: 10).stderr
     }
