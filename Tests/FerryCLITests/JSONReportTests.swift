@@ -243,6 +243,43 @@ import Testing
             "\(sent.stderr)")
     }
 
+    /// `ferry receive --serve --json -`: one document on stdout when the agent ends, holding each
+    /// migration's report, the failed one's too (its exit code in its error); the per-migration
+    /// lines go to stderr.
+    @Test func serveReportsEveryMigration() throws {
+        let scratch = Scratch("json-serve")
+        let guests = scratch.file("guests")
+        try FileManager.default.createDirectory(atPath: guests, withIntermediateDirectories: true)
+        let image = scratch.file("vm.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "8M"]).status == 0)
+        let server = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--serve", guests, "--sessions", "2", "--json", "-",
+        ])
+        let port = try Self.port(of: server)
+        let good = try FerryProcess.run(["send", "--image", image, "--to", "127.0.0.1:\(port)", "--name", "a", "-q"])
+        let stuck = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--name", "b", "--workload", "uniform:80MB/s",
+            "--downtime-ms", "0.001", "--max-rounds", "2", "--no-auto-converge", "-q",
+        ])
+        let served = server.wait()
+        #expect(good.status == 0 && stuck.status == 4, "\(good.stderr) \(stuck.stderr)")
+        #expect(served.status == 10, "the first failed migration's code: \(served.stderr)")
+        #expect(served.stderr.contains("guest a: migrated into"), "\(served.stderr)")
+        let document = try #require(
+            try JSONSerialization.jsonObject(with: Data(served.stdout.utf8)) as? [String: Any], "\(served.stdout)")
+        #expect(document["schema_version"] as? Int == 1 && document["role"] as? String == "server")
+        #expect(document["outcome"] as? String == "aborted")
+        #expect(Self.error(document)?.exit == 10, "\(document)")
+        let migrations = try #require(document["migrations"] as? [[String: Any]])
+        #expect(migrations.map { $0["outcome"] as? String } == ["succeeded", "aborted"])
+        #expect(migrations.map { $0["guest"] as? String } == ["destination", "not-here"])
+        #expect(Self.error(migrations[1])?.exit == 10, "\(migrations[1])")
+        for migration in migrations {
+            let text = String(decoding: try JSONSerialization.data(withJSONObject: migration), as: UTF8.self)
+            _ = try Self.report(text, "serve migration")
+        }
+    }
+
     /// `ferry run` reports too: the steps it ran on success, the error on failure.
     @Test func runWritesAReport() throws {
         let scratch = Scratch("json-run")
