@@ -52,7 +52,8 @@ enum JSONTarget: Equatable {
         switch self {
         case .none: return
         case .standardOutput:
-            FileHandle.standardOutput.write(bytes)
+            // Throws (EPIPE) rather than trapping when the reader has gone.
+            try FileHandle.standardOutput.write(contentsOf: bytes)
         case .file(let path):
             let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard descriptor >= 0 else { throw ReportWriteError(path: path, call: "open", errno: errno) }
@@ -112,9 +113,9 @@ enum HumanOutput {
         let line = Data((text + "\n").utf8)
         if toStandardError.withLock({ $0 }) {
             Terminal.clearProgress()
-            FileHandle.standardError.write(line)
+            try? FileHandle.standardError.write(contentsOf: line)
         } else {
-            FileHandle.standardOutput.write(line)
+            try? FileHandle.standardOutput.write(contentsOf: line)  // like print: a reader that went away is no error
         }
     }
 }

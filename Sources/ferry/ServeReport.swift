@@ -5,8 +5,12 @@ import Synchronization
 /// `ferry receive --serve --json`: one document for the agent, holding every migration's report
 /// (successes and failures, in the order they ended). A file is rewritten after each migration
 /// ends, so that an agent that runs until stopped always leaves a current one; with `-` the
-/// document goes to stdout once, when the agent ends.
+/// document goes to stdout once, when the agent ends. It holds the most recent `kept` reports (an
+/// agent that runs for ever must not grow for ever; `earlier_migrations` counts the others), and
+/// none without `--json`.
 final class ServeDocument: Sendable {
+    static let kept = 256
+
     struct Document: Codable {
         var schemaVersion = MigrationReport.currentSchemaVersion
         var role = "server"
@@ -16,9 +20,12 @@ final class ServeDocument: Sendable {
         var finishedAt: ReportTimestamp?
         var error: ReportedError?
         var migrations: [MigrationReport] = []
+        /// Migrations that ended before the ones in `migrations` (beyond `kept`).
+        var earlierMigrations = 0
 
         enum CodingKeys: String, CodingKey {
             case role, outcome, directory, error, migrations
+            case earlierMigrations = "earlier_migrations"
             case schemaVersion = "schema_version"
             case startedAt = "started_at"
             case finishedAt = "finished_at"
@@ -36,6 +43,7 @@ final class ServeDocument: Sendable {
     /// A migration ended (on its own thread); `exitCode` is what a one-shot `ferry receive` would
     /// have exited with (0: it succeeded).
     func add(_ report: MigrationReport, exitCode: Int32) {
+        guard target != .none else { return }
         state.withLock { document in
             var entry = report
             if var error = entry.error, exitCode != 0 {
@@ -43,6 +51,10 @@ final class ServeDocument: Sendable {
                 entry.error = error
             }
             document.migrations.append(entry)
+            if document.migrations.count > Self.kept {
+                document.migrations.removeFirst()
+                document.earlierMigrations += 1
+            }
             if case .file = target { write(document) }
         }
     }
