@@ -184,7 +184,10 @@ public final class DestinationAgent: @unchecked Sendable {
                     result = .success(received)
                     report = received.report
                 } catch {
-                    let failure = MigrationError.wrap(error, during: "receiving", guest: .notHere)
+                    // A MigrationError keeps where it says the guest is (the image failing to
+                    // flush after the guest ran here: .destination).
+                    let failure =
+                        (error as? MigrationError) ?? MigrationError.wrap(error, during: "receiving", guest: .notHere)
                     result = .failure(failure)
                     report = session.reportAfterFailure(failure)
                 }

@@ -162,7 +162,9 @@ public final class DestinationServer: @unchecked Sendable {
                 result = .success(received)
                 report = received.report
             } catch {
-                let failure = MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere)
+                let failure =
+                    (error as? MigrationError)
+                    ?? MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere)
                 result = .failure(failure)
                 report = session.reportAfterFailure(failure)
             }
