@@ -101,6 +101,15 @@ struct ReportWriteError: Error, CustomStringConvertible {
     var description: String { "\(call) \(path): \(String(cString: strerror(errno)))" }
 }
 
+extension MigrationReport {
+    /// The report with the steps per vCPU at which the guest was stopped on this side.
+    func stoppedAt(_ steps: [UInt64]) -> MigrationReport {
+        var report = self
+        report.vcpuSteps = steps
+        return report
+    }
+}
+
 /// Text for people: stdout, or stderr when `--json -` has stdout.
 enum HumanOutput {
     private static let toStandardError = Mutex(false)
@@ -109,10 +118,11 @@ enum HumanOutput {
         toStandardError.withLock { $0 = target == .standardOutput }
     }
 
+    /// Clears a progress line on the terminal first, so the text starts on a line of its own.
     static func print(_ text: String) {
         let line = Data((text + "\n").utf8)
+        Terminal.clearProgress()
         if toStandardError.withLock({ $0 }) {
-            Terminal.clearProgress()
             try? FileHandle.standardError.write(contentsOf: line)
         } else {
             try? FileHandle.standardOutput.write(contentsOf: line)  // like print: a reader that went away is no error

@@ -238,11 +238,11 @@ struct SendCommand: ParsableCommand {
             draft.engineReport = { agent.lastReport }
             do {
                 let report = try agent.migrate()
-                Terminal.clearProgress()
-                HumanOutput.print(report.text())
+                HumanOutput.print(report.text())  // clears the progress line first
                 return report
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
+                draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
                 Terminal.note(
                     "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"

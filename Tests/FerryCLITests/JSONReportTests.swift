@@ -151,6 +151,8 @@ import Testing
         #expect(source["rounds"] as? Int == 3, "what it ran is kept: \(source["rounds"] ?? "")")
         #expect((source["per_round"] as? [Any])?.count == 3)
         #expect((source["wire_bytes"] as? Int ?? 0) > 0)
+        let steps = source["vcpu_steps"] as? [Int] ?? []
+        #expect(steps.count == 2 && steps.allSatisfy { $0 > 0 }, "where the guest stopped: \(steps)")
         let destination = try Self.report(try Self.file(scratch.file("receive.json")), "receive.json")
         #expect(destination["outcome"] as? String == "aborted")
         #expect(destination["guest"] as? String == "not-here")
