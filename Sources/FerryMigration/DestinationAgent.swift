@@ -100,6 +100,10 @@ public final class DestinationAgent: @unchecked Sendable {
     private var prepared: MappedRegion?
     /// Seconds `bind()` spent preparing it.
     public private(set) var prepareSeconds: Double = 0
+    /// The report of the migration the last `run()` received: what it returned, or, when it threw
+    /// after a source established a migration, as far as that got, with the error recorded in it.
+    /// Nil before, and when no source established one.
+    public private(set) var lastReport: MigrationReport?
 
     public init(options: DestinationOptions, logger: Logger, progress: ProgressHandler? = nil) {
         self.options = options
@@ -174,10 +178,18 @@ public final class DestinationAgent: @unchecked Sendable {
                     admission: admission, hostClaim: claim, prepared: image,
                     logger: logger, progress: progress)
                 let result: Result<DestinationResult, MigrationError>
+                let report: MigrationReport
                 do {
-                    result = .success(try session.run())
+                    let received = try session.run()
+                    result = .success(received)
+                    report = received.report
                 } catch {
-                    result = .failure(MigrationError.wrap(error, during: "receiving", guest: .notHere))
+                    // A MigrationError keeps where it says the guest is (the image failing to
+                    // flush after the guest ran here: .destination).
+                    let failure =
+                        (error as? MigrationError) ?? MigrationError.wrap(error, during: "receiving", guest: .notHere)
+                    result = .failure(failure)
+                    report = session.reportAfterFailure(failure)
                 }
                 if case .established = admission {
                     registry.release()
@@ -185,7 +197,7 @@ public final class DestinationAgent: @unchecked Sendable {
                     registry.release()
                 }
                 if session.established {
-                    single.finish(result)
+                    single.finish(result, report: report)
                 } else {
                     if case .established = admission { single.release() }
                     if case .failure(let failure) = result {
@@ -203,12 +215,14 @@ public final class DestinationAgent: @unchecked Sendable {
         }
         dispatcher.start()
         defer { dispatcher.stop() }
+        lastReport = nil
         guard let result = single.wait(timeoutMs: options.acceptTimeoutMs) else {
             throw MigrationError(
                 .transport,
                 "no source connected to \(listener.localDescription) and established a migration within \(options.acceptTimeoutMs ?? 0) ms",
                 guest: .notHere)
         }
+        lastReport = single.report
         return try result.get()
     }
 }
@@ -221,6 +235,7 @@ final class SingleMigration: @unchecked Sendable {
     private var held = false
     private var closed = false
     private var result: Result<DestinationResult, MigrationError>?
+    private var endedReport: MigrationReport?
 
     /// Claims the migration for a session; nil, or why it cannot.
     func claim() -> String? {
@@ -244,9 +259,10 @@ final class SingleMigration: @unchecked Sendable {
     }
 
     /// The established session ended with `result`.
-    func finish(_ result: Result<DestinationResult, MigrationError>) {
+    func finish(_ result: Result<DestinationResult, MigrationError>, report: MigrationReport? = nil) {
         condition.withLock {
             self.result = result
+            endedReport = report
             closed = true
             condition.broadcast()
         }
@@ -255,6 +271,9 @@ final class SingleMigration: @unchecked Sendable {
     /// The result of the established session, once it ends; nil when no session was
     /// established within `timeoutMs` (nil: wait forever). Once one is, it is waited for
     /// without a limit (the session has its own timeouts).
+    /// The established session's report, once it ended (as far as it got, when it failed).
+    var report: MigrationReport? { condition.withLock { endedReport } }
+
     func wait(timeoutMs: Int?) -> Result<DestinationResult, MigrationError>? {
         let deadline = timeoutMs.map { MonotonicClock.deadline(afterMilliseconds: $0) }
         return condition.withLock {

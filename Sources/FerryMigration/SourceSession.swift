@@ -90,6 +90,19 @@ final class SourceSession {
         return try handoff(digest: digest)
     }
 
+    /// The report as far as the migration got, ended by `error`.
+    func reportAfterFailure(_ error: MigrationError) -> MigrationReport {
+        var partial = report
+        if let streamer {
+            partial.wireBytes = streamer.wireBytes
+            partial.pages = streamer.counts
+            partial.holePages = streamer.holePages
+        }
+        partial.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        partial.recordFailure(error)
+        return partial
+    }
+
     func enter(_ next: Phase) {
         log.debug("phase", metadata: ["migration.from": "\(phase.rawValue)", "migration.to": "\(next.rawValue)"])
         phase = next

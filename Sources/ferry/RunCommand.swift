@@ -66,15 +66,17 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "run") { draft in
+            draft.describe(image: image, vcpus: vcpus, workload: workload)
             if guest == "kvm" {
                 return try KVMRun(
                     image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration
                 )
-                .run(logger: output.makeLogger("ferry.run"))
+                .run(logger: output.makeLogger("ferry.run"), draft: draft)
             }
             let logger = output.makeLogger("ferry.run")
             let size = try ImageFile.size(path: image)
+            draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
                 throw MigrationError(
                     .configuration,
@@ -105,9 +107,11 @@ struct RunCommand: ParsableCommand {
                 finalSteps = guest.stop().map(\.step)
                 try region.sync()
             }
-            print(
-                "ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))"
+            let seconds = MonotonicClock.seconds(since: start)
+            HumanOutput.print(
+                "ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))"
             )
+            return draft.ran(seconds: seconds, steps: finalSteps, pageSize: systemPageSize)
         }
     }
 }

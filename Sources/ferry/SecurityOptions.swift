@@ -24,6 +24,23 @@ struct SecurityOptions: ParsableArguments {
             valueName: "name"))
     var cipher = "auto"
 
+    /// A cipher that does not exist, or encryption without a key, is a usage error (exit 2); the
+    /// key file's contents and mode are checked when it is read (exit 9).
+    func validate() throws {
+        try Self.validate(keyFile: keyFile, encrypt: encrypt, cipher: cipher, encryptFlag: "--encrypt")
+    }
+
+    static func validate(keyFile: String?, encrypt: Bool, cipher: String, encryptFlag: String) throws {
+        if cipher != "auto" && (RecordCipher(name: cipher) ?? RecordCipher.none) == .none {
+            throw ValidationError("--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305")
+        }
+        if encrypt && keyFile == nil {
+            throw ValidationError(
+                "\(encryptFlag) needs --key-file: the session keys are derived from the shared key (make one with ferry keygen)"
+            )
+        }
+    }
+
     func make() throws -> ConnectionSecurity {
         try Self.make(keyFile: keyFile, encrypt: encrypt, cipher: cipher, encryptFlag: "--encrypt")
     }

@@ -145,8 +145,13 @@ struct SendCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
-    /// The workload's form is checked with the other options, before the image is mapped or the guest starts.
+    /// The workload's form, the destination's address, the guest's name and identity are checked
+    /// with the other options (a usage error, exit 2), before the image is mapped or the guest starts.
     func validate() throws {
+        try usageCheck("--to", to) { _ = try Endpoint.parse($0) }
+        if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
+        if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
+        if let name, let problem = GuestName.problem(name) { throw ValidationError("--name \(name): \(problem)") }
         if let blackoutTimeout, blackoutTimeout.milliseconds < 1 {
             throw ValidationError(
                 "--blackout-timeout \(blackoutTimeout): must be more than 0 (it bounds the blackout; a guest cannot pause for no time)"
@@ -167,9 +172,9 @@ struct SendCommand: ParsableCommand {
     }
 
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.send")
-            signal(SIGPIPE, SIG_IGN)
+            draft.describe(image: image, vcpus: vcpus, workload: workload)
             let endpoint = try Endpoint.parse(to)
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
@@ -179,6 +184,7 @@ struct SendCommand: ParsableCommand {
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
             let size = try ImageFile.size(path: image)
+            draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
                 throw MigrationError(
                     .configuration,
@@ -195,7 +201,7 @@ struct SendCommand: ParsableCommand {
                     workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
                 let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) {
                     line in
-                    print(line.text)
+                    HumanOutput.print(line.text)
                 }
                 kvm.start()
                 migratable = KVMMigratableGuest(kvm)
@@ -229,13 +235,14 @@ struct SendCommand: ParsableCommand {
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
+            draft.engineReport = { agent.lastReport }
             do {
                 let report = try agent.migrate()
-                Terminal.clearProgress()
-                print(report.text())
-                Terminal.writeJSONAfterSuccess(report, to: output.jsonPath)
+                HumanOutput.print(report.text())  // clears the progress line first
+                return report
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
+                draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
                 Terminal.note(
                     "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"

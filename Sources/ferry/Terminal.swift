@@ -84,22 +84,6 @@ enum Terminal {
             }
         }
     }
-
-    static func writeJSON(_ report: MigrationReport, to path: String?) throws {
-        guard let path else { return }
-        try report.json().write(to: URL(fileURLWithPath: path))
-    }
-
-    /// After a migration that succeeded: a report that cannot be written (a full disk, a bad path)
-    /// is a warning, never a non-zero exit; the exit status says where the guest is.
-    static func writeJSONAfterSuccess(_ report: MigrationReport, to path: String?) {
-        guard let path else { return }
-        do {
-            try writeJSON(report, to: path)
-        } catch {
-            note("warning: the migration succeeded, but its JSON report could not be written to \(path): \(error)")
-        }
-    }
 }
 
 /// Maps every error to one line and an exit code (listed in `ferry --help`).

@@ -43,11 +43,10 @@ import Testing
         var source: [String: Any]
         var destination: [String: Any]
 
-        /// `per_round` of a report: (round, pages, send MB/s), the final round included. (The
-        /// rate's key is `send_rate_m_bps` as the snake-case encoder spells `sendRateMBps` today.)
+        /// `per_round` of a report: (round, pages, send MB/s), the final round included.
         static func rounds(_ report: [String: Any]) -> [(round: Int, pages: Int, rateMBps: Double)] {
             ((report["per_round"] as? [[String: Any]]) ?? []).map {
-                let rate = ($0["send_rate_mbps"] ?? $0["send_rate_m_bps"]) as? Double
+                let rate = $0["send_mb_per_s"] as? Double
                 return (($0["round"] as? Int) ?? -1, ($0["pages"] as? Int) ?? -1, rate ?? -1)
             }
         }

@@ -64,6 +64,9 @@ struct LoopbackMigration {
         var sourceStepsAtEnd: [UInt64]
         var guestWasRunningAfterFailure: Bool
         var setup: GuestSetup
+        /// The agents' `lastReport`s: as far as each side got, also after a failure.
+        var sourceReport: MigrationReport? = nil
+        var destinationReport: MigrationReport? = nil
     }
 
     /// Generates `source.img` and `reference.img` (identical) in `scratch` and migrates
@@ -128,7 +131,8 @@ struct LoopbackMigration {
         let destinationResult = destinationRun.result()
         return Outcome(
             source: source, destination: destinationResult, sourceStepsAtEnd: steps,
-            guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
+            guestWasRunningAfterFailure: runningAfterFailure, setup: setup, sourceReport: agent.lastReport,
+            destinationReport: destination.lastReport)
     }
 }
 
