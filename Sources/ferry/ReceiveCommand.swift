@@ -24,8 +24,12 @@ struct ReceiveCommand: ParsableCommand {
             have ended (default: forever) and prints one line per migration.
             """)
 
-    @Option(help: ArgumentHelp("Address to listen on.", valueName: "host:port"))
-    var listen = "127.0.0.1:7700"
+    @Option(
+        help: ArgumentHelp(
+            "Address to listen on: 0.0.0.0:PORT for every interface; a port alone means 127.0.0.1.",
+            valueName: "host:port"),
+        transform: EndpointOption.parse)
+    var listen = Endpoint(host: "127.0.0.1", port: 7700)
 
     @Option(help: "Where the guest's memory image goes (receive one guest).")
     var image: String?
@@ -109,15 +113,17 @@ struct ReceiveCommand: ParsableCommand {
             let logger = output.makeLogger("ferry.receive")
             signal(SIGPIPE, SIG_IGN)
             guard (image == nil) != (serve == nil) else {
-                throw MigrationError(
-                    .configuration, "give either --image PATH (one guest) or --serve DIR (several guests)",
-                    guest: .notHere)
+                throw CommandError.configuration("give either --image PATH (one guest) or --serve DIR (several guests)")
             }
+            if let image {
+                try checkWritableDirectory(ImageFile.parentDirectory(of: image), for: "--image \(image)")
+            }
+            if let serve { try checkWritableDirectory(serve, for: "--serve \(serve)") }
             let connectionSecurity = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
                 encryptFlag: "--require-encryption")
             var options = DestinationOptions(
-                listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
+                listen: listen, imagePath: image ?? "", force: force,
                 runFor: runFor.duration, announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) },
                 guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
@@ -166,7 +172,7 @@ struct ReceiveCommand: ParsableCommand {
 
     private func runServer(options: DestinationOptions, directory: String, logger: Logger) throws {
         if prealloc != nil {
-            throw MigrationError(.configuration, "--prealloc works with --image only", guest: .notHere)
+            throw CommandError.configuration("--prealloc works with --image only")
         }
         let server = DestinationServer(options: options, directory: directory, maxSessions: maxSessions, logger: logger)
         let port = try server.bind()
@@ -207,5 +213,25 @@ struct ReceiveCommand: ParsableCommand {
         if let failure = outcomes.compactMap({ if case .failure(let error) = $0.result { error } else { nil } }).first {
             throw failure
         }
+    }
+}
+
+/// Refuses, before an agent listens, a directory its images cannot be written into: a source
+/// would otherwise be accepted and then fail on a reason nobody sees at the start.
+func checkWritableDirectory(_ directory: String, for option: String) throws {
+    var info = stat()
+    guard stat(directory, &info) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): the directory \(directory) cannot be used (\(reason)); create it or give another path")
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+        throw CommandError.configuration("\(option): \(directory) is not a directory")
+    }
+    guard access(directory, W_OK) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): this agent cannot write into \(directory) (\(reason)); fix its permissions or give another path"
+        )
     }
 }

@@ -23,8 +23,11 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Guest memory image (mapped shared; the guest writes to it).")
     var image: String
 
-    @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
-    var to: String
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent (its ferry receive --listen); a port alone means 127.0.0.1.", valueName: "host:port"),
+        transform: EndpointOption.parse)
+    var to: Endpoint
 
     @Option(
         help:
@@ -80,7 +83,8 @@ struct SendCommand: ParsableCommand {
 
     @Option(
         name: .customLong("max-bandwidth"),
-        help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
+        help:
+            "Most the page streams may put on the wire, in bytes or bits per second: 100MB/s, 1GB/s, 800Mbit/s, 100Mb/s (default: no limit).",
         transform: RateOption.bandwidth)
     var maxBandwidth: Rate?
 
@@ -170,20 +174,21 @@ struct SendCommand: ParsableCommand {
         runReportingErrors {
             let logger = output.makeLogger("ferry.send")
             signal(SIGPIPE, SIG_IGN)
-            let endpoint = try Endpoint.parse(to)
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
-                throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
+                throw CommandError.configuration("--name \(guestName): \(problem)")
             }
             let connectionSecurity = try security.make()
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
+            guard ImageFile.exists(path: image) else {
+                throw CommandError.configuration(
+                    "--image \(image): no such file; create a test image with `ferry image create \(image) --size 1G`")
+            }
             let size = try ImageFile.size(path: image)
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(
-                    .configuration,
-                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
-                    guest: .source)
+                throw CommandError.configuration(
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
@@ -201,7 +206,7 @@ struct SendCommand: ParsableCommand {
                 migratable = KVMMigratableGuest(kvm)
             } else {
                 guard guest == "builtin" else {
-                    throw MigrationError(.configuration, "--guest \(guest): give builtin or kvm", guest: .source)
+                    throw CommandError.configuration("--guest \(guest): give builtin or kvm")
                 }
                 let setup = try GuestSetup.make(
                     workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
@@ -216,7 +221,7 @@ struct SendCommand: ParsableCommand {
                 downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
                 autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)
             var options = SourceOptions(
-                destination: endpoint, settings: settings, compression: compress, tracker: tracker,
+                destination: to, settings: settings, compression: compress, tracker: tracker,
                 batchBytes: batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0,
                 name: hostName(),
                 maxBandwidth: maxBandwidth?.bytesPerSecond(pageSize: systemPageSize), streams: streams,
@@ -235,12 +240,15 @@ struct SendCommand: ParsableCommand {
                 print(report.text())
                 Terminal.writeJSONAfterSuccess(report, to: output.jsonPath)
             } catch let error as MigrationError where error.guest == .source {
+                // The library's "the guest keeps running on the source" holds until this process
+                // exits; ferry then stops the guest, so the line says what is true once it is gone.
                 let steps = migratable.stopForHandover()
                 try region.sync()
-                Terminal.note(
-                    "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                throw CommandError.failed(
+                    error,
+                    where:
+                        "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
                 )
-                throw error
             }
         }
     }

@@ -24,8 +24,12 @@ struct StatusCommand: ParsableCommand {
             otherwise it would run twice.
             """)
 
-    @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
-    var connect = "127.0.0.1:7700"
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent's address (its ferry receive --listen); a port alone means 127.0.0.1.",
+            valueName: "host:port"),
+        transform: EndpointOption.parse)
+    var connect = Endpoint(host: "127.0.0.1", port: 7700)
 
     @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
     var session: String?
@@ -78,24 +82,22 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         runReportingErrors {
-            let endpoint = try Endpoint.parse(connect)
+            let endpoint = connect
             let security = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
             var query = StatusQuery()
             if let session {
                 let digits = session.hasPrefix("0x") ? String(session.dropFirst(2)) : session
                 guard let id = UInt64(digits, radix: 16), id != 0 else {
-                    throw MigrationError(
-                        .configuration,
-                        "--session \(session): give the session id in hex, as the source's report prints it",
-                        guest: .notHere)
+                    throw CommandError.configuration(
+                        "--session \(session): give the session id in hex, as the source's report prints it")
                 }
                 query.sessionID = id
             }
             if let token, let parsed = SessionToken(hex: token) { query.sessionToken = parsed }
             if let guest {
                 if let problem = GuestName.problem(guest) {
-                    throw MigrationError(.configuration, "--guest \(guest): \(problem)", guest: .notHere)
+                    throw CommandError.configuration("--guest \(guest): \(problem)")
                 }
                 query.guestName = guest
             }
@@ -140,18 +142,18 @@ extension StatusCommand {
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
+                exitCode: 3)
         }
         // A wrong token is answered as a plain query (digest 0) on a connection the destination
         // closes: nothing would be taken.
         guard status.digest != 0 else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
+                exitCode: 3)
         }
         if commit {
             try connection.send(Commit())
