@@ -167,7 +167,7 @@ final class ReportDraft {
     /// The report after `error` ended the command with `exitCode`.
     func failed(_ error: any Error, exitCode: Int32) -> MigrationReport {
         var report = engineReport?() ?? minimal
-        let migration = error as? MigrationError
+        let migration = (error as? MigrationError) ?? (error as? CommandError)?.migration
         report.outcome = migration.map { MigrationOutcome(failure: $0) } ?? Self.outcome(exitCode: exitCode)
         if let migration { report.guestLocation = migration.guest }
         report.error = ReportedError(message: "\(error)", code: Self.codeName(exitCode: exitCode), exitCode: exitCode)

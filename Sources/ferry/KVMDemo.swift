@@ -32,13 +32,11 @@ struct KVMDemo {
     /// Returns the source's report (`--json` writes it); `draft` learns the engine's as soon as there is one.
     func run(logger: Logger, draft: ReportDraft) throws -> MigrationReport {
         if let why = KVMDevice.unavailableReason() {
-            throw MigrationError(.configuration, "ferry demo --guest kvm needs KVM: \(why)", guest: .notHere)
+            throw CommandError.configuration("ferry demo --guest kvm needs KVM: \(why)")
         }
         guard bytes >= KVMGuestLayout.minMemory, bytes % KVMGuestLayout.pageSize == 0 else {
-            throw MigrationError(
-                .configuration,
-                "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)",
-                guest: .notHere)
+            throw CommandError.configuration(
+                "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)")
         }
         let writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         // Steps per vCPU until it halts: its share of the rate over the warm-up, the migration

@@ -20,8 +20,7 @@ struct KVMRun {
         draft.minimal.workload = "kvm\(rate.map { ":\($0)" } ?? "")"
         if !ImageFile.exists(path: image) {
             guard let size else {
-                throw MigrationError(
-                    .configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
+                throw CommandError.configuration("image \(image) does not exist; give --size to create it")
             }
             try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
@@ -33,9 +32,7 @@ struct KVMRun {
         }
         if let steps {
             guard let limit = UInt64(steps.trimmingCharacters(in: .whitespaces)) else {
-                throw MigrationError(
-                    .configuration, "--steps '\(steps)': with --guest kvm, one step count for every vCPU",
-                    guest: .notHere)
+                throw CommandError.configuration("--steps '\(steps)': with --guest kvm, one step count for every vCPU")
             }
             parameters.stepLimit = limit
         }

@@ -24,7 +24,10 @@ struct ReceiveCommand: ParsableCommand {
             have ended (default: forever) and prints one line per migration.
             """)
 
-    @Option(help: ArgumentHelp("Address to listen on.", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "Address to listen on: 0.0.0.0:PORT for every interface; a port alone means 127.0.0.1.",
+            valueName: "host:port"))
     var listen = "127.0.0.1:7700"
 
     @Option(help: "Where the guest's memory image goes (receive one guest).")
@@ -113,7 +116,7 @@ struct ReceiveCommand: ParsableCommand {
         if serve != nil && prealloc != nil { throw ValidationError("--prealloc works with --image only") }
         try SecurityOptions.validate(
             keyFile: keyFile, encrypt: requireEncryption, cipher: "auto", encryptFlag: "--require-encryption")
-        try usageCheck("--listen", listen) { _ = try Endpoint.parse($0) }
+        try usageCheck("--listen", listen) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
         if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
         if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
     }
@@ -122,11 +125,16 @@ struct ReceiveCommand: ParsableCommand {
         runReporting(output, role: "destination") { draft in
             let logger = output.makeLogger("ferry.receive")
             draft.minimal.image = image ?? ""
+            if let image {
+                try checkWritableDirectory(ImageFile.parentDirectory(of: image), for: "--image \(image)")
+            }
+            if let serve { try checkWritableDirectory(serve, for: "--serve \(serve)") }
             let connectionSecurity = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
                 encryptFlag: "--require-encryption")
             var options = DestinationOptions(
-                listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
+                listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), imagePath: image ?? "",
+                force: force,
                 runFor: runFor.duration, announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) },
                 guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
@@ -208,5 +216,25 @@ struct ReceiveCommand: ParsableCommand {
             throw error
         }
         document.finish(failure: nil, exitCode: 0)
+    }
+}
+
+/// Refuses, before an agent listens, a directory its images cannot be written into: a source
+/// would otherwise be accepted and then fail on a reason nobody sees at the start.
+func checkWritableDirectory(_ directory: String, for option: String) throws {
+    var info = stat()
+    guard stat(directory, &info) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): the directory \(directory) cannot be used (\(reason)); create it or give another path")
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+        throw CommandError.configuration("\(option): \(directory) is not a directory")
+    }
+    guard access(directory, W_OK) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): this agent cannot write into \(directory) (\(reason)); fix its permissions or give another path"
+        )
     }
 }

@@ -75,13 +75,15 @@ struct RunCommand: ParsableCommand {
                 .run(logger: output.makeLogger("ferry.run"), draft: draft)
             }
             let logger = output.makeLogger("ferry.run")
+            guard ImageFile.exists(path: image) else {
+                throw CommandError.configuration(
+                    "--image \(image): no such file; create a test image with `ferry image create \(image) --size 1G`")
+            }
             let size = try ImageFile.size(path: image)
             draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(
-                    .configuration,
-                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
-                    guest: .notHere)
+                throw CommandError.configuration(
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
             let setup = try GuestSetup.make(
                 workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
@@ -91,9 +93,8 @@ struct RunCommand: ParsableCommand {
             if let steps {
                 let limits = steps.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
                 guard limits.count == vcpus else {
-                    throw MigrationError(
-                        .configuration, "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU",
-                        guest: .notHere)
+                    throw CommandError.configuration(
+                        "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU")
                 }
                 try Transparency.runReference(imagePath: image, setup: setup, steps: limits, logger: logger)
                 finalSteps = limits

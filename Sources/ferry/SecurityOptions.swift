@@ -54,21 +54,19 @@ struct SecurityOptions: ParsableArguments {
         } else if let named = RecordCipher(name: cipher), named != .none {
             ciphers = [named]
         } else {
-            throw MigrationError(
-                .configuration, "--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305", guest: .notHere)
+            throw CommandError.configuration("--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305")
         }
         guard let keyFile else {
             if encrypt {
-                throw MigrationError(
-                    .configuration, "\(encryptFlag) needs --key-file: the session keys are derived from the shared key",
-                    guest: .notHere)
+                throw CommandError.configuration(
+                    "\(encryptFlag) needs --key-file: the session keys are derived from the shared key")
             }
             return .none
         }
         do throws(TransportError) {
             return ConnectionSecurity(key: try SharedKey.load(path: keyFile), encrypt: encrypt, ciphers: ciphers)
         } catch {
-            throw MigrationError(.configuration, error.message, guest: .notHere)
+            throw CommandError.configuration(error.message)
         }
     }
 }
@@ -90,7 +88,7 @@ struct KeygenCommand: ParsableCommand {
             do throws(TransportError) {
                 try SharedKey.generate(path: out, overwrite: force)
             } catch {
-                throw MigrationError(.configuration, error.message, guest: .notHere)
+                throw CommandError.configuration(error.message)
             }
             Terminal.note("wrote a new key to \(out) (mode 0600)")
         }

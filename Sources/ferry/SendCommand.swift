@@ -23,7 +23,10 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Guest memory image (mapped shared; the guest writes to it).")
     var image: String
 
-    @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent (its ferry receive --listen); a port alone means 127.0.0.1.", valueName: "host:port")
+    )
     var to: String
 
     @Option(
@@ -148,7 +151,7 @@ struct SendCommand: ParsableCommand {
     /// The workload's form, the destination's address, the guest's name and identity are checked
     /// with the other options (a usage error, exit 2), before the image is mapped or the guest starts.
     func validate() throws {
-        try usageCheck("--to", to) { _ = try Endpoint.parse($0) }
+        try usageCheck("--to", to) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
         if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
         if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
         if let name, let problem = GuestName.problem(name) { throw ValidationError("--name \(name): \(problem)") }
@@ -175,21 +178,23 @@ struct SendCommand: ParsableCommand {
         runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.send")
             draft.describe(image: image, vcpus: vcpus, workload: workload)
-            let endpoint = try Endpoint.parse(to)
+            let endpoint = try Endpoint.parse(to, defaultHost: EndpointOption.defaultHost)
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
-                throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
+                throw CommandError.configuration("--name \(guestName): \(problem)")
             }
             let connectionSecurity = try security.make()
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
+            guard ImageFile.exists(path: image) else {
+                throw CommandError.configuration(
+                    "--image \(image): no such file; create a test image with `ferry image create \(image) --size 1G`")
+            }
             let size = try ImageFile.size(path: image)
             draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(
-                    .configuration,
-                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
-                    guest: .source)
+                throw CommandError.configuration(
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
@@ -207,7 +212,7 @@ struct SendCommand: ParsableCommand {
                 migratable = KVMMigratableGuest(kvm)
             } else {
                 guard guest == "builtin" else {
-                    throw MigrationError(.configuration, "--guest \(guest): give builtin or kvm", guest: .source)
+                    throw CommandError.configuration("--guest \(guest): give builtin or kvm")
                 }
                 let setup = try GuestSetup.make(
                     workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
@@ -244,10 +249,13 @@ struct SendCommand: ParsableCommand {
                 let steps = migratable.stopForHandover()
                 draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
-                Terminal.note(
-                    "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                // The library's "the guest keeps running on the source" holds until this process
+                // exits; ferry then stops the guest, so the line says what is true once it is gone.
+                throw CommandError.failed(
+                    error,
+                    where:
+                        "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
                 )
-                throw error
             }
         }
     }

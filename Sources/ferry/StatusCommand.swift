@@ -24,7 +24,10 @@ struct StatusCommand: ParsableCommand {
             otherwise it would run twice.
             """)
 
-    @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent's address (its ferry receive --listen); a port alone means 127.0.0.1.",
+            valueName: "host:port"))
     var connect = "127.0.0.1:7700"
 
     @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
@@ -60,7 +63,7 @@ struct StatusCommand: ParsableCommand {
     /// Usage errors (exit 2), before anything is sent: deciding a handoff needs the session and
     /// its token, and a token is 32 hex digits.
     func validate() throws {
-        try usageCheck("--connect", connect) { _ = try Endpoint.parse($0) }
+        try usageCheck("--connect", connect) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
         if let session, Self.sessionID(session) == nil {
             throw ValidationError("--session \(session): give the session id in hex, as the source's report prints it")
         }
@@ -83,7 +86,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         runReportingErrors {
-            let endpoint = try Endpoint.parse(connect)
+            let endpoint = try Endpoint.parse(connect, defaultHost: EndpointOption.defaultHost)
             let security = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
             var query = StatusQuery()
@@ -182,18 +185,18 @@ extension StatusCommand {
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
+                exitCode: 3)
         }
         // A wrong token is answered as a plain query (digest 0) on a connection the destination
         // closes: nothing would be taken.
         guard status.digest != 0 else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
+                exitCode: 3)
         }
         if commit {
             try connection.send(Commit())

@@ -100,6 +100,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .configuration: return 9
         case .peerAborted: return 10
         }
+    case let command as CommandError: return command.exitCode
     case is SystemError: return 8
     case let transport as TransportError:
         switch transport.code {
