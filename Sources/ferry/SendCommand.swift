@@ -83,7 +83,8 @@ struct SendCommand: ParsableCommand {
 
     @Option(
         name: .customLong("max-bandwidth"),
-        help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
+        help:
+            "Most the page streams may put on the wire, in bytes or bits per second: 100MB/s, 1GB/s, 800Mbit/s, 100Mb/s (default: no limit).",
         transform: RateOption.bandwidth)
     var maxBandwidth: Rate?
 
