@@ -50,7 +50,7 @@ struct KVMDemo {
             printInterval: interval)
 
         let files = try DemoImages(directory: dir, prefix: "kvm-")
-        defer { if !keep { files.remove() } }
+        defer { files.finish(removing: !keep) }
         let (source, destination, reference) = (files.source, files.destination, files.reference)
         Terminal.note(
             "demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms"

@@ -23,6 +23,8 @@ struct KVMRun {
             }
             try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
+        let lock = try ImageLock.acquire(path: image)
+        defer { lock.release() }
         let bytes = try ImageFile.size(path: image)
         var parameters = KVMGuestParameters(seed: seed, vcpus: vcpus)
         if let rate {

@@ -81,6 +81,8 @@ struct RunCommand: ParsableCommand {
                     "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
                     guest: .notHere)
             }
+            let lock = try ImageLock.acquire(path: image)
+            defer { lock.release() }
             let setup = try GuestSetup.make(
                 workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
                 pageCount: size / systemPageSize)

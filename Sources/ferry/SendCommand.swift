@@ -185,6 +185,8 @@ struct SendCommand: ParsableCommand {
                     "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
                     guest: .source)
             }
+            let lock = try ImageLock.acquire(path: image)  // before the guest writes a byte
+            defer { lock.release() }
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.

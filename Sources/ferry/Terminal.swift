@@ -87,7 +87,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .configuration: return 9
         case .peerAborted: return 10
         }
-    case is SystemError: return 8
+    case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image
     case let transport as TransportError:
         switch transport.code {
         case .address: return 9
