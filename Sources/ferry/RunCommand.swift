@@ -85,7 +85,7 @@ struct RunCommand: ParsableCommand {
             defer { lock.release() }
             let setup = try GuestSetup.make(
                 workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                pageCount: size / systemPageSize)
+                pageCount: size / systemPageSize, attachTrace: false)
             let start = MonotonicClock.now()
             var finalSteps: [UInt64]
             if let steps {

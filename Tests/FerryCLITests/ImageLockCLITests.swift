@@ -74,7 +74,8 @@ import Testing
 
     /// `kill -9` of the holder drops its lock at once; its sidecar stays behind, names a dead
     /// process, and blocks nobody: `ferry run` gets in. While that run holds the image, another
-    /// `ferry run` is refused (exit 9, the live holder's PID named, not the dead one's).
+    /// `ferry run` is refused (exit 9, the live holder's PID named, not the dead one's), and so is
+    /// `ferry image create --force` on it.
     @Test func lockOfAKilledHolderLetsTheNextAgentIn() throws {
         let scratch = Scratch("lock-kill")
         let image = scratch.file("guest.img")
@@ -93,6 +94,9 @@ import Testing
             "run", "--image", image, "--workload", "uniform:10MB/s", "--duration", "3s",
         ])
         try #require(waitForFile(image + ".lock", naming: runner.process.processIdentifier))
+        let overwrite = try FerryProcess.run(["image", "create", image, "--size", "16M", "--force"])
+        #expect(overwrite.status == 9, "image create --force refuses an image in use: \(overwrite.stderr)")
+        #expect(overwrite.stderr.contains("PID \(runner.process.processIdentifier)"), "\(overwrite.stderr)")
         let refused = try FerryProcess.run([
             "run", "--image", image, "--workload", "uniform:10MB/s", "--steps", "100,100",
         ])
