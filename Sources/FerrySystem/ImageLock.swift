@@ -70,7 +70,14 @@ public final class ImageLock: Sendable {
                 if result == -EAGAIN || result == -EACCES {
                     throw lockedError(path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
                 }
-                try valueOrErrno("fcntl(\"\(path)\", F_OFD_SETLK, F_WRLCK)", .negatedErrno) { result }
+                do throws(SystemError) {
+                    try valueOrErrno("fcntl(\"\(path)\", F_OFD_SETLK, F_WRLCK)", .negatedErrno) { result }
+                } catch {
+                    var failed = error
+                    failed.detail =
+                        "the file system holding the image cannot lock it (an agent refuses to use an image it cannot lock); keep images on a local file system (tmpfs, ext4, xfs) or one whose locks work"
+                    throw failed
+                }
             } catch {
                 close(fd)
                 throw error
