@@ -102,6 +102,10 @@ public final class DestinationAgent: @unchecked Sendable {
     public private(set) var prepareSeconds: Double = 0
     /// `PATH.partial` and `PATH`, locked from `bind()` to the end of `run()`.
     private var locks: DestinationImageLocks?
+    /// The report of the migration the last `run()` received: what it returned, or, when it threw
+    /// after a source established a migration, as far as that got, with the error recorded in it.
+    /// Nil before, and when no source established one.
+    public private(set) var lastReport: MigrationReport?
 
     public init(options: DestinationOptions, logger: Logger, progress: ProgressHandler? = nil) {
         self.options = options
@@ -185,10 +189,18 @@ public final class DestinationAgent: @unchecked Sendable {
                     admission: admission, hostClaim: claim, prepared: image, imageLocks: locks,
                     logger: logger, progress: progress)
                 let result: Result<DestinationResult, MigrationError>
+                let report: MigrationReport
                 do {
-                    result = .success(try session.run())
+                    let received = try session.run()
+                    result = .success(received)
+                    report = received.report
                 } catch {
-                    result = .failure(MigrationError.wrap(error, during: "receiving", guest: .notHere))
+                    // A MigrationError keeps where it says the guest is (the image failing to
+                    // flush after the guest ran here: .destination).
+                    let failure =
+                        (error as? MigrationError) ?? MigrationError.wrap(error, during: "receiving", guest: .notHere)
+                    result = .failure(failure)
+                    report = session.reportAfterFailure(failure)
                 }
                 if case .established = admission {
                     registry.release()
@@ -196,7 +208,7 @@ public final class DestinationAgent: @unchecked Sendable {
                     registry.release()
                 }
                 if session.established {
-                    single.finish(result)
+                    single.finish(result, report: report)
                 } else {
                     if case .established = admission { single.release() }
                     if case .failure(let failure) = result {
@@ -214,12 +226,14 @@ public final class DestinationAgent: @unchecked Sendable {
         }
         dispatcher.start()
         defer { dispatcher.stop() }
+        lastReport = nil
         guard let result = single.wait(timeoutMs: options.acceptTimeoutMs) else {
             throw MigrationError(
                 .transport,
                 "no source connected to \(listener.localDescription) and established a migration within \(options.acceptTimeoutMs ?? 0) ms",
                 guest: .notHere)
         }
+        lastReport = single.report
         return try result.get()
     }
 }
@@ -232,6 +246,7 @@ final class SingleMigration: @unchecked Sendable {
     private var held = false
     private var closed = false
     private var result: Result<DestinationResult, MigrationError>?
+    private var endedReport: MigrationReport?
 
     /// Claims the migration for a session; nil, or why it cannot.
     func claim() -> String? {
@@ -255,9 +270,10 @@ final class SingleMigration: @unchecked Sendable {
     }
 
     /// The established session ended with `result`.
-    func finish(_ result: Result<DestinationResult, MigrationError>) {
+    func finish(_ result: Result<DestinationResult, MigrationError>, report: MigrationReport? = nil) {
         condition.withLock {
             self.result = result
+            endedReport = report
             closed = true
             condition.broadcast()
         }
@@ -266,6 +282,9 @@ final class SingleMigration: @unchecked Sendable {
     /// The result of the established session, once it ends; nil when no session was
     /// established within `timeoutMs` (nil: wait forever). Once one is, it is waited for
     /// without a limit (the session has its own timeouts).
+    /// The established session's report, once it ended (as far as it got, when it failed).
+    var report: MigrationReport? { condition.withLock { endedReport } }
+
     func wait(timeoutMs: Int?) -> Result<DestinationResult, MigrationError>? {
         let deadline = timeoutMs.map { MonotonicClock.deadline(afterMilliseconds: $0) }
         return condition.withLock {

@@ -84,7 +84,7 @@ extension DestinationSession {
         report.downtimeMs = (Double(resumedAt &- receiving.finalPhaseStart) / 1e9).milliseconds
         report.wireBytes = bytesReceived
         report.guestLocation = .destination
-        report.outcome = "migrated"
+        report.outcome = .succeeded
         report.verified = true
         for part in sinks { report.pages.add(part.counts) }
         for receiver in receivers { receiver.stop() }
@@ -127,7 +127,8 @@ extension DestinationSession {
         report.runForMs = MonotonicClock.seconds(since: resumedAt).milliseconds
         report.vcpuSteps = outcome.vcpuSteps
         if let failure = outcome.failure {
-            report.error = "the guest failed after it resumed here: \(failure)"
+            report.error = ReportedError(
+                message: "the guest failed after it resumed here: \(failure)", code: "guest_failed")
             log.error("the guest failed after resume", metadata: ["migration.error": "\(failure)"])
         }
         do {
@@ -136,6 +137,7 @@ extension DestinationSession {
             throw MigrationError.wrap(error, during: "flushing the image", guest: .destination)
         }
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        report.finishedAt = ReportTimestamp()
         return DestinationResult(report: report, guest: guest, outcome: outcome)
     }
 

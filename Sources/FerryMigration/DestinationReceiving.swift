@@ -159,18 +159,21 @@ extension DestinationSession {
                 round: end.round, pagesReceived: UInt64(roundPages), pagesHeld: UInt64(pagesHeld),
                 applyMicroseconds: roundApplyNanos / 1000, digestMicroseconds: digestMicros))
         let seconds = MonotonicClock.seconds(since: receiving.roundStart)
+        let rate = SendRate.bytesPerSecond(bytes: roundWire, seconds: seconds)
         report.perRound.append(
             RoundRecord(
                 round: Int(end.round), pages: roundPages, wireBytes: roundWire, durationMs: seconds.milliseconds,
-                sendRateMBps: seconds > 0 ? Double(roundPages * pageSize) / seconds / 1e6 : 0,
+                sendRateMBps: (rate ?? 0) / 1e6,
                 dirtyPages: Int(end.dirtyPages), dirtyRateMBps: Double(end.dirtyRate) * Double(pageSize) / 1e6,
-                predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged"))
+                predictedDowntimeMs: 0, throttlePercent: Int(end.throttlePercent), decision: "acknowledged",
+                sendingMs: seconds.milliseconds))
+        // The pages this round carried (repeats of a page in it included), not the pages held.
         progress?(
             MigrationProgress(
-                role: "destination", phase: "pre-copy", round: Int(end.round),
-                pagesSent: pagesHeld, pagesInRound: pageCount, wireBytes: receiving.wireBefore,
-                dirtyRate: Double(end.dirtyRate), sendRate: seconds > 0 ? Double(roundPages) / seconds : 0,
-                predictedDowntime: .infinity, pageSize: pageSize))
+                role: .destination, kind: .roundEnded, round: Int(end.round), pagesSent: roundPages,
+                pagesInRound: nil, pageCount: pageCount, pageSize: pageSize, roundWireBytes: roundWire,
+                wireBytes: receiving.wireBefore, elapsedSeconds: MonotonicClock.seconds(since: start),
+                sendBytesPerSecond: rate, dirtyPagesPerSecond: Double(end.dirtyRate)))
         receiving.roundStart = MonotonicClock.now()
         receiving.finalPhaseStart = 0
     }
@@ -269,12 +272,27 @@ extension DestinationSession {
         live.removeAll()
     }
 
+    /// After `dropConnections`: closes the books of the round a loss cut off, so that the round
+    /// after the resume counts only its own pages (as the source's report does, which records the
+    /// lost round apart); returns what the lost round brought.
+    private func closeLostRound() -> (pages: Int, wireBytes: UInt64, seconds: Double) {
+        let pages = pagesApplied - receiving.appliedBefore
+        // Every byte of the dropped connections is in `retiredBytes` now (the old control
+        // connection included); the new ones have not been counted yet.
+        let wire = receiving.retiredBytes - min(receiving.retiredBytes, receiving.wireBefore)
+        receiving.appliedBefore += pages
+        receiving.wireBefore += wire
+        receiving.applyNanosBefore = applyNanos
+        return (pages, wire, MonotonicClock.seconds(since: receiving.roundStart))
+    }
+
     /// After a loss during pre-copy: waits up to `resumeTimeout` for the source to come back,
     /// answers its RESUME with the pages held intact, and takes its new page streams.
     /// False when the grace period ended first.
     private func resume(after failure: MigrationError) throws -> Bool {
         let lostAt = MonotonicClock.now()
         dropConnections()
+        let lost = closeLostRound()
         log.warning(
             "connection lost during pre-copy; waiting for the source to resume",
             metadata: [
@@ -303,6 +321,12 @@ extension DestinationSession {
                 .protocolViolation, "RESUME names \(request.pageCount) pages, HELLO \(pageCount)", guest: .notHere)
         }
         registry.reopenStreams(session: sessionID)
+        report.perRound.append(
+            RoundRecord(
+                round: Int(request.round), pages: lost.pages, wireBytes: lost.wireBytes,
+                durationMs: lost.seconds.milliseconds, sendRateMBps: 0, dirtyPages: 0, dirtyRateMBps: 0,
+                predictedDowntimeMs: 0, throttlePercent: 0, decision: "connection lost; resumed",
+                sendingMs: lost.seconds.milliseconds))
         let state = HeldPages(sinks: sinks, roundTable: roundTable, pageCount: pageCount, round: request.round)
         for frame in state.frames() { try control.send(frame) }
         try attachStreams()

@@ -19,6 +19,9 @@ public final class DestinationServer: @unchecked Sendable {
         public var guestName: String
         public var imagePath: String
         public var result: Result<DestinationResult, MigrationError>
+        /// The migration's report: the result's, or, after a failure, as far as it got with the
+        /// error recorded in it.
+        public var report: MigrationReport
     }
 
     /// Settings per migration; `imagePath` and `preallocateBytes` are ignored (each guest gets
@@ -153,10 +156,17 @@ public final class DestinationServer: @unchecked Sendable {
                 admission: admission, hostClaim: hostClaim, prepared: nil,
                 logger: logger, progress: nil)
             let result: Result<DestinationResult, MigrationError>
+            let report: MigrationReport
             do {
-                result = .success(try session.run())
+                let received = try session.run()
+                result = .success(received)
+                report = received.report
             } catch {
-                result = .failure(MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere))
+                let failure =
+                    (error as? MigrationError)
+                    ?? MigrationError.wrap(error, during: "receiving \(name)", guest: .notHere)
+                result = .failure(failure)
+                report = session.reportAfterFailure(failure)
             }
             guard !tentative || session.established else {
                 if case .failure(let failure) = result {
@@ -170,7 +180,7 @@ public final class DestinationServer: @unchecked Sendable {
                 return
             }
             registry.release()
-            let outcome = Outcome(guestName: name, imagePath: perGuest.imagePath, result: result)
+            let outcome = Outcome(guestName: name, imagePath: perGuest.imagePath, result: result, report: report)
             finished?(outcome)
             condition.withLock {
                 receiving.remove(name)

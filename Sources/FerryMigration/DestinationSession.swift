@@ -142,6 +142,17 @@ final class DestinationSession {
 
     var partialPath: String { options.imagePath + ".partial" }
 
+    /// The report as far as the migration got, ended by `error`.
+    func reportAfterFailure(_ error: MigrationError) -> MigrationReport {
+        var partial = report
+        // The final figures are set at the end; the rounds received so far say how far it got.
+        if partial.rounds == 0 { partial.rounds = partial.perRound.count }
+        if partial.wireBytes == 0 { partial.wireBytes = partial.perRound.reduce(0) { $0 + $1.wireBytes } }
+        partial.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        partial.recordFailure(error)
+        return partial
+    }
+
     func run() throws -> DestinationResult {
         defer { cleanUp() }
         log.info("source connected", metadata: ["migration.source_name": "\(hello.sourceName)"])

@@ -6,7 +6,9 @@ public struct RoundRecord: Codable, Sendable, Equatable {
     public var pages: Int
     public var wireBytes: UInt64
     public var durationMs: Double
-    /// Guest memory moved per second in this round (MB/s, 10^6 bytes).
+    /// Wire bytes per second of sending in this round (MB/s, 10^6 bytes): `wireBytes / sendingMs`
+    /// on the source (`SendRate`), as the progress shows it; `wireBytes / durationMs` on the
+    /// destination.
     public var sendRateMBps: Double
     /// Pages harvested dirty at the end of the round.
     public var dirtyPages: Int
@@ -14,6 +16,22 @@ public struct RoundRecord: Codable, Sendable, Equatable {
     public var predictedDowntimeMs: Double
     public var throttlePercent: Int
     public var decision: String
+    /// Source: the time the round's pages took to write (a `--max-bandwidth` wait included),
+    /// not the harvest or the wait for its acknowledgement (`durationMs` includes those).
+    /// Destination: the same as `durationMs`.
+    public var sendingMs: Double = 0
+
+    enum CodingKeys: String, CodingKey {
+        case round, pages, decision
+        case wireBytes = "wire_bytes"
+        case durationMs = "duration_ms"
+        case sendRateMBps = "send_mb_per_s"
+        case dirtyPages = "dirty_pages"
+        case dirtyRateMBps = "dirty_mb_per_s"
+        case predictedDowntimeMs = "predicted_downtime_ms"
+        case throttlePercent = "throttle_percent"
+        case sendingMs = "sending_ms"
+    }
 }
 
 /// One resume after the connections were lost during pre-copy.
@@ -48,6 +66,16 @@ public struct ResumeRecord: Codable, Sendable, Equatable {
         self.pagesHeldFromRound = pagesHeldFromRound
         self.pagesResent = pagesResent
         self.wireBytesResent = wireBytesResent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case round, attempts
+        case outageMs = "outage_ms"
+        case pagesHeld = "pages_held"
+        case pagesHeldFromRound = "pages_held_from_round"
+        case pagesDirtied = "pages_dirtied"
+        case pagesResent = "pages_resent"
+        case wireBytesResent = "wire_bytes_resent"
     }
 }
 
@@ -93,12 +121,31 @@ public struct DowntimeParts: Codable, Sendable, Equatable {
     public var destinationResumeMs: Double = 0
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case pauseVcpusMs = "pause_vcpus_ms"
+        case finalHarvestMs = "final_harvest_ms"
+        case finalSendMs = "final_send_ms"
+        case cpuStateMs = "cpu_state_ms"
+        case restoreVcpusMs = "restore_vcpus_ms"
+        case verifyMs = "verify_ms"
+        case commitResumeMs = "commit_resume_ms"
+        case destinationVerifyMs = "destination_verify_ms"
+        case destinationResumeMs = "destination_resume_ms"
+    }
 }
 
-/// What one side of a migration did, for people (text) and tools (JSON).
+/// What one side of a migration did, for people (text) and tools (JSON). The JSON keys are the
+/// `CodingKeys` below, the same for `json()` and a plain `JSONEncoder`; docs/json-report.md lists them.
 public struct MigrationReport: Codable, Sendable {
+    /// The version of this form (`currentSchemaVersion` when it was written).
+    public var schemaVersion = MigrationReport.currentSchemaVersion
     public var role: String
-    public var outcome: String
+    public var outcome: MigrationOutcome
+    /// When the report was begun (the migration started) and when it ended, successfully or not.
+    public var startedAt: ReportTimestamp? = ReportTimestamp()
+    public var finishedAt: ReportTimestamp?
+    /// Where the guest is now (JSON `guest`).
     public var guestLocation: GuestLocation
     public var image: String
     public var imageBytes: UInt64
@@ -153,15 +200,47 @@ public struct MigrationReport: Codable, Sendable {
     public var handshakeAttempts: Int?
     /// How the handoff was settled when the first acknowledgement was lost (source).
     public var handoff: String?
-    public var error: String?
+    /// Why the migration failed (or, on a destination, why the guest failed after it resumed there).
+    public var error: ReportedError?
     /// The peer proved it holds the shared key (`--key-file`) on every connection.
     public var authenticated = false
     /// The cipher protecting the connections ("aes-256-gcm", "chacha20-poly1305"), or "none".
     public var encryption = "none"
 
+    enum CodingKeys: String, CodingKey {
+        case role, outcome, image, workload, tracker, compression, rounds, verified, digest, pages, resumes
+        case announce, session, handoff, error, authenticated, encryption, vcpus
+        case schemaVersion = "schema_version"
+        case startedAt = "started_at"
+        case finishedAt = "finished_at"
+        case guestLocation = "guest"
+        case imageBytes = "image_bytes"
+        case pageSize = "page_size_bytes"
+        case pagesTotal = "pages_total"
+        case trackerReason = "tracker_reason"
+        case totalMs = "total_ms"
+        case setupMs = "setup_ms"
+        case preallocMs = "prealloc_ms"
+        case cpuMs = "cpu_ms"
+        case downtimeMs = "downtime_ms"
+        case downtimeClock = "downtime_clock"
+        case downtimeParts = "downtime_parts"
+        case predictedDowntimeMs = "predicted_downtime_ms"
+        case downtimeTargetMs = "downtime_target_ms"
+        case perRound = "per_round"
+        case wireBytes = "wire_bytes"
+        case holePages = "hole_pages"
+        case maxThrottlePercent = "max_throttle_percent"
+        case resumeRecords = "resume_records"
+        case vcpuSteps = "vcpu_steps"
+        case runForMs = "run_for_ms"
+        case sessionToken = "session_token"
+        case handshakeAttempts = "handshake_attempts"
+    }
+
     public init(role: String, image: String, imageBytes: UInt64, pageSize: Int, vcpus: Int, workload: String) {
         self.role = role
-        self.outcome = "running"
+        self.outcome = .running
         self.guestLocation = role == "source" ? .source : .notHere
         self.image = image
         self.imageBytes = imageBytes
@@ -175,13 +254,18 @@ public struct MigrationReport: Codable, Sendable {
     /// come from a bug or a degenerate measurement) is written as `null` rather than failing the
     /// whole report after a migration that succeeded.
     public func json() throws -> Data {
+        try Self.json(self)
+    }
+
+    /// `value` (a report, or a document that holds reports) as pretty-printed JSON with sorted
+    /// keys, a non-finite number written as `null`.
+    public static func json(_ value: some Encodable) throws -> Data {
         let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let marker = "ferry:non-finite-number"
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: marker, negativeInfinity: marker, nan: marker)
-        let data = try encoder.encode(self)
+        let data = try encoder.encode(value)
         let quoted = "\"\(marker)\""
         let text = String(decoding: data, as: UTF8.self)
         // The marker as a whole JSON string value (a string field that merely contains it is escaped differently).
@@ -193,7 +277,7 @@ public struct MigrationReport: Codable, Sendable {
         func mb(_ bytes: UInt64) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
         func ms(_ value: Double) -> String { String(format: "%.2f ms", value) }
         var lines: [String] = []
-        lines.append("\(role) report: \(outcome)")
+        lines.append("\(role) report: \(outcome.phrase)")
         lines.append("  guest        \(vcpus) vCPU(s), workload \(workload), now on: \(guestLocation.rawValue)")
         if let session { lines.append("  session      \(session)") }
         if let sessionToken { lines.append("  token        \(sessionToken) (secret: ferry status --token)") }
@@ -245,7 +329,7 @@ public struct MigrationReport: Codable, Sendable {
                 "  security     peer authenticated, \(encryption == "none" ? "not encrypted" : "encrypted with \(encryption)")"
             )
         }
-        if let error { lines.append("  error        \(error)") }
+        if let error { lines.append("  error        \(error.message)") }
         if !perRound.isEmpty {
             lines.append(
                 "  round      pages      wire MB   time ms  send MB/s  dirty pages  dirty MB/s  predicted ms  throttle  decision"
@@ -261,34 +345,3 @@ public struct MigrationReport: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 }
-
-/// A snapshot for the progress line.
-public struct MigrationProgress: Sendable {
-    public var role: String
-    public var phase: String
-    public var round: Int
-    public var pagesSent: Int
-    public var pagesInRound: Int
-    public var wireBytes: UInt64
-    /// Guest pages per second dirtied during the last complete round.
-    public var dirtyRate: Double
-    /// Guest pages per second moved by the link, as last measured.
-    public var sendRate: Double
-    public var predictedDowntime: Double
-    public var pageSize: Int
-    /// An event to show on a line of its own (a lost connection, a resume), instead of figures.
-    public var event: String?
-
-    public var line: String {
-        if let event { return "[\(role)] \(event)" }
-        let mbps = { (pages: Double) in pages * Double(pageSize) / 1e6 }
-        return String(
-            format:
-                "[%@] %@ round %d: %d/%d pages, wire %.1f MB, dirty %.0f MB/s, send %.0f MB/s, predicted downtime %@",
-            role, phase, round, pagesSent, pagesInRound, Double(wireBytes) / 1e6, mbps(dirtyRate), mbps(sendRate),
-            predictedDowntime.isFinite && predictedDowntime > 0
-                ? String(format: "%.1f ms", predictedDowntime * 1000) : "-")
-    }
-}
-
-public typealias ProgressHandler = @Sendable (MigrationProgress) -> Void

@@ -41,6 +41,8 @@ final class PageStreamer: @unchecked Sendable {
     private var batchNonZero = 0
     /// nil: as fast as the link goes.
     var limiter: BandwidthLimiter?
+    /// Counts each batch for the live progress as it is written (shared by the streams).
+    let meter: RoundMeter?
     private(set) var counts = EncodingCounts()
     /// Zero pages sent without reading them: holes of the image file in round 0.
     private(set) var holePages = 0
@@ -49,8 +51,9 @@ final class PageStreamer: @unchecked Sendable {
     init(
         memory: GuestMemory, pageSize: Int, connection: FramedConnection,
         compression: CompressionChoice, peerCodecs: CodecSet, batchBytes: Int, hashTable: PageHashTable,
-        stripes: PageStripes, stream: Int
+        stripes: PageStripes, stream: Int, meter: RoundMeter? = nil
     ) {
+        self.meter = meter
         self.hashTable = hashTable
         self.stripes = stripes
         self.stream = stream
@@ -77,12 +80,11 @@ final class PageStreamer: @unchecked Sendable {
     }
 
     /// Sends every page of this stream's stripe whose bit is set in `pages`; returns what it sent.
-    /// `progress` is called every few thousand pages with the pages sent so far. With
+    /// Each batch is counted by `meter` as it is written. With
     /// `protection` (round 0 of a deferred tracker), each page is write-protected before it is
     /// read, and every page of the region by the time this returns.
     func send(
-        pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil,
-        progress: ((Int) -> Void)? = nil
+        pages: DirtyBitmap, round: UInt32, protection: RoundZeroProtection? = nil
     ) throws -> StreamRoundResult {
         let startBytes = wireBytes
         let startBatches = batches
@@ -113,7 +115,6 @@ final class PageStreamer: @unchecked Sendable {
                 roundCounts.zero += 1
                 holePages += 1
                 sent += 1
-                if sent & 4095 == 0 { progress?(sent) }
                 return
             }
             let source = UnsafeRawPointer(memory.address(ofPage: page))
@@ -141,7 +142,6 @@ final class PageStreamer: @unchecked Sendable {
             // The chooser weighs LZ4 against raw: only the pages it chose for count.
             if encoded.encoding == .raw || encoded.encoding == .lz4 { batchNonZero += 1 }
             sent += 1
-            if sent & 4095 == 0 { progress?(sent) }
         }
         if writer.count > 0 { try flush(round: round, &writer) }
         try protection?.protectAll()
@@ -157,6 +157,7 @@ final class PageStreamer: @unchecked Sendable {
     }
 
     private func flush(round: UInt32, _ writer: inout PageBatchWriter) throws {
+        let pagesInBatch = writer.count
         let batch = writer.finishGathered()
         try connection.send(.pageBatch, gather: batch.parts, length: batch.length)
         // A bandwidth limit is part of the link: its wait counts in the batch's cost.
@@ -164,6 +165,7 @@ final class PageStreamer: @unchecked Sendable {
         chooser.record(encoder.mode, nonZeroPages: batchNonZero, seconds: MonotonicClock.seconds(since: batchStart))
         wireBytes += UInt64(FrameHeader.size + batch.length)
         batches += 1
+        meter?.sent(pages: pagesInBatch, bytes: FrameHeader.size + batch.length)
     }
 
 }

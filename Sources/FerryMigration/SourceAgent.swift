@@ -132,6 +132,9 @@ public final class SourceAgent {
     /// Absorbs SIGBUS if the image file is truncated under the guest (see `imageShrank`); held
     /// from the first `migrate()` for as long as the agent lives, i.e. while its caller stops the guest.
     var busGuard: BusErrorGuard?
+    /// The report of the last `migrate()`: what it returned, or, when it threw, as far as the
+    /// migration got (rounds, bytes, where the guest is) with the error recorded in it. Nil before.
+    public private(set) var lastReport: MigrationReport?
 
     /// Migrates `guest`, whose memory (`guest.memory`) is, when `imagePath` is given, the shared
     /// mapping of that file.
@@ -148,7 +151,16 @@ public final class SourceAgent {
     }
 
     public func migrate() throws -> MigrationReport {
-        try SourceSession(agent: self).run()
+        let session = SourceSession(agent: self)
+        do {
+            let report = try session.run()
+            lastReport = report
+            return report
+        } catch {
+            let failure = (error as? MigrationError) ?? MigrationError.wrap(error, during: "migration", guest: .source)
+            lastReport = session.reportAfterFailure(failure)
+            throw error
+        }
     }
 
     /// What the blackout was doing when it failed, from the parts it had finished.

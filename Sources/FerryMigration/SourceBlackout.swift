@@ -127,7 +127,9 @@ extension SourceSession {
         }
         let final = finishReport()
         if final.guestLocation != .destination {
-            throw MigrationError(.transport, final.outcome, guest: .handedOverUnconfirmed)
+            throw MigrationError(
+                .transport, final.error?.message ?? "handed over; the destination did not confirm its resume",
+                guest: .handedOverUnconfirmed)
         }
         return final
     }
@@ -136,7 +138,7 @@ extension SourceSession {
         parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
         report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
         report.guestLocation = .destination
-        report.outcome = "migrated"
+        report.outcome = .succeeded
         if let how { report.handoff = how }
         enter(.handedOver)
     }
@@ -160,9 +162,11 @@ extension SourceSession {
                 "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
                 guest: .source)
         case .unresolved(let why):
-            report.outcome =
-                "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`"
-            report.error = why
+            report.outcome = .unresolved
+            report.error = ReportedError(
+                message:
+                    "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`",
+                code: MigrationError.Code.transport.name)
         }
     }
 
@@ -174,6 +178,7 @@ extension SourceSession {
             "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds
         report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
+        report.finishedAt = ReportTimestamp()
         log.info(
             "migration complete",
             metadata: [

@@ -19,6 +19,8 @@ struct PrecopyState {
     var resumeAwaitingRound: Int?
     var lastHarvest = MonotonicClock.now()
     var lastDecision: ConvergenceDecision?
+    /// The convergence model after the last round, for the progress's ETA (none before round 0 ends).
+    var etaModel: ProgressETA.Model?
     var dirtyRate = 0.0
 
     init(pageCount: Int, settings: ConvergenceSettings) {
@@ -72,28 +74,13 @@ extension SourceSession {
     private func round() throws -> Bool {
         guard let tracker else { preconditionFailure("pre-copy needs its tracker") }
         let roundStart = MonotonicClock.now()
-        precopyState.toSend = precopyState.pending
-        precopyState.pending.clearAll()
-        precopyState.inRound = precopyState.toSend.popcount()
-        let wireBefore = streamer.wireBytes
-        precopyState.roundStartedAt = roundStart
-        precopyState.roundWireStart = wireBefore
-        let state = precopyState
-        let round = state.round
-        let snapshot = MigrationProgress(
-            role: "source", phase: "pre-copy", round: round, pagesSent: 0,
-            pagesInRound: state.inRound, wireBytes: wireBefore, dirtyRate: state.dirtyRate,
-            sendRate: state.lastDecision?.transferRate ?? 0,
-            predictedDowntime: state.lastDecision?.predictedDowntime ?? .infinity, pageSize: pageSize)
+        let round = precopyState.round
+        let wireBefore = beginRound(at: roundStart)
         let sent = try streamer.send(
-            pages: state.toSend, round: UInt32(round),
+            pages: precopyState.toSend, round: UInt32(round),
             protecting: round == 0 && options.protectDuringRoundZero ? tracker : nil,
-            holes: round == 0 ? holes : nil
-        ) { [progress, inRound = state.inRound] done in
-            var update = snapshot
-            update.pagesSent = min(done, inRound)
-            progress?(update)
-        }
+            holes: round == 0 ? holes : nil)
+        let sending = meter.end()
         let harvestStart = MonotonicClock.now()
         let dirty = try tracker.harvest(into: &precopyState.pending)
         let harvestSeconds = MonotonicClock.seconds(since: harvestStart)
@@ -130,27 +117,52 @@ extension SourceSession {
             dirtiedSinceHarvest: Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart)))
         let decision = precopyState.policy.decide(observation)
         precopyState.lastDecision = decision
+        precopyState.etaModel = ProgressETA.Model(
+            sendPagesPerSecond: decision.transferRate, dirtyPagesPerSecond: precopyState.dirtyRate,
+            fixedCostSeconds: fixed,
+            switchoverSeconds: ConvergencePolicy.margin * options.settings.downtimeTargetSeconds)
         record(
             round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
-            observation: observation, decision: decision)
+            sendingSeconds: sending.sendingSeconds, observation: observation, decision: decision)
         precopyState.round += 1
         return try act(on: decision)
     }
 
-    /// Records a finished round in the report, the log and the progress line.
+    /// Takes the pending pages as the round's and starts its meter; returns the wire bytes before it.
+    private func beginRound(at roundStart: UInt64) -> UInt64 {
+        precopyState.toSend = precopyState.pending
+        precopyState.pending.clearAll()
+        precopyState.inRound = precopyState.toSend.popcount()
+        let wireBefore = streamer.wireBytes
+        precopyState.roundStartedAt = roundStart
+        precopyState.roundWireStart = wireBefore
+        let predicted = precopyState.lastDecision?.predictedDowntime
+        meter.begin(
+            RoundMeter.Round(
+                round: precopyState.round, pagesInRound: precopyState.inRound, wireBefore: wireBefore,
+                dirtyPagesPerSecond: precopyState.dirtyRate,
+                predictedDowntimeSeconds: predicted.flatMap { $0.isFinite ? $0 : nil },
+                model: precopyState.etaModel, roundsLeft: options.settings.maxRounds - 1 - precopyState.round))
+        return wireBefore
+    }
+
+    /// Records a finished round in the report, the log and the progress. The send rate is the
+    /// round's wire bytes per second of sending (`SendRate`), in the report as in the progress.
     private func record(
-        round: Int, sent: StreamRoundResult, wireBefore: UInt64, transferSeconds: Double,
+        round: Int, sent: StreamRoundResult, wireBefore: UInt64, transferSeconds: Double, sendingSeconds: Double,
         observation: RoundObservation, decision: ConvergenceDecision
     ) {
+        let roundWire = streamer.wireBytes - wireBefore
+        let rate = SendRate.bytesPerSecond(bytes: roundWire, seconds: sendingSeconds)
         report.perRound.append(
             RoundRecord(
-                round: round, pages: sent.pages, wireBytes: streamer.wireBytes - wireBefore,
-                durationMs: transferSeconds.milliseconds,
-                sendRateMBps: transferSeconds > 0 ? Double(sent.pages * pageSize) / transferSeconds / 1e6 : 0,
+                round: round, pages: sent.pages, wireBytes: roundWire,
+                durationMs: transferSeconds.milliseconds, sendRateMBps: (rate ?? 0) / 1e6,
                 dirtyPages: observation.dirtyPages,
                 dirtyRateMBps: observation.dirtyRate * Double(pageSize) / 1e6,
                 predictedDowntimeMs: decision.predictedDowntime.isFinite ? decision.predictedDowntime.milliseconds : -1,
-                throttlePercent: guest.throttlePercent, decision: "\(decision.action)"))
+                throttlePercent: guest.throttlePercent, decision: "\(decision.action)",
+                sendingMs: sendingSeconds.milliseconds))
         if let index = precopyState.resumeAwaitingRound {
             report.resumeRecords[index].pagesResent = sent.pages
             report.resumeRecords[index].wireBytesResent = streamer.wireBytes - wireBefore
@@ -166,10 +178,29 @@ extension SourceSession {
             ])
         progress?(
             MigrationProgress(
-                role: "source", phase: "pre-copy", round: round, pagesSent: sent.pages,
-                pagesInRound: precopyState.inRound, wireBytes: streamer.wireBytes,
-                dirtyRate: precopyState.dirtyRate, sendRate: decision.transferRate,
-                predictedDowntime: decision.predictedDowntime, pageSize: pageSize))
+                role: .source, kind: .roundEnded, round: round, pagesSent: sent.pages,
+                pagesInRound: precopyState.inRound, pageCount: pageCount, pageSize: pageSize,
+                roundWireBytes: roundWire, wireBytes: streamer.wireBytes,
+                elapsedSeconds: MonotonicClock.seconds(since: start), sendBytesPerSecond: rate,
+                dirtyPagesPerSecond: precopyState.dirtyRate,
+                predictedDowntimeSeconds: decision.predictedDowntime.isFinite ? decision.predictedDowntime : nil,
+                roundETASeconds: 0, migrationETASeconds: migrationETA(after: decision, round: round)))
+    }
+
+    /// Seconds left in the migration after `round`'s decision, by the convergence model.
+    private func migrationETA(after decision: ConvergenceDecision, round: Int) -> Double? {
+        switch decision.action {
+        case .switchover:
+            return decision.predictedDowntime.isFinite ? decision.predictedDowntime : nil
+        case .giveUp:
+            return nil
+        case .nextRound, .throttle:
+            return precopyState.etaModel.flatMap {
+                ProgressETA.migration(
+                    nextRoundPages: precopyState.pending.popcount(), roundsLeft: options.settings.maxRounds - 1 - round,
+                    minimumRounds: 1, model: $0)
+            }
+        }
     }
 
     /// The policy's decision: true to switch over.
@@ -219,9 +250,12 @@ extension SourceSession {
             log.warning("\(event)", metadata: ["migration.error": "\(why.message)"])
             progress?(
                 MigrationProgress(
-                    role: "source", phase: "pre-copy", round: lostRound, pagesSent: 0, pagesInRound: inRound,
-                    wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
-                    predictedDowntime: .infinity, pageSize: pageSize, event: event))
+                    role: .source,
+                    kind: .reconnecting(percentSent: percent, attempt: attempt, attempts: options.reconnectAttempts),
+                    round: lostRound, pagesSent: streamer.pagesSentInRound, pagesInRound: inRound,
+                    pageCount: pageCount, pageSize: pageSize,
+                    roundWireBytes: streamer.wireBytes - precopyState.roundWireStart, wireBytes: streamer.wireBytes,
+                    elapsedSeconds: MonotonicClock.seconds(since: start), dirtyPagesPerSecond: precopyState.dirtyRate))
         }
         connection = back.connection
         stallWatch.watch(streamer.connections)
@@ -249,9 +283,10 @@ extension SourceSession {
             ])
         progress?(
             MigrationProgress(
-                role: "source", phase: "pre-copy", round: lostRound + 1, pagesSent: 0, pagesInRound: resend,
-                wireBytes: streamer.wireBytes, dirtyRate: precopyState.dirtyRate, sendRate: 0,
-                predictedDowntime: .infinity, pageSize: pageSize, event: event))
+                role: .source, kind: .resumed(pagesHeld: held.heldCount), round: lostRound + 1, pagesSent: 0,
+                pagesInRound: resend, pageCount: pageCount, pageSize: pageSize, roundWireBytes: 0,
+                wireBytes: streamer.wireBytes, elapsedSeconds: MonotonicClock.seconds(since: start),
+                dirtyPagesPerSecond: precopyState.dirtyRate))
         // The lost round is never acknowledged; its number is not used again (the destination
         // tells copies of the lost round from those of the next by it).
         precopyState.round += 1

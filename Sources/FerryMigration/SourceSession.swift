@@ -50,6 +50,8 @@ final class SourceSession {
     /// What a blackout costs besides the pages: one pause of the vCPUs, measured.
     var pauseCost = 0.0
     var streamer: SourceStreams!
+    /// The live figures of the round being sent (progress and send rate).
+    let meter: RoundMeter
     let stallWatch: StallWatch
     var precopyState: PrecopyState
     /// When the vCPUs were paused for the blackout.
@@ -71,6 +73,8 @@ final class SourceSession {
         report.downtimeTargetMs = agent.options.settings.downtimeTargetSeconds * 1000
         stallWatch = StallWatch(limitMs: agent.options.stallTimeoutMs)
         precopyState = PrecopyState(pageCount: pageCount, settings: agent.options.settings)
+        meter = RoundMeter(
+            handler: agent.progress, migrationStart: start, pageCount: pageCount, pageSize: agent.pageSize)
     }
 
     func run() throws -> MigrationReport {
@@ -84,6 +88,19 @@ final class SourceSession {
         let digest = try blackout()
         enter(.committed)
         return try handoff(digest: digest)
+    }
+
+    /// The report as far as the migration got, ended by `error`.
+    func reportAfterFailure(_ error: MigrationError) -> MigrationReport {
+        var partial = report
+        if let streamer {
+            partial.wireBytes = streamer.wireBytes
+            partial.pages = streamer.counts
+            partial.holePages = streamer.holePages
+        }
+        partial.totalMs = MonotonicClock.seconds(since: start).milliseconds
+        partial.recordFailure(error)
+        return partial
     }
 
     func enter(_ next: Phase) {
@@ -174,7 +191,7 @@ final class SourceSession {
             streamer = try SourceStreams(
                 control: connection, count: options.streams, endpoint: options.destination,
                 sessionID: sessionID, token: sessionToken, options: options, memory: agent.memory,
-                pageSize: pageSize, pageCount: pageCount, peerCodecs: peerCodecs)
+                pageSize: pageSize, pageCount: pageCount, peerCodecs: peerCodecs, meter: meter)
         } catch {
             let failure = MigrationError.wrap(error, during: "opening page streams", guest: .source)
             agent.abort(connection, failure)

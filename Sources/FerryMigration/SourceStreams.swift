@@ -13,11 +13,12 @@ final class SourceStreams {
     let hashTable: PageHashTable
     let stripes: PageStripes
 
-    /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`, presenting `token`.
+    /// Opens `count - 1` extra connections to `endpoint` and joins them to `sessionID`, presenting
+    /// `token`. Every stream counts its batches in `meter`.
     init(
         control: FramedConnection, count: Int, endpoint: Endpoint, sessionID: UInt64, token: SessionToken,
         options: SourceOptions,
-        memory: GuestMemory, pageSize: Int, pageCount: Int, peerCodecs: CodecSet
+        memory: GuestMemory, pageSize: Int, pageCount: Int, peerCodecs: CodecSet, meter: RoundMeter? = nil
     ) throws {
         let connections =
             [control]
@@ -32,7 +33,7 @@ final class SourceStreams {
             let streamer = PageStreamer(
                 memory: memory, pageSize: pageSize, connection: connection,
                 compression: options.compression, peerCodecs: peerCodecs,
-                batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index)
+                batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index, meter: meter)
             streamer.limiter = options.maxBandwidth.map {
                 BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count))
             }
@@ -87,7 +88,7 @@ final class SourceStreams {
     var pagesSentInRound: Int { streamers.reduce(0) { $0 + $1.roundPagesSent } }
 
     /// Sends the pages set in `pages` on all streams at once; each extra stream ends with
-    /// `STREAM_ROUND_END`. `progress` gets an estimate of the pages sent so far.
+    /// `STREAM_ROUND_END`.
     ///
     /// `protecting`: a tracker started with `startDeferred()` (round 0). The stream threads then
     /// write-protect the region as they go, each page before it is read (see
@@ -99,8 +100,7 @@ final class SourceStreams {
     /// instead of sending the rest of their round for nothing.
     func send(
         pages: DirtyBitmap, round: UInt32, protecting tracker: (any DirtyTracker)? = nil,
-        holes: ImageHoles? = nil,
-        progress: (@Sendable (Int) -> Void)? = nil
+        holes: ImageHoles? = nil
     ) throws -> StreamRoundResult {
         let outcomes = StreamOutcomes(count: streamers.count)
         let streamers = self.streamers
@@ -109,9 +109,7 @@ final class SourceStreams {
         let protection = tracker.map { RoundZeroProtection(tracker: $0, pageCount: pages.count, holes: holes) }
         DispatchQueue.concurrentPerform(iterations: count) { index in
             do {
-                let result = try streamers[index].send(
-                    pages: pages, round: round, protection: protection,
-                    progress: index == 0 ? progress.map { report in { report($0 * count) } } : nil)
+                let result = try streamers[index].send(pages: pages, round: round, protection: protection)
                 if index > 0 {
                     try connections[index].send(
                         StreamRoundEnd(round: round, batches: UInt64(result.batches), pages: UInt64(result.pages)))

@@ -48,6 +48,15 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
         return Endpoint(host: String(host), port: port)
     }
 
+    /// Like `parse(_:)`, but a port alone (`7700` or `:7700`) means `defaultHost` at that port.
+    public static func parse(_ text: String, defaultHost: String) throws(TransportError) -> Endpoint {
+        let portOnly = text.hasPrefix(":") ? text.dropFirst() : Substring(text)
+        if !portOnly.isEmpty, portOnly.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            return try parse(defaultHost.contains(":") ? "[\(defaultHost)]:\(portOnly)" : "\(defaultHost):\(portOnly)")
+        }
+        return try parse(text)
+    }
+
     public var description: String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }

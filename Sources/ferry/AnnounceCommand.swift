@@ -24,6 +24,11 @@ struct AnnounceCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
+    func validate() throws {
+        try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) }
+        try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) }
+    }
+
     func run() throws {
         runReportingErrors {
             let logger = output.makeLogger("ferry.announce")

@@ -98,17 +98,17 @@ struct DemoCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.demo")
-            signal(SIGPIPE, SIG_IGN)
             let bytes = size.bytes
+            draft.describe(image: "", vcpus: vcpus, workload: guest == "kvm" ? "kvm:\(rate)" : workload)
+            draft.minimal.imageBytes = UInt64(bytes)
             if guest == "kvm" {
                 return try KVMDemo(
                     bytes: bytes, rate: rate, vcpus: vcpus, dir: dir, downtimeMs: downtimeMs, compress: compress,
                     runBefore: runBefore.seconds,
-                    runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet,
-                    jsonPath: output.jsonPath
-                ).run(logger: logger)
+                    runAfter: 2, steps: steps, interval: interval, keep: keep, quiet: output.quiet
+                ).run(logger: logger, draft: draft)
             }
             guard bytes > 0, bytes % systemPageSize == 0 else {
                 throw GuestError(
@@ -117,6 +117,7 @@ struct DemoCommand: ParsableCommand {
             let files = try DemoImages(directory: dir, prefix: "")
             defer { files.finish(removing: !keep) }
             let (source, destination, reference) = (files.source, files.destination, files.reference)
+            draft.minimal.image = source
 
             Terminal.note(
                 "demo: \(size) image in \(dir), workload \(workload) on \(vcpus) vCPU(s), downtime target \(Int(downtimeMs)) ms"
@@ -153,6 +154,7 @@ struct DemoCommand: ParsableCommand {
                 memory: region.base, size: bytes, imagePath: source, guest: guest, guestSetup: setup,
                 options: sourceOptions,
                 logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            draft.engineReport = { sourceAgent.lastReport }
             let sourceReport: MigrationReport
             do {
                 sourceReport = try sourceAgent.migrate()
@@ -163,15 +165,15 @@ struct DemoCommand: ParsableCommand {
             }
             let result = try destinationOutcome.wait()
             Terminal.clearProgress()
-            print(sourceReport.text())
-            print("")
-            print(result.report.text())
-            Terminal.writeJSONAfterSuccess(sourceReport, to: output.jsonPath)
+            HumanOutput.print(sourceReport.text())
+            HumanOutput.print("")
+            HumanOutput.print(result.report.text())
 
             try checkTransparency(
                 setup: setup, steps: result.outcome.vcpuSteps, reference: reference, destination: destination,
                 bytes: bytes, logger: logger)
             printSummary(bytes: bytes, sourceReport: sourceReport)
+            return sourceReport
         }
     }
 
@@ -183,19 +185,19 @@ struct DemoCommand: ParsableCommand {
         let checkStart = MonotonicClock.now()
         try Transparency.runReference(imagePath: reference, setup: setup, steps: steps, logger: logger)
         let difference = try Transparency.difference(between: destination, and: reference)
-        print("")
+        HumanOutput.print("")
         let seconds = String(format: "%.2f s", MonotonicClock.seconds(since: checkStart))
         if let difference {
             throw TransparencyFailure(description: "transparency check FAILED: \(difference)")
         }
-        print(
+        HumanOutput.print(
             "transparency check: passed — \(destination) equals a guest that never migrated (\(bytes) bytes, vCPU steps \(steps.map(String.init).joined(separator: ",")), checked in \(seconds))"
         )
     }
 
     private func printSummary(bytes: Int, sourceReport: MigrationReport) {
         let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
-        print(
+        HumanOutput.print(
             String(
                 format:
                     "demo: migrated %.2f GB in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",

@@ -33,6 +33,18 @@ struct ImageCommand: ParsableCommand {
         @Flag(help: "Overwrite an existing file.")
         var force = false
 
+        /// A size the page size does not divide and a mix that does not parse are usage errors (exit 2).
+        func validate() throws {
+            if size.bytes % systemPageSize != 0 {
+                throw ValidationError("--size \(size): must be a positive multiple of the page size \(systemPageSize)")
+            }
+            do {
+                _ = try ImageMix.parse(mix)
+            } catch {
+                throw ValidationError("--mix \(mix): \(error.message)")
+            }
+        }
+
         func run() throws {
             runReportingErrors {
                 let bytes = size.bytes

@@ -28,17 +28,15 @@ struct KVMDemo {
     var interval: UInt64
     var keep: Bool
     var quiet: Bool
-    var jsonPath: String?
 
-    func run(logger: Logger) throws {
+    /// Returns the source's report (`--json` writes it); `draft` learns the engine's as soon as there is one.
+    func run(logger: Logger, draft: ReportDraft) throws -> MigrationReport {
         if let why = KVMDevice.unavailableReason() {
-            throw MigrationError(.configuration, "ferry demo --guest kvm needs KVM: \(why)", guest: .notHere)
+            throw CommandError.configuration("ferry demo --guest kvm needs KVM: \(why)")
         }
         guard bytes >= KVMGuestLayout.minMemory, bytes % KVMGuestLayout.pageSize == 0 else {
-            throw MigrationError(
-                .configuration,
-                "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)",
-                guest: .notHere)
+            throw CommandError.configuration(
+                "--size \(bytes) bytes: the KVM guest needs a multiple of 4096 of at least \(KVMGuestLayout.minMemory)")
         }
         let writesPerSecond = try Rate.parse(rate).pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         // Steps per vCPU until it halts: its share of the rate over the warm-up, the migration
@@ -52,6 +50,7 @@ struct KVMDemo {
         let files = try DemoImages(directory: dir, prefix: "kvm-")
         defer { files.finish(removing: !keep) }
         let (source, destination, reference) = (files.source, files.destination, files.reference)
+        draft.minimal.image = source
         Terminal.note(
             "demo: KVM guest, \(bytes >> 20) MiB image in \(dir), \(vcpus) vCPU(s) dirtying \(rate) (workload \(parameters.workload)), downtime target \(Int(downtimeMs)) ms"
         )
@@ -73,6 +72,7 @@ struct KVMDemo {
             guest: KVMMigratableGuest(guest), imagePath: source,
             options: sourceOptions,
             logger: logger, progress: Terminal.progressHandler(quiet: quiet))
+        draft.engineReport = { sourceAgent.lastReport }
         let sourceReport: MigrationReport
         do {
             sourceReport = try sourceAgent.migrate()
@@ -84,16 +84,16 @@ struct KVMDemo {
         let sourceLines = guest.consoleLines
         let result = try destinationOutcome.wait()
         Terminal.clearProgress()
-        print(sourceReport.text())
-        print("")
-        print(result.report.text())
-        Terminal.writeJSONAfterSuccess(sourceReport, to: jsonPath)
-        if let error = result.report.error { throw MigrationError(.system, error, guest: .destination) }
+        HumanOutput.print(sourceReport.text())
+        HumanOutput.print("")
+        HumanOutput.print(result.report.text())
+        if let error = result.report.error { throw MigrationError(.system, error.message, guest: .destination) }
 
         try checkTransparency(
             parameters: parameters, stepLimit: stepLimit, sourceReport: sourceReport, result: result,
             sourceLines: sourceLines, reference: reference, destination: destination)
         printSummary(sourceReport: sourceReport, result: result)
+        return sourceReport
     }
 
     /// The destination agent on its own thread: it builds the VM when the guest's configuration
@@ -139,22 +139,22 @@ struct KVMDemo {
         let referenceRegion = try MappedRegion.mapFile(path: reference, writable: true)
         let expected = KVMGuestReference(parameters: parameters, memory: referenceRegion.base, memorySize: bytes)
         let received = try MappedRegion.mapFile(path: destination, writable: false)
-        print("")
+        HumanOutput.print("")
         let dirtyRates = sourceReport.perRound.filter { $0.dirtyRateMBps > 0 }.map {
             String(format: "%.0f", $0.dirtyRateMBps)
         }
-        print(
+        HumanOutput.print(
             "guest        \(vcpus) vCPU(s) dirtying \(rate), step limit \(stepLimit) per vCPU; dirty rate per pre-copy round (MB/s): \(dirtyRates.joined(separator: ", ")) (round 0 counts only the writes to pages it had protected already)"
         )
-        print(
+        HumanOutput.print(
             "paused at    steps \(pausedAt.map(String.init).joined(separator: ",")) on the source; halted at \(result.report.vcpuSteps.map(String.init).joined(separator: ",")) on the destination"
         )
         let console: [KVMConsoleLine] = result.console.map { KVMConsoleLine(vcpu: $0.vcpu, text: $0.text) }
         for vcpu in 0..<vcpus {
             let last = sourceLines.last { $0.vcpu == vcpu }?.text ?? "(none)"
             let after = console.filter { $0.vcpu == vcpu }
-            print("console      source:      \(last)")
-            print(
+            HumanOutput.print("console      source:      \(last)")
+            HumanOutput.print(
                 "             destination: \(after.first?.text ?? "(none)")\(after.count > 1 ? " … \(after.last!.text)" : "")"
             )
         }
@@ -165,7 +165,7 @@ struct KVMDemo {
             let counts = (0..<vcpus).map { vcpu in
                 "vCPU \(vcpu) \(sourceLines.filter { $0.vcpu == vcpu }.count)+\(console.filter { $0.vcpu == vcpu }.count)"
             }
-            print(
+            HumanOutput.print(
                 "console      continues: source + destination lines equal a run that never migrated (\(counts.joined(separator: ", ")) lines; none lost, none repeated)"
             )
         }
@@ -176,7 +176,7 @@ struct KVMDemo {
         let expectedChecksums = expected.checksums.map {
             KVMGuestWalk.line(vcpu: 0, step: 0, checksum: $0).split(separator: " ").last.map(String.init)!
         }
-        print(
+        HumanOutput.print(
             "checksum     final \(finalChecksums.joined(separator: ", ")); reference \(expectedChecksums.joined(separator: ", "))"
         )
         if finalChecksums != expectedChecksums {
@@ -195,7 +195,7 @@ struct KVMDemo {
         if !problems.isEmpty {
             throw TransparencyFailure(description: "transparency check FAILED: " + problems.joined(separator: "; "))
         }
-        print(
+        HumanOutput.print(
             "transparency check: passed — console, final checksums and the \(bytes - work)-byte working area equal the guest program run without migration (checked in \(seconds))"
         )
     }
@@ -204,7 +204,7 @@ struct KVMDemo {
     private func printSummary(sourceReport: MigrationReport, result: DestinationResult) {
         let parts = sourceReport.downtimeParts
         let restored = result.report.downtimeParts
-        print(
+        HumanOutput.print(
             String(
                 format:
                     "downtime     %.2f ms: pause %.2f, final pages %.2f (harvest %.2f + send %.2f), device state %.2f, destination restore %.2f, verify %.2f, commit + resume %.2f (destination start %.2f)",
@@ -213,7 +213,7 @@ struct KVMDemo {
                 parts.finalHarvestMs, parts.finalSendMs - parts.cpuStateMs, parts.cpuStateMs, restored.restoreVcpusMs,
                 parts.verifyMs, parts.commitResumeMs, parts.destinationResumeMs))
         let verdict = sourceReport.downtimeMs <= downtimeMs ? "within" : "OVER"
-        print(
+        HumanOutput.print(
             String(
                 format:
                     "demo: migrated a running KVM guest (%.2f GB) in %.0f ms, %d rounds, downtime %.2f ms (%@ the %.0f ms target), %.1f MB on the wire",

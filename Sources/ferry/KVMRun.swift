@@ -15,32 +15,32 @@ struct KVMRun {
     var steps: String?
     var duration: DurationOption?
 
-    func run(logger: Logger) throws {
+    /// Returns the run's report (`--json` writes it).
+    func run(logger: Logger, draft: ReportDraft) throws -> MigrationReport {
+        draft.minimal.workload = "kvm\(rate.map { ":\($0)" } ?? "")"
         if !ImageFile.exists(path: image) {
             guard let size else {
-                throw MigrationError(
-                    .configuration, "image \(image) does not exist; give --size to create it", guest: .notHere)
+                throw CommandError.configuration("image \(image) does not exist; give --size to create it")
             }
             try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
         let lock = try ImageLock.acquire(path: image)
         defer { lock.release() }
         let bytes = try ImageFile.size(path: image)
+        draft.minimal.imageBytes = UInt64(max(bytes, 0))
         var parameters = KVMGuestParameters(seed: seed, vcpus: vcpus)
         if let rate {
             parameters.writesPerSecond = rate.pagesPerSecond(pageSize: KVMGuestLayout.pageSize)
         }
         if let steps {
             guard let limit = UInt64(steps.trimmingCharacters(in: .whitespaces)) else {
-                throw MigrationError(
-                    .configuration, "--steps '\(steps)': with --guest kvm, one step count for every vCPU",
-                    guest: .notHere)
+                throw CommandError.configuration("--steps '\(steps)': with --guest kvm, one step count for every vCPU")
             }
             parameters.stepLimit = limit
         }
         let region = try MappedRegion.mapFile(path: image, writable: true)
         let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger) { line in
-            print(line.text)
+            HumanOutput.print(line.text)
         }
         let start = MonotonicClock.now()
         guest.start()
@@ -54,11 +54,12 @@ struct KVMRun {
         let seconds = MonotonicClock.seconds(since: start)
         try region.sync()
         let total = guest.stepsPerVCPU.reduce(0, +)
-        print(
+        HumanOutput.print(
             "ran the KVM guest on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps "
                 + guest.stepsPerVCPU.map(String.init).joined(separator: ",")
                 + String(
                     format: "; %.0f writes/s (%.0f MB/s of pages)", Double(total) / seconds,
                     Double(total) * 4096 / seconds / 1e6))
+        return draft.ran(seconds: seconds, steps: guest.stepsPerVCPU, pageSize: KVMGuestLayout.pageSize)
     }
 }

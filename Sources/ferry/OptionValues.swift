@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryGuest
+import FerryTransport
 
 /// Typed values of the commands' duration, number, size and rate options, checked when the command
 /// line is parsed, before any image or guest is touched (issue 11, finding 5: `inf`, `1e30`, `nan`
@@ -170,8 +171,14 @@ enum RateOption {
     static func bandwidth(_ text: String) throws -> Rate {
         let rate = try parse(text)
         guard case .bytes = rate.unit else {
-            throw OptionValueError(description: "give bytes per second, like 100MB/s or 1GB/s")
+            throw OptionValueError(description: "give bytes or bits per second, like 100MB/s, 1GB/s or 800Mbit/s")
         }
         return rate
     }
+}
+
+/// `--to`, `--listen` and `--connect` take `HOST:PORT`; a port alone (`7700` or `:7700`) means
+/// this host's loopback address.
+enum EndpointOption {
+    static let defaultHost = "127.0.0.1"
 }

@@ -24,7 +24,10 @@ struct ReceiveCommand: ParsableCommand {
             have ended (default: forever) and prints one line per migration.
             """)
 
-    @Option(help: ArgumentHelp("Address to listen on.", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "Address to listen on: 0.0.0.0:PORT for every interface; a port alone means 127.0.0.1.",
+            valueName: "host:port"))
     var listen = "127.0.0.1:7700"
 
     @Option(help: "Where the guest's memory image goes (receive one guest).")
@@ -104,20 +107,34 @@ struct ReceiveCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
+    /// Options that do not go together and addresses that do not parse are usage errors (exit 2),
+    /// before anything listens or is created.
+    func validate() throws {
+        guard (image == nil) != (serve == nil) else {
+            throw ValidationError("give either --image PATH (one guest) or --serve DIR (several guests)")
+        }
+        if serve != nil && prealloc != nil { throw ValidationError("--prealloc works with --image only") }
+        try SecurityOptions.validate(
+            keyFile: keyFile, encrypt: requireEncryption, cipher: "auto", encryptFlag: "--require-encryption")
+        try usageCheck("--listen", listen) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
+        if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
+        if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
+    }
+
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "destination") { draft in
             let logger = output.makeLogger("ferry.receive")
-            signal(SIGPIPE, SIG_IGN)
-            guard (image == nil) != (serve == nil) else {
-                throw MigrationError(
-                    .configuration, "give either --image PATH (one guest) or --serve DIR (several guests)",
-                    guest: .notHere)
+            draft.minimal.image = image ?? ""
+            if let image {
+                try checkWritableDirectory(ImageFile.parentDirectory(of: image), for: "--image \(image)")
             }
+            if let serve { try checkWritableDirectory(serve, for: "--serve \(serve)") }
             let connectionSecurity = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
                 encryptFlag: "--require-encryption")
             var options = DestinationOptions(
-                listen: try Endpoint.parse(listen), imagePath: image ?? "", force: force,
+                listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), imagePath: image ?? "",
+                force: force,
                 runFor: runFor.duration, announceInterface: announceDev,
                 guestMAC: try guestMAC.map { try MACAddress.parse($0) },
                 guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
@@ -130,21 +147,22 @@ struct ReceiveCommand: ParsableCommand {
                 Terminal.note(warning)
             }
             // A guest's console (the KVM guest's) continues here after its resume.
-            options.consoleLine = { line in print(line.text) }
+            options.consoleLine = { line in HumanOutput.print(line.text) }
             if let serve {
-                try runServer(options: options, directory: serve, logger: logger)
-                return
+                try runServer(options: options, directory: serve, logger: logger, draft: draft)
+                return nil
             }
             let agent = DestinationAgent(
                 options: options, logger: logger, progress: Terminal.progressHandler(quiet: output.quiet))
+            draft.engineReport = { agent.lastReport }
             if let prealloc { Terminal.note("preallocating \(prealloc) at \(options.imagePath).partial ...") }
             let port = try agent.bind()
             if prealloc != nil { Terminal.note(String(format: "preallocated in %.0f ms", agent.prepareSeconds * 1000)) }
             Terminal.note("listening on \(options.listen.host):\(port), image \(options.imagePath)")
             let result = try agent.run()
             Terminal.clearProgress()
-            print(result.report.text())
-            Terminal.writeJSONAfterSuccess(result.report, to: output.jsonPath)
+            HumanOutput.print(result.report.text())
+            return result.report
         }
     }
 
@@ -164,48 +182,59 @@ struct ReceiveCommand: ParsableCommand {
             + "give --key-file (make one with ferry keygen) and --require-encryption on networks you do not control"
     }
 
-    private func runServer(options: DestinationOptions, directory: String, logger: Logger) throws {
-        if prealloc != nil {
-            throw MigrationError(.configuration, "--prealloc works with --image only", guest: .notHere)
-        }
-        let server = DestinationServer(options: options, directory: directory, maxSessions: maxSessions, logger: logger)
-        let port = try server.bind()
-        Terminal.note(
-            "listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
-        let outcomes = try server.run(count: sessions) { outcome in
-            switch outcome.result {
-            case .success(let result):
-                let report = result.report
-                print(
-                    String(
-                        format:
-                            "guest %@: migrated into %@, downtime %.2f ms, total %.0f ms, %d rounds, verified, digest %@",
-                        outcome.guestName, outcome.imagePath, report.downtimeMs, report.totalMs, report.rounds,
-                        report.digest))
-            case .failure(let error):
-                print("guest \(outcome.guestName): failed: \(error)")
-            }
-        }
-        if let path = output.jsonPath {
-            do {
-                let entries: [String] = try outcomes.map { outcome in
-                    switch outcome.result {
-                    case .success(let result): return String(decoding: try result.report.json(), as: UTF8.self)
-                    case .failure(let error):
-                        let text = try JSONEncoder().encode([
-                            "guest": outcome.guestName, "outcome": "failed", "error": "\(error)",
-                        ])
-                        return String(decoding: text, as: UTF8.self)
-                    }
+    private func runServer(options: DestinationOptions, directory: String, logger: Logger, draft: ReportDraft) throws {
+        let document = ServeDocument(directory: directory, target: output.jsonTarget)
+        draft.writesItsOwnReport = true
+        do {
+            let server = DestinationServer(
+                options: options, directory: directory, maxSessions: maxSessions, logger: logger)
+            let port = try server.bind()
+            Terminal.note(
+                "listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
+            let outcomes = try server.run(count: sessions) { outcome in
+                switch outcome.result {
+                case .success(let result):
+                    let report = result.report
+                    HumanOutput.print(
+                        String(
+                            format:
+                                "guest %@: migrated into %@, downtime %.2f ms, total %.0f ms, %d rounds, verified, digest %@",
+                            outcome.guestName, outcome.imagePath, report.downtimeMs, report.totalMs, report.rounds,
+                            report.digest))
+                case .failure(let error):
+                    HumanOutput.print("guest \(outcome.guestName): failed: \(error)")
                 }
-                try Data(("[" + entries.joined(separator: ",\n") + "]\n").utf8).write(to: URL(fileURLWithPath: path))
-            } catch {
-                // The exit status says how the migrations went, not whether a report file could be written.
-                Terminal.note("warning: could not write the JSON reports to \(path): \(error)")
+                document.add(outcome.report, exitCode: outcome.result.failureExitCode)
             }
+            if let failure = outcomes.compactMap({ if case .failure(let error) = $0.result { error } else { nil } })
+                .first
+            {
+                throw failure
+            }
+        } catch {
+            document.finish(failure: error, exitCode: ferry.exitCode(for: error))
+            throw error
         }
-        if let failure = outcomes.compactMap({ if case .failure(let error) = $0.result { error } else { nil } }).first {
-            throw failure
-        }
+        document.finish(failure: nil, exitCode: 0)
+    }
+}
+
+/// Refuses, before an agent listens, a directory its images cannot be written into: a source
+/// would otherwise be accepted and then fail on a reason nobody sees at the start.
+func checkWritableDirectory(_ directory: String, for option: String) throws {
+    var info = stat()
+    guard stat(directory, &info) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): the directory \(directory) cannot be used (\(reason)); create it or give another path")
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+        throw CommandError.configuration("\(option): \(directory) is not a directory")
+    }
+    guard access(directory, W_OK) == 0 else {
+        let reason = Errno.current
+        throw CommandError.configuration(
+            "\(option): this agent cannot write into \(directory) (\(reason)); fix its permissions or give another path"
+        )
     }
 }

@@ -66,20 +66,24 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "run") { draft in
+            draft.describe(image: image, vcpus: vcpus, workload: workload)
             if guest == "kvm" {
                 return try KVMRun(
                     image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration
                 )
-                .run(logger: output.makeLogger("ferry.run"))
+                .run(logger: output.makeLogger("ferry.run"), draft: draft)
             }
             let logger = output.makeLogger("ferry.run")
+            guard ImageFile.exists(path: image) else {
+                throw CommandError.configuration(
+                    "--image \(image): no such file; create a test image with `ferry image create \(image) --size 1G`")
+            }
             let size = try ImageFile.size(path: image)
+            draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(
-                    .configuration,
-                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
-                    guest: .notHere)
+                throw CommandError.configuration(
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
             let lock = try ImageLock.acquire(path: image)
             defer { lock.release() }
@@ -91,9 +95,8 @@ struct RunCommand: ParsableCommand {
             if let steps {
                 let limits = steps.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
                 guard limits.count == vcpus else {
-                    throw MigrationError(
-                        .configuration, "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU",
-                        guest: .notHere)
+                    throw CommandError.configuration(
+                        "--steps '\(steps)': expected \(vcpus) comma-separated counts, one per vCPU")
                 }
                 try Transparency.runReference(imagePath: image, setup: setup, steps: limits, logger: logger)
                 finalSteps = limits
@@ -107,9 +110,11 @@ struct RunCommand: ParsableCommand {
                 finalSteps = guest.stop().map(\.step)
                 try region.sync()
             }
-            print(
-                "ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", MonotonicClock.seconds(since: start))) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))"
+            let seconds = MonotonicClock.seconds(since: start)
+            HumanOutput.print(
+                "ran \(workload) on \(image) with \(vcpus) vCPU(s) in \(String(format: "%.2f", seconds)) s; vCPU steps \(finalSteps.map(String.init).joined(separator: ","))"
             )
+            return draft.ran(seconds: seconds, steps: finalSteps, pageSize: systemPageSize)
         }
     }
 }

@@ -24,6 +24,23 @@ struct SecurityOptions: ParsableArguments {
             valueName: "name"))
     var cipher = "auto"
 
+    /// A cipher that does not exist, or encryption without a key, is a usage error (exit 2); the
+    /// key file's contents and mode are checked when it is read (exit 9).
+    func validate() throws {
+        try Self.validate(keyFile: keyFile, encrypt: encrypt, cipher: cipher, encryptFlag: "--encrypt")
+    }
+
+    static func validate(keyFile: String?, encrypt: Bool, cipher: String, encryptFlag: String) throws {
+        if cipher != "auto" && (RecordCipher(name: cipher) ?? RecordCipher.none) == .none {
+            throw ValidationError("--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305")
+        }
+        if encrypt && keyFile == nil {
+            throw ValidationError(
+                "\(encryptFlag) needs --key-file: the session keys are derived from the shared key (make one with ferry keygen)"
+            )
+        }
+    }
+
     func make() throws -> ConnectionSecurity {
         try Self.make(keyFile: keyFile, encrypt: encrypt, cipher: cipher, encryptFlag: "--encrypt")
     }
@@ -37,21 +54,19 @@ struct SecurityOptions: ParsableArguments {
         } else if let named = RecordCipher(name: cipher), named != .none {
             ciphers = [named]
         } else {
-            throw MigrationError(
-                .configuration, "--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305", guest: .notHere)
+            throw CommandError.configuration("--cipher \(cipher): use auto, aes-256-gcm or chacha20-poly1305")
         }
         guard let keyFile else {
             if encrypt {
-                throw MigrationError(
-                    .configuration, "\(encryptFlag) needs --key-file: the session keys are derived from the shared key",
-                    guest: .notHere)
+                throw CommandError.configuration(
+                    "\(encryptFlag) needs --key-file: the session keys are derived from the shared key")
             }
             return .none
         }
         do throws(TransportError) {
             return ConnectionSecurity(key: try SharedKey.load(path: keyFile), encrypt: encrypt, ciphers: ciphers)
         } catch {
-            throw MigrationError(.configuration, error.message, guest: .notHere)
+            throw CommandError.configuration(error.message)
         }
     }
 }
@@ -73,7 +88,7 @@ struct KeygenCommand: ParsableCommand {
             do throws(TransportError) {
                 try SharedKey.generate(path: out, overwrite: force)
             } catch {
-                throw MigrationError(.configuration, error.message, guest: .notHere)
+                throw CommandError.configuration(error.message)
             }
             Terminal.note("wrote a new key to \(out) (mode 0600)")
         }

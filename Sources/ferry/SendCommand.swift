@@ -9,6 +9,7 @@ import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
+import Logging
 
 struct SendCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,7 +24,10 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Guest memory image (mapped shared; the guest writes to it).")
     var image: String
 
-    @Option(help: ArgumentHelp("Destination agent.", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent (its ferry receive --listen); a port alone means 127.0.0.1.", valueName: "host:port")
+    )
     var to: String
 
     @Option(
@@ -145,8 +149,13 @@ struct SendCommand: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
 
-    /// The workload's form is checked with the other options, before the image is mapped or the guest starts.
+    /// The workload's form, the destination's address, the guest's name and identity are checked
+    /// with the other options (a usage error, exit 2), before the image is mapped or the guest starts.
     func validate() throws {
+        try usageCheck("--to", to) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
+        if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
+        if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
+        if let name, let problem = GuestName.problem(name) { throw ValidationError("--name \(name): \(problem)") }
         if let blackoutTimeout, blackoutTimeout.milliseconds < 1 {
             throw ValidationError(
                 "--blackout-timeout \(blackoutTimeout): must be more than 0 (it bounds the blackout; a guest cannot pause for no time)"
@@ -167,23 +176,26 @@ struct SendCommand: ParsableCommand {
     }
 
     func run() throws {
-        runReportingErrors {
+        runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.send")
-            signal(SIGPIPE, SIG_IGN)
-            let endpoint = try Endpoint.parse(to)
+            draft.describe(image: image, vcpus: vcpus, workload: workload)
+            let endpoint = try Endpoint.parse(to, defaultHost: EndpointOption.defaultHost)
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
             if let problem = GuestName.problem(guestName) {
-                throw MigrationError(.configuration, "--name \(guestName): \(problem)", guest: .source)
+                throw CommandError.configuration("--name \(guestName): \(problem)")
             }
             let connectionSecurity = try security.make()
             let mac = try guestMAC.map { try MACAddress.parse($0) } ?? .none
             let ip = try guestIP.map { try IPv4Address.parse($0) }
+            guard ImageFile.exists(path: image) else {
+                throw CommandError.configuration(
+                    "--image \(image): no such file; create a test image with `ferry image create \(image) --size 1G`")
+            }
             let size = try ImageFile.size(path: image)
+            draft.minimal.imageBytes = UInt64(max(size, 0))
             guard size > 0, size % systemPageSize == 0 else {
-                throw MigrationError(
-                    .configuration,
-                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)",
-                    guest: .source)
+                throw CommandError.configuration(
+                    "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
             let lock = try ImageLock.acquire(path: image)  // before the guest writes a byte
             defer { lock.release() }
@@ -191,28 +203,7 @@ struct SendCommand: ParsableCommand {
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
-            let migratable: any MigratableGuest
-            if guest == "kvm" {
-                let parameters = try KVMGuestParameters(
-                    workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
-                let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) {
-                    line in
-                    print(line.text)
-                }
-                kvm.start()
-                migratable = KVMMigratableGuest(kvm)
-            } else {
-                guard guest == "builtin" else {
-                    throw MigrationError(.configuration, "--guest \(guest): give builtin or kvm", guest: .source)
-                }
-                let setup = try GuestSetup.make(
-                    workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                    pageCount: size / systemPageSize)
-                let builtin = try Guest(
-                    memory: region.base, size: size, configuration: setup.configuration, logger: logger)
-                builtin.start()
-                migratable = BuiltinMigratableGuest(builtin, setup: setup, memory: region.base)
-            }
+            let migratable = try startGuest(memory: region.base, size: size, logger: logger)
             if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
             let settings = ConvergenceSettings(
                 downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
@@ -231,20 +222,47 @@ struct SendCommand: ParsableCommand {
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
+            draft.engineReport = { agent.lastReport }
             do {
                 let report = try agent.migrate()
-                Terminal.clearProgress()
-                print(report.text())
-                Terminal.writeJSONAfterSuccess(report, to: output.jsonPath)
+                HumanOutput.print(report.text())  // clears the progress line first
+                return report
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
+                draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
-                Terminal.note(
-                    "migration failed; the guest kept running on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                // The library's "the guest keeps running on the source" holds until this process
+                // exits; ferry then stops the guest, so the line says what is true once it is gone.
+                throw CommandError.failed(
+                    error,
+                    where:
+                        "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
                 )
-                throw error
             }
         }
+    }
+}
+
+extension SendCommand {
+    /// Starts the `--guest` kind on the image's mapping `memory`: its vCPUs write from now on.
+    func startGuest(memory: UnsafeMutableRawPointer, size: Int, logger: Logger) throws -> any MigratableGuest {
+        if guest == "kvm" {
+            let parameters = try KVMGuestParameters(
+                workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
+            let kvm = try KVMGuest(memory: memory, size: size, parameters: parameters, logger: logger) { line in
+                HumanOutput.print(line.text)
+            }
+            kvm.start()
+            return KVMMigratableGuest(kvm)
+        }
+        guard guest == "builtin" else {
+            throw CommandError.configuration("--guest \(guest): give builtin or kvm")
+        }
+        let setup = try GuestSetup.make(
+            workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize, pageCount: size / systemPageSize)
+        let builtin = try Guest(memory: memory, size: size, configuration: setup.configuration, logger: logger)
+        builtin.start()
+        return BuiltinMigratableGuest(builtin, setup: setup, memory: memory)
     }
 }
 

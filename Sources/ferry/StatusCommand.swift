@@ -24,7 +24,10 @@ struct StatusCommand: ParsableCommand {
             otherwise it would run twice.
             """)
 
-    @Option(help: ArgumentHelp("The destination agent's address (its ferry receive --listen).", valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "The destination agent's address (its ferry receive --listen); a port alone means 127.0.0.1.",
+            valueName: "host:port"))
     var connect = "127.0.0.1:7700"
 
     @Option(help: ArgumentHelp("Only this migration (the session id a source's report names, hex).", valueName: "id"))
@@ -60,6 +63,11 @@ struct StatusCommand: ParsableCommand {
     /// Usage errors (exit 2), before anything is sent: deciding a handoff needs the session and
     /// its token, and a token is 32 hex digits.
     func validate() throws {
+        try usageCheck("--connect", connect) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
+        if let session, Self.sessionID(session) == nil {
+            throw ValidationError("--session \(session): give the session id in hex, as the source's report prints it")
+        }
+        if let guest, let problem = GuestName.problem(guest) { throw ValidationError("--guest \(guest): \(problem)") }
         if let token, SessionToken(hex: token).map({ $0.isNone }) ?? true {
             throw ValidationError(
                 "--token \(token): give the session token as 32 hex digits, as the source's report prints it")
@@ -78,27 +86,13 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         runReportingErrors {
-            let endpoint = try Endpoint.parse(connect)
+            let endpoint = try Endpoint.parse(connect, defaultHost: EndpointOption.defaultHost)
             let security = try SecurityOptions.make(
                 keyFile: keyFile, encrypt: false, cipher: "auto", encryptFlag: "--encrypt")
             var query = StatusQuery()
-            if let session {
-                let digits = session.hasPrefix("0x") ? String(session.dropFirst(2)) : session
-                guard let id = UInt64(digits, radix: 16), id != 0 else {
-                    throw MigrationError(
-                        .configuration,
-                        "--session \(session): give the session id in hex, as the source's report prints it",
-                        guest: .notHere)
-                }
-                query.sessionID = id
-            }
+            if let session, let id = Self.sessionID(session) { query.sessionID = id }
             if let token, let parsed = SessionToken(hex: token) { query.sessionToken = parsed }
-            if let guest {
-                if let problem = GuestName.problem(guest) {
-                    throw MigrationError(.configuration, "--guest \(guest): \(problem)", guest: .notHere)
-                }
-                query.guestName = guest
-            }
+            if let guest { query.guestName = guest }
             if commit || discard {
                 print(
                     try decide(
@@ -108,16 +102,9 @@ struct StatusCommand: ParsableCommand {
             let (connection, answers) = try StatusClient.ask(endpoint, query, security: security)
             connection.close()
             if json {
-                let rows = answers.map { status in
-                    [
-                        "session": status.sessionID == 0 ? "" : hexID(status.sessionID), "guest": status.guestName,
-                        "state": "\(status.state)",
-                        "digest": status.digest == 0 ? "" : hexID(status.digest), "pages": "\(status.pageCount)",
-                        "age_s": "\(status.ageSeconds)", "message": status.message,
-                    ]
-                }
-                let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                let answer = StatusAnswer(
+                    destination: connect, sessions: answers.map(StatusAnswer.Session.init))
+                print(String(decoding: try MigrationReport.json(answer), as: UTF8.self))
                 return
             }
             for status in answers {
@@ -130,7 +117,65 @@ struct StatusCommand: ParsableCommand {
     }
 }
 
+/// `ferry status --json`: what the destination answered, numbers as numbers.
+struct StatusAnswer: Codable {
+    struct Session: Codable {
+        /// 16 hex digits; null when the destination hid it (no token, no key).
+        var session: String?
+        var guest: String
+        /// receiving, awaiting-commit, resumed, discarded or unknown.
+        var state: String
+        /// The image digest, 16 hex digits; null when hidden or not known yet.
+        var digest: String?
+        var pages: UInt64
+        var ageS: UInt32
+        var message: String
+
+        init(_ status: Status) {
+            session = status.sessionID == 0 ? nil : hexID(status.sessionID)
+            guest = status.guestName
+            state = "\(status.state)"
+            digest = status.digest == 0 ? nil : hexID(status.digest)
+            pages = status.pageCount
+            ageS = status.ageSeconds
+            message = status.message
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case session, guest, state, digest, pages, message
+            case ageS = "age_s"
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(session, forKey: .session)  // null, not absent, when hidden
+            try container.encode(guest, forKey: .guest)
+            try container.encode(state, forKey: .state)
+            try container.encode(digest, forKey: .digest)
+            try container.encode(pages, forKey: .pages)
+            try container.encode(ageS, forKey: .ageS)
+            try container.encode(message, forKey: .message)
+        }
+    }
+
+    var schemaVersion = MigrationReport.currentSchemaVersion
+    var destination: String
+    var sessions: [Session]
+
+    enum CodingKeys: String, CodingKey {
+        case destination, sessions
+        case schemaVersion = "schema_version"
+    }
+}
+
 extension StatusCommand {
+    /// A session id as given: hex, optionally 0x; nil when it is not one (or 0).
+    static func sessionID(_ text: String) -> UInt64? {
+        let digits = text.hasPrefix("0x") ? String(text.dropFirst(2)) : text
+        guard let id = UInt64(digits, radix: 16), id != 0 else { return nil }
+        return id
+    }
+
     /// Sends COMMIT or ABORT for `session` as its source would after a resolve query.
     private func decide(endpoint: Endpoint, session: UInt64, token: SessionToken, security: ConnectionSecurity) throws
         -> String
@@ -140,18 +185,18 @@ extension StatusCommand {
         defer { connection.close() }
         let status = answers[0]
         guard status.state == .awaitingCommit else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) is \(status.state), not awaiting its COMMIT: \(status.message); nothing was changed",
+                exitCode: 3)
         }
         // A wrong token is answered as a plain query (digest 0) on a connection the destination
         // closes: nothing would be taken.
         guard status.digest != 0 else {
-            throw MigrationError(
-                .refused,
-                "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
-                guest: .notHere)
+            throw CommandError(
+                description:
+                    "session \(hexID(session)) awaits its COMMIT but the destination did not take --token as its token: check it (the source's report prints it); nothing was changed",
+                exitCode: 3)
         }
         if commit {
             try connection.send(Commit())

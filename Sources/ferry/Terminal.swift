@@ -40,35 +40,48 @@ enum Terminal {
         }
     }
 
+    /// The terminal's width (stderr's), if it has one: a progress bar wider than it would wrap,
+    /// and the carriage return would then redraw only its last row.
+    static var columns: Int? {
+        var size = winsize()
+        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
+    }
+
     static func clearProgress() {
         if isTTY { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 
+    /// Seconds between plain progress lines when stderr is not a terminal (round ends and events
+    /// are printed whenever they come).
+    static let plainLineInterval = 3.0
+    private static let lastPlainLine = Mutex<UInt64>(0)
+
+    /// Shows the engine's progress: on a terminal a bar redrawn in place and a line per round's
+    /// end; otherwise a plain line at most every `plainLineInterval` seconds and a line per round's
+    /// end, never a carriage return.
     static func progressHandler(quiet: Bool) -> ProgressHandler? {
         if quiet { return nil }
         return { progress in
-            if progress.event != nil {
-                Terminal.note(progress.line)
+            if let event = ProgressLine.event(progress) {
+                note(event)
                 return
             }
-            Terminal.progress(
-                progress.line, force: progress.pagesSent == progress.pagesInRound || progress.role == "destination")
-        }
-    }
-
-    static func writeJSON(_ report: MigrationReport, to path: String?) throws {
-        guard let path else { return }
-        try report.json().write(to: URL(fileURLWithPath: path))
-    }
-
-    /// After a migration that succeeded: a report that cannot be written (a full disk, a bad path)
-    /// is a warning, never a non-zero exit; the exit status says where the guest is.
-    static func writeJSONAfterSuccess(_ report: MigrationReport, to path: String?) {
-        guard let path else { return }
-        do {
-            try writeJSON(report, to: path)
-        } catch {
-            note("warning: the migration succeeded, but its JSON report could not be written to \(path): \(error)")
+            if progress.kind == .roundEnded {
+                clearProgress()
+                FileHandle.standardError.write(Data("\(ProgressLine.roundEnd(progress))\n".utf8))
+                if !isTTY { lastPlainLine.withLock { $0 = MonotonicClock.now() } }
+            } else if isTTY {
+                Terminal.progress(ProgressLine.bar(progress, columns: columns))
+            } else {
+                let now = MonotonicClock.now()
+                let due = lastPlainLine.withLock { last -> Bool in
+                    guard Double(now &- last) / 1e9 >= plainLineInterval else { return false }
+                    last = now
+                    return true
+                }
+                if due { FileHandle.standardError.write(Data("\(ProgressLine.plain(progress))\n".utf8)) }
+            }
         }
     }
 }
@@ -87,6 +100,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .configuration: return 9
         case .peerAborted: return 10
         }
+    case let command as CommandError: return command.exitCode
     case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image
     case let transport as TransportError:
         switch transport.code {

@@ -303,7 +303,7 @@ struct FaultMatrixTests {
         var problems: [String] = []
         let senderKilled = sent.signal == SIGKILL
         let receiverKilled = received.signal == SIGKILL
-        let sourceKeeps = sent.signal == nil && sent.stderr.contains("keeps running on the source")
+        let sourceKeeps = sent.signal == nil && sent.stderr.contains("guest ran on the source until now")
         let sourceHandedOver =
             sent.signal == nil
             && (sent.stdout.contains("source report: migrated") || sent.stderr.contains("was handed over"))

@@ -33,8 +33,10 @@ struct FerryProcess {
     private let outPath: String
     private let errPath: String
 
-    /// Starts `ferry ARGS` (or `prefix + [ferry] + ARGS`, e.g. `ip netns exec NS`).
-    init(_ arguments: [String], prefix: [String] = []) throws {
+    /// Starts `ferry ARGS` (or `prefix + [ferry] + ARGS`, e.g. `ip netns exec NS`). With
+    /// `standardError` (a pipe's or a terminal's end, see `OutputCapture`) stderr goes there and
+    /// `Outcome.stderr` is empty.
+    init(_ arguments: [String], prefix: [String] = [], standardError: FileHandle? = nil) throws {
         if prefix.isEmpty {
             process.executableURL = URL(fileURLWithPath: Self.executable)
             process.arguments = arguments
@@ -54,7 +56,7 @@ struct FerryProcess {
             try? err.close()
         }
         process.standardOutput = out
-        process.standardError = err
+        process.standardError = standardError ?? err
         try process.run()
     }
 

@@ -99,7 +99,8 @@ extension FaultMatrixTests {
         guard let other = secondOutcome.withLock({ $0 }) else {
             return (result.outcome, result.problems + ["the second source did not run"])
         }
-        if other.status != 3 || !other.stderr.contains("busy") || !other.stderr.contains("keeps running on the source")
+        if other.status != 3 || !other.stderr.contains("busy")
+            || !other.stderr.contains("guest ran on the source until now")
         {
             result.problems.append(
                 "the second source must be refused as busy and keep its guest: exit \(other.status), \(other.stderr)")
@@ -234,7 +235,7 @@ extension FaultMatrixTests {
         let received = receiver.wait(timeout: 20)
         var problems: [String] = []
         let other = secondOutcome.withLock { $0 }
-        let firstKept = sent.stderr.contains("keeps running on the source")
+        let firstKept = sent.stderr.contains("guest ran on the source until now")
         let secondMigrated = other?.status == 0 && received.stdout.contains("guest second: migrated")
         if received.signal != nil { problems.append("the serving destination died of signal \(received.signal!)") }
         if !secondMigrated {

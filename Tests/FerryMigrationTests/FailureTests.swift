@@ -56,6 +56,15 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img.partial")))
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
         #expect(destinationError.code == .peerAborted)
+        // Both agents keep the report as far as the migration got, the failure recorded in it.
+        let sourceReport = try #require(outcome.sourceReport)
+        #expect(sourceReport.outcome == .notConverged && sourceReport.guestLocation == .source)
+        #expect(sourceReport.error?.code == "not_converged" && sourceReport.error?.exitCode == nil)
+        #expect(sourceReport.rounds == 3 && sourceReport.perRound.count == 3 && sourceReport.wireBytes > 0)
+        #expect(sourceReport.finishedAt != nil && sourceReport.totalMs > 0)
+        let destinationReport = try #require(outcome.destinationReport)
+        #expect(destinationReport.outcome == .aborted && destinationReport.guestLocation == .notHere)
+        #expect(destinationReport.error?.code == "peer_aborted" && !destinationReport.perRound.isEmpty)
         try Transparency.runReference(
             imagePath: scratch.file("reference.img"), setup: outcome.setup,
             steps: outcome.sourceStepsAtEnd, logger: testLogger)
@@ -154,5 +163,51 @@ extension Result {
     var failure: Failure? {
         if case .failure(let error) = self { return error }
         return nil
+    }
+}
+
+/// The report's JSON form is the library's: a plain `JSONEncoder` gives the documented keys
+/// (docs/json-report.md), units in their names, and it decodes back.
+@Suite struct ReportEncodingTests {
+    @Test func plainEncoderGivesTheDocumentedKeys() throws {
+        var report = MigrationReport(
+            role: "source", image: "vm.img", imageBytes: 8192, pageSize: 4096, vcpus: 1, workload: "idle")
+        report.perRound = [
+            RoundRecord(
+                round: 0, pages: 2, wireBytes: 100, durationMs: 1.5, sendRateMBps: 200, dirtyPages: 1,
+                dirtyRateMBps: 30, predictedDowntimeMs: 2, throttlePercent: 0, decision: "switch over")
+        ]
+        report.recordFailure(MigrationError(.notConverged, "gave up", guest: .source))
+        let data = try JSONEncoder().encode(report)
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(json["schema_version"] as? Int == MigrationReport.currentSchemaVersion)
+        #expect(json["outcome"] as? String == "not_converged")
+        #expect(json["guest"] as? String == "source")
+        #expect(json["page_size_bytes"] as? Int == 4096 && json["image_bytes"] as? Int == 8192)
+        #expect((json["error"] as? [String: Any])?["code"] as? String == "not_converged")
+        #expect((json["started_at"] as? String)?.hasSuffix("Z") == true)
+        let round = try #require((json["per_round"] as? [[String: Any]])?.first)
+        #expect(round["send_mb_per_s"] as? Double == 200 && round["dirty_mb_per_s"] as? Double == 30)
+        #expect(
+            Set(round.keys).isSubset(of: [
+                "round", "pages", "wire_bytes", "duration_ms", "send_mb_per_s", "dirty_pages", "dirty_mb_per_s",
+                "predicted_downtime_ms", "throttle_percent", "decision",
+            ]))
+        let decoded = try JSONDecoder().decode(MigrationReport.self, from: data)
+        #expect(decoded.outcome == .notConverged && decoded.perRound == report.perRound)
+        #expect(
+            abs(decoded.startedAt!.date.timeIntervalSince(report.startedAt!.date)) < 0.001,
+            "timestamps keep their milliseconds")
+    }
+
+    @Test func outcomeOfEachFailure() {
+        let cases: [(MigrationError.Code, GuestLocation, MigrationOutcome)] = [
+            (.refused, .source, .refused), (.notConverged, .source, .notConverged), (.peerAborted, .notHere, .aborted),
+            (.transport, .source, .failed), (.transport, .handedOverUnconfirmed, .unresolved),
+            (.verification, .source, .failed),
+        ]
+        for (code, guest, outcome) in cases {
+            #expect(MigrationOutcome(failure: MigrationError(code, "x", guest: guest)) == outcome, "\(code) \(guest)")
+        }
     }
 }

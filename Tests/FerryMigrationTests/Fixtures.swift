@@ -53,6 +53,9 @@ struct LoopbackMigration {
     var beforeSource: ((UInt16) throws -> Void)?
     /// Wraps the source's guest as the source agent sees it (e.g. to watch its pauses).
     var wrapGuest: ((BuiltinMigratableGuest) -> any MigratableGuest)?
+    /// The progress handlers of the two sides.
+    var sourceProgress: ProgressHandler?
+    var destinationProgress: ProgressHandler?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -61,6 +64,9 @@ struct LoopbackMigration {
         var sourceStepsAtEnd: [UInt64]
         var guestWasRunningAfterFailure: Bool
         var setup: GuestSetup
+        /// The agents' `lastReport`s: as far as each side got, also after a failure.
+        var sourceReport: MigrationReport? = nil
+        var destinationReport: MigrationReport? = nil
     }
 
     /// Generates `source.img` and `reference.img` (identical) in `scratch` and migrates
@@ -84,7 +90,8 @@ struct LoopbackMigration {
             resumeTimeout: .seconds(destinationResumeTimeout))
         destinationOptions.handoffTimeout = .milliseconds(destinationHandoffTimeoutMs)
         destinationOptions.security = destinationSecurity
-        let destination = DestinationAgent(options: destinationOptions, logger: testLogger)
+        let destination = DestinationAgent(
+            options: destinationOptions, logger: testLogger, progress: destinationProgress)
         let port = try destination.bind()
         try prepareDestination?(scratch.file("destination.img"))
         let destinationRun = BackgroundThread { try destination.run() }
@@ -106,7 +113,7 @@ struct LoopbackMigration {
         let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base)
         let agent = SourceAgent(
             guest: wrapGuest?(builtin) ?? builtin, imagePath: scratch.file("source.img"),
-            options: options, logger: testLogger)
+            options: options, logger: testLogger, progress: sourceProgress)
         let source = Result { try agent.migrate() }
         afterSourceResult?(source)
         var runningAfterFailure = false
@@ -124,7 +131,8 @@ struct LoopbackMigration {
         let destinationResult = destinationRun.result()
         return Outcome(
             source: source, destination: destinationResult, sourceStepsAtEnd: steps,
-            guestWasRunningAfterFailure: runningAfterFailure, setup: setup)
+            guestWasRunningAfterFailure: runningAfterFailure, setup: setup, sourceReport: agent.lastReport,
+            destinationReport: destination.lastReport)
     }
 }
 

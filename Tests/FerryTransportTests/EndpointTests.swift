@@ -36,4 +36,18 @@ import Testing
         #expect(error?.message.contains("'\(text)'") == true, "message quotes the input: \(error?.message ?? "")")
         #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
     }
+
+    /// A port alone takes the default host; anything else parses as `HOST:PORT` (and fails as
+    /// it would there).
+    @Test(arguments: [
+        ("7700", "127.0.0.1:7700"), (":7700", "127.0.0.1:7700"), ("0", "127.0.0.1:0"),
+        ("10.0.0.2:7700", "10.0.0.2:7700"), ("[::1]:1", "[::1]:1"),
+    ])
+    func aPortAloneTakesTheDefaultHost(text: String, expected: String) throws {
+        #expect(try Endpoint.parse(text, defaultHost: "127.0.0.1").description == expected)
+        #expect(try Endpoint.parse("7700", defaultHost: "::1").description == "[::1]:7700")
+        #expect(transportError { _ = try Endpoint.parse(":", defaultHost: "127.0.0.1") }?.code == .address)
+        #expect(transportError { _ = try Endpoint.parse("99999", defaultHost: "127.0.0.1") }?.code == .address)
+        #expect(transportError { _ = try Endpoint.parse("foo", defaultHost: "127.0.0.1") }?.code == .address)
+    }
 }

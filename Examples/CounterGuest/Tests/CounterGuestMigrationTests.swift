@@ -85,7 +85,7 @@ func ticksMatchCounters(_ state: CounterMachineState) -> Bool {
         let handedOver = outcome.source.machine.snapshot  // stopped by stopForHandover()
 
         #expect(report.verified && destination.report.verified)
-        #expect(report.outcome == "migrated" && report.guestLocation == .destination)
+        #expect(report.outcome == .succeeded && report.guestLocation == .destination)
         #expect(report.pagesTotal == ((16 << 20) + (1 << 20)) / systemPageSize)
         #expect(report.vcpuSteps == handedOver.vcpus.map(\.counter))
         #expect(handedOver.vcpus.allSatisfy { $0.counter > 0 } && handedOver.device.ticks > 0, "the guest ran")
