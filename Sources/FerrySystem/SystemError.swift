@@ -42,6 +42,9 @@ public struct SystemError: Error, CustomStringConvertible, Hashable, Sendable {
     }
 
     public var description: String {
+        // A lock held by another process is not a failed call: the detail names the file, the
+        // holder and what to do.
+        if code == .locked && !detail.isEmpty { return detail }
         var text = call
         if let errno { text += ": \(errno)" }
         if !detail.isEmpty { text += errno != nil ? " - \(detail)" : ": \(detail)" }
