@@ -130,4 +130,19 @@ import Testing
         let lines = outcome.stderr.split(separator: "\n").filter { $0.hasPrefix("ferry:") }
         #expect(lines.count == 1, "\(outcome.stderr)")
     }
+
+    /// `ferry send --help` groups its thirty-odd options by what they are about.
+    @Test func sendHelpIsGrouped() throws {
+        let help = try FerryProcess.run(["send", "--help"], timeout: 30)
+        #expect(help.status == 0)
+        var last = help.stdout.startIndex
+        for section in ["GUEST:", "CONVERGENCE:", "TRANSFER:", "FAULTS AND TIMEOUTS:", "SECURITY:", "OUTPUT:"] {
+            let found = try #require(help.stdout.range(of: "\n\(section)\n"), "no \(section) in \(help.stdout)")
+            #expect(found.lowerBound > last, "\(section) out of order")
+            last = found.lowerBound
+        }
+        let convergence = try #require(help.stdout.range(of: "CONVERGENCE:"))
+        let transfer = try #require(help.stdout.range(of: "TRANSFER:"))
+        #expect(help.stdout[convergence.upperBound..<transfer.lowerBound].contains("--downtime-ms"))
+    }
 }
