@@ -96,6 +96,12 @@ extension DestinationSession {
                 if failure.code == .transport && !receiving.resumeExpired, let streamFailure = rounds.firstFailure {
                     failure = streamFailure
                 }
+                // An operator's cancel cut the reads: that, not the cut, is why it ends.
+                if failure.code != .peerAborted,
+                    let cancel = cancelled(during: receiving.verified ? "the handoff" : "pre-copy")
+                {
+                    failure = cancel
+                }
                 // Only a lost connection during pre-copy (no device state yet) can be resumed: not
                 // an ABORT, not a protocol violation, not the blackout.
                 if failure.code == .transport && !receiving.stateLoaded && !receiving.verified
@@ -224,7 +230,12 @@ extension DestinationSession {
         report.rounds = Int(complete.finalRound) + 1
         // The state changes before VERIFIED leaves: a source that asks right after losing it
         // must find `awaiting-commit`.
-        if verified { registry.handoffs.set(session: sessionID, .awaitingCommit, digest: digest) }
+        if verified {
+            // The last moment a cancel aborts outright: after it, the source's decision is awaited.
+            verifiedSent.set()
+            if let failure = cancelled(during: "verification") { throw failure }
+            registry.handoffs.set(session: sessionID, .awaitingCommit, digest: digest)
+        }
         try control.send(
             Verified(
                 ok: verified, digest: digest, pagesMissing: UInt64(missing),
@@ -299,7 +310,10 @@ extension DestinationSession {
                 "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)",
                 "migration.error": "\(failure.message)",
             ])
-        guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeoutSeconds) else {
+        guard
+            let back = registry.waitForReattachment(
+                session: sessionID, timeout: options.resumeTimeoutSeconds, cancellation: options.cancellation)
+        else {
             return false
         }
         control = back.connection

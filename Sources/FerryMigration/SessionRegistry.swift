@@ -201,12 +201,21 @@ final class SessionRegistry: @unchecked Sendable {
         return true
     }
 
+    /// Wakes every waiter to look at its state again (a cancel).
+    func wake() {
+        condition.withLock { condition.broadcast() }
+    }
+
     /// Waits up to `timeout` seconds for a connection to come back for session `id` and hands it
     /// over; nil after the timeout.
-    func waitForReattachment(session id: UInt64, timeout: Double) -> Reattachment? {
+    /// A cancel (`wake` from its handler) ends the wait too (nil).
+    func waitForReattachment(session id: UInt64, timeout: Double, cancellation: MigrationCancellation? = nil)
+        -> Reattachment?
+    {
         let deadline = MonotonicClock.deadline(afterSeconds: timeout)
         return condition.withLock {
             while true {
+                if cancellation?.isCancelled == true { return nil }
                 if let waiting = sessions[id]?.reattached {
                     sessions[id]?.reattached = nil
                     return waiting

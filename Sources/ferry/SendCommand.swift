@@ -177,6 +177,7 @@ struct SendCommand: ParsableCommand {
     func run() throws {
         runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.send")
+            let cancellation = OperatorSignals.cancelMigration(role: .source)
             draft.describe(image: image, vcpus: vcpus, workload: workload)
             let endpoint = try Endpoint.parse(to, defaultHost: EndpointOption.defaultHost)
             let guestName = name ?? GuestName.sanitized(defaultGuestName(image: image))
@@ -237,6 +238,7 @@ struct SendCommand: ParsableCommand {
             options.blackoutTimeout = blackoutTimeout?.duration
             options.security = connectionSecurity
             options.imageHoles = holes
+            options.cancellation = cancellation
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
@@ -244,6 +246,7 @@ struct SendCommand: ParsableCommand {
             do {
                 let report = try agent.migrate()
                 HumanOutput.print(report.text())  // clears the progress line first
+                OperatorSignals.noteLateSignal(role: .source)
                 return report
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
@@ -253,8 +256,8 @@ struct SendCommand: ParsableCommand {
                 // exits; ferry then stops the guest, so the line says what is true once it is gone.
                 throw CommandError.failed(
                     error,
-                    where:
-                        "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                    where: (error.code == .cancelled ? "the destination was told to discard (ABORT cancelled); " : "")
+                        + "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
                 )
             }
         }
