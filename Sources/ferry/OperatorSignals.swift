@@ -79,6 +79,14 @@ enum OperatorSignals {
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         pipeWrite = fds[1]
         let readEnd = fds[0]
+        // A parent may have started this process with the signals blocked (a test runner's
+        // thread, a service manager): unblocked here, on the main thread, before any thread
+        // that should inherit it starts.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         let thread = Thread {
             var byte: UInt8 = 0
             while true {
