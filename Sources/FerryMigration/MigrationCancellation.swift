@@ -9,9 +9,11 @@ import Synchronization
 ///   `MigrationError.Code.cancelled`, the destination is sent `ABORT` (reason `cancelled`) and
 ///   discards at once; the guest keeps running on the source (resumed if it was paused);
 /// - source after `COMMIT` is written: too late; the handoff completes or is resolved as usual;
-/// - destination before `COMMIT` is read: `ABORT` (reason `cancelled`) to the source, which keeps
-///   its guest; the partial image is removed;
-/// - destination after `COMMIT` is read: the guest is the destination's; it is resumed as usual.
+/// - destination before `VERIFIED` is sent: `ABORT` (reason `cancelled`) to the source, which
+///   keeps its guest; the partial image is removed;
+/// - destination after `VERIFIED` is sent: the source decides; its `COMMIT` (or `ABORT`) is
+///   awaited `DestinationSession.cancelGraceMs` more, then the session aborts and discards;
+/// - destination after `COMMIT` is read: the guest is the destination's; it runs as usual.
 ///
 /// Handlers registered with `onCancel` wake threads blocked on I/O (a destination's reads).
 public final class MigrationCancellation: Sendable {
