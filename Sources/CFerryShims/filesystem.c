@@ -1,7 +1,10 @@
 // statfs: `struct statfs` and the function share a name, which Swift cannot import.
+#define _GNU_SOURCE  // F_OFD_SETLK, F_OFD_GETLK
 #include "CFerryShims.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <sys/vfs.h>
 
 int ferry_statfs_magic(const char *path, uint64_t *magic_out) {
@@ -9,4 +12,31 @@ int ferry_statfs_magic(const char *path, uint64_t *magic_out) {
     if (statfs(path, &info) != 0) return -errno;
     *magic_out = (uint64_t)info.f_type;
     return 0;
+}
+
+// Open file description locks (F_OFD_SETLK / F_OFD_GETLK) on the whole file: a C shim so that
+// `struct flock` and the fcntl variadic stay out of Swift. l_pid must be 0 for OFD locks.
+
+int ferry_ofd_lock(int fd, int exclusive) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = exclusive ? F_WRLCK : F_RDLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = 0;
+    lock.l_len = 0;
+    lock.l_pid = 0;
+    if (fcntl(fd, F_OFD_SETLK, &lock) != 0) return -errno;
+    return 0;
+}
+
+int ferry_ofd_conflict(int fd) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = 0;
+    lock.l_len = 0;
+    lock.l_pid = 0;
+    if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -errno;
+    return lock.l_type == F_UNLCK ? 0 : 1;
 }

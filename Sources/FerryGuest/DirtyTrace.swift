@@ -1,137 +1,176 @@
 import Glibc
 
-/// A recorded dirty-page pattern to replay.
+/// A recorded dirty-page pattern to replay, read as a stream: whatever the file's length, a
+/// trace holds its counts and at most `maxCheckpoints` positions in memory, and each replaying
+/// vCPU reads it through a `TraceReader` with one buffer of `TraceScanner.bufferBytes`.
 ///
 /// Text format: lines starting with `#` are comments and blank lines are ignored; every other
 /// line is `t_ms page page ...`: the pages written in the interval ending `t_ms` milliseconds
 /// after the start of the trace. `t_ms` must not decrease from line to line; every page must lie
 /// inside the image. A line may list no pages (it only marks time).
+///
+/// A trace file must not change while a guest replays it: it is checked once, when loaded; a
+/// replay that finds it different stops its vCPU (`TraceReader.failed`).
 public struct DirtyTrace: Sendable, Equatable {
-    /// Largest trace file accepted (the protocol carries the file in `GUEST_CONFIG`).
-    public static let maxFileBytes = 16 << 20
+    /// Largest trace that travels with a migrating guest (in `GUEST_CONFIG`, Protocol.md 3.4).
+    /// Local replays (`ferry run`, reference runs) read any length.
+    public static let maxAttachmentBytes = 16 << 20
+    /// Most positions (`Checkpoint`s) a trace keeps to start a replay in the middle of the file.
+    public static let maxCheckpoints = 1024
+
+    /// The start of a line that lists pages: where a reader can begin.
+    struct Checkpoint: Equatable {
+        /// Byte offset of the line in the file.
+        var offset: Int
+        /// Index of the line among the lines that list pages.
+        var line: UInt64
+        /// Global index of its first page entry.
+        var entry: UInt64
+    }
 
     /// Pages of the image the trace was checked against.
     public let pageCount: Int
-    /// `t_ms` of each line that lists pages.
-    let lineTimes: [UInt64]
-    /// Global index of each such line's first page in `pages`, plus the total at the end.
-    let lineStarts: [Int]
-    /// Every page, in file order.
-    let pages: [UInt64]
+    /// Lines that list at least one page.
+    public let lineCount: Int
+    /// Page entries in the whole trace.
+    public let entryCount: Int
     /// `t_ms` of the last line (with or without pages): one pass of the trace lasts this long.
     public let durationMs: UInt64
+    /// The file's bytes (or the text's), read on demand.
+    let input: TraceInput
+    /// Every `checkpointSpacing`-th line that lists pages, from line 0.
+    let checkpoints: [Checkpoint]
+    let checkpointSpacing: UInt64
 
-    /// Lines that list at least one page.
-    public var lineCount: Int { lineTimes.count }
-    /// Page entries in the whole trace.
-    public var entryCount: Int { pages.count }
+    public static func == (a: DirtyTrace, b: DirtyTrace) -> Bool {
+        a.pageCount == b.pageCount && a.lineCount == b.lineCount && a.entryCount == b.entryCount
+            && a.durationMs == b.durationMs && a.checkpoints == b.checkpoints && a.input == b.input
+    }
 
+    /// Checks `text` as a trace for an image of `pageCount` pages.
     public static func parse(_ text: String, pageCount: Int) throws(GuestError) -> DirtyTrace {
-        var text = text
-        let result = text.withUTF8 { bytes in
-            Result { () throws(GuestError) in try parse(bytes, pageCount: pageCount) }
-        }
-        return try result.get()
+        try check(TraceInput(bytes: Array(text.utf8)), pageCount: pageCount)
     }
 
-    /// Reads and parses the trace file at `path`.
+    /// Checks `bytes` (a trace as it travels in `GUEST_CONFIG`).
+    public static func parse(bytes: [UInt8], pageCount: Int) throws(GuestError) -> DirtyTrace {
+        try check(TraceInput(bytes: bytes), pageCount: pageCount)
+    }
+
+    /// Opens the trace file at `path` and checks it, reading it once from start to end with a
+    /// fixed buffer; the trace keeps the file open for its replays.
     public static func load(path: String, pageCount: Int) throws(GuestError) -> DirtyTrace {
-        try parse(try readFile(path: path), pageCount: pageCount)
+        try check(try TraceInput(path: path), pageCount: pageCount)
     }
 
-    /// The contents of the trace file at `path` (at most `maxFileBytes`).
-    public static func readFile(path: String) throws(GuestError) -> String {
-        let fd = try systemCall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var st = stat()
-        try systemCall("fstat(\(path))") { fstat(fd, &st) }
-        guard Int(st.st_size) <= maxFileBytes else {
+    /// The contents of the trace file at `path`, to send with a migrating guest: at most
+    /// `maxAttachmentBytes`, which is all `GUEST_CONFIG` carries.
+    public static func readAttachment(path: String) throws(GuestError) -> [UInt8] {
+        let input = try TraceInput(path: path)
+        guard input.size <= maxAttachmentBytes else {
             throw GuestError(
                 .invalidTrace,
-                "trace \(path): \(st.st_size) bytes; a trace file may hold at most \(maxFileBytes) bytes (16 MiB)")
+                "trace \(path): \(input.size) bytes; a migrating guest's trace travels in GUEST_CONFIG, which holds at most \(maxAttachmentBytes) bytes (16 MiB): migrate with a shorter trace (ferry run replays any length)"
+            )
         }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = try bytes.withUnsafeMutableBytes { buffer in
-                Result { () throws(GuestError) in
-                    try systemCall("read(\(path))") { read(fd, buffer.baseAddress! + done, buffer.count - done) }
+        var bytes = [UInt8](repeating: 0, count: input.size)
+        let done = bytes.withUnsafeMutableBytes { input.read(at: 0, into: $0) }
+        guard done == input.size else {
+            throw GuestError(.invalidTrace, "trace \(path): could not read its \(input.size) bytes (got \(done))")
+        }
+        return bytes
+    }
+
+    /// One pass over the input: counts, checks every line, and records the checkpoints.
+    static func check(_ input: TraceInput, pageCount: Int) throws(GuestError) -> DirtyTrace {
+        var scanner = TraceScanner(input: input, pageCount: pageCount)
+        var checkpoints: [Checkpoint] = []
+        var spacing: UInt64 = 1
+        var lines: UInt64 = 0
+        var entries: UInt64 = 0
+        while let entry = try scanner.next() {
+            if entry.startsLine {
+                if lines % spacing == 0 {
+                    if checkpoints.count == maxCheckpoints {
+                        checkpoints = stride(from: 0, to: checkpoints.count, by: 2).map { checkpoints[$0] }
+                        spacing *= 2
+                    }
+                    if lines % spacing == 0 {
+                        checkpoints.append(Checkpoint(offset: entry.lineOffset, line: lines, entry: entries))
+                    }
                 }
-            }.get()
+                lines += 1
+            }
+            entries += 1
+        }
+        return DirtyTrace(
+            pageCount: pageCount, lineCount: Int(lines), entryCount: Int(entries), durationMs: scanner.lastTime,
+            input: input, checkpoints: checkpoints, checkpointSpacing: spacing)
+    }
+
+    /// The last checkpoint at or before line `line`.
+    func checkpoint(before line: UInt64) -> Checkpoint {
+        let index = min(Int(line / checkpointSpacing), checkpoints.count - 1)
+        return checkpoints[index]
+    }
+}
+
+/// Where a trace's bytes come from: a file read with `pread` (kept open while the trace is in
+/// use), or bytes in memory (a trace that came in `GUEST_CONFIG`, at most 16 MiB).
+/// `Sendable`: immutable; `pread` needs no shared file offset.
+final class TraceInput: Sendable, Equatable {
+    private let fd: Int32
+    private let bytes: [UInt8]
+    let path: String?
+    let size: Int
+
+    init(bytes: [UInt8]) {
+        fd = -1
+        self.bytes = bytes
+        path = nil
+        size = bytes.count
+    }
+
+    init(path: String) throws(GuestError) {
+        let fd = try systemCall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
+        var info = stat()
+        do throws(GuestError) {
+            try systemCall("fstat(\(path))") { fstat(fd, &info) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.fd = fd
+        bytes = []
+        self.path = path
+        size = Int(info.st_size)
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    static func == (a: TraceInput, b: TraceInput) -> Bool {
+        a === b || (a.fd < 0 && b.fd < 0 && a.bytes == b.bytes) || (a.path != nil && a.path == b.path)
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`; the bytes read (0 at the end), -1 on an error.
+    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        if fd < 0 {
+            let count = max(0, min(buffer.count, bytes.count - offset))
+            if count > 0 {
+                bytes.withUnsafeBytes {
+                    buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count)
+                }
+            }
+            return count
+        }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return done > 0 ? done : -1 }
             if n == 0 { break }
             done += n
         }
-        return String(decoding: bytes[..<done], as: UTF8.self)
-    }
-
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, pageCount: Int) throws(GuestError) -> DirtyTrace {
-        let form = "expected 't_ms page page ...' (decimal numbers separated by spaces), '#' comments or blank lines"
-        var lineTimes: [UInt64] = []
-        var lineStarts: [Int] = []
-        var pages: [UInt64] = []
-        var lastTime: UInt64 = 0
-        var lineNumber = 0
-        var position = 0
-        let space = UInt8(ascii: " ")
-        let tab = UInt8(ascii: "\t")
-        let cr = UInt8(ascii: "\r")
-        let newline = UInt8(ascii: "\n")
-        while position < bytes.count {
-            lineNumber += 1
-            var end = position
-            while end < bytes.count, bytes[end] != newline { end += 1 }
-            defer { position = end + 1 }
-            var i = position
-            var fieldIndex = 0
-            var lineTime: UInt64 = 0
-            while true {
-                while i < end, bytes[i] == space || bytes[i] == tab || bytes[i] == cr { i += 1 }
-                if i == end { break }
-                if fieldIndex == 0, bytes[i] == UInt8(ascii: "#") { break }
-                let fieldStart = i
-                var value: UInt64 = 0
-                var valid = true
-                while i < end, bytes[i] != space, bytes[i] != tab, bytes[i] != cr {
-                    let digit = bytes[i] &- UInt8(ascii: "0")
-                    if digit > 9 {
-                        valid = false
-                    } else if valid {
-                        let (m, o1) = value.multipliedReportingOverflow(by: 10)
-                        let (a, o2) = m.addingReportingOverflow(UInt64(digit))
-                        if o1 || o2 { valid = false } else { value = a }
-                    }
-                    i += 1
-                }
-                if !valid {
-                    let field = String(decoding: UnsafeBufferPointer(rebasing: bytes[fieldStart..<i]), as: UTF8.self)
-                    throw GuestError(.invalidTrace, "trace line \(lineNumber): '\(field)' is not a number; \(form)")
-                }
-                if fieldIndex == 0 {
-                    if value < lastTime {
-                        throw GuestError(
-                            .invalidTrace,
-                            "trace line \(lineNumber): t_ms \(value) is less than the previous line's \(lastTime); t_ms must not decrease"
-                        )
-                    }
-                    lineTime = value
-                    lastTime = value
-                } else {
-                    if value >= UInt64(pageCount) {
-                        throw GuestError(
-                            .invalidTrace,
-                            "trace line \(lineNumber): page \(value) is outside the image (pages 0…\(pageCount - 1))")
-                    }
-                    if fieldIndex == 1 {
-                        lineTimes.append(lineTime)
-                        lineStarts.append(pages.count)
-                    }
-                    pages.append(value)
-                }
-                fieldIndex += 1
-            }
-        }
-        lineStarts.append(pages.count)
-        return DirtyTrace(
-            pageCount: pageCount, lineTimes: lineTimes, lineStarts: lineStarts, pages: pages, durationMs: lastTime)
+        return done
     }
 }

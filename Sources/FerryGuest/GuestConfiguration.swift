@@ -18,8 +18,9 @@ public struct GuestConfiguration: Sendable {
     }
 
     /// A configuration from the workload text as given to `--workload` (and carried in
-    /// `GUEST_CONFIG`). For a `trace:` workload the trace is parsed from `traceText` (the file's
-    /// contents), or read from the spec's path when `traceText` is nil.
+    /// `GUEST_CONFIG`). For a `trace:` workload the trace is checked from `traceText` (the file's
+    /// contents, as they came with a migrated guest), or streamed from the spec's path when
+    /// `traceText` is nil (any length; the guest replays it from the file).
     public static func make(
         vcpus: Int, workload: String, traceText: String? = nil, seed: UInt64, pageSize: Int,
         pageCount: Int
@@ -27,8 +28,11 @@ public struct GuestConfiguration: Sendable {
         let spec = try WorkloadSpec.parse(workload)
         var trace: DirtyTrace?
         if case .trace(let path) = spec {
-            let text = if let traceText { traceText } else { try DirtyTrace.readFile(path: path) }
-            trace = try DirtyTrace.parse(text, pageCount: pageCount)
+            if let traceText {
+                trace = try DirtyTrace.parse(traceText, pageCount: pageCount)
+            } else {
+                trace = try DirtyTrace.load(path: path, pageCount: pageCount)
+            }
         }
         return GuestConfiguration(vcpus: vcpus, workload: spec, trace: trace, seed: seed, pageSize: pageSize)
     }

@@ -79,10 +79,12 @@ struct VCPUProgram: Sendable {
 
     /// The next trace entry of this vCPU and the replay-clock time (ns) at which it is due.
     /// Moves `cursor`/`cursor2` (and `traceEpochMs` at the end of a pass) onto that entry without
-    /// consuming it; `consumeTraceEntry` does. Requires `hasWork`.
-    func nextTraceEntry(_ s: inout VCPUState, _ trace: DirtyTrace) -> (page: UInt64, dueNs: Int64) {
+    /// consuming it; `consumeTraceEntry` does. Requires `hasWork`. nil when the trace file no
+    /// longer matches what was checked (`reader.failed`).
+    func nextTraceEntry(_ s: inout VCPUState, _ reader: inout TraceReader) -> (page: UInt64, dueNs: Int64)? {
         let n = UInt64(vcpus)
         let v = UInt64(vcpu)
+        let trace = reader.trace
         while true {
             if s.cursor >= UInt64(trace.lineCount) {
                 s.cursor = 0
@@ -90,17 +92,17 @@ struct VCPUProgram: Sendable {
                 // A trace whose lines are all at t = 0 would otherwise repeat without time passing.
                 s.traceEpochMs += max(trace.durationMs, 1)
             }
-            let line = Int(s.cursor)
-            let lineStart = UInt64(trace.lineStarts[line])
-            let lineLength = UInt64(trace.lineStarts[line + 1]) - lineStart
-            // Entries with global index i belong to vCPU i % vcpus.
-            let owner = (lineStart + s.cursor2) % n
-            let j = s.cursor2 + (v + n - owner) % n
-            if j < lineLength {
-                s.cursor2 = j
-                let due = (s.traceEpochMs + trace.lineTimes[line]) * 1_000_000
-                return (trace.pages[Int(lineStart + j)], Int64(clamping: due))
+            if let at = reader.entry(line: s.cursor, index: s.cursor2) {
+                // Entries with global index i belong to vCPU i % vcpus.
+                let owner = (at.lineStart + s.cursor2) % n
+                let j = s.cursor2 + (v + n - owner) % n
+                if let entry = j == s.cursor2 ? at : reader.entry(line: s.cursor, index: j) {
+                    s.cursor2 = j
+                    let due = (s.traceEpochMs + entry.time) * 1_000_000
+                    return (entry.page, Int64(clamping: due))
+                }
             }
+            if reader.failed { return nil }
             s.cursor += 1
             s.cursor2 = 0
         }
@@ -109,9 +111,9 @@ struct VCPUProgram: Sendable {
     /// Marks the entry `nextTraceEntry` returned as written and moves the registers onto the
     /// next entry, so the registers after a given step do not depend on when the vCPU stopped.
     @inline(__always)
-    func consumeTraceEntry(_ s: inout VCPUState, _ trace: DirtyTrace) {
+    func consumeTraceEntry(_ s: inout VCPUState, _ reader: inout TraceReader) {
         s.cursor2 += UInt64(vcpus)
-        _ = nextTraceEntry(&s, trace)
+        _ = nextTraceEntry(&s, &reader)
     }
 
     /// The 16 bytes step `step` writes: the step number and a hash of (seed, vCPU, step), at byte

@@ -20,6 +20,8 @@ final class VCPURunner: @unchecked Sendable {
     var thread: pthread_t?
     /// False: run steps back to back up to the step limit (reference runs).
     let paced: Bool
+    /// A trace workload's position in the trace file (its own buffer; nil for other workloads).
+    var traceReader: TraceReader?
 
     /// Longest pacing sleep: the vCPU re-reads the clock at least this often.
     static let maxSleepNs: Int64 = 100_000_000
@@ -43,6 +45,7 @@ final class VCPURunner: @unchecked Sendable {
         self.state = state
         self.stepLimit = stepLimit ?? .max
         publishedSteps = Atomic(state.step)
+        if case .trace(let trace) = program.kind { traceReader = TraceReader(trace) }
     }
 
     /// The thread body: returns when the guest stops.
@@ -59,14 +62,14 @@ final class VCPURunner: @unchecked Sendable {
                 last = Int64(MonotonicClock.now())  // paused time neither adds credit nor advances the trace clock
                 continue
             }
-            if !program.hasWork || state.step >= stepLimit {
+            if !program.hasWork || state.step >= stepLimit || traceReader?.failed == true {
                 control.finishAndWaitForStop()
                 return
             }
             if !paced {
                 runUnpaced()
-            } else if case .trace(let trace) = program.kind {
-                runTrace(trace, speedPercent: speed)
+            } else if traceReader != nil {
+                runTrace(speedPercent: speed)
             } else {
                 runRate(speedPercent: speed)
             }
@@ -105,10 +108,10 @@ final class VCPURunner: @unchecked Sendable {
 
     /// Trace workloads: write every entry of this vCPU that the replay clock has reached; sleep
     /// until the next one is due.
-    private func runTrace(_ trace: DirtyTrace, speedPercent: Int) {
+    private func runTrace(speedPercent: Int) {
         var done = 0
         while done < Self.batch, state.step < stepLimit, control.request.load(ordering: .relaxed) == 0 {
-            let entry = program.nextTraceEntry(&state, trace)
+            guard let entry = program.nextTraceEntry(&state, &traceReader!) else { return }
             if entry.dueNs > state.creditNs {
                 if done == 0 {
                     let wait = (entry.dueNs - state.creditNs) * 100 / Int64(speedPercent)
@@ -117,7 +120,7 @@ final class VCPURunner: @unchecked Sendable {
                 return
             }
             step(page: entry.page)
-            program.consumeTraceEntry(&state, trace)
+            program.consumeTraceEntry(&state, &traceReader!)
             done += 1
         }
     }
@@ -126,10 +129,10 @@ final class VCPURunner: @unchecked Sendable {
     private func runUnpaced() {
         var done = 0
         while done < Self.batch, state.step < stepLimit, control.request.load(ordering: .relaxed) == 0 {
-            if case .trace(let trace) = program.kind {
-                let entry = program.nextTraceEntry(&state, trace)
+            if traceReader != nil {
+                guard let entry = program.nextTraceEntry(&state, &traceReader!) else { return }
                 step(page: entry.page)
-                program.consumeTraceEntry(&state, trace)
+                program.consumeTraceEntry(&state, &traceReader!)
             } else {
                 step(page: program.nextPage(&state))
             }

@@ -10,34 +10,43 @@ public struct GuestSetup: Sendable {
     /// Contents of the trace file for `trace:` workloads (travels in GUEST_CONFIG).
     public var traceBytes: [UInt8]
 
-    /// Source side: parse the user's workload; a `trace:` workload's file is read here.
-    public static func make(workload: String, vcpus: Int, seed: UInt64, pageSize: Int, pageCount: Int) throws
-        -> GuestSetup
-    {
+    /// Source side: parse the user's workload. A `trace:` workload's file is checked here: with
+    /// `attachTrace` (a guest that migrates) it is read whole to travel in GUEST_CONFIG, which
+    /// holds at most 16 MiB (a longer trace is refused before the guest starts); without (`ferry
+    /// run`, reference runs) it is streamed from the file, whatever its length.
+    public static func make(
+        workload: String, vcpus: Int, seed: UInt64, pageSize: Int, pageCount: Int, attachTrace: Bool = true
+    ) throws -> GuestSetup {
         guard workload.utf8.count <= 1024 else {
             throw MigrationError(
                 .configuration,
                 "--workload is \(workload.utf8.count) bytes long; at most 1024 can travel with the guest",
                 guest: .source)
         }
-        var traceText: String?
-        if case .trace(let path) = try WorkloadSpec.parse(workload) {
-            traceText = try DirtyTrace.readFile(path: path)
+        let spec = try WorkloadSpec.parse(workload)
+        guard case .trace(let path) = spec else {
+            let configuration = try GuestConfiguration.make(
+                vcpus: vcpus, workload: workload, seed: seed, pageSize: pageSize, pageCount: pageCount)
+            return GuestSetup(configuration: configuration, workloadText: workload, traceBytes: [])
         }
-        let configuration = try GuestConfiguration.make(
-            vcpus: vcpus, workload: workload, traceText: traceText, seed: seed,
-            pageSize: pageSize, pageCount: pageCount)
-        return GuestSetup(
-            configuration: configuration, workloadText: workload, traceBytes: Array((traceText ?? "").utf8))
+        let bytes = attachTrace ? try DirtyTrace.readAttachment(path: path) : []
+        let trace =
+            attachTrace
+            ? try DirtyTrace.parse(bytes: bytes, pageCount: pageCount)
+            : try DirtyTrace.load(path: path, pageCount: pageCount)
+        let configuration = GuestConfiguration(
+            vcpus: vcpus, workload: spec, trace: trace, seed: seed, pageSize: pageSize)
+        return GuestSetup(configuration: configuration, workloadText: workload, traceBytes: bytes)
     }
 
     /// Destination side: rebuild the guest's configuration from what the source sent.
     static func make(from description: GuestDescription, vcpus: Int, pageSize: Int, pageCount: Int) throws -> GuestSetup
     {
-        let configuration = try GuestConfiguration.make(
-            vcpus: vcpus, workload: description.parameters,
-            traceText: String(decoding: description.attachment, as: UTF8.self),
-            seed: description.seed, pageSize: pageSize, pageCount: pageCount)
+        let spec = try WorkloadSpec.parse(description.parameters)
+        var trace: DirtyTrace?
+        if case .trace = spec { trace = try DirtyTrace.parse(bytes: description.attachment, pageCount: pageCount) }
+        let configuration = GuestConfiguration(
+            vcpus: vcpus, workload: spec, trace: trace, seed: description.seed, pageSize: pageSize)
         return GuestSetup(
             configuration: configuration, workloadText: description.parameters, traceBytes: description.attachment)
     }

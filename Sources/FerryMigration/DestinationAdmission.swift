@@ -45,6 +45,9 @@ extension DestinationSession {
                 "image \(options.imagePath) exists on the destination; start ferry receive with --force to overwrite it"
             )
         }
+        if imageLocks == nil, let holder = DestinationImageLocks.conflict(imagePath: options.imagePath) {
+            return (.busy, holder)
+        }
         let size = hello.imageSize
         if let memory = try? availableMemoryBytes(), memory < size {
             return (.memory, "guest needs \(size) bytes of memory but only \(memory) are available here")

@@ -104,6 +104,8 @@ public final class DestinationAgent: @unchecked Sendable {
     private var prepared: MappedRegion?
     /// Seconds `bind()` spent preparing it.
     public private(set) var prepareSeconds: Double = 0
+    /// `PATH.partial` and `PATH`, locked from `bind()` to the end of `run()`.
+    private var locks: DestinationImageLocks?
     /// The report of the migration the last `run()` received: what it returned, or, when it threw
     /// after a source established a migration, as far as that got, with the error recorded in it.
     /// Nil before, and when no source established one.
@@ -117,13 +119,17 @@ public final class DestinationAgent: @unchecked Sendable {
 
     var partialPath: String { options.imagePath + ".partial" }
 
-    /// Checks the image path and starts listening; returns the bound port (useful with port 0).
+    deinit { locks?.release() }
+
+    /// Checks the image path, locks it (another agent that uses `PATH` or `PATH.partial` is
+    /// named in the error) and starts listening; returns the bound port (useful with port 0).
     public func bind() throws -> UInt16 {
         if ImageFile.exists(path: options.imagePath) && !options.force {
             throw MigrationError(
                 .configuration, "destination image \(options.imagePath) exists; pass --force to overwrite it",
                 guest: .notHere)
         }
+        if locks == nil { locks = try DestinationImageLocks.acquire(imagePath: options.imagePath) }
         if let bytes = options.preallocateBytes {
             guard bytes > 0, bytes % systemPageSize == 0 else {
                 throw MigrationError(
@@ -161,8 +167,13 @@ public final class DestinationAgent: @unchecked Sendable {
     public func run() throws -> DestinationResult {
         if listener == nil { _ = try bind() }
         guard let listener else { preconditionFailure("bind() sets the listener") }
+        defer {
+            locks?.release()
+            locks = nil
+        }
         let registry = SessionRegistry(maxSessions: 1)
         let image = PreparedImage(prepared.take(), seconds: prepareSeconds)
+        let locks = self.locks
         let single = SingleMigration()
         let claim = HostClaim(claim: { single.claim() }, release: { single.release() })
         let (options, logger, progress) = (self.options, self.logger, self.progress)
@@ -179,7 +190,7 @@ public final class DestinationAgent: @unchecked Sendable {
             let thread = Thread {
                 let session = DestinationSession(
                     options: options, connection: connection, hello: hello, registry: registry,
-                    admission: admission, hostClaim: claim, prepared: image,
+                    admission: admission, hostClaim: claim, prepared: image, imageLocks: locks,
                     logger: logger, progress: progress)
                 let result: Result<DestinationResult, MigrationError>
                 let report: MigrationReport

@@ -70,6 +70,7 @@ extension DestinationSession {
         let commitAt = MonotonicClock.now()
         do {
             try ImageFile.rename(from: partialPath, to: options.imagePath)
+            imageLocks?.renamed()
             owned = true
             registry.handoffs.set(session: sessionID, .resumed, digest: receiving.digest)
             enter(.resumed)

@@ -100,6 +100,10 @@ final class DestinationSession {
     var sinks: [PageSink] = []
     var rounds: StreamRounds
     var receivers: [StreamReceiver] = []
+    /// `PATH.partial` and `PATH` locked (`ImageLock`): handed over by a single-guest agent, which
+    /// releases them; taken by the session itself (`ownsLocks`) when its agent serves several guests.
+    var imageLocks: DestinationImageLocks?
+    var ownsLocks = false
     /// Whatever ends this session before the guest resumes here discards it, for this reason.
     var discardReason = "the migration ended before COMMIT"
     /// The key of this session's handler in `options.cancellation`.
@@ -109,9 +113,11 @@ final class DestinationSession {
     init(
         options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
         admission: HelloAdmission = .established, hostClaim: HostClaim = .none,
-        prepared: PreparedImage?, logger: Logger, progress: ProgressHandler?
+        prepared: PreparedImage?, imageLocks: DestinationImageLocks? = nil, logger: Logger,
+        progress: ProgressHandler?
     ) {
         self.options = options
+        self.imageLocks = imageLocks
         self.connection = connection
         self.control = connection
         self.hello = hello
@@ -185,6 +191,7 @@ final class DestinationSession {
             if guestStarted { _ = guest.stop() } else { guest.discard() }
         }
         if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
+        if ownsLocks { imageLocks?.release() }
         registry.releaseDisk(promisedDisk)
         if deadlines != nil && !established { registry.endTentative() }
         connection.close()
@@ -311,6 +318,10 @@ final class DestinationSession {
     /// `PATH.partial` with its space allocated now (a full disk is this clean error, not a
     /// SIGBUS later). The regions lie in it back to back, in page-numbering order.
     private func makeImage(layout: [MemoryRegionDescriptor]) throws -> GuestMemory {
+        if imageLocks == nil {
+            imageLocks = try DestinationImageLocks.acquire(imagePath: options.imagePath)
+            ownsLocks = true
+        }
         let mapped: MappedRegion
         if let ready = prepared?.take(), ready.size == size {
             mapped = ready

@@ -29,6 +29,9 @@ extension MigrationError {
             return MigrationError(.protocolViolation, "during \(phase): \(proto)", guest: guest)
         case let codec as CodecError:
             return MigrationError(.verification, "during \(phase): \(codec)", guest: guest)
+        case let system as SystemError where system.code == .locked:
+            // Another agent uses the image: a configuration to fix, not a failed system call.
+            return MigrationError(.configuration, "during \(phase): \(system)", guest: guest)
         case let system as SystemError:
             return MigrationError(.system, "during \(phase): \(system)", guest: guest)
         case let classified as MigrationClassifiedError:

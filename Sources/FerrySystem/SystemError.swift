@@ -16,6 +16,8 @@ public struct SystemError: Error, CustomStringConvertible, Hashable, Sendable {
         case busy
         /// A system file (e.g. /proc/meminfo) did not have the expected content.
         case unexpectedContent
+        /// Another agent holds the file's lock (`ImageLock`); `detail` names the holder.
+        case locked
     }
 
     public var code: Code

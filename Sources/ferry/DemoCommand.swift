@@ -115,7 +115,7 @@ struct DemoCommand: ParsableCommand {
                     .invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
             }
             let files = try DemoImages(directory: dir, prefix: "")
-            defer { if !keep { files.remove() } }
+            defer { files.finish(removing: !keep) }
             let (source, destination, reference) = (files.source, files.destination, files.reference)
             draft.minimal.image = source
 
@@ -207,24 +207,36 @@ struct DemoCommand: ParsableCommand {
 }
 
 /// The demo's three images in its directory: the source's, the destination's and the reference
-/// (a copy of the original for the run that never migrates). Leftovers of an earlier demo are
-/// removed when it is made.
+/// (a copy of the original for the run that never migrates). The source and the reference are
+/// locked (`ImageLock`) before anything in the directory is touched, so a second demo in the
+/// same directory is refused, naming the first; the destination agent locks the destination's.
+/// Leftovers of an earlier demo are removed when it is made.
 struct DemoImages {
     let source: String
     let destination: String
     let reference: String
+    private let locks: [ImageLock]
 
     init(directory: String, prefix: String) throws {
         mkdir(directory, 0o755)
         source = directory + "/\(prefix)source.img"
         destination = directory + "/\(prefix)destination.img"
         reference = directory + "/\(prefix)reference.img"
-        for path in [source, destination, reference, destination + ".partial"] where ImageFile.exists(path: path) {
-            try ImageFile.remove(path: path)
+        let sourceLock = try ImageLock.acquire(path: source, create: true)
+        do {
+            locks = [sourceLock, try ImageLock.acquire(path: reference, create: true)]
+            for path in [destination + ".partial", destination] where ImageFile.exists(path: path) {
+                if let conflict = ImageLock.conflict(path: path) { throw conflict }
+                try ImageFile.remove(path: path)
+            }
+        } catch {
+            sourceLock.release(removingFile: sourceLock.createdFile)
+            throw error
         }
     }
 
-    /// Writes the same deterministic image to the source and the reference.
+    /// Writes the same deterministic image to the source and the reference (over the locked,
+    /// empty files: the same inodes, truncated and filled).
     func generate(bytes: Int) throws {
         for path in [source, reference] {
             try ImageGenerator.create(
@@ -236,7 +248,11 @@ struct DemoImages {
         Terminal.clearProgress()
     }
 
-    func remove() {
-        for path in [source, destination, reference] { try? ImageFile.remove(path: path) }
+    /// Removes the images when `removing` (else keeps them), then gives the locks up.
+    func finish(removing: Bool) {
+        if removing {
+            for path in [source, destination, reference] { try? ImageFile.remove(path: path) }
+        }
+        for lock in locks { lock.release() }
     }
 }

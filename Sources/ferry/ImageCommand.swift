@@ -53,6 +53,9 @@ struct ImageCommand: ParsableCommand {
                         .invalidSize, "--size \(size): must be a positive multiple of the page size \(systemPageSize)")
                 }
                 let parsedMix = try ImageMix.parse(mix)
+                // --force truncates: not an image another agent uses (ImageLock names it).
+                let lock = force && ImageFile.exists(path: path) ? try ImageLock.acquire(path: path) : nil
+                defer { lock?.release() }
                 let start = MonotonicClock.now()
                 try ImageGenerator.create(
                     path: path, size: bytes, mix: parsedMix, seed: seed, pageSize: systemPageSize,

@@ -48,7 +48,7 @@ struct KVMDemo {
             printInterval: interval)
 
         let files = try DemoImages(directory: dir, prefix: "kvm-")
-        defer { if !keep { files.remove() } }
+        defer { files.finish(removing: !keep) }
         let (source, destination, reference) = (files.source, files.destination, files.reference)
         draft.minimal.image = source
         Terminal.note(

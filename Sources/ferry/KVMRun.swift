@@ -24,6 +24,8 @@ struct KVMRun {
             }
             try ImageFile.create(path: image, size: size.bytes, overwrite: false)
         }
+        let lock = try ImageLock.acquire(path: image)
+        defer { lock.release() }
         let bytes = try ImageFile.size(path: image)
         draft.minimal.imageBytes = UInt64(max(bytes, 0))
         var parameters = KVMGuestParameters(seed: seed, vcpus: vcpus)

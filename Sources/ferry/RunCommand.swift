@@ -85,9 +85,11 @@ struct RunCommand: ParsableCommand {
                 throw CommandError.configuration(
                     "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
+            let lock = try ImageLock.acquire(path: image)
+            defer { lock.release() }
             let setup = try GuestSetup.make(
                 workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                pageCount: size / systemPageSize)
+                pageCount: size / systemPageSize, attachTrace: false)
             let start = MonotonicClock.now()
             var finalSteps: [UInt64]
             if let steps {

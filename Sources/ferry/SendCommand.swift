@@ -9,6 +9,7 @@ import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
+import Logging
 
 struct SendCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -83,7 +84,8 @@ struct SendCommand: ParsableCommand {
 
     @Option(
         name: .customLong("max-bandwidth"),
-        help: "Most the page stream may put on the wire, like 100MB/s or 1GB/s (default: no limit).",
+        help:
+            "Most the page streams may put on the wire, in bytes or bits per second: 100MB/s, 1GB/s, 800Mbit/s, 100Mb/s (default: no limit).",
         transform: RateOption.bandwidth)
     var maxBandwidth: Rate?
 
@@ -197,32 +199,13 @@ struct SendCommand: ParsableCommand {
                 throw CommandError.configuration(
                     "image \(image) is \(size) bytes: must be a positive multiple of the page size \(systemPageSize)")
             }
+            let lock = try ImageLock.acquire(path: image)  // before the guest writes a byte
+            defer { lock.release() }
             let region = try MappedRegion.mapFile(path: image, writable: true)
             // Like a VMM's guest RAM, the image is resident before the guest runs: its pages are
             // faulted in once here instead of one fault per page during round 0.
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
-            let migratable: any MigratableGuest
-            if guest == "kvm" {
-                let parameters = try KVMGuestParameters(
-                    workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
-                let kvm = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger) {
-                    line in
-                    HumanOutput.print(line.text)
-                }
-                kvm.start()
-                migratable = KVMMigratableGuest(kvm)
-            } else {
-                guard guest == "builtin" else {
-                    throw CommandError.configuration("--guest \(guest): give builtin or kvm")
-                }
-                let setup = try GuestSetup.make(
-                    workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize,
-                    pageCount: size / systemPageSize)
-                let builtin = try Guest(
-                    memory: region.base, size: size, configuration: setup.configuration, logger: logger)
-                builtin.start()
-                migratable = BuiltinMigratableGuest(builtin, setup: setup, memory: region.base)
-            }
+            let migratable = try startGuest(memory: region.base, size: size, logger: logger)
             if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
             let settings = ConvergenceSettings(
                 downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
@@ -261,6 +244,29 @@ struct SendCommand: ParsableCommand {
                 )
             }
         }
+    }
+}
+
+extension SendCommand {
+    /// Starts the `--guest` kind on the image's mapping `memory`: its vCPUs write from now on.
+    func startGuest(memory: UnsafeMutableRawPointer, size: Int, logger: Logger) throws -> any MigratableGuest {
+        if guest == "kvm" {
+            let parameters = try KVMGuestParameters(
+                workload: workload == "idle" ? "kvm" : workload, seed: seed, vcpus: vcpus)
+            let kvm = try KVMGuest(memory: memory, size: size, parameters: parameters, logger: logger) { line in
+                HumanOutput.print(line.text)
+            }
+            kvm.start()
+            return KVMMigratableGuest(kvm)
+        }
+        guard guest == "builtin" else {
+            throw CommandError.configuration("--guest \(guest): give builtin or kvm")
+        }
+        let setup = try GuestSetup.make(
+            workload: workload, vcpus: vcpus, seed: seed, pageSize: systemPageSize, pageCount: size / systemPageSize)
+        let builtin = try Guest(memory: memory, size: size, configuration: setup.configuration, logger: logger)
+        builtin.start()
+        return BuiltinMigratableGuest(builtin, setup: setup, memory: memory)
     }
 }
 

@@ -102,7 +102,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .cancelled: return OperatorSignals.exitCode
         }
     case let command as CommandError: return command.exitCode
-    case is SystemError: return 8
+    case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image
     case let transport as TransportError:
         switch transport.code {
         case .address: return 9

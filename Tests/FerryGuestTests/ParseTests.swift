@@ -160,9 +160,10 @@ import Testing
         #expect(trace.lineCount == 3)
         #expect(trace.entryCount == 6)
         #expect(trace.durationMs == 40)
-        #expect(trace.lineTimes == [10, 30, 40])
-        #expect(trace.lineStarts == [0, 3, 5, 6])
-        #expect(trace.pages == [1, 2, 3, 7, 8, 0])
+        let replayed = trace.replayed()
+        #expect(replayed.times == [10, 30, 40])
+        #expect(replayed.starts == [0, 3, 5, 6])
+        #expect(replayed.pages == [1, 2, 3, 7, 8, 0])
         #expect(try DirtyTrace.parse("", pageCount: 1).entryCount == 0)
     }
 
@@ -196,7 +197,31 @@ import Testing
         #expect(throws: GuestError.self) { try DirtyTrace.load(path: file.path, pageCount: 4) }
         try "5 1 2\n9 3\n".write(toFile: file.path, atomically: false, encoding: .utf8)
         let trace = try DirtyTrace.load(path: file.path, pageCount: 4)
-        #expect(trace.pages == [1, 2, 3])
+        #expect(trace.replayed().pages == [1, 2, 3])
         #expect(trace.durationMs == 9)
+    }
+}
+
+extension DirtyTrace {
+    /// The trace as a `TraceReader` reads it back, line by line: each line's `t_ms` and the
+    /// global index of its first entry (plus the total at the end), and every page in order.
+    func replayed() -> (times: [UInt64], starts: [Int], pages: [UInt64]) {
+        var reader = TraceReader(self)
+        var times: [UInt64] = []
+        var starts: [Int] = []
+        var pages: [UInt64] = []
+        for line in 0..<UInt64(lineCount) {
+            var index: UInt64 = 0
+            while let entry = reader.entry(line: line, index: index) {
+                if index == 0 {
+                    times.append(entry.time)
+                    starts.append(Int(entry.lineStart))
+                }
+                pages.append(entry.page)
+                index += 1
+            }
+        }
+        starts.append(pages.count)
+        return (times, starts, pages)
     }
 }

@@ -191,7 +191,7 @@ extension Result {
         #expect(
             Set(round.keys).isSubset(of: [
                 "round", "pages", "wire_bytes", "duration_ms", "send_mb_per_s", "dirty_pages", "dirty_mb_per_s",
-                "predicted_downtime_ms", "throttle_percent", "decision",
+                "predicted_downtime_ms", "throttle_percent", "decision", "sending_ms",
             ]))
         let decoded = try JSONDecoder().decode(MigrationReport.self, from: data)
         #expect(decoded.outcome == .notConverged && decoded.perRound == report.perRound)

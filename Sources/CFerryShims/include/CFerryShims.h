@@ -23,6 +23,16 @@ extern "C" {
 /// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).
 int ferry_statfs_magic(const char *path, uint64_t *magic_out);
 
+/// Takes an open file description lock (F_OFD_SETLK, whole file, l_pid 0) on `fd`: a write lock
+/// when `exclusive`, else a read lock. 0, or -errno (-EAGAIN when another description holds a
+/// conflicting lock; the call never waits).
+int ferry_ofd_lock(int fd, int exclusive);
+
+/// Whether another open file description holds a lock on `fd`'s file that conflicts with a
+/// write lock (F_OFD_GETLK): 1 yes, 0 no, or -errno. (The kernel reports l_pid = -1 for OFD
+/// locks, so the holder is not named here.)
+int ferry_ofd_conflict(int fd);
+
 // MARK: - sockets
 
 /// Bytes in a TCP socket's send queue that the peer has not acknowledged yet (ioctl SIOCOUTQ;
