@@ -1,3 +1,4 @@
+import FerrySystem
 import Synchronization
 
 /// An operator's request to stop migrating (Ctrl-C, SIGTERM, an API call), shared between the
@@ -24,6 +25,8 @@ public final class MigrationCancellation: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Wakes `sleep(seconds:)` on a cancel.
+    private let wakeUp = MonotonicCondition()
 
     public init() {}
 
@@ -37,8 +40,22 @@ public final class MigrationCancellation: Sendable {
             return Array(state.handlers.values)
         }
         guard let handlers else { return false }
+        wakeUp.withLock { wakeUp.broadcast() }
         for handler in handlers { handler() }
         return true
+    }
+
+    /// Waits `seconds`, or less if the migration is cancelled meanwhile (e.g. a guest's run
+    /// before migrating). Returns false when it was cancelled.
+    @discardableResult
+    public func sleep(seconds: Double) -> Bool {
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        return wakeUp.withLock {
+            while !isCancelled {
+                if !wakeUp.wait(untilNanoseconds: deadline) { return !isCancelled }
+            }
+            return false
+        }
     }
 
     /// Why the migration was cancelled; nil when it was not.

@@ -254,6 +254,7 @@ public final class SourceAgent {
         while true {
             attempt += 1
             if attempt > 1 { MonotonicClock.sleep(seconds: Self.backoff(attempt: attempt, options: options)) }
+            try options.cancellation.check(during: "the handshake (attempt \(attempt))", guest: .source)
             var opened: FramedConnection?
             do {
                 let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)

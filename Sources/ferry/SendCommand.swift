@@ -206,7 +206,7 @@ struct SendCommand: ParsableCommand {
             // faulted in once here instead of one fault per page during round 0.
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let migratable = try startGuest(memory: region.base, size: size, logger: logger)
-            if runBefore.seconds > 0 { MonotonicClock.sleep(seconds: runBefore.seconds) }
+            if runBefore.seconds > 0 { cancellation.sleep(seconds: runBefore.seconds) }
             let settings = ConvergenceSettings(
                 downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
                 autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover)

@@ -111,6 +111,24 @@ struct SignalTests {
         try run.expectSourceImageConsistent()
     }
 
+    /// A signal while the guest runs before migrating (`--run-before`) ends the wait: the
+    /// migration never starts, the guest is stopped cleanly.
+    @Test func aSignalDuringRunBeforeEndsIt() throws {
+        let scratch = Scratch("signal-run-before")
+        let image = scratch.file("vm.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "8M"]).status == 0)
+        let sender = try FerryProcess([
+            "send", "--image", image, "--to", "127.0.0.1:1", "--workload", "uniform:1MB/s", "--run-before", "60s", "-q",
+        ])
+        Thread.sleep(forTimeInterval: 0.5)
+        let signalledAt = Date()
+        kill(sender.process.processIdentifier, SIGINT)
+        let sent = sender.wait(timeout: 20)
+        #expect(Date().timeIntervalSince(signalledAt) < 3)
+        #expect(sent.signal == nil && sent.status == 130, "\(sent.status) \(sent.stderr)")
+        #expect(sent.stderr.contains("was stopped cleanly"), "\(sent.stderr)")
+    }
+
     /// A destination that no source has reached yet, and a `--serve` one, end on SIGTERM at once.
     @Test func anIdleDestinationEndsOnSIGTERM() throws {
         let scratch = Scratch("signal-idle")

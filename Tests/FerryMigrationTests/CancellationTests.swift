@@ -59,6 +59,18 @@ import Testing
         #expect(seconds < 2, "both sides ended \(seconds) s after the cancel")
     }
 
+    @Test func aCancelEndsASleep() {
+        let cancellation = MigrationCancellation()
+        let start = MonotonicClock.now()
+        #expect(cancellation.sleep(seconds: 0.05), "an uncancelled sleep runs out")
+        Thread {
+            Thread.sleep(forTimeInterval: 0.1)
+            cancellation.cancel("test")
+        }.start()
+        #expect(!cancellation.sleep(seconds: 10))
+        #expect(MonotonicClock.seconds(since: start) < 2)
+    }
+
     @Test func aCancelBeforeTheMigrationStartsEndsItAtOnce() throws {
         let cancellation = MigrationCancellation()
         #expect(cancellation.cancel("early"))
