@@ -22,20 +22,24 @@ struct SignalTests {
         let destinationJSON: String
         static let workload = "uniform:1MB/s"
 
-        init(_ name: String) throws {
+        /// `serve`: the destination is `ferry receive --serve DIR` (the image is DIR/source.img).
+        init(_ name: String, serve: Bool = false) throws {
             scratch = Scratch(name)
             base = scratch.file("base.img")
             source = scratch.file("source.img")
-            target = scratch.file("received.img")
+            target = serve ? scratch.file("served/source.img") : scratch.file("received.img")
             sourceJSON = scratch.file("source.json")
             destinationJSON = scratch.file("destination.json")
             let created = try FerryProcess.run(["image", "create", base, "--size", "32M", "--seed", "9"])
             try #require(created.status == 0, "\(created.stderr)")
             try FileManager.default.copyItem(atPath: base, toPath: source)
-            receiver = try FerryProcess([
-                "receive", "--listen", "127.0.0.1:0", "--image", target, "--accept-timeout", "30s",
-                "--json", destinationJSON, "-q",
-            ])
+            if serve {
+                try FileManager.default.createDirectory(
+                    atPath: scratch.file("served"), withIntermediateDirectories: true)
+            }
+            receiver = try FerryProcess(
+                ["receive", "--listen", "127.0.0.1:0", "--json", destinationJSON, "-q"]
+                    + (serve ? ["--serve", scratch.file("served")] : ["--image", target, "--accept-timeout", "30s"]))
             let port = try #require(FaultMatrixTests.listeningPort(receiver), "the receiver did not start")
             sender = try FerryProcess([
                 "send", "--image", source, "--to", "127.0.0.1:\(port)", "--workload", Self.workload, "--vcpus", "2",
@@ -91,8 +95,9 @@ struct SignalTests {
         )
     }
 
-    @Test func anInterruptedDestinationAbortsAndTheSourceKeepsItsGuest() throws {
-        let run = try SlowMigration("signal-receive")
+    @Test(arguments: [false, true])
+    func anInterruptedDestinationAbortsAndTheSourceKeepsItsGuest(serve: Bool) throws {
+        let run = try SlowMigration("signal-receive-\(serve)", serve: serve)
         let signalledAt = Date()
         kill(run.receiver.process.processIdentifier, SIGINT)
         let received = run.receiver.wait(timeout: 30)
@@ -107,6 +112,10 @@ struct SignalTests {
         #expect(!FileManager.default.fileExists(atPath: run.target))
         let report = try run.json(run.destinationJSON)
         #expect(report["outcome"] as? String == "cancelled")
+        if serve {
+            let migrations = report["migrations"] as? [[String: Any]]
+            #expect(migrations?.count == 1 && migrations?.first?["outcome"] as? String == "cancelled", "\(report)")
+        }
         #expect((try run.json(run.sourceJSON))["outcome"] as? String == "aborted")
         try run.expectSourceImageConsistent()
     }
