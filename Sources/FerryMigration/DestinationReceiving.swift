@@ -32,7 +32,9 @@ extension DestinationSession {
     /// Takes the session's page streams and starts a receiver on each.
     func attachStreams() throws {
         rounds = StreamRounds(streams: streamCount - 1)
-        for (index, stream) in try registry.waitForStreams(session: sessionID, timeout: Self.joinTimeout) {
+        for (index, stream) in try registry.waitForStreams(
+            session: sessionID, timeout: Self.joinTimeout, cancellation: options.cancellation)
+        {
             let receiver = StreamReceiver(stream: index, connection: stream, sink: sinks[index], rounds: rounds)
             receivers.append(receiver)
             live.add(stream)

@@ -249,10 +249,13 @@ final class SessionRegistry: @unchecked Sendable {
 
     /// Waits until every page stream of session `id` has joined and returns them by index.
     /// Throws after `timeout` seconds; the session stays open until `close`.
-    func waitForStreams(session id: UInt64, timeout: Double) throws -> [(Int, FramedConnection)] {
+    func waitForStreams(session id: UInt64, timeout: Double, cancellation: MigrationCancellation? = nil) throws
+        -> [(Int, FramedConnection)]
+    {
         let deadline = MonotonicClock.deadline(afterSeconds: timeout)
         return try condition.withLock {
             while true {
+                try cancellation.check(during: "the wait for the page streams", guest: .notHere)
                 guard var session = sessions[id], !session.taken else {
                     throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
                 }
