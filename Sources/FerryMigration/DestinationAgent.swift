@@ -48,6 +48,10 @@ public struct DestinationOptions: Sendable {
     /// Key, and whether to insist on encryption, for every connection (Protocol.md section 9);
     /// `.none`: plain, and sources that want to authenticate are refused.
     public var security: ConnectionSecurity = .none
+    /// An operator's cancel (a signal): every migration that has not read `COMMIT` sends the
+    /// source `ABORT` (reason `cancelled`) and removes its partial image; one that has runs its
+    /// guest as usual. New sources are refused. nil: not cancellable.
+    public var cancellation: MigrationCancellation?
     /// Called on a vCPU thread for each line a received guest prints after its resume here.
     public var consoleLine: (@Sendable (GuestConsoleLine) -> Void)?
     /// The kinds of guest this destination receives (`HELLO.guest_kind`); a guest of another
@@ -227,6 +231,10 @@ public final class DestinationAgent: @unchecked Sendable {
         dispatcher.start()
         defer { dispatcher.stop() }
         lastReport = nil
+        let cancelHandler = options.cancellation?.onCancel { [options] in
+            options.cancellation?.error(during: "the wait for a source", guest: .notHere).map { single.cancel($0) }
+        }
+        defer { if let cancelHandler { options.cancellation?.removeHandler(cancelHandler) } }
         guard let result = single.wait(timeoutMs: options.acceptTimeoutMs) else {
             throw MigrationError(
                 .transport,
@@ -247,6 +255,7 @@ final class SingleMigration: @unchecked Sendable {
     private var closed = false
     private var result: Result<DestinationResult, MigrationError>?
     private var endedReport: MigrationReport?
+    private var cancelled: MigrationError?
 
     /// Claims the migration for a session; nil, or why it cannot.
     func claim() -> String? {
@@ -265,6 +274,15 @@ final class SingleMigration: @unchecked Sendable {
     func release() {
         condition.withLock {
             held = false
+            condition.broadcast()
+        }
+    }
+
+    /// An operator's cancel: ends the wait unless a session holds the migration (that session
+    /// ends with its own cancel, and its result is the run's).
+    func cancel(_ failure: MigrationError) {
+        condition.withLock {
+            cancelled = failure
             condition.broadcast()
         }
     }
@@ -289,6 +307,10 @@ final class SingleMigration: @unchecked Sendable {
         let deadline = timeoutMs.map { MonotonicClock.deadline(afterMilliseconds: $0) }
         return condition.withLock {
             while result == nil {
+                if !held, let cancelled {
+                    closed = true
+                    return .failure(cancelled)
+                }
                 if held || deadline == nil {
                     condition.wait()
                 } else if let deadline, !condition.wait(untilNanoseconds: deadline), result == nil, !held {

@@ -17,7 +17,7 @@ extension DestinationSession {
         var current = control
         while true {
             do {
-                let frame = try current.receive()
+                let frame = try receiveDecision(on: current)
                 guard frame.type == .commit else {
                     throw MigrationError(
                         .protocolViolation, "expected COMMIT after VERIFIED, got \(frame.type)", guest: .notHere)
@@ -26,6 +26,8 @@ extension DestinationSession {
                 return current
             } catch let error as TransportError where error.code == .peerAborted {
                 throw noCommit(error)
+            } catch let error as MigrationError where error.code == .cancelled {
+                throw fail(noCommit(error), on: current)
             } catch {
                 // Lost, timed out, or damaged on the way (a garbled COMMIT may have been one): the
                 // source decides, so close this connection and wait for it to come back and say.
@@ -35,7 +37,13 @@ extension DestinationSession {
                     metadata: [
                         "migration.error": "\(error)", "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)",
                     ])
-                guard let next = registry.handoffs.awaitResolver(session: sessionID, deadline: deadline) else {
+                guard
+                    let next = registry.handoffs.awaitResolver(
+                        session: sessionID, deadline: deadline, cancellation: options.cancellation)
+                else {
+                    if let cancel = cancelled(during: "the wait for the source after VERIFIED") {
+                        throw noCommit(cancel)
+                    }
                     throw noCommit(
                         MigrationError(
                             .transport,

@@ -32,7 +32,9 @@ extension DestinationSession {
     /// Takes the session's page streams and starts a receiver on each.
     func attachStreams() throws {
         rounds = StreamRounds(streams: streamCount - 1)
-        for (index, stream) in try registry.waitForStreams(session: sessionID, timeout: Self.joinTimeout) {
+        for (index, stream) in try registry.waitForStreams(
+            session: sessionID, timeout: Self.joinTimeout, cancellation: options.cancellation)
+        {
             let receiver = StreamReceiver(stream: index, connection: stream, sink: sinks[index], rounds: rounds)
             receivers.append(receiver)
             live.add(stream)
@@ -95,6 +97,12 @@ extension DestinationSession {
                 // A page stream that failed first (say, with a protocol violation) names the cause.
                 if failure.code == .transport && !receiving.resumeExpired, let streamFailure = rounds.firstFailure {
                     failure = streamFailure
+                }
+                // An operator's cancel cut the reads: that, not the cut, is why it ends.
+                if failure.code != .peerAborted,
+                    let cancel = cancelled(during: receiving.verified ? "the handoff" : "pre-copy")
+                {
+                    failure = cancel
                 }
                 // Only a lost connection during pre-copy (no device state yet) can be resumed: not
                 // an ABORT, not a protocol violation, not the blackout.
@@ -224,7 +232,12 @@ extension DestinationSession {
         report.rounds = Int(complete.finalRound) + 1
         // The state changes before VERIFIED leaves: a source that asks right after losing it
         // must find `awaiting-commit`.
-        if verified { registry.handoffs.set(session: sessionID, .awaitingCommit, digest: digest) }
+        if verified {
+            // The last moment a cancel aborts outright: after it, the source's decision is awaited.
+            verifiedSent.set()
+            if let failure = cancelled(during: "verification") { throw failure }
+            registry.handoffs.set(session: sessionID, .awaitingCommit, digest: digest)
+        }
         try control.send(
             Verified(
                 ok: verified, digest: digest, pagesMissing: UInt64(missing),
@@ -299,7 +312,10 @@ extension DestinationSession {
                 "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)",
                 "migration.error": "\(failure.message)",
             ])
-        guard let back = registry.waitForReattachment(session: sessionID, timeout: options.resumeTimeoutSeconds) else {
+        guard
+            let back = registry.waitForReattachment(
+                session: sessionID, timeout: options.resumeTimeoutSeconds, cancellation: options.cancellation)
+        else {
             return false
         }
         control = back.connection

@@ -39,6 +39,7 @@ public final class DestinationServer: @unchecked Sendable {
     private var keepOutcomes = true
     private var ended = 0
     private var running = 0
+    private var cancelled = false
 
     public init(options: DestinationOptions, directory: String, maxSessions: Int, logger: Logger) {
         precondition(maxSessions >= 1, "a destination receives at least one migration at a time")
@@ -89,14 +90,30 @@ public final class DestinationServer: @unchecked Sendable {
         condition.withLock { keepOutcomes = count != nil }
         dispatcher.start()
         defer { dispatcher.stop() }
-        return condition.withLock {
-            while count.map({ ended < $0 }) ?? true {
+        // A cancel ends every migration that has not read COMMIT (each session sees it); the
+        // server then waits for those still running (a guest's --run-for) and throws the cancel.
+        let cancelHandler = options.cancellation?.onCancel { [self] in
+            condition.withLock {
+                cancelled = true
+                condition.broadcast()
+            }
+        }
+        defer { if let cancelHandler { options.cancellation?.removeHandler(cancelHandler) } }
+        let result = condition.withLock {
+            while count.map({ self.ended < $0 }) ?? true {
+                if cancelled && running == 0 { break }
                 condition.wait()
             }
             // Migrations admitted after the last counted one are not waited for; none is running
             // when `count` were admitted one after another, as in tests.
             return outcomes
         }
+        if let cancel = options.cancellation?.error(during: "--serve \(directory)", guest: .notHere),
+            condition.withLock({ cancelled })
+        {
+            throw cancel
+        }
+        return result
     }
 
     /// Claims guest `name` for a session: nil, or why it cannot be received now.
@@ -113,6 +130,7 @@ public final class DestinationServer: @unchecked Sendable {
         condition.withLock {
             receiving.remove(name)
             running -= 1
+            condition.broadcast()
         }
     }
 

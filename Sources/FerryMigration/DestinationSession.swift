@@ -76,6 +76,8 @@ final class DestinationSession {
     var control: FramedConnection
     /// Cleared once the final round starts (DEVICE_STATE): from then on a loss is not resumed.
     let resumable: AtomicFlag
+    /// Set just before `VERIFIED` ok is sent: a cancel no longer cuts the control connection's reads.
+    let verifiedSent = AtomicFlag(false)
 
     // Set up by the handshake.
     var deadlines: ConnectionDeadlines?
@@ -104,6 +106,8 @@ final class DestinationSession {
     var ownsLocks = false
     /// Whatever ends this session before the guest resumes here discards it, for this reason.
     var discardReason = "the migration ended before COMMIT"
+    /// The key of this session's handler in `options.cancellation`.
+    var cancelHandler: Int?
     var receiving = ReceivingState()
 
     init(
@@ -174,6 +178,7 @@ final class DestinationSession {
 
     /// Everything the session holds, released in the reverse order of taking it.
     private func cleanUp() {
+        stopWatchingCancel()
         if handoffBegun && !owned {
             registry.handoffs.set(session: sessionID, .discarded, message: "discarded before COMMIT: \(discardReason)")
         }
@@ -209,6 +214,10 @@ final class DestinationSession {
     /// guest's kind and creates the image it is received into.
     private func handshake() throws {
         if case .tentative(let reaper) = admission { deadlines = reaper }
+        if let reason = options.cancellation?.reason {
+            try? connection.send(Refuse(reason: .busy, message: "this destination is shutting down (\(reason))"))
+            throw MigrationError(.cancelled, "refused a source: cancelled (\(reason))", guest: .notHere)
+        }
         if let refusal = check(hello, promisedDisk: &promisedDisk, promise: deadlines == nil) {
             try? connection.send(Refuse(reason: refusal.reason, message: refusal.message))
             log.warning(
@@ -269,6 +278,7 @@ final class DestinationSession {
             })
         sessionOpened = true
         live.add(connection)
+        watchCancel()
         report.session = hex(sessionID)
         registry.handoffs.begin(
             session: sessionID, token: sessionToken, guestName: hello.guestName, pageCount: hello.pageCount,
@@ -391,4 +401,5 @@ final class AtomicFlag: Sendable {
 
     var value: Bool { storage.load(ordering: .acquiring) }
     func clear() { storage.store(false, ordering: .releasing) }
+    func set() { storage.store(true, ordering: .sequentiallyConsistent) }
 }

@@ -48,6 +48,7 @@ extension MigrationError {
         case .verification: return .verification
         case .notConverged: return .notConverged
         case .transport, .system: return .io
+        case .cancelled: return .cancelled
         case .refused, .peerAborted, .configuration: return .other
         }
     }

@@ -182,9 +182,13 @@ final class HandoffBook: @unchecked Sendable {
 
     /// The session's side: waits until a resolver arrives for session `id` (returned, and from
     /// then on the session's control connection) or `deadline` (monotonic ns) passes (nil).
-    func awaitResolver(session id: UInt64, deadline: UInt64) -> FramedConnection? {
+    /// A cancel (`wake` from its handler) ends the wait too (nil).
+    func awaitResolver(session id: UInt64, deadline: UInt64, cancellation: MigrationCancellation? = nil)
+        -> FramedConnection?
+    {
         condition.withLock {
             while true {
+                if cancellation?.isCancelled == true { return nil }
                 guard var record = records[id], record.state == .awaitingCommit else { return nil }
                 if let resolver = record.resolver {
                     record.resolver = nil
@@ -196,6 +200,11 @@ final class HandoffBook: @unchecked Sendable {
                 condition.wait(untilNanoseconds: deadline)
             }
         }
+    }
+
+    /// Wakes every waiter to look at its state again (a cancel).
+    func wake() {
+        condition.withLock { condition.broadcast() }
     }
 
     /// The source of `id` asked (resolve, presenting `token`) and was told that its guest runs

@@ -17,6 +17,12 @@ final class LiveConnections: Sendable {
         connections.withLock { $0.removeAll() }
     }
 
+    /// Wakes every thread blocked reading one of them; writes still go out (a cancel's `ABORT`).
+    func stopReading() {
+        let current = connections.withLock { $0 }
+        for connection in current { connection.stream.shutdownRead() }
+    }
+
     func closeAll() {
         let current = connections.withLock { $0 }
         for connection in current { connection.close() }

@@ -29,6 +29,9 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
         case system
         /// Invalid settings or guest configuration.
         case configuration
+        /// An operator cancelled the migration on this side (`MigrationCancellation`: a
+        /// signal, an API call) before the guest was handed over.
+        case cancelled
     }
 
     public var code: Code

@@ -12,6 +12,9 @@ public enum MigrationOutcome: String, Codable, Sendable, CaseIterable {
     case notConverged = "not_converged"
     /// The peer aborted the migration (ABORT), or an operator discarded it.
     case aborted
+    /// An operator cancelled the migration on this side (Ctrl-C, SIGTERM) before the handoff;
+    /// the peer was sent `ABORT` (reason `cancelled`).
+    case cancelled
     /// The source handed the guest over but the destination's resume was not confirmed: ask it
     /// with `ferry status` (the report's `guest` is `handed-over-unconfirmed`).
     case unresolved
@@ -28,6 +31,7 @@ public enum MigrationOutcome: String, Codable, Sendable, CaseIterable {
         case .refused: self = .refused
         case .notConverged: self = .notConverged
         case .peerAborted: self = .aborted
+        case .cancelled: self = .cancelled
         case .transport, .protocolViolation, .verification, .system, .configuration: self = .failed
         }
     }
@@ -75,6 +79,7 @@ extension MigrationError.Code {
         case .protocolViolation: return "protocol_violation"
         case .verification: return "verification"
         case .peerAborted: return "peer_aborted"
+        case .cancelled: return "cancelled"
         case .system: return "system"
         case .configuration: return "configuration"
         }

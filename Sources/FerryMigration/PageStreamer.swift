@@ -41,6 +41,8 @@ final class PageStreamer: @unchecked Sendable {
     private var batchNonZero = 0
     /// nil: as fast as the link goes.
     var limiter: BandwidthLimiter?
+    /// Checked before each batch: a cancel stops the stream between two frames.
+    var cancellation: MigrationCancellation?
     /// Counts each batch for the live progress as it is written (shared by the streams).
     let meter: RoundMeter?
     private(set) var counts = EncodingCounts()
@@ -157,6 +159,8 @@ final class PageStreamer: @unchecked Sendable {
     }
 
     private func flush(round: UInt32, _ writer: inout PageBatchWriter) throws {
+        // Between batches, each stream's connection at a frame boundary: the ABORT can follow.
+        try cancellation.check(during: "round \(round)", guest: .source)
         let pagesInBatch = writer.count
         let batch = writer.finishGathered()
         try connection.send(.pageBatch, gather: batch.parts, length: batch.length)

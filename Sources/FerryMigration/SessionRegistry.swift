@@ -201,12 +201,21 @@ final class SessionRegistry: @unchecked Sendable {
         return true
     }
 
+    /// Wakes every waiter to look at its state again (a cancel).
+    func wake() {
+        condition.withLock { condition.broadcast() }
+    }
+
     /// Waits up to `timeout` seconds for a connection to come back for session `id` and hands it
     /// over; nil after the timeout.
-    func waitForReattachment(session id: UInt64, timeout: Double) -> Reattachment? {
+    /// A cancel (`wake` from its handler) ends the wait too (nil).
+    func waitForReattachment(session id: UInt64, timeout: Double, cancellation: MigrationCancellation? = nil)
+        -> Reattachment?
+    {
         let deadline = MonotonicClock.deadline(afterSeconds: timeout)
         return condition.withLock {
             while true {
+                if cancellation?.isCancelled == true { return nil }
                 if let waiting = sessions[id]?.reattached {
                     sessions[id]?.reattached = nil
                     return waiting
@@ -240,10 +249,13 @@ final class SessionRegistry: @unchecked Sendable {
 
     /// Waits until every page stream of session `id` has joined and returns them by index.
     /// Throws after `timeout` seconds; the session stays open until `close`.
-    func waitForStreams(session id: UInt64, timeout: Double) throws -> [(Int, FramedConnection)] {
+    func waitForStreams(session id: UInt64, timeout: Double, cancellation: MigrationCancellation? = nil) throws
+        -> [(Int, FramedConnection)]
+    {
         let deadline = MonotonicClock.deadline(afterSeconds: timeout)
         return try condition.withLock {
             while true {
+                try cancellation.check(during: "the wait for the page streams", guest: .notHere)
                 guard var session = sessions[id], !session.taken else {
                     throw MigrationError(.transport, "session \(id) is not waiting for page streams", guest: .notHere)
                 }

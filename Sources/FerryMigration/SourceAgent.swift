@@ -71,6 +71,9 @@ public struct SourceOptions: Sendable {
     var reconnectBackoffMaxSeconds: Double { reconnectBackoffMax.inSeconds }
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
+    /// An operator's cancel (a signal): checked at phase boundaries and between page batches,
+    /// honoured until `COMMIT` is written (see `MigrationCancellation`). nil: not cancellable.
+    public var cancellation: MigrationCancellation?
 
     public init(
         destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
@@ -192,6 +195,7 @@ public final class SourceAgent {
             }
             // A timeout between frames leaves the connection usable; anything else ends the wait.
             if failure.code != .timeout || connection.hasFailedReceiving { throw failure }
+            try options.cancellation.check(during: "pre-copy round \(round)", guest: .source)
             let now = MonotonicClock.now()
             let latest = streams.acknowledgedBytes
             if latest != acknowledged {
@@ -250,6 +254,7 @@ public final class SourceAgent {
         while true {
             attempt += 1
             if attempt > 1 { MonotonicClock.sleep(seconds: Self.backoff(attempt: attempt, options: options)) }
+            try options.cancellation.check(during: "the handshake (attempt \(attempt))", guest: .source)
             var opened: FramedConnection?
             do {
                 let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)

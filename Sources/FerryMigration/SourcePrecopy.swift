@@ -60,6 +60,11 @@ extension SourceSession {
                     } catch {
                         failure = MigrationError.wrap(
                             error, during: "pre-copy round \(precopyState.round)", guest: .source)
+                        // Cancelled while reconnecting: the destination waits for a RESUME; tell it.
+                        if failure.code == .cancelled {
+                            _ = agent.releaseDestination(
+                                session: sessionID, token: sessionToken, because: failure.message, log: log)
+                        }
                     }
                 }
                 agent.abort(connection, failure)
@@ -73,8 +78,9 @@ extension SourceSession {
     /// Returns true when the policy says switch over.
     private func round() throws -> Bool {
         guard let tracker else { preconditionFailure("pre-copy needs its tracker") }
-        let roundStart = MonotonicClock.now()
         let round = precopyState.round
+        try options.cancellation.check(during: "pre-copy round \(round)", guest: .source)
+        let roundStart = MonotonicClock.now()
         let wireBefore = beginRound(at: roundStart)
         let sent = try streamer.send(
             pages: precopyState.toSend, round: UInt32(round),

@@ -26,6 +26,7 @@ extension SourceAgent {
         var lastError = lost
         for attempt in 1...max(options.reconnectAttempts, 1) {
             if attempt > 1 { MonotonicClock.sleep(seconds: Self.backoff(attempt: attempt, options: options)) }
+            try options.cancellation.check(during: "reconnecting after round \(lostRound)", guest: .source)
             announce(attempt, lastError)
             do {
                 let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)

@@ -80,14 +80,25 @@ final class SourceSession {
     func run() throws -> MigrationReport {
         defer { cleanUp() }
         agent.guardImage(log: log)
+        try options.cancellation.check(during: "the handshake", guest: .source)
         try handshake()
         try prepare()
         enter(.precopy)
         try precopy()
+        try cancelBeforeBlackout()
         enter(.blackout)
         let digest = try blackout()
         enter(.committed)
         return try handoff(digest: digest)
+    }
+
+    /// A cancel that came as pre-copy decided to switch over: the destination is told, the
+    /// vCPUs are never paused.
+    private func cancelBeforeBlackout() throws {
+        guard let failure = options.cancellation?.error(during: "the switch-over", guest: .source) else { return }
+        agent.abort(connection, failure)
+        report.rounds = precopyState.round
+        throw failure
     }
 
     /// The report as far as the migration got, ended by `error`.

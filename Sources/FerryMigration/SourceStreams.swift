@@ -34,6 +34,7 @@ final class SourceStreams {
                 memory: memory, pageSize: pageSize, connection: connection,
                 compression: options.compression, peerCodecs: peerCodecs,
                 batchBytes: options.batchBytes, hashTable: table, stripes: stripes, stream: index, meter: meter)
+            streamer.cancellation = options.cancellation
             streamer.limiter = options.maxBandwidth.map {
                 BandwidthLimiter(bytesPerSecond: $0 / Double(connections.count))
             }

@@ -386,6 +386,12 @@ public final class TCPStream: @unchecked Sendable {
         _ = shutdown(fd, Int32(SHUT_WR))
     }
 
+    /// Shuts the connection down for reading only: a thread blocked in a read returns (end of
+    /// stream) while this side can still write (an `ABORT` that says why).
+    public func shutdownRead() {
+        _ = shutdown(fd, Int32(SHUT_RD))
+    }
+
     /// Shuts the connection down in both directions; a thread blocked in a read or write returns.
     /// Idempotent. The descriptor is released when the object goes away.
     public func close() {

@@ -18,7 +18,8 @@ struct Ferry: ParsableCommand {
             out of range, options that do not go together, a --json path that cannot be written), 3 refused by the destination, 4 did not \
             converge, 5 connection failed, 6 verification failed, 7 protocol violation, 8 system call \
             failed, 9 bad configuration (also an image another agent holds locked), 10 aborted by the peer, 11 \
-            transparency check failed. With --key-file \
+            transparency check failed, 130/143 cancelled by SIGINT (Ctrl-C)/SIGTERM (before the handoff: the \
+            peer is told, a source's guest is stopped cleanly; after COMMIT the migration completes). With --key-file \
             both sides prove to each other that they hold the same key before anything else; keys that \
             differ, or a key on one side only, are refused (exit 3).
             """,

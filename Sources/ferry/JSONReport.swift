@@ -181,6 +181,7 @@ final class ReportDraft {
         case 3: return .refused
         case 4: return .notConverged
         case 10: return .aborted
+        case 130, 143: return .cancelled
         default: return .failed
         }
     }
@@ -198,6 +199,7 @@ final class ReportDraft {
         case 9: return MigrationError.Code.configuration.name
         case 10: return MigrationError.Code.peerAborted.name
         case 11: return "transparency"
+        case 130, 143: return MigrationError.Code.cancelled.name
         default: return "internal"
         }
     }

@@ -124,6 +124,7 @@ struct ReceiveCommand: ParsableCommand {
     func run() throws {
         runReporting(output, role: "destination") { draft in
             let logger = output.makeLogger("ferry.receive")
+            let cancellation = OperatorSignals.cancelMigration(role: .destination)
             draft.minimal.image = image ?? ""
             if let image {
                 try checkWritableDirectory(ImageFile.parentDirectory(of: image), for: "--image \(image)")
@@ -143,6 +144,7 @@ struct ReceiveCommand: ParsableCommand {
                 resumeTimeout: resumeTimeout.duration, guestKinds: .ferry)
             options.handoffTimeout = handoffTimeout.duration
             options.security = connectionSecurity
+            options.cancellation = cancellation
             if let warning = Self.keylessWarning(listen: options.listen, security: connectionSecurity) {
                 Terminal.note(warning)
             }
@@ -162,6 +164,7 @@ struct ReceiveCommand: ParsableCommand {
             let result = try agent.run()
             Terminal.clearProgress()
             HumanOutput.print(result.report.text())
+            OperatorSignals.noteLateSignal(role: .destination)
             return result.report
         }
     }

@@ -79,6 +79,7 @@ struct SendCommand: ParsableCommand {
     func run() throws {
         runReporting(output, role: "source") { draft in
             let logger = output.makeLogger("ferry.send")
+            let cancellation = OperatorSignals.cancelMigration(role: .source)
             draft.describe(image: image, vcpus: guestOptions.vcpus, workload: guestOptions.workload)
             let endpoint = try Endpoint.parse(to, defaultHost: EndpointOption.defaultHost)
             let guestName = guestOptions.name ?? GuestName.sanitized(defaultGuestName(image: image))
@@ -105,7 +106,7 @@ struct SendCommand: ParsableCommand {
             // faulted in once here instead of one fault per page during round 0.
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let migratable = try startGuest(memory: region.base, size: size, logger: logger)
-            if guestOptions.runBefore.seconds > 0 { MonotonicClock.sleep(seconds: guestOptions.runBefore.seconds) }
+            if guestOptions.runBefore.seconds > 0 { cancellation.sleep(seconds: guestOptions.runBefore.seconds) }
             let settings = ConvergenceSettings(
                 downtimeTarget: .milliseconds(convergence.downtimeMs), maxRounds: convergence.maxRounds,
                 timeout: convergence.timeout.duration,
@@ -122,6 +123,7 @@ struct SendCommand: ParsableCommand {
             options.blackoutTimeout = faults.blackoutTimeout?.duration
             options.security = connectionSecurity
             options.imageHoles = holes
+            options.cancellation = cancellation
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
@@ -129,6 +131,7 @@ struct SendCommand: ParsableCommand {
             do {
                 let report = try agent.migrate()
                 HumanOutput.print(report.text())  // clears the progress line first
+                OperatorSignals.noteLateSignal(role: .source)
                 return report
             } catch let error as MigrationError where error.guest == .source {
                 let steps = migratable.stopForHandover()
@@ -138,8 +141,8 @@ struct SendCommand: ParsableCommand {
                 // exits; ferry then stops the guest, so the line says what is true once it is gone.
                 throw CommandError.failed(
                     error,
-                    where:
-                        "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
+                    where: (error.code == .cancelled ? "the destination was told to discard (ABORT cancelled); " : "")
+                        + "the guest ran on the source until now and was stopped cleanly after \(steps.reduce(0, +)) steps; \(image) is consistent"
                 )
             }
         }

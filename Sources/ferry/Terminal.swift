@@ -99,6 +99,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .system: return 8
         case .configuration: return 9
         case .peerAborted: return 10
+        case .cancelled: return OperatorSignals.exitCode
         }
     case let command as CommandError: return command.exitCode
     case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image

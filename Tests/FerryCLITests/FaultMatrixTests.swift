@@ -42,6 +42,12 @@ struct FaultMatrixTests {
         /// The connection is cut at the frame, and then the stranger tries to COMMIT: at
         /// `VERIFIED` this was a split brain before protocol version 4.
         case cutThenStrangerCommit = "cut, then stranger resolve + COMMIT"
+        /// An operator's Ctrl-C at the frame (issue 13, item 2): before `COMMIT` is written the
+        /// source aborts and keeps its guest; from `COMMIT` on the handoff completes.
+        case interruptSource = "SIGINT source"
+        /// Before `VERIFIED` the destination aborts (the source keeps its guest); from
+        /// `VERIFIED` on it waits for the source's decision (`COMMIT` comes) and the guest migrates.
+        case interruptDestination = "SIGINT destination"
     }
 
     /// Pre-copy rounds 0, 1 and 2 always run (a target no round can meet, then a forced
@@ -149,6 +155,19 @@ struct FaultMatrixTests {
         /// Set when a hook killed the process (a kill by the test's own timeout is not one).
         private(set) var killedByHook = false
 
+        /// Sends `signal` (not SIGKILL: the agent handles it) and gives it time to act before the
+        /// proxy forwards the frame.
+        func signal(_ signal: Int32, sender: Bool) {
+            while true {
+                if let pids = lock.withLock({ pids }) {
+                    _ = Glibc.kill(sender ? pids.sender : pids.receiver, signal)
+                    usleep(150_000)
+                    return
+                }
+                usleep(1_000)
+            }
+        }
+
         func kill(sender: Bool) {
             while true {
                 if let pids = lock.withLock({ pids }) {
@@ -204,6 +223,8 @@ struct FaultMatrixTests {
         case .strangerAbort:
             wireFault = .hook { stranger.tryToDecide(with: Abort(reason: .cancelled, message: "a stranger's abort")) }
         case .cutThenStrangerCommit: wireFault = .cutThen { stranger.tryToDecide(with: Commit()) }
+        case .interruptSource: wireFault = .hook { targets.signal(SIGINT, sender: true) }
+        case .interruptDestination: wireFault = .hook { targets.signal(SIGINT, sender: false) }
         }
         let proxy = try PhaseFaultRelay(upstreamPort: port, phase: phase, fault: wireFault)
         stranger.proxy = proxy
@@ -224,6 +245,12 @@ struct FaultMatrixTests {
         var result = judge(
             sent: sent, received: received, source: source, target: target, compareBytes: runFor == "0",
             injected: proxy.injected, reached: proxy.phasesReached)
+        // A signalled agent that did not keep or take the guest exits 128 + SIGINT.
+        let signalled = fault == .interruptSource ? sent : fault == .interruptDestination ? received : nil
+        if let signalled, signalled.status != 0, signalled.status != 130 {
+            result.problems.append(
+                "the signalled agent must exit 0 (too late to cancel) or 130, exited \(signalled.status)")
+        }
         if [.strangerCommit, .strangerAbort, .cutThenStrangerCommit].contains(fault) {
             let heard = stranger.heard
             result.details += "stranger: \(heard)\n"

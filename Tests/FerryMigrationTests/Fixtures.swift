@@ -56,6 +56,8 @@ struct LoopbackMigration {
     /// The progress handlers of the two sides.
     var sourceProgress: ProgressHandler?
     var destinationProgress: ProgressHandler?
+    /// The destination's cancellation (an operator's signal), if any.
+    var destinationCancellation: MigrationCancellation?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -90,6 +92,7 @@ struct LoopbackMigration {
             resumeTimeout: .seconds(destinationResumeTimeout))
         destinationOptions.handoffTimeout = .milliseconds(destinationHandoffTimeoutMs)
         destinationOptions.security = destinationSecurity
+        destinationOptions.cancellation = destinationCancellation
         let destination = DestinationAgent(
             options: destinationOptions, logger: testLogger, progress: destinationProgress)
         let port = try destination.bind()

@@ -1,0 +1,101 @@
+import FerrySystem
+import Synchronization
+
+/// An operator's request to stop migrating (Ctrl-C, SIGTERM, an API call), shared between the
+/// thread that asks (`cancel(_:)`, safe from any thread, never blocks on the migration) and the
+/// migration, which checks it at its phase boundaries and between page batches (`check`).
+///
+/// What a cancel does depends on where the migration is (Protocol.md section 6):
+/// - source in pre-copy or in the blackout before `COMMIT` is written: the migration ends with
+///   `MigrationError.Code.cancelled`, the destination is sent `ABORT` (reason `cancelled`) and
+///   discards at once; the guest keeps running on the source (resumed if it was paused);
+/// - source after `COMMIT` is written: too late; the handoff completes or is resolved as usual;
+/// - destination before `VERIFIED` is sent: `ABORT` (reason `cancelled`) to the source, which
+///   keeps its guest; the partial image is removed;
+/// - destination after `VERIFIED` is sent: the source decides; its `COMMIT` (or `ABORT`) is
+///   awaited `DestinationSession.cancelGraceMs` more, then the session aborts and discards;
+/// - destination after `COMMIT` is read: the guest is the destination's; it runs as usual.
+///
+/// Handlers registered with `onCancel` wake threads blocked on I/O (a destination's reads).
+public final class MigrationCancellation: Sendable {
+    private struct State {
+        var reason: String?
+        var handlers: [Int: @Sendable () -> Void] = [:]
+        var nextHandler = 0
+    }
+
+    private let state = Mutex(State())
+    /// Wakes `sleep(seconds:)` on a cancel.
+    private let wakeUp = MonotonicCondition()
+
+    public init() {}
+
+    /// Asks the migration to stop, saying why (e.g. "SIGINT"). Returns false, doing nothing,
+    /// when it was cancelled already.
+    @discardableResult
+    public func cancel(_ reason: String) -> Bool {
+        let handlers: [@Sendable () -> Void]? = state.withLock { state in
+            guard state.reason == nil else { return nil }
+            state.reason = reason
+            return Array(state.handlers.values)
+        }
+        guard let handlers else { return false }
+        wakeUp.withLock { wakeUp.broadcast() }
+        for handler in handlers { handler() }
+        return true
+    }
+
+    /// Waits `seconds`, or less if the migration is cancelled meanwhile (e.g. a guest's run
+    /// before migrating). Returns false when it was cancelled.
+    @discardableResult
+    public func sleep(seconds: Double) -> Bool {
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        return wakeUp.withLock {
+            while !isCancelled {
+                if !wakeUp.wait(untilNanoseconds: deadline) { return !isCancelled }
+            }
+            return false
+        }
+    }
+
+    /// Why the migration was cancelled; nil when it was not.
+    public var reason: String? { state.withLock { $0.reason } }
+
+    public var isCancelled: Bool { reason != nil }
+
+    /// Runs `handler` on `cancel` (on the cancelling thread), or now if cancelled already.
+    /// Returns a key for `removeHandler`.
+    func onCancel(_ handler: @escaping @Sendable () -> Void) -> Int {
+        let (key, runNow) = state.withLock { state in
+            let key = state.nextHandler
+            state.nextHandler += 1
+            guard state.reason == nil else { return (key, true) }
+            state.handlers[key] = handler
+            return (key, false)
+        }
+        if runNow { handler() }
+        return key
+    }
+
+    func removeHandler(_ key: Int) {
+        state.withLock { _ = $0.handlers.removeValue(forKey: key) }
+    }
+
+    /// Throws the cancellation as a `MigrationError` if there was one.
+    func check(during phase: String, guest: GuestLocation) throws(MigrationError) {
+        if let error = error(during: phase, guest: guest) { throw error }
+    }
+
+    /// The cancellation as a `MigrationError`, or nil when there was none.
+    func error(during phase: String, guest: GuestLocation) -> MigrationError? {
+        guard let reason else { return nil }
+        return MigrationError(.cancelled, "cancelled (\(reason)) during \(phase)", guest: guest)
+    }
+}
+
+extension Optional where Wrapped == MigrationCancellation {
+    /// `check` on an optional cancellation: nothing to check when there is none.
+    func check(during phase: String, guest: GuestLocation) throws(MigrationError) {
+        try self?.check(during: phase, guest: guest)
+    }
+}

@@ -1,0 +1,86 @@
+import FerryGuest
+import FerryProtocol
+import FerrySystem
+import FerryTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import FerryMigration
+
+/// `MigrationCancellation` in process (issue 13, item 2): a cancel from another thread during
+/// round 0 ends the migration on both sides at once, with the guest on the source. The
+/// signals that trigger it in `ferry` are tested in `SignalTests` and the fault matrix.
+@Suite struct CancellationTests {
+    /// A migration whose round 0 takes ~4 s (32 MiB at 8 MB/s), cancelled on `side` once round 0
+    /// has sent a few batches.
+    static func cancelledInRoundZero(source: Bool) throws -> (LoopbackMigration.Outcome, Double) {
+        let scratch = Scratch()
+        let cancellation = MigrationCancellation()
+        let cancelledAt = Mutex<UInt64>(0)
+        var migration = LoopbackMigration()
+        migration.workload = "uniform:2MB/s"
+        migration.maxBandwidth = 8e6
+        migration.mix = ImageMix(zero: 0, sparse: 0, text: 0, random: 100)
+        migration.sourceProgress = { progress in
+            guard progress.kind == .live, progress.round == 0, progress.pagesSent > 1_000 else { return }
+            if cancellation.cancel("test") { cancelledAt.withLock { $0 = MonotonicClock.now() } }
+        }
+        if source {
+            migration.adjustSource = { $0.cancellation = cancellation }
+        } else {
+            migration.destinationCancellation = cancellation
+        }
+        let outcome = try migration.run(in: scratch)
+        let start = cancelledAt.withLock { $0 }
+        return (outcome, start == 0 ? .infinity : MonotonicClock.seconds(since: start))
+    }
+
+    @Test func aCancelledSourceAbortsAndKeepsItsGuest() throws {
+        let (outcome, seconds) = try Self.cancelledInRoundZero(source: true)
+        let source = try #require(outcome.source.failure as? MigrationError, "the source must fail")
+        #expect(source.code == .cancelled && source.guest == .source, "\(source)")
+        #expect(outcome.guestWasRunningAfterFailure, "the guest keeps running on the source")
+        #expect(outcome.sourceReport?.outcome == .cancelled)
+        let destination = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destination.code == .peerAborted && destination.message.contains("cancelled (test)"), "\(destination)")
+        // Both sides done long before round 0 (~4 s) or the destination's resume timeout (30 s).
+        #expect(seconds < 2, "both sides ended \(seconds) s after the cancel")
+    }
+
+    @Test func aCancelledDestinationAbortsAndTheSourceKeepsItsGuest() throws {
+        let (outcome, seconds) = try Self.cancelledInRoundZero(source: false)
+        let destination = try #require(outcome.destination.failure as? MigrationError)
+        #expect(destination.code == .cancelled && destination.guest == .notHere, "\(destination)")
+        let source = try #require(outcome.source.failure as? MigrationError, "the source must fail")
+        #expect(source.code == .peerAborted && source.guest == .source, "\(source)")
+        #expect(source.message.contains("cancelled (test)"), "\(source.message)")
+        #expect(outcome.guestWasRunningAfterFailure)
+        #expect(seconds < 2, "both sides ended \(seconds) s after the cancel")
+    }
+
+    @Test func aCancelEndsASleep() {
+        let cancellation = MigrationCancellation()
+        let start = MonotonicClock.now()
+        #expect(cancellation.sleep(seconds: 0.05), "an uncancelled sleep runs out")
+        Thread {
+            Thread.sleep(forTimeInterval: 0.1)
+            cancellation.cancel("test")
+        }.start()
+        #expect(!cancellation.sleep(seconds: 10))
+        #expect(MonotonicClock.seconds(since: start) < 2)
+    }
+
+    @Test func aCancelBeforeTheMigrationStartsEndsItAtOnce() throws {
+        let cancellation = MigrationCancellation()
+        #expect(cancellation.cancel("early"))
+        #expect(!cancellation.cancel("again"), "the first reason stays")
+        #expect(cancellation.reason == "early")
+        var migration = LoopbackMigration()
+        migration.adjustSource = { $0.cancellation = cancellation }
+        migration.acceptTimeoutMs = 1_000
+        let outcome = try migration.run(in: Scratch())
+        let source = try #require(outcome.source.failure as? MigrationError)
+        #expect(source.code == .cancelled && source.message.contains("the handshake"), "\(source)")
+    }
+}
