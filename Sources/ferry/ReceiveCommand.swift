@@ -36,36 +36,8 @@ struct ReceiveCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Receive several guests into this directory, each as NAME.img.", valueName: "dir"))
     var serve: String?
 
-    @Option(
-        name: .customLong("max-sessions"),
-        help: "With --serve: migrations received at the same time (1-64); more sources are refused as busy.",
-        transform: NumberOption.count(1...64))
-    var maxSessions = 4
-
-    @Option(
-        help: "With --serve: exit after this many migrations have ended (default: run until stopped).",
-        transform: NumberOption.count(1...Int.max))
-    var sessions: Int?
-
     @Flag(help: "Overwrite an existing image.")
     var force = false
-
-    @Option(
-        name: .customLong("run-for"),
-        help:
-            "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout. At most 30 days.",
-        transform: { try DurationOption.parse($0) })
-    var runFor = DurationOption(seconds: 0)
-
-    @Option(
-        name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
-    var announceDev: String?
-
-    @Option(name: .customLong("guest-mac"), help: "Override the guest MAC sent by the source.")
-    var guestMAC: String?
-
-    @Option(name: .customLong("guest-ip"), help: "Override the guest IPv4 address sent by the source.")
-    var guestIP: String?
 
     @Option(
         help:
@@ -73,39 +45,15 @@ struct ReceiveCommand: ParsableCommand {
         transform: SizeOption.within(1, 1 << 50, "a positive size up to 1 PiB, like 2G"))
     var prealloc: SizeOption?
 
-    @Option(
-        name: .customLong("accept-timeout"),
-        help: "Give up if no source connects within this time (default: wait forever; at most 30 days).",
-        transform: { try DurationOption.parse($0) })
-    var acceptTimeout: DurationOption?
+    @OptionGroup(title: "Serving several guests") var serving: ServeOptions
 
-    @Option(
-        name: .customLong("resume-timeout"),
-        help:
-            "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once; at most 30 days).",
-        transform: { try DurationOption.parse($0) })
-    var resumeTimeout = DurationOption(seconds: 30, text: "30s")
+    @OptionGroup(title: "The guest after its resume") var resumed: ResumedGuestOptions
 
-    @Option(
-        name: .customLong("handoff-timeout"),
-        help:
-            "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
-        transform: { try DurationOption.parse($0) })
-    var handoffTimeout = DurationOption(seconds: 300, text: "300s")
+    @OptionGroup(title: "Timeouts") var timeouts: ReceiveTimeoutOptions
 
-    @Option(
-        name: .customLong("key-file"),
-        help: ArgumentHelp(
-            "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Sources must prove they hold the same key; others are refused.",
-            valueName: "path"))
-    var keyFile: String?
+    @OptionGroup(title: "Security") var receiveSecurity: ReceiveSecurityOptions
 
-    @Flag(
-        name: .customLong("require-encryption"),
-        help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
-    var requireEncryption = false
-
-    @OptionGroup var output: OutputOptions
+    @OptionGroup(title: "Output") var output: OutputOptions
 
     /// Options that do not go together and addresses that do not parse are usage errors (exit 2),
     /// before anything listens or is created.
@@ -115,10 +63,11 @@ struct ReceiveCommand: ParsableCommand {
         }
         if serve != nil && prealloc != nil { throw ValidationError("--prealloc works with --image only") }
         try SecurityOptions.validate(
-            keyFile: keyFile, encrypt: requireEncryption, cipher: "auto", encryptFlag: "--require-encryption")
+            keyFile: receiveSecurity.keyFile, encrypt: receiveSecurity.requireEncryption, cipher: "auto",
+            encryptFlag: "--require-encryption")
         try usageCheck("--listen", listen) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
-        if let guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
-        if let guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
+        if let guestMAC = resumed.guestMAC { try usageCheck("--guest-mac", guestMAC) { _ = try MACAddress.parse($0) } }
+        if let guestIP = resumed.guestIP { try usageCheck("--guest-ip", guestIP) { _ = try IPv4Address.parse($0) } }
     }
 
     func run() throws {
@@ -131,18 +80,18 @@ struct ReceiveCommand: ParsableCommand {
             }
             if let serve { try checkWritableDirectory(serve, for: "--serve \(serve)") }
             let connectionSecurity = try SecurityOptions.make(
-                keyFile: keyFile, encrypt: requireEncryption, cipher: "auto",
+                keyFile: receiveSecurity.keyFile, encrypt: receiveSecurity.requireEncryption, cipher: "auto",
                 encryptFlag: "--require-encryption")
             var options = DestinationOptions(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), imagePath: image ?? "",
                 force: force,
-                runFor: runFor.duration, announceInterface: announceDev,
-                guestMAC: try guestMAC.map { try MACAddress.parse($0) },
-                guestIPv4: try guestIP.map { try IPv4Address.parse($0) },
-                acceptTimeout: acceptTimeout?.duration,
+                runFor: resumed.runFor.duration, announceInterface: resumed.announceDev,
+                guestMAC: try resumed.guestMAC.map { try MACAddress.parse($0) },
+                guestIPv4: try resumed.guestIP.map { try IPv4Address.parse($0) },
+                acceptTimeout: timeouts.acceptTimeout?.duration,
                 name: hostName(), preallocateBytes: prealloc?.bytes,
-                resumeTimeout: resumeTimeout.duration, guestKinds: .ferry)
-            options.handoffTimeout = handoffTimeout.duration
+                resumeTimeout: timeouts.resumeTimeout.duration, guestKinds: .ferry)
+            options.handoffTimeout = timeouts.handoffTimeout.duration
             options.security = connectionSecurity
             options.cancellation = cancellation
             if let warning = Self.keylessWarning(listen: options.listen, security: connectionSecurity) {
@@ -190,11 +139,12 @@ struct ReceiveCommand: ParsableCommand {
         draft.writesItsOwnReport = true
         do {
             let server = DestinationServer(
-                options: options, directory: directory, maxSessions: maxSessions, logger: logger)
+                options: options, directory: directory, maxSessions: serving.maxSessions, logger: logger)
             let port = try server.bind()
             Terminal.note(
-                "listening on \(options.listen.host):\(port), serving \(directory) (at most \(maxSessions) at a time)")
-            let outcomes = try server.run(count: sessions) { outcome in
+                "listening on \(options.listen.host):\(port), serving \(directory) (at most \(serving.maxSessions) at a time)"
+            )
+            let outcomes = try server.run(count: serving.sessions) { outcome in
                 switch outcome.result {
                 case .success(let result):
                     let report = result.report
@@ -240,4 +190,76 @@ func checkWritableDirectory(_ directory: String, for option: String) throws {
             "\(option): this agent cannot write into \(directory) (\(reason)); fix its permissions or give another path"
         )
     }
+}
+
+/// `ferry receive`'s options: several guests (--serve).
+struct ServeOptions: ParsableArguments {
+    @Option(
+        name: .customLong("max-sessions"),
+        help: "With --serve: migrations received at the same time (1-64); more sources are refused as busy.",
+        transform: NumberOption.count(1...64))
+    var maxSessions = 4
+
+    @Option(
+        help: "With --serve: exit after this many migrations have ended (default: run until stopped).",
+        transform: NumberOption.count(1...Int.max))
+    var sessions: Int?
+}
+
+/// `ferry receive`'s options: the guest after its resume.
+struct ResumedGuestOptions: ParsableArguments {
+    @Option(
+        name: .customLong("run-for"),
+        help:
+            "Run the guest this long after resume, then stop it cleanly and flush the image (0: stop right after resume; a KVM guest is then not started at all). A KVM guest with a step limit (kvm:…,steps=N) ends earlier once all its vCPUs halted; its console lines go to stdout. At most 30 days.",
+        transform: { try DurationOption.parse($0) })
+    var runFor = DurationOption(seconds: 0)
+
+    @Option(
+        name: .customLong("announce-dev"), help: "Interface to announce the guest on with gratuitous ARP after resume.")
+    var announceDev: String?
+
+    @Option(name: .customLong("guest-mac"), help: "Override the guest MAC sent by the source.")
+    var guestMAC: String?
+
+    @Option(name: .customLong("guest-ip"), help: "Override the guest IPv4 address sent by the source.")
+    var guestIP: String?
+}
+
+/// `ferry receive`'s options: timeouts.
+struct ReceiveTimeoutOptions: ParsableArguments {
+    @Option(
+        name: .customLong("accept-timeout"),
+        help: "Give up if no source connects within this time (default: wait forever; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
+    var acceptTimeout: DurationOption?
+
+    @Option(
+        name: .customLong("resume-timeout"),
+        help:
+            "How long a migration whose connections were lost during pre-copy waits for its source to reconnect before it is discarded (0: discard at once; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
+    var resumeTimeout = DurationOption(seconds: 30, text: "30s")
+
+    @Option(
+        name: .customLong("handoff-timeout"),
+        help:
+            "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
+    var handoffTimeout = DurationOption(seconds: 300, text: "300s")
+}
+
+/// `ferry receive`'s options: security.
+struct ReceiveSecurityOptions: ParsableArguments {
+    @Option(
+        name: .customLong("key-file"),
+        help: ArgumentHelp(
+            "Shared secret: a file of exactly 64 hex digits or 32 raw bytes, not all zero, mode 0600 (make one with `ferry keygen`). Sources must prove they hold the same key; others are refused.",
+            valueName: "path"))
+    var keyFile: String?
+
+    @Flag(
+        name: .customLong("require-encryption"),
+        help: "Encrypt every connection even when the source did not ask for it (needs --key-file).")
+    var requireEncryption = false
 }

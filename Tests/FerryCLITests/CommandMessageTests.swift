@@ -145,4 +145,12 @@ import Testing
         let transfer = try #require(help.stdout.range(of: "TRANSFER:"))
         #expect(help.stdout[convergence.upperBound..<transfer.lowerBound].contains("--downtime-ms"))
     }
+
+    @Test func receiveHelpIsGrouped() throws {
+        let help = try FerryProcess.run(["receive", "--help"], timeout: 30)
+        #expect(help.status == 0)
+        for section in ["SERVING SEVERAL GUESTS:", "THE GUEST AFTER ITS RESUME:", "TIMEOUTS:", "SECURITY:", "OUTPUT:"] {
+            #expect(help.stdout.contains("\n\(section)\n"), "no \(section) in \(help.stdout)")
+        }
+    }
 }
