@@ -12,9 +12,6 @@ import Glibc
 /// A trace file must not change while a guest replays it: it is checked once, when loaded; a
 /// replay that finds it different stops its vCPU (`TraceReader.failed`).
 public struct DirtyTrace: Sendable, Equatable {
-    /// Largest trace that travels with a migrating guest (in `GUEST_CONFIG`, Protocol.md 3.4).
-    /// Local replays (`ferry run`, reference runs) read any length.
-    public static let maxAttachmentBytes = 16 << 20
     /// Most positions (`Checkpoint`s) a trace keeps to start a replay in the middle of the file.
     public static let maxCheckpoints = 1024
 
@@ -63,24 +60,6 @@ public struct DirtyTrace: Sendable, Equatable {
         try check(try TraceInput(path: path), pageCount: pageCount)
     }
 
-    /// The contents of the trace file at `path`, to send with a migrating guest: at most
-    /// `maxAttachmentBytes`, which is all `GUEST_CONFIG` carries.
-    public static func readAttachment(path: String) throws(GuestError) -> [UInt8] {
-        let input = try TraceInput(path: path)
-        guard input.size <= maxAttachmentBytes else {
-            throw GuestError(
-                .invalidTrace,
-                "trace \(path): \(input.size) bytes; a migrating guest's trace travels in GUEST_CONFIG, which holds at most \(maxAttachmentBytes) bytes (16 MiB): migrate with a shorter trace (ferry run replays any length)"
-            )
-        }
-        var bytes = [UInt8](repeating: 0, count: input.size)
-        let done = bytes.withUnsafeMutableBytes { input.read(at: 0, into: $0) }
-        guard done == input.size else {
-            throw GuestError(.invalidTrace, "trace \(path): could not read its \(input.size) bytes (got \(done))")
-        }
-        return bytes
-    }
-
     /// One pass over the input: counts, checks every line, and records the checkpoints.
     static func check(_ input: TraceInput, pageCount: Int) throws(GuestError) -> DirtyTrace {
         var scanner = TraceScanner(input: input, pageCount: pageCount)
@@ -116,7 +95,7 @@ public struct DirtyTrace: Sendable, Equatable {
 }
 
 /// Where a trace's bytes come from: a file read with `pread` (kept open while the trace is in
-/// use), or bytes in memory (a trace that came in `GUEST_CONFIG`, at most 16 MiB).
+/// use), or bytes in memory (tests).
 /// `Sendable`: immutable; `pread` needs no shared file offset.
 final class TraceInput: Sendable, Equatable {
     private let fd: Int32

@@ -69,6 +69,9 @@ extension DestinationSession {
     func resumeGuest(answering handoff: FramedConnection) throws {
         let commitAt = MonotonicClock.now()
         do {
+            // The attachment first: an image never sits beside a missing attachment. (A guest
+            // replaying from it keeps its open file across the rename.)
+            if createdAttachment { try ImageFile.rename(from: partialAttachmentPath, to: attachmentPath) }
             try ImageFile.rename(from: partialPath, to: options.imagePath)
             imageLocks?.renamed()
             owned = true

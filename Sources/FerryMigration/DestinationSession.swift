@@ -84,6 +84,7 @@ final class DestinationSession {
     var deadlineToken: UInt64?
     var promisedDisk: UInt64 = 0
     var createdPartial = false
+    var createdAttachment = false
     var owned = false
     var sessionOpened = false
     var handoffBegun = false
@@ -145,6 +146,9 @@ final class DestinationSession {
     }
 
     var partialPath: String { options.imagePath + ".partial" }
+    /// Where a guest's attachment is received (Protocol.md 3.25); `PATH.attachment` once it resumes.
+    var partialAttachmentPath: String { options.imagePath + ".partial.attachment" }
+    var attachmentPath: String { options.imagePath + ".attachment" }
 
     /// The report as far as the migration got, ended by `error`.
     func reportAfterFailure(_ error: MigrationError) -> MigrationReport {
@@ -191,6 +195,7 @@ final class DestinationSession {
             if guestStarted { _ = guest.stop() } else { guest.discard() }
         }
         if createdPartial && !owned { try? ImageFile.remove(path: partialPath) }
+        if createdAttachment && !owned { try? ImageFile.remove(path: partialAttachmentPath) }
         if ownsLocks { imageLocks?.release() }
         registry.releaseDisk(promisedDisk)
         if deadlines != nil && !established { registry.endTentative() }
@@ -243,10 +248,12 @@ final class DestinationSession {
             if let token = deadlineToken {
                 deadlineToken = nil
                 guard deadlines?.disarm(token) == true else { throw Self.missedDeadline() }
-                try establish(size: UInt64(size), promisedDisk: &promisedDisk)
+                try establish(size: UInt64(size) + config.attachmentLength, promisedDisk: &promisedDisk)
             }
             let memory = try makeImage(layout: config.regions)
+            let attachment = try receiveAttachment(config)
             step = "preparing the guest's \(options.guestKinds[hello.guestKind]?.name ?? "kind")"
+            try prepareGuest(config, attachment: attachment)
             try guest?.attach(memory: memory)
             sinks = (0..<max(streamCount, 1)).map { index in
                 PageSink(
@@ -303,15 +310,47 @@ final class DestinationSession {
         }
         report.workload = config.workload
         guestIdentity = (options.guestMAC ?? config.guestMAC, options.guestIPv4 ?? IPv4Address(config.guestIPv4))
-        guard let kind = options.guestKinds[hello.guestKind] else {
+        guard options.guestKinds[hello.guestKind] != nil else {
             throw MigrationError(.configuration, "guest kind \(hello.guestKind) is not received here", guest: .notHere)
         }
+        return config
+    }
+
+    /// Receives the attachment GUEST_CONFIG announced (its first chunk is `firstIncoming`) into
+    /// `PATH.partial.attachment`, then reads the frame after it (Protocol.md 3.25).
+    private func receiveAttachment(_ config: GuestConfig) throws -> GuestAttachment? {
+        guard config.attachmentLength > 0 else { return nil }
+        guard case .frame(let first) = firstIncoming else {
+            throw MigrationError(
+                .protocolViolation,
+                "expected GUEST_ATTACHMENT after GUEST_CONFIG (it announced \(config.attachmentLength) bytes), got PAGE_BATCH",
+                guest: .notHere)
+        }
+        firstIncoming = nil
+        createdAttachment = true
+        let started = MonotonicClock.now()
+        try AttachmentTransfer.receive(
+            length: config.attachmentLength, hash: config.attachmentHash, first: first, from: connection,
+            into: partialAttachmentPath)
+        log.info(
+            "received the guest's attachment",
+            metadata: [
+                "migration.attachment_bytes": "\(config.attachmentLength)",
+                "migration.attachment_ms": "\(MonotonicClock.seconds(since: started).milliseconds)",
+            ])
+        firstIncoming = try connection.receive(direct: .pageBatch)
+        return GuestAttachment(
+            path: partialAttachmentPath, length: config.attachmentLength, hash: config.attachmentHash)
+    }
+
+    /// Hands the guest's description (and its received attachment) to its kind.
+    private func prepareGuest(_ config: GuestConfig, attachment: GuestAttachment?) throws {
+        guard let kind = options.guestKinds[hello.guestKind] else { return }
         let offer = IncomingGuestOffer(
             cpuStateFormat: hello.cpuStateFormat, vcpus: Int(hello.vcpuCount), pageSize: pageSize,
-            description: GuestDescription(seed: config.seed, parameters: config.workload, attachment: config.trace),
+            description: GuestDescription(seed: config.seed, parameters: config.workload, attachment: attachment),
             layout: config.regions, consoleLine: options.consoleLine)
         guest = try kind.prepare(offer, logger: log)
-        return config
     }
 
     /// The image the pages are received into: the preallocated one if it fits, else a new

@@ -49,17 +49,19 @@ public protocol MigratableGuest: AnyObject {
     func stopForHandover() -> [UInt64]
 }
 
-/// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed`, `workload`
-/// and `trace` fields): the engine carries them, the guest kind gives them meaning.
+/// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed` and `workload`,
+/// and the attachment that follows it): the engine carries them, the guest kind gives them meaning.
 public struct GuestDescription: Sendable, Equatable {
     /// A number for the guest kind (Ferry's guests: the workload's seed).
     public var seed: UInt64
     /// Parameters as text (≤ 1024 UTF-8 bytes).
     public var parameters: String
-    /// Opaque bytes (≤ 16 MiB).
-    public var attachment: [UInt8]
+    /// An opaque file of any length for the guest kind, or nil (Protocol.md 3.25). Source: the
+    /// file to send (its length and hash as `GuestAttachment.measure` gives them); destination:
+    /// the file it was received into, beside the image, its length and hash verified.
+    public var attachment: GuestAttachment?
 
-    public init(seed: UInt64 = 0, parameters: String = "", attachment: [UInt8] = []) {
+    public init(seed: UInt64 = 0, parameters: String = "", attachment: GuestAttachment? = nil) {
         self.seed = seed
         self.parameters = parameters
         self.attachment = attachment

@@ -156,10 +156,14 @@ final class SourceSession {
             let description = guest.configuration
             let config = GuestConfig(
                 seed: description.seed, guestMAC: options.guestMAC, guestIPv4: options.guestIPv4,
-                workload: description.parameters, trace: description.attachment, regions: agent.memory.layout)
+                workload: description.parameters, attachmentLength: description.attachment?.length ?? 0,
+                attachmentHash: description.attachment?.hash ?? 0, regions: agent.memory.layout)
             configPayload = config.encodedPayload()
             peerCodecs = opened.accept.codecs
             try connection.send(config)
+            if let attachment = description.attachment, attachment.length > 0 {
+                try AttachmentTransfer.send(attachment, over: connection)
+            }
         } catch {
             throw MigrationError.wrap(error, during: "handshake", guest: .source)
         }

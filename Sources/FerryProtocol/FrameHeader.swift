@@ -23,6 +23,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case authChallenge = 21
     case authProof = 22
     case done = 23
+    case guestAttachment = 24
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000
@@ -32,7 +33,9 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     /// Largest payload this type may carry (Protocol.md section 3).
     public var maxPayload: Int {
         switch self {
-        case .guestConfig, .pageBatch, .resumeState, .deviceState: return ProtocolLimits.maxFramePayload
+        case .pageBatch, .resumeState, .deviceState: return ProtocolLimits.maxFramePayload
+        case .guestConfig: return 64 * 1024
+        case .guestAttachment: return GuestAttachmentChunk.maxChunk + 8
         default: return 4096
         }
     }
@@ -45,7 +48,7 @@ public enum ProtocolLimits {
     public static let maxPageSize = 65536
     public static let maxVCPUs = 64
     public static let maxStreams = 16
-    public static let version: UInt16 = 5
+    public static let version: UInt16 = 6
     /// Memory regions per guest (`GUEST_CONFIG.region_count`).
     public static let maxMemoryRegions = 64
     /// Sections per `DEVICE_STATE`.

@@ -26,6 +26,7 @@ extension FrameType {
         case .authChallenge: return "AUTH_CHALLENGE"
         case .authProof: return "AUTH_PROOF"
         case .done: return "DONE"
+        case .guestAttachment: return "GUEST_ATTACHMENT"
         case .note: return "NOTE"
         }
     }

@@ -15,7 +15,8 @@ public struct MemoryRegionDescriptor: Equatable, Sendable {
 /// its "hardware" besides memory and device state (Protocol.md 3.4).
 public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     public static let frameType = FrameType.guestConfig
-    public static let maxTraceLength = 16 * 1024 * 1024
+    /// Largest `attachment_length`: 2^40 bytes (1 TiB).
+    public static let maxAttachmentLength: UInt64 = 1 << 40
 
     /// The workload seed.
     public var seed: UInt64
@@ -26,21 +27,26 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
     public var guestIPv4: UInt32
     /// The workload spec as given to `--workload` (≤ 1024 UTF-8 bytes).
     public var workload: String
-    /// Trace file contents for `trace:` workloads, else empty (≤ 16 MiB).
-    public var trace: [UInt8]
+    /// Length of the guest kind's opaque attachment, which follows in `GUEST_ATTACHMENT` frames
+    /// (Protocol.md 3.25); 0: none. Built-in guest: the trace file's length.
+    public var attachmentLength: UInt64
+    /// XXH3-64 (seed 0) of the whole attachment; 0 when there is none.
+    public var attachmentHash: UInt64
     /// The guest's memory regions (1…64), in page-numbering order.
     public var regions: [MemoryRegionDescriptor]
 
     public init(
         seed: UInt64, guestMAC: MACAddress = .none, guestIPv4: UInt32 = 0,
-        workload: String, trace: [UInt8] = [], regions: [MemoryRegionDescriptor]
+        workload: String, attachmentLength: UInt64 = 0, attachmentHash: UInt64 = 0,
+        regions: [MemoryRegionDescriptor]
     ) {
         self.regions = regions
         self.seed = seed
         self.guestMAC = guestMAC
         self.guestIPv4 = guestIPv4
         self.workload = workload
-        self.trace = trace
+        self.attachmentLength = attachmentLength
+        self.attachmentHash = attachmentHash
     }
 
     public func validate() throws(ProtocolError) {
@@ -60,17 +66,20 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
                 .tooLarge,
                 "GUEST_CONFIG 'workload' is \(workload.utf8.count) bytes, the limit is \(StringLimits.workload)")
         }
-        if trace.count > Self.maxTraceLength {
+        if attachmentLength > Self.maxAttachmentLength {
             throw ProtocolError(
                 .tooLarge,
-                "GUEST_CONFIG trace is \(trace.count) bytes, the limit is \(Self.maxTraceLength) (16 MiB): use a shorter trace"
+                "GUEST_CONFIG attachment_length is \(attachmentLength) bytes, the limit is \(Self.maxAttachmentLength) (1 TiB)"
             )
+        }
+        if attachmentLength == 0 && attachmentHash != 0 {
+            throw invalid("GUEST_CONFIG", "attachment_xxh3 must be 0 when attachment_length is 0")
         }
     }
 
     public func encode(into out: inout [UInt8]) {
         requireValid()
-        out.reserveCapacity(out.count + 32 + workload.utf8.count + trace.count)
+        out.reserveCapacity(out.count + 48 + 16 * regions.count + workload.utf8.count)
         out.appendLittleEndian(seed)
         out.append(contentsOf: guestMAC.octets)
         out.appendZeros(2)
@@ -82,8 +91,8 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
             out.appendLittleEndian(region.pageCount)
         }
         out.appendStr16(workload)
-        out.appendLittleEndian(UInt32(trace.count))
-        out.append(contentsOf: trace)
+        out.appendLittleEndian(attachmentLength)
+        out.appendLittleEndian(attachmentHash)
     }
 
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
@@ -105,11 +114,8 @@ public struct GuestConfig: FrameMessage, ValidatingMessage, Equatable {
                     pageCount: try reader.read(UInt64.self, "page_count")))
         }
         workload = try reader.str16("workload", limit: StringLimits.workload)
-        let traceLength = Int(try reader.read(UInt32.self, "trace_length"))
-        if traceLength > Self.maxTraceLength {
-            throw ProtocolError(.tooLarge, "GUEST_CONFIG trace_length \(traceLength) exceeds 16 MiB")
-        }
-        trace = try reader.readBytes(traceLength, "trace")
+        attachmentLength = try reader.read(UInt64.self, "attachment_length")
+        attachmentHash = try reader.read(UInt64.self, "attachment_xxh3")
         try reader.finish()
         try validate()
     }

@@ -3,9 +3,10 @@ import Foundation
 import Testing
 
 /// Trace workloads longer than 16 MiB (issue 13): replayed by `ferry run` from the file, and
-/// refused by `ferry send` (GUEST_CONFIG carries at most 16 MiB) before its guest starts.
+/// migrated by `ferry send` (the trace travels after GUEST_CONFIG in 1 MiB GUEST_ATTACHMENT
+/// chunks and is kept beside the received image as `PATH.attachment`).
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why)) struct TraceCLITests {
-    @Test func traceOver16MiBRunsLocallyAndIsRefusedForMigration() throws {
+    @Test func traceOver16MiBRunsLocallyAndMigrates() throws {
         let scratch = Scratch("big-trace")
         let trace = scratch.file("big.trace")
         let image = scratch.file("guest.img")
@@ -29,12 +30,24 @@ import Testing
 
         let copy = try FerryProcess.run(["image", "create", image, "--size", "16M", "--seed", "2", "--force"])
         #expect(copy.status == 0, "\(copy.stderr)")
-        let sent = try FerryProcess.run([
-            "send", "--image", image, "--to", "127.0.0.1:1", "--workload", "trace:" + trace,
+        let received = scratch.file("received.img")
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", received, "--accept-timeout", "60s",
         ])
-        #expect(sent.status == 9, "\(sent.stderr)")
-        #expect(sent.stderr.contains("at most 16777216 bytes (16 MiB)"), "\(sent.stderr)")
-        #expect(!sent.stderr.contains("connect"), "refused before connecting: \(sent.stderr)")
-        #expect(try filesEqual(image, original), "the refused guest never ran")
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let port = try #require(
+            listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let sent = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "trace:" + trace,
+            "--run-before", "200ms",
+        ])
+        let receiverOutcome = receiver.wait()
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(receiverOutcome.status == 0, "\(receiverOutcome.stderr)")
+        #expect(sent.stdout.contains("source report: migrated"), "\(sent.stdout)")
+        // --run-for 0 (the default): the received image is the source's as it handed it over.
+        #expect(try filesEqual(image, received), "destination image must equal the source image")
+        #expect(try filesEqual(trace, received + ".attachment"), "the trace is kept beside the image")
+        #expect(!FileManager.default.fileExists(atPath: received + ".partial.attachment"))
     }
 }

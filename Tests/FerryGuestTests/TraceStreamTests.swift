@@ -90,18 +90,6 @@ import Testing
         #expect(!reader.failed)
     }
 
-    /// `ferry`'s `GUEST_CONFIG` still carries at most 16 MiB of trace: a longer one is refused
-    /// for a migrating guest, naming the limit, and read in full for a local one.
-    @Test func attachmentStaysWithinTheFrame() throws {
-        let file = ScratchFile("trace-attachment", in: "/var/tmp")
-        defer { file.remove() }
-        _ = try Generated(pageCount: 4096, lines: 1000).write(to: file.path)
-        #expect(try DirtyTrace.readAttachment(path: file.path).count == (try ImageFileSize.of(file.path)))
-        #expect(truncate(file.path, off_t((16 << 20) + 1)) == 0)
-        let error = try #require(throws: GuestError.self) { _ = try DirtyTrace.readAttachment(path: file.path) }
-        #expect(error.message.contains("at most 16777216 bytes (16 MiB)"), "\(error)")
-    }
-
     /// Registers taken in the middle of a long trace (past thinned checkpoints) continue in a new
     /// guest exactly where they stopped, through a wrap to the next pass: the memory equals a
     /// model of the trace written by hand.

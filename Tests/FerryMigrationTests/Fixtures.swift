@@ -29,6 +29,8 @@ struct LoopbackMigration {
     var runBefore = 0.1
     var runFor = 0.1
     var traceText: String?
+    /// A trace file written beforehand (replayed with `trace:PATH`); wins over `traceText`.
+    var tracePath: String?
     var maxBandwidth: Double?
     /// Bytes at the end of the images left as one file hole (never written).
     var holeTail = 0
@@ -85,6 +87,7 @@ struct LoopbackMigration {
             try traceText.write(toFile: scratch.file("trace.txt"), atomically: true, encoding: .utf8)
             workloadText = "trace:" + scratch.file("trace.txt")
         }
+        if let tracePath { workloadText = "trace:" + tracePath }
         var destinationOptions = DestinationOptions(
             listen: try Endpoint.parse("127.0.0.1:0"), imagePath: scratch.file("destination.img"),
             runFor: .seconds(runFor), acceptTimeout: .milliseconds(acceptTimeoutMs),

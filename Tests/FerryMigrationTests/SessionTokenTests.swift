@@ -269,9 +269,9 @@ import Testing
                 == nil)
     }
 
-    /// Version 5 only: a source that offers only version 4 is refused with reason `version`, and
+    /// Version 6 only: a source that offers only version 5 (no GUEST_ATTACHMENT) is refused with reason `version`, and
     /// the message names both versions.
-    @Test func aVersion4SourceIsRefused() throws {
+    @Test func aVersion5SourceIsRefused() throws {
         let scratch = Scratch()
         let destination = DestinationAgent(
             options: DestinationOptions(
@@ -284,11 +284,11 @@ import Testing
         defer { connection.close() }
         try connection.send(
             Hello(
-                versionMin: 4, versionMax: 4, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
+                versionMin: 5, versionMax: 5, pageSize: UInt32(systemPageSize), pageCount: 16, vcpuCount: 1,
                 sourceName: "old"))
         let refusal = try connection.receive(Refuse.self)
         #expect(refusal.reason == .version, "\(refusal)")
-        #expect(refusal.message.contains("4") && refusal.message.contains("5"), "\(refusal.message)")
+        #expect(refusal.message.contains("5-5") && refusal.message.contains("speaks 6"), "\(refusal.message)")
         _ = receiving.result()
         #expect(!FileManager.default.fileExists(atPath: scratch.file("g.img")))
     }

@@ -39,7 +39,10 @@ func helloPayload(_ edit: (inout Hello) -> Void = { _ in }) -> [UInt8] {
 struct MessageRejectionTests {
     @Test(arguments: messageSamples)
     func everyTruncationIsRejected(_ sample: MessageSample) {
-        for cut in 0..<sample.payload.count {
+        // A GUEST_ATTACHMENT's bytes run to the end of its frame: a cut after its offset is a
+        // shorter chunk (its offsets are checked against GUEST_CONFIG's length, not here).
+        let cuts = sample.type == .guestAttachment ? 8 : sample.payload.count
+        for cut in 0..<cuts {
             let prefix = Array(sample.payload[..<cut])
             let error = #expect(throws: ProtocolError.self, "\(sample) cut at \(cut)") {
                 _ = try prefix.withUnsafeBytes { try sample.decode($0) }
@@ -51,6 +54,8 @@ struct MessageRejectionTests {
 
     @Test(arguments: messageSamples)
     func trailingBytesAreRejected(_ sample: MessageSample) {
+        // A GUEST_ATTACHMENT has no trailing bytes: they are more of its chunk.
+        guard sample.type != .guestAttachment else { return }
         for extra: [UInt8] in [[0], [1, 2, 3]] {
             let bytes = sample.payload + extra
             let error = #expect(throws: ProtocolError.self) {
@@ -163,11 +168,18 @@ struct MessageRejectionTests {
         expectRejected(Note.self, [0x00, 0x01, 0x61], .truncated)
         expectRejected(Note.self, [0xFF, 0x0F] + [UInt8](repeating: 0x61, count: 4095), .tooLarge)
         var config = messageSamples.first { $0.name == "GUEST_CONFIG empty" }!.payload
-        config.removeLast(6)  // workload "" and trace_length
+        config.removeLast(18)  // workload "", attachment_length and attachment_xxh3
         expectRejected(GuestConfig.self, config + [0x01, 0x04] + long, .tooLarge)
-        // trace_length over 16 MiB, rejected before reading the trace.
-        expectRejected(GuestConfig.self, config + [0, 0, 0x01, 0, 0, 0x01], .tooLarge)
-        expectRejected(GuestConfig.self, config + [0, 0, 0x10, 0, 0, 0], .truncated)
+        // attachment_length over 2^40 (1 TiB); a hash without an attachment; a missing hash.
+        let tooLong: [UInt8] = [1, 0, 0, 0, 0, 1, 0, 0]
+        expectRejected(GuestConfig.self, config + [0, 0] + tooLong + [UInt8](repeating: 0, count: 8), .tooLarge)
+        let noLength = [UInt8](repeating: 0, count: 8)
+        expectRejected(GuestConfig.self, config + [0, 0] + noLength + [1, 0, 0, 0, 0, 0, 0, 0], .invalidField)
+        expectRejected(GuestConfig.self, config + [0, 0] + [0x10, 0, 0, 0, 0, 0, 0, 0], .truncated)
+        // GUEST_ATTACHMENT: no bytes, or more than 1 MiB.
+        expectRejected(GuestAttachmentChunk.self, [UInt8](repeating: 0, count: 8), .invalidField)
+        expectRejected(GuestAttachmentChunk.self, [UInt8](repeating: 0, count: 8 + (1 << 20) + 1), .invalidField)
+        expectRejected(GuestAttachmentChunk.self, [0, 0, 0], .truncated)
     }
 
     @Test func otherFieldRules() {
@@ -280,7 +292,7 @@ struct MessageRejectionTests {
                 withUnsafeBytes(of: address.littleEndian) { out += $0 }
                 withUnsafeBytes(of: pages.littleEndian) { out += $0 }
             }
-            return out + [0, 0] + [0, 0, 0, 0]
+            return out + [0, 0] + [UInt8](repeating: 0, count: 16)
         }
         #expect(throws: Never.self) {
             _ = try config(regions: [(0, 1), (8192, 3)]).withUnsafeBytes { try GuestConfig(payload: $0) }

@@ -23,7 +23,7 @@ struct MessageRoundTripTests {
         let hello = Hello(pageSize: 4096, pageCount: 3, codecs: .all, vcpuCount: 2, streamCount: 3, sourceName: "ab")
         let expected: [UInt8] =
             Array("FERRYMIG".utf8)
-            + [5, 0, 5, 0]  // version_min, version_max
+            + [6, 0, 6, 0]  // version_min, version_max
             + [0, 0x10, 0, 0]  // page_size 4096
             + [3, 0, 0, 0, 0, 0, 0, 0]  // page_count
             + [15, 0, 0, 0]  // codecs zero|raw|lz4|words

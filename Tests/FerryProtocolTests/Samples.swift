@@ -52,6 +52,7 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .authChallenge: return try AuthChallenge(payload: payload).encodedPayload()
     case .authProof: return try AuthProof(payload: payload).encodedPayload()
     case .done: return try Done(payload: payload).encodedPayload()
+    case .guestAttachment: return try GuestAttachmentChunk(payload: payload).encodedPayload()
     }
 }
 
@@ -99,8 +100,9 @@ let messageSamples: [MessageSample] = [
         "GUEST_CONFIG",
         GuestConfig(
             seed: 42, guestMAC: MACAddress(octets: [0x02, 0, 0, 0xAB, 0xCD, 0xEF]), guestIPv4: 0x0A00_0002,
-            workload: "trace:/tmp/t.csv", trace: Array("0,1,2\n3,4,5\n".utf8),
+            workload: "trace:/tmp/t.csv", attachmentLength: 12, attachmentHash: 0x0123_4567_89AB_CDEF,
             regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 65536)])),
+    MessageSample("GUEST_ATTACHMENT", GuestAttachmentChunk(offset: 3 << 20, bytes: Array("0 1 2\n3 4 5\n".utf8))),
     MessageSample(
         "GUEST_CONFIG empty",
         GuestConfig(seed: 0, workload: "", regions: [MemoryRegionDescriptor(guestPhysicalAddress: 0, pageCount: 1)])),
