@@ -6,15 +6,11 @@ import Logging
 /// is read, the session sends the source `ABORT` (reason `cancelled`) and discards its partial
 /// image; after, the guest is this side's and runs as usual.
 extension DestinationSession {
-    /// How long a session that sent `VERIFIED` still waits, after a cancel, for the source's
-    /// decision: the source writes `COMMIT` (or `ABORT`) right after reading `VERIFIED`, and
-    /// once it may have written `COMMIT` only reading it tells where the guest is.
-    static let cancelGraceMs = 2_000
-
     /// Registers the handler that wakes the session's waits on a cancel: reads on its
     /// connections end (writes still go out: the `ABORT`), and its waits for a returning
-    /// source look at the cancel. Once `VERIFIED` is sent the reads are left alone
-    /// (`awaitCommit` waits for the source's decision, `cancelGraceMs` at most).
+    /// source look at the cancel. Once `VERIFIED` is sent the reads are left alone: the source
+    /// decides, and the session waits for its `COMMIT` or `ABORT` as if there were no cancel
+    /// (Protocol.md section 6), so a cancel never leaves the guest running nowhere.
     func watchCancel() {
         guard let cancellation = options.cancellation else { return }
         let (live, registry, verified) = (live, registry, verifiedSent)
@@ -35,30 +31,10 @@ extension DestinationSession {
         options.cancellation?.error(during: phase, guest: .notHere)
     }
 
-    /// The source's answer to `VERIFIED` on `current`: waits in short slices so that a cancel
-    /// is seen; after a cancel, waits `cancelGraceMs` more, then gives up (throws the cancel).
+    /// The source's answer to `VERIFIED` on `current`. A cancel does not shorten this wait: once
+    /// `VERIFIED` is out the source may already have written `COMMIT`, and only reading it (or
+    /// the source coming back to resolve) tells where the guest is.
     func receiveDecision(on current: FramedConnection) throws -> ReceivedFrame {
-        let sliceMs = 250
-        try? current.stream.setReceiveTimeout(ms: sliceMs)
-        defer { try? current.stream.setReceiveTimeout(ms: options.receiveTimeoutMs) }
-        var waitedMs = 0
-        var cancelledMs = 0
-        while true {
-            do {
-                return try current.receive()
-            } catch {
-                if error.code != .timeout || current.hasFailedReceiving { throw error }
-            }
-            waitedMs += sliceMs
-            if options.cancellation?.isCancelled == true {
-                cancelledMs += sliceMs
-                if cancelledMs >= Self.cancelGraceMs, let failure = cancelled(during: "the handoff (awaiting COMMIT)") {
-                    throw failure
-                }
-            }
-            if waitedMs >= options.receiveTimeoutMs {
-                throw TransportError(.timeout, "no COMMIT or ABORT within \(waitedMs) ms after VERIFIED")
-            }
-        }
+        try current.receive()
     }
 }

@@ -39,7 +39,7 @@ extension DestinationSession {
                     ])
                 guard
                     let next = registry.handoffs.awaitResolver(
-                        session: sessionID, deadline: deadline, cancellation: options.cancellation)
+                        session: sessionID, deadline: deadline)
                 else {
                     if let cancel = cancelled(during: "the wait for the source after VERIFIED") {
                         throw noCommit(cancel)

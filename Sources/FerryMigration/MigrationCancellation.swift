@@ -13,7 +13,8 @@ import Synchronization
 /// - destination before `VERIFIED` is sent: `ABORT` (reason `cancelled`) to the source, which
 ///   keeps its guest; the partial image is removed;
 /// - destination after `VERIFIED` is sent: the source decides; its `COMMIT` (or `ABORT`) is
-///   awaited `DestinationSession.cancelGraceMs` more, then the session aborts and discards;
+///   awaited as if there were no cancel (a lost connection: until the source comes back to
+///   resolve, or `--handoff-timeout`), so that the guest never ends up running nowhere;
 /// - destination after `COMMIT` is read: the guest is the destination's; it runs as usual.
 ///
 /// Handlers registered with `onCancel` wake threads blocked on I/O (a destination's reads).
