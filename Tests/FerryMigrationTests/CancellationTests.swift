@@ -59,6 +59,31 @@ import Testing
         #expect(seconds < 2, "both sides ended \(seconds) s after the cancel")
     }
 
+    /// A destination cancelled after it sent `VERIFIED`, whose `COMMIT` arrives 3 s later (a
+    /// slow network): the source decides, so the destination waits for `COMMIT` as if there were
+    /// no cancel and the guest migrates. (A shortened wait would discard a guest whose source
+    /// had already handed it over: it would run nowhere.)
+    @Test func aDestinationCancelledAfterVerifiedStillTakesALateCommit() throws {
+        let scratch = Scratch()
+        let cancellation = MigrationCancellation()
+        var migration = LoopbackMigration()
+        migration.destinationCancellation = cancellation
+        migration.route = { port in
+            try Relay(to: port) { frame in
+                if frame.direction == .toSource && frame.type == FrameType.verified.rawValue {
+                    cancellation.cancel("test")
+                }
+                return frame.direction == .toDestination && frame.type == FrameType.commit.rawValue
+                    ? .delay(milliseconds: 3_000) : .forward
+            }.port
+        }
+        let outcome = try migration.run(in: scratch)
+        #expect(cancellation.isCancelled, "the relay saw VERIFIED and cancelled the destination")
+        #expect(outcome.source.failure == nil, "\(String(describing: outcome.source.failure))")
+        #expect(outcome.destination.failure == nil, "\(String(describing: outcome.destination.failure))")
+        #expect(!outcome.guestWasRunningAfterFailure)
+    }
+
     @Test func aCancelEndsASleep() {
         let cancellation = MigrationCancellation()
         let start = MonotonicClock.now()
