@@ -1,3 +1,4 @@
+import FerrySystem
 import Glibc
 
 /// A recorded dirty-page pattern to replay, read as a stream: whatever the file's length, a
@@ -98,42 +99,37 @@ public struct DirtyTrace: Sendable, Equatable {
 /// use), or bytes in memory (tests).
 /// `Sendable`: immutable; `pread` needs no shared file offset.
 final class TraceInput: Sendable, Equatable {
-    private let fd: Int32
+    private let file: PositionedFile?
     private let bytes: [UInt8]
     let path: String?
     let size: Int
 
     init(bytes: [UInt8]) {
-        fd = -1
+        file = nil
         self.bytes = bytes
         path = nil
         size = bytes.count
     }
 
     init(path: String) throws(GuestError) {
-        let fd = try systemCall("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
-        var info = stat()
-        do throws(GuestError) {
-            try systemCall("fstat(\(path))") { fstat(fd, &info) }
+        do throws(SystemError) {
+            let file = try PositionedFile(reading: path)
+            size = try file.size()
+            self.file = file
         } catch {
-            close(fd)
-            throw error
+            throw GuestError.system(error)
         }
-        self.fd = fd
         bytes = []
         self.path = path
-        size = Int(info.st_size)
     }
 
-    deinit { if fd >= 0 { close(fd) } }
-
     static func == (a: TraceInput, b: TraceInput) -> Bool {
-        a === b || (a.fd < 0 && b.fd < 0 && a.bytes == b.bytes) || (a.path != nil && a.path == b.path)
+        a === b || (a.file == nil && b.file == nil && a.bytes == b.bytes) || (a.path != nil && a.path == b.path)
     }
 
     /// Reads up to `buffer.count` bytes at `offset`; the bytes read (0 at the end), -1 on an error.
     func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        if fd < 0 {
+        guard let file else {
             let count = max(0, min(buffer.count, bytes.count - offset))
             if count > 0 {
                 bytes.withUnsafeBytes {
@@ -142,14 +138,6 @@ final class TraceInput: Sendable, Equatable {
             }
             return count
         }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return done > 0 ? done : -1 }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+        return (try? file.read(at: offset, into: buffer)) ?? -1
     }
 }

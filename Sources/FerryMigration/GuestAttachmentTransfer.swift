@@ -22,12 +22,12 @@ public struct GuestAttachment: Sendable, Equatable {
 
     /// Reads `path` once, 1 MiB at a time, for its length and hash.
     public static func measure(path: String) throws -> GuestAttachment {
-        let file = try AttachmentFile(reading: path)
+        let file = try PositionedFile(reading: path)
         let hash = StreamingHash()
         var buffer = [UInt8](repeating: 0, count: GuestAttachmentChunk.maxChunk)
         var offset: UInt64 = 0
         while true {
-            let count = try file.read(at: offset, into: &buffer)
+            let count = try buffer.withUnsafeMutableBytes { try file.read(at: Int(offset), into: $0) }
             if count == 0 { break }
             buffer.withUnsafeBytes { hash.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
             offset += UInt64(count)
@@ -42,13 +42,15 @@ enum AttachmentTransfer {
     /// Source: the file's chunks in order. The file is hashed again as it is read; one that no
     /// longer matches what `GUEST_CONFIG` announced fails before its last chunk is sent.
     static func send(_ attachment: GuestAttachment, over connection: FramedConnection) throws {
-        let file = try AttachmentFile(reading: attachment.path)
+        let file = try PositionedFile(reading: attachment.path)
         let hash = StreamingHash()
         var buffer = [UInt8](repeating: 0, count: GuestAttachmentChunk.maxChunk)
         var offset: UInt64 = 0
         while offset < attachment.length {
             let want = Int(min(UInt64(buffer.count), attachment.length - offset))
-            let count = try file.read(at: offset, into: &buffer, count: want)
+            let count = try buffer.withUnsafeMutableBytes {
+                try file.read(at: Int(offset), into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
+            }
             let chunk = Array(buffer[0..<count])
             chunk.withUnsafeBytes { hash.update($0) }
             let end = offset + UInt64(count)
@@ -69,7 +71,7 @@ enum AttachmentTransfer {
         length: UInt64, hash expected: UInt64, first: ReceivedFrame, from connection: FramedConnection,
         into path: String
     ) throws {
-        let file = try AttachmentFile(creating: path)
+        let file = try PositionedFile(creating: path)
         let hash = StreamingHash()
         var received: UInt64 = 0
         var frame = first
@@ -85,7 +87,7 @@ enum AttachmentTransfer {
                 offset: chunk.offset, count: chunk.bytes.count, received: received, length: length)
             try chunk.bytes.withUnsafeBytes { bytes in
                 hash.update(bytes)
-                try file.write(bytes, at: chunk.offset)
+                try file.write(bytes, at: Int(chunk.offset))
             }
             received += UInt64(chunk.bytes.count)
             if received == length { break }
@@ -102,50 +104,5 @@ enum AttachmentTransfer {
     private static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: 16 - digits.count) + digits
-    }
-}
-
-/// An attachment's file: `pread` from it or `pwrite` into it.
-final class AttachmentFile {
-    let path: String
-    private let fd: Int32
-
-    init(reading path: String) throws {
-        self.path = path
-        fd = try valueOrErrno("open(\"\(path)\", O_RDONLY)") { open(path, O_RDONLY | O_CLOEXEC) }
-    }
-
-    init(creating path: String) throws {
-        self.path = path
-        fd = try valueOrErrno("open(\"\(path)\", O_CREAT|O_TRUNC)") {
-            open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        }
-    }
-
-    deinit { close(fd) }
-
-    /// Reads up to `count` bytes (default: the buffer's size) at `offset`; fewer only at the end.
-    func read(at offset: UInt64, into buffer: inout [UInt8], count: Int? = nil) throws -> Int {
-        let want = count ?? buffer.count
-        var done = 0
-        while done < want {
-            let got = try buffer.withUnsafeMutableBytes { bytes in
-                try valueOrErrno("pread(\"\(path)\")") {
-                    pread(fd, bytes.baseAddress! + done, want - done, off_t(offset) + off_t(done))
-                }
-            }
-            if got == 0 { break }
-            done += got
-        }
-        return done
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        var done = 0
-        while done < bytes.count {
-            done += try valueOrErrno("pwrite(\"\(path)\")") {
-                pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            }
-        }
     }
 }

@@ -1,0 +1,56 @@
+import Glibc
+
+/// A file read and written at explicit offsets (`pread`/`pwrite`), whole requests at a time:
+/// short transfers are continued, `EINTR` retried (`valueOrErrno`), and a read returns fewer
+/// bytes than asked only at the end of the file. The descriptor closes with the object.
+public final class PositionedFile: @unchecked Sendable {
+    public let path: String
+    private let fd: Int32
+
+    /// Opens `path` for reading.
+    public init(reading path: String) throws(SystemError) {
+        self.path = path
+        fd = try valueOrErrno("open(\"\(path)\", O_RDONLY)") { open(path, O_RDONLY | O_CLOEXEC) }
+    }
+
+    /// Creates `path` for writing, or empties it if it exists.
+    public init(creating path: String) throws(SystemError) {
+        self.path = path
+        fd = try valueOrErrno("open(\"\(path)\", O_CREAT|O_TRUNC)") {
+            open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// The file's size now (`fstat`).
+    public func size() throws(SystemError) -> Int {
+        var info = stat()
+        try valueOrErrno("fstat(\"\(path)\")") { fstat(fd, &info) }
+        return Int(info.st_size)
+    }
+
+    /// Fills `buffer` from `offset`; returns the bytes read, fewer than `buffer.count` only at
+    /// the end of the file.
+    public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let got = try valueOrErrno("pread(\"\(path)\")") {
+                pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            if got == 0 { break }
+            done += got
+        }
+        return done
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) {
+        var done = 0
+        while done < bytes.count {
+            done += try valueOrErrno("pwrite(\"\(path)\")") {
+                pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            }
+        }
+    }
+}
