@@ -50,7 +50,7 @@ enum OperatorSignals {
                     "\(signal): cancelling the migration; the guest keeps running here until ferry stops it cleanly (if the handoff has begun, it completes)"
             case .destination:
                 return
-                    "\(signal): cancelling: a migration that has not received COMMIT is aborted (its source keeps the guest) and its partial image removed; a guest already handed over runs here as usual"
+                    "\(signal): cancelling: a migration not yet verified is aborted (its source keeps the guest) and its partial image removed; one that sent VERIFIED waits for its source's COMMIT or ABORT; a guest already handed over runs here as usual"
             }
         }
         return cancellation
