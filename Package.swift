@@ -19,6 +19,7 @@ let package = Package(
         // measure them (Tools/microbench) and for VMMs that want the codec alone.
         .library(name: "FerryCodec", targets: ["FerryCodec"]),
         .library(name: "FerryGuest", targets: ["FerryGuest"]),
+        .library(name: "FerryHostModel", targets: ["FerryHostModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -67,6 +68,9 @@ let package = Package(
             "FerryMigration", "FerryKVM", "FerryProtocol", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Host layer: what a guest is on a host (name, specification, lifecycle states), shared by
+        // the inventory, the per-guest VMM process, the agent and its API. Pure, no I/O.
+        .target(name: "FerryHostModel"),
         .executableTarget(name: "ferry", dependencies: [
             "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -93,6 +97,7 @@ let package = Package(
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol", "FerryTestSupport"]),
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4", "FerryTestSupport"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerryTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
         .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem", "FerryTestSupport"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport"]),
