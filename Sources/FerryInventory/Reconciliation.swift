@@ -36,14 +36,18 @@ public enum Reconciliation {
         return plan
     }
 
-    /// The shortest chain of allowed transitions from one state to another (excluding `from`);
-    /// empty when they are equal, nil when `to` cannot be reached.
-    public static func path(from: GuestState, to: GuestState) -> [GuestState]? {
+    /// The shortest chain of allowed transitions from one state to another (excluding `from`),
+    /// passing only through states that `via` accepts; empty when they are equal, nil when `to`
+    /// cannot be reached so.
+    public static func path(
+        from: GuestState, to: GuestState, via: (GuestState) -> Bool = { _ in true }
+    ) -> [GuestState]? {
         if from == to { return [] }
         var previous: [GuestState: GuestState] = [from: from]
         var queue = [from]
         while !queue.isEmpty {
             let state = queue.removeFirst()
+            if state != from && !via(state) { continue }
             for next in GuestState.allCases where state.allows(next) && previous[next] == nil {
                 previous[next] = state
                 if next == to {
@@ -55,6 +59,11 @@ public enum Reconciliation {
             }
         }
         return nil
+    }
+
+    /// How a record follows what its answering process reports: through states with a process.
+    static func adoptionPath(from: GuestState, to: GuestState) -> [GuestState]? {
+        path(from: from, to: to, via: \.hasProcess)
     }
 
     static func isRemoval(_ step: ReconciliationStep) -> Bool {
@@ -106,8 +115,17 @@ public enum Reconciliation {
                 .removeAfterHandoff(cause: "reconcile: process \(pid) reports the guest handed off to its destination")
             ]
         }
-        // Every state reaches every state that has a process (checked by the tests).
-        let chain = path(from: record.state, to: target) ?? []
+        // The process ran all along: the chain passes only through states with a process (a
+        // `running` record never goes `stopped` to match a process that reports `starting`).
+        // So after the chain the recorded facts are still the record's.
+        guard let chain = adoptionPath(from: record.state, to: target) else {
+            leftAlone.append(
+                LeftAlone(
+                    id: record.id, name: record.name,
+                    reason: "process \(pid) reports \(answer.status.rawValue) but the inventory says"
+                        + " \(record.state.rawValue), which cannot lead there; left alone"))
+            return []
+        }
         var steps: [ReconciliationStep] = []
         var from = record.state
         for next in chain {
