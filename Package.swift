@@ -110,8 +110,13 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4", "FerryTestSupport"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerryTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
+        // A process that writes to an inventory until the kill -9 test kills it.
+        .executableTarget(name: "inventory-writer", dependencies: [
+            "FerryInventory", "FerryHostModel",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/InventoryWriter"),
         .testTarget(name: "FerryInventoryTests", dependencies: [
-            "FerryInventory", "FerryHostModel", "FerryTestSupport",
+            "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
