@@ -66,6 +66,16 @@ public final class BuiltinMigratableGuest: MigratableGuest {
         return sections
     }
 
+    /// Graceful shutdown where the guest runs (a failed migration, the end of a run): the vCPUs
+    /// stop, the disk finishes its record, writes the clean-shutdown record and is flushed.
+    /// Returns each vCPU's steps.
+    public func shutdown() throws -> [UInt64] {
+        disk?.pause()
+        let steps = guest.stop().map(\.step)
+        try disk?.shutdown()
+        return steps
+    }
+
     public func stopForHandover() -> [UInt64] {
         disk?.stopForHandover()
         return guest.stop().map(\.step)

@@ -52,6 +52,8 @@ struct RunCommand: ParsableCommand {
         transform: RateOption.parse)
     var rate: Rate?
 
+    @OptionGroup(title: "Disk") var disk: DiskOptions
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -63,6 +65,10 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("--size and --rate are for --guest kvm")
         }
         if guest == "builtin" { try validateWorkload(workload) }
+        if disk.disk != nil && steps != nil {
+            throw ValidationError("--disk needs --duration (a reference run with --steps has no disk)")
+        }
+        if disk.disk != nil && guest == "kvm" { throw ValidationError("--disk is for --guest builtin") }
     }
 
     func run() throws {
@@ -105,9 +111,20 @@ struct RunCommand: ParsableCommand {
                 let region = try MappedRegion.mapFile(path: image, writable: true)
                 let guest = try Guest(
                     memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                let writer = try disk.boot(for: guest, seed: seed, logger: logger)
                 guest.start()
+                writer?.start()
                 MonotonicClock.sleep(seconds: seconds)
+                // Graceful shutdown: the vCPUs stop, the disk finishes its record, writes the
+                // clean-shutdown record and is flushed.
+                writer?.pause()
                 finalSteps = guest.stop().map(\.step)
+                if let writer {
+                    let cursor = try writer.shutdown()
+                    HumanOutput.print(
+                        "disk: clean shutdown at record \(cursor.nextSeq - 1) (boot \(cursor.bootCount), \(writer.recordsWritten) step records this boot)"
+                    )
+                }
                 try region.sync()
             }
             let seconds = MonotonicClock.seconds(since: start)
