@@ -109,12 +109,26 @@ public final class DiskJournal {
                 "disk \(cursor.path) has \(size) bytes here, \(cursor.geometry.diskBytes) on the source: both ends must see the same disk"
             )
         }
-        let scan = try DiskJournalScan.read(file, diskBytes: size, verifyData: false)
-        let headSeq = scan.head?.seq ?? 0
-        guard scan.superblock?.seed == cursor.geometry.seed, headSeq + 1 == cursor.nextSeq else {
+        // Only the superblock and the record before the cursor are read: this runs while the
+        // guest is down (the resume), and those two sectors tell a different or unflushed disk.
+        var sector = [UInt8](repeating: 0, count: DiskJournalFormat.sectorSize)
+        try DiskJournalScan.readFully(file, into: &sector, at: 0)
+        let superblock = try sector.withUnsafeBytes { bytes in
+            Result { () throws(GuestError) in try DiskSuperblock.parse(bytes, path: cursor.path) }
+        }.get()
+        var last: DiskRecord?
+        if cursor.nextSeq > 1 {
+            let at = DiskRecord.sector(seq: cursor.nextSeq - 1, journalSectors: cursor.geometry.journalSectors)
+            try DiskJournalScan.readFully(file, into: &sector, at: at * DiskJournalFormat.sectorSize)
+            last = try? sector.withUnsafeBytes { DiskRecord.parse($0) }.get()
+        }
+        guard superblock?.seed == cursor.geometry.seed,
+            superblock?.journalSectors == cursor.geometry.journalSectors,
+            cursor.nextSeq == 1 || last?.seq == cursor.nextSeq - 1
+        else {
             throw GuestError(
                 .invalidDisk,
-                "disk \(cursor.path): its journal's head is record \(headSeq), but the guest continues at record \(cursor.nextSeq): this is not the disk the source wrote (both ends must see the same storage), or it was not flushed"
+                "disk \(cursor.path): record \(cursor.nextSeq - 1), which the guest wrote last, is not on it: this is not the disk the source wrote (both ends must see the same storage), or it was not flushed"
             )
         }
         return DiskJournal(

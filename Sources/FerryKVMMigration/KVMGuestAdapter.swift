@@ -62,6 +62,18 @@ public final class KVMMigratableGuest: MigratableGuest {
         }
         return sections
     }
+    /// Graceful shutdown where the guest runs (a failed migration): with a disk, the program
+    /// writes its clean-shutdown record and flushes, the disk is synced and released. Returns
+    /// each vCPU's steps.
+    public func shutdown() throws -> [UInt64] {
+        if let disk = guest.disk {
+            try guest.shutdown(timeoutSeconds: 10)
+            disk.release()
+        }
+        guest.stop()
+        return guest.stepsPerVCPU
+    }
+
     public func stopForHandover() -> [UInt64] {
         guest.stop()
         return guest.stepsPerVCPU

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryGuest
 import FerryGuestMigration
+import FerryKVM
 import Logging
 
 /// `--disk`, `--disk-size` and `--disk-rate` of `ferry run` and `ferry send` (docs/disk.md).
@@ -19,7 +20,7 @@ struct DiskOptions: ParsableArguments {
     @Option(
         name: .customLong("disk-rate"),
         help:
-            "Step records the built-in guest writes to its disk per second, each with a 4 KiB data block (0.001-100000; default 100, about 450 KiB/s).",
+            "Step records the guest writes to its disk per second, each with a 4 KiB data block (0.001-100000; default 100, about 450 KiB/s). The KVM guest writes one every N steps of vCPU 0, N chosen from its rate (unpaced: every 4096 steps; journal=N in --workload sets N).",
         transform: NumberOption.real(0.001...100_000, unit: "records/s"))
     var diskRate = 100.0
 
@@ -30,6 +31,21 @@ struct DiskOptions: ParsableArguments {
         if diskSize.bytes % 512 != 0 {
             throw ValidationError("--disk-size \(diskSize): must be whole 512-byte sectors")
         }
+    }
+
+    /// The KVM guest's disk (created if missing), opened and locked; nil without --disk. The
+    /// program prints where its journal resumed when it boots.
+    func openForKVM() throws -> KVMDisk? {
+        guard let disk else { return nil }
+        try DiskJournal.createDisk(path: disk, bytes: diskSize.bytes)
+        return try KVMDisk(path: disk)
+    }
+
+    /// Steps of vCPU 0 between the KVM guest's step records: its rate per vCPU over --disk-rate
+    /// (at least 1); 4096 for an unpaced guest.
+    func kvmJournalInterval(_ parameters: KVMGuestParameters) -> UInt64 {
+        guard let rate = parameters.writesPerSecond else { return parameters.journalInterval }
+        return UInt64(max(1, (rate / Double(parameters.vcpus) / diskRate).rounded()))
     }
 
     /// Opens the disk (creating it if missing) for a guest that boots: prints where its journal

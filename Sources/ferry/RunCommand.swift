@@ -66,9 +66,10 @@ struct RunCommand: ParsableCommand {
         }
         if guest == "builtin" { try validateWorkload(workload) }
         if disk.disk != nil && steps != nil {
-            throw ValidationError("--disk needs --duration (a reference run with --steps has no disk)")
+            if guest == "builtin" {
+                throw ValidationError("--disk needs --duration (a reference run with --steps has no disk)")
+            }
         }
-        if disk.disk != nil && guest == "kvm" { throw ValidationError("--disk is for --guest builtin") }
     }
 
     func run() throws {
@@ -76,7 +77,8 @@ struct RunCommand: ParsableCommand {
             draft.describe(image: image, vcpus: vcpus, workload: workload)
             if guest == "kvm" {
                 return try KVMRun(
-                    image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration
+                    image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration,
+                    disk: disk
                 )
                 .run(logger: output.makeLogger("ferry.run"), draft: draft)
             }

@@ -136,7 +136,9 @@ struct SendCommand: ParsableCommand {
                 OperatorSignals.noteLateSignal(role: .source)
                 return report
             } catch let error as MigrationError where error.guest == .source {
-                let steps = try (migratable as? BuiltinMigratableGuest)?.shutdown() ?? migratable.stopForHandover()
+                let steps =
+                    try (migratable as? BuiltinMigratableGuest)?.shutdown() ?? (migratable as? KVMMigratableGuest)?
+                    .shutdown() ?? migratable.stopForHandover()
                 draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
                 // The library's "the guest keeps running on the source" holds until this process

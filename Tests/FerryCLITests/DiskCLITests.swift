@@ -39,6 +39,33 @@ struct DiskCLITests {
         #expect(check.stdout.contains("(boot 2, clean shutdown: yes)"), "\(check.stdout)")
     }
 
+    /// The KVM guest on a disk: `ferry run --guest kvm --disk` twice, the second boot prints the
+    /// record the first one's graceful shutdown left as the head.
+    @Test(.enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func aKVMGuestResumesItsJournalOnTheNextRun() throws {
+        let scratch = Scratch("disk-cli-kvm")
+        let image = scratch.file("vm.img")
+        let disk = scratch.file("disk.img")
+        let arguments = [
+            "run", "--guest", "kvm", "--image", image, "--size", "16MiB", "--rate", "40MB/s", "--duration", "500ms",
+            "--vcpus", "1", "--disk", disk, "--disk-size", "4MiB", "--disk-rate", "200",
+        ]
+        let first = try FerryProcess.run(arguments)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("disk: new journal"), "\(first.stdout)")
+        #expect(first.stdout.contains("kvm-guest: vcpu 0 shutdown step "), "\(first.stdout)")
+        let scan = try DiskJournalScan.read(path: disk)
+        let head = try #require(scan.head)
+        #expect(scan.firstCorruption == nil && scan.cleanShutdown && head.seq > 20, "\(head.seq) records")
+        let second = try FerryProcess.run(arguments)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(
+            second.stdout.contains("disk: resumed at record \(head.seq) (boot 1, clean shutdown: yes)"),
+            "\(second.stdout)")
+        let check = try FerryProcess.run(["disk", "check", disk])
+        #expect(check.status == 0 && check.stdout.contains("(boot 2, clean shutdown: yes)"), "\(check.stdout)")
+    }
+
     /// `ferry disk check` names the damage and fails.
     @Test func checkReportsADamagedRecord() throws {
         let scratch = Scratch("disk-cli-check")

@@ -86,6 +86,34 @@ import Testing
         _ = try DiskJournal.boot(path: path, seed: 1)
     }
 
+    /// The destination continues only the journal the source left: the same disk (size, seed)
+    /// with its head right before the cursor.
+    @Test func continuingRefusesADiskThatIsNotWhereTheCursorSays() throws {
+        let scratch = Scratch("journal-continue")
+        let path = scratch.file("disk")
+        try DiskJournal.createDisk(path: path, bytes: 1 << 20)
+        let cursor = try writeJournal(path: path, steps: 4, clean: false)
+        let continued = try DiskJournal.continuing(cursor)
+        #expect(continued.nextSeq == 6 && continued.bootCount == 1)
+        continued.close()
+        var ahead = cursor
+        ahead.nextSeq += 3  // records the source wrote that this disk does not hold (not flushed, or another disk)
+        do {
+            _ = try DiskJournal.continuing(ahead)
+            Issue.record("continued a journal with a gap")
+        } catch {
+            #expect(error.message.contains("record 8, which the guest wrote last, is not on it"), "\(error)")
+        }
+        var resized = cursor
+        resized.geometry.diskBytes = 2 << 20
+        do {
+            _ = try DiskJournal.continuing(resized)
+            Issue.record("continued on a disk of another size")
+        } catch {
+            #expect(error.message.contains("same disk"), "\(error)")
+        }
+    }
+
     @Test func aBitFlipEndsTheChainAndIsReported() throws {
         let scratch = Scratch("journal-bitflip")
         let path = scratch.file("disk")

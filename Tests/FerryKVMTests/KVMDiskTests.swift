@@ -130,6 +130,63 @@ struct KVMDiskTests {
         #expect(memory.base.load(fromByteOffset: request + 24, as: UInt32.self) == 3)
     }
 
+    /// The blackout releases the disk; a failed handover takes it back, or, when another writer
+    /// holds it by then, detaches it: the program's journal stops instead of writing a disk it lost.
+    @Test(
+        "a failed handover takes the disk back, or runs on without it when another writer has it",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func failedHandover() throws {
+        let scratch = Scratch("kvm-disk-handover")
+        let path = scratch.file("disk.img")
+        try DiskJournal.createDisk(path: path, bytes: 4 << 20)
+        let memory = AnonymousMemory(mebibytes: 16)
+        let guest = try KVMGuest(
+            memory: memory.base, size: memory.size,
+            parameters: KVMGuestParameters(seed: 2, vcpus: 1, writesPerSecond: 50_000, journalInterval: 100),
+            logger: logger)
+        guest.attach(disk: try KVMDisk(path: path))
+        let migratable = KVMMigratableGuest(guest)
+        guest.start()
+        usleep(300_000)
+        _ = migratable.pause()
+        let sections = try migratable.deviceState()
+        #expect(try KVMDiskSection.find(in: sections) == KVMDiskSection(path: path, sectors: 8192))
+        #expect(guest.disk?.isLocked == false, "released at the blackout")
+        #expect(ImageLock.conflict(path: path) == nil)
+        migratable.resume()
+        #expect(guest.disk?.isLocked == true, "taken back")
+        usleep(100_000)
+
+        _ = migratable.pause()
+        _ = try migratable.deviceState()
+        let thief = try ImageLock.acquire(path: path)  // the destination, say
+        migratable.resume()
+        #expect(guest.disk == nil, "detached: the disk belongs to another writer now")
+        usleep(100_000)
+        thief.release()
+        _ = try migratable.shutdown()
+        #expect(guest.consoleLines.contains { $0.text == "disk: write failed, journal stopped; status 1" })
+        let scan = try DiskJournalScan.read(path: path)
+        #expect(scan.firstCorruption == nil && !scan.cleanShutdown && scan.boots == 1)
+    }
+
+    @Test(
+        "a disk in use by another writer is refused, naming it", .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func lockedDisk() throws {
+        let scratch = Scratch("kvm-disk-locked")
+        let path = scratch.file("disk.img")
+        try DiskJournal.createDisk(path: path, bytes: 1 << 20)
+        let first = try KVMDisk(path: path)
+        do {
+            _ = try KVMDisk(path: path)
+            Issue.record("a second writer opened the disk")
+        } catch {
+            #expect(error.message.contains("in use") && error.message.contains(path), "\(error)")
+        }
+        first.release()
+        _ = try KVMDisk(path: path)
+    }
+
     @Test(
         "a KVM guest with a disk migrates over loopback; the journal continues without a gap",
         .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
