@@ -210,7 +210,7 @@ struct SendGuestOptions: ParsableArguments {
 
     @Option(
         help:
-            "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N] (e.g. kvm:120MB/s,steps=500000)."
+            "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N][,journal=N] (e.g. kvm:120MB/s,steps=500000; journal=N: steps between disk records)."
     )
     var workload = "idle"
 
