@@ -252,6 +252,55 @@ struct KVMDiskTests {
         #expect(scan.verifiedDataBlocks + scan.overwrittenDataBlocks == Int(head.seq) - 2)
     }
 
+    /// The guest boots on a disk whose ring is full and reads it (8191 sector requests) while the
+    /// migration's pre-copy runs: the sectors the VMM reads into guest memory are host writes
+    /// only the host-write log sees. With the destination held (`--run-for 0`) its image must
+    /// equal the source's byte for byte, including the sector buffer the VMM filled last.
+    @Test(
+        "disk reads into guest memory during pre-copy arrive at the destination",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func diskReadsDuringPrecopyArrive() throws {
+        let scratch = Scratch("kvm-disk-precopy")
+        let size = 8 << 20
+        let source = scratch.file("source.img")
+        let destination = scratch.file("destination.img")
+        let diskPath = scratch.file("disk.img")
+        try ImageFile.create(path: source, size: size, overwrite: true)
+        try DiskJournal.createDisk(path: diskPath, bytes: 8 << 20)
+        let journal = try DiskJournal.boot(path: diskPath, seed: 6)
+        for step in 0..<5000 { try journal.appendStep(progress: UInt64(step), checksum: 0) }
+        journal.close()
+
+        let destinationOptions = DestinationOptions(
+            listen: try Endpoint.parse("127.0.0.1:0"), imagePath: destination, runFor: .seconds(0),
+            acceptTimeout: .milliseconds(20_000))
+        let destinationAgent = DestinationAgent(options: destinationOptions, logger: logger)
+        let port = try destinationAgent.bind()
+        let received = BackgroundThread { try destinationAgent.run() }
+        let region = try MappedRegion.mapFile(path: source, writable: true)
+        let parameters = KVMGuestParameters(seed: 6, vcpus: 1, writesPerSecond: 1000, journalInterval: 100)
+        let guest = try KVMGuest(memory: region.base, size: size, parameters: parameters, logger: logger)
+        guest.attach(disk: try KVMDisk(path: diskPath))
+        var options = SourceOptions(
+            destination: try Endpoint.parse("127.0.0.1:\(port)"),
+            settings: ConvergenceSettings(downtimeTarget: .seconds(0.05)))
+        options.handoffTimeout = .milliseconds(5_000)
+        let agent = SourceAgent(guest: KVMMigratableGuest(guest), imagePath: source, options: options, logger: logger)
+        guest.start()
+        let report = try agent.migrate()
+        _ = try received.wait()
+        #expect(report.guestLocation == .destination)
+        let scanned = guest.consoleLines.contains { $0.text.hasPrefix("disk: resumed at record 5001") }
+        print("KVM disk pre-copy: the source \(scanned ? "finished" : "was still in") its ring scan at the blackout")
+        try region.sync()
+        let image = try MappedRegion.mapFile(path: destination, writable: false)
+        let sectorBuffer = 0x61000
+        #expect(
+            memcmp(image.base + sectorBuffer, region.base + sectorBuffer, 512) == 0,
+            "the sector buffer the VMM read into differs at the destination")
+        #expect(memcmp(image.base, region.base, size) == 0, "the destination's image differs from the source's")
+    }
+
     private func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: 16 - digits.count) + digits
