@@ -252,7 +252,7 @@ struct KVMDiskTests {
         #expect(scan.verifiedDataBlocks + scan.overwrittenDataBlocks == Int(head.seq) - 2)
     }
 
-    /// The guest boots on a disk whose ring is full and reads it (8191 sector requests) while the
+    /// The guest boots on a disk whose ring is full and reads it (512 ring reads, then 4095 for the chain) while the
     /// migration's pre-copy runs: the sectors the VMM reads into guest memory are host writes
     /// only the host-write log sees. With the destination held (`--run-for 0`) its image must
     /// equal the source's byte for byte, including the sector buffer the VMM filled last.

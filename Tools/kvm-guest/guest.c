@@ -153,9 +153,8 @@ static uint64_t journal_hash(volatile uint64_t *words, uint64_t bytes) {
 
 static uint64_t ring_sector(const struct journal *j, uint64_t seq) { return 1 + (seq - 1) % j->ring; }
 
-/* The record in the sector buffer (read from ring sector `sector`): its seq, or 0 if none. */
-static uint64_t record_seq(const struct journal *j, uint64_t sector) {
-    volatile uint64_t *s = sector_buffer;
+/* The record in `s` (read from ring sector `sector`): its seq, or 0 if none. */
+static uint64_t record_seq(const struct journal *j, uint64_t sector, volatile uint64_t *s) {
     if (journal_hash(s, 504) != s[63]) return 0;
     if ((s[0] & 0xffffffffULL) != RECORD_MAGIC) return 0;
     uint64_t kind = s[0] >> 32;
@@ -244,19 +243,23 @@ static void journal_open(struct journal *j, uint64_t seed) {
         j->seed = s[2];
     }
     j->data_blocks = (j->sectors - 1 - j->ring) / 8;
-    /* The oldest intact record, then its successors while each is intact in its own sector. */
+    /* The oldest intact record (the ring read 8 sectors per request into the block buffer),
+     * then its successors while each is intact in its own sector. */
     uint64_t oldest = 0;
-    for (uint64_t sector = 1; sector <= j->ring; sector++) {
-        if (disk_io(DISK_READ, sector, 1, LAYOUT_DISK_SECTOR) != DISK_OK) break;
-        uint64_t seq = record_seq(j, sector);
-        if (seq != 0 && (oldest == 0 || seq < oldest)) oldest = seq;
+    for (uint64_t first = 1; first <= j->ring; first += 8) {
+        uint64_t count = j->ring - first + 1 < 8 ? j->ring - first + 1 : 8;
+        if (disk_io(DISK_READ, first, (uint32_t)count, LAYOUT_DISK_BLOCK) != DISK_OK) break;
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t seq = record_seq(j, first + i, block_buffer + i * 64);
+            if (seq != 0 && (oldest == 0 || seq < oldest)) oldest = seq;
+        }
     }
     uint64_t head = oldest, boot = 0, kind = 0;
     if (oldest != 0) {
         while (head - oldest + 1 < j->ring) {
             uint64_t sector = ring_sector(j, head + 1);
             if (disk_io(DISK_READ, sector, 1, LAYOUT_DISK_SECTOR) != DISK_OK) break;
-            if (record_seq(j, sector) != head + 1) break;
+            if (record_seq(j, sector, sector_buffer) != head + 1) break;
             head++;
         }
         disk_io(DISK_READ, ring_sector(j, head), 1, LAYOUT_DISK_SECTOR);
