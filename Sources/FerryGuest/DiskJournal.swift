@@ -103,14 +103,39 @@ public final class DiskJournal {
     /// `cursor.nextSeq`. Writes nothing.
     public static func continuing(_ cursor: DiskCursor) throws(GuestError) -> DiskJournal {
         let (file, lock, size) = try open(path: cursor.path)
+        try verify(cursor, file: file, size: size)
+        return DiskJournal(
+            path: cursor.path, geometry: cursor.geometry, nextSeq: cursor.nextSeq, bootCount: cursor.bootCount,
+            file: file, lock: lock, resumedFrom: nil)
+    }
+
+    /// Checks, before the handover, that `continuing(cursor)` will succeed here: the disk exists
+    /// with the journal the cursor continues, and no one holds its lock (the source released it
+    /// before it sent the cursor). Takes no lock and writes nothing; throws naming the problem,
+    /// so a destination that cannot continue the journal fails while the source still owns the guest.
+    public static func checkContinuable(_ cursor: DiskCursor) throws(GuestError) {
+        if let conflict = ImageLock.conflict(path: cursor.path) { throw GuestError.system(conflict) }
+        let file: PositionedFile
+        let size: Int
+        do throws(SystemError) {
+            file = try PositionedFile(reading: cursor.path)
+            size = try file.size()
+        } catch {
+            throw GuestError.system(error, hint: "the guest's disk must be at the same path here (shared storage)")
+        }
+        try verify(cursor, file: file, size: size)
+    }
+
+    /// The disk of `size` bytes in `file` holds the journal `cursor` continues. Only the
+    /// superblock and the record before the cursor are read (this runs in the blackout and at the
+    /// resume): those two sectors tell a different or unflushed disk.
+    private static func verify(_ cursor: DiskCursor, file: PositionedFile, size: Int) throws(GuestError) {
         guard size == cursor.geometry.diskBytes else {
             throw GuestError(
                 .invalidDisk,
                 "disk \(cursor.path) has \(size) bytes here, \(cursor.geometry.diskBytes) on the source: both ends must see the same disk"
             )
         }
-        // Only the superblock and the record before the cursor are read: this runs while the
-        // guest is down (the resume), and those two sectors tell a different or unflushed disk.
         var sector = [UInt8](repeating: 0, count: DiskJournalFormat.sectorSize)
         try DiskJournalScan.readFully(file, into: &sector, at: 0)
         let superblock = try sector.withUnsafeBytes { bytes in
@@ -131,9 +156,6 @@ public final class DiskJournal {
                 "disk \(cursor.path): record \(cursor.nextSeq - 1), which the guest wrote last, is not on it: this is not the disk the source wrote (both ends must see the same storage), or it was not flushed"
             )
         }
-        return DiskJournal(
-            path: cursor.path, geometry: cursor.geometry, nextSeq: cursor.nextSeq, bootCount: cursor.bootCount,
-            file: file, lock: lock, resumedFrom: nil)
     }
 
     private static func open(path: String) throws(GuestError) -> (PositionedFile, ImageLock, Int) {

@@ -145,7 +145,11 @@ public final class BuiltinIncomingGuest: IncomingGuest {
                 }
                 states.append(VCPUState(record))
             } else if section.kind == BuiltinDiskSection.kind {
-                diskSection = try BuiltinDiskSection(section)
+                let disk = try BuiltinDiskSection(section)
+                // Before VERIFIED: a disk this host cannot continue fails the migration while the
+                // source still owns the guest, not after COMMIT.
+                try DiskJournal.checkContinuable(disk.cursor)
+                diskSection = disk
             } else if !section.isOptional {
                 throw MigrationError(
                     .protocolViolation, "the built-in guest has no device of kind \(section.kind)", guest: .notHere)

@@ -59,6 +59,29 @@ public final class KVMDisk: Sendable {
         self.path = path
     }
 
+    /// Checks, before a handover, that `init(path:)` will succeed here with `sectors`: the file
+    /// exists with that capacity and no one holds its lock. Takes no lock.
+    public static func checkOpenable(path: String, sectors: UInt64) throws(KVMError) {
+        if let conflict = ImageLock.conflict(path: path) {
+            throw KVMError(.syscall, failed: conflict, detail: "the KVM guest's disk \(path)")
+        }
+        let size: Int
+        do {
+            size = try ImageFile.size(path: path)
+        } catch let error as SystemError {
+            throw KVMError(
+                .syscall, failed: error, detail: "the KVM guest's disk must be at the same path here (shared storage)")
+        } catch {
+            throw KVMError(.invalidConfiguration, "the KVM guest's disk \(path): \(error)")
+        }
+        guard UInt64(size) == sectors * UInt64(sectorSize) else {
+            throw KVMError(
+                .invalidConfiguration,
+                "disk \(path) has \(size) bytes here, \(sectors * UInt64(sectorSize)) on the source: both ends must see the same disk"
+            )
+        }
+    }
+
     /// Makes every completed write durable (`fdatasync`).
     public func sync() throws(KVMError) {
         do throws(SystemError) {

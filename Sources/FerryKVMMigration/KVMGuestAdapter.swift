@@ -137,6 +137,9 @@ public final class KVMIncomingGuest: IncomingGuest {
     public func load(_ sections: [DeviceStateSection]) throws {
         try guest?.restore(try KVMVCPUState.states(from: sections))
         diskSection = try KVMDiskSection.find(in: sections)
+        // Before VERIFIED: a disk this host cannot open fails the migration while the source
+        // still owns the guest, not after COMMIT.
+        if let diskSection { try KVMDisk.checkOpenable(path: diskSection.path, sectors: diskSection.sectors) }
     }
 
     /// Held (`hold`): not started at all, since a KVM guest has no step limit to hold it with;

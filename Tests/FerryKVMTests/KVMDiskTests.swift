@@ -183,7 +183,12 @@ struct KVMDiskTests {
         } catch {
             #expect(error.message.contains("in use") && error.message.contains(path), "\(error)")
         }
+        // What the destination checks before VERIFIED, without taking the lock.
+        #expect(throws: KVMError.self) { try KVMDisk.checkOpenable(path: path, sectors: 2048) }
         first.release()
+        try KVMDisk.checkOpenable(path: path, sectors: 2048)
+        #expect(throws: KVMError.self) { try KVMDisk.checkOpenable(path: path, sectors: 4096) }
+        #expect(throws: KVMError.self) { try KVMDisk.checkOpenable(path: scratch.file("missing"), sectors: 2048) }
         _ = try KVMDisk(path: path)
     }
 
