@@ -18,6 +18,8 @@ public struct GuestError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidTrace
         /// A guest configuration cannot run (vCPU count, page size, missing trace, ...).
         case invalidConfiguration
+        /// A disk is too small, not a Ferry journal, or its journal cannot be continued.
+        case invalidDisk
         /// A system call failed.
         case system
     }

@@ -10,11 +10,15 @@ public final class BuiltinMigratableGuest: MigratableGuest {
     public let guest: Guest
     public let setup: GuestSetup
     public let memory: GuestMemory
+    /// The guest's disk, if it has one: paused with the vCPUs, flushed and released at the
+    /// handover, its journal's cursor in a device section (`BuiltinDiskSection`).
+    public let disk: DiskWriter?
 
-    /// `guest` runs over `memory` (one region at guest-physical 0).
-    public init(_ guest: Guest, setup: GuestSetup, memory: UnsafeMutableRawPointer) {
+    /// `guest` runs over `memory` (one region at guest-physical 0), with `disk` if it has one.
+    public init(_ guest: Guest, setup: GuestSetup, memory: UnsafeMutableRawPointer, disk: DiskWriter? = nil) {
         self.guest = guest
         self.setup = setup
+        self.disk = disk
         self.memory = GuestMemory(base: memory, size: guest.size, pageSize: setup.configuration.pageSize)
     }
 
@@ -27,24 +31,55 @@ public final class BuiltinMigratableGuest: MigratableGuest {
         try memory.makeWriteTracker(choice)
     }
 
-    public func pause() -> UInt64 { guest.pause() }
-    public func resume() { guest.resume() }
+    public func pause() -> UInt64 {
+        let begin = MonotonicClock.now()
+        disk?.pause()
+        guest.pause()
+        return MonotonicClock.now() &- begin
+    }
+
+    /// After a failed handover the disk is taken back before the vCPUs run on.
+    public func resume() {
+        disk?.resume()
+        guest.resume()
+    }
     public var throttlePercent: Int {
         get { guest.throttlePercent }
         set { guest.throttlePercent = newValue }
     }
 
+    /// The vCPU sections, and with a disk its section: the disk is flushed (`fdatasync`) and its
+    /// lock given up here, so the destination can open it when it resumes; this side writes no
+    /// more unless the migration fails and `resume()` takes the disk back.
     public func deviceState() throws -> [DeviceStateSection] {
-        guest.states().enumerated().map { index, state in
+        var sections = guest.states().enumerated().map { index, state in
             var body: [UInt8] = []
             state.record.encode(into: &body)
             return DeviceStateSection(
                 kind: DeviceStateSection.vcpu, version: BuiltinGuestKind.vcpuFormat,
                 instance: UInt32(index), body: body)
         }
+        if let disk {
+            let cursor = try disk.releaseForHandover()
+            sections.append(BuiltinDiskSection(cursor: cursor, recordsPerSecond: disk.recordsPerSecond).section)
+        }
+        return sections
     }
 
-    public func stopForHandover() -> [UInt64] { guest.stop().map(\.step) }
+    /// Graceful shutdown where the guest runs (a failed migration, the end of a run): the vCPUs
+    /// stop, the disk finishes its record, writes the clean-shutdown record and is flushed.
+    /// Returns each vCPU's steps.
+    public func shutdown() throws -> [UInt64] {
+        disk?.pause()
+        let steps = guest.stop().map(\.step)
+        try disk?.shutdown()
+        return steps
+    }
+
+    public func stopForHandover() -> [UInt64] {
+        disk?.stopForHandover()
+        return guest.stop().map(\.step)
+    }
 }
 
 /// Receives built-in guests (guest kind 1).
@@ -78,6 +113,12 @@ public final class BuiltinIncomingGuest: IncomingGuest {
     private var memory: GuestMemory?
     private var states: [VCPUState] = []
     private var guest: Guest?
+    /// The disk's section, when the guest came with a disk.
+    public private(set) var diskSection: BuiltinDiskSection?
+    /// The disk's writer while the guest runs here.
+    public private(set) var disk: DiskWriter?
+    /// Where the disk's journal stood when the guest stopped here (after its clean-shutdown record).
+    public private(set) var finalDiskCursor: DiskCursor?
     /// The registers each vCPU ended with here (after `stop()`).
     public private(set) var finalStates: [VCPUState] = []
 
@@ -103,6 +144,12 @@ public final class BuiltinIncomingGuest: IncomingGuest {
                     try VCPURecord(bytes: bytes)
                 }
                 states.append(VCPUState(record))
+            } else if section.kind == BuiltinDiskSection.kind {
+                let disk = try BuiltinDiskSection(section)
+                // Before VERIFIED: a disk this host cannot continue fails the migration while the
+                // source still owns the guest, not after COMMIT.
+                try DiskJournal.checkContinuable(disk.cursor)
+                diskSection = disk
             } else if !section.isOptional {
                 throw MigrationError(
                     .protocolViolation, "the built-in guest has no device of kind \(section.kind)", guest: .notHere)
@@ -117,6 +164,14 @@ public final class BuiltinIncomingGuest: IncomingGuest {
         let guest = try Guest(
             memory: memory.regions[0].base, size: memory.size, configuration: setup.configuration,
             initialStates: states, stepLimits: hold ? states.map(\.step) : nil, logger: logger)
+        if let diskSection {
+            // The disk opens (and locks) only now: the source flushed and released it at the blackout.
+            let journal = try DiskJournal.continuing(diskSection.cursor)
+            let writer = try guest.diskWriter(
+                journal: journal, recordsPerSecond: diskSection.recordsPerSecond, logger: logger)
+            disk = writer
+            if !hold { writer.start() }
+        }
         self.guest = guest
         guest.start()
     }
@@ -125,12 +180,27 @@ public final class BuiltinIncomingGuest: IncomingGuest {
         MonotonicClock.sleep(seconds: seconds)
     }
 
+    /// Stops the guest; a disk gets a graceful shutdown (the record in progress finished, the
+    /// clean-shutdown record written, the disk flushed).
     public func stop() -> IncomingGuestOutcome {
+        var failure: String?
         if let guest {
-            finalStates = guest.stop()
+            if let disk {
+                disk.pause()
+                finalStates = guest.stop()
+                do {
+                    finalDiskCursor = try disk.shutdown()
+                } catch {
+                    failure = "the disk's clean shutdown failed: \(error)"
+                }
+                failure = failure ?? disk.failure
+                self.disk = nil
+            } else {
+                finalStates = guest.stop()
+            }
             self.guest = nil
         }
-        return IncomingGuestOutcome(vcpuSteps: finalStates.map(\.step))
+        return IncomingGuestOutcome(vcpuSteps: finalStates.map(\.step), failure: failure)
     }
 
     public func discard() {}
@@ -140,10 +210,10 @@ extension SourceAgent {
     /// The built-in guest over `memory`, the shared mapping of `imagePath` (`size` bytes).
     public convenience init(
         memory: UnsafeMutableRawPointer, size: Int, imagePath: String, guest: Guest, guestSetup: GuestSetup,
-        options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil
+        disk: DiskWriter? = nil, options: SourceOptions, logger: Logger, progress: ProgressHandler? = nil
     ) {
         self.init(
-            guest: BuiltinMigratableGuest(guest, setup: guestSetup, memory: memory), imagePath: imagePath,
+            guest: BuiltinMigratableGuest(guest, setup: guestSetup, memory: memory, disk: disk), imagePath: imagePath,
             options: options, logger: logger, progress: progress)
     }
 }

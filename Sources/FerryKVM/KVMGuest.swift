@@ -2,6 +2,7 @@ import CKVM
 import FerrySystem
 import Glibc
 import Logging
+import Synchronization
 
 /// Ferry's KVM guest: a VM with `parameters.vcpus` vCPUs over caller-owned guest memory
 /// (e.g. a mapped image), running the guest program (`Tools/kvm-guest`) on one thread per vCPU.
@@ -22,6 +23,7 @@ public final class KVMGuest: @unchecked Sendable {
     private let runners: [KVMVCPURunner]
     private let control = KVMGuestControl()
     private let console: KVMConsole
+    private let diskSlot = KVMDiskSlot()
     private let logger: Logger
     private var started = false
     private var stopped = false
@@ -99,9 +101,11 @@ public final class KVMGuest: @unchecked Sendable {
         let console = KVMConsole(onLine: onConsoleLine, logger: logger)
         self.console = console
         let control = self.control
+        let machine = self.machine
+        let diskSlot = self.diskSlot
         runners = made.map {
             KVMVCPURunner(
-                vcpu: $0, memory: memory, memorySize: size, parameters: parameters, control: control, console: console)
+                vcpu: $0, machine: machine, parameters: parameters, control: control, console: console, disk: diskSlot)
         }
     }
 
@@ -118,6 +122,42 @@ public final class KVMGuest: @unchecked Sendable {
         }
         for (vcpu, state) in zip(vcpus, states) { try vcpu.restore(state) }
         awaitingStates = false
+    }
+
+    /// Gives the guest its disk (before `start()`): the program reads its capacity when it boots
+    /// and keeps its journal there (docs/disk.md). A migrated guest gets the same disk back on
+    /// the destination before it resumes.
+    public func attach(disk: KVMDisk) {
+        precondition(!started, "KVMGuest.attach(disk:) after start()")
+        diskSlot.disk = disk
+    }
+
+    /// Takes the disk away from a paused or stopped guest: its requests then fail with
+    /// DISK_NO_DISK and the program stops its journal (a disk this side no longer holds).
+    public func detachDisk() {
+        precondition(!started || stopped || paused, "KVMGuest.detachDisk() needs a paused or stopped guest")
+        diskSlot.disk = nil
+    }
+
+    /// The disk attached, if any.
+    public var disk: KVMDisk? { diskSlot.disk }
+
+    /// Graceful shutdown: asks the program to finish its step, write its clean-shutdown record
+    /// and flush, waits up to `timeoutSeconds` for every vCPU to halt, stops the vCPUs and
+    /// `fdatasync`s the disk. False when the program did not halt in time (the vCPUs are stopped
+    /// anyway; the disk is synced as it is).
+    @discardableResult
+    public func shutdown(timeoutSeconds: Double) throws(KVMError) -> Bool {
+        var halted = true
+        if started && !stopped {
+            if paused { resume() }
+            control.requestShutdown()
+            halted = try waitUntilHalted(timeoutSeconds: timeoutSeconds)
+            stop()
+        }
+        try disk?.sync()
+        logger.info("kvm guest shut down", metadata: ["kvm.halted": "\(halted)", "kvm.steps": "\(stepsPerVCPU)"])
+        return halted
     }
 
     /// Starts one thread per vCPU, running.

@@ -20,6 +20,8 @@ final class KVMGuestControl: @unchecked Sendable {
     private var controlCondition: UnsafeMutablePointer<pthread_cond_t> { monitor.controlCondition }
     private var pausing = false
     private var stopping = false
+    /// A graceful shutdown was asked: budget requests answer BUDGET_SHUTDOWN.
+    let shutdownRequested = Atomic<Bool>(false)
     private var parked = 0
     private var halted = 0
     private var failureText: String?
@@ -62,6 +64,14 @@ final class KVMGuestControl: @unchecked Sendable {
         }
     }
 
+    /// Asks the guest to shut down: pacing waits end, the next budget request answers BUDGET_SHUTDOWN.
+    func requestShutdown() {
+        locked {
+            shutdownRequested.store(true, ordering: .sequentiallyConsistent)
+            pthread_cond_broadcast(vcpuCondition)
+        }
+    }
+
     /// Waits until every vCPU halted (or one failed), at most `timeoutNanoseconds`; true if all halted.
     func waitHalted(vcpus: Int, timeoutNanoseconds: UInt64) -> Bool {
         let deadline = MonotonicClock.now() + timeoutNanoseconds
@@ -99,7 +109,7 @@ final class KVMGuestControl: @unchecked Sendable {
     /// false when interrupted by one.
     func sleep(until deadline: UInt64) -> Bool {
         locked {
-            while !pausing && !stopping {
+            while !pausing && !stopping && !shutdownRequested.load(ordering: .relaxed) {
                 if MonotonicClock.now() >= deadline { return true }
                 var until = timespec(monotonicNanoseconds: deadline)
                 pthread_cond_timedwait(vcpuCondition, mutex, &until)

@@ -34,7 +34,9 @@ public enum KVMGuestLayout {
     static let regBudget: UInt64 = 0x08
     static let regLine: UInt64 = 0x0c
     static let regHalt: UInt64 = 0x10
+    static let regDiskRequest: UInt64 = 0x14
     static let budgetFinished: UInt32 = 0xffff_ffff
+    static let budgetShutdown: UInt32 = 0xffff_fffe
     static let lineCapacity = 124
 
     // Parameter indices (32-bit halves).
@@ -42,6 +44,8 @@ public enum KVMGuestLayout {
     static let paramWorkFirst: UInt32 = 2
     static let paramWorkPages: UInt32 = 4
     static let paramPrintInterval: UInt32 = 6
+    static let paramDiskSectors: UInt32 = 8
+    static let paramJournalInterval: UInt32 = 10
 
     // GDT selectors.
     static let userCodeSelector: UInt16 = 0x1b

@@ -13,11 +13,14 @@ public struct KVMGuestParameters: Sendable, Equatable {
     public var printInterval: UInt64
     /// Largest budget one request returns (one exit per this many writes at most).
     public var budgetChunk: UInt32
+    /// With a disk: vCPU 0's steps between journal step records (docs/disk.md).
+    public var journalInterval: UInt64
 
     public init(
         seed: UInt64 = 1, vcpus: Int = 1, writesPerSecond: Double? = nil, stepLimit: UInt64? = nil,
-        printInterval: UInt64 = 1 << 16, budgetChunk: UInt32 = 256
+        printInterval: UInt64 = 1 << 16, budgetChunk: UInt32 = 256, journalInterval: UInt64 = 4096
     ) {
+        self.journalInterval = journalInterval
         self.seed = seed
         self.vcpus = vcpus
         self.writesPerSecond = writesPerSecond
@@ -47,9 +50,12 @@ public struct KVMGuestParameters: Sendable, Equatable {
         guard printInterval > 0 else {
             throw KVMError(.invalidConfiguration, "print interval 0: must be at least 1 step")
         }
-        guard budgetChunk > 0, budgetChunk < KVMGuestLayout.budgetFinished else {
+        guard budgetChunk > 0, budgetChunk < KVMGuestLayout.budgetShutdown else {
             throw KVMError(
-                .invalidConfiguration, "budget chunk \(budgetChunk): must be in 1…\(KVMGuestLayout.budgetFinished - 1)")
+                .invalidConfiguration, "budget chunk \(budgetChunk): must be in 1…\(KVMGuestLayout.budgetShutdown - 1)")
+        }
+        guard journalInterval > 0 else {
+            throw KVMError(.invalidConfiguration, "journal interval 0: must be at least 1 step")
         }
     }
 }

@@ -6,14 +6,15 @@ import FerryGuest
 ///
 /// Form: `kvm`, then optionally `:` and comma-separated items: a rate (`120MB/s`, `30000pages/s`;
 /// without one the guest runs unpaced), `steps=N` (per-vCPU step limit), `interval=N` (steps
-/// between console lines), `chunk=N` (largest write budget). E.g. `kvm:120MB/s,interval=65536`.
+/// between console lines), `chunk=N` (largest write budget), `journal=N` (with a disk: steps
+/// between journal step records). E.g. `kvm:120MB/s,interval=65536`.
 extension KVMGuestParameters {
     public init(workload: String, seed: UInt64, vcpus: Int) throws(KVMError) {
         self.init(seed: seed, vcpus: vcpus)
         func bad(_ text: String) -> KVMError {
             KVMError(
                 .invalidConfiguration,
-                "workload '\(workload)': \(text); expected kvm[:RATE][,steps=N][,interval=N][,chunk=N], e.g. kvm:120MB/s"
+                "workload '\(workload)': \(text); expected kvm[:RATE][,steps=N][,interval=N][,chunk=N][,journal=N], e.g. kvm:120MB/s"
             )
         }
         guard workload == "kvm" || workload.hasPrefix("kvm:") else { throw bad("not a KVM guest workload") }
@@ -26,8 +27,9 @@ extension KVMGuestParameters {
                 switch key {
                 case "steps": stepLimit = value
                 case "interval": printInterval = value
+                case "journal": journalInterval = value
                 case "chunk":
-                    guard value < UInt64(KVMGuestLayout.budgetFinished) else {
+                    guard value < UInt64(KVMGuestLayout.budgetShutdown) else {
                         throw bad("chunk \(value) is too large")
                     }
                     budgetChunk = UInt32(value)
@@ -52,6 +54,7 @@ extension KVMGuestParameters {
         if let stepLimit { items.append("steps=\(stepLimit)") }
         if printInterval != KVMGuestParameters().printInterval { items.append("interval=\(printInterval)") }
         if budgetChunk != KVMGuestParameters().budgetChunk { items.append("chunk=\(budgetChunk)") }
+        if journalInterval != KVMGuestParameters().journalInterval { items.append("journal=\(journalInterval)") }
         return items.isEmpty ? "kvm" : "kvm:" + items.joined(separator: ",")
     }
 }

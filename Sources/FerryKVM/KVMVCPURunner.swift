@@ -1,6 +1,7 @@
 import CKVM
 import FerrySystem
 import Glibc
+import Synchronization
 
 /// The thread of one vCPU: KVM_RUN in a loop, handling the exits the guest program makes
 /// (MMIO registers: parameters, budget, console, halt), parking between exits when a pause is asked.
@@ -19,6 +20,8 @@ final class KVMVCPURunner: @unchecked Sendable {
     private let parameters: KVMGuestParameters
     private let control: KVMGuestControl
     private let console: KVMConsole
+    private let disk: KVMDiskSlot
+    private let machine: KVMVirtualMachine
     private let writesPerSecond: Double?
     var thread: pthread_t?
 
@@ -29,9 +32,13 @@ final class KVMVCPURunner: @unchecked Sendable {
     private var lastRefill: UInt64 = 0
 
     init(
-        vcpu: KVMVCPU, memory: UnsafeMutableRawPointer, memorySize: Int, parameters: KVMGuestParameters,
-        control: KVMGuestControl, console: KVMConsole
+        vcpu: KVMVCPU, machine: KVMVirtualMachine, parameters: KVMGuestParameters, control: KVMGuestControl,
+        console: KVMConsole, disk: KVMDiskSlot
     ) {
+        self.machine = machine
+        self.disk = disk
+        let memory = machine.memory
+        let memorySize = machine.size
         self.vcpu = vcpu
         self.memory = memory
         self.memorySize = memorySize
@@ -114,6 +121,8 @@ final class KVMVCPURunner: @unchecked Sendable {
             return printLine(at: Int(data.load(as: UInt32.self)))
         case (KVMGuestLayout.regHalt, true):
             halted = true
+        case (KVMGuestLayout.regDiskRequest, true):
+            return diskRequest(at: Int(data.load(as: UInt32.self)))
         default:
             return
                 "\(isWrite != 0 ? "write to" : "read of") VMM register 0x\(String(offset, radix: 16)), which does not exist"
@@ -128,6 +137,8 @@ final class KVMVCPURunner: @unchecked Sendable {
             case KVMGuestLayout.paramWorkFirst: UInt64(KVMGuestLayout.workBase / KVMGuestLayout.pageSize)
             case KVMGuestLayout.paramWorkPages: UInt64(KVMGuestLayout.workPages(memorySize: memorySize))
             case KVMGuestLayout.paramPrintInterval: parameters.printInterval
+            case KVMGuestLayout.paramDiskSectors: disk.disk?.sectors ?? 0
+            case KVMGuestLayout.paramJournalInterval: parameters.journalInterval
             default: 0
             }
         return UInt32(truncatingIfNeeded: index & 1 == 0 ? value : value >> 32)
@@ -136,6 +147,7 @@ final class KVMVCPURunner: @unchecked Sendable {
     /// How many writes the guest may do now. Blocks for pacing; a pause or stop interrupts the
     /// wait with 0 ("ask again"), so the vCPU parks within microseconds.
     private func budget() -> UInt32 {
+        if control.shutdownRequested.load(ordering: .relaxed) { return KVMGuestLayout.budgetShutdown }
         let step = KVMGuestLayout.publishedStep(memory: memory, vcpu: vcpu.index)
         var grant = parameters.budgetChunk
         if let limit = parameters.stepLimit {
@@ -154,8 +166,21 @@ final class KVMVCPURunner: @unchecked Sendable {
                 return grant
             }
             let waitNanoseconds = (Double(grant) - credit) / effective * 1e9
-            if !control.sleep(until: now + UInt64(waitNanoseconds)) { return 0 }
+            if !control.sleep(until: now + UInt64(waitNanoseconds)) {
+                return control.shutdownRequested.load(ordering: .relaxed) ? KVMGuestLayout.budgetShutdown : 0
+            }
         }
+    }
+
+    /// REG_DISK_REQUEST: the disk carries the request out; without a disk the status says so.
+    private func diskRequest(at address: Int) -> String? {
+        if let disk = disk.disk { return disk.serve(requestAt: address, machine: machine) }
+        guard address >= 0, address + KVMDisk.requestSize <= memorySize else {
+            return "disk request at 0x\(String(address, radix: 16)) is outside guest memory"
+        }
+        memory.storeBytes(of: KVMDisk.Status.noDisk.rawValue.littleEndian, toByteOffset: address + 24, as: UInt32.self)
+        machine.hostWrites.record(bytes: (address + 24)..<(address + 28))
+        return nil
     }
 
     private func printLine(at address: Int) -> String? {

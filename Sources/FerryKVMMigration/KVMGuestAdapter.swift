@@ -34,14 +34,46 @@ public final class KVMMigratableGuest: MigratableGuest {
     }
 
     public func pause() -> UInt64 { guest.pause() }
-    public func resume() { guest.resume() }
+
+    /// After a failed handover the disk is taken back first; when another writer holds it by
+    /// now, the guest runs on without it (its journal stops) rather than write a disk it lost.
+    public func resume() {
+        if let disk = guest.disk, !disk.isLocked {
+            do {
+                try disk.reacquire()
+            } catch {
+                guest.detachDisk()
+            }
+        }
+        guest.resume()
+    }
     public var throttlePercent: Int {
         get { guest.throttlePercent }
         set { guest.throttlePercent = newValue }
     }
+    /// The vCPU sections, and with a disk its section: the disk is flushed (`fdatasync`) and its
+    /// lock given up here, so the destination can open it when it resumes.
     public func deviceState() throws -> [DeviceStateSection] {
-        try guest.states().enumerated().map { index, state in state.section(vcpu: index) }
+        var sections = try guest.states().enumerated().map { index, state in state.section(vcpu: index) }
+        if let disk = guest.disk {
+            try disk.sync()
+            disk.release()
+            sections.append(KVMDiskSection(path: disk.path, sectors: disk.sectors).section)
+        }
+        return sections
     }
+    /// Graceful shutdown where the guest runs (a failed migration): with a disk, the program
+    /// writes its clean-shutdown record and flushes, the disk is synced and released. Returns
+    /// each vCPU's steps.
+    public func shutdown() throws -> [UInt64] {
+        if let disk = guest.disk {
+            try guest.shutdown(timeoutSeconds: 10)
+            disk.release()
+        }
+        guest.stop()
+        return guest.stepsPerVCPU
+    }
+
     public func stopForHandover() -> [UInt64] {
         guest.stop()
         return guest.stepsPerVCPU
@@ -87,6 +119,8 @@ public final class KVMIncomingGuest: IncomingGuest {
     let logger: Logger
     let consoleLine: (@Sendable (KVMConsoleLine) -> Void)?
     public private(set) var guest: KVMGuest?
+    /// The disk the guest came with (opened when it resumes here).
+    public private(set) var diskSection: KVMDiskSection?
 
     init(parameters: KVMGuestParameters, logger: Logger, consoleLine: (@Sendable (KVMConsoleLine) -> Void)?) {
         self.parameters = parameters
@@ -102,12 +136,29 @@ public final class KVMIncomingGuest: IncomingGuest {
 
     public func load(_ sections: [DeviceStateSection]) throws {
         try guest?.restore(try KVMVCPUState.states(from: sections))
+        diskSection = try KVMDiskSection.find(in: sections)
+        // Before VERIFIED: a disk this host cannot open fails the migration while the source
+        // still owns the guest, not after COMMIT.
+        if let diskSection { try KVMDisk.checkOpenable(path: diskSection.path, sectors: diskSection.sectors) }
     }
 
     /// Held (`hold`): not started at all, since a KVM guest has no step limit to hold it with;
-    /// the image stays what the source handed over.
+    /// the image stays what the source handed over. A disk is opened (and locked) only now: the
+    /// source flushed and released it at the blackout.
     public func start(hold: Bool) throws {
-        if !hold { guest?.start() }
+        guard !hold, let guest else { return }
+        if let diskSection {
+            let disk = try KVMDisk(path: diskSection.path)
+            guard disk.sectors == diskSection.sectors else {
+                disk.release()
+                throw KVMError(
+                    .invalidConfiguration,
+                    "disk \(diskSection.path) has \(disk.sectors) sectors here, \(diskSection.sectors) on the source: both ends must see the same disk"
+                )
+            }
+            guest.attach(disk: disk)
+        }
+        guest.start()
     }
 
     /// A KVM guest with a step limit ends earlier when every vCPU halted.
@@ -115,13 +166,25 @@ public final class KVMIncomingGuest: IncomingGuest {
         _ = try? guest?.waitUntilHalted(timeoutSeconds: seconds)
     }
 
+    /// With a disk: a graceful shutdown (the clean-shutdown record, the disk synced and released).
     public func stop() -> IncomingGuestOutcome {
         guard let guest else { return IncomingGuestOutcome(vcpuSteps: []) }
+        var failure = guest.failure
+        if let disk = guest.disk {
+            do {
+                if try !guest.shutdown(timeoutSeconds: 10) {
+                    failure = failure ?? "the guest did not halt within 10 s of the shutdown request"
+                }
+            } catch {
+                failure = failure ?? "\(error)"
+            }
+            disk.release()
+        }
         guest.stop()
         return IncomingGuestOutcome(
             vcpuSteps: guest.stepsPerVCPU,
             console: guest.consoleLines.map { GuestConsoleLine(vcpu: $0.vcpu, text: $0.text) },
-            failure: guest.failure.map { "\($0)" })
+            failure: failure)
     }
 
     public func discard() { guest?.stop() }

@@ -21,7 +21,18 @@ public final class PositionedFile: @unchecked Sendable {
         }
     }
 
+    /// Opens the existing file `path` for reading and writing (a disk image), never truncating.
+    public init(updating path: String) throws(SystemError) {
+        self.path = path
+        fd = try valueOrErrno("open(\"\(path)\", O_RDWR)") { open(path, O_RDWR | O_CLOEXEC) }
+    }
+
     deinit { close(fd) }
+
+    /// Makes what was written durable (`fdatasync`): the data and the size, not the timestamps.
+    public func sync() throws(SystemError) {
+        try valueOrErrno("fdatasync(\"\(path)\")") { fdatasync(fd) }
+    }
 
     /// The file's size now (`fstat`).
     public func size() throws(SystemError) -> Int {

@@ -25,7 +25,8 @@ struct Ferry: ParsableCommand {
             """,
         version: FerryVersion.description,
         subcommands: [
-            ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self,
+            ImageCommand.self, DiskCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self,
+            DemoCommand.self,
             AnnounceCommand.self,
             StatusCommand.self, KeygenCommand.self,
         ])

@@ -14,6 +14,7 @@ struct KVMRun {
     var seed: UInt64
     var steps: String?
     var duration: DurationOption?
+    var disk: DiskOptions
 
     /// Returns the run's report (`--json` writes it).
     func run(logger: Logger, draft: ReportDraft) throws -> MigrationReport {
@@ -38,16 +39,25 @@ struct KVMRun {
             }
             parameters.stepLimit = limit
         }
+        parameters.journalInterval = disk.kvmJournalInterval(parameters)
         let region = try MappedRegion.mapFile(path: image, writable: true)
         let guest = try KVMGuest(memory: region.base, size: bytes, parameters: parameters, logger: logger) { line in
             HumanOutput.print(line.text)
         }
+        if let kvmDisk = try disk.openForKVM() { guest.attach(disk: kvmDisk) }
         let start = MonotonicClock.now()
         guest.start()
         if parameters.stepLimit != nil {
             while try !guest.waitUntilHalted(timeoutSeconds: 1) {}
         } else {
             MonotonicClock.sleep(seconds: duration?.seconds ?? 0)
+        }
+        if let kvmDisk = guest.disk {
+            // Graceful: the program writes its clean-shutdown record and flushes; the disk is synced.
+            if try !guest.shutdown(timeoutSeconds: 10) {
+                HumanOutput.print("disk: the guest did not halt within 10 s of the shutdown request; synced as it is")
+            }
+            kvmDisk.release()
         }
         guest.stop()
         if let failure = guest.failure { throw KVMError(.guestFailed, failure) }

@@ -52,6 +52,8 @@ struct RunCommand: ParsableCommand {
         transform: RateOption.parse)
     var rate: Rate?
 
+    @OptionGroup(title: "Disk") var disk: DiskOptions
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -63,6 +65,11 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("--size and --rate are for --guest kvm")
         }
         if guest == "builtin" { try validateWorkload(workload) }
+        if disk.disk != nil && steps != nil {
+            if guest == "builtin" {
+                throw ValidationError("--disk needs --duration (a reference run with --steps has no disk)")
+            }
+        }
     }
 
     func run() throws {
@@ -70,7 +77,8 @@ struct RunCommand: ParsableCommand {
             draft.describe(image: image, vcpus: vcpus, workload: workload)
             if guest == "kvm" {
                 return try KVMRun(
-                    image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration
+                    image: image, size: size, rate: rate, vcpus: vcpus, seed: seed, steps: steps, duration: duration,
+                    disk: disk
                 )
                 .run(logger: output.makeLogger("ferry.run"), draft: draft)
             }
@@ -105,9 +113,20 @@ struct RunCommand: ParsableCommand {
                 let region = try MappedRegion.mapFile(path: image, writable: true)
                 let guest = try Guest(
                     memory: region.base, size: size, configuration: setup.configuration, logger: logger)
+                let writer = try disk.boot(for: guest, seed: seed, logger: logger)
                 guest.start()
+                writer?.start()
                 MonotonicClock.sleep(seconds: seconds)
+                // Graceful shutdown: the vCPUs stop, the disk finishes its record, writes the
+                // clean-shutdown record and is flushed.
+                writer?.pause()
                 finalSteps = guest.stop().map(\.step)
+                if let writer {
+                    let cursor = try writer.shutdown()
+                    HumanOutput.print(
+                        "disk: clean shutdown at record \(cursor.nextSeq - 1) (boot \(cursor.bootCount), \(writer.recordsWritten) step records this boot)"
+                    )
+                }
                 try region.sync()
             }
             let seconds = MonotonicClock.seconds(since: start)

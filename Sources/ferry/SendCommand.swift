@@ -32,6 +32,8 @@ struct SendCommand: ParsableCommand {
 
     @OptionGroup(title: "Guest") var guestOptions: SendGuestOptions
 
+    @OptionGroup(title: "Disk") var disk: DiskOptions
+
     @OptionGroup(title: "Convergence") var convergence: ConvergenceOptions
 
     @OptionGroup(title: "Transfer") var transfer: TransferOptions
@@ -134,7 +136,9 @@ struct SendCommand: ParsableCommand {
                 OperatorSignals.noteLateSignal(role: .source)
                 return report
             } catch let error as MigrationError where error.guest == .source {
-                let steps = migratable.stopForHandover()
+                let steps =
+                    try (migratable as? BuiltinMigratableGuest)?.shutdown() ?? (migratable as? KVMMigratableGuest)?
+                    .shutdown() ?? migratable.stopForHandover()
                 draft.engineReport = { agent.lastReport.map { $0.stoppedAt(steps) } }
                 try region.sync()
                 // The library's "the guest keeps running on the source" holds until this process
@@ -153,6 +157,10 @@ extension SendCommand {
     /// Starts the `--guest` kind on the image's mapping `memory`: its vCPUs write from now on.
     func startGuest(memory: UnsafeMutableRawPointer, size: Int, logger: Logger) throws -> any MigratableGuest {
         if guestOptions.guest == "kvm" {
+            if disk.disk != nil {
+                throw CommandError.configuration(
+                    "--disk is for --guest builtin in ferry send (the KVM guest's disk: docs/disk.md)")
+            }
             let parameters = try KVMGuestParameters(
                 workload: guestOptions.workload == "idle" ? "kvm" : guestOptions.workload, seed: guestOptions.seed,
                 vcpus: guestOptions.vcpus)
@@ -169,8 +177,10 @@ extension SendCommand {
             workload: guestOptions.workload, vcpus: guestOptions.vcpus, seed: guestOptions.seed,
             pageSize: systemPageSize, pageCount: size / systemPageSize)
         let builtin = try Guest(memory: memory, size: size, configuration: setup.configuration, logger: logger)
+        let writer = try disk.boot(for: builtin, seed: guestOptions.seed, logger: logger)
         builtin.start()
-        return BuiltinMigratableGuest(builtin, setup: setup, memory: memory)
+        writer?.start()
+        return BuiltinMigratableGuest(builtin, setup: setup, memory: memory, disk: writer)
     }
 }
 
@@ -200,7 +210,7 @@ struct SendGuestOptions: ParsableArguments {
 
     @Option(
         help:
-            "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N] (e.g. kvm:120MB/s,steps=500000)."
+            "Guest workload: idle, uniform:RATE, hotset:RATE,HOT%,SHARE%, sweep:RATE or trace:FILE (RATE like 200MB/s or 50000pages/s). With --guest kvm: kvm[:RATE][,steps=N][,interval=N][,journal=N] (e.g. kvm:120MB/s,steps=500000; journal=N: steps between disk records)."
     )
     var workload = "idle"
 

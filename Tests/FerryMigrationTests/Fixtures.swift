@@ -60,6 +60,9 @@ struct LoopbackMigration {
     var destinationProgress: ProgressHandler?
     /// The destination's cancellation (an operator's signal), if any.
     var destinationCancellation: MigrationCancellation?
+    /// A disk (`disk.img` in the scratch directory, both ends' storage) written at this many
+    /// records per second by the source guest; nil: no disk.
+    var diskRecordsPerSecond: Double?
 
     struct Outcome {
         var source: Result<MigrationReport, any Error>
@@ -107,7 +110,14 @@ struct LoopbackMigration {
         let setup = try GuestSetup.make(
             workload: workloadText, vcpus: vcpus, seed: 11, pageSize: pageSize, pageCount: size / pageSize)
         let guest = try Guest(memory: region.base, size: size, configuration: setup.configuration, logger: testLogger)
+        var disk: DiskWriter?
+        if let diskRecordsPerSecond {
+            try DiskJournal.createDisk(path: scratch.file("disk.img"), bytes: 16 << 20)
+            let journal = try DiskJournal.boot(path: scratch.file("disk.img"), seed: 5)
+            disk = try guest.diskWriter(journal: journal, recordsPerSecond: diskRecordsPerSecond, logger: testLogger)
+        }
         guest.start()
+        disk?.start()
         Thread.sleep(forTimeInterval: runBefore)
         var options = SourceOptions(
             destination: try Endpoint.parse("127.0.0.1:\(try route?(port) ?? port)"), settings: settings,
@@ -116,7 +126,7 @@ struct LoopbackMigration {
         options.handoffTimeout = .milliseconds(sourceHandoffTimeoutMs)
         options.security = sourceSecurity
         adjustSource?(&options)
-        let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base)
+        let builtin = BuiltinMigratableGuest(guest, setup: setup, memory: region.base, disk: disk)
         let agent = SourceAgent(
             guest: wrapGuest?(builtin) ?? builtin, imagePath: scratch.file("source.img"),
             options: options, logger: testLogger, progress: sourceProgress)
@@ -128,7 +138,9 @@ struct LoopbackMigration {
             let before = guest.totalSteps
             Thread.sleep(forTimeInterval: 0.1)
             runningAfterFailure = guest.totalSteps > before
+            disk?.pause()
             steps = guest.stop().map(\.step)
+            _ = try? disk?.shutdown()
         } else {
             steps = guest.stepsPerVCPU
         }
