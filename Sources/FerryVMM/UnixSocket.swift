@@ -81,6 +81,7 @@ public final class UnixLineConnection: @unchecked Sendable {
     public func readLine(maxLineBytes: Int) -> LineResult {
         while true {
             if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                if newline > maxLineBytes { return .tooLong }
                 let line = String(decoding: buffer[..<newline], as: UTF8.self)
                 buffer.removeSubrange(...newline)
                 return .line(line)
