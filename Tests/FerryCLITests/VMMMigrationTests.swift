@@ -81,4 +81,30 @@ struct VMMMigrationTests {
         }
         #expect(ProcessIdentity.of(pid: destination.pid) == nil || VMMProcessTests.isZombie(destination.pid))
     }
+
+    @Test("the vmm survives SIGKILL of the shell that started it (no parent-death signal) and SIGHUP")
+    func survivesItsStarter() throws {
+        let vmm = VMMHarness("vmm-orphan")
+        let command =
+            "'\(FerryProcess.executable)' vmm --spec '\(try vmm.specFile())' --id \(vmm.id.hex) --state-dir '\(vmm.stateDir)' >/dev/null 2>&1 & wait"
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", command]
+        try shell.run()
+        let hello = try vmm.waitUntilAnswering()
+        let pid = pid_t(try #require(hello["pid"]?.intValue))
+        defer { kill(pid, SIGKILL) }
+        kill(shell.processIdentifier, SIGKILL)
+        usleep(200_000)
+        let starter = shell.processIdentifier
+        #expect(
+            ProcessIdentity.of(pid: starter) == nil || VMMProcessTests.isZombie(starter),
+            "the starting shell still runs")
+        kill(pid, SIGHUP)
+        let client = try vmm.client()
+        let steps = try vmm.steps(client)
+        usleep(300_000)
+        #expect(try vmm.steps(client) > steps, "the guest stopped with its starter")
+        #expect(try client.call("hello")["pid"]?.intValue == Int(pid))
+    }
 }
