@@ -21,8 +21,9 @@ let package = Package(
         .library(name: "FerryGuest", targets: ["FerryGuest"]),
         .library(name: "FerryHostModel", targets: ["FerryHostModel"]),
         // The host agent's inventory (guests, states, journal) on SQLite; a product for
-        // Tools/microbench, which measures journaled transitions per second.
+        // Tools/inventory-bench, which measures journaled transitions per second.
         .library(name: "FerryInventory", targets: ["FerryInventory"]),
+        .library(name: "FerryVMM", targets: ["FerryVMM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,40 +40,54 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
 
-        .target(name: "FerrySystem", dependencies: [
-            "CFerryShims",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerrySystem",
+            dependencies: [
+                "CFerryShims",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(name: "FerryProtocol"),
         .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
         // C: AEAD records in place through libcrypto's EVP interface (Debian's libssl-dev).
         .target(name: "CAEAD", linkerSettings: [.linkedLibrary("crypto")]),
-        .target(name: "FerryTransport", dependencies: [
-            "FerryProtocol", "FerrySystem", "CAEAD", "CFerryShims",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "FerryGuest", dependencies: [
-            "FerrySystem",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "FerryMigration", dependencies: [
-            "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "FerryKVM", dependencies: [
-            "CKVM", "FerrySystem", "FerryGuest",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryTransport",
+            dependencies: [
+                "FerryProtocol", "FerrySystem", "CAEAD", "CFerryShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "FerryGuest",
+            dependencies: [
+                "FerrySystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "FerryMigration",
+            dependencies: [
+                "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "FerryKVM",
+            dependencies: [
+                "CKVM", "FerrySystem", "FerryGuest",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Guest adapters: each guest kind plugs into the engine from its own target.
-        .target(name: "FerryGuestMigration", dependencies: [
-            "FerryMigration", "FerryGuest", "FerryProtocol", "FerrySystem",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "FerryKVMMigration", dependencies: [
-            "FerryMigration", "FerryKVM", "FerryProtocol", "FerrySystem",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryGuestMigration",
+            dependencies: [
+                "FerryMigration", "FerryGuest", "FerryProtocol", "FerrySystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "FerryKVMMigration",
+            dependencies: [
+                "FerryMigration", "FerryKVM", "FerryProtocol", "FerrySystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Host layer: what a guest is on a host (name, specification, lifecycle states), shared by
         // the inventory, the per-guest VMM process, the agent and its API. Pure, no I/O.
         .target(name: "FerryHostModel"),
@@ -83,22 +98,39 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "ferry", dependencies: [
-            "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        // Host layer: one `ferry vmm` process per running guest, driven through a control socket
+        // (docs/vmm-control.md); the guest-kind registry; the spawn helper an agent starts it with.
+        .target(
+            name: "FerryVMM",
+            dependencies: [
+                "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest",
+                "FerryHostModel",
+                "FerryProtocol", "FerrySystem", "FerryTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "ferry",
+            dependencies: [
+                "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryVMM",
+                "FerryHostModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
 
         // The worked example of a third guest kind, written against the public API only
         // (Examples/CounterGuest/README.md), and its loopback migration test.
-        .target(name: "CounterGuest", dependencies: [
-            "FerryMigration", "FerryProtocol", "FerrySystem",
-            .product(name: "Logging", package: "swift-log"),
-        ], path: "Examples/CounterGuest/Sources"),
-        .testTarget(name: "CounterGuestTests", dependencies: [
-            "CounterGuest", "FerryMigration", "FerryProtocol", "FerrySystem", "FerryTransport",
-            .product(name: "Logging", package: "swift-log"),
-        ], path: "Examples/CounterGuest/Tests"),
+        .target(
+            name: "CounterGuest",
+            dependencies: [
+                "FerryMigration", "FerryProtocol", "FerrySystem",
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Examples/CounterGuest/Sources"),
+        .testTarget(
+            name: "CounterGuestTests",
+            dependencies: [
+                "CounterGuest", "FerryMigration", "FerryProtocol", "FerrySystem", "FerryTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Examples/CounterGuest/Tests"),
 
         // What the test targets share (not a product): the one TCP relay with its independent frame
         // parser, scratch directories, test memory, network namespaces, the machine's
@@ -108,7 +140,12 @@ let package = Package(
         .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem", "FerryTestSupport"]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol", "FerryTestSupport"]),
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4", "FerryTestSupport"]),
-        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerryTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(
+            name: "FerryTransportTests",
+            dependencies: [
+                "FerryTransport", "FerryProtocol", "FerryTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
         // A process that writes to an inventory until the kill -9 test kills it.
         .executableTarget(name: "inventory-writer", dependencies: [
@@ -120,14 +157,27 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
-        .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem", "FerryTestSupport"]),
-        .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport"]),
+        .testTarget(
+            name: "FerryKVMTests",
+            dependencies: [
+                "FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport",
+                "FerrySystem", "FerryTestSupport",
+            ]),
+        .testTarget(
+            name: "FerryMigrationTests",
+            dependencies: [
+                "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport",
+            ]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
-        .testTarget(name: "FerryCLITests", dependencies: [
-            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", "FerryTestSupport",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .testTarget(
+            name: "FerryCLITests",
+            dependencies: [
+                "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport",
+                "FerrySystem", "FerryTestSupport",
+                "FerryVMM", "FerryHostModel",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -121,6 +121,9 @@ public final class BuiltinIncomingGuest: IncomingGuest {
     public private(set) var finalDiskCursor: DiskCursor?
     /// The registers each vCPU ended with here (after `stop()`).
     public private(set) var finalStates: [VCPUState] = []
+    /// The guest running here, between `start(hold:)` and `stop()`: a VMM that keeps the guest
+    /// after the migration (`ferry vmm --incoming`) controls it through this.
+    public var running: Guest? { guest }
 
     init(setup: GuestSetup, logger: Logger) {
         self.setup = setup

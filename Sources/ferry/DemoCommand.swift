@@ -6,6 +6,7 @@ import FerryKVMMigration
 import FerryMigration
 import FerrySystem
 import FerryTransport
+import FerryVMM
 import Foundation
 import Logging
 

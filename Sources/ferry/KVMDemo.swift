@@ -5,6 +5,7 @@ import FerryKVMMigration
 import FerryMigration
 import FerrySystem
 import FerryTransport
+import FerryVMM
 import Foundation
 import Logging
 

@@ -6,6 +6,7 @@ import FerryMigration
 import FerryProtocol
 import FerrySystem
 import FerryTransport
+import FerryVMM
 import Foundation
 import Logging
 

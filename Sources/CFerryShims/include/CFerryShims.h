@@ -18,6 +18,15 @@
 extern "C" {
 #endif
 
+// MARK: - processes
+
+/// posix_spawn of `path` with `argv`/`envp` as a process of its own: a new session (setsid), an
+/// empty signal mask and every signal at its default, stdin from /dev/null, stdout and stderr
+/// appended to `log_path` (created 0600), no other descriptor inherited. 0 and the child's PID
+/// in `pid_out`, or -errno.
+int ferry_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *log_path,
+                         int32_t *pid_out);
+
 // MARK: - file systems
 
 /// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).

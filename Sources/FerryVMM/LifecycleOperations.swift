@@ -1,0 +1,171 @@
+import FerryHostModel
+import FerryMigration
+import FerryProtocol
+import FerrySystem
+import Foundation
+import Logging
+
+/// The operations that end the guest here or move it: shutdown, suspend, migrate, cancel.
+extension VirtualMachineMonitor {
+    /// Graceful: the vCPUs stop (waiting at most `timeout_ms`, default 10 s), the memory image and
+    /// the disks are flushed, `stopped` is told, the response written, and the process exits 0.
+    func shutdown(_ request: ControlRequest) throws(ControlFailure) -> Outcome {
+        let timeoutMs = try request.number("timeout_ms", in: 1...3_600_000, integer: true) ?? 10_000
+        return try serialized { () throws(ControlFailure) -> Outcome in
+            let guest = try runningGuest()
+            try transition(from: [.running, .paused], to: .stopping, for: "shutdown")
+            let stopped = MonotonicCondition()
+            nonisolated(unsafe) var done = false
+            let thread = Thread {
+                _ = guest.migratable.stopForHandover()
+                stopped.withLock {
+                    done = true
+                    stopped.broadcast()
+                }
+            }
+            thread.start()
+            let deadline = MonotonicClock.deadline(afterMilliseconds: Int(timeoutMs))
+            let finished = stopped.withLock {
+                while !done { if !stopped.wait(untilNanoseconds: deadline) { return done } }
+                return true
+            }
+            guard finished else {
+                throw ControlFailure(
+                    .failed,
+                    "the guest's vCPUs did not stop within \(Int(timeoutMs)) ms; wait and ask status, or send kill")
+            }
+            try flush(guest, during: "shutdown")
+            enter(.stopped, reason: "shutdown")
+            return (
+                ["state": "stopped", "vcpu_steps": .array(guest.stepsPerVCPU.map { JSONValue($0) })], { self.exit(0) }
+            )
+        }
+    }
+
+    /// The memory image (msync), then the guest's disks (the disk hook), after the vCPUs stopped.
+    private func flush(_ guest: RunningGuest, during op: String) throws(ControlFailure) {
+        do {
+            try guest.flushMemory()
+            try configuration.disks?.flush()
+        } catch {
+            throw ControlFailure(.failed, "\(op): flushing the guest failed: \(error)")
+        }
+    }
+
+    /// Pauses the guest, writes its state to `STATE_DIR/GUEST_ID.suspend` beside its flushed
+    /// image, and exits 0; `ferry vmm --restore FILE` continues it.
+    func suspend() throws(ControlFailure) -> Outcome {
+        try serialized { () throws(ControlFailure) -> Outcome in
+            let guest = try runningGuest()
+            let wasRunning = condition.withLock { state == .running }
+            try transition(from: [.running, .paused], to: .suspending, for: "suspend")
+            if wasRunning { _ = guest.migratable.pause() }
+            do throws(ControlFailure) {
+                let record = try suspendRecord(guest)
+                try flush(guest, during: "suspend")
+                do throws(VMMError) { try record.write(to: configuration.suspendPath) } catch {
+                    throw ControlFailure(.failed, error.message)
+                }
+            } catch {
+                if wasRunning { guest.migratable.resume() }
+                enter(wasRunning ? .running : .paused, reason: "suspend failed: \(error.message)")
+                throw error
+            }
+            let steps = guest.migratable.stopForHandover()
+            enter(.suspended, reason: "saved to \(configuration.suspendPath)")
+            return (
+                [
+                    "state": "suspended", "file": .string(configuration.suspendPath),
+                    "vcpu_steps": .array(steps.map { JSONValue($0) }),
+                ],
+                { self.exit(0) }
+            )
+        }
+    }
+
+    private func suspendRecord(_ guest: RunningGuest) throws(ControlFailure) -> SuspendRecord {
+        guard let spec = condition.withLock({ specification }) else {
+            throw ControlFailure(.wrongState, "no guest specification is known yet")
+        }
+        let sections: [DeviceStateSection]
+        do { sections = try guest.migratable.deviceState() } catch {
+            throw ControlFailure(.failed, "suspend: the guest's state could not be read: \(error)")
+        }
+        let description = guest.migratable.configuration
+        return SuspendRecord(
+            guestID: configuration.id, specification: spec, image: guest.mapping?.path ?? configuration.imagePath,
+            guestKind: guest.migratable.guestKind, cpuStateFormat: guest.migratable.cpuStateFormat,
+            seed: description.seed, parameters: description.parameters, deviceState: SuspendRecord.encode(sections),
+            vcpuSteps: guest.stepsPerVCPU, suspendedAt: ISO8601DateFormatter().string(from: Date()))
+    }
+
+    /// Starts a live migration to `to` on a thread of its own and answers at once.
+    func migrate(_ request: ControlRequest) throws(ControlFailure) -> JSONValue {
+        let wanted = try MigrationRequest(request)
+        let security = try wanted.security()
+        return try serialized { () throws(ControlFailure) -> JSONValue in
+            let guest = try runningGuest()
+            try transition(from: [.running], to: .migratingOut, for: "migrate")
+            let name = condition.withLock { specification?.name.value ?? "" }
+            var options = SourceOptions(
+                destination: wanted.destination, settings: wanted.settings, compression: wanted.compression,
+                guestName: name, name: Self.hostName(), maxBandwidth: wanted.maxBandwidthBytesPerSecond,
+                streams: wanted.streams)
+            options.security = security
+            let migration = OutgoingMigration(destination: wanted.destination, guest: guest)
+            condition.withLock { self.migration = migration }
+            let imagePath = guest.mapping?.path ?? configuration.imagePath
+            let chosen = options
+            let thread = Thread { [self] in
+                let result = migration.run(options: chosen, imagePath: imagePath, logger: logger) {
+                    [weak self] status in
+                    self?.broadcast("progress", ["role": "source", "migration": status])
+                }
+                migrationEnded(result, migration)
+            }
+            thread.name = "ferry-vmm-migrate"
+            thread.start()
+            return ["state": "migrating-out", "destination": .string("\(wanted.destination)")]
+        }
+    }
+
+    /// Where the guest is after the migration decides what this process does next.
+    private func migrationEnded(_ result: Result<MigrationReport, MigrationError>, _ migration: OutgoingMigration) {
+        broadcast("migration", ["migration": migration.status()])
+        switch result {
+        case .success:
+            left("handed over to \(migration.destination)")
+        case .failure(let error):
+            switch error.guest {
+            case .source:
+                let what = error.code == .cancelled ? "was cancelled" : "failed"
+                enter(.running, reason: "the migration \(what): \(error.message)")
+            case .destination:
+                left("the guest runs on \(migration.destination): \(error.message)")
+            case .handedOverUnconfirmed, .notHere:
+                enter(.unresolved, reason: error.message)
+            }
+        }
+    }
+
+    /// The guest runs elsewhere now: tell the watchers, let a received guest's session end, exit 0.
+    private func left(_ reason: String) {
+        enter(.left, reason: reason)
+        capture?.release()
+        exit(0)
+    }
+
+    func migrationStatus() -> JSONValue {
+        let (state, migration) = condition.withLock { (self.state, self.migration) }
+        let figures: JSONValue = migration?.status() ?? .null
+        return ["state": .string(state.rawValue), "migration": figures]
+    }
+
+    func cancelMigration() throws(ControlFailure) -> JSONValue {
+        guard let migration = condition.withLock({ migration }), migration.isActive else {
+            throw ControlFailure(.wrongState, "no migration is under way to cancel")
+        }
+        let accepted = migration.cancellation.cancel("cancelled through the control socket")
+        return ["cancelling": .bool(accepted), "note": "the guest stays here unless the handoff was already committed"]
+    }
+}

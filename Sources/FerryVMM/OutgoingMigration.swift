@@ -1,0 +1,151 @@
+import FerryMigration
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+
+/// What a `migrate` request asks for: the destination and the usual `ferry send` options.
+struct MigrationRequest: Sendable {
+    var destination: Endpoint
+    var keyFile: String?
+    var encrypt = false
+    var settings = ConvergenceSettings()
+    var maxBandwidthBytesPerSecond: Double?
+    var streams = SourceOptions.defaultStreams
+    var compression = CompressionChoice.auto
+
+    init(_ request: ControlRequest) throws(ControlFailure) {
+        guard let to = try request.string("to") else {
+            throw ControlFailure(
+                .badRequest, field: "to", "missing: the destination's HOST:PORT (its ferry vmm --incoming)")
+        }
+        do { destination = try Endpoint.parse(to) } catch {
+            throw ControlFailure(.badRequest, field: "to", error.message)
+        }
+        keyFile = try request.string("key_file")
+        encrypt = try request.bool("encrypt") ?? false
+        if encrypt && keyFile == nil {
+            throw ControlFailure(.badRequest, field: "encrypt", "encryption needs key_file")
+        }
+        if let value = try request.number("downtime_ms", in: 0...3_600_000) {
+            settings.downtimeTarget = .milliseconds(value)
+        }
+        if let value = try request.number("max_rounds", in: 1...10_000, integer: true) {
+            settings.maxRounds = Int(value)
+        }
+        if let value = try request.number("timeout_s", in: 0.001...2_592_000) { settings.timeout = .seconds(value) }
+        settings.forceSwitchover = try request.bool("force_switchover") ?? false
+        settings.autoConverge = try request.bool("auto_converge") ?? true
+        maxBandwidthBytesPerSecond = try request.number("max_bandwidth_bytes_per_s", in: 1...1e12)
+        if let value = try request.number("streams", in: 1...16, integer: true) { streams = Int(value) }
+        if let text = try request.string("compression") {
+            guard let choice = CompressionChoice(rawValue: text) else {
+                throw ControlFailure(.badRequest, field: "compression", "auto, lz4 or none, got \"\(text)\"")
+            }
+            compression = choice
+        }
+    }
+
+    func security() throws(ControlFailure) -> ConnectionSecurity {
+        guard let keyFile else { return .none }
+        do { return ConnectionSecurity(key: try SharedKey.load(path: keyFile), encrypt: encrypt) } catch {
+            throw ControlFailure(.badRequest, field: "key_file", error.message)
+        }
+    }
+}
+
+/// One outgoing live migration of this process's guest, run by the engine's `SourceAgent` on its
+/// own thread; the control socket reads its figures and can cancel it.
+final class OutgoingMigration: @unchecked Sendable {
+    enum Phase: String {
+        case starting, precopy, reconnecting, completed, failed, cancelled
+    }
+
+    let destination: Endpoint
+    let cancellation = MigrationCancellation()
+    private let condition = MonotonicCondition()
+    private var phase = Phase.starting
+    private var progress: MigrationProgress?
+    private var error: String?
+    private var report: MigrationReport?
+    private let guest: RunningGuest
+
+    init(destination: Endpoint, guest: RunningGuest) {
+        self.destination = destination
+        self.guest = guest
+    }
+
+    /// Runs the migration (blocking); `events` gets each progress value as a JSON event.
+    func run(
+        options: SourceOptions, imagePath: String?, logger: Logger, events: @escaping @Sendable (JSONValue) -> Void
+    ) -> Result<MigrationReport, MigrationError> {
+        var options = options
+        options.cancellation = cancellation
+        let agent = SourceAgent(
+            guest: guest.migratable, imagePath: imagePath, options: options, logger: logger
+        ) { [weak self] progress in
+            guard let self else { return }
+            self.record(progress)
+            events(self.status())
+        }
+        do {
+            let report = try agent.migrate()
+            finish(.completed, report: report, error: nil)
+            return .success(report)
+        } catch {
+            let failure =
+                (error as? MigrationError) ?? MigrationError(.system, "migrating: \(error)", guest: .source)
+            let phase: Phase = failure.code == .cancelled ? .cancelled : .failed
+            finish(phase, report: agent.lastReport, error: failure.message)
+            return .failure(failure)
+        }
+    }
+
+    private func record(_ value: MigrationProgress) {
+        condition.withLock {
+            progress = value
+            if case .reconnecting = value.kind { phase = .reconnecting } else { phase = .precopy }
+        }
+    }
+
+    private func finish(_ phase: Phase, report: MigrationReport?, error: String?) {
+        condition.withLock {
+            self.phase = phase
+            self.report = report
+            self.error = error
+        }
+    }
+
+    var isActive: Bool { condition.withLock { phase == .starting || phase == .precopy || phase == .reconnecting } }
+
+    /// `migration`'s answer, and the body of each progress event.
+    func status() -> JSONValue {
+        condition.withLock {
+            var fields: [String: JSONValue] = [
+                "phase": .string(phase.rawValue), "destination": .string("\(destination)"),
+                "throttle_percent": JSONValue(guest.migratable.throttlePercent), "error": JSONValue(error),
+            ]
+            if let progress {
+                let pending = max(0, (progress.pagesInRound ?? progress.pagesSent) - progress.pagesSent)
+                fields["round"] = JSONValue(progress.round)
+                fields["bytes_sent"] = JSONValue(progress.wireBytes)
+                fields["round_bytes_sent"] = JSONValue(progress.roundWireBytes)
+                fields["bytes_remaining"] = JSONValue(pending * progress.pageSize)
+                fields["pages_total"] = JSONValue(progress.pageCount)
+                fields["dirty_pages_per_s"] = JSONValue(progress.dirtyPagesPerSecond)
+                fields["send_bytes_per_s"] = JSONValue(progress.sendBytesPerSecond)
+                fields["expected_downtime_ms"] = JSONValue(progress.predictedDowntimeSeconds.map { $0 * 1000 })
+                fields["eta_s"] = JSONValue(progress.migrationETASeconds)
+                fields["elapsed_s"] = JSONValue(progress.elapsedSeconds)
+            }
+            if let report {
+                fields["rounds"] = JSONValue(report.rounds)
+                fields["downtime_ms"] = JSONValue(report.downtimeMs)
+                fields["total_ms"] = JSONValue(report.totalMs)
+                fields["bytes_sent"] = JSONValue(report.wireBytes)
+                fields["guest_location"] = .string(report.guestLocation.rawValue)
+            }
+            return .object(fields)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import FerryGuest
+import FerryGuestMigration
+import FerryHostModel
+import FerryKVM
+import FerryKVMMigration
+import FerryMigration
+import FerrySystem
+import Glibc
+
+/// The guest this process runs, whichever its kind: the engine's `MigratableGuest` over it (the
+/// same object pauses it, migrates it and saves its state), plus what the control socket reports.
+/// `mapping` owns the memory when this process mapped it (boot, restore); a guest received by
+/// migration runs over the destination session's mapping instead.
+final class RunningGuest: @unchecked Sendable {
+    let migratable: any MigratableGuest
+    let kind: GuestSpecification.Kind
+    let mapping: ImageMapping?
+
+    init(_ migratable: any MigratableGuest, kind: GuestSpecification.Kind, mapping: ImageMapping?) {
+        self.migratable = migratable
+        self.kind = kind
+        self.mapping = mapping
+    }
+
+    /// Each vCPU's steps so far (writes for the built-in guest, loop iterations for the KVM guest).
+    var stepsPerVCPU: [UInt64] {
+        if let builtin = migratable as? BuiltinMigratableGuest { return builtin.guest.stepsPerVCPU }
+        if let kvm = migratable as? KVMMigratableGuest { return kvm.guest.stepsPerVCPU }
+        return []
+    }
+
+    /// Why the guest failed, if it did (a KVM guest's unexpected exit).
+    var failure: String? { (migratable as? KVMMigratableGuest)?.guest.failure }
+
+    /// Writes the guest's memory back to its image file (msync), so that a process that exits
+    /// now leaves the image as the guest last wrote it.
+    func flushMemory() throws(VMMError) {
+        for region in migratable.memory.regions {
+            guard msync(region.base, region.size, MS_SYNC) == 0 else {
+                throw VMMError.system("msync", "flushing the guest's memory image")
+            }
+        }
+    }
+}
+
+/// A guest image file mapped shared and locked by this process for the guest's life.
+final class ImageMapping: @unchecked Sendable {
+    let path: String
+    let region: MappedRegion
+    let lock: ImageLock
+
+    init(path: String, size: Int, create: Bool) throws(VMMError) {
+        do {
+            if create && !ImageFile.exists(path: path) {
+                try ImageFile.create(path: path, size: size, overwrite: false)
+            }
+            let actual = try ImageFile.size(path: path)
+            guard actual == size else {
+                throw VMMError(
+                    .configuration,
+                    "the image \(path) is \(actual) bytes but the guest has \(size) bytes of memory; remove the image or fix memory_bytes"
+                )
+            }
+            lock = try ImageLock.acquire(path: path)
+            region = try MappedRegion.mapFile(path: path, writable: true)
+        } catch let error as VMMError {
+            throw error
+        } catch {
+            throw VMMError(.system, "cannot use the guest image \(path): \(error)", cause: error)
+        }
+        self.path = path
+    }
+
+    deinit { lock.release() }
+}
