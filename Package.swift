@@ -20,11 +20,19 @@ let package = Package(
         .library(name: "FerryCodec", targets: ["FerryCodec"]),
         .library(name: "FerryGuest", targets: ["FerryGuest"]),
         .library(name: "FerryHostModel", targets: ["FerryHostModel"]),
+        .library(name: "FerryAgent", targets: ["FerryAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The host agent (FerryAgent): HTTP server, graceful stop on signals, Prometheus metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
@@ -71,8 +79,22 @@ let package = Package(
         // Host layer: what a guest is on a host (name, specification, lifecycle states), shared by
         // the inventory, the per-guest VMM process, the agent and its API. Pure, no I/O.
         .target(name: "FerryHostModel"),
+        // Host layer: the `ferry agent` daemon (HTTP API, request signatures, metrics, host
+        // capacity) and the client the CLI and other agents use to talk to it.
+        .target(name: "FerryAgent", dependencies: [
+            "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest",
+            "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryAgent",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -98,13 +120,18 @@ let package = Package(
         .testTarget(name: "FerryCodecTests", dependencies: ["FerryCodec", "CLZ4", "FerryTestSupport"]),
         .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryProtocol", "FerryTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
+        .testTarget(name: "FerryAgentTests", dependencies: [
+            "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
         .testTarget(name: "FerryKVMTests", dependencies: ["FerryKVM", "FerryKVMMigration", "FerryProtocol", "FerryGuest", "FerryMigration", "FerryTransport", "FerrySystem", "FerryTestSupport"]),
         .testTarget(name: "FerryMigrationTests", dependencies: ["FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport"]),
         // Runs the built `ferry` executable as a user would (processes, exit codes, network namespaces).
         // Also drives sources in-process (the --serve leak test) and unit-tests the option types.
         .testTarget(name: "FerryCLITests", dependencies: [
-            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", "FerryTestSupport",
+            "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport", "FerrySystem", "FerryTestSupport", "FerryAgent",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

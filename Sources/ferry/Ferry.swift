@@ -27,7 +27,7 @@ struct Ferry: ParsableCommand {
         subcommands: [
             ImageCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self, DemoCommand.self,
             AnnounceCommand.self,
-            StatusCommand.self, KeygenCommand.self,
+            StatusCommand.self, KeygenCommand.self, AgentCommand.self, HostCommand.self,
         ])
 
     /// ArgumentParser's `main`, except that a usage error (an unknown option, a value that does not
