@@ -83,10 +83,20 @@ struct AgentCommand: ParsableCommand {
                 migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
                 key: key, version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace))
             let agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))
-            try waitFor {
-                try await agent.run { bound in
-                    Terminal.note("agent listening on http://\(bound), state directory \(agent.stateDirectory.path)")
+            do {
+                try waitFor {
+                    try await agent.run { bound in
+                        Terminal.note(
+                            "agent listening on http://\(bound), state directory \(agent.stateDirectory.path)")
+                    }
                 }
+            } catch {
+                // Before anything listens, the server's failure is a bind (NIO's words): say which address.
+                guard agent.boundAddress == nil else { throw error }
+                throw CommandError(
+                    description:
+                        "cannot listen on \(configuration.listen) (\(error)): another program (another agent?) may hold that port; pick another --listen",
+                    exitCode: 5)
             }
             Terminal.note("agent stopped; guests were left running")
         }

@@ -286,6 +286,18 @@ struct AgentCLITests {
         #expect(agent.terminate().status == 0)
     }
 
+    @Test func aTakenPortExits5NamingTheAddress() throws {
+        let first = try AgentProcess()
+        let second = try FerryProcess.run(
+            [
+                "agent", "--state-dir", first.scratch.file("other-state"), "--listen", "127.0.0.1:\(first.port)",
+                "--key-file", first.keyFile,
+            ], timeout: 20)
+        #expect(second.status == 5, "\(second.stderr)")
+        #expect(second.stderr.contains("cannot listen on 127.0.0.1:\(first.port)"), "\(second.stderr)")
+        #expect(first.terminate().status == 0)
+    }
+
     @Test func theAgentNeedsAKeyFile() throws {
         let scratch = Scratch()
         let outcome = try FerryProcess.run(["agent", "--state-dir", scratch.file("state")], timeout: 20)
