@@ -24,6 +24,7 @@ let package = Package(
         // Tools/inventory-bench, which measures journaled transitions per second.
         .library(name: "FerryInventory", targets: ["FerryInventory"]),
         .library(name: "FerryVMM", targets: ["FerryVMM"]),
+        .library(name: "FerryAgent", targets: ["FerryAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,6 +32,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         // The inventory's SQLite access (docs/design.md, "Inventory"); links Debian's libsqlite3.
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        // The host agent (FerryAgent): HTTP server, graceful stop on signals, Prometheus metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
@@ -91,6 +99,20 @@ let package = Package(
         // Host layer: what a guest is on a host (name, specification, lifecycle states), shared by
         // the inventory, the per-guest VMM process, the agent and its API. Pure, no I/O.
         .target(name: "FerryHostModel"),
+        // Host layer: the `ferry agent` daemon (HTTP API, request signatures, metrics, host
+        // capacity) and the client the CLI and other agents use to talk to it.
+        .target(name: "FerryAgent", dependencies: [
+            "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Host layer: the agent's inventory on SQLite (guests, journal, schema migrations) and the
         // pure reconciliation of its records with what the agent observes on the host.
         .target(name: "FerryInventory", dependencies: [
@@ -112,7 +134,7 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryVMM",
-                "FerryHostModel",
+                "FerryHostModel", "FerryAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -147,6 +169,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
+        .testTarget(name: "FerryAgentTests", dependencies: [
+            "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // A process that writes to an inventory until the kill -9 test kills it.
         .executableTarget(name: "inventory-writer", dependencies: [
             "FerryInventory", "FerryHostModel",
@@ -175,7 +202,7 @@ let package = Package(
             dependencies: [
                 "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport",
                 "FerrySystem", "FerryTestSupport",
-                "FerryVMM", "FerryHostModel",
+                "FerryVMM", "FerryHostModel", "FerryAgent",
                 .product(name: "Logging", package: "swift-log"),
             ]),
     ],

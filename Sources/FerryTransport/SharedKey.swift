@@ -130,6 +130,13 @@ public struct SharedKey: @unchecked Sendable {
         }
     }
 
+    /// A 32-byte key for another use of the same secret (HKDF-SHA256, `label` as its info, no
+    /// salt), e.g. the agent API's request signatures: a MAC made with it never verifies in the
+    /// migration handshake, which uses the key itself, nor in a use with another label.
+    public func derived(for label: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, info: Array(label.utf8), outputByteCount: 32)
+    }
+
     /// A fresh random 32-byte key (for a process that runs both agents, like `ferry demo`).
     public static func random() -> SharedKey {
         try! SharedKey(bytes: randomSecret())

@@ -234,6 +234,18 @@ public final class TCPStream: @unchecked Sendable {
         }
     }
 
+    /// Reads what has arrived, up to `buffer.count` bytes, waiting for at least one; returns how
+    /// many, 0 at the end of the stream (for protocols whose messages carry their own ends, such
+    /// as HTTP). A receive timeout is `.timeout`.
+    public func readAvailable(into buffer: UnsafeMutableRawBufferPointer) throws(TransportError) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        do throws(SystemError) {
+            return try valueOrErrno("recv") { recv(fd, base, buffer.count, 0) }
+        } catch {
+            throw readError(error, progress: "waiting for data")
+        }
+    }
+
     /// The error for a read that found the end of the stream; `progress` says how far it got.
     private func endOfStream(nothingYet: Bool, progress: String) -> TransportError {
         if closed.load(ordering: .relaxed) {

@@ -28,7 +28,7 @@ struct Ferry: ParsableCommand {
             ImageCommand.self, DiskCommand.self, SendCommand.self, ReceiveCommand.self, RunCommand.self,
             DemoCommand.self,
             AnnounceCommand.self,
-            StatusCommand.self, KeygenCommand.self, VMMCommand.self,
+            StatusCommand.self, KeygenCommand.self, VMMCommand.self, AgentCommand.self, HostCommand.self,
         ])
 
     /// ArgumentParser's `main`, except that a usage error (an unknown option, a value that does not

@@ -209,6 +209,13 @@ int ferry_wp_test_overflow_in_child(size_t pages, int shared, ferry_wp_overflow_
 /// again, filling *report like ferry_wp_test_overflow_in_child.
 int ferry_wp_test_deferred_overflow_in_child(size_t pages, ferry_wp_overflow_report *report);
 
+// Host facts for the agent (host.c), behind _GNU_SOURCE, which Swift's Glibc does not set.
+/// CPUs in this process's affinity mask (sched_getaffinity, CPU_COUNT), or -errno.
+int ferry_affinity_cpu_count(void);
+/// An unnamed regular file in `directory` (open with O_TMPFILE | O_WRONLY | O_CLOEXEC, mode
+/// 0600): a descriptor, or -errno. The file vanishes when closed.
+int ferry_open_tmpfile(const char *directory);
+
 #ifdef __cplusplus
 }
 #endif

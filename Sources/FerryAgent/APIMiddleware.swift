@@ -1,0 +1,82 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// Times every request, from its arrival to its response's head being ready, and records it by
+/// route pattern, method and status (`AgentMetrics`); the outermost middleware, so it sees the
+/// status the client gets, 401s and 404s included.
+struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: AgentMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        let start = ContinuousClock.now
+        let method = request.method.rawValue
+        let response = try await next(request, context)
+        // Hummingbird names a request no route matched "NotFound"; a refused one has no route yet.
+        let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched"
+        metrics.recordRequest(
+            route: route, method: method, status: Int(response.status.code),
+            duration: ContinuousClock.now - start)
+        return response
+    }
+}
+
+/// Turns whatever a handler or an inner middleware throws into the API's JSON error
+/// (`AgentAPIError`); a 5xx is logged with the request.
+struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch {
+            let answer = AgentAPIError.from(error)
+            if answer.status.code >= 500 {
+                context.logger.error(
+                    "request failed",
+                    metadata: [
+                        "api.method": "\(request.method)", "api.path": "\(request.uri.path)",
+                        "api.error": "\(answer.message)",
+                    ])
+            }
+            return answer.response()
+        }
+    }
+}
+
+/// Reads the body (at most `bodyLimitBytes`: 413 beyond) and checks the request's credential
+/// (`RequestVerifier`) before anything else sees it; `GET /healthz` alone goes through without
+/// one. The body read here is the one handlers get, so what was verified is what is used.
+struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
+    let verifier: RequestVerifier
+    let bodyLimitBytes: Int
+    static var openPaths: Set<String> { ["/healthz"] }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        if request.method == .get && Self.openPaths.contains(request.uri.path) {
+            return try await next(request, context)
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyLimitBytes {
+            throw AgentAPIError(
+                .contentTooLarge, .bodyTooLarge,
+                "the body has \(length) bytes; this agent takes at most \(bodyLimitBytes)")
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: bodyLimitBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AgentAPIError(
+                .contentTooLarge, .bodyTooLarge, "the body is larger than this agent's limit of \(bodyLimitBytes) bytes"
+            )
+        }
+        try verifier.verify(
+            authorization: request.headers[.authorization], method: request.method.rawValue,
+            target: request.head.path ?? "/", body: body.readableBytesView)
+        return try await next(request, context)
+    }
+}

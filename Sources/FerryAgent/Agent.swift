@@ -1,0 +1,109 @@
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The host agent (`ferry agent`): holds its state directory's lock and serves the HTTP API
+/// until a graceful stop. Guests run in their own processes and are never touched by a stop.
+///
+/// `init` locks the state directory (and refuses when another agent holds it) before anything
+/// listens; `run` serves until SIGTERM or SIGINT (the signals given) or `stop()`: then the
+/// listener closes, requests in flight finish (at most `shutdownGrace`), idle connections close,
+/// and `run` returns.
+public final class Agent: Sendable {
+    public let configuration: AgentConfiguration
+    public let stateDirectory: StateDirectory
+    public let metrics = AgentMetrics()
+    let verifier: RequestVerifier
+    let logger: Logger
+    /// Unix seconds when the agent was made.
+    public let startedAt: Int64
+    private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
+
+    public init(configuration: AgentConfiguration, logger: Logger) throws(SystemError) {
+        self.configuration = configuration
+        self.logger = logger
+        stateDirectory = try StateDirectory.open(configuration.stateDirectory)
+        startedAt = Int64(Date().timeIntervalSince1970)
+        verifier = RequestVerifier(
+            signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
+            notBefore: startedAt)
+    }
+
+    /// The API's address as bound (its real port), once `run` listens.
+    public var boundAddress: Endpoint? { state.withLock { $0.bound } }
+
+    /// "GET /v1/host" for each route the API serves (for the OpenAPI document's test).
+    public var routes: [String] {
+        makeRouter().routes.map { "\($0.method.rawValue) \($0.path)" }.sorted()
+    }
+
+    /// Serves until a graceful stop; `onListening` gets the bound address once the listener is up.
+    public func run(
+        signals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }
+    ) async throws {
+        defer { stateDirectory.release() }
+        let host = configuration.listen.host
+        let application = Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(host, port: Int(configuration.listen.port)), serverName: nil),
+            onServerRunning: { [self] channel in
+                let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
+                self.state.withLock { $0.bound = bound }
+                onListening(bound)
+            },
+            logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: application)], gracefulShutdownSignals: signals, cancellationSignals: [],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        let group = ServiceGroup(configuration: groupConfiguration)
+        let stopEarly = state.withLock { state -> Bool in
+            state.group = group
+            return state.stopRequested
+        }
+        if stopEarly { await group.triggerGracefulShutdown() }
+        try await group.run()
+        logger.info("agent stopped", metadata: ["agent.state_dir": "\(stateDirectory.path)"])
+    }
+
+    /// Stops as SIGTERM would: no new connections, requests in flight finish, `run` returns.
+    public func stop() async {
+        let group = state.withLock { state -> ServiceGroup? in
+            state.stopRequested = true
+            return state.group
+        }
+        await group?.triggerGracefulShutdown()
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        // Middleware applies to the routes added after it: outermost first.
+        router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
+        router.add(middleware: ErrorResponseMiddleware())
+        router.add(
+            middleware: AuthenticationMiddleware(verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes))
+        HostRoutes(probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics)
+            .add(to: router)
+        return router
+    }
+
+    private var identity: @Sendable () -> HostReport.Agent {
+        let configuration = configuration
+        let startedAt = startedAt
+        let path = stateDirectory.path
+        return { [self] in
+            HostReport.Agent(
+                version: configuration.version, migrationProtocol: Int(ProtocolLimits.version), pid: getpid(),
+                hostname: ProcessInfo.processInfo.hostName, startedAt: startedAt, stateDirectory: path,
+                listen: (self.state.withLock { $0.bound } ?? configuration.listen).description,
+                migrationListen: configuration.migrationListen.description)
+        }
+    }
+}

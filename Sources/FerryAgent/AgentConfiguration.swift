@@ -1,0 +1,38 @@
+import FerryTransport
+
+/// What `ferry agent` is started with (docs/agent.md).
+public struct AgentConfiguration: Sendable {
+    /// The API's default address: loopback only, so that nothing off the host reaches it unless
+    /// the operator says so.
+    public static let defaultListen = Endpoint(host: "127.0.0.1", port: 7460)
+    /// Where migrations will arrive by default (`ferry receive`'s port).
+    public static let defaultMigrationListen = Endpoint(host: "0.0.0.0", port: 7700)
+
+    public var stateDirectory: String
+    public var listen: Endpoint
+    public var migrationListen: Endpoint
+    public var key: SharedKey
+    /// Ferry's release, for `GET /v1/host` (the library does not know the CLI's version).
+    public var version: String
+    /// The largest request body taken (413 beyond).
+    public var bodyLimitBytes: Int
+    /// How far a credential's time may be from the agent's clock, either way.
+    public var credentialWindowSeconds: Int64
+    /// How long a graceful stop waits for requests in flight before it cuts them off.
+    public var shutdownGrace: Duration
+
+    public init(
+        stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
+        key: SharedKey, version: String, bodyLimitBytes: Int = 1 << 20, credentialWindowSeconds: Int64 = 30,
+        shutdownGrace: Duration = .seconds(30)
+    ) {
+        self.stateDirectory = stateDirectory
+        self.listen = listen
+        self.migrationListen = migrationListen
+        self.key = key
+        self.version = version
+        self.bodyLimitBytes = bodyLimitBytes
+        self.credentialWindowSeconds = credentialWindowSeconds
+        self.shutdownGrace = shutdownGrace
+    }
+}

@@ -1,0 +1,47 @@
+import FerrySystem
+import Foundation
+import Hummingbird
+
+/// `GET /healthz`, `GET /v1/host` and `GET /metrics`: the endpoints that need no guest.
+struct HostRoutes: Sendable {
+    let probe: HostProbe
+    let identity: @Sendable () -> HostReport.Agent
+    let metrics: AgentMetrics
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.get("/healthz") { _, _ in Self.text("ok\n", contentType: "text/plain; charset=utf-8") }
+        router.get("/v1/host") { _, _ in try Self.json(try report()) }
+        router.get("/metrics") { _, _ in
+            metrics.recordHost(try report())
+            return Self.text(metrics.text(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+    }
+
+    private func report() throws(AgentAPIError) -> HostReport {
+        do throws(SystemError) {
+            return try probe.report(agent: identity())
+        } catch {
+            throw AgentAPIError(.internalServerError, .internalError, "reading the host's figures failed: \(error)")
+        }
+    }
+
+    static func text(_ text: String, contentType: String) -> Response {
+        let buffer = ByteBuffer(string: text)
+        var fields = HTTPFields()
+        fields[.contentType] = contentType
+        fields[.contentLength] = String(buffer.readableBytes)
+        return Response(status: .ok, headers: fields, body: ResponseBody(byteBuffer: buffer))
+    }
+
+    /// A value as the API's JSON (snake_case keys as the types spell them, sorted).
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        var bytes = Array(try encoder.encode(value))
+        bytes.append(0x0A)
+        var fields = HTTPFields()
+        fields[.contentType] = "application/json; charset=utf-8"
+        fields[.contentLength] = String(bytes.count)
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}

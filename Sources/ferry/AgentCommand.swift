@@ -1,0 +1,117 @@
+import ArgumentParser
+import Dispatch
+import FerryAgent
+import FerryTransport
+import Logging
+import Synchronization
+
+/// `ferry agent`: the host agent daemon (docs/agent.md).
+struct AgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the host agent: an authenticated HTTP API on this host (docs/agent.md, docs/agent-api.yaml).",
+        discussion: """
+            Locks --state-dir (one agent per directory; a second is refused with the holder's PID, exit 9), \
+            creates its layout, and serves the API until SIGTERM or SIGINT: then it stops accepting \
+            connections, lets requests in flight finish (at most --shutdown-grace seconds) and exits 0. \
+            Guests run in their own processes and are never stopped by the agent's stop. Every request \
+            except GET /healthz is signed with the shared key (--key-file; `ferry keygen` makes one).
+            """)
+
+    @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp(
+            "The agent's directory: lock, guests, disks, inventory (created if missing).", valueName: "dir"))
+    var stateDirectory: String
+
+    @Option(
+        help: ArgumentHelp(
+            "The API's address; a port alone means 127.0.0.1. Port 0 picks a free port (printed).",
+            valueName: "host:port"))
+    var listen = AgentConfiguration.defaultListen.description
+
+    @Option(
+        name: .customLong("migration-listen"),
+        help: ArgumentHelp(
+            "Where migrations will arrive (reported by GET /v1/host; the agent does not listen there yet).",
+            valueName: "host:port"))
+    var migrationListen = AgentConfiguration.defaultMigrationListen.description
+
+    @Option(
+        name: .customLong("key-file"),
+        help: ArgumentHelp(
+            "The shared key (64 hex digits, mode 0600; `ferry keygen --out FILE`): clients sign every request with it.",
+            valueName: "path"))
+    var keyFile: String?
+
+    @Option(
+        name: .customLong("shutdown-grace"),
+        help: ArgumentHelp("Seconds a stop waits for requests in flight.", valueName: "seconds"))
+    var shutdownGrace = 30
+
+    @Flag(name: .shortAndLong, help: "Log at info level on stderr (each request at debug with --debug).")
+    var verbose = false
+
+    @Flag(help: "Log at debug level on stderr.")
+    var debug = false
+
+    func validate() throws {
+        try usageCheck("--listen", listen) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
+        try usageCheck("--migration-listen", migrationListen) {
+            _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost)
+        }
+        if keyFile == nil {
+            throw ValidationError(
+                "ferry agent needs --key-file: every API request is signed with the shared key (make one with `ferry keygen --out FILE`)"
+            )
+        }
+        guard (1...3600).contains(shutdownGrace) else {
+            throw ValidationError("--shutdown-grace \(shutdownGrace): 1 to 3600 seconds")
+        }
+    }
+
+    func run() throws {
+        runReportingErrors {
+            LoggingBootstrap.once(level: debug ? .debug : (verbose ? .info : .notice))
+            let key: SharedKey
+            do throws(TransportError) { key = try SharedKey.load(path: keyFile!) } catch {
+                throw CommandError.configuration(error.message)
+            }
+            let configuration = AgentConfiguration(
+                stateDirectory: stateDirectory,
+                listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost),
+                migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
+                key: key, version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace))
+            let agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))
+            do {
+                try waitFor {
+                    try await agent.run { bound in
+                        Terminal.note(
+                            "agent listening on http://\(bound), state directory \(agent.stateDirectory.path)")
+                    }
+                }
+            } catch {
+                // Before anything listens, the server's failure is a bind (NIO's words): say which address.
+                guard agent.boundAddress == nil else { throw error }
+                throw CommandError(
+                    description:
+                        "cannot listen on \(configuration.listen) (\(error)): another program (another agent?) may hold that port; pick another --listen",
+                    exitCode: 5)
+            }
+            Terminal.note("agent stopped; guests were left running")
+        }
+    }
+}
+
+/// Runs `body` on the cooperative pool and blocks this (the main) thread until it ends; what it
+/// throws is rethrown here.
+func waitFor(_ body: @escaping @Sendable () async throws -> Void) throws {
+    let failure = Mutex<(any Error)?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { try await body() } catch { failure.withLock { $0 = error } }
+        done.signal()
+    }
+    done.wait()
+    if let error = failure.withLock({ $0 }) { throw error }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+@testable import FerryAgent
+
+/// docs/agent-api.yaml and the routes the agent registers agree: every registered route is in
+/// the document and marked `x-ferry-available: true`, and every operation so marked is registered.
+struct OpenAPIDocumentTests {
+    static let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../docs/agent-api.yaml").standardized.path
+
+    /// "GET /v1/host" → available, for each operation under `paths:` (two-space path keys,
+    /// four-space method keys, the operation's `x-ferry-available` line).
+    static func operations() throws -> [String: Bool] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var operations: [String: Bool] = [:]
+        var inPaths = false
+        var path = ""
+        var current: String?
+        let methods: Set<String> = ["get", "put", "post", "delete", "patch", "head", "options"]
+        for line in text.split(separator: "\n") {
+            if !line.hasPrefix(" ") {
+                inPaths = line == "paths:"
+                continue
+            }
+            guard inPaths else { continue }
+            if line.hasPrefix("  /"), !line.hasPrefix("   ") {
+                path = String(line.dropFirst(2).dropLast())
+            } else if line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":"),
+                methods.contains(String(line.dropFirst(4).dropLast()))
+            {
+                let operation = "\(line.dropFirst(4).dropLast().uppercased()) \(path)"
+                operations[operation] = false
+                current = operation
+            } else if let current, line.trimmingCharacters(in: .whitespaces) == "x-ferry-available: true" {
+                operations[current] = true
+            }
+        }
+        return operations
+    }
+
+    @Test func theDocumentListsTheIssuesAPI() throws {
+        let operations = try Self.operations()
+        for operation in [
+            "GET /v1/guests", "POST /v1/guests", "GET /v1/guests/{name}", "DELETE /v1/guests/{name}",
+            "POST /v1/guests/{name}/start", "POST /v1/guests/{name}/stop", "POST /v1/guests/{name}/suspend",
+            "POST /v1/guests/{name}/resume", "GET /v1/guests/{name}/console", "GET /v1/host", "POST /v1/migrations",
+            "GET /v1/migrations/{id}", "DELETE /v1/migrations/{id}", "GET /v1/migrations/{id}/events", "GET /metrics",
+        ] {
+            #expect(operations[operation] != nil, "\(operation) is not in docs/agent-api.yaml")
+        }
+    }
+
+    @Test func registeredRoutesAndAvailableOperationsAreTheSame() async throws {
+        let running = try await RunningAgent()
+        let registered = Set(running.agent.routes)
+        try await running.stop()
+        let operations = try Self.operations()
+        let available = Set(operations.filter(\.value).keys)
+        for route in registered.subtracting(available) {
+            Issue.record("the agent serves \(route), which docs/agent-api.yaml does not list as available")
+        }
+        for operation in available.subtracting(registered) {
+            Issue.record("docs/agent-api.yaml marks \(operation) available, but the agent does not serve it")
+        }
+        #expect(registered.contains("GET /v1/host"))
+    }
+}
