@@ -12,7 +12,7 @@ import Testing
 struct AgentServerTests {
     @Test func healthzAnswersWithoutCredentials() async throws {
         let running = try await RunningAgent()
-        let response = try running.client(key: nil).send("GET", "/healthz")
+        let response = try await offPool { try running.client(key: nil).send("GET", "/healthz") }
         #expect(response.status == 200)
         #expect(String(decoding: response.body, as: UTF8.self) == "ok\n")
         try await running.stop()
@@ -20,7 +20,7 @@ struct AgentServerTests {
 
     @Test func hostReportsTheKernelsFigures() async throws {
         let running = try await RunningAgent()
-        let report = try running.client().get("/v1/host", as: HostReport.self)
+        let report = try await offPool { try running.client().get("/v1/host", as: HostReport.self) }
         #expect(report.capacity.vcpus == (try HostProbe.vcpus()))
         #expect(report.capacity.vcpus >= 1)
         let memory = try HostProbe.memory()
@@ -45,7 +45,7 @@ struct AgentServerTests {
         let state = running.scratch.file("state")
         try FileManager.default.removeItem(atPath: state)
         defer { try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true) }
-        let response = try running.client().send("GET", "/v1/host")
+        let response = try await offPool { try running.client().send("GET", "/v1/host") }
         #expect(response.status == 500)
         let body = try JSONDecoder().decode(AgentAPIError.Body.self, from: Data(response.body))
         #expect(body.error.code == "internal_error")
@@ -60,7 +60,9 @@ struct AgentServerTests {
     ])
     func unsignedRequestsAre401(method: String, path: String) async throws {
         let running = try await RunningAgent()
-        let response = try running.client(key: nil).send(method, path, body: Array(#"{"name":"x"}"#.utf8))
+        let response = try await offPool {
+            try running.client(key: nil).send(method, path, body: Array(#"{"name":"x"}"#.utf8))
+        }
         #expect(response.status == 401)
         #expect(response.header("www-authenticate") == "Ferry-HMAC-SHA256")
         #expect(response.header("content-type") == "application/json; charset=utf-8")
@@ -72,10 +74,11 @@ struct AgentServerTests {
     @Test func aRequestSignedWithAnotherKeyIs401WrongKey() async throws {
         let running = try await RunningAgent()
         let other = try SharedKey(bytes: Array(repeating: 7, count: 32))
-        #expect(throws: AgentClientError.self) { try running.client(key: other).get("/v1/host", as: HostReport.self) }
-        do { _ = try running.client(key: other).get("/v1/host", as: HostReport.self) } catch let error
-            as AgentClientError
-        {
+        let outcome = try await offPool {
+            Result { () throws -> Void in _ = try running.client(key: other).get("/v1/host", as: HostReport.self) }
+        }
+        #expect(throws: AgentClientError.self) { try outcome.get() }
+        if case .failure(let failure) = outcome, let error = failure as? AgentClientError {
             #expect(error.code == .unauthenticated)
             #expect(error.status == 401)
             #expect(error.apiError?.code == "wrong_key")
@@ -85,7 +88,7 @@ struct AgentServerTests {
 
     @Test func unknownRoutesAre404InTheAPIsFormat() async throws {
         let running = try await RunningAgent()
-        let response = try running.client().send("GET", "/v1/nothing")
+        let response = try await offPool { try running.client().send("GET", "/v1/nothing") }
         #expect(response.status == 404)
         let body = try JSONDecoder().decode(AgentAPIError.Body.self, from: Data(response.body))
         #expect(body.error.code == "not_found")
@@ -94,7 +97,9 @@ struct AgentServerTests {
 
     @Test func aBodyOverTheLimitIs413() async throws {
         let running = try await RunningAgent(bodyLimitBytes: 1000)
-        let response = try running.client().send("POST", "/v1/host", body: Array(repeating: 0x20, count: 1001))
+        let response = try await offPool {
+            try running.client().send("POST", "/v1/host", body: Array(repeating: 0x20, count: 1001))
+        }
         #expect(response.status == 413)
         let body = try JSONDecoder().decode(AgentAPIError.Body.self, from: Data(response.body))
         #expect(body.error.code == "body_too_large")
@@ -104,9 +109,11 @@ struct AgentServerTests {
     @Test func metricsCountRequestsByRouteAndStatus() async throws {
         let running = try await RunningAgent()
         let client = try running.client()
-        for _ in 0..<3 { _ = try client.send("GET", "/v1/host") }
-        _ = try running.client(key: nil).send("GET", "/v1/host")
-        let text = String(decoding: try client.checked(client.send("GET", "/metrics")).body, as: UTF8.self)
+        let text = try await offPool {
+            for _ in 0..<3 { _ = try client.send("GET", "/v1/host") }
+            _ = try running.client(key: nil).send("GET", "/v1/host")
+            return String(decoding: try client.checked(client.send("GET", "/metrics")).body, as: UTF8.self)
+        }
         let samples = try PrometheusText.parse(text)
         let name = AgentMetrics.Name.apiRequestDuration + "_count"
         #expect(samples[name, ["method": "GET", "route": "/v1/host", "status": "200"]] == 3)
