@@ -286,6 +286,71 @@ struct AgentCLITests {
         #expect(agent.terminate().status == 0)
     }
 
+    /// The host report carries the kernel's figures and the agent's own facts.
+    @Test func hostReportsTheKernelsFigures() throws {
+        let agent = try AgentProcess()
+        let report = try agent.client().get("/v1/host", as: HostReport.self)
+        #expect(report.capacity.vcpus == (try HostProbe.vcpus()))
+        #expect(report.capacity.vcpus >= 1)
+        let memory = try HostProbe.memory()
+        #expect(report.capacity.memoryBytes == memory.total)
+        #expect(report.usage.memoryAvailableBytes > 0 && report.usage.memoryAvailableBytes <= memory.total)
+        var info = statvfs()
+        #expect(statvfs(agent.stateDirectory, &info) == 0)
+        #expect(report.capacity.diskBytes == UInt64(info.f_blocks) * UInt64(info.f_frsize))
+        #expect(report.health.ok)
+        #expect(report.health.stateDirectoryWritable.ok)
+        #expect(report.health.kvm.ok == (access("/dev/kvm", R_OK | W_OK) == 0))
+        #expect(report.agent.pid == agent.pid)
+        #expect(report.agent.listen == "127.0.0.1:\(agent.port)")
+        #expect(report.agent.stateDirectory == agent.stateDirectory)
+        // The layout, private to root: the lock, its holder's sidecar, disks and guests.
+        let names = try FileManager.default.contentsOfDirectory(atPath: agent.stateDirectory).sorted()
+        #expect(names == ["agent.lock", "agent.lock.lock", "disks", "guests"])
+        var state = stat()
+        #expect(stat(agent.stateDirectory, &state) == 0 && state.st_mode & 0o777 == 0o700)
+        #expect(agent.terminate().status == 0)
+    }
+
+    /// The state directory removed under a running agent: the report is a 500 naming the call
+    /// that failed, and the agent goes on answering.
+    @Test func aVanishedStateDirectoryIsA500NamingTheCall() throws {
+        let agent = try AgentProcess()
+        try FileManager.default.removeItem(atPath: agent.stateDirectory)
+        let response = try agent.client().send("GET", "/v1/host")
+        #expect(response.status == 500)
+        let body = try JSONDecoder().decode(AgentAPIError.Body.self, from: Data(response.body))
+        #expect(body.error.code == "internal_error")
+        #expect(body.error.message.contains("statvfs"), "\(body.error.message)")
+        #expect(try agent.client(key: nil).send("GET", "/healthz").status == 200)
+        try FileManager.default.createDirectory(atPath: agent.stateDirectory, withIntermediateDirectories: true)
+        #expect(agent.terminate().status == 0)
+    }
+
+    /// Errors in the API's format: an unknown route is a 404, a body announced over the limit a
+    /// 413 before it is read, and a client signing with another key gets `wrong_key`.
+    @Test func unknownRoutesOversizedBodiesAndWrongKeysAnswerInTheAPIsFormat() throws {
+        let agent = try AgentProcess()
+        let missing = try agent.client().send("GET", "/v1/nothing")
+        #expect(missing.status == 404)
+        #expect(try JSONDecoder().decode(AgentAPIError.Body.self, from: Data(missing.body)).error.code == "not_found")
+        let oversized = try RawRequest.send(
+            port: agent.port,
+            "POST /v1/guests HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(2 << 20)\r\n\r\n{}")
+        #expect(oversized.status == 413, "\(oversized.text)")
+        #expect(oversized.text.contains(#""code":"body_too_large""#), "\(oversized.text)")
+        do {
+            _ = try agent.client(key: SharedKey(bytes: Array(repeating: 7, count: 32))).get(
+                "/v1/host", as: HostReport.self)
+            Issue.record("a request signed with another key was answered")
+        } catch let error as AgentClientError {
+            #expect(error.code == .unauthenticated)
+            #expect(error.status == 401)
+            #expect(error.apiError?.code == "wrong_key")
+        }
+        #expect(agent.terminate().status == 0)
+    }
+
     @Test func aTakenPortExits5NamingTheAddress() throws {
         let first = try AgentProcess()
         let second = try FerryProcess.run(
