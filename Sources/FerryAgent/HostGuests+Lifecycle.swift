@@ -94,7 +94,7 @@ extension HostGuests {
         let milliseconds = Int(timeout.components.seconds) * 1000
         do throws(VMMError) {
             let client = try VMMControlClient(
-                path: facts.controlSocket, timeoutSeconds: Double(timeout.components.seconds) + 10)
+                path: facts.controlSocket, timeoutSeconds: Double(timeout.components.seconds) + 3)
             defer { client.close() }
             try client.call("shutdown", ["timeout_ms": JSONValue(milliseconds)])
             return nil
@@ -106,7 +106,7 @@ extension HostGuests {
     /// Kills the guest's process: `kill` on its socket, SIGKILL if it does not answer (only the
     /// process with the recorded PID and start time).
     private func kill(_ facts: ProcessFacts) {
-        if let client = try? VMMControlClient(path: facts.controlSocket, timeoutSeconds: 5) {
+        if let client = try? VMMControlClient(path: facts.controlSocket, timeoutSeconds: 2) {
             _ = try? client.call("kill")
             client.close()
         }

@@ -12,10 +12,13 @@ struct HostRoutes: Sendable {
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in Self.text("ok\n", contentType: "text/plain; charset=utf-8") }
-        router.get("/v1/host") { _, _ in try Self.json(try report()) }
+        // /proc, statvfs and SQLite block: on the agent's own threads.
+        router.get("/v1/host") { _, _ in try Self.json(try await work.run { try report() }) }
         router.get("/metrics") { _, _ in
-            metrics.recordHost(try report())
-            try await work.run { try guests.recordMetrics(metrics) }
+            try await work.run {
+                metrics.recordHost(try report())
+                try guests.recordMetrics(metrics)
+            }
             return Self.text(metrics.text(), contentType: "text/plain; version=0.0.4; charset=utf-8")
         }
     }

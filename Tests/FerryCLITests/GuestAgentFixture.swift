@@ -32,9 +32,10 @@ final class GuestAgentFixture {
     }
 
     /// Starts the agent; returns once it listens (reconciliation done).
-    func start(extra: [String] = []) throws {
+    func start(extra: [String] = [], prefix: [String] = []) throws {
         let process = try FerryProcess(
-            ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + extra)
+            ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + extra,
+            prefix: prefix)
         self.process = process
         let line = try #require(
             process.waitForStderrLine(containing: "agent listening on", timeout: 60), "the agent did not start")

@@ -39,6 +39,8 @@ struct GuestChaosTests {
         let started = Date()
         var iterations = 0
         var settleWaits: [Double] = []
+        var runningSeen = 0
+        var crashedSeen = 0
         while iterations < 50 {
             iterations += 1
             let url = agent.url
@@ -48,7 +50,14 @@ struct GuestChaosTests {
                 var random = SystemRandomNumberGenerator()
                 while !done.load(ordering: .relaxed) {
                     let name = names.randomElement(using: &random)!
-                    switch Int.random(in: 0..<3, using: &random) {
+                    switch Int.random(in: 0..<5, using: &random) {
+                    case 3:
+                        _ = try? client.send(
+                            "POST", "/v1/guests",
+                            body: Array(
+                                #"{"name":"c3","kind":"builtin","vcpus":1,"memory_bytes":4194304,"seed":3,"workload":"idle","disks":[{"name":"root","size_bytes":1048576}]}"#
+                                    .utf8))
+                    case 4: _ = try? client.send("DELETE", "/v1/guests/c3?remove_disks=true")
                     case 0: _ = try? client.send("POST", "/v1/guests/\(name)/start")
                     case 1:
                         _ = try? client.send(
@@ -70,6 +79,9 @@ struct GuestChaosTests {
                 problem = try Self.mismatch(agent)
             }
             settleWaits.append(Date().timeIntervalSince(settle))
+            let states = try agent.list().map(\.state)
+            runningSeen += states.filter { $0 == "running" }.count
+            crashedSeen += states.filter { $0 == "crashed" }.count
             #expect(problem == nil, "iteration \(iterations): \(problem ?? "")")
             if problem != nil { break }
             for name in names {
@@ -81,8 +93,10 @@ struct GuestChaosTests {
         print(
             String(
                 format: "chaos: %d kill -9 of the agent during start/stop requests in %.1f s; inventory matched"
-                    + " the processes after a restart within %.2f s (max), %d waits > 0.5 s",
-                iterations, seconds, settleWaits.max() ?? 0, settleWaits.filter { $0 > 0.5 }.count))
+                    + " the processes after a restart within %.2f s (max), %d waits > 0.5 s; after the restarts"
+                    + " %d guest-states were running, %d crashed (a start cut short)",
+                iterations, seconds, settleWaits.max() ?? 0, settleWaits.filter { $0 > 0.5 }.count, runningSeen,
+                crashedSeen))
         for name in names { _ = try agent.guest(["stop", name, "--force", "--timeout", "5"]) }
         #expect(agent.terminate()?.status == 0)
     }
@@ -111,10 +125,11 @@ struct GuestChaosTests {
         #expect(guests.count == 100)
         #expect(guests.filter { $0.state == "running" }.count == 20)
         #expect(guests.filter { $0.state == "crashed" }.isEmpty)
+        let client2 = try agent.client()  // the restarted agent listens on another port
         var milliseconds: [Double] = []
         for _ in 0..<200 {
             let start = ContinuousClock.now
-            _ = try client.get("/v1/guests", as: GuestList.self)
+            _ = try client2.get("/v1/guests", as: GuestList.self)
             let elapsed = ContinuousClock.now - start
             milliseconds.append(
                 Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)
@@ -131,7 +146,7 @@ struct GuestChaosTests {
                 Double(rssBefore) / 1_048_576, Double(rss) / 1_048_576, milliseconds[100], milliseconds[198],
                 milliseconds[199]))
         for index in 0..<20 {
-            _ = try client.send(
+            _ = try client2.send(
                 "POST", "/v1/guests/m\(index)/stop", body: Array(#"{"force":true,"timeout_seconds":5}"#.utf8))
         }
         #expect(agent.terminate()?.status == 0)

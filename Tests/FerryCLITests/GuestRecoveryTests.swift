@@ -95,4 +95,73 @@ struct GuestRecoveryTests {
         #expect(try agent.guest(["stop", "stranger"]).status == 0)
         #expect(agent.terminate()?.status == 0)
     }
+
+    /// The periodic pass: a guest process that appears while the agent runs is registered within
+    /// seconds, without a restart.
+    @Test func thePeriodicPassRegistersAProcessThatAppears() throws {
+        let agent = try GuestAgentFixture("gp")
+        let stranger = GuestID.random()
+        let spec = agent.scratch.file("late.json")
+        try #"{"name":"late","kind":"builtin","vcpus":1,"memory_bytes":16777216,"seed":2}"#.write(
+            toFile: spec, atomically: true, encoding: .utf8)
+        let launched = try FerryProcess.run(
+            ["vmm", "--spec", spec, "--id", stranger.hex, "--state-dir", agent.guestsDirectory, "--detach"], timeout: 60
+        )
+        #expect(launched.status == 0, "\(launched.stderr)")
+        let deadline = Date().addingTimeInterval(10)
+        var found: GuestView?
+        while found == nil && Date() < deadline {
+            found = try agent.list().first { $0.id == stranger.hex }
+            if found == nil { usleep(100_000) }
+        }
+        #expect(found?.state == "running", "registered within 10 s")
+        #expect(try agent.guest(["stop", "late"]).status == 0)
+        #expect(agent.terminate()?.status == 0)
+    }
+
+    /// A guest whose graceful shutdown does not finish (its process stopped with SIGSTOP): the
+    /// stop fails and the guest is still running; with --force it is killed and stopped.
+    @Test func aStopThatTimesOutLeavesTheGuestRunningUnlessForced() throws {
+        let agent = try GuestAgentFixture("gt")
+        #expect(try agent.guest(["create", "--name", "hung"]).status == 0)
+        #expect(try agent.guest(["start", "hung"]).status == 0)
+        let pid = try #require(try agent.view("hung").pid)
+        kill(pid, SIGSTOP)
+        let refused = try agent.guest(["stop", "hung", "--timeout", "1"])
+        #expect(refused.status == 1, "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains("did not stop within 1 s") && refused.stderr.contains("force"), "\(refused.stderr)")
+        let view = try agent.view("hung")
+        #expect(view.state == "running" && view.pid == pid)
+        #expect(view.transitions?.last?.cause.contains("graceful stop failed") == true)
+        let forced = try agent.guest(["stop", "hung", "--timeout", "1", "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+        let stopped = try agent.view("hung")
+        #expect(stopped.state == "stopped")
+        #expect(
+            stopped.transitions?.last?.cause.contains("killed") == true, "\(String(describing: stopped.transitions))")
+        #expect(GuestAgentFixture.vmmProcesses(id: stopped.id).isEmpty)
+        #expect(agent.terminate()?.status == 0)
+    }
+
+    /// The agent started again under another hostname (a UTS namespace of its own) adopts its
+    /// guests as before: nothing depends on the host's name.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs unshare(1)"))
+    func aHostnameChangeDestroysNothing() throws {
+        let agent = try GuestAgentFixture("gh")
+        #expect(try agent.guest(["create", "--name", "h1", "--disk", "2M"]).status == 0)
+        #expect(try agent.guest(["start", "h1"]).status == 0)
+        let before = try agent.view("h1")
+        agent.kill9()
+        try agent.start(prefix: [
+            "/usr/bin/unshare", "--uts", "/bin/sh", "-c", "hostname renamed-host && exec \"$0\" \"$@\"",
+        ])
+        let host = try agent.client().get("/v1/host", as: HostReport.self)
+        #expect(host.agent.hostname == "renamed-host")
+        let after = try agent.view("h1")
+        #expect(after.state == "running" && after.pid == before.pid && after.missingDisks.isEmpty)
+        #expect(try agent.list().count == 1)
+        #expect(try agent.guest(["stop", "h1"]).status == 0)
+        #expect(agent.terminate()?.status == 0)
+    }
 }
