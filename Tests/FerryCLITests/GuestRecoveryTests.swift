@@ -127,6 +127,13 @@ struct GuestRecoveryTests {
         #expect(try agent.guest(["start", "hung"]).status == 0)
         let pid = try #require(try agent.view("hung").pid)
         kill(pid, SIGSTOP)
+        // One operation per guest: while the stop waits, another request is 409 busy, naming it.
+        let waiting = try FerryProcess(
+            ["guest", "stop", "hung", "--timeout", "1", "--agent", agent.url, "--key-file", agent.keyFile])
+        Thread.sleep(forTimeInterval: 1)
+        let busy = try agent.guest(["suspend", "hung"])
+        #expect(busy.status == 1 && busy.stderr.contains("busy: stop runs"), "\(busy.stderr)")
+        #expect(waiting.wait(timeout: 30).status == 1)
         let refused = try agent.guest(["stop", "hung", "--timeout", "1"])
         #expect(refused.status == 1, "\(refused.stderr)")
         #expect(
