@@ -103,11 +103,14 @@ let package = Package(
         // capacity) and the client the CLI and other agents use to talk to it.
         .target(name: "FerryAgent", dependencies: [
             "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
+            "FerryInventory", "FerryVMM",
+            .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Crypto", package: "swift-crypto"),

@@ -1,3 +1,4 @@
+import FerryInventory
 import FerryProtocol
 import FerrySystem
 import FerryTransport
@@ -20,16 +21,34 @@ public final class Agent: Sendable {
     public let configuration: AgentConfiguration
     public let stateDirectory: StateDirectory
     public let metrics = AgentMetrics()
+    /// The guests this agent owns (inventory, processes, files).
+    public let guests: HostGuests
+    /// Threads for blocking work (SQLite, control sockets, spawning): not the cooperative pool.
+    let work = BlockingWork()
     let verifier: RequestVerifier
     let logger: Logger
     /// Unix seconds when the agent was made.
     public let startedAt: Int64
     private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
 
-    public init(configuration: AgentConfiguration, logger: Logger) throws(SystemError) {
+    /// Locks the state directory and opens the inventory (`STATE/inventory.sqlite`); throws a
+    /// `SystemError` (`.locked` when another agent holds the directory) or an `InventoryError`.
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         stateDirectory = try StateDirectory.open(configuration.stateDirectory)
+        let inventory: SQLiteInventory
+        do {
+            inventory = try SQLiteInventory(
+                path: stateDirectory.path + "/inventory.sqlite", logger: Logger(label: "ferry.inventory"))
+        } catch {
+            stateDirectory.release()
+            throw error
+        }
+        guests = HostGuests(
+            inventory: inventory,
+            files: GuestFiles(guestsDirectory: stateDirectory.guestsPath, disksDirectory: stateDirectory.disksPath),
+            logger: logger)
         startedAt = Int64(Date().timeIntervalSince1970)
         verifier = RequestVerifier(
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
@@ -49,6 +68,15 @@ public final class Agent: Sendable {
         signals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }
     ) async throws {
         defer { stateDirectory.release() }
+        let stopped = Atomic<Bool>(false)
+        defer {
+            stopped.store(true, ordering: .relaxed)
+            guests.watches.closeAll()
+            // The last connection checkpoints the write-ahead log into the file and removes it.
+            try? guests.inventory.close()
+        }
+        try await reconcileAtStart()
+        guests.startPeriodicPass(every: configuration.reconcileInterval) { stopped.load(ordering: .relaxed) }
         let host = configuration.listen.host
         let application = Application(
             router: makeRouter(),
@@ -73,6 +101,17 @@ public final class Agent: Sendable {
         logger.info("agent stopped", metadata: ["agent.state_dir": "\(stateDirectory.path)"])
     }
 
+    /// Before listening: the inventory against what runs (adopt, crashed, register), then watches.
+    private func reconcileAtStart() async throws {
+        let start = ContinuousClock.now
+        let guests = self.guests
+        let summary = try await work.run { try guests.reconcile() }
+        logger.notice(
+            "reconciled at start in \(ContinuousClock.now - start): \(summary)",
+            metadata: ["agent.state_dir": "\(stateDirectory.path)"])
+        for note in summary.leftAlone { logger.notice("reconciliation left alone: \(note)") }
+    }
+
     /// Stops as SIGTERM would: no new connections, requests in flight finish, `run` returns.
     public func stop() async {
         let group = state.withLock { state -> ServiceGroup? in
@@ -89,8 +128,11 @@ public final class Agent: Sendable {
         router.add(middleware: ErrorResponseMiddleware())
         router.add(
             middleware: AuthenticationMiddleware(verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes))
-        HostRoutes(probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics)
-            .add(to: router)
+        HostRoutes(
+            probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics,
+            guests: guests, work: work
+        ).add(to: router)
+        GuestRoutes(guests: guests, work: work).add(to: router)
         return router
     }
 

@@ -30,6 +30,12 @@ public struct AgentAPIError: Error, Sendable, Equatable, HTTPResponseError {
         case notFound = "not_found"
         /// 405: the route exists but not with this method.
         case methodNotAllowed = "method_not_allowed"
+        /// 409: the request cannot be done in the resource's present state (the message names
+        /// the state and what to do), or it names something that exists already.
+        case conflict
+        /// 409: another operation on the same guest is running (the message names it); retry
+        /// once it ended.
+        case busy
         /// 413: the body is larger than the agent's limit.
         case bodyTooLarge = "body_too_large"
         /// 503: the agent cannot take the request now (it is stopping, or its replay cache is full).

@@ -20,12 +20,16 @@ public struct AgentConfiguration: Sendable {
     public var credentialWindowSeconds: Int64
     /// How long a graceful stop waits for requests in flight before it cuts them off.
     public var shutdownGrace: Duration
+    /// How often the agent reconciles its inventory with what runs (catching what a lost watch
+    /// connection missed).
+    public var reconcileInterval: Duration
 
     public init(
         stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
         key: SharedKey, version: String, bodyLimitBytes: Int = 1 << 20, credentialWindowSeconds: Int64 = 30,
-        shutdownGrace: Duration = .seconds(30)
+        shutdownGrace: Duration = .seconds(30), reconcileInterval: Duration = .seconds(3)
     ) {
+        self.reconcileInterval = reconcileInterval
         self.stateDirectory = stateDirectory
         self.listen = listen
         self.migrationListen = migrationListen

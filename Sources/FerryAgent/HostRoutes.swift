@@ -7,12 +7,18 @@ struct HostRoutes: Sendable {
     let probe: HostProbe
     let identity: @Sendable () -> HostReport.Agent
     let metrics: AgentMetrics
+    let guests: HostGuests
+    let work: BlockingWork
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in Self.text("ok\n", contentType: "text/plain; charset=utf-8") }
-        router.get("/v1/host") { _, _ in try Self.json(try report()) }
+        // /proc, statvfs and SQLite block: on the agent's own threads.
+        router.get("/v1/host") { _, _ in try Self.json(try await work.run { try report() }) }
         router.get("/metrics") { _, _ in
-            metrics.recordHost(try report())
+            try await work.run {
+                metrics.recordHost(try report())
+                try guests.recordMetrics(metrics)
+            }
             return Self.text(metrics.text(), contentType: "text/plain; version=0.0.4; charset=utf-8")
         }
     }

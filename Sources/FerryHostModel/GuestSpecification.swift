@@ -49,6 +49,23 @@ public struct GuestSpecification: Sendable, Codable, Equatable {
         case cpuLimitPercent = "cpu_limit_percent"
     }
 
+    /// Decodes the API's JSON; `disks` may be left out (no disks), every other required field
+    /// must be there.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(GuestName.self, forKey: .name)
+        kind = try container.decode(Kind.self, forKey: .kind)
+        vcpus = try container.decode(Int.self, forKey: .vcpus)
+        memoryBytes = try container.decode(Int.self, forKey: .memoryBytes)
+        disks = try container.decodeIfPresent([DiskSpecification].self, forKey: .disks) ?? []
+        mac = try container.decodeIfPresent(String.self, forKey: .mac)
+        ipv4 = try container.decodeIfPresent(String.self, forKey: .ipv4)
+        networkID = try container.decodeIfPresent(String.self, forKey: .networkID)
+        cpuLimitPercent = try container.decodeIfPresent(Int.self, forKey: .cpuLimitPercent)
+        workload = try container.decodeIfPresent(String.self, forKey: .workload)
+        seed = try container.decode(UInt64.self, forKey: .seed)
+    }
+
     public static let memoryRange = (1 << 20)...(64 << 30)
     public static let vcpuRange = 1...64
 

@@ -59,5 +59,8 @@ public final class VMMControlClient: @unchecked Sendable {
         }
     }
 
+    /// How long a read waits for the process (0: without limit, as a `watch` connection does).
+    public func setReceiveTimeout(seconds: Double) { connection.setReceiveTimeout(seconds: seconds) }
+
     public func close() { connection.shutdownBoth() }
 }

@@ -90,6 +90,11 @@ extension VirtualMachineMonitor {
             fields["started_at"] = .string(ISO8601DateFormatter().string(from: startedAt))
             fields["state"] = .string(state.rawValue)
             fields["incoming"] = JSONValue(incomingAddress)
+            // The whole specification, so that an agent that lost its inventory can register it.
+            fields["specification"] =
+                specification.flatMap { spec in
+                    (try? JSONEncoder().encode(spec)).flatMap { try? JSONDecoder().decode(JSONValue.self, from: $0) }
+                } ?? .null
             return .object(fields)
         }
     }

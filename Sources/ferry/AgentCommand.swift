@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import FerryAgent
+import FerrySystem
 import FerryTransport
 import Logging
 import Synchronization
@@ -14,6 +15,8 @@ struct AgentCommand: ParsableCommand {
             Locks --state-dir (one agent per directory; a second is refused with the holder's PID, exit 9), \
             creates its layout, and serves the API until SIGTERM or SIGINT: then it stops accepting \
             connections, lets requests in flight finish (at most --shutdown-grace seconds) and exits 0. \
+            Before it listens it reconciles its inventory (STATE/inventory.sqlite) with the guests' \
+            processes: it adopts what runs, marks a vanished process crashed, and never kills or deletes. \
             Guests run in their own processes and are never stopped by the agent's stop. Every request \
             except GET /healthz is signed with the shared key (--key-file; `ferry keygen` makes one).
             """)
@@ -82,7 +85,15 @@ struct AgentCommand: ParsableCommand {
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost),
                 migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
                 key: key, version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace))
-            let agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))
+            let agent: Agent
+            do {
+                agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))
+            } catch let error as SystemError {
+                throw error
+            } catch {
+                // The inventory cannot be used (damaged, newer, locked): its message says what to do.
+                throw CommandError.configuration("\(error)")
+            }
             do {
                 try waitFor {
                     try await agent.run { bound in

@@ -116,9 +116,11 @@ struct AgentCLITests {
         #expect(outcome.status == 0 && outcome.signal == nil, "\(outcome.stderr)")
         #expect(Date().timeIntervalSince(started) < 5)
         #expect(outcome.stderr.contains("agent stopped; guests were left running"), "\(outcome.stderr)")
-        // The lock went with the process: the holder's sidecar is gone, the layout stays.
+        // The lock went with the process: the holder's sidecar is gone, the layout stays (the
+        // inventory with its write-ahead log files, which SQLite may keep).
         let left = try FileManager.default.contentsOfDirectory(atPath: agent.stateDirectory).sorted()
-        #expect(left == ["agent.lock", "disks", "guests"])
+        #expect(
+            left.filter { !$0.hasPrefix("inventory.sqlite-") } == ["agent.lock", "disks", "guests", "inventory.sqlite"])
     }
 
     @Test func requestsWithoutTheKeyAre401AndChangeNothing() throws {
@@ -304,9 +306,13 @@ struct AgentCLITests {
         #expect(report.agent.pid == agent.pid)
         #expect(report.agent.listen == "127.0.0.1:\(agent.port)")
         #expect(report.agent.stateDirectory == agent.stateDirectory)
-        // The layout, private to root: the lock, its holder's sidecar, disks and guests.
+        // The layout, private to root: the lock, its holder's sidecar, disks, guests, the inventory.
         let names = try FileManager.default.contentsOfDirectory(atPath: agent.stateDirectory).sorted()
-        #expect(names == ["agent.lock", "agent.lock.lock", "disks", "guests"])
+        #expect(
+            names == [
+                "agent.lock", "agent.lock.lock", "disks", "guests", "inventory.sqlite", "inventory.sqlite-shm",
+                "inventory.sqlite-wal",
+            ])
         var state = stat()
         #expect(stat(agent.stateDirectory, &state) == 0 && state.st_mode & 0o777 == 0o700)
         #expect(agent.terminate().status == 0)

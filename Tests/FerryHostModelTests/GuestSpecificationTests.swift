@@ -60,6 +60,19 @@ import Testing
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(GuestSpecification.self, from: Data(bad.utf8)) }
     }
 
+    /// A specification without `disks` has none (the API and `ferry vmm --spec` took `[]` only);
+    /// a missing required field is still refused, named by its key.
+    @Test func disksMayBeLeftOut() throws {
+        let json = #"{"name":"g1","kind":"builtin","vcpus":1,"memory_bytes":67108864,"seed":3}"#
+        let spec = try JSONDecoder().decode(GuestSpecification.self, from: Data(json.utf8))
+        #expect(spec.disks.isEmpty)
+        #expect(spec.seed == 3)
+        let noSeed = #"{"name":"g1","kind":"builtin","vcpus":1,"memory_bytes":67108864}"#
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(GuestSpecification.self, from: Data(noSeed.utf8))
+        }
+    }
+
     @Test func randomIDsAreWellFormedAndDistinct() throws {
         let ids = (0..<100).map { _ in GuestID.random() }
         #expect(Set(ids).count == 100)
