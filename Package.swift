@@ -101,25 +101,30 @@ let package = Package(
         .target(name: "FerryHostModel"),
         // Host layer: the `ferry agent` daemon (HTTP API, request signatures, metrics, host
         // capacity) and the client the CLI and other agents use to talk to it.
-        .target(name: "FerryAgent", dependencies: [
-            "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "CoreMetrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryAgent",
+            dependencies: [
+                "FerryHostModel", "FerrySystem", "FerryVMM", "FerryTransport", "FerryProtocol", "FerryKVM",
+                "CFerryShims",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Host layer: the agent's inventory on SQLite (guests, journal, schema migrations) and the
         // pure reconciliation of its records with what the agent observes on the host.
-        .target(name: "FerryInventory", dependencies: [
-            "FerryHostModel",
-            .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryInventory",
+            dependencies: [
+                "FerryHostModel",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Host layer: one `ferry vmm` process per running guest, driven through a control socket
         // (docs/vmm-control.md); the guest-kind registry; the spawn helper an agent starts it with.
         .target(
@@ -169,20 +174,26 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
-        .testTarget(name: "FerryAgentTests", dependencies: [
-            "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .testTarget(
+            name: "FerryAgentTests",
+            dependencies: [
+                "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // A process that writes to an inventory until the kill -9 test kills it.
-        .executableTarget(name: "inventory-writer", dependencies: [
-            "FerryInventory", "FerryHostModel",
-            .product(name: "Logging", package: "swift-log"),
-        ], path: "Tests/InventoryWriter"),
-        .testTarget(name: "FerryInventoryTests", dependencies: [
-            "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
-            .product(name: "GRDB", package: "GRDB.swift"),
-        ]),
+        .executableTarget(
+            name: "inventory-writer",
+            dependencies: [
+                "FerryInventory", "FerryHostModel",
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Tests/InventoryWriter"),
+        .testTarget(
+            name: "FerryInventoryTests",
+            dependencies: [
+                "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
         .testTarget(
             name: "FerryKVMTests",
