@@ -173,7 +173,7 @@ struct AgentMigrationTests {
 
     @Test(
         "overhead: the same guest migrated by the driver and by ferry send/receive (printed, not asserted)",
-        .tags(.slow), TagFilter.skippable(.slow))
+        .tags(.slow), .skippable(.slow))
     func overhead() throws {
         var lines: [String] = []
         for run in 1...3 {
