@@ -80,6 +80,28 @@ struct VMMHandoffTests {
         #expect(!FileManager.default.fileExists(atPath: vmm.socketPath))
     }
 
+    @Test("SIGTERM mid-migration: the migration is cancelled, then the guest is shut down here (exit 0)")
+    func sigtermMigrating() throws {
+        let pair = try AgentMigrationPair("vmm-termout", workload: "uniform:400MB/s")
+        let watcher = try pair.source.client()
+        _ = try watcher.call("watch")
+        let driver = pair.driver(AgentMigrationPair.endless)
+        try driver.start()
+        _ = driver.events.wait(after: 2, timeoutMs: 30_000)
+        kill(pair.sourceProcess.process.processIdentifier, SIGTERM)
+        let events = try VMMHarness.watch(watcher, timeout: 60) { $0["state"]?.stringValue == "stopped" }
+        let states = events.compactMap { $0["event"]?.stringValue == "state" ? $0["state"]?.stringValue : nil }
+        #expect(states.suffix(3) == ["running", "stopping", "stopped"], "\(states)")
+        let outcome = pair.sourceProcess.wait(timeout: 20)
+        #expect(outcome.status == 0 && outcome.signal == nil, "exit \(outcome.status) \(outcome.stderr)")
+        #expect(driver.waitUntilEnded(timeoutSeconds: 30)?.status == .cancelled)
+        guard case .failed(let status, _) = pair.incoming.waitForOutcome(timeoutSeconds: 30) else {
+            Issue.record("the incoming vmm did not fail")
+            return
+        }
+        #expect(status == 1)
+    }
+
     @Test("SIGTERM while waiting for an incoming migration: the wait is cancelled, exit 1")
     func sigtermIncoming() throws {
         let vmm = VMMHarness("vmm-termin")
