@@ -8,8 +8,10 @@ import Logging
 extension OutgoingMigrationDriver {
     /// Reads the watch connection until the outcome is recorded. A read that times out (no event
     /// for a while) is not an end: the vmm is asked whether it still answers. A connection that
-    /// ends while the vmm answers is replaced; one that ends with the vmm gone, before it said
-    /// how the migration ended, is `unresolved` (the destination may run the guest).
+    /// ends while the vmm answers is replaced; a vmm that accepts but does not answer (stopped,
+    /// busy) is waited for; only one whose socket nobody listens on any more (the process is
+    /// gone) before it said how the migration ended makes the outcome `unresolved` (the
+    /// destination may run the guest).
     func follow(_ first: VMMControlClient) {
         var watch = first
         while !hasEnded {
@@ -19,10 +21,14 @@ extension OutgoingMigrationDriver {
                 continue
             } catch {
                 let waitedSeconds = Double(MonotonicClock.now() - started) / 1e9
-                guard let snapshot = try? VMMControlClient(path: socketPath, timeoutSeconds: 5).call("migration")
-                else {
-                    vanished()
+                let snapshot: JSONValue
+                do {
+                    snapshot = try VMMControlClient(path: socketPath, timeoutSeconds: 5).call("migration")
+                } catch  where error.code == .stale {
+                    vanished()  // nothing listens: the process is gone
                     break
+                } catch {
+                    continue  // alive (stopped, busy) but not answering yet: keep following
                 }
                 if let migration = snapshot["migration"], migration != .null { absorb(migration, emit: true) }
                 if waitedSeconds < Self.watchTimeoutSeconds * 0.8 {

@@ -150,6 +150,23 @@ struct AgentMigrationTests {
         }
     }
 
+    @Test("a source vmm stopped (SIGSTOP) for longer than the watch timeout is waited for, not declared gone")
+    func sourceStopped() throws {
+        let pair = try AgentMigrationPair("am-sstop", workload: "uniform:400MB/s")
+        let driver = pair.driver(AgentMigrationPair.endless)
+        try driver.start()
+        _ = driver.events.wait(after: 2, timeoutMs: 30_000)
+        let pid = pair.sourceProcess.process.processIdentifier
+        kill(pid, SIGSTOP)
+        usleep(12_000_000)  // past a watch timeout (5 s) and a probe's (5 s)
+        #expect(!driver.hasEnded, "the driver gave up on a stopped vmm: \(driver.current.json)")
+        kill(pid, SIGCONT)
+        _ = try? driver.cancel()
+        let ended = try #require(driver.waitUntilEnded(timeoutSeconds: 60))
+        #expect(ended.status != .unresolved && ended.guestLocation == "source", "\(ended.json)")
+        #expect(try AgentMigrationPair.runs(pair.source), "the guest does not run on the source")
+    }
+
     @Test("start fails cleanly: no vmm behind the socket, or a vmm that is not running a guest")
     func startRefused() throws {
         let nobody = VMMHarness("am-none")
