@@ -26,7 +26,15 @@ public final class IncomingGuestProcess: @unchecked Sendable {
     private var outcome: Outcome?
     private var lastReason: String?
 
-    init(pid: pid_t, processStartTicks: UInt64, address: String, socketPath: String, logPath: String) {
+    /// Called once with the outcome, on the process's watching thread: where the destination
+    /// agent turns its `migrating-in` row into the guest's row, or removes it.
+    private let onOutcome: (@Sendable (Outcome) -> Void)?
+
+    init(
+        pid: pid_t, processStartTicks: UInt64, address: String, socketPath: String, logPath: String,
+        onOutcome: (@Sendable (Outcome) -> Void)?
+    ) {
+        self.onOutcome = onOutcome
         self.pid = pid
         self.processStartTicks = processStartTicks
         self.address = address
@@ -85,9 +93,12 @@ public final class IncomingGuestProcess: @unchecked Sendable {
     }
 
     private func record(_ value: Outcome) {
-        condition.withLock {
-            if outcome == nil { outcome = value }
-            condition.broadcast()
+        let first = condition.withLock { () -> Bool in
+            defer { condition.broadcast() }
+            guard outcome == nil else { return false }
+            outcome = value
+            return true
         }
+        if first { onOutcome?(value) }
     }
 }

@@ -27,9 +27,11 @@ public struct IncomingGuestSpawner: Sendable {
     /// Starts `ferry vmm --incoming HOST:0 --id ID --name NAME --state-dir DIR [--key-file K]
     /// [--paused]`, waits until it answers `hello` (with its own PID) and returns it, listening.
     /// `paused`: the guest is paused on the source and stays paused here. Blocks.
-    public func spawn(id: GuestID, name: GuestName, listenHost: String, keyFile: String?, paused: Bool = false)
-        throws(MigrationDriverError) -> IncomingGuestProcess
-    {
+    /// `onOutcome`: called once when the guest arrived or the process ended without it.
+    public func spawn(
+        id: GuestID, name: GuestName, listenHost: String, keyFile: String?, paused: Bool = false,
+        onOutcome: (@Sendable (IncomingGuestProcess.Outcome) -> Void)? = nil
+    ) throws(MigrationDriverError) -> IncomingGuestProcess {
         var arguments = [
             "vmm", "--incoming", "\(listenHost):0", "--id", id.hex, "--name", name.value, "--state-dir", stateDirectory,
         ]
@@ -53,7 +55,8 @@ public struct IncomingGuestSpawner: Sendable {
             {
                 let ticks = UInt64(hello["process_start_ticks"]?.doubleValue ?? 0)
                 return IncomingGuestProcess(
-                    pid: pid, processStartTicks: ticks, address: address, socketPath: socketPath, logPath: logPath)
+                    pid: pid, processStartTicks: ticks, address: address, socketPath: socketPath, logPath: logPath,
+                    onOutcome: onOutcome)
             }
             usleep(20_000)
         }

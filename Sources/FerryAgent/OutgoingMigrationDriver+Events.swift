@@ -137,6 +137,7 @@ extension OutgoingMigrationDriver {
             return resource
         }
         if let ended {
+            onEnd?(ended)
             logger.info(
                 "migration ended",
                 metadata: [

@@ -16,6 +16,9 @@ public final class OutgoingMigrationDriver: @unchecked Sendable {
     public let options: MigrationOptions
     public let events: MigrationEventLog
     let logger: Logger
+    /// Called once with the final resource (on the driver's thread, or the caller's of `start`
+    /// when it fails): where the agent records the outcome in its inventory and metrics.
+    let onEnd: (@Sendable (MigrationResource) -> Void)?
     /// How long the watch connection waits for an event before the driver checks that the vmm
     /// still answers (a blackout or a slow round may be silent for a while).
     static let watchTimeoutSeconds = 5.0
@@ -29,8 +32,10 @@ public final class OutgoingMigrationDriver: @unchecked Sendable {
     public init(
         id: String = OutgoingMigrationDriver.newID(), guest: String, socketPath: String, destination: String,
         peer: String? = nil, options: MigrationOptions = MigrationOptions(), events: MigrationEventLog = .init(),
-        logger: Logger = Logger(label: "ferry.agent.migration")
+        logger: Logger = Logger(label: "ferry.agent.migration"),
+        onEnd: (@Sendable (MigrationResource) -> Void)? = nil
     ) {
+        self.onEnd = onEnd
         self.id = id
         self.socketPath = socketPath
         self.options = options

@@ -14,21 +14,27 @@ final class AgentMigrationPair {
     let sourceProcess: FerryProcess
     let destination: VMMHarness
     let incoming: IncomingGuestProcess
+    /// Every outcome `onOutcome` and `onEnd` reported, in order.
+    let reported = Reports()
 
     init(_ name: String, workload: String? = nil) throws {
         source = VMMHarness(name + "-src")
         sourceProcess = try source.start(["--spec", try source.specFile(workload: workload)])
         destination = VMMHarness(name + "-dst", id: source.id)
         let spawner = IncomingGuestSpawner(stateDirectory: destination.stateDir, executable: FerryProcess.executable)
+        let reported = self.reported
         incoming = try spawner.spawn(
-            id: source.id, name: try GuestName("g1"), listenHost: "127.0.0.1", keyFile: nil)
+            id: source.id, name: try GuestName("g1"), listenHost: "127.0.0.1", keyFile: nil
+        ) { outcome in reported.add("incoming \(outcome)") }
         destination.track(child: incoming.pid)
     }
 
     func driver(_ options: MigrationOptions = MigrationOptions(downtimeMs: 200)) -> OutgoingMigrationDriver {
-        OutgoingMigrationDriver(
+        let reported = self.reported
+        return OutgoingMigrationDriver(
             guest: "g1", socketPath: source.socketPath, destination: incoming.address, peer: "http://127.0.0.1:1",
-            options: options)
+            options: options
+        ) { ended in reported.add("driver \(ended.status.rawValue)") }
     }
 
     /// Options for a migration that cannot converge by itself (a link far slower than the guest
@@ -43,6 +49,14 @@ final class AgentMigrationPair {
         usleep(300_000)
         return try harness.steps(client) > steps
     }
+}
+
+/// What the callbacks reported, from whichever thread.
+final class Reports: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func add(_ item: String) { lock.withLock { items.append(item) } }
+    var all: [String] { lock.withLock { items } }
 }
 
 @Suite(
@@ -70,6 +84,7 @@ struct AgentMigrationTests {
         #expect(pair.sourceProcess.wait(timeout: 20).status == 0)
         #expect(try AgentMigrationPair.runs(pair.destination), "the guest does not run on the destination")
         #expect(throws: MigrationDriverError.self) { try driver.cancel() }
+        #expect(pair.reported.all.sorted() == ["driver completed", "incoming running"])
 
         let events = driver.events.snapshot()
         #expect(events.map(\.id) == Array(1...UInt64(events.count)), "ids: \(events.map(\.id))")
@@ -115,6 +130,10 @@ struct AgentMigrationTests {
             return
         }
         #expect(status == 1)
+        #expect(pair.reported.all.contains("driver cancelled"), "\(pair.reported.all)")
+        #expect(
+            pair.reported.all.contains { $0.hasPrefix("incoming failed(exitStatus: Optional(1)") },
+            "\(pair.reported.all)")
         let names = driver.events.snapshot().filter { $0.name == .phase }.map(\.data)
         #expect(names.contains { $0.contains("\"cancelling\"") } && names.last?.contains("\"cancelled\"") == true)
     }
