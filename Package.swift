@@ -118,11 +118,13 @@ let package = Package(
         ]),
         // Host layer: the agent's inventory on SQLite (guests, journal, schema migrations) and the
         // pure reconciliation of its records with what the agent observes on the host.
-        .target(name: "FerryInventory", dependencies: [
-            "FerryHostModel",
-            .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryInventory",
+            dependencies: [
+                "FerryHostModel",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Host layer: one `ferry vmm` process per running guest, driven through a control socket
         // (docs/vmm-control.md); the guest-kind registry; the spawn helper an agent starts it with.
         .target(
@@ -172,20 +174,26 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "FerryHostModelTests", dependencies: ["FerryHostModel"]),
-        .testTarget(name: "FerryAgentTests", dependencies: [
-            "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .testTarget(
+            name: "FerryAgentTests",
+            dependencies: [
+                "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // A process that writes to an inventory until the kill -9 test kills it.
-        .executableTarget(name: "inventory-writer", dependencies: [
-            "FerryInventory", "FerryHostModel",
-            .product(name: "Logging", package: "swift-log"),
-        ], path: "Tests/InventoryWriter"),
-        .testTarget(name: "FerryInventoryTests", dependencies: [
-            "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
-            .product(name: "GRDB", package: "GRDB.swift"),
-        ]),
+        .executableTarget(
+            name: "inventory-writer",
+            dependencies: [
+                "FerryInventory", "FerryHostModel",
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Tests/InventoryWriter"),
+        .testTarget(
+            name: "FerryInventoryTests",
+            dependencies: [
+                "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
         .testTarget(
             name: "FerryKVMTests",

@@ -10,7 +10,7 @@ extension VirtualMachineMonitor {
 
     static let operationNames = [
         "hello", "status", "pause", "resume", "shutdown", "kill", "console", "suspend", "migrate", "migration",
-        "cancel-migration", "watch",
+        "cancel-migration", "watch", "resolve",
     ]
 
     func handle(_ line: String, from connection: UnixLineConnection) -> ControlAnswer {
@@ -41,6 +41,7 @@ extension VirtualMachineMonitor {
         case "migrate": return (try migrate(request), nil)
         case "migration": return (migrationStatus(), nil)
         case "cancel-migration": return (try cancelMigration(), nil)
+        case "resolve": return try resolve(request)
         case "watch":
             addWatcher(connection)
             return (["state": .string(condition.withLock { state.rawValue })], nil)

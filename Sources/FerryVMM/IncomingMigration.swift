@@ -17,8 +17,11 @@ extension VirtualMachineMonitor {
             server?.close()
             throw VMMError(.configuration, "--key-file: \(error)", cause: error)
         }
+        let paused = configuration.startPaused
         let capture = IncomingCapture { [weak self] guest in
             guard let monitor = self else { return }
+            // At once, on the engine's thread: the guest was paused on the source.
+            if paused { _ = guest.migratable.pause() }
             // Off the session's thread: the engine calls this inside the blackout.
             let thread = Thread { monitor.received(guest, name: name) }
             thread.start()
@@ -28,6 +31,7 @@ extension VirtualMachineMonitor {
             listen: endpoint, imagePath: configuration.imagePath, force: true, runFor: Self.incomingRunFor,
             name: Self.hostName(), guestKinds: capture.wrap(.ferry))
         options.security = security
+        options.cancellation = incomingCancellation
         options.consoleLine = { [console] line in console.append(line.text, vcpu: line.vcpu) }
         let agent = DestinationAgent(options: options, logger: logger) { [weak self] progress in
             guard let self else { return }
@@ -63,7 +67,11 @@ extension VirtualMachineMonitor {
             self.guest = guest
             self.specification = spec
         }
-        enter(.running, reason: "received by live migration")
+        if configuration.startPaused {
+            enter(.paused, reason: "received by live migration; paused, as it was on the source")
+        } else {
+            enter(.running, reason: "received by live migration")
+        }
         startProgressTicker()
     }
 

@@ -105,14 +105,16 @@ extension VirtualMachineMonitor {
         let security = try wanted.security()
         return try serialized { () throws(ControlFailure) -> JSONValue in
             let guest = try runningGuest()
-            try transition(from: [.running], to: .migratingOut, for: "migrate")
+            let paused = condition.withLock { state == .paused }
+            try transition(from: [.running, .paused], to: .migratingOut, for: "migrate")
             let name = condition.withLock { specification?.name.value ?? "" }
             var options = SourceOptions(
                 destination: wanted.destination, settings: wanted.settings, compression: wanted.compression,
                 guestName: name, name: Self.hostName(), maxBandwidth: wanted.maxBandwidthBytesPerSecond,
                 streams: wanted.streams)
             options.security = security
-            let migration = OutgoingMigration(destination: wanted.destination, guest: guest)
+            if let timeout = wanted.handoffTimeout { options.handoffTimeout = timeout }
+            let migration = OutgoingMigration(destination: wanted.destination, guest: guest, paused: paused)
             condition.withLock { self.migration = migration }
             let imagePath = guest.mapping?.path ?? configuration.imagePath
             let chosen = options
@@ -139,7 +141,7 @@ extension VirtualMachineMonitor {
             switch error.guest {
             case .source:
                 let what = error.code == .cancelled ? "was cancelled" : "failed"
-                enter(.running, reason: "the migration \(what): \(error.message)")
+                enter(migration.paused ? .paused : .running, reason: "the migration \(what): \(error.message)")
             case .destination:
                 left("the guest runs on \(migration.destination): \(error.message)")
             case .handedOverUnconfirmed, .notHere:
@@ -149,7 +151,8 @@ extension VirtualMachineMonitor {
     }
 
     /// The guest runs elsewhere now: tell the watchers, let a received guest's session end, exit 0.
-    private func left(_ reason: String) {
+    func left(_ reason: String) {
+        condition.withLock { migration }?.engineGuest.completeDeferredStop()
         enter(.left, reason: reason)
         capture?.release()
         exit(0)

@@ -1,4 +1,5 @@
 import FerryMigration
+import FerryProtocol
 import FerrySystem
 import FerryTransport
 import Foundation
@@ -13,6 +14,7 @@ struct MigrationRequest: Sendable {
     var maxBandwidthBytesPerSecond: Double?
     var streams = SourceOptions.defaultStreams
     var compression = CompressionChoice.auto
+    var handoffTimeout: Duration?
 
     init(_ request: ControlRequest) throws(ControlFailure) {
         guard let to = try request.string("to") else {
@@ -34,6 +36,9 @@ struct MigrationRequest: Sendable {
             settings.maxRounds = Int(value)
         }
         if let value = try request.number("timeout_s", in: 0.001...2_592_000) { settings.timeout = .seconds(value) }
+        if let value = try request.number("handoff_timeout_s", in: 0.1...2_592_000) {
+            handoffTimeout = .milliseconds(Int64(value * 1000))
+        }
         settings.forceSwitchover = try request.bool("force_switchover") ?? false
         settings.autoConverge = try request.bool("auto_converge") ?? true
         maxBandwidthBytesPerSecond = try request.number("max_bandwidth_bytes_per_s", in: 1...1e12)
@@ -62,6 +67,9 @@ final class OutgoingMigration: @unchecked Sendable {
     }
 
     let destination: Endpoint
+    /// The guest was paused when the migration began: it stays paused throughout (the engine's
+    /// pause and resume do not touch it), and here again if the migration fails.
+    let paused: Bool
     let cancellation = MigrationCancellation()
     private let condition = MonotonicCondition()
     private var phase = Phase.starting
@@ -70,9 +78,14 @@ final class OutgoingMigration: @unchecked Sendable {
     private var report: MigrationReport?
     private let guest: RunningGuest
 
-    init(destination: Endpoint, guest: RunningGuest) {
+    /// What the engine migrates (see `EngineGuest`).
+    let engineGuest: EngineGuest
+
+    init(destination: Endpoint, guest: RunningGuest, paused: Bool) {
         self.destination = destination
         self.guest = guest
+        self.paused = paused
+        engineGuest = EngineGuest(guest, held: paused)
     }
 
     /// Runs the migration (blocking); `events` gets each progress value as a JSON event.
@@ -82,7 +95,7 @@ final class OutgoingMigration: @unchecked Sendable {
         var options = options
         options.cancellation = cancellation
         let agent = SourceAgent(
-            guest: guest.migratable, imagePath: imagePath, options: options, logger: logger
+            guest: engineGuest, imagePath: imagePath, options: options, logger: logger
         ) { [weak self] progress in
             guard let self else { return }
             self.record(progress)
@@ -116,6 +129,16 @@ final class OutgoingMigration: @unchecked Sendable {
         }
     }
 
+    /// The progress value's kind as events name it.
+    static func kindName(_ kind: MigrationProgress.Kind) -> String {
+        switch kind {
+        case .live: "live"
+        case .roundEnded: "round-ended"
+        case .reconnecting: "reconnecting"
+        case .resumed: "resumed"
+        }
+    }
+
     var isActive: Bool { condition.withLock { phase == .starting || phase == .precopy || phase == .reconnecting } }
 
     /// `migration`'s answer, and the body of each progress event.
@@ -133,6 +156,8 @@ final class OutgoingMigration: @unchecked Sendable {
                 fields["bytes_remaining"] = JSONValue(pending * progress.pageSize)
                 fields["pages_total"] = JSONValue(progress.pageCount)
                 fields["dirty_pages_per_s"] = JSONValue(progress.dirtyPagesPerSecond)
+                fields["dirty_bytes_per_s"] = JSONValue(progress.dirtyPagesPerSecond * Double(progress.pageSize))
+                fields["progress"] = .string(Self.kindName(progress.kind))
                 fields["send_bytes_per_s"] = JSONValue(progress.sendBytesPerSecond)
                 fields["expected_downtime_ms"] = JSONValue(progress.predictedDowntimeSeconds.map { $0 * 1000 })
                 fields["eta_s"] = JSONValue(progress.migrationETASeconds)
@@ -147,5 +172,67 @@ final class OutgoingMigration: @unchecked Sendable {
             }
             return .object(fields)
         }
+    }
+}
+
+/// The guest as the engine migrates it. Two differences from the guest itself:
+/// - `held` (the guest was paused before the migration): it is already parked, so the engine's
+///   `pause()` costs nothing and its `resume()` (after measuring a pause, after a failed
+///   blackout) leaves it parked;
+/// - the engine's `stopForHandover()` while the guest is parked (after COMMIT) is deferred: the
+///   vCPUs stay parked, and the vmm ends them once the destination's answer is known (`left`),
+///   so that an unresolved handoff can still be resolved in favour of the source (`resolve`).
+///   A `stopForHandover()` of a guest that is not parked (a split brain the engine stops at
+///   once) is done at once.
+final class EngineGuest: MigratableGuest, @unchecked Sendable {
+    let guest: RunningGuest
+    let held: Bool
+    private let condition = MonotonicCondition()
+    private var parked = false
+    private var deferredStop = false
+
+    init(_ guest: RunningGuest, held: Bool) {
+        self.guest = guest
+        self.held = held
+    }
+
+    var inner: any MigratableGuest { guest.migratable }
+    var guestKind: UInt16 { inner.guestKind }
+    var cpuStateFormat: UInt16 { inner.cpuStateFormat }
+    var vcpus: Int { inner.vcpus }
+    var memory: GuestMemory { inner.memory }
+    var configuration: GuestDescription { inner.configuration }
+    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
+        try inner.makeDirtyTracker(choice)
+    }
+    func pause() -> UInt64 {
+        condition.withLock { parked = true }
+        return held ? 0 : inner.pause()
+    }
+    func resume() {
+        condition.withLock { parked = false }
+        if !held { inner.resume() }
+    }
+    var throttlePercent: Int {
+        get { inner.throttlePercent }
+        set { inner.throttlePercent = newValue }
+    }
+    func deviceState() throws -> [DeviceStateSection] { try inner.deviceState() }
+    func stopForHandover() -> [UInt64] {
+        let deferred = condition.withLock { () -> Bool in
+            guard parked || held else { return false }
+            deferredStop = true
+            return true
+        }
+        return deferred ? guest.stepsPerVCPU : inner.stopForHandover()
+    }
+
+    /// Ends the vCPUs if the engine's stop was deferred (once).
+    func completeDeferredStop() {
+        let due = condition.withLock { () -> Bool in
+            defer { deferredStop = false }
+            return deferredStop
+        }
+        if due { _ = inner.stopForHandover() }
     }
 }

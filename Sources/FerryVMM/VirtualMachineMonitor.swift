@@ -27,6 +27,8 @@ public struct VMMConfiguration: Sendable {
     public var id: GuestID
     public var stateDirectory: String
     public var disks: (any GuestDiskFlush)?
+    /// With `.incoming`: the guest was paused on the source; keep it paused here once received.
+    public var startPaused = false
 
     public init(start: Start, id: GuestID, stateDirectory: String, disks: (any GuestDiskFlush)? = nil) {
         self.start = start
@@ -79,6 +81,8 @@ public final class VirtualMachineMonitor: @unchecked Sendable {
     var server: ControlServer?
     var capture: IncomingCapture?
     var incomingAgent: DestinationAgent?
+    /// Cancels the incoming migration (SIGTERM while `migrating-in`).
+    let incomingCancellation = MigrationCancellation()
 
     public init(configuration: VMMConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -167,7 +171,10 @@ public final class VirtualMachineMonitor: @unchecked Sendable {
 
     /// Changes the state and tells the watchers.
     func enter(_ next: VMMState, reason: String? = nil) {
-        condition.withLock { state = next }
+        condition.withLock {
+            state = next
+            condition.broadcast()
+        }
         var event: [String: JSONValue] = ["state": .string(next.rawValue)]
         if let reason { event["reason"] = .string(reason) }
         console.append("ferry vmm: \(next.rawValue)\(reason.map { " (\($0))" } ?? "")")

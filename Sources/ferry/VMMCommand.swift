@@ -45,6 +45,9 @@ struct VMMCommand: ParsableCommand {
     @Option(help: "With --incoming: the guest's name as hello reports it.")
     var name: String?
 
+    @Flag(help: "With --incoming: keep the guest paused once received (it was paused on the source).")
+    var paused = false
+
     @Flag(
         help:
             "Start the process in a session of its own (log in STATE_DIR/GUEST_ID.log), print its ready line, and return."
@@ -66,6 +69,7 @@ struct VMMCommand: ParsableCommand {
             do { _ = try GuestName(name) } catch { throw ValidationError("--name \(name): \(error.message)") }
         }
         if keyFile != nil && incoming == nil { throw ValidationError("--key-file goes with --incoming") }
+        if paused && incoming == nil { throw ValidationError("--paused goes with --incoming") }
     }
 
     func run() throws {
@@ -78,14 +82,43 @@ struct VMMCommand: ParsableCommand {
     private func serve() throws {
         signal(SIGHUP, SIG_IGN)  // a closing terminal does not end the guest
         signal(SIGPIPE, SIG_IGN)  // a client that went away is an error on its write, not a death
-        let configuration = VMMConfiguration(start: try start(), id: try GuestID(id), stateDirectory: stateDir)
+        var configuration = VMMConfiguration(start: try start(), id: try GuestID(id), stateDirectory: stateDir)
+        configuration.startPaused = paused
         if detach { return try VMMDetach.launch(configuration, arguments: Array(CommandLine.arguments.dropFirst())) }
         LoggingBootstrap.once(level: verbose ? .info : .warning)
+        let terminations = Self.blockTermination()
         let monitor = VirtualMachineMonitor(configuration: configuration, logger: Logger(label: "ferry.vmm"))
         let ready: VMMReady
         do { ready = try monitor.prepare() } catch { throw Self.commandError(error) }
         HumanOutput.print(Self.readyLine(id: id, pid: getpid(), ready.socketPath, incoming: ready.incoming))
+        Self.handleTermination(terminations, monitor)
         Glibc.exit(monitor.run())
+    }
+
+    /// Blocks SIGTERM and SIGINT on this thread before any other starts (threads inherit the
+    /// mask), so that only `handleTermination`'s thread takes them, with `sigwait`.
+    static func blockTermination() -> sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        return set
+    }
+
+    /// SIGTERM or SIGINT: the graceful end `VirtualMachineMonitor.terminate` chooses for the
+    /// guest's state (a `shutdown` with its default timeout while it runs).
+    static func handleTermination(_ set: sigset_t, _ monitor: VirtualMachineMonitor) {
+        let thread = Thread {
+            var signals = set
+            while true {
+                var signal: Int32 = 0
+                guard sigwait(&signals, &signal) == 0 else { continue }
+                monitor.terminate(signal: signal == SIGINT ? "SIGINT" : "SIGTERM")
+            }
+        }
+        thread.name = "ferry-vmm-signals"
+        thread.start()
     }
 
     private func start() throws -> VMMConfiguration.Start {

@@ -12,6 +12,8 @@ final class VMMHarness {
     let scratch: Scratch
     let id: GuestID
     private var pids: [pid_t] = []
+    /// Processes this test process spawned itself (`IncomingGuestSpawner`): killed and reaped.
+    private var children: [pid_t] = []
 
     init(_ name: String, id: GuestID = .random()) {
         scratch = Scratch(name)
@@ -19,8 +21,15 @@ final class VMMHarness {
     }
 
     deinit {
-        for pid in pids { kill(pid, SIGKILL) }
+        for pid in pids + children { kill(pid, SIGKILL) }
+        for pid in children {
+            var status: Int32 = 0
+            for _ in 0..<100 where waitpid(pid, &status, WNOHANG) == 0 { usleep(10_000) }
+        }
     }
+
+    /// Kills (and reaps) `pid`, a child of the test process, when the harness goes.
+    func track(child pid: pid_t) { children.append(pid) }
 
     var stateDir: String { scratch.path }
     var socketPath: String { VMMConfiguration.socketPath(stateDirectory: stateDir, id: id) }

@@ -1,0 +1,122 @@
+import FerrySystem
+import FerryVMM
+import Foundation
+import Logging
+
+/// Drives one outgoing live migration of a guest through its `ferry vmm`'s control socket, as
+/// the source agent does: `start()` opens a `watch` connection and sends `migrate`; a thread of
+/// its own follows the vmm's events, keeps the API's `MigrationResource` current and appends the
+/// migration's events (`phase`, `round`, `progress`, `end`) to `events`. The outcome
+/// (completed, failed, cancelled, unresolved) is recorded once and never changes.
+///
+/// Every call here blocks (on Unix sockets, for milliseconds): from async code, use `OffPool`.
+public final class OutgoingMigrationDriver: @unchecked Sendable {
+    public let id: String
+    public let socketPath: String
+    public let options: MigrationOptions
+    public let events: MigrationEventLog
+    let logger: Logger
+    /// Called once with the final resource (on the driver's thread, or the caller's of `start`
+    /// when it fails): where the agent records the outcome in its inventory and metrics.
+    let onEnd: (@Sendable (MigrationResource) -> Void)?
+    /// How long the watch connection waits for an event before the driver checks that the vmm
+    /// still answers (a blackout or a slow round may be silent for a while).
+    static let watchTimeoutSeconds = 5.0
+    let condition = MonotonicCondition()
+    // Guarded by `condition`:
+    var resource: MigrationResource
+    var sawMigratingOut = false
+
+    /// `destination`: the destination vmm's migration address (HOST:PORT); `peer`: the
+    /// destination agent, for the resource.
+    public init(
+        id: String = OutgoingMigrationDriver.newID(), guest: String, socketPath: String, destination: String,
+        peer: String? = nil, options: MigrationOptions = MigrationOptions(), events: MigrationEventLog = .init(),
+        logger: Logger = Logger(label: "ferry.agent.migration"),
+        onEnd: (@Sendable (MigrationResource) -> Void)? = nil
+    ) {
+        self.onEnd = onEnd
+        self.id = id
+        self.socketPath = socketPath
+        self.options = options
+        self.events = events
+        self.logger = logger
+        resource = MigrationResource(id: id, guest: guest, direction: .out, peer: peer, destination: destination)
+    }
+
+    /// 32 hex digits.
+    public static func newID() -> String {
+        (0..<4).map { _ in String(format: "%08x", UInt32.random(in: .min ... .max)) }.joined()
+    }
+
+    /// The migration as the API returns it now.
+    public var current: MigrationResource { condition.withLock { resource } }
+
+    /// Starts watching and sends `migrate`; returns once the vmm accepted (or throws what it
+    /// said: the resource is then `failed` with the guest on the source). The following runs on
+    /// a thread of the driver's own.
+    public func start() throws(MigrationDriverError) {
+        let watch: VMMControlClient
+        do {
+            watch = try VMMControlClient(path: socketPath, timeoutSeconds: Self.watchTimeoutSeconds)
+            _ = try watch.call("watch")
+        } catch {
+            let failure = MigrationDriverError.vmm(error, doing: "watching the guest's ferry vmm at \(socketPath)")
+            finish(.failed, location: "source", error: failure.message)
+            throw failure
+        }
+        let destination = condition.withLock { resource.destination }
+        do {
+            try VMMControlClient(path: socketPath).call("migrate", options.controlFields(to: destination))
+        } catch {
+            watch.close()
+            let failure = MigrationDriverError.vmm(error, doing: "asking the guest's ferry vmm to migrate")
+            finish(.failed, location: "source", error: failure.message)
+            throw failure
+        }
+        logger.info(
+            "migration started",
+            metadata: ["migration.id": "\(id)", "migration.destination": "\(destination)"])
+        let thread = Thread { [self] in follow(watch) }
+        thread.name = "ferry-agent-migration"
+        thread.start()
+    }
+
+    /// Asks the vmm to cancel (ABORT; the guest stays on the source unless the handoff was
+    /// already committed). Returns whether the vmm accepted; the outcome follows in the events.
+    /// Throws `.ended` once the outcome is recorded.
+    @discardableResult
+    public func cancel() throws(MigrationDriverError) -> Bool {
+        let final = condition.withLock { () -> MigrationResource.Status? in
+            if resource.status.isFinal { return resource.status }
+            if resource.status != .cancelling { change(status: .cancelling) }
+            return nil
+        }
+        if let final {
+            throw MigrationDriverError(.ended, "migration \(id) already ended (\(final.rawValue)); nothing to cancel")
+        }
+        let accepted: Bool
+        do {
+            accepted = try VMMControlClient(path: socketPath).call("cancel-migration")["cancelling"]?.boolValue ?? false
+        } catch  where error.code == .refused {
+            accepted = false  // it ended meanwhile: the outcome is on its way
+        } catch {
+            throw MigrationDriverError.vmm(error, doing: "asking the guest's ferry vmm to cancel")
+        }
+        if !accepted {
+            condition.withLock { if resource.status == .cancelling { change(status: .active) } }
+        }
+        return accepted
+    }
+
+    /// Waits (at most `timeoutSeconds`) for the outcome; nil if it is not there yet.
+    public func waitUntilEnded(timeoutSeconds: Double) -> MigrationResource? {
+        let deadline = MonotonicClock.deadline(afterSeconds: timeoutSeconds)
+        return condition.withLock {
+            while !resource.status.isFinal { if !condition.wait(untilNanoseconds: deadline) { break } }
+            return resource.status.isFinal ? resource : nil
+        }
+    }
+
+    public var hasEnded: Bool { condition.withLock { resource.status.isFinal } }
+}
