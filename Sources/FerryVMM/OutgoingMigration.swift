@@ -184,7 +184,7 @@ final class OutgoingMigration: @unchecked Sendable {
 ///   so that an unresolved handoff can still be resolved in favour of the source (`resolve`).
 ///   A `stopForHandover()` of a guest that is not parked (a split brain the engine stops at
 ///   once) is done at once.
-final class EngineGuest: MigratableGuest, @unchecked Sendable {
+final class EngineGuest: ForwardingMigratableGuest, @unchecked Sendable {
     let guest: RunningGuest
     let held: Bool
     private let condition = MonotonicCondition()
@@ -196,35 +196,22 @@ final class EngineGuest: MigratableGuest, @unchecked Sendable {
         self.held = held
     }
 
-    var inner: any MigratableGuest { guest.migratable }
-    var guestKind: UInt16 { inner.guestKind }
-    var cpuStateFormat: UInt16 { inner.cpuStateFormat }
-    var vcpus: Int { inner.vcpus }
-    var memory: GuestMemory { inner.memory }
-    var configuration: GuestDescription { inner.configuration }
-    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
-        try inner.makeDirtyTracker(choice)
-    }
+    var forwardee: any MigratableGuest { guest.migratable }
     func pause() -> UInt64 {
         condition.withLock { parked = true }
-        return held ? 0 : inner.pause()
+        return held ? 0 : forwardee.pause()
     }
     func resume() {
         condition.withLock { parked = false }
-        if !held { inner.resume() }
+        if !held { forwardee.resume() }
     }
-    var throttlePercent: Int {
-        get { inner.throttlePercent }
-        set { inner.throttlePercent = newValue }
-    }
-    func deviceState() throws -> [DeviceStateSection] { try inner.deviceState() }
     func stopForHandover() -> [UInt64] {
         let deferred = condition.withLock { () -> Bool in
             guard parked || held else { return false }
             deferredStop = true
             return true
         }
-        return deferred ? guest.stepsPerVCPU : inner.stopForHandover()
+        return deferred ? guest.stepsPerVCPU : forwardee.stopForHandover()
     }
 
     /// Ends the vCPUs if the engine's stop was deferred (once).
@@ -233,6 +220,6 @@ final class EngineGuest: MigratableGuest, @unchecked Sendable {
             defer { deferredStop = false }
             return deferredStop
         }
-        if due { _ = inner.stopForHandover() }
+        if due { _ = forwardee.stopForHandover() }
     }
 }

@@ -64,6 +64,10 @@ public final class VirtualMachineMonitor: @unchecked Sendable {
     let logger: Logger
     let console = ConsoleLog()
     let condition = MonotonicCondition()
+    /// Held by `enter` from the change of state until its event is written, so that watchers see
+    /// the states in the order they were entered (a thread woken by one change cannot announce
+    /// the next before the first is announced).
+    private let stateEvents = NSLock()
     /// Held by one lifecycle operation at a time (pause, resume, shutdown, suspend, migrate).
     let operations = MonotonicCondition()
     let startedAt = Date()
@@ -171,6 +175,8 @@ public final class VirtualMachineMonitor: @unchecked Sendable {
 
     /// Changes the state and tells the watchers.
     func enter(_ next: VMMState, reason: String? = nil) {
+        stateEvents.lock()
+        defer { stateEvents.unlock() }
         condition.withLock {
             state = next
             condition.broadcast()

@@ -269,22 +269,8 @@ struct AgentCLITests {
     @Test func latencyOfGetHost() throws {
         let agent = try AgentProcess()
         let client = try agent.client()
-        var milliseconds: [Double] = []
-        for _ in 0..<200 {
-            let start = ContinuousClock.now
-            _ = try client.get("/v1/host", as: HostReport.self)
-            let elapsed = ContinuousClock.now - start
-            milliseconds.append(
-                Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)
-        }
-        milliseconds.sort()
-        let percentile = { (p: Double) in milliseconds[min(milliseconds.count - 1, Int(Double(milliseconds.count) * p))]
-        }
-        print(
-            String(
-                format:
-                    "GET /v1/host over loopback, 200 sequential signed requests (new connection each): p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms",
-                percentile(0.5), percentile(0.9), percentile(0.99), milliseconds.last!))
+        let latencies = try Latencies(count: 200) { _ = try client.get("/v1/host", as: HostReport.self) }
+        print("GET /v1/host over loopback, 200 sequential signed requests (new connection each): \(latencies.summary)")
         #expect(agent.terminate().status == 0)
     }
 

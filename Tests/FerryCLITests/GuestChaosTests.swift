@@ -126,25 +126,19 @@ struct GuestChaosTests {
         #expect(guests.filter { $0.state == "running" }.count == 20)
         #expect(guests.filter { $0.state == "crashed" }.isEmpty)
         let client2 = try agent.client()  // the restarted agent listens on another port
-        var milliseconds: [Double] = []
-        for _ in 0..<200 {
-            let start = ContinuousClock.now
+        let latencies = try Latencies(count: 200, perSecond: 100) {
             _ = try client2.get("/v1/guests", as: GuestList.self)
-            let elapsed = ContinuousClock.now - start
-            milliseconds.append(
-                Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)
         }
-        milliseconds.sort()
         let rss = GuestAgentFixture.residentBytes(agent.pid)
         print(
             "agent restart (kill -9) with 100 guests defined, 20 running: listening after \(listening), answered"
                 + " GET /v1/guests with all reconciled after \(answered); \(agent.startLine)")
         print(
             String(
-                format: "agent RSS with 100 guests: %.1f MiB before the restart, %.1f MiB after 200 GETs;"
-                    + " GET /v1/guests (100 guests) p50 %.2f ms, p99 %.2f ms, max %.2f ms",
-                Double(rssBefore) / 1_048_576, Double(rss) / 1_048_576, milliseconds[100], milliseconds[198],
-                milliseconds[199]))
+                format: "agent RSS with 100 guests: %.1f MiB before the restart, %.1f MiB after 200 GETs;",
+                Double(rssBefore) / 1_048_576, Double(rss) / 1_048_576)
+                + " GET /v1/guests (100 guests) at 100 requests/s "
+                + latencies.summary)
         for index in 0..<20 {
             _ = try client2.send(
                 "POST", "/v1/guests/m\(index)/stop", body: Array(#"{"force":true,"timeout_seconds":5}"#.utf8))

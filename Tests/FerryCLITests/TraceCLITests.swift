@@ -1,5 +1,8 @@
+import FerrySystem
 import FerryTestSupport
 import Foundation
+import Glibc
+import Synchronization
 import Testing
 
 /// Trace workloads longer than 16 MiB (issue 13): replayed by `ferry run` from the file, and
@@ -14,7 +17,7 @@ import Testing
         let line = Array("0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19\n".utf8)
         var chunk: [UInt8] = []
         while chunk.count < 1 << 20 { chunk += line }
-        FileManager.default.createFile(atPath: trace, contents: nil)
+        _ = FileManager.default.createFile(atPath: trace, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: trace))
         for _ in 0..<17 { try handle.write(contentsOf: chunk) }
         try handle.close()
@@ -52,5 +55,68 @@ import Testing
         #expect(try filesEqual(image, received), "destination image must equal the source image")
         #expect(try filesEqual(trace, received + ".attachment"), "the trace is kept beside the image")
         #expect(!FileManager.default.fileExists(atPath: received + ".partial.attachment"))
+    }
+
+    /// Neither side holds a trace in memory while it travels: a 64 MiB trace migrates between
+    /// two processes whose anonymous memory (RssAnon, sampled every 2 ms) stays far below the
+    /// trace's size. Measured in the processes themselves, so the suite's other tests running in
+    /// this process cannot disturb it.
+    @Test func aLargeTraceIsStreamedNotHeld() throws {
+        let scratch = Scratch("trace-memory")
+        let trace = scratch.file("big.trace")
+        let image = scratch.file("guest.img")
+        let line = Array("0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19\n".utf8)
+        var chunk: [UInt8] = []
+        while chunk.count < 1 << 20 { chunk += line }
+        _ = FileManager.default.createFile(atPath: trace, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: trace))
+        for _ in 0..<64 { try handle.write(contentsOf: chunk) }
+        try handle.close()
+        let traceBytes = 64 * chunk.count
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "16M", "--seed", "2"]).status == 0)
+        let received = scratch.file("received.img")
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", received, "--accept-timeout", "60s",
+        ])
+        let listening = try #require(receiver.waitForStderrLine(containing: "listening on"))
+        let port = try #require(
+            listening.split(separator: ":").last.flatMap { Int($0.split(separator: ",").first ?? "") })
+        let sender = try FerryProcess([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "trace:" + trace,
+            "--run-before", "200ms", "--downtime-ms", "2000",
+        ])
+        let pids = [sender.process.processIdentifier, receiver.process.processIdentifier]
+        let done = Atomic<Bool>(false)
+        let sampler = BackgroundThread { () -> [Int] in
+            var peaks = [0, 0]
+            while !done.load(ordering: .relaxed) {
+                for (index, pid) in pids.enumerated() { peaks[index] = max(peaks[index], Self.anonymousBytes(pid)) }
+                usleep(2000)
+            }
+            return peaks
+        }
+        let sent = sender.wait()
+        let receiverOutcome = receiver.wait()
+        done.store(true, ordering: .relaxed)
+        let peaks = try sampler.result().get()
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(receiverOutcome.status == 0, "\(receiverOutcome.stderr)")
+        #expect(try filesEqual(trace, received + ".attachment"), "the trace is kept beside the image")
+        print(
+            "64 MiB trace migrated: peak RssAnon of ferry send \(peaks[0] >> 20) MiB, of ferry receive \(peaks[1] >> 20) MiB"
+        )
+        // Holding the trace once would take 64 MiB on its own; 1 MiB chunks add a few.
+        #expect(peaks[0] > 0 && peaks[1] > 0, "the sampler saw both processes")
+        #expect(peaks[0] < traceBytes / 2, "ferry send's anonymous memory reached \(peaks[0] >> 20) MiB")
+        #expect(peaks[1] < traceBytes / 2, "ferry receive's anonymous memory reached \(peaks[1] >> 20) MiB")
+    }
+
+    /// RssAnon of process `pid` in bytes (0 once it is gone).
+    static func anonymousBytes(_ pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("RssAnon:") {
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+        }
+        return 0
     }
 }

@@ -64,7 +64,7 @@ import Testing
 /// The source's guest whose disk another writer takes right after the blackout released it (as
 /// a stray process on the destination's host might): the destination must refuse before
 /// `VERIFIED`, and the source, unable to take the disk back, runs on without writing it.
-private final class DiskThiefGuest: MigratableGuest, @unchecked Sendable {
+private final class DiskThiefGuest: ForwardingMigratableGuest, @unchecked Sendable {
     let inner: BuiltinMigratableGuest
     let diskPath: String
     var thief: ImageLock?
@@ -74,26 +74,12 @@ private final class DiskThiefGuest: MigratableGuest, @unchecked Sendable {
         self.diskPath = diskPath
     }
 
-    var guestKind: UInt16 { inner.guestKind }
-    var cpuStateFormat: UInt16 { inner.cpuStateFormat }
-    var vcpus: Int { inner.vcpus }
-    var memory: GuestMemory { inner.memory }
-    var configuration: GuestDescription { inner.configuration }
-    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
-        try inner.makeDirtyTracker(choice)
-    }
-    func pause() -> UInt64 { inner.pause() }
-    func resume() { inner.resume() }
-    var throttlePercent: Int {
-        get { inner.throttlePercent }
-        set { inner.throttlePercent = newValue }
-    }
+    var forwardee: any MigratableGuest { inner }
     func deviceState() throws -> [DeviceStateSection] {
         let sections = try inner.deviceState()
         thief = try ImageLock.acquire(path: diskPath)
         return sections
     }
-    func stopForHandover() -> [UInt64] { inner.stopForHandover() }
 }
 
 extension DiskMigrationTests {

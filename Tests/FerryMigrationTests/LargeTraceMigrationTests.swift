@@ -36,19 +36,10 @@ import Testing
         return written
     }
 
-    /// Anonymous memory this process holds now (RssAnon of /proc/self/status), in bytes.
-    static func anonymousBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("RssAnon:") {
-            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
-        }
-        return 0
-    }
-
     /// A 24 MiB trace migrates: the destination verifies it, keeps it as `PATH.attachment`
     /// (byte for byte the source's file), and the guest continues from it exactly: the image
-    /// equals a reference run to the destination's vCPU steps. Neither side holds the trace:
-    /// the process's anonymous memory grows by far less than the trace during the migration.
+    /// equals a reference run to the destination's vCPU steps. (That neither side holds the trace
+    /// in memory is measured on two processes, in TraceCLITests: this process runs other tests.)
     @Test func traceOver16MiBMigratesTransparently() throws {
         let scratch = Scratch()
         var migration = LoopbackMigration()
@@ -58,19 +49,7 @@ import Testing
         migration.tracePath = trace
         migration.runFor = 0.3
 
-        let baseline = Self.anonymousBytes()
-        let peak = Atomic<Int>(0)
-        let done = Atomic<Bool>(false)
-        let sampler = BackgroundThread {
-            while !done.load(ordering: .relaxed) {
-                let now = Self.anonymousBytes()
-                if now > peak.load(ordering: .relaxed) { peak.store(now, ordering: .relaxed) }
-                Thread.sleep(forTimeInterval: 0.002)
-            }
-        }
         let outcome = try migration.run(in: scratch)
-        done.store(true, ordering: .relaxed)
-        _ = sampler.result()
 
         let report = try outcome.source.get()
         let destination = try outcome.destination.get()
@@ -87,9 +66,6 @@ import Testing
         #expect(
             try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("reference.img"))
                 == nil)
-        // Holding the trace once would add 24 MiB; chunks of 1 MiB add a few.
-        let grown = peak.load(ordering: .relaxed) - baseline
-        #expect(grown < 12 << 20, "anonymous memory grew by \(grown >> 20) MiB during the migration")
         #expect(FrameType.guestAttachment.maxPayload == (1 << 20) + 8)
     }
 

@@ -8,7 +8,7 @@ import Synchronization
 
 /// The source's guest, watched: when it was paused and resumed (the blackout as the guest
 /// lives it), forwarding everything to the built-in guest.
-final class WatchedGuest: MigratableGuest, @unchecked Sendable {
+final class WatchedGuest: ForwardingMigratableGuest, @unchecked Sendable {
     let inner: BuiltinMigratableGuest
     private let lock = NSLock()
     private var pausedAt: UInt64?
@@ -16,6 +16,7 @@ final class WatchedGuest: MigratableGuest, @unchecked Sendable {
     private let pausedFlag = Atomic<Bool>(false)
 
     init(_ inner: BuiltinMigratableGuest) { self.inner = inner }
+    var forwardee: any MigratableGuest { inner }
 
     /// True from the first pause on (the blackout, or the pause that measures its cost at setup).
     let pauses = Atomic<Int>(0)
@@ -27,14 +28,6 @@ final class WatchedGuest: MigratableGuest, @unchecked Sendable {
         return Double(longest) / 1e9
     }
 
-    var guestKind: UInt16 { inner.guestKind }
-    var cpuStateFormat: UInt16 { inner.cpuStateFormat }
-    var vcpus: Int { inner.vcpus }
-    var memory: GuestMemory { inner.memory }
-    var configuration: GuestDescription { inner.configuration }
-    func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {
-        try inner.makeDirtyTracker(choice)
-    }
     func pause() -> UInt64 {
         let took = inner.pause()
         lock.lock()
@@ -52,10 +45,4 @@ final class WatchedGuest: MigratableGuest, @unchecked Sendable {
         lock.unlock()
         inner.resume()
     }
-    var throttlePercent: Int {
-        get { inner.throttlePercent }
-        set { inner.throttlePercent = newValue }
-    }
-    func deviceState() throws -> [DeviceStateSection] { try inner.deviceState() }
-    func stopForHandover() -> [UInt64] { inner.stopForHandover() }
 }
