@@ -16,17 +16,8 @@ import Testing
         let br = "fcb-\(id)"
         let src = "fcs-\(id)"
         let dst = "fcd-\(id)"
-        let hosts = try NetworkNamespaces([br, src, dst])
+        let (hosts, _) = try NetworkNamespaces.bridged(bridgeNamespace: br, hosts: [src, dst], subnet: "10.77.0")
         defer { hosts.remove() }
-        try hosts.ip(["-n", br, "link", "add", "br0", "type", "bridge"])
-        try hosts.ip(["-n", br, "link", "set", "br0", "up"])
-        for (ns, port, inner, address) in [(src, "ps", "s0", "10.77.0.1/24"), (dst, "pd", "d0", "10.77.0.2/24")] {
-            try hosts.ip(["-n", br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", ns])
-            try hosts.ip(["-n", br, "link", "set", port, "master", "br0", "up"])
-            try hosts.ip(["-n", ns, "addr", "add", address, "dev", inner])
-            try hosts.ip(["-n", ns, "link", "set", inner, "up"])
-            try hosts.ip(["-n", ns, "link", "set", "lo", "up"])
-        }
 
         let mac = "02:fe:77:00:00:09"
         let guestIP = "10.77.0.50"
@@ -37,14 +28,14 @@ import Testing
 
         // The guest lives on the source host: the bridge learns its MAC on the source port.
         let before = try FerryProcess.run(
-            ["announce", "--dev", "s0", "--guest-mac", mac, "--guest-ip", guestIP, "--rounds", "1"],
+            ["announce", "--dev", "eth0", "--guest-mac", mac, "--guest-ip", guestIP, "--rounds", "1"],
             prefix: hosts.exec(in: src))
         #expect(before.status == 0, "\(before.stderr)")
-        #expect(try hosts.learnedPort(of: mac, bridge: "br0", in: br) == "ps")
+        #expect(try hosts.learnedPort(of: mac, bridge: "br0", in: br) == "p0")
 
         let receiver = try FerryProcess(
             [
-                "receive", "--listen", "10.77.0.2:7700", "--image", received, "--announce-dev", "d0",
+                "receive", "--listen", "10.77.0.2:7700", "--image", received, "--announce-dev", "eth0",
                 "--accept-timeout", "60s",
             ], prefix: hosts.exec(in: dst))
         #expect(receiver.waitForStderrLine(containing: "listening on") != nil)
@@ -58,7 +49,7 @@ import Testing
         #expect(receiverOutcome.status == 0, "\(receiverOutcome.stderr)")
         #expect(receiverOutcome.stdout.contains("gratuitous ARP frames for \(mac)"))
         #expect(
-            try hosts.learnedPort(of: mac, bridge: "br0", in: br) == "pd",
+            try hosts.learnedPort(of: mac, bridge: "br0", in: br) == "p1",
             "after the migration the bridge must forward the guest's MAC to the destination's port")
         #expect(try filesEqual(image, received))
     }

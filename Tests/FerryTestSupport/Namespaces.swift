@@ -25,6 +25,36 @@ public final class NetworkNamespaces: Sendable {
         }
     }
 
+    /// Hosts on one LAN: a namespace `bridgeNamespace` holding the bridge `br0`, and one namespace
+    /// per host joined to it by a veth pair (bridge port `p0`, `p1`, …; the host's end `eth0`)
+    /// with the address `SUBNET.(index + 1)/24`, `lo` up. `hosts[i]` is the i-th host's namespace.
+    public static func bridged(
+        bridgeNamespace: String, hosts: [String], subnet: String
+    ) throws -> (namespaces: NetworkNamespaces, addresses: [String]) {
+        let namespaces = try NetworkNamespaces([bridgeNamespace] + hosts)
+        do {
+            try namespaces.ip(["-n", bridgeNamespace, "link", "add", "br0", "type", "bridge"])
+            try namespaces.ip(["-n", bridgeNamespace, "link", "set", "br0", "up"])
+            var addresses: [String] = []
+            for (index, host) in hosts.enumerated() {
+                let address = "\(subnet).\(index + 1)"
+                try namespaces.ip([
+                    "-n", bridgeNamespace, "link", "add", "p\(index)", "type", "veth", "peer", "name", "eth0", "netns",
+                    host,
+                ])
+                try namespaces.ip(["-n", bridgeNamespace, "link", "set", "p\(index)", "master", "br0", "up"])
+                try namespaces.ip(["-n", host, "addr", "add", address + "/24", "dev", "eth0"])
+                try namespaces.ip(["-n", host, "link", "set", "eth0", "up"])
+                try namespaces.ip(["-n", host, "link", "set", "lo", "up"])
+                addresses.append(address)
+            }
+            return (namespaces, addresses)
+        } catch {
+            namespaces.remove()
+            throw error
+        }
+    }
+
     /// Deletes the namespaces (and with them their links).
     public func remove() {
         for name in names { _ = try? Host.run([ip, "netns", "del", name], mustSucceed: false) }
@@ -84,7 +114,7 @@ public final class NetworkNamespaces: Sendable {
 
     /// `setns` is not exported by the Glibc module (it needs _GNU_SOURCE), so look it up.
     private typealias SetNamespace = @convention(c) (Int32, Int32) -> Int32
-    nonisolated(unsafe) private static let setNamespace: SetNamespace? = dlsym(nil, "setns").map {
+    private static let setNamespace: SetNamespace? = dlsym(nil, "setns").map {
         unsafeBitCast($0, to: SetNamespace.self)
     }
     private static let cloneNewNet: Int32 = 0x4000_0000
