@@ -26,10 +26,10 @@ struct VMMDiskTests {
         #expect(try client.call("status")["disk"]?["path"]?.stringValue == disk)
         #expect(try Self.console(client).contains("disk: new journal (no records yet)"))
         usleep(300_000)
-        let early = try #require(try DiskJournalScan.read(path: disk).head?.seq)
+        // Read while the guest writes: the head only (the ring may move on under the reader).
+        let early = try #require(try DiskJournalScan.read(path: disk, verifyData: false).head?.seq)
         usleep(500_000)
-        let later = try DiskJournalScan.read(path: disk)
-        #expect(later.firstCorruption == nil, "\(String(describing: later.firstCorruption))")
+        let later = try DiskJournalScan.read(path: disk, verifyData: false)
         #expect((later.head?.seq ?? 0) >= early + 25, "100 records/s: \(early) then \(later.head?.seq ?? 0)")
 
         #expect(try client.call("shutdown", ["timeout_ms": 5000])["state"]?.stringValue == "stopped")
@@ -122,6 +122,50 @@ struct VMMDiskTests {
         #expect(
             sized.status == 9 && sized.stderr.contains("is 1048576 bytes but the specification says"), "\(sized.stderr)"
         )
+    }
+
+    @Test("kill -9 mid-journal: the disk holds an intact chain and a restart resumes it, not clean")
+    func killNineThenRestart() throws {
+        let vmm = VMMHarness("vmm-disk-kill")
+        let disk = vmm.scratch.file("crash.disk")
+        let spec = try vmm.specFile(disks: [DiskSpecification(name: "root", sizeBytes: Self.diskBytes, path: disk)])
+        let process = try vmm.start(["--spec", spec])
+        usleep(400_000)
+        kill(process.process.processIdentifier, SIGKILL)
+        #expect(process.wait(timeout: 10).signal == SIGKILL)
+        let crashed = try DiskJournalScan.read(path: disk)
+        let head = try #require(crashed.head)
+        #expect(crashed.firstCorruption == nil && !crashed.cleanShutdown && head.seq > 20, "\(crashed.resumeLine)")
+        let again = try vmm.start(["--spec", spec])
+        let console = try Self.console(try vmm.client())
+        #expect(console.contains("disk: resumed at record \(head.seq) (boot 1, clean shutdown: no)"), "\(console)")
+        #expect(try vmm.client().call("shutdown")["state"]?.stringValue == "stopped")
+        #expect(again.wait(timeout: 10).status == 0)
+        let scan = try DiskJournalScan.read(path: disk)
+        #expect(scan.firstCorruption == nil && scan.cleanShutdown && scan.boots == 2, "\(scan.resumeLine)")
+    }
+
+    @Test("a second vmm on a disk another one holds is refused naming the holder; the first keeps writing")
+    func diskHeldByAnotherVMM() throws {
+        let first = VMMHarness("vmm-disk-held")
+        let disk = first.scratch.file("held.disk")
+        let disks = [DiskSpecification(name: "root", sizeBytes: Self.diskBytes, path: disk)]
+        let process = try first.start(["--spec", try first.specFile(disks: disks)])
+        let second = VMMHarness("vmm-disk-held2")
+        let refused = try FerryProcess.run([
+            "vmm", "--spec", try second.specFile(disks: disks), "--id", second.id.hex, "--state-dir", second.stateDir,
+        ])
+        #expect(refused.status == 9, "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains(disk) && refused.stderr.contains("\(process.process.processIdentifier)"),
+            "\(refused.stderr)")
+        let client = try first.client()
+        let written = try client.call("status")["disk"]?["records_written"]?.intValue ?? 0
+        usleep(300_000)
+        #expect(try client.call("status")["disk"]?["records_written"]?.intValue ?? 0 > written + 10)
+        #expect(try client.call("shutdown")["state"]?.stringValue == "stopped")
+        #expect(process.wait(timeout: 10).status == 0)
+        #expect(try DiskJournalScan.read(path: disk).cleanShutdown)
     }
 
     /// Every console line's text.
