@@ -89,6 +89,54 @@ struct VMMKVMDiskTests {
         #expect(scan.boots == 1 && scan.oldestSeq == 1 && (scan.head?.seq ?? 0) > 50, "\(scan.resumeLine)")
     }
 
+    @Test(
+        "journal=N in the KVM workload sets the interval; without it about 100 records a second",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func journalIntervalFromTheWorkload() throws {
+        var heads: [UInt64] = []
+        for workload in [Self.workload, Self.workload + ",journal=100000000"] {
+            let vmm = VMMHarness("vmm-kvm-jrnl")
+            let spec = try vmm.specFile(
+                kind: "kvm", vcpus: 1, workload: workload,
+                disks: [DiskSpecification(name: "root", sizeBytes: VMMDiskTests.diskBytes)])
+            let process = try vmm.start(["--spec", spec])
+            usleep(700_000)
+            #expect(try vmm.client().call("shutdown")["state"]?.stringValue == "stopped")
+            #expect(process.wait(timeout: 15).status == 0)
+            let scan = try DiskJournalScan.read(path: "\(vmm.stateDir)/\(vmm.id.hex).root.disk")
+            #expect(scan.cleanShutdown && scan.firstCorruption == nil, "\(workload): \(scan.resumeLine)")
+            heads.append(scan.head?.seq ?? 0)
+        }
+        // 20 MB/s is 4,883 steps/s: 49 steps a record. A record per 10^8 steps: boot and shutdown only.
+        #expect(heads[0] > 30 && heads[1] == 2, "records: \(heads)")
+    }
+
+    @Test(
+        "suspend and --restore keep a KVM guest's disk: its journal continues in the same boot",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func suspendRestore() throws {
+        let vmm = VMMHarness("vmm-kvm-dsusp")
+        let disk = vmm.scratch.file("kvm.disk")
+        let spec = try vmm.specFile(
+            kind: "kvm", vcpus: 1, workload: Self.workload,
+            disks: [DiskSpecification(name: "root", sizeBytes: VMMDiskTests.diskBytes, path: disk)])
+        let process = try vmm.start(["--spec", spec])
+        usleep(400_000)
+        let file = try #require(try vmm.client().call("suspend")["file"]?.stringValue)
+        #expect(process.wait(timeout: 10).status == 0)
+        let saved = try #require(try DiskJournalScan.read(path: disk).head?.seq)
+        let restored = try vmm.detach(["--restore", file])
+        let client = try vmm.client()
+        usleep(500_000)
+        let status = try client.call("status")["disk"]
+        #expect(status?["path"]?.stringValue == disk && status?["locked"]?.boolValue == true, "\(status?.line ?? "")")
+        #expect(try client.call("shutdown")["state"]?.stringValue == "stopped")
+        try VMMDiskTests.waitForExit(restored.pid)
+        let scan = try DiskJournalScan.read(path: disk)
+        #expect(scan.firstCorruption == nil && scan.cleanShutdown, "\(String(describing: scan.firstCorruption))")
+        #expect(scan.boots == 1 && (scan.head?.seq ?? 0) > saved + 20, "continued from \(saved): \(scan.resumeLine)")
+    }
+
     /// Migrates `source`'s guest to `destination` and waits until it left.
     static func migrate(_ source: VMMHarness, to destination: VMMDestination) throws {
         let watcher = try source.client()
