@@ -1,3 +1,4 @@
+import FerryGuest
 import FerrySystem
 import Glibc
 import Synchronization
@@ -57,6 +58,14 @@ public final class KVMDisk: Sendable {
         self.lock = Mutex(lock)
         sectors = UInt64(size / Self.sectorSize)
         self.path = path
+    }
+
+    /// The disk at `path` for a guest that boots on it: created sparse with `sizeBytes` if
+    /// missing (a disk that exists keeps its size), then opened and locked. The program finds its
+    /// journal there and prints where it resumed (docs/disk.md).
+    public static func opening(path: String, sizeBytes: Int) throws -> KVMDisk {
+        try DiskJournal.createDisk(path: path, bytes: sizeBytes)
+        return try KVMDisk(path: path)
     }
 
     /// Checks, before a handover, that `init(path:)` will succeed here with `sectors`: the file

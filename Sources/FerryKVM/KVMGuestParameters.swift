@@ -38,6 +38,14 @@ public struct KVMGuestParameters: Sendable, Equatable {
             stepLimit: stepLimit)
     }
 
+    /// vCPU 0's steps between journal step records for about `recordsPerSecond` records a
+    /// second: the guest's rate per vCPU over it (at least 1); `journalInterval` as it is for an
+    /// unpaced guest, whose step rate is unknown.
+    public func journalInterval(recordsPerSecond: Double) -> UInt64 {
+        guard let rate = writesPerSecond else { return journalInterval }
+        return UInt64(max(1, (rate / Double(vcpus) / recordsPerSecond).rounded()))
+    }
+
     func validate() throws(KVMError) {
         guard (1...KVMGuestLayout.maxVCPUs).contains(vcpus) else {
             throw KVMError(

@@ -117,6 +117,7 @@ extension VirtualMachineMonitor {
         fields["migration"] = migration?.status() ?? .null
         fields["incoming"] = state == .migratingIn ? incomingStatus() : .null
         fields["failure"] = JSONValue(guest?.failure)
+        fields["disk"] = guest?.diskStatus ?? .null
         return .object(fields)
     }
 

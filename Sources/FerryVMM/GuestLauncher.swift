@@ -20,13 +20,15 @@ struct GuestLauncher {
     let logger: Logger
     let console: ConsoleLog
 
-    func boot(_ spec: GuestSpecification, imagePath: String) throws(VMMError) -> RunningGuest {
+    /// A fresh boot of `spec`, on `disk` if it has one.
+    func boot(_ spec: GuestSpecification, imagePath: String, disk: GuestDisk?) throws(VMMError) -> RunningGuest {
         let mapping = try ImageMapping(path: imagePath, size: spec.memoryBytes, create: true)
         let description = GuestDescription(
             seed: spec.seed,
             parameters: spec.workload
                 ?? (spec.kind == .kvm ? Self.defaultKVMWorkload : Self.defaultBuiltinWorkload))
-        return try start(spec.kind, vcpus: spec.vcpus, description: description, mapping: mapping, states: nil)
+        return try start(
+            spec.kind, vcpus: spec.vcpus, description: description, mapping: mapping, states: nil, disk: disk)
     }
 
     func restore(_ record: SuspendRecord) throws(VMMError) -> RunningGuest {
@@ -34,18 +36,19 @@ struct GuestLauncher {
         let description = GuestDescription(seed: record.seed, parameters: record.parameters)
         return try start(
             record.specification.kind, vcpus: record.specification.vcpus, description: description, mapping: mapping,
-            states: try record.sections)
+            states: try record.sections, disk: nil)
     }
 
-    /// Starts the guest's vCPUs over `mapping`, from `states` (DEVICE_STATE sections) or a fresh boot.
+    /// Starts the guest's vCPUs over `mapping`, from `states` (DEVICE_STATE sections; a disk
+    /// section among them continues its disk) or a fresh boot (on `disk`).
     private func start(
         _ kind: GuestSpecification.Kind, vcpus: Int, description: GuestDescription, mapping: ImageMapping,
-        states: [DeviceStateSection]?
+        states: [DeviceStateSection]?, disk: GuestDisk?
     ) throws(VMMError) -> RunningGuest {
         do {
             switch kind {
-            case .builtin: return try startBuiltin(vcpus, description, mapping, states)
-            case .kvm: return try startKVM(vcpus, description, mapping, states)
+            case .builtin: return try startBuiltin(vcpus, description, mapping, states, disk)
+            case .kvm: return try startKVM(vcpus, description, mapping, states, disk)
             }
         } catch let error as VMMError {
             throw error
@@ -55,7 +58,8 @@ struct GuestLauncher {
     }
 
     private func startBuiltin(
-        _ vcpus: Int, _ description: GuestDescription, _ mapping: ImageMapping, _ sections: [DeviceStateSection]?
+        _ vcpus: Int, _ description: GuestDescription, _ mapping: ImageMapping, _ sections: [DeviceStateSection]?,
+        _ disk: GuestDisk?
     ) throws -> RunningGuest {
         let setup = try GuestSetup.make(
             workload: description.parameters, vcpus: vcpus, seed: description.seed, pageSize: systemPageSize,
@@ -69,21 +73,33 @@ struct GuestLauncher {
         let guest = try Guest(
             memory: mapping.region.base, size: mapping.region.size, configuration: setup.configuration,
             initialStates: states, logger: logger)
+        let writer =
+            if let sections {
+                try GuestDisk.continuingBuiltin(guest, sections, logger: logger)
+            } else {
+                try disk?.openForBuiltin(guest, seed: description.seed, console: console, logger: logger)
+            }
         guest.start()
+        writer?.start()
         return RunningGuest(
-            BuiltinMigratableGuest(guest, setup: setup, memory: mapping.region.base), kind: .builtin, mapping: mapping)
+            BuiltinMigratableGuest(guest, setup: setup, memory: mapping.region.base, disk: writer), kind: .builtin,
+            mapping: mapping)
     }
 
     private func startKVM(
-        _ vcpus: Int, _ description: GuestDescription, _ mapping: ImageMapping, _ sections: [DeviceStateSection]?
+        _ vcpus: Int, _ description: GuestDescription, _ mapping: ImageMapping, _ sections: [DeviceStateSection]?,
+        _ disk: GuestDisk?
     ) throws -> RunningGuest {
-        let parameters = try KVMGuestParameters(workload: description.parameters, seed: description.seed, vcpus: vcpus)
+        var parameters = try KVMGuestParameters(workload: description.parameters, seed: description.seed, vcpus: vcpus)
+        if disk != nil { parameters = GuestDisk.kvmParameters(parameters, workload: description.parameters) }
         let states = try sections.map { try KVMVCPUState.states(from: $0) }
+        let kvmDisk = try sections.map { try GuestDisk.continuingKVM($0) } ?? disk?.openForKVM()
         let console = self.console
         let guest = try KVMGuest(
             memory: mapping.region.base, size: mapping.region.size, parameters: parameters, initialStates: states,
             logger: logger
         ) { line in console.append(line.text, vcpu: line.vcpu) }
+        if let kvmDisk { guest.attach(disk: kvmDisk) }
         guest.start()
         return RunningGuest(KVMMigratableGuest(guest), kind: .kvm, mapping: mapping)
     }

@@ -39,7 +39,8 @@ final class IncomingCapture: @unchecked Sendable {
         if let builtin = guest as? BuiltinIncomingGuest, let running = builtin.running, let memory {
             onStart(
                 RunningGuest(
-                    BuiltinMigratableGuest(running, setup: builtin.setup, memory: memory.regions[0].base),
+                    BuiltinMigratableGuest(
+                        running, setup: builtin.setup, memory: memory.regions[0].base, disk: builtin.disk),
                     kind: .builtin, mapping: nil))
         } else if let kvm = guest as? KVMIncomingGuest, let running = kvm.guest {
             onStart(RunningGuest(KVMMigratableGuest(running), kind: .kvm, mapping: nil))

@@ -7,34 +7,18 @@ import Logging
 
 /// The operations that end the guest here or move it: shutdown, suspend, migrate, cancel.
 extension VirtualMachineMonitor {
-    /// Graceful: the vCPUs stop (waiting at most `timeout_ms`, default 10 s), the memory image and
-    /// the disks are flushed, `stopped` is told, the response written, and the process exits 0.
+    /// Graceful: the vCPUs stop (waiting at most `timeout_ms`, default 10 s) and the disk gets its
+    /// clean-shutdown record (`RunningGuest.shutdown`), the memory image is flushed, `stopped`
+    /// is told, the response written, and the process exits 0.
     func shutdown(_ request: ControlRequest) throws(ControlFailure) -> Outcome {
         let timeoutMs = try request.number("timeout_ms", in: 1...3_600_000, integer: true) ?? 10_000
         return try serialized { () throws(ControlFailure) -> Outcome in
             let guest = try runningGuest()
             try transition(from: [.running, .paused], to: .stopping, for: "shutdown")
-            let stopped = MonotonicCondition()
-            nonisolated(unsafe) var done = false
-            let thread = Thread {
-                _ = guest.migratable.stopForHandover()
-                stopped.withLock {
-                    done = true
-                    stopped.broadcast()
-                }
+            try stopGracefully(guest, timeoutMs: Int(timeoutMs))
+            do throws(VMMError) { try guest.flushMemory() } catch {
+                throw ControlFailure(.failed, "shutdown: flushing the guest's memory failed: \(error)")
             }
-            thread.start()
-            let deadline = MonotonicClock.deadline(afterMilliseconds: Int(timeoutMs))
-            let finished = stopped.withLock {
-                while !done { if !stopped.wait(untilNanoseconds: deadline) { return done } }
-                return true
-            }
-            guard finished else {
-                throw ControlFailure(
-                    .failed,
-                    "the guest's vCPUs did not stop within \(Int(timeoutMs)) ms; wait and ask status, or send kill")
-            }
-            try flush(guest, during: "shutdown")
             enter(.stopped, reason: "shutdown")
             return (
                 ["state": "stopped", "vcpu_steps": .array(guest.stepsPerVCPU.map { JSONValue($0) })], { self.exit(0) }
@@ -42,13 +26,32 @@ extension VirtualMachineMonitor {
         }
     }
 
-    /// The memory image (msync), then the guest's disks (the disk hook), after the vCPUs stopped.
-    private func flush(_ guest: RunningGuest, during op: String) throws(ControlFailure) {
-        do {
-            try guest.flushMemory()
-            try configuration.disks?.flush()
-        } catch {
-            throw ControlFailure(.failed, "\(op): flushing the guest failed: \(error)")
+    /// Runs the guest's graceful stop on a thread of its own and waits for it: `timeoutMs`, plus
+    /// 2 s for a KVM program given `timeoutMs` to halt to be stopped and its disk synced.
+    private func stopGracefully(_ guest: RunningGuest, timeoutMs: Int) throws(ControlFailure) {
+        let stopped = MonotonicCondition()
+        nonisolated(unsafe) var outcome: Result<String?, any Error>?
+        let console = self.console
+        let thread = Thread {
+            let result = Result { try guest.shutdown(timeoutSeconds: Double(timeoutMs) / 1000) }
+            if case .success(let note?) = result { console.append("ferry vmm: shutdown: \(note)") }
+            stopped.withLock {
+                outcome = result
+                stopped.broadcast()
+            }
+        }
+        thread.start()
+        let deadline = MonotonicClock.deadline(afterMilliseconds: timeoutMs + (guest.kind == .kvm ? 2000 : 0))
+        let finished = stopped.withLock {
+            while outcome == nil { if !stopped.wait(untilNanoseconds: deadline) { return outcome } }
+            return outcome
+        }
+        guard let finished else {
+            throw ControlFailure(
+                .failed, "the guest's vCPUs did not stop within \(timeoutMs) ms; wait and ask status, or send kill")
+        }
+        if case .failure(let error) = finished {
+            throw ControlFailure(.failed, "shutdown: the guest's disk could not be shut down cleanly: \(error)")
         }
     }
 
@@ -62,7 +65,9 @@ extension VirtualMachineMonitor {
             if wasRunning { _ = guest.migratable.pause() }
             do throws(ControlFailure) {
                 let record = try suspendRecord(guest)
-                try flush(guest, during: "suspend")
+                do throws(VMMError) { try guest.flushMemory() } catch {
+                    throw ControlFailure(.failed, "suspend: flushing the guest's memory failed: \(error)")
+                }
                 do throws(VMMError) { try record.write(to: configuration.suspendPath) } catch {
                     throw ControlFailure(.failed, error.message)
                 }

@@ -32,6 +32,51 @@ final class RunningGuest: @unchecked Sendable {
     /// Why the guest failed, if it did (a KVM guest's unexpected exit).
     var failure: String? { (migratable as? KVMMigratableGuest)?.guest.failure }
 
+    /// The path of the disk this process holds for the guest, if it has one.
+    var diskPath: String? {
+        if let builtin = migratable as? BuiltinMigratableGuest { return builtin.disk?.cursor.path }
+        if let kvm = migratable as? KVMMigratableGuest { return kvm.guest.disk?.path }
+        return nil
+    }
+
+    /// What the guest's disk says now: its path, and the built-in writer's records and failure.
+    var diskStatus: JSONValue {
+        if let builtin = migratable as? BuiltinMigratableGuest, let writer = builtin.disk {
+            let cursor = writer.cursor
+            return [
+                "path": .string(cursor.path), "next_seq": JSONValue(cursor.nextSeq),
+                "boot_count": JSONValue(cursor.bootCount), "records_written": JSONValue(writer.recordsWritten),
+                "failure": JSONValue(writer.failure),
+            ]
+        }
+        if let kvm = migratable as? KVMMigratableGuest, let disk = kvm.guest.disk {
+            return ["path": .string(disk.path), "sectors": JSONValue(disk.sectors), "locked": .bool(disk.isLocked)]
+        }
+        return .null
+    }
+
+    /// Stops the guest for good, gracefully: with a disk, the built-in guest's writer finishes
+    /// its record and writes the clean-shutdown record; the KVM guest's program is asked to
+    /// (it has `timeoutSeconds` to halt; its vCPUs stop either way); the disk is flushed and
+    /// released. Without a disk the vCPUs just stop. Returns a note when the KVM program did
+    /// not halt in time.
+    func shutdown(timeoutSeconds: Double) throws -> String? {
+        if let builtin = migratable as? BuiltinMigratableGuest, builtin.disk != nil {
+            _ = try builtin.shutdown()
+            return nil
+        }
+        if let kvm = migratable as? KVMMigratableGuest, let disk = kvm.guest.disk {
+            defer { disk.release() }
+            if try !kvm.guest.shutdown(timeoutSeconds: timeoutSeconds) {
+                return
+                    "the guest did not halt within \(timeoutSeconds) s of the shutdown request; its disk was synced as it is"
+            }
+            return nil
+        }
+        _ = migratable.stopForHandover()
+        return nil
+    }
+
     /// Writes the guest's memory back to its image file (msync), so that a process that exits
     /// now leaves the image as the guest last wrote it.
     func flushMemory() throws(VMMError) {

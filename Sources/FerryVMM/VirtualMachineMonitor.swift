@@ -5,12 +5,6 @@ import FerryTransport
 import Foundation
 import Logging
 
-/// The guest's disks, flushed by a graceful shutdown and a suspend after the vCPUs stopped and
-/// before the process exits. (Guest disks come with issue 14 item 4; until then none is given.)
-public protocol GuestDiskFlush: Sendable {
-    func flush() throws
-}
-
 /// How a `ferry vmm` process starts.
 public struct VMMConfiguration: Sendable {
     public enum Start: Sendable {
@@ -26,15 +20,13 @@ public struct VMMConfiguration: Sendable {
     public var start: Start
     public var id: GuestID
     public var stateDirectory: String
-    public var disks: (any GuestDiskFlush)?
     /// With `.incoming`: the guest was paused on the source; keep it paused here once received.
     public var startPaused = false
 
-    public init(start: Start, id: GuestID, stateDirectory: String, disks: (any GuestDiskFlush)? = nil) {
+    public init(start: Start, id: GuestID, stateDirectory: String) {
         self.start = start
         self.id = id
         self.stateDirectory = stateDirectory
-        self.disks = disks
     }
 
     /// `STATE_DIR/GUEST_ID.sock`: the name is the guest's ID, so the path is 38 bytes plus the
@@ -55,7 +47,7 @@ public struct VMMReady: Sendable {
     public var incoming: String?
 }
 
-/// One `ferry vmm` process: owns one guest (its memory, vCPUs and, later, disks), serves the
+/// One `ferry vmm` process: owns one guest (its memory, vCPUs and disk), serves the
 /// control socket (docs/vmm-control.md), and migrates the guest when told. `prepare()` builds
 /// everything and binds the socket; `run()` serves until the guest stops, leaves or is suspended,
 /// and returns the exit code.
@@ -101,13 +93,20 @@ public final class VirtualMachineMonitor: @unchecked Sendable {
         self.server = server
         switch configuration.start {
         case .boot(let spec):
-            do { try spec.validate() } catch {
+            let disk: GuestDisk?
+            do throws(VMMError) {
+                do { try spec.validate() } catch {
+                    throw VMMError(.configuration, "the guest specification's \(error)", cause: error)
+                }
+                disk = try GuestDisk.resolve(
+                    spec, stateDirectory: configuration.stateDirectory, id: configuration.id)
+            } catch {
                 server.close()
-                throw VMMError(.configuration, "the guest specification's \(error)", cause: error)
+                throw error
             }
             try started(
                 booting: { (launcher) throws(VMMError) -> RunningGuest in
-                    try launcher.boot(spec, imagePath: configuration.imagePath)
+                    try launcher.boot(spec, imagePath: configuration.imagePath, disk: disk)
                 }, spec)
         case .restore(let path):
             let record = try SuspendRecord.read(from: path)

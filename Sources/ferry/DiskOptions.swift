@@ -22,10 +22,10 @@ struct DiskOptions: ParsableArguments {
         help:
             "Step records the guest writes to its disk per second, each with a 4 KiB data block (0.001-100000; default 100, about 450 KiB/s). The KVM guest writes one every N steps of vCPU 0, N chosen from its rate (unpaced: every 4096 steps; journal=N in --workload sets N).",
         transform: NumberOption.real(0.001...100_000, unit: "records/s"))
-    var diskRate = 100.0
+    var diskRate = GuestDiskBoot.defaultRecordsPerSecond
 
     func validate() throws {
-        if disk == nil && (diskSize.bytes != 64 << 20 || diskRate != 100) {
+        if disk == nil && (diskSize.bytes != 64 << 20 || diskRate != GuestDiskBoot.defaultRecordsPerSecond) {
             throw ValidationError("--disk-size and --disk-rate need --disk")
         }
         if diskSize.bytes % 512 != 0 {
@@ -37,30 +37,22 @@ struct DiskOptions: ParsableArguments {
     /// program prints where its journal resumed when it boots.
     func openForKVM() throws -> KVMDisk? {
         guard let disk else { return nil }
-        try DiskJournal.createDisk(path: disk, bytes: diskSize.bytes)
-        return try KVMDisk(path: disk)
+        return try KVMDisk.opening(path: disk, sizeBytes: diskSize.bytes)
     }
 
-    /// Steps of vCPU 0 between the KVM guest's step records: its rate per vCPU over --disk-rate
-    /// (at least 1); 4096 for an unpaced guest.
+    /// Steps of vCPU 0 between the KVM guest's step records for --disk-rate
+    /// (`KVMGuestParameters.journalInterval(recordsPerSecond:)`).
     func kvmJournalInterval(_ parameters: KVMGuestParameters) -> UInt64 {
-        guard let rate = parameters.writesPerSecond else { return parameters.journalInterval }
-        return UInt64(max(1, (rate / Double(parameters.vcpus) / diskRate).rounded()))
+        parameters.journalInterval(recordsPerSecond: diskRate)
     }
 
     /// Opens the disk (creating it if missing) for a guest that boots: prints where its journal
     /// resumed and returns a writer for `guest`, not started. nil without --disk.
     func boot(for guest: Guest, seed: UInt64, logger: Logger) throws -> DiskWriter? {
         guard let disk else { return nil }
-        try DiskJournal.createDisk(path: disk, bytes: diskSize.bytes)
-        let journal = try DiskJournal.boot(path: disk, seed: seed)
-        if let scan = journal.resumedFrom {
-            HumanOutput.print(scan.resumeLine)
-            if let corruption = scan.firstCorruption {
-                HumanOutput.print(
-                    "disk: the journal is damaged at \(corruption); continued after record \(scan.head?.seq ?? 0)")
-            }
-        }
-        return try guest.diskWriter(journal: journal, recordsPerSecond: diskRate, logger: logger)
+        let opened = try GuestDiskBoot(path: disk, sizeBytes: diskSize.bytes, recordsPerSecond: diskRate).open(
+            for: guest, seed: seed, logger: logger)
+        for line in opened.lines { HumanOutput.print(line) }
+        return opened.writer
     }
 }

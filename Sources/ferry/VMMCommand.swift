@@ -15,7 +15,8 @@ struct VMMCommand: ParsableCommand {
             Give exactly one of --spec (boot the guest a GuestSpecification JSON file describes), \
             --incoming (wait for one live migration and run the guest it brings) or --restore (continue \
             a guest that suspend saved). The control socket is STATE_DIR/GUEST_ID.sock (mode 0600); \
-            the guest's memory image is STATE_DIR/GUEST_ID.img. When ready, one line goes to stdout: \
+            the guest's memory image is STATE_DIR/GUEST_ID.img; the specification's one disk (a \
+            second is refused) is at its path or STATE_DIR/GUEST_ID.NAME.disk. When ready, one line goes to stdout: \
             `ready guest=ID pid=PID socket=PATH [incoming=HOST:PORT]`. Exit 0 after shutdown, suspend \
             or a completed outgoing migration; 1 when an incoming migration fails; 9 bad configuration \
             (also a socket a live process serves); 8 a system call failed.

@@ -1,4 +1,5 @@
 import FerryAgent
+import FerryGuest
 import FerryTestSupport
 import FerryVMM
 import Foundation
@@ -37,6 +38,7 @@ struct GuestCLITests {
         #expect(try GuestAgentFixture.steps(socket: socket) > before, "the guest's vCPUs run")
         let console = try agent.guest(["console", "web-1"])
         #expect(console.status == 0 && console.stdout.contains("running"), "\(console.stdout) \(console.stderr)")
+        #expect(console.stdout.contains("disk: new journal (no records yet)"), "the vmm opened the disk")
         // One operation at a time: a start of a running guest is refused, naming its state.
         let again = try agent.guest(["start", "web-1"])
         #expect(again.status == 1 && again.stderr.contains("running"), "\(again.stderr)")
@@ -56,6 +58,10 @@ struct GuestCLITests {
         #expect(stopped.status == 0, "\(stopped.stderr)")
         #expect(try agent.view("web-1").state == "stopped")
         #expect(GuestAgentFixture.vmmProcesses(id: running.id).isEmpty)
+        // The journal went on across suspend and resume (one boot) and ended with a clean shutdown.
+        let journal = try DiskJournalScan.read(path: disk)
+        #expect(journal.firstCorruption == nil && journal.cleanShutdown && journal.boots == 1, "\(journal.resumeLine)")
+        #expect((journal.head?.seq ?? 0) > 60, "100 records a second for over a second: \(journal.resumeLine)")
         let shown = try agent.guest(["show", "web-1"])
         for cause in ["created through the API", "graceful shutdown", "suspended to", "restoring the suspended guest"] {
             #expect(shown.stdout.contains(cause), "\(shown.stdout)")

@@ -34,14 +34,17 @@ final class VMMHarness {
     var stateDir: String { scratch.path }
     var socketPath: String { VMMConfiguration.socketPath(stateDirectory: stateDir, id: id) }
 
-    /// Writes a specification file and returns its path.
+    /// Writes a specification file and returns its path. `disks`: the specification's disks
+    /// (a disk without a path goes to `STATE_DIR/GUEST_ID.NAME.disk`).
     func specFile(
-        kind: String = "builtin", vcpus: Int = 2, memoryMiB: Int = 64, workload: String? = nil, name: String = "g1"
+        kind: String = "builtin", vcpus: Int = 2, memoryMiB: Int = 64, workload: String? = nil, name: String = "g1",
+        disks: [DiskSpecification] = []
     ) throws -> String {
         let path = scratch.file("spec.json")
+        let diskJSON = String(decoding: try JSONEncoder().encode(disks), as: UTF8.self)
         var fields = [
             "\"name\":\"\(name)\"", "\"kind\":\"\(kind)\"", "\"vcpus\":\(vcpus)",
-            "\"memory_bytes\":\(memoryMiB << 20)", "\"seed\":7", "\"disks\":[]",
+            "\"memory_bytes\":\(memoryMiB << 20)", "\"seed\":7", "\"disks\":\(diskJSON)",
         ]
         if let workload { fields.append("\"workload\":\"\(workload)\"") }
         try ("{" + fields.joined(separator: ",") + "}").write(toFile: path, atomically: true, encoding: .utf8)

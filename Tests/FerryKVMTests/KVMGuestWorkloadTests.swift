@@ -16,6 +16,16 @@ struct KVMGuestWorkloadTests {
         #expect(try KVMGuestParameters(workload: "kvm:30000pages/s", seed: 1, vcpus: 1).writesPerSecond == 30000)
     }
 
+    @Test("the journal interval for a disk rate: the rate per vCPU over it, at least 1; unpaced keeps its own")
+    func journalInterval() throws {
+        // 40,000 pages/s over 2 vCPUs is 20,000 steps/s of vCPU 0: 200 steps per record at 100/s.
+        let paced = try KVMGuestParameters(workload: "kvm:40000pages/s", seed: 1, vcpus: 2)
+        #expect(paced.journalInterval(recordsPerSecond: 100) == 200)
+        #expect(paced.journalInterval(recordsPerSecond: 1e6) == 1)
+        let unpaced = try KVMGuestParameters(workload: "kvm:journal=77", seed: 1, vcpus: 1)
+        #expect(unpaced.journalInterval(recordsPerSecond: 100) == 77)
+    }
+
     @Test(
         "rejects what it cannot mean",
         arguments: [
