@@ -182,7 +182,7 @@ extension FaultMatrixTests {
             upstreamPort: port, phase: .handshake,
             fault: .hook {
                 // Leaves 8 MiB of the 40: less than the 32 MiB image.
-                FileManager.default.createFile(
+                _ = FileManager.default.createFile(
                     atPath: directory + "/filler", contents: Data(repeating: 0x5A, count: 32 << 20))
             })
         defer { proxy.stop() }
