@@ -1,6 +1,7 @@
 import FerryHostModel
 import Foundation
 import GRDB
+import Synchronization
 
 /// Reading and writing the `guests` and `journal` rows.
 enum GuestRow {
@@ -12,9 +13,8 @@ enum GuestRow {
         let idText: String = row["id"]
         let stateText: String = row["state"]
         guard let id = try? GuestID(idText), let state = GuestState(rawValue: stateText),
-            let specification = try? JSONDecoder().decode(
-                GuestSpecification.self, from: Data((row["specification"] as String).utf8)),
-            let missing = try? JSONDecoder().decode([String].self, from: Data((row["missing_disks"] as String).utf8))
+            let specification = specification(row["specification"]),
+            let missing = missingDisks(row["missing_disks"])
         else {
             throw InventoryError(
                 .unusableDatabase,
@@ -33,6 +33,27 @@ enum GuestRow {
             id: id, specification: specification, state: state, stateSince: date(row["state_since_ms"]),
             generation: row["generation"], process: process, missingDisks: missing,
             createdAt: date(row["created_ms"]), updatedAt: date(row["updated_ms"]))
+    }
+
+    /// Specifications decoded, by their stored text: a guest's is decoded once, not on every read
+    /// (`GET /v1/guests` reads every row; two JSON decodes per row were most of its time).
+    private static let decoded = Mutex<[String: GuestSpecification]>([:])
+    private static let decodedLimit = 4096
+
+    static func specification(_ text: String) -> GuestSpecification? {
+        if let known = decoded.withLock({ $0[text] }) { return known }
+        guard let specification = try? JSONDecoder().decode(GuestSpecification.self, from: Data(text.utf8)) else {
+            return nil
+        }
+        decoded.withLock { table in
+            if table.count >= decodedLimit { table.removeAll(keepingCapacity: true) }
+            table[text] = specification
+        }
+        return specification
+    }
+
+    static func missingDisks(_ text: String) -> [String]? {
+        text == "[]" ? [] : try? JSONDecoder().decode([String].self, from: Data(text.utf8))
     }
 
     static func insert(_ record: GuestRecord, _ db: Database) throws {

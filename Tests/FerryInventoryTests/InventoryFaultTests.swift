@@ -177,7 +177,7 @@ import Testing
         for index in 0..<40 {
             _ = try inventory.create(try specification("guest-\(index)"), id: .random(), cause: "create")
         }
-        try inventory.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        _ = try inventory.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
         try inventory.close()
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
         let size = try handle.seekToEnd()
