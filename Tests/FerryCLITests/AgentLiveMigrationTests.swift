@@ -1,0 +1,318 @@
+import FerryAgent
+import FerryHostModel
+import FerryInventory
+import FerryTestSupport
+import FerryTransport
+import Foundation
+import Glibc
+import Testing
+
+/// Two `ferry agent` processes on 127.0.0.1 (different state directories, one key) and a guest
+/// migrating between them through the API (issue 14, items 6 to 8).
+final class AgentPair {
+    let source: GuestAgentFixture
+    let destination: GuestAgentFixture
+    /// A directory both agents reach: the guests' disks live there (shared storage).
+    let shared: String
+
+    init(_ name: String, destinationExtra: [String] = []) throws {
+        source = try GuestAgentFixture(name + "s", extra: ["--migration-listen", "127.0.0.1:0"])
+        destination = try GuestAgentFixture(
+            name + "d", keyFile: source.keyFile, extra: ["--migration-listen", "127.0.0.1:0"] + destinationExtra)
+        shared = source.scratch.file("shared")
+        mkdir(shared, 0o755)
+    }
+
+    /// Defines and starts a built-in guest with one disk on `agent`.
+    @discardableResult
+    func runGuest(
+        _ name: String, on agent: GuestAgentFixture, memoryMiB: Int = 32, vcpus: Int = 1, workload: String? = nil
+    ) throws -> GuestView {
+        var body: [String: Any] = [
+            "name": name, "kind": "builtin", "vcpus": vcpus, "memory_bytes": memoryMiB << 20, "seed": 7,
+            "disks": [["name": "d", "size_bytes": 1 << 20, "path": "\(shared)/\(name).d.raw"]],
+        ]
+        if let workload { body["workload"] = workload }
+        let client = try agent.client()
+        let created = try client.send("POST", "/v1/guests", body: Array(try JSONSerialization.data(withJSONObject: body)))
+        try #require(created.status == 201, "create: \(String(decoding: created.body, as: UTF8.self))")
+        let started = try client.send("POST", "/v1/guests/\(name)/start")
+        try #require(started.status == 200, "start: \(String(decoding: started.body, as: UTF8.self))")
+        return try agent.view(name)
+    }
+
+    /// `POST /v1/migrations` on the source; the status and the body.
+    func startMigration(_ guest: String, options: [String: Any] = [:]) throws -> (status: Int, body: String, location: String?) {
+        var body: [String: Any] = ["guest": guest, "to": destination.url]
+        if !options.isEmpty { body["options"] = options }
+        let response = try source.client().send(
+            "POST", "/v1/migrations", body: Array(try JSONSerialization.data(withJSONObject: body)))
+        return (response.status, String(decoding: response.body, as: UTF8.self), response.header("location"))
+    }
+
+    func migration(_ id: String, on agent: GuestAgentFixture? = nil) throws -> MigrationResource {
+        let response = try (agent ?? source).client().send("GET", "/v1/migrations/\(id)")
+        return try MigrationResource.decode(String(decoding: response.body, as: UTF8.self))
+    }
+
+    /// The guest's state on each agent (nil: not listed there).
+    func states(_ guest: String) throws -> (source: String?, destination: String?) {
+        let here = try source.list().first { $0.specification.name.value == guest }?.state
+        let there = try destination.list().first { $0.specification.name.value == guest }?.state
+        return (here, there)
+    }
+
+    /// The ownership table of docs/agent.md: at least one agent lists the guest, and never both
+    /// as theirs outside a migration; a reader that sees both reads the owner from the source.
+    static func oneOwner(_ states: (source: String?, destination: String?)) -> Bool {
+        let settled: Set<String?> = ["running", "paused"]
+        switch states {
+        case (nil, nil): return false
+        case (let here?, let there?): return !(settled.contains(here) && settled.contains(there))
+        default: return true
+        }
+    }
+
+    /// Polls both inventories until the migration ends; every poll must show one owner.
+    func followToEnd(_ id: String, guest: String, timeout: Double = 60) throws -> (MigrationResource, Int) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var polls = 0
+        while Date() < deadline {
+            let seen = try states(guest)
+            polls += 1
+            #expect(Self.oneOwner(seen), "poll \(polls): source \(seen.source ?? "-"), destination \(seen.destination ?? "-")")
+            let current = try migration(id)
+            if current.status.isFinal { return (current, polls) }
+            usleep(40_000)
+        }
+        Issue.record("migration \(id) did not end in \(timeout) s")
+        return (try migration(id), polls)
+    }
+
+    /// Polls until neither agent lists the guest as migrating; the final states.
+    func settled(_ guest: String, timeout: Double = 30) throws -> (source: String?, destination: String?) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var seen = try states(guest)
+        while Date() < deadline {
+            seen = try states(guest)
+            let moving = [seen.source, seen.destination].contains { $0?.hasPrefix("migrating") == true }
+            if !moving { return seen }
+            usleep(100_000)
+        }
+        return seen
+    }
+
+    /// The journal of `guest` in an agent's inventory file (read beside the running agent).
+    static func journal(_ agent: GuestAgentFixture, _ guest: String) throws -> [JournalEntry] {
+        let inventory = try SQLiteInventory(path: agent.stateDirectory + "/inventory.sqlite")
+        defer { try? inventory.close() }
+        return try inventory.journal(named: try GuestName(guest), latest: 20)
+    }
+
+    static func metric(_ agent: GuestAgentFixture, _ prefix: String) throws -> Double? {
+        let text = String(decoding: try agent.client().send("GET", "/metrics").body, as: UTF8.self)
+        return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap {
+            Double($0.split(separator: " ").last ?? "")
+        }
+    }
+}
+
+/// Events read from a stream on a thread of its own (the test's thread polls meanwhile).
+final class EventCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [ServerSentEvent] = []
+    private var error: String?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ client: AgentClient, _ target: String, lastEventID: UInt64? = nil) {
+        let thread = Thread { [self] in
+            do {
+                try client.events(target, lastEventID: lastEventID) { event in
+                    self.lock.withLock { self.items.append(event) }
+                    return true
+                }
+            } catch {
+                self.lock.withLock { self.error = "\(error)" }
+            }
+            self.done.signal()
+        }
+        thread.start()
+    }
+
+    /// Waits for the stream's end; the events (nil if it did not end in time).
+    func wait(timeout: Double) -> (events: [ServerSentEvent], error: String?)? {
+        guard done.wait(timeout: .now() + timeout) == .success else { return nil }
+        return lock.withLock { (items, error) }
+    }
+}
+
+@Suite(
+    "live migration between two ferry agents", .serialized,
+    .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct AgentLiveMigrationTests {
+    @Test("a guest with a disk migrates through the API, then back through ferry migrate; one owner at every poll")
+    func migratesThereAndBack() throws {
+        let pair = try AgentPair("lm")
+        let before = try pair.runGuest("g1", on: pair.source)
+        let started = try pair.startMigration("g1", options: ["max_bandwidth_bytes_per_s": 20_000_000])
+        try #require(started.status == 201, "\(started.body)")
+        let resource = try MigrationResource.decode(started.body)
+        #expect(started.location == "/v1/migrations/\(resource.id)")
+        let stream = EventCollector(try pair.source.client(), "/v1/migrations/\(resource.id)/events")
+        let (ended, polls) = try pair.followToEnd(resource.id, guest: "g1")
+        #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
+        #expect((ended.bytesTransferred ?? 0) > 0 && ended.downtimeMs != nil && ended.totalTimeMs != nil)
+
+        // Events: ids 1, 2, 3… in order, ending with exactly one `end`.
+        let received = try #require(stream.wait(timeout: 30), "the event stream did not end")
+        let events = received.events.compactMap(MigrationEvent.init)
+        #expect(received.error == nil && events.count == received.events.count, "\(received.error ?? "")")
+        #expect(events.map(\.id) == Array(1...UInt64(max(1, events.count))), "ids \(events.map(\.id))")
+        #expect(events.last?.name == .end && events.filter { $0.name == .end }.count == 1)
+        #expect(try MigrationResource.decode(try #require(events.last).data).status == .completed)
+        // Last-Event-ID resumes after that event.
+        let resumed = try #require(
+            EventCollector(try pair.source.client(), "/v1/migrations/\(resource.id)/events", lastEventID: 2)
+                .wait(timeout: 10))
+        #expect(resumed.events.compactMap(MigrationEvent.init) == Array(events.dropFirst(2)))
+
+        // The destination owns the guest: same ID, same specification (the disk's path too).
+        let states = try pair.settled("g1")
+        #expect(states.source == nil && states.destination == "running", "\(states)")
+        let arrived = try pair.destination.view("g1")
+        #expect(arrived.id == before.id && arrived.specification == before.specification)
+        #expect(GuestAgentFixture.vmmProcesses(id: before.id) == [try #require(arrived.pid)])
+        let left = try #require(try AgentPair.journal(pair.source, "g1").last)
+        #expect(left.to == nil && left.cause.contains("migrated to \(pair.destination.url)"), "\(left)")
+        #expect(try AgentPair.metric(pair.source, #"ferry_migrations_finished_total{direction="out",outcome="completed"}"#) == 1)
+        #expect((try AgentPair.metric(pair.source, "ferry_migration_bytes_sent_total") ?? 0) > 0)
+        #expect(try AgentPair.metric(pair.source, "ferry_migration_downtime_seconds_count") == 1)
+        let list = try pair.source.client().send("GET", "/v1/migrations")
+        #expect(String(decoding: list.body, as: UTF8.self).contains(resource.id))
+
+        // Back through the CLI, from the destination's agent: it is a guest like any other.
+        let back = try FerryProcess.run(
+            ["migrate", "g1", "--to", pair.source.url, "--agent", pair.destination.url, "--key-file",
+             pair.source.keyFile], timeout: 60)
+        #expect(back.status == 0, "\(back.stderr)")
+        #expect(back.stdout.contains("completed") && back.stdout.contains("downtime"), "\(back.stdout)")
+        let home = try pair.settled("g1")
+        #expect(home.source == "running" && home.destination == nil, "\(home)")
+        #expect(try pair.source.guest(["stop", "g1"]).status == 0)
+        #expect(try pair.source.view("g1").state == "stopped")
+        print("agent to agent: \(polls) polls, \(events.count) events; there: \(ended.json)")
+    }
+
+    @Test("cancel mid-migration: the guest runs on the source, nothing is left on the destination")
+    func cancels() throws {
+        let pair = try AgentPair("lc")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "uniform:400MB/s")
+        let endless: [String: Any] = [
+            "downtime_ms": 1, "max_rounds": 10_000, "auto_converge": false, "max_bandwidth_bytes_per_s": 4_000_000,
+        ]
+        let started = try pair.startMigration("g1", options: endless)
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        #expect(try pair.states("g1") == ("migrating-out", "migrating-in"))
+        // Another operation on the migrating guest is refused while it runs.
+        let stop = try pair.source.client().send("POST", "/v1/guests/g1/stop")
+        #expect(stop.status == 409 && String(decoding: stop.body, as: UTF8.self).contains("busy"))
+        let deadline = Date().addingTimeInterval(20)
+        while try pair.migration(id).status != .active && Date() < deadline { usleep(50_000) }
+        let cancel = try pair.source.client().send("DELETE", "/v1/migrations/\(id)")
+        #expect(cancel.status == 202, "\(String(decoding: cancel.body, as: UTF8.self))")
+        let (ended, _) = try pair.followToEnd(id, guest: "g1")
+        #expect(ended.status == .cancelled && ended.guestLocation == "source", "\(ended.json)")
+        let states = try pair.settled("g1")
+        #expect(states.source == "running" && states.destination == nil, "\(states)")
+        #expect(GuestAgentFixture.vmmProcesses(id: guest.id) == [try #require(guest.pid)])
+        let again = try pair.source.client().send("DELETE", "/v1/migrations/\(id)")
+        #expect(again.status == 409)
+    }
+
+    @Test("the destination refuses a name it has and a guest too large; the source is unchanged")
+    func destinationRefuses() throws {
+        let pair = try AgentPair("lr")
+        try pair.runGuest("g1", on: pair.source)
+        let clash = try pair.destination.client().send(
+            "POST", "/v1/guests",
+            body: Array(#"{"name":"g1","kind":"builtin","vcpus":1,"memory_bytes":33554432,"seed":1}"#.utf8))
+        #expect(clash.status == 201)
+        let refused = try pair.startMigration("g1")
+        #expect(refused.status == 409 && refused.body.contains("name_clash"), "\(refused.body)")
+        #expect(try pair.states("g1") == ("running", "defined"))
+
+        let cpus = min(64, ProcessInfo.processInfo.activeProcessorCount + 1)
+        try pair.runGuest("big", on: pair.source, vcpus: cpus)
+        let tooBig = try pair.startMigration("big")
+        #expect(tooBig.status == 409 && tooBig.body.contains("insufficient_capacity"), "\(tooBig.body)")
+        #expect(try pair.states("big") == ("running", nil))
+        let journal = try AgentPair.journal(pair.source, "big")
+        #expect(!journal.contains { $0.to == .migratingOut }, "\(journal)")
+        let missing = try pair.startMigration("nope")
+        #expect(missing.status == 404, "\(missing.body)")
+    }
+
+    @Test("incoming requests: unsigned and wrong-key ones refused; a retry is idempotent; an unused reservation expires")
+    func incomingReservations() throws {
+        let pair = try AgentPair("li", destinationExtra: ["--incoming-reservation", "2"])
+        let id = try GuestID("0123456789abcdef0123456789abcdef")
+        let spec = GuestSpecification(name: try GuestName("r1"), kind: .builtin, memoryBytes: 32 << 20)
+        let request = IncomingMigrationRequest(
+            migrationID: "m-1", guestID: id, specification: spec, paused: false, sourceAgent: "http://127.0.0.1:1")
+        let body = Array(try AgentClient.exchangeEncoder.encode(request))
+        let unsigned = try AgentClient(url: pair.destination.url, key: nil)
+        #expect(try unsigned.send("POST", "/v1/migrations/incoming", body: body).status == 401)
+        let wrong = try AgentClient(url: pair.destination.url, key: SharedKey.random())
+        let wrongAnswer = try wrong.send("POST", "/v1/migrations/incoming", body: body)
+        #expect(wrongAnswer.status == 401 && String(decoding: wrongAnswer.body, as: UTF8.self).contains("wrong_key"))
+        #expect(try pair.destination.list().isEmpty)
+
+        let client = try pair.destination.client()
+        let reservation = try client.prepareIncoming(request)
+        #expect(try client.prepareIncoming(request) == reservation)
+        #expect(try pair.destination.view("r1").state == "migrating-in")
+        #expect(try client.incomingStatus(migrationID: "m-1").state == .waiting)
+        #expect(GuestAgentFixture.vmmProcesses(id: id.hex).count == 1)
+        let deadline = Date().addingTimeInterval(10)
+        while try client.incomingStatus(migrationID: "m-1").state == .waiting && Date() < deadline { usleep(100_000) }
+        #expect(try client.incomingStatus(migrationID: "m-1").state == .abandoned)
+        #expect(try pair.destination.list().isEmpty)
+        #expect(GuestAgentFixture.vmmProcesses(id: id.hex).isEmpty)
+        #expect(try client.send("GET", "/v1/migrations/incoming/nothing").status == 404)
+    }
+
+    @Test("kill -9 of the source agent mid-migration: after its restart one agent lists the guest, one vmm runs it")
+    func sourceAgentKilled() throws {
+        try killedMidMigration(source: true)
+    }
+
+    @Test("kill -9 of the destination agent mid-migration: after its restart one agent lists the guest, one vmm runs it")
+    func destinationAgentKilled() throws {
+        try killedMidMigration(source: false)
+    }
+
+    private func killedMidMigration(source killSource: Bool) throws {
+        let pair = try AgentPair(killSource ? "ks" : "kd")
+        let guest = try pair.runGuest("g1", on: pair.source, memoryMiB: 64, workload: "uniform:2MB/s")
+        let started = try pair.startMigration("g1", options: ["max_bandwidth_bytes_per_s": 12_000_000])
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        let deadline = Date().addingTimeInterval(20)
+        while try pair.migration(id).status == .setup && Date() < deadline { usleep(50_000) }
+        let agent = killSource ? pair.source : pair.destination
+        agent.kill9()
+        usleep(500_000)
+        try agent.start()
+        let states = try pair.settled("g1", timeout: 40)
+        let owners = [states.source, states.destination].compactMap { $0 }
+        #expect(owners.count == 1 && owners.first == "running", "\(states)")
+        let vmms = GuestAgentFixture.vmmProcesses(id: guest.id)
+        #expect(vmms.count == 1, "vmm processes \(vmms)")
+        let owner = states.source != nil ? pair.source : pair.destination
+        #expect(try owner.view("g1").pid == vmms.first)
+        let final = try pair.migration(id)
+        #expect(final.status.isFinal && final.guestLocation == (states.source != nil ? "source" : "destination"), "\(final.json)")
+        print("kill -9 of the \(killSource ? "source" : "destination") agent: \(states), migration \(final.status.rawValue)")
+    }
+}
