@@ -3,6 +3,7 @@ import FerryHostModel
 import FerryInventory
 import FerryTestSupport
 import FerryTransport
+import FerryVMM
 import Foundation
 import Glibc
 import Testing
@@ -22,6 +23,9 @@ final class AgentPair {
         shared = source.scratch.file("shared")
         mkdir(shared, 0o755)
     }
+
+    /// An idle guest's first round (about 0.2 MB for 32 MiB) at 100 KB/s: about 2 s, then it converges.
+    static var slow: [String: Any] { ["max_bandwidth_bytes_per_s": 100_000, "downtime_ms": 300] }
 
     /// Defines and starts a built-in guest with one disk on `agent`.
     @discardableResult
@@ -153,8 +157,8 @@ struct AgentLiveMigrationTests {
     @Test("a guest with a disk migrates through the API, then back through ferry migrate; one owner at every poll")
     func migratesThereAndBack() throws {
         let pair = try AgentPair("lm")
-        let before = try pair.runGuest("g1", on: pair.source)
-        let started = try pair.startMigration("g1", options: ["max_bandwidth_bytes_per_s": 20_000_000])
+        let before = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
         try #require(started.status == 201, "\(started.body)")
         let resource = try MigrationResource.decode(started.body)
         #expect(started.location == "/v1/migrations/\(resource.id)")
@@ -294,12 +298,14 @@ struct AgentLiveMigrationTests {
 
     private func killedMidMigration(source killSource: Bool) throws {
         let pair = try AgentPair(killSource ? "ks" : "kd")
-        let guest = try pair.runGuest("g1", on: pair.source, memoryMiB: 64, workload: "uniform:2MB/s")
-        let started = try pair.startMigration("g1", options: ["max_bandwidth_bytes_per_s": 12_000_000])
+        let guest = try pair.runGuest("g1", on: pair.source, memoryMiB: 64, workload: "idle")
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
         try #require(started.status == 201, "\(started.body)")
         let id = try MigrationResource.decode(started.body).id
-        let deadline = Date().addingTimeInterval(20)
-        while try pair.migration(id).status == .setup && Date() < deadline { usleep(50_000) }
+        usleep(800_000)
+        // Mid-migration: both rows migrating, the source's vmm still sending.
+        #expect(try pair.states("g1") == ("migrating-out", "migrating-in"))
+        #expect(try !pair.migration(id).status.isFinal)
         let agent = killSource ? pair.source : pair.destination
         agent.kill9()
         usleep(500_000)
@@ -311,8 +317,51 @@ struct AgentLiveMigrationTests {
         #expect(vmms.count == 1, "vmm processes \(vmms)")
         let owner = states.source != nil ? pair.source : pair.destination
         #expect(try owner.view("g1").pid == vmms.first)
+        let socket = try #require(try owner.view("g1").controlSocket)
+        #expect(try VMMControlClient(path: socket, timeoutSeconds: 5).call("status")["state"]?.stringValue == "running")
         let final = try pair.migration(id)
         #expect(final.status.isFinal && final.guestLocation == (states.source != nil ? "source" : "destination"), "\(final.json)")
+        // The destination still knows the arrival (kept across its restart): it is what resolves a source.
+        let arrival = try pair.destination.client().incomingStatus(migrationID: id)
+        #expect(arrival.state == (states.destination != nil ? .arrived : .failed), "\(arrival)")
         print("kill -9 of the \(killSource ? "source" : "destination") agent: \(states), migration \(final.status.rawValue)")
+    }
+
+    @Test("kill -9 of the source's vmm mid-migration: unresolved, the destination's answer resolves it (crashed here, gone there)")
+    func sourceVMMKilled() throws {
+        let pair = try AgentPair("kv")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        usleep(600_000)
+        kill(try #require(guest.pid), SIGKILL)
+        // The destination's vmm waits its resume timeout (30 s) for the source to come back first.
+        let states = try pair.settled("g1", timeout: 50)
+        #expect(states.source == "crashed" && states.destination == nil, "\(states)")
+        let final = try pair.migration(id)
+        #expect(final.status == .unresolved && final.guestLocation == "source", "\(final.json)")
+        #expect(final.error?.contains("resolved") == true, "\(final.json)")
+        #expect(GuestAgentFixture.vmmProcesses(id: guest.id).isEmpty)
+        #expect(try pair.destination.client().incomingStatus(migrationID: id).state == .failed)
+    }
+
+    @Test("kill -9 of the destination's incoming vmm mid-migration: failed, the guest runs on the source")
+    func incomingVMMKilled() throws {
+        let pair = try AgentPair("kw")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        usleep(600_000)
+        let incoming = try #require(GuestAgentFixture.vmmProcesses(id: guest.id).first { $0 != guest.pid })
+        kill(incoming, SIGKILL)
+        let (ended, _) = try pair.followToEnd(id, guest: "g1")
+        #expect(ended.status == .failed && ended.guestLocation == "source", "\(ended.json)")
+        let states = try pair.settled("g1")
+        #expect(states.source == "running" && states.destination == nil, "\(states)")
+        #expect(GuestAgentFixture.vmmProcesses(id: guest.id) == [try #require(guest.pid)])
+        let journal = try AgentPair.journal(pair.destination, "g1")
+        #expect(journal.last?.to == nil && journal.last?.cause.contains("failed") == true, "\(journal)")
     }
 }
