@@ -59,7 +59,7 @@ public final class Agent: Sendable {
             guests: guests, metrics: metrics, key: configuration.key, keyFile: configuration.keyFile,
             migrationHost: configuration.migrationListen.host,
             reservationSeconds: configuration.incomingReservationSeconds,
-            directory: stateDirectory.path + "/migrations", logger: logger,
+            directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound
         verifier = RequestVerifier(
@@ -158,7 +158,8 @@ public final class Agent: Sendable {
                 let capacity = try probe.report(agent: identity()).capacity
                 return IncomingCapacity(vcpus: capacity.vcpus, memoryBytes: Int(clamping: capacity.memoryBytes))
             } catch {
-                throw AgentAPIError(.internalServerError, .internalError, "reading the host's capacity failed: \(error)")
+                throw AgentAPIError(
+                    .internalServerError, .internalError, "reading the host's capacity failed: \(error)")
             }
         }.add(to: router)
         return router

@@ -63,7 +63,7 @@ extension HostMigrations {
         do {
             _ = try guests.inventory.reserveIncoming(
                 request.specification, id: request.guestID, capacity: capacity, cause: cause)
-        } catch where error.code == .alreadyExists {
+        } catch  where error.code == .alreadyExists {
             throw AgentAPIError(
                 .conflict, .nameClash, "\(error.message); the guest stays on its source unchanged")
         } catch {
@@ -76,7 +76,8 @@ extension HostMigrations {
     private func spawn(_ request: IncomingMigrationRequest) throws(AgentAPIError) -> IncomingGuestProcess {
         let id = request.migrationID
         let name = request.specification.name
-        let spawner = IncomingGuestSpawner(stateDirectory: guests.files.guestsDirectory, executable: GuestProcess.executable)
+        let spawner = IncomingGuestSpawner(
+            stateDirectory: guests.files.guestsDirectory, executable: GuestProcess.executable)
         let process: IncomingGuestProcess
         do {
             process = try spawner.spawn(
@@ -84,10 +85,12 @@ extension HostMigrations {
             ) { [self] outcome in incomingEnded(id, outcome) }
         } catch {
             finishIncoming(id, ended: .failed, exitStatus: nil, error: error.message)
-            _ = try? guests.inventory.removeFailedArrival(name, cause: "incoming migration \(id) failed: \(error.message)")
+            _ = try? guests.inventory.removeFailedArrival(
+                name, cause: "incoming migration \(id) failed: \(error.message)")
             throw AgentAPIError(.internalServerError, .internalError, error.message)
         }
-        let facts = ProcessFacts(pid: process.pid, startTime: process.processStartTicks, controlSocket: process.socketPath)
+        let facts = ProcessFacts(
+            pid: process.pid, startTime: process.processStartTicks, controlSocket: process.socketPath)
         do {
             _ = try guests.inventory.recordProcess(name, facts, generation: nil)
         } catch {
@@ -167,10 +170,13 @@ extension HostMigrations {
                 "incoming migration \(id) \(ended == .abandoned ? "abandoned" : "failed")"
                 + " (its ferry vmm exited \(exitStatus.map(String.init) ?? "with an unknown status"))\(said)"
             do { _ = try guests.inventory.removeFailedArrival(name, cause: cause) } catch {
-                logger.error("arrival end not recorded", metadata: ["guest.name": "\(name)", "guest.error": "\(error)"])
+                logger.error(
+                    "arrival end not recorded", metadata: ["guest.name": "\(name)", "guest.error": "\(error)"])
             }
             let files = guests.files
-            files.removeFiles([files.socketPath(request.guestID), files.guestsDirectory + "/\(request.guestID.hex).img"])
+            files.removeFiles([
+                files.socketPath(request.guestID), files.guestsDirectory + "/\(request.guestID.hex).img",
+            ])
             finishIncoming(id, ended: ended, exitStatus: exitStatus, error: cause)
         }
         guests.release(name)

@@ -61,7 +61,8 @@ extension HostMigrations {
         guard accepted else {
             throw AgentAPIError(
                 .conflict, .conflict,
-                "migration \(id) is past its handoff's COMMIT: too late to cancel; it completes (GET /v1/migrations/\(id))")
+                "migration \(id) is past its handoff's COMMIT: too late to cancel; it completes (GET /v1/migrations/\(id))"
+            )
         }
         return driver.current
     }
@@ -81,11 +82,15 @@ extension HostMigrations {
             thread.name = "ferry-agent-resolve"
             thread.start()
         default:
-            stayed(name, cause: "migration \(ended.id) \(ended.status.rawValue): \(ended.error ?? "the guest stays here")")
-            if let peer = ended.peer, let client = try? agentClient(peer) {
-                try? client.abandonIncoming(migrationID: ended.id)  // refused once bytes arrived: its vmm ends itself
-            }
+            stayed(
+                name, cause: "migration \(ended.id) \(ended.status.rawValue): \(ended.error ?? "the guest stays here")")
             guests.release(name)
+            if let peer = ended.peer, let client = try? agentClient(peer) {
+                // Refused once bytes arrived: the destination's vmm then ends itself on the ABORT.
+                let thread = Thread { try? client.abandonIncoming(migrationID: ended.id) }
+                thread.name = "ferry-agent-abandon"
+                thread.start()
+            }
         }
         state.withLock { $0.outgoing[ended.id]?.resource = resource }
         records.save(MigrationRecords.Outgoing(resource: resource, guestID: guestID))

@@ -85,7 +85,8 @@ extension HostMigrations {
         let socket = row.process?.controlSocket ?? guests.files.socketPath(row.id)
         let reported = Self.vmmState(socket)
         logger.notice(
-            "taking up migration \(saved.resource.id) after a restart: the guest's vmm reports \(reported ?? "nothing")")
+            "taking up migration \(saved.resource.id) after a restart: the guest's vmm reports \(reported ?? "nothing")"
+        )
         switch reported {
         case "migrating-out":
             let driver = OutgoingMigrationDriver(
@@ -130,7 +131,8 @@ extension HostMigrations {
         guard let hello = GuestProcess.hello(socket: socket), hello.id == row.id,
             let answer = try? VMMControlClient(path: socket, timeoutSeconds: 5).call("hello")
         else {
-            incomingEnded(id, .failed(exitStatus: nil, reason: "its ferry vmm --incoming vanished while the agent was down"))
+            incomingEnded(
+                id, .failed(exitStatus: nil, reason: "its ferry vmm --incoming vanished while the agent was down"))
             return
         }
         let process = IncomingGuestProcess(

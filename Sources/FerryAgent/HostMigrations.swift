@@ -97,9 +97,11 @@ public final class HostMigrations: Sendable {
             peer: record.request.sourceAgent, destination: record.reservation.address)
         resource.startedAt = record.reservation.expiresAt.addingTimeInterval(-reservationSeconds)
         switch record.ended {
-        case .arrived?: (resource.status, resource.phase, resource.guestLocation) = (.completed, "completed", "destination")
+        case .arrived?:
+            (resource.status, resource.phase, resource.guestLocation) = (.completed, "completed", "destination")
         case .failed?: (resource.status, resource.phase, resource.guestLocation) = (.failed, "failed", "source")
-        case .abandoned?: (resource.status, resource.phase, resource.guestLocation) = (.cancelled, "cancelled", "source")
+        case .abandoned?:
+            (resource.status, resource.phase, resource.guestLocation) = (.cancelled, "cancelled", "source")
         case .waiting?, .receiving?, nil: (resource.status, resource.phase) = (.setup, "starting")
         }
         resource.error = record.error
@@ -125,7 +127,8 @@ public final class HostMigrations: Sendable {
     }
 
     func recordFinished(_ resource: MigrationResource, direction: AgentMetrics.Direction) {
-        let total = resource.totalTimeMs.map { $0 / 1000 } ?? resource.endedAt.map { $0.timeIntervalSince(resource.startedAt) }
+        let total =
+            resource.totalTimeMs.map { $0 / 1000 } ?? resource.endedAt.map { $0.timeIntervalSince(resource.startedAt) }
         metrics.recordMigrationFinished(
             direction: direction, outcome: resource.status.rawValue,
             downtime: resource.downtimeMs.map { .milliseconds($0) }, totalTime: .seconds(max(0, total ?? 0)),

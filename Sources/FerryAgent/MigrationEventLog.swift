@@ -58,7 +58,8 @@ public final class MigrationEventLog: @unchecked Sendable {
     @discardableResult
     func append(_ name: MigrationEvent.Name, data: String) -> MigrationEvent? {
         // Finishing a stream runs its `onTermination`, which takes the lock: outside it.
-        let (event, finished) = condition.withLock { () -> (MigrationEvent?, [AsyncStream<MigrationEvent>.Continuation]) in
+        let (event, finished) = condition.withLock {
+            () -> (MigrationEvent?, [AsyncStream<MigrationEvent>.Continuation]) in
             guard !ended else { return (nil, []) }
             let event = MigrationEvent(id: nextID, name: name, data: data)
             nextID += 1

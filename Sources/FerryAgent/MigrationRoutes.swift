@@ -85,7 +85,8 @@ struct MigrationRoutes: Sendable {
 
     static func id(_ context: BasicRequestContext) throws(AgentAPIError) -> String {
         let text = context.parameters.get("id") ?? ""
-        guard !text.isEmpty, text.count <= 64, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
+        guard !text.isEmpty, text.count <= 64,
+            text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
         else { throw AgentAPIError(.notFound, .notFound, "no migration \"\(text)\"; GET /v1/migrations lists them") }
         return text
     }

@@ -35,7 +35,8 @@ struct MigrateCommand: ParsableCommand {
         transform: RateOption.bandwidth)
     var maxBandwidth: Rate?
     @Option(
-        name: .customLong("max-rounds"), help: "Pre-copy rounds before the switchover is forced or the migration fails.",
+        name: .customLong("max-rounds"),
+        help: "Pre-copy rounds before the switchover is forced or the migration fails.",
         transform: NumberOption.count(1...100_000))
     var maxRounds: Int?
     @Option(
@@ -71,11 +72,16 @@ struct MigrateCommand: ParsableCommand {
             guard wait else {
                 if json { return FileHandle.standardOutput.write(Data((started.json + "\n").utf8)) }
                 return HumanOutput.print(
-                    "migration \(started.id) of \(name) to \(to) started; follow it with ferry migration show \(started.id)")
+                    "migration \(started.id) of \(name) to \(to) started; follow it with ferry migration show \(started.id)"
+                )
             }
             if !json { Terminal.note("migration \(started.id): \(name) to \(to)") }
             let final = try MigrationText.follow(agent, started.id, quiet: json)
-            if json { FileHandle.standardOutput.write(Data((final.json + "\n").utf8)) } else { HumanOutput.print(MigrationText.report(final)) }
+            if json {
+                FileHandle.standardOutput.write(Data((final.json + "\n").utf8))
+            } else {
+                HumanOutput.print(MigrationText.report(final))
+            }
             guard final.status == .completed else {
                 throw CommandError(
                     description: "migration \(final.id) \(final.status.rawValue): \(final.error ?? "")"
@@ -112,8 +118,9 @@ enum MigrationText {
             throw CommandError(description: error.message, exitCode: agentExitCode(for: error))
         }
         Terminal.clearProgress()
-        return (try? decode(agentCall(agent, "GET", "/v1/migrations/\(id)"))) ?? last ?? .init(
-            id: id, guest: "?", direction: .out, peer: nil, destination: "?")
+        return (try? decode(agentCall(agent, "GET", "/v1/migrations/\(id)"))) ?? last
+            ?? .init(
+                id: id, guest: "?", direction: .out, peer: nil, destination: "?")
     }
 
     /// `round 3  182 MB sent  12 MB left  95 MB/s  ETA 0.4s`.

@@ -38,7 +38,8 @@ final class AgentPair {
         ]
         if let workload { body["workload"] = workload }
         let client = try agent.client()
-        let created = try client.send("POST", "/v1/guests", body: Array(try JSONSerialization.data(withJSONObject: body)))
+        let created = try client.send(
+            "POST", "/v1/guests", body: Array(try JSONSerialization.data(withJSONObject: body)))
         try #require(created.status == 201, "create: \(String(decoding: created.body, as: UTF8.self))")
         let started = try client.send("POST", "/v1/guests/\(name)/start")
         try #require(started.status == 200, "start: \(String(decoding: started.body, as: UTF8.self))")
@@ -46,7 +47,9 @@ final class AgentPair {
     }
 
     /// `POST /v1/migrations` on the source; the status and the body.
-    func startMigration(_ guest: String, options: [String: Any] = [:]) throws -> (status: Int, body: String, location: String?) {
+    func startMigration(_ guest: String, options: [String: Any] = [:]) throws -> (
+        status: Int, body: String, location: String?
+    ) {
         var body: [String: Any] = ["guest": guest, "to": destination.url]
         if !options.isEmpty { body["options"] = options }
         let response = try source.client().send(
@@ -84,7 +87,9 @@ final class AgentPair {
         while Date() < deadline {
             let seen = try states(guest)
             polls += 1
-            #expect(Self.oneOwner(seen), "poll \(polls): source \(seen.source ?? "-"), destination \(seen.destination ?? "-")")
+            #expect(
+                Self.oneOwner(seen),
+                "poll \(polls): source \(seen.source ?? "-"), destination \(seen.destination ?? "-")")
             let current = try migration(id)
             if current.status.isFinal { return (current, polls) }
             usleep(40_000)
@@ -188,7 +193,9 @@ struct AgentLiveMigrationTests {
         #expect(GuestAgentFixture.vmmProcesses(id: before.id) == [try #require(arrived.pid)])
         let left = try #require(try AgentPair.journal(pair.source, "g1").last)
         #expect(left.to == nil && left.cause.contains("migrated to \(pair.destination.url)"), "\(left)")
-        #expect(try AgentPair.metric(pair.source, #"ferry_migrations_finished_total{direction="out",outcome="completed"}"#) == 1)
+        #expect(
+            try AgentPair.metric(pair.source, #"ferry_migrations_finished_total{direction="out",outcome="completed"}"#)
+                == 1)
         #expect((try AgentPair.metric(pair.source, "ferry_migration_bytes_sent_total") ?? 0) > 0)
         #expect(try AgentPair.metric(pair.source, "ferry_migration_downtime_seconds_count") == 1)
         let list = try pair.source.client().send("GET", "/v1/migrations")
@@ -196,8 +203,10 @@ struct AgentLiveMigrationTests {
 
         // Back through the CLI, from the destination's agent: it is a guest like any other.
         let back = try FerryProcess.run(
-            ["migrate", "g1", "--to", pair.source.url, "--agent", pair.destination.url, "--key-file",
-             pair.source.keyFile], timeout: 60)
+            [
+                "migrate", "g1", "--to", pair.source.url, "--agent", pair.destination.url, "--key-file",
+                pair.source.keyFile,
+            ], timeout: 60)
         #expect(back.status == 0, "\(back.stderr)")
         #expect(back.stdout.contains("completed") && back.stdout.contains("downtime"), "\(back.stdout)")
         let home = try pair.settled("g1")
@@ -257,7 +266,8 @@ struct AgentLiveMigrationTests {
         #expect(missing.status == 404, "\(missing.body)")
     }
 
-    @Test("incoming requests: unsigned and wrong-key ones refused; a retry is idempotent; an unused reservation expires")
+    @Test(
+        "incoming requests: unsigned and wrong-key ones refused; a retry is idempotent; an unused reservation expires")
     func incomingReservations() throws {
         let pair = try AgentPair("li", destinationExtra: ["--incoming-reservation", "2"])
         let id = try GuestID("0123456789abcdef0123456789abcdef")
@@ -291,7 +301,8 @@ struct AgentLiveMigrationTests {
         try killedMidMigration(source: true)
     }
 
-    @Test("kill -9 of the destination agent mid-migration: after its restart one agent lists the guest, one vmm runs it")
+    @Test(
+        "kill -9 of the destination agent mid-migration: after its restart one agent lists the guest, one vmm runs it")
     func destinationAgentKilled() throws {
         try killedMidMigration(source: false)
     }
@@ -320,14 +331,20 @@ struct AgentLiveMigrationTests {
         let socket = try #require(try owner.view("g1").controlSocket)
         #expect(try VMMControlClient(path: socket, timeoutSeconds: 5).call("status")["state"]?.stringValue == "running")
         let final = try pair.migration(id)
-        #expect(final.status.isFinal && final.guestLocation == (states.source != nil ? "source" : "destination"), "\(final.json)")
+        #expect(
+            final.status.isFinal && final.guestLocation == (states.source != nil ? "source" : "destination"),
+            "\(final.json)")
         // The destination still knows the arrival (kept across its restart): it is what resolves a source.
         let arrival = try pair.destination.client().incomingStatus(migrationID: id)
         #expect(arrival.state == (states.destination != nil ? .arrived : .failed), "\(arrival)")
-        print("kill -9 of the \(killSource ? "source" : "destination") agent: \(states), migration \(final.status.rawValue)")
+        print(
+            "kill -9 of the \(killSource ? "source" : "destination") agent: \(states), migration \(final.status.rawValue)"
+        )
     }
 
-    @Test("kill -9 of the source's vmm mid-migration: unresolved, the destination's answer resolves it (crashed here, gone there)")
+    @Test(
+        "kill -9 of the source's vmm mid-migration: unresolved, the destination's answer resolves it (crashed here, gone there)"
+    )
     func sourceVMMKilled() throws {
         let pair = try AgentPair("kv")
         let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
