@@ -168,6 +168,11 @@ struct AgentLiveMigrationTests {
         let resource = try MigrationResource.decode(started.body)
         #expect(started.location == "/v1/migrations/\(resource.id)")
         let stream = EventCollector(try pair.source.client(), "/v1/migrations/\(resource.id)/events")
+        #expect(try AgentPair.metric(pair.source, #"ferry_migrations_in_flight{direction="out"}"#) == 1)
+        #expect(try AgentPair.metric(pair.destination, #"ferry_migrations_in_flight{direction="in"}"#) == 1)
+        // The arriving guest is the migration's until it ended: other operations are refused.
+        let early = try pair.destination.client().send("POST", "/v1/guests/g1/stop")
+        #expect(early.status == 409 && String(decoding: early.body, as: UTF8.self).contains("busy"))
         let (ended, polls) = try pair.followToEnd(resource.id, guest: "g1")
         #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
         #expect((ended.bytesTransferred ?? 0) > 0 && ended.downtimeMs != nil && ended.totalTimeMs != nil)
@@ -198,6 +203,11 @@ struct AgentLiveMigrationTests {
                 == 1)
         #expect((try AgentPair.metric(pair.source, "ferry_migration_bytes_sent_total") ?? 0) > 0)
         #expect(try AgentPair.metric(pair.source, "ferry_migration_downtime_seconds_count") == 1)
+        #expect(try AgentPair.metric(pair.source, #"ferry_migrations_in_flight{direction="out"}"#) == 0)
+        #expect(
+            try AgentPair.metric(
+                pair.destination, #"ferry_migrations_finished_total{direction="in",outcome="completed"}"#)
+                == 1)
         let list = try pair.source.client().send("GET", "/v1/migrations")
         #expect(String(decoding: list.body, as: UTF8.self).contains(resource.id))
 
@@ -294,6 +304,18 @@ struct AgentLiveMigrationTests {
         #expect(try pair.destination.list().isEmpty)
         #expect(GuestAgentFixture.vmmProcesses(id: id.hex).isEmpty)
         #expect(try client.send("GET", "/v1/migrations/incoming/nothing").status == 404)
+
+        // The source gives a reservation up before sending anything: the vmm and the row go.
+        var second = request
+        second.migrationID = "m-2"
+        second.specification.name = try GuestName("r2")
+        _ = try client.prepareIncoming(second)
+        #expect(try pair.destination.view("r2").state == "migrating-in")
+        #expect(try client.send("DELETE", "/v1/migrations/incoming/m-2").status == 204)
+        #expect(try client.incomingStatus(migrationID: "m-2").state == .abandoned)
+        #expect(try pair.destination.list().isEmpty)
+        #expect(GuestAgentFixture.vmmProcesses(id: id.hex).isEmpty)
+        #expect(try client.send("DELETE", "/v1/migrations/incoming/m-2").status == 204)
     }
 
     @Test("kill -9 of the source agent mid-migration: after its restart one agent lists the guest, one vmm runs it")
