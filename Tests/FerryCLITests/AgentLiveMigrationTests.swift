@@ -403,4 +403,23 @@ struct AgentLiveMigrationTests {
         let journal = try AgentPair.journal(pair.destination, "g1")
         #expect(journal.last?.to == nil && journal.last?.cause.contains("failed") == true, "\(journal)")
     }
+
+    @Test("a paused guest arrives paused and its row says so")
+    func pausedGuestStaysPaused() throws {
+        let pair = try AgentPair("lp")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let socket = try #require(guest.controlSocket)
+        _ = try VMMControlClient(path: socket, timeoutSeconds: 5).call("pause")
+        #expect(try pair.source.waitFor("g1", state: "paused", timeout: 10).state == "paused")
+        let started = try pair.startMigration("g1")
+        try #require(started.status == 201, "\(started.body)")
+        let (ended, _) = try pair.followToEnd(try MigrationResource.decode(started.body).id, guest: "g1")
+        #expect(ended.status == .completed, "\(ended.json)")
+        let states = try pair.settled("g1")
+        #expect(states.source == nil && states.destination == "paused", "\(states)")
+        let arrived = try #require(try pair.destination.view("g1").controlSocket)
+        #expect(try VMMControlClient(path: arrived, timeoutSeconds: 5).call("status")["state"]?.stringValue == "paused")
+        #expect(try pair.destination.client().send("POST", "/v1/guests/g1/resume").status == 200)
+        #expect(try pair.destination.view("g1").state == "running")
+    }
 }
