@@ -71,13 +71,16 @@ extension HostMigrations {
     /// The source: the vmm still migrates (attach a driver), is unresolved or gone (ask the
     /// destination), or ended meanwhile (record what it says).
     private func recoverOutgoing(_ saved: MigrationRecords.Outgoing) {
-        guard let row = try? guests.inventory.guest(id: saved.guestID), row.state == .migratingOut,
-            guests.tryClaim(row.name, "a migration")
-        else {
+        let row = try? guests.inventory.guest(id: saved.guestID)
+        guard let row, row.state == .migratingOut, guests.tryClaim(row.name, "a migration") else {
+            // The end was recorded in the inventory but not here (the agent died between the
+            // two): no row means the handoff removed it; a row in another state, that it stayed.
             var resource = saved.resource
-            resource.status = resource.status.isFinal ? resource.status : .failed
-            resource.guestLocation = resource.guestLocation == "unknown" ? "source" : resource.guestLocation
-            resource.error = "the agent restarted and its inventory no longer holds the guest migrating out"
+            let gone = row == nil
+            if !resource.status.isFinal { resource.status = gone ? .completed : .failed }
+            resource.guestLocation = gone ? "destination" : "source"
+            resource.endedAt = resource.endedAt ?? Date()
+            resource.error = (resource.error.map { $0 + "; " } ?? "") + "taken up after the agent restarted"
             state.withLock { $0.outgoing[resource.id]?.resource = resource }
             records.save(MigrationRecords.Outgoing(resource: resource, guestID: saved.guestID))
             return

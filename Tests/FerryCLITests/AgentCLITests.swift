@@ -120,7 +120,9 @@ struct AgentCLITests {
         // inventory with its write-ahead log files, which SQLite may keep).
         let left = try FileManager.default.contentsOfDirectory(atPath: agent.stateDirectory).sorted()
         #expect(
-            left.filter { !$0.hasPrefix("inventory.sqlite-") } == ["agent.lock", "disks", "guests", "inventory.sqlite", "migrations"])
+            left.filter { !$0.hasPrefix("inventory.sqlite-") } == [
+                "agent.lock", "disks", "guests", "inventory.sqlite", "migrations",
+            ])
     }
 
     @Test func requestsWithoutTheKeyAre401AndChangeNothing() throws {
