@@ -196,6 +196,9 @@ struct AgentLiveMigrationTests {
         agent.kill9()
         usleep(500_000)
         try agent.start()
+        // The restarted agent took the migration up from its vmm (still sending, or receiving).
+        let takenUp = killSource ? "the guest's vmm reports migrating-out" : "taking up incoming migration \(id)"
+        #expect(agent.process?.waitForStderrLine(containing: takenUp, timeout: 5) != nil)
         let states = try pair.settled("g1", timeout: 40)
         let owners = [states.source, states.destination].compactMap { $0 }
         #expect(owners.count == 1 && owners.first == "running", "\(states)")
