@@ -95,8 +95,11 @@ struct AgentLiveMigrationTests {
         #expect(stop.status == 409 && String(decoding: stop.body, as: UTF8.self).contains("busy"))
         let deadline = Date().addingTimeInterval(20)
         while try pair.migration(id).status != .active && Date() < deadline { usleep(50_000) }
-        let cancel = try pair.source.client().send("DELETE", "/v1/migrations/\(id)")
-        #expect(cancel.status == 202, "\(String(decoding: cancel.body, as: UTF8.self))")
+        let agent = ["--agent", pair.source.url, "--key-file", pair.source.keyFile]
+        let listed = try FerryProcess.run(["migration", "list"] + agent, timeout: 30)
+        #expect(listed.status == 0 && listed.stdout.contains("\(id)  out  active"), "\(listed.stdout)")
+        let cancel = try FerryProcess.run(["migration", "cancel", id] + agent, timeout: 30)
+        #expect(cancel.status == 0 && cancel.stdout.contains("cancelling"), "\(cancel.stderr)")
         let (ended, _) = try pair.followToEnd(id, guest: "g1")
         #expect(ended.status == .cancelled && ended.guestLocation == "source", "\(ended.json)")
         let states = try pair.settled("g1")
@@ -104,6 +107,9 @@ struct AgentLiveMigrationTests {
         #expect(GuestAgentFixture.vmmProcesses(id: guest.id) == [try #require(guest.pid)])
         let again = try pair.source.client().send("DELETE", "/v1/migrations/\(id)")
         #expect(again.status == 409)
+        let shown = try FerryProcess.run(["migration", "show", id] + agent, timeout: 30)
+        #expect(
+            shown.status == 0 && shown.stdout.contains("cancelled: guest g1 is on the source side"), "\(shown.stdout)")
     }
 
     @Test("the destination refuses a name it has and a guest too large; the source is unchanged")
@@ -116,6 +122,13 @@ struct AgentLiveMigrationTests {
         #expect(clash.status == 201)
         let refused = try pair.startMigration("g1")
         #expect(refused.status == 409 && refused.body.contains("name_clash"), "\(refused.body)")
+        #expect(try pair.states("g1") == ("running", "defined"))
+        let cli = try FerryProcess.run(
+            [
+                "migrate", "g1", "--to", pair.destination.url, "--agent", pair.source.url, "--key-file",
+                pair.source.keyFile,
+            ], timeout: 30)
+        #expect(cli.status == 1 && cli.stderr.contains("refused the guest"), "\(cli.stderr)")
         #expect(try pair.states("g1") == ("running", "defined"))
 
         let cpus = min(64, ProcessInfo.processInfo.activeProcessorCount + 1)
