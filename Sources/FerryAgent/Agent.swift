@@ -23,12 +23,15 @@ public final class Agent: Sendable {
     public let metrics = AgentMetrics()
     /// The guests this agent owns (inventory, processes, files).
     public let guests: HostGuests
+    /// Live migrations in and out.
+    public let migrations: HostMigrations
     /// Threads for blocking work (SQLite, control sockets, spawning): not the cooperative pool.
     let work = BlockingWork()
     let verifier: RequestVerifier
     let logger: Logger
     /// Unix seconds when the agent was made.
     public let startedAt: Int64
+    private let boundForMigrations: BoundAddress
     private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
 
     /// Locks the state directory and opens the inventory (`STATE/inventory.sqlite`); throws a
@@ -50,6 +53,15 @@ public final class Agent: Sendable {
             files: GuestFiles(guestsDirectory: stateDirectory.guestsPath, disksDirectory: stateDirectory.disksPath),
             logger: logger)
         startedAt = Int64(Date().timeIntervalSince1970)
+        let bound = BoundAddress()
+        let listen = configuration.listen
+        migrations = HostMigrations(
+            guests: guests, metrics: metrics, key: configuration.key, keyFile: configuration.keyFile,
+            migrationHost: configuration.migrationListen.host,
+            reservationSeconds: configuration.incomingReservationSeconds,
+            directory: stateDirectory.migrationsPath, logger: logger,
+            selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
+        boundForMigrations = bound
         verifier = RequestVerifier(
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
             notBefore: startedAt)
@@ -71,6 +83,7 @@ public final class Agent: Sendable {
         let stopped = Atomic<Bool>(false)
         defer {
             stopped.store(true, ordering: .relaxed)
+            migrations.stop()
             guests.watches.closeAll()
             // The last connection checkpoints the write-ahead log into the file and removes it.
             try? guests.inventory.close()
@@ -84,6 +97,7 @@ public final class Agent: Sendable {
             onServerRunning: { [self] channel in
                 let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
                 self.state.withLock { $0.bound = bound }
+                self.boundForMigrations.value.withLock { $0 = bound }
                 onListening(bound)
             },
             logger: logger)
@@ -105,7 +119,11 @@ public final class Agent: Sendable {
     private func reconcileAtStart() async throws {
         let start = ContinuousClock.now
         let guests = self.guests
-        let summary = try await work.run { try guests.reconcile() }
+        let migrations = self.migrations
+        let summary = try await work.run {
+            migrations.recoverAtStart()
+            return try guests.reconcile()
+        }
         logger.notice(
             "reconciled at start in \(ContinuousClock.now - start): \(summary)",
             metadata: ["agent.state_dir": "\(stateDirectory.path)"])
@@ -133,6 +151,17 @@ public final class Agent: Sendable {
             guests: guests, work: work
         ).add(to: router)
         GuestRoutes(guests: guests, work: work).add(to: router)
+        let probe = HostProbe(stateDirectory: stateDirectory.path)
+        let identity = self.identity
+        MigrationRoutes(migrations: migrations, work: work) { () throws(AgentAPIError) -> IncomingCapacity in
+            do throws(SystemError) {
+                let capacity = try probe.report(agent: identity()).capacity
+                return IncomingCapacity(vcpus: capacity.vcpus, memoryBytes: Int(clamping: capacity.memoryBytes))
+            } catch {
+                throw AgentAPIError(
+                    .internalServerError, .internalError, "reading the host's capacity failed: \(error)")
+            }
+        }.add(to: router)
         return router
     }
 
@@ -148,4 +177,9 @@ public final class Agent: Sendable {
                 migrationListen: configuration.migrationListen.description)
         }
     }
+}
+
+/// The API's bound address, shared with what needs it before `run` (the migrations' own URL).
+final class BoundAddress: Sendable {
+    let value = Mutex<Endpoint?>(nil)
 }

@@ -36,6 +36,10 @@ public struct AgentAPIError: Error, Sendable, Equatable, HTTPResponseError {
         /// 409: another operation on the same guest is running (the message names it); retry
         /// once it ended.
         case busy
+        /// 409: an arriving guest's name or ID is taken on the destination.
+        case nameClash = "name_clash"
+        /// 409: the destination lacks the vCPUs or memory an arriving guest needs.
+        case insufficientCapacity = "insufficient_capacity"
         /// 413: the body is larger than the agent's limit.
         case bodyTooLarge = "body_too_large"
         /// 503: the agent cannot take the request now (it is stopping, or its replay cache is full).

@@ -105,8 +105,13 @@ public struct AgentClient: Sendable {
 
     /// Reads a `text/event-stream` at `target`, calling `onEvent` for each event until it
     /// returns false or the agent ends the stream. Waits for events without a timeout.
-    public func events(_ target: String, onEvent: (ServerSentEvent) -> Bool) throws(AgentClientError) {
-        var reader = try open("GET", target, body: [], accept: "text/event-stream", waitForever: true)
+    /// `lastEventID` resumes after that event (`Last-Event-ID`).
+    public func events(_ target: String, lastEventID: UInt64? = nil, onEvent: (ServerSentEvent) -> Bool)
+        throws(AgentClientError)
+    {
+        var reader = try open(
+            "GET", target, body: [], accept: "text/event-stream", waitForever: true,
+            extraHeaders: lastEventID.map { "Last-Event-ID: \($0)\r\n" } ?? "")
         let head = try reader.readHead()
         guard (200..<300).contains(head.status) else {
             _ = try checked(
@@ -122,9 +127,10 @@ public struct AgentClient: Sendable {
 
     // MARK: Plumbing
 
-    private func open(_ method: String, _ target: String, body: [UInt8], accept: String, waitForever: Bool = false)
-        throws(AgentClientError) -> HTTPResponseReader<SocketSource>
-    {
+    private func open(
+        _ method: String, _ target: String, body: [UInt8], accept: String, waitForever: Bool = false,
+        extraHeaders: String = ""
+    ) throws(AgentClientError) -> HTTPResponseReader<SocketSource> {
         let stream: TCPStream
         do throws(TransportError) {
             stream = try TCPStream.connect(endpoint, timeoutMs: timeoutMs)
@@ -133,7 +139,9 @@ public struct AgentClient: Sendable {
         } catch {
             throw AgentClientError(.connect, "cannot reach the agent at http://\(endpoint): \(error.message)")
         }
-        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(endpoint)\r\nAccept: \(accept)\r\nConnection: close\r\n"
+        var head =
+            "\(method) \(target) HTTP/1.1\r\nHost: \(endpoint)\r\nAccept: \(accept)\r\nConnection: close\r\n"
+            + extraHeaders
         if let signature {
             head += "Authorization: \(signature.authorization(method: method, target: target, body: body))\r\n"
         }

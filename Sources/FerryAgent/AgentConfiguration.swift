@@ -12,6 +12,10 @@ public struct AgentConfiguration: Sendable {
     public var listen: Endpoint
     public var migrationListen: Endpoint
     public var key: SharedKey
+    /// The key's file (absolute), given to the guests' vmms to authenticate migrations with.
+    public var keyFile: String?
+    /// How long an incoming migration's reservation waits for its source to connect.
+    public var incomingReservationSeconds: Double
     /// Ferry's release, for `GET /v1/host` (the library does not know the CLI's version).
     public var version: String
     /// The largest request body taken (413 beyond).
@@ -26,9 +30,12 @@ public struct AgentConfiguration: Sendable {
 
     public init(
         stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
-        key: SharedKey, version: String, bodyLimitBytes: Int = 1 << 20, credentialWindowSeconds: Int64 = 30,
-        shutdownGrace: Duration = .seconds(30), reconcileInterval: Duration = .seconds(3)
+        key: SharedKey, keyFile: String? = nil, version: String, bodyLimitBytes: Int = 1 << 20,
+        credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(30),
+        reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60
     ) {
+        self.keyFile = keyFile
+        self.incomingReservationSeconds = incomingReservationSeconds
         self.reconcileInterval = reconcileInterval
         self.stateDirectory = stateDirectory
         self.listen = listen

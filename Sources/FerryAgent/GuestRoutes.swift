@@ -73,7 +73,10 @@ struct GuestRoutes: Sendable {
     }
 
     static func name(_ context: BasicRequestContext) throws(AgentAPIError) -> GuestName {
-        let text = context.parameters.get("name") ?? ""
+        try name(context.parameters.get("name") ?? "")
+    }
+
+    static func name(_ text: String) throws(AgentAPIError) -> GuestName {
         do { return try GuestName(text) } catch {
             throw AgentAPIError(.notFound, .notFound, "no guest named \"\(text)\": \(error.message)")
         }

@@ -89,6 +89,7 @@ public final class HostGuests: Sendable {
         case .alreadyExists, .transitionRefused, .stale, .notRemovable:
             AgentAPIError(.conflict, .conflict, error.message)
         case .invalidSpecification: AgentAPIError(.unprocessableContent, .invalidField, error.message)
+        case .insufficientCapacity: AgentAPIError(.conflict, .insufficientCapacity, error.message)
         case .unusableDatabase, .database: AgentAPIError(.internalServerError, .internalError, error.description)
         }
     }

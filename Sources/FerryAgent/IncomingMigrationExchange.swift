@@ -151,7 +151,7 @@ extension AgentClient {
         return try Self.decodeExchange(Value.self, try checked(send(method, target, body: bytes)), target: target)
     }
 
-    static var exchangeEncoder: JSONEncoder {
+    public static var exchangeEncoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.sortedKeys]

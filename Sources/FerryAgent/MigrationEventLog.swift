@@ -57,21 +57,26 @@ public final class MigrationEventLog: @unchecked Sendable {
     /// Adds an event; `end` also closes every stream. Nothing is added after `end`.
     @discardableResult
     func append(_ name: MigrationEvent.Name, data: String) -> MigrationEvent? {
-        condition.withLock {
-            guard !ended else { return nil }
+        // Finishing a stream runs its `onTermination`, which takes the lock: outside it.
+        let (event, finished) = condition.withLock {
+            () -> (MigrationEvent?, [AsyncStream<MigrationEvent>.Continuation]) in
+            guard !ended else { return (nil, []) }
             let event = MigrationEvent(id: nextID, name: name, data: data)
             nextID += 1
             events.append(event)
             if events.count > capacity { events.removeFirst(events.count - capacity) }
             for continuation in subscribers.values { continuation.yield(event) }
+            var finished: [AsyncStream<MigrationEvent>.Continuation] = []
             if name == .end {
                 ended = true
-                for continuation in subscribers.values { continuation.finish() }
+                finished = Array(subscribers.values)
                 subscribers = [:]
             }
             condition.broadcast()
-            return event
+            return (event, finished)
         }
+        for continuation in finished { continuation.finish() }
+        return event
     }
 
     /// Events with an id above `lastEventID` (all kept ones for nil). When `lastEventID` is older

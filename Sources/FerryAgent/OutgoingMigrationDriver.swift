@@ -82,6 +82,28 @@ public final class OutgoingMigrationDriver: @unchecked Sendable {
         thread.start()
     }
 
+    /// Takes up a migration the vmm already runs (after the agent restarted): watches it and
+    /// follows it to its end as `start` would, without sending `migrate`. A vmm that no longer
+    /// answers makes the outcome `unresolved`.
+    public func attach(startedAt: Date) {
+        condition.withLock {
+            resource.startedAt = startedAt
+            sawMigratingOut = true
+        }
+        guard let watch = try? VMMControlClient(path: socketPath, timeoutSeconds: Self.watchTimeoutSeconds),
+            let state = try? watch.call("watch")["state"]?.stringValue
+        else { return vanished() }
+        if let snapshot = try? VMMControlClient(path: socketPath, timeoutSeconds: 5).call("migration"),
+            let migration = snapshot["migration"], migration != .null
+        {
+            absorb(migration, emit: true)
+        }
+        applyState(state, reason: nil)
+        let thread = Thread { [self] in follow(watch) }
+        thread.name = "ferry-agent-migration"
+        thread.start()
+    }
+
     /// Asks the vmm to cancel (ABORT; the guest stays on the source unless the handoff was
     /// already committed). Returns whether the vmm accepted; the outcome follows in the events.
     /// Throws `.ended` once the outcome is recorded.

@@ -20,7 +20,7 @@ public final class StateDirectory: Sendable {
     private let lock: ImageLock
 
     /// The subdirectories the agent creates (the inventory creates its own file).
-    public static let subdirectories = ["guests", "disks"]
+    public static let subdirectories = ["guests", "disks", "migrations"]
     public static let lockFileName = "agent.lock"
 
     private init(path: String, lock: ImageLock) {
@@ -30,6 +30,7 @@ public final class StateDirectory: Sendable {
 
     public var guestsPath: String { path + "/guests" }
     public var disksPath: String { path + "/disks" }
+    public var migrationsPath: String { path + "/migrations" }
 
     /// Creates the directory (and its parents) when missing, takes its lock, then creates the
     /// subdirectories. Throws `.locked` naming the holder when another agent runs on it.

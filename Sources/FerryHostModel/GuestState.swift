@@ -47,7 +47,8 @@ public enum GuestState: String, Sendable, Codable, CaseIterable, Hashable {
         case .stopped: [.starting]
         // A failed or cancelled migration leaves the guest where it was, running or paused.
         case .migratingOut: [.running, .paused, .crashed]
-        case .migratingIn: [.running, .crashed]
+        // An arrival ends running, or paused when the guest was paused on its source.
+        case .migratingIn: [.running, .paused, .crashed]
         case .crashed: [.starting, .stopped]
         }
     }

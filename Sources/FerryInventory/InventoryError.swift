@@ -23,6 +23,8 @@ public struct InventoryError: Error, Sendable, CustomStringConvertible {
         case unusableDatabase
         /// Any other SQLite failure (I/O error, full disk, lock held too long).
         case database
+        /// An arriving guest does not fit: the host lacks the vCPUs or memory it needs.
+        case insufficientCapacity
     }
 
     public let code: Code

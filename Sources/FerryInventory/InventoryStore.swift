@@ -33,6 +33,18 @@ public protocol InventoryStore: Sendable {
     /// other than back to `running`/`paused` or `crashed`.
     func removeAfterHandoff(_ name: GuestName, cause: String, generation: Int64?) throws(InventoryError) -> JournalEntry
 
+    /// Inserts an arriving guest as `migrating-in`, in one transaction that checks what it
+    /// consumes: no guest of that name or ID (`alreadyExists`), a guest's vCPUs at most the
+    /// host's, the memory of every guest with a process plus this one at most `memoryBytes`
+    /// (`insufficientCapacity`).
+    func reserveIncoming(
+        _ specification: GuestSpecification, id: GuestID, capacity: IncomingCapacity, cause: String
+    ) throws(InventoryError) -> GuestRecord
+
+    /// Removes a guest in `migrating-in` whose incoming migration ended without it (the vmm
+    /// exited, or the reservation was abandoned), journaling `to: removed`.
+    func removeFailedArrival(_ name: GuestName, cause: String) throws(InventoryError) -> JournalEntry
+
     /// The latest `limit` journal rows of the guest with this ID, oldest first.
     func journal(of id: GuestID, latest limit: Int) throws(InventoryError) -> [JournalEntry]
     /// The latest `limit` journal rows of every guest that had this name, oldest first.
@@ -50,6 +62,17 @@ extension InventoryStore {
         _ name: GuestName, from expected: GuestState, to next: GuestState, cause: String
     ) throws(InventoryError) -> GuestRecord {
         try transition(name, from: expected, to: next, cause: cause, generation: nil)
+    }
+}
+
+/// What an arriving guest may use of the host (`reserveIncoming`).
+public struct IncomingCapacity: Sendable, Equatable {
+    public var vcpus: Int
+    public var memoryBytes: Int
+
+    public init(vcpus: Int, memoryBytes: Int) {
+        self.vcpus = vcpus
+        self.memoryBytes = memoryBytes
     }
 }
 

@@ -92,7 +92,55 @@ extension SQLiteInventory {
         return entry
     }
 
+    public func reserveIncoming(
+        _ specification: GuestSpecification, id: GuestID, capacity: IncomingCapacity, cause: String
+    ) throws(InventoryError) -> GuestRecord {
+        do { try specification.validate() } catch {
+            throw InventoryError(.invalidSpecification, "guest \(specification.name): \(error)", cause: error)
+        }
+        let record = try writing("reserve arriving guest \(specification.name) in") { db in
+            guard specification.vcpus <= capacity.vcpus else {
+                throw InventoryError(
+                    .insufficientCapacity,
+                    "guest \(specification.name) has \(specification.vcpus) vCPUs; this host has \(capacity.vcpus):"
+                        + " migrate it to a larger host")
+            }
+            let used = try self.guestsInDatabase(db).filter(\.state.hasProcess).map(\.specification.memoryBytes)
+                .reduce(0, +)
+            guard used + specification.memoryBytes <= capacity.memoryBytes else {
+                throw InventoryError(
+                    .insufficientCapacity,
+                    "guest \(specification.name) needs \(specification.memoryBytes) bytes of memory; this host's guests"
+                        + " hold \(used) of \(capacity.memoryBytes): stop a guest here or choose another host")
+            }
+            return try self.insertNew(
+                db, id: id, specification: specification, state: .migratingIn, process: nil, cause: cause)
+        }
+        logger.info("arriving guest reserved", metadata: ["guest.name": "\(record.name)", "guest.id": "\(id)"])
+        return record
+    }
+
+    public func removeFailedArrival(_ name: GuestName, cause: String) throws(InventoryError) -> JournalEntry {
+        let entry = try writing("remove arriving guest \(name) from") { db in
+            let current = try self.current(db, name, state: nil, generation: nil)
+            guard current.state == .migratingIn else {
+                throw InventoryError(
+                    .notRemovable,
+                    "guest \(name) is \(current.state.rawValue), not migrating-in: only an arrival that failed"
+                        + " leaves this way")
+            }
+            return try self.deleteRow(db, current, cause: cause)
+        }
+        logger.info("arrival removed", metadata: ["guest.name": "\(name)", "guest.cause": "\(cause)"])
+        return entry
+    }
+
     // MARK: - Inside a transaction
+
+    func guestsInDatabase(_ db: Database) throws -> [GuestRecord] {
+        try Row.fetchAll(db, sql: "SELECT \(GuestRow.columns) FROM guests ORDER BY name")
+            .map { row in try GuestRow.record(row, file: self.path) }
+    }
 
     func fetch(_ db: Database, name: GuestName) throws -> GuestRecord? {
         try Row.fetchOne(db, sql: "SELECT \(GuestRow.columns) FROM guests WHERE name = ?", arguments: [name.value])

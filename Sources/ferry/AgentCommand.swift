@@ -3,6 +3,7 @@ import Dispatch
 import FerryAgent
 import FerrySystem
 import FerryTransport
+import Glibc
 import Logging
 import Synchronization
 
@@ -36,7 +37,7 @@ struct AgentCommand: ParsableCommand {
     @Option(
         name: .customLong("migration-listen"),
         help: ArgumentHelp(
-            "Where migrations will arrive (reported by GET /v1/host; the agent does not listen there yet).",
+            "Where arriving guests' ferry vmm --incoming listen: its host (each takes a free port; the port is reported by GET /v1/host).",
             valueName: "host:port"))
     var migrationListen = AgentConfiguration.defaultMigrationListen.description
 
@@ -46,6 +47,13 @@ struct AgentCommand: ParsableCommand {
             "The shared key (64 hex digits, mode 0600; `ferry keygen --out FILE`): clients sign every request with it.",
             valueName: "path"))
     var keyFile: String?
+
+    @Option(
+        name: .customLong("incoming-reservation"),
+        help: ArgumentHelp(
+            "Seconds an incoming migration's reservation waits for its source to connect before it is abandoned.",
+            valueName: "seconds"))
+    var incomingReservation = 60
 
     @Option(
         name: .customLong("shutdown-grace"),
@@ -68,9 +76,20 @@ struct AgentCommand: ParsableCommand {
                 "ferry agent needs --key-file: every API request is signed with the shared key (make one with `ferry keygen --out FILE`)"
             )
         }
+        guard (1...3600).contains(incomingReservation) else {
+            throw ValidationError("--incoming-reservation \(incomingReservation): 1 to 3600 seconds")
+        }
         guard (1...3600).contains(shutdownGrace) else {
             throw ValidationError("--shutdown-grace \(shutdownGrace): 1 to 3600 seconds")
         }
+    }
+
+    /// The key file as an absolute path (the guests' vmms run in other directories).
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
     }
 
     func run() throws {
@@ -84,7 +103,9 @@ struct AgentCommand: ParsableCommand {
                 stateDirectory: stateDirectory,
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost),
                 migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
-                key: key, version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace))
+                key: key, keyFile: keyFile.map(Self.absolute),
+                version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
+                incomingReservationSeconds: Double(incomingReservation))
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

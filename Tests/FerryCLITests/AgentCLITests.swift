@@ -120,7 +120,9 @@ struct AgentCLITests {
         // inventory with its write-ahead log files, which SQLite may keep).
         let left = try FileManager.default.contentsOfDirectory(atPath: agent.stateDirectory).sorted()
         #expect(
-            left.filter { !$0.hasPrefix("inventory.sqlite-") } == ["agent.lock", "disks", "guests", "inventory.sqlite"])
+            left.filter { !$0.hasPrefix("inventory.sqlite-") } == [
+                "agent.lock", "disks", "guests", "inventory.sqlite", "migrations",
+            ])
     }
 
     @Test func requestsWithoutTheKeyAre401AndChangeNothing() throws {
@@ -297,7 +299,7 @@ struct AgentCLITests {
         #expect(
             names == [
                 "agent.lock", "agent.lock.lock", "disks", "guests", "inventory.sqlite", "inventory.sqlite-shm",
-                "inventory.sqlite-wal",
+                "inventory.sqlite-wal", "migrations",
             ])
         var state = stat()
         #expect(stat(agent.stateDirectory, &state) == 0 && state.st_mode & 0o777 == 0o700)

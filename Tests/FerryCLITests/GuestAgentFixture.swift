@@ -16,13 +16,17 @@ final class GuestAgentFixture {
     private(set) var process: FerryProcess?
     private(set) var port: UInt16 = 0
     private(set) var startLine = ""
+    /// Given to every start (a second agent of a migration test shares the first's key).
+    let extra: [String]
 
     /// `name` is short: the guests' sockets live under the state directory (sun_path is 107 bytes).
-    init(_ name: String) throws {
+    /// `keyFile`: another fixture's key (agents that migrate to each other share it).
+    init(_ name: String, keyFile shared: String? = nil, extra: [String] = []) throws {
         scratch = Scratch(name)
-        keyFile = scratch.file("k")
+        keyFile = shared ?? scratch.file("k")
         stateDirectory = scratch.file("s")
-        try SharedKey.generate(path: keyFile)
+        self.extra = extra
+        if shared == nil { try SharedKey.generate(path: keyFile) }
         try start()
     }
 
@@ -34,7 +38,8 @@ final class GuestAgentFixture {
     /// Starts the agent; returns once it listens (reconciliation done).
     func start(extra: [String] = [], prefix: [String] = []) throws {
         let process = try FerryProcess(
-            ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + extra,
+            ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + self.extra
+                + extra,
             prefix: prefix)
         self.process = process
         let line = try #require(

@@ -1,0 +1,209 @@
+import ArgumentParser
+import FerryAgent
+import FerryGuest
+import FerryHostModel
+import Foundation
+
+/// `ferry migrate NAME --to AGENT`: live-migrate a guest between two agents through their API
+/// (`POST /v1/migrations` on the source agent), following the migration's event stream.
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Live-migrate a guest from its agent to another agent.",
+        discussion: """
+            Asks the guest's agent (--agent) to move the guest to the agent at --to: the destination \
+            reserves the guest and starts its ferry vmm --incoming, the source's vmm sends it, and \
+            the guest belongs to exactly one agent at every moment. Both agents must share the key \
+            (--key-file). With --wait (the default) a progress line follows the migration and a \
+            report ends it; the exit status is 0 only when the guest completed on the destination. \
+            Ctrl-C stops watching, not the migration (`ferry migration cancel ID` cancels it).
+            """)
+
+    @Argument(help: "The guest's name on the source agent.") var name: String
+    @Option(help: ArgumentHelp("The destination agent, http://HOST:PORT.", valueName: "url")) var to: String
+    @OptionGroup var client: AgentClientOptions
+    @Flag(inversion: .prefixedNo, help: "Follow the migration to its end (--no-wait: print its ID and return).")
+    var wait = true
+    @Option(
+        name: .customLong("downtime-ms"),
+        help: ArgumentHelp("Largest acceptable blackout in milliseconds (default: the vmm's).", valueName: "ms"),
+        transform: NumberOption.real(0.001...60_000, unit: "ms"))
+    var downtimeMs: Double?
+    @Option(
+        name: .customLong("max-bandwidth"),
+        help: ArgumentHelp("Cap on the migration's sending rate, like 100MB/s or 800Mbit/s.", valueName: "rate"),
+        transform: RateOption.bandwidth)
+    var maxBandwidth: Rate?
+    @Option(
+        name: .customLong("max-rounds"),
+        help: "Pre-copy rounds before the switchover is forced or the migration fails.",
+        transform: NumberOption.count(1...100_000))
+    var maxRounds: Int?
+    @Option(
+        name: .customLong("timeout"), help: ArgumentHelp("Give up after this many seconds.", valueName: "seconds"),
+        transform: NumberOption.real(0.001...86_400, unit: "s"))
+    var timeoutSeconds: Double?
+    @Flag(name: .customLong("force-switchover"), help: "Switch over after --max-rounds even above --downtime-ms.")
+    var forceSwitchover = false
+    @Flag(name: .customLong("no-auto-converge"), help: "Do not throttle the guest's vCPUs to make it converge.")
+    var noAutoConverge = false
+    @Flag(help: "Encrypt the migration stream with the shared key.") var encrypt = false
+    @Flag(help: "Print the agent's JSON (the final migration with --wait) instead of text.") var json = false
+
+    func validate() throws {
+        do { _ = try GuestName(name) } catch { throw ValidationError("guest name \(name): \(error.message)") }
+    }
+
+    var request: MigrationRequest {
+        MigrationRequest(
+            guest: name, to: to,
+            options: .init(
+                downtimeMs: downtimeMs, maxRounds: maxRounds, timeoutSeconds: timeoutSeconds,
+                forceSwitchover: forceSwitchover ? true : nil, autoConverge: noAutoConverge ? false : nil,
+                maxBandwidthBytesPerSecond: maxBandwidth.map { $0.bytesPerSecond(pageSize: 4096) },
+                encrypt: encrypt ? true : nil))
+    }
+
+    func run() throws {
+        runReportingErrors {
+            let agent = try client.makeClient()
+            let body = Array(try AgentClient.exchangeEncoder.encode(request))
+            let started = try MigrationText.decode(try agentCall(agent, "POST", "/v1/migrations", body: body))
+            guard wait else {
+                if json { return FileHandle.standardOutput.write(Data((started.json + "\n").utf8)) }
+                return HumanOutput.print(
+                    "migration \(started.id) of \(name) to \(to) started; follow it with ferry migration show \(started.id)"
+                )
+            }
+            if !json { Terminal.note("migration \(started.id): \(name) to \(to)") }
+            let final = try MigrationText.follow(agent, started.id, quiet: json)
+            if json {
+                FileHandle.standardOutput.write(Data((final.json + "\n").utf8))
+            } else {
+                HumanOutput.print(MigrationText.report(final))
+            }
+            guard final.status == .completed else {
+                throw CommandError(
+                    description: "migration \(final.id) \(final.status.rawValue): \(final.error ?? "")"
+                        + "; the guest is on the \(final.guestLocation ?? "unknown") side", exitCode: 1)
+            }
+        }
+    }
+}
+
+/// How the CLI shows a migration.
+enum MigrationText {
+    static func decode(_ body: [UInt8]) throws -> MigrationResource {
+        do { return try MigrationResource.decode(String(decoding: body, as: UTF8.self)) } catch {
+            throw CommandError(
+                description: "the agent answered with a migration this ferry cannot read (another version?)",
+                exitCode: 7)
+        }
+    }
+
+    /// Follows the event stream to its `end` (a progress line per event), then reads the
+    /// migration once more (a resolution may have come after the end).
+    static func follow(_ agent: AgentClient, _ id: String, quiet: Bool) throws -> MigrationResource {
+        var last: MigrationResource?
+        do throws(AgentClientError) {
+            try agent.events("/v1/migrations/\(id)/events") { event in
+                guard let resource = try? MigrationResource.decode(event.data) else { return true }
+                if !quiet, ["progress", "round"].contains(event.event) {
+                    Terminal.progress(progressLine(resource), force: event.event == "round")
+                }
+                if event.event == "end" { last = resource }
+                return event.event != "end"
+            }
+        } catch {
+            throw CommandError(description: error.message, exitCode: agentExitCode(for: error))
+        }
+        Terminal.clearProgress()
+        return (try? decode(agentCall(agent, "GET", "/v1/migrations/\(id)"))) ?? last
+            ?? .init(
+                id: id, guest: "?", direction: .out, peer: nil, destination: "?")
+    }
+
+    /// `round 3  182 MB sent  12 MB left  95 MB/s  ETA 0.4s`.
+    static func progressLine(_ m: MigrationResource) -> String {
+        "round \(m.round.map(String.init) ?? "—")  \(ProgressLine.mb(m.bytesTransferred ?? 0)) MB sent"
+            + "  \(ProgressLine.mb(m.bytesRemaining ?? 0)) MB left  \(ProgressLine.rate(m.sendRateBytesPerSecond))"
+            + "  ETA \(ProgressLine.duration(m.etaSeconds))"
+    }
+
+    /// The report at the end: outcome, total, downtime, bytes, rounds, where the guest is.
+    static func report(_ m: MigrationResource) -> String {
+        func ms(_ value: Double?) -> String { value.map { String(format: "%.1f ms", $0) } ?? "—" }
+        return """
+            migration \(m.id) \(m.status.rawValue): guest \(m.guest) is on the \(m.guestLocation ?? "unknown") side
+              total     \(ms(m.totalTimeMs))
+              downtime  \(ms(m.downtimeMs))
+              sent      \(ProgressLine.mb(m.bytesTransferred ?? 0)) MB in \(m.rounds.map(String.init) ?? "—") rounds
+            """ + (m.error.map { "\n  error     \($0)" } ?? "")
+    }
+
+    static func line(_ m: MigrationResource) -> String {
+        "\(m.id)  \(m.direction.rawValue.padding(toLength: 3, withPad: " ", startingAt: 0))  "
+            + "\(m.status.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0))  \(m.guest)  "
+            + "\(m.peer ?? m.destination)"
+    }
+}
+
+/// `ferry migration list|show|cancel`: an agent's migrations.
+struct MigrationCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migration", abstract: "List, show and cancel an agent's live migrations.",
+        subcommands: [MigrationListCommand.self, MigrationShowCommand.self, MigrationCancelCommand.self])
+}
+
+struct MigrationListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "The agent's migrations, newest first (GET /v1/migrations).")
+    @OptionGroup var client: AgentClientOptions
+    @Flag(help: "Print the agent's JSON as it is.") var json = false
+
+    func run() throws {
+        runReportingErrors {
+            let answer = try agentCall(try client.makeClient(), "GET", "/v1/migrations")
+            if json { return FileHandle.standardOutput.write(Data(answer)) }
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            guard let list = try? decoder.decode(MigrationList.self, from: Data(answer)) else {
+                throw CommandError(description: "the agent's migration list cannot be read", exitCode: 7)
+            }
+            for migration in list.migrations { HumanOutput.print(MigrationText.line(migration)) }
+        }
+    }
+}
+
+struct MigrationShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "One migration's figures (GET /v1/migrations/ID).")
+    @Argument(help: "The migration's ID.") var id: String
+    @OptionGroup var client: AgentClientOptions
+    @Flag(help: "Print the agent's JSON as it is.") var json = false
+
+    func run() throws {
+        runReportingErrors {
+            let answer = try agentCall(try client.makeClient(), "GET", "/v1/migrations/\(id)")
+            if json { return FileHandle.standardOutput.write(Data(answer)) }
+            let migration = try MigrationText.decode(answer)
+            HumanOutput.print(
+                migration.status.isFinal ? MigrationText.report(migration) : MigrationText.progressLine(migration))
+        }
+    }
+}
+
+struct MigrationCancelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel a migration (DELETE /v1/migrations/ID); too late once the handoff committed.")
+    @Argument(help: "The migration's ID.") var id: String
+    @OptionGroup var client: AgentClientOptions
+
+    func run() throws {
+        runReportingErrors {
+            _ = try agentCall(try client.makeClient(), "DELETE", "/v1/migrations/\(id)")
+            HumanOutput.print("migration \(id) cancelling; the guest stays on its source")
+        }
+    }
+}
