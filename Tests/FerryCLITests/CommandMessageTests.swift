@@ -103,7 +103,7 @@ import Testing
     @Test func receiveRefusesAnUnusableDirectoryBeforeListening() throws {
         let scratch = Scratch("receive-dir")
         let file = scratch.file("plain-file")
-        FileManager.default.createFile(atPath: file, contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: file, contents: Data([1]))
         for (arguments, fragment) in [
             (["--image", "/nonexistent/dir/a.img"], "--image /nonexistent/dir/a.img: the directory /nonexistent/dir"),
             (["--image", "\(file)/a.img"], "is not a directory"),

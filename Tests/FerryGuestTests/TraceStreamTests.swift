@@ -22,7 +22,7 @@ import Testing
 
         /// Writes the trace to `path` a mebibyte at a time; returns its size.
         func write(to path: String) throws -> Int {
-            FileManager.default.createFile(atPath: path, contents: nil)
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
             defer { try? handle.close() }
             var chunk: [UInt8] = []
