@@ -18,14 +18,23 @@ final class GuestAgentFixture {
     private(set) var startLine = ""
     /// Given to every start (a second agent of a migration test shares the first's key).
     let extra: [String]
+    /// The address the API listens on (a host in a network namespace: its address and `prefix`).
+    let host: String
+    /// What every start runs the agent under, like `ip netns exec NS`.
+    let prefix: [String]
 
     /// `name` is short: the guests' sockets live under the state directory (sun_path is 107 bytes).
     /// `keyFile`: another fixture's key (agents that migrate to each other share it).
-    init(_ name: String, keyFile shared: String? = nil, extra: [String] = []) throws {
+    init(
+        _ name: String, keyFile shared: String? = nil, extra: [String] = [], host: String = "127.0.0.1",
+        prefix: [String] = []
+    ) throws {
         scratch = Scratch(name)
         keyFile = shared ?? scratch.file("k")
         stateDirectory = scratch.file("s")
         self.extra = extra
+        self.host = host
+        self.prefix = prefix
         if shared == nil { try SharedKey.generate(path: keyFile) }
         try start()
     }
@@ -38,18 +47,18 @@ final class GuestAgentFixture {
     /// Starts the agent; returns once it listens (reconciliation done).
     func start(extra: [String] = [], prefix: [String] = []) throws {
         let process = try FerryProcess(
-            ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + self.extra
+            ["agent", "--state-dir", stateDirectory, "--listen", "\(host):0", "--key-file", keyFile] + self.extra
                 + extra,
-            prefix: prefix)
+            prefix: prefix.isEmpty ? self.prefix : prefix)
         self.process = process
         let line = try #require(
             process.waitForStderrLine(containing: "agent listening on", timeout: 60), "the agent did not start")
-        let after = try #require(line.range(of: "127.0.0.1:")?.upperBound)
+        let after = try #require(line.range(of: "\(host):")?.upperBound)
         port = try #require(UInt16(line[after...].prefix { $0.isNumber }))
         startLine = line
     }
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    var url: String { "http://\(host):\(port)" }
     var pid: Int32 { process?.process.processIdentifier ?? 0 }
     var guestsDirectory: String { stateDirectory + "/guests" }
 
