@@ -14,13 +14,7 @@ import Testing
         let trace = scratch.file("big.trace")
         let image = scratch.file("guest.img")
         let original = scratch.file("original.img")
-        let line = Array("0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19\n".utf8)
-        var chunk: [UInt8] = []
-        while chunk.count < 1 << 20 { chunk += line }
-        _ = FileManager.default.createFile(atPath: trace, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: trace))
-        for _ in 0..<17 { try handle.write(contentsOf: chunk) }
-        try handle.close()
+        _ = try Self.writeTrace(trace, chunks: 17)
         #expect(try FerryProcess.run(["image", "create", image, "--size", "16M", "--seed", "2"]).status == 0)
         #expect(try FerryProcess.run(["image", "create", original, "--size", "16M", "--seed", "2"]).status == 0)
 
@@ -65,14 +59,7 @@ import Testing
         let scratch = Scratch("trace-memory")
         let trace = scratch.file("big.trace")
         let image = scratch.file("guest.img")
-        let line = Array("0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19\n".utf8)
-        var chunk: [UInt8] = []
-        while chunk.count < 1 << 20 { chunk += line }
-        _ = FileManager.default.createFile(atPath: trace, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: trace))
-        for _ in 0..<64 { try handle.write(contentsOf: chunk) }
-        try handle.close()
-        let traceBytes = 64 * chunk.count
+        let traceBytes = try Self.writeTrace(trace, chunks: 64)
         #expect(try FerryProcess.run(["image", "create", image, "--size", "16M", "--seed", "2"]).status == 0)
         let received = scratch.file("received.img")
         let receiver = try FerryProcess([
@@ -109,6 +96,18 @@ import Testing
         #expect(peaks[0] > 0 && peaks[1] > 0, "the sampler saw both processes")
         #expect(peaks[0] < traceBytes / 2, "ferry send's anonymous memory reached \(peaks[0] >> 20) MiB")
         #expect(peaks[1] < traceBytes / 2, "ferry receive's anonymous memory reached \(peaks[1] >> 20) MiB")
+    }
+
+    /// A trace of `chunks` chunks of about 1 MiB (the same 20 pages on every line); its length.
+    static func writeTrace(_ path: String, chunks: Int) throws -> Int {
+        let line = Array("0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19\n".utf8)
+        var chunk: [UInt8] = []
+        while chunk.count < 1 << 20 { chunk += line }
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        for _ in 0..<chunks { try handle.write(contentsOf: chunk) }
+        try handle.close()
+        return chunks * chunk.count
     }
 
     /// RssAnon of process `pid` in bytes (0 once it is gone).
