@@ -236,4 +236,26 @@ import Testing
         }
         return byID
     }
+
+    /// A clock jump destroys nothing: with every time the inventory recorded a year ahead of the
+    /// clock, or ten years behind it (a clock set back or forward since), every case plans exactly
+    /// what it plans with the times as they were. Reconciliation reads PIDs, start ticks and IDs,
+    /// never wall-clock times.
+    @Test(arguments: [365.0 * 86_400, -3_650.0 * 86_400])
+    func recordedTimesDoNotChangeAnyPlan(shift: TimeInterval) {
+        var differing = 0
+        for item in Self.singleRecordCases() {
+            var jumped = item.record
+            jumped.stateSince += shift
+            jumped.createdAt += shift
+            jumped.updatedAt += shift
+            let plan = Reconciliation.plan(records: [item.record], observed: item.observation)
+            let planAfterJump = Reconciliation.plan(records: [jumped], observed: item.observation)
+            if plan != planAfterJump {
+                differing += 1
+                if differing <= 3 { Issue.record("\(item): \(plan) became \(planAfterJump)") }
+            }
+        }
+        #expect(differing == 0)
+    }
 }
