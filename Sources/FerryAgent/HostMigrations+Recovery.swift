@@ -34,6 +34,9 @@ extension HostMigrations {
             _ = try? client.call("resolve", ["guest_location": .string(location)])
             client.close()
         }
+        // Resolved: the migration ends as what happened (unresolved is no end).
+        resource.status = location == "destination" ? .completed : .failed
+        resource.endedAt = resource.endedAt ?? Date()
         if location == "destination" {
             handedOff(name, guestID: guestID, resource: resource)
             resource.guestLocation = "destination"

@@ -45,9 +45,11 @@ final class GuestAgentFixture {
     }
 
     /// Starts the agent; returns once it listens (reconciliation done).
-    func start(extra: [String] = [], prefix: [String] = []) throws {
+    /// `port` 0 takes a free port; an agent's peers that must find it again after a restart
+    /// (a source asking a destination) need the same one.
+    func start(extra: [String] = [], prefix: [String] = [], port requested: UInt16 = 0) throws {
         let process = try FerryProcess(
-            ["agent", "--state-dir", stateDirectory, "--listen", "\(host):0", "--key-file", keyFile] + self.extra
+            ["agent", "--state-dir", stateDirectory, "--listen", "\(host):\(requested)", "--key-file", keyFile] + self.extra
                 + extra,
             prefix: prefix.isEmpty ? self.prefix : prefix)
         self.process = process

@@ -1,3 +1,5 @@
+import FerryTestSupport
+
 /// Deterministic structure-unaware mutations of valid encodings: bit flips, interesting byte and
 /// length values, truncations, extensions, deletions, duplications and splices.
 struct Mutator {

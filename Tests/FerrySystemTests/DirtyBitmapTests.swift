@@ -1,18 +1,8 @@
 import FerrySystem
+import FerryTestSupport
 import Testing
 
 @Suite struct DirtyBitmapTests {
-    /// Deterministic generator so failures reproduce.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     static func setBits(_ bitmap: DirtyBitmap) -> [Int] {
         var pages: [Int] = []
@@ -22,7 +12,7 @@ import Testing
 
     @Test(arguments: [0, 1, 63, 64, 65, 127, 128, 1000, 4097])
     func randomOperationsMatchASetReference(count: Int) {
-        var random = SplitMix(state: UInt64(count) &* 7919)
+        var random = SplitMix64(seed: UInt64(count) &* 7919)
         var bitmap = DirtyBitmap(count: count)
         var reference = Set<Int>()
         var other = DirtyBitmap(count: count)
