@@ -49,7 +49,8 @@ final class GuestAgentFixture {
     /// (a source asking a destination) need the same one.
     func start(extra: [String] = [], prefix: [String] = [], port requested: UInt16 = 0) throws {
         let process = try FerryProcess(
-            ["agent", "--state-dir", stateDirectory, "--listen", "\(host):\(requested)", "--key-file", keyFile] + self.extra
+            ["agent", "--state-dir", stateDirectory, "--listen", "\(host):\(requested)", "--key-file", keyFile]
+                + self.extra
                 + extra,
             prefix: prefix.isEmpty ? self.prefix : prefix)
         self.process = process
