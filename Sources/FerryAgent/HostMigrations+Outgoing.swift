@@ -105,8 +105,12 @@ extension HostMigrations {
         } catch {
             logger.error("handoff not recorded", metadata: ["guest.name": "\(name)", "guest.error": "\(error)"])
         }
+        // The guest lives on elsewhere: its memory image here is garbage (the destination verified
+        // every page), and a 1 GiB guest migrated away would otherwise leave 1 GiB behind. Its
+        // logs stay for whoever wants to read how it left.
         let files = guests.files
-        files.removeFiles([files.socketPath(guestID), files.specPath(guestID)])
+        let stem = "\(files.guestsDirectory)/\(guestID.hex)"
+        files.removeFiles([files.socketPath(guestID), files.specPath(guestID), stem + ".img", stem + ".img.lock"])
     }
 
     /// The guest stays on the source: its row goes back to what its vmm reports (`crashed` when

@@ -49,6 +49,10 @@ struct AgentLiveMigrationTests {
         let arrived = try pair.destination.view("g1")
         #expect(arrived.id == before.id && arrived.specification == before.specification)
         #expect(GuestAgentFixture.vmmProcesses(id: before.id) == [try #require(arrived.pid)])
+        // The source keeps no memory image of a guest that left (only its logs).
+        let image = "\(pair.source.guestsDirectory)/\(before.id).img"
+        #expect(!FileManager.default.fileExists(atPath: image), "\(image) left behind")
+        #expect(FileManager.default.fileExists(atPath: "\(pair.destination.guestsDirectory)/\(before.id).img"))
         let left = try #require(try AgentPair.journal(pair.source, "g1").last)
         #expect(left.to == nil && left.cause.contains("migrated to \(pair.destination.url)"), "\(left)")
         #expect(
