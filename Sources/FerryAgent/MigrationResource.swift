@@ -58,6 +58,8 @@ public struct MigrationResource: Codable, Sendable, Equatable {
     public var rounds: Int?
     public var downtimeMs: Double?
     public var totalTimeMs: Double?
+    /// Of the total, what the source's engine took before its first page (the tracker's setup).
+    public var setupMs: Double?
     /// `source`, `destination` or `unknown` (unresolved).
     public var guestLocation: String?
 
@@ -77,6 +79,7 @@ public struct MigrationResource: Codable, Sendable, Equatable {
         case rounds
         case downtimeMs = "downtime_ms"
         case totalTimeMs = "total_time_ms"
+        case setupMs = "setup_ms"
         case guestLocation = "guest_location"
     }
 

@@ -108,6 +108,7 @@ extension OutgoingMigrationDriver {
         if let value = m["rounds"]?.intValue { r.rounds = value }
         if let value = m["downtime_ms"]?.doubleValue { r.downtimeMs = value }
         if let value = m["total_ms"]?.doubleValue { r.totalTimeMs = value }
+        if let value = m["setup_ms"]?.doubleValue { r.setupMs = value }
         if let value = m["guest_location"]?.stringValue { r.guestLocation = value }
     }
 

@@ -167,6 +167,7 @@ final class OutgoingMigration: @unchecked Sendable {
                 fields["rounds"] = JSONValue(report.rounds)
                 fields["downtime_ms"] = JSONValue(report.downtimeMs)
                 fields["total_ms"] = JSONValue(report.totalMs)
+                fields["setup_ms"] = JSONValue(report.setupMs)
                 fields["bytes_sent"] = JSONValue(report.wireBytes)
                 fields["guest_location"] = .string(report.guestLocation.rawValue)
             }

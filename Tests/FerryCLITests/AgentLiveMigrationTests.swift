@@ -29,6 +29,7 @@ struct AgentLiveMigrationTests {
         let (ended, polls) = try pair.followToEnd(resource.id, guest: "g1")
         #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
         #expect((ended.bytesTransferred ?? 0) > 0 && ended.downtimeMs != nil && ended.totalTimeMs != nil)
+        #expect((ended.setupMs ?? -1) >= 0 && (ended.setupMs ?? .infinity) < (ended.totalTimeMs ?? 0), "\(ended.json)")
 
         // Events: ids 1, 2, 3… in order, ending with exactly one `end`.
         let received = try #require(stream.wait(timeout: 30), "the event stream did not end")
