@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 
@@ -105,7 +106,8 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
         guard token.matches(presented) else {
             throw .unauthenticated(
                 .badToken,
-                "the bearer token is not this agent's metrics token: use the contents of the agent's --metrics-token-file")
+                "the bearer token is not this agent's metrics token: use the contents of the agent's --metrics-token-file"
+            )
         }
     }
 }

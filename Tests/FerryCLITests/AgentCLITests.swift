@@ -18,11 +18,12 @@ struct AgentCLITests {
         let process: FerryProcess
         let port: UInt16
 
-        init(_ name: String = #function, extra: [String] = []) throws {
+        /// `sharing` names another agent's key file to use instead of a fresh key.
+        init(_ name: String = #function, extra: [String] = [], sharing sharedKeyFile: String? = nil) throws {
             scratch = Scratch(name)
-            keyFile = scratch.file("agent.key")
+            keyFile = sharedKeyFile ?? scratch.file("agent.key")
             stateDirectory = scratch.file("state")
-            try SharedKey.generate(path: keyFile)
+            if sharedKeyFile == nil { try SharedKey.generate(path: keyFile) }
             process = try FerryProcess(
                 ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + extra)
             let line = try #require(
