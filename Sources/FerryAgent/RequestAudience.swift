@@ -94,7 +94,7 @@ public struct RequestAudience: Sendable, Equatable {
     }
 
     /// The host's IPv4 and IPv6 interface addresses (`getifaddrs`); none when it fails.
-    static func interfaceAddresses() -> [String] {
+    public static func interfaceAddresses() -> [String] {
         var first: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&first) == 0 else { return [] }
         defer { freeifaddrs(first) }

@@ -162,4 +162,36 @@ struct AgentAudienceCLITests {
         #expect(outcome.stderr.contains(says), "\(outcome.stderr)")
         #expect(outcome.stderr.contains("metrics token"), "\(outcome.stderr)")
     }
+    /// On a wildcard address the agent takes the host's interface addresses (read with
+    /// getifaddrs in the agent) at its port, and no other address.
+    @Test func aWildcardAgentTakesItsInterfaceAddresses() throws {
+        let scratch = Scratch()
+        let keyFile = scratch.file("agent.key")
+        try SharedKey.generate(path: keyFile)
+        let agent = try FerryProcess([
+            "agent", "--state-dir", scratch.file("state"), "--listen", "0.0.0.0:0", "--key-file", keyFile,
+        ])
+        defer {
+            kill(agent.process.processIdentifier, SIGTERM)
+            _ = agent.wait(timeout: 20)
+        }
+        let line = try #require(agent.waitForStderrLine(containing: "agent listening on"), "the agent did not start")
+        let after = try #require(line.range(of: "0.0.0.0:")?.upperBound)
+        let port = try #require(UInt16(line[after...].prefix { $0.isNumber }))
+        let signature = RequestSignature(key: try SharedKey.load(path: keyFile))
+        let interfaces = RequestAudience.interfaceAddresses().filter { !$0.hasPrefix("127.") && $0 != "::1" }
+        // 198.51.100.0/24 is TEST-NET-2, not this host's.
+        #expect(!interfaces.contains("198.51.100.7"))
+        let hosts =
+            interfaces.map { (Endpoint(host: $0, port: port).description, 200) } + [
+                ("127.0.0.1:\(port)", 200), ("[::1]:\(port)", 200), ("198.51.100.7:\(port)", 401),
+                ("127.0.0.1:\(port == 1 ? 2 : port - 1)", 401),
+            ]
+        for (host, status) in hosts {
+            let authorization = signature.authorization(method: "GET", host: host, target: "/v1/host", body: [UInt8]())
+            let answer = try Self.send(to: port, "GET", "/v1/host", host: host, authorization: authorization)
+            #expect(answer.status == status, "\(host): \(answer.text)")
+            if status == 401 { #expect(Self.code(answer) == "wrong_audience", "\(answer.text)") }
+        }
+    }
 }
