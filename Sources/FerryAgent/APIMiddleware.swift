@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 
@@ -48,16 +49,23 @@ struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// Reads the body (at most `bodyLimitBytes`: 413 beyond) and checks the request's credential
 /// (`RequestVerifier`) before anything else sees it; `GET /healthz` alone goes through without
-/// one. The body read here is the one handlers get, so what was verified is what is used.
+/// one, and `GET /metrics` also takes the metrics token (`MetricsToken`) when the agent has one.
+/// The body read here is the one handlers get, so what was verified is what is used.
 struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
     let verifier: RequestVerifier
     let bodyLimitBytes: Int
+    var metricsToken: MetricsToken? = nil
     static var openPaths: Set<String> { ["/healthz"] }
+    static var metricsPath: String { "/metrics" }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         if request.method == .get && Self.openPaths.contains(request.uri.path) {
+            return try await next(request, context)
+        }
+        if let metricsToken, let presented = MetricsToken.presented(in: request.headers[.authorization]) {
+            try checkBearer(presented, token: metricsToken, request: request)
             return try await next(request, context)
         }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyLimitBytes {
@@ -76,7 +84,30 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         try verifier.verify(
             authorization: request.headers[.authorization], method: request.method.rawValue,
-            target: request.head.path ?? "/", body: body.readableBytesView)
+            host: Self.host(of: request), target: request.head.path ?? "/", body: body.readableBytesView)
         return try await next(request, context)
+    }
+
+    /// The request's one `Host` header; nil without one, "" when it has more than one (HTTP's
+    /// parser keeps the first as the authority and any other among the fields).
+    static func host(of request: Request) -> String? {
+        guard let authority = request.head.authority else { return nil }
+        return request.headers[values: HTTPField.Name("Host")!].isEmpty ? authority : ""
+    }
+
+    /// A bearer token reads `GET /metrics` only; anywhere else it is no credential at all.
+    private func checkBearer(_ presented: Substring, token: MetricsToken, request: Request) throws(AgentAPIError) {
+        guard request.method == .get, request.uri.path == Self.metricsPath else {
+            throw .unauthenticated(
+                .missingCredentials,
+                "a bearer token reads GET \(Self.metricsPath) only; sign this request with the shared key (\(RequestSignature.scheme))"
+            )
+        }
+        guard token.matches(presented) else {
+            throw .unauthenticated(
+                .badToken,
+                "the bearer token is not this agent's metrics token: use the contents of the agent's --metrics-token-file"
+            )
+        }
     }
 }

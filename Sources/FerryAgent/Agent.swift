@@ -62,9 +62,10 @@ public final class Agent: Sendable {
             directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound
+        // A fixed port is known now; port 0 is known once bound (`run` sets the audience then).
         verifier = RequestVerifier(
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
-            notBefore: startedAt)
+            notBefore: startedAt, audience: listen.port == 0 ? nil : RequestAudience(listen: listen))
     }
 
     /// The API's address as bound (its real port), once `run` listens.
@@ -96,6 +97,7 @@ public final class Agent: Sendable {
             configuration: .init(address: .hostname(host, port: Int(configuration.listen.port)), serverName: nil),
             onServerRunning: { [self] channel in
                 let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
+                self.verifier.serve(RequestAudience(listen: bound))
                 self.state.withLock { $0.bound = bound }
                 self.boundForMigrations.value.withLock { $0 = bound }
                 onListening(bound)
@@ -145,7 +147,9 @@ public final class Agent: Sendable {
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: ErrorResponseMiddleware())
         router.add(
-            middleware: AuthenticationMiddleware(verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes))
+            middleware: AuthenticationMiddleware(
+                verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes,
+                metricsToken: configuration.metricsToken))
         HostRoutes(
             probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics,
             guests: guests, work: work

@@ -18,6 +18,11 @@ public struct AgentAPIError: Error, Sendable, Equatable, HTTPResponseError {
         case wrongKey = "wrong_key"
         /// 401: the signature does not match the request (altered, or signed for another request).
         case badSignature = "bad_signature"
+        /// 401: the request's `Host` (covered by the signature) is not one of this agent's
+        /// addresses: it was signed for another agent, or has no `Host` header.
+        case wrongAudience = "wrong_audience"
+        /// 401: `GET /metrics` with a bearer token that is not the agent's metrics token.
+        case badToken = "bad_token"
         /// 401: the credential's time is outside the agent's freshness window.
         case staleCredentials = "stale_credentials"
         /// 401: the credential was used before (a replay).

@@ -139,11 +139,14 @@ public struct AgentClient: Sendable {
         } catch {
             throw AgentClientError(.connect, "cannot reach the agent at http://\(endpoint): \(error.message)")
         }
+        // The signature covers Host: the agent addressed, so that no other agent accepts it.
+        let host = endpoint.description
         var head =
-            "\(method) \(target) HTTP/1.1\r\nHost: \(endpoint)\r\nAccept: \(accept)\r\nConnection: close\r\n"
+            "\(method) \(target) HTTP/1.1\r\nHost: \(host)\r\nAccept: \(accept)\r\nConnection: close\r\n"
             + extraHeaders
         if let signature {
-            head += "Authorization: \(signature.authorization(method: method, target: target, body: body))\r\n"
+            head +=
+                "Authorization: \(signature.authorization(method: method, host: host, target: target, body: body))\r\n"
         }
         if !body.isEmpty || method == "POST" || method == "PUT" || method == "PATCH" {
             head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"

@@ -14,6 +14,8 @@ public struct AgentConfiguration: Sendable {
     public var key: SharedKey
     /// The key's file (absolute), given to the guests' vmms to authenticate migrations with.
     public var keyFile: String?
+    /// The read-only bearer token for `GET /metrics` (`--metrics-token-file`), if any.
+    public var metricsToken: MetricsToken?
     /// How long an incoming migration's reservation waits for its source to connect.
     public var incomingReservationSeconds: Double
     /// Ferry's release, for `GET /v1/host` (the library does not know the CLI's version).
@@ -32,8 +34,10 @@ public struct AgentConfiguration: Sendable {
         stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
         key: SharedKey, keyFile: String? = nil, version: String, bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(30),
-        reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60
+        reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60,
+        metricsToken: MetricsToken? = nil
     ) {
+        self.metricsToken = metricsToken
         self.keyFile = keyFile
         self.incomingReservationSeconds = incomingReservationSeconds
         self.reconcileInterval = reconcileInterval

@@ -7,8 +7,10 @@ import Foundation
 ///
 ///     Authorization: Ferry-HMAC-SHA256 key=KEYID, ts=UNIX-SECONDS, nonce=32-HEX, mac=64-HEX
 ///
-/// The MAC covers `ferry-agent-api v1`, the method, the request target (path and query, as
-/// sent), the time, the nonce and the SHA-256 of the body, one per line. Its key is derived from
+/// The MAC covers `ferry-agent-api v1`, the method, the `Host` header (the authority the client
+/// addressed, `HOST:PORT` as sent), the request target (path and query, as sent), the time, the
+/// nonce and the SHA-256 of the body, one per line. The `Host` line binds a request to one agent:
+/// another agent sharing the key refuses it (`RequestAudience`). Its key is derived from
 /// the shared key (`SharedKey.derived(for:)`), so no MAC of the API verifies in the migration
 /// handshake or the other way round. `KEYID` (16 hex digits of another MAC) tells an agent that
 /// a request was signed with a different key, so it can say so instead of "bad signature".
@@ -35,27 +37,33 @@ public struct RequestSignature: @unchecked Sendable {
 
     /// The `Authorization` header's value for a request; `time` (Unix seconds) and `nonce` are
     /// fresh unless a test pins them.
+    /// `host` is the request's `Host` header exactly as it is sent (`127.0.0.1:7460`).
     public func authorization(
-        method: String, target: String, body: some Collection<UInt8>, time: Int64? = nil, nonce: [UInt8]? = nil
+        method: String, host: String, target: String, body: some Collection<UInt8>, time: Int64? = nil,
+        nonce: [UInt8]? = nil
     ) -> String {
         let time = time ?? Int64(Date().timeIntervalSince1970)
         let nonce = Self.hex(nonce ?? Self.randomNonce())
-        let mac = self.mac(method: method, target: target, time: time, nonce: nonce, bodyDigest: Self.digest(body))
+        let text = Self.signedText(
+            method: method, host: host, target: target, time: time, nonce: nonce, bodyDigest: Self.digest(body))
+        let mac = HMAC<SHA256>.authenticationCode(for: text, using: key)
         return "\(Self.scheme) key=\(keyID), ts=\(time), nonce=\(nonce), mac=\(Self.hex(mac))"
-    }
-
-    /// The MAC over one request's parts.
-    func mac(method: String, target: String, time: Int64, nonce: String, bodyDigest: String) -> [UInt8] {
-        let text = [Self.label, method, target, String(time), nonce, bodyDigest].joined(separator: "\n")
-        return Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: key))
     }
 
     /// Whether `mac` is the MAC of the request's parts (compared in constant time).
     func isValid(
-        mac: [UInt8], method: String, target: String, time: Int64, nonce: String, bodyDigest: String
+        mac: [UInt8], method: String, host: String, target: String, time: Int64, nonce: String, bodyDigest: String
     ) -> Bool {
-        let text = [Self.label, method, target, String(time), nonce, bodyDigest].joined(separator: "\n")
-        return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(text.utf8), using: key)
+        let text = Self.signedText(
+            method: method, host: host, target: target, time: time, nonce: nonce, bodyDigest: bodyDigest)
+        return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: text, using: key)
+    }
+
+    /// The lines the MAC covers, in order (docs/agent.md, "Authentication").
+    static func signedText(
+        method: String, host: String, target: String, time: Int64, nonce: String, bodyDigest: String
+    ) -> [UInt8] {
+        Array([label, method, host, target, String(time), nonce, bodyDigest].joined(separator: "\n").utf8)
     }
 
     /// The SHA-256 of a body in hex (the empty body's for none).

@@ -49,6 +49,13 @@ struct AgentCommand: ParsableCommand {
     var keyFile: String?
 
     @Option(
+        name: .customLong("metrics-token-file"),
+        help: ArgumentHelp(
+            "A read-only bearer token for GET /metrics (16 to 512 visible characters, mode 0600; e.g. `openssl rand -hex 32`): `Authorization: Bearer TOKEN` reads /metrics and nothing else, for Prometheus.",
+            valueName: "path"))
+    var metricsTokenFile: String?
+
+    @Option(
         name: .customLong("incoming-reservation"),
         help: ArgumentHelp(
             "Seconds an incoming migration's reservation waits for its source to connect before it is abandoned.",
@@ -99,13 +106,21 @@ struct AgentCommand: ParsableCommand {
             do throws(TransportError) { key = try SharedKey.load(path: keyFile!) } catch {
                 throw CommandError.configuration(error.message)
             }
+            let metricsToken: MetricsToken?
+            do throws(MetricsTokenError) {
+                metricsToken = try metricsTokenFile.map { path throws(MetricsTokenError) in
+                    try MetricsToken.load(path: path)
+                }
+            } catch {
+                throw CommandError.configuration(error.message)
+            }
             let configuration = AgentConfiguration(
                 stateDirectory: stateDirectory,
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost),
                 migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
                 key: key, keyFile: keyFile.map(Self.absolute),
                 version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
-                incomingReservationSeconds: Double(incomingReservation))
+                incomingReservationSeconds: Double(incomingReservation), metricsToken: metricsToken)
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

@@ -12,25 +12,32 @@ struct RequestSignatureTests {
     let signature = RequestSignature(key: Self.key)
     let now: Int64 = 1_800_000_000
 
+    static let host = "127.0.0.1:7460"
+    static let audience = RequestAudience(
+        listen: Endpoint(host: "127.0.0.1", port: 7460), interfaces: [], hostname: nil)
+
     func verifier(window: Int64 = 30, capacity: Int = 100) -> RequestVerifier {
-        RequestVerifier(signature: signature, windowSeconds: window, notBefore: now - 100, capacity: capacity)
+        RequestVerifier(
+            signature: signature, windowSeconds: window, notBefore: now - 100, capacity: capacity,
+            audience: Self.audience)
     }
 
     func header(
         _ method: String = "POST", _ target: String = "/v1/guests", body: String = "{}", time: Int64? = nil,
-        with signature: RequestSignature? = nil
+        host: String = Self.host, with signature: RequestSignature? = nil
     ) -> String {
         (signature ?? self.signature).authorization(
-            method: method, target: target, body: Array(body.utf8), time: time ?? now)
+            method: method, host: host, target: target, body: Array(body.utf8), time: time ?? now)
     }
 
     func failure(
-        _ verifier: RequestVerifier, _ authorization: String?, method: String = "POST",
+        _ verifier: RequestVerifier, _ authorization: String?, method: String = "POST", host: String? = Self.host,
         target: String = "/v1/guests", body: String = "{}"
     ) -> AgentAPIError? {
         do throws(AgentAPIError) {
             try verifier.verify(
-                authorization: authorization, method: method, target: target, body: Array(body.utf8), now: now)
+                authorization: authorization, method: method, host: host, target: target, body: Array(body.utf8),
+                now: now)
             return nil
         } catch {
             return error
@@ -72,7 +79,7 @@ struct RequestSignatureTests {
         // migration handshake makes) is useless here. Forge one with the right key ID.
         let credential = header()
         let text = [
-            "ferry-agent-api v1", "POST", "/v1/guests", String(now), "00112233445566778899aabbccddeeff",
+            "ferry-agent-api v1", "POST", Self.host, "/v1/guests", String(now), "00112233445566778899aabbccddeeff",
             RequestSignature.digest(Array("{}".utf8)),
         ].joined(separator: "\n")
         let raw = SymmetricKey(data: Array(1...32) as [UInt8])
@@ -92,7 +99,7 @@ struct RequestSignatureTests {
     }
 
     @Test func credentialsFromBeforeTheAgentStartedAreRefused() {
-        let verifier = RequestVerifier(signature: signature, windowSeconds: 30, notBefore: now)
+        let verifier = RequestVerifier(signature: signature, windowSeconds: 30, notBefore: now, audience: Self.audience)
         let error = failure(verifier, header(time: now - 5))
         #expect(error?.code == .staleCredentials)
         #expect(error?.message.contains("before this agent started") == true)
@@ -137,11 +144,12 @@ struct RequestSignatureTests {
         #expect(full?.code == .unavailable)
         #expect(full?.status == .serviceUnavailable)
         // Nonces whose time has left the window are dropped to make room.
-        let later = RequestVerifier(signature: signature, windowSeconds: 30, notBefore: now - 100, capacity: 3)
+        let later = RequestVerifier(
+            signature: signature, windowSeconds: 30, notBefore: now - 100, capacity: 3, audience: Self.audience)
         for _ in 0..<3 { #expect(failure(later, header(time: now - 30)) == nil) }
         do throws(AgentAPIError) {
             try later.verify(
-                authorization: header(time: now + 1), method: "POST", target: "/v1/guests",
+                authorization: header(time: now + 1), method: "POST", host: Self.host, target: "/v1/guests",
                 body: Array("{}".utf8), now: now + 1)
         } catch {
             Issue.record("a nonce from outside the window still counted: \(error.message)")
@@ -151,14 +159,51 @@ struct RequestSignatureTests {
 
     @Test func theHeaderRoundTrips() throws {
         let nonce: [UInt8] = Array(0..<16)
-        let text = signature.authorization(method: "GET", target: "/v1/host", body: [], time: 42, nonce: nonce)
+        let text = signature.authorization(
+            method: "GET", host: Self.host, target: "/v1/host", body: [], time: 42, nonce: nonce)
         let credential = try Credential.parse(text)
         #expect(credential.keyID == signature.keyID)
         #expect(credential.time == 42)
         #expect(credential.nonce == "000102030405060708090a0b0c0d0e0f")
         #expect(
             signature.isValid(
-                mac: credential.mac, method: "GET", target: "/v1/host", time: 42,
+                mac: credential.mac, method: "GET", host: Self.host, target: "/v1/host", time: 42,
                 nonce: credential.nonce, bodyDigest: RequestSignature.digest([UInt8]())))
+    }
+    @Test func theCredentialCoversTheHost() {
+        let verifier = verifier()
+        let credential = header(host: "127.0.0.1:7461")
+        // Signed for another port of this host: the MAC holds, the audience does not.
+        let elsewhere = failure(verifier, credential, host: "127.0.0.1:7461")
+        #expect(elsewhere?.code == .wrongAudience)
+        #expect(elsewhere?.message.contains("127.0.0.1:7461") == true)
+        #expect(elsewhere?.message.contains("127.0.0.1:7460") == true)
+        // The Host rewritten to this agent after signing: the MAC no longer matches.
+        #expect(failure(verifier, credential, host: Self.host)?.code == .badSignature)
+        #expect(failure(verifier, header(), host: nil)?.code == .wrongAudience)
+        #expect(failure(verifier, header(), host: "")?.code == .wrongAudience)
+        // None of those used a nonce up.
+        #expect(failure(verifier, header()) == nil)
+        #expect(verifier.rememberedCount == 1)
+    }
+
+    @Test(arguments: [
+        ("127.0.0.1:7460", "127.0.0.1:7460", true), ("127.0.0.1:7460", "localhost:7460", true),
+        ("127.0.0.1:7460", "[::1]:7460", true), ("127.0.0.1:7460", "[0:0::1]:7460", true),
+        ("127.0.0.1:7460", "LOCALHOST:7460", true), ("127.0.0.1:7460", "127.0.0.1:7461", false),
+        ("127.0.0.1:7460", "127.0.0.1", false), ("127.0.0.1:7460", "10.0.0.5:7460", false),
+        ("10.0.0.5:7460", "10.0.0.5:7460", true), ("10.0.0.5:7460", "127.0.0.1:7460", false),
+        ("10.0.0.5:7460", "localhost:7460", false), ("10.0.0.5:7460", "10.0.0.6:7460", false),
+        ("0.0.0.0:7460", "10.0.0.5:7460", true), ("0.0.0.0:7460", "127.0.0.1:7460", true),
+        ("0.0.0.0:7460", "[::1]:7460", true), ("0.0.0.0:7460", "node-1:7460", true),
+        ("0.0.0.0:7460", "Node-1.:7460", true), ("0.0.0.0:7460", "10.0.0.6:7460", false),
+        ("[::]:7460", "[fd00::5]:7460", true), ("[::]:7460", "[fd00::6]:7460", false),
+        ("0.0.0.0:80", "10.0.0.5", true), ("0.0.0.0:7460", "x@10.0.0.5:7460", false),
+    ])
+    func theAudienceIsTheListenAddresses(listen: String, host: String, accepted: Bool) throws {
+        let audience = RequestAudience(
+            listen: try Endpoint.parse(listen), interfaces: ["10.0.0.5", "fd00::5", "127.0.0.1", "::1"],
+            hostname: "node-1")
+        #expect(audience.accepts(host) == accepted, "\(listen) given Host \(host)")
     }
 }

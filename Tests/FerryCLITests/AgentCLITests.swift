@@ -18,11 +18,12 @@ struct AgentCLITests {
         let process: FerryProcess
         let port: UInt16
 
-        init(_ name: String = #function, extra: [String] = []) throws {
+        /// `sharing` names another agent's key file to use instead of a fresh key.
+        init(_ name: String = #function, extra: [String] = [], sharing sharedKeyFile: String? = nil) throws {
             scratch = Scratch(name)
-            keyFile = scratch.file("agent.key")
+            keyFile = sharedKeyFile ?? scratch.file("agent.key")
             stateDirectory = scratch.file("state")
-            try SharedKey.generate(path: keyFile)
+            if sharedKeyFile == nil { try SharedKey.generate(path: keyFile) }
             process = try FerryProcess(
                 ["agent", "--state-dir", stateDirectory, "--listen", "127.0.0.1:0", "--key-file", keyFile] + extra)
             let line = try #require(
@@ -128,10 +129,11 @@ struct AgentCLITests {
     @Test func requestsWithoutTheKeyAre401AndChangeNothing() throws {
         let agent = try AgentProcess()
         let before = try Self.snapshot(agent.stateDirectory)
-        let head = "Host: 127.0.0.1\r\nConnection: close\r\n"
+        let host = "127.0.0.1:\(agent.port)"
+        let head = "Host: \(host)\r\nConnection: close\r\n"
         let body = #"{"name":"web-1","kind":"builtin","vcpus":1,"memory_bytes":67108864,"disks":[],"seed":1}"#
         let valid = RequestSignature(key: try SharedKey.load(path: agent.keyFile))
-        let replayed = valid.authorization(method: "GET", target: "/v1/host", body: [UInt8]())
+        let replayed = valid.authorization(method: "GET", host: host, target: "/v1/host", body: [UInt8]())
         let other = RequestSignature(key: SharedKey.random())
         let keyHex = try String(contentsOfFile: agent.keyFile, encoding: .utf8).trimmingCharacters(
             in: .whitespacesAndNewlines)
@@ -150,7 +152,7 @@ struct AgentCLITests {
             ),
             (
                 "another key",
-                "DELETE /v1/guests/web-1 HTTP/1.1\r\n\(head)Authorization: \(other.authorization(method: "DELETE", target: "/v1/guests/web-1", body: [UInt8]()))\r\n\r\n",
+                "DELETE /v1/guests/web-1 HTTP/1.1\r\n\(head)Authorization: \(other.authorization(method: "DELETE", host: host, target: "/v1/guests/web-1", body: [UInt8]()))\r\n\r\n",
                 "wrong_key"
             ),
             (
@@ -160,12 +162,12 @@ struct AgentCLITests {
             ),
             (
                 "a signature for another path",
-                "DELETE /v1/guests/web-1 HTTP/1.1\r\n\(head)Authorization: \(valid.authorization(method: "DELETE", target: "/v1/guests/web-2", body: [UInt8]()))\r\n\r\n",
+                "DELETE /v1/guests/web-1 HTTP/1.1\r\n\(head)Authorization: \(valid.authorization(method: "DELETE", host: host, target: "/v1/guests/web-2", body: [UInt8]()))\r\n\r\n",
                 "bad_signature"
             ),
             (
                 "a signature for another body",
-                "POST /v1/guests HTTP/1.1\r\n\(head)Content-Length: \(body.utf8.count)\r\nAuthorization: \(valid.authorization(method: "POST", target: "/v1/guests", body: Array("{}".utf8)))\r\n\r\n\(body)",
+                "POST /v1/guests HTTP/1.1\r\n\(head)Content-Length: \(body.utf8.count)\r\nAuthorization: \(valid.authorization(method: "POST", host: host, target: "/v1/guests", body: Array("{}".utf8)))\r\n\r\n\(body)",
                 "bad_signature"
             ),
         ]
@@ -204,12 +206,12 @@ struct AgentCLITests {
         let key = try SharedKey.load(path: agent.keyFile)
         let body = #"{"slow":true}"#
         let authorization = RequestSignature(key: key).authorization(
-            method: "GET", target: "/v1/host", body: Array(body.utf8))
+            method: "GET", host: "127.0.0.1:\(agent.port)", target: "/v1/host", body: Array(body.utf8))
         // An idle connection (no request at all) must not hold the stop up.
         let idle = try RawRequest(port: agent.port)
         let slow = try RawRequest(port: agent.port)
         try slow.write(
-            "GET /v1/host HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: \(authorization)\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
+            "GET /v1/host HTTP/1.1\r\nHost: 127.0.0.1:\(agent.port)\r\nConnection: close\r\nAuthorization: \(authorization)\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
                 + body.prefix(5))
         Thread.sleep(forTimeInterval: 0.3)
         let signalled = Date()
