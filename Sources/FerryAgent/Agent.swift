@@ -59,6 +59,7 @@ public final class Agent: Sendable {
             guests: guests, metrics: metrics, key: configuration.key, keyFile: configuration.keyFile,
             migrationHost: configuration.migrationListen.host,
             reservationSeconds: configuration.incomingReservationSeconds,
+            incomingResumeTimeout: configuration.incomingResumeTimeout,
             directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound

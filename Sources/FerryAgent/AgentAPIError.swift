@@ -45,6 +45,12 @@ public struct AgentAPIError: Error, Sendable, Equatable, HTTPResponseError {
         case nameClash = "name_clash"
         /// 409: the destination lacks the vCPUs or memory an arriving guest needs.
         case insufficientCapacity = "insufficient_capacity"
+        /// 409: an incoming migration cannot be abandoned: its vmm has received bytes from the
+        /// source, so only the migration's own end (completed, or ABORT) may stop it.
+        case bytesReceived = "bytes_received"
+        /// 409: a migration cannot be cancelled any more: its source wrote COMMIT (the guest
+        /// belongs to the destination); it completes, or the handoff is resolved.
+        case tooLate = "too_late"
         /// 413: the body is larger than the agent's limit.
         case bodyTooLarge = "body_too_large"
         /// 503: the agent cannot take the request now (it is stopping, or its replay cache is full).

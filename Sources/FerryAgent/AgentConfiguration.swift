@@ -18,6 +18,9 @@ public struct AgentConfiguration: Sendable {
     public var metricsToken: MetricsToken?
     /// How long an incoming migration's reservation waits for its source to connect.
     public var incomingReservationSeconds: Double
+    /// How long an arriving guest's `ferry vmm --incoming` waits for a source whose connections
+    /// were lost during pre-copy to come back (its `--resume-timeout`).
+    public var incomingResumeTimeout: Duration
     /// Ferry's release, for `GET /v1/host` (the library does not know the CLI's version).
     public var version: String
     /// The largest request body taken (413 beyond).
@@ -35,9 +38,10 @@ public struct AgentConfiguration: Sendable {
         key: SharedKey, keyFile: String? = nil, version: String, bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(30),
         reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60,
-        metricsToken: MetricsToken? = nil
+        incomingResumeTimeout: Duration = .seconds(30), metricsToken: MetricsToken? = nil
     ) {
         self.metricsToken = metricsToken
+        self.incomingResumeTimeout = incomingResumeTimeout
         self.keyFile = keyFile
         self.incomingReservationSeconds = incomingReservationSeconds
         self.reconcileInterval = reconcileInterval

@@ -39,7 +39,7 @@ extension HostMigrations {
                 request: request,
                 reservation: IncomingMigrationReservation(
                     migrationID: id, guestID: request.guestID, address: "",
-                    expiresAt: Date().addingTimeInterval(reservationSeconds))))
+                    expiresAt: reservationExpiry())))
         state.withLock { $0.incoming[id] = entry }
         let process = try spawn(request)
         entry.record.reservation.address = process.address
@@ -51,11 +51,15 @@ extension HostMigrations {
         records.save(entry.record)
         updateInFlight()
         claimed = false  // the arrival's end releases it
-        let expiresAt = entry.record.reservation.expiresAt
-        let thread = Thread { [self] in expire(id, at: expiresAt) }
-        thread.name = "ferry-agent-reservation"
-        thread.start()
+        armExpiry(id, at: entry.record.reservation.expiresAt)
         return entry.record.reservation
+    }
+
+    /// `--incoming-reservation` seconds from now, rounded up to a whole second: the time as the
+    /// answer and the record (`STATE/migrations/in-ID.json`, ISO 8601 seconds) both write it, so
+    /// that a restarted agent expires the reservation when this one would have.
+    private func reservationExpiry() -> Date {
+        Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + reservationSeconds).rounded(.up))
     }
 
     private func reserve(_ request: IncomingMigrationRequest, capacity: IncomingCapacity) throws(AgentAPIError) {
@@ -76,8 +80,9 @@ extension HostMigrations {
     private func spawn(_ request: IncomingMigrationRequest) throws(AgentAPIError) -> IncomingGuestProcess {
         let id = request.migrationID
         let name = request.specification.name
-        let spawner = IncomingGuestSpawner(
+        var spawner = IncomingGuestSpawner(
             stateDirectory: guests.files.guestsDirectory, executable: GuestProcess.executable)
+        spawner.resumeTimeout = incomingResumeTimeout
         let process: IncomingGuestProcess
         do {
             process = try spawner.spawn(
@@ -120,7 +125,7 @@ extension HostMigrations {
         guard let status = try? VMMControlClient(path: process.socketPath, timeoutSeconds: 5).call("status") else {
             return true  // busy or ending: not waiting any more
         }
-        return status["incoming"]?["round"] != nil || status["state"]?.stringValue != "migrating-in"
+        return IncomingGuestProcess.sourceReached(status) || status["state"]?.stringValue != "migrating-in"
     }
 
     /// `DELETE /v1/migrations/incoming/{id}`: only while no byte arrived.
@@ -137,14 +142,23 @@ extension HostMigrations {
         guard process.abandon() else {
             state.withLock { $0.incoming[id]?.abandoning = false }
             throw AgentAPIError(
-                .conflict, .conflict,
-                "incoming migration \(id) has received bytes already: only the migration's own end decides now")
+                .conflict, .bytesReceived,
+                "incoming migration \(id) has received bytes from its source already: it is not abandoned; only the"
+                    + " migration's own end decides now (the source cancels with DELETE /v1/migrations/\(id))")
         }
         logger.notice("incoming migration abandoned", metadata: ["migration.id": "\(id)", "migration.why": "\(why)"])
         _ = process.waitForOutcome(timeoutSeconds: 30)
         // The outcome's handler removes the row just after: answer once it did.
         let deadline = Date().addingTimeInterval(10)
         while state.withLock({ $0.incoming[id]?.record.ended == nil }) && Date() < deadline { usleep(10_000) }
+    }
+
+    /// Abandons the reservation at `expiresAt` unless a source reached its vmm by then (on a
+    /// thread of its own; at once when that time has passed).
+    func armExpiry(_ id: String, at expiresAt: Date) {
+        let thread = Thread { [self] in expire(id, at: expiresAt) }
+        thread.name = "ferry-agent-reservation"
+        thread.start()
     }
 
     /// A reservation no source connected to by `expiresAt` is abandoned.

@@ -58,13 +58,14 @@ extension HostMigrations {
         }
         let accepted: Bool
         do { accepted = try driver.cancel() } catch { throw Self.apiError(error) }
-        guard accepted else {
+        let current = driver.current
+        // Not taken: being cancelled already (the same answer again), or ended meanwhile.
+        guard accepted || current.status == .cancelling else {
             throw AgentAPIError(
                 .conflict, .conflict,
-                "migration \(id) is past its handoff's COMMIT: too late to cancel; it completes (GET /v1/migrations/\(id))"
-            )
+                "migration \(id) ended as it was cancelled; nothing to cancel (GET /v1/migrations/\(id) says how)")
         }
-        return driver.current
+        return current
     }
 
     /// The driver's end: the inventory follows (docs/agent.md, the ownership table).
@@ -189,6 +190,7 @@ extension HostMigrations {
     static func apiError(_ error: MigrationDriverError) -> AgentAPIError {
         switch error.code {
         case .vmmUnreachable, .ended: AgentAPIError(.conflict, .conflict, error.message)
+        case .tooLate: AgentAPIError(.conflict, .tooLate, error.message)
         case .refused where error.message.contains("bad_request"):
             AgentAPIError(.unprocessableContent, .invalidField, error.message)
         case .refused: AgentAPIError(.conflict, .conflict, error.message)

@@ -148,5 +148,8 @@ extension HostMigrations {
         ) { [self] outcome in incomingEnded(id, outcome) }
         state.withLock { $0.incoming[id]?.process = process }
         logger.notice("taking up incoming migration \(id) after a restart: its vmm reports \(hello.state)")
+        // The reservation's expiry, counted from its original time (kept in the record): a
+        // source that never connects does not pin the row, the vmm and its port for ever.
+        armExpiry(id, at: saved.reservation.expiresAt)
     }
 }

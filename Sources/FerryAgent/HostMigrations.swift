@@ -21,6 +21,8 @@ public final class HostMigrations: Sendable {
     /// Where incoming vmms listen (`--migration-listen`'s host).
     let migrationHost: String
     let reservationSeconds: Double
+    /// The incoming vmms' `--resume-timeout`.
+    let incomingResumeTimeout: Duration
     let records: MigrationRecords
     let logger: Logger
     /// This agent's URL as other agents reach it, once it listens.
@@ -45,7 +47,8 @@ public final class HostMigrations: Sendable {
 
     init(
         guests: HostGuests, metrics: AgentMetrics, key: SharedKey, keyFile: String?, migrationHost: String,
-        reservationSeconds: Double, directory: String, logger: Logger, selfURL: @escaping @Sendable () -> String
+        reservationSeconds: Double, incomingResumeTimeout: Duration = .seconds(30), directory: String, logger: Logger,
+        selfURL: @escaping @Sendable () -> String
     ) {
         self.guests = guests
         self.metrics = metrics
@@ -53,6 +56,7 @@ public final class HostMigrations: Sendable {
         self.keyFile = keyFile
         self.migrationHost = migrationHost
         self.reservationSeconds = reservationSeconds
+        self.incomingResumeTimeout = incomingResumeTimeout
         records = MigrationRecords(directory: directory)
         self.logger = logger
         self.selfURL = selfURL

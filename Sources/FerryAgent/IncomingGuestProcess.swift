@@ -67,10 +67,16 @@ public final class IncomingGuestProcess: @unchecked Sendable {
     public func abandon() -> Bool {
         guard current == nil,
             let status = try? VMMControlClient(path: socketPath, timeoutSeconds: 5).call("status"),
-            status["state"]?.stringValue == "migrating-in", status["incoming"]?["round"] == nil
+            status["state"]?.stringValue == "migrating-in", !Self.sourceReached(status)
         else { return false }
         kill(pid, SIGKILL)
         return true
+    }
+
+    /// Whether the vmm's `status` says a source reached it: its `HELLO` arrived
+    /// (`source_connected`) or a round ended (`round`, from a vmm that predates the flag).
+    static func sourceReached(_ status: JSONValue) -> Bool {
+        status["incoming"]?["source_connected"]?.boolValue == true || status["incoming"]?["round"] != nil
     }
 
     private func follow() {

@@ -17,6 +17,9 @@ public struct IncomingGuestSpawner: Sendable {
     public var stateDirectory: String
     /// How long the vmm may take to answer on its control socket.
     public var readyTimeoutSeconds: Double = 30
+    /// The vmm's `--resume-timeout`: how long it waits for a source whose connections were lost
+    /// during pre-copy to come back; nil: the vmm's default (30 s).
+    public var resumeTimeout: Duration?
 
     public init(stateDirectory: String, executable: String? = nil) {
         self.stateDirectory = stateDirectory
@@ -25,7 +28,7 @@ public struct IncomingGuestSpawner: Sendable {
     }
 
     /// Starts `ferry vmm --incoming HOST:0 --id ID --name NAME --state-dir DIR [--key-file K]
-    /// [--paused]`, waits until it answers `hello` (with its own PID) and returns it, listening.
+    /// [--paused] [--resume-timeout T]`, waits until it answers `hello` (with its own PID) and returns it, listening.
     /// `paused`: the guest is paused on the source and stays paused here. Blocks.
     /// `onOutcome`: called once when the guest arrived or the process ended without it.
     public func spawn(
@@ -37,6 +40,7 @@ public struct IncomingGuestSpawner: Sendable {
         ]
         if let keyFile { arguments += ["--key-file", keyFile] }
         if paused { arguments.append("--paused") }
+        if let resumeTimeout { arguments += ["--resume-timeout", "\(resumeTimeout.inMilliseconds)ms"] }
         let socketPath = VMMConfiguration.socketPath(stateDirectory: stateDirectory, id: id)
         let logPath = "\(stateDirectory)/\(id.hex).log"
         let pid: pid_t
@@ -74,9 +78,18 @@ public struct IncomingGuestSpawner: Sendable {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         repeat {
             if let code = DetachedProcess.reap(pid) { return code }
-            if ProcessIdentity.of(pid: pid) == nil { return nil }
+            if ProcessIdentity.of(pid: pid) == nil || isZombie(pid) { return nil }
             usleep(10_000)
         } while Date() < deadline
         return nil
+    }
+
+    /// Whether `pid` has exited and waits for a parent to reap it: a vmm an earlier agent
+    /// started is no child of this one, and its new parent may be slow to reap it.
+    static func isZombie(_ pid: pid_t) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return false }
+        return text[text.index(after: close)...].split(separator: " ").first == "Z"
     }
 }

@@ -10,6 +10,9 @@ public struct MigrationDriverError: Error, @unchecked Sendable, CustomStringConv
         case refused
         /// The migration already ended (cancel after the outcome): 409.
         case ended
+        /// A cancel after the source passed its last point of cancel (COMMIT is written): 409
+        /// `too_late`; the migration completes, or its handoff is resolved.
+        case tooLate = "too_late"
         /// A process could not be started or did not become ready: 500.
         case spawn
     }

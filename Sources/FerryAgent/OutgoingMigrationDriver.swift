@@ -104,29 +104,34 @@ public final class OutgoingMigrationDriver: @unchecked Sendable {
         thread.start()
     }
 
-    /// Asks the vmm to cancel (ABORT; the guest stays on the source unless the handoff was
-    /// already committed). Returns whether the vmm accepted; the outcome follows in the events.
-    /// Throws `.ended` once the outcome is recorded.
+    /// Asks the vmm to cancel (ABORT; the guest stays on the source). Returns whether the vmm
+    /// took it (false: it was being cancelled already, or ended meanwhile and the outcome is on
+    /// its way); the outcome follows in the events. Throws `.ended` once the outcome is recorded,
+    /// `.tooLate` when the source passed its last point of cancel (COMMIT is written): the status
+    /// is then left as it was.
     @discardableResult
     public func cancel() throws(MigrationDriverError) -> Bool {
-        let final = condition.withLock { () -> MigrationResource.Status? in
-            if resource.status.isFinal { return resource.status }
-            if resource.status != .cancelling { change(status: .cancelling) }
-            return nil
-        }
-        if let final {
+        if let final = condition.withLock({ resource.status.isFinal ? resource.status : nil }) {
             throw MigrationDriverError(.ended, "migration \(id) already ended (\(final.rawValue)); nothing to cancel")
         }
         let accepted: Bool
         do {
             accepted = try VMMControlClient(path: socketPath).call("cancel-migration")["cancelling"]?.boolValue ?? false
+        } catch  where error.code == .refused && error.message.hasPrefix("cancel-migration: too_late") {
+            throw MigrationDriverError(
+                .tooLate,
+                "migration \(id) is past its last point of cancel: the source wrote COMMIT and the guest belongs to"
+                    + " the destination; too late to cancel, the migration completes (GET /v1/migrations/\(id))",
+                cause: error)
         } catch  where error.code == .refused {
             accepted = false  // it ended meanwhile: the outcome is on its way
         } catch {
             throw MigrationDriverError.vmm(error, doing: "asking the guest's ferry vmm to cancel")
         }
-        if !accepted {
-            condition.withLock { if resource.status == .cancelling { change(status: .active) } }
+        if accepted {
+            condition.withLock {
+                if !resource.status.isFinal && resource.status != .cancelling { change(status: .cancelling) }
+            }
         }
         return accepted
     }

@@ -5,6 +5,7 @@ import FerryTransport
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 
 /// How the destination receives.
 public struct DestinationOptions: Sendable {
@@ -110,6 +111,9 @@ public final class DestinationAgent: @unchecked Sendable {
     /// after a source established a migration, as far as that got, with the error recorded in it.
     /// Nil before, and when no source established one.
     public private(set) var lastReport: MigrationReport?
+    /// Set when an authenticated source's `HELLO` (or a page stream's) arrived: from then on the
+    /// destination holds bytes of a migration, and only that migration's own end may stop it.
+    private let helloReceived = Atomic<Bool>(false)
 
     public init(options: DestinationOptions, logger: Logger, progress: ProgressHandler? = nil) {
         self.options = options
@@ -118,6 +122,10 @@ public final class DestinationAgent: @unchecked Sendable {
     }
 
     var partialPath: String { options.imagePath + ".partial" }
+
+    /// Whether a source reached this destination (an authenticated `HELLO` arrived). Safe from any
+    /// thread, while `run()` runs.
+    public var sourceConnected: Bool { helloReceived.load(ordering: .acquiring) }
 
     deinit { locks?.release() }
 
@@ -159,14 +167,20 @@ public final class DestinationAgent: @unchecked Sendable {
         }
     }
 
+    /// The listener, `bind()` first if it was not called.
+    private func boundListener() throws -> TCPListener {
+        if listener == nil { _ = try bind() }
+        guard let listener else { preconditionFailure("bind() sets the listener") }
+        return listener
+    }
+
     /// Waits for a source to establish a migration (up to `acceptTimeoutMs`), receives its guest
     /// and returns once the guest has run here for `runFor` seconds. Each session runs on its own
     /// thread; one that is refused, stalls or vanishes before it is established (a stranger, or a
     /// source whose guest does not fit) is logged and the agent keeps listening: only the first
     /// established session's result is the run's result (Protocol.md section 9.5).
     public func run() throws -> DestinationResult {
-        if listener == nil { _ = try bind() }
-        guard let listener else { preconditionFailure("bind() sets the listener") }
+        let listener = try boundListener()
         defer {
             locks?.release()
             locks = nil
@@ -180,7 +194,8 @@ public final class DestinationAgent: @unchecked Sendable {
         let dispatcher = ConnectionDispatcher(
             listener: listener, registry: registry, security: options.security,
             receiveTimeoutMs: options.receiveTimeoutMs, log: logger
-        ) { connection, hello, admission in
+        ) { [self] connection, hello, admission in
+            helloReceived.store(true, ordering: .releasing)
             if case .established = admission, let refusal = single.claim() {
                 registry.release()
                 try? connection.send(Refuse(reason: .busy, message: refusal))

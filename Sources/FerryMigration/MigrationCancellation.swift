@@ -9,7 +9,8 @@ import Synchronization
 /// - source in pre-copy or in the blackout before `COMMIT` is written: the migration ends with
 ///   `MigrationError.Code.cancelled`, the destination is sent `ABORT` (reason `cancelled`) and
 ///   discards at once; the guest keeps running on the source (resumed if it was paused);
-/// - source after `COMMIT` is written: too late; the handoff completes or is resolved as usual;
+/// - source after `COMMIT` is written (from its last check, `passCommitPoint`): too late; `cancel`
+///   returns false and `isPastCommit` says why; the handoff completes or is resolved as usual;
 /// - destination before `VERIFIED` is sent: `ABORT` (reason `cancelled`) to the source, which
 ///   keeps its guest; the partial image is removed;
 /// - destination after `VERIFIED` is sent: the source decides; its `COMMIT` (or `ABORT`) is
@@ -23,6 +24,8 @@ public final class MigrationCancellation: Sendable {
         var reason: String?
         var handlers: [Int: @Sendable () -> Void] = [:]
         var nextHandler = 0
+        /// The source passed its last point of cancel (`passCommitPoint`): COMMIT is written.
+        var pastCommit = false
     }
 
     private let state = Mutex(State())
@@ -32,11 +35,12 @@ public final class MigrationCancellation: Sendable {
     public init() {}
 
     /// Asks the migration to stop, saying why (e.g. "SIGINT"). Returns false, doing nothing,
-    /// when it was cancelled already.
+    /// when it was cancelled already, or when the source passed its last point of cancel
+    /// (`isPastCommit`: too late, the handoff decides).
     @discardableResult
     public func cancel(_ reason: String) -> Bool {
         let handlers: [@Sendable () -> Void]? = state.withLock { state in
-            guard state.reason == nil else { return nil }
+            guard state.reason == nil, !state.pastCommit else { return nil }
             state.reason = reason
             return Array(state.handlers.values)
         }
@@ -61,6 +65,22 @@ public final class MigrationCancellation: Sendable {
 
     /// Why the migration was cancelled; nil when it was not.
     public var reason: String? { state.withLock { $0.reason } }
+
+    /// Whether the source passed its last point of cancel: COMMIT is being written or was, and a
+    /// cancel is refused as too late (the migration completes, or its handoff is resolved).
+    public var isPastCommit: Bool { state.withLock { $0.pastCommit } }
+
+    /// The source's last point of cancel, just before it writes COMMIT: throws the cancellation
+    /// if there was one, else closes the door so that every later `cancel` is refused. One step
+    /// under the lock `cancel` takes: a cancel is either honoured here or refused, never lost.
+    func passCommitPoint(during phase: String, guest: GuestLocation) throws(MigrationError) {
+        let reason = state.withLock { state -> String? in
+            if let reason = state.reason { return reason }
+            state.pastCommit = true
+            return nil
+        }
+        if let reason { throw MigrationError(.cancelled, "cancelled (\(reason)) during \(phase)", guest: guest) }
+    }
 
     public var isCancelled: Bool { reason != nil }
 
@@ -98,5 +118,10 @@ extension Optional where Wrapped == MigrationCancellation {
     /// `check` on an optional cancellation: nothing to check when there is none.
     func check(during phase: String, guest: GuestLocation) throws(MigrationError) {
         try self?.check(during: phase, guest: guest)
+    }
+
+    /// `passCommitPoint` on an optional cancellation.
+    func passCommitPoint(during phase: String, guest: GuestLocation) throws(MigrationError) {
+        try self?.passCommitPoint(during: phase, guest: guest)
     }
 }

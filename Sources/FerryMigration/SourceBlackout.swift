@@ -30,8 +30,9 @@ extension SourceSession {
             }
             // The pages sent are what the guest had, unless the file was cut under it: never commit that.
             if let shrunk = agent.imageShrank() { throw shrunk }
-            // The last moment a cancel is honoured: after this check COMMIT is written.
-            try options.cancellation.check(during: "the blackout, before COMMIT", guest: .source)
+            // The last moment a cancel is honoured: after this check COMMIT is written, and a
+            // cancel is refused as too late.
+            try options.cancellation.passCommitPoint(during: "the blackout, before COMMIT", guest: .source)
             // VERIFIED in time, or the deadline passed as it arrived: then the connections are
             // closed and the COMMIT could not be sent anyway.
             guard deadline.disarm() else { throw deadline.failure(during: "as VERIFIED arrived") }

@@ -76,6 +76,8 @@ public struct ControlFailure: Error, Sendable, CustomStringConvertible {
         case wrongState = "wrong_state"
         /// The operation was tried and failed.
         case failed
+        /// `cancel-migration` after the migration's last point of cancel (COMMIT is written).
+        case tooLate = "too_late"
     }
 
     public var code: Code

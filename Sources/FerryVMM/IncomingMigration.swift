@@ -29,7 +29,8 @@ extension VirtualMachineMonitor {
         self.capture = capture
         var options = DestinationOptions(
             listen: endpoint, imagePath: configuration.imagePath, force: true, runFor: Self.incomingRunFor,
-            name: Self.hostName(), guestKinds: capture.wrap(.ferry))
+            name: Self.hostName(), resumeTimeout: configuration.incomingResumeTimeout,
+            guestKinds: capture.wrap(.ferry))
         options.security = security
         options.cancellation = incomingCancellation
         options.consoleLine = { [console] line in console.append(line.text, vcpu: line.vcpu) }
@@ -44,8 +45,8 @@ extension VirtualMachineMonitor {
             throw VMMError(
                 .configuration, "cannot listen for the incoming migration on \(endpoint): \(error)", cause: error)
         }
-        incomingAgent = agent
         condition.withLock {
+            incomingAgent = agent
             incomingAddress = "\(endpoint.host):\(port)"
             state = .migratingIn
         }
@@ -88,7 +89,10 @@ extension VirtualMachineMonitor {
     /// `status`'s `incoming` while a migration arrives.
     func incomingStatus() -> JSONValue {
         condition.withLock {
-            var fields: [String: JSONValue] = ["listen": JSONValue(incomingAddress)]
+            var fields: [String: JSONValue] = [
+                "listen": JSONValue(incomingAddress),
+                "source_connected": .bool(incomingAgent?.sourceConnected ?? false),
+            ]
             if let progress = incomingProgress {
                 fields["round"] = JSONValue(progress.round)
                 fields["bytes_received"] = JSONValue(progress.wireBytes)

@@ -169,11 +169,21 @@ extension VirtualMachineMonitor {
         return ["state": .string(state.rawValue), "migration": figures]
     }
 
+    /// `cancel-migration`: honoured up to the engine's last point of cancel before COMMIT;
+    /// after it `too_late` (the handoff decides where the guest ends up).
     func cancelMigration() throws(ControlFailure) -> JSONValue {
-        guard let migration = condition.withLock({ migration }), migration.isActive else {
+        guard let migration = condition.withLock({ migration }) else {
             throw ControlFailure(.wrongState, "no migration is under way to cancel")
         }
+        let tooLate = ControlFailure(
+            .tooLate,
+            "the migration to \(migration.destination) is past its last point of cancel: COMMIT is written, the"
+                + " guest belongs to the destination; it completes (or its handoff is resolved)")
+        if migration.cancellation.isPastCommit || migration.hasCompleted { throw tooLate }
+        guard migration.isActive else { throw ControlFailure(.wrongState, "no migration is under way to cancel") }
         let accepted = migration.cancellation.cancel("cancelled through the control socket")
-        return ["cancelling": .bool(accepted), "note": "the guest stays here unless the handoff was already committed"]
+        // Refused: cancelled already (the answer says so), or the engine passed COMMIT meanwhile.
+        if !accepted && migration.cancellation.isPastCommit { throw tooLate }
+        return ["cancelling": .bool(accepted), "note": "the guest stays here: the migration ends without a handoff"]
     }
 }

@@ -140,6 +140,7 @@ final class OutgoingMigration: @unchecked Sendable {
     }
 
     var isActive: Bool { condition.withLock { phase == .starting || phase == .precopy || phase == .reconnecting } }
+    var hasCompleted: Bool { condition.withLock { phase == .completed } }
 
     /// `migration`'s answer, and the body of each progress event.
     func status() -> JSONValue {

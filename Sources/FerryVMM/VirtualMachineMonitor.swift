@@ -22,6 +22,11 @@ public struct VMMConfiguration: Sendable {
     public var stateDirectory: String
     /// With `.incoming`: the guest was paused on the source; keep it paused here once received.
     public var startPaused = false
+    /// With `.incoming`: how long a migration whose connections were lost during pre-copy waits
+    /// for its source to come back (`RESUME`) before it is discarded and the process exits 1
+    /// (`ferry vmm --resume-timeout`, `ferry agent --incoming-resume-timeout`).
+    public var incomingResumeTimeout = VMMConfiguration.defaultIncomingResumeTimeout
+    public static let defaultIncomingResumeTimeout = Duration.seconds(30)
 
     public init(start: Start, id: GuestID, stateDirectory: String) {
         self.start = start

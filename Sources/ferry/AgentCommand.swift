@@ -63,6 +63,14 @@ struct AgentCommand: ParsableCommand {
     var incomingReservation = 60
 
     @Option(
+        name: .customLong("incoming-resume-timeout"),
+        help: ArgumentHelp(
+            "How long an arriving guest's ferry vmm --incoming waits for a source whose connections were lost during pre-copy to come back before it gives the migration up (its --resume-timeout; like 500ms, 5s or 2m, a number alone is seconds; 0: at once; at most 1h).",
+            valueName: "duration"),
+        transform: { try DurationOption.parse($0, upTo: 3600) })
+    var incomingResumeTimeout = DurationOption(seconds: 30, text: "30s")
+
+    @Option(
         name: .customLong("shutdown-grace"),
         help: ArgumentHelp("Seconds a stop waits for requests in flight.", valueName: "seconds"))
     var shutdownGrace = 30
@@ -120,7 +128,8 @@ struct AgentCommand: ParsableCommand {
                 migrationListen: try Endpoint.parse(migrationListen, defaultHost: EndpointOption.defaultHost),
                 key: key, keyFile: keyFile.map(Self.absolute),
                 version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
-                incomingReservationSeconds: Double(incomingReservation), metricsToken: metricsToken)
+                incomingReservationSeconds: Double(incomingReservation),
+                incomingResumeTimeout: incomingResumeTimeout.duration, metricsToken: metricsToken)
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

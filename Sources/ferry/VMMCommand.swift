@@ -49,6 +49,14 @@ struct VMMCommand: ParsableCommand {
     @Flag(help: "With --incoming: keep the guest paused once received (it was paused on the source).")
     var paused = false
 
+    @Option(
+        name: .customLong("resume-timeout"),
+        help: ArgumentHelp(
+            "With --incoming: how long a migration whose connections were lost during pre-copy waits for its source to come back before it is discarded and the process exits 1 (like 500ms, 5s, 2m; 0: discard at once; default 30s).",
+            valueName: "duration"),
+        transform: { try DurationOption.parse($0) })
+    var resumeTimeout: DurationOption?
+
     @Flag(
         help:
             "Start the process in a session of its own (log in STATE_DIR/GUEST_ID.log), print its ready line, and return."
@@ -71,6 +79,7 @@ struct VMMCommand: ParsableCommand {
         }
         if keyFile != nil && incoming == nil { throw ValidationError("--key-file goes with --incoming") }
         if paused && incoming == nil { throw ValidationError("--paused goes with --incoming") }
+        if resumeTimeout != nil && incoming == nil { throw ValidationError("--resume-timeout goes with --incoming") }
     }
 
     func run() throws {
@@ -85,6 +94,7 @@ struct VMMCommand: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)  // a client that went away is an error on its write, not a death
         var configuration = VMMConfiguration(start: try start(), id: try GuestID(id), stateDirectory: stateDir)
         configuration.startPaused = paused
+        if let resumeTimeout { configuration.incomingResumeTimeout = resumeTimeout.duration }
         if detach { return try VMMDetach.launch(configuration, arguments: Array(CommandLine.arguments.dropFirst())) }
         LoggingBootstrap.once(level: verbose ? .info : .warning)
         let terminations = Self.blockTermination()

@@ -242,16 +242,24 @@ struct AgentLiveMigrationTests {
         "kill -9 of the source's vmm mid-migration: unresolved, the destination's answer resolves it (crashed here, gone there)"
     )
     func sourceVMMKilled() throws {
-        let pair = try AgentPair("kv")
+        // The destination's vmm waits its resume timeout for the source to come back first: 2 s
+        // here (`--incoming-resume-timeout`, given to the vmm as --resume-timeout), 30 s by default.
+        let pair = try AgentPair("kv", destinationExtra: ["--incoming-resume-timeout", "2"])
         let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
         let started = try pair.startMigration("g1", options: AgentPair.slow)
         try #require(started.status == 201, "\(started.body)")
         let id = try MigrationResource.decode(started.body).id
         usleep(600_000)
+        let incoming = try #require(GuestAgentFixture.vmmProcesses(id: guest.id).first { $0 != guest.pid })
+        let command = String(
+            decoding: FileManager.default.contents(atPath: "/proc/\(incoming)/cmdline") ?? Data(), as: UTF8.self)
+        #expect(command.contains("--resume-timeout\u{0}2000ms"), "\(command)")
         kill(try #require(guest.pid), SIGKILL)
-        // The destination's vmm waits its resume timeout (30 s) for the source to come back first.
-        let states = try pair.settled("g1", timeout: 50)
+        let killedAt = Date()
+        let states = try pair.settled("g1", timeout: 12)
+        let settledAfter = Date().timeIntervalSince(killedAt)
         #expect(states.source == "crashed" && states.destination == nil, "\(states)")
+        #expect(settledAfter >= 1.5 && settledAfter < 8, "settled \(settledAfter) s after the kill")
         var final = try pair.migration(id)
         for _ in 0..<50 where final.status == .unresolved {
             usleep(100_000)
@@ -262,6 +270,7 @@ struct AgentLiveMigrationTests {
         #expect(final.error?.contains("resolved") == true, "\(final.json)")
         #expect(GuestAgentFixture.vmmProcesses(id: guest.id).isEmpty)
         #expect(try pair.destination.client().incomingStatus(migrationID: id).state == .failed)
+        print("kill -9 of the source's vmm: settled \(String(format: "%.2f", settledAfter)) s after the kill")
     }
 
     @Test("kill -9 of the destination's incoming vmm mid-migration: failed, the guest runs on the source")

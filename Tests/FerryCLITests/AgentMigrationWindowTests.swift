@@ -1,0 +1,164 @@
+import FerryAgent
+import FerryHostModel
+import FerryTestSupport
+import FerryTransport
+import FerryVMM
+import Foundation
+import Glibc
+import Testing
+
+/// The moments of a live migration where an operation must be refused, or a promise kept across
+/// an agent's death (docs/agent.md, "Live migration, agent to agent"): abandoning an arrival that
+/// already received bytes, cancelling after COMMIT, and a reservation's expiry after a kill -9 of
+/// its agent.
+@Suite(
+    "migration windows: abandon after bytes, cancel after COMMIT, expiry across a restart", .serialized,
+    .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct AgentMigrationWindowTests {
+    @Test("abandoning an arrival that received bytes is 409 bytes_received; the migration completes, one owner")
+    func abandonAfterBytesRefused() throws {
+        let pair = try AgentPair("wa")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        let destination = try pair.destination.client()
+        let deadline = Date().addingTimeInterval(10)
+        while try destination.incomingStatus(migrationID: id).state == .waiting && Date() < deadline {
+            usleep(20_000)
+        }
+        // Bytes arrived (the source's HELLO, pages of round 0 at 100 KB/s); no round has ended yet.
+        let socket = "\(pair.destination.guestsDirectory)/\(guest.id).sock"
+        let before = try VMMControlClient(path: socket, timeoutSeconds: 5).call("status")["incoming"]
+        let abandon = try destination.send("DELETE", "/v1/migrations/incoming/\(id)")
+        let body = String(decoding: abandon.body, as: UTF8.self)
+        #expect(abandon.status == 409 && body.contains("\"bytes_received\""), "\(abandon.status) \(body)")
+        #expect(try destination.incomingStatus(migrationID: id).state == .receiving)
+        #expect(try pair.states("g1") == ("migrating-out", "migrating-in"))
+        let (ended, polls) = try pair.followToEnd(id, guest: "g1")
+        #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
+        let states = try pair.settled("g1")
+        #expect(states.source == nil && states.destination == "running", "\(states)")
+        let arrived = try pair.destination.view("g1")
+        #expect(GuestAgentFixture.vmmProcesses(id: guest.id) == [try #require(arrived.pid)])
+        #expect(try destination.incomingStatus(migrationID: id).state == .arrived)
+        print("abandon after bytes: 409 with the vmm's incoming \(before?.line ?? "-"); completed after \(polls) polls")
+    }
+
+    @Test("cancel after COMMIT: the vmm answers too_late, the driver throws tooLate, the guest runs on the destination")
+    func cancelAfterCommitTooLate() throws {
+        let pair = try AgentMigrationPair("wc")
+        let probe = CommitProbe(sourceSocket: pair.source.socketPath)
+        let relay = try PhaseFaultRelay(
+            upstreamPort: pair.incoming.port, phase: .commit, fault: .hook { probe.cancelNow() })
+        defer { relay.stop() }
+        let driver = OutgoingMigrationDriver(
+            guest: "g1", socketPath: pair.source.socketPath, destination: "127.0.0.1:\(relay.port)",
+            peer: "http://127.0.0.1:1", options: MigrationOptions(downtimeMs: 200))
+        probe.driver = driver
+        try driver.start()
+        let ended = try #require(driver.waitUntilEnded(timeoutSeconds: 60))
+        #expect(relay.injected, "COMMIT never went by: \(relay.phasesReached)")
+        // Both asked while COMMIT was on its way to the destination, which had not read it.
+        let answers = probe.answers
+        #expect(answers.count == 3, "\(answers)")
+        #expect(answers.first == "driver: too_late", "\(answers)")
+        #expect(answers.dropFirst().first?.hasPrefix("vmm: cancel-migration: too_late") == true, "\(answers)")
+        #expect(answers.last == "status after: active", "\(answers)")
+        #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
+        #expect(!driver.events.snapshot().contains { $0.data.contains("\"cancel") }, "a cancel showed in the events")
+        #expect(pair.incoming.waitForOutcome(timeoutSeconds: 30) == .running)
+        #expect(pair.sourceProcess.wait(timeout: 20).status == 0)
+        #expect(try AgentMigrationPair.runs(pair.destination), "the guest does not run on the destination")
+        print("cancel after COMMIT: \(answers)")
+    }
+
+    @Test("kill -9 of the destination agent holding a reservation: the restarted agent expires it on time")
+    func reservationExpiresAcrossRestart() throws {
+        let agent = try GuestAgentFixture(
+            "wr", extra: ["--migration-listen", "127.0.0.1:0", "--incoming-reservation", "3"])
+        let id = try GuestID("fedcba9876543210fedcba9876543210")
+        let spec = GuestSpecification(name: try GuestName("r1"), kind: .builtin, memoryBytes: 32 << 20)
+        let request = IncomingMigrationRequest(
+            migrationID: "m-restart", guestID: id, specification: spec, paused: false,
+            sourceAgent: "http://127.0.0.1:1")
+        let reservation = try agent.client().prepareIncoming(request)
+        let vmm = try #require(GuestAgentFixture.vmmProcesses(id: id.hex).first)
+        #expect(
+            try VMMControlClient(path: "\(agent.guestsDirectory)/\(id.hex).sock", timeoutSeconds: 5).call("hello")[
+                "incoming"]?.stringValue == reservation.address)
+        agent.kill9()
+        usleep(1_200_000)  // an expiry counted from the restart would come more than 1 s late
+        try agent.start()
+        let client = try agent.client()
+        if reservation.expiresAt.timeIntervalSinceNow > 0.5 {
+            #expect(try agent.view("r1").state == "migrating-in")
+            #expect(GuestAgentFixture.vmmProcesses(id: id.hex) == [vmm])
+        }
+        let deadline = reservation.expiresAt.addingTimeInterval(1)
+        while try !agent.list().isEmpty && Date() < deadline.addingTimeInterval(5) { usleep(50_000) }
+        let late = Date().timeIntervalSince(reservation.expiresAt)
+        #expect(try agent.list().isEmpty, "the reservation outlived its expiry")
+        #expect(late < 1, "expired \(late) s after its expires_at")
+        #expect(late > -1, "expired \(-late) s before its expires_at")
+        #expect(GuestAgentFixture.vmmProcesses(id: id.hex).isEmpty)
+        #expect(try client.incomingStatus(migrationID: "m-restart").state == .abandoned)
+        #expect(!Self.accepts(reservation.address), "\(reservation.address) still accepts connections")
+        print("reservation expired \(String(format: "%.2f", late)) s after its expires_at, across a kill -9")
+    }
+
+    /// Whether something accepts a TCP connection at HOST:PORT (IPv4).
+    static func accepts(_ address: String) -> Bool {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            return false
+        }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        inet_pton(AF_INET, String(address[..<colon]), &target.sin_addr)
+        return withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+}
+
+/// Cancels the migration from the relay's thread as COMMIT goes by (the source wrote it, the
+/// destination has not read it): through the driver, as `DELETE /v1/migrations/{id}` does, and
+/// on the source vmm's control socket; keeps what each answered.
+final class CommitProbe: @unchecked Sendable {
+    let sourceSocket: String
+    private let lock = NSLock()
+    private var driverValue: OutgoingMigrationDriver?
+    private var answered: [String] = []
+
+    init(sourceSocket: String) { self.sourceSocket = sourceSocket }
+
+    var driver: OutgoingMigrationDriver? {
+        get { lock.withLock { driverValue } }
+        set { lock.withLock { driverValue = newValue } }
+    }
+    var answers: [String] { lock.withLock { answered } }
+
+    func cancelNow() {
+        var results: [String] = []
+        do {
+            let accepted = try driver?.cancel()
+            results.append("driver: accepted \(String(describing: accepted))")
+        } catch {
+            results.append("driver: \(error.code.rawValue)")
+        }
+        do {
+            let answer = try VMMControlClient(path: sourceSocket, timeoutSeconds: 5).call("cancel-migration")
+            results.append("vmm: accepted \(answer.line)")
+        } catch {
+            results.append("vmm: \(error.message)")
+        }
+        results.append("status after: \(driver?.current.status.rawValue ?? "-")")
+        lock.withLock { answered = results }
+    }
+}
