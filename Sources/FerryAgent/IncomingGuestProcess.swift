@@ -73,10 +73,10 @@ public final class IncomingGuestProcess: @unchecked Sendable {
         return true
     }
 
-    /// Whether the vmm's `status` says a source reached it: its `HELLO` arrived
-    /// (`source_connected`) or a round ended (`round`, from a vmm that predates the flag).
+    /// Whether the vmm's `status` says a source established its migration there (`established`:
+    /// bytes of it arrived) or a round ended (`round`, from a vmm that predates the flag).
     static func sourceReached(_ status: JSONValue) -> Bool {
-        status["incoming"]?["source_connected"]?.boolValue == true || status["incoming"]?["round"] != nil
+        status["incoming"]?["established"]?.boolValue == true || status["incoming"]?["round"] != nil
     }
 
     private func follow() {

@@ -78,10 +78,20 @@ public struct IncomingGuestSpawner: Sendable {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         repeat {
             if let code = DetachedProcess.reap(pid) { return code }
-            if ProcessIdentity.of(pid: pid) == nil || isZombie(pid) { return nil }
+            if ProcessIdentity.of(pid: pid) == nil { return nil }
+            // Exited, waiting for a parent that is not this process (a vmm an earlier agent
+            // started): no status for us, and its new parent may be slow to reap it. (Our own
+            // child's leader thread shows Z while its other threads still exit: waitpid waits.)
+            if isZombie(pid) && !isChild(pid) { return nil }
             usleep(10_000)
         } while Date() < deadline
         return nil
+    }
+
+    /// Whether `pid` is a child of this process (waitid knows it; nothing is reaped).
+    static func isChild(_ pid: pid_t) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD
     }
 
     /// Whether `pid` has exited and waits for a parent to reap it: a vmm an earlier agent

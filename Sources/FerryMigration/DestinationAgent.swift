@@ -111,9 +111,8 @@ public final class DestinationAgent: @unchecked Sendable {
     /// after a source established a migration, as far as that got, with the error recorded in it.
     /// Nil before, and when no source established one.
     public private(set) var lastReport: MigrationReport?
-    /// Set when an authenticated source's `HELLO` (or a page stream's) arrived: from then on the
-    /// destination holds bytes of a migration, and only that migration's own end may stop it.
-    private let helloReceived = Atomic<Bool>(false)
+    /// The migration `run()` waits for, while it runs (read from other threads by `established`).
+    private let waiting = Mutex<SingleMigration?>(nil)
 
     public init(options: DestinationOptions, logger: Logger, progress: ProgressHandler? = nil) {
         self.options = options
@@ -123,9 +122,11 @@ public final class DestinationAgent: @unchecked Sendable {
 
     var partialPath: String { options.imagePath + ".partial" }
 
-    /// Whether a source reached this destination (an authenticated `HELLO` arrived). Safe from any
-    /// thread, while `run()` runs.
-    public var sourceConnected: Bool { helloReceived.load(ordering: .acquiring) }
+    /// Whether a source established its migration here (its `HELLO` accepted, the guest's room
+    /// taken): from then on the destination holds bytes of that migration, only its own end
+    /// (the guest runs here, or the run fails and returns) may stop it. Before, a source that
+    /// connected and was refused leaves the destination waiting as it was. Safe from any thread.
+    public var established: Bool { waiting.withLock { $0 }?.isHeld ?? false }
 
     deinit { locks?.release() }
 
@@ -189,13 +190,13 @@ public final class DestinationAgent: @unchecked Sendable {
         let image = PreparedImage(prepared.take(), seconds: prepareSeconds)
         let locks = self.locks
         let single = SingleMigration()
+        waiting.withLock { $0 = single }
         let claim = HostClaim(claim: { single.claim() }, release: { single.release() })
         let (options, logger, progress) = (self.options, self.logger, self.progress)
         let dispatcher = ConnectionDispatcher(
             listener: listener, registry: registry, security: options.security,
             receiveTimeoutMs: options.receiveTimeoutMs, log: logger
-        ) { [self] connection, hello, admission in
-            helloReceived.store(true, ordering: .releasing)
+        ) { connection, hello, admission in
             if case .established = admission, let refusal = single.claim() {
                 registry.release()
                 try? connection.send(Refuse(reason: .busy, message: refusal))
@@ -284,6 +285,9 @@ final class SingleMigration: @unchecked Sendable {
             return nil
         }
     }
+
+    /// Whether a session holds the migration.
+    var isHeld: Bool { condition.withLock { held } }
 
     /// Gives the claim back: that session was not established after all.
     func release() {

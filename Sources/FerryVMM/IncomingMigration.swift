@@ -91,7 +91,7 @@ extension VirtualMachineMonitor {
         condition.withLock {
             var fields: [String: JSONValue] = [
                 "listen": JSONValue(incomingAddress),
-                "source_connected": .bool(incomingAgent?.sourceConnected ?? false),
+                "established": .bool(incomingAgent?.established ?? false),
             ]
             if let progress = incomingProgress {
                 fields["round"] = JSONValue(progress.round)
