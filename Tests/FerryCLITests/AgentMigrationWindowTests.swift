@@ -105,6 +105,27 @@ struct AgentMigrationWindowTests {
         print("reservation expired \(String(format: "%.2f", late)) s after its expires_at, across a kill -9")
     }
 
+    @Test("the incoming resume timeout: --help names it; a bad value, or one without --incoming, is a usage error")
+    func resumeTimeoutOptions() throws {
+        let vmmHelp = try FerryProcess.run(["vmm", "--help"], timeout: 30)
+        #expect(vmmHelp.status == 0 && vmmHelp.stdout.contains("--resume-timeout"), "\(vmmHelp.stdout)")
+        let agentHelp = try FerryProcess.run(["agent", "--help"], timeout: 30)
+        #expect(agentHelp.status == 0 && agentHelp.stdout.contains("--incoming-resume-timeout"), "\(agentHelp.stdout)")
+        let id = "0123456789abcdef0123456789abcdef"
+        let scratch = Scratch("wo")
+        let alone = try FerryProcess.run(
+            ["vmm", "--spec", "x.json", "--id", id, "--state-dir", scratch.path, "--resume-timeout", "2s"], timeout: 30)
+        #expect(alone.status == 2 && alone.stderr.contains("--resume-timeout goes with --incoming"), "\(alone.stderr)")
+        let negative = try FerryProcess.run(
+            ["vmm", "--incoming", "127.0.0.1:0", "--id", id, "--state-dir", scratch.path, "--resume-timeout", "soon"],
+            timeout: 30)
+        #expect(negative.status == 2 && negative.stderr.contains("--resume-timeout"), "\(negative.stderr)")
+        let tooLong = try FerryProcess.run(
+            ["agent", "--state-dir", scratch.file("s"), "--key-file", "k", "--incoming-resume-timeout", "2h"],
+            timeout: 30)
+        #expect(tooLong.status == 2 && tooLong.stderr.contains("--incoming-resume-timeout"), "\(tooLong.stderr)")
+    }
+
     /// Whether something accepts a TCP connection at HOST:PORT (IPv4).
     static func accepts(_ address: String) -> Bool {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
