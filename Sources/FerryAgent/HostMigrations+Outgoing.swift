@@ -63,7 +63,8 @@ extension HostMigrations {
         guard accepted || current.status == .cancelling else {
             throw AgentAPIError(
                 .conflict, .conflict,
-                "migration \(id) ended as it was cancelled; nothing to cancel (GET /v1/migrations/\(id) says how)")
+                "migration \(id) is ending (its vmm was cancelled already, or ended as it was asked); nothing to"
+                    + " cancel (GET /v1/migrations/\(id) says how it ended)")
         }
         return current
     }
