@@ -60,8 +60,37 @@ public struct MigrationResource: Codable, Sendable, Equatable {
     public var totalTimeMs: Double?
     /// Of the total, what the source's engine took before its first page (the tracker's setup).
     public var setupMs: Double?
+    /// The CPU time the source's engine used (all its threads).
+    public var cpuMs: Double?
+    /// The source's rounds, the last one the blackout's.
+    public var perRound: [Round]?
     /// `source`, `destination` or `unknown` (unresolved).
     public var guestLocation: String?
+
+    /// One round as the source's engine recorded it.
+    public struct Round: Codable, Sendable, Equatable {
+        public var round: Int
+        public var pages: Int
+        public var wireBytes: UInt64
+        /// From the round's start to its acknowledgement (harvest and wait included).
+        public var durationMs: Double
+        /// Of that, the time its pages took to write.
+        public var sendingMs: Double
+        /// Pages dirtied while the round was sent: the next round's work.
+        public var dirtyPages: Int
+        public var throttlePercent: Int
+        /// The convergence decision at the round's end (`continue`, `blackout`, ...).
+        public var decision: String
+
+        enum CodingKeys: String, CodingKey {
+            case round, pages, decision
+            case wireBytes = "wire_bytes"
+            case durationMs = "duration_ms"
+            case sendingMs = "sending_ms"
+            case dirtyPages = "dirty_pages"
+            case throttlePercent = "throttle_percent"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, guest, direction, peer, destination, status, phase, round
@@ -80,6 +109,8 @@ public struct MigrationResource: Codable, Sendable, Equatable {
         case downtimeMs = "downtime_ms"
         case totalTimeMs = "total_time_ms"
         case setupMs = "setup_ms"
+        case cpuMs = "cpu_ms"
+        case perRound = "per_round"
         case guestLocation = "guest_location"
     }
 

@@ -110,6 +110,20 @@ extension OutgoingMigrationDriver {
         if let value = m["total_ms"]?.doubleValue { r.totalTimeMs = value }
         if let value = m["setup_ms"]?.doubleValue { r.setupMs = value }
         if let value = m["guest_location"]?.stringValue { r.guestLocation = value }
+        if let value = m["cpu_ms"]?.doubleValue { r.cpuMs = value }
+        if let rounds = m["per_round"]?.arrayValue { r.perRound = rounds.compactMap(Self.round) }
+    }
+
+    /// One of the vmm's `per_round` entries; nil when a figure is missing.
+    static func round(_ v: JSONValue) -> MigrationResource.Round? {
+        guard let round = v["round"]?.intValue, let pages = v["pages"]?.intValue,
+            let wire = v["wire_bytes"]?.doubleValue, let duration = v["duration_ms"]?.doubleValue,
+            let sending = v["sending_ms"]?.doubleValue, let dirty = v["dirty_pages"]?.intValue
+        else { return nil }
+        return MigrationResource.Round(
+            round: round, pages: pages, wireBytes: UInt64(wire), durationMs: duration, sendingMs: sending,
+            dirtyPages: dirty, throttlePercent: v["throttle_percent"]?.intValue ?? 0,
+            decision: v["decision"]?.stringValue ?? "")
     }
 
     /// The source vmm ended without saying how the migration ended.

@@ -118,6 +118,7 @@ extension VirtualMachineMonitor {
                 guestName: name, name: Self.hostName(), maxBandwidth: wanted.maxBandwidthBytesPerSecond,
                 streams: wanted.streams)
             options.security = security
+            options.imageHoles = guest.mapping?.holes
             if let timeout = wanted.handoffTimeout { options.handoffTimeout = timeout }
             let migration = OutgoingMigration(destination: wanted.destination, guest: guest, paused: paused)
             condition.withLock { self.migration = migration }

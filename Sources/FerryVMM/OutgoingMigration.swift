@@ -129,6 +129,16 @@ final class OutgoingMigration: @unchecked Sendable {
         }
     }
 
+    /// One round of the report as `migration` answers it (the Migration resource's `per_round`).
+    static func roundFields(_ record: RoundRecord) -> JSONValue {
+        [
+            "round": JSONValue(record.round), "pages": JSONValue(record.pages),
+            "wire_bytes": JSONValue(record.wireBytes), "duration_ms": JSONValue(record.durationMs),
+            "sending_ms": JSONValue(record.sendingMs), "dirty_pages": JSONValue(record.dirtyPages),
+            "throttle_percent": JSONValue(record.throttlePercent), "decision": .string(record.decision),
+        ]
+    }
+
     /// The progress value's kind as events name it.
     static func kindName(_ kind: MigrationProgress.Kind) -> String {
         switch kind {
@@ -171,6 +181,8 @@ final class OutgoingMigration: @unchecked Sendable {
                 fields["setup_ms"] = JSONValue(report.setupMs)
                 fields["bytes_sent"] = JSONValue(report.wireBytes)
                 fields["guest_location"] = .string(report.guestLocation.rawValue)
+                fields["cpu_ms"] = JSONValue(report.cpuMs)
+                fields["per_round"] = .array(report.perRound.map(Self.roundFields))
             }
             return .object(fields)
         }

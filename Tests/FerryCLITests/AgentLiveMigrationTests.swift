@@ -30,6 +30,10 @@ struct AgentLiveMigrationTests {
         #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
         #expect((ended.bytesTransferred ?? 0) > 0 && ended.downtimeMs != nil && ended.totalTimeMs != nil)
         #expect((ended.setupMs ?? -1) >= 0 && (ended.setupMs ?? .infinity) < (ended.totalTimeMs ?? 0), "\(ended.json)")
+        // The source's rounds: round 0 sent every page, the rounds add up to the bytes sent.
+        let rounds = try #require(ended.perRound, "no per_round: \(ended.json)")
+        #expect(rounds.count == ended.rounds && rounds.first?.pages == (32 << 20) / 4096, "\(ended.json)")
+        #expect(rounds.reduce(0) { $0 + $1.wireBytes } <= ended.bytesTransferred ?? 0 && (ended.cpuMs ?? 0) > 0)
 
         // Events: ids 1, 2, 3… in order, ending with exactly one `end`.
         let received = try #require(stream.wait(timeout: 30), "the event stream did not end")

@@ -48,6 +48,31 @@ struct VMMProcessTests {
         #expect(later["lines"]?.arrayValue?.first?["seq"]?.intValue ?? next == next)
     }
 
+    @Test("a booted guest's image is resident before it runs: its data is faulted in, its large holes stay holes")
+    func imageIsResidentAtBoot() throws {
+        let vmm = VMMHarness("vmm-resident")
+        // 32 MiB of data, then a 32 MiB hole: the guest's 64 MiB image.
+        let image = "\(vmm.stateDir)/\(vmm.id.hex).img"
+        let created = try FerryProcess.run(["image", "create", image, "--size", "32M", "--seed", "7"], timeout: 60)
+        try #require(created.status == 0, "ferry image create failed: \(created.stderr)")
+        try #require(truncate(image, 64 << 20) == 0)
+        // A guest that writes 64 KiB/s touches few pages of its own by the time it is measured.
+        let (pid, _) = try vmm.detach(["--spec", try vmm.specFile(workload: "uniform:64KB/s")])
+        let resident = Self.shmemBytes(pid)
+        // Without the fault-in, only the pages the guest wrote so far (a few) are resident.
+        #expect(resident >= 32 << 20, "\(resident >> 10) KiB of the image resident, not its 32 MiB of data")
+        #expect(resident < 40 << 20, "\(resident >> 10) KiB resident: the 32 MiB hole was faulted in too")
+    }
+
+    /// RssShmem (the image's pages mapped in) of process `pid`, in bytes.
+    static func shmemBytes(_ pid: pid_t) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("RssShmem:") {
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+        }
+        return 0
+    }
+
     @Test("malformed and oversized requests are refused naming the field; clients that vanish change nothing")
     func malformedRequests() throws {
         let vmm = VMMHarness("vmm-bad")
