@@ -260,10 +260,11 @@ struct AgentLiveMigrationTests {
         #expect(command.contains("--resume-timeout\u{0}2000ms"), "\(command)")
         kill(try #require(guest.pid), SIGKILL)
         let killedAt = Date()
-        let states = try pair.settled("g1", timeout: 12)
+        let states = try pair.settled("g1", timeout: 20)
         let settledAfter = Date().timeIntervalSince(killedAt)
         #expect(states.source == "crashed" && states.destination == nil, "\(states)")
-        #expect(settledAfter >= 1.5 && settledAfter < 8, "settled \(settledAfter) s after the kill")
+        // At least the 2 s wait; far below the default's 30 s (the resolver backs off up to 5 s).
+        #expect(settledAfter >= 1.5 && settledAfter < 15, "settled \(settledAfter) s after the kill")
         var final = try pair.migration(id)
         for _ in 0..<50 where final.status == .unresolved {
             usleep(100_000)
