@@ -65,7 +65,7 @@ struct AgentCommand: ParsableCommand {
     @Option(
         name: .customLong("incoming-resume-timeout"),
         help: ArgumentHelp(
-            "How long an arriving guest's ferry vmm --incoming waits for a source whose connections were lost during pre-copy to come back before it gives the migration up (its --resume-timeout; like 500ms, 5s or 2m, a number alone is seconds; 0: at once; at most 1h).",
+            "How long an arriving guest's ferry vmm --incoming waits for a source whose connections were lost during pre-copy to come back before it gives the migration up (its --resume-timeout; like 500ms, 5s or 2m, a number alone is seconds; 0: at once; at most 1h; default 30s).",
             valueName: "duration"),
         transform: { try DurationOption.parse($0, upTo: 3600) })
     var incomingResumeTimeout = DurationOption(seconds: 30, text: "30s")
