@@ -96,6 +96,41 @@ import Testing
         #expect(MonotonicClock.seconds(since: start) < 2)
     }
 
+    @Test func theLastPointOfCancelHonoursAnEarlierCancelAndRefusesLaterOnes() throws {
+        let early = MigrationCancellation()
+        #expect(early.cancel("before"))
+        #expect(throws: MigrationError.self) { try early.passCommitPoint(during: "the blackout", guest: .source) }
+        #expect(!early.isPastCommit)
+        let late = MigrationCancellation()
+        try late.passCommitPoint(during: "the blackout", guest: .source)
+        #expect(late.isPastCommit)
+        #expect(!late.cancel("after"), "a cancel after COMMIT is refused")
+        #expect(late.reason == nil && !late.isCancelled)
+    }
+
+    /// A cancel racing the last point of cancel is either honoured there (the migration ends
+    /// cancelled) or refused (it goes on to COMMIT): never both, never lost.
+    @Test func aCancelRacingTheLastPointOfCancelIsHonouredOrRefused() {
+        var honoured = 0
+        for _ in 0..<2_000 {
+            let cancellation = MigrationCancellation()
+            let accepted = Mutex<Bool?>(nil)
+            let ready = DispatchSemaphore(value: 0)
+            let thread = Thread {
+                ready.signal()
+                accepted.withLock { $0 = cancellation.cancel("race") }
+            }
+            thread.start()
+            ready.wait()
+            let thrown = (try? cancellation.passCommitPoint(during: "the blackout", guest: .source)) == nil
+            while accepted.withLock({ $0 }) == nil { sched_yield() }
+            let took = accepted.withLock { $0 } ?? false
+            #expect(took == thrown && took != cancellation.isPastCommit)
+            if took { honoured += 1 }
+        }
+        print("cancel racing the last point of cancel: honoured \(honoured) of 2000, refused the rest")
+    }
+
     @Test func aCancelBeforeTheMigrationStartsEndsItAtOnce() throws {
         let cancellation = MigrationCancellation()
         #expect(cancellation.cancel("early"))
