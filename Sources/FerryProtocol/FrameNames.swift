@@ -27,6 +27,11 @@ extension FrameType {
         case .authProof: return "AUTH_PROOF"
         case .done: return "DONE"
         case .guestAttachment: return "GUEST_ATTACHMENT"
+        case .diskHello: return "DISK_HELLO"
+        case .diskAccept: return "DISK_ACCEPT"
+        case .diskBlock: return "DISK_BLOCK"
+        case .diskEnd: return "DISK_END"
+        case .diskVerified: return "DISK_VERIFIED"
         case .note: return "NOTE"
         }
     }

@@ -1,0 +1,289 @@
+import FerryCodec
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Glibc
+import Logging
+
+/// What `DiskReceiver` needs to take one disk.
+public struct DiskReceiveOptions: Sendable {
+    /// Where the disk goes; it is written as `PATH.partial` and renamed once verified.
+    public var path: String
+    public var security: ConnectionSecurity
+    /// Replace an existing `PATH` (only once the new copy verified).
+    public var overwrite: Bool
+    /// How long to wait for a source; nil: forever.
+    public var acceptTimeoutMs: Int?
+    /// How long a source may stay silent once it has offered its disk.
+    public var idleTimeoutMs: Int
+    public var destinationName: String
+
+    public init(
+        path: String, security: ConnectionSecurity = .none, overwrite: Bool = false, acceptTimeoutMs: Int? = nil,
+        idleTimeoutMs: Int = 60_000, destinationName: String = "ferry disk receive"
+    ) {
+        self.path = path
+        self.security = security
+        self.overwrite = overwrite
+        self.acceptTimeoutMs = acceptTimeoutMs
+        self.idleTimeoutMs = idleTimeoutMs
+        self.destinationName = destinationName
+    }
+
+    /// The file written while blocks arrive.
+    public var partialPath: String { path + ".partial" }
+}
+
+/// The destination of a disk move (Protocol.md section 10): greets a source, checks that the disk
+/// fits before anything is sent, writes `PATH.partial` keeping holes as holes, checks every
+/// block's hash and the disk's digest, and renames the copy to `PATH` only then. On any failure
+/// `PATH.partial` is removed and `PATH` is left as it was. One phase per method.
+public final class DiskReceiver {
+    /// The destination's states, in order (Protocol.md 10.3).
+    public enum Phase: String, Sendable {
+        case accepting, greeting, admitting, receiving, verifying, committing, done
+    }
+
+    /// How long a new connection has to authenticate and send `DISK_HELLO` (as section 9.5).
+    static let greetingTimeoutMs = 5000
+
+    public let options: DiskReceiveOptions
+    public private(set) var phase = Phase.accepting
+    public private(set) var report = DiskMoveReport()
+    private let listener: TCPListener
+    private let logger: Logger
+    private let progress: DiskMoveProgressHandler?
+    private var connection: FramedConnection?
+    private var hello: DiskHello?
+    private var blocks: DiskBlockWriter?
+    private var start: UInt64 = 0
+
+    public init(
+        listener: TCPListener, options: DiskReceiveOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil
+    ) {
+        self.listener = listener
+        self.options = options
+        self.logger = logger
+        self.progress = progress
+    }
+
+    /// Takes one disk; returns the report once `PATH` holds the verified copy.
+    public func run() throws(DiskMoveError) -> DiskMoveReport {
+        defer { connection?.close() }
+        do {
+            while phase != .done {
+                switch phase {
+                case .accepting: try accept()
+                case .greeting: greet()
+                case .admitting: try admit()
+                case .receiving: try receiveBlocks()
+                case .verifying: try verify()
+                case .committing: try commit()
+                case .done: break
+                }
+            }
+        } catch {
+            let failure = DiskMoveError.wrap(error, during: phase.rawValue)
+            discard(failure)
+            throw failure
+        }
+        report.seconds = MonotonicClock.seconds(since: start)
+        return report
+    }
+
+    // MARK: Phases
+
+    private func accept() throws {
+        let accepted: Result<TCPStream, TransportError>
+        do throws(TransportError) {
+            accepted = .success(try listener.accept(timeoutMs: options.acceptTimeoutMs))
+        } catch {
+            accepted = .failure(error)
+        }
+        guard case .success(let stream) = accepted else {
+            if case .failure(let error) = accepted, error.code != .timeout { throw error }
+            throw DiskMoveError(
+                .transport,
+                "no source sent a disk within --accept-timeout (\(options.acceptTimeoutMs ?? 0) ms): start ferry disk send toward \(listener.localDescription)"
+            )
+        }
+        try stream.setReceiveTimeout(ms: Self.greetingTimeoutMs)
+        connection = FramedConnection(stream)
+        start = MonotonicClock.now()
+        phase = .greeting
+    }
+
+    /// Authenticates the connection and reads its `DISK_HELLO`. A connection that fails here
+    /// (another key, another protocol, silence) is logged and closed, and the receiver listens
+    /// again: a stranger cannot end it.
+    private func greet() {
+        guard let connection else { preconditionFailure("greet before accept") }
+        do {
+            let first = try connection.receive()
+            let frame = try connection.authenticate(asServer: options.security, firstFrame: first)
+            guard frame.type == .diskHello else {
+                try? connection.send(
+                    Refuse(reason: .malformed, message: "expected DISK_HELLO: this is a ferry disk receive listener"))
+                throw ProtocolError(.unexpectedFrame, "the first frame is \(frame.type.wireName), not DISK_HELLO")
+            }
+            hello = try DiskHello(payload: frame.payload)
+            report.security = connection.security.description
+            report.peer = connection.peerDescription
+            phase = .admitting
+        } catch {
+            logger.warning(
+                "closed a connection that did not offer a disk; listening again",
+                metadata: ["disk.peer": "\(connection.peerDescription)", "disk.error": "\(error)"])
+            connection.close()
+            self.connection = nil
+            phase = .accepting
+        }
+    }
+
+    /// Checks the version, the existing file and the free space, and creates `PATH.partial`,
+    /// before any block is sent: a refusal names the numbers and leaves nothing behind.
+    private func admit() throws {
+        guard let connection, let hello else { preconditionFailure("admit before greet") }
+        report.diskSize = Int(hello.diskSize)
+        report.allocatedBytes = Int(hello.allocatedBytes)
+        report.blockSize = Int(hello.blockSize)
+        report.blockCount = Int(hello.blockCount)
+        if let refusal = try refusal(for: hello) {
+            try? connection.send(refusal)
+            throw DiskMoveError(.refused, "refused the disk from \(connection.peerDescription): \(refusal.message)")
+        }
+        blocks = try DiskBlockWriter(
+            partialPath: options.partialPath, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize))
+        let free = try ImageFile.freeBytes(directoryOf: options.path)
+        try connection.send(DiskAccept(freeBytes: free, destinationName: options.destinationName))
+        try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
+        logger.info(
+            "accepted a disk",
+            metadata: [
+                "disk.source": "\(hello.sourceName)", "disk.name": "\(hello.diskName)",
+                "disk.size": "\(hello.diskSize)",
+                "disk.allocated": "\(hello.allocatedBytes)", "disk.blocks": "\(hello.blocksToSend)",
+            ])
+        phase = .receiving
+    }
+
+    private func refusal(for hello: DiskHello) throws -> Refuse? {
+        if hello.versionMin > DiskMoveLimits.version || hello.versionMax < DiskMoveLimits.version {
+            return Refuse(
+                reason: .version,
+                message:
+                    "the source speaks disk-move versions \(hello.versionMin)…\(hello.versionMax), this destination \(DiskMoveLimits.version): use the same ferry release on both hosts"
+            )
+        }
+        if !options.overwrite && ImageFile.exists(path: options.path) {
+            return Refuse(
+                reason: .imageExists,
+                message: "\(options.path) exists on the destination: remove it, or receive with --force to replace it")
+        }
+        let free = try ImageFile.freeBytes(directoryOf: options.path)
+        if free < hello.allocatedBytes {
+            return Refuse(
+                reason: .disk,
+                message:
+                    "not enough free space for \(options.path): the disk has \(hello.allocatedBytes) bytes allocated, the destination's file system has \(free) bytes free; free \(hello.allocatedBytes - free) bytes or choose another directory"
+            )
+        }
+        return nil
+    }
+
+    private func receiveBlocks() throws {
+        guard let connection, let hello, let blocks else { preconditionFailure("receive before admit") }
+        while true {
+            let frame = try connection.receive()
+            switch frame.type {
+            case .diskBlock:
+                try blocks.apply(frame.payload)
+                progress?(
+                    DiskMoveProgress(
+                        blocksDone: blocks.blocksReceived, blocksTotal: Int(hello.blocksToSend),
+                        wireBytes: connection.bytesReceived, elapsedSeconds: MonotonicClock.seconds(since: start)))
+            case .diskEnd:
+                let end = try DiskEnd(payload: frame.payload)
+                report.digest = end.digest
+                try blocks.checkCount(announced: Int(hello.blocksToSend), sent: Int(end.blocksSent))
+                phase = .verifying
+                return
+            default:
+                throw ProtocolError(.unexpectedFrame, "expected DISK_BLOCK or DISK_END, got \(frame.type.wireName)")
+            }
+        }
+    }
+
+    private func verify() throws {
+        guard let blocks else { preconditionFailure("verify before receive") }
+        let computed = blocks.digest()
+        guard computed == report.digest else {
+            throw DiskMoveError(
+                .verification,
+                "the disk's digest is 0x\(hex(computed)) here, the source sent 0x\(hex(report.digest)): a block was lost or damaged; retry the move"
+            )
+        }
+        phase = .committing
+    }
+
+    /// Syncs the copy, renames it over `PATH`, syncs the directory, then tells the source.
+    private func commit() throws {
+        guard let connection, let blocks else { preconditionFailure("commit before verify") }
+        try blocks.sync()
+        try ImageFile.rename(from: options.partialPath, to: options.path)
+        try ImageFile.syncDirectory(of: options.path)
+        self.blocks = nil
+        report.blocksSent = blocks.blocksReceived
+        report.zeroBlocks = blocks.zeroBlocks
+        report.lz4Blocks = blocks.lz4Blocks
+        report.rawBlocks = blocks.rawBlocks
+        report.bytesWritten = UInt64(blocks.bytesWritten)
+        report.wireBytesReceived = connection.bytesReceived
+        report.wireBytesSent = connection.bytesSent
+        // The copy is in place: a source that misses this answer reports a failure, but the
+        // destination's disk is verified and stays.
+        do {
+            try connection.send(DiskVerified(digest: report.digest, bytesWritten: report.bytesWritten))
+        } catch {
+            logger.warning(
+                "the disk is in place but DISK_VERIFIED did not reach the source", metadata: ["disk.error": "\(error)"])
+        }
+        logger.info(
+            "the disk is in place",
+            metadata: ["disk.path": "\(options.path)", "disk.digest": "0x\(hex(report.digest))"])
+        phase = .done
+    }
+
+    // MARK: Failure
+
+    /// Removes `PATH.partial` and tells the source why (an `ABORT`, unless the source aborted or
+    /// was refused).
+    private func discard(_ failure: DiskMoveError) {
+        if blocks != nil {
+            blocks = nil
+            try? ImageFile.remove(path: options.partialPath)
+        }
+        if let connection, failure.code != .refused, failure.code != .peerAborted {
+            try? connection.send(Abort(reason: failure.abortReason, message: failure.message))
+            Self.drain(connection.stream, forMs: 2000)
+        }
+    }
+
+    /// Ends this side (FIN) and reads and drops what the source still sends, until it closes or
+    /// `forMs` pass: closing a socket with unread bytes would reset the connection, and the source
+    /// could then lose the `ABORT` that says which block failed.
+    static func drain(_ stream: TCPStream, forMs limit: Int) {
+        stream.shutdownWrite()
+        let deadline = MonotonicClock.milliseconds() + limit
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        try? stream.setReceiveTimeout(ms: 100)
+        while MonotonicClock.milliseconds() < deadline {
+            do throws(TransportError) {
+                if try stream.readAvailable(into: buffer) == 0 { return }
+            } catch {
+                if error.code != .timeout { return }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import ArgumentParser
+import FerryDiskMove
+import FerryTransport
+import Foundation
+import Logging
+
+/// `ferry disk send`: moves one disk file to a `ferry disk receive` (Protocol.md section 10).
+struct DiskSendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Move a disk file to a ferry disk receive: only its allocated extents, verified (docs/disk-move.md).",
+        discussion: """
+            Maps the file's data extents (SEEK_DATA/SEEK_HOLE) and sends only the 64 KiB blocks that hold data: \
+            zero blocks as markers, LZ4 where it makes a block smaller, every block hashed (XXH3) and a digest over \
+            the whole disk checked by the destination before it renames its copy into place. The file must not \
+            change during the move (stop the guest first). Prints a report (disk size, allocated bytes, wire bytes, \
+            time, MB/s). Exit codes: 0 the destination holds a verified copy; 3 refused (no room, the file exists \
+            there, another key); 5 connection failed; 6 a block or the digest did not verify; 7 protocol error; \
+            8 a system call failed; 9 bad configuration; 10 the destination aborted.
+            """)
+
+    @Option(help: ArgumentHelp("The disk file to send (read only).", valueName: "path"))
+    var disk: String
+
+    @Option(
+        help: ArgumentHelp(
+            "The destination (its ferry disk receive --listen); a port alone means 127.0.0.1.", valueName: "host:port"),
+        transform: { try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) })
+    var to: Endpoint
+
+    @OptionGroup(title: "Security") var security: SecurityOptions
+
+    @OptionGroup(title: "Output") var output: OutputOptions
+
+    func run() throws {
+        let logger = output.makeLogger("ferry.disk.send")
+        let display = DiskProgressDisplay(role: "send", quiet: output.quiet)
+        var report = DiskMoveReport()
+        runReportingErrors {
+            do {
+                let options = DiskSendOptions(
+                    path: disk, destination: to, security: try security.make(), sourceName: hostName())
+                report = try DiskSender(options: options, logger: logger, progress: display.handler).run()
+                display.finish()
+                DiskMoveText.print(report, role: .source, path: disk)
+                try DiskMoveJSON.write(report, role: .source, path: disk, error: nil, to: output.jsonTarget)
+            } catch {
+                display.finish()
+                try? DiskMoveJSON.write(report, role: .source, path: disk, error: error, to: output.jsonTarget)
+                throw error
+            }
+        }
+    }
+}
+
+/// `ferry disk receive`: takes one disk from a `ferry disk send`.
+struct DiskReceiveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "receive",
+        abstract: "Take one disk file from a ferry disk send, verify it and put it in place (docs/disk-move.md).",
+        discussion: """
+            Prints "listening on HOST:PORT" on stderr when ready (port 0: any free port). Checks before any block \
+            is sent that the disk's allocated bytes fit in the free space (statvfs) and refuses naming both numbers. \
+            Writes PATH.partial, holes kept as holes, and renames it to PATH only when every block and the digest \
+            verified; on any failure PATH.partial is removed and PATH is left as it was. A connection that does not \
+            offer a disk (another key, another program) is closed and the listener waits on. Exit codes as ferry \
+            disk send's; 5 also when no source came within --accept-timeout.
+            """)
+
+    @Option(
+        help: ArgumentHelp(
+            "Address to listen on: 0.0.0.0:PORT for every interface; a port alone means 127.0.0.1; port 0 picks a free one.",
+            valueName: "host:port"),
+        transform: { try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) })
+    var listen: Endpoint
+
+    @Option(help: ArgumentHelp("Where the disk goes (written as PATH.partial until verified).", valueName: "path"))
+    var disk: String
+
+    @Flag(help: "Replace an existing file at --disk (only once the new copy verified).")
+    var force = false
+
+    @Option(
+        name: .customLong("accept-timeout"),
+        help: "Give up if no source offers a disk within this time (default: wait forever; at most 30 days).",
+        transform: { try DurationOption.parse($0) })
+    var acceptTimeout: DurationOption?
+
+    @OptionGroup(title: "Security") var security: ReceiveSecurityOptions
+
+    @OptionGroup(title: "Output") var output: OutputOptions
+
+    func validate() throws {
+        if security.requireEncryption && security.keyFile == nil {
+            throw ValidationError("--require-encryption needs --key-file")
+        }
+        let directory = URL(fileURLWithPath: disk).deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+            throw ValidationError("--disk \(disk): directory \(directory) does not exist; create it first")
+        }
+    }
+
+    func run() throws {
+        let logger = output.makeLogger("ferry.disk.receive")
+        let display = DiskProgressDisplay(role: "receive", quiet: output.quiet)
+        var report = DiskMoveReport()
+        runReportingErrors {
+            do {
+                let connectionSecurity = try SecurityOptions.make(
+                    keyFile: security.keyFile, encrypt: security.requireEncryption, cipher: "auto",
+                    encryptFlag: "--require-encryption")
+                let listener = try TCPListener(listen)
+                Terminal.note("listening on \(listen.host):\(listener.port), disk \(disk)")
+                let options = DiskReceiveOptions(
+                    path: disk, security: connectionSecurity, overwrite: force,
+                    acceptTimeoutMs: acceptTimeout?.milliseconds,
+                    destinationName: hostName())
+                report = try DiskReceiver(
+                    listener: listener, options: options, logger: logger, progress: display.handler
+                )
+                .run()
+                display.finish()
+                DiskMoveText.print(report, role: .destination, path: disk)
+                try DiskMoveJSON.write(report, role: .destination, path: disk, error: nil, to: output.jsonTarget)
+            } catch {
+                display.finish()
+                try? DiskMoveJSON.write(report, role: .destination, path: disk, error: error, to: output.jsonTarget)
+                throw error
+            }
+        }
+    }
+}
