@@ -126,7 +126,12 @@ public final class DiskReceiver {
                     Refuse(reason: .malformed, message: "expected DISK_HELLO: this is a ferry disk receive listener"))
                 throw ProtocolError(.unexpectedFrame, "the first frame is \(frame.type.wireName), not DISK_HELLO")
             }
-            hello = try DiskHello(payload: frame.payload)
+            do throws(ProtocolError) {
+                hello = try DiskHello(payload: frame.payload)
+            } catch {
+                try? connection.send(Refuse(reason: .malformed, message: "DISK_HELLO: \(error.message)"))
+                throw error
+            }
             report.security = connection.security.description
             report.peer = connection.peerDescription
             phase = .admitting
