@@ -93,6 +93,9 @@ final class DiskBlockWriter {
         }
     }
 
+    /// The lowest block index the next `DISK_BLOCK` may have.
+    var nextBlock: Int { digestState.nextBlock }
+
     /// Checks that the source sent as many blocks as it announced and as arrived.
     func checkCount(announced: Int, sent: Int) throws {
         guard sent == announced, sent == blocksReceived else {

@@ -10,6 +10,9 @@ public struct DiskMoveReport: Sendable, Equatable {
     public var zeroBlocks: Int = 0
     public var lz4Blocks: Int = 0
     public var rawBlocks: Int = 0
+    /// Connections lost and resumed, and the blocks sent again after them (in flight when lost).
+    public var resumes: Int = 0
+    public var blocksResent: Int = 0
     /// Frame bytes this side sent and received (headers and payloads; before encryption).
     public var wireBytesSent: UInt64 = 0
     public var wireBytesReceived: UInt64 = 0

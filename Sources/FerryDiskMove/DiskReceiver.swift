@@ -16,6 +16,8 @@ public struct DiskReceiveOptions: Sendable {
     public var acceptTimeoutMs: Int?
     /// How long a source may stay silent once it has offered its disk.
     public var idleTimeoutMs: Int
+    /// How long a move whose connection was lost waits for its source's `DISK_RESUME`.
+    public var resumeWindowMs: Int = 30_000
     public var destinationName: String
 
     public init(
@@ -57,6 +59,11 @@ public final class DiskReceiver {
     private var hello: DiskHello?
     private var blocks: DiskBlockWriter?
     private var start: UInt64 = 0
+    /// The move's name and secret (`DISK_ACCEPT`), for a `DISK_RESUME`.
+    private var moveID: UInt64 = 0
+    private var moveToken = SessionToken.none
+    /// Set while the move waits for its source to come back (`MonotonicClock.milliseconds`).
+    private var resumeDeadline: Int?
 
     public init(
         listener: TCPListener, options: DiskReceiveOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil
@@ -72,14 +79,10 @@ public final class DiskReceiver {
         defer { connection?.close() }
         do {
             while phase != .done {
-                switch phase {
-                case .accepting: try accept()
-                case .greeting: greet()
-                case .admitting: try admit()
-                case .receiving: try receiveBlocks()
-                case .verifying: try verify()
-                case .committing: try commit()
-                case .done: break
+                do {
+                    try step()
+                } catch let lost as ConnectionLost {
+                    holdForResume(lost)
                 }
             }
         } catch {
@@ -91,17 +94,51 @@ public final class DiskReceiver {
         return report
     }
 
+    private func step() throws {
+        switch phase {
+        case .accepting: try accept()
+        case .greeting: greet()
+        case .admitting: try admit()
+        case .receiving: try receiveBlocks()
+        case .verifying: try verify()
+        case .committing: try commit()
+        case .done: break
+        }
+    }
+
+    /// The connection broke while blocks flowed: keep `PATH.partial` and what verified, and
+    /// listen for the source's `DISK_RESUME` for `resumeWindowMs`.
+    private func holdForResume(_ lost: ConnectionLost) {
+        logger.warning(
+            "lost the source's connection; waiting for it to resume",
+            metadata: [
+                "disk.blocks_held": "\(blocks?.blocksReceived ?? 0)", "disk.error": "\(lost.error)",
+                "disk.resume_window_ms": "\(options.resumeWindowMs)",
+            ])
+        connection?.close()
+        connection = nil
+        resumeDeadline = MonotonicClock.milliseconds() + options.resumeWindowMs
+        phase = .accepting
+    }
+
     // MARK: Phases
 
     private func accept() throws {
         let accepted: Result<TCPStream, TransportError>
+        let timeoutMs = resumeDeadline.map { max(0, $0 - MonotonicClock.milliseconds()) } ?? options.acceptTimeoutMs
         do throws(TransportError) {
-            accepted = .success(try listener.accept(timeoutMs: options.acceptTimeoutMs))
+            accepted = .success(try listener.accept(timeoutMs: timeoutMs))
         } catch {
             accepted = .failure(error)
         }
         guard case .success(let stream) = accepted else {
             if case .failure(let error) = accepted, error.code != .timeout { throw error }
+            if resumeDeadline != nil {
+                throw DiskMoveError(
+                    .transport,
+                    "the source's connection was lost after \(blocks?.blocksReceived ?? 0) blocks and it did not resume within \(options.resumeWindowMs / 1000) s: retry the move"
+                )
+            }
             throw DiskMoveError(
                 .transport,
                 "no source sent a disk within --accept-timeout (\(options.acceptTimeoutMs ?? 0) ms): start ferry disk send toward \(listener.localDescription)"
@@ -109,7 +146,7 @@ public final class DiskReceiver {
         }
         try stream.setReceiveTimeout(ms: Self.greetingTimeoutMs)
         connection = FramedConnection(stream)
-        start = MonotonicClock.now()
+        if resumeDeadline == nil { start = MonotonicClock.now() }
         phase = .greeting
     }
 
@@ -121,6 +158,10 @@ public final class DiskReceiver {
         do {
             let first = try connection.receive()
             let frame = try connection.authenticate(asServer: options.security, firstFrame: first)
+            if blocks != nil {
+                try resume(frame, on: connection)
+                return
+            }
             guard frame.type == .diskHello else {
                 try? connection.send(
                     Refuse(reason: .malformed, message: "expected DISK_HELLO: this is a ferry disk receive listener"))
@@ -145,6 +186,25 @@ public final class DiskReceiver {
         }
     }
 
+    /// A move is held: only its source's `DISK_RESUME` continues it.
+    private func resume(_ frame: ReceivedFrame, on connection: FramedConnection) throws {
+        guard let blocks else { return }
+        guard frame.type == .diskResume, let resume = try? DiskResume(payload: frame.payload),
+            resume.moveID == moveID, resume.moveToken.matches(moveToken)
+        else {
+            try? connection.send(
+                Refuse(reason: .busy, message: "this destination is receiving another disk; try again when it is done"))
+            throw ProtocolError(.unexpectedFrame, "a \(frame.type.wireName) while a move waits for its DISK_RESUME")
+        }
+        try connection.send(
+            DiskResumeState(blocksHeld: UInt64(blocks.blocksReceived), nextBlock: UInt64(blocks.nextBlock)))
+        try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
+        report.resumes += 1
+        resumeDeadline = nil
+        logger.info("the source resumed", metadata: ["disk.blocks_held": "\(blocks.blocksReceived)"])
+        phase = .receiving
+    }
+
     /// Checks the version, the existing file and the free space, and creates `PATH.partial`,
     /// before any block is sent: a refusal names the numbers and leaves nothing behind.
     private func admit() throws {
@@ -160,7 +220,10 @@ public final class DiskReceiver {
         blocks = try DiskBlockWriter(
             partialPath: options.partialPath, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize))
         let free = try ImageFile.freeBytes(directoryOf: options.path)
-        try connection.send(DiskAccept(freeBytes: free, destinationName: options.destinationName))
+        moveID = UInt64.random(in: 1...UInt64.max)
+        moveToken = SessionToken.random()
+        try connection.send(
+            DiskAccept(freeBytes: free, moveID: moveID, moveToken: moveToken, destinationName: options.destinationName))
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
         logger.info(
             "accepted a disk",
@@ -199,7 +262,13 @@ public final class DiskReceiver {
     private func receiveBlocks() throws {
         guard let connection, let hello, let blocks else { preconditionFailure("receive before admit") }
         while true {
-            let frame = try connection.receive()
+            let frame: ReceivedFrame
+            do throws(TransportError) {
+                frame = try connection.receive()
+            } catch {
+                guard [.peerClosed, .timeout, .io].contains(error.code) else { throw error }
+                throw ConnectionLost(error: error)
+            }
             switch frame.type {
             case .diskBlock:
                 try blocks.apply(frame.payload)
@@ -291,4 +360,9 @@ public final class DiskReceiver {
             }
         }
     }
+}
+
+/// The connection broke while blocks flowed (closed, reset, silent): the move can resume.
+struct ConnectionLost: Error {
+    let error: TransportError
 }

@@ -16,6 +16,9 @@ public struct DiskSendOptions: Sendable {
     /// (the destination syncs the copy to its disk first).
     public var replyTimeoutMs: Int
     public var sourceName: String
+    /// Connections the source opens again, one after the other, to resume after a loss
+    /// (`DISK_RESUME`); 0: a lost connection ends the move.
+    public var reconnectAttempts: Int = 5
 
     public init(
         path: String, destination: Endpoint, security: ConnectionSecurity = .none,
@@ -38,7 +41,7 @@ public struct DiskSendOptions: Sendable {
 public final class DiskSender {
     /// The source's states, in order (Protocol.md 10.3).
     public enum Phase: String, Sendable {
-        case mapping, connecting, offering, sending, finishing, done
+        case mapping, connecting, offering, sending, resuming, finishing, done
     }
 
     public let options: DiskSendOptions
@@ -49,14 +52,22 @@ public final class DiskSender {
     private var map: DiskExtentMap?
     private var connection: FramedConnection?
     private var file: PositionedFile?
-    private let digest: DiskDigest
     private var start: UInt64 = 0
+    /// Each planned block's hash, by its place in `map.blocks` (the digest is built at the end,
+    /// so that blocks sent again after a resume count once).
+    private var hashes: [UInt64] = []
+    /// The place in `map.blocks` of the next block to send, and how far the sending ever got.
+    private var nextPosition = 0
+    private var sentPositions = 0
+    private var accept: DiskAccept?
+    /// Attempts made to resume since the last block went out, and wire bytes of lost connections.
+    private var failedAttempts = 0
+    private var earlierWireBytes: UInt64 = 0
 
     public init(options: DiskSendOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil) {
         self.options = options
         self.logger = logger
         self.progress = progress
-        digest = DiskDigest(blockSize: options.blockSize)
     }
 
     /// Moves the disk; returns the report once the destination confirmed a verified copy.
@@ -70,6 +81,7 @@ public final class DiskSender {
                 case .connecting: try connect()
                 case .offering: try offer()
                 case .sending: try sendBlocks()
+                case .resuming: try resume()
                 case .finishing: try finish()
                 case .done: break
                 }
@@ -92,6 +104,7 @@ public final class DiskSender {
         let mapped = try DiskExtentMap.map(path: options.path, diskSize: size, blockSize: options.blockSize)
         file = opened
         map = mapped
+        hashes = [UInt64](repeating: 0, count: mapped.blocks.count)
         report.diskSize = size
         report.allocatedBytes = mapped.allocatedBytes
         report.blockSize = options.blockSize
@@ -106,6 +119,11 @@ public final class DiskSender {
     }
 
     private func connect() throws {
+        try openConnection()
+        phase = .offering
+    }
+
+    private func openConnection() throws {
         let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
         let framed = FramedConnection(stream)
         connection = framed
@@ -113,7 +131,6 @@ public final class DiskSender {
         try framed.authenticate(asClient: options.security)
         report.security = framed.security.description
         report.peer = framed.peerDescription
-        phase = .offering
     }
 
     private func offer() throws {
@@ -127,6 +144,7 @@ public final class DiskSender {
         switch reply.type {
         case .diskAccept:
             let accept = try DiskAccept(payload: reply.payload)
+            self.accept = accept
             logger.info(
                 "destination accepted the disk",
                 metadata: ["disk.destination": "\(accept.destinationName)", "disk.free_bytes": "\(accept.freeBytes)"])
@@ -151,27 +169,96 @@ public final class DiskSender {
             block.deallocate()
             frame.deallocate()
         }
-        for (done, index) in map.blocks.enumerated() {
+        while nextPosition < map.blocks.count {
+            let index = map.blocks[nextPosition]
             let read = try file.read(at: index * blockSize, into: block)
             if read < blockSize { memset(block.baseAddress! + read, 0, blockSize - read) }
             let encoded = encoder.encode(page: block.baseAddress!, into: frame + DiskMoveLimits.blockHeaderSize)
             DiskBlockHeader(index: UInt64(index), hash: encoded.hash, encoding: encoded.encoding).encode(to: frame)
-            digest.add(block: index, hash: encoded.hash)
-            count(encoded.encoding)
-            try send(UnsafeRawBufferPointer(start: frame, count: DiskMoveLimits.blockHeaderSize + encoded.length))
-            report.blocksSent += 1
+            hashes[nextPosition] = encoded.hash
+            do {
+                try send(UnsafeRawBufferPointer(start: frame, count: DiskMoveLimits.blockHeaderSize + encoded.length))
+            } catch let error as TransportError where Self.isLost(error) && options.reconnectAttempts > 0 {
+                logger.warning(
+                    "lost the connection while sending; resuming",
+                    metadata: ["disk.block": "\(index)", "disk.error": "\(error)"])
+                phase = .resuming
+                return
+            }
+            if nextPosition >= sentPositions { count(encoded.encoding) }
+            nextPosition += 1
+            sentPositions = max(sentPositions, nextPosition)
+            failedAttempts = 0
             progress?(
                 DiskMoveProgress(
-                    blocksDone: done + 1, blocksTotal: map.blocks.count, wireBytes: connection.bytesSent,
+                    blocksDone: nextPosition, blocksTotal: map.blocks.count,
+                    wireBytes: earlierWireBytes + connection.bytesSent,
                     elapsedSeconds: MonotonicClock.seconds(since: start)))
         }
+        report.blocksSent = map.blocks.count
         phase = .finishing
+    }
+
+    /// A new connection after a loss: `DISK_RESUME` with the move's id and token, and the
+    /// destination's answer says where to continue (it holds the first `blocks_held` blocks).
+    private func resume() throws {
+        guard let accept else { preconditionFailure("resume before accept") }
+        if let lost = connection {
+            earlierWireBytes += lost.bytesSent
+            lost.close()
+            connection = nil
+        }
+        while true {
+            failedAttempts += 1
+            MonotonicClock.sleep(milliseconds: 200 * min(failedAttempts, 10))
+            do {
+                try openConnection()
+                break
+            } catch let error as TransportError where Self.isLost(error) || error.code == .connect {
+                guard failedAttempts < options.reconnectAttempts else {
+                    throw DiskMoveError(
+                        .transport,
+                        "the connection was lost and \(failedAttempts) attempts to resume failed (last: \(error)): retry the move"
+                    )
+                }
+            }
+        }
+        guard let connection else { return }
+        try connection.send(DiskResume(moveID: accept.moveID, moveToken: accept.moveToken))
+        let reply = try connection.receive()
+        guard reply.type == .diskResumeState else {
+            if reply.type == .refuse {
+                let refuse = try Refuse(payload: reply.payload)
+                throw DiskMoveError(.refused, "the destination refused to resume the move: \(refuse.message)")
+            }
+            throw ProtocolError(.unexpectedFrame, "expected DISK_RESUME_STATE, got \(reply.type.wireName)")
+        }
+        let state = try DiskResumeState(payload: reply.payload)
+        guard state.blocksHeld <= UInt64(nextPosition + 1) else {
+            throw ProtocolError(
+                .invalidField,
+                "DISK_RESUME_STATE holds \(state.blocksHeld) blocks; this source sent \(nextPosition + 1)")
+        }
+        report.resumes += 1
+        report.blocksResent += max(0, nextPosition - Int(state.blocksHeld))
+        logger.info(
+            "resumed", metadata: ["disk.blocks_held": "\(state.blocksHeld)", "disk.blocks_sent": "\(nextPosition)"])
+        nextPosition = Int(state.blocksHeld)
+        phase = .sending
+    }
+
+    /// A failure that a new connection may cure (not an `ABORT`, a refusal or a protocol error).
+    static func isLost(_ error: TransportError) -> Bool {
+        [.peerClosed, .io, .timeout].contains(error.code)
     }
 
     private func finish() throws {
         guard let connection, let map else { preconditionFailure("finish before send") }
+        let digest = DiskDigest(blockSize: options.blockSize)
+        for (position, index) in map.blocks.enumerated() { digest.add(block: index, hash: hashes[position]) }
         report.digest = digest.finish(blockCount: map.blockCount)
-        try connection.send(DiskEnd(blocksSent: UInt64(report.blocksSent), digest: report.digest))
+        // After a resume the destination counts the blocks of all connections: each block once.
+        try connection.send(DiskEnd(blocksSent: UInt64(map.blocks.count), digest: report.digest))
         let reply = try connection.receive()
         guard reply.type == .diskVerified else {
             throw ProtocolError(.unexpectedFrame, "expected DISK_VERIFIED, got \(reply.type.wireName)")
@@ -184,7 +271,7 @@ public final class DiskSender {
             )
         }
         report.bytesWritten = verified.bytesWritten
-        report.wireBytesSent = connection.bytesSent
+        report.wireBytesSent = earlierWireBytes + connection.bytesSent
         report.wireBytesReceived = connection.bytesReceived
         logger.info("the destination verified the disk", metadata: ["disk.digest": "0x\(hex(report.digest))"])
         phase = .done

@@ -125,15 +125,21 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
     public var codecs: CodecSet
     /// Free bytes where the disk goes (informational).
     public var freeBytes: UInt64
+    /// Names this move; with `moveToken` it lets a new connection resume it (`DISK_RESUME`).
+    public var moveID: UInt64
+    /// A CSPRNG secret, never all zero, sent only here.
+    public var moveToken: SessionToken
     public var destinationName: String
 
     public init(
         version: UInt16 = DiskMoveLimits.version, codecs: CodecSet = DiskMoveLimits.codecs, freeBytes: UInt64,
-        destinationName: String
+        moveID: UInt64, moveToken: SessionToken, destinationName: String
     ) {
         self.version = version
         self.codecs = codecs
         self.freeBytes = freeBytes
+        self.moveID = moveID
+        self.moveToken = moveToken
         self.destinationName = destinationName
     }
 
@@ -142,6 +148,7 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
         if !codecs.contains(.zero) || !codecs.contains(.raw) {
             throw invalid("DISK_ACCEPT", "codecs 0x\(String(codecs.rawValue, radix: 16)) lack zero or raw")
         }
+        if moveToken.isNone { throw invalid("DISK_ACCEPT", "move_token is all zero") }
     }
 
     public func encode(into out: inout [UInt8]) {
@@ -150,6 +157,8 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
         out.appendZeros(2)
         out.appendLittleEndian(codecs.rawValue)
         out.appendLittleEndian(freeBytes)
+        out.appendLittleEndian(moveID)
+        out.appendToken(moveToken)
         out.appendStr16(destinationName.truncatedUTF8(to: StringLimits.name))
     }
 
@@ -159,9 +168,62 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
         try reader.reserved(2)
         codecs = CodecSet(rawValue: try reader.read(UInt32.self, "codecs"))
         freeBytes = try reader.read(UInt64.self, "free_bytes")
+        moveID = try reader.read(UInt64.self, "move_id")
+        moveToken = try reader.token("move_token")
         destinationName = try reader.str16("destination_name", limit: StringLimits.name)
         try reader.finish()
         try validate()
+    }
+}
+
+/// `DISK_RESUME` (source → destination, type 30): the first frame of a new connection (after the
+/// authentication handshake) that continues a move whose connection was lost.
+public struct DiskResume: FrameMessage, Equatable {
+    public static let frameType = FrameType.diskResume
+    public var moveID: UInt64
+    public var moveToken: SessionToken
+
+    public init(moveID: UInt64, moveToken: SessionToken) {
+        self.moveID = moveID
+        self.moveToken = moveToken
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        out.appendLittleEndian(moveID)
+        out.appendToken(moveToken)
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_RESUME")
+        moveID = try reader.read(UInt64.self, "move_id")
+        moveToken = try reader.token("move_token")
+        try reader.finish()
+    }
+}
+
+/// `DISK_RESUME_STATE` (destination → source, type 31): how many of the announced blocks the
+/// destination holds verified (the first `blocks_held` the source sent, in order).
+public struct DiskResumeState: FrameMessage, Equatable {
+    public static let frameType = FrameType.diskResumeState
+    public var blocksHeld: UInt64
+    /// The index of the next block the destination accepts (after the last one it holds).
+    public var nextBlock: UInt64
+
+    public init(blocksHeld: UInt64, nextBlock: UInt64) {
+        self.blocksHeld = blocksHeld
+        self.nextBlock = nextBlock
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        out.appendLittleEndian(blocksHeld)
+        out.appendLittleEndian(nextBlock)
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_RESUME_STATE")
+        blocksHeld = try reader.read(UInt64.self, "blocks_held")
+        nextBlock = try reader.read(UInt64.self, "next_block")
+        try reader.finish()
     }
 }
 

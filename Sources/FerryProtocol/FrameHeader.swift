@@ -30,6 +30,8 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case diskBlock = 27
     case diskEnd = 28
     case diskVerified = 29
+    case diskResume = 30
+    case diskResumeState = 31
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000

@@ -32,6 +32,8 @@ extension FrameType {
         case .diskBlock: return "DISK_BLOCK"
         case .diskEnd: return "DISK_END"
         case .diskVerified: return "DISK_VERIFIED"
+        case .diskResume: return "DISK_RESUME"
+        case .diskResumeState: return "DISK_RESUME_STATE"
         case .note: return "NOTE"
         }
     }

@@ -13,7 +13,8 @@ struct DiskSendCommand: ParsableCommand {
             Maps the file's data extents (SEEK_DATA/SEEK_HOLE) and sends only the 64 KiB blocks that hold data: \
             zero blocks as markers, LZ4 where it makes a block smaller, every block hashed (XXH3) and a digest over \
             the whole disk checked by the destination before it renames its copy into place. The file must not \
-            change during the move (stop the guest first). Prints a report (disk size, allocated bytes, wire bytes, \
+            change during the move (stop the guest first). A connection lost while blocks flow is opened again \
+            (up to 5 attempts) and the move continues after the blocks the destination holds verified. Prints a report (disk size, allocated bytes, wire bytes, \
             time, MB/s). Exit codes: 0 the destination holds a verified copy; 3 refused (no room, the file exists \
             there, another key); 5 connection failed; 6 a block or the digest did not verify; 7 protocol error; \
             8 a system call failed; 9 bad configuration; 10 the destination aborted.
@@ -62,7 +63,8 @@ struct DiskReceiveCommand: ParsableCommand {
             Prints "listening on HOST:PORT" on stderr when ready (port 0: any free port). Checks before any block \
             is sent that the disk's allocated bytes fit in the free space (statvfs) and refuses naming both numbers. \
             Writes PATH.partial, holes kept as holes, and renames it to PATH only when every block and the digest \
-            verified; on any failure PATH.partial is removed and PATH is left as it was. A connection that does not \
+            verified; on any failure PATH.partial is removed and PATH is left as it was (a lost connection first \
+            waits --resume-timeout for the source to continue). A connection that does not \
             offer a disk (another key, another program) is closed and the listener waits on. Exit codes as ferry \
             disk send's; 5 also when no source came within --accept-timeout.
             """)
@@ -85,6 +87,13 @@ struct DiskReceiveCommand: ParsableCommand {
         help: "Give up if no source offers a disk within this time (default: wait forever; at most 30 days).",
         transform: { try DurationOption.parse($0) })
     var acceptTimeout: DurationOption?
+
+    @Option(
+        name: .customLong("resume-timeout"),
+        help:
+            "When the source's connection is lost while blocks flow, keep PATH.partial and what verified this long for the source to reconnect and continue (at most 30 days).",
+        transform: { try DurationOption.parse($0) })
+    var resumeTimeout = DurationOption(seconds: 30)
 
     @OptionGroup(title: "Security") var security: ReceiveSecurityOptions
 
@@ -112,10 +121,11 @@ struct DiskReceiveCommand: ParsableCommand {
                     encryptFlag: "--require-encryption")
                 let listener = try TCPListener(listen)
                 Terminal.note("listening on \(listen.host):\(listener.port), disk \(disk)")
-                let options = DiskReceiveOptions(
+                var options = DiskReceiveOptions(
                     path: disk, security: connectionSecurity, overwrite: force,
                     acceptTimeoutMs: acceptTimeout?.milliseconds,
                     destinationName: hostName())
+                options.resumeWindowMs = resumeTimeout.milliseconds
                 report = try DiskReceiver(
                     listener: listener, options: options, logger: logger, progress: display.handler
                 )

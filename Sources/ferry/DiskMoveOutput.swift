@@ -63,7 +63,8 @@ enum DiskMoveText {
         Swift.print(
             "blocks of \(report.blockSize) B: \(report.blocksSent) of \(report.blockCount) sent (\(report.zeroBlocks) zero, "
                 + "\(report.lz4Blocks) LZ4, \(report.rawBlocks) raw); written \(report.bytesWritten) bytes; digest 0x"
-                + String(report.digest, radix: 16) + "; \(report.security)")
+                + String(report.digest, radix: 16) + "; \(report.security)"
+                + (report.resumes > 0 ? "; resumed \(report.resumes)×, \(report.blocksResent) blocks sent again" : ""))
     }
 }
 
@@ -82,6 +83,7 @@ enum DiskMoveJSON {
             "lz4_blocks": report.lz4Blocks, "raw_blocks": report.rawBlocks, "wire_bytes": report.wireBytes,
             "bytes_written": report.bytesWritten, "seconds": report.seconds, "mb_per_s": report.megabytesPerSecond,
             "digest": String(format: "0x%016llx", report.digest), "security": report.security,
+            "resumes": report.resumes, "blocks_resent": report.blocksResent,
         ]
         if let error {
             object["error"] = ["exit_code": Int(exitCode(for: error)), "message": "\(error)"]

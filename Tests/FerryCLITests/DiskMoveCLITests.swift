@@ -144,6 +144,34 @@ struct DiskMoveCLITests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
+    @Test("a connection cut at about 50% resumes; at most 5% of the disk is sent again")
+    func cutResumes() throws {
+        let scratch = Scratch()
+        let (source, target) = (scratch.file("source.img"), scratch.file("target.img"))
+        try Self.makeDisk(source)
+        let (receiver, port) = try Self.startReceiver(["--disk", target, "--resume-timeout", "10s"])
+        let relay = try Relay(to: UInt16(port))
+        defer { relay.stop() }
+        relay.cut(afterBytes: 7 << 20)  // about half of the ~14.8 MB on the wire
+        let sent = try FerryProcess.run([
+            "disk", "send", "--disk", source, "--to", "127.0.0.1:\(relay.port)", "--json", scratch.file("send.json"),
+        ])
+        let received = receiver.wait(timeout: 30)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(received.status == 0, "\(received.stderr)")
+        let report = try Self.json(scratch.file("send.json"))
+        let resent = try #require(report["blocks_resent"] as? Int) * (try #require(report["block_size"] as? Int))
+        let size = try #require(report["disk_size"] as? Int)
+        print(
+            "resume: \(relay.cutCount) cut at 7 MiB; resumes \(report["resumes"] ?? "?"), resent \(resent) B of a \(size)-byte disk ("
+                + String(format: "%.2f%%", Double(resent) * 100 / Double(size)) + ")")
+        #expect(relay.cutCount == 1)
+        #expect(report["resumes"] as? Int == 1)
+        #expect(resent <= size / 20)
+        #expect(try filesEqual(source, target))
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
     @Test("a move longer than a second shows progress with an ETA on stderr")
     func progressWithETA() throws {
         let scratch = Scratch()

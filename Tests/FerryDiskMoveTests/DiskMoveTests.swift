@@ -133,7 +133,33 @@ struct DiskMoveTests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
-    @Test("a connection cut halfway: the source fails, the destination removes its .partial, PATH untouched")
+    @Test("a connection cut halfway resumes: the disk moves equal, resending at most 5% of the disk")
+    func cutConnectionResumes() throws {
+        let scratch = Scratch()
+        let source = scratch.file("source.img")
+        let target = scratch.file("target.img")
+        try makeSparseDisk(source)
+        let receiver = try ReceiverRun(path: target)
+        let relay = try Relay(to: receiver.port)
+        defer { relay.stop() }
+        relay.cut(afterBytes: 7 << 20)  // about half of the ~14.8 MB the move puts on the wire
+        let sent = try send(source, port: relay.port).get()
+        let received = try receiver.thread.wait()
+        let resentBytes = sent.blocksResent * sent.blockSize
+        print(
+            "resume: cut after 7 MiB of \(sent.wireBytes) wire bytes; resumed \(sent.resumes)x, \(sent.blocksResent) blocks "
+                + "(\(resentBytes) B of disk, "
+                + String(format: "%.2f%%", Double(resentBytes) * 100 / Double(sent.diskSize))
+                + ") sent again; \(relay.cutCount) cut")
+        #expect(relay.cutCount == 1)
+        #expect(sent.resumes == 1)
+        #expect(received.resumes == 1)
+        #expect(resentBytes <= sent.diskSize / 20)
+        #expect(try filesEqual(source, target))
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
+    @Test("a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched")
     func cutConnectionLeavesNothing() throws {
         let scratch = Scratch()
         let source = scratch.file("source.img")
@@ -141,12 +167,13 @@ struct DiskMoveTests {
         try makeSparseDisk(source)
         try Data("old copy".utf8).write(to: URL(fileURLWithPath: target))
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
-        let options = DiskReceiveOptions(path: target, overwrite: true, acceptTimeoutMs: 20_000)
-        let receiver = BackgroundThread {
+        var options = DiskReceiveOptions(path: target, overwrite: true, acceptTimeoutMs: 20_000)
+        options.resumeWindowMs = 2000
+        let receiver = BackgroundThread { [options] in
             defer { listener.close() }
             return try DiskReceiver(listener: listener, options: options, logger: testLogger).run()
         }
-        let relay = try Relay(to: listener.port)
+        let relay = try Relay(to: listener.port, options: Relay.Options(afterCut: .stopListening))
         defer { relay.stop() }
         relay.cut(afterBytes: 6 << 20)
         let sent = send(source, port: relay.port)

@@ -58,6 +58,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .diskBlock: return nil
     case .diskEnd: return try DiskEnd(payload: payload).encodedPayload()
     case .diskVerified: return try DiskVerified(payload: payload).encodedPayload()
+    case .diskResume: return try DiskResume(payload: payload).encodedPayload()
+    case .diskResumeState: return try DiskResumeState(payload: payload).encodedPayload()
     }
 }
 
@@ -189,7 +191,11 @@ let messageSamples: [MessageSample] = [
         DiskHello(
             blockSize: 65536, diskSize: 256 << 20, allocatedBytes: 26 << 20, blocksToSend: 500,
             sourceName: "src-1", diskName: "vm.img")),
-    MessageSample("DISK_ACCEPT", DiskAccept(freeBytes: 1 << 40, destinationName: "dst ✓")),
+    MessageSample(
+        "DISK_ACCEPT",
+        DiskAccept(freeBytes: 1 << 40, moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, destinationName: "dst ✓")),
+    MessageSample("DISK_RESUME", DiskResume(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken)),
+    MessageSample("DISK_RESUME_STATE", DiskResumeState(blocksHeld: 300, nextBlock: 1811)),
     MessageSample("DISK_END", DiskEnd(blocksSent: 500, digest: 0x0123_4567_89AB_CDEF)),
     MessageSample("DISK_VERIFIED", DiskVerified(digest: 0x0123_4567_89AB_CDEF, bytesWritten: 26 << 20)),
 ]
