@@ -199,21 +199,24 @@ public final class DiskSender {
         phase = .finishing
     }
 
-    /// A new connection after a loss: `DISK_RESUME` with the move's id and token, and the
-    /// destination's answer says where to continue (it holds the first `blocks_held` blocks).
+    /// New connections after a loss, until one resumes: `DISK_RESUME` with the move's id and
+    /// token, and the destination's answer says where to continue (it holds the first
+    /// `blocks_held` blocks).
     private func resume() throws {
         guard let accept else { preconditionFailure("resume before accept") }
-        if let lost = connection {
-            earlierWireBytes += lost.bytesSent
-            lost.close()
-            connection = nil
-        }
         while true {
+            if let lost = connection {
+                earlierWireBytes += lost.bytesSent
+                lost.close()
+                connection = nil
+            }
             failedAttempts += 1
             MonotonicClock.sleep(milliseconds: 200 * min(failedAttempts, 10))
             do {
                 try openConnection()
-                break
+                let state = try askResume(accept)
+                continueAfter(state)
+                return
             } catch let error as TransportError where Self.isLost(error) || error.code == .connect {
                 guard failedAttempts < options.reconnectAttempts else {
                     throw DiskMoveError(
@@ -223,7 +226,10 @@ public final class DiskSender {
                 }
             }
         }
-        guard let connection else { return }
+    }
+
+    private func askResume(_ accept: DiskAccept) throws -> DiskResumeState {
+        guard let connection else { preconditionFailure("ask before connecting") }
         try connection.send(DiskResume(moveID: accept.moveID, moveToken: accept.moveToken))
         let reply = try connection.receive()
         guard reply.type == .diskResumeState else {
@@ -239,6 +245,10 @@ public final class DiskSender {
                 .invalidField,
                 "DISK_RESUME_STATE holds \(state.blocksHeld) blocks; this source sent \(nextPosition + 1)")
         }
+        return state
+    }
+
+    private func continueAfter(_ state: DiskResumeState) {
         report.resumes += 1
         report.blocksResent += max(0, nextPosition - Int(state.blocksHeld))
         logger.info(

@@ -172,6 +172,53 @@ struct DiskMoveCLITests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
+    /// A move slowed by a relay (4 ms per block: about 2.6 s) so that a process can be killed in it.
+    static func slowMove(_ scratch: Scratch, receiverArguments: [String] = []) throws -> (
+        receiver: FerryProcess, sender: FerryProcess, relay: Relay, target: String
+    ) {
+        let (source, target) = (scratch.file("source.img"), scratch.file("target.img"))
+        try makeDisk(source)
+        let (receiver, port) = try startReceiver(["--disk", target] + receiverArguments)
+        let relay = try Relay(to: UInt16(port)) { frame in
+            frame.type == WireType.diskBlock ? .delay(milliseconds: 4) : .forward
+        }
+        let sender = try FerryProcess(["disk", "send", "--disk", source, "--to", "127.0.0.1:\(relay.port)"])
+        return (receiver, sender, relay, target)
+    }
+
+    @Test("kill -9 of the source mid-move: the destination waits --resume-timeout, then removes .partial (exit 5)")
+    func sourceKilled() throws {
+        let scratch = Scratch()
+        let move = try Self.slowMove(scratch, receiverArguments: ["--resume-timeout", "1s"])
+        defer { move.relay.stop() }
+        Thread.sleep(forTimeInterval: 1.0)
+        #expect(FileManager.default.fileExists(atPath: move.target + ".partial"))
+        kill(move.sender.process.processIdentifier, SIGKILL)
+        let sent = move.sender.wait(timeout: 10)
+        let received = move.receiver.wait(timeout: 30)
+        print("destination: \(received.stderr.split(separator: "\n").last ?? "")")
+        #expect(sent.signal == SIGKILL)
+        #expect(received.status == 5)
+        #expect(received.stderr.contains("did not resume"))
+        #expect(!FileManager.default.fileExists(atPath: move.target))
+        #expect(!FileManager.default.fileExists(atPath: move.target + ".partial"))
+    }
+
+    @Test("kill -9 of the destination mid-move: the source's attempts to resume fail, exit 5, no PATH")
+    func destinationKilled() throws {
+        let scratch = Scratch()
+        let move = try Self.slowMove(scratch)
+        defer { move.relay.stop() }
+        Thread.sleep(forTimeInterval: 1.0)
+        kill(move.receiver.process.processIdentifier, SIGKILL)
+        let sent = move.sender.wait(timeout: 30)
+        _ = move.receiver.wait(timeout: 10)
+        print("source: \(sent.stderr.split(separator: "\n").last ?? "")")
+        #expect(sent.status == 5)
+        #expect(sent.stderr.contains("attempts to resume failed"))
+        #expect(!FileManager.default.fileExists(atPath: move.target))
+    }
+
     @Test("a move longer than a second shows progress with an ETA on stderr")
     func progressWithETA() throws {
         let scratch = Scratch()
