@@ -21,6 +21,8 @@ public struct DiskMoveError: Error, CustomStringConvertible, Sendable {
         case system
         /// Invalid settings: a key file, a path, an address.
         case configuration
+        /// An operator cancelled the move on this side (`DiskMoveCancellation`).
+        case cancelled
     }
 
     public var code: Code
@@ -42,6 +44,7 @@ public struct DiskMoveError: Error, CustomStringConvertible, Sendable {
         case .protocolViolation: return .protocolViolation
         case .verification: return .verification
         case .transport, .system: return .io
+        case .cancelled: return .cancelled
         case .refused, .peerAborted, .configuration: return .other
         }
     }

@@ -19,6 +19,7 @@ public struct DiskReceiveOptions: Sendable {
     /// How long a move whose connection was lost waits for its source's `DISK_RESUME`.
     public var resumeWindowMs: Int = 30_000
     public var destinationName: String
+    public var cancellation: DiskMoveCancellation?
 
     public init(
         path: String, security: ConnectionSecurity = .none, overwrite: Bool = false, acceptTimeoutMs: Int? = nil,
@@ -64,6 +65,8 @@ public final class DiskReceiver {
     private var moveToken = SessionToken.none
     /// Set while the move waits for its source to come back (`MonotonicClock.milliseconds`).
     private var resumeDeadline: Int?
+    /// When `--accept-timeout` ends (`MonotonicClock.milliseconds`), from the start of `run()`.
+    private var acceptDeadline: Int?
 
     public init(
         listener: TCPListener, options: DiskReceiveOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil
@@ -77,16 +80,19 @@ public final class DiskReceiver {
     /// Takes one disk; returns the report once `PATH` holds the verified copy.
     public func run() throws(DiskMoveError) -> DiskMoveReport {
         defer { connection?.close() }
+        acceptDeadline = options.acceptTimeoutMs.map { MonotonicClock.milliseconds() + $0 }
         do {
             while phase != .done {
                 do {
                     try step()
                 } catch let lost as ConnectionLost {
+                    if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
                     holdForResume(lost)
                 }
             }
         } catch {
-            let failure = DiskMoveError.wrap(error, during: phase.rawValue)
+            let failure =
+                options.cancellation?.error(during: phase.rawValue) ?? DiskMoveError.wrap(error, during: phase.rawValue)
             discard(failure)
             throw failure
         }
@@ -95,6 +101,7 @@ public final class DiskReceiver {
     }
 
     private func step() throws {
+        if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
         switch phase {
         case .accepting: try accept()
         case .greeting: greet()
@@ -124,15 +131,19 @@ public final class DiskReceiver {
     // MARK: Phases
 
     private func accept() throws {
+        let deadline = resumeDeadline ?? acceptDeadline
+        let remaining = deadline.map { max(0, $0 - MonotonicClock.milliseconds()) }
+        // In slices of 250 ms when a cancel may come: a blocked accept does not see it.
+        let slice = options.cancellation == nil ? remaining : min(remaining ?? 250, 250)
         let accepted: Result<TCPStream, TransportError>
-        let timeoutMs = resumeDeadline.map { max(0, $0 - MonotonicClock.milliseconds()) } ?? options.acceptTimeoutMs
         do throws(TransportError) {
-            accepted = .success(try listener.accept(timeoutMs: timeoutMs))
+            accepted = .success(try listener.accept(timeoutMs: slice))
         } catch {
             accepted = .failure(error)
         }
         guard case .success(let stream) = accepted else {
             if case .failure(let error) = accepted, error.code != .timeout { throw error }
+            if deadline.map({ MonotonicClock.milliseconds() < $0 }) ?? true { return }  // a slice; accept again
             if resumeDeadline != nil {
                 throw DiskMoveError(
                     .transport,
@@ -146,6 +157,7 @@ public final class DiskReceiver {
         }
         try stream.setReceiveTimeout(ms: Self.greetingTimeoutMs)
         connection = FramedConnection(stream)
+        options.cancellation?.watch(stream)
         if resumeDeadline == nil { start = MonotonicClock.now() }
         phase = .greeting
     }

@@ -19,6 +19,7 @@ public struct DiskSendOptions: Sendable {
     /// Connections the source opens again, one after the other, to resume after a loss
     /// (`DISK_RESUME`); 0: a lost connection ends the move.
     public var reconnectAttempts: Int = 5
+    public var cancellation: DiskMoveCancellation?
 
     public init(
         path: String, destination: Endpoint, security: ConnectionSecurity = .none,
@@ -76,6 +77,7 @@ public final class DiskSender {
         defer { connection?.close() }
         do {
             while phase != .done {
+                if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
                 switch phase {
                 case .mapping: try mapDisk()
                 case .connecting: try connect()
@@ -87,6 +89,11 @@ public final class DiskSender {
                 }
             }
         } catch {
+            if let cancelled = options.cancellation?.error(during: phase.rawValue) {
+                try? connection?.send(
+                    Abort(reason: .cancelled, message: "\(cancelled.message) on the source: the move is abandoned"))
+                throw cancelled
+            }
             throw DiskMoveError.wrap(error, during: phase.rawValue)
         }
         report.seconds = MonotonicClock.seconds(since: start)
@@ -127,6 +134,7 @@ public final class DiskSender {
         let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
         let framed = FramedConnection(stream)
         connection = framed
+        options.cancellation?.watch(stream)
         try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
         try framed.authenticate(asClient: options.security)
         report.security = framed.security.description
@@ -170,6 +178,7 @@ public final class DiskSender {
             frame.deallocate()
         }
         while nextPosition < map.blocks.count {
+            if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
             let index = map.blocks[nextPosition]
             let read = try file.read(at: index * blockSize, into: block)
             if read < blockSize { memset(block.baseAddress! + read, 0, blockSize - read) }

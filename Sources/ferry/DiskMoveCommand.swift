@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryDiskMove
+import FerryMigration
 import FerryTransport
 import Foundation
 import Logging
@@ -17,7 +18,7 @@ struct DiskSendCommand: ParsableCommand {
             (up to 5 attempts) and the move continues after the blocks the destination holds verified. Prints a report (disk size, allocated bytes, wire bytes, \
             time, MB/s). Exit codes: 0 the destination holds a verified copy; 3 refused (no room, the file exists \
             there, another key); 5 connection failed; 6 a block or the digest did not verify; 7 protocol error; \
-            8 a system call failed; 9 bad configuration; 10 the destination aborted.
+            8 a system call failed; 9 bad configuration; 10 the destination aborted; 130/143 cancelled by SIGINT/SIGTERM.
             """)
 
     @Option(help: ArgumentHelp("The disk file to send (read only).", valueName: "path"))
@@ -39,8 +40,10 @@ struct DiskSendCommand: ParsableCommand {
         var report = DiskMoveReport()
         runReportingErrors {
             do {
-                let options = DiskSendOptions(
+                var options = DiskSendOptions(
                     path: disk, destination: to, security: try security.make(), sourceName: hostName())
+                options.cancellation = DiskMoveSignals.cancellation(
+                    announce: "cancelling the disk move: the destination is told to remove its partial copy")
                 report = try DiskSender(options: options, logger: logger, progress: display.handler).run()
                 display.finish()
                 DiskMoveText.print(report, role: .source, path: disk)
@@ -126,6 +129,8 @@ struct DiskReceiveCommand: ParsableCommand {
                     acceptTimeoutMs: acceptTimeout?.milliseconds,
                     destinationName: hostName())
                 options.resumeWindowMs = resumeTimeout.milliseconds
+                options.cancellation = DiskMoveSignals.cancellation(
+                    announce: "cancelling: PATH.partial is removed and the source told; PATH is left as it was")
                 report = try DiskReceiver(
                     listener: listener, options: options, logger: logger, progress: display.handler
                 )
@@ -139,5 +144,22 @@ struct DiskReceiveCommand: ParsableCommand {
                 throw error
             }
         }
+    }
+}
+
+/// SIGINT and SIGTERM cancel a disk move: `OperatorSignals` handles the signals (exit 130/143),
+/// and a thread passes its cancel on to the move.
+enum DiskMoveSignals {
+    static func cancellation(announce: String) -> DiskMoveCancellation {
+        let signals = MigrationCancellation()
+        OperatorSignals.install(signals) { "\($0): \(announce)" }
+        let move = DiskMoveCancellation()
+        let thread = Thread {
+            while signals.sleep(seconds: 3600) {}
+            move.cancel(signals.reason ?? "cancelled")
+        }
+        thread.name = "ferry-disk-cancel"
+        thread.start()
+        return move
     }
 }

@@ -112,6 +112,7 @@ func exitCode(for error: any Error) -> Int32 {
         case .system: return 8
         case .configuration: return 9
         case .peerAborted: return move.peerReason == .verification ? 6 : 10
+        case .cancelled: return OperatorSignals.exitCode
         }
     case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image
     case let transport as TransportError:

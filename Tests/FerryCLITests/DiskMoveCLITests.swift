@@ -219,6 +219,40 @@ struct DiskMoveCLITests {
         #expect(!FileManager.default.fileExists(atPath: move.target))
     }
 
+    @Test("SIGINT to the destination mid-move: it removes .partial and exits 130; the source is told (exit 10)")
+    func destinationInterrupted() throws {
+        let scratch = Scratch()
+        let move = try Self.slowMove(scratch)
+        defer { move.relay.stop() }
+        Thread.sleep(forTimeInterval: 1.0)
+        kill(move.receiver.process.processIdentifier, SIGINT)
+        let received = move.receiver.wait(timeout: 30)
+        let sent = move.sender.wait(timeout: 30)
+        print("source: \(sent.stderr.split(separator: "\n").last ?? "")")
+        #expect(received.status == 130, "\(received.stderr)")
+        #expect(sent.status == 10, "\(sent.stderr)")
+        #expect(sent.stderr.contains("cancelled (SIGINT)"))
+        #expect(!FileManager.default.fileExists(atPath: move.target))
+        #expect(!FileManager.default.fileExists(atPath: move.target + ".partial"))
+    }
+
+    @Test("SIGTERM to the source mid-move: it exits 143; the destination removes .partial (exit 10)")
+    func sourceTerminated() throws {
+        let scratch = Scratch()
+        let move = try Self.slowMove(scratch)
+        defer { move.relay.stop() }
+        Thread.sleep(forTimeInterval: 1.0)
+        kill(move.sender.process.processIdentifier, SIGTERM)
+        let sent = move.sender.wait(timeout: 30)
+        let received = move.receiver.wait(timeout: 30)
+        print("destination: \(received.stderr.split(separator: "\n").last ?? "")")
+        #expect(sent.status == 143, "\(sent.stderr)")
+        #expect(received.status == 10, "\(received.stderr)")
+        #expect(received.stderr.contains("cancelled (SIGTERM)"))
+        #expect(!FileManager.default.fileExists(atPath: move.target))
+        #expect(!FileManager.default.fileExists(atPath: move.target + ".partial"))
+    }
+
     @Test("a move longer than a second shows progress with an ETA on stderr")
     func progressWithETA() throws {
         let scratch = Scratch()
