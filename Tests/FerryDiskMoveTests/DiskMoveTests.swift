@@ -29,11 +29,14 @@ struct ReceiverRun {
     let port: UInt16
     let thread: BackgroundThread<DiskMoveReport>
 
-    init(path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000) throws {
+    init(
+        path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000, resumeWindowMs: Int = 30_000
+    ) throws {
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         port = listener.port
-        let options = DiskReceiveOptions(path: path, security: security, acceptTimeoutMs: acceptTimeoutMs)
-        thread = BackgroundThread {
+        var options = DiskReceiveOptions(path: path, security: security, acceptTimeoutMs: acceptTimeoutMs)
+        options.resumeWindowMs = resumeWindowMs
+        thread = BackgroundThread { [options] in
             defer { listener.close() }
             return try DiskReceiver(listener: listener, options: options, logger: testLogger).run()
         }
