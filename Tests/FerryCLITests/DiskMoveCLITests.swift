@@ -219,36 +219,23 @@ struct DiskMoveCLITests {
         #expect(!FileManager.default.fileExists(atPath: move.target))
     }
 
-    @Test("SIGINT to the destination mid-move: it removes .partial and exits 130; the source is told (exit 10)")
-    func destinationInterrupted() throws {
+    @Test(
+        "SIGINT/SIGTERM to either side mid-move: it exits 130/143, the other is told (exit 10), no .partial, no PATH",
+        arguments: [("destination", SIGINT), ("source", SIGTERM)])
+    func operatorCancel(_ victim: String, _ signal: Int32) throws {
         let scratch = Scratch()
         let move = try Self.slowMove(scratch)
         defer { move.relay.stop() }
         Thread.sleep(forTimeInterval: 1.0)
-        kill(move.receiver.process.processIdentifier, SIGINT)
-        let received = move.receiver.wait(timeout: 30)
-        let sent = move.sender.wait(timeout: 30)
-        print("source: \(sent.stderr.split(separator: "\n").last ?? "")")
-        #expect(received.status == 130, "\(received.stderr)")
-        #expect(sent.status == 10, "\(sent.stderr)")
-        #expect(sent.stderr.contains("cancelled (SIGINT)"))
-        #expect(!FileManager.default.fileExists(atPath: move.target))
-        #expect(!FileManager.default.fileExists(atPath: move.target + ".partial"))
-    }
-
-    @Test("SIGTERM to the source mid-move: it exits 143; the destination removes .partial (exit 10)")
-    func sourceTerminated() throws {
-        let scratch = Scratch()
-        let move = try Self.slowMove(scratch)
-        defer { move.relay.stop() }
-        Thread.sleep(forTimeInterval: 1.0)
-        kill(move.sender.process.processIdentifier, SIGTERM)
-        let sent = move.sender.wait(timeout: 30)
-        let received = move.receiver.wait(timeout: 30)
-        print("destination: \(received.stderr.split(separator: "\n").last ?? "")")
-        #expect(sent.status == 143, "\(sent.stderr)")
-        #expect(received.status == 10, "\(received.stderr)")
-        #expect(received.stderr.contains("cancelled (SIGTERM)"))
+        let (cancelled, other) = victim == "source" ? (move.sender, move.receiver) : (move.receiver, move.sender)
+        kill(cancelled.process.processIdentifier, signal)
+        let cancelledOutcome = cancelled.wait(timeout: 30)
+        let otherOutcome = other.wait(timeout: 30)
+        let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
+        print("\(victim) got \(name); the other side: \(otherOutcome.stderr.split(separator: "\n").last ?? "")")
+        #expect(cancelledOutcome.status == 128 + signal, "\(cancelledOutcome.stderr)")
+        #expect(otherOutcome.status == 10, "\(otherOutcome.stderr)")
+        #expect(otherOutcome.stderr.contains("cancelled (\(name))"))
         #expect(!FileManager.default.fileExists(atPath: move.target))
         #expect(!FileManager.default.fileExists(atPath: move.target + ".partial"))
     }
