@@ -46,7 +46,7 @@ struct DiskSendCommand: ParsableCommand {
                     announce: "cancelling the disk move: the destination is told to remove its partial copy")
                 report = try DiskSender(options: options, logger: logger, progress: display.handler).run()
                 display.finish()
-                DiskMoveText.print(report, role: .source, path: disk)
+                DiskMoveText.print(report, role: .source, path: disk, json: output.jsonTarget)
                 try DiskMoveJSON.write(report, role: .source, path: disk, error: nil, to: output.jsonTarget)
             } catch {
                 display.finish()
@@ -136,7 +136,7 @@ struct DiskReceiveCommand: ParsableCommand {
                 )
                 .run()
                 display.finish()
-                DiskMoveText.print(report, role: .destination, path: disk)
+                DiskMoveText.print(report, role: .destination, path: disk, json: output.jsonTarget)
                 try DiskMoveJSON.write(report, role: .destination, path: disk, error: nil, to: output.jsonTarget)
             } catch {
                 display.finish()

@@ -51,20 +51,22 @@ final class DiskProgressDisplay: Sendable {
     func finish() { Terminal.clearProgress() }
 }
 
-/// The report `ferry disk send/receive` prints on stdout.
+/// The report `ferry disk send/receive` prints on stdout (on stderr when the JSON goes to stdout).
 enum DiskMoveText {
-    static func print(_ report: DiskMoveReport, role: DiskMoveRole, path: String) {
+    static func print(_ report: DiskMoveReport, role: DiskMoveRole, path: String, json: JSONTarget) {
         let verb = role == .source ? "moved \(path) to \(report.peer)" : "received \(path) from \(report.peer)"
         let ratio = report.allocatedBytes > 0 ? Double(report.wireBytes) / Double(report.allocatedBytes) : 0
-        Swift.print(
+        let text =
             "\(verb): disk \(report.diskSize) bytes, allocated \(report.allocatedBytes), wire \(report.wireBytes) bytes "
-                + String(format: "(%.3f × allocated)", ratio)
-                + String(format: " in %.2f s, %.1f MB/s", report.seconds, report.megabytesPerSecond))
-        Swift.print(
-            "blocks of \(report.blockSize) B: \(report.blocksSent) of \(report.blockCount) sent (\(report.zeroBlocks) zero, "
-                + "\(report.lz4Blocks) LZ4, \(report.rawBlocks) raw); written \(report.bytesWritten) bytes; digest 0x"
-                + String(report.digest, radix: 16) + "; \(report.security)"
-                + (report.resumes > 0 ? "; resumed \(report.resumes)×, \(report.blocksResent) blocks sent again" : ""))
+            + String(format: "(%.3f × allocated)", ratio)
+            + String(format: " in %.2f s, %.1f MB/s\n", report.seconds, report.megabytesPerSecond)
+            + "blocks of \(report.blockSize) B: \(report.blocksSent) of \(report.blockCount) sent (\(report.zeroBlocks) zero, "
+            + "\(report.lz4Blocks) LZ4, \(report.rawBlocks) raw); written \(report.bytesWritten) bytes; digest 0x"
+            + String(report.digest, radix: 16) + "; \(report.security)"
+            + (report.resumes > 0 ? "; resumed \(report.resumes)×, \(report.blocksResent) blocks sent again" : "")
+            + "\n"
+        let handle = json == .standardOutput ? FileHandle.standardError : FileHandle.standardOutput
+        handle.write(Data(text.utf8))
     }
 }
 
