@@ -3,10 +3,14 @@ import FerryProtocol
 import FerrySystem
 import Glibc
 
-/// The destination's copy while blocks arrive: decodes each `DISK_BLOCK`, checks its hash against
-/// the bytes decoded, writes only its non-zero 4 KiB pages (so holes stay holes: the file starts
-/// as one hole of the disk's size) and feeds the digest.
-final class DiskBlockWriter {
+/// One stream's blocks into the destination's copy: decodes each `DISK_BLOCK`, checks its hash
+/// against the bytes decoded, writes only its non-zero 4 KiB pages (so holes stay holes: the file
+/// starts as one hole of the disk's size) and keeps each block's hash for the digest. With several
+/// streams each has its own writer on the shared file (`pwrite` at distinct offsets).
+///
+/// `@unchecked Sendable`: a writer is used by one thread at a time (its stream's, then, once that
+/// thread has ended, the one that verifies).
+final class DiskBlockWriter: @unchecked Sendable {
     /// The granule of holes kept on the destination.
     static let granule = DiskExtentMap.granule
 
@@ -15,22 +19,32 @@ final class DiskBlockWriter {
     private let file: PositionedFile
     private let decoder: PageDecoder
     private let buffer: UnsafeMutableRawPointer
-    private let digestState: DiskDigest
+    let stream: Int
+    /// The blocks received, in order, and their hashes.
+    private(set) var indices: [Int] = []
+    private(set) var hashes: [UInt64] = []
+    /// The lowest block index the next `DISK_BLOCK` may have.
+    private(set) var nextBlock = 0
     private(set) var blocksReceived = 0
     private(set) var zeroBlocks = 0
     private(set) var lz4Blocks = 0
     private(set) var rawBlocks = 0
     private(set) var bytesWritten = 0
 
-    /// Creates (or empties) `partialPath` as a hole of `diskSize` bytes.
-    init(partialPath: String, diskSize: Int, blockSize: Int) throws {
+    init(file: PositionedFile, diskSize: Int, blockSize: Int, stream: Int = 0) {
+        self.file = file
         self.diskSize = diskSize
         self.blockSize = blockSize
-        file = try PositionedFile(creating: partialPath)
-        try file.truncate(to: diskSize)
+        self.stream = stream
         decoder = PageDecoder(pageSize: blockSize)
         buffer = UnsafeMutableRawPointer.allocate(byteCount: blockSize, alignment: 64)
-        digestState = DiskDigest(blockSize: blockSize)
+    }
+
+    /// Creates (or empties) `path` as a hole of `size` bytes.
+    static func createPartial(path: String, size: Int) throws -> PositionedFile {
+        let file = try PositionedFile(creating: path)
+        try file.truncate(to: size)
+        return file
     }
 
     deinit { buffer.deallocate() }
@@ -39,10 +53,10 @@ final class DiskBlockWriter {
     func apply(_ payload: UnsafeRawBufferPointer) throws {
         let (header, data) = try DiskBlockHeader.decode(payload, blockSize: blockSize)
         let blockCount = (diskSize + blockSize - 1) / blockSize
-        guard header.index < UInt64(blockCount), Int(header.index) >= digestState.nextBlock else {
+        guard header.index < UInt64(blockCount), Int(header.index) >= nextBlock else {
             throw ProtocolError(
                 .invalidField,
-                "DISK_BLOCK \(header.index) is out of order or past the disk's \(blockCount) blocks (next allowed: \(digestState.nextBlock))"
+                "DISK_BLOCK \(header.index) on stream \(stream) is out of order or past the disk's \(blockCount) blocks (next allowed: \(nextBlock))"
             )
         }
         let index = Int(header.index)
@@ -63,7 +77,9 @@ final class DiskBlockWriter {
             )
         }
         if header.encoding != .zero { try writeNonZeroPages(at: index * blockSize) }
-        digestState.add(block: index, hash: hash)
+        indices.append(index)
+        hashes.append(hash)
+        nextBlock = index + 1
         blocksReceived += 1
         switch header.encoding {
         case .zero: zeroBlocks += 1
@@ -93,21 +109,28 @@ final class DiskBlockWriter {
         }
     }
 
-    /// The lowest block index the next `DISK_BLOCK` may have.
-    var nextBlock: Int { digestState.nextBlock }
-
-    /// Checks that the source sent as many blocks as it announced and as arrived.
-    func checkCount(announced: Int, sent: Int) throws {
-        guard sent == announced, sent == blocksReceived else {
-            throw DiskMoveError(
-                .verification,
-                "DISK_END says \(sent) blocks were sent, DISK_HELLO announced \(announced) and \(blocksReceived) arrived: retry the move"
-            )
-        }
-    }
-
-    /// The digest of the copy: every block received, holes for the rest.
-    func digest() -> UInt64 { digestState.finish(blockCount: (diskSize + blockSize - 1) / blockSize) }
-
+    /// Makes the shared file's data durable (`fdatasync`).
     func sync() throws { try file.sync() }
+
+    /// The digest of the copy written by `writers` (one per stream): every block received, in
+    /// index order (a merge of the streams' ordered lists), holes for the rest.
+    /// A block that arrived on two streams is a protocol error.
+    static func digest(of writers: [DiskBlockWriter], blockSize: Int, blockCount: Int) throws -> UInt64 {
+        let digest = DiskDigest(blockSize: blockSize)
+        var next = [Int](repeating: 0, count: writers.count)
+        while true {
+            var best: Int? = nil
+            for (stream, writer) in writers.enumerated() where next[stream] < writer.indices.count {
+                if best.map({ writer.indices[next[stream]] < writers[$0].indices[next[$0]] }) ?? true { best = stream }
+            }
+            guard let stream = best else { break }
+            let index = writers[stream].indices[next[stream]]
+            guard index >= digest.nextBlock else {
+                throw ProtocolError(.invalidField, "DISK_BLOCK \(index) arrived on two streams")
+            }
+            digest.add(block: index, hash: writers[stream].hashes[next[stream]])
+            next[stream] += 1
+        }
+        return digest.finish(blockCount: blockCount)
+    }
 }

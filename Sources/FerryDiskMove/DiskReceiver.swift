@@ -58,7 +58,10 @@ public final class DiskReceiver {
     private let progress: DiskMoveProgressHandler?
     private var connection: FramedConnection?
     private var hello: DiskHello?
+    /// Stream 0's writer (the control connection's); set while `PATH.partial` exists.
     private var blocks: DiskBlockWriter?
+    /// Streams 1 … N − 1, with several streams.
+    private var streams: DiskJoinedStreams?
     private var start: UInt64 = 0
     /// The move's name and secret (`DISK_ACCEPT`), for a `DISK_RESUME`.
     private var moveID: UInt64 = 0
@@ -87,6 +90,8 @@ public final class DiskReceiver {
                     try step()
                 } catch let lost as ConnectionLost {
                     if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
+                    // Several streams do not resume (Protocol.md 10.7).
+                    if let streams = hello?.streamCount, streams > 1 { throw lost.error }
                     holdForResume(lost)
                 }
             }
@@ -229,14 +234,24 @@ public final class DiskReceiver {
             try? connection.send(refusal)
             throw DiskMoveError(.refused, "refused the disk from \(connection.peerDescription): \(refusal.message)")
         }
-        blocks = try DiskBlockWriter(
-            partialPath: options.partialPath, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize))
+        let file = try DiskBlockWriter.createPartial(path: options.partialPath, size: Int(hello.diskSize))
+        let count = Int(hello.streamCount)
+        let makeWriter = { (stream: Int) in
+            DiskBlockWriter(file: file, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize), stream: stream)
+        }
+        blocks = makeWriter(0)
         let free = try ImageFile.freeBytes(directoryOf: options.path)
         moveID = UInt64.random(in: 1...UInt64.max)
         moveToken = SessionToken.random()
         try connection.send(
             DiskAccept(freeBytes: free, moveID: moveID, moveToken: moveToken, destinationName: options.destinationName))
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
+        if count > 1 {
+            streams = try DiskJoinedStreams(
+                count: count, listener: listener, security: options.security, moveID: moveID, moveToken: moveToken,
+                idleTimeoutMs: options.idleTimeoutMs, makeWriter: makeWriter,
+                onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
+        }
         logger.info(
             "accepted a disk",
             metadata: [
@@ -278,6 +293,7 @@ public final class DiskReceiver {
             do throws(TransportError) {
                 frame = try connection.receive()
             } catch {
+                if let failed = streams?.firstFailure { throw failed }  // it woke this read
                 guard [.peerClosed, .timeout, .io].contains(error.code) else { throw error }
                 throw ConnectionLost(error: error)
             }
@@ -291,7 +307,14 @@ public final class DiskReceiver {
             case .diskEnd:
                 let end = try DiskEnd(payload: frame.payload)
                 report.digest = end.digest
-                try blocks.checkCount(announced: Int(hello.blocksToSend), sent: Int(end.blocksSent))
+                try streams?.wait()
+                let arrived = blocks.blocksReceived + (streams?.blocksReceived ?? 0)
+                guard end.blocksSent == hello.blocksToSend, arrived == Int(hello.blocksToSend) else {
+                    throw DiskMoveError(
+                        .verification,
+                        "DISK_END says \(end.blocksSent) blocks were sent, DISK_HELLO announced \(hello.blocksToSend) and \(arrived) arrived: retry the move"
+                    )
+                }
                 phase = .verifying
                 return
             default:
@@ -301,8 +324,9 @@ public final class DiskReceiver {
     }
 
     private func verify() throws {
-        guard let blocks else { preconditionFailure("verify before receive") }
-        let computed = blocks.digest()
+        guard let blocks, let hello else { preconditionFailure("verify before receive") }
+        let computed = try DiskBlockWriter.digest(
+            of: [blocks] + (streams?.writers ?? []), blockSize: Int(hello.blockSize), blockCount: Int(hello.blockCount))
         guard computed == report.digest else {
             throw DiskMoveError(
                 .verification,
@@ -315,16 +339,17 @@ public final class DiskReceiver {
     /// Syncs the copy, renames it over `PATH`, syncs the directory, then tells the source.
     private func commit() throws {
         guard let connection, let blocks else { preconditionFailure("commit before verify") }
-        try blocks.sync()
+        try blocks.sync()  // the file all streams wrote
         try ImageFile.rename(from: options.partialPath, to: options.path)
         try ImageFile.syncDirectory(of: options.path)
         self.blocks = nil
-        report.blocksSent = blocks.blocksReceived
-        report.zeroBlocks = blocks.zeroBlocks
-        report.lz4Blocks = blocks.lz4Blocks
-        report.rawBlocks = blocks.rawBlocks
-        report.bytesWritten = UInt64(blocks.bytesWritten)
-        report.wireBytesReceived = connection.bytesReceived
+        let writers = [blocks] + (streams?.writers ?? [])
+        report.blocksSent = writers.reduce(0) { $0 + $1.blocksReceived }
+        report.zeroBlocks = writers.reduce(0) { $0 + $1.zeroBlocks }
+        report.lz4Blocks = writers.reduce(0) { $0 + $1.lz4Blocks }
+        report.rawBlocks = writers.reduce(0) { $0 + $1.rawBlocks }
+        report.bytesWritten = UInt64(writers.reduce(0) { $0 + $1.bytesWritten })
+        report.wireBytesReceived = connection.bytesReceived + (streams?.bytesReceived ?? 0)
         report.wireBytesSent = connection.bytesSent
         // The copy is in place: a source that misses this answer reports a failure, but the
         // destination's disk is verified and stays.
@@ -345,6 +370,7 @@ public final class DiskReceiver {
     /// Removes `PATH.partial` and tells the source why (an `ABORT`, unless the source aborted or
     /// was refused).
     private func discard(_ failure: DiskMoveError) {
+        streams?.stop()
         if blocks != nil {
             blocks = nil
             try? ImageFile.remove(path: options.partialPath)

@@ -4,6 +4,7 @@ import FerrySystem
 import FerryTransport
 import Glibc
 import Logging
+import Synchronization
 
 /// What `DiskSender` needs to move one disk.
 public struct DiskSendOptions: Sendable {
@@ -19,6 +20,9 @@ public struct DiskSendOptions: Sendable {
     /// Connections the source opens again, one after the other, to resume after a loss
     /// (`DISK_RESUME`); 0: a lost connection ends the move.
     public var reconnectAttempts: Int = 5
+    /// Connections that carry blocks (1 … 16, Protocol.md 10.7). With more than one, a lost
+    /// connection ends the move (no resume).
+    public var streams: Int = 1
     public var cancellation: DiskMoveCancellation?
 
     public init(
@@ -56,7 +60,7 @@ public final class DiskSender {
     private var start: UInt64 = 0
     /// Each planned block's hash, by its place in `map.blocks` (the digest is built at the end,
     /// so that blocks sent again after a resume count once).
-    private var hashes: [UInt64] = []
+    private var hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 0)
     /// The place in `map.blocks` of the next block to send, and how far the sending ever got.
     private var nextPosition = 0
     private var sentPositions = 0
@@ -64,6 +68,8 @@ public final class DiskSender {
     /// Attempts made to resume since the last block went out, and wire bytes of lost connections.
     private var failedAttempts = 0
     private var earlierWireBytes: UInt64 = 0
+    /// Streams 1 … N − 1 (several streams), opened after `DISK_ACCEPT`.
+    private var extraConnections: [FramedConnection] = []
 
     public init(options: DiskSendOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil) {
         self.options = options
@@ -71,10 +77,15 @@ public final class DiskSender {
         self.progress = progress
     }
 
+    deinit { hashes.deallocate() }
+
     /// Moves the disk; returns the report once the destination confirmed a verified copy.
     public func run() throws(DiskMoveError) -> DiskMoveReport {
         start = MonotonicClock.now()
-        defer { connection?.close() }
+        defer {
+            connection?.close()
+            for extra in extraConnections { extra.close() }
+        }
         do {
             while phase != .done {
                 if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
@@ -111,7 +122,9 @@ public final class DiskSender {
         let mapped = try DiskExtentMap.map(path: options.path, diskSize: size, blockSize: options.blockSize)
         file = opened
         map = mapped
-        hashes = [UInt64](repeating: 0, count: mapped.blocks.count)
+        hashes.deallocate()
+        hashes = .allocate(capacity: mapped.blocks.count)
+        hashes.initialize(repeating: 0)
         report.diskSize = size
         report.allocatedBytes = mapped.allocatedBytes
         report.blockSize = options.blockSize
@@ -146,6 +159,7 @@ public final class DiskSender {
         let hello = DiskHello(
             blockSize: UInt32(options.blockSize), diskSize: UInt64(map.diskSize),
             allocatedBytes: UInt64(map.allocatedBytes), blocksToSend: UInt64(map.blocks.count),
+            streamCount: UInt16(options.streams),
             sourceName: options.sourceName, diskName: String(options.path.split(separator: "/").last ?? ""))
         try connection.send(hello)
         let reply = try connection.receive()
@@ -163,30 +177,37 @@ public final class DiskSender {
         default:
             throw ProtocolError(.unexpectedFrame, "expected DISK_ACCEPT or REFUSE, got \(reply.type.wireName)")
         }
+        if let accept, options.streams > 1 { try openStreams(accept) }
         phase = .sending
+    }
+
+    /// Streams 1 … N − 1: each connects, authenticates and sends `DISK_JOIN`.
+    private func openStreams(_ accept: DiskAccept) throws {
+        for index in 1..<options.streams {
+            let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+            let framed = FramedConnection(stream)
+            extraConnections.append(framed)
+            try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+            try framed.authenticate(asClient: options.security)
+            try framed.send(DiskJoin(moveID: accept.moveID, moveToken: accept.moveToken, streamIndex: UInt16(index)))
+        }
     }
 
     private func sendBlocks() throws {
         guard let connection, let map, let file else { preconditionFailure("send before offer") }
-        let blockSize = options.blockSize
-        let encoder = PageEncoder(pageSize: blockSize, mode: .lz4, wordsLimit: 0)
-        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 64)
-        let frame = UnsafeMutableRawPointer.allocate(
-            byteCount: DiskMoveLimits.blockHeaderSize + blockSize, alignment: 64)
-        defer {
-            block.deallocate()
-            frame.deallocate()
+        if options.streams > 1 {
+            try sendStriped(connection, map: map, file: file)
+            return
         }
+        let framer = DiskBlockFramer(blockSize: options.blockSize)
+        defer { addCounts(of: framer) }
         while nextPosition < map.blocks.count {
             if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
             let index = map.blocks[nextPosition]
-            let read = try file.read(at: index * blockSize, into: block)
-            if read < blockSize { memset(block.baseAddress! + read, 0, blockSize - read) }
-            let encoded = encoder.encode(page: block.baseAddress!, into: frame + DiskMoveLimits.blockHeaderSize)
-            DiskBlockHeader(index: UInt64(index), hash: encoded.hash, encoding: encoded.encoding).encode(to: frame)
-            hashes[nextPosition] = encoded.hash
+            let (payload, hash) = try framer.payload(ofBlock: index, in: file, count: nextPosition >= sentPositions)
+            hashes[nextPosition] = hash
             do {
-                try send(UnsafeRawBufferPointer(start: frame, count: DiskMoveLimits.blockHeaderSize + encoded.length))
+                try DiskBlockFramer.send(payload, on: connection)
             } catch let error as TransportError where Self.isLost(error) && options.reconnectAttempts > 0 {
                 logger.warning(
                     "lost the connection while sending; resuming",
@@ -194,7 +215,6 @@ public final class DiskSender {
                 phase = .resuming
                 return
             }
-            if nextPosition >= sentPositions { count(encoded.encoding) }
             nextPosition += 1
             sentPositions = max(sentPositions, nextPosition)
             failedAttempts = 0
@@ -206,6 +226,42 @@ public final class DiskSender {
         }
         report.blocksSent = map.blocks.count
         phase = .finishing
+    }
+
+    /// Several streams: one thread per extra stream, stream 0 on this one, each sending its
+    /// stripe; the first failure ends the move (the other streams are closed and waited for).
+    private func sendStriped(_ connection: FramedConnection, map: DiskExtentMap, file: PositionedFile) throws {
+        let connections = [connection] + extraConnections
+        let senders = connections.enumerated().map { stream, framed in
+            DiskStripeSender(
+                stream: stream, streams: connections.count, connection: framed, file: file, plan: map.blocks,
+                hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation)
+        }
+        let done = Atomic<Int>(0)
+        let (total, progress, started) = (map.blocks.count, progress, start)
+        let sent: @Sendable () -> Void = {
+            let count = done.add(1, ordering: .relaxed).newValue
+            progress?(
+                DiskMoveProgress(
+                    blocksDone: count, blocksTotal: total,
+                    wireBytes: connections.reduce(0) { $0 + $1.bytesSent },
+                    elapsedSeconds: MonotonicClock.seconds(since: started)))
+        }
+        let threads = senders.dropFirst().map { sender in BackgroundThread { try sender.run(sent: sent) } }
+        let first = Result { try senders[0].run(sent: sent) }
+        if case .failure = first { for extra in extraConnections { extra.stream.shutdownRead() } }
+        let results = [first] + threads.map { $0.result() }
+        for sender in senders { addCounts(of: sender.framer) }
+        earlierWireBytes = extraConnections.reduce(0) { $0 + $1.bytesSent }
+        for result in results { try result.get() }
+        report.blocksSent = map.blocks.count
+        phase = .finishing
+    }
+
+    private func addCounts(of framer: DiskBlockFramer) {
+        report.zeroBlocks += framer.zeroBlocks
+        report.lz4Blocks += framer.lz4Blocks
+        report.rawBlocks += framer.rawBlocks
     }
 
     /// New connections after a loss, until one resumes: `DISK_RESUME` with the move's id and
@@ -297,41 +353,6 @@ public final class DiskSender {
     }
 
     // MARK: Pieces
-
-    /// Sends one `DISK_BLOCK`. The destination aborts as soon as a block fails to verify: its
-    /// `ABORT` is read when it is waiting (checked after each block), or after a send that the
-    /// closed connection makes fail, so that the error names the block rather than a reset.
-    private func send(_ payload: UnsafeRawBufferPointer) throws {
-        guard let connection else { return }
-        do {
-            try connection.send(.diskBlock, payload: payload)
-        } catch {
-            throw abortWaiting(in: connection, timeoutMs: 2000) ?? error
-        }
-        if connection.stream.unreadBytes > 0 {
-            _ = try connection.receive()  // an ABORT throws; anything else here is out of order
-            throw ProtocolError(.unexpectedFrame, "the destination sent a frame while blocks were due")
-        }
-    }
-
-    /// The destination's `ABORT`, if one arrives within `timeoutMs`.
-    private func abortWaiting(in connection: FramedConnection, timeoutMs: Int) -> TransportError? {
-        try? connection.stream.setReceiveTimeout(ms: timeoutMs)
-        do {
-            _ = try connection.receive()
-        } catch {
-            return error.code == .peerAborted ? error : nil
-        }
-        return nil
-    }
-
-    private func count(_ encoding: PageEncoding) {
-        switch encoding {
-        case .zero: report.zeroBlocks += 1
-        case .lz4: report.lz4Blocks += 1
-        case .raw, .words: report.rawBlocks += 1
-        }
-    }
 }
 
 func hex(_ value: UInt64) -> String {

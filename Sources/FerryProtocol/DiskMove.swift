@@ -14,6 +14,14 @@ public enum DiskMoveLimits {
     public static let maxDiskSize: UInt64 = 1 << 62
     /// The codecs a disk move uses: zero markers, raw and LZ4 (no `words`).
     public static let codecs: CodecSet = [.zero, .raw, .lz4]
+    /// Connections that carry blocks: 1 … 16.
+    public static let maxStreams = 16
+    /// The reference source's striping: runs of this many blocks of its sending order go to the
+    /// streams in turn (a source may stripe as it likes; each stream's blocks stay in order).
+    public static let stripeBlocks = 16
+
+    /// The stream the reference source sends the `position`-th block it sends on, with `streams` streams.
+    public static func stream(ofPosition position: Int, streams: Int) -> Int { (position / stripeBlocks) % streams }
 }
 
 /// `DISK_HELLO` (source → destination, type 25): what the source will send.
@@ -32,6 +40,8 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
     /// `DISK_BLOCK` frames that follow `DISK_ACCEPT`.
     public var blocksToSend: UInt64
     public var codecs: CodecSet
+    /// Connections that carry blocks (1 … 16): this one and `streamCount - 1` that open with `DISK_JOIN`.
+    public var streamCount: UInt16
     /// Labels for logs, cut to 255 UTF-8 bytes when encoded.
     public var sourceName: String
     public var diskName: String
@@ -39,8 +49,9 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
     public init(
         versionMin: UInt16 = DiskMoveLimits.version, versionMax: UInt16 = DiskMoveLimits.version,
         blockSize: UInt32, diskSize: UInt64, allocatedBytes: UInt64, blocksToSend: UInt64,
-        codecs: CodecSet = DiskMoveLimits.codecs, sourceName: String, diskName: String
+        codecs: CodecSet = DiskMoveLimits.codecs, streamCount: UInt16 = 1, sourceName: String, diskName: String
     ) {
+        self.streamCount = streamCount
         self.versionMin = versionMin
         self.versionMax = versionMax
         self.blockSize = blockSize
@@ -78,6 +89,9 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
         if !codecs.contains(.zero) || !codecs.contains(.raw) {
             throw invalid("DISK_HELLO", "codecs 0x\(String(codecs.rawValue, radix: 16)) lack zero or raw")
         }
+        if streamCount == 0 || Int(streamCount) > DiskMoveLimits.maxStreams {
+            throw invalid("DISK_HELLO", "stream_count \(streamCount) is outside 1…\(DiskMoveLimits.maxStreams)")
+        }
     }
 
     public func encode(into out: inout [UInt8]) {
@@ -90,7 +104,8 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
         out.appendLittleEndian(allocatedBytes)
         out.appendLittleEndian(blocksToSend)
         out.appendLittleEndian(codecs.rawValue)
-        out.appendZeros(4)
+        out.appendLittleEndian(streamCount)
+        out.appendZeros(2)
         out.appendStr16(sourceName.truncatedUTF8(to: StringLimits.name))
         out.appendStr16(diskName.truncatedUTF8(to: StringLimits.name))
     }
@@ -109,7 +124,8 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
         allocatedBytes = try reader.read(UInt64.self, "allocated_bytes")
         blocksToSend = try reader.read(UInt64.self, "blocks_to_send")
         codecs = CodecSet(rawValue: try reader.read(UInt32.self, "codecs"))
-        try reader.reserved(4)
+        streamCount = try reader.read(UInt16.self, "stream_count")
+        try reader.reserved(2)
         sourceName = try reader.str16("source_name", limit: StringLimits.name)
         diskName = try reader.str16("disk_name", limit: StringLimits.name)
         try reader.finish()
@@ -315,6 +331,62 @@ public struct DiskVerified: FrameMessage, Equatable {
         var reader = PayloadReader(payload, message: "DISK_VERIFIED")
         digest = try reader.read(UInt64.self, "digest")
         bytesWritten = try reader.read(UInt64.self, "bytes_written")
+        try reader.finish()
+    }
+}
+
+/// `DISK_JOIN` (source → destination, type 32): the first frame (after the authentication
+/// handshake) of block stream `stream_index` of a move with several streams.
+public struct DiskJoin: FrameMessage, ValidatingMessage, Equatable {
+    public static let frameType = FrameType.diskJoin
+    public var moveID: UInt64
+    public var moveToken: SessionToken
+    public var streamIndex: UInt16
+
+    public init(moveID: UInt64, moveToken: SessionToken, streamIndex: UInt16) {
+        self.moveID = moveID
+        self.moveToken = moveToken
+        self.streamIndex = streamIndex
+    }
+
+    public func validate() throws(ProtocolError) {
+        if streamIndex == 0 || Int(streamIndex) >= DiskMoveLimits.maxStreams {
+            throw invalid("DISK_JOIN", "stream_index \(streamIndex) is outside 1…\(DiskMoveLimits.maxStreams - 1)")
+        }
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        requireValid()
+        out.appendLittleEndian(moveID)
+        out.appendToken(moveToken)
+        out.appendLittleEndian(streamIndex)
+        out.appendZeros(6)
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_JOIN")
+        moveID = try reader.read(UInt64.self, "move_id")
+        moveToken = try reader.token("move_token")
+        streamIndex = try reader.read(UInt16.self, "stream_index")
+        try reader.reserved(6)
+        try reader.finish()
+        try validate()
+    }
+}
+
+/// `DISK_STREAM_END` (source → destination, type 33): the last frame of block stream 1 … N − 1.
+public struct DiskStreamEnd: FrameMessage, Equatable {
+    public static let frameType = FrameType.diskStreamEnd
+    /// `DISK_BLOCK` frames sent on this stream.
+    public var blocksSent: UInt64
+
+    public init(blocksSent: UInt64) { self.blocksSent = blocksSent }
+
+    public func encode(into out: inout [UInt8]) { out.appendLittleEndian(blocksSent) }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_STREAM_END")
+        blocksSent = try reader.read(UInt64.self, "blocks_sent")
         try reader.finish()
     }
 }

@@ -32,6 +32,8 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case diskVerified = 29
     case diskResume = 30
     case diskResumeState = 31
+    case diskJoin = 32
+    case diskStreamEnd = 33
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000

@@ -34,6 +34,8 @@ extension FrameType {
         case .diskVerified: return "DISK_VERIFIED"
         case .diskResume: return "DISK_RESUME"
         case .diskResumeState: return "DISK_RESUME_STATE"
+        case .diskJoin: return "DISK_JOIN"
+        case .diskStreamEnd: return "DISK_STREAM_END"
         case .note: return "NOTE"
         }
     }

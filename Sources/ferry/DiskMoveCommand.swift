@@ -30,6 +30,12 @@ struct DiskSendCommand: ParsableCommand {
         transform: { try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) })
     var to: Endpoint
 
+    @Option(
+        help:
+            "Connections that carry blocks (1-16), each with its own thread reading and compressing a stripe of the disk. With more than one, a lost connection ends the move instead of resuming.",
+        transform: NumberOption.count(1...16))
+    var streams = 1
+
     @OptionGroup(title: "Security") var security: SecurityOptions
 
     @OptionGroup(title: "Output") var output: OutputOptions
@@ -42,6 +48,7 @@ struct DiskSendCommand: ParsableCommand {
             do {
                 var options = DiskSendOptions(
                     path: disk, destination: to, security: try security.make(), sourceName: hostName())
+                options.streams = streams
                 options.cancellation = DiskMoveSignals.cancellation(
                     announce: "cancelling the disk move: the destination is told to remove its partial copy")
                 report = try DiskSender(options: options, logger: logger, progress: display.handler).run()

@@ -31,14 +31,19 @@ struct DiskMoveCLITests {
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
-    @Test("a sparse 256 MiB disk moves equal, as sparse, within 1.05 x its LZ4 size; both print the report")
-    func movesDisk() throws {
+    @Test(
+        "a sparse 256 MiB disk moves equal, as sparse, within 1.05 x its LZ4 size; both print the report",
+        arguments: [1, 4])
+    func movesDisk(streams: Int) throws {
         let scratch = Scratch()
         let (source, target) = (scratch.file("source.img"), scratch.file("target.img"))
         try Self.makeDisk(source)
         let (receiver, port) = try Self.startReceiver(["--disk", target, "--json", scratch.file("receive.json")])
         let sent = try FerryProcess.run(
-            ["disk", "send", "--disk", source, "--to", "127.0.0.1:\(port)", "--json", scratch.file("send.json")])
+            [
+                "disk", "send", "--disk", source, "--to", "127.0.0.1:\(port)", "--json", scratch.file("send.json"),
+                "--streams", "\(streams)",
+            ])
         let received = receiver.wait(timeout: 60)
         #expect(sent.status == 0, "\(sent.stderr)")
         #expect(received.status == 0, "\(received.stderr)")
@@ -49,7 +54,7 @@ struct DiskMoveCLITests {
         let (sourceUsed, targetUsed) = (SparseDisk.usedBytes(source), SparseDisk.usedBytes(target))
         print(sent.stdout, terminator: "")
         print(
-            "du: source \(sourceUsed) B, destination \(targetUsed) B; wire \(wire) B vs LZ4 of the allocated data \(reference.compressed) B ("
+            "\(streams) stream(s): du: source \(sourceUsed) B, destination \(targetUsed) B; wire \(wire) B vs LZ4 of the allocated data \(reference.compressed) B ("
                 + String(format: "%.3f", Double(wire) / Double(reference.compressed)) + ")")
         #expect(report["outcome"] as? String == "ok")
         #expect(report["allocated_bytes"] as? Int == reference.allocated)

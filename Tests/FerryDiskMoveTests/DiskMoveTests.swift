@@ -43,10 +43,13 @@ struct ReceiverRun {
     }
 }
 
-func send(_ path: String, port: UInt16, security: ConnectionSecurity = .none) -> Result<DiskMoveReport, DiskMoveError> {
+func send(_ path: String, port: UInt16, security: ConnectionSecurity = .none, streams: Int = 1) -> Result<
+    DiskMoveReport, DiskMoveError
+> {
     do throws(DiskMoveError) {
-        let options = DiskSendOptions(
+        var options = DiskSendOptions(
             path: path, destination: Endpoint(host: "127.0.0.1", port: port), security: security)
+        options.streams = streams
         return .success(try DiskSender(options: options, logger: testLogger).run())
     } catch {
         return .failure(error)
@@ -103,6 +106,49 @@ struct DiskMoveTests {
         #expect(Double(sent.wireBytes) <= 1.05 * Double(reference.compressed))
         #expect(received.digest == sent.digest)
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
+    @Test("on 4 encrypted streams the disk moves equal and as sparse; a flipped bit on stream 2 fails it")
+    func severalStreams() throws {
+        let scratch = Scratch()
+        let source = scratch.file("source.img")
+        let target = scratch.file("target.img")
+        try makeSparseDisk(source)
+        let key = SharedKey.random()
+        let receiver = try ReceiverRun(path: target, security: ConnectionSecurity(key: key))
+        let sent = try send(
+            source, port: receiver.port, security: ConnectionSecurity(key: key, encrypt: true), streams: 4
+        ).get()
+        let received = try receiver.thread.wait()
+        print(
+            "4 streams: wire \(sent.wireBytes) B (destination counted \(received.wireBytes)), blocks \(sent.blocksSent), "
+                + String(format: "%.2f s", sent.seconds))
+        #expect(try filesEqual(source, target))
+        #expect(received.blocksSent == sent.blocksSent)
+        #expect(received.digest == sent.digest)
+        #expect(abs(SparseDisk.usedBytes(target) - SparseDisk.usedBytes(source)) <= SparseDisk.usedBytes(source) / 20)
+
+        let flipped = scratch.file("flipped.img")
+        let second = try ReceiverRun(path: flipped)
+        let seen = Atomic<Int>(0)
+        let relay = try Relay(to: second.port) { frame in
+            // The third connection is stream 2; its 20th block gets a flipped bit.
+            guard frame.connection.id == 2, frame.direction == .toDestination, frame.type == 27 else { return .forward }
+            return seen.add(1, ordering: .relaxed).newValue == 20 ? .corrupt(.lastByte) : .forward
+        }
+        defer { relay.stop() }
+        let failed = send(source, port: relay.port, streams: 4)
+        let outcome = second.thread.result()
+        #expect(throws: DiskMoveError.self) { try failed.get() }
+        if case .failure(let sourceError) = failed { print("flipped on stream 2: source: \(sourceError.message)") }
+        guard case .failure(let error as DiskMoveError) = outcome else {
+            Issue.record("the destination must fail: \(outcome)")
+            return
+        }
+        print("flipped on stream 2: destination: \(error.message)")
+        #expect(error.code == .verification)
+        #expect(!FileManager.default.fileExists(atPath: flipped))
+        #expect(!FileManager.default.fileExists(atPath: flipped + ".partial"))
     }
 
     @Test("a flipped bit in a block fails verification: no disk, no .partial, the source names the block")

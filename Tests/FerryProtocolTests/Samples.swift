@@ -60,6 +60,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .diskVerified: return try DiskVerified(payload: payload).encodedPayload()
     case .diskResume: return try DiskResume(payload: payload).encodedPayload()
     case .diskResumeState: return try DiskResumeState(payload: payload).encodedPayload()
+    case .diskJoin: return try DiskJoin(payload: payload).encodedPayload()
+    case .diskStreamEnd: return try DiskStreamEnd(payload: payload).encodedPayload()
     }
 }
 
@@ -196,6 +198,8 @@ let messageSamples: [MessageSample] = [
         DiskAccept(freeBytes: 1 << 40, moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, destinationName: "dst ✓")),
     MessageSample("DISK_RESUME", DiskResume(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken)),
     MessageSample("DISK_RESUME_STATE", DiskResumeState(blocksHeld: 300, nextBlock: 1811)),
+    MessageSample("DISK_JOIN", DiskJoin(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, streamIndex: 15)),
+    MessageSample("DISK_STREAM_END", DiskStreamEnd(blocksSent: 77)),
     MessageSample("DISK_END", DiskEnd(blocksSent: 500, digest: 0x0123_4567_89AB_CDEF)),
     MessageSample("DISK_VERIFIED", DiskVerified(digest: 0x0123_4567_89AB_CDEF, bytesWritten: 26 << 20)),
 ]
