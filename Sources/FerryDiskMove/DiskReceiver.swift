@@ -230,7 +230,7 @@ public final class DiskReceiver {
         report.allocatedBytes = Int(hello.allocatedBytes)
         report.blockSize = Int(hello.blockSize)
         report.blockCount = Int(hello.blockCount)
-        if let refusal = try refusal(for: hello) {
+        if let refusal = try DiskAdmission.refusal(for: hello, path: options.path, overwrite: options.overwrite) {
             try? connection.send(refusal)
             throw DiskMoveError(.refused, "refused the disk from \(connection.peerDescription): \(refusal.message)")
         }
@@ -260,30 +260,6 @@ public final class DiskReceiver {
                 "disk.allocated": "\(hello.allocatedBytes)", "disk.blocks": "\(hello.blocksToSend)",
             ])
         phase = .receiving
-    }
-
-    private func refusal(for hello: DiskHello) throws -> Refuse? {
-        if hello.versionMin > DiskMoveLimits.version || hello.versionMax < DiskMoveLimits.version {
-            return Refuse(
-                reason: .version,
-                message:
-                    "the source speaks disk-move versions \(hello.versionMin)…\(hello.versionMax), this destination \(DiskMoveLimits.version): use the same ferry release on both hosts"
-            )
-        }
-        if !options.overwrite && ImageFile.exists(path: options.path) {
-            return Refuse(
-                reason: .imageExists,
-                message: "\(options.path) exists on the destination: remove it, or receive with --force to replace it")
-        }
-        let free = try ImageFile.freeBytes(directoryOf: options.path)
-        if free < hello.allocatedBytes {
-            return Refuse(
-                reason: .disk,
-                message:
-                    "not enough free space for \(options.path): the disk has \(hello.allocatedBytes) bytes allocated, the destination's file system has \(free) bytes free; free \(hello.allocatedBytes - free) bytes or choose another directory"
-            )
-        }
-        return nil
     }
 
     private func receiveBlocks() throws {
