@@ -8,9 +8,6 @@ import Synchronization
 /// each joins with `DISK_JOIN` right after `DISK_ACCEPT` and is read by a thread of its own into
 /// its own `DiskBlockWriter`, until its `DISK_STREAM_END`.
 final class DiskJoinedStreams {
-    /// How long the source has, after `DISK_ACCEPT`, to open all its streams.
-    static let joinTimeoutMs = 10_000
-
     private(set) var writers: [DiskBlockWriter] = []
     private var connections: [FramedConnection] = []
     private var threads: [BackgroundThread<Void>] = []
@@ -21,12 +18,13 @@ final class DiskJoinedStreams {
     /// Accepts `count - 1` joining streams on `listener`; connections that do not join this move
     /// (another key, another frame, a wrong token or index) are closed and do not count.
     init(
-        count: Int, listener: TCPListener, security: ConnectionSecurity, moveID: UInt64, moveToken: SessionToken,
+        count: Int, joinTimeoutMs: Int, listener: TCPListener, security: ConnectionSecurity, moveID: UInt64,
+        moveToken: SessionToken,
         idleTimeoutMs: Int, makeWriter: (Int) -> DiskBlockWriter, onFailure: @escaping @Sendable () -> Void,
         logger: Logger
     ) throws {
         self.onFailure = onFailure
-        let deadline = MonotonicClock.milliseconds() + Self.joinTimeoutMs
+        let deadline = MonotonicClock.milliseconds() + joinTimeoutMs
         var joined = Set<Int>()
         while joined.count < count - 1 {
             let remaining = deadline - MonotonicClock.milliseconds()
@@ -34,10 +32,22 @@ final class DiskJoinedStreams {
                 stop()
                 throw DiskMoveError(
                     .transport,
-                    "only \(joined.count + 1) of the source's \(count) streams joined within \(Self.joinTimeoutMs / 1000) s: retry the move"
+                    "only \(joined.count + 1) of the source's \(count) streams joined within \(joinTimeoutMs) ms: retry the move"
                 )
             }
-            let stream = try listener.accept(timeoutMs: remaining)
+            let accepted: Result<TCPStream, TransportError>
+            do throws(TransportError) {
+                accepted = .success(try listener.accept(timeoutMs: remaining))
+            } catch {
+                accepted = .failure(error)
+            }
+            guard case .success(let stream) = accepted else {
+                if case .failure(let error) = accepted, error.code != .timeout {
+                    stop()  // the streams joined so far
+                    throw error
+                }
+                continue  // the deadline check above says how many joined
+            }
             let connection = FramedConnection(stream)
             do {
                 try stream.setReceiveTimeout(ms: min(remaining, DiskReceiver.greetingTimeoutMs))

@@ -18,6 +18,8 @@ public struct DiskReceiveOptions: Sendable {
     public var idleTimeoutMs: Int
     /// How long a move whose connection was lost waits for its source's `DISK_RESUME`.
     public var resumeWindowMs: Int = 30_000
+    /// How long the source has, after `DISK_ACCEPT`, to open all its streams (Protocol.md 10.7).
+    public var joinTimeoutMs: Int = 10_000
     public var destinationName: String
     public var cancellation: DiskMoveCancellation?
 
@@ -248,7 +250,8 @@ public final class DiskReceiver {
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
         if count > 1 {
             streams = try DiskJoinedStreams(
-                count: count, listener: listener, security: options.security, moveID: moveID, moveToken: moveToken,
+                count: count, joinTimeoutMs: options.joinTimeoutMs, listener: listener, security: options.security,
+                moveID: moveID, moveToken: moveToken,
                 idleTimeoutMs: options.idleTimeoutMs, makeWriter: makeWriter,
                 onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
         }

@@ -149,4 +149,34 @@ struct DiskMoveHostileTests {
         #expect(throws: DiskMoveError.self) { try receiver.thread.wait() }
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
+
+    @Test("a move of 2 streams whose second never joins fails when the join time passes; no .partial")
+    func streamNeverJoins() throws {
+        let scratch = Scratch()
+        let target = scratch.file("target.img")
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        var options = DiskReceiveOptions(path: target, acceptTimeoutMs: 20_000)
+        options.joinTimeoutMs = 1000
+        let receiver = BackgroundThread { [options] in
+            defer { listener.close() }
+            return try DiskReceiver(listener: listener, options: options, logger: testLogger).run()
+        }
+        let connection = FramedConnection(
+            try TCPStream.connect(Endpoint(host: "127.0.0.1", port: listener.port), timeoutMs: 5000))
+        defer { connection.close() }
+        try connection.stream.setReceiveTimeout(ms: 10_000)
+        try connection.send(
+            DiskHello(
+                blockSize: 65536, diskSize: 1 << 20, allocatedBytes: 1 << 18, blocksToSend: 4, streamCount: 2,
+                sourceName: "half", diskName: "x.img"))
+        #expect(try connection.receive().type == .diskAccept)
+        let outcome = receiver.result()
+        guard case .failure(let error as DiskMoveError) = outcome else {
+            Issue.record("the destination must fail: \(outcome)")
+            return
+        }
+        print("stream never joins: \(error.message)")
+        #expect(error.message.contains("only 1 of the source's 2 streams joined"))
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
 }
