@@ -24,6 +24,8 @@ let package = Package(
         // Tools/inventory-bench, which measures journaled transitions per second.
         .library(name: "FerryInventory", targets: ["FerryInventory"]),
         .library(name: "FerryVMM", targets: ["FerryVMM"]),
+        // Moving one disk file between two hosts: allocated extents only, verified (Protocol.md 10).
+        .library(name: "FerryDiskMove", targets: ["FerryDiskMove"]),
         .library(name: "FerryAgent", targets: ["FerryAgent"]),
     ],
     dependencies: [
@@ -77,6 +79,13 @@ let package = Package(
                 "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Engine layer: the disk move (one disk file, source and destination, Protocol.md section 10).
+        .target(
+            name: "FerryDiskMove",
+            dependencies: [
+                "FerrySystem", "FerryProtocol", "FerryCodec", "FerryTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(
             name: "FerryKVM",
             dependencies: [
@@ -101,21 +110,23 @@ let package = Package(
         .target(name: "FerryHostModel"),
         // Host layer: the `ferry agent` daemon (HTTP API, request signatures, metrics, host
         // capacity) and the client the CLI and other agents use to talk to it.
-        .target(name: "FerryAgent", dependencies: [
-            "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
-            "FerryInventory", "FerryVMM",
-            .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "CoreMetrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "FerryAgent",
+            dependencies: [
+                "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
+                "FerryInventory", "FerryVMM",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Host layer: the agent's inventory on SQLite (guests, journal, schema migrations) and the
         // pure reconciliation of its records with what the agent observes on the host.
         .target(
@@ -139,7 +150,7 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryVMM",
-                "FerryHostModel", "FerryAgent",
+                "FerryHostModel", "FerryAgent", "FerryDiskMove",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -162,7 +173,7 @@ let package = Package(
         // What the test targets share (not a product): the one TCP relay with its independent frame
         // parser, scratch directories, test memory, network namespaces, the machine's
         // requirements (for `.enabled(if:)`) and the tags.
-        .target(name: "FerryTestSupport", dependencies: ["FerryKVM"], path: "Tests/FerryTestSupport"),
+        .target(name: "FerryTestSupport", dependencies: ["FerryKVM", "FerryCodec"], path: "Tests/FerryTestSupport"),
 
         .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem", "FerryTestSupport"]),
         .testTarget(name: "FerryProtocolTests", dependencies: ["FerryProtocol", "FerryTestSupport"]),
@@ -202,6 +213,13 @@ let package = Package(
                 "FerrySystem", "FerryTestSupport",
             ]),
         .testTarget(
+            name: "FerryDiskMoveTests",
+            dependencies: [
+                "FerryDiskMove", "FerryCodec", "FerryProtocol", "FerryTransport", "FerrySystem", "FerryGuest",
+                "FerryTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
             name: "FerryMigrationTests",
             dependencies: [
                 "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryTestSupport",
@@ -213,7 +231,7 @@ let package = Package(
             dependencies: [
                 "ferry", "FerryMigration", "FerryGuestMigration", "FerryGuest", "FerryProtocol", "FerryTransport",
                 "FerrySystem", "FerryTestSupport",
-                "FerryVMM", "FerryHostModel", "FerryAgent",
+                "FerryVMM", "FerryHostModel", "FerryAgent", "FerryDiskMove", "FerryCodec",
                 .product(name: "Logging", package: "swift-log"),
             ]),
     ],

@@ -24,6 +24,16 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case authProof = 22
     case done = 23
     case guestAttachment = 24
+    /// The disk move (Protocol.md section 10).
+    case diskHello = 25
+    case diskAccept = 26
+    case diskBlock = 27
+    case diskEnd = 28
+    case diskVerified = 29
+    case diskResume = 30
+    case diskResumeState = 31
+    case diskJoin = 32
+    case diskStreamEnd = 33
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000
@@ -36,6 +46,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
         case .pageBatch, .resumeState, .deviceState: return ProtocolLimits.maxFramePayload
         case .guestConfig: return 64 * 1024
         case .guestAttachment: return GuestAttachmentChunk.maxChunk + 8
+        case .diskBlock: return DiskMoveLimits.maxBlockSize + DiskMoveLimits.blockHeaderSize
         default: return 4096
         }
     }

@@ -27,6 +27,15 @@ extension FrameType {
         case .authProof: return "AUTH_PROOF"
         case .done: return "DONE"
         case .guestAttachment: return "GUEST_ATTACHMENT"
+        case .diskHello: return "DISK_HELLO"
+        case .diskAccept: return "DISK_ACCEPT"
+        case .diskBlock: return "DISK_BLOCK"
+        case .diskEnd: return "DISK_END"
+        case .diskVerified: return "DISK_VERIFIED"
+        case .diskResume: return "DISK_RESUME"
+        case .diskResumeState: return "DISK_RESUME_STATE"
+        case .diskJoin: return "DISK_JOIN"
+        case .diskStreamEnd: return "DISK_STREAM_END"
         case .note: return "NOTE"
         }
     }

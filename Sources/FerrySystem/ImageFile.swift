@@ -79,6 +79,16 @@ public enum ImageFile {
         try valueOrErrno("rename(\"\(from)\", \"\(to)\")") { Glibc.rename(from, to) }
     }
 
+    /// Makes a rename or a new file in `path`'s directory durable (`fsync` of the directory).
+    public static func syncDirectory(of path: String) throws {
+        let directory = parentDirectory(of: path)
+        let fd = try valueOrErrno("open(\"\(directory)\", O_DIRECTORY)") {
+            open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
+        defer { close(fd) }
+        try valueOrErrno("fsync(\"\(directory)\")") { fsync(fd) }
+    }
+
     /// Bytes an unprivileged writer may still use in the file system holding `path`'s directory
     /// (`statvfs` `f_bavail * f_frsize`). `path` itself need not exist.
     public static func freeBytes(directoryOf path: String) throws -> UInt64 {

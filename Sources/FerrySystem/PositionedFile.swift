@@ -34,6 +34,11 @@ public final class PositionedFile: @unchecked Sendable {
         try valueOrErrno("fdatasync(\"\(path)\")") { fdatasync(fd) }
     }
 
+    /// Sets the file's size (`ftruncate`): growing it adds a hole, which reads as zeros.
+    public func truncate(to size: Int) throws(SystemError) {
+        try valueOrErrno("ftruncate(\"\(path)\", \(size))") { ftruncate(fd, off_t(size)) }
+    }
+
     /// The file's size now (`fstat`).
     public func size() throws(SystemError) -> Int {
         var info = stat()

@@ -87,7 +87,7 @@ extension FramedConnection {
             return firstFrame
         }
         guard firstFrame.type == .authHello else {
-            if [.hello, .join, .resume, .statusQuery].contains(firstFrame.type) {
+            if [.hello, .join, .resume, .statusQuery, .diskHello, .diskResume, .diskJoin].contains(firstFrame.type) {
                 try? send(
                     Refuse(
                         reason: .unauthenticated,

@@ -4,7 +4,10 @@ import Foundation
 
 struct DiskCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "disk", abstract: "Check guest disks and their journals (docs/disk.md).", subcommands: [Check.self]
+        commandName: "disk",
+        abstract:
+            "Check guest disks and their journals (docs/disk.md); move a disk file between hosts (docs/disk-move.md).",
+        subcommands: [Check.self, DiskSendCommand.self, DiskReceiveCommand.self]
     )
 
     struct Check: ParsableCommand {

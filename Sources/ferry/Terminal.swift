@@ -1,3 +1,4 @@
+import FerryDiskMove
 import FerryGuest
 import FerryKVM
 import FerryMigration
@@ -102,6 +103,17 @@ func exitCode(for error: any Error) -> Int32 {
         case .cancelled: return OperatorSignals.exitCode
         }
     case let command as CommandError: return command.exitCode
+    case let move as DiskMoveError:
+        switch move.code {
+        case .refused: return 3
+        case .transport: return 5
+        case .verification: return 6
+        case .protocolViolation: return 7
+        case .system: return 8
+        case .configuration: return 9
+        case .peerAborted: return move.peerReason == .verification ? 6 : 10
+        case .cancelled: return OperatorSignals.exitCode
+        }
     case let system as SystemError: return system.code == .locked ? 9 : 8  // locked: another agent uses the image
     case let transport as TransportError:
         switch transport.code {

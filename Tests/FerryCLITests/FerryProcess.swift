@@ -97,12 +97,3 @@ struct FerryProcess {
     static let built = Requirement.executable(
         executable, "needs the ferry executable built next to the tests (swift build)")
 }
-
-func filesEqual(_ a: String, _ b: String) throws -> Bool {
-    let cmp = Process()
-    cmp.executableURL = URL(fileURLWithPath: "/usr/bin/cmp")
-    cmp.arguments = ["-s", a, b]
-    try cmp.run()
-    cmp.waitUntilExit()
-    return cmp.terminationStatus == 0
-}

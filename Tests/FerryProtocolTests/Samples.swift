@@ -53,6 +53,15 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .authProof: return try AuthProof(payload: payload).encodedPayload()
     case .done: return try Done(payload: payload).encodedPayload()
     case .guestAttachment: return try GuestAttachmentChunk(payload: payload).encodedPayload()
+    case .diskHello: return try DiskHello(payload: payload).encodedPayload()
+    case .diskAccept: return try DiskAccept(payload: payload).encodedPayload()
+    case .diskBlock: return nil
+    case .diskEnd: return try DiskEnd(payload: payload).encodedPayload()
+    case .diskVerified: return try DiskVerified(payload: payload).encodedPayload()
+    case .diskResume: return try DiskResume(payload: payload).encodedPayload()
+    case .diskResumeState: return try DiskResumeState(payload: payload).encodedPayload()
+    case .diskJoin: return try DiskJoin(payload: payload).encodedPayload()
+    case .diskStreamEnd: return try DiskStreamEnd(payload: payload).encodedPayload()
     }
 }
 
@@ -179,6 +188,20 @@ let messageSamples: [MessageSample] = [
             serverProof: Array(repeating: 2, count: 32))),
     MessageSample("AUTH_PROOF", AuthProof(clientProof: Array(100..<132))),
     MessageSample("DONE", Done()),
+    MessageSample(
+        "DISK_HELLO",
+        DiskHello(
+            blockSize: 65536, diskSize: 256 << 20, allocatedBytes: 26 << 20, blocksToSend: 500,
+            sourceName: "src-1", diskName: "vm.img")),
+    MessageSample(
+        "DISK_ACCEPT",
+        DiskAccept(freeBytes: 1 << 40, moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, destinationName: "dst ✓")),
+    MessageSample("DISK_RESUME", DiskResume(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken)),
+    MessageSample("DISK_RESUME_STATE", DiskResumeState(blocksHeld: 300, nextBlock: 1811)),
+    MessageSample("DISK_JOIN", DiskJoin(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, streamIndex: 15)),
+    MessageSample("DISK_STREAM_END", DiskStreamEnd(blocksSent: 77)),
+    MessageSample("DISK_END", DiskEnd(blocksSent: 500, digest: 0x0123_4567_89AB_CDEF)),
+    MessageSample("DISK_VERIFIED", DiskVerified(digest: 0x0123_4567_89AB_CDEF, bytesWritten: 26 << 20)),
 ]
 
 /// A small `PAGE_BATCH` payload (zero, "LZ4", "words" and optionally raw entries; the codec

@@ -73,6 +73,13 @@ public enum WireType {
     public static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5,
         deviceState: UInt16 = 8
     public static let verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
+    /// The disk move (Protocol.md section 10).
+    public static let diskHello: UInt16 = 25, diskAccept: UInt16 = 26, diskBlock: UInt16 = 27, diskEnd: UInt16 = 28
+}
+
+extension WireFault {
+    /// The relay's verdict for a frame this fault is applied to (for relays a test builds itself).
+    public var verdict: Relay.Verdict { apply() }
 }
 
 /// A `Relay` in front of a destination agent that follows the migration's phase on the control

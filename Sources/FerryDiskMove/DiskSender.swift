@@ -1,0 +1,361 @@
+import FerryCodec
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Glibc
+import Logging
+import Synchronization
+
+/// What `DiskSender` needs to move one disk.
+public struct DiskSendOptions: Sendable {
+    public var path: String
+    public var destination: Endpoint
+    public var security: ConnectionSecurity
+    public var blockSize: Int
+    public var connectTimeoutMs: Int
+    /// How long the source waits for `DISK_ACCEPT`, and for `DISK_VERIFIED` after `DISK_END`
+    /// (the destination syncs the copy to its disk first).
+    public var replyTimeoutMs: Int
+    public var sourceName: String
+    /// Connections the source opens again, one after the other, to resume after a loss
+    /// (`DISK_RESUME`); 0: a lost connection ends the move.
+    public var reconnectAttempts: Int = 5
+    /// Connections that carry blocks (1 … 16, Protocol.md 10.7). With more than one, a lost
+    /// connection ends the move (no resume).
+    public var streams: Int = 1
+    public var cancellation: DiskMoveCancellation?
+
+    public init(
+        path: String, destination: Endpoint, security: ConnectionSecurity = .none,
+        blockSize: Int = DiskMoveLimits.defaultBlockSize, connectTimeoutMs: Int = 10_000,
+        replyTimeoutMs: Int = 300_000, sourceName: String = "ferry disk send"
+    ) {
+        self.path = path
+        self.destination = destination
+        self.security = security
+        self.blockSize = blockSize
+        self.connectTimeoutMs = connectTimeoutMs
+        self.replyTimeoutMs = replyTimeoutMs
+        self.sourceName = sourceName
+    }
+}
+
+/// The source of a disk move (Protocol.md section 10): maps the file's extents, offers the disk,
+/// streams the blocks that hold data and waits for the destination's verdict. One phase per
+/// method; `run()` only steps through them.
+public final class DiskSender {
+    /// The source's states, in order (Protocol.md 10.3).
+    public enum Phase: String, Sendable {
+        case mapping, connecting, offering, sending, resuming, finishing, done
+    }
+
+    public let options: DiskSendOptions
+    public private(set) var phase = Phase.mapping
+    public private(set) var report = DiskMoveReport()
+    private let logger: Logger
+    private let progress: DiskMoveProgressHandler?
+    private var map: DiskExtentMap?
+    private var connection: FramedConnection?
+    private var file: PositionedFile?
+    private var start: UInt64 = 0
+    /// Each planned block's hash, by its place in `map.blocks` (the digest is built at the end,
+    /// so that blocks sent again after a resume count once).
+    private var hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 0)
+    /// The place in `map.blocks` of the next block to send, and how far the sending ever got.
+    private var nextPosition = 0
+    private var sentPositions = 0
+    private var accept: DiskAccept?
+    /// Attempts made to resume since the last block went out, and wire bytes of lost connections.
+    private var failedAttempts = 0
+    private var earlierWireBytes: UInt64 = 0
+    /// Streams 1 … N − 1 (several streams), opened after `DISK_ACCEPT`.
+    private var extraConnections: [FramedConnection] = []
+
+    public init(options: DiskSendOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil) {
+        self.options = options
+        self.logger = logger
+        self.progress = progress
+    }
+
+    deinit { hashes.deallocate() }
+
+    /// Moves the disk; returns the report once the destination confirmed a verified copy.
+    public func run() throws(DiskMoveError) -> DiskMoveReport {
+        start = MonotonicClock.now()
+        defer {
+            connection?.close()
+            for extra in extraConnections { extra.close() }
+        }
+        do {
+            while phase != .done {
+                if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
+                switch phase {
+                case .mapping: try mapDisk()
+                case .connecting: try connect()
+                case .offering: try offer()
+                case .sending: try sendBlocks()
+                case .resuming: try resume()
+                case .finishing: try finish()
+                case .done: break
+                }
+            }
+        } catch {
+            if let cancelled = options.cancellation?.error(during: phase.rawValue) {
+                try? connection?.send(
+                    Abort(reason: .cancelled, message: "\(cancelled.message) on the source: the move is abandoned"))
+                throw cancelled
+            }
+            throw DiskMoveError.wrap(error, during: phase.rawValue)
+        }
+        report.seconds = MonotonicClock.seconds(since: start)
+        return report
+    }
+
+    // MARK: Phases
+
+    private func mapDisk() throws {
+        let opened = try PositionedFile(reading: options.path)
+        let size = try opened.size()
+        guard size > 0 else {
+            throw DiskMoveError(.configuration, "\(options.path) is empty: there is no disk to move")
+        }
+        let mapped = try DiskExtentMap.map(path: options.path, diskSize: size, blockSize: options.blockSize)
+        file = opened
+        map = mapped
+        hashes.deallocate()
+        hashes = .allocate(capacity: mapped.blocks.count)
+        hashes.initialize(repeating: 0)
+        report.diskSize = size
+        report.allocatedBytes = mapped.allocatedBytes
+        report.blockSize = options.blockSize
+        report.blockCount = mapped.blockCount
+        logger.info(
+            "mapped the disk",
+            metadata: [
+                "disk.path": "\(options.path)", "disk.size": "\(size)", "disk.allocated": "\(mapped.allocatedBytes)",
+                "disk.extents": "\(mapped.extents.count)", "disk.blocks_to_send": "\(mapped.blocks.count)",
+            ])
+        phase = .connecting
+    }
+
+    private func connect() throws {
+        try openConnection()
+        phase = .offering
+    }
+
+    private func openConnection() throws {
+        let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+        let framed = FramedConnection(stream)
+        connection = framed
+        options.cancellation?.watch(stream)
+        try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+        try framed.authenticate(asClient: options.security)
+        report.security = framed.security.description
+        report.peer = framed.peerDescription
+    }
+
+    private func offer() throws {
+        guard let connection, let map else { preconditionFailure("offer before connect") }
+        let hello = DiskHello(
+            blockSize: UInt32(options.blockSize), diskSize: UInt64(map.diskSize),
+            allocatedBytes: UInt64(map.allocatedBytes), blocksToSend: UInt64(map.blocks.count),
+            streamCount: UInt16(options.streams),
+            sourceName: options.sourceName, diskName: String(options.path.split(separator: "/").last ?? ""))
+        try connection.send(hello)
+        let reply = try connection.receive()
+        switch reply.type {
+        case .diskAccept:
+            let accept = try DiskAccept(payload: reply.payload)
+            self.accept = accept
+            logger.info(
+                "destination accepted the disk",
+                metadata: ["disk.destination": "\(accept.destinationName)", "disk.free_bytes": "\(accept.freeBytes)"])
+        case .refuse:
+            let refuse = try Refuse(payload: reply.payload)
+            throw DiskMoveError(
+                .refused, "destination \(connection.peerDescription) refused the disk: \(refuse.message)")
+        default:
+            throw ProtocolError(.unexpectedFrame, "expected DISK_ACCEPT or REFUSE, got \(reply.type.wireName)")
+        }
+        if let accept, options.streams > 1 { try openStreams(accept) }
+        phase = .sending
+    }
+
+    /// Streams 1 … N − 1: each connects, authenticates and sends `DISK_JOIN`.
+    private func openStreams(_ accept: DiskAccept) throws {
+        for index in 1..<options.streams {
+            let stream = try TCPStream.connect(options.destination, timeoutMs: options.connectTimeoutMs)
+            let framed = FramedConnection(stream)
+            extraConnections.append(framed)
+            try stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+            try framed.authenticate(asClient: options.security)
+            try framed.send(DiskJoin(moveID: accept.moveID, moveToken: accept.moveToken, streamIndex: UInt16(index)))
+        }
+    }
+
+    private func sendBlocks() throws {
+        guard let connection, let map, let file else { preconditionFailure("send before offer") }
+        if options.streams > 1 {
+            try sendStriped(connection, map: map, file: file)
+            return
+        }
+        let framer = DiskBlockFramer(blockSize: options.blockSize)
+        defer { addCounts(of: framer) }
+        while nextPosition < map.blocks.count {
+            if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
+            let index = map.blocks[nextPosition]
+            let (payload, hash) = try framer.payload(ofBlock: index, in: file, count: nextPosition >= sentPositions)
+            hashes[nextPosition] = hash
+            do {
+                try DiskBlockFramer.send(payload, on: connection)
+            } catch let error as TransportError where Self.isLost(error) && options.reconnectAttempts > 0 {
+                logger.warning(
+                    "lost the connection while sending; resuming",
+                    metadata: ["disk.block": "\(index)", "disk.error": "\(error)"])
+                phase = .resuming
+                return
+            }
+            nextPosition += 1
+            sentPositions = max(sentPositions, nextPosition)
+            failedAttempts = 0
+            progress?(
+                DiskMoveProgress(
+                    blocksDone: nextPosition, blocksTotal: map.blocks.count,
+                    wireBytes: earlierWireBytes + connection.bytesSent,
+                    elapsedSeconds: MonotonicClock.seconds(since: start)))
+        }
+        report.blocksSent = map.blocks.count
+        phase = .finishing
+    }
+
+    /// Several streams: one thread per extra stream, stream 0 on this one, each sending its
+    /// stripe; the first failure ends the move (the other streams are closed and waited for).
+    private func sendStriped(_ connection: FramedConnection, map: DiskExtentMap, file: PositionedFile) throws {
+        let connections = [connection] + extraConnections
+        let senders = connections.enumerated().map { stream, framed in
+            DiskStripeSender(
+                stream: stream, streams: connections.count, connection: framed, file: file, plan: map.blocks,
+                hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation)
+        }
+        let done = Atomic<Int>(0)
+        let (total, progress, started) = (map.blocks.count, progress, start)
+        let sent: @Sendable () -> Void = {
+            let count = done.add(1, ordering: .relaxed).newValue
+            progress?(
+                DiskMoveProgress(
+                    blocksDone: count, blocksTotal: total,
+                    wireBytes: connections.reduce(0) { $0 + $1.bytesSent },
+                    elapsedSeconds: MonotonicClock.seconds(since: started)))
+        }
+        let threads = senders.dropFirst().map { sender in BackgroundThread { try sender.run(sent: sent) } }
+        let first = Result { try senders[0].run(sent: sent) }
+        if case .failure = first { for extra in extraConnections { extra.stream.shutdownRead() } }
+        let results = [first] + threads.map { $0.result() }
+        for sender in senders { addCounts(of: sender.framer) }
+        earlierWireBytes = extraConnections.reduce(0) { $0 + $1.bytesSent }
+        for result in results { try result.get() }
+        report.blocksSent = map.blocks.count
+        phase = .finishing
+    }
+
+    private func addCounts(of framer: DiskBlockFramer) {
+        report.zeroBlocks += framer.zeroBlocks
+        report.lz4Blocks += framer.lz4Blocks
+        report.rawBlocks += framer.rawBlocks
+    }
+
+    /// New connections after a loss, until one resumes: `DISK_RESUME` with the move's id and
+    /// token, and the destination's answer says where to continue (it holds the first
+    /// `blocks_held` blocks).
+    private func resume() throws {
+        guard let accept else { preconditionFailure("resume before accept") }
+        while true {
+            if let lost = connection {
+                earlierWireBytes += lost.bytesSent
+                lost.close()
+                connection = nil
+            }
+            failedAttempts += 1
+            MonotonicClock.sleep(milliseconds: 200 * min(failedAttempts, 10))
+            do {
+                try openConnection()
+                let state = try askResume(accept)
+                continueAfter(state)
+                return
+            } catch let error as TransportError where Self.isLost(error) || error.code == .connect {
+                guard failedAttempts < options.reconnectAttempts else {
+                    throw DiskMoveError(
+                        .transport,
+                        "the connection was lost and \(failedAttempts) attempts to resume failed (last: \(error)): retry the move"
+                    )
+                }
+            }
+        }
+    }
+
+    private func askResume(_ accept: DiskAccept) throws -> DiskResumeState {
+        guard let connection else { preconditionFailure("ask before connecting") }
+        try connection.send(DiskResume(moveID: accept.moveID, moveToken: accept.moveToken))
+        let reply = try connection.receive()
+        guard reply.type == .diskResumeState else {
+            if reply.type == .refuse {
+                let refuse = try Refuse(payload: reply.payload)
+                throw DiskMoveError(.refused, "the destination refused to resume the move: \(refuse.message)")
+            }
+            throw ProtocolError(.unexpectedFrame, "expected DISK_RESUME_STATE, got \(reply.type.wireName)")
+        }
+        let state = try DiskResumeState(payload: reply.payload)
+        guard state.blocksHeld <= UInt64(nextPosition + 1) else {
+            throw ProtocolError(
+                .invalidField,
+                "DISK_RESUME_STATE holds \(state.blocksHeld) blocks; this source sent \(nextPosition + 1)")
+        }
+        return state
+    }
+
+    private func continueAfter(_ state: DiskResumeState) {
+        report.resumes += 1
+        report.blocksResent += max(0, nextPosition - Int(state.blocksHeld))
+        logger.info(
+            "resumed", metadata: ["disk.blocks_held": "\(state.blocksHeld)", "disk.blocks_sent": "\(nextPosition)"])
+        nextPosition = Int(state.blocksHeld)
+        phase = .sending
+    }
+
+    /// A failure that a new connection may cure (not an `ABORT`, a refusal or a protocol error).
+    static func isLost(_ error: TransportError) -> Bool {
+        [.peerClosed, .io, .timeout].contains(error.code)
+    }
+
+    private func finish() throws {
+        guard let connection, let map else { preconditionFailure("finish before send") }
+        let digest = DiskDigest(blockSize: options.blockSize)
+        for (position, index) in map.blocks.enumerated() { digest.add(block: index, hash: hashes[position]) }
+        report.digest = digest.finish(blockCount: map.blockCount)
+        // After a resume the destination counts the blocks of all connections: each block once.
+        try connection.send(DiskEnd(blocksSent: UInt64(map.blocks.count), digest: report.digest))
+        let reply = try connection.receive()
+        guard reply.type == .diskVerified else {
+            throw ProtocolError(.unexpectedFrame, "expected DISK_VERIFIED, got \(reply.type.wireName)")
+        }
+        let verified = try DiskVerified(payload: reply.payload)
+        guard verified.digest == report.digest else {
+            throw DiskMoveError(
+                .verification,
+                "the destination confirmed digest 0x\(hex(verified.digest)), this source computed 0x\(hex(report.digest)): retry the move"
+            )
+        }
+        report.bytesWritten = verified.bytesWritten
+        report.wireBytesSent = earlierWireBytes + connection.bytesSent
+        report.wireBytesReceived = connection.bytesReceived
+        logger.info("the destination verified the disk", metadata: ["disk.digest": "0x\(hex(report.digest))"])
+        phase = .done
+    }
+
+    // MARK: Pieces
+}
+
+func hex(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
+}
