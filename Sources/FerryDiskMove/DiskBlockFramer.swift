@@ -91,11 +91,15 @@ final class DiskStripeSender: @unchecked Sendable {
     private let positions: [Int]
     private let hashes: UnsafeMutableBufferPointer<UInt64>
     private let cancellation: DiskMoveCancellation?
+    /// This stream's share of `--max-bandwidth`, bytes per second.
+    private let bytesPerSecond: Double?
 
     init(
         stream: Int, streams: Int, connection: FramedConnection, file: PositionedFile, plan: [Int],
-        hashes: UnsafeMutableBufferPointer<UInt64>, blockSize: Int, cancellation: DiskMoveCancellation?
+        hashes: UnsafeMutableBufferPointer<UInt64>, blockSize: Int, cancellation: DiskMoveCancellation?,
+        bytesPerSecond: Double? = nil
     ) {
+        self.bytesPerSecond = bytesPerSecond
         self.stream = stream
         self.connection = connection
         self.file = file
@@ -108,11 +112,14 @@ final class DiskStripeSender: @unchecked Sendable {
 
     /// Sends the stripe; `sent` is called after each block.
     func run(sent: () -> Void) throws {
+        var limiter = bytesPerSecond.map { BandwidthLimiter(bytesPerSecond: $0) }
         for position in positions {
             if let cancelled = cancellation?.error(during: "sending") { throw cancelled }
             let (payload, hash) = try framer.payload(ofBlock: plan[position], in: file)
             hashes[position] = hash
+            let before = connection.bytesSent
             try DiskBlockFramer.send(payload, on: connection)
+            limiter?.consumed(Int(connection.bytesSent &- before))
             sent()
         }
         if stream > 0 { try connection.send(DiskStreamEnd(blocksSent: UInt64(positions.count))) }

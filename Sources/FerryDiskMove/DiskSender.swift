@@ -23,6 +23,8 @@ public struct DiskSendOptions: Sendable {
     /// Connections that carry blocks (1 … 16, Protocol.md 10.7). With more than one, a lost
     /// connection ends the move (no resume).
     public var streams: Int = 1
+    /// Most the block streams together may put on the wire, bytes per second (nil: no limit).
+    public var maxBandwidthBytesPerSecond: Double?
     public var cancellation: DiskMoveCancellation?
 
     public init(
@@ -201,13 +203,16 @@ public final class DiskSender {
         }
         let framer = DiskBlockFramer(blockSize: options.blockSize)
         defer { addCounts(of: framer) }
+        var limiter = options.maxBandwidthBytesPerSecond.map { BandwidthLimiter(bytesPerSecond: $0) }
         while nextPosition < map.blocks.count {
             if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
             let index = map.blocks[nextPosition]
             let (payload, hash) = try framer.payload(ofBlock: index, in: file, count: nextPosition >= sentPositions)
             hashes[nextPosition] = hash
+            let before = connection.bytesSent
             do {
                 try DiskBlockFramer.send(payload, on: connection)
+                limiter?.consumed(Int(connection.bytesSent &- before))
             } catch let error as TransportError where Self.isLost(error) && options.reconnectAttempts > 0 {
                 logger.warning(
                     "lost the connection while sending; resuming",
@@ -235,7 +240,8 @@ public final class DiskSender {
         let senders = connections.enumerated().map { stream, framed in
             DiskStripeSender(
                 stream: stream, streams: connections.count, connection: framed, file: file, plan: map.blocks,
-                hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation)
+                hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation,
+                bytesPerSecond: options.maxBandwidthBytesPerSecond.map { $0 / Double(connections.count) })
         }
         let done = Atomic<Int>(0)
         let (total, progress, started) = (map.blocks.count, progress, start)

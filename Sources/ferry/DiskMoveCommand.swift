@@ -1,6 +1,8 @@
 import ArgumentParser
 import FerryDiskMove
+import FerryGuest
 import FerryMigration
+import FerrySystem
 import FerryTransport
 import Foundation
 import Logging
@@ -36,6 +38,13 @@ struct DiskSendCommand: ParsableCommand {
         transform: NumberOption.count(1...16))
     var streams = 1
 
+    @Option(
+        name: .customLong("max-bandwidth"),
+        help:
+            "Most the block streams together may put on the wire, in bytes or bits per second: 100MB/s, 1GB/s, 800Mbit/s (default: no limit).",
+        transform: RateOption.bandwidth)
+    var maxBandwidth: Rate?
+
     @OptionGroup(title: "Security") var security: SecurityOptions
 
     @OptionGroup(title: "Output") var output: OutputOptions
@@ -49,6 +58,7 @@ struct DiskSendCommand: ParsableCommand {
                 var options = DiskSendOptions(
                     path: disk, destination: to, security: try security.make(), sourceName: hostName())
                 options.streams = streams
+                options.maxBandwidthBytesPerSecond = maxBandwidth?.bytesPerSecond(pageSize: systemPageSize)
                 options.cancellation = DiskMoveSignals.cancellation(
                     announce: "cancelling the disk move: the destination is told to remove its partial copy")
                 report = try DiskSender(options: options, logger: logger, progress: display.handler).run()

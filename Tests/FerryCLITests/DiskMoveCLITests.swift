@@ -32,6 +32,34 @@ struct DiskMoveCLITests {
     }
 
     @Test(
+        "--max-bandwidth holds the move to its rate (one stream and four: the streams share it)",
+        arguments: [1, 4])
+    func maxBandwidth(streams: Int) throws {
+        let scratch = Scratch()
+        let (source, target) = (scratch.file("source.img"), scratch.file("target.img"))
+        try Self.makeDisk(source)
+        let (receiver, port) = try Self.startReceiver(["--disk", target])
+        let rate = 40e6  // bytes per second; unlimited, this disk moves in under 0.1 s
+        let began = Date()
+        let sent = try FerryProcess.run(
+            [
+                "disk", "send", "--disk", source, "--to", "127.0.0.1:\(port)", "--json", scratch.file("send.json"),
+                "--streams", "\(streams)", "--max-bandwidth", "40MB/s",
+            ])
+        let seconds = Date().timeIntervalSince(began)
+        #expect(receiver.wait(timeout: 60).status == 0)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(try filesEqual(source, target))
+        let wire = Double(try #require(try Self.json(scratch.file("send.json"))["wire_bytes"] as? Int))
+        print(
+            String(
+                format: "--max-bandwidth 40MB/s, %d stream(s): %.0f bytes in %.2f s (%.1f MB/s)", streams, wire,
+                seconds, wire / seconds / 1e6))
+        // The limiter allows a 10 ms burst; the rest of the wire bytes wait for the rate.
+        #expect(seconds >= 0.9 * wire / rate, "\(wire) bytes in \(seconds) s: faster than 40 MB/s")
+    }
+
+    @Test(
         "a sparse 256 MiB disk moves equal, as sparse, within 1.05 x its LZ4 size; both print the report",
         arguments: [1, 4])
     func movesDisk(streams: Int) throws {

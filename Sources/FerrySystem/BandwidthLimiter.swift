@@ -1,23 +1,22 @@
-import FerrySystem
-
-/// Holds the source's page stream to `--max-bandwidth` bytes per second of wire traffic.
+/// Holds a sender (the migration's page streams, a disk move's block streams) to
+/// `--max-bandwidth` bytes per second of wire traffic.
 ///
 /// A token bucket without stored tokens: after each batch it sleeps until the bytes sent since
 /// the origin fit the rate. Idle time (waiting for a round's acknowledgement) may be spent later
 /// only up to `burstSeconds`, so a limit is a limit and not an average over a whole migration.
-struct BandwidthLimiter {
-    let bytesPerSecond: Double
-    static let burstSeconds = 0.010
+public struct BandwidthLimiter: Sendable {
+    public let bytesPerSecond: Double
+    public static let burstSeconds = 0.010
     private var originNanos: UInt64 = 0
     private var bytesSinceOrigin: Double = 0
 
-    init(bytesPerSecond: Double) {
+    public init(bytesPerSecond: Double) {
         precondition(bytesPerSecond > 0)
         self.bytesPerSecond = bytesPerSecond
     }
 
     /// Accounts for `bytes` just written and sleeps as long as the limit requires.
-    mutating func consumed(_ bytes: Int) {
+    public mutating func consumed(_ bytes: Int) {
         let now = MonotonicClock.now()
         if originNanos == 0 || Double(now &- originNanos) / 1e9 > bytesSinceOrigin / bytesPerSecond + Self.burstSeconds
         {
