@@ -139,8 +139,14 @@ extension HostMigrations {
             throw AgentAPIError(.conflict, .busy, "incoming migration \(id) is being reserved; retry in a moment")
         }
         state.withLock { $0.incoming[id]?.abandoning = true }
-        guard process.abandon() else {
+        let done = process.abandon()
+        guard done == .abandoned else {
             state.withLock { $0.incoming[id]?.abandoning = false }
+            if done == .unanswered {
+                throw AgentAPIError(
+                    .conflict, .busy,
+                    "incoming migration \(id): its ferry vmm did not answer within 5 s; nothing was abandoned; retry")
+            }
             throw AgentAPIError(
                 .conflict, .bytesReceived,
                 "incoming migration \(id) has received bytes from its source already: it is not abandoned; only the"
@@ -164,8 +170,18 @@ extension HostMigrations {
     /// A reservation no source connected to by `expiresAt` is abandoned.
     private func expire(_ id: String, at expiresAt: Date) {
         guard pause(max(0, expiresAt.timeIntervalSinceNow)) else { return }
-        guard state.withLock({ $0.incoming[id]?.record.ended == nil }) else { return }
-        try? abandonIncoming(id, why: "its reservation expired before a source connected")
+        // Until the reservation ended or a source reached its vmm: a vmm that did not answer (a
+        // loaded host) is asked again rather than left reserved for ever.
+        while state.withLock({ $0.incoming[id]?.record.ended == nil }) {
+            do {
+                try abandonIncoming(id, why: "its reservation expired before a source connected")
+                return
+            } catch  where error.code == .busy {
+                guard pause(0.5) else { return }
+            } catch {
+                return
+            }
+        }
     }
 
     /// The incoming vmm's outcome: the row becomes the guest's, or goes.

@@ -64,13 +64,27 @@ public final class IncomingGuestProcess: @unchecked Sendable {
     /// anything yet. Returns false (and leaves it alone) once bytes arrived or the guest runs:
     /// killing a destination mid-handoff could leave the guest nowhere.
     @discardableResult
-    public func abandon() -> Bool {
-        guard current == nil,
-            let status = try? VMMControlClient(path: socketPath, timeoutSeconds: 5).call("status"),
-            status["state"]?.stringValue == "migrating-in", !Self.sourceReached(status)
-        else { return false }
+    public func abandon() -> Abandon {
+        guard current == nil else { return .sourceReached }
+        // A vmm too busy to answer (a loaded host) is not one a source reached: ask again later.
+        guard let status = try? VMMControlClient(path: socketPath, timeoutSeconds: 5).call("status") else {
+            return .unanswered
+        }
+        guard status["state"]?.stringValue == "migrating-in", !Self.sourceReached(status) else {
+            return .sourceReached
+        }
         kill(pid, SIGKILL)
-        return true
+        return .abandoned
+    }
+
+    /// What `abandon()` did.
+    public enum Abandon: Sendable {
+        /// The vmm was killed before any source reached it.
+        case abandoned
+        /// A source reached the vmm (or the guest runs): nothing was done.
+        case sourceReached
+        /// The vmm did not answer `status`: nothing was done; it may be asked again.
+        case unanswered
     }
 
     /// Whether the vmm's `status` says a source established its migration there (`established`:

@@ -151,6 +151,29 @@ struct AgentLiveMigrationTests {
         #expect(missing.status == 404, "\(missing.body)")
     }
 
+    @Test("a reservation whose vmm cannot answer when it expires is asked again, and still expires")
+    func expiryOutlastsAStoppedVMM() throws {
+        let pair = try AgentPair("ls", destinationExtra: ["--incoming-reservation", "2"])
+        let id = try GuestID("0123456789abcdef0123456789abcdee")
+        let spec = GuestSpecification(name: try GuestName("r2"), kind: .builtin, memoryBytes: 32 << 20)
+        let request = IncomingMigrationRequest(
+            migrationID: "m-2", guestID: id, specification: spec, paused: false, sourceAgent: "http://127.0.0.1:1")
+        let client = try pair.destination.client()
+        _ = try client.prepareIncoming(request)
+        let pid = try #require(GuestAgentFixture.vmmProcesses(id: id.hex).first)
+        // Stopped, the vmm cannot answer `status` when the reservation expires (2 s): a loaded host.
+        kill(pid, SIGSTOP)
+        usleep(8_000_000)  // past the expiry and the agent's 5 s wait for an answer
+        kill(pid, SIGCONT)
+        let deadline = Date().addingTimeInterval(10)
+        while try client.incomingStatus(migrationID: "m-2").state != .abandoned && Date() < deadline {
+            usleep(100_000)
+        }
+        #expect(try client.incomingStatus(migrationID: "m-2").state == .abandoned)
+        #expect(try pair.destination.list().isEmpty)
+        #expect(GuestAgentFixture.vmmProcesses(id: id.hex).isEmpty)
+    }
+
     @Test(
         "incoming requests: unsigned and wrong-key ones refused; a retry is idempotent; an unused reservation expires")
     func incomingReservations() throws {

@@ -203,7 +203,7 @@ struct AgentMigrationTests {
         } catch {
             #expect(error.code == .refused && error.message.contains("wrong_state"), "\(error.message)")
         }
-        #expect(pair.incoming.abandon(), "nothing arrived: abandon kills the incoming vmm")
+        #expect(pair.incoming.abandon() == .abandoned, "nothing arrived: abandon kills the incoming vmm")
         #expect(pair.incoming.waitForOutcome(timeoutSeconds: 30) == .failed(exitStatus: 128 + SIGKILL, reason: nil))
     }
 
