@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 
 int ferry_statfs_magic(const char *path, uint64_t *magic_out) {
     struct statfs info;
@@ -39,4 +40,17 @@ int ferry_ofd_conflict(int fd) {
     lock.l_pid = 0;
     if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -errno;
     return lock.l_type == F_UNLCK ? 0 : 1;
+}
+
+int ferry_setxattr(const char *path, const char *name, const void *value, size_t size) {
+    return setxattr(path, name, value, size, 0) == 0 ? 0 : -errno;
+}
+
+long ferry_getxattr(const char *path, const char *name, void *value, size_t size) {
+    ssize_t length = getxattr(path, name, value, size);
+    return length >= 0 ? (long)length : -errno;
+}
+
+int ferry_removexattr(const char *path, const char *name) {
+    return removexattr(path, name) == 0 ? 0 : -errno;
 }

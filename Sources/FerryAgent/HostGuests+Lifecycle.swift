@@ -27,6 +27,14 @@ extension HostGuests {
         }
     }
 
+    /// Boots (`.boot`) or restores (`.restore`) a guest its caller has claimed (a cold migration
+    /// putting it back as it was): `stopped` or `suspended` → `starting` → `running`.
+    func launchClaimed(_ record: GuestRecord, _ how: GuestProcess.Launch, _ cause: String) throws(AgentAPIError)
+        -> GuestRecord
+    {
+        try launch(try transition(record, to: .starting, cause), how)
+    }
+
     /// Starts the process of a guest in `starting` and records it `running`; a launch that fails
     /// leaves it `stopped` with the failure as the cause.
     private func launch(_ starting: GuestRecord, _ how: GuestProcess.Launch) throws(AgentAPIError) -> GuestRecord {
@@ -54,39 +62,45 @@ extension HostGuests {
     /// `timeout`; then, with `force`, kills the process; without, the guest runs on and 409 says so.
     public func stop(_ name: GuestName, timeout: Duration, force: Bool) throws(AgentAPIError) -> GuestRecord {
         try exclusively(name, "stop") { () throws(AgentAPIError) -> GuestRecord in
-            let record = try require(name)
-            guard [.running, .paused].contains(record.state), let facts = record.process else {
-                throw AgentAPIError(
-                    .conflict, .conflict,
-                    "guest \(name) is \(record.state.rawValue): stop takes a running or paused guest")
-            }
-            let seconds = timeout.components.seconds
-            let stopping = try transition(
-                record, to: .stopping, "stop requested through the API (timeout \(seconds) s, force \(force))")
-            let failure = shutdown(facts, timeout: timeout)
-            if failure == nil, GuestProcess.waitUntilGone(facts, timeout: .seconds(10)) {
-                return try transition(
-                    stopping, to: .stopped,
-                    "graceful shutdown: vCPUs stopped, memory and disks flushed;"
-                        + " process \(facts.pid) exited")
-            }
-            let why = failure ?? "process \(facts.pid) did not exit after its shutdown"
-            if !GuestProcess.isRunning(facts) {
-                return try transition(stopping, to: .stopped, "process \(facts.pid) ended during the stop (\(why))")
-            }
-            guard force else {
-                _ = try transition(stopping, to: .running, "graceful stop failed: \(why); left running")
-                throw AgentAPIError(
-                    .conflict, .conflict,
-                    "guest \(name) did not stop within \(seconds) s (\(why)); it runs on: stop it with force to kill it"
-                )
-            }
-            kill(facts)
-            guard GuestProcess.waitUntilGone(facts, timeout: .seconds(10)) else {
-                throw GuestProcess.failed("guest \(name): process \(facts.pid) survived SIGKILL; it stays stopping")
-            }
-            return try transition(stopping, to: .stopped, "forced stop: \(why); process \(facts.pid) killed")
+            try stopClaimed(try require(name), timeout: timeout, force: force, why: "stop requested through the API")
         }
+    }
+
+    /// The stop of a guest its caller has claimed (the API's stop, a cold migration's shutdown).
+    func stopClaimed(_ record: GuestRecord, timeout: Duration, force: Bool, why: String) throws(AgentAPIError)
+        -> GuestRecord
+    {
+        let name = record.name
+        guard [.running, .paused].contains(record.state), let facts = record.process else {
+            throw AgentAPIError(
+                .conflict, .conflict,
+                "guest \(name) is \(record.state.rawValue): stop takes a running or paused guest")
+        }
+        let seconds = timeout.components.seconds
+        let stopping = try transition(record, to: .stopping, "\(why) (timeout \(seconds) s, force \(force))")
+        let failure = shutdown(facts, timeout: timeout)
+        if failure == nil, GuestProcess.waitUntilGone(facts, timeout: .seconds(10)) {
+            return try transition(
+                stopping, to: .stopped,
+                "graceful shutdown: vCPUs stopped, memory and disks flushed;"
+                    + " process \(facts.pid) exited")
+        }
+        let why = failure ?? "process \(facts.pid) did not exit after its shutdown"
+        if !GuestProcess.isRunning(facts) {
+            return try transition(stopping, to: .stopped, "process \(facts.pid) ended during the stop (\(why))")
+        }
+        guard force else {
+            _ = try transition(stopping, to: .running, "graceful stop failed: \(why); left running")
+            throw AgentAPIError(
+                .conflict, .conflict,
+                "guest \(name) did not stop within \(seconds) s (\(why)); it runs on: stop it with force to kill it"
+            )
+        }
+        kill(facts)
+        guard GuestProcess.waitUntilGone(facts, timeout: .seconds(10)) else {
+            throw GuestProcess.failed("guest \(name): process \(facts.pid) survived SIGKILL; it stays stopping")
+        }
+        return try transition(stopping, to: .stopped, "forced stop: \(why); process \(facts.pid) killed")
     }
 
     /// The vmm's `shutdown`; nil when it answered stopped, else why not.

@@ -33,6 +33,11 @@ extension HostMigrations {
         }
         var claimed = true
         defer { if claimed { guests.release(name) } }
+        if let cold = request.cold {
+            let reservation = try reserveCold(request, offer: cold, capacity: capacity)
+            claimed = false  // the registration or the abandonment releases it
+            return reservation
+        }
         try reserve(request, capacity: capacity)
         var entry = IncomingEntry(
             record: MigrationRecords.Incoming(
@@ -114,6 +119,10 @@ extension HostMigrations {
         var status = IncomingMigrationStatus(
             migrationID: id, guestID: record.request.guestID, state: record.ended ?? .waiting,
             exitStatus: record.exitStatus, error: record.error)
+        if record.ended == nil, record.request.cold != nil, !(record.received ?? []).isEmpty || !entry.receivers.isEmpty
+        {
+            status.state = .receiving
+        }
         if record.ended == nil, let process = entry.process {
             status.state = IncomingMigrationStatus.state(of: process, receiving: Self.receiving(process))
             if status.state == .failed { status.state = .receiving }  // its end is being recorded: ask again
@@ -134,6 +143,10 @@ extension HostMigrations {
         if let ended = entry.record.ended {
             if ended == .abandoned { return }
             throw AgentAPIError(.conflict, .conflict, "incoming migration \(id) has ended (\(ended.rawValue))")
+        }
+        if entry.record.request.cold != nil {
+            abandonCold(id, entry: entry, why: why)
+            return
         }
         guard let process = entry.process else {
             throw AgentAPIError(.conflict, .busy, "incoming migration \(id) is being reserved; retry in a moment")

@@ -10,6 +10,7 @@ import HTTPTypes
 extension HostMigrations {
     /// `POST /v1/migrations`: returns the migration once the guest's vmm accepted `migrate`.
     public func start(_ request: MigrationRequest) throws(AgentAPIError) -> MigrationResource {
+        if request.kind == "cold" { return try startCold(request) }
         let name = try GuestRoutes.name(request.guest)
         guard guests.tryClaim(name, "a migration") else {
             throw AgentAPIError(
@@ -52,6 +53,7 @@ extension HostMigrations {
 
     /// `DELETE /v1/migrations/{id}`.
     public func cancel(_ id: String) throws(AgentAPIError) -> MigrationResource {
+        if let cold = state.withLock({ $0.cold[id] }) { return try cancelCold(cold) }
         guard let driver = state.withLock({ $0.drivers[id] }) else {
             _ = try show(id)
             throw AgentAPIError(.conflict, .conflict, "migration \(id) has ended; nothing to cancel")

@@ -74,6 +74,10 @@ extension HostMigrations {
     /// The source: the vmm still migrates (attach a driver), is unresolved or gone (ask the
     /// destination), or ended meanwhile (record what it says).
     private func recoverOutgoing(_ saved: MigrationRecords.Outgoing) {
+        if let from = saved.coldFrom {
+            recoverCold(saved, from: from)
+            return
+        }
         let row = try? guests.inventory.guest(id: saved.guestID)
         guard let row, row.state == .migratingOut, guests.tryClaim(row.name, "a migration") else {
             // The end was recorded in the inventory but not here (the agent died between the
@@ -131,6 +135,11 @@ extension HostMigrations {
             guests.tryClaim(name, "an incoming migration")
         else {
             finishIncoming(id, ended: .failed, exitStatus: nil, error: "the agent restarted without the arrival")
+            return
+        }
+        if saved.request.cold != nil {
+            // No vmm: the source sends the files again that were not verified, then registers.
+            logger.notice("taking up incoming cold migration \(id) after a restart")
             return
         }
         let socket = guests.files.socketPath(row.id)

@@ -1,3 +1,4 @@
+import FerryDiskMove
 import FerryHostModel
 import FerryInventory
 import FerryTransport
@@ -32,6 +33,7 @@ public final class HostMigrations: Sendable {
 
     struct Registry: Sendable {
         var drivers: [String: OutgoingMigrationDriver] = [:]
+        var cold: [String: ColdMigration] = [:]
         var outgoing: [String: MigrationRecords.Outgoing] = [:]
         var incoming: [String: IncomingEntry] = [:]
         /// Migration IDs whose reservation is being made (a concurrent retry waits for it).
@@ -43,6 +45,14 @@ public final class HostMigrations: Sendable {
         var process: IncomingGuestProcess?
         var abandoning = false
         var reservedAt = ContinuousClock.now
+        /// A cold migration's disk-move receivers running now, by file name: where each listens.
+        var receivers: [String: ColdReceiver] = [:]
+    }
+
+    /// One running disk-move receiver of a cold migration.
+    struct ColdReceiver: Sendable {
+        var address: String
+        var cancellation: DiskMoveCancellation
     }
 
     init(
@@ -66,9 +76,11 @@ public final class HostMigrations: Sendable {
 
     /// Every migration this agent knows, newest first.
     public func list() -> [MigrationResource] {
-        let (drivers, outgoing, incoming) = state.withLock { ($0.drivers, $0.outgoing, $0.incoming) }
+        let (drivers, cold, outgoing, incoming) = state.withLock { ($0.drivers, $0.cold, $0.outgoing, $0.incoming) }
         var all = outgoing.values.map { record in
-            record.resource.status.isFinal ? record.resource : (drivers[record.resource.id]?.current ?? record.resource)
+            let id = record.resource.id
+            return record.resource.status.isFinal
+                ? record.resource : (drivers[id]?.current ?? cold[id]?.current ?? record.resource)
         }
         all += incoming.values.map { incomingResource($0) }
         return all.sorted { ($0.startedAt, $0.id) > ($1.startedAt, $1.id) }

@@ -17,17 +17,21 @@ public struct IncomingMigrationRequest: Codable, Sendable, Equatable {
     public var paused: Bool
     /// The source agent, http://HOST:PORT (for the destination's records and logs).
     public var sourceAgent: String
+    /// Set for a cold migration (docs/cold-migration.md): no vmm is started, the files move.
+    public var cold: ColdMigrationOffer?
 
     enum CodingKeys: String, CodingKey {
         case migrationID = "migration_id"
         case guestID = "guest_id"
-        case specification, paused
+        case specification, paused, cold
         case sourceAgent = "source_agent"
     }
 
     public init(
-        migrationID: String, guestID: GuestID, specification: GuestSpecification, paused: Bool, sourceAgent: String
+        migrationID: String, guestID: GuestID, specification: GuestSpecification, paused: Bool, sourceAgent: String,
+        cold: ColdMigrationOffer? = nil
     ) {
+        self.cold = cold
         self.migrationID = migrationID
         self.guestID = guestID
         self.specification = specification
@@ -45,15 +49,20 @@ public struct IncomingMigrationReservation: Codable, Sendable, Equatable {
     /// If no source has connected by then, the destination abandons the reservation (kills its
     /// vmm, removes the guest from its inventory); the source must not start migrating later.
     public var expiresAt: Date
+    /// A cold migration's files: where the destination keeps each, and which it sees already.
+    public var placements: [ColdFilePlacement]?
 
     enum CodingKeys: String, CodingKey {
         case migrationID = "migration_id"
         case guestID = "guest_id"
-        case address
+        case address, placements
         case expiresAt = "expires_at"
     }
 
-    public init(migrationID: String, guestID: GuestID, address: String, expiresAt: Date) {
+    public init(
+        migrationID: String, guestID: GuestID, address: String, expiresAt: Date, placements: [ColdFilePlacement]? = nil
+    ) {
+        self.placements = placements
         self.migrationID = migrationID
         self.guestID = guestID
         self.address = address
@@ -69,7 +78,8 @@ public struct IncomingMigrationStatus: Codable, Sendable, Equatable {
         case waiting
         /// A source is sending; the guest is not here yet.
         case receiving
-        /// The guest runs (or is paused) here: the destination owns it.
+        /// The guest runs (or is paused) here, or a cold migration registered it here: the
+        /// destination owns it.
         case arrived
         /// The vmm exited before the guest ran here (exit status 1: the engine discarded it).
         case failed

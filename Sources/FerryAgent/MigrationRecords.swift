@@ -12,6 +12,12 @@ struct MigrationRecords: Sendable {
     struct Outgoing: Codable, Sendable {
         var resource: MigrationResource
         var guestID: GuestID
+        /// A cold migration: the guest's state before it (`running`, `stopped`, `suspended`),
+        /// which a failed one puts back.
+        var coldFrom: GuestState?
+        /// A cold migration's files as offered (their paths here), and its options.
+        var coldFiles: [ColdFile]?
+        var coldOptions: MigrationRequest.Options?
     }
 
     /// An incoming migration: the request, the answer, and how it ended (nil while it runs).
@@ -21,6 +27,8 @@ struct MigrationRecords: Sendable {
         var ended: IncomingMigrationStatus.State?
         var exitStatus: Int32?
         var error: String?
+        /// A cold migration's files received and verified so far, by name.
+        var received: [String]?
     }
 
     init(directory: String) {

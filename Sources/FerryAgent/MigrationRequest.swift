@@ -14,8 +14,18 @@ public struct MigrationRequest: Codable, Sendable, Equatable {
         public var streams: Int?
         public var compression: String?
         public var encrypt: Bool?
+        /// Cold: the source keeps the guest's files until `confirm`.
+        public var keepSource: Bool?
+        /// Cold: how long a running guest has to shut down gracefully (default 30 s).
+        public var shutdownTimeoutSeconds: Int?
+        /// Cold: start a guest that was stopped on the destination too (a running guest is
+        /// started, a suspended one resumed, always).
+        public var powerOn: Bool?
 
         enum CodingKeys: String, CodingKey {
+            case keepSource = "keep_source"
+            case shutdownTimeoutSeconds = "shutdown_timeout_s"
+            case powerOn = "power_on"
             case downtimeMs = "downtime_ms"
             case maxRounds = "max_rounds"
             case timeoutSeconds = "timeout_s"
@@ -54,6 +64,7 @@ public struct MigrationRequest: Codable, Sendable, Equatable {
             try check(
                 compression.map { ["auto", "lz4", "none"].contains($0) } ?? true, "compression",
                 "auto, lz4 or none")
+            try check(shutdownTimeoutSeconds.map { (1...3600).contains($0) } ?? true, "shutdown_timeout_s", "1 to 3600")
         }
 
         /// The driver's options; `keyFile`: the shared key both vmms authenticate with.
@@ -70,11 +81,14 @@ public struct MigrationRequest: Codable, Sendable, Equatable {
     public var guest: String
     /// The destination agent, http://HOST:PORT.
     public var to: String
+    /// `live` (nil) or `cold` (docs/cold-migration.md).
+    public var kind: String?
     public var options: Options?
 
-    public init(guest: String, to: String, options: Options? = nil) {
+    public init(guest: String, to: String, kind: String? = nil, options: Options? = nil) {
         self.guest = guest
         self.to = to
+        self.kind = kind
         self.options = options
     }
 }
@@ -84,6 +98,9 @@ extension MigrationRequest: ValidatedRequestBody {
         do { _ = try GuestName(guest) } catch { throw HostModelError(field: "guest", error.message) }
         do throws(AgentClientError) { _ = try AgentClient.parse(to) } catch {
             throw HostModelError(field: "to", error.message)
+        }
+        if let kind, !["live", "cold"].contains(kind) {
+            throw HostModelError(field: "kind", "live or cold, got \"\(kind)\"")
         }
         try options?.validate()
     }

@@ -66,6 +66,54 @@ public struct MigrationResource: Codable, Sendable, Equatable {
     public var perRound: [Round]?
     /// `source`, `destination` or `unknown` (unresolved).
     public var guestLocation: String?
+    /// `cold` for a cold migration (docs/cold-migration.md); nil: live.
+    public var kind: String?
+    /// A cold migration's steps and what each took: `shutdown`, `configuration`, `disks`,
+    /// `registration`, `power_on`.
+    public var phasesMs: [String: Double]?
+    /// A cold migration's service interruption: from the shutdown request to the destination
+    /// guest's first line from its disk (nil when the guest was not running).
+    public var interruptionMs: Double?
+    /// A cold migration's files, as moved (or found shared).
+    public var files: [ColdFileReport]?
+    /// The source keeps the guest's files until `POST /v1/migrations/{id}/confirm`.
+    public var keepSource: Bool?
+    /// Files the source kept (`keep_source`), removed by `confirm`.
+    public var retained: [String]?
+    /// The destination guest's console line that showed it resumed from its disk.
+    public var resumedLine: String?
+
+    /// One file of a cold migration.
+    public struct ColdFileReport: Codable, Sendable, Equatable {
+        public var name: String
+        public var sizeBytes: Int
+        public var allocatedBytes: Int
+        /// Both hosts see the file: nothing was copied.
+        public var shared: Bool
+        public var wireBytes: UInt64
+        public var milliseconds: Double
+        public var resumes: Int
+
+        public init(
+            name: String, sizeBytes: Int, allocatedBytes: Int, shared: Bool, wireBytes: UInt64 = 0,
+            milliseconds: Double = 0, resumes: Int = 0
+        ) {
+            self.name = name
+            self.sizeBytes = sizeBytes
+            self.allocatedBytes = allocatedBytes
+            self.shared = shared
+            self.wireBytes = wireBytes
+            self.milliseconds = milliseconds
+            self.resumes = resumes
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, shared, resumes, milliseconds
+            case sizeBytes = "size_bytes"
+            case allocatedBytes = "allocated_bytes"
+            case wireBytes = "wire_bytes"
+        }
+    }
 
     /// One round as the source's engine recorded it.
     public struct Round: Codable, Sendable, Equatable {
@@ -112,6 +160,11 @@ public struct MigrationResource: Codable, Sendable, Equatable {
         case cpuMs = "cpu_ms"
         case perRound = "per_round"
         case guestLocation = "guest_location"
+        case kind, files, retained
+        case phasesMs = "phases_ms"
+        case interruptionMs = "interruption_ms"
+        case keepSource = "keep_source"
+        case resumedLine = "resumed_line"
     }
 
     public init(id: String, guest: String, direction: Direction, peer: String?, destination: String) {

@@ -31,6 +31,10 @@ struct MigrationRoutes: Sendable {
             let id = try Self.id(context)
             return try Self.exchangeJSON(try await work.run { try migrations.cancel(id) }, status: .accepted)
         }
+        router.post("/v1/migrations/:id/confirm") { _, context in
+            let id = try Self.id(context)
+            return try Self.exchangeJSON(try await work.run { try migrations.confirmCold(id) })
+        }
         router.get("/v1/migrations/:id/events") { request, context in
             let id = try Self.id(context)
             let after = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { UInt64($0) }
@@ -57,6 +61,15 @@ struct MigrationRoutes: Sendable {
             let id = try Self.id(context)
             try await work.run { try migrations.abandonIncoming(id) }
             return Response(status: .noContent)
+        }
+        router.post("/v1/migrations/incoming/:id/files/:name") { _, context in
+            let id = try Self.id(context)
+            let name = context.parameters.get("name") ?? ""
+            return try Self.exchangeJSON(try await work.run { try migrations.receiveColdFile(id, name: name) })
+        }
+        router.post("/v1/migrations/incoming/:id/register") { _, context in
+            let id = try Self.id(context)
+            return try Self.exchangeJSON(try await work.run { try migrations.registerCold(id) })
         }
     }
 

@@ -12,6 +12,9 @@
 ///                             migrating-out ──(handoff)──▶ removed from this host
 ///                                  └──(failed or cancelled)──▶ running
 /// ```
+/// A cold migration (docs/cold-migration.md) takes a `stopped` or `suspended` guest to
+/// `migrating-out` on its source and back when it fails; on the destination its row goes from
+/// `migrating-in` to `stopped` or `suspended` at registration, the moment it becomes the owner.
 /// A guest whose process vanished is `crashed` from any state that has a process.
 public enum GuestState: String, Sendable, Codable, CaseIterable, Hashable {
     case defined
@@ -41,14 +44,16 @@ public enum GuestState: String, Sendable, Codable, CaseIterable, Hashable {
         case .starting: [.running, .stopped, .crashed]
         case .running: [.paused, .suspended, .stopping, .migratingOut, .crashed]
         case .paused: [.running, .suspended, .stopping, .migratingOut, .crashed]
-        case .suspended: [.starting, .stopped]
+        case .suspended: [.starting, .stopped, .migratingOut]
         // A graceful stop that timed out without --force leaves the guest running.
         case .stopping: [.stopped, .running, .crashed]
-        case .stopped: [.starting]
-        // A failed or cancelled migration leaves the guest where it was, running or paused.
-        case .migratingOut: [.running, .paused, .crashed]
-        // An arrival ends running, or paused when the guest was paused on its source.
-        case .migratingIn: [.running, .paused, .crashed]
+        case .stopped: [.starting, .migratingOut]
+        // A failed or cancelled migration leaves the guest where it was: running or paused (live),
+        // stopped or suspended (cold).
+        case .migratingOut: [.running, .paused, .crashed, .stopped, .suspended]
+        // A live arrival ends running, or paused when the guest was paused on its source; a cold
+        // one is registered stopped or suspended.
+        case .migratingIn: [.running, .paused, .crashed, .stopped, .suspended]
         case .crashed: [.starting, .stopped]
         }
     }

@@ -61,9 +61,11 @@ public enum Reconciliation {
         return nil
     }
 
-    /// How a record follows what its answering process reports: through states with a process.
+    /// How a record follows what its answering process reports: through states with a process,
+    /// never through a migration (a cold migration leads a `stopped` guest to `migrating-out`
+    /// and on to `running` if it fails, which no process reporting `running` means).
     static func adoptionPath(from: GuestState, to: GuestState) -> [GuestState]? {
-        path(from: from, to: to, via: \.hasProcess)
+        path(from: from, to: to, via: { $0.hasProcess && $0 != .migratingOut && $0 != .migratingIn })
     }
 
     static func isRemoval(_ step: ReconciliationStep) -> Bool {

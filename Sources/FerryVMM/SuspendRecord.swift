@@ -1,4 +1,6 @@
+import FerryGuestMigration
 import FerryHostModel
+import FerryKVMMigration
 import FerryProtocol
 import Foundation
 
@@ -92,5 +94,50 @@ struct SuspendRecord: Codable {
                 .configuration, "\(path) has suspend format \(record.format); this ferry reads \(currentFormat)")
         }
         return record
+    }
+}
+
+/// What an agent may change in a suspend file that another host wrote.
+public enum SuspendFile {
+    /// Points the suspend file at `path` to the guest's memory image at `image` and its disks at
+    /// their new paths (`disks`: old path → new path), in the specification and in the disk's
+    /// device-state section alike (both moved to this host by a cold migration); rewrites the
+    /// file whole.
+    public static func relocate(_ path: String, image: String, disks: [String: String]) throws(VMMError) {
+        var record = try SuspendRecord.read(from: path)
+        record.image = image
+        for index in record.specification.disks.indices {
+            if let old = record.specification.disks[index].path, let new = disks[old] {
+                record.specification.disks[index].path = new
+            }
+        }
+        var sections = try record.sections
+        do {
+            for index in sections.indices where sections[index].kind == 2 {
+                sections[index] = try relocated(sections[index], kind: record.specification.kind, disks: disks)
+            }
+        } catch let error as VMMError {
+            throw error
+        } catch {
+            throw VMMError(.configuration, "\(path): the disk's device state does not decode: \(error)", cause: error)
+        }
+        record.deviceState = SuspendRecord.encode(sections)
+        try record.write(to: path)
+    }
+
+    private static func relocated(
+        _ section: DeviceStateSection, kind: GuestSpecification.Kind, disks: [String: String]
+    ) throws -> DeviceStateSection {
+        switch kind {
+        case .builtin:
+            var disk = try BuiltinDiskSection(section)
+            guard let new = disks[disk.cursor.path] else { return section }
+            disk.cursor.path = new
+            return disk.section
+        case .kvm:
+            guard var disk = try KVMDiskSection.find(in: [section]), let new = disks[disk.path] else { return section }
+            disk.path = new
+            return disk.section
+        }
     }
 }

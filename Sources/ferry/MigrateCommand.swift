@@ -17,6 +17,12 @@ struct MigrateCommand: ParsableCommand {
             (--key-file). With --wait (the default) a progress line follows the migration and a \
             report ends it; the exit status is 0 only when the guest completed on the destination. \
             Ctrl-C stops watching, not the migration (`ferry migration cancel ID` cancels it).
+
+            With --cold the guest moves powered off (docs/cold-migration.md): a running guest is shut \
+            down gracefully, its configuration and the disk files the destination does not see already \
+            move (only their allocated blocks, verified), the destination registers it (the moment it \
+            becomes the owner) and starts it again (a suspended guest is resumed). The report gives each \
+            step's time and the service interruption.
             """)
 
     @Argument(help: "The guest's name on the source agent.") var name: String
@@ -49,19 +55,39 @@ struct MigrateCommand: ParsableCommand {
     var noAutoConverge = false
     @Flag(help: "Encrypt the migration stream with the shared key.") var encrypt = false
     @Flag(help: "Print the agent's JSON (the final migration with --wait) instead of text.") var json = false
+    @Flag(help: "Cold migration: shut the guest down, move its files, register and start it there.") var cold = false
+    @Flag(
+        name: .customLong("keep-source"),
+        help: "Cold: keep the guest's files on the source until `ferry migration confirm ID`.")
+    var keepSource = false
+    @Flag(name: .customLong("power-on"), help: "Cold: start a guest that was stopped on the destination too.")
+    var powerOn = false
+    @Option(
+        name: .customLong("shutdown-timeout"),
+        help: ArgumentHelp("Cold: seconds a running guest has to shut down gracefully (default 30).", valueName: "s"),
+        transform: NumberOption.count(1...3600))
+    var shutdownTimeout: Int?
 
     func validate() throws {
+        if !cold, keepSource || powerOn || shutdownTimeout != nil {
+            throw ValidationError(
+                "--keep-source, --power-on and --shutdown-timeout belong to a cold migration: add --cold")
+        }
         do { _ = try GuestName(name) } catch { throw ValidationError("guest name \(name): \(error.message)") }
     }
 
     var request: MigrationRequest {
-        MigrationRequest(
-            guest: name, to: to,
-            options: .init(
-                downtimeMs: downtimeMs, maxRounds: maxRounds, timeoutSeconds: timeoutSeconds,
-                forceSwitchover: forceSwitchover ? true : nil, autoConverge: noAutoConverge ? false : nil,
-                maxBandwidthBytesPerSecond: maxBandwidth.map { $0.bytesPerSecond(pageSize: 4096) },
-                encrypt: encrypt ? true : nil))
+        var options = MigrationRequest.Options(
+            downtimeMs: downtimeMs, maxRounds: maxRounds, timeoutSeconds: timeoutSeconds,
+            forceSwitchover: forceSwitchover ? true : nil, autoConverge: noAutoConverge ? false : nil,
+            maxBandwidthBytesPerSecond: maxBandwidth.map { $0.bytesPerSecond(pageSize: 4096) },
+            encrypt: encrypt ? true : nil)
+        if cold {
+            options.keepSource = keepSource ? true : nil
+            options.powerOn = powerOn ? true : nil
+            options.shutdownTimeoutSeconds = shutdownTimeout
+        }
+        return MigrationRequest(guest: name, to: to, kind: cold ? "cold" : nil, options: options)
     }
 
     func run() throws {
@@ -76,7 +102,10 @@ struct MigrateCommand: ParsableCommand {
                 )
             }
             if !json { Terminal.note("migration \(started.id): \(name) to \(to)") }
-            let final = try MigrationText.follow(agent, started.id, quiet: json)
+            let final =
+                cold
+                ? try MigrationText.poll(agent, started.id, quiet: json)
+                : try MigrationText.follow(agent, started.id, quiet: json)
             if json {
                 FileHandle.standardOutput.write(Data((final.json + "\n").utf8))
             } else {
@@ -123,6 +152,22 @@ enum MigrationText {
                 id: id, guest: "?", direction: .out, peer: nil, destination: "?")
     }
 
+    /// Polls a cold migration (it has no event stream) until it ends, a line per phase.
+    static func poll(_ agent: AgentClient, _ id: String, quiet: Bool) throws -> MigrationResource {
+        while true {
+            let current = try decode(agentCall(agent, "GET", "/v1/migrations/\(id)"))
+            if current.status.isFinal {
+                Terminal.clearProgress()
+                return current
+            }
+            if !quiet {
+                Terminal.progress(
+                    "\(current.phase)  \(ProgressLine.mb(current.bytesTransferred ?? 0)) MB sent", force: false)
+            }
+            usleep(100_000)
+        }
+    }
+
     /// `round 3  182 MB sent  12 MB left  95 MB/s  ETA 0.4s`.
     static func progressLine(_ m: MigrationResource) -> String {
         "round \(m.round.map(String.init) ?? "—")  \(ProgressLine.mb(m.bytesTransferred ?? 0)) MB sent"
@@ -133,12 +178,41 @@ enum MigrationText {
     /// The report at the end: outcome, total, downtime, bytes, rounds, where the guest is.
     static func report(_ m: MigrationResource) -> String {
         func ms(_ value: Double?) -> String { value.map { String(format: "%.1f ms", $0) } ?? "—" }
+        if m.kind == "cold" { return coldReport(m) }
         return """
             migration \(m.id) \(m.status.rawValue): guest \(m.guest) is on the \(m.guestLocation ?? "unknown") side
               total     \(ms(m.totalTimeMs))
               downtime  \(ms(m.downtimeMs))
               sent      \(ProgressLine.mb(m.bytesTransferred ?? 0)) MB in \(m.rounds.map(String.init) ?? "—") rounds
             """ + (m.error.map { "\n  error     \($0)" } ?? "")
+    }
+
+    /// A cold migration: each step's time, the interruption, each file.
+    static func coldReport(_ m: MigrationResource) -> String {
+        func ms(_ value: Double?) -> String { value.map { String(format: "%.1f ms", $0) } ?? "—" }
+        var lines = [
+            "cold migration \(m.id) \(m.status.rawValue): guest \(m.guest) is on the \(m.guestLocation ?? "unknown") side"
+        ]
+        for phase in ["shutdown", "configuration", "disks", "registration", "power_on"] {
+            guard let time = m.phasesMs?[phase] else { continue }
+            lines.append("  \(phase.padding(toLength: 14, withPad: " ", startingAt: 0))\(ms(time))")
+        }
+        lines.append("  total         \(ms(m.totalTimeMs))")
+        if let interruption = m.interruptionMs { lines.append("  interruption  \(ms(interruption))") }
+        for file in m.files ?? [] {
+            let moved =
+                file.shared
+                ? "shared, not copied"
+                : "\(ProgressLine.mb(UInt64(file.allocatedBytes))) MB allocated, \(ProgressLine.mb(file.wireBytes)) MB on the wire"
+            lines.append("  file \(file.name): \(ProgressLine.mb(UInt64(file.sizeBytes))) MB, \(moved)")
+        }
+        if let line = m.resumedLine { lines.append("  guest said   \(line)") }
+        if let retained = m.retained, !retained.isEmpty {
+            lines.append(
+                "  kept on the source until `ferry migration confirm \(m.id)`: \(retained.joined(separator: ", "))")
+        }
+        if let error = m.error { lines.append("  error         \(error)") }
+        return lines.joined(separator: "\n")
     }
 
     static func line(_ m: MigrationResource) -> String {
@@ -152,7 +226,10 @@ enum MigrationText {
 struct MigrationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migration", abstract: "List, show and cancel an agent's live migrations.",
-        subcommands: [MigrationListCommand.self, MigrationShowCommand.self, MigrationCancelCommand.self])
+        subcommands: [
+            MigrationListCommand.self, MigrationShowCommand.self, MigrationCancelCommand.self,
+            MigrationConfirmCommand.self,
+        ])
 }
 
 struct MigrationListCommand: ParsableCommand {
@@ -204,6 +281,21 @@ struct MigrationCancelCommand: ParsableCommand {
         runReportingErrors {
             _ = try agentCall(try client.makeClient(), "DELETE", "/v1/migrations/\(id)")
             HumanOutput.print("migration \(id) cancelling; the guest stays on its source")
+        }
+    }
+}
+
+struct MigrationConfirmCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "confirm",
+        abstract: "Remove the files a cold migration with --keep-source kept on its source.")
+    @Argument(help: "The migration's ID.") var id: String
+    @OptionGroup var client: AgentClientOptions
+
+    func run() throws {
+        runReportingErrors {
+            _ = try agentCall(try client.makeClient(), "POST", "/v1/migrations/\(id)/confirm")
+            HumanOutput.print("migration \(id) confirmed: the source's copies of the guest's files are removed")
         }
     }
 }

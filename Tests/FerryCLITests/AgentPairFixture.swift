@@ -16,10 +16,20 @@ final class AgentPair {
     /// A directory both agents reach: the guests' disks live there (shared storage).
     let shared: String
 
-    init(_ name: String, destinationExtra: [String] = []) throws {
+    /// `ownStorage`: the destination agent runs in a mount namespace of its own where the
+    /// source's state directory is an empty tmpfs, as on another host: it cannot see the
+    /// source's disks (the shared directory stays visible to both).
+    init(_ name: String, destinationExtra: [String] = [], ownStorage: Bool = false) throws {
         source = try GuestAgentFixture(name + "s", extra: ["--migration-listen", "127.0.0.1:0"])
+        let hide =
+            ownStorage
+            ? [
+                "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                "mount -t tmpfs -o size=1M tmpfs \"$1\" && shift && exec \"$@\"", "sh", source.stateDirectory,
+            ] : []
         destination = try GuestAgentFixture(
-            name + "d", keyFile: source.keyFile, extra: ["--migration-listen", "127.0.0.1:0"] + destinationExtra)
+            name + "d", keyFile: source.keyFile, extra: ["--migration-listen", "127.0.0.1:0"] + destinationExtra,
+            prefix: hide)
         shared = source.scratch.file("shared")
         mkdir(shared, 0o755)
     }

@@ -17,9 +17,11 @@ import Testing
         let record = try inventory.reserveIncoming(try specification("web"), id: id, capacity: capacity, cause: "in m1")
         #expect(record.state == .migratingIn && record.id == id && record.process == nil)
         #expect(try inventory.journal(of: id, latest: 5).map(\.cause) == ["in m1"])
-        // It ends running or paused (a paused source), never anything without a process.
+        // A live arrival ends running or paused (a paused source); a cold one is registered
+        // stopped or suspended; none starts or is defined anew.
         #expect(GuestState.migratingIn.allows(.paused) && GuestState.migratingIn.allows(.running))
-        #expect(!GuestState.migratingIn.allows(.stopped))
+        #expect(GuestState.migratingIn.allows(.stopped) && GuestState.migratingIn.allows(.suspended))
+        #expect(!GuestState.migratingIn.allows(.starting) && !GuestState.migratingIn.allows(.defined))
     }
 
     @Test func aNameOrAnIDThatExistsIsRefused() throws {

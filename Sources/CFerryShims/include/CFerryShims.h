@@ -32,6 +32,12 @@ int ferry_spawn_detached(const char *path, char *const argv[], char *const envp[
 /// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).
 int ferry_statfs_magic(const char *path, uint64_t *magic_out);
 
+/// Extended attributes (sys/xattr.h, which Glibc's Swift module does not import): 0 or the
+/// length read on success, -errno on failure.
+int ferry_setxattr(const char *path, const char *name, const void *value, size_t size);
+long ferry_getxattr(const char *path, const char *name, void *value, size_t size);
+int ferry_removexattr(const char *path, const char *name);
+
 /// Takes an open file description lock (F_OFD_SETLK, whole file, l_pid 0) on `fd`: a write lock
 /// when `exclusive`, else a read lock. 0, or -errno (-EAGAIN when another description holds a
 /// conflicting lock; the call never waits).
