@@ -123,7 +123,8 @@ extension ColdMigration {
         abandonRemote()
         var error = failure.message
         if let problem = restoreHere() { error += "; \(problem)" }
-        finish(status: failure.cancelled ? .cancelled : .failed, error: error + "; the guest stays on this host") {
+        if !error.contains("stays here") { error += "; the guest stays on this host" }
+        finish(status: failure.cancelled ? .cancelled : .failed, error: error) {
             $0.guestLocation = "source"
         }
     }
@@ -151,6 +152,14 @@ extension ColdMigration {
         let back: GuestState = from == .suspended ? .suspended : .stopped
         do {
             var restored = record
+            if record.state == .stopping {
+                // The agent died in the shutdown: the vmm finishes it (flushed, exits) by itself.
+                if let facts = record.process, !GuestProcess.waitUntilGone(facts, timeout: .seconds(15)) {
+                    return "its vmm \(facts.pid) is still stopping"
+                }
+                restored = try host.guests.transition(
+                    record, to: .stopped, "cold migration \(id): the shutdown ended while the agent was down")
+            }
             if record.state == .migratingOut {
                 restored = try host.guests.transition(record, to: back, "cold migration \(id) failed: back as it was")
             }

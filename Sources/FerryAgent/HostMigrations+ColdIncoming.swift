@@ -25,23 +25,25 @@ extension HostMigrations {
             let name = placed.specification.disks[index].name
             placed.specification.disks[index].path = placements.first { $0.name == name }?.path
         }
-        let cause = "incoming cold migration \(request.migrationID) from \(request.sourceAgent)"
-        do {
-            _ = try guests.inventory.reserveIncoming(
-                placed.specification, id: request.guestID, capacity: capacity, cause: cause)
-        } catch  where error.code == .alreadyExists {
-            throw AgentAPIError(.conflict, .nameClash, "\(error.message); the guest stays on its source unchanged")
-        } catch {
-            throw HostGuests.apiError(error)
-        }
         let record = MigrationRecords.Incoming(
             request: placed,
             reservation: IncomingMigrationReservation(
                 migrationID: request.migrationID, guestID: request.guestID, address: "",
                 expiresAt: Date().addingTimeInterval(reservationSeconds), placements: placements),
             received: [])
+        records.save(record)  // ahead of the row, as for live
+        let cause = "incoming cold migration \(request.migrationID) from \(request.sourceAgent)"
+        do {
+            _ = try guests.inventory.reserveIncoming(
+                placed.specification, id: request.guestID, capacity: capacity, cause: cause)
+        } catch  where error.code == .alreadyExists {
+            records.remove(record)
+            throw AgentAPIError(.conflict, .nameClash, "\(error.message); the guest stays on its source unchanged")
+        } catch {
+            records.remove(record)
+            throw HostGuests.apiError(error)
+        }
         state.withLock { $0.incoming[request.migrationID] = IncomingEntry(record: record) }
-        records.save(record)
         updateInFlight()
         return record.reservation
     }

@@ -38,13 +38,19 @@ extension HostMigrations {
             claimed = false  // the registration or the abandonment releases it
             return reservation
         }
-        try reserve(request, capacity: capacity)
         var entry = IncomingEntry(
             record: MigrationRecords.Incoming(
                 request: request,
                 reservation: IncomingMigrationReservation(
                     migrationID: id, guestID: request.guestID, address: "",
                     expiresAt: reservationExpiry())))
+        // Written ahead of the row: an agent killed between the two finds the record on its
+        // restart and removes the row (or finds no row), never a `migrating-in` row nobody knows.
+        records.save(entry.record)
+        do { try reserve(request, capacity: capacity) } catch {
+            records.remove(entry.record)
+            throw error
+        }
         state.withLock { $0.incoming[id] = entry }
         let process = try spawn(request)
         entry.record.reservation.address = process.address

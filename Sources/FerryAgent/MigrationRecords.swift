@@ -39,6 +39,9 @@ struct MigrationRecords: Sendable {
     func save(_ outgoing: Outgoing) { write("out-\(outgoing.resource.id)", outgoing) }
     func save(_ incoming: Incoming) { write("in-\(incoming.request.migrationID)", incoming) }
 
+    /// Forgets an incoming migration that was refused before its row existed.
+    func remove(_ incoming: Incoming) { unlink("\(directory)/in-\(incoming.request.migrationID).json") }
+
     func outgoing() -> [Outgoing] { read(prefix: "out-") }
     func incoming() -> [Incoming] { read(prefix: "in-") }
 
