@@ -159,6 +159,29 @@ struct AgentColdMigrationTests {
         #expect(try pair.source.list().isEmpty)
     }
 
+    @Test(
+        "a running KVM guest with a disk moves cold and boots from its disk there; its journal continues",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func kvmGuest() throws {
+        let pair = try AgentPair("cv", ownStorage: true)
+        let spec =
+            #"{"name":"k1","kind":"kvm","vcpus":1,"memory_bytes":67108864,"seed":7,"workload":"kvm:20MB/s,interval=50000","disks":[{"name":"root","size_bytes":4194304}]}"#
+        let client = try pair.source.client()
+        let created = try client.send("POST", "/v1/guests", body: Array(spec.utf8))
+        try #require(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+        try #require(try client.send("POST", "/v1/guests/k1/start").status == 200)
+        usleep(1_500_000)
+        let started = try Self.startCold(pair, "k1", options: ["shutdown_timeout_s": 20])
+        let ended = try Self.follow(pair, started.id, guest: "k1", timeout: 90)
+        print("cold migration of a KVM guest: \(ended.json)")
+        #expect(ended.status == .completed && ended.error == nil, "\(ended.json)")
+        let line = try #require(ended.resumedLine, "\(ended.json)")
+        #expect(line.contains("disk: resumed at record"), "\(line)")
+        #expect(!(ended.files?.first?.shared ?? true) && (ended.files?.first?.wireBytes ?? 0) > 0)
+        #expect(try pair.destination.view("k1").state == "running")
+        #expect(try pair.source.list().isEmpty)
+    }
+
     @Test("a suspended guest's memory and state move too, and it resumes there instead of booting")
     func suspendedGuest() throws {
         let pair = try AgentPair("cp", ownStorage: true)
