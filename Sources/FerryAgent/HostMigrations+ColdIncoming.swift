@@ -44,6 +44,7 @@ extension HostMigrations {
             throw HostGuests.apiError(error)
         }
         state.withLock { $0.incoming[request.migrationID] = IncomingEntry(record: record) }
+        armColdExpiry(request.migrationID)
         updateInFlight()
         return record.reservation
     }
@@ -113,6 +114,7 @@ extension HostMigrations {
     /// again while it runs; `done` once the file verified).
     public func receiveColdFile(_ id: String, name: String) throws(AgentAPIError) -> ColdFileReceipt {
         let (entry, placement) = try coldFile(id, name: name)
+        touch(id)
         if entry.record.received?.contains(name) == true {
             return ColdFileReceipt(name: name, address: nil, done: true)
         }
@@ -129,7 +131,7 @@ extension HostMigrations {
             path: placement.path, security: ConnectionSecurity(key: key), overwrite: true, acceptTimeoutMs: 30_000,
             idleTimeoutMs: 30_000, destinationName: "ferry agent")
         options.cancellation = cancellation
-        options.resumeWindowMs = 15_000
+        options.resumeWindowMs = min(15_000, Int(reservationSeconds * 1000))
         let receiverOptions = options
         state.withLock { $0.incoming[id]?.receivers[name] = ColdReceiver(address: address, cancellation: cancellation) }
         let thread = Thread { [self] in runReceiver(id, name: name, listener: listener, options: receiverOptions) }
@@ -157,7 +159,10 @@ extension HostMigrations {
     }
 
     private func runReceiver(_ id: String, name: String, listener: TCPListener, options: DiskReceiveOptions) {
-        defer { listener.close() }
+        defer {
+            listener.close()
+            touch(id)
+        }
         do {
             let report = try DiskReceiver(listener: listener, options: options, logger: logger).run()
             let record = state.withLock { registry -> MigrationRecords.Incoming? in
@@ -195,6 +200,23 @@ extension HostMigrations {
         }
         if let ended = record.ended {
             throw AgentAPIError(.conflict, .conflict, "incoming migration \(id) has ended (\(ended.rawValue))")
+        }
+        let taken = state.withLock { registry -> Bool in
+            guard registry.incoming[id]?.abandoning == false, registry.incoming[id]?.registering == false else {
+                return false
+            }
+            registry.incoming[id]?.registering = true
+            return true
+        }
+        guard taken else {
+            throw AgentAPIError(
+                .conflict, .busy, "incoming migration \(id) is being registered or abandoned; ask again")
+        }
+        defer {
+            state.withLock {
+                $0.incoming[id]?.registering = false
+                $0.incoming[id]?.lastActivity = .now
+            }
         }
         let missing = waitForFiles(id, placements.filter { !$0.shared }.map(\.name))
         guard missing.isEmpty else {
@@ -253,9 +275,44 @@ extension HostMigrations {
         }
     }
 
+    func touch(_ id: String) { state.withLock { $0.incoming[id]?.lastActivity = .now } }
+
+    /// Abandons the arrival when its source has been silent for `--incoming-reservation` seconds
+    /// with nothing moving (no receiver running, no registration): a source that never comes back
+    /// does not leave a `migrating-in` row for ever. Safe whenever it fires: until the
+    /// registration the source owns the guest, and a source that asks later hears `abandoned`.
+    func armColdExpiry(_ id: String) {
+        let thread = Thread { [self] in
+            while pause(1) {
+                let idle = state.withLock { registry -> Bool? in
+                    guard let entry = registry.incoming[id], entry.record.ended == nil else { return nil }
+                    let quiet = entry.receivers.isEmpty && !entry.registering && !entry.abandoning
+                    return quiet && ContinuousClock.now - entry.lastActivity > .seconds(reservationSeconds)
+                }
+                guard let idle else { return }
+                if idle {
+                    try? abandonIncoming(id, why: "its source was silent for \(Int(reservationSeconds)) s")
+                    return
+                }
+            }
+        }
+        thread.name = "ferry-agent-reservation"
+        thread.start()
+    }
+
     /// Abandons a cold arrival before its registration: receivers cancelled, files that are not
     /// shared removed (partial or whole), the row removed.
-    func abandonCold(_ id: String, entry: IncomingEntry, why: String) {
+    func abandonCold(_ id: String, entry: IncomingEntry, why: String) throws(AgentAPIError) {
+        let taken = state.withLock { registry -> Bool? in
+            if registry.incoming[id]?.registering == true { return nil }
+            guard registry.incoming[id]?.abandoning == false else { return false }
+            registry.incoming[id]?.abandoning = true
+            return true
+        }
+        guard let taken else {
+            throw AgentAPIError(.conflict, .busy, "incoming migration \(id) is being registered; ask again")
+        }
+        guard taken else { return }
         let record = entry.record
         for receiver in entry.receivers.values { receiver.cancellation.cancel(why) }
         let paths = (record.reservation.placements ?? []).filter { !$0.shared }.map(\.path)

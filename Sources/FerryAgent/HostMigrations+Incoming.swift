@@ -151,7 +151,7 @@ extension HostMigrations {
             throw AgentAPIError(.conflict, .conflict, "incoming migration \(id) has ended (\(ended.rawValue))")
         }
         if entry.record.request.cold != nil {
-            abandonCold(id, entry: entry, why: why)
+            try abandonCold(id, entry: entry, why: why)
             return
         }
         guard let process = entry.process else {

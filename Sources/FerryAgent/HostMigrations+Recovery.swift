@@ -140,6 +140,7 @@ extension HostMigrations {
         if saved.request.cold != nil {
             // No vmm: the source sends the files again that were not verified, then registers.
             logger.notice("taking up incoming cold migration \(id) after a restart")
+            armColdExpiry(id)
             return
         }
         let socket = guests.files.socketPath(row.id)

@@ -47,6 +47,11 @@ public final class HostMigrations: Sendable {
         var reservedAt = ContinuousClock.now
         /// A cold migration's disk-move receivers running now, by file name: where each listens.
         var receivers: [String: ColdReceiver] = [:]
+        /// A cold migration's last call from its source (or a receiver's end): its idle expiry
+        /// counts from here.
+        var lastActivity = ContinuousClock.now
+        /// A cold migration's registration runs: the expiry keeps off.
+        var registering = false
     }
 
     /// One running disk-move receiver of a cold migration.

@@ -86,6 +86,33 @@ struct AgentColdMigrationFaultTests {
         #expect(try Cold.post(pair.source, "/v1/guests/g1/start").status == 200)
     }
 
+    @Test("a source that never comes back: the destination forgets the arrival after --incoming-reservation of silence")
+    func silentSourceExpires() throws {
+        let pair = try AgentPair("ke", destinationExtra: ["--incoming-reservation", "2"], ownStorage: true)
+        _ = try Self.stoppedGuestWithData(pair)
+        let started = try Cold.startCold(pair, "g1", options: Self.slowDisk)
+        try Self.waitForPhase(pair, started.id, "disks")
+        usleep(800_000)
+        pair.source.kill9()
+        let killed = Date()
+        // Its receiver holds the partial copy for the resume window (2 s here), then 2 s of silence.
+        let deadline = Date().addingTimeInterval(20)
+        while try !pair.destination.list().isEmpty, Date() < deadline { usleep(100_000) }
+        let waited = Date().timeIntervalSince(killed)
+        print("cold arrival forgotten \(String(format: "%.1f", waited)) s after its source was killed")
+        #expect(try pair.destination.list().isEmpty && waited > 2)
+        let status = try pair.destination.client().send("GET", "/v1/migrations/incoming/\(started.id)")
+        #expect(String(decoding: status.body, as: UTF8.self).contains("abandoned"))
+        let leftovers =
+            (try? FileManager.default.contentsOfDirectory(atPath: pair.destination.stateDirectory + "/disks")) ?? []
+        #expect(leftovers.isEmpty, "\(leftovers)")
+        // The source, back, hears it and keeps its guest.
+        try pair.source.start(port: pair.source.port)
+        let ended = try Cold.follow(pair, started.id, guest: "g1")
+        #expect(ended.status == .failed && ended.guestLocation == "source", "\(ended.json)")
+        #expect(try pair.source.waitFor("g1", state: "stopped").state == "stopped")
+    }
+
     @Test("a cancel during the disk move: cancelled, the guest stays, the destination removes its partial copy")
     func cancelDuringDisks() throws {
         let pair = try AgentPair("kc", ownStorage: true)
