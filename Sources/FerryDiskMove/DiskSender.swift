@@ -57,13 +57,18 @@ public final class DiskSender {
     private let logger: Logger
     private let progress: DiskMoveProgressHandler?
     private var map: DiskExtentMap?
+    /// The blocks to send, in order: the map's blocks, or on the destination's older copy the
+    /// blocks that differ from it (Protocol.md 10.8).
+    private var plan: [Int] = []
+    /// Every block's hash of this disk, when the destination has an older copy (the digest's table).
+    private var diskTable: [UInt64]?
     private var connection: FramedConnection?
     private var file: PositionedFile?
     private var start: UInt64 = 0
-    /// Each planned block's hash, by its place in `map.blocks` (the digest is built at the end,
+    /// Each planned block's hash, by its place in `plan` (the digest is built at the end,
     /// so that blocks sent again after a resume count once).
     private var hashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 0)
-    /// The place in `map.blocks` of the next block to send, and how far the sending ever got.
+    /// The place in `plan` of the next block to send, and how far the sending ever got.
     private var nextPosition = 0
     private var sentPositions = 0
     private var accept: DiskAccept?
@@ -124,9 +129,7 @@ public final class DiskSender {
         let mapped = try DiskExtentMap.map(path: options.path, diskSize: size, blockSize: options.blockSize)
         file = opened
         map = mapped
-        hashes.deallocate()
-        hashes = .allocate(capacity: mapped.blocks.count)
-        hashes.initialize(repeating: 0)
+        setPlan(mapped.blocks)
         report.diskSize = size
         report.allocatedBytes = mapped.allocatedBytes
         report.blockSize = options.blockSize
@@ -138,6 +141,13 @@ public final class DiskSender {
                 "disk.extents": "\(mapped.extents.count)", "disk.blocks_to_send": "\(mapped.blocks.count)",
             ])
         phase = .connecting
+    }
+
+    private func setPlan(_ blocks: [Int]) {
+        plan = blocks
+        hashes.deallocate()
+        hashes = .allocate(capacity: blocks.count)
+        hashes.initialize(repeating: 0)
     }
 
     private func connect() throws {
@@ -168,10 +178,17 @@ public final class DiskSender {
         switch reply.type {
         case .diskAccept:
             let accept = try DiskAccept(payload: reply.payload)
+            guard (DiskMoveLimits.minVersion...DiskMoveLimits.version).contains(accept.version) else {
+                throw ProtocolError(.invalidField, "DISK_ACCEPT chose version \(accept.version), not offered")
+            }
             self.accept = accept
             logger.info(
                 "destination accepted the disk",
-                metadata: ["disk.destination": "\(accept.destinationName)", "disk.free_bytes": "\(accept.freeBytes)"])
+                metadata: [
+                    "disk.destination": "\(accept.destinationName)", "disk.free_bytes": "\(accept.freeBytes)",
+                    "disk.version": "\(accept.version)", "disk.base": "\(accept.flags & DiskAccept.baseFlag != 0)",
+                ])
+            if accept.flags & DiskAccept.baseFlag != 0 { try sendOntoBase(map, on: connection) }
         case .refuse:
             let refuse = try Refuse(payload: reply.payload)
             throw DiskMoveError(
@@ -195,18 +212,55 @@ public final class DiskSender {
         }
     }
 
+    /// The destination holds an older copy (Protocol.md 10.8): reads its block hashes, hashes
+    /// this disk on the same grid, keeps the blocks that differ and says how many (`DISK_DELTA`).
+    private func sendOntoBase(_ map: DiskExtentMap, on connection: FramedConnection) throws {
+        let before = connection.bytesReceived
+        var base: [UInt64] = []
+        base.reserveCapacity(map.blockCount)
+        while base.count < map.blockCount {
+            let frame = try connection.receive()
+            guard frame.type == .diskBaseHashes else {
+                throw ProtocolError(.unexpectedFrame, "expected DISK_BASE_HASHES, got \(frame.type.wireName)")
+            }
+            let part = try DiskBaseHashes(payload: frame.payload)
+            guard part.firstBlock == UInt64(base.count), base.count + part.hashes.count <= map.blockCount else {
+                throw ProtocolError(
+                    .invalidField,
+                    "DISK_BASE_HASHES covers blocks from \(part.firstBlock) (\(part.hashes.count)); \(base.count) of \(map.blockCount) were due next"
+                )
+            }
+            base += part.hashes
+        }
+        report.baseHashBytes = connection.bytesReceived - before
+        let started = MonotonicClock.now()
+        let table = try DiskBase.blockHashes(path: options.path, diskSize: map.diskSize, blockSize: options.blockSize)
+        report.baseSeconds = MonotonicClock.seconds(since: started)
+        diskTable = table
+        setPlan(DiskBase.delta(source: table, base: base))
+        report.blocksUnchanged = map.blockCount - plan.count
+        try connection.send(
+            DiskDelta(blocksToSend: UInt64(plan.count), blocksUnchanged: UInt64(report.blocksUnchanged)))
+        logger.info(
+            "the destination holds an older copy: sending the blocks that differ",
+            metadata: [
+                "disk.blocks_to_send": "\(plan.count)", "disk.blocks_unchanged": "\(report.blocksUnchanged)",
+                "disk.hash_seconds": "\(report.baseSeconds)",
+            ])
+    }
+
     private func sendBlocks() throws {
-        guard let connection, let map, let file else { preconditionFailure("send before offer") }
+        guard let connection, map != nil, let file else { preconditionFailure("send before offer") }
         if options.streams > 1 {
-            try sendStriped(connection, map: map, file: file)
+            try sendStriped(connection, file: file)
             return
         }
         let framer = DiskBlockFramer(blockSize: options.blockSize)
         defer { addCounts(of: framer) }
         var limiter = options.maxBandwidthBytesPerSecond.map { BandwidthLimiter(bytesPerSecond: $0) }
-        while nextPosition < map.blocks.count {
+        while nextPosition < plan.count {
             if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
-            let index = map.blocks[nextPosition]
+            let index = plan[nextPosition]
             let (payload, hash) = try framer.payload(ofBlock: index, in: file, count: nextPosition >= sentPositions)
             hashes[nextPosition] = hash
             let before = connection.bytesSent
@@ -225,26 +279,26 @@ public final class DiskSender {
             failedAttempts = 0
             progress?(
                 DiskMoveProgress(
-                    blocksDone: nextPosition, blocksTotal: map.blocks.count,
+                    blocksDone: nextPosition, blocksTotal: plan.count,
                     wireBytes: earlierWireBytes + connection.bytesSent,
                     elapsedSeconds: MonotonicClock.seconds(since: start)))
         }
-        report.blocksSent = map.blocks.count
+        report.blocksSent = plan.count
         phase = .finishing
     }
 
     /// Several streams: one thread per extra stream, stream 0 on this one, each sending its
     /// stripe; the first failure ends the move (the other streams are closed and waited for).
-    private func sendStriped(_ connection: FramedConnection, map: DiskExtentMap, file: PositionedFile) throws {
+    private func sendStriped(_ connection: FramedConnection, file: PositionedFile) throws {
         let connections = [connection] + extraConnections
         let senders = connections.enumerated().map { stream, framed in
             DiskStripeSender(
-                stream: stream, streams: connections.count, connection: framed, file: file, plan: map.blocks,
+                stream: stream, streams: connections.count, connection: framed, file: file, plan: plan,
                 hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation,
                 bytesPerSecond: options.maxBandwidthBytesPerSecond.map { $0 / Double(connections.count) })
         }
         let done = Atomic<Int>(0)
-        let (total, progress, started) = (map.blocks.count, progress, start)
+        let (total, progress, started) = (plan.count, progress, start)
         let sent: @Sendable () -> Void = {
             let count = done.add(1, ordering: .relaxed).newValue
             progress?(
@@ -260,7 +314,7 @@ public final class DiskSender {
         for sender in senders { addCounts(of: sender.framer) }
         earlierWireBytes = extraConnections.reduce(0) { $0 + $1.bytesSent }
         for result in results { try result.get() }
-        report.blocksSent = map.blocks.count
+        report.blocksSent = plan.count
         phase = .finishing
     }
 
@@ -335,11 +389,9 @@ public final class DiskSender {
 
     private func finish() throws {
         guard let connection, let map else { preconditionFailure("finish before send") }
-        let digest = DiskDigest(blockSize: options.blockSize)
-        for (position, index) in map.blocks.enumerated() { digest.add(block: index, hash: hashes[position]) }
-        report.digest = digest.finish(blockCount: map.blockCount)
+        report.digest = try digestOfDisk(map)
         // After a resume the destination counts the blocks of all connections: each block once.
-        try connection.send(DiskEnd(blocksSent: UInt64(map.blocks.count), digest: report.digest))
+        try connection.send(DiskEnd(blocksSent: UInt64(plan.count), digest: report.digest))
         let reply = try connection.receive()
         guard reply.type == .diskVerified else {
             throw ProtocolError(.unexpectedFrame, "expected DISK_VERIFIED, got \(reply.type.wireName)")
@@ -359,6 +411,23 @@ public final class DiskSender {
     }
 
     // MARK: Pieces
+
+    /// The digest (Protocol.md 10.4): from the hashes of the blocks sent, holes for the rest; onto
+    /// an older copy, from this disk's whole table (whose sent blocks must hash as they did).
+    private func digestOfDisk(_ map: DiskExtentMap) throws -> UInt64 {
+        guard let table = diskTable else {
+            let digest = DiskDigest(blockSize: options.blockSize)
+            for (position, index) in plan.enumerated() { digest.add(block: index, hash: hashes[position]) }
+            return digest.finish(blockCount: map.blockCount)
+        }
+        for (position, index) in plan.enumerated() where hashes[position] != table[index] {
+            throw DiskMoveError(
+                .configuration,
+                "block \(index) of \(options.path) changed while it was moved: stop the guest that uses the disk and retry"
+            )
+        }
+        return DiskDigest.of(table: table, blockSize: options.blockSize)
+    }
 }
 
 func hex(_ value: UInt64) -> String {

@@ -30,12 +30,14 @@ struct ReceiverRun {
     let thread: BackgroundThread<DiskMoveReport>
 
     init(
-        path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000, resumeWindowMs: Int = 30_000
+        path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000, resumeWindowMs: Int = 30_000,
+        base: String? = nil
     ) throws {
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         port = listener.port
         var options = DiskReceiveOptions(path: path, security: security, acceptTimeoutMs: acceptTimeoutMs)
         options.resumeWindowMs = resumeWindowMs
+        options.base = base
         thread = BackgroundThread { [options] in
             defer { listener.close() }
             return try DiskReceiver(listener: listener, options: options, logger: testLogger).run()
