@@ -66,8 +66,12 @@ public final class DiskReceiver {
     private var hello: DiskHello?
     /// Stream 0's writer (the control connection's); set while `PATH.partial` exists.
     private var blocks: DiskBlockWriter?
-    /// Streams 1 … N − 1, with several streams.
+    /// Streams 1 … N − 1, with several streams; their writers by stream index (kept across a
+    /// resume), and the bytes of their connections that were lost.
     private var streams: DiskJoinedStreams?
+    private var streamWriters: [Int: DiskBlockWriter] = [:]
+    private var makeWriter: ((Int) -> DiskBlockWriter)?
+    private var earlierStreamBytes: UInt64 = 0
     private var start: UInt64 = 0
     /// The move's name and secret (`DISK_ACCEPT`), for a `DISK_RESUME`.
     private var moveID: UInt64 = 0
@@ -103,8 +107,8 @@ public final class DiskReceiver {
                     try step()
                 } catch let lost as ConnectionLost {
                     if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
-                    // Several streams do not resume (Protocol.md 10.7).
-                    if let streams = hello?.streamCount, streams > 1 { throw lost.error }
+                    // Several streams resume in version 2 only (Protocol.md 10.7).
+                    if let streams = hello?.streamCount, streams > 1, version < 2 { throw lost.error }
                     holdForResume(lost)
                 }
             }
@@ -142,6 +146,12 @@ public final class DiskReceiver {
             ])
         connection?.close()
         connection = nil
+        if let streams {
+            // Every stream stops; their writers keep what they verified (`streamWriters`).
+            streams.end()
+            earlierStreamBytes += streams.bytesReceived
+            self.streams = nil
+        }
         resumeDeadline = MonotonicClock.milliseconds() + options.resumeWindowMs
         phase = .accepting
     }
@@ -229,10 +239,35 @@ public final class DiskReceiver {
         try connection.send(
             DiskResumeState(blocksHeld: UInt64(blocks.blocksReceived), nextBlock: UInt64(blocks.nextBlock)))
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
+        if let count = hello?.streamCount, count > 1 {
+            let held = (1..<Int(count)).map { writer(forStream: $0) }.map {
+                DiskResumeState(blocksHeld: UInt64($0.blocksReceived), nextBlock: UInt64($0.nextBlock))
+            }
+            try connection.send(DiskStreamsHeld(streams: held))
+            try joinStreams(count: Int(count), on: connection)
+        }
         report.resumes += 1
         resumeDeadline = nil
         logger.info("the source resumed", metadata: ["disk.blocks_held": "\(blocks.blocksReceived)"])
         phase = .receiving
+    }
+
+    /// Stream `index`'s writer: the one that holds its blocks so far, or a new one.
+    private func writer(forStream index: Int) -> DiskBlockWriter {
+        if let writer = streamWriters[index] { return writer }
+        guard let makeWriter else { preconditionFailure("streams before admit") }
+        let writer = makeWriter(index)
+        streamWriters[index] = writer
+        return writer
+    }
+
+    /// Accepts streams 1 … `count` − 1 (`DISK_JOIN`), after `DISK_ACCEPT` or a resume.
+    private func joinStreams(count: Int, on connection: FramedConnection) throws {
+        streams = try DiskJoinedStreams(
+            count: count, joinTimeoutMs: options.joinTimeoutMs, listener: listener, security: options.security,
+            moveID: moveID, moveToken: moveToken,
+            idleTimeoutMs: options.idleTimeoutMs, makeWriter: { writer(forStream: $0) },
+            onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
     }
 
     /// Checks the version, the existing file and the free space, and creates `PATH.partial`,
@@ -261,6 +296,7 @@ public final class DiskReceiver {
             writer.punchZeros = punchZeros
             return writer
         }
+        self.makeWriter = makeWriter
         blocks = makeWriter(0)
         let free = try ImageFile.freeBytes(directoryOf: options.path)
         moveID = UInt64.random(in: 1...UInt64.max)
@@ -274,13 +310,7 @@ public final class DiskReceiver {
             try offerBaseHashes(on: connection)
             try readDelta(hello, on: connection)
         }
-        if count > 1 {
-            streams = try DiskJoinedStreams(
-                count: count, joinTimeoutMs: options.joinTimeoutMs, listener: listener, security: options.security,
-                moveID: moveID, moveToken: moveToken,
-                idleTimeoutMs: options.idleTimeoutMs, makeWriter: makeWriter,
-                onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
-        }
+        if count > 1 { try joinStreams(count: count, on: connection) }
         logger.info(
             "accepted a disk",
             metadata: [
@@ -437,7 +467,7 @@ public final class DiskReceiver {
         report.lz4Blocks = writers.reduce(0) { $0 + $1.lz4Blocks }
         report.rawBlocks = writers.reduce(0) { $0 + $1.rawBlocks }
         report.bytesWritten = UInt64(writers.reduce(0) { $0 + $1.bytesWritten })
-        report.wireBytesReceived = connection.bytesReceived + (streams?.bytesReceived ?? 0)
+        report.wireBytesReceived = connection.bytesReceived + earlierStreamBytes + (streams?.bytesReceived ?? 0)
         report.wireBytesSent = connection.bytesSent
         // The copy is in place: a source that misses this answer reports a failure, but the
         // destination's disk is verified and stays.

@@ -21,7 +21,7 @@ public struct DiskSendOptions: Sendable {
     /// (`DISK_RESUME`); 0: a lost connection ends the move.
     public var reconnectAttempts: Int = 5
     /// Connections that carry blocks (1 … 16, Protocol.md 10.7). With more than one, a lost
-    /// connection ends the move (no resume).
+    /// connection on any pauses the move and every stream resumes (version 2).
     public var streams: Int = 1
     /// Most the block streams together may put on the wire, bytes per second (nil: no limit).
     public var maxBandwidthBytesPerSecond: Double?
@@ -77,6 +77,10 @@ public final class DiskSender {
     private var earlierWireBytes: UInt64 = 0
     /// Streams 1 … N − 1 (several streams), opened after `DISK_ACCEPT`.
     private var extraConnections: [FramedConnection] = []
+    /// Several streams: per stream, the blocks of its share the destination holds (where the next
+    /// run starts) and the blocks whose send returned (where the last run got to).
+    private var streamHeld: [Int] = []
+    private var streamReached: [Int] = []
 
     public init(options: DiskSendOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil) {
         self.options = options
@@ -288,34 +292,67 @@ public final class DiskSender {
     }
 
     /// Several streams: one thread per extra stream, stream 0 on this one, each sending its
-    /// stripe; the first failure ends the move (the other streams are closed and waited for).
+    /// stripe from the blocks the destination holds; the first failure ends the run (the other
+    /// streams are closed and waited for). A lost connection in version 2 resumes (10.7).
     private func sendStriped(_ connection: FramedConnection, file: PositionedFile) throws {
         let connections = [connection] + extraConnections
+        if streamHeld.count != connections.count { streamHeld = Array(repeating: 0, count: connections.count) }
         let senders = connections.enumerated().map { stream, framed in
             DiskStripeSender(
                 stream: stream, streams: connections.count, connection: framed, file: file, plan: plan,
                 hashes: hashes, blockSize: options.blockSize, cancellation: options.cancellation,
-                bytesPerSecond: options.maxBandwidthBytesPerSecond.map { $0 / Double(connections.count) })
+                bytesPerSecond: options.maxBandwidthBytesPerSecond.map { $0 / Double(connections.count) },
+                startAt: streamHeld[stream])
         }
-        let done = Atomic<Int>(0)
-        let (total, progress, started) = (plan.count, progress, start)
+        let done = Atomic<Int>(streamHeld.reduce(0, +))
+        let (total, progress, started, earlier) = (plan.count, progress, start, earlierWireBytes)
         let sent: @Sendable () -> Void = {
             let count = done.add(1, ordering: .relaxed).newValue
             progress?(
                 DiskMoveProgress(
                     blocksDone: count, blocksTotal: total,
-                    wireBytes: connections.reduce(0) { $0 + $1.bytesSent },
+                    wireBytes: earlier + connections.reduce(0) { $0 + $1.bytesSent },
                     elapsedSeconds: MonotonicClock.seconds(since: started)))
         }
-        let threads = senders.dropFirst().map { sender in BackgroundThread { try sender.run(sent: sent) } }
-        let first = Result { try senders[0].run(sent: sent) }
+        // A stream that fails ends this run on all (FIN): the others stop sending, the destination sees it.
+        let endAll: @Sendable () -> Void = { for framed in connections { framed.stream.shutdownWrite() } }
+        let run = { @Sendable (sender: DiskStripeSender) throws in
+            do { try sender.run(sent: sent) } catch {
+                endAll()
+                throw error
+            }
+        }
+        let threads = senders.dropFirst().map { sender in BackgroundThread { try run(sender) } }
+        let first = Result { try run(senders[0]) }
         if case .failure = first { for extra in extraConnections { extra.stream.shutdownRead() } }
         let results = [first] + threads.map { $0.result() }
         for sender in senders { addCounts(of: sender.framer) }
-        earlierWireBytes = extraConnections.reduce(0) { $0 + $1.bytesSent }
-        for result in results { try result.get() }
+        streamReached = senders.map(\.reached)
+        earlierWireBytes += extraConnections.reduce(0) { $0 + $1.bytesSent }
+        for extra in extraConnections { extra.close() }
+        extraConnections = []
+        let failures = results.compactMap { result -> (any Error)? in
+            if case .failure(let error) = result { return error }
+            return nil
+        }
+        if let failure = failures.first {
+            guard canResumeStreams, failures.allSatisfy(Self.isLostConnection) else { throw failure }
+            logger.warning(
+                "lost a stream's connection while sending; resuming every stream",
+                metadata: ["disk.error": "\(failure)", "disk.streams_reached": "\(streamReached)"])
+            phase = .resuming
+            return
+        }
         report.blocksSent = plan.count
         phase = .finishing
+    }
+
+    /// Several streams resume in version 2 (Protocol.md 10.7).
+    private var canResumeStreams: Bool { options.reconnectAttempts > 0 && (accept?.version ?? 1) >= 2 }
+
+    static func isLostConnection(_ error: any Error) -> Bool {
+        guard let transport = error as? TransportError else { return false }
+        return isLost(transport)
     }
 
     private func addCounts(of framer: DiskBlockFramer) {
@@ -335,12 +372,20 @@ public final class DiskSender {
                 lost.close()
                 connection = nil
             }
+            for extra in extraConnections {
+                earlierWireBytes += extra.bytesSent
+                extra.close()
+            }
+            extraConnections = []
             failedAttempts += 1
             MonotonicClock.sleep(milliseconds: 200 * min(failedAttempts, 10))
             do {
                 try openConnection()
-                let state = try askResume(accept)
-                continueAfter(state)
+                if options.streams > 1 {
+                    try resumeStreams(accept)
+                } else {
+                    continueAfter(try askResume(accept))
+                }
                 return
             } catch let error as TransportError where Self.isLost(error) || error.code == .connect {
                 guard failedAttempts < options.reconnectAttempts else {
@@ -356,14 +401,7 @@ public final class DiskSender {
     private func askResume(_ accept: DiskAccept) throws -> DiskResumeState {
         guard let connection else { preconditionFailure("ask before connecting") }
         try connection.send(DiskResume(moveID: accept.moveID, moveToken: accept.moveToken))
-        let reply = try connection.receive()
-        guard reply.type == .diskResumeState else {
-            if reply.type == .refuse {
-                let refuse = try Refuse(payload: reply.payload)
-                throw DiskMoveError(.refused, "the destination refused to resume the move: \(refuse.message)")
-            }
-            throw ProtocolError(.unexpectedFrame, "expected DISK_RESUME_STATE, got \(reply.type.wireName)")
-        }
+        let reply = try expect(.diskResumeState, on: connection)
         let state = try DiskResumeState(payload: reply.payload)
         guard state.blocksHeld <= UInt64(nextPosition + 1) else {
             throw ProtocolError(
@@ -382,6 +420,42 @@ public final class DiskSender {
         phase = .sending
     }
 
+    /// Several streams (Protocol.md 10.7): `DISK_RESUME` on a new stream 0, the destination's
+    /// held counts for every stream (`DISK_RESUME_STATE`, `DISK_STREAMS_HELD`), then every other
+    /// stream joins again; each resends from the blocks of its share the destination holds.
+    private func resumeStreams(_ accept: DiskAccept) throws {
+        guard let connection else { preconditionFailure("resume before connecting") }
+        try connection.send(DiskResume(moveID: accept.moveID, moveToken: accept.moveToken))
+        let state = try DiskResumeState(payload: try expect(.diskResumeState, on: connection).payload)
+        let others = try DiskStreamsHeld(payload: try expect(.diskStreamsHeld, on: connection).payload)
+        let held = [Int(state.blocksHeld)] + others.streams.map { Int($0.blocksHeld) }
+        guard held.count == options.streams, zip(held, streamReached).allSatisfy({ $0 <= $1 }) else {
+            throw ProtocolError(
+                .invalidField,
+                "the destination holds \(held) blocks per stream; this source sent \(streamReached) on its \(options.streams) streams"
+            )
+        }
+        report.resumes += 1
+        report.blocksResent += zip(streamReached, held).reduce(0) { $0 + $1.0 - $1.1 }
+        logger.info("resumed every stream", metadata: ["disk.streams_held": "\(held)"])
+        streamHeld = held
+        try openStreams(accept)
+        phase = .sending
+    }
+
+    /// The next frame, which must be `type` (a `REFUSE` names the destination's reason).
+    private func expect(_ type: FrameType, on connection: FramedConnection) throws -> ReceivedFrame {
+        let reply = try connection.receive()
+        guard reply.type == type else {
+            if reply.type == .refuse {
+                let refuse = try Refuse(payload: reply.payload)
+                throw DiskMoveError(.refused, "the destination refused to resume the move: \(refuse.message)")
+            }
+            throw ProtocolError(.unexpectedFrame, "expected \(type.wireName), got \(reply.type.wireName)")
+        }
+        return reply
+    }
+
     /// A failure that a new connection may cure (not an `ABORT`, a refusal or a protocol error).
     static func isLost(_ error: TransportError) -> Bool {
         [.peerClosed, .io, .timeout].contains(error.code)
@@ -391,8 +465,18 @@ public final class DiskSender {
         guard let connection, let map else { preconditionFailure("finish before send") }
         report.digest = try digestOfDisk(map)
         // After a resume the destination counts the blocks of all connections: each block once.
-        try connection.send(DiskEnd(blocksSent: UInt64(plan.count), digest: report.digest))
-        let reply = try connection.receive()
+        let reply: ReceivedFrame
+        do throws(TransportError) {
+            try connection.send(DiskEnd(blocksSent: UInt64(plan.count), digest: report.digest))
+            reply = try connection.receive()
+        } catch {
+            guard Self.isLost(error), options.reconnectAttempts > 0 else { throw error }
+            // A destination that got DISK_END does not hold the move: a resume then fails, and
+            // the outcome stays unknown. One that did not (the loss came first) resumes.
+            logger.warning("lost the connection at the end; trying to resume", metadata: ["disk.error": "\(error)"])
+            phase = .resuming
+            return
+        }
         guard reply.type == .diskVerified else {
             throw ProtocolError(.unexpectedFrame, "expected DISK_VERIFIED, got \(reply.type.wireName)")
         }

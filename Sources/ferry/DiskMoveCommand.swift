@@ -34,7 +34,7 @@ struct DiskSendCommand: ParsableCommand {
 
     @Option(
         help:
-            "Connections that carry blocks (1-16), each with its own thread reading and compressing a stripe of the disk. With more than one, a lost connection ends the move instead of resuming.",
+            "Connections that carry blocks (1-16), each with its own thread reading and compressing a stripe of the disk. A lost connection on any of them pauses the move and every stream resumes (with a version-1 destination: the move ends).",
         transform: NumberOption.count(1...16))
     var streams = 1
 

@@ -210,6 +210,41 @@ struct DiskMoveTests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
+    @Test(
+        "a stream cut halfway resumes every stream: the disk moves equal, resending at most 5% of the disk",
+        arguments: [2, 0])
+    func cutStreamResumes(stream: Int) throws {
+        let scratch = Scratch()
+        let source = scratch.file("source.img")
+        let target = scratch.file("target.img")
+        try makeSparseDisk(source)
+        let receiver = try ReceiverRun(path: target)
+        let seen = Atomic<Int>(0)
+        let relay = try Relay(to: receiver.port) { frame in
+            // Connection N is stream N of 4; it is cut at its 80th block (~50% of its share).
+            guard frame.connection.id == stream, frame.direction == .toDestination, frame.type == 27 else {
+                return .forward
+            }
+            return seen.add(1, ordering: .relaxed).newValue == 80 ? .cut : .forward
+        }
+        defer { relay.stop() }
+        let sent = try send(source, port: relay.port, streams: 4).get()
+        let received = try receiver.thread.wait()
+        let resentBytes = sent.blocksResent * sent.blockSize
+        print(
+            "resume with 4 streams: stream \(stream) cut at its 80th block; resumed \(sent.resumes)x, \(sent.blocksResent) blocks "
+                + "(\(resentBytes) B of disk, "
+                + String(format: "%.2f%%", Double(resentBytes) * 100 / Double(sent.diskSize))
+                + ") sent again; " + String(format: "%.2f s", sent.seconds))
+        #expect(relay.cutCount == 1)
+        #expect(sent.resumes == 1)
+        #expect(received.resumes == 1)
+        #expect(received.blocksSent == sent.blocksSent)
+        #expect(resentBytes <= sent.diskSize / 20)
+        #expect(try filesEqual(source, target))
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
     @Test("a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched")
     func cutConnectionLeavesNothing() throws {
         let scratch = Scratch()
