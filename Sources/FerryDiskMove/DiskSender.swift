@@ -25,6 +25,9 @@ public struct DiskSendOptions: Sendable {
     public var streams: Int = 1
     /// Most the block streams together may put on the wire, bytes per second (nil: no limit).
     public var maxBandwidthBytesPerSecond: Double?
+    /// The highest disk-move version offered (`DISK_HELLO.version_max`): 1 behaves as a version-1
+    /// source (no move onto an older copy, several streams do not resume).
+    public var highestVersion: UInt16 = DiskMoveLimits.version
     public var cancellation: DiskMoveCancellation?
 
     public init(
@@ -173,7 +176,7 @@ public final class DiskSender {
     private func offer() throws {
         guard let connection, let map else { preconditionFailure("offer before connect") }
         let hello = DiskHello(
-            blockSize: UInt32(options.blockSize), diskSize: UInt64(map.diskSize),
+            versionMax: options.highestVersion, blockSize: UInt32(options.blockSize), diskSize: UInt64(map.diskSize),
             allocatedBytes: UInt64(map.allocatedBytes), blocksToSend: UInt64(map.blocks.count),
             streamCount: UInt16(options.streams),
             sourceName: options.sourceName, diskName: String(options.path.split(separator: "/").last ?? ""))
@@ -182,7 +185,7 @@ public final class DiskSender {
         switch reply.type {
         case .diskAccept:
             let accept = try DiskAccept(payload: reply.payload)
-            guard (DiskMoveLimits.minVersion...DiskMoveLimits.version).contains(accept.version) else {
+            guard (DiskMoveLimits.minVersion...options.highestVersion).contains(accept.version) else {
                 throw ProtocolError(.invalidField, "DISK_ACCEPT chose version \(accept.version), not offered")
             }
             self.accept = accept

@@ -64,9 +64,10 @@ enum DiskMoveText {
             + "\(report.lz4Blocks) LZ4, \(report.rawBlocks) raw); written \(report.bytesWritten) bytes; digest 0x"
             + String(report.digest, radix: 16) + "; \(report.security)"
             + (report.resumes > 0 ? "; resumed \(report.resumes)×, \(report.blocksResent) blocks sent again" : "")
-            + (report.baseCopy.isEmpty
+            + (report.baseHashBytes == 0
                 ? ""
-                : "\nonto the older copy (\(report.baseCopy)): \(report.blocksUnchanged) blocks unchanged, "
+                : "\nonto the older copy" + (report.baseCopy.isEmpty ? "" : " (\(report.baseCopy))")
+                    + ": \(report.blocksUnchanged) blocks unchanged, "
                     + "hash table \(report.baseHashBytes) bytes, "
                     + String(format: "%.2f s hashing", report.baseSeconds))
             + "\n"

@@ -121,4 +121,20 @@ struct DiskDeltaTests {
         #expect(try filesEqual(disk.moved, target))
         #expect(try filesEqual(disk.original, kept))
     }
+
+    @Test("a version-1 source onto an older copy gets a full move, equal")
+    func versionOneSourceMovesInFull() throws {
+        let scratch = Scratch()
+        let disk = try ChangedDisk(in: scratch)
+        let receiver = try ReceiverRun(path: disk.original, base: disk.original)
+        var options = DiskSendOptions(path: disk.moved, destination: Endpoint(host: "127.0.0.1", port: receiver.port))
+        options.highestVersion = 1
+        let sent = try DiskSender(options: options, logger: testLogger).run()
+        let received = try receiver.thread.wait()
+        let map = try DiskExtentMap.map(path: disk.moved, diskSize: sent.diskSize, blockSize: sent.blockSize)
+        #expect(sent.blocksSent == map.blocks.count)
+        #expect(sent.blocksUnchanged == 0)
+        #expect(received.baseCopy.isEmpty)
+        #expect(try filesEqual(disk.moved, disk.original))
+    }
 }
