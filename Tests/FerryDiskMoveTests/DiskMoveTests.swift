@@ -245,8 +245,10 @@ struct DiskMoveTests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
-    @Test("a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched")
-    func cutConnectionLeavesNothing() throws {
+    @Test(
+        "a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched",
+        arguments: [1, 4])
+    func cutConnectionLeavesNothing(streams: Int) throws {
         let scratch = Scratch()
         let source = scratch.file("source.img")
         let target = scratch.file("target.img")
@@ -262,7 +264,7 @@ struct DiskMoveTests {
         let relay = try Relay(to: listener.port, options: Relay.Options(afterCut: .stopListening))
         defer { relay.stop() }
         relay.cut(afterBytes: 6 << 20)
-        let sent = send(source, port: relay.port)
+        let sent = send(source, port: relay.port, streams: streams)
         let received = receiver.result()
         #expect(throws: (any Error).self) { try sent.get() }
         #expect(throws: (any Error).self) { try received.get() }
