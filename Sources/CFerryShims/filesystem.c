@@ -5,8 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
+#include <unistd.h>
+#include <linux/fs.h>
 
 int ferry_statfs_magic(const char *path, uint64_t *magic_out) {
     struct statfs info;
@@ -54,3 +57,16 @@ long ferry_getxattr(const char *path, const char *name, void *value, size_t size
 int ferry_removexattr(const char *path, const char *name) {
     return removexattr(path, name) == 0 ? 0 : -errno;
 }
+// Disk moves onto an older copy: punching zero pages, copying extents in the kernel, reflinks.
+
+int ferry_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0 ? 0 : -errno;
+}
+
+int64_t ferry_copy_file_range(int in_fd, int out_fd, int64_t offset, int64_t length) {
+    off64_t in_offset = offset, out_offset = offset;
+    ssize_t copied = copy_file_range(in_fd, &in_offset, out_fd, &out_offset, (size_t)length, 0);
+    return copied >= 0 ? (int64_t)copied : -errno;
+}
+
+int ferry_clone_file(int dest_fd, int src_fd) { return ioctl(dest_fd, FICLONE, src_fd) == 0 ? 0 : -errno; }

@@ -7,11 +7,11 @@ import FerrySystem
 enum DiskAdmission {
     /// The `REFUSE` to send, naming the problem, the numbers and the fix; nil: take the disk.
     static func refusal(for hello: DiskHello, path: String, overwrite: Bool) throws -> Refuse? {
-        if hello.versionMin > DiskMoveLimits.version || hello.versionMax < DiskMoveLimits.version {
+        if hello.versionMin > DiskMoveLimits.version || hello.versionMax < DiskMoveLimits.minVersion {
             return Refuse(
                 reason: .version,
                 message:
-                    "the source speaks disk-move versions \(hello.versionMin)…\(hello.versionMax), this destination \(DiskMoveLimits.version): use the same ferry release on both hosts"
+                    "the source speaks disk-move versions \(hello.versionMin)…\(hello.versionMax), this destination \(DiskMoveLimits.minVersion)…\(DiskMoveLimits.version): use the same ferry release on both hosts"
             )
         }
         if !overwrite && ImageFile.exists(path: path) {

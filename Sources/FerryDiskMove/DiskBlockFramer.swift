@@ -93,13 +93,19 @@ final class DiskStripeSender: @unchecked Sendable {
     private let cancellation: DiskMoveCancellation?
     /// This stream's share of `--max-bandwidth`, bytes per second.
     private let bytesPerSecond: Double?
+    /// Where in `positions` this run starts (the blocks the destination holds after a resume), and
+    /// how far it got: the blocks of this stream whose send returned.
+    private let startAt: Int
+    private(set) var reached: Int
 
     init(
         stream: Int, streams: Int, connection: FramedConnection, file: PositionedFile, plan: [Int],
         hashes: UnsafeMutableBufferPointer<UInt64>, blockSize: Int, cancellation: DiskMoveCancellation?,
-        bytesPerSecond: Double? = nil
+        bytesPerSecond: Double? = nil, startAt: Int = 0
     ) {
         self.bytesPerSecond = bytesPerSecond
+        self.startAt = startAt
+        reached = startAt
         self.stream = stream
         self.connection = connection
         self.file = file
@@ -110,16 +116,20 @@ final class DiskStripeSender: @unchecked Sendable {
         positions = plan.indices.filter { DiskMoveLimits.stream(ofPosition: $0, streams: streams) == stream }
     }
 
+    /// The blocks this stream carries in all.
+    var blockCount: Int { positions.count }
+
     /// Sends the stripe; `sent` is called after each block.
     func run(sent: () -> Void) throws {
         var limiter = bytesPerSecond.map { BandwidthLimiter(bytesPerSecond: $0) }
-        for position in positions {
+        for (place, position) in positions.enumerated().dropFirst(startAt) {
             if let cancelled = cancellation?.error(during: "sending") { throw cancelled }
             let (payload, hash) = try framer.payload(ofBlock: plan[position], in: file)
             hashes[position] = hash
             let before = connection.bytesSent
             try DiskBlockFramer.send(payload, on: connection)
             limiter?.consumed(Int(connection.bytesSent &- before))
+            reached = place + 1
             sent()
         }
         if stream > 0 { try connection.send(DiskStreamEnd(blocksSent: UInt64(positions.count))) }

@@ -30,6 +30,8 @@ final class DiskBlockWriter: @unchecked Sendable {
     private(set) var lz4Blocks = 0
     private(set) var rawBlocks = 0
     private(set) var bytesWritten = 0
+    /// The file started as an older copy (Protocol.md 10.8): a block's zero pages are punched.
+    var punchZeros = false
 
     init(file: PositionedFile, diskSize: Int, blockSize: Int, stream: Int = 0) {
         self.file = file
@@ -76,7 +78,11 @@ final class DiskBlockWriter: @unchecked Sendable {
                 "\(blockName) hashes to 0x\(hex(hash)) after decoding, the source sent 0x\(hex(header.hash)): the block was damaged in transit; retry the move"
             )
         }
-        if header.encoding != .zero { try writeNonZeroPages(at: index * blockSize) }
+        if header.encoding != .zero {
+            try writeNonZeroPages(at: index * blockSize)
+        } else if punchZeros {
+            try file.punchHole(at: offset, count: min(blockSize, diskSize - offset))
+        }
         indices.append(index)
         hashes.append(hash)
         nextBlock = index + 1
@@ -88,24 +94,26 @@ final class DiskBlockWriter: @unchecked Sendable {
         }
     }
 
-    /// Writes the runs of non-zero granules of the decoded block; zero granules stay holes.
-    /// Bytes past the disk's end (the last block's padding) are not written.
+    /// Writes the runs of non-zero granules of the decoded block; zero granules stay holes (on a
+    /// base, `punchZeros`: they are punched, as the base may hold data there). Bytes past the
+    /// disk's end (the last block's padding) are not written.
     private func writeNonZeroPages(at offset: Int) throws {
         let limit = min(blockSize, diskSize - offset)
-        var runStart: Int? = nil
         var position = 0
-        while position <= limit {
-            let isData =
-                position < limit && !PageEncoder.isZero(UnsafeRawPointer(buffer + position), count: Self.granule)
-            if isData, runStart == nil { runStart = position }
-            if !isData, let start = runStart {
-                let end = min(position, limit)
-                try file.write(UnsafeRawBufferPointer(start: buffer + start, count: end - start), at: offset + start)
-                bytesWritten += end - start
-                runStart = nil
+        while position < limit {
+            let isData = !PageEncoder.isZero(UnsafeRawPointer(buffer + position), count: Self.granule)
+            var end = min(position + Self.granule, limit)
+            while end < limit, PageEncoder.isZero(UnsafeRawPointer(buffer + end), count: Self.granule) != isData {
+                end = min(end + Self.granule, limit)
             }
-            if position == limit { break }
-            position = min(position + Self.granule, limit)
+            if isData {
+                try file.write(
+                    UnsafeRawBufferPointer(start: buffer + position, count: end - position), at: offset + position)
+                bytesWritten += end - position
+            } else if punchZeros {
+                try file.punchHole(at: offset + position, count: end - position)
+            }
+            position = end
         }
     }
 

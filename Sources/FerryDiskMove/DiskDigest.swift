@@ -37,4 +37,11 @@ final class DiskDigest {
             nextBlock += count
         }
     }
+
+    /// The digest of a whole table of block hashes, block 0 first.
+    static func of(table: [UInt64], blockSize: Int) -> UInt64 {
+        let digest = DiskDigest(blockSize: blockSize)
+        for (index, value) in table.enumerated() { digest.add(block: index, hash: value) }
+        return digest.finish(blockCount: table.count)
+    }
 }

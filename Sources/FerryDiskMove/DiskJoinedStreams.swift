@@ -12,7 +12,10 @@ final class DiskJoinedStreams {
     private var connections: [FramedConnection] = []
     private var threads: [BackgroundThread<Void>] = []
     /// The first stream's failure; `onFailure` (wakes the control connection's reader) runs once.
+    /// A lost connection is kept apart: it does not wake stream 0, whose blocks in flight still
+    /// count (the source ends every stream when one fails), and the move may resume.
     private let failure = FirstFailure()
+    private let lost = FirstFailure()
     private let onFailure: @Sendable () -> Void
 
     /// Accepts `count - 1` joining streams on `listener`; connections that do not join this move
@@ -73,14 +76,19 @@ final class DiskJoinedStreams {
     private func start(_ connection: FramedConnection, writer: DiskBlockWriter) {
         connections.append(connection)
         writers.append(writer)
-        let (failure, onFailure) = (self.failure, self.onFailure)
+        let (failure, lost, onFailure) = (self.failure, self.lost, self.onFailure)
         threads.append(
             BackgroundThread {
                 do {
                     try Self.receive(connection, into: writer)
                 } catch {
                     connection.stream.shutdownRead()
-                    if failure.record(error) { onFailure() }
+                    // A lost connection may resume (version 2, Protocol.md 10.7); the rest fail the move.
+                    if let transport = error as? TransportError, [.peerClosed, .timeout, .io].contains(transport.code) {
+                        _ = lost.record(ConnectionLost(error: transport))
+                    } else if failure.record(error) {
+                        onFailure()
+                    }
                     throw error
                 }
             })
@@ -110,10 +118,19 @@ final class DiskJoinedStreams {
         }
     }
 
-    /// Waits for every stream's end; throws the first failure.
+    /// Waits for every stream's end; throws the first failure, else the first lost connection.
     func wait() throws {
         for thread in threads { _ = thread.result() }
         if let error = failure.error { throw error }
+        if let error = lost.error { throw error }
+    }
+
+    /// After a lost connection: waits for every stream to end by itself (the source ends them
+    /// all, and what they carried until then is kept; a silent one ends at its idle timeout),
+    /// then closes them.
+    func end() {
+        for thread in threads { _ = thread.result() }
+        for connection in connections { connection.close() }
     }
 
     /// The first stream's failure so far, if any.

@@ -19,6 +19,15 @@ public struct DiskMoveReport: Sendable, Equatable {
     /// Bytes the destination wrote into its copy (non-zero 4 KiB pages).
     public var bytesWritten: UInt64 = 0
     public var digest: UInt64 = 0
+    /// A move onto an older copy (Protocol.md 10.8): blocks left out because the copy held them,
+    /// how the destination started from it (`reflink` or `copy_file_range`; empty: no base), and
+    /// the seconds this side spent on it (the source: hashing its disk; the destination: copying
+    /// and hashing the old copy, and hashing the result to verify it).
+    public var blocksUnchanged: Int = 0
+    public var baseCopy: String = ""
+    public var baseSeconds: Double = 0
+    /// Bytes of the old copy's block hash table (`DISK_BASE_HASHES`, destination → source).
+    public var baseHashBytes: UInt64 = 0
     public var seconds: Double = 0
     /// `plain`, `authenticated` or `encrypted (CIPHER)`.
     public var security: String = "plain"

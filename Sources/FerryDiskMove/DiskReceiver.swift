@@ -12,6 +12,10 @@ public struct DiskReceiveOptions: Sendable {
     public var security: ConnectionSecurity
     /// Replace an existing `PATH` (only once the new copy verified).
     public var overwrite: Bool
+    /// An older copy of the disk to start from (Protocol.md 10.8; may be `path` itself, which is
+    /// then replaced once the new copy verified): only the blocks that differ cross the wire. Not
+    /// used when the file does not exist, or with a version-1 source.
+    public var base: String?
     /// How long to wait for a source; nil: forever.
     public var acceptTimeoutMs: Int?
     /// How long a source may stay silent once it has offered its disk.
@@ -62,8 +66,12 @@ public final class DiskReceiver {
     private var hello: DiskHello?
     /// Stream 0's writer (the control connection's); set while `PATH.partial` exists.
     private var blocks: DiskBlockWriter?
-    /// Streams 1 … N − 1, with several streams.
+    /// Streams 1 … N − 1, with several streams; their writers by stream index (kept across a
+    /// resume), and the bytes of their connections that were lost.
     private var streams: DiskJoinedStreams?
+    private var streamWriters: [Int: DiskBlockWriter] = [:]
+    private var makeWriter: ((Int) -> DiskBlockWriter)?
+    private var earlierStreamBytes: UInt64 = 0
     private var start: UInt64 = 0
     /// The move's name and secret (`DISK_ACCEPT`), for a `DISK_RESUME`.
     private var moveID: UInt64 = 0
@@ -72,6 +80,13 @@ public final class DiskReceiver {
     private var resumeDeadline: Int?
     /// When `--accept-timeout` ends (`MonotonicClock.milliseconds`), from the start of `run()`.
     private var acceptDeadline: Int?
+    /// The version chosen (`DISK_ACCEPT.version`), and the `DISK_BLOCK` frames due: `DISK_HELLO`'s
+    /// count, or `DISK_DELTA`'s on a base.
+    private var version = DiskMoveLimits.version
+    private var blocksExpected = 0
+    /// The older copy `PATH.partial` started from (Protocol.md 10.8), if any.
+    private var basePath: String?
+    private var baseTable: [UInt64] = []
 
     public init(
         listener: TCPListener, options: DiskReceiveOptions, logger: Logger, progress: DiskMoveProgressHandler? = nil
@@ -92,8 +107,8 @@ public final class DiskReceiver {
                     try step()
                 } catch let lost as ConnectionLost {
                     if let cancelled = options.cancellation?.error(during: phase.rawValue) { throw cancelled }
-                    // Several streams do not resume (Protocol.md 10.7).
-                    if let streams = hello?.streamCount, streams > 1 { throw lost.error }
+                    // Several streams resume in version 2 only (Protocol.md 10.7).
+                    if let streams = hello?.streamCount, streams > 1, version < 2 { throw lost.error }
                     holdForResume(lost)
                 }
             }
@@ -131,6 +146,12 @@ public final class DiskReceiver {
             ])
         connection?.close()
         connection = nil
+        if let streams {
+            // Every stream stops; their writers keep what they verified (`streamWriters`).
+            streams.end()
+            earlierStreamBytes += streams.bytesReceived
+            self.streams = nil
+        }
         resumeDeadline = MonotonicClock.milliseconds() + options.resumeWindowMs
         phase = .accepting
     }
@@ -218,55 +239,163 @@ public final class DiskReceiver {
         try connection.send(
             DiskResumeState(blocksHeld: UInt64(blocks.blocksReceived), nextBlock: UInt64(blocks.nextBlock)))
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
+        if let count = hello?.streamCount, count > 1 {
+            let held = (1..<Int(count)).map { writer(forStream: $0) }.map {
+                DiskResumeState(blocksHeld: UInt64($0.blocksReceived), nextBlock: UInt64($0.nextBlock))
+            }
+            try connection.send(DiskStreamsHeld(streams: held))
+            try joinStreams(count: Int(count), on: connection)
+        }
         report.resumes += 1
         resumeDeadline = nil
         logger.info("the source resumed", metadata: ["disk.blocks_held": "\(blocks.blocksReceived)"])
         phase = .receiving
     }
 
+    /// Stream `index`'s writer: the one that holds its blocks so far, or a new one.
+    private func writer(forStream index: Int) -> DiskBlockWriter {
+        if let writer = streamWriters[index] { return writer }
+        guard let makeWriter else { preconditionFailure("streams before admit") }
+        let writer = makeWriter(index)
+        streamWriters[index] = writer
+        return writer
+    }
+
+    /// Accepts streams 1 … `count` − 1 (`DISK_JOIN`), after `DISK_ACCEPT` or a resume.
+    private func joinStreams(count: Int, on connection: FramedConnection) throws {
+        streams = try DiskJoinedStreams(
+            count: count, joinTimeoutMs: options.joinTimeoutMs, listener: listener, security: options.security,
+            moveID: moveID, moveToken: moveToken,
+            idleTimeoutMs: options.idleTimeoutMs, makeWriter: { writer(forStream: $0) },
+            onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
+    }
+
     /// Checks the version, the existing file and the free space, and creates `PATH.partial`,
-    /// before any block is sent: a refusal names the numbers and leaves nothing behind.
+    /// before any block is sent: a refusal names the numbers and leaves nothing behind. On a base
+    /// (Protocol.md 10.8) it then offers the old copy's block hashes and reads `DISK_DELTA`.
     private func admit() throws {
         guard let connection, let hello else { preconditionFailure("admit before greet") }
         report.diskSize = Int(hello.diskSize)
         report.allocatedBytes = Int(hello.allocatedBytes)
         report.blockSize = Int(hello.blockSize)
         report.blockCount = Int(hello.blockCount)
-        if let refusal = try DiskAdmission.refusal(for: hello, path: options.path, overwrite: options.overwrite) {
+        let replacing = options.overwrite || options.base == options.path
+        if let refusal = try DiskAdmission.refusal(for: hello, path: options.path, overwrite: replacing) {
             try? connection.send(refusal)
             throw DiskMoveError(.refused, "refused the disk from \(connection.peerDescription): \(refusal.message)")
         }
-        let file = try DiskBlockWriter.createPartial(path: options.partialPath, size: Int(hello.diskSize))
+        version = min(hello.versionMax, DiskMoveLimits.version)
+        blocksExpected = Int(hello.blocksToSend)
+        basePath = usableBase(hello)
+        let file = try createPartial(hello)
         let count = Int(hello.streamCount)
+        let punchZeros = basePath != nil
         let makeWriter = { (stream: Int) in
-            DiskBlockWriter(file: file, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize), stream: stream)
+            let writer = DiskBlockWriter(
+                file: file, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize), stream: stream)
+            writer.punchZeros = punchZeros
+            return writer
         }
+        self.makeWriter = makeWriter
         blocks = makeWriter(0)
         let free = try ImageFile.freeBytes(directoryOf: options.path)
         moveID = UInt64.random(in: 1...UInt64.max)
         moveToken = SessionToken.random()
         try connection.send(
-            DiskAccept(freeBytes: free, moveID: moveID, moveToken: moveToken, destinationName: options.destinationName))
+            DiskAccept(
+                version: version, flags: basePath == nil ? 0 : DiskAccept.baseFlag, freeBytes: free, moveID: moveID,
+                moveToken: moveToken, destinationName: options.destinationName))
         try connection.stream.setReceiveTimeout(ms: options.idleTimeoutMs)
-        if count > 1 {
-            streams = try DiskJoinedStreams(
-                count: count, joinTimeoutMs: options.joinTimeoutMs, listener: listener, security: options.security,
-                moveID: moveID, moveToken: moveToken,
-                idleTimeoutMs: options.idleTimeoutMs, makeWriter: makeWriter,
-                onFailure: { [stream = connection.stream] in stream.shutdownRead() }, logger: logger)
+        if basePath != nil {
+            try offerBaseHashes(on: connection)
+            try readDelta(hello, on: connection)
         }
+        if count > 1 { try joinStreams(count: count, on: connection) }
         logger.info(
             "accepted a disk",
             metadata: [
                 "disk.source": "\(hello.sourceName)", "disk.name": "\(hello.diskName)",
-                "disk.size": "\(hello.diskSize)",
-                "disk.allocated": "\(hello.allocatedBytes)", "disk.blocks": "\(hello.blocksToSend)",
+                "disk.size": "\(hello.diskSize)", "disk.version": "\(version)",
+                "disk.allocated": "\(hello.allocatedBytes)", "disk.blocks": "\(blocksExpected)",
             ])
         phase = .receiving
     }
 
+    /// The older copy to start from: `options.base` when it exists, the source speaks version 2
+    /// and the hash table is not too large; otherwise the move starts from a hole (a full move).
+    private func usableBase(_ hello: DiskHello) -> String? {
+        guard let base = options.base, ImageFile.exists(path: base) else { return nil }
+        guard version >= 2, hello.blockCount <= UInt64(DiskMoveLimits.maxBaseBlocks) else {
+            logger.warning(
+                "not using the older copy: a full move follows",
+                metadata: [
+                    "disk.base": "\(base)", "disk.version": "\(version)", "disk.blocks": "\(hello.blockCount)",
+                    "disk.why": "\(version < 2 ? "the source speaks version 1 only" : "the disk has too many blocks")",
+                ])
+            return nil
+        }
+        return base
+    }
+
+    /// `PATH.partial`: a hole of the disk's size, or on a base a copy of the old copy (holes
+    /// kept), made before `DISK_ACCEPT` so that its hashes can follow.
+    private func createPartial(_ hello: DiskHello) throws -> PositionedFile {
+        guard let basePath else {
+            return try DiskBlockWriter.createPartial(path: options.partialPath, size: Int(hello.diskSize))
+        }
+        let started = MonotonicClock.now()
+        do {
+            let (file, method) = try DiskBase.copy(
+                base: basePath, to: options.partialPath, diskSize: Int(hello.diskSize))
+            report.baseCopy = method.rawValue
+            baseTable = try DiskBase.blockHashes(
+                path: options.partialPath, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize))
+            report.baseSeconds = MonotonicClock.seconds(since: started)
+            logger.info(
+                "started from the older copy",
+                metadata: [
+                    "disk.base": "\(basePath)", "disk.copy": "\(method.rawValue)",
+                    "disk.seconds": "\(report.baseSeconds)",
+                ])
+            return file
+        } catch {
+            try? ImageFile.remove(path: options.partialPath)
+            throw error
+        }
+    }
+
+    /// The old copy's block hashes, `DISK_BASE_HASHES` frames in order over the whole grid.
+    private func offerBaseHashes(on connection: FramedConnection) throws {
+        let before = connection.bytesSent
+        var first = 0
+        while first < baseTable.count {
+            let end = min(first + DiskMoveLimits.maxHashesPerFrame, baseTable.count)
+            try connection.send(DiskBaseHashes(firstBlock: UInt64(first), hashes: Array(baseTable[first..<end])))
+            first = end
+        }
+        report.baseHashBytes = connection.bytesSent - before
+    }
+
+    /// `DISK_DELTA`: how many blocks follow, and how many the old copy holds already.
+    private func readDelta(_ hello: DiskHello, on connection: FramedConnection) throws {
+        let frame = try connection.receive()
+        guard frame.type == .diskDelta else {
+            throw ProtocolError(
+                .unexpectedFrame, "expected DISK_DELTA after the base hashes, got \(frame.type.wireName)")
+        }
+        let delta = try DiskDelta(payload: frame.payload)
+        guard delta.blocksToSend + delta.blocksUnchanged == hello.blockCount else {
+            throw ProtocolError(
+                .invalidField,
+                "DISK_DELTA: \(delta.blocksToSend) blocks to send and \(delta.blocksUnchanged) unchanged do not make the disk's \(hello.blockCount)"
+            )
+        }
+        blocksExpected = Int(delta.blocksToSend)
+        report.blocksUnchanged = Int(delta.blocksUnchanged)
+    }
+
     private func receiveBlocks() throws {
-        guard let connection, let hello, let blocks else { preconditionFailure("receive before admit") }
+        guard let connection, let blocks else { preconditionFailure("receive before admit") }
         while true {
             let frame: ReceivedFrame
             do throws(TransportError) {
@@ -281,17 +410,17 @@ public final class DiskReceiver {
                 try blocks.apply(frame.payload)
                 progress?(
                     DiskMoveProgress(
-                        blocksDone: blocks.blocksReceived, blocksTotal: Int(hello.blocksToSend),
+                        blocksDone: blocks.blocksReceived, blocksTotal: blocksExpected,
                         wireBytes: connection.bytesReceived, elapsedSeconds: MonotonicClock.seconds(since: start)))
             case .diskEnd:
                 let end = try DiskEnd(payload: frame.payload)
                 report.digest = end.digest
                 try streams?.wait()
                 let arrived = blocks.blocksReceived + (streams?.blocksReceived ?? 0)
-                guard end.blocksSent == hello.blocksToSend, arrived == Int(hello.blocksToSend) else {
+                guard end.blocksSent == UInt64(blocksExpected), arrived == blocksExpected else {
                     throw DiskMoveError(
                         .verification,
-                        "DISK_END says \(end.blocksSent) blocks were sent, DISK_HELLO announced \(hello.blocksToSend) and \(arrived) arrived: retry the move"
+                        "DISK_END says \(end.blocksSent) blocks were sent, \(blocksExpected) were announced and \(arrived) arrived: retry the move"
                     )
                 }
                 phase = .verifying
@@ -302,10 +431,20 @@ public final class DiskReceiver {
         }
     }
 
+    /// The digest of the copy: from the blocks' hashes as they arrived, or on a base from the
+    /// whole of `PATH.partial` hashed again (the copied old blocks included).
     private func verify() throws {
         guard let blocks, let hello else { preconditionFailure("verify before receive") }
-        let computed = try DiskBlockWriter.digest(
+        var computed = try DiskBlockWriter.digest(
             of: [blocks] + (streams?.writers ?? []), blockSize: Int(hello.blockSize), blockCount: Int(hello.blockCount))
+        if basePath != nil {
+            let started = MonotonicClock.now()
+            computed = DiskDigest.of(
+                table: try DiskBase.blockHashes(
+                    path: options.partialPath, diskSize: Int(hello.diskSize), blockSize: Int(hello.blockSize)),
+                blockSize: Int(hello.blockSize))
+            report.baseSeconds += MonotonicClock.seconds(since: started)
+        }
         guard computed == report.digest else {
             throw DiskMoveError(
                 .verification,
@@ -328,7 +467,7 @@ public final class DiskReceiver {
         report.lz4Blocks = writers.reduce(0) { $0 + $1.lz4Blocks }
         report.rawBlocks = writers.reduce(0) { $0 + $1.rawBlocks }
         report.bytesWritten = UInt64(writers.reduce(0) { $0 + $1.bytesWritten })
-        report.wireBytesReceived = connection.bytesReceived + (streams?.bytesReceived ?? 0)
+        report.wireBytesReceived = connection.bytesReceived + earlierStreamBytes + (streams?.bytesReceived ?? 0)
         report.wireBytesSent = connection.bytesSent
         // The copy is in place: a source that misses this answer reports a failure, but the
         // destination's disk is verified and stays.

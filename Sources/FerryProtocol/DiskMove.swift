@@ -1,8 +1,15 @@
 /// The disk move (Protocol.md section 10): one disk file from a source to a destination, only its
 /// allocated extents, in fixed-size blocks on a grid over the file.
 public enum DiskMoveLimits {
-    /// The disk-move protocol's own version (`DISK_HELLO.version_min/max`).
-    public static let version: UInt16 = 1
+    /// The disk-move protocol's own versions (`DISK_HELLO.version_min/max`): 2 adds a move onto
+    /// an older copy (`DISK_BASE_HASHES`, `DISK_DELTA`) and resuming several streams.
+    public static let version: UInt16 = 2
+    public static let minVersion: UInt16 = 1
+    /// Block hashes per `DISK_BASE_HASHES` frame, at most (64 KiB of hashes).
+    public static let maxHashesPerFrame = 8192
+    /// Blocks a destination offers base hashes for, at most (a table of 128 MiB; 1 TiB of 64 KiB
+    /// blocks); a larger disk moves without a delta.
+    public static let maxBaseBlocks = 1 << 24
     /// Block sizes a peer may announce: powers of two in this range.
     public static let minBlockSize = 4096
     public static let maxBlockSize = 1 << 20
@@ -47,7 +54,7 @@ public struct DiskHello: FrameMessage, ValidatingMessage, Equatable {
     public var diskName: String
 
     public init(
-        versionMin: UInt16 = DiskMoveLimits.version, versionMax: UInt16 = DiskMoveLimits.version,
+        versionMin: UInt16 = DiskMoveLimits.minVersion, versionMax: UInt16 = DiskMoveLimits.version,
         blockSize: UInt32, diskSize: UInt64, allocatedBytes: UInt64, blocksToSend: UInt64,
         codecs: CodecSet = DiskMoveLimits.codecs, streamCount: UInt16 = 1, sourceName: String, diskName: String
     ) {
@@ -138,6 +145,10 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
     public static let frameType = FrameType.diskAccept
 
     public var version: UInt16
+    /// Version 2: bit 0 `base`, the destination holds an older copy and sends its block hashes
+    /// (`DISK_BASE_HASHES`) next. 0 in version 1.
+    public var flags: UInt16
+    public static let baseFlag: UInt16 = 1
     public var codecs: CodecSet
     /// Free bytes where the disk goes (informational).
     public var freeBytes: UInt64
@@ -148,10 +159,11 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
     public var destinationName: String
 
     public init(
-        version: UInt16 = DiskMoveLimits.version, codecs: CodecSet = DiskMoveLimits.codecs, freeBytes: UInt64,
-        moveID: UInt64, moveToken: SessionToken, destinationName: String
+        version: UInt16 = DiskMoveLimits.version, flags: UInt16 = 0, codecs: CodecSet = DiskMoveLimits.codecs,
+        freeBytes: UInt64, moveID: UInt64, moveToken: SessionToken, destinationName: String
     ) {
         self.version = version
+        self.flags = flags
         self.codecs = codecs
         self.freeBytes = freeBytes
         self.moveID = moveID
@@ -161,6 +173,9 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
 
     public func validate() throws(ProtocolError) {
         if version == 0 { throw invalid("DISK_ACCEPT", "version is 0") }
+        if flags & ~Self.baseFlag != 0 || (version < 2 && flags != 0) {
+            throw invalid("DISK_ACCEPT", "flags 0x\(String(flags, radix: 16)) are not defined in version \(version)")
+        }
         if !codecs.contains(.zero) || !codecs.contains(.raw) {
             throw invalid("DISK_ACCEPT", "codecs 0x\(String(codecs.rawValue, radix: 16)) lack zero or raw")
         }
@@ -170,7 +185,7 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
     public func encode(into out: inout [UInt8]) {
         requireValid()
         out.appendLittleEndian(version)
-        out.appendZeros(2)
+        out.appendLittleEndian(flags)
         out.appendLittleEndian(codecs.rawValue)
         out.appendLittleEndian(freeBytes)
         out.appendLittleEndian(moveID)
@@ -181,7 +196,7 @@ public struct DiskAccept: FrameMessage, ValidatingMessage, Equatable {
     public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
         var reader = PayloadReader(payload, message: "DISK_ACCEPT")
         version = try reader.read(UInt16.self, "version")
-        try reader.reserved(2)
+        flags = try reader.read(UInt16.self, "flags")
         codecs = CodecSet(rawValue: try reader.read(UInt32.self, "codecs"))
         freeBytes = try reader.read(UInt64.self, "free_bytes")
         moveID = try reader.read(UInt64.self, "move_id")
@@ -239,6 +254,115 @@ public struct DiskResumeState: FrameMessage, Equatable {
         var reader = PayloadReader(payload, message: "DISK_RESUME_STATE")
         blocksHeld = try reader.read(UInt64.self, "blocks_held")
         nextBlock = try reader.read(UInt64.self, "next_block")
+        try reader.finish()
+    }
+}
+
+/// `DISK_STREAMS_HELD` (destination → source, type 36, version 2): right after
+/// `DISK_RESUME_STATE` (stream 0's entry) when the move has several streams, the same for
+/// streams 1 … `count`: how many of the blocks the source sent on each the destination holds.
+public struct DiskStreamsHeld: FrameMessage, ValidatingMessage, Equatable {
+    public static let frameType = FrameType.diskStreamsHeld
+    /// Streams 1 … N − 1, in order.
+    public var streams: [DiskResumeState]
+
+    public init(streams: [DiskResumeState]) { self.streams = streams }
+
+    public func validate() throws(ProtocolError) {
+        if streams.isEmpty || streams.count >= DiskMoveLimits.maxStreams {
+            throw invalid("DISK_STREAMS_HELD", "count \(streams.count) is outside 1…\(DiskMoveLimits.maxStreams - 1)")
+        }
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        requireValid()
+        out.appendLittleEndian(UInt16(streams.count))
+        out.appendZeros(6)
+        for entry in streams {
+            out.appendLittleEndian(entry.blocksHeld)
+            out.appendLittleEndian(entry.nextBlock)
+        }
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_STREAMS_HELD")
+        let count = try reader.read(UInt16.self, "count")
+        try reader.reserved(6)
+        streams = []
+        for _ in 0..<count {
+            let held = try reader.read(UInt64.self, "blocks_held")
+            streams.append(DiskResumeState(blocksHeld: held, nextBlock: try reader.read(UInt64.self, "next_block")))
+        }
+        try reader.finish()
+        try validate()
+    }
+}
+
+/// `DISK_BASE_HASHES` (destination → source, type 34, version 2): the hashes of `count` blocks of
+/// the destination's older copy from `first_block` on, the same XXH3-64 as `DISK_BLOCK.block_hash`.
+public struct DiskBaseHashes: FrameMessage, ValidatingMessage, Equatable {
+    public static let frameType = FrameType.diskBaseHashes
+    public var firstBlock: UInt64
+    public var hashes: [UInt64]
+
+    public init(firstBlock: UInt64, hashes: [UInt64]) {
+        self.firstBlock = firstBlock
+        self.hashes = hashes
+    }
+
+    public func validate() throws(ProtocolError) {
+        if hashes.isEmpty || hashes.count > DiskMoveLimits.maxHashesPerFrame {
+            throw invalid(
+                "DISK_BASE_HASHES", "count \(hashes.count) is outside 1…\(DiskMoveLimits.maxHashesPerFrame)")
+        }
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        requireValid()
+        out.appendLittleEndian(firstBlock)
+        out.appendLittleEndian(UInt32(hashes.count))
+        out.appendZeros(4)
+        for hash in hashes { out.appendLittleEndian(hash) }
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_BASE_HASHES")
+        firstBlock = try reader.read(UInt64.self, "first_block")
+        let count = try reader.read(UInt32.self, "count")
+        try reader.reserved(4)
+        guard count >= 1, Int(count) <= DiskMoveLimits.maxHashesPerFrame else {
+            throw invalid("DISK_BASE_HASHES", "count \(count) is outside 1…\(DiskMoveLimits.maxHashesPerFrame)")
+        }
+        hashes = []
+        hashes.reserveCapacity(min(Int(count), reader.remaining / 8))
+        for _ in 0..<count { hashes.append(try reader.read(UInt64.self, "hash")) }
+        try reader.finish()
+        try validate()
+    }
+}
+
+/// `DISK_DELTA` (source → destination, type 35, version 2): after the base hashes, the number of
+/// `DISK_BLOCK` frames that follow (replacing `DISK_HELLO.blocks_to_send`) and of the blocks the
+/// source leaves out because the older copy holds them already.
+public struct DiskDelta: FrameMessage, Equatable {
+    public static let frameType = FrameType.diskDelta
+    public var blocksToSend: UInt64
+    public var blocksUnchanged: UInt64
+
+    public init(blocksToSend: UInt64, blocksUnchanged: UInt64) {
+        self.blocksToSend = blocksToSend
+        self.blocksUnchanged = blocksUnchanged
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        out.appendLittleEndian(blocksToSend)
+        out.appendLittleEndian(blocksUnchanged)
+    }
+
+    public init(payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+        var reader = PayloadReader(payload, message: "DISK_DELTA")
+        blocksToSend = try reader.read(UInt64.self, "blocks_to_send")
+        blocksUnchanged = try reader.read(UInt64.self, "blocks_unchanged")
         try reader.finish()
     }
 }

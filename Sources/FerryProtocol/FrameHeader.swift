@@ -34,6 +34,10 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case diskResumeState = 31
     case diskJoin = 32
     case diskStreamEnd = 33
+    /// Disk-move version 2: a move onto an older copy (Protocol.md 10.8).
+    case diskBaseHashes = 34
+    case diskDelta = 35
+    case diskStreamsHeld = 36
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000
@@ -47,6 +51,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
         case .guestConfig: return 64 * 1024
         case .guestAttachment: return GuestAttachmentChunk.maxChunk + 8
         case .diskBlock: return DiskMoveLimits.maxBlockSize + DiskMoveLimits.blockHeaderSize
+        case .diskBaseHashes: return 16 + 8 * DiskMoveLimits.maxHashesPerFrame
         default: return 4096
         }
     }

@@ -36,6 +36,9 @@ extension FrameType {
         case .diskResumeState: return "DISK_RESUME_STATE"
         case .diskJoin: return "DISK_JOIN"
         case .diskStreamEnd: return "DISK_STREAM_END"
+        case .diskBaseHashes: return "DISK_BASE_HASHES"
+        case .diskDelta: return "DISK_DELTA"
+        case .diskStreamsHeld: return "DISK_STREAMS_HELD"
         case .note: return "NOTE"
         }
     }

@@ -1,3 +1,4 @@
+import CFerryShims
 import Glibc
 
 /// A file read and written at explicit offsets (`pread`/`pwrite`), whole requests at a time:
@@ -67,6 +68,35 @@ public final class PositionedFile: @unchecked Sendable {
             done += try valueOrErrno("pwrite(\"\(path)\")") {
                 pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
             }
+        }
+    }
+
+    /// Deallocates `count` bytes at `offset` (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): they read as
+    /// zeros and take no space; the size stays.
+    public func punchHole(at offset: Int, count: Int) throws(SystemError) {
+        guard count > 0 else { return }
+        try valueOrErrno("fallocate(\"\(path)\", PUNCH_HOLE, \(offset), \(count))", .negatedErrno) {
+            ferry_punch_hole(fd, Int64(offset), Int64(count))
+        }
+    }
+
+    /// Makes this file share `source`'s blocks (`ioctl(FICLONE)`, a reflink: btrfs, XFS); false
+    /// where the file system cannot (ext4: `EOPNOTSUPP`, another file system: `EXDEV`).
+    public func clone(from source: PositionedFile) -> Bool {
+        ferry_clone_file(fd, source.fd) == 0
+    }
+
+    /// Copies `count` bytes of `source` at `offset` to the same offset here, in the kernel
+    /// (`copy_file_range`: no copy through user space; a reflink where the file system shares
+    /// extents). Holes of the source inside the range are written as data: copy data extents only.
+    public func copyRange(from source: PositionedFile, at offset: Int, count: Int) throws(SystemError) {
+        var done = 0
+        while done < count {
+            let copied = try valueOrErrno("copy_file_range(\"\(source.path)\" → \"\(path)\")", .negatedErrno) {
+                ferry_copy_file_range(source.fd, fd, Int64(offset + done), Int64(count - done))
+            }
+            if copied == 0 { break }  // the source ends here
+            done += Int(copied)
         }
     }
 }

@@ -34,7 +34,7 @@ struct DiskSendCommand: ParsableCommand {
 
     @Option(
         help:
-            "Connections that carry blocks (1-16), each with its own thread reading and compressing a stripe of the disk. With more than one, a lost connection ends the move instead of resuming.",
+            "Connections that carry blocks (1-16), each with its own thread reading and compressing a stripe of the disk. A lost connection on any of them pauses the move and every stream resumes (with a version-1 destination: the move ends).",
         transform: NumberOption.count(1...16))
     var streams = 1
 
@@ -84,7 +84,10 @@ struct DiskReceiveCommand: ParsableCommand {
             is sent that the disk's allocated bytes fit in the free space (statvfs) and refuses naming both numbers. \
             Writes PATH.partial, holes kept as holes, and renames it to PATH only when every block and the digest \
             verified; on any failure PATH.partial is removed and PATH is left as it was (a lost connection first \
-            waits --resume-timeout for the source to continue). A connection that does not \
+            waits --resume-timeout for the source to continue). With --update (PATH holds an older copy) or \
+            --base FILE, PATH.partial starts as a copy of the older one (reflink where the file system can, else \
+            its data extents) and only the blocks whose hashes differ cross the wire; the digest is checked over \
+            the whole result. A connection that does not \
             offer a disk (another key, another program) is closed and the listener waits on. Exit codes as ferry \
             disk send's; 5 also when no source came within --accept-timeout.
             """)
@@ -101,6 +104,18 @@ struct DiskReceiveCommand: ParsableCommand {
 
     @Flag(help: "Replace an existing file at --disk (only once the new copy verified).")
     var force = false
+
+    @Flag(
+        help:
+            "--disk holds an older copy of this disk (a migration back): start from it and receive only the blocks that differ, then replace it once the new copy verified. Without a file at --disk, a full move."
+    )
+    var update = false
+
+    @Option(
+        help: ArgumentHelp(
+            "An older copy of this disk elsewhere on this host: start from it (it is only read) and receive only the blocks that differ.",
+            valueName: "path"))
+    var base: String?
 
     @Option(
         name: .customLong("accept-timeout"),
@@ -122,6 +137,12 @@ struct DiskReceiveCommand: ParsableCommand {
     func validate() throws {
         if security.requireEncryption && security.keyFile == nil {
             throw ValidationError("--require-encryption needs --key-file")
+        }
+        if update && base != nil {
+            throw ValidationError("--update starts from --disk itself; drop --base or --update")
+        }
+        if let base, !FileManager.default.fileExists(atPath: base) {
+            throw ValidationError("--base \(base) does not exist: give the path of the older copy, or drop --base")
         }
         let directory = URL(fileURLWithPath: disk).deletingLastPathComponent().path
         var isDirectory: ObjCBool = false
@@ -146,6 +167,7 @@ struct DiskReceiveCommand: ParsableCommand {
                     acceptTimeoutMs: acceptTimeout?.milliseconds,
                     destinationName: hostName())
                 options.resumeWindowMs = resumeTimeout.milliseconds
+                options.base = update ? disk : base
                 options.cancellation = DiskMoveSignals.cancellation(
                     announce: "cancelling: PATH.partial is removed and the source told; PATH is left as it was")
                 report = try DiskReceiver(

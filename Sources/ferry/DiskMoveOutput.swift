@@ -64,6 +64,12 @@ enum DiskMoveText {
             + "\(report.lz4Blocks) LZ4, \(report.rawBlocks) raw); written \(report.bytesWritten) bytes; digest 0x"
             + String(report.digest, radix: 16) + "; \(report.security)"
             + (report.resumes > 0 ? "; resumed \(report.resumes)×, \(report.blocksResent) blocks sent again" : "")
+            + (report.baseHashBytes == 0
+                ? ""
+                : "\nonto the older copy" + (report.baseCopy.isEmpty ? "" : " (\(report.baseCopy))")
+                    + ": \(report.blocksUnchanged) blocks unchanged, "
+                    + "hash table \(report.baseHashBytes) bytes, "
+                    + String(format: "%.2f s hashing", report.baseSeconds))
             + "\n"
         let handle = json == .standardOutput ? FileHandle.standardError : FileHandle.standardOutput
         handle.write(Data(text.utf8))
@@ -86,6 +92,8 @@ enum DiskMoveJSON {
             "bytes_written": report.bytesWritten, "seconds": report.seconds, "mb_per_s": report.megabytesPerSecond,
             "digest": String(format: "0x%016llx", report.digest), "security": report.security,
             "resumes": report.resumes, "blocks_resent": report.blocksResent,
+            "blocks_unchanged": report.blocksUnchanged, "base_copy": report.baseCopy,
+            "base_seconds": report.baseSeconds, "base_hash_bytes": report.baseHashBytes,
         ]
         if let error {
             object["error"] = ["exit_code": Int(exitCode(for: error)), "message": "\(error)"]

@@ -59,6 +59,40 @@ struct DiskMoveCLITests {
         #expect(seconds >= 0.9 * wire / rate, "\(wire) bytes in \(seconds) s: faster than 40 MB/s")
     }
 
+    @Test("--update: a disk moved back onto its older copy sends only the changed blocks; --base must exist")
+    func updateOlderCopy() throws {
+        let scratch = Scratch()
+        let (old, changed) = (scratch.file("old.img"), scratch.file("changed.img"))
+        try Self.makeDisk(old)
+        #expect(
+            try FerryProcess.run([
+                "disk", "receive", "--listen", "127.0.0.1:0", "--disk", changed, "--base", scratch.file("none.img"),
+            ]).status == 2)
+        let (first, firstPort) = try Self.startReceiver(["--disk", changed])
+        #expect(try FerryProcess.run(["disk", "send", "--disk", old, "--to", "127.0.0.1:\(firstPort)"]).status == 0)
+        #expect(first.wait(timeout: 60).status == 0)
+        let file = try FileHandle(forUpdating: URL(fileURLWithPath: changed))
+        for block in [3, 700, 2000] {  // a data block, and blocks in holes
+            try file.seek(toOffset: UInt64(block) << 16)
+            try file.write(contentsOf: Data((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ block) }))
+        }
+        try file.close()
+        let (receiver, port) = try Self.startReceiver([
+            "--disk", old, "--update", "--json", scratch.file("receive.json"),
+        ])
+        let sent = try FerryProcess.run(
+            ["disk", "send", "--disk", changed, "--to", "127.0.0.1:\(port)", "--json", scratch.file("send.json")])
+        let received = receiver.wait(timeout: 60)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(received.status == 0, "\(received.stderr)")
+        #expect(try filesEqual(old, changed))
+        let report = try Self.json(scratch.file("send.json"))
+        #expect(report["blocks_sent"] as? Int == 3)
+        #expect(report["blocks_unchanged"] as? Int == 4093)
+        #expect(!((try Self.json(scratch.file("receive.json"))["base_copy"] as? String) ?? "").isEmpty)
+        #expect(sent.stdout.contains("onto the older copy"))
+    }
+
     @Test(
         "a sparse 256 MiB disk moves equal, as sparse, within 1.05 x its LZ4 size; both print the report",
         arguments: [1, 4])

@@ -76,6 +76,38 @@ struct DiskMoveHostileTests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
+    @Test(
+        "onto an older copy: a DISK_DELTA whose counts do not make the disk, or a block before it: ABORT protocol, the old copy as it was",
+        arguments: ["counts", "block"])
+    func hostileDelta(_ fault: String) throws {
+        let scratch = Scratch()
+        let target = scratch.file("target.img")
+        let old = Data((0..<(1 << 19)).map { UInt8(truncatingIfNeeded: $0 / 4096) })
+        try old.write(to: URL(fileURLWithPath: target))
+        let receiver = try ReceiverRun(path: target, base: target)
+        let connection = try Self.offer(receiver)
+        defer { connection.close() }
+        let frame = try connection.receive()
+        #expect(frame.type == .diskBaseHashes)
+        let hashes = try DiskBaseHashes(payload: frame.payload)
+        #expect(hashes.firstBlock == 0 && hashes.hashes.count == 16)
+        #expect(hashes.hashes[0] == old.prefix(65536).withUnsafeBytes { PageHash.hash($0) })
+        #expect(hashes.hashes[15] == PageHash.zeroPage(pageSize: 65536))  // past the old copy's end: zeros
+        let payloads: [[UInt8]]
+        if fault == "counts" {
+            try connection.send(DiskDelta(blocksToSend: 4, blocksUnchanged: 4))
+            payloads = []
+        } else {
+            payloads = [Self.block(1, fill: 1)]
+        }
+        let (reason, message) = try Self.abortAfter(payloads, on: connection)
+        print("delta \(fault): ABORT \(AbortReason.name(wireValue: reason)): \(message)")
+        #expect(reason == AbortReason.protocolViolation.rawValue)
+        #expect(throws: DiskMoveError.self) { try receiver.thread.result().get() }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == old)
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
     @Test("DISK_END with fewer blocks than announced fails verification; nothing is renamed")
     func fewerBlocksThanAnnounced() throws {
         let scratch = Scratch()
@@ -178,5 +210,38 @@ struct DiskMoveHostileTests {
         print("stream never joins: \(error.message)")
         #expect(error.message.contains("only 1 of the source's 2 streams joined"))
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
+    @Test(
+        "a destination whose base hashes skip blocks, or that chooses a version never offered: the source fails (protocol)",
+        arguments: ["gap", "version"])
+    func hostileDestination(_ fault: String) throws {
+        let scratch = Scratch()
+        let source = scratch.file("source.img")
+        try makeSparseDisk(source, size: 8 << 20)
+        let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
+        let destination = BackgroundThread {
+            defer { listener.close() }
+            let connection = FramedConnection(try listener.accept(timeoutMs: 10_000))
+            defer { connection.close() }
+            try connection.stream.setReceiveTimeout(ms: 10_000)
+            #expect(try connection.receive().type == .diskHello)
+            try connection.send(
+                DiskAccept(
+                    version: fault == "version" ? 3 : 2, flags: DiskAccept.baseFlag, freeBytes: 1 << 30, moveID: 1,
+                    moveToken: SessionToken.random(), destinationName: "hostile"))
+            try connection.send(DiskBaseHashes(firstBlock: 0, hashes: [1, 2]))
+            try connection.send(DiskBaseHashes(firstBlock: 5, hashes: [3]))  // blocks 2 … 4 are missing
+            _ = try? connection.receive()
+        }
+        let sent = send(source, port: listener.port)
+        _ = destination.result()
+        guard case .failure(let error) = sent else {
+            Issue.record("the source must fail")
+            return
+        }
+        print("hostile destination \(fault): \(error.message)")
+        #expect(error.code == .protocolViolation)
+        #expect(error.message.contains(fault == "gap" ? "DISK_BASE_HASHES covers blocks from 5" : "version 3"))
     }
 }

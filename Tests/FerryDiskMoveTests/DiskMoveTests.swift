@@ -30,12 +30,14 @@ struct ReceiverRun {
     let thread: BackgroundThread<DiskMoveReport>
 
     init(
-        path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000, resumeWindowMs: Int = 30_000
+        path: String, security: ConnectionSecurity = .none, acceptTimeoutMs: Int = 20_000, resumeWindowMs: Int = 30_000,
+        base: String? = nil
     ) throws {
         let listener = try TCPListener(try Endpoint.parse("127.0.0.1:0"))
         port = listener.port
         var options = DiskReceiveOptions(path: path, security: security, acceptTimeoutMs: acceptTimeoutMs)
         options.resumeWindowMs = resumeWindowMs
+        options.base = base
         thread = BackgroundThread { [options] in
             defer { listener.close() }
             return try DiskReceiver(listener: listener, options: options, logger: testLogger).run()
@@ -208,8 +210,45 @@ struct DiskMoveTests {
         #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
     }
 
-    @Test("a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched")
-    func cutConnectionLeavesNothing() throws {
+    @Test(
+        "a stream cut halfway resumes every stream: the disk moves equal, resending at most 5% of the disk",
+        arguments: [2, 0])
+    func cutStreamResumes(stream: Int) throws {
+        let scratch = Scratch()
+        let source = scratch.file("source.img")
+        let target = scratch.file("target.img")
+        try makeSparseDisk(source)
+        let receiver = try ReceiverRun(path: target)
+        let seen = Atomic<Int>(0)
+        let relay = try Relay(to: receiver.port) { frame in
+            // Connection N is stream N of 4; it is cut at its 80th block (~50% of its share).
+            guard frame.connection.id == stream, frame.direction == .toDestination, frame.type == 27 else {
+                return .forward
+            }
+            return seen.add(1, ordering: .relaxed).newValue == 80 ? .cut : .forward
+        }
+        defer { relay.stop() }
+        let sent = try send(source, port: relay.port, streams: 4).get()
+        let received = try receiver.thread.wait()
+        let resentBytes = sent.blocksResent * sent.blockSize
+        print(
+            "resume with 4 streams: stream \(stream) cut at its 80th block; resumed \(sent.resumes)x, \(sent.blocksResent) blocks "
+                + "(\(resentBytes) B of disk, "
+                + String(format: "%.2f%%", Double(resentBytes) * 100 / Double(sent.diskSize))
+                + ") sent again; " + String(format: "%.2f s", sent.seconds))
+        #expect(relay.cutCount == 1)
+        #expect(sent.resumes == 1)
+        #expect(received.resumes == 1)
+        #expect(received.blocksSent == sent.blocksSent)
+        #expect(resentBytes <= sent.diskSize / 20)
+        #expect(try filesEqual(source, target))
+        #expect(!FileManager.default.fileExists(atPath: target + ".partial"))
+    }
+
+    @Test(
+        "a connection cut with no resume: the source fails, the destination removes its .partial, PATH untouched",
+        arguments: [1, 4])
+    func cutConnectionLeavesNothing(streams: Int) throws {
         let scratch = Scratch()
         let source = scratch.file("source.img")
         let target = scratch.file("target.img")
@@ -225,7 +264,7 @@ struct DiskMoveTests {
         let relay = try Relay(to: listener.port, options: Relay.Options(afterCut: .stopListening))
         defer { relay.stop() }
         relay.cut(afterBytes: 6 << 20)
-        let sent = send(source, port: relay.port)
+        let sent = send(source, port: relay.port, streams: streams)
         let received = receiver.result()
         #expect(throws: (any Error).self) { try sent.get() }
         #expect(throws: (any Error).self) { try received.get() }

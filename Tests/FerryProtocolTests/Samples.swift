@@ -62,6 +62,9 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .diskResumeState: return try DiskResumeState(payload: payload).encodedPayload()
     case .diskJoin: return try DiskJoin(payload: payload).encodedPayload()
     case .diskStreamEnd: return try DiskStreamEnd(payload: payload).encodedPayload()
+    case .diskBaseHashes: return try DiskBaseHashes(payload: payload).encodedPayload()
+    case .diskDelta: return try DiskDelta(payload: payload).encodedPayload()
+    case .diskStreamsHeld: return try DiskStreamsHeld(payload: payload).encodedPayload()
     }
 }
 
@@ -198,6 +201,18 @@ let messageSamples: [MessageSample] = [
         DiskAccept(freeBytes: 1 << 40, moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, destinationName: "dst ✓")),
     MessageSample("DISK_RESUME", DiskResume(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken)),
     MessageSample("DISK_RESUME_STATE", DiskResumeState(blocksHeld: 300, nextBlock: 1811)),
+    MessageSample(
+        "DISK_STREAMS_HELD",
+        DiskStreamsHeld(streams: [
+            DiskResumeState(blocksHeld: 300, nextBlock: 1811), DiskResumeState(blocksHeld: 0, nextBlock: 0),
+            DiskResumeState(blocksHeld: 7, nextBlock: 99),
+        ])),
+    MessageSample(
+        "DISK_ACCEPT base",
+        DiskAccept(
+            flags: DiskAccept.baseFlag, freeBytes: 1 << 40, moveID: 3, moveToken: sampleToken, destinationName: "d")),
+    MessageSample("DISK_BASE_HASHES", DiskBaseHashes(firstBlock: 8192, hashes: [1, 0x0123_4567_89AB_CDEF, 0])),
+    MessageSample("DISK_DELTA", DiskDelta(blocksToSend: 41, blocksUnchanged: 359)),
     MessageSample("DISK_JOIN", DiskJoin(moveID: 0x0123_4567_89AB_CDEF, moveToken: sampleToken, streamIndex: 15)),
     MessageSample("DISK_STREAM_END", DiskStreamEnd(blocksSent: 77)),
     MessageSample("DISK_END", DiskEnd(blocksSent: 500, digest: 0x0123_4567_89AB_CDEF)),

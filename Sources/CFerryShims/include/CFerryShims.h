@@ -48,6 +48,17 @@ int ferry_ofd_lock(int fd, int exclusive);
 /// locks, so the holder is not named here.)
 int ferry_ofd_conflict(int fd);
 
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0, or -errno.
+int ferry_punch_hole(int fd, int64_t offset, int64_t length);
+
+/// copy_file_range(in_fd, &offset, out_fd, &offset, length, 0): the same offset in both files;
+/// the bytes copied (0 at the input's end), or -errno.
+int64_t ferry_copy_file_range(int in_fd, int out_fd, int64_t offset, int64_t length);
+
+/// ioctl(dest_fd, FICLONE, src_fd): a reflink of the whole file; 0, or -errno (-EOPNOTSUPP on
+/// ext4, -EXDEV across file systems).
+int ferry_clone_file(int dest_fd, int src_fd);
+
 // MARK: - sockets
 
 /// Bytes in a TCP socket's send queue that the peer has not acknowledged yet (ioctl SIOCOUTQ;
