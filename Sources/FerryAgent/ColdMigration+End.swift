@@ -187,7 +187,9 @@ extension ColdMigration {
             return resource
         }
         save()
-        host.state.withLock { $0.outgoing[id]?.resource = final }
+        let record = MigrationRecords.Outgoing(
+            resource: final, guestID: guestID, coldFrom: from, coldFiles: offered.withLock { $0 }, coldOptions: options)
+        host.state.withLock { $0.outgoing[id] = record }
         host.guests.release(name)
         host.recordFinished(final, direction: .outgoing)
         host.logger.notice(

@@ -61,11 +61,16 @@ public struct ColdFilePlacement: Codable, Sendable, Equatable {
     public var path: String
     /// The destination read the source's claim token at the same path: nothing is copied.
     public var shared: Bool
+    /// An older copy of this disk the destination kept (a `keep_source` migration of the same
+    /// guest away from it): the move starts from it and sends only the blocks that differ
+    /// (Protocol.md 10.8). It is `path` itself, replaced once the new copy verified.
+    public var base: String?
 
-    public init(name: String, path: String, shared: Bool) {
+    public init(name: String, path: String, shared: Bool, base: String? = nil) {
         self.name = name
         self.path = path
         self.shared = shared
+        self.base = base
     }
 }
 

@@ -74,6 +74,38 @@ extension HostMigrations {
         return confirmed.resource
     }
 
+    /// `POST /v1/migrations/{id}/revert`: a completed cold migration whose files this host kept
+    /// (`keep_source`) moves the guest back: its destination agent is asked to cold-migrate it
+    /// here, and the kept copies are the base of the move (only the blocks that differ cross the
+    /// wire, Protocol.md 10.8). Answers the destination's new migration.
+    public func revertCold(_ id: String) throws(AgentAPIError) -> MigrationResource {
+        guard let entry = state.withLock({ $0.outgoing[id] }) else { throw Self.noMigration(id) }
+        let resource = entry.resource
+        guard resource.kind == "cold", resource.status == .completed, let peer = resource.peer else {
+            throw AgentAPIError(.conflict, .conflict, "migration \(id) is not a completed cold migration")
+        }
+        guard !(resource.retained ?? []).isEmpty else {
+            throw AgentAPIError(
+                .conflict, .conflict,
+                "migration \(id) kept no files here (no keep_source, or confirmed): migrate the guest back instead")
+        }
+        var options = MigrationRequest.Options()
+        options.powerOn = entry.coldFrom == .running || entry.coldFrom == .paused ? true : nil
+        let request = MigrationRequest(guest: resource.guest, to: selfURL(), kind: "cold", options: options)
+        let client = try agentClient(peer)
+        do throws(AgentClientError) {
+            let body = Array((try? AgentClient.exchangeEncoder.encode(request)) ?? Data())
+            let answer = try client.checked(try client.send("POST", "/v1/migrations", body: body))
+            guard let back = try? MigrationResource.decode(String(decoding: answer.body, as: UTF8.self)) else {
+                throw AgentClientError(.protocolViolation, "the answer is not a migration")
+            }
+            logger.notice("cold migration reverted", metadata: ["migration.id": "\(id)", "revert.id": "\(back.id)"])
+            return back
+        } catch {
+            throw Self.destinationRefused(error, peer: peer)
+        }
+    }
+
     // MARK: Restart
 
     /// A cold migration the last run left open: the destination's answer decides, as for live.

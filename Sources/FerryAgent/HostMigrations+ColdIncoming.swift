@@ -38,7 +38,7 @@ extension HostMigrations {
                 placed.specification, id: request.guestID, capacity: capacity, cause: cause)
         } catch  where error.code == .alreadyExists {
             records.remove(record)
-            throw AgentAPIError(.conflict, .nameClash, "\(error.message); the guest stays on its source unchanged")
+            throw AgentAPIError(.conflict, .nameClash, error.message)
         } catch {
             records.remove(record)
             throw HostGuests.apiError(error)
@@ -65,10 +65,47 @@ extension HostMigrations {
                 if Self.sameFile(file) {
                     return ColdFilePlacement(name: file.name, path: file.sourcePath, shared: true)
                 }
+                if let kept = retainedCopy(of: request.guestID, disk: file.name) {
+                    return ColdFilePlacement(name: file.name, path: kept, shared: false, base: kept)
+                }
                 let path = files.defaultDiskPath(guest: request.specification.name, disk: file.name)
                 return ColdFilePlacement(name: file.name, path: path, shared: false)
             }
         }
+    }
+
+    /// The file this host kept of the guest's disk `disk` when a `keep_source` cold migration
+    /// moved the guest away (not confirmed since), if it is still there.
+    func retainedCopy(of guestID: GuestID, disk: String) -> String? {
+        let kept = state.withLock { registry in
+            registry.outgoing.values.filter { $0.guestID == guestID && $0.resource.kind == "cold" }
+                .sorted { $0.resource.startedAt > $1.resource.startedAt }
+        }
+        for record in kept {
+            let paths = record.resource.retained ?? []
+            let file = (record.coldFiles ?? []).first {
+                $0.role == .disk && $0.name == disk && paths.contains($0.sourcePath)
+            }
+            if let file, access(file.sourcePath, R_OK) == 0 { return file.sourcePath }
+        }
+        return nil
+    }
+
+    /// Once the guest is this host's again, a kept copy that became its disk is no longer kept
+    /// (a later `confirm` of the old migration must not remove it).
+    func release(retained paths: [String], of guestID: GuestID) {
+        let changed = state.withLock { registry -> [MigrationRecords.Outgoing] in
+            var changed: [MigrationRecords.Outgoing] = []
+            for (id, record) in registry.outgoing where record.guestID == guestID {
+                guard let retained = record.resource.retained, retained.contains(where: paths.contains) else {
+                    continue
+                }
+                registry.outgoing[id]?.resource.retained = retained.filter { !paths.contains($0) }
+                if let updated = registry.outgoing[id] { changed.append(updated) }
+            }
+            return changed
+        }
+        for record in changed { records.save(record) }
     }
 
     /// This host reads the source's token, and the size it announced, at the same path.
@@ -84,11 +121,11 @@ extension HostMigrations {
     private func checkTargets(_ offer: ColdMigrationOffer, _ placements: [ColdFilePlacement]) throws(AgentAPIError) {
         var needed: [String: (bytes: Int, directory: String)] = [:]
         for (file, placement) in zip(offer.files, placements) where !placement.shared {
-            if access(placement.path, F_OK) == 0 {
+            if access(placement.path, F_OK) == 0 && placement.base != placement.path {
                 throw AgentAPIError(
                     .conflict, .conflict,
                     "\(placement.path) exists on this host (\(file.role.rawValue) \(file.name)); remove it or migrate"
-                        + " the guest elsewhere; the guest stays on its source unchanged")
+                        + " the guest elsewhere")
             }
             let directory = (placement.path as NSString).deletingLastPathComponent
             var info = statvfs()
@@ -131,6 +168,7 @@ extension HostMigrations {
             path: placement.path, security: ConnectionSecurity(key: key), overwrite: true, acceptTimeoutMs: 30_000,
             idleTimeoutMs: 30_000, destinationName: "ferry agent")
         options.cancellation = cancellation
+        options.base = placement.base
         options.resumeWindowMs = min(15_000, Int(reservationSeconds * 1000))
         let receiverOptions = options
         state.withLock { $0.incoming[id]?.receivers[name] = ColdReceiver(address: address, cancellation: cancellation) }
@@ -253,6 +291,7 @@ extension HostMigrations {
             throw HostGuests.apiError(error)
         }
         finishIncoming(id, ended: .arrived, exitStatus: nil, error: nil)
+        release(retained: placements.compactMap(\.base), of: record.request.guestID)
         guests.release(name)
         logger.notice("cold migration registered", metadata: ["migration.id": "\(id)", "guest.name": "\(name)"])
         return IncomingMigrationStatus(migrationID: id, guestID: record.request.guestID, state: .arrived)
@@ -315,8 +354,10 @@ extension HostMigrations {
         guard taken else { return }
         let record = entry.record
         for receiver in entry.receivers.values { receiver.cancellation.cancel(why) }
-        let paths = (record.reservation.placements ?? []).filter { !$0.shared }.map(\.path)
-        guests.files.removeFiles(paths + paths.map { $0 + ".partial" })
+        let placements = (record.reservation.placements ?? []).filter { !$0.shared }
+        // A kept older copy the move started from stays as it was (the guest is still the source's).
+        let received = placements.filter { $0.base != $0.path }.map(\.path)
+        guests.files.removeFiles(received + placements.map { $0.path + ".partial" })
         let name = record.request.specification.name
         do {
             _ = try guests.inventory.removeFailedArrival(name, cause: "incoming cold migration \(id) abandoned: \(why)")

@@ -31,6 +31,10 @@ struct MigrationRoutes: Sendable {
             let id = try Self.id(context)
             return try Self.exchangeJSON(try await work.run { try migrations.cancel(id) }, status: .accepted)
         }
+        router.post("/v1/migrations/:id/revert") { _, context in
+            let id = try Self.id(context)
+            return try Self.exchangeJSON(try await work.run { try migrations.revertCold(id) }, status: .accepted)
+        }
         router.post("/v1/migrations/:id/confirm") { _, context in
             let id = try Self.id(context)
             return try Self.exchangeJSON(try await work.run { try migrations.confirmCold(id) })

@@ -299,3 +299,23 @@ struct MigrationConfirmCommand: ParsableCommand {
         }
     }
 }
+
+struct MigrationRevertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revert",
+        abstract: "Move a guest back after a cold migration with --keep-source (only the blocks that differ move).")
+    @Argument(help: "The migration's ID on its source agent (--agent).") var id: String
+    @OptionGroup var client: AgentClientOptions
+
+    func run() throws {
+        runReportingErrors {
+            let agent = try client.makeClient()
+            let original = try MigrationText.decode(try agentCall(agent, "GET", "/v1/migrations/\(id)"))
+            let back = try MigrationText.decode(try agentCall(agent, "POST", "/v1/migrations/\(id)/revert"))
+            let peer = original.peer ?? "the destination agent"
+            HumanOutput.print(
+                "guest \(back.guest) moves back from \(peer): migration \(back.id) there; follow it with"
+                    + " ferry migration show \(back.id) --agent \(peer)")
+        }
+    }
+}

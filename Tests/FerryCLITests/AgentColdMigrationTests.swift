@@ -219,6 +219,49 @@ struct AgentColdMigrationTests {
         #expect(ExtendedAttribute.get(path: path, name: "user.ferry.claim") == nil, "the claim token was left")
     }
 
+    @Test("revert after keep_source: the guest moves back onto the kept copy, only the blocks that differ cross")
+    func revertMovesOnlyWhatDiffers() throws {
+        let pair = try AgentPair("cb", ownStorage: true)
+        // The source must not see the destination's files either (the way back is a move too).
+        pair.source.kill9()
+        try pair.source.start(prefix: AgentPair.hiding(pair.destination.stateDirectory), port: pair.source.port)
+        let (before, _) = try AgentColdMigrationFaultTests.stoppedGuestWithData(pair)
+        let sourceDisk = try #require(before.specification.disks.first?.path)
+        let there = try Self.startCold(pair, "g1", options: ["keep_source": true])
+        let away = try Self.follow(pair, there.id, guest: "g1")
+        #expect(away.status == .completed && away.retained == [sourceDisk], "\(away.json)")
+        // It runs a while on the destination: its journal writes a few blocks there.
+        #expect(try Self.post(pair.destination, "/v1/guests/g1/start").status == 200)
+        usleep(400_000)
+        #expect(try Self.post(pair.destination, "/v1/guests/g1/stop").status == 200)
+        let destinationDisk = try #require(try pair.destination.view("g1").specification.disks.first?.path)
+        let expected = pair.source.scratch.file("expected.raw")
+        try FileManager.default.copyItem(atPath: destinationDisk, toPath: expected)
+
+        let revert = try Self.post(pair.source, "/v1/migrations/\(there.id)/revert")
+        try #require(revert.status == 202, "\(String(decoding: revert.body, as: UTF8.self))")
+        let back = try MigrationResource.decode(String(decoding: revert.body, as: UTF8.self))
+        let deadline = Date().addingTimeInterval(60)
+        var ended = try pair.migration(back.id, on: pair.destination)
+        while !ended.status.isFinal, Date() < deadline {
+            usleep(50_000)
+            ended = try pair.migration(back.id, on: pair.destination)
+        }
+        print("revert: \(ended.json)")
+        #expect(ended.status == .completed, "\(ended.json)")
+        let file = try #require(ended.files?.first)
+        let full = away.files?.first?.wireBytes ?? 0
+        print("revert: \(file.wireBytes) bytes on the wire back, \(full) the way there")
+        #expect(!file.shared && file.wireBytes < full / 8, "back \(file.wireBytes), there \(full)")
+        let home = try pair.source.view("g1")
+        #expect(home.state == "stopped" && home.specification.disks.first?.path == sourceDisk)
+        #expect(try Self.same(expected, sourceDisk), "the disk back differs from the destination's")
+        // The kept copy is the guest's disk again: confirming the old migration removes nothing.
+        #expect(try pair.migration(there.id).retained == [])
+        #expect(try Self.post(pair.source, "/v1/migrations/\(there.id)/confirm").status == 200)
+        #expect(FileManager.default.fileExists(atPath: sourceDisk))
+    }
+
     @Test("keep_source keeps the source's files until confirm")
     func keepSourceUntilConfirm() throws {
         let pair = try AgentPair("ck", ownStorage: true)

@@ -21,17 +21,21 @@ final class AgentPair {
     /// source's disks (the shared directory stays visible to both).
     init(_ name: String, destinationExtra: [String] = [], ownStorage: Bool = false) throws {
         source = try GuestAgentFixture(name + "s", extra: ["--migration-listen", "127.0.0.1:0"])
-        let hide =
-            ownStorage
-            ? [
-                "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                "mount -t tmpfs -o size=1M tmpfs \"$1\" && shift && exec \"$@\"", "sh", source.stateDirectory,
-            ] : []
+        let hide = ownStorage ? Self.hiding(source.stateDirectory) : []
         destination = try GuestAgentFixture(
             name + "d", keyFile: source.keyFile, extra: ["--migration-listen", "127.0.0.1:0"] + destinationExtra,
             prefix: hide)
         shared = source.scratch.file("shared")
         mkdir(shared, 0o755)
+    }
+
+    /// A prefix that runs an agent in a mount namespace of its own where `directory` (another
+    /// agent's state) is an empty tmpfs, as on another host.
+    static func hiding(_ directory: String) -> [String] {
+        [
+            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+            "mount -t tmpfs -o size=1M tmpfs \"$1\" && shift && exec \"$@\"", "sh", directory,
+        ]
     }
 
     /// An idle guest's first round (about 0.2 MB for 32 MiB) at 100 KB/s: about 2 s, then it converges.
