@@ -67,7 +67,7 @@ extension ColdMigration {
     /// Starts the guest on the destination when it ran here (boots from its disk), resumes it when
     /// it was suspended; a stopped guest stays stopped unless `power_on`. Waits for the guest's
     /// first line from its disk (`disk: resumed …`) when it has a disk.
-    private func powerOn() {
+    func powerOn() {
         let start = ContinuousClock.now
         let action: String? =
             switch from {

@@ -38,21 +38,29 @@ final class ColdMigration: Sendable {
     let offered: Mutex<[ColdFile]>
     let interruptionStart = Mutex<ContinuousClock.Instant?>(nil)
 
-    init(
+    convenience init(
         id: String, host: HostMigrations, record: GuestRecord, peer: String, options: MigrationRequest.Options,
         from: GuestState? = nil, resource: MigrationResource? = nil, files: [ColdFile] = []
+    ) {
+        self.init(
+            id: id, host: host, name: record.name, guestID: record.id, peer: peer, options: options,
+            from: from ?? record.state, resource: resource, files: files)
+    }
+
+    init(
+        id: String, host: HostMigrations, name: GuestName, guestID: GuestID, peer: String,
+        options: MigrationRequest.Options, from: GuestState, resource: MigrationResource?, files: [ColdFile]
     ) {
         offered = Mutex(files)
         self.id = id
         self.host = host
-        name = record.name
-        guestID = record.id
+        self.name = name
+        self.guestID = guestID
         self.peer = peer
-        self.from = from ?? record.state
+        self.from = from
         self.options = options
         var initial =
-            resource
-            ?? MigrationResource(id: id, guest: record.name.value, direction: .out, peer: peer, destination: peer)
+            resource ?? MigrationResource(id: id, guest: name.value, direction: .out, peer: peer, destination: peer)
         initial.kind = "cold"
         initial.keepSource = options.keepSource ?? false
         initial.phasesMs = initial.phasesMs ?? [:]

@@ -111,11 +111,18 @@ extension HostMigrations {
     /// A cold migration the last run left open: the destination's answer decides, as for live.
     func recoverCold(_ saved: MigrationRecords.Outgoing, from: GuestState) {
         guard let row = try? guests.inventory.guest(id: saved.guestID) else {
-            var resource = saved.resource
-            (resource.status, resource.guestLocation, resource.endedAt) = (.completed, "destination", Date())
-            resource.error = "taken up after the agent restarted: the guest had left this host"
-            state.withLock { $0.outgoing[resource.id]?.resource = resource }
-            records.save(MigrationRecords.Outgoing(resource: resource, guestID: saved.guestID, coldFrom: from))
+            // Registered, the row removed: what is left is the power-on (the start asked before
+            // the restart may have run; a second one is refused and the first one's end stands).
+            let name = (try? GuestName(saved.resource.guest)) ?? (try! GuestName("unknown"))
+            let migration = ColdMigration(
+                id: saved.resource.id, host: self, name: name, guestID: saved.guestID,
+                peer: saved.resource.peer ?? saved.resource.destination, options: saved.coldOptions ?? .init(),
+                from: from, resource: saved.resource, files: saved.coldFiles ?? [])
+            state.withLock { $0.cold[saved.resource.id] = migration }
+            logger.notice("taking up cold migration \(saved.resource.id) after a restart: registered, powering on")
+            let thread = Thread { migration.powerOn() }
+            thread.name = "ferry-agent-cold-migration"
+            thread.start()
             return
         }
         guard guests.tryClaim(row.name, "a cold migration") else { return }

@@ -232,7 +232,9 @@ struct AgentColdMigrationChaosTests {
             owner = seen.onSource ? owner : 1 - owner
             // It starts where it is registered (or runs there already).
             let home = agents[owner]
-            let state = try home.view("g1").state
+            // A power-on the killed source asked for may still be running there: wait it out.
+            var state = try home.view("g1").state
+            if state == "starting" { state = try home.waitFor("g1", state: "running").state }
             if state != "running" {
                 let start = try home.client().send("POST", "/v1/guests/g1/\(state == "suspended" ? "resume" : "start")")
                 try #require(
