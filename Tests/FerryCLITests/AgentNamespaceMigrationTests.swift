@@ -154,3 +154,70 @@ struct AgentNamespaceMigrationTests {
         #expect(destination.terminate()?.status == 0)
     }
 }
+
+/// Issue 15's acceptance on two hosts: network namespaces joined by a bridge, an agent in each,
+/// and each agent also in a mount namespace of its own where the other's state directory is an
+/// empty tmpfs (separate storage). A running KVM guest with a local disk cold-migrates through
+/// the source agent's API: its disk moves over the bridge, it boots from it on the destination
+/// and its journal continues; every poll of both inventories shows one owner.
+@Suite(
+    "two agents in two network namespaces: a KVM guest with a local disk migrates cold", .serialized,
+    .tags(.namespaces, .kvm), .skippable(.namespaces), .skippable(.kvm),
+    .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct AgentNamespaceColdMigrationTests {
+    typealias Hosts = AgentNamespaceMigrationTests
+
+    @Test(
+        "a running KVM guest with a local disk cold-migrates between agents on two hosts; the disk moves",
+        .enabled(if: Requirement.namespaces.met, Requirement.namespaces.why),
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func kvmGuestMovesColdBetweenHosts() throws {
+        let id = getpid() % 100_000
+        let (hosts, addresses) = try NetworkNamespaces.bridged(
+            bridgeNamespace: "fcb-\(id)", hosts: ["fca-\(id)", "fcd-\(id)"], subnet: "10.92.0")
+        defer { hosts.remove() }
+        let (a, b) = (hosts.names[1], hosts.names[2])
+        let source = try GuestAgentFixture(
+            "ncs", extra: ["--migration-listen", addresses[0] + ":0"], host: addresses[0], prefix: hosts.exec(in: a))
+        let destination = try GuestAgentFixture(
+            "ncd", keyFile: source.keyFile, extra: ["--migration-listen", addresses[1] + ":0"], host: addresses[1],
+            prefix: hosts.exec(in: b) + AgentPair.hiding(source.stateDirectory))
+        let key = source.keyFile
+        let spec =
+            #"{"name":"kvm1","kind":"kvm","vcpus":1,"memory_bytes":67108864,"seed":7,"workload":"\#(Hosts.workload)","disks":[{"name":"root","size_bytes":8388608}]}"#
+        let created = try Hosts.call("POST", source.url, "/v1/guests", body: Array(spec.utf8), key, from: a)
+        try #require(created.status == 201, "\(created.body)")
+        try #require(try Hosts.call("POST", source.url, "/v1/guests/kvm1/start", key, from: a).status == 200)
+        usleep(1_500_000)
+
+        let request = #"{"guest":"kvm1","to":"\#(destination.url)","kind":"cold"}"#
+        let posted = try Hosts.call("POST", source.url, "/v1/migrations", body: Array(request.utf8), key, from: a)
+        try #require(posted.status == 201, "\(posted.body)")
+        let migration = try MigrationResource.decode(posted.body)
+        var polls = 0
+        var final = migration
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let here = try Hosts.guests(source.url, key, from: a).first?.state
+            let there = try Hosts.guests(destination.url, key, from: a).first?.state
+            let settled = { (state: String?) in state.map { !$0.hasPrefix("migrating") } ?? false }
+            polls += 1
+            #expect(
+                (here != nil || there != nil) && !(settled(here) && settled(there)),
+                "poll \(polls): source \(here ?? "-"), destination \(there ?? "-")")
+            final = try MigrationResource.decode(
+                try Hosts.call("GET", source.url, "/v1/migrations/\(migration.id)", key, from: a).body)
+            if final.status.isFinal { break }
+            usleep(20_000)
+        }
+        print("cold migration between two hosts (\(polls) polls): \(final.json)")
+        #expect(final.status == .completed && final.error == nil, "\(final.json)")
+        let file = try #require(final.files?.first)
+        #expect(!file.shared && file.wireBytes > 0, "\(file)")
+        #expect(final.resumedLine?.contains("disk: resumed at record") == true, "\(final.json)")
+        let arrived = try #require(try Hosts.guests(destination.url, key, from: a).first)
+        #expect(arrived.state == "running")
+        #expect(arrived.specification.disks.first?.path?.hasPrefix(destination.stateDirectory + "/disks/") == true)
+        #expect(try Hosts.guests(source.url, key, from: a).isEmpty)
+    }
+}
