@@ -236,7 +236,10 @@ final class ColdMigration: Sendable {
                     throw Failure(message: "no receiver address for \(file.name)")
                 }
                 return try send(file, to: address)
-            } catch let error as DiskMoveError where [.refused, .verification, .cancelled].contains(error.code) {
+            } catch let error as DiskMoveError
+                where [.refused, .verification, .cancelled].contains(error.code) || error.peerReason == .verification
+            {
+                // Damage on the way (or in the destination's copy) is not retried: the guest stays.
                 throw Failure(message: "\(file.name): \(error.message)", cancelled: error.code == .cancelled)
             } catch let error as AgentClientError where error.status != nil {
                 throw Failure(message: "\(file.name): the destination refused it: \(error.message)")

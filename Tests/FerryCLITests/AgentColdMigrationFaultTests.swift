@@ -113,6 +113,56 @@ struct AgentColdMigrationFaultTests {
         #expect(try pair.source.waitFor("g1", state: "stopped").state == "stopped")
     }
 
+    @Test("a bit flipped in the destination's copy during a move back fails verification; nothing changes hands")
+    func flippedBitOnTheWayBack() throws {
+        let pair = try AgentPair("kf", ownStorage: true)
+        pair.source.kill9()
+        try pair.source.start(prefix: AgentPair.hiding(pair.destination.stateDirectory), port: pair.source.port)
+        let (view, _) = try Self.stoppedGuestWithData(pair)
+        let kept = try #require(view.specification.disks.first?.path)
+        let there = try Cold.startCold(pair, "g1", options: ["keep_source": true])
+        #expect(try Cold.follow(pair, there.id, guest: "g1").status == .completed)
+        #expect(try Cold.post(pair.destination, "/v1/guests/g1/start").status == 200)
+        usleep(1_500_000)  // its journal changes blocks there: the way back has some to send
+        #expect(try Cold.post(pair.destination, "/v1/guests/g1/stop").status == 200)
+        let keptBefore = pair.source.scratch.file("kept-before.raw")
+        try FileManager.default.copyItem(atPath: kept, toPath: keptBefore)
+
+        // Back, slowly, onto the kept copy; meanwhile one bit of the copy being written flips
+        // (storage going bad under the move) in a block the source does not resend.
+        let body =
+            #"{"guest":"g1","to":"\#(pair.source.url)","kind":"cold","options":{"max_bandwidth_bytes_per_s":200000}}"#
+        let posted = try pair.destination.client().send("POST", "/v1/migrations", body: Array(body.utf8))
+        try #require(posted.status == 201, "\(String(decoding: posted.body, as: UTF8.self))")
+        let back = try MigrationResource.decode(String(decoding: posted.body, as: UTF8.self))
+        let partial = kept + ".partial"
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: partial), Date() < deadline { usleep(2_000) }
+        usleep(600_000)  // after the copy from the kept file and its hashes, while blocks arrive
+        let handle = try #require(FileHandle(forUpdatingAtPath: partial), "no partial copy at \(partial)")
+        try handle.seek(toOffset: (40 << 20) + 12_345)
+        let byte = try #require(try handle.read(upToCount: 1)?.first)
+        try handle.seek(toOffset: (40 << 20) + 12_345)
+        try handle.write(contentsOf: Data([byte ^ 0x10]))
+        try handle.close()
+
+        var ended = try pair.migration(back.id, on: pair.destination)
+        while !ended.status.isFinal, Date() < deadline.addingTimeInterval(40) {
+            usleep(50_000)
+            ended = try pair.migration(back.id, on: pair.destination)
+        }
+        print("a bit flipped on the way back: \(ended.error ?? ended.json)")
+        #expect(ended.status == .failed && ended.guestLocation == "source", "\(ended.json)")
+        #expect(ended.error?.contains("digest") == true, "\(ended.json)")
+        // The guest stays where it was registered; the kept copy is as it was; no partial left.
+        #expect(try pair.destination.waitFor("g1", state: "stopped").state == "stopped")
+        let settle = Date().addingTimeInterval(10)
+        while try !pair.source.list().isEmpty, Date() < settle { usleep(50_000) }
+        #expect(try pair.source.list().isEmpty)
+        #expect(try Cold.same(keptBefore, kept), "the kept copy changed")
+        #expect(!FileManager.default.fileExists(atPath: partial))
+    }
+
     @Test("a cancel during the disk move: cancelled, the guest stays, the destination removes its partial copy")
     func cancelDuringDisks() throws {
         let pair = try AgentPair("kc", ownStorage: true)
