@@ -61,6 +61,34 @@ struct AgentColdMigrationFaultTests {
         #expect(try Cold.post(pair.destination, "/v1/guests/g1/start").status == 200)
     }
 
+    @Test(
+        "a connection cut during the disk move (ss -K) resumes where it stopped; the copy verifies",
+        .enabled(if: Host.tool("ss") != nil, "needs ss (iproute2) to reset a connection"))
+    func cutDuringDisksResumes() throws {
+        let pair = try AgentPair("kt", ownStorage: true)
+        let (_, copy) = try Self.stoppedGuestWithData(pair)
+        let started = try Cold.startCold(pair, "g1", options: Self.slowDisk)
+        try Self.waitForPhase(pair, started.id, "disks")
+        usleep(1_500_000)
+        // The destination agent's listening ports other than its API: the disk-move receiver.
+        let ss = try #require(Host.tool("ss"))
+        let listening = try Host.run([ss, "-ltnpH"])
+        let ports = listening.split(separator: "\n").filter { $0.contains("pid=\(pair.destination.pid),") }
+            .compactMap { line in line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first }
+            .compactMap { $0.split(separator: ":").last.flatMap { UInt16($0) } }
+            .filter { $0 != pair.destination.port }
+        let port = try #require(ports.first, "no receiver listening: \(listening)")
+        _ = try Host.run([ss, "-K", "dst", "127.0.0.1", "dport", "=", ":\(port)"])
+        let ended = try Cold.follow(pair, started.id, guest: "g1", timeout: 60)
+        print("cut during the disk move: \(ended.json)")
+        #expect(ended.status == .completed, "\(ended.json)")
+        let file = try #require(ended.files?.first)
+        #expect(file.resumes >= 1, "\(file)")
+        #expect(file.wireBytes < UInt64(file.allocatedBytes) + UInt64(file.allocatedBytes) / 4, "\(file)")
+        let disk = try #require(try pair.destination.view("g1").specification.disks.first?.path)
+        #expect(try Cold.same(copy, disk), "the disks differ")
+    }
+
     @Test("the source agent killed during the disk move: restarted, it keeps the guest and the destination forgets it")
     func sourceKilledDuringDisks() throws {
         let pair = try AgentPair("ks", ownStorage: true)
