@@ -66,10 +66,11 @@ struct AgentLiveMigrationTests {
         #expect((try AgentPair.metric(pair.source, "ferry_migration_bytes_sent_total") ?? 0) > 0)
         #expect(try AgentPair.metric(pair.source, "ferry_migration_downtime_seconds_count") == 1)
         #expect(try AgentPair.metric(pair.source, #"ferry_migrations_in_flight{direction="out"}"#) == 0)
-        #expect(
-            try AgentPair.metric(
-                pair.destination, #"ferry_migrations_finished_total{direction="in",outcome="completed"}"#)
-                == 1)
+        // The arrival's end is counted just after its row changes: wait for it briefly.
+        let arrivedMetric = #"ferry_migrations_finished_total{direction="in",outcome="completed"}"#
+        let counted = Date().addingTimeInterval(5)
+        while try AgentPair.metric(pair.destination, arrivedMetric) != 1, Date() < counted { usleep(20_000) }
+        #expect(try AgentPair.metric(pair.destination, arrivedMetric) == 1)
         let list = try pair.source.client().send("GET", "/v1/migrations")
         #expect(String(decoding: list.body, as: UTF8.self).contains(resource.id))
 
