@@ -27,8 +27,7 @@ let package = Package(
         // Moving one disk file between two hosts: allocated extents only, verified (Protocol.md 10).
         .library(name: "FerryDiskMove", targets: ["FerryDiskMove"]),
         .library(name: "FerryAgent", targets: ["FerryAgent"]),
-        // The control plane's state and decisions (cluster model, scheduler, SQLite store); a
-        // product for Tools/scheduler-bench.
+        // The control plane's state and decisions (cluster model, scheduler, SQLite store).
         .library(name: "FerryControl", targets: ["FerryControl"]),
     ],
     dependencies: [
