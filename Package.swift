@@ -27,6 +27,8 @@ let package = Package(
         // Moving one disk file between two hosts: allocated extents only, verified (Protocol.md 10).
         .library(name: "FerryDiskMove", targets: ["FerryDiskMove"]),
         .library(name: "FerryAgent", targets: ["FerryAgent"]),
+        // The control plane's state and decisions (cluster model, scheduler, SQLite store).
+        .library(name: "FerryControl", targets: ["FerryControl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -146,6 +148,15 @@ let package = Package(
                 "FerryProtocol", "FerrySystem", "FerryTransport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Cloud layer: the controller's model (hosts, catalogue, projects, quotas, guests and their
+        // states), the pure scheduler (Placement) and the store on SQLite (docs/control-plane.md).
+        .target(
+            name: "FerryControl",
+            dependencies: [
+                "FerryHostModel",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "ferry",
             dependencies: [
@@ -204,6 +215,13 @@ let package = Package(
             dependencies: [
                 "FerryInventory", "FerryHostModel", "FerryTestSupport", "inventory-writer",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
+        .testTarget(
+            name: "FerryControlTests",
+            dependencies: [
+                "FerryControl", "FerryHostModel", "FerryTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "FerryGuestTests", dependencies: ["FerryGuest", "FerryTestSupport"]),
         .testTarget(

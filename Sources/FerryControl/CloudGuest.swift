@@ -1,0 +1,77 @@
+import FerryHostModel
+import Foundation
+
+/// What a client asks for when it creates a guest.
+public struct GuestRequest: Sendable, Equatable, Hashable, Codable {
+    public var project: String
+    public var name: GuestName
+    public var flavor: String
+    public var image: String
+
+    public init(project: String, name: GuestName, flavor: String, image: String) {
+        self.project = project
+        self.name = name
+        self.flavor = flavor
+        self.image = image
+    }
+}
+
+/// One guest as the controller holds it.
+public struct CloudGuest: Sendable, Equatable {
+    /// The guest's identity for life (the same ID its host's agent and VMM carry).
+    public var id: GuestID
+    public var request: GuestRequest
+    /// The flavor's resources when the guest was created (what it holds on its host).
+    public var resources: Resources
+    public var pricePerSecondMicros: Int64
+    public var imageKind: GuestSpecification.Kind
+    public var diskTemplatePath: String
+    /// The host the scheduler chose.
+    public var host: String
+    public var state: CloudGuestState
+    /// Why the guest is in `error` (nil in any other state).
+    public var errorReason: String?
+    /// The client's idempotency token, if it gave one (unique within the project).
+    public var clientToken: String?
+    /// Starts at 1 and grows by one with every change of the row.
+    public var generation: Int64
+    public var createdAt: Date
+    public var stateSince: Date
+
+    public var project: String { request.project }
+    public var name: GuestName { request.name }
+}
+
+/// What `createGuest` did: made `guest`, or (`created` false) found it made by an earlier
+/// request with the same client token.
+public struct GuestCreation: Sendable, Equatable {
+    public var guest: CloudGuest
+    public var created: Bool
+
+    public init(guest: CloudGuest, created: Bool) {
+        self.guest = guest
+        self.created = created
+    }
+}
+
+/// One row of the controller's journal: a guest recorded (`from` nil) or changing state.
+public struct CloudJournalEntry: Sendable, Equatable {
+    /// Grows with every row, never reused.
+    public var sequence: Int64
+    public var guestID: GuestID
+    public var time: Date
+    public var from: CloudGuestState?
+    public var to: CloudGuestState
+    public var cause: String
+
+    public init(
+        sequence: Int64, guestID: GuestID, time: Date, from: CloudGuestState?, to: CloudGuestState, cause: String
+    ) {
+        self.sequence = sequence
+        self.guestID = guestID
+        self.time = time
+        self.from = from
+        self.to = to
+        self.cause = cause
+    }
+}

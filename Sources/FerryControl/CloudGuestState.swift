@@ -1,0 +1,50 @@
+/// Where a guest is in its life as the control plane sees it (not one host's view: that is
+/// FerryHostModel's `GuestState`). Every change goes through `allows(_:)` and is journaled (time,
+/// from, to, cause) in the transaction that makes it.
+///
+/// ```
+/// pending ──▶ building ──▶ running ──▶ stopping ──▶ stopped ──▶ deleted
+///    │            │  ▲          │           │          │  ▲
+///    │            │  └──────────┼───────────┼── start ─┘  │
+///    ▼            ▼             ▼           ▼             │
+///  error ◀────────┴─────────────┴───────────┘             │
+///    └──────────────────────────────────── delete ────────┘
+/// ```
+/// `pending`: recorded and placed on a host, nothing asked of the host yet. `building`: the host
+/// is creating its disk and booting it. `error` carries a reason; a guest in `error` can only be
+/// deleted. `deleted` is final: the row stays, for the journal and the bill.
+public enum CloudGuestState: String, Sendable, Codable, CaseIterable, Hashable {
+    case pending
+    case building
+    case running
+    case stopping
+    case stopped
+    case deleted
+    case error
+
+    public var successors: Set<CloudGuestState> {
+        switch self {
+        // A pending guest deleted before its host was asked releases its place at once.
+        case .pending: [.building, .error, .deleted]
+        case .building: [.running, .error]
+        case .running: [.stopping, .error]
+        case .stopping: [.stopped, .error]
+        // Started again: its host boots it from its disk, which stayed there.
+        case .stopped: [.building, .deleted]
+        case .error: [.deleted]
+        case .deleted: []
+        }
+    }
+
+    public func allows(_ next: CloudGuestState) -> Bool { successors.contains(next) }
+
+    /// Whether a guest in this state holds its flavor's resources on its host and counts against
+    /// its project's quota. A stopped guest keeps its place (its disk is there, and a start must
+    /// not find the host full); a guest in `error` or `deleted` holds nothing.
+    public var holdsCapacity: Bool {
+        switch self {
+        case .pending, .building, .running, .stopping, .stopped: true
+        case .deleted, .error: false
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import GRDB
+
+/// The controller's tables, as versioned migrations (GRDB's `DatabaseMigrator`). Never edit a
+/// migration that has shipped; add the next one. Times are Unix milliseconds.
+enum ControlSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-cluster") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE hosts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        address TEXT NOT NULL,
+                        vcpus INTEGER NOT NULL CHECK (vcpus >= 0),
+                        memory_bytes INTEGER NOT NULL CHECK (memory_bytes >= 0),
+                        disk_bytes INTEGER NOT NULL CHECK (disk_bytes >= 0),
+                        health TEXT NOT NULL,
+                        last_heartbeat_ms INTEGER NOT NULL,
+                        registered_ms INTEGER NOT NULL
+                    ) STRICT;
+                    CREATE TABLE flavors (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        vcpus INTEGER NOT NULL, memory_bytes INTEGER NOT NULL, disk_bytes INTEGER NOT NULL,
+                        price_per_second_micros INTEGER NOT NULL
+                    ) STRICT;
+                    CREATE TABLE images (
+                        name TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, disk_template_path TEXT NOT NULL
+                    ) STRICT;
+                    CREATE TABLE projects (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        quota_guests INTEGER NOT NULL, quota_vcpus INTEGER NOT NULL,
+                        quota_memory_bytes INTEGER NOT NULL, quota_disk_bytes INTEGER NOT NULL
+                    ) STRICT;
+                    CREATE TABLE guests (
+                        id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+                        project TEXT NOT NULL REFERENCES projects (name),
+                        name TEXT NOT NULL,
+                        flavor TEXT NOT NULL,
+                        image TEXT NOT NULL,
+                        vcpus INTEGER NOT NULL, memory_bytes INTEGER NOT NULL, disk_bytes INTEGER NOT NULL,
+                        price_per_second_micros INTEGER NOT NULL,
+                        image_kind TEXT NOT NULL,
+                        disk_template_path TEXT NOT NULL,
+                        host TEXT NOT NULL REFERENCES hosts (id),
+                        state TEXT NOT NULL,
+                        error_reason TEXT,
+                        client_token TEXT,
+                        generation INTEGER NOT NULL CHECK (generation >= 1),
+                        created_ms INTEGER NOT NULL,
+                        state_since_ms INTEGER NOT NULL
+                    ) STRICT;
+                    CREATE UNIQUE INDEX guests_by_token ON guests (project, client_token)
+                        WHERE client_token IS NOT NULL;
+                    CREATE INDEX guests_by_host ON guests (host, state);
+                    CREATE INDEX guests_by_project ON guests (project, state);
+                    CREATE TABLE journal (
+                        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                        guest_id TEXT NOT NULL,
+                        time_ms INTEGER NOT NULL,
+                        from_state TEXT,
+                        to_state TEXT NOT NULL,
+                        cause TEXT NOT NULL
+                    );
+                    CREATE INDEX journal_by_guest ON journal (guest_id, sequence);
+                    """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+/// What an agent says of its host when it registers: where to reach it and what it has.
+public struct HostRegistration: Sendable, Equatable {
+    /// The host's name in the cluster (stable across agent restarts).
+    public var id: String
+    /// The agent's API address, `host:port`.
+    public var address: String
+    public var capacity: Resources
+
+    public init(id: String, address: String, capacity: Resources) {
+        self.id = id
+        self.address = address
+        self.capacity = capacity
+    }
+}
+
+/// What a host's agent last reported of its health.
+public enum HostHealth: String, Sendable, Codable, CaseIterable {
+    /// Takes new guests.
+    case healthy
+    /// Running, but takes no new guests (maintenance, drain, a failing disk).
+    case degraded
+}
+
+/// One host as the controller holds it.
+public struct HostRecord: Sendable, Equatable {
+    public var id: String
+    public var address: String
+    public var capacity: Resources
+    public var health: HostHealth
+    /// When the controller last heard from the agent (registration or heartbeat).
+    public var lastHeartbeat: Date
+    public var registeredAt: Date
+
+    public init(
+        id: String, address: String, capacity: Resources, health: HostHealth, lastHeartbeat: Date, registeredAt: Date
+    ) {
+        self.id = id
+        self.address = address
+        self.capacity = capacity
+        self.health = health
+        self.lastHeartbeat = lastHeartbeat
+        self.registeredAt = registeredAt
+    }
+
+    /// Whether the scheduler may place a guest here at `now`: the agent says it is healthy and
+    /// was heard from at most `heartbeatTimeout` ago.
+    public func takesGuests(at now: Date, heartbeatTimeout: Duration) -> Bool {
+        let timeout =
+            Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
+        return health == .healthy && now.timeIntervalSince(lastHeartbeat) <= timeout
+    }
+}

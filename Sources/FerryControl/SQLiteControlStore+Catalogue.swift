@@ -1,0 +1,170 @@
+import Foundation
+import GRDB
+
+extension SQLiteControlStore {
+    public func registerHost(_ registration: HostRegistration) throws(ControlError) -> HostRecord {
+        try ControlNames.validate(registration.id, "host")
+        guard registration.capacity.isNonNegative, !registration.address.isEmpty else {
+            throw ControlError(
+                .invalidArgument,
+                "host \(registration.id): needs an address and a capacity of at least zero (\(registration.capacity))")
+        }
+        let now = now()
+        let record = try writing("register host \(registration.id) in") { db in
+            let capacity = registration.capacity
+            try db.execute(
+                sql: """
+                    INSERT INTO hosts (\(ControlRows.hostColumns)) VALUES (?, ?, ?, ?, ?, 'healthy', ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
+                    memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, health = 'healthy',
+                    last_heartbeat_ms = excluded.last_heartbeat_ms
+                    """,
+                arguments: [
+                    registration.id, registration.address, capacity.vcpus, capacity.memoryBytes, capacity.diskBytes,
+                    ControlRows.milliseconds(now), ControlRows.milliseconds(now),
+                ])
+            return try self.fetchHost(db, registration.id)
+        }
+        logger.info("host registered", metadata: ["host.id": "\(record.id)", "host.address": "\(record.address)"])
+        return record
+    }
+
+    public func heartbeat(host: String, health: HostHealth) throws(ControlError) -> HostRecord {
+        let now = now()
+        return try writing("record a heartbeat of host \(host) in") { db in
+            try db.execute(
+                sql: "UPDATE hosts SET health = ?, last_heartbeat_ms = ? WHERE id = ?",
+                arguments: [health.rawValue, ControlRows.milliseconds(now), host])
+            guard db.changesCount == 1 else {
+                throw ControlError(.notFound, "no host \(host) is registered: its agent must register first")
+            }
+            return try self.fetchHost(db, host)
+        }
+    }
+
+    public func hosts() throws(ControlError) -> [HostRecord] {
+        try reading("list the hosts of") { db in
+            try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id")
+                .map { row in try ControlRows.host(row, file: self.path) }
+        }
+    }
+
+    public func hostUsage() throws(ControlError) -> [String: Resources] {
+        try reading("sum the guests of each host in") { db in try self.usageByHost(db) }
+    }
+
+    public func addFlavor(_ flavor: Flavor) throws(ControlError) {
+        try flavor.validate()
+        try inserting("flavor \(flavor.name)") { db in
+            try db.execute(
+                sql: "INSERT INTO flavors (name, vcpus, memory_bytes, disk_bytes, price_per_second_micros)"
+                    + " VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    flavor.name, flavor.resources.vcpus, flavor.resources.memoryBytes, flavor.resources.diskBytes,
+                    flavor.pricePerSecondMicros,
+                ])
+        }
+    }
+
+    public func flavors() throws(ControlError) -> [Flavor] {
+        try reading("list the flavors of") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM flavors ORDER BY name").map(ControlRows.flavor)
+        }
+    }
+
+    public func addImage(_ image: Image) throws(ControlError) {
+        try image.validate()
+        try inserting("image \(image.name)") { db in
+            try db.execute(
+                sql: "INSERT INTO images (name, kind, disk_template_path) VALUES (?, ?, ?)",
+                arguments: [image.name, image.kind.rawValue, image.diskTemplatePath])
+        }
+    }
+
+    public func images() throws(ControlError) -> [Image] {
+        try reading("list the images of") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM images ORDER BY name")
+                .map { row in try ControlRows.image(row, file: self.path) }
+        }
+    }
+
+    public func addProject(_ project: Project) throws(ControlError) {
+        try ControlNames.validate(project.name, "project")
+        try project.quota.validate(project.name)
+        try inserting("project \(project.name)") { db in
+            let quota = project.quota
+            try db.execute(
+                sql: "INSERT INTO projects (name, quota_guests, quota_vcpus, quota_memory_bytes, quota_disk_bytes)"
+                    + " VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    project.name, quota.guests, quota.resources.vcpus, quota.resources.memoryBytes,
+                    quota.resources.diskBytes,
+                ])
+        }
+    }
+
+    /// A quota lowered below what the project holds refuses new guests until it holds less;
+    /// nothing running is touched.
+    public func setQuota(_ quota: Quota, project: String) throws(ControlError) {
+        try quota.validate(project)
+        try writing("set the quota of project \(project) in") { db in
+            try db.execute(
+                sql: "UPDATE projects SET quota_guests = ?, quota_vcpus = ?, quota_memory_bytes = ?,"
+                    + " quota_disk_bytes = ? WHERE name = ?",
+                arguments: [
+                    quota.guests, quota.resources.vcpus, quota.resources.memoryBytes, quota.resources.diskBytes,
+                    project,
+                ])
+            guard db.changesCount == 1 else { throw ControlError(.notFound, "no project \(project)") }
+        }
+    }
+
+    public func projects() throws(ControlError) -> [Project] {
+        try reading("list the projects of") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM projects ORDER BY name").map(ControlRows.project)
+        }
+    }
+
+    public func usage(project: String) throws(ControlError) -> ProjectUsage {
+        try reading("sum the guests of project \(project) in") { db in try self.usage(db, project: project) }
+    }
+
+    // MARK: - Inside a transaction
+
+    func fetchHost(_ db: Database, _ id: String) throws -> HostRecord {
+        guard
+            let row = try Row.fetchOne(
+                db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts WHERE id = ?", arguments: [id])
+        else { throw ControlError(.notFound, "no host \(id) is registered") }
+        return try ControlRows.host(row, file: path)
+    }
+
+    func usageByHost(_ db: Database) throws -> [String: Resources] {
+        let rows = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT host, SUM(vcpus) AS vcpus, SUM(memory_bytes) AS memory_bytes, SUM(disk_bytes) AS disk_bytes
+                FROM guests WHERE state IN \(ControlRows.holdingStates) GROUP BY host
+                """)
+        return Dictionary(uniqueKeysWithValues: rows.map { row in (row["host"] as String, ControlRows.resources(row)) })
+    }
+
+    func usage(_ db: Database, project: String) throws -> ProjectUsage {
+        let row = try Row.fetchOne(
+            db,
+            sql: """
+                SELECT COUNT(*) AS guests, COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_bytes), 0) AS memory_bytes,
+                COALESCE(SUM(disk_bytes), 0) AS disk_bytes FROM guests WHERE project = ? AND state IN \(ControlRows.holdingStates)
+                """, arguments: [project])!
+        return ProjectUsage(guests: row["guests"], resources: ControlRows.resources(row))
+    }
+
+    private func inserting(_ what: String, _ body: (Database) throws -> Void) throws(ControlError) {
+        do {
+            try writing("add \(what) to", body)
+        } catch let error where (error.cause ?? "").contains("UNIQUE constraint failed") {
+            throw ControlError(.alreadyExists, "\(what) already exists in control store \(path)")
+        }
+        logger.info("catalogue changed", metadata: ["control.added": "\(what)"])
+    }
+}

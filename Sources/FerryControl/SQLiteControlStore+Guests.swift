@@ -1,0 +1,195 @@
+import FerryHostModel
+import Foundation
+import GRDB
+
+extension SQLiteControlStore {
+    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) throws(ControlError)
+        -> GuestCreation
+    {
+        if let clientToken, clientToken.isEmpty || clientToken.utf8.count > 64 {
+            throw ControlError(.invalidArgument, "a client token has 1 to 64 characters, got \(clientToken.utf8.count)")
+        }
+        let creation = try writing("create guest \(request.name) of project \(request.project) in") { db in
+            if let clientToken, let earlier = try self.guest(db, project: request.project, clientToken: clientToken) {
+                guard earlier.request == request else {
+                    throw ControlError(
+                        .clientTokenMismatch,
+                        "client token \(clientToken) of project \(request.project) was used for another request"
+                            + " (guest \(earlier.id): \(earlier.request.name), flavor \(earlier.request.flavor), image"
+                            + " \(earlier.request.image)): send that request again, or use a new token for this one")
+                }
+                return GuestCreation(guest: earlier, created: false)
+            }
+            let guest = try self.placeNew(db, request, clientToken: clientToken)
+            try ControlRows.insert(guest, db)
+            try ControlRows.appendJournal(db, id: guest.id, from: nil, to: .pending, cause: cause, at: guest.createdAt)
+            return GuestCreation(guest: guest, created: true)
+        }
+        if creation.created {
+            logger.info(
+                "guest placed",
+                metadata: [
+                    "guest.id": "\(creation.guest.id)", "guest.project": "\(request.project)",
+                    "guest.host": "\(creation.guest.host)",
+                ])
+        }
+        return creation
+    }
+
+    public func guest(id: GuestID) throws(ControlError) -> CloudGuest? {
+        try reading("read guest \(id) from") { db in try self.fetchGuest(db, id) }
+    }
+
+    public func guests(project: String) throws(ControlError) -> [CloudGuest] {
+        try reading("list the guests of project \(project) in") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE project = ? ORDER BY created_ms, id",
+                arguments: [project]
+            ).map { row in try ControlRows.guest(row, file: self.path) }
+        }
+    }
+
+    public func transition(
+        _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String, errorReason: String?,
+        generation: Int64?
+    ) throws(ControlError) -> CloudGuest {
+        guard (next == .error) == (errorReason != nil) else {
+            throw ControlError(
+                .invalidArgument, "guest \(id): a change to error needs a reason, and only a change to error has one")
+        }
+        let now = now()
+        let guest = try writing("change the state of guest \(id) in") { db in
+            guard var guest = try self.fetchGuest(db, id) else {
+                throw ControlError(.notFound, "no guest \(id) in control store \(self.path)")
+            }
+            guard guest.state == expected, generation.map({ $0 == guest.generation }) ?? true else {
+                throw ControlError(
+                    .stale,
+                    "guest \(id) is \(guest.state.rawValue) at generation \(guest.generation), not \(expected.rawValue)"
+                        + "\(generation.map { " at generation \($0)" } ?? ""): read it again and decide again")
+            }
+            guard expected.allows(next) else {
+                let allowed = expected.successors.map(\.rawValue).sorted().joined(separator: ", ")
+                throw ControlError(
+                    .transitionRefused,
+                    "guest \(id) cannot go from \(expected.rawValue) to \(next.rawValue); from \(expected.rawValue)"
+                        + " it may go to \(allowed.isEmpty ? "nothing (it is final)" : allowed)")
+            }
+            try db.execute(
+                sql: """
+                    UPDATE guests SET state = ?, error_reason = COALESCE(?, error_reason), generation = ?,
+                    state_since_ms = ? WHERE id = ? AND generation = ?
+                    """,
+                arguments: [
+                    next.rawValue, errorReason, guest.generation + 1, ControlRows.milliseconds(now), id.hex,
+                    guest.generation,
+                ])
+            try ControlRows.appendJournal(db, id: id, from: expected, to: next, cause: cause, at: now)
+            guest.state = next
+            guest.errorReason = errorReason ?? guest.errorReason
+            guest.generation += 1
+            guest.stateSince = now
+            return guest
+        }
+        logger.info(
+            "guest state changed",
+            metadata: [
+                "guest.id": "\(id)", "guest.from": "\(expected.rawValue)", "guest.to": "\(next.rawValue)",
+                "guest.cause": "\(cause)",
+            ])
+        return guest
+    }
+
+    public func journal(of id: GuestID) throws(ControlError) -> [CloudJournalEntry] {
+        try reading("read the journal of guest \(id) in") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM journal WHERE guest_id = ? ORDER BY sequence", arguments: [id.hex])
+                .map { row in try ControlRows.journalEntry(row, file: self.path) }
+        }
+    }
+
+    public func journal(latest limit: Int) throws(ControlError) -> [CloudJournalEntry] {
+        try reading("read the journal in") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM journal ORDER BY sequence DESC LIMIT ?", arguments: [max(0, limit)]
+            )
+            .reversed().map { row in try ControlRows.journalEntry(row, file: self.path) }
+        }
+    }
+
+    // MARK: - Inside a transaction
+
+    /// The new guest, placed: the project, flavor and image exist, the quota has room, and the
+    /// scheduler found a host; nothing written yet.
+    func placeNew(_ db: Database, _ request: GuestRequest, clientToken: String?) throws -> CloudGuest {
+        guard
+            let projectRow = try Row.fetchOne(
+                db, sql: "SELECT * FROM projects WHERE name = ?", arguments: [request.project])
+        else { throw ControlError(.notFound, "no project \(request.project): create it first") }
+        guard
+            let flavorRow = try Row.fetchOne(
+                db, sql: "SELECT * FROM flavors WHERE name = ?", arguments: [request.flavor])
+        else { throw ControlError(.notFound, "no flavor \(request.flavor): list the flavors and pick one") }
+        guard
+            let imageRow = try Row.fetchOne(db, sql: "SELECT * FROM images WHERE name = ?", arguments: [request.image])
+        else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
+        let flavor = ControlRows.flavor(flavorRow)
+        let image = try ControlRows.image(imageRow, file: path)
+        try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
+        let host = try chooseHost(db, flavor.resources)
+        let now = now()
+        return CloudGuest(
+            id: .random(), request: request, resources: flavor.resources,
+            pricePerSecondMicros: flavor.pricePerSecondMicros, imageKind: image.kind,
+            diskTemplatePath: image.diskTemplatePath, host: host, state: .pending, errorReason: nil,
+            clientToken: clientToken, generation: 1, createdAt: now, stateSince: now)
+    }
+
+    func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws {
+        let quota = project.quota
+        let after = usage.resources + flavor.resources
+        var over: [String] = []
+        if usage.guests + 1 > quota.guests { over.append("guests \(usage.guests + 1) > \(quota.guests)") }
+        if after.vcpus > quota.resources.vcpus { over.append("vCPUs \(after.vcpus) > \(quota.resources.vcpus)") }
+        if after.memoryBytes > quota.resources.memoryBytes {
+            over.append("memory \(after.memoryBytes) > \(quota.resources.memoryBytes) bytes")
+        }
+        if after.diskBytes > quota.resources.diskBytes {
+            over.append("disk \(after.diskBytes) > \(quota.resources.diskBytes) bytes")
+        }
+        guard over.isEmpty else {
+            throw ControlError(
+                .quotaExceeded,
+                "project \(project.name): a guest of flavor \(flavor.name) would exceed its quota (\(over.joined(separator: ", "))):"
+                    + " delete a guest, pick a smaller flavor, or ask an admin to raise the quota")
+        }
+    }
+
+    /// The scheduler over every host's free capacity as recorded (capacity minus its guests).
+    func chooseHost(_ db: Database, _ request: Resources) throws -> String {
+        let used = try usageByHost(db)
+        let now = now()
+        let candidates = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
+            row in
+            let host = try ControlRows.host(row, file: path)
+            return PlacementCandidate(
+                hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
+                free: host.capacity - (used[host.id] ?? .zero))
+        }
+        switch Placement.choose(request, among: candidates, policy: policy) {
+        case .host(let id): return id
+        case .none(let refusal): throw ControlError(.insufficientCapacity, refusal.description)
+        }
+    }
+
+    func fetchGuest(_ db: Database, _ id: GuestID) throws -> CloudGuest? {
+        try Row.fetchOne(db, sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE id = ?", arguments: [id.hex])
+            .map { row in try ControlRows.guest(row, file: path) }
+    }
+
+    func guest(_ db: Database, project: String, clientToken: String) throws -> CloudGuest? {
+        try Row.fetchOne(
+            db, sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE project = ? AND client_token = ?",
+            arguments: [project, clientToken]
+        ).map { row in try ControlRows.guest(row, file: path) }
+    }
+}

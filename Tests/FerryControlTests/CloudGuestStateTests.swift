@@ -1,0 +1,44 @@
+import FerryControl
+import Testing
+
+@Suite struct CloudGuestStateTests {
+    /// Every state is reachable from `pending`, and from every state but `deleted` a guest can
+    /// still be deleted: no state is a trap that keeps a guest (and its bill) forever.
+    @Test func everyStateReachableAndEveryGuestDeletable() {
+        var reached: Set<CloudGuestState> = [.pending]
+        var frontier: [CloudGuestState] = [.pending]
+        while let state = frontier.popLast() {
+            for next in state.successors where reached.insert(next).inserted { frontier.append(next) }
+        }
+        #expect(reached == Set(CloudGuestState.allCases))
+        for state in CloudGuestState.allCases {
+            var seen: Set<CloudGuestState> = [state]
+            var stack = [state]
+            while let current = stack.popLast() {
+                for next in current.successors where seen.insert(next).inserted { stack.append(next) }
+            }
+            #expect(seen.contains(.deleted), "\(state) can never be deleted")
+        }
+    }
+
+    @Test func theIssuesLifeIsAllowedAndDeletedIsFinal() {
+        let life: [CloudGuestState] = [.pending, .building, .running, .stopping, .stopped, .deleted]
+        for (from, to) in zip(life, life.dropFirst()) { #expect(from.allows(to), "\(from) → \(to)") }
+        #expect(CloudGuestState.deleted.successors.isEmpty)
+        #expect(CloudGuestState.error.successors == [.deleted])
+        for state in CloudGuestState.allCases { #expect(!state.allows(state)) }
+        // A running guest is never deleted without being stopped (its host must be told).
+        #expect(!CloudGuestState.running.allows(.deleted))
+    }
+
+    @Test func onlyLiveGuestsHoldCapacity() {
+        #expect(CloudGuestState.allCases.filter { !$0.holdsCapacity } == [.deleted, .error])
+    }
+
+    @Test func rawValuesAreTheAPIsSpelling() {
+        #expect(
+            CloudGuestState.allCases.map(\.rawValue) == [
+                "pending", "building", "running", "stopping", "stopped", "deleted", "error",
+            ])
+    }
+}

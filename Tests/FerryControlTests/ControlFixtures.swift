@@ -1,0 +1,104 @@
+import FerryHostModel
+import FerryTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import FerryControl
+
+let gib = 1 << 30
+
+/// The store's log at warning and above (the tests' output stays readable).
+let quietLogger: Logger = {
+    var logger = Logger(label: "ferry.control")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// A store on a fresh file in `scratch`, with a small catalogue: flavors `small` (1 vCPU, 1 GiB,
+/// 10 GiB of disk) and `large` (4 vCPUs, 8 GiB, 40 GiB), image `tiny`, project `alpha`.
+func storeWithCatalogue(
+    _ scratch: Scratch,
+    quota: Quota = Quota(guests: 1000, resources: Resources(vcpus: 1 << 20, memoryBytes: 1 << 50, diskBytes: 1 << 50)),
+    policy: PlacementPolicy = .spread, clock: @escaping @Sendable () -> Date = { Date() }
+) throws -> SQLiteControlStore {
+    let store = try SQLiteControlStore(
+        path: scratch.file("control.sqlite"), policy: policy, clock: clock, logger: quietLogger)
+    try store.addFlavor(small)
+    try store.addFlavor(large)
+    try store.addImage(Image(name: "tiny", kind: .builtin, diskTemplatePath: "/var/lib/ferry/images/tiny.img"))
+    try store.addProject(Project(name: "alpha", quota: quota))
+    return store
+}
+
+let small = Flavor(
+    name: "small", resources: Resources(vcpus: 1, memoryBytes: gib, diskBytes: 10 * gib), pricePerSecondMicros: 12)
+let large = Flavor(
+    name: "large", resources: Resources(vcpus: 4, memoryBytes: 8 * gib, diskBytes: 40 * gib),
+    pricePerSecondMicros: 96)
+
+/// A host with room for `slots` guests of flavor `small` (and no more in any dimension).
+func host(_ id: String, slots: Int) -> HostRegistration {
+    HostRegistration(
+        id: id, address: "10.0.0.1:7070",
+        capacity: Resources(vcpus: slots, memoryBytes: slots * gib, diskBytes: slots * 10 * gib))
+}
+
+func request(_ name: String, flavor: String = "small", project: String = "alpha") -> GuestRequest {
+    GuestRequest(project: project, name: try! GuestName(name), flavor: flavor, image: "tiny")
+}
+
+/// Runs `body` and returns the ControlError it threw (nil if it threw none).
+func controlError<T>(_ body: () throws(ControlError) -> T) -> ControlError? {
+    do {
+        _ = try body()
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// Runs `body(0..<count)` on `count` threads of their own, released together, and returns when
+/// all have finished; the caller's task waits without holding a thread of the cooperative pool.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async {
+    let gate = DispatchSemaphore(value: 0)
+    let ready = Atomic<Int>(0)
+    let finished = Atomic<Int>(0)
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resume = Mutex<CheckedContinuation<Void, Never>?>(continuation)
+        for index in 0..<count {
+            let thread = Thread {
+                // The last thread to arrive opens the gate for all.
+                if ready.add(1, ordering: .acquiringAndReleasing).newValue == count {
+                    for _ in 0..<count { gate.signal() }
+                }
+                gate.wait()
+                body(index)
+                if finished.add(1, ordering: .acquiringAndReleasing).newValue == count {
+                    resume.withLock { $0.take()?.resume() }
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+}
+
+/// The journal and the guests table never disagree: each guest's rows form a chain (the first
+/// from nil, each `from` the previous `to`) that ends in the guest's state.
+func expectJournalAgreesWithGuests(
+    _ store: SQLiteControlStore, project: String = "alpha", sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+    for guest in try store.guests(project: project) {
+        let journal = try store.journal(of: guest.id)
+        #expect(journal.first?.from == nil && !journal.isEmpty, sourceLocation: sourceLocation)
+        for (before, after) in zip(journal, journal.dropFirst()) {
+            #expect(after.from == before.to, "guest \(guest.id): the journal breaks", sourceLocation: sourceLocation)
+        }
+        #expect(
+            journal.last?.to == guest.state, "guest \(guest.id): table and journal disagree",
+            sourceLocation: sourceLocation)
+        #expect(Int64(journal.count) == guest.generation, sourceLocation: sourceLocation)
+    }
+}
