@@ -57,6 +57,11 @@ final class ColdMigration: Sendable {
         self.name = name
         self.guestID = guestID
         self.peer = peer
+        do throws(AgentClientError) {
+            peerClient = .success(try AgentClient(url: peer, key: host.key, timeoutMs: 30_000))
+        } catch {
+            peerClient = .failure(error)
+        }
         self.from = from
         self.options = options
         var initial =
@@ -72,10 +77,14 @@ final class ColdMigration: Sendable {
 
     var current: MigrationResource { resource.withLock { $0 } }
 
+    /// The destination agent's client, made once (nil: `peer` is not a URL it can use).
+    private let peerClient: Result<AgentClient, AgentClientError>
+
     var client: AgentClient {
         get throws(Failure) {
-            do { return try AgentClient(url: peer, key: host.key, timeoutMs: 30_000) } catch {
-                throw Failure(message: "the destination agent \(peer): \(error.message)")
+            switch peerClient {
+            case .success(let client): return client
+            case .failure(let error): throw Failure(message: "the destination agent \(peer): \(error.message)")
             }
         }
     }

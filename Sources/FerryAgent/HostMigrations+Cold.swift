@@ -113,7 +113,8 @@ extension HostMigrations {
         guard let row = try? guests.inventory.guest(id: saved.guestID) else {
             // Registered, the row removed: what is left is the power-on (the start asked before
             // the restart may have run; a second one is refused and the first one's end stands).
-            let name = (try? GuestName(saved.resource.guest)) ?? (try! GuestName("unknown"))
+            // The record's name was a guest name when it was written.
+            guard let name = try? GuestName(saved.resource.guest) else { return }
             let migration = ColdMigration(
                 id: saved.resource.id, host: self, name: name, guestID: saved.guestID,
                 peer: saved.resource.peer ?? saved.resource.destination, options: saved.coldOptions ?? .init(),

@@ -119,7 +119,7 @@ extension HostMigrations {
 
     /// Refuses, before anything moves, a file that would replace one here or that does not fit.
     private func checkTargets(_ offer: ColdMigrationOffer, _ placements: [ColdFilePlacement]) throws(AgentAPIError) {
-        var needed: [String: (bytes: Int, directory: String)] = [:]
+        var needed: [String: Int] = [:]  // bytes per file system
         for (file, placement) in zip(offer.files, placements) where !placement.shared {
             if access(placement.path, F_OK) == 0 && placement.base != placement.path {
                 throw AgentAPIError(
@@ -135,8 +135,8 @@ extension HostMigrations {
                     "\(directory) cannot take \(file.name) here: \(String(cString: strerror(errno)))")
             }
             let key = "\(info.f_fsid)"
-            let before = needed[key]?.bytes ?? 0
-            needed[key] = (before + file.allocatedBytes, directory)
+            let before = needed[key] ?? 0
+            needed[key] = before + file.allocatedBytes
             let free = Int(info.f_bavail) * Int(info.f_frsize)
             if before + file.allocatedBytes > free {
                 throw AgentAPIError(

@@ -37,6 +37,16 @@ struct AgentColdMigrationFaultTests {
         }
     }
 
+    /// The destination lists no guest (within 10 s) and keeps no file of it, partial or whole.
+    static func expectDestinationForgets(_ pair: AgentPair) throws {
+        let deadline = Date().addingTimeInterval(10)
+        while try !pair.destination.list().isEmpty, Date() < deadline { usleep(50_000) }
+        #expect(try pair.destination.list().isEmpty)
+        let leftovers =
+            (try? FileManager.default.contentsOfDirectory(atPath: pair.destination.stateDirectory + "/disks")) ?? []
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
     static var slowDisk: [String: Any] { ["max_bandwidth_bytes_per_s": 1_000_000] }
 
     @Test("the destination agent killed during the disk move: it restarts, the move starts again, the copy verifies")
@@ -104,12 +114,7 @@ struct AgentColdMigrationFaultTests {
         #expect(ended.status == .failed && ended.guestLocation == "source", "\(ended.json)")
         #expect(try pair.source.waitFor("g1", state: "stopped").state == "stopped")
         // The destination forgets it: no row, no file, no partial copy.
-        let deadline = Date().addingTimeInterval(10)
-        while try !pair.destination.list().isEmpty, Date() < deadline { usleep(50_000) }
-        #expect(try pair.destination.list().isEmpty)
-        let leftovers =
-            (try? FileManager.default.contentsOfDirectory(atPath: pair.destination.stateDirectory + "/disks")) ?? []
-        #expect(leftovers.isEmpty, "\(leftovers)")
+        try Self.expectDestinationForgets(pair)
         #expect(try Cold.same(copy, try #require(view.specification.disks.first?.path)))
         #expect(try Cold.post(pair.source, "/v1/guests/g1/start").status == 200)
     }
@@ -203,12 +208,7 @@ struct AgentColdMigrationFaultTests {
         let ended = try Cold.follow(pair, started.id, guest: "g1")
         #expect(ended.status == .cancelled && ended.guestLocation == "source", "\(ended.json)")
         #expect(try pair.source.view("g1").state == "stopped")
-        let deadline = Date().addingTimeInterval(10)
-        while try !pair.destination.list().isEmpty, Date() < deadline { usleep(50_000) }
-        #expect(try pair.destination.list().isEmpty)
-        let leftovers =
-            (try? FileManager.default.contentsOfDirectory(atPath: pair.destination.stateDirectory + "/disks")) ?? []
-        #expect(leftovers.isEmpty, "\(leftovers)")
+        try Self.expectDestinationForgets(pair)
     }
 
     @Test(
@@ -269,15 +269,7 @@ struct AgentColdMigrationChaosTests {
             let (from, to) = (agents[owner], agents[1 - owner])
             let request =
                 #"{"guest":"g1","to":"\#(to.url)","kind":"cold","options":{"max_bandwidth_bytes_per_s":150000}}"#
-            // `busy`: the last migration's end releases the guest just after it is recorded.
-            var started = try from.client().send("POST", "/v1/migrations", body: Array(request.utf8))
-            let retryUntil = Date().addingTimeInterval(5)
-            while started.status == 409, String(decoding: started.body, as: UTF8.self).contains("busy"),
-                Date() < retryUntil
-            {
-                usleep(50_000)
-                started = try from.client().send("POST", "/v1/migrations", body: Array(request.utf8))
-            }
+            let started = try AgentPair.postRetryingBusy(from, "/v1/migrations", body: Array(request.utf8))
             try #require(
                 started.status == 201, "iteration \(iteration): \(String(decoding: started.body, as: UTF8.self))")
             let id = try MigrationResource.decode(String(decoding: started.body, as: UTF8.self)).id

@@ -44,16 +44,7 @@ struct AgentMigrationChaosTests {
             let (from, to) = (agents[owner], agents[1 - owner])
             let request =
                 #"{"guest":"c1","to":"\#(to.url)","options":{"max_bandwidth_bytes_per_s":200000,"downtime_ms":300}}"#
-            // `busy` says another operation still holds the guest (a resolver releases it just
-            // after recording the end the test saw settle): ask again, as a client should.
-            var started = try from.client().send("POST", "/v1/migrations", body: Array(request.utf8))
-            let retryUntil = Date().addingTimeInterval(5)
-            while started.status == 409, String(decoding: started.body, as: UTF8.self).contains("busy"),
-                Date() < retryUntil
-            {
-                usleep(50_000)
-                started = try from.client().send("POST", "/v1/migrations", body: Array(request.utf8))
-            }
+            let started = try AgentPair.postRetryingBusy(from, "/v1/migrations", body: Array(request.utf8))
             try #require(
                 started.status == 201, "iteration \(iteration): \(String(decoding: started.body, as: UTF8.self))")
             let id = try MigrationResource.decode(String(decoding: started.body, as: UTF8.self)).id

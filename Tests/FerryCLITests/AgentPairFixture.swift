@@ -38,6 +38,19 @@ final class AgentPair {
         ]
     }
 
+    /// POST, asked again for up to 5 s while the agent answers 409 `busy`: another operation still
+    /// holds the guest (a migration's end releases it just after recording the end a test saw
+    /// settle), and a client asks again.
+    static func postRetryingBusy(_ agent: GuestAgentFixture, _ target: String, body: [UInt8]) throws -> AgentResponse {
+        var response = try agent.client().send("POST", target, body: body)
+        let until = Date().addingTimeInterval(5)
+        while response.status == 409, String(decoding: response.body, as: UTF8.self).contains("busy"), Date() < until {
+            usleep(50_000)
+            response = try agent.client().send("POST", target, body: body)
+        }
+        return response
+    }
+
     /// An idle guest's first round (about 0.2 MB for 32 MiB) at 100 KB/s: about 2 s, then it converges.
     static var slow: [String: Any] { ["max_bandwidth_bytes_per_s": 100_000, "downtime_ms": 300] }
 
