@@ -8,32 +8,32 @@ import FerryHostModel
 public protocol ControlStore: Sendable {
     /// Adds a host, or updates the address and capacity of a known one (an agent restarting);
     /// either way it is `healthy` and heard from now.
-    func registerHost(_ registration: HostRegistration) throws(ControlError) -> HostRecord
+    func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord
     /// Records that the host's agent was heard from now, and its health.
-    func heartbeat(host: String, health: HostHealth) throws(ControlError) -> HostRecord
-    func hosts() throws(ControlError) -> [HostRecord]
+    func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord
+    func hosts() async throws(ControlError) -> [HostRecord]
     /// What each host's guests hold (guests in states that hold capacity), by host ID.
-    func hostUsage() throws(ControlError) -> [String: Resources]
+    func hostUsage() async throws(ControlError) -> [String: Resources]
 
-    func addFlavor(_ flavor: Flavor) throws(ControlError)
-    func flavors() throws(ControlError) -> [Flavor]
-    func addImage(_ image: Image) throws(ControlError)
-    func images() throws(ControlError) -> [Image]
-    func addProject(_ project: Project) throws(ControlError)
-    func setQuota(_ quota: Quota, project: String) throws(ControlError)
-    func projects() throws(ControlError) -> [Project]
-    func usage(project: String) throws(ControlError) -> ProjectUsage
+    func addFlavor(_ flavor: Flavor) async throws(ControlError)
+    func flavors() async throws(ControlError) -> [Flavor]
+    func addImage(_ image: Image) async throws(ControlError)
+    func images() async throws(ControlError) -> [Image]
+    func addProject(_ project: Project) async throws(ControlError)
+    func setQuota(_ quota: Quota, project: String) async throws(ControlError)
+    func projects() async throws(ControlError) -> [Project]
+    func usage(project: String) async throws(ControlError) -> ProjectUsage
 
     /// Records a guest `pending` on a host the scheduler chose, in one transaction that checks
     /// the project's quota and the hosts' free capacity as recorded. With a client token, at most
     /// one guest per token and project: the same request again returns that guest (`created`
     /// false); another request with the same token is refused (`clientTokenMismatch`).
-    func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) throws(ControlError)
+    func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
         -> GuestCreation
 
-    func guest(id: GuestID) throws(ControlError) -> CloudGuest?
+    func guest(id: GuestID) async throws(ControlError) -> CloudGuest?
     /// A project's guests (deleted ones too), oldest first.
-    func guests(project: String) throws(ControlError) -> [CloudGuest]
+    func guests(project: String) async throws(ControlError) -> [CloudGuest]
 
     /// Changes a guest's state from `expected` to `next`. Refused unless the guest is in
     /// `expected` (and at `generation`, if given) and `expected.allows(next)`. `error` needs a
@@ -41,19 +41,19 @@ public protocol ControlStore: Sendable {
     func transition(
         _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String, errorReason: String?,
         generation: Int64?
-    ) throws(ControlError) -> CloudGuest
+    ) async throws(ControlError) -> CloudGuest
 
     /// The guest's journal, oldest first.
-    func journal(of id: GuestID) throws(ControlError) -> [CloudJournalEntry]
+    func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry]
     /// The latest `limit` rows of the whole journal, oldest first.
-    func journal(latest limit: Int) throws(ControlError) -> [CloudJournalEntry]
+    func journal(latest limit: Int) async throws(ControlError) -> [CloudJournalEntry]
 }
 
 extension ControlStore {
     public func transition(
         _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String,
         errorReason: String? = nil
-    ) throws(ControlError) -> CloudGuest {
-        try transition(id, from: expected, to: next, cause: cause, errorReason: errorReason, generation: nil)
+    ) async throws(ControlError) -> CloudGuest {
+        try await transition(id, from: expected, to: next, cause: cause, errorReason: errorReason, generation: nil)
     }
 }

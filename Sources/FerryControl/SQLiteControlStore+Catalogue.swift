@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 
 extension SQLiteControlStore {
-    public func registerHost(_ registration: HostRegistration) throws(ControlError) -> HostRecord {
+    public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
         try ControlNames.validate(registration.id, "host")
         guard registration.capacity.isNonNegative, !registration.address.isEmpty else {
             throw ControlError(
@@ -10,7 +10,7 @@ extension SQLiteControlStore {
                 "host \(registration.id): needs an address and a capacity of at least zero (\(registration.capacity))")
         }
         let now = now()
-        let record = try writing("register host \(registration.id) in") { db in
+        let record = try await writing("register host \(registration.id) in") { db in
             let capacity = registration.capacity
             try db.execute(
                 sql: """
@@ -29,9 +29,9 @@ extension SQLiteControlStore {
         return record
     }
 
-    public func heartbeat(host: String, health: HostHealth) throws(ControlError) -> HostRecord {
+    public func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord {
         let now = now()
-        return try writing("record a heartbeat of host \(host) in") { db in
+        return try await writing("record a heartbeat of host \(host) in") { db in
             try db.execute(
                 sql: "UPDATE hosts SET health = ?, last_heartbeat_ms = ? WHERE id = ?",
                 arguments: [health.rawValue, ControlRows.milliseconds(now), host])
@@ -42,20 +42,20 @@ extension SQLiteControlStore {
         }
     }
 
-    public func hosts() throws(ControlError) -> [HostRecord] {
-        try reading("list the hosts of") { db in
+    public func hosts() async throws(ControlError) -> [HostRecord] {
+        try await reading("list the hosts of") { db in
             try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id")
                 .map { row in try ControlRows.host(row, file: self.path) }
         }
     }
 
-    public func hostUsage() throws(ControlError) -> [String: Resources] {
-        try reading("sum the guests of each host in") { db in try self.usageByHost(db) }
+    public func hostUsage() async throws(ControlError) -> [String: Resources] {
+        try await reading("sum the guests of each host in") { db in try self.usageByHost(db) }
     }
 
-    public func addFlavor(_ flavor: Flavor) throws(ControlError) {
+    public func addFlavor(_ flavor: Flavor) async throws(ControlError) {
         try flavor.validate()
-        try inserting("flavor \(flavor.name)") { db in
+        try await inserting("flavor \(flavor.name)") { db in
             try db.execute(
                 sql: "INSERT INTO flavors (name, vcpus, memory_bytes, disk_bytes, price_per_second_micros)"
                     + " VALUES (?, ?, ?, ?, ?)",
@@ -66,32 +66,32 @@ extension SQLiteControlStore {
         }
     }
 
-    public func flavors() throws(ControlError) -> [Flavor] {
-        try reading("list the flavors of") { db in
+    public func flavors() async throws(ControlError) -> [Flavor] {
+        try await reading("list the flavors of") { db in
             try Row.fetchAll(db, sql: "SELECT * FROM flavors ORDER BY name").map(ControlRows.flavor)
         }
     }
 
-    public func addImage(_ image: Image) throws(ControlError) {
+    public func addImage(_ image: Image) async throws(ControlError) {
         try image.validate()
-        try inserting("image \(image.name)") { db in
+        try await inserting("image \(image.name)") { db in
             try db.execute(
                 sql: "INSERT INTO images (name, kind, disk_template_path) VALUES (?, ?, ?)",
                 arguments: [image.name, image.kind.rawValue, image.diskTemplatePath])
         }
     }
 
-    public func images() throws(ControlError) -> [Image] {
-        try reading("list the images of") { db in
+    public func images() async throws(ControlError) -> [Image] {
+        try await reading("list the images of") { db in
             try Row.fetchAll(db, sql: "SELECT * FROM images ORDER BY name")
                 .map { row in try ControlRows.image(row, file: self.path) }
         }
     }
 
-    public func addProject(_ project: Project) throws(ControlError) {
+    public func addProject(_ project: Project) async throws(ControlError) {
         try ControlNames.validate(project.name, "project")
         try project.quota.validate(project.name)
-        try inserting("project \(project.name)") { db in
+        try await inserting("project \(project.name)") { db in
             let quota = project.quota
             try db.execute(
                 sql: "INSERT INTO projects (name, quota_guests, quota_vcpus, quota_memory_bytes, quota_disk_bytes)"
@@ -105,9 +105,9 @@ extension SQLiteControlStore {
 
     /// A quota lowered below what the project holds refuses new guests until it holds less;
     /// nothing running is touched.
-    public func setQuota(_ quota: Quota, project: String) throws(ControlError) {
+    public func setQuota(_ quota: Quota, project: String) async throws(ControlError) {
         try quota.validate(project)
-        try writing("set the quota of project \(project) in") { db in
+        try await writing("set the quota of project \(project) in") { db in
             try db.execute(
                 sql: "UPDATE projects SET quota_guests = ?, quota_vcpus = ?, quota_memory_bytes = ?,"
                     + " quota_disk_bytes = ? WHERE name = ?",
@@ -119,14 +119,14 @@ extension SQLiteControlStore {
         }
     }
 
-    public func projects() throws(ControlError) -> [Project] {
-        try reading("list the projects of") { db in
+    public func projects() async throws(ControlError) -> [Project] {
+        try await reading("list the projects of") { db in
             try Row.fetchAll(db, sql: "SELECT * FROM projects ORDER BY name").map(ControlRows.project)
         }
     }
 
-    public func usage(project: String) throws(ControlError) -> ProjectUsage {
-        try reading("sum the guests of project \(project) in") { db in try self.usage(db, project: project) }
+    public func usage(project: String) async throws(ControlError) -> ProjectUsage {
+        try await reading("sum the guests of project \(project) in") { db in try self.usage(db, project: project) }
     }
 
     // MARK: - Inside a transaction
@@ -159,9 +159,11 @@ extension SQLiteControlStore {
         return ProjectUsage(guests: row["guests"], resources: ControlRows.resources(row))
     }
 
-    private func inserting(_ what: String, _ body: (Database) throws -> Void) throws(ControlError) {
+    private func inserting(_ what: String, _ body: @escaping @Sendable (Database) throws -> Void)
+        async throws(ControlError)
+    {
         do {
-            try writing("add \(what) to", body)
+            try await writing("add \(what) to", body)
         } catch let error where (error.cause ?? "").contains("UNIQUE constraint failed") {
             throw ControlError(.alreadyExists, "\(what) already exists in control store \(path)")
         }

@@ -3,13 +3,13 @@ import Foundation
 import GRDB
 
 extension SQLiteControlStore {
-    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) throws(ControlError)
+    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
         -> GuestCreation
     {
         if let clientToken, clientToken.isEmpty || clientToken.utf8.count > 64 {
             throw ControlError(.invalidArgument, "a client token has 1 to 64 characters, got \(clientToken.utf8.count)")
         }
-        let creation = try writing("create guest \(request.name) of project \(request.project) in") { db in
+        let creation = try await writing("create guest \(request.name) of project \(request.project) in") { db in
             if let clientToken, let earlier = try self.guest(db, project: request.project, clientToken: clientToken) {
                 guard earlier.request == request else {
                     throw ControlError(
@@ -36,12 +36,12 @@ extension SQLiteControlStore {
         return creation
     }
 
-    public func guest(id: GuestID) throws(ControlError) -> CloudGuest? {
-        try reading("read guest \(id) from") { db in try self.fetchGuest(db, id) }
+    public func guest(id: GuestID) async throws(ControlError) -> CloudGuest? {
+        try await reading("read guest \(id) from") { db in try self.fetchGuest(db, id) }
     }
 
-    public func guests(project: String) throws(ControlError) -> [CloudGuest] {
-        try reading("list the guests of project \(project) in") { db in
+    public func guests(project: String) async throws(ControlError) -> [CloudGuest] {
+        try await reading("list the guests of project \(project) in") { db in
             try Row.fetchAll(
                 db, sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE project = ? ORDER BY created_ms, id",
                 arguments: [project]
@@ -52,13 +52,13 @@ extension SQLiteControlStore {
     public func transition(
         _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String, errorReason: String?,
         generation: Int64?
-    ) throws(ControlError) -> CloudGuest {
+    ) async throws(ControlError) -> CloudGuest {
         guard (next == .error) == (errorReason != nil) else {
             throw ControlError(
                 .invalidArgument, "guest \(id): a change to error needs a reason, and only a change to error has one")
         }
         let now = now()
-        let guest = try writing("change the state of guest \(id) in") { db in
+        let guest = try await writing("change the state of guest \(id) in") { db in
             guard var guest = try self.fetchGuest(db, id) else {
                 throw ControlError(.notFound, "no guest \(id) in control store \(self.path)")
             }
@@ -100,15 +100,15 @@ extension SQLiteControlStore {
         return guest
     }
 
-    public func journal(of id: GuestID) throws(ControlError) -> [CloudJournalEntry] {
-        try reading("read the journal of guest \(id) in") { db in
+    public func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry] {
+        try await reading("read the journal of guest \(id) in") { db in
             try Row.fetchAll(db, sql: "SELECT * FROM journal WHERE guest_id = ? ORDER BY sequence", arguments: [id.hex])
                 .map { row in try ControlRows.journalEntry(row, file: self.path) }
         }
     }
 
-    public func journal(latest limit: Int) throws(ControlError) -> [CloudJournalEntry] {
-        try reading("read the journal in") { db in
+    public func journal(latest limit: Int) async throws(ControlError) -> [CloudJournalEntry] {
+        try await reading("read the journal in") { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM journal ORDER BY sequence DESC LIMIT ?", arguments: [max(0, limit)]
             )

@@ -50,7 +50,7 @@ public final class SQLiteControlStore: ControlStore {
 
     private func checkAndMigrate() throws(ControlError) {
         let migrator = ControlSchema.migrator
-        let (check, superseded) = try reading("check") { db in
+        let (check, superseded) = try readingNow("check") { db in
             (try String.fetchAll(db, sql: "PRAGMA quick_check"), try migrator.hasBeenSuperseded(db))
         }
         guard check == ["ok"] else {
@@ -95,15 +95,25 @@ public final class SQLiteControlStore: ControlStore {
         return ControlError(.database, "control store \(path): could not \(what) the database", cause: error)
     }
 
-    func reading<T>(_ what: String, _ body: (Database) throws -> T) throws(ControlError) -> T {
+    /// A read on one of the pool's reader connections, off the caller's thread (GRDB's queue).
+    func reading<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T)
+        async throws(ControlError) -> T
+    {
+        do { return try await pool.read(body) } catch { throw Self.failure(error, path: path, doing: what) }
+    }
+
+    /// A read on the caller's thread, for `init`.
+    private func readingNow<T>(_ what: String, _ body: (Database) throws -> T) throws(ControlError) -> T {
         do { return try pool.read(body) } catch { throw Self.failure(error, path: path, doing: what) }
     }
 
     /// One IMMEDIATE transaction (the write lock first, then the reads and writes), committed
     /// when `body` returns, rolled back when it throws.
-    func writing<T>(_ what: String, _ body: (Database) throws -> T) throws(ControlError) -> T {
+    func writing<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T)
+        async throws(ControlError) -> T
+    {
         do {
-            return try pool.writeWithoutTransaction { db in
+            return try await pool.writeWithoutTransaction { db in
                 var result: T?
                 try db.inTransaction(.immediate) {
                     result = try body(db)

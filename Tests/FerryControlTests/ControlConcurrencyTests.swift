@@ -6,21 +6,21 @@ import Testing
 
 @testable import FerryControl
 
-/// Races on real threads against real SQLite files: the client token, the quota and the hosts'
+/// Races between concurrent tasks against real SQLite files: the client token, the quota and the hosts'
 /// capacity are each checked in the transaction that consumes them.
 @Suite struct ControlConcurrencyTests {
-    /// 200 threads send the same create with the same client token at once: one guest, and
-    /// every thread gets that guest.
+    /// 200 tasks send the same create with the same client token at once: one guest, and
+    /// every task gets that guest.
     @Test func twoHundredCreatesWithOneTokenMakeOneGuest() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 500))
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 500))
         let created = Atomic<Int>(0)
         let ids = Mutex<Set<GuestID>>([])
         let failures = Mutex<[String]>([])
-        await onThreads(200) { _ in
+        await concurrently(200) { _ in
             do {
-                let creation = try store.createGuest(request("web"), clientToken: "retry-me", cause: "api")
+                let creation = try await store.createGuest(request("web"), clientToken: "retry-me", cause: "api")
                 if creation.created { created.add(1, ordering: .relaxed) }
                 ids.withLock { _ = $0.insert(creation.guest.id) }
             } catch {
@@ -30,8 +30,8 @@ import Testing
         #expect(failures.withLock { $0 } == [])
         #expect(created.load(ordering: .relaxed) == 1)
         #expect(ids.withLock { $0.count } == 1)
-        #expect(try store.guests(project: "alpha").count == 1)
-        #expect(try store.journal(latest: 1000).count == 1)
+        #expect(try await store.guests(project: "alpha").count == 1)
+        #expect(try await store.journal(latest: 1000).count == 1)
     }
 
     /// 50 creates in parallel, each with its own token, against a quota of 10 guests, through
@@ -40,17 +40,17 @@ import Testing
     @Test(arguments: [1, 2])
     func fiftyParallelCreatesNeverOvershootAQuotaOfTen(controllers count: Int) async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(
+        let store = try await storeWithCatalogue(
             scratch,
             quota: Quota(guests: 10, resources: Resources(vcpus: 100, memoryBytes: 100 * gib, diskBytes: 1000 * gib)))
-        for id in ["h1", "h2", "h3"] { _ = try store.registerHost(host(id, slots: 50)) }
+        for id in ["h1", "h2", "h3"] { _ = try await store.registerHost(host(id, slots: 50)) }
         let controllers =
             [store] + (try (1..<count).map { _ in try SQLiteControlStore(path: store.path, logger: quietLogger) })
         let outcomes = Mutex<[String: Int]>([:])
-        await onThreads(50) { index in
+        await concurrently(50) { index in
             let outcome: String
             do {
-                _ = try controllers[index % count].createGuest(
+                _ = try await controllers[index % count].createGuest(
                     request("g\(index)"), clientToken: "token-\(index)", cause: "api")
                 outcome = "created"
             } catch let error as ControlError {
@@ -61,25 +61,25 @@ import Testing
             outcomes.withLock { $0[outcome, default: 0] += 1 }
         }
         #expect(outcomes.withLock { $0 } == ["created": 10, "quotaExceeded": 40])
-        #expect(try store.usage(project: "alpha").guests == 10)
-        try expectJournalAgreesWithGuests(store)
+        #expect(try await store.usage(project: "alpha").guests == 10)
+        try await expectJournalAgreesWithGuests(store)
     }
 
     /// Two controllers (two stores, each its own connections) on one file create guests at once
-    /// from 2 × 30 threads into hosts with 24 places in all: exactly 24 guests, no host holds
+    /// from 2 × 30 tasks into hosts with 24 places in all: exactly 24 guests, no host holds
     /// more than its capacity, and each guest is in both controllers' view.
     @Test func twoControllersNeverPlaceTwoGuestsIntoTheSameCapacity() async throws {
         let scratch = Scratch()
-        let first = try storeWithCatalogue(scratch)
+        let first = try await storeWithCatalogue(scratch)
         let second = try SQLiteControlStore(path: first.path, logger: quietLogger)
         let slots = ["h1": 5, "h2": 7, "h3": 1, "h4": 11]
-        for (id, count) in slots { _ = try first.registerHost(host(id, slots: count)) }
+        for (id, count) in slots { _ = try await first.registerHost(host(id, slots: count)) }
         let controllers = [first, second]
         let outcomes = Mutex<[String: Int]>([:])
-        await onThreads(60) { index in
+        await concurrently(60) { index in
             let outcome: String
             do {
-                _ = try controllers[index % 2].createGuest(
+                _ = try await controllers[index % 2].createGuest(
                     request("g\(index)"), clientToken: "token-\(index)", cause: "controller \(index % 2)")
                 outcome = "created"
             } catch let error as ControlError {
@@ -90,15 +90,15 @@ import Testing
             outcomes.withLock { $0[outcome, default: 0] += 1 }
         }
         #expect(outcomes.withLock { $0 } == ["created": 24, "insufficientCapacity": 36])
-        let guests = try second.guests(project: "alpha")
+        let guests = try await second.guests(project: "alpha")
         #expect(guests.count == 24 && Set(guests.map(\.id)).count == 24)
         let perHost = Dictionary(grouping: guests, by: \.host).mapValues(\.count)
         #expect(perHost == slots)
-        let hosts = try first.hosts()
-        let used = try first.hostUsage()
+        let hosts = try await first.hosts()
+        let used = try await first.hostUsage()
         for host in hosts {
             #expect((host.capacity - (used[host.id] ?? .zero)).isNonNegative, "\(host.id) overcommitted")
         }
-        try expectJournalAgreesWithGuests(first)
+        try await expectJournalAgreesWithGuests(first)
     }
 }

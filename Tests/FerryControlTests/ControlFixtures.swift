@@ -22,13 +22,13 @@ func storeWithCatalogue(
     _ scratch: Scratch,
     quota: Quota = Quota(guests: 1000, resources: Resources(vcpus: 1 << 20, memoryBytes: 1 << 50, diskBytes: 1 << 50)),
     policy: PlacementPolicy = .spread, clock: @escaping @Sendable () -> Date = { Date() }
-) throws -> SQLiteControlStore {
+) async throws -> SQLiteControlStore {
     let store = try SQLiteControlStore(
         path: scratch.file("control.sqlite"), policy: policy, clock: clock, logger: quietLogger)
-    try store.addFlavor(small)
-    try store.addFlavor(large)
-    try store.addImage(Image(name: "tiny", kind: .builtin, diskTemplatePath: "/var/lib/ferry/images/tiny.img"))
-    try store.addProject(Project(name: "alpha", quota: quota))
+    try await store.addFlavor(small)
+    try await store.addFlavor(large)
+    try await store.addImage(Image(name: "tiny", kind: .builtin, diskTemplatePath: "/var/lib/ferry/images/tiny.img"))
+    try await store.addProject(Project(name: "alpha", quota: quota))
     return store
 }
 
@@ -50,38 +50,21 @@ func request(_ name: String, flavor: String = "small", project: String = "alpha"
 }
 
 /// Runs `body` and returns the ControlError it threw (nil if it threw none).
-func controlError<T>(_ body: () throws(ControlError) -> T) -> ControlError? {
+func controlError<T>(_ body: () async throws(ControlError) -> T) async -> ControlError? {
     do {
-        _ = try body()
+        _ = try await body()
         return nil
     } catch {
         return error
     }
 }
 
-/// Runs `body(0..<count)` on `count` threads of their own, released together, and returns when
-/// all have finished; the caller's task waits without holding a thread of the cooperative pool.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async {
-    let gate = DispatchSemaphore(value: 0)
-    let ready = Atomic<Int>(0)
-    let finished = Atomic<Int>(0)
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let resume = Mutex<CheckedContinuation<Void, Never>?>(continuation)
-        for index in 0..<count {
-            let thread = Thread {
-                // The last thread to arrive opens the gate for all.
-                if ready.add(1, ordering: .acquiringAndReleasing).newValue == count {
-                    for _ in 0..<count { gate.signal() }
-                }
-                gate.wait()
-                body(index)
-                if finished.add(1, ordering: .acquiringAndReleasing).newValue == count {
-                    resume.withLock { $0.take()?.resume() }
-                }
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
-        }
+/// Runs `body(0..<count)` as `count` child tasks at once and returns when all have finished.
+/// The store's work runs on GRDB's own queues (one writer per store, readers in its pool), so the
+/// races are between those queues and, with several stores on one file, SQLite's file lock.
+func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) async -> Void) async {
+    await withTaskGroup(of: Void.self) { group in
+        for index in 0..<count { group.addTask { await body(index) } }
     }
 }
 
@@ -89,9 +72,9 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async {
 /// from nil, each `from` the previous `to`) that ends in the guest's state.
 func expectJournalAgreesWithGuests(
     _ store: SQLiteControlStore, project: String = "alpha", sourceLocation: SourceLocation = #_sourceLocation
-) throws {
-    for guest in try store.guests(project: project) {
-        let journal = try store.journal(of: guest.id)
+) async throws {
+    for guest in try await store.guests(project: project) {
+        let journal = try await store.journal(of: guest.id)
         #expect(journal.first?.from == nil && !journal.isEmpty, sourceLocation: sourceLocation)
         for (before, after) in zip(journal, journal.dropFirst()) {
             #expect(after.from == before.to, "guest \(guest.id): the journal breaks", sourceLocation: sourceLocation)

@@ -8,252 +8,280 @@ import Testing
 @testable import FerryControl
 
 @Suite struct SQLiteControlStoreTests {
-    @Test func aCreatedGuestIsPendingOnAHostAndJournaled() throws {
+    @Test func aCreatedGuestIsPendingOnAHostAndJournaled() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 4))
-        let creation = try store.createGuest(request("web"), clientToken: nil, cause: "api: create")
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 4))
+        let creation = try await store.createGuest(request("web"), clientToken: nil, cause: "api: create")
         #expect(creation.created)
         let guest = creation.guest
         #expect(guest.state == .pending && guest.host == "h1" && guest.resources == small.resources)
         #expect(guest.pricePerSecondMicros == 12 && guest.imageKind == .builtin)
-        #expect(try store.guest(id: guest.id) == guest)
-        let journal = try store.journal(of: guest.id)
+        #expect(try await store.guest(id: guest.id) == guest)
+        let journal = try await store.journal(of: guest.id)
         #expect(journal.map(\.to) == [.pending] && journal[0].from == nil && journal[0].cause == "api: create")
-        #expect(try store.usage(project: "alpha") == ProjectUsage(guests: 1, resources: small.resources))
-        #expect(try store.hostUsage() == ["h1": small.resources])
+        #expect(try await store.usage(project: "alpha") == ProjectUsage(guests: 1, resources: small.resources))
+        #expect(try await store.hostUsage() == ["h1": small.resources])
     }
 
     /// The whole life, then a deletion that gives the capacity back; refused and stale changes
     /// leave the row and the journal as they were.
-    @Test func transitionsAreCheckedAndDeletionFreesTheCapacity() throws {
+    @Test func transitionsAreCheckedAndDeletionFreesTheCapacity() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 1))
-        let id = try store.createGuest(request("web"), clientToken: nil, cause: "create").guest.id
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 1))
+        let id = try await store.createGuest(request("web"), clientToken: nil, cause: "create").guest.id
         #expect(
-            controlError { () throws(ControlError) in
-                try store.createGuest(request("other"), clientToken: nil, cause: "c")
+            await controlError { () async throws(ControlError) in
+                try await store.createGuest(request("other"), clientToken: nil, cause: "c")
             }?.code == .insufficientCapacity)
         #expect(
-            controlError { () throws(ControlError) in
-                try store.transition(id, from: .pending, to: .running, cause: "skip")
+            await controlError { () async throws(ControlError) in
+                try await store.transition(id, from: .pending, to: .running, cause: "skip")
             }?.code == .transitionRefused)
         #expect(
-            controlError { () throws(ControlError) in
-                try store.transition(id, from: .building, to: .running, cause: "stale")
+            await controlError { () async throws(ControlError) in
+                try await store.transition(id, from: .building, to: .running, cause: "stale")
             }?.code == .stale)
         #expect(
-            controlError { () throws(ControlError) in
-                try store.transition(id, from: .pending, to: .error, cause: "no reason")
+            await controlError { () async throws(ControlError) in
+                try await store.transition(id, from: .pending, to: .error, cause: "no reason")
             }?.code == .invalidArgument)
-        var guest = try store.transition(id, from: .pending, to: .building, cause: "agent: creating disk")
+        var guest = try await store.transition(id, from: .pending, to: .building, cause: "agent: creating disk")
         #expect(
-            controlError { () throws(ControlError) in
-                try store.transition(id, from: .building, to: .running, cause: "c", errorReason: nil, generation: 1)
+            await controlError { () async throws(ControlError) in
+                try await store.transition(
+                    id, from: .building, to: .running, cause: "c", errorReason: nil, generation: 1)
             }?.code == .stale)
-        guest = try store.transition(
+        guest = try await store.transition(
             id, from: .building, to: .running, cause: "agent: first console line", errorReason: nil,
             generation: guest.generation)
         for (from, to) in [(CloudGuestState.running, CloudGuestState.stopping), (.stopping, .stopped)] {
-            guest = try store.transition(id, from: from, to: to, cause: "user: stop")
+            guest = try await store.transition(id, from: from, to: to, cause: "user: stop")
         }
         // Stopped keeps its place: the host is still full.
         #expect(
-            controlError { () throws(ControlError) in
-                try store.createGuest(request("other"), clientToken: nil, cause: "c")
+            await controlError { () async throws(ControlError) in
+                try await store.createGuest(request("other"), clientToken: nil, cause: "c")
             }?.code == .insufficientCapacity)
-        guest = try store.transition(id, from: .stopped, to: .deleted, cause: "user: delete")
+        guest = try await store.transition(id, from: .stopped, to: .deleted, cause: "user: delete")
         #expect(guest.state == .deleted && guest.generation == 6)
-        #expect(try store.journal(of: id).map(\.to) == [.pending, .building, .running, .stopping, .stopped, .deleted])
-        let other = try store.createGuest(request("other"), clientToken: nil, cause: "c").guest
+        #expect(
+            try await store.journal(of: id).map(\.to) == [.pending, .building, .running, .stopping, .stopped, .deleted])
+        let other = try await store.createGuest(request("other"), clientToken: nil, cause: "c").guest
         #expect(other.host == "h1")
-        try expectJournalAgreesWithGuests(store)
+        try await expectJournalAgreesWithGuests(store)
     }
 
-    @Test func anErrorKeepsItsReasonAndReleasesTheCapacity() throws {
+    @Test func anErrorKeepsItsReasonAndReleasesTheCapacity() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 1))
-        let id = try store.createGuest(request("web"), clientToken: nil, cause: "create").guest.id
-        _ = try store.transition(id, from: .pending, to: .building, cause: "agent")
-        let failed = try store.transition(
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 1))
+        let id = try await store.createGuest(request("web"), clientToken: nil, cause: "create").guest.id
+        _ = try await store.transition(id, from: .pending, to: .building, cause: "agent")
+        let failed = try await store.transition(
             id, from: .building, to: .error, cause: "agent", errorReason: "disk template missing")
         #expect(failed.errorReason == "disk template missing")
-        #expect(try store.usage(project: "alpha").guests == 0)
-        let deleted = try store.transition(id, from: .error, to: .deleted, cause: "user: delete")
+        #expect(try await store.usage(project: "alpha").guests == 0)
+        let deleted = try await store.transition(id, from: .error, to: .deleted, cause: "user: delete")
         #expect(deleted.errorReason == "disk template missing")
-        #expect(try store.createGuest(request("next"), clientToken: nil, cause: "c").guest.host == "h1")
+        #expect(try await store.createGuest(request("next"), clientToken: nil, cause: "c").guest.host == "h1")
     }
 
     /// EC2's ClientToken: the same token and request give the same guest, however often; another
     /// request with that token is refused and changes nothing; the token is per project.
-    @Test func aClientTokenMakesTheCreateIdempotent() throws {
+    @Test func aClientTokenMakesTheCreateIdempotent() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        try store.addProject(
+        let store = try await storeWithCatalogue(scratch)
+        try await store.addProject(
             Project(
                 name: "beta",
                 quota: Quota(guests: 5, resources: Resources(vcpus: 5, memoryBytes: 5 * gib, diskBytes: 50 * gib))))
-        _ = try store.registerHost(host("h1", slots: 8))
-        let first = try store.createGuest(request("web"), clientToken: "t-1", cause: "create")
-        let again = try store.createGuest(request("web"), clientToken: "t-1", cause: "retry")
+        _ = try await store.registerHost(host("h1", slots: 8))
+        let first = try await store.createGuest(request("web"), clientToken: "t-1", cause: "create")
+        let again = try await store.createGuest(request("web"), clientToken: "t-1", cause: "retry")
         #expect(first.created && !again.created && again.guest == first.guest)
-        let mismatch = controlError { () throws(ControlError) in
-            try store.createGuest(request("web", flavor: "large"), clientToken: "t-1", cause: "changed")
+        let mismatch = await controlError { () async throws(ControlError) in
+            try await store.createGuest(request("web", flavor: "large"), clientToken: "t-1", cause: "changed")
         }
         #expect(mismatch?.code == .clientTokenMismatch && mismatch!.message.contains(first.guest.id.hex))
-        let otherProject = try store.createGuest(request("web", project: "beta"), clientToken: "t-1", cause: "create")
+        let otherProject = try await store.createGuest(
+            request("web", project: "beta"), clientToken: "t-1", cause: "create")
         #expect(otherProject.created && otherProject.guest.id != first.guest.id)
-        #expect(try store.guests(project: "alpha").count == 1)
-        #expect(try store.journal(latest: 100).count == 2)
+        #expect(try await store.guests(project: "alpha").count == 1)
+        #expect(try await store.journal(latest: 100).count == 2)
         // A deleted guest still holds its token: the same request does not make a second one.
-        _ = try store.transition(first.guest.id, from: .pending, to: .deleted, cause: "delete")
-        #expect(try store.createGuest(request("web"), clientToken: "t-1", cause: "late retry").guest.state == .deleted)
+        _ = try await store.transition(first.guest.id, from: .pending, to: .deleted, cause: "delete")
+        #expect(
+            try await store.createGuest(request("web"), clientToken: "t-1", cause: "late retry").guest.state == .deleted
+        )
     }
 
-    @Test func theQuotaRefusesNamingWhatIsOver() throws {
+    @Test func theQuotaRefusesNamingWhatIsOver() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(
+        let store = try await storeWithCatalogue(
             scratch,
             quota: Quota(guests: 3, resources: Resources(vcpus: 6, memoryBytes: 100 * gib, diskBytes: 1000 * gib)))
-        _ = try store.registerHost(host("h1", slots: 64))
-        _ = try store.createGuest(request("a", flavor: "large"), clientToken: nil, cause: "c")
-        let vcpus = controlError { () throws(ControlError) in
-            try store.createGuest(request("b", flavor: "large"), clientToken: nil, cause: "c")
+        _ = try await store.registerHost(host("h1", slots: 64))
+        _ = try await store.createGuest(request("a", flavor: "large"), clientToken: nil, cause: "c")
+        let vcpus = await controlError { () async throws(ControlError) in
+            try await store.createGuest(request("b", flavor: "large"), clientToken: nil, cause: "c")
         }
         #expect(vcpus?.code == .quotaExceeded && vcpus!.message.contains("vCPUs 8 > 6"))
-        _ = try store.createGuest(request("b"), clientToken: nil, cause: "c")
-        _ = try store.createGuest(request("c", flavor: "small"), clientToken: nil, cause: "c")
-        let guests = controlError { () throws(ControlError) in
-            try store.createGuest(request("d"), clientToken: nil, cause: "c")
+        _ = try await store.createGuest(request("b"), clientToken: nil, cause: "c")
+        _ = try await store.createGuest(request("c", flavor: "small"), clientToken: nil, cause: "c")
+        let guests = await controlError { () async throws(ControlError) in
+            try await store.createGuest(request("d"), clientToken: nil, cause: "c")
         }
         #expect(guests?.code == .quotaExceeded && guests!.message.contains("(guests 4 > 3, vCPUs 7 > 6)"))
-        try store.setQuota(
+        try await store.setQuota(
             Quota(guests: 4, resources: Resources(vcpus: 8, memoryBytes: 100 * gib, diskBytes: 1000 * gib)),
             project: "alpha")
-        _ = try store.createGuest(request("d"), clientToken: nil, cause: "c")
-        #expect(try store.usage(project: "alpha").resources.vcpus == 7)
+        _ = try await store.createGuest(request("d"), clientToken: nil, cause: "c")
+        #expect(try await store.usage(project: "alpha").resources.vcpus == 7)
     }
 
     /// Only hosts that are healthy and heard from within the heartbeat timeout take guests.
-    @Test func silentOrDegradedHostsTakeNoGuests() throws {
+    @Test func silentOrDegradedHostsTakeNoGuests() async throws {
         let scratch = Scratch()
         let clock = Mutex<Date>(Date(timeIntervalSince1970: 1_800_000_000))
-        let store = try storeWithCatalogue(scratch, clock: { clock.withLock { $0 } })
-        _ = try store.registerHost(host("h1", slots: 8))
-        _ = try store.registerHost(host("h2", slots: 2))
-        #expect(try store.createGuest(request("a"), clientToken: nil, cause: "c").guest.host == "h1")
+        let store = try await storeWithCatalogue(scratch, clock: { clock.withLock { $0 } })
+        _ = try await store.registerHost(host("h1", slots: 8))
+        _ = try await store.registerHost(host("h2", slots: 2))
+        #expect(try await store.createGuest(request("a"), clientToken: nil, cause: "c").guest.host == "h1")
         clock.withLock { $0 += 6 }
-        _ = try store.heartbeat(host: "h2", health: .healthy)
-        #expect(try store.createGuest(request("b"), clientToken: nil, cause: "c").guest.host == "h2")
-        _ = try store.heartbeat(host: "h2", health: .degraded)
-        let refused = controlError { () throws(ControlError) in
-            try store.createGuest(request("c"), clientToken: nil, cause: "c")
+        _ = try await store.heartbeat(host: "h2", health: .healthy)
+        #expect(try await store.createGuest(request("b"), clientToken: nil, cause: "c").guest.host == "h2")
+        _ = try await store.heartbeat(host: "h2", health: .degraded)
+        let refused = await controlError { () async throws(ControlError) in
+            try await store.createGuest(request("c"), clientToken: nil, cause: "c")
         }
         #expect(refused?.code == .insufficientCapacity && refused!.message.contains("none of the 2 hosts takes guests"))
-        _ = try store.heartbeat(host: "h1", health: .healthy)
-        #expect(try store.createGuest(request("c"), clientToken: nil, cause: "c").guest.host == "h1")
+        _ = try await store.heartbeat(host: "h1", health: .healthy)
+        #expect(try await store.createGuest(request("c"), clientToken: nil, cause: "c").guest.host == "h1")
         #expect(
-            controlError { () throws(ControlError) in try store.heartbeat(host: "h9", health: .healthy) }?.code
+            await controlError { () async throws(ControlError) in
+                try await store.heartbeat(host: "h9", health: .healthy)
+            }?.code
                 == .notFound)
     }
 
     @Test(arguments: PlacementPolicy.allCases)
-    func thePolicyDecidesWhereGuestsGo(policy: PlacementPolicy) throws {
+    func thePolicyDecidesWhereGuestsGo(policy: PlacementPolicy) async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch, policy: policy)
-        for id in ["h1", "h2", "h3"] { _ = try store.registerHost(host(id, slots: 2)) }
-        let hosts = try (0..<4).map {
-            try store.createGuest(request("g\($0)"), clientToken: nil, cause: "c").guest.host
+        let store = try await storeWithCatalogue(scratch, policy: policy)
+        for id in ["h1", "h2", "h3"] { _ = try await store.registerHost(host(id, slots: 2)) }
+        var hosts: [String] = []
+        for index in 0..<4 {
+            hosts.append(try await store.createGuest(request("g\(index)"), clientToken: nil, cause: "c").guest.host)
         }
         #expect(hosts == (policy == .spread ? ["h1", "h2", "h3", "h1"] : ["h1", "h1", "h2", "h2"]))
     }
 
-    @Test func badInputIsRefusedNamingIt() throws {
+    @Test func badInputIsRefusedNamingIt() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 2))
-        #expect(controlError { () throws(ControlError) in try store.addFlavor(small) }?.code == .alreadyExists)
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 2))
         #expect(
-            controlError { () throws(ControlError) in
-                try store.addFlavor(Flavor(name: "Bad Name", resources: small.resources, pricePerSecondMicros: 1))
+            await controlError { () async throws(ControlError) in try await store.addFlavor(small) }?.code
+                == .alreadyExists)
+        #expect(
+            await controlError { () async throws(ControlError) in
+                try await store.addFlavor(Flavor(name: "Bad Name", resources: small.resources, pricePerSecondMicros: 1))
             }?.code == .invalidArgument)
         #expect(
-            controlError { () throws(ControlError) in
-                try store.addImage(Image(name: "rel", kind: .kvm, diskTemplatePath: "tiny.img"))
+            await controlError { () async throws(ControlError) in
+                try await store.addImage(Image(name: "rel", kind: .kvm, diskTemplatePath: "tiny.img"))
             }?.code == .invalidArgument)
         #expect(
-            controlError { () throws(ControlError) in
-                try store.registerHost(
+            await controlError { () async throws(ControlError) in
+                try await store.registerHost(
                     HostRegistration(
                         id: "h2", address: "a:1", capacity: Resources(vcpus: -1, memoryBytes: 0, diskBytes: 0)))
             }?.code == .invalidArgument)
         for (bad, what) in [
             (request("x", flavor: "huge"), "no flavor huge"), (request("x", project: "nobody"), "no project nobody"),
         ] {
-            let error = controlError { () throws(ControlError) in
-                try store.createGuest(bad, clientToken: nil, cause: "c")
+            let error = await controlError { () async throws(ControlError) in
+                try await store.createGuest(bad, clientToken: nil, cause: "c")
             }
             #expect(error?.code == .notFound && error!.message.contains(what))
         }
         #expect(
-            controlError { () throws(ControlError) in try store.createGuest(request("x"), clientToken: "", cause: "c")
+            await controlError { () async throws(ControlError) in
+                try await store.createGuest(request("x"), clientToken: "", cause: "c")
             }?.code == .invalidArgument)
-        #expect(try store.journal(latest: 10).isEmpty)
+        #expect(try await store.journal(latest: 10).isEmpty)
     }
 
     /// A re-registration (an agent restarting) updates the host and keeps its guests there.
-    @Test func reRegistrationKeepsTheGuests() throws {
+    @Test func reRegistrationKeepsTheGuests() async throws {
         let scratch = Scratch()
-        let store = try storeWithCatalogue(scratch)
-        _ = try store.registerHost(host("h1", slots: 2))
-        let guest = try store.createGuest(request("a"), clientToken: nil, cause: "c").guest
-        let again = try store.registerHost(
+        let store = try await storeWithCatalogue(scratch)
+        _ = try await store.registerHost(host("h1", slots: 2))
+        let guest = try await store.createGuest(request("a"), clientToken: nil, cause: "c").guest
+        let again = try await store.registerHost(
             HostRegistration(id: "h1", address: "10.0.0.9:7070", capacity: host("h1", slots: 3).capacity))
         #expect(again.address == "10.0.0.9:7070" && again.capacity.vcpus == 3)
-        #expect(try store.hosts().count == 1 && store.guest(id: guest.id)?.host == "h1")
+        #expect(try await store.hosts().count == 1)
+        #expect(try await store.guest(id: guest.id)?.host == "h1")
     }
 
     /// The file reopens with everything in it; a file that is not a database is refused by name.
-    @Test func theFileReopensAndGarbageIsRefused() throws {
+    @Test func theFileReopensAndGarbageIsRefused() async throws {
         let scratch = Scratch()
         let path = scratch.file("control.sqlite")
         let id: GuestID
         do {
-            let store = try storeWithCatalogue(scratch)
-            _ = try store.registerHost(host("h1", slots: 2))
-            id = try store.createGuest(request("a"), clientToken: "tok", cause: "c").guest.id
+            let store = try await storeWithCatalogue(scratch)
+            _ = try await store.registerHost(host("h1", slots: 2))
+            id = try await store.createGuest(request("a"), clientToken: "tok", cause: "c").guest.id
             try store.close()
         }
         let reopened = try SQLiteControlStore(path: path)
-        #expect(try reopened.guest(id: id)?.clientToken == "tok")
-        #expect(try reopened.flavors().map(\.name) == ["large", "small"])
+        #expect(try await reopened.guest(id: id)?.clientToken == "tok")
+        #expect(try await reopened.flavors().map(\.name) == ["large", "small"])
         let garbage = scratch.file("garbage.sqlite")
         #expect(FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x41, count: 8192)))
-        let error = controlError { () throws(ControlError) in try SQLiteControlStore(path: garbage) }
+        let error = await controlError { () async throws(ControlError) in try SQLiteControlStore(path: garbage) }
         #expect(error?.code == .unusableDatabase && error!.message.contains(garbage))
     }
 
     /// Another connection holds the write lock past the busy timeout: the create fails naming the
     /// lock and the file, writes nothing, and succeeds once the lock is released.
-    @Test func aWriteLockHeldTooLongFailsTheCreateCleanly() throws {
+    @Test func aWriteLockHeldTooLongFailsTheCreateCleanly() async throws {
         let scratch = Scratch()
-        _ = try storeWithCatalogue(scratch)
+        _ = try await storeWithCatalogue(scratch)
         let store = try SQLiteControlStore(
             path: scratch.file("control.sqlite"), busyTimeout: .seconds(1), logger: quietLogger)
-        _ = try store.registerHost(host("h1", slots: 2))
+        _ = try await store.registerHost(host("h1", slots: 2))
         let other = try DatabaseQueue(path: store.path)
-        var error: ControlError?
-        try other.inTransaction(.immediate) { _ in
-            error = controlError { () throws(ControlError) in
-                try store.createGuest(request("web"), clientToken: "t", cause: "create")
+        // The other connection holds its transaction on a thread of its own until released.
+        let held = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? other.inTransaction(.immediate) { _ in
+                held.signal()
+                release.wait()
+                return .rollback
             }
-            return .rollback
         }
+        holder.start()
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                held.wait()
+                continuation.resume()
+            }
+        }
+        let error = await controlError { () async throws(ControlError) in
+            try await store.createGuest(request("web"), clientToken: "t", cause: "create")
+        }
+        release.signal()
+        try other.inDatabase { db in try db.execute(sql: "SELECT 1") }
         #expect(
             error?.code == .database && error!.message.contains("stayed locked") && error!.message.contains(store.path))
-        #expect(try store.guests(project: "alpha").isEmpty && store.journal(latest: 10).isEmpty)
-        #expect(try store.createGuest(request("web"), clientToken: "t", cause: "create").created)
+        #expect(try await store.guests(project: "alpha").isEmpty)
+        #expect(try await store.journal(latest: 10).isEmpty)
+        #expect(try await store.createGuest(request("web"), clientToken: "t", cause: "create").created)
     }
 }
