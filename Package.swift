@@ -157,11 +157,21 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Cloud layer: `ferry control`, the controller's HTTP API over a ControlStore; it reaches the
+        // hosts through the agents' API client.
+        .target(
+            name: "FerryController",
+            dependencies: [
+                "FerryControl", "FerryAgent", "FerryHostModel", "FerryTransport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "ferry",
             dependencies: [
                 "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryVMM",
-                "FerryHostModel", "FerryAgent", "FerryDiskMove",
+                "FerryHostModel", "FerryAgent", "FerryDiskMove", "FerryControl", "FerryController",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

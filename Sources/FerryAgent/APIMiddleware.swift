@@ -51,14 +51,20 @@ struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
 /// (`RequestVerifier`) before anything else sees it; `GET /healthz` alone goes through without
 /// one, and `GET /metrics` also takes the metrics token (`MetricsToken`) when the agent has one.
 /// The body read here is the one handlers get, so what was verified is what is used.
-struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
+public struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
     let verifier: RequestVerifier
     let bodyLimitBytes: Int
     var metricsToken: MetricsToken? = nil
     static var openPaths: Set<String> { ["/healthz"] }
     static var metricsPath: String { "/metrics" }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+    public init(verifier: RequestVerifier, bodyLimitBytes: Int, metricsToken: MetricsToken? = nil) {
+        self.verifier = verifier
+        self.bodyLimitBytes = bodyLimitBytes
+        self.metricsToken = metricsToken
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         if request.method == .get && Self.openPaths.contains(request.uri.path) {

@@ -33,6 +33,9 @@ public final class Agent: Sendable {
     public let startedAt: Int64
     private let boundForMigrations: BoundAddress
     private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
+    /// Heartbeats to the controller, when the agent has one.
+    private let controllerLink: ControllerLink?
+    private let heartbeats = Mutex<Task<Void, Never>?>(nil)
 
     /// Locks the state directory and opens the inventory (`STATE/inventory.sqlite`); throws a
     /// `SystemError` (`.locked` when another agent holds the directory) or an `InventoryError`.
@@ -63,6 +66,18 @@ public final class Agent: Sendable {
             directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound
+        if let link = configuration.controller {
+            do {
+                controllerLink = try ControllerLink(
+                    configuration: link, key: configuration.key, guests: guests,
+                    probe: HostProbe(stateDirectory: stateDirectory.path), logger: logger)
+            } catch {
+                stateDirectory.release()
+                throw error
+            }
+        } else {
+            controllerLink = nil
+        }
         // A fixed port is known now; port 0 is known once bound (`run` sets the audience then).
         verifier = RequestVerifier(
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
@@ -85,6 +100,7 @@ public final class Agent: Sendable {
         let stopped = Atomic<Bool>(false)
         defer {
             stopped.store(true, ordering: .relaxed)
+            heartbeats.withLock { $0?.cancel() }
             migrations.stop()
             guests.watches.closeAll()
             // The last connection checkpoints the write-ahead log into the file and removes it.
@@ -101,6 +117,7 @@ public final class Agent: Sendable {
                 self.verifier.serve(RequestAudience(listen: bound))
                 self.state.withLock { $0.bound = bound }
                 self.boundForMigrations.value.withLock { $0 = bound }
+                self.startHeartbeats(bound: bound)
                 onListening(bound)
             },
             logger: logger)
@@ -131,6 +148,13 @@ public final class Agent: Sendable {
             "reconciled at start in \(ContinuousClock.now - start): \(summary)",
             metadata: ["agent.state_dir": "\(stateDirectory.path)"])
         for note in summary.leftAlone { logger.notice("reconciliation left alone: \(note)") }
+    }
+
+    private func startHeartbeats(bound: Endpoint) {
+        guard let link = controllerLink else { return }
+        let work = self.work
+        let task = Task { await link.run(agentURL: "http://\(bound)", work: work) }
+        heartbeats.withLock { $0 = task }
     }
 
     /// Stops as SIGTERM would: no new connections, requests in flight finish, `run` returns.

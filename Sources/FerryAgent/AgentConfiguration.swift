@@ -32,14 +32,18 @@ public struct AgentConfiguration: Sendable {
     /// How often the agent reconciles its inventory with what runs (catching what a lost watch
     /// connection missed).
     public var reconcileInterval: Duration
+    /// The controller this agent reports to (heartbeats); nil: a stand-alone agent.
+    public var controller: ControllerLinkConfiguration?
 
     public init(
         stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
         key: SharedKey, keyFile: String? = nil, version: String, bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(30),
         reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60,
-        incomingResumeTimeout: Duration = .seconds(30), metricsToken: MetricsToken? = nil
+        incomingResumeTimeout: Duration = .seconds(30), metricsToken: MetricsToken? = nil,
+        controller: ControllerLinkConfiguration? = nil
     ) {
+        self.controller = controller
         self.metricsToken = metricsToken
         self.incomingResumeTimeout = incomingResumeTimeout
         self.keyFile = keyFile

@@ -46,8 +46,8 @@ public struct GuestFiles: Sendable {
         return resolved
     }
 
-    /// Creates the disks' files, sparse, that do not exist yet; a file that exists is used as it
-    /// is when its size matches and refused otherwise. Returns the paths it created (to remove
+    /// Creates the disks' files, sparse, that do not exist yet (empty, or a copy of the disk's
+    /// template); a file that exists is used as it is when its size matches and refused otherwise. Returns the paths it created (to remove
     /// them again if the guest cannot be defined).
     func createDisks(_ spec: GuestSpecification) throws(AgentAPIError) -> [String] {
         var created: [String] = []
@@ -62,6 +62,16 @@ public struct GuestFiles: Sendable {
                         "disks[\(index)].path: \(path) exists and is not a \(disk.sizeBytes)-byte file; remove it,"
                             + " or give the disk another path or its size (\(info.st_size) bytes)",
                         field: "disks[\(index)].path")
+                }
+                continue
+            }
+            if let template = disk.template {
+                do throws(AgentAPIError) {
+                    try DiskTemplate.copy(template, to: path, sizeBytes: disk.sizeBytes, field: "disks[\(index)]")
+                    created.append(path)
+                } catch {
+                    removeFiles(created)
+                    throw error
                 }
                 continue
             }

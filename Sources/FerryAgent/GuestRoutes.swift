@@ -17,8 +17,9 @@ struct GuestRoutes: Sendable {
         router.post("/v1/guests") { request, _ in
             let body = try await request.body.collect(upTo: .max)
             let spec = try RequestBodyDecoding.decodeValidated(GuestSpecification.self, from: body.readableBytesView)
-            let record = try await work.run { try guests.create(spec) }
-            return try HostRoutes.json(GuestView(record), status: .created)
+            let id = try RequestBodyDecoding.decode(GivenGuestID.self, from: body.readableBytesView).id
+            let (record, created) = try await work.run { try guests.create(spec, id: id) }
+            return try HostRoutes.json(GuestView(record), status: created ? .created : .ok)
         }
         router.get("/v1/guests/:name") { _, context in
             let name = try Self.name(context)
@@ -103,4 +104,9 @@ struct GuestRoutes: Sendable {
         }
         return number
     }
+}
+
+/// The optional `id` of a create's body: the ID a controller gave the guest (32 hex digits).
+struct GivenGuestID: Decodable {
+    var id: GuestID?
 }

@@ -96,17 +96,25 @@ public final class HostGuests: Sendable {
 
     // MARK: Create and delete
 
-    public func create(_ requested: GuestSpecification) throws(AgentAPIError) -> GuestRecord {
+    /// Defines a guest. `id` is the ID a controller gave it (a random one without); a create
+    /// repeated with the same name, ID and specification returns the guest it made (a controller
+    /// retrying after a lost answer or a restart), with `created` false.
+    public func create(_ requested: GuestSpecification, id: GuestID? = nil) throws(AgentAPIError) -> (
+        record: GuestRecord, created: Bool
+    ) {
         let spec = files.resolvingDiskPaths(requested)
-        return try exclusively(spec.name, "create") { () throws(AgentAPIError) -> GuestRecord in
-            if try Self.inventoryCall({ () throws(InventoryError) in try inventory.guest(named: spec.name) }) != nil {
+        return try exclusively(spec.name, "create") { () throws(AgentAPIError) -> (GuestRecord, Bool) in
+            if let existing = try Self.inventoryCall({ () throws(InventoryError) in
+                try inventory.guest(named: spec.name)
+            }) {
+                if let id, existing.id == id, existing.specification == spec { return (existing, false) }
                 throw AgentAPIError(
                     .conflict, .conflict, "a guest named \(spec.name) exists already; choose another name",
                     field: "name")
             }
             let created = try files.createDisks(spec)
             do throws(InventoryError) {
-                return try inventory.create(spec, id: .random(), cause: "created through the API")
+                return (try inventory.create(spec, id: id ?? .random(), cause: "created through the API"), true)
             } catch {
                 files.removeFiles(created)
                 throw Self.apiError(error)

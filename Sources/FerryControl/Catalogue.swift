@@ -14,6 +14,11 @@ public struct Flavor: Sendable, Equatable, Hashable, Codable {
         self.pricePerSecondMicros = pricePerSecondMicros
     }
 
+    enum CodingKeys: String, CodingKey {
+        case name, resources
+        case pricePerSecondMicros = "price_per_second_micros"
+    }
+
     func validate() throws(ControlError) {
         try ControlNames.validate(name, "flavor")
         guard resources.vcpus >= 1, resources.memoryBytes >= 1, resources.diskBytes >= 0 else {
@@ -38,6 +43,11 @@ public struct Image: Sendable, Equatable, Hashable, Codable {
         self.name = name
         self.kind = kind
         self.diskTemplatePath = diskTemplatePath
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind
+        case diskTemplatePath = "disk_template_path"
     }
 
     func validate() throws(ControlError) {

@@ -13,6 +13,12 @@
 /// `pending`: recorded and placed on a host, nothing asked of the host yet. `building`: the host
 /// is creating its disk and booting it. `error` carries a reason; a guest in `error` can only be
 /// deleted. `deleted` is final: the row stays, for the journal and the bill.
+///
+/// `unknown`: the guest's host fell silent (no heartbeat within the timeout) while the guest was
+/// building, running or stopping. Nothing is deleted or restarted elsewhere (the guest may well
+/// still run: no split brain); when the host's agent is heard again its report decides: running
+/// or stopped (or error, if the agent no longer has it). An unknown guest keeps its place and is
+/// not billed (no one can say it ran).
 public enum CloudGuestState: String, Sendable, Codable, CaseIterable, Hashable {
     case pending
     case building
@@ -21,18 +27,21 @@ public enum CloudGuestState: String, Sendable, Codable, CaseIterable, Hashable {
     case stopped
     case deleted
     case error
+    case unknown
 
     public var successors: Set<CloudGuestState> {
         switch self {
         // A pending guest deleted before its host was asked releases its place at once.
         case .pending: [.building, .error, .deleted]
-        case .building: [.running, .error]
-        case .running: [.stopping, .error]
-        case .stopping: [.stopped, .error]
+        case .building: [.running, .error, .unknown]
+        case .running: [.stopping, .error, .unknown]
+        case .stopping: [.stopped, .error, .unknown]
         // Started again: its host boots it from its disk, which stayed there.
         case .stopped: [.building, .deleted]
         case .error: [.deleted]
         case .deleted: []
+        // Decided by the host's report when its agent is heard again.
+        case .unknown: [.running, .stopped, .error]
         }
     }
 
@@ -43,7 +52,7 @@ public enum CloudGuestState: String, Sendable, Codable, CaseIterable, Hashable {
     /// not find the host full); a guest in `error` or `deleted` holds nothing.
     public var holdsCapacity: Bool {
         switch self {
-        case .pending, .building, .running, .stopping, .stopped: true
+        case .pending, .building, .running, .stopping, .stopped, .unknown: true
         case .deleted, .error: false
         }
     }

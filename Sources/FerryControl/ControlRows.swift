@@ -88,6 +88,13 @@ enum ControlRows {
             arguments: [id.hex, milliseconds(time), from?.rawValue, to.rawValue, cause])
     }
 
+    /// States as an SQL list of literals, `('building', 'running')` (their raw values hold only
+    /// letters, so nothing needs quoting); `('')` for none, which matches no row.
+    static func sqlList(_ states: Set<CloudGuestState>) -> String {
+        let names = states.map(\.rawValue).sorted()
+        return "(" + (names.isEmpty ? "''" : names.map { "'\($0)'" }.joined(separator: ", ")) + ")"
+    }
+
     /// The states that hold capacity, as an SQL list: `('pending', 'building', …)`.
     static let holdingStates =
         "(" + CloudGuestState.allCases.filter(\.holdsCapacity).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"

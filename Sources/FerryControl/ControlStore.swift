@@ -34,6 +34,11 @@ public protocol ControlStore: Sendable {
     func guest(id: GuestID) async throws(ControlError) -> CloudGuest?
     /// A project's guests (deleted ones too), oldest first.
     func guests(project: String) async throws(ControlError) -> [CloudGuest]
+    /// The guests placed on a host in any of `states`, oldest first.
+    func guests(host: String, states: Set<CloudGuestState>) async throws(ControlError) -> [CloudGuest]
+    /// Every guest in any of `states`, oldest first (a controller starting again finds the
+    /// creates it had not finished).
+    func guests(states: Set<CloudGuestState>) async throws(ControlError) -> [CloudGuest]
 
     /// Changes a guest's state from `expected` to `next`. Refused unless the guest is in
     /// `expected` (and at `generation`, if given) and `expected.allows(next)`. `error` needs a

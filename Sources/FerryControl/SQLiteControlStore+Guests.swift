@@ -49,6 +49,27 @@ extension SQLiteControlStore {
         }
     }
 
+    public func guests(host: String, states: Set<CloudGuestState>) async throws(ControlError) -> [CloudGuest] {
+        let list = ControlRows.sqlList(states)
+        return try await reading("list the guests of host \(host) in") { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE host = ? AND state IN \(list)"
+                    + " ORDER BY created_ms, id", arguments: [host]
+            ).map { row in try ControlRows.guest(row, file: self.path) }
+        }
+    }
+
+    public func guests(states: Set<CloudGuestState>) async throws(ControlError) -> [CloudGuest] {
+        let list = ControlRows.sqlList(states)
+        return try await reading("list the guests in states \(list) in") { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT \(ControlRows.guestColumns) FROM guests WHERE state IN \(list) ORDER BY created_ms, id"
+            ).map { row in try ControlRows.guest(row, file: self.path) }
+        }
+    }
+
     public func transition(
         _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String, errorReason: String?,
         generation: Int64?

@@ -120,15 +120,20 @@ public struct DiskSpecification: Sendable, Codable, Equatable {
     /// Where the file is; nil: the agent's state directory (`disks/GUEST-NAME.raw`). A path on
     /// storage that both hosts see makes the disk shared (live migration moves no disk bytes).
     public var path: String?
+    /// A raw image the disk starts as: when the agent creates the disk's file, it copies the
+    /// template's data extents into it (holes stay holes) and sizes it to `sizeBytes`, which must
+    /// be at least the template's size. Only read at creation; a file that exists is used as it is.
+    public var template: String?
 
-    public init(name: String, sizeBytes: Int, path: String? = nil) {
+    public init(name: String, sizeBytes: Int, path: String? = nil, template: String? = nil) {
         self.name = name
         self.sizeBytes = sizeBytes
         self.path = path
+        self.template = template
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, path
+        case name, path, template
         case sizeBytes = "size_bytes"
     }
 
@@ -144,6 +149,9 @@ public struct DiskSpecification: Sendable, Codable, Equatable {
         }
         if let path, !path.hasPrefix("/") {
             throw HostModelError(field: "\(field).path", "an absolute path, got \"\(path)\"")
+        }
+        if let template, !template.hasPrefix("/") {
+            throw HostModelError(field: "\(field).template", "an absolute path, got \"\(template)\"")
         }
     }
 }

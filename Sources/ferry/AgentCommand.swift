@@ -3,6 +3,7 @@ import Dispatch
 import FerryAgent
 import FerrySystem
 import FerryTransport
+import Foundation
 import Glibc
 import Logging
 import Synchronization
@@ -75,6 +76,41 @@ struct AgentCommand: ParsableCommand {
         help: ArgumentHelp("Seconds a stop waits for requests in flight.", valueName: "seconds"))
     var shutdownGrace = 30
 
+    @Option(
+        help: ArgumentHelp(
+            "A controller (`ferry control`) to report to: a heartbeat every second registers this host and its guests.",
+            valueName: "http://host:port"))
+    var controller: String?
+
+    @Option(
+        name: .customLong("host-id"),
+        help: ArgumentHelp("This host's name in the cluster (default: the machine's hostname).", valueName: "name"))
+    var hostID: String?
+
+    @Option(
+        name: .customLong("advertise-url"),
+        help: ArgumentHelp(
+            "This agent's API as the controller reaches it (default: the bound --listen address; needed when it is 0.0.0.0).",
+            valueName: "http://host:port"))
+    var advertiseURL: String?
+
+    @Option(
+        name: .customLong("offer-vcpus"),
+        help: ArgumentHelp(
+            "vCPUs offered to the controller (default: the machine's; more overcommits).", valueName: "n"))
+    var offerVCPUs: Int?
+
+    @Option(
+        name: .customLong("offer-memory-mib"),
+        help: ArgumentHelp("Memory offered to the controller, in MiB (default: the machine's).", valueName: "MiB"))
+    var offerMemoryMiB: Int?
+
+    @Option(
+        name: .customLong("offer-disk-gib"),
+        help: ArgumentHelp(
+            "Disk offered to the controller, in GiB (default: the state directory's file system).", valueName: "GiB"))
+    var offerDiskGiB: Int?
+
     @Flag(name: .shortAndLong, help: "Log at info level on stderr (each request at debug with --debug).")
     var verbose = false
 
@@ -96,6 +132,47 @@ struct AgentCommand: ParsableCommand {
         }
         guard (1...3600).contains(shutdownGrace) else {
             throw ValidationError("--shutdown-grace \(shutdownGrace): 1 to 3600 seconds")
+        }
+        try validateControllerLink()
+    }
+
+    private func validateControllerLink() throws {
+        let linkOptions: [(String, Bool)] = [
+            ("--host-id", hostID != nil), ("--advertise-url", advertiseURL != nil),
+            ("--offer-vcpus", offerVCPUs != nil),
+            ("--offer-memory-mib", offerMemoryMiB != nil), ("--offer-disk-gib", offerDiskGiB != nil),
+        ]
+        guard let controller else {
+            if let (name, _) = linkOptions.first(where: { $0.1 }) {
+                throw ValidationError("\(name) tells a controller about this host: give --controller too")
+            }
+            return
+        }
+        for (name, url) in [("--controller", controller), ("--advertise-url", advertiseURL)] {
+            if let url, !url.hasPrefix("http://") {
+                throw ValidationError("\(name) \(url): an http://HOST:PORT address")
+            }
+        }
+        if advertiseURL == nil, listen.hasPrefix("0.0.0.0") {
+            throw ValidationError(
+                "--listen \(listen) is every address: give --advertise-url with the one the controller reaches")
+        }
+        for (name, value) in [
+            ("--offer-vcpus", offerVCPUs), ("--offer-memory-mib", offerMemoryMiB), ("--offer-disk-gib", offerDiskGiB),
+        ] {
+            if let value, value < 0 { throw ValidationError("\(name) \(value): zero or more") }
+        }
+        if let hostID, hostID.isEmpty || hostID.utf8.count > 63 {
+            throw ValidationError("--host-id: 1 to 63 characters")
+        }
+    }
+
+    private var controllerLink: ControllerLinkConfiguration? {
+        controller.map {
+            ControllerLinkConfiguration(
+                controllerURL: $0, hostID: hostID ?? ProcessInfo.processInfo.hostName, advertiseURL: advertiseURL,
+                offerVCPUs: offerVCPUs, offerMemoryBytes: offerMemoryMiB.map { $0 << 20 },
+                offerDiskBytes: offerDiskGiB.map { $0 << 30 })
         }
     }
 
@@ -129,7 +206,8 @@ struct AgentCommand: ParsableCommand {
                 key: key, keyFile: keyFile.map(Self.absolute),
                 version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
                 incomingReservationSeconds: Double(incomingReservation),
-                incomingResumeTimeout: incomingResumeTimeout.duration, metricsToken: metricsToken)
+                incomingResumeTimeout: incomingResumeTimeout.duration, metricsToken: metricsToken,
+                controller: controllerLink)
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

@@ -31,6 +31,15 @@ import Testing
         #expect(!CloudGuestState.running.allows(.deleted))
     }
 
+    /// A silent host makes its live guests unknown, never deleted; the host's next report
+    /// settles them, and nothing else can.
+    @Test func aSilentHostsGuestsAreUnknownUntilTheHostReports() {
+        for state in [CloudGuestState.building, .running, .stopping] { #expect(state.allows(.unknown)) }
+        for state in [CloudGuestState.pending, .stopped, .error, .deleted] { #expect(!state.allows(.unknown)) }
+        #expect(CloudGuestState.unknown.successors == [.running, .stopped, .error])
+        #expect(CloudGuestState.unknown.holdsCapacity)
+    }
+
     @Test func onlyLiveGuestsHoldCapacity() {
         #expect(CloudGuestState.allCases.filter { !$0.holdsCapacity } == [.deleted, .error])
     }
@@ -38,7 +47,7 @@ import Testing
     @Test func rawValuesAreTheAPIsSpelling() {
         #expect(
             CloudGuestState.allCases.map(\.rawValue) == [
-                "pending", "building", "running", "stopping", "stopped", "deleted", "error",
+                "pending", "building", "running", "stopping", "stopped", "deleted", "error", "unknown",
             ])
     }
 }

@@ -1,0 +1,125 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import Foundation
+import Hummingbird
+
+/// The controller's API (docs/controller-api.yaml): agents' heartbeats, guests, hosts.
+struct CloudRoutes: Sendable {
+    let store: any ControlStore
+    let provisioner: GuestProvisioner
+    let hosts: HostTracking
+    let heartbeatTimeout: Duration
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.post("/v1/agents/heartbeat") { request, _ in
+            let body = try await request.body.collect(upTo: .max)
+            let heartbeat = try RequestBodyDecoding.decode(HostHeartbeat.self, from: body.readableBytesView)
+            try await hosts.receive(heartbeat)
+            return Response(status: .noContent)
+        }
+        router.get("/v1/hosts") { _, _ in try await hostList() }
+        addGuests(to: router)
+    }
+
+    private func addGuests(to router: Router<BasicRequestContext>) {
+        router.post("/v1/projects/:project/guests") { request, context in
+            let project = context.parameters.get("project") ?? ""
+            let body = try await request.body.collect(upTo: .max)
+            let create = try RequestBodyDecoding.decode(CreateGuestBody.self, from: body.readableBytesView)
+            let name: GuestName
+            do throws(HostModelError) { name = try GuestName(create.name) } catch {
+                throw CloudAPIError(.unprocessableContent, "invalid_field", "name: \(error.message)", field: "name")
+            }
+            let creation = try await store.createGuest(
+                GuestRequest(project: project, name: name, flavor: create.flavor, image: create.image),
+                clientToken: create.clientToken, cause: "api: create")
+            if creation.created { Task { await provisioner.build(creation.guest) } }
+            return try Self.json(CloudGuestView(creation.guest), status: creation.created ? .accepted : .ok)
+        }
+        router.get("/v1/projects/:project/guests") { _, context in
+            let guests = try await store.guests(project: context.parameters.get("project") ?? "")
+            return try Self.json(CloudGuestList(guests: guests.map(CloudGuestView.init)))
+        }
+        router.get("/v1/guests/:id") { _, context in
+            try Self.json(CloudGuestView(try await guest(context)))
+        }
+        router.get("/v1/guests/:id/journal") { _, context in
+            try Self.json(JournalView(try await store.journal(of: try await guest(context).id)))
+        }
+        router.post("/v1/guests/:id/stop") { _, context in
+            try Self.json(CloudGuestView(try await provisioner.stop(try await guest(context))))
+        }
+        router.post("/v1/guests/:id/start") { _, context in
+            try Self.json(CloudGuestView(try await provisioner.start(try await guest(context))), status: .accepted)
+        }
+        router.delete("/v1/guests/:id") { _, context in
+            try Self.json(CloudGuestView(try await provisioner.delete(try await guest(context))))
+        }
+    }
+
+    private func guest(_ context: BasicRequestContext) async throws -> CloudGuest {
+        let text = context.parameters.get("id") ?? ""
+        guard let id = try? GuestID(text), let guest = try await store.guest(id: id) else {
+            throw CloudAPIError(.notFound, "not_found", "no guest \(text)")
+        }
+        return guest
+    }
+
+    private func hostList() async throws -> Response {
+        let usage = try await store.hostUsage()
+        let now = Date()
+        let views = try await store.hosts().map { host in
+            let used = usage[host.id] ?? .zero
+            return HostView(
+                id: host.id, address: host.address, vcpus: host.capacity.vcpus, memoryBytes: host.capacity.memoryBytes,
+                diskBytes: host.capacity.diskBytes, usedVCPUs: used.vcpus, usedMemoryBytes: used.memoryBytes,
+                usedDiskBytes: used.diskBytes, health: host.health.rawValue,
+                takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
+                lastHeartbeat: CloudViews.time(host.lastHeartbeat))
+        }
+        return try Self.json(HostList(hosts: views))
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = Array(try encoder.encode(value)) + [0x0A]
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.contentLength] = String(bytes.count)
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// The catalogue and the projects: what cloud admins define (`/v1/flavors`, `/v1/images`,
+/// `/v1/projects`).
+struct CatalogueRoutes: Sendable {
+    let store: any ControlStore
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.get("/v1/flavors") { _, _ in try CloudRoutes.json(["flavors": try await store.flavors()]) }
+        router.post("/v1/flavors") { request, _ in
+            let flavor = try await Self.decode(Flavor.self, request)
+            try await store.addFlavor(flavor)
+            return try CloudRoutes.json(flavor, status: .created)
+        }
+        router.get("/v1/images") { _, _ in try CloudRoutes.json(["images": try await store.images()]) }
+        router.post("/v1/images") { request, _ in
+            let image = try await Self.decode(Image.self, request)
+            try await store.addImage(image)
+            return try CloudRoutes.json(image, status: .created)
+        }
+        router.get("/v1/projects") { _, _ in try CloudRoutes.json(["projects": try await store.projects()]) }
+        router.post("/v1/projects") { request, _ in
+            let project = try await Self.decode(Project.self, request)
+            try await store.addProject(project)
+            return try CloudRoutes.json(project, status: .created)
+        }
+    }
+
+    static func decode<Value: Decodable>(_ type: Value.Type, _ request: Request) async throws -> Value {
+        let body = try await request.body.collect(upTo: .max)
+        return try RequestBodyDecoding.decode(Value.self, from: body.readableBytesView)
+    }
+}

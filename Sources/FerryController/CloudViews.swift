@@ -1,0 +1,120 @@
+import FerryControl
+import FerryHostModel
+import Foundation
+
+/// A guest as the API shows it.
+struct CloudGuestView: Codable, Sendable {
+    var id: String
+    var project: String
+    var name: String
+    var flavor: String
+    var image: String
+    var host: String
+    var state: String
+    var errorReason: String?
+    var vcpus: Int
+    var memoryBytes: Int
+    var diskBytes: Int
+    var pricePerSecondMicros: Int64
+    var createdAt: String
+    var stateSince: String
+
+    init(_ guest: CloudGuest) {
+        id = guest.id.hex
+        project = guest.project
+        name = guest.name.value
+        flavor = guest.request.flavor
+        image = guest.request.image
+        host = guest.host
+        state = guest.state.rawValue
+        errorReason = guest.errorReason
+        vcpus = guest.resources.vcpus
+        memoryBytes = guest.resources.memoryBytes
+        diskBytes = guest.resources.diskBytes
+        pricePerSecondMicros = guest.pricePerSecondMicros
+        createdAt = CloudViews.time(guest.createdAt)
+        stateSince = CloudViews.time(guest.stateSince)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, project, name, flavor, image, host, state, vcpus
+        case errorReason = "error_reason"
+        case memoryBytes = "memory_bytes"
+        case diskBytes = "disk_bytes"
+        case pricePerSecondMicros = "price_per_second_micros"
+        case createdAt = "created_at"
+        case stateSince = "state_since"
+    }
+}
+
+struct CloudGuestList: Codable, Sendable {
+    var guests: [CloudGuestView]
+}
+
+/// What a create takes.
+struct CreateGuestBody: Codable, Sendable {
+    var name: String
+    var flavor: String
+    var image: String
+    var clientToken: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, flavor, image
+        case clientToken = "client_token"
+    }
+}
+
+struct HostView: Codable, Sendable {
+    var id: String
+    var address: String
+    var vcpus: Int
+    var memoryBytes: Int
+    var diskBytes: Int
+    var usedVCPUs: Int
+    var usedMemoryBytes: Int
+    var usedDiskBytes: Int
+    var health: String
+    var takesGuests: Bool
+    var lastHeartbeat: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, address, vcpus, health
+        case memoryBytes = "memory_bytes"
+        case diskBytes = "disk_bytes"
+        case usedVCPUs = "used_vcpus"
+        case usedMemoryBytes = "used_memory_bytes"
+        case usedDiskBytes = "used_disk_bytes"
+        case takesGuests = "takes_guests"
+        case lastHeartbeat = "last_heartbeat"
+    }
+}
+
+struct HostList: Codable, Sendable {
+    var hosts: [HostView]
+}
+
+struct JournalView: Codable, Sendable {
+    struct Entry: Codable, Sendable {
+        var sequence: Int64
+        var time: String
+        var from: String?
+        var to: String
+        var cause: String
+    }
+    var entries: [Entry]
+
+    init(_ journal: [CloudJournalEntry]) {
+        entries = journal.map {
+            Entry(
+                sequence: $0.sequence, time: CloudViews.time($0.time), from: $0.from?.rawValue, to: $0.to.rawValue,
+                cause: $0.cause)
+        }
+    }
+}
+
+enum CloudViews {
+    /// RFC 3339 with milliseconds, UTC.
+    static func time(_ date: Date) -> String {
+        Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date)
+    }
+}

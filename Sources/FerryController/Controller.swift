@@ -1,0 +1,92 @@
+import FerryAgent
+import FerryControl
+import FerryTransport
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The control plane (`ferry control`): serves the API over a `ControlStore`, takes the agents'
+/// heartbeats, builds guests on their hosts, and watches for silent hosts. All of its state is in
+/// the store; a controller that restarts resumes the builds it had begun.
+public final class Controller: Sendable {
+    public let configuration: ControllerConfiguration
+    public let store: any ControlStore
+    let verifier: RequestVerifier
+    let work = BlockingWork()
+    let provisioner: GuestProvisioner
+    let hosts: HostTracking
+    let logger: Logger
+    private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
+
+    public init(configuration: ControllerConfiguration, store: any ControlStore, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        let listen = configuration.listen
+        verifier = RequestVerifier(
+            signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
+            notBefore: Int64(Date().timeIntervalSince1970),
+            audience: listen.port == 0 ? nil : RequestAudience(listen: listen))
+        provisioner = GuestProvisioner(store: store, key: configuration.key, work: work, logger: logger)
+        hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
+    }
+
+    public var boundAddress: Endpoint? { state.withLock { $0.bound } }
+
+    /// Serves until a graceful stop (SIGTERM, SIGINT or `stop()`).
+    public func run(
+        signals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }
+    ) async throws {
+        try await provisioner.resume()
+        let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
+        defer { monitor.cancel() }
+        let host = configuration.listen.host
+        let application = Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(host, port: Int(configuration.listen.port)), serverName: nil),
+            onServerRunning: { [self] channel in
+                let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
+                self.verifier.serve(RequestAudience(listen: bound))
+                self.state.withLock { $0.bound = bound }
+                onListening(bound)
+            },
+            logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: application)], gracefulShutdownSignals: signals, cancellationSignals: [],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        let group = ServiceGroup(configuration: groupConfiguration)
+        let stopEarly = state.withLock { state -> Bool in
+            state.group = group
+            return state.stopRequested
+        }
+        if stopEarly { await group.triggerGracefulShutdown() }
+        try await group.run()
+        await work.shutdown()
+        logger.info("controller stopped")
+    }
+
+    public func stop() async {
+        let group = state.withLock { state -> ServiceGroup? in
+            state.stopRequested = true
+            return state.group
+        }
+        await group?.triggerGracefulShutdown()
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: CloudErrorMiddleware())
+        router.add(
+            middleware: AuthenticationMiddleware(verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes))
+        router.get("/healthz") { _, _ in "ok\n" }
+        CloudRoutes(
+            store: store, provisioner: provisioner, hosts: hosts, heartbeatTimeout: configuration.heartbeatTimeout
+        ).add(to: router)
+        CatalogueRoutes(store: store).add(to: router)
+        return router
+    }
+}

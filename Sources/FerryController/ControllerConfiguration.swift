@@ -1,0 +1,37 @@
+import FerryControl
+import FerryTransport
+
+/// How `ferry control` runs.
+public struct ControllerConfiguration: Sendable {
+    public static let defaultListen = Endpoint(host: "127.0.0.1", port: 7480)
+
+    /// The API's address (browsers, scripts, agents).
+    public var listen: Endpoint
+    /// The cluster's shared key: agents sign their heartbeats with it and the controller signs
+    /// its commands to them (the agents' `--key-file`).
+    public var key: SharedKey
+    /// A host not heard from for longer takes no new guests, and its live guests become unknown.
+    public var heartbeatTimeout: Duration
+    /// How often the controller looks for silent hosts.
+    public var monitorInterval: Duration
+    /// How long a build waits for the agent to report the guest running.
+    public var bootTimeout: Duration
+    public var bodyLimitBytes: Int
+    public var credentialWindowSeconds: Int64
+    public var shutdownGrace: Duration
+
+    public init(
+        listen: Endpoint = defaultListen, key: SharedKey, heartbeatTimeout: Duration = .seconds(5),
+        monitorInterval: Duration = .seconds(1), bootTimeout: Duration = .seconds(60), bodyLimitBytes: Int = 1 << 20,
+        credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10)
+    ) {
+        self.listen = listen
+        self.key = key
+        self.heartbeatTimeout = heartbeatTimeout
+        self.monitorInterval = monitorInterval
+        self.bootTimeout = bootTimeout
+        self.bodyLimitBytes = bodyLimitBytes
+        self.credentialWindowSeconds = credentialWindowSeconds
+        self.shutdownGrace = shutdownGrace
+    }
+}

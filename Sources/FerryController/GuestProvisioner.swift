@@ -1,0 +1,174 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import FerryTransport
+import Foundation
+import Logging
+
+/// Carries out what the controller decided, on the guest's host, through its agent's API (signed
+/// with the cluster key): build (define the guest with a disk copied from its image, boot it),
+/// stop, start, delete. Each step is journaled in the store before and after the host is asked;
+/// each is safe to repeat (the agent's create is idempotent for the same ID and specification),
+/// so a controller that restarts finishes what it had begun (`resume`).
+final class GuestProvisioner: Sendable {
+    let store: any ControlStore
+    let key: SharedKey
+    let work: BlockingWork
+    let logger: Logger
+
+    init(store: any ControlStore, key: SharedKey, work: BlockingWork, logger: Logger) {
+        self.store = store
+        self.key = key
+        self.work = work
+        self.logger = logger
+    }
+
+    /// The guest's name on its host: its ID, which no other guest has on any host.
+    static func hostName(_ id: GuestID) -> GuestName {
+        // "c-" and 32 hex digits: 34 characters of a-z, 0-9 and '-'.
+        try! GuestName("c-\(id.hex)")
+    }
+
+    /// What the host is asked to define: the flavor's resources, one root disk from the image.
+    static func specification(_ guest: CloudGuest) -> GuestSpecification {
+        GuestSpecification(
+            name: hostName(guest.id), kind: guest.imageKind, vcpus: guest.resources.vcpus,
+            memoryBytes: guest.resources.memoryBytes,
+            disks: [
+                DiskSpecification(name: "root", sizeBytes: guest.resources.diskBytes, template: guest.diskTemplatePath)
+            ])
+    }
+
+    /// pending (or building, after a restart) → building → running; any failure → error with
+    /// the host's answer as the reason.
+    func build(_ guest: CloudGuest) async {
+        var guest = guest
+        do {
+            if guest.state == .pending {
+                guest = try await store.transition(
+                    guest.id, from: .pending, to: .building, cause: "controller: host \(guest.host) builds it",
+                    errorReason: nil, generation: guest.generation)
+            }
+            let client = try await agent(guest.host)
+            let spec = Self.specification(guest)
+            let id = guest.id
+            try await work.run {
+                let view = try client.call(
+                    "POST", "/v1/guests", json: CreateOnHost(spec: spec, id: id), as: HostGuestView.self)
+                if view.state != GuestState.running.rawValue {
+                    _ = try client.checked(client.send("POST", "/v1/guests/\(spec.name)/start"))
+                }
+            }
+            _ = try await store.transition(
+                guest.id, from: .building, to: .running, cause: "host \(guest.host): it runs", errorReason: nil,
+                generation: guest.generation)
+        } catch {
+            await fail(guest, from: .building, error)
+        }
+    }
+
+    /// running → stopping → stopped (the host stops it gracefully, then by force after 30 s).
+    func stop(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest {
+        let stopping = try await store.transition(
+            guest.id, from: .running, to: .stopping, cause: "user: stop", errorReason: nil,
+            generation: guest.generation)
+        do {
+            let client = try await agent(guest.host)
+            let name = Self.hostName(guest.id)
+            try await work.run {
+                let body = Array(#"{"timeout_seconds": 30, "force": true}"#.utf8)
+                _ = try client.checked(client.send("POST", "/v1/guests/\(name)/stop", body: body))
+            }
+            return try await store.transition(
+                guest.id, from: .stopping, to: .stopped, cause: "host \(guest.host): stopped", errorReason: nil,
+                generation: stopping.generation)
+        } catch {
+            await fail(stopping, from: .stopping, error)
+            throw ControlError(.database, "stopping guest \(guest.id) on host \(guest.host) failed: \(error)")
+        }
+    }
+
+    /// stopped → building → running: the host boots it again from its disk.
+    func start(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest {
+        let building = try await store.transition(
+            guest.id, from: .stopped, to: .building, cause: "user: start", errorReason: nil,
+            generation: guest.generation)
+        Task { await self.build(building) }
+        return building
+    }
+
+    /// Removes the guest and its disk from its host, then records it deleted (a pending guest,
+    /// never sent to its host, is deleted at once; a guest in error is removed where it may be).
+    func delete(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest {
+        if guest.state == .stopped || guest.state == .error {
+            do {
+                let client = try await agent(guest.host)
+                let name = Self.hostName(guest.id)
+                try await work.run {
+                    let response = try client.send("DELETE", "/v1/guests/\(name)?remove_disks=true")
+                    if response.status != 404 { _ = try client.checked(response) }
+                }
+            } catch {
+                throw ControlError(
+                    .database,
+                    "host \(guest.host) did not remove guest \(guest.id) (\(error)); the guest stays \(guest.state.rawValue):"
+                        + " retry the delete once the host answers")
+            }
+        }
+        return try await store.transition(
+            guest.id, from: guest.state, to: .deleted, cause: "user: delete", errorReason: nil,
+            generation: guest.generation)
+    }
+
+    /// After a restart: finishes the builds that were under way.
+    func resume() async throws(ControlError) {
+        for guest in try await store.guests(states: [.pending, .building]) {
+            logger.notice(
+                "resuming the build of a guest", metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)"])
+            Task { await self.build(guest) }
+        }
+    }
+
+    private func fail(_ guest: CloudGuest, from state: CloudGuestState, _ error: any Error) async {
+        let reason = "\(error)"
+        logger.warning(
+            "a host did not do what was asked",
+            metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)", "guest.error": "\(reason)"])
+        do {
+            _ = try await store.transition(
+                guest.id, from: state, to: .error, cause: "host \(guest.host) failed", errorReason: reason,
+                generation: nil)
+        } catch {
+            // Another change came first (the host fell silent: unknown); that one stands.
+            logger.notice("the failure was not recorded: \(error)", metadata: ["guest.id": "\(guest.id)"])
+        }
+    }
+
+    /// A client for the host's agent, at the address of its last heartbeat.
+    func agent(_ host: String) async throws -> AgentClient {
+        guard let record = try await store.hosts().first(where: { $0.id == host }) else {
+            throw ControlError(.notFound, "host \(host) is not registered")
+        }
+        return try AgentClient(url: record.address, key: key, timeoutMs: 60_000)
+    }
+}
+
+/// The agent's create body: the specification and the ID the controller gave the guest.
+struct CreateOnHost: Encodable {
+    var spec: GuestSpecification
+    var id: GuestID
+
+    func encode(to encoder: any Encoder) throws {
+        try spec.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(id, forKey: .id)
+    }
+
+    enum Keys: String, CodingKey { case id }
+}
+
+/// The part of the agent's guest view the controller reads.
+struct HostGuestView: Decodable {
+    var id: String
+    var state: String
+}

@@ -1,0 +1,81 @@
+import FerryControl
+import FerryHostModel
+import Foundation
+import Logging
+
+/// The controller's view of its hosts: each heartbeat registers or refreshes its host and
+/// settles the host's unknown guests (`HostReportDecision`); a pass every second finds hosts
+/// silent for longer than the timeout and makes their live guests unknown. Nothing here deletes
+/// a guest or starts one elsewhere: a silent host's guests may still run.
+final class HostTracking: Sendable {
+    let store: any ControlStore
+    let heartbeatTimeout: Duration
+    let clock: @Sendable () -> Date
+    let logger: Logger
+
+    init(
+        store: any ControlStore, heartbeatTimeout: Duration, clock: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger
+    ) {
+        self.store = store
+        self.heartbeatTimeout = heartbeatTimeout
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// One heartbeat: the host as it reports itself now, then its unknown guests settled.
+    func receive(_ heartbeat: HostHeartbeat) async throws(ControlError) {
+        let capacity = Resources(
+            vcpus: heartbeat.vcpus, memoryBytes: heartbeat.memoryBytes, diskBytes: heartbeat.diskBytes)
+        _ = try await store.registerHost(
+            HostRegistration(id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity))
+        if !heartbeat.healthy {
+            _ = try await store.heartbeat(host: heartbeat.hostID, health: .degraded)
+        }
+        let unknown = try await store.guests(host: heartbeat.hostID, states: [.unknown])
+        guard !unknown.isEmpty else { return }
+        for change in HostReportDecision.changes(
+            host: heartbeat.hostID, controllerGuests: unknown, reported: heartbeat.guests)
+        {
+            _ = try await store.transition(
+                change.id, from: change.from, to: change.to, cause: change.cause, errorReason: change.errorReason,
+                generation: nil)
+            logger.notice(
+                "a guest of a host that was silent is \(change.to.rawValue)",
+                metadata: ["guest.id": "\(change.id)", "guest.host": "\(heartbeat.hostID)"])
+        }
+    }
+
+    /// One pass: the live guests of every host silent for longer than the timeout become unknown.
+    func markSilentHosts() async throws(ControlError) {
+        let now = clock()
+        let timeout =
+            Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
+        for host in try await store.hosts() where now.timeIntervalSince(host.lastHeartbeat) > timeout {
+            let silent = now.timeIntervalSince(host.lastHeartbeat)
+            for guest in try await store.guests(host: host.id, states: [.building, .running, .stopping]) {
+                do {
+                    _ = try await store.transition(
+                        guest.id, from: guest.state, to: .unknown,
+                        cause: "host \(host.id) silent for \(Int(silent)) s (no heartbeat)", errorReason: nil,
+                        generation: guest.generation)
+                    logger.warning(
+                        "a guest's host is silent: the guest is unknown",
+                        metadata: ["guest.id": "\(guest.id)", "guest.host": "\(host.id)"])
+                } catch  where error.code == .stale {
+                    continue  // changed meanwhile; the next pass looks again
+                }
+            }
+        }
+    }
+
+    /// Passes every `interval` until the task is cancelled.
+    func watch(every interval: Duration) async {
+        while !Task.isCancelled {
+            do { try await markSilentHosts() } catch {
+                logger.error("looking for silent hosts failed: \(error)")
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

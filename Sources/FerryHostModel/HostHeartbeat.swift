@@ -1,0 +1,54 @@
+/// What a host's agent tells its controller every second (`POST /v1/agents/heartbeat` on the
+/// controller): who it is, where its API is, what the host has, whether it is healthy, and each
+/// of its guests' state. The first heartbeat registers the host; a later one with other
+/// capacity or address updates it (an agent restarted on a changed machine).
+public struct HostHeartbeat: Codable, Sendable, Equatable {
+    /// One guest as the agent's inventory has it.
+    public struct Guest: Codable, Sendable, Equatable {
+        public var id: GuestID
+        public var name: GuestName
+        public var state: GuestState
+
+        public init(id: GuestID, name: GuestName, state: GuestState) {
+            self.id = id
+            self.name = name
+            self.state = state
+        }
+    }
+
+    /// The host's name in the cluster (`ferry agent --host-id`, by default the machine's hostname).
+    public var hostID: String
+    /// The agent's API as the controller reaches it (`http://10.0.0.2:7460`).
+    public var agentURL: String
+    public var vcpus: Int
+    public var memoryBytes: Int
+    public var diskBytes: Int
+    /// The agent's own checks (KVM, state directory) passed.
+    public var healthy: Bool
+    /// What failed, when not healthy.
+    public var healthDetail: String
+    public var guests: [Guest]
+
+    public init(
+        hostID: String, agentURL: String, vcpus: Int, memoryBytes: Int, diskBytes: Int, healthy: Bool,
+        healthDetail: String, guests: [Guest]
+    ) {
+        self.hostID = hostID
+        self.agentURL = agentURL
+        self.vcpus = vcpus
+        self.memoryBytes = memoryBytes
+        self.diskBytes = diskBytes
+        self.healthy = healthy
+        self.healthDetail = healthDetail
+        self.guests = guests
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vcpus, healthy, guests
+        case hostID = "host_id"
+        case agentURL = "agent_url"
+        case memoryBytes = "memory_bytes"
+        case diskBytes = "disk_bytes"
+        case healthDetail = "health_detail"
+    }
+}

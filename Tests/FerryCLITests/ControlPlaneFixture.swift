@@ -1,0 +1,129 @@
+import FerryAgent
+import FerryTestSupport
+import FerryTransport
+import Foundation
+import Glibc
+import Testing
+
+/// A `ferry control` process on a SQLite file in a scratch directory, and agents that report to
+/// it (real `ferry agent` processes sharing its key), each offering room for a few tiny guests.
+/// Catalogue: flavor `tiny` (1 vCPU, 16 MiB, 4 MiB of disk, 10 µ per second), image `builtin`
+/// (the built-in guest, a 4 MiB template with 64 KiB of data at 3 MiB, past the disk's journal), project `alpha`.
+final class ControlPlaneFixture {
+    let scratch: Scratch
+    let keyFile: String
+    let database: String
+    let template: String
+    private(set) var controller: FerryProcess?
+    private(set) var url = ""
+    private(set) var agents: [GuestAgentFixture] = []
+    let heartbeatTimeout: Double
+
+    init(_ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5) throws {
+        scratch = Scratch(name)
+        keyFile = scratch.file("key")
+        database = scratch.file("control.sqlite")
+        template = scratch.file("template.raw")
+        self.heartbeatTimeout = heartbeatTimeout
+        try SharedKey.generate(path: keyFile)
+        try Self.writeTemplate(template)
+        try startController()
+        for index in 1...count {
+            agents.append(
+                try GuestAgentFixture(
+                    "a\(index)", keyFile: keyFile,
+                    extra: [
+                        "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", "16", "--offer-memory-mib",
+                        "1024", "--offer-disk-gib", "1",
+                    ]))
+        }
+        try seedCatalogue()
+        try waitForHosts(count)
+    }
+
+    deinit {
+        if let controller { kill(controller.process.processIdentifier, SIGKILL) }
+    }
+
+    func startController() throws {
+        let process = try FerryProcess([
+            "control", "--database", database, "--listen",
+            "127.0.0.1:\(url.isEmpty ? "0" : String(url.split(separator: ":").last!))",
+            "--key-file", keyFile, "--heartbeat-timeout", String(heartbeatTimeout),
+        ])
+        let line = try #require(
+            process.waitForStderrLine(containing: "controller listening on", timeout: 60),
+            "the controller did not start")
+        let start = try #require(line.range(of: "http://")?.lowerBound)
+        url = String(line[start...].prefix { $0 != "," })
+        controller = process
+    }
+
+    func killController() {
+        guard let controller else { return }
+        kill(controller.process.processIdentifier, SIGKILL)
+        _ = controller.wait(timeout: 10)
+        self.controller = nil
+    }
+
+    func client() throws -> AgentClient { try AgentClient(url: url, key: SharedKey.load(path: keyFile)) }
+
+    func json(_ method: String, _ target: String, _ body: [String: Any]? = nil) throws -> (Int, [String: Any]) {
+        let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
+        let response = try client().send(method, target, body: bytes)
+        let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+        return (response.status, object)
+    }
+
+    private func seedCatalogue() throws {
+        let flavor: [String: Any] = [
+            "name": "tiny", "price_per_second_micros": 10,
+            "resources": ["vcpus": 1, "memory_bytes": 16 << 20, "disk_bytes": 4 << 20],
+        ]
+        let image: [String: Any] = ["name": "builtin", "kind": "builtin", "disk_template_path": template]
+        let project: [String: Any] = [
+            "name": "alpha",
+            "quota": ["guests": 100, "resources": ["vcpus": 100, "memory_bytes": 4 << 30, "disk_bytes": 1 << 30]],
+        ]
+        for (target, body) in [("/v1/flavors", flavor), ("/v1/images", image), ("/v1/projects", project)] {
+            let (status, answer) = try json("POST", target, body)
+            #expect(status == 201, "\(target): \(answer)")
+        }
+    }
+
+    func waitForHosts(_ count: Int, timeout: Double = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let (_, answer) = try json("GET", "/v1/hosts")
+            let hosts = answer["hosts"] as? [[String: Any]] ?? []
+            if hosts.filter({ $0["takes_guests"] as? Bool == true }).count >= count { return }
+            usleep(100_000)
+        }
+        Issue.record("fewer than \(count) hosts registered within \(timeout) s")
+    }
+
+    /// Polls the guest until `done` holds (at most `timeout` s); its last view.
+    func waitForGuest(_ id: String, timeout: Double = 30, until done: (String) -> Bool) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String: Any] = [:]
+        while Date() < deadline {
+            last = try json("GET", "/v1/guests/\(id)").1
+            if let state = last["state"] as? String, done(state) { return last }
+            usleep(50_000)
+        }
+        return last
+    }
+
+    /// A 4 MiB raw file with 64 KiB of data at 3 MiB; the rest a hole (the built-in guest
+    /// formats its disk's journal, at the start, when it finds it empty).
+    static func writeTemplate(_ path: String) throws {
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        let file = try #require(FileHandle(forWritingAtPath: path))
+        defer { try? file.close() }
+        try file.truncate(atOffset: 4 << 20)
+        for offset in [3 << 20] {
+            try file.seek(toOffset: UInt64(offset))
+            file.write(Data((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ offset >> 20) }))
+        }
+    }
+}

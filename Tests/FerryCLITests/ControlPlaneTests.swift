@@ -1,0 +1,104 @@
+import FerryAgent
+import FerryTestSupport
+import Foundation
+import Glibc
+import Testing
+
+/// `ferry control` with three `ferry agent`s reporting to it: a create goes pending → building →
+/// running on a host the scheduler chose, with its disk copied from the image; a client token
+/// makes it exactly-once; stop, start, delete reach the host; a host killed with -9 makes its
+/// guests unknown (never deleted) until its agent reports again.
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct ControlPlaneTests {
+    @Test func aCreateRunsOnAHostWithItsImagesDisk() throws {
+        let cloud = try ControlPlaneFixture("cp1")
+        let body: [String: Any] = ["name": "web", "flavor": "tiny", "image": "builtin", "client_token": "t-1"]
+        let (status, created) = try cloud.json("POST", "/v1/projects/alpha/guests", body)
+        #expect(status == 202 && created["state"] as? String == "pending", "\(created)")
+        let id = try #require(created["id"] as? String)
+        let again = try cloud.json("POST", "/v1/projects/alpha/guests", body)
+        #expect(again.0 == 200 && again.1["id"] as? String == id)
+        var changed = body
+        changed["flavor"] = "other"
+        #expect(try cloud.json("POST", "/v1/projects/alpha/guests", changed).0 == 409)
+
+        let running = try cloud.waitForGuest(id) { ["running", "error"].contains($0) }
+        #expect(running["state"] as? String == "running", "\(running)")
+        let host = try #require(running["host"] as? String)
+        let agent = cloud.agents[Int(host.dropFirst())! - 1]
+        let onHost = try agent.view("c-\(id)")
+        #expect(onHost.state == "running" && onHost.id == id)
+        let disk = agent.stateDirectory + "/disks/c-\(id).root.raw"
+        #expect((try? FileManager.default.attributesOfItem(atPath: disk)[.size] as? Int) == 4 << 20)
+        try expectTemplateCopied(cloud, agent)
+
+        #expect(try cloud.json("POST", "/v1/guests/\(id)/stop").1["state"] as? String == "stopped")
+        #expect(try agent.view("c-\(id)").state == "stopped")
+        #expect(try cloud.json("POST", "/v1/guests/\(id)/start").0 == 202)
+        #expect(try cloud.waitForGuest(id) { $0 != "building" }["state"] as? String == "running")
+        #expect(try cloud.json("DELETE", "/v1/guests/\(id)").0 == 409, "a running guest is stopped first")
+        _ = try cloud.json("POST", "/v1/guests/\(id)/stop")
+        #expect(try cloud.json("DELETE", "/v1/guests/\(id)").1["state"] as? String == "deleted")
+        #expect(try agent.list().isEmpty && !FileManager.default.fileExists(atPath: disk))
+        let journal = try cloud.json("GET", "/v1/guests/\(id)/journal").1["entries"] as? [[String: Any]] ?? []
+        #expect(
+            journal.compactMap { $0["to"] as? String } == [
+                "pending", "building", "running", "stopping", "stopped", "building", "running", "stopping",
+                "stopped", "deleted",
+            ])
+    }
+
+    /// Six guests spread over three hosts; one host's agent is killed with -9: its guests become
+    /// unknown (the others stay running), nothing is deleted, and when the agent is back its
+    /// report makes them running again (their processes never stopped).
+    @Test func aSilentHostsGuestsAreUnknownThenRecovered() throws {
+        let cloud = try ControlPlaneFixture("cp2")
+        var ids: [String] = []
+        for index in 0..<6 {
+            let body: [String: Any] = ["name": "g\(index)", "flavor": "tiny", "image": "builtin"]
+            ids.append(try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String))
+        }
+        var hostOf: [String: String] = [:]
+        for id in ids {
+            let view = try cloud.waitForGuest(id) { $0 == "running" }
+            hostOf[id] = view["host"] as? String
+        }
+        #expect(Set(hostOf.values) == ["h1", "h2", "h3"], "spread over the three hosts")
+        let victim = cloud.agents[0]
+        victim.kill9()
+        let onVictim = ids.filter { hostOf[$0] == "h1" }
+        for id in onVictim {
+            #expect(try cloud.waitForGuest(id, timeout: 15) { $0 == "unknown" }["state"] as? String == "unknown")
+        }
+        for id in ids where hostOf[id] != "h1" {
+            #expect(try cloud.json("GET", "/v1/guests/\(id)").1["state"] as? String == "running")
+        }
+        try victim.start()
+        for id in onVictim {
+            #expect(try cloud.waitForGuest(id, timeout: 15) { $0 == "running" }["state"] as? String == "running")
+        }
+        let journal = try cloud.json("GET", "/v1/guests/\(onVictim[0])/journal").1["entries"] as? [[String: Any]]
+        #expect(
+            journal?.compactMap { $0["to"] as? String } == ["pending", "building", "running", "unknown", "running"])
+    }
+
+    /// The agent's create with a template (no boot, so nothing writes the disk): the file holds
+    /// the template's bytes, sized to the disk, its holes still holes.
+    private func expectTemplateCopied(_ cloud: ControlPlaneFixture, _ agent: GuestAgentFixture) throws {
+        let body: [String: Any] = [
+            "name": "copy", "kind": "builtin", "vcpus": 1, "memory_bytes": 16 << 20, "seed": 1,
+            "disks": [["name": "root", "size_bytes": 8 << 20, "template": cloud.template]],
+        ]
+        let response = try agent.client().send(
+            "POST", "/v1/guests", body: Array(try JSONSerialization.data(withJSONObject: body)))
+        #expect(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+        let path = agent.stateDirectory + "/disks/copy.root.raw"
+        let copy = try #require(FileManager.default.contents(atPath: path))
+        let template = try #require(FileManager.default.contents(atPath: cloud.template))
+        #expect(copy.count == 8 << 20 && copy.prefix(template.count) == template)
+        #expect(copy.dropFirst(template.count).allSatisfy { $0 == 0 })
+        var info = stat()
+        #expect(stat(path, &info) == 0 && Int(info.st_blocks) * 512 <= 1 << 20, "holes stay holes")
+        #expect(try agent.client().send("DELETE", "/v1/guests/copy?remove_disks=true").status == 204)
+    }
+}
