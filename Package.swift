@@ -62,6 +62,8 @@ let package = Package(
         .target(name: "FerryCodec", dependencies: ["CLZ4", "CXXHash", "FerryProtocol"]),
         // C: AEAD records in place through libcrypto's EVP interface (Debian's libssl-dev).
         .target(name: "CAEAD", linkerSettings: [.linkedLibrary("crypto")]),
+        // C: scrypt, SHA-256 and a constant-time comparison from libcrypto, for the control plane's accounts.
+        .target(name: "CAccountCrypto", linkerSettings: [.linkedLibrary("crypto")]),
         .target(
             name: "FerryTransport",
             dependencies: [
@@ -149,11 +151,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Cloud layer: the controller's model (hosts, catalogue, projects, quotas, guests and their
-        // states), the pure scheduler (Placement) and the store on SQLite (docs/control-plane.md).
+        // states, users and their roles), the pure scheduler (Placement) and authorization, and the
+        // store on SQLite (docs/control-plane.md).
         .target(
             name: "FerryControl",
             dependencies: [
-                "FerryHostModel",
+                "FerryHostModel", "CAccountCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -19,6 +19,17 @@ public struct ControlError: Error, Sendable, CustomStringConvertible {
         case quotaExceeded
         /// No healthy host has the free capacity the flavor needs.
         case insufficientCapacity
+        /// No valid session or API token: it is unknown, expired, revoked or ended by logout (HTTP
+        /// 401: log in again).
+        case unauthenticated
+        /// Wrong user name or password (HTTP 401; which of the two is never said).
+        case wrongCredentials
+        /// The principal may see the resource but not do this to it (HTTP 403). A resource the
+        /// principal may not even see is `notFound`.
+        case forbidden
+        /// Too many failed logins for this user name or client address: `retryAfter` says how long
+        /// to wait (HTTP 429 with Retry-After).
+        case throttled
         /// The database file is not a SQLite database, is damaged, or has a newer schema.
         case unusableDatabase
         /// Any other SQLite failure (I/O error, full disk, lock held too long).
@@ -29,11 +40,14 @@ public struct ControlError: Error, Sendable, CustomStringConvertible {
     public let message: String
     /// The error underneath, as text (SQLite's result code and message), if any.
     public let cause: String?
+    /// For `throttled`: how long to wait before the next attempt.
+    public let retryAfter: Duration?
 
-    public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+    public init(_ code: Code, _ message: String, cause: (any Error)? = nil, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
         self.cause = cause.map { String(describing: $0) }
+        self.retryAfter = retryAfter
     }
 
     public var description: String {
