@@ -30,6 +30,9 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
                 .insufficientCapacity:
                 .conflict
             case .invalidArgument: .unprocessableContent
+            case .unauthenticated, .wrongCredentials: .unauthorized
+            case .forbidden: .forbidden
+            case .throttled: .tooManyRequests
             case .unusableDatabase, .database: .serviceUnavailable
             }
         let code =
@@ -42,6 +45,10 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
             case .clientTokenMismatch: "client_token_mismatch"
             case .quotaExceeded: "quota_exceeded"
             case .insufficientCapacity: "insufficient_capacity"
+            case .unauthenticated: "unauthenticated"
+            case .wrongCredentials: "wrong_credentials"
+            case .forbidden: "forbidden"
+            case .throttled: "throttled"
             case .unusableDatabase, .database: "unavailable"
             }
         self.init(status, code, error.message)
