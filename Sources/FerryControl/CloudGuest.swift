@@ -38,6 +38,26 @@ public struct CloudGuest: Sendable, Equatable {
     public var createdAt: Date
     public var stateSince: Date
 
+    public init(
+        id: GuestID, request: GuestRequest, resources: Resources, pricePerSecondMicros: Int64,
+        imageKind: GuestSpecification.Kind, diskTemplatePath: String, host: String, state: CloudGuestState,
+        errorReason: String?, clientToken: String?, generation: Int64, createdAt: Date, stateSince: Date
+    ) {
+        self.id = id
+        self.request = request
+        self.resources = resources
+        self.pricePerSecondMicros = pricePerSecondMicros
+        self.imageKind = imageKind
+        self.diskTemplatePath = diskTemplatePath
+        self.host = host
+        self.state = state
+        self.errorReason = errorReason
+        self.clientToken = clientToken
+        self.generation = generation
+        self.createdAt = createdAt
+        self.stateSince = stateSince
+    }
+
     public var project: String { request.project }
     public var name: GuestName { request.name }
 }

@@ -3,12 +3,7 @@ import GRDB
 
 extension SQLiteControlStore {
     public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
-        try ControlNames.validate(registration.id, "host")
-        guard registration.capacity.isNonNegative, !registration.address.isEmpty else {
-            throw ControlError(
-                .invalidArgument,
-                "host \(registration.id): needs an address and a capacity of at least zero (\(registration.capacity))")
-        }
+        try ControlRules.validate(registration)
         let now = now()
         let record = try await writing("register host \(registration.id) in") { db in
             let capacity = registration.capacity

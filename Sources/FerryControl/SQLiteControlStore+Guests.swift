@@ -6,19 +6,10 @@ extension SQLiteControlStore {
     public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
         -> GuestCreation
     {
-        if let clientToken, clientToken.isEmpty || clientToken.utf8.count > 64 {
-            throw ControlError(.invalidArgument, "a client token has 1 to 64 characters, got \(clientToken.utf8.count)")
-        }
+        try ControlRules.validate(clientToken: clientToken)
         let creation = try await writing("create guest \(request.name) of project \(request.project) in") { db in
             if let clientToken, let earlier = try self.guest(db, project: request.project, clientToken: clientToken) {
-                guard earlier.request == request else {
-                    throw ControlError(
-                        .clientTokenMismatch,
-                        "client token \(clientToken) of project \(request.project) was used for another request"
-                            + " (guest \(earlier.id): \(earlier.request.name), flavor \(earlier.request.flavor), image"
-                            + " \(earlier.request.image)): send that request again, or use a new token for this one")
-                }
-                return GuestCreation(guest: earlier, created: false)
+                return try ControlRules.repeatCreation(request, clientToken: clientToken, earlier: earlier)
             }
             let guest = try self.placeNew(db, request, clientToken: clientToken)
             try ControlRows.insert(guest, db)
@@ -74,28 +65,13 @@ extension SQLiteControlStore {
         _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String, errorReason: String?,
         generation: Int64?
     ) async throws(ControlError) -> CloudGuest {
-        guard (next == .error) == (errorReason != nil) else {
-            throw ControlError(
-                .invalidArgument, "guest \(id): a change to error needs a reason, and only a change to error has one")
-        }
+        try ControlRules.validate(transitionOf: id, to: next, errorReason: errorReason)
         let now = now()
         let guest = try await writing("change the state of guest \(id) in") { db in
             guard var guest = try self.fetchGuest(db, id) else {
                 throw ControlError(.notFound, "no guest \(id) in control store \(self.path)")
             }
-            guard guest.state == expected, generation.map({ $0 == guest.generation }) ?? true else {
-                throw ControlError(
-                    .stale,
-                    "guest \(id) is \(guest.state.rawValue) at generation \(guest.generation), not \(expected.rawValue)"
-                        + "\(generation.map { " at generation \($0)" } ?? ""): read it again and decide again")
-            }
-            guard expected.allows(next) else {
-                let allowed = expected.successors.map(\.rawValue).sorted().joined(separator: ", ")
-                throw ControlError(
-                    .transitionRefused,
-                    "guest \(id) cannot go from \(expected.rawValue) to \(next.rawValue); from \(expected.rawValue)"
-                        + " it may go to \(allowed.isEmpty ? "nothing (it is final)" : allowed)")
-            }
+            try ControlRules.checkTransition(guest, from: expected, to: next, generation: generation)
             try db.execute(
                 sql: """
                     UPDATE guests SET state = ?, error_reason = COALESCE(?, error_reason), generation = ?,
@@ -166,40 +142,18 @@ extension SQLiteControlStore {
     }
 
     func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws {
-        let quota = project.quota
-        let after = usage.resources + flavor.resources
-        var over: [String] = []
-        if usage.guests + 1 > quota.guests { over.append("guests \(usage.guests + 1) > \(quota.guests)") }
-        if after.vcpus > quota.resources.vcpus { over.append("vCPUs \(after.vcpus) > \(quota.resources.vcpus)") }
-        if after.memoryBytes > quota.resources.memoryBytes {
-            over.append("memory \(after.memoryBytes) > \(quota.resources.memoryBytes) bytes")
-        }
-        if after.diskBytes > quota.resources.diskBytes {
-            over.append("disk \(after.diskBytes) > \(quota.resources.diskBytes) bytes")
-        }
-        guard over.isEmpty else {
-            throw ControlError(
-                .quotaExceeded,
-                "project \(project.name): a guest of flavor \(flavor.name) would exceed its quota (\(over.joined(separator: ", "))):"
-                    + " delete a guest, pick a smaller flavor, or ask an admin to raise the quota")
-        }
+        try ControlRules.checkQuota(project, usage, flavor)
     }
 
     /// The scheduler over every host's free capacity as recorded (capacity minus its guests).
     func chooseHost(_ db: Database, _ request: Resources) throws -> String {
         let used = try usageByHost(db)
         let now = now()
-        let candidates = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
-            row in
-            let host = try ControlRows.host(row, file: path)
-            return PlacementCandidate(
-                hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
-                free: host.capacity - (used[host.id] ?? .zero))
+        let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
+            row in try ControlRows.host(row, file: path)
         }
-        switch Placement.choose(request, among: candidates, policy: policy) {
-        case .host(let id): return id
-        case .none(let refusal): throw ControlError(.insufficientCapacity, refusal.description)
-        }
+        return try ControlRules.chooseHost(
+            request, hosts: hosts, usage: used, policy: policy, now: now, heartbeatTimeout: heartbeatTimeout)
     }
 
     func fetchGuest(_ db: Database, _ id: GuestID) throws -> CloudGuest? {

@@ -1,0 +1,120 @@
+import FerryHostModel
+import Foundation
+
+/// The decisions every `ControlStore` backend makes the same way, with the same errors: what a
+/// request must hold, whether a quota has room, whether a change of state is allowed, which hosts
+/// the scheduler sees. Pure: the backend reads the rows in its transaction and asks here.
+public enum ControlRules {
+    public static func validate(_ registration: HostRegistration) throws(ControlError) {
+        try ControlNames.validate(registration.id, "host")
+        guard registration.capacity.isNonNegative, !registration.address.isEmpty else {
+            throw ControlError(
+                .invalidArgument,
+                "host \(registration.id): needs an address and a capacity of at least zero (\(registration.capacity))")
+        }
+    }
+
+    public static func validate(_ flavor: Flavor) throws(ControlError) { try flavor.validate() }
+    public static func validate(_ image: Image) throws(ControlError) { try image.validate() }
+
+    public static func validate(_ project: Project) throws(ControlError) {
+        try ControlNames.validate(project.name, "project")
+        try project.quota.validate(project.name)
+    }
+
+    public static func validate(_ quota: Quota, project: String) throws(ControlError) {
+        try quota.validate(project)
+    }
+
+    public static func validate(clientToken: String?) throws(ControlError) {
+        if let clientToken, clientToken.isEmpty || clientToken.utf8.count > 64 {
+            throw ControlError(.invalidArgument, "a client token has 1 to 64 characters, got \(clientToken.utf8.count)")
+        }
+    }
+
+    /// A change to `error` needs a reason, and only such a change has one.
+    public static func validate(transitionOf id: GuestID, to next: CloudGuestState, errorReason: String?)
+        throws(ControlError)
+    {
+        guard (next == .error) == (errorReason != nil) else {
+            throw ControlError(
+                .invalidArgument, "guest \(id): a change to error needs a reason, and only a change to error has one")
+        }
+    }
+
+    /// What an earlier guest made with `clientToken` means for `request`: the same request gets
+    /// that guest again; another one is refused.
+    public static func repeatCreation(_ request: GuestRequest, clientToken: String, earlier: CloudGuest)
+        throws(ControlError) -> GuestCreation
+    {
+        guard earlier.request == request else {
+            throw ControlError(
+                .clientTokenMismatch,
+                "client token \(clientToken) of project \(request.project) was used for another request"
+                    + " (guest \(earlier.id): \(earlier.request.name), flavor \(earlier.request.flavor), image"
+                    + " \(earlier.request.image)): send that request again, or use a new token for this one")
+        }
+        return GuestCreation(guest: earlier, created: false)
+    }
+
+    /// Refuses a guest of `flavor` the project's quota has no room for, naming every dimension over.
+    public static func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws(ControlError) {
+        let quota = project.quota
+        let after = usage.resources + flavor.resources
+        var over: [String] = []
+        if usage.guests + 1 > quota.guests { over.append("guests \(usage.guests + 1) > \(quota.guests)") }
+        if after.vcpus > quota.resources.vcpus { over.append("vCPUs \(after.vcpus) > \(quota.resources.vcpus)") }
+        if after.memoryBytes > quota.resources.memoryBytes {
+            over.append("memory \(after.memoryBytes) > \(quota.resources.memoryBytes) bytes")
+        }
+        if after.diskBytes > quota.resources.diskBytes {
+            over.append("disk \(after.diskBytes) > \(quota.resources.diskBytes) bytes")
+        }
+        guard over.isEmpty else {
+            throw ControlError(
+                .quotaExceeded,
+                "project \(project.name): a guest of flavor \(flavor.name) would exceed its quota (\(over.joined(separator: ", "))):"
+                    + " delete a guest, pick a smaller flavor, or ask an admin to raise the quota")
+        }
+    }
+
+    /// The scheduler's choice among `hosts` (in the order read) with what their guests hold.
+    public static func chooseHost(
+        _ request: Resources, hosts: [HostRecord], usage: [String: Resources], policy: PlacementPolicy, now: Date,
+        heartbeatTimeout: Duration
+    ) throws(ControlError) -> String {
+        let candidates = hosts.map { host in
+            PlacementCandidate(
+                hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
+                free: host.capacity - (usage[host.id] ?? .zero))
+        }
+        switch Placement.choose(request, among: candidates, policy: policy) {
+        case .host(let id): return id
+        case .none(let refusal): throw ControlError(.insufficientCapacity, refusal.description)
+        }
+    }
+
+    /// Refuses a change of `guest` (as read in the transaction) unless it is in `expected` (at
+    /// `generation`, if given) and `expected` allows `next`.
+    public static func checkTransition(
+        _ guest: CloudGuest, from expected: CloudGuestState, to next: CloudGuestState, generation: Int64?
+    ) throws(ControlError) {
+        guard guest.state == expected, generation.map({ $0 == guest.generation }) ?? true else {
+            throw ControlError(
+                .stale,
+                "guest \(guest.id) is \(guest.state.rawValue) at generation \(guest.generation), not \(expected.rawValue)"
+                    + "\(generation.map { " at generation \($0)" } ?? ""): read it again and decide again")
+        }
+        guard expected.allows(next) else {
+            let allowed = expected.successors.map(\.rawValue).sorted().joined(separator: ", ")
+            throw ControlError(
+                .transitionRefused,
+                "guest \(guest.id) cannot go from \(expected.rawValue) to \(next.rawValue); from \(expected.rawValue)"
+                    + " it may go to \(allowed.isEmpty ? "nothing (it is final)" : allowed)")
+        }
+    }
+
+    /// The states that hold capacity, as an SQL list: `('pending', 'building', …)`.
+    public static let holdingStatesSQL =
+        "(" + CloudGuestState.allCases.filter(\.holdsCapacity).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+}
