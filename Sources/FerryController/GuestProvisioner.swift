@@ -52,19 +52,52 @@ final class GuestProvisioner: Sendable {
             let client = try await agent(guest.host)
             let spec = Self.specification(guest)
             let id = guest.id
-            try await work.run {
-                let view = try client.call(
-                    "POST", "/v1/guests", json: CreateOnHost(spec: spec, id: id), as: HostGuestView.self)
-                if view.state != GuestState.running.rawValue {
-                    _ = try client.checked(client.send("POST", "/v1/guests/\(spec.name)/start"))
-                }
-            }
+            try await work.run { try Self.defineAndBoot(client, spec: spec, id: id, timeout: 60) }
             _ = try await store.transition(
                 guest.id, from: .building, to: .running, cause: "host \(guest.host): it runs", errorReason: nil,
                 generation: guest.generation)
         } catch {
             await fail(guest, from: .building, error)
         }
+    }
+
+    /// Defines the guest on its host (again: the same create answers with the guest it made)
+    /// and boots it, until the host reports it running. A start the host is still doing (the
+    /// agent answers `busy`, or the guest is `starting`: a controller before a restart asked for
+    /// it) is waited for, not repeated.
+    static func defineAndBoot(_ client: AgentClient, spec: GuestSpecification, id: GuestID, timeout: Double) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        let create = Array(try JSONEncoder().encode(CreateOnHost(spec: spec, id: id)))
+        var response = try client.send("POST", "/v1/guests", body: create)
+        // 409 busy: an earlier controller's start of it still runs on the host.
+        while Self.isBusy(response), Date() < deadline {
+            usleep(50_000)
+            response = try client.send("POST", "/v1/guests", body: create)
+        }
+        var view = try JSONDecoder().decode(HostGuestView.self, from: Data(client.checked(response).body))
+        while view.state != GuestState.running.rawValue {
+            guard Date() < deadline else {
+                throw ControlError(
+                    .database,
+                    "the host did not report guest \(spec.name) running within \(Int(timeout)) s (\(view.state))")
+            }
+            if [GuestState.defined, .stopped, .crashed].map(\.rawValue).contains(view.state) {
+                let response = try client.send("POST", "/v1/guests/\(spec.name)/start")
+                // 409 busy: another start of it runs on the host; wait for its outcome.
+                if !Self.isBusy(response) {
+                    view = try JSONDecoder().decode(HostGuestView.self, from: Data(client.checked(response).body))
+                    continue
+                }
+            }
+            usleep(50_000)
+            view = try client.get("/v1/guests/\(spec.name)", as: HostGuestView.self)
+        }
+    }
+
+    static func isBusy(_ response: AgentResponse) -> Bool {
+        guard response.status == 409 else { return false }
+        let body = try? JSONDecoder().decode([String: AgentErrorDetail].self, from: Data(response.body))
+        return body?["error"]?.code == AgentAPIError.Code.busy.rawValue
     }
 
     /// running → stopping → stopped (the host stops it gracefully, then by force after 30 s).
@@ -171,4 +204,9 @@ struct CreateOnHost: Encodable {
 struct HostGuestView: Decodable {
     var id: String
     var state: String
+}
+
+/// The `error` object of an agent's answer.
+struct AgentErrorDetail: Decodable {
+    var code: String
 }

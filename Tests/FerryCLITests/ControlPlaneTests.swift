@@ -101,4 +101,24 @@ struct ControlPlaneTests {
         #expect(stat(path, &info) == 0 && Int(info.st_blocks) * 512 <= 1 << 20, "holes stay holes")
         #expect(try agent.client().send("DELETE", "/v1/guests/copy?remove_disks=true").status == 204)
     }
+
+    /// The controller is killed with -9 right after it answered creates: at its next start it
+    /// finds the guests it had not finished (pending or building) and finishes them; each ends
+    /// running on its host, exactly once (one guest per create on the hosts, none doubled).
+    @Test func aControllerKilledMidCreateFinishesAtItsNextStart() throws {
+        let cloud = try ControlPlaneFixture("cp3")
+        var ids: [String] = []
+        for index in 0..<4 {
+            let body: [String: Any] = ["name": "g\(index)", "flavor": "tiny", "image": "builtin"]
+            ids.append(try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String))
+        }
+        cloud.killController()
+        try cloud.startController()
+        for id in ids {
+            let view = try cloud.waitForGuest(id) { $0 == "running" || $0 == "error" }
+            #expect(view["state"] as? String == "running", "\(view)")
+        }
+        let onHosts = try cloud.agents.flatMap { try $0.list().map(\.id) }
+        #expect(onHosts.sorted() == ids.sorted(), "each guest on exactly one host")
+    }
 }
