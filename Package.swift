@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "FerryAgent", targets: ["FerryAgent"]),
         // The control plane's state and decisions (cluster model, scheduler, SQLite store).
         .library(name: "FerryControl", targets: ["FerryControl"]),
+        // The control plane's state on PostgreSQL, for several controllers at once.
+        .library(name: "FerryControlPostgres", targets: ["FerryControlPostgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,6 +45,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        // The control plane's store on PostgreSQL (FerryControlPostgres).
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
@@ -160,6 +164,15 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Cloud layer: the same ControlStore on PostgreSQL (a pool per controller, versioned
+        // migrations, writes serialised by an advisory lock), so several controllers can run at once.
+        .target(
+            name: "FerryControlPostgres",
+            dependencies: [
+                "FerryControl", "FerryHostModel",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Cloud layer: `ferry control`, the controller's HTTP API over a ControlStore; it reaches the
         // hosts through the agents' API client.
         .target(
@@ -232,7 +245,7 @@ let package = Package(
         .testTarget(
             name: "FerryControlTests",
             dependencies: [
-                "FerryControl", "FerryHostModel", "FerryTestSupport",
+                "FerryControl", "FerryControlPostgres", "FerryHostModel", "FerryTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -1,0 +1,177 @@
+import FerryControl
+import Foundation
+import PostgresNIO
+
+extension PostgresControlStore {
+    public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
+        try ControlRules.validate(registration)
+        let now = PostgresRows.milliseconds(now())
+        let record = try await writing("register host \(registration.id) in") { connection in
+            let capacity = registration.capacity
+            try await connection.query(
+                """
+                INSERT INTO hosts (\(unescaped: PostgresRows.hostColumns)) VALUES (\(registration.id),
+                \(registration.address), \(capacity.vcpus), \(capacity.memoryBytes), \(capacity.diskBytes), 'healthy',
+                \(now), \(now))
+                ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
+                memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, health = 'healthy',
+                last_heartbeat_ms = excluded.last_heartbeat_ms
+                """, logger: logger)
+            return try await self.fetchHost(connection, registration.id)
+        }
+        logger.info("host registered", metadata: ["host.id": "\(record.id)", "host.address": "\(record.address)"])
+        return record
+    }
+
+    public func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord {
+        let now = PostgresRows.milliseconds(now())
+        return try await writing("record a heartbeat of host \(host) in") { connection in
+            let updated: [Bool] = try await PostgresRows.all(
+                connection,
+                "UPDATE hosts SET health = \(health.rawValue), last_heartbeat_ms = \(now) WHERE id = \(host) RETURNING id",
+                logger: logger
+            ) { _ in true }
+            guard updated.count == 1 else {
+                throw ControlError(.notFound, "no host \(host) is registered: its agent must register first")
+            }
+            return try await self.fetchHost(connection, host)
+        }
+    }
+
+    public func hosts() async throws(ControlError) -> [HostRecord] {
+        try await reading("list the hosts of") { connection in try await self.allHosts(connection) }
+    }
+
+    public func hostUsage() async throws(ControlError) -> [String: Resources] {
+        try await reading("sum the guests of each host in") { connection in try await self.usageByHost(connection) }
+    }
+
+    public func addFlavor(_ flavor: Flavor) async throws(ControlError) {
+        try ControlRules.validate(flavor)
+        let resources = flavor.resources
+        try await inserting(
+            "flavor \(flavor.name)",
+            """
+            INSERT INTO flavors (name, vcpus, memory_bytes, disk_bytes, price_per_second_micros)
+            VALUES (\(flavor.name), \(resources.vcpus), \(resources.memoryBytes), \(resources.diskBytes),
+            \(flavor.pricePerSecondMicros))
+            """)
+    }
+
+    public func flavors() async throws(ControlError) -> [Flavor] {
+        try await reading("list the flavors of") { connection in
+            try await PostgresRows.all(connection, "SELECT * FROM flavors ORDER BY name", logger: logger) { row in
+                try PostgresRows.flavor(row)
+            }
+        }
+    }
+
+    public func addImage(_ image: Image) async throws(ControlError) {
+        try ControlRules.validate(image)
+        try await inserting(
+            "image \(image.name)",
+            "INSERT INTO images (name, kind, disk_template_path) VALUES (\(image.name), \(image.kind.rawValue), \(image.diskTemplatePath))"
+        )
+    }
+
+    public func images() async throws(ControlError) -> [Image] {
+        try await reading("list the images of") { connection in
+            try await PostgresRows.all(connection, "SELECT * FROM images ORDER BY name", logger: logger) { row in
+                try PostgresRows.image(row, url: self.url)
+            }
+        }
+    }
+
+    public func addProject(_ project: Project) async throws(ControlError) {
+        try ControlRules.validate(project)
+        let quota = project.quota
+        try await inserting(
+            "project \(project.name)",
+            """
+            INSERT INTO projects (name, quota_guests, quota_vcpus, quota_memory_bytes, quota_disk_bytes)
+            VALUES (\(project.name), \(quota.guests), \(quota.resources.vcpus), \(quota.resources.memoryBytes),
+            \(quota.resources.diskBytes))
+            """)
+    }
+
+    /// A quota lowered below what the project holds refuses new guests until it holds less;
+    /// nothing running is touched.
+    public func setQuota(_ quota: Quota, project: String) async throws(ControlError) {
+        try ControlRules.validate(quota, project: project)
+        try await writing("set the quota of project \(project) in") { connection in
+            let updated: [Bool] = try await PostgresRows.all(
+                connection,
+                """
+                UPDATE projects SET quota_guests = \(quota.guests), quota_vcpus = \(quota.resources.vcpus),
+                quota_memory_bytes = \(quota.resources.memoryBytes), quota_disk_bytes = \(quota.resources.diskBytes)
+                WHERE name = \(project) RETURNING name
+                """, logger: logger
+            ) { _ in true }
+            guard updated.count == 1 else { throw ControlError(.notFound, "no project \(project)") }
+        }
+    }
+
+    public func projects() async throws(ControlError) -> [Project] {
+        try await reading("list the projects of") { connection in
+            try await PostgresRows.all(connection, "SELECT * FROM projects ORDER BY name", logger: logger) { row in
+                try PostgresRows.project(row)
+            }
+        }
+    }
+
+    public func usage(project: String) async throws(ControlError) -> ProjectUsage {
+        try await reading("sum the guests of project \(project) in") { connection in
+            try await self.usage(connection, project: project)
+        }
+    }
+
+    // MARK: - Inside a transaction
+
+    func fetchHost(_ connection: PostgresConnection, _ id: String) async throws -> HostRecord {
+        let rows = try await PostgresRows.all(
+            connection, "SELECT \(unescaped: PostgresRows.hostColumns) FROM hosts WHERE id = \(id)", logger: logger
+        ) { row in try PostgresRows.host(row, url: url) }
+        guard let host = rows.first else { throw ControlError(.notFound, "no host \(id) is registered") }
+        return host
+    }
+
+    func allHosts(_ connection: PostgresConnection) async throws -> [HostRecord] {
+        try await PostgresRows.all(
+            connection, "SELECT \(unescaped: PostgresRows.hostColumns) FROM hosts ORDER BY id", logger: logger
+        ) { row in try PostgresRows.host(row, url: url) }
+    }
+
+    func usageByHost(_ connection: PostgresConnection) async throws -> [String: Resources] {
+        let rows = try await PostgresRows.all(
+            connection,
+            """
+            SELECT host, SUM(vcpus)::BIGINT AS vcpus, SUM(memory_bytes)::BIGINT AS memory_bytes,
+            SUM(disk_bytes)::BIGINT AS disk_bytes
+            FROM guests WHERE state IN \(unescaped: ControlRules.holdingStatesSQL) GROUP BY host
+            """, logger: logger
+        ) { row in (try row["host"].decode(String.self), try PostgresRows.resources(row)) }
+        return Dictionary(uniqueKeysWithValues: rows)
+    }
+
+    func usage(_ connection: PostgresConnection, project: String) async throws -> ProjectUsage {
+        let rows = try await PostgresRows.all(
+            connection,
+            """
+            SELECT COUNT(*) AS guests, COALESCE(SUM(vcpus), 0)::BIGINT AS vcpus,
+            COALESCE(SUM(memory_bytes), 0)::BIGINT AS memory_bytes, COALESCE(SUM(disk_bytes), 0)::BIGINT AS disk_bytes
+            FROM guests WHERE project = \(project) AND state IN \(unescaped: ControlRules.holdingStatesSQL)
+            """, logger: logger
+        ) { row in ProjectUsage(guests: try row["guests"].decode(Int.self), resources: try PostgresRows.resources(row))
+        }
+        return rows[0]
+    }
+
+    private func inserting(_ what: String, _ query: PostgresQuery) async throws(ControlError) {
+        do {
+            try await writing("add \(what) to") { connection in _ = try await connection.query(query, logger: logger) }
+        } catch let error where (error.cause ?? "").contains("SQLSTATE 23505") {
+            throw ControlError(.alreadyExists, "\(what) already exists in control store \(url)")
+        }
+        logger.info("catalogue changed", metadata: ["control.added": "\(what)"])
+    }
+}

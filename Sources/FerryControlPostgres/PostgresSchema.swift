@@ -1,0 +1,160 @@
+import FerryControl
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The controller's tables on PostgreSQL, as versioned migrations recorded in a table of their
+/// own (`ferry_control_migrations`): the same tables, constraints and indexes as the SQLite
+/// schema (ControlSchema), integers as BIGINT, times as Unix milliseconds. Never edit a migration
+/// that has shipped; append the next one. Controllers starting at once take turns (an advisory
+/// lock), and a database with a migration this Ferry does not know is refused.
+enum PostgresSchema {
+    struct Migration: Sendable {
+        var identifier: String
+        var statements: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            identifier: "v1-cluster",
+            statements: [
+                """
+                CREATE TABLE hosts (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    address TEXT NOT NULL,
+                    vcpus BIGINT NOT NULL CHECK (vcpus >= 0),
+                    memory_bytes BIGINT NOT NULL CHECK (memory_bytes >= 0),
+                    disk_bytes BIGINT NOT NULL CHECK (disk_bytes >= 0),
+                    health TEXT NOT NULL,
+                    last_heartbeat_ms BIGINT NOT NULL,
+                    registered_ms BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE flavors (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    vcpus BIGINT NOT NULL, memory_bytes BIGINT NOT NULL, disk_bytes BIGINT NOT NULL,
+                    price_per_second_micros BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE images (
+                    name TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, disk_template_path TEXT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE projects (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    quota_guests BIGINT NOT NULL, quota_vcpus BIGINT NOT NULL,
+                    quota_memory_bytes BIGINT NOT NULL, quota_disk_bytes BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE guests (
+                    id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+                    project TEXT NOT NULL REFERENCES projects (name),
+                    name TEXT NOT NULL,
+                    flavor TEXT NOT NULL,
+                    image TEXT NOT NULL,
+                    vcpus BIGINT NOT NULL, memory_bytes BIGINT NOT NULL, disk_bytes BIGINT NOT NULL,
+                    price_per_second_micros BIGINT NOT NULL,
+                    image_kind TEXT NOT NULL,
+                    disk_template_path TEXT NOT NULL,
+                    host TEXT NOT NULL REFERENCES hosts (id),
+                    state TEXT NOT NULL,
+                    error_reason TEXT,
+                    client_token TEXT,
+                    generation BIGINT NOT NULL CHECK (generation >= 1),
+                    created_ms BIGINT NOT NULL,
+                    state_since_ms BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE UNIQUE INDEX guests_by_token ON guests (project, client_token)
+                    WHERE client_token IS NOT NULL
+                """,
+                "CREATE INDEX guests_by_host ON guests (host, state)",
+                "CREATE INDEX guests_by_project ON guests (project, state)",
+                """
+                CREATE TABLE journal (
+                    sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    guest_id TEXT NOT NULL,
+                    time_ms BIGINT NOT NULL,
+                    from_state TEXT,
+                    to_state TEXT NOT NULL,
+                    cause TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX journal_by_guest ON journal (guest_id, sequence)",
+            ])
+    ]
+
+    /// The key of the advisory lock the migrations run under ("FerrySch").
+    static let migrationLockKey: Int64 = 0x4665_7272_7953_6368
+
+    /// Checks the server and the database on one connection and applies the migrations it lacks,
+    /// all in one transaction.
+    static func migrate(_ settings: PostgresSettings, logger: Logger) async throws(ControlError) {
+        let url = settings.url
+        let applied = try await settings.withConnection(logger: logger, doing: "migrate the schema of") { connection in
+            try await connection.query("BEGIN", logger: logger)
+            do {
+                let applied = try await apply(connection, url: url, logger: logger)
+                try await connection.query("COMMIT", logger: logger)
+                return applied
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+        if !applied.isEmpty {
+            logger.info(
+                "control store migrated",
+                metadata: ["control.database": "\(url)", "control.migrations": "\(applied.joined(separator: ", "))"])
+        }
+    }
+
+    /// Inside the transaction: the lock, the migrations table, the check, the missing migrations.
+    private static func apply(_ connection: PostgresConnection, url: PostgresURL, logger: Logger) async throws
+        -> [String]
+    {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
+        try await connection.query(
+            "CREATE TABLE IF NOT EXISTS ferry_control_migrations (identifier TEXT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            logger: logger)
+        var done: Set<String> = []
+        for try await identifier in try await connection.query(
+            "SELECT identifier FROM ferry_control_migrations", logger: logger
+        ).decode(String.self) {
+            done.insert(identifier)
+        }
+        let known = Set(migrations.map(\.identifier))
+        guard done.isSubset(of: known) else {
+            let unknown = done.subtracting(known).sorted().joined(separator: ", ")
+            throw ControlError(
+                .unusableDatabase,
+                "control store \(url) was written by a newer Ferry (its schema has migrations this one does not"
+                    + " know: \(unknown)): run that Ferry's controller, or restore a backup made by this one")
+        }
+        var applied: [String] = []
+        for migration in migrations where !done.contains(migration.identifier) {
+            for statement in migration.statements {
+                do {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P07" {
+                    throw ControlError(
+                        .unusableDatabase,
+                        "database \(url.database) at \(url.host):\(url.port) already has a table Ferry did not create"
+                            + " (\(error.serverInfo?[.message] ?? "")): give the controller a database of its own",
+                        cause: PostgresServerError(error))
+                }
+            }
+            let now = PostgresRows.milliseconds(Date())
+            try await connection.query(
+                "INSERT INTO ferry_control_migrations (identifier, applied_ms) VALUES (\(migration.identifier), \(now))",
+                logger: logger)
+            applied.append(migration.identifier)
+        }
+        return applied
+    }
+}
