@@ -187,7 +187,8 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryMigration", "FerryGuestMigration", "FerryKVMMigration", "FerryKVM", "FerryGuest", "FerryVMM",
-                "FerryHostModel", "FerryAgent", "FerryDiskMove", "FerryControl", "FerryController",
+                "FerryHostModel", "FerryAgent", "FerryDiskMove", "FerryControl", "FerryControlPostgres",
+                "FerryController",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -45,9 +45,8 @@ final class GuestProvisioner: Sendable {
         var guest = guest
         do {
             if guest.state == .pending {
-                guest = try await store.transition(
-                    guest.id, from: .pending, to: .building, cause: "controller: host \(guest.host) builds it",
-                    errorReason: nil, generation: guest.generation)
+                guard let taken = try await takeForBuilding(guest) else { return }
+                guest = taken
             }
             let client = try await agent(guest.host)
             let spec = Self.specification(guest)
@@ -58,6 +57,21 @@ final class GuestProvisioner: Sendable {
                 generation: guest.generation)
         } catch {
             await fail(guest, from: .building, error)
+        }
+    }
+
+    /// pending → building, or nil when another change came first (another controller on the same
+    /// database took the build, or the guest was deleted): that change stands, and this
+    /// controller leaves the guest alone.
+    private func takeForBuilding(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest? {
+        do {
+            return try await store.transition(
+                guest.id, from: .pending, to: .building, cause: "controller: host \(guest.host) builds it",
+                errorReason: nil, generation: guest.generation)
+        } catch {
+            guard error.code == .stale else { throw error }
+            logger.info("another change to the guest came first; leaving it", metadata: ["guest.id": "\(guest.id)"])
+            return nil
         }
     }
 

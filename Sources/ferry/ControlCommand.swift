@@ -1,9 +1,11 @@
 import ArgumentParser
 import FerryControl
+import FerryControlPostgres
 import FerryController
 import FerryTransport
 import Foundation
 import Logging
+import Synchronization
 
 /// `ferry control`: the control plane of a small cloud (docs/control-plane.md).
 struct ControlCommand: ParsableCommand {
@@ -12,7 +14,9 @@ struct ControlCommand: ParsableCommand {
         abstract: "Run the controller: agents report to it, users create guests through its API.",
         discussion: """
             Keeps the cluster's state (hosts, catalogue, projects, guests and their journal) in a SQLite \
-            file (--database PATH, default STATE-DIR/control.sqlite). Agents started with \
+            file (--database PATH, default STATE-DIR/control.sqlite), or in PostgreSQL \
+            (--database postgres://USER:PASSWORD@HOST:PORT/DATABASE), where several controllers can share \
+            it: their writes are serialised, so two never place guests into the same capacity. Agents started with \
             `ferry agent --controller http://HOST:PORT --key-file K` (the same key) register with their \
             first heartbeat; a host silent for --heartbeat-timeout seconds takes no new guests and its \
             running guests become unknown until it reports again.
@@ -23,7 +27,10 @@ struct ControlCommand: ParsableCommand {
         help: ArgumentHelp("Where the controller keeps its database (created if missing).", valueName: "dir"))
     var stateDirectory = "/var/lib/ferry-control"
 
-    @Option(help: ArgumentHelp("The database file (default: STATE-DIR/control.sqlite).", valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "The SQLite file (default: STATE-DIR/control.sqlite), or a postgres://user:password@host:port/database URL that several controllers may share.",
+            valueName: "path|url"))
     var database: String?
 
     @Option(help: ArgumentHelp("The API's address; port 0 picks a free port (printed).", valueName: "host:port"))
@@ -59,27 +66,16 @@ struct ControlCommand: ParsableCommand {
             do throws(TransportError) { key = try SharedKey.load(path: keyFile) } catch {
                 throw CommandError.configuration(error.message)
             }
-            let path = database ?? stateDirectory + "/control.sqlite"
-            if database == nil {
-                try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-            }
-            let store: SQLiteControlStore
-            do throws(ControlError) {
-                store = try SQLiteControlStore(
-                    path: path, policy: policy, heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
-                    logger: Logger(label: "ferry.control"))
-            } catch {
-                throw CommandError.configuration(error.description)
-            }
+            let opened = try openStore()
             let configuration = ControllerConfiguration(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)))
             let controller = Controller(
-                configuration: configuration, store: store, logger: Logger(label: "ferry.control"))
+                configuration: configuration, store: opened.store, logger: Logger(label: "ferry.control"))
             do {
                 try waitFor {
                     try await controller.run { bound in
-                        Terminal.note("controller listening on http://\(bound), database \(path)")
+                        Terminal.note("controller listening on http://\(bound), database \(opened.description)")
                     }
                 }
             } catch {
@@ -89,8 +85,42 @@ struct ControlCommand: ParsableCommand {
                         "cannot listen on \(configuration.listen) (\(error)): another program may hold that port; pick another --listen",
                     exitCode: 5)
             }
-            try? store.close()
+            try? waitFor { await opened.close() }
             Terminal.note("controller stopped")
+        }
+    }
+
+    /// The store `--database` names, what to call it in messages, and how to close it.
+    private func openStore() throws -> (store: any ControlStore, description: String, close: @Sendable () async -> Void)
+    {
+        let timeout = Duration.milliseconds(Int(heartbeatTimeout * 1000))
+        let logger = Logger(label: "ferry.control")
+        if let url = database, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            let opened = Mutex<Result<PostgresControlStore, ControlError>?>(nil)
+            try waitFor { [policy] in
+                let result: Result<PostgresControlStore, ControlError>
+                do throws(ControlError) {
+                    result = .success(
+                        try await PostgresControlStore.connect(
+                            url: url, policy: policy, heartbeatTimeout: timeout, logger: logger))
+                } catch { result = .failure(error) }
+                opened.withLock { $0 = result }
+            }
+            switch opened.withLock({ $0 }) {
+            case .success(let store): return (store, "\(store.url)", { await store.close() })
+            case .failure(let error): throw CommandError.configuration(error.description)
+            case nil: throw CommandError.configuration("connecting to \(url) did not finish")
+            }
+        }
+        let path = database ?? stateDirectory + "/control.sqlite"
+        if database == nil {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        }
+        do throws(ControlError) {
+            let store = try SQLiteControlStore(path: path, policy: policy, heartbeatTimeout: timeout, logger: logger)
+            return (store, path, { try? store.close() })
+        } catch {
+            throw CommandError.configuration(error.description)
         }
     }
 }

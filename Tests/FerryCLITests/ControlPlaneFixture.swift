@@ -5,7 +5,8 @@ import Foundation
 import Glibc
 import Testing
 
-/// A `ferry control` process on a SQLite file in a scratch directory, and agents that report to
+/// A `ferry control` process on a SQLite file in a scratch directory (or on a PostgreSQL
+/// database, `database`), and agents that report to
 /// it (real `ferry agent` processes sharing its key), each offering room for a few tiny guests.
 /// Catalogue: flavor `tiny` (1 vCPU, 16 MiB, 4 MiB of disk, 10 µ per second), image `builtin`
 /// (the built-in guest, a 4 MiB template with 64 KiB of data at 3 MiB, past the disk's journal), project `alpha`.
@@ -19,10 +20,13 @@ final class ControlPlaneFixture {
     private(set) var agents: [GuestAgentFixture] = []
     let heartbeatTimeout: Double
 
-    init(_ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5) throws {
+    init(
+        _ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5, database: String? = nil,
+        offerVCPUs: Int = 16
+    ) throws {
         scratch = Scratch(name)
         keyFile = scratch.file("key")
-        database = scratch.file("control.sqlite")
+        self.database = database ?? scratch.file("control.sqlite")
         template = scratch.file("template.raw")
         self.heartbeatTimeout = heartbeatTimeout
         try SharedKey.generate(path: keyFile)
@@ -33,7 +37,8 @@ final class ControlPlaneFixture {
                 try GuestAgentFixture(
                     "a\(index)", keyFile: keyFile,
                     extra: [
-                        "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", "16", "--offer-memory-mib",
+                        "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", String(offerVCPUs),
+                        "--offer-memory-mib",
                         "1024", "--offer-disk-gib", "1",
                     ]))
         }
@@ -46,17 +51,21 @@ final class ControlPlaneFixture {
     }
 
     func startController() throws {
+        (controller, url) = try launchController(port: url.isEmpty ? "0" : String(url.split(separator: ":").last!))
+    }
+
+    /// Another `ferry control` on the same database and key, at a port of its own (the caller
+    /// kills it): its process and URL.
+    func launchController(port: String = "0") throws -> (FerryProcess, String) {
         let process = try FerryProcess([
-            "control", "--database", database, "--listen",
-            "127.0.0.1:\(url.isEmpty ? "0" : String(url.split(separator: ":").last!))",
-            "--key-file", keyFile, "--heartbeat-timeout", String(heartbeatTimeout),
+            "control", "--database", database, "--listen", "127.0.0.1:\(port)", "--key-file", keyFile,
+            "--heartbeat-timeout", String(heartbeatTimeout),
         ])
         let line = try #require(
             process.waitForStderrLine(containing: "controller listening on", timeout: 60),
             "the controller did not start")
         let start = try #require(line.range(of: "http://")?.lowerBound)
-        url = String(line[start...].prefix { $0 != "," })
-        controller = process
+        return (process, String(line[start...].prefix { $0 != "," }))
     }
 
     func killController() {
@@ -66,11 +75,16 @@ final class ControlPlaneFixture {
         self.controller = nil
     }
 
-    func client() throws -> AgentClient { try AgentClient(url: url, key: SharedKey.load(path: keyFile)) }
+    func client(_ at: String? = nil) throws -> AgentClient {
+        try AgentClient(url: at ?? url, key: SharedKey.load(path: keyFile))
+    }
 
-    func json(_ method: String, _ target: String, _ body: [String: Any]? = nil) throws -> (Int, [String: Any]) {
+    /// A signed request to the controller (or to the one at `at`) and its JSON answer.
+    func json(_ method: String, _ target: String, _ body: [String: Any]? = nil, at: String? = nil) throws -> (
+        Int, [String: Any]
+    ) {
         let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
-        let response = try client().send(method, target, body: bytes)
+        let response = try client(at).send(method, target, body: bytes)
         let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
         return (response.status, object)
     }

@@ -31,7 +31,11 @@ struct VMMHandoffTests {
             options: MigrationOptions(downtimeMs: 200))
         try driver.start()
         _ = driver.events.wait(after: 0, timeoutMs: 30_000)
-        #expect(try source.steps(client) == before, "the paused guest ran during its migration")
+        // The source may already have handed the guest over and exited (a 64 MiB paused guest
+        // moves fast); the count on arrival below checks the same thing in that case.
+        if let during = try? source.steps(client) {
+            #expect(during == before, "the paused guest ran during its migration")
+        }
         let ended = try #require(driver.waitUntilEnded(timeoutSeconds: 120))
         #expect(ended.status == .completed, "\(ended.json)")
         #expect(process.wait(timeout: 20).status == 0)
@@ -39,6 +43,7 @@ struct VMMHandoffTests {
         let arrived = try destination.client()
         #expect(try arrived.call("hello")["state"]?.stringValue == "paused")
         let landed = try destination.steps(arrived)
+        #expect(landed == before, "the paused guest ran \(Int64(landed) - Int64(before)) steps on its way")
         usleep(300_000)
         #expect(try destination.steps(arrived) == landed, "the guest runs on the destination although paused")
         print("paused migration: \(before) steps on the source, \(landed) on arrival (ran \(landed - before) steps)")

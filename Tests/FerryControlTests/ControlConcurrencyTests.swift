@@ -45,7 +45,11 @@ import Testing
             quota: Quota(guests: 10, resources: Resources(vcpus: 100, memoryBytes: 100 * gib, diskBytes: 1000 * gib)))
         for id in ["h1", "h2", "h3"] { _ = try await store.registerHost(host(id, slots: 50)) }
         let controllers =
-            [store] + (try (1..<count).map { _ in try SQLiteControlStore(path: store.path, logger: quietLogger) })
+            [store]
+            + (try (1..<count).map { _ in
+                try SQLiteControlStore(
+                    path: store.path, heartbeatTimeout: testHeartbeatTimeout, logger: quietLogger)
+            })
         let outcomes = Mutex<[String: Int]>([:])
         await concurrently(50) { index in
             let outcome: String
@@ -71,7 +75,8 @@ import Testing
     @Test func twoControllersNeverPlaceTwoGuestsIntoTheSameCapacity() async throws {
         let scratch = Scratch()
         let first = try await storeWithCatalogue(scratch)
-        let second = try SQLiteControlStore(path: first.path, logger: quietLogger)
+        let second = try SQLiteControlStore(
+            path: first.path, heartbeatTimeout: testHeartbeatTimeout, logger: quietLogger)
         let slots = ["h1": 5, "h2": 7, "h3": 1, "h4": 11]
         for (id, count) in slots { _ = try await first.registerHost(host(id, slots: count)) }
         let controllers = [first, second]

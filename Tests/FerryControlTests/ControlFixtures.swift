@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 
 @testable import FerryControl
+@testable import FerryControlPostgres
 
 let gib = 1 << 30
 
@@ -16,20 +17,61 @@ let quietLogger: Logger = {
     return logger
 }()
 
+/// How long a host stays fresh after it registers or beats, in the tests' stores: a day, so a
+/// test that the machine's load slows down between registering a host and creating a guest
+/// does not find the host silent (the tests of silence set a clock and a timeout of their own).
+let testHeartbeatTimeout = Duration.seconds(86_400)
+
 /// A store on a fresh file in `scratch`, with a small catalogue: flavors `small` (1 vCPU, 1 GiB,
 /// 10 GiB of disk) and `large` (4 vCPUs, 8 GiB, 40 GiB), image `tiny`, project `alpha`.
 func storeWithCatalogue(
     _ scratch: Scratch,
     quota: Quota = Quota(guests: 1000, resources: Resources(vcpus: 1 << 20, memoryBytes: 1 << 50, diskBytes: 1 << 50)),
-    policy: PlacementPolicy = .spread, clock: @escaping @Sendable () -> Date = { Date() }
+    policy: PlacementPolicy = .spread, heartbeatTimeout: Duration = testHeartbeatTimeout,
+    clock: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> SQLiteControlStore {
     let store = try SQLiteControlStore(
-        path: scratch.file("control.sqlite"), policy: policy, clock: clock, logger: quietLogger)
+        path: scratch.file("control.sqlite"), policy: policy, heartbeatTimeout: heartbeatTimeout, clock: clock,
+        logger: quietLogger)
     try await store.addFlavor(small)
     try await store.addFlavor(large)
     try await store.addImage(Image(name: "tiny", kind: .builtin, diskTemplatePath: "/var/lib/ferry/images/tiny.img"))
     try await store.addProject(Project(name: "alpha", quota: quota))
     return store
+}
+
+/// Where a store-contract test keeps its state. `available` is SQLite, and PostgreSQL when the
+/// run has a server (FERRY_TEST_POSTGRES).
+enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite
+    case postgres
+
+    static var available: [StoreBackend] { TestPostgres.url == nil ? [.sqlite] : [.sqlite, .postgres] }
+
+    var testDescription: String { rawValue }
+
+    /// A store with the fixtures' catalogue (see `storeWithCatalogue`): a file in `scratch`, or a
+    /// fresh database on the test server.
+    func store(
+        _ scratch: Scratch,
+        quota: Quota = Quota(
+            guests: 1000, resources: Resources(vcpus: 1 << 20, memoryBytes: 1 << 50, diskBytes: 1 << 50)),
+        policy: PlacementPolicy = .spread, heartbeatTimeout: Duration = testHeartbeatTimeout,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) async throws -> any ControlStore {
+        switch self {
+        case .sqlite:
+            try await storeWithCatalogue(
+                scratch, quota: quota, policy: policy, heartbeatTimeout: heartbeatTimeout, clock: clock)
+        case .postgres:
+            try await TestPostgres.store(quota: quota, policy: policy, heartbeatTimeout: heartbeatTimeout, clock: clock)
+        }
+    }
+
+    /// Lets a PostgreSQL store's pool go (a SQLite store closes with its last reference).
+    func close(_ store: any ControlStore) {
+        if let store = store as? PostgresControlStore { Task { await store.close() } }
+    }
 }
 
 let small = Flavor(
@@ -71,7 +113,7 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) async -> Void)
 /// The journal and the guests table never disagree: each guest's rows form a chain (the first
 /// from nil, each `from` the previous `to`) that ends in the guest's state.
 func expectJournalAgreesWithGuests(
-    _ store: SQLiteControlStore, project: String = "alpha", sourceLocation: SourceLocation = #_sourceLocation
+    _ store: any ControlStore, project: String = "alpha", sourceLocation: SourceLocation = #_sourceLocation
 ) async throws {
     for guest in try await store.guests(project: project) {
         let journal = try await store.journal(of: guest.id)

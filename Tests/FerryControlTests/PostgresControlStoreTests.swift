@@ -19,10 +19,14 @@ enum TestPostgres {
     }
 
     /// A fresh database on the test server and a store on it with the fixtures' catalogue.
-    static func store(quota: Quota? = nil, policy: PlacementPolicy = .spread) async throws -> PostgresControlStore {
+    static func store(
+        quota: Quota? = nil, policy: PlacementPolicy = .spread, heartbeatTimeout: Duration = testHeartbeatTimeout,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) async throws -> PostgresControlStore {
         let database = try await create()
         let store = try await PostgresControlStore.connect(
-            url: try url(database: database), policy: policy, logger: quietLogger)
+            url: try url(database: database), policy: policy, heartbeatTimeout: heartbeatTimeout, clock: clock,
+            logger: quietLogger)
         try await store.addFlavor(small)
         try await store.addFlavor(large)
         try await store.addImage(
@@ -81,7 +85,8 @@ struct PostgresControlStoreTests {
     /// 200 creates with one token, 100 through each of two controllers: one guest.
     @Test func twoHundredCreatesWithOneTokenMakeOneGuest() async throws {
         let first = try await TestPostgres.store()
-        let second = try await PostgresControlStore.connect(url: first.url.withPassword, logger: quietLogger)
+        let second = try await PostgresControlStore.connect(
+            url: first.url.withPassword, heartbeatTimeout: testHeartbeatTimeout, logger: quietLogger)
         _ = try await first.registerHost(host("h1", slots: 500))
         let stores = [first, second]
         let created = Atomic<Int>(0)
@@ -106,7 +111,8 @@ struct PostgresControlStoreTests {
     @Test func twoControllersNeverOvershootAQuotaOrAHost() async throws {
         let first = try await TestPostgres.store(
             quota: Quota(guests: 10, resources: Resources(vcpus: 100, memoryBytes: 100 * gib, diskBytes: 1000 * gib)))
-        let second = try await PostgresControlStore.connect(url: first.url.withPassword, logger: quietLogger)
+        let second = try await PostgresControlStore.connect(
+            url: first.url.withPassword, heartbeatTimeout: testHeartbeatTimeout, logger: quietLogger)
         let slots = ["h1": 5, "h2": 7, "h3": 1, "h4": 11]
         for (id, count) in slots { _ = try await first.registerHost(host(id, slots: count)) }
         let stores = [first, second]
