@@ -1,5 +1,6 @@
 import FerryTestSupport
 import Foundation
+import GRDB
 import PostgresNIO
 import Synchronization
 import Testing
@@ -357,5 +358,28 @@ struct PostgresAccountTests {
         }
         let final = counts.withLock { $0 }
         #expect(final.most == 3 && final.done == 40 && final.inside == 0)
+    }
+}
+
+@Suite struct AccountMigrationTests {
+    /// A file a controller of the first schema wrote gains the account tables and keeps its rows.
+    @Test func aFirstSchemaFileGainsTheAccountTables() async throws {
+        let scratch = Scratch()
+        let path = scratch.file("control.sqlite")
+        do {
+            let queue = try DatabaseQueue(path: path)
+            try ControlSchema.migrator.migrate(queue, upTo: "v1-cluster")
+            try await queue.write { db in
+                try db.execute(sql: "INSERT INTO projects VALUES ('alpha', 1, 1, 1, 1)")
+            }
+            try queue.close()
+        }
+        let store = try SQLiteControlStore(path: path, logger: quietLogger)
+        #expect(try await store.projects().map(\.name) == ["alpha"])
+        let service = try AccountService(store: store, hashParameters: testHashParameters, logger: quietLogger)
+        try await service.addUser(name: "alice", password: alicePassword, now: t0)
+        try await store.setMembership(user: "alice", project: "alpha", role: .admin)
+        #expect(try await store.principal(user: "alice")?.memberships == ["alpha": .admin])
+        try store.close()
     }
 }
