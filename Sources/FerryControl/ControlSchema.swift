@@ -64,6 +64,47 @@ enum ControlSchema {
                     CREATE INDEX journal_by_guest ON journal (guest_id, sequence);
                     """)
         }
+        migrator.registerMigration("v2-accounts") { db in try db.execute(sql: accountsV2) }
         return migrator
     }
+
+    /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are
+    /// kept by the SHA-256 of their secret (64 hex digits), never the secret.
+    static let accountsV2 = """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT NOT NULL,
+            site_admin INTEGER NOT NULL CHECK (site_admin IN (0, 1)),
+            created_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE memberships (
+            user_name TEXT NOT NULL REFERENCES users (name),
+            project TEXT NOT NULL REFERENCES projects (name),
+            role TEXT NOT NULL CHECK (role IN ('member', 'admin')),
+            PRIMARY KEY (user_name, project)
+        ) STRICT;
+        CREATE INDEX memberships_by_project ON memberships (project);
+        CREATE TABLE sessions (
+            token_sha256 TEXT PRIMARY KEY NOT NULL CHECK (length(token_sha256) = 64),
+            user_name TEXT NOT NULL REFERENCES users (name),
+            csrf_token TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY NOT NULL,
+            secret_sha256 TEXT NOT NULL UNIQUE CHECK (length(secret_sha256) = 64),
+            user_name TEXT NOT NULL REFERENCES users (name),
+            label TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            last_used_ms INTEGER
+        ) STRICT;
+        CREATE INDEX api_tokens_by_user ON api_tokens (user_name);
+        CREATE TABLE login_failures (
+            name TEXT PRIMARY KEY NOT NULL,
+            consecutive INTEGER NOT NULL CHECK (consecutive >= 0),
+            last_failure_ms INTEGER NOT NULL
+        ) STRICT;
+        """
 }

@@ -86,7 +86,58 @@ enum PostgresSchema {
                 )
                 """,
                 "CREATE INDEX journal_by_guest ON journal (guest_id, sequence)",
-            ])
+            ]),
+        Migration(identifier: "v2-accounts", statements: accountsV2),
+    ]
+
+    /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).
+    /// Sessions and API tokens are kept by the SHA-256 of their secret, never the secret.
+    static let accountsV2 = [
+        """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT NOT NULL,
+            site_admin BOOLEAN NOT NULL,
+            created_ms BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE memberships (
+            user_name TEXT NOT NULL REFERENCES users (name),
+            project TEXT NOT NULL REFERENCES projects (name),
+            role TEXT NOT NULL CHECK (role IN ('member', 'admin')),
+            PRIMARY KEY (user_name, project)
+        )
+        """,
+        "CREATE INDEX memberships_by_project ON memberships (project)",
+        """
+        CREATE TABLE sessions (
+            token_sha256 TEXT PRIMARY KEY NOT NULL CHECK (length(token_sha256) = 64),
+            user_name TEXT NOT NULL REFERENCES users (name),
+            csrf_token TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL
+        )
+        """,
+        "CREATE INDEX sessions_by_expiry ON sessions (expires_ms)",
+        """
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY NOT NULL,
+            secret_sha256 TEXT NOT NULL UNIQUE CHECK (length(secret_sha256) = 64),
+            user_name TEXT NOT NULL REFERENCES users (name),
+            label TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            last_used_ms BIGINT
+        )
+        """,
+        "CREATE INDEX api_tokens_by_user ON api_tokens (user_name)",
+        """
+        CREATE TABLE login_failures (
+            name TEXT PRIMARY KEY NOT NULL,
+            consecutive BIGINT NOT NULL CHECK (consecutive >= 0),
+            last_failure_ms BIGINT NOT NULL
+        )
+        """,
     ]
 
     /// The key of the advisory lock the migrations run under ("FerrySch").
