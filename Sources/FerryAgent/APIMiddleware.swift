@@ -96,7 +96,7 @@ public struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddlewar
 
     /// The request's one `Host` header; nil without one, "" when it has more than one (HTTP's
     /// parser keeps the first as the authority and any other among the fields).
-    static func host(of request: Request) -> String? {
+    public static func host(of request: Request) -> String? {
         guard let authority = request.head.authority else { return nil }
         return request.headers[values: HTTPField.Name("Host")!].isEmpty ? authority : ""
     }

@@ -12,6 +12,8 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
     var code: String
     var message: String
     var field: String?
+    /// Seconds for a `Retry-After` header (a throttled login).
+    var retryAfterSeconds: Int?
 
     init(_ status: HTTPResponse.Status, _ code: String, _ message: String, field: String? = nil) {
         self.status = status
@@ -52,6 +54,9 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
             case .unusableDatabase, .database: "unavailable"
             }
         self.init(status, code, error.message)
+        if let wait = error.retryAfter {
+            retryAfterSeconds = max(1, Int(wait.components.seconds) + (wait.components.attoseconds > 0 ? 1 : 0))
+        }
     }
 
     struct Detail: Codable {
@@ -68,6 +73,7 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.contentLength] = String(bytes.count)
+        if let retryAfterSeconds { headers[.retryAfter] = String(retryAfterSeconds) }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 

@@ -11,20 +11,28 @@ struct CloudRoutes: Sendable {
     let hosts: HostTracking
     let heartbeatTimeout: Duration
 
-    func add(to router: Router<BasicRequestContext>) {
-        router.post("/v1/agents/heartbeat") { request, _ in
+    func add(to router: Router<ControllerContext>) {
+        router.post("/v1/agents/heartbeat") { request, context in
+            guard case .cluster = context.caller else {
+                throw CloudAPIError(
+                    .forbidden, "forbidden", "a host's heartbeat is signed with the cluster key (the agent's --key-file)")
+            }
             let body = try await request.body.collect(upTo: .max)
             let heartbeat = try RequestBodyDecoding.decode(HostHeartbeat.self, from: body.readableBytesView)
             try await hosts.receive(heartbeat)
             return Response(status: .noContent)
         }
-        router.get("/v1/hosts") { _, _ in try await hostList() }
+        router.get("/v1/hosts") { _, context in
+            try context.require(.manageHosts)
+            return try await hostList()
+        }
         addGuests(to: router)
     }
 
-    private func addGuests(to router: Router<BasicRequestContext>) {
+    private func addGuests(to router: Router<ControllerContext>) {
         router.post("/v1/projects/:project/guests") { request, context in
             let project = context.parameters.get("project") ?? ""
+            try context.require(.createGuest, project: project, notFoundMessage: "no project \(project)")
             let body = try await request.body.collect(upTo: .max)
             let create = try RequestBodyDecoding.decode(CreateGuestBody.self, from: body.readableBytesView)
             let name: GuestName
@@ -38,31 +46,37 @@ struct CloudRoutes: Sendable {
             return try Self.json(CloudGuestView(creation.guest), status: creation.created ? .accepted : .ok)
         }
         router.get("/v1/projects/:project/guests") { _, context in
-            let guests = try await store.guests(project: context.parameters.get("project") ?? "")
+            let project = context.parameters.get("project") ?? ""
+            try context.require(.listGuests, project: project, notFoundMessage: "no project \(project)")
+            let guests = try await store.guests(project: project)
             return try Self.json(CloudGuestList(guests: guests.map(CloudGuestView.init)))
         }
         router.get("/v1/guests/:id") { _, context in
-            try Self.json(CloudGuestView(try await guest(context)))
+            try Self.json(CloudGuestView(try await guest(context, .readGuest)))
         }
         router.get("/v1/guests/:id/journal") { _, context in
-            try Self.json(JournalView(try await store.journal(of: try await guest(context).id)))
+            try Self.json(JournalView(try await store.journal(of: try await guest(context, .readGuest).id)))
         }
         router.post("/v1/guests/:id/stop") { _, context in
-            try Self.json(CloudGuestView(try await provisioner.stop(try await guest(context))))
+            try Self.json(CloudGuestView(try await provisioner.stop(try await guest(context, .stopGuest))))
         }
         router.post("/v1/guests/:id/start") { _, context in
-            try Self.json(CloudGuestView(try await provisioner.start(try await guest(context))), status: .accepted)
+            try Self.json(
+                CloudGuestView(try await provisioner.start(try await guest(context, .startGuest))), status: .accepted)
         }
         router.delete("/v1/guests/:id") { _, context in
-            try Self.json(CloudGuestView(try await provisioner.delete(try await guest(context))))
+            try Self.json(CloudGuestView(try await provisioner.delete(try await guest(context, .deleteGuest))))
         }
     }
 
-    private func guest(_ context: BasicRequestContext) async throws -> CloudGuest {
+    /// The guest the path names, if the caller may do `action` to it; a guest of a project the
+    /// caller is not in is as absent as one that never was.
+    private func guest(_ context: ControllerContext, _ action: ProjectAction) async throws -> CloudGuest {
         let text = context.parameters.get("id") ?? ""
         guard let id = try? GuestID(text), let guest = try await store.guest(id: id) else {
             throw CloudAPIError(.notFound, "not_found", "no guest \(text)")
         }
+        try context.require(action, project: guest.project, notFoundMessage: "no guest \(text)")
         return guest
     }
 
@@ -97,21 +111,33 @@ struct CloudRoutes: Sendable {
 struct CatalogueRoutes: Sendable {
     let store: any ControlStore
 
-    func add(to router: Router<BasicRequestContext>) {
-        router.get("/v1/flavors") { _, _ in try CloudRoutes.json(["flavors": try await store.flavors()]) }
-        router.post("/v1/flavors") { request, _ in
+    func add(to router: Router<ControllerContext>) {
+        router.get("/v1/flavors") { _, context in
+            try context.require(.readCatalogue)
+            return try CloudRoutes.json(["flavors": try await store.flavors()])
+        }
+        router.post("/v1/flavors") { request, context in
+            try context.require(.manageFlavors)
             let flavor = try await Self.decode(Flavor.self, request)
             try await store.addFlavor(flavor)
             return try CloudRoutes.json(flavor, status: .created)
         }
-        router.get("/v1/images") { _, _ in try CloudRoutes.json(["images": try await store.images()]) }
-        router.post("/v1/images") { request, _ in
+        router.get("/v1/images") { _, context in
+            try context.require(.readCatalogue)
+            return try CloudRoutes.json(["images": try await store.images()])
+        }
+        router.post("/v1/images") { request, context in
+            try context.require(.manageImages)
             let image = try await Self.decode(Image.self, request)
             try await store.addImage(image)
             return try CloudRoutes.json(image, status: .created)
         }
-        router.get("/v1/projects") { _, _ in try CloudRoutes.json(["projects": try await store.projects()]) }
-        router.post("/v1/projects") { request, _ in
+        router.get("/v1/projects") { _, context in
+            let principal = try context.principal()
+            return try CloudRoutes.json(["projects": principal.visible(try await store.projects())])
+        }
+        router.post("/v1/projects") { request, context in
+            try context.require(.manageProjects)
             let project = try await Self.decode(Project.self, request)
             try await store.addProject(project)
             return try CloudRoutes.json(project, status: .created)

@@ -13,7 +13,8 @@ import UnixSignals
 /// the store; a controller that restarts resumes the builds it had begun.
 public final class Controller: Sendable {
     public let configuration: ControllerConfiguration
-    public let store: any ControlStore
+    public let store: any ControlStore & AccountStore
+    let accounts: AccountService
     let verifier: RequestVerifier
     let work = BlockingWork()
     let provisioner: GuestProvisioner
@@ -21,10 +22,16 @@ public final class Controller: Sendable {
     let logger: Logger
     private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
 
-    public init(configuration: ControllerConfiguration, store: any ControlStore, logger: Logger) {
+    /// Takes a password hash's time (the dummy hash that unknown user names are checked against).
+    public init(
+        configuration: ControllerConfiguration, store: any ControlStore & AccountStore, logger: Logger
+    ) throws(ControlError) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
+        accounts = try AccountService(
+            store: store, hashParameters: configuration.passwordHashParameters,
+            logger: Logger(label: logger.label + ".accounts"))
         let listen = configuration.listen
         verifier = RequestVerifier(
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
@@ -77,12 +84,14 @@ public final class Controller: Sendable {
         await group?.triggerGracefulShutdown()
     }
 
-    func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router()
+    func makeRouter() -> Router<ControllerContext> {
+        let router = Router(context: ControllerContext.self)
         router.add(middleware: CloudErrorMiddleware())
         router.add(
-            middleware: AuthenticationMiddleware(verifier: verifier, bodyLimitBytes: configuration.bodyLimitBytes))
+            middleware: CloudAuthenticationMiddleware(
+                verifier: verifier, accounts: accounts, bodyLimitBytes: configuration.bodyLimitBytes))
         router.get("/healthz") { _, _ in "ok\n" }
+        AccountRoutes(accounts: accounts, store: store, secureCookies: configuration.secureCookies).add(to: router)
         CloudRoutes(
             store: store, provisioner: provisioner, hosts: hosts, heartbeatTimeout: configuration.heartbeatTimeout
         ).add(to: router)

@@ -19,11 +19,17 @@ public struct ControllerConfiguration: Sendable {
     public var bodyLimitBytes: Int
     public var credentialWindowSeconds: Int64
     public var shutdownGrace: Duration
+    /// What new users' password hashes are made with (OWASP's scrypt parameters; tests may
+    /// lower them).
+    public var passwordHashParameters: ScryptParameters
+    /// Mark the session cookie Secure: set when a TLS proxy serves the controller.
+    public var secureCookies: Bool
 
     public init(
         listen: Endpoint = defaultListen, key: SharedKey, heartbeatTimeout: Duration = .seconds(5),
         monitorInterval: Duration = .seconds(1), bootTimeout: Duration = .seconds(60), bodyLimitBytes: Int = 1 << 20,
-        credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10)
+        credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
+        passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false
     ) {
         self.listen = listen
         self.key = key
@@ -33,5 +39,7 @@ public struct ControllerConfiguration: Sendable {
         self.bodyLimitBytes = bodyLimitBytes
         self.credentialWindowSeconds = credentialWindowSeconds
         self.shutdownGrace = shutdownGrace
+        self.passwordHashParameters = passwordHashParameters
+        self.secureCookies = secureCookies
     }
 }

@@ -70,8 +70,13 @@ struct ControlCommand: ParsableCommand {
             let configuration = ControllerConfiguration(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)))
-            let controller = Controller(
-                configuration: configuration, store: opened.store, logger: Logger(label: "ferry.control"))
+            let controller: Controller
+            do throws(ControlError) {
+                controller = try Controller(
+                    configuration: configuration, store: opened.store, logger: Logger(label: "ferry.control"))
+            } catch {
+                throw CommandError.configuration(error.description)
+            }
             do {
                 try waitFor {
                     try await controller.run { bound in
@@ -91,7 +96,7 @@ struct ControlCommand: ParsableCommand {
     }
 
     /// The store `--database` names, what to call it in messages, and how to close it.
-    private func openStore() throws -> (store: any ControlStore, description: String, close: @Sendable () async -> Void)
+    private func openStore() throws -> (store: any ControlStore & AccountStore, description: String, close: @Sendable () async -> Void)
     {
         let timeout = Duration.milliseconds(Int(heartbeatTimeout * 1000))
         let logger = Logger(label: "ferry.control")
