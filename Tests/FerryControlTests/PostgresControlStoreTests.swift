@@ -19,10 +19,12 @@ enum TestPostgres {
     }
 
     /// A fresh database on the test server and a store on it with the fixtures' catalogue.
-    static func store(quota: Quota? = nil, policy: PlacementPolicy = .spread) async throws -> PostgresControlStore {
+    static func store(
+        quota: Quota? = nil, policy: PlacementPolicy = .spread, clock: @escaping @Sendable () -> Date = { Date() }
+    ) async throws -> PostgresControlStore {
         let database = try await create()
         let store = try await PostgresControlStore.connect(
-            url: try url(database: database), policy: policy, logger: quietLogger)
+            url: try url(database: database), policy: policy, clock: clock, logger: quietLogger)
         try await store.addFlavor(small)
         try await store.addFlavor(large)
         try await store.addImage(
