@@ -4,7 +4,7 @@ import FerryHostModel
 import Foundation
 import Hummingbird
 
-/// The controller's API (docs/controller-api.yaml): agents' heartbeats, guests, hosts.
+/// The controller's API (docs/controller-api.yaml): agents' heartbeats, guests, hosts, invoices.
 struct CloudRoutes: Sendable {
     let store: any ControlStore
     let provisioner: GuestProvisioner
@@ -40,6 +40,12 @@ struct CloudRoutes: Sendable {
         router.get("/v1/projects/:project/guests") { _, context in
             let guests = try await store.guests(project: context.parameters.get("project") ?? "")
             return try Self.json(CloudGuestList(guests: guests.map(CloudGuestView.init)))
+        }
+        router.get("/v1/projects/:project/invoice") { request, context in
+            let query = try InvoiceQuery(request.uri.queryParameters, now: Date())
+            let invoice = try await store.invoice(
+                project: context.parameters.get("project") ?? "", from: query.from, to: query.to)
+            return try Self.json(InvoiceView(invoice))
         }
         router.get("/v1/guests/:id") { _, context in
             try Self.json(CloudGuestView(try await guest(context)))
