@@ -52,6 +52,10 @@ public protocol ControlStore: Sendable {
     func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry]
     /// The latest `limit` rows of the whole journal, oldest first.
     func journal(latest limit: Int) async throws(ControlError) -> [CloudJournalEntry]
+    /// What billing needs for the project's `period`, read in one statement (one snapshot): each
+    /// guest of the project that may have run in it (`GuestJournal.periodCondition`) with all its
+    /// journal rows, guests oldest first. An unknown project is `notFound`.
+    func billingJournals(project: String, period: BillingPeriod) async throws(ControlError) -> [GuestJournal]
 }
 
 extension ControlStore {

@@ -4,7 +4,7 @@ import FerryHostModel
 import Foundation
 import Hummingbird
 
-/// The controller's API (docs/controller-api.yaml): agents' heartbeats, guests, hosts.
+/// The controller's API (docs/controller-api.yaml): agents' heartbeats, guests, hosts, invoices.
 struct CloudRoutes: Sendable {
     let store: any ControlStore
     let provisioner: GuestProvisioner
@@ -50,6 +50,13 @@ struct CloudRoutes: Sendable {
             try context.require(.listGuests, project: project, notFoundMessage: "no project \(project)")
             let guests = try await store.guests(project: project)
             return try Self.json(CloudGuestList(guests: guests.map(CloudGuestView.init)))
+        }
+        router.get("/v1/projects/:project/invoice") { request, context in
+            let project = context.parameters.get("project") ?? ""
+            try context.require(.readInvoice, project: project, notFoundMessage: "no project \(project)")
+            let query = try InvoiceQuery(request.uri.queryParameters, now: Date())
+            let invoice = try await store.invoice(project: project, from: query.from, to: query.to)
+            return try Self.json(InvoiceView(invoice))
         }
         router.get("/v1/guests/:id") { _, context in
             try Self.json(CloudGuestView(try await guest(context, .readGuest)))

@@ -113,8 +113,12 @@ struct JournalView: Codable, Sendable {
 }
 
 enum CloudViews {
-    /// RFC 3339 with milliseconds, UTC.
+    /// RFC 3339 with milliseconds, UTC, rounded to the nearest millisecond. (The format style
+    /// truncates: a time the store read as 123 ms, a binary fraction just below .123, was shown
+    /// as .122.)
     static func time(_ date: Date) -> String {
-        Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date)
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
+        return Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(
+            Date(timeIntervalSince1970: (milliseconds + 0.5) / 1000))
     }
 }
