@@ -21,7 +21,8 @@ struct AccountRoutes: Sendable {
         }
         router.post("/v1/logout") { _, context in
             guard case .session(_, let token) = context.caller else {
-                throw CloudAPIError(.badRequest, "not_a_session", "logout ends a browser session; revoke an API token instead")
+                throw CloudAPIError(
+                    .badRequest, "not_a_session", "logout ends a browser session; revoke an API token instead")
             }
             try await accounts.logout(token: token)
             var response = Response(status: .noContent)

@@ -69,7 +69,8 @@ struct CloudAuthenticationMiddleware: RouterMiddleware {
         }
         guard let principal = try await accounts.apiToken(secret: String(parts[1]), now: Date()) else {
             throw CloudAPIError(
-                .unauthorized, "unauthenticated", "the API token is unknown or revoked: make a new one (POST /v1/tokens)")
+                .unauthorized, "unauthenticated",
+                "the API token is unknown or revoked: make a new one (POST /v1/tokens)")
         }
         return principal
     }
@@ -77,13 +78,15 @@ struct CloudAuthenticationMiddleware: RouterMiddleware {
     private func collectBody(_ request: inout Request) async throws -> ByteBuffer {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyLimitBytes {
             throw CloudAPIError(
-                .contentTooLarge, "body_too_large", "the body has \(length) bytes; the controller takes at most \(bodyLimitBytes)")
+                .contentTooLarge, "body_too_large",
+                "the body has \(length) bytes; the controller takes at most \(bodyLimitBytes)")
         }
         do {
             return try await request.collectBody(upTo: bodyLimitBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw CloudAPIError(
-                .contentTooLarge, "body_too_large", "the body is larger than the controller's limit of \(bodyLimitBytes) bytes")
+                .contentTooLarge, "body_too_large",
+                "the body is larger than the controller's limit of \(bodyLimitBytes) bytes")
         }
     }
 

@@ -15,7 +15,8 @@ struct CloudRoutes: Sendable {
         router.post("/v1/agents/heartbeat") { request, context in
             guard case .cluster = context.caller else {
                 throw CloudAPIError(
-                    .forbidden, "forbidden", "a host's heartbeat is signed with the cluster key (the agent's --key-file)")
+                    .forbidden, "forbidden",
+                    "a host's heartbeat is signed with the cluster key (the agent's --key-file)")
             }
             let body = try await request.body.collect(upTo: .max)
             let heartbeat = try RequestBodyDecoding.decode(HostHeartbeat.self, from: body.readableBytesView)

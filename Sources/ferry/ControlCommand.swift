@@ -96,8 +96,9 @@ struct ControlCommand: ParsableCommand {
     }
 
     /// The store `--database` names, what to call it in messages, and how to close it.
-    private func openStore() throws -> (store: any ControlStore & AccountStore, description: String, close: @Sendable () async -> Void)
-    {
+    private func openStore() throws -> (
+        store: any ControlStore & AccountStore, description: String, close: @Sendable () async -> Void
+    ) {
         let timeout = Duration.milliseconds(Int(heartbeatTimeout * 1000))
         let logger = Logger(label: "ferry.control")
         if let url = database, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
