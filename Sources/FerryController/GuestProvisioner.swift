@@ -65,9 +65,12 @@ final class GuestProvisioner: Sendable {
                 let deadline = Date().addingTimeInterval(Self.bootTimeout)
                 try Self.defineAndBoot(client, spec: spec, id: id, deadline: deadline)
                 guard spec.kind == .kvm else { return nil }
-                return try FirstConsoleLine.wait(client, name: spec.name.value, deadline: deadline)
+                let booted = ContinuousClock.now
+                let line = try FirstConsoleLine.wait(client, name: spec.name.value, deadline: deadline)
+                let waited = (ContinuousClock.now - booted) / .milliseconds(1)
+                return "; its first console line, \(Int(waited.rounded())) ms after its VMM answered: \(line)"
             }
-            let cause = "host \(guest.host): it runs" + (firstLine.map { "; its first console line: \($0)" } ?? "")
+            let cause = "host \(guest.host): it runs" + (firstLine ?? "")
             _ = try await store.transition(
                 guest.id, from: .building, to: .running, cause: cause, errorReason: nil, generation: guest.generation)
         } catch {
