@@ -57,6 +57,33 @@ public enum ControlRules {
         return GuestCreation(guest: earlier, created: false)
     }
 
+    /// Refuses a guest of `flavor` and `image` that no host could define: its root disk is the
+    /// flavor's disk, its memory and vCPUs the flavor's, each within what the image's kind runs
+    /// with (`GuestSpecification.validate`, which the agent applies, would refuse it only after
+    /// the create was answered).
+    public static func checkRunnable(_ flavor: Flavor, _ image: Image) throws(ControlError) {
+        let resources = flavor.resources
+        var wrong: [String] = []
+        if !GuestSpecification.vcpuRange.contains(resources.vcpus) {
+            wrong.append("\(resources.vcpus) vCPUs (1 to 64)")
+        }
+        let memory = image.kind.memoryRange
+        if !memory.contains(resources.memoryBytes) || resources.memoryBytes % 4096 != 0 {
+            wrong.append(
+                "memory \(resources.memoryBytes) bytes (a multiple of 4096 from \(memory.lowerBound >> 20) MiB to"
+                    + " \(memory.upperBound >> 30) GiB)")
+        }
+        if !DiskSpecification.sizeRange.contains(resources.diskBytes) || resources.diskBytes % 512 != 0 {
+            wrong.append("disk \(resources.diskBytes) bytes (a multiple of 512 from 1 MiB to 4 TiB)")
+        }
+        guard wrong.isEmpty else {
+            throw ControlError(
+                .invalidArgument,
+                "flavor \(flavor.name) cannot run image \(image.name), a \(image.kind.rawValue) guest:"
+                    + " \(wrong.joined(separator: ", ")); pick another flavor")
+        }
+    }
+
     /// Refuses a guest of `flavor` the project's quota has no room for, naming every dimension over.
     public static func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws(ControlError) {
         let quota = project.quota

@@ -131,6 +131,7 @@ extension SQLiteControlStore {
         else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
         let flavor = ControlRows.flavor(flavorRow)
         let image = try ControlRows.image(imageRow, file: path)
+        try ControlRules.checkRunnable(flavor, image)
         try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
         let host = try chooseHost(db, flavor.resources)
         let now = now()

@@ -148,6 +148,7 @@ extension PostgresControlStore {
                 { row in try PostgresRows.image(row, url: url) }
             ).first
         else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
+        try ControlRules.checkRunnable(flavor, image)
         try ControlRules.checkQuota(project, try await usage(connection, project: request.project), flavor)
         let host = try ControlRules.chooseHost(
             flavor.resources, hosts: try await allHosts(connection), usage: try await usageByHost(connection),

@@ -74,9 +74,11 @@ public struct GuestSpecification: Sendable, Codable, Equatable {
         guard Self.vcpuRange.contains(vcpus) else {
             throw HostModelError(field: "vcpus", "1 to 64 vCPUs, got \(vcpus)")
         }
-        guard Self.memoryRange.contains(memoryBytes), memoryBytes % 4096 == 0 else {
+        guard kind.memoryRange.contains(memoryBytes), memoryBytes % 4096 == 0 else {
             throw HostModelError(
-                field: "memory_bytes", "a multiple of 4096 from 1 MiB to 64 GiB, got \(memoryBytes)")
+                field: "memory_bytes",
+                "a multiple of 4096 from \(kind.memoryRange.lowerBound >> 20) MiB to 64 GiB for a \(kind.rawValue) guest,"
+                    + " got \(memoryBytes)")
         }
         var seen = Set<String>()
         for (index, disk) in disks.enumerated() {
@@ -108,6 +110,18 @@ public struct GuestSpecification: Sendable, Codable, Equatable {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && UInt8($0) != nil }) else {
             throw HostModelError(field: "ipv4", "a dotted IPv4 address such as 10.0.0.5, got \"\(text)\"")
+        }
+    }
+}
+
+extension GuestSpecification.Kind {
+    /// The memory a guest of this kind runs with: the built-in guest's from 1 MiB, the KVM
+    /// guest's from 4 MiB (the VMM's low 2 MiB and a working area of 2 MiB: FerryKVM's
+    /// `KVMGuestLayout.minMemory`); both up to 64 GiB.
+    public var memoryRange: ClosedRange<Int> {
+        switch self {
+        case .builtin: GuestSpecification.memoryRange
+        case .kvm: (4 << 20)...GuestSpecification.memoryRange.upperBound
         }
     }
 }

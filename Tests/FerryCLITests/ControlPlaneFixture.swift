@@ -9,12 +9,15 @@ import Testing
 /// database, `database`), and agents that report to
 /// it (real `ferry agent` processes sharing its key), each offering room for a few tiny guests.
 /// Catalogue: flavor `tiny` (1 vCPU, 16 MiB, 4 MiB of disk, 10 µ per second), image `builtin`
-/// (the built-in guest, a 4 MiB template with 64 KiB of data at 3 MiB, past the disk's journal), project `alpha`.
+/// (the built-in guest, a 4 MiB template with 64 KiB of data at 3 MiB, past the disk's journal),
+/// image `kvm` (the KVM guest program, an empty 4 MiB template: all holes, so the program finds
+/// sector 0 zero and starts a fresh journal), project `alpha`.
 final class ControlPlaneFixture {
     let scratch: Scratch
     let keyFile: String
     let database: String
     let template: String
+    let kvmTemplate: String
     private(set) var controller: FerryProcess?
     private(set) var url = ""
     private(set) var agents: [GuestAgentFixture] = []
@@ -28,9 +31,11 @@ final class ControlPlaneFixture {
         keyFile = scratch.file("key")
         self.database = database ?? scratch.file("control.sqlite")
         template = scratch.file("template.raw")
+        kvmTemplate = scratch.file("kvm-template.raw")
         self.heartbeatTimeout = heartbeatTimeout
         try SharedKey.generate(path: keyFile)
         try Self.writeTemplate(template)
+        try Self.writeTemplate(kvmTemplate, dataAt: [])
         try startController()
         for index in 1...count {
             agents.append(
@@ -95,11 +100,14 @@ final class ControlPlaneFixture {
             "resources": ["vcpus": 1, "memory_bytes": 16 << 20, "disk_bytes": 4 << 20],
         ]
         let image: [String: Any] = ["name": "builtin", "kind": "builtin", "disk_template_path": template]
+        let kvmImage: [String: Any] = ["name": "kvm", "kind": "kvm", "disk_template_path": kvmTemplate]
         let project: [String: Any] = [
             "name": "alpha",
             "quota": ["guests": 100, "resources": ["vcpus": 100, "memory_bytes": 4 << 30, "disk_bytes": 1 << 30]],
         ]
-        for (target, body) in [("/v1/flavors", flavor), ("/v1/images", image), ("/v1/projects", project)] {
+        for (target, body) in [
+            ("/v1/flavors", flavor), ("/v1/images", image), ("/v1/images", kvmImage), ("/v1/projects", project),
+        ] {
             let (status, answer) = try json("POST", target, body)
             #expect(status == 201, "\(target): \(answer)")
         }
@@ -128,14 +136,14 @@ final class ControlPlaneFixture {
         return last
     }
 
-    /// A 4 MiB raw file with 64 KiB of data at 3 MiB; the rest a hole (the built-in guest
-    /// formats its disk's journal, at the start, when it finds it empty).
-    static func writeTemplate(_ path: String) throws {
+    /// A 4 MiB raw file with 64 KiB of data at each of `dataAt` (3 MiB); the rest a hole (the
+    /// guest formats its disk's journal, at the start, when it finds it empty).
+    static func writeTemplate(_ path: String, dataAt: [Int] = [3 << 20]) throws {
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         let file = try #require(FileHandle(forWritingAtPath: path))
         defer { try? file.close() }
         try file.truncate(atOffset: 4 << 20)
-        for offset in [3 << 20] {
+        for offset in dataAt {
             try file.seek(toOffset: UInt64(offset))
             file.write(Data((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ offset >> 20) }))
         }
