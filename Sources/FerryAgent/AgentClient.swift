@@ -52,6 +52,8 @@ public struct AgentClient: Sendable {
     /// The agent, `http://HOST:PORT` (a port alone means 127.0.0.1).
     public let endpoint: Endpoint
     let signature: RequestSignature?
+    /// Sent as `Authorization: Bearer` instead of a signature (a controller's API token).
+    let bearer: String?
     public var timeoutMs: Int
 
     /// `url` is `http://HOST:PORT`, `HOST:PORT` or a port; `key` nil sends unsigned requests
@@ -59,6 +61,15 @@ public struct AgentClient: Sendable {
     public init(url: String, key: SharedKey?, timeoutMs: Int = 10_000) throws(AgentClientError) {
         endpoint = try Self.parse(url)
         signature = key.map(RequestSignature.init(key:))
+        bearer = nil
+        self.timeoutMs = timeoutMs
+    }
+
+    /// A client that presents an API token (`ferry control`'s users) instead of the cluster key.
+    public init(url: String, bearer: String, timeoutMs: Int = 10_000) throws(AgentClientError) {
+        endpoint = try Self.parse(url)
+        signature = nil
+        self.bearer = bearer
         self.timeoutMs = timeoutMs
     }
 
@@ -81,8 +92,12 @@ public struct AgentClient: Sendable {
     }
 
     /// Sends one request and reads the whole answer (whatever its status).
-    public func send(_ method: String, _ target: String, body: [UInt8] = []) throws(AgentClientError) -> AgentResponse {
-        var reader = try open(method, target, body: body, accept: "application/json")
+    /// `headers` are sent as given (names and values without line breaks).
+    public func send(_ method: String, _ target: String, body: [UInt8] = [], headers: [(String, String)] = [])
+        throws(AgentClientError) -> AgentResponse
+    {
+        let extra = headers.filter { !($0.0 + $0.1).contains(where: \.isNewline) }.map { "\($0.0): \($0.1)\r\n" }
+        var reader = try open(method, target, body: body, accept: "application/json", extraHeaders: extra.joined())
         let head = try reader.readHead()
         return AgentResponse(status: head.status, headers: head.headers, body: try reader.readBody(for: head))
     }
@@ -147,6 +162,8 @@ public struct AgentClient: Sendable {
         if let signature {
             head +=
                 "Authorization: \(signature.authorization(method: method, host: host, target: target, body: body))\r\n"
+        } else if let bearer {
+            head += "Authorization: Bearer \(bearer)\r\n"
         }
         if !body.isEmpty || method == "POST" || method == "PUT" || method == "PATCH" {
             head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"

@@ -29,7 +29,7 @@ struct Ferry: ParsableCommand {
             DemoCommand.self,
             AnnounceCommand.self,
             StatusCommand.self, KeygenCommand.self, VMMCommand.self, AgentCommand.self, HostCommand.self,
-            GuestCommand.self, MigrateCommand.self, MigrationCommand.self, ControlCommand.self,
+            GuestCommand.self, MigrateCommand.self, MigrationCommand.self, ControlCommand.self, CloudCommand.self,
         ])
 
     /// ArgumentParser's `main`, except that a usage error (an unknown option, a value that does not

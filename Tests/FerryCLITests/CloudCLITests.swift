@@ -1,0 +1,58 @@
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// `ferry cloud` against a real `ferry control` and agent, as a user of project alpha: login keeps
+/// an API token in a file of mode 0600; create waits until the guest runs; what the user may not
+/// do is refused with the controller's reason and exit 1; after logout the token is revoked
+/// and the commands say to log in (exit 3).
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct CloudCLITests {
+    @Test func aUserLogsInCreatesStopsAndDeletesAGuest() throws {
+        let cloud = try ControlPlaneFixture("ccli", agents: 1)
+        let password = "correct horse battery staple"
+        #expect(try cloud.json("POST", "/v1/users", ["name": "alice", "password": password]).0 == 201)
+        #expect(try cloud.json("PUT", "/v1/projects/alpha/members/alice", ["role": "member"]).0 == 200)
+        let passwordFile = cloud.scratch.file("password")
+        try (password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        let config = cloud.scratch.file("home/cloud.json")
+        let run = { (arguments: [String]) throws -> FerryProcess.Outcome in
+            try FerryProcess.run(["cloud"] + arguments + ["--config", config], timeout: 60)
+        }
+
+        let wrong = cloud.scratch.file("wrong")
+        try "not the password at all\n".write(toFile: wrong, atomically: true, encoding: .utf8)
+        let refused = try run(["login", cloud.url, "--user", "alice", "--password-file", wrong])
+        #expect(refused.status == 3 && refused.stderr.contains("wrong user name or password"), "\(refused.stderr)")
+
+        let login = try run(["login", cloud.url, "--user", "alice", "--password-file", passwordFile])
+        #expect(login.status == 0 && login.stdout.contains("logged in"), "\(login.stderr)")
+        let mode = try FileManager.default.attributesOfItem(atPath: config)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        let catalogue = try run(["catalogue"])
+        #expect(
+            catalogue.stdout.contains("tiny") && catalogue.stdout.contains("projects: alpha"), "\(catalogue.stdout)")
+        let created = try run(["create", "web", "--project", "alpha", "--flavor", "tiny", "--image", "builtin"])
+        #expect(created.status == 0 && created.stdout.contains("running on host h1"), "\(created.stderr)")
+        let id = try #require(created.stdout.split(separator: " ").dropFirst().first.map(String.init))
+        let listed = try run(["guests", "--project", "alpha"])
+        #expect(listed.stdout.contains(id) && listed.stdout.contains("running"), "\(listed.stdout)")
+
+        let invoice = try run(["invoice", "--project", "alpha"])
+        #expect(invoice.status == 1 && invoice.stderr.contains("admin"), "a member's invoice: \(invoice.stderr)")
+        let elsewhere = try run(["guests", "--project", "beta"])
+        #expect(elsewhere.status == 1 && elsewhere.stderr.contains("no project beta"), "\(elsewhere.stderr)")
+
+        #expect(try run(["guest", "stop", id]).stdout.contains("stopped"))
+        #expect(try run(["guest", "delete", id]).stdout.contains("deleted"))
+        let journal = try run(["guest", "journal", id]).stdout
+        #expect(journal.contains("-> running") && journal.contains("-> deleted"), "\(journal)")
+
+        #expect(try run(["logout"]).status == 0)
+        let after = try run(["guests", "--project", "alpha"])
+        #expect(after.status == 3 && after.stderr.contains("ferry cloud login"), "\(after.stderr)")
+        let tokens = try cloud.json("GET", "/v1/projects/alpha/guests")
+        #expect(tokens.0 == 200, "the operator still reads it")
+    }
+}
