@@ -246,7 +246,8 @@ let package = Package(
         .testTarget(
             name: "FerryControlTests",
             dependencies: [
-                "FerryControl", "FerryControlPostgres", "FerryHostModel", "FerryTestSupport",
+                "FerryControl", "FerryControlPostgres", "FerryController", "FerryHostModel", "FerryTestSupport",
+                "FerryTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

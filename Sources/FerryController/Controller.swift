@@ -43,6 +43,11 @@ public final class Controller: Sendable {
 
     public var boundAddress: Endpoint? { state.withLock { $0.bound } }
 
+    /// "METHOD /path" of every route the API serves (docs/controller-api.yaml lists the same).
+    public var routes: [String] {
+        makeRouter().routes.map { "\($0.method.rawValue) \($0.path)" }.sorted()
+    }
+
     /// Serves until a graceful stop (SIGTERM, SIGINT or `stop()`).
     public func run(
         signals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }

@@ -9,38 +9,9 @@ import Testing
 /// docs/agent-api.yaml and the routes the agent registers agree: every registered route is in
 /// the document and marked `x-ferry-available: true`, and every operation so marked is registered.
 struct OpenAPIDocumentTests {
-    static let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../docs/agent-api.yaml").standardized.path
+    static let path = OpenAPIOperations.document("agent-api.yaml", from: #filePath)
 
-    /// "GET /v1/host" → available, for each operation under `paths:` (two-space path keys,
-    /// four-space method keys, the operation's `x-ferry-available` line).
-    static func operations() throws -> [String: Bool] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        var operations: [String: Bool] = [:]
-        var inPaths = false
-        var path = ""
-        var current: String?
-        let methods: Set<String> = ["get", "put", "post", "delete", "patch", "head", "options"]
-        for line in text.split(separator: "\n") {
-            if !line.hasPrefix(" ") {
-                inPaths = line == "paths:"
-                continue
-            }
-            guard inPaths else { continue }
-            if line.hasPrefix("  /"), !line.hasPrefix("   ") {
-                path = String(line.dropFirst(2).dropLast())
-            } else if line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":"),
-                methods.contains(String(line.dropFirst(4).dropLast()))
-            {
-                let operation = "\(line.dropFirst(4).dropLast().uppercased()) \(path)"
-                operations[operation] = false
-                current = operation
-            } else if let current, line.trimmingCharacters(in: .whitespaces) == "x-ferry-available: true" {
-                operations[current] = true
-            }
-        }
-        return operations
-    }
+    static func operations() throws -> [String: Bool] { try OpenAPIOperations.read(path) }
 
     @Test func theDocumentListsTheIssuesAPI() throws {
         let operations = try Self.operations()
