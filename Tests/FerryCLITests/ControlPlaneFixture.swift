@@ -22,10 +22,16 @@ final class ControlPlaneFixture {
     private(set) var url = ""
     private(set) var agents: [GuestAgentFixture] = []
     let heartbeatTimeout: Double
+    /// With `namespaced`: the hosts' network namespaces on one bridge, the controller's first
+    /// (then one per agent), and their addresses.
+    let network: (namespaces: NetworkNamespaces, addresses: [String])?
 
+    /// `namespaced`: the controller and each agent in a network namespace of its own, joined by a
+    /// bridge (10.93.0.0/24), as on separate hosts; the fixture's requests to the controller are
+    /// made from inside the controller's namespace.
     init(
         _ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5, database: String? = nil,
-        offerVCPUs: Int = 16
+        offerVCPUs: Int = 16, namespaced: Bool = false
     ) throws {
         scratch = Scratch(name)
         keyFile = scratch.file("key")
@@ -33,19 +39,26 @@ final class ControlPlaneFixture {
         template = scratch.file("template.raw")
         kvmTemplate = scratch.file("kvm-template.raw")
         self.heartbeatTimeout = heartbeatTimeout
+        if namespaced {
+            let id = "\(name)\(getpid() % 100_000)"
+            let hosts = ["\(id)c"] + (1...count).map { "\(id)h\($0)" }
+            network = try NetworkNamespaces.bridged(bridgeNamespace: "\(id)b", hosts: hosts, subnet: "10.93.0")
+        } else {
+            network = nil
+        }
         try SharedKey.generate(path: keyFile)
         try Self.writeTemplate(template)
         try Self.writeTemplate(kvmTemplate, dataAt: [])
         try startController()
         for index in 1...count {
+            let extra = [
+                "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", String(offerVCPUs),
+                "--offer-memory-mib", "1024", "--offer-disk-gib", "1",
+            ]
+            let host = network?.addresses[index] ?? "127.0.0.1"
             agents.append(
                 try GuestAgentFixture(
-                    "a\(index)", keyFile: keyFile,
-                    extra: [
-                        "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", String(offerVCPUs),
-                        "--offer-memory-mib",
-                        "1024", "--offer-disk-gib", "1",
-                    ]))
+                    "a\(index)", keyFile: keyFile, extra: extra, host: host, prefix: namespacePrefix(index)))
         }
         try seedCatalogue()
         try waitForHosts(count)
@@ -53,7 +66,20 @@ final class ControlPlaneFixture {
 
     deinit {
         if let controller { kill(controller.process.processIdentifier, SIGKILL) }
+        if let network {
+            for agent in agents { agent.kill9() }
+            network.namespaces.remove()
+        }
     }
+
+    /// `ip netns exec NS` for host `index` (0 the controller, then the agents), or nothing.
+    func namespacePrefix(_ index: Int) -> [String] {
+        guard let network else { return [] }
+        return network.namespaces.exec(in: network.namespaces.names[index + 1])
+    }
+
+    /// The network namespace of host `index` (0 the controller), if the cloud runs in namespaces.
+    func namespace(_ index: Int) -> String? { network.map { $0.namespaces.names[index + 1] } }
 
     func startController() throws {
         (controller, url) = try launchController(port: url.isEmpty ? "0" : String(url.split(separator: ":").last!))
@@ -62,10 +88,11 @@ final class ControlPlaneFixture {
     /// Another `ferry control` on the same database and key, at a port of its own (the caller
     /// kills it): its process and URL.
     func launchController(port: String = "0") throws -> (FerryProcess, String) {
-        let process = try FerryProcess([
-            "control", "--database", database, "--listen", "127.0.0.1:\(port)", "--key-file", keyFile,
-            "--heartbeat-timeout", String(heartbeatTimeout),
-        ])
+        let process = try FerryProcess(
+            [
+                "control", "--database", database, "--listen", "\(network?.addresses[0] ?? "127.0.0.1"):\(port)",
+                "--key-file", keyFile, "--heartbeat-timeout", String(heartbeatTimeout),
+            ], prefix: namespacePrefix(0))
         let line = try #require(
             process.waitForStderrLine(containing: "controller listening on", timeout: 60),
             "the controller did not start")
@@ -89,7 +116,11 @@ final class ControlPlaneFixture {
         Int, [String: Any]
     ) {
         let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
-        let response = try client(at).send(method, target, body: bytes)
+        let client = try client(at)
+        let response =
+            try namespace(0).map { namespace in
+                try NetworkNamespaces.run(in: namespace) { try client.send(method, target, body: bytes) }
+            } ?? client.send(method, target, body: bytes)
         let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
         return (response.status, object)
     }
