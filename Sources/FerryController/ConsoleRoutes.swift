@@ -21,43 +21,44 @@ struct ConsoleRoutes: Sendable {
     static let loginPath = "/console/login"
 
     func add(to router: Router<ControllerContext>) {
-        router.get("/console/login") { _, _ in
+        let router = router.group("/console").add(middleware: ConsoleErrorMiddleware())
+        router.get("login") { _, _ in
             ConsoleHTML.render("login", LoginView(error: nil, name: ""), title: "Log in", session: nil)
         }
-        router.post("/console/login") { request, _ in try await login(request) }
-        router.post("/console/logout") { _, context in
+        router.post("login") { request, _ in try await login(request) }
+        router.post("logout") { _, context in
             if case .session(_, let token) = context.caller { try await accounts.logout(token: token) }
             var response = ConsoleHTML.redirect(Self.loginPath)
             response.setCookie(
                 AccountRoutes.sessionCookie("", expires: Date(timeIntervalSince1970: 0), secure: secureCookies))
             return response
         }
-        router.get("/console") { _, context in try await projects(context) }
-        router.get("/console/projects/:project") { _, context in
+        router.get { _, context in try await projects(context) }
+        router.get("projects/:project") { _, context in
             let project = context.parameters.get("project") ?? ""
             try context.require(.listGuests, project: project, notFoundMessage: "no project \(project)")
             return try await projectPage(project, ConsoleSession(context))
         }
-        router.post("/console/projects/:project/guests") { request, context in try await create(request, context) }
+        router.post("projects/:project/guests") { request, context in try await create(request, context) }
         addGuests(to: router)
-        router.get("/console/admin") { _, context in try await admin(context) }
+        router.get("admin") { _, context in try await admin(context) }
     }
 
-    private func addGuests(to router: Router<ControllerContext>) {
-        router.get("/console/guests/:id") { _, context in
+    private func addGuests(to router: RouterGroup<ControllerContext>) {
+        router.get("guests/:id") { _, context in
             try await guestPage(try await guest(context, .readGuest), ConsoleSession(context))
         }
-        router.post("/console/guests/:id/stop") { _, context in
+        router.post("guests/:id/stop") { _, context in
             let guest = try await guest(context, .stopGuest)
             _ = try await provisioner.stop(guest)
             return ConsoleHTML.redirect("/console/guests/\(guest.id.hex)")
         }
-        router.post("/console/guests/:id/start") { _, context in
+        router.post("guests/:id/start") { _, context in
             let guest = try await guest(context, .startGuest)
             _ = try await provisioner.start(guest)
             return ConsoleHTML.redirect("/console/guests/\(guest.id.hex)")
         }
-        router.post("/console/guests/:id/delete") { _, context in
+        router.post("guests/:id/delete") { _, context in
             let guest = try await guest(context, .deleteGuest)
             _ = try await provisioner.delete(guest)
             return ConsoleHTML.redirect("/console/projects/\(guest.project)")
@@ -180,5 +181,29 @@ struct ConsoleRoutes: Sendable {
         }
         try context.require(action, project: guest.project, notFoundMessage: "no guest \(text)")
         return guest
+    }
+}
+
+/// A console route's failure as a page for the signed-in user (the header keeps their name and
+/// logout), or, without a session, the login page. What fails before the route (no session, a
+/// form without the CSRF token) is `CloudErrorMiddleware`'s, which answers the same way.
+struct ConsoleErrorMiddleware: RouterMiddleware {
+    typealias Context = ControllerContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch {
+            let answer = CloudAPIError.from(error)
+            if answer.status == .unauthorized { return ConsoleHTML.redirect(ConsoleRoutes.loginPath) }
+            if answer.status.code >= 500 {
+                context.logger.error(
+                    "console request failed",
+                    metadata: ["api.path": "\(request.uri.path)", "api.error": "\(answer.message)"])
+            }
+            return ConsoleHTML.error(answer, session: try? ConsoleSession(context))
+        }
     }
 }

@@ -25,6 +25,10 @@ struct ConsoleTests {
         #expect(form.status == 200 && form.body.contains(#"name="password""#))
         let wrong = try browser.post("/console/login", ["name": "alice", "password": "not her password"])
         #expect(wrong.status == 401 && wrong.body.contains(#"class="error""#), "\(wrong.status)")
+        // What a user typed comes back escaped.
+        let typed = try browser.post("/console/login", ["name": "<b>x</b>\"", "password": "whatever it is"])
+        #expect(typed.status == 401 && typed.body.contains("&lt;b&gt;x&lt;/b&gt;&quot;"), "\(typed.body)")
+        #expect(!typed.body.contains("<b>x</b>"))
 
         let alice = try browser.logIn("alice", Self.password)
         let home = try alice.get("/console")
@@ -59,6 +63,7 @@ struct ConsoleTests {
         let bob = try browser.logIn("bob", Self.password)
         let hidden = try bob.get(guestPage)
         #expect(hidden.status == 404 && hidden.body.contains("no guest"), "\(hidden.status)")
+        #expect(hidden.body.contains(#"class="who">bob<"#), "the 404 page is bob's, with his logout")
         #expect(try bob.get("/console/projects/alpha").status == 404)
         #expect(try bob.get("/console/admin").status == 403)
         #expect(try alice.get("/console/admin").status == 403)
