@@ -55,7 +55,16 @@ struct ConsoleTests {
         let listed = try cloud.json("GET", "/v1/projects/alpha/guests").1["guests"] as? [Any]
         #expect(listed?.count == 1, "one guest for two submits of one form")
 
+        // A page of a guest still being built reloads itself every 2 s; a running guest's does not.
+        let first = try alice.get(guestPage).body
+        if first.contains(#"id="state">pending<"#) || first.contains(#"id="state">building<"#) {
+            #expect(first.contains(#"<meta http-equiv="refresh" content="2">"#))
+        }
         let running = try alice.waitFor(guestPage) { $0.contains(#"id="state">running<"#) }
+        #expect(!running.contains("http-equiv=\"refresh\""))
+        // The console's last lines, from the host's agent.
+        let console = try alice.waitFor(guestPage, timeout: 10) { $0.contains(#"<pre class="console">"#) }
+        #expect(console.contains("ferry vmm"), "\(console)")
         #expect(running.contains(#"id="bill-amount""#) && running.contains("/stop\""), "\(running)")
         #expect(running.contains("pending") && running.contains("building"), "the journal is shown")
 
