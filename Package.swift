@@ -47,6 +47,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         // The control plane's store on PostgreSQL (FerryControlPostgres).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // The web console's server-rendered pages (FerryController).
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // C: what Swift cannot express (userfaultfd ABI, PAGEMAP_SCAN, SIGSEGV handler).
@@ -180,6 +182,7 @@ let package = Package(
             dependencies: [
                 "FerryControl", "FerryAgent", "FerryHostModel", "FerryTransport",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

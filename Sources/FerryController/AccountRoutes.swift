@@ -16,7 +16,7 @@ struct AccountRoutes: Sendable {
             let session = try await accounts.login(name: body.name, password: body.password, now: Date())
             var response = try CloudRoutes.json(
                 SessionView(principal: session.principal, csrfToken: session.csrfToken, expires: session.expires))
-            response.setCookie(sessionCookie(session.token, expires: session.expires))
+            response.setCookie(Self.sessionCookie(session.token, expires: session.expires, secure: secureCookies))
             return response
         }
         router.post("/v1/logout") { _, context in
@@ -26,7 +26,7 @@ struct AccountRoutes: Sendable {
             }
             try await accounts.logout(token: token)
             var response = Response(status: .noContent)
-            response.setCookie(sessionCookie("", expires: Date(timeIntervalSince1970: 0)))
+            response.setCookie(Self.sessionCookie("", expires: Date(timeIntervalSince1970: 0), secure: secureCookies))
             return response
         }
         router.get("/v1/me") { _, context in
@@ -98,10 +98,11 @@ struct AccountRoutes: Sendable {
         }
     }
 
-    private func sessionCookie(_ value: String, expires: Date) -> Cookie {
+    /// The session cookie (HttpOnly, SameSite=Lax; Secure if `secure`), for the API's login and the console's.
+    static func sessionCookie(_ value: String, expires: Date, secure: Bool) -> Cookie {
         Cookie(
             name: CloudAuthenticationMiddleware.sessionCookie, value: value, expires: expires,
-            maxAge: max(0, Int(expires.timeIntervalSinceNow)), path: "/", secure: secureCookies, httpOnly: true,
+            maxAge: max(0, Int(expires.timeIntervalSinceNow)), path: "/", secure: secure, httpOnly: true,
             sameSite: .lax)
     }
 }

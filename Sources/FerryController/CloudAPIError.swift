@@ -98,6 +98,11 @@ struct CloudErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let answer = CloudAPIError.from(error)
+            if Self.isConsole(request.uri.path) {
+                // The console's pages: no session → the login page; anything else → an HTML page.
+                if answer.status == .unauthorized { return ConsoleHTML.redirect(ConsoleRoutes.loginPath) }
+                return ConsoleHTML.error(answer, session: nil)
+            }
             if answer.status.code >= 500 {
                 context.logger.error(
                     "request failed",
@@ -109,4 +114,6 @@ struct CloudErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return answer.response()
         }
     }
+
+    static func isConsole(_ path: String) -> Bool { path == "/console" || path.hasPrefix("/console/") }
 }

@@ -20,7 +20,7 @@ struct CloudAuthenticationMiddleware: RouterMiddleware {
     static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
     static let csrfField = "csrf_token"
     /// Answered without credentials.
-    static let openPaths: Set<String> = ["/healthz", "/v1/login"]
+    static let openPaths: Set<String> = ["/healthz", "/v1/login", ConsoleRoutes.loginPath]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response

@@ -101,6 +101,10 @@ public final class Controller: Sendable {
             store: store, provisioner: provisioner, hosts: hosts, heartbeatTimeout: configuration.heartbeatTimeout
         ).add(to: router)
         CatalogueRoutes(store: store).add(to: router)
+        ConsoleRoutes(
+            accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
+            heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies
+        ).add(to: router)
         return router
     }
 }

@@ -169,25 +169,27 @@ struct CloudHTTP {
         if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
         if let cookie { request.setValue(cookie, forHTTPHeaderField: "Cookie") }
         if let csrf { request.setValue(csrf, forHTTPHeaderField: "X-CSRF-Token") }
+        let (status, data, headers) = try perform(request)
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return (status, object, headers)
+    }
+
+    /// Sends the request as it is (no cookie jar, redirects not followed): status, body, headers.
+    func perform(_ request: URLRequest) throws -> (Int, Data, [String: String]) {
         let configuration = URLSessionConfiguration.ephemeral
         configuration.httpCookieStorage = nil
-        let session = URLSession(configuration: configuration)
+        let exchange = OneExchange()
+        let session = URLSession(configuration: configuration, delegate: exchange, delegateQueue: nil)
         defer { session.finishTasksAndInvalidate() }
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var outcome: (Data?, URLResponse?, (any Error)?) = (nil, nil, nil)
-        session.dataTask(with: request) { data, response, error in
-            outcome = (data, response, error)
-            done.signal()
-        }.resume()
-        done.wait()
-        if let error = outcome.2 { throw error }
-        let response = try #require(outcome.1 as? HTTPURLResponse)
-        let object = outcome.0.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        session.dataTask(with: request).resume()
+        exchange.done.wait()
+        if let error = exchange.error { throw error }
+        let response = try #require(exchange.response as? HTTPURLResponse)
         var headers: [String: String] = [:]
         for (key, value) in response.allHeaderFields {
             if let key = key as? String, let value = value as? String { headers[key] = value }
         }
-        return (response.statusCode, object, headers)
+        return (response.statusCode, exchange.data, headers)
     }
 
     /// Logs in and makes an API token in that session; returns the token's secret.
@@ -198,5 +200,32 @@ struct CloudHTTP {
         let csrf = try #require(login.1["csrf_token"] as? String)
         let made = try call("POST", "/v1/tokens", ["label": "test"], cookie: session, csrf: csrf)
         return try #require(made.1["secret"] as? String, "token for \(user): \(made)")
+    }
+}
+
+/// One request's answer, gathered by the session's delegate; a redirect is not followed (the
+/// console answers its forms with 303 and the tests check where to). The delegate's calls come
+/// one after another, and `done` orders them before the reader.
+final class OneExchange: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    let done = DispatchSemaphore(value: 0)
+    var data = Data()
+    var response: URLResponse?
+    var error: (any Error)?
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        self.data.append(data)
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+        self.error = error
+        response = task.response
+        done.signal()
+    }
+
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void
+    ) {
+        completionHandler(nil)
     }
 }

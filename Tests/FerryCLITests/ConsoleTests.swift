@@ -1,0 +1,185 @@
+import FerryTestSupport
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The web console on a real `ferry control` with one agent, as a browser without JavaScript
+/// uses it: GET pages, POST url-encoded forms, follow 303s, send the session cookie back.
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct ConsoleTests {
+    static let password = "correct horse battery staple"
+
+    @Test func logInCreateAGuestByFormWatchItRunAndDeleteIt() throws {
+        let cloud = try ControlPlaneFixture("con", agents: 1)
+        try addUsers(cloud)
+        let browser = ConsoleBrowser(http: CloudHTTP(base: cloud.url))
+
+        // No session: the login page, not the API's 401.
+        let anonymous = try browser.get("/console")
+        #expect(anonymous.status == 303 && anonymous.location == "/console/login", "\(anonymous.status)")
+        #expect(try browser.get("/console/guests/0123456789abcdef0123456789abcdef").location == "/console/login")
+        let form = try browser.get("/console/login")
+        #expect(form.status == 200 && form.body.contains(#"name="password""#))
+        let wrong = try browser.post("/console/login", ["name": "alice", "password": "not her password"])
+        #expect(wrong.status == 401 && wrong.body.contains(#"class="error""#), "\(wrong.status)")
+        // What a user typed comes back escaped.
+        let typed = try browser.post("/console/login", ["name": "<b>x</b>\"", "password": "whatever it is"])
+        #expect(typed.status == 401 && typed.body.contains("&lt;b&gt;x&lt;/b&gt;&quot;"), "\(typed.body)")
+        #expect(!typed.body.contains("<b>x</b>"))
+
+        let alice = try browser.logIn("alice", Self.password)
+        let home = try alice.get("/console")
+        #expect(home.status == 200 && home.body.contains(#"href="/console/projects/alpha""#), "\(home.body)")
+        let project = try alice.get("/console/projects/alpha")
+        #expect(project.status == 200)
+        // The flavor with its vCPUs, memory, disk and price per hour (10 µ/s = 0.036 per hour).
+        for text in ["tiny", "16 MiB", "4 MiB", "0.036000", "builtin"] {
+            #expect(project.body.contains(text), "the project page shows \(text)")
+        }
+        let csrf = try #require(project.field("csrf_token"))
+        let clientToken = try #require(project.field("client_token"))
+        let create = ["name": "web", "flavor": "tiny", "image": "builtin", "client_token": clientToken]
+
+        // Without the CSRF token the form is refused; with it, the guest is made once however
+        // often the same form is sent.
+        #expect(try alice.post("/console/projects/alpha/guests", create).status == 403)
+        let made = try alice.post("/console/projects/alpha/guests", create.merging(["csrf_token": csrf]) { $1 })
+        #expect(made.status == 303, "\(made.status) \(made.body)")
+        let guestPage = try #require(made.location)
+        #expect(guestPage.hasPrefix("/console/guests/"))
+        let again = try alice.post("/console/projects/alpha/guests", create.merging(["csrf_token": csrf]) { $1 })
+        #expect(again.location == guestPage, "a double submit goes to the same guest")
+        let listed = try cloud.json("GET", "/v1/projects/alpha/guests").1["guests"] as? [Any]
+        #expect(listed?.count == 1, "one guest for two submits of one form")
+
+        // A page of a guest still being built reloads itself every 2 s; a running guest's does not.
+        let first = try alice.get(guestPage).body
+        if first.contains(#"id="state">pending<"#) || first.contains(#"id="state">building<"#) {
+            #expect(first.contains(#"<meta http-equiv="refresh" content="2">"#))
+        }
+        let running = try alice.waitFor(guestPage) { $0.contains(#"id="state">running<"#) }
+        #expect(!running.contains("http-equiv=\"refresh\""))
+        // The console's last lines, from the host's agent.
+        let console = try alice.waitFor(guestPage, timeout: 10) { $0.contains(#"<pre class="console">"#) }
+        #expect(console.contains("ferry vmm"), "\(console)")
+        #expect(running.contains(#"id="bill-amount""#) && running.contains("/stop\""), "\(running)")
+        #expect(running.contains("pending") && running.contains("building"), "the journal is shown")
+
+        // Bob is in beta only: alice's guest does not exist for him; the site page is not his.
+        let bob = try browser.logIn("bob", Self.password)
+        let hidden = try bob.get(guestPage)
+        #expect(hidden.status == 404 && hidden.body.contains("no guest"), "\(hidden.status)")
+        #expect(hidden.body.contains(#"class="who">bob<"#), "the 404 page is bob's, with his logout")
+        #expect(try bob.get("/console/projects/alpha").status == 404)
+        #expect(try bob.get("/console/admin").status == 403)
+        #expect(try alice.get("/console/admin").status == 403)
+        let root = try browser.logIn("root", Self.password)
+        let admin = try root.get("/console/admin")
+        #expect(admin.status == 200 && admin.body.contains("h1") && admin.body.contains("beta"), "\(admin.body)")
+
+        // Stop, then delete, by the guest page's forms.
+        let id = String(guestPage.dropFirst("/console/guests/".count))
+        #expect(try alice.post("\(guestPage)/stop", ["csrf_token": csrf]).location == guestPage)
+        _ = try alice.waitFor(guestPage) { $0.contains(#"id="state">stopped<"#) }
+        let deleted = try alice.post("\(guestPage)/delete", ["csrf_token": csrf])
+        #expect(deleted.location == "/console/projects/alpha")
+        #expect(try cloud.json("GET", "/v1/guests/\(id)").1["state"] as? String == "deleted")
+
+        // Logging out ends the session: its cookie leads to the login page again.
+        let out = try alice.post("/console/logout", ["csrf_token": csrf])
+        #expect(out.status == 303 && out.location == "/console/login")
+        #expect(try alice.get("/console").location == "/console/login")
+    }
+
+    /// As the operator: project beta; alice member of alpha, bob member of beta, root a site admin.
+    private func addUsers(_ cloud: ControlPlaneFixture) throws {
+        let beta: [String: Any] = [
+            "name": "beta",
+            "quota": ["guests": 10, "resources": ["vcpus": 10, "memory_bytes": 1 << 30, "disk_bytes": 1 << 30]],
+        ]
+        #expect(try cloud.json("POST", "/v1/projects", beta).0 == 201)
+        for user in ["alice", "bob", "root"] {
+            let body: [String: Any] = ["name": user, "password": Self.password, "site_admin": user == "root"]
+            #expect(try cloud.json("POST", "/v1/users", body).0 == 201)
+        }
+        #expect(try cloud.json("PUT", "/v1/projects/alpha/members/alice", ["role": "member"]).0 == 200)
+        #expect(try cloud.json("PUT", "/v1/projects/beta/members/bob", ["role": "member"]).0 == 200)
+    }
+}
+
+/// A browser without JavaScript: pages by GET, url-encoded forms by POST, one session cookie,
+/// redirects left to the caller.
+struct ConsoleBrowser {
+    let http: CloudHTTP
+    var cookie: String?
+
+    init(http: CloudHTTP, cookie: String? = nil) {
+        self.http = http
+        self.cookie = cookie
+    }
+
+    struct Page {
+        var status: Int
+        var body: String
+        var headers: [String: String]
+        var location: String? { headers["Location"] }
+
+        /// The value of a hidden form field (`name="csrf_token" value="…"`).
+        func field(_ name: String) -> String? {
+            guard let start = body.range(of: #"name="\#(name)" value=""#) else { return nil }
+            return String(body[start.upperBound...].prefix { $0 != "\"" })
+        }
+    }
+
+    func get(_ path: String) throws -> Page { try send("GET", path, nil) }
+
+    func post(_ path: String, _ form: [String: String]) throws -> Page { try send("POST", path, form) }
+
+    /// Logs in by the form; a browser with the session cookie.
+    func logIn(_ name: String, _ password: String) throws -> ConsoleBrowser {
+        let answer = try post("/console/login", ["name": name, "password": password])
+        try #require(answer.status == 303 && answer.location == "/console", "login \(name): \(answer.status)")
+        let setCookie = try #require(answer.headers["Set-Cookie"])
+        #expect(setCookie.contains("ferry_session=") && setCookie.contains("HttpOnly"), "\(setCookie)")
+        return ConsoleBrowser(http: http, cookie: setCookie.split(separator: ";").first.map(String.init))
+    }
+
+    /// GETs the page until `done` holds for its body (at most `timeout` s); its last body.
+    func waitFor(_ path: String, timeout: Double = 30, _ done: (String) -> Bool) throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = ""
+        while Date() < deadline {
+            last = try get(path).body
+            if done(last) { return last }
+            usleep(100_000)
+        }
+        Issue.record("\(path) did not reach the expected state within \(timeout) s")
+        return last
+    }
+
+    private func send(_ method: String, _ path: String, _ form: [String: String]?) throws -> Page {
+        var request = URLRequest(url: try #require(URL(string: http.base + path)))
+        request.httpMethod = method
+        request.httpShouldHandleCookies = false
+        if let cookie { request.setValue(cookie, forHTTPHeaderField: "Cookie") }
+        if let form {
+            request.httpBody = Data(Self.encode(form).utf8)
+            request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        }
+        let (status, data, headers) = try http.perform(request)
+        return Page(status: status, body: String(decoding: data, as: UTF8.self), headers: headers)
+    }
+
+    /// `application/x-www-form-urlencoded`, as a browser sends a form.
+    static func encode(_ form: [String: String]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return form.sorted { $0.key < $1.key }.map { key, value in
+            let encode = { (text: String) in text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text }
+            return encode(key) + "=" + encode(value)
+        }.joined(separator: "&")
+    }
+}
