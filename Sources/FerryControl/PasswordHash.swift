@@ -139,7 +139,7 @@ enum Scrypt {
 }
 
 /// Random secrets, their digests and comparisons.
-enum Secrets {
+public enum Secrets {
     /// Bytes from the system's cryptographic generator (getrandom on Linux).
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
@@ -148,7 +148,7 @@ enum Secrets {
 
     /// 256 random bits as URL-safe base64 without padding (43 characters): a cookie value, a
     /// CSRF token, the secret part of an API token.
-    static func randomToken() -> String {
+    public static func randomToken() -> String {
         Data(randomBytes(32)).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
@@ -164,7 +164,7 @@ enum Secrets {
     }
 
     /// Equal lengths and equal bytes, in time that depends on the length only.
-    static func equalInConstantTime(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    public static func equalInConstantTime(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.count == b.count && ferry_equal_in_constant_time(a, b, a.count) == 1
     }
 

@@ -19,12 +19,14 @@ struct ConsoleRoutes: Sendable {
     let secureCookies: Bool
 
     static let loginPath = "/console/login"
+    /// The login form's CSRF token, also a hidden field of the form (double submit): another
+    /// site can make a browser post the form, with a name and password of its choosing, but
+    /// cannot read or set this cookie, so it cannot log the browser into its own account.
+    static let loginCookie = "ferry_login_csrf"
 
     func add(to router: Router<ControllerContext>) {
         let router = router.group("/console").add(middleware: ConsoleErrorMiddleware())
-        router.get("login") { _, _ in
-            ConsoleHTML.render("login", LoginView(error: nil, name: ""), title: "Log in", session: nil)
-        }
+        router.get("login") { _, _ in loginForm(error: nil, name: "") }
         router.post("login") { request, _ in try await login(request) }
         router.post("logout") { _, context in
             if case .session(_, let token) = context.caller { try await accounts.logout(token: token) }
@@ -70,6 +72,14 @@ struct ConsoleRoutes: Sendable {
     private func login(_ request: Request) async throws -> Response {
         let form = FormFields(String(buffer: try await request.body.collect(upTo: .max)))
         let name = form["name"] ?? ""
+        let presented = Array((form["csrf_token"] ?? "").utf8)
+        guard let expected = request.cookies[Self.loginCookie]?.value, !presented.isEmpty,
+            Secrets.equalInConstantTime(presented, Array(expected.utf8))
+        else {
+            return loginForm(
+                error: "the login form had expired or came from another site: log in again", name: name,
+                status: .forbidden)
+        }
         do {
             let session = try await accounts.login(name: name, password: form["password"] ?? "", now: Date())
             var response = ConsoleHTML.redirect("/console")
@@ -78,12 +88,23 @@ struct ConsoleRoutes: Sendable {
             return response
         } catch {
             let answer = CloudAPIError.from(error)
-            var response = ConsoleHTML.render(
-                "login", LoginView(error: answer.message, name: name), title: "Log in", session: nil,
-                status: answer.status)
+            var response = loginForm(error: answer.message, name: name, status: answer.status)
             if let seconds = answer.retryAfterSeconds { response.headers[.retryAfter] = String(seconds) }
             return response
         }
+    }
+
+    /// The login form with a fresh CSRF token, in the form and in a cookie only this path gets.
+    private func loginForm(error: String?, name: String, status: HTTPResponse.Status = .ok) -> Response {
+        let token = Secrets.randomToken()
+        var response = ConsoleHTML.render(
+            "login", LoginView(error: error, name: name, csrfToken: token), title: "Log in", session: nil,
+            status: status)
+        response.setCookie(
+            Cookie(
+                name: Self.loginCookie, value: token, maxAge: 3600, path: Self.loginPath, secure: secureCookies,
+                httpOnly: true, sameSite: .strict))
+        return response
     }
 
     private func projects(_ context: ControllerContext) async throws -> Response {

@@ -65,6 +65,7 @@ enum ConsoleTemplates {
         <h1>Log in</h1>
         {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
         <form method="post" action="/console/login">
+        <input type="hidden" name="csrf_token" value="{{csrfToken}}">
         <p><label>User <input name="name" value="{{name}}" autocomplete="username" required></label></p>
         <p><label>Password <input type="password" name="password" autocomplete="current-password" required></label></p>
         <p><button type="submit">Log in</button></p>

@@ -6,6 +6,8 @@ import Foundation
 struct LoginView {
     var error: String?
     var name: String
+    /// Also in the `ferry_login_csrf` cookie: a login form posted from another site has neither.
+    var csrfToken: String
 }
 
 struct ProjectsView {

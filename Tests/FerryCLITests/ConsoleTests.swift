@@ -23,10 +23,14 @@ struct ConsoleTests {
         #expect(try browser.get("/console/guests/0123456789abcdef0123456789abcdef").location == "/console/login")
         let form = try browser.get("/console/login")
         #expect(form.status == 200 && form.body.contains(#"name="password""#))
-        let wrong = try browser.post("/console/login", ["name": "alice", "password": "not her password"])
+        let forged = try browser.post("/console/login", ["name": "alice", "password": Self.password])
+        #expect(
+            forged.status == 403 && forged.headers["Set-Cookie"]?.contains("ferry_session") != true,
+            "a login posted without the form's token (another site's)")
+        let wrong = try browser.attemptLogin("alice", "not her password")
         #expect(wrong.status == 401 && wrong.body.contains(#"class="error""#), "\(wrong.status)")
         // What a user typed comes back escaped.
-        let typed = try browser.post("/console/login", ["name": "<b>x</b>\"", "password": "whatever it is"])
+        let typed = try browser.attemptLogin("<b>x</b>\"", "whatever it is")
         #expect(typed.status == 401 && typed.body.contains("&lt;b&gt;x&lt;/b&gt;&quot;"), "\(typed.body)")
         #expect(!typed.body.contains("<b>x</b>"))
 
@@ -138,9 +142,19 @@ struct ConsoleBrowser {
 
     func post(_ path: String, _ form: [String: String]) throws -> Page { try send("POST", path, form) }
 
+    /// Gets the login form (its CSRF token, and the cookie that carries it too) and posts it.
+    func attemptLogin(_ name: String, _ password: String) throws -> Page {
+        let form = try get("/console/login")
+        let token = try #require(form.field("csrf_token"), "the login form has no CSRF token")
+        let cookie = try #require(form.headers["Set-Cookie"]?.split(separator: ";").first.map(String.init))
+        #expect(cookie.hasPrefix("ferry_login_csrf="))
+        return try ConsoleBrowser(http: http, cookie: cookie).post(
+            "/console/login", ["name": name, "password": password, "csrf_token": token])
+    }
+
     /// Logs in by the form; a browser with the session cookie.
     func logIn(_ name: String, _ password: String) throws -> ConsoleBrowser {
-        let answer = try post("/console/login", ["name": name, "password": password])
+        let answer = try attemptLogin(name, password)
         try #require(answer.status == 303 && answer.location == "/console", "login \(name): \(answer.status)")
         let setCookie = try #require(answer.headers["Set-Cookie"])
         #expect(setCookie.contains("ferry_session=") && setCookie.contains("HttpOnly"), "\(setCookie)")
