@@ -161,6 +161,7 @@ import Testing
         var inventory: SQLiteInventory? = try SQLiteInventory(path: path)
         var spec = try specification("kvm-1", disks: ["root", "data"])
         spec.kind = .kvm
+        spec.memoryBytes = 4 << 20  // a KVM guest's least
         spec.mac = "02:00:00:00:00:07"
         spec.cpuLimitPercent = 50
         _ = try inventory!.create(spec, id: .random(), cause: "create")
