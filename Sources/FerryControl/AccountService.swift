@@ -34,6 +34,9 @@ public final class AccountService: Sendable {
     /// What new password hashes are made with. Existing hashes verify with their own.
     public let hashParameters: ScryptParameters
     let dummyHash: PasswordHash
+    /// The scrypt parameters of every password check so far, in order (what the tests read to
+    /// see that an unknown name costs a hash with the same parameters as a known one).
+    let checks = Mutex<[ScryptParameters]>([])
     /// At most one hash per core at once.
     let hashing = AsyncLimit(ProcessInfo.processInfo.activeProcessorCount)
     let logger: Logger
@@ -70,8 +73,7 @@ public final class AccountService: Sendable {
             (try? ControlNames.validate(name, "user")) != nil && password.utf8.count <= PasswordPolicy.maximumBytes
         guard wellFormed else {
             // No user can have this name or password: the same answer, after the same work.
-            let dummy = dummyHash
-            _ = try await offThePool { dummy.verifies("") }
+            _ = try await check(dummyHash, "")
             throw wrongCredentials()
         }
         if case .throttled(let wait) = try await store.recordLoginAttempt(name: name, throttle: throttle, now: now) {
@@ -87,7 +89,7 @@ public final class AccountService: Sendable {
             logger.error("stored password hash unreadable", metadata: ["user.name": "\(name)"])
         }
         let hash = stored ?? dummyHash
-        let verified = try await offThePool { hash.verifies(password) }
+        let verified = try await check(hash, password)
         guard verified, stored != nil else {
             logger.notice("login failed", metadata: ["user.name": "\(name)"])
             throw wrongCredentials()
@@ -157,6 +159,12 @@ public final class AccountService: Sendable {
     /// Runs `body` (a hash) on a Dispatch thread, once `hashing` lets it: a hash's third of a
     /// second must not hold a thread of Swift's cooperative pool, and a flood of logins must queue
     /// rather than hold 128 MiB per hash at once.
+    /// One password check against `hash`, off the cooperative pool, recorded in `checks`.
+    private func check(_ hash: PasswordHash, _ password: String) async throws(ControlError) -> Bool {
+        checks.withLock { $0.append(hash.parameters) }
+        return try await offThePool { hash.verifies(password) }
+    }
+
     func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws(ControlError) -> T)
         async throws(ControlError) -> T
     {
