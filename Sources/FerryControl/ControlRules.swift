@@ -141,6 +141,19 @@ public enum ControlRules {
         }
     }
 
+    /// The guest as a transition the store just wrote leaves it: in `next`, a generation on,
+    /// since `now`, with `errorReason` if one was given (an earlier reason stays otherwise).
+    public static func transitioned(
+        _ guest: CloudGuest, to next: CloudGuestState, errorReason: String?, at now: Date
+    ) -> CloudGuest {
+        var changed = guest
+        changed.state = next
+        changed.errorReason = errorReason ?? guest.errorReason
+        changed.generation += 1
+        changed.stateSince = now
+        return changed
+    }
+
     /// The states that hold capacity, as an SQL list: `('pending', 'building', …)`.
     public static let holdingStatesSQL =
         "(" + CloudGuestState.allCases.filter(\.holdsCapacity).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"

@@ -1,4 +1,5 @@
 import FerryHostModel
+import Logging
 
 /// The controller's state: hosts, catalogue, projects and guests, and the journal of every
 /// guest's states. Each operation is one transaction; every state change is journaled (time,
@@ -64,5 +65,19 @@ extension ControlStore {
         errorReason: String? = nil
     ) async throws(ControlError) -> CloudGuest {
         try await transition(id, from: expected, to: next, cause: cause, errorReason: errorReason, generation: nil)
+    }
+}
+
+extension Logger {
+    /// The line every store logs for a committed transition.
+    public func guestStateChanged(
+        _ id: GuestID, from expected: CloudGuestState, to next: CloudGuestState, cause: String
+    ) {
+        info(
+            "guest state changed",
+            metadata: [
+                "guest.id": "\(id)", "guest.from": "\(expected.rawValue)", "guest.to": "\(next.rawValue)",
+                "guest.cause": "\(cause)",
+            ])
     }
 }

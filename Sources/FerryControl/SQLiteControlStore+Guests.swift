@@ -68,7 +68,7 @@ extension SQLiteControlStore {
         try ControlRules.validate(transitionOf: id, to: next, errorReason: errorReason)
         let now = now()
         let guest = try await writing("change the state of guest \(id) in") { db in
-            guard var guest = try self.fetchGuest(db, id) else {
+            guard let guest = try self.fetchGuest(db, id) else {
                 throw ControlError(.notFound, "no guest \(id) in control store \(self.path)")
             }
             try ControlRules.checkTransition(guest, from: expected, to: next, generation: generation)
@@ -82,18 +82,9 @@ extension SQLiteControlStore {
                     guest.generation,
                 ])
             try ControlRows.appendJournal(db, id: id, from: expected, to: next, cause: cause, at: now)
-            guest.state = next
-            guest.errorReason = errorReason ?? guest.errorReason
-            guest.generation += 1
-            guest.stateSince = now
-            return guest
+            return ControlRules.transitioned(guest, to: next, errorReason: errorReason, at: now)
         }
-        logger.info(
-            "guest state changed",
-            metadata: [
-                "guest.id": "\(id)", "guest.from": "\(expected.rawValue)", "guest.to": "\(next.rawValue)",
-                "guest.cause": "\(cause)",
-            ])
+        logger.guestStateChanged(id, from: expected, to: next, cause: cause)
         return guest
     }
 

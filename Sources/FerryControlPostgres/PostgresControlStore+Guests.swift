@@ -81,7 +81,7 @@ extension PostgresControlStore {
         try ControlRules.validate(transitionOf: id, to: next, errorReason: errorReason)
         let now = now()
         let guest = try await writing("change the state of guest \(id) in") { connection in
-            guard var guest = try await self.fetchGuest(connection, id) else {
+            guard let guest = try await self.fetchGuest(connection, id) else {
                 throw ControlError(.notFound, "no guest \(id) in control store \(self.url)")
             }
             try ControlRules.checkTransition(guest, from: expected, to: next, generation: generation)
@@ -93,18 +93,9 @@ extension PostgresControlStore {
                 """, logger: logger)
             try await PostgresRows.appendJournal(
                 connection, id: id, from: expected, to: next, cause: cause, at: now, logger: logger)
-            guest.state = next
-            guest.errorReason = errorReason ?? guest.errorReason
-            guest.generation += 1
-            guest.stateSince = now
-            return guest
+            return ControlRules.transitioned(guest, to: next, errorReason: errorReason, at: now)
         }
-        logger.info(
-            "guest state changed",
-            metadata: [
-                "guest.id": "\(id)", "guest.from": "\(expected.rawValue)", "guest.to": "\(next.rawValue)",
-                "guest.cause": "\(cause)",
-            ])
+        logger.guestStateChanged(id, from: expected, to: next, cause: cause)
         return guest
     }
 

@@ -53,25 +53,38 @@ struct CloudSession: ParsableArguments {
 
     /// One call with the token; the answer's JSON object. 401 means the token is gone.
     func call(_ method: String, _ target: String, body: [String: Any]? = nil) throws -> [String: Any] {
+        let (response, object) = try CloudExchange.send(
+            try client(), method, target, body, refusalPrefix: "\(method) \(target): ",
+            unauthenticatedHint: " (run `ferry cloud login` again)")
+        if json { FileHandle.standardOutput.write(Data(response.body)) }
+        return object
+    }
+}
+
+/// One request to the controller and its JSON answer; a failure to reach it throws with the
+/// client's exit code, a refusal with the controller's message (exit 3 for 401, else 1).
+enum CloudExchange {
+    static func send(
+        _ client: AgentClient, _ method: String, _ target: String, _ body: [String: Any]?,
+        headers: [(String, String)] = [], refusalPrefix: String = "", unauthenticatedHint: String = ""
+    ) throws -> (response: AgentResponse, object: [String: Any]) {
         let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
-        let client = try client()
         let response: AgentResponse
-        do throws(AgentClientError) { response = try client.send(method, target, body: bytes) } catch {
+        do throws(AgentClientError) { response = try client.send(method, target, body: bytes, headers: headers) } catch
+        {
             throw CommandError(
                 description: error.message.replacingOccurrences(of: "the agent", with: "the controller"),
                 exitCode: agentExitCode(for: error))
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
         guard (200..<300).contains(response.status) else {
-            let error = object["error"] as? [String: Any]
-            let message = error?["message"] as? String ?? "HTTP \(response.status)"
+            let message = (object["error"] as? [String: Any])?["message"] as? String ?? "HTTP \(response.status)"
             if response.status == 401 {
-                throw CommandError(description: "\(message) (run `ferry cloud login` again)", exitCode: 3)
+                throw CommandError(description: message + unauthenticatedHint, exitCode: 3)
             }
-            throw CommandError(description: "\(method) \(target): \(message)", exitCode: 1)
+            throw CommandError(description: refusalPrefix + message, exitCode: 1)
         }
-        if json { FileHandle.standardOutput.write(Data(response.body)) }
-        return object
+        return (response, object)
     }
 }
 
@@ -106,15 +119,16 @@ struct CloudLogin: ParsableCommand {
             do throws(AgentClientError) { anonymous = try AgentClient(url: url, key: nil) } catch {
                 throw CommandError(description: error.message, exitCode: 9)
             }
-            let login = try exchange(anonymous, "POST", "/v1/login", ["name": user, "password": password], headers: [])
+            let login = try CloudExchange.send(
+                anonymous, "POST", "/v1/login", ["name": user, "password": password], headers: [])
             guard let cookie = login.response.header("set-cookie")?.split(separator: ";").first,
                 let csrf = login.object["csrf_token"] as? String
             else { throw CommandError(description: "the controller's login answer has no session", exitCode: 7) }
             let host = ProcessInfo.processInfo.hostName
-            let made = try exchange(
+            let made = try CloudExchange.send(
                 anonymous, "POST", "/v1/tokens", ["label": "ferry cloud on \(host)"],
                 headers: [("Cookie", String(cookie)), ("X-CSRF-Token", csrf)])
-            _ = try? exchange(
+            _ = try? CloudExchange.send(
                 anonymous, "POST", "/v1/logout", nil, headers: [("Cookie", String(cookie)), ("X-CSRF-Token", csrf)])
             guard let token = made.object["secret"] as? String, let id = made.object["id"] as? String else {
                 throw CommandError(description: "the controller made no API token", exitCode: 7)
@@ -142,25 +156,6 @@ struct CloudLogin: ParsableCommand {
             throw CommandError.configuration("no password on standard input: give --password-file or pipe it in")
         }
         return line
-    }
-
-    private func exchange(
-        _ client: AgentClient, _ method: String, _ target: String, _ body: [String: Any]?, headers: [(String, String)]
-    ) throws -> (response: AgentResponse, object: [String: Any]) {
-        let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
-        let response: AgentResponse
-        do throws(AgentClientError) { response = try client.send(method, target, body: bytes, headers: headers) } catch
-        {
-            throw CommandError(
-                description: error.message.replacingOccurrences(of: "the agent", with: "the controller"),
-                exitCode: agentExitCode(for: error))
-        }
-        let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
-        guard (200..<300).contains(response.status) else {
-            let message = (object["error"] as? [String: Any])?["message"] as? String ?? "HTTP \(response.status)"
-            throw CommandError(description: message, exitCode: response.status == 401 ? 3 : 1)
-        }
-        return (response, object)
     }
 }
 
