@@ -130,6 +130,13 @@ extension HostMigrations {
             status.state = .receiving
         }
         if record.ended == nil, let process = entry.process {
+            if entry.abandoning {
+                // Being abandoned: its vmm may be dead already, which must not read as a source
+                // reaching it. It stays `waiting` until the end is recorded (`abandoned`), or a
+                // source turns out to have reached it after all.
+                status.state = .waiting
+                return status
+            }
             status.state = IncomingMigrationStatus.state(of: process, receiving: Self.receiving(process))
             if status.state == .failed { status.state = .receiving }  // its end is being recorded: ask again
         }
