@@ -51,4 +51,16 @@ public struct HostRecord: Sendable, Equatable {
             Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
         return health == .healthy && now.timeIntervalSince(lastHeartbeat) <= timeout
     }
+
+    /// How long the host has been silent at `now` as a controller that has been watching since
+    /// `watchingSince` (its start) can tell, or nil while that is not longer than `timeout`. A
+    /// controller that was down itself heard nothing, which says nothing about the host: its
+    /// silence counts from the later of the last heartbeat and the controller's start, so a
+    /// restarted controller gives every host a full timeout to report before its guests become
+    /// `unknown` (and stop being billed).
+    public func silence(at now: Date, watchingSince: Date, timeout: Duration) -> TimeInterval? {
+        let limit = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let silent = now.timeIntervalSince(max(lastHeartbeat, watchingSince))
+        return silent > limit ? now.timeIntervalSince(lastHeartbeat) : nil
+    }
 }

@@ -11,6 +11,8 @@ final class HostTracking: Sendable {
     let store: any ControlStore
     let heartbeatTimeout: Duration
     let clock: @Sendable () -> Date
+    /// When this controller began watching: hosts are not silent for the time it was down.
+    let started: Date
     let logger: Logger
 
     init(
@@ -20,6 +22,7 @@ final class HostTracking: Sendable {
         self.store = store
         self.heartbeatTimeout = heartbeatTimeout
         self.clock = clock
+        self.started = clock()
         self.logger = logger
     }
 
@@ -46,13 +49,14 @@ final class HostTracking: Sendable {
         }
     }
 
-    /// One pass: the live guests of every host silent for longer than the timeout become unknown.
+    /// One pass: the live guests of every host silent for longer than the timeout (since this
+    /// controller started, at least) become unknown.
     func markSilentHosts() async throws(ControlError) {
         let now = clock()
-        let timeout =
-            Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
-        for host in try await store.hosts() where now.timeIntervalSince(host.lastHeartbeat) > timeout {
-            let silent = now.timeIntervalSince(host.lastHeartbeat)
+        for host in try await store.hosts() {
+            guard let silent = host.silence(at: now, watchingSince: started, timeout: heartbeatTimeout) else {
+                continue
+            }
             for guest in try await store.guests(host: host.id, states: [.building, .running, .stopping]) {
                 do {
                     _ = try await store.transition(

@@ -5,7 +5,9 @@ import Testing
 /// The console in a real Chromium with JavaScript turned off (Tests/console/flow.py, Playwright
 /// for Python with Debian's chromium, which Tools/setup installs): log in, pick the project,
 /// the image and the flavor, name the guest, create it, watch it run, read its bill, stop and
-/// delete it. A screenshot per step is kept in the directory the test prints.
+/// delete it. A screenshot per step is kept in the directory the test prints. The controller and
+/// its three agents each run in a network namespace of their own where the machine allows it, and
+/// the browser in the controller's.
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
 struct ConsoleBrowserTests {
     static let python =
@@ -18,7 +20,7 @@ struct ConsoleBrowserTests {
 
     @Test(.enabled(if: browser.met, browser.why))
     func aPersonCreatesAGuestInChromium() throws {
-        let cloud = try ControlPlaneFixture("conb", agents: 1)
+        let cloud = try ControlPlaneFixture("conb", namespaced: Requirement.namespaces.met)
         let password = "correct horse battery staple"
         #expect(try cloud.json("POST", "/v1/users", ["name": "alice", "password": password]).0 == 201)
         #expect(try cloud.json("PUT", "/v1/projects/alpha/members/alice", ["role": "member"]).0 == 200)
@@ -27,8 +29,9 @@ struct ConsoleBrowserTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("console/flow.py").path
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.python)
-        process.arguments = [script, cloud.url, "alice", password, "alpha", shots]
+        let command = cloud.namespacePrefix(0) + [Self.python, script, cloud.url, "alice", password, "alpha", shots]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output

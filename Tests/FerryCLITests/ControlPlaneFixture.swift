@@ -3,6 +3,7 @@ import FerryTestSupport
 import FerryTransport
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// A `ferry control` process on a SQLite file in a scratch directory (or on a PostgreSQL
@@ -123,6 +124,55 @@ final class ControlPlaneFixture {
             } ?? client.send(method, target, body: bytes)
         let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
         return (response.status, object)
+    }
+
+    /// `count` requests to the controller at once, each on a thread of its own (joined to the
+    /// controller's namespace when the cloud has one) released together once all are ready:
+    /// each request's status and body, in the order of `request`'s index.
+    func concurrently(
+        _ count: Int, _ request: @escaping @Sendable (Int) -> (method: String, target: String, body: [UInt8])
+    ) throws -> [(status: Int, body: [UInt8])] {
+        let client = try client()
+        let namespace = namespace(0)
+        let answers = Mutex<[Int: Result<AgentResponse, any Error>]>([:])
+        let ready = DispatchGroup()
+        let gate = DispatchSemaphore(value: 0)
+        let finished = DispatchGroup()
+        for index in 0..<count {
+            ready.enter()
+            finished.enter()
+            let thread = Thread {
+                let send = { @Sendable () throws -> AgentResponse in
+                    ready.leave()
+                    gate.wait()
+                    let (method, target, body) = request(index)
+                    return try client.send(method, target, body: body)
+                }
+                let answer = Result { try namespace.map { try NetworkNamespaces.run(in: $0, send) } ?? send() }
+                answers.withLock { $0[index] = answer }
+                finished.leave()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        ready.wait()
+        for _ in 0..<count { gate.signal() }
+        finished.wait()
+        return try (0..<count).map { index in
+            let response = try answers.withLock { $0[index]! }.get()
+            return (response.status, response.body)
+        }
+    }
+
+    /// The names of the guests the agents hold, each asked on its own host (namespace).
+    func guestsOnHosts() throws -> [String] {
+        try agents.indices.flatMap { index -> [String] in
+            let client = try agents[index].client()
+            let list = { @Sendable in
+                try client.get("/v1/guests", as: GuestList.self).guests.map(\.specification.name.value)
+            }
+            return try namespace(index + 1).map { try NetworkNamespaces.run(in: $0, list) } ?? list()
+        }
     }
 
     private func seedCatalogue() throws {

@@ -75,6 +75,53 @@ struct ControlPlaneNamespaceTests {
         #expect(statuses == [200, 404, 404, 200])
     }
 
+    /// From the controller's network, 200 creates with one client token at once make one guest
+    /// (every answer names it), and 50 creates at once, each with its own token, into a project
+    /// whose quota allows 8 guests make exactly 8: the hosts hold exactly those 9 guests.
+    @Test func tokenAndQuotaRacesThroughTheController() throws {
+        let cloud = try ControlPlaneFixture("cpr", namespaced: true)
+        let once = try Self.bytes(["name": "once", "flavor": "tiny", "image": "builtin", "client_token": "retry-me"])
+        let retries = try cloud.concurrently(200) { _ in ("POST", "/v1/projects/alpha/guests", once) }
+        let statuses = Dictionary(grouping: retries.map(\.status), by: { $0 }).mapValues(\.count)
+        #expect(statuses[202] == 1 && statuses[202]! + (statuses[200] ?? 0) == 200, "\(statuses)")
+        let named = Set(retries.compactMap { Self.object($0.body)["id"] as? String })
+        #expect(named.count == 1, "\(named)")
+        let id = try #require(named.first)
+        let alpha = try cloud.json("GET", "/v1/projects/alpha/guests").1["guests"] as? [[String: Any]] ?? []
+        #expect(alpha.compactMap { $0["id"] as? String } == [id])
+
+        let quota: [String: Any] = [
+            "name": "quota",
+            "quota": ["guests": 8, "resources": ["vcpus": 100, "memory_bytes": 4 << 30, "disk_bytes": 1 << 30]],
+        ]
+        #expect(try cloud.json("POST", "/v1/projects", quota).0 == 201)
+        let creates = try cloud.concurrently(50) { index in
+            let body = #"{"name":"q\#(index)","flavor":"tiny","image":"builtin","client_token":"t\#(index)"}"#
+            return ("POST", "/v1/projects/quota/guests", Array(body.utf8))
+        }
+        let made = creates.filter { $0.status == 202 }.compactMap { Self.object($0.body)["id"] as? String }
+        let refusals = creates.filter { $0.status != 202 }.map {
+            "\($0.status) \((Self.object($0.body)["error"] as? [String: Any])?["code"] as? String ?? "?")"
+        }
+        #expect(made.count == 8, "\(creates.map(\.status))")
+        #expect(refusals == Array(repeating: "409 quota_exceeded", count: 42), "\(refusals)")
+        let listed = try cloud.json("GET", "/v1/projects/quota/guests").1["guests"] as? [[String: Any]] ?? []
+        #expect(Set(listed.compactMap { $0["id"] as? String }) == Set(made))
+        for guest in [id] + made {
+            let view = try cloud.waitForGuest(guest, timeout: 60) { $0 == "running" || $0 == "error" }
+            #expect(view["state"] as? String == "running", "\(view)")
+        }
+        #expect(try cloud.guestsOnHosts().sorted() == ([id] + made).map { "c-\($0)" }.sorted())
+    }
+
+    static func bytes(_ object: [String: Any]) throws -> [UInt8] {
+        Array(try JSONSerialization.data(withJSONObject: object))
+    }
+
+    static func object(_ body: [UInt8]) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+    }
+
     /// The names of the guests an agent holds, asked from inside its namespace.
     static func guests(on agent: GuestAgentFixture, in namespace: String) throws -> [String] {
         let client = try agent.client()

@@ -104,9 +104,12 @@ struct ControlPlaneTests {
 
     /// The controller is killed with -9 right after it answered creates: at its next start it
     /// finds the guests it had not finished (pending or building) and finishes them; each ends
-    /// running on its host, exactly once (one guest per create on the hosts, none doubled).
+    /// running on its host, exactly once (one guest per create on the hosts, none doubled). It is
+    /// killed again while they run: its bill covers the time it was down, since the guests ran
+    /// on. The controller and agents each in a network namespace where the machine allows it.
     @Test func aControllerKilledMidCreateFinishesAtItsNextStart() throws {
-        let cloud = try ControlPlaneFixture("cp3")
+        let cloud = try ControlPlaneFixture("cp3", namespaced: Requirement.namespaces.met)
+        let requested = Date()
         var ids: [String] = []
         for index in 0..<4 {
             let body: [String: Any] = ["name": "g\(index)", "flavor": "tiny", "image": "builtin"]
@@ -118,7 +121,30 @@ struct ControlPlaneTests {
             let view = try cloud.waitForGuest(id) { $0 == "running" || $0 == "error" }
             #expect(view["state"] as? String == "running", "\(view)")
         }
-        let onHosts = try cloud.agents.flatMap { try $0.list().map(\.id) }
-        #expect(onHosts.sorted() == ids.sorted(), "each guest on exactly one host")
+        #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each on exactly one host")
+
+        let seenRunning = Date()
+        cloud.killController()
+        usleep(500_000)
+        try cloud.startController()
+        let stopping = Date()
+        for id in ids {
+            let (status, answer) = try cloud.json("POST", "/v1/guests/\(id)/stop")
+            #expect(status == 200 && answer["state"] as? String == "stopped", "\(status) \(answer)")
+        }
+        let stopped = Date()
+        let target = "/v1/projects/alpha/invoice?from=2000-01-01T00:00:00Z&to=2100-01-01"
+        let lines = try cloud.json("GET", target).1["lines"] as? [[String: Any]] ?? []
+        for id in ids {
+            let journal = try cloud.json("GET", "/v1/guests/\(id)/journal").1["entries"] as? [[String: Any]] ?? []
+            let ran = try ControlPlaneBillingTests.runningMilliseconds(journal)
+            let billed = ControlPlaneBillingTests.integer(
+                lines.first { $0["guest_id"] as? String == id }?["billed_milliseconds"])
+            #expect(billed == ran, "billed \(billed ?? -1) ms, ran \(ran) ms by the journal")
+            #expect(ran >= Int64(stopping.timeIntervalSince(seenRunning) * 1000), "the controller's downtime is billed")
+            #expect(
+                ran <= Int64(stopped.timeIntervalSince(requested) * 1000), "nothing before the create or after the stop"
+            )
+        }
     }
 }
