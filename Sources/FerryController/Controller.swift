@@ -37,7 +37,8 @@ public final class Controller: Sendable {
             signature: RequestSignature(key: configuration.key), windowSeconds: configuration.credentialWindowSeconds,
             notBefore: Int64(Date().timeIntervalSince1970),
             audience: listen.port == 0 ? nil : RequestAudience(listen: listen))
-        provisioner = GuestProvisioner(store: store, key: configuration.key, work: work, logger: logger)
+        provisioner = GuestProvisioner(
+            store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
     }
 

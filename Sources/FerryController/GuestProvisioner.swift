@@ -14,12 +14,16 @@ final class GuestProvisioner: Sendable {
     let store: any ControlStore
     let key: SharedKey
     let work: BlockingWork
+    /// Seconds a build waits for the host to define and boot the guest (and, for a KVM guest,
+    /// for its first console line) before the guest is `error`.
+    let bootTimeout: Double
     let logger: Logger
 
-    init(store: any ControlStore, key: SharedKey, work: BlockingWork, logger: Logger) {
+    init(store: any ControlStore, key: SharedKey, work: BlockingWork, bootTimeout: Duration, logger: Logger) {
         self.store = store
         self.key = key
         self.work = work
+        self.bootTimeout = Double(bootTimeout.components.seconds) + Double(bootTimeout.components.attoseconds) / 1e18
         self.logger = logger
     }
 
@@ -33,10 +37,6 @@ final class GuestProvisioner: Sendable {
     /// its journal about 100 step records a second). The VMM's default for the kind runs the
     /// program unpaced: a host core each, and thousands of journal records a second on its disk.
     static let kvmWorkload = "kvm:8MB/s"
-
-    /// Seconds a build waits for the host to define and boot the guest (and, for a KVM guest,
-    /// for its first console line).
-    static let bootTimeout = 60.0
 
     /// What the host is asked to define: the flavor's resources, one root disk from the image.
     static func specification(_ guest: CloudGuest) -> GuestSpecification {
@@ -53,16 +53,21 @@ final class GuestProvisioner: Sendable {
     /// KVM guest when, besides, it printed its first console line (`FirstConsoleLine`).
     func build(_ guest: CloudGuest) async {
         var guest = guest
+        let started = Date()
         do {
             if guest.state == .pending {
                 guard let taken = try await takeForBuilding(guest) else { return }
                 guest = taken
             }
-            let client = try await agent(guest.host)
+            var reaching = try await agent(guest.host)
+            // No single call to a host that does not answer outlasts the build's deadline.
+            reaching.timeoutMs = min(reaching.timeoutMs, Int(bootTimeout * 1000))
+            let client = reaching
             let spec = Self.specification(guest)
             let id = guest.id
+            let timeout = bootTimeout
             let firstLine = try await work.run { () throws -> String? in
-                let deadline = Date().addingTimeInterval(Self.bootTimeout)
+                let deadline = Date().addingTimeInterval(timeout)
                 try Self.defineAndBoot(client, spec: spec, id: id, deadline: deadline)
                 guard spec.kind == .kvm else { return nil }
                 let booted = ContinuousClock.now
@@ -74,8 +79,17 @@ final class GuestProvisioner: Sendable {
             _ = try await store.transition(
                 guest.id, from: .building, to: .running, cause: cause, errorReason: nil, generation: guest.generation)
         } catch {
-            await fail(guest, from: .building, error)
+            let late = Date().timeIntervalSince(started) >= bootTimeout
+            let said =
+                late
+                ? "host \(guest.host) did not boot it within the boot timeout (\(Self.seconds(bootTimeout))): \(error)"
+                : "\(error)"
+            await fail(guest, from: .building, said)
         }
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
     }
 
     /// pending → building, or nil when another change came first (another controller on the same
@@ -110,7 +124,8 @@ final class GuestProvisioner: Sendable {
             guard Date() < deadline else {
                 throw ControlError(
                     .database,
-                    "the host did not report guest \(spec.name) running within \(Int(bootTimeout)) s (\(view.state))")
+                    "the host did not report guest \(spec.name) running by the build's deadline (--boot-timeout;"
+                        + " it is \(view.state))")
             }
             if [GuestState.defined, .stopped, .crashed].map(\.rawValue).contains(view.state) {
                 let response = try client.send("POST", "/v1/guests/\(spec.name)/start")
@@ -147,7 +162,7 @@ final class GuestProvisioner: Sendable {
                 guest.id, from: .stopping, to: .stopped, cause: "host \(guest.host): stopped", errorReason: nil,
                 generation: stopping.generation)
         } catch {
-            await fail(stopping, from: .stopping, error)
+            await fail(stopping, from: .stopping, "\(error)")
             throw ControlError(.database, "stopping guest \(guest.id) on host \(guest.host) failed: \(error)")
         }
     }
@@ -193,8 +208,7 @@ final class GuestProvisioner: Sendable {
         }
     }
 
-    private func fail(_ guest: CloudGuest, from state: CloudGuestState, _ error: any Error) async {
-        let reason = "\(error)"
+    private func fail(_ guest: CloudGuest, from state: CloudGuestState, _ reason: String) async {
         logger.warning(
             "a host did not do what was asked",
             metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)", "guest.error": "\(reason)"])

@@ -46,6 +46,13 @@ struct ControlCommand: ParsableCommand {
         help: ArgumentHelp("Seconds without a heartbeat after which a host counts as silent.", valueName: "seconds"))
     var heartbeatTimeout = 5.0
 
+    @Option(
+        name: .customLong("boot-timeout"),
+        help: ArgumentHelp(
+            "Seconds a build waits for its host to boot the guest (and for a KVM guest's first console line)"
+                + " before the guest is error.", valueName: "seconds"))
+    var bootTimeout = 60.0
+
     @Option(help: ArgumentHelp("Where new guests go: spread (emptiest host) or pack (fullest that fits)."))
     var policy: PlacementPolicy = .spread
 
@@ -56,6 +63,9 @@ struct ControlCommand: ParsableCommand {
         try usageCheck("--listen", listen) { _ = try Endpoint.parse($0, defaultHost: EndpointOption.defaultHost) }
         guard (0.2...3600).contains(heartbeatTimeout) else {
             throw ValidationError("--heartbeat-timeout \(heartbeatTimeout): 0.2 to 3600 seconds")
+        }
+        guard (1...3600).contains(bootTimeout) else {
+            throw ValidationError("--boot-timeout \(bootTimeout): 1 to 3600 seconds")
         }
     }
 
@@ -69,7 +79,8 @@ struct ControlCommand: ParsableCommand {
             let opened = try openStore()
             let configuration = ControllerConfiguration(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
-                heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)))
+                heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
+                bootTimeout: .milliseconds(Int(bootTimeout * 1000)))
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

@@ -23,6 +23,8 @@ final class ControlPlaneFixture {
     private(set) var url = ""
     private(set) var agents: [GuestAgentFixture] = []
     let heartbeatTimeout: Double
+    /// More `ferry control` options.
+    let controllerExtra: [String]
     /// With `namespaced`: the hosts' network namespaces on one bridge, the controller's first
     /// (then one per agent), and their addresses.
     let network: (namespaces: NetworkNamespaces, addresses: [String])?
@@ -32,8 +34,9 @@ final class ControlPlaneFixture {
     /// made from inside the controller's namespace.
     init(
         _ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5, database: String? = nil,
-        offerVCPUs: Int = 16, namespaced: Bool = false
+        offerVCPUs: Int = 16, namespaced: Bool = false, controllerExtra: [String] = []
     ) throws {
+        self.controllerExtra = controllerExtra
         scratch = Scratch(name)
         keyFile = scratch.file("key")
         self.database = database ?? scratch.file("control.sqlite")
@@ -93,7 +96,7 @@ final class ControlPlaneFixture {
             [
                 "control", "--database", database, "--listen", "\(network?.addresses[0] ?? "127.0.0.1"):\(port)",
                 "--key-file", keyFile, "--heartbeat-timeout", String(heartbeatTimeout),
-            ], prefix: namespacePrefix(0))
+            ] + controllerExtra, prefix: namespacePrefix(0))
         let line = try #require(
             process.waitForStderrLine(containing: "controller listening on", timeout: 60),
             "the controller did not start")

@@ -147,4 +147,24 @@ struct ControlPlaneTests {
             )
         }
     }
+
+    /// A host that takes the create but never answers (its agent stopped with SIGSTOP; the
+    /// heartbeat timeout is long, so the host is not yet silent): the build gives up at
+    /// `--boot-timeout` and the guest is `error` with the reason.
+    @Test func aHostThatNeverAnswersEndsTheBuildAtTheBootTimeout() throws {
+        let cloud = try ControlPlaneFixture(
+            "cpbt", agents: 1, heartbeatTimeout: 60, controllerExtra: ["--boot-timeout", "2"])
+        let agent = cloud.agents[0]
+        kill(agent.pid, SIGSTOP)
+        let started = Date()
+        let body: [String: Any] = ["name": "stuck", "flavor": "tiny", "image": "builtin"]
+        let id = try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String)
+        let view = try cloud.waitForGuest(id, timeout: 30) { $0 == "error" || $0 == "running" }
+        let waited = Date().timeIntervalSince(started)
+        kill(agent.pid, SIGCONT)
+        #expect(view["state"] as? String == "error", "\(view)")
+        let reason = view["error_reason"] as? String ?? ""
+        #expect(reason.hasPrefix("host h1 did not boot it within the boot timeout (2 s): "), "\(view)")
+        #expect(waited < 15, "the build ended at its deadline, not at the client's 60 s: \(waited) s")
+    }
 }
