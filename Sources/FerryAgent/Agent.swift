@@ -5,8 +5,6 @@ import FerryTransport
 import Foundation
 import Hummingbird
 import Logging
-import NIOCore
-import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
@@ -32,7 +30,7 @@ public final class Agent: Sendable {
     /// Unix seconds when the agent was made.
     public let startedAt: Int64
     private let boundForMigrations: BoundAddress
-    private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
+    private let server = GracefulServer()
     /// Heartbeats to the controller, when the agent has one.
     private let controllerLink: ControllerLink?
     private let heartbeats = Mutex<Task<Void, Never>?>(nil)
@@ -85,7 +83,7 @@ public final class Agent: Sendable {
     }
 
     /// The API's address as bound (its real port), once `run` listens.
-    public var boundAddress: Endpoint? { state.withLock { $0.bound } }
+    public var boundAddress: Endpoint? { server.boundAddress }
 
     /// "GET /v1/host" for each route the API serves (for the OpenAPI document's test).
     public var routes: [String] {
@@ -108,30 +106,15 @@ public final class Agent: Sendable {
         }
         try await reconcileAtStart()
         guests.startPeriodicPass(every: configuration.reconcileInterval) { stopped.load(ordering: .relaxed) }
-        let host = configuration.listen.host
-        let application = Application(
-            router: makeRouter(),
-            configuration: .init(address: .hostname(host, port: Int(configuration.listen.port)), serverName: nil),
-            onServerRunning: { [self] channel in
-                let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
-                self.verifier.serve(RequestAudience(listen: bound))
-                self.state.withLock { $0.bound = bound }
-                self.boundForMigrations.value.withLock { $0 = bound }
-                self.startHeartbeats(bound: bound)
-                onListening(bound)
-            },
-            logger: logger)
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: application)], gracefulShutdownSignals: signals, cancellationSignals: [],
-            logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
-        let group = ServiceGroup(configuration: groupConfiguration)
-        let stopEarly = state.withLock { state -> Bool in
-            state.group = group
-            return state.stopRequested
+        try await server.run(
+            makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
+            logger: logger
+        ) { [self] bound in
+            verifier.serve(RequestAudience(listen: bound))
+            boundForMigrations.value.withLock { $0 = bound }
+            startHeartbeats(bound: bound)
+            onListening(bound)
         }
-        if stopEarly { await group.triggerGracefulShutdown() }
-        try await group.run()
         logger.info("agent stopped", metadata: ["agent.state_dir": "\(stateDirectory.path)"])
     }
 
@@ -158,13 +141,7 @@ public final class Agent: Sendable {
     }
 
     /// Stops as SIGTERM would: no new connections, requests in flight finish, `run` returns.
-    public func stop() async {
-        let group = state.withLock { state -> ServiceGroup? in
-            state.stopRequested = true
-            return state.group
-        }
-        await group?.triggerGracefulShutdown()
-    }
+    public func stop() async { await server.stop() }
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
@@ -202,7 +179,7 @@ public final class Agent: Sendable {
             HostReport.Agent(
                 version: configuration.version, migrationProtocol: Int(ProtocolLimits.version), pid: getpid(),
                 hostname: ProcessInfo.processInfo.hostName, startedAt: startedAt, stateDirectory: path,
-                listen: (self.state.withLock { $0.bound } ?? configuration.listen).description,
+                listen: (server.boundAddress ?? configuration.listen).description,
                 migrationListen: configuration.migrationListen.description)
         }
     }

@@ -4,8 +4,6 @@ import FerryTransport
 import Foundation
 import Hummingbird
 import Logging
-import ServiceLifecycle
-import Synchronization
 import UnixSignals
 
 /// The control plane (`ferry control`): serves the API over a `ControlStore`, takes the agents'
@@ -20,7 +18,7 @@ public final class Controller: Sendable {
     let provisioner: GuestProvisioner
     let hosts: HostTracking
     let logger: Logger
-    private let state = Mutex<(bound: Endpoint?, group: ServiceGroup?, stopRequested: Bool)>((nil, nil, false))
+    private let server = GracefulServer()
 
     /// Takes a password hash's time (the dummy hash that unknown user names are checked against).
     public init(
@@ -42,7 +40,7 @@ public final class Controller: Sendable {
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
     }
 
-    public var boundAddress: Endpoint? { state.withLock { $0.bound } }
+    public var boundAddress: Endpoint? { server.boundAddress }
 
     /// "METHOD /path" of every route the API serves (docs/controller-api.yaml lists the same).
     public var routes: [String] {
@@ -56,39 +54,18 @@ public final class Controller: Sendable {
         try await provisioner.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         defer { monitor.cancel() }
-        let host = configuration.listen.host
-        let application = Application(
-            router: makeRouter(),
-            configuration: .init(address: .hostname(host, port: Int(configuration.listen.port)), serverName: nil),
-            onServerRunning: { [self] channel in
-                let bound = Endpoint(host: host, port: UInt16(channel.localAddress?.port ?? 0))
-                self.verifier.serve(RequestAudience(listen: bound))
-                self.state.withLock { $0.bound = bound }
-                onListening(bound)
-            },
-            logger: logger)
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: application)], gracefulShutdownSignals: signals, cancellationSignals: [],
-            logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
-        let group = ServiceGroup(configuration: groupConfiguration)
-        let stopEarly = state.withLock { state -> Bool in
-            state.group = group
-            return state.stopRequested
+        try await server.run(
+            makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
+            logger: logger
+        ) { [verifier] bound in
+            verifier.serve(RequestAudience(listen: bound))
+            onListening(bound)
         }
-        if stopEarly { await group.triggerGracefulShutdown() }
-        try await group.run()
         await work.shutdown()
         logger.info("controller stopped")
     }
 
-    public func stop() async {
-        let group = state.withLock { state -> ServiceGroup? in
-            state.stopRequested = true
-            return state.group
-        }
-        await group?.triggerGracefulShutdown()
-    }
+    public func stop() async { await server.stop() }
 
     func makeRouter() -> Router<ControllerContext> {
         let router = Router(context: ControllerContext.self)
