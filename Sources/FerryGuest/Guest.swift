@@ -114,6 +114,7 @@ public final class Guest: @unchecked Sendable {
                 &thread, nil,
                 { context in
                     let runner = Unmanaged<VCPURunner>.fromOpaque(context!).takeRetainedValue()
+                    runner.cpuTime.begin()
                     runner.run()
                     return nil
                 }, context)
@@ -191,4 +192,7 @@ public final class Guest: @unchecked Sendable {
 
     /// Steps done by each vCPU (approximate while running).
     public var stepsPerVCPU: [UInt64] { runners.map { $0.publishedSteps.load(ordering: .relaxed) } }
+
+    /// Each vCPU thread's CPU time so far, in nanoseconds (0 before `start`).
+    public var cpuNanosecondsPerVCPU: [UInt64] { runners.map(\.cpuTime.nanoseconds) }
 }

@@ -18,6 +18,8 @@ final class VCPURunner: @unchecked Sendable {
     /// `state.step`, readable from any thread while the vCPU runs.
     let publishedSteps: Atomic<UInt64>
     var thread: pthread_t?
+    /// The vCPU thread's CPU time, as the scheduler accounts it.
+    let cpuTime = ThreadCPUTime()
     /// False: run steps back to back up to the step limit (reference runs).
     let paced: Bool
     /// A trace workload's position in the trace file (its own buffer; nil for other workloads).

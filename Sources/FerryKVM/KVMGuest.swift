@@ -172,6 +172,7 @@ public final class KVMGuest: @unchecked Sendable {
                 &thread, nil,
                 { context in
                     let runner = Unmanaged<KVMVCPURunner>.fromOpaque(context!).takeRetainedValue()
+                    runner.cpuTime.begin()
                     runner.run()
                     return nil
                 }, context)
@@ -257,6 +258,10 @@ public final class KVMGuest: @unchecked Sendable {
     public var consoleLines: [KVMConsoleLine] { console.snapshot }
 
     /// Steps each vCPU has published (its status record; exact while paused or halted).
+    /// Each vCPU thread's CPU time so far (in the guest and in KVM's exits), in nanoseconds (0
+    /// before `start`).
+    public var cpuNanosecondsPerVCPU: [UInt64] { runners.map(\.cpuTime.nanoseconds) }
+
     public var stepsPerVCPU: [UInt64] {
         (0..<parameters.vcpus).map { KVMGuestLayout.publishedStep(memory: machine.memory, vcpu: $0) }
     }

@@ -24,6 +24,8 @@ final class KVMVCPURunner: @unchecked Sendable {
     private let machine: KVMVirtualMachine
     private let writesPerSecond: Double?
     var thread: pthread_t?
+    /// The vCPU thread's CPU time, as the scheduler accounts it.
+    let cpuTime = ThreadCPUTime()
 
     private var selectedParameter: UInt32 = 0
     /// The guest wrote PORT_HALT: it is finished; the thread stops running it.

@@ -113,6 +113,9 @@ extension VirtualMachineMonitor {
         fields["memory_bytes"] = spec.map { JSONValue($0.memoryBytes) } ?? .null
         fields["vcpu_steps"] = .array(steps.map { JSONValue($0) })
         fields["total_steps"] = JSONValue(steps.reduce(0, +))
+        let cpu = guest?.cpuNanosecondsPerVCPU ?? []
+        fields["vcpu_cpu_ns"] = .array(cpu.map { JSONValue($0) })
+        fields["cpu_ns"] = JSONValue(cpu.reduce(0, +))
         fields["uptime_s"] = .number(Date().timeIntervalSince(startedAt))
         fields["migration"] = migration?.status() ?? .null
         fields["incoming"] = state == .migratingIn ? incomingStatus() : .null

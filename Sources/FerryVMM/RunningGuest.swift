@@ -29,6 +29,14 @@ final class RunningGuest: @unchecked Sendable {
         return []
     }
 
+    /// Each vCPU thread's CPU time in this process so far, in nanoseconds (a guest that arrived
+    /// by migration starts again from 0 here).
+    var cpuNanosecondsPerVCPU: [UInt64] {
+        if let builtin = migratable as? BuiltinMigratableGuest { return builtin.guest.cpuNanosecondsPerVCPU }
+        if let kvm = migratable as? KVMMigratableGuest { return kvm.guest.cpuNanosecondsPerVCPU }
+        return []
+    }
+
     /// Why the guest failed, if it did (a KVM guest's unexpected exit).
     var failure: String? { (migratable as? KVMMigratableGuest)?.guest.failure }
 

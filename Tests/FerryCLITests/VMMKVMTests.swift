@@ -33,5 +33,7 @@ struct VMMKVMTests {
         usleep(300_000)
         #expect(try vmm.steps(restored) > steps, "the restored KVM guest does not run")
         #expect(try restored.call("status")["failure"] == .null)
+        let cpu = try restored.call("status")["vcpu_cpu_ns"]?.arrayValue?.compactMap(\.doubleValue) ?? []
+        #expect(cpu.count == 1 && cpu[0] > 0, "the KVM vCPU thread's CPU time: \(cpu)")
     }
 }

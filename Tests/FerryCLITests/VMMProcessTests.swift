@@ -30,10 +30,17 @@ struct VMMProcessTests {
         usleep(300_000)
         let second = try vmm.steps(client)
         #expect(second > first, "the guest does not progress: \(first) then \(second)")
+        let running = try client.call("status")
+        let cpu = running["vcpu_cpu_ns"]?.arrayValue?.compactMap(\.doubleValue) ?? []
+        #expect(cpu.count == running["vcpus"]?.intValue && cpu.allSatisfy { $0 > 0 }, "\(running.line)")
+        #expect(running["cpu_ns"]?.doubleValue == cpu.reduce(0, +))
         #expect(try client.call("pause")["state"]?.stringValue == "paused")
         let paused = try vmm.steps(client)
+        let pausedCPU = try client.call("status")["cpu_ns"]?.doubleValue ?? 0
         usleep(300_000)
         #expect(try vmm.steps(client) == paused, "steps moved while paused")
+        let idle = (try client.call("status")["cpu_ns"]?.doubleValue ?? 0) - pausedCPU
+        #expect(idle >= 0 && idle < 10_000_000, "a paused vCPU used \(idle) ns of CPU in 300 ms")
         #expect(throws: VMMError.self) { try client.call("pause") }  // wrong_state
         #expect(try client.call("resume")["state"]?.stringValue == "running")
         usleep(300_000)

@@ -27,6 +27,10 @@ extern "C" {
 int ferry_spawn_detached(const char *path, char *const argv[], char *const envp[], const char *log_path,
                          int32_t *pid_out);
 
+/// The calling thread's kernel thread ID (gettid(2), which Glibc's Swift module does not
+/// import). Cannot fail.
+int32_t ferry_gettid(void);
+
 // MARK: - file systems
 
 /// statfs(path).f_type (Swift cannot import `struct statfs`, shadowed by the function).
