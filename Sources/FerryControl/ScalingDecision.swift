@@ -7,8 +7,8 @@
 /// Target tracking, as the Kubernetes HPA does it.
 ///
 /// - **The formula.** With `metric` the mean of the samples of the last `metricWindowMilliseconds`,
-///   the ratio `metric / target` within `1 ± tolerance` recommends no change (0.1 holds a 1.05
-///   ratio); beyond it, `ceil(current × metric / target)`.
+///   the ratio `metric / target` within `1 ± tolerance`, edges included, recommends no change (0.1
+///   holds a 1.05 ratio); beyond it, `ceil(current × metric / target)`.
 /// - **Stabilisation.** Every recommendation is kept (the caller appends the decision's
 ///   `recommendation` to the history). The group scales up only to the lowest recommendation of the
 ///   last `scaleUpStabilisationMilliseconds` (0: at once) and down only to the highest of the last
@@ -72,7 +72,8 @@ public struct TargetTracking: Sendable, Equatable {
         let raw: Int
         var reason =
             "metric \(ScalingFormat.number(metric)) is \(ScalingFormat.number(ratio)) × the target \(ScalingFormat.number(target))"
-        if abs(ratio - 1) <= tolerance {
+        // The slack keeps a ratio of exactly 1 + tolerance inside it (66 / 60 is 1.1000000000000001).
+        if abs(ratio - 1) <= tolerance + 1e-9 {
             raw = current
             reason += ", within the tolerance of \(ScalingFormat.number(tolerance)): recommends \(current)"
         } else {

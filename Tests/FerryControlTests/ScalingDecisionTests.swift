@@ -25,6 +25,8 @@ import Testing
         #expect(held.desired == 10)
         #expect(held.recommendation == ScalingRecommendation(timeMilliseconds: Self.now, replicas: 10))
         #expect(held.reason.contains("within the tolerance"), "\(held)")
+        // The edge is inside: 66 / 60 is 1.1 (1.1000000000000001 in binary).
+        #expect(policy.decide(current: 10, samples: [Self.sample(66)], history: [], now: Self.now).desired == 10)
         let low = policy.decide(current: 10, samples: [Self.sample(57)], history: [], now: Self.now)
         #expect(low.desired == 10)
         // 67 / 60 = 1.117: ceil(11.17) = 12.
