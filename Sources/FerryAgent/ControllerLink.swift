@@ -18,12 +18,16 @@ public struct ControllerLinkConfiguration: Sendable {
     public var offerVCPUs: Int?
     public var offerMemoryBytes: Int?
     public var offerDiskBytes: Int?
+    /// Whether the host offers KVM guests when its /dev/kvm is usable; false: the heartbeat says
+    /// it has no KVM whatever the probe finds (`ferry agent --no-kvm`).
+    public var offerKVM: Bool
     /// Between two heartbeats.
     public var interval: Duration
 
     public init(
         controllerURL: String, hostID: String, advertiseURL: String? = nil, offerVCPUs: Int? = nil,
-        offerMemoryBytes: Int? = nil, offerDiskBytes: Int? = nil, interval: Duration = .seconds(1)
+        offerMemoryBytes: Int? = nil, offerDiskBytes: Int? = nil, offerKVM: Bool = true,
+        interval: Duration = .seconds(1)
     ) {
         self.controllerURL = controllerURL
         self.hostID = hostID
@@ -31,12 +35,13 @@ public struct ControllerLinkConfiguration: Sendable {
         self.offerVCPUs = offerVCPUs
         self.offerMemoryBytes = offerMemoryBytes
         self.offerDiskBytes = offerDiskBytes
+        self.offerKVM = offerKVM
         self.interval = interval
     }
 }
 
 /// The agent's side of the control plane: a heartbeat every `interval` with the host's capacity,
-/// health and guests (`HostHeartbeat`), signed with the shared key like every API request. The
+/// whether it runs KVM guests, health and guests (`HostHeartbeat`), signed with the shared key like every API request. The
 /// first one registers the host. A controller that cannot be reached is logged when that starts
 /// and when it ends, not every second; the guests are never touched for it.
 final class ControllerLink: Sendable {
@@ -86,10 +91,11 @@ final class ControllerLink: Sendable {
         let memory = try configuration.offerMemoryBytes ?? Int(clamping: HostProbe.memory().total)
         let disk = try configuration.offerDiskBytes ?? Int(clamping: HostProbe.disk(probe.stateDirectory).total)
         let writable = HostProbe.writableCheck(probe.stateDirectory)
+        let kvm = configuration.offerKVM && HostProbe.kvmCheck().ok
         let records = try guests.list()
         return HostHeartbeat(
             hostID: configuration.hostID, agentURL: agentURL, vcpus: vcpus, memoryBytes: memory, diskBytes: disk,
-            healthy: writable.ok, healthDetail: writable.detail,
+            kvm: kvm, healthy: writable.ok, healthDetail: writable.detail,
             guests: records.map { HostHeartbeat.Guest(id: $0.id, name: $0.specification.name, state: $0.state) })
     }
 

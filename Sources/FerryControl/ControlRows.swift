@@ -4,7 +4,8 @@ import GRDB
 
 /// Reading and writing the controller's rows.
 enum ControlRows {
-    static let hostColumns = "id, address, vcpus, memory_bytes, disk_bytes, health, last_heartbeat_ms, registered_ms"
+    static let hostColumns =
+        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms"
@@ -18,7 +19,8 @@ enum ControlRows {
             throw unreadable(file, "host \(row["id"] as String)")
         }
         return HostRecord(
-            id: row["id"], address: row["address"], capacity: resources(row), health: health,
+            id: row["id"], address: row["address"], capacity: resources(row), kvm: row["kvm"],
+            health: health,
             lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]))
     }
 

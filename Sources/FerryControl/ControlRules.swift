@@ -57,11 +57,24 @@ public enum ControlRules {
         return GuestCreation(guest: earlier, created: false)
     }
 
-    /// Refuses a guest of `flavor` and `image` that no host could define: its root disk is the
-    /// flavor's disk, its memory and vCPUs the flavor's, each within what the image's kind runs
-    /// with (`GuestSpecification.validate`, which the agent applies, would refuse it only after
-    /// the create was answered).
-    public static func checkRunnable(_ flavor: Flavor, _ image: Image) throws(ControlError) {
+    /// Refuses a guest of `flavor` and `image` that no host could define or run: its root disk is
+    /// the flavor's disk, its memory and vCPUs the flavor's, each within what the image's kind
+    /// runs with (`GuestSpecification.validate`, which the agent applies, would refuse it only
+    /// after the create was answered); a guest of a `kvm` image needs a registered host whose
+    /// agent reports a usable /dev/kvm (among `hosts`, taking guests or not).
+    public static func checkRunnable(_ flavor: Flavor, _ image: Image, hosts: [HostRecord]) throws(ControlError) {
+        try checkDefinable(flavor, image)
+        if image.kind == .kvm, !hosts.contains(where: \.kvm) {
+            throw ControlError(
+                .invalidArgument,
+                "image \(image.name) is a kvm guest, and none of the \(hosts.count) registered hosts reports a usable"
+                    + " /dev/kvm: register a host with KVM (its agent's GET /v1/host says why /dev/kvm is not"
+                    + " usable), or pick an image of kind builtin")
+        }
+    }
+
+    /// The flavor's resources within what the image's kind runs with.
+    static func checkDefinable(_ flavor: Flavor, _ image: Image) throws(ControlError) {
         let resources = flavor.resources
         var wrong: [String] = []
         if !GuestSpecification.vcpuRange.contains(resources.vcpus) {
@@ -107,13 +120,13 @@ public enum ControlRules {
 
     /// The scheduler's choice among `hosts` (in the order read) with what their guests hold.
     public static func chooseHost(
-        _ request: Resources, hosts: [HostRecord], usage: [String: Resources], policy: PlacementPolicy, now: Date,
-        heartbeatTimeout: Duration
+        _ request: PlacementRequest, hosts: [HostRecord], usage: [String: Resources], policy: PlacementPolicy,
+        now: Date, heartbeatTimeout: Duration
     ) throws(ControlError) -> String {
         let candidates = hosts.map { host in
             PlacementCandidate(
                 hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
-                free: host.capacity - (usage[host.id] ?? .zero))
+                free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm)
         }
         switch Placement.choose(request, among: candidates, policy: policy) {
         case .host(let id): return id

@@ -65,6 +65,7 @@ enum ControlSchema {
                     """)
         }
         migrator.registerMigration("v2-accounts") { db in try db.execute(sql: accountsV2) }
+        migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
         return migrator
     }
 
@@ -106,5 +107,11 @@ enum ControlSchema {
             consecutive INTEGER NOT NULL CHECK (consecutive >= 0),
             last_failure_ms INTEGER NOT NULL
         ) STRICT;
+        """
+
+    /// Whether each host's agent reports a usable /dev/kvm (the scheduler places guests of `kvm`
+    /// images only there). Hosts registered before read false until their next heartbeat.
+    static let hostKVMV3 = """
+        ALTER TABLE hosts ADD COLUMN kvm INTEGER NOT NULL DEFAULT 0 CHECK (kvm IN (0, 1));
         """
 }

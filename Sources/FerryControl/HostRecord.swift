@@ -7,11 +7,15 @@ public struct HostRegistration: Sendable, Equatable {
     /// The agent's API address, `host:port`.
     public var address: String
     public var capacity: Resources
+    /// The host has a usable /dev/kvm (the agent's probe, `HostHeartbeat.kvm`): it runs guests
+    /// of `kvm` images.
+    public var kvm: Bool
 
-    public init(id: String, address: String, capacity: Resources) {
+    public init(id: String, address: String, capacity: Resources, kvm: Bool = false) {
         self.id = id
         self.address = address
         self.capacity = capacity
+        self.kvm = kvm
     }
 }
 
@@ -28,17 +32,21 @@ public struct HostRecord: Sendable, Equatable {
     public var id: String
     public var address: String
     public var capacity: Resources
+    /// The agent last reported a usable /dev/kvm: the scheduler places guests of `kvm` images here.
+    public var kvm: Bool
     public var health: HostHealth
     /// When the controller last heard from the agent (registration or heartbeat).
     public var lastHeartbeat: Date
     public var registeredAt: Date
 
     public init(
-        id: String, address: String, capacity: Resources, health: HostHealth, lastHeartbeat: Date, registeredAt: Date
+        id: String, address: String, capacity: Resources, kvm: Bool = false, health: HostHealth, lastHeartbeat: Date,
+        registeredAt: Date
     ) {
         self.id = id
         self.address = address
         self.capacity = capacity
+        self.kvm = kvm
         self.health = health
         self.lastHeartbeat = lastHeartbeat
         self.registeredAt = registeredAt

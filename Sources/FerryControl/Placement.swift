@@ -2,8 +2,9 @@
 /// no clock; the same input gives the same host.
 ///
 /// - Filter: the host takes guests (healthy, heard from recently: the caller decides that and
-///   says so in `PlacementCandidate.takesGuests`) and its free resources fit the request in
-///   every dimension.
+///   says so in `PlacementCandidate.takesGuests`), runs the request's kind of guest (a request
+///   that needs KVM goes only to a host whose agent reports a usable /dev/kvm,
+///   `PlacementCandidate.runsKVM`), and its free resources fit the request in every dimension.
 /// - Weigh: by the free resources the host would have left, compared as (memory, vCPUs, disk),
 ///   memory first. `spread` takes the host with the most left (guests spread out, a host's
 ///   failure hits few); `pack` the one with the least that still fits (hosts fill up one by one,
@@ -11,12 +12,12 @@
 /// - Tie: the smallest host ID, so that every controller decides the same.
 public enum Placement {
     public static func choose(
-        _ request: Resources, among candidates: [PlacementCandidate], policy: PlacementPolicy
+        _ request: PlacementRequest, among candidates: [PlacementCandidate], policy: PlacementPolicy
     ) -> PlacementDecision {
         var best: Int?
         for index in candidates.indices {
             let candidate = candidates[index]
-            guard candidate.takesGuests, candidate.free.fits(request) else { continue }
+            guard candidate.accepts(request), candidate.free.fits(request.resources) else { continue }
             if let current = best, !prefers(candidate, over: candidates[current], policy: policy) { continue }
             best = index
         }
@@ -42,14 +43,16 @@ public enum Placement {
         return 0
     }
 
-    static func refusal(_ request: Resources, _ candidates: [PlacementCandidate]) -> PlacementRefusal {
+    static func refusal(_ request: PlacementRequest, _ candidates: [PlacementCandidate]) -> PlacementRefusal {
         let taking = candidates.filter(\.takesGuests)
+        let eligible = taking.filter { $0.accepts(request) }
         var largest: Resources?
-        for candidate in taking where largest.map({ compare(candidate.free, $0) > 0 }) ?? true {
+        for candidate in eligible where largest.map({ compare(candidate.free, $0) > 0 }) ?? true {
             largest = candidate.free
         }
         return PlacementRefusal(
-            request: request, hosts: candidates.count, hostsTakingGuests: taking.count, largestFree: largest)
+            request: request, hosts: candidates.count, hostsTakingGuests: taking.count,
+            hostsWithKVM: candidates.filter(\.runsKVM).count, hostsEligible: eligible.count, largestFree: largest)
     }
 }
 
@@ -61,17 +64,41 @@ public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
     case pack
 }
 
-/// One host as the scheduler sees it: its free resources (capacity minus what its guests hold).
+/// What a new guest needs of its host: its flavor's resources, and KVM for a guest of a `kvm`
+/// image.
+public struct PlacementRequest: Sendable, Equatable, CustomStringConvertible {
+    public var resources: Resources
+    /// The guest runs on KVM: only a host with a usable /dev/kvm can run it.
+    public var needsKVM: Bool
+
+    public init(_ resources: Resources, needsKVM: Bool = false) {
+        self.resources = resources
+        self.needsKVM = needsKVM
+    }
+
+    public var description: String { needsKVM ? "\(resources) with KVM" : "\(resources)" }
+}
+
+/// One host as the scheduler sees it: its free resources (capacity minus what its guests hold)
+/// and what it can run.
 public struct PlacementCandidate: Sendable, Equatable {
     public var hostID: String
     /// Healthy and heard from recently.
     public var takesGuests: Bool
     public var free: Resources
+    /// Its agent reports a usable /dev/kvm: it runs guests of `kvm` images.
+    public var runsKVM: Bool
 
-    public init(hostID: String, takesGuests: Bool, free: Resources) {
+    public init(hostID: String, takesGuests: Bool, free: Resources, runsKVM: Bool = false) {
         self.hostID = hostID
         self.takesGuests = takesGuests
         self.free = free
+        self.runsKVM = runsKVM
+    }
+
+    /// Whether the host takes guests and runs the request's kind (its room aside).
+    public func accepts(_ request: PlacementRequest) -> Bool {
+        takesGuests && (runsKVM || !request.needsKVM)
     }
 }
 
@@ -82,11 +109,27 @@ public enum PlacementDecision: Sendable, Equatable {
 
 /// Why no host was chosen, in numbers a message can show.
 public struct PlacementRefusal: Sendable, Equatable, CustomStringConvertible {
-    public var request: Resources
+    public var request: PlacementRequest
     public var hosts: Int
     public var hostsTakingGuests: Int
-    /// The free resources of the host with the most free memory among those taking guests.
+    /// Hosts whose agents report a usable /dev/kvm, taking guests or not.
+    public var hostsWithKVM: Int
+    /// Hosts that take guests and run the request's kind (with KVM, for a request that needs it).
+    public var hostsEligible: Int
+    /// The free resources of the eligible host with the most free memory.
     public var largestFree: Resources?
+
+    public init(
+        request: PlacementRequest, hosts: Int, hostsTakingGuests: Int, hostsWithKVM: Int, hostsEligible: Int,
+        largestFree: Resources?
+    ) {
+        self.request = request
+        self.hosts = hosts
+        self.hostsTakingGuests = hostsTakingGuests
+        self.hostsWithKVM = hostsWithKVM
+        self.hostsEligible = hostsEligible
+        self.largestFree = largestFree
+    }
 
     public var description: String {
         guard hostsTakingGuests > 0 else {
@@ -95,8 +138,16 @@ public struct PlacementRefusal: Sendable, Equatable, CustomStringConvertible {
                 : "none of the \(hosts) hosts takes guests (degraded, or silent past the heartbeat timeout):"
                     + " check their agents"
         }
-        return "no host has \(request) free (\(hostsTakingGuests) of \(hosts) hosts take guests; the most free"
-            + " memory is on one with \(largestFree.map(String.init(describing:)) ?? "nothing")): add a host or"
-            + " delete guests"
+        let largest = largestFree.map(String.init(describing:)) ?? "nothing"
+        guard request.needsKVM else {
+            return "no host has \(request) free (\(hostsTakingGuests) of \(hosts) hosts take guests; the most free"
+                + " memory is on one with \(largest)): add a host or delete guests"
+        }
+        guard hostsEligible > 0 else {
+            return "no host with KVM takes guests (\(hostsWithKVM) of \(hosts) hosts report a usable /dev/kvm;"
+                + " \(hostsTakingGuests) take guests): check the agents of the hosts with KVM, or add one"
+        }
+        return "no host with KVM has room for \(request.resources) (\(hostsEligible) of \(hosts) hosts have KVM and"
+            + " take guests; the most free memory is on one with \(largest)): add a host with KVM or delete guests"
     }
 }

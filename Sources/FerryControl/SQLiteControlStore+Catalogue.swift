@@ -9,14 +9,14 @@ extension SQLiteControlStore {
             let capacity = registration.capacity
             try db.execute(
                 sql: """
-                    INSERT INTO hosts (\(ControlRows.hostColumns)) VALUES (?, ?, ?, ?, ?, 'healthy', ?, ?)
+                    INSERT INTO hosts (\(ControlRows.hostColumns)) VALUES (?, ?, ?, ?, ?, ?, 'healthy', ?, ?)
                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
-                    memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, health = 'healthy',
-                    last_heartbeat_ms = excluded.last_heartbeat_ms
+                    memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, kvm = excluded.kvm,
+                    health = 'healthy', last_heartbeat_ms = excluded.last_heartbeat_ms
                     """,
                 arguments: [
                     registration.id, registration.address, capacity.vcpus, capacity.memoryBytes, capacity.diskBytes,
-                    ControlRows.milliseconds(now), ControlRows.milliseconds(now),
+                    registration.kvm ? 1 : 0, ControlRows.milliseconds(now), ControlRows.milliseconds(now),
                 ])
             return try self.fetchHost(db, registration.id)
         }

@@ -122,9 +122,14 @@ extension SQLiteControlStore {
         else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
         let flavor = ControlRows.flavor(flavorRow)
         let image = try ControlRows.image(imageRow, file: path)
-        try ControlRules.checkRunnable(flavor, image)
+        let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
+            row in try ControlRows.host(row, file: path)
+        }
+        try ControlRules.checkRunnable(flavor, image, hosts: hosts)
         try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
-        let host = try chooseHost(db, flavor.resources)
+        let host = try ControlRules.chooseHost(
+            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts, usage: usageByHost(db),
+            policy: policy, now: now(), heartbeatTimeout: heartbeatTimeout)
         let now = now()
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,
@@ -135,17 +140,6 @@ extension SQLiteControlStore {
 
     func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws {
         try ControlRules.checkQuota(project, usage, flavor)
-    }
-
-    /// The scheduler over every host's free capacity as recorded (capacity minus its guests).
-    func chooseHost(_ db: Database, _ request: Resources) throws -> String {
-        let used = try usageByHost(db)
-        let now = now()
-        let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
-            row in try ControlRows.host(row, file: path)
-        }
-        return try ControlRules.chooseHost(
-            request, hosts: hosts, usage: used, policy: policy, now: now, heartbeatTimeout: heartbeatTimeout)
     }
 
     func fetchGuest(_ db: Database, _ id: GuestID) throws -> CloudGuest? {

@@ -11,11 +11,11 @@ extension PostgresControlStore {
             try await connection.query(
                 """
                 INSERT INTO hosts (\(unescaped: PostgresRows.hostColumns)) VALUES (\(registration.id),
-                \(registration.address), \(capacity.vcpus), \(capacity.memoryBytes), \(capacity.diskBytes), 'healthy',
-                \(now), \(now))
+                \(registration.address), \(capacity.vcpus), \(capacity.memoryBytes), \(capacity.diskBytes),
+                \(registration.kvm), 'healthy', \(now), \(now))
                 ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
-                memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, health = 'healthy',
-                last_heartbeat_ms = excluded.last_heartbeat_ms
+                memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, kvm = excluded.kvm,
+                health = 'healthy', last_heartbeat_ms = excluded.last_heartbeat_ms
                 """, logger: logger)
             return try await self.fetchHost(connection, registration.id)
         }

@@ -139,11 +139,12 @@ extension PostgresControlStore {
                 { row in try PostgresRows.image(row, url: url) }
             ).first
         else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
-        try ControlRules.checkRunnable(flavor, image)
+        let hosts = try await allHosts(connection)
+        try ControlRules.checkRunnable(flavor, image, hosts: hosts)
         try ControlRules.checkQuota(project, try await usage(connection, project: request.project), flavor)
         let host = try ControlRules.chooseHost(
-            flavor.resources, hosts: try await allHosts(connection), usage: try await usageByHost(connection),
-            policy: policy, now: now(), heartbeatTimeout: heartbeatTimeout)
+            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts,
+            usage: try await usageByHost(connection), policy: policy, now: now(), heartbeatTimeout: heartbeatTimeout)
         let now = now()
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,

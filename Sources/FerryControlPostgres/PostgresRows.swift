@@ -6,7 +6,8 @@ import PostgresNIO
 
 /// Reading and writing the controller's rows on PostgreSQL (the columns of ControlRows).
 enum PostgresRows {
-    static let hostColumns = "id, address, vcpus, memory_bytes, disk_bytes, health, last_heartbeat_ms, registered_ms"
+    static let hostColumns =
+        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms"
@@ -35,7 +36,8 @@ enum PostgresRows {
             throw unreadable(url, "host \(id)")
         }
         return HostRecord(
-            id: id, address: try row["address"].decode(String.self), capacity: try resources(row), health: health,
+            id: id, address: try row["address"].decode(String.self), capacity: try resources(row),
+            kvm: try row["kvm"].decode(Bool.self), health: health,
             lastHeartbeat: date(try row["last_heartbeat_ms"].decode(Int64.self)),
             registeredAt: date(try row["registered_ms"].decode(Int64.self)))
     }

@@ -88,6 +88,9 @@ enum PostgresSchema {
                 "CREATE INDEX journal_by_guest ON journal (guest_id, sequence)",
             ]),
         Migration(identifier: "v2-accounts", statements: accountsV2),
+        Migration(
+            identifier: "v3-host-kvm",
+            statements: ["ALTER TABLE hosts ADD COLUMN kvm BOOLEAN NOT NULL DEFAULT FALSE"]),
     ]
 
     /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).

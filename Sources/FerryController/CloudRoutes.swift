@@ -96,7 +96,7 @@ struct CloudRoutes: Sendable {
             return HostView(
                 id: host.id, address: host.address, vcpus: host.capacity.vcpus, memoryBytes: host.capacity.memoryBytes,
                 diskBytes: host.capacity.diskBytes, usedVCPUs: used.vcpus, usedMemoryBytes: used.memoryBytes,
-                usedDiskBytes: used.diskBytes, health: host.health.rawValue,
+                usedDiskBytes: used.diskBytes, kvm: host.kvm, health: host.health.rawValue,
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
                 lastHeartbeat: CloudViews.time(host.lastHeartbeat))
         }

@@ -73,12 +73,14 @@ struct HostView: Codable, Sendable {
     var usedVCPUs: Int
     var usedMemoryBytes: Int
     var usedDiskBytes: Int
+    /// The agent reports a usable /dev/kvm: guests of `kvm` images are placed here.
+    var kvm: Bool
     var health: String
     var takesGuests: Bool
     var lastHeartbeat: String
 
     enum CodingKeys: String, CodingKey {
-        case id, address, vcpus, health
+        case id, address, vcpus, kvm, health
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
         case usedVCPUs = "used_vcpus"

@@ -182,6 +182,7 @@ struct AdminView {
         var usedMemory: String
         var disk: String
         var usedDisk: String
+        var kvm: String
         var health: String
         var takesGuests: String
         var lastHeartbeat: String
@@ -211,7 +212,7 @@ struct AdminView {
                 memory: ConsoleFormat.bytes(host.capacity.memoryBytes),
                 usedMemory: ConsoleFormat.bytes(used.memoryBytes),
                 disk: ConsoleFormat.bytes(host.capacity.diskBytes), usedDisk: ConsoleFormat.bytes(used.diskBytes),
-                health: host.health.rawValue,
+                kvm: host.kvm ? "yes" : "no", health: host.health.rawValue,
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ? "yes" : "no",
                 lastHeartbeat: CloudViews.time(host.lastHeartbeat))
         }

@@ -31,7 +31,8 @@ final class HostTracking: Sendable {
         let capacity = Resources(
             vcpus: heartbeat.vcpus, memoryBytes: heartbeat.memoryBytes, diskBytes: heartbeat.diskBytes)
         _ = try await store.registerHost(
-            HostRegistration(id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity))
+            HostRegistration(
+                id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity, kvm: heartbeat.kvm))
         if !heartbeat.healthy {
             _ = try await store.heartbeat(host: heartbeat.hostID, health: .degraded)
         }

@@ -23,28 +23,46 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
     public var vcpus: Int
     public var memoryBytes: Int
     public var diskBytes: Int
-    /// The agent's own checks (KVM, state directory) passed.
+    /// The host has a usable /dev/kvm (the probe behind `GET /v1/host`'s `health.kvm`), and the
+    /// agent offers it (`ferry agent --no-kvm` does not): the controller places guests of `kvm`
+    /// images only on such hosts. Absent (an agent older than the field): false.
+    public var kvm: Bool
+    /// The agent's own checks (state directory) passed.
     public var healthy: Bool
     /// What failed, when not healthy.
     public var healthDetail: String
     public var guests: [Guest]
 
     public init(
-        hostID: String, agentURL: String, vcpus: Int, memoryBytes: Int, diskBytes: Int, healthy: Bool,
-        healthDetail: String, guests: [Guest]
+        hostID: String, agentURL: String, vcpus: Int, memoryBytes: Int, diskBytes: Int, kvm: Bool = false,
+        healthy: Bool, healthDetail: String, guests: [Guest]
     ) {
         self.hostID = hostID
         self.agentURL = agentURL
         self.vcpus = vcpus
         self.memoryBytes = memoryBytes
         self.diskBytes = diskBytes
+        self.kvm = kvm
         self.healthy = healthy
         self.healthDetail = healthDetail
         self.guests = guests
     }
 
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        hostID = try container.decode(String.self, forKey: .hostID)
+        agentURL = try container.decode(String.self, forKey: .agentURL)
+        vcpus = try container.decode(Int.self, forKey: .vcpus)
+        memoryBytes = try container.decode(Int.self, forKey: .memoryBytes)
+        diskBytes = try container.decode(Int.self, forKey: .diskBytes)
+        kvm = try container.decodeIfPresent(Bool.self, forKey: .kvm) ?? false
+        healthy = try container.decode(Bool.self, forKey: .healthy)
+        healthDetail = try container.decode(String.self, forKey: .healthDetail)
+        guests = try container.decode([Guest].self, forKey: .guests)
+    }
+
     enum CodingKeys: String, CodingKey {
-        case vcpus, healthy, guests
+        case vcpus, kvm, healthy, guests
         case hostID = "host_id"
         case agentURL = "agent_url"
         case memoryBytes = "memory_bytes"

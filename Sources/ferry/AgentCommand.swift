@@ -111,6 +111,13 @@ struct AgentCommand: ParsableCommand {
             "Disk offered to the controller, in GiB (default: the state directory's file system).", valueName: "GiB"))
     var offerDiskGiB: Int?
 
+    @Flag(
+        name: .customLong("no-kvm"),
+        help: ArgumentHelp(
+            "Tell the controller this host runs no KVM guests, even when /dev/kvm is usable: its scheduler places no guest of a kvm image here (default: offered when GET /v1/host finds /dev/kvm usable)."
+        ))
+    var noKVM = false
+
     @Flag(name: .shortAndLong, help: "Log at info level on stderr (each request at debug with --debug).")
     var verbose = false
 
@@ -141,6 +148,7 @@ struct AgentCommand: ParsableCommand {
             ("--host-id", hostID != nil), ("--advertise-url", advertiseURL != nil),
             ("--offer-vcpus", offerVCPUs != nil),
             ("--offer-memory-mib", offerMemoryMiB != nil), ("--offer-disk-gib", offerDiskGiB != nil),
+            ("--no-kvm", noKVM),
         ]
         guard let controller else {
             if let (name, _) = linkOptions.first(where: { $0.1 }) {
@@ -172,7 +180,7 @@ struct AgentCommand: ParsableCommand {
             ControllerLinkConfiguration(
                 controllerURL: $0, hostID: hostID ?? ProcessInfo.processInfo.hostName, advertiseURL: advertiseURL,
                 offerVCPUs: offerVCPUs, offerMemoryBytes: offerMemoryMiB.map { $0 << 20 },
-                offerDiskBytes: offerDiskGiB.map { $0 << 30 })
+                offerDiskBytes: offerDiskGiB.map { $0 << 30 }, offerKVM: !noKVM)
         }
     }
 

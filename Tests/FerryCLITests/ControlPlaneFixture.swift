@@ -31,10 +31,12 @@ final class ControlPlaneFixture {
 
     /// `namespaced`: the controller and each agent in a network namespace of its own, joined by a
     /// bridge (10.93.0.0/24), as on separate hosts; the fixture's requests to the controller are
-    /// made from inside the controller's namespace.
+    /// made from inside the controller's namespace. `agentOptions`: more `ferry agent` options
+    /// for agent N (from 1), such as `--no-kvm`.
     init(
         _ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5, database: String? = nil,
-        offerVCPUs: Int = 16, namespaced: Bool = false, controllerExtra: [String] = []
+        offerVCPUs: Int = 16, namespaced: Bool = false, controllerExtra: [String] = [],
+        agentOptions: [Int: [String]] = [:]
     ) throws {
         self.controllerExtra = controllerExtra
         scratch = Scratch(name)
@@ -55,10 +57,11 @@ final class ControlPlaneFixture {
         try Self.writeTemplate(kvmTemplate, dataAt: [])
         try startController()
         for index in 1...count {
-            let extra = [
-                "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", String(offerVCPUs),
-                "--offer-memory-mib", "1024", "--offer-disk-gib", "1",
-            ]
+            let extra =
+                [
+                    "--controller", url, "--host-id", "h\(index)", "--offer-vcpus", String(offerVCPUs),
+                    "--offer-memory-mib", "1024", "--offer-disk-gib", "1",
+                ] + (agentOptions[index] ?? [])
             let host = network?.addresses[index] ?? "127.0.0.1"
             agents.append(
                 try GuestAgentFixture(

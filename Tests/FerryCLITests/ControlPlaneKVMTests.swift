@@ -69,6 +69,47 @@ struct ControlPlaneKVMTests {
         #expect(try cloud.agents[0].list().isEmpty)
     }
 
+    /// Two hosts, the first saying it has no KVM (`ferry agent --no-kvm`): `GET /v1/hosts` shows
+    /// which has KVM, every KVM guest lands and runs on the other (though the first has more room
+    /// left, which `spread` would prefer), and a built-in guest goes to the first.
+    @Test(.tags(.kvm), .skippable(.kvm), .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func kvmGuestsLandOnlyOnTheHostWithKVM() throws {
+        let cloud = try ControlPlaneFixture("cpk4", agents: 2, agentOptions: [1: ["--no-kvm"]])
+        let hosts = try cloud.json("GET", "/v1/hosts").1["hosts"] as? [[String: Any]] ?? []
+        let kvmByHost = Dictionary(uniqueKeysWithValues: hosts.map { ($0["id"] as? String ?? "?", $0["kvm"] as? Bool) })
+        #expect(kvmByHost == ["h1": false, "h2": true], "\(hosts)")
+        var ids: [String] = []
+        for index in 0..<3 {
+            let body: [String: Any] = ["name": "k\(index)", "flavor": "tiny", "image": "kvm"]
+            let (status, created) = try cloud.json("POST", "/v1/projects/alpha/guests", body)
+            #expect(status == 202 && created["host"] as? String == "h2", "\(created)")
+            ids.append(try #require(created["id"] as? String))
+        }
+        for id in ids {
+            let view = try cloud.waitForGuest(id) { ["running", "error"].contains($0) }
+            #expect(view["state"] as? String == "running" && view["host"] as? String == "h2", "\(view)")
+        }
+        let body: [String: Any] = ["name": "b", "flavor": "tiny", "image": "builtin"]
+        let (status, builtin) = try cloud.json("POST", "/v1/projects/alpha/guests", body)
+        #expect(status == 202 && builtin["host"] as? String == "h1", "\(builtin)")
+        #expect(try cloud.agents[1].list().count == 3)
+        #expect(try cloud.agents[0].list().allSatisfy { $0.specification.kind == .builtin })
+    }
+
+    /// No host with KVM (the only agent runs with `--no-kvm`): a create of the `kvm` image is
+    /// refused at once (422) with the fix, and no host is asked.
+    @Test func aKVMGuestIsRefusedWhenNoHostHasKVM() throws {
+        let cloud = try ControlPlaneFixture("cpk5", agents: 1, agentOptions: [1: ["--no-kvm"]])
+        let (status, answer) = try cloud.json(
+            "POST", "/v1/projects/alpha/guests", ["name": "vm", "flavor": "tiny", "image": "kvm"])
+        #expect(status == 422, "\(answer)")
+        #expect("\(answer)".contains("reports a usable /dev/kvm: register a host with KVM"), "\(answer)")
+        #expect(try cloud.agents[0].list().isEmpty)
+        #expect(
+            try cloud.json("POST", "/v1/projects/alpha/guests", ["name": "b", "flavor": "tiny", "image": "builtin"]).0
+                == 202)
+    }
+
     /// Request → running (the guest's first console line) for a few creates one after another,
     /// printed, not asserted (the target is a p50 of 300 ms on a quiet machine).
     @Test(.tags(.kvm), .skippable(.kvm), .enabled(if: Requirement.kvm.met, Requirement.kvm.why))

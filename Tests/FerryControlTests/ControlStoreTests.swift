@@ -254,4 +254,38 @@ import Testing
         #expect(try await store.guest(id: guest.id)?.host == "h1")
     }
 
+    /// A host's KVM flag round-trips (registered, changed by a re-registration), and a guest of a
+    /// `kvm` image goes only to a host with it: refused at once while no host has KVM, placed on
+    /// the KVM host though another has more room, refused for room once that host is full.
+    @Test(arguments: StoreBackend.available)
+    func theKVMFlagRoundTripsAndPlacesKVMGuests(backend: StoreBackend) async throws {
+        let scratch = Scratch()
+        let store = try await backend.store(scratch)
+        defer { backend.close(store) }
+        try await store.addImage(Image(name: "vm", kind: .kvm, diskTemplatePath: "/var/lib/ferry/images/vm.raw"))
+        let kvmGuest = { @Sendable (name: String) async throws(ControlError) -> CloudGuest in
+            let guest = GuestRequest(project: "alpha", name: try! GuestName(name), flavor: "small", image: "vm")
+            return try await store.createGuest(guest, clientToken: nil, cause: "c").guest
+        }
+        let big = try await store.registerHost(host("big", slots: 8))
+        #expect(!big.kvm)
+        let early = await controlError { () async throws(ControlError) in try await kvmGuest("v0") }
+        #expect(early?.code == .invalidArgument, "\(String(describing: early))")
+        #expect(early?.message.contains("reports a usable /dev/kvm") == true, "\(String(describing: early))")
+        var small = host("small", slots: 2)
+        small.kvm = true
+        let registered = try await store.registerHost(small)
+        #expect(registered.kvm)
+        #expect(try await store.hosts().map(\.kvm) == [false, true])
+        for name in ["v1", "v2"] { #expect(try await kvmGuest(name).host == "small") }
+        let full = await controlError { () async throws(ControlError) in try await kvmGuest("v3") }
+        #expect(full?.code == .insufficientCapacity, "\(String(describing: full))")
+        #expect(full?.message.contains("no host with KVM has room") == true, "\(String(describing: full))")
+        #expect(try await store.createGuest(request("b1"), clientToken: nil, cause: "c").guest.host == "big")
+        small.kvm = false
+        let reRegistered = try await store.registerHost(small)
+        #expect(!reRegistered.kvm)
+        #expect(try await store.hosts().map(\.kvm) == [false, false])
+    }
+
 }

@@ -3,12 +3,16 @@ import FerryTestSupport
 import Testing
 
 /// The scheduler against a brute-force oracle written apart from it: every host that takes
-/// guests and fits, sorted by the policy's order in full, the first one.
+/// guests, has KVM if the request needs it, and fits, sorted by the policy's order in full, the
+/// first one.
 @Suite struct PlacementTests {
-    static func oracle(_ request: Resources, _ hosts: [PlacementCandidate], _ policy: PlacementPolicy) -> String? {
+    static func oracle(_ request: PlacementRequest, _ hosts: [PlacementCandidate], _ policy: PlacementPolicy)
+        -> String?
+    {
+        let wanted = request.resources
         let fitting = hosts.filter { host in
-            host.takesGuests && host.free.vcpus >= request.vcpus && host.free.memoryBytes >= request.memoryBytes
-                && host.free.diskBytes >= request.diskBytes
+            host.takesGuests && (host.runsKVM || !request.needsKVM) && host.free.vcpus >= wanted.vcpus
+                && host.free.memoryBytes >= wanted.memoryBytes && host.free.diskBytes >= wanted.diskBytes
         }
         let sorted = fitting.sorted { a, b in
             let keyA = (a.free.memoryBytes, a.free.vcpus, a.free.diskBytes)
@@ -28,14 +32,18 @@ import Testing
                 free: Resources(
                     vcpus: Int.random(in: 0...8, using: &random),
                     memoryBytes: Int.random(in: 0...4, using: &random) << 30,
-                    diskBytes: Int.random(in: 0...3, using: &random) << 30))
+                    diskBytes: Int.random(in: 0...3, using: &random) << 30),
+                runsKVM: Bool.random(using: &random))
         }
     }
 
-    static func request(_ random: inout SplitMix64) -> Resources {
-        Resources(
-            vcpus: Int.random(in: 0...4, using: &random), memoryBytes: Int.random(in: 0...3, using: &random) << 30,
-            diskBytes: Int.random(in: 0...2, using: &random) << 30)
+    /// A random request, needing KVM one time in three.
+    static func request(_ random: inout SplitMix64) -> PlacementRequest {
+        PlacementRequest(
+            Resources(
+                vcpus: Int.random(in: 0...4, using: &random), memoryBytes: Int.random(in: 0...3, using: &random) << 30,
+                diskBytes: Int.random(in: 0...2, using: &random) << 30),
+            needsKVM: Int.random(in: 0..<3, using: &random) == 0)
     }
 
     @Test(arguments: PlacementPolicy.allCases)
@@ -43,6 +51,7 @@ import Testing
         let seed: UInt64 = 0x5EED_0016
         var random = SplitMix64(seed: seed)
         var placed = 0
+        var placedWithKVM = 0
         for round in 0..<3000 {
             let hosts = Self.cluster(&random, hosts: Int.random(in: 0...12, using: &random))
             let request = Self.request(&random)
@@ -51,13 +60,16 @@ import Testing
             switch decision {
             case .host(let id):
                 #expect(id == expected, "seed \(seed) round \(round): \(hosts) \(request)")
+                #expect(!request.needsKVM || hosts.first { $0.hostID == id }?.runsKVM == true)
                 placed += 1
+                if request.needsKVM { placedWithKVM += 1 }
             case .none:
                 #expect(expected == nil, "seed \(seed) round \(round): refused, oracle chose \(expected ?? "")")
             }
         }
-        // Both outcomes were exercised.
+        // Both outcomes were exercised, KVM requests placed among them.
         #expect(placed > 300 && placed < 2700, "placed \(placed) of 3000")
+        #expect(placedWithKVM > 100, "placed \(placedWithKVM) requests needing KVM")
     }
 
     /// Placing one request after another on a cluster whose free capacity shrinks with each, as
@@ -75,7 +87,7 @@ import Testing
             }
             #expect(id == expected)
             let index = hosts.firstIndex { $0.hostID == id }!
-            hosts[index].free = hosts[index].free - request
+            hosts[index].free = hosts[index].free - request.resources
             #expect(hosts[index].free.isNonNegative)
         }
     }
@@ -89,7 +101,7 @@ import Testing
             PlacementCandidate(
                 hostID: "d", takesGuests: false, free: Resources(vcpus: 64, memoryBytes: 64, diskBytes: 9)),
         ]
-        let request = Resources(vcpus: 2, memoryBytes: 3, diskBytes: 1)
+        let request = PlacementRequest(Resources(vcpus: 2, memoryBytes: 3, diskBytes: 1))
         #expect(Placement.choose(request, among: hosts, policy: .spread) == .host("a"))
         #expect(Placement.choose(request, among: hosts, policy: .pack) == .host("b"))
         // Equal free resources: the smallest host ID, whatever the order they come in.
@@ -104,13 +116,14 @@ import Testing
     }
 
     @Test func aRefusalSaysWhy() {
-        let request = Resources(vcpus: 2, memoryBytes: 3, diskBytes: 1)
+        let resources = Resources(vcpus: 2, memoryBytes: 3, diskBytes: 1)
+        let request = PlacementRequest(resources)
         guard case .none(let nothing) = Placement.choose(request, among: [], policy: .spread) else {
             Issue.record("placed on no host")
             return
         }
         #expect(nothing.description.contains("no host is registered"))
-        let silent = [PlacementCandidate(hostID: "a", takesGuests: false, free: request)]
+        let silent = [PlacementCandidate(hostID: "a", takesGuests: false, free: resources)]
         guard case .none(let down) = Placement.choose(request, among: silent, policy: .pack) else {
             Issue.record("placed on a host that takes no guests")
             return
@@ -124,6 +137,45 @@ import Testing
             return
         }
         #expect(small.largestFree == full[0].free && small.description.contains("no host has"))
+    }
+
+    /// A cluster of hosts with and without KVM: a KVM guest goes only to a KVM host (the
+    /// emptiest or fullest of those, by the policy, even when a host without KVM has more room),
+    /// a built-in guest to any; the refusals say whether KVM or room is missing.
+    @Test func aKVMGuestGoesOnlyToAHostWithKVM() {
+        let hosts = [
+            PlacementCandidate(
+                hostID: "big", takesGuests: true, free: Resources(vcpus: 64, memoryBytes: 64, diskBytes: 64)),
+            PlacementCandidate(
+                hostID: "kvm-a", takesGuests: true, free: Resources(vcpus: 4, memoryBytes: 8, diskBytes: 8),
+                runsKVM: true),
+            PlacementCandidate(
+                hostID: "kvm-b", takesGuests: true, free: Resources(vcpus: 4, memoryBytes: 4, diskBytes: 8),
+                runsKVM: true),
+            PlacementCandidate(
+                hostID: "kvm-down", takesGuests: false, free: Resources(vcpus: 64, memoryBytes: 64, diskBytes: 64),
+                runsKVM: true),
+        ]
+        let resources = Resources(vcpus: 2, memoryBytes: 4, diskBytes: 1)
+        let kvm = PlacementRequest(resources, needsKVM: true)
+        #expect(Placement.choose(kvm, among: hosts, policy: .spread) == .host("kvm-a"))
+        #expect(Placement.choose(kvm, among: hosts, policy: .pack) == .host("kvm-b"))
+        #expect(Placement.choose(PlacementRequest(resources), among: hosts, policy: .spread) == .host("big"))
+        #expect(Placement.choose(PlacementRequest(resources), among: hosts, policy: .pack) == .host("kvm-b"))
+
+        let tooLarge = PlacementRequest(Resources(vcpus: 2, memoryBytes: 16, diskBytes: 1), needsKVM: true)
+        guard case .none(let full) = Placement.choose(tooLarge, among: hosts, policy: .spread) else {
+            Issue.record("a KVM guest placed on a host without KVM or without room")
+            return
+        }
+        #expect(full.hostsEligible == 2 && full.hostsWithKVM == 3 && full.largestFree == hosts[1].free)
+        #expect(full.description.contains("no host with KVM has room"), "\(full)")
+        guard case .none(let none) = Placement.choose(kvm, among: [hosts[0], hosts[3]], policy: .pack) else {
+            Issue.record("a KVM guest placed on a host without KVM or one taking no guests")
+            return
+        }
+        #expect(none.hostsEligible == 0 && none.description.contains("no host with KVM takes guests"), "\(none)")
+        #expect(!none.description.contains("no host has"))
     }
 
     /// Issue 16's measurement: 1,000 requests placed one after another on a simulated
@@ -142,10 +194,11 @@ import Testing
         let elapsed = clock.measure {
             for step in 0..<1000 {
                 let vcpus = 1 << (step % 5)
-                let request = Resources(vcpus: vcpus, memoryBytes: vcpus << 32, diskBytes: vcpus * (40 << 30))
+                let request = PlacementRequest(
+                    Resources(vcpus: vcpus, memoryBytes: vcpus << 32, diskBytes: vcpus * (40 << 30)))
                 guard case .host(let id) = Placement.choose(request, among: hosts, policy: policy) else { continue }
                 let index = Int(id.dropFirst(5))! - 100_000
-                hosts[index].free = hosts[index].free - request
+                hosts[index].free = hosts[index].free - request.resources
                 placed += 1
             }
         }

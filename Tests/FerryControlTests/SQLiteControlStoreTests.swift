@@ -29,6 +29,27 @@ import Testing
         #expect(error?.code == .unusableDatabase && error!.message.contains(garbage))
     }
 
+    /// A file written before hosts had a KVM flag (migrations up to v2) opens: its hosts read as
+    /// without KVM until their agents report again, and a re-registration sets the flag.
+    @Test func aFileFromBeforeTheKVMFlagMigrates() async throws {
+        let scratch = Scratch()
+        let path = scratch.file("control.sqlite")
+        do {
+            let old = try DatabaseQueue(path: path)
+            try ControlSchema.migrator.migrate(old, upTo: "v2-accounts")
+            try await old.write { db in
+                try db.execute(
+                    sql: "INSERT INTO hosts VALUES ('h1', 'http://10.0.0.2:7460', 4, 1073741824, 0, 'healthy', 1, 1)")
+            }
+            try old.close()
+        }
+        let store = try SQLiteControlStore(path: path, heartbeatTimeout: testHeartbeatTimeout, logger: quietLogger)
+        #expect(try await store.hosts().map(\.kvm) == [false])
+        let again = HostRegistration(id: "h1", address: "http://10.0.0.2:7460", capacity: .zero, kvm: true)
+        #expect(try await store.registerHost(again).kvm)
+        #expect(try await store.hosts().map(\.kvm) == [true])
+    }
+
     /// Another connection holds the write lock past the busy timeout: the create fails naming the
     /// lock and the file, writes nothing, and succeeds once the lock is released.
     @Test func aWriteLockHeldTooLongFailsTheCreateCleanly() async throws {
