@@ -1,6 +1,8 @@
 import FerryHostModel
+import FerryInventory
 import FerrySystem
 import FerryTransport
+import FerryVMM
 import Foundation
 import Logging
 import Synchronization
@@ -96,7 +98,22 @@ final class ControllerLink: Sendable {
         return HostHeartbeat(
             hostID: configuration.hostID, agentURL: agentURL, vcpus: vcpus, memoryBytes: memory, diskBytes: disk,
             kvm: kvm, healthy: writable.ok, healthDetail: writable.detail,
-            guests: records.map { HostHeartbeat.Guest(id: $0.id, name: $0.specification.name, state: $0.state) })
+            guests: records.map { record in
+                HostHeartbeat.Guest(
+                    id: record.id, name: record.specification.name, state: record.state,
+                    telemetry: record.state == .running ? record.process.flatMap(Self.telemetry) : nil)
+            })
+    }
+
+    /// A running guest's counters from its vmm's `status`, nil if it does not answer within
+    /// 200 ms (a busy vmm delays no heartbeat for long; the next one asks again).
+    static func telemetry(_ process: ProcessFacts) -> HostHeartbeat.Telemetry? {
+        guard let client = try? VMMControlClient(path: process.controlSocket, timeoutSeconds: 0.2),
+            let status = try? client.call("status"), let cpu = status["cpu_ns"]?.doubleValue,
+            let vcpus = status["vcpus"]?.intValue
+        else { return nil }
+        return HostHeartbeat.Telemetry(
+            cpuNanoseconds: UInt64(max(0, cpu)), vcpus: vcpus, loadPermille: status["load_permille"]?.intValue)
     }
 
     private func note(_ failure: String?) {

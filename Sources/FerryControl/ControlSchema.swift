@@ -66,8 +66,23 @@ enum ControlSchema {
         }
         migrator.registerMigration("v2-accounts") { db in try db.execute(sql: accountsV2) }
         migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
+        migrator.registerMigration("v4-guest-samples") { db in try db.execute(sql: guestSamplesV4) }
         return migrator
     }
+
+    /// Each running guest's telemetry as its host's heartbeats brought it (one row per guest and
+    /// millisecond; a few minutes are kept: `pruneSamples`).
+    static let guestSamplesV4 = """
+        CREATE TABLE guest_samples (
+            guest_id TEXT NOT NULL,
+            time_ms INTEGER NOT NULL,
+            cpu_ns INTEGER NOT NULL CHECK (cpu_ns >= 0),
+            vcpus INTEGER NOT NULL CHECK (vcpus >= 1),
+            load_permille INTEGER CHECK (load_permille BETWEEN 0 AND 1000),
+            PRIMARY KEY (guest_id, time_ms)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX guest_samples_by_time ON guest_samples (time_ms);
+        """
 
     /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are
     /// kept by the SHA-256 of their secret (64 hex digits), never the secret.

@@ -57,6 +57,25 @@ public protocol ControlStore: Sendable {
     /// guest of the project that may have run in it (`GuestJournal.periodCondition`) with all its
     /// journal rows, guests oldest first. An unknown project is `notFound`.
     func billingJournals(project: String, period: BillingPeriod) async throws(ControlError) -> [GuestJournal]
+
+    /// Keeps telemetry samples; a second sample of a guest in the same millisecond is dropped.
+    /// Not journaled, and outside the write lock that creates take: telemetry never delays them.
+    func recordSamples(_ samples: [GuestSampleRow]) async throws(ControlError)
+    /// The samples of `guests` at or after `sinceMilliseconds`, oldest first, by guest.
+    func samples(guests: [GuestID], sinceMilliseconds: Int64) async throws(ControlError) -> [GuestID: [GuestSample]]
+    /// Removes the samples older than `beforeMilliseconds`; how many.
+    func pruneSamples(beforeMilliseconds: Int64) async throws(ControlError) -> Int
+}
+
+/// One telemetry sample of one guest, as a store keeps it.
+public struct GuestSampleRow: Sendable, Equatable {
+    public var guestID: GuestID
+    public var sample: GuestSample
+
+    public init(guestID: GuestID, sample: GuestSample) {
+        self.guestID = guestID
+        self.sample = sample
+    }
 }
 
 extension ControlStore {

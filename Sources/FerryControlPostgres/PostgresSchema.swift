@@ -91,6 +91,21 @@ enum PostgresSchema {
         Migration(
             identifier: "v3-host-kvm",
             statements: ["ALTER TABLE hosts ADD COLUMN kvm BOOLEAN NOT NULL DEFAULT FALSE"]),
+        Migration(
+            identifier: "v4-guest-samples",
+            statements: [
+                """
+                CREATE TABLE guest_samples (
+                    guest_id TEXT NOT NULL,
+                    time_ms BIGINT NOT NULL,
+                    cpu_ns BIGINT NOT NULL CHECK (cpu_ns >= 0),
+                    vcpus BIGINT NOT NULL CHECK (vcpus >= 1),
+                    load_permille BIGINT CHECK (load_permille BETWEEN 0 AND 1000),
+                    PRIMARY KEY (guest_id, time_ms)
+                )
+                """,
+                "CREATE INDEX guest_samples_by_time ON guest_samples (time_ms)",
+            ]),
     ]
 
     /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).

@@ -3,16 +3,42 @@
 /// of its guests' state. The first heartbeat registers the host; a later one with other
 /// capacity or address updates it (an agent restarted on a changed machine).
 public struct HostHeartbeat: Codable, Sendable, Equatable {
-    /// One guest as the agent's inventory has it.
+    /// One guest as the agent's inventory has it, and, while it runs, what its vmm measured.
     public struct Guest: Codable, Sendable, Equatable {
         public var id: GuestID
         public var name: GuestName
         public var state: GuestState
+        /// Absent when the guest does not run or its vmm did not answer in time (and from
+        /// agents older than the field).
+        public var telemetry: Telemetry?
 
-        public init(id: GuestID, name: GuestName, state: GuestState) {
+        public init(id: GuestID, name: GuestName, state: GuestState, telemetry: Telemetry? = nil) {
             self.id = id
             self.name = name
             self.state = state
+            self.telemetry = telemetry
+        }
+    }
+
+    /// A running guest's counters as its vmm's `status` gives them when the heartbeat is made.
+    public struct Telemetry: Codable, Sendable, Equatable {
+        /// CPU time of the guest's vCPU threads in its current vmm (`cpu_ns`): a counter that
+        /// starts again from 0 in a new vmm (after a migration or a restart).
+        public var cpuNanoseconds: UInt64
+        public var vcpus: Int
+        /// The load the guest itself published (`load_permille`, 0…1000), if it does.
+        public var loadPermille: Int?
+
+        public init(cpuNanoseconds: UInt64, vcpus: Int, loadPermille: Int? = nil) {
+            self.cpuNanoseconds = cpuNanoseconds
+            self.vcpus = vcpus
+            self.loadPermille = loadPermille
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case vcpus
+            case cpuNanoseconds = "cpu_ns"
+            case loadPermille = "load_permille"
         }
     }
 

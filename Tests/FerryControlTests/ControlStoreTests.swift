@@ -10,6 +10,41 @@ import Testing
 /// PostgreSQL when FERRY_TEST_POSTGRES names a server (the README's test command starts one;
 /// PostgresControlStoreTests says when it is missing).
 @Suite struct ControlStoreTests {
+    /// Samples are kept per guest in time order, a repeat in the same millisecond is dropped, a
+    /// missing load stays missing, and pruning removes only what is older than the cut.
+    @Test(arguments: StoreBackend.available)
+    func telemetrySamplesAreKeptReadAndPruned(backend: StoreBackend) async throws {
+        let scratch = Scratch()
+        let store = try await backend.store(scratch)
+        defer { backend.close(store) }
+        let a = try GuestID("000000000000000000000000000000aa")
+        let b = try GuestID("000000000000000000000000000000bb")
+        let first = [
+            GuestSampleRow(guestID: a, sample: GuestSample(timeMilliseconds: 2000, cpuNanoseconds: 7, vcpus: 2)),
+            GuestSampleRow(
+                guestID: a, sample: GuestSample(timeMilliseconds: 1000, cpuNanoseconds: 5, vcpus: 2, loadPermille: 0)),
+            GuestSampleRow(
+                guestID: b,
+                sample: GuestSample(
+                    timeMilliseconds: 1500, cpuNanoseconds: UInt64(Int64.max), vcpus: 1, loadPermille: 1000)),
+        ]
+        try await store.recordSamples(first)
+        try await store.recordSamples([
+            GuestSampleRow(guestID: a, sample: GuestSample(timeMilliseconds: 2000, cpuNanoseconds: 99, vcpus: 2))
+        ])
+        try await store.recordSamples([])
+        let read = try await store.samples(guests: [a, b], sinceMilliseconds: 0)
+        #expect(read[a]?.map(\.timeMilliseconds) == [1000, 2000])
+        #expect(read[a]?.map(\.cpuNanoseconds) == [5, 7], "the repeat at 2000 ms was dropped")
+        #expect(read[a]?.map(\.loadPermille) == [0, nil])
+        #expect(read[b] == [first[2].sample])
+        #expect(try await store.samples(guests: [a], sinceMilliseconds: 1001)[a]?.count == 1)
+        #expect(try await store.samples(guests: [], sinceMilliseconds: 0).isEmpty)
+        #expect(try await store.pruneSamples(beforeMilliseconds: 1500) == 1)
+        let left = try await store.samples(guests: [a, b], sinceMilliseconds: 0)
+        #expect(left[a]?.map(\.timeMilliseconds) == [2000] && left[b]?.count == 1)
+    }
+
     @Test(arguments: StoreBackend.available)
     func aCreatedGuestIsPendingOnAHostAndJournaled(backend: StoreBackend) async throws {
         let scratch = Scratch()
