@@ -65,6 +65,14 @@ struct CloudRoutes: Sendable {
         router.get("/v1/guests/:id/journal") { _, context in
             try Self.json(JournalView(try await store.journal(of: try await guest(context, .readGuest).id)))
         }
+        router.get("/v1/guests/:id/usage") { request, context in
+            let guest = try await guest(context, .readGuest)
+            let minutes = try UsageQuery.minutes(request.uri.queryParameters)
+            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let since = now - Int64(minutes) * 60_000
+            let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
+            return try Self.json(UsageView(from: since, to: now, points: Telemetry.usage(samples)))
+        }
         router.post("/v1/guests/:id/stop") { _, context in
             try Self.json(CloudGuestView(try await provisioner.stop(try await guest(context, .stopGuest))))
         }

@@ -155,8 +155,14 @@ struct ConsoleRoutes: Sendable {
         let journal = try await store.journal(of: guest.id)
         let address = try await store.hosts().first { $0.id == guest.host }?.address
         let console = await consoleOutput(guest, address: address)
-        let view = GuestPageView(
+        var view = GuestPageView(
             guest, journal: journal, hostAddress: address, console: console, csrfToken: session.csrfToken, now: Date())
+        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let since = now - 10 * 60_000
+        let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
+        view.usageChart = UsageChart.svg(
+            Telemetry.usage(samples), from: since, to: now,
+            title: "CPU use and load of \(guest.name.value), last 10 minutes")
         return ConsoleHTML.render(
             "guest", view, title: "Guest \(guest.name.value)", session: session,
             refreshSeconds: GuestPageView.refreshes(guest.state) ? 2 : nil)

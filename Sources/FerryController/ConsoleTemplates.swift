@@ -147,6 +147,9 @@ enum ConsoleTemplates {
         {{#canDelete}}<form class="inline" method="post" action="/console/guests/{{id}}/delete">{{>csrf}}<button type="submit">Delete</button></form>{{/canDelete}}
         {{^canStop}}{{^canStart}}{{^canDelete}}Nothing to do while the guest is {{state}}.{{/canDelete}}{{/canStart}}{{/canStop}}
         </p>
+        <h2>Usage, last 10 minutes</h2>
+        <figure id="usage">{{{usageChart}}}
+        <figcaption>CPU use of its vCPUs (solid) and the load the guest reports (dashed), from its host's heartbeats.</figcaption></figure>
         <h2>Console</h2>
         {{#consoleNote}}<p>{{consoleNote}}</p>{{/consoleNote}}
         {{#hasConsole}}<pre class="console">{{#consoleLines}}{{.}}

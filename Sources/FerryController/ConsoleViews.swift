@@ -123,6 +123,8 @@ struct GuestPageView {
     var consoleNote: String?
     var consoleLines: [String]
     var hasConsole: Bool
+    /// The usage chart (`UsageChart`, SVG made here, not from user input), set by the page.
+    var usageChart = ""
     var journal: [JournalRow]
     var error: String?
     var csrfToken: String

@@ -36,6 +36,7 @@ final class HostTracking: Sendable {
         if !heartbeat.healthy {
             _ = try await store.heartbeat(host: heartbeat.hostID, health: .degraded)
         }
+        try await recordTelemetry(heartbeat)
         let unknown = try await store.guests(host: heartbeat.hostID, states: [.unknown])
         guard !unknown.isEmpty else { return }
         for change in HostReportDecision.changes(
@@ -48,6 +49,33 @@ final class HostTracking: Sendable {
                 "a guest of a host that was silent is \(change.to.rawValue)",
                 metadata: ["guest.id": "\(change.id)", "guest.host": "\(heartbeat.hostID)"])
         }
+    }
+
+    /// How long telemetry samples are kept.
+    static let sampleRetentionMilliseconds: Int64 = 15 * 60_000
+
+    /// The counters the heartbeat brought for guests the controller has running on that host
+    /// (others, such as a guest being deleted, are not kept).
+    private func recordTelemetry(_ heartbeat: HostHeartbeat) async throws(ControlError) {
+        let measured = heartbeat.guests.filter { $0.telemetry != nil }
+        guard !measured.isEmpty else { return }
+        let running = Set(try await store.guests(host: heartbeat.hostID, states: [.running]).map(\.id))
+        let now = Int64((clock().timeIntervalSince1970 * 1000).rounded())
+        let rows = measured.compactMap { guest -> GuestSampleRow? in
+            guard running.contains(guest.id), let telemetry = guest.telemetry, telemetry.vcpus > 0 else { return nil }
+            return GuestSampleRow(
+                guestID: guest.id,
+                sample: GuestSample(
+                    timeMilliseconds: now, cpuNanoseconds: telemetry.cpuNanoseconds, vcpus: telemetry.vcpus,
+                    loadPermille: telemetry.loadPermille.map { min(1000, max(0, $0)) }))
+        }
+        try await store.recordSamples(rows)
+    }
+
+    /// Drops samples older than the retention.
+    func pruneSamples() async throws(ControlError) {
+        let now = Int64((clock().timeIntervalSince1970 * 1000).rounded())
+        _ = try await store.pruneSamples(beforeMilliseconds: now - Self.sampleRetentionMilliseconds)
     }
 
     /// One pass: the live guests of every host silent for longer than the timeout (since this
@@ -76,9 +104,14 @@ final class HostTracking: Sendable {
 
     /// Passes every `interval` until the task is cancelled.
     func watch(every interval: Duration) async {
+        var passes = 0
         while !Task.isCancelled {
             do { try await markSilentHosts() } catch {
                 logger.error("looking for silent hosts failed: \(error)")
+            }
+            passes += 1
+            if passes % 60 == 0 {
+                do { try await pruneSamples() } catch { logger.error("pruning telemetry samples failed: \(error)") }
             }
             try? await Task.sleep(for: interval)
         }

@@ -4,6 +4,10 @@ import Foundation
 import Glibc
 import Testing
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// `ferry control` with three `ferry agent`s reporting to it: a create goes pending → building →
 /// running on a host the scheduler chose, with its disk copied from the image; a client token
 /// makes it exactly-once; stop, start, delete reach the host; a host killed with -9 makes its
@@ -166,5 +170,40 @@ struct ControlPlaneTests {
         let reason = view["error_reason"] as? String ?? ""
         #expect(reason.hasPrefix("host h1 did not boot it within the boot timeout (2 s): "), "\(view)")
         #expect(waited < 15, "the build ended at its deadline, not at the client's 60 s: \(waited) s")
+    }
+
+    /// A running guest's CPU use reaches the controller with its host's heartbeats: the usage API
+    /// gives points within 0–100% (the built-in guest paced at its default rate uses some CPU,
+    /// not all of it), the console's guest page draws them, and a bad span is refused naming it.
+    @Test func aRunningGuestsCPUUseIsKeptAndShown() throws {
+        let cloud = try ControlPlaneFixture("cpu", agents: 1)
+        let body: [String: Any] = ["name": "busy", "flavor": "tiny", "image": "builtin"]
+        let id = try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String)
+        #expect(try cloud.waitForGuest(id) { $0 == "running" || $0 == "error" }["state"] as? String == "running")
+        var points: [[String: Any]] = []
+        let deadline = Date().addingTimeInterval(15)
+        while points.count < 3 && Date() < deadline {
+            usleep(500_000)
+            points = try cloud.json("GET", "/v1/guests/\(id)/usage?minutes=1").1["points"] as? [[String: Any]] ?? []
+        }
+        #expect(points.count >= 3, "a point per heartbeat interval: \(points)")
+        let cpu = points.compactMap { ($0["cpu_percent"] as? NSNumber)?.doubleValue }
+        #expect(cpu.count == points.count && cpu.allSatisfy { (0...100).contains($0) }, "\(points)")
+        #expect(cpu.contains { $0 > 0 }, "the guest's vCPU ran: \(points)")
+        let (bad, answer) = try cloud.json("GET", "/v1/guests/\(id)/usage?minutes=0")
+        #expect(bad == 422 && (answer["error"] as? [String: Any])?["field"] as? String == "minutes", "\(answer)")
+
+        let password = "correct horse battery staple"
+        #expect(try cloud.json("POST", "/v1/users", ["name": "ann", "password": password]).0 == 201)
+        #expect(try cloud.json("PUT", "/v1/projects/alpha/members/ann", ["role": "member"]).0 == 200)
+        let http = CloudHTTP(base: cloud.url)
+        let login = try http.call("POST", "/v1/login", ["name": "ann", "password": password])
+        let cookie = try #require(login.headers["Set-Cookie"]?.split(separator: ";").first.map(String.init))
+        var request = URLRequest(url: try #require(URL(string: cloud.url + "/console/guests/\(id)")))
+        request.setValue(cookie, forHTTPHeaderField: "Cookie")
+        request.httpShouldHandleCookies = false
+        let (status, html, _) = try http.perform(request)
+        let page = String(decoding: html, as: UTF8.self)
+        #expect(status == 200 && page.contains("<svg") && page.contains(#"class="cpu""#), "the page draws its usage")
     }
 }
