@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "FerryAgent", targets: ["FerryAgent"]),
         // The control plane's state and decisions (cluster model, scheduler, SQLite store).
         .library(name: "FerryControl", targets: ["FerryControl"]),
+        // The control plane's pure decisions alone (for simulators and benchmarks).
+        .library(name: "FerryDecisions", targets: ["FerryDecisions"]),
         // The control plane's state on PostgreSQL, for several controllers at once.
         .library(name: "FerryControlPostgres", targets: ["FerryControlPostgres"]),
     ],
@@ -159,10 +161,13 @@ let package = Package(
         // Cloud layer: the controller's model (hosts, catalogue, projects, quotas, guests and their
         // states, users and their roles), the pure scheduler (Placement) and authorization, and the
         // store on SQLite (docs/control-plane.md).
+        // Cloud layer: the control plane's pure decisions (placement, lease admission, scaling,
+        // telemetry) and the types they share; no database, no I/O, so simulators link it alone.
+        .target(name: "FerryDecisions"),
         .target(
             name: "FerryControl",
             dependencies: [
-                "FerryHostModel", "CAccountCrypto",
+                "FerryDecisions", "FerryHostModel", "CAccountCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -249,7 +254,8 @@ let package = Package(
         .testTarget(
             name: "FerryControlTests",
             dependencies: [
-                "FerryControl", "FerryControlPostgres", "FerryController", "FerryHostModel", "FerryTestSupport",
+                "FerryControl", "FerryControlPostgres", "FerryController", "FerryDecisions", "FerryHostModel",
+                "FerryTestSupport",
                 "FerryTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
