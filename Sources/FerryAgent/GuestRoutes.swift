@@ -23,8 +23,13 @@ struct GuestRoutes: Sendable {
         }
         router.get("/v1/guests/:name") { _, context in
             let name = try Self.name(context)
-            let (record, journal) = try await work.run { try guests.show(name) }
-            return try HostRoutes.json(GuestView(record, journal: journal))
+            let view = try await work.run {
+                let (record, journal) = try guests.show(name)
+                var view = GuestView(record, journal: journal)
+                view.usage = guests.usage(record)
+                return view
+            }
+            return try HostRoutes.json(view)
         }
         router.delete("/v1/guests/:name") { request, context in
             let name = try Self.name(context)
@@ -70,6 +75,12 @@ struct GuestRoutes: Sendable {
         router.post("/v1/guests/:name/resume") { _, context in
             let name = try Self.name(context)
             return try HostRoutes.json(GuestView(try await work.run { try guests.resume(name) }))
+        }
+        router.post("/v1/guests/:name/pace") { request, context in
+            let name = try Self.name(context)
+            let body = try await request.body.collect(upTo: 64 << 10)
+            let pace = try RequestBodyDecoding.decode(PaceRequest.self, from: body.readableBytesView)
+            return try HostRoutes.json(GuestView(try await work.run { try guests.pace(name, rate: pace.rate) }))
         }
     }
 

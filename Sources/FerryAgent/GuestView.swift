@@ -23,9 +23,12 @@ public struct GuestView: Codable, Sendable, Equatable {
     public var missingDisks: [String]
     /// The latest journal rows, oldest first (`GET /v1/guests/{name}` only).
     public var transitions: [Transition]?
+    /// What the guest's vmm measures and the guest reports (`GET /v1/guests/{name}` only, while
+    /// the guest has a process that answers).
+    public var usage: GuestUsage?
 
     enum CodingKeys: String, CodingKey {
-        case id, specification, state, pid, transitions
+        case id, specification, state, pid, transitions, usage
         case stateSince = "state_since"
         case controlSocket = "control_socket"
         case missingDisks = "missing_disks"
@@ -85,4 +88,46 @@ public struct ConsolePage: Codable, Sendable {
     public var next: Int
     /// Lines after `since` no longer kept.
     public var dropped: Int
+}
+
+/// A running guest's CPU use and reported load, from its vmm's `status` (docs/vmm-control.md).
+public struct GuestUsage: Codable, Sendable, Equatable {
+    /// Each vCPU thread's CPU time in the vmm process, ns (from 0 again after a migration).
+    public var vcpuCPUNanoseconds: [UInt64]
+    /// Their sum.
+    public var cpuNanoseconds: UInt64
+    /// Each vCPU's load over its last interval as the guest measured it, per mille (null before
+    /// its first report).
+    public var guestLoadPermille: [Int?]
+    /// The mean of the reported loads, per mille.
+    public var loadPermille: Int?
+    /// Steps (page writes) all vCPUs made so far.
+    public var totalSteps: UInt64
+
+    public init(
+        vcpuCPUNanoseconds: [UInt64], cpuNanoseconds: UInt64, guestLoadPermille: [Int?], loadPermille: Int?,
+        totalSteps: UInt64
+    ) {
+        self.vcpuCPUNanoseconds = vcpuCPUNanoseconds
+        self.cpuNanoseconds = cpuNanoseconds
+        self.guestLoadPermille = guestLoadPermille
+        self.loadPermille = loadPermille
+        self.totalSteps = totalSteps
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vcpuCPUNanoseconds = "vcpu_cpu_ns"
+        case cpuNanoseconds = "cpu_ns"
+        case guestLoadPermille = "guest_load_permille"
+        case loadPermille = "load_permille"
+        case totalSteps = "total_steps"
+    }
+}
+
+/// The body of `POST /v1/guests/{name}/pace`.
+public struct PaceRequest: Codable, Sendable {
+    /// Bytes of page writes per second (`8MB/s`, as in a workload), or `unpaced`.
+    public var rate: String
+
+    public init(rate: String) { self.rate = rate }
 }

@@ -193,6 +193,26 @@ public final class Guest: @unchecked Sendable {
     /// Steps done by each vCPU (approximate while running).
     public var stepsPerVCPU: [UInt64] { runners.map { $0.publishedSteps.load(ordering: .relaxed) } }
 
+    /// How fast the vCPUs write now: `.configured` (the workload's rate) until set. Setting it
+    /// changes the running guest's pacing at once (sleeping vCPUs wake). Rate workloads only
+    /// (`uniform`, `hotset`, `sweep`): an `idle` or `trace` guest has no rate to change.
+    public var pace: GuestPace {
+        get { control.pace }
+        set {
+            control.pace = newValue
+            logger.info("guest pace changed", metadata: ["guest.pace": "\(newValue)"])
+        }
+    }
+
+    /// Each vCPU's load over its last interval (about a second), in per mille: the share of its
+    /// time spent working rather than sleeping for pacing; nil before its first interval ended.
+    public var loadPermillePerVCPU: [Int?] {
+        runners.map {
+            let value = $0.publishedLoad.load(ordering: .relaxed)
+            return value < 0 ? nil : value
+        }
+    }
+
     /// Each vCPU thread's CPU time so far, in nanoseconds (0 before `start`).
     public var cpuNanosecondsPerVCPU: [UInt64] { runners.map(\.cpuTime.nanoseconds) }
 }

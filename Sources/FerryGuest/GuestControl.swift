@@ -15,6 +15,28 @@ final class GuestControl: @unchecked Sendable {
     let request = Atomic<Int>(0)
     /// 0…99: vCPUs run at (100 - throttle)% of their rate.
     let throttle = Atomic<Int>(0)
+    /// The pace set while running (a Double's bits: the whole guest's pages per second; NaN: the
+    /// configured rate; +infinity: unpaced).
+    private let paceBits = Atomic<UInt64>(Double.nan.bitPattern)
+
+    /// The pace the vCPUs follow now.
+    var pace: GuestPace {
+        get {
+            let value = Double(bitPattern: paceBits.load(ordering: .relaxed))
+            if value.isNaN { return .configured }
+            return value.isFinite ? .pagesPerSecond(value) : .unpaced
+        }
+        set {
+            let bits: Double =
+                switch newValue {
+                case .configured: .nan
+                case .unpaced: .infinity
+                case .pagesPerSecond(let rate): rate
+                }
+            paceBits.store(bits.bitPattern, ordering: .relaxed)
+            wakeAll()
+        }
+    }
 
     /// The mutex; vCPUs wait on its `vcpuCondition`, the controlling thread on its `controlCondition`.
     private let monitor = VCPUMonitor()
@@ -112,4 +134,14 @@ final class GuestControl: @unchecked Sendable {
             }
         }
     }
+}
+
+/// How fast a running guest's vCPUs write.
+public enum GuestPace: Equatable, Sendable {
+    /// The configuration's workload rate.
+    case configured
+    /// As fast as the vCPUs go.
+    case unpaced
+    /// The whole guest's pages per second, shared among its vCPUs.
+    case pagesPerSecond(Double)
 }

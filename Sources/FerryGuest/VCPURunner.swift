@@ -24,6 +24,14 @@ final class VCPURunner: @unchecked Sendable {
     let paced: Bool
     /// A trace workload's position in the trace file (its own buffer; nil for other workloads).
     var traceReader: TraceReader?
+    /// The load this vCPU last published (per mille of its time spent working rather than
+    /// sleeping for pacing, over about a second); -1 before the first.
+    let publishedLoad = Atomic<Int>(-1)
+    /// The current load interval: when it began, and the nanoseconds slept for pacing since.
+    private var loadStart: Int64 = 0
+    private var loadSleptNs: Int64 = 0
+    /// The length of a load interval.
+    static let loadIntervalNs: Int64 = 1_000_000_000
 
     /// Longest pacing sleep: the vCPU re-reads the clock at least this often.
     static let maxSleepNs: Int64 = 100_000_000
@@ -53,49 +61,85 @@ final class VCPURunner: @unchecked Sendable {
     /// The thread body: returns when the guest stops.
     func run() {
         var last = Int64(MonotonicClock.now())
+        startLoadInterval(at: last)
         while true {
             // Running time up to now counts, also when a pause request is what woke us.
             let now = Int64(MonotonicClock.now())
             let speed = 100 - control.throttle.load(ordering: .relaxed)
-            accrue(elapsed: now - last, speedPercent: speed)
+            let cost = stepCostNs()
+            accrue(elapsed: now - last, speedPercent: speed, stepCostNs: cost)
             last = now
+            measureLoad(now: now)
             if control.request.load(ordering: .relaxed) != 0 {
                 guard control.park() else { return }
                 last = Int64(MonotonicClock.now())  // paused time neither adds credit nor advances the trace clock
+                startLoadInterval(at: last)  // nor counts as work or as pacing
                 continue
             }
             if !program.hasWork || state.step >= stepLimit || traceReader?.failed == true {
+                publishedLoad.store(0, ordering: .relaxed)
                 control.finishAndWaitForStop()
                 return
             }
-            if !paced {
-                runUnpaced()
-            } else if traceReader != nil {
+            if let cost, paced, traceReader == nil {
+                runRate(speedPercent: speed, stepCostNs: cost)
+            } else if paced && traceReader != nil {
                 runTrace(speedPercent: speed)
             } else {
-                runRate(speedPercent: speed)
+                runUnpaced()
             }
         }
     }
 
+    /// Nanoseconds of running time per step of a rate workload now (throttle 0), as the pace
+    /// says (`GuestControl.pace`); nil when unpaced.
+    private func stepCostNs() -> Double? {
+        switch control.pace {
+        case .configured: program.stepCostNs
+        case .unpaced: nil
+        case .pagesPerSecond(let rate): 1e9 * Double(program.vcpus) / rate
+        }
+    }
+
+    private func startLoadInterval(at now: Int64) {
+        loadStart = now
+        loadSleptNs = 0
+    }
+
+    /// At the end of a load interval: publishes the share of it not slept for pacing.
+    private func measureLoad(now: Int64) {
+        let elapsed = now - loadStart
+        guard elapsed >= Self.loadIntervalNs else { return }
+        let working = max(0, elapsed - loadSleptNs)
+        publishedLoad.store(Int(working * 1000 / elapsed), ordering: .relaxed)
+        startLoadInterval(at: now)
+    }
+
+    /// Sleeps for pacing (see `GuestControl.sleep`), counting the time slept against the load.
+    private func pacingSleep(nanoseconds: Int64) {
+        let begin = Int64(MonotonicClock.now())
+        control.sleep(nanoseconds: nanoseconds)
+        loadSleptNs += Int64(MonotonicClock.now()) - begin
+    }
+
     /// Banks running time: as write credit (rate workloads, capped) or on the replay clock (trace).
-    private func accrue(elapsed: Int64, speedPercent: Int) {
+    private func accrue(elapsed: Int64, speedPercent: Int, stepCostNs: Double?) {
         guard program.hasWork else { return }
         if case .trace = program.kind {
             state.creditNs &+= elapsed * Int64(speedPercent) / 100
         } else {
-            let cost = program.stepCostNs * 100 / Double(speedPercent)
+            let cost = (stepCostNs ?? 0) * 100 / Double(speedPercent)
             state.creditNs = min(state.creditNs &+ elapsed, Int64(max(Self.creditCapNs, cost)))
         }
     }
 
     /// Rate workloads: spend the credit on steps, sleep when short of one step's cost.
-    private func runRate(speedPercent: Int) {
-        let cost = program.stepCostNs * 100 / Double(speedPercent)
+    private func runRate(speedPercent: Int, stepCostNs: Double) {
+        let cost = stepCostNs * 100 / Double(speedPercent)
         let affordable = Double(state.creditNs) / cost
         if affordable < 1 {
             let shortfall = Int64((cost - Double(state.creditNs)).rounded(.up))
-            control.sleep(nanoseconds: min(max(shortfall, Self.minSleepNs), Self.maxSleepNs))
+            pacingSleep(nanoseconds: min(max(shortfall, Self.minSleepNs), Self.maxSleepNs))
             return
         }
         let steps = Int(min(affordable, Double(min(UInt64(Self.batch), stepLimit - state.step))))
@@ -117,7 +161,7 @@ final class VCPURunner: @unchecked Sendable {
             if entry.dueNs > state.creditNs {
                 if done == 0 {
                     let wait = (entry.dueNs - state.creditNs) * 100 / Int64(speedPercent)
-                    control.sleep(nanoseconds: min(wait, Self.maxSleepNs))
+                    pacingSleep(nanoseconds: min(wait, Self.maxSleepNs))
                 }
                 return
             }

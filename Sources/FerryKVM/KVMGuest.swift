@@ -21,7 +21,7 @@ public final class KVMGuest: @unchecked Sendable {
     public let machine: KVMVirtualMachine
     private let vcpus: [KVMVCPU]
     private let runners: [KVMVCPURunner]
-    private let control = KVMGuestControl()
+    private let control: KVMGuestControl
     private let console: KVMConsole
     private let diskSlot = KVMDiskSlot()
     private let logger: Logger
@@ -77,6 +77,7 @@ public final class KVMGuest: @unchecked Sendable {
         }
         self.parameters = parameters
         self.logger = logger
+        control = KVMGuestControl(writesPerSecond: parameters.writesPerSecond)
         _ = Self.kickSignal
         let device = if let device { device } else { try KVMDevice() }
         machine = try KVMVirtualMachine(device: device, memory: memory, size: size)
@@ -218,6 +219,24 @@ public final class KVMGuest: @unchecked Sendable {
             control.wakeAll()
         }
     }
+
+    /// The whole guest's writes per second now (nil: unpaced): `parameters.writesPerSecond`
+    /// until set. Setting it changes the running guest's pacing at once (sleeping vCPUs wake
+    /// and recompute their wait). Must be positive and finite, or nil.
+    public var writesPerSecond: Double? {
+        get { control.writesPerSecond }
+        set {
+            precondition(newValue.map { $0 > 0 && $0.isFinite } ?? true, "writes per second must be positive")
+            control.writesPerSecond = newValue
+            logger.info(
+                "kvm guest pace changed",
+                metadata: ["kvm.writes_per_second": "\(newValue.map { "\($0)" } ?? "unpaced")"])
+        }
+    }
+
+    /// Each vCPU's load over its last interval (about a second), in per mille, as the guest
+    /// program measured and published it through REG_LOAD; nil before its first report.
+    public var loadPermillePerVCPU: [Int?] { runners.map(\.loadPermille) }
 
     /// Ends every vCPU thread (the VM stays, so `states()` still works). Idempotent.
     public func stop() {

@@ -12,6 +12,9 @@ final class KVMGuestControl: @unchecked Sendable {
     let throttle = Atomic<Int>(0)
     /// Read by vCPU threads between exits without the lock (a hint; decisions take the lock).
     let pauseRequested = Atomic<Bool>(false)
+    /// The whole guest's writes per second (a Double's bits; +infinity: unpaced). Changes while
+    /// the guest runs (`KVMGuest.writesPerSecond`).
+    private let paceBits: Atomic<UInt64>
 
     /// The mutex; vCPUs wait on its `vcpuCondition`, the controlling thread on its `controlCondition`.
     private let monitor = VCPUMonitor()
@@ -25,6 +28,24 @@ final class KVMGuestControl: @unchecked Sendable {
     private var parked = 0
     private var halted = 0
     private var failureText: String?
+    /// Counts `wakeAll` calls: a sleeping vCPU that sees it change looks at its pacing again.
+    private var wakeups = 0
+
+    init(writesPerSecond: Double?) {
+        paceBits = Atomic((writesPerSecond ?? .infinity).bitPattern)
+    }
+
+    /// The whole guest's writes per second; nil: unpaced.
+    var writesPerSecond: Double? {
+        get {
+            let rate = Double(bitPattern: paceBits.load(ordering: .relaxed))
+            return rate.isFinite ? rate : nil
+        }
+        set {
+            paceBits.store((newValue ?? .infinity).bitPattern, ordering: .relaxed)
+            wakeAll()
+        }
+    }
 
     private func locked<T>(_ body: () -> T) -> T {
         monitor.locked(body)
@@ -106,11 +127,13 @@ final class KVMGuestControl: @unchecked Sendable {
     }
 
     /// Sleeps until `deadline` (CLOCK_MONOTONIC ns) unless a pause or stop comes first; returns
-    /// false when interrupted by one.
+    /// false when interrupted by one. A `wakeAll` (the pace or throttle changed) ends the sleep
+    /// early with true: the caller recomputes its wait.
     func sleep(until deadline: UInt64) -> Bool {
         locked {
+            let seen = wakeups
             while !pausing && !stopping && !shutdownRequested.load(ordering: .relaxed) {
-                if MonotonicClock.now() >= deadline { return true }
+                if MonotonicClock.now() >= deadline || wakeups != seen { return true }
                 var until = timespec(monotonicNanoseconds: deadline)
                 pthread_cond_timedwait(vcpuCondition, mutex, &until)
             }
@@ -136,8 +159,11 @@ final class KVMGuestControl: @unchecked Sendable {
         }
     }
 
-    /// Wakes sleeping vCPUs (the throttle changed).
+    /// Wakes sleeping vCPUs (the throttle or the pace changed).
     func wakeAll() {
-        locked { _ = pthread_cond_broadcast(vcpuCondition) }
+        locked {
+            wakeups &+= 1
+            _ = pthread_cond_broadcast(vcpuCondition)
+        }
     }
 }

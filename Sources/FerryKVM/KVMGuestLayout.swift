@@ -35,6 +35,7 @@ public enum KVMGuestLayout {
     static let regLine: UInt64 = 0x0c
     static let regHalt: UInt64 = 0x10
     static let regDiskRequest: UInt64 = 0x14
+    static let regLoad: UInt64 = 0x18
     static let budgetFinished: UInt32 = 0xffff_ffff
     static let budgetShutdown: UInt32 = 0xffff_fffe
     static let lineCapacity = 124
@@ -46,6 +47,7 @@ public enum KVMGuestLayout {
     static let paramPrintInterval: UInt32 = 6
     static let paramDiskSectors: UInt32 = 8
     static let paramJournalInterval: UInt32 = 10
+    static let paramTSCHertz: UInt32 = 12
 
     // GDT selectors.
     static let userCodeSelector: UInt16 = 0x1b

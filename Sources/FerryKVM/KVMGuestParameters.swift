@@ -11,7 +11,8 @@ public struct KVMGuestParameters: Sendable, Equatable {
     public var stepLimit: UInt64?
     /// Steps between progress lines.
     public var printInterval: UInt64
-    /// Largest budget one request returns (one exit per this many writes at most).
+    /// Largest budget one request of a paced guest returns (one exit per this many writes at
+    /// most); an unpaced guest gets at least `KVMVCPURunner.unpacedGrant` (65,536) per request.
     public var budgetChunk: UInt32
     /// With a disk: vCPU 0's steps between journal step records (docs/disk.md).
     public var journalInterval: UInt64

@@ -38,6 +38,12 @@ final class KVMVCPU: @unchecked Sendable {
         }
     }
 
+    /// The guest's TSC ticks per second (KVM_GET_TSC_KHZ), or 0 when KVM does not say.
+    func tscHertz() -> UInt64 {
+        let rc = ckvm_ioctl_value(fd, CKVM_GET_TSC_KHZ, 0)
+        return rc > 0 ? UInt64(rc) * 1000 : 0
+    }
+
     deinit {
         munmap(run, runSize)
         close(fd)

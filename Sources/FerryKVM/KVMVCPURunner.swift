@@ -22,8 +22,11 @@ final class KVMVCPURunner: @unchecked Sendable {
     private let console: KVMConsole
     private let disk: KVMDiskSlot
     private let machine: KVMVirtualMachine
-    private let writesPerSecond: Double?
+    /// The guest's TSC ticks per second (PARAM_TSC_HZ; 0 if KVM does not say).
+    private let tscHertz: UInt64
     var thread: pthread_t?
+    /// The last REG_LOAD value (per mille); -1 before the first.
+    private let publishedLoad = Atomic<Int>(-1)
     /// The vCPU thread's CPU time, as the scheduler accounts it.
     let cpuTime = ThreadCPUTime()
 
@@ -47,7 +50,13 @@ final class KVMVCPURunner: @unchecked Sendable {
         self.parameters = parameters
         self.control = control
         self.console = console
-        writesPerSecond = parameters.writesPerSecond.map { $0 / Double(parameters.vcpus) }
+        tscHertz = vcpu.tscHertz()
+    }
+
+    /// The load the guest last published for this vCPU (per mille), nil before its first report.
+    var loadPermille: Int? {
+        let value = publishedLoad.load(ordering: .relaxed)
+        return value < 0 ? nil : value
     }
 
     func run() {
@@ -123,6 +132,8 @@ final class KVMVCPURunner: @unchecked Sendable {
             return printLine(at: Int(data.load(as: UInt32.self)))
         case (KVMGuestLayout.regHalt, true):
             halted = true
+        case (KVMGuestLayout.regLoad, true):
+            publishedLoad.store(Int(min(data.load(as: UInt32.self), 1000)), ordering: .relaxed)
         case (KVMGuestLayout.regDiskRequest, true):
             return diskRequest(at: Int(data.load(as: UInt32.self)))
         default:
@@ -141,23 +152,30 @@ final class KVMVCPURunner: @unchecked Sendable {
             case KVMGuestLayout.paramPrintInterval: parameters.printInterval
             case KVMGuestLayout.paramDiskSectors: disk.disk?.sectors ?? 0
             case KVMGuestLayout.paramJournalInterval: parameters.journalInterval
+            case KVMGuestLayout.paramTSCHertz: tscHertz
             default: 0
             }
         return UInt32(truncatingIfNeeded: index & 1 == 0 ? value : value >> 32)
     }
+
+    /// Least budget an unpaced guest gets per request: a few milliseconds of writes, so that the
+    /// exits (tens of microseconds under nested KVM) cost it little and its load reads near 1000.
+    static let unpacedGrant: UInt32 = 1 << 16
 
     /// How many writes the guest may do now. Blocks for pacing; a pause or stop interrupts the
     /// wait with 0 ("ask again"), so the vCPU parks within microseconds.
     private func budget() -> UInt32 {
         if control.shutdownRequested.load(ordering: .relaxed) { return KVMGuestLayout.budgetShutdown }
         let step = KVMGuestLayout.publishedStep(memory: memory, vcpu: vcpu.index)
-        var grant = parameters.budgetChunk
+        let unpaced = control.writesPerSecond == nil
+        var grant = unpaced ? max(parameters.budgetChunk, Self.unpacedGrant) : parameters.budgetChunk
         if let limit = parameters.stepLimit {
             if step >= limit { return KVMGuestLayout.budgetFinished }
             grant = UInt32(min(UInt64(grant), limit - step))
         }
-        guard let rate = writesPerSecond else { return grant }
         while true {
+            guard let total = control.writesPerSecond else { return grant }
+            let rate = total / Double(parameters.vcpus)
             let effective = rate * Double(100 - control.throttle.load(ordering: .relaxed)) / 100
             let now = MonotonicClock.now()
             // At most 10 ms of writes carried over, so a guest that waited does not burst.

@@ -10,7 +10,7 @@ extension VirtualMachineMonitor {
 
     static let operationNames = [
         "hello", "status", "pause", "resume", "shutdown", "kill", "console", "suspend", "migrate", "migration",
-        "cancel-migration", "watch", "resolve",
+        "cancel-migration", "watch", "resolve", "set-pace",
     ]
 
     func handle(_ line: String, from connection: UnixLineConnection) -> ControlAnswer {
@@ -42,6 +42,7 @@ extension VirtualMachineMonitor {
         case "migration": return (migrationStatus(), nil)
         case "cancel-migration": return (try cancelMigration(), nil)
         case "resolve": return try resolve(request)
+        case "set-pace": return (try setPace(request), nil)
         case "watch":
             addWatcher(connection)
             return (["state": .string(condition.withLock { state.rawValue })], nil)
@@ -116,6 +117,7 @@ extension VirtualMachineMonitor {
         let cpu = guest?.cpuNanosecondsPerVCPU ?? []
         fields["vcpu_cpu_ns"] = .array(cpu.map { JSONValue($0) })
         fields["cpu_ns"] = JSONValue(cpu.reduce(0, +))
+        fields.merge(Self.loadFields(guest?.loadPermillePerVCPU ?? [])) { $1 }
         fields["uptime_s"] = .number(Date().timeIntervalSince(startedAt))
         fields["migration"] = migration?.status() ?? .null
         fields["incoming"] = state == .migratingIn ? incomingStatus() : .null

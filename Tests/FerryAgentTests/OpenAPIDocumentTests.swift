@@ -18,7 +18,8 @@ struct OpenAPIDocumentTests {
         for operation in [
             "GET /v1/guests", "POST /v1/guests", "GET /v1/guests/{name}", "DELETE /v1/guests/{name}",
             "POST /v1/guests/{name}/start", "POST /v1/guests/{name}/stop", "POST /v1/guests/{name}/suspend",
-            "POST /v1/guests/{name}/resume", "GET /v1/guests/{name}/console", "GET /v1/host", "POST /v1/migrations",
+            "POST /v1/guests/{name}/resume", "POST /v1/guests/{name}/pace", "GET /v1/guests/{name}/console",
+            "GET /v1/host", "POST /v1/migrations",
             "GET /v1/migrations/{id}", "DELETE /v1/migrations/{id}", "GET /v1/migrations/{id}/events", "GET /metrics",
         ] {
             #expect(operations[operation] != nil, "\(operation) is not in docs/agent-api.yaml")

@@ -66,3 +66,66 @@ struct KVMGuestRunTests {
         #expect(guest.failure == nil)
     }
 }
+
+/// The KVM guest program's own load figure (REG_LOAD: rdtsc around its budget reads) and its
+/// pace changed while it runs.
+@Suite("KVM guest load", .tags(.kvm, .slow), .skippable(.kvm), .skippable(.slow), .serialized)
+struct KVMGuestLoadTests {
+    let logger = Logger(label: "test.kvm")
+
+    /// Waits `afterMs`, then until every vCPU has reported a load, at most 5 s.
+    static func freshLoads(_ guest: KVMGuest, afterMs: Int) -> [Int] {
+        usleep(UInt32(afterMs * 1000))
+        for _ in 0..<100 {
+            let loads = guest.loadPermillePerVCPU.compactMap { $0 }
+            if loads.count == guest.parameters.vcpus { return loads }
+            usleep(50_000)
+        }
+        return []
+    }
+
+    @Test(
+        "a paced guest reports a low load, an unpaced one near 1000",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func pacedAndUnpacedLoad() throws {
+        let memory = AnonymousMemory(mebibytes: 16)
+        let parameters = KVMGuestParameters(seed: 5, vcpus: 2, writesPerSecond: 20_000)
+        let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
+        #expect(guest.loadPermillePerVCPU == [nil, nil])
+        guest.start()
+        defer { guest.stop() }
+        let paced = Self.freshLoads(guest, afterMs: 1500)
+        guest.writesPerSecond = nil
+        let unpaced = Self.freshLoads(guest, afterMs: 2500)
+        print("KVM guest load at 20000 writes/s: \(paced) ‰; unpaced: \(unpaced) ‰")
+        #expect(paced.count == 2 && paced.allSatisfy { $0 < 500 }, "paced: \(paced)")
+        #expect(unpaced.count == 2 && unpaced.allSatisfy { $0 > 850 }, "unpaced: \(unpaced)")
+        #expect(guest.failure == nil)
+    }
+
+    @Test(
+        "a lower pace lowers the step rate and the load at once",
+        .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func lowerPace() throws {
+        let memory = AnonymousMemory(mebibytes: 16)
+        let parameters = KVMGuestParameters(seed: 6, vcpus: 1)
+        let guest = try KVMGuest(memory: memory.base, size: memory.size, parameters: parameters, logger: logger)
+        guest.start()
+        defer { guest.stop() }
+        let highLoad = Self.freshLoads(guest, afterMs: 1500)
+        let s0 = guest.stepsPerVCPU[0]
+        usleep(300_000)
+        let high = Double(guest.stepsPerVCPU[0] - s0) / 0.3
+        guest.writesPerSecond = 10_000
+        usleep(100_000)
+        let s1 = guest.stepsPerVCPU[0]
+        usleep(500_000)
+        let low = Double(guest.stepsPerVCPU[0] - s1) / 0.5
+        let lowLoad = Self.freshLoads(guest, afterMs: 1500)
+        print("KVM guest: unpaced \(Int(high)) writes/s, load \(highLoad) ‰; at 10000/s: \(Int(low)), \(lowLoad) ‰")
+        #expect(low > 5_000 && low < 15_000, "\(low) writes/s after the pace fell to 10000")
+        #expect(high > low * 5)
+        #expect((lowLoad.first ?? 1000) < (highLoad.first ?? 0) / 2, "\(highLoad) then \(lowLoad)")
+        #expect(guest.failure == nil)
+    }
+}

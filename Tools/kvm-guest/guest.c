@@ -19,6 +19,10 @@
  * data block; on BUDGET_SHUTDOWN (or BUDGET_FINISHED) a clean-shutdown record and a flush
  * before it prints "kvm-guest: vcpu 0 shutdown step S checksum 0x..." and halts. The journal's
  * state lives on vCPU 0's stack and its buffers in guest memory: it migrates with the memory.
+ *
+ * Every vCPU measures its own load with rdtsc: the ticks it spends blocked in the REG_BUDGET
+ * read (the VMM's pacing) against all ticks; about once a second (PARAM_TSC_HZ ticks) it writes
+ * the working share in per mille to REG_LOAD. Reading the clock never changes which steps run.
  */
 #include <stdint.h>
 #include "layout.h"
@@ -48,6 +52,19 @@ static inline uint32_t read_register(uint32_t offset) {
     __asm__ volatile("" : : : "memory");
     return value;
 }
+
+static inline uint64_t read_tsc(void) {
+    uint32_t low, high;
+    __asm__ volatile("rdtsc" : "=a"(low), "=d"(high));
+    return ((uint64_t)high << 32) | low;
+}
+
+/* A vCPU's load interval: when it began and the ticks spent blocked in REG_BUDGET since. */
+struct load_meter {
+    uint64_t start;
+    uint64_t blocked;
+    uint64_t interval;
+};
 
 static uint64_t param64(uint32_t index) {
     write_register(REG_PARAM_SELECT, index);
@@ -101,6 +118,24 @@ static void print_progress(uint64_t vcpu, const char *what, uint64_t step, uint6
     append_text(&line, " checksum ");
     append_hex(&line, checksum);
     write_register(REG_LINE, (uint32_t)(uintptr_t)&line);
+}
+
+/* Counts a budget read that began at `before` and ended at `after`; at the end of an interval
+ * publishes the working share in per mille. A clock that went backwards or jumped (a restore on
+ * another host) starts a new interval without publishing. */
+static void load_account(struct load_meter *m, uint64_t before, uint64_t after) {
+    if (after < before || before < m->start || after - m->start > 10 * m->interval) {
+        m->start = after;
+        m->blocked = 0;
+        return;
+    }
+    m->blocked += after - before;
+    uint64_t elapsed = after - m->start;
+    if (elapsed < m->interval) return;
+    uint64_t working = elapsed > m->blocked ? elapsed - m->blocked : 0;
+    write_register(REG_LOAD, (uint32_t)(working * 1000 / elapsed));
+    m->start = after;
+    m->blocked = 0;
 }
 
 /* ---- the disk journal (docs/disk.md; Sources/FerryGuest/DiskJournalFormat.swift is the same format) */
@@ -300,11 +335,18 @@ __attribute__((noreturn)) void guest_main(uint64_t vcpu) {
     }
 
     print_progress(vcpu, " step ", step, checksum);
+    struct load_meter load;
+    load.interval = param64(PARAM_TSC_HZ);
+    if (load.interval == 0) load.interval = 2000000000ULL;
+    load.start = read_tsc();
+    load.blocked = 0;
     uint32_t budget;
     for (;;) {
         status->step = step;
         status->checksum = checksum;
+        uint64_t before = read_tsc();
         budget = read_register(REG_BUDGET);
+        load_account(&load, before, read_tsc());
         if (budget == BUDGET_FINISHED || budget == BUDGET_SHUTDOWN) break;
         while (budget-- > 0) {
             uint64_t r = next_random(&random);

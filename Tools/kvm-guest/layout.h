@@ -69,6 +69,10 @@
 #define DISK_IO_ERROR        4
 #define DISK_BAD_COMMAND     5
 #define DISK_MAX_SECTORS     2048
+/* write: this vCPU's load over its last interval (about a second), in per mille: the share of
+ * its time (rdtsc) spent working rather than blocked in the REG_BUDGET read (the VMM's
+ * pacing). The VMM keeps each vCPU's last value (the vmm's status: guest_load_permille). */
+#define REG_LOAD             0x18
 
 #define PARAM_SEED           0  /* 64-bit: 0 low, 1 high */
 #define PARAM_WORK_FIRST     2  /* 64-bit: first page of the working area */
@@ -76,5 +80,6 @@
 #define PARAM_PRINT_INTERVAL 6  /* 64-bit: steps between progress lines */
 #define PARAM_DISK_SECTORS   8  /* 64-bit: the disk's capacity in 512-byte sectors; 0: no disk */
 #define PARAM_JOURNAL_INTERVAL 10 /* 64-bit: steps between journal step records (vCPU 0) */
+#define PARAM_TSC_HZ         12 /* 64-bit: the guest's TSC ticks per second (0: unknown) */
 
 #endif
