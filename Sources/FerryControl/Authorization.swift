@@ -44,12 +44,16 @@ public enum ProjectAction: String, Sendable, Hashable, CaseIterable {
     case deleteGuest
     case readInvoice
     case manageMembers
+    /// See the project's leases (reservations of capacity).
+    case readLeases
+    /// Reserve capacity, or give a reservation up: a commitment for the project, so its admin's.
+    case manageLeases
 
     /// The least role that may do it.
     public var minimumRole: ProjectRole {
         switch self {
-        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest: .member
-        case .readInvoice, .manageMembers: .admin
+        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest, .readLeases: .member
+        case .readInvoice, .manageMembers, .manageLeases: .admin
         }
     }
 }

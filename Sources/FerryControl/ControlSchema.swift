@@ -67,6 +67,7 @@ enum ControlSchema {
         migrator.registerMigration("v2-accounts") { db in try db.execute(sql: accountsV2) }
         migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
         migrator.registerMigration("v4-guest-samples") { db in try db.execute(sql: guestSamplesV4) }
+        migrator.registerMigration("v5-leases") { db in try db.execute(sql: leasesV5) }
         return migrator
     }
 
@@ -82,6 +83,25 @@ enum ControlSchema {
             PRIMARY KEY (guest_id, time_ms)
         ) STRICT, WITHOUT ROWID;
         CREATE INDEX guest_samples_by_time ON guest_samples (time_ms);
+        """
+
+    /// Leases (reservations of capacity for a window); the unit is the flavor's resources when
+    /// admitted.
+    static let leasesV5 = """
+        CREATE TABLE leases (
+            id TEXT PRIMARY KEY NOT NULL,
+            project TEXT NOT NULL REFERENCES projects (name),
+            flavor TEXT NOT NULL,
+            count INTEGER NOT NULL CHECK (count >= 1),
+            vcpus INTEGER NOT NULL, memory_bytes INTEGER NOT NULL, disk_bytes INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL CHECK (end_ms > start_ms),
+            at_end TEXT NOT NULL CHECK (at_end IN ('stop', 'suspend', 'extend')),
+            state TEXT NOT NULL CHECK (state IN ('admitted', 'cancelled')),
+            created_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX leases_by_end ON leases (state, end_ms);
+        CREATE INDEX leases_by_project ON leases (project, start_ms);
         """
 
     /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are

@@ -65,6 +65,16 @@ public protocol ControlStore: Sendable {
     func samples(guests: [GuestID], sinceMilliseconds: Int64) async throws(ControlError) -> [GuestID: [GuestSample]]
     /// Removes the samples older than `beforeMilliseconds`; how many.
     func pruneSamples(beforeMilliseconds: Int64) async throws(ControlError) -> Int
+
+    /// Records the lease if `ControlRules.admitLease` admits it against what the same
+    /// transaction reads (hosts, the guests' resources, the admitted leases that end after it
+    /// starts); otherwise throws its refusal. An unknown project or flavor is `notFound`.
+    func admitLease(_ submission: LeaseSubmission) async throws(ControlError) -> LeaseRecord
+    /// The project's leases, by start.
+    func leases(project: String) async throws(ControlError) -> [LeaseRecord]
+    func lease(id: String) async throws(ControlError) -> LeaseRecord?
+    /// admitted → cancelled (again: the same answer); its capacity is free for others.
+    func cancelLease(id: String) async throws(ControlError) -> LeaseRecord
 }
 
 /// One telemetry sample of one guest, as a store keeps it.

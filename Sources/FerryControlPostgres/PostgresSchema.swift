@@ -106,6 +106,26 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX guest_samples_by_time ON guest_samples (time_ms)",
             ]),
+        Migration(
+            identifier: "v5-leases",
+            statements: [
+                """
+                CREATE TABLE leases (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    project TEXT NOT NULL REFERENCES projects (name),
+                    flavor TEXT NOT NULL,
+                    count BIGINT NOT NULL CHECK (count >= 1),
+                    vcpus BIGINT NOT NULL, memory_bytes BIGINT NOT NULL, disk_bytes BIGINT NOT NULL,
+                    start_ms BIGINT NOT NULL,
+                    end_ms BIGINT NOT NULL CHECK (end_ms > start_ms),
+                    at_end TEXT NOT NULL CHECK (at_end IN ('stop', 'suspend', 'extend')),
+                    state TEXT NOT NULL CHECK (state IN ('admitted', 'cancelled')),
+                    created_ms BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX leases_by_end ON leases (state, end_ms)",
+                "CREATE INDEX leases_by_project ON leases (project, start_ms)",
+            ]),
     ]
 
     /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).

@@ -79,6 +79,7 @@ public final class Controller: Sendable {
             store: store, provisioner: provisioner, hosts: hosts, heartbeatTimeout: configuration.heartbeatTimeout
         ).add(to: router)
         CatalogueRoutes(store: store).add(to: router)
+        LeaseRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies

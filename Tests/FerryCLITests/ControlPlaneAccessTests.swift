@@ -32,7 +32,11 @@ struct ControlPlaneAccessTests {
             ("GET", "/v1/projects/alpha/guests", nil),
             ("POST", "/v1/projects/alpha/guests", ["name": "x", "flavor": "tiny", "image": "builtin"]),
             ("GET", "/v1/guests/\(id)", nil), ("GET", "/v1/guests/\(id)/journal", nil),
-            ("GET", "/v1/guests/\(id)/usage", nil),
+            ("GET", "/v1/guests/\(id)/usage", nil), ("GET", "/v1/projects/alpha/leases", nil),
+            (
+                "POST", "/v1/projects/alpha/leases",
+                ["flavor": "tiny", "count": 1, "start": "2100-01-01T00:00:00Z", "end": "2100-01-02T00:00:00Z"]
+            ),
             ("POST", "/v1/guests/\(id)/stop", nil), ("POST", "/v1/guests/\(id)/start", nil),
             ("DELETE", "/v1/guests/\(id)", nil), ("GET", "/v1/projects/alpha/invoice", nil),
             ("GET", "/v1/projects/alpha/members", nil), ("PUT", "/v1/projects/alpha/members/bob", ["role": "admin"]),

@@ -206,4 +206,37 @@ struct ControlPlaneTests {
         let page = String(decoding: html, as: UTF8.self)
         #expect(status == 200 && page.contains("<svg") && page.contains(#"class="cpu""#), "the page draws its usage")
     }
+
+    /// Leases over HTTP on a real controller with three agents offering 16 tiny guests each: 48
+    /// reserved for a window fit exactly, one more in it is 409 with the nearest window that
+    /// fits (when the first ends), giving the first up lets it in, and the list shows both.
+    @Test func leasesAreAdmittedWithoutOverbooking() throws {
+        let cloud = try ControlPlaneFixture("cpl")
+        let style = Date.ISO8601FormatStyle()
+        let start = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.up) * 60 + 3600)
+        func lease(_ count: Int, from: Date, hours: Double) -> [String: Any] {
+            [
+                "flavor": "tiny", "count": count, "start": style.format(from),
+                "end": style.format(from.addingTimeInterval(hours * 3600)),
+            ]
+        }
+        let (made, first) = try cloud.json("POST", "/v1/projects/alpha/leases", lease(48, from: start, hours: 1))
+        #expect(made == 201 && first["state"] as? String == "admitted", "\(first)")
+        let later = start.addingTimeInterval(1800)
+        let (refused, answer) = try cloud.json("POST", "/v1/projects/alpha/leases", lease(1, from: later, hours: 1))
+        let error = answer["error"] as? [String: Any] ?? [:]
+        #expect(refused == 409 && error["code"] as? String == "insufficient_capacity", "\(answer)")
+        let message = error["message"] as? String ?? ""
+        #expect(message.contains("nearest window") && message.contains(style.format(start.addingTimeInterval(3600))))
+        let (bad, badAnswer) = try cloud.json(
+            "POST", "/v1/projects/alpha/leases", ["flavor": "tiny", "count": 1, "start": "soon", "end": "later"])
+        #expect(bad == 422 && (badAnswer["error"] as? [String: Any])?["field"] as? String == "start")
+
+        let id = try #require(first["id"] as? String)
+        #expect(try cloud.json("DELETE", "/v1/leases/\(id)").1["state"] as? String == "cancelled")
+        #expect(try cloud.json("POST", "/v1/projects/alpha/leases", lease(1, from: later, hours: 1)).0 == 201)
+        let leases = try cloud.json("GET", "/v1/projects/alpha/leases").1["leases"] as? [[String: Any]] ?? []
+        #expect(leases.compactMap { $0["state"] as? String } == ["cancelled", "admitted"], "\(leases)")
+        #expect(try cloud.json("DELETE", "/v1/leases/nothing").0 == 404)
+    }
 }

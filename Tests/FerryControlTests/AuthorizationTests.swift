@@ -20,7 +20,7 @@ import Testing
     }
 
     /// Every project action × every asker, written out: outsiders find nothing (404, never 403),
-    /// members run guests, admins also read the invoice and manage members, a site admin is an
+    /// members run guests, admins also read the invoice, manage members and reserve capacity (leases), a site admin is an
     /// admin everywhere.
     @Test func everyProjectActionForEveryRole() {
         let expected: [ProjectAction: [Asker: AccessDecision]] = [
@@ -32,6 +32,8 @@ import Testing
             .deleteGuest: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
             .readInvoice: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
             .manageMembers: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
+            .readLeases: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
+            .manageLeases: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
         ]
         #expect(Set(expected.keys) == Set(ProjectAction.allCases))
         for action in ProjectAction.allCases {
