@@ -12,7 +12,7 @@ struct GuestCommand: ParsableCommand {
         subcommands: [
             GuestCreateCommand.self, GuestListCommand.self, GuestShowCommand.self, GuestStartCommand.self,
             GuestStopCommand.self, GuestSuspendCommand.self, GuestResumeCommand.self, GuestDeleteCommand.self,
-            GuestConsoleCommand.self,
+            GuestConsoleCommand.self, GuestPaceCommand.self,
         ])
 }
 
@@ -115,6 +115,26 @@ struct GuestShowCommand: ParsableCommand {
                 lines.append("  \(step.time)  \(step.from ?? "-") → \(step.to): \(step.cause)")
             }
             HumanOutput.print(lines.joined(separator: "\n"))
+        }
+    }
+}
+
+struct GuestPaceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pace", abstract: "Change how fast a running guest writes its memory (its demand), at once.",
+        discussion: """
+            RATE is bytes of page writes per second for the whole guest, as in a workload: 8MB/s, 1GiB/s, \
+            2000pages/s, or unpaced. The guest's steps per second and the load it reports follow within about \
+            two seconds. The pace belongs to the guest's current process: after a migration or a restore it runs \
+            at its specification's rate again. Tools/load-gen changes it over time in patterns.
+            """)
+    @OptionGroup var target: GuestTarget
+    @Argument(help: ArgumentHelp("The new rate.", valueName: "rate")) var rate: String
+
+    func run() throws {
+        runReportingErrors {
+            let body = Array(try JSONEncoder().encode(["rate": rate]))
+            try target.act("POST", "/pace", body: body, done: "paced at \(rate)")
         }
     }
 }

@@ -172,9 +172,10 @@ struct ControlPlaneTests {
         #expect(waited < 15, "the build ended at its deadline, not at the client's 60 s: \(waited) s")
     }
 
-    /// A running guest's CPU use reaches the controller with its host's heartbeats: the usage API
-    /// gives points within 0–100% (the built-in guest paced at its default rate uses some CPU,
-    /// not all of it), the console's guest page draws them, and a bad span is refused naming it.
+    /// A running guest's CPU use and the load it publishes reach the controller with its host's
+    /// heartbeats: the usage API gives points within 0–100% (the built-in guest paced at its
+    /// default rate uses some CPU, not all of it) with the guest's load, the console's guest page
+    /// draws them, and a bad span is refused naming it.
     @Test func aRunningGuestsCPUUseIsKeptAndShown() throws {
         let cloud = try ControlPlaneFixture("cpu", agents: 1)
         let body: [String: Any] = ["name": "busy", "flavor": "tiny", "image": "builtin"]
@@ -190,6 +191,7 @@ struct ControlPlaneTests {
         let cpu = points.compactMap { ($0["cpu_percent"] as? NSNumber)?.doubleValue }
         #expect(cpu.count == points.count && cpu.allSatisfy { (0...100).contains($0) }, "\(points)")
         #expect(cpu.contains { $0 > 0 }, "the guest's vCPU ran: \(points)")
+        #expect(points.contains { $0["load_permille"] is NSNumber }, "the load the guest published came too: \(points)")
         let (bad, answer) = try cloud.json("GET", "/v1/guests/\(id)/usage?minutes=0")
         #expect(bad == 422 && (answer["error"] as? [String: Any])?["field"] as? String == "minutes", "\(answer)")
 

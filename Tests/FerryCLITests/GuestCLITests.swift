@@ -39,6 +39,10 @@ struct GuestCLITests {
         let console = try agent.guest(["console", "web-1"])
         #expect(console.status == 0 && console.stdout.contains("running"), "\(console.stdout) \(console.stderr)")
         #expect(console.stdout.contains("disk: new journal (no records yet)"), "the vmm opened the disk")
+        let paced = try agent.guest(["pace", "web-1", "1MB/s"])
+        #expect(paced.status == 0 && paced.stdout.contains("guest web-1 paced at 1MB/s"), "\(paced.stderr)")
+        let badRate = try agent.guest(["pace", "web-1", "fast"])
+        #expect(badRate.status != 0 && badRate.stderr.contains("rate"), "\(badRate.stderr)")
         // One operation at a time: a start of a running guest is refused, naming its state.
         let again = try agent.guest(["start", "web-1"])
         #expect(again.status == 1 && again.stderr.contains("running"), "\(again.stderr)")
