@@ -75,9 +75,10 @@ extension ControlRules {
     /// capacity of the hosts that take guests now, the resources every guest holds now (they stay
     /// until migrated away) and the admitted leases. A refusal says when and by how much capacity
     /// falls short and, when one exists within a year, the nearest window of the same length that
-    /// fits. Pure: the caller reads its inputs in the transaction that will record the lease.
+    /// fits. Pure: the caller reads its inputs in the transaction that will record the lease and
+    /// gives the new lease's `id` (`newLeaseID()`).
     public static func admitLease(
-        _ submission: LeaseSubmission, flavor: Flavor, hosts: [HostRecord], usage: [String: Resources],
+        _ submission: LeaseSubmission, id: String, flavor: Flavor, hosts: [HostRecord], usage: [String: Resources],
         admitted: [LeaseRecord], now: Date, heartbeatTimeout: Duration
     ) throws(ControlError) -> LeaseRecord {
         let start = Billing.milliseconds(submission.start)
@@ -91,8 +92,6 @@ extension ControlRules {
         guard end > start, end - start <= longestLeaseMilliseconds else {
             throw ControlError(.invalidArgument, "end: a lease ends after it starts, within 366 days")
         }
-        let id = (0..<8).map { _ in String(UInt8.random(in: 0...255), radix: 16) }
-            .map { $0.count == 1 ? "0" + $0 : $0 }.joined()
         let request = try LeaseRequest(
             id: id, unit: flavor.resources, count: submission.count, startMilliseconds: start, endMilliseconds: end)
         let capacity = hosts.filter { $0.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) }
@@ -125,6 +124,9 @@ extension ControlRules {
                     + " flavor or another window")
         }
     }
+
+    /// 16 hex digits from the system's random source, as API token IDs.
+    public static func newLeaseID() -> String { Secrets.randomBytes(8).map { String(format: "%02x", $0) }.joined() }
 
     static func iso(_ milliseconds: Int64) -> String {
         Date(timeIntervalSince1970: Double(milliseconds) / 1000).formatted(

@@ -19,7 +19,8 @@ extension SQLiteControlStore {
                 arguments: [Billing.milliseconds(submission.start)]
             ).map { row in try Self.lease(row, file: self.path) }
             let lease = try ControlRules.admitLease(
-                submission, flavor: ControlRows.flavor(flavorRow), hosts: hosts, usage: self.usageByHost(db),
+                submission, id: ControlRules.newLeaseID(), flavor: ControlRows.flavor(flavorRow), hosts: hosts,
+                usage: self.usageByHost(db),
                 admitted: admitted, now: self.now(), heartbeatTimeout: self.heartbeatTimeout)
             try db.execute(
                 sql: """

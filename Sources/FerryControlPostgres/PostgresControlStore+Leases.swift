@@ -23,7 +23,7 @@ extension PostgresControlStore {
                 logger: logger
             ) { row in try Self.lease(row, url: url) }
             let lease = try ControlRules.admitLease(
-                submission, flavor: flavor, hosts: try await allHosts(connection),
+                submission, id: ControlRules.newLeaseID(), flavor: flavor, hosts: try await allHosts(connection),
                 usage: try await usageByHost(connection), admitted: admitted, now: now(),
                 heartbeatTimeout: heartbeatTimeout)
             try await connection.query(

@@ -68,7 +68,7 @@ struct CloudRoutes: Sendable {
         router.get("/v1/guests/:id/usage") { request, context in
             let guest = try await guest(context, .readGuest)
             let minutes = try UsageQuery.minutes(request.uri.queryParameters)
-            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let now = Billing.milliseconds(Date())
             let since = now - Int64(minutes) * 60_000
             let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
             return try Self.json(UsageView(from: since, to: now, points: Telemetry.usage(samples)))

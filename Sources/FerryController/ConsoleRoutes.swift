@@ -157,7 +157,7 @@ struct ConsoleRoutes: Sendable {
         let console = await consoleOutput(guest, address: address)
         var view = GuestPageView(
             guest, journal: journal, hostAddress: address, console: console, csrfToken: session.csrfToken, now: Date())
-        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let now = Billing.milliseconds(Date())
         let since = now - 10 * 60_000
         let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
         view.usageChart = UsageChart.svg(

@@ -60,7 +60,7 @@ final class HostTracking: Sendable {
         let measured = heartbeat.guests.filter { $0.telemetry != nil }
         guard !measured.isEmpty else { return }
         let running = Set(try await store.guests(host: heartbeat.hostID, states: [.running]).map(\.id))
-        let now = Int64((clock().timeIntervalSince1970 * 1000).rounded())
+        let now = Billing.milliseconds(clock())
         let rows = measured.compactMap { guest -> GuestSampleRow? in
             guard running.contains(guest.id), let telemetry = guest.telemetry, telemetry.vcpus > 0 else { return nil }
             return GuestSampleRow(
@@ -74,7 +74,7 @@ final class HostTracking: Sendable {
 
     /// Drops samples older than the retention.
     func pruneSamples() async throws(ControlError) {
-        let now = Int64((clock().timeIntervalSince1970 * 1000).rounded())
+        let now = Billing.milliseconds(clock())
         _ = try await store.pruneSamples(beforeMilliseconds: now - Self.sampleRetentionMilliseconds)
     }
 
