@@ -2,7 +2,6 @@ import FerryHostModel
 import FerryInventory
 import FerrySystem
 import FerryTransport
-import FerryVMM
 import Foundation
 import Logging
 import Synchronization
@@ -101,19 +100,18 @@ final class ControllerLink: Sendable {
             guests: records.map { record in
                 HostHeartbeat.Guest(
                     id: record.id, name: record.specification.name, state: record.state,
-                    telemetry: record.state == .running ? record.process.flatMap(Self.telemetry) : nil)
+                    telemetry: record.state == .running ? telemetry(record) : nil)
             })
     }
 
-    /// A running guest's counters from its vmm's `status`, nil if it does not answer within
-    /// 200 ms (a busy vmm delays no heartbeat for long; the next one asks again).
-    static func telemetry(_ process: ProcessFacts) -> HostHeartbeat.Telemetry? {
-        guard let client = try? VMMControlClient(path: process.controlSocket, timeoutSeconds: 0.2),
-            let status = try? client.call("status"), let cpu = status["cpu_ns"]?.doubleValue,
-            let vcpus = status["vcpus"]?.intValue
-        else { return nil }
-        return HostHeartbeat.Telemetry(
-            cpuNanoseconds: UInt64(max(0, cpu)), vcpus: vcpus, loadPermille: status["load_permille"]?.intValue)
+    /// A running guest's counters from its vmm's `status` (`HostGuests.usage`), nil if it does
+    /// not answer within 200 ms (a busy vmm delays no heartbeat for long; the next one asks again).
+    func telemetry(_ record: GuestRecord) -> HostHeartbeat.Telemetry? {
+        guests.usage(record, timeoutSeconds: 0.2).map { usage in
+            HostHeartbeat.Telemetry(
+                cpuNanoseconds: usage.cpuNanoseconds, vcpus: record.specification.vcpus,
+                loadPermille: usage.loadPermille)
+        }
     }
 
     private func note(_ failure: String?) {

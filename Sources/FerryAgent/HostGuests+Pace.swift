@@ -30,10 +30,10 @@ extension HostGuests {
     }
 
     /// The guest's CPU use and reported load from its vmm's `status`; nil without a process or
-    /// when it does not answer within a second.
-    func usage(_ record: GuestRecord) -> GuestUsage? {
+    /// when it does not answer within `timeoutSeconds`.
+    func usage(_ record: GuestRecord, timeoutSeconds: Double = 1) -> GuestUsage? {
         guard record.state.hasProcess, let facts = record.process,
-            let client = try? VMMControlClient(path: facts.controlSocket, timeoutSeconds: 1)
+            let client = try? VMMControlClient(path: facts.controlSocket, timeoutSeconds: timeoutSeconds)
         else { return nil }
         defer { client.close() }
         guard let status = try? client.call("status") else { return nil }
