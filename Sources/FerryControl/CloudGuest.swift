@@ -7,8 +7,11 @@ public struct GuestRequest: Sendable, Equatable, Hashable, Codable {
     public var name: GuestName
     public var flavor: String
     public var image: String
+    /// The delivered lease whose private pool the guest goes into (nil: on-demand capacity).
+    public var lease: String?
 
-    public init(project: String, name: GuestName, flavor: String, image: String) {
+    public init(project: String, name: GuestName, flavor: String, image: String, lease: String? = nil) {
+        self.lease = lease
         self.project = project
         self.name = name
         self.flavor = flavor
@@ -28,6 +31,8 @@ public struct CloudGuest: Sendable, Equatable {
     public var diskTemplatePath: String
     /// The host the scheduler chose.
     public var host: String
+    /// The host it is being live-migrated to (it holds its resources on both meanwhile).
+    public var movingTo: String? = nil
     public var state: CloudGuestState
     /// Why the guest is in `error` (nil in any other state).
     public var errorReason: String?

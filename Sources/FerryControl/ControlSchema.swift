@@ -68,6 +68,7 @@ enum ControlSchema {
         migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
         migrator.registerMigration("v4-guest-samples") { db in try db.execute(sql: guestSamplesV4) }
         migrator.registerMigration("v5-leases") { db in try db.execute(sql: leasesV5) }
+        migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
         return migrator
     }
 
@@ -148,5 +149,28 @@ enum ControlSchema {
     /// images only there). Hosts registered before read false until their next heartbeat.
     static let hostKVMV3 = """
         ALTER TABLE hosts ADD COLUMN kvm INTEGER NOT NULL DEFAULT 0 CHECK (kvm IN (0, 1));
+        """
+
+    /// Leases delivered into private pools: their phase and SLA record, the units they set aside
+    /// per host, and the lease a guest of a pool belongs to.
+    static let leasePoolsV7 = """
+        ALTER TABLE leases ADD COLUMN image TEXT;
+        ALTER TABLE leases ADD COLUMN phase TEXT NOT NULL DEFAULT 'waiting'
+            CHECK (phase IN ('waiting', 'delivering', 'active', 'short', 'ended'));
+        ALTER TABLE leases ADD COLUMN delivered_ms INTEGER;
+        ALTER TABLE leases ADD COLUMN ended_ms INTEGER;
+        ALTER TABLE leases ADD COLUMN short_units INTEGER NOT NULL DEFAULT 0 CHECK (short_units >= 0);
+        ALTER TABLE leases ADD COLUMN short_ms INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE leases ADD COLUMN short_since_ms INTEGER;
+        ALTER TABLE leases ADD COLUMN note TEXT NOT NULL DEFAULT '';
+        CREATE INDEX leases_by_phase ON leases (state, phase, start_ms);
+        CREATE TABLE lease_slots (
+            lease_id TEXT NOT NULL REFERENCES leases (id),
+            host TEXT NOT NULL REFERENCES hosts (id),
+            units INTEGER NOT NULL CHECK (units >= 1),
+            PRIMARY KEY (lease_id, host)
+        ) STRICT;
+        ALTER TABLE guests ADD COLUMN lease_id TEXT REFERENCES leases (id);
+        CREATE INDEX guests_by_lease ON guests (lease_id) WHERE lease_id IS NOT NULL;
         """
 }

@@ -1,4 +1,5 @@
 import FerryHostModel
+import Foundation
 import Logging
 
 /// The controller's state: hosts, catalogue, projects and guests, and the journal of every
@@ -73,8 +74,26 @@ public protocol ControlStore: Sendable {
     /// The project's leases, by start.
     func leases(project: String) async throws(ControlError) -> [LeaseRecord]
     func lease(id: String) async throws(ControlError) -> LeaseRecord?
-    /// admitted → cancelled (again: the same answer); its capacity is free for others.
+    /// admitted → cancelled (again: the same answer); its capacity is free for others (a
+    /// delivered lease's slots too: it ends).
     func cancelLease(id: String) async throws(ControlError) -> LeaseRecord
+
+    // MARK: lease delivery
+
+    /// The admitted leases not ended whose window began by `now`, with their slots: the
+    /// controller's lease keeper delivers, watches and ends them.
+    func leasesInWindow(at now: Date) async throws(ControlError) -> [LeaseRecord]
+    /// In one write transaction: plans where the lease's units go (`ControlRules.planDelivery`
+    /// over the rows as they are), records its slots (from then on on-demand placement leaves
+    /// them alone) and makes a waiting lease `delivering`. The plan's moves are the caller's.
+    func planLeaseDelivery(id: String) async throws(ControlError) -> (LeaseRecord, DeliveryPlan)
+    /// Records a change of phase (`ControlRules.leaseChanged`: the SLA record's bookkeeping; an
+    /// ended lease's slots are freed).
+    func changeLease(id: String, to phase: LeasePhase, shortUnits: Int, note: String) async throws(ControlError)
+        -> LeaseRecord
+    /// Extends the lease by its length if admission admits the next window beside everything
+    /// else; otherwise throws the refusal.
+    func extendLease(id: String) async throws(ControlError) -> LeaseRecord
 }
 
 /// One telemetry sample of one guest, as a store keeps it.

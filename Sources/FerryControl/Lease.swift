@@ -4,7 +4,10 @@ import Foundation
 /// a flavor for the window `[start, end)`, and what happens at its end. Admitted only if, at
 /// every instant of the window, the admitted leases and the guaranteed on-demand load fit the
 /// hosts (`LeaseAdmission`), checked in the transaction that records it, so that parallel
-/// requests cannot overbook. Delivery into the project's pool at the start is not built yet.
+/// requests cannot overbook. At its start the controller delivers it (`LeaseDelivery`): units
+/// set aside on hosts (`slots`), on-demand guests live-migrated away to make room, the lease's
+/// guests booted if it names an image; only the lessee's guests go into the slots. The delivery's
+/// record (`deliveredAt`, `shortUnits`, the time short) is the lease's SLA record.
 public struct LeaseRecord: Sendable, Equatable {
     public var id: String
     public var project: String
@@ -18,11 +21,29 @@ public struct LeaseRecord: Sendable, Equatable {
     public var atEnd: LeaseEnd
     public var state: LeaseState
     public var createdAt: Date
+    /// The image of the guests booted into the pool at delivery (nil: the pool is delivered
+    /// empty; the lessee creates into it).
+    public var image: String?
+    public var phase: LeasePhase = .waiting
+    /// When every unit was first set aside and free (nil: not yet).
+    public var deliveredAt: Date?
+    public var endedAt: Date?
+    /// Units the pool lacks now (a host failed and no other capacity could take them).
+    public var shortUnits = 0
+    /// Time the pool was short before `shortSince` (milliseconds).
+    public var shortMilliseconds: Int64 = 0
+    /// Since when it is short now (nil: not short).
+    public var shortSince: Date?
+    /// The latest thing that happened to the lease, in words (a delivery, a re-map, its end).
+    public var note = ""
+    /// Units set aside per host while delivered.
+    public var slots: [String: Int] = [:]
 
     public init(
         id: String, project: String, flavor: String, count: Int, unit: Resources, start: Date, end: Date,
-        atEnd: LeaseEnd, state: LeaseState, createdAt: Date
+        atEnd: LeaseEnd, state: LeaseState, createdAt: Date, image: String? = nil
     ) {
+        self.image = image
         self.id = id
         self.project = project
         self.flavor = flavor
@@ -44,8 +65,14 @@ public struct LeaseSubmission: Sendable, Equatable {
     public var start: Date
     public var end: Date
     public var atEnd: LeaseEnd
+    /// Guests of this image are booted into the pool at delivery (nil: none).
+    public var image: String?
 
-    public init(project: String, flavor: String, count: Int, start: Date, end: Date, atEnd: LeaseEnd = .stop) {
+    public init(
+        project: String, flavor: String, count: Int, start: Date, end: Date, atEnd: LeaseEnd = .stop,
+        image: String? = nil
+    ) {
+        self.image = image
         self.project = project
         self.flavor = flavor
         self.count = count
@@ -65,6 +92,44 @@ public enum LeaseState: String, Sendable, Codable {
     case admitted
     /// Given up before or during its window: its capacity is free again.
     case cancelled
+}
+
+/// Where an admitted lease is in its window.
+public enum LeasePhase: String, Sendable, Codable, CaseIterable {
+    /// Before its start.
+    case waiting
+    /// Started: its units are set aside, on-demand guests are being migrated out of them.
+    case delivering
+    /// Every unit set aside and free: the lessee's pool.
+    case active
+    /// Delivered, but hosts failed and some units have no capacity (`shortUnits`).
+    case short
+    /// Its window ended (by its terms) or it was cancelled: its units are free.
+    case ended
+
+    /// Its slots are set aside: on-demand placement does not use them.
+    public var holdsSlots: Bool { self == .delivering || self == .active || self == .short }
+    /// The lessee may create into its pool.
+    public var open: Bool { self == .active || self == .short }
+}
+
+extension LeaseRecord {
+    /// How long after its start the pool was delivered (nil: not yet).
+    public var deliveryMilliseconds: Int64? {
+        deliveredAt.map { Billing.milliseconds($0) - Billing.milliseconds(start) }
+    }
+
+    /// The SLA's measure: the share of the window so far (until `now` or its end) during which
+    /// every unit was available: not before delivery, not while short.
+    public func availableFraction(at now: Date) -> Double {
+        let from = Billing.milliseconds(start)
+        let until = min(Billing.milliseconds(endedAt ?? now), Billing.milliseconds(end))
+        guard until > from else { return 1 }
+        let delivered = deliveredAt.map { Billing.milliseconds($0) } ?? until
+        var missing = min(until, delivered) - from + shortMilliseconds
+        if let shortSince { missing += max(0, until - Billing.milliseconds(shortSince)) }
+        return max(0, Double(until - from - min(missing, until - from)) / Double(until - from))
+    }
 }
 
 extension ControlRules {
@@ -108,7 +173,7 @@ extension ControlRules {
             return LeaseRecord(
                 id: id, project: submission.project, flavor: flavor.name, count: submission.count,
                 unit: flavor.resources, start: submission.start, end: submission.end, atEnd: submission.atEnd,
-                state: .admitted, createdAt: now)
+                state: .admitted, createdAt: now, image: submission.image)
         case .refuse(let shortfall):
             let nearest = LeaseAdmission.nearestWindow(
                 request, admitted: others, capacity: capacity, onDemand: onDemand,

@@ -127,15 +127,41 @@ extension SQLiteControlStore {
         }
         try ControlRules.checkRunnable(flavor, image, hosts: hosts)
         try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
-        let host = try ControlRules.chooseHost(
-            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts, usage: usageByHost(db),
-            policy: policy, now: now(), heartbeatTimeout: heartbeatTimeout)
+        let host = try chooseHost(db, request, flavor, image, hosts: hosts)
         let now = now()
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,
             pricePerSecondMicros: flavor.pricePerSecondMicros, imageKind: image.kind,
             diskTemplatePath: image.diskTemplatePath, host: host, state: .pending, errorReason: nil,
             clientToken: clientToken, generation: 1, createdAt: now, stateSince: now)
+    }
+
+    /// A host in the lease's pool for a guest of the lessee; otherwise the scheduler's choice
+    /// beside the slots of delivered leases, if the leases admitted keep their room.
+    func chooseHost(_ db: Database, _ request: GuestRequest, _ flavor: Flavor, _ image: Image, hosts: [HostRecord])
+        throws -> String
+    {
+        let now = now()
+        if let leaseID = request.lease {
+            return try ControlRules.choosePoolHost(
+                request, lease: try fetchLeases(db, "id = ?", [leaseID]).first,
+                guests: try holdingGuests(db, "lease_id = ?", [leaseID]),
+                hosts: hosts.filter { $0.kvm || image.kind != .kvm }, now: now, heartbeatTimeout: heartbeatTimeout)
+        }
+        var usage = try usageByHost(db)
+        let leases = try fetchLeases(
+            db, "state = 'admitted' AND phase != 'ended' AND end_ms > ?", [Billing.milliseconds(now)])
+        if !leases.isEmpty {
+            let reserve = ControlRules.poolReserve(
+                leases: leases, guests: try holdingGuests(db, "lease_id IS NOT NULL", []))
+            usage.merge(reserve, uniquingKeysWith: +)
+            try ControlRules.checkLeasesKeepRoom(
+                for: flavor, leases: leases, onDemand: try onDemandUsage(db), hosts: hosts, now: now,
+                heartbeatTimeout: heartbeatTimeout)
+        }
+        return try ControlRules.chooseHost(
+            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts, usage: usage,
+            policy: policy, now: now, heartbeatTimeout: heartbeatTimeout)
     }
 
     func checkQuota(_ project: Project, _ usage: ProjectUsage, _ flavor: Flavor) throws {

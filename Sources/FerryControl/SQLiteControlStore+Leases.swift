@@ -14,23 +14,26 @@ extension SQLiteControlStore {
             let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
                 row in try ControlRows.host(row, file: self.path)
             }
-            let admitted = try Row.fetchAll(
-                db, sql: "SELECT * FROM leases WHERE state = 'admitted' AND end_ms > ?",
-                arguments: [Billing.milliseconds(submission.start)]
-            ).map { row in try Self.lease(row, file: self.path) }
+            if let image = submission.image,
+                try Row.fetchOne(db, sql: "SELECT 1 FROM images WHERE name = ?", arguments: [image]) == nil
+            {
+                throw ControlError(.notFound, "no image \(image): list the images and pick one")
+            }
+            let admitted = try self.fetchLeases(
+                db, "state = 'admitted' AND end_ms > ?", [Billing.milliseconds(submission.start)])
             let lease = try ControlRules.admitLease(
                 submission, id: ControlRules.newLeaseID(), flavor: ControlRows.flavor(flavorRow), hosts: hosts,
-                usage: self.usageByHost(db),
+                usage: ["": try self.onDemandUsage(db)],
                 admitted: admitted, now: self.now(), heartbeatTimeout: self.heartbeatTimeout)
             try db.execute(
                 sql: """
                     INSERT INTO leases (id, project, flavor, count, vcpus, memory_bytes, disk_bytes, start_ms, end_ms,
-                    at_end, state, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    at_end, state, created_ms, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     lease.id, lease.project, lease.flavor, lease.count, lease.unit.vcpus, lease.unit.memoryBytes,
                     lease.unit.diskBytes, Billing.milliseconds(lease.start), Billing.milliseconds(lease.end),
-                    lease.atEnd.rawValue, lease.state.rawValue, Billing.milliseconds(lease.createdAt),
+                    lease.atEnd.rawValue, lease.state.rawValue, Billing.milliseconds(lease.createdAt), lease.image,
                 ])
             return lease
         }
@@ -42,28 +45,28 @@ extension SQLiteControlStore {
 
     public func leases(project: String) async throws(ControlError) -> [LeaseRecord] {
         try await reading("list the leases of project \(project) in") { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM leases WHERE project = ? ORDER BY start_ms, id", arguments: [project]
-            ).map { row in try Self.lease(row, file: self.path) }
+            try self.fetchLeases(db, "project = ?", [project])
         }
     }
 
     public func lease(id: String) async throws(ControlError) -> LeaseRecord? {
         try await reading("read lease \(id) from") { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM leases WHERE id = ?", arguments: [id]).map { row in
-                try Self.lease(row, file: self.path)
-            }
+            try self.fetchLeases(db, "id = ?", [id]).first
         }
     }
 
     public func cancelLease(id: String) async throws(ControlError) -> LeaseRecord {
-        try await writing("cancel lease \(id) in") { db in
-            guard try Row.fetchOne(db, sql: "SELECT 1 FROM leases WHERE id = ?", arguments: [id]) != nil else {
+        let now = now()
+        return try await writing("cancel lease \(id) in") { db in
+            guard var lease = try self.fetchLeases(db, "id = ?", [id]).first else {
                 throw ControlError(.notFound, "no lease \(id)")
             }
-            try db.execute(sql: "UPDATE leases SET state = 'cancelled' WHERE id = ?", arguments: [id])
-            let row = try Row.fetchOne(db, sql: "SELECT * FROM leases WHERE id = ?", arguments: [id])!
-            return try Self.lease(row, file: self.path)
+            if lease.phase != .ended {
+                lease = ControlRules.leaseChanged(lease, to: .ended, shortUnits: 0, note: "cancelled", now: now)
+            }
+            lease.state = .cancelled
+            try self.writeLease(db, lease)
+            return lease
         }
     }
 
@@ -72,10 +75,22 @@ extension SQLiteControlStore {
             throw ControlError(
                 .unusableDatabase, "control store \(file): lease \(row["id"] as String) has an unknown end or state")
         }
-        return LeaseRecord(
+        guard let phase = LeasePhase(rawValue: row["phase"]) else {
+            throw ControlError(
+                .unusableDatabase, "control store \(file): lease \(row["id"] as String) has an unknown phase")
+        }
+        var lease = LeaseRecord(
             id: row["id"], project: row["project"], flavor: row["flavor"], count: row["count"],
             unit: ControlRows.resources(row), start: ControlRows.date(row["start_ms"]),
             end: ControlRows.date(row["end_ms"]),
-            atEnd: atEnd, state: state, createdAt: ControlRows.date(row["created_ms"]))
+            atEnd: atEnd, state: state, createdAt: ControlRows.date(row["created_ms"]), image: row["image"])
+        lease.phase = phase
+        lease.deliveredAt = (row["delivered_ms"] as Int64?).map(ControlRows.date)
+        lease.endedAt = (row["ended_ms"] as Int64?).map(ControlRows.date)
+        lease.shortUnits = row["short_units"]
+        lease.shortMilliseconds = row["short_ms"]
+        lease.shortSince = (row["short_since_ms"] as Int64?).map(ControlRows.date)
+        lease.note = row["note"]
+        return lease
     }
 }

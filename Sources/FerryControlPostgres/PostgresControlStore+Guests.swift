@@ -142,15 +142,42 @@ extension PostgresControlStore {
         let hosts = try await allHosts(connection)
         try ControlRules.checkRunnable(flavor, image, hosts: hosts)
         try ControlRules.checkQuota(project, try await usage(connection, project: request.project), flavor)
-        let host = try ControlRules.chooseHost(
-            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts,
-            usage: try await usageByHost(connection), policy: policy, now: now(), heartbeatTimeout: heartbeatTimeout)
+        let host = try await chooseHost(connection, request, flavor, image, hosts: hosts)
         let now = now()
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,
             pricePerSecondMicros: flavor.pricePerSecondMicros, imageKind: image.kind,
             diskTemplatePath: image.diskTemplatePath, host: host, state: .pending, errorReason: nil,
             clientToken: clientToken, generation: 1, createdAt: now, stateSince: now)
+    }
+
+    /// A host in the lease's pool for a guest of the lessee; otherwise the scheduler's choice
+    /// beside the slots of delivered leases, if the leases admitted keep their room.
+    func chooseHost(
+        _ connection: PostgresConnection, _ request: GuestRequest, _ flavor: Flavor, _ image: Image,
+        hosts: [HostRecord]
+    ) async throws -> String {
+        let now = now()
+        if let leaseID = request.lease {
+            return try ControlRules.choosePoolHost(
+                request, lease: try await fetchLeases(connection, "id = \(leaseID)").first,
+                guests: try await holdingGuests(connection, "lease_id = \(leaseID)"),
+                hosts: hosts.filter { $0.kvm || image.kind != .kvm }, now: now, heartbeatTimeout: heartbeatTimeout)
+        }
+        var usage = try await usageByHost(connection)
+        let leases = try await fetchLeases(
+            connection, "state = 'admitted' AND phase != 'ended' AND end_ms > \(Billing.milliseconds(now))")
+        if !leases.isEmpty {
+            let reserve = ControlRules.poolReserve(
+                leases: leases, guests: try await holdingGuests(connection, "lease_id IS NOT NULL"))
+            usage.merge(reserve, uniquingKeysWith: +)
+            try ControlRules.checkLeasesKeepRoom(
+                for: flavor, leases: leases, onDemand: try await onDemandUsage(connection), hosts: hosts, now: now,
+                heartbeatTimeout: heartbeatTimeout)
+        }
+        return try ControlRules.chooseHost(
+            PlacementRequest(flavor.resources, needsKVM: image.kind == .kvm), hosts: hosts, usage: usage,
+            policy: policy, now: now, heartbeatTimeout: heartbeatTimeout)
     }
 
     func fetchGuest(_ connection: PostgresConnection, _ id: GuestID) async throws -> CloudGuest? {

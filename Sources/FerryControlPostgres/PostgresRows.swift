@@ -10,7 +10,8 @@ enum PostgresRows {
         "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
-        + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms"
+        + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
+        + " lease_id"
 
     /// Every row of `query`, each read by `read` (by column name).
     static func all<T>(
@@ -75,7 +76,7 @@ enum PostgresRows {
         else { throw unreadable(url, "guest \(idText)") }
         let request = GuestRequest(
             project: try row["project"].decode(String.self), name: name, flavor: try row["flavor"].decode(String.self),
-            image: try row["image"].decode(String.self))
+            image: try row["image"].decode(String.self), lease: try row["lease_id"].decode(String?.self))
         return CloudGuest(
             id: id, request: request, resources: try resources(row),
             pricePerSecondMicros: try row["price_per_second_micros"].decode(Int64.self), imageKind: kind,
@@ -97,7 +98,7 @@ enum PostgresRows {
             \(resources.memoryBytes), \(resources.diskBytes), \(guest.pricePerSecondMicros),
             \(guest.imageKind.rawValue), \(guest.diskTemplatePath), \(guest.host), \(guest.state.rawValue),
             \(guest.errorReason), \(guest.clientToken), \(guest.generation), \(milliseconds(guest.createdAt)),
-            \(milliseconds(guest.stateSince)))
+            \(milliseconds(guest.stateSince)), \(guest.request.lease))
             """, logger: logger)
     }
 

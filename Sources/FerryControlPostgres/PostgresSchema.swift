@@ -126,6 +126,33 @@ enum PostgresSchema {
                 "CREATE INDEX leases_by_end ON leases (state, end_ms)",
                 "CREATE INDEX leases_by_project ON leases (project, start_ms)",
             ]),
+        Migration(identifier: "v7-lease-pools", statements: leasePoolsV7),
+    ]
+
+    /// Leases delivered into private pools (ControlSchema.leasePoolsV7).
+    static let leasePoolsV7 = [
+        "ALTER TABLE leases ADD COLUMN image TEXT",
+        """
+        ALTER TABLE leases ADD COLUMN phase TEXT NOT NULL DEFAULT 'waiting'
+            CHECK (phase IN ('waiting', 'delivering', 'active', 'short', 'ended'))
+        """,
+        "ALTER TABLE leases ADD COLUMN delivered_ms BIGINT",
+        "ALTER TABLE leases ADD COLUMN ended_ms BIGINT",
+        "ALTER TABLE leases ADD COLUMN short_units BIGINT NOT NULL DEFAULT 0 CHECK (short_units >= 0)",
+        "ALTER TABLE leases ADD COLUMN short_ms BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE leases ADD COLUMN short_since_ms BIGINT",
+        "ALTER TABLE leases ADD COLUMN note TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX leases_by_phase ON leases (state, phase, start_ms)",
+        """
+        CREATE TABLE lease_slots (
+            lease_id TEXT NOT NULL REFERENCES leases (id),
+            host TEXT NOT NULL REFERENCES hosts (id),
+            units BIGINT NOT NULL CHECK (units >= 1),
+            PRIMARY KEY (lease_id, host)
+        )
+        """,
+        "ALTER TABLE guests ADD COLUMN lease_id TEXT REFERENCES leases (id)",
+        "CREATE INDEX guests_by_lease ON guests (lease_id) WHERE lease_id IS NOT NULL",
     ]
 
     /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).

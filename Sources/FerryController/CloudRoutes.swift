@@ -41,7 +41,8 @@ struct CloudRoutes: Sendable {
                 throw CloudAPIError(.unprocessableContent, "invalid_field", "name: \(error.message)", field: "name")
             }
             let creation = try await store.createGuest(
-                GuestRequest(project: project, name: name, flavor: create.flavor, image: create.image),
+                GuestRequest(
+                    project: project, name: name, flavor: create.flavor, image: create.image, lease: create.lease),
                 clientToken: create.clientToken, cause: "api: create")
             if creation.created { Task { await provisioner.build(creation.guest) } }
             return try Self.json(CloudGuestView(creation.guest), status: creation.created ? .accepted : .ok)

@@ -18,8 +18,11 @@ struct CloudGuestView: Codable, Sendable {
     var pricePerSecondMicros: Int64
     var createdAt: String
     var stateSince: String
+    /// The lease whose pool it is in.
+    var lease: String?
 
     init(_ guest: CloudGuest) {
+        lease = guest.request.lease
         id = guest.id.hex
         project = guest.project
         name = guest.name.value
@@ -37,7 +40,7 @@ struct CloudGuestView: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, project, name, flavor, image, host, state, vcpus
+        case id, project, name, flavor, image, host, state, vcpus, lease
         case errorReason = "error_reason"
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
@@ -57,9 +60,11 @@ struct CreateGuestBody: Codable, Sendable {
     var flavor: String
     var image: String
     var clientToken: String?
+    /// A delivered lease of the project: the guest goes into its private pool.
+    var lease: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, flavor, image
+        case name, flavor, image, lease
         case clientToken = "client_token"
     }
 }
