@@ -30,7 +30,10 @@ struct KVMDirtyTrackerTests {
         var discard = DirtyBitmap(count: pageCount)
         try tracker.harvest(into: &discard)
         guest.resume()
+        // 100 ms at 20,000 writes/s, or longer on a loaded machine: enough writes to judge.
         usleep(100_000)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while guest.stepsPerVCPU[0] < first + 1024, ContinuousClock.now < deadline { usleep(10_000) }
         guest.pause()
         let second = guest.stepsPerVCPU[0]
         var dirty = DirtyBitmap(count: pageCount)

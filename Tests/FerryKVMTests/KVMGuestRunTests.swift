@@ -57,12 +57,17 @@ struct KVMGuestRunTests {
         guest.start()
         usleep(300_000)  // past the first touch of every page (expensive under nested KVM)
         let before = guest.stepsPerVCPU[0]
-        usleep(500_000)
+        let started = ContinuousClock.now
+        usleep(1_000_000)
         let after = guest.stepsPerVCPU[0]
+        let elapsed = Double((ContinuousClock.now - started) / .microseconds(1)) / 1e6
         guest.stop()
-        let measured = Double(after - before) / 0.5
-        print("KVM guest paced at \(rate) writes/s: measured \(Int(measured)) writes/s")
-        #expect(measured > rate * 0.8 && measured < rate * 1.2)
+        let measured = Double(after - before) / elapsed
+        print("KVM guest paced at \(rate) writes/s: measured \(Int(measured)) writes/s over \(elapsed) s")
+        // The pace is a ceiling: never above it. Below it only as far as a loaded machine (the
+        // other tests of a parallel run) keeps the vCPU thread from running.
+        #expect(measured < rate * 1.2)
+        #expect(measured > rate * 0.5)
         #expect(guest.failure == nil)
     }
 }
