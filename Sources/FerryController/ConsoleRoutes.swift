@@ -43,6 +43,7 @@ struct ConsoleRoutes: Sendable {
         }
         router.post("projects/:project/guests") { request, context in try await create(request, context) }
         addGuests(to: router)
+        ConsoleLeaseRoutes(store: store).add(to: router)
         router.get("admin") { _, context in try await admin(context) }
     }
 
@@ -142,7 +143,9 @@ struct ConsoleRoutes: Sendable {
             }
             let token = form["client_token"].flatMap { $0.isEmpty ? nil : $0 }
             let creation = try await store.createGuest(
-                GuestRequest(project: project, name: name, flavor: form["flavor"] ?? "", image: form["image"] ?? ""),
+                GuestRequest(
+                    project: project, name: name, flavor: form["flavor"] ?? "", image: form["image"] ?? "",
+                    lease: form["lease"].flatMap { $0.isEmpty ? nil : $0 }),
                 clientToken: token, cause: "console: create")
             if creation.created { Task { await provisioner.build(creation.guest) } }
             return ConsoleHTML.redirect("/console/guests/\(creation.guest.id.hex)")

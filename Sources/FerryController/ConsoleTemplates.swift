@@ -16,7 +16,7 @@ enum ConsoleTemplates {
 
     static let all: [String: String] = [
         "layout": layout, "login": login, "projects": projects, "project": project, "guest": guest,
-        "admin": admin, "error": error, "csrf": csrf,
+        "admin": admin, "error": error, "csrf": csrf, "leases": leases,
     ]
 
     /// A hidden field with the session's CSRF token: the middleware checks it on every POST.
@@ -87,6 +87,7 @@ enum ConsoleTemplates {
 
     static let project = """
         <h1>Project {{project}}</h1>
+        <p><a href="/console/projects/{{project}}/leases">Leases (reserved capacity)</a></p>
         {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
         <h2>Guests</h2>
         {{#hasGuests}}
