@@ -67,6 +67,9 @@ public enum SiteAction: String, Sendable, Hashable, CaseIterable {
     case manageImages
     case manageProjects
     case manageQuotas
+    /// Move a guest to another host (a live migration): where guests run is the operator's
+    /// concern, as the hosts are; a project's admin sees its guests' hosts but does not pick them.
+    case migrateGuests
 
     public var needsSiteAdmin: Bool { self != .readCatalogue }
 }

@@ -31,8 +31,6 @@ public struct CloudGuest: Sendable, Equatable {
     public var diskTemplatePath: String
     /// The host the scheduler chose.
     public var host: String
-    /// The host it is being live-migrated to (it holds its resources on both meanwhile).
-    public var movingTo: String? = nil
     public var state: CloudGuestState
     /// Why the guest is in `error` (nil in any other state).
     public var errorReason: String?
@@ -42,11 +40,15 @@ public struct CloudGuest: Sendable, Equatable {
     public var generation: Int64
     public var createdAt: Date
     public var stateSince: Date
+    /// The host the guest is being live-migrated to (`ControlStore.beginMove`), nil when it is not
+    /// moving. While it is set the guest holds its resources on both hosts.
+    public var movingTo: String?
 
     public init(
         id: GuestID, request: GuestRequest, resources: Resources, pricePerSecondMicros: Int64,
         imageKind: GuestSpecification.Kind, diskTemplatePath: String, host: String, state: CloudGuestState,
-        errorReason: String?, clientToken: String?, generation: Int64, createdAt: Date, stateSince: Date
+        errorReason: String?, clientToken: String?, generation: Int64, createdAt: Date, stateSince: Date,
+        movingTo: String? = nil
     ) {
         self.id = id
         self.request = request
@@ -61,6 +63,7 @@ public struct CloudGuest: Sendable, Equatable {
         self.generation = generation
         self.createdAt = createdAt
         self.stateSince = stateSince
+        self.movingTo = movingTo
     }
 
     public var project: String { request.project }

@@ -9,7 +9,7 @@ enum ControlRows {
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
-        + " lease_id"
+        + " lease_id, moving_to"
 
     static func resources(_ row: Row) -> Resources {
         Resources(vcpus: row["vcpus"], memoryBytes: row["memory_bytes"], diskBytes: row["disk_bytes"])
@@ -59,19 +59,19 @@ enum ControlRows {
             resources: resources(row), pricePerSecondMicros: row["price_per_second_micros"], imageKind: kind,
             diskTemplatePath: row["disk_template_path"], host: row["host"], state: state,
             errorReason: row["error_reason"], clientToken: row["client_token"], generation: row["generation"],
-            createdAt: date(row["created_ms"]), stateSince: date(row["state_since_ms"]))
+            createdAt: date(row["created_ms"]), stateSince: date(row["state_since_ms"]), movingTo: row["moving_to"])
     }
 
     static func insert(_ guest: CloudGuest, _ db: Database) throws {
         try db.execute(
             sql:
-                "INSERT INTO guests (\(guestColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO guests (\(guestColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             arguments: [
                 guest.id.hex, guest.project, guest.name.value, guest.request.flavor, guest.request.image,
                 guest.resources.vcpus, guest.resources.memoryBytes, guest.resources.diskBytes,
                 guest.pricePerSecondMicros, guest.imageKind.rawValue, guest.diskTemplatePath, guest.host,
                 guest.state.rawValue, guest.errorReason, guest.clientToken, guest.generation,
-                milliseconds(guest.createdAt), milliseconds(guest.stateSince), guest.request.lease,
+                milliseconds(guest.createdAt), milliseconds(guest.stateSince), guest.request.lease, guest.movingTo,
             ])
     }
 

@@ -135,7 +135,8 @@ public enum ControlRules {
     }
 
     /// Refuses a change of `guest` (as read in the transaction) unless it is in `expected` (at
-    /// `generation`, if given) and `expected` allows `next`.
+    /// `generation`, if given) and `expected` allows `next`; a guest that is moving is not
+    /// stopped (its source's agent is migrating it).
     public static func checkTransition(
         _ guest: CloudGuest, from expected: CloudGuestState, to next: CloudGuestState, generation: Int64?
     ) throws(ControlError) {
@@ -144,6 +145,12 @@ public enum ControlRules {
                 .stale,
                 "guest \(guest.id) is \(guest.state.rawValue) at generation \(guest.generation), not \(expected.rawValue)"
                     + "\(generation.map { " at generation \($0)" } ?? ""): read it again and decide again")
+        }
+        if let movingTo = guest.movingTo, next == .stopping {
+            throw ControlError(
+                .transitionRefused,
+                "guest \(guest.id) is moving from host \(guest.host) to host \(movingTo): stop it once the move has"
+                    + " ended")
         }
         guard expected.allows(next) else {
             let allowed = expected.successors.map(\.rawValue).sorted().joined(separator: ", ")
@@ -170,4 +177,13 @@ public enum ControlRules {
     /// The states that hold capacity, as an SQL list: `('pending', 'building', …)`.
     public static let holdingStatesSQL =
         "(" + CloudGuestState.allCases.filter(\.holdsCapacity).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
+    /// What each guest that holds capacity holds on each host, one row per (host, guest): on its
+    /// host, and, while it moves, on the host it moves to as well (columns host, vcpus,
+    /// memory_bytes, disk_bytes; the same SQL on SQLite and PostgreSQL).
+    public static let holdingByHostSQL = """
+        SELECT host, vcpus, memory_bytes, disk_bytes FROM guests WHERE state IN \(holdingStatesSQL)
+        UNION ALL SELECT moving_to AS host, vcpus, memory_bytes, disk_bytes FROM guests
+        WHERE moving_to IS NOT NULL AND state IN \(holdingStatesSQL)
+        """
 }

@@ -68,6 +68,7 @@ enum ControlSchema {
         migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
         migrator.registerMigration("v4-guest-samples") { db in try db.execute(sql: guestSamplesV4) }
         migrator.registerMigration("v5-leases") { db in try db.execute(sql: leasesV5) }
+        migrator.registerMigration("v6-guest-moves") { db in try db.execute(sql: guestMovesV6) }
         migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
         return migrator
     }
@@ -103,6 +104,12 @@ enum ControlSchema {
         ) STRICT;
         CREATE INDEX leases_by_end ON leases (state, end_ms);
         CREATE INDEX leases_by_project ON leases (project, start_ms);
+        """
+
+    /// The host a guest is being live-migrated to (NULL: not moving); while it is set the guest
+    /// holds its resources on both hosts.
+    static let guestMovesV6 = """
+        ALTER TABLE guests ADD COLUMN moving_to TEXT REFERENCES hosts (id);
         """
 
     /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are

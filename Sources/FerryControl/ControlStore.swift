@@ -50,6 +50,23 @@ public protocol ControlStore: Sendable {
         generation: Int64?
     ) async throws(ControlError) -> CloudGuest
 
+    // MARK: moves
+
+    /// Records that the `running` guest (at `generation`, if given) is being live-migrated to
+    /// `host`, or with nil to the host the scheduler picks among the others
+    /// (`ControlRules.moveDestination`), checked in the transaction that reads the hosts and what
+    /// their guests hold: from now until the move ends the guest holds its resources on both
+    /// hosts. Journaled running → running ("moving to HOST"); a generation on. Refused for a guest
+    /// already moving, not running, or a host that does not take it.
+    func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?) async throws(ControlError)
+        -> CloudGuest
+    /// The move ended with the guest on the host it moved to: `host` becomes that host, the
+    /// source's share is released; journaled (the state unchanged), a generation on.
+    func finishMove(_ id: GuestID, cause: String) async throws(ControlError) -> CloudGuest
+    /// The move ended with the guest where it was: the destination's share is released;
+    /// journaled (the state unchanged), a generation on.
+    func abandonMove(_ id: GuestID, cause: String) async throws(ControlError) -> CloudGuest
+
     /// The guest's journal, oldest first.
     func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry]
     /// The latest `limit` rows of the whole journal, oldest first.

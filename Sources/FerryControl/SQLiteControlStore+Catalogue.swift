@@ -134,12 +134,13 @@ extension SQLiteControlStore {
         return try ControlRows.host(row, file: path)
     }
 
+    /// A guest that is moving counts on its host and on the host it moves to.
     func usageByHost(_ db: Database) throws -> [String: Resources] {
         let rows = try Row.fetchAll(
             db,
             sql: """
                 SELECT host, SUM(vcpus) AS vcpus, SUM(memory_bytes) AS memory_bytes, SUM(disk_bytes) AS disk_bytes
-                FROM guests WHERE state IN \(ControlRows.holdingStates) GROUP BY host
+                FROM (\(ControlRules.holdingByHostSQL)) GROUP BY host
                 """)
         return Dictionary(uniqueKeysWithValues: rows.map { row in (row["host"] as String, ControlRows.resources(row)) })
     }

@@ -141,13 +141,14 @@ extension PostgresControlStore {
         ) { row in try PostgresRows.host(row, url: url) }
     }
 
+    /// A guest that is moving counts on its host and on the host it moves to.
     func usageByHost(_ connection: PostgresConnection) async throws -> [String: Resources] {
         let rows = try await PostgresRows.all(
             connection,
             """
             SELECT host, SUM(vcpus)::BIGINT AS vcpus, SUM(memory_bytes)::BIGINT AS memory_bytes,
             SUM(disk_bytes)::BIGINT AS disk_bytes
-            FROM guests WHERE state IN \(unescaped: ControlRules.holdingStatesSQL) GROUP BY host
+            FROM (\(unescaped: ControlRules.holdingByHostSQL)) AS held GROUP BY host
             """, logger: logger
         ) { row in (try row["host"].decode(String.self), try PostgresRows.resources(row)) }
         return Dictionary(uniqueKeysWithValues: rows)

@@ -11,7 +11,7 @@ enum PostgresRows {
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
-        + " lease_id"
+        + " lease_id, moving_to"
 
     /// Every row of `query`, each read by `read` (by column name).
     static func all<T>(
@@ -86,7 +86,8 @@ enum PostgresRows {
             clientToken: try row["client_token"].decode(String?.self),
             generation: try row["generation"].decode(Int64.self),
             createdAt: date(try row["created_ms"].decode(Int64.self)),
-            stateSince: date(try row["state_since_ms"].decode(Int64.self)))
+            stateSince: date(try row["state_since_ms"].decode(Int64.self)),
+            movingTo: try row["moving_to"].decode(String?.self))
     }
 
     static func insert(_ guest: CloudGuest, _ connection: PostgresConnection, logger: Logger) async throws {
@@ -98,7 +99,7 @@ enum PostgresRows {
             \(resources.memoryBytes), \(resources.diskBytes), \(guest.pricePerSecondMicros),
             \(guest.imageKind.rawValue), \(guest.diskTemplatePath), \(guest.host), \(guest.state.rawValue),
             \(guest.errorReason), \(guest.clientToken), \(guest.generation), \(milliseconds(guest.createdAt)),
-            \(milliseconds(guest.stateSince)), \(guest.request.lease))
+            \(milliseconds(guest.stateSince)), \(guest.request.lease), \(guest.movingTo))
             """, logger: logger)
     }
 

@@ -126,6 +126,10 @@ enum PostgresSchema {
                 "CREATE INDEX leases_by_end ON leases (state, end_ms)",
                 "CREATE INDEX leases_by_project ON leases (project, start_ms)",
             ]),
+        // The host a guest is being live-migrated to (NULL: not moving), as ControlSchema.guestMovesV6.
+        Migration(
+            identifier: "v6-guest-moves",
+            statements: ["ALTER TABLE guests ADD COLUMN moving_to TEXT REFERENCES hosts (id)"]),
         Migration(identifier: "v7-lease-pools", statements: leasePoolsV7),
     ]
 

@@ -10,6 +10,8 @@ struct CloudGuestView: Codable, Sendable {
     var flavor: String
     var image: String
     var host: String
+    /// The host the guest is being live-migrated to, while it is.
+    var movingTo: String?
     var state: String
     var errorReason: String?
     var vcpus: Int
@@ -29,6 +31,7 @@ struct CloudGuestView: Codable, Sendable {
         flavor = guest.request.flavor
         image = guest.request.image
         host = guest.host
+        movingTo = guest.movingTo
         state = guest.state.rawValue
         errorReason = guest.errorReason
         vcpus = guest.resources.vcpus
@@ -42,6 +45,7 @@ struct CloudGuestView: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case id, project, name, flavor, image, host, state, vcpus, lease
         case errorReason = "error_reason"
+        case movingTo = "moving_to"
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
         case pricePerSecondMicros = "price_per_second_micros"

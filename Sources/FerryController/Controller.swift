@@ -7,8 +7,9 @@ import Logging
 import UnixSignals
 
 /// The control plane (`ferry control`): serves the API over a `ControlStore`, takes the agents'
-/// heartbeats, builds guests on their hosts, and watches for silent hosts. All of its state is in
-/// the store; a controller that restarts resumes the builds it had begun.
+/// heartbeats, builds guests on their hosts, moves them between hosts, and watches for silent
+/// hosts. All of its state is in the store; a controller that restarts resumes the builds it had
+/// begun and settles the moves.
 public final class Controller: Sendable {
     public let configuration: ControllerConfiguration
     public let store: any ControlStore & AccountStore
@@ -16,6 +17,7 @@ public final class Controller: Sendable {
     let verifier: RequestVerifier
     let work = BlockingWork()
     let provisioner: GuestProvisioner
+    let mover: GuestMover
     let hosts: HostTracking
     let logger: Logger
     private let server = GracefulServer()
@@ -37,6 +39,8 @@ public final class Controller: Sendable {
             audience: listen.port == 0 ? nil : RequestAudience(listen: listen))
         provisioner = GuestProvisioner(
             store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
+        mover = GuestMover(
+            store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout, logger: logger)
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
     }
 
@@ -52,6 +56,7 @@ public final class Controller: Sendable {
         signals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }
     ) async throws {
         try await provisioner.resume()
+        try await mover.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         defer { monitor.cancel() }
         try await server.run(
@@ -80,6 +85,7 @@ public final class Controller: Sendable {
         ).add(to: router)
         CatalogueRoutes(store: store).add(to: router)
         LeaseRoutes(store: store).add(to: router)
+        MoveRoutes(store: store, mover: mover).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies

@@ -37,7 +37,8 @@ final class HostTracking: Sendable {
             _ = try await store.heartbeat(host: heartbeat.hostID, health: .degraded)
         }
         try await recordTelemetry(heartbeat)
-        let unknown = try await store.guests(host: heartbeat.hostID, states: [.unknown])
+        // A guest that is moving is settled by its move (GuestMover), not by one host's report.
+        let unknown = try await store.guests(host: heartbeat.hostID, states: [.unknown]).filter { $0.movingTo == nil }
         guard !unknown.isEmpty else { return }
         for change in HostReportDecision.changes(
             host: heartbeat.hostID, controllerGuests: unknown, reported: heartbeat.guests)

@@ -273,13 +273,29 @@ struct CloudCreate: ParsableCommand {
 
 struct CloudGuestAction: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "guest", abstract: "Show, stop, start or delete one guest.")
-    @Argument(help: "show, journal, stop, start or delete.") var action: Action
+        commandName: "guest", abstract: "Show, stop, start, delete or migrate one guest.",
+        discussion: """
+            `migrate ID [--host H] [--wait]` moves a running guest to another host by live migration \
+            (a site admin's action): to host H, or without --host to the host the scheduler picks. It \
+            prints the guest moving (moving_to) and returns; with --wait it returns once the move has \
+            ended, printing the guest on its new host, or fails with the reason it stayed where it was.
+            """)
+    @Argument(help: "show, journal, stop, start, delete or migrate.") var action: Action
     @Argument(help: "The guest's ID.") var id: String
+    @Option(
+        help: ArgumentHelp("migrate: the destination host's ID (default: the scheduler's choice).", valueName: "host"))
+    var host: String?
+    @Flag(help: "migrate: return once the move has ended.") var wait = false
     @OptionGroup var session: CloudSession
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
-        case show, journal, stop, start, delete
+        case show, journal, stop, start, delete, migrate
+    }
+
+    func validate() throws {
+        if action != .migrate, host != nil || wait {
+            throw ValidationError("--host and --wait go with migrate only")
+        }
     }
 
     func run() throws {
@@ -290,8 +306,10 @@ struct CloudGuestAction: ParsableCommand {
                 case .journal: ("GET", "/v1/guests/\(id)/journal")
                 case .stop, .start: ("POST", "/v1/guests/\(id)/\(action.rawValue)")
                 case .delete: ("DELETE", "/v1/guests/\(id)")
+                case .migrate: ("POST", "/v1/guests/\(id)/migrate" + (wait ? "?wait=true" : ""))
                 }
-            let answer = try session.call(method, target)
+            let body: [String: Any]? = action == .migrate ? (host.map { ["host": $0] } ?? [:]) : nil
+            let answer = try session.call(method, target, body: body)
             if session.json { return }
             if action == .journal {
                 for entry in answer["entries"] as? [[String: Any]] ?? [] {
@@ -301,7 +319,8 @@ struct CloudGuestAction: ParsableCommand {
                 }
                 return
             }
-            HumanOutput.print(CloudText.line(answer))
+            HumanOutput.print(
+                CloudText.line(answer) + ((answer["moving_to"] as? String).map { "  (moving to \($0))" } ?? ""))
         }
     }
 }

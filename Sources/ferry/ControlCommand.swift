@@ -53,6 +53,13 @@ struct ControlCommand: ParsableCommand {
                 + " before the guest is error.", valueName: "seconds"))
     var bootTimeout = 60.0
 
+    @Option(
+        name: .customLong("move-timeout"),
+        help: ArgumentHelp(
+            "Seconds a guest's live migration to another host (POST /v1/guests/ID/migrate) may take before it is"
+                + " cancelled and the guest stays on its host.", valueName: "seconds"))
+    var moveTimeout = 300.0
+
     @Option(help: ArgumentHelp("Where new guests go: spread (emptiest host) or pack (fullest that fits)."))
     var policy: PlacementPolicy = .spread
 
@@ -67,6 +74,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...3600).contains(bootTimeout) else {
             throw ValidationError("--boot-timeout \(bootTimeout): 1 to 3600 seconds")
         }
+        guard (1...86_400).contains(moveTimeout) else {
+            throw ValidationError("--move-timeout \(moveTimeout): 1 to 86400 seconds")
+        }
     }
 
     func run() throws {
@@ -80,7 +90,8 @@ struct ControlCommand: ParsableCommand {
             let configuration = ControllerConfiguration(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
-                bootTimeout: .milliseconds(Int(bootTimeout * 1000)))
+                bootTimeout: .milliseconds(Int(bootTimeout * 1000)), moveTimeout: .milliseconds(Int(moveTimeout * 1000))
+            )
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

@@ -4,7 +4,8 @@ import Testing
 
 /// `ferry cloud` against a real `ferry control` and agent, as a user of project alpha: login keeps
 /// an API token in a file of mode 0600; create waits until the guest runs; what the user may not
-/// do is refused with the controller's reason and exit 1; after logout the token is revoked
+/// do (an invoice, a project not theirs, a migration between hosts) is refused with the
+/// controller's reason and exit 1; after logout the token is revoked
 /// and the commands say to log in (exit 3).
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
 struct CloudCLITests {
@@ -44,6 +45,10 @@ struct CloudCLITests {
         let elsewhere = try run(["guests", "--project", "beta"])
         #expect(elsewhere.status == 1 && elsewhere.stderr.contains("no project beta"), "\(elsewhere.stderr)")
 
+        let migrate = try run(["guest", "migrate", id, "--host", "h2", "--wait"])
+        #expect(migrate.status == 1 && migrate.stderr.contains("needs a site admin"), "\(migrate.stderr)")
+        let help = try FerryProcess.run(["cloud", "guest", "--help"], timeout: 60).stdout
+        #expect(help.contains("or migrate") && help.contains("--host <host>") && help.contains("--wait"), "\(help)")
         #expect(try run(["guest", "stop", id]).stdout.contains("stopped"))
         #expect(try run(["guest", "delete", id]).stdout.contains("deleted"))
         let journal = try run(["guest", "journal", id]).stdout

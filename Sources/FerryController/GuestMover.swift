@@ -1,0 +1,194 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import FerryTransport
+import Foundation
+import Logging
+
+/// Moves a running guest to another host by live migration, through the agents' API (signed with
+/// the cluster key): the store records the move first (`beginMove`: the guest holds its
+/// resources on both hosts), the source's agent migrates it (`POST /v1/migrations`, followed
+/// until it ends or the move's deadline cancels it), and the store records where it ended
+/// (`finishMove`, or `abandonMove`: it stays). When the outcome is not known (the source's agent
+/// stops answering) the agents' inventories decide (`settle`); a controller that restarts settles
+/// the moves it finds begun (`resume`). The guest is recorded on one host at every moment, its
+/// row never lost: nothing here deletes or changes its state.
+final class GuestMover: Sendable {
+    let store: any ControlStore
+    let key: SharedKey
+    let work: BlockingWork
+    /// How long a migration may take before it is cancelled (and, after a restart, how long the
+    /// agents are asked where an unsettled guest is).
+    let timeout: Duration
+    let logger: Logger
+
+    init(store: any ControlStore, key: SharedKey, work: BlockingWork, timeout: Duration, logger: Logger) {
+        self.store = store
+        self.key = key
+        self.work = work
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// Moves the guest to `host` (nil: the host the scheduler picks among the others) and returns
+    /// it on its new host; throws, with the source's reason, when it stays where it was.
+    func move(
+        _ id: GuestID, to host: String?, cause: String = "api: migrate", options: MigrationRequest.Options? = nil
+    ) async throws(ControlError) -> CloudGuest {
+        try await carryOut(try await begin(id, to: host, cause: cause), options: options)
+    }
+
+    /// Records the move (refused unless the guest runs, is not moving, and the host takes it).
+    func begin(_ id: GuestID, to host: String?, cause: String = "api: migrate") async throws(ControlError)
+        -> CloudGuest
+    {
+        try await store.beginMove(id, to: host, cause: cause, generation: nil)
+    }
+
+    /// Migrates the guest `begin` recorded moving (with the agents' migration `options`) and
+    /// records the outcome.
+    func carryOut(_ moving: CloudGuest, options: MigrationRequest.Options? = nil) async throws(ControlError)
+        -> CloudGuest
+    {
+        guard let destination = moving.movingTo else { return moving }
+        let end: MoveEnd
+        do { end = try await migrate(moving, to: destination, options: options) } catch { end = .unknown("\(error)") }
+        switch end {
+        case .completed(let summary):
+            return try await finish(moving, cause: "host \(moving.host): \(summary)")
+        case .failed(let reason):
+            logger.warning(
+                "a guest's live migration failed; it stays on its host",
+                metadata: ["guest.id": "\(moving.id)", "guest.host": "\(moving.host)", "guest.error": "\(reason)"])
+            _ = try await store.abandonMove(moving.id, cause: "host \(moving.host): \(reason)")
+            throw ControlError(
+                .database,
+                "guest \(moving.id) stays on host \(moving.host): its live migration to host \(destination) failed:"
+                    + " \(reason)")
+        case .unknown(let reason):
+            if let settled = await settle(moving) {
+                if settled.host == destination { return settled }
+                throw ControlError(
+                    .database,
+                    "guest \(moving.id) stays on host \(moving.host): its move to host \(destination) ended"
+                        + " without it (\(reason))")
+            }
+            Task { await self.settleUntilDeadline(moving) }
+            throw ControlError(
+                .database,
+                "the move of guest \(moving.id) from host \(moving.host) to host \(destination) did not end clearly"
+                    + " (\(reason)); the agents' inventories decide where it is")
+        }
+    }
+
+    /// finishMove; a move another controller (or a settle) already finished is taken as it is.
+    private func finish(_ moving: CloudGuest, cause: String) async throws(ControlError) -> CloudGuest {
+        do {
+            return try await store.finishMove(moving.id, cause: cause)
+        } catch {
+            guard error.code == .stale, let now = try await store.guest(id: moving.id), now.host == moving.movingTo
+            else { throw error }
+            return now
+        }
+    }
+
+    /// How a migration ended, as the source's agent told it.
+    enum MoveEnd {
+        case completed(String)
+        /// It never began, failed or was cancelled: the guest runs on its source.
+        case failed(String)
+        /// Nobody said: the source stopped answering, or the migration outlived its deadline and
+        /// the cancel's grace.
+        case unknown(String)
+    }
+
+    /// Asks the source's agent to migrate the guest to the destination's agent and follows the
+    /// migration until it ends; past the deadline it asks for a cancel and waits a minute more.
+    private func migrate(_ guest: CloudGuest, to destination: String, options: MigrationRequest.Options?)
+        async throws -> MoveEnd
+    {
+        let source = try await agent(guest.host)
+        let target = try await agent(destination)
+        let request = MigrationRequest(
+            guest: GuestProvisioner.hostName(guest.id).value, to: "http://\(target.endpoint)", options: options)
+        let body = Array(try JSONEncoder().encode(request))
+        let started = try await work.run { try source.send("POST", "/v1/migrations", body: body) }
+        guard started.status == 201 else {
+            return .failed(Self.said(source, started))
+        }
+        var migration = try Self.migration(started.body)
+        logger.info(
+            "a guest's live migration began",
+            metadata: [
+                "guest.id": "\(guest.id)", "guest.host": "\(guest.host)", "guest.moving_to": "\(destination)",
+                "migration.id": "\(migration.id)",
+            ])
+        var deadline = ContinuousClock.now + timeout
+        var cancelled = false
+        var lastFailure = ""
+        while true {
+            switch migration.status {
+            case .completed:
+                return .completed(Self.summary(migration))
+            case .failed, .cancelled:
+                return .failed("migration \(migration.id) \(migration.status.rawValue): \(migration.error ?? "-")")
+            case .setup, .active, .cancelling, .unresolved:
+                break
+            }
+            if ContinuousClock.now >= deadline {
+                guard !cancelled else {
+                    return .unknown("migration \(migration.id) still \(migration.status.rawValue) \(lastFailure)")
+                }
+                await cancel(source, migration.id, guest)
+                cancelled = true
+                deadline = ContinuousClock.now + .seconds(60)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let id = migration.id
+            do {
+                migration = try await work.run {
+                    try Self.migration(try source.checked(source.send("GET", "/v1/migrations/\(id)")).body)
+                }
+                lastFailure = ""
+            } catch {
+                lastFailure = "(the source's agent: \(error))"  // a pause of the agent: asked again
+            }
+        }
+    }
+
+    /// Asks the source for a cancel; one too late (the guest is the destination's) is fine.
+    private func cancel(_ source: AgentClient, _ id: String, _ guest: CloudGuest) async {
+        logger.warning(
+            "a guest's live migration outlived the move's deadline: cancelling it",
+            metadata: ["guest.id": "\(guest.id)", "migration.id": "\(id)"])
+        _ = try? await work.run { try source.send("DELETE", "/v1/migrations/\(id)") }
+    }
+
+    static func migration(_ body: [UInt8]) throws -> MigrationResource {
+        try MigrationResource.decode(String(decoding: body, as: UTF8.self))
+    }
+
+    static func summary(_ migration: MigrationResource) -> String {
+        let total = migration.totalTimeMs.map { String(format: "%.0f ms", $0) } ?? "?"
+        let downtime = migration.downtimeMs.map { String(format: "%.1f ms", $0) } ?? "?"
+        return "migration \(migration.id) completed in \(total), downtime \(downtime)"
+    }
+
+    /// The agent's refusal, as it said it.
+    static func said(_ client: AgentClient, _ response: AgentResponse) -> String {
+        do {
+            _ = try client.checked(response)
+            return "HTTP \(response.status)"
+        } catch {
+            return error.message
+        }
+    }
+
+    /// A client for the host's agent, at the address of its last heartbeat.
+    func agent(_ host: String) async throws -> AgentClient {
+        guard let record = try await store.hosts().first(where: { $0.id == host }) else {
+            throw ControlError(.notFound, "host \(host) is not registered")
+        }
+        return try AgentClient(url: record.address, key: key, timeoutMs: 30_000)
+    }
+}
