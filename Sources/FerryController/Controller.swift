@@ -18,6 +18,7 @@ public final class Controller: Sendable {
     let work = BlockingWork()
     let provisioner: GuestProvisioner
     let mover: GuestMover
+    let leases: LeaseKeeper
     let hosts: HostTracking
     let logger: Logger
     private let server = GracefulServer()
@@ -42,6 +43,11 @@ public final class Controller: Sendable {
         mover = GuestMover(
             store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout, logger: logger)
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
+        leases = LeaseKeeper(
+            store: store, provisioner: provisioner, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger
+        ) { [mover] id, host, cause async throws(ControlError) in
+            _ = try await mover.move(id, to: host, cause: cause)
+        }
     }
 
     public var boundAddress: Endpoint? { server.boundAddress }
@@ -58,7 +64,11 @@ public final class Controller: Sendable {
         try await provisioner.resume()
         try await mover.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
-        defer { monitor.cancel() }
+        let keeper = Task { [leases, configuration] in await leases.watch(every: configuration.monitorInterval) }
+        defer {
+            monitor.cancel()
+            keeper.cancel()
+        }
         try await server.run(
             makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
             logger: logger

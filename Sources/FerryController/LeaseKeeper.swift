@@ -1,0 +1,168 @@
+import FerryControl
+import FerryHostModel
+import Foundation
+import Logging
+
+/// Carries leases through their windows, a pass every second:
+/// - **start**: plans the delivery (`ControlStore.planLeaseDelivery`: the units are set aside at
+///   once, so no new on-demand guest lands in them), live-migrates the on-demand guests in the
+///   way (never stops them), then opens the pool (`active`, or `short` by the units no host
+///   could give) and boots the lease's guests if it names an image;
+/// - **inside the window**: a host of the pool that stops taking guests (silent, degraded) makes
+///   the keeper plan again: the units go to other capacity (migrating on-demand guests out of the
+///   way again) or the lease is `short`, visibly, until capacity returns;
+/// - **end**: by its terms: `extend` (if admission admits the next window of the same length),
+///   `stop` (the pool's guests stopped gracefully and deleted, as capacity blocks end) or
+///   `suspend` (stopped gracefully, kept with their disks, outside the pool).
+///
+/// Everything it decides is in the store, so a controller that restarts carries on where the
+/// last one stopped (a move that was under way is settled by the mover's own recovery).
+final class LeaseKeeper: Sendable {
+    typealias Move = @Sendable (GuestID, String, String) async throws(ControlError) -> Void
+
+    let store: any ControlStore
+    let provisioner: GuestProvisioner
+    let move: Move
+    let heartbeatTimeout: Duration
+    let clock: @Sendable () -> Date
+    let logger: Logger
+
+    init(
+        store: any ControlStore, provisioner: GuestProvisioner, heartbeatTimeout: Duration,
+        clock: @escaping @Sendable () -> Date = { Date() }, logger: Logger, move: @escaping Move
+    ) {
+        self.store = store
+        self.provisioner = provisioner
+        self.move = move
+        self.heartbeatTimeout = heartbeatTimeout
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Passes every `interval` until the task is cancelled.
+    func watch(every interval: Duration) async {
+        while !Task.isCancelled {
+            do { try await pass() } catch { logger.error("keeping the leases failed: \(error)") }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One pass over the leases whose window began.
+    func pass() async throws(ControlError) {
+        let now = clock()
+        let hosts = try await store.hosts()
+        for lease in try await store.leasesInWindow(at: now) {
+            do {
+                if now >= lease.end {
+                    try await end(lease)
+                } else if lease.phase == .waiting || lease.phase == .delivering {
+                    try await deliver(lease, cause: "its window began")
+                } else if let lost = lostHosts(lease, hosts: hosts, now: now) {
+                    try await deliver(lease, cause: lost)
+                }
+            } catch {
+                logger.error("lease \(lease.id): \(error)", metadata: ["lease.id": "\(lease.id)"])
+            }
+        }
+    }
+
+    /// Why the pool must be planned again, if it must: a host of it no longer takes guests, or
+    /// it is short and capacity may have returned.
+    func lostHosts(_ lease: LeaseRecord, hosts: [HostRecord], now: Date) -> String? {
+        let failing = lease.slots.keys.sorted().filter { id in
+            !(hosts.first { $0.id == id }?.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ?? false)
+        }
+        if !failing.isEmpty { return "host \(failing.joined(separator: ", ")) of its pool stopped taking guests" }
+        return lease.phase == .short ? "it is short of \(lease.shortUnits) units" : nil
+    }
+
+    /// Plans, migrates the guests in the way, opens the pool, boots its guests.
+    func deliver(_ lease: LeaseRecord, cause: String) async throws(ControlError) {
+        let began = ContinuousClock.now
+        let (planned, plan) = try await store.planLeaseDelivery(id: lease.id)
+        if !plan.moves.isEmpty {
+            logger.notice(
+                "lease delivery: migrating on-demand guests out of its units",
+                metadata: ["lease.id": "\(lease.id)", "moves": "\(plan.moves.count)", "cause": "\(cause)"])
+        }
+        for step in plan.moves {
+            do throws(ControlError) {
+                try await move(
+                    try Self.guestID(step.guest), step.to, "lease \(lease.id): its units are set aside on \(step.from)")
+            } catch {
+                // The next pass plans again from what the store then holds.
+                throw ControlError(
+                    error.code, "migrating guest \(step.guest) from \(step.from) to \(step.to) failed: \(error.message)"
+                )
+            }
+        }
+        let took = Double((ContinuousClock.now - began) / .milliseconds(1)) / 1000
+        let units = plan.slots.values.reduce(0, +)
+        let placed = plan.slots.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")
+        let note =
+            "\(cause): \(units) units on \(placed.isEmpty ? "no host" : placed); \(plan.moves.count) on-demand guests"
+            + " migrated out in \(String(format: "%.2f", took)) s"
+            + (plan.short > 0 ? "; \(plan.short) units short: no capacity takes them" : "")
+        let opened = try await store.changeLease(
+            id: lease.id, to: plan.short > 0 ? .short : .active, shortUnits: plan.short, note: note)
+        if planned.phase == .delivering { try await bootGuests(opened) }
+    }
+
+    static func guestID(_ hex: String) throws(ControlError) -> GuestID {
+        do throws(HostModelError) { return try GuestID(hex) } catch {
+            throw ControlError(.invalidArgument, "guest \(hex): \(error.message)")
+        }
+    }
+
+    /// The lease's guests, if it names an image: as many as it has units in its pool, less those
+    /// it has.
+    func bootGuests(_ lease: LeaseRecord) async throws(ControlError) {
+        guard let image = lease.image else { return }
+        let members = try await store.guests(project: lease.project).filter {
+            $0.request.lease == lease.id && $0.state.holdsCapacity
+        }
+        let available = lease.slots.values.reduce(0, +)
+        for number in members.count..<max(members.count, min(lease.count, available)) {
+            let name: GuestName
+            do throws(HostModelError) { name = try GuestName("lease-\(lease.id.prefix(8))-\(number + 1)") } catch {
+                throw ControlError(.invalidArgument, "lease \(lease.id): \(error.message)")
+            }
+            let creation = try await store.createGuest(
+                GuestRequest(project: lease.project, name: name, flavor: lease.flavor, image: image, lease: lease.id),
+                clientToken: "lease-\(lease.id)-\(number + 1)", cause: "lease \(lease.id): delivered")
+            if creation.created { Task { await provisioner.build(creation.guest) } }
+        }
+    }
+
+    /// The window's end, by the lease's terms.
+    func end(_ lease: LeaseRecord) async throws(ControlError) {
+        if lease.atEnd == .extend {
+            do throws(ControlError) {
+                let extended = try await store.extendLease(id: lease.id)
+                _ = try await store.changeLease(
+                    id: lease.id, to: lease.phase, shortUnits: lease.shortUnits,
+                    note: "extended to \(CloudViews.time(extended.end)): admission admitted the next window")
+                return
+            } catch  where error.code == .insufficientCapacity {
+                logger.notice(
+                    "lease \(lease.id) cannot be extended; it stops", metadata: ["reason": "\(error.message)"])
+            }
+        }
+        let members = try await store.guests(project: lease.project).filter { $0.request.lease == lease.id }
+        var stopped = 0
+        for guest in members where guest.state == .running {
+            _ = try await provisioner.stop(guest, cause: "lease \(lease.id): its window ended")
+            stopped += 1
+        }
+        if lease.atEnd != .suspend {
+            for guest in try await store.guests(project: lease.project)
+            where guest.request.lease == lease.id && (guest.state == .stopped || guest.state == .error) {
+                _ = try await provisioner.delete(guest, cause: "lease \(lease.id): its window ended")
+            }
+        }
+        let kept = lease.atEnd == .suspend ? ", kept stopped with their disks" : " and deleted"
+        _ = try await store.changeLease(
+            id: lease.id, to: .ended, shortUnits: 0,
+            note: "window ended (\(lease.atEnd.rawValue)): \(stopped) guests stopped gracefully\(kept)")
+    }
+}
