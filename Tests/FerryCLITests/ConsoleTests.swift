@@ -197,3 +197,55 @@ struct ConsoleBrowser {
         }.joined(separator: "&")
     }
 }
+
+/// The console's lease page: a project admin reserves capacity by form; the page shows the
+/// lease's phase, pool and window as a picture; once delivered, a guest is created into the pool
+/// by the page's form; a member sees the page without the forms that need an admin.
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct ConsoleLeaseTests {
+    @Test func anAdminReservesCapacityAndCreatesIntoItsPool() throws {
+        let cloud = try ControlPlaneFixture("conl", agents: 1)
+        for (user, role) in [("carol", "admin"), ("dave", "member")] {
+            let body: [String: Any] = ["name": user, "password": ConsoleTests.password]
+            #expect(try cloud.json("POST", "/v1/users", body).0 == 201)
+            #expect(try cloud.json("PUT", "/v1/projects/alpha/members/\(user)", ["role": role]).0 == 200)
+        }
+        let browser = ConsoleBrowser(http: CloudHTTP(base: cloud.url))
+        let carol = try browser.logIn("carol", ConsoleTests.password)
+        let page = try carol.get("/console/projects/alpha/leases")
+        #expect(page.status == 200 && page.body.contains("No leases yet") && page.body.contains("Reserve"))
+        let csrf = try #require(page.field("csrf_token"))
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: false)
+        let start = Date() + 2
+        let reserve = [
+            "csrf_token": csrf, "flavor": "tiny", "count": "1", "start": start.formatted(style),
+            "end": (start + 600).formatted(style), "at_end": "stop", "image": "",
+        ]
+        let made = try carol.post("/console/projects/alpha/leases", reserve)
+        #expect(made.status == 303 && made.location == "/console/projects/alpha/leases", "\(made.status) \(made.body)")
+        let tooMany = try carol.post(
+            "/console/projects/alpha/leases", reserve.merging(["count": "1000"]) { $1 })
+        #expect(tooMany.status == 409 && tooMany.body.contains("falls short"), "\(tooMany.status)")
+
+        let active = try carol.waitFor("/console/projects/alpha/leases") { $0.contains(">active<") }
+        #expect(active.contains("<svg") && active.contains("h1 × 1") && active.contains("(on time)"), "\(active)")
+        let lease = try #require(
+            active.range(of: #"name="lease" value=""#).map { String(active[$0.upperBound...].prefix(16)) })
+        let created = try carol.post(
+            "/console/projects/alpha/guests",
+            ["csrf_token": csrf, "lease": lease, "flavor": "tiny", "image": "builtin", "name": "pooled"])
+        let guestPage = try #require(created.location, "\(created.status) \(created.body)")
+        let id = String(guestPage.dropFirst("/console/guests/".count))
+        #expect(try cloud.json("GET", "/v1/guests/\(id)").1["lease"] as? String == lease)
+
+        let dave = try browser.logIn("dave", ConsoleTests.password)
+        let seen = try dave.get("/console/projects/alpha/leases")
+        #expect(seen.status == 200 && seen.body.contains(">active<"))
+        #expect(!seen.body.contains("Cancel lease") && !seen.body.contains("Reserve capacity"))
+        let daves = try #require(seen.field("csrf_token"))
+        let refused = try dave.post("/console/leases/\(lease)/cancel", ["csrf_token": daves])
+        #expect(refused.status == 403, "a member may not cancel: \(refused.status)")
+        #expect(try carol.post("/console/leases/\(lease)/cancel", ["csrf_token": csrf]).status == 303)
+        #expect(try cloud.json("GET", "/v1/leases/\(lease)").1["phase"] as? String == "ended")
+    }
+}
