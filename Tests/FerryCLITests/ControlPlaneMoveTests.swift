@@ -135,28 +135,75 @@ struct ControlPlaneMoveTests {
         #expect(hosts.count == 2, "\(hosts)")
     }
 
+    /// The destination's agent killed with -9 while the migration runs (its vmm lives on), then
+    /// started again: however the migration ended, the controller records the guest on the one
+    /// host whose agent holds it, and nothing is left moving.
+    @Test func aDestinationKilledMidMoveLeavesTheGuestOnOneHost() throws {
+        let cloud = try Self.cloud("cpm4", heartbeatTimeout: 30)
+        let (id, source) = try Self.runningKVMGuest(cloud, "vm")
+        let destination = source == "h1" ? "h2" : "h1"
+        let victim = cloud.agents[Int(destination.dropFirst())! - 1]
+        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 100_000]
+        let (status, moving) = try cloud.json("POST", "/v1/guests/\(id)/migrate", body)
+        try #require(status == 202, "\(moving)")
+        var during = try Self.view(cloud, source, id).state
+        let deadline = Date().addingTimeInterval(10)
+        while during != "migrating-out", Date() < deadline {
+            usleep(20_000)
+            during = try Self.view(cloud, source, id).state
+        }
+        victim.kill9()
+        #expect(during == "migrating-out", "the source's agent says \(during)")
+        let settled = try Self.waitUntilSettled(cloud, id, timeout: 90)
+        try victim.start()
+        let host = try #require(settled["host"] as? String)
+        #expect(settled["moving_to"] == nil && settled["state"] as? String == "running", "\(settled)")
+        var holders = try Self.holders(cloud, id)
+        for _ in 0..<100 where holders != 1 {
+            usleep(100_000)
+            holders = try Self.holders(cloud, id)
+        }
+        let listed = try cloud.guestsOnHosts()
+        #expect(holders == 1, "agents listing the guest: \(listed)")
+        let onHost = try Self.view(cloud, host, id)
+        #expect(["running", "paused"].contains(onHost.state), "the recorded host's agent says \(onHost.state)")
+        let causes = try ControlPlaneKVMTests.journal(cloud, id).compactMap { $0["cause"] as? String }
+        print(
+            "ControlPlaneMoveTests: the destination's agent killed mid-move; the guest ended on \(host): \(causes.last ?? "")"
+        )
+    }
+
     /// The controller killed with -9 while a (throttled) migration runs: the agents finish it
     /// alone, and the controller started again settles the move from their inventories.
     @Test func aControllerKilledDuringAMoveSettlesItAtItsNextStart() throws {
         let cloud = try Self.cloud("cpm3")
         let (id, source) = try Self.runningKVMGuest(cloud, "vm")
         let destination = source == "h1" ? "h2" : "h1"
-        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 300_000]
+        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 100_000]
         let (status, moving) = try cloud.json("POST", "/v1/guests/\(id)/migrate", body)
         try #require(status == 202 && moving["moving_to"] as? String == destination, "\(moving)")
-        usleep(400_000)
+        // Killed while the source's agent migrates it.
+        var during = try Self.view(cloud, source, id).state
+        let deadline = Date().addingTimeInterval(10)
+        while during != "migrating-out", Date() < deadline {
+            usleep(20_000)
+            during = try Self.view(cloud, source, id).state
+        }
         cloud.killController()
-        let during = try cloud.guestsOnHosts().filter { $0 == "c-\(id)" }.count
+        #expect(during == "migrating-out", "the source's agent says \(during)")
+        let killedAt = Date()
         try cloud.startController()
         let settled = try Self.waitUntilSettled(cloud, id, timeout: 90)
         #expect(settled["moving_to"] == nil, "\(settled)")
         let host = try #require(settled["host"] as? String)
         #expect(settled["state"] as? String == "running", "\(settled)")
-        #expect(try cloud.guestsOnHosts() == ["c-\(id)"], "one host holds it (\(during) listed it mid-move)")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"], "one host holds it")
         #expect(try Self.view(cloud, host, id).state == "running", "the controller records it where it runs")
         let causes = try ControlPlaneKVMTests.journal(cloud, id).compactMap { $0["cause"] as? String }
         #expect(causes.last?.hasPrefix(host == destination ? "moved from" : "stays on") == true, "\(causes)")
-        print("ControlPlaneMoveTests: after the controller's restart the move ended on \(host): \(causes.last ?? "")")
+        print(
+            "ControlPlaneMoveTests: the controller killed while the source was \(during); the move settled on \(host)"
+                + " \(String(format: "%.1f", Date().timeIntervalSince(killedAt))) s later: \(causes.last ?? "")")
     }
 
     /// Polls until the guest is no longer moving (at most `timeout` s); its last view.
