@@ -111,6 +111,35 @@ struct ControlPlaneMoveTests {
         let settled = try Self.waitUntilSettled(cloud, id)
         #expect(settled["host"] as? String == source && settled["state"] as? String == "running", "\(settled)")
         #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
+        try Self.moveThroughTheCLI(cloud, id, source: source, destination: destination)
+    }
+
+    /// `ferry cloud guest migrate` as a site admin, from the controller's network: with --wait it
+    /// prints the guest on its new host; without, the guest moving.
+    static func moveThroughTheCLI(_ cloud: ControlPlaneFixture, _ id: String, source: String, destination: String)
+        throws
+    {
+        let password = "correct horse battery staple"
+        let user: [String: Any] = ["name": "ops", "password": password, "site_admin": true]
+        #expect(try cloud.json("POST", "/v1/users", user).0 == 201)
+        let passwordFile = cloud.scratch.file("password")
+        try (password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        let config = cloud.scratch.file("home/cloud.json")
+        let run = { (arguments: [String]) throws -> FerryProcess.Outcome in
+            try FerryProcess.run(
+                ["cloud"] + arguments + ["--config", config], prefix: cloud.namespacePrefix(0), timeout: 120)
+        }
+        let login = try run(["login", cloud.url, "--user", "ops", "--password-file", passwordFile])
+        try #require(login.status == 0, "\(login.stderr)")
+        let waited = try run(["guest", "migrate", id, "--host", destination, "--wait"])
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(waited.stdout.contains("running  tiny  kvm  \(destination)"), "\(waited.stdout)")
+        #expect(!waited.stdout.contains("moving to"), "\(waited.stdout)")
+        let started = try run(["guest", "migrate", id])
+        #expect(started.status == 0 && started.stdout.contains("(moving to \(source))"), "\(started.stdout)")
+        let settled = try waitUntilSettled(cloud, id)
+        #expect(settled["host"] as? String == source, "\(settled)")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
     }
 
     /// The destination's agent is dead (killed with -9, not yet silent past the timeout): the
