@@ -17,9 +17,11 @@ import Testing
     .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
 struct ControlPlaneMoveTests {
     /// The cloud: agents' incoming migrations listen on their own host's address (10.93.0.N+1).
-    static func cloud(_ name: String, heartbeatTimeout: Double = 1.5) throws -> ControlPlaneFixture {
+    static func cloud(_ name: String, heartbeatTimeout: Double = 1.5, controllerExtra: [String] = []) throws
+        -> ControlPlaneFixture
+    {
         try ControlPlaneFixture(
-            name, agents: 2, heartbeatTimeout: heartbeatTimeout, namespaced: true,
+            name, agents: 2, heartbeatTimeout: heartbeatTimeout, namespaced: true, controllerExtra: controllerExtra,
             agentOptions: [1: ["--migration-listen", "10.93.0.2:0"], 2: ["--migration-listen", "10.93.0.3:0"]])
     }
 
@@ -162,6 +164,25 @@ struct ControlPlaneMoveTests {
         // A second move to a live host still works: nothing was left half-done.
         let hosts = try cloud.json("GET", "/v1/hosts").1["hosts"] as? [[String: Any]] ?? []
         #expect(hosts.count == 2, "\(hosts)")
+    }
+
+    /// A migration that outlives `--move-timeout` is cancelled: the guest stays on its source,
+    /// recorded there, and the answer says why.
+    @Test func aMoveOutlivingItsTimeoutIsCancelledAndTheGuestStays() throws {
+        let cloud = try Self.cloud("cpm5", controllerExtra: ["--move-timeout", "1"])
+        let (id, source) = try Self.runningKVMGuest(cloud, "vm")
+        let body: [String: Any] = ["max_bandwidth_bytes_per_s": 100_000]
+        let began = Date()
+        let (status, answer) = try cloud.json("POST", "/v1/guests/\(id)/migrate?wait=true", body)
+        let took = Date().timeIntervalSince(began)
+        #expect(status == 503, "\(answer)")
+        let message = (answer["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(message.contains("stays on host \(source)") && message.contains("cancelled"), "\(message)")
+        #expect(took < 10, "answered \(took) s after the request")
+        let now = try cloud.json("GET", "/v1/guests/\(id)").1
+        #expect(now["host"] as? String == source && now["moving_to"] == nil, "\(now)")
+        #expect(try Self.view(cloud, source, id).state == "running")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
     }
 
     /// The destination's agent killed with -9 while the migration runs (its vmm lives on), then
