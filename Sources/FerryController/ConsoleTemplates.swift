@@ -133,7 +133,7 @@ enum ConsoleTemplates {
         <tr><th>State</th><td class="state" id="state">{{state}}</td></tr>
         {{#errorReason}}<tr><th>Error</th><td>{{errorReason}}</td></tr>{{/errorReason}}
         <tr><th>ID</th><td>{{id}}</td></tr>
-        <tr><th>Host</th><td>{{host}} {{#hostAddress}}({{hostAddress}}){{/hostAddress}}</td></tr>
+        <tr><th>Host</th><td>{{host}} {{#hostAddress}}({{hostAddress}}){{/hostAddress}}{{#movingTo}}, moving to {{movingTo}}{{/movingTo}}</td></tr>
         <tr><th>Flavor</th><td>{{flavor}}: {{vcpus}} vCPU, {{memory}} memory, {{disk}} disk</td></tr>
         <tr><th>Image</th><td>{{image}}</td></tr>
         <tr><th>Created</th><td>{{createdAt}}</td></tr>

@@ -108,6 +108,8 @@ struct GuestPageView {
     var errorReason: String?
     var host: String
     var hostAddress: String?
+    /// The host the guest is being live-migrated to, while it is.
+    var movingTo: String?
     var flavor: String
     var image: String
     var vcpus: Int
@@ -140,6 +142,7 @@ struct GuestPageView {
         errorReason = guest.errorReason
         host = guest.host
         self.hostAddress = hostAddress
+        movingTo = guest.movingTo
         flavor = guest.request.flavor
         image = guest.request.image
         vcpus = guest.resources.vcpus

@@ -60,7 +60,10 @@ final class GuestMover: Sendable {
             logger.warning(
                 "a guest's live migration failed; it stays on its host",
                 metadata: ["guest.id": "\(moving.id)", "guest.host": "\(moving.host)", "guest.error": "\(reason)"])
-            _ = try await store.abandonMove(moving.id, cause: "host \(moving.host): \(reason)")
+            do { _ = try await store.abandonMove(moving.id, cause: "host \(moving.host): \(reason)") } catch {
+                if error.code != .stale { Task { await self.settleUntilDeadline(moving) } }
+                throw error
+            }
             throw ControlError(
                 .database,
                 "guest \(moving.id) stays on host \(moving.host): its live migration to host \(destination) failed:"
@@ -81,13 +84,17 @@ final class GuestMover: Sendable {
         }
     }
 
-    /// finishMove; a move another controller (or a settle) already finished is taken as it is.
+    /// finishMove; a move another controller (or a settle) already finished is taken as it is. A
+    /// store that failed leaves the move to be settled again from the agents.
     private func finish(_ moving: CloudGuest, cause: String) async throws(ControlError) -> CloudGuest {
         do {
             return try await store.finishMove(moving.id, cause: cause)
         } catch {
-            guard error.code == .stale, let now = try await store.guest(id: moving.id), now.host == moving.movingTo
-            else { throw error }
+            guard error.code == .stale else {
+                Task { await self.settleUntilDeadline(moving) }
+                throw error
+            }
+            guard let now = try await store.guest(id: moving.id), now.host == moving.movingTo else { throw error }
             return now
         }
     }

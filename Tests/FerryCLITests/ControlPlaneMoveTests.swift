@@ -17,9 +17,11 @@ import Testing
     .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
 struct ControlPlaneMoveTests {
     /// The cloud: agents' incoming migrations listen on their own host's address (10.93.0.N+1).
-    static func cloud(_ name: String, heartbeatTimeout: Double = 1.5) throws -> ControlPlaneFixture {
+    static func cloud(_ name: String, heartbeatTimeout: Double = 1.5, controllerExtra: [String] = []) throws
+        -> ControlPlaneFixture
+    {
         try ControlPlaneFixture(
-            name, agents: 2, heartbeatTimeout: heartbeatTimeout, namespaced: true,
+            name, agents: 2, heartbeatTimeout: heartbeatTimeout, namespaced: true, controllerExtra: controllerExtra,
             agentOptions: [1: ["--migration-listen", "10.93.0.2:0"], 2: ["--migration-listen", "10.93.0.3:0"]])
     }
 
@@ -111,6 +113,35 @@ struct ControlPlaneMoveTests {
         let settled = try Self.waitUntilSettled(cloud, id)
         #expect(settled["host"] as? String == source && settled["state"] as? String == "running", "\(settled)")
         #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
+        try Self.moveThroughTheCLI(cloud, id, source: source, destination: destination)
+    }
+
+    /// `ferry cloud guest migrate` as a site admin, from the controller's network: with --wait it
+    /// prints the guest on its new host; without, the guest moving.
+    static func moveThroughTheCLI(_ cloud: ControlPlaneFixture, _ id: String, source: String, destination: String)
+        throws
+    {
+        let password = "correct horse battery staple"
+        let user: [String: Any] = ["name": "ops", "password": password, "site_admin": true]
+        #expect(try cloud.json("POST", "/v1/users", user).0 == 201)
+        let passwordFile = cloud.scratch.file("password")
+        try (password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        let config = cloud.scratch.file("home/cloud.json")
+        let run = { (arguments: [String]) throws -> FerryProcess.Outcome in
+            try FerryProcess.run(
+                ["cloud"] + arguments + ["--config", config], prefix: cloud.namespacePrefix(0), timeout: 120)
+        }
+        let login = try run(["login", cloud.url, "--user", "ops", "--password-file", passwordFile])
+        try #require(login.status == 0, "\(login.stderr)")
+        let waited = try run(["guest", "migrate", id, "--host", destination, "--wait"])
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(waited.stdout.contains("running  tiny  kvm  \(destination)"), "\(waited.stdout)")
+        #expect(!waited.stdout.contains("moving to"), "\(waited.stdout)")
+        let started = try run(["guest", "migrate", id])
+        #expect(started.status == 0 && started.stdout.contains("(moving to \(source))"), "\(started.stdout)")
+        let settled = try waitUntilSettled(cloud, id)
+        #expect(settled["host"] as? String == source, "\(settled)")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
     }
 
     /// The destination's agent is dead (killed with -9, not yet silent past the timeout): the
@@ -135,28 +166,94 @@ struct ControlPlaneMoveTests {
         #expect(hosts.count == 2, "\(hosts)")
     }
 
+    /// A migration that outlives `--move-timeout` is cancelled: the guest stays on its source,
+    /// recorded there, and the answer says why.
+    @Test func aMoveOutlivingItsTimeoutIsCancelledAndTheGuestStays() throws {
+        let cloud = try Self.cloud("cpm5", controllerExtra: ["--move-timeout", "1"])
+        let (id, source) = try Self.runningKVMGuest(cloud, "vm")
+        let body: [String: Any] = ["max_bandwidth_bytes_per_s": 100_000]
+        let began = Date()
+        let (status, answer) = try cloud.json("POST", "/v1/guests/\(id)/migrate?wait=true", body)
+        let took = Date().timeIntervalSince(began)
+        #expect(status == 503, "\(answer)")
+        let message = (answer["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(message.contains("stays on host \(source)") && message.contains("cancelled"), "\(message)")
+        #expect(took < 10, "answered \(took) s after the request")
+        let now = try cloud.json("GET", "/v1/guests/\(id)").1
+        #expect(now["host"] as? String == source && now["moving_to"] == nil, "\(now)")
+        #expect(try Self.view(cloud, source, id).state == "running")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
+    }
+
+    /// The destination's agent killed with -9 while the migration runs (its vmm lives on), then
+    /// started again: however the migration ended, the controller records the guest on the one
+    /// host whose agent holds it, and nothing is left moving.
+    @Test func aDestinationKilledMidMoveLeavesTheGuestOnOneHost() throws {
+        let cloud = try Self.cloud("cpm4", heartbeatTimeout: 30)
+        let (id, source) = try Self.runningKVMGuest(cloud, "vm")
+        let destination = source == "h1" ? "h2" : "h1"
+        let victim = cloud.agents[Int(destination.dropFirst())! - 1]
+        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 100_000]
+        let (status, moving) = try cloud.json("POST", "/v1/guests/\(id)/migrate", body)
+        try #require(status == 202, "\(moving)")
+        var during = try Self.view(cloud, source, id).state
+        let deadline = Date().addingTimeInterval(10)
+        while during != "migrating-out", Date() < deadline {
+            usleep(20_000)
+            during = try Self.view(cloud, source, id).state
+        }
+        victim.kill9()
+        #expect(during == "migrating-out", "the source's agent says \(during)")
+        let settled = try Self.waitUntilSettled(cloud, id, timeout: 90)
+        try victim.start()
+        let host = try #require(settled["host"] as? String)
+        #expect(settled["moving_to"] == nil && settled["state"] as? String == "running", "\(settled)")
+        var holders = try Self.holders(cloud, id)
+        for _ in 0..<100 where holders != 1 {
+            usleep(100_000)
+            holders = try Self.holders(cloud, id)
+        }
+        let listed = try cloud.guestsOnHosts()
+        #expect(holders == 1, "agents listing the guest: \(listed)")
+        let onHost = try Self.view(cloud, host, id)
+        #expect(["running", "paused"].contains(onHost.state), "the recorded host's agent says \(onHost.state)")
+        let causes = try ControlPlaneKVMTests.journal(cloud, id).compactMap { $0["cause"] as? String }
+        print(
+            "ControlPlaneMoveTests: the destination's agent killed mid-move; the guest ended on \(host): \(causes.last ?? "")"
+        )
+    }
+
     /// The controller killed with -9 while a (throttled) migration runs: the agents finish it
     /// alone, and the controller started again settles the move from their inventories.
     @Test func aControllerKilledDuringAMoveSettlesItAtItsNextStart() throws {
         let cloud = try Self.cloud("cpm3")
         let (id, source) = try Self.runningKVMGuest(cloud, "vm")
         let destination = source == "h1" ? "h2" : "h1"
-        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 300_000]
+        let body: [String: Any] = ["host": destination, "max_bandwidth_bytes_per_s": 100_000]
         let (status, moving) = try cloud.json("POST", "/v1/guests/\(id)/migrate", body)
         try #require(status == 202 && moving["moving_to"] as? String == destination, "\(moving)")
-        usleep(400_000)
+        // Killed while the source's agent migrates it.
+        var during = try Self.view(cloud, source, id).state
+        let deadline = Date().addingTimeInterval(10)
+        while during != "migrating-out", Date() < deadline {
+            usleep(20_000)
+            during = try Self.view(cloud, source, id).state
+        }
         cloud.killController()
-        let during = try cloud.guestsOnHosts().filter { $0 == "c-\(id)" }.count
+        #expect(during == "migrating-out", "the source's agent says \(during)")
+        let killedAt = Date()
         try cloud.startController()
         let settled = try Self.waitUntilSettled(cloud, id, timeout: 90)
         #expect(settled["moving_to"] == nil, "\(settled)")
         let host = try #require(settled["host"] as? String)
         #expect(settled["state"] as? String == "running", "\(settled)")
-        #expect(try cloud.guestsOnHosts() == ["c-\(id)"], "one host holds it (\(during) listed it mid-move)")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"], "one host holds it")
         #expect(try Self.view(cloud, host, id).state == "running", "the controller records it where it runs")
         let causes = try ControlPlaneKVMTests.journal(cloud, id).compactMap { $0["cause"] as? String }
         #expect(causes.last?.hasPrefix(host == destination ? "moved from" : "stays on") == true, "\(causes)")
-        print("ControlPlaneMoveTests: after the controller's restart the move ended on \(host): \(causes.last ?? "")")
+        print(
+            "ControlPlaneMoveTests: the controller killed while the source was \(during); the move settled on \(host)"
+                + " \(String(format: "%.1f", Date().timeIntervalSince(killedAt))) s later: \(causes.last ?? "")")
     }
 
     /// Polls until the guest is no longer moving (at most `timeout` s); its last view.
