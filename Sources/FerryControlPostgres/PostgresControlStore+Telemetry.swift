@@ -13,7 +13,7 @@ extension PostgresControlStore {
         let vcpus = samples.map { Int64($0.sample.vcpus) }
         // No NULL inside a bound array here: -1 stands for "the guest published no load".
         let loads = samples.map { Int64($0.sample.loadPermille ?? -1) }
-        try await reading("record \(samples.count) telemetry samples in") { connection in
+        _ = try await reading("record \(samples.count) telemetry samples in") { connection in
             try await connection.query(
                 """
                 INSERT INTO guest_samples (guest_id, time_ms, cpu_ns, vcpus, load_permille)

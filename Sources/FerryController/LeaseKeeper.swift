@@ -39,11 +39,17 @@ final class LeaseKeeper: Sendable {
         self.logger = logger
     }
 
-    /// Passes every `interval` until the task is cancelled.
+    /// Passes every `interval` until the task is cancelled, and at the instant a window starts or
+    /// ends between two passes: a delivery does not wait for the next tick.
     func watch(every interval: Duration) async {
         while !Task.isCancelled {
             do { try await pass() } catch { logger.error("keeping the leases failed: \(error)") }
-            try? await Task.sleep(for: interval)
+            let now = clock()
+            let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+            let horizon = now.addingTimeInterval(seconds)
+            let upcoming = (try? await store.leasesInWindow(at: horizon)) ?? []
+            let next = upcoming.flatMap { [$0.start, $0.end] }.filter { $0 > now && $0 <= horizon }.min() ?? horizon
+            try? await Task.sleep(for: .milliseconds(max(1, Int((next.timeIntervalSince(now) * 1000).rounded(.up)))))
         }
     }
 
