@@ -68,6 +68,8 @@ enum ControlSchema {
         migrator.registerMigration("v3-host-kvm") { db in try db.execute(sql: hostKVMV3) }
         migrator.registerMigration("v4-guest-samples") { db in try db.execute(sql: guestSamplesV4) }
         migrator.registerMigration("v5-leases") { db in try db.execute(sql: leasesV5) }
+        // v6 and v7 come from other branches; the migrator runs migrations in registration order.
+        migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
         return migrator
     }
 
@@ -102,6 +104,38 @@ enum ControlSchema {
         ) STRICT;
         CREATE INDEX leases_by_end ON leases (state, end_ms);
         CREATE INDEX leases_by_project ON leases (project, start_ms);
+        """
+
+    /// Auto-scaling groups, the journal of their desired counts (`scaling_actions`, the group's
+    /// timeline) and, on each guest, the group it belongs to (NULL: none). A group's name is
+    /// unique among the project's active groups.
+    static let scalingGroupsV8 = """
+        CREATE TABLE scaling_groups (
+            id TEXT PRIMARY KEY NOT NULL,
+            project TEXT NOT NULL REFERENCES projects (name),
+            name TEXT NOT NULL,
+            flavor TEXT NOT NULL,
+            image TEXT NOT NULL,
+            min_size INTEGER NOT NULL CHECK (min_size >= 0),
+            max_size INTEGER NOT NULL CHECK (max_size >= min_size),
+            desired INTEGER NOT NULL CHECK (desired >= 0 AND desired <= max_size),
+            policy TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            last_action_ms INTEGER,
+            state TEXT NOT NULL CHECK (state IN ('active', 'deleted'))
+        ) STRICT;
+        CREATE UNIQUE INDEX scaling_groups_by_name ON scaling_groups (project, name) WHERE state = 'active';
+        CREATE TABLE scaling_actions (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_id TEXT NOT NULL REFERENCES scaling_groups (id),
+            time_ms INTEGER NOT NULL,
+            from_desired INTEGER NOT NULL,
+            to_desired INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX scaling_actions_by_group ON scaling_actions (group_id, sequence);
+        ALTER TABLE guests ADD COLUMN scaling_group TEXT REFERENCES scaling_groups (id);
+        CREATE INDEX guests_by_scaling_group ON guests (scaling_group) WHERE scaling_group IS NOT NULL;
         """
 
     /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are

@@ -17,6 +17,7 @@ public final class Controller: Sendable {
     let work = BlockingWork()
     let provisioner: GuestProvisioner
     let hosts: HostTracking
+    let scaler: GroupScaler
     let logger: Logger
     private let server = GracefulServer()
 
@@ -38,6 +39,7 @@ public final class Controller: Sendable {
         provisioner = GuestProvisioner(
             store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
+        scaler = GroupScaler(store: store, provisioner: provisioner, logger: logger)
     }
 
     public var boundAddress: Endpoint? { server.boundAddress }
@@ -54,6 +56,8 @@ public final class Controller: Sendable {
         try await provisioner.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         defer { monitor.cancel() }
+        let scaling = Task { [scaler, configuration] in await scaler.run(every: configuration.scalingInterval) }
+        defer { scaling.cancel() }
         try await server.run(
             makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
             logger: logger
@@ -80,6 +84,7 @@ public final class Controller: Sendable {
         ).add(to: router)
         CatalogueRoutes(store: store).add(to: router)
         LeaseRoutes(store: store).add(to: router)
+        GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies

@@ -16,6 +16,8 @@ public struct ControllerConfiguration: Sendable {
     public var monitorInterval: Duration
     /// How long a build waits for the agent to report the guest running.
     public var bootTimeout: Duration
+    /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
+    public var scalingInterval: Duration
     public var bodyLimitBytes: Int
     public var credentialWindowSeconds: Int64
     public var shutdownGrace: Duration
@@ -27,7 +29,8 @@ public struct ControllerConfiguration: Sendable {
 
     public init(
         listen: Endpoint = defaultListen, key: SharedKey, heartbeatTimeout: Duration = .seconds(5),
-        monitorInterval: Duration = .seconds(1), bootTimeout: Duration = .seconds(60), bodyLimitBytes: Int = 1 << 20,
+        monitorInterval: Duration = .seconds(1), bootTimeout: Duration = .seconds(60),
+        scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false
     ) {
@@ -36,6 +39,7 @@ public struct ControllerConfiguration: Sendable {
         self.heartbeatTimeout = heartbeatTimeout
         self.monitorInterval = monitorInterval
         self.bootTimeout = bootTimeout
+        self.scalingInterval = scalingInterval
         self.bodyLimitBytes = bodyLimitBytes
         self.credentialWindowSeconds = credentialWindowSeconds
         self.shutdownGrace = shutdownGrace

@@ -147,9 +147,9 @@ final class GuestProvisioner: Sendable {
     }
 
     /// running → stopping → stopped (the host stops it gracefully, then by force after 30 s).
-    func stop(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest {
+    func stop(_ guest: CloudGuest, cause: String = "user: stop") async throws(ControlError) -> CloudGuest {
         let stopping = try await store.transition(
-            guest.id, from: .running, to: .stopping, cause: "user: stop", errorReason: nil,
+            guest.id, from: .running, to: .stopping, cause: cause, errorReason: nil,
             generation: guest.generation)
         do {
             let client = try await agent(guest.host)
@@ -178,7 +178,7 @@ final class GuestProvisioner: Sendable {
 
     /// Removes the guest and its disk from its host, then records it deleted (a pending guest,
     /// never sent to its host, is deleted at once; a guest in error is removed where it may be).
-    func delete(_ guest: CloudGuest) async throws(ControlError) -> CloudGuest {
+    func delete(_ guest: CloudGuest, cause: String = "user: delete") async throws(ControlError) -> CloudGuest {
         if guest.state == .stopped || guest.state == .error {
             do {
                 let client = try await agent(guest.host)
@@ -195,7 +195,7 @@ final class GuestProvisioner: Sendable {
             }
         }
         return try await store.transition(
-            guest.id, from: guest.state, to: .deleted, cause: "user: delete", errorReason: nil,
+            guest.id, from: guest.state, to: .deleted, cause: cause, errorReason: nil,
             generation: guest.generation)
     }
 

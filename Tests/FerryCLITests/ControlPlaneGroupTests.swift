@@ -1,0 +1,144 @@
+import FerryAgent
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// Auto-scaling groups on a real controller with two agents (each in a network namespace where
+/// the machine allows it): a target-tracking group follows its members' load up to its max and
+/// back down to its min, and its recorded actions show it (bounds, steps, stabilisation).
+@Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
+struct ControlPlaneGroupTests {
+    /// Sets the pace of a member (a controller guest) through its host's agent.
+    static func pace(_ cloud: ControlPlaneFixture, _ member: [String: Any], _ rate: String) throws -> Int {
+        let id = member["id"] as? String ?? ""
+        let host = member["host"] as? String ?? ""
+        guard let index = Int(host.dropFirst()), cloud.agents.indices.contains(index - 1) else { return 0 }
+        let client = try cloud.agents[index - 1].client()
+        let body = Array("{\"rate\":\"\(rate)\"}".utf8)
+        let send = { @Sendable in try client.send("POST", "/v1/guests/c-\(id)/pace", body: body).status }
+        return try cloud.namespace(index).map { try NetworkNamespaces.run(in: $0, send) } ?? send()
+    }
+
+    /// The group and its live members (not deleted).
+    static func group(_ cloud: ControlPlaneFixture, _ id: String) throws -> ([String: Any], [[String: Any]]) {
+        let group = try cloud.json("GET", "/v1/groups/\(id)").1
+        let members = (group["members"] as? [[String: Any]] ?? []).filter { $0["state"] as? String != "deleted" }
+        return (group, members)
+    }
+
+    /// The group and its members as text, for a failure's message.
+    static func describe(_ cloud: ControlPlaneFixture, _ id: String) -> String {
+        (try? group(cloud, id)).map { "\($0)" } ?? "(the group could not be read)"
+    }
+
+    /// Paces every running member at `rate` (each once) until `done` holds for the group and its
+    /// live members, at most `timeout` s.
+    static func drive(
+        _ cloud: ControlPlaneFixture, _ id: String, rate: String, timeout: Double,
+        until done: ([String: Any], [[String: Any]]) -> Bool
+    ) throws -> Bool {
+        var paced: Set<String> = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let (group, members) = try group(cloud, id)
+            if done(group, members) { return true }
+            for member in members where member["state"] as? String == "running" {
+                let memberID = member["id"] as? String ?? ""
+                if !paced.contains(memberID), try pace(cloud, member, rate) == 200 { paced.insert(memberID) }
+            }
+            usleep(300_000)
+        }
+        return false
+    }
+
+    @Test func aTargetTrackingGroupFollowsItsMembersLoadUpAndDown() throws {
+        let cloud = try ControlPlaneFixture(
+            "grp", agents: 2, namespaced: Requirement.namespaces.met, controllerExtra: ["--scaling-interval", "0.5"])
+        let policy: [String: Any] = [
+            "type": "target_tracking", "metric": "load", "target": 50, "tolerance": 0.1, "metric_window_seconds": 3,
+            "scale_down_stabilisation_seconds": 5,
+        ]
+        let body: [String: Any] = [
+            "name": "web", "flavor": "tiny", "image": "builtin", "min": 1, "max": 4, "policy": policy,
+            "scale_in": "newest",
+        ]
+        let (made, created) = try cloud.json("POST", "/v1/projects/alpha/groups", body)
+        try #require(made == 201 && created["desired"] as? Int == 1, "\(created)")
+        let id = try #require(created["id"] as? String)
+        #expect(try cloud.json("POST", "/v1/projects/alpha/groups", body).0 == 409, "the name is taken")
+        var bad = body
+        bad["max"] = 0
+        let (refused, answer) = try cloud.json("POST", "/v1/projects/alpha/groups", bad)
+        #expect(refused == 422 && "\(answer)".contains("min 1, max 0"), "\(answer)")
+
+        // Up: every member at full demand (its load near 100% against a target of 50%).
+        let grew = try Self.drive(cloud, id, rate: "400GB/s", timeout: 90) { group, members in
+            group["desired"] as? Int == 4 && members.count == 4
+                && members.allSatisfy { $0["state"] as? String == "running" }
+        }
+        #expect(grew, "the group did not grow to 4 running members: \(Self.describe(cloud, id))")
+        let upActions = try actions(cloud, id)
+        let lastUp = try #require(upActions.last)
+
+        // Down: every member idle; after the 5 s down window the group goes back to its min.
+        let shrank = try Self.drive(cloud, id, rate: "100KB/s", timeout: 90) { group, members in
+            group["desired"] as? Int == 1 && members.count == 1
+        }
+        #expect(shrank, "the group did not shrink to 1 member: \(Self.describe(cloud, id))")
+
+        let all = try actions(cloud, id)
+        let summary = all.map { "\($0.from)→\($0.to) at \($0.time): \($0.reason)" }.joined(separator: "\n")
+        print("group web's actions:\n\(summary)")
+        #expect(all.first?.from == 0 && all.first?.to == 1 && all.first?.reason == "created", "\(summary)")
+        #expect(all.allSatisfy { (1...4).contains($0.to) }, "bounds respected: \(summary)")
+        let ups = all.dropFirst().filter { $0.to > $0.from }
+        let downs = all.filter { $0.to < $0.from }
+        #expect(!ups.isEmpty && ups.count <= 3 && ups.allSatisfy { $0.reason.contains("ceil(") }, "\(summary)")
+        #expect(!downs.isEmpty && downs.count <= 3 && all.last?.to == 1, "\(summary)")
+        #expect(
+            all.dropFirst(upActions.count).allSatisfy { $0.to < $0.from }, "no flapping on the way down: \(summary)")
+        for down in downs {
+            #expect(
+                down.time.timeIntervalSince(lastUp.time) >= 4.9,
+                "no scale-in within the 5 s down window of the last scale-out: \(summary)")
+        }
+
+        // The members taken out were stopped, then deleted, by the group.
+        let members = try cloud.json("GET", "/v1/groups/\(id)").1["members"] as? [[String: Any]] ?? []
+        let removed = members.filter { $0["state"] as? String == "deleted" }
+        #expect(removed.count == members.count - 1 && removed.count >= 3, "\(members)")
+        if let gone = removed.first?["id"] as? String {
+            let journal = try cloud.json("GET", "/v1/guests/\(gone)/journal").1["entries"] as? [[String: Any]] ?? []
+            let causes = journal.compactMap { $0["cause"] as? String }
+            #expect(causes.contains { $0.hasPrefix("group web: scale in") }, "\(journal)")
+            #expect(journal.contains { $0["to"] as? String == "stopped" }, "stopped before it was deleted: \(journal)")
+        }
+
+        // By hand, then the group is given up: every member goes.
+        let (set, setAnswer) = try cloud.json("PUT", "/v1/groups/\(id)/desired", ["desired": 9])
+        #expect(set == 422 && "\(setAnswer)".contains("[1, 4]"), "\(setAnswer)")
+        let (deleted, gone) = try cloud.json("DELETE", "/v1/groups/\(id)")
+        #expect(deleted == 200 && gone["state"] as? String == "deleted" && gone["desired"] as? Int == 0)
+        let emptied = try Self.drive(cloud, id, rate: "100KB/s", timeout: 60) { _, members in members.isEmpty }
+        #expect(emptied, "the deleted group's members were not all removed: \(Self.describe(cloud, id))")
+        #expect(try actions(cloud, id).last?.reason.contains("delete the group") == true)
+    }
+
+    struct Action {
+        var from: Int
+        var to: Int
+        var time: Date
+        var reason: String
+    }
+
+    func actions(_ cloud: ControlPlaneFixture, _ id: String) throws -> [Action] {
+        let list = try cloud.json("GET", "/v1/groups/\(id)/actions").1["actions"] as? [[String: Any]] ?? []
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        return list.map {
+            Action(
+                from: $0["from"] as? Int ?? -1, to: $0["to"] as? Int ?? -1,
+                time: (try? style.parse($0["time"] as? String ?? "")) ?? .distantPast,
+                reason: $0["reason"] as? String ?? "")
+        }
+    }
+}
