@@ -13,6 +13,9 @@ import Foundation
 /// - **Delete** members that are stopped (scaled in, or stopped by a user: a replacement is made)
 ///   or in error: they hold no work, and a failed member is replaced.
 /// - Members with an operation in flight (`busy`) are left alone.
+/// - **Settling**: while a member is pending or building, or runs without a metric yet (for at
+///   most the policy's window and 10 s after it started: one whose telemetry never comes does not
+///   hold the group forever), the group's metric does not include it, so the policy waits.
 public struct GroupPlan: Sendable, Equatable {
     public static let liveStates: Set<CloudGuestState> = [.pending, .building, .running, .unknown]
 
@@ -23,7 +26,7 @@ public struct GroupPlan: Sendable, Equatable {
     public var scaleIn: [CloudGuest]
     /// Stopped members and members in error, to delete.
     public var delete: [CloudGuest]
-    /// Some live member is pending or building: its metric is not in yet, so the policy waits.
+    /// Some live member's metric is not in yet (see above), so the policy waits.
     public var settling: Bool
 
     public init(live: Int, create: [GuestName], scaleIn: [CloudGuest], delete: [CloudGuest], settling: Bool) {
@@ -36,13 +39,20 @@ public struct GroupPlan: Sendable, Equatable {
 
     /// The plan for `group` with `members` (the store's `groupMembers`), `load` each member's
     /// mean metric over the policy's window (for `least_loaded`; a member without one is taken
-    /// first), and `busy` the members with an operation in flight.
+    /// first; a running member without one for less than the window and 10 s before `now` is
+    /// settling), and `busy` the members with an operation in flight.
     public static func make(
-        group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double] = [:], busy: Set<GuestID> = []
+        group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double] = [:], busy: Set<GuestID> = [],
+        now: Date? = nil
     ) -> GroupPlan {
         let live = members.filter { liveStates.contains($0.state) }
         let delete = members.filter { [.stopped, .error].contains($0.state) && !busy.contains($0.id) }
-        let settling = live.contains { $0.state == .pending || $0.state == .building }
+        let grace = Double(group.policy.windowMilliseconds + 10_000) / 1000
+        let settling = live.contains { member in
+            if member.state == .pending || member.state == .building { return true }
+            guard let now, member.state == .running, load[member.id] == nil else { return false }
+            return now.timeIntervalSince(member.stateSince) < grace
+        }
         var create: [GuestName] = []
         if live.count < group.desired {
             let next = (members.compactMap { index(of: $0.name, in: group) }.max() ?? 0) + 1

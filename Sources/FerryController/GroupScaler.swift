@@ -11,7 +11,7 @@ import Synchronization
 /// a change with its reason, then carries out `GroupPlan`: creates the missing members through
 /// the guest create (quota, placement and the group's room checked in its transaction), stops
 /// the members a scale-in takes gracefully and deletes them, deletes the stopped and failed
-/// ones. No decision is made while a member is still pending or building (its metric is not in).
+/// ones. No decision is made while a member's metric is not in yet (`GroupPlan.settling`).
 ///
 /// Target tracking's recommendation history is kept here, in memory: a controller that restarts
 /// starts with an empty history, so its first decisions are stabilised only by what it has seen
@@ -60,7 +60,8 @@ final class GroupScaler: Sendable {
     /// Decides (an active group whose members are all up) and carries out the plan.
     func reconcile(_ group: ScalingGroup) async throws(ControlError) {
         var group = group
-        let now = Billing.milliseconds(clock())
+        let date = clock()
+        let now = Billing.milliseconds(date)
         let members = try await store.groupMembers(group: group.id)
         let running = members.filter { $0.state == .running }.map(\.id)
         // From a little before the window: the sample before its first gives its first interval.
@@ -69,12 +70,12 @@ final class GroupScaler: Sendable {
             ? [:]
             : try await store.samples(guests: running, sinceMilliseconds: now - group.policy.windowMilliseconds - 2000)
         let load = GroupMetric.perMember(samples, metric: group.policy.metric)
-        var plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 })
+        var plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
         if group.state == .active, !plan.settling {
             let decided = try await decide(group, samples: samples, now: now)
             if decided.desired != group.desired {
                 group = decided
-                plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 })
+                plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
             }
         }
         await carryOut(plan, group)

@@ -67,6 +67,7 @@ struct ControlPlaneGroupTests {
         let id = try #require(created["id"] as? String)
         #expect(try cloud.json("POST", "/v1/projects/alpha/groups", body).0 == 409, "the name is taken")
         var bad = body
+        bad["name"] = "other"
         bad["max"] = 0
         let (refused, answer) = try cloud.json("POST", "/v1/projects/alpha/groups", bad)
         #expect(refused == 422 && "\(answer)".contains("min 1, max 0"), "\(answer)")

@@ -40,6 +40,23 @@ import Testing
         #expect(plan == GroupPlan(live: 3, create: [], scaleIn: [], delete: [], settling: true))
     }
 
+    /// A member that runs but has no metric yet holds the decision for the policy's window and
+    /// 10 s after it started (15 s + 10 s here), no longer.
+    @Test func aRunningMemberWithoutAMetricSettlesForAWhile() {
+        let members = [Self.member(1, .running), Self.member(2, .running, createdSecond: 100)]
+        let load = [members[0].id: 40.0]
+        let group = Self.group(desired: 2)
+        #expect(
+            GroupPlan.make(group: group, members: members, load: load, now: Date(timeIntervalSince1970: 120)).settling)
+        #expect(
+            !GroupPlan.make(group: group, members: members, load: load, now: Date(timeIntervalSince1970: 126)).settling)
+        #expect(
+            !GroupPlan.make(
+                group: group, members: members, load: [members[1].id: 1, members[0].id: 2],
+                now: Date(timeIntervalSince1970: 120)
+            ).settling)
+    }
+
     @Test func scaleInTakesPendingFirstThenTheNewestRunning() {
         let members = [
             Self.member(1, .running), Self.member(2, .running), Self.member(3, .running, createdSecond: 10),
