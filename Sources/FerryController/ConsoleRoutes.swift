@@ -170,7 +170,8 @@ struct ConsoleRoutes: Sendable {
             refreshSeconds: GuestPageView.refreshes(guest.state) ? 2 : nil)
     }
 
-    /// A group's page: its members, its actions and its timeline over the last 10 minutes.
+    /// A group's page: its members, its actions and its timeline over the last 10 minutes (or
+    /// since just before it was made).
     private func groupPage(_ context: ControllerContext) async throws -> Response {
         let id = context.parameters.get("id") ?? ""
         guard let group = try await store.scalingGroup(id: id) else {
@@ -181,7 +182,8 @@ struct ConsoleRoutes: Sendable {
         let actions = try await store.scalingActions(group: group.id)
         var view = GroupPageView(group, members: members, actions: actions)
         let now = Billing.milliseconds(Date())
-        let since = now - 10 * 60_000
+        // The last 10 minutes, or from a little before the group was made if that is later.
+        let since = max(now - 10 * 60_000, min(now - 30_000, Billing.milliseconds(group.createdAt) - 5_000))
         let samples = try await store.samples(guests: members.map(\.id), sinceMilliseconds: since)
         var journals: [[CloudJournalEntry]] = []
         for member in members { journals.append(try await store.journal(of: member.id)) }
@@ -189,7 +191,7 @@ struct ConsoleRoutes: Sendable {
             metric: GroupMetric.series(samples, metric: group.policy.metric, bucketMilliseconds: 2000),
             desired: GroupChart.desired(actions), running: GroupChart.running(journals), from: since, to: now,
             maxCount: group.max,
-            title: "Group \(group.name): \(group.policy.metric.rawValue) and members, last 10 minutes")
+            title: "Group \(group.name): \(group.policy.metric.rawValue) and members over time")
         return ConsoleHTML.render(
             "group", view, title: "Group \(group.name)", session: try ConsoleSession(context), refreshSeconds: 5)
     }

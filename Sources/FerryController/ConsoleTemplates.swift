@@ -179,12 +179,12 @@ enum ConsoleTemplates {
         <tr><th>State</th><td class="state" id="state">{{state}}</td></tr>
         <tr><th>Desired</th><td id="desired">{{desired}} (bounds {{min}}–{{max}})</td></tr>
         <tr><th>Members</th><td>{{flavor}} guests of image {{image}}; scale-in takes the {{scaleIn}} first</td></tr>
-        <tr><th>Policy</th><td><code>{{policy}}</code></td></tr>
+        <tr><th>Policy</th><td><code style="overflow-wrap: anywhere">{{policy}}</code></td></tr>
         <tr><th>ID</th><td>{{id}}</td></tr>
         </table>
-        <h2>Timeline, last 10 minutes</h2>
+        <h2>Timeline</h2>
         <figure id="timeline">{{{chart}}}
-        <figcaption>The members' mean metric (solid blue, left scale), the desired count (dashed orange) and the running members (solid green), both on the right scale.</figcaption></figure>
+        <figcaption>The last 10 minutes (or since the group was made): the members' mean metric (solid blue, left scale), the desired count (dashed orange) and the running members (solid green), both on the right scale.</figcaption></figure>
         <h2>Members</h2>
         {{#hasMembers}}
         <table>

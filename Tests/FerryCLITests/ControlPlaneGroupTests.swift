@@ -3,6 +3,10 @@ import FerryTestSupport
 import Foundation
 import Testing
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// Auto-scaling groups on a real controller with two agents (each in a network namespace where
 /// the machine allows it): a target-tracking group follows its members' load up to its max and
 /// back down to its min, and its recorded actions show it (bounds, steps, stabilisation).
@@ -123,6 +127,79 @@ struct ControlPlaneGroupTests {
         let emptied = try Self.drive(cloud, id, rate: "100KB/s", timeout: 60) { _, members in members.isEmpty }
         #expect(emptied, "the deleted group's members were not all removed: \(Self.describe(cloud, id))")
         #expect(try actions(cloud, id).last?.reason.contains("delete the group") == true)
+    }
+
+    /// Members of the project read its groups, its admins manage them, others find nothing; the
+    /// console draws a group's page for a member. A threshold group keeps its one member.
+    @Test func groupsAnswerTheProjectsMembersAndTheConsoleDrawsThem() throws {
+        let cloud = try ControlPlaneFixture("grpa", agents: 1)
+        let http = CloudHTTP(base: cloud.url)
+        let password = ControlPlaneAccessTests.password
+        #expect(
+            try cloud.json(
+                "POST", "/v1/projects",
+                [
+                    "name": "beta",
+                    "quota": ["guests": 1, "resources": ["vcpus": 1, "memory_bytes": 1, "disk_bytes": 1]],
+                ]
+            ).0 == 201)
+        for (user, project, role) in [
+            ("alice", "alpha", "member"), ("carol", "alpha", "admin"), ("bob", "beta", "member"),
+        ] {
+            #expect(try cloud.json("POST", "/v1/users", ["name": user, "password": password]).0 == 201)
+            #expect(try cloud.json("PUT", "/v1/projects/\(project)/members/\(user)", ["role": role]).0 == 200)
+        }
+        let (alice, bob, carol) = (
+            try http.token(user: "alice", password: password), try http.token(user: "bob", password: password),
+            try http.token(user: "carol", password: password)
+        )
+        let policy: [String: Any] = [
+            "type": "threshold", "metric": "cpu", "comparison": "above", "threshold": 95, "duration_seconds": 60,
+            "step": 1, "cooldown_seconds": 60,
+        ]
+        let body: [String: Any] = [
+            "name": "api", "flavor": "tiny", "image": "builtin", "min": 1, "max": 2, "policy": policy,
+        ]
+        #expect(try http.call("POST", "/v1/projects/alpha/groups", body, bearer: alice).0 == 403, "a member")
+        let (made, group, _) = try http.call("POST", "/v1/projects/alpha/groups", body, bearer: carol)
+        try #require(made == 201, "\(group)")
+        let id = try #require(group["id"] as? String)
+        #expect((group["policy"] as? [String: Any])?["type"] as? String == "threshold")
+        for path in ["/v1/projects/alpha/groups", "/v1/groups/\(id)", "/v1/groups/\(id)/actions"] {
+            #expect(try http.call("GET", path, bearer: alice).0 == 200, "\(path)")
+            #expect(try http.call("GET", path, bearer: bob).0 == 404, "\(path)")
+        }
+        #expect(try http.call("PUT", "/v1/groups/\(id)/desired", ["desired": 2], bearer: alice).0 == 403)
+        #expect(try http.call("DELETE", "/v1/groups/\(id)", bearer: alice).0 == 403)
+        #expect(try http.call("DELETE", "/v1/groups/\(id)", bearer: bob).0 == 404)
+
+        // Its one member runs; the console shows the group with its member and its timeline.
+        let deadline = Date().addingTimeInterval(30)
+        var members: [[String: Any]] = []
+        while Date() < deadline, members.first?["state"] as? String != "running" {
+            usleep(200_000)
+            members = try Self.group(cloud, id).1
+        }
+        #expect(members.count == 1 && members.first?["name"] as? String == "api-1", "\(members)")
+        let login = try http.call("POST", "/v1/login", ["name": "alice", "password": password])
+        let cookie = try #require(login.headers["Set-Cookie"]?.split(separator: ";").first.map(String.init))
+        for (path, needle) in [
+            ("/console/groups/\(id)", #"class="desired""#), ("/console/projects/alpha", "/console/groups/\(id)"),
+        ] {
+            var request = URLRequest(url: try #require(URL(string: cloud.url + path)))
+            request.setValue(cookie, forHTTPHeaderField: "Cookie")
+            request.httpShouldHandleCookies = false
+            let (status, html, _) = try http.perform(request)
+            let page = String(decoding: html, as: UTF8.self)
+            #expect(status == 200 && page.contains(needle), "\(path): \(status)")
+            if path.hasPrefix("/console/groups") {
+                #expect(page.contains("<svg") && page.contains("api-1") && page.contains("created"), "\(page)")
+            }
+        }
+        let (set, after, _) = try http.call(
+            "PUT", "/v1/groups/\(id)/desired", ["desired": 2, "reason": "a sale"], bearer: carol)
+        #expect(set == 200 && after["desired"] as? Int == 2, "\(after)")
+        #expect(try actions(cloud, id).last?.reason == "user carol: a sale")
     }
 
     struct Action {
