@@ -129,6 +129,38 @@ struct ControlPlaneGroupTests {
         #expect(try actions(cloud, id).last?.reason.contains("delete the group") == true)
     }
 
+    /// A threshold group (`load > 80 for 1 s → +1, cooldown 4 s`, 1 to 3 members) steps up one
+    /// member at a time while its members are busy, never twice within its cooldown, and stops at
+    /// its max.
+    @Test func aThresholdGroupStepsUpNoFasterThanItsCooldown() throws {
+        let cloud = try ControlPlaneFixture(
+            "grpt", agents: 2, namespaced: Requirement.namespaces.met, controllerExtra: ["--scaling-interval", "0.5"])
+        let policy: [String: Any] = [
+            "type": "threshold", "metric": "load", "comparison": "above", "threshold": 80, "duration_seconds": 1,
+            "step": 1, "cooldown_seconds": 4,
+        ]
+        let body: [String: Any] = [
+            "name": "batch", "flavor": "tiny", "image": "builtin", "min": 1, "max": 3, "policy": policy,
+        ]
+        let (made, created) = try cloud.json("POST", "/v1/projects/alpha/groups", body)
+        try #require(made == 201, "\(created)")
+        let id = try #require(created["id"] as? String)
+        let full = try Self.drive(cloud, id, rate: "400GB/s", timeout: 90) { group, members in
+            group["desired"] as? Int == 3 && members.count == 3
+                && members.allSatisfy { $0["state"] as? String == "running" }
+        }
+        #expect(full, "the group did not grow to 3 running members: \(Self.describe(cloud, id))")
+        usleep(3_000_000)
+        let all = try actions(cloud, id)
+        let summary = all.map { "\($0.from)→\($0.to) at \($0.time): \($0.reason)" }.joined(separator: "\n")
+        print("group batch's actions:\n\(summary)")
+        #expect(all.map(\.to) == [1, 2, 3], "one step at a time, and none past the max: \(summary)")
+        #expect(all.dropFirst().allSatisfy { $0.reason.contains("load above 80") }, "\(summary)")
+        for (earlier, later) in zip(all.dropFirst(), all.dropFirst(2)) {
+            #expect(later.time.timeIntervalSince(earlier.time) >= 3.9, "within the 4 s cooldown: \(summary)")
+        }
+    }
+
     /// Members of the project read its groups, its admins manage them, others find nothing; the
     /// console draws a group's page for a member. A threshold group keeps its one member.
     @Test func groupsAnswerTheProjectsMembersAndTheConsoleDrawsThem() throws {
