@@ -43,7 +43,7 @@ struct ConsoleRoutes: Sendable {
         }
         router.post("projects/:project/guests") { request, context in try await create(request, context) }
         addGuests(to: router)
-        router.get("groups/:id") { _, context in try await groupPage(context) }
+        ConsoleGroupRoutes(store: store).add(to: router)
         router.get("admin") { _, context in try await admin(context) }
     }
 
@@ -168,32 +168,6 @@ struct ConsoleRoutes: Sendable {
         return ConsoleHTML.render(
             "guest", view, title: "Guest \(guest.name.value)", session: session,
             refreshSeconds: GuestPageView.refreshes(guest.state) ? 2 : nil)
-    }
-
-    /// A group's page: its members, its actions and its timeline over the last 10 minutes (or
-    /// since just before it was made).
-    private func groupPage(_ context: ControllerContext) async throws -> Response {
-        let id = context.parameters.get("id") ?? ""
-        guard let group = try await store.scalingGroup(id: id) else {
-            throw CloudAPIError(.notFound, "not_found", "no group \(id)")
-        }
-        try context.require(.readGroups, project: group.project, notFoundMessage: "no group \(id)")
-        let members = try await store.groupMembers(group: group.id)
-        let actions = try await store.scalingActions(group: group.id)
-        var view = GroupPageView(group, members: members, actions: actions)
-        let now = Billing.milliseconds(Date())
-        // The last 10 minutes, or from a little before the group was made if that is later.
-        let since = max(now - 10 * 60_000, min(now - 30_000, Billing.milliseconds(group.createdAt) - 5_000))
-        let samples = try await store.samples(guests: members.map(\.id), sinceMilliseconds: since)
-        var journals: [[CloudJournalEntry]] = []
-        for member in members { journals.append(try await store.journal(of: member.id)) }
-        view.chart = GroupChart.svg(
-            metric: GroupMetric.series(samples, metric: group.policy.metric, bucketMilliseconds: 2000),
-            desired: GroupChart.desired(actions), running: GroupChart.running(journals), from: since, to: now,
-            maxCount: group.max,
-            title: "Group \(group.name): \(group.policy.metric.rawValue) and members over time")
-        return ConsoleHTML.render(
-            "group", view, title: "Group \(group.name)", session: try ConsoleSession(context), refreshSeconds: 5)
     }
 
     /// The last lines of the guest's console from its host's agent (`GET

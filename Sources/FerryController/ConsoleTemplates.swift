@@ -182,6 +182,12 @@ enum ConsoleTemplates {
         <tr><th>Policy</th><td><code style="overflow-wrap: anywhere">{{policy}}</code></td></tr>
         <tr><th>ID</th><td>{{id}}</td></tr>
         </table>
+        {{#canManage}}
+        <form method="post" action="/console/groups/{{id}}/desired">{{>csrf}}
+        <label>Desired <input type="number" name="desired" value="{{desired}}" min="{{min}}" max="{{max}}" required></label>
+        <button type="submit">Set</button></form>
+        <form method="post" action="/console/groups/{{id}}/delete">{{>csrf}}<button type="submit">Delete the group</button></form>
+        {{/canManage}}
         <h2>Timeline</h2>
         <figure id="timeline">{{{chart}}}
         <figcaption>The last 10 minutes (or since the group was made): the members' mean metric (solid blue, left scale), the desired count (dashed orange) and the running members (solid green), both on the right scale.</figcaption></figure>

@@ -33,6 +33,9 @@ struct GroupPageView {
     var actions: [ActionRow]
     /// The chart (`GroupChart`, SVG made here, not from user input), set by the page.
     var chart = ""
+    /// The caller may set the desired count and delete the group (its project's admin).
+    var canManage = false
+    var csrfToken = ""
 
     /// Members not deleted; the actions newest first.
     init(_ group: ScalingGroup, members: [CloudGuest], actions: [ScalingAction]) {

@@ -232,6 +232,24 @@ struct ControlPlaneGroupTests {
             "PUT", "/v1/groups/\(id)/desired", ["desired": 2, "reason": "a sale"], bearer: carol)
         #expect(set == 200 && after["desired"] as? Int == 2, "\(after)")
         #expect(try actions(cloud, id).last?.reason == "user carol: a sale")
+
+        // In the console, only the admin has the forms; hers set the count and delete the group.
+        let aliceBrowser = try ConsoleBrowser(http: http).logIn("alice", password)
+        let alicePage = try aliceBrowser.get("/console/groups/\(id)")
+        #expect(alicePage.status == 200 && !alicePage.body.contains("Delete the group"))
+        let aliceCSRF = try #require(alicePage.field("csrf_token"), "the logout form carries it")
+        let refused = try aliceBrowser.post("/console/groups/\(id)/delete", ["csrf_token": aliceCSRF])
+        #expect(refused.status == 403 && refused.body.contains("admin"), "a member: \(refused.status)")
+        let carolBrowser = try ConsoleBrowser(http: http).logIn("carol", password)
+        let carolPage = try carolBrowser.get("/console/groups/\(id)")
+        let csrf = try #require(carolPage.field("csrf_token"))
+        #expect(carolPage.body.contains("Delete the group"))
+        let setByForm = try carolBrowser.post("/console/groups/\(id)/desired", ["desired": "1", "csrf_token": csrf])
+        #expect(setByForm.status == 303, "\(setByForm.body)")
+        #expect(try actions(cloud, id).last?.reason == "user carol: set by hand")
+        let deleted = try carolBrowser.post("/console/groups/\(id)/delete", ["csrf_token": csrf])
+        #expect(deleted.status == 303)
+        #expect(try actions(cloud, id).last?.to == 0)
     }
 
     struct Action {
