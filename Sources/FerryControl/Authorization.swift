@@ -48,12 +48,18 @@ public enum ProjectAction: String, Sendable, Hashable, CaseIterable {
     case readLeases
     /// Reserve capacity, or give a reservation up: a commitment for the project, so its admin's.
     case manageLeases
+    /// See the project's auto-scaling groups, their members and their timelines.
+    case readGroups
+    /// Create or delete a group, or set its desired count: it makes and removes guests, so the
+    /// project's admin's.
+    case manageGroups
 
     /// The least role that may do it.
     public var minimumRole: ProjectRole {
         switch self {
-        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest, .readLeases: .member
-        case .readInvoice, .manageMembers, .manageLeases: .admin
+        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest, .readLeases, .readGroups:
+            .member
+        case .readInvoice, .manageMembers, .manageLeases, .manageGroups: .admin
         }
     }
 }

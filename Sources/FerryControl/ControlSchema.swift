@@ -70,6 +70,7 @@ enum ControlSchema {
         migrator.registerMigration("v5-leases") { db in try db.execute(sql: leasesV5) }
         migrator.registerMigration("v6-guest-moves") { db in try db.execute(sql: guestMovesV6) }
         migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
+        migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
         return migrator
     }
 
@@ -110,6 +111,38 @@ enum ControlSchema {
     /// holds its resources on both hosts.
     static let guestMovesV6 = """
         ALTER TABLE guests ADD COLUMN moving_to TEXT REFERENCES hosts (id);
+        """
+
+    /// Auto-scaling groups, the journal of their desired counts (`scaling_actions`, the group's
+    /// timeline) and, on each guest, the group it belongs to (NULL: none). A group's name is
+    /// unique among the project's active groups.
+    static let scalingGroupsV8 = """
+        CREATE TABLE scaling_groups (
+            id TEXT PRIMARY KEY NOT NULL,
+            project TEXT NOT NULL REFERENCES projects (name),
+            name TEXT NOT NULL,
+            flavor TEXT NOT NULL,
+            image TEXT NOT NULL,
+            min_size INTEGER NOT NULL CHECK (min_size >= 0),
+            max_size INTEGER NOT NULL CHECK (max_size >= min_size),
+            desired INTEGER NOT NULL CHECK (desired >= 0 AND desired <= max_size),
+            policy TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            last_action_ms INTEGER,
+            state TEXT NOT NULL CHECK (state IN ('active', 'deleted'))
+        ) STRICT;
+        CREATE UNIQUE INDEX scaling_groups_by_name ON scaling_groups (project, name) WHERE state = 'active';
+        CREATE TABLE scaling_actions (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_id TEXT NOT NULL REFERENCES scaling_groups (id),
+            time_ms INTEGER NOT NULL,
+            from_desired INTEGER NOT NULL,
+            to_desired INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX scaling_actions_by_group ON scaling_actions (group_id, sequence);
+        ALTER TABLE guests ADD COLUMN scaling_group TEXT REFERENCES scaling_groups (id);
+        CREATE INDEX guests_by_scaling_group ON guests (scaling_group) WHERE scaling_group IS NOT NULL;
         """
 
     /// Users, memberships, sessions, API tokens and failed logins. Sessions and API tokens are

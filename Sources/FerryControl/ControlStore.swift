@@ -30,8 +30,9 @@ public protocol ControlStore: Sendable {
     /// the project's quota and the hosts' free capacity as recorded. With a client token, at most
     /// one guest per token and project: the same request again returns that guest (`created`
     /// false); another request with the same token is refused (`clientTokenMismatch`).
-    func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
-        -> GuestCreation
+    /// With `scalingGroup`, the guest is a member of that group (see `// MARK: scaling groups`).
+    func createGuest(_ request: GuestRequest, clientToken: String?, cause: String, scalingGroup: String?)
+        async throws(ControlError) -> GuestCreation
 
     func guest(id: GuestID) async throws(ControlError) -> CloudGuest?
     /// A project's guests (deleted ones too), oldest first.
@@ -111,6 +112,37 @@ public protocol ControlStore: Sendable {
     /// Extends the lease by its length if admission admits the next window beside everything
     /// else; otherwise throws the refusal.
     func extendLease(id: String) async throws(ControlError) -> LeaseRecord
+    // MARK: scaling groups
+
+    /// Records an active group at its desired count (`min` unless given) and journals that first
+    /// action (0 → desired); its members are made by the controller (`GroupScaler`). Refused if
+    /// the project, flavor or image is unknown (`notFound`), the name is taken by an active group
+    /// of the project (`alreadyExists`) or the numbers do not make a policy (`invalidArgument`).
+    func createScalingGroup(_ submission: ScalingGroupSubmission) async throws(ControlError) -> ScalingGroup
+    /// The project's groups (deleted ones too), oldest first.
+    func scalingGroups(project: String) async throws(ControlError) -> [ScalingGroup]
+    func scalingGroup(id: String) async throws(ControlError) -> ScalingGroup?
+    /// The active groups, and the deleted ones that still have members holding capacity: what the
+    /// controller's scaler reconciles, oldest first.
+    func scalingGroupsToReconcile() async throws(ControlError) -> [ScalingGroup]
+    /// Changes an active group's desired count (within its bounds) and journals it with `reason`
+    /// in the same transaction; the same count again changes and journals nothing.
+    func setDesired(group id: String, to desired: Int, reason: String) async throws(ControlError) -> ScalingGroup
+    /// active → deleted, desired 0 (journaled with `reason`); again: the same answer.
+    func deleteScalingGroup(id: String, reason: String) async throws(ControlError) -> ScalingGroup
+    /// The group's actions, oldest first.
+    func scalingActions(group id: String) async throws(ControlError) -> [ScalingAction]
+    /// The guests made for the group (deleted ones too), oldest first.
+    func groupMembers(group id: String) async throws(ControlError) -> [CloudGuest]
+}
+
+extension ControlStore {
+    /// A guest of no group.
+    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
+        -> GuestCreation
+    {
+        try await createGuest(request, clientToken: clientToken, cause: cause, scalingGroup: nil)
+    }
 }
 
 /// One telemetry sample of one guest, as a store keeps it.

@@ -3,16 +3,18 @@ import Foundation
 import GRDB
 
 extension SQLiteControlStore {
-    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
-        -> GuestCreation
+    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String, scalingGroup: String?)
+        async throws(ControlError) -> GuestCreation
     {
         try ControlRules.validate(clientToken: clientToken)
         let creation = try await writing("create guest \(request.name) of project \(request.project) in") { db in
             if let clientToken, let earlier = try self.guest(db, project: request.project, clientToken: clientToken) {
                 return try ControlRules.repeatCreation(request, clientToken: clientToken, earlier: earlier)
             }
+            if let scalingGroup { try self.checkRoomInGroup(db, scalingGroup, request) }
             let guest = try self.placeNew(db, request, clientToken: clientToken)
             try ControlRows.insert(guest, db)
+            if let scalingGroup { try self.join(db, guest.id, scalingGroup) }
             try ControlRows.appendJournal(db, id: guest.id, from: nil, to: .pending, cause: cause, at: guest.createdAt)
             return GuestCreation(guest: guest, created: true)
         }

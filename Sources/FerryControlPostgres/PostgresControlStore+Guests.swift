@@ -4,8 +4,8 @@ import Foundation
 import PostgresNIO
 
 extension PostgresControlStore {
-    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String) async throws(ControlError)
-        -> GuestCreation
+    public func createGuest(_ request: GuestRequest, clientToken: String?, cause: String, scalingGroup: String?)
+        async throws(ControlError) -> GuestCreation
     {
         try ControlRules.validate(clientToken: clientToken)
         let creation = try await writing("create guest \(request.name) of project \(request.project) in") {
@@ -15,8 +15,10 @@ extension PostgresControlStore {
             {
                 return try ControlRules.repeatCreation(request, clientToken: clientToken, earlier: earlier)
             }
+            if let scalingGroup { try await self.checkRoomInGroup(connection, scalingGroup, request) }
             let guest = try await self.placeNew(connection, request, clientToken: clientToken)
             try await PostgresRows.insert(guest, connection, logger: logger)
+            if let scalingGroup { try await self.join(connection, guest.id, scalingGroup) }
             try await PostgresRows.appendJournal(
                 connection, id: guest.id, from: nil, to: .pending, cause: cause, at: guest.createdAt, logger: logger)
             return GuestCreation(guest: guest, created: true)

@@ -131,6 +131,7 @@ enum PostgresSchema {
             identifier: "v6-guest-moves",
             statements: ["ALTER TABLE guests ADD COLUMN moving_to TEXT REFERENCES hosts (id)"]),
         Migration(identifier: "v7-lease-pools", statements: leasePoolsV7),
+        Migration(identifier: "v8-scaling-groups", statements: scalingGroupsV8),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).
@@ -157,6 +158,40 @@ enum PostgresSchema {
         """,
         "ALTER TABLE guests ADD COLUMN lease_id TEXT REFERENCES leases (id)",
         "CREATE INDEX guests_by_lease ON guests (lease_id) WHERE lease_id IS NOT NULL",
+    ]
+
+    /// Auto-scaling groups, their actions and each guest's group (ControlSchema.scalingGroupsV8).
+    static let scalingGroupsV8 = [
+        """
+        CREATE TABLE scaling_groups (
+            id TEXT PRIMARY KEY NOT NULL,
+            project TEXT NOT NULL REFERENCES projects (name),
+            name TEXT NOT NULL,
+            flavor TEXT NOT NULL,
+            image TEXT NOT NULL,
+            min_size BIGINT NOT NULL CHECK (min_size >= 0),
+            max_size BIGINT NOT NULL CHECK (max_size >= min_size),
+            desired BIGINT NOT NULL CHECK (desired >= 0 AND desired <= max_size),
+            policy TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            last_action_ms BIGINT,
+            state TEXT NOT NULL CHECK (state IN ('active', 'deleted'))
+        )
+        """,
+        "CREATE UNIQUE INDEX scaling_groups_by_name ON scaling_groups (project, name) WHERE state = 'active'",
+        """
+        CREATE TABLE scaling_actions (
+            sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            group_id TEXT NOT NULL REFERENCES scaling_groups (id),
+            time_ms BIGINT NOT NULL,
+            from_desired BIGINT NOT NULL,
+            to_desired BIGINT NOT NULL,
+            reason TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX scaling_actions_by_group ON scaling_actions (group_id, sequence)",
+        "ALTER TABLE guests ADD COLUMN scaling_group TEXT REFERENCES scaling_groups (id)",
+        "CREATE INDEX guests_by_scaling_group ON guests (scaling_group) WHERE scaling_group IS NOT NULL",
     ]
 
     /// Users, memberships, sessions, API tokens and failed logins (ControlSchema.accountsV2).

@@ -44,6 +44,7 @@ struct ConsoleRoutes: Sendable {
         router.post("projects/:project/guests") { request, context in try await create(request, context) }
         addGuests(to: router)
         ConsoleLeaseRoutes(store: store).add(to: router)
+        ConsoleGroupRoutes(store: store).add(to: router)
         router.get("admin") { _, context in try await admin(context) }
     }
 
@@ -122,9 +123,10 @@ struct ConsoleRoutes: Sendable {
     private func projectPage(
         _ project: String, _ session: ConsoleSession, form: FormFields? = nil, error: CloudAPIError? = nil
     ) async throws -> Response {
-        let view = ProjectView(
+        var view = ProjectView(
             project: project, guests: try await store.guests(project: project), flavors: try await store.flavors(),
             images: try await store.images(), csrfToken: session.csrfToken, form: form, error: error?.message)
+        view.groups = try await store.scalingGroups(project: project).map(GroupRow.init)
         return ConsoleHTML.render(
             "project", view, title: "Project \(project)", session: session, status: error?.status ?? .ok)
     }

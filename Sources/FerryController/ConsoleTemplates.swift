@@ -16,7 +16,7 @@ enum ConsoleTemplates {
 
     static let all: [String: String] = [
         "layout": layout, "login": login, "projects": projects, "project": project, "guest": guest,
-        "admin": admin, "error": error, "csrf": csrf, "leases": leases,
+        "admin": admin, "error": error, "csrf": csrf, "leases": leases, "group": group,
     ]
 
     /// A hidden field with the session's CSRF token: the middleware checks it on every POST.
@@ -100,6 +100,15 @@ enum ConsoleTemplates {
         </table>
         {{/hasGuests}}
         {{^guests}}<p>No guests yet.</p>{{/guests}}
+        {{#hasGroups}}
+        <h2>Auto-scaling groups</h2>
+        <table>
+        <tr><th>Group</th><th>Desired</th><th>Bounds</th><th>State</th></tr>
+        {{#groups}}
+        <tr><td><a href="/console/groups/{{id}}">{{name}}</a></td><td>{{desired}}</td><td>{{bounds}}</td><td>{{state}}</td></tr>
+        {{/groups}}
+        </table>
+        {{/hasGroups}}
         <h2>New guest</h2>
         <form method="post" action="/console/projects/{{project}}/guests">
         {{>csrf}}
@@ -161,6 +170,44 @@ enum ConsoleTemplates {
         {{#journal}}
         <tr><td>{{time}}</td><td>{{from}}</td><td>{{to}}</td><td>{{cause}}</td></tr>
         {{/journal}}
+        </table>
+        """
+
+    static let group = """
+        <h1>Group {{name}}</h1>
+        <p><a href="/console/projects/{{project}}">← project {{project}}</a></p>
+        <table>
+        <tr><th>State</th><td class="state" id="state">{{state}}</td></tr>
+        <tr><th>Desired</th><td id="desired">{{desired}} (bounds {{min}}–{{max}})</td></tr>
+        <tr><th>Members</th><td>{{flavor}} guests of image {{image}}; scale-in takes the {{scaleIn}} first</td></tr>
+        <tr><th>Policy</th><td><code style="overflow-wrap: anywhere">{{policy}}</code></td></tr>
+        <tr><th>ID</th><td>{{id}}</td></tr>
+        </table>
+        {{#canManage}}
+        <form method="post" action="/console/groups/{{id}}/desired">{{>csrf}}
+        <label>Desired <input type="number" name="desired" value="{{desired}}" min="{{min}}" max="{{max}}" required></label>
+        <button type="submit">Set</button></form>
+        <form method="post" action="/console/groups/{{id}}/delete">{{>csrf}}<button type="submit">Delete the group</button></form>
+        {{/canManage}}
+        <h2>Timeline</h2>
+        <figure id="timeline">{{{chart}}}
+        <figcaption>The last 10 minutes (or since the group was made): the members' mean metric (solid blue, left scale), the desired count (dashed orange) and the running members (solid green), both on the right scale.</figcaption></figure>
+        <h2>Members</h2>
+        {{#hasMembers}}
+        <table>
+        <tr><th>Name</th><th>State</th><th>Host</th></tr>
+        {{#members}}
+        <tr><td><a href="/console/guests/{{id}}">{{name}}</a></td><td class="state">{{state}}</td><td>{{host}}</td></tr>
+        {{/members}}
+        </table>
+        {{/hasMembers}}
+        {{^hasMembers}}<p>No members.</p>{{/hasMembers}}
+        <h2>Actions</h2>
+        <table>
+        <tr><th>Time</th><th>From</th><th>To</th><th>Reason</th></tr>
+        {{#actions}}
+        <tr><td>{{time}}</td><td>{{from}}</td><td>{{to}}</td><td>{{reason}}</td></tr>
+        {{/actions}}
         </table>
         """
 

@@ -58,6 +58,9 @@ struct ProjectView {
     var clientToken: String
     var name: String
     var csrfToken: String
+    /// The project's auto-scaling groups, set by the page.
+    var groups: [GroupRow] = [] { didSet { hasGroups = !groups.isEmpty } }
+    var hasGroups = false
 
     /// The project's live guests (not deleted), the catalogue, and a fresh client token for the
     /// form: a second submit of the same form makes no second guest.

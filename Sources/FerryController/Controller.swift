@@ -20,6 +20,7 @@ public final class Controller: Sendable {
     let mover: GuestMover
     let leases: LeaseKeeper
     let hosts: HostTracking
+    let scaler: GroupScaler
     let logger: Logger
     private let server = GracefulServer()
 
@@ -48,6 +49,7 @@ public final class Controller: Sendable {
         ) { [mover] id, host, cause async throws(ControlError) in
             _ = try await mover.move(id, to: host, cause: cause)
         }
+        scaler = GroupScaler(store: store, provisioner: provisioner, logger: logger)
     }
 
     public var boundAddress: Endpoint? { server.boundAddress }
@@ -65,9 +67,11 @@ public final class Controller: Sendable {
         try await mover.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         let keeper = Task { [leases, configuration] in await leases.watch(every: configuration.monitorInterval) }
+        let scaling = Task { [scaler, configuration] in await scaler.run(every: configuration.scalingInterval) }
         defer {
             monitor.cancel()
             keeper.cancel()
+            scaling.cancel()
         }
         try await server.run(
             makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
@@ -96,6 +100,7 @@ public final class Controller: Sendable {
         CatalogueRoutes(store: store).add(to: router)
         LeaseRoutes(store: store).add(to: router)
         MoveRoutes(store: store, mover: mover).add(to: router)
+        GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies

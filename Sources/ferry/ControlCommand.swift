@@ -60,6 +60,13 @@ struct ControlCommand: ParsableCommand {
                 + " cancelled and the guest stays on its host.", valueName: "seconds"))
     var moveTimeout = 300.0
 
+    @Option(
+        name: .customLong("scaling-interval"),
+        help: ArgumentHelp(
+            "Seconds between two passes of the auto-scaling groups (their policies decide, their members follow).",
+            valueName: "seconds"))
+    var scalingInterval = 1.0
+
     @Option(help: ArgumentHelp("Where new guests go: spread (emptiest host) or pack (fullest that fits)."))
     var policy: PlacementPolicy = .spread
 
@@ -77,6 +84,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...86_400).contains(moveTimeout) else {
             throw ValidationError("--move-timeout \(moveTimeout): 1 to 86400 seconds")
         }
+        guard (0.1...3600).contains(scalingInterval) else {
+            throw ValidationError("--scaling-interval \(scalingInterval): 0.1 to 3600 seconds")
+        }
     }
 
     func run() throws {
@@ -90,8 +100,9 @@ struct ControlCommand: ParsableCommand {
             let configuration = ControllerConfiguration(
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
-                bootTimeout: .milliseconds(Int(bootTimeout * 1000)), moveTimeout: .milliseconds(Int(moveTimeout * 1000))
-            )
+                bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
+                moveTimeout: .milliseconds(Int(moveTimeout * 1000)),
+                scalingInterval: .milliseconds(Int(scalingInterval * 1000)))
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

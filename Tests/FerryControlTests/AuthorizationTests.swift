@@ -34,6 +34,8 @@ import Testing
             .manageMembers: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
             .readLeases: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
             .manageLeases: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
+            .readGroups: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
+            .manageGroups: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
         ]
         #expect(Set(expected.keys) == Set(ProjectAction.allCases))
         for action in ProjectAction.allCases {

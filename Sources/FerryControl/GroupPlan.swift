@@ -1,0 +1,155 @@
+import FerryHostModel
+import Foundation
+
+/// What the controller does to a group's members now, from the group and its members alone
+/// (pure; `GroupScaler` carries it out):
+///
+/// - **Live members** are pending, building, running or unknown: they count toward `desired`.
+/// - **Create** while fewer live members than desired: names `NAME-N`, N one past the highest
+///   any member ever had (names are never reused, so `N` with the group's ID is a client token).
+/// - **Scale in** while more: first members not started yet (pending: deleted at once), then
+///   running ones in the group's `scaleIn` order (newest first, or least loaded first); a
+///   building or unknown member is not taken (it cannot be stopped), the next pass looks again.
+/// - **Delete** members that are stopped (scaled in, or stopped by a user: a replacement is made)
+///   or in error: they hold no work, and a failed member is replaced.
+/// - Members with an operation in flight (`busy`) are left alone.
+/// - **Settling**: while a member is pending or building, or runs without a metric yet (for at
+///   most the policy's window and 10 s after it started: one whose telemetry never comes does not
+///   hold the group forever), the group's metric does not include it, so the policy waits.
+public struct GroupPlan: Sendable, Equatable {
+    public static let liveStates: Set<CloudGuestState> = [.pending, .building, .running, .unknown]
+
+    public var live: Int
+    /// New members' names, in order.
+    public var create: [GuestName]
+    /// Live members to take out: a running one is stopped then deleted, a pending one deleted.
+    public var scaleIn: [CloudGuest]
+    /// Stopped members and members in error, to delete.
+    public var delete: [CloudGuest]
+    /// Some live member's metric is not in yet (see above), so the policy waits.
+    public var settling: Bool
+
+    public init(live: Int, create: [GuestName], scaleIn: [CloudGuest], delete: [CloudGuest], settling: Bool) {
+        self.live = live
+        self.create = create
+        self.scaleIn = scaleIn
+        self.delete = delete
+        self.settling = settling
+    }
+
+    /// The plan for `group` with `members` (the store's `groupMembers`), `load` each member's
+    /// mean metric over the policy's window (for `least_loaded`; a member without one is taken
+    /// first; a running member without one for less than the window and 10 s before `now` is
+    /// settling), and `busy` the members with an operation in flight.
+    public static func make(
+        group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double] = [:], busy: Set<GuestID> = [],
+        now: Date? = nil
+    ) -> GroupPlan {
+        let live = members.filter { liveStates.contains($0.state) }
+        let delete = members.filter { [.stopped, .error].contains($0.state) && !busy.contains($0.id) }
+        let grace = Double(group.policy.windowMilliseconds + 10_000) / 1000
+        let settling = live.contains { member in
+            if member.state == .pending || member.state == .building { return true }
+            guard let now, member.state == .running, load[member.id] == nil else { return false }
+            return now.timeIntervalSince(member.stateSince) < grace
+        }
+        var create: [GuestName] = []
+        if live.count < group.desired {
+            let next = (members.compactMap { index(of: $0.name, in: group) }.max() ?? 0) + 1
+            create = (next..<next + group.desired - live.count).compactMap { try? memberName(group, $0) }
+        }
+        var scaleIn: [CloudGuest] = []
+        if live.count > group.desired {
+            let free = live.filter { !busy.contains($0.id) }
+            let pending = free.filter { $0.state == .pending }.sorted(by: newestFirst)
+            let running = order(free.filter { $0.state == .running }, group.scaleIn, load: load)
+            scaleIn = Array((pending + running).prefix(live.count - group.desired))
+        }
+        return GroupPlan(live: live.count, create: create, scaleIn: scaleIn, delete: delete, settling: settling)
+    }
+
+    /// `NAME-N`.
+    public static func memberName(_ group: ScalingGroup, _ index: Int) throws(HostModelError) -> GuestName {
+        try GuestName("\(group.name)-\(index)")
+    }
+
+    /// The client token of member N: at most one such guest per group, whoever asks.
+    public static func clientToken(_ group: ScalingGroup, _ name: GuestName) -> String {
+        "group-\(group.id)-\(name.value)"
+    }
+
+    /// N of a member named `NAME-N`, if it is one.
+    static func index(of name: GuestName, in group: ScalingGroup) -> Int? {
+        let prefix = group.name + "-"
+        guard name.value.hasPrefix(prefix) else { return nil }
+        return Int(name.value.dropFirst(prefix.count))
+    }
+
+    static func newestFirst(_ a: CloudGuest, _ b: CloudGuest) -> Bool {
+        a.createdAt != b.createdAt ? a.createdAt > b.createdAt : a.name.value > b.name.value
+    }
+
+    /// Running members in the order a scale-in takes them.
+    static func order(_ members: [CloudGuest], _ scaleIn: ScaleInOrder, load: [GuestID: Double]) -> [CloudGuest] {
+        switch scaleIn {
+        case .newest:
+            return members.sorted(by: newestFirst)
+        case .leastLoaded:
+            return members.sorted { a, b in
+                let (la, lb) = (load[a.id] ?? -1, load[b.id] ?? -1)
+                return la != lb ? la < lb : newestFirst(a, b)
+            }
+        }
+    }
+}
+
+/// A group's metric from its members' telemetry samples (pure).
+public enum GroupMetric {
+    /// The group's metric in percent per `bucketMilliseconds`, oldest first: the mean over the
+    /// members (`Telemetry.groupMean`) of their CPU use, or of their load ÷ 10; buckets without a
+    /// load are left out of the load's series.
+    public static func series(
+        _ samples: [GuestID: [GuestSample]], metric: ScalingMetric, bucketMilliseconds: Int64 = 1000
+    ) -> [MetricSample] {
+        let points = Telemetry.groupMean(
+            samples.keys.sorted { $0.hex < $1.hex }.map { Telemetry.usage(samples[$0] ?? []) },
+            bucketMilliseconds: bucketMilliseconds)
+        return points.compactMap { point in
+            value(point, metric).map { MetricSample(timeMilliseconds: point.timeMilliseconds, value: $0) }
+        }
+    }
+
+    /// Each member's mean metric in percent over its samples (members without a point are absent).
+    public static func perMember(_ samples: [GuestID: [GuestSample]], metric: ScalingMetric) -> [GuestID: Double] {
+        var means: [GuestID: Double] = [:]
+        for (id, list) in samples {
+            let values = Telemetry.usage(list).compactMap { value($0, metric) }
+            if !values.isEmpty { means[id] = values.reduce(0, +) / Double(values.count) }
+        }
+        return means
+    }
+
+    static func value(_ point: UsagePoint, _ metric: ScalingMetric) -> Double? {
+        switch metric {
+        case .cpu: point.cpuPercent
+        case .load: point.loadPermille.map { Double($0) / 10 }
+        }
+    }
+}
+
+extension ScalingGroup {
+    /// The policy's decision for the group running `current` live members at `now`, from the
+    /// group's metric `samples` and (target tracking) the `history` of recommendations.
+    public func decide(current: Int, samples: [MetricSample], history: [ScalingRecommendation], now: Int64)
+        throws(ControlError) -> ScalingDecision
+    {
+        if let rule = try policy.targetTracking(min: min, max: max) {
+            return rule.decide(current: current, samples: samples, history: history, now: now)
+        }
+        let rule = try policy.threshold(min: min, max: max)!
+        let window = samples.filter { $0.timeMilliseconds > now - policy.windowMilliseconds }
+        return rule.decide(
+            current: current, samples: window, lastActionMilliseconds: lastActionAt.map(Billing.milliseconds),
+            now: now)
+    }
+}

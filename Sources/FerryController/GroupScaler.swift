@@ -1,0 +1,165 @@
+import FerryControl
+import FerryHostModel
+import Foundation
+import Logging
+import Synchronization
+
+/// The controller's auto-scaling loop: every `--scaling-interval`, for each group to reconcile
+/// (`ControlStore.scalingGroupsToReconcile`), it reads the members and their telemetry over the
+/// policy's window, asks the group's policy for the desired count (`ScalingGroup.decide`, with
+/// the group's desired count as the current one, as the Kubernetes HPA takes its spec's), records
+/// a change with its reason, then carries out `GroupPlan`: creates the missing members through
+/// the guest create (quota, placement and the group's room checked in its transaction), stops
+/// the members a scale-in takes gracefully and deletes them, deletes the stopped and failed
+/// ones. No decision is made while a member's metric is not in yet (`GroupPlan.settling`).
+///
+/// Target tracking's recommendation history is kept here, in memory: a controller that restarts
+/// starts with an empty history, so its first decisions are stabilised only by what it has seen
+/// since (a scale-down may come sooner than the down window after a restart).
+final class GroupScaler: Sendable {
+    let store: any ControlStore
+    let provisioner: GuestProvisioner
+    let clock: @Sendable () -> Date
+    let logger: Logger
+    private let history = Mutex<[String: [ScalingRecommendation]]>([:])
+    /// Members with a stop or delete in flight: the plan leaves them alone.
+    private let busy = Mutex<Set<GuestID>>([])
+    /// The last problem logged per group, so that one that persists is logged once.
+    private let problems = Mutex<[String: String]>([:])
+
+    init(
+        store: any ControlStore, provisioner: GuestProvisioner, clock: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger
+    ) {
+        self.store = store
+        self.provisioner = provisioner
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Passes every `interval` until the task is cancelled.
+    func run(every interval: Duration) async {
+        while !Task.isCancelled {
+            await pass()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One pass over every group to reconcile.
+    func pass() async {
+        let groups: [ScalingGroup]
+        do { groups = try await store.scalingGroupsToReconcile() } catch {
+            logger.error("listing the scaling groups failed: \(error)")
+            return
+        }
+        for group in groups {
+            do { try await reconcile(group) } catch { report(group, "\(error)") }
+        }
+    }
+
+    /// Decides (an active group whose members are all up) and carries out the plan.
+    func reconcile(_ group: ScalingGroup) async throws(ControlError) {
+        var group = group
+        let date = clock()
+        let now = Billing.milliseconds(date)
+        let members = try await store.groupMembers(group: group.id)
+        let running = members.filter { $0.state == .running }.map(\.id)
+        // From a little before the window: the sample before its first gives its first interval.
+        let samples =
+            running.isEmpty
+            ? [:]
+            : try await store.samples(guests: running, sinceMilliseconds: now - group.policy.windowMilliseconds - 2000)
+        let load = GroupMetric.perMember(samples, metric: group.policy.metric)
+        var plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
+        if group.state == .active, !plan.settling {
+            let decided = try await decide(group, samples: samples, now: now)
+            if decided.desired != group.desired {
+                group = decided
+                plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
+            }
+        }
+        await carryOut(plan, group)
+    }
+
+    /// The policy's decision, recorded if it changes the desired count; the group as it is now.
+    private func decide(_ group: ScalingGroup, samples: [GuestID: [GuestSample]], now: Int64)
+        async throws(ControlError) -> ScalingGroup
+    {
+        let series = GroupMetric.series(samples, metric: group.policy.metric)
+        let past = history.withLock { $0[group.id] ?? [] }
+        let decision = try group.decide(current: group.desired, samples: series, history: past, now: now)
+        if let rule = try group.policy.targetTracking(min: group.min, max: group.max) {
+            history.withLock { all in
+                var kept = rule.retained(all[group.id] ?? [], now: now)
+                if let recommendation = decision.recommendation { kept.append(recommendation) }
+                all[group.id] = kept
+            }
+        }
+        guard decision.desired != group.desired else { return group }
+        return try await store.setDesired(group: group.id, to: decision.desired, reason: decision.reason)
+    }
+
+    private func carryOut(_ plan: GroupPlan, _ group: ScalingGroup) async {
+        for name in plan.create {
+            guard await create(name, group) else { break }
+        }
+        for member in plan.scaleIn {
+            remove(member, cause: "group \(group.name): scale in to \(group.desired)")
+        }
+        for member in plan.delete {
+            remove(member, cause: "group \(group.name): remove a \(member.state.rawValue) member")
+        }
+    }
+
+    /// A new member, built in a task of its own; false if the store refused it (the reason is
+    /// logged once while it lasts).
+    private func create(_ name: GuestName, _ group: ScalingGroup) async -> Bool {
+        let request = GuestRequest(project: group.project, name: name, flavor: group.flavor, image: group.image)
+        do {
+            let creation = try await store.createGuest(
+                request, clientToken: GroupPlan.clientToken(group, name),
+                cause: "group \(group.name): scale out to \(group.desired)", scalingGroup: group.id)
+            if creation.created {
+                logger.info(
+                    "scaling group member created",
+                    metadata: ["group.id": "\(group.id)", "guest.id": "\(creation.guest.id)", "guest.name": "\(name)"])
+                Task { await provisioner.build(creation.guest) }
+            }
+            report(group, nil)
+            return true
+        } catch {
+            report(group, "member \(name) was not created: \(error)")
+            return false
+        }
+    }
+
+    /// Stops the member gracefully if it runs, then deletes it, in a task of its own; the plan
+    /// leaves it alone meanwhile.
+    private func remove(_ member: CloudGuest, cause: String) {
+        guard busy.withLock({ $0.insert(member.id).inserted }) else { return }
+        Task { [provisioner, logger] in
+            defer { _ = busy.withLock { $0.remove(member.id) } }
+            do {
+                var guest = member
+                if guest.state == .running { guest = try await provisioner.stop(guest, cause: cause) }
+                _ = try await provisioner.delete(guest, cause: cause)
+            } catch {
+                logger.warning(
+                    "a scaling group member was not removed; the next pass tries again: \(error)",
+                    metadata: ["guest.id": "\(member.id)"])
+            }
+        }
+    }
+
+    /// Logs a group's problem once while it lasts (nil: it is over).
+    private func report(_ group: ScalingGroup, _ problem: String?) {
+        let new = problems.withLock { all in
+            defer { all[group.id] = problem }
+            return problem != nil && all[group.id] != problem
+        }
+        if new, let problem {
+            logger.warning(
+                "scaling group: \(problem)", metadata: ["group.id": "\(group.id)", "group.name": "\(group.name)"])
+        }
+    }
+}
