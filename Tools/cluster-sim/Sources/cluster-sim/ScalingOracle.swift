@@ -1,0 +1,166 @@
+/// A group's demand over time, in guests' worth of work at the policy's target (12: twelve guests
+/// each at the target), one value a second. Noise is not part of it: it is the measurement's.
+struct Wave {
+    enum Shape: String, CaseIterable {
+        /// Low for the first half of every period, high for the second.
+        case square
+        /// From low up to high in a straight line over every period, then back down at once.
+        case sawtooth
+        /// Low for the first period, high from then on.
+        case step
+    }
+
+    var shape: Shape
+    var periodSeconds: Int
+    var low: Double
+    var high: Double
+
+    func demand(atSecond second: Int) -> Double {
+        switch shape {
+        case .square: return second % periodSeconds < periodSeconds / 2 ? low : high
+        case .sawtooth: return low + (high - low) * Double(second % periodSeconds) / Double(periodSeconds)
+        case .step: return second < periodSeconds ? low : high
+        }
+    }
+
+    /// The fewest guests that carry the demand at `second` (the float slack keeps 12.0000001 at 12).
+    func guestsNeeded(atSecond second: Int) -> Int { Int((demand(atSecond: second) - 1e-9).rounded(.up)) }
+}
+
+/// The oracle: it knows the wave, and counts the fewest count changes a group could make.
+///
+/// Its serving count (the guests taking load) must carry the demand at every second from the boot
+/// delay on (it starts adding guests a boot delay before they are needed), and it may not pay for
+/// more than the highest demand of the last `windowSeconds`, its starting count included while
+/// the run is younger than the window: the same slack Ferry's scale-down stabilisation takes.
+/// Without that ceiling one change would always do (go to the peak and stay), whatever the wave.
+/// Before the boot delay it holds its starting count. Each second is then an interval
+/// `[needed, ceiling]` the count must lie in, and the fewest changes are found greedily: keep one
+/// count while the intervals since the last change still overlap, change when they stop. A
+/// dynamic program over (second, count) checks the greedy on every run.
+struct ScalingOracle {
+    struct Run: Equatable {
+        var startSecond: Int
+        var replicas: Int
+    }
+
+    var wave: Wave
+    var seconds: Int
+    var initialReplicas: Int
+    var bootDelaySeconds: Int
+    var windowSeconds: Int
+
+    /// `[lowest, highest]` allowed for the serving count at each second.
+    func intervals() -> [(lowest: Int, highest: Int)] {
+        var result: [(lowest: Int, highest: Int)] = []
+        result.reserveCapacity(seconds)
+        var recent: [Int] = []  // the needed counts of the window, oldest first
+        for second in 0..<seconds {
+            let needed = wave.guestsNeeded(atSecond: second)
+            recent.append(needed)
+            if recent.count > max(windowSeconds, 1) { recent.removeFirst() }
+            guard second >= bootDelaySeconds else {
+                result.append((initialReplicas, initialReplicas))
+                continue
+            }
+            let ceiling = max(recent.max()!, second < windowSeconds ? initialReplicas : needed)
+            result.append((needed, ceiling))
+        }
+        return result
+    }
+
+    /// The serving count's runs (each at the lowest count its interval allows); its changes are
+    /// `runs.count - 1`.
+    func plan() -> [Run] {
+        var runs: [Run] = []
+        var lowest = Int.min
+        var highest = Int.max
+        var start = 0
+        for (second, interval) in intervals().enumerated() {
+            let (nextLowest, nextHighest) = (max(lowest, interval.lowest), min(highest, interval.highest))
+            if nextLowest <= nextHighest {
+                (lowest, highest) = (nextLowest, nextHighest)
+                continue
+            }
+            runs.append(Run(startSecond: start, replicas: lowest))
+            (start, lowest, highest) = (second, interval.lowest, interval.highest)
+        }
+        if start < seconds { runs.append(Run(startSecond: start, replicas: lowest)) }
+        return runs
+    }
+
+    /// The fewest changes by dynamic program: the fewest changes ending at each count, second by
+    /// second (a count outside the second's interval is impossible there).
+    func fewestChangesByDynamicProgram() -> Int {
+        let all = intervals()
+        let top = all.map(\.highest).max() ?? initialReplicas
+        let impossible = Int.max / 2
+        var best = [Int](repeating: impossible, count: top + 1)
+        best[initialReplicas] = 0
+        for interval in all {
+            let cheapest = best.min()! + 1
+            for count in 0...top {
+                best[count] =
+                    (interval.lowest...interval.highest).contains(count) ? min(best[count], cheapest) : impossible
+            }
+        }
+        return best.min()!
+    }
+
+    /// The count the oracle asks for at `second`: the serving count's plan, raised a boot delay
+    /// early so that the guests are taking load when the demand arrives.
+    static func replicas(_ runs: [Run], atSecond second: Int, bootDelaySeconds: Int) -> Int {
+        var now = runs[0].replicas
+        var soon = now
+        for run in runs {
+            if run.startSecond <= second { now = run.replicas }
+            if run.startSecond <= second + bootDelaySeconds { soon = run.replicas }
+        }
+        return max(now, soon)
+    }
+
+    /// Hand-counted waves the oracle must agree with (greedy and dynamic program alike); a
+    /// sentence for each disagreement.
+    static func selfCheck() -> [String] {
+        let square = Wave(shape: .square, periodSeconds: 60, low: 4, high: 12)
+        let known: [(String, ScalingOracle, Int)] = [
+            // Up at 28 s for the first high phase at 30 s, then the window keeps the peak.
+            ("square 60 s, window 300 s", ScalingOracle(square, window: 300), 1),
+            // No window: up at 30 + 60 k (60 times), down at 60 k for k = 1…59.
+            ("square 60 s, no window", ScalingOracle(square, window: 0), 119),
+            // High from 600 s, 1800 s and 3000 s; down when a high phase is 300 s old (1499 s, 2699 s).
+            (
+                "square 1200 s, window 300 s",
+                ScalingOracle(Wave(shape: .square, periodSeconds: 1200, low: 4, high: 12), window: 300), 5
+            ),
+            // 5, 6, …, 12 as the first ramp climbs (the ceiling is the ramp itself), then the peak kept.
+            (
+                "sawtooth 60 s, window 300 s",
+                ScalingOracle(Wave(shape: .sawtooth, periodSeconds: 60, low: 4, high: 12), window: 300), 8
+            ),
+            ("step at 60 s, window 300 s", ScalingOracle(Wave(shape: .step, periodSeconds: 60, low: 4, high: 12)), 1),
+        ]
+        var problems: [String] = []
+        for (name, oracle, expected) in known {
+            let greedy = oracle.plan().count - 1
+            let program = oracle.fewestChangesByDynamicProgram()
+            if greedy != expected || program != expected {
+                problems.append("\(name): greedy \(greedy), dynamic program \(program), counted by hand \(expected)")
+            }
+        }
+        return problems
+    }
+
+    /// A one-hour oracle starting at 4 guests with a 2 s boot delay (the self-check's).
+    private init(_ wave: Wave, window: Int = 300) {
+        self.init(wave: wave, seconds: 3600, initialReplicas: 4, bootDelaySeconds: 2, windowSeconds: window)
+    }
+
+    init(wave: Wave, seconds: Int, initialReplicas: Int, bootDelaySeconds: Int, windowSeconds: Int) {
+        self.wave = wave
+        self.seconds = seconds
+        self.initialReplicas = initialReplicas
+        self.bootDelaySeconds = bootDelaySeconds
+        self.windowSeconds = windowSeconds
+    }
+}
