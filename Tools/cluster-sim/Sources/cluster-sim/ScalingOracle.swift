@@ -29,15 +29,22 @@ struct Wave {
 
 /// The oracle: it knows the wave, and counts the fewest count changes a group could make.
 ///
-/// Its serving count (the guests taking load) must carry the demand at every second from the boot
-/// delay on (it starts adding guests a boot delay before they are needed), and it may not pay for
-/// more than the highest demand of the last `windowSeconds`, its starting count included while
-/// the run is younger than the window: the same slack Ferry's scale-down stabilisation takes.
-/// Without that ceiling one change would always do (go to the peak and stay), whatever the wave.
-/// Before the boot delay it holds its starting count. Each second is then an interval
-/// `[needed, ceiling]` the count must lie in, and the fewest changes are found greedily: keep one
-/// count while the intervals since the last change still overlap, change when they stop. A
-/// dynamic program over (second, count) checks the greedy on every run.
+/// It sets the group's count each second, and a guest it adds takes load a boot delay later, as
+/// in the simulation. Two rules bound its count at each second:
+/// - **Never short after the boot delay.** The guests taking load carry the demand at every second
+///   from the boot delay on, so the count at `s` is at least the highest demand of `[s, s + boot]`
+///   (from the boot delay on): it adds guests a boot delay before they are needed.
+/// - **The same slack as Ferry's scale-down window.** It may not pay for more than that, or than
+///   the highest demand of the last `windowSeconds` (its starting count too while the run is
+///   younger than the window). Without this ceiling one change would always do (go to the peak
+///   and stay) whatever the wave; with it, a wave whose low phase outlasts the window costs two
+///   changes a period.
+///
+/// Each second is then an interval `[lowest, highest]` the count must lie in, starting from the
+/// starting count, and the fewest changes are found greedily: keep one count while the intervals
+/// since the last change still overlap, change when they stop (no plan can do better: any plan
+/// changes at least once inside every stretch the greedy could not cover). A dynamic program over
+/// (second, count) checks the greedy on every run, and both are checked against hand counts.
 struct ScalingOracle {
     struct Run: Equatable {
         var startSecond: Int
@@ -50,32 +57,29 @@ struct ScalingOracle {
     var bootDelaySeconds: Int
     var windowSeconds: Int
 
-    /// `[lowest, highest]` allowed for the serving count at each second.
+    /// `[lowest, highest]` allowed for the count at each second.
     func intervals() -> [(lowest: Int, highest: Int)] {
+        let needed = (0..<seconds).map { wave.guestsNeeded(atSecond: $0) }
         var result: [(lowest: Int, highest: Int)] = []
         result.reserveCapacity(seconds)
         var recent: [Int] = []  // the needed counts of the window, oldest first
         for second in 0..<seconds {
-            let needed = wave.guestsNeeded(atSecond: second)
-            recent.append(needed)
+            recent.append(needed[second])
             if recent.count > max(windowSeconds, 1) { recent.removeFirst() }
-            guard second >= bootDelaySeconds else {
-                result.append((initialReplicas, initialReplicas))
-                continue
-            }
-            let ceiling = max(recent.max()!, second < windowSeconds ? initialReplicas : needed)
-            result.append((needed, ceiling))
+            let first = max(second, bootDelaySeconds)
+            let last = min(second + bootDelaySeconds, seconds - 1)
+            let lowest = first <= last ? needed[first...last].max()! : 0
+            let highest = max(lowest, recent.max()!, second < windowSeconds ? initialReplicas : 0)
+            result.append((lowest, highest))
         }
         return result
     }
 
-    /// The serving count's runs (each at the lowest count its interval allows); its changes are
-    /// `runs.count - 1`.
+    /// The count's runs, the starting count first (each at the lowest count its stretch allows);
+    /// its changes are `runs.count - 1`.
     func plan() -> [Run] {
         var runs: [Run] = []
-        var lowest = Int.min
-        var highest = Int.max
-        var start = 0
+        var (lowest, highest, start) = (initialReplicas, initialReplicas, 0)
         for (second, interval) in intervals().enumerated() {
             let (nextLowest, nextHighest) = (max(lowest, interval.lowest), min(highest, interval.highest))
             if nextLowest <= nextHighest {
@@ -85,15 +89,15 @@ struct ScalingOracle {
             runs.append(Run(startSecond: start, replicas: lowest))
             (start, lowest, highest) = (second, interval.lowest, interval.highest)
         }
-        if start < seconds { runs.append(Run(startSecond: start, replicas: lowest)) }
+        runs.append(Run(startSecond: start, replicas: lowest))
         return runs
     }
 
     /// The fewest changes by dynamic program: the fewest changes ending at each count, second by
-    /// second (a count outside the second's interval is impossible there).
+    /// second, from the starting count (a count outside the second's interval is impossible there).
     func fewestChangesByDynamicProgram() -> Int {
         let all = intervals()
-        let top = all.map(\.highest).max() ?? initialReplicas
+        let top = max(all.map(\.highest).max() ?? 0, initialReplicas)
         let impossible = Int.max / 2
         var best = [Int](repeating: impossible, count: top + 1)
         best[initialReplicas] = 0
@@ -107,16 +111,9 @@ struct ScalingOracle {
         return best.min()!
     }
 
-    /// The count the oracle asks for at `second`: the serving count's plan, raised a boot delay
-    /// early so that the guests are taking load when the demand arrives.
-    static func replicas(_ runs: [Run], atSecond second: Int, bootDelaySeconds: Int) -> Int {
-        var now = runs[0].replicas
-        var soon = now
-        for run in runs {
-            if run.startSecond <= second { now = run.replicas }
-            if run.startSecond <= second + bootDelaySeconds { soon = run.replicas }
-        }
-        return max(now, soon)
+    /// The count the plan sets at `second`.
+    static func replicas(_ runs: [Run], atSecond second: Int) -> Int {
+        runs.last { $0.startSecond <= second }!.replicas
     }
 
     /// Hand-counted waves the oracle must agree with (greedy and dynamic program alike); a
@@ -124,20 +121,22 @@ struct ScalingOracle {
     static func selfCheck() -> [String] {
         let square = Wave(shape: .square, periodSeconds: 60, low: 4, high: 12)
         let known: [(String, ScalingOracle, Int)] = [
-            // Up at 28 s for the first high phase at 30 s, then the window keeps the peak.
+            // Up at 28 s for the first high phase at 30 s (a boot delay early), then the window keeps the peak.
             ("square 60 s, window 300 s", ScalingOracle(square, window: 300), 1),
-            // No window: up at 30 + 60 k (60 times), down at 60 k for k = 1…59.
+            // No window: up at 28 + 60 k (60 times), down at 60 k for k = 1…59.
             ("square 60 s, no window", ScalingOracle(square, window: 0), 119),
-            // High from 600 s, 1800 s and 3000 s; down when a high phase is 300 s old (1499 s, 2699 s).
+            // Up at 598 s, 1798 s and 2998 s; down when a high phase ended 300 s ago (1499 s, 2699 s).
             (
                 "square 1200 s, window 300 s",
                 ScalingOracle(Wave(shape: .square, periodSeconds: 1200, low: 4, high: 12), window: 300), 5
             ),
-            // 5, 6, …, 12 as the first ramp climbs (the ceiling is the ramp itself), then the peak kept.
+            // 5 (at 0 s: 5 are needed at 2 s), 6, …, 12 as the first ramp climbs (the ceiling is the
+            // ramp itself), then the peak kept.
             (
                 "sawtooth 60 s, window 300 s",
                 ScalingOracle(Wave(shape: .sawtooth, periodSeconds: 60, low: 4, high: 12), window: 300), 8
             ),
+            // Up at 58 s; a window of high demand lasts for ever.
             ("step at 60 s, window 300 s", ScalingOracle(Wave(shape: .step, periodSeconds: 60, low: 4, high: 12)), 1),
         ]
         var problems: [String] = []

@@ -7,7 +7,7 @@ enum SimulatedPolicy {
     /// Threshold policies asked in turn (the first that changes the count acts), sharing the
     /// group's last action for their cooldowns.
     case thresholds([ThresholdPolicy])
-    /// The oracle's plan of serving counts, followed every second.
+    /// The oracle's plan of counts, followed every second.
     case oracle([ScalingOracle.Run])
 }
 
@@ -85,7 +85,7 @@ struct ScalingSimulation {
         group.outcome.replicas.reserveCapacity(seconds)
         for second in 0..<seconds {
             if case .oracle(let runs) = policy {
-                let desired = ScalingOracle.replicas(runs, atSecond: second, bootDelaySeconds: bootDelaySeconds)
+                let desired = ScalingOracle.replicas(runs, atSecond: second)
                 group.scale(to: desired, atSecond: second, readySecond: second + bootDelaySeconds)
             }
             group.booting.removeAll { $0.readySecond <= second }

@@ -11,9 +11,9 @@ struct ScalingTimeline {
         let description: String
     }
 
-    static let width = 960.0
+    static let width = 1100.0
     static let height = 400.0
-    static let margin = (left: 50.0, right: 230.0, top: 20.0, bottom: 40.0)
+    static let margin = (left: 50.0, right: 290.0, top: 20.0, bottom: 40.0)
 
     func svg() -> String {
         let top = Double(
@@ -58,10 +58,25 @@ struct ScalingTimeline {
             let left = Self.width - Self.margin.right + 15
             parts.append(
                 "<line x1='\(left)' y1='\(top)' x2='\(left + 20)' y2='\(top)' stroke='\(colour)' stroke-width='2'/>"
-                    + "<text x='\(left + 26)' y='\(top)' dominant-baseline='middle'>\(name)</text>")
+                    + "<text x='\(left + 26)' y='\(top)' dominant-baseline='middle'>\(Self.escaped(name))</text>")
         }
         parts.append("</svg>\n")
         return parts.joined(separator: "\n")
+    }
+
+    /// `text` with the characters XML reserves escaped.
+    static func escaped(_ text: String) -> String {
+        var result = ""
+        for character in text {
+            switch character {
+            case "&": result += "&amp;"
+            case "<": result += "&lt;"
+            case ">": result += "&gt;"
+            case "'": result += "&apos;"
+            default: result.append(character)
+            }
+        }
+        return result
     }
 
     func polyline(_ points: [String], colour: String, width: Int, dashed: Bool) -> String {
