@@ -122,7 +122,7 @@ struct ScalingBenchmark {
                 + " \(Figures.format(options.hours, 2)) h sampled every second, policies asked every"
                 + " \(options.cycleSeconds) s, boot delay \(options.bootDelaySeconds) s, \(options.seeds) seeds")
         print(
-            "oracle: \(minimum) changes (greedy) = \(byProgram) (dynamic program); self-check on 5 hand-counted"
+            "oracle: \(minimum) changes (greedy) = \(byProgram) (dynamic program); self-check on 6 hand-counted"
                 + " waves: \(problems.isEmpty ? "passed" : "FAILED")")
         let rows = try policies(plan).map { name, colour, policy, stale in
             Row(

@@ -120,39 +120,58 @@ struct ScalingOracle {
     /// sentence for each disagreement.
     static func selfCheck() -> [String] {
         let square = Wave(shape: .square, periodSeconds: 60, low: 4, high: 12)
-        let known: [(String, ScalingOracle, Int)] = [
+        var flapping = [(0, 4)]
+        for k in 0..<60 { flapping += [(28 + 60 * k, 12)] + (k < 59 ? [(60 * (k + 1), 4)] : []) }
+        // (what, oracle, its plan counted by hand as (second, count) from the starting count)
+        let known: [(String, ScalingOracle, [(Int, Int)])] = [
             // Up at 28 s for the first high phase at 30 s (a boot delay early), then the window keeps the peak.
-            ("square 60 s, window 300 s", ScalingOracle(square, window: 300), 1),
+            ("square 60 s, window 300 s", ScalingOracle(square), [(0, 4), (28, 12)]),
             // No window: up at 28 + 60 k (60 times), down at 60 k for k = 1…59.
-            ("square 60 s, no window", ScalingOracle(square, window: 0), 119),
+            ("square 60 s, no window", ScalingOracle(square, window: 0), flapping),
             // Up at 598 s, 1798 s and 2998 s; down when a high phase ended 300 s ago (1499 s, 2699 s).
             (
                 "square 1200 s, window 300 s",
-                ScalingOracle(Wave(shape: .square, periodSeconds: 1200, low: 4, high: 12), window: 300), 5
+                ScalingOracle(Wave(shape: .square, periodSeconds: 1200, low: 4, high: 12)),
+                [(0, 4), (598, 12), (1499, 4), (1798, 12), (2699, 4), (2998, 12)]
             ),
-            // 5 (at 0 s: 5 are needed at 2 s), 6, …, 12 as the first ramp climbs (the ceiling is the
-            // ramp itself), then the peak kept.
+            // n guests are needed from the first second the ramp 4 + 8 t / 60 is above n − 1, and
+            // asked for two seconds before: 5 at 0 s (for 2 s), 6 at 6 s (for 8 s), 7 at 14 s
+            // (for 16 s: 6.0 at 15 s is still 6)… 12 at 51 s; the ceiling is the ramp itself until
+            // the first peak, which the window keeps after.
             (
                 "sawtooth 60 s, window 300 s",
-                ScalingOracle(Wave(shape: .sawtooth, periodSeconds: 60, low: 4, high: 12), window: 300), 8
+                ScalingOracle(Wave(shape: .sawtooth, periodSeconds: 60, low: 4, high: 12)),
+                [(0, 4), (0, 5), (6, 6), (14, 7), (21, 8), (29, 9), (36, 10), (44, 11), (51, 12)]
             ),
             // Up at 58 s; a window of high demand lasts for ever.
-            ("step at 60 s, window 300 s", ScalingOracle(Wave(shape: .step, periodSeconds: 60, low: 4, high: 12)), 1),
+            (
+                "step at 60 s", ScalingOracle(Wave(shape: .step, periodSeconds: 60, low: 4, high: 12)),
+                [(0, 4), (58, 12)]
+            ),
+            // Starting at 20, paid for until the start is a window old, then down to the peak of it.
+            (
+                "step at 60 s from 20 guests",
+                ScalingOracle(Wave(shape: .step, periodSeconds: 60, low: 4, high: 12), from: 20),
+                [(0, 20), (300, 12)]
+            ),
         ]
         var problems: [String] = []
         for (name, oracle, expected) in known {
-            let greedy = oracle.plan().count - 1
+            let plan = oracle.plan().map { ($0.startSecond, $0.replicas) }
             let program = oracle.fewestChangesByDynamicProgram()
-            if greedy != expected || program != expected {
-                problems.append("\(name): greedy \(greedy), dynamic program \(program), counted by hand \(expected)")
+            if !plan.elementsEqual(expected, by: ==) || program != expected.count - 1 {
+                problems.append(
+                    "\(name): greedy \(plan.count - 1) changes \(plan.prefix(10)), dynamic program \(program),"
+                        + " counted by hand \(expected.count - 1) \(expected.prefix(10))")
             }
         }
         return problems
     }
 
-    /// A one-hour oracle starting at 4 guests with a 2 s boot delay (the self-check's).
-    private init(_ wave: Wave, window: Int = 300) {
-        self.init(wave: wave, seconds: 3600, initialReplicas: 4, bootDelaySeconds: 2, windowSeconds: window)
+    /// A one-hour oracle with a 2 s boot delay (the self-check's).
+    private init(_ wave: Wave, window: Int = 300, from initialReplicas: Int = 4) {
+        self.init(
+            wave: wave, seconds: 3600, initialReplicas: initialReplicas, bootDelaySeconds: 2, windowSeconds: window)
     }
 
     init(wave: Wave, seconds: Int, initialReplicas: Int, bootDelaySeconds: Int, windowSeconds: Int) {
