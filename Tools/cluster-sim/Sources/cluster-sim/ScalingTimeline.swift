@@ -39,18 +39,12 @@ struct ScalingTimeline {
             parts.append(
                 "<text x='\(x(Double(minute)))' y='\(Self.height - 20)' text-anchor='middle'>\(minute / 60) min</text>")
         }
-        let demand = (0..<seconds).map { "\(x(Double($0))),\(y(wave.demand(atSecond: $0)))" }
-        parts.append(polyline(demand, colour: "black", width: 1, dashed: true))
+        let demand = (0..<seconds).map { wave.demand(atSecond: $0) }
+        parts.append(polyline(steps(demand, x: x, y: y), colour: "black", width: 1, dashed: true))
         for (index, row) in rows.enumerated() {
-            var points: [String] = []
-            for (second, count) in row.outcomes[0].replicas.prefix(seconds).enumerated() {
-                // A step: the previous count up to this second, then this one.
-                if let last = points.last, second > 0 {
-                    points.append("\(x(Double(second))),\(last.split(separator: ",")[1])")
-                }
-                points.append("\(x(Double(second))),\(y(Double(count) + 0.08 * Double(index)))")
-            }
-            parts.append(polyline(points, colour: row.colour, width: 2, dashed: false))
+            // Each policy a hair above the one before, so that equal counts stay visible.
+            let counts = row.outcomes[0].replicas.prefix(seconds).map { Double($0) + 0.08 * Double(index) }
+            parts.append(polyline(steps(counts, x: x, y: y), colour: row.colour, width: 2, dashed: false))
         }
         let legend = [("demand (guests' worth of work)", "black")] + rows.map { ($0.name, $0.colour) }
         for (index, (name, colour)) in legend.enumerated() {
@@ -77,6 +71,16 @@ struct ScalingTimeline {
             }
         }
         return result
+    }
+
+    /// A value a second as a staircase: a point where it starts, two where it changes, one at the end.
+    func steps(_ values: [Double], x: (Double) -> String, y: (Double) -> String) -> [String] {
+        guard let first = values.first else { return [] }
+        var points = ["\(x(0)),\(y(first))"]
+        for (second, value) in values.enumerated().dropFirst() where value != values[second - 1] {
+            points += ["\(x(Double(second))),\(y(values[second - 1]))", "\(x(Double(second))),\(y(value))"]
+        }
+        return points + ["\(x(Double(values.count))),\(y(values[values.count - 1]))"]
     }
 
     func polyline(_ points: [String], colour: String, width: Int, dashed: Bool) -> String {
