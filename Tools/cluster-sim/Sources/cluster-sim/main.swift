@@ -4,7 +4,7 @@ import Glibc
 // cluster-sim SCENARIO [options]: see Tools/cluster-sim/README.md.
 var arguments = Array(CommandLine.arguments.dropFirst())
 guard let scenario = arguments.first, !scenario.hasPrefix("-") else {
-    printError(PlacementBenchmark.Options.usage)
+    printError(PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
     exit(2)
 }
 arguments.removeFirst()
@@ -17,10 +17,20 @@ case "placement":
         printError("cluster-sim placement: \(error)\n\n\(PlacementBenchmark.Options.usage)")
         exit(2)
     }
+case "scaling":
+    do {
+        let options = try ScalingBenchmark.Options(arguments)
+        exit(try ScalingBenchmark(options: options).run() ? 0 : 1)
+    } catch {
+        printError("cluster-sim scaling: \(error)\n\n\(ScalingBenchmark.Options.usage)")
+        exit(2)
+    }
 case "-h", "--help", "help":
-    print(PlacementBenchmark.Options.usage)
+    print(PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
 default:
-    printError("cluster-sim: no scenario \(scenario) (there is: placement)\n\n\(PlacementBenchmark.Options.usage)")
+    printError(
+        "cluster-sim: no scenario \(scenario) (there is: placement, scaling)\n\n"
+            + PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
     exit(2)
 }
 
