@@ -72,7 +72,7 @@ struct CloudRoutes: Sendable {
             let now = Billing.milliseconds(Date())
             let since = now - Int64(minutes) * 60_000
             let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
-            return try Self.json(UsageView(from: since, to: now, points: Telemetry.usage(samples)))
+            return try Self.json(UsageView(from: since, to: now, points: Telemetry.usage(samples), samples: samples))
         }
         router.post("/v1/guests/:id/stop") { _, context in
             try Self.json(CloudGuestView(try await provisioner.stop(try await guest(context, .stopGuest))))

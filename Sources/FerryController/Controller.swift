@@ -43,13 +43,16 @@ public final class Controller: Sendable {
             store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
         mover = GuestMover(
             store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout, logger: logger)
-        hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
+        let scaler = GroupScaler(store: store, provisioner: provisioner, logger: logger)
+        self.scaler = scaler
+        hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger) {
+            scaler.nudge()
+        }
         leases = LeaseKeeper(
             store: store, provisioner: provisioner, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger
         ) { [mover] id, host, cause async throws(ControlError) in
             _ = try await mover.move(id, to: host, cause: cause)
         }
-        scaler = GroupScaler(store: store, provisioner: provisioner, logger: logger)
     }
 
     public var boundAddress: Endpoint? { server.boundAddress }

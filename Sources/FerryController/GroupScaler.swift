@@ -26,6 +26,8 @@ final class GroupScaler: Sendable {
     private let busy = Mutex<Set<GuestID>>([])
     /// The last problem logged per group, so that one that persists is logged once.
     private let problems = Mutex<[String: String]>([:])
+    /// Set when new telemetry came (`nudge`): the next pass does not wait for the interval.
+    private let nudged = Atomic<Bool>(false)
 
     init(
         store: any ControlStore, provisioner: GuestProvisioner, clock: @escaping @Sendable () -> Date = { Date() },
@@ -37,13 +39,20 @@ final class GroupScaler: Sendable {
         self.logger = logger
     }
 
-    /// Passes every `interval` until the task is cancelled.
+    /// Passes every `interval` until the task is cancelled, and soon after new telemetry came
+    /// (`nudge`): a breach is acted on when its samples arrive, not at the next tick.
     func run(every interval: Duration) async {
         while !Task.isCancelled {
             await pass()
-            try? await Task.sleep(for: interval)
+            let until = ContinuousClock.now + interval
+            while ContinuousClock.now < until, !nudged.exchange(false, ordering: .acquiringAndReleasing) {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
         }
     }
+
+    /// New samples are in (a heartbeat's telemetry was recorded).
+    func nudge() { nudged.store(true, ordering: .releasing) }
 
     /// One pass over every group to reconcile.
     func pass() async {
@@ -85,7 +94,11 @@ final class GroupScaler: Sendable {
     private func decide(_ group: ScalingGroup, samples: [GuestID: [GuestSample]], now: Int64)
         async throws(ControlError) -> ScalingGroup
     {
-        let series = GroupMetric.series(samples, metric: group.policy.metric)
+        // Only what was measured since the group's last change: earlier samples were taken with
+        // another number of members (a mean over them overshoots; Tools/cluster-sim measured 3
+        // changes instead of 1 on issue 17's square wave with them kept).
+        let since = group.lastActionAt.map(Billing.milliseconds) ?? Int64.min
+        let series = GroupMetric.series(samples, metric: group.policy.metric).filter { $0.timeMilliseconds > since }
         let past = history.withLock { $0[group.id] ?? [] }
         let decision = try group.decide(current: group.desired, samples: series, history: past, now: now)
         if let rule = try group.policy.targetTracking(min: group.min, max: group.max) {

@@ -15,10 +15,14 @@ final class HostTracking: Sendable {
     let started: Date
     let logger: Logger
 
+    /// Called after a heartbeat's telemetry was recorded (the scaler looks at once).
+    let onTelemetry: @Sendable () -> Void
+
     init(
         store: any ControlStore, heartbeatTimeout: Duration, clock: @escaping @Sendable () -> Date = { Date() },
-        logger: Logger
+        logger: Logger, onTelemetry: @escaping @Sendable () -> Void = {}
     ) {
+        self.onTelemetry = onTelemetry
         self.store = store
         self.heartbeatTimeout = heartbeatTimeout
         self.clock = clock
@@ -71,6 +75,7 @@ final class HostTracking: Sendable {
                     loadPermille: telemetry.loadPermille.map { min(1000, max(0, $0)) }))
         }
         try await store.recordSamples(rows)
+        if !rows.isEmpty { onTelemetry() }
     }
 
     /// Drops samples older than the retention.

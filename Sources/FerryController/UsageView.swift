@@ -33,8 +33,19 @@ struct UsageView: Encodable {
     var from: String
     var to: String
     var points: [Point]
+    /// The samples the controller holds in the span (a guest whose first heartbeat just arrived
+    /// has one, and no point yet) and when the latest was taken.
+    var samples: Int
+    var latestSampleAt: String?
 
-    init(from: Int64, to: Int64, points: [UsagePoint]) {
+    enum CodingKeys: String, CodingKey {
+        case from, to, points, samples
+        case latestSampleAt = "latest_sample_at"
+    }
+
+    init(from: Int64, to: Int64, points: [UsagePoint], samples: [GuestSample] = []) {
+        self.samples = samples.count
+        latestSampleAt = samples.map(\.timeMilliseconds).max().map { CloudViews.time(Self.date($0)) }
         self.from = CloudViews.time(Self.date(from))
         self.to = CloudViews.time(Self.date(to))
         self.points = points.map { point in
