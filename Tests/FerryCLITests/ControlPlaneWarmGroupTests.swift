@@ -26,6 +26,17 @@ struct ControlPlaneWarmGroupTests {
         return false
     }
 
+    /// Milliseconds from the (first or last) journal row into `from` to the next into `to`.
+    static func milliseconds(_ journal: [[String: Any]], from: String, to: String, last: Bool) throws -> Int {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        let times = try journal.map { (try style.parse($0["time"] as? String ?? ""), $0["to"] as? String ?? "") }
+        let starts = times.indices.filter { times[$0].1 == from }
+        guard let start = last ? starts.last : starts.first,
+            let end = times[start...].first(where: { $0.1 == to })
+        else { return -1 }
+        return Int((end.0.timeIntervalSince(times[start].0) * 1000).rounded())
+    }
+
     @Test func aScaleOutResumesAWarmMemberAndRefillsThePool() throws {
         let cloud = try ControlPlaneFixture(
             "warm", agents: 2, namespaced: Requirement.namespaces.met, controllerExtra: ["--scaling-interval", "0.5"])
@@ -78,6 +89,16 @@ struct ControlPlaneWarmGroupTests {
             members.count == 3 && Self.count(members, "running") == 2 && Self.count(members, "suspended") == 1
         }
         #expect(refilled, "the warm pool was not refilled: \(ControlPlaneGroupTests.describe(cloud, id))")
+        let resumeMs = try Self.milliseconds(journal, from: "building", to: "running", last: true)
+        let (_, after) = try ControlPlaneGroupTests.group(cloud, id)
+        if let fresh = after.first(where: { !before.map { $0["id"] as? String }.contains($0["id"] as? String) }),
+            let freshID = fresh["id"] as? String
+        {
+            let freshJournal =
+                try cloud.json("GET", "/v1/guests/\(freshID)/journal").1["entries"] as? [[String: Any]] ?? []
+            let bootMs = try Self.milliseconds(freshJournal, from: "building", to: "running", last: false)
+            print("warm capacity: building → running \(resumeMs) ms resumed, \(bootMs) ms booted (the refill member)")
+        }
 
         // Given up: every member goes, the warm one with the others.
         let (deleted, _) = try cloud.json("DELETE", "/v1/groups/\(id)")
