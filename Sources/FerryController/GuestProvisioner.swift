@@ -239,12 +239,16 @@ final class GuestProvisioner: Sendable {
             generation: guest.generation)
     }
 
-    /// After a restart: finishes the builds that were under way.
+    /// After a restart: finishes the builds that were under way (a guest that came to `building`
+    /// from `suspended` is a resume: its host may have restored it already, so the build does not
+    /// wait for a KVM guest's first console line).
     func resume() async throws(ControlError) {
         for guest in try await store.guests(states: [.pending, .building]) {
             logger.notice(
                 "resuming the build of a guest", metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)"])
-            Task { await self.build(guest) }
+            var resuming = false
+            if guest.state == .building { resuming = try await store.journal(of: guest.id).last?.from == .suspended }
+            Task { await self.build(guest, resuming: resuming) }
         }
     }
 

@@ -18,6 +18,28 @@ struct ControlPlaneSuspendTests {
         try Self.suspendResumeDelete(try ControlPlaneFixture("cps2", agents: 1), image: "kvm")
     }
 
+    /// The controller killed right after it asked for a resume: at its next start the build it
+    /// finishes is a resume (its host may have restored the guest already; no first console line
+    /// is waited for), and the guest runs.
+    @Test(.tags(.kvm), .skippable(.kvm), .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func aControllerKilledMidResumeFinishesItAtItsNextStart() throws {
+        let cloud = try ControlPlaneFixture("cps3", agents: 1, controllerExtra: ["--boot-timeout", "5"])
+        let body: [String: Any] = ["name": "r", "flavor": "tiny", "image": "kvm"]
+        let id = try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String)
+        try #require(try cloud.waitForGuest(id) { ["running", "error"].contains($0) }["state"] as? String == "running")
+        #expect(try cloud.json("POST", "/v1/guests/\(id)/suspend").0 == 200)
+        #expect(try cloud.json("POST", "/v1/guests/\(id)/resume").0 == 202)
+        cloud.killController()
+        usleep(300_000)
+        try cloud.startController()
+        let view = try cloud.waitForGuest(id, timeout: 20) { $0 == "running" || $0 == "error" }
+        #expect(view["state"] as? String == "running", "\(view)")
+        #expect(try cloud.agents[0].view("c-\(id)").state == "running")
+        let journal = try cloud.json("GET", "/v1/guests/\(id)/journal").1["entries"] as? [[String: Any]] ?? []
+        let cause = journal.last { $0["to"] as? String == "running" }?["cause"] as? String ?? ""
+        #expect(cause.contains("restored from its suspend file"), "finished as a resume: \(cause)")
+    }
+
     static func suspendResumeDelete(_ cloud: ControlPlaneFixture, image: String) throws {
         let body: [String: Any] = ["name": "s", "flavor": "tiny", "image": image]
         let id = try #require(try cloud.json("POST", "/v1/projects/alpha/guests", body).1["id"] as? String)
