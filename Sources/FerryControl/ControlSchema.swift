@@ -71,6 +71,7 @@ enum ControlSchema {
         migrator.registerMigration("v6-guest-moves") { db in try db.execute(sql: guestMovesV6) }
         migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
         migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
+        migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
         return migrator
     }
 
@@ -212,5 +213,10 @@ enum ControlSchema {
         ) STRICT;
         ALTER TABLE guests ADD COLUMN lease_id TEXT REFERENCES leases (id);
         CREATE INDEX guests_by_lease ON guests (lease_id) WHERE lease_id IS NOT NULL;
+        """
+
+    /// A group's warm capacity: suspended members kept ready beyond the desired running ones.
+    static let warmCapacityV9 = """
+        ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0);
         """
 }

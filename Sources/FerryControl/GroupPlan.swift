@@ -5,33 +5,52 @@ import Foundation
 /// (pure; `GroupScaler` carries it out):
 ///
 /// - **Live members** are pending, building, running or unknown: they count toward `desired`.
-/// - **Create** while fewer live members than desired: names `NAME-N`, N one past the highest
-///   any member ever had (names are never reused, so `N` with the group's ID is a client token).
-/// - **Scale in** while more: first members not started yet (pending: deleted at once), then
-///   running ones in the group's `scaleIn` order (newest first, or least loaded first); a
-///   building or unknown member is not taken (it cannot be stopped), the next pass looks again.
+///   **Warm members** are suspended: ready to resume, counted toward `warm`, not in the metric.
+/// - **Resume** warm members first while fewer live members than desired (oldest first).
+/// - **Create** while fewer live and warm members than `desired + warm`: names `NAME-N`, N one
+///   past the highest any member ever had (names are never reused, so `N` with the group's ID is
+///   a client token). A member made for the warm pool boots as a live one (one past desired).
+/// - **Suspend** running members beyond desired while the warm pool has room (in the group's
+///   `scaleIn` order), but never below `desired` running: a new warm member is suspended once it
+///   runs, and a scale-in refills the pool before it removes anything.
+/// - **Scale in** the live members beyond desired that the pool has no room for: first members
+///   not started yet (pending: deleted at once), then running ones in the group's `scaleIn` order
+///   (newest first, or least loaded first); a building or unknown member is not taken (it cannot
+///   be stopped), the next pass looks again.
 /// - **Delete** members that are stopped (scaled in, or stopped by a user: a replacement is made)
-///   or in error: they hold no work, and a failed member is replaced.
+///   or in error: they hold no work, and a failed member is replaced; and warm members beyond
+///   `warm` (newest first). A deleted group keeps no warm members.
 /// - Members with an operation in flight (`busy`) are left alone.
 /// - **Settling**: while a member is pending or building, or runs without a metric yet (for at
 ///   most the policy's window and 10 s after it started: one whose telemetry never comes does not
 ///   hold the group forever), the group's metric does not include it, so the policy waits.
 public struct GroupPlan: Sendable, Equatable {
     public static let liveStates: Set<CloudGuestState> = [.pending, .building, .running, .unknown]
+    /// Live or warm: what the group's room (`desired + warm`) counts.
+    public static let memberStates: Set<CloudGuestState> = liveStates.union([.suspended])
 
     public var live: Int
+    /// Warm members to resume (suspended → building → running), in order.
+    public var resume: [CloudGuest]
     /// New members' names, in order.
     public var create: [GuestName]
+    /// Running members to suspend into the warm pool.
+    public var suspend: [CloudGuest]
     /// Live members to take out: a running one is stopped then deleted, a pending one deleted.
     public var scaleIn: [CloudGuest]
-    /// Stopped members and members in error, to delete.
+    /// Stopped members, members in error and warm members beyond `warm`, to delete.
     public var delete: [CloudGuest]
     /// Some live member's metric is not in yet (see above), so the policy waits.
     public var settling: Bool
 
-    public init(live: Int, create: [GuestName], scaleIn: [CloudGuest], delete: [CloudGuest], settling: Bool) {
+    public init(
+        live: Int, resume: [CloudGuest] = [], create: [GuestName], suspend: [CloudGuest] = [], scaleIn: [CloudGuest],
+        delete: [CloudGuest], settling: Bool
+    ) {
         self.live = live
+        self.resume = resume
         self.create = create
+        self.suspend = suspend
         self.scaleIn = scaleIn
         self.delete = delete
         self.settling = settling
@@ -40,13 +59,27 @@ public struct GroupPlan: Sendable, Equatable {
     /// The plan for `group` with `members` (the store's `groupMembers`), `load` each member's
     /// mean metric over the policy's window (for `least_loaded`; a member without one is taken
     /// first; a running member without one for less than the window and 10 s before `now` is
-    /// settling), and `busy` the members with an operation in flight.
+    /// settling), `busy` the members with an operation in flight, and of those `suspending` the
+    /// running ones on their way into the warm pool (counted as warm already).
     public static func make(
         group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double] = [:], busy: Set<GuestID> = [],
-        now: Date? = nil
+        suspending: Set<GuestID> = [], now: Date? = nil
     ) -> GroupPlan {
+        let members = members.map { member in
+            var member = member
+            if member.state == .running, suspending.contains(member.id) { member.state = .suspended }
+            return member
+        }
+        let busy = busy.union(suspending)
         let live = members.filter { liveStates.contains($0.state) }
-        let delete = members.filter { [.stopped, .error].contains($0.state) && !busy.contains($0.id) }
+        let warmTarget = group.state == .active ? group.warm : 0
+        let warm = members.filter { $0.state == .suspended }
+        let freeWarm = warm.filter { !busy.contains($0.id) }.sorted { newestFirst($1, $0) }
+        let resume = Array(freeWarm.prefix(Swift.max(0, group.desired - live.count)))
+        // Warm members beyond the pool (after those resumed), newest first.
+        let extraWarm = Array(
+            freeWarm.dropFirst(resume.count).reversed().prefix(Swift.max(0, warm.count - resume.count - warmTarget)))
+        let delete = members.filter { [.stopped, .error].contains($0.state) && !busy.contains($0.id) } + extraWarm
         let grace = Double(group.policy.windowMilliseconds + 10_000) / 1000
         let settling = live.contains { member in
             if member.state == .pending || member.state == .building { return true }
@@ -54,18 +87,27 @@ public struct GroupPlan: Sendable, Equatable {
             return now.timeIntervalSince(member.stateSince) < grace
         }
         var create: [GuestName] = []
-        if live.count < group.desired {
+        let missing = group.desired + warmTarget - live.count - warm.count
+        if missing > 0 {
             let next = (members.compactMap { index(of: $0.name, in: group) }.max() ?? 0) + 1
-            create = (next..<next + group.desired - live.count).compactMap { try? memberName(group, $0) }
+            create = (next..<next + missing).compactMap { try? memberName(group, $0) }
         }
-        var scaleIn: [CloudGuest] = []
+        var (suspend, scaleIn) = ([CloudGuest](), [CloudGuest]())
         if live.count > group.desired {
             let free = live.filter { !busy.contains($0.id) }
             let pending = free.filter { $0.state == .pending }.sorted(by: newestFirst)
             let running = order(free.filter { $0.state == .running }, group.scaleIn, load: load)
-            scaleIn = Array((pending + running).prefix(live.count - group.desired))
+            let excess = live.count - group.desired
+            let toPool = Swift.min(excess, Swift.max(0, warmTarget - warm.count))
+            scaleIn = Array((pending + running).prefix(excess - toPool))
+            let taken = Set(scaleIn.map(\.id))
+            // Never below desired free running members (a busy one is on its way out).
+            let left = running.filter { !taken.contains($0.id) }
+            suspend = Array(left.prefix(Swift.min(toPool, Swift.max(0, left.count - group.desired))))
         }
-        return GroupPlan(live: live.count, create: create, scaleIn: scaleIn, delete: delete, settling: settling)
+        return GroupPlan(
+            live: live.count, resume: resume, create: create, suspend: suspend, scaleIn: scaleIn, delete: delete,
+            settling: settling)
     }
 
     /// `NAME-N`.

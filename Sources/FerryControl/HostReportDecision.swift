@@ -5,8 +5,8 @@ import FerryHostModel
 ///
 /// Only guests the controller holds as `unknown` (their host was silent) are settled here: the
 /// agent's inventory is the truth about what runs on its host. A guest the agent runs, or is
-/// pausing, is `running`; one that is stopped, suspended or crashed is `stopped` (its disk is
-/// there; the user may start it); one the agent no longer has is `error`, with the reason. A
+/// pausing, is `running`; one that is suspended is `suspended` (it may be resumed); one that is
+/// stopped or crashed is `stopped` (its disk is there; the user may start it); one the agent no longer has is `error`, with the reason. A
 /// guest the agent is still starting, stopping or migrating stays unknown until a later report.
 public enum HostReportDecision {
     public struct Change: Sendable, Equatable {
@@ -35,7 +35,9 @@ public enum HostReportDecision {
             switch state {
             case .running, .paused:
                 changes.append(Change(id: guest.id, from: .unknown, to: .running, cause: "\(cause): it runs"))
-            case .stopped, .suspended, .crashed, .defined:
+            case .suspended:
+                changes.append(Change(id: guest.id, from: .unknown, to: .suspended, cause: "\(cause): it is suspended"))
+            case .stopped, .crashed, .defined:
                 changes.append(
                     Change(id: guest.id, from: .unknown, to: .stopped, cause: "\(cause): it is \(state.rawValue)"))
             case .starting, .stopping, .migratingIn, .migratingOut:

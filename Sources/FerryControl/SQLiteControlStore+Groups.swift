@@ -31,12 +31,12 @@ extension SQLiteControlStore {
             try db.execute(
                 sql: """
                     INSERT INTO scaling_groups (id, project, name, flavor, image, min_size, max_size, desired, policy,
-                    created_ms, last_action_ms, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'active')
+                    created_ms, last_action_ms, state, warm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'active', ?)
                     """,
                 arguments: [
                     group.id, group.project, group.name, group.flavor, group.image, group.min, group.max,
                     group.desired, ControlRules.policyJSON(group.policy, scaleIn: group.scaleIn),
-                    ControlRows.milliseconds(group.createdAt),
+                    ControlRows.milliseconds(group.createdAt), group.warm,
                 ])
             try Self.appendAction(db, group.id, from: 0, to: group.desired, reason: "created", at: group.createdAt)
             return group
@@ -145,7 +145,7 @@ extension SQLiteControlStore {
             try Int.fetchOne(
                 db,
                 sql:
-                    "SELECT COUNT(*) FROM guests WHERE scaling_group = ? AND state IN \(ControlRows.sqlList(GroupPlan.liveStates))",
+                    "SELECT COUNT(*) FROM guests WHERE scaling_group = ? AND state IN \(ControlRows.sqlList(GroupPlan.memberStates))",
                 arguments: [id]) ?? 0
         try ControlRules.checkRoom(in: group, live: live, request)
     }
@@ -178,13 +178,15 @@ extension SQLiteControlStore {
         return ScalingGroup(
             id: row["id"], project: row["project"], name: row["name"], flavor: row["flavor"], image: row["image"],
             min: row["min_size"], max: row["max_size"], desired: row["desired"], policy: policy, scaleIn: scaleIn,
-            state: state, createdAt: ControlRows.date(row["created_ms"]), lastActionAt: lastAction.map(ControlRows.date)
-        )
+            state: state, createdAt: ControlRows.date(row["created_ms"]),
+            lastActionAt: lastAction.map(ControlRows.date),
+            warm: row["warm"])
     }
 }
 
 extension ControlRules {
-    /// Refuses a member `group` has no room for (it has `live` members).
+    /// Refuses a member `group` has no room for (it has `live` members, warm ones counted: live
+    /// or suspended; room for `desired` and `warm`).
     public static func checkRoom(in group: ScalingGroup, live: Int, _ request: GuestRequest) throws(ControlError) {
         guard group.state == .active else {
             throw ControlError(.invalidArgument, "group \(group.name) is deleted: it takes no new members")
@@ -195,11 +197,11 @@ extension ControlRules {
                 "group \(group.name)'s members are \(group.flavor) guests of image \(group.image), not"
                     + " \(request.flavor) of \(request.image)")
         }
-        guard live < group.desired else {
+        guard live < group.desired + group.warm else {
             throw ControlError(
                 .stale,
-                "group \(group.name) has \(live) live members for a desired count of \(group.desired): no room for"
-                    + " another; read the group again")
+                "group \(group.name) has \(live) live members (warm ones counted) for a desired count of"
+                    + " \(group.desired) and \(group.warm) warm: no room for another; read the group again")
         }
     }
 }

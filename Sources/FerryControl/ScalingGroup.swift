@@ -15,6 +15,9 @@ public struct ScalingGroup: Sendable, Equatable {
     public var min: Int
     public var max: Int
     public var desired: Int
+    /// Warm capacity: members kept suspended beyond the `desired` running ones (booted, then
+    /// suspended), resumed first on a scale-out; 0 ≤ warm ≤ max. They hold capacity and quota.
+    public var warm: Int
     public var policy: ScalingPolicy
     public var scaleIn: ScaleInOrder
     public var state: ScalingGroupState
@@ -24,7 +27,8 @@ public struct ScalingGroup: Sendable, Equatable {
 
     public init(
         id: String, project: String, name: String, flavor: String, image: String, min: Int, max: Int, desired: Int,
-        policy: ScalingPolicy, scaleIn: ScaleInOrder, state: ScalingGroupState, createdAt: Date, lastActionAt: Date?
+        policy: ScalingPolicy, scaleIn: ScaleInOrder, state: ScalingGroupState, createdAt: Date, lastActionAt: Date?,
+        warm: Int = 0
     ) {
         self.id = id
         self.project = project
@@ -34,6 +38,7 @@ public struct ScalingGroup: Sendable, Equatable {
         self.min = min
         self.max = max
         self.desired = desired
+        self.warm = warm
         self.policy = policy
         self.scaleIn = scaleIn
         self.state = state
@@ -241,13 +246,16 @@ public struct ScalingGroupSubmission: Sendable, Equatable {
     public var max: Int
     /// Where the group starts (nil: `min`).
     public var desired: Int?
+    /// Suspended members kept ready (`ScalingGroup.warm`).
+    public var warm: Int
     public var policy: ScalingPolicy
     public var scaleIn: ScaleInOrder
 
     public init(
         project: String, name: String, flavor: String, image: String, min: Int, max: Int, desired: Int? = nil,
-        policy: ScalingPolicy, scaleIn: ScaleInOrder = .newest
+        policy: ScalingPolicy, scaleIn: ScaleInOrder = .newest, warm: Int = 0
     ) {
+        self.warm = warm
         self.project = project
         self.name = name
         self.flavor = flavor
@@ -302,10 +310,16 @@ extension ControlRules {
         let desired = submission.desired ?? submission.min
         try checkDesired(desired, min: submission.min, max: submission.max)
         try submission.policy.validate(min: submission.min, max: submission.max)
+        guard submission.warm >= 0, submission.warm <= submission.max else {
+            throw ControlError(
+                .invalidArgument,
+                "warm \(submission.warm): a group keeps 0 to max (\(submission.max)) suspended members ready")
+        }
         return ScalingGroup(
             id: id, project: submission.project, name: submission.name, flavor: submission.flavor,
             image: submission.image, min: submission.min, max: submission.max, desired: desired,
-            policy: submission.policy, scaleIn: submission.scaleIn, state: .active, createdAt: now, lastActionAt: nil)
+            policy: submission.policy, scaleIn: submission.scaleIn, state: .active, createdAt: now, lastActionAt: nil,
+            warm: submission.warm)
     }
 
     public static func checkDesired(_ desired: Int, min: Int, max: Int) throws(ControlError) {

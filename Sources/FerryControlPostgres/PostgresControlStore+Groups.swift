@@ -32,9 +32,9 @@ extension PostgresControlStore {
             try await connection.query(
                 """
                 INSERT INTO scaling_groups (id, project, name, flavor, image, min_size, max_size, desired, policy,
-                created_ms, last_action_ms, state) VALUES (\(group.id), \(group.project), \(group.name),
+                created_ms, last_action_ms, state, warm) VALUES (\(group.id), \(group.project), \(group.name),
                 \(group.flavor), \(group.image), \(group.min), \(group.max), \(group.desired), \(policy),
-                \(PostgresRows.milliseconds(group.createdAt)), NULL, 'active')
+                \(PostgresRows.milliseconds(group.createdAt)), NULL, 'active', \(group.warm))
                 """, logger: logger)
             try await appendAction(
                 connection, group.id, from: 0, to: group.desired, reason: "created", at: group.createdAt)
@@ -152,7 +152,7 @@ extension PostgresControlStore {
         guard let group = try await fetchGroup(connection, id), group.project == request.project else {
             throw ControlError(.notFound, "no group \(id) in project \(request.project)")
         }
-        let states = GroupPlan.liveStates.map(\.rawValue).sorted()
+        let states = GroupPlan.memberStates.map(\.rawValue).sorted()
         let live =
             try await PostgresRows.all(
                 connection,
@@ -205,6 +205,7 @@ extension PostgresControlStore {
             min: try row["min_size"].decode(Int.self), max: try row["max_size"].decode(Int.self),
             desired: try row["desired"].decode(Int.self), policy: policy, scaleIn: scaleIn, state: state,
             createdAt: PostgresRows.date(try row["created_ms"].decode(Int64.self)),
-            lastActionAt: try row["last_action_ms"].decode(Int64?.self).map(PostgresRows.date))
+            lastActionAt: try row["last_action_ms"].decode(Int64?.self).map(PostgresRows.date),
+            warm: try row["warm"].decode(Int.self))
     }
 }

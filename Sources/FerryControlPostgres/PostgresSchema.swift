@@ -132,6 +132,10 @@ enum PostgresSchema {
             statements: ["ALTER TABLE guests ADD COLUMN moving_to TEXT REFERENCES hosts (id)"]),
         Migration(identifier: "v7-lease-pools", statements: leasePoolsV7),
         Migration(identifier: "v8-scaling-groups", statements: scalingGroupsV8),
+        // A group's warm capacity, as ControlSchema.warmCapacityV9.
+        Migration(
+            identifier: "v9-warm-capacity",
+            statements: ["ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0)"]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

@@ -81,6 +81,15 @@ struct CloudRoutes: Sendable {
             try Self.json(
                 CloudGuestView(try await provisioner.start(try await guest(context, .startGuest))), status: .accepted)
         }
+        // Project members' actions, as stop and start are.
+        router.post("/v1/guests/:id/suspend") { _, context in
+            try Self.json(CloudGuestView(try await provisioner.suspend(try await guest(context, .stopGuest))))
+        }
+        router.post("/v1/guests/:id/resume") { _, context in
+            try Self.json(
+                CloudGuestView(try await provisioner.resumeSuspended(try await guest(context, .startGuest))),
+                status: .accepted)
+        }
         router.delete("/v1/guests/:id") { _, context in
             try Self.json(CloudGuestView(try await provisioner.delete(try await guest(context, .deleteGuest))))
         }

@@ -179,6 +179,7 @@ enum ConsoleTemplates {
         <table>
         <tr><th>State</th><td class="state" id="state">{{state}}</td></tr>
         <tr><th>Desired</th><td id="desired">{{desired}} (bounds {{min}}–{{max}})</td></tr>
+        <tr><th>Warm</th><td id="warm">{{warm}} suspended, resumed first on a scale-out</td></tr>
         <tr><th>Members</th><td>{{flavor}} guests of image {{image}}; scale-in takes the {{scaleIn}} first</td></tr>
         <tr><th>Policy</th><td><code style="overflow-wrap: anywhere">{{policy}}</code></td></tr>
         <tr><th>ID</th><td>{{id}}</td></tr>

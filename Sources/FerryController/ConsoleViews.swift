@@ -158,7 +158,7 @@ struct GuestPageView {
         pricePerHour = ConsoleFormat.perHour(guest.pricePerSecondMicros)
         canStop = guest.state == .running
         canStart = guest.state == .stopped
-        canDelete = [.pending, .stopped, .error].contains(guest.state)
+        canDelete = [.pending, .stopped, .suspended, .error].contains(guest.state)
         consoleNote = console.note
         consoleLines = console.lines
         hasConsole = !console.lines.isEmpty

@@ -26,6 +26,8 @@ struct GroupPageView {
     var min: Int
     var max: Int
     var desired: Int
+    /// Suspended members kept ready beyond the desired running ones.
+    var warm: Int
     var scaleIn: String
     var policy: String
     var members: [MemberRow]
@@ -48,6 +50,7 @@ struct GroupPageView {
         min = group.min
         max = group.max
         desired = group.desired
+        warm = group.warm
         scaleIn = group.scaleIn.rawValue
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -69,11 +69,13 @@ struct GroupBody: Decodable, Sendable {
     var min: Int
     var max: Int
     var desired: Int?
+    /// Suspended members kept ready beyond the desired running ones (0 when absent).
+    var warm: Int?
     var policy: ScalingPolicy
     var scaleIn: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, flavor, image, min, max, desired, policy
+        case name, flavor, image, min, max, desired, warm, policy
         case scaleIn = "scale_in"
     }
 
@@ -84,7 +86,7 @@ struct GroupBody: Decodable, Sendable {
         }
         return ScalingGroupSubmission(
             project: project, name: name, flavor: flavor, image: image, min: min, max: max, desired: desired,
-            policy: policy, scaleIn: order)
+            policy: policy, scaleIn: order, warm: warm ?? 0)
     }
 }
 
@@ -104,6 +106,7 @@ struct GroupView: Encodable, Sendable {
     var min: Int
     var max: Int
     var desired: Int
+    var warm: Int
     var policy: ScalingPolicy
     var scaleIn: String
     var state: String
@@ -113,7 +116,7 @@ struct GroupView: Encodable, Sendable {
     var members: [CloudGuestView]?
 
     enum CodingKeys: String, CodingKey {
-        case id, project, name, flavor, image, min, max, desired, policy, state, members
+        case id, project, name, flavor, image, min, max, desired, warm, policy, state, members
         case scaleIn = "scale_in"
         case createdAt = "created_at"
         case lastActionAt = "last_action_at"
@@ -128,6 +131,7 @@ struct GroupView: Encodable, Sendable {
         min = group.min
         max = group.max
         desired = group.desired
+        warm = group.warm
         policy = group.policy
         scaleIn = group.scaleIn.rawValue
         state = group.state.rawValue

@@ -8,10 +8,11 @@ import Synchronization
 /// (`ControlStore.scalingGroupsToReconcile`), it reads the members and their telemetry over the
 /// policy's window, asks the group's policy for the desired count (`ScalingGroup.decide`, with
 /// the group's desired count as the current one, as the Kubernetes HPA takes its spec's), records
-/// a change with its reason, then carries out `GroupPlan`: creates the missing members through
-/// the guest create (quota, placement and the group's room checked in its transaction), stops
-/// the members a scale-in takes gracefully and deletes them, deletes the stopped and failed
-/// ones. No decision is made while a member's metric is not in yet (`GroupPlan.settling`).
+/// a change with its reason, then carries out `GroupPlan`: resumes warm (suspended) members,
+/// creates the missing members through the guest create (quota, placement and the group's room
+/// checked in its transaction), suspends running members into the warm pool, stops the members a
+/// scale-in takes gracefully and deletes them, deletes the stopped and failed ones and the warm
+/// ones beyond the pool. No decision is made while a member's metric is not in yet (`GroupPlan.settling`).
 ///
 /// Target tracking's recommendation history is kept here, in memory: a controller that restarts
 /// starts with an empty history, so its first decisions are stabilised only by what it has seen
@@ -24,6 +25,8 @@ final class GroupScaler: Sendable {
     private let history = Mutex<[String: [ScalingRecommendation]]>([:])
     /// Members with a stop or delete in flight: the plan leaves them alone.
     private let busy = Mutex<Set<GuestID>>([])
+    /// Of those, the running members being suspended into the warm pool (warm already).
+    private let suspending = Mutex<Set<GuestID>>([])
     /// The last problem logged per group, so that one that persists is logged once.
     private let problems = Mutex<[String: String]>([:])
     /// Set when new telemetry came (`nudge`): the next pass does not wait for the interval.
@@ -79,12 +82,16 @@ final class GroupScaler: Sendable {
             ? [:]
             : try await store.samples(guests: running, sinceMilliseconds: now - group.policy.windowMilliseconds - 2000)
         let load = GroupMetric.perMember(samples, metric: group.policy.metric)
-        var plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
+        var plan = GroupPlan.make(
+            group: group, members: members, load: load, busy: busy.withLock { $0 },
+            suspending: suspending.withLock { $0 }, now: date)
         if group.state == .active, !plan.settling {
             let decided = try await decide(group, samples: samples, now: now)
             if decided.desired != group.desired {
                 group = decided
-                plan = GroupPlan.make(group: group, members: members, load: load, busy: busy.withLock { $0 }, now: date)
+                plan = GroupPlan.make(
+                    group: group, members: members, load: load, busy: busy.withLock { $0 },
+                    suspending: suspending.withLock { $0 }, now: date)
             }
         }
         await carryOut(plan, group)
@@ -113,8 +120,14 @@ final class GroupScaler: Sendable {
     }
 
     private func carryOut(_ plan: GroupPlan, _ group: ScalingGroup) async {
+        for member in plan.resume {
+            await resume(member, group)
+        }
         for name in plan.create {
             guard await create(name, group) else { break }
+        }
+        for member in plan.suspend {
+            suspend(member, cause: "group \(group.name): into warm capacity (\(group.warm) warm)")
         }
         for member in plan.scaleIn {
             remove(member, cause: "group \(group.name): scale in to \(group.desired)")
@@ -143,6 +156,39 @@ final class GroupScaler: Sendable {
         } catch {
             report(group, "member \(name) was not created: \(error)")
             return false
+        }
+    }
+
+    /// A warm member resumed (its host restores it; `GuestProvisioner.build` finishes it).
+    private func resume(_ member: CloudGuest, _ group: ScalingGroup) async {
+        do {
+            _ = try await provisioner.resumeSuspended(
+                member, cause: "group \(group.name): scale out to \(group.desired), resumed from warm capacity")
+            logger.info(
+                "scaling group member resumed from warm capacity",
+                metadata: ["group.id": "\(group.id)", "guest.id": "\(member.id)", "guest.name": "\(member.name)"])
+        } catch {
+            report(group, "member \(member.name) was not resumed: \(error)")
+        }
+    }
+
+    /// Suspends a running member into the warm pool, in a task of its own; the plan leaves it
+    /// alone meanwhile.
+    private func suspend(_ member: CloudGuest, cause: String) {
+        guard busy.withLock({ $0.insert(member.id).inserted }) else { return }
+        suspending.withLock { _ = $0.insert(member.id) }
+        Task { [provisioner, logger] in
+            defer {
+                _ = suspending.withLock { $0.remove(member.id) }
+                _ = busy.withLock { $0.remove(member.id) }
+            }
+            do {
+                _ = try await provisioner.suspend(member, cause: cause)
+            } catch {
+                logger.warning(
+                    "a scaling group member was not suspended; the next pass looks again: \(error)",
+                    metadata: ["guest.id": "\(member.id)"])
+            }
         }
     }
 

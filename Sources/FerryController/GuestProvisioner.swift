@@ -50,8 +50,10 @@ final class GuestProvisioner: Sendable {
 
     /// pending (or building, after a restart) → building → running; any failure → error with
     /// the host's answer as the reason. A built-in guest is `running` when its host says so; a
-    /// KVM guest when, besides, it printed its first console line (`FirstConsoleLine`).
-    func build(_ guest: CloudGuest) async {
+    /// KVM guest when, besides, it printed its first console line (`FirstConsoleLine`). A guest
+    /// `resuming` (or that its host holds suspended) is restored, not booted: it prints nothing new,
+    /// so its host's `running` is enough.
+    func build(_ guest: CloudGuest, resuming: Bool = false, cause: String? = nil) async {
         var guest = guest
         let started = Date()
         do {
@@ -68,14 +70,15 @@ final class GuestProvisioner: Sendable {
             let timeout = bootTimeout
             let firstLine = try await work.run { () throws -> String? in
                 let deadline = Date().addingTimeInterval(timeout)
-                try Self.defineAndBoot(client, spec: spec, id: id, deadline: deadline)
+                let restored = try Self.defineAndBoot(client, spec: spec, id: id, deadline: deadline)
+                if restored || resuming { return "; restored from its suspend file" }
                 guard spec.kind == .kvm else { return nil }
                 let booted = ContinuousClock.now
                 let line = try FirstConsoleLine.wait(client, name: spec.name.value, deadline: deadline)
                 let waited = (ContinuousClock.now - booted) / .milliseconds(1)
                 return "; its first console line, \(Int(waited.rounded())) ms after its VMM answered: \(line)"
             }
-            let cause = "host \(guest.host): it runs" + (firstLine ?? "")
+            let cause = (cause ?? "host \(guest.host): it runs") + (firstLine ?? "")
             _ = try await store.transition(
                 guest.id, from: .building, to: .running, cause: cause, errorReason: nil, generation: guest.generation)
         } catch {
@@ -110,8 +113,13 @@ final class GuestProvisioner: Sendable {
     /// Defines the guest on its host (again: the same create answers with the guest it made)
     /// and boots it, until the host reports it running. A start the host is still doing (the
     /// agent answers `busy`, or the guest is `starting`: a controller before a restart asked for
-    /// it) is waited for, not repeated.
-    static func defineAndBoot(_ client: AgentClient, spec: GuestSpecification, id: GuestID, deadline: Date) throws {
+    /// it) is waited for, not repeated. A guest the host holds suspended is resumed (restored
+    /// from its suspend file): true.
+    @discardableResult
+    static func defineAndBoot(_ client: AgentClient, spec: GuestSpecification, id: GuestID, deadline: Date) throws
+        -> Bool
+    {
+        var restored = false
         let create = Array(try JSONEncoder().encode(CreateOnHost(spec: spec, id: id)))
         var response = try client.send("POST", "/v1/guests", body: create)
         // 409 busy: an earlier controller's start of it still runs on the host.
@@ -127,8 +135,10 @@ final class GuestProvisioner: Sendable {
                     "the host did not report guest \(spec.name) running by the build's deadline (--boot-timeout;"
                         + " it is \(view.state))")
             }
-            if [GuestState.defined, .stopped, .crashed].map(\.rawValue).contains(view.state) {
-                let response = try client.send("POST", "/v1/guests/\(spec.name)/start")
+            let suspended = view.state == GuestState.suspended.rawValue
+            if suspended || [GuestState.defined, .stopped, .crashed].map(\.rawValue).contains(view.state) {
+                restored = restored || suspended
+                let response = try client.send("POST", "/v1/guests/\(spec.name)/\(suspended ? "resume" : "start")")
                 // 409 busy: another start of it runs on the host; wait for its outcome.
                 if !Self.isBusy(response) {
                     view = try JSONDecoder().decode(HostGuestView.self, from: Data(client.checked(response).body))
@@ -138,6 +148,7 @@ final class GuestProvisioner: Sendable {
             usleep(50_000)
             view = try client.get("/v1/guests/\(spec.name)", as: HostGuestView.self)
         }
+        return restored
     }
 
     static func isBusy(_ response: AgentResponse) -> Bool {
@@ -176,10 +187,39 @@ final class GuestProvisioner: Sendable {
         return building
     }
 
+    /// running → suspended: its host saves its memory and devices to a file and its VMM exits; it
+    /// keeps its place there and is not billed. A host that fails leaves it running (the agent
+    /// suspends it or not); the error is thrown and nothing is recorded.
+    func suspend(_ guest: CloudGuest, cause: String = "user: suspend") async throws(ControlError) -> CloudGuest {
+        guard guest.state == .running else {
+            throw ControlError(
+                .transitionRefused, "guest \(guest.id) is \(guest.state.rawValue): suspend takes a running guest")
+        }
+        do {
+            let client = try await agent(guest.host)
+            let name = Self.hostName(guest.id)
+            try await work.run { _ = try client.checked(client.send("POST", "/v1/guests/\(name)/suspend")) }
+        } catch {
+            throw ControlError(.database, "host \(guest.host) did not suspend guest \(guest.id): \(error)")
+        }
+        return try await store.transition(
+            guest.id, from: .running, to: .suspended, cause: "\(cause); host \(guest.host): suspended",
+            errorReason: nil, generation: guest.generation)
+    }
+
+    /// suspended → building → running: its host restores it from its suspend file (`build`, which
+    /// does not wait for a KVM guest's first console line: a restored guest prints nothing new).
+    func resumeSuspended(_ guest: CloudGuest, cause: String = "user: resume") async throws(ControlError) -> CloudGuest {
+        let building = try await store.transition(
+            guest.id, from: .suspended, to: .building, cause: cause, errorReason: nil, generation: guest.generation)
+        Task { await self.build(building, resuming: true, cause: "\(cause); host \(guest.host): it runs") }
+        return building
+    }
+
     /// Removes the guest and its disk from its host, then records it deleted (a pending guest,
     /// never sent to its host, is deleted at once; a guest in error is removed where it may be).
     func delete(_ guest: CloudGuest, cause: String = "user: delete") async throws(ControlError) -> CloudGuest {
-        if guest.state == .stopped || guest.state == .error {
+        if [.stopped, .suspended, .error].contains(guest.state) {
             do {
                 let client = try await agent(guest.host)
                 let name = Self.hostName(guest.id)
@@ -199,12 +239,16 @@ final class GuestProvisioner: Sendable {
             generation: guest.generation)
     }
 
-    /// After a restart: finishes the builds that were under way.
+    /// After a restart: finishes the builds that were under way (a guest that came to `building`
+    /// from `suspended` is a resume: its host may have restored it already, so the build does not
+    /// wait for a KVM guest's first console line).
     func resume() async throws(ControlError) {
         for guest in try await store.guests(states: [.pending, .building]) {
             logger.notice(
                 "resuming the build of a guest", metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)"])
-            Task { await self.build(guest) }
+            var resuming = false
+            if guest.state == .building { resuming = try await store.journal(of: guest.id).last?.from == .suspended }
+            Task { await self.build(guest, resuming: resuming) }
         }
     }
 

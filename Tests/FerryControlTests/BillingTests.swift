@@ -47,6 +47,19 @@ struct BillingTests {
         #expect(Self.billed(web, 5000, 12000, now: 30000) == 0)
     }
 
+    /// Warm capacity: a suspended guest holds its place but is not billed; its resume is billed
+    /// from the moment it runs again.
+    @Test func suspendedTimeIsNotBilled() {
+        let warm = Self.guest(
+            "warm",
+            [
+                (0, .pending), (10, .building), (1000, .running), (2000, .suspended), (50000, .building),
+                (50300, .running), (51000, .suspended), (60000, .deleted),
+            ])
+        #expect(Self.billed(warm, 0, 100_000, now: 100_000) == 1000 + 700)
+        #expect(Self.billed(warm, 2000, 50300, now: 100_000) == 0)
+    }
+
     @Test func unknownTimeIsNotBilled() {
         let web = Self.guest(
             "web",

@@ -35,9 +35,22 @@ import Testing
     /// settles them, and nothing else can.
     @Test func aSilentHostsGuestsAreUnknownUntilTheHostReports() {
         for state in [CloudGuestState.building, .running, .stopping] { #expect(state.allows(.unknown)) }
-        for state in [CloudGuestState.pending, .stopped, .error, .deleted] { #expect(!state.allows(.unknown)) }
-        #expect(CloudGuestState.unknown.successors == [.running, .stopped, .error])
+        for state in [CloudGuestState.pending, .stopped, .suspended, .error, .deleted] {
+            #expect(!state.allows(.unknown))
+        }
+        #expect(CloudGuestState.unknown.successors == [.running, .stopped, .suspended, .error])
         #expect(CloudGuestState.unknown.holdsCapacity)
+    }
+
+    /// Warm capacity: a running guest is suspended (its host keeps its place, it is not billed),
+    /// then resumed as a start does (building → running) or deleted; never deleted while running.
+    @Test func aSuspendedGuestIsResumedOrDeleted() {
+        #expect(CloudGuestState.running.allows(.suspended))
+        #expect(CloudGuestState.suspended.successors == [.building, .deleted])
+        #expect(CloudGuestState.suspended.holdsCapacity)
+        for state in [CloudGuestState.pending, .building, .stopping, .stopped, .error] {
+            #expect(!state.allows(.suspended), "\(state) → suspended")
+        }
     }
 
     @Test func onlyLiveGuestsHoldCapacity() {
@@ -47,7 +60,7 @@ import Testing
     @Test func rawValuesAreTheAPIsSpelling() {
         #expect(
             CloudGuestState.allCases.map(\.rawValue) == [
-                "pending", "building", "running", "stopping", "stopped", "deleted", "error", "unknown",
+                "pending", "building", "running", "stopping", "stopped", "suspended", "deleted", "error", "unknown",
             ])
     }
 }
