@@ -126,7 +126,7 @@ let package = Package(
             name: "FerryAgent",
             dependencies: [
                 "FerryHostModel", "FerrySystem", "FerryTransport", "FerryProtocol", "FerryKVM", "CFerryShims",
-                "FerryInventory", "FerryVMM", "FerryDiskMove",
+                "FerryInventory", "FerryVMM", "FerryDiskMove", "FerryDecisions",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

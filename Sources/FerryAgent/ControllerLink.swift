@@ -1,3 +1,4 @@
+import FerryDecisions
 import FerryHostModel
 import FerryInventory
 import FerrySystem
@@ -24,11 +25,18 @@ public struct ControllerLinkConfiguration: Sendable {
     public var offerKVM: Bool
     /// Between two heartbeats.
     public var interval: Duration
+    /// How often the agent looks at its guests between heartbeats, and sends one at once when what
+    /// the controller knows went stale (`PromptReport`: a guest changed state, its CPU use or its
+    /// load moved); nil: only every `interval` (`ferry agent --watch-interval 0`).
+    public var watchInterval: Duration?
+    /// What counts as a change worth an early heartbeat.
+    public var prompt: PromptReport
 
     public init(
         controllerURL: String, hostID: String, advertiseURL: String? = nil, offerVCPUs: Int? = nil,
         offerMemoryBytes: Int? = nil, offerDiskBytes: Int? = nil, offerKVM: Bool = true,
-        interval: Duration = .seconds(1)
+        interval: Duration = .seconds(1), watchInterval: Duration? = .milliseconds(200),
+        prompt: PromptReport = PromptReport()
     ) {
         self.controllerURL = controllerURL
         self.hostID = hostID
@@ -38,6 +46,8 @@ public struct ControllerLinkConfiguration: Sendable {
         self.offerDiskBytes = offerDiskBytes
         self.offerKVM = offerKVM
         self.interval = interval
+        self.watchInterval = watchInterval
+        self.prompt = prompt
     }
 }
 
@@ -64,44 +74,93 @@ final class ControllerLink: Sendable {
         self.logger = logger
     }
 
-    /// Sends heartbeats until the task is cancelled; `agentURL` is the agent's own API address.
+    /// Sends heartbeats until the task is cancelled, every `interval` and, between them, as soon
+    /// as a look at the guests (every `watchInterval`) finds a change `PromptReport` reports at
+    /// once; `agentURL` is the agent's own API address.
     func run(agentURL: String, work: BlockingWork) async {
+        let clock = ContinuousClock()
+        let origin = clock.now
+        func milliseconds(_ instant: ContinuousClock.Instant) -> Int64 {
+            Int64(((instant - origin) / .milliseconds(1)).rounded(.down))
+        }
+        var last: PromptReport.Sent?
+        var previousLook: PromptReport.Sent?
+        var lastAt = origin
         while !Task.isCancelled {
-            let started = ContinuousClock.now
-            let outcome: String?
+            let looked = clock.now
+            let due = last == nil || looked >= lastAt + configuration.interval
             do {
-                try await work.run { [self] in try self.send(agentURL: agentURL) }
-                outcome = nil
+                let guests = try await work.run { [self] in try self.guestsNow() }
+                let seen = Self.prompt(guests)
+                let now = milliseconds(looked)
+                let early = last.flatMap {
+                    configuration.prompt.reason(last: $0, previousLook: previousLook, now: now, guests: seen)
+                }
+                previousLook = PromptReport.Sent(timeMilliseconds: now, guests: seen)
+                if due || early != nil {
+                    if let early { logger.debug("an early heartbeat: \(early)") }
+                    note(await sendReporting(agentURL: agentURL, guests: guests, work: work))
+                    last = configuration.prompt.sent(after: last, now: now, guests: seen)
+                    lastAt = looked
+                }
             } catch {
-                outcome = "\(error)"
+                note("\(error)")
+                lastAt = looked
+                last = last ?? PromptReport.Sent(timeMilliseconds: milliseconds(looked), guests: [:])
             }
-            note(outcome)
-            try? await Task.sleep(until: started + configuration.interval)
+            var next = lastAt + configuration.interval
+            if let watch = configuration.watchInterval { next = min(next, looked + watch) }
+            try? await Task.sleep(until: next, clock: clock)
+        }
+    }
+
+    /// One heartbeat with `guests`; the failure, if any, as text.
+    private func sendReporting(agentURL: String, guests: [HostHeartbeat.Guest], work: BlockingWork) async -> String? {
+        do {
+            try await work.run { [self] in try self.send(agentURL: agentURL, guests: guests) }
+            return nil
+        } catch {
+            return "\(error)"
         }
     }
 
     /// One heartbeat now.
-    func send(agentURL: String) throws {
-        let heartbeat = try heartbeat(agentURL: configuration.advertiseURL ?? agentURL)
+    func send(agentURL: String, guests: [HostHeartbeat.Guest]? = nil) throws {
+        let heartbeat = try heartbeat(agentURL: configuration.advertiseURL ?? agentURL, guests: guests)
         let body = Array(try JSONEncoder().encode(heartbeat))
         _ = try client.checked(try client.send("POST", "/v1/agents/heartbeat", body: body))
     }
 
-    func heartbeat(agentURL: String) throws -> HostHeartbeat {
+    /// The heartbeat: the host's capacity and health now, and `guests` (nil: looked at now).
+    func heartbeat(agentURL: String, guests: [HostHeartbeat.Guest]? = nil) throws -> HostHeartbeat {
         let vcpus = try configuration.offerVCPUs ?? HostProbe.vcpus()
         let memory = try configuration.offerMemoryBytes ?? Int(clamping: HostProbe.memory().total)
         let disk = try configuration.offerDiskBytes ?? Int(clamping: HostProbe.disk(probe.stateDirectory).total)
         let writable = HostProbe.writableCheck(probe.stateDirectory)
         let kvm = configuration.offerKVM && HostProbe.kvmCheck().ok
-        let records = try guests.list()
         return HostHeartbeat(
             hostID: configuration.hostID, agentURL: agentURL, vcpus: vcpus, memoryBytes: memory, diskBytes: disk,
-            kvm: kvm, healthy: writable.ok, healthDetail: writable.detail,
-            guests: records.map { record in
-                HostHeartbeat.Guest(
-                    id: record.id, name: record.specification.name, state: record.state,
-                    telemetry: record.state == .running ? telemetry(record) : nil)
-            })
+            kvm: kvm, healthy: writable.ok, healthDetail: writable.detail, guests: try guests ?? guestsNow())
+    }
+
+    /// The host's guests with the running ones' counters, as they are now.
+    func guestsNow() throws -> [HostHeartbeat.Guest] {
+        try guests.list().map { record in
+            HostHeartbeat.Guest(
+                id: record.id, name: record.specification.name, state: record.state,
+                telemetry: record.state == .running ? telemetry(record) : nil)
+        }
+    }
+
+    /// The guests as `PromptReport` compares them, by id.
+    static func prompt(_ guests: [HostHeartbeat.Guest]) -> [String: PromptReport.Guest] {
+        var seen: [String: PromptReport.Guest] = [:]
+        for guest in guests {
+            seen[guest.id.hex] = PromptReport.Guest(
+                state: guest.state.rawValue, cpuNanoseconds: guest.telemetry?.cpuNanoseconds,
+                vcpus: guest.telemetry?.vcpus ?? 0, loadPermille: guest.telemetry?.loadPermille)
+        }
+        return seen
     }
 
     /// A running guest's counters from its vmm's `status` (`HostGuests.usage`), nil if it does

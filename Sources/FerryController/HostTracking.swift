@@ -59,12 +59,14 @@ final class HostTracking: Sendable {
     /// How long telemetry samples are kept.
     static let sampleRetentionMilliseconds: Int64 = 15 * 60_000
 
-    /// The counters the heartbeat brought for guests the controller has running on that host
-    /// (others, such as a guest being deleted, are not kept).
+    /// The counters the heartbeat brought for guests the controller has running or building on
+    /// that host (a host reports counters of running guests only; the controller's row of a build
+    /// the host has just finished may still say building, and an early heartbeat sent on the
+    /// change must not be lost for it). Others, such as a guest being deleted, are not kept.
     private func recordTelemetry(_ heartbeat: HostHeartbeat) async throws(ControlError) {
-        let measured = heartbeat.guests.filter { $0.telemetry != nil }
+        let measured = heartbeat.guests.filter { $0.telemetry != nil && $0.state == .running }
         guard !measured.isEmpty else { return }
-        let running = Set(try await store.guests(host: heartbeat.hostID, states: [.running]).map(\.id))
+        let running = Set(try await store.guests(host: heartbeat.hostID, states: [.running, .building]).map(\.id))
         let now = Billing.milliseconds(clock())
         let rows = measured.compactMap { guest -> GuestSampleRow? in
             guard running.contains(guest.id), let telemetry = guest.telemetry, telemetry.vcpus > 0 else { return nil }

@@ -12,8 +12,10 @@
 /// (two reports in the same millisecond, clocks of two controllers) give no point either.
 ///
 /// **A group's series** is the mean over its guests, per bucket of time: each guest's points are
-/// put in the bucket of their end time, a guest's points in one bucket are averaged first (so a
-/// guest reported twice in a bucket is not weighed twice), then the guests' means are averaged.
+/// put in the bucket of their end time, a guest's latest point in a bucket stands for it (so a
+/// guest reported twice in a bucket is not weighed twice, and an early report of a spike is not
+/// diluted by the interval before it), then the guests' values are averaged; the bucket's point is
+/// at its latest point's time.
 public enum Telemetry {
     public static func usage(_ samples: [GuestSample]) -> [UsagePoint] {
         var points: [UsagePoint] = []
@@ -33,31 +35,35 @@ public enum Telemetry {
         return points
     }
 
-    /// The mean of `series` (one per guest) per bucket of `bucketMilliseconds`, oldest first; a
-    /// bucket's point is at its end. The load is the mean of the guests that reported one.
+    /// The mean of `series` (one per guest) per bucket of `bucketMilliseconds`, oldest first: in
+    /// each bucket a guest's latest point stands for it (its latest load for the load), and the
+    /// bucket's point is at the time of the latest point in it, so a decision made at that time
+    /// sees it. The load is the mean of the guests that reported one.
     public static func groupMean(_ series: [[UsagePoint]], bucketMilliseconds: Int64) -> [UsagePoint] {
         precondition(bucketMilliseconds > 0)
-        // bucket → (sum of guests' CPU means, guests, sum of load means, guests with a load)
-        var buckets: [Int64: (cpu: Double, guests: Int, load: Double, loads: Int)] = [:]
+        // bucket → (latest time, sum of guests' CPU, guests, sum of loads, guests with a load)
+        var buckets: [Int64: (time: Int64, cpu: Double, guests: Int, load: Double, loads: Int)] = [:]
         for points in series {
-            var perBucket: [Int64: (cpu: Double, count: Int, load: Double, loads: Int)] = [:]
+            // bucket → the guest's latest point, and its latest point with a load
+            var perBucket: [Int64: (latest: UsagePoint, loaded: UsagePoint?)] = [:]
             for point in points {
                 let bucket = bucketIndex(point.timeMilliseconds, bucketMilliseconds)
-                var entry = perBucket[bucket, default: (0, 0, 0, 0)]
-                entry.cpu += point.cpuPercent
-                entry.count += 1
-                if let load = point.loadPermille {
-                    entry.load += Double(load)
-                    entry.loads += 1
+                var entry = perBucket[bucket] ?? (point, nil)
+                if point.timeMilliseconds >= entry.latest.timeMilliseconds { entry.latest = point }
+                if point.loadPermille != nil,
+                    point.timeMilliseconds >= (entry.loaded?.timeMilliseconds ?? Int64.min)
+                {
+                    entry.loaded = point
                 }
                 perBucket[bucket] = entry
             }
             for (bucket, entry) in perBucket {
-                var total = buckets[bucket, default: (0, 0, 0, 0)]
-                total.cpu += entry.cpu / Double(entry.count)
+                var total = buckets[bucket, default: (Int64.min, 0, 0, 0, 0)]
+                total.time = max(total.time, entry.latest.timeMilliseconds)
+                total.cpu += entry.latest.cpuPercent
                 total.guests += 1
-                if entry.loads > 0 {
-                    total.load += entry.load / Double(entry.loads)
+                if let load = entry.loaded?.loadPermille {
+                    total.load += Double(load)
                     total.loads += 1
                 }
                 buckets[bucket] = total
@@ -66,7 +72,7 @@ public enum Telemetry {
         return buckets.keys.sorted().map { bucket in
             let total = buckets[bucket]!
             return UsagePoint(
-                timeMilliseconds: (bucket + 1) * bucketMilliseconds, cpuPercent: total.cpu / Double(total.guests),
+                timeMilliseconds: total.time, cpuPercent: total.cpu / Double(total.guests),
                 loadPermille: total.loads > 0 ? Int((total.load / Double(total.loads)).rounded()) : nil)
         }
     }

@@ -83,6 +83,22 @@ struct AgentCommand: ParsableCommand {
     var controller: String?
 
     @Option(
+        name: .customLong("heartbeat-interval"),
+        help: ArgumentHelp(
+            "Between two heartbeats to --controller (like 500ms or 2s; 100ms to 60s; default 1s).",
+            valueName: "duration"),
+        transform: { try DurationOption.parse($0, upTo: 60) })
+    var heartbeatInterval = DurationOption(seconds: 1, text: "1s")
+
+    @Option(
+        name: .customLong("watch-interval"),
+        help: ArgumentHelp(
+            "How often the guests are looked at between heartbeats: a guest that changed state, or whose CPU use moved by 25 points or load by 25%, is reported at once (a scaling policy sees a spike within a look or two; 0: only every --heartbeat-interval; default 200ms).",
+            valueName: "duration"),
+        transform: { try DurationOption.parse($0, upTo: 60) })
+    var watchInterval = DurationOption(seconds: 0.2, text: "200ms")
+
+    @Option(
         name: .customLong("host-id"),
         help: ArgumentHelp("This host's name in the cluster (default: the machine's hostname).", valueName: "name"))
     var hostID: String?
@@ -137,6 +153,9 @@ struct AgentCommand: ParsableCommand {
         guard (1...3600).contains(incomingReservation) else {
             throw ValidationError("--incoming-reservation \(incomingReservation): 1 to 3600 seconds")
         }
+        guard heartbeatInterval.seconds >= 0.1 else {
+            throw ValidationError("--heartbeat-interval \(heartbeatInterval): at least 100ms")
+        }
         guard (1...3600).contains(shutdownGrace) else {
             throw ValidationError("--shutdown-grace \(shutdownGrace): 1 to 3600 seconds")
         }
@@ -180,7 +199,8 @@ struct AgentCommand: ParsableCommand {
             ControllerLinkConfiguration(
                 controllerURL: $0, hostID: hostID ?? ProcessInfo.processInfo.hostName, advertiseURL: advertiseURL,
                 offerVCPUs: offerVCPUs, offerMemoryBytes: offerMemoryMiB.map { $0 << 20 },
-                offerDiskBytes: offerDiskGiB.map { $0 << 30 }, offerKVM: !noKVM)
+                offerDiskBytes: offerDiskGiB.map { $0 << 30 }, offerKVM: !noKVM, interval: heartbeatInterval.duration,
+                watchInterval: watchInterval.seconds > 0 ? watchInterval.duration : nil)
         }
     }
 

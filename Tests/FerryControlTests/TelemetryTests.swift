@@ -41,9 +41,9 @@ import Testing
         ]
         let b = [UsagePoint(timeMilliseconds: 1500, cpuPercent: 80, loadPermille: 800)]
         let mean = Telemetry.groupMean([a, b], bucketMilliseconds: 1000)
-        #expect(mean.map(\.timeMilliseconds) == [2000, 3000])
-        #expect(mean.map(\.cpuPercent) == [50, 50], "(20 + 80) / 2, then a alone")
-        #expect(mean.map(\.loadPermille) == [500, nil])
+        #expect(mean.map(\.timeMilliseconds) == [1700, 2200], "each bucket's latest point")
+        #expect(mean.map(\.cpuPercent) == [55, 50], "(30 + 80) / 2: a's latest stands for it; then a alone")
+        #expect(mean.map(\.loadPermille) == [550, nil])
     }
 
     /// Against an oracle that walks buckets one by one, over random series.
@@ -68,14 +68,22 @@ import Testing
                 }
                 let reporting = inBucket.filter { !$0.isEmpty }
                 guard !reporting.isEmpty else { continue }
-                let cpu = reporting.map { $0.map(\.cpuPercent).reduce(0, +) / Double($0.count) }
-                let loads = reporting.compactMap { points -> Double? in
-                    let values = points.compactMap(\.loadPermille)
-                    return values.isEmpty ? nil : Double(values.reduce(0, +)) / Double(values.count)
+                // A guest's latest point (the last of equal times, in its order) stands for it.
+                func latest(_ points: [UsagePoint]) -> UsagePoint? {
+                    var found: UsagePoint?
+                    for point in points where point.timeMilliseconds >= (found?.timeMilliseconds ?? Int64.min) {
+                        found = point
+                    }
+                    return found
                 }
+                let cpu = reporting.compactMap { latest($0)?.cpuPercent }
+                let loads = reporting.compactMap { points -> Double? in
+                    latest(points.filter { $0.loadPermille != nil })?.loadPermille.map(Double.init)
+                }
+                let time = reporting.flatMap { $0.map(\.timeMilliseconds) }.max()!
                 expected.append(
                     UsagePoint(
-                        timeMilliseconds: start + size, cpuPercent: cpu.reduce(0, +) / Double(cpu.count),
+                        timeMilliseconds: time, cpuPercent: cpu.reduce(0, +) / Double(cpu.count),
                         loadPermille: loads.isEmpty ? nil : Int((loads.reduce(0, +) / Double(loads.count)).rounded())))
             }
             #expect(got.count == expected.count)
