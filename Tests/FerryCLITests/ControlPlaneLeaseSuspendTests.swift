@@ -3,17 +3,26 @@ import FerryTestSupport
 import Foundation
 import Testing
 
-/// A lease with `at_end: suspend` through `ferry control` and a real agent: its guests are
-/// suspended at the window's end as a user's suspend does (their host holds the saved state),
-/// the project's user resumes one, and it is billed only while it ran. A guest whose host cannot
-/// suspend it (its suspend file's path taken by a directory, so the vmm's save fails) is stopped
-/// gracefully instead, and the lease's note says which and why.
+/// A lease with `at_end: suspend` through `ferry control` and a real agent (built-in guests, and
+/// KVM guests where the host has KVM): its guests are suspended at the window's end as a user's
+/// suspend does (their host holds the saved state), the project's user resumes one, and it is
+/// billed only while it ran. A guest whose host cannot suspend it (its suspend file's path taken
+/// by a directory, so the vmm's save fails) is stopped gracefully instead, and the lease's note
+/// says which and why.
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
 struct ControlPlaneLeaseSuspendTests {
     static let password = "correct horse battery staple"
 
-    @Test func aSuspendLeaseSuspendsItsGuestsAtItsEnd() throws {
-        let cloud = try ControlPlaneFixture("cpls", agents: 1)
+    @Test func aSuspendLeaseSuspendsItsBuiltInGuestsAtItsEnd() throws {
+        try Self.suspendAtTheEnd(try ControlPlaneFixture("cpls1", agents: 1), image: "builtin")
+    }
+
+    @Test(.tags(.kvm), .skippable(.kvm), .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func aSuspendLeaseSuspendsItsKVMGuestsAtItsEnd() throws {
+        try Self.suspendAtTheEnd(try ControlPlaneFixture("cpls2", agents: 1), image: "kvm")
+    }
+
+    static func suspendAtTheEnd(_ cloud: ControlPlaneFixture, image: String) throws {
         let agent = cloud.agents[0]
         let http = CloudHTTP(base: cloud.url)
         #expect(try cloud.json("POST", "/v1/users", ["name": "alice", "password": Self.password]).0 == 201)
@@ -35,12 +44,12 @@ struct ControlPlaneLeaseSuspendTests {
         for name in ["kept", "faulty"] {
             let (created, guest, _) = try http.call(
                 "POST", "/v1/projects/alpha/guests",
-                ["name": name, "flavor": "tiny", "image": "builtin", "lease": lease], bearer: alice)
+                ["name": name, "flavor": "tiny", "image": image, "lease": lease], bearer: alice)
             try #require(created == 202, "\(guest)")
             ids.append(try #require(guest["id"] as? String))
         }
         for id in ids {
-            let view = try cloud.waitForGuest(id) { ["running", "error"].contains($0) }
+            let view = try cloud.waitForGuest(id, timeout: 60) { ["running", "error"].contains($0) }
             try #require(view["state"] as? String == "running", "\(view)")
         }
         let (kept, faulty) = (ids[0], ids[1])
@@ -78,7 +87,7 @@ struct ControlPlaneLeaseSuspendTests {
         usleep(300_000)
         let (resumed, building, _) = try http.call("POST", "/v1/guests/\(kept)/resume", bearer: alice)
         #expect(resumed == 202, "\(building)")
-        #expect(try cloud.waitForGuest(kept) { $0 != "building" }["state"] as? String == "running")
+        #expect(try cloud.waitForGuest(kept, timeout: 60) { $0 != "building" }["state"] as? String == "running")
         #expect(try agent.view("c-\(kept)").state == "running")
         #expect(try http.call("POST", "/v1/guests/\(kept)/stop", bearer: alice).0 == 200)
         let journal = try Self.journal(cloud, kept)
