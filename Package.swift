@@ -254,7 +254,8 @@ let package = Package(
         .testTarget(
             name: "FerryControlTests",
             dependencies: [
-                "FerryControl", "FerryControlPostgres", "FerryController", "FerryDecisions", "FerryHostModel",
+                "FerryAgent", "FerryControl", "FerryControlPostgres", "FerryController", "FerryDecisions",
+                "FerryHostModel",
                 "FerryTestSupport",
                 "FerryTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -163,10 +163,7 @@ extension ControlRules {
             .reduce(Resources.zero) { $0 + $1.capacity }
         let onDemand = usage.values.reduce(Resources.zero, +)
         let others = try admitted.filter { $0.state == .admitted }.map { lease throws(ControlError) in
-            try LeaseRequest(
-                id: lease.id, unit: lease.unit, count: lease.count,
-                startMilliseconds: Billing.milliseconds(lease.start),
-                endMilliseconds: Billing.milliseconds(lease.end))
+            try admissionLoad(lease, from: Billing.milliseconds(lease.start))
         }
         switch LeaseAdmission.decide(request, admitted: others, capacity: capacity, onDemand: onDemand) {
         case .admit:
@@ -188,6 +185,18 @@ extension ControlRules {
                     + (offer ?? "; no window of that length fits within a year") + ": ask for fewer guests, a smaller"
                     + " flavor or another window")
         }
+    }
+
+    /// What an admitted lease weighs in admission from `from` (at most its start) on: its units
+    /// over its window, and, for a lease whose terms are `suspend` and that has not ended, for
+    /// ever after: its guests are kept suspended on their hosts, holding their places until the
+    /// lessee deletes them (once it ended, they count as the on-demand load they are).
+    public static func admissionLoad(_ lease: LeaseRecord, from: Int64) throws(ControlError) -> LeaseRequest {
+        let keeps = lease.atEnd == .suspend && lease.phase != .ended
+        return try LeaseRequest(
+            id: lease.id, unit: lease.unit, count: lease.count,
+            startMilliseconds: max(from, Billing.milliseconds(lease.start)),
+            endMilliseconds: keeps ? .max : Billing.milliseconds(lease.end))
     }
 
     /// 16 hex digits from the system's random source, as API token IDs.

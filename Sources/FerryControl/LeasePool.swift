@@ -25,23 +25,21 @@ extension ControlRules {
     }
 
     /// Refuses an on-demand guest that would leave an admitted lease short at some instant from
-    /// now on: the leases' units, the on-demand guests and the new one must fit the capacity of
-    /// the hosts taking guests (what admission promised the lessees).
+    /// now on: the leases' units (a `suspend` lease's for ever, `admissionLoad`), the on-demand
+    /// guests and the new one must fit the capacity of the hosts taking guests (what admission
+    /// promised the lessees).
     public static func checkLeasesKeepRoom(
         for flavor: Flavor, leases: [LeaseRecord], onDemand: Resources, hosts: [HostRecord], now: Date,
         heartbeatTimeout: Duration
     ) throws(ControlError) {
-        let open = leases.filter { $0.state == .admitted && $0.phase != .ended && $0.end > now }
-        guard let lastEnd = open.map({ Billing.milliseconds($0.end) }).max() else { return }
+        let from = Billing.milliseconds(now)
+        let open = leases.filter {
+            $0.state == .admitted && $0.phase != .ended && (Billing.milliseconds($0.end) > from || $0.atEnd == .suspend)
+        }
+        let admitted = try open.map { lease throws(ControlError) in try admissionLoad(lease, from: from) }
+        guard let lastEnd = admitted.map(\.endMilliseconds).max() else { return }
         let capacity = hosts.filter { $0.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) }
             .reduce(Resources.zero) { $0 + $1.capacity }
-        let from = Billing.milliseconds(now)
-        let admitted = try open.map { lease throws(ControlError) in
-            try LeaseRequest(
-                id: lease.id, unit: lease.unit, count: lease.count,
-                startMilliseconds: max(from, Billing.milliseconds(lease.start)),
-                endMilliseconds: Billing.milliseconds(lease.end))
-        }
         let guest = try LeaseRequest(
             id: "on-demand", unit: flavor.resources, count: 1, startMilliseconds: from, endMilliseconds: lastEnd)
         guard
@@ -128,11 +126,11 @@ extension ControlRules {
         return plan
     }
 
-    /// The lease once its delivery was planned at `now`: its slots, and a waiting lease
-    /// `delivering`; an open one short by the units the plan could not place.
+    /// The lease once its delivery was planned at `now`: its slots (the hosts given units), and a
+    /// waiting lease `delivering`; an open one short by the units the plan could not place.
     public static func leaseDeliveryPlanned(_ lease: LeaseRecord, plan: DeliveryPlan, now: Date) -> LeaseRecord {
         var changed = lease
-        changed.slots = plan.slots
+        changed.slots = plan.slots.filter { $0.value > 0 }
         if lease.phase == .waiting {
             changed.phase = .delivering
             changed.note =

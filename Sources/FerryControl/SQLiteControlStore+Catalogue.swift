@@ -38,10 +38,7 @@ extension SQLiteControlStore {
     }
 
     public func hosts() async throws(ControlError) -> [HostRecord] {
-        try await reading("list the hosts of") { db in
-            try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id")
-                .map { row in try ControlRows.host(row, file: self.path) }
-        }
+        try await reading("list the hosts of") { db in try self.allHosts(db) }
     }
 
     public func hostUsage() async throws(ControlError) -> [String: Resources] {

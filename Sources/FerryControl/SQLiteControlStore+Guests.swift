@@ -124,9 +124,7 @@ extension SQLiteControlStore {
         else { throw ControlError(.notFound, "no image \(request.image): list the images and pick one") }
         let flavor = ControlRows.flavor(flavorRow)
         let image = try ControlRows.image(imageRow, file: path)
-        let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
-            row in try ControlRows.host(row, file: path)
-        }
+        let hosts = try allHosts(db)
         try ControlRules.checkRunnable(flavor, image, hosts: hosts)
         try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
         let host = try chooseHost(db, request, flavor, image, hosts: hosts)
@@ -152,7 +150,8 @@ extension SQLiteControlStore {
         }
         var usage = try usageByHost(db)
         let leases = try fetchLeases(
-            db, "state = 'admitted' AND phase != 'ended' AND end_ms > ?", [Billing.milliseconds(now)])
+            db, "state = 'admitted' AND phase != 'ended' AND (end_ms > ? OR at_end = 'suspend')",
+            [Billing.milliseconds(now)])
         if !leases.isEmpty {
             let reserve = ControlRules.poolReserve(
                 leases: leases, guests: try holdingGuests(db, "lease_id IS NOT NULL", []))

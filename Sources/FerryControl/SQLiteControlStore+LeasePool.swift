@@ -22,7 +22,8 @@ extension SQLiteControlStore {
                 guests: try self.holdingGuests(db, "1 = 1", []), hosts: try self.allHosts(db), now: now,
                 heartbeatTimeout: self.heartbeatTimeout)
             let planned = ControlRules.leaseDeliveryPlanned(lease, plan: plan, now: now)
-            try self.writeLease(db, planned)
+            // A plan that changes nothing (a short lease planned again) writes nothing.
+            if planned != lease { try self.writeLease(db, planned) }
             return (planned, plan)
         }
     }
@@ -56,7 +57,8 @@ extension SQLiteControlStore {
             else { throw ControlError(.notFound, "no flavor \(lease.flavor) any more: the lease cannot be extended") }
             let next = lease.end.addingTimeInterval(lease.end.timeIntervalSince(lease.start))
             let admitted = try self.fetchLeases(
-                db, "state = 'admitted' AND end_ms > ? AND id != ?", [Billing.milliseconds(lease.end), id])
+                db, "state = 'admitted' AND (end_ms > ? OR (at_end = 'suspend' AND phase != 'ended')) AND id != ?",
+                [Billing.milliseconds(lease.end), id])
             _ = try ControlRules.admitLease(
                 LeaseSubmission(
                     project: lease.project, flavor: lease.flavor, count: lease.count, start: lease.end, end: next),

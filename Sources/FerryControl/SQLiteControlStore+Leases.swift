@@ -11,16 +11,15 @@ extension SQLiteControlStore {
                 let flavorRow = try Row.fetchOne(
                     db, sql: "SELECT * FROM flavors WHERE name = ?", arguments: [submission.flavor])
             else { throw ControlError(.notFound, "no flavor \(submission.flavor): list the flavors and pick one") }
-            let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
-                row in try ControlRows.host(row, file: self.path)
-            }
+            let hosts = try self.allHosts(db)
             if let image = submission.image,
                 try Row.fetchOne(db, sql: "SELECT 1 FROM images WHERE name = ?", arguments: [image]) == nil
             {
                 throw ControlError(.notFound, "no image \(image): list the images and pick one")
             }
             let admitted = try self.fetchLeases(
-                db, "state = 'admitted' AND end_ms > ?", [Billing.milliseconds(submission.start)])
+                db, "state = 'admitted' AND (end_ms > ? OR (at_end = 'suspend' AND phase != 'ended'))",
+                [Billing.milliseconds(submission.start)])
             let lease = try ControlRules.admitLease(
                 submission, id: ControlRules.newLeaseID(), flavor: ControlRows.flavor(flavorRow), hosts: hosts,
                 usage: ["": try self.onDemandUsage(db)],

@@ -11,9 +11,7 @@ extension SQLiteControlStore {
         let now = now()
         let guest = try await writing("begin the move of guest \(id) in") { db in
             let guest = try self.existingGuest(db, id)
-            let hosts = try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map {
-                row in try ControlRows.host(row, file: self.path)
-            }
+            let hosts = try self.allHosts(db)
             let destination = try ControlRules.moveDestination(
                 guest, to: host, generation: generation, hosts: hosts, usage: self.usageByHost(db),
                 policy: self.policy, now: now, heartbeatTimeout: self.heartbeatTimeout)

@@ -168,7 +168,8 @@ extension PostgresControlStore {
         }
         var usage = try await usageByHost(connection)
         let leases = try await fetchLeases(
-            connection, "state = 'admitted' AND phase != 'ended' AND end_ms > \(Billing.milliseconds(now))")
+            connection,
+            "state = 'admitted' AND phase != 'ended' AND (end_ms > \(Billing.milliseconds(now)) OR at_end = 'suspend')")
         if !leases.isEmpty {
             let reserve = ControlRules.poolReserve(
                 leases: leases, guests: try await holdingGuests(connection, "lease_id IS NOT NULL"))

@@ -26,7 +26,8 @@ extension PostgresControlStore {
                 guests: try await holdingGuests(connection, "TRUE"), hosts: try await allHosts(connection), now: now,
                 heartbeatTimeout: heartbeatTimeout)
             let planned = ControlRules.leaseDeliveryPlanned(lease, plan: plan, now: now)
-            try await writeLease(connection, planned)
+            // A plan that changes nothing (a short lease planned again) writes nothing.
+            if planned != lease { try await writeLease(connection, planned) }
             return (planned, plan)
         }
     }
@@ -62,7 +63,11 @@ extension PostgresControlStore {
             else { throw ControlError(.notFound, "no flavor \(lease.flavor) any more: the lease cannot be extended") }
             let next = lease.end.addingTimeInterval(lease.end.timeIntervalSince(lease.start))
             let admitted = try await fetchLeases(
-                connection, "state = 'admitted' AND end_ms > \(Billing.milliseconds(lease.end)) AND id != \(id)")
+                connection,
+                """
+                state = 'admitted' AND (end_ms > \(Billing.milliseconds(lease.end)) OR (at_end = 'suspend' AND \
+                phase != 'ended')) AND id != \(id)
+                """)
             _ = try ControlRules.admitLease(
                 LeaseSubmission(
                     project: lease.project, flavor: lease.flavor, count: lease.count, start: lease.end, end: next),

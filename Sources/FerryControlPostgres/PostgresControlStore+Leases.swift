@@ -27,7 +27,8 @@ extension PostgresControlStore {
             }
             let startMilliseconds = Billing.milliseconds(submission.start)
             let admitted = try await fetchLeases(
-                connection, "state = 'admitted' AND end_ms > \(startMilliseconds)")
+                connection,
+                "state = 'admitted' AND (end_ms > \(startMilliseconds) OR (at_end = 'suspend' AND phase != 'ended'))")
             let lease = try ControlRules.admitLease(
                 submission, id: ControlRules.newLeaseID(), flavor: flavor, hosts: try await allHosts(connection),
                 usage: ["": try await onDemandUsage(connection)], admitted: admitted, now: now(),

@@ -132,4 +132,16 @@ enum CloudViews {
         return Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(
             Date(timeIntervalSince1970: (milliseconds + 0.5) / 1000))
     }
+
+    /// A time the API was given (a lease's `start` and `end`, an invoice's `from` and `to`):
+    /// RFC 3339 (`2026-12-01T00:00:00Z`, `2026-12-01T00:00:00.250+02:00`: `RFC3339`) and, with
+    /// `dates`, a date alone (`2026-12-01`, midnight UTC). Anything else is 422
+    /// `invalid_field` naming `field`.
+    static func parseTime(_ text: String, field: String, dates: Bool = false) throws(CloudAPIError) -> Date {
+        if let date = RFC3339.parse(text, dates: dates) { return date }
+        throw CloudAPIError(
+            .unprocessableContent, "invalid_field",
+            "\(field): \"\(text)\" is not an RFC 3339 time (2026-12-01T00:00:00Z)"
+                + (dates ? " or a date (2026-12-01)" : ""), field: field)
+    }
 }

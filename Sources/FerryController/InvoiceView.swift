@@ -21,16 +21,7 @@ struct InvoiceQuery: Equatable {
 
     static func time(_ parameters: Hummingbird.Parameters, _ name: String) throws -> Date? {
         guard let text = parameters.get(name) else { return nil }
-        let styles = [
-            Date.ISO8601FormatStyle(includingFractionalSeconds: true), Date.ISO8601FormatStyle(),
-            Date.ISO8601FormatStyle().year().month().day(),
-        ]
-        for style in styles {
-            if let date = try? style.parse(String(text)) { return date }
-        }
-        throw CloudAPIError(
-            .unprocessableContent, "invalid_field",
-            "\(name): \"\(text)\" is not an RFC 3339 time (2026-12-01T00:00:00Z) or a date (2026-12-01)", field: name)
+        return try CloudViews.parseTime(String(text), field: name, dates: true)
     }
 
     /// Midnight UTC on the first day of `now`'s month.

@@ -13,7 +13,9 @@ import Logging
 ///   way again) or the lease is `short`, visibly, until capacity returns;
 /// - **end**: by its terms: `extend` (if admission admits the next window of the same length),
 ///   `stop` (the pool's guests stopped gracefully and deleted, as capacity blocks end) or
-///   `suspend` (stopped gracefully, kept with their disks, outside the pool).
+///   `suspend` (suspended as a user's suspend does, outside the pool: they keep their places on
+///   their hosts, which later leases and on-demand guests count as taken; one its host does not
+///   suspend is stopped gracefully instead, and the lease's note says which and why).
 ///
 /// Everything it decides is in the store, so a controller that restarts carries on where the
 /// last one stopped (a move that was under way is settled by the mover's own recovery).
@@ -86,6 +88,7 @@ final class LeaseKeeper: Sendable {
     func deliver(_ lease: LeaseRecord, cause: String) async throws(ControlError) {
         let began = ContinuousClock.now
         let (planned, plan) = try await store.planLeaseDelivery(id: lease.id)
+        if Self.unchanged(lease, planned: planned, plan: plan) { return }
         if !plan.moves.isEmpty {
             logger.notice(
                 "lease delivery: migrating on-demand guests out of its units",
@@ -112,6 +115,14 @@ final class LeaseKeeper: Sendable {
         let opened = try await store.changeLease(
             id: lease.id, to: plan.short > 0 ? .short : .active, shortUnits: plan.short, note: note)
         if planned.phase == .delivering { try await bootGuests(opened) }
+    }
+
+    /// Whether planning the open lease again changed nothing: the same slots, no migration, as
+    /// many units short as it was (a short lease is planned every pass until capacity returns; it
+    /// is written, and its note and SLA record changed, only when something did).
+    static func unchanged(_ lease: LeaseRecord, planned: LeaseRecord, plan: DeliveryPlan) -> Bool {
+        lease.phase.open && planned.slots == lease.slots && plan.moves.isEmpty
+            && (plan.short > 0 ? LeasePhase.short : .active) == lease.phase && plan.short == lease.shortUnits
     }
 
     static func guestID(_ hex: String) throws(ControlError) -> GuestID {
@@ -155,20 +166,57 @@ final class LeaseKeeper: Sendable {
             }
         }
         let members = try await store.guests(project: lease.project).filter { $0.request.lease == lease.id }
-        var stopped = 0
-        for guest in members where guest.state == .running {
-            _ = try await provisioner.stop(guest, cause: "lease \(lease.id): its window ended")
-            stopped += 1
-        }
-        if lease.atEnd != .suspend {
+        let note: String
+        if lease.atEnd == .suspend {
+            note = await suspendMembers(lease, members.filter { $0.state == .running })
+        } else {
+            var stopped = 0
+            for guest in members where guest.state == .running {
+                _ = try await provisioner.stop(guest, cause: "lease \(lease.id): its window ended")
+                stopped += 1
+            }
             for guest in try await store.guests(project: lease.project)
             where guest.request.lease == lease.id && (guest.state == .stopped || guest.state == .error) {
                 _ = try await provisioner.delete(guest, cause: "lease \(lease.id): its window ended")
             }
+            note = "window ended (\(lease.atEnd.rawValue)): \(stopped) guests stopped gracefully and deleted"
         }
-        let kept = lease.atEnd == .suspend ? ", kept stopped with their disks" : " and deleted"
-        _ = try await store.changeLease(
-            id: lease.id, to: .ended, shortUnits: 0,
-            note: "window ended (\(lease.atEnd.rawValue)): \(stopped) guests stopped gracefully\(kept)")
+        _ = try await store.changeLease(id: lease.id, to: .ended, shortUnits: 0, note: note)
+    }
+
+    /// `at_end: suspend`: each running guest suspended as a user's suspend does (its host saves
+    /// its memory and devices; it keeps its place and is not billed); one its host does not
+    /// suspend (the agent unreachable, the suspend failed) is stopped gracefully instead. The
+    /// lease's note: how many of each, and which guest was not suspended and why.
+    func suspendMembers(_ lease: LeaseRecord, _ running: [CloudGuest]) async -> String {
+        let cause = "lease \(lease.id): its window ended (at_end: suspend)"
+        var suspended = 0
+        var stopped = 0
+        var failures: [String] = []
+        for guest in running {
+            let refusal: ControlError
+            do throws(ControlError) {
+                _ = try await provisioner.suspend(guest, cause: cause)
+                suspended += 1
+                continue
+            } catch {
+                refusal = error
+            }
+            logger.warning(
+                "a lease's guest was not suspended at its end; it is stopped instead",
+                metadata: ["lease.id": "\(lease.id)", "guest.id": "\(guest.id)", "reason": "\(refusal.message)"])
+            do throws(ControlError) {
+                _ = try await provisioner.stop(
+                    guest, cause: "\(cause); not suspended (\(refusal.message)): stopped gracefully instead")
+                stopped += 1
+                failures.append("guest \(guest.id) not suspended (\(refusal.message)): stopped instead")
+            } catch {
+                failures.append(
+                    "guest \(guest.id) not suspended (\(refusal.message)) nor stopped (\(error.message))")
+            }
+        }
+        return "window ended (suspend): \(suspended) guests suspended, kept on their hosts outside the pool"
+            + (stopped > 0 ? "; \(stopped) stopped gracefully instead, kept with their disks" : "")
+            + (failures.isEmpty ? "" : "; " + failures.joined(separator: "; "))
     }
 }

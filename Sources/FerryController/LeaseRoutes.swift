@@ -57,20 +57,13 @@ struct LeaseBody: Decodable, Sendable {
     }
 
     func submission(project: String) throws -> LeaseSubmission {
-        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        func time(_ text: String, _ field: String) throws -> Date {
-            if let date = try? style.parse(text) { return date }
-            if let date = try? Date.ISO8601FormatStyle().parse(text) { return date }
-            throw CloudAPIError(
-                .unprocessableContent, "invalid_field", "\(field): \"\(text)\" is not an RFC 3339 time", field: field)
-        }
         guard let end = LeaseEnd(rawValue: atEnd ?? "stop") else {
             throw CloudAPIError(
                 .unprocessableContent, "invalid_field", "at_end: one of stop, suspend, extend", field: "at_end")
         }
         return LeaseSubmission(
-            project: project, flavor: flavor, count: count, start: try time(start, "start"),
-            end: try time(self.end, "end"), atEnd: end, image: image)
+            project: project, flavor: flavor, count: count, start: try CloudViews.parseTime(start, field: "start"),
+            end: try CloudViews.parseTime(self.end, field: "end"), atEnd: end, image: image)
     }
 }
 
