@@ -132,4 +132,7 @@ enum CloudViews {
         return Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(
             Date(timeIntervalSince1970: (milliseconds + 0.5) / 1000))
     }
+
+    /// `time` of Unix milliseconds.
+    static func time(milliseconds: Int64) -> String { time(Date(timeIntervalSince1970: Double(milliseconds) / 1000)) }
 }
