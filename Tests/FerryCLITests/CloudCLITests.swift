@@ -105,6 +105,13 @@ struct CloudCLITests {
         #expect(json.status == 0, "\(json.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         #expect(object?["state"] as? String == "suspended", "one JSON document, the guest as it ended: \(json.stdout)")
+        let impatient = try run(["guest", "resume", id, "--wait", "--timeout", "0.001"])
+        #expect(impatient.status == 1, "\(impatient.stdout) \(impatient.stderr)")
+        #expect(
+            impatient.stderr.contains("is still building on host h1") && impatient.stderr.contains("--timeout"),
+            "where it got to, and how to wait longer: \(impatient.stderr)")
+        #expect(try cloud.waitForGuest(id) { $0 != "building" }["state"] as? String == "running")
+        #expect(try run(["guest", "suspend", id]).status == 0)
         let quick = try run(["guest", "resume", id])
         #expect(quick.status == 0 && quick.stdout.contains("  building  "), "without --wait: \(quick.stdout)")
         #expect(try cloud.waitForGuest(id) { $0 != "building" }["state"] as? String == "running")
