@@ -6,7 +6,7 @@ import Testing
 /// image whose disk template is missing on the host makes every build fail; the members' journals
 /// show each new member made no sooner than 2^k s after the k-th failure in a row (lower bounds
 /// only: a loaded machine makes the gaps longer, never shorter), and `GET /v1/groups/{id}` shows
-/// the failures and the next attempt. Once the template is there a member runs and the back-off
+/// the failures and the next attempt, as does the console's group page. Once the template is there a member runs and the back-off
 /// is gone.
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
 struct ControlPlaneGroupBackoffTests {
@@ -52,6 +52,14 @@ struct ControlPlaneGroupBackoffTests {
             #expect(next - failed >= wait - 0.002, "member \(k + 1) was made \(next - failed) s after failure \(k)")
         }
         print("back-off: " + gaps.joined(separator: "; "))
+        // The console's group page shows it too, as a row of its own and the newest action.
+        let password = "correct horse battery staple"
+        #expect(try cloud.json("POST", "/v1/users", ["name": "alice", "password": password]).0 == 201)
+        #expect(try cloud.json("PUT", "/v1/projects/alpha/members/alice", ["role": "member"]).0 == 200)
+        let alice = try ConsoleBrowser(http: CloudHTTP(base: cloud.url)).logIn("alice", password)
+        let page = try alice.get("/console/groups/\(id)").body
+        #expect(page.contains(#"id="backoff""#) && page.contains("member builds failed in a row"), "\(page)")
+        #expect(page.contains("back-off: "), "the newest action: \(page)")
         let causes = try cloud.json("GET", "/v1/guests/\(members[1]["id"] as? String ?? "")/journal").1["entries"]
         #expect("\(causes ?? "")".contains("failed builds in a row"), "the removal says so: \(causes ?? "")")
 
