@@ -20,6 +20,8 @@ import Foundation
 /// - **Delete** members that are stopped (scaled in, or stopped by a user: a replacement is made)
 ///   or in error: they hold no work, and a failed member is replaced; and warm members beyond
 ///   `warm` (newest first). A deleted group keeps no warm members.
+/// - **Back-off**: while the group waits after members that failed to build (`BuildBackoff`: 2^k
+///   × 1 s after k failures in a row, at most 5 min), it creates none (`held` says how many).
 /// - Members with an operation in flight (`busy`) are left alone.
 /// - **Settling**: while a member is pending or building, or runs without a metric yet (for at
 ///   most the policy's window and 10 s after it started: one whose telemetry never comes does not
@@ -42,6 +44,10 @@ public struct GroupPlan: Sendable, Equatable {
     public var delete: [CloudGuest]
     /// Some live member's metric is not in yet (see above), so the policy waits.
     public var settling: Bool
+    /// The group's back-off after failed builds (as given).
+    public var backoff: BuildBackoff = .none
+    /// Members not created now because the group backs off.
+    public var held = 0
 
     public init(
         live: Int, resume: [CloudGuest] = [], create: [GuestName], suspend: [CloudGuest] = [], scaleIn: [CloudGuest],
@@ -63,7 +69,7 @@ public struct GroupPlan: Sendable, Equatable {
     /// running ones on their way into the warm pool (counted as warm already).
     public static func make(
         group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double] = [:], busy: Set<GuestID> = [],
-        suspending: Set<GuestID> = [], now: Date? = nil
+        suspending: Set<GuestID> = [], now: Date? = nil, backoff: BuildBackoff = .none
     ) -> GroupPlan {
         let members = members.map { member in
             var member = member
@@ -88,7 +94,8 @@ public struct GroupPlan: Sendable, Equatable {
         }
         var create: [GuestName] = []
         let missing = group.desired + warmTarget - live.count - warm.count
-        if missing > 0 {
+        let held = now.map { missing > 0 && backoff.waits(now: Billing.milliseconds($0)) } ?? false
+        if missing > 0, !held {
             let next = (members.compactMap { index(of: $0.name, in: group) }.max() ?? 0) + 1
             create = (next..<next + missing).compactMap { try? memberName(group, $0) }
         }
@@ -105,9 +112,22 @@ public struct GroupPlan: Sendable, Equatable {
             let left = running.filter { !taken.contains($0.id) }
             suspend = Array(left.prefix(Swift.min(toPool, Swift.max(0, left.count - group.desired))))
         }
-        return GroupPlan(
+        var plan = GroupPlan(
             live: live.count, resume: resume, create: create, suspend: suspend, scaleIn: scaleIn, delete: delete,
             settling: settling)
+        plan.backoff = backoff
+        plan.held = held ? missing : 0
+        return plan
+    }
+
+    /// How a member's build ended, from its journal (oldest first): it ran if it ever reached
+    /// running; it failed if it went to error first (at that time); else nothing is known yet.
+    public static func outcome(_ journal: [CloudJournalEntry]) -> BuildBackoff.Outcome {
+        for entry in journal {
+            if entry.to == .running { return .ran }
+            if entry.to == .error { return .failed(atMilliseconds: Billing.milliseconds(entry.time)) }
+        }
+        return .undecided
     }
 
     /// `NAME-N`.

@@ -144,4 +144,7 @@ enum CloudViews {
             "\(field): \"\(text)\" is not an RFC 3339 time (2026-12-01T00:00:00Z)"
                 + (dates ? " or a date (2026-12-01)" : ""), field: field)
     }
+
+    /// `time` of Unix milliseconds.
+    static func time(milliseconds: Int64) -> String { time(Date(timeIntervalSince1970: Double(milliseconds) / 1000)) }
 }

@@ -48,7 +48,8 @@ struct ConsoleGroupRoutes: Sendable {
     private func page(_ group: ScalingGroup, _ session: ConsoleSession) async throws -> Response {
         let members = try await store.groupMembers(group: group.id)
         let actions = try await store.scalingActions(group: group.id)
-        var view = GroupPageView(group, members: members, actions: actions)
+        let backoff = try await GroupScaler.backoff(store, members: members)
+        var view = GroupPageView(group, members: members, actions: actions, backoff: backoff)
         view.csrfToken = session.csrfToken
         view.canManage =
             group.state == .active

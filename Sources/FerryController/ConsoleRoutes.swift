@@ -13,6 +13,7 @@ struct ConsoleRoutes: Sendable {
     let accounts: AccountService
     let store: any ControlStore
     let provisioner: GuestProvisioner
+    let mover: GuestMover
     let key: SharedKey
     let work: BlockingWork
     let heartbeatTimeout: Duration
@@ -49,24 +50,12 @@ struct ConsoleRoutes: Sendable {
     }
 
     private func addGuests(to router: RouterGroup<ControllerContext>) {
-        router.get("guests/:id") { _, context in
-            try await guestPage(try await guest(context, .readGuest), ConsoleSession(context))
+        router.get("guests/:id") { request, context in
+            try await guestPage(
+                try await guest(context, .readGuest), ConsoleSession(context),
+                done: request.uri.queryParameters.get("done"))
         }
-        router.post("guests/:id/stop") { _, context in
-            let guest = try await guest(context, .stopGuest)
-            _ = try await provisioner.stop(guest)
-            return ConsoleHTML.redirect("/console/guests/\(guest.id.hex)")
-        }
-        router.post("guests/:id/start") { _, context in
-            let guest = try await guest(context, .startGuest)
-            _ = try await provisioner.start(guest)
-            return ConsoleHTML.redirect("/console/guests/\(guest.id.hex)")
-        }
-        router.post("guests/:id/delete") { _, context in
-            let guest = try await guest(context, .deleteGuest)
-            _ = try await provisioner.delete(guest)
-            return ConsoleHTML.redirect("/console/projects/\(guest.project)")
-        }
+        addGuestActions(to: router)
     }
 
     /// `AccountService.login` with the form's name and password: the session cookie and a 303 to
@@ -156,12 +145,23 @@ struct ConsoleRoutes: Sendable {
         }
     }
 
-    private func guestPage(_ guest: CloudGuest, _ session: ConsoleSession) async throws -> Response {
+    /// The guest's page; `done` the action whose notice it shows, `error` a refused action's reason
+    /// (with its status).
+    func guestPage(_ guest: CloudGuest, _ session: ConsoleSession, done: String? = nil, error: CloudAPIError? = nil)
+        async throws -> Response
+    {
         let journal = try await store.journal(of: guest.id)
-        let address = try await store.hosts().first { $0.id == guest.host }?.address
+        let hosts = try await store.hosts()
+        let address = hosts.first { $0.id == guest.host }?.address
         let console = await consoleOutput(guest, address: address)
         var view = GuestPageView(
-            guest, journal: journal, hostAddress: address, console: console, csrfToken: session.csrfToken, now: Date())
+            guest, journal: journal, hostAddress: address, console: console, csrfToken: session.csrfToken, now: Date(),
+            error: error?.message)
+        let date = Date()
+        view.offer(
+            session.principal, guest: guest,
+            destinations: hosts.filter { $0.takesGuests(at: date, heartbeatTimeout: heartbeatTimeout) }.map(\.id))
+        view.notice = error == nil ? GuestPageView.notice(done, guest: guest) : nil
         let now = Billing.milliseconds(Date())
         let since = now - 10 * 60_000
         let samples = try await store.samples(guests: [guest.id], sinceMilliseconds: since)[guest.id] ?? []
@@ -169,8 +169,8 @@ struct ConsoleRoutes: Sendable {
             Telemetry.usage(samples), from: since, to: now,
             title: "CPU use and load of \(guest.name.value), last 10 minutes")
         return ConsoleHTML.render(
-            "guest", view, title: "Guest \(guest.name.value)", session: session,
-            refreshSeconds: GuestPageView.refreshes(guest.state) ? 2 : nil)
+            "guest", view, title: "Guest \(guest.name.value)", session: session, status: error?.status ?? .ok,
+            refreshSeconds: GuestPageView.refreshes(guest) ? 2 : nil)
     }
 
     /// The last lines of the guest's console from its host's agent (`GET
@@ -206,7 +206,7 @@ struct ConsoleRoutes: Sendable {
 
     /// The guest the path names, if the caller may do `action` to it; another project's guest
     /// is as absent as one that never was.
-    private func guest(_ context: ControllerContext, _ action: ProjectAction) async throws -> CloudGuest {
+    func guest(_ context: ControllerContext, _ action: ProjectAction) async throws -> CloudGuest {
         let text = context.parameters.get("id") ?? ""
         guard let id = try? GuestID(text), let guest = try await store.guest(id: id) else {
             throw CloudAPIError(.notFound, "not_found", "no guest \(text)")

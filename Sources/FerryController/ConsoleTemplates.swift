@@ -39,6 +39,7 @@ enum ConsoleTemplates {
         table { border-collapse: collapse; width: 100%; margin: .5em 0 1em; }
         th, td { text-align: left; padding: .25em .5em; border-bottom: 1px solid #eee; }
         .error { background: #fee; border: 1px solid #c33; padding: .5em; }
+        .notice { background: #efe; border: 1px solid #3a3; padding: .5em; }
         .state { font-weight: bold; }
         pre.console { background: #111; color: #ddd; padding: .5em; overflow-x: auto; max-height: 30em; }
         form.inline { display: inline; }
@@ -137,6 +138,7 @@ enum ConsoleTemplates {
     static let guest = """
         <h1>Guest {{name}}</h1>
         {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
+        {{#notice}}<p class="notice" role="status">{{notice}}</p>{{/notice}}
         <p><a href="/console/projects/{{project}}">← project {{project}}</a></p>
         <table>
         <tr><th>State</th><td class="state" id="state">{{state}}</td></tr>
@@ -154,8 +156,13 @@ enum ConsoleTemplates {
         <p>
         {{#canStop}}<form class="inline" method="post" action="/console/guests/{{id}}/stop">{{>csrf}}<button type="submit">Stop</button></form>{{/canStop}}
         {{#canStart}}<form class="inline" method="post" action="/console/guests/{{id}}/start">{{>csrf}}<button type="submit">Start</button></form>{{/canStart}}
+        {{#canSuspend}}<form class="inline" method="post" action="/console/guests/{{id}}/suspend">{{>csrf}}<button type="submit">Suspend</button></form>{{/canSuspend}}
+        {{#canResume}}<form class="inline" method="post" action="/console/guests/{{id}}/resume">{{>csrf}}<button type="submit">Resume</button></form>{{/canResume}}
         {{#canDelete}}<form class="inline" method="post" action="/console/guests/{{id}}/delete">{{>csrf}}<button type="submit">Delete</button></form>{{/canDelete}}
-        {{^canStop}}{{^canStart}}{{^canDelete}}Nothing to do while the guest is {{state}}.{{/canDelete}}{{/canStart}}{{/canStop}}
+        {{#canMigrate}}<form class="inline" method="post" action="/console/guests/{{id}}/migrate">{{>csrf}}
+        <label>to <select name="host"><option value="">any host</option>{{#destinations}}<option value="{{.}}">{{.}}</option>{{/destinations}}</select></label>
+        <button type="submit">Migrate</button></form>{{/canMigrate}}
+        {{^hasActions}}Nothing to do while the guest is {{state}}.{{/hasActions}}
         </p>
         <h2>Usage, last 10 minutes</h2>
         <figure id="usage">{{{usageChart}}}
@@ -182,6 +189,7 @@ enum ConsoleTemplates {
         <tr><th>Warm</th><td id="warm">{{warm}} suspended, resumed first on a scale-out</td></tr>
         <tr><th>Members</th><td>{{flavor}} guests of image {{image}}; scale-in takes the {{scaleIn}} first</td></tr>
         <tr><th>Policy</th><td><code style="overflow-wrap: anywhere">{{policy}}</code></td></tr>
+        {{#backoff}}<tr><th>Back-off</th><td id="backoff">{{backoff}}</td></tr>{{/backoff}}
         <tr><th>ID</th><td>{{id}}</td></tr>
         </table>
         {{#canManage}}

@@ -125,6 +125,16 @@ struct GuestPageView {
     var canStop: Bool
     var canStart: Bool
     var canDelete: Bool
+    /// Set by `offer`: the caller's role allows it and the state too.
+    var canSuspend = false
+    var canResume = false
+    /// A site admin's, while the guest runs and is not moving: the hosts it may go to.
+    var canMigrate = false
+    var destinations: [String] = []
+    /// Some action is offered (else the page says there is nothing to do).
+    var hasActions = false
+    /// What the last action did (after its 303), from a fixed list.
+    var notice: String?
     var consoleNote: String?
     var consoleLines: [String]
     var hasConsole: Bool
@@ -170,8 +180,41 @@ struct GuestPageView {
         self.csrfToken = csrfToken
     }
 
+    /// Offers what `principal` may do to the guest in its state; `destinations` are the hosts
+    /// that take guests (the guest's own is left out).
+    mutating func offer(_ principal: Principal, guest: CloudGuest, destinations: [String]) {
+        func may(_ action: ProjectAction) -> Bool {
+            Authorization.decide(principal, action, project: guest.project) == .allow
+        }
+        canStop = canStop && may(.stopGuest)
+        canStart = canStart && may(.startGuest)
+        canDelete = canDelete && may(.deleteGuest)
+        let still = guest.state == .running && guest.movingTo == nil
+        canSuspend = still && may(.stopGuest)
+        canResume = guest.state == .suspended && may(.startGuest)
+        canMigrate = still && Authorization.decide(principal, .migrateGuests) == .allow
+        self.destinations = canMigrate ? destinations.filter { $0 != guest.host } : []
+        hasActions = canStop || canStart || canDelete || canSuspend || canResume || canMigrate
+    }
+
+    /// The notices of `?done=ACTION` (a fixed list: the query cannot put words on the page).
+    static func notice(_ action: String?, guest: CloudGuest) -> String? {
+        switch action ?? "" {
+        case "stop": "Stopped: it keeps its disk; Start runs it again."
+        case "start": "Starting on host \(guest.host)."
+        case "suspend": "Suspended: host \(guest.host) saved it to its suspend file; Resume restores it."
+        case "resume": "Resuming on host \(guest.host) from its suspend file."
+        case "migrate":
+            guest.movingTo.map { "Moving to host \($0) by live migration." }
+                ?? "The move has ended: the guest is on host \(guest.host)."
+        default: nil
+        }
+    }
+
     /// Pages of a guest that is changing reload themselves (no JavaScript).
-    static func refreshes(_ state: CloudGuestState) -> Bool { [.pending, .building, .stopping].contains(state) }
+    static func refreshes(_ guest: CloudGuest) -> Bool {
+        [.pending, .building, .stopping].contains(guest.state) || guest.movingTo != nil
+    }
 }
 
 /// The last lines of a guest's console, as its host's agent keeps them, or why there are none.

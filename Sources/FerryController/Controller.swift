@@ -105,7 +105,8 @@ public final class Controller: Sendable {
         MoveRoutes(store: store, mover: mover).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
-            accounts: accounts, store: store, provisioner: provisioner, key: configuration.key, work: work,
+            accounts: accounts, store: store, provisioner: provisioner, mover: mover, key: configuration.key,
+            work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies
         ).add(to: router)
         return router

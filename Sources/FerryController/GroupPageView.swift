@@ -32,6 +32,8 @@ struct GroupPageView {
     var policy: String
     var members: [MemberRow]
     var hasMembers: Bool
+    /// Members that failed to build in a row and when the next may be made, if any did.
+    var backoff: String?
     var actions: [ActionRow]
     /// The chart (`GroupChart`, SVG made here, not from user input), set by the page.
     var chart = ""
@@ -40,7 +42,8 @@ struct GroupPageView {
     var csrfToken = ""
 
     /// Members not deleted; the actions newest first.
-    init(_ group: ScalingGroup, members: [CloudGuest], actions: [ScalingAction]) {
+    /// With a back-off, the newest row of the actions is the failures and the next attempt.
+    init(_ group: ScalingGroup, members: [CloudGuest], actions: [ScalingAction], backoff: BuildBackoff = .none) {
         id = group.id
         name = group.name
         project = group.project
@@ -61,6 +64,17 @@ struct GroupPageView {
         hasMembers = !self.members.isEmpty
         self.actions = actions.reversed().map {
             ActionRow(time: CloudViews.time($0.time), from: $0.from, to: $0.to, reason: $0.reason)
+        }
+        if let last = backoff.lastFailureMilliseconds, let next = backoff.nextAttemptMilliseconds {
+            let text =
+                "\(backoff.failuresInARow) member builds failed in a row; the next member not before "
+                + CloudViews.time(milliseconds: next)
+            self.backoff = text
+            self.actions.insert(
+                ActionRow(
+                    time: CloudViews.time(milliseconds: last), from: group.desired, to: group.desired,
+                    reason: "back-off: " + text),
+                at: 0)
         }
     }
 }

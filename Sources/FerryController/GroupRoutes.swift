@@ -27,7 +27,9 @@ struct GroupRoutes: Sendable {
         }
         router.get("/v1/groups/:id") { _, context in
             let group = try await group(context, .readGroups)
-            return try CloudRoutes.json(GroupView(group, members: try await store.groupMembers(group: group.id)))
+            let members = try await store.groupMembers(group: group.id)
+            let backoff = try await GroupScaler.backoff(store, members: members)
+            return try CloudRoutes.json(GroupView(group, members: members, backoff: backoff))
         }
         router.get("/v1/groups/:id/actions") { _, context in
             let group = try await group(context, .readGroups)
@@ -114,15 +116,37 @@ struct GroupView: Encodable, Sendable {
     var lastActionAt: String?
     /// In `GET /v1/groups/{id}`: every guest made for the group, oldest first.
     var members: [CloudGuestView]?
+    /// In `GET /v1/groups/{id}`: the back-off after members that failed to build.
+    var buildBackoff: BackoffView?
+
+    struct BackoffView: Encodable, Sendable {
+        var failuresInARow: Int
+        var lastFailureAt: String?
+        /// While the group waits: when it may build its next member.
+        var nextAttemptAt: String?
+
+        enum CodingKeys: String, CodingKey {
+            case failuresInARow = "failures_in_a_row"
+            case lastFailureAt = "last_failure_at"
+            case nextAttemptAt = "next_attempt_at"
+        }
+
+        init(_ backoff: BuildBackoff) {
+            failuresInARow = backoff.failuresInARow
+            lastFailureAt = backoff.lastFailureMilliseconds.map { CloudViews.time(milliseconds: $0) }
+            nextAttemptAt = backoff.nextAttemptMilliseconds.map { CloudViews.time(milliseconds: $0) }
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, project, name, flavor, image, min, max, desired, warm, policy, state, members
+        case buildBackoff = "build_backoff"
         case scaleIn = "scale_in"
         case createdAt = "created_at"
         case lastActionAt = "last_action_at"
     }
 
-    init(_ group: ScalingGroup, members: [CloudGuest]? = nil) {
+    init(_ group: ScalingGroup, members: [CloudGuest]? = nil, backoff: BuildBackoff? = nil) {
         id = group.id
         project = group.project
         name = group.name
@@ -138,6 +162,7 @@ struct GroupView: Encodable, Sendable {
         createdAt = CloudViews.time(group.createdAt)
         lastActionAt = group.lastActionAt.map(CloudViews.time)
         self.members = members?.map(CloudGuestView.init)
+        buildBackoff = backoff.map(BackoffView.init)
     }
 }
 

@@ -82,16 +82,17 @@ final class GroupScaler: Sendable {
             ? [:]
             : try await store.samples(guests: running, sinceMilliseconds: now - group.policy.windowMilliseconds - 2000)
         let load = GroupMetric.perMember(samples, metric: group.policy.metric)
+        let backoff = try await Self.backoff(store, members: members)
         var plan = GroupPlan.make(
             group: group, members: members, load: load, busy: busy.withLock { $0 },
-            suspending: suspending.withLock { $0 }, now: date)
+            suspending: suspending.withLock { $0 }, now: date, backoff: backoff)
         if group.state == .active, !plan.settling {
             let decided = try await decide(group, samples: samples, now: now)
             if decided.desired != group.desired {
                 group = decided
                 plan = GroupPlan.make(
                     group: group, members: members, load: load, busy: busy.withLock { $0 },
-                    suspending: suspending.withLock { $0 }, now: date)
+                    suspending: suspending.withLock { $0 }, now: date, backoff: backoff)
             }
         }
         await carryOut(plan, group)
@@ -119,7 +120,32 @@ final class GroupScaler: Sendable {
         return try await store.setDesired(group: group.id, to: decision.desired, reason: decision.reason)
     }
 
+    /// The group's back-off after failed builds (`BuildBackoff`), from its members' journals,
+    /// newest member first, read until one that ran (a running member needs no read).
+    static func backoff(_ store: any ControlStore, members: [CloudGuest]) async throws(ControlError)
+        -> BuildBackoff
+    {
+        var outcomes: [BuildBackoff.Outcome] = []
+        for member in members.reversed() {
+            switch member.state {
+            case .running, .stopping, .suspended: outcomes.append(.ran)
+            case .pending, .building: outcomes.append(.undecided)
+            case .stopped, .error, .deleted, .unknown:
+                outcomes.append(GroupPlan.outcome(try await store.journal(of: member.id)))
+            }
+            if outcomes.last == .ran { break }
+            if outcomes.count(where: { $0 != .ran && $0 != .undecided }) >= BuildBackoff.countedAtMost { break }
+        }
+        return BuildBackoff(newestFirst: outcomes)
+    }
+
     private func carryOut(_ plan: GroupPlan, _ group: ScalingGroup) async {
+        if plan.held > 0, let next = plan.backoff.nextAttemptMilliseconds {
+            report(
+                group,
+                "\(plan.backoff.failuresInARow) member builds failed in a row: backing off, the next of "
+                    + "\(plan.held) missing members at \(CloudViews.time(milliseconds: next))")
+        }
         for member in plan.resume {
             await resume(member, group)
         }
@@ -133,7 +159,9 @@ final class GroupScaler: Sendable {
             remove(member, cause: "group \(group.name): scale in to \(group.desired)")
         }
         for member in plan.delete {
-            remove(member, cause: "group \(group.name): remove a \(member.state.rawValue) member")
+            remove(
+                member, cause: "group \(group.name): remove a \(member.state.rawValue) member" + Self.note(plan.backoff)
+            )
         }
     }
 
@@ -208,6 +236,13 @@ final class GroupScaler: Sendable {
                     metadata: ["guest.id": "\(member.id)"])
             }
         }
+    }
+
+    /// What a removal's cause says of the back-off (nothing without one).
+    static func note(_ backoff: BuildBackoff) -> String {
+        guard let next = backoff.nextAttemptMilliseconds else { return "" }
+        return "; \(backoff.failuresInARow) failed builds in a row, the next member not before "
+            + CloudViews.time(milliseconds: next)
     }
 
     /// Logs a group's problem once while it lasts (nil: it is over).

@@ -15,7 +15,7 @@ struct CloudCommand: ParsableCommand {
             """,
         subcommands: [
             CloudLogin.self, CloudLogout.self, CloudCatalogue.self, CloudGuests.self, CloudCreate.self,
-            CloudGuestAction.self, CloudInvoice.self,
+            CloudGuestCommand.self, CloudInvoice.self,
         ])
 }
 
@@ -51,12 +51,15 @@ struct CloudSession: ParsableArguments {
         }
     }
 
-    /// One call with the token; the answer's JSON object. 401 means the token is gone.
-    func call(_ method: String, _ target: String, body: [String: Any]? = nil) throws -> [String: Any] {
+    /// One call with the token; the answer's JSON object (with `--json` and `echo`, printed as it
+    /// came). 401 means the token is gone; a refusal for the guest's state (409) adds `conflictHint`.
+    func call(
+        _ method: String, _ target: String, body: [String: Any]? = nil, echo: Bool = true, conflictHint: String = ""
+    ) throws -> [String: Any] {
         let (response, object) = try CloudExchange.send(
             try client(), method, target, body, refusalPrefix: "\(method) \(target): ",
-            unauthenticatedHint: " (run `ferry cloud login` again)")
-        if json { FileHandle.standardOutput.write(Data(response.body)) }
+            unauthenticatedHint: " (run `ferry cloud login` again)", conflictHint: conflictHint)
+        if json, echo { FileHandle.standardOutput.write(Data(response.body)) }
         return object
     }
 }
@@ -66,7 +69,8 @@ struct CloudSession: ParsableArguments {
 enum CloudExchange {
     static func send(
         _ client: AgentClient, _ method: String, _ target: String, _ body: [String: Any]?,
-        headers: [(String, String)] = [], refusalPrefix: String = "", unauthenticatedHint: String = ""
+        headers: [(String, String)] = [], refusalPrefix: String = "", unauthenticatedHint: String = "",
+        conflictHint: String = ""
     ) throws -> (response: AgentResponse, object: [String: Any]) {
         let bytes = try body.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? []
         let response: AgentResponse
@@ -82,7 +86,8 @@ enum CloudExchange {
             if response.status == 401 {
                 throw CommandError(description: message + unauthenticatedHint, exitCode: 3)
             }
-            throw CommandError(description: refusalPrefix + message, exitCode: 1)
+            let hint = response.status == 409 && !conflictHint.isEmpty ? "; " + conflictHint : ""
+            throw CommandError(description: refusalPrefix + message + hint, exitCode: 1)
         }
         return (response, object)
     }
@@ -267,60 +272,6 @@ struct CloudCreate: ParsableCommand {
                 throw CommandError(description: "guest \(id) failed: \(guest["error_reason"] ?? "?")", exitCode: 1)
             }
             HumanOutput.print("guest \(id) running on host \(guest["host"] ?? "?") after \(elapsed)")
-        }
-    }
-}
-
-struct CloudGuestAction: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "guest", abstract: "Show, stop, start, delete or migrate one guest.",
-        discussion: """
-            `migrate ID [--host H] [--wait]` moves a running guest to another host by live migration \
-            (a site admin's action): to host H, or without --host to the host the scheduler picks. It \
-            prints the guest moving (moving_to) and returns; with --wait it returns once the move has \
-            ended, printing the guest on its new host, or fails with the reason it stayed where it was.
-            """)
-    @Argument(help: "show, journal, stop, start, delete or migrate.") var action: Action
-    @Argument(help: "The guest's ID.") var id: String
-    @Option(
-        help: ArgumentHelp("migrate: the destination host's ID (default: the scheduler's choice).", valueName: "host"))
-    var host: String?
-    @Flag(help: "migrate: return once the move has ended.") var wait = false
-    @OptionGroup var session: CloudSession
-
-    enum Action: String, ExpressibleByArgument, CaseIterable {
-        case show, journal, stop, start, delete, migrate
-    }
-
-    func validate() throws {
-        if action != .migrate, host != nil || wait {
-            throw ValidationError("--host and --wait go with migrate only")
-        }
-    }
-
-    func run() throws {
-        runReportingErrors {
-            let (method, target): (String, String) =
-                switch action {
-                case .show: ("GET", "/v1/guests/\(id)")
-                case .journal: ("GET", "/v1/guests/\(id)/journal")
-                case .stop, .start: ("POST", "/v1/guests/\(id)/\(action.rawValue)")
-                case .delete: ("DELETE", "/v1/guests/\(id)")
-                case .migrate: ("POST", "/v1/guests/\(id)/migrate" + (wait ? "?wait=true" : ""))
-                }
-            let body: [String: Any]? = action == .migrate ? (host.map { ["host": $0] } ?? [:]) : nil
-            let answer = try session.call(method, target, body: body)
-            if session.json { return }
-            if action == .journal {
-                for entry in answer["entries"] as? [[String: Any]] ?? [] {
-                    HumanOutput.print(
-                        "\(entry["time"] ?? "?")  \(entry["from"] ?? "-") -> \(entry["to"] ?? "?")  \(entry["cause"] ?? "")"
-                    )
-                }
-                return
-            }
-            HumanOutput.print(
-                CloudText.line(answer) + ((answer["moving_to"] as? String).map { "  (moving to \($0))" } ?? ""))
         }
     }
 }

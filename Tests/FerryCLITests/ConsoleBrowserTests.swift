@@ -4,8 +4,8 @@ import Testing
 
 /// The console in a real Chromium with JavaScript turned off (Tests/console/flow.py, Playwright
 /// for Python with Debian's chromium, which Tools/setup installs): log in, pick the project,
-/// the image and the flavor, name the guest, create it, watch it run, read its bill, stop and
-/// delete it. A screenshot per step is kept in the directory the test prints. The controller and
+/// the image and the flavor, name the guest, create it, watch it run, read its bill, suspend and
+/// resume it, stop and delete it. A screenshot per step is kept in the directory the test prints. The controller and
 /// its three agents each run in a network namespace of their own where the machine allows it, and
 /// the browser in the controller's.
 @Suite(.serialized, .enabled(if: FerryProcess.built.met, FerryProcess.built.why))
@@ -41,6 +41,6 @@ struct ConsoleBrowserTests {
         print("console screenshots: \(shots)")
         #expect(process.terminationStatus == 0, "flow.py: \(text)")
         let taken = (try? FileManager.default.contentsOfDirectory(atPath: shots)) ?? []
-        #expect(taken.count >= 9, "screenshots: \(taken.sorted())")
+        #expect(taken.count >= 12, "screenshots: \(taken.sorted())")
     }
 }

@@ -86,7 +86,7 @@ struct ConsoleTests {
 
         // Stop, then delete, by the guest page's forms.
         let id = String(guestPage.dropFirst("/console/guests/".count))
-        #expect(try alice.post("\(guestPage)/stop", ["csrf_token": csrf]).location == guestPage)
+        #expect(try alice.post("\(guestPage)/stop", ["csrf_token": csrf]).location == "\(guestPage)?done=stop")
         _ = try alice.waitFor(guestPage) { $0.contains(#"id="state">stopped<"#) }
         let deleted = try alice.post("\(guestPage)/delete", ["csrf_token": csrf])
         #expect(deleted.location == "/console/projects/alpha")

@@ -121,6 +121,22 @@ struct ControlPlaneMoveTests {
     static func moveThroughTheCLI(_ cloud: ControlPlaneFixture, _ id: String, source: String, destination: String)
         throws
     {
+        let run = try siteAdminCLI(cloud)
+        let waited = try run(["guest", "migrate", id, "--host", destination, "--wait"])
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(waited.stdout.contains("running  tiny  kvm  \(destination)"), "\(waited.stdout)")
+        #expect(!waited.stdout.contains("moving to"), "\(waited.stdout)")
+        #expect(waited.stdout.contains("moved from host \(source) to host \(destination) after"), "\(waited.stdout)")
+        #expect(waited.stderr.contains("moving to \(destination)"), "the progress: \(waited.stderr)")
+        let started = try run(["guest", "migrate", id])
+        #expect(started.status == 0 && started.stdout.contains("(moving to \(source))"), "\(started.stdout)")
+        let settled = try waitUntilSettled(cloud, id)
+        #expect(settled["host"] as? String == source, "\(settled)")
+        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
+    }
+
+    /// `ferry cloud` logged in as a site admin (user ops), run from the controller's network.
+    static func siteAdminCLI(_ cloud: ControlPlaneFixture) throws -> ([String]) throws -> FerryProcess.Outcome {
         let password = "correct horse battery staple"
         let user: [String: Any] = ["name": "ops", "password": password, "site_admin": true]
         #expect(try cloud.json("POST", "/v1/users", user).0 == 201)
@@ -133,15 +149,7 @@ struct ControlPlaneMoveTests {
         }
         let login = try run(["login", cloud.url, "--user", "ops", "--password-file", passwordFile])
         try #require(login.status == 0, "\(login.stderr)")
-        let waited = try run(["guest", "migrate", id, "--host", destination, "--wait"])
-        #expect(waited.status == 0, "\(waited.stderr)")
-        #expect(waited.stdout.contains("running  tiny  kvm  \(destination)"), "\(waited.stdout)")
-        #expect(!waited.stdout.contains("moving to"), "\(waited.stdout)")
-        let started = try run(["guest", "migrate", id])
-        #expect(started.status == 0 && started.stdout.contains("(moving to \(source))"), "\(started.stdout)")
-        let settled = try waitUntilSettled(cloud, id)
-        #expect(settled["host"] as? String == source, "\(settled)")
-        #expect(try cloud.guestsOnHosts() == ["c-\(id)"])
+        return run
     }
 
     /// The destination's agent is dead (killed with -9, not yet silent past the timeout): the
@@ -164,6 +172,14 @@ struct ControlPlaneMoveTests {
         // A second move to a live host still works: nothing was left half-done.
         let hosts = try cloud.json("GET", "/v1/hosts").1["hosts"] as? [[String: Any]] ?? []
         #expect(hosts.count == 2, "\(hosts)")
+        // `ferry cloud guest migrate --wait` follows the move and fails with the reason it stayed.
+        let failed = try Self.siteAdminCLI(cloud)(["guest", "migrate", id, "--host", destination, "--wait"])
+        #expect(failed.status == 1, "\(failed.stdout) \(failed.stderr)")
+        #expect(
+            failed.stderr.contains("stays on host \(source), its move to host \(destination) failed")
+                && failed.stderr.contains("abandoned"), "\(failed.stderr)")
+        #expect(failed.stderr.contains("moving to \(destination)"), "the progress: \(failed.stderr)")
+        #expect(try cloud.json("GET", "/v1/guests/\(id)").1["host"] as? String == source)
     }
 
     /// A migration that outlives `--move-timeout` is cancelled: the guest stays on its source,

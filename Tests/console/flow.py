@@ -2,7 +2,8 @@
 
 Usage: flow.py BASE_URL USER PASSWORD PROJECT SCREENSHOT_DIR
 
-login -> projects -> project -> pick image and flavor -> name -> create -> running -> bill -> stop -> delete,
+login -> projects -> project -> pick image and flavor -> name -> create -> running -> bill -> suspend -> resume
+-> stop -> delete,
 a screenshot per step in SCREENSHOT_DIR. Exits 1 with the reason when a step does not show what it should.
 """
 
@@ -59,10 +60,23 @@ def main() -> int:
         seconds = float(page.inner_text("#bill-seconds"))
         assert seconds > 0, f"a running guest's bill shows {seconds} s"
         shot(page, "bill")
-        page.click("text=Stop")
+        page.click("button:text-is('Suspend')")
+        assert page.url.endswith("?done=suspend"), f"the suspend did not lead to its notice: {page.url}"
+        wait_for_state(page, "suspended")
+        notice = page.inner_text(".notice")
+        assert notice.startswith("Suspended"), f"the suspend's notice: {notice}"
+        assert page.locator("button:text-is('Suspend')").count() == 0, "a suspended guest is offered suspend"
+        shot(page, "suspended")
+        page.click("button:text-is('Resume')")
+        assert page.url.endswith("?done=resume"), f"the resume did not lead to its notice: {page.url}"
+        assert page.inner_text(".notice").startswith("Resuming"), f"the resume's notice: {page.inner_text('.notice')}"
+        shot(page, "resuming")
+        wait_for_state(page, "running")
+        shot(page, "resumed")
+        page.click("button:text-is('Stop')")
         wait_for_state(page, "stopped")
         shot(page, "stopped")
-        page.click("text=Delete")
+        page.click("button:text-is('Delete')")
         assert page.url.endswith(f"/console/projects/{project}"), f"the delete did not lead to the project: {page.url}"
         assert "browser-web" not in page.inner_text("main"), "the deleted guest is still listed"
         shot(page, "deleted")
