@@ -254,8 +254,8 @@ let package = Package(
         .testTarget(
             name: "FerryControlTests",
             dependencies: [
-                "FerryControl", "FerryControlPostgres", "FerryController", "FerryDecisions", "FerryHostModel",
-                "FerryTestSupport",
+                "FerryAgent", "FerryControl", "FerryControlPostgres", "FerryController", "FerryDecisions",
+                "FerryHostModel", "FerryTestSupport",
                 "FerryTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
