@@ -7,10 +7,14 @@ extension ControlRules {
     /// The host `guest` (as read in the transaction) moves to: `destination`, checked, or with
     /// none the scheduler's choice among the other hosts. Only a `running` guest (at `generation`,
     /// if given) that is not moving already goes, to another host that takes guests, runs its
-    /// kind (KVM for a `kvm` image) and has its resources free as `usage` counts them.
+    /// kind (KVM for a `kvm` image) and has its resources free as `usage` counts them. With a
+    /// `maxMovesPerHost`, neither the guest's host nor the destination may have that many `moves`
+    /// under way already (in or out, `movesByHostSQL`): `moveLimit`; the scheduler's choice leaves
+    /// such hosts out.
     public static func moveDestination(
         _ guest: CloudGuest, to destination: String?, generation: Int64?, hosts: [HostRecord],
-        usage: [String: Resources], policy: PlacementPolicy, now: Date, heartbeatTimeout: Duration
+        usage: [String: Resources], policy: PlacementPolicy, now: Date, heartbeatTimeout: Duration,
+        moves: [String: Int] = [:], maxMovesPerHost: Int? = nil
     ) throws(ControlError) -> String {
         if let generation, generation != guest.generation {
             throw ControlError(
@@ -30,6 +34,8 @@ extension ControlRules {
                 "guest \(guest.id) is \(guest.state.rawValue) on host \(guest.host); only a running guest moves (a live"
                     + " migration)")
         }
+        let limit = maxMovesPerHost ?? Int.max
+        try checkMoveLimit(guest.host, moves, limit, guest.id)
         let request = PlacementRequest(guest.resources, needsKVM: guest.imageKind == .kvm)
         let candidates = hosts.filter { $0.id != guest.host }.map { host in
             PlacementCandidate(
@@ -37,9 +43,13 @@ extension ControlRules {
                 free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm)
         }
         guard let destination else {
-            switch Placement.choose(request, among: candidates, policy: policy) {
+            let open = candidates.filter { (moves[$0.hostID] ?? 0) < limit }
+            switch Placement.choose(request, among: open, policy: policy) {
             case .host(let id): return id
             case .none(let refusal):
+                if case .host(let id) = Placement.choose(request, among: candidates, policy: policy) {
+                    try checkMoveLimit(id, moves, limit, guest.id)
+                }
                 throw ControlError(
                     .insufficientCapacity, "no host but \(guest.host) can take guest \(guest.id): \(refusal)")
             }
@@ -52,8 +62,29 @@ extension ControlRules {
             throw ControlError(.notFound, "no host \(destination) is registered")
         }
         try checkTakes(candidate, request, guest.id)
+        try checkMoveLimit(destination, moves, limit, guest.id)
         return destination
     }
+
+    /// Refuses a move in or out of `host` when it has `limit` moves under way already.
+    static func checkMoveLimit(_ host: String, _ moves: [String: Int], _ limit: Int, _ id: GuestID)
+        throws(ControlError)
+    {
+        let count = moves[host] ?? 0
+        guard count < limit else {
+            throw ControlError(
+                .moveLimit,
+                "host \(host) has \(count) moves under way, the limit per host (--max-moves-per-host \(limit)):"
+                    + " guest \(id) stays; move it once one of them has ended")
+        }
+    }
+
+    /// The moves under way per host, in or out (columns host, moves; the same SQL on SQLite and
+    /// PostgreSQL).
+    public static let movesByHostSQL = """
+        SELECT host, COUNT(*) AS moves FROM (SELECT host FROM guests WHERE moving_to IS NOT NULL
+        UNION ALL SELECT moving_to AS host FROM guests WHERE moving_to IS NOT NULL) AS moving GROUP BY host
+        """
 
     /// Refuses `candidate` unless it takes guests, runs the guest's kind and has room.
     static func checkTakes(_ candidate: PlacementCandidate, _ request: PlacementRequest, _ id: GuestID)

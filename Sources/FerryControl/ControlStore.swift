@@ -58,9 +58,11 @@ public protocol ControlStore: Sendable {
     /// (`ControlRules.moveDestination`), checked in the transaction that reads the hosts and what
     /// their guests hold: from now until the move ends the guest holds its resources on both
     /// hosts. Journaled running → running ("moving to HOST"); a generation on. Refused for a guest
-    /// already moving, not running, or a host that does not take it.
-    func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?) async throws(ControlError)
-        -> CloudGuest
+    /// already moving, not running, or a host that does not take it; with `maxMovesPerHost`, for a
+    /// guest whose host or destination has that many moves under way (`moveLimit`; the scheduler
+    /// then picks among the others).
+    func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
+        async throws(ControlError) -> CloudGuest
     /// The move ended with the guest on the host it moved to: `host` becomes that host, the
     /// source's share is released; journaled (the state unchanged), a generation on.
     func finishMove(_ id: GuestID, cause: String) async throws(ControlError) -> CloudGuest
@@ -128,6 +130,9 @@ public protocol ControlStore: Sendable {
     /// Changes an active group's desired count (within its bounds) and journals it with `reason`
     /// in the same transaction; the same count again changes and journals nothing.
     func setDesired(group id: String, to desired: Int, reason: String) async throws(ControlError) -> ScalingGroup
+    /// Journals an action that leaves the desired count as it is (a scale-in's consolidation:
+    /// "moved to consolidate"), and not the time of the group's last action (its cooldown).
+    func noteScalingAction(group id: String, reason: String) async throws(ControlError)
     /// active → deleted, desired 0 (journaled with `reason`); again: the same answer.
     func deleteScalingGroup(id: String, reason: String) async throws(ControlError) -> ScalingGroup
     /// The group's actions, oldest first.
@@ -176,5 +181,14 @@ extension Logger {
                 "guest.id": "\(id)", "guest.from": "\(expected.rawValue)", "guest.to": "\(next.rawValue)",
                 "guest.cause": "\(cause)",
             ])
+    }
+}
+
+extension ControlStore {
+    /// `beginMove` without a limit on the moves per host.
+    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?)
+        async throws(ControlError) -> CloudGuest
+    {
+        try await beginMove(id, to: host, cause: cause, generation: generation, maxMovesPerHost: nil)
     }
 }

@@ -94,6 +94,14 @@ extension SQLiteControlStore {
         return group
     }
 
+    public func noteScalingAction(group id: String, reason: String) async throws(ControlError) {
+        let now = now()
+        try await writing("note an action of group \(id) in") { db in
+            guard let group = try self.fetchGroup(db, id) else { throw ControlError(.notFound, "no group \(id)") }
+            try Self.appendAction(db, id, from: group.desired, to: group.desired, reason: reason, at: now)
+        }
+    }
+
     public func deleteScalingGroup(id: String, reason: String) async throws(ControlError) -> ScalingGroup {
         let now = now()
         return try await writing("delete group \(id) in") { db in

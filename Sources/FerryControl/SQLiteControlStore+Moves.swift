@@ -5,7 +5,7 @@ import GRDB
 /// A guest's move between hosts: each step one IMMEDIATE transaction that reads the guest (and,
 /// to begin, the hosts and what their guests hold) and writes the row and its journal entry.
 extension SQLiteControlStore {
-    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?)
+    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
         async throws(ControlError) -> CloudGuest
     {
         let now = now()
@@ -14,7 +14,8 @@ extension SQLiteControlStore {
             let hosts = try self.allHosts(db)
             let destination = try ControlRules.moveDestination(
                 guest, to: host, generation: generation, hosts: hosts, usage: self.usageByHost(db),
-                policy: self.policy, now: now, heartbeatTimeout: self.heartbeatTimeout)
+                policy: self.policy, now: now, heartbeatTimeout: self.heartbeatTimeout,
+                moves: maxMovesPerHost == nil ? [:] : self.movesByHost(db), maxMovesPerHost: maxMovesPerHost)
             let moving = ControlRules.moved(guest, host: guest.host, movingTo: destination)
             try self.write(
                 db, moving, was: guest, cause: ControlRules.beginMoveCause(guest, to: destination, cause), at: now)
@@ -55,6 +56,11 @@ extension SQLiteControlStore {
     }
 
     // MARK: - Inside a transaction
+
+    private func movesByHost(_ db: Database) throws -> [String: Int] {
+        let rows = try Row.fetchAll(db, sql: ControlRules.movesByHostSQL)
+        return Dictionary(uniqueKeysWithValues: rows.map { row in (row["host"] as String, row["moves"] as Int) })
+    }
 
     private func existingGuest(_ db: Database, _ id: GuestID) throws -> CloudGuest {
         guard let guest = try fetchGuest(db, id) else {

@@ -99,6 +99,16 @@ extension PostgresControlStore {
         return group
     }
 
+    public func noteScalingAction(group id: String, reason: String) async throws(ControlError) {
+        let now = now()
+        try await writing("note an action of group \(id) in") { connection in
+            guard let group = try await fetchGroup(connection, id) else {
+                throw ControlError(.notFound, "no group \(id)")
+            }
+            try await appendAction(connection, id, from: group.desired, to: group.desired, reason: reason, at: now)
+        }
+    }
+
     public func deleteScalingGroup(id: String, reason: String) async throws(ControlError) -> ScalingGroup {
         let now = now()
         return try await writing("delete group \(id) in") { connection in

@@ -7,7 +7,7 @@ import PostgresNIO
 /// takes first) that reads the guest (and, to begin, the hosts and what their guests hold) and
 /// writes the row and its journal entry.
 extension PostgresControlStore {
-    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?)
+    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
         async throws(ControlError) -> CloudGuest
     {
         let now = now()
@@ -16,7 +16,9 @@ extension PostgresControlStore {
             let destination = try ControlRules.moveDestination(
                 guest, to: host, generation: generation, hosts: try await self.allHosts(connection),
                 usage: try await self.usageByHost(connection), policy: self.policy, now: now,
-                heartbeatTimeout: self.heartbeatTimeout)
+                heartbeatTimeout: self.heartbeatTimeout,
+                moves: maxMovesPerHost == nil ? [:] : try await self.movesByHost(connection),
+                maxMovesPerHost: maxMovesPerHost)
             let moving = ControlRules.moved(guest, host: guest.host, movingTo: destination)
             try await self.write(
                 connection, moving, was: guest, cause: ControlRules.beginMoveCause(guest, to: destination, cause),
@@ -60,6 +62,13 @@ extension PostgresControlStore {
     }
 
     // MARK: - Inside a transaction
+
+    private func movesByHost(_ connection: PostgresConnection) async throws -> [String: Int] {
+        let rows = try await PostgresRows.all(
+            connection, "\(unescaped: ControlRules.movesByHostSQL)", logger: logger
+        ) { row in (try row["host"].decode(String.self), try row["moves"].decode(Int.self)) }
+        return Dictionary(uniqueKeysWithValues: rows)
+    }
 
     private func existingGuest(_ connection: PostgresConnection, _ id: GuestID) async throws -> CloudGuest {
         guard let guest = try await fetchGuest(connection, id) else {

@@ -29,7 +29,7 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
             switch error.code {
             case .notFound: .notFound
             case .alreadyExists, .transitionRefused, .stale, .clientTokenMismatch, .quotaExceeded,
-                .insufficientCapacity:
+                .insufficientCapacity, .moveLimit:
                 .conflict
             case .invalidArgument: .unprocessableContent
             case .unauthenticated, .wrongCredentials: .unauthorized
@@ -47,6 +47,7 @@ struct CloudAPIError: Error, Sendable, HTTPResponseError {
             case .clientTokenMismatch: "client_token_mismatch"
             case .quotaExceeded: "quota_exceeded"
             case .insufficientCapacity: "insufficient_capacity"
+            case .moveLimit: "move_limit"
             case .unauthenticated: "unauthenticated"
             case .wrongCredentials: "wrong_credentials"
             case .forbidden: "forbidden"

@@ -42,8 +42,11 @@ public final class Controller: Sendable {
         provisioner = GuestProvisioner(
             store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
         mover = GuestMover(
-            store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout, logger: logger)
-        let scaler = GroupScaler(store: store, provisioner: provisioner, logger: logger)
+            store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout,
+            maxMovesPerHost: configuration.maxMovesPerHost, logger: logger)
+        let scaler = GroupScaler(
+            store: store, provisioner: provisioner, mover: mover, heartbeatTimeout: configuration.heartbeatTimeout,
+            logger: logger)
         self.scaler = scaler
         hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger) {
             scaler.nudge()

@@ -18,6 +18,8 @@ public struct ControllerConfiguration: Sendable {
     public var bootTimeout: Duration
     /// How long a guest's move (a live migration to another host) may take before it is cancelled.
     public var moveTimeout: Duration
+    /// How many moves may run in or out of one host at once (`GuestMover`).
+    public var maxMovesPerHost: Int
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
     public var bodyLimitBytes: Int
@@ -32,7 +34,7 @@ public struct ControllerConfiguration: Sendable {
     public init(
         listen: Endpoint = defaultListen, key: SharedKey, heartbeatTimeout: Duration = .seconds(5),
         monitorInterval: Duration = .seconds(1), bootTimeout: Duration = .seconds(60),
-        moveTimeout: Duration = .seconds(300),
+        moveTimeout: Duration = .seconds(300), maxMovesPerHost: Int = 2,
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false
@@ -43,6 +45,7 @@ public struct ControllerConfiguration: Sendable {
         self.monitorInterval = monitorInterval
         self.bootTimeout = bootTimeout
         self.moveTimeout = moveTimeout
+        self.maxMovesPerHost = maxMovesPerHost
         self.scalingInterval = scalingInterval
         self.bodyLimitBytes = bodyLimitBytes
         self.credentialWindowSeconds = credentialWindowSeconds

@@ -14,17 +14,27 @@ import Synchronization
 /// scale-in takes gracefully and deletes them, deletes the stopped and failed ones and the warm
 /// ones beyond the pool. No decision is made while a member's metric is not in yet (`GroupPlan.settling`).
 ///
+/// A scale-in of running members consolidates first (`GroupPlan.consolidation`): the members it
+/// live-migrates (through `GuestMover`, never stopped to move) to empty a host, then the ones it
+/// removes; the group is left alone meanwhile (`consolidating`). A move that fails leaves its
+/// guest where it was, and the scale-in falls back to the policy's order.
+///
 /// Target tracking's recommendation history is kept here, in memory: a controller that restarts
 /// starts with an empty history, so its first decisions are stabilised only by what it has seen
 /// since (a scale-down may come sooner than the down window after a restart).
 final class GroupScaler: Sendable {
     let store: any ControlStore
     let provisioner: GuestProvisioner
+    /// Moves members to consolidate (nil: a scale-in never moves).
+    let mover: GuestMover?
+    let heartbeatTimeout: Duration
     let clock: @Sendable () -> Date
     let logger: Logger
     private let history = Mutex<[String: [ScalingRecommendation]]>([:])
     /// Members with a stop or delete in flight: the plan leaves them alone.
-    private let busy = Mutex<Set<GuestID>>([])
+    let busy = Mutex<Set<GuestID>>([])
+    /// Groups whose scale-in is consolidating (moves, then removals): no pass touches them.
+    let consolidating = Mutex<Set<String>>([])
     /// Of those, the running members being suspended into the warm pool (warm already).
     private let suspending = Mutex<Set<GuestID>>([])
     /// The last problem logged per group, so that one that persists is logged once.
@@ -33,11 +43,13 @@ final class GroupScaler: Sendable {
     private let nudged = Atomic<Bool>(false)
 
     init(
-        store: any ControlStore, provisioner: GuestProvisioner, clock: @escaping @Sendable () -> Date = { Date() },
-        logger: Logger
+        store: any ControlStore, provisioner: GuestProvisioner, mover: GuestMover? = nil,
+        heartbeatTimeout: Duration = .seconds(5), clock: @escaping @Sendable () -> Date = { Date() }, logger: Logger
     ) {
         self.store = store
         self.provisioner = provisioner
+        self.mover = mover
+        self.heartbeatTimeout = heartbeatTimeout
         self.clock = clock
         self.logger = logger
     }
@@ -71,6 +83,7 @@ final class GroupScaler: Sendable {
 
     /// Decides (an active group whose members are all up) and carries out the plan.
     func reconcile(_ group: ScalingGroup) async throws(ControlError) {
+        guard !consolidating.withLock({ $0.contains(group.id) }) else { return }
         var group = group
         let date = clock()
         let now = Billing.milliseconds(date)
@@ -95,7 +108,7 @@ final class GroupScaler: Sendable {
                     suspending: suspending.withLock { $0 }, now: date, backoff: backoff)
             }
         }
-        await carryOut(plan, group)
+        await carryOut(plan, group, members: members, load: load)
     }
 
     /// The policy's decision, recorded if it changes the desired count; the group as it is now.
@@ -139,7 +152,9 @@ final class GroupScaler: Sendable {
         return BuildBackoff(newestFirst: outcomes)
     }
 
-    private func carryOut(_ plan: GroupPlan, _ group: ScalingGroup) async {
+    private func carryOut(_ plan: GroupPlan, _ group: ScalingGroup, members: [CloudGuest], load: [GuestID: Double])
+        async
+    {
         if plan.held > 0, let next = plan.backoff.nextAttemptMilliseconds {
             report(
                 group,
@@ -155,9 +170,7 @@ final class GroupScaler: Sendable {
         for member in plan.suspend {
             suspend(member, cause: "group \(group.name): into warm capacity (\(group.warm) warm)")
         }
-        for member in plan.scaleIn {
-            remove(member, cause: "group \(group.name): scale in to \(group.desired)")
-        }
+        await scaleIn(plan, group, members: members, load: load)
         for member in plan.delete {
             remove(
                 member, cause: "group \(group.name): remove a \(member.state.rawValue) member" + Self.note(plan.backoff)
@@ -222,19 +235,24 @@ final class GroupScaler: Sendable {
 
     /// Stops the member gracefully if it runs, then deletes it, in a task of its own; the plan
     /// leaves it alone meanwhile.
-    private func remove(_ member: CloudGuest, cause: String) {
+    func remove(_ member: CloudGuest, cause: String) {
         guard busy.withLock({ $0.insert(member.id).inserted }) else { return }
-        Task { [provisioner, logger] in
+        Task {
             defer { _ = busy.withLock { $0.remove(member.id) } }
-            do {
-                var guest = member
-                if guest.state == .running { guest = try await provisioner.stop(guest, cause: cause) }
-                _ = try await provisioner.delete(guest, cause: cause)
-            } catch {
-                logger.warning(
-                    "a scaling group member was not removed; the next pass tries again: \(error)",
-                    metadata: ["guest.id": "\(member.id)"])
-            }
+            await removeNow(member, cause: cause)
+        }
+    }
+
+    /// Stops the member gracefully if it runs, then deletes it.
+    func removeNow(_ member: CloudGuest, cause: String) async {
+        do {
+            var guest = member
+            if guest.state == .running { guest = try await provisioner.stop(guest, cause: cause) }
+            _ = try await provisioner.delete(guest, cause: cause)
+        } catch {
+            logger.warning(
+                "a scaling group member was not removed; the next pass tries again: \(error)",
+                metadata: ["guest.id": "\(member.id)"])
         }
     }
 
@@ -246,7 +264,7 @@ final class GroupScaler: Sendable {
     }
 
     /// Logs a group's problem once while it lasts (nil: it is over).
-    private func report(_ group: ScalingGroup, _ problem: String?) {
+    func report(_ group: ScalingGroup, _ problem: String?) {
         let new = problems.withLock { all in
             defer { all[group.id] = problem }
             return problem != nil && all[group.id] != problem

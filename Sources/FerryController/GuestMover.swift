@@ -13,6 +13,11 @@ import Logging
 /// stops answering) the agents' inventories decide (`settle`); a controller that restarts settles
 /// the moves it finds begun (`resume`). The guest is recorded on one host at every moment, its
 /// row never lost: nothing here deletes or changes its state.
+///
+/// At most `maxMovesPerHost` moves run in or out of one host at once (counted in the store, so
+/// across controllers): a move the controller chooses (`move`: a lease's delivery, a group's
+/// consolidation) waits for its turn, up to the move timeout; one asked through the API
+/// (`begin`) is refused (`moveLimit`, HTTP 409).
 final class GuestMover: Sendable {
     let store: any ControlStore
     let key: SharedKey
@@ -20,29 +25,56 @@ final class GuestMover: Sendable {
     /// How long a migration may take before it is cancelled (and, after a restart, how long the
     /// agents are asked where an unsettled guest is).
     let timeout: Duration
+    /// Moves in or out of one host at once (nil: no limit).
+    let maxMovesPerHost: Int?
     let logger: Logger
 
-    init(store: any ControlStore, key: SharedKey, work: BlockingWork, timeout: Duration, logger: Logger) {
+    init(
+        store: any ControlStore, key: SharedKey, work: BlockingWork, timeout: Duration, maxMovesPerHost: Int? = 2,
+        logger: Logger
+    ) {
         self.store = store
         self.key = key
         self.work = work
         self.timeout = timeout
+        self.maxMovesPerHost = maxMovesPerHost
         self.logger = logger
     }
 
     /// Moves the guest to `host` (nil: the host the scheduler picks among the others) and returns
-    /// it on its new host; throws, with the source's reason, when it stays where it was.
+    /// it on its new host; throws, with the source's reason, when it stays where it was. A host at
+    /// the limit of moves makes it wait (every 250 ms, up to the move timeout).
     func move(
         _ id: GuestID, to host: String?, cause: String = "api: migrate", options: MigrationRequest.Options? = nil
     ) async throws(ControlError) -> CloudGuest {
-        try await carryOut(try await begin(id, to: host, cause: cause), options: options)
+        try await carryOut(try await beginInTurn(id, to: host, cause: cause), options: options)
     }
 
-    /// Records the move (refused unless the guest runs, is not moving, and the host takes it).
+    /// Records the move (refused unless the guest runs, is not moving, the host takes it, and
+    /// neither host has `maxMovesPerHost` moves under way).
     func begin(_ id: GuestID, to host: String?, cause: String = "api: migrate") async throws(ControlError)
         -> CloudGuest
     {
-        try await store.beginMove(id, to: host, cause: cause, generation: nil)
+        try await store.beginMove(id, to: host, cause: cause, generation: nil, maxMovesPerHost: maxMovesPerHost)
+    }
+
+    /// `begin`, again while a host is at the limit of moves, until the move timeout has passed.
+    func beginInTurn(_ id: GuestID, to host: String?, cause: String) async throws(ControlError) -> CloudGuest {
+        let deadline = ContinuousClock.now + timeout
+        var waited = false
+        while true {
+            do {
+                return try await begin(id, to: host, cause: cause)
+            } catch {
+                guard error.code == .moveLimit, ContinuousClock.now < deadline else { throw error }
+                if !waited {
+                    logger.notice(
+                        "a move waits for its turn: \(error.message)", metadata: ["guest.id": "\(id)"])
+                    waited = true
+                }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
     }
 
     /// Migrates the guest `begin` recorded moving (with the agents' migration `options`) and

@@ -19,6 +19,9 @@ public struct ControlError: Error, Sendable, CustomStringConvertible {
         case quotaExceeded
         /// No healthy host has the free capacity the flavor needs.
         case insufficientCapacity
+        /// A host already has as many moves (live migrations in or out) under way as the
+        /// controller's `--max-moves-per-host` allows (HTTP 409): wait for one to end.
+        case moveLimit
         /// No valid session or API token: it is unknown, expired, revoked or ended by logout (HTTP
         /// 401: log in again).
         case unauthenticated

@@ -61,6 +61,14 @@ struct ControlCommand: ParsableCommand {
     var moveTimeout = 300.0
 
     @Option(
+        name: .customLong("max-moves-per-host"),
+        help: ArgumentHelp(
+            "Live migrations that may run in or out of one host at once: a move the controller chooses (a lease's"
+                + " delivery, a group's consolidation) waits for its turn, one asked through the API is refused (409).",
+            valueName: "n"))
+    var maxMovesPerHost = 2
+
+    @Option(
         name: .customLong("scaling-interval"),
         help: ArgumentHelp(
             "Seconds between two passes of the auto-scaling groups (their policies decide, their members follow).",
@@ -84,6 +92,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...86_400).contains(moveTimeout) else {
             throw ValidationError("--move-timeout \(moveTimeout): 1 to 86400 seconds")
         }
+        guard (1...64).contains(maxMovesPerHost) else {
+            throw ValidationError("--max-moves-per-host \(maxMovesPerHost): 1 to 64")
+        }
         guard (0.1...3600).contains(scalingInterval) else {
             throw ValidationError("--scaling-interval \(scalingInterval): 0.1 to 3600 seconds")
         }
@@ -101,7 +112,7 @@ struct ControlCommand: ParsableCommand {
                 listen: try Endpoint.parse(listen, defaultHost: EndpointOption.defaultHost), key: key,
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
-                moveTimeout: .milliseconds(Int(moveTimeout * 1000)),
+                moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
                 scalingInterval: .milliseconds(Int(scalingInterval * 1000)))
             let controller: Controller
             do throws(ControlError) {

@@ -152,4 +152,45 @@ import Testing
         let other = guest.host == "k1" ? "k3" : "k1"
         #expect(try await store.beginMove(guest.id, to: nil, cause: "test", generation: nil).movingTo == other)
     }
+
+    /// `--max-moves-per-host`: a host with that many moves in or out under way takes part in no
+    /// other until one ends; the scheduler's pick leaves it out.
+    @Test(arguments: StoreBackend.available)
+    func aHostAtItsLimitOfMovesRefusesAnother(backend: StoreBackend) async throws {
+        let scratch = Scratch()
+        let store = try await backend.store(scratch)
+        defer { backend.close(store) }
+        _ = try await store.registerHost(host("h1", slots: 3))
+        var guests: [CloudGuest] = []
+        for name in ["a", "b", "c"] { guests.append(try await Self.runningGuest(store, name)) }
+        #expect(guests.allSatisfy { $0.host == "h1" })
+        _ = try await store.registerHost(host("h2", slots: 3))
+        _ = try await store.registerHost(host("h3", slots: 3))
+        func begin(_ guest: CloudGuest, to host: String?, limit: Int?) async throws(ControlError) -> CloudGuest {
+            try await store.beginMove(guest.id, to: host, cause: "test", generation: nil, maxMovesPerHost: limit)
+        }
+        _ = try await begin(guests[0], to: "h2", limit: 2)
+        _ = try await begin(guests[1], to: "h3", limit: 2)
+        let source = await controlError { () async throws(ControlError) in
+            try await begin(guests[2], to: "h2", limit: 2)
+        }
+        #expect(source?.code == .moveLimit, "\(String(describing: source))")
+        #expect(source?.message.contains("host h1 has 2 moves under way") == true)
+        #expect(source?.message.contains("--max-moves-per-host 2") == true)
+        #expect(try await store.guest(id: guests[2].id)?.movingTo == nil, "a refused move is not recorded")
+        #expect(try await begin(guests[2], to: "h2", limit: nil).movingTo == "h2", "no limit, no refusal")
+        _ = try await store.abandonMove(guests[2].id, cause: "test")
+
+        _ = try await store.finishMove(guests[0].id, cause: "done")  // h1: 1 move (b to h3), h3: 1
+        let destination = await controlError { () async throws(ControlError) in
+            try await begin(guests[0], to: "h3", limit: 1)
+        }
+        #expect(destination?.code == .moveLimit && destination?.message.contains("host h3 has 1") == true)
+        let anyHost = await controlError { () async throws(ControlError) in
+            try await begin(guests[0], to: nil, limit: 1)
+        }
+        #expect(anyHost?.code == .moveLimit, "every other host is at the limit: \(String(describing: anyHost))")
+        _ = try await store.finishMove(guests[1].id, cause: "done")
+        #expect(try await begin(guests[0], to: nil, limit: 1).movingTo != nil, "the limit freed, the move begins")
+    }
 }

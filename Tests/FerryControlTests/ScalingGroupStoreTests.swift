@@ -45,13 +45,16 @@ import Testing
         }
         #expect(outside?.code == .invalidArgument && outside?.message.contains("[1, 4]") == true)
 
+        try await store.noteScalingAction(group: group.id, reason: "moved to consolidate")
+        #expect(try await store.scalingGroup(id: group.id) == scaled, "a note changes neither desired nor the time")
+
         let deleted = try await store.deleteScalingGroup(id: group.id, reason: "user: delete")
         #expect(deleted.state == .deleted && deleted.desired == 0)
         #expect(try await store.deleteScalingGroup(id: group.id, reason: "again") == deleted)
         #expect(try await store.scalingGroupsToReconcile().isEmpty, "deleted, and no member holds capacity")
         let actions = try await store.scalingActions(group: group.id)
-        #expect(actions.map(\.from) == [0, 1, 3] && actions.map(\.to) == [1, 3, 0])
-        #expect(actions.map(\.reason) == ["created", "load 2 × the target", "user: delete"])
+        #expect(actions.map(\.from) == [0, 1, 3, 3] && actions.map(\.to) == [1, 3, 3, 0])
+        #expect(actions.map(\.reason) == ["created", "load 2 × the target", "moved to consolidate", "user: delete"])
         #expect(
             await controlError { () async throws(ControlError) in
                 try await store.setDesired(group: group.id, to: 2, reason: "late")
