@@ -234,7 +234,7 @@ let package = Package(
         .testTarget(
             name: "FerryAgentTests",
             dependencies: [
-                "FerryAgent", "FerryHostModel", "FerryTransport", "FerrySystem", "FerryTestSupport",
+                "FerryAgent", "FerryHostModel", "FerryInventory", "FerryTransport", "FerrySystem", "FerryTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -15,7 +15,7 @@ extension HostGuests {
     func connectionClosed(id: GuestID, name: GuestName, facts: ProcessFacts, lastState: String) {
         // A killed process closes its sockets as its last thread ends; /proc may lag a moment.
         _ = GuestProcess.waitUntilGone(facts, timeout: .seconds(2))
-        guard tryClaim(name, "crash check") else { return }  // the operation in flight owns it
+        guard tryClaim(name, Self.crashCheck) else { return }  // the operation in flight owns it
         defer { release(name) }
         guard let record = try? inventory.guest(id: id), record.state.hasProcess, record.process == facts else {
             return

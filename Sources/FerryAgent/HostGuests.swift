@@ -30,12 +30,7 @@ public final class HostGuests: Sendable {
     func exclusively<T>(_ name: GuestName, _ operation: String, _ body: () throws(AgentAPIError) -> T)
         throws(AgentAPIError) -> T
     {
-        let running = operations.withLock { running -> String? in
-            if let other = running[name] { return other }
-            running[name] = operation
-            return nil
-        }
-        if let running {
+        if let running = claim(name, operation) {
             throw AgentAPIError(
                 .conflict, .busy, "guest \(name) is busy: \(running) runs; try again once it has ended")
         }
@@ -44,11 +39,27 @@ public final class HostGuests: Sendable {
     }
 
     /// Claims the guest for `operation` unless something runs; the caller must `release`.
-    func tryClaim(_ name: GuestName, _ operation: String) -> Bool {
-        operations.withLock { running in
-            guard running[name] == nil else { return false }
-            running[name] = operation
-            return true
+    func tryClaim(_ name: GuestName, _ operation: String) -> Bool { claim(name, operation) == nil }
+
+    /// The check the agent makes itself when a guest's vmm closes its control connection (a
+    /// moment after a suspend or a stop answered): an operation waits for it rather than being
+    /// refused, so a client's suspend followed at once by a migration is not told `busy`.
+    static let crashCheck = "crash check"
+
+    /// Claims the guest for `operation`; nil if claimed, else the operation that runs. A crash
+    /// check is waited for (up to 5 s) unless `operation` is one.
+    private func claim(_ name: GuestName, _ operation: String) -> String? {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            let holder = operations.withLock { running -> String? in
+                if let other = running[name] { return other }
+                running[name] = operation
+                return nil
+            }
+            guard holder == Self.crashCheck, operation != Self.crashCheck, ContinuousClock.now < deadline else {
+                return holder
+            }
+            usleep(5_000)
         }
     }
 

@@ -104,9 +104,15 @@ public final class Guest: @unchecked Sendable {
     }
 
     /// Starts one thread per vCPU, running.
-    public func start() {
+    /// Starts the vCPU threads; `paused`: each parks before its first step (as after `pause()`,
+    /// which may still be called to wait until they have), until `resume()`.
+    public func start(paused: Bool = false) {
         precondition(!started, "Guest.start() called twice")
         started = true
+        if paused {
+            control.requestPause()
+            self.paused = true
+        }
         for runner in runners {
             var thread = pthread_t()
             let context = Unmanaged.passRetained(runner).toOpaque()

@@ -67,6 +67,15 @@ final class GuestControl: @unchecked Sendable {
         }
     }
 
+    /// Before the vCPU threads exist: each parks at its first look, before any step (a guest that
+    /// starts paused). `pauseAll` then waits for them as usual.
+    func requestPause() {
+        locked {
+            pausing = true
+            request.bitwiseOr(Self.pauseBit, ordering: .relaxed)
+        }
+    }
+
     func resumeAll() {
         locked {
             pausing = false

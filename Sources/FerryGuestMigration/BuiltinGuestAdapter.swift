@@ -161,6 +161,10 @@ public final class BuiltinIncomingGuest: IncomingGuest {
         self.states = states
     }
 
+    /// Whether `start(hold:)` starts the vCPUs paused (parked before their first step): a guest
+    /// that was paused on its source arrives without running a step here.
+    public var startsPaused = false
+
     public func start(hold: Bool) throws {
         guard let memory else { preconditionFailure("start before attach") }
         // Held: each vCPU's step limit is the step it arrived at, so it writes nothing.
@@ -176,7 +180,7 @@ public final class BuiltinIncomingGuest: IncomingGuest {
             if !hold { writer.start() }
         }
         self.guest = guest
-        guest.start()
+        guest.start(paused: startsPaused)
     }
 
     public func waitUntilDone(seconds: Double) {

@@ -15,8 +15,14 @@ final class IncomingCapture: @unchecked Sendable {
     private let condition = MonotonicCondition()
     private var released = false
     private let onStart: @Sendable (RunningGuest) -> Void
+    /// The guest was paused on its source: a built-in guest starts with its vCPUs parked, so it
+    /// runs no step here before `onStart` pauses it (a KVM guest is paused by `onStart`).
+    let startPaused: Bool
 
-    init(onStart: @escaping @Sendable (RunningGuest) -> Void) { self.onStart = onStart }
+    init(startPaused: Bool = false, onStart: @escaping @Sendable (RunningGuest) -> Void) {
+        self.startPaused = startPaused
+        self.onStart = onStart
+    }
 
     /// `registry`'s kinds, each wrapped.
     func wrap(_ registry: GuestKindRegistry) -> GuestKindRegistry {
@@ -78,6 +84,7 @@ private final class CapturingGuest: IncomingGuest {
     }
     func load(_ sections: [DeviceStateSection]) throws { try inner.load(sections) }
     func start(hold: Bool) throws {
+        if capture.startPaused, let builtin = inner as? BuiltinIncomingGuest { builtin.startsPaused = true }
         try inner.start(hold: false)
         capture.started(inner, memory: memory)
     }

@@ -18,7 +18,7 @@ extension VirtualMachineMonitor {
             throw VMMError(.configuration, "--key-file: \(error)", cause: error)
         }
         let paused = configuration.startPaused
-        let capture = IncomingCapture { [weak self] guest in
+        let capture = IncomingCapture(startPaused: paused) { [weak self] guest in
             guard let monitor = self else { return }
             // At once, on the engine's thread: the guest was paused on the source.
             if paused { _ = guest.migratable.pause() }
