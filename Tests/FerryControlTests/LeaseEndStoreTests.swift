@@ -65,7 +65,8 @@ import Testing
         func submission(_ count: Int, _ start: Date, _ end: Date, _ atEnd: LeaseEnd) -> LeaseSubmission {
             LeaseSubmission(project: "alpha", flavor: "small", count: count, start: start, end: end, atEnd: atEnd)
         }
-        let suspending = try await store.admitLease(submission(2, now + 60, now + 120, .suspend))
+        // Starts far enough ahead that a stalled task on a loaded machine cannot put them in the past.
+        let suspending = try await store.admitLease(submission(2, now + 900, now + 1800, .suspend))
         let later = submission(3, now + 3600, now + 7200, .stop)
         let refusal = await controlError { () async throws(ControlError) in try await store.admitLease(later) }
         #expect(refusal?.code == .insufficientCapacity, "\(String(describing: refusal))")
@@ -73,7 +74,7 @@ import Testing
             refusal?.message.contains("falls short by \(small.resources)") == true, "\(String(describing: refusal))")
 
         _ = try await store.cancelLease(id: suspending.id)
-        let stopping = try await store.admitLease(submission(2, now + 60, now + 120, .stop))
+        let stopping = try await store.admitLease(submission(2, now + 900, now + 1800, .stop))
         let admitted = try await store.admitLease(later)
         #expect(admitted.state == .admitted && stopping.state == .admitted)
     }
