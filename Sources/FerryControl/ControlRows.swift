@@ -6,6 +6,8 @@ import GRDB
 enum ControlRows {
     static let hostColumns =
         "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
+    /// What a host's row is read with (`hostColumns` are what a registration writes).
+    static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
@@ -16,13 +18,15 @@ enum ControlRows {
     }
 
     static func host(_ row: Row, file: String) throws -> HostRecord {
-        guard let health = HostHealth(rawValue: row["health"]) else {
+        guard let health = HostHealth(rawValue: row["health"]), let mode = HostMode(rawValue: row["mode"]) else {
             throw unreadable(file, "host \(row["id"] as String)")
         }
+        let modeSince: Int64? = row["mode_since_ms"]
         return HostRecord(
             id: row["id"], address: row["address"], capacity: resources(row), kvm: row["kvm"],
             health: health,
-            lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]))
+            lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]), mode: mode,
+            modeSince: modeSince.map(date), modeCause: row["mode_cause"])
     }
 
     static func flavor(_ row: Row) -> Flavor {

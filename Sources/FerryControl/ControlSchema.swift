@@ -72,6 +72,7 @@ enum ControlSchema {
         migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
         migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
         migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
+        migrator.registerMigration("v10-host-modes") { db in try db.execute(sql: hostModesV10) }
         return migrator
     }
 
@@ -218,5 +219,13 @@ enum ControlSchema {
     /// A group's warm capacity: suspended members kept ready beyond the desired running ones.
     static let warmCapacityV9 = """
         ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0);
+        """
+
+    /// A host's mode (`HostMode`: active, draining, drained), when it changed and why.
+    static let hostModesV10 = """
+        ALTER TABLE hosts ADD COLUMN mode TEXT NOT NULL DEFAULT 'active'
+            CHECK (mode IN ('active', 'draining', 'drained'));
+        ALTER TABLE hosts ADD COLUMN mode_since_ms INTEGER;
+        ALTER TABLE hosts ADD COLUMN mode_cause TEXT NOT NULL DEFAULT '';
         """
 }

@@ -14,6 +14,10 @@ public protocol ControlStore: Sendable {
     /// Records that the host's agent was heard from now, and its health.
     func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord
     func hosts() async throws(ControlError) -> [HostRecord]
+    /// Puts the host in `mode` if it is in one of `from` (nil: whatever it is), and records when
+    /// and why (`ControlRules.hostModeChange`); the mode it has already is no change.
+    func setHostMode(_ host: String, to mode: HostMode, from: Set<HostMode>?, cause: String)
+        async throws(ControlError) -> HostRecord
     /// What each host's guests hold (guests in states that hold capacity), by host ID.
     func hostUsage() async throws(ControlError) -> [String: Resources]
 

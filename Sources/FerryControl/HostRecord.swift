@@ -27,6 +27,16 @@ public enum HostHealth: String, Sendable, Codable, CaseIterable {
     case degraded
 }
 
+/// What the operators (or the controller's own passes) made of a host, apart from its health.
+public enum HostMode: String, Sendable, Codable, CaseIterable {
+    /// Takes guests.
+    case active
+    /// Being emptied for maintenance (`drain`): takes no guests, its guests leave by live migration.
+    case draining
+    /// Emptied (its running guests left) and kept empty until `undrain`.
+    case drained
+}
+
 /// One host as the controller holds it.
 public struct HostRecord: Sendable, Equatable {
     public var id: String
@@ -35,14 +45,23 @@ public struct HostRecord: Sendable, Equatable {
     /// The agent last reported a usable /dev/kvm: the scheduler places guests of `kvm` images here.
     public var kvm: Bool
     public var health: HostHealth
+    /// Drained or being drained: it takes no guests whatever its health.
+    public var mode: HostMode
+    /// When the mode last changed (nil: active since it registered).
+    public var modeSince: Date?
+    /// Who changed the mode and why, as they said.
+    public var modeCause: String
     /// When the controller last heard from the agent (registration or heartbeat).
     public var lastHeartbeat: Date
     public var registeredAt: Date
 
     public init(
         id: String, address: String, capacity: Resources, kvm: Bool = false, health: HostHealth, lastHeartbeat: Date,
-        registeredAt: Date
+        registeredAt: Date, mode: HostMode = .active, modeSince: Date? = nil, modeCause: String = ""
     ) {
+        self.mode = mode
+        self.modeSince = modeSince
+        self.modeCause = modeCause
         self.id = id
         self.address = address
         self.capacity = capacity
@@ -52,12 +71,12 @@ public struct HostRecord: Sendable, Equatable {
         self.registeredAt = registeredAt
     }
 
-    /// Whether the scheduler may place a guest here at `now`: the agent says it is healthy and
-    /// was heard from at most `heartbeatTimeout` ago.
+    /// Whether the scheduler may place a guest here at `now`: the agent says it is healthy, was
+    /// heard from at most `heartbeatTimeout` ago, and nobody is draining it.
     public func takesGuests(at now: Date, heartbeatTimeout: Duration) -> Bool {
         let timeout =
             Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
-        return health == .healthy && now.timeIntervalSince(lastHeartbeat) <= timeout
+        return health == .healthy && mode == .active && now.timeIntervalSince(lastHeartbeat) <= timeout
     }
 
     /// How long the host has been silent at `now` as a controller that has been watching since

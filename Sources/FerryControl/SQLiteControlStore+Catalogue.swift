@@ -37,6 +37,22 @@ extension SQLiteControlStore {
         }
     }
 
+    public func setHostMode(_ host: String, to mode: HostMode, from: Set<HostMode>?, cause: String)
+        async throws(ControlError) -> HostRecord
+    {
+        let now = ControlRows.milliseconds(now())
+        let record = try await writing("change the mode of host \(host) in") { db in
+            let record = try self.fetchHost(db, host)
+            guard let change = try ControlRules.hostModeChange(record, to: mode, from: from) else { return record }
+            try db.execute(
+                sql: "UPDATE hosts SET mode = ?, mode_since_ms = ?, mode_cause = ? WHERE id = ?",
+                arguments: [change.rawValue, now, cause, host])
+            return try self.fetchHost(db, host)
+        }
+        logger.notice("host mode: \(record.mode.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
+        return record
+    }
+
     public func hosts() async throws(ControlError) -> [HostRecord] {
         try await reading("list the hosts of") { db in try self.allHosts(db) }
     }
@@ -126,7 +142,7 @@ extension SQLiteControlStore {
     func fetchHost(_ db: Database, _ id: String) throws -> HostRecord {
         guard
             let row = try Row.fetchOne(
-                db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts WHERE id = ?", arguments: [id])
+                db, sql: "SELECT \(ControlRows.hostReadColumns) FROM hosts WHERE id = ?", arguments: [id])
         else { throw ControlError(.notFound, "no host \(id) is registered") }
         return try ControlRows.host(row, file: path)
     }

@@ -103,7 +103,7 @@ extension SQLiteControlStore {
     }
 
     func allHosts(_ db: Database) throws -> [HostRecord] {
-        try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostColumns) FROM hosts ORDER BY id").map { row in
+        try Row.fetchAll(db, sql: "SELECT \(ControlRows.hostReadColumns) FROM hosts ORDER BY id").map { row in
             try ControlRows.host(row, file: path)
         }
     }

@@ -38,6 +38,22 @@ extension PostgresControlStore {
         }
     }
 
+    public func setHostMode(_ host: String, to mode: HostMode, from: Set<HostMode>?, cause: String)
+        async throws(ControlError) -> HostRecord
+    {
+        let now = PostgresRows.milliseconds(now())
+        let record = try await writing("change the mode of host \(host) in") { connection in
+            let record = try await self.fetchHost(connection, host)
+            guard let change = try ControlRules.hostModeChange(record, to: mode, from: from) else { return record }
+            try await connection.query(
+                "UPDATE hosts SET mode = \(change.rawValue), mode_since_ms = \(now), mode_cause = \(cause) WHERE id = \(host)",
+                logger: logger)
+            return try await self.fetchHost(connection, host)
+        }
+        logger.notice("host mode: \(record.mode.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
+        return record
+    }
+
     public func hosts() async throws(ControlError) -> [HostRecord] {
         try await reading("list the hosts of") { connection in try await self.allHosts(connection) }
     }
@@ -129,7 +145,7 @@ extension PostgresControlStore {
 
     func fetchHost(_ connection: PostgresConnection, _ id: String) async throws -> HostRecord {
         let rows = try await PostgresRows.all(
-            connection, "SELECT \(unescaped: PostgresRows.hostColumns) FROM hosts WHERE id = \(id)", logger: logger
+            connection, "SELECT \(unescaped: PostgresRows.hostReadColumns) FROM hosts WHERE id = \(id)", logger: logger
         ) { row in try PostgresRows.host(row, url: url) }
         guard let host = rows.first else { throw ControlError(.notFound, "no host \(id) is registered") }
         return host
@@ -137,7 +153,7 @@ extension PostgresControlStore {
 
     func allHosts(_ connection: PostgresConnection) async throws -> [HostRecord] {
         try await PostgresRows.all(
-            connection, "SELECT \(unescaped: PostgresRows.hostColumns) FROM hosts ORDER BY id", logger: logger
+            connection, "SELECT \(unescaped: PostgresRows.hostReadColumns) FROM hosts ORDER BY id", logger: logger
         ) { row in try PostgresRows.host(row, url: url) }
     }
 

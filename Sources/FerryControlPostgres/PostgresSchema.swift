@@ -136,6 +136,17 @@ enum PostgresSchema {
         Migration(
             identifier: "v9-warm-capacity",
             statements: ["ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0)"]),
+        // A host's mode, as ControlSchema.hostModesV10.
+        Migration(
+            identifier: "v10-host-modes",
+            statements: [
+                """
+                ALTER TABLE hosts ADD COLUMN mode TEXT NOT NULL DEFAULT 'active'
+                    CHECK (mode IN ('active', 'draining', 'drained'))
+                """,
+                "ALTER TABLE hosts ADD COLUMN mode_since_ms BIGINT",
+                "ALTER TABLE hosts ADD COLUMN mode_cause TEXT NOT NULL DEFAULT ''",
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

@@ -110,13 +110,7 @@ struct CloudRoutes: Sendable {
         let usage = try await store.hostUsage()
         let now = Date()
         let views = try await store.hosts().map { host in
-            let used = usage[host.id] ?? .zero
-            return HostView(
-                id: host.id, address: host.address, vcpus: host.capacity.vcpus, memoryBytes: host.capacity.memoryBytes,
-                diskBytes: host.capacity.diskBytes, usedVCPUs: used.vcpus, usedMemoryBytes: used.memoryBytes,
-                usedDiskBytes: used.diskBytes, kvm: host.kvm, health: host.health.rawValue,
-                takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
-                lastHeartbeat: CloudViews.time(host.lastHeartbeat))
+            HostView(host, used: usage[host.id] ?? .zero, now: now, heartbeatTimeout: heartbeatTimeout)
         }
         return try Self.json(HostList(hosts: views))
     }

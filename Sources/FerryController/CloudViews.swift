@@ -87,9 +87,33 @@ struct HostView: Codable, Sendable {
     var health: String
     var takesGuests: Bool
     var lastHeartbeat: String
+    /// `active`, `draining` or `drained` (`HostMode`), since when and why.
+    var mode: String
+    var modeSince: String?
+    var modeCause: String?
+
+    init(_ host: HostRecord, used: Resources, now: Date, heartbeatTimeout: Duration) {
+        id = host.id
+        address = host.address
+        vcpus = host.capacity.vcpus
+        memoryBytes = host.capacity.memoryBytes
+        diskBytes = host.capacity.diskBytes
+        usedVCPUs = used.vcpus
+        usedMemoryBytes = used.memoryBytes
+        usedDiskBytes = used.diskBytes
+        kvm = host.kvm
+        health = host.health.rawValue
+        takesGuests = host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout)
+        lastHeartbeat = CloudViews.time(host.lastHeartbeat)
+        mode = host.mode.rawValue
+        modeSince = host.modeSince.map(CloudViews.time)
+        modeCause = host.modeCause.isEmpty ? nil : host.modeCause
+    }
 
     enum CodingKeys: String, CodingKey {
-        case id, address, vcpus, kvm, health
+        case id, address, vcpus, kvm, health, mode
+        case modeSince = "mode_since"
+        case modeCause = "mode_cause"
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
         case usedVCPUs = "used_vcpus"

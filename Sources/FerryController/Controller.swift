@@ -21,6 +21,7 @@ public final class Controller: Sendable {
     let leases: LeaseKeeper
     let hosts: HostTracking
     let scaler: GroupScaler
+    let drainer: HostDrainer
     let logger: Logger
     private let server = GracefulServer()
 
@@ -44,6 +45,10 @@ public final class Controller: Sendable {
         mover = GuestMover(
             store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout,
             maxMovesPerHost: configuration.maxMovesPerHost, logger: logger)
+        drainer = HostDrainer(
+            store: store, mover: mover, linkBytesPerSecond: configuration.linkBytesPerSecond,
+            maxConcurrency: configuration.maxMovesPerHost, heartbeatTimeout: configuration.heartbeatTimeout,
+            logger: logger)
         let scaler = GroupScaler(
             store: store, provisioner: provisioner, mover: mover, heartbeatTimeout: configuration.heartbeatTimeout,
             logger: logger)
@@ -71,6 +76,7 @@ public final class Controller: Sendable {
     ) async throws {
         try await provisioner.resume()
         try await mover.resume()
+        try await drainer.resume()
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         let keeper = Task { [leases, configuration] in await leases.watch(every: configuration.monitorInterval) }
         let scaling = Task { [scaler, configuration] in await scaler.run(every: configuration.scalingInterval) }
@@ -106,6 +112,7 @@ public final class Controller: Sendable {
         CatalogueRoutes(store: store).add(to: router)
         LeaseRoutes(store: store).add(to: router)
         MoveRoutes(store: store, mover: mover).add(to: router)
+        DrainRoutes(store: store, drainer: drainer).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, mover: mover, key: configuration.key,

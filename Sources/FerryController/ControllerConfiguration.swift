@@ -20,6 +20,9 @@ public struct ControllerConfiguration: Sendable {
     public var moveTimeout: Duration
     /// How many moves may run in or out of one host at once (`GuestMover`).
     public var maxMovesPerHost: Int
+    /// What a host's link carries, bytes per second, as a drain's cost model first assumes it
+    /// (the migrations' measurements then replace it).
+    public var linkBytesPerSecond: Double
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
     public var bodyLimitBytes: Int
@@ -37,8 +40,10 @@ public struct ControllerConfiguration: Sendable {
         moveTimeout: Duration = .seconds(300), maxMovesPerHost: Int = 2,
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
-        passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false
+        passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
+        linkBytesPerSecond: Double = 1.25e9
     ) {
+        self.linkBytesPerSecond = linkBytesPerSecond
         self.listen = listen
         self.key = key
         self.heartbeatTimeout = heartbeatTimeout

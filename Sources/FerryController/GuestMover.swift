@@ -4,6 +4,7 @@ import FerryHostModel
 import FerryTransport
 import Foundation
 import Logging
+import Synchronization
 
 /// Moves a running guest to another host by live migration, through the agents' API (signed with
 /// the cluster key): the store records the move first (`beginMove`: the guest holds its
@@ -28,6 +29,9 @@ final class GuestMover: Sendable {
     /// Moves in or out of one host at once (nil: no limit).
     let maxMovesPerHost: Int?
     let logger: Logger
+    /// The source's record of each guest's last completed migration, for the cost model
+    /// (`takeMeasurement`; the oldest are dropped past 1,024).
+    private let measurements = Mutex<[GuestID: MigrationResource]>([:])
 
     init(
         store: any ControlStore, key: SharedKey, work: BlockingWork, timeout: Duration, maxMovesPerHost: Int? = 2,
@@ -86,8 +90,12 @@ final class GuestMover: Sendable {
         let end: MoveEnd
         do { end = try await migrate(moving, to: destination, options: options) } catch { end = .unknown("\(error)") }
         switch end {
-        case .completed(let summary):
-            return try await finish(moving, cause: "host \(moving.host): \(summary)")
+        case .completed(let migration):
+            measurements.withLock { measurements in
+                if measurements.count >= 1024 { measurements.removeAll() }
+                measurements[moving.id] = migration
+            }
+            return try await finish(moving, cause: "host \(moving.host): \(Self.summary(migration))")
         case .failed(let reason):
             logger.warning(
                 "a guest's live migration failed; it stays on its host",
@@ -116,6 +124,11 @@ final class GuestMover: Sendable {
         }
     }
 
+    /// What the guest's last completed migration measured, once.
+    func takeMeasurement(_ id: GuestID) -> MigrationResource? {
+        measurements.withLock { $0.removeValue(forKey: id) }
+    }
+
     /// finishMove; a move another controller (or a settle) already finished is taken as it is. A
     /// store that failed leaves the move to be settled again from the agents.
     private func finish(_ moving: CloudGuest, cause: String) async throws(ControlError) -> CloudGuest {
@@ -133,7 +146,7 @@ final class GuestMover: Sendable {
 
     /// How a migration ended, as the source's agent told it.
     enum MoveEnd {
-        case completed(String)
+        case completed(MigrationResource)
         /// It never began, failed or was cancelled: the guest runs on its source.
         case failed(String)
         /// Nobody said: the source stopped answering, or the migration outlived its deadline and
@@ -142,7 +155,7 @@ final class GuestMover: Sendable {
     }
 
     /// Asks the source's agent to migrate the guest to the destination's agent and follows the
-    /// migration until it ends; past the deadline it asks for a cancel and waits a minute more.
+    /// migration until it ends; past the deadline it asks for a cancel and waits `cancelGrace` more.
     private func migrate(_ guest: CloudGuest, to destination: String, options: MigrationRequest.Options?)
         async throws -> MoveEnd
     {
@@ -168,7 +181,7 @@ final class GuestMover: Sendable {
         while true {
             switch migration.status {
             case .completed:
-                return .completed(Self.summary(migration))
+                return .completed(migration)
             case .failed, .cancelled:
                 return .failed("migration \(migration.id) \(migration.status.rawValue): \(migration.error ?? "-")")
             case .setup, .active, .cancelling, .unresolved:
@@ -180,7 +193,7 @@ final class GuestMover: Sendable {
                 }
                 await cancel(source, migration.id, guest)
                 cancelled = true
-                deadline = ContinuousClock.now + .seconds(60)
+                deadline = ContinuousClock.now + Self.cancelGrace(timeout)
             }
             try await Task.sleep(for: .milliseconds(200))
             let id = migration.id
@@ -194,6 +207,10 @@ final class GuestMover: Sendable {
             }
         }
     }
+
+    /// How long a cancelled migration has to end before nobody can say how it ended: the move's
+    /// timeout, from 5 s to a minute.
+    static func cancelGrace(_ timeout: Duration) -> Duration { min(.seconds(60), max(.seconds(5), timeout)) }
 
     /// Asks the source for a cancel; one too late (the guest is the destination's) is fine.
     private func cancel(_ source: AgentClient, _ id: String, _ guest: CloudGuest) async {

@@ -118,7 +118,7 @@ public struct MigrationCostModel: Sendable, Equatable {
         return model
     }
 
-    static func median(_ values: [Double]) -> Double? {
+    public static func median(_ values: [Double]) -> Double? {
         guard !values.isEmpty else { return nil }
         let sorted = values.sorted()
         let middle = sorted.count / 2

@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryControl
 import FerryControlPostgres
 import FerryController
+import FerryGuest
 import FerryTransport
 import Foundation
 import Logging
@@ -69,6 +70,14 @@ struct ControlCommand: ParsableCommand {
     var maxMovesPerHost = 2
 
     @Option(
+        name: .customLong("link-rate"),
+        help: ArgumentHelp(
+            "What a host's link carries, like 10Gbit/s or 1Gbit/s: a drain's cost model starts from it to choose how"
+                + " many guests leave at once (the migrations' own measurements then take over).",
+            valueName: "rate"), transform: RateOption.bandwidth)
+    var linkRate = Rate(bytesPerSecond: 1.25e9)
+
+    @Option(
         name: .customLong("scaling-interval"),
         help: ArgumentHelp(
             "Seconds between two passes of the auto-scaling groups (their policies decide, their members follow).",
@@ -113,7 +122,7 @@ struct ControlCommand: ParsableCommand {
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
                 moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
-                scalingInterval: .milliseconds(Int(scalingInterval * 1000)))
+                scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value)
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

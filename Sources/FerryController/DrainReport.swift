@@ -1,0 +1,78 @@
+import FerryControl
+import Foundation
+
+/// How a host's drain stands: `GET /v1/hosts/{id}/drain`, and the answer to a drain.
+struct DrainReport: Codable, Sendable, Equatable {
+    enum Phase: String, Codable, Sendable {
+        /// Moving its guests.
+        case draining
+        /// Every running guest left; the host is `drained`.
+        case drained
+        /// Nothing more it can move: the guests in `stays` and `failed` are still on it, each with
+        /// the reason. The host stays `draining` (it takes no guests); `drain` tries again.
+        case incomplete
+        /// Undrained (or the controller stopped) before it ended.
+        case stopped
+    }
+
+    /// One guest that went, is going, or could not.
+    struct Guest: Codable, Sendable, Equatable {
+        var id: String
+        var name: String
+        /// Where it went (moved), or goes (moving).
+        var to: String?
+        /// The model's prediction of its migration, in seconds.
+        var estimateSeconds: Double?
+        /// How long its migration took, or has taken so far.
+        var seconds: Double?
+        var downtimeMs: Double?
+        /// Why it stays (failed, stays).
+        var reason: String?
+
+        enum CodingKeys: String, CodingKey {
+            case id, name, to, reason
+            case estimateSeconds = "estimate_s"
+            case seconds = "seconds"
+            case downtimeMs = "downtime_ms"
+        }
+    }
+
+    var host: String
+    var phase: Phase
+    /// RFC 3339, as every time the API gives.
+    var startedAt: String
+    var endedAt: String?
+    /// Migrations at once, as the cost model chose for the guests still to go.
+    var concurrency: Int
+    /// The link the model assumes now (configured, then as the migrations measured it).
+    var linkBytesPerSecond: Double
+    /// Predicted seconds until the host is empty, from now.
+    var etaSeconds: Double
+    var moved: [Guest]
+    var moving: [Guest]
+    var waiting: [Guest]
+    /// Live migrations that failed (no host can take it, it did not converge, an agent refused).
+    var failed: [Guest]
+    /// Guests that are not running (stopped, suspended, in error): a live migration cannot move
+    /// them; they keep their files on the host.
+    var stays: [Guest]
+
+    enum CodingKeys: String, CodingKey {
+        case host, phase, concurrency, moved, moving, waiting, failed, stays
+        case startedAt = "started_at"
+        case endedAt = "ended_at"
+        case linkBytesPerSecond = "link_bytes_per_s"
+        case etaSeconds = "eta_s"
+    }
+
+    /// One line for a log or a terminal: "host h1 draining: 3 of 8 moved, 2 moving, eta 12 s".
+    var summary: String {
+        let total = moved.count + moving.count + waiting.count + failed.count + stays.count
+        var text = "host \(host) \(phase.rawValue): \(moved.count) of \(total) moved"
+        if !moving.isEmpty { text += ", \(moving.count) moving" }
+        if !failed.isEmpty { text += ", \(failed.count) failed" }
+        if !stays.isEmpty { text += ", \(stays.count) not running" }
+        if phase == .draining { text += ", \(concurrency) at once, eta \(Int(etaSeconds.rounded(.up))) s" }
+        return text
+    }
+}

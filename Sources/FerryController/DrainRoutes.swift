@@ -1,0 +1,42 @@
+import FerryControl
+import Foundation
+import Hummingbird
+
+/// Host maintenance (site admins, or the cluster key): `POST /v1/hosts/{id}/drain` puts the host
+/// in `draining` and empties it by live migration (202 with how the drain stands);
+/// `GET /v1/hosts/{id}/drain` follows it (moved, moving, waiting, failed, an ETA);
+/// `POST /v1/hosts/{id}/undrain` gives the host back (`active`).
+struct DrainRoutes: Sendable {
+    let store: any ControlStore
+    let drainer: HostDrainer
+
+    func add(to router: Router<ControllerContext>) {
+        router.post("/v1/hosts/:id/drain") { _, context in
+            try context.require(.manageHosts)
+            let host = context.parameters.get("id") ?? ""
+            let cause = "drain asked by \(try context.principal().user)"
+            return try CloudRoutes.json(try await drainer.drain(host, cause: cause), status: .accepted)
+        }
+        router.get("/v1/hosts/:id/drain") { _, context in
+            try context.require(.manageHosts)
+            let host = context.parameters.get("id") ?? ""
+            guard let report = drainer.report(host) else {
+                guard try await store.hosts().contains(where: { $0.id == host }) else {
+                    throw CloudAPIError(.notFound, "not_found", "no host \(host) is registered")
+                }
+                throw CloudAPIError(
+                    .notFound, "not_found",
+                    "this controller has not drained host \(host) since it started: POST /v1/hosts/\(host)/drain")
+            }
+            return try CloudRoutes.json(report)
+        }
+        router.post("/v1/hosts/:id/undrain") { _, context in
+            try context.require(.manageHosts)
+            let host = context.parameters.get("id") ?? ""
+            let record = try await drainer.undrain(host, cause: "undrain asked by \(try context.principal().user)")
+            let used = try await store.hostUsage()[host] ?? .zero
+            return try CloudRoutes.json(
+                HostView(record, used: used, now: Date(), heartbeatTimeout: drainer.heartbeatTimeout))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import Foundation
+
+/// The cost model learns from the migrations a drain makes: each one's send rate (times the
+/// migrations that shared the link), setup, wire ratio, and the guest's dirty rate.
+extension HostDrainer {
+    /// What the source's record of a completed migration says, in the model's terms. The rounds
+    /// give the rates where they are recorded: bytes on the wire over the time spent writing them,
+    /// pages dirtied over the time of the rounds that followed the first copy.
+    static func observation(_ migration: MigrationResource, sharing: Int) -> MigrationObservation {
+        let pageSize = 4096.0
+        let rounds = migration.perRound ?? []
+        let wire = rounds.reduce(UInt64(0)) { $0 + $1.wireBytes }
+        let sending = rounds.reduce(0.0) { $0 + $1.sendingMs } / 1000
+        let pages = rounds.reduce(0) { $0 + $1.pages }
+        let dirtied = rounds.reduce(0) { $0 + $1.dirtyPages }
+        let during = rounds.reduce(0.0) { $0 + $1.durationMs } / 1000
+        let send = sending > 0.001 && wire > 0 ? Double(wire) / sending : migration.sendRateBytesPerSecond
+        let dirty = during > 0.001 ? Double(dirtied) * pageSize / during : migration.dirtyRateBytesPerSecond
+        return MigrationObservation(
+            dirtyBytesPerSecond: dirty, sendBytesPerSecond: send, sharing: sharing,
+            setupSeconds: migration.setupMs.map { $0 / 1000 },
+            memorySentBytes: pages > 0 ? Int64(Double(pages) * pageSize) : nil,
+            wireBytes: wire > 0 ? Int64(wire) : nil)
+    }
+
+    /// Keeps the observation for the host's model and the guest's dirty rate.
+    func record(_ observation: MigrationObservation, guest: GuestID, host: String) {
+        measured.withLock { measured in
+            var list = measured[host] ?? []
+            list.append(observation)
+            measured[host] = Array(list.suffix(16))
+        }
+        if let dirty = observation.dirtyBytesPerSecond {
+            dirtyRates.withLock { rates in
+                if rates.count >= 4096 { rates.removeAll() }
+                rates[guest] = dirty
+            }
+        }
+    }
+}

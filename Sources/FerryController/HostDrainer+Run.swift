@@ -1,0 +1,206 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import Foundation
+import Logging
+
+/// A drain's loop: look at the host's guests, plan the ones still to go (`DrainPlan`), start as
+/// many migrations as the plan runs at once, wait for one to end, and again; when nothing is left
+/// to move, the host is `drained` (or the drain `incomplete`, naming what stays). Each migration
+/// runs in its own task, so an undrain stops new ones without cutting one under way.
+extension HostDrainer {
+    /// What one look at the host decided.
+    struct Step {
+        /// Guests to start moving now, with their predicted seconds.
+        var start: [(CloudGuest, Double)]
+        var concurrency: Int
+        /// Guests that may become movable (building, moving by someone else, unknown): look again.
+        var unsettled: Bool
+    }
+
+    func run(_ host: String) async {
+        let (ended, continuation) = AsyncStream.makeStream(of: Void.self)
+        var outcomes = ended.makeAsyncIterator()
+        var inFlight = 0
+        while !Task.isCancelled {
+            let step: Step
+            do {
+                guard let next = try await look(host) else { break }
+                step = next
+            } catch {
+                logger.warning("a drain could not look at its host: \(error)", metadata: ["host.id": "\(host)"])
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            for (guest, estimate) in step.start.prefix(max(0, step.concurrency - inFlight)) {
+                begin(guest, estimate: estimate, host: host)
+                inFlight += 1
+                Task { [self] in
+                    await self.moveOne(guest, host: host, sharing: step.concurrency)
+                    continuation.yield()
+                }
+            }
+            if inFlight == 0 {
+                guard step.unsettled else {
+                    await finish(host)
+                    return
+                }
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            guard await outcomes.next() != nil else { break }
+            inFlight -= 1
+        }
+        logger.notice("a drain stopped before its end", metadata: ["host.id": "\(host)"])
+    }
+
+    /// The host's guests now: who moves next, who stays and why. Nil when the host is no longer
+    /// `draining` (undrained, here or by another controller).
+    func look(_ host: String) async throws(ControlError) -> Step? {
+        guard let record = try await store.hosts().first(where: { $0.id == host }), record.mode == .draining else {
+            return nil
+        }
+        let holding = Set(CloudGuestState.allCases.filter(\.holdsCapacity))
+        let guests = try await store.guests(host: host, states: holding)
+        let (busy, failed) = drains.withLock { drains in
+            (
+                Set((drains[host]?.report.moving ?? []).map(\.id)),
+                Set((drains[host]?.report.failed ?? []).map(\.id))
+            )
+        }
+        let movable = guests.filter {
+            $0.state == .running && $0.movingTo == nil && !busy.contains($0.id.description)
+                && !failed.contains($0.id.description)
+        }
+        let stays = guests.filter { [.stopped, .suspended].contains($0.state) }
+        let unsettled = guests.contains { guest in
+            !busy.contains(guest.id.description) && !failed.contains(guest.id.description)
+                && !stays.contains(where: { $0.id == guest.id }) && !movable.contains(where: { $0.id == guest.id })
+        }
+        let stuck = guests.filter {
+            !busy.contains($0.id.description) && !failed.contains($0.id.description)
+                && ![.stopped, .suspended].contains($0.state)
+        }
+        if Date().timeIntervalSince(record.lastHeartbeat) > Self.seconds(heartbeatTimeout), !stuck.isEmpty {
+            let silent = Int(Date().timeIntervalSince(record.lastHeartbeat).rounded())
+            let reason =
+                "host \(host)'s agent is silent (last heard \(silent) s ago): its guests cannot move live until it is"
+                + " back; drain it again then"
+            drains.withLock { drains in
+                drains[host]?.report.waiting = []
+                drains[host]?.report.failed += stuck.map {
+                    DrainReport.Guest(id: $0.id.description, name: $0.name.value, reason: reason)
+                }
+            }
+            return Step(start: [], concurrency: 1, unsettled: false)
+        }
+        let plan = self.plan(host, movable)
+        let byID = Dictionary(uniqueKeysWithValues: movable.map { ($0.id.description, $0) })
+        let ordered = plan.order.compactMap { byID[$0] }
+        drains.withLock { drains in
+            drains[host]?.report.concurrency = plan.concurrency
+            drains[host]?.report.linkBytesPerSecond = model(host).linkBytesPerSecond
+            drains[host]?.report.waiting = ordered.map {
+                DrainReport.Guest(
+                    id: $0.id.description, name: $0.name.value, estimateSeconds: plan.estimates[$0.id.description])
+            }
+            drains[host]?.report.stays = stays.map {
+                DrainReport.Guest(
+                    id: $0.id.description, name: $0.name.value,
+                    reason: "\($0.state.rawValue): only a running guest moves live; its files stay on the host")
+            }
+        }
+        return Step(
+            start: ordered.map { ($0, plan.estimates[$0.id.description] ?? 0) }, concurrency: plan.concurrency,
+            unsettled: unsettled)
+    }
+
+    /// The plan for the guests still to go. Their dirty rates are what their last migrations
+    /// measured; a guest never measured counts at the median of those that were. Until one
+    /// migration out of the host has measured anything, one goes at a time (a probe: a wrong
+    /// guess at many at once would cost more than one migration alone).
+    func plan(_ host: String, _ guests: [CloudGuest]) -> DrainPlan {
+        let rates = dirtyRates.withLock { $0 }
+        let known = guests.compactMap { rates[$0.id] }
+        let fallback = MigrationCostModel.median(known.isEmpty ? Array(rates.values) : known)
+        let probing = fallback == nil && measured.withLock { ($0[host] ?? []).isEmpty }
+        let profiles = guests.map { guest in
+            DrainGuest(
+                id: guest.id.description,
+                profile: MigrationProfile(
+                    memoryBytes: Int64(guest.resources.memoryBytes),
+                    dirtyBytesPerSecond: rates[guest.id] ?? fallback ?? 0))
+        }
+        return DrainPlan.make(profiles, model: model(host), maxConcurrency: probing ? 1 : maxConcurrency)
+    }
+
+    /// Marks the guest moving in the report.
+    func begin(_ guest: CloudGuest, estimate: Double, host: String) {
+        drains.withLock { drains in
+            let id = guest.id.description
+            drains[host]?.report.waiting.removeAll { $0.id == id }
+            drains[host]?.report.moving.append(
+                DrainReport.Guest(id: id, name: guest.name.value, estimateSeconds: estimate))
+            drains[host]?.movingSince[id] = .now
+        }
+    }
+
+    /// One guest's live migration, to the host the scheduler picks; its measurements go to the
+    /// cost model, its end to the report.
+    func moveOne(_ guest: CloudGuest, host: String, sharing: Int) async {
+        let started = ContinuousClock.now
+        let id = guest.id.description
+        var entry = DrainReport.Guest(id: id, name: guest.name.value)
+        do {
+            let moved = try await mover.move(guest.id, to: nil, cause: "drain of host \(host)")
+            entry.to = moved.host
+            if let migration = mover.takeMeasurement(guest.id) {
+                record(Self.observation(migration, sharing: sharing), guest: guest.id, host: host)
+                entry.downtimeMs = migration.downtimeMs
+            }
+        } catch {
+            entry.reason = error.message
+            logger.warning(
+                "a guest of a draining host could not move: it stays",
+                metadata: ["host.id": "\(host)", "guest.id": "\(id)", "guest.error": "\(error.message)"])
+        }
+        entry.seconds = Self.seconds(ContinuousClock.now - started)
+        drains.withLock { drains in
+            entry.estimateSeconds = drains[host]?.report.moving.first { $0.id == id }?.estimateSeconds
+            drains[host]?.report.moving.removeAll { $0.id == id }
+            drains[host]?.movingSince[id] = nil
+            if entry.reason == nil {
+                drains[host]?.report.moved.append(entry)
+            } else {
+                drains[host]?.report.failed.append(entry)
+            }
+        }
+    }
+
+    /// Nothing left to move: `drained` when nothing holds capacity on the host any more, else
+    /// `incomplete`.
+    func finish(_ host: String) async {
+        let left = drains.withLock { drains in
+            (drains[host]?.report.failed.count ?? 0) + (drains[host]?.report.stays.count ?? 0)
+        }
+        var phase = DrainReport.Phase.incomplete
+        if left == 0 {
+            do {
+                _ = try await store.setHostMode(host, to: .drained, from: [.draining], cause: "drain: every guest left")
+                phase = .drained
+            } catch {
+                logger.notice(
+                    "a drain ended on a host that changed meanwhile: \(error)", metadata: ["host.id": "\(host)"])
+                phase = .stopped
+            }
+        }
+        let summary = drains.withLock { drains -> String in
+            drains[host]?.report.phase = phase
+            drains[host]?.report.endedAt = CloudViews.time(Date())
+            drains[host]?.report.etaSeconds = 0
+            drains[host]?.task = nil
+            return drains[host]?.report.summary ?? host
+        }
+        logger.notice("a drain ended: \(summary)", metadata: ["host.id": "\(host)"])
+    }
+}

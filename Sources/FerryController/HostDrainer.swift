@@ -1,0 +1,125 @@
+import FerryAgent
+import FerryControl
+import FerryHostModel
+import Foundation
+import Logging
+import Synchronization
+
+/// Empties hosts for maintenance (`drain`) and gives them back (`undrain`). A drained host takes
+/// no guests (its mode, in the store, so every controller and the scheduler see it); its running
+/// guests leave by live migration through `GuestMover` (recorded moves: each guest is on one host
+/// at every moment), several at once as `DrainPlan` chooses from the cost model, which the
+/// migrations themselves calibrate as they end. A guest that cannot go (no host takes it, its
+/// migration fails) stays, named with the reason; a guest that is not running stays too (a live
+/// migration moves running guests). A controller that restarts resumes the drains it finds.
+final class HostDrainer: Sendable {
+    let store: any ControlStore
+    let mover: GuestMover
+    /// The source's link as configured; the migrations' measurements replace it.
+    let linkBytesPerSecond: Double
+    /// Migrations at once out of one host, at most.
+    let maxConcurrency: Int
+    /// For the host views a drain's answers carry.
+    let heartbeatTimeout: Duration
+    let logger: Logger
+    /// The drains this controller runs, by host.
+    let drains = Mutex<[String: Drain]>([:])
+    /// What the migrations out of each host measured (the newest 16 per host).
+    let measured = Mutex<[String: [MigrationObservation]]>([:])
+    /// The dirty rate each guest's last migration measured.
+    let dirtyRates = Mutex<[GuestID: Double]>([:])
+
+    struct Drain: Sendable {
+        var report: DrainReport
+        var task: Task<Void, Never>?
+        /// When each moving guest's migration began.
+        var movingSince: [String: ContinuousClock.Instant] = [:]
+    }
+
+    init(
+        store: any ControlStore, mover: GuestMover, linkBytesPerSecond: Double, maxConcurrency: Int,
+        heartbeatTimeout: Duration, logger: Logger
+    ) {
+        self.heartbeatTimeout = heartbeatTimeout
+        self.store = store
+        self.mover = mover
+        self.linkBytesPerSecond = linkBytesPerSecond
+        self.maxConcurrency = max(1, maxConcurrency)
+        self.logger = logger
+    }
+
+    /// Puts the host in `draining` and starts emptying it (a drain already running here goes on);
+    /// answers how it stands.
+    func drain(_ host: String, cause: String) async throws(ControlError) -> DrainReport {
+        _ = try await store.setHostMode(host, to: .draining, from: nil, cause: cause)
+        start(host)
+        return report(host) ?? Self.empty(host)
+    }
+
+    /// Gives the host back (`active`): no more of its guests start to move; the migrations under
+    /// way end as they end.
+    func undrain(_ host: String, cause: String) async throws(ControlError) -> HostRecord {
+        let record = try await store.setHostMode(host, to: .active, from: nil, cause: cause)
+        drains.withLock { drains in
+            drains[host]?.task?.cancel()
+            if drains[host]?.report.phase == .draining { drains[host]?.report.phase = .stopped }
+        }
+        return record
+    }
+
+    /// How the host's drain stands, if this controller ran one since it started.
+    func report(_ host: String) -> DrainReport? {
+        drains.withLock { drains in
+            guard var report = drains[host]?.report else { return nil }
+            let now = ContinuousClock.now
+            for index in report.moving.indices {
+                if let since = drains[host]?.movingSince[report.moving[index].id] {
+                    report.moving[index].seconds = Self.seconds(now - since)
+                }
+            }
+            if report.phase == .draining {
+                report.etaSeconds = DrainPlan.remaining(
+                    running: report.moving.map { (estimate: $0.estimateSeconds ?? 0, elapsed: $0.seconds ?? 0) },
+                    waiting: report.waiting.map { $0.estimateSeconds ?? 0 }, concurrency: report.concurrency)
+            }
+            return report
+        }
+    }
+
+    /// After a restart: the drains of hosts the store has `draining`.
+    func resume() async throws(ControlError) {
+        for host in try await store.hosts() where host.mode == .draining {
+            logger.notice("resuming the drain of a host", metadata: ["host.id": "\(host.id)"])
+            start(host.id)
+        }
+    }
+
+    /// Starts the host's drain task unless one runs.
+    private func start(_ host: String) {
+        drains.withLock { drains in
+            if let running = drains[host], running.report.phase == .draining, running.task != nil { return }
+            var drain = Drain(report: Self.empty(host))
+            drain.report.linkBytesPerSecond = model(host).linkBytesPerSecond
+            drain.task = Task { [self] in await self.run(host) }
+            drains[host] = drain
+        }
+    }
+
+    static func empty(_ host: String) -> DrainReport {
+        DrainReport(
+            host: host, phase: .draining, startedAt: CloudViews.time(Date()), endedAt: nil, concurrency: 1,
+            linkBytesPerSecond: 0,
+            etaSeconds: 0, moved: [], moving: [], waiting: [], failed: [], stays: [])
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// The cost model for migrations out of `host`: the configured link, calibrated by what the
+    /// migrations out of it measured.
+    func model(_ host: String) -> MigrationCostModel {
+        let observations = measured.withLock { $0[host] ?? [] }
+        return MigrationCostModel(linkBytesPerSecond: linkBytesPerSecond).calibrated(by: observations)
+    }
+}
