@@ -48,7 +48,7 @@ public final class Controller: Sendable {
         drainer = HostDrainer(
             store: store, mover: mover, linkBytesPerSecond: configuration.linkBytesPerSecond,
             maxConcurrency: configuration.maxMovesPerHost, heartbeatTimeout: configuration.heartbeatTimeout,
-            logger: logger)
+            forcedConcurrency: configuration.drainConcurrency, logger: logger)
         let scaler = GroupScaler(
             store: store, provisioner: provisioner, mover: mover, heartbeatTimeout: configuration.heartbeatTimeout,
             logger: logger)

@@ -23,6 +23,9 @@ public struct ControllerConfiguration: Sendable {
     /// What a host's link carries, bytes per second, as a drain's cost model first assumes it
     /// (the migrations' measurements then replace it).
     public var linkBytesPerSecond: Double
+    /// Migrations at once out of a draining host, instead of the cost model's choice (nil: the
+    /// model chooses, up to `maxMovesPerHost`).
+    public var drainConcurrency: Int?
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
     public var bodyLimitBytes: Int
@@ -41,8 +44,9 @@ public struct ControllerConfiguration: Sendable {
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
-        linkBytesPerSecond: Double = 1.25e9
+        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil
     ) {
+        self.drainConcurrency = drainConcurrency
         self.linkBytesPerSecond = linkBytesPerSecond
         self.listen = listen
         self.key = key

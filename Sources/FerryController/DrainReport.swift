@@ -44,8 +44,17 @@ struct DrainReport: Codable, Sendable, Equatable {
     var endedAt: String?
     /// Migrations at once, as the cost model chose for the guests still to go.
     var concurrency: Int
+    /// The concurrency each migration started under, in the order they started.
+    var concurrencies: [Int] = []
     /// The link the model assumes now (configured, then as the migrations measured it).
     var linkBytesPerSecond: Double
+    /// The rest of the model: the fixed cost of one move, wire bytes per guest byte, and the dirty
+    /// rate a guest never measured counts at (nil: none measured yet).
+    var setupSeconds: Double = 0
+    /// What one migration carries alone, on the wire (nil: not measured yet).
+    var streamBytesPerSecond: Double?
+    var wireRatio: Double = 1
+    var assumedDirtyBytesPerSecond: Double?
     /// Predicted seconds until the host is empty, from now.
     var etaSeconds: Double
     var moved: [Guest]
@@ -58,11 +67,15 @@ struct DrainReport: Codable, Sendable, Equatable {
     var stays: [Guest]
 
     enum CodingKeys: String, CodingKey {
-        case host, phase, concurrency, moved, moving, waiting, failed, stays
+        case host, phase, concurrency, concurrencies, moved, moving, waiting, failed, stays
         case startedAt = "started_at"
         case endedAt = "ended_at"
         case linkBytesPerSecond = "link_bytes_per_s"
         case etaSeconds = "eta_s"
+        case setupSeconds = "setup_s"
+        case streamBytesPerSecond = "stream_bytes_per_s"
+        case wireRatio = "wire_ratio"
+        case assumedDirtyBytesPerSecond = "assumed_dirty_bytes_per_s"
     }
 
     /// One line for a log or a terminal: "host h1 draining: 3 of 8 moved, 2 moving, eta 12 s".

@@ -7,21 +7,25 @@ import Foundation
 /// migrations that shared the link), setup, wire ratio, and the guest's dirty rate.
 extension HostDrainer {
     /// What the source's record of a completed migration says, in the model's terms. The rounds
-    /// give the rates where they are recorded: bytes on the wire over the time spent writing them,
-    /// pages dirtied over the time of the rounds that followed the first copy.
-    static func observation(_ migration: MigrationResource, sharing: Int) -> MigrationObservation {
+    /// give the rates where they are recorded: bytes on the wire over the rounds' time (harvests and
+    /// waits included: what one migration carries alone),
+    /// pages dirtied over the time of the rounds. The fixed cost is everything of the move's
+    /// `wallSeconds` outside the rounds: the agents' calls, the destination's preparation, the
+    /// handoff and resume, the store's records (the engine's own `setup_ms` is a small part).
+    static func observation(_ migration: MigrationResource, sharing: Int, wallSeconds: Double)
+        -> MigrationObservation
+    {
         let pageSize = 4096.0
         let rounds = migration.perRound ?? []
         let wire = rounds.reduce(UInt64(0)) { $0 + $1.wireBytes }
-        let sending = rounds.reduce(0.0) { $0 + $1.sendingMs } / 1000
         let pages = rounds.reduce(0) { $0 + $1.pages }
         let dirtied = rounds.reduce(0) { $0 + $1.dirtyPages }
         let during = rounds.reduce(0.0) { $0 + $1.durationMs } / 1000
-        let send = sending > 0.001 && wire > 0 ? Double(wire) / sending : migration.sendRateBytesPerSecond
+        let send = during > 0.001 && wire > 0 ? Double(wire) / during : migration.sendRateBytesPerSecond
         let dirty = during > 0.001 ? Double(dirtied) * pageSize / during : migration.dirtyRateBytesPerSecond
         return MigrationObservation(
             dirtyBytesPerSecond: dirty, sendBytesPerSecond: send, sharing: sharing,
-            setupSeconds: migration.setupMs.map { $0 / 1000 },
+            setupSeconds: rounds.isEmpty ? migration.setupMs.map { $0 / 1000 } : max(0, wallSeconds - during),
             memorySentBytes: pages > 0 ? Int64(Double(pages) * pageSize) : nil,
             wireBytes: wire > 0 ? Int64(wire) : nil)
     }

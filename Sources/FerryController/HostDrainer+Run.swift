@@ -33,7 +33,7 @@ extension HostDrainer {
                 continue
             }
             for (guest, estimate) in step.start.prefix(max(0, step.concurrency - inFlight)) {
-                begin(guest, estimate: estimate, host: host)
+                begin(guest, estimate: estimate, host: host, concurrency: step.concurrency)
                 inFlight += 1
                 Task { [self] in
                     await self.moveOne(guest, host: host, sharing: step.concurrency)
@@ -94,12 +94,17 @@ extension HostDrainer {
             }
             return Step(start: [], concurrency: 1, unsettled: false)
         }
-        let plan = self.plan(host, movable)
+        let (plan, assumed) = self.plan(host, movable)
+        let model = model(host)
         let byID = Dictionary(uniqueKeysWithValues: movable.map { ($0.id.description, $0) })
         let ordered = plan.order.compactMap { byID[$0] }
         drains.withLock { drains in
             drains[host]?.report.concurrency = plan.concurrency
-            drains[host]?.report.linkBytesPerSecond = model(host).linkBytesPerSecond
+            drains[host]?.report.linkBytesPerSecond = model.linkBytesPerSecond
+            drains[host]?.report.setupSeconds = model.setupSeconds
+            drains[host]?.report.streamBytesPerSecond = model.streamBytesPerSecond
+            drains[host]?.report.wireRatio = model.wireRatio
+            drains[host]?.report.assumedDirtyBytesPerSecond = assumed
             drains[host]?.report.waiting = ordered.map {
                 DrainReport.Guest(
                     id: $0.id.description, name: $0.name.value, estimateSeconds: plan.estimates[$0.id.description])
@@ -119,7 +124,7 @@ extension HostDrainer {
     /// measured; a guest never measured counts at the median of those that were. Until one
     /// migration out of the host has measured anything, one goes at a time (a probe: a wrong
     /// guess at many at once would cost more than one migration alone).
-    func plan(_ host: String, _ guests: [CloudGuest]) -> DrainPlan {
+    func plan(_ host: String, _ guests: [CloudGuest]) -> (DrainPlan, assumed: Double?) {
         let rates = dirtyRates.withLock { $0 }
         let known = guests.compactMap { rates[$0.id] }
         let fallback = MigrationCostModel.median(known.isEmpty ? Array(rates.values) : known)
@@ -131,12 +136,18 @@ extension HostDrainer {
                     memoryBytes: Int64(guest.resources.memoryBytes),
                     dirtyBytesPerSecond: rates[guest.id] ?? fallback ?? 0))
         }
-        return DrainPlan.make(profiles, model: model(host), maxConcurrency: probing ? 1 : maxConcurrency)
+        if let forcedConcurrency {
+            let plan = DrainPlan.make(
+                profiles, model: model(host), maxConcurrency: forcedConcurrency, forced: forcedConcurrency)
+            return (plan, fallback)
+        }
+        return (DrainPlan.make(profiles, model: model(host), maxConcurrency: probing ? 1 : maxConcurrency), fallback)
     }
 
     /// Marks the guest moving in the report.
-    func begin(_ guest: CloudGuest, estimate: Double, host: String) {
+    func begin(_ guest: CloudGuest, estimate: Double, host: String, concurrency: Int) {
         drains.withLock { drains in
+            drains[host]?.report.concurrencies.append(concurrency)
             let id = guest.id.description
             drains[host]?.report.waiting.removeAll { $0.id == id }
             drains[host]?.report.moving.append(
@@ -155,7 +166,9 @@ extension HostDrainer {
             let moved = try await mover.move(guest.id, to: nil, cause: "drain of host \(host)")
             entry.to = moved.host
             if let migration = mover.takeMeasurement(guest.id) {
-                record(Self.observation(migration, sharing: sharing), guest: guest.id, host: host)
+                let wall = Self.seconds(ContinuousClock.now - started)
+                record(
+                    Self.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest.id, host: host)
                 entry.downtimeMs = migration.downtimeMs
             }
         } catch {

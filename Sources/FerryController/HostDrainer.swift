@@ -19,6 +19,8 @@ final class HostDrainer: Sendable {
     let linkBytesPerSecond: Double
     /// Migrations at once out of one host, at most.
     let maxConcurrency: Int
+    /// The operator's concurrency (`--drain-concurrency N`) instead of the model's choice.
+    let forcedConcurrency: Int?
     /// For the host views a drain's answers carry.
     let heartbeatTimeout: Duration
     let logger: Logger
@@ -38,8 +40,9 @@ final class HostDrainer: Sendable {
 
     init(
         store: any ControlStore, mover: GuestMover, linkBytesPerSecond: Double, maxConcurrency: Int,
-        heartbeatTimeout: Duration, logger: Logger
+        heartbeatTimeout: Duration, forcedConcurrency: Int? = nil, logger: Logger
     ) {
+        self.forcedConcurrency = forcedConcurrency
         self.heartbeatTimeout = heartbeatTimeout
         self.store = store
         self.mover = mover

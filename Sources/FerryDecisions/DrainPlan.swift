@@ -42,12 +42,16 @@ public struct DrainPlan: Sendable, Equatable {
     /// concurrency k from 1 to the limit, every guest's migration at a k-th of the link, started
     /// longest first into the first free slot; the k with the shortest predicted time in which
     /// every guest that converges alone still converges (ties: the smaller k, fewer at once).
-    public static func make(_ guests: [DrainGuest], model: MigrationCostModel, maxConcurrency: Int) -> DrainPlan {
+    /// `forced`: that concurrency, whatever the model says (an operator's override).
+    public static func make(
+        _ guests: [DrainGuest], model: MigrationCostModel, maxConcurrency: Int, forced: Int? = nil
+    ) -> DrainPlan {
         let limit = max(1, min(maxConcurrency, max(1, guests.count)))
+        let candidates = forced.map { max(1, $0)...max(1, $0) } ?? 1...limit
         let alone = Dictionary(uniqueKeysWithValues: guests.map { ($0.id, model.estimate($0.profile, sharing: 1)) })
         let stuck = guests.filter { !(alone[$0.id]?.converges ?? false) }.map(\.id)
         var best: DrainPlan?
-        for k in 1...limit {
+        for k in candidates {
             var estimates: [String: Double] = [:]
             var keepsConverging = true
             for guest in guests {
@@ -55,7 +59,7 @@ public struct DrainPlan: Sendable, Equatable {
                 estimates[guest.id] = estimate.seconds
                 if alone[guest.id]?.converges == true, !estimate.converges { keepsConverging = false }
             }
-            guard keepsConverging || k == 1 else { break }
+            guard keepsConverging || k == candidates.lowerBound else { break }
             let order = ordered(guests, estimates: estimates, last: Set(stuck))
             let seconds = makespan(order.map { estimates[$0] ?? 0 }, slots: k)
             if best.map({ seconds < $0.seconds * 0.98 }) ?? true {

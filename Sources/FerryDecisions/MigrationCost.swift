@@ -38,11 +38,17 @@ public struct MigrationEstimate: Sendable, Equatable {
     }
 }
 
-/// The link and the engine's settings a prediction assumes.
+/// The link and the engine's settings a prediction assumes. Two rates bound a migration: what
+/// all the migrations out of a host carry together (`linkBytesPerSecond`: the link, or the CPUs
+/// when they run out first), shared equally, and what one migration carries alone
+/// (`streamBytesPerSecond`: its engine's pace, round trips and harvests included), so that several
+/// at once can be faster than one when one does not fill the link.
 public struct MigrationCostModel: Sendable, Equatable {
-    /// What the source's link carries per second, shared by the migrations running at once.
+    /// What the migrations out of one host carry together per second, on the wire.
     public var linkBytesPerSecond: Double
-    /// Fixed cost of one migration: preparation, handoff and resume (measured `setup_ms`).
+    /// What one migration carries alone per second, on the wire (nil: as much as the link).
+    public var streamBytesPerSecond: Double?
+    /// Fixed cost of one migration: preparation, handoff and resume.
     public var setupSeconds: Double
     public var downtimeTarget: Double
     public var maxRounds: Int
@@ -51,9 +57,10 @@ public struct MigrationCostModel: Sendable, Equatable {
 
     public init(
         linkBytesPerSecond: Double, setupSeconds: Double = 0.15, downtimeTarget: Double = 0.05, maxRounds: Int = 30,
-        wireRatio: Double = 1
+        wireRatio: Double = 1, streamBytesPerSecond: Double? = nil
     ) {
         self.linkBytesPerSecond = linkBytesPerSecond
+        self.streamBytesPerSecond = streamBytesPerSecond
         self.setupSeconds = setupSeconds
         self.downtimeTarget = downtimeTarget
         self.maxRounds = maxRounds
@@ -61,12 +68,12 @@ public struct MigrationCostModel: Sendable, Equatable {
     }
 
     /// The migration of `profile` while `sharing` migrations share the link (each gets an equal
-    /// part). Round 0 sends all memory; round i sends what was dirtied during round i-1 (never
+    /// part, at most what one carries alone). Round 0 sends all memory; round i sends what was dirtied during round i-1 (never
     /// more than the guest's memory); when a round's bytes fit the downtime target they are the
     /// blackout. A guest that dirties as fast as its share carries never gets there: `converges`
     /// is false and the figures are those of `maxRounds` rounds and a blackout of what is left.
     public func estimate(_ profile: MigrationProfile, sharing: Int = 1) -> MigrationEstimate {
-        let share = linkBytesPerSecond / Double(max(1, sharing))
+        let share = min(streamBytesPerSecond ?? .infinity, linkBytesPerSecond / Double(max(1, sharing)))
         guard share > 0 else {
             return MigrationEstimate(
                 seconds: .infinity, bytes: .infinity, rounds: 0, converges: false, downtimeSeconds: .infinity)
@@ -99,16 +106,26 @@ public struct MigrationCostModel: Sendable, Equatable {
         }
     }
 
-    /// This model with the link, setup and wire ratio the observed migrations measured (each
-    /// observation's send rate times the migrations that shared the link with it; medians, so one
-    /// odd run does not swing the plan). Without observations, the model unchanged.
+    /// This model with what the observed migrations measured (medians, so one odd run does not
+    /// swing the plan; without observations, the model unchanged):
+    /// - one migration's own rate: the median rate of those that ran alone (of all, if none did);
+    /// - the rate of all together: the median of rate × sharing over those that shared the host
+    ///   with others, never above the configured link; with none shared, the configured link
+    ///   (the plan then tries more at once, and learns);
+    /// - the fixed cost and the wire ratio: medians.
     public func calibrated(by observations: [MigrationObservation]) -> MigrationCostModel {
         guard !observations.isEmpty else { return self }
         var model = self
-        let shared = observations.compactMap { observation in
-            observation.sendBytesPerSecond.map { $0 * Double(max(1, observation.sharing)) }
+        let alone = observations.filter { $0.sharing <= 1 }.compactMap(\.sendBytesPerSecond)
+        if let stream = Self.median(alone.isEmpty ? observations.compactMap(\.sendBytesPerSecond) : alone),
+            stream > 0
+        {
+            model.streamBytesPerSecond = stream
         }
-        if let link = Self.median(shared), link > 0 { model.linkBytesPerSecond = link }
+        let together = observations.filter { $0.sharing > 1 }.compactMap { observation in
+            observation.sendBytesPerSecond.map { $0 * Double(observation.sharing) }
+        }
+        if let link = Self.median(together), link > 0 { model.linkBytesPerSecond = min(linkBytesPerSecond, link) }
         if let setup = Self.median(observations.compactMap(\.setupSeconds)) { model.setupSeconds = setup }
         let ratios = observations.compactMap { observation -> Double? in
             guard let sent = observation.memorySentBytes, sent > 0, let wire = observation.wireBytes else { return nil }
@@ -130,7 +147,7 @@ public struct MigrationCostModel: Sendable, Equatable {
 public struct MigrationObservation: Sendable, Equatable {
     /// The guest's dirty rate over the migration.
     public var dirtyBytesPerSecond: Double?
-    /// The migration's own send rate (wire bytes per second of sending).
+    /// The migration's own rate: wire bytes per second of its rounds.
     public var sendBytesPerSecond: Double?
     /// Migrations out of the same host at the time (itself included).
     public var sharing: Int

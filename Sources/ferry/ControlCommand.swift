@@ -78,6 +78,13 @@ struct ControlCommand: ParsableCommand {
     var linkRate = Rate(bytesPerSecond: 1.25e9)
 
     @Option(
+        name: .customLong("drain-concurrency"),
+        help: ArgumentHelp(
+            "Guests that leave a draining host at once, instead of the cost model's choice (which goes up to"
+                + " --max-moves-per-host); the limit per host still applies.", valueName: "n"))
+    var drainConcurrency: Int?
+
+    @Option(
         name: .customLong("scaling-interval"),
         help: ArgumentHelp(
             "Seconds between two passes of the auto-scaling groups (their policies decide, their members follow).",
@@ -104,6 +111,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...64).contains(maxMovesPerHost) else {
             throw ValidationError("--max-moves-per-host \(maxMovesPerHost): 1 to 64")
         }
+        if let drainConcurrency, !(1...64).contains(drainConcurrency) {
+            throw ValidationError("--drain-concurrency \(drainConcurrency): 1 to 64")
+        }
         guard (0.1...3600).contains(scalingInterval) else {
             throw ValidationError("--scaling-interval \(scalingInterval): 0.1 to 3600 seconds")
         }
@@ -122,7 +132,8 @@ struct ControlCommand: ParsableCommand {
                 heartbeatTimeout: .milliseconds(Int(heartbeatTimeout * 1000)),
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
                 moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
-                scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value)
+                scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value,
+                drainConcurrency: drainConcurrency)
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

@@ -49,11 +49,16 @@ import Testing
         #expect(compressed.estimate(profile).seconds < gigabit.estimate(profile).seconds / 3)
     }
 
+    /// Alone, a migration measured 110 and 900 MB/s (median 505); two sharing measured 50 each and
+    /// four sharing 40 each (together 100 and 160: median 130, below the configured link).
     @Test func calibrationTakesTheMediansOfWhatMigrationsMeasured() {
         let observations = [
             MigrationObservation(
                 dirtyBytesPerSecond: 1, sendBytesPerSecond: 50_000_000, sharing: 2, setupSeconds: 0.2,
                 memorySentBytes: 100, wireBytes: 40),
+            MigrationObservation(
+                dirtyBytesPerSecond: 1, sendBytesPerSecond: 40_000_000, sharing: 4, setupSeconds: 0.2,
+                memorySentBytes: 100, wireBytes: 45),
             MigrationObservation(
                 dirtyBytesPerSecond: 1, sendBytesPerSecond: 110_000_000, sharing: 1, setupSeconds: 0.3,
                 memorySentBytes: 100, wireBytes: 50),
@@ -62,10 +67,24 @@ import Testing
                 memorySentBytes: 100, wireBytes: 60),
         ]
         let model = gigabit.calibrated(by: observations)
-        #expect(model.linkBytesPerSecond == 110_000_000)
-        #expect(model.setupSeconds == 0.25)
-        #expect(model.wireRatio == 0.5)
+        #expect(model.streamBytesPerSecond == 505_000_000)
+        #expect(model.linkBytesPerSecond == 125_000_000, "never above the configured link")
+        var fast = gigabit
+        fast.linkBytesPerSecond = 1e12
+        #expect(fast.calibrated(by: observations).linkBytesPerSecond == 130_000_000)
+        #expect(model.setupSeconds == 0.225)
+        #expect(model.wireRatio == 0.475)
         #expect(gigabit.calibrated(by: []) == gigabit)
+    }
+
+    /// One migration that carries a fifth of the link alone: several at once each keep their own
+    /// pace until together they fill it.
+    @Test func aMigrationSlowerThanTheLinkLeavesRoomForOthers() {
+        var model = gigabit
+        model.streamBytesPerSecond = 25_000_000
+        let profile = MigrationProfile(memoryBytes: 250_000_000, dirtyBytesPerSecond: 0)
+        #expect(model.estimate(profile, sharing: 4).seconds == model.estimate(profile, sharing: 1).seconds)
+        #expect(model.estimate(profile, sharing: 10).seconds > model.estimate(profile, sharing: 5).seconds)
     }
 }
 
@@ -143,6 +162,16 @@ import Testing
         }
     }
 
+    /// A migration that fills a fifth of the link alone: the drain runs as many at once as the
+    /// limit allows (up to five would fit).
+    @Test func slowMigrationsOnAFastLinkGoSeveralAtOnce() {
+        var model = gigabit
+        model.streamBytesPerSecond = 25_000_000
+        let plan = DrainPlan.make(
+            Self.guests(8, memory: 268_435_456, dirty: 5_000_000), model: model, maxConcurrency: 4)
+        #expect(plan.concurrency == 4)
+    }
+
     @Test func theTimeLeftCountsWhatRunsAndWhatWaits() {
         #expect(DrainPlan.remaining(running: [(estimate: 5, elapsed: 2)], waiting: [4, 4], concurrency: 2) == 7)
         #expect(DrainPlan.remaining(running: [(estimate: 5, elapsed: 9)], waiting: [], concurrency: 1) == 0)
@@ -156,5 +185,17 @@ import Testing
             let first = rest.remove(at: index)
             return permutations(rest).map { [first] + $0 }
         }
+    }
+}
+
+@Suite struct DrainPlanForcedTests {
+    /// An operator's concurrency is taken as it is, even where the model would choose another.
+    @Test func aForcedConcurrencyIsKept() {
+        let model = MigrationCostModel(linkBytesPerSecond: 125_000_000, setupSeconds: 0.15)
+        let guests = DrainPlanTests.guests(8, memory: 268_435_456, dirty: 50_000_000)
+        let plan = DrainPlan.make(guests, model: model, maxConcurrency: 4, forced: 4)
+        #expect(plan.concurrency == 4)
+        #expect(plan.seconds > DrainPlan.make(guests, model: model, maxConcurrency: 4).seconds)
+        #expect(plan.order.count == 8)
     }
 }
