@@ -219,4 +219,59 @@ struct ControlPlaneDrainTests {
         #expect(again["phase"] as? String == "drained", "\(again)")
         #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each guest on one host")
     }
+
+    /// KVM guests leave a drained host live: each runs on one host after, its program kept
+    /// running (more steps on the destination, no boot there: its disk journal was not started
+    /// again), and the drain's report gives each one's downtime.
+    @Test(.tags(.kvm), .enabled(if: Requirement.kvm.met, Requirement.kvm.why))
+    func kvmGuestsLeaveLiveAndKeepRunning() throws {
+        let cloud = try Self.cloud("cpd4")
+        let ids = try Self.runningGuests(cloud, 3, image: "kvm")
+        usleep(300_000)
+        var before: [String: UInt64] = [:]
+        for id in ids {
+            before[id] = try #require(try ControlPlaneMoveTests.view(cloud, "h1", id).usage?.totalSteps)
+        }
+        _ = try cloud.json("POST", "/v1/hosts/h1/drain")
+        let end = try #require(try Self.follow(cloud, "h1").last)
+        #expect(end["phase"] as? String == "drained", "\(end)")
+        let moved = end["moved"] as? [[String: Any]] ?? []
+        #expect(moved.count == 3 && moved.allSatisfy { ($0["downtime_ms"] as? Double ?? -1) >= 0 }, "\(moved)")
+        for id in ids {
+            let guest = try cloud.json("GET", "/v1/guests/\(id)").1
+            let host = try #require(guest["host"] as? String)
+            #expect(host != "h1" && guest["state"] as? String == "running", "\(guest)")
+            usleep(200_000)
+            let after = try #require(try ControlPlaneMoveTests.view(cloud, host, id).usage?.totalSteps)
+            #expect(after > before[id] ?? .max, "steps \(after) on \(host), \(before[id] ?? 0) before the drain")
+            let lines = try ControlPlaneMoveTests.guestLines(cloud, host, id)
+            #expect(!lines.contains { $0.hasPrefix("disk: ") }, "the guest booted again on \(host): \(lines.prefix(3))")
+        }
+        #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each guest on one host")
+    }
+
+    /// The controller is killed with -9 during a drain: at its next start it finds the host
+    /// `draining`, settles the move it had under way and resumes the drain to its end; every
+    /// guest is on exactly one host.
+    @Test func aControllerKilledDuringADrainResumesItAtItsNextStart() throws {
+        let cloud = try Self.cloud("cpd5")
+        let ids = try Self.runningGuests(cloud, 4)
+        _ = try cloud.json("POST", "/v1/hosts/h1/drain")
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let report = try cloud.json("GET", "/v1/hosts/h1/drain").1
+            if !Self.names(report, "moved").isEmpty || report["phase"] as? String != "draining" { break }
+            usleep(20_000)
+        }
+        cloud.killController()
+        try cloud.startController()
+        let resumed = try #require(try Self.follow(cloud, "h1").last)
+        #expect(resumed["phase"] as? String == "drained", "\(resumed)")
+        for id in ids {
+            let guest = try cloud.waitForGuest(id, timeout: 60) { $0 == "running" }
+            #expect(guest["host"] as? String != "h1" && guest["moving_to"] == nil, "\(guest)")
+        }
+        #expect(try Self.host(cloud, "h1")["mode"] as? String == "drained")
+        #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each guest on one host")
+    }
 }
