@@ -25,11 +25,19 @@ case "scaling":
         printError("cluster-sim scaling: \(error)\n\n\(ScalingBenchmark.Options.usage)")
         exit(2)
     }
+case "drain":
+    do {
+        let options = try DrainBenchmark.Options(arguments)
+        exit(DrainBenchmark(options: options).run() ? 0 : 1)
+    } catch {
+        printError("cluster-sim drain: \(error)\n\n\(DrainBenchmark.Options.usage)")
+        exit(2)
+    }
 case "-h", "--help", "help":
     print(PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
 default:
     printError(
-        "cluster-sim: no scenario \(scenario) (there is: placement, scaling)\n\n"
+        "cluster-sim: no scenario \(scenario) (there is: placement, scaling, drain)\n\n"
             + PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
     exit(2)
 }
