@@ -5,7 +5,8 @@ import GRDB
 /// Reading and writing the controller's rows.
 enum ControlRows {
     static let hostColumns =
-        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
+        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, health_reason, evacuate_by_ms, quarantined_ms,"
+        + " last_heartbeat_ms, registered_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
@@ -21,7 +22,9 @@ enum ControlRows {
         }
         return HostRecord(
             id: row["id"], address: row["address"], capacity: resources(row), kvm: row["kvm"],
-            health: health,
+            health: health, healthReason: row["health_reason"],
+            evacuateBy: (row["evacuate_by_ms"] as Int64?).map(date),
+            quarantinedAt: (row["quarantined_ms"] as Int64?).map(date),
             lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]))
     }
 

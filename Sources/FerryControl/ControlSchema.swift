@@ -72,6 +72,7 @@ enum ControlSchema {
         migrator.registerMigration("v7-lease-pools") { db in try db.execute(sql: leasePoolsV7) }
         migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
         migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
+        migrator.registerMigration("v10-host-health") { db in try db.execute(sql: hostHealthV10) }
         return migrator
     }
 
@@ -218,5 +219,13 @@ enum ControlSchema {
     /// A group's warm capacity: suspended members kept ready beyond the desired running ones.
     static let warmCapacityV9 = """
         ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0);
+        """
+
+    /// What each host's agent said is wrong (empty when healthy) and, while it is failing
+    /// (quarantined), when its guests should be gone and when it turned failing.
+    static let hostHealthV10 = """
+        ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT '';
+        ALTER TABLE hosts ADD COLUMN evacuate_by_ms INTEGER;
+        ALTER TABLE hosts ADD COLUMN quarantined_ms INTEGER;
         """
 }

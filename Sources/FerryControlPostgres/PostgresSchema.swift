@@ -136,6 +136,14 @@ enum PostgresSchema {
         Migration(
             identifier: "v9-warm-capacity",
             statements: ["ALTER TABLE scaling_groups ADD COLUMN warm INTEGER NOT NULL DEFAULT 0 CHECK (warm >= 0)"]),
+        // Each host's health reason, evacuation deadline and quarantine time, as ControlSchema.hostHealthV10.
+        Migration(
+            identifier: "v10-host-health",
+            statements: [
+                "ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT ''",
+                "ALTER TABLE hosts ADD COLUMN evacuate_by_ms BIGINT",
+                "ALTER TABLE hosts ADD COLUMN quarantined_ms BIGINT",
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

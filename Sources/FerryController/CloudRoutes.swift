@@ -115,6 +115,8 @@ struct CloudRoutes: Sendable {
                 id: host.id, address: host.address, vcpus: host.capacity.vcpus, memoryBytes: host.capacity.memoryBytes,
                 diskBytes: host.capacity.diskBytes, usedVCPUs: used.vcpus, usedMemoryBytes: used.memoryBytes,
                 usedDiskBytes: used.diskBytes, kvm: host.kvm, health: host.health.rawValue,
+                healthReason: host.healthReason, quarantinedAt: host.quarantinedAt.map(CloudViews.time),
+                evacuateBy: host.evacuateBy.map(CloudViews.time),
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
                 lastHeartbeat: CloudViews.time(host.lastHeartbeat))
         }

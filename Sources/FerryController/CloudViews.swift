@@ -85,11 +85,20 @@ struct HostView: Codable, Sendable {
     /// The agent reports a usable /dev/kvm: guests of `kvm` images are placed here.
     var kvm: Bool
     var health: String
+    /// What the agent said is wrong (empty when healthy).
+    var healthReason: String
+    /// While the host is failing: when it was quarantined, and when its guests should be gone
+    /// (RFC 3339); absent otherwise.
+    var quarantinedAt: String?
+    var evacuateBy: String?
     var takesGuests: Bool
     var lastHeartbeat: String
 
     enum CodingKeys: String, CodingKey {
         case id, address, vcpus, kvm, health
+        case healthReason = "health_reason"
+        case quarantinedAt = "quarantined_at"
+        case evacuateBy = "evacuate_by"
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
         case usedVCPUs = "used_vcpus"

@@ -48,9 +48,9 @@ public final class Controller: Sendable {
             store: store, provisioner: provisioner, mover: mover, heartbeatTimeout: configuration.heartbeatTimeout,
             logger: logger)
         self.scaler = scaler
-        hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger) {
-            scaler.nudge()
-        }
+        hosts = HostTracking(
+            store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger,
+            onTelemetry: { scaler.nudge() })
         leases = LeaseKeeper(
             store: store, provisioner: provisioner, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger
         ) { [mover] id, host, cause async throws(ControlError) in
