@@ -6,7 +6,8 @@ import Testing
 
 /// Pre-failure (issue 18, part 4) with a real `ferry control` and two real `ferry agent`s, the
 /// first reading a health directory the test writes: an uncorrected memory error written there
-/// makes the host `failing` in the controller within 2 s (measured, printed); the quarantined
+/// makes the host `failing` in the controller within 2 s (measured, printed), and `ferry host
+/// show` on the agent says so; the quarantined
 /// host takes no guest (the next goes to the other host, the one after is refused naming the
 /// quarantine); the controller logs the quarantine once however many heartbeats follow; healthy
 /// counters release the host, and a SMART attribute at its threshold quarantines it again. On
@@ -50,6 +51,11 @@ struct ControlPlaneHealthTests {
         #expect(abs(quarantinedAt.timeIntervalSince(injected)) < 5)
         let onHost = try cloud.agents[0].client().get("/v1/host", as: HostReport.self).health.signals
         #expect(onHost?.state == "failing" && onHost?.reason == "memory controller mc0: 1 uncorrected error")
+        let agent = cloud.agents[0]
+        let shown = try FerryProcess.run(["host", "show", "--agent", agent.url, "--key-file", agent.keyFile])
+        #expect(
+            shown.stdout.contains("hardware: failing: memory controller mc0: 1 uncorrected error; empty within"),
+            "\(shown.stdout)")
 
         // The next guest goes to h2; the one after finds h2 full and h1 quarantined.
         let (status, created) = try cloud.json(
