@@ -23,6 +23,8 @@ public final class Agent: Sendable {
     public let guests: HostGuests
     /// Live migrations in and out.
     public let migrations: HostMigrations
+    /// The host's hardware signals (`--health-dir`).
+    public let health: HealthMonitor
     /// Threads for blocking work (SQLite, control sockets, spawning): not the cooperative pool.
     let work = BlockingWork()
     let verifier: RequestVerifier
@@ -64,11 +66,13 @@ public final class Agent: Sendable {
             directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound
+        health = HealthMonitor(
+            directory: configuration.healthDirectory, thresholds: configuration.healthThresholds, logger: logger)
         if let link = configuration.controller {
             do {
                 controllerLink = try ControllerLink(
                     configuration: link, key: configuration.key, guests: guests,
-                    probe: HostProbe(stateDirectory: stateDirectory.path), logger: logger)
+                    probe: HostProbe(stateDirectory: stateDirectory.path), health: health, logger: logger)
             } catch {
                 stateDirectory.release()
                 throw error
@@ -154,7 +158,7 @@ public final class Agent: Sendable {
                 metricsToken: configuration.metricsToken))
         HostRoutes(
             probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics,
-            guests: guests, work: work
+            guests: guests, work: work, health: health
         ).add(to: router)
         GuestRoutes(guests: guests, work: work).add(to: router)
         let probe = HostProbe(stateDirectory: stateDirectory.path)

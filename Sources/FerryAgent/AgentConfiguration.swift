@@ -1,3 +1,4 @@
+import FerryDecisions
 import FerryTransport
 
 /// What `ferry agent` is started with (docs/agent.md).
@@ -34,6 +35,11 @@ public struct AgentConfiguration: Sendable {
     public var reconcileInterval: Duration
     /// The controller this agent reports to (heartbeats); nil: a stand-alone agent.
     public var controller: ControllerLinkConfiguration?
+    /// Where the host's hardware signals are read (`--health-dir`, `HealthDirectory`); nil: none,
+    /// the hardware is healthy.
+    public var healthDirectory: String?
+    /// What the signals are judged by.
+    public var healthThresholds: HealthThresholds
 
     public init(
         stateDirectory: String, listen: Endpoint = defaultListen, migrationListen: Endpoint = defaultMigrationListen,
@@ -41,9 +47,12 @@ public struct AgentConfiguration: Sendable {
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(30),
         reconcileInterval: Duration = .seconds(3), incomingReservationSeconds: Double = 60,
         incomingResumeTimeout: Duration = .seconds(30), metricsToken: MetricsToken? = nil,
-        controller: ControllerLinkConfiguration? = nil
+        controller: ControllerLinkConfiguration? = nil, healthDirectory: String? = nil,
+        healthThresholds: HealthThresholds = HealthThresholds()
     ) {
         self.controller = controller
+        self.healthDirectory = healthDirectory
+        self.healthThresholds = healthThresholds
         self.metricsToken = metricsToken
         self.incomingResumeTimeout = incomingResumeTimeout
         self.keyFile = keyFile

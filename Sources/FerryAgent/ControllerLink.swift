@@ -60,23 +60,26 @@ final class ControllerLink: Sendable {
     let client: AgentClient
     let guests: HostGuests
     let probe: HostProbe
+    let health: HealthMonitor
     let logger: Logger
     private let lastFailure = Mutex<String?>(nil)
 
     init(
         configuration: ControllerLinkConfiguration, key: SharedKey, guests: HostGuests, probe: HostProbe,
-        logger: Logger
+        health: HealthMonitor, logger: Logger
     ) throws(AgentClientError) {
         self.configuration = configuration
         client = try AgentClient(url: configuration.controllerURL, key: key, timeoutMs: 5_000)
         self.guests = guests
         self.probe = probe
+        self.health = health
         self.logger = logger
     }
 
     /// Sends heartbeats until the task is cancelled, every `interval` and, between them, as soon
-    /// as a look at the guests (every `watchInterval`) finds a change `PromptReport` reports at
-    /// once; `agentURL` is the agent's own API address.
+    /// as a look at the guests and the hardware's signals (every `watchInterval`) finds a change
+    /// `PromptReport` reports at once (a guest's state or load, the host's health state);
+    /// `agentURL` is the agent's own API address.
     func run(agentURL: String, work: BlockingWork) async {
         let clock = ContinuousClock()
         let origin = clock.now
@@ -90,17 +93,19 @@ final class ControllerLink: Sendable {
             let looked = clock.now
             let due = last == nil || looked >= lastAt + configuration.interval
             do {
-                let guests = try await work.run { [self] in try self.guestsNow() }
+                let (guests, verdict) = try await work.run { [self] in (try self.guestsNow(), self.health.look()) }
                 let seen = Self.prompt(guests)
                 let now = milliseconds(looked)
+                let state = verdict.state.rawValue
                 let early = last.flatMap {
-                    configuration.prompt.reason(last: $0, previousLook: previousLook, now: now, guests: seen)
+                    configuration.prompt.reason(
+                        last: $0, previousLook: previousLook, now: now, guests: seen, health: state)
                 }
-                previousLook = PromptReport.Sent(timeMilliseconds: now, guests: seen)
+                previousLook = PromptReport.Sent(timeMilliseconds: now, guests: seen, health: state)
                 if due || early != nil {
                     if let early { logger.debug("an early heartbeat: \(early)") }
-                    note(await sendReporting(agentURL: agentURL, guests: guests, work: work))
-                    last = configuration.prompt.sent(after: last, now: now, guests: seen)
+                    note(await sendReporting(agentURL: agentURL, guests: guests, verdict: verdict, work: work))
+                    last = configuration.prompt.sent(after: last, now: now, guests: seen, health: state)
                     lastAt = looked
                 }
             } catch {
@@ -114,10 +119,12 @@ final class ControllerLink: Sendable {
         }
     }
 
-    /// One heartbeat with `guests`; the failure, if any, as text.
-    private func sendReporting(agentURL: String, guests: [HostHeartbeat.Guest], work: BlockingWork) async -> String? {
+    /// One heartbeat with `guests` and the hardware's `verdict`; the failure, if any, as text.
+    private func sendReporting(
+        agentURL: String, guests: [HostHeartbeat.Guest], verdict: HealthVerdict, work: BlockingWork
+    ) async -> String? {
         do {
-            try await work.run { [self] in try self.send(agentURL: agentURL, guests: guests) }
+            try await work.run { [self] in try self.send(agentURL: agentURL, guests: guests, verdict: verdict) }
             return nil
         } catch {
             return "\(error)"
@@ -125,14 +132,18 @@ final class ControllerLink: Sendable {
     }
 
     /// One heartbeat now.
-    func send(agentURL: String, guests: [HostHeartbeat.Guest]? = nil) throws {
-        let heartbeat = try heartbeat(agentURL: configuration.advertiseURL ?? agentURL, guests: guests)
+    func send(agentURL: String, guests: [HostHeartbeat.Guest]? = nil, verdict: HealthVerdict? = nil) throws {
+        let heartbeat = try heartbeat(
+            agentURL: configuration.advertiseURL ?? agentURL, guests: guests, verdict: verdict)
         let body = Array(try JSONEncoder().encode(heartbeat))
         _ = try client.checked(try client.send("POST", "/v1/agents/heartbeat", body: body))
     }
 
-    /// The heartbeat: the host's capacity and health now, and `guests` (nil: looked at now).
-    func heartbeat(agentURL: String, guests: [HostHeartbeat.Guest]? = nil) throws -> HostHeartbeat {
+    /// The heartbeat: the host's capacity and health now, `guests` (nil: looked at now) and the
+    /// hardware's `verdict` (nil: the last look's).
+    func heartbeat(
+        agentURL: String, guests: [HostHeartbeat.Guest]? = nil, verdict: HealthVerdict? = nil
+    ) throws -> HostHeartbeat {
         let vcpus = try configuration.offerVCPUs ?? HostProbe.vcpus()
         let memory = try configuration.offerMemoryBytes ?? Int(clamping: HostProbe.memory().total)
         let disk = try configuration.offerDiskBytes ?? Int(clamping: HostProbe.disk(probe.stateDirectory).total)
@@ -140,7 +151,8 @@ final class ControllerLink: Sendable {
         let kvm = configuration.offerKVM && HostProbe.kvmCheck().ok
         return HostHeartbeat(
             hostID: configuration.hostID, agentURL: agentURL, vcpus: vcpus, memoryBytes: memory, diskBytes: disk,
-            kvm: kvm, healthy: writable.ok, healthDetail: writable.detail, guests: try guests ?? guestsNow())
+            kvm: kvm, healthy: writable.ok, healthDetail: writable.detail,
+            signals: health.signals(verdict ?? health.latest), guests: try guests ?? guestsNow())
     }
 
     /// The host's guests with the running ones' counters, as they are now.

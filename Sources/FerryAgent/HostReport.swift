@@ -72,10 +72,31 @@ public struct HostReport: Codable, Sendable, Equatable {
         public var kvm: Check
         /// A file can be created and written in the state directory.
         public var stateDirectoryWritable: Check
+        /// What the hardware's signals say (`--health-dir`); absent without a health directory.
+        public var signals: Signals? = nil
 
         enum CodingKeys: String, CodingKey {
-            case ok, kvm
+            case ok, kvm, signals
             case stateDirectoryWritable = "state_dir_writable"
+        }
+    }
+
+    /// The hardware's health as the agent judges it from its health directory (`HealthMonitor`).
+    public struct Signals: Codable, Sendable, Equatable {
+        /// The directory read (`--health-dir`).
+        public var directory: String
+        /// `healthy`, `warning` (still takes guests) or `failing` (the controller quarantines it).
+        public var state: String
+        /// The worst signal, named; empty when healthy.
+        public var reason: String
+        /// For `failing`: seconds from now by which the host should be empty.
+        public var evacuateWithinSeconds: Double?
+        /// Every signal that is not healthy, worst first, then the files that cannot be read.
+        public var detail: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case directory, state, reason, detail
+            case evacuateWithinSeconds = "evacuate_within_s"
         }
     }
 

@@ -9,6 +9,7 @@ struct HostRoutes: Sendable {
     let metrics: AgentMetrics
     let guests: HostGuests
     let work: BlockingWork
+    let health: HealthMonitor
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in Self.text("ok\n", contentType: "text/plain; charset=utf-8") }
@@ -25,7 +26,9 @@ struct HostRoutes: Sendable {
 
     private func report() throws(AgentAPIError) -> HostReport {
         do throws(SystemError) {
-            return try probe.report(agent: identity())
+            var report = try probe.report(agent: identity())
+            report.health.signals = health.report(health.look())
+            return report
         } catch {
             throw AgentAPIError(.internalServerError, .internalError, "reading the host's figures failed: \(error)")
         }

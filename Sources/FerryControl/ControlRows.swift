@@ -5,7 +5,8 @@ import GRDB
 /// Reading and writing the controller's rows.
 enum ControlRows {
     static let hostColumns =
-        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
+        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, health_reason, evacuate_by_ms, quarantined_ms,"
+        + " last_heartbeat_ms, registered_ms"
     /// What a host's row is read with (`hostColumns` are what a registration writes).
     static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause"
     static let guestColumns =
@@ -24,7 +25,9 @@ enum ControlRows {
         let modeSince: Int64? = row["mode_since_ms"]
         return HostRecord(
             id: row["id"], address: row["address"], capacity: resources(row), kvm: row["kvm"],
-            health: health,
+            health: health, healthReason: row["health_reason"],
+            evacuateBy: (row["evacuate_by_ms"] as Int64?).map(date),
+            quarantinedAt: (row["quarantined_ms"] as Int64?).map(date),
             lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]), mode: mode,
             modeSince: modeSince.map(date), modeCause: row["mode_cause"])
     }

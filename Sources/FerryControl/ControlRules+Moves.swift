@@ -40,7 +40,7 @@ extension ControlRules {
         let candidates = hosts.filter { $0.id != guest.host }.map { host in
             PlacementCandidate(
                 hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
-                free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm)
+                free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm, quarantined: host.quarantined)
         }
         guard let destination else {
             let open = candidates.filter { (moves[$0.hostID] ?? 0) < limit }
@@ -91,6 +91,12 @@ extension ControlRules {
         throws(ControlError)
     {
         let host = candidate.hostID
+        if candidate.quarantined {
+            throw ControlError(
+                .insufficientCapacity,
+                "host \(host) is quarantined (its hardware is failing) and takes no guests: guest \(id) stays;"
+                    + " pick another host")
+        }
         guard candidate.takesGuests else {
             throw ControlError(
                 .insufficientCapacity,

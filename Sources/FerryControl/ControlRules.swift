@@ -126,7 +126,7 @@ public enum ControlRules {
         let candidates = hosts.map { host in
             PlacementCandidate(
                 hostID: host.id, takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout),
-                free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm)
+                free: host.capacity - (usage[host.id] ?? .zero), runsKVM: host.kvm, quarantined: host.quarantined)
         }
         switch Placement.choose(request, among: candidates, policy: policy) {
         case .host(let id): return id

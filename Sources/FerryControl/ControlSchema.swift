@@ -73,6 +73,7 @@ enum ControlSchema {
         migrator.registerMigration("v8-scaling-groups") { db in try db.execute(sql: scalingGroupsV8) }
         migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
         migrator.registerMigration("v10-host-modes") { db in try db.execute(sql: hostModesV10) }
+        migrator.registerMigration("v11-host-health") { db in try db.execute(sql: hostHealthV11) }
         return migrator
     }
 
@@ -227,5 +228,13 @@ enum ControlSchema {
             CHECK (mode IN ('active', 'draining', 'drained'));
         ALTER TABLE hosts ADD COLUMN mode_since_ms INTEGER;
         ALTER TABLE hosts ADD COLUMN mode_cause TEXT NOT NULL DEFAULT '';
+        """
+
+    /// What each host's agent said is wrong (empty when healthy) and, while it is failing
+    /// (quarantined), when its guests should be gone and when it turned failing.
+    static let hostHealthV11 = """
+        ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT '';
+        ALTER TABLE hosts ADD COLUMN evacuate_by_ms INTEGER;
+        ALTER TABLE hosts ADD COLUMN quarantined_ms INTEGER;
         """
 }

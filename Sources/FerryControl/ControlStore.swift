@@ -8,11 +8,13 @@ import Logging
 /// capacity in the transaction that consumes them. `SQLiteControlStore` is the embedded
 /// implementation; another backend implements the same protocol and passes the same tests.
 public protocol ControlStore: Sendable {
-    /// Adds a host, or updates the address and capacity of a known one (an agent restarting);
-    /// either way it is `healthy` and heard from now.
-    func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord
-    /// Records that the host's agent was heard from now, and its health.
-    func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord
+    /// Adds a host, or updates the address and capacity of a known one (an agent restarting),
+    /// with the health its report gives (`HostRecord.reported`: the time it turned failing and
+    /// its deadline kept while it stays failing), heard from now, in one transaction: the host as
+    /// it is now and its health before.
+    func reportHost(_ registration: HostRegistration) async throws(ControlError) -> HostHealthChange
+    /// Records that the host's agent was heard from now, and its health (as `reportHost` does).
+    func heartbeat(host: String, health: HostHealthReport) async throws(ControlError) -> HostRecord
     func hosts() async throws(ControlError) -> [HostRecord]
     /// Puts the host in `mode` if it is in one of `from` (nil: whatever it is), and records when
     /// and why (`ControlRules.hostModeChange`); the mode it has already is no change.
@@ -194,5 +196,17 @@ extension ControlStore {
         async throws(ControlError) -> CloudGuest
     {
         try await beginMove(id, to: host, cause: cause, generation: generation, maxMovesPerHost: nil)
+    }
+}
+
+extension ControlStore {
+    /// `reportHost`, the host as it is now.
+    public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
+        try await reportHost(registration).host
+    }
+
+    /// `heartbeat` with `health` and no reason.
+    public func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord {
+        try await heartbeat(host: host, health: HostHealthReport(health))
     }
 }

@@ -10,21 +10,68 @@ public struct HostRegistration: Sendable, Equatable {
     /// The host has a usable /dev/kvm (the agent's probe, `HostHeartbeat.kvm`): it runs guests
     /// of `kvm` images.
     public var kvm: Bool
+    /// What the agent reports of the host's health (a registration without a report: healthy).
+    public var healthReport: HostHealthReport
 
-    public init(id: String, address: String, capacity: Resources, kvm: Bool = false) {
+    public init(
+        id: String, address: String, capacity: Resources, kvm: Bool = false,
+        healthReport: HostHealthReport = HostHealthReport(.healthy)
+    ) {
         self.id = id
         self.address = address
         self.capacity = capacity
         self.kvm = kvm
+        self.healthReport = healthReport
     }
 }
 
-/// What a host's agent last reported of its health.
+/// A host's health as one heartbeat reports it: the agent's own checks and its hardware's
+/// signals, combined (`HostTracking`).
+public struct HostHealthReport: Sendable, Equatable {
+    public var health: HostHealth
+    /// What is wrong, naming the check or signal; empty when healthy.
+    public var reason: String
+    /// For `failing`: seconds from the report by which the host should be empty (nil: no deadline).
+    public var evacuateWithinSeconds: Double?
+
+    public init(_ health: HostHealth, reason: String = "", evacuateWithinSeconds: Double? = nil) {
+        self.health = health
+        self.reason = reason
+        self.evacuateWithinSeconds = evacuateWithinSeconds
+    }
+}
+
+/// What recording a host's report changed: the host as it is now, and its health before (nil:
+/// the report registered it).
+public struct HostHealthChange: Sendable, Equatable {
+    public var host: HostRecord
+    public var previous: HostHealth?
+
+    public init(host: HostRecord, previous: HostHealth?) {
+        self.host = host
+        self.previous = previous
+    }
+
+    /// This report put the host in quarantine: it is failing and was not.
+    public var quarantined: Bool { host.health == .failing && previous != .failing }
+    /// This report took the host out of quarantine.
+    public var released: Bool { previous == .failing && host.health != .failing }
+}
+
+/// What a host's agent last reported of its health, least to most severe.
 public enum HostHealth: String, Sendable, Codable, CaseIterable {
     /// Takes new guests.
     case healthy
-    /// Running, but takes no new guests (maintenance, drain, a failing disk).
+    /// Takes new guests; a hardware signal is worth a look (corrected errors rising, a
+    /// reallocated sector: the reason says which).
+    case warning
+    /// Running, but takes no new guests: the agent's own checks failed (its state directory is
+    /// not writable).
     case degraded
+    /// Quarantined: the hardware's signals say it is going (an uncorrected memory error, a SMART
+    /// attribute at its threshold, a critical IPMI event). Takes no new guests, no moves, no
+    /// lease's capacity; its guests should be gone by the host's `evacuateBy`.
+    case failing
 }
 
 /// What the operators (or the controller's own passes) made of a host, apart from its health.
@@ -51,12 +98,20 @@ public struct HostRecord: Sendable, Equatable {
     public var modeSince: Date?
     /// Who changed the mode and why, as they said.
     public var modeCause: String
+    /// What the agent said is wrong, naming the check or signal; empty when healthy.
+    public var healthReason: String
+    /// While failing: when its guests should be gone (the earliest deadline its reports implied
+    /// since it turned failing; nil if they implied none).
+    public var evacuateBy: Date?
+    /// While failing: when the report that turned it failing arrived.
+    public var quarantinedAt: Date?
     /// When the controller last heard from the agent (registration or heartbeat).
     public var lastHeartbeat: Date
     public var registeredAt: Date
 
     public init(
-        id: String, address: String, capacity: Resources, kvm: Bool = false, health: HostHealth, lastHeartbeat: Date,
+        id: String, address: String, capacity: Resources, kvm: Bool = false, health: HostHealth,
+        healthReason: String = "", evacuateBy: Date? = nil, quarantinedAt: Date? = nil, lastHeartbeat: Date,
         registeredAt: Date, mode: HostMode = .active, modeSince: Date? = nil, modeCause: String = ""
     ) {
         self.mode = mode
@@ -67,16 +122,42 @@ public struct HostRecord: Sendable, Equatable {
         self.capacity = capacity
         self.kvm = kvm
         self.health = health
+        self.healthReason = healthReason
+        self.evacuateBy = evacuateBy
+        self.quarantinedAt = quarantinedAt
         self.lastHeartbeat = lastHeartbeat
         self.registeredAt = registeredAt
     }
 
-    /// Whether the scheduler may place a guest here at `now`: the agent says it is healthy, was
-    /// heard from at most `heartbeatTimeout` ago, and nobody is draining it.
+    /// The host is failing: it takes no guests and is to be emptied.
+    public var quarantined: Bool { health == .failing }
+
+    /// Whether the scheduler may place a guest here at `now`: the agent says it is healthy (or
+    /// merely warns), was heard from at most `heartbeatTimeout` ago, and nobody is draining it. A
+    /// degraded or failing (quarantined) host takes none.
     public func takesGuests(at now: Date, heartbeatTimeout: Duration) -> Bool {
         let timeout =
             Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
-        return health == .healthy && mode == .active && now.timeIntervalSince(lastHeartbeat) <= timeout
+        return (health == .healthy || health == .warning) && mode == .active
+            && now.timeIntervalSince(lastHeartbeat) <= timeout
+    }
+
+    /// The longest health reason kept (characters); a longer one is cut.
+    public static let reasonLimit = 1000
+
+    /// The health columns `report`, arriving at `now`, leaves on the host `previous` (nil: a new
+    /// one), the same on every backend: failing keeps the time it turned failing and the earlier
+    /// of its deadlines (a deadline only comes closer while the host stays failing); anything
+    /// else drops both. A deadline is at most 10⁹ s away, the reason at most `reasonLimit` long.
+    public static func reported(_ report: HostHealthReport, previous: HostRecord?, now: Date) -> (
+        health: HostHealth, reason: String, evacuateBy: Date?, quarantinedAt: Date?
+    ) {
+        let reason = String(report.reason.prefix(Self.reasonLimit))
+        guard report.health == .failing else { return (report.health, reason, nil, nil) }
+        let stillFailing = previous?.health == .failing ? previous : nil
+        var evacuateBy = report.evacuateWithinSeconds.map { now.addingTimeInterval(min(max(0, $0), 1e9)) }
+        if let earlier = stillFailing?.evacuateBy { evacuateBy = min(evacuateBy ?? earlier, earlier) }
+        return (.failing, reason, evacuateBy, stillFailing?.quarantinedAt ?? now)
     }
 
     /// How long the host has been silent at `now` as a controller that has been watching since

@@ -2,37 +2,53 @@ import Foundation
 import GRDB
 
 extension SQLiteControlStore {
-    public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
+    public func reportHost(_ registration: HostRegistration) async throws(ControlError) -> HostHealthChange {
         try ControlRules.validate(registration)
         let now = now()
-        let record = try await writing("register host \(registration.id) in") { db in
+        let change = try await writing("register host \(registration.id) in") { db in
+            let previous = try self.fetchHostIfAny(db, registration.id)
+            let health = HostRecord.reported(registration.healthReport, previous: previous, now: now)
             let capacity = registration.capacity
             try db.execute(
                 sql: """
-                    INSERT INTO hosts (\(ControlRows.hostColumns)) VALUES (?, ?, ?, ?, ?, ?, 'healthy', ?, ?)
+                    INSERT INTO hosts (\(ControlRows.hostColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
                     memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, kvm = excluded.kvm,
-                    health = 'healthy', last_heartbeat_ms = excluded.last_heartbeat_ms
+                    health = excluded.health, health_reason = excluded.health_reason,
+                    evacuate_by_ms = excluded.evacuate_by_ms, quarantined_ms = excluded.quarantined_ms,
+                    last_heartbeat_ms = excluded.last_heartbeat_ms
                     """,
                 arguments: [
                     registration.id, registration.address, capacity.vcpus, capacity.memoryBytes, capacity.diskBytes,
-                    registration.kvm ? 1 : 0, ControlRows.milliseconds(now), ControlRows.milliseconds(now),
+                    registration.kvm ? 1 : 0, health.health.rawValue, health.reason,
+                    health.evacuateBy.map(ControlRows.milliseconds), health.quarantinedAt.map(ControlRows.milliseconds),
+                    ControlRows.milliseconds(now), ControlRows.milliseconds(now),
                 ])
-            return try self.fetchHost(db, registration.id)
+            return HostHealthChange(host: try self.fetchHost(db, registration.id), previous: previous?.health)
         }
-        logger.info("host registered", metadata: ["host.id": "\(record.id)", "host.address": "\(record.address)"])
-        return record
+        if change.previous == nil {
+            logger.info(
+                "host registered", metadata: ["host.id": "\(change.host.id)", "host.address": "\(change.host.address)"])
+        }
+        return change
     }
 
-    public func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord {
+    public func heartbeat(host: String, health report: HostHealthReport) async throws(ControlError) -> HostRecord {
         let now = now()
         return try await writing("record a heartbeat of host \(host) in") { db in
-            try db.execute(
-                sql: "UPDATE hosts SET health = ?, last_heartbeat_ms = ? WHERE id = ?",
-                arguments: [health.rawValue, ControlRows.milliseconds(now), host])
-            guard db.changesCount == 1 else {
+            guard let previous = try self.fetchHostIfAny(db, host) else {
                 throw ControlError(.notFound, "no host \(host) is registered: its agent must register first")
             }
+            let health = HostRecord.reported(report, previous: previous, now: now)
+            try db.execute(
+                sql: """
+                    UPDATE hosts SET health = ?, health_reason = ?, evacuate_by_ms = ?, quarantined_ms = ?,
+                    last_heartbeat_ms = ? WHERE id = ?
+                    """,
+                arguments: [
+                    health.health.rawValue, health.reason, health.evacuateBy.map(ControlRows.milliseconds),
+                    health.quarantinedAt.map(ControlRows.milliseconds), ControlRows.milliseconds(now), host,
+                ])
             return try self.fetchHost(db, host)
         }
     }
@@ -140,11 +156,17 @@ extension SQLiteControlStore {
     // MARK: - Inside a transaction
 
     func fetchHost(_ db: Database, _ id: String) throws -> HostRecord {
-        guard
-            let row = try Row.fetchOne(
-                db, sql: "SELECT \(ControlRows.hostReadColumns) FROM hosts WHERE id = ?", arguments: [id])
-        else { throw ControlError(.notFound, "no host \(id) is registered") }
-        return try ControlRows.host(row, file: path)
+        guard let host = try fetchHostIfAny(db, id) else {
+            throw ControlError(.notFound, "no host \(id) is registered")
+        }
+        return host
+    }
+
+    func fetchHostIfAny(_ db: Database, _ id: String) throws -> HostRecord? {
+        try Row.fetchOne(db, sql: "SELECT \(ControlRows.hostReadColumns) FROM hosts WHERE id = ?", arguments: [id]).map
+        {
+            try ControlRows.host($0, file: path)
+        }
     }
 
     /// A guest that is moving counts on its host and on the host it moves to.

@@ -3,37 +3,54 @@ import Foundation
 import PostgresNIO
 
 extension PostgresControlStore {
-    public func registerHost(_ registration: HostRegistration) async throws(ControlError) -> HostRecord {
+    public func reportHost(_ registration: HostRegistration) async throws(ControlError) -> HostHealthChange {
         try ControlRules.validate(registration)
-        let now = PostgresRows.milliseconds(now())
-        let record = try await writing("register host \(registration.id) in") { connection in
+        let date = now()
+        let now = PostgresRows.milliseconds(date)
+        let change = try await writing("register host \(registration.id) in") { connection in
+            let previous = try await self.fetchHostIfAny(connection, registration.id)
+            let health = HostRecord.reported(registration.healthReport, previous: previous, now: date)
             let capacity = registration.capacity
+            let evacuateBy = health.evacuateBy.map(PostgresRows.milliseconds)
+            let quarantined = health.quarantinedAt.map(PostgresRows.milliseconds)
             try await connection.query(
                 """
                 INSERT INTO hosts (\(unescaped: PostgresRows.hostColumns)) VALUES (\(registration.id),
                 \(registration.address), \(capacity.vcpus), \(capacity.memoryBytes), \(capacity.diskBytes),
-                \(registration.kvm), 'healthy', \(now), \(now))
+                \(registration.kvm), \(health.health.rawValue), \(health.reason), \(evacuateBy), \(quarantined), \(now),
+                \(now))
                 ON CONFLICT (id) DO UPDATE SET address = excluded.address, vcpus = excluded.vcpus,
                 memory_bytes = excluded.memory_bytes, disk_bytes = excluded.disk_bytes, kvm = excluded.kvm,
-                health = 'healthy', last_heartbeat_ms = excluded.last_heartbeat_ms
+                health = excluded.health, health_reason = excluded.health_reason,
+                evacuate_by_ms = excluded.evacuate_by_ms, quarantined_ms = excluded.quarantined_ms,
+                last_heartbeat_ms = excluded.last_heartbeat_ms
                 """, logger: logger)
-            return try await self.fetchHost(connection, registration.id)
+            return HostHealthChange(
+                host: try await self.fetchHost(connection, registration.id), previous: previous?.health)
         }
-        logger.info("host registered", metadata: ["host.id": "\(record.id)", "host.address": "\(record.address)"])
-        return record
+        if change.previous == nil {
+            logger.info(
+                "host registered", metadata: ["host.id": "\(change.host.id)", "host.address": "\(change.host.address)"])
+        }
+        return change
     }
 
-    public func heartbeat(host: String, health: HostHealth) async throws(ControlError) -> HostRecord {
-        let now = PostgresRows.milliseconds(now())
+    public func heartbeat(host: String, health report: HostHealthReport) async throws(ControlError) -> HostRecord {
+        let date = now()
+        let now = PostgresRows.milliseconds(date)
         return try await writing("record a heartbeat of host \(host) in") { connection in
-            let updated: [Bool] = try await PostgresRows.all(
-                connection,
-                "UPDATE hosts SET health = \(health.rawValue), last_heartbeat_ms = \(now) WHERE id = \(host) RETURNING id",
-                logger: logger
-            ) { _ in true }
-            guard updated.count == 1 else {
+            guard let previous = try await self.fetchHostIfAny(connection, host) else {
                 throw ControlError(.notFound, "no host \(host) is registered: its agent must register first")
             }
+            let health = HostRecord.reported(report, previous: previous, now: date)
+            let evacuateBy = health.evacuateBy.map(PostgresRows.milliseconds)
+            let quarantined = health.quarantinedAt.map(PostgresRows.milliseconds)
+            try await connection.query(
+                """
+                UPDATE hosts SET health = \(health.health.rawValue), health_reason = \(health.reason),
+                evacuate_by_ms = \(evacuateBy), quarantined_ms = \(quarantined), last_heartbeat_ms = \(now)
+                WHERE id = \(host)
+                """, logger: logger)
             return try await self.fetchHost(connection, host)
         }
     }
@@ -144,11 +161,18 @@ extension PostgresControlStore {
     // MARK: - Inside a transaction
 
     func fetchHost(_ connection: PostgresConnection, _ id: String) async throws -> HostRecord {
-        let rows = try await PostgresRows.all(
-            connection, "SELECT \(unescaped: PostgresRows.hostReadColumns) FROM hosts WHERE id = \(id)", logger: logger
-        ) { row in try PostgresRows.host(row, url: url) }
-        guard let host = rows.first else { throw ControlError(.notFound, "no host \(id) is registered") }
+        guard let host = try await fetchHostIfAny(connection, id) else {
+            throw ControlError(.notFound, "no host \(id) is registered")
+        }
         return host
+    }
+
+    /// The host, if registered (writes take the store's write lock: two reports of one host read
+    /// each other's health in turn).
+    func fetchHostIfAny(_ connection: PostgresConnection, _ id: String) async throws -> HostRecord? {
+        try await PostgresRows.all(
+            connection, "SELECT \(unescaped: PostgresRows.hostReadColumns) FROM hosts WHERE id = \(id)", logger: logger
+        ) { row in try PostgresRows.host(row, url: url) }.first
     }
 
     func allHosts(_ connection: PostgresConnection) async throws -> [HostRecord] {

@@ -7,7 +7,8 @@ import PostgresNIO
 /// Reading and writing the controller's rows on PostgreSQL (the columns of ControlRows).
 enum PostgresRows {
     static let hostColumns =
-        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, last_heartbeat_ms, registered_ms"
+        "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, health_reason, evacuate_by_ms, quarantined_ms,"
+        + " last_heartbeat_ms, registered_ms"
     /// What a host's row is read with (`hostColumns` are what a registration writes).
     static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause"
     static let guestColumns =
@@ -43,6 +44,9 @@ enum PostgresRows {
         return HostRecord(
             id: id, address: try row["address"].decode(String.self), capacity: try resources(row),
             kvm: try row["kvm"].decode(Bool.self), health: health,
+            healthReason: try row["health_reason"].decode(String.self),
+            evacuateBy: try row["evacuate_by_ms"].decode(Int64?.self).map(date),
+            quarantinedAt: try row["quarantined_ms"].decode(Int64?.self).map(date),
             lastHeartbeat: date(try row["last_heartbeat_ms"].decode(Int64.self)),
             registeredAt: date(try row["registered_ms"].decode(Int64.self)), mode: mode,
             modeSince: try row["mode_since_ms"].decode(Int64?.self).map(date),

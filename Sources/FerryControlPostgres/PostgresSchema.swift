@@ -147,6 +147,14 @@ enum PostgresSchema {
                 "ALTER TABLE hosts ADD COLUMN mode_since_ms BIGINT",
                 "ALTER TABLE hosts ADD COLUMN mode_cause TEXT NOT NULL DEFAULT ''",
             ]),
+        // Each host's health reason, evacuation deadline and quarantine time, as ControlSchema.hostHealthV11.
+        Migration(
+            identifier: "v11-host-health",
+            statements: [
+                "ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT ''",
+                "ALTER TABLE hosts ADD COLUMN evacuate_by_ms BIGINT",
+                "ALTER TABLE hosts ADD COLUMN quarantined_ms BIGINT",
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

@@ -85,6 +85,12 @@ struct HostView: Codable, Sendable {
     /// The agent reports a usable /dev/kvm: guests of `kvm` images are placed here.
     var kvm: Bool
     var health: String
+    /// What the agent said is wrong (empty when healthy).
+    var healthReason: String
+    /// While the host is failing: when it was quarantined, and when its guests should be gone
+    /// (RFC 3339); absent otherwise.
+    var quarantinedAt: String?
+    var evacuateBy: String?
     var takesGuests: Bool
     var lastHeartbeat: String
     /// `active`, `draining` or `drained` (`HostMode`), since when and why.
@@ -103,6 +109,9 @@ struct HostView: Codable, Sendable {
         usedDiskBytes = used.diskBytes
         kvm = host.kvm
         health = host.health.rawValue
+        healthReason = host.healthReason
+        quarantinedAt = host.quarantinedAt.map(CloudViews.time)
+        evacuateBy = host.evacuateBy.map(CloudViews.time)
         takesGuests = host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout)
         lastHeartbeat = CloudViews.time(host.lastHeartbeat)
         mode = host.mode.rawValue
@@ -114,6 +123,9 @@ struct HostView: Codable, Sendable {
         case id, address, vcpus, kvm, health, mode
         case modeSince = "mode_since"
         case modeCause = "mode_cause"
+        case healthReason = "health_reason"
+        case quarantinedAt = "quarantined_at"
+        case evacuateBy = "evacuate_by"
         case memoryBytes = "memory_bytes"
         case diskBytes = "disk_bytes"
         case usedVCPUs = "used_vcpus"

@@ -225,10 +225,11 @@ enum ConsoleTemplates {
         <h2>Hosts</h2>
         <table>
         <tr><th>Host</th><th>Address</th><th>vCPUs used</th><th>Memory used</th><th>Disk used</th><th>KVM</th>
-        <th>Health</th><th>Takes guests</th><th>Last heartbeat</th></tr>
+        <th>Health</th><th>Reason</th><th>Quarantine</th><th>Takes guests</th><th>Last heartbeat</th></tr>
         {{#hosts}}
         <tr><td>{{id}}</td><td>{{address}}</td><td>{{usedVCPUs}} / {{vcpus}}</td><td>{{usedMemory}} / {{memory}}</td>
-        <td>{{usedDisk}} / {{disk}}</td><td>{{kvm}}</td><td>{{health}}</td><td>{{takesGuests}}</td><td>{{lastHeartbeat}}</td></tr>
+        <td>{{usedDisk}} / {{disk}}</td><td>{{kvm}}</td><td>{{health}}</td><td>{{healthReason}}</td><td>{{quarantine}}</td>
+        <td>{{takesGuests}}</td><td>{{lastHeartbeat}}</td></tr>
         {{/hosts}}
         </table>
         {{^hosts}}<p>No host has reported yet.</p>{{/hosts}}

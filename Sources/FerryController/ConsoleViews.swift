@@ -235,6 +235,9 @@ struct AdminView {
         var usedDisk: String
         var kvm: String
         var health: String
+        /// What the agent said is wrong, and while quarantined since when and the deadline.
+        var healthReason: String
+        var quarantine: String
         var takesGuests: String
         var lastHeartbeat: String
     }
@@ -252,6 +255,13 @@ struct AdminView {
     var hosts: [HostRow]
     var projects: [ProjectRow]
 
+    /// `since T; empty by D` for a quarantined host, else empty.
+    static func quarantine(_ host: HostRecord) -> String {
+        guard host.quarantined else { return "" }
+        let since = host.quarantinedAt.map { "since \(CloudViews.time($0))" } ?? "quarantined"
+        return host.evacuateBy.map { "\(since); empty by \(CloudViews.time($0))" } ?? since
+    }
+
     init(
         hosts: [HostRecord], usage: [String: Resources], projects: [(Project, ProjectUsage)], now: Date,
         heartbeatTimeout: Duration
@@ -263,7 +273,8 @@ struct AdminView {
                 memory: ConsoleFormat.bytes(host.capacity.memoryBytes),
                 usedMemory: ConsoleFormat.bytes(used.memoryBytes),
                 disk: ConsoleFormat.bytes(host.capacity.diskBytes), usedDisk: ConsoleFormat.bytes(used.diskBytes),
-                kvm: host.kvm ? "yes" : "no", health: host.health.rawValue,
+                kvm: host.kvm ? "yes" : "no", health: host.health.rawValue, healthReason: host.healthReason,
+                quarantine: Self.quarantine(host),
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ? "yes" : "no",
                 lastHeartbeat: CloudViews.time(host.lastHeartbeat))
         }

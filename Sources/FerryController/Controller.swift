@@ -45,7 +45,7 @@ public final class Controller: Sendable {
         mover = GuestMover(
             store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout,
             maxMovesPerHost: configuration.maxMovesPerHost, logger: logger)
-        drainer = HostDrainer(
+        let drainer = HostDrainer(
             store: store, mover: mover, linkBytesPerSecond: configuration.linkBytesPerSecond,
             maxConcurrency: configuration.maxMovesPerHost, heartbeatTimeout: configuration.heartbeatTimeout,
             forcedConcurrency: configuration.drainConcurrency, logger: logger)
@@ -53,9 +53,10 @@ public final class Controller: Sendable {
             store: store, provisioner: provisioner, mover: mover, heartbeatTimeout: configuration.heartbeatTimeout,
             logger: logger)
         self.scaler = scaler
-        hosts = HostTracking(store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger) {
-            scaler.nudge()
-        }
+        self.drainer = drainer
+        hosts = HostTracking(
+            store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger,
+            onQuarantine: { host in Task { await drainer.evacuate(host) } }, onTelemetry: { scaler.nudge() })
         leases = LeaseKeeper(
             store: store, provisioner: provisioner, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger
         ) { [mover] id, host, cause async throws(ControlError) in

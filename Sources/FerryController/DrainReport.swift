@@ -38,6 +38,8 @@ struct DrainReport: Codable, Sendable, Equatable {
     }
 
     var host: String
+    /// Who asked for it and why ("drain asked by ops", "quarantined: …; evacuate by …").
+    var cause: String = ""
     var phase: Phase
     /// RFC 3339, as every time the API gives.
     var startedAt: String
@@ -67,7 +69,7 @@ struct DrainReport: Codable, Sendable, Equatable {
     var stays: [Guest]
 
     enum CodingKeys: String, CodingKey {
-        case host, phase, concurrency, concurrencies, moved, moving, waiting, failed, stays
+        case host, cause, phase, concurrency, concurrencies, moved, moving, waiting, failed, stays
         case startedAt = "started_at"
         case endedAt = "ended_at"
         case linkBytesPerSecond = "link_bytes_per_s"

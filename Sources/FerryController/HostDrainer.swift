@@ -55,7 +55,7 @@ final class HostDrainer: Sendable {
     /// answers how it stands.
     func drain(_ host: String, cause: String) async throws(ControlError) -> DrainReport {
         _ = try await store.setHostMode(host, to: .draining, from: nil, cause: cause)
-        start(host)
+        start(host, cause: cause)
         return report(host) ?? Self.empty(host)
     }
 
@@ -89,20 +89,39 @@ final class HostDrainer: Sendable {
         }
     }
 
-    /// After a restart: the drains of hosts the store has `draining`.
+    /// A host whose hardware is failing (quarantined) is emptied at once: a drain, whose cause
+    /// names the signal and the deadline. A host drained already stays so.
+    func evacuate(_ host: HostRecord) async {
+        guard host.mode != .drained else { return }
+        let deadline = host.evacuateBy.map { " by \(CloudViews.time($0))" } ?? ""
+        do {
+            _ = try await drain(host.id, cause: "quarantined: \(host.healthReason); evacuate\(deadline)")
+        } catch {
+            logger.error(
+                "a failing host could not be drained: \(error)", metadata: ["host.id": "\(host.id)"])
+        }
+    }
+
+    /// After a restart: the drains of hosts the store has `draining`, and of failing hosts not
+    /// drained yet (their quarantine was seen before the restart).
     func resume() async throws(ControlError) {
-        for host in try await store.hosts() where host.mode == .draining {
-            logger.notice("resuming the drain of a host", metadata: ["host.id": "\(host.id)"])
-            start(host.id)
+        for host in try await store.hosts() {
+            if host.mode == .draining {
+                logger.notice("resuming the drain of a host", metadata: ["host.id": "\(host.id)"])
+                start(host.id, cause: host.modeCause + " (resumed after a restart)")
+            } else if host.quarantined, host.mode == .active {
+                await evacuate(host)
+            }
         }
     }
 
     /// Starts the host's drain task unless one runs.
-    private func start(_ host: String) {
+    private func start(_ host: String, cause: String) {
         drains.withLock { drains in
             if let running = drains[host], running.report.phase == .draining, running.task != nil { return }
             var drain = Drain(report: Self.empty(host))
             drain.report.linkBytesPerSecond = model(host).linkBytesPerSecond
+            drain.report.cause = cause
             drain.task = Task { [self] in await self.run(host) }
             drains[host] = drain
         }

@@ -3,10 +3,16 @@ import FerryHostModel
 import Foundation
 import Logging
 
-/// The controller's view of its hosts: each heartbeat registers or refreshes its host and
-/// settles the host's unknown guests (`HostReportDecision`); a pass every second finds hosts
-/// silent for longer than the timeout and makes their live guests unknown. Nothing here deletes
-/// a guest or starts one elsewhere: a silent host's guests may still run.
+/// The controller's view of its hosts: each heartbeat registers or refreshes its host with the
+/// health it reports and settles the host's unknown guests (`HostReportDecision`); a pass every
+/// second finds hosts silent for longer than the timeout and makes their live guests unknown.
+/// Nothing here deletes a guest or starts one elsewhere: a silent host's guests may still run.
+///
+/// A heartbeat that turns its host `failing` (its hardware's signals, `HostHeartbeat.signals`)
+/// quarantines it: the store keeps when, and the deadline; the scheduler, moves and leases leave
+/// it out (`HostRecord.takesGuests`); the quarantine is logged at warning with the reason and
+/// the deadline, and `onQuarantine` is called once with the host (the evacuation starts there).
+/// A later report that is not failing releases it (logged at notice).
 final class HostTracking: Sendable {
     let store: any ControlStore
     let heartbeatTimeout: Duration
@@ -17,12 +23,18 @@ final class HostTracking: Sendable {
 
     /// Called after a heartbeat's telemetry was recorded (the scaler looks at once).
     let onTelemetry: @Sendable () -> Void
+    /// Called once when a heartbeat turns its host failing (the store's transaction that records
+    /// it saw the host not failing before), with the host as recorded: quarantined since now, its
+    /// `evacuateBy` set.
+    let onQuarantine: @Sendable (HostRecord) -> Void
 
     init(
         store: any ControlStore, heartbeatTimeout: Duration, clock: @escaping @Sendable () -> Date = { Date() },
-        logger: Logger, onTelemetry: @escaping @Sendable () -> Void = {}
+        logger: Logger, onQuarantine: @escaping @Sendable (HostRecord) -> Void = { _ in },
+        onTelemetry: @escaping @Sendable () -> Void = {}
     ) {
         self.onTelemetry = onTelemetry
+        self.onQuarantine = onQuarantine
         self.store = store
         self.heartbeatTimeout = heartbeatTimeout
         self.clock = clock
@@ -34,12 +46,11 @@ final class HostTracking: Sendable {
     func receive(_ heartbeat: HostHeartbeat) async throws(ControlError) {
         let capacity = Resources(
             vcpus: heartbeat.vcpus, memoryBytes: heartbeat.memoryBytes, diskBytes: heartbeat.diskBytes)
-        _ = try await store.registerHost(
+        let change = try await store.reportHost(
             HostRegistration(
-                id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity, kvm: heartbeat.kvm))
-        if !heartbeat.healthy {
-            _ = try await store.heartbeat(host: heartbeat.hostID, health: .degraded)
-        }
+                id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity, kvm: heartbeat.kvm,
+                healthReport: Self.healthReport(heartbeat)))
+        noteQuarantine(change)
         try await recordTelemetry(heartbeat)
         // A guest that is moving is settled by its move (GuestMover), not by one host's report.
         let unknown = try await store.guests(host: heartbeat.hostID, states: [.unknown]).filter { $0.movingTo == nil }
@@ -53,6 +64,46 @@ final class HostTracking: Sendable {
             logger.notice(
                 "a guest of a host that was silent is \(change.to.rawValue)",
                 metadata: ["guest.id": "\(change.id)", "guest.host": "\(heartbeat.hostID)"])
+        }
+    }
+
+    /// The host's health as a heartbeat reports it: failing hardware first (quarantine), then the
+    /// agent's own checks (degraded), then a hardware warning; each reason named, the others'
+    /// added. A heartbeat without signals (no health directory, an older agent) has healthy
+    /// hardware.
+    static func healthReport(_ heartbeat: HostHeartbeat) -> HostHealthReport {
+        let signals = heartbeat.signals ?? HostHeartbeat.Signals(state: .healthy, reason: "")
+        let agent = heartbeat.healthy ? nil : "the agent's checks failed: \(heartbeat.healthDetail)"
+        switch signals.state {
+        case .failing:
+            return HostHealthReport(
+                .failing, reason: [signals.reason, agent].compactMap { $0 }.joined(separator: "; "),
+                evacuateWithinSeconds: signals.evacuateWithinSeconds)
+        case .warning:
+            guard let agent else { return HostHealthReport(.warning, reason: signals.reason) }
+            return HostHealthReport(.degraded, reason: "\(agent); \(signals.reason)")
+        case .healthy:
+            guard let agent else { return HostHealthReport(.healthy) }
+            return HostHealthReport(.degraded, reason: agent)
+        }
+    }
+
+    /// Logs a quarantine (and calls `onQuarantine`) or a release.
+    private func noteQuarantine(_ change: HostHealthChange) {
+        let host = change.host
+        if change.quarantined {
+            let deadline = host.evacuateBy.map { CloudViews.time($0) } ?? "none"
+            logger.warning(
+                "host quarantined: \(host.healthReason); its guests should be gone by \(deadline)",
+                metadata: [
+                    "host.id": "\(host.id)", "host.health_reason": "\(host.healthReason)",
+                    "host.evacuate_by": "\(deadline)",
+                ])
+            onQuarantine(host)
+        } else if change.released {
+            logger.notice(
+                "host leaves quarantine: it reports \(host.health.rawValue)",
+                metadata: ["host.id": "\(host.id)", "host.health_reason": "\(host.healthReason)"])
         }
     }
 

@@ -52,7 +52,8 @@ public enum Placement {
         }
         return PlacementRefusal(
             request: request, hosts: candidates.count, hostsTakingGuests: taking.count,
-            hostsWithKVM: candidates.filter(\.runsKVM).count, hostsEligible: eligible.count, largestFree: largest)
+            hostsWithKVM: candidates.filter(\.runsKVM).count, hostsEligible: eligible.count, largestFree: largest,
+            hostsQuarantined: candidates.filter(\.quarantined).count)
     }
 }
 
@@ -88,12 +89,15 @@ public struct PlacementCandidate: Sendable, Equatable {
     public var free: Resources
     /// Its agent reports a usable /dev/kvm: it runs guests of `kvm` images.
     public var runsKVM: Bool
+    /// Its hardware is failing: it takes no guests (`takesGuests` is false too), and refusals say so.
+    public var quarantined: Bool
 
-    public init(hostID: String, takesGuests: Bool, free: Resources, runsKVM: Bool = false) {
+    public init(hostID: String, takesGuests: Bool, free: Resources, runsKVM: Bool = false, quarantined: Bool = false) {
         self.hostID = hostID
         self.takesGuests = takesGuests
         self.free = free
         self.runsKVM = runsKVM
+        self.quarantined = quarantined
     }
 
     /// Whether the host takes guests and runs the request's kind (its room aside).
@@ -118,10 +122,12 @@ public struct PlacementRefusal: Sendable, Equatable, CustomStringConvertible {
     public var hostsEligible: Int
     /// The free resources of the eligible host with the most free memory.
     public var largestFree: Resources?
+    /// Hosts quarantined for failing hardware (none of them takes guests).
+    public var hostsQuarantined: Int
 
     public init(
         request: PlacementRequest, hosts: Int, hostsTakingGuests: Int, hostsWithKVM: Int, hostsEligible: Int,
-        largestFree: Resources?
+        largestFree: Resources?, hostsQuarantined: Int = 0
     ) {
         self.request = request
         self.hosts = hosts
@@ -129,25 +135,36 @@ public struct PlacementRefusal: Sendable, Equatable, CustomStringConvertible {
         self.hostsWithKVM = hostsWithKVM
         self.hostsEligible = hostsEligible
         self.largestFree = largestFree
+        self.hostsQuarantined = hostsQuarantined
     }
 
     public var description: String {
         guard hostsTakingGuests > 0 else {
             return hosts == 0
                 ? "no host is registered: start an agent and register it"
-                : "none of the \(hosts) hosts takes guests (degraded, or silent past the heartbeat timeout):"
-                    + " check their agents"
+                : "none of the \(hosts) hosts takes guests (degraded, quarantined, or silent past the heartbeat"
+                    + " timeout\(quarantine)): check their agents"
         }
         let largest = largestFree.map(String.init(describing:)) ?? "nothing"
         guard request.needsKVM else {
-            return "no host has \(request) free (\(hostsTakingGuests) of \(hosts) hosts take guests; the most free"
-                + " memory is on one with \(largest)): add a host or delete guests"
+            return "no host has \(request) free (\(hostsTakingGuests) of \(hosts) hosts take guests\(quarantine); the"
+                + " most free memory is on one with \(largest)): add a host or delete guests"
         }
         guard hostsEligible > 0 else {
             return "no host with KVM takes guests (\(hostsWithKVM) of \(hosts) hosts report a usable /dev/kvm;"
-                + " \(hostsTakingGuests) take guests): check the agents of the hosts with KVM, or add one"
+                + " \(hostsTakingGuests) take guests\(quarantine)): check the agents of the hosts with KVM, or add one"
         }
         return "no host with KVM has room for \(request.resources) (\(hostsEligible) of \(hosts) hosts have KVM and"
-            + " take guests; the most free memory is on one with \(largest)): add a host with KVM or delete guests"
+            + " take guests\(quarantine); the most free memory is on one with \(largest)): add a host with KVM or"
+            + " delete guests"
+    }
+
+    /// `; 1 is quarantined (failing hardware)`, or nothing when none is.
+    private var quarantine: String {
+        switch hostsQuarantined {
+        case 0: ""
+        case 1: "; 1 is quarantined (failing hardware)"
+        default: "; \(hostsQuarantined) are quarantined (failing hardware)"
+        }
     }
 }

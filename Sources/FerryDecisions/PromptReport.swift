@@ -15,6 +15,9 @@
 ///   the next look then finds that figure stale in turn and reports again. So a load spike reaches
 ///   a scaling policy within two watch intervals, rather than within one to two intervals.
 /// - **A guest's own load figure moved** by at least `loadChangePermille`.
+/// - **The host's health state changed** (its hardware's signals: `healthy`, `warning`,
+///   `failing`): a failing host is quarantined by the controller within a watch interval and a
+///   round trip, not an interval later.
 ///
 /// A guest with no counters (its vmm did not answer in time) decides nothing by its CPU.
 public struct PromptReport: Sendable, Equatable {
@@ -50,17 +53,27 @@ public struct PromptReport: Sendable, Equatable {
         public var guests: [String: Guest]
         /// Percent of the guest's vCPUs between the report before and this one.
         public var cpuPercent: [String: Double]
+        /// The host's health state reported (`HealthState`'s raw value).
+        public var health: String
 
-        public init(timeMilliseconds: Int64, guests: [String: Guest], cpuPercent: [String: Double] = [:]) {
+        public init(
+            timeMilliseconds: Int64, guests: [String: Guest], cpuPercent: [String: Double] = [:],
+            health: String = "healthy"
+        ) {
             self.timeMilliseconds = timeMilliseconds
             self.guests = guests
             self.cpuPercent = cpuPercent
+            self.health = health
         }
     }
 
     /// Why a report should go now, or nil to wait for the interval; `previousLook` is the look
-    /// before this one (its `cpuPercent` unused), if it came after the last report.
-    public func reason(last: Sent, previousLook: Sent? = nil, now: Int64, guests: [String: Guest]) -> String? {
+    /// before this one (its `cpuPercent` unused), if it came after the last report; `health` the
+    /// host's health state now.
+    public func reason(
+        last: Sent, previousLook: Sent? = nil, now: Int64, guests: [String: Guest], health: String = "healthy"
+    ) -> String? {
+        if health != last.health { return "the host's health is \(health) (was \(last.health))" }
         let base =
             previousLook.flatMap {
                 $0.timeMilliseconds >= last.timeMilliseconds
@@ -85,8 +98,8 @@ public struct PromptReport: Sendable, Equatable {
         return nil
     }
 
-    /// The record of a report sent at `now` with `guests`, after `last` (nil: the first).
-    public func sent(after last: Sent?, now: Int64, guests: [String: Guest]) -> Sent {
+    /// The record of a report sent at `now` with `guests` and `health`, after `last` (nil: the first).
+    public func sent(after last: Sent?, now: Int64, guests: [String: Guest], health: String = "healthy") -> Sent {
         var use: [String: Double] = [:]
         if let last {
             for (id, guest) in guests {
@@ -97,7 +110,7 @@ public struct PromptReport: Sendable, Equatable {
                 use[id] = percent
             }
         }
-        return Sent(timeMilliseconds: now, guests: guests, cpuPercent: use)
+        return Sent(timeMilliseconds: now, guests: guests, cpuPercent: use, health: health)
     }
 
     /// Percent of the guest's vCPUs used between two looks (nil: no counters, a counter that went

@@ -57,12 +57,51 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
     public var healthy: Bool
     /// What failed, when not healthy.
     public var healthDetail: String
+    /// What the host's hardware signals say (`ferry agent --health-dir`). Absent (an agent
+    /// without a health directory, or older than the field): healthy.
+    public var signals: Signals?
     public var guests: [Guest]
+
+    /// The hardware's health as the agent judged it (`HealthAssessment`).
+    public struct Signals: Codable, Sendable, Equatable {
+        public enum State: String, Codable, Sendable, CaseIterable {
+            case healthy, warning, failing
+        }
+
+        public var state: State
+        /// The worst signal, named: `memory controller mc0: 1 uncorrected error`.
+        public var reason: String
+        /// For `failing`: seconds from this heartbeat by which the host should be empty.
+        public var evacuateWithinSeconds: Double?
+
+        public init(state: State, reason: String, evacuateWithinSeconds: Double? = nil) {
+            self.state = state
+            self.reason = reason
+            self.evacuateWithinSeconds = evacuateWithinSeconds
+        }
+
+        /// A state this controller does not know (from a newer agent) reads as `warning`: the
+        /// host keeps taking guests, and the reason says what was reported.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            let text = try container.decode(String.self, forKey: .state)
+            let reason = try container.decodeIfPresent(String.self, forKey: .reason) ?? ""
+            state = State(rawValue: text) ?? .warning
+            self.reason = State(rawValue: text) == nil ? "\(text): \(reason)" : reason
+            evacuateWithinSeconds = try container.decodeIfPresent(Double.self, forKey: .evacuateWithinSeconds)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case state, reason
+            case evacuateWithinSeconds = "evacuate_within_s"
+        }
+    }
 
     public init(
         hostID: String, agentURL: String, vcpus: Int, memoryBytes: Int, diskBytes: Int, kvm: Bool = false,
-        healthy: Bool, healthDetail: String, guests: [Guest]
+        healthy: Bool, healthDetail: String, signals: Signals? = nil, guests: [Guest]
     ) {
+        self.signals = signals
         self.hostID = hostID
         self.agentURL = agentURL
         self.vcpus = vcpus
@@ -84,11 +123,12 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
         kvm = try container.decodeIfPresent(Bool.self, forKey: .kvm) ?? false
         healthy = try container.decode(Bool.self, forKey: .healthy)
         healthDetail = try container.decode(String.self, forKey: .healthDetail)
+        signals = try container.decodeIfPresent(Signals.self, forKey: .signals)
         guests = try container.decode([Guest].self, forKey: .guests)
     }
 
     enum CodingKeys: String, CodingKey {
-        case vcpus, kvm, healthy, guests
+        case vcpus, kvm, healthy, guests, signals
         case hostID = "host_id"
         case agentURL = "agent_url"
         case memoryBytes = "memory_bytes"

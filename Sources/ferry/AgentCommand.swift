@@ -127,6 +127,13 @@ struct AgentCommand: ParsableCommand {
             "Disk offered to the controller, in GiB (default: the state directory's file system).", valueName: "GiB"))
     var offerDiskGiB: Int?
 
+    @Option(
+        name: .customLong("health-dir"),
+        help: ArgumentHelp(
+            "Where the host's hardware signals are read on every look (--watch-interval): edac/mc/mcN/{ce_count,ue_count}, smart/NAME.json (smartctl --json -A), ipmi/sel (ipmitool sel elist); a failing host is quarantined by the controller (docs/agent.md; default: none, the hardware is healthy).",
+            valueName: "dir"))
+    var healthDirectory: String?
+
     @Flag(
         name: .customLong("no-kvm"),
         help: ArgumentHelp(
@@ -235,7 +242,7 @@ struct AgentCommand: ParsableCommand {
                 version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
                 incomingReservationSeconds: Double(incomingReservation),
                 incomingResumeTimeout: incomingResumeTimeout.duration, metricsToken: metricsToken,
-                controller: controllerLink)
+                controller: controllerLink, healthDirectory: healthDirectory.map(Self.absolute))
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

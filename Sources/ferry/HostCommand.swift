@@ -96,6 +96,16 @@ struct HostShowCommand: ParsableCommand {
             capacity: \(report.capacity.vcpus) vCPUs, \(gib(report.capacity.memoryBytes)) memory, \(gib(report.capacity.diskBytes)) disk
             usage: \(gib(report.usage.memoryAvailableBytes)) memory available, \(gib(report.usage.diskAvailableBytes)) disk available, load \(String(format: "%.2f", report.usage.loadAverage1m))
             health: \(health.ok ? "ok" : "NOT OK"); state directory: \(health.stateDirectoryWritable.detail); KVM: \(health.kvm.ok ? "usable" : "not usable: \(health.kvm.detail)")
-            """
+            """ + (health.signals.map { "\n" + hardware($0) } ?? "")
+    }
+
+    /// `hardware: failing: REASON; empty within 842 s` (from --health-dir), and the files that
+    /// cannot be read.
+    static func hardware(_ signals: HostReport.Signals) -> String {
+        var line = "hardware: \(signals.state)"
+        if !signals.reason.isEmpty { line += ": \(signals.reason)" }
+        if let within = signals.evacuateWithinSeconds { line += "; empty within \(Int(within.rounded())) s" }
+        let unreadable = signals.detail.filter { $0.hasPrefix("unreadable: ") }
+        return unreadable.isEmpty ? line : line + "; " + unreadable.joined(separator: "; ")
     }
 }

@@ -14,16 +14,16 @@ import Testing
     .enabled(if: FerryProcess.built.met, FerryProcess.built.why),
     .enabled(if: Requirement.namespaces.met, Requirement.namespaces.why))
 struct ControlPlaneDrainTests {
-    static func cloud(_ name: String, controllerExtra: [String] = [], agentExtra: [String] = []) throws
-        -> ControlPlaneFixture
-    {
+    static func cloud(
+        _ name: String, controllerExtra: [String] = [], agentExtra: [String] = [], agentOptions: [Int: [String]] = [:]
+    ) throws -> ControlPlaneFixture {
         try ControlPlaneFixture(
             name, agents: 3, namespaced: true, controllerExtra: ["--policy", "pack"] + controllerExtra,
-            agentOptions: [
+            agentOptions: agentOptions.merging([
                 1: ["--migration-listen", "10.93.0.2:0"] + agentExtra,
                 2: ["--migration-listen", "10.93.0.3:0"] + agentExtra,
                 3: ["--migration-listen", "10.93.0.4:0"] + agentExtra,
-            ])
+            ]) { $0 + $1 })
     }
 
     /// `count` guests of `image`, running: their IDs. With the `pack` policy they fill h1 first.
@@ -272,6 +272,41 @@ struct ControlPlaneDrainTests {
             #expect(guest["host"] as? String != "h1" && guest["moving_to"] == nil, "\(guest)")
         }
         #expect(try Self.host(cloud, "h1")["mode"] as? String == "drained")
+        #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each guest on one host")
+    }
+
+    /// Pre-failure: an uncorrected memory error written into h1's health directory quarantines it
+    /// (failing, within 2 s) and the controller evacuates it at once: every guest leaves live,
+    /// long before the deadline the signal implies (15 minutes), and the host ends `drained`.
+    @Test func aFailingHostIsQuarantinedAndEvacuatedBeforeItsDeadline() throws {
+        let health = Scratch("cpd6-health")
+        let files = HealthFiles(health.path)
+        try files.memoryController(0, corrected: 0, uncorrected: 0)
+        let cloud = try Self.cloud("cpd6", agentOptions: [1: ["--health-dir", health.path]])
+        let ids = try Self.runningGuests(cloud, 4)
+
+        let injected = Date()
+        try files.memoryController(0, corrected: 0, uncorrected: 1)
+        let failing = try ControlPlaneHealthTests.waitForHost(cloud, "h1") { $0["health"] as? String == "failing" }
+        let quarantined = Date().timeIntervalSince(injected)
+        #expect(failing["health"] as? String == "failing" && quarantined <= 2, "\(quarantined) s: \(failing)")
+        let deadline = try #require((failing["evacuate_by"] as? String).flatMap(RFC3339Parse.date))
+        let end = try #require(try Self.follow(cloud, "h1").last)
+        let evacuated = Date()
+        #expect(end["phase"] as? String == "drained", "\(end)")
+        #expect(evacuated < deadline, "evacuated at \(evacuated), the deadline was \(deadline)")
+        print(
+            "pre-failure: h1 quarantined \(Int(quarantined * 1000)) ms after the signal, empty after"
+                + " \(Int(evacuated.timeIntervalSince(injected) * 1000)) ms (deadline in"
+                + " \(Int(deadline.timeIntervalSince(injected))) s)")
+        let host = try Self.host(cloud, "h1")
+        #expect(host["mode"] as? String == "drained", "\(host)")
+        let cause = end["cause"] as? String ?? ""
+        #expect(cause.hasPrefix("quarantined: memory controller mc0: 1 uncorrected error; evacuate by"), "\(end)")
+        for id in ids {
+            let guest = try cloud.json("GET", "/v1/guests/\(id)").1
+            #expect(guest["state"] as? String == "running" && guest["host"] as? String != "h1", "\(guest)")
+        }
         #expect(try cloud.guestsOnHosts().sorted() == ids.map { "c-\($0)" }.sorted(), "each guest on one host")
     }
 }

@@ -89,6 +89,11 @@ struct FerryProcess {
         return stderrText.split(separator: "\n").first(where: { $0.contains(text) }).map(String.init)
     }
 
+    /// The lines on stderr so far that contain `text`.
+    func stderrLines(containing text: String) -> [String] {
+        stderrText.split(separator: "\n").filter { $0.contains(text) }.map(String.init)
+    }
+
     static func run(_ arguments: [String], prefix: [String] = [], timeout: Double = 120) throws -> Outcome {
         try FerryProcess(arguments, prefix: prefix).wait(timeout: timeout)
     }

@@ -31,6 +31,21 @@ import Testing
         #expect(Self.rule.reason(last: hot, now: 400, guests: ["a": Self.guest(1_000_000_000)]) != nil)
     }
 
+    /// A change of the host's health state goes at once (a failing host is quarantined within a
+    /// look); the same state again waits for the interval, and the report records the state.
+    @Test func aHealthChangeIsReportedAtOnce() {
+        let same = ["a": Self.guest(1_000_000_000)]
+        #expect(
+            Self.rule.reason(last: Self.idle, now: 10, guests: same, health: "failing")
+                == "the host's health is failing (was healthy)")
+        let sent = Self.rule.sent(after: Self.idle, now: 10, guests: same, health: "failing")
+        #expect(sent.health == "failing")
+        #expect(Self.rule.reason(last: sent, now: 20, guests: same, health: "failing") == nil)
+        #expect(
+            Self.rule.reason(last: sent, now: 20, guests: same, health: "warning")
+                == "the host's health is warning (was failing)")
+    }
+
     @Test func statesGuestsAndLoadsAreReportedAtOnce() {
         #expect(
             Self.rule.reason(last: Self.idle, now: 10, guests: ["a": Self.guest(nil, state: "suspended")])

@@ -25,4 +25,35 @@ import Testing
         withoutKVM.kvm = false
         #expect(decoded == withoutKVM)
     }
+
+    /// The hardware's signals round-trip; absent (an older agent) they are nil, which the
+    /// controller reads as healthy; a state this Ferry does not know reads as a warning.
+    @Test func signalsRoundTripAndAreOptional() throws {
+        let heartbeat = HostHeartbeat(
+            hostID: "h1", agentURL: "http://10.0.0.2:7460", vcpus: 4, memoryBytes: 1 << 30, diskBytes: 1 << 32,
+            healthy: true, healthDetail: "ok",
+            signals: .init(
+                state: .failing, reason: "memory controller mc0: 1 uncorrected error", evacuateWithinSeconds: 900),
+            guests: [])
+        let encoded = try JSONEncoder().encode(heartbeat)
+        let object = try #require(try JSONSerialization.jsonObject(with: encoded) as? [String: Any])
+        let signals = try #require(object["signals"] as? [String: Any])
+        #expect(signals["state"] as? String == "failing" && signals["evacuate_within_s"] as? Double == 900)
+        #expect(try JSONDecoder().decode(HostHeartbeat.self, from: encoded) == heartbeat)
+
+        let older = Data(
+            """
+            {"host_id": "h1", "agent_url": "http://10.0.0.2:7460", "vcpus": 4, "memory_bytes": 1073741824,
+             "disk_bytes": 4294967296, "healthy": true, "health_detail": "ok", "guests": []}
+            """.utf8)
+        #expect(try JSONDecoder().decode(HostHeartbeat.self, from: older).signals == nil)
+        let newer = Data(
+            """
+            {"host_id": "h1", "agent_url": "http://10.0.0.2:7460", "vcpus": 4, "memory_bytes": 1073741824,
+             "disk_bytes": 4294967296, "healthy": true, "health_detail": "ok", "guests": [],
+             "signals": {"state": "smouldering", "reason": "fan 3"}}
+            """.utf8)
+        let unknown = try #require(try JSONDecoder().decode(HostHeartbeat.self, from: newer).signals)
+        #expect(unknown == .init(state: .warning, reason: "smouldering: fan 3"))
+    }
 }
