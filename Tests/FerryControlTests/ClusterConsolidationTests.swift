@@ -98,8 +98,8 @@ import Testing
     }
 
     /// Clusters beyond the exhaustive search (greedy best fit): the promises hold, the hosts used
-    /// never fall below the lower bound, and thin uniform clusters come within one host of it... or
-    /// 10%.
+    /// never fall below the lower bound, and on uniform clusters (every host takes every guest)
+    /// they exceed it by at most one host or 10%, whichever is more.
     @Test(arguments: [UInt64(5), 6, 7])
     func largerClustersKeepThePromises(seed: UInt64) {
         var random = SplitMix64(seed: seed)
