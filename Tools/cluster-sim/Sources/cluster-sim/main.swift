@@ -2,9 +2,13 @@ import FerryDecisions
 import Glibc
 
 // cluster-sim SCENARIO [options]: see Tools/cluster-sim/README.md.
+let usage = [
+    PlacementBenchmark.Options.usage, ScalingBenchmark.Options.usage, BalanceBenchmark.Options.usage,
+    ConsolidationBenchmark.Options.usage, DrainBenchmark.Options.usage,
+].joined(separator: "\n")
 var arguments = Array(CommandLine.arguments.dropFirst())
 guard let scenario = arguments.first, !scenario.hasPrefix("-") else {
-    printError(PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
+    printError(usage)
     exit(2)
 }
 arguments.removeFirst()
@@ -33,12 +37,28 @@ case "drain":
         printError("cluster-sim drain: \(error)\n\n\(DrainBenchmark.Options.usage)")
         exit(2)
     }
+case "balance":
+    do {
+        let options = try BalanceBenchmark.Options(arguments)
+        exit(BalanceBenchmark(options: options).run() ? 0 : 1)
+    } catch {
+        printError("cluster-sim balance: \(error)\n\n\(BalanceBenchmark.Options.usage)")
+        exit(2)
+    }
+case "consolidate":
+    do {
+        let options = try ConsolidationBenchmark.Options(arguments)
+        exit(ConsolidationBenchmark(options: options).run() ? 0 : 1)
+    } catch {
+        printError("cluster-sim consolidate: \(error)\n\n\(ConsolidationBenchmark.Options.usage)")
+        exit(2)
+    }
 case "-h", "--help", "help":
-    print(PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
+    print(usage)
 default:
     printError(
-        "cluster-sim: no scenario \(scenario) (there is: placement, scaling, drain)\n\n"
-            + PlacementBenchmark.Options.usage + "\n" + ScalingBenchmark.Options.usage)
+        "cluster-sim: no scenario \(scenario) (there is: placement, scaling, balance, consolidate, drain)\n\n"
+            + usage)
     exit(2)
 }
 
