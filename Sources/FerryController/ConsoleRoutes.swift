@@ -14,6 +14,7 @@ struct ConsoleRoutes: Sendable {
     let store: any ControlStore
     let provisioner: GuestProvisioner
     let mover: GuestMover
+    let drainer: HostDrainer
     let key: SharedKey
     let work: BlockingWork
     let heartbeatTimeout: Duration
@@ -56,6 +57,18 @@ struct ConsoleRoutes: Sendable {
                 done: request.uri.queryParameters.get("done"))
         }
         addGuestActions(to: router)
+        router.post("hosts/:id/drain") { _, context in
+            try context.require(.manageHosts)
+            let host = context.parameters.get("id") ?? ""
+            _ = try await drainer.drain(host, cause: "drain asked by \(try context.principal().user) (console)")
+            return ConsoleHTML.redirect("/console/admin")
+        }
+        router.post("hosts/:id/undrain") { _, context in
+            try context.require(.manageHosts)
+            let host = context.parameters.get("id") ?? ""
+            _ = try await drainer.undrain(host, cause: "undrain asked by \(try context.principal().user) (console)")
+            return ConsoleHTML.redirect("/console/admin")
+        }
     }
 
     /// `AccountService.login` with the form's name and password: the session cookie and a 303 to
@@ -198,10 +211,14 @@ struct ConsoleRoutes: Sendable {
         for project in try await store.projects() {
             projects.append((project, try await store.usage(project: project.name)))
         }
+        let hosts = try await store.hosts()
+        var drains: [String: String] = [:]
+        for host in hosts { drains[host.id] = drainer.report(host.id)?.summary }
+        let session = try ConsoleSession(context)
         let view = AdminView(
-            hosts: try await store.hosts(), usage: try await store.hostUsage(), projects: projects, now: Date(),
-            heartbeatTimeout: heartbeatTimeout)
-        return ConsoleHTML.render("admin", view, title: "Site", session: try ConsoleSession(context))
+            hosts: hosts, usage: try await store.hostUsage(), projects: projects, now: Date(),
+            heartbeatTimeout: heartbeatTimeout, drains: drains, csrfToken: session.csrfToken)
+        return ConsoleHTML.render("admin", view, title: "Site", session: session)
     }
 
     /// The guest the path names, if the caller may do `action` to it; another project's guest

@@ -224,6 +224,7 @@ struct ConsoleOutput: Sendable {
 }
 
 struct AdminView {
+    var csrfToken: String
     struct HostRow {
         var id: String
         var address: String
@@ -240,6 +241,12 @@ struct AdminView {
         var quarantine: String
         var takesGuests: String
         var lastHeartbeat: String
+        /// `active`, `draining`, `drained`; the drain's summary line while this controller has
+        /// one; the form that changes it (`drain` or `undrain`).
+        var mode: String
+        var drain: String
+        var action: String
+        var actionLabel: String
     }
     struct ProjectRow {
         var name: String
@@ -264,8 +271,9 @@ struct AdminView {
 
     init(
         hosts: [HostRecord], usage: [String: Resources], projects: [(Project, ProjectUsage)], now: Date,
-        heartbeatTimeout: Duration
+        heartbeatTimeout: Duration, drains: [String: String] = [:], csrfToken: String = ""
     ) {
+        self.csrfToken = csrfToken
         self.hosts = hosts.map { host in
             let used = usage[host.id] ?? .zero
             return HostRow(
@@ -276,7 +284,9 @@ struct AdminView {
                 kvm: host.kvm ? "yes" : "no", health: host.health.rawValue, healthReason: host.healthReason,
                 quarantine: Self.quarantine(host),
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ? "yes" : "no",
-                lastHeartbeat: CloudViews.time(host.lastHeartbeat))
+                lastHeartbeat: CloudViews.time(host.lastHeartbeat), mode: host.mode.rawValue,
+                drain: drains[host.id] ?? "", action: host.mode == .active ? "drain" : "undrain",
+                actionLabel: host.mode == .active ? "Drain" : "Undrain")
         }
         self.projects = projects.map { project, use in
             ProjectRow(

@@ -116,7 +116,8 @@ public final class Controller: Sendable {
         DrainRoutes(store: store, drainer: drainer).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
-            accounts: accounts, store: store, provisioner: provisioner, mover: mover, key: configuration.key,
+            accounts: accounts, store: store, provisioner: provisioner, mover: mover, drainer: drainer,
+            key: configuration.key,
             work: work,
             heartbeatTimeout: configuration.heartbeatTimeout, secureCookies: configuration.secureCookies
         ).add(to: router)

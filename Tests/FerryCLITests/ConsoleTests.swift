@@ -83,6 +83,20 @@ struct ConsoleTests {
         let root = try browser.logIn("root", Self.password)
         let admin = try root.get("/console/admin")
         #expect(admin.status == 200 && admin.body.contains("h1") && admin.body.contains("beta"), "\(admin.body)")
+        // A host's maintenance by the site page's forms: a drain with nowhere to go (this cloud has
+        // one host) keeps the guest where it is, says so, and is reversed by undrain.
+        let rootCSRF = try #require(admin.field("csrf_token"))
+        #expect(try alice.post("/console/hosts/h1/drain", ["csrf_token": csrf]).status == 403)
+        #expect(try root.post("/console/hosts/h1/drain", [:]).status == 403, "a form without the CSRF token")
+        let drained = try root.post("/console/hosts/h1/drain", ["csrf_token": rootCSRF])
+        #expect(drained.status == 303 && drained.location == "/console/admin", "\(drained.status) \(drained.body)")
+        let page = try root.waitFor("/console/admin") { $0.contains("1 failed") }
+        #expect(page.contains(#"id="mode-h1">draining<"#), "\(page)")
+        #expect(page.contains(#"id="drain-h1">host h1 incomplete: 0 of 1 moved, 1 failed"#), "\(page)")
+        #expect(page.contains(#"action="/console/hosts/h1/undrain""#), "\(page)")
+        let undrained = try root.post("/console/hosts/h1/undrain", ["csrf_token": rootCSRF])
+        #expect(undrained.location == "/console/admin")
+        #expect(try root.get("/console/admin").body.contains(#"id="mode-h1">active<"#))
 
         // Stop, then delete, by the guest page's forms.
         let id = String(guestPage.dropFirst("/console/guests/".count))
