@@ -278,7 +278,9 @@ struct DiskMoveCLITests {
         defer { move.relay.stop() }
         Thread.sleep(forTimeInterval: 1.0)
         kill(move.receiver.process.processIdentifier, SIGKILL)
-        let sent = move.sender.wait(timeout: 30)
+        // Its attempts back off for about 11 s in all; on a loaded machine each one's connect and
+        // refusal take longer, so the wait is generous (a kill at the deadline would read as 9).
+        let sent = move.sender.wait(timeout: 120)
         _ = move.receiver.wait(timeout: 10)
         print("source: \(sent.stderr.split(separator: "\n").last ?? "")")
         #expect(sent.status == 5)
