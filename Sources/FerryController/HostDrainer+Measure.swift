@@ -27,7 +27,16 @@ extension HostDrainer {
             dirtyBytesPerSecond: dirty, sendBytesPerSecond: send, sharing: sharing,
             setupSeconds: rounds.isEmpty ? migration.setupMs.map { $0 / 1000 } : max(0, wallSeconds - during),
             memorySentBytes: pages > 0 ? Int64(Double(pages) * pageSize) : nil,
-            wireBytes: wire > 0 ? Int64(wire) : nil)
+            wireBytes: wire > 0 ? Int64(wire) : nil, downtimeSeconds: migration.downtimeMs.map { $0 / 1000 })
+    }
+
+    /// The drain's bound on migrations at once from the downtimes measured out of `host`
+    /// (`DrainPlan.downtimeBound`, at the model's downtime target).
+    func downtimeBound(_ host: String, model: MigrationCostModel) -> Int {
+        let observations = measured.withLock { $0[host] ?? [] }.compactMap { observation in
+            observation.downtimeSeconds.map { (sharing: observation.sharing, downtimeSeconds: $0) }
+        }
+        return DrainPlan.downtimeBound(observations, target: model.downtimeTarget, limit: maxConcurrency)
     }
 
     /// Keeps the observation for the host's model and the guest's dirty rate.

@@ -123,7 +123,8 @@ extension HostDrainer {
     /// The plan for the guests still to go. Their dirty rates are what their last migrations
     /// measured; a guest never measured counts at the median of those that were. Until one
     /// migration out of the host has measured anything, one goes at a time (a probe: a wrong
-    /// guess at many at once would cost more than one migration alone).
+    /// guess at many at once would cost more than one migration alone); after it, no more at once
+    /// than the downtimes measured so far allow (`downtimeBound`).
     func plan(_ host: String, _ guests: [CloudGuest]) -> (DrainPlan, assumed: Double?) {
         let rates = dirtyRates.withLock { $0 }
         let known = guests.compactMap { rates[$0.id] }
@@ -141,7 +142,9 @@ extension HostDrainer {
                 profiles, model: model(host), maxConcurrency: forcedConcurrency, forced: forcedConcurrency)
             return (plan, fallback)
         }
-        return (DrainPlan.make(profiles, model: model(host), maxConcurrency: probing ? 1 : maxConcurrency), fallback)
+        let model = model(host)
+        let limit = probing ? 1 : downtimeBound(host, model: model)
+        return (DrainPlan.make(profiles, model: model, maxConcurrency: limit), fallback)
     }
 
     /// Marks the guest moving in the report.

@@ -70,6 +70,31 @@ public struct DrainPlan: Sendable, Equatable {
         return best ?? DrainPlan(concurrency: 1, order: [], seconds: 0, notConverging: [], estimates: [:])
     }
 
+    /// The most migrations at once that keep every guest's downtime within `target`, as far as
+    /// the drains' measured downtimes tell (`observations`: each migration's concurrency and its
+    /// downtime). On a host whose CPUs the migrations share, a blackout lengthens with the
+    /// migrations beside it: a concurrency that broke the target is not used again (the bound is
+    /// below the lowest that did), and the bound climbs one step at a time above the highest that
+    /// kept it, only while that one's worst downtime, scaled by the step's share (×(k+1)/k),
+    /// still fits. Without a measured downtime: `limit` (the drain's probe goes first anyway).
+    public static func downtimeBound(
+        _ observations: [(sharing: Int, downtimeSeconds: Double)], target: Double, limit: Int
+    ) -> Int {
+        let limit = max(1, limit)
+        guard !observations.isEmpty else { return limit }
+        var worst: [Int: Double] = [:]
+        for observation in observations {
+            let sharing = max(1, observation.sharing)
+            worst[sharing] = max(worst[sharing] ?? 0, observation.downtimeSeconds)
+        }
+        let broken = worst.filter { $0.value > target }.keys.min()
+        guard let kept = worst.filter({ $0.value <= target }).keys.max() else { return 1 }
+        var bound = kept
+        if let downtime = worst[kept], downtime * Double(kept + 1) / Double(kept) <= target { bound = kept + 1 }
+        if let broken { bound = min(bound, broken - 1) }
+        return max(1, min(limit, bound))
+    }
+
     /// Longest first; the guests in `last` after the rest (they may hold a slot a long time).
     static func ordered(_ guests: [DrainGuest], estimates: [String: Double], last: Set<String>) -> [String] {
         guests.sorted { a, b in

@@ -155,11 +155,14 @@ public struct MigrationObservation: Sendable, Equatable {
     /// Guest memory sent (pages × page size), and what it took on the wire.
     public var memorySentBytes: Int64?
     public var wireBytes: Int64?
+    /// The guest's measured downtime (its blackout, from pause to resume).
+    public var downtimeSeconds: Double?
 
     public init(
         dirtyBytesPerSecond: Double?, sendBytesPerSecond: Double?, sharing: Int, setupSeconds: Double?,
-        memorySentBytes: Int64? = nil, wireBytes: Int64? = nil
+        memorySentBytes: Int64? = nil, wireBytes: Int64? = nil, downtimeSeconds: Double? = nil
     ) {
+        self.downtimeSeconds = downtimeSeconds
         self.dirtyBytesPerSecond = dirtyBytesPerSecond
         self.sendBytesPerSecond = sendBytesPerSecond
         self.sharing = sharing

@@ -199,3 +199,47 @@ import Testing
         #expect(plan.order.count == 8)
     }
 }
+
+/// The bound on migrations at once from measured downtimes (the 50 ms target).
+@Suite struct DrainDowntimeBoundTests {
+    typealias Seen = [(sharing: Int, downtimeSeconds: Double)]
+
+    @Test func nothingMeasuredLeavesTheLimit() {
+        #expect(DrainPlan.downtimeBound([], target: 0.05, limit: 4) == 4)
+    }
+
+    /// Figures like drain-bench's: 24 ms alone, 35 ms two at once, 62 ms four at once.
+    @Test func itClimbsOneStepWhileTheScaledDowntimeFits() {
+        #expect(DrainPlan.downtimeBound([(1, 0.024)], target: 0.05, limit: 4) == 2)
+        #expect(DrainPlan.downtimeBound([(1, 0.024), (2, 0.035)], target: 0.05, limit: 4) == 2)
+        #expect(DrainPlan.downtimeBound([(1, 0.010), (2, 0.015)], target: 0.05, limit: 4) == 3)
+        #expect(DrainPlan.downtimeBound([(1, 0.010), (2, 0.015)], target: 0.05, limit: 2) == 2)
+    }
+
+    @Test func aConcurrencyThatBrokeTheTargetIsNotUsedAgain() {
+        #expect(DrainPlan.downtimeBound([(1, 0.020), (4, 0.062)], target: 0.05, limit: 4) == 2)
+        #expect(DrainPlan.downtimeBound([(1, 0.005), (2, 0.010), (3, 0.051)], target: 0.05, limit: 4) == 2)
+        #expect(DrainPlan.downtimeBound([(1, 0.060)], target: 0.05, limit: 4) == 1)
+        #expect(DrainPlan.downtimeBound([(2, 0.060)], target: 0.05, limit: 4) == 1)
+    }
+
+    /// Against its definition on random histories: within 1…limit, below every level that broke
+    /// the target, at most one above the highest that kept it, and that step only if it fits scaled.
+    @Test func randomHistoriesKeepTheRules() {
+        var random = SplitMix64(seed: 18)
+        for _ in 0..<5_000 {
+            let seen: Seen = (0..<Int.random(in: 1...6, using: &random)).map { _ in
+                (Int.random(in: 1...5, using: &random), Double.random(in: 0.005...0.08, using: &random))
+            }
+            let limit = Int.random(in: 1...5, using: &random)
+            let bound = DrainPlan.downtimeBound(seen, target: 0.05, limit: limit)
+            #expect((1...limit).contains(bound))
+            var worst: [Int: Double] = [:]
+            for (k, d) in seen { worst[k] = max(worst[k] ?? 0, d) }
+            for (k, d) in worst where d > 0.05 { #expect(bound < k || bound == 1) }
+            let kept = worst.filter { $0.value <= 0.05 }.keys.max() ?? 0
+            #expect(bound <= max(1, kept + 1))
+            if bound == kept + 1, kept > 0 { #expect(worst[kept]! * Double(kept + 1) / Double(kept) <= 0.05) }
+        }
+    }
+}
