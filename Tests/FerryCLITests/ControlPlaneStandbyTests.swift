@@ -272,6 +272,34 @@ struct ControlPlaneStandbyTests {
             #expect(try Self.placement(cloud, [id])[id] == before[id], "a failed move leaves it on its source")
         }
     }
+    /// `--consolidate-below 0.5`: two guests on two hosts of 3 vCPUs (a third of the cluster) are
+    /// packed onto one by themselves and the other host goes to standby; the report names the
+    /// utilization. `ferry cloud consolidate --dry-run` then plans nothing more, and `--wait` ends at once.
+    @Test func lowDemandConsolidatesByItselfAndTheCLIShowsIt() throws {
+        let cloud = try Self.cloud(
+            "cps4", agents: 2, controllerExtra: ["--consolidate-below", "0.5", "--consolidate-interval", "1"])
+        let ids = try ControlPlaneDrainTests.runningGuests(cloud, 2)
+        let deadline = Date().addingTimeInterval(60)
+        var report: [String: Any] = [:]
+        while Date() < deadline {
+            report = try cloud.json("GET", "/v1/consolidate").1
+            if report["phase"] as? String == "done" { break }
+            usleep(100_000)
+        }
+        #expect(report["phase"] as? String == "done", "\(report)")
+        #expect((report["cause"] as? String ?? "").hasPrefix("utilization 33 % < 50 %"), "\(report)")
+        let standby = report["standby"] as? [String] ?? []
+        #expect(standby.count == 1 && (report["moves_done"] as? [Any] ?? []).count == 1, "\(report)")
+        #expect(Set(try Self.placement(cloud, ids).values).count == 1)
+
+        let run = try ControlPlaneMoveTests.siteAdminCLI(cloud)
+        let plan = try run(["consolidate", "--dry-run"])
+        #expect(plan.status == 0 && plan.stdout.contains("plan: 1 hosts → 1"), "\(plan.stdout) \(plan.stderr)")
+        let again = try run(["consolidate", "--wait"])
+        #expect(again.status == 0 && again.stdout.contains("0 of 0 moves done"), "\(again.stdout) \(again.stderr)")
+        let list = try run(["host", "list"])
+        #expect(list.stdout.contains("standby"), "\(list.stdout)")
+    }
 }
 
 /// The grace a fresh standby has over its agent's earlier reports (`HostRecord.standbyGraceSeconds`).
