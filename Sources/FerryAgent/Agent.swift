@@ -25,6 +25,8 @@ public final class Agent: Sendable {
     public let migrations: HostMigrations
     /// The host's hardware signals (`--health-dir`).
     public let health: HealthMonitor
+    /// On or in standby (`STATE/power`).
+    public let power: HostPowerSwitch
     /// Threads for blocking work (SQLite, control sockets, spawning): not the cooperative pool.
     let work = BlockingWork()
     let verifier: RequestVerifier
@@ -66,13 +68,15 @@ public final class Agent: Sendable {
             directory: stateDirectory.migrationsPath, logger: logger,
             selfURL: { "http://\(bound.value.withLock { $0 } ?? listen)" })
         boundForMigrations = bound
+        power = HostPowerSwitch(stateDirectory: stateDirectory.path)
         health = HealthMonitor(
             directory: configuration.healthDirectory, thresholds: configuration.healthThresholds, logger: logger)
         if let link = configuration.controller {
             do {
                 controllerLink = try ControllerLink(
                     configuration: link, key: configuration.key, guests: guests,
-                    probe: HostProbe(stateDirectory: stateDirectory.path), health: health, logger: logger)
+                    probe: HostProbe(stateDirectory: stateDirectory.path), health: health, power: power,
+                    logger: logger)
             } catch {
                 stateDirectory.release()
                 throw error
@@ -158,12 +162,13 @@ public final class Agent: Sendable {
                 metricsToken: configuration.metricsToken))
         HostRoutes(
             probe: HostProbe(stateDirectory: stateDirectory.path), identity: identity, metrics: metrics,
-            guests: guests, work: work, health: health
+            guests: guests, work: work, health: health, power: power
         ).add(to: router)
-        GuestRoutes(guests: guests, work: work).add(to: router)
+        GuestRoutes(guests: guests, work: work, power: power).add(to: router)
         let probe = HostProbe(stateDirectory: stateDirectory.path)
         let identity = self.identity
-        MigrationRoutes(migrations: migrations, work: work) { () throws(AgentAPIError) -> IncomingCapacity in
+        MigrationRoutes(migrations: migrations, work: work, power: power) {
+            () throws(AgentAPIError) -> IncomingCapacity in
             do throws(SystemError) {
                 let capacity = try probe.report(agent: identity()).capacity
                 return IncomingCapacity(vcpus: capacity.vcpus, memoryBytes: Int(clamping: capacity.memoryBytes))

@@ -61,13 +61,15 @@ final class ControllerLink: Sendable {
     let guests: HostGuests
     let probe: HostProbe
     let health: HealthMonitor
+    let power: HostPowerSwitch
     let logger: Logger
     private let lastFailure = Mutex<String?>(nil)
 
     init(
         configuration: ControllerLinkConfiguration, key: SharedKey, guests: HostGuests, probe: HostProbe,
-        health: HealthMonitor, logger: Logger
+        health: HealthMonitor, power: HostPowerSwitch, logger: Logger
     ) throws(AgentClientError) {
+        self.power = power
         self.configuration = configuration
         client = try AgentClient(url: configuration.controllerURL, key: key, timeoutMs: 5_000)
         self.guests = guests
@@ -96,7 +98,8 @@ final class ControllerLink: Sendable {
                 let (guests, verdict) = try await work.run { [self] in (try self.guestsNow(), self.health.look()) }
                 let seen = Self.prompt(guests)
                 let now = milliseconds(looked)
-                let state = verdict.state.rawValue
+                // A change of power (standby, wake) is reported at once, as a change of health is.
+                let state = verdict.state.rawValue + (power.power == .standby ? " (standby)" : "")
                 let early = last.flatMap {
                     configuration.prompt.reason(
                         last: $0, previousLook: previousLook, now: now, guests: seen, health: state)
@@ -152,7 +155,7 @@ final class ControllerLink: Sendable {
         return HostHeartbeat(
             hostID: configuration.hostID, agentURL: agentURL, vcpus: vcpus, memoryBytes: memory, diskBytes: disk,
             kvm: kvm, healthy: writable.ok, healthDetail: writable.detail,
-            signals: health.signals(verdict ?? health.latest), guests: try guests ?? guestsNow())
+            signals: health.signals(verdict ?? health.latest), power: power.power, guests: try guests ?? guestsNow())
     }
 
     /// The host's guests with the running ones' counters, as they are now.

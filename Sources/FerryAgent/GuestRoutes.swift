@@ -8,6 +8,7 @@ import Hummingbird
 struct GuestRoutes: Sendable {
     let guests: HostGuests
     let work: BlockingWork
+    let power: HostPowerSwitch
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/v1/guests") { _, _ in
@@ -18,6 +19,7 @@ struct GuestRoutes: Sendable {
             let body = try await request.body.collect(upTo: .max)
             let spec = try RequestBodyDecoding.decodeValidated(GuestSpecification.self, from: body.readableBytesView)
             let id = try RequestBodyDecoding.decode(GivenGuestID.self, from: body.readableBytesView).id
+            try power.refuseInStandby("guests")
             let (record, created) = try await work.run { try guests.create(spec, id: id) }
             return try HostRoutes.json(GuestView(record), status: created ? .created : .ok)
         }

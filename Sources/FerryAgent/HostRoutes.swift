@@ -10,6 +10,7 @@ struct HostRoutes: Sendable {
     let guests: HostGuests
     let work: BlockingWork
     let health: HealthMonitor
+    let power: HostPowerSwitch
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in Self.text("ok\n", contentType: "text/plain; charset=utf-8") }
@@ -21,6 +22,27 @@ struct HostRoutes: Sendable {
                 try guests.recordMetrics(metrics)
             }
             return Self.text(metrics.text(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+        addPower(to: router)
+    }
+
+    /// `POST /v1/host/standby`: refused (409, naming them) while the host holds any guest
+    /// (running, stopped, suspended or arriving, or one being created or reserved right now);
+    /// `POST /v1/host/wake`: back on. The next heartbeat (within the watch interval) reports it.
+    private func addPower(to router: Router<BasicRequestContext>) {
+        router.post("/v1/host/standby") { _, _ in
+            try await work.run {
+                try power.standby { () throws(AgentAPIError) in
+                    let held = try guests.list().map { "\($0.specification.name) (\($0.state.rawValue))" }
+                    let busy = guests.busyNames().map { "\($0) (busy)" }
+                    return held + busy
+                }
+            }
+            return try Self.json(HostPowerView(power: power.power.rawValue))
+        }
+        router.post("/v1/host/wake") { _, _ in
+            try await work.run { try power.wake() }
+            return try Self.json(HostPowerView(power: power.power.rawValue))
         }
     }
 

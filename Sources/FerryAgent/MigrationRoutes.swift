@@ -9,6 +9,7 @@ import Hummingbird
 struct MigrationRoutes: Sendable {
     let migrations: HostMigrations
     let work: BlockingWork
+    let power: HostPowerSwitch
     let capacity: @Sendable () throws(AgentAPIError) -> IncomingCapacity
 
     func add(to router: Router<BasicRequestContext>) {
@@ -53,6 +54,7 @@ struct MigrationRoutes: Sendable {
             let body = try await request.body.collect(upTo: .max)
             let incoming = try RequestBodyDecoding.decodeValidated(
                 IncomingMigrationRequest.self, from: body.readableBytesView)
+            try power.refuseInStandby("incoming migrations")
             let capacity = self.capacity
             let reservation = try await work.run { try migrations.prepareIncoming(incoming, capacity: try capacity()) }
             return try Self.exchangeJSON(reservation, status: .created)

@@ -8,7 +8,7 @@ enum ControlRows {
         "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, health_reason, evacuate_by_ms, quarantined_ms,"
         + " last_heartbeat_ms, registered_ms"
     /// What a host's row is read with (`hostColumns` are what a registration writes).
-    static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause"
+    static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause, power, power_since_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
@@ -19,7 +19,9 @@ enum ControlRows {
     }
 
     static func host(_ row: Row, file: String) throws -> HostRecord {
-        guard let health = HostHealth(rawValue: row["health"]), let mode = HostMode(rawValue: row["mode"]) else {
+        guard let health = HostHealth(rawValue: row["health"]), let mode = HostMode(rawValue: row["mode"]),
+            let power = HostPower(rawValue: row["power"])
+        else {
             throw unreadable(file, "host \(row["id"] as String)")
         }
         let modeSince: Int64? = row["mode_since_ms"]
@@ -29,7 +31,8 @@ enum ControlRows {
             evacuateBy: (row["evacuate_by_ms"] as Int64?).map(date),
             quarantinedAt: (row["quarantined_ms"] as Int64?).map(date),
             lastHeartbeat: date(row["last_heartbeat_ms"]), registeredAt: date(row["registered_ms"]), mode: mode,
-            modeSince: modeSince.map(date), modeCause: row["mode_cause"])
+            modeSince: modeSince.map(date), modeCause: row["mode_cause"], power: power,
+            powerSince: (row["power_since_ms"] as Int64?).map(date))
     }
 
     static func flavor(_ row: Row) -> Flavor {

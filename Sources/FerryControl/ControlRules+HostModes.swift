@@ -17,4 +17,26 @@ extension ControlRules {
         }
         return host.mode == mode ? nil : mode
     }
+
+    /// Whether `host` (as read in the transaction) may go to `power`, when the caller expects it
+    /// in one of `from` (nil: any); `holding` names the guests that hold capacity on it (or are
+    /// moving to it): a host goes to standby only empty, so a guest placed on it meanwhile keeps
+    /// it on. The power it has already is no change (nil).
+    public static func hostPowerChange(
+        _ host: HostRecord, to power: HostPower, from: Set<HostPower>?, holding: [String]
+    ) throws(ControlError) -> HostPower? {
+        if let from, !from.contains(host.power) {
+            let expected = from.map(\.rawValue).sorted().joined(separator: " or ")
+            throw ControlError(
+                .transitionRefused,
+                "host \(host.id) is \(host.power.rawValue), not \(expected): it cannot become \(power.rawValue)")
+        }
+        if power == .standby, !holding.isEmpty {
+            throw ControlError(
+                .transitionRefused,
+                "host \(host.id) holds \(holding.count) guest(s) (\(holding.sorted().joined(separator: ", "))): it goes"
+                    + " to standby only empty")
+        }
+        return host.power == power ? nil : power
+    }
 }

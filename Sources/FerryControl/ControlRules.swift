@@ -118,7 +118,9 @@ public enum ControlRules {
         }
     }
 
-    /// The scheduler's choice among `hosts` (in the order read) with what their guests hold.
+    /// The scheduler's choice among `hosts` (in the order read) with what their guests hold. When
+    /// no host that is on has room, a host that would take the guest once on: one waking first,
+    /// then one in standby (the caller records it waking; the guest's build waits for it).
     public static func chooseHost(
         _ request: PlacementRequest, hosts: [HostRecord], usage: [String: Resources], policy: PlacementPolicy,
         now: Date, heartbeatTimeout: Duration
@@ -130,8 +132,25 @@ public enum ControlRules {
         }
         switch Placement.choose(request, among: candidates, policy: policy) {
         case .host(let id): return id
-        case .none(let refusal): throw ControlError(.insufficientCapacity, refusal.description)
+        case .none(let refusal):
+            for asleep: Set<HostPower> in [[.waking], [.standby]] {
+                let sleeping = hosts.filter {
+                    asleep.contains($0.power) && $0.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout)
+                }.map { host in
+                    PlacementCandidate(
+                        hostID: host.id, takesGuests: true, free: host.capacity - (usage[host.id] ?? .zero),
+                        runsKVM: host.kvm)
+                }
+                if case .host(let id) = Placement.choose(request, among: sleeping, policy: policy) { return id }
+            }
+            throw ControlError(.insufficientCapacity, refusal.description)
         }
+    }
+
+    /// The host a new guest was placed on must wake first (`chooseHost` chose it in standby): the
+    /// store records it `waking` in the transaction that places the guest.
+    public static func mustWake(_ host: String, among hosts: [HostRecord]) -> Bool {
+        hosts.first { $0.id == host }?.power == .standby
     }
 
     /// Refuses a change of `guest` (as read in the transaction) unless it is in `expected` (at

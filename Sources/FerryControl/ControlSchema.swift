@@ -74,6 +74,7 @@ enum ControlSchema {
         migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
         migrator.registerMigration("v10-host-modes") { db in try db.execute(sql: hostModesV10) }
         migrator.registerMigration("v11-host-health") { db in try db.execute(sql: hostHealthV11) }
+        migrator.registerMigration("v12-host-power") { db in try db.execute(sql: hostPowerV12) }
         return migrator
     }
 
@@ -236,5 +237,12 @@ enum ControlSchema {
         ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT '';
         ALTER TABLE hosts ADD COLUMN evacuate_by_ms INTEGER;
         ALTER TABLE hosts ADD COLUMN quarantined_ms INTEGER;
+        """
+
+    /// A host's power (`HostPower`: on, standby, waking) and when it last changed.
+    static let hostPowerV12 = """
+        ALTER TABLE hosts ADD COLUMN power TEXT NOT NULL DEFAULT 'on'
+            CHECK (power IN ('on', 'standby', 'waking'));
+        ALTER TABLE hosts ADD COLUMN power_since_ms INTEGER;
         """
 }

@@ -20,6 +20,11 @@ public protocol ControlStore: Sendable {
     /// and why (`ControlRules.hostModeChange`); the mode it has already is no change.
     func setHostMode(_ host: String, to mode: HostMode, from: Set<HostMode>?, cause: String)
         async throws(ControlError) -> HostRecord
+    /// Puts the host's power to `power` if it is in one of `from` (nil: whatever it is), and records
+    /// when (`ControlRules.hostPowerChange`): to `standby` only when no guest holds capacity on it
+    /// or moves to it, checked in the same transaction (a create placed there first keeps it on).
+    func setHostPower(_ host: String, to power: HostPower, from: Set<HostPower>?, cause: String)
+        async throws(ControlError) -> HostRecord
     /// What each host's guests hold (guests in states that hold capacity), by host ID.
     func hostUsage() async throws(ControlError) -> [String: Resources]
 

@@ -12,11 +12,14 @@ public struct HostRegistration: Sendable, Equatable {
     public var kvm: Bool
     /// What the agent reports of the host's health (a registration without a report: healthy).
     public var healthReport: HostHealthReport
+    /// The power the agent reports (`on` or `standby`; nil, an agent older than the field: on).
+    public var power: HostPower?
 
     public init(
         id: String, address: String, capacity: Resources, kvm: Bool = false,
-        healthReport: HostHealthReport = HostHealthReport(.healthy)
+        healthReport: HostHealthReport = HostHealthReport(.healthy), power: HostPower? = nil
     ) {
+        self.power = power
         self.id = id
         self.address = address
         self.capacity = capacity
@@ -84,6 +87,18 @@ public enum HostMode: String, Sendable, Codable, CaseIterable {
     case drained
 }
 
+/// A host's power as the controller holds it (consolidation, issue 18).
+public enum HostPower: String, Sendable, Codable, CaseIterable {
+    /// Running: takes guests (as its health and mode allow).
+    case on
+    /// Put in standby by a consolidation (or an operator) once empty: it stands for a host powered
+    /// down, takes no guests and holds none; the scheduler wakes it when nothing else has room.
+    case standby
+    /// Asked to wake (by an operator, or by a create that found no room elsewhere): takes no
+    /// guests until its agent reports it on; a create placed on it waits for that.
+    case waking
+}
+
 /// One host as the controller holds it.
 public struct HostRecord: Sendable, Equatable {
     public var id: String
@@ -108,12 +123,19 @@ public struct HostRecord: Sendable, Equatable {
     /// When the controller last heard from the agent (registration or heartbeat).
     public var lastHeartbeat: Date
     public var registeredAt: Date
+    /// On, in standby or waking: only a host that is on takes guests.
+    public var power: HostPower = .on
+    /// When the power last changed (nil: on since it registered).
+    public var powerSince: Date?
 
     public init(
         id: String, address: String, capacity: Resources, kvm: Bool = false, health: HostHealth,
         healthReason: String = "", evacuateBy: Date? = nil, quarantinedAt: Date? = nil, lastHeartbeat: Date,
-        registeredAt: Date, mode: HostMode = .active, modeSince: Date? = nil, modeCause: String = ""
+        registeredAt: Date, mode: HostMode = .active, modeSince: Date? = nil, modeCause: String = "",
+        power: HostPower = .on, powerSince: Date? = nil
     ) {
+        self.power = power
+        self.powerSince = powerSince
         self.mode = mode
         self.modeSince = modeSince
         self.modeCause = modeCause
@@ -138,8 +160,37 @@ public struct HostRecord: Sendable, Equatable {
     public func takesGuests(at now: Date, heartbeatTimeout: Duration) -> Bool {
         let timeout =
             Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
+        return power == .on && takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout)
+    }
+
+    /// `takesGuests` but for the power: a host in standby (or waking) that would take guests once
+    /// on. The scheduler wakes such a host when no host that is on has room.
+    public func takesGuestsWhenOn(at now: Date, heartbeatTimeout: Duration) -> Bool {
+        let timeout =
+            Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
         return (health == .healthy || health == .warning) && mode == .active
             && now.timeIntervalSince(lastHeartbeat) <= timeout
+    }
+
+    /// How long a `standby` the controller recorded outlasts its agent's reports of `on`: a
+    /// heartbeat sent before the agent was told (it is told right after the store records it)
+    /// must not put the host back on.
+    public static let standbyGraceSeconds: Double = 5
+
+    /// The power a report of `reported` (nil: an agent that does not say: on), arriving at `now`,
+    /// leaves on the host `previous` (nil: a new one), with the time it changed. The agent is the
+    /// truth, but for a `standby` recorded less than `standbyGraceSeconds` ago.
+    public static func reportedPower(_ reported: HostPower?, previous: HostRecord?, now: Date) -> (
+        power: HostPower, since: Date?
+    ) {
+        let reported = reported == .standby ? HostPower.standby : .on
+        guard let previous else { return (reported, nil) }
+        if reported == .on, previous.power == .standby,
+            now.timeIntervalSince(previous.powerSince ?? .distantPast) < standbyGraceSeconds
+        {
+            return (.standby, previous.powerSince)
+        }
+        return previous.power == reported ? (reported, previous.powerSince) : (reported, now)
     }
 
     /// The longest health reason kept (characters); a longer one is cut.

@@ -24,6 +24,10 @@ extension SQLiteControlStore {
                     health.evacuateBy.map(ControlRows.milliseconds), health.quarantinedAt.map(ControlRows.milliseconds),
                     ControlRows.milliseconds(now), ControlRows.milliseconds(now),
                 ])
+            let power = HostRecord.reportedPower(registration.power, previous: previous, now: now)
+            try db.execute(
+                sql: "UPDATE hosts SET power = ?, power_since_ms = ? WHERE id = ?",
+                arguments: [power.power.rawValue, power.since.map(ControlRows.milliseconds), registration.id])
             return HostHealthChange(host: try self.fetchHost(db, registration.id), previous: previous?.health)
         }
         if change.previous == nil {
@@ -66,6 +70,30 @@ extension SQLiteControlStore {
             return try self.fetchHost(db, host)
         }
         logger.notice("host mode: \(record.mode.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
+        return record
+    }
+
+    public func setHostPower(_ host: String, to power: HostPower, from: Set<HostPower>?, cause: String)
+        async throws(ControlError) -> HostRecord
+    {
+        let now = ControlRows.milliseconds(now())
+        let record = try await writing("change the power of host \(host) in") { db in
+            let record = try self.fetchHost(db, host)
+            let holding = try String.fetchAll(
+                db,
+                sql:
+                    "SELECT id FROM guests WHERE (host = ? OR moving_to = ?) AND state IN \(ControlRules.holdingStatesSQL)",
+                arguments: [host, host])
+            guard let change = try ControlRules.hostPowerChange(record, to: power, from: from, holding: holding) else {
+                return record
+            }
+            try db.execute(
+                sql: "UPDATE hosts SET power = ?, power_since_ms = ? WHERE id = ?",
+                arguments: [change.rawValue, now, host])
+            return try self.fetchHost(db, host)
+        }
+        logger.notice(
+            "host power: \(record.power.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
         return record
     }
 

@@ -109,7 +109,7 @@ extension SQLiteControlStore {
     // MARK: - Inside a transaction
 
     /// The new guest, placed: the project, flavor and image exist, the quota has room, and the
-    /// scheduler found a host; nothing written yet.
+    /// scheduler found a host; nothing written yet but, for a host in standby, its power (waking).
     func placeNew(_ db: Database, _ request: GuestRequest, clientToken: String?) throws -> CloudGuest {
         guard
             let projectRow = try Row.fetchOne(
@@ -129,6 +129,11 @@ extension SQLiteControlStore {
         try checkQuota(ControlRows.project(projectRow), usage(db, project: request.project), flavor)
         let host = try chooseHost(db, request, flavor, image, hosts: hosts)
         let now = now()
+        if ControlRules.mustWake(host, among: hosts) {
+            try db.execute(
+                sql: "UPDATE hosts SET power = 'waking', power_since_ms = ? WHERE id = ?",
+                arguments: [ControlRows.milliseconds(now), host])
+        }
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,
             pricePerSecondMicros: flavor.pricePerSecondMicros, imageKind: image.kind,

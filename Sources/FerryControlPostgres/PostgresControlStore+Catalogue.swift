@@ -25,6 +25,11 @@ extension PostgresControlStore {
                 evacuate_by_ms = excluded.evacuate_by_ms, quarantined_ms = excluded.quarantined_ms,
                 last_heartbeat_ms = excluded.last_heartbeat_ms
                 """, logger: logger)
+            let power = HostRecord.reportedPower(registration.power, previous: previous, now: date)
+            let since = power.since.map(PostgresRows.milliseconds)
+            try await connection.query(
+                "UPDATE hosts SET power = \(power.power.rawValue), power_since_ms = \(since) WHERE id = \(registration.id)",
+                logger: logger)
             return HostHealthChange(
                 host: try await self.fetchHost(connection, registration.id), previous: previous?.health)
         }
@@ -68,6 +73,32 @@ extension PostgresControlStore {
             return try await self.fetchHost(connection, host)
         }
         logger.notice("host mode: \(record.mode.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
+        return record
+    }
+
+    public func setHostPower(_ host: String, to power: HostPower, from: Set<HostPower>?, cause: String)
+        async throws(ControlError) -> HostRecord
+    {
+        let now = PostgresRows.milliseconds(now())
+        let record = try await writing("change the power of host \(host) in") { connection in
+            let record = try await self.fetchHost(connection, host)
+            let holding = try await PostgresRows.all(
+                connection,
+                """
+                SELECT id FROM guests WHERE (host = \(host) OR moving_to = \(host))
+                AND state IN \(unescaped: ControlRules.holdingStatesSQL)
+                """, logger: logger
+            ) { row in try row["id"].decode(String.self) }
+            guard let change = try ControlRules.hostPowerChange(record, to: power, from: from, holding: holding) else {
+                return record
+            }
+            try await connection.query(
+                "UPDATE hosts SET power = \(change.rawValue), power_since_ms = \(now) WHERE id = \(host)",
+                logger: logger)
+            return try await self.fetchHost(connection, host)
+        }
+        logger.notice(
+            "host power: \(record.power.rawValue)", metadata: ["host.id": "\(host)", "host.cause": "\(cause)"])
         return record
     }
 

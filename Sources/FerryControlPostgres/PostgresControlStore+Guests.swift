@@ -146,6 +146,11 @@ extension PostgresControlStore {
         try ControlRules.checkQuota(project, try await usage(connection, project: request.project), flavor)
         let host = try await chooseHost(connection, request, flavor, image, hosts: hosts)
         let now = now()
+        if ControlRules.mustWake(host, among: hosts) {
+            try await connection.query(
+                "UPDATE hosts SET power = 'waking', power_since_ms = \(PostgresRows.milliseconds(now)) WHERE id = \(host)",
+                logger: logger)
+        }
         return CloudGuest(
             id: .random(), request: request, resources: flavor.resources,
             pricePerSecondMicros: flavor.pricePerSecondMicros, imageKind: image.kind,

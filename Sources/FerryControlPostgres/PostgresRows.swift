@@ -10,7 +10,7 @@ enum PostgresRows {
         "id, address, vcpus, memory_bytes, disk_bytes, kvm, health, health_reason, evacuate_by_ms, quarantined_ms,"
         + " last_heartbeat_ms, registered_ms"
     /// What a host's row is read with (`hostColumns` are what a registration writes).
-    static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause"
+    static let hostReadColumns = hostColumns + ", mode, mode_since_ms, mode_cause, power, power_since_ms"
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
@@ -37,7 +37,8 @@ enum PostgresRows {
     static func host(_ row: PostgresRandomAccessRow, url: PostgresURL) throws -> HostRecord {
         let id = try row["id"].decode(String.self)
         guard let health = HostHealth(rawValue: try row["health"].decode(String.self)),
-            let mode = HostMode(rawValue: try row["mode"].decode(String.self))
+            let mode = HostMode(rawValue: try row["mode"].decode(String.self)),
+            let power = HostPower(rawValue: try row["power"].decode(String.self))
         else {
             throw unreadable(url, "host \(id)")
         }
@@ -50,7 +51,8 @@ enum PostgresRows {
             lastHeartbeat: date(try row["last_heartbeat_ms"].decode(Int64.self)),
             registeredAt: date(try row["registered_ms"].decode(Int64.self)), mode: mode,
             modeSince: try row["mode_since_ms"].decode(Int64?.self).map(date),
-            modeCause: try row["mode_cause"].decode(String.self))
+            modeCause: try row["mode_cause"].decode(String.self), power: power,
+            powerSince: try row["power_since_ms"].decode(Int64?.self).map(date))
     }
 
     static func flavor(_ row: PostgresRandomAccessRow) throws -> Flavor {

@@ -155,6 +155,16 @@ enum PostgresSchema {
                 "ALTER TABLE hosts ADD COLUMN evacuate_by_ms BIGINT",
                 "ALTER TABLE hosts ADD COLUMN quarantined_ms BIGINT",
             ]),
+        // A host's power and when it last changed, as ControlSchema.hostPowerV12.
+        Migration(
+            identifier: "v12-host-power",
+            statements: [
+                """
+                ALTER TABLE hosts ADD COLUMN power TEXT NOT NULL DEFAULT 'on'
+                    CHECK (power IN ('on', 'standby', 'waking'))
+                """,
+                "ALTER TABLE hosts ADD COLUMN power_since_ms BIGINT",
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

@@ -97,6 +97,9 @@ struct HostView: Codable, Sendable {
     var mode: String
     var modeSince: String?
     var modeCause: String?
+    /// `on`, `standby` or `waking` (`HostPower`), and since when.
+    var power: String
+    var powerSince: String?
 
     init(_ host: HostRecord, used: Resources, now: Date, heartbeatTimeout: Duration) {
         id = host.id
@@ -117,10 +120,13 @@ struct HostView: Codable, Sendable {
         mode = host.mode.rawValue
         modeSince = host.modeSince.map(CloudViews.time)
         modeCause = host.modeCause.isEmpty ? nil : host.modeCause
+        power = host.power.rawValue
+        powerSince = host.powerSince.map(CloudViews.time)
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, address, vcpus, kvm, health, mode
+        case id, address, vcpus, kvm, health, mode, power
+        case powerSince = "power_since"
         case modeSince = "mode_since"
         case modeCause = "mode_cause"
         case healthReason = "health_reason"

@@ -226,12 +226,12 @@ enum ConsoleTemplates {
         <table>
         <tr><th>Host</th><th>Address</th><th>vCPUs used</th><th>Memory used</th><th>Disk used</th><th>KVM</th>
         <th>Health</th><th>Reason</th><th>Quarantine</th><th>Takes guests</th><th>Last heartbeat</th><th>Mode</th>
-        <th>Maintenance</th></tr>
+        <th>Power</th><th>Maintenance</th></tr>
         {{#hosts}}
         <tr><td>{{id}}</td><td>{{address}}</td><td>{{usedVCPUs}} / {{vcpus}}</td><td>{{usedMemory}} / {{memory}}</td>
         <td>{{usedDisk}} / {{disk}}</td><td>{{kvm}}</td><td>{{health}}</td><td>{{healthReason}}</td><td>{{quarantine}}</td>
         <td>{{takesGuests}}</td><td>{{lastHeartbeat}}</td><td id="mode-{{id}}">{{mode}}</td>
-        <td>{{#drain}}<span id="drain-{{id}}">{{drain}}</span>{{/drain}}
+        <td id="power-{{id}}">{{power}}</td><td>{{#drain}}<span id="drain-{{id}}">{{drain}}</span>{{/drain}}
         <form class="inline" method="post" action="/console/hosts/{{id}}/{{action}}">{{>csrf}}
         <button type="submit">{{actionLabel}}</button></form></td></tr>
         {{/hosts}}

@@ -244,6 +244,8 @@ struct AdminView {
         /// `active`, `draining`, `drained`; the drain's summary line while this controller has
         /// one; the form that changes it (`drain` or `undrain`).
         var mode: String
+        /// `on`, `standby` or `waking`.
+        var power: String
         var drain: String
         var action: String
         var actionLabel: String
@@ -285,7 +287,8 @@ struct AdminView {
                 quarantine: Self.quarantine(host),
                 takesGuests: host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ? "yes" : "no",
                 lastHeartbeat: CloudViews.time(host.lastHeartbeat), mode: host.mode.rawValue,
-                drain: drains[host.id] ?? "", action: host.mode == .active ? "drain" : "undrain",
+                power: host.power.rawValue, drain: drains[host.id] ?? "",
+                action: host.mode == .active ? "drain" : "undrain",
                 actionLabel: host.mode == .active ? "Drain" : "Undrain")
         }
         self.projects = projects.map { project, use in

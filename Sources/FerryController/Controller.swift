@@ -22,6 +22,7 @@ public final class Controller: Sendable {
     let hosts: HostTracking
     let scaler: GroupScaler
     let drainer: HostDrainer
+    let consolidator: HostConsolidator
     let logger: Logger
     private let server = GracefulServer()
 
@@ -54,6 +55,10 @@ public final class Controller: Sendable {
             logger: logger)
         self.scaler = scaler
         self.drainer = drainer
+        consolidator = HostConsolidator(
+            store: store, mover: mover, drainer: drainer, power: provisioner.power,
+            headroom: configuration.consolidateHeadroom, heartbeatTimeout: configuration.heartbeatTimeout,
+            logger: logger)
         hosts = HostTracking(
             store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger,
             onQuarantine: { host in Task { await drainer.evacuate(host) } }, onTelemetry: { scaler.nudge() })
@@ -81,7 +86,12 @@ public final class Controller: Sendable {
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         let keeper = Task { [leases, configuration] in await leases.watch(every: configuration.monitorInterval) }
         let scaling = Task { [scaler, configuration] in await scaler.run(every: configuration.scalingInterval) }
+        let consolidating = Task { [consolidator, configuration] in
+            guard let below = configuration.consolidateBelow else { return }
+            await consolidator.watch(below: below, every: configuration.consolidateInterval)
+        }
         defer {
+            consolidating.cancel()
             monitor.cancel()
             keeper.cancel()
             scaling.cancel()
@@ -114,6 +124,10 @@ public final class Controller: Sendable {
         LeaseRoutes(store: store).add(to: router)
         MoveRoutes(store: store, mover: mover).add(to: router)
         DrainRoutes(store: store, drainer: drainer).add(to: router)
+        ConsolidateRoutes(
+            store: store, consolidator: consolidator, power: provisioner.power,
+            heartbeatTimeout: configuration.heartbeatTimeout
+        ).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, mover: mover, drainer: drainer,

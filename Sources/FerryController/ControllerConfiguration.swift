@@ -26,6 +26,13 @@ public struct ControllerConfiguration: Sendable {
     /// Migrations at once out of a draining host, instead of the cost model's choice (nil: the
     /// model chooses, up to `maxMovesPerHost`).
     public var drainConcurrency: Int?
+    /// The share of each host's capacity a consolidation keeps free on the hosts that receive guests.
+    public var consolidateHeadroom: Double
+    /// Consolidate by itself when the cluster's utilization (its guests' share of the hosts that are
+    /// on, in the fullest dimension) is below this fraction (nil: only when asked).
+    public var consolidateBelow: Double?
+    /// How often the utilization is looked at for `consolidateBelow`.
+    public var consolidateInterval: Duration
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
     public var bodyLimitBytes: Int
@@ -44,8 +51,12 @@ public struct ControllerConfiguration: Sendable {
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
-        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil
+        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil, consolidateHeadroom: Double = 0.1,
+        consolidateBelow: Double? = nil, consolidateInterval: Duration = .seconds(300)
     ) {
+        self.consolidateHeadroom = consolidateHeadroom
+        self.consolidateBelow = consolidateBelow
+        self.consolidateInterval = consolidateInterval
         self.drainConcurrency = drainConcurrency
         self.linkBytesPerSecond = linkBytesPerSecond
         self.listen = listen

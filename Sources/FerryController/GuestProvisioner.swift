@@ -17,9 +17,12 @@ final class GuestProvisioner: Sendable {
     /// Seconds a build waits for the host to define and boot the guest (and, for a KVM guest,
     /// for its first console line) before the guest is `error`.
     let bootTimeout: Double
+    /// Wakes a host in standby that the scheduler placed a guest on.
+    let power: HostStandby
     let logger: Logger
 
     init(store: any ControlStore, key: SharedKey, work: BlockingWork, bootTimeout: Duration, logger: Logger) {
+        power = HostStandby(store: store, key: key, work: work, logger: logger)
         self.store = store
         self.key = key
         self.work = work
@@ -61,6 +64,7 @@ final class GuestProvisioner: Sendable {
                 guard let taken = try await takeForBuilding(guest) else { return }
                 guest = taken
             }
+            try await wakeIfAsleep(guest)
             var reaching = try await agent(guest.host)
             // No single call to a host that does not answer outlasts the build's deadline.
             reaching.timeoutMs = min(reaching.timeoutMs, Int(bootTimeout * 1000))
@@ -89,6 +93,22 @@ final class GuestProvisioner: Sendable {
                 : "\(error)"
             await fail(guest, from: .building, said)
         }
+    }
+
+    /// A guest placed on a host in standby (or waking: no host that was on had room) waits,
+    /// building, until the host reports it is on (woken here), up to the boot timeout.
+    private func wakeIfAsleep(_ guest: CloudGuest) async throws(ControlError) {
+        guard let host = try await store.hosts().first(where: { $0.id == guest.host }), host.power != .on else {
+            return
+        }
+        let started = ContinuousClock.now
+        logger.notice(
+            "a guest waits for its host to wake", metadata: ["guest.id": "\(guest.id)", "guest.host": "\(host.id)"])
+        try await power.awake(
+            host.id, cause: "guest \(guest.id) was placed on it", deadline: started + .seconds(bootTimeout))
+        logger.notice(
+            "a guest's host woke in \(ContinuousClock.now - started)",
+            metadata: ["guest.id": "\(guest.id)", "guest.host": "\(host.id)"])
     }
 
     static func seconds(_ value: Double) -> String {

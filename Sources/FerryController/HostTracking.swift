@@ -49,7 +49,8 @@ final class HostTracking: Sendable {
         let change = try await store.reportHost(
             HostRegistration(
                 id: heartbeat.hostID, address: heartbeat.agentURL, capacity: capacity, kvm: heartbeat.kvm,
-                healthReport: Self.healthReport(heartbeat)))
+                healthReport: Self.healthReport(heartbeat),
+                power: heartbeat.power.map { $0 == .standby ? HostPower.standby : .on }))
         noteQuarantine(change)
         try await recordTelemetry(heartbeat)
         // A guest that is moving is settled by its move (GuestMover), not by one host's report.

@@ -60,7 +60,15 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
     /// What the host's hardware signals say (`ferry agent --health-dir`). Absent (an agent
     /// without a health directory, or older than the field): healthy.
     public var signals: Signals?
+    /// Whether the host is on or in standby (`POST /v1/host/standby` on the agent: it stands for
+    /// a powered-down host and takes no guests). Absent (an agent older than the field): on.
+    public var power: Power?
     public var guests: [Guest]
+
+    /// The host's power as its agent reports it.
+    public enum Power: String, Codable, Sendable, CaseIterable {
+        case on, standby
+    }
 
     /// The hardware's health as the agent judged it (`HealthAssessment`).
     public struct Signals: Codable, Sendable, Equatable {
@@ -99,8 +107,9 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
 
     public init(
         hostID: String, agentURL: String, vcpus: Int, memoryBytes: Int, diskBytes: Int, kvm: Bool = false,
-        healthy: Bool, healthDetail: String, signals: Signals? = nil, guests: [Guest]
+        healthy: Bool, healthDetail: String, signals: Signals? = nil, power: Power? = nil, guests: [Guest]
     ) {
+        self.power = power
         self.signals = signals
         self.hostID = hostID
         self.agentURL = agentURL
@@ -124,11 +133,12 @@ public struct HostHeartbeat: Codable, Sendable, Equatable {
         healthy = try container.decode(Bool.self, forKey: .healthy)
         healthDetail = try container.decode(String.self, forKey: .healthDetail)
         signals = try container.decodeIfPresent(Signals.self, forKey: .signals)
+        power = try container.decodeIfPresent(String.self, forKey: .power).flatMap(Power.init(rawValue:))
         guests = try container.decode([Guest].self, forKey: .guests)
     }
 
     enum CodingKeys: String, CodingKey {
-        case vcpus, kvm, healthy, guests, signals
+        case vcpus, kvm, healthy, guests, signals, power
         case hostID = "host_id"
         case agentURL = "agent_url"
         case memoryBytes = "memory_bytes"

@@ -4,8 +4,11 @@ import Foundation
 /// `ferry cloud host …`: the cloud's hosts as a site admin sees them, and their maintenance.
 struct CloudHostCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "host", abstract: "List the cloud's hosts; drain one for maintenance and give it back (admins).",
-        subcommands: [CloudHostList.self, CloudHostDrain.self, CloudHostUndrain.self])
+        commandName: "host",
+        abstract: "List the cloud's hosts; drain one for maintenance and give it back; standby and wake (admins).",
+        subcommands: [
+            CloudHostList.self, CloudHostDrain.self, CloudHostUndrain.self, CloudHostStandby.self, CloudHostWake.self,
+        ])
 }
 
 /// `ferry cloud host list`.
@@ -19,12 +22,13 @@ struct CloudHostList: ParsableCommand {
             let answer = try session.call("GET", "/v1/hosts")
             guard !session.json else { return }
             let hosts = answer["hosts"] as? [[String: Any]] ?? []
-            var lines = ["HOST        MODE      HEALTH    TAKES  vCPUs    MEMORY (MiB)     ADDRESS"]
+            var lines = ["HOST        MODE      POWER    HEALTH    TAKES  vCPUs    MEMORY (MiB)     ADDRESS"]
             for host in hosts {
                 let mib = { (key: String) in ((host[key] as? Int) ?? 0) >> 20 }
                 lines.append(
                     [
-                        Self.pad(host["id"], 11), Self.pad(host["mode"], 9), Self.pad(host["health"], 9),
+                        Self.pad(host["id"], 11), Self.pad(host["mode"], 9), Self.pad(host["power"], 8),
+                        Self.pad(host["health"], 9),
                         Self.pad((host["takes_guests"] as? Bool) == true ? "yes" : "no", 6),
                         Self.pad("\(host["used_vcpus"] ?? 0)/\(host["vcpus"] ?? 0)", 8),
                         Self.pad("\(mib("used_memory_bytes"))/\(mib("memory_bytes"))", 16),

@@ -85,6 +85,26 @@ struct ControlCommand: ParsableCommand {
     var drainConcurrency: Int?
 
     @Option(
+        name: .customLong("consolidate-headroom"),
+        help: ArgumentHelp(
+            "The share of each host's capacity a consolidation (POST /v1/consolidate) keeps free on the hosts that"
+                + " receive guests, 0 to 0.9.", valueName: "fraction"))
+    var consolidateHeadroom = 0.1
+
+    @Option(
+        name: .customLong("consolidate-below"),
+        help: ArgumentHelp(
+            "Consolidate by itself when the guests hold less than this share of the hosts that are on (in their"
+                + " fullest dimension), looked at every --consolidate-interval; off by default.",
+            valueName: "fraction"))
+    var consolidateBelow: Double?
+
+    @Option(
+        name: .customLong("consolidate-interval"),
+        help: ArgumentHelp("Seconds between two looks of --consolidate-below.", valueName: "seconds"))
+    var consolidateInterval = 300.0
+
+    @Option(
         name: .customLong("scaling-interval"),
         help: ArgumentHelp(
             "Seconds between two passes of the auto-scaling groups (their policies decide, their members follow).",
@@ -114,6 +134,15 @@ struct ControlCommand: ParsableCommand {
         if let drainConcurrency, !(1...64).contains(drainConcurrency) {
             throw ValidationError("--drain-concurrency \(drainConcurrency): 1 to 64")
         }
+        guard (0...0.9).contains(consolidateHeadroom) else {
+            throw ValidationError("--consolidate-headroom \(consolidateHeadroom): 0 to 0.9")
+        }
+        if let consolidateBelow, !(0...1).contains(consolidateBelow) {
+            throw ValidationError("--consolidate-below \(consolidateBelow): 0 to 1")
+        }
+        guard (1...86_400).contains(consolidateInterval) else {
+            throw ValidationError("--consolidate-interval \(consolidateInterval): 1 to 86400 seconds")
+        }
         guard (0.1...3600).contains(scalingInterval) else {
             throw ValidationError("--scaling-interval \(scalingInterval): 0.1 to 3600 seconds")
         }
@@ -133,7 +162,9 @@ struct ControlCommand: ParsableCommand {
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
                 moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
                 scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value,
-                drainConcurrency: drainConcurrency)
+                drainConcurrency: drainConcurrency, consolidateHeadroom: consolidateHeadroom,
+                consolidateBelow: consolidateBelow,
+                consolidateInterval: .milliseconds(Int(consolidateInterval * 1000)))
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

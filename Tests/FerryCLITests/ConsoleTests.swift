@@ -83,6 +83,7 @@ struct ConsoleTests {
         let root = try browser.logIn("root", Self.password)
         let admin = try root.get("/console/admin")
         #expect(admin.status == 200 && admin.body.contains("h1") && admin.body.contains("beta"), "\(admin.body)")
+        #expect(admin.body.contains(#"id="power-h1">on<"#), "the power column: \(admin.body)")
         // A host's maintenance by the site page's forms: a drain with nowhere to go (this cloud has
         // one host) keeps the guest where it is, says so, and is reversed by undrain.
         let rootCSRF = try #require(admin.field("csrf_token"))

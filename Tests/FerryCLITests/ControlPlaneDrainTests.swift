@@ -147,7 +147,8 @@ struct ControlPlaneDrainTests {
         #expect(Self.names(end, "moved") == [ids[0]])
         #expect(Self.names(end, "stays") == [ids[1]])
         let list = try run(["host", "list"])
-        #expect(list.status == 0 && list.stdout.contains("h1          draining  healthy   no"), "\(list.stdout)")
+        #expect(
+            list.status == 0 && list.stdout.contains("h1          draining  on       healthy   no"), "\(list.stdout)")
 
         // Deleted, it no longer keeps the drain from ending.
         _ = try cloud.json("DELETE", "/v1/guests/\(ids[1])")

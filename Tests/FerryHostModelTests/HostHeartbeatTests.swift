@@ -56,4 +56,22 @@ import Testing
         let unknown = try #require(try JSONDecoder().decode(HostHeartbeat.self, from: newer).signals)
         #expect(unknown == .init(state: .warning, reason: "smouldering: fan 3"))
     }
+
+    /// The power round-trips; absent (an older agent) or one this Ferry does not know, it is nil,
+    /// which the controller reads as on.
+    @Test func powerRoundTripsAndIsOptional() throws {
+        let heartbeat = HostHeartbeat(
+            hostID: "h1", agentURL: "http://10.0.0.2:7460", vcpus: 4, memoryBytes: 1 << 30, diskBytes: 1 << 32,
+            healthy: true, healthDetail: "ok", power: .standby, guests: [])
+        let encoded = try JSONEncoder().encode(heartbeat)
+        let object = try #require(try JSONSerialization.jsonObject(with: encoded) as? [String: Any])
+        #expect(object["power"] as? String == "standby")
+        #expect(try JSONDecoder().decode(HostHeartbeat.self, from: encoded) == heartbeat)
+        let newer = Data(
+            """
+            {"host_id": "h1", "agent_url": "http://10.0.0.2:7460", "vcpus": 4, "memory_bytes": 1073741824,
+             "disk_bytes": 4294967296, "healthy": true, "health_detail": "ok", "guests": [], "power": "hibernating"}
+            """.utf8)
+        #expect(try JSONDecoder().decode(HostHeartbeat.self, from: newer).power == nil)
+    }
 }
