@@ -74,6 +74,7 @@ enum ControlSchema {
         migrator.registerMigration("v9-warm-capacity") { db in try db.execute(sql: warmCapacityV9) }
         migrator.registerMigration("v10-host-modes") { db in try db.execute(sql: hostModesV10) }
         migrator.registerMigration("v11-host-health") { db in try db.execute(sql: hostHealthV11) }
+        migrator.registerMigration("v12-migration-policy") { db in try db.execute(sql: migrationPolicyV12) }
         return migrator
     }
 
@@ -236,5 +237,12 @@ enum ControlSchema {
         ALTER TABLE hosts ADD COLUMN health_reason TEXT NOT NULL DEFAULT '';
         ALTER TABLE hosts ADD COLUMN evacuate_by_ms INTEGER;
         ALTER TABLE hosts ADD COLUMN quarantined_ms INTEGER;
+        """
+
+    /// How each guest may be moved off a host that is emptied (`MigrationPolicy`); guests created
+    /// before read `live_only`.
+    static let migrationPolicyV12 = """
+        ALTER TABLE guests ADD COLUMN migration_policy TEXT NOT NULL DEFAULT 'live_only'
+            CHECK (migration_policy IN ('live_only', 'live_then_cold'));
         """
 }

@@ -155,6 +155,15 @@ enum PostgresSchema {
                 "ALTER TABLE hosts ADD COLUMN evacuate_by_ms BIGINT",
                 "ALTER TABLE hosts ADD COLUMN quarantined_ms BIGINT",
             ]),
+        // Each guest's migration policy, as ControlSchema.migrationPolicyV12.
+        Migration(
+            identifier: "v12-migration-policy",
+            statements: [
+                """
+                ALTER TABLE guests ADD COLUMN migration_policy TEXT NOT NULL DEFAULT 'live_only'
+                    CHECK (migration_policy IN ('live_only', 'live_then_cold'))
+                """
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

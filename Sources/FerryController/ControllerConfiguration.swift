@@ -18,6 +18,8 @@ public struct ControllerConfiguration: Sendable {
     public var bootTimeout: Duration
     /// How long a guest's move (a live migration to another host) may take before it is cancelled.
     public var moveTimeout: Duration
+    /// How long a guest's cold move (a drain's fallback) may take before it is cancelled.
+    public var coldMoveTimeout: Duration
     /// How many moves may run in or out of one host at once (`GuestMover`).
     public var maxMovesPerHost: Int
     /// What a host's link carries, bytes per second, as a drain's cost model first assumes it
@@ -44,8 +46,9 @@ public struct ControllerConfiguration: Sendable {
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
-        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil
+        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil, coldMoveTimeout: Duration = .seconds(1800)
     ) {
+        self.coldMoveTimeout = coldMoveTimeout
         self.drainConcurrency = drainConcurrency
         self.linkBytesPerSecond = linkBytesPerSecond
         self.listen = listen

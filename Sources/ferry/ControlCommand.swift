@@ -62,6 +62,14 @@ struct ControlCommand: ParsableCommand {
     var moveTimeout = 300.0
 
     @Option(
+        name: .customLong("cold-move-timeout"),
+        help: ArgumentHelp(
+            "Seconds a guest's cold move (a drain's fallback for a guest of policy live_then_cold that cannot go live)"
+                + " may take before it is cancelled; a cancel is honoured until the destination registers the guest.",
+            valueName: "seconds"))
+    var coldMoveTimeout = 1800.0
+
+    @Option(
         name: .customLong("max-moves-per-host"),
         help: ArgumentHelp(
             "Live migrations that may run in or out of one host at once: a move the controller chooses (a lease's"
@@ -108,6 +116,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...86_400).contains(moveTimeout) else {
             throw ValidationError("--move-timeout \(moveTimeout): 1 to 86400 seconds")
         }
+        guard (1...86_400).contains(coldMoveTimeout) else {
+            throw ValidationError("--cold-move-timeout \(coldMoveTimeout): 1 to 86400 seconds")
+        }
         guard (1...64).contains(maxMovesPerHost) else {
             throw ValidationError("--max-moves-per-host \(maxMovesPerHost): 1 to 64")
         }
@@ -133,7 +144,7 @@ struct ControlCommand: ParsableCommand {
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
                 moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
                 scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value,
-                drainConcurrency: drainConcurrency)
+                drainConcurrency: drainConcurrency, coldMoveTimeout: .milliseconds(Int(coldMoveTimeout * 1000)))
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(
