@@ -53,11 +53,15 @@ public enum ProjectAction: String, Sendable, Hashable, CaseIterable {
     /// Create or delete a group, or set its desired count: it makes and removes guests, so the
     /// project's admin's.
     case manageGroups
+    /// Choose how a guest may be moved off a host that is emptied (`MigrationPolicy`): whoever
+    /// runs the project's guests, as they chose it at the create.
+    case setMigrationPolicy
 
     /// The least role that may do it.
     public var minimumRole: ProjectRole {
         switch self {
-        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest, .readLeases, .readGroups:
+        case .listGuests, .readGuest, .createGuest, .stopGuest, .startGuest, .deleteGuest, .readLeases, .readGroups,
+            .setMigrationPolicy:
             .member
         case .readInvoice, .manageMembers, .manageLeases, .manageGroups: .admin
         }

@@ -9,14 +9,32 @@ public struct GuestRequest: Sendable, Equatable, Hashable, Codable {
     public var image: String
     /// The delivered lease whose private pool the guest goes into (nil: on-demand capacity).
     public var lease: String?
+    /// How the guest may be moved off a host the operator empties (`MigrationPolicy`). Not part
+    /// of the request's identity: a create repeated with the same client token after a change of
+    /// policy gets the guest, with its policy as it is now.
+    public var migrationPolicy: MigrationPolicy
 
-    public init(project: String, name: GuestName, flavor: String, image: String, lease: String? = nil) {
+    public init(
+        project: String, name: GuestName, flavor: String, image: String, lease: String? = nil,
+        migrationPolicy: MigrationPolicy = .liveOnly
+    ) {
+        self.migrationPolicy = migrationPolicy
         self.lease = lease
         self.project = project
         self.name = name
         self.flavor = flavor
         self.image = image
     }
+}
+
+/// How the control plane may move a guest off a host it empties (a drain): `live_only` (the
+/// default) moves it by live migration alone, and a guest that cannot go live stays, named with
+/// the reason; `live_then_cold` moves it cold when it cannot go live (it is shut down, its disk
+/// moves, it boots on the other host: a downtime of seconds), and moves it cold when it is
+/// stopped (it stays stopped there).
+public enum MigrationPolicy: String, Sendable, Codable, CaseIterable, Hashable {
+    case liveOnly = "live_only"
+    case liveThenCold = "live_then_cold"
 }
 
 /// One guest as the controller holds it.
@@ -68,6 +86,7 @@ public struct CloudGuest: Sendable, Equatable {
 
     public var project: String { request.project }
     public var name: GuestName { request.name }
+    public var migrationPolicy: MigrationPolicy { request.migrationPolicy }
 }
 
 /// What `createGuest` did: made `guest`, or (`created` false) found it made by an earlier

@@ -12,7 +12,7 @@ enum ControlRows {
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
-        + " lease_id, moving_to"
+        + " lease_id, moving_to, migration_policy"
 
     static func resources(_ row: Row) -> Resources {
         Resources(vcpus: row["vcpus"], memoryBytes: row["memory_bytes"], diskBytes: row["disk_bytes"])
@@ -60,12 +60,14 @@ enum ControlRows {
         let idText: String = row["id"]
         guard let id = try? GuestID(idText), let name = try? GuestName(row["name"] as String),
             let state = CloudGuestState(rawValue: row["state"]),
-            let kind = GuestSpecification.Kind(rawValue: row["image_kind"])
+            let kind = GuestSpecification.Kind(rawValue: row["image_kind"]),
+            let policy = MigrationPolicy(rawValue: row["migration_policy"])
         else { throw unreadable(file, "guest \(idText)") }
         return CloudGuest(
             id: id,
             request: GuestRequest(
-                project: row["project"], name: name, flavor: row["flavor"], image: row["image"], lease: row["lease_id"]),
+                project: row["project"], name: name, flavor: row["flavor"], image: row["image"], lease: row["lease_id"],
+                migrationPolicy: policy),
             resources: resources(row), pricePerSecondMicros: row["price_per_second_micros"], imageKind: kind,
             diskTemplatePath: row["disk_template_path"], host: row["host"], state: state,
             errorReason: row["error_reason"], clientToken: row["client_token"], generation: row["generation"],
@@ -75,13 +77,14 @@ enum ControlRows {
     static func insert(_ guest: CloudGuest, _ db: Database) throws {
         try db.execute(
             sql:
-                "INSERT INTO guests (\(guestColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO guests (\(guestColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             arguments: [
                 guest.id.hex, guest.project, guest.name.value, guest.request.flavor, guest.request.image,
                 guest.resources.vcpus, guest.resources.memoryBytes, guest.resources.diskBytes,
                 guest.pricePerSecondMicros, guest.imageKind.rawValue, guest.diskTemplatePath, guest.host,
                 guest.state.rawValue, guest.errorReason, guest.clientToken, guest.generation,
                 milliseconds(guest.createdAt), milliseconds(guest.stateSince), guest.request.lease, guest.movingTo,
+                guest.migrationPolicy.rawValue,
             ])
     }
 

@@ -1,6 +1,14 @@
 import FerryHostModel
 import Foundation
 
+/// How a guest moves between hosts: `live` (a live migration: a running guest, a downtime of
+/// milliseconds) or `cold` (docs/cold-migration.md: a running guest is shut down, its
+/// configuration and files move, it is started on the other host; a stopped one stays stopped).
+public enum MoveKind: String, Sendable, Hashable {
+    case live
+    case cold
+}
+
 /// The decisions of a guest's move (a live migration between hosts) every backend makes the same
 /// way: which host it may go to, and the rows a begin, a finish and an abandon leave. Pure.
 extension ControlRules {
@@ -14,7 +22,7 @@ extension ControlRules {
     public static func moveDestination(
         _ guest: CloudGuest, to destination: String?, generation: Int64?, hosts: [HostRecord],
         usage: [String: Resources], policy: PlacementPolicy, now: Date, heartbeatTimeout: Duration,
-        moves: [String: Int] = [:], maxMovesPerHost: Int? = nil
+        moves: [String: Int] = [:], maxMovesPerHost: Int? = nil, kind: MoveKind = .live
     ) throws(ControlError) -> String {
         if let generation, generation != guest.generation {
             throw ControlError(
@@ -28,11 +36,11 @@ extension ControlRules {
                 "guest \(guest.id) is already moving from host \(guest.host) to host \(movingTo): wait for that move"
                     + " to end")
         }
-        guard guest.state == .running else {
+        guard guest.state == .running || (kind == .cold && guest.state == .stopped) else {
             throw ControlError(
                 .transitionRefused,
-                "guest \(guest.id) is \(guest.state.rawValue) on host \(guest.host); only a running guest moves (a live"
-                    + " migration)")
+                "guest \(guest.id) is \(guest.state.rawValue) on host \(guest.host); only a running guest moves live"
+                    + " (and a running or stopped one cold)")
         }
         let limit = maxMovesPerHost ?? Int.max
         try checkMoveLimit(guest.host, moves, limit, guest.id)
@@ -124,6 +132,18 @@ extension ControlRules {
                 .stale,
                 "guest \(guest.id) is not moving\(expected.map { " to host \($0)" } ?? "") (it is on host \(guest.host)"
                     + "\(guest.movingTo.map { ", moving to \($0)" } ?? "")): read it again")
+        }
+    }
+
+    /// The journal's cause of a change of migration policy.
+    public static func policyCause(_ guest: CloudGuest, to policy: MigrationPolicy, _ cause: String) -> String {
+        "migration policy \(guest.migrationPolicy.rawValue) → \(policy.rawValue) (\(cause))"
+    }
+
+    /// Refuses a change of policy of a deleted guest.
+    public static func checkPolicyChange(_ guest: CloudGuest) throws(ControlError) {
+        guard guest.state != .deleted else {
+            throw ControlError(.transitionRefused, "guest \(guest.id) is deleted: its migration policy stays as it was")
         }
     }
 

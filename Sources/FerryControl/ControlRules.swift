@@ -47,7 +47,9 @@ public enum ControlRules {
     public static func repeatCreation(_ request: GuestRequest, clientToken: String, earlier: CloudGuest)
         throws(ControlError) -> GuestCreation
     {
-        guard earlier.request == request else {
+        var asked = request
+        asked.migrationPolicy = earlier.request.migrationPolicy
+        guard earlier.request == asked else {
             throw ControlError(
                 .clientTokenMismatch,
                 "client token \(clientToken) of project \(request.project) was used for another request"
@@ -155,7 +157,7 @@ public enum ControlRules {
 
     /// Refuses a change of `guest` (as read in the transaction) unless it is in `expected` (at
     /// `generation`, if given) and `expected` allows `next`; a guest that is moving is not
-    /// stopped (its source's agent is migrating it).
+    /// stopped, started, suspended or deleted (its source's agent is migrating it, live or cold).
     public static func checkTransition(
         _ guest: CloudGuest, from expected: CloudGuestState, to next: CloudGuestState, generation: Int64?
     ) throws(ControlError) {
@@ -165,11 +167,11 @@ public enum ControlRules {
                 "guest \(guest.id) is \(guest.state.rawValue) at generation \(guest.generation), not \(expected.rawValue)"
                     + "\(generation.map { " at generation \($0)" } ?? ""): read it again and decide again")
         }
-        if let movingTo = guest.movingTo, next == .stopping {
+        if let movingTo = guest.movingTo, [.stopping, .building, .suspended, .deleted].contains(next) {
             throw ControlError(
                 .transitionRefused,
-                "guest \(guest.id) is moving from host \(guest.host) to host \(movingTo): stop it once the move has"
-                    + " ended")
+                "guest \(guest.id) is moving from host \(guest.host) to host \(movingTo): \(Self.verb(next)) it once the"
+                    + " move has ended")
         }
         guard expected.allows(next) else {
             let allowed = expected.successors.map(\.rawValue).sorted().joined(separator: ", ")
@@ -177,6 +179,17 @@ public enum ControlRules {
                 .transitionRefused,
                 "guest \(guest.id) cannot go from \(expected.rawValue) to \(next.rawValue); from \(expected.rawValue)"
                     + " it may go to \(allowed.isEmpty ? "nothing (it is final)" : allowed)")
+        }
+    }
+
+    /// What a change to `next` is called in a refusal.
+    static func verb(_ next: CloudGuestState) -> String {
+        switch next {
+        case .stopping: "stop"
+        case .building: "start"
+        case .suspended: "suspend"
+        case .deleted: "delete"
+        default: "change"
         }
     }
 

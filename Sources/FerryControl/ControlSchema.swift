@@ -75,6 +75,7 @@ enum ControlSchema {
         migrator.registerMigration("v10-host-modes") { db in try db.execute(sql: hostModesV10) }
         migrator.registerMigration("v11-host-health") { db in try db.execute(sql: hostHealthV11) }
         migrator.registerMigration("v12-host-power") { db in try db.execute(sql: hostPowerV12) }
+        migrator.registerMigration("v13-migration-policy") { db in try db.execute(sql: migrationPolicyV13) }
         return migrator
     }
 
@@ -244,5 +245,12 @@ enum ControlSchema {
         ALTER TABLE hosts ADD COLUMN power TEXT NOT NULL DEFAULT 'on'
             CHECK (power IN ('on', 'standby', 'waking'));
         ALTER TABLE hosts ADD COLUMN power_since_ms INTEGER;
+        """
+
+    /// How each guest may be moved off a host that is emptied (`MigrationPolicy`); guests created
+    /// before read `live_only`.
+    static let migrationPolicyV13 = """
+        ALTER TABLE guests ADD COLUMN migration_policy TEXT NOT NULL DEFAULT 'live_only'
+            CHECK (migration_policy IN ('live_only', 'live_then_cold'));
         """
 }

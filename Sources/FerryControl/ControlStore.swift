@@ -72,14 +72,24 @@ public protocol ControlStore: Sendable {
     /// already moving, not running, or a host that does not take it; with `maxMovesPerHost`, for a
     /// guest whose host or destination has that many moves under way (`moveLimit`; the scheduler
     /// then picks among the others).
-    func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
-        async throws(ControlError) -> CloudGuest
+    ///
+    /// A `cold` move (the guest shut down, its files moved, started again on the other host)
+    /// takes a `running` or a `stopped` guest, which keeps its state while it moves.
+    func beginMove(
+        _ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?, kind: MoveKind
+    ) async throws(ControlError) -> CloudGuest
     /// The move ended with the guest on the host it moved to: `host` becomes that host, the
     /// source's share is released; journaled (the state unchanged), a generation on.
     func finishMove(_ id: GuestID, cause: String) async throws(ControlError) -> CloudGuest
     /// The move ended with the guest where it was: the destination's share is released;
     /// journaled (the state unchanged), a generation on.
     func abandonMove(_ id: GuestID, cause: String) async throws(ControlError) -> CloudGuest
+
+    /// Sets how the guest may be moved off a host that is emptied; journaled (its state to the
+    /// same state, `ControlRules.policyCause`), a generation on. The policy it has already
+    /// changes nothing; a deleted guest is refused.
+    func setMigrationPolicy(_ id: GuestID, to policy: MigrationPolicy, cause: String) async throws(ControlError)
+        -> CloudGuest
 
     /// The guest's journal, oldest first.
     func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry]
@@ -200,7 +210,15 @@ extension ControlStore {
     public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?)
         async throws(ControlError) -> CloudGuest
     {
-        try await beginMove(id, to: host, cause: cause, generation: generation, maxMovesPerHost: nil)
+        try await beginMove(id, to: host, cause: cause, generation: generation, maxMovesPerHost: nil, kind: .live)
+    }
+
+    /// A live move (`beginMove` of kind `live`).
+    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
+        async throws(ControlError) -> CloudGuest
+    {
+        try await beginMove(
+            id, to: host, cause: cause, generation: generation, maxMovesPerHost: maxMovesPerHost, kind: .live)
     }
 }
 

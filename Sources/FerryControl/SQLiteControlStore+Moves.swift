@@ -5,9 +5,9 @@ import GRDB
 /// A guest's move between hosts: each step one IMMEDIATE transaction that reads the guest (and,
 /// to begin, the hosts and what their guests hold) and writes the row and its journal entry.
 extension SQLiteControlStore {
-    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
-        async throws(ControlError) -> CloudGuest
-    {
+    public func beginMove(
+        _ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?, kind: MoveKind
+    ) async throws(ControlError) -> CloudGuest {
         let now = now()
         let guest = try await writing("begin the move of guest \(id) in") { db in
             let guest = try self.existingGuest(db, id)
@@ -15,7 +15,8 @@ extension SQLiteControlStore {
             let destination = try ControlRules.moveDestination(
                 guest, to: host, generation: generation, hosts: hosts, usage: self.usageByHost(db),
                 policy: self.policy, now: now, heartbeatTimeout: self.heartbeatTimeout,
-                moves: maxMovesPerHost == nil ? [:] : self.movesByHost(db), maxMovesPerHost: maxMovesPerHost)
+                moves: maxMovesPerHost == nil ? [:] : self.movesByHost(db), maxMovesPerHost: maxMovesPerHost,
+                kind: kind)
             let moving = ControlRules.moved(guest, host: guest.host, movingTo: destination)
             try self.write(
                 db, moving, was: guest, cause: ControlRules.beginMoveCause(guest, to: destination, cause), at: now)
@@ -53,6 +54,31 @@ extension SQLiteControlStore {
         }
         logger.notice("guest move abandoned", metadata: ["guest.id": "\(id)", "guest.host": "\(guest.host)"])
         return guest
+    }
+
+    public func setMigrationPolicy(_ id: GuestID, to policy: MigrationPolicy, cause: String)
+        async throws(ControlError) -> CloudGuest
+    {
+        let now = now()
+        return try await writing("set the migration policy of guest \(id) in") { db in
+            let guest = try self.existingGuest(db, id)
+            try ControlRules.checkPolicyChange(guest)
+            guard guest.migrationPolicy != policy else { return guest }
+            var changed = guest
+            changed.request.migrationPolicy = policy
+            changed.generation += 1
+            try db.execute(
+                sql: "UPDATE guests SET migration_policy = ?, generation = ? WHERE id = ? AND generation = ?",
+                arguments: [policy.rawValue, changed.generation, id.hex, guest.generation])
+            guard db.changesCount == 1 else {
+                throw ControlError(.stale, "guest \(id) changed meanwhile: read it again")
+            }
+            try ControlRows.appendJournal(
+                db, id: id, from: guest.state, to: guest.state,
+                cause: ControlRules.policyCause(guest, to: policy, cause),
+                at: now)
+            return changed
+        }
     }
 
     // MARK: - Inside a transaction

@@ -7,9 +7,9 @@ import PostgresNIO
 /// takes first) that reads the guest (and, to begin, the hosts and what their guests hold) and
 /// writes the row and its journal entry.
 extension PostgresControlStore {
-    public func beginMove(_ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?)
-        async throws(ControlError) -> CloudGuest
-    {
+    public func beginMove(
+        _ id: GuestID, to host: String?, cause: String, generation: Int64?, maxMovesPerHost: Int?, kind: MoveKind
+    ) async throws(ControlError) -> CloudGuest {
         let now = now()
         let guest = try await writing("begin the move of guest \(id) in") { connection in
             let guest = try await self.existingGuest(connection, id)
@@ -18,7 +18,7 @@ extension PostgresControlStore {
                 usage: try await self.usageByHost(connection), policy: self.policy, now: now,
                 heartbeatTimeout: self.heartbeatTimeout,
                 moves: maxMovesPerHost == nil ? [:] : try await self.movesByHost(connection),
-                maxMovesPerHost: maxMovesPerHost)
+                maxMovesPerHost: maxMovesPerHost, kind: kind)
             let moving = ControlRules.moved(guest, host: guest.host, movingTo: destination)
             try await self.write(
                 connection, moving, was: guest, cause: ControlRules.beginMoveCause(guest, to: destination, cause),
@@ -59,6 +59,29 @@ extension PostgresControlStore {
         }
         logger.notice("guest move abandoned", metadata: ["guest.id": "\(id)", "guest.host": "\(guest.host)"])
         return guest
+    }
+
+    public func setMigrationPolicy(_ id: GuestID, to policy: MigrationPolicy, cause: String)
+        async throws(ControlError) -> CloudGuest
+    {
+        let now = now()
+        return try await writing("set the migration policy of guest \(id) in") { connection in
+            let guest = try await self.existingGuest(connection, id)
+            try ControlRules.checkPolicyChange(guest)
+            guard guest.migrationPolicy != policy else { return guest }
+            var changed = guest
+            changed.request.migrationPolicy = policy
+            changed.generation += 1
+            try await connection.query(
+                """
+                UPDATE guests SET migration_policy = \(policy.rawValue), generation = \(changed.generation)
+                WHERE id = \(id.hex) AND generation = \(guest.generation)
+                """, logger: self.logger)
+            try await PostgresRows.appendJournal(
+                connection, id: id, from: guest.state, to: guest.state,
+                cause: ControlRules.policyCause(guest, to: policy, cause), at: now, logger: self.logger)
+            return changed
+        }
     }
 
     // MARK: - Inside a transaction

@@ -14,7 +14,7 @@ enum PostgresRows {
     static let guestColumns =
         "id, project, name, flavor, image, vcpus, memory_bytes, disk_bytes, price_per_second_micros, image_kind,"
         + " disk_template_path, host, state, error_reason, client_token, generation, created_ms, state_since_ms,"
-        + " lease_id, moving_to"
+        + " lease_id, moving_to, migration_policy"
 
     /// Every row of `query`, each read by `read` (by column name).
     static func all<T>(
@@ -84,11 +84,13 @@ enum PostgresRows {
         let idText = try row["id"].decode(String.self)
         guard let id = try? GuestID(idText), let name = try? GuestName(try row["name"].decode(String.self)),
             let state = CloudGuestState(rawValue: try row["state"].decode(String.self)),
-            let kind = GuestSpecification.Kind(rawValue: try row["image_kind"].decode(String.self))
+            let kind = GuestSpecification.Kind(rawValue: try row["image_kind"].decode(String.self)),
+            let policy = MigrationPolicy(rawValue: try row["migration_policy"].decode(String.self))
         else { throw unreadable(url, "guest \(idText)") }
         let request = GuestRequest(
             project: try row["project"].decode(String.self), name: name, flavor: try row["flavor"].decode(String.self),
-            image: try row["image"].decode(String.self), lease: try row["lease_id"].decode(String?.self))
+            image: try row["image"].decode(String.self), lease: try row["lease_id"].decode(String?.self),
+            migrationPolicy: policy)
         return CloudGuest(
             id: id, request: request, resources: try resources(row),
             pricePerSecondMicros: try row["price_per_second_micros"].decode(Int64.self), imageKind: kind,
@@ -111,7 +113,8 @@ enum PostgresRows {
             \(resources.memoryBytes), \(resources.diskBytes), \(guest.pricePerSecondMicros),
             \(guest.imageKind.rawValue), \(guest.diskTemplatePath), \(guest.host), \(guest.state.rawValue),
             \(guest.errorReason), \(guest.clientToken), \(guest.generation), \(milliseconds(guest.createdAt)),
-            \(milliseconds(guest.stateSince)), \(guest.request.lease), \(guest.movingTo))
+            \(milliseconds(guest.stateSince)), \(guest.request.lease), \(guest.movingTo),
+            \(guest.migrationPolicy.rawValue))
             """, logger: logger)
     }
 

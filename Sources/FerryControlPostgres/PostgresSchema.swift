@@ -165,6 +165,15 @@ enum PostgresSchema {
                 """,
                 "ALTER TABLE hosts ADD COLUMN power_since_ms BIGINT",
             ]),
+        // Each guest's migration policy, as ControlSchema.migrationPolicyV13.
+        Migration(
+            identifier: "v13-migration-policy",
+            statements: [
+                """
+                ALTER TABLE guests ADD COLUMN migration_policy TEXT NOT NULL DEFAULT 'live_only'
+                    CHECK (migration_policy IN ('live_only', 'live_then_cold'))
+                """
+            ]),
     ]
 
     /// Leases delivered into private pools (ControlSchema.leasePoolsV7).

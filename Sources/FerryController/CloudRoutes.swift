@@ -42,7 +42,8 @@ struct CloudRoutes: Sendable {
             }
             let creation = try await store.createGuest(
                 GuestRequest(
-                    project: project, name: name, flavor: create.flavor, image: create.image, lease: create.lease),
+                    project: project, name: name, flavor: create.flavor, image: create.image, lease: create.lease,
+                    migrationPolicy: create.migrationPolicy ?? .liveOnly),
                 clientToken: create.clientToken, cause: "api: create")
             if creation.created { Task { await provisioner.build(creation.guest) } }
             return try Self.json(CloudGuestView(creation.guest), status: creation.created ? .accepted : .ok)
@@ -89,6 +90,14 @@ struct CloudRoutes: Sendable {
             try Self.json(
                 CloudGuestView(try await provisioner.resumeSuspended(try await guest(context, .startGuest))),
                 status: .accepted)
+        }
+        router.post("/v1/guests/:id/policy") { request, context in
+            let guest = try await guest(context, .setMigrationPolicy)
+            let body = try await request.body.collect(upTo: .max)
+            let change = try RequestBodyDecoding.decode(MigrationPolicyBody.self, from: body.readableBytesView)
+            let cause = "api: set by \(try context.principal().user)"
+            return try Self.json(
+                CloudGuestView(try await store.setMigrationPolicy(guest.id, to: change.migrationPolicy, cause: cause)))
         }
         router.delete("/v1/guests/:id") { _, context in
             try Self.json(CloudGuestView(try await provisioner.delete(try await guest(context, .deleteGuest))))

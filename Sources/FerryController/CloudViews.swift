@@ -22,8 +22,11 @@ struct CloudGuestView: Codable, Sendable {
     var stateSince: String
     /// The lease whose pool it is in.
     var lease: String?
+    /// `live_only` or `live_then_cold` (`MigrationPolicy`).
+    var migrationPolicy: String
 
     init(_ guest: CloudGuest) {
+        migrationPolicy = guest.migrationPolicy.rawValue
         lease = guest.request.lease
         id = guest.id.hex
         project = guest.project
@@ -51,6 +54,7 @@ struct CloudGuestView: Codable, Sendable {
         case pricePerSecondMicros = "price_per_second_micros"
         case createdAt = "created_at"
         case stateSince = "state_since"
+        case migrationPolicy = "migration_policy"
     }
 }
 
@@ -66,10 +70,22 @@ struct CreateGuestBody: Codable, Sendable {
     var clientToken: String?
     /// A delivered lease of the project: the guest goes into its private pool.
     var lease: String?
+    /// `live_only` (nil: the default) or `live_then_cold`.
+    var migrationPolicy: MigrationPolicy?
 
     enum CodingKeys: String, CodingKey {
         case name, flavor, image, lease
         case clientToken = "client_token"
+        case migrationPolicy = "migration_policy"
+    }
+}
+
+/// What `POST /v1/guests/{id}/policy` takes.
+struct MigrationPolicyBody: Codable, Sendable {
+    var migrationPolicy: MigrationPolicy
+
+    enum CodingKeys: String, CodingKey {
+        case migrationPolicy = "migration_policy"
     }
 }
 

@@ -45,7 +45,7 @@ public final class Controller: Sendable {
             store: store, key: configuration.key, work: work, bootTimeout: configuration.bootTimeout, logger: logger)
         mover = GuestMover(
             store: store, key: configuration.key, work: work, timeout: configuration.moveTimeout,
-            maxMovesPerHost: configuration.maxMovesPerHost, logger: logger)
+            maxMovesPerHost: configuration.maxMovesPerHost, coldTimeout: configuration.coldMoveTimeout, logger: logger)
         let drainer = HostDrainer(
             store: store, mover: mover, linkBytesPerSecond: configuration.linkBytesPerSecond,
             maxConcurrency: configuration.maxMovesPerHost, heartbeatTimeout: configuration.heartbeatTimeout,

@@ -18,6 +18,8 @@ public struct ControllerConfiguration: Sendable {
     public var bootTimeout: Duration
     /// How long a guest's move (a live migration to another host) may take before it is cancelled.
     public var moveTimeout: Duration
+    /// How long a guest's cold move (a drain's fallback) may take before it is cancelled.
+    public var coldMoveTimeout: Duration
     /// How many moves may run in or out of one host at once (`GuestMover`).
     public var maxMovesPerHost: Int
     /// What a host's link carries, bytes per second, as a drain's cost model first assumes it
@@ -52,8 +54,10 @@ public struct ControllerConfiguration: Sendable {
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
         linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil, consolidateHeadroom: Double = 0.1,
-        consolidateBelow: Double? = nil, consolidateInterval: Duration = .seconds(300)
+        consolidateBelow: Double? = nil, consolidateInterval: Duration = .seconds(300),
+        coldMoveTimeout: Duration = .seconds(1800)
     ) {
+        self.coldMoveTimeout = coldMoveTimeout
         self.consolidateHeadroom = consolidateHeadroom
         self.consolidateBelow = consolidateBelow
         self.consolidateInterval = consolidateInterval

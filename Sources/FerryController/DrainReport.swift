@@ -25,8 +25,10 @@ struct DrainReport: Codable, Sendable, Equatable {
         var estimateSeconds: Double?
         /// How long its migration took, or has taken so far.
         var seconds: Double?
+        /// A live move's downtime; a cold move's interruption (from the shutdown request to the
+        /// guest's first line from its disk on the destination; none for a stopped guest).
         var downtimeMs: Double?
-        /// Why it stays (failed, stays).
+        /// Why it stays (failed, stays); why it went cold (moved_cold).
         var reason: String?
 
         enum CodingKeys: String, CodingKey {
@@ -60,6 +62,11 @@ struct DrainReport: Codable, Sendable, Equatable {
     /// Predicted seconds until the host is empty, from now.
     var etaSeconds: Double
     var moved: [Guest]
+    /// Guests that could not go live and went cold, as their policy (`live_then_cold`) allows, and
+    /// stopped guests of that policy (moved cold, still stopped).
+    var movedCold: [Guest] = []
+    /// What the cold moves cost, summed: their interruptions, milliseconds.
+    var coldDowntimeMs: Double = 0
     var moving: [Guest]
     var waiting: [Guest]
     /// Live migrations that failed (no host can take it, it did not converge, an agent refused).
@@ -70,6 +77,8 @@ struct DrainReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, cause, phase, concurrency, concurrencies, moved, moving, waiting, failed, stays
+        case movedCold = "moved_cold"
+        case coldDowntimeMs = "cold_downtime_ms"
         case startedAt = "started_at"
         case endedAt = "ended_at"
         case linkBytesPerSecond = "link_bytes_per_s"
@@ -80,10 +89,11 @@ struct DrainReport: Codable, Sendable, Equatable {
         case assumedDirtyBytesPerSecond = "assumed_dirty_bytes_per_s"
     }
 
-    /// One line for a log or a terminal: "host h1 draining: 3 of 8 moved, 2 moving, eta 12 s".
+    /// One line for a log or a terminal: "host h1 draining: 3 of 8 moved (1 cold), 2 moving, eta 12 s".
     var summary: String {
-        let total = moved.count + moving.count + waiting.count + failed.count + stays.count
-        var text = "host \(host) \(phase.rawValue): \(moved.count) of \(total) moved"
+        let total = moved.count + movedCold.count + moving.count + waiting.count + failed.count + stays.count
+        var text = "host \(host) \(phase.rawValue): \(moved.count + movedCold.count) of \(total) moved"
+        if !movedCold.isEmpty { text += " (\(movedCold.count) cold)" }
         if !moving.isEmpty { text += ", \(moving.count) moving" }
         if !failed.isEmpty { text += ", \(failed.count) failed" }
         if !stays.isEmpty { text += ", \(stays.count) not running" }

@@ -6,9 +6,10 @@ import Logging
 
 /// Settling a move whose outcome nobody reported (a controller killed during it, a source agent
 /// that stopped answering): the agents' inventories say where the guest is. The destination's
-/// agent holding it running (or paused) means it arrived: the move is finished. Else the
-/// source's agent holding it running (or paused, not `migrating-out`) means the migration ended
-/// without it: the move is abandoned. Anything else (both still migrating, an agent silent)
+/// agent holding it settled (running or paused; after a cold move stopped or suspended too: the
+/// registration is a cold move's switch) means it arrived: the move is finished. Else the
+/// source's agent holding it settled (not `migrating-out`) means the migration ended without it:
+/// the move is abandoned. Anything else (both still migrating, an agent silent)
 /// leaves the move recorded, to be asked again.
 extension GuestMover {
     /// What one agent says of the guest.
@@ -20,8 +21,12 @@ extension GuestMover {
         /// The agent did not answer.
         case silent(String)
 
-        /// The guest runs here, and this agent alone owns it.
-        var runs: Bool { self == .state("running") || self == .state("paused") }
+        /// This agent alone owns the guest: its row is settled (running, paused, or, after a cold
+        /// move or a failed one, stopped, suspended or crashed), not `migrating-in`/`-out`.
+        var runs: Bool {
+            guard case .state(let state) = self else { return false }
+            return ["running", "paused", "stopped", "suspended", "crashed"].contains(state)
+        }
     }
 
     /// The move settled as the agents say (the guest as recorded then), or nil when they do not

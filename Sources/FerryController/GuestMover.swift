@@ -26,17 +26,24 @@ final class GuestMover: Sendable {
     /// How long a migration may take before it is cancelled (and, after a restart, how long the
     /// agents are asked where an unsettled guest is).
     let timeout: Duration
+    /// How long a cold migration may take before it is cancelled (a cancel is honoured until the
+    /// destination registers the guest).
+    let coldTimeout: Duration
     /// Moves in or out of one host at once (nil: no limit).
     let maxMovesPerHost: Int?
     let logger: Logger
     /// The source's record of each guest's last completed migration, for the cost model
     /// (`takeMeasurement`; the oldest are dropped past 1,024).
     private let measurements = Mutex<[GuestID: MigrationResource]>([:])
+    /// Why each guest's last migration failed with the guest on its source, as its agent said
+    /// (`takeFailure`; dropped past 1,024): a move that never began or ended unclearly has none.
+    private let failures = Mutex<[GuestID: String]>([:])
 
     init(
         store: any ControlStore, key: SharedKey, work: BlockingWork, timeout: Duration, maxMovesPerHost: Int? = 2,
-        logger: Logger
+        coldTimeout: Duration = .seconds(1800), logger: Logger
     ) {
+        self.coldTimeout = coldTimeout
         self.store = store
         self.key = key
         self.work = work
@@ -51,24 +58,28 @@ final class GuestMover: Sendable {
     func move(
         _ id: GuestID, to host: String?, cause: String = "api: migrate", options: MigrationRequest.Options? = nil
     ) async throws(ControlError) -> CloudGuest {
-        try await carryOut(try await beginInTurn(id, to: host, cause: cause), options: options)
+        _ = takeFailure(id)
+        return try await carryOut(try await beginInTurn(id, to: host, cause: cause), options: options)
     }
 
     /// Records the move (refused unless the guest runs, is not moving, the host takes it, and
     /// neither host has `maxMovesPerHost` moves under way).
-    func begin(_ id: GuestID, to host: String?, cause: String = "api: migrate") async throws(ControlError)
-        -> CloudGuest
+    func begin(_ id: GuestID, to host: String?, cause: String = "api: migrate", kind: MoveKind = .live)
+        async throws(ControlError) -> CloudGuest
     {
-        try await store.beginMove(id, to: host, cause: cause, generation: nil, maxMovesPerHost: maxMovesPerHost)
+        try await store.beginMove(
+            id, to: host, cause: cause, generation: nil, maxMovesPerHost: maxMovesPerHost, kind: kind)
     }
 
     /// `begin`, again while a host is at the limit of moves, until the move timeout has passed.
-    func beginInTurn(_ id: GuestID, to host: String?, cause: String) async throws(ControlError) -> CloudGuest {
+    func beginInTurn(_ id: GuestID, to host: String?, cause: String, kind: MoveKind = .live) async throws(ControlError)
+        -> CloudGuest
+    {
         let deadline = ContinuousClock.now + timeout
         var waited = false
         while true {
             do {
-                return try await begin(id, to: host, cause: cause)
+                return try await begin(id, to: host, cause: cause, kind: kind)
             } catch {
                 guard error.code == .moveLimit, ContinuousClock.now < deadline else { throw error }
                 if !waited {
@@ -83,12 +94,14 @@ final class GuestMover: Sendable {
 
     /// Migrates the guest `begin` recorded moving (with the agents' migration `options`) and
     /// records the outcome.
-    func carryOut(_ moving: CloudGuest, options: MigrationRequest.Options? = nil) async throws(ControlError)
-        -> CloudGuest
+    func carryOut(_ moving: CloudGuest, options: MigrationRequest.Options? = nil, kind: MoveKind = .live)
+        async throws(ControlError) -> CloudGuest
     {
         guard let destination = moving.movingTo else { return moving }
         let end: MoveEnd
-        do { end = try await migrate(moving, to: destination, options: options) } catch { end = .unknown("\(error)") }
+        do { end = try await migrate(moving, to: destination, options: options, kind: kind) } catch {
+            end = .unknown("\(error)")
+        }
         switch end {
         case .completed(let migration):
             measurements.withLock { measurements in
@@ -97,8 +110,12 @@ final class GuestMover: Sendable {
             }
             return try await finish(moving, cause: "host \(moving.host): \(Self.summary(migration))")
         case .failed(let reason):
+            failures.withLock { failures in
+                if failures.count >= 1024 { failures.removeAll() }
+                failures[moving.id] = reason
+            }
             logger.warning(
-                "a guest's live migration failed; it stays on its host",
+                "a guest's \(kind.rawValue) migration failed; it stays on its host",
                 metadata: ["guest.id": "\(moving.id)", "guest.host": "\(moving.host)", "guest.error": "\(reason)"])
             do { _ = try await store.abandonMove(moving.id, cause: "host \(moving.host): \(reason)") } catch {
                 if error.code != .stale { Task { await self.settleUntilDeadline(moving) } }
@@ -106,8 +123,8 @@ final class GuestMover: Sendable {
             }
             throw ControlError(
                 .database,
-                "guest \(moving.id) stays on host \(moving.host): its live migration to host \(destination) failed:"
-                    + " \(reason)")
+                "guest \(moving.id) stays on host \(moving.host): its \(kind.rawValue) migration to host \(destination)"
+                    + " failed: \(reason)")
         case .unknown(let reason):
             if let settled = await settle(moving) {
                 if settled.host == destination { return settled }
@@ -122,6 +139,23 @@ final class GuestMover: Sendable {
                 "the move of guest \(moving.id) from host \(moving.host) to host \(destination) did not end clearly"
                     + " (\(reason)); the agents' inventories decide where it is")
         }
+    }
+
+    /// Why the guest's last migration failed on its agents, once: nil when it did not run (no
+    /// host could take it, a host at its limit) or ended unclearly (the agents' inventories decide).
+    func takeFailure(_ id: GuestID) -> String? {
+        failures.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Moves the guest cold (`MoveKind.cold`, docs/cold-migration.md) to `host` (nil: the
+    /// scheduler's pick), a running or a stopped guest, as `move` does a live one: the same
+    /// recorded begin, follow and end, the cold move's deadline (`coldTimeout`).
+    func moveCold(_ id: GuestID, to host: String?, cause: String, options: MigrationRequest.Options? = nil)
+        async throws(ControlError) -> CloudGuest
+    {
+        _ = takeFailure(id)
+        let moving = try await beginInTurn(id, to: host, cause: cause, kind: .cold)
+        return try await carryOut(moving, options: options, kind: .cold)
     }
 
     /// What the guest's last completed migration measured, once.
@@ -154,28 +188,40 @@ final class GuestMover: Sendable {
         case unknown(String)
     }
 
-    /// Asks the source's agent to migrate the guest to the destination's agent and follows the
-    /// migration until it ends; past the deadline it asks for a cancel and waits `cancelGrace` more.
-    private func migrate(_ guest: CloudGuest, to destination: String, options: MigrationRequest.Options?)
-        async throws -> MoveEnd
-    {
+    /// Asks the source's agent to migrate the guest to the destination's agent (live, or cold) and
+    /// follows the migration until it ends; past the deadline (`timeout`, `coldTimeout`) it asks
+    /// for a cancel and waits `cancelGrace` more.
+    private func migrate(
+        _ guest: CloudGuest, to destination: String, options: MigrationRequest.Options?, kind: MoveKind
+    ) async throws -> MoveEnd {
         let source = try await agent(guest.host)
         let target = try await agent(destination)
         let request = MigrationRequest(
-            guest: GuestProvisioner.hostName(guest.id).value, to: "http://\(target.endpoint)", options: options)
+            guest: GuestProvisioner.hostName(guest.id).value, to: "http://\(target.endpoint)",
+            kind: kind == .cold ? "cold" : nil, options: options)
         let body = Array(try JSONEncoder().encode(request))
-        let started = try await work.run { try source.send("POST", "/v1/migrations", body: body) }
+        var started = try await work.run { try source.send("POST", "/v1/migrations", body: body) }
+        // The end of an earlier migration (a live one a cold move follows) releases the guest just
+        // after it is recorded: the agent answers `busy` meanwhile.
+        let busyUntil = ContinuousClock.now + .seconds(5)
+        while started.status == 409, String(decoding: started.body, as: UTF8.self).contains("busy"),
+            ContinuousClock.now < busyUntil
+        {
+            try await Task.sleep(for: .milliseconds(100))
+            started = try await work.run { try source.send("POST", "/v1/migrations", body: body) }
+        }
         guard started.status == 201 else {
             return .failed(Self.said(source, started))
         }
         var migration = try Self.migration(started.body)
         logger.info(
-            "a guest's live migration began",
+            "a guest's \(kind.rawValue) migration began",
             metadata: [
                 "guest.id": "\(guest.id)", "guest.host": "\(guest.host)", "guest.moving_to": "\(destination)",
                 "migration.id": "\(migration.id)",
             ])
-        var deadline = ContinuousClock.now + timeout
+        let limit = kind == .cold ? coldTimeout : timeout
+        var deadline = ContinuousClock.now + limit
         var cancelled = false
         var lastFailure = ""
         while true {
@@ -193,7 +239,7 @@ final class GuestMover: Sendable {
                 }
                 await cancel(source, migration.id, guest)
                 cancelled = true
-                deadline = ContinuousClock.now + Self.cancelGrace(timeout)
+                deadline = ContinuousClock.now + Self.cancelGrace(limit)
             }
             try await Task.sleep(for: .milliseconds(200))
             let id = migration.id
@@ -226,8 +272,13 @@ final class GuestMover: Sendable {
 
     static func summary(_ migration: MigrationResource) -> String {
         let total = migration.totalTimeMs.map { String(format: "%.0f ms", $0) } ?? "?"
-        let downtime = migration.downtimeMs.map { String(format: "%.1f ms", $0) } ?? "?"
-        return "migration \(migration.id) completed in \(total), downtime \(downtime)"
+        guard migration.kind == "cold" else {
+            let downtime = migration.downtimeMs.map { String(format: "%.1f ms", $0) } ?? "?"
+            return "migration \(migration.id) completed in \(total), downtime \(downtime)"
+        }
+        let interruption = migration.interruptionMs.map { String(format: ", interruption %.0f ms", $0) } ?? ""
+        let problem = migration.error.map { "; \($0)" } ?? ""
+        return "cold migration \(migration.id) completed in \(total)\(interruption)\(problem)"
     }
 
     /// The agent's refusal, as it said it.

@@ -68,18 +68,19 @@ extension HostDrainer {
                 Set((drains[host]?.report.failed ?? []).map(\.id))
             )
         }
-        let movable = guests.filter {
-            $0.state == .running && $0.movingTo == nil && !busy.contains($0.id.description)
-                && !failed.contains($0.id.description)
+        let free = { (guest: CloudGuest) in
+            guest.movingTo == nil && !busy.contains(guest.id.description) && !failed.contains(guest.id.description)
         }
-        let stays = guests.filter { [.stopped, .suspended].contains($0.state) }
+        let movable = guests.filter { $0.state == .running && free($0) }
+        // A stopped guest whose policy allows it moves cold (and stays stopped there).
+        let cold = guests.filter { $0.state == .stopped && $0.migrationPolicy == .liveThenCold && free($0) }
+        let stays = guests.filter { [.stopped, .suspended].contains($0.state) && !cold.contains($0) }
         let unsettled = guests.contains { guest in
             !busy.contains(guest.id.description) && !failed.contains(guest.id.description)
-                && !stays.contains(where: { $0.id == guest.id }) && !movable.contains(where: { $0.id == guest.id })
+                && !stays.contains(guest) && !movable.contains(guest) && !cold.contains(guest)
         }
         let stuck = guests.filter {
-            !busy.contains($0.id.description) && !failed.contains($0.id.description)
-                && ![.stopped, .suspended].contains($0.state)
+            !busy.contains($0.id.description) && !failed.contains($0.id.description) && !stays.contains($0)
         }
         if Date().timeIntervalSince(record.lastHeartbeat) > Self.seconds(heartbeatTimeout), !stuck.isEmpty {
             let silent = Int(Date().timeIntervalSince(record.lastHeartbeat).rounded())
@@ -95,9 +96,18 @@ extension HostDrainer {
             return Step(start: [], concurrency: 1, unsettled: false)
         }
         let (plan, assumed) = self.plan(host, movable)
-        let model = model(host)
         let byID = Dictionary(uniqueKeysWithValues: movable.map { ($0.id.description, $0) })
         let ordered = plan.order.compactMap { byID[$0] }
+        let start = ordered.map { ($0, plan.estimates[$0.id.description] ?? 0) } + cold.map { ($0, 0.0) }
+        note(host, plan: plan, assumed: assumed, waiting: start, stays: stays)
+        return Step(start: start, concurrency: plan.concurrency, unsettled: unsettled)
+    }
+
+    /// The report as one look left it: the model, the guests waiting and those that stay.
+    private func note(
+        _ host: String, plan: DrainPlan, assumed: Double?, waiting: [(CloudGuest, Double)], stays: [CloudGuest]
+    ) {
+        let model = model(host)
         drains.withLock { drains in
             drains[host]?.report.concurrency = plan.concurrency
             drains[host]?.report.linkBytesPerSecond = model.linkBytesPerSecond
@@ -105,19 +115,17 @@ extension HostDrainer {
             drains[host]?.report.streamBytesPerSecond = model.streamBytesPerSecond
             drains[host]?.report.wireRatio = model.wireRatio
             drains[host]?.report.assumedDirtyBytesPerSecond = assumed
-            drains[host]?.report.waiting = ordered.map {
-                DrainReport.Guest(
-                    id: $0.id.description, name: $0.name.value, estimateSeconds: plan.estimates[$0.id.description])
+            drains[host]?.report.waiting = waiting.map { guest, estimate in
+                DrainReport.Guest(id: guest.id.description, name: guest.name.value, estimateSeconds: estimate)
             }
             drains[host]?.report.stays = stays.map {
-                DrainReport.Guest(
+                let allowed = $0.state == .stopped ? " (its policy live_only forbids a cold move)" : ""
+                return DrainReport.Guest(
                     id: $0.id.description, name: $0.name.value,
-                    reason: "\($0.state.rawValue): only a running guest moves live; its files stay on the host")
+                    reason:
+                        "\($0.state.rawValue): only a running guest moves live\(allowed); its files stay on the host")
             }
         }
-        return Step(
-            start: ordered.map { ($0, plan.estimates[$0.id.description] ?? 0) }, concurrency: plan.concurrency,
-            unsettled: unsettled)
     }
 
     /// The plan for the guests still to go. Their dirty rates are what their last migrations
@@ -159,36 +167,50 @@ extension HostDrainer {
         }
     }
 
-    /// One guest's live migration, to the host the scheduler picks; its measurements go to the
-    /// cost model, its end to the report.
+    /// One guest's move, to the host the scheduler picks: a running guest's live migration (its
+    /// measurements go to the cost model), then, if it failed on the agents, a cold one as the
+    /// guest's policy allows (`fallBack`); a stopped guest's cold move. Its end goes to the report.
     func moveOne(_ guest: CloudGuest, host: String, sharing: Int) async {
         let started = ContinuousClock.now
         let id = guest.id.description
         var entry = DrainReport.Guest(id: id, name: guest.name.value)
-        do {
-            let moved = try await mover.move(guest.id, to: nil, cause: "drain of host \(host)")
-            entry.to = moved.host
-            if let migration = mover.takeMeasurement(guest.id) {
-                let wall = Self.seconds(ContinuousClock.now - started)
-                record(
-                    Self.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest.id, host: host)
-                entry.downtimeMs = migration.downtimeMs
+        var outcome = ColdOutcome.failed
+        let options = drains.withLock { $0[host]?.options }
+        if guest.state == .stopped {
+            outcome = await moveCold(
+                guest, cause: "drain of host \(host): stopped, moved cold", options: options, into: &entry)
+        } else {
+            do {
+                let moved = try await mover.move(guest.id, to: nil, cause: "drain of host \(host)", options: options)
+                entry.to = moved.host
+                outcome = .moved
+                if let migration = mover.takeMeasurement(guest.id) {
+                    let wall = Self.seconds(ContinuousClock.now - started)
+                    record(
+                        Self.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest.id, host: host)
+                    entry.downtimeMs = migration.downtimeMs
+                }
+            } catch {
+                entry.reason = error.message
+                logger.warning(
+                    "a guest of a draining host could not move live",
+                    metadata: ["host.id": "\(host)", "guest.id": "\(id)", "guest.error": "\(error.message)"])
+                if let failure = mover.takeFailure(guest.id) {
+                    outcome = await fallBack(guest, failure: failure, options: options, into: &entry)
+                }
             }
-        } catch {
-            entry.reason = error.message
-            logger.warning(
-                "a guest of a draining host could not move: it stays",
-                metadata: ["host.id": "\(host)", "guest.id": "\(id)", "guest.error": "\(error.message)"])
         }
         entry.seconds = Self.seconds(ContinuousClock.now - started)
         drains.withLock { drains in
             entry.estimateSeconds = drains[host]?.report.moving.first { $0.id == id }?.estimateSeconds
             drains[host]?.report.moving.removeAll { $0.id == id }
             drains[host]?.movingSince[id] = nil
-            if entry.reason == nil {
-                drains[host]?.report.moved.append(entry)
-            } else {
-                drains[host]?.report.failed.append(entry)
+            switch outcome {
+            case .moved: drains[host]?.report.moved.append(entry)
+            case .movedCold:
+                drains[host]?.report.movedCold.append(entry)
+                drains[host]?.report.coldDowntimeMs += entry.downtimeMs ?? 0
+            case .failed: drains[host]?.report.failed.append(entry)
             }
         }
     }

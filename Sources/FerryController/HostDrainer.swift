@@ -36,6 +36,8 @@ final class HostDrainer: Sendable {
         var task: Task<Void, Never>?
         /// When each moving guest's migration began.
         var movingSince: [String: ContinuousClock.Instant] = [:]
+        /// The agents' options for its migrations (a bandwidth cap), as the drain was asked.
+        var options: MigrationRequest.Options?
     }
 
     init(
@@ -53,9 +55,11 @@ final class HostDrainer: Sendable {
 
     /// Puts the host in `draining` and starts emptying it (a drain already running here goes on);
     /// answers how it stands.
-    func drain(_ host: String, cause: String) async throws(ControlError) -> DrainReport {
+    func drain(_ host: String, cause: String, options: MigrationRequest.Options? = nil) async throws(ControlError)
+        -> DrainReport
+    {
         _ = try await store.setHostMode(host, to: .draining, from: nil, cause: cause)
-        start(host, cause: cause)
+        start(host, cause: cause, options: options)
         return report(host) ?? Self.empty(host)
     }
 
@@ -116,10 +120,10 @@ final class HostDrainer: Sendable {
     }
 
     /// Starts the host's drain task unless one runs.
-    private func start(_ host: String, cause: String) {
+    private func start(_ host: String, cause: String, options: MigrationRequest.Options? = nil) {
         drains.withLock { drains in
             if let running = drains[host], running.report.phase == .draining, running.task != nil { return }
-            var drain = Drain(report: Self.empty(host))
+            var drain = Drain(report: Self.empty(host), options: options)
             drain.report.linkBytesPerSecond = model(host).linkBytesPerSecond
             drain.report.cause = cause
             drain.task = Task { [self] in await self.run(host) }

@@ -20,6 +20,12 @@
 ///   condition); an asserted `critical` one no older than `eventMaxAgeSeconds` is failing by
 ///   `criticalEventDeadlineSeconds` (the shortest); an asserted `warning` one is a warning. An
 ///   entry with no time (`Pre-Init`) or a time ahead of now counts as new.
+/// - **Unreadable files** (`HealthReading.unreadable`): a warning each, naming the file (its
+///   signal is unknown; a last good reading standing in for it is judged as above).
+///
+/// Optional limits (`ferry agent --health-ce-warning`, `--health-smart-failing-raw`): a
+/// corrected count at or over `correctedErrorWarning` is a warning whatever its rate; a watched
+/// SMART attribute counting `smartRawFailing` or more is failing by `shortDeadlineSeconds`.
 public enum HealthAssessment {
     /// The verdict on `reading` at `now` (seconds on the caller's steady clock) given the
     /// `baseline` (an older reading and when it was taken) for rates; `wallClockSeconds` (Unix)
@@ -30,21 +36,20 @@ public enum HealthAssessment {
     ) -> HealthVerdict {
         let found = findings(
             reading, at: now, baseline: baseline, wallClockSeconds: wallClockSeconds, thresholds: thresholds)
-        let bad = found.filter { $0.state != .healthy }
+        // A file that cannot be read is a warning naming it: its signal is unknown (its last good
+        // reading, if any, still judged).
+        let unreadable = reading.unreadable.map { HealthFinding(state: .warning, reason: "unreadable: \($0)") }
+        let bad = found.filter { $0.state != .healthy } + unreadable
         var worst: [HealthFinding] = []
         for finding in bad {
             let index = worst.firstIndex { finding.isWorse(than: $0) } ?? worst.count
             worst.insert(finding, at: index)
         }
-        let unreadable = reading.unreadable.map { "unreadable: \($0)" }
-        guard let first = worst.first else {
-            return HealthVerdict(state: .healthy, reason: "", detail: unreadable)
-        }
+        guard let first = worst.first else { return .healthy }
         let others = worst.count - 1
         let reason = others == 0 ? first.reason : "\(first.reason) (and \(others) more)"
         return HealthVerdict(
-            state: first.state, reason: reason, deadlineSeconds: first.deadlineSeconds,
-            detail: worst.map(\.reason) + unreadable)
+            state: first.state, reason: reason, deadlineSeconds: first.deadlineSeconds, detail: worst.map(\.reason))
     }
 
     /// What each signal says, in the order memory, disks, events.
@@ -83,10 +88,19 @@ public enum HealthAssessment {
                 reason: "\(name): \(count(now.corrected, "corrected error")), at or over the limit \(limit)",
                 deadlineSeconds: thresholds.shortDeadlineSeconds)
         }
-        guard let before, windowSeconds > 0 else { return HealthFinding(state: .healthy, reason: name) }
+        let level = thresholds.correctedErrorWarning.flatMap { level in
+            now.corrected >= level ? level : nil
+        }
+        let quiet =
+            level.map {
+                HealthFinding(
+                    state: .warning,
+                    reason: "\(name): \(count(now.corrected, "corrected error")), at or over the warning level \($0)")
+            } ?? HealthFinding(state: .healthy, reason: name)
+        guard let before, windowSeconds > 0 else { return quiet }
         // A counter below the baseline's was reset: what it counts now is since then.
         let new = now.corrected >= before.corrected ? now.corrected - before.corrected : now.corrected
-        guard new > 0 else { return HealthFinding(state: .healthy, reason: name) }
+        guard new > 0 else { return quiet }
         let perSecond = Double(new) / windowSeconds
         let toLimit = Double(limit - now.corrected) / perSecond
         let rate =
@@ -109,6 +123,11 @@ public enum HealthAssessment {
                     deadlineSeconds: thresholds.shortDeadlineSeconds)
             }
             if SMARTAttribute.watched.contains(attribute.id), attribute.raw > 0 {
+                if let failing = thresholds.smartRawFailing, attribute.raw >= failing {
+                    return HealthFinding(
+                        state: .failing, reason: "\(name) counts \(attribute.raw), at or over \(failing)",
+                        deadlineSeconds: thresholds.shortDeadlineSeconds)
+                }
                 return HealthFinding(state: .warning, reason: "\(name) counts \(attribute.raw)")
             }
             return nil
@@ -170,12 +189,21 @@ public struct HealthThresholds: Sendable, Equatable {
     public var criticalEventDeadlineSeconds: Double
     /// IPMI events older than this (a day) say nothing of now.
     public var eventMaxAgeSeconds: Int64
+    /// Corrected errors one memory controller may count before it is a warning whatever their
+    /// rate (nil: only the rate warns).
+    public var correctedErrorWarning: Int64?
+    /// The raw count at which a watched SMART attribute (reallocated, pending, uncorrectable
+    /// sectors) is failing rather than a warning (nil: never).
+    public var smartRawFailing: Int64?
 
     public init(
         correctedErrorLimit: Int64 = 1000, correctedErrorHorizonSeconds: Double = 86_400,
         minimumRateWindowSeconds: Double = 600, rateWindowSeconds: Double = 3600, shortDeadlineSeconds: Double = 900,
-        criticalEventDeadlineSeconds: Double = 300, eventMaxAgeSeconds: Int64 = 86_400
+        criticalEventDeadlineSeconds: Double = 300, eventMaxAgeSeconds: Int64 = 86_400,
+        correctedErrorWarning: Int64? = nil, smartRawFailing: Int64? = nil
     ) {
+        self.correctedErrorWarning = correctedErrorWarning
+        self.smartRawFailing = smartRawFailing
         self.correctedErrorLimit = correctedErrorLimit
         self.correctedErrorHorizonSeconds = correctedErrorHorizonSeconds
         self.minimumRateWindowSeconds = minimumRateWindowSeconds

@@ -134,6 +134,8 @@ struct AgentCommand: ParsableCommand {
             valueName: "dir"))
     var healthDirectory: String?
 
+    @OptionGroup(title: "Health thresholds (with --health-dir)") var health: HealthOptions
+
     @Flag(
         name: .customLong("no-kvm"),
         help: ArgumentHelp(
@@ -242,7 +244,8 @@ struct AgentCommand: ParsableCommand {
                 version: FerryVersion.release, shutdownGrace: .seconds(shutdownGrace),
                 incomingReservationSeconds: Double(incomingReservation),
                 incomingResumeTimeout: incomingResumeTimeout.duration, metricsToken: metricsToken,
-                controller: controllerLink, healthDirectory: healthDirectory.map(Self.absolute))
+                controller: controllerLink, healthDirectory: healthDirectory.map(Self.absolute),
+                healthThresholds: health.thresholds)
             let agent: Agent
             do {
                 agent = try Agent(configuration: configuration, logger: Logger(label: "ferry.agent"))

@@ -243,15 +243,29 @@ struct CloudCreate: ParsableCommand {
     @Option(help: "The image.") var image: String
     @Option(name: .customLong("client-token"), help: "The idempotency token (default: a new UUID).")
     var clientToken: String?
+    @Option(
+        name: .customLong("migration-policy"),
+        help: ArgumentHelp(
+            "How the guest leaves a host the operator empties: live_only (live migration alone; if it cannot go"
+                + " live it stays) or live_then_cold (cold, with a downtime of seconds, when it cannot go live).",
+            valueName: "policy"))
+    var migrationPolicy = "live_only"
     @Flag(name: .customLong("no-wait"), help: "Return once the create is accepted.") var noWait = false
     @Option(help: ArgumentHelp("Seconds to wait for running.", valueName: "seconds")) var timeout = 120.0
     @OptionGroup var session: CloudSession
+
+    func validate() throws {
+        guard ["live_only", "live_then_cold"].contains(migrationPolicy) else {
+            throw ValidationError("--migration-policy \(migrationPolicy): live_only or live_then_cold")
+        }
+    }
 
     func run() throws {
         runReportingErrors {
             let began = Date()
             let body: [String: Any] = [
                 "name": name, "flavor": flavor, "image": image, "client_token": clientToken ?? UUID().uuidString,
+                "migration_policy": migrationPolicy,
             ]
             var guest = try session.call("POST", "/v1/projects/\(project)/guests", body: body)
             let id = guest["id"] as? String ?? "?"

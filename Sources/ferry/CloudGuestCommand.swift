@@ -13,6 +13,7 @@ struct CloudGuestCommand: ParsableCommand {
         subcommands: [
             CloudGuestShow.self, CloudGuestJournal.self, CloudGuestStop.self, CloudGuestStart.self,
             CloudGuestSuspend.self, CloudGuestResume.self, CloudGuestDelete.self, CloudGuestMigrate.self,
+            CloudGuestPolicy.self,
         ])
 }
 
@@ -151,4 +152,27 @@ struct CloudGuestDelete: ParsableCommand {
     @OptionGroup var target: CloudGuestTarget
 
     func run() throws { runReportingErrors { target.show(try target.call("DELETE")) } }
+}
+
+struct CloudGuestPolicy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy",
+        abstract: "Set how the guest leaves a host the operator empties: live_only or live_then_cold.")
+    @OptionGroup var target: CloudGuestTarget
+    @Argument(help: "live_only (live migration alone) or live_then_cold (cold when it cannot go live).")
+    var policy: String
+
+    func validate() throws {
+        guard ["live_only", "live_then_cold"].contains(policy) else {
+            throw ValidationError("\(policy): live_only or live_then_cold")
+        }
+    }
+
+    func run() throws {
+        runReportingErrors {
+            let guest = try target.call("POST", "policy", body: ["migration_policy": policy])
+            target.show(guest)
+            if !target.session.json { HumanOutput.print("migration policy: \(guest["migration_policy"] ?? "?")") }
+        }
+    }
 }

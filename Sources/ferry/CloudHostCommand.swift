@@ -119,9 +119,13 @@ enum DrainText {
 
     /// "host h1 draining: 3 of 8 moved, 2 moving, 2 at once, eta 12 s".
     static func summary(_ report: [String: Any]) -> String {
-        let moved = list(report, "moved").count
-        let total = ["moved", "moving", "waiting", "failed", "stays"].reduce(0) { $0 + list(report, $1).count }
+        let cold = list(report, "moved_cold").count
+        let moved = list(report, "moved").count + cold
+        let total = ["moved", "moved_cold", "moving", "waiting", "failed", "stays"].reduce(0) {
+            $0 + list(report, $1).count
+        }
         var text = "host \(report["host"] ?? "?") \(report["phase"] ?? "?"): \(moved) of \(total) moved"
+        if cold > 0 { text += " (\(cold) cold)" }
         if !list(report, "moving").isEmpty { text += ", \(list(report, "moving").count) moving" }
         if !list(report, "failed").isEmpty { text += ", \(list(report, "failed").count) failed" }
         if !list(report, "stays").isEmpty { text += ", \(list(report, "stays").count) not running" }
@@ -140,6 +144,13 @@ enum DrainText {
             let downtime = (guest["downtime_ms"] as? Double).map { String(format: "%.1f ms", $0) } ?? "?"
             lines.append(
                 "  moved   \(guest["name"] ?? "?") → \(guest["to"] ?? "?") in \(seconds), downtime \(downtime)")
+        }
+        for guest in list(report, "moved_cold") {
+            let seconds = (guest["seconds"] as? Double).map { String(format: "%.1f s", $0) } ?? "?"
+            let downtime = (guest["downtime_ms"] as? Double).map { String(format: "%.0f ms", $0) } ?? "none"
+            lines.append(
+                "  cold    \(guest["name"] ?? "?") → \(guest["to"] ?? "?") in \(seconds), interruption \(downtime)"
+                    + ((guest["reason"] as? String).map { " (\($0))" } ?? ""))
         }
         for key in ["failed", "stays"] {
             for guest in list(report, key) {

@@ -62,6 +62,14 @@ struct ControlCommand: ParsableCommand {
     var moveTimeout = 300.0
 
     @Option(
+        name: .customLong("cold-move-timeout"),
+        help: ArgumentHelp(
+            "Seconds a guest's cold move (a drain's fallback for a guest of policy live_then_cold that cannot go live)"
+                + " may take before it is cancelled; a cancel is honoured until the destination registers the guest.",
+            valueName: "seconds"))
+    var coldMoveTimeout = 1800.0
+
+    @Option(
         name: .customLong("max-moves-per-host"),
         help: ArgumentHelp(
             "Live migrations that may run in or out of one host at once: a move the controller chooses (a lease's"
@@ -128,6 +136,9 @@ struct ControlCommand: ParsableCommand {
         guard (1...86_400).contains(moveTimeout) else {
             throw ValidationError("--move-timeout \(moveTimeout): 1 to 86400 seconds")
         }
+        guard (1...86_400).contains(coldMoveTimeout) else {
+            throw ValidationError("--cold-move-timeout \(coldMoveTimeout): 1 to 86400 seconds")
+        }
         guard (1...64).contains(maxMovesPerHost) else {
             throw ValidationError("--max-moves-per-host \(maxMovesPerHost): 1 to 64")
         }
@@ -164,7 +175,8 @@ struct ControlCommand: ParsableCommand {
                 scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value,
                 drainConcurrency: drainConcurrency, consolidateHeadroom: consolidateHeadroom,
                 consolidateBelow: consolidateBelow,
-                consolidateInterval: .milliseconds(Int(consolidateInterval * 1000)))
+                consolidateInterval: .milliseconds(Int(consolidateInterval * 1000)),
+                coldMoveTimeout: .milliseconds(Int(coldMoveTimeout * 1000)))
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

@@ -32,11 +32,13 @@ final class ControlPlaneFixture {
     /// `namespaced`: the controller and each agent in a network namespace of its own, joined by a
     /// bridge (10.93.0.0/24), as on separate hosts; the fixture's requests to the controller are
     /// made from inside the controller's namespace. `agentOptions`: more `ferry agent` options
-    /// for agent N (from 1), such as `--no-kvm`.
+    /// for agent N (from 1), such as `--no-kvm`. `ownStorage`: every agent after the first runs
+    /// in a mount namespace of its own where the first's state directory is an empty tmpfs (its
+    /// guests' disks are local to it: a live migration cannot reach them, a cold one copies them).
     init(
         _ name: String, agents count: Int = 3, heartbeatTimeout: Double = 1.5, database: String? = nil,
         offerVCPUs: Int = 16, namespaced: Bool = false, controllerExtra: [String] = [],
-        agentOptions: [Int: [String]] = [:]
+        agentOptions: [Int: [String]] = [:], ownStorage: Bool = false
     ) throws {
         self.controllerExtra = controllerExtra
         scratch = Scratch(name)
@@ -63,9 +65,10 @@ final class ControlPlaneFixture {
                     "--offer-memory-mib", "1024", "--offer-disk-gib", "1",
                 ] + (agentOptions[index] ?? [])
             let host = network?.addresses[index] ?? "127.0.0.1"
+            let hiding = ownStorage && index > 1 ? AgentPair.hiding(agents[0].stateDirectory) : []
             agents.append(
                 try GuestAgentFixture(
-                    "a\(index)", keyFile: keyFile, extra: extra, host: host, prefix: namespacePrefix(index)))
+                    "a\(index)", keyFile: keyFile, extra: extra, host: host, prefix: namespacePrefix(index) + hiding))
         }
         try seedCatalogue()
         try waitForHosts(count)

@@ -36,6 +36,7 @@ import Testing
             .manageLeases: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
             .readGroups: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
             .manageGroups: [.member: .forbidden, .admin: .allow, .siteAdmin: .allow],
+            .setMigrationPolicy: [.member: .allow, .admin: .allow, .siteAdmin: .allow],
         ]
         #expect(Set(expected.keys) == Set(ProjectAction.allCases))
         for action in ProjectAction.allCases {

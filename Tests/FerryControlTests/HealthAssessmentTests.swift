@@ -112,7 +112,7 @@ import Testing
     }
 
     /// The worst finding decides, and says how many more there are; among failing ones the
-    /// earliest deadline; unreadable files are listed and decide nothing.
+    /// earliest deadline; an unreadable file is a warning naming it, after the signals.
     @Test func theWorstSignalWins() {
         var reading = Self.mc(10)
         reading.disks = [SMARTDisk(name: "sdb", attributes: [Self.attribute(5, value: 5)])]
@@ -120,7 +120,7 @@ import Testing
         reading.unreadable = ["smart/sdc.json: not JSON"]
         let verdict = Self.assess(reading, baseline: Self.mc(0))
         #expect(verdict.state == .failing && verdict.deadlineSeconds == 300, "\(verdict)")
-        #expect(verdict.reason == "IPMI event: Memory #0x01 Uncorrectable ECC asserted 60 s ago (and 3 more)")
+        #expect(verdict.reason == "IPMI event: Memory #0x01 Uncorrectable ECC asserted 60 s ago (and 4 more)")
         #expect(
             verdict.detail.count == 5 && verdict.detail[1].hasPrefix("disk sdb")
                 && verdict.detail.last == "unreadable: smart/sdc.json: not JSON")
@@ -132,7 +132,36 @@ import Testing
             warnings.state == .warning && warnings.reason.hasPrefix("disk sda")
                 && warnings.reason.hasSuffix("(and 1 more)"))
         let onlyUnreadable = Self.assess(HealthReading(unreadable: ["ipmi/sel line 2: 3 fields"]))
-        #expect(onlyUnreadable.state == .healthy && onlyUnreadable.detail == ["unreadable: ipmi/sel line 2: 3 fields"])
+        #expect(onlyUnreadable.state == .warning && onlyUnreadable.reason == "unreadable: ipmi/sel line 2: 3 fields")
+        #expect(onlyUnreadable.detail == ["unreadable: ipmi/sel line 2: 3 fields"])
+        #expect(onlyUnreadable.deadlineSeconds == nil)
+    }
+
+    /// The optional limits (`ferry agent --health-ce-warning`, `--health-smart-failing-raw`) and a
+    /// lower failing limit change the verdict on the same reading; without them it is as before.
+    @Test func thresholdsChangeTheOutcome() {
+        func judge(_ reading: HealthReading, _ thresholds: HealthThresholds) -> HealthVerdict {
+            HealthAssessment.assess(reading, at: 0, baseline: nil, wallClockSeconds: Self.wall, thresholds: thresholds)
+        }
+        #expect(judge(Self.mc(50), Self.limits) == .healthy)
+        let warned = judge(Self.mc(50), HealthThresholds(correctedErrorWarning: 40))
+        #expect(
+            warned.state == .warning
+                && warned.reason == "memory controller mc0: 50 corrected errors, at or over the warning level 40")
+        #expect(judge(Self.mc(39), HealthThresholds(correctedErrorWarning: 40)) == .healthy)
+        let limited = judge(Self.mc(50), HealthThresholds(correctedErrorLimit: 50, shortDeadlineSeconds: 60))
+        #expect(limited.state == .failing && limited.deadlineSeconds == 60, "\(limited)")
+        let reallocated = Self.disk([Self.attribute(5, raw: 3)])
+        #expect(judge(reallocated, Self.limits).state == .warning)
+        #expect(judge(reallocated, HealthThresholds(smartRawFailing: 4)).state == .warning)
+        let failing = judge(reallocated, HealthThresholds(smartRawFailing: 3))
+        #expect(failing.state == .failing && failing.reason == "disk sda: SMART 5 attr5 counts 3, at or over 3")
+        #expect(failing.deadlineSeconds == 900)
+        // A rate that warns keeps its own reason over the count's.
+        let rate = HealthAssessment.assess(
+            Self.mc(45), at: 3600, baseline: (Self.mc(20), 0), wallClockSeconds: Self.wall,
+            thresholds: HealthThresholds(correctedErrorWarning: 40))
+        #expect(rate.state == .warning && rate.reason.contains("corrected errors at 25/h"), "\(rate)")
     }
 
     /// The tracker: the first reading is the baseline, a fixed deadline runs down from the look
