@@ -22,6 +22,7 @@ public final class Controller: Sendable {
     let hosts: HostTracking
     let scaler: GroupScaler
     let drainer: HostDrainer
+    let balancer: ClusterBalancer
     let logger: Logger
     private let server = GracefulServer()
 
@@ -54,6 +55,9 @@ public final class Controller: Sendable {
             logger: logger)
         self.scaler = scaler
         self.drainer = drainer
+        balancer = ClusterBalancer(
+            store: store, mover: mover, drainer: drainer, scaler: scaler, settings: configuration.balance,
+            heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
         hosts = HostTracking(
             store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger,
             onQuarantine: { host in Task { await drainer.evacuate(host) } }, onTelemetry: { scaler.nudge() })
@@ -81,10 +85,12 @@ public final class Controller: Sendable {
         let monitor = Task { [hosts, configuration] in await hosts.watch(every: configuration.monitorInterval) }
         let keeper = Task { [leases, configuration] in await leases.watch(every: configuration.monitorInterval) }
         let scaling = Task { [scaler, configuration] in await scaler.run(every: configuration.scalingInterval) }
+        let balancing = Task { [balancer] in await balancer.run() }
         defer {
             monitor.cancel()
             keeper.cancel()
             scaling.cancel()
+            balancing.cancel()
         }
         try await server.run(
             makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
@@ -114,6 +120,7 @@ public final class Controller: Sendable {
         LeaseRoutes(store: store).add(to: router)
         MoveRoutes(store: store, mover: mover).add(to: router)
         DrainRoutes(store: store, drainer: drainer).add(to: router)
+        BalanceRoutes(balancer: balancer).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, mover: mover, drainer: drainer,

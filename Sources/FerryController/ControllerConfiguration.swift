@@ -28,6 +28,8 @@ public struct ControllerConfiguration: Sendable {
     public var drainConcurrency: Int?
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
+    /// The periodic load-balancing pass (off unless `balance.interval` is set).
+    public var balance: BalanceSettings
     public var bodyLimitBytes: Int
     public var credentialWindowSeconds: Int64
     public var shutdownGrace: Duration
@@ -44,8 +46,9 @@ public struct ControllerConfiguration: Sendable {
         scalingInterval: Duration = .seconds(1), bodyLimitBytes: Int = 1 << 20,
         credentialWindowSeconds: Int64 = 30, shutdownGrace: Duration = .seconds(10),
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
-        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil
+        linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil, balance: BalanceSettings = BalanceSettings()
     ) {
+        self.balance = balance
         self.drainConcurrency = drainConcurrency
         self.linkBytesPerSecond = linkBytesPerSecond
         self.listen = listen

@@ -15,7 +15,7 @@ struct CloudCommand: ParsableCommand {
             """,
         subcommands: [
             CloudLogin.self, CloudLogout.self, CloudCatalogue.self, CloudGuests.self, CloudCreate.self,
-            CloudGuestCommand.self, CloudHostCommand.self, CloudInvoice.self,
+            CloudGuestCommand.self, CloudHostCommand.self, CloudBalance.self, CloudInvoice.self,
         ])
 }
 

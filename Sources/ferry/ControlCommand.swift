@@ -91,6 +91,8 @@ struct ControlCommand: ParsableCommand {
             valueName: "seconds"))
     var scalingInterval = 1.0
 
+    @OptionGroup(title: "Load balancing") var balance: BalanceOptions
+
     @Option(help: ArgumentHelp("Where new guests go: spread (emptiest host) or pack (fullest that fits)."))
     var policy: PlacementPolicy = .spread
 
@@ -133,7 +135,7 @@ struct ControlCommand: ParsableCommand {
                 bootTimeout: .milliseconds(Int(bootTimeout * 1000)),
                 moveTimeout: .milliseconds(Int(moveTimeout * 1000)), maxMovesPerHost: maxMovesPerHost,
                 scalingInterval: .milliseconds(Int(scalingInterval * 1000)), linkBytesPerSecond: linkRate.value,
-                drainConcurrency: drainConcurrency)
+                drainConcurrency: drainConcurrency, balance: balance.settings)
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(
