@@ -210,14 +210,20 @@ struct ControlPlaneBalanceTests {
     }
 
     /// (c) The hourly cap holds across a controller killed with -9: with a cap of 1, the first
-    /// pass moves one guest and h1 stays hot; the next controller's pass chooses nothing, `cap
+    /// pass moves one guest (or tries: a begun move counts) and h1 stays hot; the next controller's pass chooses nothing, `cap
     /// reached`, counting the move from the journal.
     @Test func theHourlyCapHoldsAcrossAControllerKilledWithMinus9() throws {
         let cloud = try Self.cloud("cpb2", controllerExtra: ["--balance-max-moves-per-hour", "1"])
         _ = try Self.hotHost(cloud)
         let first = try Self.pass(cloud)
         print("balancing, cap 1: \(Self.describe(first))")
-        #expect(Self.moves(first).count == 1 && Self.moves(first).first?["state"] as? String == "moved", "\(first)")
+        // Begun, it counts whether it moved or its migration did not converge.
+        let only = try #require(Self.moves(first).first)
+        #expect(Self.moves(first).count == 1, "\(first)")
+        #expect(
+            only["state"] as? String == "moved"
+                || (only["state"] as? String == "failed" && (only["reason"] as? String ?? "").contains("converg")),
+            "\(only)")
         #expect(first["moves_allowed"] as? Int == 1)
 
         cloud.killController()
