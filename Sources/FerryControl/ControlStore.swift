@@ -95,6 +95,10 @@ public protocol ControlStore: Sendable {
     func journal(of id: GuestID) async throws(ControlError) -> [CloudJournalEntry]
     /// The latest `limit` rows of the whole journal, oldest first.
     func journal(latest limit: Int) async throws(ControlError) -> [CloudJournalEntry]
+    /// The journal's entries that begin a move (cause `moving to …`, `ControlRules.beginMoveCause`)
+    /// at or after `since`, of every guest, oldest first: what the balancing pass counts its
+    /// hourly moves and the guests' cool-downs from.
+    func moveJournal(since: Date) async throws(ControlError) -> [CloudJournalEntry]
     /// What billing needs for the project's `period`, read in one statement (one snapshot): each
     /// guest of the project that may have run in it (`GuestJournal.periodCondition`) with all its
     /// journal rows, guests oldest first. An unknown project is `notFound`.

@@ -158,9 +158,7 @@ public struct HostRecord: Sendable, Equatable {
     /// merely warns), was heard from at most `heartbeatTimeout` ago, and nobody is draining it. A
     /// degraded or failing (quarantined) host takes none.
     public func takesGuests(at now: Date, heartbeatTimeout: Duration) -> Bool {
-        let timeout =
-            Double(heartbeatTimeout.components.seconds) + Double(heartbeatTimeout.components.attoseconds) / 1e18
-        return power == .on && takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout)
+        power == .on && takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout)
     }
 
     /// `takesGuests` but for the power: a host in standby (or waking) that would take guests once

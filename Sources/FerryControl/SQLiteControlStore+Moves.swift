@@ -81,6 +81,15 @@ extension SQLiteControlStore {
         }
     }
 
+    public func moveJournal(since: Date) async throws(ControlError) -> [CloudJournalEntry] {
+        try await reading("read the journal of moves in") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM journal WHERE time_ms >= ? AND cause LIKE 'moving to %' ORDER BY sequence",
+                arguments: [ControlRows.milliseconds(since)]
+            ).map { row in try ControlRows.journalEntry(row, file: self.path) }
+        }
+    }
+
     // MARK: - Inside a transaction
 
     private func movesByHost(_ db: Database) throws -> [String: Int] {

@@ -84,6 +84,17 @@ extension PostgresControlStore {
         }
     }
 
+    public func moveJournal(since: Date) async throws(ControlError) -> [CloudJournalEntry] {
+        let since = PostgresRows.milliseconds(since)
+        return try await reading("read the journal of moves in") { connection in
+            try await PostgresRows.all(
+                connection,
+                "SELECT * FROM journal WHERE time_ms >= \(since) AND cause LIKE 'moving to %' ORDER BY sequence",
+                logger: logger
+            ) { row in try PostgresRows.journalEntry(row, url: self.url) }
+        }
+    }
+
     // MARK: - Inside a transaction
 
     private func movesByHost(_ connection: PostgresConnection) async throws -> [String: Int] {

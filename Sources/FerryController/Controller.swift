@@ -23,6 +23,7 @@ public final class Controller: Sendable {
     let scaler: GroupScaler
     let drainer: HostDrainer
     let consolidator: HostConsolidator
+    let balancer: ClusterBalancer
     let logger: Logger
     private let server = GracefulServer()
 
@@ -59,6 +60,9 @@ public final class Controller: Sendable {
             store: store, mover: mover, drainer: drainer, power: provisioner.power,
             headroom: configuration.consolidateHeadroom, heartbeatTimeout: configuration.heartbeatTimeout,
             logger: logger)
+        balancer = ClusterBalancer(
+            store: store, mover: mover, drainer: drainer, scaler: scaler, settings: configuration.balance,
+            heartbeatTimeout: configuration.heartbeatTimeout, logger: logger)
         hosts = HostTracking(
             store: store, heartbeatTimeout: configuration.heartbeatTimeout, logger: logger,
             onQuarantine: { host in Task { await drainer.evacuate(host) } }, onTelemetry: { scaler.nudge() })
@@ -90,11 +94,13 @@ public final class Controller: Sendable {
             guard let below = configuration.consolidateBelow else { return }
             await consolidator.watch(below: below, every: configuration.consolidateInterval)
         }
+        let balancing = Task { [balancer] in await balancer.run() }
         defer {
             consolidating.cancel()
             monitor.cancel()
             keeper.cancel()
             scaling.cancel()
+            balancing.cancel()
         }
         try await server.run(
             makeRouter(), listen: configuration.listen, shutdownGrace: configuration.shutdownGrace, signals: signals,
@@ -128,6 +134,7 @@ public final class Controller: Sendable {
             store: store, consolidator: consolidator, power: provisioner.power,
             heartbeatTimeout: configuration.heartbeatTimeout
         ).add(to: router)
+        BalanceRoutes(balancer: balancer).add(to: router)
         GroupRoutes(store: store).add(to: router)
         ConsoleRoutes(
             accounts: accounts, store: store, provisioner: provisioner, mover: mover, drainer: drainer,

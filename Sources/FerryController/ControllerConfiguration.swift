@@ -37,6 +37,8 @@ public struct ControllerConfiguration: Sendable {
     public var consolidateInterval: Duration
     /// How often the auto-scaling groups are decided and reconciled (`GroupScaler`).
     public var scalingInterval: Duration
+    /// The periodic load-balancing pass (off unless `balance.interval` is set).
+    public var balance: BalanceSettings
     public var bodyLimitBytes: Int
     public var credentialWindowSeconds: Int64
     public var shutdownGrace: Duration
@@ -55,8 +57,9 @@ public struct ControllerConfiguration: Sendable {
         passwordHashParameters: ScryptParameters = .owasp, secureCookies: Bool = false,
         linkBytesPerSecond: Double = 1.25e9, drainConcurrency: Int? = nil, consolidateHeadroom: Double = 0.1,
         consolidateBelow: Double? = nil, consolidateInterval: Duration = .seconds(300),
-        coldMoveTimeout: Duration = .seconds(1800)
+        coldMoveTimeout: Duration = .seconds(1800), balance: BalanceSettings = BalanceSettings()
     ) {
+        self.balance = balance
         self.coldMoveTimeout = coldMoveTimeout
         self.consolidateHeadroom = consolidateHeadroom
         self.consolidateBelow = consolidateBelow

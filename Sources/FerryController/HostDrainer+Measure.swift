@@ -54,3 +54,20 @@ extension HostDrainer {
         }
     }
 }
+
+/// What the balancing pass takes from the drains' measurements (and gives back: its moves are
+/// recorded here too, `record`), so the cluster learns one cost model.
+extension HostDrainer {
+    /// The configured link, calibrated by the migrations out of every host.
+    func clusterModel() -> MigrationCostModel {
+        let observations = measured.withLock { $0.values.flatMap { $0 } }
+        return MigrationCostModel(linkBytesPerSecond: linkBytesPerSecond).calibrated(by: observations)
+    }
+
+    /// The dirty rate each guest's last migration measured, and their median (what a guest never
+    /// measured counts at; nil before any).
+    func measuredDirtyRates() -> (rates: [GuestID: Double], median: Double?) {
+        let rates = dirtyRates.withLock { $0 }
+        return (rates, MigrationCostModel.median(Array(rates.values)))
+    }
+}

@@ -15,7 +15,8 @@ struct CloudCommand: ParsableCommand {
             """,
         subcommands: [
             CloudLogin.self, CloudLogout.self, CloudCatalogue.self, CloudGuests.self, CloudCreate.self,
-            CloudGuestCommand.self, CloudHostCommand.self, CloudConsolidate.self, CloudInvoice.self,
+            CloudGuestCommand.self, CloudHostCommand.self, CloudBalance.self, CloudConsolidate.self,
+            CloudInvoice.self,
         ])
 }
 

@@ -119,6 +119,8 @@ struct ControlCommand: ParsableCommand {
             valueName: "seconds"))
     var scalingInterval = 1.0
 
+    @OptionGroup(title: "Load balancing") var balance: BalanceOptions
+
     @Option(help: ArgumentHelp("Where new guests go: spread (emptiest host) or pack (fullest that fits)."))
     var policy: PlacementPolicy = .spread
 
@@ -176,7 +178,7 @@ struct ControlCommand: ParsableCommand {
                 drainConcurrency: drainConcurrency, consolidateHeadroom: consolidateHeadroom,
                 consolidateBelow: consolidateBelow,
                 consolidateInterval: .milliseconds(Int(consolidateInterval * 1000)),
-                coldMoveTimeout: .milliseconds(Int(coldMoveTimeout * 1000)))
+                coldMoveTimeout: .milliseconds(Int(coldMoveTimeout * 1000)), balance: balance.settings)
             let controller: Controller
             do throws(ControlError) {
                 controller = try Controller(

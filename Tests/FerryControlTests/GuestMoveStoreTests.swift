@@ -1,6 +1,7 @@
 import FerryHostModel
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import FerryControl
@@ -192,5 +193,42 @@ import Testing
         #expect(anyHost?.code == .moveLimit, "every other host is at the limit: \(String(describing: anyHost))")
         _ = try await store.finishMove(guests[1].id, cause: "done")
         #expect(try await begin(guests[0], to: nil, limit: 1).movingTo != nil, "the limit freed, the move begins")
+    }
+
+    /// The journal of begun moves (what balancing counts its hourly moves and cool-downs from):
+    /// only the entries that begin a move, of every guest, at or after the time asked, oldest
+    /// first; the finishes, abandons and state changes are not in it.
+    @Test(arguments: StoreBackend.available)
+    func theMoveJournalListsTheMovesBegunSinceATime(backend: StoreBackend) async throws {
+        let scratch = Scratch()
+        let start = Date(timeIntervalSince1970: 1_700_000_000)
+        let clock = Mutex<Date>(start)
+        let store = try await backend.store(scratch, clock: { clock.withLock { $0 } })
+        defer { backend.close(store) }
+        _ = try await store.registerHost(host("h1", slots: 4))
+        let web = try await Self.runningGuest(store, "web")
+        let db = try await Self.runningGuest(store, "db")
+        _ = try await store.registerHost(host("h2", slots: 4))
+        _ = try await store.beginMove(web.id, to: "h2", cause: "api: migrate", generation: nil)
+        _ = try await store.finishMove(web.id, cause: "done")
+        clock.withLock { $0 = start + 600 }
+        _ = try await store.beginMove(db.id, to: "h2", cause: "balance: host h1 at 0.93 > 0.80", generation: nil)
+        _ = try await store.abandonMove(db.id, cause: "failed")
+        clock.withLock { $0 = start + 1200 }
+        _ = try await store.beginMove(web.id, to: "h1", cause: "drain of host h2", generation: nil)
+
+        let all = try await store.moveJournal(since: start)
+        #expect(all.map(\.guestID) == [web.id, db.id, web.id], "\(all)")
+        #expect(all.allSatisfy { $0.cause.hasPrefix("moving to ") }, "\(all.map(\.cause))")
+        #expect(all.map(\.time) == [start, start + 600, start + 1200])
+        let later = try await store.moveJournal(since: start + 600)
+        #expect(
+            later.map(\.cause) == [
+                "moving to h2 from h1 (balance: host h1 at 0.93 > 0.80)", "moving to h1 from h2 (drain of host h2)",
+            ])
+        #expect(try await store.moveJournal(since: start + 1201).isEmpty)
+        let (count, last) = BalanceInputs.history(all, now: start + 1800)
+        #expect(count == 1 && last == [web.id: start + 1200, db.id: start + 600])
+        #expect(BalanceInputs.history(all, now: start + 600 + 3601).movesInLastHour == 0, "an hour later")
     }
 }
