@@ -23,6 +23,9 @@ final class HostDrainer: Sendable {
     let forcedConcurrency: Int?
     /// For the host views a drain's answers carry.
     let heartbeatTimeout: Duration
+    /// When this controller started: a drain begun within a heartbeat timeout of it first lets
+    /// the agents be heard (`awaitAgents`).
+    let startedAt: Date
     let logger: Logger
     /// The drains this controller runs, by host.
     let drains = Mutex<[String: Drain]>([:])
@@ -45,6 +48,7 @@ final class HostDrainer: Sendable {
         heartbeatTimeout: Duration, forcedConcurrency: Int? = nil, logger: Logger
     ) {
         self.forcedConcurrency = forcedConcurrency
+        self.startedAt = Date()
         self.heartbeatTimeout = heartbeatTimeout
         self.store = store
         self.mover = mover
@@ -126,8 +130,30 @@ final class HostDrainer: Sendable {
             var drain = Drain(report: Self.empty(host), options: options)
             drain.report.linkBytesPerSecond = model(host).linkBytesPerSecond
             drain.report.cause = cause
-            drain.task = Task { [self] in await self.run(host) }
+            drain.task = Task { [self] in
+                await self.awaitAgents()
+                await self.run(host)
+            }
             drains[host] = drain
+        }
+    }
+
+    /// A controller that has just started (a restart resuming a drain, an evacuation found at
+    /// start) has heard from no agent yet, and a host is silent past the heartbeat timeout when the
+    /// controller was down longer than that: its drain would find no host to move to and fail every
+    /// guest. So it waits until every active host that is on and not failing has been heard from
+    /// since the start, at most until a heartbeat timeout after the start (a host still unheard
+    /// then is really silent).
+    func awaitAgents() async {
+        let deadline = startedAt.addingTimeInterval(Self.seconds(heartbeatTimeout))
+        while Date() < deadline {
+            guard let hosts = try? await store.hosts() else { return }
+            let unheard = hosts.filter { host in
+                host.mode == .active && host.power == .on && (host.health == .healthy || host.health == .warning)
+                    && host.lastHeartbeat < startedAt
+            }
+            if unheard.isEmpty { return }
+            try? await Task.sleep(for: .milliseconds(50))
         }
     }
 

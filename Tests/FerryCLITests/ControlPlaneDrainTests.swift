@@ -265,6 +265,9 @@ struct ControlPlaneDrainTests {
             usleep(20_000)
         }
         cloud.killController()
+        // Down longer than the heartbeat timeout: at its start every host looks silent, and the
+        // resumed drain must let the agents be heard before it picks destinations.
+        Thread.sleep(forTimeInterval: cloud.heartbeatTimeout + 1)
         try cloud.startController()
         let resumed = try #require(try Self.follow(cloud, "h1").last)
         #expect(resumed["phase"] as? String == "drained", "\(resumed)")
