@@ -275,6 +275,25 @@ let package = Package(
                 "FerryTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The tools that measure and simulate (Tools/…/README.md), targets of this package so that
+        // every build and test run compiles them (they cannot rot) on the modules already built;
+        // `swift run -c release NAME` builds only what NAME needs.
+        // Microbenchmarks of the hot paths: codec, frames, dirty tracking.
+        .executableTarget(
+            name: "microbench",
+            dependencies: [
+                "FerryCodec", "FerryProtocol", "FerrySystem", "FerryTransport", "FerryGuest",
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Tools/microbench/Sources/microbench"),
+        // Journaled transitions per second of the agent's inventory (the inventory and GRDB only).
+        .executableTarget(
+            name: "inventory-bench",
+            dependencies: [
+                "FerryInventory", "FerryHostModel", .product(name: "Logging", package: "swift-log"),
+            ], path: "Tools/inventory-bench/Sources/inventory-bench"),
+        // The control plane's decisions on simulated clusters of up to thousands of hosts.
+        .executableTarget(
+            name: "cluster-sim", dependencies: ["FerryDecisions"], path: "Tools/cluster-sim/Sources/cluster-sim"),
         .testTarget(
             name: "FerryMigrationTests",
             dependencies: [

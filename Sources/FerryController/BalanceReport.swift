@@ -25,9 +25,8 @@ struct BalanceReport: Codable, Sendable, Equatable {
     }
 
     var settings: Settings
-    /// Balancing moves begun in the last hour (the store's journal), and the cap.
+    /// Balancing moves begun in the last hour (the store's journal); the cap is in `settings`.
     var movesLastHour: Int
-    var maxMovesPerHour: Int
     /// A pass runs now (its moves included).
     var running: Bool
     /// When the next periodic pass is due (RFC 3339); nil when none is.
@@ -38,7 +37,6 @@ struct BalanceReport: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case settings, running, passes
         case movesLastHour = "moves_last_hour"
-        case maxMovesPerHour = "max_moves_per_hour"
         case nextPassAt = "next_pass_at"
     }
 }

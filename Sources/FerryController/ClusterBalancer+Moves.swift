@@ -50,7 +50,6 @@ extension ClusterBalancer {
     nonisolated func moveOne(
         _ number: Int, _ index: Int, _ guest: CloudGuest, _ move: BalanceMove, cause: String, sharing: Int
     ) async {
-        let started = ContinuousClock.now
         if let why = await unfit(move) {
             await update(number) { report in
                 report.moves[index].state = .skipped
@@ -58,17 +57,13 @@ extension ClusterBalancer {
             }
             return
         }
+        let started = ContinuousClock.now
         var downtime: Double?
         var reason: String?
         do {
-            _ = try await mover.move(guest.id, to: move.to, cause: cause)
-            if let migration = mover.takeMeasurement(guest.id) {
-                let wall = HostDrainer.seconds(ContinuousClock.now - started)
-                drainer.record(
-                    HostDrainer.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest.id,
-                    host: move.from)
-                downtime = migration.downtimeMs
-            }
+            downtime =
+                try await drainer.moveMeasured(guest.id, from: move.from, to: move.to, cause: cause, sharing: sharing)
+                .downtimeMs
         } catch {
             reason = error.message
             logger.warning(

@@ -88,7 +88,7 @@ actor ClusterBalancer {
                 coolDownSeconds: HostDrainer.seconds(settings.coolDown),
                 windowSeconds: HostDrainer.seconds(settings.window)),
             movesLastHour: BalanceInputs.history(journal, now: now).movesInLastHour,
-            maxMovesPerHour: settings.maxMovesPerHour, running: current != nil,
+            running: current != nil,
             nextPassAt: nextPassAt.map { CloudViews.time($0) }, passes: passes)
     }
 

@@ -48,6 +48,7 @@ extension GuestMover {
             }
         } catch {
             logger.notice("a move was settled meanwhile: \(error)", metadata: ["guest.id": "\(moving.id)"])
+            if error.code == .notFound { return moving }
             return try? await store.guest(id: moving.id)
         }
         logger.notice(
@@ -59,8 +60,8 @@ extension GuestMover {
         return nil
     }
 
-    /// After a restart: settles every move the store has begun, each asked again every second
-    /// until it is settled or the move's timeout has passed (then it is left, and logged).
+    /// After a restart: settles every move the store has begun, each asked again until it is
+    /// settled (`settleEventually`).
     func resume() async throws(ControlError) {
         let moving = try await store.guests(states: Set(CloudGuestState.allCases)).filter { $0.movingTo != nil }
         for guest in moving {
@@ -70,25 +71,36 @@ extension GuestMover {
                     "guest.id": "\(guest.id)", "guest.host": "\(guest.host)",
                     "guest.moving_to": "\(guest.movingTo ?? "?")",
                 ])
-            Task { await self.settleUntilDeadline(guest) }
+            Task { await self.settleEventually(guest) }
         }
     }
 
-    /// `settle`, every second until it settles or the move's timeout has passed.
-    func settleUntilDeadline(_ guest: CloudGuest) async {
+    /// `settle`, every second until the move's timeout has passed, then every `lateInterval` (or
+    /// every move timeout, when that is shorter), until it settles (or the task is cancelled): a
+    /// guest is never left recorded moving while this controller runs. The first late ask is
+    /// logged as an error: an agent stays silent.
+    func settleEventually(_ guest: CloudGuest, lateInterval: Duration = .seconds(30)) async {
+        let lateInterval = min(lateInterval, timeout)
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        var late = false
+        while !Task.isCancelled {
             if let settled = await settle(guest) {
                 logger.notice(
                     "a move is settled",
                     metadata: ["guest.id": "\(guest.id)", "guest.host": "\(settled.host)"])
                 return
             }
-            try? await Task.sleep(for: .seconds(1))
+            if !late, ContinuousClock.now >= deadline {
+                late = true
+                logger.error(
+                    """
+                    a move is not settled within its timeout: the guest stays recorded moving (its capacity held \
+                    on both hosts) and its agents are asked again every \(lateInterval)
+                    """,
+                    metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)"])
+            }
+            try? await Task.sleep(for: late ? lateInterval : .seconds(1))
         }
-        logger.error(
-            "a move could not be settled: the guest stays recorded moving until a controller starts again",
-            metadata: ["guest.id": "\(guest.id)", "guest.host": "\(guest.host)"])
     }
 
     /// What `host`'s agent says of the guest.

@@ -118,7 +118,7 @@ final class GuestMover: Sendable {
                 "a guest's \(kind.rawValue) migration failed; it stays on its host",
                 metadata: ["guest.id": "\(moving.id)", "guest.host": "\(moving.host)", "guest.error": "\(reason)"])
             do { _ = try await store.abandonMove(moving.id, cause: "host \(moving.host): \(reason)") } catch {
-                if error.code != .stale { Task { await self.settleUntilDeadline(moving) } }
+                if error.code != .stale { Task { await self.settleEventually(moving) } }
                 throw error
             }
             throw ControlError(
@@ -133,7 +133,7 @@ final class GuestMover: Sendable {
                     "guest \(moving.id) stays on host \(moving.host): its move to host \(destination) ended"
                         + " without it (\(reason))")
             }
-            Task { await self.settleUntilDeadline(moving) }
+            Task { await self.settleEventually(moving) }
             throw ControlError(
                 .database,
                 "the move of guest \(moving.id) from host \(moving.host) to host \(destination) did not end clearly"
@@ -170,7 +170,7 @@ final class GuestMover: Sendable {
             return try await store.finishMove(moving.id, cause: cause)
         } catch {
             guard error.code == .stale else {
-                Task { await self.settleUntilDeadline(moving) }
+                Task { await self.settleEventually(moving) }
                 throw error
             }
             guard let now = try await store.guest(id: moving.id), now.host == moving.movingTo else { throw error }

@@ -123,14 +123,11 @@ final class HostConsolidator: Sendable {
         var entry = move
         do throws(ControlError) {
             guard let guest else { throw ControlError(.notFound, "guest \(move.guest) is no longer recorded") }
-            let id = guest.id
-            _ = try await mover.move(id, to: move.to, cause: "consolidation: host \(move.from) is emptied")
-            if let migration = mover.takeMeasurement(id) {
-                let wall = HostDrainer.seconds(ContinuousClock.now - started)
-                drainer.record(
-                    HostDrainer.observation(migration, sharing: sharing, wallSeconds: wall), guest: id, host: move.from)
-                entry.downtimeMs = migration.downtimeMs
-            }
+            entry.downtimeMs =
+                try await drainer.moveMeasured(
+                    guest.id, from: move.from, to: move.to, cause: "consolidation: host \(move.from) is emptied",
+                    sharing: sharing
+                ).downtimeMs
         } catch {
             entry.reason = error.message
             logger.warning(

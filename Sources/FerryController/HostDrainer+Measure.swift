@@ -30,6 +30,23 @@ extension HostDrainer {
             wireBytes: wire > 0 ? Int64(wire) : nil, downtimeSeconds: migration.downtimeMs.map { $0 / 1000 })
     }
 
+    /// A live move of `guest` out of `host` through the mover (to `destination`, or where the
+    /// scheduler places it), whose completed migration is recorded for the cost model as one of
+    /// `sharing` out of the host at once. The drain, the balancing pass and consolidation all move
+    /// this way, so the cluster learns one model. Gives the guest where it went and its blackout
+    /// (nil when the source kept no record of the migration); throws the mover's error.
+    func moveMeasured(
+        _ guest: GuestID, from host: String, to destination: String?, cause: String,
+        options: MigrationRequest.Options? = nil, sharing: Int
+    ) async throws(ControlError) -> (guest: CloudGuest, downtimeMs: Double?) {
+        let started = ContinuousClock.now
+        let moved = try await mover.move(guest, to: destination, cause: cause, options: options)
+        guard let migration = mover.takeMeasurement(guest) else { return (moved, nil) }
+        let wall = Self.seconds(ContinuousClock.now - started)
+        record(Self.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest, host: host)
+        return (moved, migration.downtimeMs)
+    }
+
     /// The drain's bound on migrations at once from the downtimes measured out of `host`
     /// (`DrainPlan.downtimeBound`, at the model's downtime target).
     func downtimeBound(_ host: String, model: MigrationCostModel) -> Int {

@@ -181,15 +181,11 @@ extension HostDrainer {
                 guest, cause: "drain of host \(host): stopped, moved cold", options: options, into: &entry)
         } else {
             do {
-                let moved = try await mover.move(guest.id, to: nil, cause: "drain of host \(host)", options: options)
-                entry.to = moved.host
+                let moved = try await moveMeasured(
+                    guest.id, from: host, to: nil, cause: "drain of host \(host)", options: options, sharing: sharing)
+                entry.to = moved.guest.host
+                entry.downtimeMs = moved.downtimeMs
                 outcome = .moved
-                if let migration = mover.takeMeasurement(guest.id) {
-                    let wall = Self.seconds(ContinuousClock.now - started)
-                    record(
-                        Self.observation(migration, sharing: sharing, wallSeconds: wall), guest: guest.id, host: host)
-                    entry.downtimeMs = migration.downtimeMs
-                }
             } catch {
                 entry.reason = error.message
                 logger.warning(

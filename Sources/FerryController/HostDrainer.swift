@@ -140,18 +140,15 @@ final class HostDrainer: Sendable {
 
     /// A controller that has just started (a restart resuming a drain, an evacuation found at
     /// start) has heard from no agent yet, and a host is silent past the heartbeat timeout when the
-    /// controller was down longer than that: its drain would find no host to move to and fail every
-    /// guest. So it waits until every active host that is on and not failing has been heard from
-    /// since the start, at most until a heartbeat timeout after the start (a host still unheard
-    /// then is really silent).
+    /// controller was down longer than that: its drain would find its own source silent, or no host
+    /// to move to, and fail every guest. So it waits until every host that is on (the draining or
+    /// failing source among them) has been heard from since the start, at most until a heartbeat
+    /// timeout after the start (a host still unheard then is really silent).
     func awaitAgents() async {
         let deadline = startedAt.addingTimeInterval(Self.seconds(heartbeatTimeout))
         while Date() < deadline {
             guard let hosts = try? await store.hosts() else { return }
-            let unheard = hosts.filter { host in
-                host.mode == .active && host.power == .on && (host.health == .healthy || host.health == .warning)
-                    && host.lastHeartbeat < startedAt
-            }
+            let unheard = hosts.filter { $0.power == .on && $0.lastHeartbeat < startedAt }
             if unheard.isEmpty { return }
             try? await Task.sleep(for: .milliseconds(50))
         }

@@ -27,35 +27,25 @@ struct CloudBalance: ParsableCommand {
                 if !session.json { HumanOutput.print(BalanceText.report(report)) }
                 return
             }
-            var pass = try session.call("POST", "/v1/balance", echo: !waiting.wait)
+            let pass = try session.call("POST", "/v1/balance", echo: !waiting.wait)
             guard waiting.wait else {
                 if !session.json { HumanOutput.print(BalanceText.pass(pass)) }
                 return
             }
             let number = pass["number"] as? Int ?? 0
-            let deadline = Date().addingTimeInterval(waiting.timeout)
-            while pass["phase"] as? String == "running" {
-                guard Date() < deadline else {
-                    throw CommandError(
-                        description: "pass \(number) still runs after \(Int(waiting.timeout)) s: "
-                            + BalanceText.summary(pass) + " (`ferry cloud balance` shows it)", exitCode: 1)
-                }
-                Terminal.progress(BalanceText.summary(pass))
-                Thread.sleep(forTimeInterval: 0.5)
-                let report = try session.call("GET", "/v1/balance", echo: false)
-                let passes = report["passes"] as? [[String: Any]] ?? []
-                pass = passes.first { $0["number"] as? Int == number } ?? ["phase": "gone"]
+            let ended = try ReportFollower.follow(
+                pass, runningPhase: "running", timeout: waiting.timeout, what: "pass \(number)",
+                hint: "`ferry cloud balance` shows it", summary: BalanceText.summary
+            ) {
+                let passes = try session.call("GET", "/v1/balance", echo: false)["passes"] as? [[String: Any]] ?? []
+                return passes.first { $0["number"] as? Int == number } ?? ["phase": "gone"]
             }
-            if session.json {
-                FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: pass) + Data("\n".utf8))
-            } else {
-                HumanOutput.print(BalanceText.pass(pass))
-            }
-            let failed = (pass["moves"] as? [[String: Any]] ?? []).contains {
+            try ReportFollower.show(ended, json: session.json, text: BalanceText.pass)
+            let failed = (ended["moves"] as? [[String: Any]] ?? []).contains {
                 ["failed", "skipped"].contains($0["state"] as? String ?? "")
             }
-            guard pass["phase"] as? String == "done", !failed else {
-                throw CommandError(description: BalanceText.summary(pass), exitCode: 1)
+            guard ended["phase"] as? String == "done", !failed else {
+                throw CommandError(description: BalanceText.summary(ended), exitCode: 1)
             }
         }
     }
@@ -109,7 +99,7 @@ enum BalanceText {
         var lines = [
             "balancing \(interval): threshold \(number(settings["threshold"])), target \(number(settings["target"])),"
                 + " margin \(number(settings["margin"])); moves in the last hour"
-                + " \(report["moves_last_hour"] ?? 0) of \(report["max_moves_per_hour"] ?? 0)"
+                + " \(report["moves_last_hour"] ?? 0) of \(settings["max_moves_per_hour"] ?? 0)"
                 + ((report["running"] as? Bool) == true ? "; a pass runs" : "")
                 + (report["next_pass_at"].map { "; next pass at \($0)" } ?? "")
         ]

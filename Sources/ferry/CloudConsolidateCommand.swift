@@ -25,22 +25,12 @@ struct CloudConsolidate: ParsableCommand {
                 if !session.json { HumanOutput.print(Self.text(report)) }
                 return
             }
-            let deadline = Date().addingTimeInterval(waiting.timeout)
-            while report["phase"] as? String == "running" {
-                guard Date() < deadline else {
-                    throw CommandError(
-                        description: "the consolidation still runs after \(Int(waiting.timeout)) s: "
-                            + Self.summary(report), exitCode: 1)
-                }
-                Terminal.progress(Self.summary(report))
-                Thread.sleep(forTimeInterval: 0.5)
-                report = try session.call("GET", "/v1/consolidate", echo: false)
-            }
-            if session.json {
-                FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: report) + Data("\n".utf8))
-            } else {
-                HumanOutput.print(Self.text(report))
-            }
+            report = try ReportFollower.follow(
+                report, runningPhase: "running", timeout: waiting.timeout, what: "the consolidation",
+                hint: "`ferry cloud consolidate` would start another; GET /v1/consolidate shows it",
+                summary: Self.summary
+            ) { try session.call("GET", "/v1/consolidate", echo: false) }
+            try ReportFollower.show(report, json: session.json, text: Self.text)
             let failed = (report["moves_failed"] as? [Any] ?? []).count + (report["stayed_on"] as? [Any] ?? []).count
             if failed > 0 { throw CommandError(description: Self.summary(report), exitCode: 1) }
         }

@@ -67,24 +67,11 @@ struct CloudHostDrain: ParsableCommand {
                 if !session.json { HumanOutput.print(DrainText.summary(answer)) }
                 return
             }
-            let deadline = Date().addingTimeInterval(waiting.timeout)
-            var report = answer
-            while report["phase"] as? String == "draining" {
-                guard Date() < deadline else {
-                    throw CommandError(
-                        description: "host \(host) is still draining after \(Int(waiting.timeout)) s: "
-                            + DrainText.summary(report) + " (`ferry cloud host drain \(host) --wait` follows it again)",
-                        exitCode: 1)
-                }
-                Terminal.progress(DrainText.summary(report))
-                Thread.sleep(forTimeInterval: 0.5)
-                report = try session.call("GET", "/v1/hosts/\(host)/drain", echo: false)
-            }
-            if session.json {
-                FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: report) + Data("\n".utf8))
-            } else {
-                HumanOutput.print(DrainText.report(report))
-            }
+            let report = try ReportFollower.follow(
+                answer, runningPhase: "draining", timeout: waiting.timeout, what: "the drain of host \(host)",
+                hint: "`ferry cloud host drain \(host) --wait` follows it again", summary: DrainText.summary
+            ) { try session.call("GET", "/v1/hosts/\(host)/drain", echo: false) }
+            try ReportFollower.show(report, json: session.json, text: DrainText.report)
             guard report["phase"] as? String == "drained" else {
                 throw CommandError(description: DrainText.summary(report), exitCode: 1)
             }

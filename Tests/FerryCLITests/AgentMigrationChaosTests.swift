@@ -1,5 +1,6 @@
 import FerryAgent
 import FerryTestSupport
+import FerryVMM
 import Foundation
 import Glibc
 import Testing
@@ -28,6 +29,21 @@ struct AgentMigrationChaosTests {
             String(decoding: try agent.client().send("GET", "/v1/migrations/\(id)").body, as: UTF8.self))
     }
 
+    /// What the guest's `ferry vmm` process `pid` answers to `hello` on its control socket (found
+    /// from the `--state-dir` on its command line): its state, or why there is none.
+    static func vmmState(_ pid: pid_t, id: String) -> String {
+        guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "gone" }
+        let words = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard let at = words.firstIndex(of: "--state-dir"), at + 1 < words.count else { return "no --state-dir" }
+        do {
+            let client = try VMMControlClient(path: "\(words[at + 1])/\(id).sock", timeoutSeconds: 2)
+            defer { client.close() }
+            return try client.call("hello")["state"]?.stringValue ?? "no state"
+        } catch {
+            return "no answer (\(error))"
+        }
+    }
+
     @Test func killingAgentsDuringMigrationsLosesAndDoublesNothing() throws {
         let seed = UInt64.random(in: 1...UInt64.max)
         print("migration chaos: seed \(seed)")
@@ -39,6 +55,7 @@ struct AgentMigrationChaosTests {
         var killed: [Victim: Int] = [:]
         var outcomes: [String: Int] = [:]
         var worstSettle = 0.0
+        var worstStray = 0.0
         let began = Date()
         for iteration in 1...Self.iterations {
             let (from, to) = (agents[owner], agents[1 - owner])
@@ -75,11 +92,32 @@ struct AgentMigrationChaosTests {
                 listed == ["running"],
                 "iteration \(iteration) (\(victim) killed): from \(now.0 ?? "-"), to \(now.1 ?? "-")")
             owner = now.0 != nil ? owner : 1 - owner
-            let vmms = GuestAgentFixture.vmmProcesses(id: guest.id)
             let recorded = try agents[owner].view("c1").pid
+            var vmms = GuestAgentFixture.vmmProcesses(id: guest.id)
+            // A process that was about to take the guest when its agent was killed (an incoming
+            // one spawned but not yet recorded) ends on its own deadline; meanwhile it must not
+            // run the guest: only the owner's process may say running or paused.
+            let strays = Date()
+            var strayStates: [pid_t: String] = [:]
+            while vmms != [recorded].compactMap({ $0 }), vmms.contains(where: { $0 == recorded }),
+                Date().timeIntervalSince(strays) < 30
+            {
+                for pid in vmms where pid != recorded {
+                    let state = Self.vmmState(pid, id: guest.id)
+                    strayStates[pid] = state
+                    #expect(
+                        !["running", "paused"].contains(state),
+                        "iteration \(iteration): vmm \(pid) runs the guest (\(state)) beside the owner's \(recorded ?? -1)"
+                    )
+                }
+                usleep(100_000)
+                vmms = GuestAgentFixture.vmmProcesses(id: guest.id)
+            }
+            worstStray = max(worstStray, strayStates.isEmpty ? 0 : Date().timeIntervalSince(strays))
             try #require(
                 vmms.count == 1 && vmms.first == recorded,
-                "iteration \(iteration): vmm processes \(vmms), the owner records \(recorded ?? -1)")
+                "iteration \(iteration): vmm processes \(vmms), the owner records \(recorded ?? -1); strays \(strayStates)"
+            )
             // The source's migration resource ends as what happened: unresolved is not an end.
             var final = try Self.migration(id, on: from)
             for _ in 0..<100 where !final.status.isFinal || final.status == .unresolved {
@@ -98,7 +136,9 @@ struct AgentMigrationChaosTests {
         print(
             "migration chaos: \(Self.iterations) migrations with kill -9 of agents (\(kills)) in \(seconds) s;"
                 + " outcomes \(ends); one owner and one vmm after every iteration; worst settle "
-                + String(format: "%.2f s", worstSettle))
+                + String(
+                    format: "%.2f s; a stray process (never running the guest) gone within %.2f s", worstSettle,
+                    worstStray))
         _ = try agents[owner].client().send(
             "POST", "/v1/guests/c1/stop", body: Array(#"{"force":true,"timeout_seconds":5}"#.utf8))
     }

@@ -587,14 +587,16 @@ func oneShotDestination(
         let token = deadlines.arm(other, seconds: 0.5)
         #expect(deadlines.disarm(token))
         let dripping = BackgroundThread {
-            for _ in 0..<10 {
+            for _ in 0..<30 {
                 _ = try? [UInt8(1)].withUnsafeBytes { try client.writeAll($0) }
                 Thread.sleep(forTimeInterval: 0.1)
             }
         }
         while !readFails(accepted, timeoutMs: 2000) {}
         let seconds = MonotonicClock.seconds(since: start)
-        #expect(seconds >= 0.45 && seconds < 0.9, "closed after \(seconds) s")
+        // Bytes arrive for 3 s: closed well before they stop means the deadline closed it (the
+        // upper bound leaves a loaded machine's scheduling delays room).
+        #expect(seconds >= 0.45 && seconds < 2, "closed after \(seconds) s")
         #expect(!other.isClosed)
         try dripping.wait()
         deadlines.stop()
