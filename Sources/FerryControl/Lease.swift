@@ -137,7 +137,8 @@ extension ControlRules {
     public static let longestLeaseMilliseconds: Int64 = 366 * 86_400_000
 
     /// The lease to record, or why not: the submission is checked, and admitted against the
-    /// capacity of the hosts that take guests now, the resources every guest holds now (they stay
+    /// capacity of the hosts that take guests now or would once woken (in standby: the lease's
+    /// delivery wakes them), the resources every guest holds now (they stay
     /// until migrated away) and the admitted leases. A refusal says when and by how much capacity
     /// falls short and, when one exists within a year, the nearest window of the same length that
     /// fits. Pure: the caller reads its inputs in the transaction that will record the lease and
@@ -159,7 +160,8 @@ extension ControlRules {
         }
         let request = try LeaseRequest(
             id: id, unit: flavor.resources, count: submission.count, startMilliseconds: start, endMilliseconds: end)
-        let capacity = hosts.filter { $0.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) }
+        // A host in standby counts: capacity the cloud has, woken when the lease's guests need it.
+        let capacity = hosts.filter { $0.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout) }
             .reduce(Resources.zero) { $0 + $1.capacity }
         let onDemand = usage.values.reduce(Resources.zero, +)
         let others = try admitted.filter { $0.state == .admitted }.map { lease throws(ControlError) in

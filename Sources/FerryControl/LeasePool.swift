@@ -26,8 +26,8 @@ extension ControlRules {
 
     /// Refuses an on-demand guest that would leave an admitted lease short at some instant from
     /// now on: the leases' units (a `suspend` lease's for ever, `admissionLoad`), the on-demand
-    /// guests and the new one must fit the capacity of the hosts taking guests (what admission
-    /// promised the lessees).
+    /// guests and the new one must fit the capacity of the hosts taking guests, or that would once
+    /// woken (what admission promised the lessees).
     public static func checkLeasesKeepRoom(
         for flavor: Flavor, leases: [LeaseRecord], onDemand: Resources, hosts: [HostRecord], now: Date,
         heartbeatTimeout: Duration
@@ -38,7 +38,7 @@ extension ControlRules {
         }
         let admitted = try open.map { lease throws(ControlError) in try admissionLoad(lease, from: from) }
         guard let lastEnd = admitted.map(\.endMilliseconds).max() else { return }
-        let capacity = hosts.filter { $0.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) }
+        let capacity = hosts.filter { $0.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout) }
             .reduce(Resources.zero) { $0 + $1.capacity }
         let guest = try LeaseRequest(
             id: "on-demand", unit: flavor.resources, count: 1, startMilliseconds: from, endMilliseconds: lastEnd)
@@ -54,8 +54,8 @@ extension ControlRules {
     }
 
     /// The host of a delivered lease's pool a new guest of the lessee goes to: the lease is the
-    /// project's, open, of the guest's flavor, and one of its hosts (taking guests) has a unit
-    /// its guests do not fill.
+    /// project's, open, of the guest's flavor, and one of its hosts (taking guests, or in standby:
+    /// the guest's build wakes it) has a unit its guests do not fill.
     public static func choosePoolHost(
         _ request: GuestRequest, lease: LeaseRecord?, guests: [CloudGuest], hosts: [HostRecord], now: Date,
         heartbeatTimeout: Duration
@@ -75,7 +75,7 @@ extension ControlRules {
                 .invalidArgument, "lease \(lease.id) holds units of flavor \(lease.flavor): ask for that flavor")
         }
         // Guests on hosts that stopped taking guests do not count: the units were re-mapped.
-        let usable = hosts.filter { $0.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) }.map(\.id)
+        let usable = hosts.filter { $0.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout) }.map(\.id)
         let members = guests.filter {
             $0.request.lease == lease.id && $0.state.holdsCapacity && usable.contains($0.host)
         }
@@ -95,10 +95,28 @@ extension ControlRules {
 
     /// Where `lease`'s units go now, and the migrations that make room (`LeaseDelivery`): its
     /// guests' hosts keep the units they fill; the rest are planned on the hosts taking guests,
-    /// beside everything else that holds capacity (guests, other leases' slots).
+    /// beside everything else that holds capacity (guests, other leases' slots). When those are
+    /// short, hosts in standby count too (as admission counted them): the plan that gives more
+    /// units is taken, and its units on a host in standby wake it (`LeaseKeeper`).
     public static func planDelivery(
         _ lease: LeaseRecord, needsKVM: Bool, leases: [LeaseRecord], guests: [CloudGuest], hosts: [HostRecord],
         now: Date, heartbeatTimeout: Duration
+    ) -> DeliveryPlan {
+        let on = planDelivery(
+            lease, needsKVM: needsKVM, leases: leases, guests: guests, hosts: hosts, asleepToo: false, now: now,
+            heartbeatTimeout: heartbeatTimeout)
+        guard on.short > 0, hosts.contains(where: { $0.power != .on }) else { return on }
+        let woken = planDelivery(
+            lease, needsKVM: needsKVM, leases: leases, guests: guests, hosts: hosts, asleepToo: true, now: now,
+            heartbeatTimeout: heartbeatTimeout)
+        return woken.short < on.short ? woken : on
+    }
+
+    /// `planDelivery` on the hosts that take guests, and with `asleepToo` on those in standby (or
+    /// waking) that would once on. No guest is moved onto a host that is not on.
+    static func planDelivery(
+        _ lease: LeaseRecord, needsKVM: Bool, leases: [LeaseRecord], guests: [CloudGuest], hosts: [HostRecord],
+        asleepToo: Bool, now: Date, heartbeatTimeout: Duration
     ) -> DeliveryPlan {
         let others = leases.filter { $0.id != lease.id }
         let reserve = poolReserve(leases: others, guests: guests)
@@ -107,7 +125,10 @@ extension ControlRules {
         var deliveryHosts: [DeliveryHost] = []
         for host in hosts {
             let here = holding.filter { $0.host == host.id || $0.movingTo == host.id }
-            let takes = host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout)
+            let takes =
+                asleepToo
+                ? host.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout)
+                : host.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout)
             let members = here.filter { $0.request.lease == lease.id && $0.host == host.id }.count
             if takes, members > 0 { kept[host.id] = members }
             let held = here.reduce(reserve[host.id] ?? .zero) { $0 + $1.resources }
@@ -117,7 +138,7 @@ extension ControlRules {
             deliveryHosts.append(
                 DeliveryHost(
                     id: host.id, capacity: host.capacity, held: held, takesGuests: takes, runsKVM: host.kvm,
-                    movable: movable))
+                    movable: movable, takesMoves: takes && host.power == .on))
         }
         let keptUnits = kept.values.reduce(0, +)
         var plan = LeaseDelivery.plan(

@@ -74,11 +74,12 @@ final class LeaseKeeper: Sendable {
         }
     }
 
-    /// Why the pool must be planned again, if it must: a host of it no longer takes guests, or
-    /// it is short and capacity may have returned.
+    /// Why the pool must be planned again, if it must: a host of it no longer takes guests (one
+    /// in standby or waking does: the guests placed there wake it), or it is short and capacity
+    /// may have returned.
     func lostHosts(_ lease: LeaseRecord, hosts: [HostRecord], now: Date) -> String? {
         let failing = lease.slots.keys.sorted().filter { id in
-            !(hosts.first { $0.id == id }?.takesGuests(at: now, heartbeatTimeout: heartbeatTimeout) ?? false)
+            !(hosts.first { $0.id == id }?.takesGuestsWhenOn(at: now, heartbeatTimeout: heartbeatTimeout) ?? false)
         }
         if !failing.isEmpty { return "host \(failing.joined(separator: ", ")) of its pool stopped taking guests" }
         return lease.phase == .short ? "it is short of \(lease.shortUnits) units" : nil
@@ -89,6 +90,7 @@ final class LeaseKeeper: Sendable {
         let began = ContinuousClock.now
         let (planned, plan) = try await store.planLeaseDelivery(id: lease.id)
         if Self.unchanged(lease, planned: planned, plan: plan) { return }
+        await wakeAsleep(planned)
         if !plan.moves.isEmpty {
             logger.notice(
                 "lease delivery: migrating on-demand guests out of its units",
@@ -115,6 +117,25 @@ final class LeaseKeeper: Sendable {
         let opened = try await store.changeLease(
             id: lease.id, to: plan.short > 0 ? .short : .active, shortUnits: plan.short, note: note)
         if planned.phase == .delivering { try await bootGuests(opened) }
+    }
+
+    /// Asks the hosts in standby that the plan gave units to wake (the capacity admission counted),
+    /// so the pool's guests need not wait for them; a guest placed on one still waits until it is
+    /// on (`GuestProvisioner`). A wake that is refused is logged: the build asks again.
+    func wakeAsleep(_ lease: LeaseRecord) async {
+        guard let hosts = try? await store.hosts() else { return }
+        for host in hosts where host.power == .standby && (lease.slots[host.id] ?? 0) > 0 {
+            do throws(ControlError) {
+                _ = try await provisioner.power.wake(host.id, cause: "lease \(lease.id): its units are set aside on it")
+                logger.notice(
+                    "lease delivery: waking a host in standby for its units",
+                    metadata: ["lease.id": "\(lease.id)", "host.id": "\(host.id)"])
+            } catch {
+                logger.warning(
+                    "lease delivery: a host in standby did not take the wake: \(error.message)",
+                    metadata: ["lease.id": "\(lease.id)", "host.id": "\(host.id)"])
+            }
+        }
     }
 
     /// Whether planning the open lease again changed nothing: the same slots, no migration, as

@@ -51,15 +51,20 @@ public struct DeliveryHost: Sendable, Equatable {
     public var capacity: Resources
     /// What its guests and the slots of other delivered leases hold on it.
     public var held: Resources
+    /// It may be given units.
     public var takesGuests: Bool
+    /// A guest may be migrated onto it (false for a host in standby: units there wake it, a
+    /// migration cannot).
+    public var takesMoves: Bool
     public var runsKVM: Bool
     /// The on-demand guests on it that may be live-migrated (running, not moving already).
     public var movable: [MovableGuest]
 
     public init(
         id: String, capacity: Resources, held: Resources, takesGuests: Bool, runsKVM: Bool,
-        movable: [MovableGuest]
+        movable: [MovableGuest], takesMoves: Bool? = nil
     ) {
+        self.takesMoves = takesMoves ?? takesGuests
         self.id = id
         self.capacity = capacity
         self.held = held
@@ -169,7 +174,7 @@ private struct PlanState {
     func movesFreeing(_ unit: Resources, on index: Int) -> [(guest: MovableGuest, from: Int, to: Int)]? {
         var room = free(index)
         var destinations = hosts.indices.filter { $0 != index && !closedToArrivals.contains($0) }
-            .filter { hosts[$0].takesGuests }
+            .filter { hosts[$0].takesGuests && hosts[$0].takesMoves }
         var destinationFree = Dictionary(uniqueKeysWithValues: destinations.map { ($0, free($0)) })
         var chosen: [(guest: MovableGuest, from: Int, to: Int)] = []
         let guests = hosts[index].movable.sorted { Self.size($0.resources) < Self.size($1.resources) }

@@ -150,6 +150,50 @@ struct ControlPlaneStandbyTests {
         print("wake: a create woke \(landed) and ran there \(String(format: "%.2f", woke)) s after it was asked")
     }
 
+    /// Consolidated, then a lease needs the capacity: two guests on two hosts of 3 vCPUs are packed
+    /// onto one and the other goes to standby; a lease of three tiny guests starting now does not
+    /// fit the host left on (one vCPU free), so it is admitted on the standby host's capacity, its
+    /// delivery sets its units aside there and wakes it, and its three guests run there.
+    @Test func aLeaseThatNeedsTheCapacityWakesAHostInStandby() throws {
+        let cloud = try Self.cloud("cps5", agents: 2)
+        let ids = try ControlPlaneDrainTests.runningGuests(cloud, 2)
+        try #require(Set(try Self.placement(cloud, ids).values).count == 2, "one guest per host")
+        _ = try cloud.json("POST", "/v1/consolidate")
+        let report = try Self.follow(cloud)
+        let standby = report["standby"] as? [String] ?? []
+        try #require(report["phase"] as? String == "done" && standby.count == 1, "\(report)")
+        let asleep = standby[0]
+        #expect(try Self.waitForPower(cloud, asleep, "standby"))
+
+        let asked = Date()
+        let (status, admitted) = try cloud.json(
+            "POST", "/v1/projects/alpha/leases",
+            [
+                "flavor": "tiny", "count": 3, "start": ControlPlaneLeaseTests.time(asked),
+                "end": ControlPlaneLeaseTests.time(asked + 600), "image": "builtin",
+            ])
+        try #require(status == 201, "admitted on the capacity in standby: \(admitted)")
+        let lease = try #require(admitted["id"] as? String)
+        let active = try ControlPlaneLeaseTests.waitForLease(cloud, lease, timeout: 60) { $0 == "active" }
+        #expect(active["slots"] as? [String: Int] == [asleep: 3], "\(active)")
+        var members: [String] = []
+        let created = Date().addingTimeInterval(30)
+        while members.count < 3, Date() < created {
+            members = try ControlPlaneLeaseTests.members(cloud, lease)
+            usleep(50_000)
+        }
+        #expect(members.count == 3, "\(members)")
+        for id in members {
+            let guest = try cloud.waitForGuest(id, timeout: 60) { ["running", "error"].contains($0) }
+            #expect(guest["state"] as? String == "running" && guest["host"] as? String == asleep, "\(guest)")
+        }
+        #expect(try Self.waitForPower(cloud, asleep, "on"))
+        print(
+            "lease wake: a lease of 3 woke \(asleep) from standby; its guests ran there"
+                + " \(String(format: "%.2f", Date().timeIntervalSince(asked))) s after it was asked")
+        #expect(try cloud.guestsOnHosts().count == ids.count + members.count, "each guest on one host")
+    }
+
     /// A direct create on an agent, as the controller would send it: its status and body.
     static func createOnAgent(_ cloud: ControlPlaneFixture, _ host: String) throws -> (Int, String) {
         let spec = GuestSpecification(

@@ -115,6 +115,42 @@ import Testing
         #expect(try await store.lease(id: lease.id)?.end == start + 7200)
     }
 
+    /// Consolidation put h2 in standby; h1 has room for 4 small guests and holds 2. A lease of 4
+    /// is admitted on h2's capacity (standby is capacity the cloud has), on-demand guests still
+    /// fit beside it the same way, and its delivery sets its units aside on h2 rather than coming
+    /// up short on h1 alone. A member placed there wakes it; nothing migrates onto a host in
+    /// standby.
+    @Test(arguments: StoreBackend.available)
+    func aLeaseCountsAndIsDeliveredOnHostsInStandby(backend: StoreBackend) async throws {
+        let scratch = Scratch()
+        let store = try await backend.store(scratch)
+        defer { backend.close(store) }
+        _ = try await store.registerHost(host("h1", slots: 4))
+        _ = try await store.registerHost(host("h2", slots: 4))
+        _ = try await store.setHostPower("h2", to: .standby, from: [.on], cause: "consolidation")
+        for index in 0..<2 {
+            let guest = try await store.createGuest(request("g\(index)"), clientToken: nil, cause: "api").guest
+            #expect(try await Self.run(store, guest).host == "h1")
+        }
+        let lease = try await store.admitLease(
+            LeaseSubmission(project: "alpha", flavor: "small", count: 4, start: Date(), end: Date() + 3600))
+        // h1's 2 free slots and h2's 4 hold the lease's 4 and 2 on-demand guests more, not 3.
+        _ = try await store.createGuest(request("g2"), clientToken: nil, cause: "api")
+        _ = try await store.createGuest(request("g3"), clientToken: nil, cause: "api")
+        #expect(await Self.refusal(store, request("g4")) == .insufficientCapacity)
+
+        let (planned, plan) = try await store.planLeaseDelivery(id: lease.id)
+        #expect(plan.short == 0 && plan.moves.isEmpty, "\(plan)")
+        #expect(planned.slots == ["h2": 4], "\(planned.slots)")
+        _ = try await store.changeLease(id: lease.id, to: .active, shortUnits: 0, note: "delivered")
+        let member = try await store.createGuest(
+            GuestRequest(project: "alpha", name: try GuestName("p0"), flavor: "small", image: "tiny", lease: lease.id),
+            clientToken: nil, cause: "api"
+        ).guest
+        #expect(member.host == "h2")
+        #expect(try await store.hosts().first { $0.id == "h2" }?.power == .waking, "a member placed there wakes it")
+    }
+
     /// The SLA record's bookkeeping: delivered once, time short summed, the available share.
     @Test func theSLARecordCountsDeliveryAndShortTime() {
         let start = Date(timeIntervalSince1970: 1_000_000)
