@@ -150,20 +150,21 @@ struct ControlPlaneStandbyTests {
         print("wake: a create woke \(landed) and ran there \(String(format: "%.2f", woke)) s after it was asked")
     }
 
-    /// Consolidated, then a lease needs the capacity: two guests on two hosts of 3 vCPUs are packed
-    /// onto one and the other goes to standby; a lease of three tiny guests starting now does not
-    /// fit the host left on (one vCPU free), so it is admitted on the standby host's capacity, its
-    /// delivery sets its units aside there and wakes it, and its three guests run there.
-    @Test func aLeaseThatNeedsTheCapacityWakesAHostInStandby() throws {
-        let cloud = try Self.cloud("cps5", agents: 2)
-        let ids = try ControlPlaneDrainTests.runningGuests(cloud, 2)
-        try #require(Set(try Self.placement(cloud, ids).values).count == 2, "one guest per host")
+    /// Consolidated, then a lease and a scaling group need the capacity. Three guests, one on each
+    /// of three hosts of 3 vCPUs, are packed onto one; the other two go to standby. A lease of three
+    /// tiny guests starting now finds no room on the host left on: it is admitted on the capacity
+    /// in standby, its delivery sets its units aside on one of those hosts and wakes it, and its
+    /// guests run there. Then a group's members (one, then two more by hand) find the two hosts on
+    /// full: they wake the last host in standby and run there.
+    @Test func aLeaseAndAGroupThatNeedTheCapacityWakeHostsInStandby() throws {
+        let cloud = try Self.cloud("cps5", agents: 3)
+        let ids = try ControlPlaneDrainTests.runningGuests(cloud, 3)
+        try #require(Set(try Self.placement(cloud, ids).values).count == 3, "one guest per host")
         _ = try cloud.json("POST", "/v1/consolidate")
         let report = try Self.follow(cloud)
-        let standby = report["standby"] as? [String] ?? []
-        try #require(report["phase"] as? String == "done" && standby.count == 1, "\(report)")
-        let asleep = standby[0]
-        #expect(try Self.waitForPower(cloud, asleep, "standby"))
+        let standby = (report["standby"] as? [String] ?? []).sorted()
+        try #require(report["phase"] as? String == "done" && standby.count == 2, "\(report)")
+        for host in standby { #expect(try Self.waitForPower(cloud, host, "standby")) }
 
         let asked = Date()
         let (status, admitted) = try cloud.json(
@@ -175,23 +176,57 @@ struct ControlPlaneStandbyTests {
         try #require(status == 201, "admitted on the capacity in standby: \(admitted)")
         let lease = try #require(admitted["id"] as? String)
         let active = try ControlPlaneLeaseTests.waitForLease(cloud, lease, timeout: 60) { $0 == "active" }
-        #expect(active["slots"] as? [String: Int] == [asleep: 3], "\(active)")
-        var members: [String] = []
-        let created = Date().addingTimeInterval(30)
-        while members.count < 3, Date() < created {
-            members = try ControlPlaneLeaseTests.members(cloud, lease)
-            usleep(50_000)
-        }
-        #expect(members.count == 3, "\(members)")
+        let slots = active["slots"] as? [String: Int] ?? [:]
+        let leased = try #require(slots.keys.first)
+        #expect(slots == [leased: 3] && standby.contains(leased), "\(active)")
+        let members = try Self.waitForMembers(3) { try ControlPlaneLeaseTests.members(cloud, lease) }
         for id in members {
             let guest = try cloud.waitForGuest(id, timeout: 60) { ["running", "error"].contains($0) }
-            #expect(guest["state"] as? String == "running" && guest["host"] as? String == asleep, "\(guest)")
+            #expect(guest["state"] as? String == "running" && guest["host"] as? String == leased, "\(guest)")
         }
-        #expect(try Self.waitForPower(cloud, asleep, "on"))
+        #expect(try Self.waitForPower(cloud, leased, "on"))
+        let leaseSeconds = Date().timeIntervalSince(asked)
+
+        let last = try #require(standby.first { $0 != leased })
+        let policy: [String: Any] = [
+            "type": "threshold", "metric": "load", "comparison": "above", "threshold": 80, "duration_seconds": 1,
+            "step": 1, "cooldown_seconds": 4,
+        ]
+        let body: [String: Any] = [
+            "name": "batch", "flavor": "tiny", "image": "builtin", "min": 1, "max": 3, "policy": policy,
+        ]
+        let grown = Date()
+        let (made, created) = try cloud.json("POST", "/v1/projects/alpha/groups", body)
+        try #require(made == 201, "\(created)")
+        let group = try #require(created["id"] as? String)
+        let (set, setAnswer) = try cloud.json("PUT", "/v1/groups/\(group)/desired", ["desired": 3])
+        try #require(set == 200, "\(setAnswer)")
+        let running = try Self.waitForMembers(3) {
+            try ControlPlaneGroupTests.group(cloud, group).1.filter { $0["state"] as? String == "running" }
+                .compactMap { $0["id"] as? String }
+        }
+        for id in running {
+            #expect(try Self.placement(cloud, [id])[id] == last, "a member runs on the host it woke: \(id)")
+        }
+        #expect(try Self.waitForPower(cloud, last, "on"))
         print(
-            "lease wake: a lease of 3 woke \(asleep) from standby; its guests ran there"
-                + " \(String(format: "%.2f", Date().timeIntervalSince(asked))) s after it was asked")
-        #expect(try cloud.guestsOnHosts().count == ids.count + members.count, "each guest on one host")
+            "standby wake: a lease of 3 woke \(leased), its guests running \(String(format: "%.2f", leaseSeconds)) s"
+                + " after it was asked; a group of 3 woke \(last), its members running"
+                + " \(String(format: "%.2f", Date().timeIntervalSince(grown))) s after it was made")
+        #expect(
+            try cloud.guestsOnHosts().count == ids.count + members.count + running.count, "each guest on one host")
+    }
+
+    /// Polls `list` until it names `count` IDs (up to 60 s); the last it named.
+    static func waitForMembers(_ count: Int, _ list: () throws -> [String]) throws -> [String] {
+        let deadline = Date().addingTimeInterval(60)
+        var ids = try list()
+        while ids.count < count, Date() < deadline {
+            usleep(50_000)
+            ids = try list()
+        }
+        #expect(ids.count == count, "\(ids)")
+        return ids
     }
 
     /// A direct create on an agent, as the controller would send it: its status and body.
