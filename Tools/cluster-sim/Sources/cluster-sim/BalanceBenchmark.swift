@@ -91,6 +91,8 @@ struct BalanceBenchmark {
                 + " hosts above 0.8: \(hot(BalancePass.loads(hosts: hosts, guests: guests))) → \(hot(after));"
                 + " \(plan.moves.count) moves, \(Figures.format(plan.moves.reduce(0) { $0 + $1.costSeconds }, 1))"
                 + " migration-seconds estimated")
+        let before = BalancePass.loads(hosts: hosts, guests: guests)
+        print(LoadHistogram(before: Array(before.values), after: Array(after.values)).text())
         print("time to decide   ferry \(Clock.summary(ferry)) ms   baseline \(Clock.summary(baseline)) ms")
         let met = options.hosts < 1000 || Clock.median(ferry) <= 1000
         print(
