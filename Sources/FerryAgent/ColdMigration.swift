@@ -177,7 +177,7 @@ final class ColdMigration: Sendable {
             sourceAgent: host.selfURL(), cold: ColdMigrationOffer(files: files, suspended: from == .suspended))
         let agent = try client
         let reservation: IncomingMigrationReservation
-        do throws(AgentClientError) { reservation = try agent.prepareIncoming(request) } catch {
+        do throws(AgentClientError) { reservation = try agent.prepareIncoming(request, busyFor: .seconds(15)) } catch {
             throw Failure(message: HostMigrations.destinationRefused(error, peer: peer).message)
         }
         let placements = reservation.placements ?? []

@@ -27,9 +27,11 @@ extension HostMigrations {
         if busy { throw AgentAPIError(.conflict, .busy, "migration \(id) is being reserved; retry in a moment") }
         defer { _ = state.withLock { $0.preparing.remove(id) } }
         let name = request.specification.name
+        // Held by an operation that ends (a failed arrival's teardown, a stop): `busy`, which the
+        // source asks again; a guest of that name that stays is `name_clash` from the inventory.
         guard guests.tryClaim(name, "an incoming migration") else {
             throw AgentAPIError(
-                .conflict, .nameClash, "a guest named \(name) is here and busy; migrate it under another name")
+                .conflict, .busy, "a guest named \(name) is busy here with another operation; retry in a moment")
         }
         var claimed = true
         defer { if claimed { guests.release(name) } }

@@ -164,7 +164,7 @@ extension HostMigrations {
             migrationID: id, guestID: record.id, specification: record.specification,
             paused: record.state == .paused, sourceAgent: selfURL())
         do {
-            return try client.prepareIncoming(request)
+            return try client.prepareIncoming(request, busyFor: .seconds(3))
         } catch {
             throw Self.destinationRefused(error, peer: peer)
         }

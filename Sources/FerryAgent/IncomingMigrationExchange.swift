@@ -133,10 +133,21 @@ public struct IncomingMigrationStatus: Codable, Sendable, Equatable {
 
 extension AgentClient {
     /// `POST /v1/migrations/incoming` to the destination agent. Blocks: use `OffPool` in async code.
-    public func prepareIncoming(_ request: IncomingMigrationRequest) throws(AgentClientError)
-        -> IncomingMigrationReservation
+    /// A `busy` answer (the guest's name or the migration ID is held by an operation that is
+    /// ending there, such as a failed arrival's teardown) is asked again every 100 ms for up to
+    /// `busyFor`; the request is idempotent by its migration ID.
+    public func prepareIncoming(_ request: IncomingMigrationRequest, busyFor: Duration = .zero)
+        throws(AgentClientError) -> IncomingMigrationReservation
     {
-        try exchange("POST", "/v1/migrations/incoming", body: request, as: IncomingMigrationReservation.self)
+        let until = ContinuousClock.now + busyFor
+        while true {
+            do {
+                return try exchange(
+                    "POST", "/v1/migrations/incoming", body: request, as: IncomingMigrationReservation.self)
+            } catch  where error.apiError?.code == AgentAPIError.Code.busy.rawValue && ContinuousClock.now < until {
+                usleep(100_000)
+            }
+        }
     }
 
     /// `GET /v1/migrations/incoming/{id}`: where the destination says the guest is.

@@ -135,6 +135,25 @@ struct AgentColdMigrationTests {
         #expect(try pair.destination.view("g1").state == "running")
     }
 
+    /// The name held at the destination by an arrival that is ending (a live attempt that
+    /// failed just before, torn down when its reservation expires): the destination answers
+    /// `busy`, the source asks again, and the cold move goes through once the name is free.
+    @Test("a cold move that finds the destination still ending an earlier arrival of the guest waits for it")
+    func waitsForAnEndingArrival() throws {
+        let pair = try AgentPair("cb", destinationExtra: ["--incoming-reservation", "2"], ownStorage: true)
+        let before = try Self.guest(pair, "g1", stop: true)
+        let held = try AgentMigrationWindowTests.reserve(
+            on: pair.destination, "g1", migration: "m-held", id: before.id)
+        let started = try Self.startCold(pair, "g1")
+        let ended = try Self.follow(pair, started.id, guest: "g1")
+        #expect(ended.status == .completed && ended.guestLocation == "destination", "\(ended.json)")
+        let waited = Date().timeIntervalSince(held.reservation.expiresAt)
+        #expect(waited > -0.5, "the move ended \(-waited) s before the held name was released")
+        #expect(try pair.destination.view("g1").state == "stopped")
+        #expect(try pair.destination.client().incomingStatus(migrationID: "m-held").state == .abandoned)
+        print("cold move behind an ending arrival: ended \(String(format: "%.2f", waited)) s after its expiry")
+    }
+
     @Test(
         "a running guest shuts down, moves and boots from its disk there; the report has every step and the interruption"
     )
