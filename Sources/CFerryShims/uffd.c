@@ -82,6 +82,61 @@ int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect) {
     return ioctl_pointer(fd, UFFDIO_WRITEPROTECT, &wp);
 }
 
+_Static_assert(FERRY_UFFD_FEATURE_MISSING_SHMEM == UFFD_FEATURE_MISSING_SHMEM, "MISSING_SHMEM");
+_Static_assert(FERRY_UFFD_PAGEFAULT_FLAG_WRITE == UFFD_PAGEFAULT_FLAG_WRITE, "PAGEFAULT_FLAG_WRITE");
+_Static_assert(sizeof(struct uffd_msg) == 32, "struct uffd_msg is 32 bytes");
+
+int ferry_uffd_register_missing(int fd, void *start, uint64_t length, uint64_t *ioctls_out) {
+    struct uffdio_register reg = {
+        .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
+        .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+    int err = ioctl_pointer(fd, UFFDIO_REGISTER, &reg);
+    if (ioctls_out) *ioctls_out = reg.ioctls;
+    return err;
+}
+
+int ferry_uffd_copy(int fd, void *destination, const void *source, uint64_t length, int64_t *copied_out) {
+    struct uffdio_copy copy = {
+        .dst = (uint64_t)(uintptr_t)destination,
+        .src = (uint64_t)(uintptr_t)source,
+        .len = length,
+        .mode = 0,
+        .copy = 0,
+    };
+    int err = ioctl_pointer(fd, UFFDIO_COPY, &copy);
+    if (copied_out) *copied_out = copy.copy;
+    return err;
+}
+
+int ferry_uffd_zeropage(int fd, void *start, uint64_t length) {
+    struct uffdio_zeropage zero = {
+        .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
+        .mode = 0,
+    };
+    return ioctl_pointer(fd, UFFDIO_ZEROPAGE, &zero);
+}
+
+int ferry_uffd_wake(int fd, void *start, uint64_t length) {
+    struct uffdio_range range = {.start = (uint64_t)(uintptr_t)start, .len = length};
+    return ioctl_pointer(fd, UFFDIO_WAKE, &range);
+}
+
+int ferry_uffd_read_faults(int fd, uint64_t *addresses, uint64_t *flags, int capacity) {
+    struct uffd_msg messages[64];
+    if (capacity > 64) capacity = 64;
+    ssize_t n = read(fd, messages, sizeof(struct uffd_msg) * (size_t)capacity);
+    if (n < 0) return errno == EAGAIN ? 0 : -errno;
+    int kept = 0;
+    for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
+        if (messages[i].event != UFFD_EVENT_PAGEFAULT) continue;
+        addresses[kept] = messages[i].arg.pagefault.address;
+        flags[kept] = messages[i].arg.pagefault.flags;
+        kept++;
+    }
+    return kept;
+}
+
 int ferry_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end,
                                ferry_page_region *vec, uint64_t vec_len,
                                uint64_t *regions_out, uint64_t *walk_end_out) {

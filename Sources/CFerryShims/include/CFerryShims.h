@@ -90,6 +90,27 @@ int ferry_uffd_unregister(int fd, void *start, uint64_t length);
 /// UFFDIO_WRITEPROTECT: protect (1) or unprotect (0) the range.
 int ferry_uffd_writeprotect(int fd, void *start, uint64_t length, int protect);
 
+// MARK: - userfaultfd missing-page mode (post-copy: FerrySystem's MissingPages)
+
+static const uint64_t FERRY_UFFD_FEATURE_MISSING_SHMEM = (uint64_t)1 << 5;
+/// uffd_msg.pagefault.flags: the faulting access was a write.
+static const uint64_t FERRY_UFFD_PAGEFAULT_FLAG_WRITE = (uint64_t)1 << 0;
+
+/// UFFDIO_REGISTER with UFFDIO_REGISTER_MODE_MISSING. *ioctls_out receives the allowed ioctls.
+int ferry_uffd_register_missing(int fd, void *start, uint64_t length, uint64_t *ioctls_out);
+/// UFFDIO_COPY of `length` bytes from `source` into the registered range at `destination`,
+/// waking the threads that wait on it. 0 with *copied_out = length; -EEXIST when a page there is
+/// already present (nothing copied; its waiters were woken by whoever installed it); -EAGAIN
+/// when the range changed under it (copied_out says how much went in: ask again for the rest).
+int ferry_uffd_copy(int fd, void *destination, const void *source, uint64_t length, int64_t *copied_out);
+/// UFFDIO_ZEROPAGE over [start, start+length): 0, -EEXIST when present, or -errno.
+int ferry_uffd_zeropage(int fd, void *start, uint64_t length);
+/// UFFDIO_WAKE over [start, start+length).
+int ferry_uffd_wake(int fd, void *start, uint64_t length);
+/// Reads up to `capacity` messages (read(2) of struct uffd_msg, non-blocking fd) and keeps the
+/// page faults: their addresses and flags. The number kept (0 when none was waiting), or -errno.
+int ferry_uffd_read_faults(int fd, uint64_t *addresses, uint64_t *flags, int capacity);
+
 // MARK: - PAGEMAP_SCAN (linux/fs.h, kernel 6.7+)
 
 static const uint64_t FERRY_PM_SCAN_WP_MATCHING = (uint64_t)1 << 0;
