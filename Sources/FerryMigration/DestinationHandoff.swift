@@ -91,7 +91,11 @@ extension DestinationSession {
         report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
         let resumeMicros = (resumedAt &- commitAt) / 1000
         receiving.parts.destinationResumeMs = Double(resumeMicros) / 1000
-        try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
+        if let postcopy = receiving.postcopy {
+            try? postcopy.send(Resumed(resumeMicroseconds: resumeMicros), on: handoff)
+        } else {
+            try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
+        }
         report.downtimeMs = (Double(resumedAt &- receiving.finalPhaseStart) / 1e9).milliseconds
         report.wireBytes = bytesReceived
         report.guestLocation = .destination

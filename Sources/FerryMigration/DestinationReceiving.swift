@@ -24,6 +24,8 @@ struct ReceivingState {
     var resumeExpired = false
     /// When the guest started running here.
     var resumedAt: UInt64 = 0
+    /// Set by `POSTCOPY_BEGIN`: the guest resumes before it has every page.
+    var postcopy: DestinationPostcopy?
 }
 
 /// The `receiving` phase: pre-copy rounds, resumes after a loss, the blackout's final round and
@@ -140,6 +142,9 @@ extension DestinationSession {
                 try loadDeviceState(frame)
             case .complete:
                 try verify(try Complete(payload: frame.payload))
+                return
+            case .postcopyBegin:
+                try beginPostcopy(try PostcopyBegin(payload: frame.payload))
                 return
             case .commit:
                 throw MigrationError(.protocolViolation, "COMMIT before a verified COMPLETE", guest: .notHere)

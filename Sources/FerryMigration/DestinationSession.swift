@@ -110,6 +110,9 @@ final class DestinationSession {
     /// The key of this session's handler in `options.cancellation`.
     var cancelHandler: Int?
     var receiving = ReceivingState()
+    /// The source asked for post-copy and this side can serve its memory on demand (the image
+    /// is on tmpfs): ACCEPT offers it (Protocol.md section 11).
+    var offersPostcopy = false
 
     init(
         options: DestinationOptions, connection: FramedConnection, hello: Hello, registry: SessionRegistry,
@@ -171,7 +174,10 @@ final class DestinationSession {
         enter(.awaitingCommit)
         let handoff = try awaitCommit()
         defer { if handoff !== control { handoff.close() } }
+        // Post-copy: the faults are answered from before the first vCPU runs.
+        receiving.postcopy?.serveFaults(on: handoff)
         try resumeGuest(answering: handoff)
+        if let postcopy = receiving.postcopy { try receivePostcopy(postcopy, on: handoff) }
         return try runHere(handoff)
     }
 
@@ -189,6 +195,8 @@ final class DestinationSession {
         if handoffBegun { registry.handoffs.end(session: sessionID, forget: !established) }
         if sessionOpened { registry.close(session: sessionID) }
         for receiver in receivers { receiver.stop() }
+        // A guest that waits on a page that will not come must be able to stop.
+        receiving.postcopy?.abandon()
         control.close()
         if let deadlineToken { deadlines?.disarm(deadlineToken) }
         if let guest {
@@ -235,10 +243,13 @@ final class DestinationSession {
         report.encryption = connection.security.cipher.description
         openSession()
         var step = "handshake"
+        offersPostcopy =
+            hello.codecs.contains(.postcopy)
+            && (try? ImageFile.filesystemType(directoryOf: options.imagePath)) == "tmpfs"
         do {
             try connection.send(
                 Accept(
-                    version: ProtocolLimits.version, codecs: .all,
+                    version: ProtocolLimits.version, codecs: offersPostcopy ? CodecSet.all.union(.postcopy) : .all,
                     memoryAvailable: (try? availableMemoryBytes()) ?? 0,
                     diskAvailable: (try? ImageFile.freeBytes(directoryOf: options.imagePath)) ?? 0,
                     sessionID: sessionID, sessionToken: sessionToken, destinationName: options.name))

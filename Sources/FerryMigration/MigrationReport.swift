@@ -202,6 +202,8 @@ public struct MigrationReport: Codable, Sendable {
     public var handoff: String?
     /// Why the migration failed (or, on a destination, why the guest failed after it resumed there).
     public var error: ReportedError?
+    /// How the post-copy went, when the migration switched to it (Protocol.md section 11).
+    public var postcopy: PostcopyReport?
     /// The peer proved it holds the shared key (`--key-file`) on every connection.
     public var authenticated = false
     /// The cipher protecting the connections ("aes-256-gcm", "chacha20-poly1305"), or "none".
@@ -209,7 +211,7 @@ public struct MigrationReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case role, outcome, image, workload, tracker, compression, rounds, verified, digest, pages, resumes
-        case announce, session, handoff, error, authenticated, encryption, vcpus
+        case announce, session, handoff, error, authenticated, encryption, vcpus, postcopy
         case schemaVersion = "schema_version"
         case startedAt = "started_at"
         case finishedAt = "finished_at"
@@ -307,6 +309,14 @@ public struct MigrationReport: Codable, Sendable {
         lines.append(
             "  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / words \(pages.words) / lz4 \(pages.lz4) / raw \(pages.raw)"
         )
+        if let postcopy {
+            var line =
+                "  post-copy    after \(postcopy.afterRounds) rounds: \(postcopy.stalePages) pages followed the guest in \(ms(postcopy.durationMs)) (\(postcopy.requestedPages) asked for by the guest, \(postcopy.pushedPages) pushed)"
+            if let p50 = postcopy.faultWaitP50Ms, let p99 = postcopy.faultWaitP99Ms {
+                line += "; a touched page waited \(ms(p50)) (p50), \(ms(p99)) (p99)"
+            }
+            lines.append(line)
+        }
         for record in resumeRecords {
             var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
             if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }
@@ -343,5 +353,42 @@ public struct MigrationReport: Codable, Sendable {
             }
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// The post-copy phase of a migration (docs/postcopy.md): from the switch (the guest runs on the
+/// destination) to the last page verified there.
+public struct PostcopyReport: Codable, Sendable, Equatable {
+    /// Pre-copy rounds acknowledged before the switch.
+    public var afterRounds = 0
+    /// Pages the destination lacked at the switch (stale or never sent).
+    public var stalePages = 0
+    /// Of them, sent because the guest touched them (PAGE_REQUEST), and by the background push.
+    public var requestedPages = 0
+    public var pushedPages = 0
+    /// PAGE_REQUEST frames (source: read; destination: sent).
+    public var requests = 0
+    /// From the switch to the destination's VERIFIED of the last page.
+    public var durationMs: Double = 0
+    public var wireBytes: UInt64 = 0
+    /// Destination: from reading a fault to installing its page (the wait of a vCPU that touched
+    /// a missing page, without the kernel's share), over the faults answered by a request.
+    public var faultWaitP50Ms: Double?
+    public var faultWaitP99Ms: Double?
+    public var faultWaitMaxMs: Double?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case afterRounds = "after_rounds"
+        case stalePages = "stale_pages"
+        case requestedPages = "requested_pages"
+        case pushedPages = "pushed_pages"
+        case requests
+        case durationMs = "duration_ms"
+        case wireBytes = "wire_bytes"
+        case faultWaitP50Ms = "fault_wait_p50_ms"
+        case faultWaitP99Ms = "fault_wait_p99_ms"
+        case faultWaitMaxMs = "fault_wait_max_ms"
     }
 }

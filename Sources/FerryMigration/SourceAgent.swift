@@ -69,6 +69,10 @@ public struct SourceOptions: Sendable {
     var effectiveBlackoutTimeoutMs: Int { effectiveBlackoutTimeout.inMilliseconds }
     var reconnectBackoffSeconds: Double { reconnectBackoff.inSeconds }
     var reconnectBackoffMaxSeconds: Double { reconnectBackoffMax.inSeconds }
+    /// Post-copy (Protocol.md section 11, docs/postcopy.md): when pre-copy has not converged
+    /// after this many rounds (at least 1), the guest switches to the destination at once and its
+    /// stale pages follow on demand. nil: pre-copy only. Needs a destination that offers it.
+    public var postcopyAfterRounds: Int?
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
     /// An operator's cancel (a signal): checked at phase boundaries and between page batches,
@@ -267,7 +271,8 @@ public final class SourceAgent {
                 try connection.send(
                     Hello(
                         versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
-                        pageSize: UInt32(pageSize), pageCount: UInt64(pageCount), codecs: .all,
+                        pageSize: UInt32(pageSize), pageCount: UInt64(pageCount),
+                        codecs: options.postcopyAfterRounds == nil ? .all : CodecSet.all.union(.postcopy),
                         cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind,
                         vcpuCount: UInt32(guest.vcpus),
                         streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))

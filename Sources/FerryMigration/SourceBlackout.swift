@@ -73,7 +73,7 @@ extension SourceSession {
 
     /// The error a failed blackout ends with (the guest runs here again). A lost connection may
     /// leave the destination waiting for a RESUME or a COMMIT that will not come: it is told now.
-    private func blackoutFailed(_ error: any Error, deadline: BlackoutDeadline) -> MigrationError {
+    func blackoutFailed(_ error: any Error, deadline: BlackoutDeadline) -> MigrationError {
         var failure =
             agent.imageShrank()
             ?? (deadline.hasExpired
@@ -174,7 +174,7 @@ extension SourceSession {
     }
 
     /// The guest's vCPUs end here; the report is complete. Throws when the handoff is unresolved.
-    private func finishReport() -> MigrationReport {
+    func finishReport() -> MigrationReport {
         report.vcpuSteps = guest.stopForHandover()
         report.downtimeParts = parts
         report.downtimeClock =

@@ -22,6 +22,8 @@ struct PrecopyState {
     /// The convergence model after the last round, for the progress's ETA (none before round 0 ends).
     var etaModel: ProgressETA.Model?
     var dirtyRate = 0.0
+    /// Set when pre-copy ends by switching to post-copy rather than by a blackout.
+    var switchToPostcopy = false
 
     init(pageCount: Int, settings: ConvergenceSettings) {
         policy = ConvergencePolicy(settings: settings)
@@ -136,7 +138,26 @@ extension SourceSession {
             round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
             sendingSeconds: sending.sendingSeconds, observation: observation, decision: decision)
         precopyState.round += 1
+        if postcopyNow(after: decision) {
+            precopyState.switchToPostcopy = true
+            log.info(
+                "switching to post-copy",
+                metadata: [
+                    "migration.rounds": "\(precopyState.round)", "migration.stale_pages": "\(observation.dirtyPages)",
+                    "migration.reason": "\(decision.reason)",
+                ])
+            return true
+        }
         return try act(on: decision)
+    }
+
+    /// Post-copy instead of what the policy said: allowed (`postcopyAfterRounds`, and the
+    /// destination offered it), that many rounds done, and the policy did not switch over.
+    private func postcopyNow(after decision: ConvergenceDecision) -> Bool {
+        guard let after = options.postcopyAfterRounds, peerCodecs.contains(.postcopy),
+            precopyState.round >= max(1, after)
+        else { return false }
+        return decision.action != .switchover
     }
 
     /// Takes the pending pages as the round's and starts its meter; returns the wire bytes before it.

@@ -16,6 +16,8 @@ final class SourceSession {
         /// `COMMIT` written, `RESUMED` not read.
         case committed
         case handedOver = "handed-over"
+        /// Post-copy: the destination runs the guest; the source sends the pages it lacks.
+        case postcopy
         case aborted
     }
 
@@ -87,6 +89,13 @@ final class SourceSession {
         try precopy()
         try cancelBeforeBlackout()
         enter(.blackout)
+        if precopyState.switchToPostcopy {
+            let switched = try postcopySwitch()
+            enter(.committed)
+            try postcopyHandoff(switched)
+            enter(.postcopy)
+            return try postcopyPush(switched)
+        }
         let digest = try blackout()
         enter(.committed)
         return try handoff(digest: digest)
@@ -125,7 +134,7 @@ final class SourceSession {
         if tracker != nil { guest.throttlePercent = 0 }
         tracker?.stop()
         connection?.close()
-        if phase != .handedOver && phase != .committed { phase = .aborted }
+        if phase != .handedOver && phase != .committed && phase != .postcopy { phase = .aborted }
     }
 
     /// Connects, is accepted, sends GUEST_CONFIG.

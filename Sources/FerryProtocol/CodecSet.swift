@@ -9,6 +9,9 @@ public struct CodecSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let lz4 = CodecSet(rawValue: 1 << 2)
     /// Mostly-zero pages as lists of their non-zero words (encoding 4).
     public static let words = CodecSet(rawValue: 1 << 3)
+    /// Not a codec: the side can switch a migration to post-copy (Protocol.md section 11). A
+    /// source sets it when it may; a destination when its guest memory can be served on demand.
+    public static let postcopy = CodecSet(rawValue: 1 << 8)
 
     /// What every version 1 peer must support.
     public static let required: CodecSet = [.zero, .raw]
@@ -21,7 +24,8 @@ public struct CodecSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
         if contains(.raw) { names.append("raw") }
         if contains(.lz4) { names.append("lz4") }
         if contains(.words) { names.append("words") }
-        let unknown = rawValue & ~CodecSet.all.rawValue
+        if contains(.postcopy) { names.append("postcopy") }
+        let unknown = rawValue & ~(CodecSet.all.rawValue | CodecSet.postcopy.rawValue)
         if unknown != 0 { names.append("0x\(String(unknown, radix: 16))") }
         return "[" + names.joined(separator: ",") + "]"
     }

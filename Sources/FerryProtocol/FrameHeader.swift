@@ -38,6 +38,9 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     case diskBaseHashes = 34
     case diskDelta = 35
     case diskStreamsHeld = 36
+    /// Post-copy (Protocol.md section 11).
+    case postcopyBegin = 37
+    case pageRequest = 38
     case note = 0x8001
 
     public static let optionalBit: UInt16 = 0x8000
@@ -47,7 +50,7 @@ public enum FrameType: UInt16, Sendable, CaseIterable {
     /// Largest payload this type may carry (Protocol.md section 3).
     public var maxPayload: Int {
         switch self {
-        case .pageBatch, .resumeState, .deviceState: return ProtocolLimits.maxFramePayload
+        case .pageBatch, .resumeState, .deviceState, .postcopyBegin: return ProtocolLimits.maxFramePayload
         case .guestConfig: return 64 * 1024
         case .guestAttachment: return GuestAttachmentChunk.maxChunk + 8
         case .diskBlock: return DiskMoveLimits.maxBlockSize + DiskMoveLimits.blockHeaderSize

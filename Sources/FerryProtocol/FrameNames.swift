@@ -39,6 +39,8 @@ extension FrameType {
         case .diskBaseHashes: return "DISK_BASE_HASHES"
         case .diskDelta: return "DISK_DELTA"
         case .diskStreamsHeld: return "DISK_STREAMS_HELD"
+        case .postcopyBegin: return "POSTCOPY_BEGIN"
+        case .pageRequest: return "PAGE_REQUEST"
         case .note: return "NOTE"
         }
     }

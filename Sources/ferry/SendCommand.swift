@@ -126,6 +126,7 @@ struct SendCommand: ParsableCommand {
             options.security = connectionSecurity
             options.imageHoles = holes
             options.cancellation = cancellation
+            options.postcopyAfterRounds = convergence.postcopyAfter
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
@@ -262,6 +263,16 @@ struct ConvergenceOptions: ParsableArguments {
 
     @Flag(name: .customLong("no-auto-converge"), help: "Never slow the vCPUs down.")
     var noAutoConverge = false
+
+    @Option(
+        name: .customLong("postcopy-after"),
+        help: ArgumentHelp(
+            "After this many pre-copy rounds without converging, hand the guest over and send its stale pages after it (post-copy; 1-10000).",
+            discussion:
+                "Only with a destination that offers it (its image on tmpfs). The blackout then holds no pages. A cut connection during post-copy loses the guest: docs/postcopy.md."
+        ),
+        transform: NumberOption.count(1...10_000))
+    var postcopyAfter: Int?
 }
 
 /// `ferry send`'s transfer options.

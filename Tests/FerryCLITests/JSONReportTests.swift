@@ -163,6 +163,35 @@ import Testing
         #expect((destination["per_round"] as? [Any])?.isEmpty == false)
     }
 
+    /// The same guest that does not converge above, with `--postcopy-after 1`: it switches
+    /// after one round, its stale pages follow, and both reports say so (docs/postcopy.md).
+    @Test func postcopyAfterOneRound() throws {
+        let scratch = Scratch()
+        let image = scratch.file("vm.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "16M"]).status == 0)
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img"), "--accept-timeout", "60s",
+            "--run-for", "200ms", "--json", scratch.file("receive.json"),
+        ])
+        let port = try Self.port(of: receiver)
+        let sent = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(port)", "--workload", "uniform:80MB/s",
+            "--downtime-ms", "0.001", "--max-rounds", "3", "--no-auto-converge", "--postcopy-after", "1", "--json",
+            "-",
+        ])
+        let received = receiver.wait()
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(received.status == 0, "\(received.stderr)")
+        let source = try Self.report(sent.stdout, "send --json -")
+        #expect(source["outcome"] as? String == "succeeded" && source["guest"] as? String == "destination")
+        let postcopy = try #require(source["postcopy"] as? [String: Any], "\(source)")
+        #expect(postcopy["after_rounds"] as? Int == 1 && (postcopy["stale_pages"] as? Int ?? 0) > 0, "\(postcopy)")
+        let destination = try Self.report(try Self.file(scratch.file("receive.json")), "receive.json")
+        #expect(destination["verified"] as? Bool == true && destination["postcopy"] is [String: Any], "\(destination)")
+        let help = try FerryProcess.run(["send", "--help"])
+        #expect(help.stdout.contains("--postcopy-after"))
+    }
+
     /// Keys that differ: the source is refused (exit 3) and its report says so.
     @Test func refusedByTheDestination() throws {
         let scratch = Scratch("json-refused")

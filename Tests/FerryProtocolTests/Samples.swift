@@ -65,6 +65,8 @@ func decodeAndReencode(_ type: FrameType, _ payload: UnsafeRawBufferPointer) thr
     case .diskBaseHashes: return try DiskBaseHashes(payload: payload).encodedPayload()
     case .diskDelta: return try DiskDelta(payload: payload).encodedPayload()
     case .diskStreamsHeld: return try DiskStreamsHeld(payload: payload).encodedPayload()
+    case .postcopyBegin: return try PostcopyBegin(payload: payload).encodedPayload()
+    case .pageRequest: return try PageRequest(payload: payload).encodedPayload()
     }
 }
 
@@ -191,6 +193,11 @@ let messageSamples: [MessageSample] = [
             serverProof: Array(repeating: 2, count: 32))),
     MessageSample("AUTH_PROOF", AuthProof(clientProof: Array(100..<132))),
     MessageSample("DONE", Done()),
+    MessageSample(
+        "POSTCOPY_BEGIN",
+        PostcopyBegin(
+            round: 3, pageCount: 130, stateDigest: 0x0102_0304_0506_0708, stale: [0x8000_0000_0000_0001, 0, 0b10])),
+    MessageSample("PAGE_REQUEST", PageRequest(pages: [7, 0, UInt64(Int64.max)])),
     MessageSample(
         "DISK_HELLO",
         DiskHello(

@@ -1,0 +1,305 @@
+import FerryCodec
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+import Synchronization
+
+/// The destination's post-copy (Protocol.md section 11, docs/postcopy.md): at `POSTCOPY_BEGIN`
+/// the pages it lacks are dropped from the image and its mapping is registered with
+/// userfaultfd (`MissingPages`), so that once the guest resumes, a vCPU that touches one waits
+/// while a thread of this session asks the source for it (`PAGE_REQUEST`); the source's
+/// batches install each page once, verified against its hash, until `COMPLETE` closes it.
+///
+/// `@unchecked Sendable`: the fault thread and the session's thread share it; the connection's
+/// sending side is serialised by `sendLock`, the rest is in mutexes or set before the thread.
+final class DestinationPostcopy: @unchecked Sendable {
+    let pages: MissingPages
+    let round: UInt32
+    let stateDigest: UInt64
+    let stalePages: Int
+    private let sendLock = Mutex(0)
+    /// When each requested page was asked for (MonotonicClock), until it is installed.
+    private let requestedAt = Mutex([Int: UInt64]())
+    /// Seconds from a fault read to its page installed, for the pages asked for.
+    private let waits = Mutex([Double]())
+    private let requestCount = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+    private let failure = Mutex<String?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+    private var serving = false
+
+    init(pages: MissingPages, round: UInt32, stateDigest: UInt64, stalePages: Int) {
+        self.pages = pages
+        self.round = round
+        self.stateDigest = stateDigest
+        self.stalePages = stalePages
+    }
+
+    /// Sends on the control connection, one frame at a time with the fault thread's requests.
+    func send<M: FrameMessage>(_ message: M, on connection: FramedConnection) throws {
+        try sendLock.withLock { _ in try connection.send(message) }
+    }
+
+    /// Starts the thread that turns faults into PAGE_REQUESTs on `connection`.
+    func serveFaults(on connection: FramedConnection) {
+        serving = true
+        let thread = Thread { [self] in
+            defer { finished.signal() }
+            var faults: [Int] = []
+            while !stopped.load(ordering: .acquiring) {
+                faults.removeAll(keepingCapacity: true)
+                do {
+                    _ = try pages.waitForFaults(timeoutMs: 50, into: &faults)
+                    try ask(for: faults, on: connection)
+                } catch {
+                    failure.withLock { $0 = $0 ?? "\(error)" }
+                    return
+                }
+            }
+        }
+        thread.name = "ferry-postcopy-faults"
+        thread.start()
+    }
+
+    private func ask(for faults: [Int], on connection: FramedConnection) throws {
+        guard !faults.isEmpty else { return }
+        let now = MonotonicClock.now()
+        let wanted = requestedAt.withLock { asked -> [UInt64] in
+            var wanted: [UInt64] = []
+            for page in faults where asked[page] == nil && !pages.isPresent(page) {
+                asked[page] = now
+                wanted.append(UInt64(page))
+            }
+            return wanted
+        }
+        var start = 0
+        while start < wanted.count {
+            let end = min(wanted.count, start + PageRequest.maxPages)
+            try send(PageRequest(pages: Array(wanted[start..<end])), on: connection)
+            requestCount.add(1, ordering: .relaxed)
+            start = end
+        }
+    }
+
+    /// A page went in: the wait of whoever asked for it ends.
+    func installed(_ page: Int) {
+        guard let asked = requestedAt.withLock({ $0.removeValue(forKey: page) }) else { return }
+        let seconds = Double(MonotonicClock.now() &- asked) / 1e9
+        waits.withLock { $0.append(seconds) }
+    }
+
+    var faultFailure: String? { failure.withLock { $0 } }
+
+    /// Stops the fault thread (it ends within its 50 ms poll).
+    func stopServing() {
+        stopped.store(true, ordering: .releasing)
+        if serving {
+            finished.wait()
+            serving = false
+        }
+    }
+
+    /// The guest is lost or discarded: the waits end (with zero pages) so that it can be stopped.
+    func abandon() {
+        stopServing()
+        try? pages.close(discarding: true)
+    }
+
+    func summary(durationMs: Double, wireBytes: UInt64) -> PostcopyReport {
+        var report = PostcopyReport()
+        report.afterRounds = Int(round)
+        report.stalePages = stalePages
+        report.requests = requestCount.load(ordering: .relaxed)
+        report.durationMs = durationMs
+        report.wireBytes = wireBytes
+        let sorted = waits.withLock { $0 }.sorted()
+        report.requestedPages = sorted.count
+        report.pushedPages = stalePages - sorted.count
+        if !sorted.isEmpty {
+            let at = { (q: Double) in sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))] * 1000 }
+            report.faultWaitP50Ms = at(0.5)
+            report.faultWaitP99Ms = at(0.99)
+            report.faultWaitMaxMs = sorted.last! * 1000
+        }
+        return report
+    }
+}
+
+extension DestinationSession {
+    /// `POSTCOPY_BEGIN` (after `DEVICE_STATE`): the pages this side lacks are dropped and
+    /// registered missing, the state digest is checked, and `VERIFIED` answers for the state.
+    func beginPostcopy(_ begin: PostcopyBegin) throws {
+        let verifyStart = MonotonicClock.now()
+        guard offersPostcopy else {
+            throw MigrationError(
+                .protocolViolation, "POSTCOPY_BEGIN from a source this destination did not offer post-copy",
+                guest: .notHere)
+        }
+        guard receiving.stateLoaded, begin.pageCount == UInt64(pageCount), let image else {
+            throw MigrationError(
+                .protocolViolation,
+                "POSTCOPY_BEGIN before DEVICE_STATE, or for \(begin.pageCount) pages where HELLO said \(pageCount)",
+                guest: .notHere)
+        }
+        receiving.parts.finalSendMs = (Double(verifyStart &- receiving.finalPhaseStart) / 1e9).milliseconds
+        // Every page stream ended the round: nothing writes into the image any more.
+        try rounds.wait(round: begin.round, timeout: streamTimeout)
+        let stateDigest = StateDigest.of(config: configPayload, deviceState: deviceStatePayload)
+        var problems: [String] = []
+        if stateDigest != begin.stateDigest {
+            problems.append(
+                "the device state does not match its digest (\(hex(stateDigest)) ≠ \(hex(begin.stateDigest)))")
+        }
+        var missing = 0
+        if problems.isEmpty {
+            do {
+                missing = try registerMissing(begin, image: image)
+            } catch {
+                problems.append("its memory cannot be served on demand: \(error)")
+            }
+        }
+        let ok = problems.isEmpty
+        let verifyMicros = (MonotonicClock.now() &- verifyStart) / 1000
+        receiving.parts.destinationVerifyMs = Double(verifyMicros) / 1000
+        report.rounds = Int(begin.round) + 1
+        if ok {
+            verifiedSent.set()
+            if let failure = cancelled(during: "the switch to post-copy") { throw failure }
+            registry.handoffs.set(session: sessionID, .awaitingCommit, digest: 0)
+        }
+        try control.send(
+            Verified(
+                ok: ok, digest: 0, pagesMissing: UInt64(missing), verifyMicroseconds: verifyMicros,
+                message: problems.joined(separator: "; ")))
+        guard ok else {
+            throw MigrationError(
+                .verification, "refused the switch to post-copy: \(problems.joined(separator: "; "))", guest: .notHere)
+        }
+        log.info(
+            "post-copy: the guest may resume without its stale pages",
+            metadata: ["migration.missing_pages": "\(missing)", "migration.round": "\(begin.round)"])
+    }
+
+    /// Registers the image with userfaultfd and drops every page not held intact from the last
+    /// pre-copy (stale at the source, never received, or torn here); returns how many.
+    private func registerMissing(_ begin: PostcopyBegin, image: ReceivedImage) throws -> Int {
+        let pages = try MissingPages(base: image.region.base, length: size, pageSize: pageSize, shared: true)
+        pages.markPresent(0..<pageCount)
+        var runStart: Int?
+        var count = 0
+        for page in 0...pageCount {
+            let drop =
+                page < pageCount
+                && (begin.stale[page >> 6] & (1 << UInt64(page & 63)) != 0
+                    || !sinks[stripes.stream(of: page)].held[page] || sinks[stripes.stream(of: page)].stale[page])
+            if drop {
+                if runStart == nil { runStart = page }
+                count += 1
+            } else if let start = runStart {
+                try pages.drop(start..<page)
+                runStart = nil
+            }
+        }
+        receiving.postcopy = DestinationPostcopy(
+            pages: pages, round: begin.round, stateDigest: begin.stateDigest, stalePages: count)
+        return count
+    }
+
+    /// After RESUMED: installs the pushed and requested pages until `COMPLETE`, then answers
+    /// `VERIFIED` for the whole memory. A failure here leaves a guest that lacks pages only the
+    /// source had: it is lost, and the error says so.
+    func receivePostcopy(_ postcopy: DestinationPostcopy, on connection: FramedConnection) throws {
+        let started = receiving.resumedAt
+        let wireBefore = connection.bytesReceived
+        let decoder = PageDecoder(pageSize: pageSize)
+        let bounce = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: pageSize)
+        defer { bounce.deallocate() }
+        try? connection.stream.setReceiveTimeout(ms: nil)
+        do {
+            while true {
+                if let failure = postcopy.faultFailure {
+                    throw MigrationError(.transport, "serving the guest's faults: \(failure)", guest: .destination)
+                }
+                let frame = try connection.receive()
+                switch frame.type {
+                case .pageBatch:
+                    try install(frame.payload, postcopy, decoder: decoder, bounce: bounce)
+                case .complete:
+                    try finishPostcopy(try Complete(payload: frame.payload), postcopy, on: connection)
+                    report.postcopy = postcopy.summary(
+                        durationMs: MonotonicClock.seconds(since: started).milliseconds,
+                        wireBytes: connection.bytesReceived - wireBefore)
+                    return
+                default:
+                    throw MigrationError(
+                        .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .destination)
+                }
+            }
+        } catch {
+            let missing = postcopy.pages.missingCount
+            postcopy.abandon()
+            let cause = MigrationError.wrap(error, during: "post-copy", guest: .destination)
+            report.outcome = .failed
+            throw MigrationError(
+                cause.code,
+                "post-copy failed with \(missing) pages still at the source (\(cause.message)); the guest here cannot run on without them and is stopped: it is lost",
+                guest: .destination)
+        }
+    }
+
+    private func install(
+        _ payload: UnsafeRawBufferPointer, _ postcopy: DestinationPostcopy, decoder: PageDecoder,
+        bounce: UnsafeMutableRawPointer
+    ) throws {
+        var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
+        guard reader.round == postcopy.round else {
+            throw MigrationError(
+                .protocolViolation, "a PAGE_BATCH of round \(reader.round) during post-copy round \(postcopy.round)",
+                guest: .destination)
+        }
+        while let entry = try reader.next() {
+            let page = Int(entry.page)
+            let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: bounce)
+            guard hash == entry.hash else {
+                throw MigrationError(
+                    .verification, "page \(page) arrived damaged during post-copy (its hash differs)",
+                    guest: .destination)
+            }
+            if entry.encoding == .zero {
+                try postcopy.pages.installZero(page: page)
+            } else {
+                try postcopy.pages.install(page: page, from: bounce)
+            }
+            hashTable[page] = hash
+            postcopy.installed(page)
+        }
+    }
+
+    /// COMPLETE after the push: every page here and the digests equal; answers VERIFIED.
+    private func finishPostcopy(_ complete: Complete, _ postcopy: DestinationPostcopy, on connection: FramedConnection)
+        throws
+    {
+        let missing = postcopy.pages.missingCount
+        let digest = hashTable.digest()
+        var problems: [String] = []
+        if missing > 0 { problems.append("\(missing) pages never arrived") }
+        if digest != complete.digest { problems.append("digest \(hex(digest)) ≠ the source's \(hex(complete.digest))") }
+        if complete.stateDigest != postcopy.stateDigest { problems.append("COMPLETE names another device state") }
+        postcopy.stopServing()
+        try postcopy.send(
+            Verified(
+                ok: problems.isEmpty, digest: digest, pagesMissing: UInt64(missing), verifyMicroseconds: 0,
+                message: problems.joined(separator: "; ")),
+            on: connection)
+        guard problems.isEmpty else {
+            throw MigrationError(
+                .verification, "the memory did not verify after post-copy: \(problems.joined(separator: "; "))",
+                guest: .destination)
+        }
+        try postcopy.pages.close()
+        report.digest = hex(digest)
+        receiving.digest = digest
+    }
+}

@@ -1,0 +1,282 @@
+import FerryProtocol
+import FerrySystem
+import FerryTransport
+import Foundation
+import Logging
+
+/// What the switch to post-copy hands to the push.
+struct PostcopySwitch {
+    /// The post-copy round: the number its PAGE_BATCHes carry.
+    var round: UInt32
+    /// The pages the destination lacks (dirtied since they were sent, or never sent).
+    var stale: DirtyBitmap
+    var stateDigest: UInt64
+    var switchedAt: UInt64
+}
+
+/// The source's post-copy (Protocol.md section 11, docs/postcopy.md): the switch — the vCPUs
+/// paused, the device state and the stale pages' list sent, the destination's VERIFIED of the
+/// state, COMMIT and RESUMED, all under the blackout's deadline as a pre-copy blackout — then
+/// the push: every stale page, those the guest asks for first, then COMPLETE, VERIFIED, DONE.
+extension SourceSession {
+    /// Pauses the guest and hands it over without its stale pages. Before COMMIT any failure
+    /// resumes the guest here, as a pre-copy blackout's does.
+    func postcopySwitch() throws -> PostcopySwitch {
+        guard let tracker else { preconditionFailure("the switch needs the tracker") }
+        blackoutStart = MonotonicClock.now()
+        stallWatch.watch([])
+        let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
+        let pauseNanos = guest.pause()
+        parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
+        do {
+            let paused = MonotonicClock.now()
+            try tracker.harvest(into: &precopyState.pending)
+            let harvested = MonotonicClock.now()
+            parts.finalHarvestMs = (Double(harvested &- paused) / 1e9).milliseconds
+            let round = UInt32(precopyState.round)
+            // The page streams end the round empty: post-copy's pages all travel on the control
+            // connection, where the requests are answered.
+            for stream in streamer.connections.dropFirst() {
+                try stream.send(StreamRoundEnd(round: round, batches: 0, pages: 0))
+            }
+            let stateStart = MonotonicClock.now()
+            let state = DeviceState(sections: try guest.deviceState())
+            try connection.send(state)
+            parts.cpuStateMs = MonotonicClock.seconds(since: stateStart).milliseconds
+            let stateDigest = StateDigest.of(config: configPayload, deviceState: state.encodedPayload())
+            let stale = precopyState.pending
+            try connection.send(
+                PostcopyBegin(round: round, pageCount: UInt64(pageCount), stateDigest: stateDigest, stale: stale.words))
+            parts.finalSendMs = (Double(MonotonicClock.now() &- harvested) / 1e9).milliseconds
+            let verifyStart = MonotonicClock.now()
+            let verified = try connection.receive(Verified.self)
+            parts.verifyMs = MonotonicClock.seconds(since: verifyStart).milliseconds
+            parts.destinationVerifyMs = Double(verified.verifyMicroseconds) / 1000
+            guard verified.ok else {
+                throw MigrationError(
+                    .verification, "the destination refused the switch to post-copy: \(verified.message)",
+                    guest: .source)
+            }
+            if let shrunk = agent.imageShrank() { throw shrunk }
+            try options.cancellation.passCommitPoint(during: "the switch to post-copy, before COMMIT", guest: .source)
+            guard deadline.disarm() else { throw deadline.failure(during: "as VERIFIED arrived") }
+            return PostcopySwitch(round: round, stale: stale, stateDigest: stateDigest, switchedAt: paused)
+        } catch {
+            deadline.disarm()
+            guest.resume()
+            throw blackoutFailed(error, deadline: deadline)
+        }
+    }
+
+    /// COMMIT, then RESUMED: the destination runs the guest from here on; the source's copy
+    /// stays paused, and is the only copy of the stale pages.
+    func postcopyHandoff(_ switched: PostcopySwitch) throws {
+        let commitStart = MonotonicClock.now()
+        do {
+            try connection.send(Commit())
+        } catch {
+            // The 16-byte COMMIT frame was not accepted by the kernel: the destination cannot have it.
+            guest.resume()
+            throw MigrationError.wrap(error, during: "commit", guest: .source)
+        }
+        report.guestLocation = .handedOverUnconfirmed
+        report.rounds = Int(switched.round) + 1
+        do {
+            let resumed = try connection.receive(Resumed.self)
+            let end = MonotonicClock.now()
+            parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
+            parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
+            report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+            report.guestLocation = .destination
+        } catch {
+            throw postcopyLost(error, during: "the wait for RESUMED", missing: switched.stale.popcount())
+        }
+    }
+
+    /// Sends every stale page — a page the guest asked for (PAGE_REQUEST) before the next of
+    /// the background push — then COMPLETE; VERIFIED ends the migration.
+    func postcopyPush(_ switched: PostcopySwitch) throws -> MigrationReport {
+        var summary = PostcopyReport()
+        summary.afterRounds = Int(switched.round)
+        summary.stalePages = switched.stale.popcount()
+        let requests = PostcopyRequests()
+        let reader = Thread { [connection] in requests.read(connection!) }
+        reader.name = "ferry-postcopy-requests"
+        reader.start()
+        defer { requests.stop() }
+        let pusher = PageStreamer(
+            memory: guest.memory, pageSize: pageSize, connection: connection, compression: options.compression,
+            peerCodecs: peerCodecs, batchBytes: Self.postcopyBatchPages * pageSize, hashTable: streamer.hashTable,
+            stripes: PageStripes(streamCount: 1), stream: 0)
+        pusher.cancellation = nil  // past COMMIT a cancel is too late
+        var remaining = switched.stale
+        var batch = DirtyBitmap(count: pageCount)
+        var cursor = 0
+        var left = summary.stalePages
+        do {
+            while left > 0 {
+                if let failure = requests.failure { throw failure }
+                var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
+                let urgent = !pages.isEmpty
+                if !urgent {
+                    // The push waits while the socket holds much: a request's answer queues behind it.
+                    if connection.stream.unacknowledgedBytes > Self.postcopyQueueLimit {
+                        requests.waitForRequest(microseconds: 200)
+                        continue
+                    }
+                    while pages.count < Self.postcopyBatchPages && cursor < pageCount {
+                        if remaining[cursor] { pages.append(cursor) }
+                        cursor += 1
+                    }
+                }
+                for page in pages {
+                    remaining.clear(page)
+                    batch.set(page)
+                }
+                _ = try pusher.send(pages: batch, round: switched.round)
+                for page in pages { batch.clear(page) }
+                left -= pages.count
+                if urgent { summary.requestedPages += pages.count } else { summary.pushedPages += pages.count }
+            }
+            let digest = streamer.digest()
+            try connection.send(
+                Complete(
+                    finalRound: switched.round, pageCount: UInt64(pageCount), digest: digest,
+                    stateDigest: switched.stateDigest))
+            let verified = try requests.awaitVerified(timeoutMs: options.replyTimeoutMs)
+            guard verified.ok, verified.digest == digest else {
+                throw MigrationError(
+                    .verification,
+                    "the destination did not verify the guest's memory after post-copy: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest))" : verified.message)",
+                    guest: .destination)
+            }
+            try? connection.send(Done())
+            report.digest = hex(digest)
+        } catch let failure as MigrationError where failure.code == .verification {
+            throw failure
+        } catch {
+            throw postcopyLost(error, during: "the post-copy push", missing: left)
+        }
+        summary.requests = requests.count
+        summary.durationMs = (Double(MonotonicClock.now() &- switched.switchedAt) / 1e9).milliseconds
+        summary.wireBytes = pusher.wireBytes
+        report.postcopy = summary
+        report.verified = true
+        report.wireBytes = streamer.wireBytes + pusher.wireBytes
+        var counts = streamer.counts
+        counts.add(pusher.counts)
+        report.pages = counts
+        report.holePages = streamer.holePages
+        report.outcome = .succeeded
+        report.handoff = "post-copy after \(switched.round) rounds: \(summary.stalePages) pages followed the guest"
+        enter(.handedOver)
+        return finishReport()
+    }
+
+    /// Pages per post-copy batch: a request's answer waits at most for one batch in progress.
+    static let postcopyBatchPages = 64
+    /// Bytes the push leaves unacknowledged in the socket at most before it waits.
+    static let postcopyQueueLimit = 1 << 20
+
+    /// A failure after COMMIT: the destination runs the guest, and the pages it lacks are here
+    /// only. Post-copy cannot resume yet after a cut (docs/postcopy.md): the guest is lost.
+    private func postcopyLost(_ error: any Error, during step: String, missing: Int) -> MigrationError {
+        let cause = MigrationError.wrap(error, during: step, guest: .destination)
+        log.critical(
+            "post-copy failed after COMMIT: the guest on the destination lacks pages that only this host had",
+            metadata: ["migration.error": "\(cause.message)", "migration.missing_pages": "\(missing)"])
+        return MigrationError(
+            cause.code,
+            "post-copy failed after COMMIT (\(cause.message)): \(missing) pages never reached the destination, where the guest cannot run on without them; the guest is lost (a post-copy cut is not recovered yet, docs/postcopy.md)",
+            guest: .destination)
+    }
+}
+
+/// The source's reader of the control connection during the push: PAGE_REQUESTs queue pages
+/// for the pusher; the VERIFIED that answers COMPLETE ends it.
+///
+/// `@unchecked Sendable`: `state` is read and changed only inside `condition.withLock`.
+final class PostcopyRequests: @unchecked Sendable {
+    private struct State {
+        var pages: [Int] = []
+        var verified: Verified?
+        var failure: MigrationError?
+        var stopped = false
+        var count = 0
+    }
+    private var state = State()
+    private let condition = MonotonicCondition()
+
+    var failure: MigrationError? { condition.withLock { state.failure } }
+    var count: Int { condition.withLock { state.count } }
+
+    func take() -> [Int] {
+        condition.withLock {
+            defer { state.pages.removeAll(keepingCapacity: true) }
+            return state.pages
+        }
+    }
+
+    func stop() {
+        condition.withLock { state.stopped = true }
+    }
+
+    /// Waits up to `microseconds` for a request (or the end).
+    func waitForRequest(microseconds: Int) {
+        let deadline = MonotonicClock.now() &+ UInt64(microseconds) * 1000
+        condition.withLock {
+            while state.pages.isEmpty && state.failure == nil {
+                if !condition.wait(untilNanoseconds: deadline) { return }
+            }
+        }
+    }
+
+    func awaitVerified(timeoutMs: Int) throws -> Verified {
+        let deadline = MonotonicClock.deadline(afterMilliseconds: timeoutMs)
+        return try condition.withLock {
+            while state.verified == nil && state.failure == nil {
+                if !condition.wait(untilNanoseconds: deadline) { break }
+            }
+            if let verified = state.verified { return verified }
+            if let failure = state.failure { throw failure }
+            throw MigrationError(.transport, "no VERIFIED within \(timeoutMs) ms of COMPLETE", guest: .destination)
+        }
+    }
+
+    /// The reader thread's loop.
+    func read(_ connection: FramedConnection) {
+        while !condition.withLock({ state.stopped }) {
+            do {
+                let frame = try connection.receive()
+                switch frame.type {
+                case .pageRequest:
+                    let request = try PageRequest(payload: frame.payload)
+                    condition.withLock {
+                        state.pages.append(contentsOf: request.pages.map { Int(clamping: $0) })
+                        state.count += 1
+                        condition.broadcast()
+                    }
+                case .verified:
+                    let verified = try Verified(payload: frame.payload)
+                    condition.withLock {
+                        state.verified = verified
+                        condition.broadcast()
+                    }
+                    return
+                default:
+                    throw MigrationError(
+                        .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .destination)
+                }
+            } catch let error as TransportError where error.code == .timeout && !connection.hasFailedReceiving {
+                continue  // no request for a while: the guest found what it needed
+            } catch {
+                condition.withLock {
+                    state.failure =
+                        state.failure ?? MigrationError.wrap(error, during: "post-copy", guest: .destination)
+                    condition.broadcast()
+                }
+                return
+            }
+        }
+    }
+}
