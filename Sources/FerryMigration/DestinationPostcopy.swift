@@ -42,11 +42,23 @@ final class DestinationPostcopy: @unchecked Sendable {
         try sendLock.withLock { _ in try connection.send(message) }
     }
 
-    /// Starts the thread that turns faults into PAGE_REQUESTs on `connection`.
+    /// Starts the thread that turns faults into PAGE_REQUESTs on `connection`. After a resume
+    /// it first asks again for every page still awaited: the old connection may have lost the
+    /// requests.
     func serveFaults(on connection: FramedConnection) {
+        stopped.store(false, ordering: .releasing)
         serving = true
+        let awaited = requestedAt.withLock { asked in
+            asked.keys.filter { !pages.isPresent($0) }.sorted()
+        }
         let thread = Thread { [self] in
             defer { finished.signal() }
+            do {
+                try requestAgain(awaited, on: connection)
+            } catch {
+                failure.withLock { $0 = $0 ?? "\(error)" }
+                return
+            }
             var faults: [Int] = []
             while !stopped.load(ordering: .acquiring) {
                 faults.removeAll(keepingCapacity: true)
@@ -82,6 +94,19 @@ final class DestinationPostcopy: @unchecked Sendable {
             start = end
         }
     }
+
+    private func requestAgain(_ pages: [Int], on connection: FramedConnection) throws {
+        var start = 0
+        while start < pages.count {
+            let end = min(pages.count, start + PageRequest.maxPages)
+            try send(PageRequest(pages: pages[start..<end].map { UInt64($0) }), on: connection)
+            requestCount.add(1, ordering: .relaxed)
+            start = end
+        }
+    }
+
+    /// A fault thread's failure is the connection's: after a resume, a fresh start.
+    func clearFailure() { failure.withLock { $0 = nil } }
 
     /// A page went in: the wait of whoever asked for it ends.
     func installed(_ page: Int) {
@@ -208,45 +233,135 @@ extension DestinationSession {
     }
 
     /// After RESUMED: installs the pushed and requested pages until `COMPLETE`, then answers
-    /// `VERIFIED` for the whole memory. A failure here leaves a guest that lacks pages only the
-    /// source had: it is lost, and the error says so.
-    func receivePostcopy(_ postcopy: DestinationPostcopy, on connection: FramedConnection) throws {
+    /// `VERIFIED` for the whole memory; returns the connection it ended on. A lost connection
+    /// is resumed (the guest's touched pages wait meanwhile): the source comes back with
+    /// `RESUME` within `resumeTimeout` and sends what is still lacked. Any other failure, or no
+    /// source in time, leaves a guest that lacks pages only the source had: it is lost.
+    func receivePostcopy(_ postcopy: DestinationPostcopy, on first: FramedConnection) throws -> FramedConnection {
         let started = receiving.resumedAt
-        let wireBefore = connection.bytesReceived
+        var connection = first
+        var wire: UInt64 = 0
         let decoder = PageDecoder(pageSize: pageSize)
         let bounce = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: pageSize)
         defer { bounce.deallocate() }
-        try? connection.stream.setReceiveTimeout(ms: nil)
-        do {
-            while true {
-                if let failure = postcopy.faultFailure {
-                    throw MigrationError(.transport, "serving the guest's faults: \(failure)", guest: .destination)
+        // A RESUME is taken from here on (the registry's reattach check).
+        resumable.set()
+        defer { resumable.clear() }
+        while true {
+            let wireBefore = connection.bytesReceived
+            do {
+                try? connection.stream.setReceiveTimeout(ms: nil)
+                try receivePostcopyFrames(postcopy, on: connection, decoder: decoder, bounce: bounce)
+                wire += connection.bytesReceived - wireBefore
+                report.postcopy = postcopy.summary(
+                    durationMs: MonotonicClock.seconds(since: started).milliseconds, wireBytes: wire)
+                return connection
+            } catch {
+                wire += connection.bytesReceived - wireBefore
+                let failure = MigrationError.wrap(error, during: "post-copy", guest: .destination)
+                if failure.code == .transport && options.resumeTimeoutSeconds > 0,
+                    let back = try? recoverPostcopy(postcopy, after: failure)
+                {
+                    connection = back
+                    continue
                 }
-                let frame = try connection.receive()
-                switch frame.type {
-                case .pageBatch:
-                    try install(frame.payload, postcopy, decoder: decoder, bounce: bounce)
-                case .complete:
-                    try finishPostcopy(try Complete(payload: frame.payload), postcopy, on: connection)
-                    report.postcopy = postcopy.summary(
-                        durationMs: MonotonicClock.seconds(since: started).milliseconds,
-                        wireBytes: connection.bytesReceived - wireBefore)
-                    return
-                default:
-                    throw MigrationError(
-                        .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .destination)
-                }
+                throw postcopyLost(postcopy, failure)
             }
-        } catch {
-            let missing = postcopy.pages.missingCount
-            postcopy.abandon()
-            let cause = MigrationError.wrap(error, during: "post-copy", guest: .destination)
-            report.outcome = .failed
+        }
+    }
+
+    private func receivePostcopyFrames(
+        _ postcopy: DestinationPostcopy, on connection: FramedConnection, decoder: PageDecoder,
+        bounce: UnsafeMutableRawPointer
+    ) throws {
+        while true {
+            if let failure = postcopy.faultFailure {
+                throw MigrationError(.transport, "serving the guest's faults: \(failure)", guest: .destination)
+            }
+            let frame = try connection.receive()
+            switch frame.type {
+            case .pageBatch:
+                try install(frame.payload, postcopy, decoder: decoder, bounce: bounce)
+            case .complete:
+                try finishPostcopy(try Complete(payload: frame.payload), postcopy, on: connection)
+                return
+            default:
+                throw MigrationError(
+                    .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .destination)
+            }
+        }
+    }
+
+    /// The guest cannot be saved: it is stopped, and the error says so.
+    private func postcopyLost(_ postcopy: DestinationPostcopy, _ cause: MigrationError) -> MigrationError {
+        let missing = postcopy.pages.missingCount
+        postcopy.abandon()
+        report.outcome = .failed
+        // The image lacks pages: it must never pass for the guest's. Kept beside, for a look.
+        let lostPath = options.imagePath + ".lost"
+        let kept = (try? ImageFile.rename(from: options.imagePath, to: lostPath)) != nil
+        log.critical(
+            "post-copy failed; the guest lacks pages only the source had and is stopped",
+            metadata: ["migration.error": "\(cause.message)", "migration.missing_pages": "\(missing)"])
+        return MigrationError(
+            cause.code,
+            "post-copy failed with \(missing) pages still at the source (\(cause.message)); the guest here cannot run on without them and is stopped: it is lost\(kept ? " (its incomplete image is \(lostPath))" : "")",
+            guest: .destination)
+    }
+
+    /// A lost connection during post-copy: waits up to `resumeTimeout` for the source's
+    /// `RESUME`, answers with the pages present (all of them current: the source's copy is
+    /// paused), takes its new page streams and serves the faults on the new connection.
+    private func recoverPostcopy(_ postcopy: DestinationPostcopy, after failure: MigrationError) throws
+        -> FramedConnection?
+    {
+        let lostAt = MonotonicClock.now()
+        // Closed first: a fault thread blocked in a send returns, then it is stopped.
+        dropConnections()
+        postcopy.stopServing()
+        log.warning(
+            "connection lost during post-copy; the guest's touched pages wait while the source comes back",
+            metadata: [
+                "migration.error": "\(failure.message)", "migration.missing_pages": "\(postcopy.pages.missingCount)",
+                "migration.resume_timeout_s": "\(options.resumeTimeoutSeconds)",
+            ])
+        guard
+            let back = registry.waitForReattachment(
+                session: sessionID, timeout: options.resumeTimeoutSeconds, cancellation: options.cancellation)
+        else { return nil }
+        control = back.connection
+        live.add(control)
+        registry.handoffs.replaceControl(session: sessionID, with: control)
+        guard back.type == .resume else {
             throw MigrationError(
-                cause.code,
-                "post-copy failed with \(missing) pages still at the source (\(cause.message)); the guest here cannot run on without them and is stopped: it is lost",
+                .protocolViolation, "a \(back.type) connection came back during post-copy", guest: .destination)
+        }
+        let request = try back.payload.withUnsafeBytes { bytes throws(ProtocolError) in try Resume(payload: bytes) }
+        guard request.pageCount == UInt64(pageCount), request.round == postcopy.round else {
+            throw MigrationError(
+                .protocolViolation,
+                "RESUME for round \(request.round) of \(request.pageCount) pages during post-copy round \(postcopy.round) of \(pageCount)",
                 guest: .destination)
         }
+        registry.reopenStreams(session: sessionID)
+        let present = postcopy.pages.presentPages
+        let state = HeldPages(held: present, current: present, round: postcopy.round)
+        for frame in state.frames() { try control.send(frame) }
+        try attachStreams()
+        postcopy.clearFailure()
+        postcopy.serveFaults(on: control)
+        let outage = MonotonicClock.seconds(since: lostAt)
+        report.resumes += 1
+        report.resumeRecords.append(
+            ResumeRecord(
+                round: Int(postcopy.round), outageMs: outage.milliseconds, pagesHeld: state.heldCount,
+                pagesHeldFromRound: state.currentCount))
+        log.notice(
+            "post-copy resumed",
+            metadata: [
+                "migration.pages_held": "\(state.heldCount)", "migration.outage_ms": "\(outage.milliseconds)",
+            ])
+        return control
     }
 
     private func install(

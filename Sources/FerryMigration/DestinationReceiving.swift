@@ -279,7 +279,7 @@ extension DestinationSession {
 
     /// Closes the connections of this attempt and waits for the streams' threads (after which
     /// the sinks' state is final: a batch cut off has marked its torn pages stale).
-    private func dropConnections() {
+    func dropConnections() {
         for receiver in receivers {
             receiver.stop()
             receiving.retiredBytes += receiver.connection.bytesReceived

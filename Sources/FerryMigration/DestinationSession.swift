@@ -177,8 +177,10 @@ final class DestinationSession {
         // Post-copy: the faults are answered from before the first vCPU runs.
         receiving.postcopy?.serveFaults(on: handoff)
         try resumeGuest(answering: handoff)
-        if let postcopy = receiving.postcopy { try receivePostcopy(postcopy, on: handoff) }
-        return try runHere(handoff)
+        guard let postcopy = receiving.postcopy else { return try runHere(handoff) }
+        let last = try receivePostcopy(postcopy, on: handoff)
+        defer { if last !== handoff { last.close() } }
+        return try runHere(last)
     }
 
     func enter(_ next: Phase) {

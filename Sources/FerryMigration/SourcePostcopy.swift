@@ -14,6 +14,70 @@ struct PostcopySwitch {
     var switchedAt: UInt64
 }
 
+/// The push's books: which stale pages are still to send, and what went how.
+struct PostcopyPush {
+    let round: UInt32
+    let stale: DirtyBitmap
+    var remaining: DirtyBitmap
+    var left: Int
+    var cursor = 0
+    var batch: DirtyBitmap
+    var requests = 0
+    var summary = PostcopyReport()
+
+    init(switched: PostcopySwitch, pageCount: Int) {
+        round = switched.round
+        stale = switched.stale
+        remaining = switched.stale
+        left = switched.stale.popcount()
+        batch = DirtyBitmap(count: pageCount)
+        summary.afterRounds = Int(switched.round)
+        summary.stalePages = left
+    }
+
+    /// Sends the remaining pages, those asked for first, in batches of at most
+    /// `postcopyBatchPages`; between batches the push waits while `queued()` bytes are more
+    /// than `postcopyQueueLimit`, so that an answer does not queue behind it.
+    mutating func sendRemaining(
+        _ pusher: PageStreamer, requests: PostcopyRequests, queued: () -> Int
+    ) throws {
+        let pageCount = stale.count
+        while left > 0 {
+            if let failure = requests.failure { throw failure }
+            var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
+            let urgent = !pages.isEmpty
+            if !urgent {
+                if queued() > SourceSession.postcopyQueueLimit {
+                    requests.waitForRequest(microseconds: 200)
+                    continue
+                }
+                while pages.count < SourceSession.postcopyBatchPages && cursor < pageCount {
+                    if remaining[cursor] { pages.append(cursor) }
+                    cursor += 1
+                }
+            }
+            for page in pages {
+                remaining.clear(page)
+                batch.set(page)
+            }
+            defer { for page in pages { batch.clear(page) } }
+            _ = try pusher.send(pages: batch, round: round)
+            left -= pages.count
+            if urgent { summary.requestedPages += pages.count } else { summary.pushedPages += pages.count }
+        }
+    }
+
+    /// After a resume: what the destination does not hold of the stale pages is left to send.
+    mutating func resume(held: DirtyBitmap) {
+        remaining = stale
+        remaining.withUnsafeMutableWords { words in
+            for index in 0..<words.count { words[index] &= ~held.words[index] }
+        }
+        left = remaining.popcount()
+        cursor = 0
+    }
+}
+
 /// The source's post-copy (Protocol.md section 11, docs/postcopy.md): the switch — the vCPUs
 /// paused, the device state and the stale pages' list sent, the destination's VERIFIED of the
 /// state, COMMIT and RESUMED, all under the blackout's deadline as a pre-copy blackout — then
@@ -94,73 +158,37 @@ extension SourceSession {
     }
 
     /// Sends every stale page — a page the guest asked for (PAGE_REQUEST) before the next of
-    /// the background push — then COMPLETE; VERIFIED ends the migration.
+    /// the background push — then COMPLETE; VERIFIED ends the migration. A lost connection is
+    /// resumed as in pre-copy (Protocol.md 11.4): RESUME, the destination's RESUME_STATE says
+    /// which pages it has, and the rest is sent on the new connection.
     func postcopyPush(_ switched: PostcopySwitch) throws -> MigrationReport {
-        var summary = PostcopyReport()
-        summary.afterRounds = Int(switched.round)
-        summary.stalePages = switched.stale.popcount()
-        let requests = PostcopyRequests()
-        let reader = Thread { [connection] in requests.read(connection!) }
-        reader.name = "ferry-postcopy-requests"
-        reader.start()
-        defer { requests.stop() }
+        var push = PostcopyPush(switched: switched, pageCount: pageCount)
         let pusher = PageStreamer(
             memory: guest.memory, pageSize: pageSize, connection: connection, compression: options.compression,
             peerCodecs: peerCodecs, batchBytes: Self.postcopyBatchPages * pageSize, hashTable: streamer.hashTable,
             stripes: PageStripes(streamCount: 1), stream: 0)
-        pusher.cancellation = nil  // past COMMIT a cancel is too late
-        var remaining = switched.stale
-        var batch = DirtyBitmap(count: pageCount)
-        var cursor = 0
-        var left = summary.stalePages
-        do {
-            while left > 0 {
-                if let failure = requests.failure { throw failure }
-                var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
-                let urgent = !pages.isEmpty
-                if !urgent {
-                    // The push waits while the socket holds much: a request's answer queues behind it.
-                    if connection.stream.unacknowledgedBytes > Self.postcopyQueueLimit {
-                        requests.waitForRequest(microseconds: 200)
-                        continue
-                    }
-                    while pages.count < Self.postcopyBatchPages && cursor < pageCount {
-                        if remaining[cursor] { pages.append(cursor) }
-                        cursor += 1
-                    }
-                }
-                for page in pages {
-                    remaining.clear(page)
-                    batch.set(page)
-                }
-                _ = try pusher.send(pages: batch, round: switched.round)
-                for page in pages { batch.clear(page) }
-                left -= pages.count
-                if urgent { summary.requestedPages += pages.count } else { summary.pushedPages += pages.count }
+        while true {
+            let requests = PostcopyRequests()
+            let reader = Thread { [connection] in requests.read(connection!) }
+            reader.name = "ferry-postcopy-requests"
+            reader.start()
+            defer { requests.stop() }
+            do {
+                try push.sendRemaining(
+                    pusher, requests: requests, queued: { self.connection.stream.unacknowledgedBytes })
+                try finishPush(switched, requests: requests)
+                break
+            } catch let failure as MigrationError where failure.code == .verification {
+                throw failure
+            } catch {
+                push.requests += requests.count
+                try recoverPush(&push, pusher: pusher, after: error)
             }
-            let digest = streamer.digest()
-            try connection.send(
-                Complete(
-                    finalRound: switched.round, pageCount: UInt64(pageCount), digest: digest,
-                    stateDigest: switched.stateDigest))
-            let verified = try requests.awaitVerified(timeoutMs: options.replyTimeoutMs)
-            guard verified.ok, verified.digest == digest else {
-                throw MigrationError(
-                    .verification,
-                    "the destination did not verify the guest's memory after post-copy: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest))" : verified.message)",
-                    guest: .destination)
-            }
-            try? connection.send(Done())
-            report.digest = hex(digest)
-        } catch let failure as MigrationError where failure.code == .verification {
-            throw failure
-        } catch {
-            throw postcopyLost(error, during: "the post-copy push", missing: left)
         }
-        summary.requests = requests.count
-        summary.durationMs = (Double(MonotonicClock.now() &- switched.switchedAt) / 1e9).milliseconds
-        summary.wireBytes = pusher.wireBytes
-        report.postcopy = summary
+        push.summary.requests += push.requests
+        push.summary.durationMs = (Double(MonotonicClock.now() &- switched.switchedAt) / 1e9).milliseconds
+        push.summary.wireBytes = pusher.wireBytes
+        report.postcopy = push.summary
         report.verified = true
         report.wireBytes = streamer.wireBytes + pusher.wireBytes
         var counts = streamer.counts
@@ -168,9 +196,66 @@ extension SourceSession {
         report.pages = counts
         report.holePages = streamer.holePages
         report.outcome = .succeeded
-        report.handoff = "post-copy after \(switched.round) rounds: \(summary.stalePages) pages followed the guest"
+        report.handoff = "post-copy after \(switched.round) rounds: \(push.summary.stalePages) pages followed the guest"
         enter(.handedOver)
         return finishReport()
+    }
+
+    /// COMPLETE with the digest of every page's hash; VERIFIED from the destination; DONE.
+    private func finishPush(_ switched: PostcopySwitch, requests: PostcopyRequests) throws {
+        let digest = streamer.digest()
+        try connection.send(
+            Complete(
+                finalRound: switched.round, pageCount: UInt64(pageCount), digest: digest,
+                stateDigest: switched.stateDigest))
+        let verified = try requests.awaitVerified(timeoutMs: options.replyTimeoutMs)
+        guard verified.ok, verified.digest == digest else {
+            throw MigrationError(
+                .verification,
+                "the destination did not verify the guest's memory after post-copy: \(verified.message.isEmpty ? "digest \(hex(verified.digest)) ≠ \(hex(digest))" : verified.message)",
+                guest: .destination)
+        }
+        try? connection.send(Done())
+        report.digest = hex(digest)
+    }
+
+    /// A lost connection during the push: connects again (`RESUME`, as in pre-copy), and what
+    /// the destination lacks then is what is left to send. Throws (the guest is lost) when it
+    /// cannot, or when the failure was not a lost connection.
+    private func recoverPush(_ push: inout PostcopyPush, pusher: PageStreamer, after error: any Error) throws {
+        let failure = MigrationError.wrap(error, during: "the post-copy push", guest: .destination)
+        let missing = push.left
+        guard failure.code == .transport, options.resume else {
+            throw postcopyLost(failure, during: "the post-copy push", missing: missing)
+        }
+        let lostAt = MonotonicClock.now()
+        streamer.closeAll()
+        connection.close()
+        let back: SourceAgent.Reconnection
+        do {
+            back = try agent.reconnect(
+                sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: Int(push.round),
+                streamer: streamer, lost: failure
+            ) { attempt, why in
+                log.warning(
+                    "connection lost during post-copy; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))",
+                    metadata: ["migration.error": "\(why.message)", "migration.missing_pages": "\(missing)"])
+            }
+        } catch {
+            throw postcopyLost(error, during: "reconnecting after a cut", missing: missing)
+        }
+        connection = back.connection
+        pusher.connection = back.connection
+        push.resume(held: back.held.held)
+        report.resumes += 1
+        report.resumeRecords.append(
+            ResumeRecord(
+                round: Int(push.round), attempts: back.attempts,
+                outageMs: MonotonicClock.seconds(since: lostAt).milliseconds, pagesHeld: back.held.heldCount,
+                pagesHeldFromRound: back.held.currentCount, pagesResent: push.left))
+        log.notice(
+            "post-copy resumed: destination holds \(back.held.heldCount) of \(pageCount) pages; \(push.left) left to send"
+        )
     }
 
     /// Pages per post-copy batch: a request's answer waits at most for one batch in progress.

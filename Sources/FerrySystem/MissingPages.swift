@@ -103,6 +103,9 @@ public final class MissingPages: @unchecked Sendable {
         }
     }
 
+    /// The pages present now, one bit each.
+    public var presentPages: DirtyBitmap { state.withLock { $0.present } }
+
     /// Pages not yet installed (or dropped again).
     public var missingCount: Int { state.withLock { pageCount - $0.presentCount } }
 

@@ -72,13 +72,53 @@ import Testing
         #expect(outcome.guestWasRunningAfterFailure, "the guest did not keep running on the source")
     }
 
-    /// The connection cut at the first PAGE_REQUEST, after COMMIT: the guest cannot run on at
-    /// the destination and cannot go back: both sides say it is lost; the source never resumes.
-    @Test("a cut during post-copy: both sides report the guest lost; the source does not resume it")
-    func aCutLosesTheGuestAndSaysSo() throws {
+    /// The connection cut at the first PAGE_REQUEST, after COMMIT: the guest's touched pages
+    /// wait, the source comes back with RESUME, learns what the destination has, and sends the
+    /// rest; the guest ends as if it never moved (Protocol.md 11.4).
+    @Test("a cut during post-copy is resumed: the guest waits, the rest follows, nothing is lost")
+    func aCutIsResumed() throws {
         let scratch = Scratch()
         var migration = Self.migration()
         let relay = migration.cutFirst(.pageRequest, going: .toSource)
+        defer { relay.value?.stop() }
+        let outcome = try migration.run(in: scratch)
+        let report = try outcome.source.get()
+        let destination = try outcome.destination.get()
+        #expect(relay.value?.cutCount == 1)
+        #expect(report.postcopy != nil && report.resumes == 1 && destination.report.resumes == 1)
+        #expect(report.verified && destination.report.verified && report.guestLocation == .destination)
+        let record = try #require(report.resumeRecords.first)
+        try Transparency.runReference(
+            imagePath: scratch.file("reference.img"), setup: outcome.setup,
+            steps: destination.finalStates.map(\.step), logger: testLogger)
+        #expect(
+            try Transparency.difference(between: scratch.file("destination.img"), and: scratch.file("reference.img"))
+                == nil)
+        print(
+            "post-copy cut at the first request: resumed after \(record.outageMs) ms, destination held \(record.pagesHeld) pages, \(record.pagesResent) sent after the resume"
+        )
+    }
+
+    /// The source unreachable for good after a cut during post-copy (as if it died): its
+    /// reconnects fail, the destination's wait ends; the guest is lost, both sides say so, and
+    /// the source never resumes its paused copy.
+    @Test("the source gone during post-copy: both sides report the guest lost; the source does not resume it")
+    func theSourceGoneLosesTheGuest() throws {
+        let scratch = Scratch()
+        var migration = Self.migration()
+        migration.destinationResumeTimeout = 2
+        migration.adjustSource = {
+            $0.postcopyAfterRounds = 1
+            $0.reconnectAttempts = 2
+        }
+        let relay = Box<Relay>()
+        migration.route = { port in
+            let made = try Relay(
+                to: port, options: Relay.Options(halfClose: true, afterCut: .stopListening),
+                onFrame: Relay.cutFirst(.pageRequest, going: .toSource))
+            relay.value = made
+            return made.port
+        }
         defer { relay.value?.stop() }
         let outcome = try migration.run(in: scratch)
         let sourceError = try #require(outcome.source.failure as? MigrationError)
@@ -87,6 +127,9 @@ import Testing
         #expect(!outcome.guestWasRunningAfterFailure, "the source resumed a guest it handed over")
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
         #expect(destinationError.message.contains("it is lost"), "\(destinationError)")
+        // The incomplete image never passes for the guest's.
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
+        #expect(FileManager.default.fileExists(atPath: scratch.file("destination.img.lost")))
     }
 }
 
