@@ -209,6 +209,22 @@ public struct ConvergencePolicy: Sendable {
             "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
     }
 
+    /// Whether a migration that may switch to post-copy (`postcopyAfter` rounds at most, the
+    /// destination offering it) does so after this round instead of what the policy said: when
+    /// the policy would slow the guest down or give up — post-copy moves it without either —
+    /// and when `postcopyAfter` rounds are done without converging. Never before one round is
+    /// acknowledged, never instead of a switch-over that fits the target.
+    public static func switchToPostcopy(after decision: ConvergenceDecision, roundsDone: Int, postcopyAfter: Int?)
+        -> Bool
+    {
+        guard let postcopyAfter, roundsDone >= 1 else { return false }
+        switch decision.action {
+        case .switchover: return false
+        case .throttle, .giveUp: return true
+        case .nextRound: return roundsDone >= max(1, postcopyAfter)
+        }
+    }
+
     static func ms(_ seconds: Double) -> String {
         seconds.isFinite ? "\(Int((seconds * 1000).rounded())) ms" : "unbounded"
     }

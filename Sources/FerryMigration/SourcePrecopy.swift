@@ -151,13 +151,12 @@ extension SourceSession {
         return try act(on: decision)
     }
 
-    /// Post-copy instead of what the policy said: allowed (`postcopyAfterRounds`, and the
-    /// destination offered it), that many rounds done, and the policy did not switch over.
+    /// Post-copy instead of what the policy said (`ConvergencePolicy.switchToPostcopy`), when
+    /// the destination offered it.
     private func postcopyNow(after decision: ConvergenceDecision) -> Bool {
-        guard let after = options.postcopyAfterRounds, peerCodecs.contains(.postcopy),
-            precopyState.round >= max(1, after)
-        else { return false }
-        return decision.action != .switchover
+        peerCodecs.contains(.postcopy)
+            && ConvergencePolicy.switchToPostcopy(
+                after: decision, roundsDone: precopyState.round, postcopyAfter: options.postcopyAfterRounds)
     }
 
     /// Takes the pending pages as the round's and starts its meter; returns the wire bytes before it.

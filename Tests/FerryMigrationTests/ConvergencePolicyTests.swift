@@ -133,3 +133,26 @@ import Testing
         #expect(decision.reason.contains("--timeout"))
     }
 }
+
+/// When a migration allowed to switch to post-copy does so (`ConvergencePolicy.switchToPostcopy`).
+@Suite struct PostcopySwitchDecisionTests {
+    static func decision(_ action: ConvergenceDecision.Action) -> ConvergenceDecision {
+        ConvergenceDecision(action: action, predictedDowntime: 0.2, transferRate: 1000, reason: "test")
+    }
+
+    @Test func insteadOfSlowingTheGuestOrGivingUpAndAfterTheRoundsAllowed() {
+        let rule = ConvergencePolicy.switchToPostcopy
+        // Not allowed: never.
+        #expect(!rule(Self.decision(.throttle(percent: 20)), 5, nil))
+        // Never before a round is acknowledged, never instead of a fitting switch-over.
+        #expect(!rule(Self.decision(.throttle(percent: 20)), 0, 3))
+        #expect(!rule(Self.decision(.switchover), 9, 1))
+        // Instead of slowing the guest down or giving up, at once.
+        #expect(rule(Self.decision(.throttle(percent: 20)), 1, 3))
+        #expect(rule(Self.decision(.giveUp), 2, 30))
+        // Another round while fewer than the allowed rounds are done; then post-copy.
+        #expect(!rule(Self.decision(.nextRound), 2, 3))
+        #expect(rule(Self.decision(.nextRound), 3, 3))
+        #expect(rule(Self.decision(.nextRound), 1, 0), "0 counts as 1")
+    }
+}

@@ -68,7 +68,7 @@ def _bench_key(ctx):
     return key
 
 
-def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None):
+def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None, extra=(), recv_extra=()):
     """ferry receive + ferry send; figures from both JSON reports, and each agent's peak memory
     (sampled from /proc while they run). With `cipher`: both sides get a --key-file and the source
     --encrypt --cipher CIPHER. `binary` (default ctx.ferry) is the executable of BOTH sides, so two
@@ -82,7 +82,8 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None):
     prealloc = ["--prealloc", str(ctx.image_bytes)] if ctx.qemu_prealloc else []
     key = ["--key-file", _bench_key(ctx)] if cipher else []
     recv = Proc(path.dst_prefix() + [ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
-                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key,
+                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key
+                + list(recv_extra),
                 os.path.join(logdir, "recv.log"))
     sampler = MemorySampler()
     exe = os.path.basename(ferry)
@@ -96,6 +97,7 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None):
             argv += ["--run-before", ctx.run_before]
         if cipher:
             argv += key + ["--encrypt", "--cipher", cipher]
+        argv += list(extra)
         send = Proc(path.src_prefix() + argv, os.path.join(logdir, "send.log"))
         sampler.watch("src", send, exe)
         rc = send.wait(ctx.run_timeout + 60)
@@ -119,6 +121,8 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None):
             "src_own_mib": memory["src"]["peak_own_mib"], "dst_own_mib": memory["dst"]["peak_own_mib"],
             "src_shmem_mib": memory["src"]["peak_shmem_mib"], "dst_shmem_mib": memory["dst"]["peak_shmem_mib"],
             "memory": memory,
+            # post-copy's own figures (ferry-postcopy): the source's and the destination's view
+            "postcopy": s.get("postcopy"), "postcopy_destination": r.get("postcopy"),
         }
     finally:
         sampler.stop()
