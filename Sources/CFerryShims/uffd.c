@@ -86,10 +86,12 @@ _Static_assert(FERRY_UFFD_FEATURE_MISSING_SHMEM == UFFD_FEATURE_MISSING_SHMEM, "
 _Static_assert(FERRY_UFFD_PAGEFAULT_FLAG_WRITE == UFFD_PAGEFAULT_FLAG_WRITE, "PAGEFAULT_FLAG_WRITE");
 _Static_assert(sizeof(struct uffd_msg) == 32, "struct uffd_msg is 32 bytes");
 
-int ferry_uffd_register_missing(int fd, void *start, uint64_t length, uint64_t *ioctls_out) {
+_Static_assert(FERRY_UFFD_FEATURE_MINOR_SHMEM == UFFD_FEATURE_MINOR_SHMEM, "MINOR_SHMEM");
+
+int ferry_uffd_register_missing(int fd, void *start, uint64_t length, int minor, uint64_t *ioctls_out) {
     struct uffdio_register reg = {
         .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
-        .mode = UFFDIO_REGISTER_MODE_MISSING,
+        .mode = UFFDIO_REGISTER_MODE_MISSING | (minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
     };
     int err = ioctl_pointer(fd, UFFDIO_REGISTER, &reg);
     if (ioctls_out) *ioctls_out = reg.ioctls;
@@ -106,6 +108,17 @@ int ferry_uffd_copy(int fd, void *destination, const void *source, uint64_t leng
     };
     int err = ioctl_pointer(fd, UFFDIO_COPY, &copy);
     if (copied_out) *copied_out = copy.copy;
+    return err;
+}
+
+int ferry_uffd_continue(int fd, void *start, uint64_t length, int64_t *mapped_out) {
+    struct uffdio_continue cont = {
+        .range = {.start = (uint64_t)(uintptr_t)start, .len = length},
+        .mode = 0,
+        .mapped = 0,
+    };
+    int err = ioctl_pointer(fd, UFFDIO_CONTINUE, &cont);
+    if (mapped_out) *mapped_out = cont.mapped;
     return err;
 }
 

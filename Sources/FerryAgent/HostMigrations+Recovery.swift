@@ -131,9 +131,15 @@ extension HostMigrations {
     private func recoverIncoming(_ saved: MigrationRecords.Incoming) {
         let name = saved.request.specification.name
         let id = saved.request.migrationID
-        guard let row = try? guests.inventory.guest(id: saved.request.guestID), row.state == .migratingIn,
-            guests.tryClaim(name, "an incoming migration")
-        else {
+        let row = try? guests.inventory.guest(id: saved.request.guestID)
+        if let row, row.state != .migratingIn {
+            // The arrival was recorded in the inventory (the row left `migrating-in`), its end not
+            // here: the agent died between the two. It arrived; a source that asks must hear so,
+            // or it would keep a row of its own for a guest that runs here.
+            finishIncoming(id, ended: .arrived, exitStatus: nil, error: nil)
+            return
+        }
+        guard let row, guests.tryClaim(name, "an incoming migration") else {
             finishIncoming(id, ended: .failed, exitStatus: nil, error: "the agent restarted without the arrival")
             return
         }

@@ -93,6 +93,7 @@ extension DestinationSession {
         receiving.parts.destinationResumeMs = Double(resumeMicros) / 1000
         if let postcopy = receiving.postcopy {
             try? postcopy.send(Resumed(resumeMicroseconds: resumeMicros), on: handoff)
+            postcopy.openRequests()
         } else {
             try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
         }

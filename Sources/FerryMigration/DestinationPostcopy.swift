@@ -7,10 +7,13 @@ import Logging
 import Synchronization
 
 /// The destination's post-copy (Protocol.md section 11, docs/postcopy.md): at `POSTCOPY_BEGIN`
-/// the pages it lacks are dropped from the image and its mapping is registered with
-/// userfaultfd (`MissingPages`), so that once the guest resumes, a vCPU that touches one waits
-/// while a thread of this session asks the source for it (`PAGE_REQUEST`); the source's
-/// batches install each page once, verified against its hash, until `COMPLETE` closes it.
+/// the guest's own mapping of the image (`ReceivedImage.guestView`) is registered with
+/// userfaultfd in minor-fault mode (`MissingPages`), with every page present but those it lacks.
+/// Once the guest resumes, a vCPU that touches a page not yet mapped there faults: a present
+/// page is mapped at once, a lacking one is asked of the source (`PAGE_REQUEST`). The source's
+/// batches are decoded into the session's mapping, verified against their hashes and then
+/// published (mapped into the guest's), until `COMPLETE` closes it. A background thread maps
+/// the present pages meanwhile, so that the guest takes few faults for them.
 ///
 /// `@unchecked Sendable`: the fault thread and the session's thread share it; the connection's
 /// sending side is serialised by `sendLock`, the rest is in mutexes or set before the thread.
@@ -29,6 +32,12 @@ final class DestinationPostcopy: @unchecked Sendable {
     private let failure = Mutex<String?>(nil)
     private let finished = DispatchSemaphore(value: 0)
     private var serving = false
+    /// Set once RESUMED is sent: no PAGE_REQUEST goes before it (Protocol.md 11.2), though the
+    /// vCPUs may fault the moment they start.
+    private let requestsOpen = Atomic<Bool>(false)
+    private let mapperStop = Atomic<Bool>(false)
+    private let mapperDone = DispatchSemaphore(value: 0)
+    private var mapping = false
 
     init(pages: MissingPages, round: UInt32, stateDigest: UInt64, stalePages: Int) {
         self.pages = pages
@@ -75,17 +84,25 @@ final class DestinationPostcopy: @unchecked Sendable {
         thread.start()
     }
 
+    /// A fault on a page whose final bytes are here is answered at once (mapped); the others
+    /// are asked of the source, each once.
     private func ask(for faults: [Int], on connection: FramedConnection) throws {
         guard !faults.isEmpty else { return }
+        var lacking: [Int] = []
+        for page in faults {
+            if pages.isPresent(page) { try pages.map(page..<(page + 1)) } else { lacking.append(page) }
+        }
+        guard !lacking.isEmpty else { return }
         let now = MonotonicClock.now()
         let wanted = requestedAt.withLock { asked -> [UInt64] in
             var wanted: [UInt64] = []
-            for page in faults where asked[page] == nil && !pages.isPresent(page) {
+            for page in lacking where asked[page] == nil && !pages.isPresent(page) {
                 asked[page] = now
                 wanted.append(UInt64(page))
             }
             return wanted
         }
+        while !requestsOpen.load(ordering: .acquiring) && !stopped.load(ordering: .acquiring) { usleep(100) }
         var start = 0
         while start < wanted.count {
             let end = min(wanted.count, start + PageRequest.maxPages)
@@ -105,6 +122,9 @@ final class DestinationPostcopy: @unchecked Sendable {
         }
     }
 
+    /// RESUMED is on its way: the requests may follow it.
+    func openRequests() { requestsOpen.store(true, ordering: .releasing) }
+
     /// A fault thread's failure is the connection's: after a resume, a fresh start.
     func clearFailure() { failure.withLock { $0 = nil } }
 
@@ -117,6 +137,42 @@ final class DestinationPostcopy: @unchecked Sendable {
 
     var faultFailure: String? { failure.withLock { $0 } }
 
+    /// Starts the thread that maps the pages present at the switch into the guest's mapping,
+    /// run by run, so that the guest does not fault on each of them.
+    func mapPresentPages() {
+        mapping = true
+        let present = pages.presentPages
+        let thread = Thread { [self] in
+            defer { mapperDone.signal() }
+            var page = 0
+            let count = present.count
+            while page < count && !mapperStop.load(ordering: .acquiring) {
+                guard present[page] else {
+                    page += 1
+                    continue
+                }
+                var end = page + 1
+                while end < count && present[end] && end - page < 512 { end += 1 }
+                do { try pages.map(page..<end) } catch {
+                    failure.withLock { $0 = $0 ?? "\(error)" }
+                    return
+                }
+                page = end
+            }
+        }
+        thread.name = "ferry-postcopy-map"
+        thread.start()
+    }
+
+    /// Stops the mapping thread (at its next run) and waits for it.
+    func stopMapping() {
+        mapperStop.store(true, ordering: .releasing)
+        if mapping {
+            mapperDone.wait()
+            mapping = false
+        }
+    }
+
     /// Stops the fault thread (it ends within its 50 ms poll).
     func stopServing() {
         stopped.store(true, ordering: .releasing)
@@ -128,6 +184,7 @@ final class DestinationPostcopy: @unchecked Sendable {
 
     /// The guest is lost or discarded: the waits end (with zero pages) so that it can be stopped.
     func abandon() {
+        stopMapping()
         stopServing()
         try? pages.close(discarding: true)
     }
@@ -180,7 +237,7 @@ extension DestinationSession {
         var missing = 0
         if problems.isEmpty {
             do {
-                missing = try registerMissing(begin, image: image)
+                missing = try registerOnDemand(begin, image: image)
             } catch {
                 problems.append("its memory cannot be served on demand: \(error)")
             }
@@ -207,26 +264,34 @@ extension DestinationSession {
             metadata: ["migration.missing_pages": "\(missing)", "migration.round": "\(begin.round)"])
     }
 
-    /// Registers the image with userfaultfd and drops every page not held intact from the last
-    /// pre-copy (stale at the source, never received, or torn here); returns how many.
-    private func registerMissing(_ begin: PostcopyBegin, image: ReceivedImage) throws -> Int {
-        let pages = try MissingPages(base: image.region.base, length: size, pageSize: pageSize, shared: true)
-        pages.markPresent(0..<pageCount)
-        var runStart: Int?
-        var count = 0
-        for page in 0...pageCount {
-            let drop =
-                page < pageCount
-                && (begin.stale[page >> 6] & (1 << UInt64(page & 63)) != 0
-                    || !sinks[stripes.stream(of: page)].held[page] || sinks[stripes.stream(of: page)].stale[page])
-            if drop {
-                if runStart == nil { runStart = page }
-                count += 1
-            } else if let start = runStart {
-                try pages.drop(start..<page)
-                runStart = nil
+    /// Registers the guest's mapping of the image with userfaultfd (minor-fault mode), every
+    /// page present but those not held intact from the last pre-copy (stale at the source, never
+    /// received, or torn here); returns how many it lacks. Nothing is dropped: the lacking pages
+    /// are simply never mapped into the guest's view until their final bytes are written.
+    private func registerOnDemand(_ begin: PostcopyBegin, image: ReceivedImage) throws -> Int {
+        guard let guestView = image.guestView else {
+            throw MigrationError(
+                .configuration, "the guest's memory has no mapping of its own to serve on demand", guest: .notHere)
+        }
+        var lacking = DirtyBitmap(count: pageCount)
+        lacking.withUnsafeMutableWords { words in
+            for index in 0..<words.count { words[index] = begin.stale[index] }
+            for sink in sinks {
+                // Each sink has bits only for its own stripe: a page lacks unless its sink holds it intact.
+                for index in 0..<words.count { words[index] |= sink.stale.words[index] }
             }
         }
+        var held = DirtyBitmap(count: pageCount)
+        held.withUnsafeMutableWords { words in
+            for sink in sinks { for index in 0..<words.count { words[index] |= sink.held.words[index] } }
+        }
+        lacking.withUnsafeMutableWords { words in
+            for index in 0..<words.count { words[index] |= ~held.words[index] }
+        }
+        let pages = try MissingPages(
+            base: guestView.region.base, length: size, pageSize: pageSize, shared: true, minorFaults: true)
+        pages.markPresent(except: lacking)
+        let count = lacking.popcount()
         receiving.postcopy = DestinationPostcopy(
             pages: pages, round: begin.round, stateDigest: begin.stateDigest, stalePages: count)
         return count
@@ -242,8 +307,6 @@ extension DestinationSession {
         var connection = first
         var wire: UInt64 = 0
         let decoder = PageDecoder(pageSize: pageSize)
-        let bounce = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: pageSize)
-        defer { bounce.deallocate() }
         // A RESUME is taken from here on (the registry's reattach check).
         resumable.set()
         defer { resumable.clear() }
@@ -251,7 +314,7 @@ extension DestinationSession {
             let wireBefore = connection.bytesReceived
             do {
                 try? connection.stream.setReceiveTimeout(ms: nil)
-                try receivePostcopyFrames(postcopy, on: connection, decoder: decoder, bounce: bounce)
+                try receivePostcopyFrames(postcopy, on: connection, decoder: decoder)
                 wire += connection.bytesReceived - wireBefore
                 report.postcopy = postcopy.summary(
                     durationMs: MonotonicClock.seconds(since: started).milliseconds, wireBytes: wire)
@@ -271,8 +334,7 @@ extension DestinationSession {
     }
 
     private func receivePostcopyFrames(
-        _ postcopy: DestinationPostcopy, on connection: FramedConnection, decoder: PageDecoder,
-        bounce: UnsafeMutableRawPointer
+        _ postcopy: DestinationPostcopy, on connection: FramedConnection, decoder: PageDecoder
     ) throws {
         while true {
             if let failure = postcopy.faultFailure {
@@ -281,7 +343,7 @@ extension DestinationSession {
             let frame = try connection.receive()
             switch frame.type {
             case .pageBatch:
-                try install(frame.payload, postcopy, decoder: decoder, bounce: bounce)
+                try install(frame.payload, postcopy, decoder: decoder)
             case .complete:
                 try finishPostcopy(try Complete(payload: frame.payload), postcopy, on: connection)
                 return
@@ -365,8 +427,7 @@ extension DestinationSession {
     }
 
     private func install(
-        _ payload: UnsafeRawBufferPointer, _ postcopy: DestinationPostcopy, decoder: PageDecoder,
-        bounce: UnsafeMutableRawPointer
+        _ payload: UnsafeRawBufferPointer, _ postcopy: DestinationPostcopy, decoder: PageDecoder
     ) throws {
         var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
         guard reader.round == postcopy.round else {
@@ -374,20 +435,21 @@ extension DestinationSession {
                 .protocolViolation, "a PAGE_BATCH of round \(reader.round) during post-copy round \(postcopy.round)",
                 guest: .destination)
         }
+        guard let image else { preconditionFailure("post-copy has an image") }
         while let entry = try reader.next() {
             let page = Int(entry.page)
-            let hash = try decoder.decode(encoding: entry.encoding, payload: entry.payload, into: bounce)
+            // Written through the session's mapping, where the guest cannot see it: it is mapped
+            // into the guest's only once verified.
+            guard !postcopy.pages.isPresent(page) else { continue }  // sent once; kept as it is
+            let hash = try decoder.decode(
+                encoding: entry.encoding, payload: entry.payload, into: image.region.base + page * pageSize)
             guard hash == entry.hash else {
                 throw MigrationError(
                     .verification, "page \(page) arrived damaged during post-copy (its hash differs)",
                     guest: .destination)
             }
-            if entry.encoding == .zero {
-                try postcopy.pages.installZero(page: page)
-            } else {
-                try postcopy.pages.install(page: page, from: bounce)
-            }
             hashTable[page] = hash
+            try postcopy.pages.publish(page: page)
             postcopy.installed(page)
         }
     }
@@ -403,6 +465,7 @@ extension DestinationSession {
         if digest != complete.digest { problems.append("digest \(hex(digest)) ≠ the source's \(hex(complete.digest))") }
         if complete.stateDigest != postcopy.stateDigest { problems.append("COMPLETE names another device state") }
         postcopy.stopServing()
+        postcopy.stopMapping()
         try postcopy.send(
             Verified(
                 ok: problems.isEmpty, digest: digest, pagesMissing: UInt64(missing), verifyMicroseconds: 0,

@@ -176,6 +176,7 @@ final class DestinationSession {
         defer { if handoff !== control { handoff.close() } }
         // Post-copy: the faults are answered from before the first vCPU runs.
         receiving.postcopy?.serveFaults(on: handoff)
+        receiving.postcopy?.mapPresentPages()
         try resumeGuest(answering: handoff)
         guard let postcopy = receiving.postcopy else { return try runHere(handoff) }
         let last = try receivePostcopy(postcopy, on: handoff)
@@ -267,7 +268,9 @@ final class DestinationSession {
             let attachment = try receiveAttachment(config)
             step = "preparing the guest's \(options.guestKinds[hello.guestKind]?.name ?? "kind")"
             try prepareGuest(config, attachment: attachment)
-            try guest?.attach(memory: memory)
+            try guest?.attach(
+                memory: image?.guestView == nil
+                    ? memory : try GuestMemory(layout: config.regions, in: image!.guestBase, pageSize: pageSize))
             sinks = (0..<max(streamCount, 1)).map { index in
                 PageSink(
                     memory: memory, pageCount: pageCount, hashTable: hashTable, roundTable: roundTable,
@@ -395,7 +398,10 @@ final class DestinationSession {
         registry.releaseDisk(promisedDisk)
         promisedDisk = 0
         createdPartial = true
-        let image = ReceivedImage(mapped)
+        let image = ReceivedImage(
+            mapped,
+            guestView: offersPostcopy
+                ? ReceivedImage(try MappedRegion.mapFile(path: partialPath, writable: true)) : nil)
         self.image = image
         return try GuestMemory(layout: layout, in: image.region.base, pageSize: pageSize)
     }
@@ -436,11 +442,20 @@ final class DestinationSession {
 
 /// The mapped image a guest is received into, owned by its session.
 final class ReceivedImage {
+    /// Where the pages are written.
     let region: MappedRegion
+    /// A second mapping of the same file, for the guest, when the session may switch to
+    /// post-copy: the session never writes through it, so that a page is mapped in it only once
+    /// its final bytes are in the file (`MissingPages`' minor-fault mode).
+    let guestView: ReceivedImage?
 
-    init(_ region: consuming MappedRegion) {
+    init(_ region: consuming MappedRegion, guestView: ReceivedImage? = nil) {
         self.region = region
+        self.guestView = guestView
     }
+
+    /// Where the guest's memory starts.
+    var guestBase: UnsafeMutableRawPointer { guestView?.region.base ?? region.base }
 }
 
 /// A flag several threads read, shared by reference.

@@ -16,6 +16,14 @@ import Synchronization
 ///
 /// The userfaultfd stays open until `close()`, which refuses while pages are missing: closing it
 /// would let a blocked access go on with a zero page instead of the guest's data.
+///
+/// **Minor-fault mode** (`minorFaults`, shmem only): the range is also registered for minor
+/// faults, so that a page that *is* in the file's page cache but not mapped in this range faults
+/// too, until `publish` or `map` maps it (`UFFDIO_CONTINUE`). The pages' bytes are then written
+/// through another mapping of the same file, never through this one: a page whose final bytes
+/// are not there yet is never mapped here, so nothing needs to be dropped at the switch, however
+/// many pages are stale — the range is only unmapped here once (`MADV_DONTNEED`, one call), and
+/// "present" means "its final bytes are in the file".
 public final class MissingPages: @unchecked Sendable {
     // @unchecked Sendable: the pointer is an immutable address; mutable state is in `state`, and
     // the userfaultfd's ioctls are safe from any thread.
@@ -24,6 +32,8 @@ public final class MissingPages: @unchecked Sendable {
     public let pageSize: Int
     public var pageCount: Int { length / pageSize }
     private let shared: Bool
+    /// Registered for minor faults too (see the type's description).
+    public let minorFaults: Bool
     private let fd: Int32
 
     private struct State {
@@ -36,21 +46,37 @@ public final class MissingPages: @unchecked Sendable {
     /// Registers `[base, base + length)` (page-aligned, a whole number of pages) for missing-page
     /// faults. Pages already present stay; the others fault from now on. `shared`: the mapping
     /// is MAP_SHARED (shmem), which `drop` punches out of the file rather than unmapping.
-    public init(base: UnsafeMutableRawPointer, length: Int, pageSize: Int, shared: Bool) throws(SystemError) {
+    public init(
+        base: UnsafeMutableRawPointer, length: Int, pageSize: Int, shared: Bool, minorFaults: Bool = false
+    ) throws(SystemError) {
         guard length > 0, length % pageSize == 0, Int(bitPattern: base) % pageSize == 0 else {
             throw SystemError(
                 code: .invalidArgument, call: "MissingPages(\(hexAddress(base)), \(length))", errno: nil,
                 detail: "the range must be a non-empty whole number of \(pageSize)-byte pages on a page boundary")
         }
+        guard !minorFaults || shared else {
+            throw SystemError(
+                code: .invalidArgument, call: "MissingPages(minorFaults: true)", errno: nil,
+                detail: "minor faults need shared memory (a tmpfs file or a memfd)")
+        }
         self.base = base
         self.length = length
         self.pageSize = pageSize
         self.shared = shared
+        self.minorFaults = minorFaults
+        if minorFaults {
+            // Whatever this range mapped so far is unmapped here (the file keeps its pages):
+            // from now on a page is mapped here only by `publish` or `map`.
+            try valueOrErrno("madvise(\(hexAddress(base)), \(length), MADV_DONTNEED)") {
+                madvise(base, length, MADV_DONTNEED)
+            }
+        }
         var fd: Int32 = -1
         try valueOrErrno("userfaultfd(O_CLOEXEC|O_NONBLOCK)", .negatedErrno) { ferry_uffd_open(&fd) }
         do throws(SystemError) {
             var granted: UInt64 = 0
-            let features = shared ? FERRY_UFFD_FEATURE_MISSING_SHMEM : 0
+            let features =
+                (shared ? FERRY_UFFD_FEATURE_MISSING_SHMEM : 0) | (minorFaults ? FERRY_UFFD_FEATURE_MINOR_SHMEM : 0)
             try valueOrErrno("ioctl(UFFDIO_API, features: 0x\(String(features, radix: 16)))", .negatedErrno) {
                 ferry_uffd_api(fd, features, &granted)
             }
@@ -58,7 +84,7 @@ public final class MissingPages: @unchecked Sendable {
             do throws(SystemError) {
                 try valueOrErrno("ioctl(UFFDIO_REGISTER, MODE_MISSING, \(hexAddress(base)), \(length))", .negatedErrno)
                 {
-                    ferry_uffd_register_missing(fd, base, UInt64(length), &ioctls)
+                    ferry_uffd_register_missing(fd, base, UInt64(length), minorFaults ? 1 : 0, &ioctls)
                 }
             } catch {
                 guard error.errno == .invalidArgument else { throw error }
@@ -69,8 +95,9 @@ public final class MissingPages: @unchecked Sendable {
                     + " anonymous or on tmpfs (an image in /dev/shm), not a file on a disk file system"
                 throw unsupported
             }
-            // _UFFDIO_COPY is bit 3, _UFFDIO_ZEROPAGE bit 4 of the ioctls the range allows.
-            let needed: UInt64 = (1 << 3) | (1 << 4)
+            // _UFFDIO_COPY is bit 3, _UFFDIO_ZEROPAGE bit 4, _UFFDIO_CONTINUE bit 7 of the ioctls
+            // the range allows.
+            let needed: UInt64 = (1 << 3) | (1 << 4) | (minorFaults ? 1 << 7 : 0)
             guard ioctls & needed == needed else {
                 throw SystemError(
                     code: .unsupported, call: "ioctl(UFFDIO_REGISTER, MODE_MISSING)", errno: nil,
@@ -100,6 +127,20 @@ public final class MissingPages: @unchecked Sendable {
                 state.present.set(page)
                 state.presentCount += 1
             }
+        }
+    }
+
+    /// Marks every page present except those set in `lacking` (the pages whose final bytes are
+    /// still to come): one pass over the bitmap's words.
+    public func markPresent(except lacking: DirtyBitmap) {
+        precondition(lacking.count == pageCount, "a bitmap of \(lacking.count) pages for \(pageCount)")
+        state.withLock { state in
+            var present = DirtyBitmap(count: pageCount)
+            present.withUnsafeMutableWords { words in
+                for index in 0..<words.count { words[index] = ~lacking.words[index] }
+            }
+            state.present = present
+            state.presentCount = present.popcount()
         }
     }
 
@@ -188,6 +229,47 @@ public final class MissingPages: @unchecked Sendable {
             return false
         }
         throw SystemError(call: "ioctl(UFFDIO_ZEROPAGE, \(hexAddress(address)))", errno: Errno(Int32(-result)))
+    }
+
+    /// Minor-fault mode: `page`'s final bytes are in the file now (written through another
+    /// mapping): maps it here and wakes whoever waits on it. False when it was mapped already.
+    @discardableResult
+    public func publish(page: Int) throws(SystemError) -> Bool {
+        record(page..<(page + 1))
+        return try map(page..<(page + 1)) == 1
+    }
+
+    /// Minor-fault mode: maps `pages`, whose final bytes are in the file, here (one
+    /// `UFFDIO_CONTINUE` per run), waking their waiters; returns how many it mapped now (those
+    /// mapped already are left). A page the file has no block for (a hole) is mapped as zeros.
+    @discardableResult
+    public func map(_ pages: Range<Int>) throws(SystemError) -> Int {
+        precondition(minorFaults, "map needs minor-fault mode")
+        precondition(pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside \(pageCount)")
+        var mapped = 0
+        var page = pages.lowerBound
+        while page < pages.upperBound {
+            let start = base + page * pageSize
+            var done: Int64 = 0
+            let result = ferry_uffd_continue(fd, start, UInt64((pages.upperBound - page) * pageSize), &done)
+            let count = max(0, Int(done)) / pageSize
+            mapped += count
+            page += count
+            if result == 0 || result == -EAGAIN { continue }
+            if result == -EEXIST {
+                _ = ferry_uffd_wake(fd, base + page * pageSize, UInt64(pageSize))
+                page += 1
+                continue
+            }
+            if result == -EFAULT {
+                if try installZero(page: page) { mapped += 1 }
+                page += 1
+                continue
+            }
+            throw SystemError(
+                call: "ioctl(UFFDIO_CONTINUE, \(hexAddress(base + page * pageSize)))", errno: Errno(Int32(-result)))
+        }
+        return mapped
     }
 
     /// Makes `pages` missing again: a later access faults and waits for them (pages that went

@@ -1,5 +1,6 @@
 import FerryAgent
 import FerryHostModel
+import FerryInventory
 import FerryTestSupport
 import FerryTransport
 import FerryVMM
@@ -104,6 +105,32 @@ struct AgentMigrationWindowTests {
         print(
             "reservations across a kill -9: expired \(String(format: "%.2f", late)) s after expires_at; one that"
                 + " passed while down abandoned \(String(format: "%.2f", after)) s after the restart")
+    }
+
+    /// The agent killed after it recorded an arrival in the inventory but before it recorded
+    /// the migration's end: restarted, it says `arrived`. (It said `failed`, and a source that
+    /// resolved its handoff by asking kept a `crashed` row of its own for the guest that ran
+    /// here: the chaos test's iteration 44 of a CI run.)
+    @Test("an arrival recorded in the inventory but not in the migration's record reads arrived after a restart")
+    func arrivalRecordedOnlyInTheInventory() throws {
+        let agent = try GuestAgentFixture(
+            "wa", extra: ["--migration-listen", "127.0.0.1:0", "--incoming-reservation", "60"])
+        let reserved = try Self.reserve(
+            on: agent, "r3", migration: "m-arrived", id: "fedcba9876543210fedcba9876543212")
+        agent.kill9()
+        kill(reserved.vmm, SIGKILL)
+        // What `arrived` wrote before the kill: the row is the guest's, no longer `migrating-in`.
+        do {
+            let inventory = try SQLiteInventory(path: agent.stateDirectory + "/inventory.sqlite")
+            let row = try #require(try inventory.guest(named: try GuestName("r3")))
+            _ = try inventory.transition(
+                row.name, from: .migratingIn, to: .running, cause: "incoming migration m-arrived arrived",
+                generation: row.generation)
+        }
+        try agent.start()
+        let status = try agent.client().incomingStatus(migrationID: "m-arrived")
+        #expect(status.state == .arrived, "\(status)")
+        #expect(status.resolution == "destination")
     }
 
     typealias Reserved = (reservation: IncomingMigrationReservation, id: GuestID, vmm: pid_t)

@@ -177,7 +177,10 @@ import Testing
             guest: KVMMigratableGuest(guest), imagePath: scratch.file("source.img"), options: options,
             logger: testLogger)
         let outcome = Result { try agent.migrate() }
-        if case .failure = outcome { guest.stop() }
+        if case .failure(let error) = outcome {
+            guest.stop()
+            Issue.record("the source failed: \(error)")
+        }
         let sourceLines = guest.consoleLines
         let result = try received.wait()
         let report = try outcome.get()

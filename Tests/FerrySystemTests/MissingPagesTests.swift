@@ -198,6 +198,59 @@ struct MissingPagesTests {
         try pages.close(discarding: true)
     }
 
+    /// Minor-fault mode (post-copy's destination): the file holds every page (old bytes for the
+    /// stale ones); the guest's mapping faults on each until it is mapped; a present page is
+    /// mapped at once, a lacking one only after its new bytes were written through the other
+    /// mapping. No reader ever sees a stale page's old bytes.
+    @Test("minor faults: present pages are mapped on demand, lacking ones only once their new bytes are in")
+    func minorFaultsNeverShowOldBytes() throws {
+        let memory = try TestMemory.make(.tmpfs, size: 256 * systemPageSize)
+        let path = try #require(memory.path)
+        let writer = try MappedRegion.mapFile(path: path, writable: true)
+        let old: UInt8 = 0xEE
+        memset(writer.base, Int32(old), writer.size)
+        // The guest's mapping had touched some pages before: they must fault again.
+        #expect(memory.region.base.load(fromByteOffset: 3 * systemPageSize, as: UInt8.self) == old)
+        let pages = try MissingPages(
+            base: memory.region.base, length: memory.region.size, pageSize: systemPageSize, shared: true,
+            minorFaults: true)
+        var lacking = DirtyBitmap(count: memory.pages)
+        lacking.set(range: 100..<200)
+        pages.markPresent(except: lacking)
+        #expect(pages.missingCount == 100)
+        nonisolated(unsafe) let alias = writer.base
+        let stop = Atomic<Bool>(false)
+        let lateWrites = Atomic<Int>(0)
+        let server = Thread {
+            var faults: [Int] = []
+            while !stop.load(ordering: .acquiring) {
+                faults.removeAll()
+                guard (try? pages.waitForFaults(timeoutMs: 20, into: &faults)) != nil else { return }
+                for page in faults {
+                    if pages.isPresent(page) {
+                        _ = try? pages.map(page..<(page + 1))
+                    } else {
+                        usleep(200)  // the round trip to the source
+                        memset(alias + page * systemPageSize, Int32(Self.fill(page)), systemPageSize)
+                        _ = try? pages.publish(page: page)
+                        lateWrites.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+        }
+        server.start()
+        let wrong = Self.readAll(memory, threads: 3) { thread in
+            (0..<256).filter { $0 % 3 == thread }.shuffled()
+        }.filter { !(0..<100).contains($0) && !(200..<256).contains($0) }
+        stop.store(true, ordering: .releasing)
+        usleep(50_000)
+        #expect(wrong.isEmpty, "lacking pages read with other bytes than their new ones: \(wrong.prefix(10))")
+        // Present pages read their (old, final) bytes.
+        #expect(memory.region.base.load(fromByteOffset: 3 * systemPageSize, as: UInt8.self) == old)
+        #expect(lateWrites.load(ordering: .relaxed) == 100 && pages.missingCount == 0)
+        try pages.close()
+    }
+
     @Test("close is refused while pages are missing; a file on a disk file system is refused with the fix")
     func refusals() throws {
         let memory = try TestMemory.make(.anonymous, size: 8 * systemPageSize)

@@ -96,8 +96,16 @@ static const uint64_t FERRY_UFFD_FEATURE_MISSING_SHMEM = (uint64_t)1 << 5;
 /// uffd_msg.pagefault.flags: the faulting access was a write.
 static const uint64_t FERRY_UFFD_PAGEFAULT_FLAG_WRITE = (uint64_t)1 << 0;
 
-/// UFFDIO_REGISTER with UFFDIO_REGISTER_MODE_MISSING. *ioctls_out receives the allowed ioctls.
-int ferry_uffd_register_missing(int fd, void *start, uint64_t length, uint64_t *ioctls_out);
+static const uint64_t FERRY_UFFD_FEATURE_MINOR_SHMEM = (uint64_t)1 << 10;
+
+/// UFFDIO_REGISTER with UFFDIO_REGISTER_MODE_MISSING, and MODE_MINOR too when `minor` (shmem:
+/// a page in the file's page cache but not mapped here faults as well, until UFFDIO_CONTINUE
+/// maps it). *ioctls_out receives the allowed ioctls.
+int ferry_uffd_register_missing(int fd, void *start, uint64_t length, int minor, uint64_t *ioctls_out);
+/// UFFDIO_CONTINUE over [start, start+length): maps the page-cache pages there and wakes their
+/// waiters. 0 with *mapped_out = length; -EEXIST when a page there is mapped already
+/// (*mapped_out says how far it got); -EFAULT when a page is not in the page cache.
+int ferry_uffd_continue(int fd, void *start, uint64_t length, int64_t *mapped_out);
 /// UFFDIO_COPY of `length` bytes from `source` into the registered range at `destination`,
 /// waking the threads that wait on it. 0 with *copied_out = length; -EEXIST when a page there is
 /// already present (nothing copied; its waiters were woken by whoever installed it); -EAGAIN
