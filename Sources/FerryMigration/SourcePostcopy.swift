@@ -36,18 +36,21 @@ struct PostcopyPush {
     }
 
     /// Sends the remaining pages, those asked for first, in batches of at most
-    /// `postcopyBatchPages`; between batches the push waits while `queued()` bytes are more
-    /// than `postcopyQueueLimit`, so that an answer does not queue behind it.
+    /// `postcopyBatchPages`; between batches the push waits while the bytes `link` says are
+    /// unacknowledged exceed `budget`'s limit, so that an answer does not queue behind it.
     mutating func sendRemaining(
-        _ pusher: PageStreamer, requests: PostcopyRequests, queued: () -> Int
+        _ pusher: PageStreamer, requests: PostcopyRequests, link: () -> (queued: Int, acknowledged: UInt64?)
     ) throws {
         let pageCount = stale.count
+        var budget = PushQueueBudget()
         while left > 0 {
             if let failure = requests.failure { throw failure }
             var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
             let urgent = !pages.isEmpty
             if !urgent {
-                if queued() > SourceSession.postcopyQueueLimit {
+                let (queued, acknowledged) = link()
+                if let acknowledged { budget.observe(acknowledged: acknowledged, at: MonotonicClock.now()) }
+                if queued > budget.limit {
                     requests.waitForRequest(microseconds: 200)
                     continue
                 }
@@ -174,8 +177,9 @@ extension SourceSession {
             reader.start()
             defer { requests.stop() }
             do {
-                try push.sendRemaining(
-                    pusher, requests: requests, queued: { self.connection.stream.unacknowledgedBytes })
+                try push.sendRemaining(pusher, requests: requests) {
+                    (self.connection.stream.unacknowledgedBytes, self.connection.stream.acknowledgedBytes)
+                }
                 try finishPush(switched, requests: requests)
                 break
             } catch let failure as MigrationError where failure.code == .verification {
@@ -260,8 +264,6 @@ extension SourceSession {
 
     /// Pages per post-copy batch: a request's answer waits at most for one batch in progress.
     static let postcopyBatchPages = 64
-    /// Bytes the push leaves unacknowledged in the socket at most before it waits.
-    static let postcopyQueueLimit = 1 << 20
 
     /// A failure after COMMIT: the destination runs the guest, and the pages it lacks are here
     /// only. Post-copy cannot resume yet after a cut (docs/postcopy.md): the guest is lost.
@@ -363,5 +365,34 @@ final class PostcopyRequests: @unchecked Sendable {
                 return
             }
         }
+    }
+}
+
+/// How many bytes the post-copy push may leave unacknowledged in its socket: about
+/// `queueSeconds` of the link, as the acknowledgements measure it, so that a page the guest asks
+/// for waits behind at most that much of the push. 1 MiB until the link is measured; within
+/// 64 KiB … 8 MiB. Pure: the caller feeds it the socket's acknowledged bytes and the clock.
+struct PushQueueBudget: Equatable {
+    static let queueSeconds = 0.001
+    static let initialLimit = 1 << 20
+    static let range = (64 << 10)...(8 << 20)
+    /// Nanoseconds between two measurements of the link's rate.
+    static let interval: UInt64 = 5_000_000
+
+    private(set) var limit = Self.initialLimit
+    private var lastAcknowledged: UInt64?
+    private var lastAt: UInt64 = 0
+
+    mutating func observe(acknowledged: UInt64, at now: UInt64) {
+        guard let before = lastAcknowledged else {
+            (lastAcknowledged, lastAt) = (acknowledged, now)
+            return
+        }
+        guard now &- lastAt >= Self.interval else { return }
+        let rate = Double(acknowledged &- before) / (Double(now &- lastAt) / 1e9)
+        (lastAcknowledged, lastAt) = (acknowledged, now)
+        // A pause with nothing acknowledged (the push waiting on requests) says nothing of the link.
+        guard rate > 0 else { return }
+        limit = min(Self.range.upperBound, max(Self.range.lowerBound, Int(rate * Self.queueSeconds)))
     }
 }

@@ -156,3 +156,27 @@ import Testing
         #expect(rule(Self.decision(.nextRound), 1, 0), "0 counts as 1")
     }
 }
+
+/// The post-copy push's queue follows the link (`PushQueueBudget`): about 1 ms of it.
+@Suite struct PushQueueBudgetTests {
+    @Test func aboutAMillisecondOfTheMeasuredLinkWithinItsBounds() {
+        var budget = PushQueueBudget()
+        #expect(budget.limit == 1 << 20, "1 MiB until measured")
+        budget.observe(acknowledged: 0, at: 0)
+        // 1 Gbit/s: 125,000 bytes a millisecond.
+        budget.observe(acknowledged: 1_250_000, at: 10_000_000)
+        #expect(budget.limit == 125_000)
+        // Sooner than 5 ms after the last measurement: not measured again.
+        budget.observe(acknowledged: 1_250_001, at: 11_000_000)
+        #expect(budget.limit == 125_000)
+        // Nothing acknowledged for a while (the push waited): the limit stays.
+        budget.observe(acknowledged: 1_250_000, at: 30_000_000)
+        #expect(budget.limit == 125_000)
+        // 100 Mbit/s: 12.5 kB a millisecond, under the 64 KiB floor.
+        budget.observe(acknowledged: 1_500_000, at: 50_000_000)
+        #expect(budget.limit == 64 << 10)
+        // 40 GB/s (loopback): capped at 8 MiB.
+        budget.observe(acknowledged: 401_500_000, at: 60_000_000)
+        #expect(budget.limit == 8 << 20)
+    }
+}
