@@ -47,6 +47,8 @@ public final class BuiltinMigratableGuest: MigratableGuest {
         get { guest.throttlePercent }
         set { guest.throttlePercent = newValue }
     }
+    /// Pages written, all vCPUs together.
+    public var progressSteps: UInt64? { guest.totalSteps }
 
     /// The vCPU sections, and with a disk its section: the disk is flushed (`fdatasync`) and its
     /// lock given up here, so the destination can open it when it resumes; this side writes no
@@ -186,6 +188,9 @@ public final class BuiltinIncomingGuest: IncomingGuest {
     public func waitUntilDone(seconds: Double) {
         MonotonicClock.sleep(seconds: seconds)
     }
+
+    /// Pages written, all vCPUs together (the source's included), from the vCPUs' own counters.
+    public var progressSteps: UInt64? { guest?.totalSteps }
 
     /// Stops the guest; a disk gets a graceful shutdown (the record in progress finished, the
     /// clean-shutdown record written, the disk flushed).

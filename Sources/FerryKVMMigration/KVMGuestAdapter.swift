@@ -21,6 +21,9 @@ public final class KVMMigratableGuest: MigratableGuest {
     public var configuration: GuestDescription {
         GuestDescription(seed: guest.parameters.seed, parameters: guest.parameters.workload)
     }
+    /// The steps the vCPUs published in their status records (on the source all of memory is
+    /// present; the destination's side keeps no count: reading it could wait on a post-copy page).
+    public var progressSteps: UInt64? { guest.stepsPerVCPU.reduce(0, +) }
 
     /// Always KVM's dirty log: write protection of the mapping does not see a KVM guest's writes.
     public func makeDirtyTracker(_ choice: TrackerChoice) throws -> (tracker: any DirtyTracker, why: String) {

@@ -17,13 +17,17 @@ public struct ConvergenceSettings: Sendable, Equatable {
     public var forceSwitchover: Bool
     public var throttleInitial: Int
     public var throttleStep: Int
+    /// The most the vCPUs may be slowed down (`--max-throttle`, 1…99).
     public var throttleMax: Int
+    /// Whether the migration may switch to post-copy (`--postcopy`, `--postcopy-after`), or nil.
+    public var postcopy: PostcopySettings?
 
     public init(
         downtimeTarget: Duration = .milliseconds(50), maxRounds: Int = 30, timeout: Duration = .seconds(300),
         autoConverge: Bool = true, forceSwitchover: Bool = false,
-        throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99
+        throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99, postcopy: PostcopySettings? = nil
     ) {
+        self.postcopy = postcopy
         self.downtimeTarget = downtimeTarget
         self.maxRounds = maxRounds
         self.timeout = timeout
@@ -32,6 +36,19 @@ public struct ConvergenceSettings: Sendable, Equatable {
         self.throttleInitial = throttleInitial
         self.throttleStep = throttleStep
         self.throttleMax = throttleMax
+    }
+}
+
+/// When a migration may leave pre-copy for post-copy (docs/postcopy.md). Only with a destination
+/// that offers it; never before one round is acknowledged, never instead of a switch-over that
+/// fits the target.
+public struct PostcopySettings: Sendable, Equatable {
+    /// Switch after this many rounds without converging at the latest (`--postcopy-after`); nil:
+    /// only when post-copy costs the guest less than throttling would, or instead of giving up.
+    public var afterRounds: Int?
+
+    public init(afterRounds: Int? = nil) {
+        self.afterRounds = afterRounds
     }
 }
 
@@ -57,11 +74,19 @@ public struct RoundObservation: Sendable, Equatable {
     /// running while the source waits for ROUND_ACK, which on a slow link includes draining the
     /// queued bytes): they join the final round if the source switches over now.
     public var dirtiedSinceHarvest: Int
+    /// The guest's pages and vCPUs, and the measured round trip: what post-copy's cost needs.
+    public var pageCount: Int
+    public var vcpus: Int
+    public var roundTripSeconds: Double
 
     public init(
         round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
-        elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0
+        elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0,
+        pageCount: Int = 0, vcpus: Int = 1, roundTripSeconds: Double = 0
     ) {
+        self.pageCount = pageCount
+        self.vcpus = vcpus
+        self.roundTripSeconds = roundTripSeconds
         self.dirtiedSinceHarvest = dirtiedSinceHarvest
         self.round = round
         self.pagesSent = pagesSent
@@ -87,6 +112,8 @@ public struct ConvergenceDecision: Sendable, Equatable {
         case switchover
         /// Stop migrating; the guest keeps running on the source.
         case giveUp
+        /// Hand the guest over now and let its stale pages follow it (post-copy).
+        case postcopy
 
         public var description: String {
             switch self {
@@ -94,6 +121,7 @@ public struct ConvergenceDecision: Sendable, Equatable {
             case .throttle(let percent): return "throttle vCPUs by \(percent)%"
             case .switchover: return "switch over"
             case .giveUp: return "give up"
+            case .postcopy: return "switch to post-copy"
             }
         }
     }
@@ -104,6 +132,16 @@ public struct ConvergenceDecision: Sendable, Equatable {
     /// Pages per second the policy expects the link to move.
     public var transferRate: Double
     public var reason: String
+    /// What pre-copy and post-copy were predicted to cost the guest from here, when the policy
+    /// weighed them (post-copy allowed and offered).
+    public var costs: WeighedCosts?
+}
+
+/// The two predictions the policy compared (`HybridCost`).
+public struct WeighedCosts: Sendable, Equatable {
+    /// nil: pre-copy cannot converge within `--max-throttle` and the rounds left.
+    public var precopy: HybridCost.Precopy?
+    public var postcopy: HybridCost.Postcopy
 }
 
 /// Decides after each pre-copy round whether to go on, slow the guest, switch over or give up.
@@ -132,7 +170,18 @@ public struct ConvergencePolicy: Sendable {
         self.settings = settings
     }
 
+    /// Whether the destination offered post-copy (`CodecSet.postcopy`); set after the handshake.
+    public var postcopyOffered = false
+
+    /// The decision after `round`: pre-copy's own (`precopyDecision`), or post-copy where it is
+    /// allowed and costs the guest less (`weighPostcopy`).
     public mutating func decide(_ round: RoundObservation) -> ConvergenceDecision {
+        let precopy = precopyDecision(round)
+        guard let postcopy = settings.postcopy, postcopyOffered else { return precopy }
+        return weighPostcopy(precopy, after: round, postcopy)
+    }
+
+    private mutating func precopyDecision(_ round: RoundObservation) -> ConvergenceDecision {
         if round.transferSeconds > 0 && (round.pagesSent >= Self.minimumPagesForRate || recentRates.isEmpty) {
             recentRates.append(Double(max(round.pagesSent, 1)) / round.transferSeconds)
             if recentRates.count > Self.rateWindow { recentRates.removeFirst() }
@@ -196,7 +245,7 @@ public struct ConvergencePolicy: Sendable {
         if settings.autoConverge && outpacedRounds >= 2 && throttlePercent < settings.throttleMax {
             throttlePercent =
                 throttlePercent == 0
-                ? settings.throttleInitial
+                ? min(settings.throttleMax, settings.throttleInitial)
                 : min(settings.throttleMax, throttlePercent + settings.throttleStep)
             outpacedRounds = 0
             return decision(
@@ -209,20 +258,54 @@ public struct ConvergencePolicy: Sendable {
             "predicted downtime \(Self.ms(predicted)) exceeds the target \(Self.ms(settings.downtimeTargetSeconds))")
     }
 
-    /// Whether a migration that may switch to post-copy (`postcopyAfter` rounds at most, the
-    /// destination offering it) does so after this round instead of what the policy said: when
-    /// the policy would slow the guest down or give up — post-copy moves it without either —
-    /// and when `postcopyAfter` rounds are done without converging. Never before one round is
-    /// acknowledged, never instead of a switch-over that fits the target.
-    public static func switchToPostcopy(after decision: ConvergenceDecision, roundsDone: Int, postcopyAfter: Int?)
-        -> Bool
+    /// Post-copy instead of `precopy`'s decision: after `--postcopy-after` rounds, instead of
+    /// giving up, and when pre-copy from here (throttled as it would be, within `--max-throttle`
+    /// and the rounds left) is predicted to cost the guest more running time than post-copy's
+    /// waits for pages (`HybridCost`). Never instead of a switch-over that fits the target; the
+    /// costs are weighed from round 1 on (round 0's rate comes from pages read in order).
+    func weighPostcopy(_ precopy: ConvergenceDecision, after round: RoundObservation, _ postcopy: PostcopySettings)
+        -> ConvergenceDecision
     {
-        guard let postcopyAfter, roundsDone >= 1 else { return false }
-        switch decision.action {
-        case .switchover: return false
-        case .throttle, .giveUp: return true
-        case .nextRound: return roundsDone >= max(1, postcopyAfter)
+        if precopy.action == .switchover { return precopy }
+        let inputs = HybridCost.Inputs(
+            pendingPages: round.dirtyPages + round.dirtiedSinceHarvest, pageCount: round.pageCount,
+            transferRate: precopy.transferRate, dirtyRate: round.dirtyRate, throttlePercent: round.throttlePercent,
+            vcpus: round.vcpus,
+            faultWaitSeconds: HybridCost.faultWait(
+                roundTripSeconds: round.roundTripSeconds, transferRate: precopy.transferRate),
+            finalRoundPages: max(0, Self.margin * settings.downtimeTargetSeconds - round.fixedCostSeconds)
+                * precopy.transferRate,
+            roundsLeft: settings.maxRounds - round.round - 1, throttleInitial: settings.throttleInitial,
+            throttleStep: settings.throttleStep, throttleMax: settings.throttleMax,
+            autoConverge: settings.autoConverge)
+        var weighed = precopy
+        let postcopyCost = HybridCost.postcopy(inputs)
+        let precopyCost = HybridCost.precopy(inputs)
+        if let postcopyCost { weighed.costs = WeighedCosts(precopy: precopyCost, postcopy: postcopyCost) }
+        func switching(_ reason: String) -> ConvergenceDecision {
+            weighed.action = .postcopy
+            weighed.reason = reason
+            return weighed
         }
+        let roundsDone = round.round + 1
+        if let after = postcopy.afterRounds, roundsDone >= max(1, after) {
+            return switching("\(roundsDone) round(s) without converging (--postcopy-after \(after))")
+        }
+        if precopy.action == .giveUp { return switching("instead of giving up: \(precopy.reason)") }
+        guard round.round >= 1, let postcopyCost else { return weighed }
+        let postText =
+            "post-copy would cost the guest \(Self.ms(postcopyCost.costSeconds)) (about \(Int(postcopyCost.faults.rounded())) faults over a \(Self.ms(postcopyCost.seconds)) push)"
+        guard let precopyCost else {
+            return switching(
+                "pre-copy cannot converge within --max-throttle \(settings.throttleMax)% and \(inputs.roundsLeft) round(s) left; \(postText)"
+            )
+        }
+        if postcopyCost.costSeconds < precopyCost.costSeconds {
+            return switching(
+                "\(postText) against \(Self.ms(precopyCost.costSeconds)) for pre-copy (throttled to \(precopyCost.throttlePercent)% for \(Self.ms(precopyCost.seconds)))"
+            )
+        }
+        return weighed
     }
 
     static func ms(_ seconds: Double) -> String {

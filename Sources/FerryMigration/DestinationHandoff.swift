@@ -88,6 +88,8 @@ extension DestinationSession {
         }
         let resumedAt = MonotonicClock.now()
         receiving.resumedAt = resumedAt
+        progressAtResume = guest?.progressSteps.map { GuestProgressSample(steps: $0, at: resumedAt) }
+        progressAtEnd = progressAtResume
         report.cpuMs = (Double(ProcessCPU.now() &- cpuStart) / 1e9).milliseconds
         let resumeMicros = (resumedAt &- commitAt) / 1000
         receiving.parts.destinationResumeMs = Double(resumeMicros) / 1000
@@ -137,6 +139,7 @@ extension DestinationSession {
         let ranFor = MonotonicClock.seconds(since: resumedAt)
         if options.runForSeconds > ranFor { guest.waitUntilDone(seconds: options.runForSeconds - ranFor) }
         awaitHangUp(handoff)
+        noteProgress(stopping: guest)
         let outcome = guest.stop()
         guestStarted = false
         self.guest = nil
@@ -168,5 +171,20 @@ extension DestinationSession {
         try? connection.stream.setReceiveTimeout(ms: Self.hangUpWaitMs)
         if let frame = try? connection.receive(), frame.type == .done { return }
         registry.handoffs.awaitConfirmation(session: sessionID, deadline: deadline)
+    }
+}
+
+extension DestinationSession {
+    /// The destination's part of the progress report, as the guest is about to stop here.
+    func noteProgress(stopping guest: any IncomingGuest) {
+        guard let resumed = progressAtResume, let end = progressAtEnd,
+            let stopping = GuestProgressSample.now(guest.progressSteps)
+        else { return }
+        var progress = GuestProgressReport()
+        if receiving.postcopy != nil {
+            (progress.postcopySteps, progress.postcopySeconds) = end.since(resumed)
+        }
+        (progress.afterSteps, progress.afterSeconds) = stopping.since(end)
+        report.progress = progress
     }
 }

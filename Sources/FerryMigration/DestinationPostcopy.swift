@@ -318,6 +318,7 @@ extension DestinationSession {
                 wire += connection.bytesReceived - wireBefore
                 report.postcopy = postcopy.summary(
                     durationMs: MonotonicClock.seconds(since: started).milliseconds, wireBytes: wire)
+                progressAtEnd = GuestProgressSample.now(guest?.progressSteps)
                 return connection
             } catch {
                 wire += connection.bytesReceived - wireBefore

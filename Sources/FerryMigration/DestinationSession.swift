@@ -91,6 +91,10 @@ final class DestinationSession {
     var image: ReceivedImage?
     var guest: (any IncomingGuest)?
     var guestStarted = false
+    /// The guest's progress when it resumed here, and when the migration ended (the last
+    /// post-copy page verified; the resume itself after pre-copy).
+    var progressAtResume: GuestProgressSample?
+    var progressAtEnd: GuestProgressSample?
     var guestIdentity: (mac: MACAddress, ip: IPv4Address)?
     /// The payloads COMPLETE.state_digest covers, as received.
     var configPayload: [UInt8] = []

@@ -28,4 +28,5 @@ extension ForwardingMigratableGuest {
     }
     public func deviceState() throws -> [DeviceStateSection] { try forwardee.deviceState() }
     public func stopForHandover() -> [UInt64] { forwardee.stopForHandover() }
+    public var progressSteps: UInt64? { forwardee.progressSteps }
 }

@@ -47,6 +47,15 @@ public protocol MigratableGuest: AnyObject {
     func deviceState() throws -> [DeviceStateSection]
     /// Ends the guest's vCPUs for good (it runs on the destination now); returns each vCPU's steps.
     func stopForHandover() -> [UInt64]
+    /// A count of the guest's work (steps: writes, instructions, …, as the kind defines them),
+    /// all vCPUs together, readable at any time while it runs; it grows only while the vCPUs
+    /// run. The report's progress rates come from it (`GuestProgressReport`). nil (the
+    /// default): the guest keeps no such count.
+    var progressSteps: UInt64? { get }
+}
+
+extension MigratableGuest {
+    public var progressSteps: UInt64? { nil }
 }
 
 /// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed` and `workload`,
@@ -142,6 +151,14 @@ public protocol IncomingGuest: AnyObject {
     func stop() -> IncomingGuestOutcome
     /// The migration failed before `start`: release what `attach` built.
     func discard()
+    /// As `MigratableGuest.progressSteps`, between `start(hold:)` and `stop()`; nil otherwise,
+    /// or for a guest that keeps no count. Read while the guest may still wait on post-copy
+    /// pages: it must not touch guest memory that may not have arrived.
+    var progressSteps: UInt64? { get }
+}
+
+extension IncomingGuest {
+    public var progressSteps: UInt64? { nil }
 }
 
 /// What a received guest did on the destination.

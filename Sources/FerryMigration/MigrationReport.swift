@@ -204,6 +204,8 @@ public struct MigrationReport: Codable, Sendable {
     public var error: ReportedError?
     /// How the post-copy went, when the migration switched to it (Protocol.md section 11).
     public var postcopy: PostcopyReport?
+    /// How fast the guest got on before, during and after (guests that count their steps).
+    public var progress: GuestProgressReport?
     /// The peer proved it holds the shared key (`--key-file`) on every connection.
     public var authenticated = false
     /// The cipher protecting the connections ("aes-256-gcm", "chacha20-poly1305"), or "none".
@@ -211,7 +213,7 @@ public struct MigrationReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case role, outcome, image, workload, tracker, compression, rounds, verified, digest, pages, resumes
-        case announce, session, handoff, error, authenticated, encryption, vcpus, postcopy
+        case announce, session, handoff, error, authenticated, encryption, vcpus, postcopy, progress
         case schemaVersion = "schema_version"
         case startedAt = "started_at"
         case finishedAt = "finished_at"
@@ -309,14 +311,7 @@ public struct MigrationReport: Codable, Sendable {
         lines.append(
             "  rounds       \(rounds), wire \(mb(wireBytes)), pages zero \(pages.zero)\(holePages > 0 ? " (\(holePages) file holes, not read)" : "") / words \(pages.words) / lz4 \(pages.lz4) / raw \(pages.raw)"
         )
-        if let postcopy {
-            var line =
-                "  post-copy    after \(postcopy.afterRounds) rounds: \(postcopy.stalePages) pages followed the guest in \(ms(postcopy.durationMs)) (\(postcopy.requestedPages) asked for by the guest, \(postcopy.pushedPages) pushed)"
-            if let p50 = postcopy.faultWaitP50Ms, let p99 = postcopy.faultWaitP99Ms {
-                line += "; a touched page waited \(ms(p50)) (p50), \(ms(p99)) (p99)"
-            }
-            lines.append(line)
-        }
+        lines += postcopyLines()
         for record in resumeRecords {
             var line = "  resumed      after losing round \(record.round): outage \(ms(record.outageMs))"
             if record.attempts > 0 { line += " (\(record.attempts) attempt\(record.attempts == 1 ? "" : "s"))" }
@@ -330,6 +325,7 @@ public struct MigrationReport: Codable, Sendable {
         if maxThrottlePercent > 0 {
             lines.append("  throttle     vCPUs slowed by up to \(maxThrottlePercent)% (auto-converge)")
         }
+        if let progress { lines.append("  progress     \(progress.text)") }
         lines.append("  verified     \(verified ? "yes" : "no")\(digest.isEmpty ? "" : ", digest \(digest)")")
         if !vcpuSteps.isEmpty { lines.append("  vCPU steps   \(vcpuSteps.map(String.init).joined(separator: ","))") }
         if !announce.isEmpty { lines.append("  announce     \(announce)") }
@@ -356,6 +352,20 @@ public struct MigrationReport: Codable, Sendable {
     }
 }
 
+extension MigrationReport {
+    /// The post-copy lines of the text report (none without post-copy).
+    func postcopyLines() -> [String] {
+        guard let postcopy else { return [] }
+        func ms(_ value: Double) -> String { String(format: "%.2f ms", value) }
+        var line =
+            "  post-copy    after \(postcopy.afterRounds) rounds: \(postcopy.stalePages) pages followed the guest in \(ms(postcopy.durationMs)) (\(postcopy.requestedPages) asked for by the guest, \(postcopy.pushedPages) pushed)"
+        if let p50 = postcopy.faultWaitP50Ms, let p99 = postcopy.faultWaitP99Ms {
+            line += "; a touched page waited \(ms(p50)) (p50), \(ms(p99)) (p99)"
+        }
+        return [line] + (postcopy.reason.map { ["    why        \($0)"] } ?? [])
+    }
+}
+
 /// The post-copy phase of a migration (docs/postcopy.md): from the switch (the guest runs on the
 /// destination) to the last page verified there.
 public struct PostcopyReport: Codable, Sendable, Equatable {
@@ -376,6 +386,12 @@ public struct PostcopyReport: Codable, Sendable, Equatable {
     public var faultWaitP50Ms: Double?
     public var faultWaitP99Ms: Double?
     public var faultWaitMaxMs: Double?
+    /// Source: why the policy switched (`ConvergenceDecision.reason`), and what it predicted the
+    /// guest would lose (`HybridCost`): with post-copy, and with pre-copy carried on (nil when
+    /// pre-copy could not converge within its limits, or the switch was not weighed).
+    public var reason: String?
+    public var predictedCostMs: Double?
+    public var predictedPrecopyCostMs: Double?
 
     public init() {}
 
@@ -390,5 +406,8 @@ public struct PostcopyReport: Codable, Sendable, Equatable {
         case faultWaitP50Ms = "fault_wait_p50_ms"
         case faultWaitP99Ms = "fault_wait_p99_ms"
         case faultWaitMaxMs = "fault_wait_max_ms"
+        case reason
+        case predictedCostMs = "predicted_cost_ms"
+        case predictedPrecopyCostMs = "predicted_precopy_cost_ms"
     }
 }

@@ -69,15 +69,14 @@ public struct SourceOptions: Sendable {
     var effectiveBlackoutTimeoutMs: Int { effectiveBlackoutTimeout.inMilliseconds }
     var reconnectBackoffSeconds: Double { reconnectBackoff.inSeconds }
     var reconnectBackoffMaxSeconds: Double { reconnectBackoffMax.inSeconds }
-    /// Post-copy (Protocol.md section 11, docs/postcopy.md): when pre-copy has not converged
-    /// after this many rounds (at least 1), the guest switches to the destination at once and its
-    /// stale pages follow on demand. nil: pre-copy only. Needs a destination that offers it.
-    public var postcopyAfterRounds: Int?
     /// Key, and whether to encrypt, for every connection (Protocol.md section 9); `.none`: plain.
     public var security: ConnectionSecurity = .none
     /// An operator's cancel (a signal): checked at phase boundaries and between page batches,
     /// honoured until `COMMIT` is written (see `MigrationCancellation`). nil: not cancellable.
     public var cancellation: MigrationCancellation?
+    /// A reading of the guest's progress taken a while before `migrate()` (e.g. when the guest
+    /// started): the report's rate before the migration is measured from it.
+    public var progressBefore: GuestProgressSample?
 
     public init(
         destination: Endpoint, settings: ConvergenceSettings = ConvergenceSettings(),
@@ -272,7 +271,7 @@ public final class SourceAgent {
                     Hello(
                         versionMin: ProtocolLimits.version, versionMax: ProtocolLimits.version,
                         pageSize: UInt32(pageSize), pageCount: UInt64(pageCount),
-                        codecs: options.postcopyAfterRounds == nil ? .all : CodecSet.all.union(.postcopy),
+                        codecs: options.settings.postcopy == nil ? .all : CodecSet.all.union(.postcopy),
                         cpuStateFormat: guest.cpuStateFormat, guestKind: guest.guestKind,
                         vcpuCount: UInt32(guest.vcpus),
                         streamCount: UInt16(options.streams), sourceName: options.name, guestName: options.guestName))

@@ -14,6 +14,7 @@ extension SourceSession {
         blackoutStart = MonotonicClock.now()
         stallWatch.watch([])
         let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
+        notePausing()
         let pauseNanos = guest.pause()
         parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
         do {
@@ -140,6 +141,7 @@ extension SourceSession {
     private func handedOver(commitStart: UInt64, end: UInt64 = MonotonicClock.now(), how: String? = nil) {
         parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
         report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+        noteResumedThere(at: end)
         report.guestLocation = .destination
         report.outcome = .succeeded
         if let how { report.handoff = how }

@@ -93,6 +93,7 @@ extension SourceSession {
         blackoutStart = MonotonicClock.now()
         stallWatch.watch([])
         let deadline = BlackoutDeadline(limitMs: options.effectiveBlackoutTimeoutMs, connections: streamer.connections)
+        notePausing()
         let pauseNanos = guest.pause()
         parts.pauseVcpusMs = (Double(pauseNanos) / 1e9).milliseconds
         do {
@@ -154,6 +155,7 @@ extension SourceSession {
             parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
             parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
             report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+            noteResumedThere(at: end)
             report.guestLocation = .destination
         } catch {
             throw postcopyLost(error, during: "the wait for RESUMED", missing: switched.stale.popcount())
@@ -192,6 +194,11 @@ extension SourceSession {
         push.summary.requests += push.requests
         push.summary.durationMs = (Double(MonotonicClock.now() &- switched.switchedAt) / 1e9).milliseconds
         push.summary.wireBytes = pusher.wireBytes
+        if let decision = precopyState.lastDecision, decision.action == .postcopy {
+            push.summary.reason = decision.reason
+            push.summary.predictedCostMs = decision.costs.map { $0.postcopy.costSeconds.milliseconds }
+            push.summary.predictedPrecopyCostMs = decision.costs?.precopy.map { $0.costSeconds.milliseconds }
+        }
         report.postcopy = push.summary
         report.verified = true
         report.wireBytes = streamer.wireBytes + pusher.wireBytes

@@ -127,7 +127,8 @@ extension SourceSession {
             fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
             // At most every page: a guest cannot dirty more pages than it has.
             dirtiedSinceHarvest: min(
-                pageCount, Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart))))
+                pageCount, Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart))),
+            pageCount: pageCount, vcpus: guest.vcpus, roundTripSeconds: rtt)
         let decision = precopyState.policy.decide(observation)
         precopyState.lastDecision = decision
         precopyState.etaModel = ProgressETA.Model(
@@ -138,25 +139,7 @@ extension SourceSession {
             round: round, sent: sent, wireBefore: wireBefore, transferSeconds: transferSeconds,
             sendingSeconds: sending.sendingSeconds, observation: observation, decision: decision)
         precopyState.round += 1
-        if postcopyNow(after: decision) {
-            precopyState.switchToPostcopy = true
-            log.info(
-                "switching to post-copy",
-                metadata: [
-                    "migration.rounds": "\(precopyState.round)", "migration.stale_pages": "\(observation.dirtyPages)",
-                    "migration.reason": "\(decision.reason)",
-                ])
-            return true
-        }
-        return try act(on: decision)
-    }
-
-    /// Post-copy instead of what the policy said (`ConvergencePolicy.switchToPostcopy`), when
-    /// the destination offered it.
-    private func postcopyNow(after decision: ConvergenceDecision) -> Bool {
-        peerCodecs.contains(.postcopy)
-            && ConvergencePolicy.switchToPostcopy(
-                after: decision, roundsDone: precopyState.round, postcopyAfter: options.postcopyAfterRounds)
+        return try act(on: decision, stalePages: observation.dirtyPages)
     }
 
     /// Takes the pending pages as the round's and starts its meter; returns the wire bytes before it.
@@ -225,6 +208,8 @@ extension SourceSession {
             return decision.predictedDowntime.isFinite ? decision.predictedDowntime : nil
         case .giveUp:
             return nil
+        case .postcopy:
+            return decision.costs?.postcopy.seconds
         case .nextRound, .throttle:
             return precopyState.etaModel.flatMap {
                 ProgressETA.migration(
@@ -234,8 +219,8 @@ extension SourceSession {
         }
     }
 
-    /// The policy's decision: true to switch over.
-    private func act(on decision: ConvergenceDecision) throws -> Bool {
+    /// The policy's decision: true to switch over (or to post-copy).
+    private func act(on decision: ConvergenceDecision, stalePages: Int) throws -> Bool {
         switch decision.action {
         case .nextRound:
             return false
@@ -248,6 +233,15 @@ extension SourceSession {
             return true
         case .giveUp:
             throw MigrationError(.notConverged, decision.reason, guest: .source)
+        case .postcopy:
+            precopyState.switchToPostcopy = true
+            log.info(
+                "switching to post-copy",
+                metadata: [
+                    "migration.rounds": "\(precopyState.round)", "migration.stale_pages": "\(stalePages)",
+                    "migration.reason": "\(decision.reason)",
+                ])
+            return true
         }
     }
 

@@ -58,6 +58,9 @@ final class SourceSession {
     var precopyState: PrecopyState
     /// When the vCPUs were paused for the blackout.
     var blackoutStart: UInt64 = 0
+    /// The guest's progress when the migration started and when its vCPUs paused for good.
+    lazy var progressAtStart = GuestProgressSample.now(guest.progressSteps)
+    var progressAtPause: GuestProgressSample?
     var parts = DowntimeParts()
 
     init(agent: SourceAgent) {
@@ -81,6 +84,7 @@ final class SourceSession {
 
     func run() throws -> MigrationReport {
         defer { cleanUp() }
+        _ = progressAtStart
         agent.guardImage(log: log)
         try options.cancellation.check(during: "the handshake", guest: .source)
         try handshake()
@@ -169,6 +173,7 @@ final class SourceSession {
                 attachmentHash: description.attachment?.hash ?? 0, regions: agent.memory.layout)
             configPayload = config.encodedPayload()
             peerCodecs = opened.accept.codecs
+            precopyState.policy.postcopyOffered = peerCodecs.contains(.postcopy)
             try connection.send(config)
             if let attachment = description.attachment, attachment.length > 0 {
                 try AttachmentTransfer.send(attachment, over: connection)
@@ -236,5 +241,18 @@ final class SourceSession {
         else { return nil }
         return options.imageHoles.flatMap { $0.path == imagePath ? $0 : nil }
             ?? (try? ImageHoles(path: imagePath, pageSize: pageSize))
+    }
+}
+
+extension SourceSession {
+    /// The vCPUs are about to pause for good (the blackout, or the post-copy switch).
+    func notePausing() {
+        progressAtPause = GuestProgressSample.now(guest.progressSteps)
+    }
+
+    /// The destination resumed the guest at `end`: the source's part of the progress report.
+    func noteResumedThere(at end: UInt64) {
+        report.progress = GuestProgressReport.source(
+            before: options.progressBefore, start: progressAtStart, paused: progressAtPause, resumedAt: end)
     }
 }

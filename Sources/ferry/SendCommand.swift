@@ -108,13 +108,12 @@ struct SendCommand: ParsableCommand {
             // faulted in once here instead of one fault per page during round 0.
             let holes = try SourceAgent.faultIn(region, path: image, pageSize: systemPageSize)
             let migratable = try startGuest(memory: region.base, size: size, logger: logger)
+            // The guest's rate before the migration is measured over --run-before.
+            let progressBefore = GuestProgressSample.now(migratable.progressSteps)
             if guestOptions.runBefore.seconds > 0 { cancellation.sleep(seconds: guestOptions.runBefore.seconds) }
-            let settings = ConvergenceSettings(
-                downtimeTarget: .milliseconds(convergence.downtimeMs), maxRounds: convergence.maxRounds,
-                timeout: convergence.timeout.duration,
-                autoConverge: !convergence.noAutoConverge, forceSwitchover: convergence.forceSwitchover)
             var options = SourceOptions(
-                destination: endpoint, settings: settings, compression: transfer.compress, tracker: transfer.tracker,
+                destination: endpoint, settings: convergence.settings, compression: transfer.compress,
+                tracker: transfer.tracker,
                 batchBytes: transfer.batchBytes.bytes, guestName: guestName, guestMAC: mac, guestIPv4: ip?.value ?? 0,
                 name: hostName(),
                 maxBandwidth: transfer.maxBandwidth?.bytesPerSecond(pageSize: systemPageSize),
@@ -126,7 +125,7 @@ struct SendCommand: ParsableCommand {
             options.security = connectionSecurity
             options.imageHoles = holes
             options.cancellation = cancellation
-            options.postcopyAfterRounds = convergence.postcopyAfter
+            options.progressBefore = progressBefore
             let agent = SourceAgent(
                 guest: migratable, imagePath: image, options: options, logger: logger,
                 progress: Terminal.progressHandler(quiet: output.quiet))
@@ -265,14 +264,35 @@ struct ConvergenceOptions: ParsableArguments {
     var noAutoConverge = false
 
     @Option(
+        name: .customLong("max-throttle"),
+        help: "Slow the vCPUs down by at most this many percent while they outpace the link (1-99).",
+        transform: NumberOption.count(1...99))
+    var maxThrottle = 99
+
+    @Flag(
+        name: .customLong("postcopy"),
+        help: ArgumentHelp(
+            "Allow post-copy: hand the guest over before its memory converged and send its stale pages after it, when that costs the guest less than throttling would, or instead of giving up.",
+            discussion:
+                "Only with a destination that offers it (its image on tmpfs). The blackout then holds no pages. A cut connection during post-copy is resumed; a source that dies or stays unreachable past the destination's --resume-timeout loses the guest: docs/postcopy.md."
+        ))
+    var postcopy = false
+
+    @Option(
         name: .customLong("postcopy-after"),
         help: ArgumentHelp(
-            "After this many pre-copy rounds without converging, hand the guest over and send its stale pages after it (post-copy; 1-10000).",
-            discussion:
-                "Only with a destination that offers it (its image on tmpfs). The blackout then holds no pages. A cut connection during post-copy loses the guest: docs/postcopy.md."
-        ),
+            "Allow post-copy (as --postcopy), and switch to it after this many pre-copy rounds without converging at the latest (1-10000).",
+            discussion: "docs/postcopy.md."),
         transform: NumberOption.count(1...10_000))
     var postcopyAfter: Int?
+
+    /// The settings these options give.
+    var settings: ConvergenceSettings {
+        ConvergenceSettings(
+            downtimeTarget: .milliseconds(downtimeMs), maxRounds: maxRounds, timeout: timeout.duration,
+            autoConverge: !noAutoConverge, forceSwitchover: forceSwitchover, throttleMax: maxThrottle,
+            postcopy: postcopy || postcopyAfter != nil ? PostcopySettings(afterRounds: postcopyAfter) : nil)
+    }
 }
 
 /// `ferry send`'s transfer options.

@@ -186,10 +186,17 @@ import Testing
         #expect(source["outcome"] as? String == "succeeded" && source["guest"] as? String == "destination")
         let postcopy = try #require(source["postcopy"] as? [String: Any], "\(source)")
         #expect(postcopy["after_rounds"] as? Int == 1 && (postcopy["stale_pages"] as? Int ?? 0) > 0, "\(postcopy)")
+        #expect((postcopy["reason"] as? String)?.contains("--postcopy-after 1") == true, "\(postcopy)")
         let destination = try Self.report(try Self.file(scratch.file("receive.json")), "receive.json")
         #expect(destination["verified"] as? Bool == true && destination["postcopy"] is [String: Any], "\(destination)")
+        // The guest's progress: the source's part (until the switch), the destination's (the push, then after).
+        let before = try #require(source["progress"] as? [String: Any], "\(source)")
+        #expect((before["during_steps"] as? Int ?? 0) > 0 && before["during_s"] is Double, "\(before)")
+        let after = try #require(destination["progress"] as? [String: Any], "\(destination)")
+        #expect(after["postcopy_steps"] is Int && after["postcopy_s"] is Double, "\(after)")
+        #expect((after["after_steps"] as? Int ?? 0) > 0, "the guest ran on at the destination: \(after)")
         let help = try FerryProcess.run(["send", "--help"])
-        #expect(help.stdout.contains("--postcopy-after"))
+        #expect(help.stdout.contains("--postcopy-after") && help.stdout.contains("--max-throttle"))
     }
 
     /// Keys that differ: the source is refused (exit 3) and its report says so.

@@ -134,26 +134,192 @@ import Testing
     }
 }
 
-/// When a migration allowed to switch to post-copy does so (`ConvergencePolicy.switchToPostcopy`).
+/// When a migration allowed to switch to post-copy does so (`ConvergencePolicy.weighPostcopy`).
 @Suite struct PostcopySwitchDecisionTests {
-    static func decision(_ action: ConvergenceDecision.Action) -> ConvergenceDecision {
-        ConvergenceDecision(action: action, predictedDowntime: 0.2, transferRate: 1000, reason: "test")
+    /// A 2 GiB guest (524,288 pages, 2 vCPUs) on a link of 30,000 pages/s, 0.2 ms round trip.
+    static func round(_ index: Int, dirty: Int, dirtyRate: Double, throttle: Int = 0, sent: Int = 100_000)
+        -> RoundObservation
+    {
+        RoundObservation(
+            round: index, pagesSent: sent, transferSeconds: Double(sent) / 30_000, dirtyPages: dirty,
+            dirtySeconds: Double(dirty) / dirtyRate, elapsed: 1, fixedCostSeconds: 0.002, throttlePercent: throttle,
+            pageCount: 524_288, vcpus: 2, roundTripSeconds: 0.0002)
     }
 
-    @Test func insteadOfSlowingTheGuestOrGivingUpAndAfterTheRoundsAllowed() {
-        let rule = ConvergencePolicy.switchToPostcopy
-        // Not allowed: never.
-        #expect(!rule(Self.decision(.throttle(percent: 20)), 5, nil))
-        // Never before a round is acknowledged, never instead of a fitting switch-over.
-        #expect(!rule(Self.decision(.throttle(percent: 20)), 0, 3))
-        #expect(!rule(Self.decision(.switchover), 9, 1))
-        // Instead of slowing the guest down or giving up, at once.
-        #expect(rule(Self.decision(.throttle(percent: 20)), 1, 3))
-        #expect(rule(Self.decision(.giveUp), 2, 30))
-        // Another round while fewer than the allowed rounds are done; then post-copy.
-        #expect(!rule(Self.decision(.nextRound), 2, 3))
-        #expect(rule(Self.decision(.nextRound), 3, 3))
-        #expect(rule(Self.decision(.nextRound), 1, 0), "0 counts as 1")
+    static func policy(_ postcopy: PostcopySettings?, offered: Bool = true, maxThrottle: Int = 99)
+        -> ConvergencePolicy
+    {
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(
+                downtimeTarget: .milliseconds(50), throttleMax: maxThrottle, postcopy: postcopy))
+        policy.postcopyOffered = offered
+        return policy
+    }
+
+    @Test func onlyWhenAllowedAndOffered() {
+        for (settings, offered) in [(nil, true), (PostcopySettings(afterRounds: 1), false)] {
+            var policy = Self.policy(settings, offered: offered)
+            _ = policy.decide(Self.round(0, dirty: 90_000, dirtyRate: 60_000, sent: 524_288))
+            let decision = policy.decide(Self.round(1, dirty: 90_000, dirtyRate: 60_000))
+            #expect(decision.action == .nextRound)
+            #expect(decision.costs == nil)
+        }
+    }
+
+    @Test func afterTheRoundsAllowedButNeverInsteadOfAFittingSwitchover() {
+        var policy = Self.policy(PostcopySettings(afterRounds: 2))
+        // A guest that barely dirties: round 0 goes on (its rate flatters), round 1 fits the target.
+        #expect(policy.decide(Self.round(0, dirty: 500, dirtyRate: 1_000, sent: 524_288)).action == .nextRound)
+        #expect(policy.decide(Self.round(1, dirty: 500, dirtyRate: 1_000)).action == .switchover)
+        // One that does not fit but converges without a throttle: pre-copy's cost is 0, so another
+        // round, until --postcopy-after's 2 rounds are done.
+        var slow = Self.policy(PostcopySettings(afterRounds: 2))
+        #expect(slow.decide(Self.round(0, dirty: 9_000, dirtyRate: 9_000, sent: 524_288)).action == .nextRound)
+        let late = slow.decide(Self.round(1, dirty: 9_000, dirtyRate: 9_000))
+        #expect(late.action == .postcopy)
+        #expect(late.reason.contains("--postcopy-after 2"))
+        // --postcopy-after 1 switches after round 0 already.
+        var early = Self.policy(PostcopySettings(afterRounds: 1))
+        #expect(early.decide(Self.round(0, dirty: 9_000, dirtyRate: 9_000, sent: 524_288)).action == .postcopy)
+    }
+
+    /// 60,000 pages/s against a link of 30,000: pre-copy needs a throttle of 80% (the policy's steps
+    /// from 20 by 10) for seconds; post-copy's waits cost less.
+    @Test func whenThrottlingWouldCostTheGuestMore() throws {
+        var policy = Self.policy(PostcopySettings())
+        #expect(policy.decide(Self.round(0, dirty: 100_000, dirtyRate: 60_000, sent: 524_288)).action == .nextRound)
+        let decision = policy.decide(Self.round(1, dirty: 100_000, dirtyRate: 60_000))
+        #expect(decision.action == .postcopy)
+        let costs = try #require(decision.costs)
+        let precopy = try #require(costs.precopy)
+        #expect(precopy.throttlePercent == 80)
+        #expect(costs.postcopy.costSeconds < precopy.costSeconds)
+        #expect(decision.reason.contains("throttled to 80%"))
+    }
+
+    /// A guest that outpaces the link only a little but has half its memory stale: a 20% throttle
+    /// is cheaper than post-copy, whose vCPUs would wait on every other page they touch.
+    @Test func notWhenAMildThrottleIsCheaper() throws {
+        var policy = Self.policy(PostcopySettings())
+        _ = policy.decide(Self.round(0, dirty: 250_000, dirtyRate: 17_000, sent: 524_288))
+        let decision = policy.decide(Self.round(1, dirty: 250_000, dirtyRate: 17_000))
+        #expect(decision.action == .nextRound)
+        let costs = try #require(decision.costs)
+        let precopy = try #require(costs.precopy)
+        #expect(precopy.throttlePercent == 20)
+        #expect(precopy.costSeconds < costs.postcopy.costSeconds)
+    }
+
+    /// --max-throttle 30 against a guest that needs 80%: pre-copy cannot converge, post-copy it is;
+    /// without post-copy the throttle stops at 30%.
+    @Test func whenPrecopyCannotConvergeWithinMaxThrottle() throws {
+        var policy = Self.policy(PostcopySettings(), maxThrottle: 30)
+        _ = policy.decide(Self.round(0, dirty: 100_000, dirtyRate: 60_000, sent: 524_288))
+        let decision = policy.decide(Self.round(1, dirty: 100_000, dirtyRate: 60_000))
+        #expect(decision.action == .postcopy)
+        #expect(try #require(decision.costs).precopy == nil)
+        #expect(decision.reason.contains("--max-throttle 30%"))
+        var capped = Self.policy(nil, maxThrottle: 30)
+        var throttles: [Int] = []
+        for index in 0..<8 {
+            let decision = capped.decide(
+                Self.round(index, dirty: 100_000, dirtyRate: 60_000, throttle: capped.throttlePercent))
+            if case .throttle(let percent) = decision.action { throttles.append(percent) }
+        }
+        #expect(throttles == [20, 30])
+    }
+
+    @Test func insteadOfGivingUp() {
+        var policy = ConvergencePolicy(
+            settings: ConvergenceSettings(maxRounds: 2, autoConverge: false, postcopy: PostcopySettings()))
+        policy.postcopyOffered = true
+        _ = policy.decide(Self.round(0, dirty: 9_000, dirtyRate: 9_000, sent: 524_288))
+        let decision = policy.decide(Self.round(1, dirty: 9_000, dirtyRate: 9_000))
+        #expect(decision.action == .postcopy)
+        #expect(decision.reason.hasPrefix("instead of giving up"))
+    }
+}
+
+/// `HybridCost` against oracles: a round-by-round walk of the policy's throttle steps, and a
+/// step-by-step simulation of vCPUs that wait on stale pages while the push runs.
+@Suite struct HybridCostTests {
+    static let inputs = HybridCost.Inputs(
+        pendingPages: 100_000, pageCount: 524_288, transferRate: 30_000, dirtyRate: 60_000, throttlePercent: 0,
+        vcpus: 2, faultWaitSeconds: 0.00125, finalRoundPages: 1_300, roundsLeft: 28)
+
+    /// Post-copy's closed form against a simulation in 1 ms steps: each vCPU runs or waits; while
+    /// it runs it touches stale pages at its dirty rate times the stale share, and waits for each.
+    @Test func postcopyCostMatchesASimulationOfWaitingVCPUs() throws {
+        for (dirtyRate, wait) in [(60_000.0, 0.00125), (10_000, 0.0005), (200_000, 0.004), (1_000, 0.001)] {
+            var inputs = Self.inputs
+            inputs.dirtyRate = dirtyRate
+            inputs.faultWaitSeconds = wait
+            let predicted = try #require(HybridCost.postcopy(inputs))
+            let push = Double(inputs.pendingPages) / inputs.transferRate
+            let dt = 0.0001
+            var lost = 0.0
+            var faults = 0.0
+            var t = 0.0
+            while t < push {
+                let stale = Double(inputs.pendingPages) / Double(inputs.pageCount) * (1 - t / push)
+                let touches = dirtyRate / 2 * stale  // per running second, per vCPU
+                let running = 1 / (1 + touches * wait)
+                lost += (1 - running) * dt
+                faults += 2 * running * touches * dt
+                t += dt
+            }
+            #expect(abs(predicted.seconds - push) < 1e-9)
+            #expect(abs(predicted.costSeconds - lost) <= 0.01 * max(lost, 0.001), "\(dirtyRate) pages/s, \(wait) s")
+            #expect(abs(predicted.faults - faults) <= 0.01 * max(faults, 1), "\(dirtyRate) pages/s, \(wait) s")
+        }
+    }
+
+    /// Pre-copy's prediction against a walk of rounds as the policy runs them: two outpaced rounds
+    /// per throttle step, then rounds shrinking by dirty ÷ link until one fits the target.
+    @Test func precopyCostMatchesAWalkOfRounds() throws {
+        for dirtyRate in [20_000.0, 45_000, 60_000, 100_000] {
+            var inputs = Self.inputs
+            inputs.dirtyRate = dirtyRate
+            let predicted = try #require(HybridCost.precopy(inputs))
+            var throttle = 0
+            var pages = Double(inputs.pendingPages)
+            var seconds = 0.0
+            var cost = 0.0
+            var outpaced = 0
+            while pages > inputs.finalRoundPages {
+                let roundSeconds = pages / inputs.transferRate
+                let dirtied = dirtyRate * Double(100 - throttle) / 100 * roundSeconds
+                seconds += roundSeconds
+                cost += roundSeconds * Double(throttle) / 100
+                // While outpaced the next round is as long as this one (the guest refills it).
+                if dirtied > 0.5 * pages {
+                    outpaced += 1
+                    if outpaced == 2 {
+                        throttle = throttle == 0 ? 20 : throttle + 10
+                        outpaced = 0
+                    }
+                } else {
+                    pages = dirtied
+                }
+            }
+            #expect(predicted.throttlePercent == throttle, "\(dirtyRate) pages/s")
+            #expect(abs(predicted.seconds - seconds) <= 1e-6 * seconds, "\(dirtyRate) pages/s")
+            #expect(abs(predicted.costSeconds - cost) <= 1e-6 * max(cost, 1), "\(dirtyRate) pages/s")
+        }
+    }
+
+    @Test func precopyThatCannotConverge() {
+        var inputs = Self.inputs
+        inputs.throttleMax = 40  // 60,000 × 0.6 = 36,000 pages/s: more than the link
+        #expect(HybridCost.precopy(inputs) == nil)
+        inputs.throttleMax = 99
+        inputs.roundsLeft = 5  // 16 rounds of throttle steps to reach 80%
+        #expect(HybridCost.precopy(inputs) == nil)
+        inputs.roundsLeft = 28
+        inputs.autoConverge = false
+        #expect(HybridCost.precopy(inputs) == nil)
+        inputs.dirtyRate = 10_000  // converges unthrottled, at no cost
+        #expect(HybridCost.precopy(inputs)?.costSeconds == 0)
     }
 }
 
@@ -178,5 +344,29 @@ import Testing
         // 40 GB/s (loopback): capped at 8 MiB.
         budget.observe(acknowledged: 401_500_000, at: 60_000_000)
         #expect(budget.limit == 8 << 20)
+    }
+}
+
+/// The guest's progress figures from their samples (`GuestProgressReport`).
+@Suite struct GuestProgressReportTests {
+    @Test func ratesAndSlowdownFromTheSamples() throws {
+        let second: UInt64 = 1_000_000_000
+        // 1,000 steps/s before; 3,000 steps in the 4 s until the destination resumed (the last
+        // of them paused): a quarter of its work lost.
+        let report = try #require(
+            GuestProgressReport.source(
+                before: GuestProgressSample(steps: 0, at: 0), start: GuestProgressSample(steps: 2_000, at: 2 * second),
+                paused: GuestProgressSample(steps: 5_000, at: 5 * second), resumedAt: 6 * second))
+        #expect(report.beforeStepsPerSecond == 1_000)
+        #expect(report.duringSteps == 3_000 && report.duringSeconds == 4)
+        #expect(report.duringStepsPerSecond == 750)
+        #expect(report.slowdownPercent == 25)
+        // A window under 100 ms gives no rate, and no slowdown; a guest without a count, no report.
+        let short = try #require(
+            GuestProgressReport.source(
+                before: GuestProgressSample(steps: 0, at: 0), start: GuestProgressSample(steps: 5, at: second / 20),
+                paused: GuestProgressSample(steps: 100, at: second), resumedAt: second))
+        #expect(short.beforeStepsPerSecond == nil && short.slowdownPercent == nil)
+        #expect(GuestProgressReport.source(before: nil, start: nil, paused: nil, resumedAt: 0) == nil)
     }
 }

@@ -24,7 +24,7 @@ import Testing
         migration.settings = ConvergenceSettings(
             downtimeTarget: .milliseconds(1), maxRounds: 30, timeout: .seconds(60), autoConverge: false)
         migration.runFor = 0.3
-        migration.adjustSource = { $0.postcopyAfterRounds = 1 }
+        migration.adjustSource = { $0.settings.postcopy = PostcopySettings(afterRounds: 1) }
         return migration
     }
 
@@ -43,6 +43,10 @@ import Testing
         #expect(destination.report.verified && arrived.stalePages == postcopy.stalePages, "\(arrived)")
         // The guest ran on at the destination while its pages came: it asked for some.
         #expect(arrived.requests > 0 && arrived.faultWaitP50Ms != nil, "\(arrived)")
+        // Its progress: counted here during the push and after it.
+        let progress = try #require(destination.report.progress)
+        #expect(progress.postcopySteps != nil && progress.afterSteps != nil, "\(progress)")
+        #expect(try #require(report.progress).duringSteps ?? 0 > 0)
         #expect(zip(destination.finalStates.map(\.step), report.vcpuSteps).allSatisfy { $0 >= $1 })
         try Transparency.runReference(
             imagePath: scratch.file("reference.img"), setup: outcome.setup,
@@ -108,7 +112,7 @@ import Testing
         var migration = Self.migration()
         migration.destinationResumeTimeout = 2
         migration.adjustSource = {
-            $0.postcopyAfterRounds = 1
+            $0.settings.postcopy = PostcopySettings(afterRounds: 1)
             $0.reconnectAttempts = 2
         }
         let relay = Box<Relay>()
@@ -172,7 +176,7 @@ import Testing
             replyTimeout: .milliseconds(20_000), streams: 2)
         options.settings = ConvergenceSettings(
             downtimeTarget: .seconds(0.000_001), maxRounds: 30, timeout: .seconds(60), autoConverge: false)
-        options.postcopyAfterRounds = 1
+        options.settings.postcopy = PostcopySettings(afterRounds: 1)
         let agent = SourceAgent(
             guest: KVMMigratableGuest(guest), imagePath: scratch.file("source.img"), options: options,
             logger: testLogger)

@@ -68,6 +68,22 @@ def _bench_key(ctx):
     return key
 
 
+def progress_figures(source, destination):
+    """The guest's progress over the migration from both reports (`progress`): its rate before,
+    during (source's part, then the post-copy push on the destination, blackout included) and
+    after; the slowdown is the share of its work lost against the rate before."""
+    s, d = source.get("progress") or {}, destination.get("progress") or {}
+    before = s.get("before_steps_per_s")
+    steps = (s.get("during_steps") or 0) + (d.get("postcopy_steps") or 0)
+    seconds = (s.get("during_s") or 0) + (d.get("postcopy_s") or 0)
+    during = steps / seconds if seconds > 0 and s.get("during_steps") is not None else None
+    after = d["after_steps"] / d["after_s"] if d.get("after_s") else None
+    slowdown = 100 * (1 - during / before) if before and during is not None else None
+    postcopy = destination.get("postcopy") or {}
+    return {"progress_before": before, "progress_during": during, "progress_after": after, "slowdown_pct": slowdown,
+            "fault_p50_ms": postcopy.get("fault_wait_p50_ms"), "fault_p99_ms": postcopy.get("fault_wait_p99_ms")}
+
+
 def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None, extra=(), recv_extra=()):
     """ferry receive + ferry send; figures from both JSON reports, and each agent's peak memory
     (sampled from /proc while they run). With `cipher`: both sides get a --key-file and the source
@@ -80,9 +96,12 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None, extra=(), r
     recv_json, send_json = os.path.join(logdir, "recv.json"), os.path.join(logdir, "send.json")
     spec = f"trace:{ctx.trace_file}" if workload == "trace" else workload
     prealloc = ["--prealloc", str(ctx.image_bytes)] if ctx.qemu_prealloc else []
+    # A dirtying guest runs on at the destination (every contender alike), so its rate after the
+    # migration is measured, and a post-copy guest touches pages that are not there yet.
+    run_for = ["--run-for", ctx.run_after] if workload != "idle" else []
     key = ["--key-file", _bench_key(ctx)] if cipher else []
     recv = Proc(path.dst_prefix() + [ferry, "receive", "--listen", f"{path.dst_addr}:0", "--image", out,
-                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key
+                                     "--force", "--accept-timeout", "60s", "--json", recv_json, "-q"] + prealloc + key + run_for
                 + list(recv_extra),
                 os.path.join(logdir, "recv.log"))
     sampler = MemorySampler()
@@ -123,6 +142,7 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None, extra=(), r
             "memory": memory,
             # post-copy's own figures (ferry-postcopy): the source's and the destination's view
             "postcopy": s.get("postcopy"), "postcopy_destination": r.get("postcopy"),
+            **progress_figures(s, r),
         }
     finally:
         sampler.stop()

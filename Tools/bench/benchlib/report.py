@@ -26,7 +26,8 @@ def summarise(runs, plan, qemu_available):
         row = {"path": path, "workload": workload, "contender": contender, "runs": len(rs), "ok": len(ok),
                "errors": sorted({r["error"] for r in rs if not r["ok"]})}
         for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s",
-                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib"):
+                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib", "slowdown_pct", "progress_before",
+                    "progress_during", "progress_after", "fault_p50_ms", "fault_p99_ms"):
             row[key] = _stats([r.get(key) for r in ok])
         row["verified"] = [r.get("verified") for r in ok]
         if contender.startswith("qemu") and not qemu_available:
@@ -99,20 +100,23 @@ def _mib(s, limit):
 
 def table(rows, qemu_available, rss_limit_mib=None):
     head = ["path", "workload", "contender", "ok", "total ms median [min–max]", "downtime ms median [min–max]",
-            "wire MB", "rounds", "thr%", "total/raw", "total/QEMU", "downtime/QEMU", "src MiB", "dst MiB"]
+            "wire MB", "rounds", "thr%", "slow%", "fault ms p50/p99", "total/raw", "total/QEMU", "downtime/QEMU", "src MiB", "dst MiB"]
     lines = []
     for r in rows:
         if r.get("note"):
-            cells = [r["path"], r["workload"], r["contender"], "—", r["note"], r["note"], "—", "—", "—", "—",
-                     "—", "—", "—", "—"]
+            cells = [r["path"], r["workload"], r["contender"], "—", r["note"], r["note"], "—", "—", "—", "—", "—",
+                     "—", "—", "—", "—", "—"]
         else:
             dt_digits = 1 if r["downtime_ms"] and r["downtime_ms"]["max"] < 100 else 0
             wire = f"{r['wire_bytes']['median'] / 1e6:.0f}" if r["wire_bytes"] else "—"
             rounds = f"{r['rounds']['median']:g}" if r["rounds"] else "—"
             thr = f"{r['throttle_percent']['max']:g}" if r["throttle_percent"] else "—"
             no_qemu = "not installed" if not qemu_available else "—"
+            slow = f"{r['slowdown_pct']['median']:.0f}" if r.get("slowdown_pct") else "—"
+            faults = (f"{r['fault_p50_ms']['median']:.2f}/{r['fault_p99_ms']['median']:.2f}"
+                      if r.get("fault_p50_ms") and r.get("fault_p99_ms") else "—")
             cells = [r["path"], r["workload"], r["contender"], f"{r['ok']}/{r['runs']}", _range(r["total_ms"]),
-                     _range(r["downtime_ms"], dt_digits), wire, rounds, thr, _x(r["total_vs_raw"]),
+                     _range(r["downtime_ms"], dt_digits), wire, rounds, thr, slow, faults, _x(r["total_vs_raw"]),
                      _x(r["total_vs_qemu"]) if r["total_vs_qemu"] is not None else no_qemu if r["workload"] == "idle" else "—",
                      _x(r["downtime_vs_qemu"]) if r["downtime_vs_qemu"] is not None
                      else no_qemu if r["workload"] == "idle" and r["downtime_ms"] else "—",
