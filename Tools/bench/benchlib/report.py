@@ -26,7 +26,8 @@ def summarise(runs, plan, qemu_available):
         row = {"path": path, "workload": workload, "contender": contender, "runs": len(rs), "ok": len(ok),
                "errors": sorted({r["error"] for r in rs if not r["ok"]})}
         for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s",
-                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib"):
+                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib",
+                    "progress_before", "progress_during", "progress_after", "slowdown_pct"):
             row[key] = _stats([r.get(key) for r in ok])
         row["verified"] = [r.get("verified") for r in ok]
         if contender.startswith("qemu") and not qemu_available:
