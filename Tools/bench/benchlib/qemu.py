@@ -316,17 +316,21 @@ def run_qemu_dirtying(ctx, path, workload, logdir, mode, run_for):
         if not resumed:
             raise BenchError("the destination QEMU sent no RESUME event")
         t_resume = resumed[0]
-        # let the guest run on at the destination for run_for (and its last line arrive)
-        time.sleep(max(0.0, t_resume + run_for + 0.3 - time.monotonic()))
+        # let the guest run on at the destination for run_for (and lines after the end arrive)
+        time.sleep(max(0.0, max(t_resume + run_for, t_done) + 0.3 - time.monotonic()))
         qs.execute("query-status")  # reads the source's pending events
         stopped = [t for t in _event_times(qs, "STOP", wall0) if t <= t_resume]
         t_stop = stopped[-1] if stopped else t_resume
         dst_info = qd.execute("query-migrate") or dst_info
         progress = qemuguest.Progress(tsc_hz, log_src.points(), log_dst.points(), t_stop, t_resume, fit_until=t0)
         result = qemuguest.figures(progress, t_ready, t0, t_resume, run_for)
+        # the same slowdown up to the source's completion (post-copy: its whole post-copy phase too)
+        t_complete = t0 + info.get("total-time", 0) / 1000
+        to_end = progress.rate(t0, t_complete)
+        result["slowdown_to_end_pct"] = (round(100 * (1 - to_end / result["progress_before"]), 1)
+                                         if to_end is not None and result["progress_before"] else None)
         if mode == "postcopy" and switch is not None:
             # the post-copy phase itself: from the resume to the source's completion
-            t_complete = t0 + info.get("total-time", 0) / 1000
             switch.update({"switch_ms": round((t_stop - t0) * 1000), "duration_ms": round((t_complete - t_resume) * 1000),
                            "requests": info.get("ram", {}).get("postcopy-requests"),
                            "blocktime_ms": dst_info.get("postcopy-blocktime"),

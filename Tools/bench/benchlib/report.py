@@ -27,7 +27,7 @@ def summarise(runs, plan, qemu_available):
                "errors": sorted({r["error"] for r in rs if not r["ok"]})}
         for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s",
                     "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib",
-                    "progress_before", "progress_during", "progress_after", "slowdown_pct"):
+                    "progress_before", "progress_during", "progress_after", "slowdown_pct", "slowdown_to_end_pct"):
             row[key] = _stats([r.get(key) for r in ok])
         row["verified"] = [r.get("verified") for r in ok]
         if contender.startswith("qemu") and not qemu_available:
