@@ -237,10 +237,10 @@ def run_qemu_dirtying(ctx, path, workload, logdir, mode, run_for):
         return ["-kernel", ctx.qemu_guest, "-append", append,
                 "-chardev", f"socket,id=com1,path={serial}", "-serial", "chardev:com1"]
 
-    log_src = qemuguest.SerialLog(ser_src, os.path.join(logdir, "src-com1.log"))
-    log_dst = qemuguest.SerialLog(ser_dst, os.path.join(logdir, "dst-com1.log"))
-    dst = src = qs = qd = None
+    dst = src = qs = qd = log_src = log_dst = None
     try:
+        log_src = qemuguest.SerialLog(ser_src, os.path.join(logdir, "src-com1.log"))
+        log_dst = qemuguest.SerialLog(ser_dst, os.path.join(logdir, "dst-com1.log"))
         dst = Proc(path.dst_prefix() + _machine_args(ctx, f"prealloc={prealloc}", dst_sock, file=False)
                    + guest_args(ser_dst) + ["-incoming", "defer"], os.path.join(logdir, "dst.log"))
         src = Proc(path.src_prefix() + _machine_args(ctx, f"mem-path={ctx.image},share=off,prealloc={prealloc}",
@@ -372,8 +372,9 @@ def run_qemu_dirtying(ctx, path, workload, logdir, mode, run_for):
             except BenchError:
                 pass  # wait() already ended it
             p.stop()
-        log_src.close()
-        log_dst.close()
+        for log in (log_src, log_dst):
+            if log is not None:
+                log.close()
         for p in (src_sock, dst_sock):
             if os.path.exists(p):
                 os.unlink(p)
