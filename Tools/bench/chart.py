@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-COLORS = {"raw": "#7f7f7f", "raw-prefault": "#c7c7c7", "ferry": "#1f77b4", "ferry-baseline": "#aec7e8", "qemu-multifd": "#d62728", "qemu-precopy": "#ff9896"}
+COLORS = {"raw": "#7f7f7f", "raw-prefault": "#c7c7c7", "ferry": "#1f77b4", "ferry-baseline": "#aec7e8", "qemu-multifd": "#d62728", "qemu-precopy": "#ff9896",
+          "qemu-postcopy": "#9467bd", "qemu-autoconverge": "#8c564b"}
 
 
 def _wrap(workload):

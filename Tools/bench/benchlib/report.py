@@ -26,8 +26,8 @@ def summarise(runs, plan, qemu_available):
         row = {"path": path, "workload": workload, "contender": contender, "runs": len(rs), "ok": len(ok),
                "errors": sorted({r["error"] for r in rs if not r["ok"]})}
         for key in ("total_ms", "downtime_ms", "setup_ms", "wire_bytes", "rounds", "throttle_percent", "mb_per_s",
-                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib", "slowdown_pct", "progress_before",
-                    "progress_during", "progress_after", "fault_p50_ms", "fault_p99_ms"):
+                    "src_own_mib", "dst_own_mib", "src_shmem_mib", "dst_shmem_mib", "slowdown_pct", "slowdown_to_end_pct",
+                    "progress_before", "progress_during", "progress_after", "fault_p50_ms", "fault_p99_ms"):
             row[key] = _stats([r.get(key) for r in ok])
         row["verified"] = [r.get("verified") for r in ok]
         if contender.startswith("qemu") and not qemu_available:
