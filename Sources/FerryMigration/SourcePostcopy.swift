@@ -413,8 +413,9 @@ final class PostcopyRequests: @unchecked Sendable {
                 while state.verified == nil && state.failure == nil {
                     if !condition.wait(untilNanoseconds: slice) { break }
                 }
+                if let verified = state.verified { return verified }
                 if let failure = state.failure { throw failure }
-                return state.verified
+                return nil
             }
             if let answer { return answer }
             let now = MonotonicClock.now()
