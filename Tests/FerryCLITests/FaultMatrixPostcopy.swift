@@ -23,6 +23,8 @@ extension FaultMatrixTests {
         let pathExists: Bool
         let partialExists: Bool
         let lostExists: Bool
+        /// How the source settled a lost `RESUMED` or `VERIFIED` (its report's handoff line), if it had to.
+        let how: String?
 
         init(sent: FerryProcess.Outcome, received: FerryProcess.Outcome, target: String) {
             senderKilled = sent.signal == SIGKILL
@@ -41,14 +43,19 @@ extension FaultMatrixTests {
             pathExists = FileManager.default.fileExists(atPath: target)
             partialExists = FileManager.default.fileExists(atPath: target + ".partial")
             lostExists = FileManager.default.fileExists(atPath: target + ".lost")
+            how =
+                sent.stdout.contains("the first COMMIT was lost")
+                ? "COMMIT sent again"
+                : sent.stdout.contains("RESUMED was lost")
+                    ? "RESUMED asked for" : sent.stdout.contains("VERIFIED was lost") ? "VERIFIED asked for" : nil
         }
 
         /// The guest's fate, short, for the table.
         var summary: String {
             if destinationRuns {
                 if senderKilled { return "migrated (dest verified every page); source killed" }
-                return sourceResumed
-                    ? "resumed, migrated" : sourceMigrated ? "migrated" : "guest on dest; source: unclear"
+                guard sourceMigrated else { return "guest on dest; source: unclear" }
+                return sourceResumed ? "resumed, migrated" : "migrated" + (how.map { " (\($0))" } ?? "")
             }
             if senderKilled {
                 return destinationSaysLost ? "lost (dest says so, PATH.lost)" : "source killed; dest unclear"
@@ -100,9 +107,14 @@ extension FaultMatrixTests {
         let details =
             "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
             + "phases: \(reached.map(\.rawValue)); image: \(end.pathExists ? "PATH" : "-") "
-            + "\(end.partialExists ? ".partial" : "") \(end.lostExists ? ".lost" : "")\n"
+            + "\(end.partialExists ? ".partial" : "") \(end.lostExists ? ".lost" : "")\n" + handoffLine(sent)
         if ProcessInfo.processInfo.environment["FERRY_FAULT_VERBOSE"] != nil { print("[\(outcome)]\n" + details) }
         return CaseResult(outcome: outcome, problems: problems, details: details)
+    }
+
+    /// The source report's `handoff` line (how a lost acknowledgement was settled), if any, for the details.
+    static func handoffLine(_ sent: FerryProcess.Outcome) -> String {
+        sent.stdout.split(separator: "\n").first { $0.hasPrefix("  handoff ") }.map { "source\($0)\n" } ?? ""
     }
 
     /// A process that was not killed dies of no signal and states its outcome in one line.

@@ -427,6 +427,7 @@ struct FaultMatrixTests {
         let details =
             "source: \(ending(sent)) \(firstLine(sent.stderr))\ndestination: \(ending(received)) \(firstLine(received.stderr))\n"
             + "phases: \(reached.map(\.rawValue)); image: \(pathExists ? "PATH" : "-") \(partialExists ? ".partial" : "")\n"
+            + handoffLine(sent)
         if ProcessInfo.processInfo.environment["FERRY_FAULT_VERBOSE"] != nil { print("[\(outcome)]\n" + details) }
         return CaseResult(outcome: outcome, problems: problems, details: details)
     }
