@@ -58,6 +58,9 @@ public struct DestinationOptions: Sendable {
     /// The kinds of guest this destination receives (`HELLO.guest_kind`); a guest of another
     /// kind is refused with reason `unsupported`.
     public var guestKinds: GuestKindRegistry
+    /// Tests only: runs before post-copy's background mapper maps each run of present pages
+    /// into the guest's view; an error it throws is that mapping's failure.
+    var beforePostcopyMapping: (@Sendable (Range<Int>) throws -> Void)?
 
     public init(
         listen: Endpoint, imagePath: String, force: Bool = false, runFor: Duration = .zero,

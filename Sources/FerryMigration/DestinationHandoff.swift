@@ -65,15 +65,13 @@ extension DestinationSession {
         return failure
     }
 
-    /// COMMIT arrived: the image becomes `PATH`, the guest runs here, and RESUMED answers.
+    /// COMMIT arrived: the image becomes `PATH`, the guest runs here, and RESUMED answers. In
+    /// post-copy the image lacks pages until the push ends: it stays `PATH.partial` until its
+    /// memory verifies (`publishImage`), so that no `PATH` ever lacks a page, even after a kill.
     func resumeGuest(answering handoff: FramedConnection) throws {
         let commitAt = MonotonicClock.now()
         do {
-            // The attachment first: an image never sits beside a missing attachment. (A guest
-            // replaying from it keeps its open file across the rename.)
-            if createdAttachment { try ImageFile.rename(from: partialAttachmentPath, to: attachmentPath) }
-            try ImageFile.rename(from: partialPath, to: options.imagePath)
-            imageLocks?.renamed()
+            if receiving.postcopy == nil { try publishImage() }
             owned = true
             registry.handoffs.set(session: sessionID, .resumed, digest: receiving.digest)
             enter(.resumed)
@@ -111,6 +109,16 @@ extension DestinationSession {
             "destination CLOCK_MONOTONIC, from the first final-round frame to all vCPUs running; excludes the source's pause and final harvest (see the source report)"
         log.info("guest resumed", metadata: ["migration.resume_ms": "\(receiving.parts.destinationResumeMs)"])
         announce()
+    }
+
+    /// The verified image becomes `PATH`. The attachment first: an image never sits beside a
+    /// missing attachment. (A guest replaying from it keeps its open file across the rename.)
+    func publishImage() throws {
+        guard !imagePublished else { return }
+        if createdAttachment { try ImageFile.rename(from: partialAttachmentPath, to: attachmentPath) }
+        try ImageFile.rename(from: partialPath, to: options.imagePath)
+        imageLocks?.renamed()
+        imagePublished = true
     }
 
     /// Gratuitous ARP for the guest's address on `--announce-dev`.

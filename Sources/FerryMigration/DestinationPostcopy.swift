@@ -38,12 +38,22 @@ final class DestinationPostcopy: @unchecked Sendable {
     private let mapperStop = Atomic<Bool>(false)
     private let mapperDone = DispatchSemaphore(value: 0)
     private var mapping = false
+    /// A failure to make pages visible to the guest (`UFFDIO_CONTINUE`, reading the faults):
+    /// not the connection's, so not resumed; it ends post-copy at once.
+    private let mappingFailure = Mutex<String?>(nil)
+    /// The connection whose frames the session reads: shut for reading to wake it on a mapping failure.
+    private let reading = Mutex<FramedConnection?>(nil)
+    private let beforeMapping: (@Sendable (Range<Int>) throws -> Void)?
 
-    init(pages: MissingPages, round: UInt32, stateDigest: UInt64, stalePages: Int) {
+    init(
+        pages: MissingPages, round: UInt32, stateDigest: UInt64, stalePages: Int,
+        beforeMapping: (@Sendable (Range<Int>) throws -> Void)? = nil
+    ) {
         self.pages = pages
         self.round = round
         self.stateDigest = stateDigest
         self.stalePages = stalePages
+        self.beforeMapping = beforeMapping
     }
 
     /// Sends on the control connection, one frame at a time with the fault thread's requests.
@@ -57,6 +67,7 @@ final class DestinationPostcopy: @unchecked Sendable {
     func serveFaults(on connection: FramedConnection) {
         stopped.store(false, ordering: .releasing)
         serving = true
+        reading.withLock { $0 = connection }
         let awaited = requestedAt.withLock { asked in
             asked.keys.filter { !pages.isPresent($0) }.sorted()
         }
@@ -74,6 +85,9 @@ final class DestinationPostcopy: @unchecked Sendable {
                 do {
                     _ = try pages.waitForFaults(timeoutMs: 50, into: &faults)
                     try ask(for: faults, on: connection)
+                } catch let error as SystemError {
+                    failMapping("serving the guest's page faults failed: \(error)")
+                    return
                 } catch {
                     failure.withLock { $0 = $0 ?? "\(error)" }
                     return
@@ -137,6 +151,16 @@ final class DestinationPostcopy: @unchecked Sendable {
 
     var faultFailure: String? { failure.withLock { $0 } }
 
+    /// Why the guest's pages could not be made visible to it, if they could not.
+    var mappingFailed: String? { mappingFailure.withLock { $0 } }
+
+    /// Records a mapping failure (the first) and wakes the session's read, which then ends
+    /// post-copy: the guest cannot be served, whatever the connection does.
+    private func failMapping(_ why: String) {
+        mappingFailure.withLock { $0 = $0 ?? why }
+        reading.withLock { $0 }?.stream.shutdownRead()
+    }
+
     /// Starts the thread that maps the pages present at the switch into the guest's mapping,
     /// run by run, so that the guest does not fault on each of them.
     func mapPresentPages() {
@@ -153,8 +177,11 @@ final class DestinationPostcopy: @unchecked Sendable {
                 }
                 var end = page + 1
                 while end < count && present[end] && end - page < 512 { end += 1 }
-                do { try pages.map(page..<end) } catch {
-                    failure.withLock { $0 = $0 ?? "\(error)" }
+                do {
+                    try beforeMapping?(page..<end)
+                    try pages.map(page..<end)
+                } catch {
+                    failMapping("mapping the guest's present pages \(page)..<\(end) into its view failed: \(error)")
                     return
                 }
                 page = end
@@ -293,7 +320,8 @@ extension DestinationSession {
         pages.markPresent(except: lacking)
         let count = lacking.popcount()
         receiving.postcopy = DestinationPostcopy(
-            pages: pages, round: begin.round, stateDigest: begin.stateDigest, stalePages: count)
+            pages: pages, round: begin.round, stateDigest: begin.stateDigest, stalePages: count,
+            beforeMapping: options.beforePostcopyMapping)
         return count
     }
 
@@ -322,14 +350,18 @@ extension DestinationSession {
                 return connection
             } catch {
                 wire += connection.bytesReceived - wireBefore
-                let failure = MigrationError.wrap(error, during: "post-copy", guest: .destination)
+                if let mapping = postcopy.mappingFailed {
+                    // Not the connection's failure: a resume would not help the guest.
+                    throw postcopyLost(postcopy, MigrationError(.system, mapping, guest: .lost), on: connection)
+                }
+                let failure = MigrationError.wrap(error, during: "post-copy", guest: .lost)
                 if failure.code == .transport && options.resumeTimeoutSeconds > 0,
                     let back = try? recoverPostcopy(postcopy, after: failure)
                 {
                     connection = back
                     continue
                 }
-                throw postcopyLost(postcopy, failure)
+                throw postcopyLost(postcopy, failure, on: connection)
             }
         }
     }
@@ -338,8 +370,9 @@ extension DestinationSession {
         _ postcopy: DestinationPostcopy, on connection: FramedConnection, decoder: PageDecoder
     ) throws {
         while true {
+            if let mapping = postcopy.mappingFailed { throw MigrationError(.system, mapping, guest: .lost) }
             if let failure = postcopy.faultFailure {
-                throw MigrationError(.transport, "serving the guest's faults: \(failure)", guest: .destination)
+                throw MigrationError(.transport, "asking the source for pages: \(failure)", guest: .lost)
             }
             let frame = try connection.receive()
             switch frame.type {
@@ -350,26 +383,35 @@ extension DestinationSession {
                 return
             default:
                 throw MigrationError(
-                    .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .destination)
+                    .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .lost)
             }
         }
     }
 
-    /// The guest cannot be saved: it is stopped, and the error says so.
-    private func postcopyLost(_ postcopy: DestinationPostcopy, _ cause: MigrationError) -> MigrationError {
+    /// The guest cannot be saved: it is stopped, the source is told (`ABORT`, unless the
+    /// connection is what failed), and the error says so.
+    private func postcopyLost(
+        _ postcopy: DestinationPostcopy, _ cause: MigrationError, on connection: FramedConnection
+    ) -> MigrationError {
         let missing = postcopy.pages.missingCount
         postcopy.abandon()
         report.outcome = .failed
-        // The image lacks pages: it must never pass for the guest's. Kept beside, for a look.
+        if cause.code != .transport && cause.code != .peerAborted {
+            try? connection.send(Abort(reason: cause.abortReason, message: String(cause.message.prefix(1000))))
+        }
+        // The image lacks pages: it must never pass for the guest's (it was never renamed to
+        // PATH). Kept beside, for a look.
         let lostPath = options.imagePath + ".lost"
-        let kept = (try? ImageFile.rename(from: options.imagePath, to: lostPath)) != nil
+        let kept =
+            (try? ImageFile.rename(from: imagePublished ? options.imagePath : partialPath, to: lostPath)) != nil
         log.critical(
-            "post-copy failed; the guest lacks pages only the source had and is stopped",
+            "post-copy failed; the guest is lost and stopped",
             metadata: ["migration.error": "\(cause.message)", "migration.missing_pages": "\(missing)"])
+        let why = missing > 0 ? "it lacks \(missing) pages that only the source had" : "its memory cannot be trusted"
         return MigrationError(
             cause.code,
-            "post-copy failed with \(missing) pages still at the source (\(cause.message)); the guest here cannot run on without them and is stopped: it is lost\(kept ? " (its incomplete image is \(lostPath))" : "")",
-            guest: .destination)
+            "post-copy failed after the guest resumed here (\(cause.message)); the guest is lost: \(why), so it was stopped\(kept ? " (its incomplete image is \(lostPath))" : "")",
+            guest: .lost)
     }
 
     /// A lost connection during post-copy: waits up to `resumeTimeout` for the source's
@@ -397,14 +439,14 @@ extension DestinationSession {
         registry.handoffs.replaceControl(session: sessionID, with: control)
         guard back.type == .resume else {
             throw MigrationError(
-                .protocolViolation, "a \(back.type) connection came back during post-copy", guest: .destination)
+                .protocolViolation, "a \(back.type) connection came back during post-copy", guest: .lost)
         }
         let request = try back.payload.withUnsafeBytes { bytes throws(ProtocolError) in try Resume(payload: bytes) }
         guard request.pageCount == UInt64(pageCount), request.round == postcopy.round else {
             throw MigrationError(
                 .protocolViolation,
                 "RESUME for round \(request.round) of \(request.pageCount) pages during post-copy round \(postcopy.round) of \(pageCount)",
-                guest: .destination)
+                guest: .lost)
         }
         registry.reopenStreams(session: sessionID)
         let present = postcopy.pages.presentPages
@@ -434,7 +476,7 @@ extension DestinationSession {
         guard reader.round == postcopy.round else {
             throw MigrationError(
                 .protocolViolation, "a PAGE_BATCH of round \(reader.round) during post-copy round \(postcopy.round)",
-                guest: .destination)
+                guest: .lost)
         }
         guard let image else { preconditionFailure("post-copy has an image") }
         while let entry = try reader.next() {
@@ -447,7 +489,7 @@ extension DestinationSession {
             guard hash == entry.hash else {
                 throw MigrationError(
                     .verification, "page \(page) arrived damaged during post-copy (its hash differs)",
-                    guest: .destination)
+                    guest: .lost)
             }
             hashTable[page] = hash
             try postcopy.pages.publish(page: page)
@@ -467,6 +509,17 @@ extension DestinationSession {
         if complete.stateDigest != postcopy.stateDigest { problems.append("COMPLETE names another device state") }
         postcopy.stopServing()
         postcopy.stopMapping()
+        if problems.isEmpty {
+            // Every page is here and verified: only now is the image the guest's.
+            do { try publishImage() } catch {
+                problems.append("the verified image could not become \(options.imagePath): \(error)")
+            }
+        }
+        if problems.isEmpty {
+            // Before VERIFIED goes: a source that loses it (or trips over a frame after it)
+            // asks at once (STATUS_QUERY with its token), and this says the memory verified.
+            registry.handoffs.set(session: sessionID, .resumed, digest: digest)
+        }
         try postcopy.send(
             Verified(
                 ok: problems.isEmpty, digest: digest, pagesMissing: UInt64(missing), verifyMicroseconds: 0,
@@ -475,7 +528,7 @@ extension DestinationSession {
         guard problems.isEmpty else {
             throw MigrationError(
                 .verification, "the memory did not verify after post-copy: \(problems.joined(separator: "; "))",
-                guest: .destination)
+                guest: .lost)
         }
         try postcopy.pages.close()
         report.digest = hex(digest)

@@ -85,6 +85,8 @@ final class DestinationSession {
     var promisedDisk: UInt64 = 0
     var createdPartial = false
     var createdAttachment = false
+    /// `PATH.partial` became `PATH` (at COMMIT; in post-copy once the memory verified).
+    var imagePublished = false
     var owned = false
     var sessionOpened = false
     var handoffBegun = false
@@ -178,6 +180,12 @@ final class DestinationSession {
         enter(.awaitingCommit)
         let handoff = try awaitCommit()
         defer { if handoff !== control { handoff.close() } }
+        if receiving.postcopy != nil && handoff !== control {
+            // COMMIT came on the source's resolve connection: post-copy goes on there, and a
+            // RESUME after a loss must be able to close it (the session's live connections).
+            control = handoff
+            live.add(handoff)
+        }
         // Post-copy: the faults are answered from before the first vCPU runs.
         receiving.postcopy?.serveFaults(on: handoff)
         receiving.postcopy?.mapPresentPages()

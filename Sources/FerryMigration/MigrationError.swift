@@ -8,6 +8,10 @@ public enum GuestLocation: String, Sendable, Codable {
     case handedOverUnconfirmed = "handed-over-unconfirmed"
     /// This side never had the guest (a destination that did not receive COMMIT).
     case notHere = "not-here"
+    /// The guest runs nowhere and cannot be saved: post-copy failed after `COMMIT` (Protocol.md
+    /// 11.4), with pages the destination's guest needs only on the source, whose paused copy
+    /// must not resume either (the guest may have run on at the destination).
+    case lost
 }
 
 /// Why a migration did not complete.
@@ -52,6 +56,7 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
         case .handedOverUnconfirmed:
             outcome = "the guest was handed over; its resume on the destination was not confirmed"
         case .notHere: outcome = "no guest runs here; the partial image was removed"
+        case .lost: outcome = "neither host runs the guest"
         }
         return "\(message) (\(outcome))"
     }

@@ -316,6 +316,9 @@ public final class SourceAgent {
 
     enum HandoffResolution {
         case resumedThere(String)
+        /// Post-copy: COMMIT was sent again on this connection and RESUMED read on it; the push
+        /// goes on there.
+        case committedOn(FramedConnection, String)
         case discardedThere(String)
         case unresolved(String)
     }
@@ -326,9 +329,12 @@ public final class SourceAgent {
     /// that connection; `discarded` means the guest never ran there and may resume here. No
     /// answer, or `unknown` (a destination that restarted cannot say whether it ran the guest),
     /// leaves it unresolved: the guest must not run here, since it may run there.
-    func resolveHandoff(session: UInt64, token: SessionToken, digest: UInt64, after firstError: any Error, log: Logger)
-        -> HandoffResolution
-    {
+    /// With `keepConnection` (post-copy) the connection that carried the second COMMIT is
+    /// kept (`committedOn`) and no DONE is sent: the push goes on there.
+    func resolveHandoff(
+        session: UInt64, token: SessionToken, digest: UInt64, after firstError: any Error, log: Logger,
+        keepConnection: Bool = false
+    ) -> HandoffResolution {
         let deadline = MonotonicClock.now() &+ UInt64(max(options.handoffTimeoutMs, 0)) * 1_000_000
         var delay = 0.1
         var attempt = 0
@@ -340,7 +346,8 @@ public final class SourceAgent {
                 let (asking, answers) = try StatusClient.ask(
                     options.destination, StatusQuery(sessionID: session, sessionToken: token, resolve: true),
                     security: options.security, connectTimeout: .milliseconds(max(100, min(2_000, left))))
-                defer { asking.close() }
+                var kept = false
+                defer { if !kept { asking.close() } }
                 let status = answers[0]
                 log.info(
                     "destination answered where the guest is",
@@ -358,6 +365,13 @@ public final class SourceAgent {
                 case .awaitingCommit:
                     try asking.send(Commit())
                     _ = try asking.receive(Resumed.self)
+                    if keepConnection {
+                        kept = true
+                        return .committedOn(
+                            asking,
+                            "the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed"
+                        )
+                    }
                     try? asking.send(Done())
                     return .resumedThere(
                         "the first COMMIT was lost; sent again on a new connection (attempt \(attempt)) and confirmed")

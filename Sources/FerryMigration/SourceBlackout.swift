@@ -159,6 +159,9 @@ extension SourceSession {
         switch agent.resolveHandoff(session: sessionID, token: sessionToken, digest: digest, after: error, log: log) {
         case .resumedThere(let how):
             handedOver(commitStart: commitStart, how: how)
+        case .committedOn(let asking, let how):  // asked for by post-copy only
+            asking.close()
+            handedOver(commitStart: commitStart, how: how)
         case .discardedThere(let why):
             guest.resume()
             report.guestLocation = .source

@@ -24,6 +24,8 @@ struct PostcopyPush {
     var batch: DirtyBitmap
     var requests = 0
     var summary = PostcopyReport()
+    /// The digest COMPLETE carried, once it was sent.
+    var completed: UInt64?
 
     init(switched: PostcopySwitch, pageCount: Int) {
         round = switched.round
@@ -137,8 +139,12 @@ extension SourceSession {
     }
 
     /// COMMIT, then RESUMED: the destination runs the guest from here on; the source's copy
-    /// stays paused, and is the only copy of the stale pages.
+    /// stays paused, and is the only copy of the stale pages. RESUMED is awaited briefly; when
+    /// it does not come, the destination is asked where the guest is, as after a pre-copy
+    /// COMMIT (Protocol.md section 6): a lost COMMIT is sent again on the asking connection,
+    /// which then carries the push.
     func postcopyHandoff(_ switched: PostcopySwitch) throws {
+        try? connection.stream.setReceiveTimeout(ms: min(options.replyTimeoutMs, SourceAgent.resumedWaitMs))
         let commitStart = MonotonicClock.now()
         do {
             try connection.send(Commit())
@@ -151,14 +157,52 @@ extension SourceSession {
         report.rounds = Int(switched.round) + 1
         do {
             let resumed = try connection.receive(Resumed.self)
-            let end = MonotonicClock.now()
+            try? connection.stream.setReceiveTimeout(ms: options.replyTimeoutMs)
             parts.destinationResumeMs = Double(resumed.resumeMicroseconds) / 1000
-            parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
-            report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
-            noteResumedThere(at: end)
-            report.guestLocation = .destination
         } catch {
-            throw postcopyLost(error, during: "the wait for RESUMED", missing: switched.stale.popcount())
+            try resolvePostcopyHandoff(after: error, switched)
+        }
+        let end = MonotonicClock.now()
+        parts.commitResumeMs = (Double(end &- commitStart) / 1e9).milliseconds
+        report.downtimeMs = (Double(end &- blackoutStart) / 1e9).milliseconds
+        noteResumedThere(at: end)
+        report.guestLocation = .destination
+    }
+
+    /// No RESUMED after post-copy's COMMIT. The destination resumed the guest (the push then
+    /// reconnects with RESUME), or it had not read COMMIT (sent again on the asking connection,
+    /// the push goes on there), or it discarded the guest (which resumes here: its every page
+    /// is here). Unresolved within `--handoff-timeout`, the guest is lost: the destination may
+    /// run it and needs pages that are only here.
+    private func resolvePostcopyHandoff(after error: any Error, _ switched: PostcopySwitch) throws {
+        connection.close()
+        log.warning(
+            "no RESUMED after post-copy's COMMIT; asking the destination where the guest is",
+            metadata: [
+                "migration.error": "\(error)", "migration.session": "\(hex(sessionID))",
+                "migration.handoff_timeout_ms": "\(options.handoffTimeoutMs)",
+            ])
+        // The destination's handoff record carries digest 0 until post-copy's memory verified.
+        let resolution = agent.resolveHandoff(
+            session: sessionID, token: sessionToken, digest: 0, after: error, log: log, keepConnection: true)
+        switch resolution {
+        case .resumedThere(let how):
+            report.handoff = how  // the push's first send fails on the closed connection and resumes
+        case .committedOn(let asking, let how):
+            try? asking.stream.setReceiveTimeout(ms: options.replyTimeoutMs)
+            connection = asking
+            report.handoff = how
+        case .discardedThere(let why):
+            guest.resume()
+            report.guestLocation = .source
+            throw MigrationError(
+                .transport,
+                "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
+                guest: .source)
+        case .unresolved(let why):
+            throw postcopyLost(
+                MigrationError(.transport, why, guest: .lost), during: "the wait for RESUMED",
+                missing: switched.stale.popcount())
         }
     }
 
@@ -178,16 +222,26 @@ extension SourceSession {
             reader.name = "ferry-postcopy-requests"
             reader.start()
             defer { requests.stop() }
+            // A destination that stops taking the push (a partition without FIN or RST, a
+            // stopped host) is a lost connection within --stall-timeout, as in pre-copy.
+            stallWatch.watch([connection])
+            defer { stallWatch.watch([]) }
             do {
                 try push.sendRemaining(pusher, requests: requests) {
                     (self.connection.stream.unacknowledgedBytes, self.connection.stream.acknowledgedBytes)
                 }
-                try finishPush(switched, requests: requests)
+                try finishPush(switched, requests: requests, push: &push)
                 break
             } catch let failure as MigrationError where failure.code == .verification {
-                throw failure
+                // VERIFIED not ok after COMPLETE: the destination stops the guest (Protocol.md 11.4).
+                throw postcopyLost(failure, during: "the final verification", missing: push.left)
             } catch {
                 push.requests += requests.count
+                if let digest = push.completed, destinationVerified(digest: digest) {
+                    report.digest = hex(digest)
+                    report.handoff = "VERIFIED was lost; the destination's STATUS says the memory verified there"
+                    break
+                }
                 try recoverPush(&push, pusher: pusher, after: error)
             }
         }
@@ -207,19 +261,23 @@ extension SourceSession {
         report.pages = counts
         report.holePages = streamer.holePages
         report.outcome = .succeeded
-        report.handoff = "post-copy after \(switched.round) rounds: \(push.summary.stalePages) pages followed the guest"
+        report.handoff =
+            "post-copy after \(switched.round) rounds: \(push.summary.stalePages) pages followed the guest"
+            + (report.handoff.map { "; \($0)" } ?? "")
         enter(.handedOver)
         return finishReport()
     }
 
     /// COMPLETE with the digest of every page's hash; VERIFIED from the destination; DONE.
-    private func finishPush(_ switched: PostcopySwitch, requests: PostcopyRequests) throws {
+    private func finishPush(_ switched: PostcopySwitch, requests: PostcopyRequests, push: inout PostcopyPush) throws {
         let digest = streamer.digest()
         try connection.send(
             Complete(
                 finalRound: switched.round, pageCount: UInt64(pageCount), digest: digest,
                 stateDigest: switched.stateDigest))
-        let verified = try requests.awaitVerified(timeoutMs: options.replyTimeoutMs)
+        push.completed = digest
+        let verified = try requests.awaitVerified(
+            timeoutMs: options.replyTimeoutMs, stallMs: options.stallTimeoutMs, acknowledged: connection)
         guard verified.ok, verified.digest == digest else {
             throw MigrationError(
                 .verification,
@@ -228,6 +286,20 @@ extension SourceSession {
         }
         try? connection.send(Done())
         report.digest = hex(digest)
+    }
+
+    /// After COMPLETE, its answer lost: whether the destination verified the memory (its
+    /// handoff record, asked with the session's token, carries the digest once it did). A
+    /// destination that did has left post-copy and takes no RESUME any more.
+    private func destinationVerified(digest: UInt64) -> Bool {
+        guard
+            let (asking, answers) = try? StatusClient.ask(
+                // Resolve: a `resumed` answer also confirms, so the destination stops waiting for DONE.
+                options.destination, StatusQuery(sessionID: sessionID, sessionToken: sessionToken, resolve: true),
+                security: options.security, connectTimeout: .milliseconds(1_000), replyTimeout: .milliseconds(2_000))
+        else { return false }
+        asking.close()
+        return answers.contains { $0.state == .resumed && $0.digest == digest }
     }
 
     /// A lost connection during the push: connects again (`RESUME`, as in pre-copy), and what
@@ -246,7 +318,7 @@ extension SourceSession {
         do {
             back = try agent.reconnect(
                 sessionID: sessionID, token: sessionToken, pageCount: pageCount, lostRound: Int(push.round),
-                streamer: streamer, lost: failure
+                streamer: streamer, lost: failure, phase: "post-copy's push"
             ) { attempt, why in
                 log.warning(
                     "connection lost during post-copy; reconnecting (attempt \(attempt)/\(options.reconnectAttempts))",
@@ -272,17 +344,27 @@ extension SourceSession {
     /// Pages per post-copy batch: a request's answer waits at most for one batch in progress.
     static let postcopyBatchPages = 64
 
-    /// A failure after COMMIT: the destination runs the guest, and the pages it lacks are here
-    /// only. Post-copy cannot resume yet after a cut (docs/postcopy.md): the guest is lost.
+    /// A failure after COMMIT that cannot be resumed: the destination's guest lacks pages that
+    /// are here only (or its memory did not verify), so it is stopped there; this host's paused
+    /// copy is never resumed either, since the guest may have run on at the destination
+    /// (Protocol.md 11.4). The guest is lost.
     private func postcopyLost(_ error: any Error, during step: String, missing: Int) -> MigrationError {
-        let cause = MigrationError.wrap(error, during: step, guest: .destination)
+        let cause = MigrationError.wrap(error, during: step, guest: .lost)
+        if cause.code != .transport && cause.code != .peerAborted {
+            // A protocol error or damage: the destination is told at once, not left to wait
+            // --resume-timeout for a source that will not come back.
+            try? connection.send(Abort(reason: cause.abortReason, message: String(cause.message.prefix(1000))))
+        }
         log.critical(
-            "post-copy failed after COMMIT: the guest on the destination lacks pages that only this host had",
+            "post-copy failed after COMMIT: the guest is lost",
             metadata: ["migration.error": "\(cause.message)", "migration.missing_pages": "\(missing)"])
+        let why =
+            missing > 0
+            ? "\(missing) pages it needs never reached the destination" : "its memory did not verify on the destination"
         return MigrationError(
             cause.code,
-            "post-copy failed after COMMIT (\(cause.message)): \(missing) pages never reached the destination, where the guest cannot run on without them; the guest is lost (a post-copy cut is not recovered yet, docs/postcopy.md)",
-            guest: .destination)
+            "post-copy failed after COMMIT (\(cause.message)); the guest is lost: \(why), and this host's paused copy is not resumed, because the guest may have run on there (Protocol.md 11.4)",
+            guest: .lost)
     }
 }
 
@@ -325,15 +407,37 @@ final class PostcopyRequests: @unchecked Sendable {
         }
     }
 
-    func awaitVerified(timeoutMs: Int) throws -> Verified {
+    /// The destination answers COMPLETE at once, so VERIFIED is late when `acknowledged`'s
+    /// peer has acknowledged nothing for `stallMs` since (the last pages are in, the frame
+    /// reached it or was lost): a lost connection, which is resumed. Waits at most `timeoutMs`.
+    func awaitVerified(timeoutMs: Int, stallMs: Int, acknowledged connection: FramedConnection) throws -> Verified {
         let deadline = MonotonicClock.deadline(afterMilliseconds: timeoutMs)
-        return try condition.withLock {
-            while state.verified == nil && state.failure == nil {
-                if !condition.wait(untilNanoseconds: deadline) { break }
+        var lastAcknowledged = connection.stream.acknowledgedBytes
+        var movedAt = MonotonicClock.now()
+        while true {
+            let slice = min(deadline, MonotonicClock.now() &+ 50_000_000)
+            let answer = try condition.withLock { () throws(MigrationError) -> Verified? in
+                while state.verified == nil && state.failure == nil {
+                    if !condition.wait(untilNanoseconds: slice) { break }
+                }
+                if let verified = state.verified { return verified }
+                if let failure = state.failure { throw failure }
+                return nil
             }
-            if let verified = state.verified { return verified }
-            if let failure = state.failure { throw failure }
-            throw MigrationError(.transport, "no VERIFIED within \(timeoutMs) ms of COMPLETE", guest: .destination)
+            if let answer { return answer }
+            let now = MonotonicClock.now()
+            if now >= deadline {
+                throw MigrationError(.transport, "no VERIFIED within \(timeoutMs) ms of COMPLETE", guest: .lost)
+            }
+            let acknowledged = connection.stream.acknowledgedBytes
+            if acknowledged != lastAcknowledged || connection.stream.unacknowledgedBytes > 0 {
+                (lastAcknowledged, movedAt) = (acknowledged, now)
+            } else if now &- movedAt >= UInt64(stallMs) * 1_000_000 {
+                throw MigrationError(
+                    .transport,
+                    "no VERIFIED \(stallMs) ms after COMPLETE was acknowledged (--stall-timeout): the answer was lost or the destination stopped",
+                    guest: .lost)
+            }
         }
     }
 

@@ -16,10 +16,11 @@ extension SourceAgent {
     /// Connects again (the first attempt at once, then with doubling waits) until an attempt gets
     /// through: `RESUME`, the `RESUME_STATE` frames, and new page streams for `streamer`.
     /// `announce(attempt, why)` runs before each attempt, `why` being the last failure. Throws at once on anything but a transport
-    /// failure (an ABORT, a malformed answer), and after the last attempt.
+    /// failure (an ABORT, a malformed answer), and after the last attempt. `phase` names what was
+    /// lost in the last error (pre-copy's round by default).
     func reconnect(
         sessionID: UInt64, token: SessionToken, pageCount: Int, lostRound: Int, streamer: SourceStreams,
-        lost: MigrationError,
+        lost: MigrationError, phase: String? = nil,
         announce: (Int, MigrationError) -> Void
     ) throws -> Reconnection {
         let start = MonotonicClock.now()
@@ -64,7 +65,7 @@ extension SourceAgent {
         }
         throw MigrationError(
             .transport,
-            "lost the connection to \(options.destination) during pre-copy round \(lostRound) and could not resume in \(options.reconnectAttempts) attempt(s) over \(Int(MonotonicClock.seconds(since: start).rounded())) s (last: \(lastError.message)); check the network and that the destination still runs, or use more --reconnect-attempts",
+            "lost the connection to \(options.destination) during \(phase ?? "pre-copy round \(lostRound)") and could not resume in \(options.reconnectAttempts) attempt(s) over \(Int(MonotonicClock.seconds(since: start).rounded())) s (last: \(lastError.message)); check the network and that the destination still runs, or use more --reconnect-attempts",
             guest: .source)
     }
 

@@ -152,6 +152,9 @@ extension VirtualMachineMonitor {
                 left("the guest runs on \(migration.destination): \(error.message)")
             case .handedOverUnconfirmed, .notHere:
                 enter(.unresolved, reason: error.message)
+            case .lost:
+                // Post-copy (not offered through the VMM yet): the paused copy must never resume.
+                left("the guest is lost: \(error.message)")
             }
         }
     }

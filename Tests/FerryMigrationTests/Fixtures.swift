@@ -40,6 +40,8 @@ struct LoopbackMigration {
     var route: ((UInt16) throws -> UInt16)?
     /// Changes the source's options before it starts.
     var adjustSource: ((inout SourceOptions) -> Void)?
+    /// Changes the destination's options before it listens.
+    var adjustDestination: ((inout DestinationOptions) -> Void)?
     var destinationResumeTimeout = 30.0
     var sourceHandoffTimeoutMs = 60_000
     var destinationHandoffTimeoutMs = DestinationOptions.defaultHandoffTimeout.inMilliseconds
@@ -99,6 +101,7 @@ struct LoopbackMigration {
         destinationOptions.handoffTimeout = .milliseconds(destinationHandoffTimeoutMs)
         destinationOptions.security = destinationSecurity
         destinationOptions.cancellation = destinationCancellation
+        adjustDestination?(&destinationOptions)
         let destination = DestinationAgent(
             options: destinationOptions, logger: testLogger, progress: destinationProgress)
         let port = try destination.bind()

@@ -126,11 +126,12 @@ import Testing
         defer { relay.value?.stop() }
         let outcome = try migration.run(in: scratch)
         let sourceError = try #require(outcome.source.failure as? MigrationError)
-        #expect(
-            sourceError.guest == .destination && sourceError.message.contains("the guest is lost"), "\(sourceError)")
+        #expect(sourceError.guest == .lost && sourceError.message.contains("the guest is lost"), "\(sourceError)")
         #expect(!outcome.guestWasRunningAfterFailure, "the source resumed a guest it handed over")
         let destinationError = try #require(outcome.destination.failure as? MigrationError)
-        #expect(destinationError.message.contains("it is lost"), "\(destinationError)")
+        #expect(
+            destinationError.guest == .lost && destinationError.message.contains("the guest is lost"),
+            "\(destinationError)")
         // The incomplete image never passes for the guest's.
         #expect(!FileManager.default.fileExists(atPath: scratch.file("destination.img")))
         #expect(FileManager.default.fileExists(atPath: scratch.file("destination.img.lost")))

@@ -17,6 +17,34 @@ public enum WirePhase: String, CaseIterable, Sendable {
     case commit = "handoff: COMMIT"
     /// `RESUMED` (D→S): the guest runs on the destination.
     case afterCommit = "after commit"
+    /// `POSTCOPY_BEGIN` (S→D): the switch to post-copy; the vCPUs are paused, the device state
+    /// went before it, the destination's `VERIFIED` of the state is still to come.
+    case postcopySwitch = "post-copy: switch"
+    /// `COMMIT` (S→D) of a post-copy switch: from here on the source never resumes its copy.
+    case postcopyCommit = "post-copy: COMMIT"
+    /// The first `PAGE_REQUEST` (D→S): a vCPU on the destination waits for a page only the
+    /// source has.
+    case pageRequest = "post-copy: first request"
+    /// The first `PAGE_BATCH` (S→D) after post-copy's `RESUMED`: the push of the stale pages.
+    case push = "post-copy: push"
+    /// `COMPLETE` (S→D) after the push: every stale page was sent.
+    case postcopyComplete = "post-copy: COMPLETE"
+
+    /// The phases of a pre-copy migration, in the order they come.
+    public static let precopy: [WirePhase] = [
+        .handshake, .roundZero, .laterRound, .blackout, .verified, .commit, .afterCommit,
+    ]
+    /// The phases that only a migration that switches to post-copy (Protocol.md section 11) reaches.
+    public static let postcopy: [WirePhase] = [
+        .postcopySwitch, .postcopyCommit, .pageRequest, .push, .postcopyComplete,
+    ]
+
+    /// Whether the phase is reached only in post-copy.
+    public var isPostcopy: Bool { Self.postcopy.contains(self) }
+
+    /// Whether the guest runs on the destination from this phase on with pages only the
+    /// source has (after post-copy's `RESUMED`).
+    public var afterPostcopyResume: Bool { [.pageRequest, .push, .postcopyComplete].contains(self) }
 }
 
 /// What is done to the trigger frame.
@@ -72,7 +100,9 @@ public enum WireFault: Sendable {
 public enum WireType {
     public static let hello: UInt16 = 1, accept: UInt16 = 2, guestConfig: UInt16 = 4, pageBatch: UInt16 = 5,
         deviceState: UInt16 = 8
-    public static let verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
+    public static let complete: UInt16 = 9, verified: UInt16 = 10, commit: UInt16 = 11, resumed: UInt16 = 12
+    /// Post-copy (Protocol.md section 11).
+    public static let postcopyBegin: UInt16 = 37, pageRequest: UInt16 = 38
     /// The disk move (Protocol.md section 10).
     public static let diskHello: UInt16 = 25, diskAccept: UInt16 = 26, diskBlock: UInt16 = 27, diskEnd: UInt16 = 28
 }
@@ -97,6 +127,9 @@ public final class PhaseFaultRelay: @unchecked Sendable {
     private var imageBytes = 0
     private var acceptedSession: UInt64?
     private var roundZeroBytes = 0
+    /// Post-copy on the control connection: `POSTCOPY_BEGIN` seen, then its `RESUMED`.
+    private var postcopyBegun = false
+    private var postcopyResumed = false
 
     public init(upstreamPort: UInt16, phase: WirePhase, fault: WireFault) throws {
         self.phase = phase
@@ -147,9 +180,11 @@ public final class PhaseFaultRelay: @unchecked Sendable {
 
     /// The phase this frame opens, if it is a trigger frame (each phase counts once).
     private func phase(of frame: Relay.Frame) -> WirePhase? {
+        let (begun, resumed) = lock.withLock { (postcopyBegun, postcopyResumed) }
         let candidate: WirePhase?
         switch (frame.direction, frame.type) {
         case (.toDestination, WireType.guestConfig): candidate = .handshake
+        case (.toDestination, WireType.pageBatch) where resumed: candidate = .push
         case (.toDestination, WireType.pageBatch) where frame.payloadCount >= 4:
             if frame.payload(UInt32.self, at: 0) == 0 {
                 candidate = lock.withLock { () -> WirePhase? in
@@ -160,9 +195,17 @@ public final class PhaseFaultRelay: @unchecked Sendable {
                 candidate = .laterRound
             }
         case (.toDestination, WireType.deviceState): candidate = .blackout
-        case (.toDestination, WireType.commit): candidate = .commit
-        case (.toSource, WireType.verified): candidate = .verified
+        case (.toDestination, WireType.postcopyBegin):
+            lock.withLock { postcopyBegun = true }
+            candidate = .postcopySwitch
+        case (.toDestination, WireType.commit): candidate = begun ? .postcopyCommit : .commit
+        case (.toDestination, WireType.complete) where resumed: candidate = .postcopyComplete
+        case (.toSource, WireType.verified): candidate = begun ? nil : .verified
+        case (.toSource, WireType.resumed) where begun:
+            lock.withLock { postcopyResumed = true }
+            candidate = nil
         case (.toSource, WireType.resumed): candidate = .afterCommit
+        case (.toSource, WireType.pageRequest): candidate = .pageRequest
         default: candidate = nil
         }
         guard let candidate else { return nil }
