@@ -277,7 +277,8 @@ public struct ConvergencePolicy: Sendable {
                 * precopy.transferRate,
             roundsLeft: settings.maxRounds - round.round - 1, throttleInitial: settings.throttleInitial,
             throttleStep: settings.throttleStep, throttleMax: settings.throttleMax,
-            autoConverge: settings.autoConverge)
+            autoConverge: settings.autoConverge, dirtySeconds: round.dirtySeconds, outpacedRounds: outpacedRounds,
+            nextThrottlePercent: throttlePercent)
         var weighed = precopy
         let postcopyCost = HybridCost.postcopy(inputs)
         let precopyCost = HybridCost.precopy(inputs)

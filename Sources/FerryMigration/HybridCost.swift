@@ -37,8 +37,12 @@ public struct HybridCost: Sendable, Equatable {
         public init(
             pendingPages: Int, pageCount: Int, transferRate: Double, dirtyRate: Double, throttlePercent: Int,
             vcpus: Int, faultWaitSeconds: Double, finalRoundPages: Double, roundsLeft: Int,
-            throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99, autoConverge: Bool = true
+            throttleInitial: Int = 20, throttleStep: Int = 10, throttleMax: Int = 99, autoConverge: Bool = true,
+            dirtySeconds: Double = 0, outpacedRounds: Int = 0, nextThrottlePercent: Int? = nil
         ) {
+            self.nextThrottlePercent = nextThrottlePercent
+            self.dirtySeconds = dirtySeconds
+            self.outpacedRounds = outpacedRounds
             self.pendingPages = pendingPages
             self.pageCount = pageCount
             self.transferRate = transferRate
@@ -54,8 +58,22 @@ public struct HybridCost: Sendable, Equatable {
             self.autoConverge = autoConverge
         }
 
-        /// Pages per second the guest dirties with no throttle.
-        var unthrottledDirtyRate: Double { dirtyRate * 100 / Double(max(1, 100 - throttlePercent)) }
+        /// Seconds over which `dirtyRate` was counted (the distinct pages of the last round).
+        public var dirtySeconds: Double
+        /// Rounds in a row the guest has outpaced the link since the throttle last rose (the
+        /// policy's own count).
+        public var outpacedRounds: Int
+        /// The throttle the next round runs at, when the policy just changed it.
+        public var nextThrottlePercent: Int?
+
+        /// Page writes a second with no throttle: the distinct pages of the last round turned
+        /// back into writes (`writes(dirtying:pageCount:)`), the throttle taken out.
+        var writeRate: Double {
+            guard dirtySeconds > 0 else { return dirtyRate * 100 / Double(max(1, 100 - throttlePercent)) }
+            let distinct = dirtyRate * dirtySeconds
+            let writes = HybridCost.writes(dirtying: distinct, pageCount: max(1, pageCount)) / dirtySeconds
+            return writes * 100 / Double(max(1, 100 - throttlePercent))
+        }
     }
 
     /// Pre-copy from here: the throttle it ends at, how long it still takes, and what that costs.
@@ -75,55 +93,59 @@ public struct HybridCost: Sendable, Equatable {
 
     /// Pre-copy as `ConvergencePolicy` would carry it on: the throttle rises a step every two
     /// rounds in which the guest outpaced the link (dirtied more than half of what was sent),
-    /// and stops rising once it does not; then each round holds `q` times the pages of the one
-    /// before (`q` = dirty rate ÷ link rate) until the final round fits the target. nil when no
-    /// throttle up to `throttleMax` converges within the rounds left.
+    /// and stops rising once it does not; each round holds the distinct pages the guest dirtied
+    /// while the one before was sent (`distinctDirtied`) until the final round fits the target.
+    /// nil when no throttle up to `throttleMax` gets there within the rounds left.
     public static func precopy(_ inputs: Inputs) -> Precopy? {
         let rate = inputs.transferRate
-        guard rate > 0 else { return nil }
-        let dirty = inputs.unthrottledDirtyRate
-        let pending = Double(max(0, inputs.pendingPages))
-        let roundSeconds = pending / rate
-        var throttle = inputs.throttlePercent
+        guard rate > 0, inputs.pageCount > 0 else { return nil }
+        let writes = inputs.writeRate
+        var pages = Double(max(0, inputs.pendingPages))
+        var throttle = inputs.nextThrottlePercent ?? inputs.throttlePercent
+        var outpaced = inputs.outpacedRounds
         var seconds = 0.0
         var cost = 0.0
         var rounds = 0
-        while true {
-            let q = dirty * Double(100 - throttle) / 100 / rate
-            let outpaced = q > 0.5
-            let canRise = inputs.autoConverge && throttle < inputs.throttleMax
-            if !outpaced || !canRise {
-                guard q < 1 else { return nil }
-                let converge = converging(pending: pending, q: q, rate: rate, finalPages: inputs.finalRoundPages)
-                guard rounds + converge.rounds <= inputs.roundsLeft else { return nil }
-                return Precopy(
-                    throttlePercent: throttle, seconds: seconds + converge.seconds,
-                    costSeconds: cost + Double(throttle) / 100 * converge.seconds)
+        while pages > max(inputs.finalRoundPages, 1) {
+            guard rounds < inputs.roundsLeft else { return nil }
+            let roundSeconds = pages / rate
+            let next = distinctDirtied(
+                writes: writes * Double(100 - throttle) / 100 * roundSeconds, pageCount: inputs.pageCount)
+            seconds += roundSeconds
+            cost += roundSeconds * Double(throttle) / 100
+            rounds += 1
+            if next > 0.5 * pages {
+                // Outpaced: two such rounds raise the throttle a step (as far as it may go); a
+                // round that does not shrink at the highest throttle never converges.
+                outpaced += 1
+                let canRise = inputs.autoConverge && throttle < inputs.throttleMax
+                if outpaced >= 2 && canRise {
+                    throttle = min(
+                        inputs.throttleMax, throttle == 0 ? inputs.throttleInitial : throttle + inputs.throttleStep)
+                    outpaced = 0
+                }
+                if !canRise && next >= pages { return nil }
+            } else {
+                outpaced = 0
             }
-            // Two rounds at this throttle, each about as long as the last, then a step up.
-            seconds += 2 * roundSeconds
-            cost += 2 * roundSeconds * Double(throttle) / 100
-            rounds += 2
-            throttle = throttle == 0 ? inputs.throttleInitial : throttle + inputs.throttleStep
-            throttle = min(throttle, inputs.throttleMax)
-            guard rounds <= inputs.roundsLeft else { return nil }
+            pages = next
         }
+        return Precopy(throttlePercent: throttle, seconds: seconds, costSeconds: cost)
     }
 
-    /// Rounds and seconds from `pending` pages until a round holds at most `finalPages`, each
-    /// round `q` times the one before.
-    static func converging(pending: Double, q: Double, rate: Double, finalPages: Double) -> (
-        rounds: Int, seconds: Double
-    ) {
-        var pages = pending
-        var rounds = 0
-        var seconds = 0.0
-        while pages > max(finalPages, 1) && rounds < 1000 {
-            seconds += pages / rate
-            pages *= q
-            rounds += 1
-        }
-        return (rounds, seconds)
+    /// Distinct pages of `pageCount` that `writes` page writes land on when each falls on any
+    /// page alike: `pageCount · (1 − e^(−writes/pageCount))`. A guest that dirties pages at
+    /// random dirties fewer distinct pages in a long round than its rate says (measured on a 2
+    /// GiB guest writing 61,000 pages/s: 119,000 distinct pages in 2.2 s, not 134,000).
+    public static func distinctDirtied(writes: Double, pageCount: Int) -> Double {
+        let n = Double(pageCount)
+        return n * -expm1(-writes / n)
+    }
+
+    /// Page writes that dirty `distinct` pages of `pageCount` (the inverse of `distinctDirtied`).
+    public static func writes(dirtying distinct: Double, pageCount: Int) -> Double {
+        let n = Double(pageCount)
+        return -n * log1p(-min(distinct, n * 0.999) / n)
     }
 
     /// Post-copy from here. The push takes pending ÷ rate; the share `s` of memory still on the
@@ -134,7 +156,7 @@ public struct HybridCost: Sendable, Equatable {
     public static func postcopy(_ inputs: Inputs) -> Postcopy? {
         guard inputs.transferRate > 0, inputs.pageCount > 0 else { return nil }
         let seconds = Double(max(0, inputs.pendingPages)) / inputs.transferRate
-        let perVCPU = inputs.unthrottledDirtyRate / Double(max(1, inputs.vcpus))
+        let perVCPU = inputs.writeRate / Double(max(1, inputs.vcpus))
         let staleShare = min(1, Double(max(0, inputs.pendingPages)) / Double(inputs.pageCount))
         let a = perVCPU * inputs.faultWaitSeconds * staleShare
         let lostShare = a < 1e-9 ? a / 2 : 1 - log1p(a) / a

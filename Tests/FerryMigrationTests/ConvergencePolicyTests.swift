@@ -1,5 +1,6 @@
 import FerryGuestMigration
 import FerryKVMMigration
+import FerryTestSupport
 import Testing
 
 @testable import FerryMigration
@@ -197,8 +198,9 @@ import Testing
         #expect(decision.reason.contains("throttled to 80%"))
     }
 
-    /// A guest that outpaces the link only a little but has half its memory stale: a 20% throttle
-    /// is cheaper than post-copy, whose vCPUs would wait on every other page they touch.
+    /// A guest that outpaces the link only a little but has half its memory stale: throttling it
+    /// (to 40% in the end) is cheaper than post-copy, whose vCPUs would wait on every other page
+    /// they touch.
     @Test func notWhenAMildThrottleIsCheaper() throws {
         var policy = Self.policy(PostcopySettings())
         _ = policy.decide(Self.round(0, dirty: 250_000, dirtyRate: 17_000, sent: 524_288))
@@ -206,7 +208,7 @@ import Testing
         #expect(decision.action == .nextRound)
         let costs = try #require(decision.costs)
         let precopy = try #require(costs.precopy)
-        #expect(precopy.throttlePercent == 20)
+        #expect(precopy.throttlePercent == 40)
         #expect(precopy.costSeconds < costs.postcopy.costSeconds)
     }
 
@@ -227,6 +229,29 @@ import Testing
             if case .throttle(let percent) = decision.action { throttles.append(percent) }
         }
         #expect(throttles == [20, 30])
+    }
+
+    /// The rounds a 2 GiB guest writing 61,000 pages/s at random measured on a tc-shaped 1 Gbit/s
+    /// link (`Tools/bench/run`, 2026-12-07): carried on, pre-copy throttled it by 20–50% over its
+    /// last 4 s and it lost 5.4% of 13.7 s, 0.74 s; switched to post-copy after these rounds it
+    /// lost 1.4 s (13% of 11.4 s). The policy keeps pre-copy, and predicts both within a factor.
+    @Test func theBenchGuestOnAGigabitLinkStaysPrecopy() throws {
+        var policy = Self.policy(PostcopySettings())
+        let round0 = RoundObservation(
+            round: 0, pagesSent: 524_288, transferSeconds: 6.849, dirtyPages: 172_297, dirtySeconds: 7.0,
+            elapsed: 7.0, fixedCostSeconds: 0.003, throttlePercent: 0, pageCount: 524_288, vcpus: 2,
+            roundTripSeconds: 0.0002)
+        #expect(policy.decide(round0).action == .nextRound)
+        let round1 = RoundObservation(
+            round: 1, pagesSent: 172_297, transferSeconds: 2.279, dirtyPages: 121_976, dirtySeconds: 2.28,
+            elapsed: 9.3, fixedCostSeconds: 0.003, throttlePercent: 0, pageCount: 524_288, vcpus: 2,
+            roundTripSeconds: 0.0002)
+        let decision = policy.decide(round1)
+        #expect(decision.action == .nextRound, "\(decision.reason)")
+        let costs = try #require(decision.costs)
+        let precopy = try #require(costs.precopy)
+        #expect((0.37...1.5).contains(precopy.costSeconds), "\(precopy)")
+        #expect((0.7...2.8).contains(costs.postcopy.costSeconds), "\(costs.postcopy)")
     }
 
     @Test func insteadOfGivingUp() {
@@ -274,37 +299,68 @@ import Testing
         }
     }
 
-    /// Pre-copy's prediction against a walk of rounds as the policy runs them: two outpaced rounds
-    /// per throttle step, then rounds shrinking by dirty ÷ link until one fits the target.
-    @Test func precopyCostMatchesAWalkOfRounds() throws {
-        for dirtyRate in [20_000.0, 45_000, 60_000, 100_000] {
-            var inputs = Self.inputs
-            inputs.dirtyRate = dirtyRate
-            let predicted = try #require(HybridCost.precopy(inputs))
+    /// A guest writing pages at random, simulated page by page, and the policy itself deciding
+    /// after each round: what pre-copy cost it from round 1 on (throttle × time) against the
+    /// prediction made after round 1. Within 20% in time and 35% in cost: a round whose dirty
+    /// pages fall just either side of half its pages moves the throttle's next step by a round.
+    @Test func precopyCostMatchesThePolicyDrivingASimulatedGuest() throws {
+        for (writes, rate) in [(12_000.0, 10_000.0), (20_000, 10_000), (7_000, 10_000), (30_000, 10_000)] {
+            let pages = 65_536
+            var policy = ConvergencePolicy(settings: ConvergenceSettings(downtimeTarget: .milliseconds(50)))
+            var generator = SplitMix64(seed: UInt64(writes))
+            var pending = pages
             var throttle = 0
-            var pages = Double(inputs.pendingPages)
-            var seconds = 0.0
+            var prediction: HybridCost.Precopy?
             var cost = 0.0
-            var outpaced = 0
-            while pages > inputs.finalRoundPages {
-                let roundSeconds = pages / inputs.transferRate
-                let dirtied = dirtyRate * Double(100 - throttle) / 100 * roundSeconds
-                seconds += roundSeconds
-                cost += roundSeconds * Double(throttle) / 100
-                // While outpaced the next round is as long as this one (the guest refills it).
-                if dirtied > 0.5 * pages {
-                    outpaced += 1
-                    if outpaced == 2 {
-                        throttle = throttle == 0 ? 20 : throttle + 10
-                        outpaced = 0
-                    }
-                } else {
-                    pages = dirtied
+            var seconds = 0.0
+            for index in 0..<30 {
+                let roundSeconds = Double(pending) / rate
+                var dirty = Set<Int>()
+                for _ in 0..<Int(writes * Double(100 - throttle) / 100 * roundSeconds) {
+                    dirty.insert(Int(generator.next() % UInt64(pages)))
                 }
+                if index >= 2 {
+                    cost += roundSeconds * Double(throttle) / 100
+                    seconds += roundSeconds
+                }
+                let round = RoundObservation(
+                    round: index, pagesSent: pending, transferSeconds: roundSeconds, dirtyPages: dirty.count,
+                    dirtySeconds: roundSeconds, elapsed: 1, fixedCostSeconds: 0.002, throttlePercent: throttle,
+                    pageCount: pages, vcpus: 2)
+                let decision = policy.decide(round)
+                if index == 1 {
+                    prediction = HybridCost.precopy(
+                        HybridCost.Inputs(
+                            pendingPages: dirty.count, pageCount: pages, transferRate: rate,
+                            dirtyRate: round.dirtyRate, throttlePercent: throttle, vcpus: 2, faultWaitSeconds: 0.001,
+                            finalRoundPages: (0.9 * 0.05 - 0.002) * rate, roundsLeft: 28, dirtySeconds: roundSeconds,
+                            nextThrottlePercent: policy.throttlePercent))
+                }
+                pending = dirty.count
+                if case .throttle(let percent) = decision.action { throttle = percent }
+                if decision.action == .switchover { break }
             }
-            #expect(predicted.throttlePercent == throttle, "\(dirtyRate) pages/s")
-            #expect(abs(predicted.seconds - seconds) <= 1e-6 * seconds, "\(dirtyRate) pages/s")
-            #expect(abs(predicted.costSeconds - cost) <= 1e-6 * max(cost, 1), "\(dirtyRate) pages/s")
+            let predicted = try #require(prediction, "\(writes) writes/s")
+            #expect(predicted.throttlePercent == throttle, "\(writes) writes/s: \(predicted)")
+            #expect(
+                abs(predicted.seconds - seconds) <= 0.2 * seconds + 0.05,
+                "\(writes) writes/s: \(predicted), \(seconds) s")
+            #expect(
+                abs(predicted.costSeconds - cost) <= 0.35 * cost + 0.02,
+                "\(writes) writes/s: \(predicted), \(cost) s lost")
+        }
+    }
+
+    /// `distinctDirtied` against random writes counted page by page, and its inverse.
+    @Test func distinctPagesOfRandomWrites() {
+        var generator = SplitMix64(seed: 7)
+        for writes in [1_000, 30_000, 65_536, 200_000] {
+            var dirty = Set<Int>()
+            for _ in 0..<writes { dirty.insert(Int(generator.next() % 65_536)) }
+            let predicted = HybridCost.distinctDirtied(writes: Double(writes), pageCount: 65_536)
+            #expect(abs(predicted - Double(dirty.count)) <= 0.01 * predicted, "\(writes) writes")
+            #expect(
+                abs(HybridCost.writes(dirtying: predicted, pageCount: 65_536) - Double(writes)) < 1e-3 * Double(writes))
         }
     }
 

@@ -40,7 +40,7 @@ import Testing
         let scratch = Scratch()
         var migration = PostcopyTests.migration()
         migration.adjustSource = {
-            $0.postcopyAfterRounds = 1
+            $0.settings.postcopy = PostcopySettings(afterRounds: 1)
             $0.stallTimeout = .seconds(1)
         }
         let relay = Box<PhaseFaultRelay>()
@@ -70,7 +70,7 @@ import Testing
         let scratch = Scratch()
         var migration = PostcopyTests.migration()
         migration.adjustSource = {
-            $0.postcopyAfterRounds = 1
+            $0.settings.postcopy = PostcopySettings(afterRounds: 1)
             $0.stallTimeout = .seconds(1)
         }
         let path = scratch.file("destination.img")
