@@ -267,12 +267,15 @@ public struct ConvergencePolicy: Sendable {
         -> ConvergenceDecision
     {
         if precopy.action == .switchover { return precopy }
+        // The costs are expectations, so they take the last round's rate, not the slowest of the
+        // last few that the downtime prediction trusts (on a 1 Gbit/s link the slowest, round 0's
+        // with the image's zero pages left out, made pre-copy look twice as costly as it was).
+        let costRate = recentRates.last ?? precopy.transferRate
         let inputs = HybridCost.Inputs(
             pendingPages: round.dirtyPages + round.dirtiedSinceHarvest, pageCount: round.pageCount,
-            transferRate: precopy.transferRate, dirtyRate: round.dirtyRate, throttlePercent: round.throttlePercent,
+            transferRate: costRate, dirtyRate: round.dirtyRate, throttlePercent: round.throttlePercent,
             vcpus: round.vcpus,
-            faultWaitSeconds: HybridCost.faultWait(
-                roundTripSeconds: round.roundTripSeconds, transferRate: precopy.transferRate),
+            faultWaitSeconds: HybridCost.faultWait(roundTripSeconds: round.roundTripSeconds, transferRate: costRate),
             finalRoundPages: max(0, Self.margin * settings.downtimeTargetSeconds - round.fixedCostSeconds)
                 * precopy.transferRate,
             roundsLeft: settings.maxRounds - round.round - 1, throttleInitial: settings.throttleInitial,
