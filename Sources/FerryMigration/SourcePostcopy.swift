@@ -242,6 +242,11 @@ extension SourceSession {
                     report.handoff = "VERIFIED was lost; the destination's STATUS says the memory verified there"
                     break
                 }
+                // A send that failed because the destination aborted and closed: its ABORT is the
+                // cause, not a cut to resume.
+                if let aborted = requests.abortRead(withinMilliseconds: 300) {
+                    throw postcopyLost(aborted, during: "the post-copy push", missing: push.left)
+                }
                 try recoverPush(&push, pusher: pusher, after: error)
             }
         }
@@ -395,6 +400,18 @@ final class PostcopyRequests: @unchecked Sendable {
 
     func stop() {
         condition.withLock { state.stopped = true }
+    }
+
+    /// The destination's ABORT, if the reader reads one within `milliseconds`: a push that failed
+    /// to send may have lost the race with the ABORT that closed the connection.
+    func abortRead(withinMilliseconds milliseconds: Int) -> MigrationError? {
+        let deadline = MonotonicClock.deadline(afterMilliseconds: milliseconds)
+        return condition.withLock {
+            while state.failure == nil && !state.stopped {
+                if !condition.wait(untilNanoseconds: deadline) { break }
+            }
+            return state.failure.flatMap { $0.code == .peerAborted ? $0 : nil }
+        }
     }
 
     /// Waits up to `microseconds` for a request (or the end).
