@@ -74,6 +74,18 @@ extension HostMigrations {
     /// The driver's end: the inventory follows (docs/agent.md, the ownership table).
     func outgoingEnded(_ ended: MigrationResource, guestID: GuestID, name: GuestName) {
         var resource = ended
+        // An end taken up after a restart (the vmm ran on, or had left) carries no location, or
+        // the `unknown` of an unresolved record; its status says it. A reported `lost` stays.
+        if [nil, "unknown"].contains(resource.guestLocation) {
+            switch ended.status {
+            case .completed: resource.guestLocation = "destination"
+            case .failed, .cancelled: resource.guestLocation = "source"
+            default: break
+            }
+        }
+        if ["starting", "precopy", "reconnecting"].contains(resource.phase), resource.status.isFinal {
+            resource.phase = resource.status.rawValue
+        }
         switch ended.status {
         case .completed:
             handedOff(name, guestID: guestID, resource: ended)

@@ -133,6 +133,44 @@ struct AgentMigrationWindowTests {
         #expect(status.resolution == "destination")
     }
 
+    /// The source agent killed mid-migration, and the migration failed while it was down (the
+    /// destination's vmm killed): restarted, it finds the guest's vmm running the guest and
+    /// records `failed` with the guest on the source. (It recorded no location: the chaos test's
+    /// check of `guest_location` failed on a CI run.)
+    @Test("a migration that fails while the source agent is down reads failed, guest on the source, after a restart")
+    func failedWhileTheSourceAgentWasDown() throws {
+        let pair = try AgentPair("wf")
+        let guest = try pair.runGuest("g1", on: pair.source, workload: "idle")
+        let owner = try #require(guest.pid)
+        let started = try pair.startMigration("g1", options: AgentPair.slow)
+        try #require(started.status == 201, "\(started.body)")
+        let id = try MigrationResource.decode(started.body).id
+        usleep(700_000)  // mid round 0
+        pair.source.kill9()
+        let incoming = GuestAgentFixture.vmmProcesses(id: guest.id).filter { $0 != owner }
+        try #require(incoming.count == 1, "vmm processes \(GuestAgentFixture.vmmProcesses(id: guest.id))")
+        kill(incoming[0], SIGKILL)
+        let socket = "\(pair.source.guestsDirectory)/\(guest.id).sock"
+        let waiting = Date()
+        var state = "-"
+        while state != "running", Date().timeIntervalSince(waiting) < 60 {
+            usleep(100_000)
+            state = (try? VMMControlClient(path: socket, timeoutSeconds: 2).call("hello")["state"]?.stringValue) ?? "-"
+        }
+        try #require(state == "running", "the source's vmm did not take the guest back: \(state)")
+        try pair.source.start(port: pair.source.port)
+        var ended = try pair.migration(id)
+        for _ in 0..<100 where !ended.status.isFinal || ended.status == .unresolved {
+            usleep(100_000)
+            ended = try pair.migration(id)
+        }
+        #expect(
+            ended.status == .failed && ended.phase == "failed" && ended.guestLocation == "source", "\(ended.json)")
+        let states = try pair.settled("g1")
+        #expect(states.source == "running" && states.destination == nil, "\(states)")
+        #expect(GuestAgentFixture.vmmProcesses(id: guest.id) == [owner])
+    }
+
     typealias Reserved = (reservation: IncomingMigrationReservation, id: GuestID, vmm: pid_t)
 
     /// `POST /v1/migrations/incoming` for guest `name`: the answer, and the vmm listening for it.
