@@ -54,18 +54,25 @@ public final class BuiltinMigratableGuest: MigratableGuest {
     /// lock given up here, so the destination can open it when it resumes; this side writes no
     /// more unless the migration fails and `resume()` takes the disk back.
     public func deviceState() throws -> [DeviceStateSection] {
-        var sections = guest.states().enumerated().map { index, state in
+        var sections = vcpuSections()
+        if let disk {
+            let cursor = try disk.releaseForHandover()
+            sections.append(BuiltinDiskSection(cursor: cursor, recordsPerSecond: disk.recordsPerSecond).section)
+        }
+        return sections
+    }
+
+    /// The vCPU sections alone: the disk is not touched (its section is a few dozen bytes).
+    public func deviceStateProbe() throws -> [DeviceStateSection]? { vcpuSections() }
+
+    private func vcpuSections() -> [DeviceStateSection] {
+        guest.states().enumerated().map { index, state in
             var body: [UInt8] = []
             state.record.encode(into: &body)
             return DeviceStateSection(
                 kind: DeviceStateSection.vcpu, version: BuiltinGuestKind.vcpuFormat,
                 instance: UInt32(index), body: body)
         }
-        if let disk {
-            let cursor = try disk.releaseForHandover()
-            sections.append(BuiltinDiskSection(cursor: cursor, recordsPerSecond: disk.recordsPerSecond).section)
-        }
-        return sections
     }
 
     /// Graceful shutdown where the guest runs (a failed migration, the end of a run): the vCPUs

@@ -65,6 +65,10 @@ public final class KVMMigratableGuest: MigratableGuest {
         }
         return sections
     }
+    /// The vCPU sections alone: the disk is neither flushed nor released.
+    public func deviceStateProbe() throws -> [DeviceStateSection]? {
+        try guest.states().enumerated().map { index, state in state.section(vcpu: index) }
+    }
     /// Graceful shutdown where the guest runs (a failed migration): with a disk, the program
     /// writes its clean-shutdown record and flushes, the disk is synced and released. Returns
     /// each vCPU's steps.

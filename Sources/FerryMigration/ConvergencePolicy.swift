@@ -65,9 +65,14 @@ public struct RoundObservation: Sendable, Equatable {
     public var dirtySeconds: Double
     /// Seconds since the migration started.
     public var elapsed: Double
-    /// Measured costs of a blackout that do not depend on the number of pages: pausing the vCPUs,
-    /// the final harvest, round trips, the destination's digest and resume.
-    public var fixedCostSeconds: Double
+    /// Measured costs of a blackout besides the final pages: pausing the vCPUs, the final
+    /// harvest, the device state, queued bytes, the destination's digest, round trips.
+    public var costs: BlackoutForecast.Costs
+    /// The part of `costs` that does not depend on the link's rate.
+    public var fixedCostSeconds: Double { costs.fixedSeconds }
+    /// Bytes the round put on the wire (0: not known; the byte rate is then taken as a page's
+    /// size per page).
+    public var wireBytes: UInt64
     /// vCPU slow-down in force during the round (0-99).
     public var throttlePercent: Int
     /// Pages the guest is expected to dirty between the harvest and the decision (it keeps
@@ -81,9 +86,10 @@ public struct RoundObservation: Sendable, Equatable {
 
     public init(
         round: Int, pagesSent: Int, transferSeconds: Double, dirtyPages: Int, dirtySeconds: Double,
-        elapsed: Double, fixedCostSeconds: Double, throttlePercent: Int, dirtiedSinceHarvest: Int = 0,
-        pageCount: Int = 0, vcpus: Int = 1, roundTripSeconds: Double = 0
+        elapsed: Double, costs: BlackoutForecast.Costs, throttlePercent: Int, dirtiedSinceHarvest: Int = 0,
+        pageCount: Int = 0, vcpus: Int = 1, roundTripSeconds: Double = 0, wireBytes: UInt64 = 0
     ) {
+        self.wireBytes = wireBytes
         self.pageCount = pageCount
         self.vcpus = vcpus
         self.roundTripSeconds = roundTripSeconds
@@ -94,7 +100,7 @@ public struct RoundObservation: Sendable, Equatable {
         self.dirtyPages = dirtyPages
         self.dirtySeconds = dirtySeconds
         self.elapsed = elapsed
-        self.fixedCostSeconds = fixedCostSeconds
+        self.costs = costs
         self.throttlePercent = throttlePercent
     }
 
@@ -132,6 +138,8 @@ public struct ConvergenceDecision: Sendable, Equatable {
     /// Pages per second the policy expects the link to move.
     public var transferRate: Double
     public var reason: String
+    /// The blackout `predictedDowntime` adds up, part by part.
+    public var forecast: BlackoutForecast?
     /// What pre-copy and post-copy were predicted to cost the guest from here, when the policy
     /// weighed them (post-copy allowed and offered).
     public var costs: WeighedCosts?
@@ -158,6 +166,8 @@ public struct ConvergencePolicy: Sendable {
     /// Switch over when the predicted blackout is at most this share of the target.
     static let margin = 0.9
     private var recentRates: [Double] = []
+    /// Wire bytes per second of the same rounds.
+    private var recentByteRates: [Double] = []
     /// How many recent rounds the prediction looks at; it trusts the slowest, because the final
     /// round's rate varies by tens of percent from one round to the next and an optimistic
     /// prediction overshoots the downtime target.
@@ -181,18 +191,38 @@ public struct ConvergencePolicy: Sendable {
         return weighPostcopy(precopy, after: round, postcopy)
     }
 
-    private mutating func precopyDecision(_ round: RoundObservation) -> ConvergenceDecision {
-        if round.transferSeconds > 0 && (round.pagesSent >= Self.minimumPagesForRate || recentRates.isEmpty) {
-            recentRates.append(Double(max(round.pagesSent, 1)) / round.transferSeconds)
-            if recentRates.count > Self.rateWindow { recentRates.removeFirst() }
+    /// Keeps the round's page and byte rates when it moved enough pages to measure the link.
+    private mutating func observeRates(_ round: RoundObservation) {
+        guard round.transferSeconds > 0 && (round.pagesSent >= Self.minimumPagesForRate || recentRates.isEmpty)
+        else { return }
+        let pages = Double(max(round.pagesSent, 1))
+        recentRates.append(pages / round.transferSeconds)
+        let bytes = round.wireBytes > 0 ? Double(round.wireBytes) : pages * 4096  // wire bytes not known
+        recentByteRates.append(bytes / round.transferSeconds)
+        if recentRates.count > Self.rateWindow {
+            recentRates.removeFirst()
+            recentByteRates.removeFirst()
         }
-        let finalPages = round.dirtyPages + round.dirtiedSinceHarvest
-        let sendSeconds = transferRate > 0 ? Double(finalPages) / transferRate : .infinity
-        let predicted = round.fixedCostSeconds + (round.dirtyPages == 0 ? 0 : sendSeconds)
+    }
+
+    /// The blackout if the guest were paused after `round`, at the slowest recent round's rates
+    /// (pages and bytes alike).
+    private func forecast(_ round: RoundObservation) -> BlackoutForecast {
+        let slowest = recentRates.indices.min { recentRates[$0] < recentRates[$1] }
+        return BlackoutForecast(
+            costs: round.costs, dirtyPages: round.dirtyPages, stalePages: round.dirtiedSinceHarvest,
+            pagesPerSecond: transferRate, bytesPerSecond: slowest.map { recentByteRates[$0] } ?? 0)
+    }
+
+    private mutating func precopyDecision(_ round: RoundObservation) -> ConvergenceDecision {
+        observeRates(round)
+        let blackout = forecast(round)
+        let predicted = blackout.totalSeconds
 
         func decision(_ action: ConvergenceDecision.Action, _ reason: String) -> ConvergenceDecision {
             ConvergenceDecision(
-                action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason)
+                action: action, predictedDowntime: predicted, transferRate: transferRate, reason: reason,
+                forecast: blackout)
         }
 
         let outOfRounds = round.round + 1 >= settings.maxRounds
@@ -214,7 +244,7 @@ public struct ConvergencePolicy: Sendable {
                 "predicted downtime \(Self.ms(predicted)) fits the target \(Self.ms(settings.downtimeTargetSeconds)) with a 10% margin"
             )
         }
-        if round.dirtyPages == 0 {
+        if round.dirtyPages == 0 && round.dirtiedSinceHarvest == 0 {
             // Nothing left to send: more rounds cannot shorten the blackout below its fixed costs.
             return decision(
                 .switchover,

@@ -94,6 +94,7 @@ extension DestinationSession {
         if let postcopy = receiving.postcopy {
             try? postcopy.send(Resumed(resumeMicroseconds: resumeMicros), on: handoff)
             postcopy.openRequests()
+            registry.handoffs.follow(session: sessionID) { postcopy.progressLine }
         } else {
             try? handoff.send(Resumed(resumeMicroseconds: resumeMicros))
         }

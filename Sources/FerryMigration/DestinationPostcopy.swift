@@ -28,6 +28,8 @@ final class DestinationPostcopy: @unchecked Sendable {
     /// Seconds from a fault read to its page installed, for the pages asked for.
     private let waits = Mutex([Double]())
     private let requestCount = Atomic<Int>(0)
+    /// Stale pages installed so far, pushed or asked for.
+    private let arrived = Atomic<Int>(0)
     private let stopped = Atomic<Bool>(false)
     private let failure = Mutex<String?>(nil)
     private let finished = DispatchSemaphore(value: 0)
@@ -144,6 +146,7 @@ final class DestinationPostcopy: @unchecked Sendable {
 
     /// A page went in: the wait of whoever asked for it ends.
     func installed(_ page: Int) {
+        arrived.add(1, ordering: .relaxed)
         guard let asked = requestedAt.withLock({ $0.removeValue(forKey: page) }) else { return }
         let seconds = Double(MonotonicClock.now() &- asked) / 1e9
         waits.withLock { $0.append(seconds) }
@@ -216,6 +219,14 @@ final class DestinationPostcopy: @unchecked Sendable {
         try? pages.close(discarding: true)
     }
 
+    /// Where the push stands, for `STATUS` (`ferry status`) while the guest runs here.
+    var progressLine: String {
+        let here = arrived.load(ordering: .relaxed)
+        let percent = stalePages > 0 ? 100 * here / stalePages : 100
+        return
+            "post-copy: the guest runs here; \(here) of \(stalePages) stale pages arrived (\(percent)%), \(requestCount.load(ordering: .relaxed)) requests for pages its vCPUs touched; the source holds the rest, and losing it before they arrive loses the guest"
+    }
+
     func summary(durationMs: Double, wireBytes: UInt64) -> PostcopyReport {
         var report = PostcopyReport()
         report.afterRounds = Int(round)
@@ -236,7 +247,20 @@ final class DestinationPostcopy: @unchecked Sendable {
     }
 }
 
+/// Damage found on the connection during the push (Protocol.md 11.4): a frame that breaks the
+/// frame layer, a batch that does not parse or decode, a page whose hash differs. None of it
+/// reached the guest, so it is dropped with its connection and resumed like a cut.
+struct PostcopyDamage: Error {
+    let failure: MigrationError
+    init(_ failure: MigrationError) { self.failure = failure }
+    init(wrapping error: any Error) { failure = MigrationError.wrap(error, during: "post-copy", guest: .lost) }
+}
+
 extension DestinationSession {
+    /// Damaged connections resumed per post-copy; the next damage loses the guest (a peer or a
+    /// link that damages every connection would otherwise hold the guest's vCPUs forever).
+    static let damageResumeLimit = 3
+
     /// `POSTCOPY_BEGIN` (after `DEVICE_STATE`): the pages this side lacks are dropped and
     /// registered missing, the state digest is checked, and `VERIFIED` answers for the state.
     func beginPostcopy(_ begin: PostcopyBegin) throws {
@@ -335,13 +359,16 @@ extension DestinationSession {
         var connection = first
         var wire: UInt64 = 0
         let decoder = PageDecoder(pageSize: pageSize)
+        var damageResumes = 0
         // A RESUME is taken from here on (the registry's reattach check).
         resumable.set()
         defer { resumable.clear() }
         while true {
             let wireBefore = connection.bytesReceived
             do {
-                try? connection.stream.setReceiveTimeout(ms: nil)
+                // A source that sends nothing for this long (stopped, or its host frozen) is a
+                // lost connection: resumed if it comes back, else the guest is lost, not held.
+                try? connection.stream.setReceiveTimeout(ms: options.receiveTimeoutMs)
                 try receivePostcopyFrames(postcopy, on: connection, decoder: decoder)
                 wire += connection.bytesReceived - wireBefore
                 report.postcopy = postcopy.summary(
@@ -354,10 +381,16 @@ extension DestinationSession {
                     // Not the connection's failure: a resume would not help the guest.
                     throw postcopyLost(postcopy, MigrationError(.system, mapping, guest: .lost), on: connection)
                 }
-                let failure = MigrationError.wrap(error, during: "post-copy", guest: .lost)
-                if failure.code == .transport && options.resumeTimeoutSeconds > 0,
+                // Damage on the wire is dropped with its connection and resumed as a cut is (no
+                // damaged page reached the guest), a few times; a peer that keeps damaging loses it.
+                let damage = error as? PostcopyDamage
+                let failure = damage?.failure ?? MigrationError.wrap(error, during: "post-copy", guest: .lost)
+                let resumable =
+                    failure.code == .transport || (damage != nil && damageResumes < Self.damageResumeLimit)
+                if resumable && options.resumeTimeoutSeconds > 0,
                     let back = try? recoverPostcopy(postcopy, after: failure)
                 {
+                    if damage != nil { damageResumes += 1 }
                     connection = back
                     continue
                 }
@@ -374,16 +407,17 @@ extension DestinationSession {
             if let failure = postcopy.faultFailure {
                 throw MigrationError(.transport, "asking the source for pages: \(failure)", guest: .lost)
             }
-            let frame = try connection.receive()
+            let frame = try receiveUndamaged(on: connection)
             switch frame.type {
             case .pageBatch:
                 try install(frame.payload, postcopy, decoder: decoder)
             case .complete:
-                try finishPostcopy(try Complete(payload: frame.payload), postcopy, on: connection)
+                try finishPostcopy(try Self.complete(frame.payload), postcopy, on: connection)
                 return
             default:
-                throw MigrationError(
-                    .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .lost)
+                throw PostcopyDamage(
+                    MigrationError(
+                        .protocolViolation, "unexpected \(frame.type) frame during post-copy", guest: .lost))
             }
         }
     }
@@ -469,7 +503,39 @@ extension DestinationSession {
         return control
     }
 
+    /// The next frame; one that breaks the frame layer's rules is `PostcopyDamage`.
+    private func receiveUndamaged(on connection: FramedConnection) throws -> ReceivedFrame {
+        do {
+            return try connection.receive()
+        } catch {
+            guard error.code == .protocolViolation else { throw error }
+            throw PostcopyDamage(wrapping: error)
+        }
+    }
+
+    /// `COMPLETE`; one that does not parse is `PostcopyDamage`.
+    private static func complete(_ payload: UnsafeRawBufferPointer) throws -> Complete {
+        do { return try Complete(payload: payload) } catch { throw PostcopyDamage(wrapping: error) }
+    }
+
+    /// Installs a batch's pages. A batch that does not parse or decode, or a page whose hash
+    /// differs, is `PostcopyDamage`: nothing of it reached the guest. A failure to map a page
+    /// into the guest's view is not damage (a `SystemError`, passed on).
     private func install(
+        _ payload: UnsafeRawBufferPointer, _ postcopy: DestinationPostcopy, decoder: PageDecoder
+    ) throws {
+        do {
+            try installPages(payload, postcopy, decoder: decoder)
+        } catch let error as PostcopyDamage {
+            throw error
+        } catch let error as SystemError {
+            throw error
+        } catch {
+            throw PostcopyDamage(wrapping: error)
+        }
+    }
+
+    private func installPages(
         _ payload: UnsafeRawBufferPointer, _ postcopy: DestinationPostcopy, decoder: PageDecoder
     ) throws {
         var reader = try PageBatchReader(payload: payload, pageSize: pageSize, pageCount: UInt64(pageCount))
@@ -507,6 +573,14 @@ extension DestinationSession {
         if missing > 0 { problems.append("\(missing) pages never arrived") }
         if digest != complete.digest { problems.append("digest \(hex(digest)) ≠ the source's \(hex(complete.digest))") }
         if complete.stateDigest != postcopy.stateDigest { problems.append("COMPLETE names another device state") }
+        if missing == 0 && !problems.isEmpty {
+            // Every page is here, each checked against its hash as it came: a COMPLETE that
+            // disagrees was damaged on its way. Resumed, the source sends it again.
+            throw PostcopyDamage(
+                MigrationError(
+                    .verification, "COMPLETE disagrees with the verified pages (\(problems.joined(separator: "; ")))",
+                    guest: .lost))
+        }
         postcopy.stopServing()
         postcopy.stopMapping()
         if problems.isEmpty {

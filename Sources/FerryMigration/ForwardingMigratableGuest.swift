@@ -27,6 +27,7 @@ extension ForwardingMigratableGuest {
         set { forwardee.throttlePercent = newValue }
     }
     public func deviceState() throws -> [DeviceStateSection] { try forwardee.deviceState() }
+    public func deviceStateProbe() throws -> [DeviceStateSection]? { try forwardee.deviceStateProbe() }
     public func stopForHandover() -> [UInt64] { forwardee.stopForHandover() }
     public var progressSteps: UInt64? { forwardee.progressSteps }
 }

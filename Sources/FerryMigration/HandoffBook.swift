@@ -36,6 +36,8 @@ final class HandoffBook: @unchecked Sendable {
         var resolver: FramedConnection?
         /// The source learned that the guest runs here (it read `RESUMED`, or a `STATUS` saying so).
         var confirmed = false
+        /// The message while the session's state holds, read live (post-copy's progress).
+        var live: (@Sendable () -> String)?
     }
 
     private let condition = MonotonicCondition()
@@ -71,6 +73,7 @@ final class HandoffBook: @unchecked Sendable {
             record.state = state
             if let digest { record.digest = digest }
             record.message = message
+            record.live = nil
             record.changedAt = MonotonicClock.now()
             let stray = state == .awaitingCommit ? nil : record.resolver
             if state != .awaitingCommit { record.resolver = nil }
@@ -93,6 +96,7 @@ final class HandoffBook: @unchecked Sendable {
             let stray = records[id]?.resolver
             records[id]?.control = nil
             records[id]?.resolver = nil
+            records[id]?.live = nil
             if forget {
                 records[id] = nil
                 order.removeAll { $0 == id }
@@ -101,6 +105,12 @@ final class HandoffBook: @unchecked Sendable {
             return stray
         }
         stray?.close()
+    }
+
+    /// Until session `id`'s state next changes (or it ends), `STATUS` says what `live` returns
+    /// when asked, instead of a message fixed in advance.
+    func follow(session id: UInt64, with live: @escaping @Sendable () -> String) {
+        condition.withLock { records[id]?.live = live }
     }
 
     /// The session now reads from `connection` (after a resume).
@@ -154,7 +164,7 @@ final class HandoffBook: @unchecked Sendable {
                 digest: revealed ? record.digest : 0, pageCount: record.pageCount,
                 ageSeconds: UInt32(min(Double(now &- record.changedAt) / 1e9, Double(UInt32.max))),
                 guestName: record.guestName,
-                message: record.message.isEmpty ? Self.meaning(record.state) : record.message)
+                message: record.live?() ?? (record.message.isEmpty ? Self.meaning(record.state) : record.message))
         }
     }
 

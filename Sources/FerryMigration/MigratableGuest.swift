@@ -45,6 +45,11 @@ public protocol MigratableGuest: AnyObject {
     /// (kind `DeviceStateSection.vcpu`, version `cpuStateFormat`, vCPU 0 first), then any
     /// device sections of the guest kind's own.
     func deviceState() throws -> [DeviceStateSection]
+    /// The device state as `deviceState()` would take it, without handing anything over (no
+    /// disk flushed or released): taken once during setup, the vCPUs paused, so that the
+    /// blackout's forecast knows its size and the time to read it. nil (the default): the kind
+    /// cannot take it apart from the handover, and the forecast leaves it out.
+    func deviceStateProbe() throws -> [DeviceStateSection]?
     /// Ends the guest's vCPUs for good (it runs on the destination now); returns each vCPU's steps.
     func stopForHandover() -> [UInt64]
     /// A count of the guest's work (steps: writes, instructions, …, as the kind defines them),
@@ -56,6 +61,7 @@ public protocol MigratableGuest: AnyObject {
 
 extension MigratableGuest {
     public var progressSteps: UInt64? { nil }
+    public func deviceStateProbe() throws -> [DeviceStateSection]? { nil }
 }
 
 /// What describes a guest to its kind on the destination (`GUEST_CONFIG`'s `seed` and `workload`,

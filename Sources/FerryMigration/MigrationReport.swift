@@ -171,6 +171,11 @@ public struct MigrationReport: Codable, Sendable {
     public var downtimeClock: String = ""
     public var downtimeParts = DowntimeParts()
     public var predictedDowntimeMs: Double = 0
+    /// Source, a pre-copy switch-over: `predictedDowntimeMs` part by part (`BlackoutForecast`).
+    public var downtimeForecast: BlackoutForecast?
+    /// Source, with a forecast: the parts of the blackout that took more than 1.5 times their
+    /// forecast and 1 ms over it, each with its cause where the measurements tell (empty: none).
+    public var downtimeMisses: [DowntimeMiss]?
     public var downtimeTargetMs: Double = 0
 
     public var rounds: Int = 0
@@ -230,6 +235,8 @@ public struct MigrationReport: Codable, Sendable {
         case downtimeClock = "downtime_clock"
         case downtimeParts = "downtime_parts"
         case predictedDowntimeMs = "predicted_downtime_ms"
+        case downtimeForecast = "downtime_forecast"
+        case downtimeMisses = "downtime_misses"
         case downtimeTargetMs = "downtime_target_ms"
         case perRound = "per_round"
         case wireBytes = "wire_bytes"
@@ -276,6 +283,21 @@ public struct MigrationReport: Codable, Sendable {
         return text.contains(quoted) ? Data(text.replacingOccurrences(of: quoted, with: "null").utf8) : data
     }
 
+    /// The source's forecast of the blackout, and every part that missed it.
+    func forecastLines() -> [String] {
+        guard let f = downtimeForecast else { return [] }
+        func ms(_ value: Double) -> String { String(format: "%.1f ms", value) }
+        var lines = [
+            "    forecast   pause vCPUs \(ms(f.pauseVcpusMs)), final harvest \(ms(f.finalHarvestMs)), \(f.finalPages) pages \(ms(f.finalPagesMs)) (\(f.stalePages) dirtied after the last harvest), device state \(ms(f.deviceStateMs)) (\(f.deviceStateBytes) B), queued \(f.queuedBytes) B \(ms(f.queuedMs)), destination verify \(ms(f.destinationVerifyMs)), round trips \(ms(f.roundTripsMs))"
+        ]
+        for miss in downtimeMisses ?? [] {
+            lines.append(
+                "    missed     \(miss.part): \(ms(miss.actualMs)) against \(ms(miss.predictedMs)) forecast: \(miss.cause)"
+            )
+        }
+        return lines
+    }
+
     /// A report for people: a few aligned lines, then one line per round.
     public func text() -> String {
         func mb(_ bytes: UInt64) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
@@ -300,6 +322,7 @@ public struct MigrationReport: Codable, Sendable {
                 lines.append(
                     "    parts      pause vCPUs \(ms(p.pauseVcpusMs)), final harvest \(ms(p.finalHarvestMs)), final send \(ms(p.finalSendMs)) (CPU state \(ms(p.cpuStateMs))), verify \(ms(p.verifyMs)) (destination \(ms(p.destinationVerifyMs))), commit+resume \(ms(p.commitResumeMs)) (destination \(ms(p.destinationResumeMs)))"
                 )
+                lines += forecastLines()
             } else {
                 lines.append("  blackout     \(ms(downtimeMs)) seen here")
                 lines.append(
@@ -358,7 +381,7 @@ extension MigrationReport {
         guard let postcopy else { return [] }
         func ms(_ value: Double) -> String { String(format: "%.2f ms", value) }
         var line =
-            "  post-copy    after \(postcopy.afterRounds) rounds: \(postcopy.stalePages) pages followed the guest in \(ms(postcopy.durationMs)) (\(postcopy.requestedPages) asked for by the guest, \(postcopy.pushedPages) pushed)"
+            "  post-copy    after \(postcopy.afterRounds) rounds: \(postcopy.stalePages) pages followed the guest in \(ms(postcopy.durationMs)) (\(postcopy.requestedPages) asked for by the guest, \(postcopy.pushedPages) pushed\(postcopy.hotPages.map { ", \($0) hot ones first" } ?? ""))"
         if let p50 = postcopy.faultWaitP50Ms, let p99 = postcopy.faultWaitP99Ms {
             line += "; a touched page waited \(ms(p50)) (p50), \(ms(p99)) (p99)"
         }
@@ -376,6 +399,9 @@ public struct PostcopyReport: Codable, Sendable, Equatable {
     /// Of them, sent because the guest touched them (PAGE_REQUEST), and by the background push.
     public var requestedPages = 0
     public var pushedPages = 0
+    /// Source: of the stale pages, those the push sent first (dirtied in each of the last two
+    /// pre-copy intervals: the guest's working set, `PushOrder`).
+    public var hotPages: Int?
     /// PAGE_REQUEST frames (source: read; destination: sent).
     public var requests = 0
     /// From the switch to the destination's VERIFIED of the last page.
@@ -398,6 +424,7 @@ public struct PostcopyReport: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case afterRounds = "after_rounds"
         case stalePages = "stale_pages"
+        case hotPages = "hot_pages"
         case requestedPages = "requested_pages"
         case pushedPages = "pushed_pages"
         case requests

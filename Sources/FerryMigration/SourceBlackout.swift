@@ -54,6 +54,7 @@ extension SourceSession {
         parts.finalHarvestMs = (Double(harvestDone &- paused) / 1e9).milliseconds
         let round = precopyState.round
         let final = try streamer.send(pages: precopyState.pending, round: UInt32(round))
+        finalRoundPages = final.pages
         let stateStart = MonotonicClock.now()
         let state = DeviceState(sections: try guest.deviceState())
         try connection.send(state)
@@ -182,6 +183,9 @@ extension SourceSession {
     func finishReport() -> MigrationReport {
         report.vcpuSteps = guest.stopForHandover()
         report.downtimeParts = parts
+        if let forecast = report.downtimeForecast, report.postcopy == nil, report.guestLocation == .destination {
+            report.downtimeMisses = forecast.misses(parts, downtimeMs: report.downtimeMs, finalPages: finalRoundPages)
+        }
         report.downtimeClock =
             "source CLOCK_MONOTONIC, from pausing the vCPUs to reading RESUMED (includes the last one-way trip)"
         report.totalMs = MonotonicClock.seconds(since: start).milliseconds

@@ -10,6 +10,8 @@ struct PostcopySwitch {
     var round: UInt32
     /// The pages the destination lacks (dirtied since they were sent, or never sent).
     var stale: DirtyBitmap
+    /// The pages the last pre-copy round sent: with `stale`, which pages are hot (`PushOrder`).
+    var lastRound: DirtyBitmap
     var stateDigest: UInt64
     var switchedAt: UInt64
 }
@@ -20,21 +22,30 @@ struct PostcopyPush {
     let stale: DirtyBitmap
     var remaining: DirtyBitmap
     var left: Int
-    var cursor = 0
+    var order: PushOrder
     var batch: DirtyBitmap
     var requests = 0
     var summary = PostcopyReport()
     /// The digest COMPLETE carried, once it was sent.
     var completed: UInt64?
+    /// `--max-bandwidth`, held over every byte of the push, the pages a vCPU asked for included
+    /// (they go first once the limit allows a batch: at most one batch's time, 64 pages, later).
+    var limiter: BandwidthLimiter?
+    /// No batch goes before then (MonotonicClock).
+    private var pausedUntil: UInt64 = 0
+    /// Connections dropped and resumed because a frame from the destination arrived damaged.
+    var damageResumes = 0
 
     init(switched: PostcopySwitch, pageCount: Int) {
         round = switched.round
         stale = switched.stale
         remaining = switched.stale
         left = switched.stale.popcount()
+        order = PushOrder(stale: switched.stale, lastRound: switched.lastRound)
         batch = DirtyBitmap(count: pageCount)
         summary.afterRounds = Int(switched.round)
         summary.stalePages = left
+        summary.hotPages = order.hot.popcount()
     }
 
     /// Sends the remaining pages, those asked for first, in batches of at most
@@ -47,6 +58,12 @@ struct PostcopyPush {
         var budget = PushQueueBudget()
         while left > 0 {
             if let failure = requests.failure { throw failure }
+            let now = MonotonicClock.now()
+            if pausedUntil > now {
+                // --max-bandwidth holds every byte, the pages asked for too (they go first after it).
+                MonotonicClock.sleep(seconds: Double(pausedUntil - now) / 1e9)
+                continue
+            }
             var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
             let urgent = !pages.isEmpty
             if !urgent {
@@ -56,17 +73,17 @@ struct PostcopyPush {
                     requests.waitForRequest(microseconds: 200)
                     continue
                 }
-                while pages.count < SourceSession.postcopyBatchPages && cursor < pageCount {
-                    if remaining[cursor] { pages.append(cursor) }
-                    cursor += 1
-                }
+                pages = order.next(SourceSession.postcopyBatchPages, of: remaining)
             }
             for page in pages {
                 remaining.clear(page)
                 batch.set(page)
             }
             defer { for page in pages { batch.clear(page) } }
-            _ = try pusher.send(pages: batch, round: round)
+            let sent = try pusher.send(pages: batch, round: round)
+            if let due = limiter?.account(Int(sent.wireBytes)), due > 0 {
+                pausedUntil = MonotonicClock.now() + UInt64(due * 1e9)
+            }
             left -= pages.count
             if urgent { summary.requestedPages += pages.count } else { summary.pushedPages += pages.count }
         }
@@ -79,7 +96,7 @@ struct PostcopyPush {
             for index in 0..<words.count { words[index] &= ~held.words[index] }
         }
         left = remaining.popcount()
-        cursor = 0
+        order.restart()
     }
 }
 
@@ -130,7 +147,9 @@ extension SourceSession {
             if let shrunk = agent.imageShrank() { throw shrunk }
             try options.cancellation.passCommitPoint(during: "the switch to post-copy, before COMMIT", guest: .source)
             guard deadline.disarm() else { throw deadline.failure(during: "as VERIFIED arrived") }
-            return PostcopySwitch(round: round, stale: stale, stateDigest: stateDigest, switchedAt: paused)
+            return PostcopySwitch(
+                round: round, stale: stale, lastRound: precopyState.toSend, stateDigest: stateDigest,
+                switchedAt: paused)
         } catch {
             deadline.disarm()
             guest.resume()
@@ -212,6 +231,7 @@ extension SourceSession {
     /// which pages it has, and the rest is sent on the new connection.
     func postcopyPush(_ switched: PostcopySwitch) throws -> MigrationReport {
         var push = PostcopyPush(switched: switched, pageCount: pageCount)
+        push.limiter = options.maxBandwidth.map { BandwidthLimiter(bytesPerSecond: $0) }
         let pusher = PageStreamer(
             memory: guest.memory, pageSize: pageSize, connection: connection, compression: options.compression,
             peerCodecs: peerCodecs, batchBytes: Self.postcopyBatchPages * pageSize, hashTable: streamer.hashTable,
@@ -247,7 +267,13 @@ extension SourceSession {
                 if let aborted = requests.abortRead(withinMilliseconds: 300) {
                     throw postcopyLost(aborted, during: "the post-copy push", missing: push.left)
                 }
-                try recoverPush(&push, pusher: pusher, after: error)
+                // A damaged frame from the destination is dropped with its connection and
+                // resumed as a cut is, a few times (Protocol.md 11.4).
+                let damaged =
+                    MigrationError.wrap(error, during: "the post-copy push", guest: .destination).code
+                    == .protocolViolation && push.damageResumes < DestinationSession.damageResumeLimit
+                if damaged { push.damageResumes += 1 }
+                try recoverPush(&push, pusher: pusher, after: error, damaged: damaged)
             }
         }
         push.summary.requests += push.requests
@@ -310,10 +336,12 @@ extension SourceSession {
     /// A lost connection during the push: connects again (`RESUME`, as in pre-copy), and what
     /// the destination lacks then is what is left to send. Throws (the guest is lost) when it
     /// cannot, or when the failure was not a lost connection.
-    private func recoverPush(_ push: inout PostcopyPush, pusher: PageStreamer, after error: any Error) throws {
+    private func recoverPush(
+        _ push: inout PostcopyPush, pusher: PageStreamer, after error: any Error, damaged: Bool = false
+    ) throws {
         let failure = MigrationError.wrap(error, during: "the post-copy push", guest: .destination)
         let missing = push.left
-        guard failure.code == .transport, options.resume else {
+        guard failure.code == .transport || damaged, options.resume else {
             throw postcopyLost(failure, during: "the post-copy push", missing: missing)
         }
         let lostAt = MonotonicClock.now()

@@ -22,6 +22,15 @@ struct PrecopyState {
     /// The convergence model after the last round, for the progress's ETA (none before round 0 ends).
     var etaModel: ProgressETA.Model?
     var dirtyRate = 0.0
+    /// The dirty rates of the last few rounds and the throttle each ran under: the highest
+    /// under the throttle in force predicts the pages a guest dirties between the last harvest
+    /// and the pause (a guest that writes in bursts can show a quiet round just before the
+    /// switch-over; the rates from before a throttle step no longer apply).
+    var recentDirtyRates: [(rate: Double, throttle: Int)] = []
+    var peakDirtyRate: Double {
+        let throttle = recentDirtyRates.last?.throttle
+        return recentDirtyRates.filter { $0.throttle == throttle }.map(\.rate).max() ?? dirtyRate
+    }
     /// Set when pre-copy ends by switching to post-copy rather than by a blackout.
     var switchToPostcopy = false
 
@@ -96,6 +105,10 @@ extension SourceSession {
         let dirtySeconds = Double(harvestStart &- precopyState.lastHarvest) / 1e9
         precopyState.lastHarvest = harvestStart
         precopyState.dirtyRate = dirtySeconds > 0 ? Double(dirty) / dirtySeconds : 0
+        precopyState.recentDirtyRates.append((precopyState.dirtyRate, guest.throttlePercent))
+        if precopyState.recentDirtyRates.count > ConvergencePolicy.rateWindow {
+            precopyState.recentDirtyRates.removeFirst()
+        }
 
         let roundEndSent = MonotonicClock.now()
         try connection.send(
@@ -111,9 +124,14 @@ extension SourceSession {
         }
         rtt = min(rtt, max(0, MonotonicClock.seconds(since: roundEndSent) - Double(ack.digestMicroseconds) / 1e6))
         let transferSeconds = MonotonicClock.seconds(since: roundStart) - harvestSeconds
-        // Fixed blackout costs, each measured: pause, final harvest, the destination's digest,
-        // and two round trips (COMPLETE→VERIFIED, COMMIT→RESUMED).
-        let fixed = pauseCost + harvestSeconds + Double(ack.digestMicroseconds) / 1e6 + 2 * rtt
+        // The blackout's costs besides the final pages, each measured: pause, final harvest, the
+        // device state, the bytes still queued, the destination's digest, and two round trips
+        // (COMPLETE→VERIFIED, COMMIT→RESUMED).
+        let costs = BlackoutForecast.Costs(
+            pauseSeconds: pauseCost, harvestSeconds: harvestSeconds, deviceStateReadSeconds: stateProbe.seconds,
+            deviceStateBytes: stateProbe.bytes, queuedBytes: streamer.queuedBytes,
+            destinationVerifySeconds: Double(ack.digestMicroseconds) / 1e6, roundTripSeconds: rtt)
+        let fixed = costs.fixedSeconds
         let observation = RoundObservation(
             // Only pages with data count for the rate: zero pages cost almost nothing, and the
             // pages a guest dirties are almost never zero, so counting them would make the link
@@ -124,11 +142,12 @@ extension SourceSession {
             transferSeconds: transferSeconds,
             dirtyPages: precopyState.pending.popcount(),
             dirtySeconds: dirtySeconds, elapsed: MonotonicClock.seconds(since: start),
-            fixedCostSeconds: fixed, throttlePercent: guest.throttlePercent,
+            costs: costs, throttlePercent: guest.throttlePercent,
             // At most every page: a guest cannot dirty more pages than it has.
             dirtiedSinceHarvest: min(
-                pageCount, Int(precopyState.dirtyRate * MonotonicClock.seconds(since: harvestStart))),
-            pageCount: pageCount, vcpus: guest.vcpus, roundTripSeconds: rtt)
+                pageCount, Int(precopyState.peakDirtyRate * MonotonicClock.seconds(since: harvestStart))),
+            pageCount: pageCount, vcpus: guest.vcpus, roundTripSeconds: rtt,
+            wireBytes: streamer.wireBytes - wireBefore)
         let decision = precopyState.policy.decide(observation)
         precopyState.lastDecision = decision
         precopyState.etaModel = ProgressETA.Model(
@@ -230,6 +249,7 @@ extension SourceSession {
             return false
         case .switchover:
             report.predictedDowntimeMs = decision.predictedDowntime.milliseconds
+            report.downtimeForecast = decision.forecast.flatMap { $0.totalMs.isFinite ? $0 : nil }
             return true
         case .giveUp:
             throw MigrationError(.notConverged, decision.reason, guest: .source)

@@ -51,6 +51,8 @@ final class SourceSession {
     var holes: ImageHoles?
     /// What a blackout costs besides the pages: one pause of the vCPUs, measured.
     var pauseCost = 0.0
+    /// And the device state: its encoded size and the time to take it (`deviceStateProbe`).
+    var stateProbe = (bytes: 0, seconds: 0.0)
     var streamer: SourceStreams!
     /// The live figures of the round being sent (progress and send rate).
     let meter: RoundMeter
@@ -58,6 +60,8 @@ final class SourceSession {
     var precopyState: PrecopyState
     /// When the vCPUs were paused for the blackout.
     var blackoutStart: UInt64 = 0
+    /// Pages the final round sent (held against the forecast's).
+    var finalRoundPages = 0
     /// The guest's progress when the migration started and when its vCPUs paused for good.
     lazy var progressAtStart = GuestProgressSample.now(guest.progressSteps)
     var progressAtPause: GuestProgressSample?
@@ -215,6 +219,11 @@ final class SourceSession {
         // Measure what a blackout will cost besides the pages: one pause of the vCPUs and one
         // harvest of the whole region (which also absorbs what was written before round 0).
         pauseCost = Double(guest.pause()) / 1e9
+        let probeStart = MonotonicClock.now()
+        if let sections = try? guest.deviceStateProbe() {
+            let bytes = DeviceState(sections: sections).encodedPayload().count
+            stateProbe = (bytes, MonotonicClock.seconds(since: probeStart))
+        }
         guest.resume()
         do {
             streamer = try SourceStreams(

@@ -139,6 +139,10 @@ final class SourceStreams {
 
     var wireBytes: UInt64 { streamers.reduce(0) { $0 + $1.wireBytes } }
 
+    /// Bytes written to the connections that the destination's kernel has not acknowledged yet
+    /// (`SIOCOUTQ`, summed): what a blackout starting now would wait for before its own pages.
+    var queuedBytes: Int { connections.reduce(0) { $0 + $1.stream.unacknowledgedBytes } }
+
     var holePages: Int { streamers.reduce(0) { $0 + $1.holePages } }
 
     var counts: EncodingCounts {

@@ -17,6 +17,14 @@ public struct BandwidthLimiter: Sendable {
 
     /// Accounts for `bytes` just written and sleeps as long as the limit requires.
     public mutating func consumed(_ bytes: Int) {
+        let due = account(bytes)
+        if due > 0 { MonotonicClock.sleep(seconds: due) }
+    }
+
+    /// Accounts for `bytes` just written; returns the seconds the sender must wait before its
+    /// next write, for a sender that waits in its own way (post-copy's push, which takes the
+    /// pages asked for meanwhile first when the wait is over).
+    public mutating func account(_ bytes: Int) -> Double {
         let now = MonotonicClock.now()
         if originNanos == 0 || Double(now &- originNanos) / 1e9 > bytesSinceOrigin / bytesPerSecond + Self.burstSeconds
         {
@@ -25,7 +33,6 @@ public struct BandwidthLimiter: Sendable {
             bytesSinceOrigin = 0
         }
         bytesSinceOrigin += Double(bytes)
-        let due = bytesSinceOrigin / bytesPerSecond - Double(now &- originNanos) / 1e9
-        if due > 0 { MonotonicClock.sleep(seconds: due) }
+        return bytesSinceOrigin / bytesPerSecond - Double(now &- originNanos) / 1e9
     }
 }

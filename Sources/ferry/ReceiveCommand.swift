@@ -63,6 +63,9 @@ struct ReceiveCommand: ParsableCommand {
             throw ValidationError("give either --image PATH (one guest) or --serve DIR (several guests)")
         }
         if serve != nil && prealloc != nil { throw ValidationError("--prealloc works with --image only") }
+        if timeouts.stallTimeout.seconds < 0.1 {
+            throw ValidationError("--stall-timeout \(timeouts.stallTimeout.text): give at least 100ms (e.g. 60s)")
+        }
         try SecurityOptions.validate(
             keyFile: receiveSecurity.keyFile, encrypt: receiveSecurity.requireEncryption, cipher: "auto",
             encryptFlag: "--require-encryption")
@@ -89,7 +92,7 @@ struct ReceiveCommand: ParsableCommand {
                 runFor: resumed.runFor.duration, announceInterface: resumed.announceDev,
                 guestMAC: try resumed.guestMAC.map { try MACAddress.parse($0) },
                 guestIPv4: try resumed.guestIP.map { try IPv4Address.parse($0) },
-                acceptTimeout: timeouts.acceptTimeout?.duration,
+                acceptTimeout: timeouts.acceptTimeout?.duration, receiveTimeout: timeouts.stallTimeout.duration,
                 name: hostName(), preallocateBytes: prealloc?.bytes,
                 resumeTimeout: timeouts.resumeTimeout.duration, guestKinds: .ferry)
             options.handoffTimeout = timeouts.handoffTimeout.duration
@@ -248,6 +251,13 @@ struct ReceiveTimeoutOptions: ParsableArguments {
             "After the image verified, how long to wait for a source that lost its connection to come back with its COMMIT (or ABORT) before discarding the image (default 300s; longer than ferry send's --handoff-timeout, and time for an operator to decide with ferry status --commit/--discard; at most 30 days).",
         transform: { try DurationOption.parse($0) })
     var handoffTimeout = DurationOption(seconds: 300, text: "300s")
+
+    @Option(
+        name: .customLong("stall-timeout"),
+        help:
+            "How long the source may send nothing at all before its connection counts as lost (default 60s). During post-copy a source that stopped (SIGSTOP, a frozen host) is noticed so, and then has --resume-timeout to come back before the guest is lost.",
+        transform: { try DurationOption.parse($0) })
+    var stallTimeout = DurationOption(seconds: 60, text: "60s")
 }
 
 /// `ferry receive`'s options: security.

@@ -105,6 +105,53 @@ import Testing
         #expect(destination["outcome"] as? String == "succeeded")
         #expect(destination["guest"] as? String == "destination")
         #expect(destination["session"] as? String == source["session"] as? String)
+        try Self.expectForecast(source, sent.stderr)
+    }
+
+    /// The blackout's forecast adds up to the prediction, has the device state the setup read,
+    /// and a downtime beyond max(target, 1.5 × predicted) is listed as the `total` miss.
+    static func expectForecast(_ source: [String: Any], _ text: String) throws {
+        let forecast = try #require(source["downtime_forecast"] as? [String: Any], "\(source)")
+        let predicted = try #require(source["predicted_downtime_ms"] as? Double)
+        #expect(abs((forecast["total_ms"] as? Double ?? -1) - predicted) < 0.01, "\(forecast)")
+        #expect((forecast["device_state_bytes"] as? Int ?? 0) > 0, "the built-in guest's vCPU sections: \(forecast)")
+        let misses = try #require(source["downtime_misses"] as? [[String: Any]], "\(source)")
+        let downtime = try #require(source["downtime_ms"] as? Double)
+        let target = try #require(source["downtime_target_ms"] as? Double)
+        let beyond = downtime > max(target, 1.5 * predicted) && downtime > predicted + 1
+        #expect(!beyond || misses.first?["part"] as? String == "total", "\(downtime) ms: \(misses)")
+        #expect(text.contains("    forecast   pause vCPUs"), "\(text)")
+    }
+
+    /// VERIFIED held back 80 ms on its way to the source: the blackout misses its forecast, and
+    /// both reports name the part (sending: COMPLETE → VERIFIED less the destination's digest)
+    /// and the link as its cause.
+    @Test func aBlackoutThatMissesItsForecastSaysWhere() throws {
+        let scratch = Scratch("json-miss")
+        let image = scratch.file("vm.img")
+        #expect(try FerryProcess.run(["image", "create", image, "--size", "8M"]).status == 0)
+        let receiver = try FerryProcess([
+            "receive", "--listen", "127.0.0.1:0", "--image", scratch.file("in.img"), "--accept-timeout", "60s",
+        ])
+        let relay = try PhaseFaultRelay(
+            upstreamPort: UInt16(try Self.port(of: receiver)), phase: .verified, fault: .hook { usleep(80_000) })
+        defer { relay.stop() }
+        let sent = try FerryProcess.run([
+            "send", "--image", image, "--to", "127.0.0.1:\(relay.port)", "--workload", "uniform:5MB/s", "-q",
+            "--json", "-",
+        ])
+        #expect(receiver.wait().status == 0)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(relay.injected)
+        let source = try Self.report(sent.stdout, "send --json -")
+        try Self.expectForecast(source, sent.stderr)
+        let misses = try #require(source["downtime_misses"] as? [[String: Any]])
+        // Under load another part may miss too (the destination's resume): the two must.
+        #expect(misses.prefix(2).map { $0["part"] as? String ?? "" } == ["total", "sending"], "\(misses)")
+        let sending = try #require(misses.first { $0["part"] as? String == "sending" })
+        #expect((sending["actual_ms"] as? Double ?? 0) >= 80, "\(sending)")
+        #expect((sending["cause"] as? String)?.contains("took longer on the link") == true, "\(sending)")
+        #expect(sent.stderr.contains("    missed     sending: "), "\(sent.stderr)")
     }
 
     /// Nothing listens: exit 5 and a report that says failed, why, and that the guest is on the source.

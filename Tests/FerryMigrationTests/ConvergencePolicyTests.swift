@@ -11,7 +11,8 @@ import Testing
     {
         RoundObservation(
             round: round, pagesSent: sent, transferSeconds: seconds, dirtyPages: dirty,
-            dirtySeconds: seconds, elapsed: elapsed, fixedCostSeconds: fixed, throttlePercent: 0)
+            dirtySeconds: seconds, elapsed: elapsed, costs: BlackoutForecast.Costs(pauseSeconds: fixed),
+            throttlePercent: 0)
     }
 
     @Test func switchesOverWhenPredictionFitsTarget() {
@@ -143,7 +144,8 @@ import Testing
     {
         RoundObservation(
             round: index, pagesSent: sent, transferSeconds: Double(sent) / 30_000, dirtyPages: dirty,
-            dirtySeconds: Double(dirty) / dirtyRate, elapsed: 1, fixedCostSeconds: 0.002, throttlePercent: throttle,
+            dirtySeconds: Double(dirty) / dirtyRate, elapsed: 1, costs: BlackoutForecast.Costs(pauseSeconds: 0.002),
+            throttlePercent: throttle,
             pageCount: 524_288, vcpus: 2, roundTripSeconds: 0.0002)
     }
 
@@ -241,12 +243,14 @@ import Testing
         var policy = Self.policy(PostcopySettings())
         let round0 = RoundObservation(
             round: 0, pagesSent: 440_000, transferSeconds: 6.849, dirtyPages: 172_297, dirtySeconds: 7.0,
-            elapsed: 7.0, fixedCostSeconds: 0.003, throttlePercent: 0, pageCount: 524_288, vcpus: 2,
+            elapsed: 7.0, costs: BlackoutForecast.Costs(pauseSeconds: 0.003), throttlePercent: 0, pageCount: 524_288,
+            vcpus: 2,
             roundTripSeconds: 0.0002)
         #expect(policy.decide(round0).action == .nextRound)
         let round1 = RoundObservation(
             round: 1, pagesSent: 172_297, transferSeconds: 2.279, dirtyPages: 121_976, dirtySeconds: 2.28,
-            elapsed: 9.3, fixedCostSeconds: 0.003, throttlePercent: 0, dirtiedSinceHarvest: 8_000, pageCount: 524_288,
+            elapsed: 9.3, costs: BlackoutForecast.Costs(pauseSeconds: 0.003), throttlePercent: 0,
+            dirtiedSinceHarvest: 8_000, pageCount: 524_288,
             vcpus: 2, roundTripSeconds: 0.0002)
         let decision = policy.decide(round1)
         #expect(decision.action == .nextRound, "\(decision.reason)")
@@ -327,7 +331,8 @@ import Testing
                 }
                 let round = RoundObservation(
                     round: index, pagesSent: pending, transferSeconds: roundSeconds, dirtyPages: dirty.count,
-                    dirtySeconds: roundSeconds, elapsed: 1, fixedCostSeconds: 0.002, throttlePercent: throttle,
+                    dirtySeconds: roundSeconds, elapsed: 1, costs: BlackoutForecast.Costs(pauseSeconds: 0.002),
+                    throttlePercent: throttle,
                     pageCount: pages, vcpus: 2)
                 let decision = policy.decide(round)
                 if index == 1 {

@@ -60,6 +60,34 @@ import Testing
         #expect(MonotonicClock.seconds(since: started) < 15)
     }
 
+    /// Damage after RESUMED, either way: a bit flipped in the push's first batch (the
+    /// destination finds a page whose hash differs, or a batch that does not decode) or in the
+    /// first PAGE_REQUEST's count (the source finds a request that does not parse). The side that finds it
+    /// drops the connection without ABORT, and the migration resumes as after a cut: nothing
+    /// damaged reached the guest (before: the guest was lost).
+    @Test(
+        "damage on the wire during post-copy is dropped with its connection and resumed; the guest verifies",
+        arguments: [(WirePhase.push, "push: a page flipped"), (WirePhase.pageRequest, "request: its count flipped")])
+    func damageIsResumed(_ phase: WirePhase, _ what: String) throws {
+        let scratch = Scratch()
+        var migration = PostcopyTests.migration()
+        let relay = Box<PhaseFaultRelay>()
+        migration.route = { port in
+            let made = try PhaseFaultRelay(
+                upstreamPort: port, phase: phase, fault: phase == .push ? .flipPayloadBit : .flipPayloadByte(0))
+            relay.value = made
+            return made.port
+        }
+        defer { relay.value?.stop() }
+        let outcome = try migration.run(in: scratch)
+        let report = try outcome.source.get()
+        let destination = try outcome.destination.get()
+        #expect(relay.value?.injected == true, "\(what): \(relay.value?.phasesReached ?? [])")
+        #expect(report.resumes == 1 && destination.report.resumes == 1, "\(what): \(report.resumes)")
+        #expect(report.verified && destination.report.verified && report.guestLocation == .destination, "\(what)")
+        #expect(FileManager.default.fileExists(atPath: scratch.file("destination.img")))
+    }
+
     /// The destination's VERIFIED after COMPLETE is lost: it has left post-copy (it takes no
     /// RESUME any more) and runs the guest. The source, no answer within --stall-timeout of
     /// COMPLETE being acknowledged, asks it with its token and hears the memory verified (before:

@@ -142,6 +142,9 @@ def run_ferry(ctx, path, workload, logdir, cipher=None, binary=None, extra=(), r
             "memory": memory,
             # post-copy's own figures (ferry-postcopy): the source's and the destination's view
             "postcopy": s.get("postcopy"), "postcopy_destination": r.get("postcopy"),
+            # the blackout's forecast (a pre-copy switch-over) and the parts that missed it
+            "predicted_downtime_ms": s.get("predicted_downtime_ms") if s.get("downtime_forecast") else None,
+            "downtime_target_ms": s.get("downtime_target_ms"), "downtime_misses": s.get("downtime_misses"),
             **progress_figures(s, r),
         }
     finally:

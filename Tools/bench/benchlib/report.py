@@ -48,6 +48,21 @@ def summarise(runs, plan, qemu_available):
     return rows
 
 
+def forecast_lines(runs):
+    """Every ferry run that switched over from pre-copy: whether its downtime kept to
+    max(target, 1.5 × predicted), and the parts its report names as missing the forecast."""
+    held = [r for r in runs if r.get("ok") and r.get("predicted_downtime_ms") is not None]
+    if not held:
+        return []
+    within = [r for r in held if r["downtime_ms"] <= max(r["downtime_target_ms"] or 0, 1.5 * r["predicted_downtime_ms"])]
+    out = [f"blackout forecast: {len(within)} of {len(held)} ferry pre-copy runs kept downtime ≤ max(target, 1.5 × predicted)"]
+    for r in held:
+        for miss in r.get("downtime_misses") or []:
+            out.append(f"  {r['contender']} {r['path']} {r['workload']} run {r.get('run', '?')}: {miss['part']} "
+                       f"{miss['actual_ms']:.1f} ms against {miss['predicted_ms']:.1f} forecast: {miss['cause']}")
+    return out
+
+
 def baseline_lines(rows):
     """Per path and workload: ferry's median total and downtime ÷ ferry-baseline's (--baseline-ferry)."""
     index = {(r["path"], r["workload"], r["contender"]): r for r in rows}
