@@ -176,7 +176,8 @@ extension BlackoutForecast {
         case "sending":
             return sendingCause(actual, finalPages: sent)
         case "destination_verify":
-            return "the destination's digest took longer than the one it timed for the last round"
+            return
+                "the destination's time from COMPLETE to VERIFIED exceeded the digest it timed for the last round: it includes waiting for the final round's batches on the other page streams, which on a slow link arrive after COMPLETE (VERIFIED does not tell the two apart)"
         case "commit_resume":
             return "the round trip took longer than the smallest one measured during pre-copy (a busy link or host)"
         default:
