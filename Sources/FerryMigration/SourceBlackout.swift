@@ -164,12 +164,7 @@ extension SourceSession {
             asking.close()
             handedOver(commitStart: commitStart, how: how)
         case .discardedThere(let why):
-            guest.resume()
-            report.guestLocation = .source
-            throw MigrationError(
-                .transport,
-                "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
-                guest: .source)
+            throw resumedAfterDiscard(why)
         case .unresolved(let why):
             report.outcome = .unresolved
             report.error = ReportedError(
@@ -177,6 +172,17 @@ extension SourceSession {
                     "handed over; the destination did not confirm its resume: \(why). The guest is paused here and runs nowhere until that is resolved: ask the destination with `ferry status --connect \(options.destination) --session \(hex(sessionID)) --token \(sessionToken.hex)`",
                 code: MigrationError.Code.transport.name)
         }
+    }
+
+    /// The COMMIT never reached the destination, which discarded the guest: it never ran there,
+    /// and every page of it is here, so it resumes here.
+    func resumedAfterDiscard(_ why: String) -> MigrationError {
+        guest.resume()
+        report.guestLocation = .source
+        return MigrationError(
+            .transport,
+            "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
+            guest: .source)
     }
 
     /// The guest's vCPUs end here; the report is complete. Throws when the handoff is unresolved.

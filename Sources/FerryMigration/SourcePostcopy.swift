@@ -64,7 +64,13 @@ struct PostcopyPush {
                 MonotonicClock.sleep(seconds: Double(pausedUntil - now) / 1e9)
                 continue
             }
-            var pages = requests.take().filter { $0 < pageCount && remaining[$0] }
+            // Taken out of `remaining` as they are read: a page asked for twice goes, and is
+            // counted, once (counted twice, `left` ran ahead of the pages really left).
+            var pages: [Int] = []
+            for page in requests.take() where page < pageCount && remaining[page] {
+                remaining.clear(page)
+                pages.append(page)
+            }
             let urgent = !pages.isEmpty
             if !urgent {
                 let (queued, acknowledged) = link()
@@ -212,12 +218,7 @@ extension SourceSession {
             connection = asking
             report.handoff = how
         case .discardedThere(let why):
-            guest.resume()
-            report.guestLocation = .source
-            throw MigrationError(
-                .transport,
-                "the COMMIT did not reach the destination, which discarded the guest (\(why)); the guest resumed on the source",
-                guest: .source)
+            throw resumedAfterDiscard(why)
         case .unresolved(let why):
             throw postcopyLost(
                 MigrationError(.transport, why, guest: .lost), during: "the wait for RESUMED",

@@ -88,6 +88,45 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: scratch.file("destination.img")))
     }
 
+    /// The first PAGE_REQUEST rewritten to name its first page twice (a destination may ask
+    /// for a page again): the source sends it once and counts it once. Before, it counted the
+    /// page twice: the report's requested + pushed came to one more than the stale pages, and a
+    /// destination repeating more pages than the last batch holds would have ended the push
+    /// with pages unsent (the guest lost at the final verification).
+    @Test("a page asked for twice is sent and counted once; the guest verifies")
+    func aPageAskedForTwiceIsSentOnce() throws {
+        let scratch = Scratch()
+        var migration = PostcopyTests.migration()
+        let rewritten = Mutex(false)
+        let relay = Box<Relay>()
+        migration.route = { port in
+            let made = try Relay(to: port, options: .halfClose) { frame in
+                guard frame.direction == .toSource, frame.type == 38, !rewritten.withLock({ $0 }),
+                    let count = frame.payload(UInt32.self, at: 0), count < 511
+                else { return .forward }
+                let header = FrameParser.headerSize
+                frame.bytes += frame.bytes[(header + 8)..<(header + 16)]  // the first page again
+                let length = UInt32(frame.bytes.count - header)
+                frame.bytes.withUnsafeMutableBytes { raw in
+                    raw.storeBytes(of: (count + 1).littleEndian, toByteOffset: header, as: UInt32.self)
+                    raw.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
+                }
+                rewritten.withLock { $0 = true }
+                return .forward
+            }
+            relay.value = made
+            return made.port
+        }
+        defer { relay.value?.stop() }
+        let outcome = try migration.run(in: scratch)
+        let report = try outcome.source.get()
+        let destination = try outcome.destination.get()
+        #expect(rewritten.withLock { $0 })
+        #expect(report.verified && destination.report.verified && report.guestLocation == .destination)
+        let postcopy = try #require(report.postcopy)
+        #expect(postcopy.requestedPages + postcopy.pushedPages == postcopy.stalePages, "\(postcopy)")
+    }
+
     /// The destination's VERIFIED after COMPLETE is lost: it has left post-copy (it takes no
     /// RESUME any more) and runs the guest. The source, no answer within --stall-timeout of
     /// COMPLETE being acknowledged, asks it with its token and hears the memory verified (before:

@@ -170,22 +170,29 @@ def run_qemu(ctx, path, workload, logdir, multifd):
                        "capabilities": caps, "multifd_channels": ctx.qemu_channels if multifd else None},
         }
     finally:
-        for q in (qs, qd):
-            if q:
-                try:
-                    q.execute("quit")
-                except (BenchError, OSError, ValueError):
-                    pass
-                q.close()
-        for p in (src, dst):
-            try:
-                p.wait(5)
-            except BenchError:
-                pass  # wait() already ended it
-            p.stop()
+        _shut_down((qs, qd), (src, dst))
         for p in (src_sock, dst_sock, dst_ram):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def _shut_down(monitors, processes):
+    """Asks each QEMU that has a monitor to quit, then waits up to 5 s for each process and stops it."""
+    for q in monitors:
+        if q:
+            try:
+                q.execute("quit")
+            except (BenchError, OSError, ValueError):
+                pass
+            q.close()
+    for p in processes:
+        if p is None:
+            continue
+        try:
+            p.wait(5)
+        except BenchError:
+            pass  # wait() already ended it
+        p.stop()
 
 
 def _wait_dst_completed(qd):
@@ -362,21 +369,7 @@ def run_qemu_dirtying(ctx, path, workload, logdir, mode, run_for):
         })
         return result
     finally:
-        for q in (qs, qd):
-            if q:
-                try:
-                    q.execute("quit")
-                except (BenchError, OSError, ValueError):
-                    pass
-                q.close()
-        for p in (src, dst):
-            if p is None:
-                continue
-            try:
-                p.wait(5)
-            except BenchError:
-                pass  # wait() already ended it
-            p.stop()
+        _shut_down((qs, qd), (src, dst))
         for log in (log_src, log_dst):
             if log is not None:
                 log.close()
